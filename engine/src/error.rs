@@ -1,0 +1,126 @@
+//! Typed errors, one enum per operation family, each carrying the file and offset involved
+//! so an operator can act on the message.
+use std::path::PathBuf;
+
+use crate::record::DecodeError;
+
+/// Opening (recovering) a partition directory.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "data directory {path} is in use by another simplekv process (lock held); stop it or use another directory"
+    )]
+    Locked { path: PathBuf },
+    #[error(
+        "{path}: corrupt record at byte {offset}: {reason}; the segment is not the last one, so this is not a torn write. Restore from a replica, or start with storage.repair = true to drop everything from this point on"
+    )]
+    CorruptSegment {
+        path: PathBuf,
+        offset: u64,
+        reason: DecodeError,
+    },
+    #[error("{path}: not a simplekv segment: {reason}")]
+    BadSegmentHeader { path: PathBuf, reason: String },
+    #[error("{path}: leader-epoch checkpoint is unreadable: {reason}")]
+    BadEpochFile { path: PathBuf, reason: String },
+    #[error("invalid engine options: {0}")]
+    BadOptions(String),
+}
+
+/// Reading a value.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: corrupt record at byte {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Appending, committing, truncating.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("key is {len} bytes, over the limit of {max} (limits.max_key_len)")]
+    KeyTooLarge { len: usize, max: usize },
+    #[error("value is {len} bytes, over the limit of {max} (limits.max_value_len)")]
+    ValueTooLarge { len: usize, max: usize },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("replicated record at byte {offset} of the batch is invalid: {reason}")]
+    BadReplicatedRecord { offset: usize, reason: String },
+    #[error("replicated record has LSN {got}, but the log already ends at {log_end}")]
+    LsnNotIncreasing { got: u64, log_end: u64 },
+    #[error(
+        "the store could not recover after a failed write ({0}); restart the process to recover from disk"
+    )]
+    Failed(String),
+    #[error(transparent)]
+    Recovery(#[from] Box<OpenError>),
+}
+
+/// Merging closed segments.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt record at byte {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error(
+        "the log changed under the merge (truncated or merged again); its output was discarded"
+    )]
+    Stale,
+    #[error("a merge is already running or being installed")]
+    Busy,
+}
+
+pub(crate) trait IoContext<T> {
+    fn at_open(self, path: &std::path::Path) -> Result<T, OpenError>;
+    fn at_write(self, path: &std::path::Path) -> Result<T, WriteError>;
+    fn at_merge(self, path: &std::path::Path) -> Result<T, MergeError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at_open(self, path: &std::path::Path) -> Result<T, OpenError> {
+        self.map_err(|source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+    fn at_write(self, path: &std::path::Path) -> Result<T, WriteError> {
+        self.map_err(|source| WriteError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+    fn at_merge(self, path: &std::path::Path) -> Result<T, MergeError> {
+        self.map_err(|source| MergeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,30 @@
+//! Small file-system helpers whose point is durability of names, not just of bytes.
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+/// fsync a directory so that files created, renamed or removed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `bytes` atomically: write a temporary file, fsync it, rename it over
+/// the target, fsync the directory. A crash leaves either the old or the new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// A random 64-bit id, used to tie a hint file to the exact segment file it describes.
+pub fn random_id() -> u64 {
+    fastrand::u64(1..)
+}

@@ -1,0 +1,192 @@
+//! Hint files: for a closed segment, every record's header fields and key plus its offset,
+//! without the value, so that opening a partition never reads values.
+//!
+//! ```text
+//! file header (32 bytes): magic "SKVHINT\x01" | file_id u64 | count u64 | crc32 of [0,24) | 0u32
+//! entry:  crc32 over [4, 37 + key_len) | lsn u64 | epoch u32 | expire u64 | tag u8
+//!         | key_len u32 | val_len u32 | offset u32 | key
+//! ```
+//!
+//! A hint is written to a temporary name, fsynced and renamed into place, so a hint file that
+//! exists is complete. It names the `file_id` of the segment it describes; a hint whose id
+//! differs from its segment's (a crash between renames of a merge) is ignored and the
+//! segment is scanned instead.
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, MergeError};
+use crate::record::{self, Tag};
+use crate::segment::{SEGMENT_HEADER_LEN, Segment};
+
+const HINT_MAGIC: &[u8; 8] = b"SKVHINT\x01";
+const HINT_HEADER_LEN: usize = 32;
+const ENTRY_FIXED: usize = 37;
+
+/// One record of a segment as a hint file lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HintEntry<'a> {
+    pub lsn: u64,
+    pub epoch: u32,
+    pub expire: u64,
+    pub tag: Tag,
+    pub val_len: u32,
+    pub offset: u32,
+    pub key: &'a [u8],
+}
+
+pub fn encode_header(out: &mut Vec<u8>, file_id: u64, count: u64) {
+    let start = out.len();
+    out.extend_from_slice(HINT_MAGIC);
+    out.extend_from_slice(&file_id.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    let crc = crc32fast::hash(&out[start..start + 24]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+}
+
+pub fn encode_entry(out: &mut Vec<u8>, e: &HintEntry<'_>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(&e.lsn.to_le_bytes());
+    out.extend_from_slice(&e.epoch.to_le_bytes());
+    out.extend_from_slice(&e.expire.to_le_bytes());
+    out.push(e.tag as u8);
+    out.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&e.val_len.to_le_bytes());
+    out.extend_from_slice(&e.offset.to_le_bytes());
+    out.extend_from_slice(e.key);
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes a whole hint file; `None` if anything is off (then the segment is scanned).
+pub fn decode_all(buf: &[u8], expect_file_id: u64) -> Option<Vec<HintEntry<'_>>> {
+    if buf.len() < HINT_HEADER_LEN || &buf[0..8] != HINT_MAGIC {
+        return None;
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().unwrap_or([0; 8]));
+    let u32_at = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().unwrap_or([0; 4]));
+    if u32_at(24) != crc32fast::hash(&buf[0..24]) || u32_at(28) != 0 || u64_at(8) != expect_file_id
+    {
+        return None;
+    }
+    let count = u64_at(16);
+    let mut out = Vec::with_capacity(count.min(1 << 24) as usize);
+    let mut pos = HINT_HEADER_LEN;
+    while pos < buf.len() {
+        if buf.len() - pos < ENTRY_FIXED {
+            return None;
+        }
+        let key_len = u32_at(pos + 25) as usize;
+        if key_len > record::MAX_KEY_LEN_HARD as usize || buf.len() - pos - ENTRY_FIXED < key_len {
+            return None;
+        }
+        let end = pos + ENTRY_FIXED + key_len;
+        if u32_at(pos) != crc32fast::hash(&buf[pos + 4..end]) {
+            return None;
+        }
+        out.push(HintEntry {
+            lsn: u64_at(pos + 4),
+            epoch: u32_at(pos + 12),
+            expire: u64_at(pos + 16),
+            tag: Tag::from_u8(buf[pos + 24])?,
+            val_len: u32_at(pos + 29),
+            offset: u32_at(pos + 33),
+            key: &buf[pos + ENTRY_FIXED..end],
+        });
+        pos = end;
+    }
+    (out.len() as u64 == count).then_some(out)
+}
+
+/// Writes the hint for `segment_bytes` (a whole closed segment) atomically at `path`.
+pub fn write_hint_for(path: &Path, file_id: u64, segment_bytes: &[u8]) -> std::io::Result<()> {
+    let mut entries = Vec::new();
+    let mut count = 0u64;
+    let body = segment_bytes.get(SEGMENT_HEADER_LEN..).unwrap_or(&[]);
+    for (off, r) in record::RecordIter::new(body) {
+        encode_entry(
+            &mut entries,
+            &HintEntry {
+                lsn: r.header.lsn,
+                epoch: r.header.epoch,
+                expire: r.header.expire,
+                tag: r.header.tag,
+                val_len: r.header.val_len,
+                offset: (off + SEGMENT_HEADER_LEN) as u32,
+                key: r.key,
+            },
+        );
+        count += 1;
+    }
+    let mut out = Vec::with_capacity(HINT_HEADER_LEN + entries.len());
+    encode_header(&mut out, file_id, count);
+    out.extend_from_slice(&entries);
+    crate::fsutil::write_atomic(path, &out)
+}
+
+/// Work to write the hint of a segment that was just closed. It touches only that segment's
+/// files, so the caller may run it on any thread.
+#[derive(Clone, Debug)]
+pub struct HintJob {
+    pub segment: PathBuf,
+    pub hint: PathBuf,
+    pub file_id: u64,
+}
+
+impl HintJob {
+    pub fn run(&self) -> Result<(), MergeError> {
+        let seg = match Segment::open(&self.segment, false, 0) {
+            Ok(s) => s,
+            // Merged away or truncated meanwhile: nothing to describe.
+            Err(_) => return Ok(()),
+        };
+        if seg.header.file_id != self.file_id {
+            return Ok(());
+        }
+        write_hint_for(&self.hint, self.file_id, seg.written_bytes()).at_merge(&self.hint)
+    }
+}
+
+/// The hint path of a segment path.
+pub fn hint_for_segment(seg_path: &Path) -> PathBuf {
+    seg_path.with_extension("hint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hint_round_trip_and_any_damage_rejects_the_whole_file() {
+        let mut seg = SegmentHeaderBytes::new();
+        record::encode(&mut seg.0, 5, 1, 0, Tag::Put, b"alpha", b"one");
+        record::encode(&mut seg.0, 6, 1, 99, Tag::Expire, b"alpha", b"");
+        record::encode(&mut seg.0, 7, 2, 0, Tag::Delete, b"beta", b"");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.hint");
+        write_hint_for(&p, 77, &seg.0).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let es = decode_all(&bytes, 77).unwrap();
+        assert_eq!(es.len(), 3);
+        assert_eq!(es[0].key, b"alpha");
+        assert_eq!(es[0].offset as usize, SEGMENT_HEADER_LEN);
+        assert_eq!(es[1].expire, 99);
+        assert_eq!(es[2].tag, Tag::Delete);
+        assert!(decode_all(&bytes, 78).is_none(), "wrong file id");
+        for cut in 0..bytes.len() {
+            assert!(decode_all(&bytes[..cut], 77).is_none(), "cut at {cut}");
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(decode_all(&b, 77).is_none(), "flip at {i}");
+        }
+    }
+
+    struct SegmentHeaderBytes(Vec<u8>);
+    impl SegmentHeaderBytes {
+        fn new() -> Self {
+            SegmentHeaderBytes(vec![0u8; SEGMENT_HEADER_LEN])
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! simplekv's storage engine: a Bitcask per partition directory.
+//!
+//! - an append-only log of checksummed records ([`record`]) in segments named by their first
+//!   LSN ([`segment`]), the last one active, closed ones read through `mmap`;
+//! - an in-memory [`keydir`] mapping every live key to its newest record (48 bytes per key);
+//! - [`hint`] files so that opening never reads values;
+//! - merge ([`merge`]) that rewrites closed segments off the owner's thread;
+//! - what replication needs: records carry LSN and leader epoch, batches are read and appended
+//!   verbatim, the log can be truncated to an LSN, and a [`epoch::LeaderEpochCache`] answers
+//!   OffsetsForLeaderEpoch.
+//!
+//! The on-disk format and the recovery rules are in `engine/FORMAT.md`. The engine knows
+//! nothing of sockets, threads or protocols: a [`Store`] is a plain value owned by one thread.
+// Input from disk must never panic the process (tests may unwrap).
+#![warn(clippy::unwrap_used)]
+
+pub mod epoch;
+pub mod error;
+mod fsutil;
+pub mod hint;
+pub mod keydir;
+mod lock;
+pub mod merge;
+pub mod options;
+pub mod record;
+pub mod segment;
+mod store;
+
+pub use epoch::{EpochEntry, LeaderEpochCache};
+pub use error::{MergeError, OpenError, ReadError, WriteError};
+pub use hint::HintJob;
+pub use merge::{MergeJob, MergeOutput, MergeStats};
+pub use options::{Durability, Options, system_clock};
+pub use store::{KeyMeta, RecordBatch, RecoveryReport, Store, StoreStats};

@@ -1,0 +1,416 @@
+//! A segment: one file of the partition log, named by its base LSN (`{base:020}.log`).
+//!
+//! Every segment is read through one `memmap2` mapping. The active segment is mapped once
+//! with a length of its full capacity, beyond the file's current end: Linux allows a shared
+//! mapping past EOF, and pages become readable as `write()` extends the file, so appends need
+//! no remap and reads of the active segment need no syscall. Bytes not yet handed to the OS
+//! (appended during the current event-loop turn) are read from the write buffer instead.
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, MmapOptions};
+
+use crate::error::{IoContext, OpenError, WriteError};
+
+pub const SEGMENT_HEADER_LEN: usize = 64;
+const SEGMENT_MAGIC: &[u8; 8] = b"SKVLOG\x00\x01";
+
+/// The fixed header at the start of every segment file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// LSN the segment is named by; every record in it has LSN >= base.
+    pub base: u64,
+    /// For merge output: the end (exclusive) of the LSN range it replaced. Any other segment
+    /// whose base lies in (base, covered_end) is a leftover input of an interrupted merge.
+    /// 0 for segments written by appends.
+    pub covered_end: u64,
+    /// Random id tying hint files to this exact file.
+    pub file_id: u64,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..8].copy_from_slice(SEGMENT_MAGIC);
+        b[8..16].copy_from_slice(&self.base.to_le_bytes());
+        b[16..24].copy_from_slice(&self.covered_end.to_le_bytes());
+        b[24..32].copy_from_slice(&self.file_id.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader, String> {
+        if b.len() < SEGMENT_HEADER_LEN {
+            return Err(format!(
+                "file is {} bytes, shorter than the header",
+                b.len()
+            ));
+        }
+        if &b[0..8] != SEGMENT_MAGIC {
+            return Err("bad magic".into());
+        }
+        let stored = u32::from_le_bytes([b[60], b[61], b[62], b[63]]);
+        if stored != crc32fast::hash(&b[0..60]) {
+            return Err("header checksum mismatch".into());
+        }
+        let u = |at: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(a)
+        };
+        Ok(SegmentHeader {
+            base: u(8),
+            covered_end: u(16),
+            file_id: u(24),
+        })
+    }
+}
+
+pub fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+pub fn hint_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.hint"))
+}
+
+/// Parses `{base:020}.log` names; anything else is not a segment.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Maps `len` bytes of `file` read-only, possibly past its end (see the module comment).
+fn map(file: &File, len: usize, path: &Path) -> Result<Mmap, std::io::Error> {
+    let _ = path;
+    // SAFETY: the mapping is read-only and shared. simplekv holds an exclusive lock on the
+    // directory, so no other process truncates or rewrites these files; within the process
+    // a segment is only truncated after every keydir entry into the truncated range has been
+    // dropped, and bytes are only read below the length known to be written.
+    unsafe { MmapOptions::new().len(len.max(1)).map(file) }
+}
+
+/// An open segment file.
+pub struct Segment {
+    pub path: PathBuf,
+    pub header: SegmentHeader,
+    file: File,
+    map: Mmap,
+    /// Bytes handed to the OS (the file length as far as this process knows).
+    written: u64,
+    /// Bytes appended but not yet written (active segment only).
+    buf: Vec<u8>,
+    /// Bytes known to be fsynced.
+    synced: u64,
+    /// Sparse LSN → offset index: one entry about every `INDEX_INTERVAL` bytes.
+    index: Vec<(u64, u32)>,
+    last_indexed_off: u64,
+    /// Bytes of records superseded, deleted or otherwise dead.
+    pub dead: u64,
+    /// LSN of the last record, if any.
+    pub last_lsn: Option<u64>,
+    active: bool,
+}
+
+const INDEX_INTERVAL: u64 = 64 << 10;
+
+impl Segment {
+    /// Creates a new, empty active segment (header written and fsynced, directory fsynced).
+    pub fn create(
+        dir: &Path,
+        header: SegmentHeader,
+        capacity: u64,
+        file_name: Option<&str>,
+    ) -> Result<Segment, WriteError> {
+        let path = match file_name {
+            Some(n) => dir.join(n),
+            None => segment_path(dir, header.base),
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .at_write(&path)?;
+        file.write_all(&header.encode()).at_write(&path)?;
+        file.sync_all().at_write(&path)?;
+        crate::fsutil::sync_dir(dir).at_write(dir)?;
+        let map = map(
+            &file,
+            capacity.max(SEGMENT_HEADER_LEN as u64) as usize,
+            &path,
+        )
+        .at_write(&path)?;
+        Ok(Segment {
+            path,
+            header,
+            file,
+            map,
+            written: SEGMENT_HEADER_LEN as u64,
+            buf: Vec::new(),
+            synced: SEGMENT_HEADER_LEN as u64,
+            index: Vec::new(),
+            last_indexed_off: 0,
+            dead: 0,
+            last_lsn: None,
+            active: true,
+        })
+    }
+
+    /// Opens an existing segment; `capacity` > file length keeps room to append.
+    pub fn open(path: &Path, writable: bool, capacity: u64) -> Result<Segment, OpenError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .at_open(path)?;
+        let len = file.metadata().at_open(path)?.len();
+        let mut hb = [0u8; SEGMENT_HEADER_LEN];
+        if len < SEGMENT_HEADER_LEN as u64 {
+            return Err(OpenError::BadSegmentHeader {
+                path: path.to_path_buf(),
+                reason: format!("file is {len} bytes, shorter than the header"),
+            });
+        }
+        file.read_exact_at(&mut hb, 0).at_open(path)?;
+        let header = SegmentHeader::decode(&hb).map_err(|reason| OpenError::BadSegmentHeader {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        let map = map(&file, capacity.max(len) as usize, path).at_open(path)?;
+        Ok(Segment {
+            path: path.to_path_buf(),
+            header,
+            file,
+            map,
+            written: len,
+            buf: Vec::new(),
+            synced: len,
+            index: Vec::new(),
+            last_indexed_off: 0,
+            dead: 0,
+            last_lsn: None,
+            active: writable,
+        })
+    }
+
+    pub fn base(&self) -> u64 {
+        self.header.base
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Logical length: written plus buffered bytes.
+    pub fn len(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() <= SEGMENT_HEADER_LEN as u64
+    }
+
+    /// Room left in the mapping.
+    pub fn capacity(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// The bytes handed to the OS, through the mapping.
+    pub fn written_bytes(&self) -> &[u8] {
+        &self.map[..self.written as usize]
+    }
+
+    /// Bytes at `[off, off + len)`, from the mapping or the write buffer.
+    pub fn bytes(&self, off: u64, len: usize) -> Option<&[u8]> {
+        let end = off.checked_add(len as u64)?;
+        if end <= self.written {
+            self.map.get(off as usize..end as usize)
+        } else if off >= self.written {
+            let s = (off - self.written) as usize;
+            self.buf.get(s..s + len)
+        } else {
+            // A record straddling the written/buffered boundary cannot exist: flushes write
+            // whole buffers.
+            None
+        }
+    }
+
+    /// Records the position of a record for LSN lookups.
+    pub fn note_record(&mut self, lsn: u64, off: u64) {
+        if self.index.is_empty() || off >= self.last_indexed_off + INDEX_INTERVAL {
+            self.index.push((lsn, off as u32));
+            self.last_indexed_off = off;
+        }
+        self.last_lsn = Some(lsn);
+    }
+
+    /// An offset at or before the first record with LSN >= `lsn`.
+    pub fn seek_hint(&self, lsn: u64) -> u64 {
+        let i = self.index.partition_point(|&(l, _)| l <= lsn);
+        if i == 0 {
+            SEGMENT_HEADER_LEN as u64
+        } else {
+            self.index[i - 1].1 as u64
+        }
+    }
+
+    /// Appends encoded records to the write buffer; returns their offset.
+    pub fn append(&mut self, bytes: &[u8]) -> u64 {
+        let off = self.len();
+        self.buf.extend_from_slice(bytes);
+        off
+    }
+
+    /// Gives the write buffer to the mapping's file pointer; takes whatever the caller
+    /// encoded directly into `buf_mut()`.
+    pub fn buf_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    pub fn has_unwritten(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    pub fn has_unsynced(&self) -> bool {
+        self.synced < self.len()
+    }
+
+    /// Writes the buffer to the file. On error the file is cut back to its previous length so
+    /// no partial record stays behind, and the buffer is dropped.
+    pub fn flush(&mut self) -> Result<(), WriteError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        match self.file.write_all_at(&self.buf, self.written) {
+            Ok(()) => {
+                self.written += self.buf.len() as u64;
+                self.buf.clear();
+                if self.buf.capacity() > (4 << 20) {
+                    self.buf.shrink_to(1 << 20);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.written);
+                self.buf.clear();
+                Err(WriteError::Io {
+                    path: self.path.clone(),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// fdatasync the file (after flushing).
+    pub fn sync(&mut self) -> Result<(), WriteError> {
+        self.flush()?;
+        if self.synced < self.written {
+            self.file.sync_data().at_write(&self.path)?;
+            self.synced = self.written;
+        }
+        Ok(())
+    }
+
+    /// Stops appending: flush, fsync.
+    pub fn seal(&mut self) -> Result<(), WriteError> {
+        self.sync()?;
+        self.active = false;
+        Ok(())
+    }
+
+    /// Cuts the file at `off` (a record boundary), drops the sparse index past it and makes the
+    /// segment appendable again.
+    pub fn truncate(&mut self, off: u64) -> Result<(), WriteError> {
+        self.flush()?;
+        self.file.set_len(off).at_write(&self.path)?;
+        self.file.sync_all().at_write(&self.path)?;
+        self.written = off;
+        self.synced = off;
+        self.index.retain(|&(_, o)| (o as u64) < off);
+        self.last_indexed_off = self.index.last().map(|&(_, o)| o as u64).unwrap_or(0);
+        self.active = true;
+        Ok(())
+    }
+
+    /// Re-opens the file for writing (a closed segment becoming active after a truncation).
+    pub fn reopen_writable(&mut self, capacity: u64) -> Result<(), WriteError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .at_write(&self.path)?;
+        let map =
+            map(&file, capacity.max(self.written) as usize, &self.path).at_write(&self.path)?;
+        self.file = file;
+        self.map = map;
+        self.active = true;
+        Ok(())
+    }
+
+    /// A handle to fsync this file from another thread.
+    pub fn try_clone_file(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
+    pub fn reset_index(&mut self) {
+        self.index.clear();
+        self.last_indexed_off = 0;
+        self.last_lsn = None;
+        self.dead = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_corruption_detected() {
+        let h = SegmentHeader {
+            base: 12,
+            covered_end: 99,
+            file_id: 0xdead_beef,
+        };
+        let b = h.encode();
+        assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
+        let mut bad = b;
+        bad[10] ^= 1;
+        assert!(SegmentHeader::decode(&bad).is_err());
+        assert!(SegmentHeader::decode(&b[..10]).is_err());
+    }
+
+    #[test]
+    fn names_parse_only_when_exact() {
+        assert_eq!(parse_segment_name("00000000000000000042.log"), Some(42));
+        assert_eq!(parse_segment_name("42.log"), None);
+        assert_eq!(parse_segment_name("00000000000000000042.hint"), None);
+        assert_eq!(parse_segment_name("0000000000000000004x.log"), None);
+    }
+
+    #[test]
+    fn appended_bytes_are_readable_before_and_after_flush_through_the_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = SegmentHeader {
+            base: 0,
+            covered_end: 0,
+            file_id: 1,
+        };
+        let mut s = Segment::create(dir.path(), h, 1 << 20, None).unwrap();
+        let off = s.append(b"hello");
+        assert_eq!(s.bytes(off, 5), Some(&b"hello"[..]));
+        s.flush().unwrap();
+        assert_eq!(s.bytes(off, 5), Some(&b"hello"[..]));
+        let off2 = s.append(b"world");
+        assert_eq!(s.bytes(off2, 5), Some(&b"world"[..]));
+        s.sync().unwrap();
+        assert_eq!(s.bytes(off2, 5), Some(&b"world"[..]));
+        assert_eq!(s.bytes(off2, 6), None);
+    }
+}

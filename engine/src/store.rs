@@ -1,0 +1,1145 @@
+//! `Store`: one partition's Bitcask — its directory, segments, keydir and leader-epoch cache.
+//!
+//! A `Store` is owned by one thread and used through `&mut self`; it has no internal locks.
+//! Work that may take long (writing hint files, merging) is handed out as jobs that touch only
+//! files, so the owner can run them on another thread and install the result in small steps.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::epoch::LeaderEpochCache;
+use crate::error::{IoContext, OpenError, ReadError, WriteError};
+use crate::fsutil;
+use crate::hint::{self, HintJob};
+use crate::keydir::{Keydir, Location};
+use crate::lock::DirLock;
+use crate::merge::MergeState;
+use crate::options::{Durability, Options};
+use crate::record::{self, HEADER_LEN, Tag};
+use crate::segment::{self, SEGMENT_HEADER_LEN, Segment, SegmentHeader};
+
+/// What recovery found and did when the store was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub segments_from_hints: usize,
+    pub records: u64,
+    /// Bytes cut from the end of the last segment (a torn or corrupt tail).
+    pub truncated_tail_bytes: u64,
+    /// Segments deleted as leftovers of an interrupted merge.
+    pub leftover_segments_removed: usize,
+    /// With `repair`: bytes dropped after corruption in an older segment.
+    pub repaired_bytes_dropped: u64,
+    pub elapsed: Duration,
+}
+
+/// Visible metadata of a key, answered from memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyMeta {
+    /// Absolute expiry in unix ms, if any.
+    pub expire: Option<u64>,
+    pub value_len: u32,
+}
+
+/// Counters for INFO and for deciding when to merge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub keys: usize,
+    pub keys_with_expiry: usize,
+    pub segments: usize,
+    pub total_bytes: u64,
+    pub dead_bytes: u64,
+    pub log_start: u64,
+    pub log_end: u64,
+    pub keydir_bytes: usize,
+    pub unsynced: bool,
+}
+
+/// Records read for replication: whole encoded records, ready to append on a follower.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordBatch {
+    pub bytes: Vec<u8>,
+    pub count: usize,
+    /// LSN of the last record in `bytes`, if any.
+    pub last_lsn: Option<u64>,
+    /// The LSN to ask for next.
+    pub next_lsn: u64,
+}
+
+pub struct Store {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: Options,
+    _lock: DirLock,
+    /// Segment table indexed by segment id (the `seg` of keydir locations).
+    pub(crate) segments: Vec<Option<Segment>>,
+    free_ids: Vec<u32>,
+    /// Segment ids in increasing base order; the last one is the active segment.
+    pub(crate) order: Vec<u32>,
+    pub(crate) keydir: Keydir,
+    epochs: LeaderEpochCache,
+    next_lsn: u64,
+    /// Epoch stamped on locally written records.
+    epoch: u32,
+    last_sync: Instant,
+    hint_jobs: Vec<HintJob>,
+    /// Bumped whenever the log is rebuilt from disk; merge output of an older generation is stale.
+    pub(crate) generation: u64,
+    pub(crate) merge: MergeState,
+    report: RecoveryReport,
+    failed: Option<String>,
+    expired_scratch: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("keys", &self.keydir.len())
+            .field("next_lsn", &self.next_lsn)
+            .finish()
+    }
+}
+
+struct Loaded {
+    segments: Vec<Option<Segment>>,
+    order: Vec<u32>,
+    keydir: Keydir,
+    next_lsn: u64,
+    report: RecoveryReport,
+    hint_jobs: Vec<HintJob>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the partition in `dir`, recovering from whatever a crash
+    /// left behind. Holds an exclusive lock on the directory until dropped.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store, OpenError> {
+        opts.validate().map_err(OpenError::BadOptions)?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).at_open(&dir)?;
+        let lock = DirLock::acquire(&dir)?;
+        let epochs = LeaderEpochCache::load(&dir)?;
+        let loaded = load(&dir, &opts)?;
+        let mut store = Store {
+            dir,
+            opts,
+            _lock: lock,
+            segments: Vec::new(),
+            free_ids: Vec::new(),
+            order: Vec::new(),
+            keydir: Keydir::new(),
+            epochs,
+            next_lsn: 0,
+            epoch: 0,
+            last_sync: Instant::now(),
+            hint_jobs: Vec::new(),
+            generation: 0,
+            merge: MergeState::Idle,
+            report: RecoveryReport::default(),
+            failed: None,
+            expired_scratch: Vec::new(),
+        };
+        store.install_loaded(loaded)?;
+        Ok(store)
+    }
+
+    fn install_loaded(&mut self, l: Loaded) -> Result<(), OpenError> {
+        self.segments = l.segments;
+        self.free_ids.clear();
+        self.order = l.order;
+        self.keydir = l.keydir;
+        self.next_lsn = l.next_lsn;
+        self.report = l.report;
+        self.hint_jobs = l.hint_jobs;
+        self.generation += 1;
+        self.merge = MergeState::Idle;
+        self.epochs
+            .truncate_from_end(self.next_lsn)
+            .map_err(|e| OpenError::BadEpochFile {
+                path: self.dir.join(crate::epoch::EPOCH_FILE),
+                reason: e.to_string(),
+            })?;
+        self.epoch = self.epochs.latest().map(|e| e.epoch).unwrap_or(0);
+        Ok(())
+    }
+
+    /// Rebuilds every in-memory structure from the files (after a truncation or a failed write).
+    fn reload(&mut self) -> Result<(), WriteError> {
+        self.segments.clear();
+        self.keydir = Keydir::new();
+        match load(&self.dir, &self.opts).and_then(|l| self.install_loaded(l)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(WriteError::Recovery(Box::new(e)))
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Changes the durability policy at run time (CONFIG SET appendfsync).
+    pub fn set_durability(&mut self, d: Durability) {
+        self.opts.durability = d;
+    }
+
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        (self.opts.clock)()
+    }
+
+    fn check_failed(&self) -> Result<(), WriteError> {
+        match &self.failed {
+            Some(m) => Err(WriteError::Failed(m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn active_id(&self) -> u32 {
+        self.order[self.order.len() - 1]
+    }
+
+    pub(crate) fn seg(&self, id: u32) -> &Segment {
+        self.segments[id as usize]
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("segment id {id} used after removal"))
+    }
+
+    pub(crate) fn seg_mut(&mut self, id: u32) -> &mut Segment {
+        self.segments[id as usize]
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("segment id {id} used after removal"))
+    }
+
+    pub(crate) fn alloc_seg_id(&mut self, seg: Segment) -> u32 {
+        if let Some(id) = self.free_ids.pop() {
+            self.segments[id as usize] = Some(seg);
+            id
+        } else {
+            self.segments.push(Some(seg));
+            (self.segments.len() - 1) as u32
+        }
+    }
+
+    pub(crate) fn free_seg_id(&mut self, id: u32) {
+        self.segments[id as usize] = None;
+        self.free_ids.push(id);
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    fn visible(&self, loc: &Location) -> bool {
+        loc.expire == 0 || loc.expire > self.now()
+    }
+
+    fn visible_loc(&self, key: &[u8]) -> Option<Location> {
+        self.keydir.get(key).filter(|l| self.visible(l))
+    }
+
+    /// Calls `f` with the value of `key` if it exists and has not expired.
+    pub fn get_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, ReadError> {
+        let Some(loc) = self.visible_loc(key) else {
+            return Ok(None);
+        };
+        let seg = self.seg(loc.seg);
+        let corrupt = |reason: String| ReadError::Corrupt {
+            path: seg.path.clone(),
+            offset: loc.off as u64,
+            reason,
+        };
+        let bytes = seg
+            .bytes(loc.off as u64, loc.record_len() as usize)
+            .ok_or_else(|| corrupt("record extends past the end of the segment".into()))?;
+        let r = record::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if r.key != key || r.header.tag != Tag::Put {
+            return Err(corrupt("keydir points at a record of another key".into()));
+        }
+        Ok(Some(f(r.value)))
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        self.get_with(key, |v| v.to_vec())
+    }
+
+    /// Expiry and value length of a visible key, without touching disk.
+    pub fn meta(&self, key: &[u8]) -> Option<KeyMeta> {
+        self.visible_loc(key).map(|l| KeyMeta {
+            expire: (l.expire != 0).then_some(l.expire),
+            value_len: l.val_len,
+        })
+    }
+
+    pub fn exists(&self, key: &[u8]) -> bool {
+        self.visible_loc(key).is_some()
+    }
+
+    /// Milliseconds left to live: `None` if absent, `Some(None)` if it never expires.
+    pub fn ttl_ms(&self, key: &[u8]) -> Option<Option<u64>> {
+        let now = self.now();
+        self.meta(key)
+            .map(|m| m.expire.map(|e| e.saturating_sub(now)))
+    }
+
+    /// Number of keys, including expired ones not yet deleted (as Redis's DBSIZE).
+    pub fn len(&self) -> usize {
+        self.keydir.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keydir.is_empty()
+    }
+
+    /// Cursor-based iteration over visible keys: calls `f` for up to about `count` keys and
+    /// returns the next cursor, 0 when the scan is complete. A key present for the whole scan
+    /// is returned exactly once; pattern matching is left to the caller.
+    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
+        let now = self.now();
+        let cursor = u32::try_from(cursor).unwrap_or(u32::MAX);
+        self.keydir.scan(cursor, count.max(1), |k, l| {
+            if l.expire == 0 || l.expire > now {
+                f(k)
+            }
+        }) as u64
+    }
+
+    pub fn random_key(&self) -> Option<Vec<u8>> {
+        for _ in 0..16 {
+            let k = self.keydir.random_key()?;
+            if self.exists(&k) {
+                return Some(k);
+            }
+        }
+        None
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    fn check_limits(&self, key: &[u8], value: &[u8]) -> Result<(), WriteError> {
+        if key.len() > self.opts.max_key_len {
+            return Err(WriteError::KeyTooLarge {
+                len: key.len(),
+                max: self.opts.max_key_len,
+            });
+        }
+        if value.len() > self.opts.max_value_len {
+            return Err(WriteError::ValueTooLarge {
+                len: value.len(),
+                max: self.opts.max_value_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Rolls to a new segment if `rec_len` more bytes would not fit in the active one.
+    fn make_room(&mut self, rec_len: u64) -> Result<(), WriteError> {
+        let active = self.seg(self.active_id());
+        let len = active.len();
+        let over_size = len + rec_len > self.opts.segment_size;
+        let over_map = len + rec_len > active.capacity();
+        if (over_size && !active.is_empty()) || over_map {
+            self.roll_with(rec_len)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment and starts a new one at the current log end.
+    pub fn roll(&mut self) -> Result<(), WriteError> {
+        self.check_failed()?;
+        if self.seg(self.active_id()).is_empty() {
+            return Ok(());
+        }
+        self.roll_with(0)
+    }
+
+    fn roll_with(&mut self, first_record: u64) -> Result<(), WriteError> {
+        let id = self.active_id();
+        let dir = self.dir.clone();
+        let seg = self.seg_mut(id);
+        if let Err(e) = seg.seal() {
+            return Err(self.fail_write(e));
+        }
+        let job = (!seg.is_empty()).then(|| HintJob {
+            segment: seg.path.clone(),
+            hint: hint::hint_for_segment(&seg.path),
+            file_id: seg.header.file_id,
+        });
+        self.hint_jobs.extend(job);
+        let header = SegmentHeader {
+            base: self.next_lsn,
+            covered_end: 0,
+            file_id: fsutil::random_id(),
+        };
+        let cap = self
+            .opts
+            .segment_size
+            .max(SEGMENT_HEADER_LEN as u64 + first_record);
+        let new = Segment::create(&dir, header, cap, None)?;
+        let new_id = self.alloc_seg_id(new);
+        self.order.push(new_id);
+        Ok(())
+    }
+
+    /// Encodes one record into the active segment and applies it to the keydir.
+    fn append_local(
+        &mut self,
+        tag: Tag,
+        key: &[u8],
+        value: &[u8],
+        expire: u64,
+    ) -> Result<u64, WriteError> {
+        self.check_failed()?;
+        let rec_len = (HEADER_LEN + key.len() + value.len()) as u64;
+        self.make_room(rec_len)?;
+        let lsn = self.next_lsn;
+        let epoch = self.epoch;
+        let id = self.active_id();
+        let seg = self.seg_mut(id);
+        let off = seg.len();
+        record::encode(seg.buf_mut(), lsn, epoch, expire, tag, key, value);
+        seg.note_record(lsn, off);
+        self.next_lsn = lsn + 1;
+        self.apply(id, off as u32, tag, key, value.len() as u32, expire);
+        Ok(lsn)
+    }
+
+    /// Applies one record at (seg, off) to the keydir and the dead-byte counters.
+    pub(crate) fn apply(
+        &mut self,
+        seg: u32,
+        off: u32,
+        tag: Tag,
+        key: &[u8],
+        val_len: u32,
+        expire: u64,
+    ) {
+        let rec_len = (HEADER_LEN + key.len()) as u64 + val_len as u64;
+        match tag {
+            Tag::Put => {
+                let loc = Location {
+                    seg,
+                    off,
+                    key_len: key.len() as u32,
+                    val_len,
+                    expire,
+                };
+                if let Some(prev) = self.keydir.insert(key, loc) {
+                    self.mark_dead(prev.seg, prev.record_len());
+                }
+            }
+            Tag::Delete => {
+                if let Some(prev) = self.keydir.remove(key) {
+                    self.mark_dead(prev.seg, prev.record_len());
+                }
+                self.mark_dead(seg, rec_len);
+            }
+            Tag::Expire => {
+                self.keydir.set_expire(key, expire);
+                self.mark_dead(seg, rec_len);
+            }
+            Tag::Clear => {
+                self.keydir.clear();
+                // Everything before this record is dead.
+                for &id in &self.order {
+                    if let Some(s) = self.segments[id as usize].as_mut() {
+                        s.dead = if id == seg {
+                            off as u64 + rec_len
+                        } else {
+                            s.len()
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    fn mark_dead(&mut self, seg: u32, bytes: u64) {
+        if let Some(Some(s)) = self.segments.get_mut(seg as usize) {
+            s.dead += bytes;
+        }
+    }
+
+    /// Sets `key` to `value`, with an absolute expiry in unix ms (`None` = never). Returns the LSN.
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expire: Option<u64>,
+    ) -> Result<u64, WriteError> {
+        self.check_limits(key, value)?;
+        self.append_local(Tag::Put, key, value, expire.unwrap_or(0))
+    }
+
+    /// Deletes `key`; returns whether a visible key was deleted. A key that is in the keydir
+    /// but expired is deleted too (a tombstone is written) and reported as not existing.
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool, WriteError> {
+        let Some(loc) = self.keydir.get(key) else {
+            return Ok(false);
+        };
+        let was_visible = self.visible(&loc);
+        self.append_local(Tag::Delete, key, &[], 0)?;
+        Ok(was_visible)
+    }
+
+    /// Sets (`Some`) or clears (`None`) the expiry of a visible key; false if there is no such key.
+    pub fn set_expire(&mut self, key: &[u8], expire: Option<u64>) -> Result<bool, WriteError> {
+        if self.visible_loc(key).is_none() {
+            return Ok(false);
+        }
+        self.append_local(Tag::Expire, key, &[], expire.unwrap_or(0))?;
+        Ok(true)
+    }
+
+    /// Deletes every key (one `Clear` record).
+    pub fn clear(&mut self) -> Result<u64, WriteError> {
+        self.append_local(Tag::Clear, &[], &[], 0)
+    }
+
+    /// Samples keys with an expiry and returns up to `max` that have expired, for the server
+    /// to delete (Redis's active expiry). Followers must not call this: they receive the
+    /// leader's tombstones.
+    pub fn expired_batch(&mut self, samples: usize) -> Vec<Vec<u8>> {
+        let now = self.now();
+        let mut out = std::mem::take(&mut self.expired_scratch);
+        out.clear();
+        self.keydir.sample_expired(samples, now, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    // ------------------------------------------------------------- durability
+
+    /// Ends a batch of writes: hands buffered records to the OS and, as the durability policy
+    /// asks, fsyncs them. The server calls it once per event-loop turn and releases replies
+    /// only after it returns Ok. On error, none of the batch's records remain.
+    pub fn commit(&mut self) -> Result<(), WriteError> {
+        self.check_failed()?;
+        let id = self.active_id();
+        let seg = self.seg_mut(id);
+        if let Err(e) = seg.flush() {
+            return Err(self.fail_write(e));
+        }
+        let want_sync = match self.opts.durability {
+            Durability::Always => true,
+            Durability::EverySec => self.last_sync.elapsed() >= Duration::from_secs(1),
+            Durability::Never => false,
+        };
+        if want_sync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs everything appended so far.
+    pub fn sync(&mut self) -> Result<(), WriteError> {
+        self.check_failed()?;
+        let id = self.active_id();
+        let r = self.seg_mut(id).sync();
+        self.last_sync = Instant::now();
+        r.map_err(|e| self.fail_write(e))
+    }
+
+    /// True when `EverySec` owes an fsync (the server's timer calls `commit` then).
+    pub fn sync_due(&self) -> bool {
+        self.opts.durability == Durability::EverySec
+            && self.seg(self.active_id()).has_unsynced()
+            && self.last_sync.elapsed() >= Duration::from_secs(1)
+    }
+
+    pub fn has_unsynced(&self) -> bool {
+        self.seg(self.active_id()).has_unsynced()
+    }
+
+    /// After a failed write or fsync the in-memory state may name records that are not on
+    /// disk: rebuild it from the files, which hold exactly what was written.
+    fn fail_write(&mut self, e: WriteError) -> WriteError {
+        warn!(
+            "{}: write failed ({e}); reloading state from disk",
+            self.dir.display()
+        );
+        if let WriteError::Io { source, .. } = &e
+            && source.raw_os_error().is_some_and(|c| c == libc::EIO)
+        {
+            // After an fsync EIO the page cache may have dropped the data: only a restart
+            // that re-reads the files is safe.
+            self.failed = Some(format!("I/O error: {source}"));
+            return e;
+        }
+        if let Err(re) = self.reload() {
+            warn!(
+                "{}: reload after failed write failed: {re}",
+                self.dir.display()
+            );
+        }
+        e
+    }
+
+    // ------------------------------------------------------------ replication
+
+    /// LSN the next appended record gets (Kafka's log end offset).
+    pub fn log_end(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// LSN of the last record in the log, if any.
+    pub fn last_lsn(&self) -> Option<u64> {
+        self.order
+            .iter()
+            .rev()
+            .find_map(|&id| self.seg(id).last_lsn)
+    }
+
+    /// First LSN that can still be read (the base of the oldest segment).
+    pub fn log_start(&self) -> u64 {
+        self.order
+            .first()
+            .map(|&id| self.seg(id).base())
+            .unwrap_or(0)
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    pub fn epoch_cache(&self) -> &LeaderEpochCache {
+        &self.epochs
+    }
+
+    /// Becomes leader for `epoch`: records that it starts at the current log end (fsynced) and
+    /// stamps it on every local write from now on.
+    pub fn begin_epoch(&mut self, epoch: u32) -> Result<(), WriteError> {
+        self.epochs.assign(epoch, self.next_lsn)?;
+        self.epoch = self.epoch.max(epoch);
+        Ok(())
+    }
+
+    /// OffsetsForLeaderEpoch (KIP-101): the largest epoch <= `epoch` in this log and its end.
+    pub fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)> {
+        self.epochs.end_offset_for(epoch, self.next_lsn)
+    }
+
+    /// Reads whole records with LSN >= `from`, up to about `max_bytes` (always at least one
+    /// record when any exists), from what has been handed to the OS. Records merged away
+    /// leave gaps: the batch simply starts at the next LSN present.
+    pub fn read_records(&self, from: u64, max_bytes: usize) -> Result<RecordBatch, ReadError> {
+        let mut batch = RecordBatch {
+            next_lsn: from.max(self.log_start()),
+            ..RecordBatch::default()
+        };
+        // Last segment whose base <= from, or the first one.
+        let start = self
+            .order
+            .partition_point(|&id| self.seg(id).base() <= from)
+            .saturating_sub(1);
+        for &id in &self.order[start..] {
+            let seg = self.seg(id);
+            let written = seg.written_bytes();
+            let mut pos = seg.seek_hint(from) as usize;
+            while pos < written.len() {
+                let r = record::decode(&written[pos..]).map_err(|e| ReadError::Corrupt {
+                    path: seg.path.clone(),
+                    offset: pos as u64,
+                    reason: e.to_string(),
+                })?;
+                let len = r.header.record_len();
+                if r.header.lsn >= from {
+                    if batch.count > 0 && batch.bytes.len() + len > max_bytes {
+                        return Ok(batch);
+                    }
+                    batch.bytes.extend_from_slice(&written[pos..pos + len]);
+                    batch.count += 1;
+                    batch.last_lsn = Some(r.header.lsn);
+                    batch.next_lsn = r.header.lsn + 1;
+                }
+                pos += len;
+            }
+            if batch.count > 0 && batch.bytes.len() >= max_bytes {
+                break;
+            }
+        }
+        if batch.count == 0 {
+            // Nothing flushed at or after `from` yet.
+            batch.next_lsn = from.max(self.log_start());
+        }
+        Ok(batch)
+    }
+
+    /// Appends records received from a leader, keeping their LSNs and epochs. The whole batch
+    /// is validated first: on any error nothing is appended.
+    pub fn append_records(&mut self, batch: &[u8]) -> Result<usize, WriteError> {
+        self.check_failed()?;
+        let mut expect_at_least = self.next_lsn;
+        let mut it = record::RecordIter::new(batch);
+        for (_, r) in it.by_ref() {
+            if r.header.lsn < expect_at_least {
+                return Err(WriteError::LsnNotIncreasing {
+                    got: r.header.lsn,
+                    log_end: expect_at_least,
+                });
+            }
+            expect_at_least = r.header.lsn + 1;
+        }
+        if let Some((offset, e)) = it.error() {
+            return Err(WriteError::BadReplicatedRecord {
+                offset,
+                reason: e.to_string(),
+            });
+        }
+        let mut n = 0;
+        for (at, r) in record::RecordIter::new(batch) {
+            let len = r.header.record_len();
+            self.make_room(len as u64)?;
+            if self
+                .epochs
+                .latest()
+                .is_none_or(|l| r.header.epoch > l.epoch)
+            {
+                self.epochs.assign(r.header.epoch, r.header.lsn)?;
+            }
+            let id = self.active_id();
+            let seg = self.seg_mut(id);
+            let off = seg.append(&batch[at..at + len]);
+            seg.note_record(r.header.lsn, off);
+            self.next_lsn = r.header.lsn + 1;
+            self.epoch = self.epoch.max(r.header.epoch);
+            self.apply(
+                id,
+                off as u32,
+                r.header.tag,
+                r.key,
+                r.header.val_len,
+                r.header.expire,
+            );
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Removes every record with LSN >= `lsn` (a follower cutting its log at the point where it
+    /// diverges from the leader) and rebuilds the keydir, so keys overwritten in the removed
+    /// range get their older values back.
+    pub fn truncate_to(&mut self, lsn: u64) -> Result<(), WriteError> {
+        self.check_failed()?;
+        if lsn >= self.next_lsn {
+            return Ok(());
+        }
+        let id = self.active_id();
+        if let Err(e) = self.seg_mut(id).flush() {
+            return Err(self.fail_write(e));
+        }
+        let dir = self.dir.clone();
+        // Segments that start at or after the cut go entirely, newest first, so a crash midway
+        // leaves a shorter log, never one with a hole.
+        while let Some(&id) = self.order.last() {
+            let seg = self.seg(id);
+            if seg.base() < lsn {
+                break;
+            }
+            let path = seg.path.clone();
+            remove_if_exists(&hint::hint_for_segment(&path)).at_write(&path)?;
+            remove_if_exists(&path).at_write(&path)?;
+            self.order.pop();
+            self.free_seg_id(id);
+        }
+        if let Some(&id) = self.order.last() {
+            // The segment holding the cut: keep the records before it.
+            let capacity = self.opts.segment_size;
+            let seg = self.seg_mut(id);
+            let written = seg.written_bytes();
+            let mut pos = seg.seek_hint(lsn) as usize;
+            while pos < written.len() {
+                match record::decode(&written[pos..]) {
+                    Ok(r) if r.header.lsn < lsn => pos += r.header.record_len(),
+                    _ => break,
+                }
+            }
+            let path = seg.path.clone();
+            remove_if_exists(&hint::hint_for_segment(&path)).at_write(&path)?;
+            if seg.header.covered_end != 0 {
+                // Its covered range is no longer true once records after the cut are appended.
+                seg.header.covered_end = 0;
+                rewrite_header(&path, &seg.header).at_write(&path)?;
+            }
+            seg.truncate(pos as u64)?;
+            if !seg.is_active() {
+                seg.reopen_writable(capacity)?;
+            }
+        }
+        if self.order.is_empty() {
+            // Everything was cut: keep numbering from the cut, as the leader does.
+            let header = SegmentHeader {
+                base: lsn,
+                covered_end: 0,
+                file_id: fsutil::random_id(),
+            };
+            let seg = Segment::create(&dir, header, self.opts.segment_size, None)?;
+            let id = self.alloc_seg_id(seg);
+            self.order.push(id);
+        }
+        fsutil::sync_dir(&dir).at_write(&dir)?;
+        self.epochs.truncate_from_end(lsn)?;
+        info!("{}: log truncated to LSN {lsn}", dir.display());
+        self.reload()
+    }
+
+    // ------------------------------------------------------------ maintenance
+
+    /// Hint files owed for segments closed since the last call; run them on any thread.
+    pub fn take_hint_jobs(&mut self) -> Vec<HintJob> {
+        std::mem::take(&mut self.hint_jobs)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let mut total = 0;
+        let mut dead = 0;
+        for &id in &self.order {
+            let s = self.seg(id);
+            total += s.len();
+            dead += s.dead.min(s.len());
+        }
+        StoreStats {
+            keys: self.keydir.len(),
+            keys_with_expiry: self.keydir.ttl_candidates(),
+            segments: self.order.len(),
+            total_bytes: total,
+            dead_bytes: dead,
+            log_start: self.log_start(),
+            log_end: self.next_lsn,
+            keydir_bytes: self.keydir.memory_bytes(),
+            unsynced: self.has_unsynced(),
+        }
+    }
+
+    /// Bytes of closed segments and how many of them are dead: what a merge could reclaim.
+    pub fn closed_stats(&self) -> (u64, u64) {
+        let mut total = 0;
+        let mut dead = 0;
+        for &id in &self.order[..self.order.len() - 1] {
+            let s = self.seg(id);
+            total += s.len();
+            dead += s.dead.min(s.len());
+        }
+        (total, dead)
+    }
+}
+
+fn remove_if_exists(p: &Path) -> std::io::Result<()> {
+    match fs::remove_file(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+fn rewrite_header(path: &Path, h: &SegmentHeader) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all_at(&h.encode(), 0)?;
+    f.sync_all()
+}
+
+/// Reads a directory back into memory (see `engine/FORMAT.md`, "Recovery").
+fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
+    let started = Instant::now();
+    let mut report = RecoveryReport::default();
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir).at_open(dir)? {
+        let entry = entry.at_open(dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".merge") || name.ends_with(".tmp") {
+            // Unfinished output of a merge or an atomic write: never part of the log.
+            remove_if_exists(&entry.path()).at_open(&entry.path())?;
+        } else if let Some(base) = segment::parse_segment_name(name) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+
+    // Open headers and drop leftover inputs of an interrupted merge.
+    let mut segs: Vec<Segment> = Vec::with_capacity(bases.len());
+    let mut covered_until = 0u64;
+    for (i, &base) in bases.iter().enumerate() {
+        let path = segment::segment_path(dir, base);
+        let last = i + 1 == bases.len();
+        let cap = if last { opts.segment_size } else { 0 };
+        let seg = Segment::open(&path, last, cap)?;
+        if seg.header.base != base {
+            return Err(OpenError::BadSegmentHeader {
+                path,
+                reason: format!(
+                    "header says base {} but the name says {base}",
+                    seg.header.base
+                ),
+            });
+        }
+        if base < covered_until {
+            warn!(
+                "{}: removing leftover of an interrupted merge (covered up to LSN {covered_until})",
+                path.display()
+            );
+            drop(seg);
+            remove_if_exists(&hint::hint_for_segment(&path)).at_open(&path)?;
+            remove_if_exists(&path).at_open(&path)?;
+            report.leftover_segments_removed += 1;
+            continue;
+        }
+        covered_until = covered_until.max(seg.header.covered_end);
+        segs.push(seg);
+    }
+    if report.leftover_segments_removed > 0 {
+        fsutil::sync_dir(dir).at_open(dir)?;
+        if let Some(last) = segs.last_mut()
+            && !last.is_active()
+        {
+            last.reopen_writable(opts.segment_size)
+                .map_err(|e| OpenError::BadSegmentHeader {
+                    path: last.path.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+    }
+
+    let mut keydir = Keydir::new();
+    let mut segments: Vec<Option<Segment>> = Vec::with_capacity(segs.len() + 4);
+    let mut order = Vec::with_capacity(segs.len() + 4);
+    let mut hint_jobs = Vec::new();
+    let mut next_lsn = 0u64;
+    let mut dead: Vec<u64> = Vec::new();
+    let n = segs.len();
+    let mut drop_rest = false;
+    for (i, mut seg) in segs.into_iter().enumerate() {
+        let path = seg.path.clone();
+        if drop_rest {
+            remove_if_exists(&hint::hint_for_segment(&path)).at_open(&path)?;
+            remove_if_exists(&path).at_open(&path)?;
+            report.repaired_bytes_dropped += seg.len();
+            continue;
+        }
+        let last = i + 1 == n;
+        let id = segments.len() as u32;
+        dead.push(0);
+        next_lsn = next_lsn.max(seg.base());
+        let mut applied_from_hint = false;
+        if !last && opts.use_hints {
+            let hp = hint::hint_for_segment(&path);
+            if let Ok(bytes) = fs::read(&hp)
+                && let Some(entries) = hint::decode_all(&bytes, seg.header.file_id)
+                && entries.iter().all(|e| {
+                    e.lsn >= next_lsn.max(seg.base())
+                        && (e.offset as u64) + (HEADER_LEN + e.key.len()) as u64 + e.val_len as u64
+                            <= seg.len()
+                })
+                && entries.windows(2).all(|w| w[0].lsn < w[1].lsn)
+            {
+                for e in &entries {
+                    seg.note_record(e.lsn, e.offset as u64);
+                    apply_replay(
+                        &mut keydir,
+                        &mut dead,
+                        id,
+                        e.offset,
+                        e.tag,
+                        e.key,
+                        e.val_len,
+                        e.expire,
+                    );
+                    next_lsn = e.lsn + 1;
+                }
+                report.records += entries.len() as u64;
+                report.segments_from_hints += 1;
+                applied_from_hint = true;
+            }
+        }
+        if !applied_from_hint {
+            let bytes = seg.written_bytes();
+            let total = bytes.len();
+            let mut pos = SEGMENT_HEADER_LEN;
+            let mut bad: Option<(usize, record::DecodeError, String)> = None;
+            let mut marks = Vec::new();
+            while pos < total {
+                match record::decode(&bytes[pos..]) {
+                    Ok(r) if r.header.lsn >= next_lsn => {
+                        let h = r.header;
+                        marks.push((h.lsn, pos as u64));
+                        apply_replay(
+                            &mut keydir,
+                            &mut dead,
+                            id,
+                            pos as u32,
+                            h.tag,
+                            r.key,
+                            h.val_len,
+                            h.expire,
+                        );
+                        next_lsn = h.lsn + 1;
+                        pos += h.record_len();
+                    }
+                    Ok(r) => {
+                        let why = format!("LSN {} does not follow {}", r.header.lsn, next_lsn - 1);
+                        bad = Some((pos, record::DecodeError::BadTag(bytes[pos + 24]), why));
+                        break;
+                    }
+                    Err(e) => {
+                        bad = Some((pos, e, e.to_string()));
+                        break;
+                    }
+                }
+            }
+            for &(lsn, off) in &marks {
+                seg.note_record(lsn, off);
+            }
+            report.records += marks.len() as u64;
+            if let Some((off, decode_err, reason)) = bad {
+                let cut = total - off;
+                if last {
+                    warn!(
+                        "{}: dropping a torn or corrupt tail of {cut} bytes at offset {off} ({reason})",
+                        path.display()
+                    );
+                    report.truncated_tail_bytes += cut as u64;
+                    seg.truncate(off as u64)
+                        .map_err(|e| OpenError::BadSegmentHeader {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                } else if opts.repair {
+                    warn!(
+                        "{}: corrupt record at offset {off} ({reason}); repair drops the {cut} bytes after it and every later segment",
+                        path.display()
+                    );
+                    report.repaired_bytes_dropped += cut as u64;
+                    seg.truncate(off as u64)
+                        .map_err(|e| OpenError::BadSegmentHeader {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    remove_if_exists(&hint::hint_for_segment(&path)).at_open(&path)?;
+                    seg.reopen_writable(opts.segment_size).map_err(|e| {
+                        OpenError::BadSegmentHeader {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    drop_rest = true;
+                } else {
+                    return Err(OpenError::CorruptSegment {
+                        path,
+                        offset: off as u64,
+                        reason: decode_err,
+                    });
+                }
+            } else if !last && opts.use_hints {
+                hint_jobs.push(HintJob {
+                    segment: path.clone(),
+                    hint: hint::hint_for_segment(&path),
+                    file_id: seg.header.file_id,
+                });
+            }
+        }
+        report.segments += 1;
+        segments.push(Some(seg));
+        order.push(id);
+    }
+    if drop_rest {
+        fsutil::sync_dir(dir).at_open(dir)?;
+    }
+    for (id, d) in dead.iter().enumerate() {
+        if let Some(Some(s)) = segments.get_mut(id) {
+            s.dead = *d;
+        }
+    }
+    if order.is_empty() {
+        let header = SegmentHeader {
+            base: next_lsn,
+            covered_end: 0,
+            file_id: fsutil::random_id(),
+        };
+        let seg = Segment::create(dir, header, opts.segment_size, None).map_err(|e| {
+            OpenError::BadSegmentHeader {
+                path: segment::segment_path(dir, next_lsn),
+                reason: e.to_string(),
+            }
+        })?;
+        segments.push(Some(seg));
+        order.push(0);
+    }
+    report.elapsed = started.elapsed();
+    Ok(Loaded {
+        segments,
+        order,
+        keydir,
+        next_lsn,
+        report,
+        hint_jobs,
+    })
+}
+
+/// The replay twin of `Store::apply`, for recovery before the store exists.
+#[allow(clippy::too_many_arguments)]
+fn apply_replay(
+    keydir: &mut Keydir,
+    dead: &mut [u64],
+    seg: u32,
+    off: u32,
+    tag: Tag,
+    key: &[u8],
+    val_len: u32,
+    expire: u64,
+) {
+    let rec_len = (HEADER_LEN + key.len()) as u64 + val_len as u64;
+    let mut kill = |seg: u32, bytes: u64| {
+        if let Some(d) = dead.get_mut(seg as usize) {
+            *d += bytes;
+        }
+    };
+    match tag {
+        Tag::Put => {
+            let loc = Location {
+                seg,
+                off,
+                key_len: key.len() as u32,
+                val_len,
+                expire,
+            };
+            if let Some(prev) = keydir.insert(key, loc) {
+                kill(prev.seg, prev.record_len());
+            }
+        }
+        Tag::Delete => {
+            if let Some(prev) = keydir.remove(key) {
+                kill(prev.seg, prev.record_len());
+            }
+            kill(seg, rec_len);
+        }
+        Tag::Expire => {
+            keydir.set_expire(key, expire);
+            kill(seg, rec_len);
+        }
+        Tag::Clear => {
+            keydir.clear();
+            // Everything before this record is dead: whole earlier segments (lengths are not
+            // known here; `stats` caps dead bytes at the segment length) and this one up to it.
+            let cur = seg as usize;
+            for d in dead.iter_mut().take(cur) {
+                *d = u64::MAX / 4;
+            }
+            if let Some(d) = dead.get_mut(cur) {
+                *d = off as u64 + rec_len;
+            }
+        }
+    }
+}

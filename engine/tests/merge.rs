@@ -1,0 +1,269 @@
+//! Merge invariants: it never changes what a read returns, never resurrects a deleted or
+//! expired key, and a crash at any point of it loses nothing.
+use std::cell::Cell;
+use std::path::Path;
+
+use simplekv_engine::{Durability, MergeError, Options, Store};
+
+thread_local! {
+    static NOW: Cell<u64> = const { Cell::new(1_000_000) };
+}
+
+fn clock() -> u64 {
+    NOW.with(|n| n.get())
+}
+
+fn advance(ms: u64) {
+    NOW.with(|n| n.set(n.get() + ms));
+}
+
+fn opts() -> Options {
+    Options {
+        segment_size: 8 << 10,
+        durability: Durability::Always,
+        clock,
+        ..Options::default()
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, opts()).unwrap()
+}
+
+/// (key, value, ttl) of every visible key, sorted.
+type Snapshot = Vec<(Vec<u8>, Vec<u8>, Option<Option<u64>>)>;
+
+fn snapshot(s: &Store) -> Snapshot {
+    let mut keys = Vec::new();
+    let mut c = 0;
+    loop {
+        c = s.scan(c, 100, |k| keys.push(k.to_vec()));
+        if c == 0 {
+            break;
+        }
+    }
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let v = s.get(&k).unwrap().unwrap();
+            let t = s.ttl_ms(&k);
+            (k, v, t)
+        })
+        .collect()
+}
+
+fn fill(s: &mut Store) {
+    for round in 0..5u32 {
+        for i in 0..300u32 {
+            let k = format!("key{i}");
+            s.put(k.as_bytes(), format!("{round}-{i}").as_bytes(), None)
+                .unwrap();
+        }
+    }
+    for i in (0..300u32).step_by(3) {
+        s.delete(format!("key{i}").as_bytes()).unwrap();
+    }
+    s.commit().unwrap();
+}
+
+fn log_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count()
+}
+
+#[test]
+fn merge_never_changes_what_a_read_returns_and_reclaims_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    fill(&mut s);
+    let before = snapshot(&s);
+    let bytes_before = s.stats().total_bytes;
+    let stats = s.merge_now(u64::MAX).unwrap().unwrap();
+    assert!(stats.records_out < stats.records_in);
+    assert_eq!(snapshot(&s), before);
+    assert!(s.stats().total_bytes < bytes_before / 2, "{:?}", s.stats());
+    s.commit().unwrap();
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(snapshot(&s), before);
+    assert!(
+        s.recovery_report().segments_from_hints >= 1,
+        "merge writes hints"
+    );
+}
+
+#[test]
+fn merge_never_resurrects_a_deleted_key_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    s.put(b"gone", b"old", None).unwrap();
+    s.roll().unwrap();
+    for i in 0..200u32 {
+        s.put(format!("filler{i}").as_bytes(), &[1u8; 64], None)
+            .unwrap();
+    }
+    s.delete(b"gone").unwrap();
+    s.roll().unwrap();
+    // Merge only the segments up to the tombstone, then everything, reopening in between.
+    s.merge_now(u64::MAX).unwrap();
+    assert_eq!(s.get(b"gone").unwrap(), None);
+    drop(s);
+    let mut s = open(dir.path());
+    assert_eq!(s.get(b"gone").unwrap(), None);
+    s.merge_now(u64::MAX).unwrap();
+    drop(s);
+    assert_eq!(open(dir.path()).get(b"gone").unwrap(), None);
+}
+
+#[test]
+fn tombstones_above_the_horizon_are_kept_for_lagging_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    s.put(b"k", b"v", None).unwrap();
+    let del = s.log_end();
+    s.delete(b"k").unwrap();
+    s.merge_now(del).unwrap();
+    // A follower that has applied up to `del` still needs the tombstone at `del`.
+    let batch = s.read_records(del, 1 << 20).unwrap();
+    assert_eq!(batch.count, 1);
+    assert_eq!(batch.last_lsn, Some(del));
+    // Once every follower is past it, the tombstone goes too.
+    s.merge_now(u64::MAX).unwrap();
+    assert_eq!(s.read_records(0, 1 << 20).unwrap().count, 0);
+}
+
+#[test]
+fn merge_never_resurrects_an_expired_key_and_keeps_changed_expiries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    let now = clock();
+    s.put(b"expires", b"v", Some(now + 10)).unwrap();
+    s.put(b"persisted", b"v", Some(now + 10)).unwrap();
+    s.set_expire(b"persisted", None).unwrap();
+    s.put(b"extended", b"v", None).unwrap();
+    s.set_expire(b"extended", Some(now + 1_000_000)).unwrap();
+    advance(20);
+    s.merge_now(u64::MAX).unwrap();
+    assert_eq!(s.get(b"expires").unwrap(), None);
+    assert_eq!(s.get(b"persisted").unwrap().unwrap(), b"v");
+    assert_eq!(s.ttl_ms(b"persisted"), Some(None));
+    assert_eq!(s.ttl_ms(b"extended"), Some(Some(1_000_000 - 20)));
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.get(b"expires").unwrap(), None);
+    assert!(!s.exists(b"expires"));
+    assert_eq!(s.ttl_ms(b"persisted"), Some(None));
+    assert_eq!(s.ttl_ms(b"extended"), Some(Some(1_000_000 - 20)));
+}
+
+#[test]
+fn writes_during_an_off_thread_merge_win_over_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    fill(&mut s);
+    s.roll().unwrap();
+    let job = s.start_merge(u64::MAX).unwrap().unwrap();
+    assert!(matches!(s.start_merge(u64::MAX), Err(MergeError::Busy)));
+    let handle = std::thread::spawn(move || job.run());
+    // Meanwhile the owner keeps writing.
+    s.put(b"key1", b"newer", None).unwrap();
+    s.delete(b"key2").unwrap();
+    s.put(b"key3", b"back", None).unwrap();
+    let out = handle.join().unwrap().unwrap();
+    let expected = snapshot(&s);
+    s.install_merge(out).unwrap();
+    let mut steps = 0;
+    while s.merge_step(7) {
+        steps += 1;
+        assert_eq!(s.get(b"key1").unwrap().unwrap(), b"newer");
+    }
+    assert!(steps > 5, "installation ran in bounded steps");
+    assert_eq!(snapshot(&s), expected);
+    s.commit().unwrap();
+    drop(s);
+    assert_eq!(snapshot(&open(dir.path())), expected);
+}
+
+#[test]
+fn a_crash_before_install_leaves_the_old_segments_and_removes_the_partial_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    fill(&mut s);
+    s.roll().unwrap();
+    let expected = snapshot(&s);
+    let out = s.start_merge(u64::MAX).unwrap().unwrap().run().unwrap();
+    // "Crash": the store goes away with the merge output written but not installed.
+    std::mem::forget(out);
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(snapshot(&s), expected);
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".merge")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn a_crash_after_commit_but_before_deleting_inputs_recovers_from_covered_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    fill(&mut s);
+    s.roll().unwrap();
+    let expected = snapshot(&s);
+    let files_before = log_files(dir.path());
+    // Keep copies of the inputs, to put back as if the crash happened before their deletion.
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log" || x == "hint") {
+            std::fs::copy(&p, copy.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    s.merge_now(u64::MAX).unwrap();
+    let merged_files = log_files(dir.path());
+    assert!(merged_files < files_before);
+    drop(s);
+    let mut restored = 0;
+    for e in std::fs::read_dir(copy.path()).unwrap() {
+        let p = e.unwrap().path();
+        let target = dir.path().join(p.file_name().unwrap());
+        if !target.exists() {
+            std::fs::copy(&p, &target).unwrap();
+            restored += 1;
+        }
+    }
+    assert!(restored > 0);
+    let s = open(dir.path());
+    assert!(s.recovery_report().leftover_segments_removed > 0);
+    assert_eq!(snapshot(&s), expected);
+    assert_eq!(log_files(dir.path()), merged_files);
+}
+
+#[test]
+fn a_merge_made_stale_by_truncation_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    fill(&mut s);
+    s.roll().unwrap();
+    let out = s.start_merge(u64::MAX).unwrap().unwrap().run().unwrap();
+    s.truncate_to(100).unwrap();
+    let expected = snapshot(&s);
+    assert!(matches!(s.install_merge(out), Err(MergeError::Stale)));
+    assert_eq!(snapshot(&s), expected);
+    assert!(!s.merge_in_progress());
+}
