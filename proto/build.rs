@@ -29,7 +29,11 @@ fn main() {
     let bytes = set3.write_to_bytes().expect("encode descriptor set");
     let set2 = protobuf2::descriptor::FileDescriptorSet::parse_from_bytes(&bytes)
         .expect("re-read descriptor set as protobuf 2");
-    let files: Vec<String> = set2.get_file().iter().map(|f| f.get_name().to_string()).collect();
+    let files: Vec<String> = set2
+        .get_file()
+        .iter()
+        .map(|f| f.get_name().to_string())
+        .collect();
     let mut mod_rs = std::fs::read_to_string(out.join("mod.rs")).expect("read generated mod.rs");
     for r in grpcio_compiler::codegen::r#gen(set2.get_file(), &files) {
         std::fs::write(out.join(&r.name), r.content).expect("write service stubs");
