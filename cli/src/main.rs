@@ -1,1 +1,34 @@
-fn main() {}
+//! `simplekv`: the server, and (soon) the interactive client and admin verbs.
+#![warn(clippy::unwrap_used)]
+
+mod logger;
+mod server_cmd;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "simplekv",
+    version,
+    about = "A replicated key-value server that speaks RESP2"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a server in the foreground (standalone unless cluster.zk is set).
+    Server(server_cmd::ServerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => server_cmd::run(args),
+    }
+}

@@ -1,1 +1,11 @@
-//! placeholder during bootstrap
+//! simplekv's data plane: pinned worker threads, each with a mio event loop, the RESP2 codec,
+//! the command table and the router between workers.
+#![warn(clippy::unwrap_used)]
+
+pub mod cmd;
+pub mod glob;
+pub mod resp;
+pub mod server;
+pub mod slot;
+
+pub use server::{ServerError, ServerHandle, ShutdownTrigger, start};

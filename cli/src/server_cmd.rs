@@ -1,0 +1,112 @@
+//! `simplekv server`: configuration from a TOML file, then flags, then `--set` overrides.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use log::{LevelFilter, error};
+use simplekv_conf::Config;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// TOML configuration file (see conf/examples/).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (server.bind).
+    #[arg(long)]
+    bind: Option<String>,
+    /// RESP port (server.port).
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Data directory (storage.dir).
+    #[arg(short, long)]
+    dir: Option<PathBuf>,
+    /// Worker threads, 0 = one per core (server.workers).
+    #[arg(short, long)]
+    workers: Option<u32>,
+    /// always | everysec | never (storage.fsync).
+    #[arg(long)]
+    fsync: Option<String>,
+    /// Password clients must AUTH with (server.requirepass).
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// error | warn | info | debug | trace (server.log_level).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Do not pin workers to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Any setting, as NAME=VALUE (dotted or Redis name), repeatable: --set storage.partitions=32
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+}
+
+fn level(c: &Config) -> LevelFilter {
+    c.server
+        .log_level
+        .to_string()
+        .parse()
+        .unwrap_or(LevelFilter::Info)
+}
+
+fn build_config(a: &ServerArgs) -> Result<Config, String> {
+    let mut c = match &a.config {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    let flag = |o: &mut Vec<(String, String)>, k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            o.push((k.into(), v));
+        }
+    };
+    flag(&mut overrides, "server.bind", a.bind.clone());
+    flag(&mut overrides, "server.port", a.port.map(|p| p.to_string()));
+    flag(
+        &mut overrides,
+        "storage.dir",
+        a.dir.as_ref().map(|d| d.display().to_string()),
+    );
+    flag(
+        &mut overrides,
+        "server.workers",
+        a.workers.map(|w| w.to_string()),
+    );
+    flag(&mut overrides, "storage.fsync", a.fsync.clone());
+    flag(&mut overrides, "server.requirepass", a.requirepass.clone());
+    flag(&mut overrides, "server.log_level", a.log_level.clone());
+    if a.no_pin {
+        overrides.push(("server.pin_workers".into(), "false".into()));
+    }
+    for s in &a.set {
+        let (k, v) = Config::parse_override(s).map_err(|e| e.to_string())?;
+        overrides.push((k.to_string(), v.to_string()));
+    }
+    for (k, v) in overrides {
+        c.set(&k, &v).map_err(|e| e.to_string())?;
+    }
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+pub fn run(args: ServerArgs) -> ExitCode {
+    let config = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("simplekv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logger::init(level(&config));
+    crate::signals::block();
+    let handle = match simplekv_net::start(config, args.config.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let trigger = handle.shutdown_trigger();
+    crate::signals::spawn_waiter(move || trigger.fire());
+    handle.join();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,44 @@
+//! SIGINT/SIGTERM become a clean shutdown. The signals are blocked in every thread and taken
+//! by one thread with `sigwait`, so nothing runs inside a signal handler.
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Blocks SIGINT and SIGTERM in this thread and every thread it starts afterwards.
+pub fn block() {
+    // SAFETY: plain libc signal-mask calls on a local, initialised sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Calls `on_first` on the first SIGINT/SIGTERM; a second one exits at once.
+pub fn spawn_waiter(on_first: impl Fn() + Send + 'static) {
+    static SEEN: AtomicBool = AtomicBool::new(false);
+    let _ = std::thread::Builder::new()
+        .name("skv-signals".into())
+        .spawn(move || {
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: as above; sigwait writes the signal number into `sig`.
+                let rc = unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGINT);
+                    libc::sigaddset(&mut set, libc::SIGTERM);
+                    libc::sigwait(&set, &mut sig)
+                };
+                if rc != 0 {
+                    continue;
+                }
+                if SEEN.swap(true, Ordering::SeqCst) {
+                    log::error!("second signal {sig}: exiting without a clean shutdown");
+                    std::process::exit(130);
+                }
+                log::warn!("signal {sig}: shutting down (send it again to exit at once)");
+                on_first();
+            }
+        });
+}

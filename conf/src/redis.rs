@@ -1,0 +1,156 @@
+//! Redis compatibility for `CONFIG GET` / `CONFIG SET`.
+
+use crate::settings::SETTINGS;
+use crate::{ConfError, Config};
+
+/// Redis settings simplekv reports with a fixed value: tools read them (redis-benchmark
+/// reads `save` and `appendonly` at start) and scripts written for Redis set them.
+const FIXED: &[(&str, &str, &str)] = &[
+    (
+        "save",
+        "",
+        "simplekv takes no RDB snapshots; only save \"\" is accepted",
+    ),
+    (
+        "appendonly",
+        "yes",
+        "simplekv always persists through its log; only appendonly yes is accepted",
+    ),
+    (
+        "databases",
+        "1",
+        "simplekv has a single database; only databases 1 is accepted",
+    ),
+];
+
+pub(crate) fn config_pairs(config: &Config) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = SETTINGS
+        .iter()
+        .map(|s| {
+            let name = s.redis_name.unwrap_or(s.name);
+            (name.to_owned(), s.redis_value(config))
+        })
+        .collect();
+    pairs.extend(
+        FIXED
+            .iter()
+            .map(|(name, value, _)| ((*name).to_owned(), (*value).to_owned())),
+    );
+    pairs
+}
+
+/// `Ok(true)` when `name` is a fixed Redis setting and `value` its fixed value (a no-op),
+/// `Ok(false)` when `name` is not a fixed setting, an error for any other value.
+pub(crate) fn check_fixed_set(name: &str, value: &str) -> Result<bool, ConfError> {
+    let Some((_, fixed, reason)) = FIXED.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+    else {
+        return Ok(false);
+    };
+    if value.trim().eq_ignore_ascii_case(fixed) {
+        Ok(true)
+    } else {
+        Err(ConfError::Unsupported {
+            name: name.to_owned(),
+            reason,
+        })
+    }
+}
+
+/// One element of a glob pattern; every element but `Star` matches exactly one byte,
+/// which is what makes the single-backtrack-point matcher below exact.
+enum Token {
+    Star,
+    Any,
+    Byte(u8),
+    Class { negated: bool, items: Vec<(u8, u8)> },
+}
+
+impl Token {
+    fn matches(&self, byte: u8) -> bool {
+        let byte = byte.to_ascii_lowercase();
+        match self {
+            Token::Star | Token::Any => true,
+            Token::Byte(b) => *b == byte,
+            Token::Class { negated, items } => {
+                items.iter().any(|&(lo, hi)| (lo..=hi).contains(&byte)) != *negated
+            }
+        }
+    }
+}
+
+/// Redis's `stringmatchlen` syntax (`*`, `?`, `[abc]`, `[^a-z]`, `\x`), case-insensitive
+/// as `CONFIG GET` is.
+fn tokenize(pattern: &[u8]) -> Vec<Token> {
+    let lower = |b: u8| b.to_ascii_lowercase();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            b'*' => {
+                if !matches!(tokens.last(), Some(Token::Star)) {
+                    tokens.push(Token::Star);
+                }
+            }
+            b'?' => tokens.push(Token::Any),
+            b'[' => {
+                i += 1;
+                let negated = pattern.get(i) == Some(&b'^');
+                if negated {
+                    i += 1;
+                }
+                let mut items = Vec::new();
+                // Like Redis, an unterminated class runs to the end of the pattern.
+                while i < pattern.len() && pattern[i] != b']' {
+                    if pattern[i] == b'\\' && i + 1 < pattern.len() {
+                        i += 1;
+                        items.push((lower(pattern[i]), lower(pattern[i])));
+                    } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' {
+                        let (a, b) = (lower(pattern[i]), lower(pattern[i + 2]));
+                        items.push((a.min(b), a.max(b)));
+                        i += 2;
+                    } else {
+                        items.push((lower(pattern[i]), lower(pattern[i])));
+                    }
+                    i += 1;
+                }
+                tokens.push(Token::Class { negated, items });
+            }
+            b'\\' if i + 1 < pattern.len() => {
+                i += 1;
+                tokens.push(Token::Byte(lower(pattern[i])));
+            }
+            b => tokens.push(Token::Byte(lower(b))),
+        }
+        i += 1;
+    }
+    tokens
+}
+
+/// Matches in O(pattern × text) time: a client-supplied `*a*a*a*…` must not be able to
+/// make `CONFIG GET` take exponential time.
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let tokens = tokenize(pattern);
+    let (mut t, mut i) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while i < text.len() {
+        match tokens.get(t) {
+            Some(Token::Star) => {
+                backtrack = Some((t, i));
+                t += 1;
+            }
+            Some(token) if token.matches(text[i]) => {
+                t += 1;
+                i += 1;
+            }
+            _ => match backtrack {
+                Some((star, start)) => {
+                    t = star + 1;
+                    i = start + 1;
+                    backtrack = Some((star, start + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    tokens[t..].iter().all(|token| matches!(token, Token::Star))
+}

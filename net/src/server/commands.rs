@@ -1,0 +1,182 @@
+//! Replies assembled from every worker's part (INFO, KEYS, CLIENT LIST, ...) and COMMAND.
+use std::fmt::Write as _;
+
+use super::conn::Output;
+use super::dispatch::Finisher;
+use super::router::Payload;
+use super::stats::WorkerStats;
+use crate::cmd;
+use crate::resp::encode::{
+    write_array_len, write_bulk, write_error, write_integer, write_null, write_simple,
+};
+
+/// Builds the reply of a finished broadcast from its parts.
+pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
+    if let Some(e) = parts.iter().find_map(|p| match p {
+        Payload::Err(e) => Some(e.clone()),
+        _ => None,
+    }) {
+        write_error(r, e.as_bytes());
+        return;
+    }
+    match f {
+        Finisher::Keys => {
+            let keys: Vec<Vec<u8>> = parts
+                .into_iter()
+                .flat_map(|p| match p {
+                    Payload::Keys(k) => k,
+                    _ => Vec::new(),
+                })
+                .collect();
+            write_array_len(r, keys.len());
+            for k in keys {
+                write_bulk(r, &k);
+            }
+        }
+        Finisher::RandomKey => {
+            let keys: Vec<Vec<u8>> = parts
+                .into_iter()
+                .flat_map(|p| match p {
+                    Payload::Keys(k) => k,
+                    _ => Vec::new(),
+                })
+                .collect();
+            if keys.is_empty() {
+                write_null(r);
+            } else {
+                write_bulk(r, &keys[fastrand::usize(..keys.len())]);
+            }
+        }
+        Finisher::ClientList { extra } => {
+            let mut text = String::new();
+            for p in parts {
+                if let Payload::Text(t) = p {
+                    text.push_str(&t);
+                }
+            }
+            text.push_str(extra);
+            write_bulk(r, text.as_bytes());
+        }
+        Finisher::Scan {
+            partition,
+            partitions,
+        } => {
+            let (keys, next) = match parts.into_iter().next() {
+                Some(Payload::ScanPage { keys, next }) => (keys, next),
+                _ => (Vec::new(), 0),
+            };
+            // Next cursor: same partition further on, or the next partition from its start.
+            let cursor = if next != 0 {
+                (next << 14) | *partition as u64
+            } else if partition + 1 < *partitions {
+                (partition + 1) as u64
+            } else {
+                0
+            };
+            write_array_len(r, 2);
+            write_bulk(r, cursor.to_string().as_bytes());
+            write_array_len(r, keys.len());
+            for k in keys {
+                write_bulk(r, &k);
+            }
+        }
+        Finisher::Status(s) => write_simple(r, s.as_bytes()),
+        Finisher::Info { sections } => {
+            let mut total = WorkerStats::default();
+            for p in &parts {
+                if let Payload::Stats(s) = p {
+                    total.merge(s);
+                }
+            }
+            let text = super::info::render(&total, sections);
+            write_bulk(r, text.as_bytes());
+        }
+    }
+}
+
+/// COMMAND, COMMAND COUNT / INFO / DOCS / LIST (what redis-cli uses for hints and help).
+pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
+    let mut r = Vec::new();
+    let sub = args
+        .get(1)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase());
+    match sub.as_deref() {
+        None => {
+            write_array_len(&mut r, cmd::COMMANDS.len());
+            for spec in cmd::COMMANDS {
+                cmd::table::write_command_info(spec, &mut r);
+            }
+        }
+        Some("count") if args.len() == 2 => write_integer(&mut r, cmd::COMMANDS.len() as i64),
+        Some("list") => {
+            write_array_len(&mut r, cmd::COMMANDS.len());
+            for spec in cmd::COMMANDS {
+                write_bulk(&mut r, spec.name.as_bytes());
+            }
+        }
+        Some("info") => {
+            let names: Vec<&[u8]> = args[2..].to_vec();
+            if names.is_empty() {
+                write_array_len(&mut r, cmd::COMMANDS.len());
+                for spec in cmd::COMMANDS {
+                    cmd::table::write_command_info(spec, &mut r);
+                }
+            } else {
+                write_array_len(&mut r, names.len());
+                for n in names {
+                    match cmd::lookup(n) {
+                        Some(spec) => cmd::table::write_command_info(spec, &mut r),
+                        None => write_null(&mut r),
+                    }
+                }
+            }
+        }
+        Some("docs") => {
+            let specs: Vec<&cmd::CommandSpec> = if args.len() == 2 {
+                cmd::COMMANDS.iter().collect()
+            } else {
+                args[2..].iter().filter_map(|n| cmd::lookup(n)).collect()
+            };
+            write_array_len(&mut r, specs.len() * 2);
+            for spec in specs {
+                write_bulk(&mut r, spec.name.as_bytes());
+                cmd::table::write_command_docs(spec, &mut r);
+            }
+        }
+        Some("getkeys") if args.len() >= 3 => {
+            let Some(spec) = cmd::lookup(args[2]) else {
+                write_error(&mut r, b"ERR Invalid command specified");
+                return out.push_reply(&r);
+            };
+            let cargs = &args[2..];
+            if spec.first_key <= 0 {
+                write_error(&mut r, b"ERR The command has no key arguments");
+                return out.push_reply(&r);
+            }
+            let last = if spec.last_key < 0 {
+                cargs.len() as i32 + spec.last_key
+            } else {
+                spec.last_key
+            };
+            let mut keys = Vec::new();
+            let mut i = spec.first_key;
+            while i <= last && (i as usize) < cargs.len() {
+                keys.push(cargs[i as usize]);
+                i += spec.step.max(1);
+            }
+            write_array_len(&mut r, keys.len());
+            for k in keys {
+                write_bulk(&mut r, k);
+            }
+        }
+        Some(other) => {
+            let mut msg = String::new();
+            let _ = write!(
+                msg,
+                "ERR unknown subcommand or wrong number of arguments for '{other}'. Try COMMAND HELP."
+            );
+            write_error(&mut r, msg.as_bytes());
+        }
+    }
+    out.push_reply(&r);
+}

@@ -1,0 +1,277 @@
+//! One client connection: its socket, read buffer, parser and the queue of replies that keeps
+//! pipelined replies in request order whichever worker produced them.
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::resp::parse::Parser;
+
+/// A reply position in a connection's pipeline.
+pub enum Slot {
+    /// Ready to go out.
+    Ready(Vec<u8>),
+    /// A local write's reply, released once this turn's group commit succeeded, or replaced by
+    /// the commit's error if any commit of the turn failed (conservative: the client is told
+    /// "error" for a write whose fate it cannot know, never "OK" for one that was lost).
+    Held(Vec<u8>),
+    /// Waiting for another worker (or several: a scattered multi-key command).
+    Waiting(Box<Gather>),
+}
+
+/// How the parts of a scattered command combine into one reply.
+pub enum Gather {
+    /// One remote reply, used as is.
+    Single(Option<Vec<u8>>),
+    /// MGET: reply elements by position.
+    Elements {
+        items: Vec<Option<Vec<u8>>>,
+        missing: usize,
+    },
+    /// DEL/EXISTS/UNLINK/DBSIZE/...: sum of integers.
+    Sum {
+        total: i64,
+        missing: usize,
+        error: Option<String>,
+    },
+    /// MSET/FLUSHALL/CONFIG SET/...: "+OK" once every part succeeded.
+    AllOk {
+        missing: usize,
+        error: Option<String>,
+    },
+    /// Parts whose payloads a finishing function turns into the reply (INFO, KEYS, ...).
+    Collect {
+        parts: Vec<super::router::Payload>,
+        missing: usize,
+        finish: super::dispatch::Finisher,
+    },
+}
+
+/// A connection. Its parts are separate structs so the dispatcher can borrow the parsed
+/// arguments (in `rbuf`/`parser`) and the reply queue (`out`) at the same time.
+pub struct Conn {
+    pub sock: TcpStream,
+    pub rbuf: Vec<u8>,
+    /// Bytes at the front of `rbuf` already parsed.
+    pub rpos: usize,
+    pub parser: Parser,
+    pub out: Output,
+    pub client: Client,
+}
+
+/// Replies on their way out, in request order.
+#[derive(Default)]
+pub struct Output {
+    pub wbuf: Vec<u8>,
+    pub wpos: usize,
+    /// Replies not yet in `wbuf`; `slots[0]` has sequence `base_seq`.
+    pub slots: VecDeque<Slot>,
+    pub base_seq: u64,
+}
+
+/// What the server knows about a client (CLIENT LIST, AUTH, ...).
+pub struct Client {
+    pub id: u64,
+    pub addr: String,
+    pub local_addr: String,
+    /// Close once everything queued is written (QUIT, protocol error, kill).
+    pub closing: bool,
+    /// The peer is gone: drop without writing.
+    pub dead: bool,
+    pub authed: bool,
+    pub name: Option<Vec<u8>>,
+    pub created: Instant,
+    pub last_active: Instant,
+    pub last_cmd: &'static str,
+    /// Input is left unparsed until queued replies drain (too many in flight).
+    pub paused: bool,
+    pub in_dirty_list: bool,
+}
+
+/// Reads stop and parsing pauses above these, so one pipelining client cannot make a worker
+/// buffer without bound.
+pub const MAX_SLOTS: usize = 4096;
+pub const MAX_WBUF: usize = 64 << 20;
+const READ_CHUNK: usize = 16 << 10;
+
+pub enum ReadOutcome {
+    /// Read some bytes (maybe zero before WouldBlock).
+    Open,
+    /// Orderly EOF or error: the client is gone.
+    Closed,
+    /// The query buffer passed its limit.
+    Overflow,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, id: u64, authed: bool) -> Conn {
+        let addr = sock
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let local_addr = sock
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let now = Instant::now();
+        Conn {
+            sock,
+            rbuf: Vec::with_capacity(READ_CHUNK),
+            rpos: 0,
+            parser: Parser::new(),
+            out: Output::default(),
+            client: Client {
+                id,
+                addr,
+                local_addr,
+                closing: false,
+                dead: false,
+                authed,
+                name: None,
+                created: now,
+                last_active: now,
+                last_cmd: "NULL",
+                paused: false,
+                in_dirty_list: false,
+            },
+        }
+    }
+
+    /// Reads until the socket would block or the buffer limit is reached.
+    pub fn read_available(&mut self, limit: usize) -> ReadOutcome {
+        loop {
+            if self.rbuf.len() - self.rpos >= limit {
+                return ReadOutcome::Overflow;
+            }
+            let len = self.rbuf.len();
+            if self.rbuf.capacity() - len < READ_CHUNK {
+                // Drop consumed bytes before growing.
+                if self.rpos > 0 {
+                    self.rbuf.drain(..self.rpos);
+                    self.rpos = 0;
+                    continue;
+                }
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            let len = self.rbuf.len();
+            let cap = self.rbuf.capacity();
+            self.rbuf.resize(cap, 0);
+            match self.sock.read(&mut self.rbuf[len..]) {
+                Ok(0) => {
+                    self.rbuf.truncate(len);
+                    return ReadOutcome::Closed;
+                }
+                Ok(n) => {
+                    self.rbuf.truncate(len + n);
+                    self.client.last_active = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.rbuf.truncate(len);
+                    return ReadOutcome::Open;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.rbuf.truncate(len);
+                }
+                Err(_) => {
+                    self.rbuf.truncate(len);
+                    return ReadOutcome::Closed;
+                }
+            }
+        }
+    }
+
+    /// Drops parsed bytes from the read buffer (cheap when all were parsed).
+    pub fn compact_rbuf(&mut self) {
+        if self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+            if self.rbuf.capacity() > (1 << 20) {
+                self.rbuf = Vec::with_capacity(READ_CHUNK);
+            }
+        }
+    }
+
+    /// Writes as much of the write buffer as the socket takes. Returns false if the peer is gone.
+    pub fn flush(&mut self) -> bool {
+        let o = &mut self.out;
+        while o.wpos < o.wbuf.len() {
+            match self.sock.write(&o.wbuf[o.wpos..]) {
+                Ok(0) => return false,
+                Ok(n) => o.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        if o.wpos == o.wbuf.len() {
+            o.wbuf.clear();
+            o.wpos = 0;
+            if o.wbuf.capacity() > (4 << 20) {
+                o.wbuf = Vec::new();
+            }
+        }
+        true
+    }
+}
+
+impl Output {
+    /// Sequence number the next queued slot gets.
+    pub fn next_seq(&self) -> u64 {
+        self.base_seq + self.slots.len() as u64
+    }
+
+    /// Queues a reply: straight into the write buffer when nothing is ahead of it.
+    pub fn push_reply(&mut self, reply: &[u8]) {
+        if self.slots.is_empty() {
+            self.wbuf.extend_from_slice(reply);
+        } else {
+            self.slots.push_back(Slot::Ready(reply.to_vec()));
+        }
+    }
+
+    pub fn push_slot(&mut self, slot: Slot) -> u64 {
+        let seq = self.next_seq();
+        self.slots.push_back(slot);
+        seq
+    }
+
+    pub fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        let i = seq.checked_sub(self.base_seq)?;
+        self.slots.get_mut(usize::try_from(i).ok()?)
+    }
+
+    /// Moves finished replies from the front of the queue into the write buffer. `failed` is
+    /// the error of a commit that failed this turn, if any.
+    pub fn drain_slots(&mut self, failed: Option<&str>) {
+        while let Some(front) = self.slots.front() {
+            match front {
+                Slot::Ready(_) | Slot::Held(_) => {}
+                Slot::Waiting(_) => break,
+            }
+            match self.slots.pop_front() {
+                Some(Slot::Ready(r)) => self.wbuf.extend_from_slice(&r),
+                Some(Slot::Held(reply)) => match failed {
+                    None => self.wbuf.extend_from_slice(&reply),
+                    Some(err) => crate::resp::encode::write_error(&mut self.wbuf, err.as_bytes()),
+                },
+                _ => {}
+            }
+            self.base_seq += 1;
+        }
+    }
+
+    pub fn has_output(&self) -> bool {
+        self.wpos < self.wbuf.len()
+    }
+
+    /// Too much queued: stop taking new commands until it drains.
+    pub fn backlogged(&self) -> bool {
+        self.slots.len() >= MAX_SLOTS || self.wbuf.len() - self.wpos >= MAX_WBUF
+    }
+
+    /// Everything queued has been written: a closing connection may go.
+    pub fn finished(&self) -> bool {
+        self.slots.is_empty() && !self.has_output()
+    }
+}

@@ -1,0 +1,1179 @@
+//! Command dispatch: arity and auth checks, routing keys to their owners, scatter/gather of
+//! multi-key and keyless commands, and the server commands (PING, INFO, CONFIG, ...).
+use std::sync::atomic::Ordering;
+
+use simplekv_engine::Store;
+
+use super::conn::{Client, Gather, Output, Slot};
+use super::router::{Op, OwnedArgs, Payload, ReplyTo, Request};
+use super::worker::Worker;
+use crate::cmd::{self, CommandSpec, Effect, ExecCtx, Kind, MultiKind};
+use crate::glob::glob_match;
+use crate::resp::encode::{
+    write_array_len, write_bulk, write_error, write_integer, write_null, write_ok, write_simple,
+};
+
+/// Turns the collected parts of a broadcast into its reply.
+#[derive(Clone, Debug)]
+pub enum Finisher {
+    Info {
+        sections: Vec<String>,
+    },
+    Keys,
+    /// `extra`: the line of the asking connection (it is not in its worker's table while its
+    /// command runs).
+    ClientList {
+        extra: String,
+    },
+    RandomKey,
+    Scan {
+        partition: u32,
+        partitions: u32,
+    },
+    /// A fixed status reply once every part succeeded.
+    Status(&'static str),
+}
+
+/// Redis's reply for an unknown command.
+fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(&args[0][..args[0].len().min(128)])
+    );
+    for a in &args[1..] {
+        if msg.len() >= 128 + 60 {
+            break;
+        }
+        msg.push_str(&format!(
+            "'{}' ",
+            String::from_utf8_lossy(&a[..a.len().min(128)])
+        ));
+    }
+    let mut out = Vec::new();
+    write_error(&mut out, msg.as_bytes());
+    out
+}
+
+fn err(out: &mut Output, text: &str) {
+    let mut r = Vec::with_capacity(text.len() + 3);
+    write_error(&mut r, text.as_bytes());
+    out.push_reply(&r);
+}
+
+fn lower(a: &[u8]) -> String {
+    String::from_utf8_lossy(a).to_ascii_lowercase()
+}
+
+impl Worker {
+    pub fn exec_ctx(&self) -> ExecCtx {
+        ExecCtx {
+            now_ms: simplekv_engine::system_clock(),
+            proto_max_bulk_len: self.config.limits.proto_max_bulk_len as usize,
+        }
+    }
+
+    fn reply_to(&self, token: usize, client: &Client, seq: u64, part: u32) -> ReplyTo {
+        ReplyTo {
+            worker: self.id,
+            token,
+            conn_id: client.id,
+            seq,
+            part,
+        }
+    }
+
+    /// Runs one command from a connection.
+    pub fn dispatch(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &mut Client,
+        args: &[&[u8]],
+    ) {
+        let Some(spec) = cmd::lookup(args[0]) else {
+            out.push_reply(&unknown_command(args));
+            return;
+        };
+        client.last_cmd = spec.name;
+        if !cmd::table::arity_ok(spec, args.len()) {
+            err(
+                out,
+                &format!("ERR wrong number of arguments for '{}' command", spec.name),
+            );
+            return;
+        }
+        if !client.authed && !matches!(spec.name, "auth" | "hello" | "quit") {
+            err(out, "NOAUTH Authentication required.");
+            return;
+        }
+        match spec.kind {
+            Kind::Keyed => self.dispatch_keyed(token, out, client, spec, args),
+            Kind::Multi(kind) => self.dispatch_multi(token, out, client, kind, args),
+            Kind::Server => self.dispatch_server(token, out, client, spec, args),
+        }
+    }
+
+    fn dispatch_keyed(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &Client,
+        spec: &'static CommandSpec,
+        args: &[&[u8]],
+    ) {
+        let p = self.topo.partition_of(args[1]);
+        let owner = self.topo.worker_of(p);
+        if owner == self.id {
+            let ctx = self.exec_ctx();
+            let Some(store) = self.store_mut(p) else {
+                err(out, "ERR partition not available on this node");
+                return;
+            };
+            let mut reply = Vec::new();
+            let effect = cmd::exec_keyed(spec, args, store, &ctx, &mut reply);
+            self.count_hit(spec, &reply);
+            match effect {
+                Effect::Read => out.push_reply(&reply),
+                Effect::Wrote => {
+                    self.mark_dirty(p);
+                    out.push_slot(Slot::Held(reply));
+                }
+            }
+        } else {
+            let seq = out.push_slot(Slot::Waiting(Box::new(Gather::Single(None))));
+            let reply_to = self.reply_to(token, client, seq, 0);
+            self.send_req(
+                owner,
+                Request {
+                    reply_to,
+                    op: Op::Keyed {
+                        partition: p,
+                        args: OwnedArgs::from_slices(args.iter().copied()),
+                    },
+                },
+            );
+        }
+    }
+
+    fn count_hit(&mut self, spec: &CommandSpec, reply: &[u8]) {
+        if matches!(
+            spec.name,
+            "get" | "getex" | "getdel" | "getrange" | "strlen"
+        ) {
+            if reply.starts_with(b"$-1") {
+                self.stats.misses += 1;
+            } else {
+                self.stats.hits += 1;
+            }
+        }
+    }
+
+    /// Scatter: the keys of a multi-key command grouped by owning worker; local groups run at
+    /// once, the others become requests; the reply is assembled when every part is back.
+    fn dispatch_multi(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &Client,
+        kind: MultiKind,
+        args: &[&[u8]],
+    ) {
+        let workers = self.peers.len();
+        let pairs = matches!(kind, MultiKind::MSet | MultiKind::MSetNx);
+        if pairs && !(args.len() - 1).is_multiple_of(2) {
+            let name = if kind == MultiKind::MSet {
+                "mset"
+            } else {
+                "msetnx"
+            };
+            err(
+                out,
+                &format!("ERR wrong number of arguments for '{name}' command"),
+            );
+            return;
+        }
+        let step = if pairs { 2 } else { 1 };
+        // (position, key index in args) per worker
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); workers];
+        for i in (1..args.len()).step_by(step) {
+            let w = self.topo.worker_of(self.topo.partition_of(args[i]));
+            groups[w].push(i);
+        }
+        let involved: Vec<usize> = (0..workers).filter(|&w| !groups[w].is_empty()).collect();
+        if kind == MultiKind::MSetNx && involved.len() > 1 {
+            err(
+                out,
+                "CROSSSLOT Keys in request don't hash to the same slot (MSETNX is atomic only for keys on one shard; use hash tags such as {user}.a and {user}.b)",
+            );
+            return;
+        }
+        let n_keys = (args.len() - 1) / step;
+        let gather = match kind {
+            MultiKind::MGet => Gather::Elements {
+                items: vec![None; n_keys],
+                missing: involved.len(),
+            },
+            MultiKind::Del | MultiKind::Unlink | MultiKind::Exists => Gather::Sum {
+                total: 0,
+                missing: involved.len(),
+                error: None,
+            },
+            MultiKind::MSet => Gather::AllOk {
+                missing: involved.len(),
+                error: None,
+            },
+            MultiKind::MSetNx => Gather::Single(None),
+        };
+        let mut slot = Slot::Waiting(Box::new(gather));
+        let mut held = false;
+        for (part, &w) in involved.iter().enumerate() {
+            let idx = &groups[w];
+            let op = match kind {
+                MultiKind::MGet => Op::MGet {
+                    keys: idx
+                        .iter()
+                        .map(|&i| ((i - 1) as u32, args[i].to_vec()))
+                        .collect(),
+                },
+                MultiKind::Del | MultiKind::Unlink => Op::Del {
+                    keys: idx.iter().map(|&i| args[i].to_vec()).collect(),
+                },
+                MultiKind::Exists => Op::Exists {
+                    keys: idx.iter().map(|&i| args[i].to_vec()).collect(),
+                },
+                MultiKind::MSet | MultiKind::MSetNx => {
+                    let pairs = idx
+                        .iter()
+                        .map(|&i| (args[i].to_vec(), args[i + 1].to_vec()))
+                        .collect();
+                    if kind == MultiKind::MSet {
+                        Op::MSet { pairs }
+                    } else {
+                        Op::MSetNx { pairs }
+                    }
+                }
+            };
+            if w == self.id {
+                let (payload, h) = self.execute_op(op);
+                held |= h;
+                fill_slot(&mut slot, part as u32, payload);
+            } else {
+                let seq = out.next_seq();
+                let reply_to = self.reply_to(token, client, seq, part as u32);
+                self.send_req(w, Request { reply_to, op });
+            }
+        }
+        if let Slot::Ready(reply) = slot {
+            // Everything was local: the reply is complete.
+            if held {
+                out.push_slot(Slot::Held(reply));
+            } else {
+                out.push_reply(&reply);
+            }
+            return;
+        }
+        // Local parts of a scattered write are committed this turn, before any reply goes out;
+        // the gathered reply waits for the remote parts anyway.
+        out.push_slot(slot);
+    }
+
+    /// Runs work for a request (from a peer, or a local part of a scatter). Returns the
+    /// payload and whether it wrote (its release waits for this turn's commit).
+    pub fn execute_op(&mut self, op: Op) -> (Payload, bool) {
+        let ctx = self.exec_ctx();
+        match op {
+            Op::Keyed { partition, args } => {
+                let slices = args.slices();
+                let Some(spec) = cmd::lookup(slices[0]) else {
+                    return (Payload::Err("ERR unknown command".into()), false);
+                };
+                let Some(store) = self.store_mut(partition) else {
+                    return (
+                        Payload::Err("ERR partition not available on this node".into()),
+                        false,
+                    );
+                };
+                let mut reply = Vec::new();
+                let effect = cmd::exec_keyed(spec, &slices, store, &ctx, &mut reply);
+                self.count_hit(spec, &reply);
+                let wrote = effect == Effect::Wrote;
+                if wrote {
+                    self.mark_dirty(partition);
+                }
+                (Payload::Resp(reply), wrote)
+            }
+            Op::MGet { keys } => {
+                let mut elems = Vec::with_capacity(keys.len());
+                let mut one = Vec::with_capacity(1);
+                for (pos, k) in keys {
+                    let p = self.topo.partition_of(&k);
+                    one.clear();
+                    match self.store(p) {
+                        Some(s) => cmd::multi::mget_part(s, &[&k], &ctx, &mut one),
+                        None => one.push(b"$-1\r\n".to_vec()),
+                    }
+                    elems.push((pos, one.pop().unwrap_or_else(|| b"$-1\r\n".to_vec())));
+                }
+                (Payload::Elements(elems), false)
+            }
+            Op::Del { keys } => self.per_partition(&keys, |s, ks| {
+                cmd::multi::del_part(s, ks).map(|n| (n, n > 0))
+            }),
+            Op::Exists { keys } => {
+                let mut total = 0;
+                for k in &keys {
+                    let p = self.topo.partition_of(k);
+                    if let Some(s) = self.store(p) {
+                        total += cmd::multi::exists_part(s, &[k.as_slice()], &ctx);
+                    }
+                }
+                (Payload::Int(total), false)
+            }
+            Op::MSet { pairs } => {
+                let mut wrote = false;
+                for (k, v) in &pairs {
+                    let p = self.topo.partition_of(k);
+                    let Some(s) = self.store_mut(p) else {
+                        return (Payload::Err("ERR partition not available".into()), wrote);
+                    };
+                    if let Err(e) = cmd::multi::mset_part(s, &[(k.as_slice(), v.as_slice())]) {
+                        return (Payload::Err(e), wrote);
+                    }
+                    wrote = true;
+                    self.mark_dirty(p);
+                }
+                (Payload::Ok, wrote)
+            }
+            Op::MSetNx { pairs } => {
+                // All keys are on this worker: check every partition, then set.
+                for (k, _) in &pairs {
+                    let p = self.topo.partition_of(k);
+                    if self.store(p).is_some_and(|s| s.exists(k)) {
+                        return (Payload::Resp(b":0\r\n".to_vec()), false);
+                    }
+                }
+                let (payload, wrote) = self.execute_op(Op::MSet { pairs });
+                match payload {
+                    Payload::Ok => (Payload::Resp(b":1\r\n".to_vec()), wrote),
+                    other => (other, wrote),
+                }
+            }
+            Op::DbSize => {
+                let n: usize = self
+                    .owned
+                    .iter()
+                    .filter_map(|&p| self.store(p))
+                    .map(Store::len)
+                    .sum();
+                (Payload::Int(n as i64), false)
+            }
+            Op::Flush => {
+                for p in self.owned.clone() {
+                    let Some(s) = self.store_mut(p) else { continue };
+                    if let Err(e) = s.clear() {
+                        return (Payload::Err(format!("ERR {e}")), true);
+                    }
+                    self.mark_dirty(p);
+                }
+                (Payload::Ok, true)
+            }
+            Op::Keys { pattern } => {
+                let all = pattern.as_slice() == b"*";
+                let mut keys = Vec::new();
+                for &p in &self.owned {
+                    let Some(s) = self.store(p) else { continue };
+                    let mut c = 0;
+                    loop {
+                        c = s.scan(c, 1024, |k| {
+                            if all || glob_match(&pattern, k, false) {
+                                keys.push(k.to_vec());
+                            }
+                        });
+                        if c == 0 {
+                            break;
+                        }
+                    }
+                }
+                (Payload::Keys(keys), false)
+            }
+            Op::Scan {
+                partition,
+                cursor,
+                count,
+                pattern,
+            } => {
+                let mut keys = Vec::new();
+                let next = match self.store(partition) {
+                    Some(s) => s.scan(cursor, count, |k| {
+                        if pattern
+                            .as_deref()
+                            .is_none_or(|pat| glob_match(pat, k, false))
+                        {
+                            keys.push(k.to_vec());
+                        }
+                    }),
+                    None => 0,
+                };
+                (Payload::ScanPage { keys, next }, false)
+            }
+            Op::RandomKey => {
+                let candidates: Vec<u32> = self
+                    .owned
+                    .iter()
+                    .copied()
+                    .filter(|&p| self.store(p).is_some_and(|s| !s.is_empty()))
+                    .collect();
+                if candidates.is_empty() {
+                    return (Payload::Keys(Vec::new()), false);
+                }
+                let p = candidates[fastrand::usize(..candidates.len())];
+                let k = self.store(p).and_then(Store::random_key);
+                (Payload::Keys(k.into_iter().collect()), false)
+            }
+            Op::Stats => (Payload::Stats(Box::new(self.collect_stats())), false),
+            Op::ClientList => (Payload::Text(self.client_list()), false),
+            Op::ClientKill { addr, id } => {
+                let mut n = 0;
+                for c in self.conns.iter_mut().flatten() {
+                    let hit = addr.as_deref().is_some_and(|a| a == c.client.addr)
+                        || id.is_some_and(|i| i == c.client.id);
+                    if hit {
+                        c.client.closing = true;
+                        n += 1;
+                    }
+                }
+                (Payload::Int(n), false)
+            }
+            Op::ConfigSet { pairs } => {
+                for (name, value) in &pairs {
+                    if let Err(e) = self.config.set_runtime(name, value) {
+                        return (Payload::Err(format!("ERR {e}")), false);
+                    }
+                }
+                self.apply_config();
+                (Payload::Ok, false)
+            }
+            Op::Rewrite => {
+                for p in self.owned.clone() {
+                    if let Some(s) = self.store_mut(p)
+                        && let Err(e) = s.roll()
+                    {
+                        return (Payload::Err(format!("ERR {e}")), false);
+                    }
+                    self.start_merge(p);
+                }
+                (Payload::Ok, false)
+            }
+        }
+    }
+
+    /// Runs `f` once per partition over the keys it owns, summing counts.
+    fn per_partition(
+        &mut self,
+        keys: &[Vec<u8>],
+        mut f: impl FnMut(&mut Store, &[&[u8]]) -> Result<(i64, bool), String>,
+    ) -> (Payload, bool) {
+        let mut by_part: Vec<(u32, Vec<&[u8]>)> = Vec::new();
+        for k in keys {
+            let p = self.topo.partition_of(k);
+            match by_part.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, v)) => v.push(k),
+                None => by_part.push((p, vec![k])),
+            }
+        }
+        let mut total = 0;
+        let mut wrote = false;
+        for (p, ks) in by_part {
+            let Some(s) = self.store_mut(p) else { continue };
+            match f(s, &ks) {
+                Ok((n, w)) => {
+                    total += n;
+                    if w {
+                        wrote = true;
+                        self.mark_dirty(p);
+                    }
+                }
+                Err(e) => return (Payload::Err(e), wrote),
+            }
+        }
+        (Payload::Int(total), wrote)
+    }
+
+    /// Applies run-time settings after CONFIG SET.
+    pub fn apply_config(&mut self) {
+        self.limits = super::worker::limits_of(&self.config);
+        let d = self.durability();
+        for p in self.owned.clone() {
+            if let Some(s) = self.store_mut(p) {
+                s.set_durability(d);
+            }
+        }
+    }
+
+    /// Sends `op` to every worker (running the local part now) and gathers with `gather`.
+    fn broadcast(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &Client,
+        gather: Gather,
+        make: impl Fn() -> Op,
+    ) {
+        let mut slot = Slot::Waiting(Box::new(gather));
+        let seq = out.next_seq();
+        let mut held = false;
+        for w in 0..self.peers.len() {
+            if w == self.id {
+                let (payload, h) = self.execute_op(make());
+                held |= h;
+                fill_slot(&mut slot, w as u32, payload);
+            } else {
+                let reply_to = self.reply_to(token, client, seq, w as u32);
+                self.send_req(
+                    w,
+                    Request {
+                        reply_to,
+                        op: make(),
+                    },
+                );
+            }
+        }
+        if let Slot::Ready(reply) = slot {
+            if held {
+                out.push_slot(Slot::Held(reply));
+            } else {
+                out.push_reply(&reply);
+            }
+            return;
+        }
+        out.push_slot(slot);
+    }
+
+    fn collect_gather(&self, finish: Finisher) -> Gather {
+        Gather::Collect {
+            parts: vec![Payload::Ok; self.peers.len()],
+            missing: self.peers.len(),
+            finish,
+        }
+    }
+
+    fn dispatch_server(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &mut Client,
+        spec: &'static CommandSpec,
+        args: &[&[u8]],
+    ) {
+        let mut r = Vec::new();
+        match spec.name {
+            "ping" => match args.len() {
+                1 => r.extend_from_slice(b"+PONG\r\n"),
+                2 => write_bulk(&mut r, args[1]),
+                _ => return err(out, "ERR wrong number of arguments for 'ping' command"),
+            },
+            "echo" => write_bulk(&mut r, args[1]),
+            "quit" => {
+                write_ok(&mut r);
+                client.closing = true;
+            }
+            "select" => match crate::resp::parse::string2ll(args[1]) {
+                Some(0) => write_ok(&mut r),
+                Some(_) => return err(out, "ERR DB index is out of range"),
+                None => return err(out, "ERR value is not an integer or out of range"),
+            },
+            "auth" => return self.cmd_auth(out, client, args),
+            "hello" => return self.cmd_hello(out, client, args),
+            "time" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                write_array_len(&mut r, 2);
+                write_bulk(&mut r, now.as_secs().to_string().as_bytes());
+                write_bulk(&mut r, now.subsec_micros().to_string().as_bytes());
+            }
+            "role" => {
+                write_array_len(&mut r, 3);
+                write_bulk(&mut r, b"master");
+                write_integer(&mut r, 0);
+                write_array_len(&mut r, 0);
+            }
+            "wait" => {
+                // Standalone: no replicas to wait for (Redis answers 0 the same way).
+                if crate::resp::parse::string2ll(args[1]).is_none()
+                    || crate::resp::parse::string2ll(args[2]).is_none_or(|t| t < 0)
+                {
+                    return err(out, "ERR value is not an integer or out of range");
+                }
+                write_integer(&mut r, 0);
+            }
+            "lastsave" => {
+                write_integer(&mut r, self.shared_start_unix() as i64);
+            }
+            "readonly" | "readwrite" => write_ok(&mut r),
+            "dbsize" => {
+                let g = Gather::Sum {
+                    total: 0,
+                    missing: self.peers.len(),
+                    error: None,
+                };
+                return self.broadcast(token, out, client, g, || Op::DbSize);
+            }
+            "flushdb" | "flushall" => {
+                if args.len() > 2
+                    || (args.len() == 2 && !matches!(lower(args[1]).as_str(), "async" | "sync"))
+                {
+                    return err(out, "ERR syntax error");
+                }
+                let g = Gather::AllOk {
+                    missing: self.peers.len(),
+                    error: None,
+                };
+                return self.broadcast(token, out, client, g, || Op::Flush);
+            }
+            "keys" => {
+                let pattern = args[1].to_vec();
+                let g = self.collect_gather(Finisher::Keys);
+                return self.broadcast(token, out, client, g, || Op::Keys {
+                    pattern: pattern.clone(),
+                });
+            }
+            "randomkey" => {
+                let g = self.collect_gather(Finisher::RandomKey);
+                return self.broadcast(token, out, client, g, || Op::RandomKey);
+            }
+            "scan" => return self.cmd_scan(token, out, client, args),
+            "info" => {
+                let sections = args[1..].iter().map(|a| lower(a)).collect();
+                let g = self.collect_gather(Finisher::Info { sections });
+                return self.broadcast(token, out, client, g, || Op::Stats);
+            }
+            "bgrewriteaof" => {
+                // Every partition rolls its log and merges it in the background.
+                let g = self.collect_gather(Finisher::Status(
+                    "Background append only file rewriting started",
+                ));
+                return self.broadcast(token, out, client, g, || Op::Rewrite);
+            }
+            "config" => return self.cmd_config(token, out, client, args),
+            "client" => return self.cmd_client(token, out, client, args),
+            "command" => return super::commands::cmd_command(out, args),
+            "shutdown" => {
+                for a in &args[1..] {
+                    if !matches!(
+                        lower(a).as_str(),
+                        "nosave" | "save" | "now" | "force" | "abort"
+                    ) {
+                        return err(out, "ERR syntax error");
+                    }
+                }
+                log::warn!(
+                    "SHUTDOWN requested by client {} ({})",
+                    client.id,
+                    client.addr
+                );
+                self.shared.shutdown.store(true, Ordering::Release);
+                for p in &self.peers {
+                    let _ = p.waker.wake();
+                }
+                client.closing = true;
+                return;
+            }
+            _ => {
+                return err(
+                    out,
+                    &format!("ERR command '{}' is not available in this mode", spec.name),
+                );
+            }
+        }
+        out.push_reply(&r);
+    }
+
+    fn shared_start_unix(&self) -> u64 {
+        simplekv_engine::system_clock() / 1000 - self.shared.started.elapsed().as_secs()
+    }
+
+    fn cmd_auth(&mut self, out: &mut Output, client: &mut Client, args: &[&[u8]]) {
+        let (user, pass) = match args.len() {
+            2 => (None, args[1]),
+            3 => (Some(args[1]), args[2]),
+            _ => return err(out, "ERR syntax error"),
+        };
+        match &self.config.server.requirepass {
+            None => err(
+                out,
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            ),
+            Some(pw) => {
+                if user.is_none_or(|u| u == b"default") && pass == pw.as_bytes() {
+                    client.authed = true;
+                    out.push_reply(b"+OK\r\n");
+                } else {
+                    err(
+                        out,
+                        "WRONGPASS invalid username-password pair or user is disabled.",
+                    );
+                }
+            }
+        }
+    }
+
+    fn cmd_hello(&mut self, out: &mut Output, client: &mut Client, args: &[&[u8]]) {
+        let mut i = 1;
+        if args.len() > 1 {
+            match crate::resp::parse::string2ll(args[1]) {
+                Some(2) => {}
+                Some(_) => {
+                    return err(
+                        out,
+                        "NOPROTO unsupported protocol version (this server speaks RESP2 only)",
+                    );
+                }
+                None => {
+                    return err(
+                        out,
+                        "ERR Protocol version is not an integer or out of range",
+                    );
+                }
+            }
+            i = 2;
+        }
+        while i < args.len() {
+            match lower(args[i]).as_str() {
+                "auth" if i + 2 < args.len() => {
+                    let pass = args[i + 2];
+                    match &self.config.server.requirepass {
+                        Some(pw) if pass == pw.as_bytes() => client.authed = true,
+                        Some(_) => {
+                            return err(
+                                out,
+                                "WRONGPASS invalid username-password pair or user is disabled.",
+                            );
+                        }
+                        None => client.authed = true,
+                    }
+                    i += 3;
+                }
+                "setname" if i + 1 < args.len() => {
+                    client.name = Some(args[i + 1].to_vec());
+                    i += 2;
+                }
+                _ => {
+                    return err(
+                        out,
+                        &format!(
+                            "ERR Syntax error in HELLO option '{}'",
+                            String::from_utf8_lossy(args[i])
+                        ),
+                    );
+                }
+            }
+        }
+        if !client.authed {
+            return err(
+                out,
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            );
+        }
+        let mut r = Vec::new();
+        write_array_len(&mut r, 14);
+        write_bulk(&mut r, b"server");
+        write_bulk(&mut r, b"simplekv");
+        write_bulk(&mut r, b"version");
+        write_bulk(&mut r, super::REDIS_COMPAT_VERSION.as_bytes());
+        write_bulk(&mut r, b"proto");
+        write_integer(&mut r, 2);
+        write_bulk(&mut r, b"id");
+        write_integer(&mut r, client.id as i64);
+        write_bulk(&mut r, b"mode");
+        write_bulk(&mut r, b"standalone");
+        write_bulk(&mut r, b"role");
+        write_bulk(&mut r, b"master");
+        write_bulk(&mut r, b"modules");
+        write_array_len(&mut r, 0);
+        out.push_reply(&r);
+    }
+
+    /// SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]. The cursor packs the partition in its
+    /// low 14 bits and the partition's own cursor above them; one call scans one partition.
+    fn cmd_scan(&mut self, token: usize, out: &mut Output, client: &Client, args: &[&[u8]]) {
+        let Some(cursor) = std::str::from_utf8(args[1])
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return err(out, "ERR invalid cursor");
+        };
+        let mut count = 10usize;
+        let mut pattern = None;
+        let mut type_ok = true;
+        let mut i = 2;
+        while i < args.len() {
+            let opt = lower(args[i]);
+            if i + 1 >= args.len() {
+                return err(out, "ERR syntax error");
+            }
+            match opt.as_str() {
+                "count" => match crate::resp::parse::string2ll(args[i + 1]) {
+                    Some(n) if n >= 1 => count = n as usize,
+                    Some(_) => return err(out, "ERR syntax error"),
+                    None => return err(out, "ERR value is not an integer or out of range"),
+                },
+                "match" => {
+                    if args[i + 1] != b"*" {
+                        pattern = Some(args[i + 1].to_vec());
+                    }
+                }
+                "type" => type_ok = lower(args[i + 1]) == "string",
+                _ => return err(out, "ERR syntax error"),
+            }
+            i += 2;
+        }
+        let partitions = self.topo.partitions as u64;
+        let partition = (cursor & 0x3fff) as u32;
+        if partition as u64 >= partitions || !type_ok {
+            let mut r = Vec::new();
+            write_array_len(&mut r, 2);
+            write_bulk(&mut r, b"0");
+            write_array_len(&mut r, 0);
+            return out.push_reply(&r);
+        }
+        let op = Op::Scan {
+            partition,
+            cursor: cursor >> 14,
+            count,
+            pattern,
+        };
+        let owner = self.topo.worker_of(partition);
+        let mut slot = Slot::Waiting(Box::new(Gather::Collect {
+            parts: vec![Payload::Ok],
+            missing: 1,
+            finish: Finisher::Scan {
+                partition,
+                partitions: self.topo.partitions,
+            },
+        }));
+        if owner == self.id {
+            let (payload, _) = self.execute_op(op);
+            fill_slot(&mut slot, 0, payload);
+            if let Slot::Ready(reply) = slot {
+                return out.push_reply(&reply);
+            }
+        } else {
+            let seq = out.next_seq();
+            let reply_to = self.reply_to(token, client, seq, 0);
+            self.send_req(owner, Request { reply_to, op });
+        }
+        out.push_slot(slot);
+    }
+
+    fn cmd_config(&mut self, token: usize, out: &mut Output, client: &Client, args: &[&[u8]]) {
+        let sub = lower(args[1]);
+        match sub.as_str() {
+            "get" if args.len() >= 3 => {
+                let pairs = self.config.redis_config_pairs();
+                let mut hits: Vec<(String, String)> = Vec::new();
+                for pat in &args[2..] {
+                    let pat_l = lower(pat);
+                    for (k, v) in &pairs {
+                        if glob_match(pat_l.as_bytes(), k.as_bytes(), true)
+                            && !hits.iter().any(|(h, _)| h == k)
+                        {
+                            hits.push((k.clone(), v.clone()));
+                        }
+                    }
+                    // Dotted simplekv names work too.
+                    if let Some(v) = self.config.get(&String::from_utf8_lossy(pat))
+                        && !hits.iter().any(|(h, _)| h.eq_ignore_ascii_case(&pat_l))
+                    {
+                        hits.push((pat_l.clone(), v));
+                    }
+                }
+                let mut r = Vec::new();
+                write_array_len(&mut r, hits.len() * 2);
+                for (k, v) in hits {
+                    write_bulk(&mut r, k.as_bytes());
+                    write_bulk(&mut r, v.as_bytes());
+                }
+                out.push_reply(&r);
+            }
+            "set" if args.len() >= 4 && args.len().is_multiple_of(2) => {
+                // Validate on a copy first so a bad value changes nothing anywhere.
+                let mut probe = self.config.clone();
+                let mut changes = Vec::new();
+                for kv in args[2..].chunks(2) {
+                    let name = String::from_utf8_lossy(kv[0]).to_string();
+                    let value = String::from_utf8_lossy(kv[1]).to_string();
+                    if let Err(e) = probe.set_runtime(&name, &value) {
+                        return err(
+                            out,
+                            &format!(
+                                "ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"
+                            ),
+                        );
+                    }
+                    changes.push((name, value));
+                }
+                let g = Gather::AllOk {
+                    missing: self.peers.len(),
+                    error: None,
+                };
+                self.broadcast(token, out, client, g, || Op::ConfigSet {
+                    pairs: changes.clone(),
+                });
+            }
+            "resetstat" => {
+                self.stats = Default::default();
+                out.push_reply(b"+OK\r\n");
+            }
+            "rewrite" => err(
+                out,
+                "ERR CONFIG REWRITE is not supported: edit the config file and restart",
+            ),
+            "help" => {
+                let mut r = Vec::new();
+                let lines = [
+                    "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "GET <pattern>",
+                    "    Return parameters matching the glob-like <pattern> and their values.",
+                    "SET <directive> <value>",
+                    "    Set the configuration <directive> to <value>.",
+                    "RESETSTAT",
+                    "    Reset statistics reported by the INFO command.",
+                ];
+                write_array_len(&mut r, lines.len());
+                for l in lines {
+                    write_simple(&mut r, l.as_bytes());
+                }
+                out.push_reply(&r);
+            }
+            _ => err(
+                out,
+                &format!(
+                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+                    String::from_utf8_lossy(args[1])
+                ),
+            ),
+        }
+    }
+
+    fn cmd_client(&mut self, token: usize, out: &mut Output, client: &mut Client, args: &[&[u8]]) {
+        let sub = lower(args[1]);
+        let mut r = Vec::new();
+        match (sub.as_str(), args.len()) {
+            ("id", 2) => write_integer(&mut r, client.id as i64),
+            ("getname", 2) => match &client.name {
+                Some(n) => write_bulk(&mut r, n),
+                None => write_null(&mut r),
+            },
+            ("setname", 3) => {
+                if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
+                    return err(
+                        out,
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                client.name = (!args[2].is_empty()).then(|| args[2].to_vec());
+                write_ok(&mut r);
+            }
+            ("list", _) => {
+                let extra = self.client_line(client, out);
+                let g = self.collect_gather(Finisher::ClientList { extra });
+                return self.broadcast(token, out, client, g, || Op::ClientList);
+            }
+            ("info", 2) => {
+                let line = self.client_line(client, out);
+                write_bulk(&mut r, line.as_bytes());
+            }
+            ("kill", _) => {
+                let (addr, id) = if args.len() == 3 {
+                    (Some(String::from_utf8_lossy(args[2]).to_string()), None)
+                } else if args.len() == 4 && lower(args[2]) == "id" {
+                    match crate::resp::parse::string2ll(args[3]) {
+                        Some(i) => (None, Some(i as u64)),
+                        None => return err(out, "ERR client-id should be greater than 0"),
+                    }
+                } else if args.len() == 4 && lower(args[2]) == "addr" {
+                    (Some(String::from_utf8_lossy(args[3]).to_string()), None)
+                } else {
+                    return err(out, "ERR syntax error");
+                };
+                if addr.as_deref() == Some(client.addr.as_str()) || id == Some(client.id) {
+                    client.closing = true;
+                }
+                let g = Gather::Sum {
+                    total: 0,
+                    missing: self.peers.len(),
+                    error: None,
+                };
+                return self.broadcast(token, out, client, g, move || Op::ClientKill {
+                    addr: addr.clone(),
+                    id,
+                });
+            }
+            ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) => write_ok(&mut r),
+            _ => {
+                return err(
+                    out,
+                    &format!(
+                        "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+                        String::from_utf8_lossy(args[1])
+                    ),
+                );
+            }
+        }
+        out.push_reply(&r);
+    }
+
+    pub fn client_line(&self, c: &Client, out: &Output) -> String {
+        format!(
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll={} omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp=2\n",
+            c.id,
+            c.addr,
+            c.local_addr,
+            c.name
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default(),
+            c.created.elapsed().as_secs(),
+            c.last_active.elapsed().as_secs(),
+            out.slots.len(),
+            out.wbuf.len() - out.wpos,
+            c.last_cmd,
+        )
+    }
+
+    fn client_list(&self) -> String {
+        let mut s = String::new();
+        for c in self.conns.iter().flatten() {
+            s.push_str(&self.client_line(&c.client, &c.out));
+        }
+        s
+    }
+}
+
+/// Puts one part's payload into a waiting slot; turns the slot Ready when complete.
+pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
+    let Slot::Waiting(g) = slot else {
+        return;
+    };
+    match g.as_mut() {
+        Gather::Single(r) => {
+            *r = Some(payload_to_resp(payload));
+        }
+        Gather::Elements { items, missing } => {
+            match payload {
+                Payload::Elements(es) => {
+                    for (pos, e) in es {
+                        if let Some(it) = items.get_mut(pos as usize) {
+                            *it = Some(e);
+                        }
+                    }
+                }
+                Payload::Err(e) => {
+                    for it in items.iter_mut().filter(|i| i.is_none()) {
+                        let mut r = Vec::new();
+                        write_error(&mut r, e.as_bytes());
+                        *it = Some(r);
+                    }
+                }
+                _ => {}
+            }
+            *missing = missing.saturating_sub(1);
+        }
+        Gather::Sum {
+            total,
+            missing,
+            error,
+        } => {
+            match payload {
+                Payload::Int(n) => *total += n,
+                Payload::Err(e) => *error = Some(e),
+                _ => {}
+            }
+            *missing = missing.saturating_sub(1);
+        }
+        Gather::AllOk { missing, error } => {
+            if let Payload::Err(e) = payload {
+                *error = Some(e);
+            }
+            *missing = missing.saturating_sub(1);
+        }
+        Gather::Collect { parts, missing, .. } => {
+            if let Some(p) = parts.get_mut(part as usize) {
+                *p = payload;
+            }
+            *missing = missing.saturating_sub(1);
+        }
+    }
+    if let Some(reply) = finished_reply(slot) {
+        *slot = Slot::Ready(reply);
+    }
+}
+
+fn payload_to_resp(p: Payload) -> Vec<u8> {
+    let mut r = Vec::new();
+    match p {
+        Payload::Resp(b) => return b,
+        Payload::Int(n) => write_integer(&mut r, n),
+        Payload::Ok => write_ok(&mut r),
+        Payload::Err(e) => write_error(&mut r, e.as_bytes()),
+        _ => write_error(&mut r, b"ERR internal: unexpected reply"),
+    }
+    r
+}
+
+/// The reply of a complete gather (None while parts are missing).
+fn finished_reply(slot: &mut Slot) -> Option<Vec<u8>> {
+    let Slot::Waiting(g) = slot else {
+        return None;
+    };
+    let mut r = Vec::new();
+    match g.as_mut() {
+        Gather::Single(v) => return v.take(),
+        Gather::Elements { items, missing } => {
+            if *missing > 0 {
+                return None;
+            }
+            write_array_len(&mut r, items.len());
+            for it in items.iter() {
+                match it {
+                    Some(e) => r.extend_from_slice(e),
+                    None => write_null(&mut r),
+                }
+            }
+        }
+        Gather::Sum {
+            total,
+            missing,
+            error,
+        } => {
+            if *missing > 0 {
+                return None;
+            }
+            match error {
+                Some(e) => write_error(&mut r, e.as_bytes()),
+                None => write_integer(&mut r, *total),
+            }
+        }
+        Gather::AllOk { missing, error } => {
+            if *missing > 0 {
+                return None;
+            }
+            match error {
+                Some(e) => write_error(&mut r, e.as_bytes()),
+                None => write_ok(&mut r),
+            }
+        }
+        Gather::Collect {
+            parts,
+            missing,
+            finish,
+        } => {
+            if *missing > 0 {
+                return None;
+            }
+            super::commands::finish(finish, std::mem::take(parts), &mut r);
+        }
+    }
+    Some(r)
+}

@@ -1,0 +1,194 @@
+//! INFO: the sections Redis tools read, filled from every worker's counters.
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use super::stats::{ServerInfo, WorkerStats};
+use super::worker::Worker;
+
+impl Worker {
+    /// This worker's counters plus the process-wide facts.
+    pub fn collect_stats(&self) -> WorkerStats {
+        let mut s = self.stats.clone();
+        s.clients = self.conns.iter().flatten().count() as u64;
+        s.partitions = self.owned.len() as u64;
+        for &p in &self.owned {
+            let Some(store) = self.store(p) else { continue };
+            let st = store.stats();
+            s.keys += st.keys as u64;
+            s.expires += st.keys_with_expiry as u64;
+            s.log_bytes += st.total_bytes;
+            s.dead_bytes += st.dead_bytes;
+            s.keydir_bytes += st.keydir_bytes as u64;
+            s.segments += st.segments as u64;
+            s.unsynced += st.unsynced as u64;
+            s.log_end_total += st.log_end;
+            s.merges_running += store.merge_in_progress() as u64;
+        }
+        let sh = &self.shared;
+        s.server = Some(ServerInfo {
+            run_id: sh.run_id.clone(),
+            port: sh.port.load(Ordering::Relaxed) as u16,
+            uptime_secs: sh.started.elapsed().as_secs(),
+            workers: self.topo.workers,
+            partitions: self.topo.partitions,
+            config_file: sh
+                .config_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            fsync: self.config.storage.fsync.to_string(),
+            hz: self.config.server.hz,
+            connected_clients: sh.clients.load(Ordering::Relaxed) as u64,
+            total_connections: sh.total_connections.load(Ordering::Relaxed),
+            rejected_connections: sh.rejected_connections.load(Ordering::Relaxed),
+            maxclients: self.config.server.maxclients,
+            dir: self.config.storage.dir.display().to_string(),
+        });
+        s
+    }
+}
+
+fn rss_bytes() -> u64 {
+    // /proc/self/statm: size resident ... in pages.
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|t| {
+            t.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2}G", b / (1u64 << 30) as f64)
+    } else if b >= (1u64 << 20) as f64 {
+        format!("{:.2}M", b / (1u64 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.2}K", b / 1024.0)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "keyspace",
+];
+
+/// Renders the INFO text for the asked sections ("all"/"everything"/"default" or names).
+pub fn render(t: &WorkerStats, asked: &[String]) -> String {
+    let want = |name: &str| {
+        asked.is_empty()
+            || asked.iter().any(|a| {
+                a == name
+                    || a == "all"
+                    || a == "everything"
+                    || (a == "default" && DEFAULT_SECTIONS.contains(&name))
+            })
+    };
+    let si = t.server.clone().unwrap_or_default();
+    let mut o = String::new();
+    if want("server") {
+        let _ = write!(
+            o,
+            "# Server\r\nredis_version:{}\r\nsimplekv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nworkers:{}\r\npartitions:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n\r\n",
+            super::REDIS_COMPAT_VERSION,
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            si.run_id,
+            si.port,
+            si.uptime_secs,
+            si.uptime_secs / 86400,
+            si.hz,
+            si.workers,
+            si.partitions,
+            std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            si.config_file,
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            o,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            si.connected_clients, si.maxclients
+        );
+    }
+    if want("memory") {
+        let rss = rss_bytes();
+        let _ = write!(
+            o,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nkeydir_bytes:{}\r\nkeydir_bytes_human:{}\r\nkeydir_bytes_per_key:{:.1}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
+            human(rss),
+            human(rss),
+            t.keydir_bytes,
+            human(t.keydir_bytes),
+            if t.keys > 0 {
+                t.keydir_bytes as f64 / t.keys as f64
+            } else {
+                0.0
+            },
+        );
+    }
+    if want("persistence") {
+        let _ = write!(
+            o,
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndir:{}\r\n\r\n",
+            (t.merges_running > 0) as u8,
+            if t.commit_errors == 0 { "ok" } else { "err" },
+            si.fsync,
+            t.log_bytes,
+            human(t.log_bytes),
+            t.dead_bytes,
+            t.segments,
+            t.merges_done,
+            t.commit_errors,
+            t.last_commit_error.as_deref().unwrap_or(""),
+            si.dir,
+        );
+    }
+    if want("stats") {
+        let _ = write!(
+            o,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            si.total_connections,
+            t.commands,
+            t.net_in,
+            t.net_out,
+            si.rejected_connections,
+            t.expired_keys,
+            t.hits,
+            t.misses,
+        );
+    }
+    if want("replication") {
+        let _ = write!(
+            o,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:{}\r\n\r\n",
+            t.log_end_total
+        );
+    }
+    if want("keyspace") {
+        o.push_str("# Keyspace\r\n");
+        if t.keys > 0 {
+            let _ = write!(o, "db0:keys={},expires={},avg_ttl=0\r\n", t.keys, t.expires);
+        }
+        o.push_str("\r\n");
+    }
+    while o.ends_with("\r\n\r\n") {
+        o.truncate(o.len() - 2);
+    }
+    o
+}

@@ -1,0 +1,366 @@
+//! The server: starts the workers and the maintenance thread, and stops them cleanly.
+//!
+//! Threads: `W` workers (pinned to cores unless disabled), each owning a mio `Poll`, its
+//! connections and the partitions `p` with `p mod W == id`; worker 0 also accepts and deals
+//! connections out round robin. One maintenance thread writes hint files and runs merges so
+//! that no worker stalls on them.
+mod commands;
+pub mod conn;
+mod dispatch;
+mod info;
+pub mod router;
+pub mod stats;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use log::{error, info, warn};
+use simplekv_conf::Config;
+use simplekv_engine::{OpenError, Options, Store};
+
+use router::{Msg, Peer, Topology};
+use stats::Shared;
+use worker::{Job, Worker};
+
+/// The Redis version simplekv's command set and replies follow; clients read it from INFO and
+/// HELLO to decide which commands they may use.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("partition {partition}: {source}")]
+    Open {
+        partition: u32,
+        #[source]
+        source: OpenError,
+    },
+    #[error("{path}: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    #[error("cannot start thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running server.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    wakers: Vec<Arc<mio::Waker>>,
+    threads: Vec<JoinHandle<()>>,
+    maint: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl ServerHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Asks every worker to stop: stop accepting, finish in-flight commands, sync, exit.
+    pub fn shutdown(&self) {
+        request_shutdown(&self.shared, &self.wakers);
+    }
+
+    /// A cloneable trigger for signal handlers and the like.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger {
+            shared: self.shared.clone(),
+            wakers: self.wakers.clone(),
+        }
+    }
+
+    /// Waits until every worker has stopped (after `shutdown` or a SHUTDOWN command).
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // Workers are gone: the maintenance channel closes and its thread ends.
+        if let Some(m) = self.maint.take() {
+            let _ = m.join();
+        }
+        info!("server stopped");
+    }
+}
+
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    shared: Arc<Shared>,
+    wakers: Vec<Arc<mio::Waker>>,
+}
+
+impl ShutdownTrigger {
+    pub fn fire(&self) {
+        request_shutdown(&self.shared, &self.wakers);
+    }
+}
+
+fn request_shutdown(shared: &Shared, wakers: &[Arc<mio::Waker>]) {
+    shared.shutdown.store(true, Ordering::Release);
+    for w in wakers {
+        let _ = w.wake();
+    }
+}
+
+pub fn engine_options(c: &Config) -> Options {
+    Options {
+        segment_size: c.storage.segment_size,
+        max_key_len: c.limits.max_key_len as usize,
+        max_value_len: c.limits.max_value_len as usize,
+        durability: worker::durability_of(c),
+        repair: c.storage.repair,
+        use_hints: c.storage.hint_files,
+        ..Options::default()
+    }
+}
+
+/// Checks (or records, on first start) the partition count of a data directory: keys are
+/// routed by it, so opening data written with another count would hide keys.
+fn check_layout(dir: &Path, partitions: u32) -> Result<(), ServerError> {
+    let meta = dir.join("simplekv.meta");
+    let want = format!("format = 1\npartitions = {partitions}\n");
+    match std::fs::read_to_string(&meta) {
+        Ok(have) => {
+            let found = have
+                .lines()
+                .find_map(|l| l.strip_prefix("partitions = "))
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            match found {
+                Some(p) if p == partitions => Ok(()),
+                Some(p) => Err(ServerError::DataDir {
+                    path: dir.to_path_buf(),
+                    reason: format!(
+                        "was created with storage.partitions = {p}, but the config says {partitions}; keys are routed by this number, so use {p} (or another directory)"
+                    ),
+                }),
+                None => Err(ServerError::DataDir {
+                    path: meta,
+                    reason: "unreadable layout file".into(),
+                }),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            std::fs::write(&meta, want).map_err(|e| ServerError::DataDir {
+                path: meta.clone(),
+                reason: e.to_string(),
+            })
+        }
+        Err(e) => Err(ServerError::DataDir {
+            path: meta,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+pub fn partition_dir(dir: &Path, p: u32) -> PathBuf {
+    dir.join("partitions").join(format!("{p:05}"))
+}
+
+fn bind(c: &Config) -> Result<std::net::TcpListener, ServerError> {
+    let addr_s = format!("{}:{}", c.server.bind, c.server.port);
+    let bind_err = |source| ServerError::Bind {
+        addr: addr_s.clone(),
+        source,
+    };
+    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&addr_s)
+        .map_err(bind_err)?
+        .next()
+        .ok_or_else(|| bind_err(std::io::Error::other("address resolves to nothing")))?;
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(bind_err)?;
+    sock.set_reuse_address(true).map_err(bind_err)?;
+    sock.bind(&addr.into()).map_err(bind_err)?;
+    sock.listen(c.server.tcp_backlog as i32).map_err(bind_err)?;
+    sock.set_nonblocking(true).map_err(bind_err)?;
+    Ok(sock.into())
+}
+
+/// Starts a server; returns once every partition is open and the port is listening.
+pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<ServerHandle, ServerError> {
+    config
+        .validate()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let started = Instant::now();
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        n => n,
+    };
+    let topo = Topology {
+        partitions: config.storage.partitions,
+        workers,
+    };
+    let dir = config.storage.dir.clone();
+    check_layout(&dir, topo.partitions)?;
+    let listener = bind(&config)?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.server.bind.clone(),
+        source,
+    })?;
+
+    let shared = Arc::new(Shared {
+        clients: AtomicUsize::new(0),
+        next_client_id: AtomicU64::new(1),
+        total_connections: AtomicU64::new(0),
+        rejected_connections: AtomicU64::new(0),
+        shutdown: AtomicBool::new(false),
+        drained: AtomicUsize::new(0),
+        started,
+        run_id: format!(
+            "{:016x}{:016x}{:08x}",
+            fastrand::u64(..),
+            fastrand::u64(..),
+            fastrand::u32(..)
+        ),
+        port: AtomicUsize::new(addr.port() as usize),
+        config_file,
+    });
+
+    let mut polls = Vec::new();
+    let mut peers = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in 0..workers {
+        let (poll, waker) = worker::poll_and_waker().map_err(ServerError::Thread)?;
+        let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+        polls.push(poll);
+        peers.push(Peer { tx, waker });
+        rxs.push(rx);
+    }
+    let wakers: Vec<Arc<mio::Waker>> = peers.iter().map(|p| p.waker.clone()).collect();
+
+    let (maint_tx, maint_rx) = crossbeam_channel::unbounded::<Job>();
+    let maint_peers = peers.clone();
+    let maint = std::thread::Builder::new()
+        .name("skv-maint".into())
+        .spawn(move || maintenance(maint_rx, maint_peers))
+        .map_err(ServerError::Thread)?;
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<usize, ServerError>>();
+    let mut threads = Vec::new();
+    let mut listener = Some(mio::net::TcpListener::from_std(listener));
+    for (id, (poll, rx)) in polls.into_iter().zip(rxs).enumerate() {
+        let cfg = config.clone();
+        let shared = shared.clone();
+        let peers = peers.clone();
+        let maint_tx = maint_tx.clone();
+        let ready = ready_tx.clone();
+        let l = if id == 0 { listener.take() } else { None };
+        let core =
+            (config.server.pin_workers && !cores.is_empty()).then(|| cores[id % cores.len()]);
+        let t = std::thread::Builder::new()
+            .name(format!("skv-worker-{id}"))
+            .spawn(move || {
+                if let Some(core) = core
+                    && !core_affinity::set_for_current(core)
+                {
+                    warn!("worker {id}: could not pin to core {}", core.id);
+                }
+                let opts = engine_options(&cfg);
+                let mut stores: Vec<Option<Store>> = (0..topo.partitions).map(|_| None).collect();
+                for p in (0..topo.partitions).filter(|&p| topo.worker_of(p) == id) {
+                    match Store::open(partition_dir(&cfg.storage.dir, p), opts.clone()) {
+                        Ok(s) => {
+                            let r = s.recovery_report();
+                            if r.truncated_tail_bytes > 0 || r.repaired_bytes_dropped > 0 {
+                                warn!(
+                                    "partition {p}: recovery dropped {} torn bytes and {} repaired bytes",
+                                    r.truncated_tail_bytes, r.repaired_bytes_dropped
+                                );
+                            }
+                            stores[p as usize] = Some(s);
+                        }
+                        Err(source) => {
+                            let _ = ready.send(Err(ServerError::Open { partition: p, source }));
+                            return;
+                        }
+                    }
+                }
+                let _ = ready.send(Ok(id));
+                // Wait for the start signal (all partitions of all workers open).
+                let w = Worker::new(id, topo, peers, rx, poll, l, shared, cfg, stores, maint_tx);
+                w.run();
+            })
+            .map_err(ServerError::Thread)?;
+        threads.push(t);
+    }
+    drop(maint_tx);
+    drop(ready_tx);
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                error!("startup failed: {e}");
+                request_shutdown(&shared, &wakers);
+                for t in threads {
+                    let _ = t.join();
+                }
+                let _ = maint.join();
+                return Err(e);
+            }
+            Err(_) => {
+                request_shutdown(&shared, &wakers);
+                return Err(ServerError::Thread(std::io::Error::other(
+                    "a worker died during startup",
+                )));
+            }
+        }
+    }
+    info!(
+        "simplekv ready on {addr}: {workers} workers, {} partitions, fsync {}, data in {} ({} ms)",
+        topo.partitions,
+        config.storage.fsync,
+        dir.display(),
+        started.elapsed().as_millis()
+    );
+    Ok(ServerHandle {
+        shared,
+        wakers,
+        threads,
+        maint: Some(maint),
+        addr,
+    })
+}
+
+/// Hint files and merges, off the workers' threads.
+fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
+    while let Ok(job) = rx.recv() {
+        match job {
+            Job::Hint(j) => {
+                if let Err(e) = j.run() {
+                    warn!("hint file for {}: {e}", j.segment.display());
+                }
+            }
+            Job::Merge {
+                worker,
+                partition,
+                job,
+            } => {
+                let result = job.run();
+                let peer = &peers[worker];
+                if peer.tx.send(Msg::MergeDone { partition, result }).is_ok() {
+                    let _ = peer.waker.wake();
+                }
+            }
+        }
+    }
+}

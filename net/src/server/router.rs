@@ -1,0 +1,234 @@
+//! How keys find their worker, and the messages workers exchange.
+//!
+//! `slot = CRC16(key) mod 16384` (hash tags honoured); partition `p` owns a contiguous range of
+//! slots; worker `p mod W` owns partition `p`. A command whose keys live on another worker goes
+//! there as a [`Request`] over a crossbeam channel (the receiver is woken through its mio
+//! `Waker`) and its reply comes back as a [`Response`] the same way.
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use mio::Waker;
+
+use crate::slot::{SLOTS, key_slot};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Topology {
+    pub partitions: u32,
+    pub workers: u32,
+}
+
+impl Topology {
+    pub fn partition_of_slot(&self, slot: u16) -> u32 {
+        (slot as u32 * self.partitions) / SLOTS as u32
+    }
+
+    pub fn partition_of(&self, key: &[u8]) -> u32 {
+        self.partition_of_slot(key_slot(key))
+    }
+
+    pub fn worker_of(&self, partition: u32) -> usize {
+        (partition % self.workers) as usize
+    }
+
+    /// Slots of a partition: `[start, end)`.
+    pub fn slot_range(&self, partition: u32) -> (u16, u16) {
+        let start = (partition as u64 * SLOTS as u64).div_ceil(self.partitions as u64);
+        let end = ((partition as u64 + 1) * SLOTS as u64).div_ceil(self.partitions as u64);
+        (start as u16, end.min(SLOTS as u64) as u16)
+    }
+}
+
+/// Arguments copied out of a connection's buffer to travel to another worker.
+#[derive(Clone, Debug, Default)]
+pub struct OwnedArgs {
+    data: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl OwnedArgs {
+    pub fn from_slices<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> OwnedArgs {
+        let mut o = OwnedArgs::default();
+        for a in args {
+            o.push(a);
+        }
+        o
+    }
+
+    pub fn push(&mut self, a: &[u8]) {
+        self.data.extend_from_slice(a);
+        self.ends.push(self.data.len() as u32);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn slices(&self) -> Vec<&[u8]> {
+        let mut out = Vec::with_capacity(self.ends.len());
+        let mut start = 0usize;
+        for &e in &self.ends {
+            out.push(&self.data[start..e as usize]);
+            start = e as usize;
+        }
+        out
+    }
+}
+
+/// Which connection (and which reply in its pipeline) a response belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub worker: usize,
+    pub token: usize,
+    pub conn_id: u64,
+    pub seq: u64,
+    /// Index of this part in a scattered command.
+    pub part: u32,
+}
+
+/// Work for the worker that owns some partitions.
+#[derive(Debug)]
+pub enum Op {
+    /// A single-key command.
+    Keyed {
+        partition: u32,
+        args: OwnedArgs,
+    },
+    /// MGET: (position in the original command, key).
+    MGet {
+        keys: Vec<(u32, Vec<u8>)>,
+    },
+    Del {
+        keys: Vec<Vec<u8>>,
+    },
+    Exists {
+        keys: Vec<Vec<u8>>,
+    },
+    MSet {
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    MSetNx {
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Keyless commands every worker answers for its partitions.
+    DbSize,
+    Flush,
+    Keys {
+        pattern: Vec<u8>,
+    },
+    Scan {
+        partition: u32,
+        cursor: u64,
+        count: usize,
+        pattern: Option<Vec<u8>>,
+    },
+    RandomKey,
+    Stats,
+    ClientList,
+    ClientKill {
+        addr: Option<String>,
+        id: Option<u64>,
+    },
+    ConfigSet {
+        pairs: Vec<(String, String)>,
+    },
+    Rewrite,
+}
+
+/// What a worker sends back.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A whole RESP reply.
+    Resp(Vec<u8>),
+    /// MGET parts: (position, encoded element).
+    Elements(Vec<(u32, Vec<u8>)>),
+    Int(i64),
+    Ok,
+    Err(String),
+    Keys(Vec<Vec<u8>>),
+    ScanPage {
+        keys: Vec<Vec<u8>>,
+        next: u64,
+    },
+    Stats(Box<super::stats::WorkerStats>),
+    Text(String),
+}
+
+pub struct Request {
+    pub reply_to: ReplyTo,
+    pub op: Op,
+}
+
+pub struct Response {
+    pub reply_to: ReplyTo,
+    pub payload: Payload,
+}
+
+pub enum Msg {
+    Req(Request),
+    Resp(Response),
+    /// A socket accepted by the acceptor for this worker.
+    NewConn(mio::net::TcpStream),
+    /// A background merge finished.
+    MergeDone {
+        partition: u32,
+        result: Result<simplekv_engine::MergeOutput, simplekv_engine::MergeError>,
+    },
+    Batch(Vec<Msg>),
+}
+
+/// A worker as seen by its peers.
+#[derive(Clone)]
+pub struct Peer {
+    pub tx: Sender<Msg>,
+    pub waker: Arc<Waker>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cover_all_slots_contiguously() {
+        for p in [1u32, 3, 16, 1000, 16384] {
+            let t = Topology {
+                partitions: p,
+                workers: 3,
+            };
+            let mut expect = 0u16;
+            for part in 0..p {
+                let (s, e) = t.slot_range(part);
+                assert_eq!(s, expect);
+                for slot in [s, e.saturating_sub(1)] {
+                    if e > s {
+                        assert_eq!(
+                            t.partition_of_slot(slot),
+                            part,
+                            "p={p} part={part} slot={slot}"
+                        );
+                    }
+                }
+                expect = e;
+            }
+            assert_eq!(expect, SLOTS);
+        }
+    }
+
+    #[test]
+    fn hash_tags_route_together() {
+        let t = Topology {
+            partitions: 16,
+            workers: 2,
+        };
+        assert_eq!(t.partition_of(b"{user}.a"), t.partition_of(b"{user}.b"));
+    }
+
+    #[test]
+    fn owned_args_round_trip() {
+        let a = OwnedArgs::from_slices([&b"SET"[..], b"", b"v\r\n"]);
+        assert_eq!(a.slices(), vec![&b"SET"[..], b"", b"v\r\n"]);
+    }
+}

@@ -1,0 +1,817 @@
+//! A worker: one pinned thread with its own mio `Poll`, its connections and its partitions.
+//!
+//! One event-loop turn: poll; read and run the commands of every readable connection (local
+//! keys at once, others sent to their owner); run requests from other workers; then group
+//! commit every partition written this turn (one write + at most one fsync each); only then
+//! release replies — to sockets and to the workers that asked — so no reply ever promises
+//! more durability than the policy gives. Timers (active expiry, everysec fsync, merges,
+//! idle clients) run between turns with a bounded time budget.
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use simplekv_conf::Config;
+use simplekv_engine::{Durability, HintJob, MergeJob, Store};
+
+use super::conn::{Conn, ReadOutcome};
+use super::router::{Msg, Payload, Peer, Response, Topology};
+use super::stats::{Shared, WorkerStats};
+use crate::resp::parse::Limits;
+
+pub const WAKER: Token = Token(0);
+pub const LISTENER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Work for the maintenance thread: file jobs that must not stall a worker.
+pub enum Job {
+    Hint(HintJob),
+    Merge {
+        worker: usize,
+        partition: u32,
+        job: MergeJob,
+    },
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub topo: Topology,
+    pub peers: Vec<Peer>,
+    rx: Receiver<Msg>,
+    poll: Poll,
+    pub listener: Option<TcpListener>,
+    pub shared: Arc<Shared>,
+    pub config: Config,
+    pub limits: Limits,
+    /// Stores by partition; `Some` for the partitions this worker owns.
+    pub stores: Vec<Option<Store>>,
+    pub owned: Vec<u32>,
+    pub conns: Vec<Option<Conn>>,
+    free_tokens: Vec<usize>,
+    pub dirty_conns: Vec<usize>,
+    /// Partitions written this turn (commit before releasing replies).
+    pub dirty_parts: Vec<u32>,
+    pub part_dirty: Vec<bool>,
+    /// Responses to other workers, released after this turn's commit: (worker, response, held).
+    pub outbox: Vec<(usize, Response, bool)>,
+    /// Messages for each peer, sent (and the peer woken once) at the end of the turn.
+    req_out: Vec<Vec<Msg>>,
+    pub stats: WorkerStats,
+    maint: Sender<Job>,
+    next_rr: usize,
+    last_cron: Instant,
+    pub merge_busy: Vec<bool>,
+    draining: bool,
+    drained_counted: bool,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: usize,
+        topo: Topology,
+        peers: Vec<Peer>,
+        rx: Receiver<Msg>,
+        poll: Poll,
+        listener: Option<TcpListener>,
+        shared: Arc<Shared>,
+        config: Config,
+        stores: Vec<Option<Store>>,
+        maint: Sender<Job>,
+    ) -> Worker {
+        let owned = (0..topo.partitions)
+            .filter(|&p| topo.worker_of(p) == id)
+            .collect();
+        let n = topo.partitions as usize;
+        let limits = limits_of(&config);
+        let n_peers = peers.len();
+        let mut w = Worker {
+            id,
+            topo,
+            peers,
+            rx,
+            poll,
+            listener,
+            shared,
+            config,
+            limits,
+            stores,
+            owned,
+            conns: Vec::new(),
+            free_tokens: Vec::new(),
+            dirty_conns: Vec::new(),
+            dirty_parts: Vec::new(),
+            part_dirty: vec![false; n],
+            outbox: Vec::new(),
+            req_out: Vec::new(),
+            stats: WorkerStats::default(),
+            maint,
+            next_rr: id,
+            last_cron: Instant::now(),
+            merge_busy: vec![false; n],
+            draining: false,
+            drained_counted: false,
+            shutdown_deadline: None,
+        };
+        w.req_out.resize_with(n_peers, Vec::new);
+        w
+    }
+
+    pub fn store_mut(&mut self, p: u32) -> Option<&mut Store> {
+        self.stores.get_mut(p as usize).and_then(|s| s.as_mut())
+    }
+
+    pub fn store(&self, p: u32) -> Option<&Store> {
+        self.stores.get(p as usize).and_then(|s| s.as_ref())
+    }
+
+    pub fn mark_dirty(&mut self, p: u32) {
+        if !self.part_dirty[p as usize] {
+            self.part_dirty[p as usize] = true;
+            self.dirty_parts.push(p);
+        }
+    }
+
+    pub fn mark_conn_dirty(&mut self, token: usize) {
+        if let Some(Some(c)) = self.conns.get_mut(token - FIRST_CONN)
+            && !c.client.in_dirty_list
+        {
+            c.client.in_dirty_list = true;
+            self.dirty_conns.push(token);
+        }
+    }
+
+    pub fn conn_mut(&mut self, token: usize) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(token.checked_sub(FIRST_CONN)?)
+            .and_then(|c| c.as_mut())
+    }
+
+    /// Runs until shutdown completes.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        if let Some(l) = self.listener.as_mut()
+            && let Err(e) = self
+                .poll
+                .registry()
+                .register(l, LISTENER, Interest::READABLE)
+        {
+            error!("worker {}: cannot register listener: {e}", self.id);
+        }
+        loop {
+            let timeout = if self.has_pending_work() {
+                Duration::ZERO
+            } else {
+                self.poll_timeout()
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                error!("worker {}: poll failed: {e}", self.id);
+                break;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    LISTENER => self.accept(),
+                    Token(t) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_readable(t);
+                        }
+                        if ev.is_writable() {
+                            self.mark_conn_dirty(t);
+                        }
+                    }
+                }
+            }
+            self.drain_channel();
+            self.end_turn();
+            if self.last_cron.elapsed() >= self.cron_interval() {
+                self.cron();
+                self.end_turn();
+            }
+            if self.shared.shutdown.load(Ordering::Acquire) && self.shutdown_step() {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    fn cron_interval(&self) -> Duration {
+        Duration::from_millis((1000 / self.config.server.hz.max(1)) as u64)
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let next = self
+            .cron_interval()
+            .saturating_sub(self.last_cron.elapsed());
+        if self.merge_installing() {
+            // Keep installing merge output in small steps even when idle.
+            return Duration::ZERO;
+        }
+        next.min(Duration::from_millis(100))
+    }
+
+    fn merge_installing(&self) -> bool {
+        self.owned.iter().any(|&p| {
+            self.store(p)
+                .is_some_and(|s| s.merge_in_progress() && !self.merge_busy[p as usize])
+        })
+    }
+
+    // ------------------------------------------------------------ accepting
+
+    fn accept(&mut self) {
+        loop {
+            let Some(l) = self.listener.as_ref() else {
+                return;
+            };
+            match l.accept() {
+                Ok((sock, _)) => self.place(sock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: log and let the next event retry.
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands an accepted socket to the next worker, round robin. One acceptor spreads
+    /// connections evenly, which SO_REUSEPORT's 4-tuple hashing does not on a few
+    /// connections, and never lets two servers silently share a port.
+    fn place(&mut self, mut sock: TcpStream) {
+        let max = self.config.server.maxclients as usize;
+        if self.shared.clients.load(Ordering::Relaxed) >= max {
+            self.shared
+                .rejected_connections
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = io::Write::write(&mut sock, b"-ERR max number of clients reached\r\n");
+            return;
+        }
+        self.shared.clients.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .total_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = sock.set_nodelay(self.config.server.tcp_nodelay);
+        let target = self.next_rr % self.peers.len();
+        self.next_rr = self.next_rr.wrapping_add(1);
+        if target == self.id {
+            self.register_conn(sock);
+        } else {
+            let peer = &self.peers[target];
+            if peer.tx.send(Msg::NewConn(sock)).is_ok() {
+                let _ = peer.waker.wake();
+            } else {
+                self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn register_conn(&mut self, mut sock: TcpStream) {
+        let idx = match self.free_tokens.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        let token = idx + FIRST_CONN;
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("cannot register connection: {e}");
+            self.free_tokens.push(idx);
+            self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let id = self.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let authed = self.config.server.requirepass.is_none();
+        self.conns[idx] = Some(Conn::new(sock, id, authed));
+        // Data may already be waiting (edge-triggered: no event would announce it).
+        self.on_readable(token);
+    }
+
+    fn close_conn(&mut self, token: usize) {
+        let Some(slot) = self.conns.get_mut(token - FIRST_CONN) else {
+            return;
+        };
+        if let Some(mut c) = slot.take() {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+            self.free_tokens.push(token - FIRST_CONN);
+            self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            debug!("client {} ({}) closed", c.client.id, c.client.addr);
+        }
+    }
+
+    // ------------------------------------------------------------- reading
+
+    fn on_readable(&mut self, token: usize) {
+        let limit = self.config.limits.client_query_buffer_limit as usize;
+        let draining = self.draining;
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        if conn.client.closing || conn.client.paused || draining {
+            return;
+        }
+        let before = conn.rbuf.len();
+        let outcome = conn.read_available(limit);
+        let got = conn.rbuf.len().saturating_sub(before);
+        self.stats.net_in += got as u64;
+        match outcome {
+            ReadOutcome::Open => self.process_input(token),
+            ReadOutcome::Closed => {
+                // Run what arrived before the EOF, then go once replies are out.
+                self.process_input(token);
+                if let Some(c) = self.conn_mut(token) {
+                    c.client.dead = true;
+                }
+                self.mark_conn_dirty(token);
+            }
+            ReadOutcome::Overflow => {
+                warn!(
+                    "closing client: query buffer over client_query_buffer_limit ({limit} bytes)"
+                );
+                if let Some(c) = self.conn_mut(token) {
+                    c.client.dead = true;
+                }
+                self.mark_conn_dirty(token);
+            }
+        }
+    }
+
+    /// Parses and runs every complete command in the connection's buffer.
+    pub fn process_input(&mut self, token: usize) {
+        let Some(mut conn) = self
+            .conns
+            .get_mut(token - FIRST_CONN)
+            .and_then(|c| c.take())
+        else {
+            return;
+        };
+        loop {
+            if conn.client.closing || self.draining {
+                break;
+            }
+            if conn.out.backlogged() {
+                conn.client.paused = true;
+                break;
+            }
+            let parsed = conn.parser.parse(&conn.rbuf[conn.rpos..], &self.limits);
+            match parsed {
+                Ok(Some(cmd)) => {
+                    let consumed = cmd.consumed();
+                    if !cmd.is_empty() {
+                        let args: Vec<&[u8]> = cmd.iter().collect();
+                        self.stats.commands += 1;
+                        self.dispatch(token, &mut conn.out, &mut conn.client, &args);
+                    }
+                    conn.rpos += consumed;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // As Redis: reply with the protocol error, then close.
+                    let mut reply = Vec::new();
+                    e.write_reply(&mut reply);
+                    conn.out.push_reply(&reply);
+                    conn.client.closing = true;
+                    conn.rpos = conn.rbuf.len();
+                    break;
+                }
+            }
+        }
+        conn.compact_rbuf();
+        self.conns[token - FIRST_CONN] = Some(conn);
+        self.mark_conn_dirty(token);
+    }
+
+    // ----------------------------------------------------------- messages
+
+    fn drain_channel(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            self.handle_msg(msg);
+        }
+    }
+
+    fn handle_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Batch(v) => {
+                for m in v {
+                    self.handle_msg(m);
+                }
+            }
+            Msg::NewConn(sock) => {
+                if self.draining {
+                    self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+                } else {
+                    self.register_conn(sock);
+                }
+            }
+            Msg::Req(req) => {
+                let (payload, held) = self.execute_op(req.op);
+                self.outbox.push((
+                    req.reply_to.worker,
+                    Response {
+                        reply_to: req.reply_to,
+                        payload,
+                    },
+                    held,
+                ));
+            }
+            Msg::Resp(resp) => self.deliver(resp),
+            Msg::MergeDone { partition, result } => self.merge_done(partition, result),
+        }
+    }
+
+    /// A response from another worker fills its slot in the connection's pipeline.
+    fn deliver(&mut self, resp: Response) {
+        let rt = resp.reply_to;
+        let Some(conn) = self.conn_mut(rt.token) else {
+            return;
+        };
+        if conn.client.id != rt.conn_id {
+            return;
+        }
+        if let Some(slot) = conn.out.slot_mut(rt.seq) {
+            super::dispatch::fill_slot(slot, rt.part, resp.payload);
+        }
+        self.mark_conn_dirty(rt.token);
+    }
+
+    /// Queues work for another worker. Requests carry no durability promise; they go out at
+    /// the end of the turn, batched per peer so that a whole pipeline costs one wake-up.
+    pub fn send_req(&mut self, worker: usize, req: super::router::Request) {
+        debug_assert_ne!(worker, self.id, "local work runs in place");
+        self.req_out[worker].push(Msg::Req(req));
+    }
+
+    fn has_pending_work(&self) -> bool {
+        !self.dirty_parts.is_empty()
+            || !self.dirty_conns.is_empty()
+            || !self.outbox.is_empty()
+            || self.req_out.iter().any(|v| !v.is_empty())
+    }
+
+    // ------------------------------------------------------------ end of turn
+
+    /// Group commit, then release replies (to peers and sockets).
+    pub fn end_turn(&mut self) {
+        let mut failed: Option<String> = None;
+        for p in std::mem::take(&mut self.dirty_parts) {
+            self.part_dirty[p as usize] = false;
+            if let Some(store) = self.store_mut(p)
+                && let Err(e) = store.commit()
+            {
+                let msg = format!("ERR write to the log failed: {e}");
+                error!("partition {p}: {msg}");
+                self.stats.commit_errors += 1;
+                self.stats.last_commit_error = Some(e.to_string());
+                failed = Some(msg);
+            }
+        }
+        // Responses to peers, now that their writes are as durable as promised.
+        for (worker, mut resp, held) in std::mem::take(&mut self.outbox) {
+            if held && let Some(f) = &failed {
+                resp.payload = Payload::Err(f.clone());
+            }
+            self.req_out[worker].push(Msg::Resp(resp));
+        }
+        for worker in 0..self.req_out.len() {
+            if self.req_out[worker].is_empty() {
+                continue;
+            }
+            let mut batch = std::mem::take(&mut self.req_out[worker]);
+            let msg = if batch.len() == 1 {
+                batch.pop().unwrap_or(Msg::Batch(Vec::new()))
+            } else {
+                Msg::Batch(batch)
+            };
+            let peer = &self.peers[worker];
+            if peer.tx.send(msg).is_ok() {
+                let _ = peer.waker.wake();
+            }
+        }
+        self.merge_steps();
+        self.flush_conns(failed.as_deref());
+    }
+
+    fn flush_conns(&mut self, failed: Option<&str>) {
+        let dirty = std::mem::take(&mut self.dirty_conns);
+        let mut resume = Vec::new();
+        for token in dirty {
+            let Some(conn) = self.conn_mut(token) else {
+                continue;
+            };
+            conn.client.in_dirty_list = false;
+            conn.out.drain_slots(failed);
+            let before = conn.out.wbuf.len() - conn.out.wpos;
+            let ok = !conn.client.dead && conn.flush();
+            let sent = before - (conn.out.wbuf.len() - conn.out.wpos);
+            let gone = !ok || (conn.client.dead && conn.out.slots.is_empty());
+            let closing_done = conn.client.closing && conn.out.finished();
+            if conn.client.paused && !conn.out.backlogged() {
+                conn.client.paused = false;
+                resume.push(token);
+            }
+            self.stats.net_out += sent as u64;
+            if gone || closing_done {
+                self.close_conn(token);
+            }
+        }
+        // Connections that stopped reading because too much was queued: carry on. What they
+        // produce is released by the next turn, which polls without waiting.
+        for token in resume {
+            self.process_input(token);
+            self.on_readable(token);
+        }
+    }
+
+    // --------------------------------------------------------------- timers
+
+    fn cron(&mut self) {
+        self.last_cron = Instant::now();
+        self.active_expire();
+        let mut hint_jobs = Vec::new();
+        for p in self.owned.clone() {
+            let Some(store) = self.store_mut(p) else {
+                continue;
+            };
+            if store.sync_due()
+                && let Err(e) = store.commit()
+            {
+                error!("partition {p}: background fsync failed: {e}");
+            }
+            hint_jobs.extend(store.take_hint_jobs());
+        }
+        for j in hint_jobs {
+            let _ = self.maint.send(Job::Hint(j));
+        }
+        self.maybe_merge();
+        self.close_idle();
+    }
+
+    /// Redis-style active expiry: sample keys with a TTL, delete the expired ones (logged as
+    /// tombstones), repeat while a quarter of the sample was expired, within a time budget.
+    fn active_expire(&mut self) {
+        let effort = self.config.storage.active_expire_effort.max(1) as usize;
+        let samples = 20 + 5 * (effort - 1);
+        let budget = Duration::from_micros(1000 + 250 * (effort as u64 - 1));
+        let start = Instant::now();
+        for p in self.owned.clone() {
+            while let Some(store) = self.store_mut(p) {
+                if store.stats().keys_with_expiry == 0 {
+                    break;
+                }
+                let batch = store.expired_batch(samples);
+                let n = batch.len();
+                let mut wrote = false;
+                for k in &batch {
+                    match store.delete(k) {
+                        Ok(_) => wrote = true,
+                        Err(e) => {
+                            warn!("partition {p}: active expiry could not delete a key: {e}");
+                            break;
+                        }
+                    }
+                }
+                if wrote {
+                    self.stats.expired_keys += n as u64;
+                    self.mark_dirty(p);
+                }
+                if n * 4 < samples || start.elapsed() >= budget {
+                    break;
+                }
+            }
+            if start.elapsed() >= budget {
+                break;
+            }
+        }
+    }
+
+    fn maybe_merge(&mut self) {
+        let ratio = self.config.storage.merge_dead_ratio;
+        let min = self.config.storage.merge_min_bytes;
+        for p in self.owned.clone() {
+            if self.merge_busy[p as usize] {
+                continue;
+            }
+            let Some(store) = self.store_mut(p) else {
+                continue;
+            };
+            if store.merge_in_progress() {
+                continue;
+            }
+            let (total, dead) = store.closed_stats();
+            if total >= min && total > 0 && dead as f64 / total as f64 >= ratio {
+                self.start_merge(p);
+            }
+        }
+    }
+
+    /// Starts a background merge of a partition's closed segments.
+    pub fn start_merge(&mut self, p: u32) -> bool {
+        let id = self.id;
+        let Some(store) = self.store_mut(p) else {
+            return false;
+        };
+        match store.start_merge(u64::MAX) {
+            Ok(Some(job)) => {
+                info!("partition {p}: merging closed segments in the background");
+                self.merge_busy[p as usize] = true;
+                if self
+                    .maint
+                    .send(Job::Merge {
+                        worker: id,
+                        partition: p,
+                        job,
+                    })
+                    .is_err()
+                {
+                    self.merge_busy[p as usize] = false;
+                    if let Some(s) = self.store_mut(p) {
+                        s.abort_merge();
+                    }
+                    return false;
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                debug!("partition {p}: merge not started: {e}");
+                false
+            }
+        }
+    }
+
+    fn merge_done(
+        &mut self,
+        p: u32,
+        result: Result<simplekv_engine::MergeOutput, simplekv_engine::MergeError>,
+    ) {
+        self.merge_busy[p as usize] = false;
+        let Some(store) = self.store_mut(p) else {
+            return;
+        };
+        match result {
+            Ok(out) => {
+                let stats = out.stats;
+                match store.install_merge(out) {
+                    Ok(()) => {
+                        self.stats.merges_done += 1;
+                        info!(
+                            "partition {p}: merge installed ({} -> {} bytes, {} -> {} records)",
+                            stats.input_bytes,
+                            stats.output_bytes,
+                            stats.records_in,
+                            stats.records_out
+                        );
+                    }
+                    Err(e) => warn!("partition {p}: merge not installed: {e}"),
+                }
+            }
+            Err(e) => {
+                store.abort_merge();
+                warn!("partition {p}: merge failed: {e}");
+            }
+        }
+    }
+
+    /// Moves merged keys a bounded number at a time (about a millisecond of work).
+    pub fn merge_steps(&mut self) {
+        for p in self.owned.clone() {
+            if self.merge_busy[p as usize] {
+                continue;
+            }
+            if let Some(s) = self.store_mut(p)
+                && s.merge_in_progress()
+            {
+                s.merge_step(4096);
+            }
+        }
+    }
+
+    fn close_idle(&mut self) {
+        let Some(idle) = self.config.server.idle_timeout() else {
+            return;
+        };
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                (c.out.slots.is_empty() && c.client.last_active.elapsed() > idle)
+                    .then_some(i + FIRST_CONN)
+            })
+            .collect();
+        for t in stale {
+            self.close_conn(t);
+        }
+    }
+
+    // ------------------------------------------------------------- shutdown
+
+    /// One step of a clean shutdown; true when this worker may exit.
+    fn shutdown_step(&mut self) -> bool {
+        if !self.draining {
+            self.draining = true;
+            self.shutdown_deadline = Some(Instant::now() + self.config.server.shutdown_timeout());
+            if let Some(mut l) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+        }
+        let busy = self.conns.iter().flatten().any(|c| {
+            c.out
+                .slots
+                .iter()
+                .any(|s| matches!(s, super::conn::Slot::Waiting(_)))
+        });
+        if !busy && !self.drained_counted {
+            self.drained_counted = true;
+            self.shared.drained.fetch_add(1, Ordering::AcqRel);
+            for p in &self.peers {
+                let _ = p.waker.wake();
+            }
+        }
+        let all = self.shared.drained.load(Ordering::Acquire) >= self.peers.len();
+        let late = self.shutdown_deadline.is_some_and(|d| Instant::now() >= d);
+        if late && !all {
+            warn!("worker {}: shutdown timeout with work in flight", self.id);
+        }
+        all || late
+    }
+
+    fn finish(&mut self) {
+        self.merge_steps_until_done();
+        for p in self.owned.clone() {
+            if let Some(s) = self.store_mut(p)
+                && let Err(e) = s.sync()
+            {
+                error!("partition {p}: final fsync failed: {e}");
+            }
+        }
+        let tokens: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| self.conns[i].is_some())
+            .map(|i| i + FIRST_CONN)
+            .collect();
+        for t in tokens {
+            if let Some(c) = self.conn_mut(t) {
+                c.out.drain_slots(None);
+                let _ = c.flush();
+            }
+            self.close_conn(t);
+        }
+        info!("worker {} stopped", self.id);
+    }
+
+    fn merge_steps_until_done(&mut self) {
+        for p in self.owned.clone() {
+            if self.merge_busy[p as usize] {
+                if let Some(s) = self.store_mut(p) {
+                    s.abort_merge();
+                }
+                continue;
+            }
+            if let Some(s) = self.store_mut(p) {
+                while s.merge_step(usize::MAX) {}
+            }
+        }
+    }
+
+    pub fn durability(&self) -> Durability {
+        durability_of(&self.config)
+    }
+}
+
+pub fn limits_of(c: &Config) -> Limits {
+    Limits {
+        proto_max_bulk_len: c.limits.proto_max_bulk_len as usize,
+        max_multibulk_len: c.limits.max_multibulk_len as usize,
+        ..Limits::default()
+    }
+}
+
+pub fn durability_of(c: &Config) -> Durability {
+    match c.storage.fsync {
+        simplekv_conf::Fsync::Always => Durability::Always,
+        simplekv_conf::Fsync::EverySec => Durability::EverySec,
+        simplekv_conf::Fsync::Never => Durability::Never,
+    }
+}
+
+/// Creates a worker's poll and waker (before the thread starts, so peers can hold the waker).
+pub fn poll_and_waker() -> io::Result<(Poll, Arc<Waker>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    Ok((poll, waker))
+}
