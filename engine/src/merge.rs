@@ -93,7 +93,16 @@ pub struct MergeOutput {
     generation: u64,
     inputs: Vec<MergeInput>,
     outputs: Vec<MergedSegment>,
+    /// Values dropped because they looked expired to the merge.
+    expired_dropped: Vec<Dropped>,
     pub stats: MergeStats,
+}
+
+#[derive(Debug)]
+struct Dropped {
+    key: Box<[u8]>,
+    input: usize,
+    src_off: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,7 +167,9 @@ impl Store {
             inputs,
             end,
             horizon,
-            now: self.now(),
+            // A replica never expires on its own clock: a record it has not received yet may
+            // have extended the expiry on the leader.
+            now: if self.replica { 0 } else { self.now() },
             segment_size: self.opts.segment_size,
         }))
     }
@@ -214,6 +225,7 @@ impl Store {
             out.discard();
             return Err(MergeError::Stale);
         }
+        self.settle_expired(&out)?;
         let dir = self.dir.clone();
         let n_inputs = out.inputs.len();
         let mut new_ids = Vec::with_capacity(out.outputs.len());
@@ -280,6 +292,45 @@ impl Store {
         Ok(())
     }
 
+    /// Values the merge dropped as expired whose keydir entry still points at them: if a
+    /// record the merge did not see (in the active segment) extended the expiry, the value is
+    /// written again (a fresh record with the keydir's expiry); otherwise the key gets a
+    /// tombstone, as active expiry would give it, so replicas delete it too. Either is made
+    /// durable before the old file goes.
+    fn settle_expired(&mut self, out: &MergeOutput) -> Result<(), MergeError> {
+        let now = self.now();
+        let mut wrote = false;
+        for d in &out.expired_dropped {
+            let seg_id = out.inputs[d.input].seg_id;
+            let Some(loc) = self.keydir.get(&d.key) else {
+                continue;
+            };
+            if loc.seg != seg_id || loc.off != d.src_off {
+                continue;
+            }
+            wrote = true;
+            if loc.expire != 0 && loc.expire <= now {
+                self.delete(&d.key).map_err(|e| as_merge_io(&self.dir, e))?;
+                continue;
+            }
+            let value = self
+                .get(&d.key)
+                .map_err(|e| MergeError::Corrupt {
+                    path: out.inputs[d.input].path.clone(),
+                    offset: d.src_off as u64,
+                    reason: e.to_string(),
+                })?
+                .unwrap_or_default();
+            let expire = (loc.expire != 0).then_some(loc.expire);
+            self.put(&d.key, &value, expire)
+                .map_err(|e| as_merge_io(&self.dir, e))?;
+        }
+        if wrote {
+            self.sync().map_err(|e| as_merge_io(&self.dir, e))?;
+        }
+        Ok(())
+    }
+
     fn reload_after_merge_failure(&mut self) -> Result<(), MergeError> {
         self.truncate_to(u64::MAX).map_err(|e| MergeError::Io {
             path: self.dir.clone(),
@@ -321,6 +372,13 @@ impl Store {
             self.merge = MergeState::Idle;
         }
         !done
+    }
+}
+
+fn as_merge_io(dir: &std::path::Path, e: crate::WriteError) -> MergeError {
+    MergeError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
     }
 }
 
@@ -390,17 +448,40 @@ impl MergeJob {
 
         // Keep what a reader or a lagging follower can still need.
         let Folded { map, clear } = latest;
-        let mut kept: Vec<(Box<[u8]>, Latest)> = map
-            .into_iter()
-            .chain(clear.map(|c| (Box::default(), c)))
-            .filter(|(_, l)| {
-                let gone = match l.tag {
-                    Tag::Put => l.expire != 0 && l.expire <= self.now,
-                    Tag::Delete | Tag::Expire | Tag::Clear => true,
-                };
-                !(gone && l.lsn < self.horizon)
-            })
-            .collect();
+        let mut kept: Vec<(Box<[u8]>, Latest)> = Vec::with_capacity(map.len() + 1);
+        let mut expired_dropped = Vec::new();
+        for (key, st) in map {
+            // The newest expiry applies; the newest record decides against the horizon.
+            let newest = st.later_expire.as_ref().unwrap_or(&st.main);
+            let gone = match st.main.tag {
+                Tag::Put => newest.expire != 0 && newest.expire <= self.now,
+                Tag::Delete | Tag::Expire | Tag::Clear => true,
+            };
+            if gone && newest.lsn < self.horizon {
+                if let Some((input, src_off, _)) = st.main.src {
+                    // An expiry change in the active segment (outside this merge) may have
+                    // saved it: the installer checks the keydir.
+                    expired_dropped.push(Dropped {
+                        key,
+                        input,
+                        src_off,
+                    });
+                }
+                continue;
+            }
+            // The value keeps its own LSN and a later expiry change stays a record of its
+            // own: folding them would move the value to a later output, and a crash between
+            // output commits would lose it.
+            if let Some(e) = st.later_expire {
+                kept.push((key.clone(), e));
+            }
+            kept.push((key, st.main));
+        }
+        if let Some(c) = clear
+            && c.lsn >= self.horizon
+        {
+            kept.push((Box::default(), c));
+        }
         kept.sort_unstable_by_key(|(_, l)| l.lsn);
 
         // Group whole input segments into outputs of about `segment_size` bytes.
@@ -438,6 +519,7 @@ impl MergeJob {
             generation: self.generation,
             inputs: self.inputs,
             outputs: outputs.into_iter().map(|(o, _)| o).collect(),
+            expired_dropped,
             stats,
         })
     }
@@ -553,13 +635,18 @@ fn outputs_end(outputs: &[(MergedSegment, usize)]) -> usize {
 /// empty key is a valid key of its own).
 #[derive(Default)]
 struct Folded {
-    map: HashMap<Box<[u8]>, Latest>,
+    map: HashMap<Box<[u8]>, KeyState>,
     clear: Option<Latest>,
+}
+
+/// A key's newest record, and for a value the newest expiry change after it.
+struct KeyState {
+    main: Latest,
+    later_expire: Option<Latest>,
 }
 
 /// Folds one record into the newest-state map.
 fn fold(f: &mut Folded, input: usize, e: HintEntry<'_>) {
-    let latest = &mut f.map;
     let plain = |tag, src| Latest {
         lsn: e.lsn,
         epoch: e.epoch,
@@ -570,28 +657,36 @@ fn fold(f: &mut Folded, input: usize, e: HintEntry<'_>) {
     match e.tag {
         Tag::Put | Tag::Delete => {
             let src = (e.tag == Tag::Put).then_some((input, e.offset, e.val_len));
-            let l = plain(e.tag, src);
-            match latest.get_mut(e.key) {
-                Some(slot) => *slot = l,
+            let st = KeyState {
+                main: plain(e.tag, src),
+                later_expire: None,
+            };
+            match f.map.get_mut(e.key) {
+                Some(slot) => *slot = st,
                 None => {
-                    latest.insert(e.key.into(), l);
+                    f.map.insert(e.key.into(), st);
                 }
             }
         }
-        Tag::Expire => match latest.get_mut(e.key) {
-            Some(slot) if slot.tag == Tag::Put => {
-                // The value stays where it is; the record now carries the newer expiry and LSN.
-                slot.lsn = e.lsn;
-                slot.epoch = e.epoch;
-                slot.expire = e.expire;
+        Tag::Expire => match f.map.get_mut(e.key) {
+            Some(slot) if slot.main.tag == Tag::Put => {
+                slot.later_expire = Some(plain(Tag::Expire, None));
             }
+            Some(slot) if slot.main.tag == Tag::Expire => slot.main = plain(Tag::Expire, None),
+            // An expiry change of a deleted key changes nothing.
             Some(_) => {}
             None => {
-                latest.insert(e.key.into(), plain(Tag::Expire, None));
+                f.map.insert(
+                    e.key.into(),
+                    KeyState {
+                        main: plain(Tag::Expire, None),
+                        later_expire: None,
+                    },
+                );
             }
         },
         Tag::Clear => {
-            latest.clear();
+            f.map.clear();
             f.clear = Some(plain(Tag::Clear, None));
         }
     }

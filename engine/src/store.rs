@@ -89,6 +89,8 @@ pub struct Store {
     pub(crate) merge: MergeState,
     report: RecoveryReport,
     failed: Option<String>,
+    /// Following a leader: merges never drop values as expired (see `set_replica`).
+    pub(crate) replica: bool,
     expired_scratch: Vec<Vec<u8>>,
 }
 
@@ -138,6 +140,7 @@ impl Store {
             merge: MergeState::Idle,
             report: RecoveryReport::default(),
             failed: None,
+            replica: false,
             expired_scratch: Vec::new(),
         };
         store.install_loaded(loaded)?;
@@ -188,6 +191,13 @@ impl Store {
     /// Changes the durability policy at run time (CONFIG SET appendfsync).
     pub fn set_durability(&mut self, d: Durability) {
         self.opts.durability = d;
+    }
+
+    /// Marks the store as a replica's copy (or a leader's/standalone again). A replica takes
+    /// every change from its leader, tombstones for expired keys included, and never decides
+    /// on its own clock that a value is gone: merge keeps expired values there.
+    pub fn set_replica(&mut self, replica: bool) {
+        self.replica = replica;
     }
 
     pub fn recovery_report(&self) -> &RecoveryReport {
@@ -350,6 +360,15 @@ impl Store {
         let len = active.len();
         let over_size = len + rec_len > self.opts.segment_size;
         let over_map = len + rec_len > active.capacity();
+        if over_map && active.is_empty() {
+            // Rolling would create a segment with the same base: map this one larger instead.
+            let cap = self
+                .opts
+                .segment_size
+                .max(SEGMENT_HEADER_LEN as u64 + rec_len);
+            let id = self.active_id();
+            return self.seg_mut(id).reopen_writable(cap);
+        }
         if (over_size && !active.is_empty()) || over_map {
             self.roll_with(rec_len)?;
         }
@@ -741,6 +760,25 @@ impl Store {
         if let Err(e) = self.seg_mut(id).flush() {
             return Err(self.fail_write(e));
         }
+        match self.cut_files(lsn) {
+            Ok(()) => {
+                info!("{}: log truncated to LSN {lsn}", self.dir.display());
+                self.reload()
+            }
+            Err(e) => {
+                // The files are a consistent (possibly partly cut) log: re-read them.
+                warn!(
+                    "{}: truncation to LSN {lsn} failed: {e}",
+                    self.dir.display()
+                );
+                let _ = self.reload();
+                Err(e)
+            }
+        }
+    }
+
+    /// The file work of `truncate_to`.
+    fn cut_files(&mut self, lsn: u64) -> Result<(), WriteError> {
         let dir = self.dir.clone();
         // Segments that start at or after the cut go entirely, newest first, so a crash midway
         // leaves a shorter log, never one with a hole.
@@ -756,9 +794,12 @@ impl Store {
             self.free_seg_id(id);
         }
         if let Some(&id) = self.order.last() {
-            // The segment holding the cut: keep the records before it.
+            // The segment holding the cut keeps the records before it.
             let capacity = self.opts.segment_size;
             let seg = self.seg_mut(id);
+            if !seg.is_active() {
+                seg.reopen_writable(capacity)?;
+            }
             let written = seg.written_bytes();
             let mut pos = seg.seek_hint(lsn) as usize;
             while pos < written.len() {
@@ -769,17 +810,16 @@ impl Store {
             }
             let path = seg.path.clone();
             remove_if_exists(&hint::hint_for_segment(&path)).at_write(&path)?;
-            if seg.header.covered_end != 0 {
-                // Its covered range is no longer true once records after the cut are appended.
-                seg.header.covered_end = 0;
-                rewrite_header(&path, &seg.header).at_write(&path)?;
-            }
+            // A new file id makes hint jobs queued before the cut skip this file, and
+            // covered_end = the cut records that the log runs up to it even when merges left
+            // no record near its end (the log end never moves backwards, so LSNs are never
+            // reused). No segment exists past the cut, so none is mistaken for a leftover
+            // merge input.
+            seg.header.file_id = fsutil::random_id();
+            seg.header.covered_end = lsn;
+            rewrite_header(&path, &seg.header).at_write(&path)?;
             seg.truncate(pos as u64)?;
-            if !seg.is_active() {
-                seg.reopen_writable(capacity)?;
-            }
-        }
-        if self.order.is_empty() {
+        } else {
             // Everything was cut: keep numbering from the cut, as the leader does.
             let header = SegmentHeader {
                 base: lsn,
@@ -792,8 +832,8 @@ impl Store {
         }
         fsutil::sync_dir(&dir).at_write(&dir)?;
         self.epochs.truncate_from_end(lsn)?;
-        info!("{}: log truncated to LSN {lsn}", dir.display());
-        self.reload()
+        self.hint_jobs.clear();
+        Ok(())
     }
 
     // ------------------------------------------------------------ maintenance
@@ -868,6 +908,22 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
         }
     }
     bases.sort_unstable();
+    // A crash between creating a segment and writing its header leaves a last file shorter
+    // than the header: it holds no record, so it is dropped (any other damaged header is an
+    // error).
+    if let Some(&last) = bases.last() {
+        let path = segment::segment_path(dir, last);
+        let len = fs::metadata(&path).at_open(&path)?.len();
+        if len < SEGMENT_HEADER_LEN as u64 {
+            warn!(
+                "{}: removing a segment torn inside its header ({len} bytes, no records)",
+                path.display()
+            );
+            remove_if_exists(&path).at_open(&path)?;
+            fsutil::sync_dir(dir).at_open(dir)?;
+            bases.pop();
+        }
+    }
 
     // Open headers and drop leftover inputs of an interrupted merge.
     let mut segs: Vec<Segment> = Vec::with_capacity(bases.len());
@@ -1022,18 +1078,14 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                         path.display()
                     );
                     report.repaired_bytes_dropped += cut as u64;
-                    seg.truncate(off as u64)
-                        .map_err(|e| OpenError::BadSegmentHeader {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        })?;
+                    let as_open_err = |e: WriteError| OpenError::BadSegmentHeader {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    };
+                    seg.reopen_writable(opts.segment_size)
+                        .map_err(as_open_err)?;
+                    seg.truncate(off as u64).map_err(as_open_err)?;
                     remove_if_exists(&hint::hint_for_segment(&path)).at_open(&path)?;
-                    seg.reopen_writable(opts.segment_size).map_err(|e| {
-                        OpenError::BadSegmentHeader {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        }
-                    })?;
                     drop_rest = true;
                 } else {
                     return Err(OpenError::CorruptSegment {
@@ -1050,6 +1102,9 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                 });
             }
         }
+        // A merged or truncated segment vouches for its whole range even if the records near
+        // its end were dropped.
+        next_lsn = next_lsn.max(seg.header.covered_end);
         report.segments += 1;
         segments.push(Some(seg));
         order.push(id);

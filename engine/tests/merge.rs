@@ -267,3 +267,56 @@ fn a_merge_made_stale_by_truncation_is_discarded() {
     assert_eq!(snapshot(&s), expected);
     assert!(!s.merge_in_progress());
 }
+
+#[test]
+fn a_value_merge_drops_as_expired_gets_a_tombstone_that_replicas_receive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    let now = clock();
+    s.put(b"k", b"v", Some(now + 10)).unwrap();
+    s.put(b"other", b"v", None).unwrap();
+    advance(20);
+    let end = s.log_end();
+    s.merge_now(u64::MAX).unwrap();
+    let b = s.read_records(end, 1 << 20).unwrap();
+    let tags: Vec<_> = simplekv_engine::record::RecordIter::new(&b.bytes)
+        .map(|(_, r)| (r.header.tag, r.key.to_vec()))
+        .collect();
+    assert_eq!(
+        tags,
+        vec![(simplekv_engine::record::Tag::Delete, b"k".to_vec())]
+    );
+    assert_eq!(s.len(), 1, "the expired key left the keydir");
+}
+
+#[test]
+fn a_replica_merge_keeps_expired_values_its_leader_may_still_extend() {
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = open(ld.path());
+    let mut follower = open(fd.path());
+    follower.set_replica(true);
+    let now = clock();
+    leader.put(b"k", b"v", Some(now + 10)).unwrap();
+    leader.set_expire(b"k", None).unwrap();
+    leader.commit().unwrap();
+    // The follower has the put but not yet the PERSIST when its clock passes the expiry.
+    let first = leader.read_records(0, 1).unwrap();
+    assert_eq!(first.count, 1);
+    follower.append_records(&first.bytes).unwrap();
+    follower.commit().unwrap();
+    advance(20);
+    assert_eq!(
+        follower.get(b"k").unwrap(),
+        None,
+        "hidden on the follower's clock"
+    );
+    follower.merge_now(u64::MAX).unwrap();
+    let rest = leader.read_records(follower.log_end(), 1 << 20).unwrap();
+    follower.append_records(&rest.bytes).unwrap();
+    assert_eq!(follower.get(b"k").unwrap().unwrap(), b"v");
+    assert_eq!(
+        follower.log_end(),
+        leader.log_end(),
+        "the replica wrote nothing of its own"
+    );
+}

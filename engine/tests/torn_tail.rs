@@ -1,0 +1,494 @@
+//! Recovery from damaged files: a torn or corrupt tail of the last segment is cut off and
+//! everything before it survives; corruption in an older segment is refused (or repaired on
+//! request); damaged or missing hint files only make recovery scan instead.
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use simplekv_engine::record::{self, HEADER_LEN};
+use simplekv_engine::segment::{self, SEGMENT_HEADER_LEN};
+use simplekv_engine::{Durability, OpenError, Options, ReadError, Store};
+
+thread_local! {
+    static NOW: Cell<u64> = const { Cell::new(1_000_000) };
+}
+
+fn clock() -> u64 {
+    NOW.with(|n| n.get())
+}
+
+fn opts() -> Options {
+    Options {
+        segment_size: 4096,
+        durability: Durability::Always,
+        clock,
+        ..Options::default()
+    }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, opts()).unwrap()
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key-{i:05}").into_bytes()
+}
+
+/// Deterministic, binary, of varying length (0..=47 bytes); the last record gets 40.
+fn value(i: u64) -> Vec<u8> {
+    let len = (i * 7 % 48) as usize;
+    (0..len).map(|j| (i as usize * 31 + j * 17) as u8).collect()
+}
+
+/// Visible state: key -> (value, absolute expiry).
+type State = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
+
+fn dump(s: &Store) -> State {
+    let mut keys = Vec::new();
+    let mut c = 0;
+    loop {
+        c = s.scan(c, 7, |k| keys.push(k.to_vec()));
+        if c == 0 {
+            break;
+        }
+    }
+    let n = keys.len();
+    let state: State = keys
+        .into_iter()
+        .map(|k| {
+            let v = s.get(&k).unwrap().expect("scanned key has a value");
+            let e = s.meta(&k).expect("scanned key has metadata").expire;
+            (k, (v, e))
+        })
+        .collect();
+    assert_eq!(state.len(), n, "scan returned a key twice");
+    state
+}
+
+/// The segment files of a directory, oldest first.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let base = segment::parse_segment_name(p.file_name()?.to_str()?)?;
+            Some((base, p))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, p)| p).collect()
+}
+
+/// (offset, lsn, length) of every record of a segment file.
+fn records_of(path: &Path) -> Vec<(u64, u64, u64)> {
+    let bytes = fs::read(path).unwrap();
+    let mut it = record::RecordIter::new(&bytes[SEGMENT_HEADER_LEN..]);
+    let v = it
+        .by_ref()
+        .map(|(off, r)| {
+            (
+                (off + SEGMENT_HEADER_LEN) as u64,
+                r.header.lsn,
+                r.header.record_len() as u64,
+            )
+        })
+        .collect();
+    assert!(it.error().is_none(), "{} does not decode", path.display());
+    v
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+fn truncate_file(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    let mut b = fs::read(path).unwrap();
+    b[at as usize] ^= 0x5a;
+    fs::write(path, b).unwrap();
+}
+
+/// Writes `n` records (`put(key(i), value(i))`, LSN i) with a commit after each, so several
+/// segments exist; with `hints`, the hint files of closed segments are written too.
+fn write_records(dir: &Path, n: u64, hints: bool) {
+    let mut s = open(dir);
+    for i in 0..n {
+        let v = if i + 1 == n { vec![0xa5; 40] } else { value(i) };
+        assert_eq!(s.put(&key(i), &v, None).unwrap(), i);
+        s.commit().unwrap();
+    }
+    if hints {
+        for j in s.take_hint_jobs() {
+            j.run().unwrap();
+        }
+    }
+}
+
+fn expected_value(i: u64, n: u64) -> Vec<u8> {
+    if i + 1 == n { vec![0xa5; 40] } else { value(i) }
+}
+
+/// Asserts that exactly the records with LSN < `upto` are present with their values.
+fn assert_prefix(s: &Store, upto: u64, n: u64) {
+    for i in 0..n {
+        let got = s.get(&key(i)).unwrap();
+        if i < upto {
+            assert_eq!(
+                got,
+                Some(expected_value(i, n)),
+                "record {i} lost or changed"
+            );
+        } else {
+            assert_eq!(
+                got, None,
+                "record {i} at or past the damage is still visible"
+            );
+        }
+    }
+    assert_eq!(dump(s).len() as u64, upto);
+    assert_eq!(s.log_end(), upto);
+}
+
+const N: u64 = 200;
+
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    Truncate,
+    Corrupt,
+}
+
+fn check_every_offset_of_the_last_record(damage: Damage) {
+    let orig = tempfile::tempdir().unwrap();
+    write_records(orig.path(), N, true);
+    let segs = segments(orig.path());
+    assert!(
+        segs.len() >= 3,
+        "small segments must have rolled: {}",
+        segs.len()
+    );
+    let last_seg = segs.last().unwrap().clone();
+    let recs = records_of(&last_seg);
+    let &(start, lsn, len) = recs.last().unwrap();
+    assert_eq!(lsn, N - 1);
+    assert_eq!(start + len, fs::metadata(&last_seg).unwrap().len());
+    assert_eq!(len as usize, HEADER_LEN + key(0).len() + 40);
+    let name = last_seg.file_name().unwrap();
+    for at in start..start + len {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(orig.path(), copy.path());
+        let target = copy.path().join(name);
+        let expect_cut = match damage {
+            Damage::Truncate => {
+                truncate_file(&target, at);
+                at - start
+            }
+            Damage::Corrupt => {
+                flip_byte(&target, at);
+                len
+            }
+        };
+        let mut s = open(copy.path());
+        let ctx = format!("{damage:?} at offset {at} (record at {start}, {len} bytes)");
+        assert_eq!(
+            s.recovery_report().truncated_tail_bytes,
+            expect_cut,
+            "{ctx}"
+        );
+        assert_eq!(s.recovery_report().repaired_bytes_dropped, 0, "{ctx}");
+        assert_prefix(&s, N - 1, N);
+        assert_eq!(
+            fs::metadata(&target).unwrap().len(),
+            start,
+            "{ctx}: the tail must be cut on disk"
+        );
+        // The log continues at the cut: the next write reuses the lost record's LSN.
+        assert_eq!(s.put(b"after", b"recovery", None).unwrap(), N - 1, "{ctx}");
+        s.commit().unwrap();
+        drop(s);
+        let s = open(copy.path());
+        assert_eq!(s.recovery_report().truncated_tail_bytes, 0, "{ctx}");
+        assert_eq!(
+            s.get(b"after").unwrap().as_deref(),
+            Some(&b"recovery"[..]),
+            "{ctx}"
+        );
+        assert_eq!(s.log_end(), N, "{ctx}");
+        for i in 0..N - 1 {
+            assert_eq!(s.get(&key(i)).unwrap(), Some(value(i)), "{ctx}: record {i}");
+        }
+        assert_eq!(s.get(&key(N - 1)).unwrap(), None, "{ctx}");
+    }
+}
+
+#[test]
+fn a_last_record_truncated_at_any_byte_is_dropped_and_everything_before_survives() {
+    check_every_offset_of_the_last_record(Damage::Truncate);
+}
+
+#[test]
+fn a_last_record_corrupted_at_any_byte_is_dropped_and_everything_before_survives() {
+    check_every_offset_of_the_last_record(Damage::Corrupt);
+}
+
+#[test]
+fn an_undamaged_directory_reports_no_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), N, false);
+    let s = open(dir.path());
+    assert_eq!(s.recovery_report().truncated_tail_bytes, 0);
+    assert_eq!(s.recovery_report().records, N);
+    assert_prefix(&s, N, N);
+}
+
+/// A crash while a new segment is being created (between `create_new` and the header write)
+/// leaves a last segment shorter than its header. It cannot hold a record: the header is
+/// fsynced before any record is appended.
+#[test]
+fn a_last_segment_torn_inside_its_header_holds_nothing_and_open_succeeds() {
+    let orig = tempfile::tempdir().unwrap();
+    write_records(orig.path(), N, false);
+    {
+        let mut s = open(orig.path());
+        s.roll().unwrap();
+    }
+    let last = segments(orig.path()).last().unwrap().clone();
+    assert_eq!(
+        fs::metadata(&last).unwrap().len(),
+        SEGMENT_HEADER_LEN as u64
+    );
+    for len in 0..SEGMENT_HEADER_LEN as u64 {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(orig.path(), copy.path());
+        truncate_file(&copy.path().join(last.file_name().unwrap()), len);
+        let mut s = match Store::open(copy.path(), opts()) {
+            Ok(s) => s,
+            Err(e) => panic!("header torn at {len} bytes: {e}"),
+        };
+        assert_prefix(&s, N, N);
+        assert_eq!(s.put(b"after", b"x", None).unwrap(), N);
+        s.commit().unwrap();
+        drop(s);
+        assert_eq!(
+            open(copy.path()).get(b"after").unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
+    }
+}
+
+/// Picks a record in the middle of the oldest segment: (segment path, offset, lsn).
+fn victim(dir: &Path) -> (PathBuf, u64, u64) {
+    let first = segments(dir)[0].clone();
+    let recs = records_of(&first);
+    assert!(recs.len() > 4);
+    let (off, lsn, _) = recs[recs.len() / 2];
+    (first, off, lsn)
+}
+
+#[test]
+fn corruption_inside_an_older_segment_refuses_to_open_and_names_the_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), N, false);
+    let (path, off, _) = victim(dir.path());
+    // A byte inside the value, and (separately) the tag byte of the record header.
+    for at in [off + HEADER_LEN as u64 + 3, off + 24] {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let target = copy.path().join(path.file_name().unwrap());
+        flip_byte(&target, at);
+        for use_hints in [false, true] {
+            match Store::open(
+                copy.path(),
+                Options {
+                    use_hints,
+                    ..opts()
+                },
+            ) {
+                Err(e @ OpenError::CorruptSegment { .. }) => {
+                    let msg = e.to_string();
+                    let OpenError::CorruptSegment { path, offset, .. } = e else {
+                        unreachable!()
+                    };
+                    assert_eq!(path, target);
+                    assert_eq!(offset, off, "the offset of the damaged record");
+                    assert!(msg.contains(&target.display().to_string()), "{msg}");
+                    assert!(msg.contains(&format!("byte {off}")), "{msg}");
+                }
+                Err(e) => panic!("wrong error for corruption at {at}: {e}"),
+                Ok(_) => panic!("opened despite corruption at {at} of an older segment"),
+            }
+        }
+        // Refusing must not have changed any file.
+        assert_eq!(
+            fs::read(&target).unwrap().len(),
+            fs::read(&path).unwrap().len()
+        );
+    }
+}
+
+#[test]
+fn repair_drops_everything_from_a_corrupt_record_in_an_older_segment_on() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), N, false);
+    let (path, off, lsn) = victim(dir.path());
+    flip_byte(&path, off + HEADER_LEN as u64 + 3);
+    let mut s = match Store::open(
+        dir.path(),
+        Options {
+            repair: true,
+            ..opts()
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => panic!("repair refused to open: {e}"),
+    };
+    assert!(s.recovery_report().repaired_bytes_dropped > 0);
+    assert_prefix(&s, lsn, N);
+    assert_eq!(
+        segments(dir.path()),
+        vec![path.clone()],
+        "later segments are dropped"
+    );
+    assert_eq!(s.put(b"after", b"repair", None).unwrap(), lsn);
+    s.commit().unwrap();
+    drop(s);
+    // Repaired once, the directory opens without repair.
+    let s = open(dir.path());
+    assert_eq!(s.recovery_report().repaired_bytes_dropped, 0);
+    assert_eq!(s.get(b"after").unwrap().as_deref(), Some(&b"repair"[..]));
+    for i in 0..lsn {
+        assert_eq!(s.get(&key(i)).unwrap(), Some(value(i)), "record {i}");
+    }
+    assert_eq!(s.log_end(), lsn + 1);
+}
+
+#[test]
+fn a_value_corrupted_under_a_valid_hint_is_reported_on_read_never_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), N, true);
+    let (path, off, lsn) = victim(dir.path());
+    flip_byte(&path, off + HEADER_LEN as u64 + key(lsn).len() as u64 + 1);
+    let s = open(dir.path());
+    assert!(s.recovery_report().segments_from_hints >= 1);
+    assert!(matches!(s.get(&key(lsn)), Err(ReadError::Corrupt { .. })));
+    for i in (0..N).filter(|&i| i != lsn) {
+        assert_eq!(
+            s.get(&key(i)).unwrap(),
+            Some(expected_value(i, N)),
+            "record {i}"
+        );
+    }
+}
+
+/// A log with overwrites, deletes, expiries and a clear over several segments, hint files
+/// written for every closed one.
+fn write_rich_log(dir: &Path) {
+    let mut s = open(dir);
+    let now = clock();
+    for round in 0..6u64 {
+        for i in 0..40u64 {
+            let k = format!("k{}", i % 23).into_bytes();
+            match (round + i) % 5 {
+                0 => {
+                    s.delete(&k).unwrap();
+                }
+                1 => {
+                    s.set_expire(&k, Some(now + 1_000_000 + i)).unwrap();
+                }
+                2 => {
+                    s.put(&k, &value(round * 40 + i), Some(now + 5_000_000))
+                        .unwrap();
+                }
+                _ => {
+                    s.put(&k, &value(round * 40 + i), None).unwrap();
+                }
+            }
+        }
+        if round == 2 {
+            s.clear().unwrap();
+        }
+        s.commit().unwrap();
+    }
+    s.roll().unwrap();
+    for j in s.take_hint_jobs() {
+        j.run().unwrap();
+    }
+}
+
+#[test]
+fn damaged_or_missing_hint_files_fall_back_to_scanning_with_the_same_result() {
+    let orig = tempfile::tempdir().unwrap();
+    write_rich_log(orig.path());
+    let segs = segments(orig.path());
+    let closed = segs.len() - 1;
+    assert!(closed >= 3, "{closed} closed segments");
+    let reference = {
+        let s = Store::open(
+            orig.path(),
+            Options {
+                use_hints: false,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.recovery_report().segments_from_hints, 0);
+        dump(&s)
+    };
+    assert!(!reference.is_empty());
+    {
+        let s = open(orig.path());
+        assert_eq!(s.recovery_report().segments_from_hints, closed);
+        assert_eq!(dump(&s), reference);
+    }
+    let hint_of = |p: &Path| p.with_extension("hint");
+    type Damager = fn(&Path, &Path);
+    let damages: [(&str, Damager); 7] = [
+        ("missing", |h, _| fs::remove_file(h).unwrap()),
+        ("empty", |h, _| fs::write(h, b"").unwrap()),
+        ("truncated to half", |h, _| {
+            let len = fs::metadata(h).unwrap().len();
+            truncate_file(h, len / 2);
+        }),
+        ("last byte cut", |h, _| {
+            let len = fs::metadata(h).unwrap().len();
+            truncate_file(h, len - 1);
+        }),
+        ("header byte flipped", |h, _| flip_byte(h, 9)),
+        ("entry byte flipped", |h, _| {
+            let len = fs::metadata(h).unwrap().len();
+            flip_byte(h, len - 3);
+        }),
+        ("hint of another segment", |h, other| {
+            fs::copy(other, h).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        for i in 0..closed {
+            let copy = tempfile::tempdir().unwrap();
+            copy_dir(orig.path(), copy.path());
+            let h = copy.path().join(hint_of(&segs[i]).file_name().unwrap());
+            let other = copy
+                .path()
+                .join(hint_of(&segs[(i + 1) % closed]).file_name().unwrap());
+            damage(&h, &other);
+            let s = open(copy.path());
+            assert_eq!(
+                s.recovery_report().segments_from_hints,
+                closed - 1,
+                "hint {what} of segment {i} must be ignored, the others used"
+            );
+            assert_eq!(dump(&s), reference, "hint {what} of segment {i}");
+        }
+    }
+}
