@@ -36,6 +36,9 @@ pub struct Options {
     pub repair: bool,
     /// Load closed segments from their hint files when valid (otherwise every segment is scanned).
     pub use_hints: bool,
+    /// `EverySec` fsyncs are taken by the caller with `Store::take_background_sync` and run on
+    /// another thread; `commit` never waits for them.
+    pub background_sync: bool,
     pub clock: Clock,
 }
 
@@ -52,6 +55,7 @@ impl Default for Options {
             durability: Durability::EverySec,
             repair: false,
             use_hints: true,
+            background_sync: false,
             clock: system_clock,
         }
     }

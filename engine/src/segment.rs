@@ -354,6 +354,11 @@ impl Segment {
         Ok(())
     }
 
+    /// Counts everything written as synced (an fsync of it was handed to another thread).
+    pub fn mark_synced(&mut self) {
+        self.synced = self.written;
+    }
+
     /// A handle to fsync this file from another thread.
     pub fn try_clone_file(&self) -> std::io::Result<File> {
         self.file.try_clone()

@@ -57,6 +57,19 @@ pub struct StoreStats {
     pub unsynced: bool,
 }
 
+/// An fsync of a segment to run off the owner's thread (see `Store::take_background_sync`).
+#[derive(Debug)]
+pub struct BackgroundSync {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl BackgroundSync {
+    pub fn run(&self) -> Result<(), WriteError> {
+        self.file.sync_data().at_write(&self.path)
+    }
+}
+
 /// Records read for replication: whole encoded records, ready to append on a follower.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecordBatch {
@@ -554,7 +567,9 @@ impl Store {
         }
         let want_sync = match self.opts.durability {
             Durability::Always => true,
-            Durability::EverySec => self.last_sync.elapsed() >= Duration::from_secs(1),
+            Durability::EverySec => {
+                !self.opts.background_sync && self.last_sync.elapsed() >= Duration::from_secs(1)
+            }
             Durability::Never => false,
         };
         if want_sync {
@@ -581,6 +596,25 @@ impl Store {
 
     pub fn has_unsynced(&self) -> bool {
         self.seg(self.active_id()).has_unsynced()
+    }
+
+    /// With `background_sync`: when `EverySec` owes an fsync, writes the buffer and returns a
+    /// handle that fsyncs the active segment on another thread, so the owner never waits on
+    /// the disk for it. At most one handle per second.
+    pub fn take_background_sync(&mut self) -> Result<Option<BackgroundSync>, WriteError> {
+        if !self.sync_due() {
+            return Ok(None);
+        }
+        let id = self.active_id();
+        let seg = self.seg_mut(id);
+        if let Err(e) = seg.flush() {
+            return Err(self.fail_write(e));
+        }
+        let file = seg.try_clone_file().at_write(&seg.path)?;
+        let path = seg.path.clone();
+        seg.mark_synced();
+        self.last_sync = Instant::now();
+        Ok(Some(BackgroundSync { file, path }))
     }
 
     /// After a failed write or fsync the in-memory state may name records that are not on

@@ -279,3 +279,43 @@ fn keydir_memory_per_key_is_within_48_bytes_beyond_the_key_for_16_byte_keys() {
     eprintln!("keydir bytes per key (16-byte keys, {n} keys): {per_key:.1}");
     assert!(per_key - 16.0 <= 48.0, "{per_key} bytes per key");
 }
+
+#[test]
+fn background_sync_takes_the_everysec_fsync_off_the_committing_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(
+        dir.path(),
+        Options {
+            durability: Durability::EverySec,
+            background_sync: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    s.put(b"k", b"v", None).unwrap();
+    s.commit().unwrap();
+    assert!(s.has_unsynced());
+    assert!(
+        s.take_background_sync().unwrap().is_none(),
+        "not due within the first second"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    s.commit().unwrap();
+    assert!(
+        s.has_unsynced(),
+        "commit leaves the fsync to the background"
+    );
+    let job = s
+        .take_background_sync()
+        .unwrap()
+        .expect("due after a second");
+    std::thread::spawn(move || job.run())
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(!s.has_unsynced());
+    assert!(
+        s.take_background_sync().unwrap().is_none(),
+        "at most one per second"
+    );
+}
