@@ -1,6 +1,7 @@
 //! `simplekv`: the server, and (soon) the interactive client and admin verbs.
 #![warn(clippy::unwrap_used)]
 
+mod client;
 mod logger;
 mod server_cmd;
 mod signals;
@@ -24,11 +25,14 @@ struct Cli {
 enum Command {
     /// Run a server in the foreground (standalone unless cluster.zk is set).
     Server(server_cmd::ServerArgs),
+    /// Interactive client, or run one command and exit
+    Cli(client::ClientArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => server_cmd::run(args),
+        Command::Cli(args) => client::run(args),
     }
 }

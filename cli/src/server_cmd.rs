@@ -32,6 +32,9 @@ pub struct ServerArgs {
     /// error | warn | info | debug | trace (server.log_level).
     #[arg(long)]
     log_level: Option<String>,
+    /// Serve the gRPC KV service on this port (cluster.grpc_port; off unless set).
+    #[arg(long)]
+    grpc_port: Option<u16>,
     /// Do not pin workers to cores.
     #[arg(long)]
     no_pin: bool,
@@ -74,6 +77,11 @@ fn build_config(a: &ServerArgs) -> Result<Config, String> {
     flag(&mut overrides, "storage.fsync", a.fsync.clone());
     flag(&mut overrides, "server.requirepass", a.requirepass.clone());
     flag(&mut overrides, "server.log_level", a.log_level.clone());
+    flag(
+        &mut overrides,
+        "cluster.grpc_port",
+        a.grpc_port.map(|p| p.to_string()),
+    );
     if a.no_pin {
         overrides.push(("server.pin_workers".into(), "false".into()));
     }
@@ -98,15 +106,15 @@ pub fn run(args: ServerArgs) -> ExitCode {
     };
     crate::logger::init(level(&config));
     crate::signals::block();
-    let handle = match simplekv_net::start(config, args.config.clone()) {
-        Ok(h) => h,
+    let node = match simplekv_cluster::Node::start(config, args.config.clone()) {
+        Ok(n) => n,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(1);
         }
     };
-    let trigger = handle.shutdown_trigger();
+    let trigger = node.shutdown_trigger();
     crate::signals::spawn_waiter(move || trigger.fire());
-    handle.join();
+    node.join();
     ExitCode::SUCCESS
 }

@@ -578,6 +578,28 @@ impl Store {
         Ok(())
     }
 
+    /// The first half of `commit` for callers that group fsyncs across partitions: hands the
+    /// buffered records to the OS and says whether the policy wants them fsynced before replies
+    /// are released (`Always` with unsynced bytes). The caller then calls `sync`, or fsyncs the
+    /// whole file system once for many partitions and calls `synced_externally`.
+    pub fn commit_write(&mut self) -> Result<bool, WriteError> {
+        self.check_failed()?;
+        let id = self.active_id();
+        let seg = self.seg_mut(id);
+        if let Err(e) = seg.flush() {
+            return Err(self.fail_write(e));
+        }
+        Ok(self.opts.durability == Durability::Always && self.seg(id).has_unsynced())
+    }
+
+    /// Everything written has been made durable by the caller (e.g. one `syncfs` for the
+    /// file system holding several partitions).
+    pub fn synced_externally(&mut self) {
+        let id = self.active_id();
+        self.seg_mut(id).mark_synced();
+        self.last_sync = Instant::now();
+    }
+
     /// fsyncs everything appended so far.
     pub fn sync(&mut self) -> Result<(), WriteError> {
         self.check_failed()?;

@@ -1,6 +1,7 @@
 //! Starts the real `simplekv` binary on a free loopback port for integration tests.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -103,7 +104,8 @@ impl Server {
 
     pub fn raw(&self) -> TcpStream {
         let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         s
     }
 
@@ -179,8 +181,9 @@ fn ping(port: u16) -> bool {
     if s.write_all(b"PING\r\n").is_err() {
         return false;
     }
+    // A server started with a password answers NOAUTH: up all the same.
     let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
 }
 
 /// Sends raw bytes and reads what comes back until `expect_len` bytes or EOF/timeout.
@@ -196,4 +199,208 @@ pub fn roundtrip(s: &mut TcpStream, req: &[u8], expect_len: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Reads until the peer closes the connection (true) or `timeout` passes (false).
+pub fn read_to_eof(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (out, false);
+        }
+        s.set_read_timeout(Some(left)).expect("timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            // A reset after the server closed (unread input left behind) is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (out, false);
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Writes `req` and reads exactly `expect.len()` bytes, which must equal `expect`.
+pub fn expect_reply(s: &mut TcpStream, req: &[u8], expect: &[u8]) {
+    let got = roundtrip(s, req, expect.len());
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expect),
+        "reply to {:?}",
+        String::from_utf8_lossy(req)
+    );
+}
+
+/// A RESP multibulk request.
+pub fn resp(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The whole error line of a server error reply, e.g. `ERR syntax error`.
+pub fn err_text(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// Runs `cmd`, which must fail; returns the error line.
+pub fn query_err(con: &mut redis::Connection, cmd: &redis::Cmd) -> String {
+    match cmd.query::<redis::Value>(con) {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => err_text(&e),
+    }
+}
+
+/// Fields of an INFO reply (`name:value` lines).
+pub fn parse_info(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// INFO `section`, parsed.
+pub fn info(con: &mut redis::Connection, section: &str) -> HashMap<String, String> {
+    let text: String = redis::cmd("INFO").arg(section).query(con).expect("INFO");
+    parse_info(&text)
+}
+
+/// Runs `simplekv server` on `dir` expecting it to exit by itself (a refused start); returns
+/// its exit code (None if it was still running after `timeout` and had to be killed) and
+/// everything it wrote to stderr.
+pub fn run_to_exit(dir: &Path, extra: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_simplekv"))
+        .arg("server")
+        .arg("--port")
+        .arg(free_port().to_string())
+        .arg("--dir")
+        .arg(dir)
+        .arg("--log-level")
+        .arg("warn")
+        .arg("--no-pin")
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn simplekv");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, reader.join().unwrap_or_default())
+}
+
+/// Polls `f` until it returns true or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The worker that owns `key` on a server with this layout (as the server routes it).
+pub fn worker_of(key: &[u8], partitions: u32, workers: u32) -> usize {
+    let t = simplekv_net::server::router::Topology {
+        partitions,
+        workers,
+    };
+    t.worker_of(t.partition_of(key))
+}
+
+impl Server {
+    /// SIGKILL, then a new server on the same port and data directory: to a client this is
+    /// a crash and restart at the same address.
+    pub fn restart_same_port(&mut self) {
+        self.kill9();
+        self.respawn_same_port();
+    }
+
+    /// Starts the server again on its previous port and data directory after `kill9` (or
+    /// `terminate`). Retries for a while if the port is not free yet.
+    pub fn respawn_same_port(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        let port = self.port;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_simplekv"))
+                .arg("server")
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--dir")
+                .arg(&self.dir)
+                .arg("--log-level")
+                .arg("warn")
+                .arg("--no-pin")
+                .args(&self.extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn simplekv");
+            let stderr = child.stderr.take().expect("stderr");
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("[server] {line}");
+                }
+            });
+            let up_by = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < up_by {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if ping(port) {
+                    self.child = Some(child);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                Instant::now() < deadline,
+                "simplekv did not restart on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }

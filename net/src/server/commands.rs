@@ -1,5 +1,4 @@
 //! Replies assembled from every worker's part (INFO, KEYS, CLIENT LIST, ...) and COMMAND.
-use std::fmt::Write as _;
 
 use super::conn::Output;
 use super::dispatch::Finisher;
@@ -78,6 +77,24 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             write_array_len(r, keys.len());
             for k in keys {
                 write_bulk(r, &k);
+            }
+        }
+        Finisher::ClientKill {
+            old_style,
+            killed_self,
+        } => {
+            let others: i64 = parts
+                .iter()
+                .map(|p| match p {
+                    Payload::Int(n) => *n,
+                    _ => 0,
+                })
+                .sum();
+            let killed = others + i64::from(*killed_self);
+            match (old_style, killed) {
+                (true, 0) => write_error(r, b"ERR No such client"),
+                (true, _) => write_simple(r, b"OK"),
+                (false, n) => write_integer(r, n),
             }
         }
         Finisher::Status(s) => write_simple(r, s.as_bytes()),
@@ -169,14 +186,8 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
                 write_bulk(&mut r, k);
             }
         }
-        Some(other) => {
-            let mut msg = String::new();
-            let _ = write!(
-                msg,
-                "ERR unknown subcommand or wrong number of arguments for '{other}'. Try COMMAND HELP."
-            );
-            write_error(&mut r, msg.as_bytes());
-        }
+        // Redis 7's text, with the subcommand as given (arity errors were answered by dispatch).
+        Some(_) => return super::dispatch::unknown_subcommand(out, "command", args[1]),
     }
     out.push_reply(&r);
 }

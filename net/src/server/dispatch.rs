@@ -26,6 +26,12 @@ pub enum Finisher {
         extra: String,
     },
     RandomKey,
+    /// CLIENT KILL: the old form answers +OK / "No such client", the filter form a count.
+    /// `killed_self`: the asking client matched (it is in no worker's table while it runs).
+    ClientKill {
+        old_style: bool,
+        killed_self: bool,
+    },
     Scan {
         partition: u32,
         partitions: u32,
@@ -34,24 +40,71 @@ pub enum Finisher {
     Status(&'static str),
 }
 
-/// Redis's reply for an unknown command.
+/// What C's `%.*s` prints of an argument: up to its first NUL, at most `max` bytes.
+fn c_str_prefix(a: &[u8], max: usize) -> &[u8] {
+    let end = a.iter().position(|&b| b == 0).unwrap_or(a.len());
+    &a[..end.min(max)]
+}
+
+/// Redis's reply for an unknown command, byte for byte as processCommand builds it: each
+/// argument is quoted while the quoted list is under 128 bytes, and the last one is cut to
+/// what is left of those 128. (The old version cut at 128 + 60 bytes and per argument only,
+/// so long or many arguments gave a different text than Redis.)
 fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
-    let mut msg = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        String::from_utf8_lossy(&args[0][..args[0].len().min(128)])
-    );
+    let mut quoted = Vec::new();
     for a in &args[1..] {
-        if msg.len() >= 128 + 60 {
+        if quoted.len() >= 128 {
             break;
         }
-        msg.push_str(&format!(
-            "'{}' ",
-            String::from_utf8_lossy(&a[..a.len().min(128)])
-        ));
+        let room = 128 - quoted.len();
+        quoted.push(b'\'');
+        quoted.extend_from_slice(c_str_prefix(a, room));
+        quoted.extend_from_slice(b"' ");
     }
+    let mut msg = b"ERR unknown command '".to_vec();
+    msg.extend_from_slice(c_str_prefix(args[0], 128));
+    msg.extend_from_slice(b"', with args beginning with: ");
+    msg.extend_from_slice(&quoted);
     let mut out = Vec::new();
-    write_error(&mut out, msg.as_bytes());
+    write_error(&mut out, &msg);
     out
+}
+
+/// Redis 7's reply for a subcommand a container command (CONFIG, CLIENT, ...) does not have.
+pub(super) fn unknown_subcommand(out: &mut Output, container: &str, sub: &[u8]) {
+    let mut msg = b"ERR unknown subcommand '".to_vec();
+    msg.extend_from_slice(c_str_prefix(sub, 128));
+    msg.extend_from_slice(format!("'. Try {} HELP.", container.to_ascii_uppercase()).as_bytes());
+    let mut r = Vec::new();
+    write_error(&mut r, &msg);
+    out.push_reply(&r);
+}
+
+/// Whether Redis counts this command's key lookup in keyspace_hits / keyspace_misses (its
+/// lookupKeyRead calls). Deciding by key existence before the command runs, rather than by a
+/// null reply afterwards as before, counts STRLEN and GETRANGE of a missing key (which answer
+/// 0 and "") as misses, and counts TTL, TYPE and SET ... GET as Redis does.
+fn counts_lookup(spec: &CommandSpec, args: &[&[u8]]) -> bool {
+    match spec.name {
+        "get" | "getex" | "getdel" | "getrange" | "substr" | "strlen" | "ttl" | "pttl"
+        | "expiretime" | "pexpiretime" | "type" => true,
+        "set" => args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"get")),
+        _ => false,
+    }
+}
+
+/// CLIENT SETNAME / HELLO SETNAME: Redis's check, then the name ("" clears it). False (with
+/// the error queued) if the name is refused.
+fn set_client_name(out: &mut Output, client: &mut Client, name: &[u8]) -> bool {
+    if name.iter().any(|&b| b <= b' ' || b > b'~') {
+        err(
+            out,
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        );
+        return false;
+    }
+    client.name = (!name.is_empty()).then(|| name.to_vec());
+    true
 }
 
 fn err(out: &mut Output, text: &str) {
@@ -95,10 +148,20 @@ impl Worker {
             return;
         };
         client.last_cmd = spec.name;
-        if !cmd::table::arity_ok(spec, args.len()) {
+        // Redis 7 checks a container command (CONFIG, CLIENT, COMMAND) against the arity of
+        // its subcommand and names it `config|set` in the error; checking the container's own
+        // loose arity let `CONFIG SET x` through to a generic "unknown subcommand" text.
+        let arity_spec = match args.get(1) {
+            Some(sub) if !spec.subcommands.is_empty() => spec.subcommand(sub).unwrap_or(spec),
+            _ => spec,
+        };
+        if !cmd::table::arity_ok(arity_spec, args.len()) {
             err(
                 out,
-                &format!("ERR wrong number of arguments for '{}' command", spec.name),
+                &format!(
+                    "ERR wrong number of arguments for '{}' command",
+                    arity_spec.name
+                ),
             );
             return;
         }
@@ -130,8 +193,9 @@ impl Worker {
                 return;
             };
             let mut reply = Vec::new();
+            let found = counts_lookup(spec, args).then(|| store.exists(args[1]));
             let effect = cmd::exec_keyed(spec, args, store, &ctx, &mut reply);
-            self.count_hit(spec, &reply);
+            self.count_lookup(found);
             match effect {
                 Effect::Read => out.push_reply(&reply),
                 Effect::Wrote => {
@@ -155,16 +219,12 @@ impl Worker {
         }
     }
 
-    fn count_hit(&mut self, spec: &CommandSpec, reply: &[u8]) {
-        if matches!(
-            spec.name,
-            "get" | "getex" | "getdel" | "getrange" | "strlen"
-        ) {
-            if reply.starts_with(b"$-1") {
-                self.stats.misses += 1;
-            } else {
-                self.stats.hits += 1;
-            }
+    /// keyspace_hits / keyspace_misses for a key lookup (`None`: not a counted lookup).
+    fn count_lookup(&mut self, found: Option<bool>) {
+        match found {
+            Some(true) => self.stats.hits += 1,
+            Some(false) => self.stats.misses += 1,
+            None => {}
         }
     }
 
@@ -198,6 +258,36 @@ impl Worker {
         for i in (1..args.len()).step_by(step) {
             let w = self.topo.worker_of(self.topo.partition_of(args[i]));
             groups[w].push(i);
+        }
+        if pairs {
+            // MSET is all or nothing in Redis. Its parts run on several workers, and a part
+            // the engine refuses for its size used to fail after the other parts had been
+            // written; refusing over-limit keys and values before anything runs keeps it atomic
+            // (with the engine's own error text, against the limits the engine applies; a
+            // worker that owns no partition goes by the configuration they come from).
+            let (max_key, max_value) = match self.owned.first().and_then(|&p| self.store(p)) {
+                Some(s) => (s.options().max_key_len, s.options().max_value_len),
+                None => (
+                    self.config.limits.max_key_len as usize,
+                    self.config.limits.max_value_len as usize,
+                ),
+            };
+            for kv in args[1..].chunks(2) {
+                let e = if kv[0].len() > max_key {
+                    simplekv_engine::WriteError::KeyTooLarge {
+                        len: kv[0].len(),
+                        max: max_key,
+                    }
+                } else if kv[1].len() > max_value {
+                    simplekv_engine::WriteError::ValueTooLarge {
+                        len: kv[1].len(),
+                        max: max_value,
+                    }
+                } else {
+                    continue;
+                };
+                return err(out, &format!("ERR {e}"));
+            }
         }
         let involved: Vec<usize> = (0..workers).filter(|&w| !groups[w].is_empty()).collect();
         if kind == MultiKind::MSetNx && involved.len() > 1 {
@@ -294,8 +384,9 @@ impl Worker {
                     );
                 };
                 let mut reply = Vec::new();
+                let found = counts_lookup(spec, &slices).then(|| store.exists(slices[1]));
                 let effect = cmd::exec_keyed(spec, &slices, store, &ctx, &mut reply);
-                self.count_hit(spec, &reply);
+                self.count_lookup(found);
                 let wrote = effect == Effect::Wrote;
                 if wrote {
                     self.mark_dirty(partition);
@@ -312,7 +403,9 @@ impl Worker {
                         Some(s) => cmd::multi::mget_part(s, &[&k], &ctx, &mut one),
                         None => one.push(b"$-1\r\n".to_vec()),
                     }
-                    elems.push((pos, one.pop().unwrap_or_else(|| b"$-1\r\n".to_vec())));
+                    let item = one.pop().unwrap_or_else(|| b"$-1\r\n".to_vec());
+                    self.count_lookup(Some(!item.starts_with(b"$-1")));
+                    elems.push((pos, item));
                 }
                 (Payload::Elements(elems), false)
             }
@@ -323,9 +416,11 @@ impl Worker {
                 let mut total = 0;
                 for k in &keys {
                     let p = self.topo.partition_of(k);
-                    if let Some(s) = self.store(p) {
-                        total += cmd::multi::exists_part(s, &[k.as_slice()], &ctx);
-                    }
+                    let n = self
+                        .store(p)
+                        .map_or(0, |s| cmd::multi::exists_part(s, &[k.as_slice()], &ctx));
+                    self.count_lookup(Some(n > 0));
+                    total += n;
                 }
                 (Payload::Int(total), false)
             }
@@ -433,21 +528,28 @@ impl Worker {
             Op::Stats => (Payload::Stats(Box::new(self.collect_stats())), false),
             Op::ClientList => (Payload::Text(self.client_list()), false),
             Op::ClientKill { addr, id } => {
-                let mut n = 0;
-                for c in self.conns.iter_mut().flatten() {
-                    let hit = addr.as_deref().is_some_and(|a| a == c.client.addr)
-                        || id.is_some_and(|i| i == c.client.id);
+                let mut hits = Vec::new();
+                for (i, c) in self.conns.iter_mut().enumerate() {
+                    let Some(c) = c else { continue };
+                    // Every given filter must match (none given: every client).
+                    let hit = addr.as_deref().is_none_or(|a| a == c.client.addr)
+                        && id.is_none_or(|i| i == c.client.id);
                     if hit {
                         c.client.closing = true;
-                        n += 1;
+                        hits.push(i + super::worker::FIRST_CONN);
                     }
                 }
-                (Payload::Int(n), false)
+                // A closing connection is only closed when its worker flushes it; without
+                // this an idle victim stayed connected until it sent something.
+                for &t in &hits {
+                    self.mark_conn_dirty(t);
+                }
+                (Payload::Int(hits.len() as i64), false)
             }
             Op::ConfigSet { pairs } => {
                 for (name, value) in &pairs {
                     if let Err(e) = self.config.set_runtime(name, value) {
-                        return (Payload::Err(format!("ERR {e}")), false);
+                        return (Payload::Err(e.config_set_reply()), false);
                     }
                 }
                 self.apply_config();
@@ -659,13 +761,24 @@ impl Worker {
             "client" => return self.cmd_client(token, out, client, args),
             "command" => return super::commands::cmd_command(out, args),
             "shutdown" => {
+                // As Redis 7's shutdownCommand. ABORT cancels a pending shutdown and must never
+                // start one (it used to shut the server down); there is no pending shutdown to
+                // cancel here, since a shutdown starts at once.
+                let (mut save, mut nosave, mut other, mut abort) = (false, false, false, false);
                 for a in &args[1..] {
-                    if !matches!(
-                        lower(a).as_str(),
-                        "nosave" | "save" | "now" | "force" | "abort"
-                    ) {
-                        return err(out, "ERR syntax error");
+                    match lower(a).as_str() {
+                        "save" => save = true,
+                        "nosave" => nosave = true,
+                        "now" | "force" => other = true,
+                        "abort" => abort = true,
+                        _ => return err(out, "ERR syntax error"),
                     }
+                }
+                if (abort && (save || nosave || other)) || (save && nosave) {
+                    return err(out, "ERR syntax error");
+                }
+                if abort {
+                    return err(out, "ERR No shutdown in progress.");
                 }
                 log::warn!(
                     "SHUTDOWN requested by client {} ({})",
@@ -741,21 +854,26 @@ impl Worker {
         while i < args.len() {
             match lower(args[i]).as_str() {
                 "auth" if i + 2 < args.len() => {
-                    let pass = args[i + 2];
-                    match &self.config.server.requirepass {
-                        Some(pw) if pass == pw.as_bytes() => client.authed = true,
-                        Some(_) => {
-                            return err(
-                                out,
-                                "WRONGPASS invalid username-password pair or user is disabled.",
-                            );
-                        }
-                        None => client.authed = true,
+                    // Only the default user exists (as AUTH checks): HELLO used to accept the
+                    // password under any user name. Without a password the default user takes
+                    // any (Redis's nopass).
+                    let (user, pass) = (args[i + 1], args[i + 2]);
+                    let pw = self.config.server.requirepass.as_deref();
+                    if user != b"default" || pw.is_some_and(|pw| pass != pw.as_bytes()) {
+                        return err(
+                            out,
+                            "WRONGPASS invalid username-password pair or user is disabled.",
+                        );
                     }
+                    client.authed = true;
                     i += 3;
                 }
                 "setname" if i + 1 < args.len() => {
-                    client.name = Some(args[i + 1].to_vec());
+                    // Checked as CLIENT SETNAME does: an unchecked name with a space broke the
+                    // one-line-per-client format of CLIENT LIST.
+                    if !set_client_name(out, client, args[i + 1]) {
+                        return;
+                    }
                     i += 2;
                 }
                 _ => {
@@ -896,7 +1014,12 @@ impl Worker {
                 }
                 out.push_reply(&r);
             }
-            "set" if args.len() >= 4 && args.len().is_multiple_of(2) => {
+            // Arity (4 or more) was checked by dispatch; name/value pairs must be complete.
+            "set" if !args.len().is_multiple_of(2) => err(
+                out,
+                "ERR wrong number of arguments for 'config|set' command",
+            ),
+            "set" => {
                 // Validate on a copy first so a bad value changes nothing anywhere.
                 let mut probe = self.config.clone();
                 let mut changes = Vec::new();
@@ -904,12 +1027,10 @@ impl Worker {
                     let name = String::from_utf8_lossy(kv[0]).to_string();
                     let value = String::from_utf8_lossy(kv[1]).to_string();
                     if let Err(e) = probe.set_runtime(&name, &value) {
-                        return err(
-                            out,
-                            &format!(
-                                "ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"
-                            ),
-                        );
+                        // The conf crate words the reply as Redis does; prefixing it again
+                        // printed "CONFIG SET failed (...)" twice, and unknown names did not
+                        // get Redis's "Unknown option" text.
+                        return err(out, &e.config_set_reply());
                     }
                     changes.push((name, value));
                 }
@@ -946,13 +1067,8 @@ impl Worker {
                 }
                 out.push_reply(&r);
             }
-            _ => err(
-                out,
-                &format!(
-                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
-                    String::from_utf8_lossy(args[1])
-                ),
-            ),
+            // Redis 7's text (arity errors were answered by dispatch).
+            _ => unknown_subcommand(out, "config", args[1]),
         }
     }
 
@@ -966,13 +1082,9 @@ impl Worker {
                 None => write_null(&mut r),
             },
             ("setname", 3) => {
-                if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
-                    return err(
-                        out,
-                        "ERR Client names cannot contain spaces, newlines or special characters.",
-                    );
+                if !set_client_name(out, client, args[2]) {
+                    return;
                 }
-                client.name = (!args[2].is_empty()).then(|| args[2].to_vec());
                 write_ok(&mut r);
             }
             ("list", _) => {
@@ -985,41 +1097,53 @@ impl Worker {
                 write_bulk(&mut r, line.as_bytes());
             }
             ("kill", _) => {
-                let (addr, id) = if args.len() == 3 {
-                    (Some(String::from_utf8_lossy(args[2]).to_string()), None)
-                } else if args.len() == 4 && lower(args[2]) == "id" {
-                    match crate::resp::parse::string2ll(args[3]) {
-                        Some(i) => (None, Some(i as u64)),
-                        None => return err(out, "ERR client-id should be greater than 0"),
-                    }
-                } else if args.len() == 4 && lower(args[2]) == "addr" {
-                    (Some(String::from_utf8_lossy(args[3]).to_string()), None)
+                // As Redis 7's clientKillCommand. The old form (CLIENT KILL ip:port) may kill
+                // the caller and answers +OK or "No such client"; the filter form (ID, ADDR,
+                // SKIPME, combined with AND) answers a count and skips the caller unless
+                // SKIPME no. Before, both answered a count, the caller was killed by its own ID
+                // filter, and ID 0 / negative ids were taken.
+                let old_style = args.len() == 3;
+                let (mut addr, mut id, mut skipme) = (None, None, !old_style);
+                if old_style {
+                    addr = Some(String::from_utf8_lossy(args[2]).to_string());
                 } else {
-                    return err(out, "ERR syntax error");
-                };
-                if addr.as_deref() == Some(client.addr.as_str()) || id == Some(client.id) {
+                    for kv in args[2..].chunks(2) {
+                        let [name, value] = kv else {
+                            return err(out, "ERR syntax error");
+                        };
+                        match lower(name).as_str() {
+                            "id" => match crate::resp::parse::string2ll(value) {
+                                Some(i) if i > 0 => id = Some(i as u64),
+                                _ => return err(out, "ERR client-id should be greater than 0"),
+                            },
+                            "addr" => addr = Some(String::from_utf8_lossy(value).to_string()),
+                            "skipme" => match lower(value).as_str() {
+                                "yes" => skipme = true,
+                                "no" => skipme = false,
+                                _ => return err(out, "ERR syntax error"),
+                            },
+                            _ => return err(out, "ERR syntax error"),
+                        }
+                    }
+                }
+                let killed_self = !skipme
+                    && addr.as_deref().is_none_or(|a| a == client.addr)
+                    && id.is_none_or(|i| i == client.id);
+                if killed_self {
                     client.closing = true;
                 }
-                let g = Gather::Sum {
-                    total: 0,
-                    missing: self.peers.len(),
-                    error: None,
-                };
+                let g = self.collect_gather(Finisher::ClientKill {
+                    old_style,
+                    killed_self,
+                });
                 return self.broadcast(token, out, client, g, move || Op::ClientKill {
                     addr: addr.clone(),
                     id,
                 });
             }
             ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) => write_ok(&mut r),
-            _ => {
-                return err(
-                    out,
-                    &format!(
-                        "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
-                        String::from_utf8_lossy(args[1])
-                    ),
-                );
-            }
+            // Redis 7's text (arity errors were answered by dispatch).
+            _ => return unknown_subcommand(out, "client", args[1]),
         }
         out.push_reply(&r);
     }

@@ -23,7 +23,7 @@ use log::{error, info, warn};
 use simplekv_conf::Config;
 use simplekv_engine::{OpenError, Options, Store};
 
-use router::{Msg, Peer, Topology};
+use router::{Msg, Peer, Router, Topology};
 use stats::Shared;
 use worker::{Job, Worker};
 
@@ -56,6 +56,7 @@ pub enum ServerError {
 /// A running server.
 pub struct ServerHandle {
     shared: Arc<Shared>,
+    router: Router,
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
     maint: Option<JoinHandle<()>>,
@@ -65,6 +66,11 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A handle for other threads (the gRPC service) to send work to the workers.
+    pub fn router(&self) -> Router {
+        self.router.clone()
     }
 
     /// Asks every worker to stop: stop accepting, finish in-flight commands, sync, exit.
@@ -120,6 +126,7 @@ pub fn engine_options(c: &Config) -> Options {
         durability: worker::durability_of(c),
         repair: c.storage.repair,
         use_hints: c.storage.hint_files,
+        background_sync: true,
         ..Options::default()
     }
 }
@@ -334,6 +341,7 @@ pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<ServerHandl
     );
     Ok(ServerHandle {
         shared,
+        router: Router::new(topo, peers),
         wakers,
         threads,
         maint: Some(maint),
@@ -345,6 +353,11 @@ pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<ServerHandl
 fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
     while let Ok(job) = rx.recv() {
         match job {
+            Job::Sync(s) => {
+                if let Err(e) = s.run() {
+                    error!("everysec fsync failed: {e}");
+                }
+            }
             Job::Hint(j) => {
                 if let Err(e) = j.run() {
                     warn!("hint file for {}: {e}", j.segment.display());

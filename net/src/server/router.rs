@@ -178,6 +178,60 @@ pub enum Msg {
         result: Result<simplekv_engine::MergeOutput, simplekv_engine::MergeError>,
     },
     Batch(Vec<Msg>),
+    /// Work from outside the workers (the gRPC service): `done` gets the payload once this
+    /// turn's commit made the work as durable as promised. It runs on the worker's thread and
+    /// must be quick (e.g. complete a oneshot channel).
+    External {
+        op: Op,
+        done: Box<dyn FnOnce(Payload) + Send>,
+    },
+}
+
+/// A handle for threads outside the workers to send them work, routed like RESP commands.
+#[derive(Clone)]
+pub struct Router {
+    pub topo: Topology,
+    peers: Vec<Peer>,
+}
+
+impl Router {
+    pub fn new(topo: Topology, peers: Vec<Peer>) -> Router {
+        Router { topo, peers }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The worker that owns `key`, and its partition.
+    pub fn owner_of(&self, key: &[u8]) -> (usize, u32) {
+        let p = self.topo.partition_of(key);
+        (self.topo.worker_of(p), p)
+    }
+
+    /// Sends `op` to `worker`; `done` is called with the result. Returns false (and drops
+    /// `done` uncalled) if the worker is gone.
+    pub fn submit(
+        &self,
+        worker: usize,
+        op: Op,
+        done: impl FnOnce(Payload) + Send + 'static,
+    ) -> bool {
+        let Some(peer) = self.peers.get(worker) else {
+            return false;
+        };
+        let sent = peer
+            .tx
+            .send(Msg::External {
+                op,
+                done: Box::new(done),
+            })
+            .is_ok();
+        if sent {
+            let _ = peer.waker.wake();
+        }
+        sent
+    }
 }
 
 /// A worker as seen by its peers.

@@ -25,17 +25,22 @@ use crate::resp::parse::Limits;
 
 pub const WAKER: Token = Token(0);
 pub const LISTENER: Token = Token(1);
-const FIRST_CONN: usize = 2;
+pub const FIRST_CONN: usize = 2;
 
 /// Work for the maintenance thread: file jobs that must not stall a worker.
 pub enum Job {
     Hint(HintJob),
+    /// The once-a-second fsync of `everysec`, off the worker's thread.
+    Sync(simplekv_engine::BackgroundSync),
     Merge {
         worker: usize,
         partition: u32,
         job: MergeJob,
     },
 }
+
+/// Completion of work from outside the workers (see `Msg::External`).
+type ExternalDone = Box<dyn FnOnce(Payload) + Send>;
 
 pub struct Worker {
     pub id: usize,
@@ -60,11 +65,15 @@ pub struct Worker {
     pub outbox: Vec<(usize, Response, bool)>,
     /// Messages for each peer, sent (and the peer woken once) at the end of the turn.
     req_out: Vec<Vec<Msg>>,
+    /// Results for callers outside the workers, released after this turn's commit.
+    external_out: Vec<(ExternalDone, Payload, bool)>,
     pub stats: WorkerStats,
     maint: Sender<Job>,
     next_rr: usize,
     last_cron: Instant,
     pub merge_busy: Vec<bool>,
+    /// The data directory, for `syncfs` (see `group_sync`).
+    data_dir_fd: Option<std::fs::File>,
     draining: bool,
     drained_counted: bool,
     shutdown_deadline: Option<Instant>,
@@ -90,6 +99,7 @@ impl Worker {
         let n = topo.partitions as usize;
         let limits = limits_of(&config);
         let n_peers = peers.len();
+        let data_dir_fd = std::fs::File::open(&config.storage.dir).ok();
         let mut w = Worker {
             id,
             topo,
@@ -109,11 +119,13 @@ impl Worker {
             part_dirty: vec![false; n],
             outbox: Vec::new(),
             req_out: Vec::new(),
+            external_out: Vec::new(),
             stats: WorkerStats::default(),
             maint,
             next_rr: id,
             last_cron: Instant::now(),
             merge_busy: vec![false; n],
+            data_dir_fd,
             draining: false,
             drained_counted: false,
             shutdown_deadline: None,
@@ -181,7 +193,7 @@ impl Worker {
                     LISTENER => self.accept(),
                     Token(t) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.on_readable(t);
+                            self.read_event(t, ev.is_read_closed() || ev.is_error());
                         }
                         if ev.is_writable() {
                             self.mark_conn_dirty(t);
@@ -284,11 +296,11 @@ impl Worker {
             }
         };
         let token = idx + FIRST_CONN;
-        if let Err(e) = self.poll.registry().register(
-            &mut sock,
-            Token(token),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut sock, Token(token), Interest::READABLE)
+        {
             warn!("cannot register connection: {e}");
             self.free_tokens.push(idx);
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
@@ -315,26 +327,34 @@ impl Worker {
 
     // ------------------------------------------------------------- reading
 
+    /// Reads whatever is there, even past a short read.
     fn on_readable(&mut self, token: usize) {
+        self.read_event(token, true);
+    }
+
+    fn read_event(&mut self, token: usize, drain: bool) {
         let limit = self.config.limits.client_query_buffer_limit as usize;
         let draining = self.draining;
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
-        if conn.client.closing || conn.client.paused || draining {
+        if conn.client.closing || conn.client.paused || conn.client.eof || draining {
             return;
         }
         let before = conn.rbuf.len();
-        let outcome = conn.read_available(limit);
+        let outcome = conn.read_available(limit, drain);
         let got = conn.rbuf.len().saturating_sub(before);
         self.stats.net_in += got as u64;
         match outcome {
             ReadOutcome::Open => self.process_input(token),
             ReadOutcome::Closed => {
-                // Run what arrived before the EOF, then go once replies are out.
+                // Run what arrived before the EOF, then go once replies are out. This used to
+                // mark the connection dead, which dropped those replies unwritten: a client
+                // that half-closed after sending got nothing. A peer that is really gone makes
+                // the write fail, and the connection is closed then.
                 self.process_input(token);
                 if let Some(c) = self.conn_mut(token) {
-                    c.client.dead = true;
+                    c.client.eof = true;
                 }
                 self.mark_conn_dirty(token);
             }
@@ -429,6 +449,10 @@ impl Worker {
                 ));
             }
             Msg::Resp(resp) => self.deliver(resp),
+            Msg::External { op, done } => {
+                let (payload, held) = self.execute_op(op);
+                self.external_out.push((done, payload, held));
+            }
             Msg::MergeDone { partition, result } => self.merge_done(partition, result),
         }
     }
@@ -459,6 +483,7 @@ impl Worker {
         !self.dirty_parts.is_empty()
             || !self.dirty_conns.is_empty()
             || !self.outbox.is_empty()
+            || !self.external_out.is_empty()
             || self.req_out.iter().any(|v| !v.is_empty())
     }
 
@@ -467,17 +492,19 @@ impl Worker {
     /// Group commit, then release replies (to peers and sockets).
     pub fn end_turn(&mut self) {
         let mut failed: Option<String> = None;
+        let mut to_sync = Vec::new();
         for p in std::mem::take(&mut self.dirty_parts) {
             self.part_dirty[p as usize] = false;
-            if let Some(store) = self.store_mut(p)
-                && let Err(e) = store.commit()
-            {
-                let msg = format!("ERR write to the log failed: {e}");
-                error!("partition {p}: {msg}");
-                self.stats.commit_errors += 1;
-                self.stats.last_commit_error = Some(e.to_string());
-                failed = Some(msg);
+            if let Some(store) = self.store_mut(p) {
+                match store.commit_write() {
+                    Ok(true) => to_sync.push(p),
+                    Ok(false) => {}
+                    Err(e) => failed = Some(self.commit_failed(p, &e)),
+                }
             }
+        }
+        if let Some(e) = self.group_sync(&to_sync) {
+            failed = Some(e);
         }
         // Responses to peers, now that their writes are as durable as promised.
         for (worker, mut resp, held) in std::mem::take(&mut self.outbox) {
@@ -485,6 +512,12 @@ impl Worker {
                 resp.payload = Payload::Err(f.clone());
             }
             self.req_out[worker].push(Msg::Resp(resp));
+        }
+        for (done, payload, held) in std::mem::take(&mut self.external_out) {
+            match (&failed, held) {
+                (Some(f), true) => done(Payload::Err(f.clone())),
+                _ => done(payload),
+            }
         }
         for worker in 0..self.req_out.len() {
             if self.req_out[worker].is_empty() {
@@ -505,11 +538,52 @@ impl Worker {
         self.flush_conns(failed.as_deref());
     }
 
+    fn commit_failed(&mut self, p: u32, e: &dyn std::fmt::Display) -> String {
+        let msg = format!("ERR write to the log failed: {e}");
+        error!("partition {p}: {msg}");
+        self.stats.commit_errors += 1;
+        self.stats.last_commit_error = Some(e.to_string());
+        msg
+    }
+
+    /// Makes the writes of this turn durable (`fsync = always`). One fsync per partition costs
+    /// a device flush each; past a few partitions one `syncfs` of the data file system is
+    /// cheaper (measured here: 16 fdatasyncs 4.8 ms, one syncfs 0.6 ms) — it also flushes other
+    /// files on that file system, which is why it is used only when it saves flushes. If it
+    /// fails, each partition is fsynced on its own so the error lands where it belongs.
+    fn group_sync(&mut self, parts: &[u32]) -> Option<String> {
+        const SYNCFS_FROM: usize = 3;
+        if parts.len() >= SYNCFS_FROM
+            && let Some(dir) = &self.data_dir_fd
+            && syncfs(dir).is_ok()
+        {
+            for &p in parts {
+                if let Some(s) = self.store_mut(p) {
+                    s.synced_externally();
+                }
+            }
+            return None;
+        }
+        let mut failed = None;
+        for &p in parts {
+            if let Some(s) = self.store_mut(p)
+                && let Err(e) = s.sync()
+            {
+                failed = Some(self.commit_failed(p, &e));
+            }
+        }
+        failed
+    }
+
     fn flush_conns(&mut self, failed: Option<&str>) {
         let dirty = std::mem::take(&mut self.dirty_conns);
         let mut resume = Vec::new();
         for token in dirty {
-            let Some(conn) = self.conn_mut(token) else {
+            let Some(conn) = self
+                .conns
+                .get_mut(token - FIRST_CONN)
+                .and_then(|c| c.as_mut())
+            else {
                 continue;
             };
             conn.client.in_dirty_list = false;
@@ -517,8 +591,29 @@ impl Worker {
             let before = conn.out.wbuf.len() - conn.out.wpos;
             let ok = !conn.client.dead && conn.flush();
             let sent = before - (conn.out.wbuf.len() - conn.out.wpos);
+            // Ask for writability only while output is stuck in the socket: registered all the
+            // time, every ACK would wake the worker for nothing.
+            let want_write = ok && conn.out.has_output();
+            if want_write != conn.client.want_write {
+                let interest = if want_write {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                if self
+                    .poll
+                    .registry()
+                    .reregister(&mut conn.sock, Token(token), interest)
+                    .is_ok()
+                {
+                    conn.client.want_write = want_write;
+                }
+            }
             let gone = !ok || (conn.client.dead && conn.out.slots.is_empty());
-            let closing_done = conn.client.closing && conn.out.finished();
+            // After EOF nothing more will come: close once the input is used up (a paused
+            // connection still has commands to run) and every reply is written.
+            let input_done = conn.client.eof && !conn.client.paused;
+            let closing_done = (conn.client.closing || input_done) && conn.out.finished();
             if conn.client.paused && !conn.out.backlogged() {
                 conn.client.paused = false;
                 resume.push(token);
@@ -542,16 +637,20 @@ impl Worker {
         self.last_cron = Instant::now();
         self.active_expire();
         let mut hint_jobs = Vec::new();
+        let mut syncs = Vec::new();
         for p in self.owned.clone() {
             let Some(store) = self.store_mut(p) else {
                 continue;
             };
-            if store.sync_due()
-                && let Err(e) = store.commit()
-            {
-                error!("partition {p}: background fsync failed: {e}");
+            match store.take_background_sync() {
+                Ok(Some(sync)) => syncs.push(sync),
+                Ok(None) => {}
+                Err(e) => error!("partition {p}: write before the background fsync failed: {e}"),
             }
             hint_jobs.extend(store.take_hint_jobs());
+        }
+        for j in syncs {
+            let _ = self.maint.send(Job::Sync(j));
         }
         for j in hint_jobs {
             let _ = self.maint.send(Job::Hint(j));
@@ -814,4 +913,16 @@ pub fn poll_and_waker() -> io::Result<(Poll, Arc<Waker>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     Ok((poll, waker))
+}
+
+/// `syncfs(2)` on the file system holding `f`: writes back and flushes every file on it, and
+/// reports writeback errors of any of them.
+fn syncfs(f: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor we own.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

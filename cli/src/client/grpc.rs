@@ -1,0 +1,230 @@
+//! `simplekv cli --grpc`: the same REPL over the gRPC KV service. The commands the service
+//! offers (GET, SET [EX|PX], DEL, EXPIRE, PEXPIRE, TTL, PTTL, MGET, MSET, PING) are mapped to
+//! its methods and their replies shown as RESP replies, so both front doors look the same.
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcio::{CallOption, ChannelBuilder, Environment};
+use simplekv_net::resp::Reply;
+use simplekv_proto::kv::*;
+use simplekv_proto::kv_grpc::KvClient;
+
+use super::conn::{Backend, ClientError, Connector};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+pub struct GrpcConnector {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Connector for GrpcConnector {
+    fn connect(&mut self) -> Result<Box<dyn Backend>, ClientError> {
+        let env = Arc::new(Environment::new(1));
+        let ch = ChannelBuilder::new(env).connect(&self.target());
+        let mut b = GrpcBackend {
+            client: KvClient::new(ch),
+            target: self.target(),
+        };
+        // gRPC connects lazily: make one call so an absent server is reported now.
+        b.ping().map_err(|e| match e {
+            ClientError::Io(source) => ClientError::Connect {
+                target: self.target(),
+                source,
+            },
+            other => other,
+        })?;
+        Ok(Box::new(b))
+    }
+
+    fn target(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+pub struct GrpcBackend {
+    client: KvClient,
+    target: String,
+}
+
+fn opt() -> CallOption {
+    CallOption::default().timeout(DEADLINE)
+}
+
+fn rpc_error(e: grpcio::Error) -> ClientError {
+    let text = e.to_string();
+    if text.contains("DEADLINE_EXCEEDED") {
+        ClientError::Timeout
+    } else {
+        ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            text,
+        ))
+    }
+}
+
+/// The RESP error a non-OK status stands for, or None when OK.
+fn status_error(s: &protobuf::MessageField<Status>) -> Option<Reply> {
+    let s = s.as_ref()?;
+    let code = s.code.enum_value_or(Code::INTERNAL);
+    let text = match code {
+        Code::OK => return None,
+        Code::MOVED => format!("MOVED {}", s.message),
+        _ => s.message.clone(),
+    };
+    Some(Reply::Error(text.into_bytes()))
+}
+
+fn err(text: &str) -> Reply {
+    Reply::Error(text.as_bytes().to_vec())
+}
+
+fn arity(name: &str) -> Reply {
+    err(&format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+fn int_arg(a: &[u8]) -> Option<i64> {
+    simplekv_net::resp::parse::string2ll(a)
+}
+
+impl GrpcBackend {
+    fn ping(&mut self) -> Result<Reply, ClientError> {
+        let mut r = TtlRequest::new();
+        r.key = Vec::new();
+        self.client.ttl_opt(&r, opt()).map_err(rpc_error)?;
+        Ok(Reply::Simple(b"PONG".to_vec()))
+    }
+
+    fn ttl(&mut self, key: &[u8], seconds: bool) -> Result<Reply, ClientError> {
+        let mut r = TtlRequest::new();
+        r.key = key.to_vec();
+        let rep = self.client.ttl_opt(&r, opt()).map_err(rpc_error)?;
+        if let Some(e) = status_error(&rep.status) {
+            return Ok(e);
+        }
+        let ms = rep.ttl_ms;
+        // TTL rounds as Redis does; -1 and -2 pass through.
+        let v = if seconds && ms >= 0 {
+            (ms + 500) / 1000
+        } else {
+            ms
+        };
+        Ok(Reply::Integer(v))
+    }
+
+    fn set(&mut self, args: &[Vec<u8>]) -> Result<Reply, ClientError> {
+        let mut r = SetRequest::new();
+        r.key = args[1].clone();
+        r.value = args[2].clone();
+        match args.len() {
+            3 => {}
+            5 => {
+                let unit = String::from_utf8_lossy(&args[3]).to_ascii_lowercase();
+                let Some(n) = int_arg(&args[4]) else {
+                    return Ok(err("ERR value is not an integer or out of range"));
+                };
+                if n <= 0 {
+                    return Ok(err("ERR invalid expire time in 'set' command"));
+                }
+                r.ttl_ms = match unit.as_str() {
+                    "ex" => (n as u64).saturating_mul(1000),
+                    "px" => n as u64,
+                    _ => return Ok(err("ERR syntax error (over gRPC, SET takes EX or PX only)")),
+                };
+            }
+            _ => return Ok(err("ERR syntax error (over gRPC, SET takes EX or PX only)")),
+        }
+        let rep = self.client.set_opt(&r, opt()).map_err(rpc_error)?;
+        Ok(status_error(&rep.status).unwrap_or(Reply::Simple(b"OK".to_vec())))
+    }
+}
+
+impl Backend for GrpcBackend {
+    fn call(&mut self, args: &[Vec<u8>]) -> Result<Reply, ClientError> {
+        let Some(first) = args.first() else {
+            return Ok(err("ERR empty command"));
+        };
+        let name = String::from_utf8_lossy(first).to_ascii_lowercase();
+        let n = args.len();
+        match name.as_str() {
+            "ping" => self.ping(),
+            "get" if n == 2 => {
+                let mut r = GetRequest::new();
+                r.key = args[1].clone();
+                let rep = self.client.get_opt(&r, opt()).map_err(rpc_error)?;
+                Ok(status_error(&rep.status).unwrap_or(if rep.found {
+                    Reply::Bulk(rep.value)
+                } else {
+                    Reply::Null
+                }))
+            }
+            "set" if n >= 3 => self.set(args),
+            "del" if n >= 2 => {
+                let mut r = DelRequest::new();
+                r.keys = args[1..].to_vec();
+                let rep = self.client.del_opt(&r, opt()).map_err(rpc_error)?;
+                Ok(status_error(&rep.status).unwrap_or(Reply::Integer(rep.deleted as i64)))
+            }
+            "expire" | "pexpire" if n == 3 => {
+                let Some(t) = int_arg(&args[2]) else {
+                    return Ok(err("ERR value is not an integer or out of range"));
+                };
+                let mut r = ExpireRequest::new();
+                r.key = args[1].clone();
+                let ms = if name == "expire" {
+                    t.saturating_mul(1000)
+                } else {
+                    t
+                };
+                // The service takes a TTL; zero or less expires the key at once, as in RESP.
+                r.ttl_ms = ms.max(0) as u64;
+                let rep = self.client.expire_opt(&r, opt()).map_err(rpc_error)?;
+                Ok(status_error(&rep.status).unwrap_or(Reply::Integer(rep.applied as i64)))
+            }
+            "ttl" if n == 2 => self.ttl(&args[1], true),
+            "pttl" if n == 2 => self.ttl(&args[1], false),
+            "mget" if n >= 2 => {
+                let mut r = MGetRequest::new();
+                r.keys = args[1..].to_vec();
+                let rep = self.client.m_get_opt(&r, opt()).map_err(rpc_error)?;
+                Ok(status_error(&rep.status).unwrap_or_else(|| {
+                    Reply::Array(
+                        rep.values
+                            .into_iter()
+                            .map(|v| {
+                                if v.found {
+                                    Reply::Bulk(v.value)
+                                } else {
+                                    Reply::Null
+                                }
+                            })
+                            .collect(),
+                    )
+                }))
+            }
+            "mset" if n >= 3 && (n - 1).is_multiple_of(2) => {
+                let mut r = MSetRequest::new();
+                for kv in args[1..].chunks(2) {
+                    let mut p = KeyValue::new();
+                    p.key = kv[0].clone();
+                    p.value = kv[1].clone();
+                    r.pairs.push(p);
+                }
+                let rep = self.client.m_set_opt(&r, opt()).map_err(rpc_error)?;
+                Ok(status_error(&rep.status).unwrap_or(Reply::Simple(b"OK".to_vec())))
+            }
+            "get" | "set" | "del" | "expire" | "pexpire" | "ttl" | "pttl" | "mget" | "mset" => {
+                Ok(arity(&name))
+            }
+            _ => Ok(err(&format!(
+                "ERR '{name}' is not available over gRPC (GET, SET [EX|PX], DEL, EXPIRE, PEXPIRE, TTL, PTTL, MGET, MSET, PING)"
+            ))),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.target.clone()
+    }
+}

@@ -1,0 +1,740 @@
+//! The session (connection state, reconnects, AUTH, help) and the three ways of driving it:
+//! an interactive REPL on a terminal, commands piped on stdin, and one command from argv.
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use rustyline::error::ReadlineError;
+use rustyline::{Config, DefaultEditor};
+use simplekv_net::resp::Reply;
+
+use super::conn::{Backend, ClientError, Connector};
+use super::format::{Format, format_reply};
+use super::help::Docs;
+use super::quoting::split_args;
+
+/// What the caller of [`Session::handle_line`] should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Quit,
+    /// `clear`: clear the screen (only meaningful on a terminal).
+    Clear,
+}
+
+/// How one command went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A reply other than an error.
+    Ok,
+    /// The server answered with an error reply.
+    ErrorReply,
+    /// No reply: not connected, or the connection failed.
+    Failed,
+}
+
+/// A connection to one server that survives the server going away.
+///
+/// Before every command the session checks that its connection is still open (a server that
+/// was restarted closed it) and reconnects if needed, then re-sends AUTH. While no connection
+/// can be made the prompt is `not connected> ` and each command tries again.
+pub struct Session {
+    connector: Box<dyn Connector>,
+    backend: Option<Box<dyn Backend>>,
+    /// The AUTH command to send after every connect: from `-a`, or the last successful AUTH
+    /// typed in the session.
+    auth: Option<Vec<Vec<u8>>>,
+    /// A connection has been tried before (so a new one is announced).
+    tried: bool,
+    /// A connection has succeeded before (so a new one is a *re*connection).
+    connected_once: bool,
+    /// COMMAND DOCS of the current connection, fetched on the first `help`.
+    docs: Option<Docs>,
+    pub format: Format,
+    /// ANSI colors in help output.
+    pub color: bool,
+}
+
+fn eq_ignore_case(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+impl Session {
+    pub fn new(
+        connector: Box<dyn Connector>,
+        password: Option<Vec<u8>>,
+        format: Format,
+    ) -> Session {
+        Session {
+            connector,
+            backend: None,
+            auth: password.map(|p| vec![b"AUTH".to_vec(), p]),
+            tried: false,
+            connected_once: false,
+            docs: None,
+            format,
+            color: false,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.backend.is_some()
+    }
+
+    /// `127.0.0.1:7379> `, or `not connected> `.
+    pub fn prompt(&self) -> String {
+        if self.is_connected() {
+            format!("{}> ", self.connector.target())
+        } else {
+            "not connected> ".to_string()
+        }
+    }
+
+    fn disconnect(&mut self) {
+        self.backend = None;
+        self.docs = None;
+    }
+
+    /// Makes sure there is a live connection, opening one if needed. Notices (reconnected,
+    /// AUTH failed) go to `err`; a failure to connect is returned.
+    pub fn ensure_connected(&mut self, err: &mut dyn Write) -> Result<(), ClientError> {
+        if let Some(b) = self.backend.as_mut() {
+            if b.is_alive() {
+                return Ok(());
+            }
+            self.disconnect();
+        }
+        let announce = self.tried;
+        self.tried = true;
+        let mut backend = self.connector.connect()?;
+        if let Some(auth) = &self.auth
+            && let Reply::Error(e) = backend.call(auth)?
+        {
+            let _ = writeln!(err, "AUTH failed: {}", String::from_utf8_lossy(&e));
+        }
+        if announce {
+            let verb = if self.connected_once {
+                "Reconnected"
+            } else {
+                "Connected"
+            };
+            let _ = writeln!(err, "{verb} to {}.", backend.describe());
+        }
+        self.connected_once = true;
+        self.backend = Some(backend);
+        Ok(())
+    }
+
+    /// Sends one command (connecting first if needed) and returns its reply.
+    pub fn call(&mut self, args: &[Vec<u8>], err: &mut dyn Write) -> Result<Reply, ClientError> {
+        self.ensure_connected(err)?;
+        let Some(backend) = self.backend.as_mut() else {
+            return Err(ClientError::Closed);
+        };
+        match backend.call(args) {
+            Ok(reply) => {
+                // Remember a password typed in the session for the next reconnect.
+                let is_auth = args.first().is_some_and(|c| eq_ignore_case(c, "auth"));
+                if is_auth && matches!(args.len(), 2 | 3) && matches!(reply, Reply::Simple(_)) {
+                    self.auth = Some(args.to_vec());
+                }
+                Ok(reply)
+            }
+            Err(e) => {
+                self.disconnect();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a command and prints its reply to `out`, or the failure to `err`.
+    pub fn command(
+        &mut self,
+        args: &[Vec<u8>],
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> io::Result<Outcome> {
+        match self.call(args, err) {
+            Ok(reply) => {
+                out.write_all(&format_reply(&reply, self.format))?;
+                out.flush()?;
+                Ok(if matches!(reply, Reply::Error(_)) {
+                    Outcome::ErrorReply
+                } else {
+                    Outcome::Ok
+                })
+            }
+            Err(e) => {
+                writeln!(err, "{e}")?;
+                Ok(Outcome::Failed)
+            }
+        }
+    }
+
+    /// `help [words]`: fetches COMMAND DOCS once per connection.
+    pub fn help(
+        &mut self,
+        words: &[Vec<u8>],
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> io::Result<Outcome> {
+        if let Err(e) = self.ensure_connected(err) {
+            writeln!(err, "{e}")?;
+            return Ok(Outcome::Failed);
+        }
+        if self.docs.is_none() {
+            match self.call(&[b"COMMAND".to_vec(), b"DOCS".to_vec()], err) {
+                Ok(reply @ Reply::Error(_)) => {
+                    out.write_all(&format_reply(&reply, self.format))?;
+                    return Ok(Outcome::ErrorReply);
+                }
+                Ok(reply) => self.docs = Some(Docs::from_reply(&reply)),
+                Err(e) => {
+                    writeln!(err, "{e}")?;
+                    return Ok(Outcome::Failed);
+                }
+            }
+        }
+        let Some(docs) = &self.docs else {
+            return Ok(Outcome::Failed);
+        };
+        let outcome = if words.is_empty() {
+            docs.write_overview(&self.connector.target(), out)?;
+            Outcome::Ok
+        } else if docs.write_help(words, self.color, out)? {
+            Outcome::Ok
+        } else {
+            Outcome::ErrorReply
+        };
+        out.flush()?;
+        Ok(outcome)
+    }
+
+    /// One line typed or piped: split (redis-cli quoting), then quit/exit, clear, help, or a
+    /// command for the server. An unbalanced quote prints `Invalid argument(s)`.
+    pub fn handle_line(
+        &mut self,
+        line: &[u8],
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> io::Result<Flow> {
+        let args = match split_args(line) {
+            Ok(args) => args,
+            Err(e) => {
+                writeln!(out, "{e}")?;
+                out.flush()?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let Some(first) = args.first() else {
+            return Ok(Flow::Continue);
+        };
+        if eq_ignore_case(first, "quit") || eq_ignore_case(first, "exit") {
+            return Ok(Flow::Quit);
+        }
+        if eq_ignore_case(first, "clear") && args.len() == 1 {
+            return Ok(Flow::Clear);
+        }
+        if eq_ignore_case(first, "help") || first == b"?" {
+            self.help(args.get(1..).unwrap_or_default(), out, err)?;
+        } else {
+            self.command(&args, out, err)?;
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// Lines not to keep in the history file: they carry passwords.
+pub fn is_sensitive(line: &str) -> bool {
+    let Ok(args) = split_args(line.as_bytes()) else {
+        return false;
+    };
+    let word = |i: usize, w: &str| args.get(i).is_some_and(|a| eq_ignore_case(a, w));
+    word(0, "auth")
+        || (word(0, "hello") && args.iter().any(|a| eq_ignore_case(a, "auth")))
+        || (word(0, "acl") && word(1, "setuser"))
+        || (word(0, "config")
+            && word(1, "set")
+            && args.iter().skip(2).step_by(2).any(|a| {
+                eq_ignore_case(a, "requirepass")
+                    || eq_ignore_case(a, "masterauth")
+                    || eq_ignore_case(a, "server.requirepass")
+            }))
+}
+
+/// `simplekv cli CMD ARGS...`: exit 0 on a reply, 1 on an error reply or no connection.
+pub fn one_shot(session: &mut Session, args: &[Vec<u8>]) -> ExitCode {
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    let mut out = stdout.lock();
+    let mut err = stderr.lock();
+    let is_help = args
+        .first()
+        .is_some_and(|a| eq_ignore_case(a, "help") || a == b"?");
+    let outcome = if is_help {
+        session.help(args.get(1..).unwrap_or_default(), &mut out, &mut err)
+    } else {
+        session.command(args, &mut out, &mut err)
+    };
+    match outcome {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Commands read from `input`, one per line, until EOF or `quit`. Error replies and failed
+/// connections are printed but do not stop the loop, and do not change the exit status (as
+/// redis-cli); only failing to read the input or write the output does.
+pub fn piped(
+    session: &mut Session,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<()> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        match session.handle_line(&line, out, err)? {
+            Flow::Quit => return Ok(()),
+            Flow::Continue | Flow::Clear => {}
+        }
+    }
+}
+
+/// The interactive REPL on a terminal: line editing and history (rustyline), Ctrl-C clears
+/// the line, Ctrl-D / `quit` / `exit` leave.
+pub fn interactive(session: &mut Session, history: Option<PathBuf>) -> ExitCode {
+    let config = Config::builder()
+        .auto_add_history(false)
+        .max_history_size(1000)
+        .and_then(|c| c.history_ignore_dups(true))
+        .map(|c| c.build())
+        .unwrap_or_default();
+    let mut editor = match DefaultEditor::with_config(config) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("Cannot start the line editor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(h) = &history {
+        // A missing file is the normal first run.
+        let _ = editor.load_history(h);
+    }
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    // Connect up front so the first prompt tells whether the server is there.
+    if let Err(e) = session.ensure_connected(&mut stderr.lock()) {
+        eprintln!("{e}");
+    }
+    loop {
+        let line = match editor.readline(&session.prompt()) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if !line.trim().is_empty() && !is_sensitive(&line) {
+            let _ = editor.add_history_entry(line.as_str());
+            if let Some(h) = &history {
+                let _ = editor.save_history(h);
+            }
+        }
+        let flow = session.handle_line(line.as_bytes(), &mut stdout.lock(), &mut stderr.lock());
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Quit) => return ExitCode::SUCCESS,
+            Ok(Flow::Clear) => {
+                let _ = editor.clear_screen();
+            }
+            Err(_) => return ExitCode::FAILURE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::conn::{RespConnector, Timeouts};
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn free_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    fn session(port: u16, password: Option<&str>, format: Format) -> Session {
+        let connector = RespConnector {
+            host: "127.0.0.1".into(),
+            port,
+            timeouts: Timeouts {
+                connect: Duration::from_secs(2),
+                read: Some(Duration::from_secs(5)),
+                write: Some(Duration::from_secs(5)),
+            },
+        };
+        Session::new(
+            Box::new(connector),
+            password.map(|p| p.as_bytes().to_vec()),
+            format,
+        )
+    }
+
+    /// Reads one RESP command from `s`; None at EOF. Requests are multibulks, which have the
+    /// same framing as an array reply of bulk strings.
+    fn read_command(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<Vec<u8>>> {
+        loop {
+            if let Ok(Some((reply, used))) = simplekv_net::resp::parse_reply(buf) {
+                buf.drain(..used);
+                let Reply::Array(items) = reply else {
+                    return None;
+                };
+                return Some(
+                    items
+                        .into_iter()
+                        .map(|i| match i {
+                            Reply::Bulk(b) => b,
+                            _ => Vec::new(),
+                        })
+                        .collect(),
+                );
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// A fake server for one connection on a fixed `port`: sends every command to `seen`,
+    /// answers with `answer(args)`, and closes when `answer` gives None (without replying) or
+    /// after answering `limit` commands.
+    fn serve_one(
+        port: u16,
+        seen: mpsc::Sender<Vec<Vec<u8>>>,
+        limit: usize,
+        answer: impl Fn(&[Vec<u8>]) -> Option<Vec<u8>> + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        let l = TcpListener::bind(("127.0.0.1", port)).expect("bind fixed port");
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            drop(l);
+            let mut buf = Vec::new();
+            for _ in 0..limit {
+                let Some(args) = read_command(&mut s, &mut buf) else {
+                    return;
+                };
+                let _ = seen.send(args.clone());
+                match answer(&args) {
+                    Some(bytes) => s.write_all(&bytes).expect("write"),
+                    None => return,
+                }
+            }
+        })
+    }
+
+    fn strs(v: &[Vec<u8>]) -> Vec<String> {
+        v.iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    fn line(s: &mut Session, l: &str) -> (Flow, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let flow = s.handle_line(l.as_bytes(), &mut out, &mut err).expect("io");
+        (
+            flow,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    }
+
+    #[test]
+    fn reconnects_after_the_server_goes_away_and_re_auths() {
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        // First server: answers AUTH and one GET, then dies.
+        let first = serve_one(port, tx.clone(), usize::MAX, |args| {
+            match strs(args)[0].to_uppercase().as_str() {
+                "AUTH" => Some(b"+OK\r\n".to_vec()),
+                "GET" => Some(b"$1\r\nv\r\n".to_vec()),
+                _ => None,
+            }
+        });
+        let mut s = session(port, Some("pw"), Format::Tty);
+        assert_eq!(s.prompt(), "not connected> ");
+        let (flow, out, err) = line(&mut s, "get k");
+        assert_eq!(
+            (flow, out.as_str(), err.as_str()),
+            (Flow::Continue, "\"v\"\n", "")
+        );
+        assert_eq!(s.prompt(), format!("127.0.0.1:{port}> "));
+        assert_eq!(strs(&rx.recv().expect("auth")), ["AUTH", "pw"]);
+        assert_eq!(strs(&rx.recv().expect("get")), ["get", "k"]);
+        // The server answers PING by closing: the command fails, the session is disconnected.
+        let (_, out, err) = line(&mut s, "ping");
+        assert_eq!(
+            (out.as_str(), err.as_str()),
+            ("", "Error: Server closed the connection\n")
+        );
+        first.join().expect("first");
+        assert_eq!(strs(&rx.recv().expect("ping")), ["ping"]);
+        assert_eq!(s.prompt(), "not connected> ");
+        // Nothing listens: each command tries to connect and says it could not.
+        for _ in 0..2 {
+            let (_, out, err) = line(&mut s, "get k");
+            assert_eq!(out, "");
+            assert_eq!(
+                err,
+                format!("Could not connect to simplekv at 127.0.0.1:{port}: Connection refused\n")
+            );
+            assert_eq!(s.prompt(), "not connected> ");
+        }
+        // A server again: reconnect, AUTH again, announce it, run the command.
+        // (It closes right after answering INCR.)
+        let second = serve_one(port, tx, 2, |args| {
+            match strs(args)[0].to_uppercase().as_str() {
+                "AUTH" => Some(b"+OK\r\n".to_vec()),
+                "INCR" => Some(b":5\r\n".to_vec()),
+                _ => None,
+            }
+        });
+        let (_, out, err) = line(&mut s, "incr n");
+        assert_eq!(out, "(integer) 5\n");
+        assert_eq!(err, format!("Reconnected to 127.0.0.1:{port}.\n"));
+        assert_eq!(strs(&rx.recv().expect("auth")), ["AUTH", "pw"]);
+        assert_eq!(strs(&rx.recv().expect("incr")), ["incr", "n"]);
+        assert_eq!(s.prompt(), format!("127.0.0.1:{port}> "));
+        // The server closing while we are idle is noticed before sending: the command goes to
+        // a new connection instead of failing.
+        second.join().expect("second");
+        assert_eq!(s.prompt(), format!("127.0.0.1:{port}> "));
+        let (tx3, rx3) = mpsc::channel();
+        let third = serve_one(port, tx3, usize::MAX, |args| {
+            match strs(args)[0].to_uppercase().as_str() {
+                "AUTH" => Some(b"-WRONGPASS invalid password\r\n".to_vec()),
+                "SET" => Some(b"+OK\r\n".to_vec()),
+                _ => None,
+            }
+        });
+        let (_, out, err) = line(&mut s, "set a b");
+        assert_eq!(out, "OK\n");
+        assert_eq!(
+            err,
+            format!("AUTH failed: WRONGPASS invalid password\nReconnected to 127.0.0.1:{port}.\n")
+        );
+        assert_eq!(strs(&rx3.recv().expect("auth")), ["AUTH", "pw"]);
+        assert_eq!(strs(&rx3.recv().expect("set")), ["set", "a", "b"]);
+        drop(s);
+        third.join().expect("third");
+    }
+
+    #[test]
+    fn first_connection_is_silent_and_a_late_one_is_announced() {
+        let port = free_port();
+        let (tx, _rx) = mpsc::channel();
+        let mut s = session(port, None, Format::Raw);
+        let (_, _, err) = line(&mut s, "ping");
+        assert!(
+            err.starts_with("Could not connect to simplekv at 127.0.0.1:"),
+            "{err}"
+        );
+        let server = serve_one(port, tx, usize::MAX, |_| Some(b"+PONG\r\n".to_vec()));
+        let (_, out, err) = line(&mut s, "ping");
+        assert_eq!(
+            (out.as_str(), err.as_str()),
+            (
+                "PONG\n",
+                format!("Connected to 127.0.0.1:{port}.\n").as_str()
+            )
+        );
+        drop(s);
+        server.join().expect("server");
+
+        let port = free_port();
+        let (tx, _rx) = mpsc::channel();
+        let server = serve_one(port, tx, usize::MAX, |_| Some(b"+PONG\r\n".to_vec()));
+        let mut s = session(port, None, Format::Raw);
+        assert_eq!(line(&mut s, "ping").2, "");
+        drop(s);
+        server.join().expect("server");
+    }
+
+    #[test]
+    fn typed_auth_is_remembered_for_reconnects() {
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        let first = serve_one(port, tx.clone(), usize::MAX, |args| {
+            match strs(args)[0].to_uppercase().as_str() {
+                "AUTH" if strs(args)[1] == "bad" => Some(b"-WRONGPASS no\r\n".to_vec()),
+                "AUTH" => Some(b"+OK\r\n".to_vec()),
+                _ => None,
+            }
+        });
+        let mut s = session(port, None, Format::Raw);
+        assert_eq!(line(&mut s, "auth bad").1, "WRONGPASS no\n");
+        assert_eq!(line(&mut s, "auth good").1, "OK\n");
+        let _ = line(&mut s, "closeit");
+        first.join().expect("first");
+        let second = serve_one(port, tx, usize::MAX, |_| Some(b"+OK\r\n".to_vec()));
+        let _ = line(&mut s, "ping");
+        let got: Vec<Vec<String>> = rx.try_iter().map(|a| strs(&a)).collect();
+        assert_eq!(
+            got,
+            [
+                vec!["auth", "bad"],
+                vec!["auth", "good"],
+                vec!["closeit"],
+                vec!["auth", "good"],
+                vec!["ping"]
+            ]
+        );
+        drop(s);
+        second.join().expect("second");
+    }
+
+    #[test]
+    fn lines_quit_clear_and_invalid_quoting() {
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        let server = serve_one(port, tx, usize::MAX, |_| Some(b"+OK\r\n".to_vec()));
+        let mut s = session(port, None, Format::Tty);
+        assert_eq!(
+            line(&mut s, "set \"a"),
+            (
+                Flow::Continue,
+                "Invalid argument(s)\n".into(),
+                String::new()
+            )
+        );
+        assert_eq!(line(&mut s, "   ").0, Flow::Continue);
+        assert_eq!(line(&mut s, "CLEAR").0, Flow::Clear);
+        assert_eq!(line(&mut s, "QUIT").0, Flow::Quit);
+        assert_eq!(line(&mut s, "exit").0, Flow::Quit);
+        // `clear` with arguments is a command for the server.
+        assert_eq!(line(&mut s, "clear x").1, "OK\n");
+        assert_eq!(strs(&rx.recv().expect("cmd")), ["clear", "x"]);
+        // Nothing else reached the server.
+        assert!(rx.try_recv().is_err());
+        drop(s);
+        server.join().expect("server");
+    }
+
+    #[test]
+    fn piped_reads_lines_until_eof_or_quit() {
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        let server = serve_one(port, tx, usize::MAX, |args| {
+            Some(format!(":{}\r\n", args.len()).into_bytes())
+        });
+        let mut s = session(port, None, Format::Raw);
+        let mut input: &[u8] = b"a\n\nb \"c d\" e\r\nbad \"quote\nquit\nnever\n";
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        piped(&mut s, &mut input, &mut out, &mut err).expect("piped");
+        assert_eq!(String::from_utf8_lossy(&out), "1\n3\nInvalid argument(s)\n");
+        assert!(err.is_empty());
+        let got: Vec<Vec<String>> = rx.try_iter().map(|a| strs(&a)).collect();
+        assert_eq!(got, [vec!["a"], vec!["b", "c d", "e"]]);
+        drop(s);
+        server.join().expect("server");
+    }
+
+    #[test]
+    fn command_docs_fetched_once_per_connection() {
+        let docs = || {
+            let set = Reply::Array(vec![
+                Reply::bulk("summary"),
+                Reply::bulk("Set it"),
+                Reply::bulk("group"),
+                Reply::bulk("string"),
+            ]);
+            Reply::Array(vec![Reply::bulk("set"), set]).to_bytes()
+        };
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        // Closes after two commands: a second DOCS would take PING's place.
+        let first = serve_one(port, tx.clone(), 2, move |args| {
+            Some(if strs(args)[0] == "COMMAND" {
+                docs()
+            } else {
+                b"+PONG\r\n".to_vec()
+            })
+        });
+        let mut s = session(port, None, Format::Raw);
+        let (_, out, _) = line(&mut s, "help set");
+        assert_eq!(out, "\n  SET\n  summary: Set it\n  group: string\n\n");
+        assert_eq!(line(&mut s, "help SET").1, out);
+        assert_eq!(line(&mut s, "help nosuch").1, "No help for 'nosuch'.\n");
+        assert_eq!(line(&mut s, "ping").1, "PONG\n");
+        first.join().expect("first");
+        let got: Vec<Vec<String>> = rx.try_iter().map(|a| strs(&a)).collect();
+        assert_eq!(got, [vec!["COMMAND", "DOCS"], vec!["ping"]]);
+        // A new connection fetches them again; an error reply is shown and not cached.
+        let second = serve_one(port, tx, usize::MAX, move |args| {
+            Some(if strs(args)[0] == "COMMAND" {
+                docs()
+            } else {
+                b"+OK\r\n".to_vec()
+            })
+        });
+        let (_, out, err) = line(&mut s, "help");
+        assert_eq!(err, format!("Reconnected to 127.0.0.1:{port}.\n"));
+        assert!(out.contains("@string\n  SET  Set it\n"), "{out}");
+        assert_eq!(strs(&rx.recv().expect("docs")), ["COMMAND", "DOCS"]);
+        drop(s);
+        second.join().expect("second");
+
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        let third = serve_one(port, tx, usize::MAX, |_| {
+            Some(b"-NOAUTH Authentication required.\r\n".to_vec())
+        });
+        let mut s = session(port, None, Format::Tty);
+        for _ in 0..2 {
+            assert_eq!(
+                line(&mut s, "help get").1,
+                "(error) NOAUTH Authentication required.\n"
+            );
+        }
+        assert_eq!(rx.try_iter().count(), 2);
+        drop(s);
+        third.join().expect("third");
+    }
+
+    #[test]
+    fn sensitive_lines_stay_out_of_history() {
+        for l in [
+            "auth pw",
+            "AUTH user pw",
+            "hello 3 AUTH u p",
+            "acl setuser bob on >pw",
+            "config set requirepass x",
+            "CONFIG SET maxclients 5 masterauth y",
+        ] {
+            assert!(is_sensitive(l), "{l}");
+        }
+        for l in [
+            "get auth",
+            "config set maxclients 5",
+            "hello 3",
+            "set \"a",
+            "",
+        ] {
+            assert!(!is_sensitive(l), "{l}");
+        }
+    }
+}

@@ -1,0 +1,1723 @@
+//! Every RESP command the server supports, end to end against the real binary, with Redis 7
+//! semantics and reply/error texts. Servers run 4 workers (more than the cores of a small
+//! machine on purpose) so that keys live on several workers and commands cross between them.
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Server, expect_reply, info, query_err, read_to_eof, resp, wait_until, worker_of};
+use redis::{Connection, Value, cmd};
+
+const WORKERS: u32 = 4;
+const PARTITIONS: u32 = 16;
+
+fn server() -> Server {
+    Server::start(&["--workers", "4"])
+}
+
+fn server_with(extra: &[&str]) -> Server {
+    let mut args = vec!["--workers", "4"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn set(con: &mut Connection, k: &str, v: &str) {
+    let () = cmd("SET").arg(k).arg(v).query(con).unwrap();
+}
+
+fn get(con: &mut Connection, k: &str) -> Option<String> {
+    cmd("GET").arg(k).query(con).unwrap()
+}
+
+fn int(con: &mut Connection, c: &mut redis::Cmd) -> i64 {
+    c.query(con).unwrap()
+}
+
+/// `n` keys named `{prefix}{i}`, as many on every worker (partitions own contiguous slot
+/// ranges, so similar short names tend to share one).
+fn spread_keys(prefix: &str, n: usize) -> Vec<String> {
+    let per = n.div_ceil(WORKERS as usize);
+    let mut taken = [0usize; WORKERS as usize];
+    let mut keys = Vec::with_capacity(n);
+    for i in 0.. {
+        if keys.len() == n {
+            break;
+        }
+        let k = format!("{prefix}{i}");
+        let w = worker_of(k.as_bytes(), PARTITIONS, WORKERS);
+        if taken[w] < per {
+            taken[w] += 1;
+            keys.push(k);
+        }
+    }
+    if n >= WORKERS as usize {
+        assert!(taken.iter().all(|&t| t > 0), "keys cover every worker");
+    }
+    keys
+}
+
+#[test]
+fn connection_and_server_info_commands_answer_as_redis() {
+    let s = server();
+    let mut c = s.client();
+    let pong: String = cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    let v: String = cmd("PING").arg("hello").query(&mut c).unwrap();
+    assert_eq!(v, "hello");
+    let v: Vec<u8> = cmd("ECHO").arg(&b"a\0b\r\n"[..]).query(&mut c).unwrap();
+    assert_eq!(v, b"a\0b\r\n");
+    assert_eq!(
+        query_err(&mut c, cmd("PING").arg("a").arg("b")),
+        "ERR wrong number of arguments for 'ping' command"
+    );
+    let () = cmd("SELECT").arg(0).query(&mut c).unwrap();
+    // One database only (CONFIG GET databases is 1): Redis's answer for an index past it.
+    assert_eq!(
+        query_err(&mut c, cmd("SELECT").arg(1)),
+        "ERR DB index is out of range"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("SELECT").arg("x")),
+        "ERR value is not an integer or out of range"
+    );
+    let (secs, micros): (String, String) = cmd("TIME").query(&mut c).unwrap();
+    let t = secs.parse::<i64>().unwrap() * 1000 + micros.parse::<i64>().unwrap() / 1000;
+    assert!((t - now_ms()).abs() < 5_000, "TIME {t} vs {}", now_ms());
+    assert!(micros.parse::<u32>().unwrap() < 1_000_000);
+    let role: Value = cmd("ROLE").query(&mut c).unwrap();
+    assert_eq!(
+        role,
+        Value::Array(vec![
+            Value::BulkString(b"master".to_vec()),
+            Value::Int(0),
+            Value::Array(vec![])
+        ])
+    );
+}
+
+#[test]
+fn quit_replies_ok_then_closes_without_running_what_follows() {
+    let s = server();
+    let mut raw = s.raw();
+    raw.write_all(b"PING\r\nQUIT\r\nSET after-quit 1\r\n")
+        .unwrap();
+    let (got, closed) = read_to_eof(&mut raw, Duration::from_secs(5));
+    assert_eq!(got, b"+PONG\r\n+OK\r\n");
+    assert!(closed, "QUIT closes the connection");
+    let mut c = s.client();
+    assert_eq!(get(&mut c, "after-quit"), None);
+}
+
+#[test]
+fn hello_2_is_accepted_and_3_is_noproto() {
+    let s = server();
+    let mut c = s.client();
+    let v: HashMap<String, Value> = cmd("HELLO").arg(2).query(&mut c).unwrap();
+    assert_eq!(v["proto"], Value::Int(2));
+    assert_eq!(v["server"], Value::BulkString(b"simplekv".to_vec()));
+    assert_eq!(v["version"], Value::BulkString(b"7.0.15".to_vec()));
+    assert_eq!(v["role"], Value::BulkString(b"master".to_vec()));
+    let id: i64 = cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    assert_eq!(v["id"], Value::Int(id));
+    let v: HashMap<String, Value> = cmd("HELLO").query(&mut c).unwrap();
+    assert_eq!(v["proto"], Value::Int(2));
+    let e = query_err(&mut c, cmd("HELLO").arg(3));
+    assert!(e.starts_with("NOPROTO "), "{e}");
+    assert_eq!(
+        query_err(&mut c, cmd("HELLO").arg("x")),
+        "ERR Protocol version is not an integer or out of range"
+    );
+    // SETNAME checks the name as CLIENT SETNAME does.
+    let v: HashMap<String, Value> = cmd("HELLO")
+        .arg(2)
+        .arg("SETNAME")
+        .arg("via-hello")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v["proto"], Value::Int(2));
+    let name: String = cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
+    assert_eq!(name, "via-hello");
+    assert_eq!(
+        query_err(&mut c, cmd("HELLO").arg(2).arg("SETNAME").arg("a b")),
+        "ERR Client names cannot contain spaces, newlines or special characters."
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("HELLO").arg(2).arg("SETNAME")),
+        "ERR Syntax error in HELLO option 'SETNAME'"
+    );
+    let name: String = cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
+    assert_eq!(name, "via-hello");
+    // Without a password the default user takes any: HELLO AUTH default works.
+    let v: HashMap<String, Value> = cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("default")
+        .arg("anything")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v["proto"], Value::Int(2));
+    // The connection stays usable in RESP2.
+    set(&mut c, "k", "v");
+    assert_eq!(get(&mut c, "k").as_deref(), Some("v"));
+}
+
+#[test]
+fn requirepass_demands_auth_before_anything_else() {
+    let s = server_with(&["--requirepass", "s3cret"]);
+    let mut raw = s.raw();
+    expect_reply(
+        &mut raw,
+        b"GET k\r\n",
+        b"-NOAUTH Authentication required.\r\n",
+    );
+    expect_reply(
+        &mut raw,
+        b"SET k v\r\n",
+        b"-NOAUTH Authentication required.\r\n",
+    );
+    // Arity is checked first, as in Redis 7.
+    expect_reply(
+        &mut raw,
+        b"GET\r\n",
+        b"-ERR wrong number of arguments for 'get' command\r\n",
+    );
+    expect_reply(
+        &mut raw,
+        b"AUTH nope\r\n",
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    expect_reply(
+        &mut raw,
+        b"AUTH someone s3cret\r\n",
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    expect_reply(
+        &mut raw,
+        b"HELLO 2 AUTH default nope\r\n",
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    expect_reply(
+        &mut raw,
+        b"HELLO 2 AUTH bob s3cret\r\n",
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    expect_reply(
+        &mut raw,
+        b"PING\r\n",
+        b"-NOAUTH Authentication required.\r\n",
+    );
+    expect_reply(&mut raw, b"AUTH s3cret\r\n", b"+OK\r\n");
+    expect_reply(&mut raw, b"SET k v\r\n", b"+OK\r\n");
+    expect_reply(&mut raw, b"PING\r\n", b"+PONG\r\n");
+    // AUTH default <pass> and HELLO ... AUTH work too.
+    let mut raw2 = s.raw();
+    expect_reply(&mut raw2, b"AUTH default s3cret\r\n", b"+OK\r\n");
+    expect_reply(&mut raw2, b"GET k\r\n", b"$1\r\nv\r\n");
+    let mut c = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", s.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(get(&mut c, "k").as_deref(), Some("v"));
+    let hello: HashMap<String, Value> = cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("default")
+        .arg("s3cret")
+        .query(&mut s.client())
+        .unwrap();
+    assert_eq!(hello["proto"], Value::Int(2));
+
+    // Without a password configured, AUTH is Redis's configuration error.
+    let s2 = server();
+    assert_eq!(
+        query_err(&mut s2.client(), cmd("AUTH").arg("x")),
+        "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
+    );
+}
+
+#[test]
+fn set_with_expiry_and_condition_options() {
+    let s = server();
+    let mut c = s.client();
+    // NX / XX
+    let r: Option<String> = cmd("SET")
+        .arg("k")
+        .arg("1")
+        .arg("XX")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, None);
+    assert_eq!(get(&mut c, "k"), None);
+    let r: Option<String> = cmd("SET")
+        .arg("k")
+        .arg("1")
+        .arg("NX")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r.as_deref(), Some("OK"));
+    let r: Option<String> = cmd("SET")
+        .arg("k")
+        .arg("2")
+        .arg("nx")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, None);
+    let r: Option<String> = cmd("SET")
+        .arg("k")
+        .arg("3")
+        .arg("xx")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r.as_deref(), Some("OK"));
+    assert_eq!(get(&mut c, "k").as_deref(), Some("3"));
+    // GET, alone and with NX/XX (Redis 7 allows NX GET).
+    let old: Option<String> = cmd("SET")
+        .arg("k")
+        .arg("4")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(old.as_deref(), Some("3"));
+    let old: Option<String> = cmd("SET")
+        .arg("k")
+        .arg("5")
+        .arg("NX")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(old.as_deref(), Some("4"));
+    assert_eq!(
+        get(&mut c, "k").as_deref(),
+        Some("4"),
+        "NX refused the write"
+    );
+    let old: Option<String> = cmd("SET")
+        .arg("new")
+        .arg("x")
+        .arg("XX")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(old, None);
+    assert_eq!(get(&mut c, "new"), None);
+    let old: Option<String> = cmd("SET")
+        .arg("new")
+        .arg("x")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(old, None);
+    assert_eq!(get(&mut c, "new").as_deref(), Some("x"));
+    // EX / PX / EXAT / PXAT
+    let () = cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("EX")
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
+    let ttl = int(&mut c, cmd("TTL").arg("k"));
+    assert!((99..=100).contains(&ttl), "{ttl}");
+    let () = cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("PX")
+        .arg(50_000)
+        .query(&mut c)
+        .unwrap();
+    let pttl = int(&mut c, cmd("PTTL").arg("k"));
+    assert!((45_000..=50_000).contains(&pttl), "{pttl}");
+    let at = now_ms() / 1000 + 200;
+    let () = cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("EXAT")
+        .arg(at)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(int(&mut c, cmd("EXPIRETIME").arg("k")), at);
+    let at_ms = now_ms() + 300_000;
+    let () = cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("PXAT")
+        .arg(at_ms)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(int(&mut c, cmd("PEXPIRETIME").arg("k")), at_ms);
+    // KEEPTTL keeps it; a plain SET clears it.
+    let () = cmd("SET")
+        .arg("k")
+        .arg("w")
+        .arg("KEEPTTL")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(int(&mut c, cmd("PEXPIRETIME").arg("k")), at_ms);
+    assert_eq!(get(&mut c, "k").as_deref(), Some("w"));
+    let old: Option<String> = cmd("SET")
+        .arg("k")
+        .arg("x")
+        .arg("XX")
+        .arg("GET")
+        .arg("KEEPTTL")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(old.as_deref(), Some("w"));
+    assert_eq!(int(&mut c, cmd("PEXPIRETIME").arg("k")), at_ms);
+    set(&mut c, "k", "plain");
+    assert_eq!(int(&mut c, cmd("TTL").arg("k")), -1);
+    // A PXAT in the past stores an already expired key.
+    let () = cmd("SET")
+        .arg("past")
+        .arg("v")
+        .arg("PXAT")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(get(&mut c, "past"), None);
+    // Errors.
+    for bad in [
+        vec!["k", "v", "NX", "XX"],
+        vec!["k", "v", "EX", "10", "PX", "10"],
+        vec!["k", "v", "EX", "10", "KEEPTTL"],
+        vec!["k", "v", "EX"],
+        vec!["k", "v", "bogus"],
+    ] {
+        assert_eq!(
+            query_err(&mut c, cmd("SET").arg(&bad)),
+            "ERR syntax error",
+            "{bad:?}"
+        );
+    }
+    for bad in [
+        vec!["k", "v", "EX", "0"],
+        vec!["k", "v", "EX", "-1"],
+        vec!["k", "v", "PX", "0"],
+        vec!["k", "v", "EXAT", "0"],
+        vec!["k", "v", "EX", "9223372036854775807"],
+    ] {
+        assert_eq!(
+            query_err(&mut c, cmd("SET").arg(&bad)),
+            "ERR invalid expire time in 'set' command",
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        query_err(&mut c, cmd("SET").arg("k").arg("v").arg("EX").arg("ten")),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        get(&mut c, "k").as_deref(),
+        Some("plain"),
+        "errors write nothing"
+    );
+}
+
+#[test]
+fn set_variants_and_get_with_side_effects() {
+    let s = server();
+    let mut c = s.client();
+    assert_eq!(int(&mut c, cmd("SETNX").arg("a").arg("1")), 1);
+    assert_eq!(int(&mut c, cmd("SETNX").arg("a").arg("2")), 0);
+    assert_eq!(get(&mut c, "a").as_deref(), Some("1"));
+
+    let () = cmd("SETEX")
+        .arg("e")
+        .arg(100)
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    assert!((99..=100).contains(&int(&mut c, cmd("TTL").arg("e"))));
+    let () = cmd("PSETEX")
+        .arg("p")
+        .arg(100_000)
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    assert!((95_000..=100_000).contains(&int(&mut c, cmd("PTTL").arg("p"))));
+    assert_eq!(
+        query_err(&mut c, cmd("SETEX").arg("e").arg(0).arg("v")),
+        "ERR invalid expire time in 'setex' command"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("PSETEX").arg("e").arg(-5).arg("v")),
+        "ERR invalid expire time in 'psetex' command"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("SETEX").arg("e").arg("x").arg("v")),
+        "ERR value is not an integer or out of range"
+    );
+
+    // GETSET returns the old value and drops the TTL.
+    let old: Option<String> = cmd("GETSET").arg("e").arg("new").query(&mut c).unwrap();
+    assert_eq!(old.as_deref(), Some("v"));
+    assert_eq!(int(&mut c, cmd("TTL").arg("e")), -1);
+    let old: Option<String> = cmd("GETSET").arg("none").arg("x").query(&mut c).unwrap();
+    assert_eq!(old, None);
+    assert_eq!(get(&mut c, "none").as_deref(), Some("x"));
+
+    let v: Option<String> = cmd("GETDEL").arg("none").query(&mut c).unwrap();
+    assert_eq!(v.as_deref(), Some("x"));
+    assert_eq!(get(&mut c, "none"), None);
+    let v: Option<String> = cmd("GETDEL").arg("none").query(&mut c).unwrap();
+    assert_eq!(v, None);
+
+    // GETEX: plain, EX, PX, EXAT, PXAT, PERSIST.
+    set(&mut c, "g", "val");
+    let v: Option<String> = cmd("GETEX").arg("g").query(&mut c).unwrap();
+    assert_eq!(v.as_deref(), Some("val"));
+    assert_eq!(int(&mut c, cmd("TTL").arg("g")), -1);
+    let v: Option<String> = cmd("GETEX")
+        .arg("g")
+        .arg("EX")
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("val"));
+    assert!((99..=100).contains(&int(&mut c, cmd("TTL").arg("g"))));
+    let _: Option<String> = cmd("GETEX")
+        .arg("g")
+        .arg("PX")
+        .arg(200_000)
+        .query(&mut c)
+        .unwrap();
+    assert!(int(&mut c, cmd("PTTL").arg("g")) > 150_000);
+    let at = now_ms() / 1000 + 500;
+    let _: Option<String> = cmd("GETEX")
+        .arg("g")
+        .arg("EXAT")
+        .arg(at)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(int(&mut c, cmd("EXPIRETIME").arg("g")), at);
+    let _: Option<String> = cmd("GETEX").arg("g").arg("PERSIST").query(&mut c).unwrap();
+    assert_eq!(int(&mut c, cmd("TTL").arg("g")), -1);
+    let v: Option<String> = cmd("GETEX")
+        .arg("g")
+        .arg("PXAT")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        v.as_deref(),
+        Some("val"),
+        "the value is returned, then the key goes"
+    );
+    assert_eq!(get(&mut c, "g"), None);
+    let v: Option<String> = cmd("GETEX")
+        .arg("missing")
+        .arg("EX")
+        .arg(10)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, None);
+    set(&mut c, "g", "val");
+    assert_eq!(
+        query_err(
+            &mut c,
+            cmd("GETEX").arg("g").arg("EX").arg(10).arg("PERSIST")
+        ),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("GETEX").arg("g").arg("EX").arg(0)),
+        "ERR invalid expire time in 'getex' command"
+    );
+}
+
+#[test]
+fn mget_mset_keep_order_across_workers() {
+    let s = server();
+    let mut c = s.client();
+    let keys = spread_keys("mk:", 64);
+    let mut m = cmd("MSET");
+    for k in &keys {
+        m.arg(k).arg(format!("val-{k}"));
+    }
+    let () = m.query(&mut c).unwrap();
+    let mut q = cmd("MGET");
+    let mut expect = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        q.arg(k);
+        expect.push(Some(format!("val-{k}")));
+        if i % 5 == 0 {
+            q.arg(format!("missing-{i}"));
+            expect.push(None);
+        }
+    }
+    // A key asked twice is answered twice.
+    q.arg(&keys[3]);
+    expect.push(Some(format!("val-{}", keys[3])));
+    let got: Vec<Option<String>> = q.query(&mut c).unwrap();
+    assert_eq!(got, expect);
+    // A later duplicate wins; MSET clears TTLs.
+    let () = cmd("SETEX")
+        .arg(&keys[0])
+        .arg(100)
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    let () = cmd("MSET")
+        .arg(&keys[0])
+        .arg("first")
+        .arg(&keys[0])
+        .arg("second")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(get(&mut c, &keys[0]).as_deref(), Some("second"));
+    assert_eq!(int(&mut c, cmd("TTL").arg(&keys[0])), -1);
+    assert_eq!(
+        query_err(&mut c, cmd("MSET").arg("a").arg("1").arg("b")),
+        "ERR wrong number of arguments for 'mset' command"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("MSET").arg("a")),
+        "ERR wrong number of arguments for 'mset' command"
+    );
+    assert_eq!(
+        query_err(&mut c, &cmd("MGET")),
+        "ERR wrong number of arguments for 'mget' command"
+    );
+}
+
+#[test]
+fn msetnx_is_atomic_on_one_shard_and_crossslot_across_workers() {
+    let s = server();
+    let mut c = s.client();
+    assert_eq!(
+        int(
+            &mut c,
+            cmd("MSETNX")
+                .arg("{user1}.a")
+                .arg("1")
+                .arg("{user1}.b")
+                .arg("2")
+        ),
+        1
+    );
+    assert_eq!(get(&mut c, "{user1}.b").as_deref(), Some("2"));
+    assert_eq!(
+        int(
+            &mut c,
+            cmd("MSETNX")
+                .arg("{user1}.c")
+                .arg("3")
+                .arg("{user1}.a")
+                .arg("9")
+        ),
+        0
+    );
+    assert_eq!(get(&mut c, "{user1}.c"), None, "all or nothing");
+    assert_eq!(get(&mut c, "{user1}.a").as_deref(), Some("1"));
+    // Keys on different workers: refused, nothing written.
+    let keys = spread_keys("nx:", 16);
+    let (a, b) = {
+        let wa = worker_of(keys[0].as_bytes(), PARTITIONS, WORKERS);
+        let other = keys
+            .iter()
+            .find(|k| worker_of(k.as_bytes(), PARTITIONS, WORKERS) != wa)
+            .unwrap();
+        (keys[0].clone(), other.clone())
+    };
+    let e = query_err(&mut c, cmd("MSETNX").arg(&a).arg("1").arg(&b).arg("2"));
+    assert!(
+        e.starts_with("CROSSSLOT Keys in request don't hash to the same slot"),
+        "{e}"
+    );
+    assert_eq!(get(&mut c, &a), None);
+    assert_eq!(get(&mut c, &b), None);
+    assert_eq!(
+        query_err(&mut c, cmd("MSETNX").arg("a").arg("1").arg("b")),
+        "ERR wrong number of arguments for 'msetnx' command"
+    );
+}
+
+#[test]
+fn del_unlink_exists_count_across_workers() {
+    let s = server();
+    let mut c = s.client();
+    let keys = spread_keys("d:", 40);
+    for k in &keys {
+        set(&mut c, k, "v");
+    }
+    let mut ex = cmd("EXISTS");
+    ex.arg(&keys).arg(&keys[0]).arg(&keys[1]).arg("nope");
+    assert_eq!(int(&mut c, &mut ex), 42, "EXISTS counts duplicates");
+    let mut del = cmd("DEL");
+    del.arg(&keys[..20]).arg(&keys[0]).arg("nope");
+    assert_eq!(int(&mut c, &mut del), 20, "DEL counts each key once");
+    let mut unl = cmd("UNLINK");
+    unl.arg(&keys[10..]).arg("nope");
+    assert_eq!(int(&mut c, &mut unl), 20);
+    let mut ex = cmd("EXISTS");
+    ex.arg(&keys);
+    assert_eq!(int(&mut c, &mut ex), 0);
+    assert_eq!(int(&mut c, &mut cmd("DBSIZE")), 0);
+    assert_eq!(
+        query_err(&mut c, &cmd("DEL")),
+        "ERR wrong number of arguments for 'del' command"
+    );
+}
+
+#[test]
+fn expire_family_with_nx_xx_gt_lt_and_ttl_replies() {
+    let s = server();
+    let mut c = s.client();
+    assert_eq!(int(&mut c, cmd("TTL").arg("missing")), -2);
+    assert_eq!(int(&mut c, cmd("PTTL").arg("missing")), -2);
+    assert_eq!(int(&mut c, cmd("EXPIRETIME").arg("missing")), -2);
+    assert_eq!(int(&mut c, cmd("PEXPIRETIME").arg("missing")), -2);
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("missing").arg(10)), 0);
+    assert_eq!(int(&mut c, cmd("PERSIST").arg("missing")), 0);
+    set(&mut c, "k", "v");
+    assert_eq!(int(&mut c, cmd("TTL").arg("k")), -1);
+    assert_eq!(int(&mut c, cmd("PTTL").arg("k")), -1);
+    assert_eq!(int(&mut c, cmd("EXPIRETIME").arg("k")), -1);
+    assert_eq!(int(&mut c, cmd("PERSIST").arg("k")), 0);
+    // No TTL counts as infinite: XX and GT refuse, NX and LT set.
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(100).arg("XX")), 0);
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(100).arg("GT")), 0);
+    assert_eq!(int(&mut c, cmd("TTL").arg("k")), -1);
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(100).arg("LT")), 1);
+    assert_eq!(int(&mut c, cmd("PERSIST").arg("k")), 1);
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(100).arg("NX")), 1);
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(200).arg("NX")), 0);
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(200).arg("xx")), 1);
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(100).arg("gt")), 0);
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(300).arg("GT")), 1);
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(400).arg("LT")), 0);
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(150).arg("LT")), 1);
+    let ttl = int(&mut c, cmd("TTL").arg("k"));
+    assert!((149..=150).contains(&ttl), "{ttl}");
+    assert_eq!(int(&mut c, cmd("PEXPIRE").arg("k").arg(120_000)), 1);
+    let pttl = int(&mut c, cmd("PTTL").arg("k"));
+    assert!((115_000..=120_000).contains(&pttl), "{pttl}");
+    let at = now_ms() / 1000 + 1000;
+    assert_eq!(int(&mut c, cmd("EXPIREAT").arg("k").arg(at)), 1);
+    assert_eq!(int(&mut c, cmd("EXPIRETIME").arg("k")), at);
+    assert_eq!(int(&mut c, cmd("PEXPIRETIME").arg("k")), at * 1000);
+    let at_ms = now_ms() + 777_777;
+    assert_eq!(int(&mut c, cmd("PEXPIREAT").arg("k").arg(at_ms)), 1);
+    assert_eq!(int(&mut c, cmd("PEXPIRETIME").arg("k")), at_ms);
+    assert_eq!(
+        int(&mut c, cmd("PEXPIREAT").arg("k").arg(at_ms + 1).arg("LT")),
+        0
+    );
+    assert_eq!(int(&mut c, cmd("PERSIST").arg("k")), 1);
+    assert_eq!(int(&mut c, cmd("TTL").arg("k")), -1);
+    // Errors.
+    assert_eq!(
+        query_err(&mut c, cmd("EXPIRE").arg("k").arg(10).arg("NX").arg("XX")),
+        "ERR NX and XX, GT or LT options at the same time are not compatible"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("EXPIRE").arg("k").arg(10).arg("GT").arg("LT")),
+        "ERR GT and LT options at the same time are not compatible"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("EXPIRE").arg("k").arg(10).arg("bogus")),
+        "ERR Unsupported option bogus"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("EXPIRE").arg("k").arg("ten")),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("EXPIRE").arg("k").arg(i64::MAX)),
+        "ERR invalid expire time in 'expire' command"
+    );
+    // A time in the past deletes the key at once.
+    assert_eq!(int(&mut c, cmd("EXPIRE").arg("k").arg(-1)), 1);
+    assert_eq!(int(&mut c, cmd("EXISTS").arg("k")), 0);
+    assert_eq!(int(&mut c, cmd("TTL").arg("k")), -2);
+    set(&mut c, "k2", "v");
+    assert_eq!(int(&mut c, cmd("PEXPIREAT").arg("k2").arg(1)), 1);
+    assert_eq!(get(&mut c, "k2"), None);
+}
+
+#[test]
+fn keys_expire_when_read_and_when_nobody_reads_them() {
+    let s = server_with(&["--set", "server.hz=50"]);
+    let mut c = s.client();
+    // Lazy: a read after the deadline finds nothing.
+    let () = cmd("SET")
+        .arg("short")
+        .arg("v")
+        .arg("PX")
+        .arg(150)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(get(&mut c, "short").as_deref(), Some("v"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&mut c, "short"), None);
+    assert_eq!(int(&mut c, cmd("TTL").arg("short")), -2);
+    assert_eq!(int(&mut c, cmd("EXISTS").arg("short")), 0);
+
+    // Active: keys nobody reads on every worker disappear from DBSIZE by themselves.
+    let keys = spread_keys("vol:", 200);
+    let mut p = redis::pipe();
+    for k in &keys {
+        p.cmd("SET").arg(k).arg("v").arg("PX").arg(200).ignore();
+    }
+    for i in 0..10 {
+        p.cmd("SET").arg(format!("stay:{i}")).arg("v").ignore();
+    }
+    let () = p.query(&mut c).unwrap();
+    assert_eq!(int(&mut c, &mut cmd("DBSIZE")), 210);
+    // INFO's expires count may lag a little behind DBSIZE (the engine prunes its list of
+    // keys with a TTL lazily), but it gets there too.
+    let ok = wait_until(Duration::from_secs(10), || {
+        int(&mut c, &mut cmd("DBSIZE")) == 10
+            && info(&mut c, "keyspace")["db0"] == "keys=10,expires=0,avg_ttl=0"
+    });
+    assert!(
+        ok,
+        "DBSIZE still {} after active expiry had time to run",
+        int(&mut c, &mut cmd("DBSIZE"))
+    );
+    let stats = info(&mut c, "stats");
+    let expired: u64 = stats["expired_keys"].parse().unwrap();
+    assert!(expired >= 200, "expired_keys {expired}");
+    let ks = info(&mut c, "keyspace");
+    assert_eq!(ks["db0"], "keys=10,expires=0,avg_ttl=0");
+}
+
+#[test]
+fn counters_and_type_follow_redis_rules() {
+    let s = server();
+    let mut c = s.client();
+    let t: String = cmd("TYPE").arg("nothing").query(&mut c).unwrap();
+    assert_eq!(t, "none");
+    set(&mut c, "s", "x");
+    let t: String = cmd("TYPE").arg("s").query(&mut c).unwrap();
+    assert_eq!(t, "string");
+
+    assert_eq!(int(&mut c, cmd("INCR").arg("n")), 1);
+    assert_eq!(int(&mut c, cmd("INCRBY").arg("n").arg(41)), 42);
+    assert_eq!(int(&mut c, cmd("DECR").arg("n")), 41);
+    assert_eq!(int(&mut c, cmd("DECRBY").arg("n").arg(50)), -9);
+    assert_eq!(int(&mut c, cmd("INCRBY").arg("n").arg(-1)), -10);
+    assert_eq!(get(&mut c, "n").as_deref(), Some("-10"));
+    // Counters keep the TTL.
+    let () = cmd("SETEX")
+        .arg("t")
+        .arg(100)
+        .arg("5")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(int(&mut c, cmd("INCR").arg("t")), 6);
+    assert!(int(&mut c, cmd("TTL").arg("t")) > 90);
+    let not_int = "ERR value is not an integer or out of range";
+    assert_eq!(query_err(&mut c, cmd("INCR").arg("s")), not_int);
+    set(&mut c, "sp", " 1");
+    assert_eq!(query_err(&mut c, cmd("INCR").arg("sp")), not_int);
+    assert_eq!(
+        query_err(&mut c, cmd("INCRBY").arg("n").arg("1.5")),
+        not_int
+    );
+    assert_eq!(query_err(&mut c, cmd("DECRBY").arg("n").arg("x")), not_int);
+    set(&mut c, "max", &i64::MAX.to_string());
+    assert_eq!(
+        query_err(&mut c, cmd("INCR").arg("max")),
+        "ERR increment or decrement would overflow"
+    );
+    set(&mut c, "min", &i64::MIN.to_string());
+    assert_eq!(
+        query_err(&mut c, cmd("DECR").arg("min")),
+        "ERR increment or decrement would overflow"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("DECRBY").arg("n").arg(i64::MIN)),
+        "ERR decrement would overflow"
+    );
+    assert_eq!(get(&mut c, "max"), Some(i64::MAX.to_string()));
+
+    let f: String = cmd("INCRBYFLOAT")
+        .arg("f")
+        .arg("10.5")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(f, "10.5");
+    let f: String = cmd("INCRBYFLOAT")
+        .arg("f")
+        .arg("0.1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(f, "10.6");
+    let f: String = cmd("INCRBYFLOAT").arg("f").arg("-5").query(&mut c).unwrap();
+    assert_eq!(f, "5.6");
+    set(&mut c, "e", "5.0e3");
+    let f: String = cmd("INCRBYFLOAT")
+        .arg("e")
+        .arg("2.0e2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(f, "5200");
+    let f: String = cmd("INCRBYFLOAT").arg("n").arg("1").query(&mut c).unwrap();
+    assert_eq!(f, "-9");
+    assert_eq!(
+        query_err(&mut c, cmd("INCRBYFLOAT").arg("s").arg("1")),
+        "ERR value is not a valid float"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("INCRBYFLOAT").arg("f").arg("abc")),
+        "ERR value is not a valid float"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("INCRBYFLOAT").arg("f").arg("inf")),
+        "ERR increment would produce NaN or Infinity"
+    );
+    assert_eq!(get(&mut c, "f").as_deref(), Some("5.6"));
+}
+
+#[test]
+fn string_range_commands_follow_redis_rules() {
+    let s = server();
+    let mut c = s.client();
+    assert_eq!(int(&mut c, cmd("APPEND").arg("a").arg("Hello")), 5);
+    assert_eq!(int(&mut c, cmd("APPEND").arg("a").arg(" World")), 11);
+    assert_eq!(int(&mut c, cmd("STRLEN").arg("a")), 11);
+    assert_eq!(int(&mut c, cmd("STRLEN").arg("missing")), 0);
+    let r = |c: &mut Connection, a: i64, b: i64| -> String {
+        cmd("GETRANGE").arg("a").arg(a).arg(b).query(c).unwrap()
+    };
+    assert_eq!(r(&mut c, 0, 4), "Hello");
+    assert_eq!(r(&mut c, -5, -1), "World");
+    assert_eq!(r(&mut c, 0, -1), "Hello World");
+    assert_eq!(r(&mut c, 5, 1), "");
+    assert_eq!(r(&mut c, 0, 100), "Hello World");
+    assert_eq!(r(&mut c, 100, 200), "");
+    assert_eq!(r(&mut c, -100, 2), "Hel");
+    let sub: String = cmd("SUBSTR").arg("a").arg(6).arg(7).query(&mut c).unwrap();
+    assert_eq!(sub, "Wo");
+    let v: String = cmd("GETRANGE")
+        .arg("missing")
+        .arg(0)
+        .arg(5)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, "");
+    assert_eq!(
+        int(&mut c, cmd("SETRANGE").arg("a").arg(6).arg("Redis")),
+        11
+    );
+    assert_eq!(get(&mut c, "a").as_deref(), Some("Hello Redis"));
+    assert_eq!(int(&mut c, cmd("SETRANGE").arg("z").arg(3).arg("ab")), 5);
+    let v: Vec<u8> = cmd("GET").arg("z").query(&mut c).unwrap();
+    assert_eq!(v, b"\0\0\0ab");
+    assert_eq!(int(&mut c, cmd("SETRANGE").arg("empty").arg(0).arg("")), 0);
+    assert_eq!(int(&mut c, cmd("EXISTS").arg("empty")), 0);
+    assert_eq!(
+        query_err(&mut c, cmd("SETRANGE").arg("a").arg(-1).arg("x")),
+        "ERR offset is out of range"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("SETRANGE").arg("a").arg(536_870_912).arg("x")),
+        "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("GETRANGE").arg("a").arg("x").arg(1)),
+        "ERR value is not an integer or out of range"
+    );
+    // APPEND and SETRANGE keep the TTL.
+    let () = cmd("SETEX")
+        .arg("t")
+        .arg(100)
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    int(&mut c, cmd("APPEND").arg("t").arg("w"));
+    int(&mut c, cmd("SETRANGE").arg("t").arg(0).arg("x"));
+    assert!(int(&mut c, cmd("TTL").arg("t")) > 90);
+    assert_eq!(get(&mut c, "t").as_deref(), Some("xw"));
+}
+
+#[test]
+fn binary_safe_keys_and_values() {
+    let s = server();
+    let mut c = s.client();
+    let keys: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"\0".to_vec(),
+        b"a\0b".to_vec(),
+        b"line\r\nbreak".to_vec(),
+        b"\xff\xfe\x80".to_vec(),
+        b"*1\r\n$4\r\nPING\r\n".to_vec(),
+        (0..=255u8).collect(),
+    ];
+    let value: Vec<u8> = (0..=255u8).rev().chain(*b"\r\n$-1\r\n\0").collect();
+    for (i, k) in keys.iter().enumerate() {
+        let mut v = value.clone();
+        v.push(i as u8);
+        let () = cmd("SET").arg(k).arg(&v).query(&mut c).unwrap();
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let mut v = value.clone();
+        v.push(i as u8);
+        let got: Vec<u8> = cmd("GET").arg(k).query(&mut c).unwrap();
+        assert_eq!(got, v, "key {k:?}");
+        assert_eq!(int(&mut c, cmd("STRLEN").arg(k)), v.len() as i64);
+    }
+    let got: Vec<Option<Vec<u8>>> = cmd("MGET").arg(&keys).query(&mut c).unwrap();
+    assert_eq!(got.len(), keys.len());
+    assert!(got.iter().all(|v| v.is_some()));
+    let mut all: Vec<Vec<u8>> = cmd("KEYS").arg("*").query(&mut c).unwrap();
+    all.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(all, want);
+    // An empty value is a value.
+    let () = cmd("SET").arg("ev").arg("").query(&mut c).unwrap();
+    let got: Option<Vec<u8>> = cmd("GET").arg("ev").query(&mut c).unwrap();
+    assert_eq!(got, Some(Vec::new()));
+    assert_eq!(int(&mut c, cmd("DEL").arg(&keys)), keys.len() as i64);
+}
+
+#[test]
+fn keyspace_commands_see_every_worker_and_flush_empties_all() {
+    let s = server();
+    let mut c = s.client();
+    let r: Option<String> = cmd("RANDOMKEY").query(&mut c).unwrap();
+    assert_eq!(r, None);
+    let keys = spread_keys("user:", 50);
+    for k in &keys {
+        set(&mut c, k, "v");
+    }
+    for i in 0..7 {
+        set(&mut c, &format!("other:{i}"), "v");
+    }
+    assert_eq!(int(&mut c, &mut cmd("DBSIZE")), 57);
+    let mut got: Vec<String> = cmd("KEYS").arg("user:*").query(&mut c).unwrap();
+    got.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(got, want);
+    let got: Vec<String> = cmd("KEYS").arg("other:[0-2]").query(&mut c).unwrap();
+    assert_eq!(got.len(), 3);
+    let got: Vec<String> = cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert_eq!(got.len(), 57);
+    let mut seen = HashSet::new();
+    for _ in 0..200 {
+        let k: String = cmd("RANDOMKEY").query(&mut c).unwrap();
+        assert!(k.starts_with("user:") || k.starts_with("other:"), "{k}");
+        seen.insert(worker_of(k.as_bytes(), PARTITIONS, WORKERS));
+    }
+    assert!(seen.len() > 1, "RANDOMKEY draws from several workers");
+    let () = cmd("FLUSHDB").query(&mut c).unwrap();
+    assert_eq!(int(&mut c, &mut cmd("DBSIZE")), 0);
+    let got: Vec<String> = cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert!(got.is_empty());
+    for k in &keys {
+        set(&mut c, k, "v");
+    }
+    let () = cmd("FLUSHALL").arg("SYNC").query(&mut c).unwrap();
+    assert_eq!(int(&mut c, &mut cmd("DBSIZE")), 0);
+    assert_eq!(get(&mut c, &keys[0]), None);
+    let () = cmd("FLUSHALL").arg("ASYNC").query(&mut c).unwrap();
+    assert_eq!(
+        query_err(&mut c, cmd("FLUSHDB").arg("bogus")),
+        "ERR syntax error"
+    );
+}
+
+fn scan_all(c: &mut Connection, pattern: Option<&str>, count: usize) -> Vec<String> {
+    let mut cursor = "0".to_string();
+    let mut out = Vec::new();
+    let mut calls = 0;
+    loop {
+        let mut q = cmd("SCAN");
+        q.arg(&cursor);
+        if let Some(p) = pattern {
+            q.arg("MATCH").arg(p);
+        }
+        q.arg("COUNT").arg(count);
+        let (next, keys): (String, Vec<String>) = q.query(c).unwrap();
+        out.extend(keys);
+        calls += 1;
+        assert!(calls < 100_000, "SCAN does not terminate");
+        if next == "0" {
+            return out;
+        }
+        cursor = next;
+    }
+}
+
+#[test]
+fn scan_returns_every_key_exactly_once() {
+    let s = server();
+    let mut c = s.client();
+    let keys = spread_keys("user:", 1000);
+    let mut p = redis::pipe();
+    for k in &keys {
+        p.cmd("SET").arg(k).arg("v").ignore();
+    }
+    for i in 0..300 {
+        p.cmd("SET").arg(format!("other:{i}")).arg("v").ignore();
+    }
+    let () = p.query(&mut c).unwrap();
+    let want: HashSet<String> = keys.iter().cloned().collect();
+    for count in [1, 7, 100, 5000] {
+        let got = scan_all(&mut c, Some("user:*"), count);
+        let set: HashSet<String> = got.iter().cloned().collect();
+        assert_eq!(got.len(), set.len(), "COUNT {count}: duplicates");
+        assert_eq!(set, want, "COUNT {count}");
+    }
+    let all = scan_all(&mut c, None, 10);
+    assert_eq!(all.len(), 1300);
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 1300);
+    // TYPE string is everything; any other type nothing.
+    let (_, k): (String, Vec<String>) = cmd("SCAN")
+        .arg(0)
+        .arg("TYPE")
+        .arg("list")
+        .query(&mut c)
+        .unwrap();
+    assert!(k.is_empty());
+    assert_eq!(
+        query_err(&mut c, cmd("SCAN").arg("abc")),
+        "ERR invalid cursor"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("SCAN").arg(0).arg("COUNT").arg(0)),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("SCAN").arg(0).arg("MATCH")),
+        "ERR syntax error"
+    );
+}
+
+#[test]
+fn info_sections_have_their_fields() {
+    let s = server();
+    let mut c = s.client();
+    set(&mut c, "a", "1");
+    let () = cmd("SETEX")
+        .arg("b")
+        .arg(100)
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    // Key lookups as Redis counts them: GET, STRLEN, GETRANGE, TTL, TYPE, MGET and EXISTS
+    // per key, SET ... GET; not INCR or SET.
+    let _ = get(&mut c, "a");
+    let _ = get(&mut c, "nope");
+    int(&mut c, cmd("STRLEN").arg("nope"));
+    let _: String = cmd("GETRANGE")
+        .arg("nope")
+        .arg(0)
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    int(&mut c, cmd("TTL").arg("b"));
+    let _: String = cmd("TYPE").arg("nope").query(&mut c).unwrap();
+    let _: Vec<Option<String>> = cmd("MGET")
+        .arg("a")
+        .arg("nope")
+        .arg("b")
+        .query(&mut c)
+        .unwrap();
+    int(&mut c, cmd("EXISTS").arg("a").arg("nope"));
+    int(&mut c, cmd("INCR").arg("ctr"));
+    let _: Option<String> = cmd("SET")
+        .arg("a")
+        .arg("1")
+        .arg("GET")
+        .query(&mut c)
+        .unwrap();
+    int(&mut c, cmd("DEL").arg("ctr"));
+    let all: String = cmd("INFO").query(&mut c).unwrap();
+    for h in [
+        "# Server",
+        "# Clients",
+        "# Memory",
+        "# Persistence",
+        "# Stats",
+        "# Replication",
+        "# Keyspace",
+    ] {
+        assert!(all.contains(h), "INFO has {h}");
+    }
+    let num = |m: &HashMap<String, String>, k: &str| -> u64 {
+        m.get(k)
+            .unwrap_or_else(|| panic!("field {k} missing"))
+            .parse()
+            .unwrap_or_else(|_| panic!("field {k} = {:?} is not a number", m[k]))
+    };
+    let srv = info(&mut c, "server");
+    assert_eq!(srv["redis_version"], "7.0.15");
+    assert_eq!(srv["redis_mode"], "standalone");
+    assert_eq!(num(&srv, "tcp_port"), s.port as u64);
+    assert_eq!(num(&srv, "process_id"), s.pid() as u64);
+    assert_eq!(srv["run_id"].len(), 40);
+    num(&srv, "uptime_in_seconds");
+    assert!(
+        !srv.contains_key("connected_clients"),
+        "only the asked section"
+    );
+    let cl = info(&mut c, "clients");
+    assert_eq!(num(&cl, "connected_clients"), 1);
+    assert_eq!(num(&cl, "maxclients"), 10000);
+    let st = info(&mut c, "stats");
+    assert!(num(&st, "total_commands_processed") >= 5);
+    assert!(num(&st, "total_connections_received") >= 1);
+    assert_eq!(num(&st, "keyspace_hits"), 6);
+    assert_eq!(num(&st, "keyspace_misses"), 6);
+    num(&st, "expired_keys");
+    num(&st, "rejected_connections");
+    let pe = info(&mut c, "persistence");
+    assert_eq!(num(&pe, "aof_enabled"), 1);
+    assert_eq!(num(&pe, "loading"), 0);
+    assert_eq!(pe["aof_last_write_status"], "ok");
+    assert_eq!(pe["appendfsync"], "everysec");
+    let ks = info(&mut c, "keyspace");
+    assert_eq!(ks["db0"], "keys=2,expires=1,avg_ttl=0");
+    let re = info(&mut c, "replication");
+    assert_eq!(re["role"], "master");
+    assert_eq!(num(&re, "connected_slaves"), 0);
+    let me = info(&mut c, "memory");
+    assert!(num(&me, "used_memory") > 0);
+    assert_eq!(num(&me, "maxmemory"), 0);
+    // Several sections at once, any case.
+    let two: String = cmd("INFO")
+        .arg("SERVER")
+        .arg("Keyspace")
+        .query(&mut c)
+        .unwrap();
+    assert!(two.contains("# Server") && two.contains("# Keyspace"));
+    assert!(!two.contains("# Clients"));
+}
+
+#[test]
+fn config_get_reports_and_config_set_applies_or_refuses() {
+    let s = server();
+    let mut c = s.client();
+    let get_cfg = |c: &mut Connection, p: &str| -> HashMap<String, String> {
+        cmd("CONFIG").arg("GET").arg(p).query(c).unwrap()
+    };
+    // What redis-benchmark asks for at start.
+    let v: HashMap<String, String> = cmd("CONFIG")
+        .arg("GET")
+        .arg("save")
+        .arg("appendonly")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v["save"], "");
+    assert_eq!(v["appendonly"], "yes");
+    assert_eq!(get_cfg(&mut c, "maxclients")["maxclients"], "10000");
+    assert_eq!(get_cfg(&mut c, "MAXCLIENTS")["maxclients"], "10000");
+    let g = get_cfg(&mut c, "max*");
+    assert!(g.contains_key("maxclients"), "{g:?}");
+    assert!(g.keys().all(|k| k.starts_with("max")), "{g:?}");
+    assert_eq!(get_cfg(&mut c, "appendfsync")["appendfsync"], "everysec");
+    assert!(get_cfg(&mut c, "no-such-setting").is_empty());
+
+    // Runtime-changeable: takes effect.
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(123)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(get_cfg(&mut c, "maxclients")["maxclients"], "123");
+    assert_eq!(info(&mut c, "clients")["maxclients"], "123");
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("pw")
+        .query(&mut c)
+        .unwrap();
+    for _ in 0..4 {
+        // New connections land on every worker in turn: each must ask for the password.
+        let mut raw = s.raw();
+        expect_reply(
+            &mut raw,
+            b"GET a\r\n",
+            b"-NOAUTH Authentication required.\r\n",
+        );
+        expect_reply(&mut raw, b"AUTH pw\r\n", b"+OK\r\n");
+    }
+    set(&mut c, "still", "authed");
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("")
+        .query(&mut c)
+        .unwrap();
+    expect_reply(&mut s.raw(), b"GET still\r\n", b"$6\r\nauthed\r\n");
+
+    // Immutable and invalid: refused with Redis's texts, nothing changes.
+    assert_eq!(
+        query_err(&mut c, cmd("CONFIG").arg("SET").arg("port").arg(1)),
+        "ERR CONFIG SET failed (possibly related to argument 'port') - can't set immutable config"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("CONFIG").arg("SET").arg("nosuch").arg(1)),
+        "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'"
+    );
+    let e = query_err(
+        &mut c,
+        cmd("CONFIG").arg("SET").arg("maxclients").arg("lots"),
+    );
+    assert!(
+        e.starts_with("ERR CONFIG SET failed (possibly related to argument 'maxclients') - "),
+        "{e}"
+    );
+    assert_eq!(get_cfg(&mut c, "maxclients")["maxclients"], "123");
+    assert_eq!(
+        query_err(&mut c, cmd("CONFIG").arg("SET").arg("maxclients")),
+        "ERR wrong number of arguments for 'config|set' command"
+    );
+    assert_eq!(
+        query_err(
+            &mut c,
+            cmd("CONFIG")
+                .arg("SET")
+                .arg("maxclients")
+                .arg(5)
+                .arg("timeout")
+        ),
+        "ERR wrong number of arguments for 'config|set' command"
+    );
+    assert_eq!(get_cfg(&mut c, "maxclients")["maxclients"], "123");
+    assert_eq!(
+        query_err(&mut c, cmd("CONFIG").arg("bogus")),
+        "ERR unknown subcommand 'bogus'. Try CONFIG HELP."
+    );
+}
+
+#[test]
+fn command_introspection_matches_the_command_table() {
+    let s = server();
+    let mut c = s.client();
+    let n: i64 = cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    let all: Vec<Value> = cmd("COMMAND").query(&mut c).unwrap();
+    assert_eq!(all.len() as i64, n);
+    assert!(n >= 50, "{n}");
+    let info: Vec<Value> = cmd("COMMAND")
+        .arg("INFO")
+        .arg("get")
+        .arg("nosuchcmd")
+        .arg("SET")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(info.len(), 3);
+    let Value::Array(get) = &info[0] else {
+        panic!("{:?}", info[0])
+    };
+    assert_eq!(get[0], Value::BulkString(b"get".to_vec()));
+    assert_eq!(get[1], Value::Int(2));
+    assert_eq!(get[3], Value::Int(1));
+    assert_eq!(get[4], Value::Int(1));
+    assert_eq!(get[5], Value::Int(1));
+    assert_eq!(info[1], Value::Nil);
+    let Value::Array(set) = &info[2] else {
+        panic!("{:?}", info[2])
+    };
+    assert_eq!(set[1], Value::Int(-3));
+    let docs: Vec<Value> = cmd("COMMAND").arg("DOCS").arg("get").query(&mut c).unwrap();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0], Value::BulkString(b"get".to_vec()));
+    let Value::Array(doc) = &docs[1] else {
+        panic!("{:?}", docs[1])
+    };
+    assert!(doc.contains(&Value::BulkString(b"summary".to_vec())));
+    assert_eq!(
+        query_err(&mut c, cmd("COMMAND").arg("COUNT").arg("x")),
+        "ERR wrong number of arguments for 'command|count' command"
+    );
+}
+
+#[test]
+fn client_commands_name_list_and_kill_connections() {
+    let s = server();
+    let mut c = s.client();
+    let id: i64 = cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    assert!(id > 0);
+    let name: Option<String> = cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
+    assert_eq!(name, None);
+    let () = cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("tester")
+        .query(&mut c)
+        .unwrap();
+    let name: Option<String> = cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
+    assert_eq!(name.as_deref(), Some("tester"));
+    assert_eq!(
+        query_err(&mut c, cmd("CLIENT").arg("SETNAME").arg("a b")),
+        "ERR Client names cannot contain spaces, newlines or special characters."
+    );
+    // Connections on every worker are listed, each once.
+    let others: Vec<Connection> = (0..5).map(|_| s.client()).collect();
+    let list: String = cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 6, "{list}");
+    let ids: HashSet<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(ids.len(), 6);
+    let me = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("id={id} ")))
+        .expect("own line");
+    assert!(me.contains(" name=tester "), "{me}");
+    assert!(me.contains(" cmd=client"), "{me}");
+    drop(others);
+
+    // CLIENT KILL closes the other connection at once, even if it is idle.
+    let mut victim = s.raw();
+    victim.write_all(b"CLIENT ID\r\n").unwrap();
+    let vid = read_int_reply(&mut victim);
+    let n: i64 = cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(vid)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+    let (rest, closed) = read_to_eof(&mut victim, Duration::from_secs(3));
+    assert!(closed, "killed client still open");
+    assert!(rest.is_empty(), "{rest:?}");
+    let n: i64 = cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(999_999)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0);
+    for bad in ["0", "-1", "x"] {
+        assert_eq!(
+            query_err(&mut c, cmd("CLIENT").arg("KILL").arg("ID").arg(bad)),
+            "ERR client-id should be greater than 0"
+        );
+    }
+    assert_eq!(
+        query_err(
+            &mut c,
+            cmd("CLIENT").arg("KILL").arg("ID").arg(5).arg("ADDR")
+        ),
+        "ERR syntax error"
+    );
+    // The filter form skips the caller unless SKIPME no; filters combine with AND.
+    let n: i64 = cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0, "CLIENT KILL ID <own id> skips the caller");
+    let pong: String = cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    let mut other = s.raw();
+    other.write_all(b"CLIENT ID\r\n").unwrap();
+    let oid = read_int_reply(&mut other);
+    let list: String = cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let oaddr = list
+        .lines()
+        .find(|l| l.starts_with(&format!("id={oid} ")))
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("addr=")))
+        .unwrap()
+        .to_string();
+    let n: i64 = cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(oid)
+        .arg("ADDR")
+        .arg("1.2.3.4:5")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0, "ID and ADDR must both match");
+    // The old form (CLIENT KILL ip:port) answers +OK or "No such client".
+    let () = cmd("CLIENT").arg("KILL").arg(&oaddr).query(&mut c).unwrap();
+    let (_, closed) = read_to_eof(&mut other, Duration::from_secs(3));
+    assert!(closed);
+    assert_eq!(
+        query_err(&mut c, cmd("CLIENT").arg("KILL").arg(&oaddr)),
+        "ERR No such client"
+    );
+    // SKIPME no with the caller's own ID: answered, then closed.
+    let mut me = s.raw();
+    me.write_all(b"CLIENT ID\r\n").unwrap();
+    let my = read_int_reply(&mut me);
+    me.write_all(format!("CLIENT KILL ID {my} SKIPME no\r\nPING\r\n").as_bytes())
+        .unwrap();
+    let (got, closed) = read_to_eof(&mut me, Duration::from_secs(3));
+    assert_eq!(got, b":1\r\n");
+    assert!(closed);
+    assert_eq!(
+        query_err(&mut c, cmd("CLIENT").arg("ID").arg("x")),
+        "ERR wrong number of arguments for 'client|id' command"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("CLIENT").arg("bogus")),
+        "ERR unknown subcommand 'bogus'. Try CLIENT HELP."
+    );
+}
+
+/// Reads one integer reply (`:<n>\r\n`).
+fn read_int_reply(s: &mut std::net::TcpStream) -> i64 {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        s.read_exact(&mut b).unwrap();
+        line.push(b[0]);
+    }
+    assert_eq!(line[0], b':', "{line:?}");
+    std::str::from_utf8(&line[1..line.len() - 2])
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn bgrewriteaof_keeps_the_data() {
+    let s = server_with(&["--set", "storage.segment_size=1mb"]);
+    let mut c = s.client();
+    let keys = spread_keys("rw:", 300);
+    let big = "x".repeat(2000);
+    // Overwrite each key a few times so there is garbage to drop.
+    for round in 0..3 {
+        let mut p = redis::pipe();
+        for k in &keys {
+            p.cmd("SET").arg(k).arg(format!("{round}{big}")).ignore();
+        }
+        let () = p.query(&mut c).unwrap();
+    }
+    int(&mut c, cmd("DEL").arg(&keys[..50]));
+    let () = cmd("SETEX")
+        .arg(&keys[60])
+        .arg(1000)
+        .arg("ttl")
+        .query(&mut c)
+        .unwrap();
+    let r: String = cmd("BGREWRITEAOF").query(&mut c).unwrap();
+    assert_eq!(r, "Background append only file rewriting started");
+    let check = |c: &mut Connection| {
+        assert_eq!(int(c, &mut cmd("DBSIZE")), 250);
+        let got: Vec<Option<String>> = cmd("MGET").arg(&keys).query(c).unwrap();
+        for (i, v) in got.iter().enumerate() {
+            match i {
+                0..50 => assert_eq!(v, &None),
+                60 => assert_eq!(v.as_deref(), Some("ttl")),
+                _ => assert_eq!(v.as_deref(), Some(format!("2{big}").as_str()), "{i}"),
+            }
+        }
+        assert!(int(c, cmd("TTL").arg(&keys[60])) > 900);
+    };
+    check(&mut c);
+    let ok = wait_until(Duration::from_secs(20), || {
+        info(&mut c, "persistence")["aof_rewrite_in_progress"] == "0"
+    });
+    assert!(ok, "rewrite never finished");
+    check(&mut c);
+    let mut s = s;
+    s.restart();
+    check(&mut s.client());
+}
+
+#[test]
+fn shutdown_exits_zero_and_data_survives_restart() {
+    let mut s = server();
+    let mut c = s.client();
+    let keys = spread_keys("sd:", 100);
+    for k in &keys {
+        set(&mut c, k, k);
+    }
+    // Bad flags and ABORT (nothing to abort) are refused and stop nothing.
+    for bad in [&["bogus"][..], &["save", "nosave"], &["abort", "now"]] {
+        assert_eq!(
+            query_err(&mut c, cmd("SHUTDOWN").arg(bad)),
+            "ERR syntax error",
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        query_err(&mut c, cmd("SHUTDOWN").arg("ABORT")),
+        "ERR No shutdown in progress."
+    );
+    assert_eq!(get(&mut c, &keys[0]).as_deref(), Some(keys[0].as_str()));
+    let mut raw = s.raw();
+    raw.write_all(b"SHUTDOWN NOSAVE\r\n").unwrap();
+    let (got, closed) = read_to_eof(&mut raw, Duration::from_secs(10));
+    assert!(closed);
+    assert!(got.is_empty(), "SHUTDOWN has no reply on success: {got:?}");
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
+    s.restart();
+    let mut c = s.client();
+    let got: Vec<Option<String>> = cmd("MGET").arg(&keys).query(&mut c).unwrap();
+    let want: Vec<Option<String>> = keys.iter().map(|k| Some(k.clone())).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn pipeline_of_10k_commands_replies_in_order() {
+    let s = server();
+    let mut c = s.client();
+    let mut p = redis::pipe();
+    for i in 0..10_000 {
+        match i % 4 {
+            0 => p.cmd("SET").arg(format!("p:{i}")).arg(i),
+            1 => p.cmd("GET").arg(format!("p:{}", i - 1)),
+            2 => p.cmd("INCR").arg(format!("ctr:{}", i % 37)),
+            _ => p.cmd("EXISTS").arg(format!("p:{}", i - 3)).arg("nope"),
+        };
+    }
+    let replies: Vec<Value> = p.query(&mut c).unwrap();
+    assert_eq!(replies.len(), 10_000);
+    let mut counters: HashMap<usize, i64> = HashMap::new();
+    for (i, r) in replies.iter().enumerate() {
+        let want = match i % 4 {
+            0 => Value::Okay,
+            1 => Value::BulkString((i - 1).to_string().into_bytes()),
+            2 => {
+                let n = counters.entry(i % 37).or_default();
+                *n += 1;
+                Value::Int(*n)
+            }
+            _ => Value::Int(1),
+        };
+        assert_eq!(r, &want, "reply {i}");
+    }
+}
+
+#[test]
+fn fifty_concurrent_clients_keep_every_update() {
+    let s = server();
+    let counters = spread_keys("cnt:", 16);
+    let threads: Vec<_> = (0..50)
+        .map(|t| {
+            let mut c = s.client();
+            let counters = counters.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let k = format!("t{t}:{i}");
+                    let () = cmd("SET").arg(&k).arg(i).query(&mut c).unwrap();
+                    let v: i64 = cmd("GET").arg(&k).query(&mut c).unwrap();
+                    assert_eq!(v, i);
+                    let _: i64 = cmd("INCR")
+                        .arg(&counters[(t + i as usize) % counters.len()])
+                        .query(&mut c)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut c = s.client();
+    let values: Vec<i64> = cmd("MGET").arg(&counters).query(&mut c).unwrap();
+    assert_eq!(values.iter().sum::<i64>(), 50 * 100);
+    assert_eq!(int(&mut c, &mut cmd("DBSIZE")), 50 * 100 + 16);
+    let v: i64 = cmd("GET").arg("t49:99").query(&mut c).unwrap();
+    assert_eq!(v, 99);
+}
+
+#[test]
+fn unknown_command_and_wrong_arity_keep_the_connection_open() {
+    let s = server();
+    let mut c = s.client();
+    assert_eq!(
+        query_err(&mut c, cmd("foo").arg("a")),
+        "ERR unknown command 'foo', with args beginning with: 'a' "
+    );
+    assert_eq!(
+        query_err(&mut c, &cmd("foo")),
+        "ERR unknown command 'foo', with args beginning with: "
+    );
+    assert_eq!(
+        query_err(&mut c, &cmd("GET")),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("GET").arg("a").arg("b")),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("SET").arg("a")),
+        "ERR wrong number of arguments for 'set' command"
+    );
+    set(&mut c, "after", "errors");
+    assert_eq!(get(&mut c, "after").as_deref(), Some("errors"));
+    // Redis's wording exactly: arguments quoted up to 128 bytes in all, newlines blanked so
+    // the error stays one line.
+    let mut raw = s.raw();
+    let long = "x".repeat(200);
+    let req = resp(&[b"nope\r\ncmd", long.as_bytes(), b"y"]);
+    let want = format!(
+        "-ERR unknown command 'nope  cmd', with args beginning with: '{}' \r\n",
+        "x".repeat(128)
+    );
+    expect_reply(&mut raw, &req, want.as_bytes());
+    let args: Vec<&[u8]> = std::iter::once(&b"nope"[..])
+        .chain(std::iter::repeat_n(&b"abcdefghij"[..], 30))
+        .collect();
+    let want = format!(
+        "-ERR unknown command 'nope', with args beginning with: {}\r\n",
+        "'abcdefghij' ".repeat(10)
+    );
+    expect_reply(&mut raw, &resp(&args), want.as_bytes());
+    expect_reply(&mut raw, b"PING\r\n", b"+PONG\r\n");
+}
+
+#[test]
+fn lastsave_and_wait_answer_and_save_is_refused() {
+    let s = server();
+    let mut c = s.client();
+    let t: i64 = cmd("LASTSAVE").query(&mut c).unwrap();
+    assert!((t - now_ms() / 1000).abs() < 60);
+    let n: i64 = cmd("WAIT").arg(0).arg(0).query(&mut c).unwrap();
+    assert_eq!(n, 0);
+    let started = Instant::now();
+    let _ = query_err(&mut c, &cmd("SAVE"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    set(&mut c, "k", "v");
+    assert_eq!(get(&mut c, "k").as_deref(), Some("v"));
+}
+
+#[test]
+fn odd_layouts_route_every_command() {
+    // More workers than partitions (idle workers still take connections), and counts that do
+    // not divide each other.
+    for (partitions, workers) in [(1u32, 3u32), (5, 2), (7, 4)] {
+        let p = format!("storage.partitions={partitions}");
+        let w = workers.to_string();
+        let s = Server::start(&["--workers", &w, "--set", &p]);
+        // One connection per worker (they are dealt round robin).
+        let mut conns: Vec<Connection> = (0..workers).map(|_| s.client()).collect();
+        let keys: Vec<String> = (0..300).map(|i| format!("odd:{i}")).collect();
+        let mut m = cmd("MSET");
+        for k in &keys {
+            m.arg(k).arg(k);
+        }
+        let () = m.query(&mut conns[0]).unwrap();
+        for c in conns.iter_mut() {
+            assert_eq!(int(c, &mut cmd("DBSIZE")), 300);
+        }
+        for c in conns.iter_mut() {
+            let got: Vec<String> = cmd("MGET").arg(&keys).query(c).unwrap();
+            assert_eq!(got, keys, "{partitions}/{workers}");
+            let scanned = scan_all(c, Some("odd:*"), 16);
+            assert_eq!(scanned.len(), 300, "{partitions}/{workers}");
+            assert_eq!(scanned.iter().collect::<HashSet<_>>().len(), 300);
+            let all: Vec<String> = cmd("KEYS").arg("odd:*").query(c).unwrap();
+            assert_eq!(all.len(), 300);
+            let r: String = cmd("RANDOMKEY").query(c).unwrap();
+            assert!(r.starts_with("odd:") || r == "ctr", "{r}");
+            assert_eq!(
+                int(c, cmd("INCR").arg("ctr")),
+                int(c, cmd("GET").arg("ctr"))
+            );
+        }
+        assert_eq!(int(&mut conns[1], cmd("DEL").arg(&keys)), 300);
+        assert_eq!(int(&mut conns[0], &mut cmd("DBSIZE")), 1);
+    }
+}

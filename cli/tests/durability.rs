@@ -1,0 +1,360 @@
+//! What survives a crash or a stop: with `fsync always` every acknowledged write survives
+//! SIGKILL at any moment; with `everysec` a clean stop (SHUTDOWN, SIGTERM) loses nothing; and a
+//! data directory is never opened by two servers, nor with another partition count.
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, info, run_to_exit};
+use redis::cmd;
+
+/// Every `(key, value)` must be there with that value.
+fn assert_all_present(s: &Server, expect: &HashMap<String, String>, what: &str) {
+    let mut c = s.client();
+    let keys: Vec<&String> = expect.keys().collect();
+    for chunk in keys.chunks(500) {
+        let got: Vec<Option<String>> = cmd("MGET").arg(chunk).query(&mut c).unwrap();
+        for (k, v) in chunk.iter().zip(got) {
+            assert_eq!(
+                v.as_deref(),
+                Some(expect[*k].as_str()),
+                "{what}: acknowledged key {k} lost or wrong"
+            );
+        }
+    }
+}
+
+/// Deleted keys must stay deleted.
+fn assert_all_absent(s: &Server, keys: &[String], what: &str) {
+    let mut c = s.client();
+    for chunk in keys.chunks(500) {
+        let n: i64 = cmd("EXISTS").arg(chunk).query(&mut c).unwrap();
+        assert_eq!(n, 0, "{what}: an acknowledged DEL was undone");
+    }
+}
+
+#[test]
+fn fsync_always_keeps_every_acknowledged_write_across_kill9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let args = ["--workers", "4", "--fsync", "always"];
+    let mut rng = fastrand::Rng::with_seed(0xd0_0d1e);
+    // What the writers saw acknowledged: key -> value, and acknowledged deletes.
+    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let deleted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut s = Server::start_in(&dir, &args);
+    for round in 0..4 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let mut c = s.client();
+                let (acked, deleted, stop) = (acked.clone(), deleted.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    for i in 0u64.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let k = format!("r{round}:t{t}:{i}");
+                        let v = format!("{i}-{}", "x".repeat((i % 50) as usize));
+                        // SET, and now and then a DEL of an earlier key or an overwrite.
+                        let r: redis::RedisResult<()> = cmd("SET").arg(&k).arg(&v).query(&mut c);
+                        if r.is_err() {
+                            break; // the server is gone
+                        }
+                        acked.lock().unwrap().insert(k, v);
+                        if i % 7 == 3 {
+                            // While the DEL is in flight the key may or may not survive a
+                            // crash; once acknowledged, its absence must.
+                            let old = format!("r{round}:t{t}:{}", i - 3);
+                            acked.lock().unwrap().remove(&old);
+                            let r: redis::RedisResult<i64> = cmd("DEL").arg(&old).query(&mut c);
+                            if r.is_err() {
+                                break;
+                            }
+                            deleted.lock().unwrap().push(old);
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.u64(150..600)));
+        s.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        s.restart();
+        let expect = acked.lock().unwrap().clone();
+        assert!(
+            expect.keys().any(|k| k.starts_with(&format!("r{round}:"))),
+            "round {round}: nothing was acknowledged before the kill"
+        );
+        assert_all_present(&s, &expect, &format!("round {round}"));
+        assert_all_absent(&s, &deleted.lock().unwrap(), &format!("round {round}"));
+    }
+}
+
+/// Writes `n` keys named `{prefix}{i}` (with a TTL on some) through a pipeline.
+fn write_keys(s: &Server, prefix: &str, n: usize) -> HashMap<String, String> {
+    let mut c = s.client();
+    let mut p = redis::pipe();
+    let mut m = HashMap::new();
+    for i in 0..n {
+        let k = format!("{prefix}{i}");
+        let v = format!("value-{i}");
+        if i % 10 == 0 {
+            p.cmd("SETEX").arg(&k).arg(3600).arg(&v).ignore();
+        } else {
+            p.cmd("SET").arg(&k).arg(&v).ignore();
+        }
+        m.insert(k, v);
+    }
+    let () = p.query(&mut c).unwrap();
+    m
+}
+
+#[test]
+fn everysec_data_survives_shutdown_and_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let args = ["--workers", "4", "--fsync", "everysec"];
+    let mut s = Server::start_in(&dir, &args);
+    let mut all = write_keys(&s, "a:", 2000);
+    // SHUTDOWN right after the writes, well inside the one-second window.
+    let mut c = s.client();
+    let _ = cmd("SHUTDOWN").query::<redis::Value>(&mut c);
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
+    s.restart();
+    assert_all_present(&s, &all, "after SHUTDOWN");
+    let mut c = s.client();
+    let ttl: i64 = cmd("TTL").arg("a:10").query(&mut c).unwrap();
+    assert!(
+        (3000..=3600).contains(&ttl),
+        "TTL kept across restart: {ttl}"
+    );
+    let ttl: i64 = cmd("TTL").arg("a:11").query(&mut c).unwrap();
+    assert_eq!(ttl, -1);
+
+    all.extend(write_keys(&s, "b:", 2000));
+    let n: i64 = cmd("DEL").arg("a:1").arg("a:2").query(&mut c).unwrap();
+    assert_eq!(n, 2);
+    all.remove("a:1");
+    all.remove("a:2");
+    assert_eq!(s.terminate(), Some(0), "SIGTERM is a clean exit");
+    s.restart();
+    assert_all_present(&s, &all, "after SIGTERM");
+    assert_all_absent(&s, &["a:1".into(), "a:2".into()], "after SIGTERM");
+    let n: i64 = cmd("DBSIZE").query(&mut s.client()).unwrap();
+    assert_eq!(n as usize, all.len());
+}
+
+#[test]
+fn data_survives_kill9_after_a_log_rewrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let args = [
+        "--workers",
+        "4",
+        "--fsync",
+        "always",
+        "--set",
+        "storage.segment_size=1mb",
+    ];
+    let mut s = Server::start_in(&dir, &args);
+    let mut c = s.client();
+    let big = "y".repeat(3000);
+    for round in 0..3 {
+        let mut p = redis::pipe();
+        for i in 0..400 {
+            p.cmd("SET")
+                .arg(format!("m:{i}"))
+                .arg(format!("{round}{big}"))
+                .ignore();
+        }
+        let () = p.query(&mut c).unwrap();
+    }
+    let n: i64 = cmd("DEL").arg("m:0").arg("m:1").query(&mut c).unwrap();
+    assert_eq!(n, 2);
+    let _: String = cmd("BGREWRITEAOF").query(&mut c).unwrap();
+    let done = common::wait_until(Duration::from_secs(20), || {
+        info(&mut c, "persistence")["aof_rewrite_in_progress"] == "0"
+    });
+    assert!(done, "rewrite never finished");
+    s.kill9();
+    s.restart();
+    let mut c = s.client();
+    let n: i64 = cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 398);
+    let v: Option<String> = cmd("GET").arg("m:0").query(&mut c).unwrap();
+    assert_eq!(v, None, "a deleted key came back after the rewrite");
+    let v: String = cmd("GET").arg("m:399").query(&mut c).unwrap();
+    assert_eq!(v, format!("2{big}"));
+}
+
+/// Starts a second server on `dir` and expects it to refuse: non-zero exit, stderr
+/// containing every one of `needles`.
+fn assert_refuses(dir: &Path, extra: &[&str], needles: &[&str]) {
+    let started = Instant::now();
+    let (code, stderr) = run_to_exit(dir, extra, Duration::from_secs(30));
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "second start: exit {code:?}, stderr:\n{stderr}"
+    );
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}:\n{stderr}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refusing took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_second_server_on_the_same_directory_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut s = Server::start_in(&dir, &["--workers", "2"]);
+    let mut c = s.client();
+    let () = cmd("SET").arg("mine").arg("1").query(&mut c).unwrap();
+    assert_refuses(
+        &dir,
+        &["--workers", "2"],
+        &["in use by another simplekv process", "lock"],
+    );
+    // Another worker count does not get around it either.
+    assert_refuses(&dir, &["--workers", "3"], &["lock"]);
+    // The first one is unharmed.
+    assert!(s.is_running());
+    let v: String = cmd("GET").arg("mine").query(&mut c).unwrap();
+    assert_eq!(v, "1");
+    let () = cmd("SET").arg("mine").arg("2").query(&mut c).unwrap();
+    s.kill9();
+    // Once it is gone, the directory opens again (the lock died with the process).
+    let s2 = Server::start_in(&dir, &["--workers", "2"]);
+    let v: String = cmd("GET").arg("mine").query(&mut s2.client()).unwrap();
+    assert_eq!(v, "2");
+}
+
+#[test]
+fn another_partition_count_on_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut s = Server::start_in(&dir, &["--set", "storage.partitions=8"]);
+    let data = write_keys(&s, "p:", 500);
+    assert_eq!(s.terminate(), Some(0));
+    assert_refuses(
+        &dir,
+        &["--set", "storage.partitions=16"],
+        &["storage.partitions = 8", "16"],
+    );
+    assert_refuses(&dir, &[], &["storage.partitions = 8"]);
+    // With the right count everything is there.
+    let s = Server::start_in(&dir, &["--set", "storage.partitions=8"]);
+    assert_all_present(&s, &data, "reopened with the same partition count");
+}
+
+#[test]
+fn everysec_acknowledged_writes_survive_sigterm_under_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut s = Server::start_in(&dir, &["--workers", "4", "--fsync", "everysec"]);
+    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let writers: Vec<_> = (0..6)
+        .map(|t| {
+            let mut c = s.client();
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                // Pipelines of cross-worker MSETs and SETs, until the server goes away.
+                for batch in 0u64.. {
+                    let mut p = redis::pipe();
+                    let mut pairs = Vec::new();
+                    for i in 0..20 {
+                        let k = format!("t{t}:{batch}:{i}");
+                        let v = format!("{batch}.{i}");
+                        if i % 2 == 0 {
+                            p.cmd("SET").arg(&k).arg(&v).ignore();
+                        } else {
+                            p.cmd("MSET")
+                                .arg(&k)
+                                .arg(&v)
+                                .arg(format!("{k}m"))
+                                .arg(&v)
+                                .ignore();
+                            pairs.push((format!("{k}m"), v.clone()));
+                        }
+                        pairs.push((k, v));
+                    }
+                    if p.query::<()>(&mut c).is_err() {
+                        return batch;
+                    }
+                    acked.lock().unwrap().extend(pairs);
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.terminate(), Some(0), "SIGTERM under load is a clean exit");
+    for w in writers {
+        assert!(w.join().unwrap() > 0, "a writer got nothing done");
+    }
+    s.restart();
+    let expect = acked.lock().unwrap().clone();
+    assert_all_present(&s, &expect, "after SIGTERM under load");
+}
+
+#[test]
+fn ttls_survive_a_restart_and_keys_that_expired_while_down_stay_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut s = Server::start_in(&dir, &["--workers", "2"]);
+    let mut c = s.client();
+    let mut p = redis::pipe();
+    for i in 0..100 {
+        p.cmd("SET")
+            .arg(format!("short:{i}"))
+            .arg("v")
+            .arg("PX")
+            .arg(300)
+            .ignore();
+        p.cmd("SET")
+            .arg(format!("long:{i}"))
+            .arg("v")
+            .arg("EX")
+            .arg(1000)
+            .ignore();
+    }
+    let () = p.query(&mut c).unwrap();
+    let at: i64 = cmd("PEXPIRETIME").arg("long:7").query(&mut c).unwrap();
+    assert_eq!(s.terminate(), Some(0));
+    std::thread::sleep(Duration::from_millis(400));
+    s.restart();
+    let mut c = s.client();
+    let n: i64 = cmd("EXISTS")
+        .arg((0..100).map(|i| format!("short:{i}")).collect::<Vec<_>>())
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        n, 0,
+        "keys that expired while the server was down came back"
+    );
+    let v: Option<String> = cmd("GET").arg("short:3").query(&mut c).unwrap();
+    assert_eq!(v, None);
+    assert_eq!(
+        cmd("PEXPIRETIME")
+            .arg("long:7")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        at,
+        "the absolute expiry is kept"
+    );
+    let ok = common::wait_until(Duration::from_secs(5), || {
+        cmd("DBSIZE").query::<i64>(&mut c).unwrap() == 100
+    });
+    assert!(ok, "expired keys still counted after restart");
+}

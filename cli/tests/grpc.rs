@@ -1,0 +1,214 @@
+//! The gRPC KV service against a running server: every method, missing keys, expiry, bad
+//! arguments, and a server that is down.
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grpcio::{CallOption, ChannelBuilder, Environment};
+use simplekv_proto::kv::*;
+use simplekv_proto::kv_grpc::KvClient;
+
+fn start() -> (common::Server, KvClient, u16) {
+    let gport = common::free_port();
+    let s = common::Server::start(&["--grpc-port", &gport.to_string()]);
+    let env = Arc::new(Environment::new(1));
+    let ch = ChannelBuilder::new(env).connect(&format!("127.0.0.1:{gport}"));
+    (s, KvClient::new(ch), gport)
+}
+
+fn opt() -> CallOption {
+    CallOption::default().timeout(Duration::from_secs(10))
+}
+
+fn code(s: &protobuf::MessageField<Status>) -> Code {
+    s.as_ref()
+        .map(|s| s.code.enum_value_or(Code::INTERNAL))
+        .unwrap_or(Code::OK)
+}
+
+fn set(c: &KvClient, k: &[u8], v: &[u8], ttl_ms: u64) -> SetReply {
+    let mut r = SetRequest::new();
+    r.key = k.to_vec();
+    r.value = v.to_vec();
+    r.ttl_ms = ttl_ms;
+    c.set_opt(&r, opt()).expect("set")
+}
+
+fn get(c: &KvClient, k: &[u8]) -> GetReply {
+    let mut r = GetRequest::new();
+    r.key = k.to_vec();
+    c.get_opt(&r, opt()).expect("get")
+}
+
+fn ttl(c: &KvClient, k: &[u8]) -> i64 {
+    let mut r = TtlRequest::new();
+    r.key = k.to_vec();
+    c.ttl_opt(&r, opt()).expect("ttl").ttl_ms
+}
+
+#[test]
+fn get_set_del_round_trip_and_match_resp() {
+    let (s, c, _) = start();
+    assert_eq!(code(&set(&c, b"k\0bin", b"v\r\n", 0).status), Code::OK);
+    let g = get(&c, b"k\0bin");
+    assert!(g.found);
+    assert_eq!(g.value, b"v\r\n");
+    assert_eq!(code(&g.status), Code::OK);
+    let missing = get(&c, b"nope");
+    assert!(!missing.found);
+    assert_eq!(code(&missing.status), Code::OK);
+    // Both front doors see the same data.
+    let mut con = s.client();
+    let v: Vec<u8> = redis::cmd("GET")
+        .arg(&b"k\0bin"[..])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(v, b"v\r\n");
+    let _: () = redis::cmd("SET")
+        .arg("from-resp")
+        .arg("x")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(get(&c, b"from-resp").value, b"x");
+
+    let mut d = DelRequest::new();
+    d.keys = vec![b"k\0bin".to_vec(), b"from-resp".to_vec(), b"nope".to_vec()];
+    let r = c.del_opt(&d, opt()).unwrap();
+    assert_eq!(r.deleted, 2);
+    assert!(!get(&c, b"from-resp").found);
+}
+
+#[test]
+fn ttl_and_expire_follow_pttl_and_pexpire() {
+    let (_s, c, _) = start();
+    assert_eq!(ttl(&c, b"missing"), -2);
+    set(&c, b"plain", b"v", 0);
+    assert_eq!(ttl(&c, b"plain"), -1);
+    set(&c, b"short", b"v", 300);
+    let t = ttl(&c, b"short");
+    assert!((1..=300).contains(&t), "{t}");
+    let mut e = ExpireRequest::new();
+    e.key = b"plain".to_vec();
+    e.ttl_ms = 60_000;
+    assert!(c.expire_opt(&e, opt()).unwrap().applied);
+    assert!(ttl(&c, b"plain") > 59_000);
+    e.key = b"missing".to_vec();
+    assert!(!c.expire_opt(&e, opt()).unwrap().applied);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&c, b"short").found {
+        assert!(
+            Instant::now() < deadline,
+            "key with a 300 ms TTL never expired"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ttl(&c, b"short"), -2);
+}
+
+#[test]
+fn mset_and_mget_span_every_worker_and_keep_order() {
+    let (_s, c, _) = start();
+    let mut m = MSetRequest::new();
+    for i in 0..200 {
+        let mut kv = KeyValue::new();
+        kv.key = format!("key{i}").into_bytes();
+        kv.value = format!("val{i}").into_bytes();
+        m.pairs.push(kv);
+    }
+    assert_eq!(code(&c.m_set_opt(&m, opt()).unwrap().status), Code::OK);
+    let mut g = MGetRequest::new();
+    g.keys = (0..201).map(|i| format!("key{i}").into_bytes()).collect();
+    let r = c.m_get_opt(&g, opt()).unwrap();
+    assert_eq!(r.values.len(), 201);
+    for i in 0..200 {
+        assert!(r.values[i].found);
+        assert_eq!(r.values[i].value, format!("val{i}").into_bytes());
+    }
+    assert!(!r.values[200].found);
+}
+
+#[test]
+fn bad_arguments_get_the_resp_error_as_invalid_argument() {
+    let gport = common::free_port();
+    let _s = common::Server::start(&[
+        "--grpc-port",
+        &gport.to_string(),
+        "--set",
+        "limits.max_value_len=1kb",
+    ]);
+    let env = Arc::new(Environment::new(1));
+    let c = KvClient::new(ChannelBuilder::new(env).connect(&format!("127.0.0.1:{gport}")));
+    let r = set(&c, b"big", &[7u8; 2000], 0);
+    assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    assert!(
+        r.status.message.contains("max_value_len"),
+        "{}",
+        r.status.message
+    );
+    assert!(!get(&c, b"big").found, "nothing stored");
+    let r = c.m_set_opt(&MSetRequest::new(), opt()).unwrap();
+    assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+}
+
+#[test]
+fn a_server_that_is_down_gives_a_clear_error_without_hanging() {
+    let (mut s, c, _) = start();
+    set(&c, b"a", b"b", 0);
+    s.kill9();
+    let started = Instant::now();
+    let mut r = GetRequest::new();
+    r.key = b"a".to_vec();
+    let err = c
+        .get_opt(&r, CallOption::default().timeout(Duration::from_secs(3)))
+        .expect_err("the server is down");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let text = err.to_string();
+    assert!(
+        text.contains("UNAVAILABLE") || text.contains("DEADLINE_EXCEEDED"),
+        "{text}"
+    );
+}
+
+fn cli_grpc(port: u16, input: &str) -> (String, bool) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_simplekv"))
+        .args(["cli", "--grpc", "-p", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run simplekv cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn the_cli_talks_to_the_grpc_service_with_the_same_replies() {
+    let (_s, _c, gport) = start();
+    let (out, ok) = cli_grpc(
+        gport,
+        "ping\nset hello 1\nget hello\nexpire hello 200\nttl hello\nmset a 1 b 2\nmget a b nope\ndel hello a\nget hello\nincr x\n",
+    );
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..8],
+        ["PONG", "OK", "1", "1", "200", "OK", "1", "2"],
+        "{out}"
+    );
+    assert_eq!(lines[8], "", "nil of mget");
+    assert_eq!(lines[9], "2", "{out}");
+    assert_eq!(lines[10], "", "get of a deleted key");
+    assert!(lines[11].contains("not available over gRPC"), "{out}");
+}

@@ -1,0 +1,273 @@
+//! The gRPC KV service: Get, Set (with TTL), Del, Expire, Ttl, MGet, MSet.
+//!
+//! Each request becomes the same work a RESP command would be (a single-key command, or the
+//! per-worker parts of a multi-key one) and is sent to the owning worker through the router.
+//! The worker answers after its group commit; the handler never blocks the completion queue:
+//! it awaits a oneshot channel inside a future spawned on the gRPC context.
+use std::sync::{Arc, OnceLock};
+
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::join_all;
+use grpcio::{RpcContext, UnarySink};
+use simplekv_net::resp::encode::{Reply, parse_reply};
+use simplekv_net::server::router::{Op, OwnedArgs, Payload, Router};
+use simplekv_proto::kv::*;
+use simplekv_proto::kv_grpc::Kv;
+
+use super::status::{internal, invalid, ok, status_of_error};
+
+#[derive(Clone)]
+pub struct KvService {
+    /// Set once the workers run (the port is served a moment before).
+    router: Arc<OnceLock<Router>>,
+}
+
+/// What came back from the workers, as a reply or an error status.
+type Answer = Result<Reply, Status>;
+
+const GONE: &str = "the server is shutting down";
+const STARTING: &str = "TRYAGAIN the server is starting";
+
+impl KvService {
+    pub fn new(router: Arc<OnceLock<Router>>) -> KvService {
+        KvService { router }
+    }
+
+    fn router(&self) -> Option<&Router> {
+        self.router.get()
+    }
+
+    fn submit(&self, worker: usize, op: Op) -> oneshot::Receiver<Payload> {
+        let (tx, rx) = oneshot::channel();
+        match self.router() {
+            // If the worker is gone, `tx` is dropped with the closure and the receiver says so.
+            Some(r) => {
+                r.submit(worker, op, move |p| {
+                    let _ = tx.send(p);
+                });
+            }
+            None => {
+                let _ = tx.send(Payload::Err(STARTING.into()));
+            }
+        }
+        rx
+    }
+
+    /// Runs one single-key command, RESP-style arguments (name first).
+    fn keyed(&self, args: &[&[u8]]) -> impl Future<Output = Answer> + use<> {
+        let (worker, partition) = self.router().map(|r| r.owner_of(args[1])).unwrap_or((0, 0));
+        let rx = self.submit(
+            worker,
+            Op::Keyed {
+                partition,
+                args: OwnedArgs::from_slices(args.iter().copied()),
+            },
+        );
+        rx.map(|r| match r {
+            Ok(p) => answer(p),
+            Err(_) => Err(internal(GONE)),
+        })
+    }
+
+    /// Splits keys (with their positions) by owning worker.
+    fn by_worker<T: Clone>(&self, items: &[(Vec<u8>, T)]) -> Vec<Vec<(u32, Vec<u8>, T)>> {
+        let Some(router) = self.router() else {
+            // Not started yet: one group, answered TRY_AGAIN by `submit`.
+            return vec![
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, t))| (i as u32, k.clone(), t.clone()))
+                    .collect(),
+            ];
+        };
+        let mut groups = vec![Vec::new(); router.workers()];
+        for (i, (k, t)) in items.iter().enumerate() {
+            let (w, _) = router.owner_of(k);
+            groups[w].push((i as u32, k.clone(), t.clone()));
+        }
+        groups
+    }
+}
+
+/// Turns a worker's payload into a reply, or an error status.
+fn answer(p: Payload) -> Answer {
+    match p {
+        Payload::Resp(bytes) => match parse_reply(&bytes) {
+            Ok(Some((Reply::Error(e), _))) => Err(status_of_error(&String::from_utf8_lossy(&e))),
+            Ok(Some((r, _))) => Ok(r),
+            _ => Err(internal("unreadable reply from a worker")),
+        },
+        Payload::Int(n) => Ok(Reply::Integer(n)),
+        Payload::Ok => Ok(Reply::Simple(b"OK".to_vec())),
+        Payload::Err(e) => Err(status_of_error(&e)),
+        other => Err(internal(format!(
+            "unexpected reply from a worker: {other:?}"
+        ))),
+    }
+}
+
+fn ttl_arg(ms: u64) -> Vec<u8> {
+    ms.to_string().into_bytes()
+}
+
+impl Kv for KvService {
+    fn get(&mut self, ctx: RpcContext, req: GetRequest, sink: UnarySink<GetReply>) {
+        let fut = self.keyed(&[b"GET", &req.key]);
+        ctx.spawn(async move {
+            let mut r = GetReply::new();
+            match fut.await {
+                Ok(Reply::Bulk(v)) => {
+                    r.found = true;
+                    r.value = v;
+                }
+                Ok(_) => {}
+                Err(s) => r.status = Some(s).into(),
+            }
+            let _ = sink.success(r).await;
+        });
+    }
+
+    fn set(&mut self, ctx: RpcContext, req: SetRequest, sink: UnarySink<SetReply>) {
+        let ttl = ttl_arg(req.ttl_ms);
+        let fut = if req.ttl_ms > 0 {
+            self.keyed(&[b"SET", &req.key, &req.value, b"PX", &ttl])
+                .boxed()
+        } else {
+            self.keyed(&[b"SET", &req.key, &req.value]).boxed()
+        };
+        ctx.spawn(async move {
+            let mut r = SetReply::new();
+            r.status = Some(match fut.await {
+                Ok(_) => ok(),
+                Err(s) => s,
+            })
+            .into();
+            let _ = sink.success(r).await;
+        });
+    }
+
+    fn del(&mut self, ctx: RpcContext, req: DelRequest, sink: UnarySink<DelReply>) {
+        let items: Vec<(Vec<u8>, ())> = req.keys.iter().map(|k| (k.clone(), ())).collect();
+        let mut parts = Vec::new();
+        for (w, group) in self.by_worker(&items).into_iter().enumerate() {
+            if !group.is_empty() {
+                let keys = group.into_iter().map(|(_, k, _)| k).collect();
+                parts.push(self.submit(w, Op::Del { keys }));
+            }
+        }
+        ctx.spawn(async move {
+            let mut r = DelReply::new();
+            let mut status = ok();
+            for p in join_all(parts).await {
+                match p.map_err(|_| internal(GONE)).and_then(answer) {
+                    Ok(Reply::Integer(n)) => r.deleted += n as u64,
+                    Ok(_) => {}
+                    Err(s) => status = s,
+                }
+            }
+            r.status = Some(status).into();
+            let _ = sink.success(r).await;
+        });
+    }
+
+    fn expire(&mut self, ctx: RpcContext, req: ExpireRequest, sink: UnarySink<ExpireReply>) {
+        let ttl = ttl_arg(req.ttl_ms);
+        let fut = self.keyed(&[b"PEXPIRE", &req.key, &ttl]);
+        ctx.spawn(async move {
+            let mut r = ExpireReply::new();
+            match fut.await {
+                Ok(Reply::Integer(n)) => r.applied = n == 1,
+                Ok(_) => {}
+                Err(s) => r.status = Some(s).into(),
+            }
+            let _ = sink.success(r).await;
+        });
+    }
+
+    fn ttl(&mut self, ctx: RpcContext, req: TtlRequest, sink: UnarySink<TtlReply>) {
+        let fut = self.keyed(&[b"PTTL", &req.key]);
+        ctx.spawn(async move {
+            let mut r = TtlReply::new();
+            match fut.await {
+                Ok(Reply::Integer(n)) => r.ttl_ms = n,
+                Ok(_) => r.status = Some(internal("unexpected PTTL reply")).into(),
+                Err(s) => r.status = Some(s).into(),
+            }
+            let _ = sink.success(r).await;
+        });
+    }
+
+    fn m_get(&mut self, ctx: RpcContext, req: MGetRequest, sink: UnarySink<MGetReply>) {
+        let n = req.keys.len();
+        let items: Vec<(Vec<u8>, ())> = req.keys.iter().map(|k| (k.clone(), ())).collect();
+        let mut parts = Vec::new();
+        for (w, group) in self.by_worker(&items).into_iter().enumerate() {
+            if !group.is_empty() {
+                let keys = group.into_iter().map(|(i, k, _)| (i, k)).collect();
+                parts.push(self.submit(w, Op::MGet { keys }));
+            }
+        }
+        ctx.spawn(async move {
+            let mut r = MGetReply::new();
+            let mut values = vec![MaybeValue::new(); n];
+            let mut status = ok();
+            for p in join_all(parts).await {
+                match p {
+                    Ok(Payload::Elements(es)) => {
+                        for (pos, enc) in es {
+                            if let (Some(slot), Ok(Some((Reply::Bulk(v), _)))) =
+                                (values.get_mut(pos as usize), parse_reply(&enc))
+                            {
+                                slot.found = true;
+                                slot.value = v;
+                            }
+                        }
+                    }
+                    Ok(other) => {
+                        if let Err(s) = answer(other) {
+                            status = s;
+                        }
+                    }
+                    Err(_) => status = internal(GONE),
+                }
+            }
+            r.values = values;
+            r.status = Some(status).into();
+            let _ = sink.success(r).await;
+        });
+    }
+
+    fn m_set(&mut self, ctx: RpcContext, req: MSetRequest, sink: UnarySink<MSetReply>) {
+        let items: Vec<(Vec<u8>, Vec<u8>)> = req
+            .pairs
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
+        let mut parts = Vec::new();
+        if items.is_empty() {
+            let mut r = MSetReply::new();
+            r.status = Some(invalid("ERR wrong number of arguments for 'mset' command")).into();
+            ctx.spawn(sink.success(r).map(|_| ()));
+            return;
+        }
+        for (w, group) in self.by_worker(&items).into_iter().enumerate() {
+            if !group.is_empty() {
+                let pairs = group.into_iter().map(|(_, k, v)| (k, v)).collect();
+                parts.push(self.submit(w, Op::MSet { pairs }));
+            }
+        }
+        ctx.spawn(async move {
+            let mut status = ok();
+            for p in join_all(parts).await {
+                if let Err(s) = p.map_err(|_| internal(GONE)).and_then(answer) {
+                    status = s;
+                }
+            }
+            let mut r = MSetReply::new();
+            r.status = Some(status).into();
+            let _ = sink.success(r).await;
+        });
+    }
+}

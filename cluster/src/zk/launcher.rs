@@ -1,0 +1,183 @@
+//! Runs a ZooKeeper server (the Debian `zookeeper` package's jars and a JRE) on a free
+//! loopback port, for `simplekv cluster local` and for tests. Stopped (and its data removed,
+//! when it owns a temporary directory) on drop.
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLASSPATH: &str = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(
+        "ZooKeeper is not installed ({0} missing): run scripts/setup.sh (Debian package `zookeeper`)"
+    )]
+    NotInstalled(String),
+    #[error("cannot start ZooKeeper: {0}")]
+    Spawn(std::io::Error),
+    #[error("ZooKeeper exited during startup; see {log}")]
+    Died { log: PathBuf },
+    #[error("ZooKeeper did not become ready within {secs} s; see {log}")]
+    Timeout { secs: u64, log: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct LocalZooKeeper {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The `srvr` four-letter word, with a timeout: ZooKeeper 3.8 never closes a 4lw socket that
+/// arrives before its database is loaded.
+fn srvr(port: u16) -> Option<String> {
+    let addr = ("127.0.0.1", port);
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.1)),
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(b"srvr").ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Some(out)
+}
+
+impl LocalZooKeeper {
+    /// Starts a server with its data under `dir` (a temporary directory when `None`).
+    pub fn start(dir: Option<&Path>) -> Result<LocalZooKeeper, LaunchError> {
+        for jar in CLASSPATH.split(':') {
+            if !Path::new(jar).exists() {
+                return Err(LaunchError::NotInstalled(jar.into()));
+            }
+        }
+        let (dir, tmp) = match dir {
+            Some(d) => (d.to_path_buf(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("simplekv-zk-")
+                    .tempdir()
+                    .map_err(|source| LaunchError::Io {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LaunchError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir.join("data")).map_err(io(&dir))?;
+        let port = free_port().map_err(io(&dir))?;
+        let cfg = dir.join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "tickTime=2000\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat,mntr\n",
+                dir.join("data").display()
+            ),
+        )
+        .map_err(io(&cfg))?;
+        let log_path = dir.join("zk.log");
+        let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+        let log2 = log.try_clone().map_err(io(&log_path))?;
+        let child = Command::new("java")
+            .args([
+                "-Xmx256m",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-Dzookeeper.admin.enableServer=false",
+                "-cp",
+                CLASSPATH,
+                "org.apache.zookeeper.server.ZooKeeperServerMain",
+            ])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    LaunchError::NotInstalled("java".into())
+                } else {
+                    LaunchError::Spawn(e)
+                }
+            })?;
+        let mut zk = LocalZooKeeper {
+            child: Some(child),
+            port,
+            dir,
+            _tmp: tmp,
+        };
+        let limit = Duration::from_secs(30);
+        let start = Instant::now();
+        loop {
+            if let Some(c) = zk.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return Err(LaunchError::Died { log: log_path });
+            }
+            if srvr(port).is_some_and(|s| s.contains("Mode: standalone")) {
+                return Ok(zk);
+            }
+            if start.elapsed() > limit {
+                return Err(LaunchError::Timeout {
+                    secs: limit.as_secs(),
+                    log: log_path,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for LocalZooKeeper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,50 @@
+//! The ZooKeeper session layer against a real ZooKeeper 3.8 server started on a free port.
+use std::time::Duration;
+
+use simplekv_cluster::zk::{LocalZooKeeper, Session};
+
+#[test]
+fn sessions_create_their_chroot_do_cas_and_lose_ephemerals_on_close() {
+    let zk = LocalZooKeeper::start(None).expect("start ZooKeeper (scripts/setup.sh installs it)");
+    let connect = format!("{}/simplekv/test", zk.addr());
+    let a = Session::connect(&connect, Duration::from_secs(10)).expect("session a");
+    let b = Session::connect(&connect, Duration::from_secs(10)).expect("session b");
+    a.create_all("/brokers/ids").unwrap();
+    a.create("/brokers/ids/1", b"resp=127.0.0.1:7001".to_vec(), true)
+        .unwrap();
+    assert_eq!(b.children("/brokers/ids").unwrap(), vec!["1".to_string()]);
+    // Conditional writes: a stale version is refused.
+    a.create("/state", b"v1".to_vec(), false).unwrap();
+    let (_, stat) = b.get("/state").unwrap().unwrap();
+    a.set("/state", b"v2".to_vec(), Some(stat.version)).unwrap();
+    assert!(b.set("/state", b"v3".to_vec(), Some(stat.version)).is_err());
+    assert_eq!(b.get("/state").unwrap().unwrap().0, b"v2");
+    // The chroot is real: a session without it sees the full path.
+    let bare = Session::connect(&zk.addr(), Duration::from_secs(10)).unwrap();
+    assert!(bare.get("/simplekv/test/state").unwrap().is_some());
+    a.close();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !b.children("/brokers/ids").unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ephemeral outlived its session"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(b.get("/missing").unwrap().is_none());
+}
+
+#[test]
+fn an_unreachable_zookeeper_is_a_clear_error_within_the_timeout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let err = Session::connect(&format!("127.0.0.1:{port}"), Duration::from_millis(1500))
+        .err()
+        .expect("nothing listens there");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(err.to_string().contains("cannot reach ZooKeeper"), "{err}");
+}
