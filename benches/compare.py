@@ -54,7 +54,7 @@ def wait_ping(port, proc, timeout=30.0):
 
 
 class Server:
-    def __init__(self, kind, fsync, binary, workers):
+    def __init__(self, kind, fsync, binary, workers, extra=()):
         self.kind = kind
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix=f"cmp-{kind}-")
@@ -68,6 +68,8 @@ class Server:
                    "--fsync", fsync, "--log-level", "warn"]
             if workers:
                 cmd += ["--workers", str(workers)]
+            for kv in extra:
+                cmd += ["--set", kv]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True)
         wait_ping(self.port, self.proc)
@@ -119,6 +121,8 @@ def main():
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--keyspace", type=int, default=100_000, help="redis-benchmark -r")
     ap.add_argument("--workers", type=int, default=0, help="simplekv workers (0 = one per core)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra simplekv setting, repeatable (e.g. storage.partitions=4)")
     args = ap.parse_args()
     if not os.path.exists(args.binary):
         sys.exit(f"no simplekv binary at {args.binary}: cargo build --release -p simplekv-cli")
@@ -134,7 +138,7 @@ def main():
                 for test in tests:
                     result = {}
                     for kind in ("simplekv", "redis"):
-                        srv = Server(kind, fsync, args.binary, args.workers)
+                        srv = Server(kind, fsync, args.binary, args.workers, args.set)
                         try:
                             if test == "get":
                                 # Load the keys first so GETs hit.

@@ -442,7 +442,6 @@ fn values_over_max_value_len_are_refused_and_nothing_is_stored() {
 }
 
 #[test]
-#[ignore = "BUG (engine): limits.max_value_len is CONFIG SET-able (runtime in conf) but Store has no way to change its Options after open, so writes keep the startup limit"]
 fn config_set_max_value_len_takes_effect() {
     let s = server(&["--set", "limits.max_value_len=1kb"]);
     let mut c = s.client();

@@ -31,4 +31,6 @@ pub use error::{MergeError, OpenError, ReadError, WriteError};
 pub use hint::HintJob;
 pub use merge::{MergeJob, MergeOutput, MergeStats};
 pub use options::{Durability, Options, system_clock};
-pub use store::{BackgroundSync, KeyMeta, RecordBatch, RecoveryReport, Store, StoreStats};
+pub use store::{
+    BackgroundSync, KeyMeta, RecordBatch, RecoveryReport, Store, StoreStats, SyncTicket,
+};

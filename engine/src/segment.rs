@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::{Mmap, MmapOptions};
 
@@ -100,7 +101,8 @@ fn map(file: &File, len: usize, path: &Path) -> Result<Mmap, std::io::Error> {
 pub struct Segment {
     pub path: PathBuf,
     pub header: SegmentHeader,
-    file: File,
+    /// Shared so an fsync can run on another thread without a `dup` per call.
+    file: Arc<File>,
     map: Mmap,
     /// Bytes handed to the OS (the file length as far as this process knows).
     written: u64,
@@ -150,7 +152,7 @@ impl Segment {
         Ok(Segment {
             path,
             header,
-            file,
+            file: Arc::new(file),
             map,
             written: SEGMENT_HEADER_LEN as u64,
             buf: Vec::new(),
@@ -187,7 +189,7 @@ impl Segment {
         Ok(Segment {
             path: path.to_path_buf(),
             header,
-            file,
+            file: Arc::new(file),
             map,
             written: len,
             buf: Vec::new(),
@@ -348,7 +350,7 @@ impl Segment {
             .at_write(&self.path)?;
         let map =
             map(&file, capacity.max(self.written) as usize, &self.path).at_write(&self.path)?;
-        self.file = file;
+        self.file = Arc::new(file);
         self.map = map;
         self.active = true;
         Ok(())
@@ -357,6 +359,17 @@ impl Segment {
     /// Counts everything written as synced (an fsync of it was handed to another thread).
     pub fn mark_synced(&mut self) {
         self.synced = self.written;
+    }
+
+    /// Counts the first `upto` bytes as synced (an fsync that started when that much was
+    /// written has finished).
+    pub fn mark_synced_to(&mut self, upto: u64) {
+        self.synced = self.synced.max(upto.min(self.written));
+    }
+
+    /// The file and how much of it is written, for an fsync on another thread.
+    pub fn sync_handle(&self) -> (Arc<File>, u64) {
+        (self.file.clone(), self.written)
     }
 
     /// A handle to fsync this file from another thread.

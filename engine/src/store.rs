@@ -70,6 +70,27 @@ impl BackgroundSync {
     }
 }
 
+/// An fsync of what a partition has written so far, to run on another thread
+/// (see `Store::sync_ticket`).
+#[derive(Clone, Debug)]
+pub struct SyncTicket {
+    file: std::sync::Arc<fs::File>,
+    upto: u64,
+    file_id: u64,
+    path: PathBuf,
+}
+
+impl SyncTicket {
+    pub fn run(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// A descriptor on the file system holding the partition (for one `syncfs` of many).
+    pub fn file(&self) -> &fs::File {
+        &self.file
+    }
+}
+
 /// Records read for replication: whole encoded records, ready to append on a follower.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecordBatch {
@@ -199,6 +220,13 @@ impl Store {
 
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// Changes the size limits for new writes at run time (CONFIG SET); values above the
+    /// format's hard ceilings are capped to them.
+    pub fn set_limits(&mut self, max_key_len: usize, max_value_len: usize) {
+        self.opts.max_key_len = max_key_len.min(record::MAX_KEY_LEN_HARD as usize);
+        self.opts.max_value_len = max_value_len.min(record::MAX_VALUE_LEN_HARD as usize);
     }
 
     /// Changes the durability policy at run time (CONFIG SET appendfsync).
@@ -590,6 +618,44 @@ impl Store {
             return Err(self.fail_write(e));
         }
         Ok(self.opts.durability == Durability::Always && self.seg(id).has_unsynced())
+    }
+
+    /// A ticket to fsync what `commit_write` wrote, on another thread; hand it back to
+    /// `sync_done` when it has run. Replies for those writes may be released then.
+    pub fn sync_ticket(&self) -> SyncTicket {
+        let seg = self.seg(self.active_id());
+        let (file, upto) = seg.sync_handle();
+        SyncTicket {
+            file,
+            upto,
+            file_id: seg.header.file_id,
+            path: seg.path.clone(),
+        }
+    }
+
+    /// Records the outcome of a ticket's fsync. On failure the store reacts as to any failed
+    /// write (see `commit`) and the error is returned for the replies that waited on it.
+    pub fn sync_done(
+        &mut self,
+        t: &SyncTicket,
+        result: std::io::Result<()>,
+    ) -> Result<(), WriteError> {
+        match result {
+            Ok(()) => {
+                let id = self.active_id();
+                let seg = self.seg_mut(id);
+                // A roll since the ticket was taken fsynced that segment itself.
+                if seg.header.file_id == t.file_id {
+                    seg.mark_synced_to(t.upto);
+                }
+                self.last_sync = Instant::now();
+                Ok(())
+            }
+            Err(source) => Err(self.fail_write(WriteError::Io {
+                path: t.path.clone(),
+                source,
+            })),
+        }
     }
 
     /// Everything written has been made durable by the caller (e.g. one `syncfs` for the

@@ -12,10 +12,11 @@ use crate::resp::parse::Parser;
 pub enum Slot {
     /// Ready to go out.
     Ready(Vec<u8>),
-    /// A local write's reply, released once this turn's group commit succeeded, or replaced by
-    /// the commit's error if any commit of the turn failed (conservative: the client is told
-    /// "error" for a write whose fate it cannot know, never "OK" for one that was lost).
-    Held(Vec<u8>),
+    /// A local write's reply with the commit epoch it waits for: released once that epoch is
+    /// durable, or replaced by the error if a write or fsync of that epoch failed (conservative:
+    /// the client may be told "error" for a write whose fate it cannot know, never "OK" for one
+    /// that was lost).
+    Held(u64, Vec<u8>),
     /// Waiting for another worker (or several: a scattered multi-key command).
     Waiting(Box<Gather>),
 }
@@ -50,6 +51,23 @@ pub enum Gather {
 
 /// A connection. Its parts are separate structs so the dispatcher can borrow the parsed
 /// arguments (in `rbuf`/`parser`) and the reply queue (`out`) at the same time.
+/// What a worker knows about its commit epochs when releasing replies.
+pub struct Released<'a> {
+    /// Every epoch up to this one is durable.
+    pub durable: u64,
+    /// Epoch ranges (inclusive) whose write or fsync failed, with the error to reply.
+    pub failed: &'a [(u64, u64, String)],
+}
+
+impl Released<'_> {
+    pub fn error_for(&self, epoch: u64) -> Option<&str> {
+        self.failed
+            .iter()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&epoch))
+            .map(|(_, _, m)| m.as_str())
+    }
+}
+
 pub struct Conn {
     pub sock: TcpStream,
     pub rbuf: Vec<u8>,
@@ -84,6 +102,8 @@ pub struct Client {
     pub eof: bool,
     /// Registered for writability (only while output waits for socket space).
     pub want_write: bool,
+    /// Listed among the connections whose next reply waits for a durable epoch.
+    pub waits_durable: bool,
     pub authed: bool,
     pub name: Option<Vec<u8>>,
     pub created: Instant,
@@ -134,6 +154,7 @@ impl Conn {
                 dead: false,
                 eof: false,
                 want_write: false,
+                waits_durable: false,
                 authed,
                 name: None,
                 created: now,
@@ -243,17 +264,18 @@ impl Output {
         self.slots.get_mut(usize::try_from(i).ok()?)
     }
 
-    /// Moves finished replies from the front of the queue into the write buffer. `failed` is
-    /// the error of a commit that failed this turn, if any.
-    pub fn drain_slots(&mut self, failed: Option<&str>) {
+    /// Moves finished replies from the front of the queue into the write buffer, in order,
+    /// up to the first one still waiting (for a peer, or for its epoch to be durable).
+    pub fn drain_slots(&mut self, rel: &Released<'_>) {
         while let Some(front) = self.slots.front() {
             match front {
-                Slot::Ready(_) | Slot::Held(_) => {}
-                Slot::Waiting(_) => break,
+                Slot::Ready(_) => {}
+                Slot::Held(e, _) if *e <= rel.durable => {}
+                Slot::Held(..) | Slot::Waiting(_) => break,
             }
             match self.slots.pop_front() {
                 Some(Slot::Ready(r)) => self.wbuf.extend_from_slice(&r),
-                Some(Slot::Held(reply)) => match failed {
+                Some(Slot::Held(e, reply)) => match rel.error_for(e) {
                     None => self.wbuf.extend_from_slice(&reply),
                     Some(err) => crate::resp::encode::write_error(&mut self.wbuf, err.as_bytes()),
                 },
@@ -261,6 +283,11 @@ impl Output {
             }
             self.base_seq += 1;
         }
+    }
+
+    /// The first queued reply waits for its epoch to become durable.
+    pub fn waits_durable(&self) -> bool {
+        matches!(self.slots.front(), Some(Slot::Held(..)))
     }
 
     pub fn has_output(&self) -> bool {

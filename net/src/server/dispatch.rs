@@ -200,7 +200,7 @@ impl Worker {
                 Effect::Read => out.push_reply(&reply),
                 Effect::Wrote => {
                     self.mark_dirty(p);
-                    out.push_slot(Slot::Held(reply));
+                    out.push_slot(Slot::Held(self.epoch, reply));
                 }
             }
         } else {
@@ -356,7 +356,7 @@ impl Worker {
         if let Slot::Ready(reply) = slot {
             // Everything was local: the reply is complete.
             if held {
-                out.push_slot(Slot::Held(reply));
+                out.push_slot(Slot::Held(self.epoch, reply));
             } else {
                 out.push_reply(&reply);
             }
@@ -604,10 +604,24 @@ impl Worker {
     /// Applies run-time settings after CONFIG SET.
     pub fn apply_config(&mut self) {
         self.limits = super::worker::limits_of(&self.config);
+        if let Ok(level) = self
+            .config
+            .server
+            .log_level
+            .to_string()
+            .parse::<log::LevelFilter>()
+        {
+            log::set_max_level(level);
+        }
         let d = self.durability();
+        let (max_key, max_value) = (
+            self.config.limits.max_key_len as usize,
+            self.config.limits.max_value_len as usize,
+        );
         for p in self.owned.clone() {
             if let Some(s) = self.store_mut(p) {
                 s.set_durability(d);
+                s.set_limits(max_key, max_value);
             }
         }
     }
@@ -642,7 +656,7 @@ impl Worker {
         }
         if let Slot::Ready(reply) = slot {
             if held {
-                out.push_slot(Slot::Held(reply));
+                out.push_slot(Slot::Held(self.epoch, reply));
             } else {
                 out.push_reply(&reply);
             }

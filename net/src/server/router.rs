@@ -178,6 +178,11 @@ pub enum Msg {
         result: Result<simplekv_engine::MergeOutput, simplekv_engine::MergeError>,
     },
     Batch(Vec<Msg>),
+    /// The worker's sync thread finished the fsyncs of a commit flight.
+    SyncDone {
+        epoch: u64,
+        results: Vec<(u32, simplekv_engine::SyncTicket, std::io::Result<()>)>,
+    },
     /// Work from outside the workers (the gRPC service): `done` gets the payload once this
     /// turn's commit made the work as durable as promised. It runs on the worker's thread and
     /// must be quick (e.g. complete a oneshot channel).
