@@ -4,10 +4,12 @@
 //!   their own port, started and stopped together.
 //! - [`grpc`]: the gRPC KV service. Its requests reach the owning worker through the same router
 //!   messages as RESP commands, so behaviour and errors match RESP.
+//! - [`assign`]: the controller's placement and election rules (pure functions).
 //! - [`zk`]: ZooKeeper sessions rooted at the cluster's chroot, and a local ZooKeeper launcher
 //!   for `simplekv cluster local` and the multi-process tests.
 #![warn(clippy::unwrap_used)]
 
+pub mod assign;
 pub mod grpc;
 pub mod node;
 pub mod zk;

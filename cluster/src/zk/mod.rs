@@ -1,6 +1,7 @@
 //! ZooKeeper access for the control plane: a local server launcher (for `cluster local` and
-//! tests) and sessions rooted at the cluster's chroot.
+//! tests), sessions rooted at the cluster's chroot, and the layout of the cluster's znodes.
 pub mod launcher;
+pub mod layout;
 pub mod session;
 
 pub use launcher::{LaunchError, LocalZooKeeper};

@@ -1,0 +1,288 @@
+//! Where the cluster keeps its state in ZooKeeper, and how each node's content is encoded.
+//! The layout is documented node by node in `cluster/ZOOKEEPER.md`.
+//!
+//! Content is UTF-8 text, one `key=value` per line: readable with `zkCli.sh get`, and strict
+//! to parse (unknown keys are kept out, missing keys are an error naming the node).
+use std::collections::BTreeMap;
+
+/// Paths, relative to the cluster's chroot (e.g. `/simplekv/<cluster>`).
+pub mod path {
+    pub const META: &str = "/meta";
+    pub const BROKERS: &str = "/brokers/ids";
+    pub const CONTROLLER: &str = "/controller";
+    pub const CONTROLLER_EPOCH: &str = "/controller_epoch";
+    pub const PARTITIONS: &str = "/partitions";
+
+    pub fn broker(id: u32) -> String {
+        format!("{BROKERS}/{id}")
+    }
+
+    pub fn partition_state(p: u32) -> String {
+        format!("{PARTITIONS}/{p}/state")
+    }
+}
+
+/// Why a node's content did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct DecodeError {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+fn fields(what: &'static str, data: &[u8]) -> Result<BTreeMap<String, String>, DecodeError> {
+    let text = std::str::from_utf8(data).map_err(|_| DecodeError {
+        what,
+        reason: "not UTF-8".into(),
+    })?;
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (k, v) = line.split_once('=').ok_or_else(|| DecodeError {
+            what,
+            reason: format!("line {line:?} is not key=value"),
+        })?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn field<T: std::str::FromStr>(
+    what: &'static str,
+    f: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<T, DecodeError> {
+    let v = f.get(key).ok_or_else(|| DecodeError {
+        what,
+        reason: format!("missing {key}"),
+    })?;
+    v.parse().map_err(|_| DecodeError {
+        what,
+        reason: format!("bad {key} {v:?}"),
+    })
+}
+
+fn id_list(
+    what: &'static str,
+    f: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Vec<u32>, DecodeError> {
+    let v: String = field(what, f, key)?;
+    if v.is_empty() {
+        return Ok(Vec::new());
+    }
+    v.split(',')
+        .map(|s| {
+            s.trim().parse().map_err(|_| DecodeError {
+                what,
+                reason: format!("bad {key} {v:?}"),
+            })
+        })
+        .collect()
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `/meta`: fixed when the cluster is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMeta {
+    pub partitions: u32,
+    pub replication_factor: u32,
+}
+
+impl ClusterMeta {
+    pub fn encode(&self) -> Vec<u8> {
+        format!(
+            "format=1\npartitions={}\nreplication_factor={}\n",
+            self.partitions, self.replication_factor
+        )
+        .into_bytes()
+    }
+
+    pub fn decode(data: &[u8]) -> Result<ClusterMeta, DecodeError> {
+        let f = fields("meta", data)?;
+        let format: u32 = field("meta", &f, "format")?;
+        if format != 1 {
+            return Err(DecodeError {
+                what: "meta",
+                reason: format!("format {format} is newer than this simplekv understands"),
+            });
+        }
+        Ok(ClusterMeta {
+            partitions: field("meta", &f, "partitions")?,
+            replication_factor: field("meta", &f, "replication_factor")?,
+        })
+    }
+}
+
+/// `/brokers/ids/<id>` (ephemeral): how to reach a live node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: u32,
+    /// RESP address clients are redirected to (`host:port`).
+    pub resp: String,
+    /// gRPC address (replication, KV service, controller requests).
+    pub grpc: String,
+}
+
+impl BrokerInfo {
+    pub fn encode(&self) -> Vec<u8> {
+        format!("id={}\nresp={}\ngrpc={}\n", self.id, self.resp, self.grpc).into_bytes()
+    }
+
+    pub fn decode(data: &[u8]) -> Result<BrokerInfo, DecodeError> {
+        let f = fields("broker", data)?;
+        Ok(BrokerInfo {
+            id: field("broker", &f, "id")?,
+            resp: field("broker", &f, "resp")?,
+            grpc: field("broker", &f, "grpc")?,
+        })
+    }
+}
+
+/// `/partitions/<p>/state`: who leads, in which leader epoch, who is in sync. Written only
+/// with a conditional write on its znode version, by the controller (elections) or the
+/// leader (ISR changes); every write carries the writer's epochs so stale writers are fenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Leader node id; `None` while no replica can lead.
+    pub leader: Option<u32>,
+    pub leader_epoch: u32,
+    pub isr: Vec<u32>,
+    /// All replicas, the preferred leader first.
+    pub replicas: Vec<u32>,
+    /// Epoch of the controller that wrote the state last.
+    pub controller_epoch: u64,
+}
+
+impl PartitionState {
+    pub fn encode(&self) -> Vec<u8> {
+        format!(
+            "leader={}\nleader_epoch={}\nisr={}\nreplicas={}\ncontroller_epoch={}\n",
+            self.leader
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "none".into()),
+            self.leader_epoch,
+            join(&self.isr),
+            join(&self.replicas),
+            self.controller_epoch
+        )
+        .into_bytes()
+    }
+
+    pub fn decode(data: &[u8]) -> Result<PartitionState, DecodeError> {
+        let what = "partition state";
+        let f = fields(what, data)?;
+        let leader: String = field(what, &f, "leader")?;
+        let leader = match leader.as_str() {
+            "none" => None,
+            v => Some(v.parse().map_err(|_| DecodeError {
+                what,
+                reason: format!("bad leader {v:?}"),
+            })?),
+        };
+        let s = PartitionState {
+            leader,
+            leader_epoch: field(what, &f, "leader_epoch")?,
+            isr: id_list(what, &f, "isr")?,
+            replicas: id_list(what, &f, "replicas")?,
+            controller_epoch: field(what, &f, "controller_epoch")?,
+        };
+        if s.replicas.is_empty() {
+            return Err(DecodeError {
+                what,
+                reason: "no replicas".into(),
+            });
+        }
+        if let Some(x) = s.isr.iter().find(|i| !s.replicas.contains(i)) {
+            return Err(DecodeError {
+                what,
+                reason: format!("ISR member {x} is not a replica"),
+            });
+        }
+        Ok(s)
+    }
+
+    pub fn preferred_leader(&self) -> u32 {
+        self.replicas[0]
+    }
+}
+
+/// `/controller` (ephemeral): the node that currently acts as controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerInfo {
+    pub id: u32,
+    pub epoch: u64,
+}
+
+impl ControllerInfo {
+    pub fn encode(&self) -> Vec<u8> {
+        format!("id={}\nepoch={}\n", self.id, self.epoch).into_bytes()
+    }
+
+    pub fn decode(data: &[u8]) -> Result<ControllerInfo, DecodeError> {
+        let f = fields("controller", data)?;
+        Ok(ControllerInfo {
+            id: field("controller", &f, "id")?,
+            epoch: field("controller", &f, "epoch")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_kind_round_trips() {
+        let m = ClusterMeta {
+            partitions: 16,
+            replication_factor: 3,
+        };
+        assert_eq!(ClusterMeta::decode(&m.encode()).unwrap(), m);
+        let b = BrokerInfo {
+            id: 2,
+            resp: "127.0.0.1:7001".into(),
+            grpc: "127.0.0.1:8001".into(),
+        };
+        assert_eq!(BrokerInfo::decode(&b.encode()).unwrap(), b);
+        let s = PartitionState {
+            leader: Some(1),
+            leader_epoch: 4,
+            isr: vec![1, 3],
+            replicas: vec![1, 2, 3],
+            controller_epoch: 9,
+        };
+        assert_eq!(PartitionState::decode(&s.encode()).unwrap(), s);
+        let none = PartitionState {
+            leader: None,
+            isr: vec![],
+            ..s.clone()
+        };
+        assert_eq!(PartitionState::decode(&none.encode()).unwrap(), none);
+        let c = ControllerInfo { id: 3, epoch: 12 };
+        assert_eq!(ControllerInfo::decode(&c.encode()).unwrap(), c);
+    }
+
+    #[test]
+    fn damaged_content_names_the_node_and_the_field() {
+        let e = PartitionState::decode(
+            b"leader=1\nleader_epoch=x\nisr=1\nreplicas=1\ncontroller_epoch=1\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "partition state: bad leader_epoch \"x\"");
+        let e = PartitionState::decode(
+            b"leader=1\nleader_epoch=1\nisr=4\nreplicas=1\ncontroller_epoch=1\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ISR member 4"), "{e}");
+        let e = ClusterMeta::decode(b"format=2\npartitions=1\nreplication_factor=1\n").unwrap_err();
+        assert!(e.to_string().contains("newer"), "{e}");
+        assert!(BrokerInfo::decode(b"id=1\nresp=x\n").is_err());
+        assert!(BrokerInfo::decode(&[0xff, 0xfe]).is_err());
+    }
+}
