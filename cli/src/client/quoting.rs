@@ -21,107 +21,10 @@ impl fmt::Display for InvalidArgs {
     }
 }
 
-/// C `isspace` in the C locale.
-fn is_c_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Splits `line` into arguments (see the module comment). An empty or all-blank line gives an
 /// empty vector.
 pub fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, InvalidArgs> {
-    let line = line.split(|&b| b == 0).next().unwrap_or_default();
-    let at = |i: usize| line.get(i).copied();
-    // A closing quote must be followed by a blank or the end of the line.
-    let closes_ok = |i: usize| at(i).is_none_or(is_c_space);
-    let mut args = Vec::new();
-    let mut p = 0;
-    loop {
-        while at(p).is_some_and(is_c_space) {
-            p += 1;
-        }
-        if at(p).is_none() {
-            return Ok(args);
-        }
-        let mut current = Vec::new();
-        let mut in_double = false;
-        let mut in_single = false;
-        let mut done = false;
-        while !done {
-            let c = at(p);
-            if in_double {
-                match c {
-                    None => return Err(InvalidArgs),
-                    Some(b'\\') => {
-                        let hex = match (at(p + 1), at(p + 2).and_then(hex_value)) {
-                            (Some(b'x'), Some(hi)) => {
-                                at(p + 3).and_then(hex_value).map(|lo| (hi, lo))
-                            }
-                            _ => None,
-                        };
-                        if let Some((hi, lo)) = hex {
-                            current.push(hi * 16 + lo);
-                            p += 3;
-                        } else if let Some(next) = at(p + 1) {
-                            p += 1;
-                            current.push(match next {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 0x08,
-                                b'a' => 0x07,
-                                other => other,
-                            });
-                        } else {
-                            // A backslash at the very end: kept, then the quote is unterminated.
-                            current.push(b'\\');
-                        }
-                    }
-                    Some(b'"') => {
-                        if !closes_ok(p + 1) {
-                            return Err(InvalidArgs);
-                        }
-                        done = true;
-                    }
-                    Some(b) => current.push(b),
-                }
-            } else if in_single {
-                match c {
-                    None => return Err(InvalidArgs),
-                    Some(b'\\') if at(p + 1) == Some(b'\'') => {
-                        p += 1;
-                        current.push(b'\'');
-                    }
-                    Some(b'\'') => {
-                        if !closes_ok(p + 1) {
-                            return Err(InvalidArgs);
-                        }
-                        done = true;
-                    }
-                    Some(b) => current.push(b),
-                }
-            } else {
-                match c {
-                    None | Some(b' ' | b'\n' | b'\r' | b'\t') => done = true,
-                    Some(b'"') => in_double = true,
-                    Some(b'\'') => in_single = true,
-                    Some(b) => current.push(b),
-                }
-            }
-            if at(p).is_some() {
-                p += 1;
-            }
-        }
-        args.push(current);
-    }
+    simplekv_net::resp::parse::split_line(line).map_err(|_| InvalidArgs)
 }
 
 #[cfg(test)]

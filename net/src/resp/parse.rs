@@ -485,6 +485,18 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
+/// Splits a line into arguments with Redis's `sdssplitargs` quoting (inline commands, and what
+/// redis-cli and `simplekv cli` accept at their prompt). Unbalanced quotes are an error.
+pub fn split_line(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let mut scratch = Vec::new();
+    let mut ranges = Vec::new();
+    split_args(line, &mut scratch, &mut ranges)?;
+    Ok(ranges
+        .into_iter()
+        .map(|r| scratch.get(r).unwrap_or_default().to_vec())
+        .collect())
+}
+
 /// Port of Redis's `sdssplitargs`, appending unescaped arguments to `scratch` and their ranges to
 /// `args`.
 ///

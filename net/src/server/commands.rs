@@ -9,6 +9,17 @@ use crate::resp::encode::{
     write_array_len, write_bulk, write_error, write_integer, write_null, write_simple,
 };
 
+/// The keys every part returned, in part order.
+fn all_keys(parts: Vec<Payload>) -> Vec<Vec<u8>> {
+    parts
+        .into_iter()
+        .flat_map(|p| match p {
+            Payload::Keys(k) => k,
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
 /// Builds the reply of a finished broadcast from its parts.
 pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
     if let Some(e) = parts.iter().find_map(|p| match p {
@@ -20,26 +31,14 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
     }
     match f {
         Finisher::Keys => {
-            let keys: Vec<Vec<u8>> = parts
-                .into_iter()
-                .flat_map(|p| match p {
-                    Payload::Keys(k) => k,
-                    _ => Vec::new(),
-                })
-                .collect();
+            let keys = all_keys(parts);
             write_array_len(r, keys.len());
             for k in keys {
                 write_bulk(r, &k);
             }
         }
         Finisher::RandomKey => {
-            let keys: Vec<Vec<u8>> = parts
-                .into_iter()
-                .flat_map(|p| match p {
-                    Payload::Keys(k) => k,
-                    _ => Vec::new(),
-                })
-                .collect();
+            let keys = all_keys(parts);
             if keys.is_empty() {
                 write_null(r);
             } else {

@@ -18,7 +18,14 @@ pub enum Slot {
     /// that was lost).
     Held(u64, Vec<u8>),
     /// Waiting for another worker (or several: a scattered multi-key command).
-    Waiting(Box<Gather>),
+    Waiting(Box<Pending>),
+}
+
+/// A reply being gathered, and the commit epoch its local writes need (0: none); the finished
+/// reply waits for that epoch to be durable like any local write's.
+pub struct Pending {
+    pub gather: Gather,
+    pub epoch: u64,
 }
 
 /// How the parts of a scattered command combine into one reply.

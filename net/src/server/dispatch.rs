@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use simplekv_engine::Store;
 
-use super::conn::{Client, Gather, Output, Slot};
+use super::conn::{Client, Gather, Output, Pending, Slot};
 use super::router::{Op, OwnedArgs, Payload, ReplyTo, Request};
 use super::worker::Worker;
 use crate::cmd::{self, CommandSpec, Effect, ExecCtx, Kind, MultiKind};
@@ -204,7 +204,10 @@ impl Worker {
                 }
             }
         } else {
-            let seq = out.push_slot(Slot::Waiting(Box::new(Gather::Single(None))));
+            let seq = out.push_slot(Slot::Waiting(Box::new(Pending {
+                gather: Gather::Single(None),
+                epoch: 0,
+            })));
             let reply_to = self.reply_to(token, client, seq, 0);
             self.send_req(
                 owner,
@@ -314,7 +317,7 @@ impl Worker {
             },
             MultiKind::MSetNx => Gather::Single(None),
         };
-        let mut slot = Slot::Waiting(Box::new(gather));
+        let mut slot = Slot::Waiting(Box::new(Pending { gather, epoch: 0 }));
         let mut held = false;
         for (part, &w) in involved.iter().enumerate() {
             let idx = &groups[w];
@@ -353,18 +356,27 @@ impl Worker {
                 self.send_req(w, Request { reply_to, op });
             }
         }
-        if let Slot::Ready(reply) = slot {
-            // Everything was local: the reply is complete.
-            if held {
+        // A reply that is complete already (everything was local) or that still waits for
+        // other workers: either way its local writes are released with this turn's epoch.
+        self.push_gathered(out, slot, held);
+    }
+
+    fn push_gathered(&self, out: &mut Output, mut slot: Slot, held: bool) {
+        match slot {
+            Slot::Ready(reply) if held => {
                 out.push_slot(Slot::Held(self.epoch, reply));
-            } else {
-                out.push_reply(&reply);
             }
-            return;
+            Slot::Ready(reply) => out.push_reply(&reply),
+            Slot::Waiting(ref mut p) => {
+                if held {
+                    p.epoch = self.epoch;
+                }
+                out.push_slot(slot);
+            }
+            Slot::Held(..) => {
+                out.push_slot(slot);
+            }
         }
-        // Local parts of a scattered write are committed this turn, before any reply goes out;
-        // the gathered reply waits for the remote parts anyway.
-        out.push_slot(slot);
     }
 
     /// Runs work for a request (from a peer, or a local part of a scatter). Returns the
@@ -635,7 +647,7 @@ impl Worker {
         gather: Gather,
         make: impl Fn() -> Op,
     ) {
-        let mut slot = Slot::Waiting(Box::new(gather));
+        let mut slot = Slot::Waiting(Box::new(Pending { gather, epoch: 0 }));
         let seq = out.next_seq();
         let mut held = false;
         for w in 0..self.peers.len() {
@@ -654,15 +666,7 @@ impl Worker {
                 );
             }
         }
-        if let Slot::Ready(reply) = slot {
-            if held {
-                out.push_slot(Slot::Held(self.epoch, reply));
-            } else {
-                out.push_reply(&reply);
-            }
-            return;
-        }
-        out.push_slot(slot);
+        self.push_gathered(out, slot, held);
     }
 
     fn collect_gather(&self, finish: Finisher) -> Gather {
@@ -976,12 +980,15 @@ impl Worker {
             pattern,
         };
         let owner = self.topo.worker_of(partition);
-        let mut slot = Slot::Waiting(Box::new(Gather::Collect {
-            parts: vec![Payload::Ok],
-            missing: 1,
-            finish: Finisher::Scan {
-                partition,
-                partitions: self.topo.partitions,
+        let mut slot = Slot::Waiting(Box::new(Pending {
+            epoch: 0,
+            gather: Gather::Collect {
+                parts: vec![Payload::Ok],
+                missing: 1,
+                finish: Finisher::Scan {
+                    partition,
+                    partitions: self.topo.partitions,
+                },
             },
         }));
         if owner == self.id {
@@ -1191,10 +1198,10 @@ impl Worker {
 
 /// Puts one part's payload into a waiting slot; turns the slot Ready when complete.
 pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
-    let Slot::Waiting(g) = slot else {
+    let Slot::Waiting(pending) = slot else {
         return;
     };
-    match g.as_mut() {
+    match &mut pending.gather {
         Gather::Single(r) => {
             *r = Some(payload_to_resp(payload));
         }
@@ -1244,7 +1251,15 @@ pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
         }
     }
     if let Some(reply) = finished_reply(slot) {
-        *slot = Slot::Ready(reply);
+        let epoch = match slot {
+            Slot::Waiting(p) => p.epoch,
+            _ => 0,
+        };
+        *slot = if epoch > 0 {
+            Slot::Held(epoch, reply)
+        } else {
+            Slot::Ready(reply)
+        };
     }
 }
 
@@ -1262,11 +1277,11 @@ fn payload_to_resp(p: Payload) -> Vec<u8> {
 
 /// The reply of a complete gather (None while parts are missing).
 fn finished_reply(slot: &mut Slot) -> Option<Vec<u8>> {
-    let Slot::Waiting(g) = slot else {
+    let Slot::Waiting(pending) = slot else {
         return None;
     };
     let mut r = Vec::new();
-    match g.as_mut() {
+    match &mut pending.gather {
         Gather::Single(v) => return v.take(),
         Gather::Elements { items, missing } => {
             if *missing > 0 {
