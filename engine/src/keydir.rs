@@ -100,6 +100,8 @@ pub struct Keydir {
     hasher: foldhash::quality::RandomState,
     free_head: u32,
     len: usize,
+    /// Keys with an expiry.
+    with_expiry: usize,
     ttl_slots: Vec<u32>,
     heap_key_bytes: usize,
 }
@@ -118,6 +120,7 @@ impl Keydir {
             hasher: foldhash::quality::RandomState::default(),
             free_head: NONE,
             len: 0,
+            with_expiry: 0,
             ttl_slots: Vec::new(),
             heap_key_bytes: 0,
         }
@@ -182,6 +185,7 @@ impl Keydir {
     pub fn insert(&mut self, key: &[u8], loc: Location) -> Option<Location> {
         if let Some(slot) = self.find_slot(key) {
             let prev = self.location_of(slot);
+            self.count_expiry(prev.expire, loc.expire);
             let e = self.entry_mut(slot);
             e.seg = loc.seg;
             e.off = loc.off;
@@ -193,6 +197,7 @@ impl Keydir {
             return Some(prev);
         }
         let slot = self.alloc(key, loc);
+        self.count_expiry(0, loc.expire);
         let h = self.hash(key);
         let Keydir {
             index,
@@ -255,6 +260,7 @@ impl Keydir {
             .ok()?;
         let (slot, _) = found.remove();
         let loc = self.location_of(slot);
+        self.count_expiry(loc.expire, 0);
         if key.len() > INLINE {
             self.heap_key_bytes -= key.len();
         }
@@ -275,11 +281,26 @@ impl Keydir {
         let Some(slot) = self.find_slot(key) else {
             return false;
         };
+        let before = self.entry(slot).expire;
+        self.count_expiry(before, expire);
         self.entry_mut(slot).expire = expire;
         if expire != 0 {
             self.note_ttl(slot);
         }
         true
+    }
+
+    fn count_expiry(&mut self, before: u64, after: u64) {
+        match (before != 0, after != 0) {
+            (false, true) => self.with_expiry += 1,
+            (true, false) => self.with_expiry -= 1,
+            _ => {}
+        }
+    }
+
+    /// Keys that have an expiry (exact; INFO keyspace `expires=`).
+    pub fn with_expiry(&self) -> usize {
+        self.with_expiry
     }
 
     /// Moves a key to a new location only if it is still at `expected` (used when installing
@@ -486,6 +507,26 @@ mod tests {
         assert!(out.iter().all(|k| k == b"a"));
         assert!(!out.is_empty());
         assert_eq!(kd.ttl_candidates(), 1, "b lost its expiry and was pruned");
+    }
+
+    #[test]
+    fn keys_with_an_expiry_are_counted_exactly() {
+        let mut kd = Keydir::new();
+        kd.insert(b"a", loc(0, 0, 100));
+        kd.insert(b"b", loc(0, 1, 0));
+        kd.insert(b"a", loc(0, 2, 200));
+        assert_eq!(kd.with_expiry(), 1);
+        kd.set_expire(b"b", 50);
+        assert_eq!(kd.with_expiry(), 2);
+        kd.set_expire(b"a", 0);
+        kd.insert(b"b", loc(0, 3, 0));
+        assert_eq!(kd.with_expiry(), 0);
+        kd.insert(b"c", loc(0, 4, 9));
+        kd.remove(b"c");
+        assert_eq!(kd.with_expiry(), 0);
+        kd.insert(b"d", loc(0, 5, 9));
+        kd.clear();
+        assert_eq!(kd.with_expiry(), 0);
     }
 
     #[test]

@@ -975,7 +975,7 @@ impl Store {
         }
         StoreStats {
             keys: self.keydir.len(),
-            keys_with_expiry: self.keydir.ttl_candidates(),
+            keys_with_expiry: self.keydir.with_expiry(),
             segments: self.order.len(),
             total_bytes: total,
             dead_bytes: dead,
