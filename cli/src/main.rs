@@ -1,7 +1,8 @@
-//! `simplekv`: the server, and (soon) the interactive client and admin verbs.
+//! `simplekv`: the server, the interactive client and the cluster admin verbs.
 #![warn(clippy::unwrap_used)]
 
 mod client;
+mod cluster_cmd;
 mod logger;
 mod server_cmd;
 mod signals;
@@ -23,10 +24,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a server in the foreground (standalone unless cluster.zk is set).
+    /// Run a standalone server in the foreground.
     Server(server_cmd::ServerArgs),
     /// Interactive client, or run one command and exit
     Cli(client::ClientArgs),
+    /// Cluster state in ZooKeeper: create, status.
+    Cluster(cluster_cmd::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +37,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server_cmd::run(args),
         Command::Cli(args) => client::run(args),
+        Command::Cluster(args) => cluster_cmd::run(args),
     }
 }

@@ -89,9 +89,9 @@ fn build_config(a: &ServerArgs) -> Result<Config, String> {
         let (k, v) = Config::parse_override(s).map_err(|e| e.to_string())?;
         overrides.push((k.to_string(), v.to_string()));
     }
-    for (k, v) in overrides {
-        c.set(&k, &v).map_err(|e| e.to_string())?;
-    }
+    // All at once: cross-field rules (cluster.zk needs cluster.node_id, ...) hold for the
+    // whole set, not for each flag in turn.
+    c.set_many(overrides).map_err(|e| e.to_string())?;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }

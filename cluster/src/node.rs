@@ -12,6 +12,10 @@ use crate::grpc::GrpcServer;
 pub enum NodeError {
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error(
+        "cluster.zk is set, but serving as a cluster node is not available in this version yet (its controller and replication are being built); remove cluster.zk to run a standalone server"
+    )]
+    ClusterModeUnavailable,
     #[error("cannot start the gRPC service on {addr}: {reason}")]
     Grpc { addr: String, reason: String },
 }
@@ -23,6 +27,11 @@ pub struct Node {
 
 impl Node {
     pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<Node, NodeError> {
+        // Refuse rather than run standalone under a cluster configuration: a node that silently
+        // ignored its cluster would take writes no replica ever sees.
+        if config.is_cluster() {
+            return Err(NodeError::ClusterModeUnavailable);
+        }
         let grpc_addr = config
             .cluster
             .grpc_port

@@ -75,3 +75,43 @@ fn one_controller_at_a_time_and_each_new_one_has_a_higher_epoch() {
     assert!(e2 > e1);
     assert_eq!(election::current(&b).unwrap().unwrap().epoch, e2);
 }
+
+#[test]
+fn cluster_create_places_partitions_once_and_status_shows_them() {
+    use simplekv_cluster::admin;
+    let zk = LocalZooKeeper::start(None).unwrap();
+    let connect = format!("{}/simplekv/c1", zk.addr());
+    let t = Duration::from_secs(6);
+    // Nodes 1..3 are live.
+    let sessions: Vec<Session> = (1..=3)
+        .map(|id| {
+            let s = session(&zk);
+            registry::register(&s, &broker(id), Duration::ZERO).unwrap();
+            s
+        })
+        .collect();
+    let err = admin::create(&connect, 8, 4, t).unwrap_err();
+    assert!(err.to_string().contains("larger than the 3 live"), "{err}");
+    let meta = admin::create(&connect, 8, 3, t).unwrap();
+    assert_eq!((meta.partitions, meta.replication_factor), (8, 3));
+    let err = admin::create(&connect, 8, 3, t).unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let text = admin::status(&connect, t).unwrap();
+    assert!(
+        text.contains("8 partitions, replication factor 3"),
+        "{text}"
+    );
+    assert!(text.contains("0-2047"), "{text}");
+    assert!(text.contains("127.0.0.1:7002"), "{text}");
+    // Leaders rotate over the nodes.
+    for id in 1..=3 {
+        assert!(text.contains(&format!("{id},")), "{text}");
+    }
+    drop(sessions);
+    assert!(
+        admin::status(&format!("{}/simplekv/none", zk.addr()), t)
+            .unwrap_err()
+            .to_string()
+            .contains("no cluster")
+    );
+}

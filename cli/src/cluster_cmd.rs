@@ -1,0 +1,62 @@
+//! `simplekv cluster ...`: admin verbs on a cluster's state in ZooKeeper.
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand, Debug)]
+enum Verb {
+    /// Create the cluster once: place P partitions with R replicas each over the live nodes.
+    Create {
+        /// ZooKeeper connect string with the cluster's root, e.g. 127.0.0.1:2181/simplekv/main
+        #[arg(long)]
+        zk: String,
+        /// Number of partitions (fixed for the life of the cluster).
+        #[arg(long)]
+        partitions: u32,
+        /// Replicas per partition (at most the number of live nodes).
+        #[arg(long)]
+        replication_factor: u32,
+    },
+    /// Show nodes, the controller, and per partition its slots, leader, epoch, replicas, ISR.
+    Status {
+        #[arg(long)]
+        zk: String,
+    },
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn run(args: ClusterArgs) -> ExitCode {
+    let result = match args.verb {
+        Verb::Create {
+            zk,
+            partitions,
+            replication_factor,
+        } => {
+            simplekv_cluster::admin::create(&zk, partitions, replication_factor, TIMEOUT).map(|m| {
+                format!(
+                    "created: {} partitions, replication factor {}",
+                    m.partitions, m.replication_factor
+                )
+            })
+        }
+        Verb::Status { zk } => simplekv_cluster::admin::status(&zk, TIMEOUT),
+    };
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("simplekv cluster: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
