@@ -58,8 +58,66 @@ pub fn encode_entry(out: &mut Vec<u8>, e: &HintEntry<'_>) {
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Decodes a whole hint file; `None` if anything is off (then the segment is scanned).
-pub fn decode_all(buf: &[u8], expect_file_id: u64) -> Option<Vec<HintEntry<'_>>> {
+/// The entry count a hint file's header declares (to size the keydir before loading), without
+/// reading the rest of the file; `None` if the header is not valid.
+pub fn declared_count(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut h = [0u8; HINT_HEADER_LEN];
+    std::fs::File::open(path).ok()?.read_exact(&mut h).ok()?;
+    if &h[0..8] != HINT_MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes(h[24..28].try_into().ok()?);
+    (crc == crc32fast::hash(&h[0..24]))
+        .then(|| u64::from_le_bytes(h[16..24].try_into().unwrap_or([0; 8])))
+}
+
+/// A hint file whose every entry has been checked; its entries can then be walked without
+/// allocating (opening millions of keys reads them twice rather than copy them).
+pub struct CheckedHint<'a> {
+    buf: &'a [u8],
+    pub count: u64,
+}
+
+impl<'a> CheckedHint<'a> {
+    /// Checks the header and every entry; `None` if anything is off.
+    pub fn check(buf: &'a [u8], expect_file_id: u64) -> Option<CheckedHint<'a>> {
+        let mut n = 0u64;
+        walk(buf, expect_file_id, |_| n += 1)?;
+        Some(CheckedHint { buf, count: n })
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = HintEntry<'a>> + 'a {
+        let buf = self.buf;
+        let mut pos = HINT_HEADER_LEN;
+        std::iter::from_fn(move || {
+            if pos >= buf.len() {
+                return None;
+            }
+            let e = entry_at(buf, pos)?;
+            pos += ENTRY_FIXED + e.key.len();
+            Some(e)
+        })
+    }
+}
+
+fn entry_at(buf: &[u8], pos: usize) -> Option<HintEntry<'_>> {
+    let u64_at = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().unwrap_or([0; 8]));
+    let u32_at = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().unwrap_or([0; 4]));
+    let key_len = u32_at(pos + 25) as usize;
+    Some(HintEntry {
+        lsn: u64_at(pos + 4),
+        epoch: u32_at(pos + 12),
+        expire: u64_at(pos + 16),
+        tag: Tag::from_u8(buf[pos + 24])?,
+        val_len: u32_at(pos + 29),
+        offset: u32_at(pos + 33),
+        key: buf.get(pos + ENTRY_FIXED..pos + ENTRY_FIXED + key_len)?,
+    })
+}
+
+/// Validates a whole hint file, calling `f` for each entry; `None` if anything is off.
+fn walk<'a>(buf: &'a [u8], expect_file_id: u64, mut f: impl FnMut(HintEntry<'a>)) -> Option<()> {
     if buf.len() < HINT_HEADER_LEN || &buf[0..8] != HINT_MAGIC {
         return None;
     }
@@ -70,7 +128,7 @@ pub fn decode_all(buf: &[u8], expect_file_id: u64) -> Option<Vec<HintEntry<'_>>>
         return None;
     }
     let count = u64_at(16);
-    let mut out = Vec::with_capacity(count.min(1 << 24) as usize);
+    let mut seen = 0u64;
     let mut pos = HINT_HEADER_LEN;
     while pos < buf.len() {
         if buf.len() - pos < ENTRY_FIXED {
@@ -84,18 +142,18 @@ pub fn decode_all(buf: &[u8], expect_file_id: u64) -> Option<Vec<HintEntry<'_>>>
         if u32_at(pos) != crc32fast::hash(&buf[pos + 4..end]) {
             return None;
         }
-        out.push(HintEntry {
-            lsn: u64_at(pos + 4),
-            epoch: u32_at(pos + 12),
-            expire: u64_at(pos + 16),
-            tag: Tag::from_u8(buf[pos + 24])?,
-            val_len: u32_at(pos + 29),
-            offset: u32_at(pos + 33),
-            key: &buf[pos + ENTRY_FIXED..end],
-        });
+        f(entry_at(buf, pos)?);
+        seen += 1;
         pos = end;
     }
-    (out.len() as u64 == count).then_some(out)
+    (seen == count).then_some(())
+}
+
+/// Decodes a whole hint file; `None` if anything is off (then the segment is scanned).
+pub fn decode_all(buf: &[u8], expect_file_id: u64) -> Option<Vec<HintEntry<'_>>> {
+    let mut out = Vec::new();
+    walk(buf, expect_file_id, |e| out.push(e))?;
+    Some(out)
 }
 
 /// Writes the hint for `segment_bytes` (a whole closed segment) atomically at `path`.

@@ -1092,6 +1092,15 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
     }
 
     let mut keydir = Keydir::new();
+    // Size the index once from the hint headers instead of rehashing it as it grows (each
+    // growth rehashes every key; at millions of keys that dominated opening).
+    if opts.use_hints {
+        let declared: u64 = segs
+            .iter()
+            .filter_map(|s| hint::declared_count(&hint::hint_for_segment(&s.path)))
+            .sum();
+        keydir.reserve(declared.min(1 << 31) as usize);
+    }
     let mut segments: Vec<Option<Segment>> = Vec::with_capacity(segs.len() + 4);
     let mut order = Vec::with_capacity(segs.len() + 4);
     let mut hint_jobs = Vec::new();
@@ -1114,16 +1123,22 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
         let mut applied_from_hint = false;
         if !last && opts.use_hints {
             let hp = hint::hint_for_segment(&path);
+            let floor = next_lsn.max(seg.base());
+            let seg_len = seg.len();
             if let Ok(bytes) = fs::read(&hp)
-                && let Some(entries) = hint::decode_all(&bytes, seg.header.file_id)
-                && entries.iter().all(|e| {
-                    e.lsn >= next_lsn.max(seg.base())
-                        && (e.offset as u64) + (HEADER_LEN + e.key.len()) as u64 + e.val_len as u64
-                            <= seg.len()
-                })
-                && entries.windows(2).all(|w| w[0].lsn < w[1].lsn)
+                && let Some(hint) = hint::CheckedHint::check(&bytes, seg.header.file_id)
+                && hint
+                    .entries()
+                    .try_fold(floor, |min, e| {
+                        let fits = (e.offset as u64)
+                            + (HEADER_LEN + e.key.len()) as u64
+                            + e.val_len as u64
+                            <= seg_len;
+                        (e.lsn >= min && fits).then_some(e.lsn + 1)
+                    })
+                    .is_some()
             {
-                for e in &entries {
+                for e in hint.entries() {
                     seg.note_record(e.lsn, e.offset as u64);
                     apply_replay(
                         &mut keydir,
@@ -1137,7 +1152,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                     );
                     next_lsn = e.lsn + 1;
                 }
-                report.records += entries.len() as u64;
+                report.records += hint.count;
                 report.segments_from_hints += 1;
                 applied_from_hint = true;
             }
