@@ -1,6 +1,8 @@
 //! Shared helpers of simplekv's benchmarks: key/value generation and simple timing, used by
 //! the criterion benches in `benches/benches/` and the report tools in `src/bin/`.
 
+pub mod checker;
+
 use std::time::{Duration, Instant};
 
 /// The `i`-th benchmark key: 16 bytes, like redis-benchmark's `key:000000000123`.
