@@ -1091,6 +1091,19 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
         }
     }
 
+    // The active (last) segment takes appends, so no hint file may describe it: a closed
+    // segment that became the last one again (the files after it were torn or leftovers) loses
+    // its hint, and gets a new file id so nothing written for the old one can match it.
+    if let Some(last) = segs.last_mut() {
+        let hp = hint::hint_for_segment(&last.path);
+        if hp.exists() {
+            remove_if_exists(&hp).at_open(&hp)?;
+            last.header.file_id = fsutil::random_id();
+            rewrite_header(&last.path, &last.header).at_open(&last.path)?;
+            fsutil::sync_dir(dir).at_open(dir)?;
+        }
+    }
+
     let mut keydir = Keydir::new();
     // Size the index once from the hint headers instead of rehashing it as it grows (each
     // growth rehashes every key; at millions of keys that dominated opening).
