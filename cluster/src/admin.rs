@@ -136,6 +136,24 @@ pub fn status(connect: &str, timeout: Duration) -> Result<String, AdminError> {
     Ok(out)
 }
 
+/// Asks the controller for a preferred-leader election: every partition whose preferred
+/// replica (the first) is live and in sync is led by it again. The controller deletes the
+/// request znode once it has acted; asking again before that is the same request.
+pub fn request_preferred_election(connect: &str, timeout: Duration) -> Result<(), AdminError> {
+    let s = Session::connect(connect, timeout)?;
+    require_meta(&s)?;
+    s.create_all("/admin")?;
+    let r = match s.create(path::PREFERRED_ELECTION, Vec::new(), false) {
+        Err(ZkFailure::Op {
+            source: zookeeper::ZkError::NodeExists,
+            ..
+        }) => Ok(()),
+        r => r,
+    };
+    s.close();
+    Ok(r?)
+}
+
 /// Slots of a partition, `[start, end)` (the same rule as the data plane's router).
 pub fn slot_range(partitions: u32, p: u32) -> (u32, u32) {
     let start = (p as u64 * 16384).div_ceil(partitions as u64) as u32;

@@ -88,13 +88,42 @@ impl LocalZooKeeper {
         std::fs::write(
             &cfg,
             format!(
-                "tickTime=2000\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat,mntr\n",
+                "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat,mntr\n",
                 dir.join("data").display()
             ),
         )
         .map_err(io(&cfg))?;
         let log_path = dir.join("zk.log");
-        let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+        std::fs::write(&log_path, b"").map_err(io(&log_path))?;
+        let mut zk = LocalZooKeeper {
+            child: None,
+            port,
+            dir,
+            _tmp: tmp,
+        };
+        zk.launch()?;
+        Ok(zk)
+    }
+
+    /// Starts a server that was stopped, on the same port and with the same data (sessions
+    /// survive it if it was down for less than their timeout): for tests of connection loss.
+    pub fn restart(&mut self) -> Result<(), LaunchError> {
+        self.stop();
+        self.launch()
+    }
+
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LaunchError::Io { path, source }
+        };
+        let cfg = self.dir.join("zoo.cfg");
+        let log_path = self.dir.join("zk.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(&log_path))?;
         let log2 = log.try_clone().map_err(io(&log_path))?;
         let child = Command::new("java")
             .args([
@@ -117,22 +146,17 @@ impl LocalZooKeeper {
                     LaunchError::Spawn(e)
                 }
             })?;
-        let mut zk = LocalZooKeeper {
-            child: Some(child),
-            port,
-            dir,
-            _tmp: tmp,
-        };
+        self.child = Some(child);
         let limit = Duration::from_secs(30);
         let start = Instant::now();
         loop {
-            if let Some(c) = zk.child.as_mut()
+            if let Some(c) = self.child.as_mut()
                 && let Ok(Some(_)) = c.try_wait()
             {
                 return Err(LaunchError::Died { log: log_path });
             }
-            if srvr(port).is_some_and(|s| s.contains("Mode: standalone")) {
-                return Ok(zk);
+            if srvr(self.port).is_some_and(|s| s.contains("Mode: standalone")) {
+                return Ok(());
             }
             if start.elapsed() > limit {
                 return Err(LaunchError::Timeout {

@@ -12,6 +12,14 @@ pub mod path {
     pub const CONTROLLER: &str = "/controller";
     pub const CONTROLLER_EPOCH: &str = "/controller_epoch";
     pub const PARTITIONS: &str = "/partitions";
+    /// Children: ephemeral `<id>` of each node in a controlled shutdown.
+    pub const ADMIN_SHUTDOWN: &str = "/admin/shutdown";
+    /// Present while a preferred-leader election is asked for; the controller deletes it.
+    pub const PREFERRED_ELECTION: &str = "/admin/preferred_election";
+
+    pub fn shutdown(id: u32) -> String {
+        format!("{ADMIN_SHUTDOWN}/{id}")
+    }
 
     pub fn broker(id: u32) -> String {
         format!("{BROKERS}/{id}")

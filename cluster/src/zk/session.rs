@@ -21,6 +21,24 @@ pub enum ZkFailure {
 
 pub type ZkResult<T> = Result<T, ZkFailure>;
 
+impl ZkFailure {
+    /// The server's (or the client library's) error code, for operations that reached it.
+    pub fn code(&self) -> Option<ZkError> {
+        match self {
+            ZkFailure::Op { source, .. } => Some(*source),
+            _ => None,
+        }
+    }
+
+    /// True when the session is gone for good: a new one is needed.
+    pub fn session_lost(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(ZkError::SessionExpired | ZkError::SessionMoved | ZkError::AuthFailed)
+        )
+    }
+}
+
 /// `hosts[/chroot]` split in two.
 fn split_chroot(connect: &str) -> (&str, Option<&str>) {
     match connect.find('/') {
@@ -43,8 +61,9 @@ fn op<T>(op: &'static str, path: &str, r: Result<T, ZkError>) -> ZkResult<T> {
     })
 }
 
-/// Opens a raw session and waits until ZooKeeper has established it.
-fn open(addr: &str, timeout: Duration) -> ZkResult<ZooKeeper> {
+/// Opens a raw session (asking for `timeout` as its session timeout) and waits until ZooKeeper
+/// has established it, at most `wait`.
+fn open(addr: &str, timeout: Duration, wait: Duration) -> ZkResult<ZooKeeper> {
     let fail = |reason: String| ZkFailure::Connect {
         addr: addr.to_string(),
         reason,
@@ -60,7 +79,7 @@ fn open(addr: &str, timeout: Duration) -> ZkResult<ZooKeeper> {
     if zk.exists("/", false).is_ok() {
         return Ok(zk);
     }
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = std::time::Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left.min(Duration::from_millis(200))) {
@@ -68,11 +87,8 @@ fn open(addr: &str, timeout: Duration) -> ZkResult<ZooKeeper> {
             Ok(ZkState::AuthFailed) => return Err(fail("authentication failed".into())),
             _ if zk.exists("/", false).is_ok() => return Ok(zk),
             _ if left.is_zero() => {
-                let _ = zk.close();
-                return Err(fail(format!(
-                    "no session within {} ms",
-                    timeout.as_millis()
-                )));
+                drop(zk);
+                return Err(fail(format!("no session within {} ms", wait.as_millis())));
             }
             _ => {}
         }
@@ -82,14 +98,24 @@ fn open(addr: &str, timeout: Duration) -> ZkResult<ZooKeeper> {
 impl Session {
     /// Connects to `hosts[/chroot]`, creating the chroot path if it does not exist yet.
     pub fn connect(connect: &str, timeout: Duration) -> ZkResult<Session> {
+        Session::connect_with(connect, timeout, timeout)
+    }
+
+    /// As [`Session::connect`], with a session timeout and a separate bound on how long to
+    /// wait for each of the (at most two) connections it opens.
+    pub fn connect_with(
+        connect: &str,
+        session_timeout: Duration,
+        wait: Duration,
+    ) -> ZkResult<Session> {
         let (hosts, chroot) = split_chroot(connect);
         if let Some(root) = chroot {
-            let bare = open(hosts, timeout)?;
+            let bare = open(hosts, session_timeout, wait)?;
             let r = create_all(&bare, root);
-            let _ = bare.close();
+            drop(bare);
             r?;
         }
-        let zk = open(connect, timeout)?;
+        let zk = open(connect, session_timeout, wait)?;
         Ok(Session {
             zk,
             connect: connect.to_string(),
@@ -146,6 +172,58 @@ impl Session {
         }
     }
 
+    /// Data and version of a node, leaving a one-shot watch on it: a data watch when it exists,
+    /// an existence watch when it does not (ZooKeeper sets no data watch on a missing node).
+    pub fn get_watch<W>(&self, path: &str, watcher: W) -> ZkResult<Option<(Vec<u8>, Stat)>>
+    where
+        W: Fn(WatchedEvent) + Send + Clone + 'static,
+    {
+        // The node may come and go between the two calls; a few rounds settle it, and a
+        // caller that polls as well loses nothing if they do not.
+        for _ in 0..3 {
+            match self.zk.get_data_w(path, watcher.clone()) {
+                Ok(v) => return Ok(Some(v)),
+                Err(ZkError::NoNode) => {}
+                Err(e) => return op("get", path, Err(e)),
+            }
+            match self.zk.exists_w(path, watcher.clone()) {
+                Ok(None) => return Ok(None),
+                Ok(Some(_)) => {}
+                Err(e) => return op("exists", path, Err(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Children of a node with a one-shot child watch; `None` (and an existence watch) when
+    /// the node does not exist.
+    pub fn children_watch<W>(&self, path: &str, watcher: W) -> ZkResult<Option<Vec<String>>>
+    where
+        W: Fn(WatchedEvent) + Send + Clone + 'static,
+    {
+        for _ in 0..3 {
+            match self.zk.get_children_w(path, watcher.clone()) {
+                Ok(v) => return Ok(Some(v)),
+                Err(ZkError::NoNode) => {}
+                Err(e) => return op("children", path, Err(e)),
+            }
+            match self.zk.exists_w(path, watcher.clone()) {
+                Ok(None) => return Ok(None),
+                Ok(Some(_)) => {}
+                Err(e) => return op("exists", path, Err(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether a node exists, leaving a one-shot watch on its creation, change or deletion.
+    pub fn exists_watch<W>(&self, path: &str, watcher: W) -> ZkResult<bool>
+    where
+        W: Fn(WatchedEvent) + Send + 'static,
+    {
+        op("exists", path, self.zk.exists_w(path, watcher)).map(|s| s.is_some())
+    }
+
     pub fn delete(&self, path: &str, version: Option<i32>) -> ZkResult<()> {
         match self.zk.delete(path, version) {
             Ok(()) | Err(ZkError::NoNode) => Ok(()),
@@ -155,7 +233,9 @@ impl Session {
 
     /// Ends the session now (its ephemeral nodes go at once).
     pub fn close(self) {
-        let _ = self.zk.close();
+        // The crate's `Drop` closes the session; closing here as well would make that second
+        // close fail and log an error.
+        drop(self);
     }
 }
 

@@ -1,0 +1,158 @@
+//! The controller's decisions for one partition state (pure: the control thread reads, probes
+//! and writes around them, so the rules are tested alone).
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::assign;
+use crate::zk::layout::PartitionState;
+
+/// What the controller knows about the nodes when it decides.
+#[derive(Debug, Clone, Default)]
+pub struct Nodes {
+    pub live: BTreeSet<u32>,
+    pub shutting_down: BTreeSet<u32>,
+}
+
+impl Nodes {
+    /// May lead and be in sync: registered and not leaving.
+    pub fn eligible(&self, b: u32) -> bool {
+        self.live.contains(&b) && !self.shutting_down.contains(&b)
+    }
+
+    pub fn eligible_list(&self) -> Vec<u32> {
+        self.live
+            .iter()
+            .copied()
+            .filter(|b| !self.shutting_down.contains(b))
+            .collect()
+    }
+}
+
+/// A new state for a partition and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub next: PartitionState,
+    /// The new leader came from outside the ISR.
+    pub unclean: bool,
+}
+
+/// True when the partition's leader has to be replaced (dead, gone or leaving).
+pub fn needs_leader(s: &PartitionState, nodes: &Nodes) -> bool {
+    match s.leader {
+        Some(l) => !nodes.eligible(l),
+        None => true,
+    }
+}
+
+/// The replicas an election would choose from (the probe is asked for their log ends).
+pub fn candidates(s: &PartitionState, nodes: &Nodes, unclean: bool) -> Vec<u32> {
+    let clean: Vec<u32> = s
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| s.isr.contains(r) && nodes.eligible(*r))
+        .collect();
+    if !clean.is_empty() || !unclean {
+        return clean;
+    }
+    s.replicas
+        .iter()
+        .copied()
+        .filter(|r| nodes.eligible(*r))
+        .collect()
+}
+
+/// The state the controller with epoch `epoch` should write, or `None` when `s` is right as it
+/// is. Applying a decision and deciding again on the result gives `None` (so a controller that
+/// re-reads what it wrote does not loop).
+pub fn decide(
+    s: &PartitionState,
+    nodes: &Nodes,
+    log_ends: &BTreeMap<u32, u64>,
+    unclean: bool,
+    preferred: bool,
+    epoch: u64,
+) -> Option<Decision> {
+    let mut next = s.clone();
+    let mut was_unclean = false;
+    if needs_leader(s, nodes) {
+        match assign::elect(
+            &s.replicas,
+            &s.isr,
+            &nodes.eligible_list(),
+            log_ends,
+            unclean,
+        ) {
+            Some(e) => {
+                next.leader = Some(e.leader);
+                next.leader_epoch = s.leader_epoch.saturating_add(1);
+                if e.clean {
+                    next.isr.retain(|b| nodes.eligible(*b));
+                } else {
+                    next.isr = vec![e.leader];
+                    was_unclean = true;
+                }
+            }
+            // A leader that is leaving but still alive keeps the partition when nobody else
+            // can take it: going leaderless would only make it unavailable sooner.
+            None if s.leader.is_some_and(|l| nodes.live.contains(&l)) => {}
+            None => {
+                // The ISR stays as it was, so that a member coming back can lead again (it
+                // has every acknowledged write; nobody else does).
+                next.leader = None;
+                if s.leader.is_some() {
+                    next.leader_epoch = s.leader_epoch.saturating_add(1);
+                }
+            }
+        }
+    } else if preferred
+        && let Some(&pref) = s.replicas.first()
+        && Some(pref) != s.leader
+        && nodes.eligible(pref)
+        && s.isr.contains(&pref)
+    {
+        next.leader = Some(pref);
+        next.leader_epoch = s.leader_epoch.saturating_add(1);
+    }
+    // Out of the ISR go dead and leaving nodes, as long as the leader itself stays in it.
+    if let Some(l) = next.leader {
+        let shrunk: Vec<u32> = next
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| *b == l || nodes.eligible(*b))
+            .collect();
+        if shrunk.contains(&l) {
+            next.isr = shrunk;
+        }
+    }
+    if next == *s {
+        return None;
+    }
+    next.controller_epoch = epoch;
+    Some(Decision {
+        next,
+        unclean: was_unclean,
+    })
+}
+
+/// True when, for some node, the share of the partitions it prefers to lead but does not
+/// (while it could: live, in sync, not leaving) exceeds `ratio`.
+pub fn imbalanced<'a>(
+    states: impl Iterator<Item = &'a PartitionState>,
+    nodes: &Nodes,
+    ratio: f64,
+) -> bool {
+    let mut per: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+    for s in states {
+        let Some(&pref) = s.replicas.first() else {
+            continue;
+        };
+        let e = per.entry(pref).or_default();
+        e.0 += 1;
+        if s.leader != Some(pref) && nodes.eligible(pref) && s.isr.contains(&pref) {
+            e.1 += 1;
+        }
+    }
+    per.values()
+        .any(|&(n, off)| n > 0 && off > 0 && f64::from(off) / f64::from(n) > ratio)
+}

@@ -1,0 +1,1279 @@
+//! The node's control thread: it owns the ZooKeeper session, keeps the node's view of the
+//! cluster current, acts as controller while it holds `/controller`, and serves the node's
+//! [`ControlRequest`]s.
+//!
+//! ZooKeeper callbacks (watches and the session state listener) only post messages to it. The
+//! zookeeper crate's watches fire once and are lost on a reconnection (it does not re-send
+//! them), so every watched item carries an "armed" flag: an event or a reconnection clears it
+//! and the item is re-read with a new watch. A periodic resync (without new watches) catches
+//! whatever a lost event would have hidden.
+use std::collections::{BTreeMap, BTreeSet};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{debug, error, info, warn};
+use zookeeper::{WatchedEvent, ZkError, ZkState};
+
+use super::api::{ClusterView, ControlRequest, LogEndProbe, PartitionView, ViewSink};
+use super::controller::{self, Nodes};
+use super::election::{self, Outcome};
+use super::registry;
+use crate::zk::layout::{BrokerInfo, ClusterMeta, ControllerInfo, PartitionState, path};
+use crate::zk::{Session, ZkFailure, ZkResult};
+
+/// How often the thread wakes up without a message.
+const TICK: Duration = Duration::from_millis(200);
+/// How often everything is re-read even without a watch event.
+const RESYNC: Duration = Duration::from_secs(3);
+/// Least time between two attempts at a new session.
+const RETRY_SESSION: Duration = Duration::from_secs(1);
+/// Conditional writes retried on `BadVersion` before giving up until the next round.
+const CAS_TRIES: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// ZooKeeper `hosts/chroot` of this cluster, e.g. `127.0.0.1:2181/simplekv/default`.
+    pub connect: String,
+    pub me: BrokerInfo,
+    pub session_timeout: Duration,
+    pub unclean_leader_election: bool,
+    pub leader_imbalance_check: Duration,
+    /// 1.0 never rebalances automatically.
+    pub leader_imbalance_ratio: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Zk(#[from] ZkFailure),
+    #[error(
+        "no cluster has been created at {connect} after {secs} s: run `simplekv cluster create` once the nodes are up"
+    )]
+    NoCluster { connect: String, secs: u64 },
+    #[error("cannot start the control thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("the control thread ended during startup")]
+    Died,
+}
+
+enum Msg {
+    Req(ControlRequest),
+    Watch { generation: u64, what: Watched },
+    Conn { generation: u64, state: ZkState },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Watched {
+    Brokers,
+    Controller,
+    Partition(u32),
+    Shutdown,
+    Preferred,
+}
+
+/// The node's handle on its control thread.
+pub struct ControlHandle {
+    tx: Sender<Msg>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlHandle {
+    /// Posts a request; false if the thread is gone.
+    pub fn request(&self, r: ControlRequest) -> bool {
+        self.tx.send(Msg::Req(r)).is_ok()
+    }
+
+    /// Closes the session (ephemeral znodes vanish at once) and waits for the thread to end.
+    pub fn stop(mut self) {
+        let _ = self.tx.send(Msg::Req(ControlRequest::Stop));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ControlHandle {
+    fn drop(&mut self) {
+        // Watch closures hold senders too, so the channel never closes by itself.
+        if self.thread.is_some() {
+            let _ = self.tx.send(Msg::Req(ControlRequest::Stop));
+        }
+    }
+}
+
+/// Starts the control thread: connects, registers the broker, waits for `/meta` (at most
+/// `wait_meta`), reads the cluster, publishes a first view through `sink` and returns it.
+pub fn spawn(
+    cfg: ControlConfig,
+    probe: LogEndProbe,
+    sink: ViewSink,
+    wait_meta: Duration,
+) -> Result<(ControlHandle, ClusterView), ControlError> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let tx2 = tx.clone();
+    let thread = std::thread::Builder::new()
+        .name("skv-control".into())
+        .spawn(
+            move || match Ctl::start(cfg, probe, sink, tx2, &rx, wait_meta) {
+                Ok(ctl) => {
+                    let _ = ready_tx.send(Ok(ctl.view()));
+                    ctl.run(&rx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            },
+        )
+        .map_err(ControlError::Spawn)?;
+    match ready_rx.recv() {
+        Ok(Ok(view)) => Ok((
+            ControlHandle {
+                tx,
+                thread: Some(thread),
+            },
+            view,
+        )),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(ControlError::Died)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    Up,
+    /// Disconnected; the session may still be alive.
+    Down,
+    /// No session: a new one is needed.
+    Lost,
+}
+
+struct PendingShutdown {
+    deadline: Instant,
+    done: Box<dyn FnOnce(bool) + Send>,
+}
+
+/// Which watched items currently have a watch set.
+#[derive(Default)]
+struct Armed {
+    brokers: bool,
+    controller: bool,
+    shutdown: bool,
+    preferred: bool,
+    parts: Vec<bool>,
+}
+
+struct Ctl {
+    cfg: ControlConfig,
+    probe: LogEndProbe,
+    sink: ViewSink,
+    tx: Sender<Msg>,
+    session: Option<Session>,
+    /// Bumped with every new session, so that callbacks of an old one are ignored.
+    generation: u64,
+    conn: Conn,
+    last_session_try: Option<Instant>,
+    broker_epoch: i64,
+    meta: ClusterMeta,
+    brokers: BTreeMap<u32, BrokerInfo>,
+    /// `None` until a state has been read and decoded.
+    parts: Vec<Option<PartitionView>>,
+    controller: Option<ControllerInfo>,
+    shutting: BTreeSet<u32>,
+    preferred_asked: bool,
+    armed: Armed,
+    /// The controller epoch while this node holds `/controller` in its current session.
+    my_epoch: Option<u64>,
+    /// This node asked for a controlled shutdown (its znode is re-created in a new session).
+    leaving: bool,
+    leaving_znode: bool,
+    pending_shutdown: Option<PendingShutdown>,
+    unclean_elections: u64,
+    last_resync: Instant,
+    /// Last full re-read that succeeded: a session that answers nothing for longer than its
+    /// timeout is treated as lost even if the client library never said so.
+    last_good_resync: Instant,
+    last_imbalance_check: Instant,
+    last_tick: Instant,
+    published: Option<ClusterView>,
+}
+
+fn is_code(e: &ZkFailure, code: ZkError) -> bool {
+    e.code() == Some(code)
+}
+
+impl Ctl {
+    fn start(
+        cfg: ControlConfig,
+        probe: LogEndProbe,
+        sink: ViewSink,
+        tx: Sender<Msg>,
+        rx: &Receiver<Msg>,
+        wait_meta: Duration,
+    ) -> Result<Ctl, ControlError> {
+        let now = Instant::now();
+        let mut ctl = Ctl {
+            cfg,
+            probe,
+            sink,
+            tx,
+            session: None,
+            generation: 0,
+            conn: Conn::Lost,
+            last_session_try: None,
+            broker_epoch: 0,
+            meta: ClusterMeta {
+                partitions: 0,
+                replication_factor: 0,
+            },
+            brokers: BTreeMap::new(),
+            parts: Vec::new(),
+            controller: None,
+            shutting: BTreeSet::new(),
+            preferred_asked: false,
+            armed: Armed::default(),
+            my_epoch: None,
+            leaving: false,
+            leaving_znode: false,
+            pending_shutdown: None,
+            unclean_elections: 0,
+            last_resync: now,
+            last_good_resync: now,
+            last_imbalance_check: now,
+            last_tick: now,
+            published: None,
+        };
+        ctl.open_session()?;
+        let deadline = now.checked_add(wait_meta);
+        let meta = loop {
+            if ctl.conn == Conn::Lost {
+                // A failure to reconnect while waiting is retried; only the first one is fatal.
+                if let Err(e) = ctl.open_session() {
+                    warn!("control: no ZooKeeper session yet: {e}");
+                }
+            }
+            if ctl.conn == Conn::Up
+                && let Some(s) = &ctl.session
+            {
+                match s.get(path::META) {
+                    Ok(Some((raw, _))) => {
+                        break ClusterMeta::decode(&raw).map_err(|e| ZkFailure::Decode {
+                            path: path::META.into(),
+                            reason: e.to_string(),
+                        })?;
+                    }
+                    Ok(None) => {}
+                    Err(e) if e.session_lost() => ctl.lose_session(&e.to_string()),
+                    Err(e) => debug!("control: waiting for {}: {e}", path::META),
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(ControlError::NoCluster {
+                    connect: ctl.cfg.connect.clone(),
+                    secs: wait_meta.as_secs(),
+                });
+            }
+            match rx.recv_timeout(TICK) {
+                Ok(Msg::Conn { generation, state }) => ctl.on_conn(generation, state),
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(ControlError::Died),
+            }
+        };
+        info!(
+            "control: node {} joined the cluster at {} ({} partitions, replication factor {})",
+            ctl.cfg.me.id, ctl.cfg.connect, meta.partitions, meta.replication_factor
+        );
+        let n = meta.partitions as usize;
+        ctl.meta = meta;
+        ctl.parts = vec![None; n];
+        ctl.armed.parts = vec![false; n];
+        ctl.refresh(true)?;
+        ctl.publish();
+        Ok(ctl)
+    }
+
+    fn run(mut self, rx: &Receiver<Msg>) {
+        loop {
+            let wait = (self.last_tick + TICK).saturating_duration_since(Instant::now());
+            let mut stop = match rx.recv_timeout(wait) {
+                Ok(m) => !self.handle(m),
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            while !stop && let Ok(m) = rx.try_recv() {
+                stop = !self.handle(m);
+            }
+            if stop {
+                break;
+            }
+            let tick = self.last_tick.elapsed() >= TICK;
+            if tick {
+                self.last_tick = Instant::now();
+            }
+            self.work(tick);
+        }
+        self.finish();
+    }
+
+    fn finish(mut self) {
+        if let Some(p) = self.pending_shutdown.take() {
+            (p.done)(false);
+        }
+        if let Some(s) = self.session.take() {
+            s.close();
+        }
+        info!("control: node {} left ZooKeeper", self.cfg.me.id);
+    }
+
+    /// Handles one message; false on `Stop`.
+    fn handle(&mut self, m: Msg) -> bool {
+        match m {
+            Msg::Conn { generation, state } => self.on_conn(generation, state),
+            Msg::Watch { generation, what } => {
+                if generation == self.generation {
+                    debug!("control: watch fired on {what:?}");
+                    match what {
+                        Watched::Brokers => self.armed.brokers = false,
+                        Watched::Controller => self.armed.controller = false,
+                        Watched::Shutdown => self.armed.shutdown = false,
+                        Watched::Preferred => self.armed.preferred = false,
+                        Watched::Partition(p) => {
+                            if let Some(a) = self.armed.parts.get_mut(p as usize) {
+                                *a = false;
+                            }
+                        }
+                    }
+                }
+            }
+            Msg::Req(ControlRequest::Stop) => return false,
+            Msg::Req(ControlRequest::ChangeIsr {
+                partition,
+                leader_epoch,
+                isr,
+                done,
+            }) => {
+                let r = self.change_isr(partition, leader_epoch, isr);
+                if let Err(e) = &r {
+                    info!("control: ISR change of partition {partition} refused: {e}");
+                }
+                done(r);
+            }
+            Msg::Req(ControlRequest::ControlledShutdown { timeout, done }) => {
+                info!(
+                    "control: node {} starts a controlled shutdown (at most {} ms)",
+                    self.cfg.me.id,
+                    timeout.as_millis()
+                );
+                if let Some(old) = self.pending_shutdown.take() {
+                    (old.done)(false);
+                }
+                self.leaving = true;
+                self.shutting.insert(self.cfg.me.id);
+                self.pending_shutdown = Some(PendingShutdown {
+                    deadline: Instant::now() + timeout,
+                    done,
+                });
+                self.announce_leaving();
+            }
+        }
+        true
+    }
+
+    fn on_conn(&mut self, generation: u64, state: ZkState) {
+        if generation != self.generation {
+            return;
+        }
+        match state {
+            ZkState::Connected | ZkState::ConnectedReadOnly => {
+                if self.conn == Conn::Down {
+                    self.reconnected();
+                }
+            }
+            ZkState::Closed | ZkState::AuthFailed => {
+                if self.conn != Conn::Lost {
+                    self.lose_session(&format!("session state {state:?}"));
+                }
+            }
+            // Connecting, and NotConnected (what the crate reports on an expiry too: the
+            // reconnection then tells which one it was).
+            _ => {
+                if self.conn == Conn::Up {
+                    warn!(
+                        "control: node {} lost its ZooKeeper connection; it leads nothing until the session is back",
+                        self.cfg.me.id
+                    );
+                    self.conn = Conn::Down;
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    /// The connection is back: the session survived only if our broker znode is still the one
+    /// it created (an expired session's ephemerals are gone, and the crate may have opened a
+    /// fresh session silently).
+    fn reconnected(&mut self) {
+        let Some(s) = &self.session else { return };
+        match s.get(&path::broker(self.cfg.me.id)) {
+            Ok(Some((_, stat))) if stat.czxid == self.broker_epoch => {
+                info!(
+                    "control: node {} reconnected to ZooKeeper in the same session",
+                    self.cfg.me.id
+                );
+                self.conn = Conn::Up;
+                self.last_good_resync = Instant::now();
+                // The server dropped this connection's watches and the crate does not set
+                // them again.
+                self.disarm_all();
+                match self.refresh(true) {
+                    Ok(()) => self.publish(),
+                    Err(e) => self.zk_error("re-reading after reconnection", e),
+                }
+            }
+            Ok(_) => self.lose_session("the broker znode of this session is gone"),
+            Err(e) if e.session_lost() => self.lose_session(&e.to_string()),
+            // Still flapping: the listener will tell again.
+            Err(e) => debug!("control: checking the session after reconnection: {e}"),
+        }
+    }
+
+    fn disarm_all(&mut self) {
+        let n = self.armed.parts.len();
+        self.armed = Armed {
+            parts: vec![false; n],
+            ..Armed::default()
+        };
+    }
+
+    fn lose_session(&mut self, why: &str) {
+        warn!(
+            "control: node {}: ZooKeeper session lost ({why}); fenced until a new session is registered",
+            self.cfg.me.id
+        );
+        if self.my_epoch.take().is_some() {
+            warn!(
+                "control: node {} is no longer controller (its session ended)",
+                self.cfg.me.id
+            );
+        }
+        self.conn = Conn::Lost;
+        self.leaving_znode = false;
+        self.generation += 1;
+        if let Some(s) = self.session.take() {
+            s.close();
+        }
+        if !self.parts.is_empty() {
+            self.publish();
+        }
+    }
+
+    /// Opens a new session and registers the broker in it (a new broker epoch).
+    fn open_session(&mut self) -> ZkResult<()> {
+        self.last_session_try = Some(Instant::now());
+        self.generation += 1;
+        let generation = self.generation;
+        let t = self.cfg.session_timeout;
+        let s = Session::connect_with(&self.cfg.connect, t, t * 3)?;
+        let tx = self.tx.clone();
+        s.raw().add_listener(move |state: ZkState| {
+            let _ = tx.send(Msg::Conn { generation, state });
+        });
+        let epoch = match registry::register(&s, &self.cfg.me, t + Duration::from_secs(1)) {
+            Ok(e) => e,
+            Err(e) => {
+                s.close();
+                return Err(e);
+            }
+        };
+        info!(
+            "control: node {} registered at {} (broker epoch {epoch})",
+            self.cfg.me.id, self.cfg.connect
+        );
+        self.session = Some(s);
+        self.broker_epoch = epoch;
+        self.conn = Conn::Up;
+        self.last_good_resync = Instant::now();
+        self.my_epoch = None;
+        self.leaving_znode = false;
+        self.disarm_all();
+        Ok(())
+    }
+
+    fn zk_error(&mut self, what: &str, e: ZkFailure) {
+        if e.session_lost() {
+            self.lose_session(&e.to_string());
+        } else {
+            debug!("control: {what}: {e}");
+        }
+    }
+
+    /// Everything that is not a direct answer to a message.
+    fn work(&mut self, tick: bool) {
+        if self.conn == Conn::Lost
+            && self
+                .last_session_try
+                .is_none_or(|t| t.elapsed() >= RETRY_SESSION)
+        {
+            match self.open_session() {
+                Ok(()) => {
+                    if let Err(e) = self.refresh(true) {
+                        self.zk_error("re-reading in the new session", e);
+                    }
+                    self.announce_leaving();
+                }
+                Err(e) => warn!("control: cannot open a new ZooKeeper session: {e}"),
+            }
+        }
+        if self.conn == Conn::Down && self.last_resync.elapsed() >= RESYNC {
+            // In case the listener's "connected" was missed.
+            self.last_resync = Instant::now();
+            self.reconnected();
+        }
+        if self.conn == Conn::Up {
+            let full = self.last_resync.elapsed() >= RESYNC;
+            match self.refresh(full) {
+                Ok(()) if full => self.last_good_resync = Instant::now(),
+                Ok(()) => {}
+                Err(e) => self.zk_error("refreshing the cluster view", e),
+            }
+            if self.conn == Conn::Up
+                && self.last_good_resync.elapsed() > self.cfg.session_timeout + RESYNC * 2
+            {
+                self.lose_session("ZooKeeper has not answered for longer than the session timeout");
+            }
+        }
+        if self.conn == Conn::Up {
+            self.controller_duties();
+        }
+        if tick {
+            self.check_shutdown();
+        }
+        self.publish();
+    }
+
+    fn watcher(&self, what: Watched) -> impl Fn(WatchedEvent) + Send + Clone + 'static {
+        let tx = self.tx.clone();
+        let generation = self.generation;
+        move |_: WatchedEvent| {
+            let _ = tx.send(Msg::Watch { generation, what });
+        }
+    }
+
+    fn session(&self) -> ZkResult<&Session> {
+        self.session.as_ref().ok_or_else(|| ZkFailure::Op {
+            op: "use",
+            path: "/".into(),
+            source: ZkError::SessionExpired,
+        })
+    }
+
+    /// Re-reads what is not watched any more (setting a new watch), or everything if `full`.
+    fn refresh(&mut self, full: bool) -> ZkResult<()> {
+        if full {
+            self.last_resync = Instant::now();
+            self.check_registration()?;
+        }
+        if full || !self.armed.brokers {
+            self.read_brokers()?;
+        }
+        if full || !self.armed.controller {
+            self.read_controller()?;
+        }
+        if full || !self.armed.shutdown {
+            self.read_shutdown()?;
+        }
+        if full || !self.armed.preferred {
+            self.read_preferred()?;
+        }
+        for p in 0..self.parts.len() {
+            if full || !self.armed.parts[p] {
+                self.read_partition(p as u32)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Our broker znode must be the one this session created: anything else means the session
+    /// is not the one we registered in.
+    fn check_registration(&mut self) -> ZkResult<()> {
+        let s = self.session()?;
+        match s.get(&path::broker(self.cfg.me.id))? {
+            Some((_, stat)) if stat.czxid == self.broker_epoch => Ok(()),
+            _ => Err(ZkFailure::Op {
+                op: "check registration of",
+                path: path::broker(self.cfg.me.id),
+                source: ZkError::SessionExpired,
+            }),
+        }
+    }
+
+    fn read_brokers(&mut self) -> ZkResult<()> {
+        let arm = !self.armed.brokers;
+        let w = self.watcher(Watched::Brokers);
+        let s = self.session()?;
+        let children = if arm {
+            s.children_watch(path::BROKERS, w)?.unwrap_or_default()
+        } else {
+            s.children(path::BROKERS)?
+        };
+        let mut brokers = BTreeMap::new();
+        for c in children {
+            let p = format!("{}/{c}", path::BROKERS);
+            if let Some((raw, _)) = s.get(&p)? {
+                match BrokerInfo::decode(&raw) {
+                    Ok(b) => {
+                        brokers.insert(b.id, b);
+                    }
+                    Err(e) => warn!("control: {p}: {e}; ignored"),
+                }
+            }
+        }
+        self.armed.brokers |= arm;
+        if brokers != self.brokers {
+            info!(
+                "control: live nodes {:?}",
+                brokers.keys().collect::<Vec<_>>()
+            );
+            self.brokers = brokers;
+        }
+        Ok(())
+    }
+
+    fn read_controller(&mut self) -> ZkResult<()> {
+        let arm = !self.armed.controller;
+        let w = self.watcher(Watched::Controller);
+        let s = self.session()?;
+        let raw = if arm {
+            s.get_watch(path::CONTROLLER, w)?
+        } else {
+            s.get(path::CONTROLLER)?
+        };
+        self.armed.controller |= arm;
+        let c = raw.and_then(|(raw, _)| match ControllerInfo::decode(&raw) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warn!("control: {}: {e}", path::CONTROLLER);
+                None
+            }
+        });
+        if let Some(e) = self.my_epoch
+            && c.as_ref()
+                .is_none_or(|c| c.id != self.cfg.me.id || c.epoch != e)
+        {
+            warn!(
+                "control: node {} is no longer controller (epoch {e}); {} holds it now",
+                self.cfg.me.id,
+                c.as_ref()
+                    .map(|c| format!("node {} epoch {}", c.id, c.epoch))
+                    .unwrap_or_else(|| "nobody".into())
+            );
+            self.my_epoch = None;
+        }
+        self.controller = c;
+        Ok(())
+    }
+
+    fn read_shutdown(&mut self) -> ZkResult<()> {
+        let arm = !self.armed.shutdown;
+        let w = self.watcher(Watched::Shutdown);
+        let s = self.session()?;
+        let children = if arm {
+            s.children_watch(path::ADMIN_SHUTDOWN, w)?
+                .unwrap_or_default()
+        } else {
+            s.children(path::ADMIN_SHUTDOWN)?
+        };
+        self.armed.shutdown |= arm;
+        let mut set: BTreeSet<u32> = children.iter().filter_map(|c| c.parse().ok()).collect();
+        // Our own request counts before its znode is (re)created.
+        if self.leaving {
+            set.insert(self.cfg.me.id);
+        }
+        if set != self.shutting {
+            info!("control: nodes shutting down: {set:?}");
+            self.shutting = set;
+        }
+        Ok(())
+    }
+
+    fn read_preferred(&mut self) -> ZkResult<()> {
+        let arm = !self.armed.preferred;
+        let w = self.watcher(Watched::Preferred);
+        let s = self.session()?;
+        let present = if arm {
+            s.exists_watch(path::PREFERRED_ELECTION, w)?
+        } else {
+            s.get(path::PREFERRED_ELECTION)?.is_some()
+        };
+        self.armed.preferred |= arm;
+        self.preferred_asked = present;
+        Ok(())
+    }
+
+    fn read_partition(&mut self, p: u32) -> ZkResult<()> {
+        let i = p as usize;
+        let arm = !self.armed.parts[i];
+        let w = self.watcher(Watched::Partition(p));
+        let sp = path::partition_state(p);
+        let s = self.session()?;
+        let raw = if arm {
+            s.get_watch(&sp, w)?
+        } else {
+            s.get(&sp)?
+        };
+        self.armed.parts[i] |= arm;
+        match raw {
+            Some((raw, stat)) => match PartitionState::decode(&raw) {
+                Ok(state) => self.apply(
+                    p,
+                    PartitionView {
+                        state,
+                        version: stat.version,
+                    },
+                ),
+                Err(e) => warn!("control: {sp}: {e}; partition {p} treated as unknown"),
+            },
+            None => warn!("control: {sp} is missing"),
+        }
+        Ok(())
+    }
+
+    /// Takes a partition state read or written at some version, unless a newer one is known.
+    fn apply(&mut self, p: u32, v: PartitionView) {
+        let Some(slot) = self.parts.get_mut(p as usize) else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|old| old.version >= v.version) {
+            return;
+        }
+        debug!(
+            "control: partition {p} at version {}: {:?}",
+            v.version, v.state
+        );
+        *slot = Some(v);
+    }
+
+    fn view(&self) -> ClusterView {
+        ClusterView {
+            me: self.cfg.me.id,
+            meta: self.meta.clone(),
+            brokers: self.brokers.clone(),
+            partitions: self
+                .parts
+                .iter()
+                .map(|v| v.clone().unwrap_or_else(unknown_partition))
+                .collect(),
+            controller: self.controller.as_ref().map(|c| (c.id, c.epoch)),
+            session_ok: self.conn == Conn::Up,
+            broker_epoch: self.broker_epoch,
+            shutting_down: self.shutting.iter().copied().collect(),
+            unclean_elections: self.unclean_elections,
+        }
+    }
+
+    fn publish(&mut self) {
+        let v = self.view();
+        if self.published.as_ref() != Some(&v) {
+            self.published = Some(v.clone());
+            (self.sink)(v);
+        }
+    }
+
+    fn nodes(&self) -> Nodes {
+        Nodes {
+            live: self.brokers.keys().copied().collect(),
+            shutting_down: self.shutting.clone(),
+        }
+    }
+
+    /// Creates `/admin/shutdown/<me>` (ephemeral) once per session after a controlled
+    /// shutdown was asked for.
+    fn announce_leaving(&mut self) {
+        if !self.leaving || self.leaving_znode || self.conn != Conn::Up {
+            return;
+        }
+        let r = self.session().and_then(|s| {
+            s.create_all(path::ADMIN_SHUTDOWN)?;
+            match s.create(&path::shutdown(self.cfg.me.id), Vec::new(), true) {
+                Err(e) if is_code(&e, ZkError::NodeExists) => Ok(()),
+                r => r,
+            }
+        });
+        match r {
+            Ok(()) => self.leaving_znode = true,
+            Err(e) => self.zk_error("announcing the controlled shutdown", e),
+        }
+    }
+
+    fn check_shutdown(&mut self) {
+        if self.pending_shutdown.is_none() {
+            return;
+        }
+        self.announce_leaving();
+        if self.conn == Conn::Up && self.leaving_znode {
+            match self.shutdown_progress() {
+                Ok(Some(stuck)) => {
+                    if stuck.is_empty() {
+                        info!(
+                            "control: node {} leads no partition any more",
+                            self.cfg.me.id
+                        );
+                    } else {
+                        warn!(
+                            "control: partitions {stuck:?} stay led by node {}: no other replica can lead them",
+                            self.cfg.me.id
+                        );
+                    }
+                    if let Some(p) = self.pending_shutdown.take() {
+                        (p.done)(true);
+                    }
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => self.zk_error("checking the controlled shutdown", e),
+            }
+        }
+        if let Some(p) = self
+            .pending_shutdown
+            .take_if(|p| Instant::now() >= p.deadline)
+        {
+            warn!(
+                "control: controlled shutdown of node {} timed out with leaderships left",
+                self.cfg.me.id
+            );
+            (p.done)(false);
+        }
+    }
+
+    /// Reads every state afresh: `Some(partitions that must stay with us)` when nothing led by
+    /// this node can move any more, `None` while something still can.
+    fn shutdown_progress(&mut self) -> ZkResult<Option<Vec<u32>>> {
+        for p in 0..self.meta.partitions {
+            let sp = path::partition_state(p);
+            let got = self.session()?.get(&sp)?;
+            if let Some((raw, stat)) = got
+                && let Ok(state) = PartitionState::decode(&raw)
+            {
+                self.apply(
+                    p,
+                    PartitionView {
+                        state,
+                        version: stat.version,
+                    },
+                );
+            }
+        }
+        let me = self.cfg.me.id;
+        let nodes = self.nodes();
+        let unclean = self.cfg.unclean_leader_election;
+        let mut stuck = Vec::new();
+        for (p, v) in self.parts.iter().enumerate() {
+            let Some(v) = v else { continue };
+            if v.state.leader != Some(me) {
+                continue;
+            }
+            if controller::candidates(&v.state, &nodes, unclean).is_empty() {
+                stuck.push(p as u32);
+            } else {
+                return Ok(None);
+            }
+        }
+        Ok(Some(stuck))
+    }
+
+    fn change_isr(
+        &mut self,
+        partition: u32,
+        leader_epoch: u32,
+        isr: Vec<u32>,
+    ) -> Result<i32, String> {
+        let me = self.cfg.me.id;
+        if self.conn != Conn::Up {
+            return Err("the ZooKeeper session is not usable right now".into());
+        }
+        if partition >= self.meta.partitions {
+            return Err(format!("no partition {partition}"));
+        }
+        if !isr.contains(&me) {
+            return Err(format!("the ISR {isr:?} must keep its leader {me}"));
+        }
+        let mut want = Vec::with_capacity(isr.len());
+        for b in isr {
+            if !want.contains(&b) {
+                want.push(b);
+            }
+        }
+        let sp = path::partition_state(partition);
+        for _ in 0..CAS_TRIES {
+            let s = self.session().map_err(|e| e.to_string())?;
+            let (raw, stat) = match s.get(&sp) {
+                Ok(Some(v)) => v,
+                Ok(None) => return Err(format!("{sp} is missing")),
+                Err(e) => {
+                    let t = e.to_string();
+                    self.zk_error("reading for an ISR change", e);
+                    return Err(t);
+                }
+            };
+            let cur = PartitionState::decode(&raw).map_err(|e| format!("{sp}: {e}"))?;
+            if cur.leader != Some(me) {
+                return Err(format!(
+                    "node {me} does not lead partition {partition} (leader {:?}, epoch {})",
+                    cur.leader, cur.leader_epoch
+                ));
+            }
+            if cur.leader_epoch != leader_epoch {
+                return Err(format!(
+                    "leader epoch {leader_epoch} is stale: partition {partition} is in epoch {}",
+                    cur.leader_epoch
+                ));
+            }
+            if let Some(x) = want.iter().find(|b| !cur.replicas.contains(b)) {
+                return Err(format!(
+                    "node {x} is not a replica of partition {partition}"
+                ));
+            }
+            let next = PartitionState {
+                isr: want.clone(),
+                ..cur
+            };
+            match s.set(&sp, next.encode(), Some(stat.version)) {
+                Ok(stat) => {
+                    info!(
+                        "control: partition {partition} ISR {:?} (leader {me}, epoch {leader_epoch})",
+                        next.isr
+                    );
+                    self.apply(
+                        partition,
+                        PartitionView {
+                            state: next,
+                            version: stat.version,
+                        },
+                    );
+                    return Ok(stat.version);
+                }
+                Err(e) if is_code(&e, ZkError::BadVersion) => continue,
+                Err(e) => {
+                    let t = e.to_string();
+                    self.zk_error("writing an ISR change", e);
+                    return Err(t);
+                }
+            }
+        }
+        Err(format!(
+            "partition {partition} kept changing under the ISR change; try again"
+        ))
+    }
+
+    fn controller_duties(&mut self) {
+        if self.my_epoch.is_none() && self.controller.is_none() {
+            self.try_election();
+        }
+        let Some(epoch) = self.my_epoch else { return };
+        let mut preferred = self.preferred_asked;
+        if !preferred
+            && self.cfg.leader_imbalance_ratio < 1.0
+            && self.last_imbalance_check.elapsed() >= self.cfg.leader_imbalance_check
+        {
+            self.last_imbalance_check = Instant::now();
+            let nodes = self.nodes();
+            if controller::imbalanced(
+                self.parts.iter().flatten().map(|v| &v.state),
+                &nodes,
+                self.cfg.leader_imbalance_ratio,
+            ) {
+                info!("control: leaders are imbalanced: preferred-leader election");
+                preferred = true;
+            }
+        }
+        match self.controller_round(epoch, preferred) {
+            Ok(true) => {
+                if self.preferred_asked {
+                    let r = self
+                        .session()
+                        .and_then(|s| s.delete(path::PREFERRED_ELECTION, None));
+                    match r {
+                        Ok(()) => self.preferred_asked = false,
+                        Err(e) => self.zk_error("deleting the preferred election request", e),
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => self.zk_error("controller round", e),
+        }
+    }
+
+    fn try_election(&mut self) {
+        let me = self.cfg.me.id;
+        let r = self
+            .session()
+            .and_then(|s| election::try_become_controller(s, me));
+        match r {
+            Ok(Outcome::Elected { epoch }) => {
+                info!("control: node {me} is controller with epoch {epoch}");
+                self.my_epoch = Some(epoch);
+                self.controller = Some(ControllerInfo { id: me, epoch });
+                // Act on what ZooKeeper holds now, not on what the watches last said.
+                if let Err(e) = self.refresh(true) {
+                    self.zk_error("re-reading as the new controller", e);
+                }
+            }
+            Ok(Outcome::Other(c)) => self.controller = Some(c),
+            Err(e) => self.zk_error("controller election", e),
+        }
+    }
+
+    /// One round of controller decisions and writes. `Ok(true)` when it ran to the end
+    /// (including when there was nothing to do), `Ok(false)` when it stopped because this node
+    /// is not controller any more.
+    fn controller_round(&mut self, epoch: u64, preferred: bool) -> ZkResult<bool> {
+        let nodes = self.nodes();
+        let unclean = self.cfg.unclean_leader_election;
+        let none = BTreeMap::new();
+        let plan: Vec<u32> = self
+            .parts
+            .iter()
+            .enumerate()
+            .filter_map(|(p, v)| {
+                let v = v.as_ref()?;
+                controller::decide(&v.state, &nodes, &none, unclean, preferred, epoch)
+                    .map(|_| p as u32)
+            })
+            .collect();
+        if plan.is_empty() {
+            return Ok(true);
+        }
+        if !self.still_controller(epoch)? {
+            return Ok(false);
+        }
+        let log_ends = self.probe_round(&plan, &nodes, epoch);
+        for p in plan {
+            if !self.decide_and_write(p, &nodes, &log_ends, preferred, epoch)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn still_controller(&mut self, epoch: u64) -> ZkResult<bool> {
+        let me = self.cfg.me.id;
+        let cur = match election::current(self.session()?) {
+            Ok(c) => c,
+            Err(ZkFailure::Decode { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let holds = cur.as_ref().is_some_and(|c| c.id == me && c.epoch == epoch);
+        if !holds {
+            warn!(
+                "control: node {me} is no longer controller (epoch {epoch}): /controller is {cur:?}"
+            );
+            self.my_epoch = None;
+        }
+        Ok(holds)
+    }
+
+    /// Stops acting as controller and frees `/controller` if this node still holds it, so that
+    /// an election takes an epoch above every one written so far.
+    fn resign(&mut self, epoch: u64) {
+        self.my_epoch = None;
+        let me = self.cfg.me.id;
+        let r = self.session().and_then(|s| match s.get(path::CONTROLLER)? {
+            Some((raw, stat))
+                if ControllerInfo::decode(&raw).is_ok_and(|c| c.id == me && c.epoch == epoch) =>
+            {
+                s.delete(path::CONTROLLER, Some(stat.version))
+            }
+            _ => Ok(()),
+        });
+        match r {
+            Ok(()) => warn!("control: node {me} resigned as controller (epoch {epoch})"),
+            Err(e) => self.zk_error("resigning as controller", e),
+        }
+    }
+
+    /// Asks each broker once for the log ends of the partitions it might be elected for.
+    /// Result: partition -> broker -> log end.
+    fn probe_round(
+        &self,
+        plan: &[u32],
+        nodes: &Nodes,
+        epoch: u64,
+    ) -> BTreeMap<u32, BTreeMap<u32, u64>> {
+        let unclean = self.cfg.unclean_leader_election;
+        let mut asks: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for &p in plan {
+            let Some(Some(v)) = self.parts.get(p as usize) else {
+                continue;
+            };
+            if !controller::needs_leader(&v.state, nodes) {
+                continue;
+            }
+            let c = controller::candidates(&v.state, nodes, unclean);
+            // One candidate wins anyway: no need to ask it.
+            if c.len() > 1 {
+                for b in c {
+                    asks.entry(b).or_default().push(p);
+                }
+            }
+        }
+        let mut out: BTreeMap<u32, BTreeMap<u32, u64>> = BTreeMap::new();
+        for (b, parts) in asks {
+            let Some(info) = self.brokers.get(&b) else {
+                continue;
+            };
+            let t = Instant::now();
+            let answer = (self.probe)(info, epoch, &parts);
+            debug!(
+                "control: log ends of node {b} for {parts:?}: {answer:?} in {} ms",
+                t.elapsed().as_millis()
+            );
+            match answer {
+                Some(ends) => {
+                    for (p, end) in ends {
+                        if parts.contains(&p) {
+                            out.entry(p).or_default().insert(b, end);
+                        }
+                    }
+                }
+                None => warn!("control: node {b} did not tell its log ends in time"),
+            }
+        }
+        out
+    }
+
+    /// Re-reads partition `p`, decides on the fresh state and writes it conditionally. False
+    /// when a newer controller has written the state (this node stops acting).
+    fn decide_and_write(
+        &mut self,
+        p: u32,
+        nodes: &Nodes,
+        log_ends: &BTreeMap<u32, BTreeMap<u32, u64>>,
+        preferred: bool,
+        epoch: u64,
+    ) -> ZkResult<bool> {
+        let unclean = self.cfg.unclean_leader_election;
+        let none = BTreeMap::new();
+        let ends = log_ends.get(&p).unwrap_or(&none);
+        let sp = path::partition_state(p);
+        for _ in 0..CAS_TRIES {
+            let Some((raw, stat)) = self.session()?.get(&sp)? else {
+                warn!("control: {sp} is missing");
+                return Ok(true);
+            };
+            let cur = match PartitionState::decode(&raw) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("control: {sp}: {e}; left alone");
+                    return Ok(true);
+                }
+            };
+            self.apply(
+                p,
+                PartitionView {
+                    state: cur.clone(),
+                    version: stat.version,
+                },
+            );
+            if cur.controller_epoch > epoch {
+                warn!(
+                    "control: partition {p} was written by controller epoch {} (ours is {epoch}): node {} stops acting as controller",
+                    cur.controller_epoch, self.cfg.me.id
+                );
+                self.resign(epoch);
+                return Ok(false);
+            }
+            let Some(d) = controller::decide(&cur, nodes, ends, unclean, preferred, epoch) else {
+                return Ok(true);
+            };
+            let written = self
+                .session()?
+                .set(&sp, d.next.encode(), Some(stat.version));
+            match written {
+                Ok(stat) => {
+                    if d.unclean {
+                        self.unclean_elections += 1;
+                        error!(
+                            "control: UNCLEAN leader election for partition {p}: node {:?} leads in epoch {} without being in sync; acknowledged writes may be lost",
+                            d.next.leader, d.next.leader_epoch
+                        );
+                    } else if d.next.leader != cur.leader {
+                        info!(
+                            "control: partition {p}: leader {:?} -> {:?}, epoch {}, ISR {:?}",
+                            cur.leader, d.next.leader, d.next.leader_epoch, d.next.isr
+                        );
+                    } else {
+                        info!(
+                            "control: partition {p}: ISR {:?} -> {:?}",
+                            cur.isr, d.next.isr
+                        );
+                    }
+                    self.apply(
+                        p,
+                        PartitionView {
+                            state: d.next,
+                            version: stat.version,
+                        },
+                    );
+                    return Ok(true);
+                }
+                Err(e) if is_code(&e, ZkError::BadVersion) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        debug!("control: partition {p} kept changing; decided again next round");
+        Ok(true)
+    }
+}
+
+impl Drop for Ctl {
+    fn drop(&mut self) {
+        // Also on a failed start: the registration must not outlive the thread.
+        if let Some(s) = self.session.take() {
+            s.close();
+        }
+    }
+}
+
+/// Stands for a partition whose state could not be read (version -1: any real state is
+/// newer). It has no leader and no replicas.
+fn unknown_partition() -> PartitionView {
+    PartitionView {
+        state: PartitionState {
+            leader: None,
+            leader_epoch: 0,
+            isr: Vec::new(),
+            replicas: Vec::new(),
+            controller_epoch: 0,
+        },
+        version: -1,
+    }
+}
+
+/// A cloneable way to send requests to the control thread (from the replication thread and
+/// the shutdown path), without owning it.
+#[derive(Clone)]
+pub struct ControlSender {
+    tx: Sender<Msg>,
+}
+
+impl ControlSender {
+    /// False if the control thread is gone.
+    pub fn request(&self, r: ControlRequest) -> bool {
+        self.tx.send(Msg::Req(r)).is_ok()
+    }
+}
+
+impl ControlHandle {
+    pub fn sender(&self) -> ControlSender {
+        ControlSender {
+            tx: self.tx.clone(),
+        }
+    }
+}

@@ -1,0 +1,649 @@
+//! The control thread against a real ZooKeeper 3.8: several nodes' control threads in one
+//! process, fake log-end probes, and views collected from their sinks.
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, unbounded};
+use simplekv_cluster::admin;
+use simplekv_cluster::control::{
+    ClusterView, ControlConfig, ControlError, ControlHandle, ControlRequest, election, registry,
+    spawn,
+};
+use simplekv_cluster::zk::layout::{BrokerInfo, PartitionState, path};
+use simplekv_cluster::zk::{LocalZooKeeper, Session, ZkFailure};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Log ends the fake probe answers with: broker -> partition -> end.
+type Ends = Arc<Mutex<BTreeMap<u32, BTreeMap<u32, u64>>>>;
+
+fn broker(id: u32) -> BrokerInfo {
+    BrokerInfo {
+        id,
+        resp: format!("127.0.0.1:{}", 7000 + id),
+        grpc: format!("127.0.0.1:{}", 8000 + id),
+    }
+}
+
+struct Node {
+    id: u32,
+    handle: Option<ControlHandle>,
+    views: Receiver<ClusterView>,
+    last: Option<ClusterView>,
+}
+
+impl Node {
+    /// Waits for a published view satisfying `f` (the latest one counts too).
+    fn wait(&mut self, what: &str, f: impl Fn(&ClusterView) -> bool) -> ClusterView {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(v) = &self.last
+                && f(v)
+            {
+                return v.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "node {}: {what}: not seen within {LIMIT:?}; last view {:#?}",
+                self.id,
+                self.last
+            );
+            if let Ok(v) = self
+                .views
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
+                self.last = Some(v);
+            }
+        }
+    }
+
+    fn ask(&self, r: ControlRequest) {
+        assert!(self.handle.as_ref().is_some_and(|h| h.request(r)));
+    }
+
+    fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.stop();
+        }
+    }
+
+    fn change_isr(&self, partition: u32, leader_epoch: u32, isr: Vec<u32>) -> Result<i32, String> {
+        let (tx, rx) = unbounded();
+        self.ask(ControlRequest::ChangeIsr {
+            partition,
+            leader_epoch,
+            isr,
+            done: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        rx.recv_timeout(LIMIT).expect("ChangeIsr answered")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Cluster {
+    // Dropped last: the nodes close their sessions first.
+    nodes: Vec<Node>,
+    connect: String,
+    ends: Ends,
+    admin: Session,
+    zk: LocalZooKeeper,
+}
+
+fn config(connect: &str, id: u32) -> ControlConfig {
+    ControlConfig {
+        connect: connect.to_string(),
+        me: broker(id),
+        session_timeout: Duration::from_millis(2000),
+        unclean_leader_election: false,
+        leader_imbalance_check: Duration::from_secs(3600),
+        leader_imbalance_ratio: 1.0,
+    }
+}
+
+type Started = std::thread::JoinHandle<
+    Result<(ControlHandle, ClusterView, Receiver<ClusterView>), ControlError>,
+>;
+
+/// Starts a node's control thread from its own thread: `spawn` returns only once `/meta`
+/// exists.
+fn start(cfg: ControlConfig, ends: &Ends) -> Started {
+    let ends = ends.clone();
+    std::thread::spawn(move || {
+        let (tx, rx) = unbounded();
+        let probe = Box::new(
+            move |b: &BrokerInfo, _epoch: u64, parts: &[u32]| -> Option<BTreeMap<u32, u64>> {
+                let all = ends.lock().expect("ends");
+                let mine = all.get(&b.id)?;
+                Some(
+                    parts
+                        .iter()
+                        .filter_map(|p| mine.get(p).map(|e| (*p, *e)))
+                        .collect(),
+                )
+            },
+        );
+        let sink = Box::new(move |v: ClusterView| {
+            let _ = tx.send(v);
+        });
+        spawn(cfg, probe, sink, LIMIT).map(|(h, v)| (h, v, rx))
+    })
+}
+
+fn finish(id: u32, s: Started) -> Node {
+    let (handle, first, views) = s.join().expect("start thread").expect("control thread");
+    assert_eq!(first.me, id);
+    assert!(first.session_ok);
+    Node {
+        id,
+        handle: Some(handle),
+        views,
+        last: Some(first),
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {LIMIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Nodes 1..=n registered, then a cluster of `partitions` × `rf` created.
+fn cluster(n: u32, partitions: u32, rf: u32, tweak: impl Fn(&mut ControlConfig)) -> Cluster {
+    let zk = LocalZooKeeper::start(None).expect("ZooKeeper (scripts/setup.sh installs it)");
+    let connect = format!("{}/simplekv/test", zk.addr());
+    let ends: Ends = Arc::default();
+    let starting: Vec<(u32, Started)> = (1..=n)
+        .map(|id| {
+            let mut c = config(&connect, id);
+            tweak(&mut c);
+            (id, start(c, &ends))
+        })
+        .collect();
+    let admin = Session::connect(&connect, Duration::from_secs(10)).expect("admin session");
+    wait_until("all nodes registered", || {
+        registry::live_brokers(&admin).is_ok_and(|b| b.len() == n as usize)
+    });
+    admin::create(&connect, partitions, rf, Duration::from_secs(10)).expect("cluster create");
+    let nodes = starting.into_iter().map(|(id, s)| finish(id, s)).collect();
+    Cluster {
+        nodes,
+        connect,
+        ends,
+        admin,
+        zk,
+    }
+}
+
+impl Cluster {
+    fn node(&mut self, id: u32) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("node exists")
+    }
+
+    fn state(&self, p: u32) -> (PartitionState, i32) {
+        let (raw, stat) = self
+            .admin
+            .get(&path::partition_state(p))
+            .expect("read state")
+            .expect("state exists");
+        (PartitionState::decode(&raw).expect("decode"), stat.version)
+    }
+
+    /// Overwrites a partition state as an operator would (conditional on its version).
+    fn put(&self, p: u32, f: impl Fn(&mut PartitionState)) {
+        let (mut s, v) = self.state(p);
+        f(&mut s);
+        self.admin
+            .set(&path::partition_state(p), s.encode(), Some(v))
+            .expect("write state");
+    }
+
+    fn controller(&self) -> Option<(u32, u64)> {
+        election::current(&self.admin)
+            .expect("read controller")
+            .map(|c| (c.id, c.epoch))
+    }
+
+    fn restart(&mut self, id: u32) {
+        let s = start(config(&self.connect, id), &self.ends);
+        let n = finish(id, s);
+        self.nodes.retain(|n| n.id != id);
+        self.nodes.push(n);
+    }
+}
+
+fn led(v: &ClusterView, p: u32) -> (Option<u32>, u32, Vec<u32>) {
+    let s = &v.partitions[p as usize].state;
+    (s.leader, s.leader_epoch, s.isr.clone())
+}
+
+#[test]
+fn a_dead_leader_is_replaced_by_the_in_sync_replica_with_the_longest_log() {
+    let mut c = cluster(3, 3, 3, |_| {});
+    // Partition 0: replicas 1,2,3, all in sync; 3 has the longest log.
+    c.put(0, |s| s.isr = vec![1, 2, 3]);
+    c.ends.lock().expect("ends").extend([
+        (2, BTreeMap::from([(0, 10)])),
+        (3, BTreeMap::from([(0, 20)])),
+    ]);
+    c.node(2).wait("full ISR seen", |v| {
+        led(v, 0) == (Some(1), 1, vec![1, 2, 3])
+    });
+    c.node(1).stop();
+    let v = c
+        .node(2)
+        .wait("new leader of partition 0", |v| led(v, 0).0 != Some(1));
+    assert_eq!(led(&v, 0), (Some(3), 2, vec![2, 3]));
+    assert!(!v.brokers.contains_key(&1));
+    let v3 = c.node(3).wait("node 3 leads partition 0", |v| v.leads(0));
+    assert!(v3.session_ok);
+    // The controller, whoever it is now, is a live node.
+    let (ctl, _) = c.controller().expect("a controller");
+    assert!(ctl == 2 || ctl == 3);
+}
+
+#[test]
+fn a_partition_without_a_live_in_sync_replica_waits_for_it() {
+    let mut c = cluster(3, 3, 3, |_| {});
+    // `cluster create` starts each ISR with the leader alone: partition 0 has isr [1].
+    assert_eq!(c.state(0).0.isr, vec![1]);
+    c.node(1).stop();
+    let v = c
+        .node(2)
+        .wait("partition 0 leaderless", |v| led(v, 0).0.is_none());
+    assert_eq!(led(&v, 0), (None, 2, vec![1]), "the ISR is kept");
+    // Partitions 1 and 2 (led by nodes 2 and 3) are untouched.
+    assert_eq!(led(&v, 1).0, Some(2));
+    assert_eq!(led(&v, 2).0, Some(3));
+    c.restart(1);
+    let v = c
+        .node(1)
+        .wait("node 1 leads partition 0 again", |v| v.leads(0));
+    assert_eq!(led(&v, 0), (Some(1), 3, vec![1]));
+    c.node(3).wait("node 3 sees it", |v| led(v, 0).0 == Some(1));
+}
+
+#[test]
+fn isr_changes_are_fenced_by_the_leader_epoch() {
+    let mut c = cluster(3, 3, 3, |_| {});
+    let v0 = c.state(0).1;
+    let new = c
+        .node(1)
+        .change_isr(0, 1, vec![1, 2])
+        .expect("leader's ISR change");
+    assert!(new > v0);
+    assert_eq!(
+        c.state(0),
+        (
+            PartitionState {
+                leader: Some(1),
+                leader_epoch: 1,
+                isr: vec![1, 2],
+                replicas: vec![1, 2, 3],
+                controller_epoch: 0,
+            },
+            new
+        )
+    );
+    c.node(3).wait("node 3 sees the ISR", |v| {
+        led(v, 0) == (Some(1), 1, vec![1, 2])
+    });
+    let stale = c.node(1).change_isr(0, 0, vec![1, 2, 3]).unwrap_err();
+    assert!(stale.contains("stale"), "{stale}");
+    let other = c.node(2).change_isr(0, 1, vec![1, 2, 3]).unwrap_err();
+    assert!(other.contains("does not lead"), "{other}");
+    let dropped = c.node(1).change_isr(0, 1, vec![2, 3]).unwrap_err();
+    assert!(dropped.contains("must keep its leader"), "{dropped}");
+    assert_eq!(c.state(0).1, new, "refused changes wrote nothing");
+    // The view of the leader itself carries the version it wrote.
+    let v = c
+        .node(1)
+        .wait("own write seen", |v| v.partitions[0].version == new);
+    assert!(v.leads(0));
+}
+
+#[test]
+fn controlled_shutdown_moves_leadership_away_and_shrinks_isrs() {
+    let mut c = cluster(3, 4, 3, |_| {});
+    // Partitions 0..2 fully in sync; partition 3 (replicas 1,2,3) has only node 1 in sync.
+    for p in 0..3 {
+        c.put(p, |s| s.isr = s.replicas.clone());
+    }
+    c.node(1).wait("full ISRs seen", |v| {
+        (0..3).all(|p| v.partitions[p].state.isr.len() == 3)
+    });
+    let (tx, rx) = unbounded();
+    c.node(1).ask(ControlRequest::ControlledShutdown {
+        timeout: Duration::from_secs(15),
+        done: Box::new(move |ok| {
+            let _ = tx.send(ok);
+        }),
+    });
+    assert_eq!(rx.recv_timeout(LIMIT), Ok(true));
+    for p in 0..3 {
+        let (s, _) = c.state(p);
+        assert!(
+            s.leader.is_some() && s.leader != Some(1),
+            "partition {p}: {s:?}"
+        );
+        assert!(!s.isr.contains(&1), "partition {p}: {s:?}");
+    }
+    // Nobody else can lead partition 3: it stays with node 1.
+    assert_eq!(c.state(3).0.leader, Some(1));
+    let v = c.node(2).wait("node 1 listed as shutting down", |v| {
+        v.shutting_down == vec![1] && led(v, 0).0 != Some(1)
+    });
+    assert_eq!(led(&v, 0).1, 2, "partition 0 moved once");
+    // The node keeps serving (its session is open) until it stops.
+    assert!(
+        c.node(1)
+            .wait("still registered", |v| v.session_ok)
+            .brokers
+            .contains_key(&1)
+    );
+    c.node(1).stop();
+    c.node(2).wait("node 1 gone", |v| {
+        v.shutting_down.is_empty() && !v.brokers.contains_key(&1)
+    });
+}
+
+#[test]
+fn preferred_election_moves_leaders_back() {
+    let mut c = cluster(3, 3, 3, |_| {});
+    // Partition 0 prefers node 1 but is led by node 2 (as after a failover).
+    c.put(0, |s| {
+        s.leader = Some(2);
+        s.leader_epoch = 5;
+        s.isr = vec![1, 2, 3];
+    });
+    c.node(1).wait("node 2 leads 0", |v| {
+        led(v, 0) == (Some(2), 5, vec![1, 2, 3])
+    });
+    // Not on its own: the automatic check is off (ratio 1.0).
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(c.state(0).0.leader, Some(2));
+    admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("request");
+    let v = c.node(1).wait("node 1 leads 0 again", |v| v.leads(0));
+    assert_eq!(led(&v, 0), (Some(1), 6, vec![1, 2, 3]));
+    wait_until("request consumed", || {
+        c.admin
+            .get(path::PREFERRED_ELECTION)
+            .is_ok_and(|r| r.is_none())
+    });
+    // Asking twice is fine.
+    admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("again");
+    admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("again");
+}
+
+#[test]
+fn automatic_rebalance_when_the_imbalance_ratio_is_exceeded() {
+    let mut c = cluster(2, 2, 2, |cfg| {
+        cfg.leader_imbalance_check = Duration::from_millis(300);
+        cfg.leader_imbalance_ratio = 0.1;
+    });
+    c.put(0, |s| {
+        s.leader = Some(2);
+        s.leader_epoch = 3;
+        s.isr = vec![1, 2];
+    });
+    // The write (epoch 3) and the move back (epoch 4) may be too quick to be seen apart.
+    let v = c
+        .node(1)
+        .wait("node 1 leads 0 again", |v| v.leads(0) && led(v, 0).1 > 1);
+    assert_eq!(led(&v, 0), (Some(1), 4, vec![1, 2]));
+}
+
+#[test]
+fn controller_failover_takes_a_higher_epoch_and_stale_writes_are_refused() {
+    let mut c = cluster(3, 3, 3, |_| {});
+    let mut first = None;
+    wait_until("a controller", || {
+        first = c.controller();
+        first.is_some()
+    });
+    let (old, e1) = first.expect("controller");
+    c.node(2).wait("controller in the view", |v| {
+        v.controller == Some((old, e1))
+    });
+    // The partition the old controller leads alone goes leaderless once it is gone: a write of
+    // the new controller.
+    let p = old - 1;
+    let (before, v_before) = c.state(p);
+    assert_eq!(before.leader, Some(old));
+    c.node(old).stop();
+    let mut now = None;
+    wait_until("a new controller", || {
+        now = c.controller().filter(|(id, _)| *id != old);
+        now.is_some()
+    });
+    let (new, e2) = now.expect("new controller");
+    assert!(e2 > e1, "epoch {e2} after {e1}");
+    let other = (1..=3)
+        .find(|i| *i != old && *i != new)
+        .expect("a third node");
+    let v = c.node(other).wait("the new controller's decision", |v| {
+        v.controller == Some((new, e2)) && led(v, p).0.is_none()
+    });
+    let after = &v.partitions[p as usize];
+    assert_eq!(after.state.controller_epoch, e2);
+    assert_eq!(after.state.leader_epoch, before.leader_epoch + 1);
+    // The old controller, writing from what it read (its version, its epoch), is refused.
+    let stale = PartitionState {
+        controller_epoch: e1,
+        leader: Some(old),
+        ..before.clone()
+    };
+    let sp = path::partition_state(p);
+    let s = Session::connect(&c.connect, Duration::from_secs(10)).expect("session");
+    let err = s.set(&sp, stale.encode(), Some(v_before)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ZkFailure::Op {
+                source: zookeeper::ZkError::BadVersion,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    s.close();
+    assert_eq!(c.state(p).0.controller_epoch, e2);
+    let _ = &c.zk;
+}
+
+#[test]
+fn a_short_disconnection_fences_the_node_and_keeps_its_session() {
+    let mut c = cluster(2, 2, 2, |cfg| cfg.session_timeout = Duration::from_secs(8));
+    let before = c.node(1).wait("leads 0", |v| v.leads(0));
+    c.zk.stop();
+    let v = c.node(1).wait("fenced", |v| !v.session_ok);
+    assert!(!v.leads(0), "a fenced node leads nothing");
+    c.zk.restart().expect("ZooKeeper back");
+    let v = c.node(1).wait("back", |v| v.session_ok);
+    assert_eq!(v.broker_epoch, before.broker_epoch, "same session");
+    assert!(v.leads(0));
+}
+
+#[test]
+fn an_expired_session_is_replaced_and_the_node_registers_again() {
+    let mut c = cluster(2, 2, 2, |_| {});
+    let before = c
+        .node(1)
+        .wait("leads 0", |v| v.leads(0) && v.controller.is_some());
+    let (_, e1) = before.controller.expect("controller");
+    c.zk.stop();
+    c.node(1).wait("fenced", |v| !v.session_ok);
+    // Longer than the 2 s session timeout: the client gives the session up.
+    std::thread::sleep(Duration::from_secs(4));
+    c.zk.restart().expect("ZooKeeper back");
+    let v = c.node(1).wait("a new session", |v| {
+        v.session_ok && v.brokers.len() == 2 && v.controller.is_some_and(|(_, e)| e > e1)
+    });
+    assert!(v.broker_epoch > before.broker_epoch, "new broker epoch");
+    // Both nodes are back, so partition 0 keeps (or gets back) its only in-sync leader.
+    let v = c.node(1).wait("leads 0 again", |v| v.leads(0));
+    assert!(v.session_ok);
+    c.node(2)
+        .wait("node 2 back", |v| v.session_ok && v.leads(1));
+}
+
+// The controller's decisions alone (no ZooKeeper).
+mod decisions {
+    use std::collections::BTreeMap;
+
+    use simplekv_cluster::control::controller::{Decision, Nodes, decide, imbalanced};
+    use simplekv_cluster::zk::layout::PartitionState;
+
+    fn st(leader: Option<u32>, epoch: u32, isr: &[u32], replicas: &[u32]) -> PartitionState {
+        PartitionState {
+            leader,
+            leader_epoch: epoch,
+            isr: isr.to_vec(),
+            replicas: replicas.to_vec(),
+            controller_epoch: 1,
+        }
+    }
+
+    fn nodes(live: &[u32], shutting: &[u32]) -> Nodes {
+        Nodes {
+            live: live.iter().copied().collect(),
+            shutting_down: shutting.iter().copied().collect(),
+        }
+    }
+
+    fn settle(d: Decision, n: &Nodes, pref: bool) {
+        assert_eq!(
+            decide(&d.next, n, &BTreeMap::new(), false, pref, 9),
+            None,
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_dead_leader_is_replaced_by_the_in_sync_replica_with_the_longest_log() {
+        let s = st(Some(1), 3, &[1, 2, 3], &[1, 2, 3]);
+        let n = nodes(&[2, 3], &[]);
+        let ends = BTreeMap::from([(2, 10), (3, 12)]);
+        let d = decide(&s, &n, &ends, false, false, 7).unwrap();
+        assert_eq!(
+            d.next,
+            PartitionState {
+                leader: Some(3),
+                leader_epoch: 4,
+                isr: vec![2, 3],
+                replicas: vec![1, 2, 3],
+                controller_epoch: 7,
+            }
+        );
+        assert!(!d.unclean);
+        settle(d, &n, false);
+    }
+
+    #[test]
+    fn without_a_live_in_sync_replica_the_partition_goes_leaderless_keeping_its_isr() {
+        let s = st(Some(1), 3, &[1], &[1, 2]);
+        let n = nodes(&[2], &[]);
+        let d = decide(&s, &n, &BTreeMap::new(), false, false, 7).unwrap();
+        assert_eq!((d.next.leader, d.next.leader_epoch), (None, 4));
+        assert_eq!(d.next.isr, vec![1]);
+        settle(d.clone(), &n, false);
+        // The member returns: it leads again.
+        let back = nodes(&[1, 2], &[]);
+        let d2 = decide(&d.next, &back, &BTreeMap::new(), false, false, 8).unwrap();
+        assert_eq!((d2.next.leader, d2.next.leader_epoch), (Some(1), 5));
+        // Unclean: the out-of-sync replica leads alone.
+        let d3 = decide(&s, &n, &BTreeMap::new(), true, false, 7).unwrap();
+        assert!(d3.unclean);
+        assert_eq!((d3.next.leader, d3.next.isr.clone()), (Some(2), vec![2]));
+    }
+
+    #[test]
+    fn dead_and_leaving_nodes_leave_the_isr_but_a_lone_leaving_leader_stays() {
+        let s = st(Some(1), 2, &[1, 2, 3], &[1, 2, 3]);
+        let d = decide(&s, &nodes(&[1, 2], &[]), &BTreeMap::new(), false, false, 5).unwrap();
+        assert_eq!((d.next.leader_epoch, d.next.isr.clone()), (2, vec![1, 2]));
+        // Leaving leader with a successor: moved.
+        let d = decide(
+            &s,
+            &nodes(&[1, 2, 3], &[1]),
+            &BTreeMap::new(),
+            false,
+            false,
+            5,
+        )
+        .unwrap();
+        assert_eq!((d.next.leader, d.next.isr.clone()), (Some(2), vec![2, 3]));
+        // Leaving leader alone in the ISR: it keeps the partition.
+        let s = st(Some(1), 2, &[1], &[1, 2]);
+        assert_eq!(
+            decide(&s, &nodes(&[1, 2], &[1]), &BTreeMap::new(), false, false, 5),
+            None
+        );
+    }
+
+    #[test]
+    fn preferred_elections_move_leadership_back_and_imbalance_is_measured_per_node() {
+        let s = st(Some(2), 4, &[1, 2], &[1, 2]);
+        let n = nodes(&[1, 2], &[]);
+        assert_eq!(decide(&s, &n, &BTreeMap::new(), false, false, 5), None);
+        let d = decide(&s, &n, &BTreeMap::new(), false, true, 5).unwrap();
+        assert_eq!((d.next.leader, d.next.leader_epoch), (Some(1), 5));
+        settle(d, &n, true);
+        let other = st(Some(2), 1, &[2, 1], &[2, 1]);
+        assert!(imbalanced([&s, &other].into_iter(), &n, 0.1));
+        assert!(!imbalanced([&s, &other].into_iter(), &n, 1.0));
+        // Preferred replica out of sync: nothing to do, and not counted.
+        let lag = st(Some(2), 4, &[2], &[1, 2]);
+        assert_eq!(decide(&lag, &n, &BTreeMap::new(), false, true, 5), None);
+        assert!(!imbalanced([&lag].into_iter(), &n, 0.1));
+    }
+}
+
+#[test]
+fn a_controller_in_controlled_shutdown_moves_its_own_leaderships_first() {
+    let mut c = cluster(2, 2, 2, |_| {});
+    let mut ctl = None;
+    wait_until("a controller", || {
+        ctl = c.controller();
+        ctl.is_some()
+    });
+    let (id, epoch) = ctl.expect("controller");
+    let other = 3 - id;
+    let p = id - 1; // partition p is led by node p + 1
+    c.put(p, |s| s.isr = vec![1, 2]);
+    c.node(id).wait("full ISR seen", |v| {
+        v.partitions[p as usize].state.isr.len() == 2
+    });
+    let (tx, rx) = unbounded();
+    c.node(id).ask(ControlRequest::ControlledShutdown {
+        timeout: Duration::from_secs(15),
+        done: Box::new(move |ok| {
+            let _ = tx.send(ok);
+        }),
+    });
+    assert_eq!(rx.recv_timeout(LIMIT), Ok(true));
+    let (s, _) = c.state(p);
+    assert_eq!(
+        (s.leader, s.isr.clone(), s.controller_epoch),
+        (Some(other), vec![other], epoch)
+    );
+    // It stays controller until it stops; then the other node takes over.
+    assert_eq!(c.controller(), Some((id, epoch)));
+    c.node(id).stop();
+    c.node(other).wait("new controller", |v| {
+        v.controller.is_some_and(|(n, e)| n == other && e > epoch)
+    });
+}
