@@ -4,7 +4,7 @@
 use protobuf::Message as _;
 use protobuf2::Message as _;
 
-const PROTOS: &[&str] = &["proto/kv.proto"];
+const PROTOS: &[&str] = &["proto/kv.proto", "proto/replication.proto"];
 
 fn main() {
     for p in PROTOS {

@@ -1,4 +1,5 @@
-//! `simplekv cluster ...`: admin verbs on a cluster's state in ZooKeeper.
+//! `simplekv cluster ...`: admin verbs on a cluster's state in ZooKeeper, and `local`, which
+//! runs a whole cluster on this machine.
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,6 +30,15 @@ enum Verb {
         #[arg(long)]
         zk: String,
     },
+    /// Move leadership back to each partition's preferred replica where it is live and in
+    /// sync (the controller acts on the request asynchronously; `status` shows the result).
+    Rebalance {
+        #[arg(long)]
+        zk: String,
+    },
+    /// Run a whole cluster on loopback in the foreground: a ZooKeeper and N nodes (Ctrl-C
+    /// stops them all).
+    Local(crate::local::LocalArgs),
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +58,13 @@ pub fn run(args: ClusterArgs) -> ExitCode {
             })
         }
         Verb::Status { zk } => simplekv_cluster::admin::status(&zk, TIMEOUT),
+        Verb::Rebalance { zk } => simplekv_cluster::admin::request_preferred_election(&zk, TIMEOUT)
+            .map(|()| {
+                "preferred-leader election requested; the controller moves leaders back to \
+                 their preferred replicas where those are in sync (see `simplekv cluster status`)"
+                    .to_string()
+            }),
+        Verb::Local(a) => return crate::local::run(a),
     };
     match result {
         Ok(text) => {

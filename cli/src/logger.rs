@@ -7,6 +7,10 @@ struct StderrLogger;
 
 impl Log for StderrLogger {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
+        // The ZooKeeper client logs every reply at info; only its warnings are news.
+        if m.target().starts_with("zookeeper") && m.level() > Level::Warn {
+            return false;
+        }
         m.level() <= log::max_level()
     }
 

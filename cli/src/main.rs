@@ -3,6 +3,7 @@
 
 mod client;
 mod cluster_cmd;
+mod local;
 mod logger;
 mod server_cmd;
 mod signals;
@@ -28,7 +29,7 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Interactive client, or run one command and exit
     Cli(client::ClientArgs),
-    /// Cluster state in ZooKeeper: create, status.
+    /// Cluster admin (create, status, rebalance) and a local cluster for trying things out.
     Cluster(cluster_cmd::ClusterArgs),
 }
 

@@ -16,6 +16,7 @@ pub mod assign;
 pub mod control;
 pub mod grpc;
 pub mod node;
+pub mod repl;
 pub mod zk;
 
-pub use node::{Node, NodeError};
+pub use node::{Node, NodeError, NodeShutdown};

@@ -1,36 +1,127 @@
-//! A simplekv node: the RESP server and, when `cluster.grpc_port` is set, the gRPC service.
+//! A simplekv node: the RESP server and, when `cluster.grpc_port` is set, the gRPC services.
+//!
+//! Standalone (no `cluster.zk`): the RESP server alone, plus the gRPC KV service if a port is
+//! given. Cluster mode: the control thread (ZooKeeper) first — it registers the node and waits
+//! for the cluster to exist — then the data plane with the partitions this node replicates,
+//! the replication thread, and the gRPC server with the KV and replication services. Every
+//! new view of the cluster the control thread publishes becomes a route table for the workers
+//! and the replication thread (a small thread converts and forwards them).
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use log::info;
+use log::{info, warn};
 use simplekv_conf::Config;
-use simplekv_net::{ServerError, ServerHandle, ShutdownTrigger};
+use simplekv_net::server::cluster::{NodeAddr, PartRoute, RouteTable};
+use simplekv_net::server::router::Msg;
+use simplekv_net::{ClusterBoot, ServerError, ServerHandle, ShutdownTrigger};
 
+use crate::control::{
+    ClusterView, ControlConfig, ControlError, ControlHandle, ControlRequest, LogEndProbe,
+};
 use crate::grpc::GrpcServer;
+use crate::repl::{ReplSettings, ReplThread};
+use crate::zk::layout::BrokerInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
     Server(#[from] ServerError),
-    #[error(
-        "cluster.zk is set, but serving as a cluster node is not available in this version yet (its controller and replication are being built); remove cluster.zk to run a standalone server"
-    )]
-    ClusterModeUnavailable,
     #[error("cannot start the gRPC service on {addr}: {reason}")]
     Grpc { addr: String, reason: String },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// How long a starting node waits for `simplekv cluster create`.
+const WAIT_FOR_CLUSTER: Duration = Duration::from_secs(3600);
+
+struct ClusterParts {
+    control: ControlHandle,
+    repl: ReplThread,
+    views: JoinHandle<()>,
 }
 
 pub struct Node {
     server: ServerHandle,
     grpc: Option<GrpcServer>,
+    cluster: Option<ClusterParts>,
+    shutdown_timeout: Duration,
+}
+
+/// The route table the data plane works from, built from the control thread's view.
+pub fn routes_of(v: &ClusterView, name: &str, version: u64) -> RouteTable {
+    RouteTable {
+        me: v.me,
+        name: name.to_string(),
+        nodes: v
+            .brokers
+            .values()
+            .map(|b| {
+                (
+                    b.id,
+                    NodeAddr {
+                        id: b.id,
+                        resp: b.resp.clone(),
+                        grpc: b.grpc.clone(),
+                    },
+                )
+            })
+            .collect(),
+        parts: v
+            .partitions
+            .iter()
+            .map(|pv| PartRoute {
+                leader: pv.state.leader,
+                leader_epoch: pv.state.leader_epoch,
+                replicas: pv.state.replicas.clone(),
+                isr: pv.state.isr.clone(),
+            })
+            .collect(),
+        controller: v.controller,
+        fenced: !v.session_ok,
+        version,
+    }
+}
+
+/// The controller's election input: a replica's log ends, asked over gRPC with a deadline.
+fn log_end_probe() -> LogEndProbe {
+    let env = Arc::new(grpcio::Environment::new(1));
+    Box::new(move |b: &BrokerInfo, epoch: u64, parts: &[u32]| {
+        let ch = grpcio::ChannelBuilder::new(env.clone()).connect(&b.grpc);
+        let client = simplekv_proto::replication_grpc::ReplicationClient::new(ch);
+        let mut req = simplekv_proto::replication::LogEndsRequest::new();
+        req.controller_epoch = epoch;
+        req.partitions = parts.to_vec();
+        let opt = grpcio::CallOption::default().timeout(Duration::from_millis(300));
+        match client.log_ends_opt(&req, opt) {
+            Ok(r) if !r.refused => Some(
+                r.ends
+                    .iter()
+                    .filter(|e| e.present)
+                    .map(|e| (e.partition, e.log_end))
+                    .collect(),
+            ),
+            Ok(r) => {
+                warn!("node {} refused the log-end probe: {}", b.id, r.message);
+                None
+            }
+            Err(e) => {
+                warn!("node {} did not answer the log-end probe: {e}", b.id);
+                None
+            }
+        }
+    })
 }
 
 impl Node {
     pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<Node, NodeError> {
-        // Refuse rather than run standalone under a cluster configuration: a node that silently
-        // ignored its cluster would take writes no replica ever sees.
         if config.is_cluster() {
-            return Err(NodeError::ClusterModeUnavailable);
+            return Node::start_cluster(config, config_file);
         }
         let grpc_addr = config
             .cluster
@@ -50,6 +141,7 @@ impl Node {
             },
             None => None,
         };
+        let shutdown_timeout = config.server.shutdown_timeout();
         let server = match simplekv_net::start(config, config_file) {
             Ok(s) => s,
             Err(e) => {
@@ -60,7 +152,131 @@ impl Node {
             }
         };
         let _ = router.set(server.router());
-        Ok(Node { server, grpc })
+        Ok(Node {
+            server,
+            grpc,
+            cluster: None,
+            shutdown_timeout,
+        })
+    }
+
+    fn start_cluster(config: Config, config_file: Option<PathBuf>) -> Result<Node, NodeError> {
+        let c = &config.cluster;
+        let zk = c.zk.clone().unwrap_or_default();
+        let connect = format!("{}/{}", zk.trim_end_matches('/'), c.name);
+        let me = c.node_id.unwrap_or(0);
+        let host = config.advertise_host().to_string();
+        let grpc_port = c.grpc_port.unwrap_or(0);
+        let info = BrokerInfo {
+            id: me,
+            resp: format!("{host}:{}", config.server.port),
+            grpc: format!("{host}:{grpc_port}"),
+        };
+        let session_timeout = Duration::from_millis(c.session_timeout_ms);
+        let ccfg = ControlConfig {
+            connect: connect.clone(),
+            me: info,
+            session_timeout,
+            unclean_leader_election: c.unclean_leader_election,
+            leader_imbalance_check: Duration::from_millis(c.leader_imbalance_check_ms),
+            leader_imbalance_ratio: c.leader_imbalance_ratio,
+        };
+        let (view_tx, view_rx) = crossbeam_channel::unbounded::<ClusterView>();
+        info!("cluster mode: node {me}, ZooKeeper {connect}");
+        let (control, first) = crate::control::spawn(
+            ccfg,
+            log_end_probe(),
+            Box::new(move |v| {
+                let _ = view_tx.send(v);
+            }),
+            WAIT_FOR_CLUSTER,
+        )?;
+        let name = c.name.clone();
+        let version = Arc::new(AtomicU64::new(1));
+        let routes = Arc::new(routes_of(&first, &name, 1));
+        let (feed_tx, feed_rx) = crossbeam_channel::unbounded();
+        // The lease must end well before the session would expire (see the replication
+        // thread's docs: a paused leader stops serving before anyone can replace it).
+        let lease = session_timeout / 2;
+        let lag_max = Duration::from_millis(c.replica_lag_time_max_ms);
+        let shutdown_timeout = config.server.shutdown_timeout();
+        let bind = config.server.bind.clone();
+        let boot = ClusterBoot {
+            partitions: first.meta.partitions,
+            routes: routes.clone(),
+            feed: feed_tx,
+            lease,
+        };
+        let server = match simplekv_net::start_node(config, config_file, Some(boot)) {
+            Ok(s) => s,
+            Err(e) => {
+                control.stop();
+                return Err(e.into());
+            }
+        };
+        let router = server.router();
+        let ctl_tx = control.sender();
+        let isr_changer: crate::repl::IsrChanger = Box::new(move |p, epoch, isr, done| {
+            let sent = ctl_tx.request(ControlRequest::ChangeIsr {
+                partition: p,
+                leader_epoch: epoch,
+                isr,
+                done,
+            });
+            if !sent {
+                log::debug!("partition {p}: ISR change not sent, the control thread is gone");
+            }
+        });
+        let repl = ReplThread::spawn(
+            ReplSettings { me, lag_max, lease },
+            router.clone(),
+            feed_rx,
+            routes,
+            isr_changer,
+        )
+        .map_err(NodeError::Thread)?;
+        let addr = format!("{bind}:{grpc_port}");
+        let router_cell = Arc::new(OnceLock::new());
+        let _ = router_cell.set(router.clone());
+        let grpc = match GrpcServer::start_with(&addr, router_cell, vec![repl.service()]) {
+            Ok(g) => g,
+            Err(reason) => {
+                server.shutdown();
+                server.join();
+                repl.stop();
+                control.stop();
+                return Err(NodeError::Grpc { addr, reason });
+            }
+        };
+        info!("gRPC KV and replication service on {}", grpc.local_addr());
+        let repl_events = repl.route_sender();
+        let views = std::thread::Builder::new()
+            .name("skv-views".into())
+            .spawn(move || {
+                while let Ok(mut v) = view_rx.recv() {
+                    // Only the newest view matters.
+                    while let Ok(newer) = view_rx.try_recv() {
+                        v = newer;
+                    }
+                    let n = version.fetch_add(1, Ordering::AcqRel) + 1;
+                    let rt = Arc::new(routes_of(&v, &name, n));
+                    // Workers first: the replication thread's requests to a worker must find
+                    // the worker already in its new role (channels are FIFO).
+                    router.broadcast(|| Msg::Routes(rt.clone()));
+                    repl_events(rt);
+                }
+            })
+            .map_err(NodeError::Thread)?;
+        Ok(Node {
+            server,
+            grpc: Some(grpc),
+            cluster: Some(ClusterParts {
+                control,
+                repl,
+                views,
+            }),
+            shutdown_timeout,
+        })
     }
 
     pub fn resp_addr(&self) -> std::net::SocketAddr {
@@ -71,15 +287,97 @@ impl Node {
         self.grpc.as_ref().map(|g| g.local_addr())
     }
 
-    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
-        self.server.shutdown_trigger()
+    /// What a signal (or the cli) fires to stop the node. In cluster mode it first asks the
+    /// controller to move this node's leaderships away (controlled shutdown, bounded by the
+    /// shutdown timeout), so clients see at most a redirect.
+    pub fn shutdown_trigger(&self) -> NodeShutdown {
+        NodeShutdown {
+            server: self.server.shutdown_trigger(),
+            control: self.cluster.as_ref().map(|c| c.control.sender()),
+            router: self.server.router(),
+            timeout: self.shutdown_timeout,
+        }
     }
 
-    /// Waits for the RESP server to stop (signal or SHUTDOWN), then stops the gRPC service.
+    /// Waits for the RESP server to stop (signal or SHUTDOWN), then stops the rest.
     pub fn join(self) {
         self.server.join();
+        if let Some(c) = self.cluster {
+            c.repl.stop();
+            c.control.stop();
+            let _ = c.views.join();
+        }
         if let Some(g) = self.grpc {
             g.stop();
         }
+    }
+}
+
+/// Stops a node (see `Node::shutdown_trigger`).
+#[derive(Clone)]
+pub struct NodeShutdown {
+    server: ShutdownTrigger,
+    control: Option<crate::control::ControlSender>,
+    router: simplekv_net::server::router::Router,
+    timeout: Duration,
+}
+
+impl NodeShutdown {
+    /// Stops taking writes and waits (bounded) until every write already taken is confirmed
+    /// by the in-sync replicas, so that moving leadership leaves none in doubt.
+    fn resign(&self) {
+        use simplekv_net::server::replica::{ReplOp, ReplReply};
+        use simplekv_net::server::router::{Op, Payload};
+        let deadline = std::time::Instant::now() + Duration::from_secs(3).min(self.timeout);
+        loop {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let workers = self.router.workers();
+            for w in 0..workers {
+                let tx = tx.clone();
+                self.router.submit(w, Op::Repl(ReplOp::Resign), move |p| {
+                    let n = match p {
+                        Payload::Repl(b) => match *b {
+                            ReplReply::Pending(n) => n,
+                            _ => 0,
+                        },
+                        _ => 0,
+                    };
+                    let _ = tx.send(n);
+                });
+            }
+            let pending: usize = (0..workers)
+                .map(|_| rx.recv_timeout(Duration::from_secs(1)).unwrap_or(1))
+                .sum();
+            if pending == 0 || std::time::Instant::now() >= deadline {
+                if pending > 0 {
+                    warn!("controlled shutdown: {pending} turns still wait for replicas");
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl NodeShutdown {
+    pub fn fire(&self) {
+        if let Some(c) = &self.control {
+            self.resign();
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let asked = c.request(ControlRequest::ControlledShutdown {
+                timeout: self.timeout,
+                done: Box::new(move |ok| {
+                    let _ = tx.send(ok);
+                }),
+            });
+            if asked {
+                info!("controlled shutdown: moving this node's leaderships away");
+                match rx.recv_timeout(self.timeout + Duration::from_secs(1)) {
+                    Ok(true) => info!("controlled shutdown: leaderships moved"),
+                    _ => warn!("controlled shutdown: leaderships did not all move in time"),
+                }
+            }
+        }
+        self.server.fire();
     }
 }

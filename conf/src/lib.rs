@@ -203,7 +203,7 @@ impl Default for ClusterConfig {
             node_id: None,
             advertise_host: None,
             grpc_port: None,
-            session_timeout_ms: 6_000,
+            session_timeout_ms: 2_000,
             acks: Acks::All,
             min_insync_replicas: 2,
             replica_lag_time_max_ms: 2_000,

@@ -115,7 +115,7 @@ fn defaults_are_the_documented_ones() {
         ("cluster.node_id", ""),
         ("cluster.advertise_host", ""),
         ("cluster.grpc_port", ""),
-        ("cluster.session_timeout_ms", "6000"),
+        ("cluster.session_timeout_ms", "2000"),
         ("cluster.acks", "all"),
         ("cluster.min_insync_replicas", "2"),
         ("cluster.replica_lag_time_max_ms", "2000"),

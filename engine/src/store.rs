@@ -756,6 +756,12 @@ impl Store {
         self.epoch
     }
 
+    /// First LSN of the active segment: every record below it is in a closed segment (what a
+    /// merge may rewrite).
+    pub fn active_base(&self) -> u64 {
+        self.seg(self.active_id()).base()
+    }
+
     pub fn epoch_cache(&self) -> &LeaderEpochCache {
         &self.epochs
     }

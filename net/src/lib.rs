@@ -8,4 +8,4 @@ pub mod resp;
 pub mod server;
 pub mod slot;
 
-pub use server::{ServerError, ServerHandle, ShutdownTrigger, start};
+pub use server::{ClusterBoot, ServerError, ServerHandle, ShutdownTrigger, start, start_node};

@@ -2,6 +2,7 @@
 //! `proto/*.proto` at build time (nothing generated is checked in).
 //!
 //! - [`kv`] / [`kv_grpc`]: the client-facing KV service (Get, Set, Del, Expire, Ttl, MGet, MSet).
+//! - [`replication`] / [`replication_grpc`]: the node-to-node Fetch stream and LogEnds probe.
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
 include!(concat!(env!("OUT_DIR"), "/pb/mod.rs"));

@@ -1,6 +1,8 @@
 //! Starts the real `simplekv` binary on a free loopback port for integration tests.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

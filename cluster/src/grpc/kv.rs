@@ -38,12 +38,17 @@ impl KvService {
         self.router.get()
     }
 
-    fn submit(&self, worker: usize, op: Op) -> oneshot::Receiver<Payload> {
+    fn submit(
+        &self,
+        worker: usize,
+        op: Op,
+        acks: Option<simplekv_conf::Acks>,
+    ) -> oneshot::Receiver<Payload> {
         let (tx, rx) = oneshot::channel();
         match self.router() {
             // If the worker is gone, `tx` is dropped with the closure and the receiver says so.
             Some(r) => {
-                r.submit(worker, op, move |p| {
+                r.submit_acks(worker, op, acks, move |p| {
                     let _ = tx.send(p);
                 });
             }
@@ -55,7 +60,11 @@ impl KvService {
     }
 
     /// Runs one single-key command, RESP-style arguments (name first).
-    fn keyed(&self, args: &[&[u8]]) -> impl Future<Output = Answer> + use<> {
+    fn keyed(
+        &self,
+        args: &[&[u8]],
+        acks: Option<simplekv_conf::Acks>,
+    ) -> impl Future<Output = Answer> + use<> {
         let (worker, partition) = self.router().map(|r| r.owner_of(args[1])).unwrap_or((0, 0));
         let rx = self.submit(
             worker,
@@ -63,6 +72,7 @@ impl KvService {
                 partition,
                 args: OwnedArgs::from_slices(args.iter().copied()),
             },
+            acks,
         );
         rx.map(|r| match r {
             Ok(p) => answer(p),
@@ -108,13 +118,23 @@ fn answer(p: Payload) -> Answer {
     }
 }
 
+/// A request's acks: `None` for the node's default.
+fn acks_of(a: simplekv_proto::kv::Acks) -> Option<simplekv_conf::Acks> {
+    match a {
+        simplekv_proto::kv::Acks::ACKS_DEFAULT => None,
+        simplekv_proto::kv::Acks::ACKS_NONE => Some(simplekv_conf::Acks::None),
+        simplekv_proto::kv::Acks::ACKS_LEADER => Some(simplekv_conf::Acks::Leader),
+        simplekv_proto::kv::Acks::ACKS_ALL => Some(simplekv_conf::Acks::All),
+    }
+}
+
 fn ttl_arg(ms: u64) -> Vec<u8> {
     ms.to_string().into_bytes()
 }
 
 impl Kv for KvService {
     fn get(&mut self, ctx: RpcContext, req: GetRequest, sink: UnarySink<GetReply>) {
-        let fut = self.keyed(&[b"GET", &req.key]);
+        let fut = self.keyed(&[b"GET", &req.key], None);
         ctx.spawn(async move {
             let mut r = GetReply::new();
             match fut.await {
@@ -131,11 +151,12 @@ impl Kv for KvService {
 
     fn set(&mut self, ctx: RpcContext, req: SetRequest, sink: UnarySink<SetReply>) {
         let ttl = ttl_arg(req.ttl_ms);
+        let acks = acks_of(req.acks.enum_value_or_default());
         let fut = if req.ttl_ms > 0 {
-            self.keyed(&[b"SET", &req.key, &req.value, b"PX", &ttl])
+            self.keyed(&[b"SET", &req.key, &req.value, b"PX", &ttl], acks)
                 .boxed()
         } else {
-            self.keyed(&[b"SET", &req.key, &req.value]).boxed()
+            self.keyed(&[b"SET", &req.key, &req.value], acks).boxed()
         };
         ctx.spawn(async move {
             let mut r = SetReply::new();
@@ -154,7 +175,8 @@ impl Kv for KvService {
         for (w, group) in self.by_worker(&items).into_iter().enumerate() {
             if !group.is_empty() {
                 let keys = group.into_iter().map(|(_, k, _)| k).collect();
-                parts.push(self.submit(w, Op::Del { keys }));
+                let acks = acks_of(req.acks.enum_value_or_default());
+                parts.push(self.submit(w, Op::Del { keys }, acks));
             }
         }
         ctx.spawn(async move {
@@ -174,7 +196,10 @@ impl Kv for KvService {
 
     fn expire(&mut self, ctx: RpcContext, req: ExpireRequest, sink: UnarySink<ExpireReply>) {
         let ttl = ttl_arg(req.ttl_ms);
-        let fut = self.keyed(&[b"PEXPIRE", &req.key, &ttl]);
+        let fut = self.keyed(
+            &[b"PEXPIRE", &req.key, &ttl],
+            acks_of(req.acks.enum_value_or_default()),
+        );
         ctx.spawn(async move {
             let mut r = ExpireReply::new();
             match fut.await {
@@ -187,7 +212,7 @@ impl Kv for KvService {
     }
 
     fn ttl(&mut self, ctx: RpcContext, req: TtlRequest, sink: UnarySink<TtlReply>) {
-        let fut = self.keyed(&[b"PTTL", &req.key]);
+        let fut = self.keyed(&[b"PTTL", &req.key], None);
         ctx.spawn(async move {
             let mut r = TtlReply::new();
             match fut.await {
@@ -206,7 +231,7 @@ impl Kv for KvService {
         for (w, group) in self.by_worker(&items).into_iter().enumerate() {
             if !group.is_empty() {
                 let keys = group.into_iter().map(|(i, k, _)| (i, k)).collect();
-                parts.push(self.submit(w, Op::MGet { keys }));
+                parts.push(self.submit(w, Op::MGet { keys }, None));
             }
         }
         ctx.spawn(async move {
@@ -255,7 +280,8 @@ impl Kv for KvService {
         for (w, group) in self.by_worker(&items).into_iter().enumerate() {
             if !group.is_empty() {
                 let pairs = group.into_iter().map(|(_, k, v)| (k, v)).collect();
-                parts.push(self.submit(w, Op::MSet { pairs }));
+                let acks = acks_of(req.acks.enum_value_or_default());
+                parts.push(self.submit(w, Op::MSet { pairs }, acks));
             }
         }
         ctx.spawn(async move {

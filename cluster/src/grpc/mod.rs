@@ -19,6 +19,15 @@ impl GrpcServer {
     /// Binds `addr` (host:port; port 0 picks a free one) and starts serving; requests are
     /// answered TRY_AGAIN until `router` is set.
     pub fn start(addr: &str, router: Arc<OnceLock<Router>>) -> Result<GrpcServer, String> {
+        GrpcServer::start_with(addr, router, Vec::new())
+    }
+
+    /// As `start`, serving `extra` services (replication) on the same port too.
+    pub fn start_with(
+        addr: &str,
+        router: Arc<OnceLock<Router>>,
+        extra: Vec<grpcio::Service>,
+    ) -> Result<GrpcServer, String> {
         let (host, port) = addr
             .rsplit_once(':')
             .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
@@ -27,10 +36,11 @@ impl GrpcServer {
         // futures, so more threads would only compete with the pinned workers for cores.
         let env = Arc::new(Environment::new(1));
         let service = simplekv_proto::kv_grpc::create_kv(KvService::new(router));
-        let mut server = ServerBuilder::new(env)
-            .register_service(service)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let mut builder = ServerBuilder::new(env).register_service(service);
+        for s in extra {
+            builder = builder.register_service(s);
+        }
+        let mut server = builder.build().map_err(|e| e.to_string())?;
         let port = server
             .add_listening_port(format!("{host}:{port}"), ServerCredentials::insecure())
             .map_err(|e| e.to_string())?;

@@ -37,6 +37,7 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
                 write_bulk(r, &k);
             }
         }
+        Finisher::Count => write_integer(r, all_keys(parts).len() as i64),
         Finisher::RandomKey => {
             let keys = all_keys(parts);
             if keys.is_empty() {

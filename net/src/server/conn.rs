@@ -16,16 +16,35 @@ pub enum Slot {
     /// durable, or replaced by the error if a write or fsync of that epoch failed (conservative:
     /// the client may be told "error" for a write whose fate it cannot know, never "OK" for one
     /// that was lost).
-    Held(u64, Vec<u8>),
+    Held(Hold, Vec<u8>),
     /// Waiting for another worker (or several: a scattered multi-key command).
     Waiting(Box<Pending>),
 }
 
-/// A reply being gathered, and the commit epoch its local writes need (0: none); the finished
-/// reply waits for that epoch to be durable like any local write's.
+/// What a held reply waits for: its commit epoch to be durable on this node, or (cluster mode,
+/// acks = all, and reads of data not yet committed) also replicated to every in-sync replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub epoch: u64,
+    pub repl: bool,
+}
+
+impl Hold {
+    pub fn ready(&self, rel: &Released<'_>) -> bool {
+        self.epoch
+            <= if self.repl {
+                rel.committed
+            } else {
+                rel.durable
+            }
+    }
+}
+
+/// A reply being gathered, and what its local writes need (`None`: nothing); the finished
+/// reply waits for that like any local write's.
 pub struct Pending {
     pub gather: Gather,
-    pub epoch: u64,
+    pub hold: Option<Hold>,
 }
 
 /// How the parts of a scattered command combine into one reply.
@@ -62,6 +81,9 @@ pub enum Gather {
 pub struct Released<'a> {
     /// Every epoch up to this one is durable.
     pub durable: u64,
+    /// Every epoch up to this one is durable and replicated as its acks demand (cluster mode;
+    /// equal to `durable` standalone).
+    pub committed: u64,
     /// Epoch ranges (inclusive) whose write or fsync failed, with the error to reply.
     pub failed: &'a [(u64, u64, String)],
 }
@@ -112,6 +134,8 @@ pub struct Client {
     /// Listed among the connections whose next reply waits for a durable epoch.
     pub waits_durable: bool,
     pub authed: bool,
+    /// CLIENT ACKS: this connection's acks for writes (cluster mode); `None` = node default.
+    pub acks: Option<simplekv_conf::Acks>,
     pub name: Option<Vec<u8>>,
     pub created: Instant,
     pub last_active: Instant,
@@ -163,6 +187,7 @@ impl Conn {
                 want_write: false,
                 waits_durable: false,
                 authed,
+                acks: None,
                 name: None,
                 created: now,
                 last_active: now,
@@ -277,12 +302,12 @@ impl Output {
         while let Some(front) = self.slots.front() {
             match front {
                 Slot::Ready(_) => {}
-                Slot::Held(e, _) if *e <= rel.durable => {}
+                Slot::Held(h, _) if h.ready(rel) => {}
                 Slot::Held(..) | Slot::Waiting(_) => break,
             }
             match self.slots.pop_front() {
                 Some(Slot::Ready(r)) => self.wbuf.extend_from_slice(&r),
-                Some(Slot::Held(e, reply)) => match rel.error_for(e) {
+                Some(Slot::Held(h, reply)) => match rel.error_for(h.epoch) {
                     None => self.wbuf.extend_from_slice(&reply),
                     Some(err) => crate::resp::encode::write_error(&mut self.wbuf, err.as_bytes()),
                 },

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use simplekv_engine::Store;
 
 use super::conn::{Client, Gather, Output, Pending, Slot};
+use super::replica::Need;
 use super::router::{Op, OwnedArgs, Payload, ReplyTo, Request};
 use super::worker::Worker;
 use crate::cmd::{self, CommandSpec, Effect, ExecCtx, Kind, MultiKind};
@@ -38,6 +39,8 @@ pub enum Finisher {
     },
     /// A fixed status reply once every part succeeded.
     Status(&'static str),
+    /// The number of keys gathered.
+    Count,
 }
 
 /// What C's `%.*s` prints of an argument: up to its first NUL, at most `max` bytes.
@@ -176,6 +179,11 @@ impl Worker {
         }
     }
 
+    /// The acks a connection's writes need.
+    pub fn acks_of(&self, client: &Client) -> simplekv_conf::Acks {
+        client.acks.unwrap_or_else(|| self.default_acks())
+    }
+
     fn dispatch_keyed(
         &mut self,
         token: usize,
@@ -186,6 +194,12 @@ impl Worker {
     ) {
         let p = self.topo.partition_of(args[1]);
         let owner = self.topo.worker_of(p);
+        let acks = self.acks_of(client);
+        if self.cluster.is_some()
+            && let Some(e) = self.cluster_refusal(p, args[1], spec.flags.contains(&"write"), acks)
+        {
+            return err(out, &e);
+        }
         if owner == self.id {
             let ctx = self.exec_ctx();
             let Some(store) = self.store_mut(p) else {
@@ -196,17 +210,21 @@ impl Worker {
             let found = counts_lookup(spec, args).then(|| store.exists(args[1]));
             let effect = cmd::exec_keyed(spec, args, store, &ctx, &mut reply);
             self.count_lookup(found);
-            match effect {
-                Effect::Read => out.push_reply(&reply),
-                Effect::Wrote => {
-                    self.mark_dirty(p);
-                    out.push_slot(Slot::Held(self.epoch, reply));
+            let wrote = effect == Effect::Wrote;
+            if wrote {
+                self.mark_dirty(p);
+            }
+            let need = self.need_for(Some(p), wrote, acks);
+            match self.hold_for(need) {
+                None => out.push_reply(&reply),
+                Some(h) => {
+                    out.push_slot(Slot::Held(h, reply));
                 }
             }
         } else {
             let seq = out.push_slot(Slot::Waiting(Box::new(Pending {
                 gather: Gather::Single(None),
-                epoch: 0,
+                hold: None,
             })));
             let reply_to = self.reply_to(token, client, seq, 0);
             self.send_req(
@@ -217,6 +235,7 @@ impl Worker {
                         partition: p,
                         args: OwnedArgs::from_slices(args.iter().copied()),
                     },
+                    acks,
                 },
             );
         }
@@ -256,6 +275,27 @@ impl Worker {
             return;
         }
         let step = if pairs { 2 } else { 1 };
+        let acks = self.acks_of(client);
+        if self.cluster.is_some() {
+            // As Redis Cluster: every key of one command in one slot (hash tags make that
+            // possible), so the command runs on one partition's leader, atomically.
+            let slot = crate::slot::key_slot(args[1]);
+            if args[1..]
+                .iter()
+                .step_by(step)
+                .any(|k| crate::slot::key_slot(k) != slot)
+            {
+                return err(out, "CROSSSLOT Keys in request don't hash to the same slot");
+            }
+            let write = matches!(
+                kind,
+                MultiKind::MSet | MultiKind::MSetNx | MultiKind::Del | MultiKind::Unlink
+            );
+            let p = self.topo.partition_of(args[1]);
+            if let Some(e) = self.cluster_refusal(p, args[1], write, acks) {
+                return err(out, &e);
+            }
+        }
         // (position, key index in args) per worker
         let mut groups: Vec<Vec<usize>> = vec![Vec::new(); workers];
         for i in (1..args.len()).step_by(step) {
@@ -317,8 +357,8 @@ impl Worker {
             },
             MultiKind::MSetNx => Gather::Single(None),
         };
-        let mut slot = Slot::Waiting(Box::new(Pending { gather, epoch: 0 }));
-        let mut held = false;
+        let mut slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
+        let mut need = Need::Now;
         for (part, &w) in involved.iter().enumerate() {
             let idx = &groups[w];
             let op = match kind {
@@ -347,30 +387,31 @@ impl Worker {
                 }
             };
             if w == self.id {
-                let (payload, h) = self.execute_op(op);
-                held |= h;
+                let (payload, n) = self.execute_op(op, acks);
+                need = need.max(n);
                 fill_slot(&mut slot, part as u32, payload);
             } else {
                 let seq = out.next_seq();
                 let reply_to = self.reply_to(token, client, seq, part as u32);
-                self.send_req(w, Request { reply_to, op });
+                self.send_req(w, Request { reply_to, op, acks });
             }
         }
         // A reply that is complete already (everything was local) or that still waits for
         // other workers: either way its local writes are released with this turn's epoch.
-        self.push_gathered(out, slot, held);
+        self.push_gathered(out, slot, need);
     }
 
-    fn push_gathered(&self, out: &mut Output, mut slot: Slot, held: bool) {
+    fn push_gathered(&self, out: &mut Output, mut slot: Slot, need: Need) {
+        let hold = self.hold_for(need);
         match slot {
-            Slot::Ready(reply) if held => {
-                out.push_slot(Slot::Held(self.epoch, reply));
-            }
-            Slot::Ready(reply) => out.push_reply(&reply),
-            Slot::Waiting(ref mut p) => {
-                if held {
-                    p.epoch = self.epoch;
+            Slot::Ready(reply) => match hold {
+                Some(h) => {
+                    out.push_slot(Slot::Held(h, reply));
                 }
+                None => out.push_reply(&reply),
+            },
+            Slot::Waiting(ref mut p) => {
+                p.hold = hold;
                 out.push_slot(slot);
             }
             Slot::Held(..) => {
@@ -379,9 +420,44 @@ impl Worker {
         }
     }
 
-    /// Runs work for a request (from a peer, or a local part of a scatter). Returns the
-    /// payload and whether it wrote (its release waits for this turn's commit).
-    pub fn execute_op(&mut self, op: Op) -> (Payload, bool) {
+    /// Runs work for a request (from a peer, an outside caller, or a local part of a
+    /// scatter). Returns the payload and what its release must wait for.
+    pub fn execute_op(&mut self, op: Op, acks: simplekv_conf::Acks) -> (Payload, Need) {
+        if let Op::Repl(r) = op {
+            return self.repl_op(r);
+        }
+        let mut part = None;
+        if self.cluster.is_some() {
+            if let Some((p, key)) = self.op_key(&op) {
+                let write = match &op {
+                    Op::Keyed { args, .. } => args
+                        .slices()
+                        .first()
+                        .and_then(|n| cmd::lookup(n))
+                        .is_some_and(|s| s.flags.contains(&"write")),
+                    Op::Del { .. } | Op::MSet { .. } | Op::MSetNx { .. } => true,
+                    _ => false,
+                };
+                if let Some(e) = self.cluster_refusal(p, &key, write, acks) {
+                    return (Payload::Err(e), Need::Now);
+                }
+                part = Some(p);
+            } else if matches!(op, Op::Flush) {
+                // FLUSHALL clears the partitions led here; its reply waits for all of them.
+                let (payload, wrote) = self.execute_op_inner(op);
+                let mut need = if wrote { Need::Durable } else { Need::Now };
+                for p in self.served() {
+                    need = need.max(self.need_for(Some(p), wrote, acks));
+                }
+                return (payload, need);
+            }
+        }
+        let (payload, wrote) = self.execute_op_inner(op);
+        let need = self.need_for(part, wrote, acks);
+        (payload, need)
+    }
+
+    fn execute_op_inner(&mut self, op: Op) -> (Payload, bool) {
         let ctx = self.exec_ctx();
         match op {
             Op::Keyed { partition, args } => {
@@ -459,7 +535,7 @@ impl Worker {
                         return (Payload::Resp(b":0\r\n".to_vec()), false);
                     }
                 }
-                let (payload, wrote) = self.execute_op(Op::MSet { pairs });
+                let (payload, wrote) = self.execute_op_inner(Op::MSet { pairs });
                 match payload {
                     Payload::Ok => (Payload::Resp(b":1\r\n".to_vec()), wrote),
                     other => (other, wrote),
@@ -467,7 +543,7 @@ impl Worker {
             }
             Op::DbSize => {
                 let n: usize = self
-                    .owned
+                    .served()
                     .iter()
                     .filter_map(|&p| self.store(p))
                     .map(Store::len)
@@ -475,7 +551,7 @@ impl Worker {
                 (Payload::Int(n as i64), false)
             }
             Op::Flush => {
-                for p in self.owned.clone() {
+                for p in self.served() {
                     let Some(s) = self.store_mut(p) else { continue };
                     if let Err(e) = s.clear() {
                         return (Payload::Err(format!("ERR {e}")), true);
@@ -487,7 +563,7 @@ impl Worker {
             Op::Keys { pattern } => {
                 let all = pattern.as_slice() == b"*";
                 let mut keys = Vec::new();
-                for &p in &self.owned {
+                for p in self.served() {
                     let Some(s) = self.store(p) else { continue };
                     let mut c = 0;
                     loop {
@@ -510,7 +586,8 @@ impl Worker {
                 pattern,
             } => {
                 let mut keys = Vec::new();
-                let next = match self.store(partition) {
+                let serves = self.cluster.is_none() || self.served().contains(&partition);
+                let next = match self.store(partition).filter(|_| serves) {
                     Some(s) => s.scan(cursor, count, |k| {
                         if pattern
                             .as_deref()
@@ -525,9 +602,8 @@ impl Worker {
             }
             Op::RandomKey => {
                 let candidates: Vec<u32> = self
-                    .owned
-                    .iter()
-                    .copied()
+                    .served()
+                    .into_iter()
                     .filter(|&p| self.store(p).is_some_and(|s| !s.is_empty()))
                     .collect();
                 if candidates.is_empty() {
@@ -566,6 +642,31 @@ impl Worker {
                 }
                 self.apply_config();
                 (Payload::Ok, false)
+            }
+            Op::Repl(r) => {
+                let (payload, need) = self.repl_op(r);
+                (payload, need != Need::Now)
+            }
+            Op::SlotKeys {
+                partition,
+                slot,
+                max,
+            } => {
+                let mut keys = Vec::new();
+                if let Some(s) = self.store(partition) {
+                    let mut c = 0;
+                    loop {
+                        c = s.scan(c, 1024, |k| {
+                            if keys.len() < max && crate::slot::key_slot(k) == slot {
+                                keys.push(k.to_vec());
+                            }
+                        });
+                        if c == 0 || keys.len() >= max {
+                            break;
+                        }
+                    }
+                }
+                (Payload::Keys(keys), false)
             }
             Op::Rewrite => {
                 for p in self.owned.clone() {
@@ -647,13 +748,14 @@ impl Worker {
         gather: Gather,
         make: impl Fn() -> Op,
     ) {
-        let mut slot = Slot::Waiting(Box::new(Pending { gather, epoch: 0 }));
+        let mut slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         let seq = out.next_seq();
-        let mut held = false;
+        let mut need = Need::Now;
+        let acks = self.acks_of(client);
         for w in 0..self.peers.len() {
             if w == self.id {
-                let (payload, h) = self.execute_op(make());
-                held |= h;
+                let (payload, n) = self.execute_op(make(), acks);
+                need = need.max(n);
                 fill_slot(&mut slot, w as u32, payload);
             } else {
                 let reply_to = self.reply_to(token, client, seq, w as u32);
@@ -662,11 +764,12 @@ impl Worker {
                     Request {
                         reply_to,
                         op: make(),
+                        acks,
                     },
                 );
             }
         }
-        self.push_gathered(out, slot, held);
+        self.push_gathered(out, slot, need);
     }
 
     fn collect_gather(&self, finish: Finisher) -> Gather {
@@ -713,11 +816,18 @@ impl Worker {
                 write_bulk(&mut r, now.subsec_micros().to_string().as_bytes());
             }
             "role" => {
-                write_array_len(&mut r, 3);
-                write_bulk(&mut r, b"master");
-                write_integer(&mut r, 0);
-                write_array_len(&mut r, 0);
+                let ends: Vec<(u32, u64)> = self
+                    .owned
+                    .iter()
+                    .filter_map(|&p| self.store(p).map(|s| (p, s.log_end())))
+                    .collect();
+                super::cluster_cmds::role_reply(
+                    self.cluster.as_ref().map(|c| c.routes.as_ref()),
+                    &ends,
+                    &mut r,
+                );
             }
+            "cluster" => return self.cmd_cluster(token, out, client, args),
             "wait" => {
                 // Standalone: no replicas to wait for (Redis answers 0 the same way).
                 if crate::resp::parse::string2ll(args[1]).is_none()
@@ -816,6 +926,83 @@ impl Worker {
                     &format!("ERR command '{}' is not available in this mode", spec.name),
                 );
             }
+        }
+        out.push_reply(&r);
+    }
+
+    /// CLUSTER subcommands, in Redis Cluster's formats (see `cluster_cmds`).
+    fn cmd_cluster(&mut self, token: usize, out: &mut Output, client: &Client, args: &[&[u8]]) {
+        use super::cluster_cmds as cc;
+        let sub = lower(args[1]);
+        let mut r = Vec::new();
+        if sub == "keyslot" && args.len() == 3 {
+            write_integer(&mut r, crate::slot::key_slot(args[2]) as i64);
+            return out.push_reply(&r);
+        }
+        let Some(rt) = self.cluster.as_ref().map(|c| c.routes.clone()) else {
+            return err(out, "ERR This instance has cluster support disabled");
+        };
+        match (sub.as_str(), args.len()) {
+            ("slots", 2) => cc::cluster_slots(&rt, &mut r),
+            ("shards", 2) => cc::cluster_shards(&rt, &mut r),
+            ("nodes", 2) => write_bulk(&mut r, cc::cluster_nodes(&rt).as_bytes()),
+            ("info", 2) => write_bulk(&mut r, cc::cluster_info(&rt).as_bytes()),
+            ("myid", 2) => write_bulk(&mut r, cc::myid(&rt).as_bytes()),
+            ("countkeysinslot" | "getkeysinslot", _) => {
+                let count = sub == "getkeysinslot";
+                if args.len() != if count { 4 } else { 3 } {
+                    return err(
+                        out,
+                        &format!("ERR wrong number of arguments for 'cluster|{sub}' command"),
+                    );
+                }
+                let slot = match crate::resp::parse::string2ll(args[2]) {
+                    Some(s) if (0..16384).contains(&s) => s as u16,
+                    _ => return err(out, "ERR Invalid slot"),
+                };
+                let max = if count {
+                    match crate::resp::parse::string2ll(args[3]) {
+                        Some(n) if n >= 0 => n as usize,
+                        _ => return err(out, "ERR Invalid number of keys"),
+                    }
+                } else {
+                    usize::MAX
+                };
+                let p = self.topo.partition_of_slot(slot);
+                let owner = self.topo.worker_of(p);
+                let finish = if count {
+                    Finisher::Keys
+                } else {
+                    Finisher::Count
+                };
+                let mut slot_reply = Slot::Waiting(Box::new(Pending {
+                    hold: None,
+                    gather: Gather::Collect {
+                        parts: vec![Payload::Ok],
+                        missing: 1,
+                        finish,
+                    },
+                }));
+                let op = Op::SlotKeys {
+                    partition: p,
+                    slot,
+                    max,
+                };
+                if owner == self.id {
+                    let (payload, _) = self.execute_op_inner(op);
+                    fill_slot(&mut slot_reply, 0, payload);
+                    if let Slot::Ready(reply) = slot_reply {
+                        return out.push_reply(&reply);
+                    }
+                    return err(out, "ERR internal: slot keys not gathered");
+                }
+                let seq = out.push_slot(slot_reply);
+                let reply_to = self.reply_to(token, client, seq, 0);
+                let acks = self.acks_of(client);
+                self.send_req(owner, Request { reply_to, op, acks });
+                return;
+            }
+            _ => return unknown_subcommand(out, "cluster", args[1]),
         }
         out.push_reply(&r);
     }
@@ -981,7 +1168,7 @@ impl Worker {
         };
         let owner = self.topo.worker_of(partition);
         let mut slot = Slot::Waiting(Box::new(Pending {
-            epoch: 0,
+            hold: None,
             gather: Gather::Collect {
                 parts: vec![Payload::Ok],
                 missing: 1,
@@ -992,7 +1179,7 @@ impl Worker {
             },
         }));
         if owner == self.id {
-            let (payload, _) = self.execute_op(op);
+            let (payload, _) = self.execute_op_inner(op);
             fill_slot(&mut slot, 0, payload);
             if let Slot::Ready(reply) = slot {
                 return out.push_reply(&reply);
@@ -1000,7 +1187,8 @@ impl Worker {
         } else {
             let seq = out.next_seq();
             let reply_to = self.reply_to(token, client, seq, 0);
-            self.send_req(owner, Request { reply_to, op });
+            let acks = self.acks_of(client);
+            self.send_req(owner, Request { reply_to, op, acks });
         }
         out.push_slot(slot);
     }
@@ -1105,6 +1293,26 @@ impl Worker {
             ("setname", 3) => {
                 if !set_client_name(out, client, args[2]) {
                     return;
+                }
+                write_ok(&mut r);
+            }
+            // simplekv: CLIENT ACKS [0|1|all|default] sets (or shows) the acks this
+            // connection's writes need in cluster mode (no effect standalone: one copy).
+            ("acks", 2) => {
+                let a = self.acks_of(client);
+                write_bulk(&mut r, a.to_string().as_bytes());
+            }
+            ("acks", 3) => {
+                let v = lower(args[2]);
+                if v == "default" {
+                    client.acks = None;
+                } else {
+                    match v.parse::<simplekv_conf::Acks>() {
+                        Ok(a) => client.acks = Some(a),
+                        Err(_) => {
+                            return err(out, "ERR CLIENT ACKS takes 0, 1, all (or -1) or default");
+                        }
+                    }
                 }
                 write_ok(&mut r);
             }
@@ -1251,14 +1459,13 @@ pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
         }
     }
     if let Some(reply) = finished_reply(slot) {
-        let epoch = match slot {
-            Slot::Waiting(p) => p.epoch,
-            _ => 0,
+        let hold = match slot {
+            Slot::Waiting(p) => p.hold,
+            _ => None,
         };
-        *slot = if epoch > 0 {
-            Slot::Held(epoch, reply)
-        } else {
-            Slot::Ready(reply)
+        *slot = match hold {
+            Some(h) => Slot::Held(h, reply),
+            None => Slot::Ready(reply),
         };
     }
 }

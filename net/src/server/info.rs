@@ -23,7 +23,26 @@ impl Worker {
             s.unsynced += st.unsynced as u64;
             s.log_end_total += st.log_end;
             s.merges_running += store.merge_in_progress() as u64;
+            if let Some(c) = self.cluster.as_ref() {
+                let r = &c.parts[p as usize];
+                let role = match r.role {
+                    super::replica::Role::Leader { .. } => "leader",
+                    super::replica::Role::Follower { .. } => "follower",
+                    super::replica::Role::Idle => "idle",
+                };
+                let epoch = c.routes.parts.get(p as usize).map_or(0, |x| x.leader_epoch);
+                s.repl_lines.push((
+                    p,
+                    format!(
+                        "partition{p}:role={role},leader_epoch={epoch},log_end={},high_watermark={},isr={}",
+                        st.log_end, r.hw, r.isr_len
+                    ),
+                ));
+            }
         }
+        s.cluster_section = Some(super::cluster_cmds::info_cluster_section(
+            self.cluster.as_ref().map(|c| c.routes.as_ref()),
+        ));
         let sh = &self.shared;
         s.server = Some(ServerInfo {
             run_id: sh.run_id.clone(),
@@ -81,6 +100,7 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "persistence",
     "stats",
     "replication",
+    "cluster",
     "keyspace",
 ];
 
@@ -176,9 +196,19 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("replication") {
         let _ = write!(
             o,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:{}\r\n\r\n",
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:{}\r\n",
             t.log_end_total
         );
+        for (_, line) in &t.repl_lines {
+            let _ = write!(o, "{line}\r\n");
+        }
+        o.push_str("\r\n");
+    }
+    if want("cluster")
+        && let Some(c) = &t.cluster_section
+    {
+        o.push_str(c.trim_end_matches("\r\n"));
+        o.push_str("\r\n\r\n");
     }
     if want("keyspace") {
         o.push_str("# Keyspace\r\n");

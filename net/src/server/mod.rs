@@ -4,10 +4,13 @@
 //! connections and the partitions `p` with `p mod W == id`; worker 0 also accepts and deals
 //! connections out round robin. One maintenance thread writes hint files and runs merges so
 //! that no worker stalls on them.
+pub mod cluster;
+pub mod cluster_cmds;
 mod commands;
 pub mod conn;
 mod dispatch;
 mod info;
+pub mod replica;
 pub mod router;
 pub mod stats;
 pub mod worker;
@@ -200,8 +203,30 @@ fn bind(c: &Config) -> Result<std::net::TcpListener, ServerError> {
     Ok(sock.into())
 }
 
-/// Starts a server; returns once every partition is open and the port is listening.
+/// What a cluster node's data plane starts from (see `start_node`).
+pub struct ClusterBoot {
+    /// The cluster's partition count (from ZooKeeper; `storage.partitions` is not used).
+    pub partitions: u32,
+    /// The first route table: which partitions this node replicates and who leads them.
+    pub routes: Arc<cluster::RouteTable>,
+    /// Where workers send new leader records for the replication thread.
+    pub feed: crossbeam_channel::Sender<replica::FeedMsg>,
+    /// How long a leader serves without hearing from its in-sync followers.
+    pub lease: std::time::Duration,
+}
+
+/// Starts a standalone server; returns once every partition is open and the port is listening.
 pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<ServerHandle, ServerError> {
+    start_node(config, config_file, None)
+}
+
+/// Starts a server, standalone (`cluster: None`) or as a cluster node, which opens only the
+/// partitions it replicates and serves only those it leads.
+pub fn start_node(
+    config: Config,
+    config_file: Option<PathBuf>,
+    cluster: Option<ClusterBoot>,
+) -> Result<ServerHandle, ServerError> {
     config
         .validate()
         .map_err(|e| ServerError::Config(e.to_string()))?;
@@ -213,9 +238,16 @@ pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<ServerHandl
         n => n,
     };
     let topo = Topology {
-        partitions: config.storage.partitions,
+        partitions: cluster
+            .as_ref()
+            .map_or(config.storage.partitions, |c| c.partitions),
         workers,
     };
+    let replicated: Option<Vec<u32>> = cluster.as_ref().map(|c| {
+        (0..topo.partitions)
+            .filter(|&p| c.routes.replicates(p))
+            .collect()
+    });
     let dir = config.storage.dir.clone();
     check_layout(&dir, topo.partitions)?;
     let listener = bind(&config)?;
@@ -272,6 +304,17 @@ pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<ServerHandl
         let maint_tx = maint_tx.clone();
         let ready = ready_tx.clone();
         let l = if id == 0 { listener.take() } else { None };
+        let replicated = replicated.clone();
+        let cstate = cluster.as_ref().map(|c| {
+            replica::ClusterState::new(
+                c.routes.clone(),
+                topo.partitions,
+                c.feed.clone(),
+                config.cluster.min_insync_replicas as usize,
+                config.cluster.acks,
+                c.lease,
+            )
+        });
         let core =
             (config.server.pin_workers && !cores.is_empty()).then(|| cores[id % cores.len()]);
         let t = std::thread::Builder::new()
@@ -284,7 +327,10 @@ pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<ServerHandl
                 }
                 let opts = engine_options(&cfg);
                 let mut stores: Vec<Option<Store>> = (0..topo.partitions).map(|_| None).collect();
-                for p in (0..topo.partitions).filter(|&p| topo.worker_of(p) == id) {
+                for p in (0..topo.partitions).filter(|&p| {
+                    topo.worker_of(p) == id
+                        && replicated.as_ref().is_none_or(|r| r.contains(&p))
+                }) {
                     match Store::open(partition_dir(&cfg.storage.dir, p), opts.clone()) {
                         Ok(s) => {
                             let r = s.recovery_report();
@@ -304,7 +350,9 @@ pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<ServerHandl
                 }
                 let _ = ready.send(Ok(id));
                 // Wait for the start signal (all partitions of all workers open).
-                let w = Worker::new(id, topo, peers, rx, poll, l, shared, cfg, stores, maint_tx);
+                let w = Worker::new(
+                    id, topo, peers, rx, poll, l, shared, cfg, stores, maint_tx, cstate,
+                );
                 w.run();
             })
             .map_err(ServerError::Thread)?;

@@ -136,6 +136,14 @@ pub enum Op {
         pairs: Vec<(String, String)>,
     },
     Rewrite,
+    /// Work of the replication thread (cluster mode).
+    Repl(super::replica::ReplOp),
+    /// CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT: keys of one slot (at most `max`).
+    SlotKeys {
+        partition: u32,
+        slot: u16,
+        max: usize,
+    },
 }
 
 /// What a worker sends back.
@@ -155,11 +163,14 @@ pub enum Payload {
     },
     Stats(Box<super::stats::WorkerStats>),
     Text(String),
+    Repl(Box<super::replica::ReplReply>),
 }
 
 pub struct Request {
     pub reply_to: ReplyTo,
     pub op: Op,
+    /// The asking connection's acks (cluster mode).
+    pub acks: simplekv_conf::Acks,
 }
 
 pub struct Response {
@@ -188,7 +199,19 @@ pub enum Msg {
     /// must be quick (e.g. complete a oneshot channel).
     External {
         op: Op,
+        /// `None`: the node's configured default.
+        acks: Option<simplekv_conf::Acks>,
         done: Box<dyn FnOnce(Payload) + Send>,
+    },
+    /// A new route table from the control plane (cluster mode).
+    Routes(Arc<super::cluster::RouteTable>),
+    /// The replication thread's view of a partition this worker leads: its high watermark
+    /// and until when the in-sync followers were last heard from.
+    Hw {
+        partition: u32,
+        leader_epoch: u32,
+        hw: u64,
+        lease_until: std::time::Instant,
     },
 }
 
@@ -222,20 +245,44 @@ impl Router {
         op: Op,
         done: impl FnOnce(Payload) + Send + 'static,
     ) -> bool {
+        self.submit_acks(worker, op, None, done)
+    }
+
+    /// As `submit`, with the acks a write needs (`None`: the node's default).
+    pub fn submit_acks(
+        &self,
+        worker: usize,
+        op: Op,
+        acks: Option<simplekv_conf::Acks>,
+        done: impl FnOnce(Payload) + Send + 'static,
+    ) -> bool {
+        self.send(
+            worker,
+            Msg::External {
+                op,
+                acks,
+                done: Box::new(done),
+            },
+        )
+    }
+
+    /// Sends any message to a worker and wakes it. False if the worker is gone.
+    pub fn send(&self, worker: usize, msg: Msg) -> bool {
         let Some(peer) = self.peers.get(worker) else {
             return false;
         };
-        let sent = peer
-            .tx
-            .send(Msg::External {
-                op,
-                done: Box::new(done),
-            })
-            .is_ok();
+        let sent = peer.tx.send(msg).is_ok();
         if sent {
             let _ = peer.waker.wake();
         }
         sent
+    }
+
+    /// Sends a message to every worker.
+    pub fn broadcast(&self, msg: impl Fn() -> Msg) {
+        for w in 0..self.peers.len() {
+            self.send(w, msg());
+        }
     }
 }
 

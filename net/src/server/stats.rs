@@ -43,6 +43,10 @@ pub struct WorkerStats {
     pub log_end_total: u64,
     pub pending_remote: u64,
     pub server: Option<ServerInfo>,
+    /// Cluster mode: the INFO cluster section (the same from every worker).
+    pub cluster_section: Option<String>,
+    /// Cluster mode: one INFO replication line per partition held here, by partition.
+    pub repl_lines: Vec<(u32, String)>,
 }
 
 /// Process-wide facts for INFO, the same from every worker.
@@ -91,5 +95,10 @@ impl WorkerStats {
         if self.server.is_none() {
             self.server = o.server.clone();
         }
+        if self.cluster_section.is_none() {
+            self.cluster_section = o.cluster_section.clone();
+        }
+        self.repl_lines.extend(o.repl_lines.iter().cloned());
+        self.repl_lines.sort_by_key(|(p, _)| *p);
     }
 }

@@ -18,7 +18,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use simplekv_conf::Config;
 use simplekv_engine::{Durability, HintJob, MergeJob, Store, SyncTicket};
 
-use super::conn::{Conn, ReadOutcome, Released};
+use super::conn::{Conn, Hold, ReadOutcome, Released};
+use super::replica::{ClusterState, Need};
 use super::router::{Msg, Payload, Peer, Response, Topology};
 use super::stats::{Shared, WorkerStats};
 use crate::resp::parse::Limits;
@@ -61,12 +62,12 @@ pub struct Worker {
     /// Partitions written this turn (commit before releasing replies).
     pub dirty_parts: Vec<u32>,
     pub part_dirty: Vec<bool>,
-    /// Responses to other workers, released after this turn's commit: (worker, response, held).
-    pub outbox: Vec<(usize, Response, bool)>,
+    /// Responses to other workers, released after this turn's commit: (worker, response, need).
+    pub outbox: Vec<(usize, Response, Need)>,
     /// Messages for each peer, sent (and the peer woken once) at the end of the turn.
     req_out: Vec<Vec<Msg>>,
     /// Results for callers outside the workers, released after this turn's commit.
-    external_out: Vec<(ExternalDone, Payload, bool)>,
+    external_out: Vec<(ExternalDone, Payload, Need)>,
     pub stats: WorkerStats,
     maint: Sender<Job>,
     next_rr: usize,
@@ -82,8 +83,13 @@ pub struct Worker {
     /// Epoch ranges whose write or fsync failed, with the error for their replies.
     sync_failed: Vec<(u64, u64, String)>,
     /// Responses and callbacks waiting for their epoch to be durable.
-    held_out: Vec<(u64, usize, Response)>,
-    held_ext: Vec<(u64, ExternalDone, Payload)>,
+    held_out: Vec<(Hold, usize, Response)>,
+    held_ext: Vec<(Hold, ExternalDone, Payload)>,
+    /// Every epoch up to this one is durable and replicated as its replies need (cluster
+    /// mode); `durable` standalone.
+    committed: u64,
+    /// Cluster mode: roles, high watermarks and reply gating of the partitions owned here.
+    pub cluster: Option<Box<ClusterState>>,
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
     sync_tx: Sender<SyncJob>,
@@ -105,6 +111,7 @@ impl Worker {
         config: Config,
         stores: Vec<Option<Store>>,
         maint: Sender<Job>,
+        cluster: Option<ClusterState>,
     ) -> Worker {
         let owned = (0..topo.partitions)
             .filter(|&p| topo.worker_of(p) == id)
@@ -145,6 +152,8 @@ impl Worker {
             sync_failed: Vec::new(),
             held_out: Vec::new(),
             held_ext: Vec::new(),
+            committed: 0,
+            cluster: cluster.map(Box::new),
             durable_waiters: Vec::new(),
             sync_tx,
             draining: false,
@@ -152,7 +161,25 @@ impl Worker {
             shutdown_deadline: None,
         };
         w.req_out.resize_with(n_peers, Vec::new);
+        if let Some(rt) = w.cluster.as_ref().map(|c| c.routes.clone()) {
+            w.apply_routes(rt);
+        }
         w
+    }
+
+    /// The hold a reply with this need gets in the current turn.
+    pub fn hold_for(&self, need: Need) -> Option<Hold> {
+        match need {
+            Need::Now => None,
+            Need::Durable => Some(Hold {
+                epoch: self.epoch,
+                repl: false,
+            }),
+            Need::Committed => Some(Hold {
+                epoch: self.epoch,
+                repl: true,
+            }),
+        }
     }
 
     pub fn store_mut(&mut self, p: u32) -> Option<&mut Store> {
@@ -459,21 +486,29 @@ impl Worker {
                 }
             }
             Msg::Req(req) => {
-                let (payload, held) = self.execute_op(req.op);
+                let (payload, need) = self.execute_op(req.op, req.acks);
                 self.outbox.push((
                     req.reply_to.worker,
                     Response {
                         reply_to: req.reply_to,
                         payload,
                     },
-                    held,
+                    need,
                 ));
             }
             Msg::Resp(resp) => self.deliver(resp),
-            Msg::External { op, done } => {
-                let (payload, held) = self.execute_op(op);
-                self.external_out.push((done, payload, held));
+            Msg::External { op, acks, done } => {
+                let acks = acks.unwrap_or_else(|| self.default_acks());
+                let (payload, need) = self.execute_op(op, acks);
+                self.external_out.push((done, payload, need));
             }
+            Msg::Routes(rt) => self.apply_routes(rt),
+            Msg::Hw {
+                partition,
+                leader_epoch,
+                hw,
+                lease_until,
+            } => self.on_hw(partition, leader_epoch, hw, lease_until),
             Msg::MergeDone { partition, result } => self.merge_done(partition, result),
             Msg::SyncDone { epoch, results } => self.flight_landed(epoch, results),
         }
@@ -539,19 +574,35 @@ impl Worker {
                 }
             }
         }
+        if self.cluster.is_some() {
+            self.feed_followers();
+            self.note_turn_waits(e);
+        }
         // Replies to peers and outside callers: those for writes wait for their epoch.
-        for (worker, resp, held) in std::mem::take(&mut self.outbox) {
-            if held {
-                self.held_out.push((e, worker, resp));
-            } else {
-                self.req_out[worker].push(Msg::Resp(resp));
+        for (worker, resp, need) in std::mem::take(&mut self.outbox) {
+            match need {
+                Need::Now => self.req_out[worker].push(Msg::Resp(resp)),
+                n => self.held_out.push((
+                    Hold {
+                        epoch: e,
+                        repl: n == Need::Committed,
+                    },
+                    worker,
+                    resp,
+                )),
             }
         }
-        for (done, payload, held) in std::mem::take(&mut self.external_out) {
-            if held {
-                self.held_ext.push((e, done, payload));
-            } else {
-                done(payload);
+        for (done, payload, need) in std::mem::take(&mut self.external_out) {
+            match need {
+                Need::Now => done(payload),
+                n => self.held_ext.push((
+                    Hold {
+                        epoch: e,
+                        repl: n == Need::Committed,
+                    },
+                    done,
+                    payload,
+                )),
             }
         }
         if self.flight.is_none() {
@@ -561,6 +612,7 @@ impl Worker {
                 self.start_flight(e);
             }
         }
+        self.advance_committed();
         self.release_held();
         self.send_batches();
         self.merge_steps();
@@ -630,6 +682,7 @@ impl Worker {
         } else {
             self.start_flight(self.epoch - 1);
         }
+        self.advance_committed();
         self.release_held();
         self.send_batches();
     }
@@ -639,15 +692,40 @@ impl Worker {
             return;
         }
         self.durable = epoch;
+        self.wake_durable_waiters();
+        // Failures far behind every reply still queued are of no use any more.
+        let horizon = self.durable.saturating_sub(1 << 20);
+        self.sync_failed.retain(|(_, hi, _)| *hi >= horizon);
+    }
+
+    fn wake_durable_waiters(&mut self) {
         for t in std::mem::take(&mut self.durable_waiters) {
             if let Some(c) = self.conn_mut(t) {
                 c.client.waits_durable = false;
             }
             self.mark_conn_dirty(t);
         }
-        // Failures far behind every reply still queued are of no use any more.
-        let horizon = self.durable.saturating_sub(1 << 20);
-        self.sync_failed.retain(|(_, hi, _)| *hi >= horizon);
+    }
+
+    /// Recomputes the committed epoch: durable, and (cluster mode) covered by the high
+    /// watermarks its replies wait on. Turns whose waits failed get their error recorded.
+    pub fn advance_committed(&mut self) {
+        let last_ended = self.epoch - 1;
+        let repl = match self.cluster.as_mut() {
+            None => u64::MAX,
+            Some(c) => {
+                let failed = c.advance(last_ended, Instant::now());
+                for (e, msg) in failed {
+                    self.sync_failed.push((e, e, msg));
+                }
+                self.cluster.as_ref().map_or(u64::MAX, |c| c.repl_committed)
+            }
+        };
+        let committed = self.durable.min(repl);
+        if committed > self.committed {
+            self.committed = committed;
+            self.wake_durable_waiters();
+        }
     }
 
     fn error_for(&self, epoch: u64) -> Option<String> {
@@ -659,26 +737,30 @@ impl Worker {
 
     /// Sends responses and calls callbacks whose epoch is durable.
     fn release_held(&mut self) {
-        let durable = self.durable;
-        if self.held_out.iter().any(|(e, ..)| *e <= durable) {
+        let rel = Released {
+            durable: self.durable,
+            committed: self.committed,
+            failed: &[],
+        };
+        if self.held_out.iter().any(|(h, ..)| h.ready(&rel)) {
             let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_out)
                 .into_iter()
-                .partition(|(e, ..)| *e <= durable);
+                .partition(|(h, ..)| h.ready(&rel));
             self.held_out = wait;
-            for (e, worker, mut resp) in ready {
-                if let Some(f) = self.error_for(e) {
+            for (h, worker, mut resp) in ready {
+                if let Some(f) = self.error_for(h.epoch) {
                     resp.payload = Payload::Err(f);
                 }
                 self.req_out[worker].push(Msg::Resp(resp));
             }
         }
-        if self.held_ext.iter().any(|(e, ..)| *e <= durable) {
+        if self.held_ext.iter().any(|(h, ..)| h.ready(&rel)) {
             let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_ext)
                 .into_iter()
-                .partition(|(e, ..)| *e <= durable);
+                .partition(|(h, ..)| h.ready(&rel));
             self.held_ext = wait;
-            for (e, done, payload) in ready {
-                match self.error_for(e) {
+            for (h, done, payload) in ready {
+                match self.error_for(h.epoch) {
                     Some(f) => done(Payload::Err(f)),
                     None => done(payload),
                 }
@@ -709,6 +791,7 @@ impl Worker {
             conn.client.in_dirty_list = false;
             conn.out.drain_slots(&Released {
                 durable: self.durable,
+                committed: self.committed,
                 failed: &self.sync_failed,
             });
             if conn.out.waits_durable() && !conn.client.waits_durable {
@@ -794,7 +877,9 @@ impl Worker {
         let samples = 20 + 5 * (effort - 1);
         let budget = Duration::from_micros(1000 + 250 * (effort as u64 - 1));
         let start = Instant::now();
-        for p in self.owned.clone() {
+        // Cluster mode: only leaders expire keys (their tombstones replicate); a follower
+        // never deletes on its own clock.
+        for p in self.served() {
             while let Some(store) = self.store_mut(p) {
                 if store.stats().keys_with_expiry == 0 {
                     break;
@@ -848,10 +933,23 @@ impl Worker {
     /// Starts a background merge of a partition's closed segments.
     pub fn start_merge(&mut self, p: u32) -> bool {
         let id = self.id;
+        // Cluster mode: merge only what every in-sync replica has (records above the high
+        // watermark may still be cut by a leader change), and keep tombstones a follower that
+        // is behind may still need (the horizon).
+        let horizon = match self.cluster.as_ref() {
+            None => u64::MAX,
+            Some(c) => {
+                let hw = c.parts[p as usize].hw;
+                if self.store(p).is_none_or(|s| s.active_base() > hw) {
+                    return false;
+                }
+                hw
+            }
+        };
         let Some(store) = self.store_mut(p) else {
             return false;
         };
-        match store.start_merge(u64::MAX) {
+        match store.start_merge(horizon) {
             Ok(Some(job)) => {
                 info!("partition {p}: merging closed segments in the background");
                 self.merge_busy[p as usize] = true;
@@ -993,11 +1091,20 @@ impl Worker {
             .filter(|&i| self.conns[i].is_some())
             .map(|i| i + FIRST_CONN)
             .collect();
+        // Everything is on disk now; replies that wait for replicas that never confirmed are
+        // not sent (the client sees the connection close: the outcome is unknown to it).
+        let committed = if self.cluster.is_some() {
+            self.committed
+        } else {
+            u64::MAX
+        };
+        let failed = self.sync_failed.clone();
         for t in tokens {
             if let Some(c) = self.conn_mut(t) {
                 c.out.drain_slots(&Released {
                     durable: u64::MAX,
-                    failed: &[],
+                    committed,
+                    failed: &failed,
                 });
                 let _ = c.flush();
             }

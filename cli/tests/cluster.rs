@@ -1,0 +1,408 @@
+//! Cluster mode with real processes: a ZooKeeper server and 3 nodes on loopback, each test
+//! named after the invariant it checks. Failover times are printed (`--nocapture` shows them).
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::LocalCluster;
+use redis::{RedisResult, Value};
+
+/// Runs a command against the cluster as `redis-cli -c` does: follows MOVED, waits out
+/// TRYAGAIN/CLUSTERDOWN (bounded by `deadline`). Returns the first other reply or error text.
+fn run(addr: &str, args: &[&[u8]], deadline: Duration) -> Result<Value, String> {
+    let start = Instant::now();
+    let entry = addr.to_string();
+    let mut addr = entry.clone();
+    loop {
+        let r: RedisResult<Value> = (|| {
+            let client = redis::Client::open(format!("redis://{addr}/"))?;
+            let mut c = client.get_connection_with_timeout(Duration::from_secs(2))?;
+            c.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap_or("PING"));
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            cmd.query(&mut c)
+        })();
+        // The redis crate words server errors its own way ("Moved: 449 host:port",
+        // "TryAgain: ..."): compare in lower case, normalised to Redis's codes.
+        let text = match r {
+            Ok(v) => return Ok(v),
+            Err(e) => e.to_string().to_lowercase(),
+        };
+        if let Some(rest) = text.split("moved").nth(1) {
+            let target = rest.split_whitespace().last().unwrap_or("").to_string();
+            if target.contains(':') {
+                addr = target;
+                continue;
+            }
+        }
+        // A redirect to a node that is paused times out: ask again (SET is idempotent here).
+        let retry = text.contains("tryagain")
+            || text.contains("clusterdown")
+            || text.contains("connection refused")
+            || text.contains("temporarily unavailable")
+            || text.contains("timed out");
+        if !retry || start.elapsed() > deadline {
+            return Err(text);
+        }
+        // Ask the entry node again: the redirect may have named a node that just died.
+        addr = entry.clone();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn set(c: &LocalCluster, entry: u32, k: &str, v: &str) -> Result<(), String> {
+    run(
+        &c.resp_addr(entry),
+        &[b"SET", k.as_bytes(), v.as_bytes()],
+        Duration::from_secs(20),
+    )
+    .map(|_| ())
+}
+
+fn get(c: &LocalCluster, entry: u32, k: &str) -> Option<String> {
+    match run(
+        &c.resp_addr(entry),
+        &[b"GET", k.as_bytes()],
+        Duration::from_secs(20),
+    ) {
+        Ok(Value::BulkString(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Ok(Value::Nil) => None,
+        other => panic!("GET {k}: {other:?}\n{}", c.all_log_tails()),
+    }
+}
+
+/// The node leading the most partitions (the one whose loss hurts most).
+fn busiest_leader(c: &LocalCluster) -> u32 {
+    let mut n: BTreeMap<u32, usize> = BTreeMap::new();
+    for p in 0..c.partitions {
+        if let Some(l) = c.leader_of(p) {
+            *n.entry(l).or_default() += 1;
+        }
+    }
+    n.into_iter()
+        .max_by_key(|(_, k)| *k)
+        .map(|(id, _)| id)
+        .unwrap_or(1)
+}
+
+#[test]
+fn writes_through_redirects_and_the_cluster_client_read_back_from_every_node() {
+    let c = LocalCluster::start(3, 6, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    // redis-cli -c style: enter anywhere, follow MOVED.
+    for i in 0..60 {
+        set(&c, 1 + i % 3, &format!("k{i}"), &format!("v{i}")).expect("set");
+    }
+    // The redis crate's cluster client, unchanged: it reads CLUSTER SLOTS and routes itself.
+    let nodes: Vec<String> = (1..=3)
+        .map(|i| format!("redis://{}/", c.resp_addr(i)))
+        .collect();
+    let client = redis::cluster::ClusterClient::new(nodes).expect("cluster client");
+    let mut cc = client.get_connection().expect("cluster connection");
+    for i in 0..60 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("cc{i}"))
+            .arg(format!("w{i}"))
+            .query(&mut cc)
+            .expect("cluster client SET");
+    }
+    let v: String = redis::cmd("GET").arg("cc7").query(&mut cc).expect("GET");
+    assert_eq!(v, "w7");
+    // Hash tags keep multi-key commands on one slot; other multi-key commands are refused.
+    let _: () = redis::cmd("MSET")
+        .arg("{u}.a")
+        .arg("1")
+        .arg("{u}.b")
+        .arg("2")
+        .query(&mut cc)
+        .expect("MSET with a hash tag");
+    let e = run(
+        &c.resp_addr(1),
+        &[b"MSET", b"a1", b"1", b"b2", b"2"],
+        Duration::from_secs(5),
+    )
+    .unwrap_err();
+    assert!(e.contains("crossslot"), "{e}");
+    for entry in 1..=3 {
+        for i in (0..60).step_by(7) {
+            assert_eq!(get(&c, entry, &format!("k{i}")), Some(format!("v{i}")));
+            assert_eq!(get(&c, entry, &format!("cc{i}")), Some(format!("w{i}")));
+        }
+    }
+    // Redis Cluster introspection in Redis's formats.
+    let mut n1 = c.conn_to(1);
+    let slots: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut n1).unwrap();
+    assert_eq!(slots.len(), 6, "one slot range per partition");
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut n1).unwrap();
+    assert!(info.contains("cluster_state:ok"), "{info}");
+    let ks: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg("{user}.x")
+        .query(&mut n1)
+        .unwrap();
+    assert_eq!(ks, 5474);
+}
+
+#[test]
+fn a_killed_leaders_partitions_get_new_leaders_from_the_isr_with_a_higher_epoch() {
+    let mut c = LocalCluster::start(3, 6, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let victim = busiest_leader(&c);
+    let led: Vec<u32> = (0..c.partitions)
+        .filter(|&p| c.leader_of(p) == Some(victim))
+        .collect();
+    let before: BTreeMap<u32, _> = led.iter().map(|&p| (p, c.partition_state(p))).collect();
+    let other = if victim == 1 { 2 } else { 1 };
+    let key = c.key_in(led[0]).to_string();
+    set(&c, other, &key, "before").expect("set before the kill");
+    c.kill9(victim);
+    let t0 = Instant::now();
+    set(&c, other, &key, "after").expect("a write after the failover");
+    let took = t0.elapsed();
+    println!(
+        "kill -9 of leader node {victim} -> first acknowledged write on its partition: {took:?}"
+    );
+    for &p in &led {
+        let s = c.partition_state(p);
+        let b = &before[&p];
+        let l = s.leader.expect("a new leader");
+        assert_ne!(l, victim);
+        assert!(
+            b.isr.contains(&l),
+            "partition {p}: leader {l} not from the ISR {:?}",
+            b.isr
+        );
+        assert!(
+            s.leader_epoch > b.leader_epoch,
+            "partition {p}: epoch did not grow"
+        );
+    }
+    assert_eq!(get(&c, other, &key).as_deref(), Some("after"));
+    assert!(
+        took < Duration::from_secs(10),
+        "failover took {took:?}\n{}",
+        c.all_log_tails()
+    );
+}
+
+/// Per key: the last acknowledged value, and values attempted (not acknowledged) after it.
+type Acked = BTreeMap<String, (Option<u64>, Vec<u64>)>;
+
+/// Writers with unique values; kill -9 the busiest leader in the middle. Every acknowledged
+/// write must be readable afterwards (or overwritten by a later write of the same key).
+#[test]
+fn acks_all_writes_survive_kill_9_of_the_leader_under_load() {
+    let mut c = LocalCluster::start(3, 6, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let stop = Arc::new(AtomicBool::new(false));
+    // key -> (last acknowledged value, values attempted after it)
+    let acked: Arc<Mutex<Acked>> = Arc::default();
+    let mut threads = Vec::new();
+    let addrs: Vec<String> = (1..=3).map(|i| c.resp_addr(i)).collect();
+    for t in 0..4u64 {
+        let stop = stop.clone();
+        let acked = acked.clone();
+        let addrs = addrs.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < 5000 {
+                let key = format!("w{t}-{}", n % 20);
+                let val = t * 1_000_000 + n;
+                let entry = &addrs[(n as usize) % addrs.len()];
+                acked
+                    .lock()
+                    .unwrap()
+                    .entry(key.clone())
+                    .or_default()
+                    .1
+                    .push(val);
+                let r = run(
+                    entry,
+                    &[b"SET", key.as_bytes(), val.to_string().as_bytes()],
+                    Duration::from_secs(3),
+                );
+                if r.is_ok() {
+                    let mut m = acked.lock().unwrap();
+                    let e = m.entry(key).or_default();
+                    e.0 = Some(val);
+                    e.1.clear();
+                }
+                n += 1;
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let victim = busiest_leader(&c);
+    c.kill9(victim);
+    std::thread::sleep(Duration::from_millis(4000));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let reader = if victim == 1 { 2 } else { 1 };
+    let m = acked.lock().unwrap().clone();
+    let mut checked = 0;
+    for (k, (last, later)) in &m {
+        let Some(last) = last else { continue };
+        let got: u64 = get(&c, reader, k)
+            .unwrap_or_else(|| panic!("{k}: acknowledged {last} but the key is gone"))
+            .parse()
+            .unwrap();
+        assert!(
+            got == *last || later.contains(&got),
+            "{k}: acknowledged {last}, read {got} (unacknowledged attempts after it: {later:?})"
+        );
+        checked += 1;
+    }
+    assert!(checked > 10, "too few acknowledged writes: {checked}");
+}
+
+#[test]
+fn min_isr_refuses_writes_with_two_of_three_down_and_accepts_them_when_back() {
+    let mut c = LocalCluster::start(3, 3, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    c.kill9(2);
+    c.kill9(3);
+    // Node 1 ends up leading everything with an ISR of itself alone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (0..3).any(|p| c.partition_state(p).isr != vec![1] || c.leader_of(p) != Some(1)) {
+        assert!(
+            Instant::now() < deadline,
+            "ISR did not shrink\n{}",
+            c.all_log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for p in 0..3 {
+        let k = c.key_in(p).to_string();
+        let e = run(
+            &c.resp_addr(1),
+            &[b"SET", k.as_bytes(), b"x"],
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(e.contains("noreplicas"), "partition {p}: {e}");
+        // Not applied: the key does not exist.
+        assert_eq!(get(&c, 1, &k), None, "a refused write was applied");
+    }
+    c.restart(2);
+    c.restart(3);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    for p in 0..3 {
+        let k = c.key_in(p).to_string();
+        set(&c, 1, &k, "ok").expect("write with the ISR back");
+        assert_eq!(get(&c, 2, &k).as_deref(), Some("ok"));
+    }
+}
+
+/// SIGSTOP a leader past its session timeout: the others elect new leaders and take writes;
+/// after SIGCONT the old leader never answers with its stale value, rejoins as follower, and
+/// every acknowledged write is there.
+#[test]
+fn a_paused_leader_serves_no_stale_read_and_rejoins_as_follower() {
+    let c = LocalCluster::start(3, 3, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let p = 0;
+    let old = c.leader_of(p).expect("leader");
+    let other = if old == 1 { 2 } else { 1 };
+    let key = c.key_in(p).to_string();
+    set(&c, old, &key, "v1").expect("set v1");
+    c.sigstop(old);
+    // A new leader takes the write.
+    set(&c, other, &key, "v2").expect("set v2 on the new leader");
+    let new_leader = c.leader_of(p).expect("new leader");
+    assert_ne!(new_leader, old);
+    c.sigcont(old);
+    // Straight after waking up, the old leader must not say v1.
+    let mut conn = c.conn_to(old);
+    for _ in 0..20 {
+        let r: RedisResult<Option<String>> = redis::cmd("GET").arg(&key).query(&mut conn);
+        match r {
+            Ok(Some(v)) => assert_eq!(
+                v,
+                "v2",
+                "the paused leader served a stale read\n{}",
+                c.all_log_tails()
+            ),
+            Ok(None) => panic!("the old leader answered nil"),
+            Err(e) => {
+                let t = e.to_string().to_lowercase();
+                assert!(t.contains("moved") || t.contains("tryagain"), "{t}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.wait_for_full_isr(Duration::from_secs(30));
+    assert_eq!(get(&c, old, &key).as_deref(), Some("v2"));
+}
+
+/// Rolling restart: each node in turn is shut down with SIGTERM (controlled shutdown moves
+/// its leaderships away first) and started again, under a steady write load. No write may
+/// fail with anything but a redirect (which the client follows).
+#[test]
+fn controlled_shutdown_and_restart_of_each_node_costs_clients_at_most_a_redirect() {
+    let mut c = LocalCluster::start(3, 6, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+    let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let addrs: Vec<String> = (1..=3).map(|i| c.resp_addr(i)).collect();
+    let writer = {
+        let (stop, failures, ok) = (stop.clone(), failures.clone(), ok.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("r{}", n % 50);
+                // Enter through any node that is up.
+                let mut last = String::new();
+                let mut done = false;
+                for a in &addrs {
+                    match run(a, &[b"SET", key.as_bytes(), b"v"], Duration::from_secs(1)) {
+                        Ok(_) => {
+                            done = true;
+                            break;
+                        }
+                        Err(e) if e.contains("refused") || e.contains("connection") => {
+                            last = e;
+                        }
+                        Err(e) => {
+                            last = e;
+                            break;
+                        }
+                    }
+                }
+                if done {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.lock().unwrap().push(format!("{key}: {last}"));
+                }
+                n += 1;
+            }
+        })
+    };
+    for i in 1..=3 {
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(c.sigterm_and_wait(i), Some(0), "node {i} exit code");
+        c.restart(i);
+        c.wait_for_full_isr(Duration::from_secs(30));
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let f = failures.lock().unwrap();
+    println!(
+        "rolling restart: {} writes acknowledged, {} failed",
+        ok.load(Ordering::Relaxed),
+        f.len()
+    );
+    assert!(
+        f.is_empty(),
+        "writes failed: {:?}\n{}",
+        &f[..f.len().min(10)],
+        c.all_log_tails()
+    );
+}

@@ -1,0 +1,1214 @@
+//! The replication thread: one per node. It streams the records of the partitions this node
+//! leads to their followers, and appends what the leaders of the partitions it follows send.
+//!
+//! It never touches a partition: records come from the owning worker (pushed at the end of
+//! each turn as [`FeedMsg::Tail`], or read on request with [`ReplOp::Read`]), and received
+//! records go to the owning worker ([`ReplOp::Append`]); both through the router (channel +
+//! the worker's mio `Waker`). gRPC callbacks only post [`Event`]s to this thread.
+//!
+//! **Streams.** A follower node keeps one bidirectional `Fetch` stream to each node that leads
+//! partitions it follows. It sends its position (log end, after its appends are durable) for
+//! each partition whenever it changes and as a heartbeat every [`HEARTBEAT`]; the leader
+//! pushes records as they are written, without a request per batch, keeping at most
+//! [`INFLIGHT_BYTES`] sent beyond the follower's acknowledged position.
+//!
+//! **Leader side.** The follower's position is its acknowledgement: the high watermark is the
+//! lowest position over the in-sync replicas (the leader's log end included), and never moves
+//! back. A follower joins the ISR when it has caught up with the leader's log end; it leaves
+//! when it has not caught up for `replica_lag_time_max`. ISR changes are conditional writes in
+//! ZooKeeper (through the control thread); a follower counts for the high watermark from the
+//! moment its joining is asked for (a superset of the ISR in ZooKeeper is always safe), and a
+//! leaving follower stops counting only once ZooKeeper has the smaller ISR. The leader's lease
+//! (how long its worker may serve) is renewed by the fetches of its in-sync followers.
+//!
+//! **Follower side.** On (re)subscribing, a follower sends its log end and the epoch of its
+//! last record with `validate`; the leader checks them against its leader-epoch history and
+//! either streams records or answers `diverging` with its end offset for that epoch; the
+//! follower truncates there (KIP-101/KIP-320) and validates again. Records are appended with
+//! the LSNs and epochs the leader gave them.
+mod service;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use futures::channel::mpsc::UnboundedSender;
+use futures::{SinkExt, StreamExt};
+use grpcio::{ChannelBuilder, Environment, WriteFlags};
+use log::{debug, info, warn};
+use simplekv_net::server::cluster::RouteTable;
+use simplekv_net::server::replica::{FeedMsg, ReplOp, ReplReply};
+use simplekv_net::server::router::{Msg, Op, Payload, Router};
+use simplekv_proto::replication::*;
+use simplekv_proto::replication_grpc::ReplicationClient;
+
+pub use service::ReplService;
+
+/// A follower sends its positions at least this often (renews the leader's lease).
+pub const HEARTBEAT: Duration = Duration::from_millis(100);
+/// Bytes a leader sends a follower beyond what it has acknowledged.
+pub const INFLIGHT_BYTES: usize = 8 << 20;
+/// Bytes a leader reads from its worker at once for a follower that is behind.
+const READ_BYTES: usize = 1 << 20;
+/// Records kept in memory per led partition for followers that are caught up.
+const TAIL_BYTES: usize = 16 << 20;
+
+/// Asks the control thread to change a partition's ISR; the callback gets the outcome.
+pub type IsrChanger =
+    Box<dyn Fn(u32, u32, Vec<u32>, Box<dyn FnOnce(Result<i32, String>) + Send>) + Send>;
+
+/// What reaches the replication thread.
+pub enum Event {
+    Routes(Arc<RouteTable>),
+    // Leader side (gRPC server callbacks).
+    StreamOpened {
+        stream: u64,
+        tx: UnboundedSender<FetchResponse>,
+    },
+    FetchReq {
+        stream: u64,
+        req: FetchRequest,
+    },
+    StreamClosed {
+        stream: u64,
+    },
+    ReadDone {
+        partition: u32,
+        follower: u32,
+        reply: ReplReply,
+    },
+    IsrDone {
+        partition: u32,
+        epoch: u32,
+        isr: Vec<u32>,
+        result: Result<i32, String>,
+    },
+    // Follower side.
+    LeaderData {
+        leader: u32,
+        generation: u64,
+        resp: FetchResponse,
+    },
+    LeaderDown {
+        leader: u32,
+        generation: u64,
+        reason: String,
+    },
+    FollowerReply {
+        partition: u32,
+        epoch: u32,
+        reply: ReplReply,
+    },
+    Stop,
+}
+
+pub struct ReplSettings {
+    pub me: u32,
+    pub lag_max: Duration,
+    pub lease: Duration,
+}
+
+/// A running replication thread.
+pub struct ReplThread {
+    events: Sender<Event>,
+    thread: Option<JoinHandle<()>>,
+    service: ReplService,
+}
+
+impl ReplThread {
+    pub fn spawn(
+        settings: ReplSettings,
+        router: Router,
+        feed: Receiver<FeedMsg>,
+        routes: Arc<RouteTable>,
+        isr_changer: IsrChanger,
+    ) -> std::io::Result<ReplThread> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let controller_epoch = Arc::new(AtomicU64::new(
+            routes.controller.map(|(_, e)| e).unwrap_or(0),
+        ));
+        let service = ReplService::new(tx.clone(), router.clone(), controller_epoch.clone());
+        let events = tx.clone();
+        let thread = std::thread::Builder::new()
+            .name("skv-repl".into())
+            .spawn(move || {
+                let mut st = State {
+                    s: settings,
+                    router,
+                    events,
+                    env: Arc::new(Environment::new(1)),
+                    routes,
+                    controller_epoch,
+                    isr_changer,
+                    streams: HashMap::new(),
+                    led: BTreeMap::new(),
+                    followed: BTreeMap::new(),
+                    conns: BTreeMap::new(),
+                    next_gen: 1,
+                    clock0: Instant::now(),
+                };
+                st.refresh_roles();
+                st.run(rx, feed);
+            })?;
+        Ok(ReplThread {
+            events: tx,
+            thread: Some(thread),
+            service,
+        })
+    }
+
+    /// The gRPC service to register on the node's server.
+    pub fn service(&self) -> grpcio::Service {
+        simplekv_proto::replication_grpc::create_replication(self.service.clone())
+    }
+
+    pub fn send_routes(&self, rt: Arc<RouteTable>) {
+        let _ = self.events.send(Event::Routes(rt));
+    }
+
+    /// A function that hands new route tables to this thread (for another thread to own).
+    pub fn route_sender(&self) -> impl Fn(Arc<RouteTable>) + Send + 'static {
+        let tx = self.events.clone();
+        move |rt| {
+            let _ = tx.send(Event::Routes(rt));
+        }
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.events.send(Event::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A follower as its leader sees it, in one partition.
+struct FollowerPos {
+    stream: u64,
+    acked: u64,
+    /// Next LSN to send.
+    sent: u64,
+    /// Bytes sent, by the LSN after them, not yet acknowledged.
+    inflight: VecDeque<(u64, usize)>,
+    validated: bool,
+    reading: bool,
+    last_fetch: Instant,
+    /// When the leader sent the newest ping the follower echoed (the lease's base).
+    last_heard: Instant,
+    last_caught_up: Instant,
+    end_at_last_fetch: u64,
+}
+
+struct LedPart {
+    epoch: u32,
+    log_end: u64,
+    hw: u64,
+    /// Replicas that count for the high watermark (ZooKeeper's ISR, plus followers whose
+    /// joining was asked for).
+    isr: Vec<u32>,
+    replicas: Vec<u32>,
+    followers: BTreeMap<u32, FollowerPos>,
+    /// Records pushed by the worker: (from, next, bytes), contiguous.
+    tail: VecDeque<(u64, u64, Arc<Vec<u8>>)>,
+    tail_bytes: usize,
+    isr_pending: bool,
+    since: Instant,
+    sent_hw: u64,
+    sent_lease: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FState {
+    /// Asking the worker for the log end.
+    Positioning,
+    /// Sent a validating fetch; waiting for the leader's answer.
+    Validating,
+    /// Cutting the log at the point of divergence.
+    Truncating,
+    Fetching,
+    /// Waiting before trying again (leader not ready, stream down).
+    Backoff(Instant),
+}
+
+struct FollowedPart {
+    leader: u32,
+    epoch: u32,
+    state: FState,
+    log_end: u64,
+    last_epoch: u32,
+    /// The next LSN expected from the leader's stream.
+    expect: u64,
+}
+
+struct LeaderConn {
+    generation: u64,
+    tx: UnboundedSender<FetchRequest>,
+    last_sent: Instant,
+    /// Newest leader clock received (echoed in requests).
+    echo: u64,
+    _client: ReplicationClient,
+}
+
+struct State {
+    s: ReplSettings,
+    router: Router,
+    events: Sender<Event>,
+    env: Arc<Environment>,
+    routes: Arc<RouteTable>,
+    controller_epoch: Arc<AtomicU64>,
+    isr_changer: IsrChanger,
+    /// Leader side: open follower streams, by id: (follower id once known, sender).
+    streams: HashMap<u64, (Option<u32>, UnboundedSender<FetchResponse>)>,
+    led: BTreeMap<u32, LedPart>,
+    followed: BTreeMap<u32, FollowedPart>,
+    conns: BTreeMap<u32, LeaderConn>,
+    next_gen: u64,
+    /// Base of the clock values sent to followers.
+    clock0: Instant,
+}
+
+fn payload_reply(p: Payload) -> ReplReply {
+    match p {
+        Payload::Repl(b) => *b,
+        Payload::Err(e) => ReplReply::Failed(e),
+        _ => ReplReply::Failed("unexpected reply".into()),
+    }
+}
+
+impl State {
+    fn run(&mut self, rx: Receiver<Event>, feed: Receiver<FeedMsg>) {
+        let tick = crossbeam_channel::tick(Duration::from_millis(50));
+        loop {
+            select! {
+                recv(rx) -> ev => match ev {
+                    Ok(Event::Stop) | Err(_) => break,
+                    Ok(ev) => self.on_event(ev),
+                },
+                recv(feed) -> m => match m {
+                    Ok(m) => self.on_feed(m),
+                    Err(_) => break,
+                },
+                recv(tick) -> _ => self.on_tick(),
+            }
+            // Drain what is queued before pushing, so one push carries many turns.
+            while let Ok(m) = feed.try_recv() {
+                self.on_feed(m);
+            }
+            self.pump_all();
+        }
+        info!("replication thread stopped");
+    }
+
+    fn worker_of(&self, p: u32) -> usize {
+        self.router.topo.worker_of(p)
+    }
+
+    fn submit(&self, p: u32, op: ReplOp, done: impl FnOnce(Payload) + Send + 'static) {
+        self.router.submit(self.worker_of(p), Op::Repl(op), done);
+    }
+
+    // ------------------------------------------------------------------ roles
+
+    fn refresh_roles(&mut self) {
+        let rt = self.routes.clone();
+        if let Some((_, e)) = rt.controller {
+            self.controller_epoch.fetch_max(e, Ordering::AcqRel);
+        }
+        let me = self.s.me;
+        // Led partitions.
+        let mut keep = Vec::new();
+        for (p, pr) in rt.parts.iter().enumerate() {
+            let p = p as u32;
+            if !rt.leads(p) {
+                continue;
+            }
+            keep.push(p);
+            let fresh = self.led.get(&p).is_none_or(|l| l.epoch != pr.leader_epoch);
+            if fresh {
+                let now = Instant::now();
+                self.led.insert(
+                    p,
+                    LedPart {
+                        epoch: pr.leader_epoch,
+                        log_end: 0,
+                        hw: 0,
+                        isr: pr.isr.clone(),
+                        replicas: pr.replicas.clone(),
+                        followers: BTreeMap::new(),
+                        tail: VecDeque::new(),
+                        tail_bytes: 0,
+                        isr_pending: false,
+                        since: now,
+                        sent_hw: 0,
+                        sent_lease: now,
+                    },
+                );
+                // Learn the log end before anything is computed from it.
+                let epoch = pr.leader_epoch;
+                let ev = self.events.clone();
+                self.submit(p, ReplOp::Position { partition: p }, move |r| {
+                    let _ = ev.send(Event::FollowerReply {
+                        partition: p,
+                        epoch: u32::MAX - epoch,
+                        reply: payload_reply(r),
+                    });
+                });
+            } else if let Some(l) = self.led.get_mut(&p) {
+                // ZooKeeper's ISR, plus followers whose joining is still being written.
+                let mut isr = pr.isr.clone();
+                if l.isr_pending {
+                    for f in &l.isr {
+                        if !isr.contains(f) {
+                            isr.push(*f);
+                        }
+                    }
+                }
+                l.isr = isr;
+                l.replicas = pr.replicas.clone();
+            }
+        }
+        self.led.retain(|p, _| keep.contains(p));
+        // Followed partitions.
+        let mut keep = Vec::new();
+        for (p, pr) in rt.parts.iter().enumerate() {
+            let p = p as u32;
+            let Some(leader) = pr.leader else { continue };
+            if rt.fenced || leader == me || !pr.replicas.contains(&me) {
+                continue;
+            }
+            if !rt.nodes.contains_key(&leader) {
+                continue;
+            }
+            keep.push(p);
+            let same = self
+                .followed
+                .get(&p)
+                .is_some_and(|f| f.leader == leader && f.epoch == pr.leader_epoch);
+            if !same {
+                self.followed.insert(
+                    p,
+                    FollowedPart {
+                        leader,
+                        epoch: pr.leader_epoch,
+                        state: FState::Backoff(Instant::now()),
+                        log_end: 0,
+                        last_epoch: 0,
+                        expect: 0,
+                    },
+                );
+            }
+        }
+        self.followed.retain(|p, _| keep.contains(p));
+        // Streams to leaders that lead nothing we follow any more are closed.
+        let leaders: Vec<u32> = self.followed.values().map(|f| f.leader).collect();
+        self.conns.retain(|l, _| leaders.contains(l));
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Routes(rt) => {
+                if rt.version >= self.routes.version {
+                    self.routes = rt;
+                    self.refresh_roles();
+                }
+            }
+            Event::StreamOpened { stream, tx } => {
+                self.streams.insert(stream, (None, tx));
+            }
+            Event::StreamClosed { stream } => {
+                self.streams.remove(&stream);
+                for l in self.led.values_mut() {
+                    l.followers.retain(|_, f| f.stream != stream);
+                }
+            }
+            Event::FetchReq { stream, req } => self.on_fetch(stream, req),
+            Event::ReadDone {
+                partition,
+                follower,
+                reply,
+            } => self.on_read_done(partition, follower, reply),
+            Event::IsrDone {
+                partition,
+                epoch,
+                isr,
+                result,
+            } => {
+                if let Some(l) = self.led.get_mut(&partition)
+                    && l.epoch == epoch
+                {
+                    l.isr_pending = false;
+                    match result {
+                        Ok(_) => {
+                            info!("partition {partition}: ISR is now {isr:?}");
+                            l.isr = isr;
+                        }
+                        Err(e) => warn!("partition {partition}: ISR change refused: {e}"),
+                    }
+                    self.recompute_hw(partition);
+                }
+            }
+            Event::LeaderData {
+                leader,
+                generation,
+                resp,
+            } => self.on_leader_data(leader, generation, resp),
+            Event::LeaderDown {
+                leader,
+                generation,
+                reason,
+            } => {
+                if self
+                    .conns
+                    .get(&leader)
+                    .is_some_and(|c| c.generation == generation)
+                {
+                    warn!("replication stream from node {leader} ended: {reason}");
+                    self.conns.remove(&leader);
+                    let retry = Instant::now() + Duration::from_millis(200);
+                    for f in self.followed.values_mut() {
+                        if f.leader == leader {
+                            f.state = FState::Backoff(retry);
+                        }
+                    }
+                }
+            }
+            Event::FollowerReply {
+                partition,
+                epoch,
+                reply,
+            } => self.on_follower_reply(partition, epoch, reply),
+            Event::Stop => {}
+        }
+    }
+
+    // ------------------------------------------------------------ leader side
+
+    fn on_feed(&mut self, m: FeedMsg) {
+        let FeedMsg::Tail {
+            partition,
+            leader_epoch,
+            from,
+            bytes,
+            log_end,
+        } = m;
+        let Some(l) = self.led.get_mut(&partition) else {
+            return;
+        };
+        if l.epoch != leader_epoch {
+            return;
+        }
+        l.log_end = l.log_end.max(log_end);
+        // Keep the tail contiguous: a chunk that does not follow the last one starts afresh.
+        if l.tail.back().is_some_and(|(_, next, _)| *next != from) {
+            l.tail.clear();
+            l.tail_bytes = 0;
+        }
+        l.tail_bytes += bytes.len();
+        l.tail.push_back((from, log_end, Arc::new(bytes)));
+        while l.tail_bytes > TAIL_BYTES && l.tail.len() > 1 {
+            if let Some((_, _, b)) = l.tail.pop_front() {
+                l.tail_bytes -= b.len();
+            }
+        }
+        self.recompute_hw(partition);
+    }
+
+    fn clock_us(&self) -> u64 {
+        self.clock0.elapsed().as_micros() as u64
+    }
+
+    fn on_fetch(&mut self, stream: u64, req: FetchRequest) {
+        let follower = req.follower_id;
+        let heard =
+            (req.echo_clock_us > 0).then(|| self.clock0 + Duration::from_micros(req.echo_clock_us));
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.0 = Some(follower);
+        }
+        let now = Instant::now();
+        let mut errors = Vec::new();
+        for pf in req.partitions {
+            let p = pf.partition;
+            let Some(l) = self.led.get_mut(&p) else {
+                errors.push(error_data(p, 0, FetchError::NOT_LEADER, "not the leader"));
+                continue;
+            };
+            if pf.leader_epoch != l.epoch {
+                let e = if pf.leader_epoch < l.epoch {
+                    FetchError::FENCED_EPOCH
+                } else {
+                    FetchError::UNKNOWN_EPOCH
+                };
+                errors.push(error_data(p, l.epoch, e, "leader epoch mismatch"));
+                continue;
+            }
+            if !l.replicas.contains(&follower) {
+                errors.push(error_data(
+                    p,
+                    l.epoch,
+                    FetchError::NOT_LEADER,
+                    "not a replica of this partition",
+                ));
+                continue;
+            }
+            let since = l.since;
+            let f = l.followers.entry(follower).or_insert(FollowerPos {
+                stream,
+                acked: pf.fetch_offset,
+                sent: pf.fetch_offset,
+                inflight: VecDeque::new(),
+                validated: false,
+                reading: false,
+                last_fetch: now,
+                last_heard: since,
+                last_caught_up: since,
+                end_at_last_fetch: u64::MAX,
+            });
+            if let Some(h) = heard {
+                f.last_heard = f.last_heard.max(h);
+            }
+            if f.stream != stream {
+                // The follower reconnected: start over on the new stream.
+                f.stream = stream;
+                f.validated = false;
+                f.inflight.clear();
+            }
+            if pf.fetch_offset >= f.end_at_last_fetch || pf.fetch_offset >= l.log_end {
+                f.last_caught_up = if pf.fetch_offset >= l.log_end {
+                    now
+                } else {
+                    f.last_fetch
+                };
+            }
+            f.end_at_last_fetch = l.log_end;
+            f.last_fetch = now;
+            f.acked = f.acked.max(pf.fetch_offset);
+            while f.inflight.front().is_some_and(|(next, _)| *next <= f.acked) {
+                f.inflight.pop_front();
+            }
+            if pf.validate {
+                f.validated = false;
+                f.acked = pf.fetch_offset;
+                f.sent = pf.fetch_offset;
+                f.inflight.clear();
+                if !f.reading {
+                    f.reading = true;
+                    let ev = self.events.clone();
+                    let op = ReplOp::Read {
+                        partition: p,
+                        leader_epoch: l.epoch,
+                        from: pf.fetch_offset,
+                        max_bytes: READ_BYTES,
+                        validate: Some(pf.last_fetched_epoch),
+                    };
+                    self.router
+                        .submit(self.router.topo.worker_of(p), Op::Repl(op), move |r| {
+                            let _ = ev.send(Event::ReadDone {
+                                partition: p,
+                                follower,
+                                reply: payload_reply(r),
+                            });
+                        });
+                }
+            } else if !f.validated && !f.reading {
+                // A stream this leader has not validated (e.g. it just took over): the
+                // follower must check its log against this leader's history first.
+                errors.push(error_data(
+                    p,
+                    l.epoch,
+                    FetchError::NOT_LEADER,
+                    "validate the log first",
+                ));
+            } else if f.sent < f.acked {
+                f.sent = f.acked;
+            }
+            self.recompute_hw(p);
+        }
+        if !errors.is_empty() {
+            let mut r = FetchResponse::new();
+            r.partitions = errors;
+            self.send_to_stream(stream, r);
+        }
+    }
+
+    fn send_to_stream(&mut self, stream: u64, mut r: FetchResponse) {
+        r.leader_clock_us = self.clock_us();
+        if let Some((_, tx)) = self.streams.get(&stream)
+            && tx.unbounded_send(r).is_err()
+        {
+            self.streams.remove(&stream);
+        }
+    }
+
+    fn on_read_done(&mut self, p: u32, follower: u32, reply: ReplReply) {
+        let Some(l) = self.led.get_mut(&p) else {
+            return;
+        };
+        let hw = l.hw;
+        let epoch = l.epoch;
+        let Some(f) = l.followers.get_mut(&follower) else {
+            return;
+        };
+        f.reading = false;
+        let stream = f.stream;
+        let mut d = PartitionData::new();
+        d.partition = p;
+        d.leader_epoch = epoch;
+        d.high_watermark = hw;
+        match reply {
+            ReplReply::Records {
+                from,
+                bytes,
+                next,
+                log_end,
+                log_start,
+                ..
+            } => {
+                if from != f.sent {
+                    // The follower moved on meanwhile (a new validate): this read is stale.
+                    return;
+                }
+                f.validated = true;
+                d.log_end = log_end;
+                d.log_start = log_start;
+                d.from = from;
+                d.next_offset = next;
+                f.sent = next;
+                f.inflight.push_back((next, bytes.len()));
+                d.records = bytes;
+                l.log_end = l.log_end.max(log_end);
+            }
+            ReplReply::Diverging {
+                epoch: de,
+                end,
+                log_end,
+                ..
+            } => {
+                d.diverging = true;
+                d.diverging_epoch = de;
+                d.diverging_end = end;
+                d.log_end = log_end;
+            }
+            ReplReply::WrongRole { .. } => {
+                d.error = FetchError::NOT_LEADER.into();
+                d.message = "not the leader in this epoch".into();
+            }
+            ReplReply::Failed(e) => {
+                d.error = FetchError::STORAGE.into();
+                d.message = e;
+            }
+            _ => return,
+        }
+        let mut r = FetchResponse::new();
+        r.partitions.push(d);
+        self.send_to_stream(stream, r);
+    }
+
+    /// Sends every validated follower what it lacks, from the tail or via worker reads.
+    fn pump_all(&mut self) {
+        let mut batches: HashMap<u64, FetchResponse> = HashMap::new();
+        let mut reads = Vec::new();
+        for (&p, l) in self.led.iter_mut() {
+            for (&fid, f) in l.followers.iter_mut() {
+                if !f.validated || f.reading {
+                    continue;
+                }
+                loop {
+                    if f.sent >= l.log_end {
+                        break;
+                    }
+                    let inflight: usize = f.inflight.iter().map(|(_, b)| b).sum();
+                    if inflight >= INFLIGHT_BYTES {
+                        break;
+                    }
+                    match l.tail.iter().find(|(from, _, _)| *from == f.sent) {
+                        Some((from, next, bytes)) => {
+                            let mut d = PartitionData::new();
+                            d.partition = p;
+                            d.leader_epoch = l.epoch;
+                            d.high_watermark = l.hw;
+                            d.log_end = l.log_end;
+                            d.from = *from;
+                            d.next_offset = *next;
+                            d.records = bytes.as_ref().clone();
+                            f.inflight.push_back((*next, bytes.len()));
+                            f.sent = *next;
+                            batches.entry(f.stream).or_default().partitions.push(d);
+                        }
+                        None => {
+                            f.reading = true;
+                            reads.push((p, fid, l.epoch, f.sent));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        for (stream, r) in batches {
+            self.send_to_stream(stream, r);
+        }
+        for (p, follower, epoch, from) in reads {
+            let ev = self.events.clone();
+            self.submit(
+                p,
+                ReplOp::Read {
+                    partition: p,
+                    leader_epoch: epoch,
+                    from,
+                    max_bytes: READ_BYTES,
+                    validate: None,
+                },
+                move |r| {
+                    let _ = ev.send(Event::ReadDone {
+                        partition: p,
+                        follower,
+                        reply: payload_reply(r),
+                    });
+                },
+            );
+        }
+    }
+
+    /// HW = lowest position over the replicas that count; lease = until the first in-sync
+    /// follower's last fetch plus the lease. Sent to the worker when they change.
+    fn recompute_hw(&mut self, p: u32) {
+        let me = self.s.me;
+        let lease = self.s.lease;
+        let Some(l) = self.led.get_mut(&p) else {
+            return;
+        };
+        let mut hw = l.log_end;
+        // The lease holds while ANY in-sync follower has answered a recent ping: a paused
+        // leader hears from none (their queued requests echo old pings), and a leader cut
+        // off from ZooKeeper fences itself on disconnection, before its session can expire.
+        let mut lease_base: Option<Instant> = None;
+        let mut followers_in_isr = false;
+        for r in &l.isr {
+            if *r == me {
+                continue;
+            }
+            followers_in_isr = true;
+            match l.followers.get(r) {
+                Some(f) if f.validated => {
+                    hw = hw.min(f.acked);
+                    lease_base = Some(lease_base.map_or(f.last_heard, |b| b.max(f.last_heard)));
+                }
+                _ => hw = hw.min(l.hw),
+            }
+        }
+        let lease_until = if followers_in_isr {
+            lease_base.unwrap_or(l.since).max(l.since) + lease
+        } else {
+            Instant::now() + Duration::from_secs(3600)
+        };
+        if hw > l.hw {
+            l.hw = hw;
+        }
+        let changed_lease =
+            lease_until > l.sent_lease + Duration::from_millis(20) || lease_until < l.sent_lease;
+        if l.hw != l.sent_hw || changed_lease {
+            l.sent_hw = l.hw;
+            l.sent_lease = lease_until;
+            let w = self.router.topo.worker_of(p);
+            self.router.send(
+                w,
+                Msg::Hw {
+                    partition: p,
+                    leader_epoch: l.epoch,
+                    hw: l.hw,
+                    lease_until,
+                },
+            );
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let lag_max = self.s.lag_max;
+        let me = self.s.me;
+        let mut changes = Vec::new();
+        for (&p, l) in self.led.iter_mut() {
+            if l.isr_pending {
+                continue;
+            }
+            // Shrink: an in-sync follower that has not caught up for lag_max.
+            let stale: Vec<u32> = l
+                .isr
+                .iter()
+                .copied()
+                .filter(|&r| r != me)
+                .filter(|r| {
+                    let last = l.followers.get(r).map_or(l.since, |f| f.last_caught_up);
+                    now.duration_since(last) > lag_max
+                })
+                .collect();
+            if !stale.is_empty() {
+                let isr: Vec<u32> = l
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|r| !stale.contains(r))
+                    .collect();
+                warn!(
+                    "partition {p}: followers {stale:?} fell behind; shrinking the ISR to {isr:?}"
+                );
+                l.isr_pending = true;
+                changes.push((p, l.epoch, isr));
+                continue;
+            }
+            // Expand: a live follower that caught up with the log end and answered a recent
+            // ping (a paused one has the log end too when nothing was written, but it must
+            // not join: the controller would drop it again, and the leader's lease would rest
+            // on a node that is not there).
+            let live = &self.routes.nodes;
+            let joining: Vec<u32> = l
+                .followers
+                .iter()
+                .filter(|(id, f)| {
+                    !l.isr.contains(id)
+                        && live.contains_key(id)
+                        && f.validated
+                        && f.acked >= l.log_end
+                        && now.saturating_duration_since(f.last_heard) < lag_max / 2
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if !joining.is_empty() {
+                let mut isr = l.isr.clone();
+                isr.extend(joining);
+                info!("partition {p}: followers caught up; growing the ISR to {isr:?}");
+                // Counted for the HW from now on, before ZooKeeper has it.
+                l.isr = isr.clone();
+                l.isr_pending = true;
+                changes.push((p, l.epoch, isr));
+            }
+        }
+        for (p, epoch, isr) in changes {
+            let ev = self.events.clone();
+            let isr2 = isr.clone();
+            (self.isr_changer)(
+                p,
+                epoch,
+                isr,
+                Box::new(move |result| {
+                    let _ = ev.send(Event::IsrDone {
+                        partition: p,
+                        epoch,
+                        isr: isr2,
+                        result,
+                    });
+                }),
+            );
+        }
+        let led: Vec<u32> = self.led.keys().copied().collect();
+        for p in led {
+            self.recompute_hw(p);
+        }
+        // Pings: every follower stream gets the leader's clock to echo (see the lease).
+        let streams: Vec<u64> = self
+            .streams
+            .iter()
+            .filter(|(_, (f, _))| f.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for s in streams {
+            self.send_to_stream(s, FetchResponse::new());
+        }
+        self.follower_tick(now);
+    }
+
+    // ---------------------------------------------------------- follower side
+
+    fn follower_tick(&mut self, now: Instant) {
+        let parts: Vec<u32> = self.followed.keys().copied().collect();
+        for p in parts {
+            let Some(f) = self.followed.get(&p) else {
+                continue;
+            };
+            if let FState::Backoff(t) = f.state
+                && now >= t
+            {
+                self.start_following(p);
+            }
+        }
+        // Heartbeats: positions of every partition being fetched, per leader.
+        let mut by_leader: BTreeMap<u32, Vec<PartitionFetch>> = BTreeMap::new();
+        for (&p, f) in &self.followed {
+            if f.state == FState::Fetching {
+                by_leader
+                    .entry(f.leader)
+                    .or_default()
+                    .push(fetch_of(p, f, false));
+            }
+        }
+        for (leader, parts) in by_leader {
+            let due = self
+                .conns
+                .get(&leader)
+                .is_some_and(|c| now.duration_since(c.last_sent) >= HEARTBEAT);
+            if due {
+                self.send_fetch(leader, parts);
+            }
+        }
+    }
+
+    fn start_following(&mut self, p: u32) {
+        let Some(f) = self.followed.get_mut(&p) else {
+            return;
+        };
+        f.state = FState::Positioning;
+        let epoch = f.epoch;
+        let ev = self.events.clone();
+        self.submit(p, ReplOp::Position { partition: p }, move |r| {
+            let _ = ev.send(Event::FollowerReply {
+                partition: p,
+                epoch,
+                reply: payload_reply(r),
+            });
+        });
+    }
+
+    fn ensure_conn(&mut self, leader: u32) -> bool {
+        if self.conns.contains_key(&leader) {
+            return true;
+        }
+        let Some(addr) = self.routes.nodes.get(&leader).map(|n| n.grpc.clone()) else {
+            return false;
+        };
+        let ch = ChannelBuilder::new(self.env.clone()).connect(&addr);
+        let client = ReplicationClient::new(ch);
+        let (mut sink, mut receiver) = match client.fetch() {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("cannot open a replication stream to node {leader} at {addr}: {e}");
+                return false;
+            }
+        };
+        let generation = self.next_gen;
+        self.next_gen += 1;
+        let (tx, mut rx) = futures::channel::mpsc::unbounded::<FetchRequest>();
+        client.spawn(async move {
+            let mut items = rx.by_ref().map(|r| Ok((r, WriteFlags::default())));
+            // grpcio panics if a sink is closed after a failed send (the call is over).
+            if sink.send_all(&mut items).await.is_ok() {
+                let _ = sink.close().await;
+            }
+        });
+        let ev = self.events.clone();
+        client.spawn(async move {
+            loop {
+                match receiver.next().await {
+                    Some(Ok(resp)) => {
+                        if ev
+                            .send(Event::LeaderData {
+                                leader,
+                                generation,
+                                resp,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = ev.send(Event::LeaderDown {
+                            leader,
+                            generation,
+                            reason: e.to_string(),
+                        });
+                        return;
+                    }
+                    None => {
+                        let _ = ev.send(Event::LeaderDown {
+                            leader,
+                            generation,
+                            reason: "closed".into(),
+                        });
+                        return;
+                    }
+                }
+            }
+        });
+        debug!("replication stream to node {leader} at {addr} opened");
+        self.conns.insert(
+            leader,
+            LeaderConn {
+                generation,
+                tx,
+                last_sent: Instant::now(),
+                echo: 0,
+                _client: client,
+            },
+        );
+        true
+    }
+
+    fn send_fetch(&mut self, leader: u32, parts: Vec<PartitionFetch>) {
+        if !self.ensure_conn(leader) {
+            let retry = Instant::now() + Duration::from_millis(300);
+            for f in self.followed.values_mut() {
+                if f.leader == leader {
+                    f.state = FState::Backoff(retry);
+                }
+            }
+            return;
+        }
+        let mut req = FetchRequest::new();
+        req.follower_id = self.s.me;
+        req.partitions = parts;
+        if let Some(c) = self.conns.get_mut(&leader) {
+            req.echo_clock_us = c.echo;
+            c.last_sent = Instant::now();
+            if c.tx.unbounded_send(req).is_err() {
+                self.conns.remove(&leader);
+            }
+        }
+    }
+
+    fn on_follower_reply(&mut self, p: u32, epoch: u32, reply: ReplReply) {
+        // A leader's own position request (tagged with an epoch no follower uses).
+        if epoch > u32::MAX / 2 {
+            let lepoch = u32::MAX - epoch;
+            if let (Some(l), ReplReply::Position { log_end, .. }) = (self.led.get_mut(&p), &reply)
+                && l.epoch == lepoch
+            {
+                l.log_end = l.log_end.max(*log_end);
+                self.recompute_hw(p);
+            }
+            return;
+        }
+        let Some(f) = self.followed.get_mut(&p) else {
+            return;
+        };
+        if f.epoch != epoch {
+            return;
+        }
+        match reply {
+            ReplReply::Position {
+                log_end,
+                last_epoch,
+            } => {
+                f.log_end = log_end;
+                f.last_epoch = last_epoch;
+                match f.state {
+                    FState::Positioning | FState::Truncating => {
+                        f.state = FState::Validating;
+                        f.expect = log_end;
+                        let leader = f.leader;
+                        let pf = fetch_of(p, f, true);
+                        self.send_fetch(leader, vec![pf]);
+                    }
+                    FState::Fetching => {
+                        // An append landed: acknowledge.
+                        let leader = f.leader;
+                        let pf = fetch_of(p, f, false);
+                        self.send_fetch(leader, vec![pf]);
+                    }
+                    _ => {}
+                }
+            }
+            ReplReply::WrongRole { .. } => {
+                // The worker has not taken the new routes yet: try again shortly.
+                f.state = FState::Backoff(Instant::now() + Duration::from_millis(100));
+            }
+            ReplReply::Failed(e) => {
+                warn!("partition {p}: replication on this follower failed: {e}");
+                f.state = FState::Backoff(Instant::now() + Duration::from_millis(500));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_leader_data(&mut self, leader: u32, generation: u64, resp: FetchResponse) {
+        match self.conns.get_mut(&leader) {
+            Some(c) if c.generation == generation => c.echo = c.echo.max(resp.leader_clock_us),
+            _ => return,
+        }
+        for d in resp.partitions {
+            let p = d.partition;
+            let Some(f) = self.followed.get_mut(&p) else {
+                continue;
+            };
+            if f.leader != leader || f.epoch != d.leader_epoch {
+                continue;
+            }
+            if d.error.value() != FetchError::NONE as i32 {
+                debug!(
+                    "partition {p}: leader {leader} answered {:?}: {}",
+                    d.error, d.message
+                );
+                f.state = FState::Backoff(Instant::now() + Duration::from_millis(200));
+                continue;
+            }
+            if d.diverging {
+                if f.state != FState::Validating {
+                    continue;
+                }
+                f.state = FState::Truncating;
+                let epoch = f.epoch;
+                let ev = self.events.clone();
+                self.submit(
+                    p,
+                    ReplOp::Truncate {
+                        partition: p,
+                        leader_epoch: epoch,
+                        epoch: d.diverging_epoch,
+                        end: d.diverging_end,
+                    },
+                    move |r| {
+                        let _ = ev.send(Event::FollowerReply {
+                            partition: p,
+                            epoch,
+                            reply: payload_reply(r),
+                        });
+                    },
+                );
+                continue;
+            }
+            if !matches!(f.state, FState::Validating | FState::Fetching) || d.from != f.expect {
+                continue;
+            }
+            f.state = FState::Fetching;
+            f.expect = d.next_offset.max(d.from);
+            let epoch = f.epoch;
+            let ev = self.events.clone();
+            self.submit(
+                p,
+                ReplOp::Append {
+                    partition: p,
+                    leader_epoch: epoch,
+                    bytes: d.records,
+                    leader_hw: d.high_watermark,
+                },
+                move |r| {
+                    let _ = ev.send(Event::FollowerReply {
+                        partition: p,
+                        epoch,
+                        reply: payload_reply(r),
+                    });
+                },
+            );
+        }
+    }
+}
+
+fn fetch_of(p: u32, f: &FollowedPart, validate: bool) -> PartitionFetch {
+    let mut pf = PartitionFetch::new();
+    pf.partition = p;
+    pf.leader_epoch = f.epoch;
+    pf.fetch_offset = f.log_end;
+    pf.last_fetched_epoch = f.last_epoch;
+    pf.validate = validate;
+    pf
+}
+
+fn error_data(p: u32, epoch: u32, e: FetchError, msg: &str) -> PartitionData {
+    let mut d = PartitionData::new();
+    d.partition = p;
+    d.leader_epoch = epoch;
+    d.error = e.into();
+    d.message = msg.into();
+    d
+}

@@ -1,0 +1,793 @@
+//! A worker's side of replication (cluster mode): the role of each partition it owns, the high
+//! watermark that gates replies, and the work the replication thread asks of it.
+//!
+//! The worker is the authority on its partitions: it becomes leader of a partition only from a
+//! route table that says so (and begins the leader epoch in the store first), serves records
+//! to followers only in its own leader epoch, and appends what a leader sent only as follower
+//! in that leader's epoch. The replication thread never touches a store.
+//!
+//! Gating: with acks = all, a write's reply waits until the partition's high watermark (HW)
+//! passes the log end of the turn that wrote it. Reads wait the same way when the partition
+//! has records above the HW, so no reply ever shows a write that could still be lost. Each
+//! turn that needs it leaves an entry `(epoch, [(partition, log end)])`; the worker's
+//! *committed* epoch is the newest one whose entries, and all older ones, are covered.
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use log::{info, warn};
+use simplekv_conf::Acks;
+
+use super::cluster::RouteTable;
+
+/// How long a reply may wait for the in-sync replicas before it fails (the write may or may
+/// not survive; the client is told it is unknown, never that it succeeded).
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Messages from workers to the replication thread.
+#[derive(Debug)]
+pub enum FeedMsg {
+    /// Records a leader partition handed to the OS in the turn that just ended (`from` is the
+    /// first LSN they may hold; `bytes` are whole records), and its log end after them.
+    Tail {
+        partition: u32,
+        leader_epoch: u32,
+        from: u64,
+        bytes: Vec<u8>,
+        log_end: u64,
+    },
+}
+
+/// What the replication thread asks of a worker (answered through `Msg::External`).
+#[derive(Debug)]
+pub enum ReplOp {
+    /// Leader: records from `from`, up to about `max_bytes`. With `validate`, first check the
+    /// follower's `(last_epoch, from)` against this log's leader-epoch history.
+    Read {
+        partition: u32,
+        leader_epoch: u32,
+        from: u64,
+        max_bytes: usize,
+        validate: Option<u32>,
+    },
+    /// Follower: append records the leader sent (with their LSNs and epochs); `leader_hw` is
+    /// the leader's high watermark. Answered once the records are as durable as the fsync
+    /// policy promises.
+    Append {
+        partition: u32,
+        leader_epoch: u32,
+        bytes: Vec<u8>,
+        leader_hw: u64,
+    },
+    /// Follower: the leader said the log diverges after `end` in `epoch`: cut it there (or at
+    /// this log's own end of that epoch, whichever is lower).
+    Truncate {
+        partition: u32,
+        leader_epoch: u32,
+        epoch: u32,
+        end: u64,
+    },
+    /// Follower: log end and last record epoch, to start fetching from.
+    Position { partition: u32 },
+    /// Log ends of the partitions present here (the controller's election input).
+    LogEnds { partitions: Vec<u32> },
+    /// Controlled shutdown: take no new writes (`-TRYAGAIN`, so clients retry on the next
+    /// leader) and report how many turns still wait for the in-sync replicas.
+    Resign,
+}
+
+/// The answers.
+#[derive(Debug, Clone)]
+pub enum ReplReply {
+    Records {
+        leader_epoch: u32,
+        from: u64,
+        bytes: Vec<u8>,
+        next: u64,
+        log_end: u64,
+        log_start: u64,
+        hw: u64,
+    },
+    Diverging {
+        epoch: u32,
+        end: u64,
+        log_end: u64,
+        hw: u64,
+    },
+    Position {
+        log_end: u64,
+        last_epoch: u32,
+    },
+    Ends(Vec<(u32, u64)>),
+    /// Turns still waiting for the in-sync replicas.
+    Pending(usize),
+    /// This node does not lead (or follow, for follower ops) the partition in that epoch.
+    WrongRole {
+        leader_epoch: u32,
+    },
+    Failed(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not a replica here, or the route table says nobody leads.
+    Idle,
+    Leader {
+        epoch: u32,
+    },
+    Follower {
+        epoch: u32,
+    },
+}
+
+/// Per-partition replication state on its owning worker.
+#[derive(Debug)]
+pub struct PartRepl {
+    pub role: Role,
+    /// High watermark: every record below it is on every in-sync replica.
+    pub hw: u64,
+    /// Leader: serve nothing after this instant (the in-sync followers went quiet).
+    pub lease_until: Instant,
+    /// Leader: log end already pushed to the replication thread.
+    pub fed_to: u64,
+    /// Leader: number of in-sync replicas, leader included.
+    pub isr_len: usize,
+    /// Leader: the partition has followers (replication factor > 1).
+    pub has_followers: bool,
+}
+
+impl PartRepl {
+    fn new() -> PartRepl {
+        PartRepl {
+            role: Role::Idle,
+            hw: 0,
+            lease_until: Instant::now(),
+            fed_to: 0,
+            isr_len: 1,
+            has_followers: false,
+        }
+    }
+}
+
+/// A turn whose replies wait for high watermarks: (epoch, [(partition, log end)], since).
+pub type TurnWait = (u64, Vec<(u32, u64)>, Instant);
+
+/// A worker's cluster state.
+pub struct ClusterState {
+    pub routes: Arc<RouteTable>,
+    pub parts: Vec<PartRepl>,
+    pub feed: Sender<FeedMsg>,
+    /// Turns whose replies wait for the HW: (epoch, [(partition, log end)], since).
+    pub waits: VecDeque<TurnWait>,
+    /// Leader partitions this turn's replies wait on.
+    pub turn_parts: Vec<u32>,
+    /// Newest epoch all of whose waits are covered.
+    pub repl_committed: u64,
+    pub min_isr: usize,
+    pub default_acks: Acks,
+    /// How long a leader may go on serving without hearing from its in-sync followers.
+    pub lease: Duration,
+    /// Controlled shutdown under way: writes are refused so none is left unconfirmed when
+    /// leadership moves.
+    pub resigning: bool,
+}
+
+impl ClusterState {
+    pub fn new(
+        routes: Arc<RouteTable>,
+        partitions: u32,
+        feed: Sender<FeedMsg>,
+        min_isr: usize,
+        default_acks: Acks,
+        lease: Duration,
+    ) -> ClusterState {
+        ClusterState {
+            routes,
+            parts: (0..partitions).map(|_| PartRepl::new()).collect(),
+            feed,
+            waits: VecDeque::new(),
+            turn_parts: Vec::new(),
+            repl_committed: 0,
+            min_isr,
+            default_acks,
+            lease,
+            resigning: false,
+        }
+    }
+
+    pub fn role(&self, p: u32) -> Role {
+        self.parts
+            .get(p as usize)
+            .map(|r| r.role)
+            .unwrap_or(Role::Idle)
+    }
+
+    /// Notes that this turn's replies wait on `p`'s high watermark.
+    pub fn wait_on(&mut self, p: u32) {
+        if !self.turn_parts.contains(&p) {
+            self.turn_parts.push(p);
+        }
+    }
+
+    /// Advances `repl_committed` over covered turns; `last_ended` is the newest ended turn.
+    /// Returns failed epochs with their error text.
+    pub fn advance(&mut self, last_ended: u64, now: Instant) -> Vec<(u64, String)> {
+        let mut failed = Vec::new();
+        while let Some((e, parts, since)) = self.waits.front() {
+            let mut covered = true;
+            let mut lost = None;
+            for &(p, end) in parts {
+                let r = &self.parts[p as usize];
+                if !matches!(r.role, Role::Leader { .. }) {
+                    lost = Some(
+                        "ERR write not acknowledged: this node stopped leading its partition before the in-sync replicas confirmed it; it may or may not have been applied",
+                    );
+                    break;
+                }
+                if r.hw < end {
+                    covered = false;
+                }
+            }
+            if lost.is_none() && !covered && now.duration_since(*since) >= ACK_TIMEOUT {
+                lost = Some(
+                    "ERR write not acknowledged by the in-sync replicas in time; it may or may not have been applied",
+                );
+            }
+            if let Some(msg) = lost {
+                failed.push((*e, msg.to_string()));
+            } else if !covered {
+                break;
+            }
+            let e = *e;
+            self.waits.pop_front();
+            self.repl_committed = self.repl_committed.max(e);
+        }
+        if self.waits.is_empty() {
+            self.repl_committed = self.repl_committed.max(last_ended);
+        }
+        failed
+    }
+
+    /// The error reply for a command on partition `p` (slot `slot`) that this node cannot
+    /// serve as leader now, or `None` when it can.
+    pub fn refusal(&self, p: u32, slot: u16, now: Instant) -> Option<String> {
+        let rt = &self.routes;
+        if rt.fenced {
+            return Some(
+                "TRYAGAIN this node lost its ZooKeeper session and serves nothing until it is back"
+                    .into(),
+            );
+        }
+        match self.role(p) {
+            Role::Leader { .. } => {
+                let r = &self.parts[p as usize];
+                if r.has_followers && now > r.lease_until {
+                    return Some(
+                        "TRYAGAIN the partition's in-sync followers have not been heard from; its leadership is being checked"
+                            .into(),
+                    );
+                }
+                None
+            }
+            _ => match rt.leader_addr(p) {
+                Some(a) if a.id != rt.me => Some(format!("MOVED {slot} {}", a.resp)),
+                Some(_) => Some("TRYAGAIN the partition is changing leader".into()),
+                // Its leader is gone and the controller is electing another.
+                None if rt.parts.get(p as usize).is_some_and(|r| r.leader.is_some()) => {
+                    Some("TRYAGAIN the partition's leader is down; electing a new one".into())
+                }
+                None => Some("CLUSTERDOWN Hash slot not served".into()),
+            },
+        }
+    }
+
+    /// NOREPLICAS when an acks=all write would find too few in-sync replicas.
+    pub fn too_few_replicas(&self, p: u32, acks: Acks) -> bool {
+        acks == Acks::All && self.parts[p as usize].isr_len < self.min_isr
+    }
+
+    /// Applies a new route table to the roles of the partitions in `owned`. Returns the
+    /// partitions whose role changed, with the new role.
+    pub fn plan_roles(&self, rt: &RouteTable, owned: &[u32]) -> Vec<(u32, Role)> {
+        let mut out = Vec::new();
+        for &p in owned {
+            let Some(pr) = rt.parts.get(p as usize) else {
+                continue;
+            };
+            let role = if rt.fenced || !pr.replicas.contains(&rt.me) {
+                Role::Idle
+            } else if pr.leader == Some(rt.me) {
+                Role::Leader {
+                    epoch: pr.leader_epoch,
+                }
+            } else if pr.leader.is_some() {
+                Role::Follower {
+                    epoch: pr.leader_epoch,
+                }
+            } else {
+                Role::Idle
+            };
+            if role != self.role(p) {
+                out.push((p, role));
+            }
+        }
+        out
+    }
+
+    pub fn log_role(p: u32, old: Role, new: Role) {
+        match new {
+            Role::Leader { epoch } => info!("partition {p}: leader in epoch {epoch}"),
+            Role::Follower { epoch } => info!("partition {p}: follower in epoch {epoch}"),
+            Role::Idle if matches!(old, Role::Leader { .. }) => {
+                warn!("partition {p}: no longer leader")
+            }
+            Role::Idle => info!("partition {p}: idle"),
+        }
+    }
+}
+
+/// What a reply must wait for before it goes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// Nothing: a read of committed data, or a write with acks = 0.
+    Now,
+    /// The turn's commit (the fsync policy).
+    Durable,
+    /// The turn's commit and the in-sync replicas (acks = all, or a read of uncommitted data).
+    Committed,
+}
+
+/// Epoch of the last record of a log (0 when it has none): what a follower tells its leader.
+pub fn last_record_epoch(store: &simplekv_engine::Store) -> u32 {
+    let end = store.log_end();
+    store
+        .epoch_cache()
+        .entries()
+        .iter()
+        .rev()
+        .find(|e| e.start_lsn < end)
+        .map(|e| e.epoch)
+        .unwrap_or(0)
+}
+
+use super::worker::Worker;
+use crate::server::router::{Op, Payload};
+
+impl Worker {
+    pub fn default_acks(&self) -> Acks {
+        self.cluster
+            .as_ref()
+            .map_or(Acks::Leader, |c| c.default_acks)
+    }
+
+    /// Takes a new route table: partitions owned here change role as it says.
+    pub fn apply_routes(&mut self, rt: Arc<RouteTable>) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        if rt.version < c.routes.version {
+            return;
+        }
+        let owned: Vec<u32> = self
+            .owned
+            .iter()
+            .copied()
+            .filter(|&p| self.store(p).is_some())
+            .collect();
+        let changes = c.plan_roles(&rt, &owned);
+        for (p, role) in changes {
+            let old = self.cluster.as_ref().map_or(Role::Idle, |c| c.role(p));
+            let role = match role {
+                Role::Leader { epoch } => match self.store_mut(p).map(|s| {
+                    s.set_replica(false);
+                    s.begin_epoch(epoch)
+                }) {
+                    Some(Ok(())) => role,
+                    Some(Err(e)) => {
+                        log::error!("partition {p}: cannot begin leader epoch {epoch}: {e}");
+                        Role::Idle
+                    }
+                    None => Role::Idle,
+                },
+                Role::Follower { .. } => {
+                    if let Some(s) = self.store_mut(p) {
+                        s.set_replica(true);
+                    }
+                    role
+                }
+                Role::Idle => role,
+            };
+            let log_end = self.store(p).map_or(0, |s| s.log_end());
+            let Some(c) = self.cluster.as_mut() else {
+                return;
+            };
+            let lease = c.lease;
+            let r = &mut c.parts[p as usize];
+            if let Role::Leader { .. } = role {
+                // Followers have not fetched from this leader yet: give them one lease.
+                r.lease_until = Instant::now() + lease;
+                r.fed_to = log_end;
+            }
+            r.role = role;
+            ClusterState::log_role(p, old, role);
+        }
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        for (p, r) in c.parts.iter_mut().enumerate() {
+            if let Some(pr) = rt.parts.get(p) {
+                r.isr_len = pr.isr.len();
+                r.has_followers = pr.replicas.len() > 1;
+            }
+        }
+        c.routes = rt;
+        self.advance_committed();
+        self.release_after_change();
+    }
+
+    fn release_after_change(&mut self) {
+        // Waits failed by a role change become error replies now, not at the next write.
+        let tokens: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| self.conns[i].is_some())
+            .map(|i| i + super::worker::FIRST_CONN)
+            .collect();
+        for t in tokens {
+            self.mark_conn_dirty(t);
+        }
+    }
+
+    /// The replication thread's news about a partition led here.
+    pub fn on_hw(&mut self, p: u32, leader_epoch: u32, hw: u64, lease_until: Instant) {
+        let log_end = self.store(p).map_or(0, |s| s.log_end());
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(r) = c.parts.get_mut(p as usize) else {
+            return;
+        };
+        if r.role
+            != (Role::Leader {
+                epoch: leader_epoch,
+            })
+        {
+            return;
+        }
+        r.hw = r.hw.max(hw.min(log_end));
+        // Replaced, never maxed: the lease shrinks when the ISR grows past this node alone
+        // (its unlimited lease then ends). Messages come in order from one thread.
+        r.lease_until = lease_until;
+        self.advance_committed();
+    }
+
+    /// End of turn: records that leader partitions handed to the OS go to the replication
+    /// thread, which streams them to the followers.
+    pub fn feed_followers(&mut self) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let mut todo = Vec::new();
+        for &p in &self.owned {
+            let r = &c.parts[p as usize];
+            if let Role::Leader { epoch } = r.role
+                && r.has_followers
+                && let Some(s) = self.store(p)
+                && s.log_end() > r.fed_to
+            {
+                todo.push((p, epoch, r.fed_to));
+            }
+        }
+        for (p, epoch, from) in todo {
+            let Some(s) = self.store(p) else { continue };
+            let log_end = s.log_end();
+            match s.read_records(from, usize::MAX) {
+                Ok(b) => {
+                    let next = if b.count > 0 { b.next_lsn } else { log_end };
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.parts[p as usize].fed_to = next.max(from);
+                        let _ = c.feed.send(FeedMsg::Tail {
+                            partition: p,
+                            leader_epoch: epoch,
+                            from,
+                            bytes: b.bytes,
+                            log_end,
+                        });
+                    }
+                }
+                Err(e) => log::error!("partition {p}: reading new records for followers: {e}"),
+            }
+        }
+    }
+
+    /// End of turn `e`: what its replies wait on.
+    pub fn note_turn_waits(&mut self, e: u64) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if c.turn_parts.is_empty() {
+            return;
+        }
+        let parts = std::mem::take(&mut c.turn_parts);
+        let mut waits = Vec::with_capacity(parts.len());
+        for p in parts {
+            let end = self.stores[p as usize].as_ref().map_or(0, |s| s.log_end());
+            waits.push((p, end));
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.waits.push_back((e, waits, Instant::now()));
+        }
+    }
+
+    /// Cluster mode: the refusal for a command on partition `p`, if this node cannot serve it.
+    /// `key` gives the slot for MOVED. Standalone: always `None`.
+    pub fn cluster_refusal(&self, p: u32, key: &[u8], write: bool, acks: Acks) -> Option<String> {
+        let c = self.cluster.as_ref()?;
+        let slot = crate::slot::key_slot(key);
+        let owned_here = self.topo.worker_of(p) == self.id;
+        if !owned_here {
+            // The owner re-checks; here only what this worker can see from the routes.
+            if c.routes.leads(p) {
+                return None;
+            }
+        }
+        if let Some(r) = c.refusal(p, slot, Instant::now()) {
+            return Some(r);
+        }
+        if write && c.resigning {
+            return Some(
+                "TRYAGAIN this node is shutting down; its partitions are moving to other nodes"
+                    .into(),
+            );
+        }
+        if write && c.too_few_replicas(p, acks) {
+            return Some("NOREPLICAS Not enough good replicas to write.".into());
+        }
+        None
+    }
+
+    /// What a reply on partition `p` needs, given whether it wrote. Notes the partition for
+    /// this turn's HW wait when it needs the replicas.
+    pub fn need_for(&mut self, p: Option<u32>, wrote: bool, acks: Acks) -> Need {
+        let Some(c) = self.cluster.as_mut() else {
+            return if wrote { Need::Durable } else { Need::Now };
+        };
+        let Some(p) = p else {
+            return if wrote { Need::Durable } else { Need::Now };
+        };
+        let r = &c.parts[p as usize];
+        if !matches!(r.role, Role::Leader { .. }) {
+            return if wrote { Need::Durable } else { Need::Now };
+        }
+        if wrote {
+            return match acks {
+                Acks::None => Need::Now,
+                Acks::Leader => Need::Durable,
+                Acks::All => {
+                    c.wait_on(p);
+                    Need::Committed
+                }
+            };
+        }
+        let hw = r.hw;
+        let end = self.stores[p as usize].as_ref().map_or(0, |s| s.log_end());
+        if hw < end {
+            if let Some(c) = self.cluster.as_mut() {
+                c.wait_on(p);
+            }
+            Need::Committed
+        } else {
+            Need::Now
+        }
+    }
+
+    /// Partitions whose keys this worker serves to clients: all it owns standalone, the ones
+    /// it leads in cluster mode.
+    pub fn served(&self) -> Vec<u32> {
+        match self.cluster.as_ref() {
+            None => self.owned.clone(),
+            Some(c) => self
+                .owned
+                .iter()
+                .copied()
+                .filter(|&p| matches!(c.role(p), Role::Leader { .. }))
+                .collect(),
+        }
+    }
+
+    /// Runs a replication request.
+    pub fn repl_op(&mut self, op: ReplOp) -> (Payload, Need) {
+        let reply = |r: ReplReply| Payload::Repl(Box::new(r));
+        match op {
+            ReplOp::Read {
+                partition: p,
+                leader_epoch,
+                from,
+                max_bytes,
+                validate,
+            } => {
+                let role = self.cluster.as_ref().map(|c| c.role(p));
+                if role
+                    != Some(Role::Leader {
+                        epoch: leader_epoch,
+                    })
+                {
+                    let epoch = match role {
+                        Some(Role::Leader { epoch } | Role::Follower { epoch }) => epoch,
+                        _ => 0,
+                    };
+                    return (
+                        reply(ReplReply::WrongRole {
+                            leader_epoch: epoch,
+                        }),
+                        Need::Now,
+                    );
+                }
+                let hw = self.cluster.as_ref().map_or(0, |c| c.parts[p as usize].hw);
+                let Some(s) = self.store(p) else {
+                    return (reply(ReplReply::Failed("no store".into())), Need::Now);
+                };
+                if let Some(last_epoch) = validate {
+                    let ok = if last_epoch == 0 {
+                        true
+                    } else {
+                        match s.end_offset_for_epoch(last_epoch) {
+                            Some((e, end)) => e == last_epoch && end >= from,
+                            None => false,
+                        }
+                    };
+                    if !ok {
+                        let (epoch, end) = s.end_offset_for_epoch(last_epoch).unwrap_or((0, 0));
+                        return (
+                            reply(ReplReply::Diverging {
+                                epoch,
+                                end,
+                                log_end: s.log_end(),
+                                hw,
+                            }),
+                            Need::Now,
+                        );
+                    }
+                }
+                match s.read_records(from, max_bytes) {
+                    Ok(b) => {
+                        let next = if b.count > 0 {
+                            b.next_lsn
+                        } else {
+                            b.next_lsn.max(from)
+                        };
+                        (
+                            reply(ReplReply::Records {
+                                leader_epoch,
+                                from,
+                                bytes: b.bytes,
+                                next,
+                                log_end: s.log_end(),
+                                log_start: s.log_start(),
+                                hw,
+                            }),
+                            Need::Now,
+                        )
+                    }
+                    Err(e) => (reply(ReplReply::Failed(e.to_string())), Need::Now),
+                }
+            }
+            ReplOp::Append {
+                partition: p,
+                leader_epoch,
+                bytes,
+                leader_hw,
+            } => {
+                let role = self.cluster.as_ref().map(|c| c.role(p));
+                if role
+                    != Some(Role::Follower {
+                        epoch: leader_epoch,
+                    })
+                {
+                    return (reply(ReplReply::WrongRole { leader_epoch: 0 }), Need::Now);
+                }
+                let Some(s) = self.store_mut(p) else {
+                    return (reply(ReplReply::Failed("no store".into())), Need::Now);
+                };
+                let r = s.append_records(&bytes);
+                let log_end = s.log_end();
+                let last_epoch = last_record_epoch(s);
+                match r {
+                    Ok(n) => {
+                        if n > 0 {
+                            self.mark_dirty(p);
+                        }
+                        if let Some(c) = self.cluster.as_mut() {
+                            let pr = &mut c.parts[p as usize];
+                            pr.hw = pr.hw.max(leader_hw.min(log_end));
+                        }
+                        (
+                            reply(ReplReply::Position {
+                                log_end,
+                                last_epoch,
+                            }),
+                            if n > 0 { Need::Durable } else { Need::Now },
+                        )
+                    }
+                    Err(e) => (reply(ReplReply::Failed(e.to_string())), Need::Now),
+                }
+            }
+            ReplOp::Truncate {
+                partition: p,
+                leader_epoch,
+                epoch,
+                end,
+            } => {
+                let role = self.cluster.as_ref().map(|c| c.role(p));
+                if role
+                    != Some(Role::Follower {
+                        epoch: leader_epoch,
+                    })
+                {
+                    return (reply(ReplReply::WrongRole { leader_epoch: 0 }), Need::Now);
+                }
+                let Some(s) = self.store_mut(p) else {
+                    return (reply(ReplReply::Failed("no store".into())), Need::Now);
+                };
+                let own = s.end_offset_for_epoch(epoch).map_or(0, |(_, e)| e);
+                let cut = end.min(own);
+                if cut < s.log_end() {
+                    warn!(
+                        "partition {p}: log diverges from the leader's after LSN {cut} (leader epoch {epoch} ends at {end}); truncating"
+                    );
+                    if let Err(e) = s.truncate_to(cut) {
+                        return (reply(ReplReply::Failed(e.to_string())), Need::Now);
+                    }
+                }
+                let log_end = s.log_end();
+                let last_epoch = last_record_epoch(s);
+                (
+                    reply(ReplReply::Position {
+                        log_end,
+                        last_epoch,
+                    }),
+                    Need::Now,
+                )
+            }
+            ReplOp::Position { partition: p } => match self.store(p) {
+                Some(s) => (
+                    reply(ReplReply::Position {
+                        log_end: s.log_end(),
+                        last_epoch: last_record_epoch(s),
+                    }),
+                    Need::Now,
+                ),
+                None => (reply(ReplReply::Failed("no store".into())), Need::Now),
+            },
+            ReplOp::Resign => match self.cluster.as_mut() {
+                Some(c) => {
+                    c.resigning = true;
+                    (reply(ReplReply::Pending(c.waits.len())), Need::Now)
+                }
+                None => (reply(ReplReply::Pending(0)), Need::Now),
+            },
+            ReplOp::LogEnds { partitions } => {
+                let ends = partitions
+                    .into_iter()
+                    .filter_map(|p| self.store(p).map(|s| (p, s.log_end())))
+                    .collect();
+                (reply(ReplReply::Ends(ends)), Need::Now)
+            }
+        }
+    }
+
+    /// The partition and first key an op works on (cluster mode checks), if it has keys.
+    pub fn op_key<'a>(&self, op: &'a Op) -> Option<(u32, std::borrow::Cow<'a, [u8]>)> {
+        let key: std::borrow::Cow<'a, [u8]> = match op {
+            Op::Keyed { partition, args } => {
+                let s = args.slices();
+                let k = s.get(1)?.to_vec();
+                return Some((*partition, k.into()));
+            }
+            Op::MGet { keys } => keys.first()?.1.as_slice().into(),
+            Op::Del { keys } | Op::Exists { keys } => keys.first()?.as_slice().into(),
+            Op::MSet { pairs } | Op::MSetNx { pairs } => pairs.first()?.0.as_slice().into(),
+            _ => return None,
+        };
+        Some((self.topo.partition_of(&key), key))
+    }
+}
