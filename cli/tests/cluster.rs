@@ -406,3 +406,117 @@ fn controlled_shutdown_and_restart_of_each_node_costs_clients_at_most_a_redirect
         c.all_log_tails()
     );
 }
+
+fn log_ends_probe(grpc: &str, controller_epoch: u64) -> simplekv_proto::replication::LogEndsReply {
+    let env = Arc::new(grpcio::Environment::new(1));
+    let ch = grpcio::ChannelBuilder::new(env).connect(grpc);
+    let client = simplekv_proto::replication_grpc::ReplicationClient::new(ch);
+    let mut req = simplekv_proto::replication::LogEndsRequest::new();
+    req.controller_epoch = controller_epoch;
+    req.partitions = vec![0, 1, 2];
+    let opt = grpcio::CallOption::default().timeout(Duration::from_secs(5));
+    client.log_ends_opt(&req, opt).expect("LogEnds")
+}
+
+/// SIGSTOP the controller past its session timeout: another node takes over with a higher
+/// controller epoch; after SIGCONT the old one is an ordinary node, ZooKeeper still names the
+/// new controller, and requests carrying the old epoch are refused by the nodes.
+#[test]
+fn a_stale_controller_is_fenced_by_epochs_after_a_pause() {
+    use simplekv_cluster::control::election;
+    let c = LocalCluster::start(3, 3, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let zk = c.zk_session();
+    let old = election::current(&zk).unwrap().expect("a controller");
+    c.sigstop(old.id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new = loop {
+        if let Ok(Some(n)) = election::current(&zk)
+            && n.id != old.id
+        {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new controller\n{}",
+            c.all_log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(new.epoch > old.epoch, "{new:?} after {old:?}");
+    let other = (1..=3).find(|&i| i != old.id).unwrap_or(1);
+    // Nodes have seen the new epoch (the new controller probes them when it elects, and
+    // they learn it from ZooKeeper): a request with the old one is refused.
+    let _ = log_ends_probe(&c.grpc_addr(other), new.epoch);
+    let r = log_ends_probe(&c.grpc_addr(other), old.epoch);
+    assert!(
+        r.refused,
+        "a request with the stale controller epoch was served"
+    );
+    c.sigcont(old.id);
+    std::thread::sleep(Duration::from_secs(3));
+    let now = election::current(&zk).unwrap().expect("a controller");
+    assert_eq!(
+        (now.id, now.epoch),
+        (new.id, new.epoch),
+        "the stale controller took over"
+    );
+    for p in 0..3 {
+        let s = c.partition_state(p);
+        assert!(s.controller_epoch <= new.epoch, "partition {p}: {s:?}");
+    }
+    // The old controller serves as an ordinary node again.
+    let key = c.key_in(0).to_string();
+    set(&c, old.id, &key, "after").expect("write through the old controller");
+    assert_eq!(get(&c, old.id, &key).as_deref(), Some("after"));
+}
+
+/// WAIT answers how many in-sync followers have this connection's writes, as Redis does for
+/// its replicas; with acks=1 it is what makes a write wait for them.
+#[test]
+fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
+    let c = LocalCluster::start(3, 3, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let p = 1;
+    let leader = c.leader_of(p).expect("leader");
+    let key = c.key_in(p).to_string();
+    let mut conn = c.conn_to(leader);
+    let _: () = redis::cmd("CLIENT")
+        .arg("ACKS")
+        .arg("1")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("x")
+        .query(&mut conn)
+        .unwrap();
+    let n: i64 = redis::cmd("WAIT")
+        .arg(2)
+        .arg(5000)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(n, 2, "both followers should have the write");
+    // More replicas than exist: the timeout answers with what there is.
+    let t = Instant::now();
+    let n: i64 = redis::cmd("WAIT").arg(5).arg(300).query(&mut conn).unwrap();
+    assert_eq!(n, 2);
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "WAIT did not wait"
+    );
+    // The status table shows every replica's log end and high watermark.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simplekv"))
+        .args(["cluster", "status", "--zk", &c.zk_connect()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .skip_while(|l| !l.starts_with("partitions:"))
+        .find(|l| l.split_whitespace().next() == Some(&p.to_string()))
+        .unwrap_or_else(|| panic!("no line for partition {p}:\n{text}"));
+    assert!(line.contains(&format!("{leader}:")), "{line}");
+    assert!(line.contains("/"), "log end/high watermark missing: {line}");
+}

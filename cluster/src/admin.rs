@@ -1,4 +1,5 @@
 //! Admin operations behind `simplekv cluster create` and `simplekv cluster status`.
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -97,11 +98,16 @@ pub fn status(connect: &str, timeout: Duration) -> Result<String, AdminError> {
     for b in &brokers {
         let _ = writeln!(out, "  {:>4}  {:<22} {:<22}", b.id, b.resp, b.grpc);
     }
+    // Each live node's log end and high watermark per partition it holds.
+    let positions: BTreeMap<u32, BTreeMap<u32, (u64, u64)>> = brokers
+        .iter()
+        .filter_map(|b| probe_positions(&b.grpc, meta.partitions).map(|m| (b.id, m)))
+        .collect();
     let _ = writeln!(out, "\npartitions:");
     let _ = writeln!(
         out,
-        "  {:>5}  {:<13} {:>6} {:>6}  {:<12} {:<12}",
-        "part", "slots", "leader", "epoch", "replicas", "isr"
+        "  {:>5}  {:<13} {:>6} {:>6}  {:<12} {:<12} {:>5}  log end/high watermark by replica",
+        "part", "slots", "leader", "epoch", "replicas", "isr", "lag"
     );
     let live: Vec<u32> = brokers.iter().map(|b| b.id).collect();
     for p in 0..meta.partitions {
@@ -123,9 +129,26 @@ pub fn status(connect: &str, timeout: Duration) -> Result<String, AdminError> {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let pos = |r: u32| positions.get(&r).and_then(|m| m.get(&p)).copied();
+        let leader_end = st.leader.and_then(pos).map(|(e, _)| e);
+        let lag = st
+            .replicas
+            .iter()
+            .filter_map(|&r| Some(leader_end?.saturating_sub(pos(r)?.0)))
+            .max()
+            .map_or_else(|| "-".to_string(), |l| l.to_string());
+        let by_replica = st
+            .replicas
+            .iter()
+            .map(|&r| match pos(r) {
+                Some((end, hw)) => format!("{r}:{end}/{hw}"),
+                None => format!("{r}:-"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
         let _ = writeln!(
             out,
-            "  {p:>5}  {:<13} {leader:>6} {:>6}  {:<12} {:<12}",
+            "  {p:>5}  {:<13} {leader:>6} {:>6}  {:<12} {:<12} {lag:>5}  {by_replica}",
             format!("{lo}-{}", hi.saturating_sub(1)),
             st.leader_epoch,
             ids(&st.replicas),
@@ -152,6 +175,26 @@ pub fn request_preferred_election(connect: &str, timeout: Duration) -> Result<()
     };
     s.close();
     Ok(r?)
+}
+
+/// A node's (log end, high watermark) by partition, over its replication service; `None`
+/// when it does not answer within a second.
+fn probe_positions(grpc: &str, partitions: u32) -> Option<BTreeMap<u32, (u64, u64)>> {
+    let env = std::sync::Arc::new(grpcio::Environment::new(1));
+    let ch = grpcio::ChannelBuilder::new(env).connect(grpc);
+    let client = simplekv_proto::replication_grpc::ReplicationClient::new(ch);
+    let mut req = simplekv_proto::replication::LogEndsRequest::new();
+    req.status = true;
+    req.partitions = (0..partitions).collect();
+    let opt = grpcio::CallOption::default().timeout(Duration::from_secs(1));
+    let r = client.log_ends_opt(&req, opt).ok()?;
+    Some(
+        r.ends
+            .iter()
+            .filter(|e| e.present)
+            .map(|e| (e.partition, (e.log_end, e.high_watermark)))
+            .collect(),
+    )
 }
 
 /// Slots of a partition, `[start, end)` (the same rule as the data plane's router).

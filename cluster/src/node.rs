@@ -142,7 +142,8 @@ impl Node {
             None => None,
         };
         let shutdown_timeout = config.server.shutdown_timeout();
-        let server = match simplekv_net::start(config, config_file) {
+        let server = match simplekv_net::start_node(config, config_file, None, Some(router.clone()))
+        {
             Ok(s) => s,
             Err(e) => {
                 if let Some(g) = grpc {
@@ -151,7 +152,6 @@ impl Node {
                 return Err(e.into());
             }
         };
-        let _ = router.set(server.router());
         Ok(Node {
             server,
             grpc,
@@ -207,7 +207,7 @@ impl Node {
             feed: feed_tx,
             lease,
         };
-        let server = match simplekv_net::start_node(config, config_file, Some(boot)) {
+        let server = match simplekv_net::start_node(config, config_file, Some(boot), None) {
             Ok(s) => s,
             Err(e) => {
                 control.stop();

@@ -41,7 +41,12 @@ pub struct LocalCluster {
     /// One key per partition (`probe_keys[p]` hashes to `p`), to check that leaders answer.
     probe_keys: Vec<String>,
     tmp: tempfile::TempDir,
+    /// Clusters in one test binary run one at a time: two of them on a 2-core machine starve
+    /// each other past the 2 s session timeout, and the tests would measure that.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl LocalCluster {
     /// Starts ZooKeeper and `n` nodes, creates the cluster (`partitions` partitions,
@@ -50,6 +55,8 @@ impl LocalCluster {
     /// `("cluster.session_timeout_ms", "2000")`).
     pub fn start(n: u32, partitions: u32, rf: u32, extra_sets: &[(&str, &str)]) -> LocalCluster {
         assert!(n >= 1 && rf >= 1 && rf <= n, "bad cluster shape");
+        // A test that panicked while holding it poisons it; the next one may still run.
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let tmp = tempfile::Builder::new()
             .prefix("simplekv-cluster-")
             .tempdir()
@@ -78,6 +85,7 @@ impl LocalCluster {
             zk,
             probe_keys: probe_keys(partitions),
             tmp,
+            _serial: serial,
         };
         for id in 1..=n {
             c.spawn(id);
@@ -123,6 +131,12 @@ impl LocalCluster {
     /// The `--zk` string for `simplekv cluster status/...` and `simplekv_cluster::admin`.
     pub fn zk_connect(&self) -> String {
         format!("{}/simplekv/{CLUSTER_NAME}", self.zk.addr())
+    }
+
+    /// Node `i`'s data directory (`--dir`); partition `p` lives in
+    /// `simplekv_net::server::partition_dir(&data_dir, p)`.
+    pub fn data_dir(&self, i: u32) -> PathBuf {
+        self.node(i).data.clone()
     }
 
     /// A ZooKeeper session at the cluster's root, for reading its state directly.

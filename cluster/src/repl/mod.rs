@@ -53,6 +53,9 @@ pub const HEARTBEAT: Duration = Duration::from_millis(100);
 pub const INFLIGHT_BYTES: usize = 8 << 20;
 /// Bytes a leader reads from its worker at once for a follower that is behind.
 const READ_BYTES: usize = 1 << 20;
+/// A follower waiting this long for an answer to a position, validation or truncation
+/// starts over.
+const STUCK_AFTER: Duration = Duration::from_secs(1);
 /// Records kept in memory per led partition for followers that are caught up.
 const TAIL_BYTES: usize = 16 << 20;
 
@@ -195,6 +198,10 @@ struct FollowerPos {
     inflight: VecDeque<(u64, usize)>,
     validated: bool,
     reading: bool,
+    /// A validating fetch not answered yet: the epoch of the follower's last record.
+    validate_epoch: Option<u32>,
+    /// When `acked` last moved.
+    progress: Instant,
     last_fetch: Instant,
     /// When the leader sent the newest ping the follower echoed (the lease's base).
     last_heard: Instant,
@@ -237,6 +244,8 @@ struct FollowedPart {
     leader: u32,
     epoch: u32,
     state: FState,
+    /// When `state` last changed (a request that got no answer is retried after a while).
+    since: Instant,
     log_end: u64,
     last_epoch: u32,
     /// The next LSN expected from the leader's stream.
@@ -394,6 +403,7 @@ impl State {
                         leader,
                         epoch: pr.leader_epoch,
                         state: FState::Backoff(Instant::now()),
+                        since: Instant::now(),
                         log_end: 0,
                         last_epoch: 0,
                         expect: 0,
@@ -471,6 +481,7 @@ impl State {
                     for f in self.followed.values_mut() {
                         if f.leader == leader {
                             f.state = FState::Backoff(retry);
+                            f.since = Instant::now();
                         }
                     }
                 }
@@ -561,6 +572,8 @@ impl State {
                 inflight: VecDeque::new(),
                 validated: false,
                 reading: false,
+                validate_epoch: None,
+                progress: now,
                 last_fetch: now,
                 last_heard: since,
                 last_caught_up: since,
@@ -584,6 +597,9 @@ impl State {
             }
             f.end_at_last_fetch = l.log_end;
             f.last_fetch = now;
+            if pf.fetch_offset > f.acked {
+                f.progress = now;
+            }
             f.acked = f.acked.max(pf.fetch_offset);
             while f.inflight.front().is_some_and(|(next, _)| *next <= f.acked) {
                 f.inflight.pop_front();
@@ -593,6 +609,9 @@ impl State {
                 f.acked = pf.fetch_offset;
                 f.sent = pf.fetch_offset;
                 f.inflight.clear();
+                f.validate_epoch = Some(pf.last_fetched_epoch);
+                // A read already under way answers an older request: `on_read_done` drops it
+                // and starts this validation then.
                 if !f.reading {
                     f.reading = true;
                     let ev = self.events.clone();
@@ -653,6 +672,31 @@ impl State {
         };
         f.reading = false;
         let stream = f.stream;
+        let stale = matches!(&reply, ReplReply::Records { from, .. } if *from != f.sent)
+            || (matches!(&reply, ReplReply::Diverging { .. }) && f.validate_epoch.is_none());
+        if stale {
+            // The follower asked again meanwhile: answer its newest request.
+            if let Some(last_epoch) = f.validate_epoch {
+                f.reading = true;
+                let op = ReplOp::Read {
+                    partition: p,
+                    leader_epoch: epoch,
+                    from: f.sent,
+                    max_bytes: READ_BYTES,
+                    validate: Some(last_epoch),
+                };
+                let ev = self.events.clone();
+                self.router
+                    .submit(self.router.topo.worker_of(p), Op::Repl(op), move |r| {
+                        let _ = ev.send(Event::ReadDone {
+                            partition: p,
+                            follower,
+                            reply: payload_reply(r),
+                        });
+                    });
+            }
+            return;
+        }
         let mut d = PartitionData::new();
         d.partition = p;
         d.leader_epoch = epoch;
@@ -666,11 +710,8 @@ impl State {
                 log_start,
                 ..
             } => {
-                if from != f.sent {
-                    // The follower moved on meanwhile (a new validate): this read is stale.
-                    return;
-                }
                 f.validated = true;
+                f.validate_epoch = None;
                 d.log_end = log_end;
                 d.log_start = log_start;
                 d.from = from;
@@ -686,6 +727,7 @@ impl State {
                 log_end,
                 ..
             } => {
+                f.validate_epoch = None;
                 d.diverging = true;
                 d.diverging_epoch = de;
                 d.diverging_end = end;
@@ -829,6 +871,16 @@ impl State {
         let lag_max = self.s.lag_max;
         let me = self.s.me;
         let mut changes = Vec::new();
+        for l in self.led.values_mut() {
+            // Records sent but never acknowledged (the follower dropped them): send again.
+            for f in l.followers.values_mut() {
+                if f.validated && f.sent > f.acked && now.duration_since(f.progress) > STUCK_AFTER {
+                    f.sent = f.acked;
+                    f.inflight.clear();
+                    f.progress = now;
+                }
+            }
+        }
         for (&p, l) in self.led.iter_mut() {
             if l.isr_pending {
                 continue;
@@ -924,12 +976,22 @@ impl State {
     fn follower_tick(&mut self, now: Instant) {
         let parts: Vec<u32> = self.followed.keys().copied().collect();
         for p in parts {
-            let Some(f) = self.followed.get(&p) else {
+            let Some(f) = self.followed.get_mut(&p) else {
                 continue;
             };
-            if let FState::Backoff(t) = f.state
-                && now >= t
-            {
+            let due = match f.state {
+                FState::Backoff(t) => now >= t,
+                // An answer that never came (a stream that died quietly, a request lost in a
+                // leader change): start over.
+                FState::Positioning | FState::Validating | FState::Truncating => {
+                    now.duration_since(f.since) > STUCK_AFTER
+                }
+                FState::Fetching => false,
+            };
+            if due {
+                if !matches!(f.state, FState::Backoff(_)) {
+                    debug!("partition {p}: no answer in {:?}; starting over", f.state);
+                }
                 self.start_following(p);
             }
         }
@@ -959,6 +1021,7 @@ impl State {
             return;
         };
         f.state = FState::Positioning;
+        f.since = Instant::now();
         let epoch = f.epoch;
         let ev = self.events.clone();
         self.submit(p, ReplOp::Position { partition: p }, move |r| {
@@ -1051,6 +1114,7 @@ impl State {
             for f in self.followed.values_mut() {
                 if f.leader == leader {
                     f.state = FState::Backoff(retry);
+                    f.since = Instant::now();
                 }
             }
             return;
@@ -1095,6 +1159,7 @@ impl State {
                 match f.state {
                     FState::Positioning | FState::Truncating => {
                         f.state = FState::Validating;
+                        f.since = Instant::now();
                         f.expect = log_end;
                         let leader = f.leader;
                         let pf = fetch_of(p, f, true);
@@ -1112,10 +1177,12 @@ impl State {
             ReplReply::WrongRole { .. } => {
                 // The worker has not taken the new routes yet: try again shortly.
                 f.state = FState::Backoff(Instant::now() + Duration::from_millis(100));
+                f.since = Instant::now();
             }
             ReplReply::Failed(e) => {
                 warn!("partition {p}: replication on this follower failed: {e}");
                 f.state = FState::Backoff(Instant::now() + Duration::from_millis(500));
+                f.since = Instant::now();
             }
             _ => {}
         }
@@ -1140,6 +1207,7 @@ impl State {
                     d.error, d.message
                 );
                 f.state = FState::Backoff(Instant::now() + Duration::from_millis(200));
+                f.since = Instant::now();
                 continue;
             }
             if d.diverging {
@@ -1147,6 +1215,7 @@ impl State {
                     continue;
                 }
                 f.state = FState::Truncating;
+                f.since = Instant::now();
                 let epoch = f.epoch;
                 let ev = self.events.clone();
                 self.submit(
@@ -1167,10 +1236,24 @@ impl State {
                 );
                 continue;
             }
-            if !matches!(f.state, FState::Validating | FState::Fetching) || d.from != f.expect {
+            if !matches!(f.state, FState::Validating | FState::Fetching) {
+                continue;
+            }
+            if d.from != f.expect {
+                if f.state == FState::Fetching {
+                    // Out of step with the leader's stream: validate again, which resets the
+                    // leader's idea of this follower's position.
+                    debug!(
+                        "partition {p}: records from {} while expecting {}; re-validating",
+                        d.from, f.expect
+                    );
+                    f.state = FState::Backoff(Instant::now());
+                    f.since = Instant::now();
+                }
                 continue;
             }
             f.state = FState::Fetching;
+            f.since = Instant::now();
             f.expect = d.next_offset.max(d.from);
             let epoch = f.epoch;
             let ev = self.events.clone();

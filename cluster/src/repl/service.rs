@@ -69,7 +69,7 @@ impl Replication for ReplService {
 
     fn log_ends(&mut self, ctx: RpcContext, req: LogEndsRequest, sink: UnarySink<LogEndsReply>) {
         let seen = self.controller_epoch.load(Ordering::Acquire);
-        if req.controller_epoch < seen {
+        if !req.status && req.controller_epoch < seen {
             let mut r = LogEndsReply::new();
             r.refused = true;
             r.message = format!(
@@ -79,8 +79,10 @@ impl Replication for ReplService {
             ctx.spawn(sink.success(r).map(|_| ()));
             return;
         }
-        self.controller_epoch
-            .fetch_max(req.controller_epoch, Ordering::AcqRel);
+        if !req.status {
+            self.controller_epoch
+                .fetch_max(req.controller_epoch, Ordering::AcqRel);
+        }
         let mut waits = Vec::new();
         for w in 0..self.router.workers() {
             let (tx, rx) = oneshot::channel();
@@ -108,10 +110,11 @@ impl Replication for ReplService {
                 if let Ok(Payload::Repl(b)) = rx.await
                     && let ReplReply::Ends(ends) = *b
                 {
-                    for (p, end) in ends {
+                    for (p, end, hw) in ends {
                         let mut e = PartitionEnd::new();
                         e.partition = p;
                         e.log_end = end;
+                        e.high_watermark = hw;
                         e.present = true;
                         r.ends.push(e);
                     }

@@ -136,6 +136,8 @@ pub struct Client {
     pub authed: bool,
     /// CLIENT ACKS: this connection's acks for writes (cluster mode); `None` = node default.
     pub acks: Option<simplekv_conf::Acks>,
+    /// The partition of this connection's last write (WAIT waits on it).
+    pub last_write: Option<u32>,
     pub name: Option<Vec<u8>>,
     pub created: Instant,
     pub last_active: Instant,
@@ -188,6 +190,7 @@ impl Conn {
                 waits_durable: false,
                 authed,
                 acks: None,
+                last_write: None,
                 name: None,
                 created: now,
                 last_active: now,

@@ -174,7 +174,15 @@ impl Worker {
         }
         match spec.kind {
             Kind::Keyed => self.dispatch_keyed(token, out, client, spec, args),
-            Kind::Multi(kind) => self.dispatch_multi(token, out, client, kind, args),
+            Kind::Multi(kind) => {
+                if matches!(
+                    kind,
+                    MultiKind::MSet | MultiKind::MSetNx | MultiKind::Del | MultiKind::Unlink
+                ) {
+                    client.last_write = Some(self.topo.partition_of(args[1]));
+                }
+                self.dispatch_multi(token, out, client, kind, args)
+            }
             Kind::Server => self.dispatch_server(token, out, client, spec, args),
         }
     }
@@ -188,7 +196,7 @@ impl Worker {
         &mut self,
         token: usize,
         out: &mut Output,
-        client: &Client,
+        client: &mut Client,
         spec: &'static CommandSpec,
         args: &[&[u8]],
     ) {
@@ -199,6 +207,9 @@ impl Worker {
             && let Some(e) = self.cluster_refusal(p, args[1], spec.flags.contains(&"write"), acks)
         {
             return err(out, &e);
+        }
+        if spec.flags.contains(&"write") {
+            client.last_write = Some(p);
         }
         if owner == self.id {
             let ctx = self.exec_ctx();
@@ -647,6 +658,8 @@ impl Worker {
                 let (payload, need) = self.repl_op(r);
                 (payload, need != Need::Now)
             }
+            // Parked by the message loop; never executed in place.
+            Op::Wait { .. } => (Payload::Int(0), false),
             Op::SlotKeys {
                 partition,
                 slot,
@@ -829,13 +842,42 @@ impl Worker {
             }
             "cluster" => return self.cmd_cluster(token, out, client, args),
             "wait" => {
-                // Standalone: no replicas to wait for (Redis answers 0 the same way).
-                if crate::resp::parse::string2ll(args[1]).is_none()
-                    || crate::resp::parse::string2ll(args[2]).is_none_or(|t| t < 0)
-                {
+                let (Some(n), Some(t)) = (
+                    crate::resp::parse::string2ll(args[1]),
+                    crate::resp::parse::string2ll(args[2]).filter(|t| *t >= 0),
+                ) else {
                     return err(out, "ERR value is not an integer or out of range");
+                };
+                // Standalone: no replicas to wait for (Redis answers 0 the same way). Cluster
+                // mode: the followers of the partition this connection wrote last.
+                let Some(p) = client.last_write.filter(|_| self.cluster.is_some()) else {
+                    write_integer(&mut r, 0);
+                    return out.push_reply(&r);
+                };
+                let seq = out.push_slot(Slot::Waiting(Box::new(Pending {
+                    gather: Gather::Single(None),
+                    hold: None,
+                })));
+                let reply_to = self.reply_to(token, client, seq, 0);
+                let owner = self.topo.worker_of(p);
+                if owner == self.id {
+                    self.park_wait(reply_to, p, n, t as u64);
+                } else {
+                    let acks = self.acks_of(client);
+                    self.send_req(
+                        owner,
+                        Request {
+                            reply_to,
+                            op: Op::Wait {
+                                partition: p,
+                                numreplicas: n,
+                                timeout_ms: t as u64,
+                            },
+                            acks,
+                        },
+                    );
                 }
-                write_integer(&mut r, 0);
+                return;
             }
             "lastsave" => {
                 write_integer(&mut r, self.shared_start_unix() as i64);

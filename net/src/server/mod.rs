@@ -217,15 +217,19 @@ pub struct ClusterBoot {
 
 /// Starts a standalone server; returns once every partition is open and the port is listening.
 pub fn start(config: Config, config_file: Option<PathBuf>) -> Result<ServerHandle, ServerError> {
-    start_node(config, config_file, None)
+    start_node(config, config_file, None, None)
 }
 
 /// Starts a server, standalone (`cluster: None`) or as a cluster node, which opens only the
 /// partitions it replicates and serves only those it leads.
+///
+/// `router_cell`, when given, receives the router before any worker serves a client, so a
+/// service sharing it (gRPC) never sees the RESP port answer while it cannot route yet.
 pub fn start_node(
     config: Config,
     config_file: Option<PathBuf>,
     cluster: Option<ClusterBoot>,
+    router_cell: Option<Arc<std::sync::OnceLock<Router>>>,
 ) -> Result<ServerHandle, ServerError> {
     config
         .validate()
@@ -285,6 +289,9 @@ pub fn start_node(
         rxs.push(rx);
     }
     let wakers: Vec<Arc<mio::Waker>> = peers.iter().map(|p| p.waker.clone()).collect();
+    if let Some(cell) = &router_cell {
+        let _ = cell.set(Router::new(topo, peers.clone()));
+    }
 
     let (maint_tx, maint_rx) = crossbeam_channel::unbounded::<Job>();
     let maint_peers = peers.clone();

@@ -99,7 +99,8 @@ pub enum ReplReply {
         log_end: u64,
         last_epoch: u32,
     },
-    Ends(Vec<(u32, u64)>),
+    /// (partition, log end, high watermark).
+    Ends(Vec<(u32, u64, u64)>),
     /// Turns still waiting for the in-sync replicas.
     Pending(usize),
     /// This node does not lead (or follow, for follower ops) the partition in that epoch.
@@ -323,6 +324,74 @@ impl ClusterState {
                 warn!("partition {p}: no longer leader")
             }
             Role::Idle => info!("partition {p}: idle"),
+        }
+    }
+}
+
+/// A WAIT parked on the partition's owner until enough followers have its log end.
+pub struct ParkedWait {
+    pub reply_to: super::router::ReplyTo,
+    pub partition: u32,
+    pub lsn: u64,
+    pub numreplicas: i64,
+    pub deadline: Option<Instant>,
+}
+
+impl Worker {
+    /// Parks a WAIT (see `Op::Wait`).
+    pub fn park_wait(
+        &mut self,
+        reply_to: super::router::ReplyTo,
+        partition: u32,
+        numreplicas: i64,
+        timeout_ms: u64,
+    ) {
+        let lsn = self.store(partition).map_or(0, |s| s.log_end());
+        let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
+        self.parked_waits.push(ParkedWait {
+            reply_to,
+            partition,
+            lsn,
+            numreplicas,
+            deadline,
+        });
+    }
+
+    /// Answers parked WAITs that are satisfied or due: the number of in-sync followers that
+    /// have the partition's records up to the log end it had when WAIT arrived (all of them
+    /// once the high watermark passed it).
+    pub fn check_waits(&mut self) {
+        if self.parked_waits.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut done = Vec::new();
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.parked_waits) {
+            let have = match self.cluster.as_ref() {
+                Some(c) => {
+                    let r = &c.parts[w.partition as usize];
+                    if matches!(r.role, Role::Leader { .. }) && r.hw >= w.lsn {
+                        r.isr_len.saturating_sub(1) as i64
+                    } else {
+                        0
+                    }
+                }
+                None => 0,
+            };
+            if have >= w.numreplicas || w.deadline.is_some_and(|d| now >= d) {
+                done.push((w.reply_to, have));
+            } else {
+                keep.push(w);
+            }
+        }
+        self.parked_waits = keep;
+        for (reply_to, n) in done {
+            let resp = super::router::Response {
+                reply_to,
+                payload: Payload::Int(n),
+            };
+            self.respond(resp);
         }
     }
 }
@@ -768,7 +837,10 @@ impl Worker {
             ReplOp::LogEnds { partitions } => {
                 let ends = partitions
                     .into_iter()
-                    .filter_map(|p| self.store(p).map(|s| (p, s.log_end())))
+                    .filter_map(|p| {
+                        let hw = self.cluster.as_ref().map_or(0, |c| c.parts[p as usize].hw);
+                        self.store(p).map(|s| (p, s.log_end(), hw))
+                    })
                     .collect();
                 (reply(ReplReply::Ends(ends)), Need::Now)
             }

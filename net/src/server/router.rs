@@ -138,6 +138,13 @@ pub enum Op {
     Rewrite,
     /// Work of the replication thread (cluster mode).
     Repl(super::replica::ReplOp),
+    /// WAIT in cluster mode: answer, once `numreplicas` in-sync followers have everything
+    /// written to the partition so far (or at the deadline), how many have.
+    Wait {
+        partition: u32,
+        numreplicas: i64,
+        timeout_ms: u64,
+    },
     /// CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT: keys of one slot (at most `max`).
     SlotKeys {
         partition: u32,

@@ -20,7 +20,7 @@ use simplekv_engine::{Durability, HintJob, MergeJob, Store, SyncTicket};
 
 use super::conn::{Conn, Hold, ReadOutcome, Released};
 use super::replica::{ClusterState, Need};
-use super::router::{Msg, Payload, Peer, Response, Topology};
+use super::router::{Msg, Op, Payload, Peer, Request, Response, Topology};
 use super::stats::{Shared, WorkerStats};
 use crate::resp::parse::Limits;
 
@@ -90,6 +90,8 @@ pub struct Worker {
     committed: u64,
     /// Cluster mode: roles, high watermarks and reply gating of the partitions owned here.
     pub cluster: Option<Box<ClusterState>>,
+    /// WAIT commands waiting for followers (cluster mode).
+    pub parked_waits: Vec<super::replica::ParkedWait>,
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
     sync_tx: Sender<SyncJob>,
@@ -154,6 +156,7 @@ impl Worker {
             held_ext: Vec::new(),
             committed: 0,
             cluster: cluster.map(Box::new),
+            parked_waits: Vec::new(),
             durable_waiters: Vec::new(),
             sync_tx,
             draining: false,
@@ -273,6 +276,10 @@ impl Worker {
         if self.merge_installing() {
             // Keep installing merge output in small steps even when idle.
             return Duration::ZERO;
+        }
+        if !self.parked_waits.is_empty() {
+            // WAIT deadlines are checked at the end of each turn.
+            return next.min(Duration::from_millis(10));
         }
         next.min(Duration::from_millis(100))
     }
@@ -485,6 +492,16 @@ impl Worker {
                     self.register_conn(sock);
                 }
             }
+            Msg::Req(Request {
+                reply_to,
+                op:
+                    Op::Wait {
+                        partition,
+                        numreplicas,
+                        timeout_ms,
+                    },
+                ..
+            }) => self.park_wait(reply_to, partition, numreplicas, timeout_ms),
             Msg::Req(req) => {
                 let (payload, need) = self.execute_op(req.op, req.acks);
                 self.outbox.push((
@@ -511,6 +528,15 @@ impl Worker {
             } => self.on_hw(partition, leader_epoch, hw, lease_until),
             Msg::MergeDone { partition, result } => self.merge_done(partition, result),
             Msg::SyncDone { epoch, results } => self.flight_landed(epoch, results),
+        }
+    }
+
+    /// Sends a response to the worker that asked (delivered in place if that is this one).
+    pub fn respond(&mut self, resp: Response) {
+        if resp.reply_to.worker == self.id {
+            self.deliver(resp);
+        } else {
+            self.req_out[resp.reply_to.worker].push(Msg::Resp(resp));
         }
     }
 
@@ -613,6 +639,7 @@ impl Worker {
             }
         }
         self.advance_committed();
+        self.check_waits();
         self.release_held();
         self.send_batches();
         self.merge_steps();
