@@ -520,3 +520,36 @@ fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
     assert!(line.contains(&format!("{leader}:")), "{line}");
     assert!(line.contains("/"), "log end/high watermark missing: {line}");
 }
+
+/// SHUTDOWN sent to a cluster node is a controlled shutdown, as SIGTERM is: its leaderships
+/// move to in-sync replicas before it stops.
+#[test]
+fn shutdown_command_moves_the_nodes_leaderships_before_it_stops() {
+    let mut c = LocalCluster::start(3, 3, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let node = c.leader_of(0).expect("leader");
+    let before = c.partition_state(0);
+    let mut conn = c.conn_to(node);
+    let _: RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut conn);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.is_running(node) {
+        assert!(
+            Instant::now() < deadline,
+            "node {node} did not stop\n{}",
+            c.log_tail(node)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = c.partition_state(0);
+    assert_ne!(after.leader, Some(node));
+    assert!(
+        after.leader.is_some(),
+        "partition 0 has no leader: {after:?}"
+    );
+    assert!(after.leader_epoch > before.leader_epoch);
+    assert!(
+        c.log_tail(node).contains("leaderships moved"),
+        "{}",
+        c.log_tail(node)
+    );
+}

@@ -250,10 +250,33 @@ impl Node {
         };
         info!("gRPC KV and replication service on {}", grpc.local_addr());
         let repl_events = repl.route_sender();
+        let stopper = NodeShutdown {
+            server: server.shutdown_trigger(),
+            control: Some(control.sender()),
+            router: router.clone(),
+            timeout: shutdown_timeout,
+        };
         let views = std::thread::Builder::new()
             .name("skv-views".into())
             .spawn(move || {
-                while let Ok(mut v) = view_rx.recv() {
+                let mut stopping = false;
+                loop {
+                    let mut v = match view_rx.recv_timeout(Duration::from_millis(100)) {
+                        Ok(v) => v,
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            // SHUTDOWN from a client: a controlled shutdown, off this thread
+                            // (it waits for views to move the leaderships).
+                            if !stopping && stopper.server.requested() {
+                                stopping = true;
+                                let s = stopper.clone();
+                                let _ = std::thread::Builder::new()
+                                    .name("skv-shutdown".into())
+                                    .spawn(move || s.fire());
+                            }
+                            continue;
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    };
                     // Only the newest view matters.
                     while let Ok(newer) = view_rx.try_recv() {
                         v = newer;

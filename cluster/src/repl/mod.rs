@@ -225,6 +225,7 @@ struct LedPart {
     since: Instant,
     sent_hw: u64,
     sent_lease: Instant,
+    sent_horizon: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +354,7 @@ impl State {
                         since: now,
                         sent_hw: 0,
                         sent_lease: now,
+                        sent_horizon: 0,
                     },
                 );
                 // Learn the log end before anything is computed from it.
@@ -848,11 +850,21 @@ impl State {
         if hw > l.hw {
             l.hw = hw;
         }
+        // Every replica's position, in sync or not; one never heard from holds it at 0.
+        let horizon = l
+            .replicas
+            .iter()
+            .filter(|&&r| r != me)
+            .map(|r| l.followers.get(r).map_or(0, |f| f.acked))
+            .min()
+            .unwrap_or(u64::MAX)
+            .min(l.hw);
         let changed_lease =
             lease_until > l.sent_lease + Duration::from_millis(20) || lease_until < l.sent_lease;
-        if l.hw != l.sent_hw || changed_lease {
+        if l.hw != l.sent_hw || changed_lease || horizon != l.sent_horizon {
             l.sent_hw = l.hw;
             l.sent_lease = lease_until;
+            l.sent_horizon = horizon;
             let w = self.router.topo.worker_of(p);
             self.router.send(
                 w,
@@ -861,6 +873,7 @@ impl State {
                     leader_epoch: l.epoch,
                     hw: l.hw,
                     lease_until,
+                    horizon,
                 },
             );
         }

@@ -955,11 +955,18 @@ impl Worker {
                     client.id,
                     client.addr
                 );
+                client.closing = true;
+                if self.cluster.is_some() {
+                    // The node moves this node's leaderships away first (controlled shutdown).
+                    self.shared
+                        .shutdown_requested
+                        .store(true, Ordering::Release);
+                    return;
+                }
                 self.shared.shutdown.store(true, Ordering::Release);
                 for p in &self.peers {
                     let _ = p.waker.wake();
                 }
-                client.closing = true;
                 return;
             }
             _ => {

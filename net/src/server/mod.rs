@@ -81,6 +81,12 @@ impl ServerHandle {
         request_shutdown(&self.shared, &self.wakers);
     }
 
+    /// True once a client sent SHUTDOWN to a cluster node (which then moves its leaderships
+    /// away before it stops the server).
+    pub fn shutdown_requested(&self) -> bool {
+        self.shared.shutdown_requested.load(Ordering::Acquire)
+    }
+
     /// A cloneable trigger for signal handlers and the like.
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
         ShutdownTrigger {
@@ -109,6 +115,11 @@ pub struct ShutdownTrigger {
 }
 
 impl ShutdownTrigger {
+    /// See `ServerHandle::shutdown_requested`.
+    pub fn requested(&self) -> bool {
+        self.shared.shutdown_requested.load(Ordering::Acquire)
+    }
+
     pub fn fire(&self) {
         request_shutdown(&self.shared, &self.wakers);
     }
@@ -266,6 +277,7 @@ pub fn start_node(
         total_connections: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
         shutdown: AtomicBool::new(false),
+        shutdown_requested: AtomicBool::new(false),
         drained: AtomicUsize::new(0),
         started,
         run_id: format!(

@@ -136,6 +136,8 @@ pub struct PartRepl {
     pub isr_len: usize,
     /// Leader: the partition has followers (replication factor > 1).
     pub has_followers: bool,
+    /// Leader: lowest position of any replica (see `Msg::Hw`).
+    pub horizon: u64,
 }
 
 impl PartRepl {
@@ -147,6 +149,7 @@ impl PartRepl {
             fed_to: 0,
             isr_len: 1,
             has_followers: false,
+            horizon: 0,
         }
     }
 }
@@ -507,7 +510,14 @@ impl Worker {
     }
 
     /// The replication thread's news about a partition led here.
-    pub fn on_hw(&mut self, p: u32, leader_epoch: u32, hw: u64, lease_until: Instant) {
+    pub fn on_hw(
+        &mut self,
+        p: u32,
+        leader_epoch: u32,
+        hw: u64,
+        lease_until: Instant,
+        horizon: u64,
+    ) {
         let log_end = self.store(p).map_or(0, |s| s.log_end());
         let Some(c) = self.cluster.as_mut() else {
             return;
@@ -526,6 +536,7 @@ impl Worker {
         // Replaced, never maxed: the lease shrinks when the ISR grows past this node alone
         // (its unlimited lease then ends). Messages come in order from one thread.
         r.lease_until = lease_until;
+        r.horizon = horizon;
         self.advance_committed();
     }
 

@@ -219,6 +219,9 @@ pub enum Msg {
         leader_epoch: u32,
         hw: u64,
         lease_until: std::time::Instant,
+        /// Lowest position over every replica, in sync or not (0 while one is unknown):
+        /// tombstones below it may go, every replica has them.
+        horizon: u64,
     },
 }
 

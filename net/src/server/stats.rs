@@ -9,6 +9,9 @@ pub struct Shared {
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
     pub shutdown: AtomicBool,
+    /// SHUTDOWN in cluster mode: the node runs a controlled shutdown first (see
+    /// `ServerHandle::shutdown_requested`), then stops the workers.
+    pub shutdown_requested: AtomicBool,
     /// Workers that finished their in-flight work during shutdown.
     pub drained: AtomicUsize,
     pub started: Instant,

@@ -73,6 +73,11 @@ pub struct Worker {
     next_rr: usize,
     last_cron: Instant,
     pub merge_busy: Vec<bool>,
+    /// Closed-segment stats (bytes, dead bytes) after a merge that reclaimed nothing: the
+    /// same merge is not tried again until they change (dead bytes it cannot drop — values
+    /// overwritten in the active segment, tombstones kept for replicas — would otherwise
+    /// start a useless merge every timer tick).
+    merge_futile: Vec<Option<(u64, u64)>>,
     /// Commit epoch of the current turn (see `end_turn`), and the last durable one.
     pub epoch: u64,
     durable: u64,
@@ -147,6 +152,7 @@ impl Worker {
             next_rr: id,
             last_cron: Instant::now(),
             merge_busy: vec![false; n],
+            merge_futile: vec![None; n],
             epoch: 1,
             durable: 0,
             flight: None,
@@ -525,7 +531,8 @@ impl Worker {
                 leader_epoch,
                 hw,
                 lease_until,
-            } => self.on_hw(partition, leader_epoch, hw, lease_until),
+                horizon,
+            } => self.on_hw(partition, leader_epoch, hw, lease_until, horizon),
             Msg::MergeDone { partition, result } => self.merge_done(partition, result),
             Msg::SyncDone { epoch, results } => self.flight_landed(epoch, results),
         }
@@ -951,6 +958,9 @@ impl Worker {
                 continue;
             }
             let (total, dead) = store.closed_stats();
+            if self.merge_futile[p as usize] == Some((total, dead)) {
+                continue;
+            }
             if total >= min && total > 0 && dead as f64 / total as f64 >= ratio {
                 self.start_merge(p);
             }
@@ -966,11 +976,17 @@ impl Worker {
         let horizon = match self.cluster.as_ref() {
             None => u64::MAX,
             Some(c) => {
-                let hw = c.parts[p as usize].hw;
-                if self.store(p).is_none_or(|s| s.active_base() > hw) {
+                let r = &c.parts[p as usize];
+                if self.store(p).is_none_or(|s| s.active_base() > r.hw) {
                     return false;
                 }
-                hw
+                // A replica outside the ISR (down, or catching up) still needs the tombstones
+                // above its position: only the leader, which knows every replica's position,
+                // drops any; a follower keeps them all (it may lead later).
+                match r.role {
+                    super::replica::Role::Leader { .. } => r.hw.min(r.horizon),
+                    _ => 0,
+                }
             }
         };
         let Some(store) = self.store_mut(p) else {
@@ -1019,7 +1035,10 @@ impl Worker {
                 let stats = out.stats;
                 match store.install_merge(out) {
                     Ok(()) => {
+                        let futile =
+                            (stats.output_bytes >= stats.input_bytes).then(|| store.closed_stats());
                         self.stats.merges_done += 1;
+                        self.merge_futile[p as usize] = futile;
                         info!(
                             "partition {p}: merge installed ({} -> {} bytes, {} -> {} records)",
                             stats.input_bytes,
