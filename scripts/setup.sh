@@ -5,9 +5,9 @@
 #   zookeeper        : ZooKeeper 3.8 server jars (+ Java) for cluster tests and `cluster local`
 #   redis-server     : redis-server / redis-cli / redis-benchmark, the reference we compare against
 #   iproute2         : `ip netns` for the fault-injection tests
-#   python3          : picks free loopback ports in scripts/zk-test-server.sh
+#   python3          : benchmark scripts; python3-redis: redis-py, a cluster client the tests use
 set -euo pipefail
-pkgs=(cmake g++ make zookeeper redis-server redis-tools iproute2 python3 procps)
+pkgs=(cmake g++ make zookeeper redis-server redis-tools iproute2 python3 python3-redis procps)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -553,3 +553,43 @@ fn shutdown_command_moves_the_nodes_leaderships_before_it_stops() {
         c.log_tail(node)
     );
 }
+
+/// redis-py's RedisCluster (Debian's python3-redis, installed by scripts/setup.sh) works
+/// unchanged: it discovers the slots, routes by itself, and reads back what the redis crate
+/// wrote.
+#[test]
+fn redis_py_cluster_client_works_unchanged() {
+    let c = LocalCluster::start(3, 6, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    for i in 0..20 {
+        set(&c, 1, &format!("py{i}"), &format!("from-rust-{i}")).expect("set");
+    }
+    let addr = c.resp_addr(2);
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let script = format!(
+        r#"
+from redis.cluster import RedisCluster
+rc = RedisCluster(host="{host}", port={port}, socket_timeout=10)
+for i in range(20):
+    assert rc.get(f"py{{i}}") == f"from-rust-{{i}}".encode(), i
+for i in range(50):
+    rc.set(f"pyw{{i}}", f"v{{i}}")
+assert rc.mset_nonatomic({{"{{t}}a": "1", "{{t}}b": "2"}})
+assert rc.get("{{t}}b") == b"2"
+print("ok", len(rc.get_nodes()))
+"#
+    );
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 (scripts/setup.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok 3"),
+        "redis-py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in (0..50).step_by(7) {
+        assert_eq!(get(&c, 3, &format!("pyw{i}")), Some(format!("v{i}")));
+    }
+}

@@ -85,6 +85,7 @@ pub fn routes_of(v: &ClusterView, name: &str, version: u64) -> RouteTable {
         controller: v.controller,
         fenced: !v.session_ok,
         version,
+        unclean_elections: v.unclean_elections,
     }
 }
 

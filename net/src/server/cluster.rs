@@ -61,6 +61,8 @@ pub struct RouteTable {
     pub fenced: bool,
     /// Sequence number of this table (newer tables replace older ones).
     pub version: u64,
+    /// Unclean leader elections this node ran as controller (INFO cluster).
+    pub unclean_elections: u64,
 }
 
 impl RouteTable {

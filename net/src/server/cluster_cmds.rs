@@ -347,9 +347,10 @@ pub fn info_cluster_section(rt: Option<&RouteTable>) -> String {
         .controller
         .map_or_else(|| "none".to_string(), |(id, _)| id.to_string());
     format!(
-        "# Cluster\r\ncluster_enabled:1\r\ncluster_node_id:{}\r\ncluster_name:{}\r\ncluster_partitions_led:{led}\r\ncluster_partitions_followed:{followed}\r\ncluster_controller:{controller}\r\n\r\n",
+        "# Cluster\r\ncluster_enabled:1\r\ncluster_node_id:{}\r\ncluster_name:{}\r\ncluster_partitions_led:{led}\r\ncluster_partitions_followed:{followed}\r\ncluster_controller:{controller}\r\ncluster_unclean_elections:{}\r\n\r\n",
         myid(rt),
         rt.name.replace(['\r', '\n'], " "),
+        rt.unclean_elections,
     )
 }
 
@@ -476,6 +477,7 @@ mod tests {
             controller: Some((2, 7)),
             fenced: false,
             version: 1,
+            unclean_elections: 0,
         }
     }
 
