@@ -671,3 +671,36 @@ fn a_replica_that_was_down_while_the_leader_merged_catches_up_to_the_same_keyspa
         assert!(!has(&r, k), "{k}: a deleted key came back");
     }
 }
+
+/// A replica whose data is gone (a replaced disk) bootstraps by copying the leader's closed
+/// segments and hint files, then fetches the rest: it ends identical to the others, and no
+/// deleted key comes back.
+#[test]
+fn an_empty_replica_bootstraps_from_copied_segments_and_converges() {
+    let mut c = LocalCluster::start(3, 1, 3, &[NO_REBALANCE, ("storage.segment_size", "1mb")]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let st = c.partition_state(P);
+    let l = st.leader.expect("leader");
+    let f = *st.replicas.iter().find(|&&r| r != l).expect("follower");
+    let keys = keys_in(&c, P, "b", 400);
+    let big = "y".repeat(8000);
+    let mut acked = Acked::new();
+    set_all_acked(&c, l, &keys, &format!("v1:{big}"), &mut acked);
+    let mut conn = c.conn_to(l);
+    for k in keys.iter().step_by(4) {
+        let n: i64 = redis::cmd("DEL").arg(k).query(&mut conn).expect("DEL");
+        assert_eq!(n, 1);
+        acked.insert(k.clone(), None);
+    }
+    drop(conn);
+    c.wipe_and_restart(f);
+    c.wait_for_full_isr(Duration::from_secs(60));
+    assert!(
+        c.log_tail(f).contains("installed a snapshot"),
+        "node {f} did not bootstrap from copied segments:\n{}",
+        c.log_tail(f)
+    );
+    // Writes after the bootstrap reach it too.
+    set_all_acked(&c, l, &keys[..20], "v2", &mut acked);
+    assert_identical_replicas(&mut c, P, &acked);
+}

@@ -756,6 +756,21 @@ impl Store {
         self.epoch
     }
 
+    /// Files of the closed segments (and their hint files, where written): what a new
+    /// replica can copy as they are.
+    pub fn closed_segment_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for &id in &self.order[..self.order.len() - 1] {
+            let p = self.seg(id).path.clone();
+            let h = hint::hint_for_segment(&p);
+            out.push(p);
+            if h.exists() {
+                out.push(h);
+            }
+        }
+        out
+    }
+
     /// First LSN of the active segment: every record below it is in a closed segment (what a
     /// merge may rewrite).
     pub fn active_base(&self) -> u64 {

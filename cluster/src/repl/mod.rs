@@ -56,6 +56,8 @@ const READ_BYTES: usize = 1 << 20;
 /// A follower waiting this long for an answer to a position, validation or truncation
 /// starts over.
 const STUCK_AFTER: Duration = Duration::from_secs(1);
+/// A snapshot copy that has not finished after this long is started over.
+const BOOTSTRAP_STUCK_AFTER: Duration = Duration::from_secs(600);
 /// Records kept in memory per led partition for followers that are caught up.
 const TAIL_BYTES: usize = 16 << 20;
 
@@ -236,6 +238,8 @@ enum FState {
     Validating,
     /// Cutting the log at the point of divergence.
     Truncating,
+    /// Copying the leader's closed segments (an empty replica), on a thread of its own.
+    Bootstrapping,
     Fetching,
     /// Waiting before trying again (leader not ready, stream down).
     Backoff(Instant),
@@ -735,6 +739,10 @@ impl State {
                 d.diverging_end = end;
                 d.log_end = log_end;
             }
+            ReplReply::Bootstrap => {
+                f.validate_epoch = None;
+                d.bootstrap = true;
+            }
             ReplReply::WrongRole { .. } => {
                 d.error = FetchError::NOT_LEADER.into();
                 d.message = "not the leader in this epoch".into();
@@ -999,6 +1007,7 @@ impl State {
                 FState::Positioning | FState::Validating | FState::Truncating => {
                     now.duration_since(f.since) > STUCK_AFTER
                 }
+                FState::Bootstrapping => now.duration_since(f.since) > BOOTSTRAP_STUCK_AFTER,
                 FState::Fetching => false,
             };
             if due {
@@ -1170,7 +1179,7 @@ impl State {
                 f.log_end = log_end;
                 f.last_epoch = last_epoch;
                 match f.state {
-                    FState::Positioning | FState::Truncating => {
+                    FState::Positioning | FState::Truncating | FState::Bootstrapping => {
                         f.state = FState::Validating;
                         f.since = Instant::now();
                         f.expect = log_end;
@@ -1221,6 +1230,16 @@ impl State {
                 );
                 f.state = FState::Backoff(Instant::now() + Duration::from_millis(200));
                 f.since = Instant::now();
+                continue;
+            }
+            if d.bootstrap {
+                if f.state != FState::Validating {
+                    continue;
+                }
+                f.state = FState::Bootstrapping;
+                f.since = Instant::now();
+                let epoch = f.epoch;
+                self.start_bootstrap(p, leader, epoch);
                 continue;
             }
             if d.diverging {
@@ -1307,4 +1326,135 @@ fn error_data(p: u32, epoch: u32, e: FetchError, msg: &str) -> PartitionData {
     d.error = e.into();
     d.message = msg.into();
     d
+}
+
+impl State {
+    /// Copies the leader's snapshot of `p` on a thread of its own (file I/O and a blocking
+    /// stream), then installs it through the worker; the outcome comes back as a
+    /// `FollowerReply` like any other step.
+    fn start_bootstrap(&mut self, p: u32, leader: u32, epoch: u32) {
+        let Some(addr) = self.routes.nodes.get(&leader).map(|n| n.grpc.clone()) else {
+            return;
+        };
+        let router = self.router.clone();
+        let ev = self.events.clone();
+        let env = self.env.clone();
+        let me = self.s.me;
+        let spawned = std::thread::Builder::new()
+            .name(format!("skv-bootstrap-{p}"))
+            .spawn(move || {
+                let reply = match bootstrap(&router, &env, &addr, me, p, epoch) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!("partition {p}: copying the leader's segments failed: {e}");
+                        ReplReply::Failed(e)
+                    }
+                };
+                let _ = ev.send(Event::FollowerReply {
+                    partition: p,
+                    epoch,
+                    reply,
+                });
+            });
+        if let Err(e) = spawned {
+            warn!("partition {p}: cannot start the segment copy: {e}");
+        }
+    }
+}
+
+/// Runs a replication op on the owning worker and waits for its answer.
+fn ask(router: &Router, p: u32, op: ReplOp) -> Result<ReplReply, String> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    router.submit(router.topo.worker_of(p), Op::Repl(op), move |r| {
+        let _ = tx.send(payload_reply(r));
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .map_err(|_| "the worker did not answer".to_string())
+}
+
+fn bootstrap(
+    router: &Router,
+    env: &Arc<Environment>,
+    addr: &str,
+    me: u32,
+    p: u32,
+    epoch: u32,
+) -> Result<ReplReply, String> {
+    use std::io::{Seek, Write};
+    let staging = match ask(
+        router,
+        p,
+        ReplOp::Staging {
+            partition: p,
+            leader_epoch: epoch,
+        },
+    )? {
+        ReplReply::Snapshot { dir, .. } => dir,
+        other => return Err(format!("no staging directory: {other:?}")),
+    };
+    let client = ReplicationClient::new(ChannelBuilder::new(env.clone()).connect(addr));
+    let mut req = SnapshotRequest::new();
+    req.partition = p;
+    req.leader_epoch = epoch;
+    req.follower_id = me;
+    let stream = client.snapshot(&req).map_err(|e| e.to_string())?;
+    let mut epochs = Vec::new();
+    let mut end = 0;
+    let mut bytes = 0u64;
+    let mut open: Option<(String, std::fs::File)> = None;
+    let mut done = false;
+    for chunk in futures::executor::block_on_stream(stream) {
+        let c = chunk.map_err(|e| e.to_string())?;
+        if !c.error.is_empty() {
+            return Err(c.error);
+        }
+        if !c.epochs.is_empty() || c.end > 0 {
+            end = c.end;
+            epochs = c.epochs.iter().map(|e| (e.epoch, e.start_lsn)).collect();
+        }
+        if !c.file.is_empty() {
+            // Names come from the leader: accept plain segment and hint file names only.
+            let ok = (c.file.ends_with(".log") || c.file.ends_with(".hint"))
+                && !c.file.contains('/')
+                && !c.file.starts_with('.');
+            if !ok {
+                return Err(format!("unexpected file name {:?}", c.file));
+            }
+            if open.as_ref().is_none_or(|(n, _)| *n != c.file) {
+                let f = std::fs::File::create(staging.join(&c.file)).map_err(|e| e.to_string())?;
+                open = Some((c.file.clone(), f));
+            }
+            if let Some((_, f)) = open.as_mut() {
+                f.seek(std::io::SeekFrom::Start(c.offset))
+                    .and_then(|_| f.write_all(&c.data))
+                    .map_err(|e| e.to_string())?;
+                bytes += c.data.len() as u64;
+            }
+        }
+        if c.done {
+            done = true;
+            break;
+        }
+    }
+    if !done {
+        return Err("the snapshot stream ended early".into());
+    }
+    for e in std::fs::read_dir(&staging).map_err(|e| e.to_string())? {
+        let f =
+            std::fs::File::open(e.map_err(|e| e.to_string())?.path()).map_err(|e| e.to_string())?;
+        f.sync_all().map_err(|e| e.to_string())?;
+    }
+    info!(
+        "partition {p}: copied {bytes} bytes of closed segments from the leader (up to LSN {end})"
+    );
+    ask(
+        router,
+        p,
+        ReplOp::Install {
+            partition: p,
+            leader_epoch: epoch,
+            staging,
+            epochs,
+        },
+    )
 }

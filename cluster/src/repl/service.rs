@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_channel::Sender;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
-use grpcio::{DuplexSink, RequestStream, RpcContext, UnarySink, WriteFlags};
+use grpcio::{DuplexSink, RequestStream, RpcContext, ServerStreamingSink, UnarySink, WriteFlags};
 use simplekv_net::server::replica::{ReplOp, ReplReply};
 use simplekv_net::server::router::{Op, Payload, Router};
 use simplekv_proto::replication::*;
@@ -123,4 +123,114 @@ impl Replication for ReplService {
             let _ = sink.success(r).await;
         });
     }
+
+    fn snapshot(
+        &mut self,
+        ctx: RpcContext,
+        req: SnapshotRequest,
+        mut sink: ServerStreamingSink<SnapshotChunk>,
+    ) {
+        // Bounded: the reading thread waits for the follower instead of buffering the whole
+        // snapshot in memory.
+        let (tx, mut rx) = mpsc::channel::<SnapshotChunk>(16);
+        ctx.spawn(async move {
+            let mut items = rx.by_ref().map(|c| Ok((c, WriteFlags::default())));
+            // grpcio panics if a sink is closed after a failed send (the call is over).
+            if sink.send_all(&mut items).await.is_ok() {
+                let _ = sink.close().await;
+            }
+        });
+        let router = self.router.clone();
+        let p = req.partition;
+        let spawned = std::thread::Builder::new()
+            .name(format!("skv-snapshot-{p}"))
+            .spawn(move || {
+                let mut tx = tx;
+                if let Err(e) = send_snapshot(&router, &req, &mut tx) {
+                    log::warn!("partition {p}: snapshot for node {}: {e}", req.follower_id);
+                    let mut c = SnapshotChunk::new();
+                    c.error = e;
+                    let _ = futures::executor::block_on(tx.send(c));
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("partition {p}: cannot start a snapshot thread: {e}");
+        }
+    }
+}
+
+/// Reads the hard-linked snapshot files in 1 MiB chunks into the stream, then removes them.
+/// Runs on its own thread: file reads must not hold up the replication thread or gRPC.
+fn send_snapshot(
+    router: &Router,
+    req: &SnapshotRequest,
+    tx: &mut mpsc::Sender<SnapshotChunk>,
+) -> Result<(), String> {
+    use std::io::Read;
+    let mut send = |c: SnapshotChunk| {
+        futures::executor::block_on(tx.send(c)).map_err(|_| "the follower went away".to_string())
+    };
+    let (stx, srx) = crossbeam_channel::bounded(1);
+    router.submit(
+        router.topo.worker_of(req.partition),
+        Op::Repl(ReplOp::Snapshot {
+            partition: req.partition,
+            leader_epoch: req.leader_epoch,
+        }),
+        move |p| {
+            let _ = stx.send(p);
+        },
+    );
+    let reply = srx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .map_err(|_| "the worker did not answer".to_string())?;
+    let (dir, files, end, epochs) = match reply {
+        Payload::Repl(b) => match *b {
+            ReplReply::Snapshot {
+                dir,
+                files,
+                end,
+                epochs,
+            } => (dir, files, end, epochs),
+            ReplReply::WrongRole { .. } => return Err("not the leader in this epoch".into()),
+            other => return Err(format!("{other:?}")),
+        },
+        other => return Err(format!("{other:?}")),
+    };
+    let result = (|| -> Result<(), String> {
+        let mut first = SnapshotChunk::new();
+        first.end = end;
+        for (e, start) in epochs {
+            let mut es = EpochStart::new();
+            es.epoch = e;
+            es.start_lsn = start;
+            first.epochs.push(es);
+        }
+        send(first)?;
+        let mut buf = vec![0u8; 1 << 20];
+        for name in files {
+            let mut f = std::fs::File::open(dir.join(&name)).map_err(|e| e.to_string())?;
+            let mut offset = 0u64;
+            loop {
+                let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 && offset > 0 {
+                    break;
+                }
+                let mut c = SnapshotChunk::new();
+                c.file = name.clone();
+                c.offset = offset;
+                c.data = buf[..n].to_vec();
+                send(c)?;
+                offset += n as u64;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        let mut last = SnapshotChunk::new();
+        last.done = true;
+        send(last)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }

@@ -75,6 +75,19 @@ pub enum ReplOp {
     /// Controlled shutdown: take no new writes (`-TRYAGAIN`, so clients retry on the next
     /// leader) and report how many turns still wait for the in-sync replicas.
     Resign,
+    /// Leader: hard-link the closed segments and hints into a new directory, for an empty
+    /// replica to copy (merges may replace the originals meanwhile; links keep the data).
+    Snapshot { partition: u32, leader_epoch: u32 },
+    /// Follower: an empty directory to receive a snapshot in.
+    Staging { partition: u32, leader_epoch: u32 },
+    /// Follower: replace the (empty) log with the snapshot in `staging`, with the leader's
+    /// epoch history below `end`.
+    Install {
+        partition: u32,
+        leader_epoch: u32,
+        staging: std::path::PathBuf,
+        epochs: Vec<(u32, u64)>,
+    },
 }
 
 /// The answers.
@@ -103,6 +116,15 @@ pub enum ReplReply {
     Ends(Vec<(u32, u64, u64)>),
     /// Turns still waiting for the in-sync replicas.
     Pending(usize),
+    /// Leader: the follower's log is empty and this log has closed segments to copy.
+    Bootstrap,
+    /// A snapshot (or staging) directory, its files, where it ends, and the epoch history.
+    Snapshot {
+        dir: std::path::PathBuf,
+        files: Vec<String>,
+        end: u64,
+        epochs: Vec<(u32, u64)>,
+    },
     /// This node does not lead (or follow, for follower ops) the partition in that epoch.
     WrongRole {
         leader_epoch: u32,
@@ -706,6 +728,11 @@ impl Worker {
                 let Some(s) = self.store(p) else {
                     return (reply(ReplReply::Failed("no store".into())), Need::Now);
                 };
+                // An empty replica copies the closed segments as files instead of replaying
+                // them record by record.
+                if from == 0 && validate == Some(0) && s.active_base() > 0 {
+                    return (reply(ReplReply::Bootstrap), Need::Now);
+                }
                 if let Some(last_epoch) = validate {
                     let ok = if last_epoch == 0 {
                         true
@@ -838,6 +865,71 @@ impl Worker {
                 ),
                 None => (reply(ReplReply::Failed("no store".into())), Need::Now),
             },
+            ReplOp::Snapshot {
+                partition: p,
+                leader_epoch,
+            } => {
+                if self.cluster.as_ref().map(|c| c.role(p))
+                    != Some(Role::Leader {
+                        epoch: leader_epoch,
+                    })
+                {
+                    return (reply(ReplReply::WrongRole { leader_epoch: 0 }), Need::Now);
+                }
+                let Some(s) = self.store(p) else {
+                    return (reply(ReplReply::Failed("no store".into())), Need::Now);
+                };
+                match snapshot_links(s) {
+                    Ok(r) => (reply(r), Need::Now),
+                    Err(e) => (reply(ReplReply::Failed(e.to_string())), Need::Now),
+                }
+            }
+            ReplOp::Staging {
+                partition: p,
+                leader_epoch,
+            } => {
+                if self.cluster.as_ref().map(|c| c.role(p))
+                    != Some(Role::Follower {
+                        epoch: leader_epoch,
+                    })
+                {
+                    return (reply(ReplReply::WrongRole { leader_epoch: 0 }), Need::Now);
+                }
+                let Some(s) = self.store(p) else {
+                    return (reply(ReplReply::Failed("no store".into())), Need::Now);
+                };
+                let dir = sibling(s.dir(), "incoming");
+                let made = std::fs::remove_dir_all(&dir)
+                    .or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .and_then(|()| std::fs::create_dir_all(&dir));
+                match made {
+                    Ok(()) => (
+                        reply(ReplReply::Snapshot {
+                            dir,
+                            files: Vec::new(),
+                            end: 0,
+                            epochs: Vec::new(),
+                        }),
+                        Need::Now,
+                    ),
+                    Err(e) => (reply(ReplReply::Failed(e.to_string())), Need::Now),
+                }
+            }
+            ReplOp::Install {
+                partition: p,
+                leader_epoch,
+                staging,
+                epochs,
+            } => (
+                self.install_snapshot(p, leader_epoch, &staging, &epochs),
+                Need::Now,
+            ),
             ReplOp::Resign => match self.cluster.as_mut() {
                 Some(c) => {
                     c.resigning = true;
@@ -872,5 +964,130 @@ impl Worker {
             _ => return None,
         };
         Some((self.topo.partition_of(&key), key))
+    }
+}
+
+/// `<partition dir>.<what>`: beside the partition's directory, never inside it (a store
+/// opening after a crash must not mistake it for part of the log).
+fn sibling(dir: &std::path::Path, what: &str) -> std::path::PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{what}"));
+    dir.with_file_name(name)
+}
+
+/// Hard links of a leader's closed segments and hints in a fresh directory (see
+/// `ReplOp::Snapshot`); the copier removes it when done.
+fn snapshot_links(s: &simplekv_engine::Store) -> std::io::Result<ReplReply> {
+    let dir = sibling(s.dir(), &format!("snapshot-{:016x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir)?;
+    let mut files = Vec::new();
+    for f in s.closed_segment_files() {
+        let Some(name) = f.file_name() else { continue };
+        match std::fs::hard_link(&f, dir.join(name)) {
+            Ok(()) => files.push(name.to_string_lossy().into_owned()),
+            // A hint file may be replaced meanwhile; the follower rebuilds what is missing.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && f.extension().is_some_and(|x| x == "hint") => {}
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        }
+    }
+    let end = s.active_base();
+    let epochs = s
+        .epoch_cache()
+        .entries()
+        .iter()
+        .filter(|e| e.start_lsn < end)
+        .map(|e| (e.epoch, e.start_lsn))
+        .collect();
+    Ok(ReplReply::Snapshot {
+        dir,
+        files,
+        end,
+        epochs,
+    })
+}
+
+impl Worker {
+    /// Replaces an empty follower log with a copied snapshot (see `ReplOp::Install`).
+    fn install_snapshot(
+        &mut self,
+        p: u32,
+        leader_epoch: u32,
+        staging: &std::path::Path,
+        epochs: &[(u32, u64)],
+    ) -> Payload {
+        let fail = |m: String| Payload::Repl(Box::new(ReplReply::Failed(m)));
+        if self.cluster.as_ref().map(|c| c.role(p))
+            != Some(Role::Follower {
+                epoch: leader_epoch,
+            })
+        {
+            return Payload::Repl(Box::new(ReplReply::WrongRole { leader_epoch: 0 }));
+        }
+        let Some(old) = self.stores.get_mut(p as usize).and_then(|s| s.take()) else {
+            return fail("no store".into());
+        };
+        if old.log_end() != 0 {
+            // Records arrived meanwhile: keep them, fetch the rest as usual.
+            self.stores[p as usize] = Some(old);
+            return fail("the log is no longer empty".into());
+        }
+        let dir = old.dir().to_path_buf();
+        let opts = old.options().clone();
+        drop(old);
+        let moved = (|| -> std::io::Result<()> {
+            for e in std::fs::read_dir(&dir)? {
+                let path = e?.path();
+                if path.is_file() {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+            for e in std::fs::read_dir(staging)? {
+                let e = e?;
+                std::fs::rename(e.path(), dir.join(e.file_name()))?;
+            }
+            std::fs::remove_dir(staging)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })();
+        let epochs_written = moved.map_err(|e| e.to_string()).and_then(|()| {
+            let mut cache =
+                simplekv_engine::LeaderEpochCache::load(&dir).map_err(|e| e.to_string())?;
+            for &(e, start) in epochs {
+                cache.assign(e, start).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        let reopened = simplekv_engine::Store::open(&dir, opts);
+        match (epochs_written, reopened) {
+            (Ok(()), Ok(mut s)) => {
+                s.set_replica(true);
+                let log_end = s.log_end();
+                let last_epoch = last_record_epoch(&s);
+                info!("partition {p}: installed a snapshot from the leader up to LSN {log_end}");
+                self.stores[p as usize] = Some(s);
+                Payload::Repl(Box::new(ReplReply::Position {
+                    log_end,
+                    last_epoch,
+                }))
+            }
+            (r, s) => {
+                let why = match (&r, &s) {
+                    (Err(e), _) => e.clone(),
+                    (_, Err(e)) => e.to_string(),
+                    _ => String::new(),
+                };
+                log::error!("partition {p}: installing a snapshot failed: {why}");
+                // An empty log is always a valid replica: start over with one.
+                if let Ok(mut s) = s {
+                    s.set_replica(true);
+                    self.stores[p as usize] = Some(s);
+                }
+                fail(why)
+            }
+        }
     }
 }
