@@ -293,17 +293,9 @@ fn signal_channel() -> mpsc::Receiver<i32> {
         .name("skv-signals".into())
         .spawn(move || {
             loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: plain libc calls on a local, initialised sigset; sigwait writes the
-                // signal number into `sig`.
-                let rc = unsafe {
-                    let mut set: libc::sigset_t = std::mem::zeroed();
-                    libc::sigemptyset(&mut set);
-                    libc::sigaddset(&mut set, libc::SIGINT);
-                    libc::sigaddset(&mut set, libc::SIGTERM);
-                    libc::sigwait(&set, &mut sig)
-                };
-                if rc == 0 && tx.send(sig).is_err() {
+                if let Some(sig) = crate::signals::wait_one()
+                    && tx.send(sig).is_err()
+                {
                     return;
                 }
             }

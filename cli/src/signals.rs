@@ -14,6 +14,22 @@ pub fn block() {
     }
 }
 
+/// Waits for the next SIGINT or SIGTERM (they must be blocked, see `block`); `None` if
+/// sigwait failed.
+pub fn wait_one() -> Option<i32> {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: plain libc calls on a local, initialised sigset; sigwait writes the signal
+    // number into `sig`.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigwait(&set, &mut sig)
+    };
+    (rc == 0).then_some(sig)
+}
+
 /// Calls `on_first` on the first SIGINT/SIGTERM; a second one exits at once.
 pub fn spawn_waiter(on_first: impl Fn() + Send + 'static) {
     static SEEN: AtomicBool = AtomicBool::new(false);
@@ -21,18 +37,9 @@ pub fn spawn_waiter(on_first: impl Fn() + Send + 'static) {
         .name("skv-signals".into())
         .spawn(move || {
             loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: as above; sigwait writes the signal number into `sig`.
-                let rc = unsafe {
-                    let mut set: libc::sigset_t = std::mem::zeroed();
-                    libc::sigemptyset(&mut set);
-                    libc::sigaddset(&mut set, libc::SIGINT);
-                    libc::sigaddset(&mut set, libc::SIGTERM);
-                    libc::sigwait(&set, &mut sig)
-                };
-                if rc != 0 {
+                let Some(sig) = wait_one() else {
                     continue;
-                }
+                };
                 if SEEN.swap(true, Ordering::SeqCst) {
                     log::error!("second signal {sig}: exiting without a clean shutdown");
                     std::process::exit(130);

@@ -7,74 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::LocalCluster;
+use common::cluster::{LocalCluster, get, run, set};
 use redis::{RedisResult, Value};
-
-/// Runs a command against the cluster as `redis-cli -c` does: follows MOVED, waits out
-/// TRYAGAIN/CLUSTERDOWN (bounded by `deadline`). Returns the first other reply or error text.
-fn run(addr: &str, args: &[&[u8]], deadline: Duration) -> Result<Value, String> {
-    let start = Instant::now();
-    let entry = addr.to_string();
-    let mut addr = entry.clone();
-    loop {
-        let r: RedisResult<Value> = (|| {
-            let client = redis::Client::open(format!("redis://{addr}/"))?;
-            let mut c = client.get_connection_with_timeout(Duration::from_secs(2))?;
-            c.set_read_timeout(Some(Duration::from_secs(2)))?;
-            let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap_or("PING"));
-            for a in &args[1..] {
-                cmd.arg(*a);
-            }
-            cmd.query(&mut c)
-        })();
-        // The redis crate words server errors its own way ("Moved: 449 host:port",
-        // "TryAgain: ..."): compare in lower case, normalised to Redis's codes.
-        let text = match r {
-            Ok(v) => return Ok(v),
-            Err(e) => e.to_string().to_lowercase(),
-        };
-        if let Some(rest) = text.split("moved").nth(1) {
-            let target = rest.split_whitespace().last().unwrap_or("").to_string();
-            if target.contains(':') {
-                addr = target;
-                continue;
-            }
-        }
-        // A redirect to a node that is paused times out: ask again (SET is idempotent here).
-        let retry = text.contains("tryagain")
-            || text.contains("clusterdown")
-            || text.contains("connection refused")
-            || text.contains("temporarily unavailable")
-            || text.contains("timed out");
-        if !retry || start.elapsed() > deadline {
-            return Err(text);
-        }
-        // Ask the entry node again: the redirect may have named a node that just died.
-        addr = entry.clone();
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn set(c: &LocalCluster, entry: u32, k: &str, v: &str) -> Result<(), String> {
-    run(
-        &c.resp_addr(entry),
-        &[b"SET", k.as_bytes(), v.as_bytes()],
-        Duration::from_secs(20),
-    )
-    .map(|_| ())
-}
-
-fn get(c: &LocalCluster, entry: u32, k: &str) -> Option<String> {
-    match run(
-        &c.resp_addr(entry),
-        &[b"GET", k.as_bytes()],
-        Duration::from_secs(20),
-    ) {
-        Ok(Value::BulkString(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
-        Ok(Value::Nil) => None,
-        other => panic!("GET {k}: {other:?}\n{}", c.all_log_tails()),
-    }
-}
 
 /// The node leading the most partitions (the one whose loss hurts most).
 fn busiest_leader(c: &LocalCluster) -> u32 {

@@ -620,22 +620,13 @@ impl State {
                 // and starts this validation then.
                 if !f.reading {
                     f.reading = true;
-                    let ev = self.events.clone();
-                    let op = ReplOp::Read {
-                        partition: p,
-                        leader_epoch: l.epoch,
-                        from: pf.fetch_offset,
-                        max_bytes: READ_BYTES,
-                        validate: Some(pf.last_fetched_epoch),
-                    };
-                    self.router
-                        .submit(self.router.topo.worker_of(p), Op::Repl(op), move |r| {
-                            let _ = ev.send(Event::ReadDone {
-                                partition: p,
-                                follower,
-                                reply: payload_reply(r),
-                            });
-                        });
+                    let read = (p, follower, l.epoch, pf.fetch_offset);
+                    read_for(
+                        &self.router,
+                        &self.events,
+                        read,
+                        Some(pf.last_fetched_epoch),
+                    );
                 }
             } else if !f.validated && !f.reading {
                 // A stream this leader has not validated (e.g. it just took over): the
@@ -684,22 +675,8 @@ impl State {
             // The follower asked again meanwhile: answer its newest request.
             if let Some(last_epoch) = f.validate_epoch {
                 f.reading = true;
-                let op = ReplOp::Read {
-                    partition: p,
-                    leader_epoch: epoch,
-                    from: f.sent,
-                    max_bytes: READ_BYTES,
-                    validate: Some(last_epoch),
-                };
-                let ev = self.events.clone();
-                self.router
-                    .submit(self.router.topo.worker_of(p), Op::Repl(op), move |r| {
-                        let _ = ev.send(Event::ReadDone {
-                            partition: p,
-                            follower,
-                            reply: payload_reply(r),
-                        });
-                    });
+                let read = (p, follower, epoch, f.sent);
+                read_for(&self.router, &self.events, read, Some(last_epoch));
             }
             return;
         }
@@ -801,25 +778,8 @@ impl State {
         for (stream, r) in batches {
             self.send_to_stream(stream, r);
         }
-        for (p, follower, epoch, from) in reads {
-            let ev = self.events.clone();
-            self.submit(
-                p,
-                ReplOp::Read {
-                    partition: p,
-                    leader_epoch: epoch,
-                    from,
-                    max_bytes: READ_BYTES,
-                    validate: None,
-                },
-                move |r| {
-                    let _ = ev.send(Event::ReadDone {
-                        partition: p,
-                        follower,
-                        reply: payload_reply(r),
-                    });
-                },
-            );
+        for read in reads {
+            read_for(&self.router, &self.events, read, None);
         }
     }
 
@@ -1307,6 +1267,31 @@ impl State {
             );
         }
     }
+}
+
+/// Asks partition `p`'s worker for records for `follower` from `from` (validating the
+/// follower's last epoch first when given); the answer comes back as `Event::ReadDone`.
+fn read_for(
+    router: &Router,
+    events: &Sender<Event>,
+    (p, follower, leader_epoch, from): (u32, u32, u32, u64),
+    validate: Option<u32>,
+) {
+    let ev = events.clone();
+    let op = ReplOp::Read {
+        partition: p,
+        leader_epoch,
+        from,
+        max_bytes: READ_BYTES,
+        validate,
+    };
+    router.submit(router.topo.worker_of(p), Op::Repl(op), move |r| {
+        let _ = ev.send(Event::ReadDone {
+            partition: p,
+            follower,
+            reply: payload_reply(r),
+        });
+    });
 }
 
 fn fetch_of(p: u32, f: &FollowedPart, validate: bool) -> PartitionFetch {

@@ -784,16 +784,9 @@ impl Worker {
                 bytes,
                 leader_hw,
             } => {
-                let role = self.cluster.as_ref().map(|c| c.role(p));
-                if role
-                    != Some(Role::Follower {
-                        epoch: leader_epoch,
-                    })
-                {
-                    return (reply(ReplReply::WrongRole { leader_epoch: 0 }), Need::Now);
-                }
-                let Some(s) = self.store_mut(p) else {
-                    return (reply(ReplReply::Failed("no store".into())), Need::Now);
+                let s = match self.follower_store(p, leader_epoch) {
+                    Ok(s) => s,
+                    Err(e) => return (e, Need::Now),
                 };
                 let r = s.append_records(&bytes);
                 let log_end = s.log_end();
@@ -824,16 +817,9 @@ impl Worker {
                 epoch,
                 end,
             } => {
-                let role = self.cluster.as_ref().map(|c| c.role(p));
-                if role
-                    != Some(Role::Follower {
-                        epoch: leader_epoch,
-                    })
-                {
-                    return (reply(ReplReply::WrongRole { leader_epoch: 0 }), Need::Now);
-                }
-                let Some(s) = self.store_mut(p) else {
-                    return (reply(ReplReply::Failed("no store".into())), Need::Now);
+                let s = match self.follower_store(p, leader_epoch) {
+                    Ok(s) => s,
+                    Err(e) => return (e, Need::Now),
                 };
                 let own = s.end_offset_for_epoch(epoch).map_or(0, |(_, e)| e);
                 let cut = end.min(own);
@@ -869,12 +855,13 @@ impl Worker {
                 partition: p,
                 leader_epoch,
             } => {
-                if self.cluster.as_ref().map(|c| c.role(p))
-                    != Some(Role::Leader {
+                if let Some(wrong) = self.wrong_role(
+                    p,
+                    Role::Leader {
                         epoch: leader_epoch,
-                    })
-                {
-                    return (reply(ReplReply::WrongRole { leader_epoch: 0 }), Need::Now);
+                    },
+                ) {
+                    return (wrong, Need::Now);
                 }
                 let Some(s) = self.store(p) else {
                     return (reply(ReplReply::Failed("no store".into())), Need::Now);
@@ -888,12 +875,13 @@ impl Worker {
                 partition: p,
                 leader_epoch,
             } => {
-                if self.cluster.as_ref().map(|c| c.role(p))
-                    != Some(Role::Follower {
+                if let Some(wrong) = self.wrong_role(
+                    p,
+                    Role::Follower {
                         epoch: leader_epoch,
-                    })
-                {
-                    return (reply(ReplReply::WrongRole { leader_epoch: 0 }), Need::Now);
+                    },
+                ) {
+                    return (wrong, Need::Now);
                 }
                 let Some(s) = self.store(p) else {
                     return (reply(ReplReply::Failed("no store".into())), Need::Now);
@@ -1012,6 +1000,30 @@ fn snapshot_links(s: &simplekv_engine::Store) -> std::io::Result<ReplReply> {
 }
 
 impl Worker {
+    /// Partition `p`'s store when this node follows it in `leader_epoch`; otherwise the reply.
+    fn follower_store(
+        &mut self,
+        p: u32,
+        leader_epoch: u32,
+    ) -> Result<&mut simplekv_engine::Store, Payload> {
+        if let Some(wrong) = self.wrong_role(
+            p,
+            Role::Follower {
+                epoch: leader_epoch,
+            },
+        ) {
+            return Err(wrong);
+        }
+        self.store_mut(p)
+            .ok_or_else(|| Payload::Repl(Box::new(ReplReply::Failed("no store".into()))))
+    }
+
+    /// `None` when partition `p` is in `role` here; otherwise the WrongRole reply.
+    fn wrong_role(&self, p: u32, role: Role) -> Option<Payload> {
+        (self.cluster.as_ref().map(|c| c.role(p)) != Some(role))
+            .then(|| Payload::Repl(Box::new(ReplReply::WrongRole { leader_epoch: 0 })))
+    }
+
     /// Replaces an empty follower log with a copied snapshot (see `ReplOp::Install`).
     fn install_snapshot(
         &mut self,
@@ -1021,12 +1033,13 @@ impl Worker {
         epochs: &[(u32, u64)],
     ) -> Payload {
         let fail = |m: String| Payload::Repl(Box::new(ReplReply::Failed(m)));
-        if self.cluster.as_ref().map(|c| c.role(p))
-            != Some(Role::Follower {
+        if let Some(wrong) = self.wrong_role(
+            p,
+            Role::Follower {
                 epoch: leader_epoch,
-            })
-        {
-            return Payload::Repl(Box::new(ReplReply::WrongRole { leader_epoch: 0 }));
+            },
+        ) {
+            return wrong;
         }
         let Some(old) = self.stores.get_mut(p as usize).and_then(|s| s.take()) else {
             return fail("no store".into());
