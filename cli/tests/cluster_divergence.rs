@@ -640,3 +640,61 @@ fn an_empty_replica_bootstraps_from_copied_segments_and_converges() {
     set_all_acked(&c, l, &keys[..20], "v2", &mut acked);
     assert_identical_replicas(&mut c, P, &acked);
 }
+
+/// Keys expire on the leader's clock only: its active expiry logs tombstones, which the
+/// followers replicate; a follower never deletes on its own, so every replica ends with the
+/// same log — the writes and exactly one tombstone per expired key.
+#[test]
+fn expiry_deletes_are_the_leaders_tombstones_on_every_replica() {
+    let mut c = LocalCluster::start(3, 1, 3, &[NO_REBALANCE]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let l = c.leader_of(P).expect("leader");
+    let keys = keys_in(&c, P, "e", 20);
+    let mut conn = c.conn_to(l);
+    for k in &keys {
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg("v")
+            .arg("PX")
+            .arg(300)
+            .query(&mut conn)
+            .expect("SET PX");
+    }
+    // Active expiry runs on the leader's timer (10 times a second, sampling keys with a TTL).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut conn)
+            .expect("INFO");
+        let expired: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("expired_keys:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if expired >= keys.len() as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader expired {expired} keys only"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The followers have the tombstones once the leader's log end is everywhere.
+    for f in c.partition_state(P).replicas {
+        if f != l {
+            wait_caught_up(&c, f, l, P);
+        }
+    }
+    let mut acked = Acked::new();
+    for k in &keys {
+        acked.insert(k.clone(), None);
+    }
+    let r = assert_identical_replicas(&mut c, P, &acked);
+    assert_eq!(
+        r.log_end,
+        2 * keys.len() as u64,
+        "one write and one tombstone per key"
+    );
+}

@@ -198,7 +198,7 @@ impl Node {
         let (feed_tx, feed_rx) = crossbeam_channel::unbounded();
         // The lease must end well before the session would expire (see the replication
         // thread's docs: a paused leader stops serving before anyone can replace it).
-        let lease = session_timeout / 2;
+        let lease = session_timeout / 4;
         let lag_max = Duration::from_millis(c.replica_lag_time_max_ms);
         let shutdown_timeout = config.server.shutdown_timeout();
         let bind = config.server.bind.clone();

@@ -261,6 +261,11 @@ struct LeaderConn {
     generation: u64,
     tx: UnboundedSender<FetchRequest>,
     last_sent: Instant,
+    /// When every fetched partition's position last went out together. Kept apart from
+    /// `last_sent`: acknowledgements for busy partitions go out all the time, and counting
+    /// them as heartbeats starved the idle partitions, whose followers then looked stuck
+    /// and were dropped from the ISR under load.
+    last_heartbeat: Instant,
     /// Newest leader clock received (echoed in requests).
     echo: u64,
     _client: ReplicationClient,
@@ -991,8 +996,11 @@ impl State {
             let due = self
                 .conns
                 .get(&leader)
-                .is_some_and(|c| now.duration_since(c.last_sent) >= HEARTBEAT);
+                .is_some_and(|c| now.duration_since(c.last_heartbeat) >= HEARTBEAT);
             if due {
+                if let Some(c) = self.conns.get_mut(&leader) {
+                    c.last_heartbeat = now;
+                }
                 self.send_fetch(leader, parts);
             }
         }
@@ -1083,6 +1091,7 @@ impl State {
                 generation,
                 tx,
                 last_sent: Instant::now(),
+                last_heartbeat: Instant::now(),
                 echo: 0,
                 _client: client,
             },
@@ -1180,16 +1189,24 @@ impl State {
             let Some(f) = self.followed.get_mut(&p) else {
                 continue;
             };
-            if f.leader != leader || f.epoch != d.leader_epoch {
+            if f.leader != leader {
                 continue;
             }
+            // An error carries the epoch the leader knows (0 when it does not lead the
+            // partition yet): it answers this follower's request whatever that epoch is, and
+            // ignoring it left the follower waiting for nothing until its retry timer.
             if d.error.value() != FetchError::NONE as i32 {
-                debug!(
-                    "partition {p}: leader {leader} answered {:?}: {}",
-                    d.error, d.message
-                );
-                f.state = FState::Backoff(Instant::now() + Duration::from_millis(200));
-                f.since = Instant::now();
+                if !matches!(f.state, FState::Backoff(_) | FState::Bootstrapping) {
+                    debug!(
+                        "partition {p}: leader {leader} answered {:?}: {}",
+                        d.error, d.message
+                    );
+                    f.state = FState::Backoff(Instant::now() + Duration::from_millis(50));
+                    f.since = Instant::now();
+                }
+                continue;
+            }
+            if f.epoch != d.leader_epoch {
                 continue;
             }
             if d.bootstrap {
