@@ -698,3 +698,28 @@ fn expiry_deletes_are_the_leaders_tombstones_on_every_replica() {
         "one write and one tombstone per key"
     );
 }
+
+/// A leader killed, wiped and restarted before its old ZooKeeper session expired must not
+/// take its old leadership back with an empty log (its followers would cut theirs to match,
+/// losing acknowledged writes): the controller sees its new broker epoch, moves the
+/// leadership to another in-sync replica and takes it out of the ISR until it has caught up.
+#[test]
+fn a_leader_restarted_with_an_empty_disk_does_not_resume_its_old_leadership() {
+    let mut c = LocalCluster::start(3, 1, 3, &[NO_REBALANCE]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let before = c.partition_state(P);
+    let l = before.leader.expect("leader");
+    let keys = keys_in(&c, P, "w", 50);
+    let mut acked = Acked::new();
+    set_all_acked(&c, l, &keys, "v1", &mut acked);
+    c.wipe_and_restart(l);
+    let (new, epoch) = wait_new_leader(&mut c, P, l, before.leader_epoch);
+    assert_ne!(new, l);
+    assert!(epoch > before.leader_epoch);
+    c.wait_for_full_isr(Duration::from_secs(60));
+    let other = (1..=3).find(|&i| i != l).unwrap_or(1);
+    for k in keys.iter().step_by(7) {
+        assert_eq!(get(&c, other, k), acked[k].clone(), "{k}");
+    }
+    assert_identical_replicas(&mut c, P, &acked);
+}

@@ -76,7 +76,14 @@ pub fn routes_of(v: &ClusterView, name: &str, version: u64) -> RouteTable {
             .partitions
             .iter()
             .map(|pv| PartRoute {
-                leader: pv.state.leader,
+                // Leadership given to an earlier incarnation of this node (the state is older
+                // than its current registration) is not acted on: this one may have lost data
+                // (a wiped disk). The controller writes the state again, with another leader
+                // or a new epoch, and that one counts.
+                leader: pv
+                    .state
+                    .leader
+                    .filter(|&l| !(l == v.me && pv.mzxid < v.broker_epoch)),
                 leader_epoch: pv.state.leader_epoch,
                 replicas: pv.state.replicas.clone(),
                 isr: pv.state.isr.clone(),

@@ -521,6 +521,7 @@ mod decisions {
         Nodes {
             live: live.iter().copied().collect(),
             shutting_down: shutting.iter().copied().collect(),
+            reconfirm: None,
         }
     }
 
@@ -550,6 +551,18 @@ mod decisions {
         );
         assert!(!d.unclean);
         settle(d, &n, false);
+    }
+
+    #[test]
+    fn a_restarted_leader_that_is_the_only_in_sync_replica_gets_a_new_epoch() {
+        let s = st(Some(1), 3, &[1], &[1, 2, 3]);
+        let mut n = nodes(&[1, 2, 3], &[]);
+        n.reconfirm = Some(1);
+        let d = decide(&s, &n, &BTreeMap::new(), false, false, 7).unwrap();
+        assert_eq!((d.next.leader, d.next.leader_epoch), (Some(1), 4));
+        assert_eq!(d.next.isr, vec![1]);
+        // Once written, the state is newer than the registration: nothing more to do.
+        settle(d, &nodes(&[1, 2, 3], &[]), false);
     }
 
     #[test]

@@ -15,6 +15,10 @@ use crate::zk::layout::{BrokerInfo, ClusterMeta, PartitionState};
 pub struct PartitionView {
     pub state: PartitionState,
     pub version: i32,
+    /// Zxid of the write that made this version: a node whose broker registration (its
+    /// broker epoch) is newer than this must not act on the leadership it names — it was
+    /// given to an earlier incarnation of the node, which may have had data this one lacks.
+    pub mzxid: i64,
 }
 
 /// Everything the data plane and the replication thread need to know about the cluster.

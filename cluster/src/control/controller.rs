@@ -10,6 +10,10 @@ use crate::zk::layout::PartitionState;
 pub struct Nodes {
     pub live: BTreeSet<u32>,
     pub shutting_down: BTreeSet<u32>,
+    /// A leader that restarted since the state was written and is the only in-sync replica
+    /// left: it keeps the partition, in a new leader epoch (see the control thread's
+    /// `nodes_for`).
+    pub reconfirm: Option<u32>,
 }
 
 impl Nodes {
@@ -111,6 +115,9 @@ pub fn decide(
         && s.isr.contains(&pref)
     {
         next.leader = Some(pref);
+        next.leader_epoch = s.leader_epoch.saturating_add(1);
+    }
+    if nodes.reconfirm.is_some() && next.leader == nodes.reconfirm && next == *s {
         next.leader_epoch = s.leader_epoch.saturating_add(1);
     }
     // Out of the ISR go dead and leaving nodes, as long as the leader itself stays in it.

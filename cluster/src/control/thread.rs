@@ -183,6 +183,8 @@ struct Ctl {
     broker_epoch: i64,
     meta: ClusterMeta,
     brokers: BTreeMap<u32, BrokerInfo>,
+    /// Each live broker's epoch (the creation zxid of its registration).
+    broker_epochs: BTreeMap<u32, i64>,
     /// `None` until a state has been read and decoded.
     parts: Vec<Option<PartitionView>>,
     controller: Option<ControllerInfo>,
@@ -234,6 +236,7 @@ impl Ctl {
                 replication_factor: 0,
             },
             brokers: BTreeMap::new(),
+            broker_epochs: BTreeMap::new(),
             parts: Vec::new(),
             controller: None,
             shutting: BTreeSet::new(),
@@ -624,11 +627,13 @@ impl Ctl {
             s.children(path::BROKERS)?
         };
         let mut brokers = BTreeMap::new();
+        let mut epochs = BTreeMap::new();
         for c in children {
             let p = format!("{}/{c}", path::BROKERS);
-            if let Some((raw, _)) = s.get(&p)? {
+            if let Some((raw, stat)) = s.get(&p)? {
                 match BrokerInfo::decode(&raw) {
                     Ok(b) => {
+                        epochs.insert(b.id, stat.czxid);
                         brokers.insert(b.id, b);
                     }
                     Err(e) => warn!("control: {p}: {e}; ignored"),
@@ -636,6 +641,7 @@ impl Ctl {
             }
         }
         self.armed.brokers |= arm;
+        self.broker_epochs = epochs;
         if brokers != self.brokers {
             info!(
                 "control: live nodes {:?}",
@@ -736,6 +742,7 @@ impl Ctl {
                     PartitionView {
                         state,
                         version: stat.version,
+                        mzxid: stat.mzxid,
                     },
                 ),
                 Err(e) => warn!("control: {sp}: {e}; partition {p} treated as unknown"),
@@ -786,10 +793,43 @@ impl Ctl {
         }
     }
 
+    /// The nodes as one partition's election sees them. A replica that registered again
+    /// after the partition's state was last written (its broker epoch is newer: it restarted,
+    /// perhaps with an empty disk, or lost its session) may lack records the state assumes
+    /// it has: while another in-sync replica can take over, it is treated as leaving — it
+    /// gives up the leadership and leaves the ISR, and joins again once caught up (KIP-380).
+    /// When it is the only in-sync replica left, it stays eligible and the state is written
+    /// again with a new leader epoch, which it then may act on.
+    fn nodes_for(&self, base: &Nodes, v: &PartitionView) -> Nodes {
+        let restarted: Vec<u32> = v
+            .state
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| self.broker_epochs.get(b).is_some_and(|&e| e > v.mzxid))
+            .collect();
+        if restarted.is_empty() {
+            return base.clone();
+        }
+        let others = v
+            .state
+            .isr
+            .iter()
+            .any(|b| !restarted.contains(b) && base.eligible(*b));
+        let mut n = base.clone();
+        if others {
+            n.shutting_down.extend(restarted);
+        } else if v.state.leader.is_some_and(|l| restarted.contains(&l)) {
+            n.reconfirm = v.state.leader;
+        }
+        n
+    }
+
     fn nodes(&self) -> Nodes {
         Nodes {
             live: self.brokers.keys().copied().collect(),
             shutting_down: self.shutting.clone(),
+            reconfirm: None,
         }
     }
 
@@ -866,6 +906,7 @@ impl Ctl {
                     PartitionView {
                         state,
                         version: stat.version,
+                        mzxid: stat.mzxid,
                     },
                 );
             }
@@ -955,6 +996,7 @@ impl Ctl {
                         PartitionView {
                             state: next,
                             version: stat.version,
+                            mzxid: stat.mzxid,
                         },
                     );
                     return Ok(stat.version);
@@ -1043,6 +1085,7 @@ impl Ctl {
             .enumerate()
             .filter_map(|(p, v)| {
                 let v = v.as_ref()?;
+                let nodes = self.nodes_for(&nodes, v);
                 controller::decide(&v.state, &nodes, &none, unclean, preferred, epoch)
                     .map(|_| p as u32)
             })
@@ -1174,13 +1217,13 @@ impl Ctl {
                     return Ok(true);
                 }
             };
-            self.apply(
-                p,
-                PartitionView {
-                    state: cur.clone(),
-                    version: stat.version,
-                },
-            );
+            let seen = PartitionView {
+                state: cur.clone(),
+                version: stat.version,
+                mzxid: stat.mzxid,
+            };
+            let nodes = &self.nodes_for(nodes, &seen);
+            self.apply(p, seen);
             if cur.controller_epoch > epoch {
                 warn!(
                     "control: partition {p} was written by controller epoch {} (ours is {epoch}): node {} stops acting as controller",
@@ -1219,6 +1262,7 @@ impl Ctl {
                         PartitionView {
                             state: d.next,
                             version: stat.version,
+                            mzxid: stat.mzxid,
                         },
                     );
                     return Ok(true);
@@ -1253,6 +1297,7 @@ fn unknown_partition() -> PartitionView {
             controller_epoch: 0,
         },
         version: -1,
+        mzxid: 0,
     }
 }
 

@@ -154,6 +154,7 @@ impl ReplThread {
                     conns: BTreeMap::new(),
                     next_gen: 1,
                     clock0: Instant::now(),
+                    acks: Default::default(),
                 };
                 st.refresh_roles();
                 st.run(rx, feed);
@@ -287,6 +288,8 @@ struct State {
     next_gen: u64,
     /// Base of the clock values sent to followers.
     clock0: Instant,
+    /// Followed partitions whose new position is to be acknowledged this round.
+    acks: std::collections::BTreeSet<u32>,
 }
 
 fn payload_reply(p: Payload) -> ReplReply {
@@ -312,11 +315,28 @@ impl State {
                 },
                 recv(tick) -> _ => self.on_tick(),
             }
-            // Drain what is queued before pushing, so one push carries many turns.
+            // Take what is already queued before sending anything, so that under load one
+            // push carries many turns and one request many acknowledgements (bounded, so
+            // a flood cannot hold the pushes back for long).
+            let mut stop = false;
+            for _ in 0..256 {
+                match rx.try_recv() {
+                    Ok(Event::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Ok(ev) => self.on_event(ev),
+                    Err(_) => break,
+                }
+            }
             while let Ok(m) = feed.try_recv() {
                 self.on_feed(m);
             }
+            self.flush_acks();
             self.pump_all();
+            if stop {
+                break;
+            }
         }
         info!("replication thread stopped");
     }
@@ -614,6 +634,17 @@ impl State {
             f.acked = f.acked.max(pf.fetch_offset);
             while f.inflight.front().is_some_and(|(next, _)| *next <= f.acked) {
                 f.inflight.pop_front();
+            }
+            if pf.validate && l.isr.contains(&follower) && pf.fetch_offset < l.hw {
+                // An in-sync replica whose log is now shorter than the high watermark lost
+                // records it had acknowledged (a wiped disk): it leaves the ISR at once.
+                warn!(
+                    "partition {p}: in-sync follower {follower} came back with log end {} below the high watermark {}",
+                    pf.fetch_offset, l.hw
+                );
+                f.last_caught_up = now
+                    .checked_sub(self.s.lag_max * 2)
+                    .unwrap_or(f.last_caught_up);
             }
             if pf.validate {
                 f.validated = false;
@@ -1006,6 +1037,27 @@ impl State {
         }
     }
 
+    /// Sends this round's acknowledgements: one request per leader.
+    fn flush_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        let mut by_leader: BTreeMap<u32, Vec<PartitionFetch>> = BTreeMap::new();
+        for p in std::mem::take(&mut self.acks) {
+            if let Some(f) = self.followed.get(&p)
+                && f.state == FState::Fetching
+            {
+                by_leader
+                    .entry(f.leader)
+                    .or_default()
+                    .push(fetch_of(p, f, false));
+            }
+        }
+        for (leader, parts) in by_leader {
+            self.send_fetch(leader, parts);
+        }
+    }
+
     fn start_following(&mut self, p: u32) {
         let Some(f) = self.followed.get_mut(&p) else {
             return;
@@ -1157,10 +1209,8 @@ impl State {
                         self.send_fetch(leader, vec![pf]);
                     }
                     FState::Fetching => {
-                        // An append landed: acknowledge.
-                        let leader = f.leader;
-                        let pf = fetch_of(p, f, false);
-                        self.send_fetch(leader, vec![pf]);
+                        // An append landed: acknowledged with the others of this round.
+                        self.acks.insert(p);
                     }
                     _ => {}
                 }
