@@ -1,6 +1,7 @@
 //! Shared helpers of simplekv's benchmarks: key/value generation and simple timing, used by
 //! the criterion benches in `benches/benches/` and the report tools in `src/bin/`.
 
+pub mod chaos;
 pub mod checker;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,533 @@
+//! The cluster under test: `n` `simplekv server` child processes in cluster mode on loopback,
+//! sharing one ZooKeeper (each run its own cluster name, i.e. its own chroot), data and logs
+//! in the run folder. Every wait is bounded and returns an error instead of panicking.
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use simplekv_cluster::control::registry;
+use simplekv_cluster::zk::Session;
+use simplekv_cluster::zk::layout::{PartitionState, path};
+use simplekv_net::server::router::Topology;
+
+use super::resp::{Conn, Reply};
+
+const ZK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One node process.
+struct Node {
+    id: u32,
+    resp_port: u16,
+    grpc_port: u16,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    /// SIGSTOPped and not yet continued.
+    paused: bool,
+}
+
+pub struct Cluster {
+    bin: PathBuf,
+    /// `host:port/simplekv`: every node's `cluster.zk`.
+    zk_root: String,
+    /// `host:port/simplekv/<name>`: the cluster's chroot, for reads of its state.
+    zk_connect: String,
+    name: String,
+    pub partitions: u32,
+    nodes: Vec<Node>,
+    session: Option<Session>,
+    /// One key per partition (`probe_keys[p]` hashes to `p`).
+    probe_keys: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes in `dir`, creates the cluster (`partitions`, replication factor `rf`)
+    /// and waits until every partition has an answering leader.
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        zk_addr: &str,
+        name: &str,
+        n: u32,
+        partitions: u32,
+        rf: u32,
+    ) -> Result<Cluster, String> {
+        let ports = free_ports(2 * n as usize)?;
+        let nodes = (1..=n)
+            .map(|id| Node {
+                id,
+                resp_port: ports[2 * (id as usize - 1)],
+                grpc_port: ports[2 * (id as usize - 1) + 1],
+                data: dir.join(format!("node{id}")),
+                log: dir.join(format!("node{id}.log")),
+                child: None,
+                paused: false,
+            })
+            .collect();
+        let mut c = Cluster {
+            bin: bin.to_path_buf(),
+            zk_root: format!("{zk_addr}/simplekv"),
+            zk_connect: format!("{zk_addr}/simplekv/{name}"),
+            name: name.to_string(),
+            partitions,
+            nodes,
+            session: None,
+            probe_keys: probe_keys(partitions),
+        };
+        for id in 1..=n {
+            c.spawn(id)?;
+        }
+        let ids: Vec<u32> = (1..=n).collect();
+        c.wait_registered(&ids, Duration::from_secs(30))?;
+        simplekv_cluster::admin::create(&c.zk_connect, partitions, rf, ZK_TIMEOUT)
+            .map_err(|e| format!("cluster create: {e}"))?;
+        c.wait_for_leaders(Duration::from_secs(60))?;
+        Ok(c)
+    }
+
+    pub fn len(&self) -> u32 {
+        self.nodes.len() as u32
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    fn node(&self, i: u32) -> &Node {
+        &self.nodes[i as usize - 1]
+    }
+
+    fn node_mut(&mut self, i: u32) -> &mut Node {
+        &mut self.nodes[i as usize - 1]
+    }
+
+    /// RESP addresses of all nodes, node 1 first.
+    pub fn resp_addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.resp_port))
+            .collect()
+    }
+
+    pub fn log_path(&self, i: u32) -> PathBuf {
+        self.node(i).log.clone()
+    }
+
+    pub fn data_dir(&self, i: u32) -> PathBuf {
+        self.node(i).data.clone()
+    }
+
+    fn session(&mut self) -> Result<&Session, String> {
+        if self.session.is_none() {
+            let s = Session::connect(&self.zk_connect, ZK_TIMEOUT)
+                .map_err(|e| format!("ZooKeeper session: {e}"))?;
+            self.session = Some(s);
+        }
+        self.session
+            .as_ref()
+            .ok_or_else(|| "no ZooKeeper session".to_string())
+    }
+
+    /// Runs `f` on the session; a failure drops the session (the next call reconnects).
+    fn zk<T>(&mut self, f: impl Fn(&Session) -> Result<T, String>) -> Result<T, String> {
+        let r = f(self.session()?);
+        if r.is_err()
+            && let Some(s) = self.session.take()
+        {
+            s.close();
+        }
+        r
+    }
+
+    /// Starts node `i` (same ports and data directory as before).
+    pub fn spawn(&mut self, i: u32) -> Result<(), String> {
+        let zk = self.zk_root.clone();
+        let name = self.name.clone();
+        let bin = self.bin.clone();
+        let node = self.node_mut(i);
+        if node.child.is_some() {
+            return Err(format!("node {i} is already running"));
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| format!("{}: {e}", node.log.display()))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", node.log.display()))?;
+        let child = Command::new(&bin)
+            .arg("server")
+            .args(["--bind", "127.0.0.1"])
+            .args(["--port", &node.resp_port.to_string()])
+            .args(["--grpc-port", &node.grpc_port.to_string()])
+            .arg("--dir")
+            .arg(&node.data)
+            .args(["--workers", "1", "--no-pin", "--log-level", "info"])
+            .args(["--set", &format!("cluster.zk={zk}")])
+            .args(["--set", &format!("cluster.node_id={}", node.id)])
+            .args(["--set", &format!("cluster.name={name}")])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Whether node `i` has a process (running or paused).
+    pub fn is_up(&self, i: u32) -> bool {
+        self.node(i).child.is_some()
+    }
+
+    pub fn is_paused(&self, i: u32) -> bool {
+        self.node(i).paused
+    }
+
+    /// Nodes whose process exited although nothing here stopped it: `(node, exit status)`.
+    /// They are marked down (a later [`Cluster::spawn`] starts them again).
+    pub fn reap_unexpected(&mut self) -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        for n in &mut self.nodes {
+            if let Some(c) = n.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                out.push((n.id, st.to_string()));
+                n.child = None;
+                n.paused = false;
+            }
+        }
+        out
+    }
+
+    fn signal(&self, i: u32, sig: libc::c_int) -> Result<(), String> {
+        let Some(c) = self.node(i).child.as_ref() else {
+            return Err(format!("node {i} is not running"));
+        };
+        // SAFETY: signalling our own child, not yet reaped, so the pid is still ours.
+        let rc = unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "kill({sig}) node {i}: {}",
+                std::io::Error::last_os_error()
+            ))
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self, i: u32) {
+        let node = self.node_mut(i);
+        if let Some(mut c) = node.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        node.paused = false;
+    }
+
+    pub fn sigstop(&mut self, i: u32) -> Result<(), String> {
+        self.signal(i, libc::SIGSTOP)?;
+        self.node_mut(i).paused = true;
+        Ok(())
+    }
+
+    pub fn sigcont(&mut self, i: u32) -> Result<(), String> {
+        self.signal(i, libc::SIGCONT)?;
+        self.node_mut(i).paused = false;
+        Ok(())
+    }
+
+    /// SIGTERM (controlled shutdown) and wait up to `timeout` for the exit; then SIGKILL.
+    /// Returns how it ended.
+    pub fn sigterm_and_wait(&mut self, i: u32, timeout: Duration) -> Result<String, String> {
+        self.signal(i, libc::SIGTERM)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let node = self.node_mut(i);
+            let Some(c) = node.child.as_mut() else {
+                return Err(format!("node {i} is not running"));
+            };
+            if let Ok(Some(st)) = c.try_wait() {
+                node.child = None;
+                return Ok(format!("exited ({st})"));
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                node.child = None;
+                return Ok(format!(
+                    "did not exit within {} s of SIGTERM; SIGKILLed",
+                    timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Deletes node `i`'s data directory (the node must be down).
+    pub fn wipe(&mut self, i: u32) -> Result<(), String> {
+        if self.is_up(i) {
+            return Err(format!("node {i} is running"));
+        }
+        let data = self.data_dir(i);
+        if data.exists() {
+            std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The ZooKeeper session owning node `i`'s broker znode, if it is registered.
+    pub fn broker_owner(&mut self, i: u32) -> Result<Option<i64>, String> {
+        self.zk(|s| {
+            s.get(&path::broker(i))
+                .map(|o| o.map(|(_, stat)| stat.ephemeral_owner))
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Waits until node `i`'s broker znode is owned by a session other than `old_owner`.
+    pub fn wait_reregistered(
+        &mut self,
+        i: u32,
+        old_owner: Option<i64>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.is_up(i) {
+                return Err(format!("node {i} is not running"));
+            }
+            let owner = self.broker_owner(i).ok().flatten();
+            if owner.is_some() && owner != old_owner {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {i} did not register again within {} s",
+                    timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until nodes `ids` are all registered.
+    pub fn wait_registered(&mut self, ids: &[u32], timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live: Vec<u32> = self
+                .zk(|s| {
+                    registry::live_brokers(s)
+                        .map(|v| v.iter().map(|b| b.id).collect())
+                        .map_err(|e| e.to_string())
+                })
+                .unwrap_or_default();
+            if ids.iter().all(|i| live.contains(i)) {
+                return Ok(());
+            }
+            if let Some(&down) = ids.iter().find(|&&i| !self.is_up(i)) {
+                return Err(format!("node {down} is not running"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "nodes {ids:?} not all registered within {} s (registered: {live:?})",
+                    timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every partition's state in ZooKeeper.
+    pub fn states(&mut self) -> Result<Vec<PartitionState>, String> {
+        let parts = self.partitions;
+        self.zk(|s| {
+            (0..parts)
+                .map(|p| {
+                    let sp = path::partition_state(p);
+                    match s.get(&sp).map_err(|e| e.to_string())? {
+                        Some((raw, _)) => PartitionState::decode(&raw).map_err(|e| e.to_string()),
+                        None => Err(format!("{sp} missing")),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Partitions whose leader is missing or does not answer a read.
+    fn unserved(&mut self) -> Result<Vec<String>, String> {
+        let states = self.states()?;
+        let live = self.zk(|s| registry::live_brokers(s).map_err(|e| e.to_string()))?;
+        let mut conns: HashMap<u32, Option<Conn>> = HashMap::new();
+        let mut bad = Vec::new();
+        for (p, st) in states.iter().enumerate() {
+            let Some(l) = st.leader else {
+                bad.push(format!("{p}: no leader"));
+                continue;
+            };
+            let Some(b) = live.iter().find(|b| b.id == l) else {
+                bad.push(format!("{p}: leader {l} not registered"));
+                continue;
+            };
+            let conn = conns.entry(l).or_insert_with(|| {
+                Conn::connect(&b.resp, Duration::from_secs(1), Duration::from_secs(2)).ok()
+            });
+            let Some(c) = conn.as_mut() else {
+                bad.push(format!("{p}: leader {l} at {} refuses connections", b.resp));
+                continue;
+            };
+            let key = self.probe_keys[p].as_bytes();
+            match c.call(&[b"GET", key]) {
+                Ok(Reply::Bulk(_)) => {}
+                Ok(other) => bad.push(format!("{p}: leader {l} answers {other:?}")),
+                Err(e) => {
+                    bad.push(format!("{p}: leader {l}: {e}"));
+                    conns.insert(l, None);
+                }
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Waits until every partition has a live leader that answers a read.
+    pub fn wait_for_leaders(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.unserved() {
+                Ok(v) if v.is_empty() => return Ok(()),
+                Ok(v) => v.join("; "),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "partitions without an answering leader after {} s: {last}",
+                    timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Partitions whose ISR lacks some replica.
+    pub fn short_isr(&mut self) -> Result<Vec<u32>, String> {
+        Ok(self
+            .states()?
+            .iter()
+            .enumerate()
+            .filter(|(_, st)| st.isr.len() < st.replicas.len())
+            .map(|(p, _)| p as u32)
+            .collect())
+    }
+
+    /// Waits until every partition's ISR holds all its replicas.
+    pub fn wait_full_isr(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.short_isr() {
+                Ok(v) if v.is_empty() => return Ok(()),
+                Ok(v) => format!("partitions {v:?} have replicas outside their ISR"),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(format!("after {} s: {last}", timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// One line per partition: leader, epoch, ISR, replicas.
+    pub fn describe(&mut self) -> String {
+        match self.states() {
+            Ok(states) => states
+                .iter()
+                .enumerate()
+                .map(|(p, s)| {
+                    format!(
+                        "partition {p}: leader {:?} epoch {} isr {:?} replicas {:?}",
+                        s.leader, s.leader_epoch, s.isr, s.replicas
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("(cannot read partition states: {e})"),
+        }
+    }
+
+    /// The last `lines` lines node `i` logged.
+    pub fn log_tail(&self, i: u32, lines: usize) -> String {
+        let n = self.node(i);
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&n.log) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+            let mut buf = Vec::new();
+            let _ = f.read_to_end(&mut buf);
+            text = String::from_utf8_lossy(&buf).into_owned();
+        }
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Stops every node (SIGKILL) and closes the ZooKeeper session.
+    pub fn stop(&mut self) {
+        for i in 1..=self.len() {
+            self.kill9(i);
+        }
+        if let Some(s) = self.session.take() {
+            s.close();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `k` distinct free loopback ports: all bound at once, so none is handed out twice.
+fn free_ports(k: usize) -> Result<Vec<u16>, String> {
+    let ls = (0..k)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    ls.iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("local_addr: {e}"))
+}
+
+/// The partition a key belongs to, in a cluster of `partitions` partitions.
+pub fn partition_of(partitions: u32, key: &[u8]) -> u32 {
+    Topology {
+        partitions,
+        workers: 1,
+    }
+    .partition_of(key)
+}
+
+/// One key per partition: `probe:<n>` for the first n that hashes there.
+fn probe_keys(partitions: u32) -> Vec<String> {
+    let mut keys: Vec<Option<String>> = vec![None; partitions as usize];
+    let mut left = partitions as usize;
+    let mut n = 0u64;
+    while left > 0 && n < 1_000_000 {
+        let k = format!("probe:{n}");
+        let slot = &mut keys[partition_of(partitions, k.as_bytes()) as usize];
+        if slot.is_none() {
+            *slot = Some(k);
+            left -= 1;
+        }
+        n += 1;
+    }
+    keys.into_iter()
+        .enumerate()
+        .map(|(p, k)| k.unwrap_or_else(|| format!("probe:none-{p}")))
+        .collect()
+}

@@ -1,0 +1,386 @@
+//! The clients: threads doing GET / SET (unique values) on register keys and GET / INCR on
+//! counter keys, following MOVED and waiting out TRYAGAIN / CLUSTERDOWN / NOREPLICAS within
+//! one operation, and recording each operation honestly:
+//!
+//! - `ok` with the reply;
+//! - `fail` only when the reply proves the command was not applied: a refusal the server
+//!   gives before executing (MOVED, TRYAGAIN, CLUSTERDOWN, NOREPLICAS, CROSSSLOT, "partition
+//!   not available", "not an integer"), or a request that was never completely sent;
+//! - `unknown` otherwise: a timeout, a reset or EOF after sending, "ERR write not
+//!   acknowledged ... may or may not have been applied", any other error or unexpected reply.
+//!
+//! A mutation is never sent twice: after an unknown outcome the operation ends (sending it
+//! again could apply it twice). A read may be sent again after a lost reply (it changes
+//! nothing), within the operation's deadline.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::checker::history::{Op, Outcome, Recorder, Ret};
+
+use super::resp::{CallError, Conn, Reply};
+
+/// Client tuning.
+#[derive(Debug, Clone)]
+pub struct ClientOpts {
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Read/write timeout of one attempt: past it the outcome is unknown. Above the server's
+    /// 5 s acks=all wait, so its "not acknowledged" error arrives before the timeout.
+    pub io_timeout: Duration,
+    /// How long one operation keeps retrying definite refusals before it is recorded `fail`.
+    pub retry_for: Duration,
+    /// Mean pause between two operations of one client (uniform in 0..2x).
+    pub think: Duration,
+}
+
+impl Default for ClientOpts {
+    fn default() -> ClientOpts {
+        ClientOpts {
+            connect_timeout: Duration::from_millis(500),
+            io_timeout: Duration::from_millis(6_000),
+            retry_for: Duration::from_millis(3_000),
+            think: Duration::from_millis(10),
+        }
+    }
+}
+
+/// The workload's keys: even-numbered ones are registers (GET/SET), odd ones counters
+/// (GET/INCR), so INCR never meets a non-integer value.
+pub fn keys(m: usize) -> Vec<(String, bool)> {
+    (0..m)
+        .map(|i| {
+            if i % 2 == 0 {
+                (format!("reg:{i}"), false)
+            } else {
+                (format!("ctr:{i}"), true)
+            }
+        })
+        .collect()
+}
+
+/// How an attempt sequence ended.
+enum Attempt {
+    Reply(Reply),
+    /// Definitely not applied; the text says why.
+    Refused(String),
+    /// Maybe applied.
+    Unknown(String),
+}
+
+/// Counts of what clients saw, for the verdict file.
+#[derive(Debug, Default, Clone)]
+pub struct ClientStats {
+    /// Error or condition (first word) → count, over all attempts.
+    pub events: BTreeMap<String, u64>,
+}
+
+impl ClientStats {
+    fn note(&mut self, what: &str) {
+        let word = what.split_whitespace().next().unwrap_or("?");
+        *self.events.entry(word.to_string()).or_default() += 1;
+    }
+
+    /// Notes why an operation ended `fail` or `unknown`: `<outcome>:<first word of why>`.
+    fn note_cause(&mut self, outcome: &str, why: &str) {
+        let word = why
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .trim_end_matches(':');
+        *self.events.entry(format!("{outcome}:{word}")).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, o: &ClientStats) {
+        for (k, v) in &o.events {
+            *self.events.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// One client: its connections and what it learned of the routes.
+pub struct Client {
+    pub id: u64,
+    nodes: Vec<String>,
+    conns: HashMap<String, Conn>,
+    /// key → address of the node that last redirected us there (MOVED).
+    route: HashMap<Vec<u8>, String>,
+    opts: ClientOpts,
+    rng: fastrand::Rng,
+    next_node: usize,
+    pub stats: ClientStats,
+}
+
+impl Client {
+    pub fn new(id: u64, nodes: Vec<String>, opts: ClientOpts, seed: u64) -> Client {
+        let next_node = id as usize % nodes.len().max(1);
+        Client {
+            id,
+            nodes,
+            conns: HashMap::new(),
+            route: HashMap::new(),
+            opts,
+            rng: fastrand::Rng::with_seed(seed),
+            next_node,
+            stats: ClientStats::default(),
+        }
+    }
+
+    fn pick_addr(&mut self, key: &[u8]) -> String {
+        if let Some(a) = self.route.get(key) {
+            return a.clone();
+        }
+        let a = self.nodes[self.next_node % self.nodes.len()].clone();
+        self.next_node = (self.next_node + 1) % self.nodes.len();
+        a
+    }
+
+    /// Sends `args` (the key is `args[1]`) until a reply that is not a redirect or a
+    /// retryable refusal, or until `retry_for` passes.
+    fn attempt(&mut self, args: &[&[u8]], mutation: bool) -> Attempt {
+        let key = args[1].to_vec();
+        let start = Instant::now();
+        let mut last = String::from("no attempt");
+        for n in 0..200u32 {
+            if n > 0 {
+                if start.elapsed() >= self.opts.retry_for {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20 + self.rng.u64(0..40)));
+            }
+            let addr = self.pick_addr(&key);
+            let mut conn = match self.conns.remove(&addr) {
+                Some(c) => c,
+                None => {
+                    match Conn::connect(&addr, self.opts.connect_timeout, self.opts.io_timeout) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            // Not sent: forget the route, try another node.
+                            self.stats.note("connect-error");
+                            last = format!("connect {addr}: {e}");
+                            self.route.remove(&key);
+                            continue;
+                        }
+                    }
+                }
+            };
+            match conn.call(args) {
+                Err(CallError::NotSent(e)) => {
+                    self.stats.note("send-error");
+                    last = format!("send to {addr}: {e}");
+                    self.route.remove(&key);
+                    continue;
+                }
+                Err(CallError::NoReply(e)) => {
+                    self.stats.note("no-reply");
+                    self.route.remove(&key);
+                    last = format!("no reply from {addr}: {e}");
+                    if mutation {
+                        return Attempt::Unknown(last);
+                    }
+                    // A read changes nothing: ask again.
+                    continue;
+                }
+                Ok(reply) => {
+                    self.conns.insert(addr.clone(), conn);
+                    let Reply::Error(e) = reply else {
+                        return Attempt::Reply(reply);
+                    };
+                    self.stats.note(&e);
+                    if let Some(rest) = e.strip_prefix("MOVED ") {
+                        match rest.split_whitespace().nth(1) {
+                            Some(target) if target.contains(':') => {
+                                self.route.insert(key.clone(), target.to_string());
+                            }
+                            _ => return Attempt::Refused(e),
+                        }
+                        last = e;
+                        continue;
+                    }
+                    let retry = ["TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS", "LOADING"]
+                        .iter()
+                        .any(|p| e.starts_with(p))
+                        || e.starts_with("ERR partition not available");
+                    if retry {
+                        // Ask another node next time: this one may be fenced or leaving.
+                        self.route.remove(&key);
+                        last = e;
+                        continue;
+                    }
+                    let definite = e.starts_with("CROSSSLOT")
+                        || e.starts_with("ERR value is not an integer")
+                        || e.starts_with("ERR wrong number of arguments")
+                        || e.starts_with("ERR unknown command");
+                    if definite || !mutation {
+                        return Attempt::Refused(e);
+                    }
+                    return Attempt::Unknown(e);
+                }
+            }
+        }
+        Attempt::Refused(format!("gave up after {:?}: {last}", start.elapsed()))
+    }
+
+    /// GET, recorded.
+    pub fn read(&mut self, rec: &Recorder, key: &str) -> Outcome {
+        let p = rec.invoke(self.id, key.as_bytes(), Op::Read);
+        let a = self.attempt(&[b"GET", key.as_bytes()], false);
+        let outcome = match a {
+            Attempt::Reply(Reply::Bulk(v)) => Outcome::Ok(Ret::Value(v)),
+            Attempt::Reply(other) => {
+                self.stats.note("unexpected-reply");
+                log_surprise(self.id, "GET", key, &format!("{other:?}"));
+                Outcome::Fail
+            }
+            Attempt::Refused(e) => {
+                self.stats.note_cause("read-fail", &e);
+                Outcome::Fail
+            }
+            // Only mutations end as unknown.
+            Attempt::Unknown(e) => {
+                self.stats.note_cause("read-unknown", &e);
+                Outcome::Unknown
+            }
+        };
+        rec.complete(p, outcome.clone());
+        outcome
+    }
+
+    /// SET key value, recorded.
+    pub fn write(&mut self, rec: &Recorder, key: &str, value: &[u8]) -> Outcome {
+        let p = rec.invoke(self.id, key.as_bytes(), Op::Write(value.to_vec()));
+        let a = self.attempt(&[b"SET", key.as_bytes(), value], true);
+        let outcome = match a {
+            Attempt::Reply(Reply::Status(s)) if s == "OK" => Outcome::Ok(Ret::Done),
+            Attempt::Reply(other) => {
+                self.stats.note("unexpected-reply");
+                log_surprise(self.id, "SET", key, &format!("{other:?}"));
+                Outcome::Unknown
+            }
+            Attempt::Refused(e) => {
+                self.stats.note_cause("fail", &e);
+                Outcome::Fail
+            }
+            Attempt::Unknown(e) => {
+                self.stats.note_cause("unknown", &e);
+                Outcome::Unknown
+            }
+        };
+        rec.complete(p, outcome.clone());
+        outcome
+    }
+
+    /// INCR key, recorded.
+    pub fn incr(&mut self, rec: &Recorder, key: &str) -> Outcome {
+        let p = rec.invoke(self.id, key.as_bytes(), Op::Incr(1));
+        let a = self.attempt(&[b"INCR", key.as_bytes()], true);
+        let outcome = match a {
+            Attempt::Reply(Reply::Int(n)) => Outcome::Ok(Ret::Int(n)),
+            Attempt::Reply(other) => {
+                self.stats.note("unexpected-reply");
+                log_surprise(self.id, "INCR", key, &format!("{other:?}"));
+                Outcome::Unknown
+            }
+            Attempt::Refused(e) => {
+                self.stats.note_cause("fail", &e);
+                Outcome::Fail
+            }
+            Attempt::Unknown(e) => {
+                self.stats.note_cause("unknown", &e);
+                Outcome::Unknown
+            }
+        };
+        rec.complete(p, outcome.clone());
+        outcome
+    }
+
+    /// Random operations until `stop` is set, `until` passes or `max_ops` are done.
+    pub fn run(
+        &mut self,
+        rec: &Recorder,
+        keys: &[(String, bool)],
+        stop: &AtomicBool,
+        until: Instant,
+        max_ops: u64,
+    ) -> u64 {
+        let mut seq = 0u64;
+        while seq < max_ops && !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            let (key, counter) = &keys[self.rng.usize(..keys.len())];
+            let mutate = self.rng.bool();
+            match (mutate, counter) {
+                (false, _) => {
+                    self.read(rec, key);
+                }
+                (true, false) => {
+                    let v = format!("c{}-{seq}", self.id);
+                    self.write(rec, key, v.as_bytes());
+                }
+                (true, true) => {
+                    self.incr(rec, key);
+                }
+            }
+            seq += 1;
+            let think = self.opts.think.as_micros() as u64;
+            if think > 0 {
+                std::thread::sleep(Duration::from_micros(self.rng.u64(0..=2 * think)));
+            }
+        }
+        seq
+    }
+}
+
+fn log_surprise(client: u64, cmd: &str, key: &str, reply: &str) {
+    eprintln!("chaos: client {client}: unexpected reply to {cmd} {key}: {reply}");
+}
+
+/// What the clients of a run do.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub clients: u64,
+    pub nodes: Vec<String>,
+    pub keys: Vec<(String, bool)>,
+    pub opts: ClientOpts,
+    pub seed: u64,
+}
+
+/// Starts `spec.clients` client threads until `stop` or `until`; the handle returns their
+/// merged stats and their number of operations.
+pub fn run_clients(
+    spec: &Spec,
+    rec: &Arc<Recorder>,
+    stop: &Arc<AtomicBool>,
+    until: Instant,
+) -> std::thread::JoinHandle<(ClientStats, u64)> {
+    let spec = spec.clone();
+    let rec = Arc::clone(rec);
+    let stop = Arc::clone(stop);
+    std::thread::spawn(move || {
+        let handles: Vec<_> = (0..spec.clients)
+            .map(|c| {
+                let mut client = Client::new(
+                    c + 1,
+                    spec.nodes.clone(),
+                    spec.opts.clone(),
+                    spec.seed.wrapping_mul(1_000_003).wrapping_add(c),
+                );
+                let keys = spec.keys.clone();
+                let rec = Arc::clone(&rec);
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let n = client.run(&rec, &keys, &stop, until, 10_000_000);
+                    (client.stats, n)
+                })
+            })
+            .collect();
+        let mut stats = ClientStats::default();
+        let mut ops = 0;
+        for h in handles {
+            if let Ok((s, n)) = h.join() {
+                stats.merge(&s);
+                ops += n;
+            }
+        }
+        (stats, ops)
+    })
+}
