@@ -253,7 +253,25 @@ impl Ctl {
             last_tick: now,
             published: None,
         };
-        ctl.open_session()?;
+        // A session lost while registering (the node was paused past its timeout, or
+        // ZooKeeper dropped the connection) is retried with a new one for a while; an
+        // unreachable ZooKeeper or a node id taken by a live process fails at once.
+        let mut tries = 0;
+        loop {
+            match ctl.open_session() {
+                Ok(()) => break,
+                Err(e)
+                    if tries < 10
+                        && (e.session_lost()
+                            || matches!(e.code(), Some(ZkError::ConnectionLoss))) =>
+                {
+                    tries += 1;
+                    warn!("control: registration interrupted ({e}); trying again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let deadline = now.checked_add(wait_meta);
         let meta = loop {
             if ctl.conn == Conn::Lost {
