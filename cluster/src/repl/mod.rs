@@ -155,6 +155,7 @@ impl ReplThread {
                     next_gen: 1,
                     clock0: Instant::now(),
                     acks: Default::default(),
+                    hw_dirty: Default::default(),
                 };
                 st.refresh_roles();
                 st.run(rx, feed);
@@ -290,6 +291,8 @@ struct State {
     clock0: Instant,
     /// Followed partitions whose new position is to be acknowledged this round.
     acks: std::collections::BTreeSet<u32>,
+    /// Led partitions whose high watermark may have moved this round.
+    hw_dirty: std::collections::BTreeSet<u32>,
 }
 
 fn payload_reply(p: Payload) -> ReplReply {
@@ -333,6 +336,11 @@ impl State {
                 self.on_feed(m);
             }
             self.flush_acks();
+            // One high-watermark message per partition per round, however many
+            // acknowledgements and records the round brought.
+            for p in std::mem::take(&mut self.hw_dirty) {
+                self.recompute_hw(p);
+            }
             self.pump_all();
             if stop {
                 break;
@@ -555,7 +563,7 @@ impl State {
                 l.tail_bytes -= b.len();
             }
         }
-        self.recompute_hw(partition);
+        self.hw_dirty.insert(partition);
     }
 
     fn clock_us(&self) -> u64 {
@@ -676,7 +684,7 @@ impl State {
             } else if f.sent < f.acked {
                 f.sent = f.acked;
             }
-            self.recompute_hw(p);
+            self.hw_dirty.insert(p);
         }
         if !errors.is_empty() {
             let mut r = FetchResponse::new();
