@@ -224,70 +224,80 @@ impl Client {
 
     /// GET, recorded.
     pub fn read(&mut self, rec: &Recorder, key: &str) -> Outcome {
-        let p = rec.invoke(self.id, key.as_bytes(), Op::Read);
-        let a = self.attempt(&[b"GET", key.as_bytes()], false);
-        let outcome = match a {
-            Attempt::Reply(Reply::Bulk(v)) => Outcome::Ok(Ret::Value(v)),
-            Attempt::Reply(other) => {
-                self.stats.note("unexpected-reply");
-                log_surprise(self.id, "GET", key, &format!("{other:?}"));
-                Outcome::Fail
-            }
-            Attempt::Refused(e) => {
-                self.stats.note_cause("read-fail", &e);
-                Outcome::Fail
-            }
-            // Only mutations end as unknown.
-            Attempt::Unknown(e) => {
-                self.stats.note_cause("read-unknown", &e);
-                Outcome::Unknown
-            }
-        };
-        rec.complete(p, outcome.clone());
-        outcome
+        self.recorded(rec, key, Op::Read, &[b"GET", key.as_bytes()], |r| match r {
+            Reply::Bulk(v) => Some(Ret::Value(v)),
+            _ => None,
+        })
     }
 
     /// SET key value, recorded.
     pub fn write(&mut self, rec: &Recorder, key: &str, value: &[u8]) -> Outcome {
-        let p = rec.invoke(self.id, key.as_bytes(), Op::Write(value.to_vec()));
-        let a = self.attempt(&[b"SET", key.as_bytes(), value], true);
-        let outcome = match a {
-            Attempt::Reply(Reply::Status(s)) if s == "OK" => Outcome::Ok(Ret::Done),
-            Attempt::Reply(other) => {
-                self.stats.note("unexpected-reply");
-                log_surprise(self.id, "SET", key, &format!("{other:?}"));
-                Outcome::Unknown
-            }
-            Attempt::Refused(e) => {
-                self.stats.note_cause("fail", &e);
-                Outcome::Fail
-            }
-            Attempt::Unknown(e) => {
-                self.stats.note_cause("unknown", &e);
-                Outcome::Unknown
-            }
-        };
-        rec.complete(p, outcome.clone());
-        outcome
+        let op = Op::Write(value.to_vec());
+        self.recorded(
+            rec,
+            key,
+            op,
+            &[b"SET", key.as_bytes(), value],
+            |r| match r {
+                Reply::Status(s) if s == "OK" => Some(Ret::Done),
+                _ => None,
+            },
+        )
     }
 
     /// INCR key, recorded.
     pub fn incr(&mut self, rec: &Recorder, key: &str) -> Outcome {
-        let p = rec.invoke(self.id, key.as_bytes(), Op::Incr(1));
-        let a = self.attempt(&[b"INCR", key.as_bytes()], true);
-        let outcome = match a {
-            Attempt::Reply(Reply::Int(n)) => Outcome::Ok(Ret::Int(n)),
-            Attempt::Reply(other) => {
-                self.stats.note("unexpected-reply");
-                log_surprise(self.id, "INCR", key, &format!("{other:?}"));
-                Outcome::Unknown
+        self.recorded(
+            rec,
+            key,
+            Op::Incr(1),
+            &[b"INCR", key.as_bytes()],
+            |r| match r {
+                Reply::Int(n) => Some(Ret::Int(n)),
+                _ => None,
+            },
+        )
+    }
+
+    /// Runs one command and records it: `ok` with what `expected` makes of the reply; a
+    /// refusal before executing is `fail`; anything else is `unknown` for a mutation (it may
+    /// have applied) and `fail` for a read (a read changes nothing).
+    fn recorded(
+        &mut self,
+        rec: &Recorder,
+        key: &str,
+        op: Op,
+        args: &[&[u8]],
+        expected: impl FnOnce(Reply) -> Option<Ret>,
+    ) -> Outcome {
+        let mutation = op.is_mutation();
+        let name = String::from_utf8_lossy(args[0]).into_owned();
+        let p = rec.invoke(self.id, key.as_bytes(), op);
+        let outcome = match self.attempt(args, mutation) {
+            Attempt::Reply(r) => {
+                let shown = format!("{r:?}");
+                match expected(r) {
+                    Some(ret) => Outcome::Ok(ret),
+                    None => {
+                        self.stats.note("unexpected-reply");
+                        log_surprise(self.id, &name, key, &shown);
+                        if mutation {
+                            Outcome::Unknown
+                        } else {
+                            Outcome::Fail
+                        }
+                    }
+                }
             }
             Attempt::Refused(e) => {
-                self.stats.note_cause("fail", &e);
+                self.stats
+                    .note_cause(if mutation { "fail" } else { "read-fail" }, &e);
                 Outcome::Fail
             }
+            // Only mutations end as unknown.
             Attempt::Unknown(e) => {
-                self.stats.note_cause("unknown", &e);
+                self.stats
+                    .note_cause(if mutation { "unknown" } else { "read-unknown" }, &e);
                 Outcome::Unknown
             }
         };

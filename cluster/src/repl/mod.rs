@@ -175,10 +175,6 @@ impl ReplThread {
         simplekv_proto::replication_grpc::create_replication(self.service.clone())
     }
 
-    pub fn send_routes(&self, rt: Arc<RouteTable>) {
-        let _ = self.events.send(Event::Routes(rt));
-    }
-
     /// A function that hands new route tables to this thread (for another thread to own).
     pub fn route_sender(&self) -> impl Fn(Arc<RouteTable>) + Send + 'static {
         let tx = self.events.clone();

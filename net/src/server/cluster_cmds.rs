@@ -17,37 +17,18 @@ use std::fmt::Write as _;
 
 use super::cluster::{NodeAddr, RouteTable};
 use super::router::Topology;
-use crate::resp::encode::{write_array_len, write_bulk, write_error, write_integer};
+use crate::resp::encode::{write_array_len, write_bulk, write_integer};
 
-/// `-CLUSTERDOWN` for a slot whose partition has no live leader (Redis's text for an
-/// unserved slot).
-pub const CLUSTERDOWN: &[u8] = b"-CLUSTERDOWN Hash slot not served\r\n";
-/// `-CROSSSLOT` for a multi-key command whose keys live in different slots' partitions.
-pub const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+/// The error text (without `-`) for a slot whose partition has no leader at all (Redis's text
+/// for an unserved slot).
+pub const CLUSTERDOWN: &str = "CLUSTERDOWN Hash slot not served";
+/// The error text for a multi-key command whose keys live in different slots.
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
-/// `-MOVED <slot> <host:port>`: the client should send this and later commands for the slot
+/// `MOVED <slot> <host:port>`: the client should send this and later commands for the slot
 /// to `addr` (a [`NodeAddr::resp`]).
-pub fn moved(slot: u16, addr: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(addr.len() + 16);
-    write_error(&mut out, format!("MOVED {slot} {addr}").as_bytes());
-    out
-}
-
-/// `-TRYAGAIN <msg>`: Redis clients retry after a short pause (leader change in progress).
-pub fn tryagain(msg: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(msg.len() + 12);
-    write_error(&mut out, format!("TRYAGAIN {msg}").as_bytes());
-    out
-}
-
-/// [`CLUSTERDOWN`] as an owned reply.
-pub fn clusterdown() -> Vec<u8> {
-    CLUSTERDOWN.to_vec()
-}
-
-/// [`CROSSSLOT`] as an owned reply.
-pub fn crossslot() -> Vec<u8> {
-    CROSSSLOT.to_vec()
+pub fn moved(slot: u16, addr: &str) -> String {
+    format!("MOVED {slot} {addr}")
 }
 
 /// Slots of partition `p` as Redis prints them: `(first, last)`, both inclusive. `None` for a
@@ -797,19 +778,11 @@ mod tests {
 
     #[test]
     fn key_errors() {
+        assert_eq!(moved(3999, "127.0.0.1:6381"), "MOVED 3999 127.0.0.1:6381");
+        assert_eq!(CLUSTERDOWN, "CLUSTERDOWN Hash slot not served");
         assert_eq!(
-            moved(3999, "127.0.0.1:6381"),
-            b"-MOVED 3999 127.0.0.1:6381\r\n"
-        );
-        assert_eq!(
-            tryagain("leader changing"),
-            b"-TRYAGAIN leader changing\r\n"
-        );
-        assert_eq!(tryagain("a\r\nb"), b"-TRYAGAIN a  b\r\n");
-        assert_eq!(clusterdown(), b"-CLUSTERDOWN Hash slot not served\r\n");
-        assert_eq!(
-            crossslot(),
-            b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+            CROSSSLOT,
+            "CROSSSLOT Keys in request don't hash to the same slot"
         );
     }
 

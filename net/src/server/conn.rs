@@ -30,6 +30,16 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// What a reply of commit epoch `epoch` with this need waits for (`None`: nothing).
+    pub fn of(epoch: u64, need: super::replica::Need) -> Option<Hold> {
+        use super::replica::Need;
+        match need {
+            Need::Now => None,
+            Need::Durable => Some(Hold { epoch, repl: false }),
+            Need::Committed => Some(Hold { epoch, repl: true }),
+        }
+    }
+
     pub fn ready(&self, rel: &Released<'_>) -> bool {
         self.epoch
             <= if self.repl {

@@ -296,7 +296,7 @@ impl Worker {
                 .step_by(step)
                 .any(|k| crate::slot::key_slot(k) != slot)
             {
-                return err(out, "CROSSSLOT Keys in request don't hash to the same slot");
+                return err(out, super::cluster_cmds::CROSSSLOT);
             }
             let write = matches!(
                 kind,

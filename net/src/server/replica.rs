@@ -275,9 +275,9 @@ impl ClusterState {
         failed
     }
 
-    /// The error reply for a command on partition `p` (slot `slot`) that this node cannot
-    /// serve as leader now, or `None` when it can.
-    pub fn refusal(&self, p: u32, slot: u16, now: Instant) -> Option<String> {
+    /// The error reply for a command on partition `p` that this node cannot serve as leader
+    /// now, or `None` when it can; `key` gives the slot named in a MOVED.
+    pub fn refusal(&self, p: u32, key: &[u8], now: Instant) -> Option<String> {
         let rt = &self.routes;
         if rt.fenced {
             return Some(
@@ -297,13 +297,16 @@ impl ClusterState {
                 None
             }
             _ => match rt.leader_addr(p) {
-                Some(a) if a.id != rt.me => Some(format!("MOVED {slot} {}", a.resp)),
+                Some(a) if a.id != rt.me => Some(super::cluster_cmds::moved(
+                    crate::slot::key_slot(key),
+                    &a.resp,
+                )),
                 Some(_) => Some("TRYAGAIN the partition is changing leader".into()),
                 // Its leader is gone and the controller is electing another.
                 None if rt.parts.get(p as usize).is_some_and(|r| r.leader.is_some()) => {
                     Some("TRYAGAIN the partition's leader is down; electing a new one".into())
                 }
-                None => Some("CLUSTERDOWN Hash slot not served".into()),
+                None => Some(super::cluster_cmds::CLUSTERDOWN.into()),
             },
         }
     }
@@ -624,7 +627,6 @@ impl Worker {
     /// `key` gives the slot for MOVED. Standalone: always `None`.
     pub fn cluster_refusal(&self, p: u32, key: &[u8], write: bool, acks: Acks) -> Option<String> {
         let c = self.cluster.as_ref()?;
-        let slot = crate::slot::key_slot(key);
         let owned_here = self.topo.worker_of(p) == self.id;
         if !owned_here {
             // The owner re-checks; here only what this worker can see from the routes.
@@ -632,7 +634,7 @@ impl Worker {
                 return None;
             }
         }
-        if let Some(r) = c.refusal(p, slot, Instant::now()) {
+        if let Some(r) = c.refusal(p, key, Instant::now()) {
             return Some(r);
         }
         if write && c.resigning {

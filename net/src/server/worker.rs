@@ -178,17 +178,7 @@ impl Worker {
 
     /// The hold a reply with this need gets in the current turn.
     pub fn hold_for(&self, need: Need) -> Option<Hold> {
-        match need {
-            Need::Now => None,
-            Need::Durable => Some(Hold {
-                epoch: self.epoch,
-                repl: false,
-            }),
-            Need::Committed => Some(Hold {
-                epoch: self.epoch,
-                repl: true,
-            }),
-        }
+        Hold::of(self.epoch, need)
     }
 
     pub fn store_mut(&mut self, p: u32) -> Option<&mut Store> {
@@ -613,29 +603,15 @@ impl Worker {
         }
         // Replies to peers and outside callers: those for writes wait for their epoch.
         for (worker, resp, need) in std::mem::take(&mut self.outbox) {
-            match need {
-                Need::Now => self.req_out[worker].push(Msg::Resp(resp)),
-                n => self.held_out.push((
-                    Hold {
-                        epoch: e,
-                        repl: n == Need::Committed,
-                    },
-                    worker,
-                    resp,
-                )),
+            match Hold::of(e, need) {
+                None => self.req_out[worker].push(Msg::Resp(resp)),
+                Some(h) => self.held_out.push((h, worker, resp)),
             }
         }
         for (done, payload, need) in std::mem::take(&mut self.external_out) {
-            match need {
-                Need::Now => done(payload),
-                n => self.held_ext.push((
-                    Hold {
-                        epoch: e,
-                        repl: n == Need::Committed,
-                    },
-                    done,
-                    payload,
-                )),
+            match Hold::of(e, need) {
+                None => done(payload),
+                Some(h) => self.held_ext.push((h, done, payload)),
             }
         }
         if self.flight.is_none() {
