@@ -53,6 +53,9 @@ struct Args {
     /// Keep the nodes' data and logs after valid runs too.
     #[arg(long)]
     keep: bool,
+    /// Nodes on loopback even as root (no network namespaces: no partitions, no full disks).
+    #[arg(long)]
+    loopback: bool,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
     cfg.think = Duration::from_millis(a.think_ms);
     cfg.check_time = Duration::from_secs(a.check_secs.max(1));
     cfg.keep = a.keep;
+    cfg.loopback = a.loopback;
     eprintln!(
         "chaos: {} run(s) from seed {}, {} s each, {} clients, {} keys; simplekv {}; output {}",
         cfg.runs,

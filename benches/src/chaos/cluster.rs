@@ -1,6 +1,8 @@
-//! The cluster under test: `n` `simplekv server` child processes in cluster mode on loopback,
-//! sharing one ZooKeeper (each run its own cluster name, i.e. its own chroot), data and logs
-//! in the run folder. Every wait is bounded and returns an error instead of panicking.
+//! The cluster under test: `n` `simplekv server` child processes in cluster mode, sharing one
+//! ZooKeeper (each run its own cluster name, i.e. its own chroot), logs in the run folder.
+//! Nodes run on loopback, or each in its own network namespace ([`Net`]) so links can be cut;
+//! data directories are in the run folder, or each on a small tmpfs of its own ([`Disk`]) so
+//! disks can fill up. Every wait is bounded and returns an error instead of panicking.
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -10,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use simplekv_cluster::control::registry;
 use simplekv_cluster::zk::Session;
-use simplekv_cluster::zk::layout::{PartitionState, path};
+use simplekv_cluster::zk::layout::{ControllerInfo, PartitionState, path};
 use simplekv_net::server::router::Topology;
 
+use super::disk::Disk;
+use super::net::Net;
 use super::resp::{Conn, Reply};
 
 const ZK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,9 +24,15 @@ const ZK_TIMEOUT: Duration = Duration::from_secs(10);
 /// One node process.
 struct Node {
     id: u32,
+    /// The address it binds and advertises.
+    host: String,
+    /// Its network namespace, if it has one.
+    netns: Option<String>,
     resp_port: u16,
     grpc_port: u16,
     data: PathBuf,
+    /// The file system holding `data`, when it has its own.
+    disk: Option<Disk>,
     log: PathBuf,
     child: Option<Child>,
     /// SIGSTOPped and not yet continued.
@@ -45,7 +55,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `n` nodes in `dir`, creates the cluster (`partitions`, replication factor `rf`)
-    /// and waits until every partition has an answering leader.
+    /// and waits until every partition has an answering leader. With `net`, node `i` runs in
+    /// `net`'s namespace `i`; with `disks`, each data directory is on a tmpfs of its own.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         bin: &Path,
         dir: &Path,
@@ -54,19 +66,31 @@ impl Cluster {
         n: u32,
         partitions: u32,
         rf: u32,
+        net: Option<&Net>,
+        disks: bool,
     ) -> Result<Cluster, String> {
         let ports = free_ports(2 * n as usize)?;
-        let nodes = (1..=n)
-            .map(|id| Node {
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let (data, disk) = if disks {
+                let d = Disk::mount(&dir.join(format!("node{id}-disk")))?;
+                (d.data_dir(), Some(d))
+            } else {
+                (dir.join(format!("node{id}")), None)
+            };
+            nodes.push(Node {
                 id,
+                host: net.map_or_else(|| "127.0.0.1".to_string(), |n| n.node_ip(id).to_string()),
+                netns: net.map(|n| n.netns(id)),
                 resp_port: ports[2 * (id as usize - 1)],
                 grpc_port: ports[2 * (id as usize - 1) + 1],
-                data: dir.join(format!("node{id}")),
+                data,
+                disk,
                 log: dir.join(format!("node{id}.log")),
                 child: None,
                 paused: false,
-            })
-            .collect();
+            });
+        }
         let mut c = Cluster {
             bin: bin.to_path_buf(),
             zk_root: format!("{zk_addr}/simplekv"),
@@ -108,7 +132,7 @@ impl Cluster {
     pub fn resp_addrs(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .map(|n| format!("127.0.0.1:{}", n.resp_port))
+            .map(|n| format!("{}:{}", n.host, n.resp_port))
             .collect()
     }
 
@@ -159,9 +183,18 @@ impl Cluster {
         let err = log
             .try_clone()
             .map_err(|e| format!("{}: {e}", node.log.display()))?;
-        let child = Command::new(&bin)
+        let mut cmd = match &node.netns {
+            // `ip netns exec` execs the program in place: the child's pid is the server's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("server")
-            .args(["--bind", "127.0.0.1"])
+            .args(["--bind", &node.host])
             .args(["--port", &node.resp_port.to_string()])
             .args(["--grpc-port", &node.grpc_port.to_string()])
             .arg("--dir")
@@ -280,6 +313,64 @@ impl Cluster {
             std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
         }
         Ok(())
+    }
+
+    /// Whether node `i`'s data is on a file system of its own (that can be filled).
+    pub fn has_disk(&self, i: u32) -> bool {
+        self.node(i).disk.is_some()
+    }
+
+    /// Fills node `i`'s file system; returns the bytes the filler took.
+    pub fn fill_disk(&self, i: u32) -> Result<u64, String> {
+        match &self.node(i).disk {
+            Some(d) => d.fill(),
+            None => Err(format!("node {i} has no disk of its own")),
+        }
+    }
+
+    /// Frees what [`Cluster::fill_disk`] took (no-op without a disk or a filler).
+    pub fn free_disk(&self, i: u32) -> Result<(), String> {
+        match &self.node(i).disk {
+            Some(d) => d.free(),
+            None => Ok(()),
+        }
+    }
+
+    /// Nodes whose disk is full.
+    pub fn full_disks(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.disk.as_ref().is_some_and(Disk::is_full))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Unmounts the nodes' own file systems (after they stopped); with `keep_in`, copies each
+    /// node's data to `keep_in/node<i>` first.
+    pub fn release_disks(&mut self, keep_in: Option<&Path>) {
+        for n in &mut self.nodes {
+            if let Some(mut d) = n.disk.take() {
+                if let Some(dir) = keep_in {
+                    let _ = d.copy_data(&dir.join(format!("node{}", n.id)));
+                }
+                let _ = d.unmount();
+            }
+        }
+    }
+
+    /// The current controller's node id.
+    pub fn controller(&mut self) -> Result<Option<u32>, String> {
+        self.zk(|s| {
+            let raw = s.get(path::CONTROLLER).map_err(|e| e.to_string())?;
+            raw.map(|(raw, _)| ControllerInfo::decode(&raw).map(|c| c.id))
+                .transpose()
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// The leader of partition `p` in ZooKeeper's state.
+    pub fn leader_of(&mut self, p: u32) -> Result<Option<u32>, String> {
+        Ok(self.states()?.get(p as usize).and_then(|st| st.leader))
     }
 
     /// The ZooKeeper session owning node `i`'s broker znode, if it is registered.
@@ -474,7 +565,8 @@ impl Cluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Stops every node (SIGKILL) and closes the ZooKeeper session.
+    /// Stops every node (SIGKILL) and closes the ZooKeeper session. Disks stay mounted until
+    /// [`Cluster::release_disks`] or drop.
     pub fn stop(&mut self) {
         for i in 1..=self.len() {
             self.kill9(i);

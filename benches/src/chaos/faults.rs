@@ -22,11 +22,40 @@ pub enum FaultKind {
     /// Injected only when every partition's ISR is full (so every partition keeps another
     /// in-sync copy); otherwise skipped, and logged as such.
     Wipe,
+    /// Network: the node is cut from every other node and from ZooKeeper (the minority side
+    /// of a split; with 3 nodes the majority keeps 2 nodes and ZooKeeper). Clients still
+    /// reach it.
+    Isolate,
+    /// Network: the node is cut from the other nodes but keeps its ZooKeeper session (it
+    /// stays registered; replication to and from it stops).
+    CutPeers,
+    /// Network: the current controller (found at injection; the planned node if there is
+    /// none) is isolated as in `Isolate`.
+    IsolateController,
+    /// Network: the leader of partition `(node - 1) % partitions` (found at injection) is cut
+    /// from ZooKeeper only; it still reaches its followers and they it.
+    CutLeaderFromZk,
+    /// Disk: the node's file system is filled (every append, roll, hint file and fsync gets
+    /// ENOSPC) for the hold, then freed.
+    DiskFull,
 }
 
 impl FaultKind {
-    /// The kinds the schedule draws from, with equal weights.
-    pub const ALL: [FaultKind; 4] = [
+    /// Every kind.
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Terminate,
+        FaultKind::Wipe,
+        FaultKind::Isolate,
+        FaultKind::CutPeers,
+        FaultKind::IsolateController,
+        FaultKind::CutLeaderFromZk,
+        FaultKind::DiskFull,
+    ];
+
+    /// The kinds that need only process control (no namespaces, no mounts: any user).
+    pub const PROCESS: [FaultKind; 4] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Terminate,
@@ -39,7 +68,23 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Terminate => "sigterm",
             FaultKind::Wipe => "wipe",
+            FaultKind::Isolate => "isolate",
+            FaultKind::CutPeers => "cut-peers",
+            FaultKind::IsolateController => "isolate-controller",
+            FaultKind::CutLeaderFromZk => "cut-leader-zk",
+            FaultKind::DiskFull => "disk-full",
         }
+    }
+
+    /// Whether it acts on the network (needs the nodes in namespaces).
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Isolate
+                | FaultKind::CutPeers
+                | FaultKind::IsolateController
+                | FaultKind::CutLeaderFromZk
+        )
     }
 
     /// How long the fault lasts before it is healed, in ms (inclusive range).
@@ -49,6 +94,12 @@ impl FaultKind {
             FaultKind::Pause => (500, 5_000),
             FaultKind::Terminate => (300, 3_000),
             FaultKind::Wipe => (300, 2_000),
+            // Below and above the 2 s session timeout and the 2 s replica lag limit.
+            FaultKind::Isolate
+            | FaultKind::CutPeers
+            | FaultKind::IsolateController
+            | FaultKind::CutLeaderFromZk => (500, 6_000),
+            FaultKind::DiskFull => (500, 5_000),
         }
     }
 }
@@ -75,7 +126,7 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "after {:>5} ms quiet: {:<7} node {} for {:>5} ms",
+            "after {:>5} ms quiet: {:<18} node {} for {:>5} ms",
             self.gap.as_millis(),
             self.kind.name(),
             self.node,
@@ -84,10 +135,16 @@ impl fmt::Display for Fault {
     }
 }
 
-/// The faults of a run of `seconds` on `nodes` nodes, from `seed`: one fault at a time, each
-/// after a quiet gap of 0.5-3 s, planned until their nominal times fill the run (healing takes
-/// extra time, so the tail of the plan may not be reached; the log says what was).
-pub fn plan(seed: u64, seconds: u64, nodes: u32) -> Vec<Fault> {
+/// The faults of a run of `seconds` on `nodes` nodes, from `seed`, drawn from `kinds` with
+/// equal weights: one fault at a time, each after a quiet gap of 0.5-3 s, planned until their
+/// nominal times fill the run (healing takes extra time, so the tail of the plan may not be
+/// reached; the log says what was). The same seed and kinds give the same schedule.
+pub fn plan(seed: u64, seconds: u64, nodes: u32, kinds: &[FaultKind]) -> Vec<Fault> {
+    let kinds = if kinds.is_empty() {
+        &FaultKind::PROCESS[..]
+    } else {
+        kinds
+    };
     let mut rng = fastrand::Rng::with_seed(seed);
     let total = seconds * 1000;
     let mut t = 0u64;
@@ -95,7 +152,7 @@ pub fn plan(seed: u64, seconds: u64, nodes: u32) -> Vec<Fault> {
     // The first fault comes after 1-2.5 s of fault-free traffic.
     let mut gap = rng.u64(1_000..=2_500);
     while out.len() < 1000 {
-        let kind = FaultKind::ALL[rng.usize(..FaultKind::ALL.len())];
+        let kind = kinds[rng.usize(..kinds.len())];
         let node = rng.u32(1..=nodes.max(1));
         let (lo, hi) = kind.hold_range();
         let hold = rng.u64(lo..=hi);
@@ -120,18 +177,25 @@ mod tests {
 
     #[test]
     fn same_seed_same_schedule() {
-        let a = plan(7, 30, 3);
-        assert_eq!(a, plan(7, 30, 3));
-        assert_ne!(a, plan(8, 30, 3));
+        let all = &FaultKind::ALL[..];
+        let a = plan(7, 30, 3, all);
+        assert_eq!(a, plan(7, 30, 3, all));
+        assert_ne!(a, plan(8, 30, 3, all));
         assert!(!a.is_empty());
         let total: Duration = a.iter().map(|f| f.gap + f.hold).sum();
         assert!(total <= Duration::from_secs(30));
         assert!(a.iter().all(|f| (1..=3).contains(&f.node)));
         // Over many seeds every kind is drawn.
-        let kinds: std::collections::HashSet<FaultKind> = (0..20)
-            .flat_map(|s| plan(s, 30, 3))
+        let kinds: std::collections::HashSet<FaultKind> = (0..40)
+            .flat_map(|s| plan(s, 30, 3, all))
             .map(|f| f.kind)
             .collect();
         assert_eq!(kinds.len(), FaultKind::ALL.len());
+        // Restricted to the process kinds, only those are drawn.
+        assert!(
+            (0..20)
+                .flat_map(|s| plan(s, 30, 3, &FaultKind::PROCESS))
+                .all(|f| FaultKind::PROCESS.contains(&f.kind))
+        );
     }
 }

@@ -20,6 +20,7 @@ use crate::checker::report::{self, CheckOptions, Overall};
 
 use super::cluster::Cluster;
 use super::faults::{self, Fault, FaultKind};
+use super::net::{Net, Peer};
 use super::workload::{self, Client, ClientOpts, ClientStats};
 
 /// Everything a series of runs needs.
@@ -43,6 +44,9 @@ pub struct Config {
     pub check_time: Duration,
     /// Keep the nodes' data and logs even after a valid run.
     pub keep: bool,
+    /// Run the nodes on loopback even when network namespaces are available (then only the
+    /// process faults are drawn: no partitions, no full disks).
+    pub loopback: bool,
 }
 
 impl Config {
@@ -60,6 +64,7 @@ impl Config {
             think: Duration::from_millis(10),
             check_time: Duration::from_secs(30),
             keep: false,
+            loopback: false,
         }
     }
 }
@@ -160,12 +165,29 @@ pub fn run_many(cfg: &Config) -> Vec<RunResult> {
     if let Err(e) = std::fs::create_dir_all(&cfg.out) {
         return fail_all(format!("{}: {e}", cfg.out.display()));
     }
-    let mut zk = match LocalZooKeeper::start(Some(&cfg.out.join("zk"))) {
+    // Namespaces (and with them partitions and full disks, which need root too) when possible.
+    let mut net = if cfg.loopback {
+        None
+    } else if let Some(why) = Net::unavailable() {
+        log_line(&format!(
+            "network namespaces unavailable ({why}): nodes on loopback, process faults only"
+        ));
+        None
+    } else {
+        match Net::create(cfg.nodes) {
+            Ok(n) => Some(n),
+            Err(e) => return fail_all(format!("network namespaces: {e}")),
+        }
+    };
+    let zk_host = net
+        .as_ref()
+        .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.zk_ip());
+    let mut zk = match LocalZooKeeper::start_on(Some(&cfg.out.join("zk")), zk_host) {
         Ok(zk) => zk,
         Err(e) => return fail_all(format!("ZooKeeper: {e}")),
     };
     for seed in cfg.seed..cfg.seed.saturating_add(cfg.runs) {
-        let r = run_seed(cfg, &zk.addr(), seed);
+        let r = run_seed(cfg, &zk.addr(), seed, net.as_mut());
         println!("{}", r.summary);
         out.push(r);
     }
@@ -181,9 +203,10 @@ fn secs(ns: u64) -> String {
     format!("{:.3}", ns as f64 / 1e9)
 }
 
-/// The fault phase's state: the cluster, the clock, and the log.
+/// The fault phase's state: the cluster, the network, the clock, and the log.
 struct Chaos<'a> {
     cluster: Cluster,
+    net: Option<&'a mut Net>,
     rec: &'a Recorder,
     log: Vec<String>,
     crashes: Vec<String>,
@@ -233,9 +256,93 @@ impl Chaos<'_> {
         }
     }
 
+    /// Runs `op` on the network; an error without namespaces.
+    fn net_do(&mut self, op: impl FnOnce(&mut Net) -> Result<(), String>) -> Result<(), String> {
+        match self.net.as_deref_mut() {
+            Some(n) => op(n),
+            None => Err("nodes are not in network namespaces".into()),
+        }
+    }
+
+    /// Removes every network cut.
+    fn heal_net(&mut self) {
+        let cuts = self
+            .net
+            .as_deref()
+            .map(Net::describe_cuts)
+            .unwrap_or_default();
+        if cuts.is_empty() {
+            return;
+        }
+        match self.net_do(Net::heal) {
+            Ok(()) => self.note(format!("heal network (cuts {cuts})")),
+            Err(e) => self.note(format!("heal network (cuts {cuts}): {e}")),
+        }
+    }
+
+    /// A network fault: finds its target, cuts, holds, heals.
+    fn apply_network(&mut self, f: &Fault) -> bool {
+        let i = f.node;
+        let target = match f.kind {
+            FaultKind::IsolateController => match self.cluster.controller() {
+                Ok(Some(c)) => c,
+                _ => i,
+            },
+            FaultKind::CutLeaderFromZk => {
+                let p = (i - 1) % self.cluster.partitions.max(1);
+                match self.cluster.leader_of(p) {
+                    Ok(Some(l)) => l,
+                    other => {
+                        self.note(format!(
+                            "skip {} of partition {p}: no leader ({other:?})",
+                            f.kind
+                        ));
+                        return false;
+                    }
+                }
+            }
+            _ => i,
+        };
+        let (r, what) = match f.kind {
+            FaultKind::Isolate | FaultKind::IsolateController => (
+                self.net_do(|n| n.isolate(target, true)),
+                format!("isolate node {target} from the other nodes and ZooKeeper"),
+            ),
+            FaultKind::CutPeers => (
+                self.net_do(|n| n.isolate(target, false)),
+                format!("cut node {target} from the other nodes (ZooKeeper still reachable)"),
+            ),
+            _ => (
+                self.net_do(|n| n.cut(target, Peer::ZooKeeper)),
+                format!(
+                    "cut node {target} (leader of partition {}) from ZooKeeper only",
+                    (i - 1) % self.cluster.partitions.max(1)
+                ),
+            ),
+        };
+        if let Err(e) = r {
+            self.note(format!("{} ({what}): {e}", f.kind));
+            self.heal_net();
+            return false;
+        }
+        self.note(format!("{}: {what}", f.kind));
+        let hold_end = Instant::now() + f.hold + Duration::from_secs(60);
+        self.sleep(f.hold, hold_end);
+        self.heal_net();
+        true
+    }
+
     /// Injects `f`, holds it, heals it.
     fn apply(&mut self, f: &Fault) {
         let i = f.node;
+        if f.kind.is_network() {
+            if self.apply_network(f) {
+                *self.injected.entry(f.kind).or_default() += 1;
+            } else {
+                self.skipped += 1;
+            }
+            return;
+        }
         // A fault on a node that is down (it crashed and could not restart) is skipped.
         if !self.cluster.is_up(i) {
             self.skipped += 1;
@@ -293,6 +400,34 @@ impl Chaos<'_> {
                 self.sleep(f.hold, hold_end);
                 self.restart(i);
             }
+            FaultKind::DiskFull => {
+                if !self.cluster.has_disk(i) {
+                    self.skipped += 1;
+                    self.note(format!("skip disk-full node {i}: no disk of its own"));
+                    return;
+                }
+                match self.cluster.fill_disk(i) {
+                    Ok(bytes) => self.note(format!(
+                        "disk-full: node {i}'s file system filled ({} MiB taken)",
+                        bytes >> 20
+                    )),
+                    Err(e) => {
+                        self.note(format!("disk-full node {i}: {e}"));
+                        let _ = self.cluster.free_disk(i);
+                        return;
+                    }
+                }
+                self.sleep(f.hold, hold_end);
+                match self.cluster.free_disk(i) {
+                    Ok(()) => self.note(format!("node {i}'s disk freed")),
+                    Err(e) => self.note(format!("free disk of node {i}: {e}")),
+                }
+            }
+            // Network kinds were handled above.
+            FaultKind::Isolate
+            | FaultKind::CutPeers
+            | FaultKind::IsolateController
+            | FaultKind::CutLeaderFromZk => {}
         }
         *self.injected.entry(f.kind).or_default() += 1;
     }
@@ -301,6 +436,11 @@ impl Chaos<'_> {
     /// a full ISR. Returns an error text when the cluster does not get back to health.
     fn heal_all(&mut self) -> Result<(), String> {
         self.check_crashes();
+        self.heal_net();
+        for i in self.cluster.full_disks() {
+            let r = self.cluster.free_disk(i);
+            self.note(format!("heal: free disk of node {i} {r:?}"));
+        }
         let n = self.cluster.len();
         for i in 1..=n {
             if self.cluster.is_paused(i) {
@@ -337,8 +477,9 @@ fn log_line(line: &str) {
     }
 }
 
-/// One run with `seed`, on the ZooKeeper at `zk_addr`.
-pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64) -> RunResult {
+/// One run with `seed`, on the ZooKeeper at `zk_addr`; the nodes in `net`'s namespaces (with
+/// their data on disks of their own) when given, else on loopback.
+pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64, net: Option<&mut Net>) -> RunResult {
     let dir = cfg.out.join(format!("seed-{seed}"));
     let harness = |why: String| {
         let summary = format!("seed {seed}: HARNESS ERROR: {why} ({})", dir.display());
@@ -363,7 +504,12 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64) -> RunResult {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return harness(format!("{}: {e}", dir.display()));
     }
-    let schedule = faults::plan(seed, cfg.seconds, cfg.nodes);
+    let fault_kinds: &[FaultKind] = if net.is_some() {
+        &FaultKind::ALL
+    } else {
+        &FaultKind::PROCESS
+    };
+    let schedule = faults::plan(seed, cfg.seconds, cfg.nodes, fault_kinds);
     let mut faults_txt = format!(
         "# seed {seed}: {} faults planned over {} s (one at a time; gap = quiet time before it)\n",
         schedule.len(),
@@ -383,6 +529,8 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64) -> RunResult {
         cfg.nodes,
         cfg.partitions,
         rf,
+        net.as_deref(),
+        net.is_some(),
     ) {
         Ok(c) => c,
         Err(e) => return harness(format!("cluster start: {e}")),
@@ -402,6 +550,7 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64) -> RunResult {
     };
     let mut chaos = Chaos {
         cluster,
+        net,
         rec: &rec,
         log: Vec::new(),
         crashes: Vec::new(),
@@ -469,6 +618,7 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64) -> RunResult {
     let crashes = std::mem::take(&mut chaos.crashes);
     let injected = std::mem::take(&mut chaos.injected);
     let skipped = chaos.skipped;
+    chaos.heal_net();
     let mut cluster = chaos.cluster;
     cluster.stop();
 
@@ -571,13 +721,23 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64) -> RunResult {
     let _ = writeln!(v, "summary: {summary}");
     let _ = writeln!(
         v,
-        "setup: {} nodes, {} partitions, replication factor {rf}, acks=all (default), min_insync_replicas=2 (default), session timeout 2 s; {} clients, think {:?}, keys {:?}; {} s of faults",
+        "setup: {} nodes {}, {} partitions, replication factor {rf}, acks=all (default), min_insync_replicas=2 (default), session timeout 2 s; {} clients, think {:?}, keys {:?}; {} s of faults drawn from [{}]",
         cfg.nodes,
+        if fault_kinds.len() > FaultKind::PROCESS.len() {
+            "each in its own network namespace, data on a 512 MiB tmpfs each"
+        } else {
+            "on loopback"
+        },
         cfg.partitions,
         spec.clients,
         cfg.think,
         keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-        cfg.seconds
+        cfg.seconds,
+        fault_kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(
         v,
@@ -619,7 +779,9 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64) -> RunResult {
     let _ = writeln!(v, "\n# checker report\n{report}");
     let _ = std::fs::write(dir.join("verdict.txt"), &v);
 
-    if status == Status::Valid && !cfg.keep {
+    let keep = status != Status::Valid || cfg.keep;
+    cluster.release_disks(keep.then_some(dir.as_path()));
+    if !keep {
         for i in 1..=cfg.nodes {
             let _ = std::fs::remove_dir_all(dir.join(format!("node{i}")));
             let _ = std::fs::remove_file(dir.join(format!("node{i}.log")));

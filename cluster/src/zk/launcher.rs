@@ -2,7 +2,7 @@
 //! loopback port, for `simplekv cluster local` and for tests. Stopped (and its data removed,
 //! when it owns a temporary directory) on drop.
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,26 +30,22 @@ pub enum LaunchError {
 
 pub struct LocalZooKeeper {
     child: Option<Child>,
+    host: Ipv4Addr,
     port: u16,
     dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+fn free_port(host: Ipv4Addr) -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
 }
 
 /// The `srvr` four-letter word, with a timeout: ZooKeeper 3.8 never closes a 4lw socket that
 /// arrives before its database is loaded.
-fn srvr(port: u16) -> Option<String> {
-    let addr = ("127.0.0.1", port);
-    let mut s = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.1)),
-        Duration::from_millis(500),
-    )
-    .ok()?;
+fn srvr(host: Ipv4Addr, port: u16) -> Option<String> {
+    let mut s =
+        TcpStream::connect_timeout(&SocketAddr::from((host, port)), Duration::from_millis(500))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
     s.write_all(b"srvr").ok()?;
     let mut out = String::new();
@@ -58,8 +54,15 @@ fn srvr(port: u16) -> Option<String> {
 }
 
 impl LocalZooKeeper {
-    /// Starts a server with its data under `dir` (a temporary directory when `None`).
+    /// Starts a server on 127.0.0.1 with its data under `dir` (a temporary directory when
+    /// `None`).
     pub fn start(dir: Option<&Path>) -> Result<LocalZooKeeper, LaunchError> {
+        Self::start_on(dir, Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts a server listening on `host` (an address of this machine, e.g. a test bridge's
+    /// that nodes in network namespaces reach).
+    pub fn start_on(dir: Option<&Path>, host: Ipv4Addr) -> Result<LocalZooKeeper, LaunchError> {
         for jar in CLASSPATH.split(':') {
             if !Path::new(jar).exists() {
                 return Err(LaunchError::NotInstalled(jar.into()));
@@ -83,12 +86,12 @@ impl LocalZooKeeper {
             move |source| LaunchError::Io { path, source }
         };
         std::fs::create_dir_all(dir.join("data")).map_err(io(&dir))?;
-        let port = free_port().map_err(io(&dir))?;
+        let port = free_port(host).map_err(io(&dir))?;
         let cfg = dir.join("zoo.cfg");
         std::fs::write(
             &cfg,
             format!(
-                "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat,mntr\n",
+                "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress={host}\nmaxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat,mntr\n",
                 dir.join("data").display()
             ),
         )
@@ -97,6 +100,7 @@ impl LocalZooKeeper {
         std::fs::write(&log_path, b"").map_err(io(&log_path))?;
         let mut zk = LocalZooKeeper {
             child: None,
+            host,
             port,
             dir,
             _tmp: tmp,
@@ -155,7 +159,7 @@ impl LocalZooKeeper {
             {
                 return Err(LaunchError::Died { log: log_path });
             }
-            if srvr(self.port).is_some_and(|s| s.contains("Mode: standalone")) {
+            if srvr(self.host, self.port).is_some_and(|s| s.contains("Mode: standalone")) {
                 return Ok(());
             }
             if start.elapsed() > limit {
@@ -168,9 +172,9 @@ impl LocalZooKeeper {
         }
     }
 
-    /// `127.0.0.1:PORT`
+    /// `HOST:PORT` (`127.0.0.1:PORT` unless started with [`LocalZooKeeper::start_on`]).
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn pid(&self) -> Option<u32> {
