@@ -83,6 +83,14 @@ pub struct Worker {
     durable: u64,
     /// The epoch whose fsyncs are running on the sync thread.
     flight: Option<u64>,
+    /// When the running flight left, and the writes it carries.
+    flight_started: Instant,
+    flight_writes: u64,
+    /// Writes since the last flight left.
+    writes_pending: u64,
+    /// After a flight lands, the next one waits (see `flight_landed`) until this deadline or
+    /// until this many writes are pending, whichever comes first.
+    gather: Option<(Instant, u64)>,
     /// Partitions written since the last flight left, owing an fsync.
     pending_sync: Vec<u32>,
     /// Epoch ranges whose write or fsync failed, with the error for their replies.
@@ -156,6 +164,10 @@ impl Worker {
             epoch: 1,
             durable: 0,
             flight: None,
+            flight_started: Instant::now(),
+            flight_writes: 0,
+            writes_pending: 0,
+            gather: None,
             pending_sync: Vec::new(),
             sync_failed: Vec::new(),
             held_out: Vec::new(),
@@ -190,6 +202,7 @@ impl Worker {
     }
 
     pub fn mark_dirty(&mut self, p: u32) {
+        self.writes_pending += 1;
         if !self.part_dirty[p as usize] {
             self.part_dirty[p as usize] = true;
             self.dirty_parts.push(p);
@@ -273,6 +286,13 @@ impl Worker {
             // Keep installing merge output in small steps even when idle.
             return Duration::ZERO;
         }
+        let next = match self.gather {
+            // A flight gathering writes leaves at its deadline at the latest.
+            Some((deadline, _)) if self.flight.is_none() => {
+                next.min(deadline.saturating_duration_since(Instant::now()))
+            }
+            _ => next,
+        };
         if !self.parked_waits.is_empty() {
             // WAIT deadlines are checked at the end of each turn.
             return next.min(Duration::from_millis(10));
@@ -618,7 +638,7 @@ impl Worker {
             if self.pending_sync.is_empty() {
                 self.advance_durable(e);
             } else {
-                self.start_flight(e);
+                self.maybe_start_flight(e);
             }
         }
         self.advance_committed();
@@ -647,8 +667,22 @@ impl Worker {
         }
     }
 
+    /// Starts the next flight unless it is still gathering writes (see `flight_landed`).
+    fn maybe_start_flight(&mut self, epoch: u64) {
+        if let Some((deadline, target)) = self.gather
+            && self.writes_pending < target
+            && Instant::now() < deadline
+        {
+            return;
+        }
+        self.start_flight(epoch);
+    }
+
     /// Sends the fsyncs of every partition written since the last flight to the sync thread.
     fn start_flight(&mut self, epoch: u64) {
+        self.gather = None;
+        self.flight_started = Instant::now();
+        self.flight_writes = std::mem::take(&mut self.writes_pending);
         let mut tickets = Vec::with_capacity(self.pending_sync.len());
         for p in std::mem::take(&mut self.pending_sync) {
             if let Some(s) = self.store(p) {
@@ -674,7 +708,16 @@ impl Worker {
     }
 
     /// A flight landed: record the outcome, make its epochs durable, start the next one.
+    ///
+    /// The next flight does not leave at once: the replies this one releases go to clients
+    /// that answer with their next writes within a round trip, and a flight leaving now
+    /// would make all of them wait for it to land and then for their own (about two fsyncs
+    /// each, as clients of a blocking fsync-per-loop server wait). It gathers until as many
+    /// writes are pending as this flight carried plus those already waiting, or for half the
+    /// flight's duration (20 µs to 1 ms), whichever comes first: the clients then share one
+    /// fsync, the way PostgreSQL's `commit_delay` lets sibling transactions join a flush.
     fn flight_landed(&mut self, epoch: u64, results: Vec<(u32, SyncTicket, io::Result<()>)>) {
+        let took = self.flight_started.elapsed();
         let first = self.durable + 1;
         for (p, t, r) in results {
             if let Some(s) = self.store_mut(p)
@@ -690,7 +733,12 @@ impl Worker {
             // Turns since the flight left wrote nothing that needs an fsync.
             self.advance_durable(self.epoch - 1);
         } else {
-            self.start_flight(self.epoch - 1);
+            let wait = (took / 2).clamp(Duration::from_micros(20), Duration::from_millis(1));
+            self.gather = Some((
+                Instant::now() + wait,
+                self.writes_pending + self.flight_writes,
+            ));
+            self.maybe_start_flight(self.epoch - 1);
         }
         self.advance_committed();
         self.release_held();
