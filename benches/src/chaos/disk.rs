@@ -20,7 +20,8 @@ pub struct Disk {
     mounted: bool,
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+/// Runs `cmd args`; its stderr is the error when it fails.
+pub(super) fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
     let out = Command::new(cmd)
         .args(args)
         .output()

@@ -42,21 +42,7 @@ const ZK_HOST: u8 = 253;
 const CLIENT_HOST: u8 = 254;
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| {
-        format!(
-            "ip {}: {e} (iproute2 is installed by scripts/setup.sh)",
-            args.join(" ")
-        )
-    })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    super::disk::run("ip", args)
 }
 
 impl Net {
