@@ -207,6 +207,7 @@ impl Node {
         // thread's docs: a paused leader stops serving before anyone can replace it).
         let lease = session_timeout / 4;
         let lag_max = Duration::from_millis(c.replica_lag_time_max_ms);
+        let linger = Duration::from_micros(c.replica_push_linger_us);
         let shutdown_timeout = config.server.shutdown_timeout();
         let bind = config.server.bind.clone();
         let boot = ClusterBoot {
@@ -236,7 +237,12 @@ impl Node {
             }
         });
         let repl = ReplThread::spawn(
-            ReplSettings { me, lag_max, lease },
+            ReplSettings {
+                me,
+                lag_max,
+                lease,
+                linger,
+            },
             router.clone(),
             feed_rx,
             routes,

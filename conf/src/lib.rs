@@ -140,6 +140,9 @@ pub struct ClusterConfig {
     pub min_insync_replicas: u32,
     /// A follower this far behind, in milliseconds, drops out of the in-sync set.
     pub replica_lag_time_max_ms: u64,
+    /// How long a leader under load holds records before pushing them to its followers, in
+    /// microseconds (0 = every worker turn at once).
+    pub replica_push_linger_us: u64,
     /// Allow an out-of-sync replica to become leader (availability over durability).
     pub unclean_leader_election: bool,
     /// How often the controller checks leader balance, in milliseconds.
@@ -207,6 +210,7 @@ impl Default for ClusterConfig {
             acks: Acks::All,
             min_insync_replicas: 2,
             replica_lag_time_max_ms: 2_000,
+            replica_push_linger_us: 300,
             unclean_leader_election: false,
             leader_imbalance_check_ms: 10_000,
             leader_imbalance_ratio: 0.1,

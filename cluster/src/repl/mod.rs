@@ -53,8 +53,6 @@ pub const HEARTBEAT: Duration = Duration::from_millis(100);
 pub const INFLIGHT_BYTES: usize = 8 << 20;
 /// Bytes a leader reads from its worker at once for a follower that is behind.
 const READ_BYTES: usize = 1 << 20;
-/// Under load, how long new records wait for more before they are pushed.
-const LINGER: Duration = Duration::from_micros(300);
 /// A follower waiting this long for an answer to a position, validation or truncation
 /// starts over.
 const STUCK_AFTER: Duration = Duration::from_secs(1);
@@ -116,6 +114,8 @@ pub struct ReplSettings {
     pub me: u32,
     pub lag_max: Duration,
     pub lease: Duration,
+    /// `cluster.replica_push_linger_us`: see `State::run`.
+    pub linger: Duration,
 }
 
 /// A running replication thread.
@@ -292,7 +292,7 @@ struct State {
     acks: std::collections::BTreeSet<u32>,
     /// Led partitions whose high watermark may have moved this round.
     hw_dirty: std::collections::BTreeSet<u32>,
-    /// Records were pushed recently (see `LINGER`).
+    /// Records were pushed recently (see `ReplSettings::linger`).
     busy: bool,
 }
 
@@ -307,11 +307,11 @@ fn payload_reply(p: Payload) -> ReplReply {
 impl State {
     fn run(&mut self, rx: Receiver<Event>, feed: Receiver<FeedMsg>) {
         let tick = crossbeam_channel::tick(Duration::from_millis(50));
-        // Records waiting to be pushed since then (see `LINGER`).
+        // Records waiting to be pushed since then (see `ReplSettings::linger`).
         let mut unsent: Option<Instant> = None;
         loop {
             let linger = unsent.map_or(crossbeam_channel::never(), |t| {
-                crossbeam_channel::at(t + LINGER)
+                crossbeam_channel::at(t + self.s.linger)
             });
             select! {
                 recv(linger) -> _ => {}
@@ -354,13 +354,13 @@ impl State {
             for p in std::mem::take(&mut self.hw_dirty) {
                 self.recompute_hw(p);
             }
-            // Under load (records keep coming), records wait up to LINGER for the next
+            // Under load (records keep coming), records wait up to `linger` for the next
             // turns' so one push carries several: each push is a gRPC message to every
             // follower and an acknowledgement back, the largest cost per write at -P 1.
             let now = Instant::now();
             if self.has_unsent() {
                 let first = *unsent.get_or_insert(now);
-                if !self.busy || now >= first + LINGER {
+                if !self.busy || now >= first + self.s.linger {
                     self.pump_all();
                     unsent = None;
                     self.busy = true;
