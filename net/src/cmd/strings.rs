@@ -197,10 +197,14 @@ fn set(
     };
     let mark = out.len();
     let get = opts.flags & GET != 0;
+    // A plain SET needs no lookup before the write (the index's first touch of a key is a
+    // cache miss, the largest single cost of SET under pipelining).
     let found = if get {
         write_old_value(store, key, out)?
-    } else {
+    } else if opts.flags & (NX | XX) != 0 {
         store.exists(key)
+    } else {
+        false
     };
     if (opts.flags & NX != 0 && found) || (opts.flags & XX != 0 && !found) {
         if !get {

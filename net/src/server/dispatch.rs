@@ -96,6 +96,28 @@ fn counts_lookup(spec: &CommandSpec, args: &[&[u8]]) -> bool {
     }
 }
 
+/// Runs a keyed command; also says, for the commands Redis counts in keyspace_hits /
+/// keyspace_misses, whether the key was there. GET's reply tells it (a bulk or a null), so
+/// GET needs no lookup of its own, which would double its largest cost: the first touch of
+/// the key's index entry.
+fn exec_counted(
+    spec: &CommandSpec,
+    args: &[&[u8]],
+    store: &mut simplekv_engine::Store,
+    ctx: &ExecCtx,
+    reply: &mut Vec<u8>,
+) -> (Effect, Option<bool>) {
+    let is_get = spec.name == "get";
+    let found = (!is_get && counts_lookup(spec, args)).then(|| store.exists(args[1]));
+    let effect = cmd::exec_keyed(spec, args, store, ctx, reply);
+    let found = if is_get && reply.first() == Some(&b'$') {
+        Some(!reply.starts_with(b"$-1"))
+    } else {
+        found
+    };
+    (effect, found)
+}
+
 /// CLIENT SETNAME / HELLO SETNAME: Redis's check, then the name ("" clears it). False (with
 /// the error queued) if the name is refused.
 fn set_client_name(out: &mut Output, client: &mut Client, name: &[u8]) -> bool {
@@ -218,8 +240,7 @@ impl Worker {
                 return;
             };
             let mut reply = Vec::new();
-            let found = counts_lookup(spec, args).then(|| store.exists(args[1]));
-            let effect = cmd::exec_keyed(spec, args, store, &ctx, &mut reply);
+            let (effect, found) = exec_counted(spec, args, store, &ctx, &mut reply);
             self.count_lookup(found);
             let wrote = effect == Effect::Wrote;
             if wrote {
@@ -483,8 +504,7 @@ impl Worker {
                     );
                 };
                 let mut reply = Vec::new();
-                let found = counts_lookup(spec, &slices).then(|| store.exists(slices[1]));
-                let effect = cmd::exec_keyed(spec, &slices, store, &ctx, &mut reply);
+                let (effect, found) = exec_counted(spec, &slices, store, &ctx, &mut reply);
                 self.count_lookup(found);
                 let wrote = effect == Effect::Wrote;
                 if wrote {
