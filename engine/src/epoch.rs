@@ -47,13 +47,20 @@ impl LeaderEpochCache {
 
     /// Records that `epoch` starts at `start_lsn`. Older or equal epochs are ignored; an entry
     /// whose start is not below the new one is dropped (its epoch wrote nothing that stays).
+    /// The checkpoint is written first; on failure nothing changes (memory and file agree).
     pub fn assign(&mut self, epoch: u32, start_lsn: u64) -> Result<bool, WriteError> {
         if self.latest().is_some_and(|l| epoch <= l.epoch) {
             return Ok(false);
         }
-        self.entries.retain(|e| e.start_lsn < start_lsn);
-        self.entries.push(EpochEntry { epoch, start_lsn });
-        self.persist()?;
+        let mut next: Vec<EpochEntry> = self
+            .entries
+            .iter()
+            .copied()
+            .filter(|e| e.start_lsn < start_lsn)
+            .collect();
+        next.push(EpochEntry { epoch, start_lsn });
+        self.persist(&next)?;
+        self.entries = next;
         Ok(true)
     }
 
@@ -71,18 +78,27 @@ impl LeaderEpochCache {
     }
 
     /// Drops epochs that start at or after `end_lsn` (the log was truncated there).
+    /// The checkpoint is written first; on failure nothing changes (memory and file agree:
+    /// an entry the file keeps must not be forgotten in memory, or a crash would bring back
+    /// an epoch the log no longer has while the process ran without it).
     pub fn truncate_from_end(&mut self, end_lsn: u64) -> Result<(), WriteError> {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.start_lsn < end_lsn);
-        if self.entries.len() != before {
-            self.persist()?;
+        if self.entries.iter().all(|e| e.start_lsn < end_lsn) {
+            return Ok(());
         }
+        let next: Vec<EpochEntry> = self
+            .entries
+            .iter()
+            .copied()
+            .filter(|e| e.start_lsn < end_lsn)
+            .collect();
+        self.persist(&next)?;
+        self.entries = next;
         Ok(())
     }
 
-    fn persist(&self) -> Result<(), WriteError> {
-        let mut s = format!("0\n{}\n", self.entries.len());
-        for e in &self.entries {
+    fn persist(&self, entries: &[EpochEntry]) -> Result<(), WriteError> {
+        let mut s = format!("0\n{}\n", entries.len());
+        for e in entries {
             s.push_str(&format!("{} {}\n", e.epoch, e.start_lsn));
         }
         crate::fsutil::write_atomic(&self.path, s.as_bytes()).at_write(&self.path)

@@ -177,11 +177,11 @@ impl Store {
             replica: false,
             expired_scratch: Vec::new(),
         };
-        store.install_loaded(loaded)?;
+        store.install_loaded(loaded, false)?;
         Ok(store)
     }
 
-    fn install_loaded(&mut self, l: Loaded) -> Result<(), OpenError> {
+    fn install_loaded(&mut self, l: Loaded, reloading: bool) -> Result<(), OpenError> {
         self.segments = l.segments;
         self.free_ids.clear();
         self.order = l.order;
@@ -191,12 +191,25 @@ impl Store {
         self.hint_jobs = l.hint_jobs;
         self.generation += 1;
         self.merge = MergeState::Idle;
-        self.epochs
-            .truncate_from_end(self.next_lsn)
-            .map_err(|e| OpenError::BadEpochFile {
-                path: self.dir.join(crate::epoch::EPOCH_FILE),
-                reason: e.to_string(),
-            })?;
+        // Epochs that start past the log end are dropped (the checkpoint is rewritten first,
+        // and memory follows only if that worked). At open this must succeed: those epochs
+        // belong to records lost in a crash. On a reload after a failed write they belong to
+        // the records that just failed (a leader's epoch that began at the log end, a batch
+        // from a leader that will be fetched again) and stay true, so a checkpoint that cannot
+        // be rewritten (the disk that made the write fail is full) keeps them, in memory and
+        // in the file alike, instead of leaving the store unusable until a restart.
+        if let Err(e) = self.epochs.truncate_from_end(self.next_lsn) {
+            if !reloading {
+                return Err(OpenError::BadEpochFile {
+                    path: self.dir.join(crate::epoch::EPOCH_FILE),
+                    reason: format!("cannot rewrite it without the epochs past the log end: {e}"),
+                });
+            }
+            warn!(
+                "{}: leader-epoch checkpoint not rewritten ({e}); epochs past the log end kept",
+                self.dir.display()
+            );
+        }
         self.epoch = self.epochs.latest().map(|e| e.epoch).unwrap_or(0);
         Ok(())
     }
@@ -205,7 +218,7 @@ impl Store {
     fn reload(&mut self) -> Result<(), WriteError> {
         self.segments.clear();
         self.keydir = Keydir::new();
-        match load(&self.dir, &self.opts).and_then(|l| self.install_loaded(l)) {
+        match load(&self.dir, &self.opts).and_then(|l| self.install_loaded(l, true)) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.failed = Some(e.to_string());
