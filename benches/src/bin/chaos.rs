@@ -60,6 +60,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    chaos::stop_on_signals();
     let mut cfg = Config::new(
         a.simplekv.unwrap_or_else(chaos::default_simplekv_path),
         a.out.unwrap_or_else(chaos::default_out_dir),

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -192,6 +193,14 @@ impl Cluster {
             }
             None => Command::new(&bin),
         };
+        // SAFETY: prctl is async-signal-safe. The node dies with the thread that started it
+        // (this tool's main thread), even when the tool is SIGKILLed.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let child = cmd
             .arg("server")
             .args(["--bind", &node.host])

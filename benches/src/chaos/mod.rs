@@ -20,5 +20,6 @@ pub mod runner;
 pub mod workload;
 
 pub use runner::{
-    Config, RunResult, Status, default_out_dir, default_simplekv_path, run_many, worst,
+    Config, RunResult, Status, default_out_dir, default_simplekv_path, run_many, stop_on_signals,
+    worst,
 };

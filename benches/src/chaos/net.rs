@@ -29,6 +29,8 @@ pub enum Peer {
 
 pub struct Net {
     tag: String,
+    /// This series' owner file (see [`sweep_stale`]).
+    owner_file: std::path::PathBuf,
     /// First three octets of the /24.
     prefix: [u8; 3],
     nodes: u32,
@@ -58,11 +60,13 @@ impl Net {
         }
     }
 
-    /// Creates the bridge and one namespace per node (1..=nodes).
-    pub fn create(nodes: u32) -> Result<Net, String> {
+    /// Creates the bridge and one namespace per node (1..=nodes). `out` is the series' folder
+    /// (its mounts are swept if this tool dies without cleaning up, see [`sweep_stale`]).
+    pub fn create(nodes: u32, out: &std::path::Path) -> Result<Net, String> {
         if let Some(why) = Net::unavailable() {
             return Err(format!("network namespaces unavailable: {why}"));
         }
+        sweep_stale();
         let pid = std::process::id();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -72,8 +76,18 @@ impl Net {
         // 10.213-222.x.0/24, from the tag: distinct per series on one machine.
         let v = u32::from_str_radix(&tag, 16).unwrap_or(0);
         let prefix = [10, 213 + (v % 10) as u8, (v / 10 % 250) as u8];
+        let owner_file = owners_dir().join(&tag);
+        std::fs::create_dir_all(owners_dir())
+            .and_then(|()| {
+                std::fs::write(
+                    &owner_file,
+                    format!("{}\n{}\n", std::process::id(), out.display()),
+                )
+            })
+            .map_err(|e| format!("{}: {e}", owner_file.display()))?;
         let net = Net {
             tag,
+            owner_file,
             prefix,
             nodes,
             cuts: BTreeSet::new(),
@@ -212,6 +226,18 @@ impl Net {
         first
     }
 
+    /// Records a process of the series (ZooKeeper) to kill if this tool dies without
+    /// cleaning up.
+    pub fn note_process(&self, pid: u32) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.owner_file)
+        {
+            use std::io::Write;
+            let _ = writeln!(f, "pid {pid}");
+        }
+    }
+
     /// The installed cuts, e.g. `1->2 2->1 1->zk`.
     pub fn describe_cuts(&self) -> String {
         self.cuts
@@ -227,11 +253,84 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for i in 1..=self.nodes {
-            // Deleting the namespace destroys its veth end, and with it the pair.
-            let _ = ip(&["netns", "del", &self.netns(i)]);
+        remove_series(&self.tag);
+        let _ = std::fs::remove_file(&self.owner_file);
+    }
+}
+
+/// Where each live series records its owner: `<tag>` = owner pid, series folder, then
+/// `pid <n>` lines for processes to kill with it.
+fn owners_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("simplekv-chaos-owners")
+}
+
+/// Deletes the namespaces and the bridge of series `tag`.
+fn remove_series(tag: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        let prefix = format!("skv-{tag}-n");
+        for name in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&prefix))
+        {
+            // Deleting a namespace destroys its veth end, and with it the pair.
+            let _ = ip(&["netns", "del", name]);
         }
-        let _ = ip(&["link", "del", &self.bridge()]);
+    }
+    // The bridge, and any veth end that outlived its namespace.
+    if let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() {
+        let prefix = format!("skv{tag}");
+        for name in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let name = l.split(": ").nth(1)?;
+                Some(name.split('@').next().unwrap_or(name).to_string())
+            })
+        {
+            if name.starts_with(&prefix) {
+                let _ = ip(&["link", "del", &name]);
+            }
+        }
+    }
+}
+
+/// Removes what a series whose tool was killed (SIGKILL: no chance to clean up) left behind:
+/// its processes, namespaces, bridge and the tmpfs mounts under its folder. Nodes die with the
+/// tool by themselves (`PR_SET_PDEATHSIG`).
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(owners_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let mut lines = text.lines();
+        let owner: i32 = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+        // SAFETY: signal 0 only checks that the process exists.
+        if owner > 0 && unsafe { libc::kill(owner, 0) } == 0 {
+            continue;
+        }
+        let out = lines.next().unwrap_or("").to_string();
+        for l in lines {
+            if let Some(pid) = l.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()) {
+                // SAFETY: a process this series started; it may be gone already.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        if !out.is_empty()
+            && let Ok(mounts) = std::fs::read_to_string("/proc/mounts")
+        {
+            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                if m.starts_with(&out) {
+                    let _ = Command::new("umount").args(["-l", m]).status();
+                }
+            }
+        }
+        remove_series(&e.file_name().to_string_lossy());
+        let _ = std::fs::remove_file(e.path());
     }
 }
 
@@ -250,7 +349,8 @@ mod tests {
             eprintln!("skipped: {why}");
             return;
         }
-        let mut net = Net::create(2).expect("create namespaces");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut net = Net::create(2, tmp.path()).expect("create namespaces");
         let port = 7399;
         let mut server = Command::new("ip")
             .args(["netns", "exec", &net.netns(2), "python3", "-c"])

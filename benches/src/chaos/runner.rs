@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use simplekv_cluster::zk::LocalZooKeeper;
@@ -115,6 +115,29 @@ pub struct RunResult {
     pub summary: String,
 }
 
+/// Set by SIGINT / SIGTERM (see [`stop_on_signals`]): the current run stops at once, is
+/// reported as interrupted, and everything it set up (processes, namespaces, mounts) is removed.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM stop the series cleanly instead of killing the tool with its
+/// nodes, namespaces and mounts left behind.
+pub fn stop_on_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// The default `simplekv` binary: next to the running executable (`target/debug/chaos` →
 /// `target/debug/simplekv`; a test in `target/debug/deps/` → `target/debug/simplekv`), else
 /// `$CARGO_TARGET_DIR` or `$HOME/.cache/simplekv-target`, `/debug/simplekv`.
@@ -174,7 +197,7 @@ pub fn run_many(cfg: &Config) -> Vec<RunResult> {
         ));
         None
     } else {
-        match Net::create(cfg.nodes) {
+        match Net::create(cfg.nodes, &cfg.out) {
             Ok(n) => Some(n),
             Err(e) => return fail_all(format!("network namespaces: {e}")),
         }
@@ -186,7 +209,13 @@ pub fn run_many(cfg: &Config) -> Vec<RunResult> {
         Ok(zk) => zk,
         Err(e) => return fail_all(format!("ZooKeeper: {e}")),
     };
+    if let (Some(n), Some(pid)) = (net.as_ref(), zk.pid()) {
+        n.note_process(pid);
+    }
     for seed in cfg.seed..cfg.seed.saturating_add(cfg.runs) {
+        if interrupted() {
+            break;
+        }
         let r = run_seed(cfg, &zk.addr(), seed, net.as_mut());
         println!("{}", r.summary);
         out.push(r);
@@ -238,7 +267,7 @@ impl Chaos<'_> {
     /// Sleeps `d` (or until `end`), watching for crashes.
     fn sleep(&mut self, d: Duration, end: Instant) {
         let until = (Instant::now() + d).min(end);
-        while Instant::now() < until {
+        while Instant::now() < until && !interrupted() {
             self.check_crashes();
             let left = until.saturating_duration_since(Instant::now());
             std::thread::sleep(left.min(Duration::from_millis(100)));
@@ -574,7 +603,7 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64, net: Option<&mut Net>) -
     let mut planned_reached = 0;
     for f in &schedule {
         chaos.sleep(f.gap, end);
-        if Instant::now() + f.hold > end {
+        if Instant::now() + f.hold > end || interrupted() {
             break;
         }
         planned_reached += 1;
@@ -588,7 +617,11 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64, net: Option<&mut Net>) -
         .unwrap_or_else(|_| (ClientStats::default(), 0));
 
     // Heal, then final reads from the leaders (the client follows MOVED).
-    let heal = chaos.heal_all();
+    let heal = if interrupted() {
+        Err("interrupted (SIGINT or SIGTERM)".to_string())
+    } else {
+        chaos.heal_all()
+    };
     if let Err(e) = &heal {
         let states = chaos.cluster.describe();
         chaos.note(format!("HEAL FAILED: {e}\n{states}"));
