@@ -210,7 +210,7 @@ impl Default for ClusterConfig {
             acks: Acks::All,
             min_insync_replicas: 2,
             replica_lag_time_max_ms: 2_000,
-            replica_push_linger_us: 300,
+            replica_push_linger_us: 0,
             unclean_leader_election: false,
             leader_imbalance_check_ms: 10_000,
             leader_imbalance_ratio: 0.1,

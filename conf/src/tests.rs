@@ -119,7 +119,7 @@ fn defaults_are_the_documented_ones() {
         ("cluster.acks", "all"),
         ("cluster.min_insync_replicas", "2"),
         ("cluster.replica_lag_time_max_ms", "2000"),
-        ("cluster.replica_push_linger_us", "300"),
+        ("cluster.replica_push_linger_us", "0"),
         ("cluster.unclean_leader_election", "false"),
         ("cluster.leader_imbalance_check_ms", "10000"),
         ("cluster.leader_imbalance_ratio", "0.1"),
