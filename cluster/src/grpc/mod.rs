@@ -36,7 +36,15 @@ impl GrpcServer {
         // futures, so more threads would only compete with the pinned workers for cores.
         let env = Arc::new(Environment::new(1));
         let service = simplekv_proto::kv_grpc::create_kv(KvService::new(router));
-        let mut builder = ServerBuilder::new(env).register_service(service);
+        // No HTTP/2 BDP probing: its PING frames follow data frames, and on replication
+        // streams (many small messages on loopback or a LAN) they only add frames and
+        // completion-queue wake-ups.
+        let args = grpcio::ChannelBuilder::new(env.clone())
+            .http2_bdp_probe(false)
+            .build_args();
+        let mut builder = ServerBuilder::new(env)
+            .channel_args(args)
+            .register_service(service);
         for s in extra {
             builder = builder.register_service(s);
         }

@@ -1126,7 +1126,10 @@ impl State {
         let Some(addr) = self.routes.nodes.get(&leader).map(|n| n.grpc.clone()) else {
             return false;
         };
-        let ch = ChannelBuilder::new(self.env.clone()).connect(&addr);
+        // No BDP probing (see `GrpcServer::start_with`).
+        let ch = ChannelBuilder::new(self.env.clone())
+            .http2_bdp_probe(false)
+            .connect(&addr);
         let client = ReplicationClient::new(ch);
         let (mut sink, mut receiver) = match client.fetch() {
             Ok(x) => x,
