@@ -295,7 +295,7 @@ def machine_line(args):
     load = open("/proc/loadavg").read().split()[0]
     prio = "" if args.autogroup_nice is None else f"; autogroup nice {args.autogroup_nice}"
     return (f"{time.strftime('%Y-%m-%d %H:%M %Z')}; {os.cpu_count()} cores ({cpu}); Linux {kernel}; "
-            f"load {load}; simplekv workers={args.workers or 'cores'}{prio}; binary {args.binary}")
+            f"load {load}; simplekv workers={args.load_workers} under load, {args.solo_workers or 'cores'} for memory/restart{prio}; binary {args.binary}")
 
 
 def throughput(args):
@@ -311,7 +311,7 @@ def throughput(args):
                         # does not always favour the same one.
                         order = ("simplekv", "redis") if rep % 2 == 0 else ("redis", "simplekv")
                         for kind in order:
-                            srv = Server(kind, fsync, args.binary, args.workers, args.set)
+                            srv = Server(kind, fsync, args.binary, args.load_workers, args.set)
                             try:
                                 if test == "get":
                                     # Load the keys first so GETs hit.
@@ -361,7 +361,7 @@ def memory(args):
     for n in [int(x) for x in args.memory_keys.split(",")]:
         res = {}
         for kind in ("simplekv", "redis"):
-            srv = Server(kind, "everysec", args.binary, args.workers, args.set,
+            srv = Server(kind, "everysec", args.binary, args.solo_workers, args.set,
                          redis_extra=("--auto-aof-rewrite-percentage", "0"))
             try:
                 took = load_keys(srv.port, n, args.memory_value)
@@ -411,7 +411,7 @@ def restart_dataset(args, n):
     os.makedirs(d)
     print(f"  restart: creating {d} with {n:,} keys (once; kept for later runs)",
           file=sys.stderr, flush=True)
-    srv = Server("simplekv", "everysec", args.binary, args.workers, args.set, data_dir=d)
+    srv = Server("simplekv", "everysec", args.binary, args.solo_workers, args.set, data_dir=d)
     try:
         took = load_keys(srv.port, n, args.memory_value)
         keys = srv.cmd("DBSIZE")
@@ -447,7 +447,7 @@ def restart(args):
     d, created = restart_dataset(args, n)
     # One untimed start: writes any hint files still missing, so every timed run sees the same
     # directory; it also checks the dataset is whole.
-    srv = Server("simplekv", "everysec", args.binary, args.workers, args.set, data_dir=d,
+    srv = Server("simplekv", "everysec", args.binary, args.solo_workers, args.set, data_dir=d,
                  ping_timeout=600)
     try:
         keys = srv.cmd("DBSIZE")
@@ -459,7 +459,7 @@ def restart(args):
         raise RuntimeError(f"cached dataset {d} has {keys} keys, not {n}: removed, run again")
     times = []
     for i in range(args.restart_runs):
-        srv = Server("simplekv", "everysec", args.binary, args.workers, args.set, data_dir=d,
+        srv = Server("simplekv", "everysec", args.binary, args.solo_workers, args.set, data_dir=d,
                      ping_timeout=600)
         times.append(srv.ready_s)
         rss = srv.rss_kib()
@@ -468,7 +468,7 @@ def restart(args):
               file=sys.stderr, flush=True)
     redis_times = []
     if args.restart_redis:
-        rsrv = Server("redis", "everysec", args.binary, args.workers,
+        rsrv = Server("redis", "everysec", args.binary, args.solo_workers,
                       redis_extra=("--auto-aof-rewrite-percentage", "0"))
         rdir = rsrv.dir
         rsrv.keep_dir = True
@@ -478,7 +478,7 @@ def restart(args):
             rsrv.stop()
         try:
             for i in range(args.restart_runs):
-                rsrv = Server("redis", "everysec", args.binary, args.workers, data_dir=rdir,
+                rsrv = Server("redis", "everysec", args.binary, args.solo_workers, data_dir=rdir,
                               redis_extra=("--auto-aof-rewrite-percentage", "0"), ping_timeout=600)
                 redis_times.append(rsrv.ready_s)
                 rsrv.stop()
@@ -492,7 +492,7 @@ def restart(args):
     print()
     print("| server | keys | runs | min s | median s | max s |")
     print("|---|---|---|---|---|---|")
-    print(f"| simplekv (workers={args.workers or 'cores'}) | {n:,} | {len(times)} | {min(times):.3f} | "
+    print(f"| simplekv (workers={args.solo_workers or 'cores'}) | {n:,} | {len(times)} | {min(times):.3f} | "
           f"{statistics.median(times):.3f} | {max(times):.3f} |")
     if redis_times:
         print(f"| redis (AOF) | {n:,} | {len(redis_times)} | {min(redis_times):.3f} | "
@@ -530,7 +530,7 @@ def latency(args, through_rows):
         else:
             if not maxima:
                 for kind in ("simplekv", "redis"):
-                    srv = Server(kind, fsync, args.binary, args.workers, args.set)
+                    srv = Server(kind, fsync, args.binary, args.load_workers, args.set)
                     try:
                         if test == "get":
                             load_keys(srv.port, args.keyspace, size)
@@ -540,7 +540,7 @@ def latency(args, through_rows):
                         srv.stop()
             rate = args.latency_fraction * min(maxima.values())
         for kind in ("simplekv", "redis"):
-            srv = Server(kind, fsync, args.binary, args.workers, args.set)
+            srv = Server(kind, fsync, args.binary, args.load_workers, args.set)
             try:
                 cmd = [binary, "--port", str(srv.port), "--rate", f"{rate:.0f}",
                        "--connections", str(args.latency_connections),
@@ -590,7 +590,12 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each throughput row N times, alternating the servers' order; "
                          "report the median (for noisy machines)")
-    ap.add_argument("--workers", type=int, default=0, help="simplekv workers (0 = one per core)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="simplekv workers for every run (0 = one per core, the server's default). "
+                         "Default: cores - 1 (at least 1) for the throughput and latency runs, "
+                         "whose load generator runs on this machine too and needs a core, as "
+                         "redis-server's one main thread leaves it one; one per core for "
+                         "--memory and --restart, where nothing else runs")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="extra simplekv setting, repeatable (e.g. storage.partitions=4)")
     ap.add_argument("--no-throughput", action="store_true", help="skip the redis-benchmark table")
@@ -616,6 +621,11 @@ def main():
                     help="root only: set the scheduler autogroup nice (-20..19) of every server and "
                          "load generator started, e.g. -10 on a machine shared with other sessions")
     args = ap.parse_args()
+    if args.workers is None:
+        args.load_workers = max(1, (os.cpu_count() or 2) - 1)
+        args.solo_workers = 0
+    else:
+        args.load_workers = args.solo_workers = args.workers
     global AUTOGROUP_NICE
     AUTOGROUP_NICE = args.autogroup_nice
     if args.clear_cache:
