@@ -6,8 +6,13 @@
 #   redis-server     : redis-server / redis-cli / redis-benchmark, the reference we compare against
 #   iproute2         : `ip netns` for the fault-injection tests
 #   python3          : benchmark scripts; python3-redis: redis-py, a cluster client the tests use
+# With --profiling, also the tools docs/PERFORMANCE.md uses: linux-perf (perf), sysstat
+# (pidstat), valgrind (callgrind).
 set -euo pipefail
 pkgs=(cmake g++ make zookeeper redis-server redis-tools iproute2 python3 python3-redis procps)
+if [ "${1:-}" = "--profiling" ]; then
+  pkgs+=(linux-perf sysstat valgrind)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
