@@ -421,6 +421,24 @@ impl Keydir {
         };
     }
 
+    /// Gives back index room a generous [`Keydir::reserve`] left unused (recovery reserves one
+    /// slot per record; a log of overwrites holds far fewer keys).
+    pub fn shrink_if_oversized(&mut self) {
+        if self.index.capacity() <= 2 * self.len.max(1024) {
+            return;
+        }
+        let Keydir {
+            index,
+            chunks,
+            hasher,
+            ..
+        } = self;
+        index.shrink_to_fit(|&s| {
+            let e = &chunks[(s >> CHUNK_BITS) as usize][s as usize & (CHUNK - 1)];
+            hasher.hash_one(e.key.as_slice())
+        });
+    }
+
     /// Pre-sizes the index (recovery knows roughly how many keys are coming).
     pub fn reserve(&mut self, additional: usize) {
         let Keydir {

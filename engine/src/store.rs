@@ -1048,6 +1048,23 @@ fn rewrite_header(path: &Path, h: &SegmentHeader) -> std::io::Result<()> {
 }
 
 /// Reads a directory back into memory (see `engine/FORMAT.md`, "Recovery").
+/// Records in a segment's bytes, by their headers, up to the first that does not decode (an
+/// upper bound on the keys they hold; recovery validates them properly).
+fn count_records(bytes: &[u8]) -> u64 {
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut n = 0u64;
+    while pos < bytes.len() {
+        match record::decode_header(&bytes[pos..]) {
+            Ok(h) => {
+                pos = pos.saturating_add(h.record_len());
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    n
+}
+
 fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
@@ -1139,15 +1156,21 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
     }
 
     let mut keydir = Keydir::new();
-    // Size the index once from the hint headers instead of rehashing it as it grows (each
-    // growth rehashes every key; at millions of keys that dominated opening).
-    if opts.use_hints {
-        let declared: u64 = segs
-            .iter()
-            .filter_map(|s| hint::declared_count(&hint::hint_for_segment(&s.path)))
-            .sum();
-        keydir.reserve(declared.min(1 << 31) as usize);
-    }
+    // Size the index once instead of rehashing it as it grows (each growth rehashes every key;
+    // at millions of keys that dominated opening): hint headers declare their counts, the
+    // segments that will be scanned (the last one, and any without a hint) are counted by
+    // walking their record headers, which costs little next to hashing every key again.
+    let expected: u64 = segs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let declared = (opts.use_hints && i + 1 < segs.len())
+                .then(|| hint::declared_count(&hint::hint_for_segment(&s.path)))
+                .flatten();
+            declared.unwrap_or_else(|| count_records(s.written_bytes()))
+        })
+        .sum();
+    keydir.reserve(expected.min(1 << 31) as usize);
     let mut segments: Vec<Option<Segment>> = Vec::with_capacity(segs.len() + 4);
     let mut order = Vec::with_capacity(segs.len() + 4);
     let mut hint_jobs = Vec::new();
@@ -1316,6 +1339,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
         segments.push(Some(seg));
         order.push(0);
     }
+    keydir.shrink_if_oversized();
     report.elapsed = started.elapsed();
     Ok(Loaded {
         segments,
