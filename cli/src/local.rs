@@ -422,7 +422,9 @@ fn run_planned(a: &LocalArgs, specs: &[NodeSpec], rf: u32) -> Result<ExitCode, S
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     // ZooKeeper first, with the default signal mask: the JVM handles its own signals.
     let zk_dir = a.dir.join("zk");
-    let mut zk = LocalZooKeeper::start(Some(&zk_dir)).map_err(|e| e.to_string())?;
+    // Tied to this thread: a supervisor killed with SIGKILL leaves no ZooKeeper behind (its
+    // nodes have PR_SET_PDEATHSIG too).
+    let mut zk = LocalZooKeeper::start_tied(Some(&zk_dir)).map_err(|e| e.to_string())?;
     let zk_addr = zk.addr();
     let root = format!("{zk_addr}/simplekv/{CLUSTER_NAME}");
     let signals = signal_channel();

@@ -30,6 +30,8 @@ pub enum LaunchError {
 
 pub struct LocalZooKeeper {
     child: Option<Child>,
+    /// Stopped (SIGTERM) by the kernel when the thread that started it exits.
+    tied: bool,
     host: Ipv4Addr,
     port: u16,
     dir: PathBuf,
@@ -60,9 +62,25 @@ impl LocalZooKeeper {
         Self::start_on(dir, Ipv4Addr::LOCALHOST)
     }
 
+    /// As [`LocalZooKeeper::start`], but the server gets SIGTERM when the calling thread exits,
+    /// however it exits (`PR_SET_PDEATHSIG`): for a supervisor such as `simplekv cluster local`,
+    /// so that a SIGKILLed supervisor does not leave ZooKeeper running. Call it from a thread
+    /// that lives as long as the server should.
+    pub fn start_tied(dir: Option<&Path>) -> Result<LocalZooKeeper, LaunchError> {
+        Self::start_inner(dir, Ipv4Addr::LOCALHOST, true)
+    }
+
     /// Starts a server listening on `host` (an address of this machine, e.g. a test bridge's
     /// that nodes in network namespaces reach).
     pub fn start_on(dir: Option<&Path>, host: Ipv4Addr) -> Result<LocalZooKeeper, LaunchError> {
+        Self::start_inner(dir, host, false)
+    }
+
+    fn start_inner(
+        dir: Option<&Path>,
+        host: Ipv4Addr,
+        tied: bool,
+    ) -> Result<LocalZooKeeper, LaunchError> {
         for jar in CLASSPATH.split(':') {
             if !Path::new(jar).exists() {
                 return Err(LaunchError::NotInstalled(jar.into()));
@@ -100,6 +118,7 @@ impl LocalZooKeeper {
         std::fs::write(&log_path, b"").map_err(io(&log_path))?;
         let mut zk = LocalZooKeeper {
             child: None,
+            tied,
             host,
             port,
             dir,
@@ -129,7 +148,18 @@ impl LocalZooKeeper {
             .open(&log_path)
             .map_err(io(&log_path))?;
         let log2 = log.try_clone().map_err(io(&log_path))?;
-        let child = Command::new("java")
+        let mut cmd = Command::new("java");
+        if self.tied {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args([
                 "-Xmx256m",
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
