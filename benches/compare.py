@@ -295,7 +295,15 @@ def machine_line(args):
     load = open("/proc/loadavg").read().split()[0]
     prio = "" if args.autogroup_nice is None else f"; autogroup nice {args.autogroup_nice}"
     return (f"{time.strftime('%Y-%m-%d %H:%M %Z')}; {os.cpu_count()} cores ({cpu}); Linux {kernel}; "
-            f"load {load}; simplekv workers={args.load_workers} under load, {args.solo_workers or 'cores'} for memory/restart{prio}; binary {args.binary}")
+            f"load {load}; {workers_line(args)}{prio}; binary {args.binary}")
+
+
+def workers_line(args):
+    """The simplekv worker counts this run uses (cluster_bench.py passes its own args)."""
+    if not hasattr(args, "load_workers"):
+        return "simplekv workers as the script sets"
+    return (f"simplekv workers={args.load_workers} under load, "
+            f"{args.solo_workers or 'cores'} for memory/restart")
 
 
 def throughput(args):
