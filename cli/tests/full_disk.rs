@@ -4,56 +4,17 @@
 //! Needs to mount a small tmpfs (CI runs as root); elsewhere the test says why it cannot run.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use common::{Server, err_text};
 use redis::cmd;
 
-struct Tmpfs {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let parent = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let dir = parent.path().join("fs");
-        std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(Tmpfs {
-            dir,
-            _parent: parent,
-        })
-    }
-
-    fn path(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
+#[path = "../../engine/tests/support/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
 
 #[test]
 fn a_full_disk_gives_write_errors_and_loses_nothing() {
-    let fs = match Tmpfs::mount("24m") {
-        Ok(fs) => fs,
-        Err(e) if unsafe_is_root() => panic!("cannot mount a tmpfs as root: {e}"),
-        Err(e) => {
-            eprintln!("skipped: mounting a tmpfs needs root ({e})");
-            return;
-        }
+    let Some(fs) = Tmpfs::mount_or_skip("24m") else {
+        return;
     };
     let data = fs.path().join("data");
     // Space to give back later, to check that writes work again once there is room.
@@ -119,9 +80,4 @@ fn a_full_disk_gives_write_errors_and_loses_nothing() {
     let mut c = s.client();
     let n: i64 = cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(n as usize, acked.len());
-}
-
-fn unsafe_is_root() -> bool {
-    // SAFETY: getuid has no preconditions.
-    unsafe { libc::getuid() == 0 }
 }

@@ -4,41 +4,13 @@
 //! Mounts a small tmpfs, which needs root (CI runs as root); elsewhere the test says why it
 //! cannot run.
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use simplekv_engine::{Durability, Options, Store, WriteError};
 
-struct Tmpfs {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let parent = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let dir = parent.path().join("fs");
-        std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(Tmpfs {
-            dir,
-            _parent: parent,
-        })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
 
 /// Writes a file that takes every free byte of the file system.
 fn fill(path: &Path) {
@@ -67,17 +39,11 @@ fn opts() -> Options {
 /// write until the process restarted, although the disk had room again a second later.
 #[test]
 fn a_store_that_hit_a_full_disk_works_again_once_there_is_room() {
-    let fs = match Tmpfs::mount("4m") {
-        Ok(fs) => fs,
-        // SAFETY: geteuid has no preconditions.
-        Err(e) if unsafe { libc::geteuid() } == 0 => panic!("cannot mount a tmpfs as root: {e}"),
-        Err(e) => {
-            eprintln!("skipped: mounting a tmpfs needs root ({e})");
-            return;
-        }
+    let Some(fs) = Tmpfs::mount_or_skip("4m") else {
+        return;
     };
-    let data = fs.dir.join("p");
-    let filler = fs.dir.join("filler");
+    let data = fs.path().join("p");
+    let filler = fs.path().join("filler");
     let mut s = Store::open(&data, opts()).expect("open");
     s.put(b"a", b"1", None).expect("put");
     s.commit().expect("commit");

@@ -1,0 +1,56 @@
+//! A small tmpfs for full-disk tests, unmounted on drop. Mounting needs root (CI runs as root);
+//! `Tmpfs::mount_or_skip` says why a test cannot run elsewhere. Shared by the engine's and the
+//! server's full-disk tests (`#[path]`-included; keep it free of crate-specific code).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Tmpfs {
+    dir: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        let parent = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = parent.path().join("fs");
+        std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(Tmpfs {
+            dir,
+            _parent: parent,
+        })
+    }
+
+    /// Mounts one, or returns `None` after saying why the test is skipped (not root). As root a
+    /// failure to mount is a test failure.
+    pub fn mount_or_skip(size: &str) -> Option<Tmpfs> {
+        match Tmpfs::mount(size) {
+            Ok(fs) => Some(fs),
+            // SAFETY: geteuid has no preconditions.
+            Err(e) if unsafe { libc::geteuid() } == 0 => {
+                panic!("cannot mount a tmpfs as root: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipped: mounting a tmpfs needs root ({e})");
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
