@@ -398,30 +398,20 @@ impl Cluster {
         old_owner: Option<i64>,
         timeout: Duration,
     ) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if !self.is_up(i) {
+        self.poll(timeout, Duration::from_millis(100), |c| {
+            if !c.is_up(i) {
                 return Err(format!("node {i} is not running"));
             }
-            let owner = self.broker_owner(i).ok().flatten();
-            if owner.is_some() && owner != old_owner {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "node {i} did not register again within {} s",
-                    timeout.as_secs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            let owner = c.broker_owner(i).ok().flatten();
+            Ok((owner.is_none() || owner == old_owner)
+                .then(|| format!("node {i} did not register again")))
+        })
     }
 
     /// Waits until nodes `ids` are all registered.
     pub fn wait_registered(&mut self, ids: &[u32], timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let live: Vec<u32> = self
+        self.poll(timeout, Duration::from_millis(100), |c| {
+            let live: Vec<u32> = c
                 .zk(|s| {
                     registry::live_brokers(s)
                         .map(|v| v.iter().map(|b| b.id).collect())
@@ -429,19 +419,15 @@ impl Cluster {
                 })
                 .unwrap_or_default();
             if ids.iter().all(|i| live.contains(i)) {
-                return Ok(());
+                return Ok(None);
             }
-            if let Some(&down) = ids.iter().find(|&&i| !self.is_up(i)) {
+            if let Some(&down) = ids.iter().find(|&&i| !c.is_up(i)) {
                 return Err(format!("node {down} is not running"));
             }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "nodes {ids:?} not all registered within {} s (registered: {live:?})",
-                    timeout.as_secs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            Ok(Some(format!(
+                "nodes {ids:?} not all registered (registered: {live:?})"
+            )))
+        })
     }
 
     /// Every partition's state in ZooKeeper.
@@ -497,21 +483,16 @@ impl Cluster {
 
     /// Waits until every partition has a live leader that answers a read.
     pub fn wait_for_leaders(&mut self, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = match self.unserved() {
-                Ok(v) if v.is_empty() => return Ok(()),
-                Ok(v) => v.join("; "),
-                Err(e) => e,
-            };
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "partitions without an answering leader after {} s: {last}",
-                    timeout.as_secs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.poll(timeout, Duration::from_millis(200), |c| {
+            Ok(match c.unserved() {
+                Ok(v) if v.is_empty() => None,
+                Ok(v) => Some(format!(
+                    "partitions without an answering leader: {}",
+                    v.join("; ")
+                )),
+                Err(e) => Some(format!("partitions without an answering leader: {e}")),
+            })
+        })
     }
 
     /// Partitions whose ISR lacks some replica.
@@ -527,17 +508,33 @@ impl Cluster {
 
     /// Waits until every partition's ISR holds all its replicas.
     pub fn wait_full_isr(&mut self, timeout: Duration) -> Result<(), String> {
+        self.poll(timeout, Duration::from_millis(200), |c| {
+            Ok(match c.short_isr() {
+                Ok(v) if v.is_empty() => None,
+                Ok(v) => Some(format!("partitions {v:?} have replicas outside their ISR")),
+                Err(e) => Some(e),
+            })
+        })
+    }
+
+    /// Calls `check` every `every` until it reports nothing left to wait for (`Ok(None)`),
+    /// fails (`Err`, returned at once), or `timeout` passes: then the error is the last
+    /// `Ok(Some(state))` it reported, with the time waited.
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        every: Duration,
+        mut check: impl FnMut(&mut Self) -> Result<Option<String>, String>,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let last = match self.short_isr() {
-                Ok(v) if v.is_empty() => return Ok(()),
-                Ok(v) => format!("partitions {v:?} have replicas outside their ISR"),
-                Err(e) => e,
+            let Some(last) = check(self)? else {
+                return Ok(());
             };
             if Instant::now() >= deadline {
-                return Err(format!("after {} s: {last}", timeout.as_secs()));
+                return Err(format!("{last}, after {} s", timeout.as_secs()));
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(every);
         }
     }
 

@@ -312,24 +312,23 @@ impl Chaos<'_> {
     /// A network fault: finds its target, cuts, holds, heals.
     fn apply_network(&mut self, f: &Fault) -> bool {
         let i = f.node;
+        // The partition whose leader `cut-leader-zk` cuts.
+        let p = (i - 1) % self.cluster.partitions.max(1);
         let target = match f.kind {
             FaultKind::IsolateController => match self.cluster.controller() {
                 Ok(Some(c)) => c,
                 _ => i,
             },
-            FaultKind::CutLeaderFromZk => {
-                let p = (i - 1) % self.cluster.partitions.max(1);
-                match self.cluster.leader_of(p) {
-                    Ok(Some(l)) => l,
-                    other => {
-                        self.note(format!(
-                            "skip {} of partition {p}: no leader ({other:?})",
-                            f.kind
-                        ));
-                        return false;
-                    }
+            FaultKind::CutLeaderFromZk => match self.cluster.leader_of(p) {
+                Ok(Some(l)) => l,
+                other => {
+                    self.note(format!(
+                        "skip {} of partition {p}: no leader ({other:?})",
+                        f.kind
+                    ));
+                    return false;
                 }
-            }
+            },
             _ => i,
         };
         let (r, what) = match f.kind {
@@ -343,10 +342,7 @@ impl Chaos<'_> {
             ),
             _ => (
                 self.net_do(|n| n.cut(target, Peer::ZooKeeper)),
-                format!(
-                    "cut node {target} (leader of partition {}) from ZooKeeper only",
-                    (i - 1) % self.cluster.partitions.max(1)
-                ),
+                format!("cut node {target} (leader of partition {p}) from ZooKeeper only"),
             ),
         };
         if let Err(e) = r {
