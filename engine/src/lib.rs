@@ -5,6 +5,8 @@
 //! - an in-memory [`keydir`] mapping every live key to its newest record (48 bytes per key);
 //! - [`hint`] files so that opening never reads values;
 //! - merge ([`merge`]) that rewrites closed segments off the owner's thread;
+//! - a commit [`journal`] so that `fsync = always` flushes one file per commit, not one per
+//!   partition written;
 //! - what replication needs: records carry LSN and leader epoch, batches are read and appended
 //!   verbatim, the log can be truncated to an LSN, and a [`epoch::LeaderEpochCache`] answers
 //!   OffsetsForLeaderEpoch.
@@ -18,6 +20,7 @@ pub mod epoch;
 pub mod error;
 mod fsutil;
 pub mod hint;
+pub mod journal;
 pub mod keydir;
 mod lock;
 pub mod merge;
@@ -29,6 +32,7 @@ mod store;
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use error::{MergeError, OpenError, ReadError, WriteError};
 pub use hint::HintJob;
+pub use journal::{Journal, JournalError, JournalSync, Staged};
 pub use merge::{MergeJob, MergeOutput, MergeStats};
 pub use options::{Durability, Options, system_clock};
 pub use store::{

@@ -126,6 +126,9 @@ pub struct Store {
     /// Following a leader: merges never drop values as expired (see `set_replica`).
     pub(crate) replica: bool,
     expired_scratch: Vec<Vec<u8>>,
+    /// With a commit journal: copies of the records appended since the owner last took them
+    /// (see `set_journal_tap`).
+    tap: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,6 +179,7 @@ impl Store {
             failed: None,
             replica: false,
             expired_scratch: Vec::new(),
+            tap: None,
         };
         store.install_loaded(loaded, false)?;
         Ok(store)
@@ -191,6 +195,10 @@ impl Store {
         self.hint_jobs = l.hint_jobs;
         self.generation += 1;
         self.merge = MergeState::Idle;
+        // Records dropped by a reload are not in the log: they must not reach the journal.
+        if let Some(t) = self.tap.as_mut() {
+            t.clear();
+        }
         // Epochs that start past the log end are dropped (the checkpoint is rewritten first,
         // and memory follows only if that worked). At open this must succeed: those epochs
         // belong to records lost in a crash. On a reload after a failed write they belong to
@@ -480,10 +488,16 @@ impl Store {
         let lsn = self.next_lsn;
         let epoch = self.epoch;
         let id = self.active_id();
-        let seg = self.seg_mut(id);
+        let Some(seg) = self.segments[id as usize].as_mut() else {
+            unreachable!("active segment {id} missing")
+        };
         let off = seg.len();
         record::encode(seg.buf_mut(), lsn, epoch, expire, tag, key, value);
         seg.note_record(lsn, off);
+        if let Some(tap) = self.tap.as_mut() {
+            let buf = seg.buf_mut();
+            tap.extend_from_slice(&buf[buf.len() - rec_len as usize..]);
+        }
         self.next_lsn = lsn + 1;
         self.apply(id, off as u32, tag, key, value.len() as u32, expire);
         Ok(lsn)
@@ -742,6 +756,60 @@ impl Store {
         e
     }
 
+    // ---------------------------------------------------------- commit journal
+
+    /// Turns on (or off) keeping a copy of every record appended, for the owner to write to its
+    /// commit journal (see [`crate::journal`]) and then drop with `clear_journal_records`.
+    pub fn set_journal_tap(&mut self, on: bool) {
+        if on != self.tap.is_some() {
+            self.tap = on.then(Vec::new);
+        }
+    }
+
+    pub fn journal_tap(&self) -> bool {
+        self.tap.is_some()
+    }
+
+    /// Records appended since the last `clear_journal_records` (empty without a tap).
+    pub fn journal_records(&self) -> &[u8] {
+        self.tap.as_deref().unwrap_or_default()
+    }
+
+    pub fn clear_journal_records(&mut self) {
+        if let Some(t) = self.tap.as_mut() {
+            t.clear();
+            if t.capacity() > (4 << 20) {
+                t.shrink_to(1 << 20);
+            }
+        }
+    }
+
+    /// Appends the journaled records (`journal::read_dir`) this log lacks — those at or above
+    /// its log end, in order — and fsyncs them. Returns how many were appended.
+    pub fn replay_journal(&mut self, records: &[u8]) -> Result<u64, WriteError> {
+        let mut missing = Vec::new();
+        let mut next = self.next_lsn;
+        let mut n = 0;
+        for (at, r) in record::RecordIter::new(records) {
+            if r.header.lsn >= next {
+                let len = r.header.record_len();
+                missing.extend_from_slice(&records[at..at + len]);
+                next = r.header.lsn + 1;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.append_records(&missing)?;
+            self.sync()?;
+            info!(
+                "{}: {n} records replayed from the commit journal (log end now {})",
+                self.dir.display(),
+                self.next_lsn
+            );
+        }
+        Ok(n)
+    }
+
     // ------------------------------------------------------------ replication
 
     /// LSN the next appended record gets (Kafka's log end offset).
@@ -889,6 +957,9 @@ impl Store {
             let seg = self.seg_mut(id);
             let off = seg.append(&batch[at..at + len]);
             seg.note_record(r.header.lsn, off);
+            if let Some(tap) = self.tap.as_mut() {
+                tap.extend_from_slice(&batch[at..at + len]);
+            }
             self.next_lsn = r.header.lsn + 1;
             self.epoch = self.epoch.max(r.header.epoch);
             self.apply(
