@@ -29,7 +29,15 @@ fn a_full_disk_gives_write_errors_and_loses_nothing() {
             "2",
             "--set",
             "storage.segment_size=4mb",
+            // Commits go through 1 MiB journal files (4 MiB for two workers, allocated at
+            // start), so the disk fills up under the partition logs' writes.
+            "--set",
+            "storage.journal_size=1mb",
         ],
+    );
+    assert!(
+        data.join("journal").join("worker-1.1.journal").exists(),
+        "the journal is in use"
     );
     let mut c = s.client();
     let value = vec![b'x'; 64 << 10];
@@ -76,7 +84,10 @@ fn a_full_disk_gives_write_errors_and_loses_nothing() {
     acked.push("after".into());
     drop(s);
     // Restart on the same (full) directory: everything acknowledged is there.
-    let s = Server::start_in(&data, &["--fsync", "always"]);
+    let s = Server::start_in(
+        &data,
+        &["--fsync", "always", "--set", "storage.journal_size=1mb"],
+    );
     let mut c = s.client();
     let n: i64 = cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(n as usize, acked.len());

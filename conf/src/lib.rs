@@ -104,6 +104,9 @@ pub struct StorageConfig {
     pub fsync: Fsync,
     /// Size at which a log segment is closed and a new one started, in bytes.
     pub segment_size: u64,
+    /// With fsync = always: size of each of a worker's two commit journal files; 0 = none
+    /// (each commit fsyncs the partition logs it wrote).
+    pub journal_size: u64,
     /// Storage partitions in standalone mode.
     pub partitions: u32,
     /// Merge a log once dead bytes / total bytes exceeds this.
@@ -188,6 +191,7 @@ impl Default for StorageConfig {
             dir: PathBuf::from("./data"),
             fsync: Fsync::EverySec,
             segment_size: 256 * MIB,
+            journal_size: 32 * MIB,
             partitions: 16,
             merge_dead_ratio: 0.5,
             merge_min_bytes: 64 * MIB,
@@ -437,6 +441,15 @@ impl Config {
             names: names.to_vec(),
             message,
         };
+        if self.storage.journal_size != 0 && self.storage.journal_size < 64 * KIB {
+            return Err(inconsistent(
+                &["storage.journal_size"],
+                format!(
+                    "storage.journal_size is {} bytes; use 0 (no journal) or at least 64kb",
+                    self.storage.journal_size
+                ),
+            ));
+        }
         if self.cluster.grpc_port == Some(self.server.port) {
             return Err(inconsistent(
                 &["cluster.grpc_port", "server.port"],

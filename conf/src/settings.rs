@@ -647,6 +647,20 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         },
     },
     SettingInfo {
+        name: "storage.journal_size",
+        redis_name: None,
+        runtime: false,
+        help: "With fsync always: size of each of a worker's two commit journal files, so a \
+               commit fsyncs one file instead of every partition log it wrote. 0 = no journal; \
+               otherwise at least 64kb.",
+        access: Access::Size {
+            min: 0,
+            max: GIB,
+            get: |c| c.storage.journal_size,
+            set: |c, v| c.storage.journal_size = v,
+        },
+    },
+    SettingInfo {
         name: "storage.partitions",
         redis_name: None,
         runtime: false,

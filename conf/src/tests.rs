@@ -104,6 +104,7 @@ fn defaults_are_the_documented_ones() {
         ("storage.dir", "./data"),
         ("storage.fsync", "everysec"),
         ("storage.segment_size", "268435456"),
+        ("storage.journal_size", "33554432"),
         ("storage.partitions", "16"),
         ("storage.merge_dead_ratio", "0.5"),
         ("storage.merge_min_bytes", "67108864"),
@@ -156,6 +157,7 @@ fn documented_ranges() {
         ("storage.partitions", int(1, 16384)),
         ("storage.active_expire_effort", int(1, 10)),
         ("storage.segment_size", size(MIB, 3 * GIB)),
+        ("storage.journal_size", size(0, GIB)),
         ("limits.proto_max_bulk_len", size(MIB, 4 * GIB)),
         (
             "storage.merge_dead_ratio",
@@ -720,6 +722,23 @@ fn grpc_port_must_differ_from_port() {
     c.set("cluster.grpc_port", "7380").unwrap();
     let err = c.set("server.port", "7380").unwrap_err();
     assert!(matches!(err, ConfError::Inconsistent { .. }), "{err:?}");
+}
+
+#[test]
+fn journal_size_is_off_or_at_least_64kb() {
+    let mut c = Config::default();
+    let err = c.set("storage.journal_size", "4kb").unwrap_err();
+    assert_eq!(err.setting(), Some("storage.journal_size"));
+    assert!(err.to_string().contains("at least 64kb"), "{err}");
+    assert_eq!(
+        c.storage.journal_size,
+        32 * MIB,
+        "a refused value changes nothing"
+    );
+    c.set("storage.journal_size", "0").unwrap();
+    assert_eq!(c.storage.journal_size, 0);
+    c.set("storage.journal_size", "64kb").unwrap();
+    assert_eq!(c.storage.journal_size, 64 * KIB);
 }
 
 #[test]

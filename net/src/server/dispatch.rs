@@ -770,6 +770,7 @@ impl Worker {
                 s.set_limits(max_key, max_value);
             }
         }
+        self.configure_journal();
     }
 
     /// Sends `op` to every worker (running the local part now) and gathers with `gather`.

@@ -312,12 +312,39 @@ pub fn start_node(
         .spawn(move || maintenance(maint_rx, maint_peers))
         .map_err(ServerError::Thread)?;
 
+    // Records of the commit journals (fsync = always) that the partition logs may lack: each
+    // worker appends those of its partitions after opening them. The journals are reused only
+    // once every worker has (the `go` signal below), as any of them may hold records for a
+    // partition another worker owns now (a restart with another worker count).
+    let journal_dir = dir.join(simplekv_engine::journal::JOURNAL_DIR);
+    let replay =
+        simplekv_engine::journal::read_dir(&journal_dir).map_err(|e| ServerError::DataDir {
+            path: journal_dir.clone(),
+            reason: e.to_string(),
+        })?;
+    if replay.frames > 0 {
+        info!(
+            "commit journal: {} frames ({} bytes) for {} partitions to check against the logs",
+            replay.frames,
+            replay.bytes,
+            replay.partitions.len()
+        );
+    }
+    let mut replays: Vec<Vec<(u32, Vec<u8>)>> = (0..workers).map(|_| Vec::new()).collect();
+    for (p, records) in replay.partitions {
+        if p < topo.partitions {
+            replays[topo.worker_of(p)].push((p, records));
+        }
+    }
+    let (go_tx, go_rx) = crossbeam_channel::unbounded::<()>();
+
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Result<usize, ServerError>>();
     let mut threads = Vec::new();
     let mut listener = Some(mio::net::TcpListener::from_std(listener));
-    for (id, (poll, rx)) in polls.into_iter().zip(rxs).enumerate() {
+    for ((id, (poll, rx)), replay) in polls.into_iter().zip(rxs).enumerate().zip(replays) {
         let cfg = config.clone();
+        let go = go_rx.clone();
         let shared = shared.clone();
         let peers = peers.clone();
         let maint_tx = maint_tx.clone();
@@ -367,11 +394,28 @@ pub fn start_node(
                         }
                     }
                 }
+                for (p, records) in replay {
+                    let Some(store) = stores.get_mut(p as usize).and_then(|s| s.as_mut()) else {
+                        continue;
+                    };
+                    if let Err(e) = store.replay_journal(&records) {
+                        let _ = ready.send(Err(ServerError::DataDir {
+                            path: partition_dir(&cfg.storage.dir, p),
+                            reason: format!("cannot append the records of the commit journal: {e}"),
+                        }));
+                        return;
+                    }
+                }
                 let _ = ready.send(Ok(id));
-                // Wait for the start signal (all partitions of all workers open).
-                let w = Worker::new(
+                // Wait for the start signal (every worker has replayed the journals); without
+                // it (start-up failed) the worker only shuts down.
+                let started = go.recv().is_ok();
+                let mut w = Worker::new(
                     id, topo, peers, rx, poll, l, shared, cfg, stores, maint_tx, cstate,
                 );
+                if started {
+                    w.configure_journal();
+                }
                 w.run();
             })
             .map_err(ServerError::Thread)?;
@@ -379,11 +423,13 @@ pub fn start_node(
     }
     drop(maint_tx);
     drop(ready_tx);
+    drop(go_rx);
     for _ in 0..workers {
         match ready_rx.recv() {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 error!("startup failed: {e}");
+                drop(go_tx);
                 request_shutdown(&shared, &wakers);
                 for t in threads {
                     let _ = t.join();
@@ -392,12 +438,25 @@ pub fn start_node(
                 return Err(e);
             }
             Err(_) => {
+                drop(go_tx);
                 request_shutdown(&shared, &wakers);
                 return Err(ServerError::Thread(std::io::Error::other(
                     "a worker died during startup",
                 )));
             }
         }
+    }
+    // Every journaled record is in its log and fsynced: journals of workers that no longer
+    // exist can go, and the others are reused (given new headers) by their workers. Without
+    // a journal now, all go: stale frames must never replay over a log cut back later.
+    let journaling = config.storage.journal_size > 0
+        && worker::durability_of(&config) == simplekv_engine::Durability::Always;
+    let keep = if journaling { workers } else { 0 };
+    if let Err(e) = simplekv_engine::journal::remove_unused(&journal_dir, keep) {
+        warn!("commit journal: cannot remove unused files: {e}");
+    }
+    for _ in 0..workers {
+        let _ = go_tx.send(());
     }
     info!(
         "simplekv ready on {addr}: {workers} workers, {} partitions, fsync {}, data in {} ({} ms)",

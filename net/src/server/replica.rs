@@ -829,10 +829,20 @@ impl Worker {
                     warn!(
                         "partition {p}: log diverges from the leader's after LSN {cut} (leader epoch {epoch} ends at {end}); truncating"
                     );
+                    // The journal must not bring the cut records back at the next start.
+                    if let Err(e) = self.prepare_log_cut() {
+                        return (reply(ReplReply::Failed(e)), Need::Now);
+                    }
+                    let Some(s) = self.store_mut(p) else {
+                        return (reply(ReplReply::Failed("no store".into())), Need::Now);
+                    };
                     if let Err(e) = s.truncate_to(cut) {
                         return (reply(ReplReply::Failed(e.to_string())), Need::Now);
                     }
                 }
+                let Some(s) = self.store(p) else {
+                    return (reply(ReplReply::Failed("no store".into())), Need::Now);
+                };
                 let log_end = s.log_end();
                 let last_epoch = last_record_epoch(s);
                 (
@@ -1042,6 +1052,10 @@ impl Worker {
             },
         ) {
             return wrong;
+        }
+        // Journaled records must not be replayed onto the installed log.
+        if let Err(e) = self.prepare_log_cut() {
+            return fail(e);
         }
         let Some(old) = self.stores.get_mut(p as usize).and_then(|s| s.take()) else {
             return fail("no store".into());

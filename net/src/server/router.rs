@@ -200,6 +200,11 @@ pub enum Msg {
     SyncDone {
         epoch: u64,
         results: Vec<(u32, simplekv_engine::SyncTicket, std::io::Result<()>)>,
+        /// The fsync of the commit journal, if the flight carried one.
+        journal: Option<Result<(), simplekv_engine::JournalError>>,
+        /// The flight fsynced every partition log with unsynced records: a journal checkpoint
+        /// for the journal file of this sequence number (see `Journal::checkpointed`).
+        checkpoint: Option<u64>,
     },
     /// Work from outside the workers (the gRPC service): `done` gets the payload once this
     /// turn's commit made the work as durable as promised. It runs on the worker's thread and

@@ -16,7 +16,10 @@ use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use simplekv_conf::Config;
-use simplekv_engine::{Durability, HintJob, MergeJob, Store, SyncTicket};
+use simplekv_engine::journal;
+use simplekv_engine::{
+    Durability, HintJob, Journal, JournalError, JournalSync, MergeJob, Staged, Store, SyncTicket,
+};
 
 use super::conn::{Conn, Hold, ReadOutcome, Released};
 use super::replica::{ClusterState, Need};
@@ -93,6 +96,18 @@ pub struct Worker {
     gather: Option<(Instant, u64)>,
     /// Partitions written since the last flight left, owing an fsync.
     pending_sync: Vec<u32>,
+    /// With fsync = always and `storage.journal_size` > 0: the commit journal. A turn's records
+    /// are copied into it and a flight fsyncs only it (see `stage_journal`).
+    journal: Option<Journal>,
+    /// The journal failed: partition logs are fsynced directly from now on.
+    journal_broken: bool,
+    /// Partitions whose records of this turn go to the journal.
+    journal_parts: Vec<u32>,
+    /// Frames written since the last flight left: the next one fsyncs the journal.
+    journal_pending: bool,
+    /// The journal switched files since the last flight left: the next flight fsyncs every
+    /// partition log (a checkpoint), after which the file left behind may be reused.
+    checkpoint_pending: bool,
     /// Epoch ranges whose write or fsync failed, with the error for their replies.
     sync_failed: Vec<(u64, u64, String)>,
     /// Responses and callbacks waiting for their epoch to be durable.
@@ -169,6 +184,11 @@ impl Worker {
             writes_pending: 0,
             gather: None,
             pending_sync: Vec::new(),
+            journal: None,
+            journal_broken: false,
+            journal_parts: Vec::new(),
+            journal_pending: false,
+            checkpoint_pending: false,
             sync_failed: Vec::new(),
             held_out: Vec::new(),
             held_ext: Vec::new(),
@@ -544,7 +564,12 @@ impl Worker {
                 horizon,
             } => self.on_hw(partition, leader_epoch, hw, lease_until, horizon),
             Msg::MergeDone { partition, result } => self.merge_done(partition, result),
-            Msg::SyncDone { epoch, results } => self.flight_landed(epoch, results),
+            Msg::SyncDone {
+                epoch,
+                results,
+                journal,
+                checkpoint,
+            } => self.flight_landed(epoch, results, journal, checkpoint),
         }
     }
 
@@ -600,23 +625,31 @@ impl Worker {
     pub fn end_turn(&mut self) {
         let e = self.epoch;
         self.epoch += 1;
+        let journaling = self.journal.is_some();
         for p in std::mem::take(&mut self.dirty_parts) {
             self.part_dirty[p as usize] = false;
             if let Some(store) = self.store_mut(p) {
                 match store.commit_write() {
+                    Ok(true) if journaling && store.journal_tap() => self.journal_parts.push(p),
                     Ok(true) => {
+                        // A store opened since the journal was (a snapshot installed) gets
+                        // its tap now; this turn's records go the direct way.
+                        store.set_journal_tap(journaling);
+                        store.clear_journal_records();
                         if !self.pending_sync.contains(&p) {
                             self.pending_sync.push(p);
                         }
                     }
-                    Ok(false) => {}
+                    Ok(false) => store.clear_journal_records(),
                     Err(err) => {
+                        store.clear_journal_records();
                         let msg = self.commit_failed(p, &err);
                         self.sync_failed.push((e, e, msg));
                     }
                 }
             }
         }
+        self.stage_journal();
         if self.cluster.is_some() {
             self.feed_followers();
             self.note_turn_waits(e);
@@ -635,10 +668,10 @@ impl Worker {
             }
         }
         if self.flight.is_none() {
-            if self.pending_sync.is_empty() {
-                self.advance_durable(e);
-            } else {
+            if self.owes_sync() {
                 self.maybe_start_flight(e);
+            } else {
+                self.advance_durable(e);
             }
         }
         self.advance_committed();
@@ -678,33 +711,188 @@ impl Worker {
         self.start_flight(epoch);
     }
 
-    /// Sends the fsyncs of every partition written since the last flight to the sync thread.
+    /// Writes since the last flight left need an fsync (of partition logs or the journal).
+    fn owes_sync(&self) -> bool {
+        !self.pending_sync.is_empty() || self.journal_pending
+    }
+
+    /// Sends the fsyncs owed since the last flight left to the sync thread: the partitions
+    /// written directly, the journal, and at a checkpoint every partition with unsynced records.
     fn start_flight(&mut self, epoch: u64) {
         self.gather = None;
         self.flight_started = Instant::now();
         self.flight_writes = std::mem::take(&mut self.writes_pending);
-        let mut tickets = Vec::with_capacity(self.pending_sync.len());
-        for p in std::mem::take(&mut self.pending_sync) {
+        let checkpoint_now = std::mem::take(&mut self.checkpoint_pending);
+        let mut parts = std::mem::take(&mut self.pending_sync);
+        if checkpoint_now {
+            for &p in &self.owned {
+                if self.store(p).is_some_and(|s| s.has_unsynced()) && !parts.contains(&p) {
+                    parts.push(p);
+                }
+            }
+        }
+        let mut tickets = Vec::with_capacity(parts.len());
+        for p in parts {
             if let Some(s) = self.store(p) {
                 tickets.push((p, s.sync_ticket()));
             }
         }
-        if let Err(crossbeam_channel::SendError(job)) =
-            self.sync_tx.send(SyncJob { epoch, tickets })
-        {
-            // The sync thread never stops before its worker; should it be gone, fsync here.
-            let results = job
-                .tickets
-                .into_iter()
-                .map(|(p, t)| {
-                    let r = t.run();
-                    (p, t, r)
-                })
-                .collect();
-            self.flight = Some(epoch);
-            return self.flight_landed(epoch, results);
-        }
+        let journal_now = std::mem::take(&mut self.journal_pending) || checkpoint_now;
+        let (journal, checkpoint) = match self.journal.as_mut() {
+            Some(j) if journal_now => (Some(j.sync_ticket()), checkpoint_now.then(|| j.seq())),
+            _ => (None, None),
+        };
+        let job = SyncJob {
+            epoch,
+            tickets,
+            journal,
+            checkpoint,
+        };
         self.flight = Some(epoch);
+        if let Err(crossbeam_channel::SendError(job)) = self.sync_tx.send(job) {
+            // The sync thread never stops before its worker; should it be gone, fsync here.
+            let (results, journal) = job.run();
+            self.flight_landed(epoch, results, journal, job.checkpoint);
+        }
+    }
+
+    /// Copies the records of this turn's `journal_parts` into the journal and writes them to
+    /// it (one `pwrite`); the next flight fsyncs the journal instead of those partitions' logs.
+    /// A partition whose records do not fit (see `Staged::NoRoom`) is fsynced directly.
+    fn stage_journal(&mut self) {
+        if self.journal_parts.is_empty() {
+            return;
+        }
+        let parts = std::mem::take(&mut self.journal_parts);
+        let Some(j) = self.journal.as_mut() else {
+            self.pending_sync.extend(parts);
+            return;
+        };
+        let mut outcome = Ok(());
+        let mut staged = 0;
+        for &p in &parts {
+            let Some(store) = self.stores.get_mut(p as usize).and_then(|s| s.as_mut()) else {
+                continue;
+            };
+            if outcome.is_ok() && !store.journal_records().is_empty() {
+                match j.stage(p, store.journal_records()) {
+                    Ok(Staged::Staged) => staged += 1,
+                    Ok(Staged::Switched) => {
+                        staged += 1;
+                        self.checkpoint_pending = true;
+                    }
+                    Ok(Staged::NoRoom) => {
+                        if !self.pending_sync.contains(&p) {
+                            self.pending_sync.push(p);
+                        }
+                    }
+                    Err(e) => outcome = Err(e),
+                }
+            }
+            store.clear_journal_records();
+        }
+        if outcome.is_ok() {
+            outcome = j.write();
+        }
+        match outcome {
+            Ok(()) => self.journal_pending |= staged > 0,
+            Err(e) => self.journal_failed(&e),
+        }
+    }
+
+    /// Gives up the journal after an error: fsyncs every partition log (so nothing the
+    /// journal held is needed any more), then removes its files. Commits fsync the logs
+    /// directly from now on.
+    fn journal_failed(&mut self, e: &JournalError) {
+        error!(
+            "worker {}: commit journal failed ({e}); fsyncing partition logs directly from now on",
+            self.id
+        );
+        self.journal_broken = true;
+        self.journal_pending = false;
+        self.checkpoint_pending = false;
+        let Some(j) = self.journal.take() else {
+            return;
+        };
+        let all_synced = self.sync_all_logs();
+        for p in self.owned.clone() {
+            if let Some(s) = self.store_mut(p) {
+                s.set_journal_tap(false);
+            }
+        }
+        if all_synced && let Err(e) = j.discard() {
+            warn!("worker {}: removing the commit journal: {e}", self.id);
+        }
+    }
+
+    /// fsyncs every owned partition log now, on this thread. A failure fails the replies not
+    /// yet durable. Returns whether every fsync succeeded.
+    fn sync_all_logs(&mut self) -> bool {
+        let mut ok = true;
+        for p in self.owned.clone() {
+            let Some(Err(err)) = self.store_mut(p).map(|s| s.sync()) else {
+                continue;
+            };
+            ok = false;
+            let msg = self.commit_failed(p, &err);
+            self.sync_failed.push((self.durable + 1, self.epoch, msg));
+        }
+        ok
+    }
+
+    /// Before a partition log is cut back (or replaced): fsyncs every log and restarts the
+    /// journal, so that none of the records it holds can be replayed onto the shorter log at
+    /// the next start, whenever a crash comes. An error means the cut must not happen now.
+    pub fn prepare_log_cut(&mut self) -> Result<(), String> {
+        if self.journal.is_none() {
+            return Ok(());
+        }
+        if !self.sync_all_logs() {
+            // The journal may hold the only durable copy of records: keep it as it is.
+            return Err("cannot fsync the partition logs before cutting one back".into());
+        }
+        if let Some(j) = self.journal.as_mut()
+            && let Err(e) = j.reset()
+        {
+            // `journal_failed` removes the files once every log is fsynced; if they are still
+            // there, their frames could replay over the cut.
+            self.journal_failed(&e);
+            let dir = self.config.storage.dir.join(journal::JOURNAL_DIR);
+            if (0..2).any(|i| journal::journal_path(&dir, self.id as u32, i).exists()) {
+                return Err(format!("the commit journal cannot be reset: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the journal when the configuration asks for one (fsync = always and
+    /// `storage.journal_size` > 0) and turns the partitions' record taps on or off to match.
+    /// Called at start and when the configuration changes at run time.
+    pub fn configure_journal(&mut self) {
+        let want = self.config.storage.journal_size > 0
+            && durability_of(&self.config) == Durability::Always
+            && !self.journal_broken;
+        if want && self.journal.is_none() {
+            let dir = self.config.storage.dir.join(journal::JOURNAL_DIR);
+            match Journal::open(&dir, self.id as u32, self.config.storage.journal_size) {
+                Ok(j) => self.journal = Some(j),
+                Err(e) => {
+                    error!(
+                        "worker {}: cannot open the commit journal ({e}); fsyncing partition logs directly",
+                        self.id
+                    );
+                    self.journal_broken = true;
+                }
+            }
+        }
+        // Without fsync = always the journal stays open but idle: the frames it holds stay
+        // valid until the logs are fsynced, and it is used again if always comes back.
+        let tap = want && self.journal.is_some();
+        for p in self.owned.clone() {
+            if let Some(s) = self.store_mut(p) {
+                s.set_journal_tap(tap);
+            }
+        }
     }
 
     /// A flight landed: record the outcome, make its epochs durable, start the next one.
@@ -716,20 +904,43 @@ impl Worker {
     /// writes are pending as this flight carried plus those already waiting, or for half the
     /// flight's duration (20 µs to 1 ms), whichever comes first: the clients then share one
     /// fsync, the way PostgreSQL's `commit_delay` lets sibling transactions join a flush.
-    fn flight_landed(&mut self, epoch: u64, results: Vec<(u32, SyncTicket, io::Result<()>)>) {
+    fn flight_landed(
+        &mut self,
+        epoch: u64,
+        results: Vec<(u32, SyncTicket, io::Result<()>)>,
+        journal: Option<Result<(), JournalError>>,
+        checkpoint: Option<u64>,
+    ) {
         let took = self.flight_started.elapsed();
         let first = self.durable + 1;
+        let mut all_ok = true;
         for (p, t, r) in results {
             if let Some(s) = self.store_mut(p)
                 && let Err(err) = s.sync_done(&t, r)
             {
+                all_ok = false;
                 let msg = self.commit_failed(p, &err);
                 self.sync_failed.push((first, epoch, msg));
             }
         }
         self.flight = None;
+        match journal {
+            Some(Err(err)) => {
+                let msg = format!("ERR write to the commit journal failed: {err}");
+                self.stats.commit_errors += 1;
+                self.stats.last_commit_error = Some(err.to_string());
+                self.sync_failed.push((first, epoch, msg));
+                self.journal_failed(&err);
+            }
+            Some(Ok(())) => {
+                if all_ok && let (Some(seq), Some(j)) = (checkpoint, self.journal.as_mut()) {
+                    j.checkpointed(seq);
+                }
+            }
+            None => {}
+        }
         self.advance_durable(epoch);
-        if self.pending_sync.is_empty() {
+        if !self.owes_sync() {
             // Turns since the flight left wrote nothing that needs an fsync.
             self.advance_durable(self.epoch - 1);
         } else {
@@ -1241,6 +1452,35 @@ fn syncfs(f: &std::fs::File) -> io::Result<()> {
 pub struct SyncJob {
     epoch: u64,
     tickets: Vec<(u32, SyncTicket)>,
+    journal: Option<JournalSync>,
+    checkpoint: Option<u64>,
+}
+
+type SyncResults = (
+    Vec<(u32, SyncTicket, io::Result<()>)>,
+    Option<Result<(), JournalError>>,
+);
+
+impl SyncJob {
+    /// Runs the fsyncs: one `syncfs` for many partitions (see `spawn_sync_thread`), else one
+    /// fsync each; then the journal's (cheap after a `syncfs` of its file system).
+    fn run(&self) -> SyncResults {
+        const SYNCFS_FROM: usize = 3;
+        let all_ok = self.tickets.len() >= SYNCFS_FROM
+            && self
+                .tickets
+                .first()
+                .is_some_and(|(_, t)| syncfs(t.file()).is_ok());
+        let results = self
+            .tickets
+            .iter()
+            .map(|(p, t)| {
+                let r = if all_ok { Ok(()) } else { t.run() };
+                (*p, t.clone(), r)
+            })
+            .collect();
+        (results, self.journal.as_ref().map(|j| j.run()))
+    }
 }
 
 /// A worker's sync thread: runs flights and posts the outcome back to the worker.
@@ -1251,30 +1491,19 @@ pub struct SyncJob {
 /// saves flushes. If it fails, each partition is fsynced on its own so the error lands where
 /// it belongs.
 fn spawn_sync_thread(id: usize, me: Peer) -> Sender<SyncJob> {
-    const SYNCFS_FROM: usize = 3;
     let (tx, rx) = crossbeam_channel::unbounded::<SyncJob>();
     let spawned = std::thread::Builder::new()
         .name(format!("skv-sync-{id}"))
         .spawn(move || {
             while let Ok(job) = rx.recv() {
-                let all_ok = job.tickets.len() >= SYNCFS_FROM
-                    && job
-                        .tickets
-                        .first()
-                        .is_some_and(|(_, t)| syncfs(t.file()).is_ok());
-                let results = job
-                    .tickets
-                    .into_iter()
-                    .map(|(p, t)| {
-                        let r = if all_ok { Ok(()) } else { t.run() };
-                        (p, t, r)
-                    })
-                    .collect();
+                let (results, journal) = job.run();
                 if me
                     .tx
                     .send(Msg::SyncDone {
                         epoch: job.epoch,
                         results,
+                        journal,
+                        checkpoint: job.checkpoint,
                     })
                     .is_err()
                 {
