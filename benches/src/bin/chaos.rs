@@ -56,6 +56,10 @@ struct Args {
     /// Nodes on loopback even as root (no network namespaces: no partitions, no full disks).
     #[arg(long)]
     loopback: bool,
+    /// A setting for every node, as `simplekv server --set` takes it (repeatable), e.g.
+    /// `--node-set storage.fsync=always --node-set storage.journal_size=64kb`.
+    #[arg(long = "node-set", value_name = "NAME=VALUE")]
+    node_set: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
     cfg.check_time = Duration::from_secs(a.check_secs.max(1));
     cfg.keep = a.keep;
     cfg.loopback = a.loopback;
+    cfg.node_settings = a.node_set;
     eprintln!(
         "chaos: {} run(s) from seed {}, {} s each, {} clients, {} keys; simplekv {}; output {}",
         cfg.runs,

@@ -52,6 +52,8 @@ pub struct Cluster {
     session: Option<Session>,
     /// One key per partition (`probe_keys[p]` hashes to `p`).
     probe_keys: Vec<String>,
+    /// Extra `--set NAME=VALUE` settings for every node.
+    settings: Vec<String>,
 }
 
 impl Cluster {
@@ -69,6 +71,7 @@ impl Cluster {
         rf: u32,
         net: Option<&Net>,
         disks: bool,
+        settings: &[String],
     ) -> Result<Cluster, String> {
         let ports = free_ports(2 * n as usize)?;
         let mut nodes = Vec::new();
@@ -101,6 +104,7 @@ impl Cluster {
             nodes,
             session: None,
             probe_keys: probe_keys(partitions),
+            settings: settings.to_vec(),
         };
         for id in 1..=n {
             c.spawn(id)?;
@@ -172,6 +176,7 @@ impl Cluster {
         let zk = self.zk_root.clone();
         let name = self.name.clone();
         let bin = self.bin.clone();
+        let settings = self.settings.clone();
         let node = self.node_mut(i);
         if node.child.is_some() {
             return Err(format!("node {i} is already running"));
@@ -212,6 +217,7 @@ impl Cluster {
             .args(["--set", &format!("cluster.zk={zk}")])
             .args(["--set", &format!("cluster.node_id={}", node.id)])
             .args(["--set", &format!("cluster.name={name}")])
+            .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)

@@ -47,6 +47,8 @@ pub struct Config {
     /// Run the nodes on loopback even when network namespaces are available (then only the
     /// process faults are drawn: no partitions, no full disks).
     pub loopback: bool,
+    /// Extra `--set NAME=VALUE` settings for every node (e.g. `storage.fsync=always`).
+    pub node_settings: Vec<String>,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             check_time: Duration::from_secs(30),
             keep: false,
             loopback: false,
+            node_settings: Vec::new(),
         }
     }
 }
@@ -556,6 +559,7 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64, net: Option<&mut Net>) -
         rf,
         net.as_deref(),
         net.is_some(),
+        &cfg.node_settings,
     ) {
         Ok(c) => c,
         Err(e) => return harness(format!("cluster start: {e}")),
