@@ -191,6 +191,39 @@ impl ReplThread {
     }
 }
 
+/// Pushes sent to a follower and not acknowledged yet, with their total size kept as they
+/// come and go (the pump checks it before every push; summing thousands of small pushes each
+/// time made the replication thread spend most of its time there under load).
+#[derive(Default)]
+struct Inflight {
+    /// (LSN after the push, bytes)
+    pushes: VecDeque<(u64, usize)>,
+    bytes: usize,
+}
+
+impl Inflight {
+    fn push(&mut self, next: u64, len: usize) {
+        self.pushes.push_back((next, len));
+        self.bytes += len;
+    }
+
+    /// Forgets the pushes the follower has acknowledged (everything below `acked`).
+    fn ack(&mut self, acked: u64) {
+        while let Some(&(next, len)) = self.pushes.front() {
+            if next > acked {
+                break;
+            }
+            self.pushes.pop_front();
+            self.bytes -= len;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.pushes.clear();
+        self.bytes = 0;
+    }
+}
+
 /// A follower as its leader sees it, in one partition.
 struct FollowerPos {
     stream: u64,
@@ -198,7 +231,7 @@ struct FollowerPos {
     /// Next LSN to send.
     sent: u64,
     /// Bytes sent, by the LSN after them, not yet acknowledged.
-    inflight: VecDeque<(u64, usize)>,
+    inflight: Inflight,
     validated: bool,
     reading: bool,
     /// A validating fetch not answered yet: the epoch of the follower's last record.
@@ -635,7 +668,7 @@ impl State {
                 stream,
                 acked: pf.fetch_offset,
                 sent: pf.fetch_offset,
-                inflight: VecDeque::new(),
+                inflight: Inflight::default(),
                 validated: false,
                 reading: false,
                 validate_epoch: None,
@@ -667,9 +700,7 @@ impl State {
                 f.progress = now;
             }
             f.acked = f.acked.max(pf.fetch_offset);
-            while f.inflight.front().is_some_and(|(next, _)| *next <= f.acked) {
-                f.inflight.pop_front();
-            }
+            f.inflight.ack(f.acked);
             if pf.validate && l.isr.contains(&follower) && pf.fetch_offset < l.hw {
                 // An in-sync replica whose log is now shorter than the high watermark lost
                 // records it had acknowledged (a wiped disk): it leaves the ISR at once.
@@ -771,7 +802,7 @@ impl State {
                 d.from = from;
                 d.next_offset = next;
                 f.sent = next;
-                f.inflight.push_back((next, bytes.len()));
+                f.inflight.push(next, bytes.len());
                 d.records = bytes;
                 l.log_end = l.log_end.max(log_end);
             }
@@ -828,11 +859,13 @@ impl State {
                     if f.sent >= l.log_end {
                         break;
                     }
-                    let inflight: usize = f.inflight.iter().map(|(_, b)| b).sum();
-                    if inflight >= INFLIGHT_BYTES {
+                    if f.inflight.bytes >= INFLIGHT_BYTES {
                         break;
                     }
-                    match l.tail.iter().find(|(from, _, _)| *from == f.sent) {
+                    // The tail is contiguous, so sorted by `from`: a binary search, not a scan
+                    // of what may be many thousands of small chunks.
+                    let at = l.tail.partition_point(|(from, _, _)| *from < f.sent);
+                    match l.tail.get(at).filter(|(from, _, _)| *from == f.sent) {
                         Some((from, next, bytes)) => {
                             let mut d = PartitionData::new();
                             d.partition = p;
@@ -842,7 +875,7 @@ impl State {
                             d.from = *from;
                             d.next_offset = *next;
                             d.records = bytes.as_ref().clone();
-                            f.inflight.push_back((*next, bytes.len()));
+                            f.inflight.push(*next, bytes.len());
                             f.sent = *next;
                             batches.entry(f.stream).or_default().partitions.push(d);
                         }
@@ -1556,4 +1589,37 @@ fn bootstrap(
             epochs,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Inflight;
+
+    #[test]
+    fn inflight_keeps_the_total_of_unacknowledged_pushes() {
+        let mut f = Inflight::default();
+        f.push(10, 100);
+        f.push(20, 50);
+        f.push(30, 7);
+        assert_eq!(f.bytes, 157);
+        f.ack(9);
+        assert_eq!(
+            f.bytes, 157,
+            "nothing below the first push's end is acknowledged"
+        );
+        f.ack(20);
+        assert_eq!(
+            (f.bytes, f.pushes.len()),
+            (7, 1),
+            "pushes ending at or below 20 go"
+        );
+        f.ack(25);
+        assert_eq!(f.bytes, 7, "a push is acknowledged only when all of it is");
+        f.push(40, 3);
+        f.ack(40);
+        assert_eq!((f.bytes, f.pushes.len()), (0, 0));
+        f.push(50, 9);
+        f.clear();
+        assert_eq!((f.bytes, f.pushes.len()), (0, 0));
+    }
 }
