@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Server, wait_until};
+use common::{Server, info, wait_until};
 use redis::cmd;
 
 /// Acknowledged state: key -> value, and keys whose DEL was acknowledged.
@@ -169,6 +169,19 @@ fn journal_files_that_switch_often_lose_nothing_across_kill9_and_fewer_workers()
     // then removed.
     let mut s = Server::start_in(&dir, &[&["--workers", "2"], &small[..]].concat());
     check(&s, &first, "restart with 2 workers");
+    // Fill the 64 KiB files a few times over: checkpoints run and free them.
+    let mut c = s.client();
+    for i in 0..3000 {
+        let () = cmd("SET")
+            .arg(format!("fill:{i}"))
+            .arg("f".repeat(100))
+            .query(&mut c)
+            .unwrap();
+    }
+    let p = info(&mut c, "persistence");
+    assert_eq!(p["commit_journals"], "2", "{p:?}");
+    let checkpoints: u64 = p["commit_journal_checkpoints"].parse().unwrap();
+    assert!(checkpoints >= 2, "switches made checkpoints: {p:?}");
     assert!(
         !dir.join("journal").join("worker-2.0.journal").exists(),
         "the journal of a worker that no longer exists is removed"
@@ -182,6 +195,7 @@ fn journal_files_that_switch_often_lose_nothing_across_kill9_and_fewer_workers()
     drop(s);
     let s = Server::start_in(&dir, &["--workers", "2", "--fsync", "everysec"]);
     check(&s, &second, "restart with fsync everysec");
+    assert_eq!(info(&mut s.client(), "persistence")["commit_journals"], "0");
     let left = std::fs::read_dir(dir.join("journal")).unwrap().count();
     assert_eq!(left, 0, "journal files left without fsync always");
 }
@@ -192,6 +206,7 @@ fn config_set_appendfsync_always_starts_the_journal_at_run_time() {
     let dir = tmp.path().join("data");
     let mut s = Server::start_in(&dir, &["--workers", "2", "--fsync", "everysec"]);
     let mut c = s.client();
+    assert_eq!(info(&mut c, "persistence")["commit_journals"], "0");
     let () = cmd("CONFIG")
         .arg("SET")
         .arg("appendfsync")
@@ -205,6 +220,13 @@ fn config_set_appendfsync_always_starts_the_journal_at_run_time() {
                 && journal.join("worker-1.1.journal").exists()
         }),
         "every worker opens its journal when fsync becomes always"
+    );
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            || info(&mut c, "persistence")["commit_journals"] == "2"
+        ),
+        "both workers commit through their journals"
     );
     let acked = write_then_kill(&mut s, "rt", 2, Duration::from_millis(400));
     for p in log_files(&dir) {

@@ -11,8 +11,7 @@
 //! The partition logs stay the source of truth; the journal only covers records that are
 //! written to a log but not yet fsynced there. Each worker has two journal files and writes
 //! one at a time. When the active one is full the worker *switches*: it starts the other file
-//! under a new header and makes the next flush a *checkpoint* that fsyncs every partition log
-//! (and the journal). Once that checkpoint has landed, every frame of the file left behind is
+//! under a new header and runs a *checkpoint* that fsyncs every partition log. Once that checkpoint has landed, every frame of the file left behind is
 //! in the logs, so that file may be overwritten at the next switch. Until then a further switch
 //! is refused ([`Staged::NoRoom`]) and the caller fsyncs the partition logs itself.
 //!
@@ -138,8 +137,8 @@ fn frame_crc(len: u32, partition: u32, generation: u64, payload: &[u8]) -> u32 {
 pub enum Staged {
     /// Framed; durable once [`Journal::write`] and a [`JournalSync`] taken after it have run.
     Staged,
-    /// Framed in the other file, which the journal switched to: the next flush must also fsync
-    /// every partition log (a checkpoint; report it with [`Journal::checkpointed`]).
+    /// Framed in the other file, which the journal switched to: once written, every partition
+    /// log must be fsynced (a checkpoint; report it with [`Journal::checkpointed`]).
     Switched,
     /// Not framed: the records do not fit, and the other file may still hold frames that are
     /// not in the logs yet. The caller must fsync that partition's log itself.

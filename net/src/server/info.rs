@@ -11,6 +11,7 @@ impl Worker {
         let mut s = self.stats.clone();
         s.clients = self.conns.iter().flatten().count() as u64;
         s.partitions = self.owned.len() as u64;
+        s.journals = self.journaling() as u64;
         for &p in &self.owned {
             let Some(store) = self.store(p) else { continue };
             let st = store.stats();
@@ -165,7 +166,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("persistence") {
         let _ = write!(
             o,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndir:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_journals:{}\r\ncommit_journal_checkpoints:{}\r\ncommit_journal_direct_syncs:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndir:{}\r\n\r\n",
             (t.merges_running > 0) as u8,
             if t.commit_errors == 0 { "ok" } else { "err" },
             si.fsync,
@@ -174,6 +175,9 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             t.dead_bytes,
             t.segments,
             t.merges_done,
+            t.journals,
+            t.journal_checkpoints,
+            t.journal_direct_syncs,
             t.commit_errors,
             t.last_commit_error.as_deref().unwrap_or(""),
             si.dir,

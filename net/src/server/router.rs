@@ -202,8 +202,9 @@ pub enum Msg {
         results: Vec<(u32, simplekv_engine::SyncTicket, std::io::Result<()>)>,
         /// The fsync of the commit journal, if the flight carried one.
         journal: Option<Result<(), simplekv_engine::JournalError>>,
-        /// The flight fsynced every partition log with unsynced records: a journal checkpoint
-        /// for the journal file of this sequence number (see `Journal::checkpointed`).
+        /// Not a flight but a journal checkpoint: every partition log with unsynced records
+        /// was fsynced, for the journal file of this sequence number (see
+        /// `Journal::checkpointed`).
         checkpoint: Option<u64>,
     },
     /// Work from outside the workers (the gRPC service): `done` gets the payload once this

@@ -41,6 +41,13 @@ pub struct WorkerStats {
     pub merges_done: u64,
     pub commit_errors: u64,
     pub last_commit_error: Option<String>,
+    /// Workers committing through a commit journal (fsync always).
+    pub journals: u64,
+    /// Journal checkpoints completed (every partition log fsynced after a switch).
+    pub journal_checkpoints: u64,
+    /// Commits of a partition fsynced directly because its records did not fit in the journal
+    /// (a checkpoint still running, or a batch larger than a journal file).
+    pub journal_direct_syncs: u64,
     pub unsynced: u64,
     /// (partition, keys, expires) for the keyspace section.
     pub log_end_total: u64,
@@ -89,6 +96,9 @@ impl WorkerStats {
         self.merges_running += o.merges_running;
         self.merges_done += o.merges_done;
         self.commit_errors += o.commit_errors;
+        self.journals += o.journals;
+        self.journal_checkpoints += o.journal_checkpoints;
+        self.journal_direct_syncs += o.journal_direct_syncs;
         if o.last_commit_error.is_some() {
             self.last_commit_error = o.last_commit_error.clone();
         }
