@@ -352,17 +352,10 @@ impl Journal {
     /// Removes both files (after every partition log was fsynced), for a journal that is given
     /// up after an error.
     pub fn discard(self) -> Result<(), JournalError> {
-        for p in &self.paths {
-            match fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).at(p),
-            }
+        match self.paths[0].parent() {
+            Some(dir) => remove_worker_files(dir, self.worker).map(|_| ()),
+            None => Ok(()),
         }
-        if let Some(dir) = self.paths[0].parent() {
-            fsutil::sync_dir(dir).at(dir)?;
-        }
-        Ok(())
     }
 
     fn switch(&mut self) -> Result<(), JournalError> {
@@ -469,6 +462,45 @@ pub fn read_dir(dir: &Path) -> Result<Replay, JournalError> {
         }
     }
     Ok(out)
+}
+
+/// Removes both journal files of `worker`, durably (the directory is fsynced): none of their
+/// frames can replay after this returns Ok. Returns whether there was any.
+pub fn remove_worker_files(dir: &Path, worker: u32) -> Result<bool, JournalError> {
+    let mut removed = false;
+    for i in 0..2 {
+        let p = journal_path(dir, worker, i);
+        match fs::remove_file(&p) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).at(&p),
+        }
+    }
+    if removed {
+        fsutil::sync_dir(dir).at(dir)?;
+    }
+    Ok(removed)
+}
+
+/// After start-up replayed every journal (and fsynced the logs): removes the files of workers
+/// `workers..` and zeroes the header of the others, durably, so that no frame written before
+/// can replay (whoever owns a partition now, and whatever it cuts from its log), while the
+/// files stay allocated for their workers to reuse.
+pub fn invalidate_all(dir: &Path, workers: u32) -> Result<(), JournalError> {
+    remove_unused(dir, workers)?;
+    for w in 0..workers {
+        for i in 0..2 {
+            let p = journal_path(dir, w, i);
+            let f = match OpenOptions::new().write(true).open(&p) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).at(&p),
+            };
+            f.write_all_at(&[0u8; HEADER_BYTES], 0).at(&p)?;
+            f.sync_data().at(&p)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the journal files of workers `workers..` (a restart with fewer workers), after

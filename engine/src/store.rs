@@ -667,6 +667,9 @@ impl Store {
         t: &SyncTicket,
         result: std::io::Result<()>,
     ) -> Result<(), WriteError> {
+        // A store that failed may have lost pages whose fsync error another fsync of the same
+        // file already took: a later success proves nothing.
+        self.check_failed()?;
         match result {
             Ok(()) => {
                 let id = self.active_id();
@@ -683,6 +686,26 @@ impl Store {
                 source,
             })),
         }
+    }
+
+    /// Like `sync_ticket`, but on a descriptor of its own. Linux reports a writeback error to
+    /// each open file once: an fsync run beside the owner's (a journal checkpoint) must not
+    /// share the owner's descriptor, or one of the two could miss the error.
+    pub fn sync_ticket_own_fd(&self) -> Result<SyncTicket, WriteError> {
+        let seg = self.seg(self.active_id());
+        let file = fs::File::open(&seg.path).at_write(&seg.path)?;
+        Ok(SyncTicket {
+            file: std::sync::Arc::new(file),
+            upto: seg.sync_handle().1,
+            file_id: seg.header.file_id,
+            path: seg.path.clone(),
+        })
+    }
+
+    /// The store refuses writes until restarted (an fsync failed with EIO, or a reload after
+    /// a failed write failed).
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
     }
 
     /// Everything written has been made durable by the caller (e.g. one `syncfs` for the

@@ -1339,3 +1339,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn invalidate_all_retires_every_frame_and_keeps_the_files_of_remaining_workers() {
+    let root = tempfile::tempdir().unwrap();
+    let jdir = root.path().join(JOURNAL_DIR);
+    // Nothing there: fine.
+    journal::invalidate_all(&jdir, 2).unwrap();
+    let mut js: Vec<Journal> = [0u32, 1, 3]
+        .iter()
+        .map(|&w| open_journal(&jdir, w, MIN_FILE_SIZE))
+        .collect();
+    for (i, j) in js.iter_mut().enumerate() {
+        assert_eq!(stage(j, i as u32, &payload(i, 80)), Staged::Staged);
+        write_and_sync(j);
+    }
+    assert_eq!(read_dir(&jdir).frames, 3);
+    journal::invalidate_all(&jdir, 2).unwrap();
+    let rep = read_dir(&jdir);
+    assert_eq!(rep.frames, 0, "no frame replays after invalidation");
+    assert!(rep.partitions.is_empty());
+    for w in [0, 1] {
+        for i in 0..2 {
+            let p = journal_path(&jdir, w, i);
+            assert_eq!(
+                file_len(&p),
+                MIN_FILE_SIZE,
+                "worker {w} keeps file {i} allocated"
+            );
+        }
+    }
+    for i in 0..2 {
+        assert!(!journal_path(&jdir, 3, i).exists(), "worker 3 is gone");
+    }
+    // The remaining workers reuse their files.
+    drop(js);
+    let mut j = open_journal(&jdir, 1, MIN_FILE_SIZE);
+    assert_eq!(stage(&mut j, 9, &payload(9, 40)), Staged::Staged);
+    write_and_sync(&mut j);
+    assert_eq!(replayed(&jdir)[&9], payload(9, 40));
+    // Removing one worker's files is durable and reports whether there were any.
+    assert!(journal::remove_worker_files(&jdir, 1).unwrap());
+    assert!(!journal::remove_worker_files(&jdir, 1).unwrap());
+    assert_eq!(read_dir(&jdir).frames, 0);
+}

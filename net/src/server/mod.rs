@@ -424,36 +424,41 @@ pub fn start_node(
     drop(maint_tx);
     drop(ready_tx);
     drop(go_rx);
-    for _ in 0..workers {
-        match ready_rx.recv() {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                error!("startup failed: {e}");
-                drop(go_tx);
-                request_shutdown(&shared, &wakers);
-                for t in threads {
-                    let _ = t.join();
+    let started_up = (|| {
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(ServerError::Thread(std::io::Error::other(
+                        "a worker died during startup",
+                    )));
                 }
-                let _ = maint.join();
-                return Err(e);
-            }
-            Err(_) => {
-                drop(go_tx);
-                request_shutdown(&shared, &wakers);
-                return Err(ServerError::Thread(std::io::Error::other(
-                    "a worker died during startup",
-                )));
             }
         }
-    }
-    // Every journaled record is in its log and fsynced: journals of workers that no longer
-    // exist can go, and the others are reused (given new headers) by their workers. Without
-    // a journal now, all go: stale frames must never replay over a log cut back later.
-    let journaling = config.storage.journal_size > 0
-        && worker::durability_of(&config) == simplekv_engine::Durability::Always;
-    let keep = if journaling { workers } else { 0 };
-    if let Err(e) = simplekv_engine::journal::remove_unused(&journal_dir, keep) {
-        warn!("commit journal: cannot remove unused files: {e}");
+        // Every journaled record is in its log and fsynced. Before any worker serves (and
+        // may cut a log back), no frame written before may replay any more: the files of
+        // workers that no longer exist go, the others get a zeroed header (their workers
+        // give them new ones); without a journal now, all go.
+        let journaling = config.storage.journal_size > 0
+            && worker::durability_of(&config) == simplekv_engine::Durability::Always;
+        let keep = if journaling { workers } else { 0 };
+        simplekv_engine::journal::invalidate_all(&journal_dir, keep).map_err(|e| {
+            ServerError::DataDir {
+                path: journal_dir.clone(),
+                reason: format!("cannot retire the replayed commit journals: {e}"),
+            }
+        })
+    })();
+    if let Err(e) = started_up {
+        error!("startup failed: {e}");
+        drop(go_tx);
+        request_shutdown(&shared, &wakers);
+        for t in threads {
+            let _ = t.join();
+        }
+        let _ = maint.join();
+        return Err(e);
     }
     for _ in 0..workers {
         let _ = go_tx.send(());

@@ -110,6 +110,10 @@ pub struct Worker {
     checkpoint_pending: bool,
     /// Runs checkpoints, apart from the commit flights so that they never wait for one.
     ckpt_tx: Option<Sender<SyncJob>>,
+    /// A partition log fsync failed: the journal may hold the only durable copy of
+    /// acknowledged records, so it is never reset nor reused, and no log is cut back, until
+    /// a restart replays it.
+    journal_pinned: bool,
     /// Epoch ranges whose write or fsync failed, with the error for their replies.
     sync_failed: Vec<(u64, u64, String)>,
     /// Responses and callbacks waiting for their epoch to be durable.
@@ -192,6 +196,7 @@ impl Worker {
             journal_pending: false,
             checkpoint_pending: false,
             ckpt_tx: None,
+            journal_pinned: false,
             sync_failed: Vec::new(),
             held_out: Vec::new(),
             held_ext: Vec::new(),
@@ -773,15 +778,26 @@ impl Worker {
         let Some(seq) = self.journal.as_ref().map(|j| j.seq()) else {
             return;
         };
-        let parts: Vec<u32> = self
-            .owned
-            .iter()
-            .copied()
-            .filter(|&p| self.store(p).is_some_and(|s| s.has_unsynced()))
-            .collect();
+        // Each log on a descriptor of its own (see `Store::sync_ticket_own_fd`), and no
+        // `syncfs`: a checkpoint must see every writeback error of the files it vouches for.
+        let mut tickets = Vec::new();
+        for &p in &self.owned {
+            let Some(s) = self.store(p).filter(|s| s.has_unsynced()) else {
+                continue;
+            };
+            match s.sync_ticket_own_fd() {
+                Ok(t) => tickets.push((p, t)),
+                Err(e) => {
+                    // Without the fsync the file left behind stays as it is (see
+                    // `checkpoint_landed`).
+                    error!("partition {p}: journal checkpoint cannot start: {e}");
+                    return;
+                }
+            }
+        }
         let job = SyncJob {
             epoch: 0,
-            tickets: self.tickets_for(parts),
+            tickets,
             journal: None,
             checkpoint: Some(seq),
         };
@@ -805,12 +821,29 @@ impl Worker {
                 && let Err(err) = s.sync_done(&t, r)
             {
                 all_ok = false;
-                error!("partition {p}: journal checkpoint: fsync of the log failed: {err}");
-                self.stats.commit_errors += 1;
-                self.stats.last_commit_error = Some(err.to_string());
+                let msg = self.commit_failed(p, &format!("journal checkpoint: {err}"));
+                // A failed fsync may have reloaded the store and dropped writes of this very
+                // turn: every reply not yet durable gets the error.
+                self.sync_failed.push((self.durable + 1, self.epoch, msg));
             }
         }
-        if all_ok && let Some(j) = self.journal.as_mut() {
+        // A store failed earlier (its fsync error taken by another fsync of the same file)
+        // vouches for nothing either.
+        all_ok &= self
+            .owned
+            .iter()
+            .all(|&p| self.store(p).is_none_or(|s| !s.is_failed()));
+        if !all_ok {
+            if !self.journal_pinned {
+                error!(
+                    "worker {}: a partition log fsync failed; the commit journal keeps every frame until a restart replays it",
+                    self.id
+                );
+            }
+            self.journal_pinned = true;
+            return;
+        }
+        if let Some(j) = self.journal.as_mut() {
             j.checkpointed(seq);
             self.stats.journal_checkpoints += 1;
         }
@@ -886,6 +919,7 @@ impl Worker {
                 s.set_journal_tap(false);
             }
         }
+        self.journal_pinned |= !all_synced;
         if all_synced && let Err(e) = j.discard() {
             warn!("worker {}: removing the commit journal: {e}", self.id);
         }
@@ -910,7 +944,24 @@ impl Worker {
     /// journal, so that none of the records it holds can be replayed onto the shorter log at
     /// the next start, whenever a crash comes. An error means the cut must not happen now.
     pub fn prepare_log_cut(&mut self) -> Result<(), String> {
+        if self.journal_pinned {
+            return Err(
+                "a partition log fsync failed and the commit journal may hold the only \
+                 copy of acknowledged writes; restart the server to replay it"
+                    .into(),
+            );
+        }
         if self.journal.is_none() {
+            // Files a failed journal left behind must be durably gone first.
+            let dir = self.config.storage.dir.join(journal::JOURNAL_DIR);
+            let left = (0..2).any(|i| journal::journal_path(&dir, self.id as u32, i).exists());
+            if left {
+                if !self.sync_all_logs() {
+                    return Err("cannot fsync the partition logs before cutting one back".into());
+                }
+                journal::remove_worker_files(&dir, self.id as u32)
+                    .map_err(|e| format!("the commit journal cannot be removed: {e}"))?;
+            }
             return Ok(());
         }
         if !self.sync_all_logs() {
@@ -956,7 +1007,13 @@ impl Worker {
         let tap = want && self.journal.is_some();
         for p in self.owned.clone() {
             if let Some(s) = self.store_mut(p) {
+                // Records appended before the tap turned on (earlier in this turn) are not in
+                // it: this turn's commit fsyncs that log directly.
+                let direct = tap && !s.journal_tap() && s.has_unsynced();
                 s.set_journal_tap(tap);
+                if direct && !self.pending_sync.contains(&p) {
+                    self.pending_sync.push(p);
+                }
             }
         }
     }
@@ -1521,7 +1578,8 @@ impl SyncJob {
     /// fsync each; then the journal's (cheap after a `syncfs` of its file system).
     fn run(&self) -> SyncResults {
         const SYNCFS_FROM: usize = 3;
-        let all_ok = self.tickets.len() >= SYNCFS_FROM
+        let all_ok = self.checkpoint.is_none()
+            && self.tickets.len() >= SYNCFS_FROM
             && self
                 .tickets
                 .first()
