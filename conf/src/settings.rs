@@ -651,8 +651,8 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         redis_name: None,
         runtime: false,
         help: "With fsync always: size of each of a worker's two commit journal files, so a \
-               commit fsyncs one file instead of every partition log it wrote. 0 = no journal; \
-               otherwise at least 64kb.",
+               commit fsyncs one file instead of every partition log it wrote (disk used: 2 x \
+               workers x this). 0 = no journal; otherwise at least 64kb.",
         access: Access::Size {
             min: 0,
             max: GIB,
