@@ -770,7 +770,7 @@ impl Worker {
                 s.set_limits(max_key, max_value);
             }
         }
-        self.configure_journal();
+        self.configure_journal(false);
     }
 
     /// Sends `op` to every worker (running the local part now) and gathers with `gather`.

@@ -414,7 +414,7 @@ pub fn start_node(
                     id, topo, peers, rx, poll, l, shared, cfg, stores, maint_tx, cstate,
                 );
                 if started {
-                    w.configure_journal();
+                    w.configure_journal(true);
                 }
                 w.run();
             })

@@ -196,6 +196,8 @@ pub enum Msg {
         result: Result<simplekv_engine::MergeOutput, simplekv_engine::MergeError>,
     },
     Batch(Vec<Msg>),
+    /// The commit journal a worker asked for at run time is open (or could not be).
+    JournalOpened(Result<simplekv_engine::Journal, simplekv_engine::JournalError>),
     /// The worker's sync thread finished the fsyncs of a commit flight.
     SyncDone {
         epoch: u64,

@@ -114,6 +114,8 @@ pub struct Worker {
     /// acknowledged records, so it is never reset nor reused, and no log is cut back, until
     /// a restart replays it.
     journal_pinned: bool,
+    /// A thread is creating the journal (see `configure_journal`).
+    journal_opening: bool,
     /// Epoch ranges whose write or fsync failed, with the error for their replies.
     sync_failed: Vec<(u64, u64, String)>,
     /// Responses and callbacks waiting for their epoch to be durable.
@@ -197,6 +199,7 @@ impl Worker {
             checkpoint_pending: false,
             ckpt_tx: None,
             journal_pinned: false,
+            journal_opening: false,
             sync_failed: Vec::new(),
             held_out: Vec::new(),
             held_ext: Vec::new(),
@@ -572,6 +575,7 @@ impl Worker {
                 horizon,
             } => self.on_hw(partition, leader_epoch, hw, lease_until, horizon),
             Msg::MergeDone { partition, result } => self.merge_done(partition, result),
+            Msg::JournalOpened(r) => self.journal_opened(r),
             Msg::SyncDone {
                 results,
                 checkpoint: Some(seq),
@@ -944,6 +948,9 @@ impl Worker {
     /// journal, so that none of the records it holds can be replayed onto the shorter log at
     /// the next start, whenever a crash comes. An error means the cut must not happen now.
     pub fn prepare_log_cut(&mut self) -> Result<(), String> {
+        if self.journal_opening {
+            return Err("the commit journal is being created; try again".into());
+        }
         if self.journal_pinned {
             return Err(
                 "a partition log fsync failed and the commit journal may hold the only \
@@ -985,23 +992,62 @@ impl Worker {
     /// Opens the journal when the configuration asks for one (fsync = always and
     /// `storage.journal_size` > 0) and turns the partitions' record taps on or off to match.
     /// Called at start and when the configuration changes at run time.
-    pub fn configure_journal(&mut self) {
-        let want = self.config.storage.journal_size > 0
-            && durability_of(&self.config) == Durability::Always
-            && !self.journal_broken;
-        if want && self.journal.is_none() {
+    ///
+    /// At start (`blocking`) the journal is opened here, before the worker serves. At run time
+    /// a thread creates it (writing 2 × `journal_size` of zeros the first time would stall
+    /// the worker) and commits fsync the logs directly until it is ready.
+    pub fn configure_journal(&mut self, blocking: bool) {
+        let want = self.journal_wanted();
+        if want && self.journal.is_none() && !self.journal_opening {
             let dir = self.config.storage.dir.join(journal::JOURNAL_DIR);
-            match Journal::open(&dir, self.id as u32, self.config.storage.journal_size) {
-                Ok(j) => self.journal = Some(j),
+            let (id, size) = (self.id as u32, self.config.storage.journal_size);
+            if blocking {
+                return self.journal_opened(Journal::open(&dir, id, size));
+            }
+            let me = self.peers[self.id].clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("skv-jopen-{id}"))
+                .spawn(move || {
+                    let r = Journal::open(&dir, id, size);
+                    if me.tx.send(Msg::JournalOpened(r)).is_ok() {
+                        let _ = me.waker.wake();
+                    }
+                });
+            match spawned {
+                Ok(_) => self.journal_opening = true,
                 Err(e) => {
-                    error!(
-                        "worker {}: cannot open the commit journal ({e}); fsyncing partition logs directly",
-                        self.id
-                    );
+                    error!("worker {id}: cannot start a thread to open the commit journal: {e}");
                     self.journal_broken = true;
                 }
             }
         }
+        self.apply_journal_taps();
+    }
+
+    fn journal_wanted(&self) -> bool {
+        self.config.storage.journal_size > 0
+            && durability_of(&self.config) == Durability::Always
+            && !self.journal_broken
+    }
+
+    fn journal_opened(&mut self, r: Result<Journal, JournalError>) {
+        self.journal_opening = false;
+        match r {
+            Ok(j) => self.journal = Some(j),
+            Err(e) => {
+                error!(
+                    "worker {}: cannot open the commit journal ({e}); fsyncing partition logs directly",
+                    self.id
+                );
+                self.journal_broken = true;
+            }
+        }
+        self.apply_journal_taps();
+    }
+
+    /// Turns the partitions' record taps on when commits go through the journal, off otherwise.
+    fn apply_journal_taps(&mut self) {
+        let want = self.journal_wanted();
         // Without fsync = always the journal stays open but idle: the frames it holds stay
         // valid until the logs are fsynced, and it is used again if always comes back.
         let tap = want && self.journal.is_some();
