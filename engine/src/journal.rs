@@ -427,41 +427,62 @@ pub fn read_dir(dir: &Path) -> Result<Replay, JournalError> {
     for e in entries {
         let path = e.at(dir)?.path();
         if path.extension().is_some_and(|x| x == "journal") {
-            let bytes = fs::read(&path).at(&path)?;
-            if let Some(h) = Header::decode(&bytes) {
-                found.push((h, bytes));
+            let f = File::open(&path).at(&path)?;
+            let mut head = [0u8; HEADER_BYTES];
+            // A file too short for a header holds nothing.
+            if f.read_exact_at(&mut head, 0).is_ok()
+                && let Some(h) = Header::decode(&head)
+            {
+                found.push((h, path.clone()));
             }
             out.files.push(path);
         }
     }
     found.sort_by_key(|(h, _)| (h.worker, h.seq));
-    for (h, bytes) in found {
-        let mut pos = HEADER_LEN as usize;
-        while let Some(fh) = bytes.get(pos..pos + FRAME_HEADER_LEN) {
-            let len = u32_at(fh, 0);
-            let partition = u32_at(fh, 4);
-            let generation = u64_at(fh, 8);
-            let crc = u32_at(fh, 16);
-            let start = pos + FRAME_HEADER_LEN;
-            let Some(payload) = bytes.get(start..start + len as usize) else {
-                break;
-            };
-            if len == 0
-                || generation != h.generation
-                || crc != frame_crc(len, partition, generation, payload)
-            {
-                break;
-            }
-            out.partitions
-                .entry(partition)
-                .or_default()
-                .extend_from_slice(payload);
-            out.frames += 1;
-            out.bytes += len as u64;
-            pos = start + len as usize;
-        }
+    // One file at a time, streamed: memory holds the records, never whole files.
+    for (h, path) in found {
+        read_frames(&path, &h, &mut out).at(&path)?;
     }
     Ok(out)
+}
+
+/// Appends the records of the valid frames of one file (header `h`) to `out`.
+fn read_frames(path: &Path, h: &Header, out: &mut Replay) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let f = File::open(path)?;
+    let file_len = f.metadata()?.len();
+    let mut r = io::BufReader::with_capacity(1 << 20, f);
+    r.seek(SeekFrom::Start(HEADER_LEN))?;
+    let mut pos = HEADER_LEN;
+    let mut fh = [0u8; FRAME_HEADER_LEN];
+    let mut payload = Vec::new();
+    loop {
+        match r.read_exact(&mut fh) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let len = u32_at(&fh, 0);
+        let partition = u32_at(&fh, 4);
+        let generation = u64_at(&fh, 8);
+        let crc = u32_at(&fh, 16);
+        let start = pos + FRAME_HEADER_LEN as u64;
+        if len == 0 || generation != h.generation || start + len as u64 > file_len {
+            return Ok(());
+        }
+        payload.resize(len as usize, 0);
+        r.read_exact(&mut payload)?;
+        if crc != frame_crc(len, partition, generation, &payload) {
+            return Ok(());
+        }
+        out.partitions
+            .entry(partition)
+            .or_default()
+            .extend_from_slice(&payload);
+        out.frames += 1;
+        out.bytes += len as u64;
+        pos = start + len as u64;
+    }
 }
 
 /// Removes both journal files of `worker`, durably (the directory is fsynced): none of their
