@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::fsutil;
+use crate::record::{u32_at, u64_at};
 
 /// Directory (inside the data directory) holding the journal files.
 pub const JOURNAL_DIR: &str = "journal";
@@ -111,18 +112,6 @@ impl Header {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 fn frame_crc(len: u32, partition: u32, generation: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&len.to_le_bytes());
@@ -179,11 +168,6 @@ impl JournalSync {
         }
         Ok(())
     }
-
-    /// A descriptor on the file system holding the journal.
-    pub fn file(&self) -> Option<&File> {
-        self.files.first().map(|(f, _)| &**f)
-    }
 }
 
 impl Journal {
@@ -196,7 +180,7 @@ impl Journal {
         }
         fs::create_dir_all(dir).at(dir)?;
         let paths = [journal_path(dir, worker, 0), journal_path(dir, worker, 1)];
-        Journal::open_files(dir, worker, size, &paths).inspect_err(|_| {
+        Journal::open_files(dir, worker, size, paths.clone()).inspect_err(|_| {
             // No half-made journal is left to take space (a full disk is a likely cause).
             for p in &paths {
                 let _ = fs::remove_file(p);
@@ -208,9 +192,8 @@ impl Journal {
         dir: &Path,
         worker: u32,
         size: u64,
-        paths: &[PathBuf; 2],
+        paths: [PathBuf; 2],
     ) -> Result<Journal, JournalError> {
-        let paths = paths.clone();
         let mut created = false;
         let mut open = |path: &Path| -> Result<Arc<File>, JournalError> {
             let f = OpenOptions::new()

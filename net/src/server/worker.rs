@@ -105,9 +105,6 @@ pub struct Worker {
     journal_parts: Vec<u32>,
     /// Frames written since the last flight left: the next one fsyncs the journal.
     journal_pending: bool,
-    /// The journal switched files this turn: every partition log must be fsynced (a
-    /// checkpoint, see `start_checkpoint`) before the file left behind may be reused.
-    checkpoint_pending: bool,
     /// Runs checkpoints, apart from the commit flights so that they never wait for one.
     ckpt_tx: Option<Sender<SyncJob>>,
     /// A partition log fsync failed: the journal may hold the only durable copy of
@@ -196,7 +193,6 @@ impl Worker {
             journal_broken: false,
             journal_parts: Vec::new(),
             journal_pending: false,
-            checkpoint_pending: false,
             ckpt_tx: None,
             journal_pinned: false,
             journal_opening: false,
@@ -867,6 +863,9 @@ impl Worker {
         };
         let mut outcome = Ok(());
         let mut staged = 0;
+        // The journal switched files: every partition log must be fsynced (a checkpoint, see
+        // `start_checkpoint`) before the file left behind may be reused.
+        let mut switched = false;
         for &p in &parts {
             let Some(store) = self.stores.get_mut(p as usize).and_then(|s| s.as_mut()) else {
                 continue;
@@ -876,7 +875,7 @@ impl Worker {
                     Ok(Staged::Staged) => staged += 1,
                     Ok(Staged::Switched) => {
                         staged += 1;
-                        self.checkpoint_pending = true;
+                        switched = true;
                     }
                     Ok(Staged::NoRoom) => {
                         self.stats.journal_direct_syncs += 1;
@@ -895,7 +894,7 @@ impl Worker {
         match outcome {
             Ok(()) => {
                 self.journal_pending |= staged > 0;
-                if std::mem::take(&mut self.checkpoint_pending) {
+                if switched {
                     self.start_checkpoint();
                 }
             }
@@ -913,7 +912,6 @@ impl Worker {
         );
         self.journal_broken = true;
         self.journal_pending = false;
-        self.checkpoint_pending = false;
         let Some(j) = self.journal.take() else {
             return;
         };
@@ -958,33 +956,26 @@ impl Worker {
                     .into(),
             );
         }
-        if self.journal.is_none() {
-            // Files a failed journal left behind must be durably gone first.
-            let dir = self.config.storage.dir.join(journal::JOURNAL_DIR);
-            let left = (0..2).any(|i| journal::journal_path(&dir, self.id as u32, i).exists());
-            if left {
-                if !self.sync_all_logs() {
-                    return Err("cannot fsync the partition logs before cutting one back".into());
-                }
-                journal::remove_worker_files(&dir, self.id as u32)
-                    .map_err(|e| format!("the commit journal cannot be removed: {e}"))?;
+        const NOT_SYNCED: &str = "cannot fsync the partition logs before cutting one back";
+        if self.journal.is_some() {
+            if !self.sync_all_logs() {
+                // The journal may hold the only durable copy of records: keep it as it is.
+                return Err(NOT_SYNCED.into());
             }
-            return Ok(());
-        }
-        if !self.sync_all_logs() {
-            // The journal may hold the only durable copy of records: keep it as it is.
-            return Err("cannot fsync the partition logs before cutting one back".into());
-        }
-        if let Some(j) = self.journal.as_mut()
-            && let Err(e) = j.reset()
-        {
-            // `journal_failed` removes the files once every log is fsynced; if they are still
-            // there, their frames could replay over the cut.
-            self.journal_failed(&e);
-            let dir = self.config.storage.dir.join(journal::JOURNAL_DIR);
-            if (0..2).any(|i| journal::journal_path(&dir, self.id as u32, i).exists()) {
-                return Err(format!("the commit journal cannot be reset: {e}"));
+            match self.journal.as_mut().map_or(Ok(()), |j| j.reset()) {
+                Ok(()) => return Ok(()),
+                // Gives the journal up: its files go once every log is fsynced.
+                Err(e) => self.journal_failed(&e),
             }
+        }
+        // Files a journal given up left behind must be durably gone first.
+        let dir = self.config.storage.dir.join(journal::JOURNAL_DIR);
+        if (0..2).any(|i| journal::journal_path(&dir, self.id as u32, i).exists()) {
+            if !self.sync_all_logs() {
+                return Err(NOT_SYNCED.into());
+            }
+            journal::remove_worker_files(&dir, self.id as u32)
+                .map_err(|e| format!("the commit journal cannot be removed: {e}"))?;
         }
         Ok(())
     }
