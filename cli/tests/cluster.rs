@@ -527,3 +527,27 @@ print("ok", len(rc.get_nodes()))
         assert_eq!(get(&c, 3, &format!("pyw{i}")), Some(format!("v{i}")));
     }
 }
+
+#[test]
+fn values_larger_than_a_default_grpc_message_replicate_and_survive_the_leaders_loss() {
+    // gRPC refuses messages over 4 MiB unless told otherwise; a push carries whole records,
+    // so a 6 MiB value must still reach every follower (acks=all waits for them).
+    let mut c = LocalCluster::start(3, 3, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let p = 0;
+    let leader = c.leader_of(p).expect("a leader");
+    let other = if leader == 1 { 2 } else { 1 };
+    let key = c.key_in(p).to_string();
+    let big: String = (0..6 << 20)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    set(&c, other, &key, &big).expect("a 6 MiB SET with acks=all");
+    // The stream still carries small writes after it.
+    let small = c.key_in(p).to_string() + "-small";
+    set(&c, other, &small, "after").expect("a small SET after the big one");
+    c.kill9(leader);
+    c.wait_for_leaders(Duration::from_secs(30));
+    let got = get(&c, other, &key).expect("the big value after the leader's loss");
+    assert!(got == big, "value of {} bytes differs", got.len());
+    assert_eq!(get(&c, other, &small).as_deref(), Some("after"));
+}

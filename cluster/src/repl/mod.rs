@@ -27,6 +27,7 @@
 //! follower truncates there (KIP-101/KIP-320) and validates again. Records are appended with
 //! the LSNs and epochs the leader gave them.
 mod service;
+mod sink;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,9 +36,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
-use futures::channel::mpsc::UnboundedSender;
-use futures::{SinkExt, StreamExt};
-use grpcio::{ChannelBuilder, Environment, WriteFlags};
+use futures::StreamExt;
+use grpcio::{ChannelBuilder, ClientDuplexSender, DuplexSink, Environment};
 use log::{debug, info, warn};
 use simplekv_net::server::cluster::RouteTable;
 use simplekv_net::server::replica::{FeedMsg, ReplOp, ReplReply};
@@ -46,6 +46,7 @@ use simplekv_proto::replication::*;
 use simplekv_proto::replication_grpc::ReplicationClient;
 
 pub use service::ReplService;
+use sink::DirectSink;
 
 /// A follower sends its positions at least this often (renews the leader's lease).
 pub const HEARTBEAT: Duration = Duration::from_millis(100);
@@ -71,8 +72,10 @@ pub enum Event {
     // Leader side (gRPC server callbacks).
     StreamOpened {
         stream: u64,
-        tx: UnboundedSender<FetchResponse>,
+        sink: DuplexSink<FetchResponse>,
     },
+    /// A write that held others back on a stream's sink is done (see [`sink`]).
+    SinkReady(SinkId),
     FetchReq {
         stream: u64,
         req: FetchRequest,
@@ -109,6 +112,41 @@ pub enum Event {
     },
     Stop,
 }
+
+/// Which stream's sink a [`Event::SinkReady`] is about.
+#[derive(Debug, Clone, Copy)]
+pub enum SinkId {
+    /// A follower's stream on this leader.
+    Stream(u64),
+    /// This follower's stream to a leader node: (leader, generation).
+    Conn(u32, u64),
+}
+
+/// Wakes the replication thread for a sink (see [`sink`]).
+struct SinkWaker {
+    events: Sender<Event>,
+    id: SinkId,
+}
+
+impl std::task::Wake for SinkWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let _ = self.events.send(Event::SinkReady(self.id));
+    }
+}
+
+fn sink_waker(events: &Sender<Event>, id: SinkId) -> std::task::Waker {
+    std::task::Waker::from(Arc::new(SinkWaker {
+        events: events.clone(),
+        id,
+    }))
+}
+
+type StreamSink = DirectSink<DuplexSink<FetchResponse>, FetchResponse>;
+type ConnSink = DirectSink<ClientDuplexSender<FetchRequest>, FetchRequest>;
 
 pub struct ReplSettings {
     pub me: u32,
@@ -293,7 +331,7 @@ struct FollowedPart {
 
 struct LeaderConn {
     generation: u64,
-    tx: UnboundedSender<FetchRequest>,
+    sink: ConnSink,
     last_sent: Instant,
     /// When every fetched partition's position last went out together. Kept apart from
     /// `last_sent`: acknowledgements for busy partitions go out all the time, and counting
@@ -313,8 +351,8 @@ struct State {
     routes: Arc<RouteTable>,
     controller_epoch: Arc<AtomicU64>,
     isr_changer: IsrChanger,
-    /// Leader side: open follower streams, by id: (follower id once known, sender).
-    streams: HashMap<u64, (Option<u32>, UnboundedSender<FetchResponse>)>,
+    /// Leader side: open follower streams, by id: (follower id once known, sink).
+    streams: HashMap<u64, (Option<u32>, StreamSink)>,
     led: BTreeMap<u32, LedPart>,
     followed: BTreeMap<u32, FollowedPart>,
     conns: BTreeMap<u32, LeaderConn>,
@@ -524,11 +562,34 @@ impl State {
                     self.refresh_roles();
                 }
             }
-            Event::StreamOpened { stream, tx } => {
-                self.streams.insert(stream, (None, tx));
+            Event::StreamOpened { stream, sink } => {
+                let waker = sink_waker(&self.events, SinkId::Stream(stream));
+                self.streams
+                    .insert(stream, (None, DirectSink::new(sink, waker)));
+            }
+            Event::SinkReady(SinkId::Stream(stream)) => {
+                if let Some((_, s)) = self.streams.get_mut(&stream)
+                    && let Err(e) = s.drive()
+                {
+                    debug!("replication stream {stream}: {e}");
+                    self.streams.remove(&stream);
+                }
+            }
+            Event::SinkReady(SinkId::Conn(leader, generation)) => {
+                if let Some(c) = self.conns.get_mut(&leader)
+                    && c.generation == generation
+                    && let Err(e) = c.sink.drive()
+                {
+                    self.conn_broken(leader, &e.to_string());
+                }
             }
             Event::StreamClosed { stream } => {
-                self.streams.remove(&stream);
+                if let Some((follower, s)) = self.streams.remove(&stream) {
+                    debug!(
+                        "replication stream {stream} (follower {follower:?}) closed after {} writes, {} messages merged",
+                        s.writes, s.merged
+                    );
+                }
                 for l in self.led.values_mut() {
                     l.followers.retain(|_, f| f.stream != stream);
                 }
@@ -574,15 +635,7 @@ impl State {
                     .get(&leader)
                     .is_some_and(|c| c.generation == generation)
                 {
-                    warn!("replication stream from node {leader} ended: {reason}");
-                    self.conns.remove(&leader);
-                    let retry = Instant::now() + Duration::from_millis(200);
-                    for f in self.followed.values_mut() {
-                        if f.leader == leader {
-                            f.state = FState::Backoff(retry);
-                            f.since = Instant::now();
-                        }
-                    }
+                    self.conn_broken(leader, &reason);
                 }
             }
             Event::FollowerReply {
@@ -753,9 +806,10 @@ impl State {
 
     fn send_to_stream(&mut self, stream: u64, mut r: FetchResponse) {
         r.leader_clock_us = self.clock_us();
-        if let Some((_, tx)) = self.streams.get(&stream)
-            && tx.unbounded_send(r).is_err()
+        if let Some((_, sink)) = self.streams.get_mut(&stream)
+            && let Err(e) = sink.send(r)
         {
+            debug!("replication stream {stream}: {e}");
             self.streams.remove(&stream);
         }
     }
@@ -1159,12 +1213,14 @@ impl State {
         let Some(addr) = self.routes.nodes.get(&leader).map(|n| n.grpc.clone()) else {
             return false;
         };
-        // No BDP probing (see `GrpcServer::start_with`).
+        // No BDP probing (see `GrpcServer::start_with`). No limit on a message's size: a
+        // push carries whole records, and a value may be larger than gRPC's default 4 MiB.
         let ch = ChannelBuilder::new(self.env.clone())
             .http2_bdp_probe(false)
+            .max_receive_message_len(-1)
             .connect(&addr);
         let client = ReplicationClient::new(ch);
-        let (mut sink, mut receiver) = match client.fetch() {
+        let (sink, mut receiver) = match client.fetch() {
             Ok(x) => x,
             Err(e) => {
                 warn!("cannot open a replication stream to node {leader} at {addr}: {e}");
@@ -1173,14 +1229,10 @@ impl State {
         };
         let generation = self.next_gen;
         self.next_gen += 1;
-        let (tx, mut rx) = futures::channel::mpsc::unbounded::<FetchRequest>();
-        client.spawn(async move {
-            let mut items = rx.by_ref().map(|r| Ok((r, WriteFlags::default())));
-            // grpcio panics if a sink is closed after a failed send (the call is over).
-            if sink.send_all(&mut items).await.is_ok() {
-                let _ = sink.close().await;
-            }
-        });
+        let sink = DirectSink::new(
+            sink,
+            sink_waker(&self.events, SinkId::Conn(leader, generation)),
+        );
         let ev = self.events.clone();
         client.spawn(async move {
             loop {
@@ -1221,7 +1273,7 @@ impl State {
             leader,
             LeaderConn {
                 generation,
-                tx,
+                sink,
                 last_sent: Instant::now(),
                 last_heartbeat: Instant::now(),
                 echo: 0,
@@ -1248,8 +1300,21 @@ impl State {
         if let Some(c) = self.conns.get_mut(&leader) {
             req.echo_clock_us = c.echo;
             c.last_sent = Instant::now();
-            if c.tx.unbounded_send(req).is_err() {
-                self.conns.remove(&leader);
+            if let Err(e) = c.sink.send(req) {
+                self.conn_broken(leader, &e.to_string());
+            }
+        }
+    }
+
+    /// The stream to `leader` is gone: its partitions retry after a pause.
+    fn conn_broken(&mut self, leader: u32, reason: &str) {
+        warn!("replication stream from node {leader} ended: {reason}");
+        self.conns.remove(&leader);
+        let retry = Instant::now() + Duration::from_millis(200);
+        for f in self.followed.values_mut() {
+            if f.leader == leader {
+                f.state = FState::Backoff(retry);
+                f.since = Instant::now();
             }
         }
     }

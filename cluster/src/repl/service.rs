@@ -44,18 +44,11 @@ impl Replication for ReplService {
         &mut self,
         ctx: RpcContext,
         mut stream: RequestStream<FetchRequest>,
-        mut sink: DuplexSink<FetchResponse>,
+        sink: DuplexSink<FetchResponse>,
     ) {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::unbounded::<FetchResponse>();
-        let _ = self.events.send(Event::StreamOpened { stream: id, tx });
-        ctx.spawn(async move {
-            let mut items = rx.by_ref().map(|r| Ok((r, WriteFlags::default())));
-            // grpcio panics if a sink is closed after a failed send (the call is over).
-            if sink.send_all(&mut items).await.is_ok() {
-                let _ = sink.close().await;
-            }
-        });
+        // The replication thread writes the sink itself (see `sink.rs`).
+        let _ = self.events.send(Event::StreamOpened { stream: id, sink });
         let events = self.events.clone();
         ctx.spawn(async move {
             while let Some(Ok(req)) = stream.next().await {
