@@ -223,7 +223,7 @@ impl Store {
     }
 
     /// Rebuilds every in-memory structure from the files (after a truncation or a failed write).
-    fn reload(&mut self) -> Result<(), WriteError> {
+    pub(crate) fn reload(&mut self) -> Result<(), WriteError> {
         self.segments.clear();
         self.keydir = Keydir::new();
         match load(&self.dir, &self.opts).and_then(|l| self.install_loaded(l, true)) {
@@ -757,7 +757,7 @@ impl Store {
 
     /// After a failed write or fsync the in-memory state may name records that are not on
     /// disk: rebuild it from the files, which hold exactly what was written.
-    fn fail_write(&mut self, e: WriteError) -> WriteError {
+    pub(crate) fn fail_write(&mut self, e: WriteError) -> WriteError {
         warn!(
             "{}: write failed ({e}); reloading state from disk",
             self.dir.display()

@@ -320,3 +320,47 @@ fn a_replica_merge_keeps_expired_values_its_leader_may_still_extend() {
         "the replica wrote nothing of its own"
     );
 }
+
+#[test]
+fn a_merge_install_that_fails_midway_leaves_a_store_that_serves_the_same_and_merges_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    fill(&mut s);
+    s.roll().unwrap();
+    let out = s.start_merge(u64::MAX).unwrap().unwrap().run().unwrap();
+    // Writes after the merge started, not yet committed when the install fails.
+    s.put(b"late", b"value", None).unwrap();
+    let expected = snapshot(&s);
+    // The first output's hint file cannot be renamed into place: a directory has its name.
+    // (The first output takes the base, so the name, of the oldest segment.)
+    let mut logs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let blocked = logs.first().expect("a segment").with_extension("hint");
+    let _ = std::fs::remove_file(&blocked);
+    std::fs::create_dir(&blocked).unwrap();
+    std::fs::write(blocked.join("x"), b"x").unwrap();
+    assert!(s.install_merge(out).is_err(), "the install fails");
+    assert!(!s.merge_in_progress());
+    // What the store serves after re-reading its files is what it served before.
+    assert_eq!(snapshot(&s), expected);
+    std::fs::remove_dir_all(&blocked).unwrap();
+    s.put(b"after", b"the failure", None).unwrap();
+    s.commit().unwrap();
+    let mut expected_after = expected.clone();
+    expected_after.push((b"after".to_vec(), b"the failure".to_vec(), Some(None)));
+    expected_after.sort();
+    assert_eq!(snapshot(&s), expected_after);
+    // The store's segments are the files on disk again, so the next merge works (one that
+    // still pointed at a replaced file would be refused as stale forever).
+    s.roll().unwrap();
+    let stats = s.merge_now(u64::MAX).expect("a merge after the failed one");
+    assert!(stats.is_some(), "the merge ran");
+    while s.merge_step(usize::MAX) {}
+    assert_eq!(snapshot(&s), expected_after);
+    drop(s);
+    assert_eq!(snapshot(&open(dir.path())), expected_after);
+}

@@ -1510,19 +1510,20 @@ impl Worker {
 
     fn finish(&mut self) {
         self.merge_steps_until_done();
-        for p in self.owned.clone() {
-            if let Some(s) = self.store_mut(p)
-                && let Err(e) = s.sync()
-            {
-                error!("partition {p}: final fsync failed: {e}");
-            }
+        // A failed final fsync fails the replies not yet durable (they would otherwise go
+        // out as +OK below, released as durable).
+        if !self.sync_all_logs() {
+            error!(
+                "worker {}: final fsync failed; unsynced writes get an error",
+                self.id
+            );
         }
         let tokens: Vec<usize> = (0..self.conns.len())
             .filter(|&i| self.conns[i].is_some())
             .map(|i| i + FIRST_CONN)
             .collect();
-        // Everything is on disk now; replies that wait for replicas that never confirmed are
-        // not sent (the client sees the connection close: the outcome is unknown to it).
+        // Everything is on disk now (or its replies carry the error); replies that wait for
+        // replicas that never confirmed are not sent (the client sees the connection close: the outcome is unknown to it).
         let committed = if self.cluster.is_some() {
             self.committed
         } else {
