@@ -59,6 +59,18 @@ const READ_BYTES: usize = 1 << 20;
 const STUCK_AFTER: Duration = Duration::from_secs(1);
 /// A snapshot copy that has not finished after this long is started over.
 const BOOTSTRAP_STUCK_AFTER: Duration = Duration::from_secs(600);
+/// The largest replication message a follower accepts: one record at the format's hard
+/// limits, plus the bytes in flight and a margin for the message's own fields.
+const MAX_PUSH_MESSAGE: i32 = {
+    let record = simplekv_engine::record::MAX_KEY_LEN_HARD as i64
+        + simplekv_engine::record::MAX_VALUE_LEN_HARD as i64;
+    let total = record + INFLIGHT_BYTES as i64 + (16 << 20);
+    if total > i32::MAX as i64 {
+        i32::MAX
+    } else {
+        total as i32
+    }
+};
 /// Records kept in memory per led partition for followers that are caught up.
 const TAIL_BYTES: usize = 16 << 20;
 
@@ -192,6 +204,7 @@ impl ReplThread {
                     led: BTreeMap::new(),
                     followed: BTreeMap::new(),
                     conns: BTreeMap::new(),
+                    retiring: BTreeMap::new(),
                     next_gen: 1,
                     clock0: Instant::now(),
                     acks: Default::default(),
@@ -356,6 +369,9 @@ struct State {
     led: BTreeMap<u32, LedPart>,
     followed: BTreeMap<u32, FollowedPart>,
     conns: BTreeMap<u32, LeaderConn>,
+    /// Streams to leaders no longer followed, kept (by generation) until their queued
+    /// messages are written or [`STUCK_AFTER`] has passed.
+    retiring: BTreeMap<u64, (LeaderConn, Instant)>,
     next_gen: u64,
     /// Base of the clock values sent to followers.
     clock0: Instant,
@@ -549,9 +565,23 @@ impl State {
             }
         }
         self.followed.retain(|p, _| keep.contains(p));
-        // Streams to leaders that lead nothing we follow any more are closed.
+        // Streams to leaders that lead nothing we follow any more are closed, once what is
+        // queued on them has gone out (positions a leader still needs for its high
+        // watermark): dropping a sink cancels its call and its queue.
         let leaders: Vec<u32> = self.followed.values().map(|f| f.leader).collect();
-        self.conns.retain(|l, _| leaders.contains(l));
+        let gone: Vec<u32> = self
+            .conns
+            .keys()
+            .copied()
+            .filter(|l| !leaders.contains(l))
+            .collect();
+        for l in gone {
+            if let Some(c) = self.conns.remove(&l)
+                && c.sink.queued() > 0
+            {
+                self.retiring.insert(c.generation, (c, Instant::now()));
+            }
+        }
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -581,6 +611,11 @@ impl State {
                     && let Err(e) = c.sink.drive()
                 {
                     self.conn_broken(leader, &e.to_string());
+                }
+                if let Some((c, _)) = self.retiring.get_mut(&generation)
+                    && (c.sink.drive().is_err() || c.sink.queued() == 0)
+                {
+                    self.retiring.remove(&generation);
                 }
             }
             Event::StreamClosed { stream } => {
@@ -1016,6 +1051,8 @@ impl State {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        self.retiring
+            .retain(|_, (_, since)| now.duration_since(*since) < STUCK_AFTER);
         let lag_max = self.s.lag_max;
         let me = self.s.me;
         let mut changes = Vec::new();
@@ -1213,11 +1250,12 @@ impl State {
         let Some(addr) = self.routes.nodes.get(&leader).map(|n| n.grpc.clone()) else {
             return false;
         };
-        // No BDP probing (see `GrpcServer::start_with`). No limit on a message's size: a
-        // push carries whole records, and a value may be larger than gRPC's default 4 MiB.
+        // No BDP probing (see `GrpcServer::start_with`). A push carries whole records, so a
+        // message may be larger than gRPC's default 4 MiB: the limit is the largest record
+        // (key and value at their hard limits) plus what a push holds besides it.
         let ch = ChannelBuilder::new(self.env.clone())
             .http2_bdp_probe(false)
-            .max_receive_message_len(-1)
+            .max_receive_message_len(MAX_PUSH_MESSAGE)
             .connect(&addr);
         let client = ReplicationClient::new(ch);
         let (sink, mut receiver) = match client.fetch() {

@@ -29,8 +29,12 @@ pub const MERGE_BYTES: usize = 1 << 20;
 pub trait Merge: Sized {
     /// Bytes of records it carries (what the merge limit counts).
     fn weight(&self) -> usize;
-    /// Appends `later`'s content; processing the result must be equivalent to processing
-    /// `self` and then `later`.
+    /// Whether `merge` may absorb `later` (processing the result must be equivalent to
+    /// processing `self` and then `later`).
+    fn can_merge(&self, _later: &Self) -> bool {
+        true
+    }
+    /// Appends `later`'s content.
     fn merge(&mut self, later: Self);
 }
 
@@ -52,11 +56,15 @@ impl Merge for FetchRequest {
         self.partitions.len() * 32
     }
 
+    /// Only requests that echo the same leader clock merge: the leader takes a request's echo
+    /// as the time the follower last heard it, for every entry (the lease), so an entry queued
+    /// before a newer ping must not be credited with it.
+    fn can_merge(&self, later: &Self) -> bool {
+        self.echo_clock_us == later.echo_clock_us && self.follower_id == later.follower_id
+    }
+
     fn merge(&mut self, later: Self) {
         self.partitions.extend(later.partitions);
-        // The newest leader clock the follower had heard when it sent the later message.
-        self.echo_clock_us = self.echo_clock_us.max(later.echo_clock_us);
-        self.follower_id = later.follower_id;
     }
 }
 
@@ -64,6 +72,9 @@ impl Merge for FetchRequest {
 pub struct DirectSink<S, M> {
     sink: S,
     queue: VecDeque<M>,
+    /// `weight()` of the last queued message, kept as it grows (summing it at every send
+    /// would be quadratic in a backlog).
+    last_weight: usize,
     waker: Waker,
     /// Messages handed to gRPC, and messages merged into another one (logged at debug
     /// level when a stream ends).
@@ -82,6 +93,7 @@ where
         DirectSink {
             sink,
             queue: VecDeque::new(),
+            last_weight: 0,
             waker,
             writes: 0,
             merged: 0,
@@ -91,12 +103,17 @@ where
     /// Sends `m` now if no write is outstanding, else queues it (merged with what waits).
     /// An error means the stream is broken.
     pub fn send(&mut self, m: M) -> Result<(), grpcio::Error> {
+        let w = m.weight();
         match self.queue.back_mut() {
-            Some(last) if last.weight() + m.weight() <= MERGE_BYTES => {
+            Some(last) if self.last_weight + w <= MERGE_BYTES && last.can_merge(&m) => {
                 last.merge(m);
+                self.last_weight += w;
                 self.merged += 1;
             }
-            _ => self.queue.push_back(m),
+            _ => {
+                self.queue.push_back(m);
+                self.last_weight = w;
+            }
         }
         self.drive()
     }
@@ -119,7 +136,6 @@ where
     }
 
     /// Messages waiting for the outstanding write.
-    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
@@ -257,10 +273,81 @@ mod tests {
         f.fetch_offset = 10;
         a.partitions.push(f.clone());
         let mut b = a.clone();
-        b.echo_clock_us = 9;
         b.partitions[0].fetch_offset = 20;
+        assert!(a.can_merge(&b));
         a.merge(b);
         let offs: Vec<u64> = a.partitions.iter().map(|p| p.fetch_offset).collect();
-        assert_eq!((offs, a.echo_clock_us), (vec![10, 20], 9));
+        assert_eq!((offs, a.echo_clock_us), (vec![10, 20], 5));
+        // A request echoing a newer leader clock stays a message of its own.
+        let mut c = a.clone();
+        c.echo_clock_us = 9;
+        assert!(!a.can_merge(&c));
+    }
+
+    /// A sink of requests, for the merge rule of the echoed clock.
+    #[derive(Default)]
+    struct ReqSink {
+        busy: bool,
+        sent: Vec<FetchRequest>,
+    }
+
+    impl Sink<(FetchRequest, WriteFlags)> for ReqSink {
+        type Error = grpcio::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), grpcio::Error>> {
+            if self.busy {
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+        fn start_send(
+            mut self: Pin<&mut Self>,
+            (m, _): (FetchRequest, WriteFlags),
+        ) -> Result<(), grpcio::Error> {
+            self.sent.push(m);
+            self.busy = true;
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), grpcio::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), grpcio::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn queued_positions_are_never_credited_with_a_newer_echo() {
+        let waker = Arc::new(Count(AtomicUsize::new(0)));
+        let mut s = DirectSink::new(ReqSink::default(), Waker::from(waker));
+        let req = |p: u32, echo: u64| {
+            let mut r = FetchRequest::new();
+            r.follower_id = 2;
+            r.echo_clock_us = echo;
+            let mut f = PartitionFetch::new();
+            f.partition = p;
+            r.partitions.push(f);
+            r
+        };
+        s.send(req(0, 1)).unwrap();
+        s.send(req(1, 1)).unwrap();
+        s.send(req(2, 1)).unwrap();
+        s.send(req(3, 7)).unwrap();
+        for _ in 0..4 {
+            s.sink.busy = false;
+            s.drive().unwrap();
+        }
+        let got: Vec<(Vec<u32>, u64)> = s
+            .sink
+            .sent
+            .iter()
+            .map(|r| {
+                (
+                    r.partitions.iter().map(|f| f.partition).collect(),
+                    r.echo_clock_us,
+                )
+            })
+            .collect();
+        assert_eq!(got, vec![(vec![0], 1), (vec![1, 2], 1), (vec![3], 7)]);
     }
 }
