@@ -297,7 +297,7 @@ pub fn start_node(
         let (poll, waker) = worker::poll_and_waker().map_err(ServerError::Thread)?;
         let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
         polls.push(poll);
-        peers.push(Peer { tx, waker });
+        peers.push(Peer::new(tx, waker));
         rxs.push(rx);
     }
     let wakers: Vec<Arc<mio::Waker>> = peers.iter().map(|p| p.waker.clone()).collect();
@@ -502,7 +502,7 @@ fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
                 let result = job.run();
                 let peer = &peers[worker];
                 if peer.tx.send(Msg::MergeDone { partition, result }).is_ok() {
-                    let _ = peer.waker.wake();
+                    peer.notify();
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! there as a [`Request`] over a crossbeam channel (the receiver is woken through its mio
 //! `Waker`) and its reply comes back as a [`Response`] the same way.
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::Sender;
 use mio::Waker;
@@ -291,7 +292,7 @@ impl Router {
         };
         let sent = peer.tx.send(msg).is_ok();
         if sent {
-            let _ = peer.waker.wake();
+            peer.notify();
         }
         sent
     }
@@ -309,11 +310,67 @@ impl Router {
 pub struct Peer {
     pub tx: Sender<Msg>,
     pub waker: Arc<Waker>,
+    /// Set by [`Peer::notify`] when it wakes the worker, cleared by the worker right before it
+    /// drains its channel ([`Peer::take_notified`]): messages sent meanwhile need no wake-up
+    /// of their own (each is an eventfd write; the replication thread often sends a worker
+    /// several in a row).
+    pub notified: Arc<AtomicBool>,
+}
+
+impl Peer {
+    pub fn new(tx: Sender<Msg>, waker: Arc<Waker>) -> Peer {
+        Peer {
+            tx,
+            waker,
+            notified: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Wakes the worker for a message already sent on `tx`, unless a wake-up is pending that
+    /// the worker has not consumed yet. The swap orders the send before the worker's
+    /// `take_notified`: either it sees `false` and wakes, or the worker's later take reads
+    /// this `true` and its drain then sees the message.
+    pub fn notify(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// The worker's side: called right before draining the channel.
+    pub fn take_notified(&self) -> bool {
+        self.notified.swap(false, Ordering::AcqRel)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_is_woken_once_per_drain_and_again_after_it() {
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(7)).unwrap());
+        let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+        let peer = Peer::new(tx, waker);
+        let mut events = mio::Events::with_capacity(8);
+        let mut woken = |poll: &mut mio::Poll| {
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(50)))
+                .unwrap();
+            events.iter().count()
+        };
+        for _ in 0..3 {
+            peer.tx.send(Msg::Batch(Vec::new())).unwrap();
+            peer.notify();
+        }
+        assert_eq!(woken(&mut poll), 1, "one wake-up for three messages");
+        assert!(peer.take_notified());
+        assert_eq!(rx.try_iter().count(), 3);
+        assert_eq!(woken(&mut poll), 0, "nothing new");
+        // After the drain, the next message wakes the worker again.
+        peer.tx.send(Msg::Batch(Vec::new())).unwrap();
+        peer.notify();
+        assert_eq!(woken(&mut poll), 1);
+    }
 
     #[test]
     fn partitions_cover_all_slots_contiguously() {

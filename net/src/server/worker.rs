@@ -378,7 +378,7 @@ impl Worker {
         } else {
             let peer = &self.peers[target];
             if peer.tx.send(Msg::NewConn(sock)).is_ok() {
-                let _ = peer.waker.wake();
+                peer.notify();
             } else {
                 self.shared.clients.fetch_sub(1, Ordering::Relaxed);
             }
@@ -516,6 +516,10 @@ impl Worker {
     // ----------------------------------------------------------- messages
 
     fn drain_channel(&mut self) {
+        // Before draining: a message sent after this wakes the worker again (`Peer::notify`).
+        if let Some(me) = self.peers.get(self.id) {
+            me.take_notified();
+        }
         while let Ok(msg) = self.rx.try_recv() {
             self.handle_msg(msg);
         }
@@ -708,7 +712,7 @@ impl Worker {
             };
             let peer = &self.peers[worker];
             if peer.tx.send(msg).is_ok() {
-                let _ = peer.waker.wake();
+                peer.notify();
             }
         }
     }
@@ -1001,7 +1005,7 @@ impl Worker {
                 .spawn(move || {
                     let r = Journal::open(&dir, id, size);
                     if me.tx.send(Msg::JournalOpened(r)).is_ok() {
-                        let _ = me.waker.wake();
+                        me.notify();
                     }
                 });
             match spawned {
@@ -1661,7 +1665,7 @@ fn spawn_sync_thread(name: String, me: Peer) -> Sender<SyncJob> {
                 {
                     return;
                 }
-                let _ = me.waker.wake();
+                me.notify();
             }
         });
     if let Err(e) = spawned {
