@@ -332,14 +332,7 @@ impl Store {
     }
 
     fn reload_after_merge_failure(&mut self) -> Result<(), MergeError> {
-        // The active segment's buffered writes go to its file first: the reload re-reads the
-        // files and drops every in-memory segment.
-        let id = self.active_id();
-        let r = match self.seg_mut(id).flush() {
-            Err(e) => Err(self.fail_write(e)),
-            Ok(()) => self.reload(),
-        };
-        r.map_err(|e| MergeError::Io {
+        self.reread_files().map_err(|e| MergeError::Io {
             path: self.dir.clone(),
             source: std::io::Error::other(e.to_string()),
         })

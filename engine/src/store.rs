@@ -223,7 +223,7 @@ impl Store {
     }
 
     /// Rebuilds every in-memory structure from the files (after a truncation or a failed write).
-    pub(crate) fn reload(&mut self) -> Result<(), WriteError> {
+    fn reload(&mut self) -> Result<(), WriteError> {
         self.segments.clear();
         self.keydir = Keydir::new();
         match load(&self.dir, &self.opts).and_then(|l| self.install_loaded(l, true)) {
@@ -233,6 +233,16 @@ impl Store {
                 Err(WriteError::Recovery(Box::new(e)))
             }
         }
+    }
+
+    /// Re-reads the files after they changed under the store (a merge install that failed
+    /// midway), the active segment's buffered writes first.
+    pub(crate) fn reread_files(&mut self) -> Result<(), WriteError> {
+        let id = self.active_id();
+        if let Err(e) = self.seg_mut(id).flush() {
+            return Err(self.fail_write(e));
+        }
+        self.reload()
     }
 
     pub fn dir(&self) -> &Path {
@@ -757,7 +767,7 @@ impl Store {
 
     /// After a failed write or fsync the in-memory state may name records that are not on
     /// disk: rebuild it from the files, which hold exactly what was written.
-    pub(crate) fn fail_write(&mut self, e: WriteError) -> WriteError {
+    fn fail_write(&mut self, e: WriteError) -> WriteError {
         warn!(
             "{}: write failed ({e}); reloading state from disk",
             self.dir.display()

@@ -569,18 +569,12 @@ impl State {
         // queued on them has gone out (positions a leader still needs for its high
         // watermark): dropping a sink cancels its call and its queue.
         let leaders: Vec<u32> = self.followed.values().map(|f| f.leader).collect();
-        let gone: Vec<u32> = self
-            .conns
-            .keys()
-            .copied()
-            .filter(|l| !leaders.contains(l))
-            .collect();
-        for l in gone {
-            if let Some(c) = self.conns.remove(&l)
-                && c.sink.queued() > 0
-            {
-                self.retiring.insert(c.generation, (c, Instant::now()));
-            }
+        let (kept, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.conns)
+            .into_iter()
+            .partition(|(l, _)| leaders.contains(l));
+        self.conns = kept;
+        for c in gone.into_values().filter(|c| c.sink.queued() > 0) {
+            self.retiring.insert(c.generation, (c, Instant::now()));
         }
     }
 

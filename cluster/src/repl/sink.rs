@@ -144,20 +144,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::task::noop_waker;
     use simplekv_proto::replication::{PartitionData, PartitionFetch};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
 
     /// A sink with one write slot that completes only when the test says so.
-    #[derive(Default)]
-    struct SlotSink {
+    struct SlotSink<M> {
         busy: bool,
-        sent: Vec<FetchResponse>,
+        sent: Vec<M>,
         fail: bool,
     }
 
-    impl Sink<(FetchResponse, WriteFlags)> for SlotSink {
+    impl<M> Default for SlotSink<M> {
+        fn default() -> Self {
+            SlotSink {
+                busy: false,
+                sent: Vec::new(),
+                fail: false,
+            }
+        }
+    }
+
+    impl<M: Unpin> Sink<(M, WriteFlags)> for SlotSink<M> {
         type Error = grpcio::Error;
         fn poll_ready(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), grpcio::Error>> {
             if self.fail {
@@ -171,7 +178,7 @@ mod tests {
         }
         fn start_send(
             mut self: Pin<&mut Self>,
-            (m, _): (FetchResponse, WriteFlags),
+            (m, _): (M, WriteFlags),
         ) -> Result<(), grpcio::Error> {
             self.sent.push(m);
             self.busy = true;
@@ -182,13 +189,6 @@ mod tests {
         }
         fn poll_close(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), grpcio::Error>> {
             Poll::Ready(Ok(()))
-        }
-    }
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -210,8 +210,7 @@ mod tests {
 
     #[test]
     fn writes_at_once_when_idle_and_merges_in_order_behind_a_busy_write() {
-        let waker = Arc::new(Count(AtomicUsize::new(0)));
-        let mut s = DirectSink::new(SlotSink::default(), Waker::from(waker.clone()));
+        let mut s = DirectSink::new(SlotSink::default(), noop_waker());
         s.send(data(1, 0, 10)).unwrap();
         assert_eq!(s.sink.sent.len(), 1, "an idle sink writes at once");
         s.send(data(1, 10, 10)).unwrap();
@@ -231,8 +230,7 @@ mod tests {
 
     #[test]
     fn a_backlog_past_the_merge_limit_goes_out_as_several_messages() {
-        let waker = Arc::new(Count(AtomicUsize::new(0)));
-        let mut s = DirectSink::new(SlotSink::default(), Waker::from(waker));
+        let mut s = DirectSink::new(SlotSink::default(), noop_waker());
         s.send(data(1, 0, 10)).unwrap();
         let big = MERGE_BYTES / 2;
         for i in 0..5u64 {
@@ -257,8 +255,7 @@ mod tests {
 
     #[test]
     fn a_broken_stream_is_an_error_not_a_panic() {
-        let waker = Arc::new(Count(AtomicUsize::new(0)));
-        let mut s = DirectSink::new(SlotSink::default(), Waker::from(waker));
+        let mut s = DirectSink::new(SlotSink::default(), noop_waker());
         s.sink.fail = true;
         assert!(s.send(data(1, 0, 1)).is_err());
     }
@@ -284,42 +281,9 @@ mod tests {
         assert!(!a.can_merge(&c));
     }
 
-    /// A sink of requests, for the merge rule of the echoed clock.
-    #[derive(Default)]
-    struct ReqSink {
-        busy: bool,
-        sent: Vec<FetchRequest>,
-    }
-
-    impl Sink<(FetchRequest, WriteFlags)> for ReqSink {
-        type Error = grpcio::Error;
-        fn poll_ready(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), grpcio::Error>> {
-            if self.busy {
-                Poll::Pending
-            } else {
-                Poll::Ready(Ok(()))
-            }
-        }
-        fn start_send(
-            mut self: Pin<&mut Self>,
-            (m, _): (FetchRequest, WriteFlags),
-        ) -> Result<(), grpcio::Error> {
-            self.sent.push(m);
-            self.busy = true;
-            Ok(())
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), grpcio::Error>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_close(self: Pin<&mut Self>, _: &mut Context) -> Poll<Result<(), grpcio::Error>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
     #[test]
     fn queued_positions_are_never_credited_with_a_newer_echo() {
-        let waker = Arc::new(Count(AtomicUsize::new(0)));
-        let mut s = DirectSink::new(ReqSink::default(), Waker::from(waker));
+        let mut s = DirectSink::new(SlotSink::default(), noop_waker());
         let req = |p: u32, echo: u64| {
             let mut r = FetchRequest::new();
             r.follower_id = 2;

@@ -1527,7 +1527,8 @@ impl Worker {
             .map(|i| i + FIRST_CONN)
             .collect();
         // Everything is on disk now (or its replies carry the error); replies that wait for
-        // replicas that never confirmed are not sent (the client sees the connection close: the outcome is unknown to it).
+        // replicas that never confirmed are not sent (the client sees the connection close:
+        // the outcome is unknown to it).
         let committed = if self.cluster.is_some() {
             self.committed
         } else {
