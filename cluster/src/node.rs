@@ -97,8 +97,7 @@ pub fn routes_of(v: &ClusterView, name: &str, version: u64) -> RouteTable {
 }
 
 /// The controller's election input: a replica's log ends, asked over gRPC with a deadline.
-fn log_end_probe() -> LogEndProbe {
-    let env = Arc::new(grpcio::Environment::new(1));
+fn log_end_probe(env: Arc<grpcio::Environment>) -> LogEndProbe {
     Box::new(move |b: &BrokerInfo, epoch: u64, parts: &[u32]| {
         let ch = grpcio::ChannelBuilder::new(env.clone()).connect(&b.grpc);
         let client = simplekv_proto::replication_grpc::ReplicationClient::new(ch);
@@ -191,9 +190,10 @@ impl Node {
         };
         let (view_tx, view_rx) = crossbeam_channel::unbounded::<ClusterView>();
         info!("cluster mode: node {me}, ZooKeeper {connect}");
+        let env = crate::grpc::grpc_env();
         let (control, first) = crate::control::spawn(
             ccfg,
-            log_end_probe(),
+            log_end_probe(env.clone()),
             Box::new(move |v| {
                 let _ = view_tx.send(v);
             }),
@@ -247,12 +247,13 @@ impl Node {
             feed_rx,
             routes,
             isr_changer,
+            env.clone(),
         )
         .map_err(NodeError::Thread)?;
         let addr = format!("{bind}:{grpc_port}");
         let router_cell = Arc::new(OnceLock::new());
         let _ = router_cell.set(router.clone());
-        let grpc = match GrpcServer::start_with(&addr, router_cell, vec![repl.service()]) {
+        let grpc = match GrpcServer::start_with(&addr, router_cell, vec![repl.service()], env) {
             Ok(g) => g,
             Err(reason) => {
                 server.shutdown();

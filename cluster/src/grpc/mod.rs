@@ -10,6 +10,26 @@ use simplekv_net::server::router::Router;
 pub use kv::KvService;
 pub use status::status_of_error;
 
+/// The node's gRPC environment: one completion queue and one thread, named `skv-grpc-0`,
+/// shared by the KV and replication services, the replication thread's client streams and
+/// the controller's log-end probe.
+///
+/// One environment, not one per use: gRPC's epoll engine lets only one thread at a time wait
+/// in `epoll_wait` for all of a process's connections, and hands that role from thread to
+/// thread through a condition variable. With three environments (server, replication
+/// clients, probe) most replication messages paid for such a hand-off, a futex wake and a
+/// context switch, on top of the hop to the replication thread. The handlers only forward
+/// to workers or to the replication thread, so one thread keeps up, and it leaves the
+/// cores to the pinned workers.
+pub fn grpc_env() -> Arc<Environment> {
+    Arc::new(
+        grpcio::EnvBuilder::new()
+            .cq_count(1)
+            .name_prefix("skv-grpc")
+            .build(),
+    )
+}
+
 pub struct GrpcServer {
     server: Server,
     addr: String,
@@ -19,7 +39,7 @@ impl GrpcServer {
     /// Binds `addr` (host:port; port 0 picks a free one) and starts serving; requests are
     /// answered TRY_AGAIN until `router` is set.
     pub fn start(addr: &str, router: Arc<OnceLock<Router>>) -> Result<GrpcServer, String> {
-        GrpcServer::start_with(addr, router, Vec::new())
+        GrpcServer::start_with(addr, router, Vec::new(), grpc_env())
     }
 
     /// As `start`, serving `extra` services (replication) on the same port too.
@@ -27,14 +47,12 @@ impl GrpcServer {
         addr: &str,
         router: Arc<OnceLock<Router>>,
         extra: Vec<grpcio::Service>,
+        env: Arc<Environment>,
     ) -> Result<GrpcServer, String> {
         let (host, port) = addr
             .rsplit_once(':')
             .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
             .ok_or_else(|| format!("bad address {addr:?}"))?;
-        // One completion-queue thread: the handlers only forward to workers and wait on
-        // futures, so more threads would only compete with the pinned workers for cores.
-        let env = Arc::new(Environment::new(1));
         let service = simplekv_proto::kv_grpc::create_kv(KvService::new(router));
         // No HTTP/2 BDP probing: its PING frames follow data frames, and on replication
         // streams (many small messages on loopback or a LAN) they only add frames and

@@ -182,6 +182,7 @@ impl ReplThread {
         feed: Receiver<FeedMsg>,
         routes: Arc<RouteTable>,
         isr_changer: IsrChanger,
+        env: Arc<Environment>,
     ) -> std::io::Result<ReplThread> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let controller_epoch = Arc::new(AtomicU64::new(
@@ -196,7 +197,7 @@ impl ReplThread {
                     s: settings,
                     router,
                     events,
-                    env: Arc::new(Environment::new(1)),
+                    env,
                     routes,
                     controller_epoch,
                     isr_changer,
