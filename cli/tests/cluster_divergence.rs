@@ -723,3 +723,84 @@ fn a_leader_restarted_with_an_empty_disk_does_not_resume_its_old_leadership() {
     }
     assert_identical_replicas(&mut c, P, &acked);
 }
+
+/// Occurrences of `marker` in node `i`'s log segments of partition `p` (files a merge
+/// replaces meanwhile are skipped).
+fn count_in_segments(c: &LocalCluster, i: u32, p: u32, marker: &[u8]) -> usize {
+    let dir = partition_dir(c, i, p);
+    let entries =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("node {i}: read {}: {e}", dir.display()));
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .map(|b| b.windows(marker.len()).filter(|w| *w == marker).count())
+        .sum()
+}
+
+/// Followers' merges drop tombstones too, below the merge horizon the leader sends with its
+/// records (every replica has passed it), instead of keeping every delete forever: after
+/// many keys are written and deleted, the deletes pushed into closed segments and the logs
+/// merged, no node's log holds those keys any more. The follower's copy must match the
+/// leader's keyspace afterwards.
+#[test]
+fn followers_merges_drop_the_tombstones_every_replica_has_passed() {
+    let mut c = LocalCluster::start(
+        3,
+        1,
+        3,
+        &[
+            NO_REBALANCE,
+            ("storage.segment_size", "1mb"),
+            ("storage.merge_dead_ratio", "0.05"),
+            ("storage.merge_min_bytes", "0"),
+        ],
+    );
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let l = c.leader_of(P).expect("leader");
+    let marker = "deleted-key-marker-";
+    let keys = keys_in(&c, P, marker, 1000);
+    let mut acked = Acked::new();
+    set_all_acked(&c, l, &keys, "v", &mut acked);
+    let mut conn = c.conn_to(l);
+    for k in &keys {
+        let n: i64 = redis::cmd("DEL").arg(k).query(&mut conn).expect("DEL");
+        assert_eq!(n, 1, "DEL {k}");
+        acked.insert(k.clone(), None);
+    }
+    // Overwritten filler rolls the deletes into closed segments and keeps giving merges
+    // dead bytes; each acknowledged write moves the horizon the followers hear about.
+    let filler = "f".repeat(256 << 10);
+    let filler_keys = keys_in(&c, P, "filler", 2);
+    let replicas = c.partition_state(P).replicas;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0usize;
+    loop {
+        let k = &filler_keys[round % filler_keys.len()];
+        let v = format!("{round}:{filler}");
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg(&v)
+            .query(&mut conn)
+            .expect("SET filler");
+        acked.insert(k.clone(), Some(v));
+        round += 1;
+        let left: Vec<(u32, usize)> = replicas
+            .iter()
+            .map(|&i| (i, count_in_segments(&c, i, P, marker.as_bytes())))
+            .collect();
+        if round >= 8 && left.iter().all(|&(_, n)| n == 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deleted keys still in the logs (node, occurrences) after {round} filler writes: \
+             {left:?} (leader {l})\n{}",
+            c.all_log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(conn);
+    let r = assert_identical_replicas(&mut c, P, &acked);
+    assert!(keys.iter().all(|k| !has(&r, k)), "a deleted key came back");
+}

@@ -849,6 +849,7 @@ impl State {
             return;
         };
         let hw = l.hw;
+        let horizon = l.sent_horizon;
         let epoch = l.epoch;
         let Some(f) = l.followers.get_mut(&follower) else {
             return;
@@ -870,6 +871,7 @@ impl State {
         d.partition = p;
         d.leader_epoch = epoch;
         d.high_watermark = hw;
+        d.merge_horizon = horizon;
         match reply {
             ReplReply::Records {
                 from,
@@ -955,6 +957,7 @@ impl State {
                             d.partition = p;
                             d.leader_epoch = l.epoch;
                             d.high_watermark = l.hw;
+                            d.merge_horizon = l.sent_horizon;
                             d.log_end = l.log_end;
                             d.from = *from;
                             d.next_offset = *next;
@@ -1501,6 +1504,7 @@ impl State {
                     leader_epoch: epoch,
                     bytes: d.records,
                     leader_hw: d.high_watermark,
+                    leader_horizon: d.merge_horizon,
                 },
                 move |r| {
                     let _ = ev.send(Event::FollowerReply {

@@ -52,13 +52,15 @@ pub enum ReplOp {
         validate: Option<u32>,
     },
     /// Follower: append records the leader sent (with their LSNs and epochs); `leader_hw` is
-    /// the leader's high watermark. Answered once the records are as durable as the fsync
-    /// policy promises.
+    /// the leader's high watermark, `leader_horizon` its merge horizon (see
+    /// `PartRepl::horizon`). Answered once the records are as durable as the fsync policy
+    /// promises.
     Append {
         partition: u32,
         leader_epoch: u32,
         bytes: Vec<u8>,
         leader_hw: u64,
+        leader_horizon: u64,
     },
     /// Follower: the leader said the log diverges after `end` in `epoch`: cut it there (or at
     /// this log's own end of that epoch, whichever is lower).
@@ -158,7 +160,10 @@ pub struct PartRepl {
     pub isr_len: usize,
     /// Leader: the partition has followers (replication factor > 1).
     pub has_followers: bool,
-    /// Leader: lowest position of any replica (see `Msg::Hw`).
+    /// Merge horizon: the lowest position of any replica, in sync or not, at most the HW;
+    /// merges drop tombstones only below it. Leader: its own count (see `Msg::Hw`).
+    /// Follower: the leader's, as last sent with records. 0 (keep every tombstone) until the
+    /// leader of the current epoch says otherwise.
     pub horizon: u64,
 }
 
@@ -507,6 +512,8 @@ impl Worker {
                 r.fed_to = log_end;
             }
             r.role = role;
+            // A new role, a new epoch: the horizon comes from its leader (or this node's count).
+            r.horizon = 0;
             ClusterState::log_role(p, old, role);
         }
         let Some(c) = self.cluster.as_mut() else {
@@ -785,6 +792,7 @@ impl Worker {
                 leader_epoch,
                 bytes,
                 leader_hw,
+                leader_horizon,
             } => {
                 let s = match self.follower_store(p, leader_epoch) {
                     Ok(s) => s,
@@ -801,6 +809,9 @@ impl Worker {
                         if let Some(c) = self.cluster.as_mut() {
                             let pr = &mut c.parts[p as usize];
                             pr.hw = pr.hw.max(leader_hw.min(log_end));
+                            // Replaced, not maxed: the leader lowers it when a replica comes
+                            // back with less than it had (a wiped disk).
+                            pr.horizon = leader_horizon;
                         }
                         (
                             reply(ReplReply::Position {

@@ -1369,11 +1369,14 @@ impl Worker {
                     return false;
                 }
                 // A replica outside the ISR (down, or catching up) still needs the tombstones
-                // above its position: only the leader, which knows every replica's position,
-                // drops any; a follower keeps them all (it may lead later).
+                // above its position: the leader knows every replica's position and sends a
+                // follower its horizon with the records, so both drop the same tombstones.
+                // A follower's store is a replica's: it never drops expired values itself.
                 match r.role {
-                    super::replica::Role::Leader { .. } => r.hw.min(r.horizon),
-                    _ => 0,
+                    super::replica::Role::Leader { .. } | super::replica::Role::Follower { .. } => {
+                        r.hw.min(r.horizon)
+                    }
+                    super::replica::Role::Idle => 0,
                 }
             }
         };
