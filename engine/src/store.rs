@@ -129,7 +129,7 @@ pub struct Store {
     /// With a commit journal: copies of the records appended since the owner last took them
     /// (see `set_journal_tap`).
     tap: Option<Vec<u8>>,
-    /// Where the last `read_records` stopped: (next LSN, base of its segment, offset). The
+    /// Where the last `read_records` stopped: (next LSN, file id of its segment, offset). The
     /// leader's worker reads the records of each turn for its followers right after writing
     /// them, so the next read usually starts exactly there instead of at the sparse index
     /// entry up to 64 KiB before it.
@@ -279,6 +279,18 @@ impl Store {
     /// on its own clock that a value is gone: merge keeps expired values there.
     pub fn set_replica(&mut self, replica: bool) {
         self.replica = replica;
+    }
+
+    /// A merge under way will not be installed: its output is discarded as stale when it
+    /// comes back. For an owner whose store stops taking local writes (a leader demoted):
+    /// installing a merge may write records of its own (see `settle_expired`), with the
+    /// clock the merge started with.
+    pub fn abandon_merge(&mut self) {
+        if matches!(self.merge, MergeState::Running { .. }) {
+            // A new generation, so that not even a merge started after this one takes it.
+            self.generation += 1;
+            self.merge = MergeState::Idle;
+        }
     }
 
     pub fn recovery_report(&self) -> &RecoveryReport {
@@ -930,35 +942,55 @@ impl Store {
             .order
             .partition_point(|&id| self.seg(id).base() <= from)
             .saturating_sub(1);
-        let (at_lsn, at_base, at_pos) = self.read_cursor.get();
+        let (at_lsn, at_file, at_pos) = self.read_cursor.get();
         for &id in &self.order[start..] {
             let seg = self.seg(id);
             let written = seg.written_bytes();
             let mut pos = seg.seek_hint(from) as usize;
-            // The cursor counts only where a record with exactly that LSN still starts (a
-            // truncation or merge may have moved things since).
+            // The cursor counts only in the very file it was taken in (merge outputs take
+            // their input's base, never its file id), where a record with exactly that LSN
+            // starts there.
             if at_lsn == from
-                && at_base == seg.base()
+                && at_file == seg.header.file_id
                 && at_pos > pos
                 && record::decode_header(written.get(at_pos..).unwrap_or_default())
                     .is_ok_and(|h| h.lsn == from)
             {
                 pos = at_pos;
             }
+            // The last record stepped over, if any.
+            let mut stepped: Option<usize> = None;
             while pos < written.len() {
-                let corrupt = |e: record::DecodeError| ReadError::Corrupt {
+                let corrupt_at = |at: usize, e: record::DecodeError| ReadError::Corrupt {
                     path: seg.path.clone(),
-                    offset: pos as u64,
+                    offset: at as u64,
                     reason: e.to_string(),
                 };
                 // Records before `from` (up to one index interval of them) are only stepped
                 // over: their headers give the lengths, and only what is sent is verified.
-                let h = record::decode_header(&written[pos..]).map_err(corrupt)?;
+                let h = record::decode_header(&written[pos..]).map_err(|e| corrupt_at(pos, e))?;
+                let len = h.record_len();
+                if len > written.len() - pos {
+                    let e = record::DecodeError::Truncated {
+                        need: len,
+                        have: written.len() - pos,
+                    };
+                    return Err(corrupt_at(pos, e));
+                }
                 if h.lsn < from {
-                    pos += h.record_len();
+                    stepped = Some(pos);
+                    pos += len;
                     continue;
                 }
-                let r = record::decode(&written[pos..]).map_err(corrupt)?;
+                // Past `from` right after stepping: a gap merged away, or the record at
+                // `from` with a damaged LSN, which its checksum tells.
+                if h.lsn > from
+                    && batch.count == 0
+                    && let Some(at) = stepped.take()
+                {
+                    record::decode(&written[at..]).map_err(|e| corrupt_at(at, e))?;
+                }
+                let r = record::decode(&written[pos..]).map_err(|e| corrupt_at(pos, e))?;
                 let len = r.header.record_len();
                 if r.header.lsn >= from {
                     if batch.count > 0 && batch.bytes.len() + len > max_bytes {
@@ -969,7 +1001,7 @@ impl Store {
                     batch.last_lsn = Some(r.header.lsn);
                     batch.next_lsn = r.header.lsn + 1;
                     self.read_cursor
-                        .set((batch.next_lsn, seg.base(), pos + len));
+                        .set((batch.next_lsn, seg.header.file_id, pos + len));
                 }
                 pos += len;
             }
@@ -990,7 +1022,9 @@ impl Store {
         self.check_failed()?;
         let mut expect_at_least = self.next_lsn;
         let mut it = record::RecordIter::new(batch);
-        for (_, r) in it.by_ref() {
+        // Decoded (and checksummed) once: the records are applied from this list.
+        let mut records = Vec::new();
+        for (at, r) in it.by_ref() {
             if r.header.lsn < expect_at_least {
                 return Err(WriteError::LsnNotIncreasing {
                     got: r.header.lsn,
@@ -998,6 +1032,7 @@ impl Store {
                 });
             }
             expect_at_least = r.header.lsn + 1;
+            records.push((at, r));
         }
         if let Some((offset, e)) = it.error() {
             return Err(WriteError::BadReplicatedRecord {
@@ -1006,7 +1041,7 @@ impl Store {
             });
         }
         let mut n = 0;
-        for (at, r) in record::RecordIter::new(batch) {
+        for (at, r) in records {
             let len = r.header.record_len();
             self.make_room(len as u64)?;
             if self

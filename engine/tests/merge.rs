@@ -289,6 +289,31 @@ fn a_value_merge_drops_as_expired_gets_a_tombstone_that_replicas_receive() {
     assert_eq!(s.len(), 1, "the expired key left the keydir");
 }
 
+/// A leader's merge that dropped an expired value would write a tombstone when installed;
+/// once the leader is demoted (`abandon_merge`) it is discarded instead, and the log gets no
+/// record of this node's own.
+#[test]
+fn an_abandoned_merge_is_discarded_without_writing_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    let now = clock();
+    s.put(b"k", b"v", Some(now + 10)).unwrap();
+    s.put(b"other", b"v", None).unwrap();
+    advance(20);
+    s.roll().unwrap();
+    let out = s.start_merge(u64::MAX).unwrap().unwrap().run().unwrap();
+    let end = s.log_end();
+    s.abandon_merge();
+    s.set_replica(true);
+    assert!(matches!(s.install_merge(out), Err(MergeError::Stale)));
+    assert_eq!(s.log_end(), end, "no record written");
+    assert_eq!(s.read_records(end, 1 << 20).unwrap().count, 0);
+    assert!(!s.merge_in_progress());
+    // The next merge, as a replica, keeps the expired value and writes nothing.
+    s.merge_now(u64::MAX).unwrap();
+    assert_eq!(s.log_end(), end);
+}
+
 #[test]
 fn a_replica_merge_keeps_expired_values_its_leader_may_still_extend() {
     let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

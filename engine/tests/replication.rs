@@ -252,3 +252,49 @@ fn consecutive_reads_return_the_right_records_across_a_truncation() {
     assert_eq!(keys_of(&b.bytes)[0], "a3");
     assert_eq!(b.next_lsn, 14);
 }
+
+/// Records before the start of a read are stepped over by their headers alone, but damage
+/// there still fails the read instead of silently skipping records: a length that runs past
+/// the written bytes, or the wanted record's LSN damaged so that it would be stepped over.
+#[test]
+fn damage_in_records_a_read_steps_over_is_reported() {
+    use std::os::unix::fs::FileExt;
+    let ld = tempfile::tempdir().unwrap();
+    let mut leader = Store::open(
+        ld.path(),
+        Options {
+            segment_size: 1 << 20,
+            ..opts()
+        },
+    )
+    .unwrap();
+    for i in 0..100 {
+        leader
+            .put(format!("k{i:03}").as_bytes(), b"v", None)
+            .unwrap();
+    }
+    leader.commit().unwrap();
+    let seg = std::fs::read_dir(ld.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a segment file");
+    let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    // Every record is the same size: header, 4-byte key, 1-byte value.
+    let rec = record::HEADER_LEN as u64 + 5;
+    let at = |i: u64| 64 + i * rec;
+    assert_eq!(leader.read_records(50, usize::MAX).unwrap().count, 50);
+
+    // Record 50's LSN (bytes 4..12) made 10: a read from 50 would step over it.
+    file.write_all_at(&10u64.to_le_bytes(), at(50) + 4).unwrap();
+    let err = leader.read_records(50, usize::MAX).unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
+    file.write_all_at(&50u64.to_le_bytes(), at(50) + 4).unwrap();
+    assert_eq!(leader.read_records(50, usize::MAX).unwrap().count, 50);
+
+    // Record 20's value length (bytes 29..33) made 1 MiB: stepping over it runs off the end.
+    file.write_all_at(&(1u32 << 20).to_le_bytes(), at(20) + 29)
+        .unwrap();
+    let err = leader.read_records(60, usize::MAX).unwrap_err().to_string();
+    assert!(err.contains("bytes"), "{err}");
+}

@@ -11,8 +11,8 @@ pub use kv::KvService;
 pub use status::status_of_error;
 
 /// The node's gRPC environment: one completion queue and one thread, named `skv-grpc-0`,
-/// shared by the KV and replication services, the replication thread's client streams and
-/// the controller's log-end probe.
+/// shared by the KV and replication services, the replication thread's client streams
+/// (snapshot copies included) and the controller's log-end probe.
 ///
 /// One environment, not one per use: gRPC's epoll engine lets only one thread at a time wait
 /// in `epoll_wait` for all of a process's connections, and hands that role from thread to

@@ -1018,15 +1018,7 @@ impl State {
         if hw > l.hw {
             l.hw = hw;
         }
-        // Every replica's position, in sync or not; one never heard from holds it at 0.
-        let horizon = l
-            .replicas
-            .iter()
-            .filter(|&&r| r != me)
-            .map(|r| l.followers.get(r).map_or(0, |f| f.acked))
-            .min()
-            .unwrap_or(u64::MAX)
-            .min(l.hw);
+        let horizon = merge_horizon(&l.replicas, me, &l.followers, l.hw);
         let changed_lease =
             lease_until > l.sent_lease + Duration::from_millis(20) || lease_until < l.sent_lease;
         if l.hw != l.sent_hw || changed_lease || horizon != l.sent_horizon {
@@ -1518,6 +1510,32 @@ impl State {
     }
 }
 
+/// The merge horizon of a led partition: the lowest position of every replica, in sync or
+/// not, at most the HW; tombstones below it may be dropped (here and, sent with the records,
+/// on the followers). A replica never heard from holds it at 0, and so does one whose log
+/// has not been checked against this leader's yet: the log end it claims may hold records
+/// from an older epoch that it is about to cut (a deposed leader coming back), and a
+/// tombstone dropped below that claim would never reach it.
+fn merge_horizon(
+    replicas: &[u32],
+    me: u32,
+    followers: &BTreeMap<u32, FollowerPos>,
+    hw: u64,
+) -> u64 {
+    replicas
+        .iter()
+        .filter(|&&r| r != me)
+        .map(|r| {
+            followers
+                .get(r)
+                .filter(|f| f.validated)
+                .map_or(0, |f| f.acked)
+        })
+        .min()
+        .unwrap_or(u64::MAX)
+        .min(hw)
+}
+
 /// Asks partition `p`'s worker for records for `follower` from `from` (validating the
 /// follower's last epoch first when given); the answer comes back as `Event::ReadDone`.
 fn read_for(
@@ -1695,7 +1713,47 @@ fn bootstrap(
 
 #[cfg(test)]
 mod tests {
-    use super::Inflight;
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    use super::{FollowerPos, Inflight, merge_horizon};
+
+    fn follower(acked: u64, validated: bool) -> FollowerPos {
+        let now = Instant::now();
+        FollowerPos {
+            stream: 1,
+            acked,
+            sent: acked,
+            inflight: Inflight::default(),
+            validated,
+            reading: false,
+            validate_epoch: None,
+            progress: now,
+            last_fetch: now,
+            last_heard: now,
+            last_caught_up: now,
+            end_at_last_fetch: acked,
+        }
+    }
+
+    #[test]
+    fn the_merge_horizon_counts_only_positions_checked_against_this_leader() {
+        let replicas = [1, 2, 3];
+        let mut followers = BTreeMap::new();
+        // Node 3 never heard from: nothing may go.
+        followers.insert(2, follower(150, true));
+        assert_eq!(merge_horizon(&replicas, 1, &followers, 200), 0);
+        // Both followers checked: the lower position, capped by the HW.
+        followers.insert(3, follower(120, true));
+        assert_eq!(merge_horizon(&replicas, 1, &followers, 200), 120);
+        assert_eq!(merge_horizon(&replicas, 1, &followers, 100), 100);
+        // Node 3 came back claiming 180 (maybe records of an older epoch it will cut): until
+        // its log is checked, it holds the horizon at 0.
+        followers.insert(3, follower(180, false));
+        assert_eq!(merge_horizon(&replicas, 1, &followers, 200), 0);
+        // A leader alone: its HW.
+        assert_eq!(merge_horizon(&[1], 1, &BTreeMap::new(), 200), 200);
+    }
 
     #[test]
     fn inflight_keeps_the_total_of_unacknowledged_pushes() {

@@ -480,6 +480,14 @@ impl Worker {
         let changes = c.plan_roles(&rt, &owned);
         for (p, role) in changes {
             let old = self.cluster.as_ref().map_or(Role::Idle, |c| c.role(p));
+            if matches!(old, Role::Leader { .. })
+                && let Some(s) = self.store_mut(p)
+            {
+                // A merge the leader started may write records when installed (values it
+                // dropped as expired get tombstones): not into a log that now only takes
+                // the new leader's records, nor in an epoch that is over.
+                s.abandon_merge();
+            }
             let role = match role {
                 Role::Leader { epoch } => match self.store_mut(p).map(|s| {
                     s.set_replica(false);
