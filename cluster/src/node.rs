@@ -203,6 +203,11 @@ impl Node {
         let version = Arc::new(AtomicU64::new(1));
         let routes = Arc::new(routes_of(&first, &name, 1));
         let (feed_tx, feed_rx) = crossbeam_channel::unbounded();
+        let repl_wake = crate::repl::Wakeup::new();
+        let feed_tx = {
+            let w = repl_wake.clone();
+            simplekv_net::server::replica::FeedTx::new(feed_tx, Arc::new(move || w.wake()))
+        };
         // The lease must end well before the session would expire (see the replication
         // thread's docs: a paused leader stops serving before anyone can replace it).
         let lease = session_timeout / 4;
@@ -248,6 +253,7 @@ impl Node {
             routes,
             isr_changer,
             env.clone(),
+            repl_wake,
         )
         .map_err(NodeError::Thread)?;
         let addr = format!("{bind}:{grpc_port}");

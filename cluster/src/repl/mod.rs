@@ -1,10 +1,15 @@
-//! The replication thread: one per node. It streams the records of the partitions this node
+//! Replication: one driver per node. It streams the records of the partitions this node
 //! leads to their followers, and appends what the leaders of the partitions it follows send.
+//!
+//! The driver is a future on the node's gRPC completion-queue thread (`skv-grpc-0`), which is
+//! the node's replication thread: received messages are handled where gRPC delivers them, and
+//! writes start there. Workers (with [`FeedMsg`] through `FeedTx`), the control thread and a
+//! ticker (`skv-repl-tick`, every 50 ms) post to its channels and wake it ([`Wakeup`]).
 //!
 //! It never touches a partition: records come from the owning worker (pushed at the end of
 //! each turn as [`FeedMsg::Tail`], or read on request with [`ReplOp::Read`]), and received
 //! records go to the owning worker ([`ReplOp::Append`]); both through the router (channel +
-//! the worker's mio `Waker`). gRPC callbacks only post [`Event`]s to this thread.
+//! the worker's mio `Waker`). gRPC callbacks only post [`Event`]s to the driver.
 //!
 //! **Streams.** A follower node keeps one bidirectional `Fetch` stream to each node that leads
 //! partitions it follows. It sends its position (log end, after its appends are durable) for
@@ -31,11 +36,11 @@ mod sink;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use futures::StreamExt;
 use grpcio::{ChannelBuilder, ClientDuplexSender, DuplexSink, Environment};
 use log::{debug, info, warn};
@@ -78,7 +83,47 @@ const TAIL_BYTES: usize = 16 << 20;
 pub type IsrChanger =
     Box<dyn Fn(u32, u32, Vec<u32>, Box<dyn FnOnce(Result<i32, String>) + Send>) + Send>;
 
-/// What reaches the replication thread.
+/// Wakes the replication driver (a future on the node's completion-queue thread) after
+/// something was sent to it: at most one wake-up per drain, like a worker's eventfd.
+#[derive(Default)]
+pub struct Wakeup {
+    pending: AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl Wakeup {
+    pub fn new() -> Arc<Wakeup> {
+        Arc::new(Wakeup::default())
+    }
+
+    pub fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+}
+
+/// The replication driver has stopped.
+#[derive(Debug)]
+pub struct DriverGone;
+
+/// The sending side of the driver's event channel: a send, then a wake-up.
+#[derive(Clone)]
+pub struct EventTx {
+    tx: Sender<Event>,
+    wake: Arc<Wakeup>,
+}
+
+impl EventTx {
+    /// Fails once the driver has stopped (the event is dropped).
+    pub fn send(&self, ev: Event) -> Result<(), DriverGone> {
+        self.tx.send(ev).map_err(|_| DriverGone)?;
+        self.wake.wake();
+        Ok(())
+    }
+}
+
+/// What reaches the replication driver.
 pub enum Event {
     Routes(Arc<RouteTable>),
     // Leader side (gRPC server callbacks).
@@ -122,6 +167,8 @@ pub enum Event {
         epoch: u32,
         reply: ReplReply,
     },
+    /// From the ticker thread: time to run the periodic checks (heartbeats, lag, lease).
+    Tick,
     Stop,
 }
 
@@ -136,7 +183,7 @@ pub enum SinkId {
 
 /// Wakes the replication thread for a sink (see [`sink`]).
 struct SinkWaker {
-    events: Sender<Event>,
+    events: EventTx,
     id: SinkId,
 }
 
@@ -150,7 +197,7 @@ impl std::task::Wake for SinkWaker {
     }
 }
 
-fn sink_waker(events: &Sender<Event>, id: SinkId) -> std::task::Waker {
+fn sink_waker(events: &EventTx, id: SinkId) -> std::task::Waker {
     std::task::Waker::from(Arc::new(SinkWaker {
         events: events.clone(),
         id,
@@ -164,18 +211,30 @@ pub struct ReplSettings {
     pub me: u32,
     pub lag_max: Duration,
     pub lease: Duration,
-    /// `cluster.replica_push_linger_us`: see `State::run`.
+    /// `cluster.replica_push_linger_us`: see `Driver::poll`.
     pub linger: Duration,
 }
 
-/// A running replication thread.
+/// The running replication driver.
+///
+/// It is a future on the node's gRPC completion-queue thread, not a thread of its own: the
+/// messages its streams receive are handled where gRPC delivers them, instead of costing a
+/// channel send and a wake-up of another thread each (two per replicated round trip, one on
+/// each node). Workers, the control thread and the ticker reach it through channels and a
+/// [`Wakeup`].
 pub struct ReplThread {
-    events: Sender<Event>,
-    thread: Option<JoinHandle<()>>,
+    events: EventTx,
+    done: Receiver<()>,
+    ticker: Option<JoinHandle<()>>,
     service: ReplService,
 }
 
+/// How often the driver runs its periodic checks.
+const TICK: Duration = Duration::from_millis(50);
+
 impl ReplThread {
+    /// Starts the driver on `env`'s completion queue. `wake` must be the one the workers'
+    /// feed wakes (see `FeedTx`).
     pub fn spawn(
         settings: ReplSettings,
         router: Router,
@@ -183,41 +242,72 @@ impl ReplThread {
         routes: Arc<RouteTable>,
         isr_changer: IsrChanger,
         env: Arc<Environment>,
+        wake: Arc<Wakeup>,
     ) -> std::io::Result<ReplThread> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let events = EventTx {
+            tx,
+            wake: wake.clone(),
+        };
         let controller_epoch = Arc::new(AtomicU64::new(
             routes.controller.map(|(_, e)| e).unwrap_or(0),
         ));
-        let service = ReplService::new(tx.clone(), router.clone(), controller_epoch.clone());
-        let events = tx.clone();
-        let thread = std::thread::Builder::new()
-            .name("skv-repl".into())
+        let service = ReplService::new(events.clone(), router.clone(), controller_epoch.clone());
+        // Ticks: every TICK, or every linger when that is shorter (records held back for a
+        // linger go out at its end at the latest).
+        let period = if settings.linger.is_zero() {
+            TICK
+        } else {
+            settings.linger.min(TICK)
+        };
+        let tick_tx = events.clone();
+        let ticker = std::thread::Builder::new()
+            .name("skv-repl-tick".into())
             .spawn(move || {
-                let mut st = State {
-                    s: settings,
-                    router,
-                    events,
-                    env,
-                    routes,
-                    controller_epoch,
-                    isr_changer,
-                    streams: HashMap::new(),
-                    led: BTreeMap::new(),
-                    followed: BTreeMap::new(),
-                    conns: BTreeMap::new(),
-                    retiring: BTreeMap::new(),
-                    next_gen: 1,
-                    clock0: Instant::now(),
-                    acks: Default::default(),
-                    hw_dirty: Default::default(),
-                    busy: false,
-                };
-                st.refresh_roles();
-                st.run(rx, feed);
+                while tick_tx.send(Event::Tick).is_ok() {
+                    std::thread::sleep(period);
+                }
             })?;
+        let mut st = State {
+            s: settings,
+            router,
+            events: events.clone(),
+            env: env.clone(),
+            routes,
+            controller_epoch,
+            isr_changer,
+            streams: HashMap::new(),
+            led: BTreeMap::new(),
+            followed: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            retiring: BTreeMap::new(),
+            next_gen: 1,
+            clock0: Instant::now(),
+            acks: Default::default(),
+            hw_dirty: Default::default(),
+            busy: false,
+        };
+        st.refresh_roles();
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let mut driver = Driver {
+            inner: Some(DriverInner {
+                st,
+                rx,
+                feed,
+                unsent: None,
+                next_tick: Instant::now() + TICK,
+            }),
+            wake,
+            done: done_tx,
+        };
+        // A channel only to spawn on the completion queue: it never connects (no call is
+        // made on it).
+        let spawner = ReplicationClient::new(ChannelBuilder::new(env).connect("127.0.0.1:1"));
+        spawner.spawn(futures::future::poll_fn(move |cx| driver.poll(cx)));
         Ok(ReplThread {
-            events: tx,
-            thread: Some(thread),
+            events,
+            done,
+            ticker: Some(ticker),
             service,
         })
     }
@@ -237,9 +327,105 @@ impl ReplThread {
 
     pub fn stop(mut self) {
         let _ = self.events.send(Event::Stop);
-        if let Some(t) = self.thread.take() {
+        if self.done.recv_timeout(Duration::from_secs(10)).is_err() {
+            warn!("the replication driver did not stop within 10 s");
+        }
+        if let Some(t) = self.ticker.take() {
             let _ = t.join();
         }
+    }
+}
+
+struct DriverInner {
+    st: State,
+    rx: Receiver<Event>,
+    feed: Receiver<FeedMsg>,
+    /// Records waiting to be pushed since then (see `ReplSettings::linger`).
+    unsent: Option<Instant>,
+    next_tick: Instant,
+}
+
+struct Driver {
+    /// None once stopped (the state, with its streams, is dropped then).
+    inner: Option<DriverInner>,
+    wake: Arc<Wakeup>,
+    done: Sender<()>,
+}
+
+impl Driver {
+    /// Events taken per poll at most: the completion queue's own work (received messages,
+    /// finished writes) waits while the driver runs.
+    const BATCH: usize = 1024;
+
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::task::Poll;
+        let Some(d) = self.inner.as_mut() else {
+            return Poll::Ready(());
+        };
+        // Registered and re-armed before draining: a send from now on wakes the next poll.
+        self.wake.waker.register(cx.waker());
+        self.wake.pending.store(false, Ordering::SeqCst);
+        let mut stop = false;
+        let mut more = false;
+        // Take what is already queued before sending anything, so that under load one
+        // push carries many turns and one request many acknowledgements.
+        for i in 0..=Self::BATCH {
+            if i == Self::BATCH {
+                more = true;
+                break;
+            }
+            match d.rx.try_recv() {
+                Ok(Event::Stop) | Err(TryRecvError::Disconnected) => {
+                    stop = true;
+                    break;
+                }
+                Ok(Event::Tick) => {}
+                Ok(ev) => d.st.on_event(ev),
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        while let Ok(m) = d.feed.try_recv() {
+            d.st.on_feed(m);
+        }
+        let now = Instant::now();
+        if now >= d.next_tick {
+            d.next_tick = now + TICK;
+            // Idle for a tick: the next records go out at once.
+            if d.unsent.is_none() {
+                d.st.busy = false;
+            }
+            d.st.on_tick();
+        }
+        d.st.flush_acks();
+        // One high-watermark message per partition per round, however many
+        // acknowledgements and records the round brought.
+        for p in std::mem::take(&mut d.st.hw_dirty) {
+            d.st.recompute_hw(p);
+        }
+        // Under load (records keep coming), records wait up to `linger` for the next
+        // turns' so one push carries several: each push is a gRPC message to every
+        // follower and an acknowledgement back.
+        if d.st.has_unsent() {
+            let first = *d.unsent.get_or_insert(now);
+            if !d.st.busy || now >= first + d.st.s.linger {
+                d.st.pump_all();
+                d.unsent = None;
+                d.st.busy = true;
+            }
+        } else {
+            d.st.pump_all();
+            d.unsent = None;
+        }
+        if stop {
+            self.inner = None;
+            info!("replication stopped");
+            let _ = self.done.try_send(());
+            return Poll::Ready(());
+        }
+        if more {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
     }
 }
 
@@ -360,7 +546,7 @@ struct LeaderConn {
 struct State {
     s: ReplSettings,
     router: Router,
-    events: Sender<Event>,
+    events: EventTx,
     env: Arc<Environment>,
     routes: Arc<RouteTable>,
     controller_epoch: Arc<AtomicU64>,
@@ -393,77 +579,6 @@ fn payload_reply(p: Payload) -> ReplReply {
 }
 
 impl State {
-    fn run(&mut self, rx: Receiver<Event>, feed: Receiver<FeedMsg>) {
-        let tick = crossbeam_channel::tick(Duration::from_millis(50));
-        // Records waiting to be pushed since then (see `ReplSettings::linger`).
-        let mut unsent: Option<Instant> = None;
-        loop {
-            let linger = unsent.map_or(crossbeam_channel::never(), |t| {
-                crossbeam_channel::at(t + self.s.linger)
-            });
-            select! {
-                recv(linger) -> _ => {}
-                recv(rx) -> ev => match ev {
-                    Ok(Event::Stop) | Err(_) => break,
-                    Ok(ev) => self.on_event(ev),
-                },
-                recv(feed) -> m => match m {
-                    Ok(m) => self.on_feed(m),
-                    Err(_) => break,
-                },
-                recv(tick) -> _ => {
-                    // Idle for a tick: the next records go out at once.
-                    if unsent.is_none() {
-                        self.busy = false;
-                    }
-                    self.on_tick();
-                }
-            }
-            // Take what is already queued before sending anything, so that under load one
-            // push carries many turns and one request many acknowledgements (bounded, so
-            // a flood cannot hold the pushes back for long).
-            let mut stop = false;
-            for _ in 0..256 {
-                match rx.try_recv() {
-                    Ok(Event::Stop) => {
-                        stop = true;
-                        break;
-                    }
-                    Ok(ev) => self.on_event(ev),
-                    Err(_) => break,
-                }
-            }
-            while let Ok(m) = feed.try_recv() {
-                self.on_feed(m);
-            }
-            self.flush_acks();
-            // One high-watermark message per partition per round, however many
-            // acknowledgements and records the round brought.
-            for p in std::mem::take(&mut self.hw_dirty) {
-                self.recompute_hw(p);
-            }
-            // Under load (records keep coming), records wait up to `linger` for the next
-            // turns' so one push carries several: each push is a gRPC message to every
-            // follower and an acknowledgement back, the largest cost per write at -P 1.
-            let now = Instant::now();
-            if self.has_unsent() {
-                let first = *unsent.get_or_insert(now);
-                if !self.busy || now >= first + self.s.linger {
-                    self.pump_all();
-                    unsent = None;
-                    self.busy = true;
-                }
-            } else {
-                self.pump_all();
-                unsent = None;
-            }
-            if stop {
-                break;
-            }
-        }
-        info!("replication thread stopped");
-    }
-
     fn worker_of(&self, p: u32) -> usize {
         self.router.topo.worker_of(p)
     }
@@ -673,7 +788,7 @@ impl State {
                 epoch,
                 reply,
             } => self.on_follower_reply(partition, epoch, reply),
-            Event::Stop => {}
+            Event::Stop | Event::Tick => {}
         }
     }
 
@@ -1540,7 +1655,7 @@ fn merge_horizon(
 /// follower's last epoch first when given); the answer comes back as `Event::ReadDone`.
 fn read_for(
     router: &Router,
-    events: &Sender<Event>,
+    events: &EventTx,
     (p, follower, leader_epoch, from): (u32, u32, u32, u64),
     validate: Option<u32>,
 ) {

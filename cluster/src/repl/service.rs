@@ -1,10 +1,9 @@
 //! The gRPC side of replication on a leader: the `Fetch` stream a follower opens, and the
-//! controller's `LogEnds` probe. Handlers only forward to the replication thread or to the
-//! workers and never block the completion queue.
+//! controller's `LogEnds` probe. Handlers only forward to the replication driver or to the
+//! workers and never block the completion queue (which the driver runs on too).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_channel::Sender;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
 use grpcio::{DuplexSink, RequestStream, RpcContext, ServerStreamingSink, UnarySink, WriteFlags};
@@ -13,11 +12,11 @@ use simplekv_net::server::router::{Op, Payload, Router};
 use simplekv_proto::replication::*;
 use simplekv_proto::replication_grpc::Replication;
 
-use super::Event;
+use super::{Event, EventTx};
 
 #[derive(Clone)]
 pub struct ReplService {
-    pub(super) events: Sender<Event>,
+    pub(super) events: EventTx,
     pub(super) router: Router,
     next_stream: Arc<AtomicU64>,
     /// Newest controller epoch seen (LogEnds requests with an older one are refused).
@@ -26,7 +25,7 @@ pub struct ReplService {
 
 impl ReplService {
     pub(super) fn new(
-        events: Sender<Event>,
+        events: EventTx,
         router: Router,
         controller_epoch: Arc<AtomicU64>,
     ) -> ReplService {

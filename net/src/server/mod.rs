@@ -221,7 +221,7 @@ pub struct ClusterBoot {
     /// The first route table: which partitions this node replicates and who leads them.
     pub routes: Arc<cluster::RouteTable>,
     /// Where workers send new leader records for the replication thread.
-    pub feed: crossbeam_channel::Sender<replica::FeedMsg>,
+    pub feed: replica::FeedTx,
     /// How long a leader serves without hearing from its in-sync followers.
     pub lease: std::time::Duration,
 }

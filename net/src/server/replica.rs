@@ -39,6 +39,27 @@ pub enum FeedMsg {
     },
 }
 
+/// Where workers send [`FeedMsg`]s: a channel, and a function that wakes the replication
+/// driver after a send (it runs on gRPC's completion-queue thread, which a channel alone
+/// cannot wake).
+#[derive(Clone)]
+pub struct FeedTx {
+    tx: Sender<FeedMsg>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl FeedTx {
+    pub fn new(tx: Sender<FeedMsg>, wake: Arc<dyn Fn() + Send + Sync>) -> FeedTx {
+        FeedTx { tx, wake }
+    }
+
+    pub fn send(&self, m: FeedMsg) -> Result<(), crossbeam_channel::SendError<FeedMsg>> {
+        self.tx.send(m)?;
+        (self.wake)();
+        Ok(())
+    }
+}
+
 /// What the replication thread asks of a worker (answered through `Msg::External`).
 #[derive(Debug)]
 pub enum ReplOp {
@@ -188,7 +209,7 @@ pub type TurnWait = (u64, Vec<(u32, u64)>, Instant);
 pub struct ClusterState {
     pub routes: Arc<RouteTable>,
     pub parts: Vec<PartRepl>,
-    pub feed: Sender<FeedMsg>,
+    pub feed: FeedTx,
     /// Turns whose replies wait for the HW: (epoch, [(partition, log end)], since).
     pub waits: VecDeque<TurnWait>,
     /// Leader partitions this turn's replies wait on.
@@ -208,7 +229,7 @@ impl ClusterState {
     pub fn new(
         routes: Arc<RouteTable>,
         partitions: u32,
-        feed: Sender<FeedMsg>,
+        feed: FeedTx,
         min_isr: usize,
         default_acks: Acks,
         lease: Duration,
