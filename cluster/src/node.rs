@@ -3,9 +3,10 @@
 //! Standalone (no `cluster.zk`): the RESP server alone, plus the gRPC KV service if a port is
 //! given. Cluster mode: the control thread (ZooKeeper) first — it registers the node and waits
 //! for the cluster to exist — then the data plane with the partitions this node replicates,
-//! the replication thread, and the gRPC server with the KV and replication services. Every
-//! new view of the cluster the control thread publishes becomes a route table for the workers
-//! and the replication thread (a small thread converts and forwards them).
+//! the replication driver (on the gRPC thread), and the gRPC server with the KV and
+//! replication services. Every new view of the cluster the control thread publishes becomes
+//! a route table for the workers and the replication driver (a small thread converts and
+//! forwards them).
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

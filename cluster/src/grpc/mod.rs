@@ -11,16 +11,18 @@ pub use kv::KvService;
 pub use status::status_of_error;
 
 /// The node's gRPC environment: one completion queue and one thread, named `skv-grpc-0`,
-/// shared by the KV and replication services, the replication thread's client streams
-/// (snapshot copies included) and the controller's log-end probe.
+/// shared by the KV and replication services, the replication client streams (snapshot
+/// copies included), the controller's log-end probe — and the replication driver, which runs
+/// on that thread as a future (`crate::repl`).
 ///
 /// One environment, not one per use: gRPC's epoll engine lets only one thread at a time wait
 /// in `epoll_wait` for all of a process's connections, and hands that role from thread to
 /// thread through a condition variable. With three environments (server, replication
 /// clients, probe) most replication messages paid for such a hand-off, a futex wake and a
-/// context switch, on top of the hop to the replication thread. The handlers only forward
-/// to workers or to the replication thread, so one thread keeps up, and it leaves the
-/// cores to the pinned workers.
+/// context switch. The handlers only forward to workers or to the driver, whose work per
+/// message is small (no file I/O, no blocking), so one thread keeps up, and it leaves the
+/// cores to the pinned workers. Its load is the one thing to watch on nodes with many
+/// partitions (`top -H`: `skv-grpc-0`).
 pub fn grpc_env() -> Arc<Environment> {
     Arc::new(
         grpcio::EnvBuilder::new()

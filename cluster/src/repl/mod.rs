@@ -2,9 +2,12 @@
 //! leads to their followers, and appends what the leaders of the partitions it follows send.
 //!
 //! The driver is a future on the node's gRPC completion-queue thread (`skv-grpc-0`), which is
-//! the node's replication thread: received messages are handled where gRPC delivers them, and
-//! writes start there. Workers (with [`FeedMsg`] through `FeedTx`), the control thread and a
-//! ticker (`skv-repl-tick`, every 50 ms) post to its channels and wake it ([`Wakeup`]).
+//! the node's replication thread: received messages reach it on the thread gRPC delivers them
+//! on (through its channel, without waking another thread), and its writes start there.
+//! Workers (new records through `FeedTx`, answers to its requests), the control thread (ISR
+//! changes), the views thread (routes), snapshot-copy threads and a ticker (`skv-repl-tick`,
+//! every 50 ms, or every linger when that is shorter) post to its channels and wake it
+//! ([`Wakeup`]).
 //!
 //! It never touches a partition: records come from the owning worker (pushed at the end of
 //! each turn as [`FeedMsg::Tail`], or read on request with [`ReplOp::Read`]), and received
@@ -226,7 +229,11 @@ pub struct ReplThread {
     events: EventTx,
     done: Receiver<()>,
     ticker: Option<JoinHandle<()>>,
+    /// Dropped to stop the ticker.
+    ticker_stop: Option<Sender<()>>,
     service: ReplService,
+    /// The client the driver was spawned through (its kicker keeps the call alive anyway).
+    _spawner: ReplicationClient,
 }
 
 /// How often the driver runs its periodic checks.
@@ -261,11 +268,15 @@ impl ReplThread {
             settings.linger.min(TICK)
         };
         let tick_tx = events.clone();
+        let (ticker_stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let ticker = std::thread::Builder::new()
             .name("skv-repl-tick".into())
             .spawn(move || {
                 while tick_tx.send(Event::Tick).is_ok() {
-                    std::thread::sleep(period);
+                    match stop_rx.recv_timeout(period) {
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
                 }
             })?;
         let mut st = State {
@@ -308,7 +319,9 @@ impl ReplThread {
             events,
             done,
             ticker: Some(ticker),
+            ticker_stop: Some(ticker_stop),
             service,
+            _spawner: spawner,
         })
     }
 
@@ -325,11 +338,19 @@ impl ReplThread {
         }
     }
 
-    pub fn stop(mut self) {
+    /// Stops the driver (its streams are dropped, which cancels them) and the ticker.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for ReplThread {
+    fn drop(&mut self) {
         let _ = self.events.send(Event::Stop);
         if self.done.recv_timeout(Duration::from_secs(10)).is_err() {
             warn!("the replication driver did not stop within 10 s");
         }
+        drop(self.ticker_stop.take());
         if let Some(t) = self.ticker.take() {
             let _ = t.join();
         }
@@ -353,8 +374,9 @@ struct Driver {
 }
 
 impl Driver {
-    /// Events taken per poll at most: the completion queue's own work (received messages,
-    /// finished writes) waits while the driver runs.
+    /// Events taken per poll at most; with more queued the driver is polled again at once
+    /// (grpcio re-polls a task woken while it runs), so this bounds a pass, not the time the
+    /// completion queue's own work (received messages, finished writes) waits.
     const BATCH: usize = 1024;
 
     fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
@@ -364,7 +386,8 @@ impl Driver {
         };
         // Registered and re-armed before draining: a send from now on wakes the next poll.
         self.wake.waker.register(cx.waker());
-        self.wake.pending.store(false, Ordering::SeqCst);
+        // A read-modify-write, so that the senders' messages before their swap are seen.
+        self.wake.pending.swap(false, Ordering::AcqRel);
         let mut stop = false;
         let mut more = false;
         // Take what is already queued before sending anything, so that under load one
@@ -388,8 +411,10 @@ impl Driver {
             d.st.on_feed(m);
         }
         let now = Instant::now();
-        if now >= d.next_tick {
-            d.next_tick = now + TICK;
+        // With some slack, so that a tick arriving a little early (the ticker's period is
+        // TICK) still runs the checks and they do not slip by a whole period.
+        if now + TICK / 4 >= d.next_tick {
+            d.next_tick = (d.next_tick + TICK).max(now + TICK / 2);
             // Idle for a tick: the next records go out at once.
             if d.unsent.is_none() {
                 d.st.busy = false;

@@ -46,7 +46,7 @@ impl Replication for ReplService {
         sink: DuplexSink<FetchResponse>,
     ) {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        // The replication thread writes the sink itself (see `sink.rs`).
+        // The replication driver writes the sink itself (see `sink.rs`).
         let _ = self.events.send(Event::StreamOpened { stream: id, sink });
         let events = self.events.clone();
         ctx.spawn(async move {
@@ -152,7 +152,8 @@ impl Replication for ReplService {
 }
 
 /// Reads the hard-linked snapshot files in 1 MiB chunks into the stream, then removes them.
-/// Runs on its own thread: file reads must not hold up the replication thread or gRPC.
+/// Runs on its own thread: file reads must not hold up gRPC's thread, which the replication
+/// driver runs on.
 fn send_snapshot(
     router: &Router,
     req: &SnapshotRequest,

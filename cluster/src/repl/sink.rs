@@ -1,4 +1,4 @@
-//! The sending halves of the replication streams, written by the replication thread itself.
+//! The sending halves of the replication streams, written by the replication driver itself.
 //!
 //! A gRPC sink used to be fed through a futures channel and drained by a future spawned on
 //! the completion-queue thread: every message cost a wake-up of that thread (a "kick" event
@@ -6,13 +6,12 @@
 //! write still went out one gRPC write each. Under load those wake-ups and writes were the
 //! largest CPU cost of a replicated write.
 //!
-//! [`DirectSink`] starts each write from the replication thread (gRPC core is thread-safe
-//! for that, and usually does the socket write in the calling thread). Only one write may be
-//! outstanding per call: what is sent while one is in flight is merged into one message
-//! (up to [`MERGE_BYTES`]), and goes out when the completion queue reports the write done,
-//! through a waker that posts [`Event::SinkReady`](super::Event) to the replication thread.
-//! No waker is involved when the previous write is already done, which under load is the
-//! common case.
+//! [`DirectSink`] starts each write from its owner, the replication driver (which now runs on
+//! the completion-queue thread itself). Only one write may be outstanding per call: what is
+//! sent while one is in flight is merged into one message (up to [`MERGE_BYTES`]), and goes
+//! out when the completion queue reports the write done, through a waker that posts
+//! [`Event::SinkReady`](super::Event) to the driver. No waker is involved when the previous
+//! write is already done, which under load is the common case.
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};

@@ -25,7 +25,7 @@ use super::cluster::RouteTable;
 /// not survive; the client is told it is unknown, never that it succeeded).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Messages from workers to the replication thread.
+/// Messages from workers to the replication driver (on the node's gRPC thread).
 #[derive(Debug)]
 pub enum FeedMsg {
     /// Records a leader partition handed to the OS in the turn that just ended (`from` is the
@@ -60,7 +60,7 @@ impl FeedTx {
     }
 }
 
-/// What the replication thread asks of a worker (answered through `Msg::External`).
+/// What the replication driver asks of a worker (answered through `Msg::External`).
 #[derive(Debug)]
 pub enum ReplOp {
     /// Leader: records from `from`, up to about `max_bytes`. With `validate`, first check the
