@@ -296,6 +296,7 @@ impl ReplThread {
             clock0: Instant::now(),
             acks: Default::default(),
             hw_dirty: Default::default(),
+            pump_dirty: Default::default(),
             busy: false,
         };
         st.refresh_roles();
@@ -591,6 +592,10 @@ struct State {
     acks: std::collections::BTreeSet<u32>,
     /// Led partitions whose high watermark may have moved this round.
     hw_dirty: std::collections::BTreeSet<u32>,
+    /// Led partitions where a follower may have become ready for a push since the last pump
+    /// (new records, an acknowledgement, a finished read); every tick adds them all. The pump
+    /// and its check visit only these, not every partition on every pass.
+    pump_dirty: std::collections::BTreeSet<u32>,
     /// Records were pushed recently (see `ReplSettings::linger`).
     busy: bool,
 }
@@ -717,6 +722,7 @@ impl State {
         for c in gone.into_values().filter(|c| c.sink.queued() > 0) {
             self.retiring.insert(c.generation, (c, Instant::now()));
         }
+        self.pump_dirty.extend(self.led.keys().copied());
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -847,6 +853,7 @@ impl State {
             }
         }
         self.hw_dirty.insert(partition);
+        self.pump_dirty.insert(partition);
     }
 
     fn clock_us(&self) -> u64 {
@@ -966,6 +973,7 @@ impl State {
                 f.sent = f.acked;
             }
             self.hw_dirty.insert(p);
+            self.pump_dirty.insert(p);
         }
         if !errors.is_empty() {
             let mut r = FetchResponse::new();
@@ -995,6 +1003,7 @@ impl State {
             return;
         };
         f.reading = false;
+        self.pump_dirty.insert(p);
         let stream = f.stream;
         let stale = matches!(&reply, ReplReply::Records { from, .. } if *from != f.sent)
             || (matches!(&reply, ReplReply::Diverging { .. }) && f.validate_epoch.is_none());
@@ -1065,10 +1074,12 @@ impl State {
 
     /// True when some validated follower lacks records already in the tail.
     fn has_unsent(&self) -> bool {
-        self.led.values().any(|l| {
-            l.followers
-                .values()
-                .any(|f| f.validated && !f.reading && f.sent < l.log_end)
+        self.pump_dirty.iter().any(|p| {
+            self.led.get(p).is_some_and(|l| {
+                l.followers
+                    .values()
+                    .any(|f| f.validated && !f.reading && f.sent < l.log_end)
+            })
         })
     }
 
@@ -1076,7 +1087,10 @@ impl State {
     fn pump_all(&mut self) {
         let mut batches: HashMap<u64, FetchResponse> = HashMap::new();
         let mut reads = Vec::new();
-        for (&p, l) in self.led.iter_mut() {
+        for p in std::mem::take(&mut self.pump_dirty) {
+            let Some(l) = self.led.get_mut(&p) else {
+                continue;
+            };
             for (&fid, f) in l.followers.iter_mut() {
                 if !f.validated || f.reading {
                     continue;
@@ -1181,6 +1195,8 @@ impl State {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        // Resends below, and a safety net: every partition gets a pump pass per tick.
+        self.pump_dirty.extend(self.led.keys().copied());
         self.retiring
             .retain(|_, (_, since)| now.duration_since(*since) < STUCK_AFTER);
         let lag_max = self.s.lag_max;
@@ -1495,6 +1511,7 @@ impl State {
                 && l.epoch == lepoch
             {
                 l.log_end = l.log_end.max(*log_end);
+                self.pump_dirty.insert(p);
                 self.recompute_hw(p);
             }
             return;
