@@ -26,6 +26,14 @@ const NO_REBALANCE: (&str, &str) = ("cluster.leader_imbalance_ratio", "1.0");
 /// outlast the acks=1 writes made while its followers are paused.
 const SESSION: (&str, &str) = ("cluster.session_timeout_ms", "4000");
 
+/// Settings for tests of merges: small segments, merged as soon as a little is dead.
+const MERGING: &[(&str, &str)] = &[
+    NO_REBALANCE,
+    ("storage.segment_size", "1mb"),
+    ("storage.merge_dead_ratio", "0.05"),
+    ("storage.merge_min_bytes", "0"),
+];
+
 /// Keys of partition `p`: `prefix0`, `prefix1`, ... filtered to those hashing to `p`.
 fn keys_in(c: &LocalCluster, p: u32, prefix: &str, n: usize) -> Vec<String> {
     (0u64..)
@@ -509,17 +517,7 @@ fn several_leader_epoch_changes_in_a_row_end_with_identical_logs() {
 /// merged log.
 #[test]
 fn a_replica_that_was_down_while_the_leader_merged_catches_up_to_the_same_keyspace() {
-    let mut c = LocalCluster::start(
-        3,
-        1,
-        3,
-        &[
-            NO_REBALANCE,
-            ("storage.segment_size", "1mb"),
-            ("storage.merge_dead_ratio", "0.05"),
-            ("storage.merge_min_bytes", "0"),
-        ],
-    );
+    let mut c = LocalCluster::start(3, 1, 3, MERGING);
     c.wait_for_full_isr(Duration::from_secs(30));
     let st = c.partition_state(P);
     let l = st.leader.expect("leader");
@@ -745,17 +743,7 @@ fn count_in_segments(c: &LocalCluster, i: u32, p: u32, marker: &[u8]) -> usize {
 /// leader's keyspace afterwards.
 #[test]
 fn followers_merges_drop_the_tombstones_every_replica_has_passed() {
-    let mut c = LocalCluster::start(
-        3,
-        1,
-        3,
-        &[
-            NO_REBALANCE,
-            ("storage.segment_size", "1mb"),
-            ("storage.merge_dead_ratio", "0.05"),
-            ("storage.merge_min_bytes", "0"),
-        ],
-    );
+    let mut c = LocalCluster::start(3, 1, 3, MERGING);
     c.wait_for_full_isr(Duration::from_secs(30));
     let l = c.leader_of(P).expect("leader");
     let marker = "deleted-key-marker-";

@@ -990,19 +990,16 @@ impl Store {
                 {
                     record::decode(&written[at..]).map_err(|e| corrupt_at(at, e))?;
                 }
-                let r = record::decode(&written[pos..]).map_err(|e| corrupt_at(pos, e))?;
-                let len = r.header.record_len();
-                if r.header.lsn >= from {
-                    if batch.count > 0 && batch.bytes.len() + len > max_bytes {
-                        return Ok(batch);
-                    }
-                    batch.bytes.extend_from_slice(&written[pos..pos + len]);
-                    batch.count += 1;
-                    batch.last_lsn = Some(r.header.lsn);
-                    batch.next_lsn = r.header.lsn + 1;
-                    self.read_cursor
-                        .set((batch.next_lsn, seg.header.file_id, pos + len));
+                record::decode(&written[pos..]).map_err(|e| corrupt_at(pos, e))?;
+                if batch.count > 0 && batch.bytes.len() + len > max_bytes {
+                    return Ok(batch);
                 }
+                batch.bytes.extend_from_slice(&written[pos..pos + len]);
+                batch.count += 1;
+                batch.last_lsn = Some(h.lsn);
+                batch.next_lsn = h.lsn + 1;
+                self.read_cursor
+                    .set((batch.next_lsn, seg.header.file_id, pos + len));
                 pos += len;
             }
             if batch.count > 0 && batch.bytes.len() >= max_bytes {

@@ -268,14 +268,19 @@ fn a_merge_made_stale_by_truncation_is_discarded() {
     assert!(!s.merge_in_progress());
 }
 
+/// A store with `k` expired (by the test clock) and `other` live.
+fn with_an_expired_value(dir: &Path) -> Store {
+    let mut s = open(dir);
+    s.put(b"k", b"v", Some(clock() + 10)).unwrap();
+    s.put(b"other", b"v", None).unwrap();
+    advance(20);
+    s
+}
+
 #[test]
 fn a_value_merge_drops_as_expired_gets_a_tombstone_that_replicas_receive() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = open(dir.path());
-    let now = clock();
-    s.put(b"k", b"v", Some(now + 10)).unwrap();
-    s.put(b"other", b"v", None).unwrap();
-    advance(20);
+    let mut s = with_an_expired_value(dir.path());
     let end = s.log_end();
     s.merge_now(u64::MAX).unwrap();
     let b = s.read_records(end, 1 << 20).unwrap();
@@ -295,11 +300,7 @@ fn a_value_merge_drops_as_expired_gets_a_tombstone_that_replicas_receive() {
 #[test]
 fn an_abandoned_merge_is_discarded_without_writing_a_record() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = open(dir.path());
-    let now = clock();
-    s.put(b"k", b"v", Some(now + 10)).unwrap();
-    s.put(b"other", b"v", None).unwrap();
-    advance(20);
+    let mut s = with_an_expired_value(dir.path());
     s.roll().unwrap();
     let out = s.start_merge(u64::MAX).unwrap().unwrap().run().unwrap();
     let end = s.log_end();

@@ -187,6 +187,18 @@ fn a_follower_converges_after_the_leader_merged_records_it_had_not_fetched() {
     assert_eq!(follower.len(), leader.len());
 }
 
+/// A store whose records of a test all fit in one segment.
+fn open_one_segment(dir: &std::path::Path) -> Store {
+    Store::open(
+        dir,
+        Options {
+            segment_size: 1 << 20,
+            ..opts()
+        },
+    )
+    .unwrap()
+}
+
 /// Keys of the records in `bytes`, in order.
 fn keys_of(bytes: &[u8]) -> Vec<String> {
     record::RecordIter::new(bytes)
@@ -200,14 +212,7 @@ fn keys_of(bytes: &[u8]) -> Vec<String> {
 #[test]
 fn consecutive_reads_return_the_right_records_across_a_truncation() {
     let ld = tempfile::tempdir().unwrap();
-    let mut leader = Store::open(
-        ld.path(),
-        Options {
-            segment_size: 1 << 20,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let mut leader = open_one_segment(ld.path());
     for i in 0..10 {
         leader.put(format!("a{i}").as_bytes(), b"v", None).unwrap();
     }
@@ -260,14 +265,7 @@ fn consecutive_reads_return_the_right_records_across_a_truncation() {
 fn damage_in_records_a_read_steps_over_is_reported() {
     use std::os::unix::fs::FileExt;
     let ld = tempfile::tempdir().unwrap();
-    let mut leader = Store::open(
-        ld.path(),
-        Options {
-            segment_size: 1 << 20,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let mut leader = open_one_segment(ld.path());
     for i in 0..100 {
         leader
             .put(format!("k{i:03}").as_bytes(), b"v", None)

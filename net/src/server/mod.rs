@@ -501,9 +501,7 @@ fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
             } => {
                 let result = job.run();
                 let peer = &peers[worker];
-                if peer.tx.send(Msg::MergeDone { partition, result }).is_ok() {
-                    peer.notify();
-                }
+                peer.send(Msg::MergeDone { partition, result });
             }
         }
     }

@@ -290,11 +290,7 @@ impl Router {
         let Some(peer) = self.peers.get(worker) else {
             return false;
         };
-        let sent = peer.tx.send(msg).is_ok();
-        if sent {
-            peer.notify();
-        }
-        sent
+        peer.send(msg)
     }
 
     /// Sends a message to every worker.
@@ -334,6 +330,15 @@ impl Peer {
         if !self.notified.swap(true, Ordering::AcqRel) {
             let _ = self.waker.wake();
         }
+    }
+
+    /// Sends `msg` to the worker and wakes it (see `notify`). False if the worker is gone.
+    pub fn send(&self, msg: Msg) -> bool {
+        let sent = self.tx.send(msg).is_ok();
+        if sent {
+            self.notify();
+        }
+        sent
     }
 
     /// The worker's side: called right before draining the channel.

@@ -377,9 +377,7 @@ impl Worker {
             self.register_conn(sock);
         } else {
             let peer = &self.peers[target];
-            if peer.tx.send(Msg::NewConn(sock)).is_ok() {
-                peer.notify();
-            } else {
+            if !peer.send(Msg::NewConn(sock)) {
                 self.shared.clients.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -710,10 +708,7 @@ impl Worker {
             } else {
                 Msg::Batch(batch)
             };
-            let peer = &self.peers[worker];
-            if peer.tx.send(msg).is_ok() {
-                peer.notify();
-            }
+            self.peers[worker].send(msg);
         }
     }
 
@@ -1003,10 +998,7 @@ impl Worker {
             let spawned = std::thread::Builder::new()
                 .name(format!("skv-jopen-{id}"))
                 .spawn(move || {
-                    let r = Journal::open(&dir, id, size);
-                    if me.tx.send(Msg::JournalOpened(r)).is_ok() {
-                        me.notify();
-                    }
+                    me.send(Msg::JournalOpened(Journal::open(&dir, id, size)));
                 });
             match spawned {
                 Ok(_) => self.journal_opening = true,
@@ -1372,12 +1364,9 @@ impl Worker {
                 // above its position: the leader knows every replica's position and sends a
                 // follower its horizon with the records, so both drop the same tombstones.
                 // A follower's store is a replica's: it never drops expired values itself.
-                match r.role {
-                    super::replica::Role::Leader { .. } | super::replica::Role::Follower { .. } => {
-                        r.hw.min(r.horizon)
-                    }
-                    super::replica::Role::Idle => 0,
-                }
+                // The horizon is 0 from every role change until the leader (or, leading, this
+                // node's replication driver) sets it, so an idle partition keeps them all.
+                r.hw.min(r.horizon)
             }
         };
         let Some(store) = self.store_mut(p) else {
