@@ -6,8 +6,10 @@
 //!   longer keys live in a `Box<[u8]>`.
 //! - Entries live in fixed-size chunks that never move (growth adds a chunk; nothing is
 //!   copied), addressed by a dense u32 slot number. Freed slots form a free list.
-//! - The hash index holds only u32 slot numbers (4 bytes + 1 control byte per bucket), so
-//!   the load-factor slack of a hash table costs ~5 bytes per bucket instead of ~50.
+//! - The hash index (`crate::slot_index`) holds only u32 slot numbers and one tag byte per
+//!   bucket (5.3 bytes), in 64-byte chunks, so the load-factor slack of a hash table costs
+//!   ~5 bytes per bucket instead of ~50, and a lookup touches one cache line of the index
+//!   before the entry.
 //! - Slots with an expiry are also listed in `ttl_slots`, so active expiry samples only keys
 //!   that can expire (like Redis's `expires` dict), without a second copy of the key.
 //!
@@ -15,7 +17,7 @@
 //! a key present for a whole scan is returned exactly once.
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
+use crate::slot_index::SlotIndex;
 
 const CHUNK_BITS: u32 = 14;
 const CHUNK: usize = 1 << CHUNK_BITS;
@@ -96,7 +98,7 @@ struct Entry {
 /// See the module documentation.
 pub struct Keydir {
     chunks: Vec<Vec<Entry>>,
-    index: HashTable<u32>,
+    index: SlotIndex,
     hasher: foldhash::quality::RandomState,
     free_head: u32,
     len: usize,
@@ -116,7 +118,7 @@ impl Keydir {
     pub fn new() -> Keydir {
         Keydir {
             chunks: Vec::new(),
-            index: HashTable::new(),
+            index: SlotIndex::new(),
             hasher: foldhash::quality::RandomState::default(),
             free_head: NONE,
             len: 0,
@@ -161,9 +163,7 @@ impl Keydir {
 
     fn find_slot(&self, key: &[u8]) -> Option<u32> {
         let h = self.hash(key);
-        self.index
-            .find(h, |&s| self.entry(s).key.as_slice() == key)
-            .copied()
+        self.index.find(h, |s| self.entry(s).key.as_slice() == key)
     }
 
     fn location_of(&self, slot: u32) -> Location {
@@ -205,7 +205,7 @@ impl Keydir {
             hasher,
             ..
         } = self;
-        index.insert_unique(h, slot, |&s| {
+        index.insert_unique(h, slot, |s| {
             let e = &chunks[(s >> CHUNK_BITS) as usize][s as usize & (CHUNK - 1)];
             hasher.hash_one(e.key.as_slice())
         });
@@ -250,15 +250,12 @@ impl Keydir {
     pub fn remove(&mut self, key: &[u8]) -> Option<Location> {
         let h = self.hash(key);
         let Keydir { index, chunks, .. } = self;
-        let found = index
-            .find_entry(h, |&s| {
-                chunks[(s >> CHUNK_BITS) as usize][s as usize & (CHUNK - 1)]
-                    .key
-                    .as_slice()
-                    == key
-            })
-            .ok()?;
-        let (slot, _) = found.remove();
+        let slot = index.remove(h, |s| {
+            chunks[(s >> CHUNK_BITS) as usize][s as usize & (CHUNK - 1)]
+                .key
+                .as_slice()
+                == key
+        })?;
         let loc = self.location_of(slot);
         self.count_expiry(loc.expire, 0);
         if key.len() > INLINE {
@@ -409,7 +406,7 @@ impl Keydir {
     /// Heap bytes held, for INFO memory and the bytes-per-key measurement.
     pub fn memory_bytes(&self) -> usize {
         self.chunks.len() * CHUNK * std::mem::size_of::<Entry>()
-            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.index.memory_bytes()
             + self.ttl_slots.capacity() * 4
             + self.heap_key_bytes
     }
@@ -433,7 +430,7 @@ impl Keydir {
             hasher,
             ..
         } = self;
-        index.shrink_to_fit(|&s| {
+        index.shrink_to_fit(|s| {
             let e = &chunks[(s >> CHUNK_BITS) as usize][s as usize & (CHUNK - 1)];
             hasher.hash_one(e.key.as_slice())
         });
@@ -447,7 +444,7 @@ impl Keydir {
             hasher,
             ..
         } = self;
-        index.reserve(additional, |&s| {
+        index.reserve(additional, |s| {
             let e = &chunks[(s >> CHUNK_BITS) as usize][s as usize & (CHUNK - 1)];
             hasher.hash_one(e.key.as_slice())
         });

@@ -27,6 +27,7 @@ pub mod merge;
 pub mod options;
 pub mod record;
 pub mod segment;
+mod slot_index;
 mod store;
 
 pub use epoch::{EpochEntry, LeaderEpochCache};
