@@ -104,8 +104,9 @@ fn expire(
     if seconds {
         when = when.checked_mul(1000).ok_or_else(|| invalid_expire(spec))?;
     }
+    // One reading of the clock for the whole command.
+    let now = i64::try_from(ctx.now_ms()).unwrap_or(i64::MAX);
     if relative {
-        let now = i64::try_from(ctx.now_ms).unwrap_or(i64::MAX);
         when = when.checked_add(now).ok_or_else(|| invalid_expire(spec))?;
     }
     let Some(meta) = store.meta(key) else {
@@ -124,7 +125,6 @@ fn expire(
         write_integer(out, 0);
         return Ok(());
     }
-    let now = i64::try_from(ctx.now_ms).unwrap_or(i64::MAX);
     if when <= now {
         // A time already past deletes the key, and the tombstone goes to the log (and to
         // followers), as Redis propagates a DEL.
@@ -160,7 +160,7 @@ fn ttl(
     let t = if absolute {
         expire
     } else {
-        expire - i128::from(ctx.now_ms)
+        expire - i128::from(ctx.now_ms())
     }
     .max(0);
     let t = if ms { t } else { (t + 500) / 1000 };
@@ -379,7 +379,7 @@ mod tests {
             ..Default::default()
         };
         let ctx = super::super::ExecCtx {
-            now_ms: T0,
+            now_ms: Some(T0),
             proto_max_bulk_len: 1 << 20,
         };
         {

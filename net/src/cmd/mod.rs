@@ -23,10 +23,19 @@ pub use table::{COMMANDS, CommandSpec, Kind, MultiKind, lookup};
 /// What a command needs besides its arguments and the store.
 #[derive(Debug, Clone, Copy)]
 pub struct ExecCtx {
-    /// The time the command runs at (unix ms): the base of relative expiries and TTLs.
-    pub now_ms: u64,
+    /// The time the command runs at (unix ms), when fixed (tests); `None` reads the clock
+    /// when a command asks (`now_ms`), so that commands without expiries, nearly all of
+    /// them, never pay for it.
+    pub now_ms: Option<u64>,
     /// Largest string a command may build (SETRANGE, APPEND), as Redis's proto-max-bulk-len.
     pub proto_max_bulk_len: usize,
+}
+
+impl ExecCtx {
+    /// The base of relative expiries and TTLs (unix ms).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms.unwrap_or_else(simplekv_engine::system_clock)
+    }
 }
 
 /// Result of running a command on a store.

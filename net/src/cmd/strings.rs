@@ -176,7 +176,7 @@ fn expire_at_ms(
     }
     let mut ms = if unit_ms { v } else { v * 1000 };
     if flags & (EX | PX) != 0 {
-        let now = i64::try_from(ctx.now_ms).unwrap_or(i64::MAX);
+        let now = i64::try_from(ctx.now_ms()).unwrap_or(i64::MAX);
         ms = ms.checked_add(now).ok_or_else(|| invalid_expire(spec))?;
     }
     Ok(ms.unsigned_abs())
@@ -289,7 +289,7 @@ fn getex(
     let mark = out.len();
     write_old_value(store, key, out)?;
     let write = match expire {
-        Some(at) if opts.flags & (EXAT | PXAT) != 0 && at <= ctx.now_ms => {
+        Some(at) if opts.flags & (EXAT | PXAT) != 0 && at <= ctx.now_ms() => {
             store.delete(key).map(drop)
         }
         Some(at) => store.set_expire(key, Some(at)).map(drop),

@@ -57,7 +57,7 @@ impl Harness {
 
     pub fn ctx(&self) -> ExecCtx {
         ExecCtx {
-            now_ms: self.now(),
+            now_ms: Some(self.now()),
             proto_max_bulk_len: self.proto_max_bulk_len,
         }
     }

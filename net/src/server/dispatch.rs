@@ -145,7 +145,7 @@ fn lower(a: &[u8]) -> String {
 impl Worker {
     pub fn exec_ctx(&self) -> ExecCtx {
         ExecCtx {
-            now_ms: simplekv_engine::system_clock(),
+            now_ms: None,
             proto_max_bulk_len: self.config.limits.proto_max_bulk_len as usize,
         }
     }
@@ -225,21 +225,23 @@ impl Worker {
         let p = self.topo.partition_of(args[1]);
         let owner = self.topo.worker_of(p);
         let acks = self.acks_of(client);
+        let write = spec.flags.contains(&"write");
         if self.cluster.is_some()
-            && let Some(e) = self.cluster_refusal(p, args[1], spec.flags.contains(&"write"), acks)
+            && let Some(e) = self.cluster_refusal(p, args[1], write, acks)
         {
             return err(out, &e);
         }
-        if spec.flags.contains(&"write") {
+        if write {
             client.last_write = Some(p);
         }
         if owner == self.id {
             let ctx = self.exec_ctx();
+            let mut reply = std::mem::take(&mut self.reply_buf);
+            reply.clear();
             let Some(store) = self.store_mut(p) else {
                 err(out, "ERR partition not available on this node");
                 return;
             };
-            let mut reply = Vec::new();
             let (effect, found) = exec_counted(spec, args, store, &ctx, &mut reply);
             self.count_lookup(found);
             let wrote = effect == Effect::Wrote;
@@ -248,7 +250,13 @@ impl Worker {
             }
             let need = self.need_for(Some(p), wrote, acks);
             match self.hold_for(need) {
-                None => out.push_reply(&reply),
+                None => {
+                    out.push_reply(&reply);
+                    // Kept for the next command unless a huge value made it large.
+                    if reply.capacity() <= 64 << 10 {
+                        self.reply_buf = reply;
+                    }
+                }
                 Some(h) => {
                     out.push_slot(Slot::Held(h, reply));
                 }

@@ -58,6 +58,9 @@ pub struct Worker {
     pub limits: Limits,
     /// Stores by partition; `Some` for the partitions this worker owns.
     pub stores: Vec<Option<Store>>,
+    /// Reused buffer for the reply of a command run on this worker (no allocation per
+    /// command when the reply goes straight to the connection's write buffer).
+    pub reply_buf: Vec<u8>,
     pub owned: Vec<u32>,
     pub conns: Vec<Option<Conn>>,
     free_tokens: Vec<usize>,
@@ -174,6 +177,7 @@ impl Worker {
             part_dirty: vec![false; n],
             outbox: Vec::new(),
             req_out: Vec::new(),
+            reply_buf: Vec::new(),
             external_out: Vec::new(),
             stats: WorkerStats::default(),
             maint,
@@ -488,9 +492,20 @@ impl Worker {
                 Ok(Some(cmd)) => {
                     let consumed = cmd.consumed();
                     if !cmd.is_empty() {
-                        let args: Vec<&[u8]> = cmd.iter().collect();
+                        // On the stack for the usual few arguments: no allocation per command.
+                        let mut small: [&[u8]; 8] = [&[]; 8];
+                        let heap: Vec<&[u8]>;
+                        let args: &[&[u8]] = if cmd.len() <= small.len() {
+                            for (slot, a) in small.iter_mut().zip(cmd.iter()) {
+                                *slot = a;
+                            }
+                            &small[..cmd.len()]
+                        } else {
+                            heap = cmd.iter().collect();
+                            &heap
+                        };
                         self.stats.commands += 1;
-                        self.dispatch(token, &mut conn.out, &mut conn.client, &args);
+                        self.dispatch(token, &mut conn.out, &mut conn.client, args);
                     }
                     conn.rpos += consumed;
                 }
