@@ -162,8 +162,38 @@ impl Keydir {
     }
 
     fn find_slot(&self, key: &[u8]) -> Option<u32> {
-        let h = self.hash(key);
+        self.find_slot_hashed(key, self.hash(key))
+    }
+
+    fn find_slot_hashed(&self, key: &[u8], h: u64) -> Option<u32> {
         self.index.find(h, |s| self.entry(s).key.as_slice() == key)
+    }
+
+    /// The hash the index files `key` under (for the prefetch stages).
+    pub fn hash_of(&self, key: &[u8]) -> u64 {
+        self.hash(key)
+    }
+
+    /// Prefetch stage 1 of a batch of lookups: start loading each key's index chunk.
+    pub fn prefetch_index(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    /// Prefetch stage 2 (its index chunk loaded by stage 1): start loading the entries
+    /// whose tag matches.
+    pub fn prefetch_entries(&self, hash: u64) {
+        self.index.candidates(hash, |s| {
+            let e = self.entry(s) as *const Entry as *const u8;
+            crate::slot_index::prefetch_line(e);
+            // An entry (48 bytes) may straddle two lines.
+            crate::slot_index::prefetch_line(e.wrapping_add(std::mem::size_of::<Entry>() - 1));
+        });
+    }
+
+    /// `get` with the key's hash already known.
+    pub fn get_hashed(&self, key: &[u8], hash: u64) -> Option<Location> {
+        self.find_slot_hashed(key, hash)
+            .map(|s| self.location_of(s))
     }
 
     fn location_of(&self, slot: u32) -> Location {

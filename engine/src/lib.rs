@@ -37,5 +37,5 @@ pub use journal::{Journal, JournalError, JournalSync, Staged};
 pub use merge::{MergeJob, MergeOutput, MergeStats};
 pub use options::{Durability, Options, system_clock};
 pub use store::{
-    BackgroundSync, KeyMeta, RecordBatch, RecoveryReport, Store, StoreStats, SyncTicket,
+    BackgroundSync, KeyMeta, Prefetch, RecordBatch, RecoveryReport, Store, StoreStats, SyncTicket,
 };

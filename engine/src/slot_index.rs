@@ -69,6 +69,20 @@ impl Chunk {
     }
 }
 
+/// Asks the CPU to start loading the cache line at `p` (a hint: no effect on results, and
+/// no fault whatever the address).
+#[inline]
+pub(crate) fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only hints the cache; it does not dereference `p`.
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Tag byte of a hash: its top 7 bits with the high bit set, so that it is never EMPTY.
 /// The chunk comes from the low bits, so tag and position are independent.
 #[inline]
@@ -115,6 +129,27 @@ impl SlotIndex {
     pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         self.locate(hash, &mut eq)
             .map(|(i, j)| self.chunks[i].slots[j])
+    }
+
+    /// Starts loading the chunk a lookup of `hash` reads first.
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        if let Some(c) = self.chunks.get(self.home(hash)) {
+            prefetch_line(c as *const Chunk as *const u8);
+        }
+    }
+
+    /// Calls `f` with every slot of the home chunk whose tag matches `hash` (the candidates
+    /// a lookup would compare first).
+    #[inline]
+    pub(crate) fn candidates(&self, hash: u64, mut f: impl FnMut(u32)) {
+        if let Some(c) = self.chunks.get(self.home(hash)) {
+            let mut m = c.matches(tag_of(hash));
+            while m != 0 {
+                f(c.slots[m.trailing_zeros() as usize]);
+                m &= m - 1;
+            }
+        }
     }
 
     /// (chunk, position) of the matching slot.

@@ -35,6 +35,17 @@ pub struct RecoveryReport {
     pub elapsed: Duration,
 }
 
+/// Stages of [`Store::prefetch`], in the order a batch runs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefetch {
+    /// The key's index chunk.
+    Index,
+    /// The keydir entries its chunk names.
+    Entry,
+    /// The start of its record.
+    Record,
+}
+
 /// Visible metadata of a key, answered from memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyMeta {
@@ -347,6 +358,37 @@ impl Store {
 
     fn visible_loc(&self, key: &[u8]) -> Option<Location> {
         self.keydir.get(key).filter(|l| self.visible(l))
+    }
+
+    /// The hash [`Store::prefetch`] takes for `key`.
+    pub fn key_hash(&self, key: &[u8]) -> u64 {
+        self.keydir.hash_of(key)
+    }
+
+    /// Starts loading what a lookup of `key` will read, so that a batch of lookups (a
+    /// pipelined client's commands) overlaps its cache misses instead of taking them one
+    /// after another: call it for every key of the batch with [`Prefetch::Index`], then for
+    /// every key with `Entry`, then with `Record` (each stage reads what the one before
+    /// loaded), then run the commands. A hint only: no result depends on it.
+    pub fn prefetch(&self, key: &[u8], hash: u64, stage: Prefetch) {
+        match stage {
+            Prefetch::Index => self.keydir.prefetch_index(hash),
+            Prefetch::Entry => self.keydir.prefetch_entries(hash),
+            Prefetch::Record => {
+                if let Some(loc) = self.keydir.get_hashed(key, hash)
+                    && let Some(seg) = self.segments.get(loc.seg as usize).and_then(Option::as_ref)
+                    && let Some(b) = seg.bytes(loc.off as u64, loc.record_len() as usize)
+                {
+                    // The header and key, and the end of a small value (reads check the
+                    // whole record).
+                    let p = b.as_ptr();
+                    crate::slot_index::prefetch_line(p);
+                    if b.len() <= 256 {
+                        crate::slot_index::prefetch_line(p.wrapping_add(b.len() - 1));
+                    }
+                }
+            }
+        }
     }
 
     /// Calls `f` with the value of `key` if it exists and has not expired.

@@ -1,7 +1,7 @@
 //! Scenario tests of the public `Store` API, one per behaviour or invariant.
 use std::cell::Cell;
 
-use simplekv_engine::{Durability, OpenError, Options, Store, WriteError};
+use simplekv_engine::{Durability, OpenError, Options, Prefetch, Store, WriteError};
 
 thread_local! {
     static NOW: Cell<u64> = const { Cell::new(1_000_000) };
@@ -318,4 +318,43 @@ fn background_sync_takes_the_everysec_fsync_off_the_committing_thread() {
         s.take_background_sync().unwrap().is_none(),
         "at most one per second"
     );
+}
+
+#[test]
+fn prefetch_stages_are_hints_for_any_key_in_any_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), opts()).unwrap();
+    let stages = [Prefetch::Index, Prefetch::Entry, Prefetch::Record];
+    // An empty keydir has no index chunks yet.
+    for st in stages {
+        s.prefetch(b"nothing", s.key_hash(b"nothing"), st);
+    }
+    // Records still in the write buffer, flushed ones, a deleted key, a missing key, and a
+    // key prefetched under another key's hash: nothing panics and reads are unchanged.
+    for i in 0..2000u32 {
+        s.put(
+            format!("k{i}").as_bytes(),
+            &vec![b'v'; (i % 300) as usize],
+            None,
+        )
+        .unwrap();
+    }
+    s.commit().unwrap();
+    s.delete(b"k7").unwrap();
+    s.put(b"fresh", b"in the buffer", None).unwrap();
+    let keys: Vec<Vec<u8>> = ["k1", "k7", "k1999", "fresh", "absent"]
+        .iter()
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    for st in stages {
+        for k in &keys {
+            s.prefetch(k, s.key_hash(k), st);
+            s.prefetch(k, s.key_hash(b"k1"), st);
+        }
+    }
+    assert_eq!(s.get(b"k1").unwrap().unwrap(), vec![b'v'; 1]);
+    assert_eq!(s.get(b"k1999").unwrap().unwrap(), vec![b'v'; 1999 % 300]);
+    assert!(s.get(b"k7").unwrap().is_none());
+    assert_eq!(s.get(b"fresh").unwrap().unwrap(), b"in the buffer");
+    assert!(s.get(b"absent").unwrap().is_none());
 }

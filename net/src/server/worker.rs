@@ -18,14 +18,15 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use simplekv_conf::Config;
 use simplekv_engine::journal;
 use simplekv_engine::{
-    Durability, HintJob, Journal, JournalError, JournalSync, MergeJob, Staged, Store, SyncTicket,
+    Durability, HintJob, Journal, JournalError, JournalSync, MergeJob, Prefetch, Staged, Store,
+    SyncTicket,
 };
 
 use super::conn::{Conn, Hold, ReadOutcome, Released};
 use super::replica::{ClusterState, Need};
 use super::router::{Msg, Op, Payload, Peer, Request, Response, Topology};
 use super::stats::{Shared, WorkerStats};
-use crate::resp::parse::Limits;
+use crate::resp::parse::{Limits, Parser};
 
 pub const WAKER: Token = Token(0);
 pub const LISTENER: Token = Token(1);
@@ -61,6 +62,8 @@ pub struct Worker {
     /// Reused buffer for the reply of a command run on this worker (no allocation per
     /// command when the reply goes straight to the connection's write buffer).
     pub reply_buf: Vec<u8>,
+    /// Parses ahead over a connection's pipelined commands for `prefetch_pipeline`.
+    lookahead: Parser,
     pub owned: Vec<u32>,
     pub conns: Vec<Option<Conn>>,
     free_tokens: Vec<usize>,
@@ -178,6 +181,7 @@ impl Worker {
             outbox: Vec::new(),
             req_out: Vec::new(),
             reply_buf: Vec::new(),
+            lookahead: Parser::new(),
             external_out: Vec::new(),
             stats: WorkerStats::default(),
             maint,
@@ -479,6 +483,7 @@ impl Worker {
         else {
             return;
         };
+        self.prefetch_pipeline(&conn);
         loop {
             if conn.client.closing || self.draining {
                 break;
@@ -524,6 +529,60 @@ impl Worker {
         conn.compact_rbuf();
         self.conns[token - FIRST_CONN] = Some(conn);
         self.mark_conn_dirty(token);
+    }
+
+    /// Staged prefetch over the GETs and SETs pipelined in a connection's buffer (see
+    /// `Store::prefetch`): their cache misses (index chunk, keydir entry, record) overlap
+    /// instead of each command taking its own one after another. Only keys of this
+    /// worker's partitions count; a lone command (no pipelining) costs one parse here.
+    fn prefetch_pipeline(&mut self, conn: &Conn) {
+        const MAX: usize = 32;
+        let buf = &conn.rbuf[conn.rpos..];
+        // (partition, hash, key start, key end, a read: its record is wanted too)
+        let mut keys = [(0u32, 0u64, 0usize, 0usize, false); MAX];
+        let mut n = 0;
+        let mut pos = 0;
+        let mut first = true;
+        while n < MAX && pos < buf.len() {
+            self.lookahead.reset();
+            let Ok(Some(cmd)) = self.lookahead.parse(&buf[pos..], &self.limits) else {
+                break;
+            };
+            let consumed = cmd.consumed();
+            if first && consumed >= buf.len() {
+                return;
+            }
+            first = false;
+            if let Some(r) = cmd.buf_ranges()
+                && r.len() >= 2
+            {
+                let name = &buf[pos + r[0].start..pos + r[0].end];
+                let read = name.eq_ignore_ascii_case(b"get");
+                if read || name.eq_ignore_ascii_case(b"set") {
+                    let (start, end) = (pos + r[1].start, pos + r[1].end);
+                    let p = self.topo.partition_of(&buf[start..end]);
+                    if let Some(Some(store)) = self.stores.get(p as usize) {
+                        keys[n] = (p, store.key_hash(&buf[start..end]), start, end, read);
+                        n += 1;
+                    }
+                }
+            }
+            pos += consumed;
+        }
+        self.lookahead.reset();
+        if n < 2 {
+            return;
+        }
+        for stage in [Prefetch::Index, Prefetch::Entry, Prefetch::Record] {
+            for &(p, hash, start, end, read) in &keys[..n] {
+                if stage == Prefetch::Record && !read {
+                    continue;
+                }
+                if let Some(Some(store)) = self.stores.get(p as usize) {
+                    store.prefetch(&buf[start..end], hash, stage);
+                }
+            }
+        }
     }
 
     // ----------------------------------------------------------- messages
