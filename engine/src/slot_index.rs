@@ -4,8 +4,9 @@
 //! key: the control bytes, the bucket array (kept apart from them) and the entry. Here each
 //! 64-byte chunk holds 12 one-byte tags and the 12 slot numbers they belong to, so a lookup
 //! touches one line of the index and then the entry: one cache miss fewer on every GET, SET
-//! and DEL of a keydir larger than the CPU caches. The memory is the same as before (5.3
-//! bytes per bucket; at most 80% of buckets used).
+//! and DEL of a keydir larger than the CPU caches. 5.3 bytes per bucket, at most 7/8 of the
+//! buckets used: 6.1 to 12.2 bytes per key, against 5.7 to 11.4 for the swiss table it
+//! replaced.
 //!
 //! Collisions move a key to the next chunk (linear probing over chunks). Each chunk counts
 //! the keys that passed over it while it was full (`overflow`, as in F14): a lookup stops at
@@ -19,9 +20,9 @@
 const SLOTS: usize = 12;
 const TAG_MASK: u16 = (1 << SLOTS) - 1;
 const EMPTY: u8 = 0;
-/// At most 4 of every 5 buckets are used.
-const LOAD_NUM: usize = 4;
-const LOAD_DEN: usize = 5;
+/// At most 7 of every 8 buckets are used (F14 fills 12 of 14).
+const LOAD_NUM: usize = 7;
+const LOAD_DEN: usize = 8;
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -329,7 +330,7 @@ mod tests {
         let mut idx = SlotIndex::new();
         idx.reserve(100_000, hash);
         let reserved = idx.capacity();
-        assert!(reserved * 4 / 5 >= 100_000);
+        assert!(reserved * LOAD_NUM / LOAD_DEN >= 100_000);
         for k in 0..1000 {
             idx.insert_unique(hash(k), k, hash);
         }

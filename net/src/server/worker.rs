@@ -535,15 +535,27 @@ impl Worker {
     /// `Store::prefetch`): their cache misses (index chunk, keydir entry, record) overlap
     /// instead of each command taking its own one after another. Only keys of this
     /// worker's partitions count; a lone command (no pipelining) costs one parse here.
+    ///
+    /// The look-ahead is bounded in commands and bytes whatever they are, so a connection
+    /// resumed again and again with a huge pipeline queued does not re-parse all of it each
+    /// time; a paused or backlogged connection runs nothing, so it gets none.
     fn prefetch_pipeline(&mut self, conn: &Conn) {
         const MAX: usize = 32;
+        const MAX_BYTES: usize = 64 << 10;
+        if conn.client.paused || conn.out.backlogged() {
+            return;
+        }
         let buf = &conn.rbuf[conn.rpos..];
+        let buf = &buf[..buf.len().min(MAX_BYTES)];
         // (partition, hash, key start, key end, a read: its record is wanted too)
         let mut keys = [(0u32, 0u64, 0usize, 0usize, false); MAX];
         let mut n = 0;
         let mut pos = 0;
         let mut first = true;
-        while n < MAX && pos < buf.len() {
+        for _ in 0..MAX {
+            if pos >= buf.len() {
+                break;
+            }
             self.lookahead.reset();
             let Ok(Some(cmd)) = self.lookahead.parse(&buf[pos..], &self.limits) else {
                 break;
