@@ -289,6 +289,12 @@ impl Parser {
         }
     }
 
+    /// True while a frame is partly parsed (more bytes are awaited to finish it); false
+    /// before any byte and after a complete command.
+    pub fn mid_frame(&self) -> bool {
+        !matches!(self.phase, Phase::Start | Phase::Done)
+    }
+
     /// Parses one command from the start of `buf`.
     ///
     /// * `Ok(Some(cmd))`: a complete command; `cmd.consumed()` bytes of `buf` belong to it. An
@@ -801,6 +807,25 @@ mod tests {
             all(b"*-10\r\n*1\r\n$4\r\nPING\r\n").unwrap(),
             vec![vec![], args(&["PING"])]
         );
+    }
+
+    #[test]
+    fn mid_frame_is_true_only_between_the_first_and_last_byte_of_a_frame() {
+        let limits = Limits::default();
+        let frame = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n";
+        let mut p = Parser::new();
+        assert!(!p.mid_frame());
+        for cut in 1..frame.len() {
+            let mut p = Parser::new();
+            assert!(p.parse(&frame[..cut], &limits).unwrap().is_none());
+            assert!(p.mid_frame(), "cut at {cut}");
+            assert!(p.parse(frame, &limits).unwrap().is_some());
+            assert!(!p.mid_frame(), "after the frame completed (cut at {cut})");
+        }
+        assert!(p.parse(b"PING\r\n", &limits).unwrap().is_some());
+        assert!(!p.mid_frame());
+        assert!(p.parse(b"PI", &limits).unwrap().is_none());
+        assert!(p.mid_frame());
     }
 
     #[test]

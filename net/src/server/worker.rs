@@ -62,8 +62,13 @@ pub struct Worker {
     /// Reused buffer for the reply of a command run on this worker (no allocation per
     /// command when the reply goes straight to the connection's write buffer).
     pub reply_buf: Vec<u8>,
-    /// Parses ahead over a connection's pipelined commands for `prefetch_pipeline`.
+    /// Parses ahead over a connection's pipelined commands for `look_ahead`.
     lookahead: Parser,
+    /// Commands `look_ahead` parsed, in order from the connection's read position: bytes
+    /// consumed and their arguments' ranges in `ahead_ranges` (offsets into `rbuf`), so that
+    /// `process_input` runs them without parsing them again.
+    ahead: Vec<(usize, std::ops::Range<usize>)>,
+    ahead_ranges: Vec<std::ops::Range<usize>>,
     pub owned: Vec<u32>,
     pub conns: Vec<Option<Conn>>,
     free_tokens: Vec<usize>,
@@ -182,6 +187,8 @@ impl Worker {
             req_out: Vec::new(),
             reply_buf: Vec::new(),
             lookahead: Parser::new(),
+            ahead: Vec::new(),
+            ahead_ranges: Vec::new(),
             external_out: Vec::new(),
             stats: WorkerStats::default(),
             maint,
@@ -483,7 +490,10 @@ impl Worker {
         else {
             return;
         };
-        self.prefetch_pipeline(&conn);
+        self.look_ahead(&conn);
+        let ahead = std::mem::take(&mut self.ahead);
+        let ranges = std::mem::take(&mut self.ahead_ranges);
+        let mut next_ahead = 0;
         loop {
             if conn.client.closing || self.draining {
                 break;
@@ -492,25 +502,30 @@ impl Worker {
                 conn.client.paused = true;
                 break;
             }
+            // Commands the look-ahead parsed (from `rpos`, with the connection's parser
+            // between frames) run from its ranges.
+            if let Some((consumed, rs)) = ahead.get(next_ahead) {
+                next_ahead += 1;
+                let rs = &ranges[rs.clone()];
+                if !rs.is_empty() {
+                    let rbuf = &conn.rbuf;
+                    with_args(rs.len(), rs.iter().map(|r| &rbuf[r.clone()]), |args| {
+                        self.stats.commands += 1;
+                        self.dispatch(token, &mut conn.out, &mut conn.client, args);
+                    });
+                }
+                conn.rpos += consumed;
+                continue;
+            }
             let parsed = conn.parser.parse(&conn.rbuf[conn.rpos..], &self.limits);
             match parsed {
                 Ok(Some(cmd)) => {
                     let consumed = cmd.consumed();
                     if !cmd.is_empty() {
-                        // On the stack for the usual few arguments: no allocation per command.
-                        let mut small: [&[u8]; 8] = [&[]; 8];
-                        let heap: Vec<&[u8]>;
-                        let args: &[&[u8]] = if cmd.len() <= small.len() {
-                            for (slot, a) in small.iter_mut().zip(cmd.iter()) {
-                                *slot = a;
-                            }
-                            &small[..cmd.len()]
-                        } else {
-                            heap = cmd.iter().collect();
-                            &heap
-                        };
-                        self.stats.commands += 1;
-                        self.dispatch(token, &mut conn.out, &mut conn.client, args);
+                        with_args(cmd.len(), cmd.iter(), |args| {
+                            self.stats.commands += 1;
+                            self.dispatch(token, &mut conn.out, &mut conn.client, args);
+                        });
                     }
                     conn.rpos += consumed;
                 }
@@ -529,20 +544,29 @@ impl Worker {
         conn.compact_rbuf();
         self.conns[token - FIRST_CONN] = Some(conn);
         self.mark_conn_dirty(token);
+        self.ahead = ahead;
+        self.ahead.clear();
+        self.ahead_ranges = ranges;
+        self.ahead_ranges.clear();
     }
 
-    /// Staged prefetch over the GETs and SETs pipelined in a connection's buffer (see
-    /// `Store::prefetch`): their cache misses (index chunk, keydir entry, record) overlap
-    /// instead of each command taking its own one after another. Only keys of this
-    /// worker's partitions count; a lone command (no pipelining) costs one parse here.
+    /// Parses ahead over the commands waiting in a connection's buffer, keeping them for
+    /// `process_input` (`ahead`), and runs a staged prefetch over the GETs and SETs among
+    /// them (see `Store::prefetch`): their cache misses (index chunk, keydir entry, record)
+    /// overlap instead of each command taking its own one after another. Only keys of this
+    /// worker's partitions are prefetched.
     ///
-    /// The look-ahead is bounded in commands and bytes whatever they are, so a connection
-    /// resumed again and again with a huge pipeline queued does not re-parse all of it each
-    /// time; a paused or backlogged connection runs nothing, so it gets none.
-    fn prefetch_pipeline(&mut self, conn: &Conn) {
+    /// Bounded in commands and bytes whatever they are, so a connection resumed again and
+    /// again with a huge pipeline queued does not parse all of it each time; a paused or
+    /// backlogged connection runs nothing, so it gets none. Skipped while the connection's
+    /// parser is inside a frame, so a frame trickling in byte by byte is parsed
+    /// incrementally, not again from its start on every read. It stops at an inline command
+    /// (its arguments live in the parser, not the buffer) and after CONFIG (which may change
+    /// the limits the next commands are parsed with).
+    fn look_ahead(&mut self, conn: &Conn) {
         const MAX: usize = 32;
         const MAX_BYTES: usize = 64 << 10;
-        if conn.client.paused || conn.out.backlogged() {
+        if conn.client.paused || conn.out.backlogged() || conn.parser.mid_frame() {
             return;
         }
         let buf = &conn.rbuf[conn.rpos..];
@@ -551,7 +575,6 @@ impl Worker {
         let mut keys = [(0u32, 0u64, 0usize, 0usize, false); MAX];
         let mut n = 0;
         let mut pos = 0;
-        let mut first = true;
         for _ in 0..MAX {
             if pos >= buf.len() {
                 break;
@@ -561,14 +584,22 @@ impl Worker {
                 break;
             };
             let consumed = cmd.consumed();
-            if first && consumed >= buf.len() {
-                return;
+            let Some(r) = cmd.buf_ranges() else {
+                break;
+            };
+            let at = conn.rpos + pos;
+            let first_range = self.ahead_ranges.len();
+            self.ahead_ranges
+                .extend(r.iter().map(|r| at + r.start..at + r.end));
+            self.ahead
+                .push((consumed, first_range..self.ahead_ranges.len()));
+            let name = r
+                .first()
+                .map_or(&[][..], |r| &buf[pos + r.start..pos + r.end]);
+            if name.eq_ignore_ascii_case(b"config") {
+                break;
             }
-            first = false;
-            if let Some(r) = cmd.buf_ranges()
-                && r.len() >= 2
-            {
-                let name = &buf[pos + r[0].start..pos + r[0].end];
+            if r.len() >= 2 {
                 let read = name.eq_ignore_ascii_case(b"get");
                 if read || name.eq_ignore_ascii_case(b"set") {
                     let (start, end) = (pos + r[1].start, pos + r[1].end);
@@ -1751,4 +1782,25 @@ fn spawn_sync_thread(name: String, me: Peer) -> Sender<SyncJob> {
         error!("cannot start thread {name}: {e}");
     }
     tx
+}
+
+/// Calls `f` with a command's arguments in a slice: on the stack for the usual few (no
+/// allocation per command), in a `Vec` beyond 8.
+fn with_args<'a, R>(
+    len: usize,
+    args: impl Iterator<Item = &'a [u8]>,
+    f: impl FnOnce(&[&'a [u8]]) -> R,
+) -> R {
+    let mut small: [&[u8]; 8] = [&[]; 8];
+    if len <= small.len() {
+        let mut n = 0;
+        for (slot, a) in small.iter_mut().zip(args) {
+            *slot = a;
+            n += 1;
+        }
+        f(&small[..n])
+    } else {
+        let heap: Vec<&[u8]> = args.collect();
+        f(&heap)
+    }
 }
