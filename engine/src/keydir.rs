@@ -157,7 +157,8 @@ impl Keydir {
         &mut self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
+    /// The hash the index files `key` under (also what the prefetch stages take).
+    pub fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
 
@@ -167,11 +168,6 @@ impl Keydir {
 
     fn find_slot_hashed(&self, key: &[u8], h: u64) -> Option<u32> {
         self.index.find(h, |s| self.entry(s).key.as_slice() == key)
-    }
-
-    /// The hash the index files `key` under (for the prefetch stages).
-    pub fn hash_of(&self, key: &[u8]) -> u64 {
-        self.hash(key)
     }
 
     /// Prefetch stage 1 of a batch of lookups: start loading each key's index chunk.

@@ -362,7 +362,7 @@ impl Store {
 
     /// The hash [`Store::prefetch`] takes for `key`.
     pub fn key_hash(&self, key: &[u8]) -> u64 {
-        self.keydir.hash_of(key)
+        self.keydir.hash(key)
     }
 
     /// Starts loading what a lookup of `key` will read, so that a batch of lookups (a

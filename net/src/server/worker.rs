@@ -544,10 +544,9 @@ impl Worker {
         conn.compact_rbuf();
         self.conns[token - FIRST_CONN] = Some(conn);
         self.mark_conn_dirty(token);
+        // Given back for their capacity; `look_ahead` clears them.
         self.ahead = ahead;
-        self.ahead.clear();
         self.ahead_ranges = ranges;
-        self.ahead_ranges.clear();
     }
 
     /// Parses ahead over the commands waiting in a connection's buffer, keeping them for
@@ -562,9 +561,9 @@ impl Worker {
     /// parser is inside a frame, so a frame trickling in byte by byte is parsed
     /// incrementally, not again from its start on every read. (Running it again once such a
     /// frame completes was measured slower with 1000-command pipelines, whose reads nearly
-    /// always end inside a frame: 900 against 660-810 ns per GET.) It stops at an inline command
-    /// (its arguments live in the parser, not the buffer) and after CONFIG (which may change
-    /// the limits the next commands are parsed with).
+    /// always end inside a frame: 900 against 660-810 ns per GET.) It stops at an inline
+    /// command (its arguments live in the parser, not the buffer) and after CONFIG (which
+    /// may change the limits the next commands are parsed with).
     fn look_ahead(&mut self, conn: &Conn) {
         const MAX: usize = 32;
         const MAX_BYTES: usize = 64 << 10;
@@ -621,7 +620,6 @@ impl Worker {
             }
             pos += consumed;
         }
-        self.lookahead.reset();
         if n < 2 {
             return;
         }
