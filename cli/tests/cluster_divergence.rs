@@ -792,3 +792,92 @@ fn followers_merges_drop_the_tombstones_every_replica_has_passed() {
     let r = assert_identical_replicas(&mut c, P, &acked);
     assert!(keys.iter().all(|k| !has(&r, k)), "a deleted key came back");
 }
+
+/// Copies directory `from` to `to`, which must not exist (files and subdirectories).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
+    let entries =
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+    for e in entries {
+        let e = e.expect("directory entry");
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type().expect("file type").is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        }
+    }
+}
+
+/// A follower applies deletes, the leader merges them away once every replica has passed
+/// them, and then the follower loses the end of its log, as a power cut can take what
+/// `fsync = everysec` had not synced yet: here its data directory goes back to a copy taken
+/// before the deletes. Fetching from its log end would never delete those keys (the leader
+/// has no tombstones left for them), so the leader has it copy the segments instead, and
+/// every replica ends with the same keyspace.
+#[test]
+fn a_replica_that_lost_deletes_the_leader_merged_away_is_rebuilt_from_its_segments() {
+    let mut c = LocalCluster::start(3, 1, 3, MERGING);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let st = c.partition_state(P);
+    let l = st.leader.expect("leader");
+    let f = *st.replicas.iter().find(|&&r| r != l).expect("follower");
+    let marker = "lost-delete-marker-";
+    let keys = keys_in(&c, P, marker, 300);
+    let mut acked = Acked::new();
+    set_all_acked(&c, l, &keys, "v", &mut acked);
+    // The disk image a crash could leave, taken before the deletes.
+    c.kill9(f);
+    let image = c.data_dir(f).with_extension("image");
+    copy_dir(&c.data_dir(f), &image);
+    c.restart(f);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let mut conn = c.conn_to(l);
+    for k in &keys {
+        let n: i64 = redis::cmd("DEL").arg(k).query(&mut conn).expect("DEL");
+        assert_eq!(n, 1, "DEL {k}");
+        acked.insert(k.clone(), None);
+    }
+    // Overwritten filler: more than the leader's in-memory tail for followers (16 MiB), so the
+    // returning follower reads from the log, and dead bytes for merges until the leader's
+    // log holds none of the deleted keys.
+    let filler = "f".repeat(256 << 10);
+    let filler_keys = keys_in(&c, P, "filler", 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0usize;
+    loop {
+        let k = &filler_keys[round % filler_keys.len()];
+        let v = format!("{round}:{filler}");
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg(&v)
+            .query(&mut conn)
+            .expect("SET filler");
+        acked.insert(k.clone(), Some(v));
+        round += 1;
+        let left = count_in_segments(&c, l, P, marker.as_bytes());
+        if round >= 80 && left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} deleted keys still in the leader's log after {round} filler writes\n{}",
+            c.all_log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(conn);
+    c.kill9(f);
+    std::fs::remove_dir_all(c.data_dir(f)).expect("remove the data directory");
+    std::fs::rename(&image, c.data_dir(f)).expect("restore the image");
+    c.restart(f);
+    c.wait_for_full_isr(Duration::from_secs(60));
+    assert!(
+        c.log_tail(f).contains("replaced this replica's log"),
+        "node {f} did not replace its log with the leader's segments:\n{}",
+        c.log_tail(f)
+    );
+    set_all_acked(&c, l, &keys_in(&c, P, "after-", 5), "a", &mut acked);
+    let r = assert_identical_replicas(&mut c, P, &acked);
+    assert!(keys.iter().all(|k| !has(&r, k)), "a deleted key came back");
+}

@@ -51,6 +51,7 @@ pub struct MergeInput {
     pub path: PathBuf,
     pub base: u64,
     pub file_id: u64,
+    pub dropped_below: u64,
 }
 
 /// The file work of a merge; see the module documentation.
@@ -154,6 +155,7 @@ impl Store {
                     path: s.path.clone(),
                     base: s.base(),
                     file_id: s.header.file_id,
+                    dropped_below: s.header.dropped_below,
                 }
             })
             .collect();
@@ -532,10 +534,18 @@ impl MergeJob {
         covered_end: u64,
     ) -> Result<(MergedSegment, u64), MergeError> {
         use std::io::Write;
+        // Every output carries the whole merge's mark, so that it survives whichever
+        // outputs a later merge leaves.
+        let dropped_below = self
+            .inputs
+            .iter()
+            .map(|i| i.dropped_below)
+            .fold(self.horizon.min(self.end), u64::max);
         let header = SegmentHeader {
             base,
             covered_end,
             file_id: fsutil::random_id(),
+            dropped_below,
         };
         let log_tmp = self.dir.join(format!("{base:020}.log.merge"));
         let hint_tmp = self.dir.join(format!("{base:020}.hint.merge"));

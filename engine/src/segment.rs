@@ -29,6 +29,12 @@ pub struct SegmentHeader {
     pub covered_end: u64,
     /// Random id tying hint files to this exact file.
     pub file_id: u64,
+    /// For merge output: tombstones (and expired values) with an LSN below this may have been
+    /// dropped, by this merge or an earlier one whose output it merged. A replica whose log
+    /// ends below it may still hold a value one of them deleted, so it cannot catch up from
+    /// this log record by record. 0 for segments written by appends (and for files written
+    /// before the field existed: the bytes were zero).
+    pub dropped_below: u64,
 }
 
 impl SegmentHeader {
@@ -38,6 +44,7 @@ impl SegmentHeader {
         b[8..16].copy_from_slice(&self.base.to_le_bytes());
         b[16..24].copy_from_slice(&self.covered_end.to_le_bytes());
         b[24..32].copy_from_slice(&self.file_id.to_le_bytes());
+        b[32..40].copy_from_slice(&self.dropped_below.to_le_bytes());
         let crc = crc32fast::hash(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -66,6 +73,7 @@ impl SegmentHeader {
             base: u(8),
             covered_end: u(16),
             file_id: u(24),
+            dropped_below: u(32),
         })
     }
 }
@@ -395,6 +403,7 @@ mod tests {
             base: 12,
             covered_end: 99,
             file_id: 0xdead_beef,
+            dropped_below: 77,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
@@ -419,6 +428,7 @@ mod tests {
             base: 0,
             covered_end: 0,
             file_id: 1,
+            dropped_below: 0,
         };
         let mut s = Segment::create(dir.path(), h, 1 << 20, None).unwrap();
         let off = s.append(b"hello");

@@ -535,6 +535,7 @@ impl Store {
         let header = SegmentHeader {
             base: self.next_lsn,
             covered_end: 0,
+            dropped_below: 0,
             file_id: fsutil::random_id(),
         };
         let cap = self
@@ -933,6 +934,17 @@ impl Store {
         self.epoch
     }
 
+    /// LSN below which merges may have dropped tombstones (see
+    /// `SegmentHeader::dropped_below`): a replica whose log ends below it must copy this log
+    /// rather than fetch its records, or a value deleted here could live on there.
+    pub fn dropped_below(&self) -> u64 {
+        self.order
+            .iter()
+            .map(|&id| self.seg(id).header.dropped_below)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Files of the closed segments (and their hint files, where written): what a new
     /// replica can copy as they are.
     pub fn closed_segment_files(&self) -> Vec<PathBuf> {
@@ -1185,10 +1197,12 @@ impl Store {
             rewrite_header(&path, &seg.header).at_write(&path)?;
             seg.truncate(pos as u64)?;
         } else {
-            // Everything was cut: keep numbering from the cut, as the leader does.
+            // Everything was cut: keep numbering from the cut, as the leader does. Nothing
+            // below the cut is left, tombstones included.
             let header = SegmentHeader {
                 base: lsn,
                 covered_end: 0,
+                dropped_below: lsn,
                 file_id: fsutil::random_id(),
             };
             let seg = Segment::create(&dir, header, self.opts.segment_size, None)?;
@@ -1537,6 +1551,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
         let header = SegmentHeader {
             base: next_lsn,
             covered_end: 0,
+            dropped_below: 0,
             file_id: fsutil::random_id(),
         };
         let seg = Segment::create(dir, header, opts.segment_size, None).map_err(|e| {

@@ -140,6 +140,34 @@ fn tombstones_above_the_horizon_are_kept_for_lagging_followers() {
     assert_eq!(s.read_records(0, 1 << 20).unwrap().count, 0);
 }
 
+/// The log remembers, across restarts and later merges with a lower horizon, below which LSN
+/// tombstones may be gone: a replica whose log ends below that mark cannot catch up from the
+/// records and must copy the log instead.
+#[test]
+fn the_log_remembers_below_which_tombstones_may_have_been_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    assert_eq!(s.dropped_below(), 0);
+    s.put(b"k", b"v", None).unwrap();
+    s.delete(b"k").unwrap();
+    let first_end = s.log_end();
+    s.put(b"other", b"v", None).unwrap();
+    // The horizon caps it, and so does the merged range (the active segment is never merged).
+    s.merge_now(first_end).unwrap();
+    assert_eq!(s.dropped_below(), first_end);
+    s.put(b"more", b"v", None).unwrap();
+    let end = s.log_end();
+    s.merge_now(u64::MAX).unwrap();
+    assert_eq!(s.dropped_below(), end, "capped by the merged range");
+    // A later merge with a lower horizon (a replica came back with less) keeps the mark.
+    s.put(b"again", b"v", None).unwrap();
+    s.merge_now(1).unwrap();
+    assert_eq!(s.dropped_below(), end);
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.dropped_below(), end, "kept in the segment headers");
+}
+
 #[test]
 fn merge_never_resurrects_an_expired_key_and_keeps_changed_expiries() {
     let dir = tempfile::tempdir().unwrap();

@@ -767,8 +767,13 @@ impl Worker {
                     return (reply(ReplReply::Failed("no store".into())), Need::Now);
                 };
                 // An empty replica copies the closed segments as files instead of replaying
-                // them record by record.
-                if from == 0 && validate == Some(0) && s.active_base() > 0 {
+                // them record by record. So does one whose log ends where merges here may have
+                // dropped tombstones (it lost its tail in a crash, or was away while its
+                // position was counted): fetched records would never delete what it holds
+                // there. Records after validation come from positions this leader's merge
+                // horizon counts, so only the first request needs the check.
+                let empty = from == 0 && validate == Some(0) && s.active_base() > 0;
+                if empty || (validate.is_some() && from < s.dropped_below()) {
                     return (reply(ReplReply::Bootstrap), Need::Now);
                 }
                 if let Some(last_epoch) = validate {
@@ -1015,6 +1020,32 @@ fn sibling(dir: &std::path::Path, what: &str) -> std::path::PathBuf {
     dir.with_file_name(name)
 }
 
+/// Swaps directories `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`) and makes it
+/// durable.
+fn exchange_dirs(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other(format!("{} has a NUL byte", p.display())))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let parent = b.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(parent)?.sync_all()
+}
+
 /// Hard links of a leader's closed segments and hints in a fresh directory (see
 /// `ReplOp::Snapshot`); the copier removes it when done.
 fn snapshot_links(s: &simplekv_engine::Store) -> std::io::Result<ReplReply> {
@@ -1076,7 +1107,10 @@ impl Worker {
             .then(|| Payload::Repl(Box::new(ReplReply::WrongRole { leader_epoch: 0 })))
     }
 
-    /// Replaces an empty follower log with a copied snapshot (see `ReplOp::Install`).
+    /// Replaces a follower's log with a copied snapshot (see `ReplOp::Install`): an empty log,
+    /// or one the leader cannot bring up to date record by record (`ReplOp::Read`). The
+    /// staged directory gets the epoch history first and then takes the partition
+    /// directory's place in one atomic exchange, so a crash leaves either log whole.
     fn install_snapshot(
         &mut self,
         p: u32,
@@ -1097,42 +1131,54 @@ impl Worker {
         if let Err(e) = self.prepare_log_cut() {
             return fail(e);
         }
-        let Some(old) = self.stores.get_mut(p as usize).and_then(|s| s.take()) else {
-            return fail("no store".into());
-        };
-        if old.log_end() != 0 {
-            // Records arrived meanwhile: keep them, fetch the rest as usual.
-            self.stores[p as usize] = Some(old);
-            return fail("the log is no longer empty".into());
-        }
-        let dir = old.dir().to_path_buf();
-        let opts = old.options().clone();
-        drop(old);
-        let moved = (|| -> std::io::Result<()> {
-            for e in std::fs::read_dir(&dir)? {
-                let path = e?.path();
-                if path.is_file() {
-                    std::fs::remove_file(&path)?;
-                }
-            }
-            for e in std::fs::read_dir(staging)? {
-                let e = e?;
-                std::fs::rename(e.path(), dir.join(e.file_name()))?;
-            }
-            std::fs::remove_dir(staging)?;
-            std::fs::File::open(&dir)?.sync_all()
-        })();
-        let epochs_written = moved.map_err(|e| e.to_string()).and_then(|()| {
+        let staged = (|| -> Result<(), String> {
             let mut cache =
-                simplekv_engine::LeaderEpochCache::load(&dir).map_err(|e| e.to_string())?;
+                simplekv_engine::LeaderEpochCache::load(staging).map_err(|e| e.to_string())?;
             for &(e, start) in epochs {
                 cache.assign(e, start).map_err(|e| e.to_string())?;
             }
-            Ok(())
-        });
-        let reopened = simplekv_engine::Store::open(&dir, opts);
-        match (epochs_written, reopened) {
-            (Ok(()), Ok(mut s)) => {
+            std::fs::File::open(staging)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| e.to_string())
+        })();
+        if let Err(e) = staged {
+            return fail(format!("preparing the copied segments: {e}"));
+        }
+        let Some(old) = self.stores.get_mut(p as usize).and_then(|s| s.take()) else {
+            return fail("no store".into());
+        };
+        let dir = old.dir().to_path_buf();
+        let opts = old.options().clone();
+        let replaced = old.log_end();
+        drop(old);
+        if let Err(e) = exchange_dirs(staging, &dir) {
+            log::error!("partition {p}: installing the copied segments failed: {e}");
+            return match simplekv_engine::Store::open(&dir, opts) {
+                Ok(mut s) => {
+                    s.set_replica(true);
+                    self.stores[p as usize] = Some(s);
+                    fail(format!("installing the copied segments: {e}"))
+                }
+                Err(o) => fail(format!(
+                    "installing the copied segments: {e}; reopening the old log: {o}"
+                )),
+            };
+        }
+        // The staging name now holds the replaced log.
+        if let Err(e) = std::fs::remove_dir_all(staging) {
+            warn!(
+                "partition {p}: cannot remove the replaced log {}: {e}",
+                staging.display()
+            );
+        }
+        if replaced > 0 {
+            warn!(
+                "partition {p}: replaced this replica's log (up to LSN {replaced}) with the \
+                 leader's segments: the leader's merges dropped deletes it had not applied"
+            );
+        }
+        match simplekv_engine::Store::open(&dir, opts.clone()) {
+            Ok(mut s) => {
                 s.set_replica(true);
                 let log_end = s.log_end();
                 let last_epoch = last_record_epoch(&s);
@@ -1143,19 +1189,24 @@ impl Worker {
                     last_epoch,
                 }))
             }
-            (r, s) => {
-                let why = match (&r, &s) {
-                    (Err(e), _) => e.clone(),
-                    (_, Err(e)) => e.to_string(),
-                    _ => String::new(),
-                };
-                log::error!("partition {p}: installing a snapshot failed: {why}");
-                // An empty log is always a valid replica: start over with one.
-                if let Ok(mut s) = s {
-                    s.set_replica(true);
-                    self.stores[p as usize] = Some(s);
+            Err(e) => {
+                log::error!(
+                    "partition {p}: the copied segments do not open ({e}); starting over with \
+                     an empty log"
+                );
+                // An empty log is always a valid replica: it fetches everything again.
+                let emptied =
+                    std::fs::remove_dir_all(&dir).and_then(|()| std::fs::create_dir(&dir));
+                match emptied.map_err(|e| e.to_string()).and_then(|()| {
+                    simplekv_engine::Store::open(&dir, opts).map_err(|e| e.to_string())
+                }) {
+                    Ok(mut s) => {
+                        s.set_replica(true);
+                        self.stores[p as usize] = Some(s);
+                    }
+                    Err(e2) => log::error!("partition {p}: no log left: {e2}"),
                 }
-                fail(why)
+                fail(e.to_string())
             }
         }
     }
