@@ -34,6 +34,8 @@ pub(crate) enum MergeState {
     Idle,
     Running {
         generation: u64,
+        /// The job's `dropped_below` mark: tombstones below it may go.
+        drops_below: u64,
     },
     Installing(Box<Installing>),
 }
@@ -162,6 +164,7 @@ impl Store {
         let end = self.seg(self.active_id()).base();
         self.merge = MergeState::Running {
             generation: self.generation,
+            drops_below: horizon.min(end),
         };
         Ok(Some(MergeJob {
             dir: self.dir.clone(),
@@ -213,7 +216,7 @@ impl Store {
     /// Commits a finished merge (see the module documentation) and starts re-pointing keys;
     /// call [`Store::merge_step`] until it returns false.
     pub fn install_merge(&mut self, out: MergeOutput) -> Result<(), MergeError> {
-        let current = matches!(self.merge, MergeState::Running { generation } if generation == out.generation)
+        let current = matches!(self.merge, MergeState::Running { generation, .. } if generation == out.generation)
             && out.inputs.iter().all(|i| {
                 self.order.contains(&i.seg_id)
                     && self.segments[i.seg_id as usize]

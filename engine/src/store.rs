@@ -191,7 +191,9 @@ impl Store {
             epoch: 0,
             last_sync: Instant::now(),
             hint_jobs: Vec::new(),
-            generation: 0,
+            // Random, so that no merge job of another store on this directory (one replaced
+            // by a copied log) ever matches this one's.
+            generation: fsutil::random_id() >> 1,
             merge: MergeState::Idle,
             report: RecoveryReport::default(),
             failed: None,
@@ -301,6 +303,18 @@ impl Store {
             // A new generation, so that not even a merge started after this one takes it.
             self.generation += 1;
             self.merge = MergeState::Idle;
+        }
+    }
+
+    /// Abandons a merge under way (not installed yet) that may drop tombstones at or above
+    /// `lsn`: a replica turned out to be back at `lsn` and still needs them. True if it did.
+    pub fn abandon_merge_dropping_from(&mut self, lsn: u64) -> bool {
+        match self.merge {
+            MergeState::Running { drops_below, .. } if drops_below > lsn => {
+                self.abandon_merge();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -1208,6 +1222,19 @@ impl Store {
             let seg = Segment::create(&dir, header, self.opts.segment_size, None)?;
             let id = self.alloc_seg_id(seg);
             self.order.push(id);
+        }
+        // What is left is an exact prefix of the log: tombstones merges dropped are missing
+        // only below the cut. Capped after the cut, so a crash in between leaves a mark too
+        // high (which only costs a replica a copy of the log), never too low.
+        for id in self.order.clone() {
+            let seg = self.seg(id);
+            if seg.header.dropped_below > lsn {
+                let mut header = seg.header;
+                header.dropped_below = lsn;
+                let path = seg.path.clone();
+                rewrite_header(&path, &header).at_write(&path)?;
+                self.seg_mut(id).header = header;
+            }
         }
         fsutil::sync_dir(&dir).at_write(&dir)?;
         self.epochs.truncate_from_end(lsn)?;

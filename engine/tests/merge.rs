@@ -164,8 +164,37 @@ fn the_log_remembers_below_which_tombstones_may_have_been_dropped() {
     s.merge_now(1).unwrap();
     assert_eq!(s.dropped_below(), end);
     drop(s);
-    let s = open(dir.path());
+    let mut s = open(dir.path());
     assert_eq!(s.dropped_below(), end, "kept in the segment headers");
+    // What a cut leaves is an exact prefix: nothing is missing above the cut.
+    s.truncate_to(2).unwrap();
+    assert_eq!(s.dropped_below(), 2);
+    drop(s);
+    assert_eq!(open(dir.path()).dropped_below(), 2);
+}
+
+/// A merge under way whose horizon turns out too high (a replica came back lower) is given
+/// up: its output is refused, and the tombstone stays for that replica.
+#[test]
+fn a_merge_dropping_tombstones_a_returning_replica_needs_is_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    s.put(b"k", b"v", None).unwrap();
+    let del = s.log_end();
+    s.delete(b"k").unwrap();
+    s.roll().unwrap();
+    let job = s.start_merge(u64::MAX).unwrap().unwrap();
+    assert!(
+        !s.abandon_merge_dropping_from(s.log_end()),
+        "drops nothing at or above the end"
+    );
+    assert!(s.merge_in_progress());
+    assert!(s.abandon_merge_dropping_from(del));
+    let out = job.run().unwrap();
+    assert!(matches!(s.install_merge(out), Err(MergeError::Stale)));
+    let batch = s.read_records(del, 1 << 20).unwrap();
+    assert_eq!(batch.last_lsn, Some(del), "the tombstone is still there");
+    assert_eq!(s.dropped_below(), 0);
 }
 
 #[test]

@@ -170,6 +170,14 @@ pub enum Event {
         epoch: u32,
         reply: ReplReply,
     },
+    /// The outcome of a bootstrap thread (the installed copy's position, or why not): the
+    /// only reply a bootstrapping follower acts on, so that a late append's does not start
+    /// a second copy.
+    Bootstrapped {
+        partition: u32,
+        epoch: u32,
+        reply: ReplReply,
+    },
     /// From the ticker thread: time to run the periodic checks (heartbeats, lag, lease).
     Tick,
     Stop,
@@ -818,7 +826,12 @@ impl State {
                 partition,
                 epoch,
                 reply,
-            } => self.on_follower_reply(partition, epoch, reply),
+            } => self.on_follower_reply(partition, epoch, reply, false),
+            Event::Bootstrapped {
+                partition,
+                epoch,
+                reply,
+            } => self.on_follower_reply(partition, epoch, reply, true),
             Event::Stop | Event::Tick => {}
         }
     }
@@ -1503,7 +1516,7 @@ impl State {
         }
     }
 
-    fn on_follower_reply(&mut self, p: u32, epoch: u32, reply: ReplReply) {
+    fn on_follower_reply(&mut self, p: u32, epoch: u32, reply: ReplReply, bootstrap: bool) {
         // A leader's own position request (tagged with an epoch no follower uses).
         if epoch > u32::MAX / 2 {
             let lepoch = u32::MAX - epoch;
@@ -1519,7 +1532,7 @@ impl State {
         let Some(f) = self.followed.get_mut(&p) else {
             return;
         };
-        if f.epoch != epoch {
+        if f.epoch != epoch || (f.state == FState::Bootstrapping) != bootstrap {
             return;
         }
         match reply {
@@ -1759,7 +1772,7 @@ impl State {
                         ReplReply::Failed(e)
                     }
                 };
-                let _ = ev.send(Event::FollowerReply {
+                let _ = ev.send(Event::Bootstrapped {
                     partition: p,
                     epoch,
                     reply,

@@ -379,6 +379,7 @@ pub fn start_node(
                 }) {
                     match Store::open(partition_dir(&cfg.storage.dir, p), opts.clone()) {
                         Ok(s) => {
+                            replica::remove_leftover_copies(s.dir());
                             let r = s.recovery_report();
                             if r.truncated_tail_bytes > 0 || r.repaired_bytes_dropped > 0 {
                                 warn!(

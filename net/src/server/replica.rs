@@ -762,6 +762,23 @@ impl Worker {
                         Need::Now,
                     );
                 }
+                if validate.is_some() {
+                    // The horizon may have counted this replica at a position it no longer
+                    // has (it lost records in a crash). Until the driver's next horizon, which
+                    // counts it from `from`, no merge may drop tombstones at or above `from`,
+                    // and one under way that may is given up.
+                    if let Some(c) = self.cluster.as_mut() {
+                        let r = &mut c.parts[p as usize];
+                        r.horizon = r.horizon.min(from);
+                    }
+                    if let Some(s) = self.store_mut(p)
+                        && s.abandon_merge_dropping_from(from)
+                    {
+                        info!(
+                            "partition {p}: a replica is back at LSN {from}; the merge under way would drop tombstones it needs, so it was given up"
+                        );
+                    }
+                }
                 let hw = self.cluster.as_ref().map_or(0, |c| c.parts[p as usize].hw);
                 let Some(s) = self.store(p) else {
                     return (reply(ReplReply::Failed("no store".into())), Need::Now);
@@ -940,6 +957,18 @@ impl Worker {
                 ) {
                     return (wrong, Need::Now);
                 }
+                if self.merge_busy[p as usize] {
+                    // Its output would be written into the directory the copy replaces.
+                    if let Some(s) = self.store_mut(p) {
+                        s.abandon_merge();
+                    }
+                    return (
+                        reply(ReplReply::Failed(
+                            "a merge of the old log is finishing; the copy starts after it".into(),
+                        )),
+                        Need::Now,
+                    );
+                }
                 let Some(s) = self.store(p) else {
                     return (reply(ReplReply::Failed("no store".into())), Need::Now);
                 };
@@ -1020,6 +1049,34 @@ fn sibling(dir: &std::path::Path, what: &str) -> std::path::PathBuf {
     dir.with_file_name(name)
 }
 
+/// Removes what an interrupted copy left beside partition directory `dir` (a staged or
+/// replaced log, a leader's hard-linked snapshot). Called with the partition's store open,
+/// whose lock keeps any other server away from them.
+pub fn remove_leftover_copies(dir: &std::path::Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(what) = n.strip_prefix(&prefix) else {
+            continue;
+        };
+        if what == "incoming" || what == "aside" || what.starts_with("snapshot-") {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => info!(
+                    "removed {} left by an interrupted log copy",
+                    e.path().display()
+                ),
+                Err(err) => warn!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
 /// Swaps directories `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`) and makes it
 /// durable.
 fn exchange_dirs(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
@@ -1040,7 +1097,24 @@ fn exchange_dirs(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()
         )
     };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error());
+        let e = std::io::Error::last_os_error();
+        let unsupported = matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+        );
+        if !unsupported {
+            return Err(e);
+        }
+        // A file system without the exchange: two renames. A crash between them leaves no
+        // log at `b`; the replica then starts empty and copies it again.
+        let aside = a.with_extension("aside");
+        match std::fs::remove_dir_all(&aside) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::rename(b, &aside)?;
+        std::fs::rename(a, b)?;
+        std::fs::rename(&aside, a)?;
     }
     let parent = b.parent().unwrap_or(std::path::Path::new("."));
     std::fs::File::open(parent)?.sync_all()
@@ -1127,10 +1201,16 @@ impl Worker {
         ) {
             return wrong;
         }
+        if self.merge_busy[p as usize] {
+            return fail("a merge of the old log is running; copying again after it".into());
+        }
         // Journaled records must not be replayed onto the installed log.
         if let Err(e) = self.prepare_log_cut() {
             return fail(e);
         }
+        let Some(opts) = self.store(p).map(|s| s.options().clone()) else {
+            return fail("no store".into());
+        };
         let staged = (|| -> Result<(), String> {
             let mut cache =
                 simplekv_engine::LeaderEpochCache::load(staging).map_err(|e| e.to_string())?;
@@ -1139,6 +1219,10 @@ impl Worker {
             }
             std::fs::File::open(staging)
                 .and_then(|d| d.sync_all())
+                .map_err(|e| e.to_string())?;
+            // The old log goes only for a copy known to open.
+            simplekv_engine::Store::open(staging, opts.clone())
+                .map(drop)
                 .map_err(|e| e.to_string())
         })();
         if let Err(e) = staged {
@@ -1148,7 +1232,6 @@ impl Worker {
             return fail("no store".into());
         };
         let dir = old.dir().to_path_buf();
-        let opts = old.options().clone();
         let replaced = old.log_end();
         drop(old);
         if let Err(e) = exchange_dirs(staging, &dir) {
@@ -1164,21 +1247,22 @@ impl Worker {
                 )),
             };
         }
-        // The staging name now holds the replaced log.
-        if let Err(e) = std::fs::remove_dir_all(staging) {
-            warn!(
-                "partition {p}: cannot remove the replaced log {}: {e}",
-                staging.display()
-            );
-        }
-        if replaced > 0 {
-            warn!(
-                "partition {p}: replaced this replica's log (up to LSN {replaced}) with the \
-                 leader's segments: the leader's merges dropped deletes it had not applied"
-            );
-        }
+        // The staging name now holds the replaced log, kept until the copy has opened.
         match simplekv_engine::Store::open(&dir, opts.clone()) {
             Ok(mut s) => {
+                if let Err(e) = std::fs::remove_dir_all(staging) {
+                    warn!(
+                        "partition {p}: cannot remove the replaced log {}: {e}",
+                        staging.display()
+                    );
+                }
+                if replaced > 0 {
+                    warn!(
+                        "partition {p}: replaced this replica's log (up to LSN {replaced}) with \
+                         the leader's segments: the leader's merges dropped deletes it had not \
+                         applied"
+                    );
+                }
                 s.set_replica(true);
                 let log_end = s.log_end();
                 let last_epoch = last_record_epoch(&s);
@@ -1191,23 +1275,66 @@ impl Worker {
             }
             Err(e) => {
                 log::error!(
-                    "partition {p}: the copied segments do not open ({e}); starting over with \
-                     an empty log"
+                    "partition {p}: the installed copy does not open ({e}); going back to the \
+                     old log"
                 );
-                // An empty log is always a valid replica: it fetches everything again.
-                let emptied =
-                    std::fs::remove_dir_all(&dir).and_then(|()| std::fs::create_dir(&dir));
-                match emptied.map_err(|e| e.to_string()).and_then(|()| {
-                    simplekv_engine::Store::open(&dir, opts).map_err(|e| e.to_string())
-                }) {
+                let back = exchange_dirs(staging, &dir)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        simplekv_engine::Store::open(&dir, opts).map_err(|e| e.to_string())
+                    });
+                match back {
                     Ok(mut s) => {
                         s.set_replica(true);
                         self.stores[p as usize] = Some(s);
                     }
-                    Err(e2) => log::error!("partition {p}: no log left: {e2}"),
+                    Err(e2) => log::error!("partition {p}: the old log does not open: {e2}"),
                 }
                 fail(e.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{exchange_dirs, remove_leftover_copies, sibling};
+
+    #[test]
+    fn leftovers_of_interrupted_copies_go_and_nothing_else_does() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("00003");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("00000000000000000000.log"), b"log").unwrap();
+        let keep = [
+            root.path().join("00004"),
+            root.path().join("00004.incoming"),
+        ];
+        let gone = [
+            sibling(&dir, "incoming"),
+            sibling(&dir, "aside"),
+            sibling(&dir, "snapshot-00ff"),
+        ];
+        for d in keep.iter().chain(&gone) {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("f"), b"x").unwrap();
+        }
+        remove_leftover_copies(&dir);
+        assert!(dir.join("00000000000000000000.log").exists());
+        assert!(keep.iter().all(|d| d.exists()), "another partition's files");
+        assert!(gone.iter().all(|d| !d.exists()));
+    }
+
+    #[test]
+    fn exchanging_directories_swaps_their_contents() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("new"), b"").unwrap();
+        std::fs::write(b.join("old"), b"").unwrap();
+        exchange_dirs(&a, &b).unwrap();
+        assert!(b.join("new").exists() && a.join("old").exists());
+        assert!(!b.join("old").exists() && !a.join("new").exists());
     }
 }

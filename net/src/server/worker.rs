@@ -1473,6 +1473,10 @@ impl Worker {
 
     /// Starts a background merge of a partition's closed segments.
     pub fn start_merge(&mut self, p: u32) -> bool {
+        if self.merge_busy[p as usize] {
+            // A job is out (perhaps for a store since replaced): its result comes first.
+            return false;
+        }
         let id = self.id;
         // Cluster mode: merge only what every in-sync replica has (records above the high
         // watermark may still be cut by a leader change), and keep tombstones a follower that
