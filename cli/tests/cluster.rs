@@ -286,6 +286,7 @@ fn controlled_shutdown_and_restart_of_each_node_costs_clients_at_most_a_redirect
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();
     let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let addrs: Vec<String> = (1..=3).map(|i| c.resp_addr(i)).collect();
+    let t0 = Instant::now();
     let writer = {
         let (stop, failures, ok) = (stop.clone(), failures.clone(), ok.clone());
         std::thread::spawn(move || {
@@ -295,6 +296,7 @@ fn controlled_shutdown_and_restart_of_each_node_costs_clients_at_most_a_redirect
                 // Enter through any node that is up.
                 let mut last = String::new();
                 let mut done = false;
+                let began = t0.elapsed();
                 for a in &addrs {
                     match run(a, &[b"SET", key.as_bytes(), b"v"], Duration::from_secs(1)) {
                         Ok(_) => {
@@ -305,7 +307,7 @@ fn controlled_shutdown_and_restart_of_each_node_costs_clients_at_most_a_redirect
                             last = e;
                         }
                         Err(e) => {
-                            last = e;
+                            last = format!("entering at {a}: {e}");
                             break;
                         }
                     }
@@ -313,7 +315,10 @@ fn controlled_shutdown_and_restart_of_each_node_costs_clients_at_most_a_redirect
                 if done {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    failures.lock().unwrap().push(format!("{key}: {last}"));
+                    failures.lock().unwrap().push(format!(
+                        "{key} (sent {began:?} .. {:?} after the start): {last}",
+                        t0.elapsed()
+                    ));
                 }
                 n += 1;
             }
@@ -321,9 +326,12 @@ fn controlled_shutdown_and_restart_of_each_node_costs_clients_at_most_a_redirect
     };
     for i in 1..=3 {
         std::thread::sleep(Duration::from_millis(500));
+        println!("{:?}: SIGTERM to node {i}", t0.elapsed());
         assert_eq!(c.sigterm_and_wait(i), Some(0), "node {i} exit code");
+        println!("{:?}: node {i} exited; restarting it", t0.elapsed());
         c.restart(i);
         c.wait_for_full_isr(Duration::from_secs(30));
+        println!("{:?}: node {i} back in every ISR", t0.elapsed());
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();

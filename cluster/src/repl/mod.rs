@@ -176,6 +176,7 @@ pub enum Event {
     Bootstrapped {
         partition: u32,
         epoch: u32,
+        copy: u64,
         reply: ReplReply,
     },
     /// From the ticker thread: time to run the periodic checks (heartbeats, lag, lease).
@@ -561,6 +562,8 @@ struct FollowedPart {
     last_epoch: u32,
     /// The next LSN expected from the leader's stream.
     expect: u64,
+    /// The current log copy (bootstrap): only its thread's reply counts.
+    copy: u64,
 }
 
 struct LeaderConn {
@@ -713,6 +716,7 @@ impl State {
                         since: Instant::now(),
                         log_end: 0,
                         last_epoch: 0,
+                        copy: 0,
                         expect: 0,
                     },
                 );
@@ -826,12 +830,13 @@ impl State {
                 partition,
                 epoch,
                 reply,
-            } => self.on_follower_reply(partition, epoch, reply, false),
+            } => self.on_follower_reply(partition, epoch, reply, None),
             Event::Bootstrapped {
                 partition,
                 epoch,
+                copy,
                 reply,
-            } => self.on_follower_reply(partition, epoch, reply, true),
+            } => self.on_follower_reply(partition, epoch, reply, Some(copy)),
             Event::Stop | Event::Tick => {}
         }
     }
@@ -1516,7 +1521,8 @@ impl State {
         }
     }
 
-    fn on_follower_reply(&mut self, p: u32, epoch: u32, reply: ReplReply, bootstrap: bool) {
+    /// `copy`: the reply is a bootstrap thread's, for that copy.
+    fn on_follower_reply(&mut self, p: u32, epoch: u32, reply: ReplReply, copy: Option<u64>) {
         // A leader's own position request (tagged with an epoch no follower uses).
         if epoch > u32::MAX / 2 {
             let lepoch = u32::MAX - epoch;
@@ -1532,7 +1538,11 @@ impl State {
         let Some(f) = self.followed.get_mut(&p) else {
             return;
         };
-        if f.epoch != epoch || (f.state == FState::Bootstrapping) != bootstrap {
+        let current = match copy {
+            Some(c) => f.state == FState::Bootstrapping && c == f.copy,
+            None => f.state != FState::Bootstrapping,
+        };
+        if f.epoch != epoch || !current {
             return;
         }
         match reply {
@@ -1608,8 +1618,9 @@ impl State {
                 }
                 f.state = FState::Bootstrapping;
                 f.since = Instant::now();
-                let epoch = f.epoch;
-                self.start_bootstrap(p, leader, epoch);
+                f.copy += 1;
+                let (epoch, copy) = (f.epoch, f.copy);
+                self.start_bootstrap(p, leader, epoch, copy);
                 continue;
             }
             if d.diverging {
@@ -1754,7 +1765,7 @@ impl State {
     /// Copies the leader's snapshot of `p` on a thread of its own (file I/O and a blocking
     /// stream), then installs it through the worker; the outcome comes back as a
     /// `FollowerReply` like any other step.
-    fn start_bootstrap(&mut self, p: u32, leader: u32, epoch: u32) {
+    fn start_bootstrap(&mut self, p: u32, leader: u32, epoch: u32, copy: u64) {
         let Some(addr) = self.routes.nodes.get(&leader).map(|n| n.grpc.clone()) else {
             return;
         };
@@ -1775,6 +1786,7 @@ impl State {
                 let _ = ev.send(Event::Bootstrapped {
                     partition: p,
                     epoch,
+                    copy,
                     reply,
                 });
             });
@@ -1869,6 +1881,25 @@ fn bootstrap(
     info!(
         "partition {p}: copied {bytes} bytes of closed segments from the leader (up to LSN {end})"
     );
+    // The epoch history goes in with the segments, and the worker gives its log up only
+    // for a copy that opens and ends no later than the leader's snapshot (opened here, so
+    // the worker does not build the keydir twice).
+    let mut cache = simplekv_engine::LeaderEpochCache::load(&staging).map_err(|e| e.to_string())?;
+    for &(e, start) in &epochs {
+        cache.assign(e, start).map_err(|e| e.to_string())?;
+    }
+    let copied = simplekv_engine::Store::open(&staging, simplekv_engine::Options::default())
+        .map_err(|e| format!("the copied segments do not open: {e}"))?;
+    if copied.log_end() > end {
+        return Err(format!(
+            "the copied segments end at LSN {}, past the leader's snapshot ({end})",
+            copied.log_end()
+        ));
+    }
+    drop(copied);
+    std::fs::File::open(&staging)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| e.to_string())?;
     ask(
         router,
         p,
@@ -1876,7 +1907,6 @@ fn bootstrap(
             partition: p,
             leader_epoch: epoch,
             staging,
-            epochs,
         },
     )
 }

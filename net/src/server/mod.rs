@@ -377,6 +377,7 @@ pub fn start_node(
                     topo.worker_of(p) == id
                         && replicated.as_ref().is_none_or(|r| r.contains(&p))
                 }) {
+                    replica::restore_aside(&partition_dir(&cfg.storage.dir, p));
                     match Store::open(partition_dir(&cfg.storage.dir, p), opts.clone()) {
                         Ok(s) => {
                             replica::remove_leftover_copies(s.dir());

@@ -103,13 +103,13 @@ pub enum ReplOp {
     Snapshot { partition: u32, leader_epoch: u32 },
     /// Follower: an empty directory to receive a snapshot in.
     Staging { partition: u32, leader_epoch: u32 },
-    /// Follower: replace the (empty) log with the snapshot in `staging`, with the leader's
-    /// epoch history below `end`.
+    /// Follower: replace the log with the copy in `staging` (segments, hints and the
+    /// leader's epoch history below the copy's end, opened and checked by the copier), if it
+    /// is still the newest copy staged for the partition.
     Install {
         partition: u32,
         leader_epoch: u32,
         staging: std::path::PathBuf,
-        epochs: Vec<(u32, u64)>,
     },
 }
 
@@ -972,20 +972,19 @@ impl Worker {
                 let Some(s) = self.store(p) else {
                     return (reply(ReplReply::Failed("no store".into())), Need::Now);
                 };
-                let dir = sibling(s.dir(), "incoming");
-                let made = std::fs::remove_dir_all(&dir)
-                    .or_else(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .and_then(|()| std::fs::create_dir_all(&dir));
-                match made {
+                // A directory of its own per copy: a copy still running (one given up for
+                // taking too long) must not write into this one, and its install is refused.
+                let dir = sibling(s.dir(), &format!("incoming-{:016x}", fastrand::u64(..)));
+                if let Some(old) = self.staged_copy[p as usize].take() {
+                    let _ = std::fs::remove_dir_all(old);
+                }
+                match std::fs::create_dir_all(&dir) {
                     Ok(()) => (
                         reply(ReplReply::Snapshot {
-                            dir,
+                            dir: {
+                                self.staged_copy[p as usize] = Some(dir.clone());
+                                dir
+                            },
                             files: Vec::new(),
                             end: 0,
                             epochs: Vec::new(),
@@ -999,11 +998,7 @@ impl Worker {
                 partition: p,
                 leader_epoch,
                 staging,
-                epochs,
-            } => (
-                self.install_snapshot(p, leader_epoch, &staging, &epochs),
-                Need::Now,
-            ),
+            } => (self.install_snapshot(p, leader_epoch, &staging), Need::Now),
             ReplOp::Resign => match self.cluster.as_mut() {
                 Some(c) => {
                     c.resigning = true;
@@ -1065,7 +1060,7 @@ pub fn remove_leftover_copies(dir: &std::path::Path) {
         let Some(what) = n.strip_prefix(&prefix) else {
             continue;
         };
-        if what == "incoming" || what == "aside" || what.starts_with("snapshot-") {
+        if what.starts_with("incoming") || what == "aside" || what.starts_with("snapshot-") {
             match std::fs::remove_dir_all(e.path()) {
                 Ok(()) => info!(
                     "removed {} left by an interrupted log copy",
@@ -1073,6 +1068,21 @@ pub fn remove_leftover_copies(dir: &std::path::Path) {
                 ),
                 Err(err) => warn!("cannot remove {}: {err}", e.path().display()),
             }
+        }
+    }
+}
+
+/// Puts back a partition directory that a crash left renamed aside (`exchange_dirs` on a file
+/// system without the exchange); called before the partition opens.
+pub fn restore_aside(dir: &std::path::Path) {
+    let aside = sibling(dir, "aside");
+    if !dir.exists() && aside.is_dir() {
+        match std::fs::rename(&aside, dir) {
+            Ok(()) => warn!(
+                "{}: put back the log an interrupted copy had set aside",
+                dir.display()
+            ),
+            Err(e) => warn!("cannot put back {}: {e}", aside.display()),
         }
     }
 }
@@ -1113,7 +1123,10 @@ fn exchange_dirs(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()
             _ => {}
         }
         std::fs::rename(b, &aside)?;
-        std::fs::rename(a, b)?;
+        if let Err(e) = std::fs::rename(a, b) {
+            std::fs::rename(&aside, b)?;
+            return Err(e);
+        }
         std::fs::rename(&aside, a)?;
     }
     let parent = b.parent().unwrap_or(std::path::Path::new("."));
@@ -1190,7 +1203,6 @@ impl Worker {
         p: u32,
         leader_epoch: u32,
         staging: &std::path::Path,
-        epochs: &[(u32, u64)],
     ) -> Payload {
         let fail = |m: String| Payload::Repl(Box::new(ReplReply::Failed(m)));
         if let Some(wrong) = self.wrong_role(
@@ -1201,33 +1213,22 @@ impl Worker {
         ) {
             return wrong;
         }
+        if self.staged_copy[p as usize].as_deref() != Some(staging) {
+            let _ = std::fs::remove_dir_all(staging);
+            return fail("a newer copy of the leader's log replaced this one".into());
+        }
         if self.merge_busy[p as usize] {
             return fail("a merge of the old log is running; copying again after it".into());
         }
+        self.staged_copy[p as usize] = None;
         // Journaled records must not be replayed onto the installed log.
         if let Err(e) = self.prepare_log_cut() {
+            let _ = std::fs::remove_dir_all(staging);
             return fail(e);
         }
         let Some(opts) = self.store(p).map(|s| s.options().clone()) else {
             return fail("no store".into());
         };
-        let staged = (|| -> Result<(), String> {
-            let mut cache =
-                simplekv_engine::LeaderEpochCache::load(staging).map_err(|e| e.to_string())?;
-            for &(e, start) in epochs {
-                cache.assign(e, start).map_err(|e| e.to_string())?;
-            }
-            std::fs::File::open(staging)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| e.to_string())?;
-            // The old log goes only for a copy known to open.
-            simplekv_engine::Store::open(staging, opts.clone())
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })();
-        if let Err(e) = staged {
-            return fail(format!("preparing the copied segments: {e}"));
-        }
         let Some(old) = self.stores.get_mut(p as usize).and_then(|s| s.take()) else {
             return fail("no store".into());
         };
@@ -1236,6 +1237,7 @@ impl Worker {
         drop(old);
         if let Err(e) = exchange_dirs(staging, &dir) {
             log::error!("partition {p}: installing the copied segments failed: {e}");
+            let _ = std::fs::remove_dir_all(staging);
             return match simplekv_engine::Store::open(&dir, opts) {
                 Ok(mut s) => {
                     s.set_replica(true);
@@ -1287,6 +1289,7 @@ impl Worker {
                     Ok(mut s) => {
                         s.set_replica(true);
                         self.stores[p as usize] = Some(s);
+                        let _ = std::fs::remove_dir_all(staging);
                     }
                     Err(e2) => log::error!("partition {p}: the old log does not open: {e2}"),
                 }

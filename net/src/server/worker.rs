@@ -87,6 +87,8 @@ pub struct Worker {
     next_rr: usize,
     last_cron: Instant,
     pub merge_busy: Vec<bool>,
+    /// Per partition: the directory the newest log copy (bootstrap) is staged in.
+    pub staged_copy: Vec<Option<std::path::PathBuf>>,
     /// Closed-segment stats (bytes, dead bytes) after a merge that reclaimed nothing: the
     /// same merge is not tried again until they change (dead bytes it cannot drop — values
     /// overwritten in the active segment, tombstones kept for replicas — would otherwise
@@ -195,6 +197,7 @@ impl Worker {
             next_rr: id,
             last_cron: Instant::now(),
             merge_busy: vec![false; n],
+            staged_copy: vec![None; n],
             merge_futile: vec![None; n],
             epoch: 1,
             durable: 0,
@@ -445,7 +448,7 @@ impl Worker {
 
     fn read_event(&mut self, token: usize, drain: bool) {
         let limit = self.config.limits.client_query_buffer_limit as usize;
-        let draining = self.draining;
+        let draining = self.ignores_input();
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
@@ -495,7 +498,7 @@ impl Worker {
         let ranges = std::mem::take(&mut self.ahead_ranges);
         let mut next_ahead = 0;
         loop {
-            if conn.client.closing || self.draining {
+            if conn.client.closing || self.ignores_input() {
                 break;
             }
             if conn.out.backlogged() {
@@ -564,6 +567,15 @@ impl Worker {
     /// always end inside a frame: 900 against 660-810 ns per GET.) It stops at an inline
     /// command (its arguments live in the parser, not the buffer) and after CONFIG (which
     /// may change the limits the next commands are parsed with).
+    /// Draining for shutdown, commands on open connections are left unread, except on a node
+    /// whose controlled shutdown resigned its leaderships: it refuses writes with TRYAGAIN
+    /// and redirects keys it no longer leads, which creates no work to wait for, and a
+    /// client that got in just before the end gets that answer rather than a closed
+    /// connection with its command unanswered.
+    fn ignores_input(&self) -> bool {
+        self.draining && !self.cluster.as_ref().is_some_and(|c| c.resigning)
+    }
+
     fn look_ahead(&mut self, conn: &Conn) {
         const MAX: usize = 32;
         const MAX_BYTES: usize = 64 << 10;
@@ -571,7 +583,7 @@ impl Worker {
         self.ahead_ranges.clear();
         if conn.client.paused
             || conn.client.closing
-            || self.draining
+            || self.ignores_input()
             || conn.out.backlogged()
             || conn.parser.mid_frame()
         {
@@ -655,7 +667,7 @@ impl Worker {
                 }
             }
             Msg::NewConn(sock) => {
-                if self.draining {
+                if self.ignores_input() {
                     self.shared.clients.fetch_sub(1, Ordering::Relaxed);
                 } else {
                     self.register_conn(sock);
@@ -1605,6 +1617,11 @@ impl Worker {
         if !self.draining {
             self.draining = true;
             self.shutdown_deadline = Some(Instant::now() + self.config.server.shutdown_timeout());
+            if !self.ignores_input() {
+                // Connections waiting in the accept queue would be reset when the listener
+                // closes, their commands unanswered: they are taken in and answered first.
+                self.accept();
+            }
             if let Some(mut l) = self.listener.take() {
                 let _ = self.poll.registry().deregister(&mut l);
             }
