@@ -501,6 +501,11 @@ impl Worker {
         let changes = c.plan_roles(&rt, &owned);
         for (p, role) in changes {
             let old = self.cluster.as_ref().map_or(Role::Idle, |c| c.role(p));
+            // A log copy staged in the old role is not installed any more (`install_snapshot`
+            // checks the role), and it no longer holds this partition's merges back.
+            if let Some(dir) = self.staged_copy[p as usize].take() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
             if matches!(old, Role::Leader { .. })
                 && let Some(s) = self.store_mut(p)
             {

@@ -552,6 +552,15 @@ impl Worker {
         self.ahead_ranges = ranges;
     }
 
+    /// Draining for shutdown, commands on open connections are left unread, except on a node
+    /// whose controlled shutdown resigned its leaderships: it refuses writes with TRYAGAIN
+    /// and redirects keys it no longer leads, which creates no work to wait for, and a
+    /// client that got in just before the end gets that answer rather than a closed
+    /// connection with its command unanswered.
+    fn ignores_input(&self) -> bool {
+        self.draining && !self.cluster.as_ref().is_some_and(|c| c.resigning)
+    }
+
     /// Parses ahead over the commands waiting in a connection's buffer, keeping them for
     /// `process_input` (`ahead`), and runs a staged prefetch over the GETs and SETs among
     /// them (see `Store::prefetch`): their cache misses (index chunk, keydir entry, record)
@@ -567,15 +576,6 @@ impl Worker {
     /// always end inside a frame: 900 against 660-810 ns per GET.) It stops at an inline
     /// command (its arguments live in the parser, not the buffer) and after CONFIG (which
     /// may change the limits the next commands are parsed with).
-    /// Draining for shutdown, commands on open connections are left unread, except on a node
-    /// whose controlled shutdown resigned its leaderships: it refuses writes with TRYAGAIN
-    /// and redirects keys it no longer leads, which creates no work to wait for, and a
-    /// client that got in just before the end gets that answer rather than a closed
-    /// connection with its command unanswered.
-    fn ignores_input(&self) -> bool {
-        self.draining && !self.cluster.as_ref().is_some_and(|c| c.resigning)
-    }
-
     fn look_ahead(&mut self, conn: &Conn) {
         const MAX: usize = 32;
         const MAX_BYTES: usize = 64 << 10;
@@ -1464,7 +1464,9 @@ impl Worker {
         let ratio = self.config.storage.merge_dead_ratio;
         let min = self.config.storage.merge_min_bytes;
         for p in self.owned.clone() {
-            if self.merge_busy[p as usize] {
+            // Nor while a copy of the leader's log is staged to replace this one: a merge job
+            // out at the install would have the copy thrown away.
+            if self.merge_busy[p as usize] || self.staged_copy[p as usize].is_some() {
                 continue;
             }
             let Some(store) = self.store_mut(p) else {
