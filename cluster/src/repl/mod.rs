@@ -289,6 +289,7 @@ impl ReplThread {
                 }
             })?;
         let mut st = State {
+            copies: 0,
             s: settings,
             router,
             events: events.clone(),
@@ -581,6 +582,8 @@ struct LeaderConn {
 }
 
 struct State {
+    /// Log copies (bootstraps) started, for numbering them across partitions and epochs.
+    copies: u64,
     s: ReplSettings,
     router: Router,
     events: EventTx,
@@ -1618,7 +1621,8 @@ impl State {
                 }
                 f.state = FState::Bootstrapping;
                 f.since = Instant::now();
-                f.copy += 1;
+                self.copies += 1;
+                f.copy = self.copies;
                 let (epoch, copy) = (f.epoch, f.copy);
                 self.start_bootstrap(p, leader, epoch, copy);
                 continue;
@@ -1884,6 +1888,10 @@ fn bootstrap(
     // The epoch history goes in with the segments, and the worker gives its log up only
     // for a copy that opens and ends no later than the leader's snapshot (opened here, so
     // the worker does not build the keydir twice).
+    if !staging.is_dir() {
+        // Removed by a newer copy or a role change: opening would create an empty store.
+        return Err("the staging directory is gone (a newer copy or a role change)".into());
+    }
     let mut cache = simplekv_engine::LeaderEpochCache::load(&staging).map_err(|e| e.to_string())?;
     for &(e, start) in &epochs {
         cache.assign(e, start).map_err(|e| e.to_string())?;

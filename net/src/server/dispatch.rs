@@ -483,6 +483,16 @@ impl Worker {
                 }
                 part = Some(p);
             } else if matches!(op, Op::Flush) {
+                if self.cluster.as_ref().is_some_and(|c| c.resigning) {
+                    return (
+                        Payload::Err(
+                            "TRYAGAIN this node is shutting down; its partitions are moving to \
+                             other nodes"
+                                .into(),
+                        ),
+                        Need::Now,
+                    );
+                }
                 // FLUSHALL clears the partitions led here; its reply waits for all of them.
                 let (payload, wrote) = self.execute_op_inner(op);
                 let mut need = if wrote { Need::Durable } else { Need::Now };

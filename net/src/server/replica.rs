@@ -1210,6 +1210,13 @@ impl Worker {
         staging: &std::path::Path,
     ) -> Payload {
         let fail = |m: String| Payload::Repl(Box::new(ReplReply::Failed(m)));
+        // A role change drops the staged copy, so a copy for an older role fails here too.
+        if self.staged_copy[p as usize].as_deref() != Some(staging) {
+            let _ = std::fs::remove_dir_all(staging);
+            return fail(
+                "a newer copy of the leader's log, or a role change, replaced this one".into(),
+            );
+        }
         if let Some(wrong) = self.wrong_role(
             p,
             Role::Follower {
@@ -1217,10 +1224,6 @@ impl Worker {
             },
         ) {
             return wrong;
-        }
-        if self.staged_copy[p as usize].as_deref() != Some(staging) {
-            let _ = std::fs::remove_dir_all(staging);
-            return fail("a newer copy of the leader's log replaced this one".into());
         }
         if self.merge_busy[p as usize] {
             return fail("a merge of the old log is running; copying again after it".into());

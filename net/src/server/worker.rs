@@ -372,6 +372,23 @@ impl Worker {
         }
     }
 
+    /// Accepts every connection waiting in the listener's queue and keeps it on this worker.
+    fn accept_all_here(&mut self) {
+        let max = self.config.server.maxclients as usize;
+        while let Some(Ok((mut sock, _))) = self.listener.as_ref().map(|l| l.accept()) {
+            if self.shared.clients.load(Ordering::Relaxed) >= max {
+                let _ = io::Write::write(&mut sock, b"-ERR max number of clients reached\r\n");
+                continue;
+            }
+            self.shared.clients.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .total_connections
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = sock.set_nodelay(self.config.server.tcp_nodelay);
+            self.register_conn(sock);
+        }
+    }
+
     /// Hands an accepted socket to the next worker, round robin. One acceptor spreads
     /// connections evenly, which SO_REUSEPORT's 4-tuple hashing does not on a few
     /// connections, and never lets two servers silently share a port.
@@ -554,11 +571,13 @@ impl Worker {
 
     /// Draining for shutdown, commands on open connections are left unread, except on a node
     /// whose controlled shutdown resigned its leaderships: it refuses writes with TRYAGAIN
-    /// and redirects keys it no longer leads, which creates no work to wait for, and a
-    /// client that got in just before the end gets that answer rather than a closed
-    /// connection with its command unanswered.
+    /// and redirects keys it no longer leads, and a client that got in just before the end
+    /// gets that answer rather than a closed connection with its command unanswered. Only
+    /// until this worker has counted itself drained: work taken in after that could be cut
+    /// off by the exit.
     fn ignores_input(&self) -> bool {
-        self.draining && !self.cluster.as_ref().is_some_and(|c| c.resigning)
+        self.draining
+            && (self.drained_counted || !self.cluster.as_ref().is_some_and(|c| c.resigning))
     }
 
     /// Parses ahead over the commands waiting in a connection's buffer, keeping them for
@@ -1464,9 +1483,7 @@ impl Worker {
         let ratio = self.config.storage.merge_dead_ratio;
         let min = self.config.storage.merge_min_bytes;
         for p in self.owned.clone() {
-            // Nor while a copy of the leader's log is staged to replace this one: a merge job
-            // out at the install would have the copy thrown away.
-            if self.merge_busy[p as usize] || self.staged_copy[p as usize].is_some() {
+            if self.merge_busy[p as usize] {
                 continue;
             }
             let Some(store) = self.store_mut(p) else {
@@ -1489,6 +1506,11 @@ impl Worker {
     pub fn start_merge(&mut self, p: u32) -> bool {
         if self.merge_busy[p as usize] {
             // A job is out (perhaps for a store since replaced): its result comes first.
+            return false;
+        }
+        if self.staged_copy[p as usize].is_some() {
+            // A copy of the leader's log is staged to replace this one: a merge job out at
+            // the install would have the copy thrown away.
             return false;
         }
         let id = self.id;
@@ -1621,8 +1643,9 @@ impl Worker {
             self.shutdown_deadline = Some(Instant::now() + self.config.server.shutdown_timeout());
             if !self.ignores_input() {
                 // Connections waiting in the accept queue would be reset when the listener
-                // closes, their commands unanswered: they are taken in and answered first.
-                self.accept();
+                // closes, their commands unanswered: they are taken in (here, not handed to a
+                // worker that may be about to exit) and answered first.
+                self.accept_all_here();
             }
             if let Some(mut l) = self.listener.take() {
                 let _ = self.poll.registry().deregister(&mut l);
