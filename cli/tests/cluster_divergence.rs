@@ -736,6 +736,59 @@ fn count_in_segments(c: &LocalCluster, i: u32, p: u32, marker: &[u8]) -> usize {
         .sum()
 }
 
+/// DELs every key of `keys` (each must exist) and records it as deleted.
+fn del_all(conn: &mut redis::Connection, keys: &[String], acked: &mut Acked) {
+    for k in keys {
+        let n: i64 = redis::cmd("DEL").arg(k).query(conn).expect("DEL");
+        assert_eq!(n, 1, "DEL {k}");
+        acked.insert(k.clone(), None);
+    }
+}
+
+/// Overwrites two filler keys of partition `P` with 256 KiB values, `pause_ms` apart, which
+/// rolls earlier records into closed segments and gives merges dead bytes, until at least
+/// `min_rounds` are written and no log of `P` on the nodes of `watch.0` holds `watch.1` any
+/// more (60 s at most).
+fn fill_until_merged_away(
+    c: &LocalCluster,
+    conn: &mut redis::Connection,
+    acked: &mut Acked,
+    watch: (&[u32], &str),
+    min_rounds: usize,
+    pause_ms: u64,
+) {
+    let (nodes, marker) = watch;
+    let filler = "f".repeat(256 << 10);
+    let filler_keys = keys_in(c, P, "filler", 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0usize;
+    loop {
+        let k = &filler_keys[round % filler_keys.len()];
+        let v = format!("{round}:{filler}");
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg(&v)
+            .query(conn)
+            .expect("SET filler");
+        acked.insert(k.clone(), Some(v));
+        round += 1;
+        let left: Vec<(u32, usize)> = nodes
+            .iter()
+            .map(|&i| (i, count_in_segments(c, i, P, marker.as_bytes())))
+            .collect();
+        if round >= min_rounds && left.iter().all(|&(_, n)| n == 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deleted keys still in the logs (node, occurrences) after {round} filler writes: \
+             {left:?}\n{}",
+            c.all_log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(pause_ms));
+    }
+}
+
 /// Followers' merges drop tombstones too, below the merge horizon the leader sends with its
 /// records (every replica has passed it), instead of keeping every delete forever: after
 /// many keys are written and deleted, the deletes pushed into closed segments and the logs
@@ -751,43 +804,10 @@ fn followers_merges_drop_the_tombstones_every_replica_has_passed() {
     let mut acked = Acked::new();
     set_all_acked(&c, l, &keys, "v", &mut acked);
     let mut conn = c.conn_to(l);
-    for k in &keys {
-        let n: i64 = redis::cmd("DEL").arg(k).query(&mut conn).expect("DEL");
-        assert_eq!(n, 1, "DEL {k}");
-        acked.insert(k.clone(), None);
-    }
-    // Overwritten filler rolls the deletes into closed segments and keeps giving merges
-    // dead bytes; each acknowledged write moves the horizon the followers hear about.
-    let filler = "f".repeat(256 << 10);
-    let filler_keys = keys_in(&c, P, "filler", 2);
+    del_all(&mut conn, &keys, &mut acked);
+    // Each acknowledged filler write moves the horizon the followers hear about.
     let replicas = c.partition_state(P).replicas;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut round = 0usize;
-    loop {
-        let k = &filler_keys[round % filler_keys.len()];
-        let v = format!("{round}:{filler}");
-        let _: () = redis::cmd("SET")
-            .arg(k)
-            .arg(&v)
-            .query(&mut conn)
-            .expect("SET filler");
-        acked.insert(k.clone(), Some(v));
-        round += 1;
-        let left: Vec<(u32, usize)> = replicas
-            .iter()
-            .map(|&i| (i, count_in_segments(&c, i, P, marker.as_bytes())))
-            .collect();
-        if round >= 8 && left.iter().all(|&(_, n)| n == 0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "deleted keys still in the logs (node, occurrences) after {round} filler writes: \
-             {left:?} (leader {l})\n{}",
-            c.all_log_tails()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    fill_until_merged_away(&c, &mut conn, &mut acked, (&replicas, marker), 8, 100);
     drop(conn);
     let r = assert_identical_replicas(&mut c, P, &acked);
     assert!(keys.iter().all(|k| !has(&r, k)), "a deleted key came back");
@@ -833,39 +853,10 @@ fn a_replica_that_lost_deletes_the_leader_merged_away_is_rebuilt_from_its_segmen
     c.restart(f);
     c.wait_for_full_isr(Duration::from_secs(30));
     let mut conn = c.conn_to(l);
-    for k in &keys {
-        let n: i64 = redis::cmd("DEL").arg(k).query(&mut conn).expect("DEL");
-        assert_eq!(n, 1, "DEL {k}");
-        acked.insert(k.clone(), None);
-    }
-    // Overwritten filler: more than the leader's in-memory tail for followers (16 MiB), so the
-    // returning follower reads from the log, and dead bytes for merges until the leader's
-    // log holds none of the deleted keys.
-    let filler = "f".repeat(256 << 10);
-    let filler_keys = keys_in(&c, P, "filler", 2);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut round = 0usize;
-    loop {
-        let k = &filler_keys[round % filler_keys.len()];
-        let v = format!("{round}:{filler}");
-        let _: () = redis::cmd("SET")
-            .arg(k)
-            .arg(&v)
-            .query(&mut conn)
-            .expect("SET filler");
-        acked.insert(k.clone(), Some(v));
-        round += 1;
-        let left = count_in_segments(&c, l, P, marker.as_bytes());
-        if round >= 80 && left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} deleted keys still in the leader's log after {round} filler writes\n{}",
-            c.all_log_tails()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    del_all(&mut conn, &keys, &mut acked);
+    // At least 80 filler writes (20 MiB): more than the leader's in-memory tail for followers
+    // (16 MiB), so the returning follower reads from the log.
+    fill_until_merged_away(&c, &mut conn, &mut acked, (&[l], marker), 80, 20);
     drop(conn);
     c.kill9(f);
     std::fs::remove_dir_all(c.data_dir(f)).expect("remove the data directory");

@@ -53,7 +53,6 @@ pub struct MergeInput {
     pub path: PathBuf,
     pub base: u64,
     pub file_id: u64,
-    pub dropped_below: u64,
 }
 
 /// The file work of a merge; see the module documentation.
@@ -65,6 +64,8 @@ pub struct MergeJob {
     /// End (exclusive) of the LSN range the inputs cover: the base of the active segment.
     end: u64,
     horizon: u64,
+    /// `SegmentHeader::dropped_below` of every output.
+    dropped_below: u64,
     now: u64,
     segment_size: u64,
 }
@@ -157,11 +158,16 @@ impl Store {
                     path: s.path.clone(),
                     base: s.base(),
                     file_id: s.header.file_id,
-                    dropped_below: s.header.dropped_below,
                 }
             })
             .collect();
         let end = self.seg(self.active_id()).base();
+        // Never lower than what the inputs had dropped already, so the mark survives
+        // whichever outputs a later merge leaves: every output carries the whole merge's.
+        let dropped_below = closed
+            .iter()
+            .map(|&id| self.seg(id).header.dropped_below)
+            .fold(horizon.min(end), u64::max);
         self.merge = MergeState::Running {
             generation: self.generation,
             drops_below: horizon.min(end),
@@ -172,6 +178,7 @@ impl Store {
             inputs,
             end,
             horizon,
+            dropped_below,
             // A replica never expires on its own clock: a record it has not received yet may
             // have extended the expiry on the leader.
             now: if self.replica { 0 } else { self.now() },
@@ -537,18 +544,11 @@ impl MergeJob {
         covered_end: u64,
     ) -> Result<(MergedSegment, u64), MergeError> {
         use std::io::Write;
-        // Every output carries the whole merge's mark, so that it survives whichever
-        // outputs a later merge leaves.
-        let dropped_below = self
-            .inputs
-            .iter()
-            .map(|i| i.dropped_below)
-            .fold(self.horizon.min(self.end), u64::max);
         let header = SegmentHeader {
             base,
             covered_end,
             file_id: fsutil::random_id(),
-            dropped_below,
+            dropped_below: self.dropped_below,
         };
         let log_tmp = self.dir.join(format!("{base:020}.log.merge"));
         let hint_tmp = self.dir.join(format!("{base:020}.hint.merge"));

@@ -986,10 +986,7 @@ impl Worker {
                 match std::fs::create_dir_all(&dir) {
                     Ok(()) => (
                         reply(ReplReply::Snapshot {
-                            dir: {
-                                self.staged_copy[p as usize] = Some(dir.clone());
-                                dir
-                            },
+                            dir: self.staged_copy[p as usize].insert(dir).clone(),
                             files: Vec::new(),
                             end: 0,
                             epochs: Vec::new(),
@@ -1120,8 +1117,8 @@ fn exchange_dirs(a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()
         if !unsupported {
             return Err(e);
         }
-        // A file system without the exchange: two renames. A crash between them leaves no
-        // log at `b`; the replica then starts empty and copies it again.
+        // A file system without the exchange: two renames. A crash between them leaves the
+        // log that was at `b` aside, and `restore_aside` puts it back at the next start.
         let aside = a.with_extension("aside");
         match std::fs::remove_dir_all(&aside) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -1199,6 +1196,18 @@ impl Worker {
             .then(|| Payload::Repl(Box::new(ReplReply::WrongRole { leader_epoch: 0 })))
     }
 
+    /// Opens `dir` as partition `p`'s store, a replica's.
+    fn open_replica(
+        &mut self,
+        p: u32,
+        dir: &std::path::Path,
+        opts: simplekv_engine::Options,
+    ) -> Result<&mut simplekv_engine::Store, String> {
+        let mut s = simplekv_engine::Store::open(dir, opts).map_err(|e| e.to_string())?;
+        s.set_replica(true);
+        Ok(self.stores[p as usize].insert(s))
+    }
+
     /// Replaces a follower's log with a copied snapshot (see `ReplOp::Install`): an empty log,
     /// or one the leader cannot bring up to date record by record (`ReplOp::Read`). The
     /// staged directory gets the epoch history first and then takes the partition
@@ -1246,20 +1255,17 @@ impl Worker {
         if let Err(e) = exchange_dirs(staging, &dir) {
             log::error!("partition {p}: installing the copied segments failed: {e}");
             let _ = std::fs::remove_dir_all(staging);
-            return match simplekv_engine::Store::open(&dir, opts) {
-                Ok(mut s) => {
-                    s.set_replica(true);
-                    self.stores[p as usize] = Some(s);
-                    fail(format!("installing the copied segments: {e}"))
-                }
+            return match self.open_replica(p, &dir, opts) {
+                Ok(_) => fail(format!("installing the copied segments: {e}")),
                 Err(o) => fail(format!(
                     "installing the copied segments: {e}; reopening the old log: {o}"
                 )),
             };
         }
         // The staging name now holds the replaced log, kept until the copy has opened.
-        match simplekv_engine::Store::open(&dir, opts.clone()) {
-            Ok(mut s) => {
+        match self.open_replica(p, &dir, opts.clone()) {
+            Ok(s) => {
+                let (log_end, last_epoch) = (s.log_end(), last_record_epoch(s));
                 if let Err(e) = std::fs::remove_dir_all(staging) {
                     warn!(
                         "partition {p}: cannot remove the replaced log {}: {e}",
@@ -1273,11 +1279,7 @@ impl Worker {
                          applied"
                     );
                 }
-                s.set_replica(true);
-                let log_end = s.log_end();
-                let last_epoch = last_record_epoch(&s);
                 info!("partition {p}: installed a snapshot from the leader up to LSN {log_end}");
-                self.stores[p as usize] = Some(s);
                 Payload::Repl(Box::new(ReplReply::Position {
                     log_end,
                     last_epoch,
@@ -1290,13 +1292,9 @@ impl Worker {
                 );
                 let back = exchange_dirs(staging, &dir)
                     .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        simplekv_engine::Store::open(&dir, opts).map_err(|e| e.to_string())
-                    });
+                    .and_then(|()| self.open_replica(p, &dir, opts).map(drop));
                 match back {
-                    Ok(mut s) => {
-                        s.set_replica(true);
-                        self.stores[p as usize] = Some(s);
+                    Ok(()) => {
                         let _ = std::fs::remove_dir_all(staging);
                     }
                     Err(e2) => log::error!("partition {p}: the old log does not open: {e2}"),

@@ -374,38 +374,38 @@ impl Worker {
 
     /// Accepts every connection waiting in the listener's queue and keeps it on this worker.
     fn accept_all_here(&mut self) {
-        let max = self.config.server.maxclients as usize;
         while let Some(Ok((mut sock, _))) = self.listener.as_ref().map(|l| l.accept()) {
-            if self.shared.clients.load(Ordering::Relaxed) >= max {
-                let _ = io::Write::write(&mut sock, b"-ERR max number of clients reached\r\n");
-                continue;
+            if self.admit(&mut sock) {
+                self.register_conn(sock);
             }
-            self.shared.clients.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .total_connections
-                .fetch_add(1, Ordering::Relaxed);
-            let _ = sock.set_nodelay(self.config.server.tcp_nodelay);
-            self.register_conn(sock);
         }
     }
 
-    /// Hands an accepted socket to the next worker, round robin. One acceptor spreads
-    /// connections evenly, which SO_REUSEPORT's 4-tuple hashing does not on a few
-    /// connections, and never lets two servers silently share a port.
-    fn place(&mut self, mut sock: TcpStream) {
+    /// Counts a new connection in, or turns it away when `maxclients` are connected.
+    fn admit(&mut self, sock: &mut TcpStream) -> bool {
         let max = self.config.server.maxclients as usize;
         if self.shared.clients.load(Ordering::Relaxed) >= max {
             self.shared
                 .rejected_connections
                 .fetch_add(1, Ordering::Relaxed);
-            let _ = io::Write::write(&mut sock, b"-ERR max number of clients reached\r\n");
-            return;
+            let _ = io::Write::write(sock, b"-ERR max number of clients reached\r\n");
+            return false;
         }
         self.shared.clients.fetch_add(1, Ordering::Relaxed);
         self.shared
             .total_connections
             .fetch_add(1, Ordering::Relaxed);
         let _ = sock.set_nodelay(self.config.server.tcp_nodelay);
+        true
+    }
+
+    /// Hands an accepted socket to the next worker, round robin. One acceptor spreads
+    /// connections evenly, which SO_REUSEPORT's 4-tuple hashing does not on a few
+    /// connections, and never lets two servers silently share a port.
+    fn place(&mut self, mut sock: TcpStream) {
+        if !self.admit(&mut sock) {
+            return;
+        }
         let target = self.next_rr % self.peers.len();
         self.next_rr = self.next_rr.wrapping_add(1);
         if target == self.id {
