@@ -16,9 +16,46 @@ pub enum Slot {
     /// durable, or replaced by the error if a write or fsync of that epoch failed (conservative:
     /// the client may be told "error" for a write whose fate it cannot know, never "OK" for one
     /// that was lost).
-    Held(Hold, Vec<u8>),
+    Held(Hold, ReplyBytes),
     /// Waiting for another worker (or several: a scattered multi-key command).
     Waiting(Box<Pending>),
+}
+
+/// A held reply's bytes. Most write replies (`+OK`, `:1`, `$-1`) are a few bytes and sit
+/// inline, so holding one allocates nothing (with acks = all every write's reply is held).
+pub enum ReplyBytes {
+    Inline(u8, [u8; INLINE_REPLY]),
+    Heap(Vec<u8>),
+}
+
+/// The longest reply kept inline (the enum is no larger than a `Vec`).
+pub const INLINE_REPLY: usize = 22;
+
+impl ReplyBytes {
+    /// Takes `reply`'s bytes: copied when short (the buffer stays with the caller for reuse),
+    /// else the buffer itself.
+    pub fn take(reply: &mut Vec<u8>) -> ReplyBytes {
+        if reply.len() <= INLINE_REPLY {
+            let mut b = [0; INLINE_REPLY];
+            b[..reply.len()].copy_from_slice(reply);
+            ReplyBytes::Inline(reply.len() as u8, b)
+        } else {
+            ReplyBytes::Heap(std::mem::take(reply))
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ReplyBytes::Inline(n, b) => &b[..*n as usize],
+            ReplyBytes::Heap(v) => v,
+        }
+    }
+}
+
+impl From<Vec<u8>> for ReplyBytes {
+    fn from(mut v: Vec<u8>) -> ReplyBytes {
+        ReplyBytes::take(&mut v)
+    }
 }
 
 /// What a held reply waits for: its commit epoch to be durable on this node, or (cluster mode,
@@ -321,7 +358,7 @@ impl Output {
             match self.slots.pop_front() {
                 Some(Slot::Ready(r)) => self.wbuf.extend_from_slice(&r),
                 Some(Slot::Held(h, reply)) => match rel.error_for(h.epoch) {
-                    None => self.wbuf.extend_from_slice(&reply),
+                    None => self.wbuf.extend_from_slice(reply.as_slice()),
                     Some(err) => crate::resp::encode::write_error(&mut self.wbuf, err.as_bytes()),
                 },
                 _ => {}
@@ -371,4 +408,58 @@ fn read_into_spare(sock: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     // SAFETY: see above; `n <= spare.len()`.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_replies_are_copied_inline_and_long_ones_move_their_buffer() {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"+OK\r\n");
+        let r = ReplyBytes::take(&mut buf);
+        assert!(matches!(r, ReplyBytes::Inline(5, _)));
+        assert_eq!(r.as_slice(), b"+OK\r\n");
+        // The caller keeps its buffer (and its capacity) for the next reply.
+        assert_eq!(buf, b"+OK\r\n");
+        assert_eq!(buf.capacity(), 64);
+
+        let mut exact = vec![b'x'; INLINE_REPLY];
+        assert!(matches!(
+            ReplyBytes::take(&mut exact),
+            ReplyBytes::Inline(..)
+        ));
+
+        let long = b"$20\r\n01234567890123456789\r\n".to_vec();
+        let r = ReplyBytes::from(long.clone());
+        assert!(matches!(r, ReplyBytes::Heap(_)));
+        assert_eq!(r.as_slice(), &long[..]);
+    }
+
+    #[test]
+    fn held_replies_drain_in_order_once_their_epoch_is_released() {
+        let mut out = Output::default();
+        let hold = |epoch| Hold { epoch, repl: false };
+        out.push_slot(Slot::Held(hold(1), b":1\r\n".to_vec().into()));
+        out.push_slot(Slot::Held(hold(2), b"+OK\r\n".to_vec().into()));
+        let rel = |durable| Released {
+            durable,
+            committed: durable,
+            failed: &[],
+        };
+        out.drain_slots(&rel(0));
+        assert!(out.wbuf.is_empty());
+        out.drain_slots(&rel(1));
+        assert_eq!(out.wbuf, b":1\r\n");
+        let failed = [(2, 2, "ERR fsync failed".to_string())];
+        out.drain_slots(&Released {
+            durable: 2,
+            committed: 2,
+            failed: &failed,
+        });
+        assert_eq!(out.wbuf, b":1\r\n-ERR fsync failed\r\n");
+        assert!(out.slots.is_empty());
+        assert_eq!(out.base_seq, 2);
+    }
 }

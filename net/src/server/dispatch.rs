@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use simplekv_engine::Store;
 
-use super::conn::{Client, Gather, Output, Pending, Slot};
+use super::conn::{Client, Gather, Output, Pending, ReplyBytes, Slot};
 use super::replica::Need;
 use super::router::{Op, OwnedArgs, Payload, ReplyTo, Request};
 use super::worker::Worker;
@@ -250,16 +250,14 @@ impl Worker {
             }
             let need = self.need_for(Some(p), wrote, acks);
             match self.hold_for(need) {
-                None => {
-                    out.push_reply(&reply);
-                    // Kept for the next command unless a huge value made it large.
-                    if reply.capacity() <= 64 << 10 {
-                        self.reply_buf = reply;
-                    }
-                }
+                None => out.push_reply(&reply),
                 Some(h) => {
-                    out.push_slot(Slot::Held(h, reply));
+                    out.push_slot(Slot::Held(h, ReplyBytes::take(&mut reply)));
                 }
+            }
+            // Kept for the next command unless a huge value made it large.
+            if reply.capacity() <= 64 << 10 {
+                self.reply_buf = reply;
             }
         } else {
             let seq = out.push_slot(Slot::Waiting(Box::new(Pending {
@@ -446,7 +444,7 @@ impl Worker {
         match slot {
             Slot::Ready(reply) => match hold {
                 Some(h) => {
-                    out.push_slot(Slot::Held(h, reply));
+                    out.push_slot(Slot::Held(h, reply.into()));
                 }
                 None => out.push_reply(&reply),
             },
@@ -1552,7 +1550,7 @@ pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
             _ => None,
         };
         *slot = match hold {
-            Some(h) => Slot::Held(h, reply),
+            Some(h) => Slot::Held(h, reply.into()),
             None => Slot::Ready(reply),
         };
     }
