@@ -1818,7 +1818,6 @@ fn bootstrap(
     p: u32,
     epoch: u32,
 ) -> Result<ReplReply, String> {
-    use std::io::{Seek, Write};
     let staging = match ask(
         router,
         p,
@@ -1830,6 +1829,34 @@ fn bootstrap(
         ReplReply::Snapshot { dir, .. } => dir,
         other => return Err(format!("no staging directory: {other:?}")),
     };
+    let result = copy_and_install(router, env, addr, me, p, epoch, &staging);
+    if !matches!(result, Ok(ReplReply::Position { .. })) {
+        // A failed copy would otherwise stay staged until the next copy or role change,
+        // holding the partition's merges back (the worker removes it only if it is still
+        // the copy staged).
+        let _ = ask(
+            router,
+            p,
+            ReplOp::DropCopy {
+                partition: p,
+                staging,
+            },
+        );
+    }
+    result
+}
+
+/// Copies the leader's snapshot into `staging`, checks it, and asks the worker to install it.
+fn copy_and_install(
+    router: &Router,
+    env: &Arc<Environment>,
+    addr: &str,
+    me: u32,
+    p: u32,
+    epoch: u32,
+    staging: &std::path::Path,
+) -> Result<ReplReply, String> {
+    use std::io::{Seek, Write};
     let client = ReplicationClient::new(ChannelBuilder::new(env.clone()).connect(addr));
     let mut req = SnapshotRequest::new();
     req.partition = p;
@@ -1877,7 +1904,7 @@ fn bootstrap(
     if !done {
         return Err("the snapshot stream ended early".into());
     }
-    for e in std::fs::read_dir(&staging).map_err(|e| e.to_string())? {
+    for e in std::fs::read_dir(staging).map_err(|e| e.to_string())? {
         let f =
             std::fs::File::open(e.map_err(|e| e.to_string())?.path()).map_err(|e| e.to_string())?;
         f.sync_all().map_err(|e| e.to_string())?;
@@ -1892,11 +1919,11 @@ fn bootstrap(
         // Removed by a newer copy or a role change: opening would create an empty store.
         return Err("the staging directory is gone (a newer copy or a role change)".into());
     }
-    let mut cache = simplekv_engine::LeaderEpochCache::load(&staging).map_err(|e| e.to_string())?;
+    let mut cache = simplekv_engine::LeaderEpochCache::load(staging).map_err(|e| e.to_string())?;
     for &(e, start) in &epochs {
         cache.assign(e, start).map_err(|e| e.to_string())?;
     }
-    let copied = simplekv_engine::Store::open(&staging, simplekv_engine::Options::default())
+    let copied = simplekv_engine::Store::open(staging, simplekv_engine::Options::default())
         .map_err(|e| format!("the copied segments do not open: {e}"))?;
     if copied.log_end() > end {
         return Err(format!(
@@ -1905,7 +1932,7 @@ fn bootstrap(
         ));
     }
     drop(copied);
-    std::fs::File::open(&staging)
+    std::fs::File::open(staging)
         .and_then(|d| d.sync_all())
         .map_err(|e| e.to_string())?;
     ask(
@@ -1914,7 +1941,7 @@ fn bootstrap(
         ReplOp::Install {
             partition: p,
             leader_epoch: epoch,
-            staging,
+            staging: staging.to_path_buf(),
         },
     )
 }

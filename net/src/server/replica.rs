@@ -111,6 +111,12 @@ pub enum ReplOp {
         leader_epoch: u32,
         staging: std::path::PathBuf,
     },
+    /// Follower: the copy into `staging` failed; remove it if it is still the one staged (it
+    /// holds the partition's merges back and takes disk space).
+    DropCopy {
+        partition: u32,
+        staging: std::path::PathBuf,
+    },
 }
 
 /// The answers.
@@ -1001,6 +1007,21 @@ impl Worker {
                 leader_epoch,
                 staging,
             } => (self.install_snapshot(p, leader_epoch, &staging), Need::Now),
+            ReplOp::DropCopy {
+                partition: p,
+                staging,
+            } => {
+                if self.staged_copy[p as usize].as_deref() == Some(staging.as_path()) {
+                    self.staged_copy[p as usize] = None;
+                    if let Err(e) = std::fs::remove_dir_all(&staging) {
+                        warn!(
+                            "partition {p}: cannot remove the failed copy {}: {e}",
+                            staging.display()
+                        );
+                    }
+                }
+                (reply(ReplReply::Pending(0)), Need::Now)
+            }
             ReplOp::Resign => match self.cluster.as_mut() {
                 Some(c) => {
                     c.resigning = true;
