@@ -242,6 +242,23 @@ fn requirepass_demands_auth_before_anything_else() {
         query_err(&mut s2.client(), cmd("AUTH").arg("x")),
         "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
     );
+    // ... but the default user takes any password, so clients configured with a user name
+    // (redis://default:pw@host) connect; other users do not exist.
+    let ok: String = cmd("AUTH")
+        .arg("default")
+        .arg("anything")
+        .query(&mut s2.client())
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let mut c2 = redis::Client::open(format!("redis://default:pw@127.0.0.1:{}/", s2.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(get(&mut c2, "k"), None);
+    assert_eq!(
+        query_err(&mut s2.client(), cmd("AUTH").arg("alice").arg("pw")),
+        "WRONGPASS invalid username-password pair or user is disabled."
+    );
 }
 
 #[test]
@@ -1214,7 +1231,18 @@ fn config_get_reports_and_config_set_applies_or_refuses() {
     assert_eq!(v["save"], "");
     assert_eq!(v["appendonly"], "yes");
     assert_eq!(get_cfg(&mut c, "maxclients")["maxclients"], "10000");
-    assert_eq!(get_cfg(&mut c, "MAXCLIENTS")["maxclients"], "10000");
+    // A name without wildcards comes back as written, as Redis answers.
+    assert_eq!(get_cfg(&mut c, "MAXCLIENTS")["MAXCLIENTS"], "10000");
+    assert_eq!(get_cfg(&mut c, "MAX*")["maxclients"], "10000");
+    // Asked for by client libraries at start-up.
+    assert_eq!(
+        get_cfg(&mut c, "maxmemory-policy")["maxmemory-policy"],
+        "noeviction"
+    );
+    assert_eq!(
+        get_cfg(&mut c, "notify-keyspace-events")["notify-keyspace-events"],
+        ""
+    );
     let g = get_cfg(&mut c, "max*");
     assert!(g.contains_key("maxclients"), "{g:?}");
     assert!(g.keys().all(|k| k.starts_with("max")), "{g:?}");
@@ -1290,6 +1318,29 @@ fn config_get_reports_and_config_set_applies_or_refuses() {
     );
     assert_eq!(get_cfg(&mut c, "maxclients")["maxclients"], "123");
     assert_eq!(
+        query_err(
+            &mut c,
+            cmd("CONFIG")
+                .arg("SET")
+                .arg("maxclients")
+                .arg(5)
+                .arg("MAXCLIENTS")
+                .arg(6)
+        ),
+        "ERR CONFIG SET failed (possibly related to argument 'MAXCLIENTS') - duplicate parameter"
+    );
+    assert_eq!(get_cfg(&mut c, "maxclients")["maxclients"], "123");
+    assert!(
+        query_err(
+            &mut c,
+            cmd("CONFIG")
+                .arg("SET")
+                .arg("notify-keyspace-events")
+                .arg("Ex")
+        )
+        .contains("no keyspace notifications")
+    );
+    assert_eq!(
         query_err(&mut c, cmd("CONFIG").arg("bogus")),
         "ERR unknown subcommand 'bogus'. Try CONFIG HELP."
     );
@@ -1352,6 +1403,18 @@ fn client_commands_name_list_and_kill_connections() {
         .unwrap();
     let name: Option<String> = cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
     assert_eq!(name.as_deref(), Some("tester"));
+    // Unknown subcommands point at CLIENT HELP, so it answers.
+    let help: Vec<String> = cmd("CLIENT").arg("HELP").query(&mut c).unwrap();
+    assert!(help.iter().any(|l| l.starts_with("SETNAME")), "{help:?}");
+    let () = cmd("CLIENT")
+        .arg("NO-EVICT")
+        .arg("on")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        query_err(&mut c, cmd("CLIENT").arg("NO-EVICT").arg("maybe")),
+        "ERR syntax error"
+    );
     assert_eq!(
         query_err(&mut c, cmd("CLIENT").arg("SETNAME").arg("a b")),
         "ERR Client names cannot contain spaces, newlines or special characters."
@@ -1676,6 +1739,15 @@ fn lastsave_and_wait_answer_and_save_is_refused() {
     assert!((t - now_ms() / 1000).abs() < 60);
     let n: i64 = cmd("WAIT").arg(0).arg(0).query(&mut c).unwrap();
     assert_eq!(n, 0);
+    assert_eq!(
+        query_err(&mut c, cmd("WAIT").arg(0).arg(-1)),
+        "ERR timeout is negative"
+    );
+    // Cluster commands on a standalone server: Redis's answer without cluster support.
+    assert_eq!(
+        query_err(&mut c, &cmd("READONLY")),
+        "ERR This instance has cluster support disabled"
+    );
     let started = Instant::now();
     let _ = query_err(&mut c, &cmd("SAVE"));
     assert!(started.elapsed() < Duration::from_secs(5));

@@ -21,6 +21,33 @@ const FIXED: &[(&str, &str, &str)] = &[
         "1",
         "simplekv has a single database; only databases 1 is accepted",
     ),
+    // What clients and tools ask for at start-up. simplekv keeps every value on disk and
+    // only its keydir in memory; nothing is evicted.
+    (
+        "maxmemory",
+        "0",
+        "simplekv does not evict keys; only maxmemory 0 is accepted",
+    ),
+    (
+        "maxmemory-policy",
+        "noeviction",
+        "simplekv does not evict keys; only maxmemory-policy noeviction is accepted",
+    ),
+    (
+        "notify-keyspace-events",
+        "",
+        "simplekv has no keyspace notifications (no pub/sub); only \"\" is accepted",
+    ),
+    (
+        "replica-read-only",
+        "yes",
+        "replicas of simplekv never take writes; only replica-read-only yes is accepted",
+    ),
+    (
+        "slave-read-only",
+        "yes",
+        "replicas of simplekv never take writes; only slave-read-only yes is accepted",
+    ),
 ];
 
 pub(crate) fn config_pairs(config: &Config) -> Vec<(String, String)> {

@@ -1010,7 +1010,17 @@ fn redis_config_pairs_cover_what_tools_ask_for() {
     assert_eq!(get(&pairs, "loglevel"), "info");
     // Settings Redis lacks appear under their dotted name, booleans in Redis's yes/no.
     assert_eq!(get(&pairs, "storage.hint_files"), "yes");
-    assert_eq!(pairs.len(), Config::settings().len() + 3);
+    // Fixed values for what clients ask for at start-up (CONFIG SET takes only these).
+    assert_eq!(get(&pairs, "maxmemory"), "0");
+    assert_eq!(get(&pairs, "maxmemory-policy"), "noeviction");
+    assert_eq!(get(&pairs, "notify-keyspace-events"), "");
+    assert_eq!(get(&pairs, "replica-read-only"), "yes");
+    assert!(c.set_runtime("maxmemory", "0").is_ok());
+    let e = c
+        .set_runtime("maxmemory-policy", "allkeys-lru")
+        .unwrap_err();
+    assert!(e.to_string().contains("does not evict"), "{e}");
+    assert_eq!(pairs.len(), Config::settings().len() + 8);
 
     c.set("storage.fsync", "never").unwrap();
     assert_eq!(get(&c.redis_config_pairs(), "appendfsync"), "no");

@@ -881,10 +881,13 @@ impl Worker {
             "wait" => {
                 let (Some(n), Some(t)) = (
                     crate::resp::parse::string2ll(args[1]),
-                    crate::resp::parse::string2ll(args[2]).filter(|t| *t >= 0),
+                    crate::resp::parse::string2ll(args[2]),
                 ) else {
                     return err(out, "ERR value is not an integer or out of range");
                 };
+                if t < 0 {
+                    return err(out, "ERR timeout is negative");
+                }
                 // Standalone: no replicas to wait for (Redis answers 0 the same way). Cluster
                 // mode: the followers of the partition this connection wrote last.
                 let Some(p) = client.last_write.filter(|_| self.cluster.is_some()) else {
@@ -918,6 +921,9 @@ impl Worker {
             }
             "lastsave" => {
                 write_integer(&mut r, self.shared_start_unix() as i64);
+            }
+            "readonly" | "readwrite" if self.cluster.is_none() => {
+                return err(out, "ERR This instance has cluster support disabled");
             }
             "readonly" | "readwrite" => write_ok(&mut r),
             "dbsize" => {
@@ -1104,6 +1110,16 @@ impl Worker {
             _ => return err(out, "ERR syntax error"),
         };
         match &self.config.server.requirepass {
+            // Without a password the default user takes any (as `HELLO ... AUTH` does);
+            // only the one-argument form is refused, with Redis's hint.
+            None if user == Some(b"default".as_slice()) => {
+                client.authed = true;
+                out.push_reply(b"+OK\r\n");
+            }
+            None if user.is_some() => err(
+                out,
+                "WRONGPASS invalid username-password pair or user is disabled.",
+            ),
             None => err(
                 out,
                 "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
@@ -1287,11 +1303,20 @@ impl Worker {
                 let mut hits: Vec<(String, String)> = Vec::new();
                 for pat in &args[2..] {
                     let pat_l = lower(pat);
+                    let literal = !pat.iter().any(|b| b"[*?".contains(b));
                     for (k, v) in &pairs {
                         if glob_match(pat_l.as_bytes(), k.as_bytes(), true)
-                            && !hits.iter().any(|(h, _)| h == k)
+                            && !hits.iter().any(|(h, _)| h.eq_ignore_ascii_case(k))
                         {
-                            hits.push((k.clone(), v.clone()));
+                            // A name asked for without wildcards comes back as it was
+                            // written (`CONFIG GET PORT` gives "PORT"), as in Redis, so a
+                            // client reading the reply into a map finds it under its name.
+                            let name = if literal {
+                                String::from_utf8_lossy(pat).into_owned()
+                            } else {
+                                k.clone()
+                            };
+                            hits.push((name, v.clone()));
                         }
                     }
                     // Dotted simplekv names work too.
@@ -1321,6 +1346,18 @@ impl Worker {
                 for kv in args[2..].chunks(2) {
                     let name = String::from_utf8_lossy(kv[0]).to_string();
                     let value = String::from_utf8_lossy(kv[1]).to_string();
+                    if changes
+                        .iter()
+                        .any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&name))
+                    {
+                        let name = name.replace(['\r', '\n'], " ");
+                        return err(
+                            out,
+                            &format!(
+                                "ERR CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
+                            ),
+                        );
+                    }
                     if let Err(e) = probe.set_runtime(&name, &value) {
                         // The conf crate words the reply as Redis does; prefixing it again
                         // printed "CONFIG SET failed (...)" twice, and unknown names did not
@@ -1456,7 +1493,39 @@ impl Worker {
                     id,
                 });
             }
-            ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) => write_ok(&mut r),
+            ("setinfo", 4) => write_ok(&mut r),
+            ("no-evict", 3) | ("no-touch", 3) => match lower(args[2]).as_str() {
+                "on" | "off" => write_ok(&mut r),
+                _ => return err(out, "ERR syntax error"),
+            },
+            ("help", 2) => {
+                let lines = [
+                    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "ID",
+                    "    Return the ID of the current connection.",
+                    "GETNAME",
+                    "    Return the name of the current connection.",
+                    "SETNAME <name>",
+                    "    Assign the name <name> to the current connection.",
+                    "INFO",
+                    "    Return information about the current client connection.",
+                    "LIST",
+                    "    Return information about client connections.",
+                    "KILL <ip:port>",
+                    "    Kill connection made from <ip:port>.",
+                    "KILL <option> <value> [<option> <value> [...]]",
+                    "    Kill connections. Options are: ID <client-id>, ADDR <ip:port>,",
+                    "    SKIPME (YES|NO) (default YES).",
+                    "ACKS [0|1|ALL|DEFAULT]",
+                    "    simplekv, cluster mode: show or set the acks this connection's writes need.",
+                    "SETINFO <option> <value>, NO-EVICT (ON|OFF), NO-TOUCH (ON|OFF)",
+                    "    Accepted for client libraries; no effect.",
+                ];
+                write_array_len(&mut r, lines.len());
+                for l in lines {
+                    write_simple(&mut r, l.as_bytes());
+                }
+            }
             // Redis 7's text (arity errors were answered by dispatch).
             _ => return unknown_subcommand(out, "client", args[1]),
         }
