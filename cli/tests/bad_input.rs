@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     Server, expect_reply, info, query_err, read_to_eof, resp, roundtrip, wait_until, worker_of,
@@ -598,4 +598,107 @@ fn a_client_that_does_not_read_is_paused_then_gets_every_reply_in_order() {
     }
     let (rest, closed) = read_to_eof(&mut conn, Duration::from_millis(200));
     assert!(rest.is_empty() && !closed);
+}
+
+/// Replies other workers owe a connection count against its limits too: clients that send
+/// GETs of large values and never read cannot make the server hold more than the write-buffer
+/// cap plus a bounded number of owed replies each (1.26 GB of RSS here with 256 KiB values
+/// when only the number of queued replies was bounded; about 240 MB now).
+#[test]
+fn a_client_that_does_not_read_cannot_make_other_workers_buffer_without_bound() {
+    let s = Server::start(&["--workers", "2"]);
+    let mut c = s.client();
+    // Keys of worker 0 only; of the two slow connections below (accepted round robin), one
+    // sits on worker 1 and has every reply owed by worker 0.
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("big{i}"))
+        .filter(|k| worker_of(k.as_bytes(), 16, 2) == 0)
+        .take(32)
+        .collect();
+    assert_eq!(keys.len(), 32);
+    let value = vec![b'v'; 256 << 10];
+    for k in &keys {
+        let () = cmd("SET").arg(k).arg(&value).query(&mut c).unwrap();
+    }
+    let pid = s.pid();
+    let before = vm_rss(pid);
+    let chunk: Vec<u8> = keys
+        .iter()
+        .cycle()
+        .take(keys.len() * 10)
+        .flat_map(|k| resp(&[b"GET", k.as_bytes()]))
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..2).map(|_| small_window_conn(s.port)).collect();
+    let mut peak = before;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let mut blocked = true;
+        for conn in &mut slow {
+            match conn.write(&chunk) {
+                Ok(_) => blocked = false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        if blocked {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak = peak.max(vm_rss(pid));
+    }
+    assert!(
+        peak < before + (768 << 20),
+        "RSS grew from {before} to {peak} for two clients that do not read"
+    );
+    // Everyone else is still served, and the stored values are intact.
+    drop(slow);
+    let got: Vec<u8> = cmd("GET").arg(&keys[3]).query(&mut c).unwrap();
+    assert_eq!(got, value);
+}
+
+/// A non-blocking connection with a 4 KiB receive buffer set before connecting, so the
+/// server can hand it almost nothing (its replies stay queued in the server).
+fn small_window_conn(port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns until it is wrapped in
+    // a TcpStream (which then closes it); the pointers are to live locals of the right size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket");
+        let stream = TcpStream::from_raw_fd(fd);
+        let small: libc::c_int = 4096;
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "setsockopt");
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        stream.set_nonblocking(true).unwrap();
+        stream
+    }
+}
+
+/// The resident set of a process, from /proc (bytes).
+fn vm_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }

@@ -162,6 +162,10 @@ pub struct Output {
     /// Replies not yet in `wbuf`; `slots[0]` has sequence `base_seq`.
     pub slots: VecDeque<Slot>,
     pub base_seq: u64,
+    /// Answers other workers still owe this connection. Their size is unknown until they
+    /// come (a GET of a large value), so their number is bounded, not only the bytes
+    /// already queued.
+    pub in_flight: usize,
 }
 
 /// What the server knows about a client (CLIENT LIST, AUTH, ...).
@@ -195,9 +199,14 @@ pub struct Client {
 }
 
 /// Reads stop and parsing pauses above these, so one pipelining client cannot make a worker
-/// buffer without bound.
+/// buffer without bound: replies queued, bytes queued, and answers owed by other workers
+/// (fewer of those while the client is not reading what is queued already).
 pub const MAX_SLOTS: usize = 4096;
 pub const MAX_WBUF: usize = 64 << 20;
+pub const MAX_IN_FLIGHT: usize = 256;
+pub const MAX_IN_FLIGHT_SLOW: usize = 16;
+/// Queued output past which the client counts as slow to read.
+const SLOW_READER: usize = 1 << 20;
 const READ_CHUNK: usize = 16 << 10;
 
 pub enum ReadOutcome {
@@ -378,7 +387,23 @@ impl Output {
 
     /// Too much queued: stop taking new commands until it drains.
     pub fn backlogged(&self) -> bool {
-        self.slots.len() >= MAX_SLOTS || self.wbuf.len() - self.wpos >= MAX_WBUF
+        let queued = self.wbuf.len() - self.wpos;
+        let in_flight_cap = if queued >= SLOW_READER {
+            MAX_IN_FLIGHT_SLOW
+        } else {
+            MAX_IN_FLIGHT
+        };
+        self.slots.len() >= MAX_SLOTS || queued >= MAX_WBUF || self.in_flight >= in_flight_cap
+    }
+
+    /// A request for one of this connection's replies went to another worker.
+    pub fn sent_away(&mut self) {
+        self.in_flight += 1;
+    }
+
+    /// An answer for one of this connection's replies came back.
+    pub fn answered(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     /// Everything queued has been written: a closing connection may go.
@@ -435,6 +460,33 @@ mod tests {
         let r = ReplyBytes::from(long.clone());
         assert!(matches!(r, ReplyBytes::Heap(_)));
         assert_eq!(r.as_slice(), &long[..]);
+    }
+
+    #[test]
+    fn owed_replies_pause_the_connection_sooner_when_it_does_not_read() {
+        let mut out = Output::default();
+        for _ in 0..MAX_IN_FLIGHT - 1 {
+            out.sent_away();
+        }
+        assert!(!out.backlogged());
+        out.sent_away();
+        assert!(
+            out.backlogged(),
+            "{MAX_IN_FLIGHT} replies owed by other workers"
+        );
+        for _ in 0..MAX_IN_FLIGHT - MAX_IN_FLIGHT_SLOW {
+            out.answered();
+        }
+        assert!(!out.backlogged());
+        // The client has not read 1 MiB of what is queued: fewer owed replies are allowed.
+        out.wbuf.resize(1 << 20, b'x');
+        assert!(out.backlogged());
+        out.wpos = out.wbuf.len();
+        assert!(!out.backlogged());
+        for _ in 0..2 * MAX_IN_FLIGHT {
+            out.answered();
+        }
+        assert_eq!(out.in_flight, 0);
     }
 
     #[test]

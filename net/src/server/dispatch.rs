@@ -150,7 +150,17 @@ impl Worker {
         }
     }
 
-    fn reply_to(&self, token: usize, client: &Client, seq: u64, part: u32) -> ReplyTo {
+    /// Where another worker sends the answer for a reply of this connection (counted as
+    /// owed until it comes, see `Output::backlogged`).
+    fn reply_to(
+        &self,
+        token: usize,
+        client: &Client,
+        out: &mut Output,
+        seq: u64,
+        part: u32,
+    ) -> ReplyTo {
+        out.sent_away();
         ReplyTo {
             worker: self.id,
             token,
@@ -264,7 +274,7 @@ impl Worker {
                 gather: Gather::Single(None),
                 hold: None,
             })));
-            let reply_to = self.reply_to(token, client, seq, 0);
+            let reply_to = self.reply_to(token, client, out, seq, 0);
             self.send_req(
                 owner,
                 Request {
@@ -430,7 +440,7 @@ impl Worker {
                 fill_slot(&mut slot, part as u32, payload);
             } else {
                 let seq = out.next_seq();
-                let reply_to = self.reply_to(token, client, seq, part as u32);
+                let reply_to = self.reply_to(token, client, out, seq, part as u32);
                 self.send_req(w, Request { reply_to, op, acks });
             }
         }
@@ -808,7 +818,7 @@ impl Worker {
                 need = need.max(n);
                 fill_slot(&mut slot, w as u32, payload);
             } else {
-                let reply_to = self.reply_to(token, client, seq, w as u32);
+                let reply_to = self.reply_to(token, client, out, seq, w as u32);
                 self.send_req(
                     w,
                     Request {
@@ -898,7 +908,7 @@ impl Worker {
                     gather: Gather::Single(None),
                     hold: None,
                 })));
-                let reply_to = self.reply_to(token, client, seq, 0);
+                let reply_to = self.reply_to(token, client, out, seq, 0);
                 let owner = self.topo.worker_of(p);
                 if owner == self.id {
                     self.park_wait(reply_to, p, n, t as u64);
@@ -1089,7 +1099,7 @@ impl Worker {
                     return err(out, "ERR internal: slot keys not gathered");
                 }
                 let seq = out.push_slot(slot_reply);
-                let reply_to = self.reply_to(token, client, seq, 0);
+                let reply_to = self.reply_to(token, client, out, seq, 0);
                 let acks = self.acks_of(client);
                 self.send_req(owner, Request { reply_to, op, acks });
                 return;
@@ -1288,7 +1298,7 @@ impl Worker {
             }
         } else {
             let seq = out.next_seq();
-            let reply_to = self.reply_to(token, client, seq, 0);
+            let reply_to = self.reply_to(token, client, out, seq, 0);
             let acks = self.acks_of(client);
             self.send_req(owner, Request { reply_to, op, acks });
         }

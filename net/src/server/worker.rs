@@ -761,6 +761,7 @@ impl Worker {
         if conn.client.id != rt.conn_id {
             return;
         }
+        conn.out.answered();
         if let Some(slot) = conn.out.slot_mut(rt.seq) {
             super::dispatch::fill_slot(slot, rt.part, resp.payload);
         }
