@@ -1091,6 +1091,39 @@ fn scan_returns_every_key_exactly_once() {
     let all = scan_all(&mut c, None, 10);
     assert_eq!(all.len(), 1300);
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), 1300);
+    // COUNT is the work per call across partitions and workers: a large one takes the whole
+    // (small) keyspace in one call, and a call on an empty keyspace ends at once.
+    let (next, got): (String, Vec<String>) = cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(10_000)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((next.as_str(), got.len()), ("0", 1300));
+    let (next, got): (String, Vec<String>) = cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg("other:*")
+        .arg("COUNT")
+        .arg(10_000)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((next.as_str(), got.len()), ("0", 300));
+    let (next, got): (String, Vec<String>) = cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
+    assert_ne!(next, "0");
+    assert!(
+        (1..=100).contains(&got.len()),
+        "{} keys for COUNT 100",
+        got.len()
+    );
+    let empty = server();
+    let (next, got): (String, Vec<String>) = cmd("SCAN").arg(0).query(&mut empty.client()).unwrap();
+    assert_eq!((next.as_str(), got.len()), ("0", 0));
     // TYPE string is everything; any other type nothing.
     let (_, k): (String, Vec<String>) = cmd("SCAN")
         .arg(0)

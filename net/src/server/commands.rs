@@ -56,17 +56,19 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             text.push_str(extra);
             write_bulk(r, text.as_bytes());
         }
-        Finisher::Scan {
-            partition,
-            partitions,
-        } => {
-            let (keys, next) = match parts.into_iter().next() {
-                Some(Payload::ScanPage { keys, next }) => (keys, next),
-                _ => (Vec::new(), 0),
+        Finisher::Scan { partitions } => {
+            let (keys, partition, next) = match parts.into_iter().next() {
+                Some(Payload::ScanPage {
+                    keys,
+                    partition,
+                    next,
+                    ..
+                }) => (keys, partition, next),
+                _ => (Vec::new(), *partitions, 0),
             };
             // Next cursor: same partition further on, or the next partition from its start.
             let cursor = if next != 0 {
-                (next << 14) | *partition as u64
+                (next << 14) | partition as u64
             } else if partition + 1 < *partitions {
                 (partition + 1) as u64
             } else {

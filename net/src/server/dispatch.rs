@@ -34,7 +34,6 @@ pub enum Finisher {
         killed_self: bool,
     },
     Scan {
-        partition: u32,
         partitions: u32,
     },
     /// A fixed status reply once every part succeeded.
@@ -637,25 +636,53 @@ impl Worker {
                 (Payload::Keys(keys), false)
             }
             Op::Scan {
-                partition,
-                cursor,
+                mut partition,
+                mut cursor,
                 count,
                 pattern,
+                mut keys,
             } => {
-                let mut keys = Vec::new();
-                let serves = self.cluster.is_none() || self.served().contains(&partition);
-                let next = match self.store(partition).filter(|_| serves) {
-                    Some(s) => s.scan(cursor, count, |k| {
-                        if pattern
-                            .as_deref()
-                            .is_none_or(|pat| glob_match(pat, k, false))
-                        {
-                            keys.push(k.to_vec());
-                        }
-                    }),
-                    None => 0,
-                };
-                (Payload::ScanPage { keys, next }, false)
+                // Like Redis, COUNT is about the work done, not the keys returned: keys
+                // visited, matching or not. A partition finished with budget left hands
+                // over to the next one, so small or empty keyspaces take one call.
+                let mut budget = count.max(1);
+                loop {
+                    let serves = self.cluster.is_none() || self.served().contains(&partition);
+                    let mut visited = 0;
+                    let next = match self.store(partition).filter(|_| serves) {
+                        Some(s) => s.scan(cursor, budget, |k| {
+                            visited += 1;
+                            if pattern
+                                .as_deref()
+                                .is_none_or(|pat| glob_match(pat, k, false))
+                            {
+                                keys.push(k.to_vec());
+                            }
+                        }),
+                        None => 0,
+                    };
+                    budget = budget.saturating_sub(visited);
+                    if next != 0 || budget == 0 || partition + 1 >= self.topo.partitions {
+                        let page = Payload::ScanPage {
+                            keys,
+                            partition,
+                            next,
+                            more: None,
+                        };
+                        return (page, false);
+                    }
+                    partition += 1;
+                    cursor = 0;
+                    if self.topo.worker_of(partition) != self.id {
+                        let page = Payload::ScanPage {
+                            keys,
+                            partition,
+                            next: 0,
+                            more: Some((budget, pattern)),
+                        };
+                        return (page, false);
+                    }
+                }
             }
             Op::RandomKey => {
                 let candidates: Vec<u32> = self
@@ -1230,7 +1257,8 @@ impl Worker {
     }
 
     /// SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]. The cursor packs the partition in its
-    /// low 14 bits and the partition's own cursor above them; one call scans one partition.
+    /// low 14 bits and the partition's own cursor above them; one call visits up to COUNT
+    /// keys, going on into the next partitions (and workers) while that budget lasts.
     fn cmd_scan(&mut self, token: usize, out: &mut Output, client: &Client, args: &[&[u8]]) {
         let Some(cursor) = std::str::from_utf8(args[1])
             .ok()
@@ -1277,6 +1305,7 @@ impl Worker {
             cursor: cursor >> 14,
             count,
             pattern,
+            keys: Vec::new(),
         };
         let owner = self.topo.worker_of(partition);
         let mut slot = Slot::Waiting(Box::new(Pending {
@@ -1285,16 +1314,22 @@ impl Worker {
                 parts: vec![Payload::Ok],
                 missing: 1,
                 finish: Finisher::Scan {
-                    partition,
                     partitions: self.topo.partitions,
                 },
             },
         }));
         if owner == self.id {
             let (payload, _) = self.execute_op_inner(op);
-            fill_slot(&mut slot, 0, payload);
-            if let Slot::Ready(reply) = slot {
-                return out.push_reply(&reply);
+            if matches!(payload, Payload::ScanPage { more: Some(_), .. }) {
+                let seq = out.next_seq();
+                let reply_to = self.reply_to(token, client, out, seq, 0);
+                let acks = self.acks_of(client);
+                let _ = self.forward_scan(reply_to, acks, payload);
+            } else {
+                fill_slot(&mut slot, 0, payload);
+                if let Slot::Ready(reply) = slot {
+                    return out.push_reply(&reply);
+                }
             }
         } else {
             let seq = out.next_seq();
@@ -1303,6 +1338,38 @@ impl Worker {
             self.send_req(owner, Request { reply_to, op, acks });
         }
         out.push_slot(slot);
+    }
+
+    /// A SCAN page that goes on in another worker's partition is sent there (the last
+    /// worker answers the same reply slot); any other payload is the answer itself.
+    pub fn forward_scan(
+        &mut self,
+        reply_to: ReplyTo,
+        acks: simplekv_conf::Acks,
+        payload: Payload,
+    ) -> Option<Payload> {
+        match payload {
+            Payload::ScanPage {
+                keys,
+                partition,
+                more: Some((budget, pattern)),
+                ..
+            } => {
+                let op = Op::Scan {
+                    partition,
+                    cursor: 0,
+                    count: budget,
+                    pattern,
+                    keys,
+                };
+                self.send_req(
+                    self.topo.worker_of(partition),
+                    Request { reply_to, op, acks },
+                );
+                None
+            }
+            other => Some(other),
+        }
     }
 
     fn cmd_config(&mut self, token: usize, out: &mut Output, client: &Client, args: &[&[u8]]) {

@@ -120,11 +120,15 @@ pub enum Op {
     Keys {
         pattern: Vec<u8>,
     },
+    /// A SCAN step from `cursor` in `partition`, visiting up to `count` keys; it goes on
+    /// into the next partitions (on their owners) while the budget lasts. `keys`: what the
+    /// steps before it found.
     Scan {
         partition: u32,
         cursor: u64,
         count: usize,
         pattern: Option<Vec<u8>>,
+        keys: Vec<Vec<u8>>,
     },
     RandomKey,
     Stats,
@@ -165,9 +169,14 @@ pub enum Payload {
     Ok,
     Err(String),
     Keys(Vec<Vec<u8>>),
+    /// A SCAN page: the keys found, and where it stopped (`next` within `partition`, 0 when
+    /// that partition is done). `more`: the scan goes on at `partition`'s start on its owner
+    /// with this budget and pattern.
     ScanPage {
         keys: Vec<Vec<u8>>,
+        partition: u32,
         next: u64,
+        more: Option<(usize, Option<Vec<u8>>)>,
     },
     Stats(Box<super::stats::WorkerStats>),
     Text(String),

@@ -704,6 +704,9 @@ impl Worker {
             }) => self.park_wait(reply_to, partition, numreplicas, timeout_ms),
             Msg::Req(req) => {
                 let (payload, need) = self.execute_op(req.op, req.acks);
+                let Some(payload) = self.forward_scan(req.reply_to, req.acks, payload) else {
+                    return;
+                };
                 self.outbox.push((
                     req.reply_to.worker,
                     Response {
