@@ -1776,6 +1776,10 @@ fn lastsave_and_wait_answer_and_save_is_refused() {
         query_err(&mut c, cmd("WAIT").arg(0).arg(-1)),
         "ERR timeout is negative"
     );
+    assert_eq!(
+        query_err(&mut c, cmd("WAIT").arg(0).arg("soon")),
+        "ERR timeout is not an integer or out of range"
+    );
     // Cluster commands on a standalone server: Redis's answer without cluster support.
     assert_eq!(
         query_err(&mut c, &cmd("READONLY")),

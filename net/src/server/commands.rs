@@ -56,7 +56,10 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             text.push_str(extra);
             write_bulk(r, text.as_bytes());
         }
-        Finisher::Scan { partitions } => {
+        Finisher::Scan {
+            partition: start,
+            partitions,
+        } => {
             let (keys, partition, next) = match parts.into_iter().next() {
                 Some(Payload::ScanPage {
                     keys,
@@ -64,7 +67,9 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
                     next,
                     ..
                 }) => (keys, partition, next),
-                _ => (Vec::new(), *partitions, 0),
+                // No page (cannot happen today): go on after the partition asked for
+                // rather than end the iteration.
+                _ => (Vec::new(), *start, 0),
             };
             // Next cursor: same partition further on, or the next partition from its start.
             let cursor = if next != 0 {

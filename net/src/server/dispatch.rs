@@ -33,7 +33,9 @@ pub enum Finisher {
         old_style: bool,
         killed_self: bool,
     },
+    /// `partition`: where the call started (the next cursor if no page comes back).
     Scan {
+        partition: u32,
         partitions: u32,
     },
     /// A fixed status reply once every part succeeded.
@@ -916,11 +918,11 @@ impl Worker {
             }
             "cluster" => return self.cmd_cluster(token, out, client, args),
             "wait" => {
-                let (Some(n), Some(t)) = (
-                    crate::resp::parse::string2ll(args[1]),
-                    crate::resp::parse::string2ll(args[2]),
-                ) else {
+                let Some(n) = crate::resp::parse::string2ll(args[1]) else {
                     return err(out, "ERR value is not an integer or out of range");
+                };
+                let Some(t) = crate::resp::parse::string2ll(args[2]) else {
+                    return err(out, "ERR timeout is not an integer or out of range");
                 };
                 if t < 0 {
                     return err(out, "ERR timeout is negative");
@@ -1314,6 +1316,7 @@ impl Worker {
                 parts: vec![Payload::Ok],
                 missing: 1,
                 finish: Finisher::Scan {
+                    partition,
                     partitions: self.topo.partitions,
                 },
             },
@@ -1597,6 +1600,8 @@ impl Worker {
                     "    simplekv, cluster mode: show or set the acks this connection's writes need.",
                     "SETINFO <option> <value>, NO-EVICT (ON|OFF), NO-TOUCH (ON|OFF)",
                     "    Accepted for client libraries; no effect.",
+                    "HELP",
+                    "    Print this help.",
                 ];
                 write_array_len(&mut r, lines.len());
                 for l in lines {
