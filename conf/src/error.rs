@@ -45,6 +45,13 @@ pub enum ConfError {
         name: String,
     },
 
+    /// `CONFIG SET` naming one setting twice (under either of its names).
+    #[error("CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter")]
+    Duplicate {
+        /// The second name as given.
+        name: String,
+    },
+
     /// `CONFIG SET` of a Redis setting that simplekv only reports (`save`, `appendonly`,
     /// `databases`) to anything but its fixed value.
     #[error("CONFIG SET failed (possibly related to argument '{name}') - {reason}")]
@@ -111,6 +118,7 @@ impl ConfError {
         match self.root() {
             ConfError::UnknownSetting { name, .. }
             | ConfError::Immutable { name }
+            | ConfError::Duplicate { name }
             | ConfError::Unsupported { name, .. } => Some(name),
             ConfError::InvalidValue { name, .. } => Some(name),
             ConfError::Inconsistent { names, .. } => names.first().copied(),

@@ -388,19 +388,38 @@ impl Config {
         N: AsRef<str>,
         V: AsRef<str>,
     {
+        let pairs: Vec<(N, V)> = pairs.into_iter().collect();
+        // Every name first, as Redis does: unknown, immutable, or the same setting twice
+        // (under either of its names) fails before any value is looked at.
+        let mut seen: Vec<&'static str> = Vec::new();
+        for (name, _) in &pairs {
+            let name = name.as_ref();
+            let canonical = match redis::fixed_canonical(name) {
+                Some(c) => c,
+                None => {
+                    let info = settings::lookup(name).ok_or_else(|| settings::unknown(name))?;
+                    if !info.runtime {
+                        return Err(ConfError::Immutable {
+                            name: name.to_owned(),
+                        });
+                    }
+                    info.name
+                }
+            };
+            if seen.contains(&canonical) {
+                return Err(ConfError::Duplicate {
+                    name: name.to_owned(),
+                });
+            }
+            seen.push(canonical);
+        }
         let mut next = self.clone();
-        for (name, value) in pairs {
+        for (name, value) in &pairs {
             let (name, value) = (name.as_ref(), value.as_ref());
             if redis::check_fixed_set(name, value)? {
                 continue;
             }
-            let info = settings::lookup(name).ok_or_else(|| settings::unknown(name))?;
-            if !info.runtime {
-                return Err(ConfError::Immutable {
-                    name: name.to_owned(),
-                });
-            }
-            info.apply(&mut next, value)?;
+            settings::apply(&mut next, name, value)?;
         }
         next.validate()?;
         *self = next;

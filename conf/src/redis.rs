@@ -66,6 +66,18 @@ pub(crate) fn config_pairs(config: &Config) -> Vec<(String, String)> {
     pairs
 }
 
+/// The name a fixed Redis setting goes by (aliases folded: `slave-read-only` is
+/// `replica-read-only`), or `None` if `name` is not one.
+pub(crate) fn fixed_canonical(name: &str) -> Option<&'static str> {
+    let (found, _, _) = FIXED
+        .iter()
+        .find(|(n, _, _)| n.eq_ignore_ascii_case(name))?;
+    Some(match *found {
+        "slave-read-only" => "replica-read-only",
+        other => other,
+    })
+}
+
 /// `Ok(true)` when `name` is a fixed Redis setting and `value` its fixed value (a no-op),
 /// `Ok(false)` when `name` is not a fixed setting, an error for any other value.
 pub(crate) fn check_fixed_set(name: &str, value: &str) -> Result<bool, ConfError> {

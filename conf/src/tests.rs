@@ -1021,6 +1021,26 @@ fn redis_config_pairs_cover_what_tools_ask_for() {
         .unwrap_err();
     assert!(e.to_string().contains("does not evict"), "{e}");
     assert_eq!(pairs.len(), Config::settings().len() + 8);
+    // Names are checked before values, and one setting twice is refused whatever its name.
+    let e = c
+        .set_runtime_many([("hz", "abc"), ("bogus", "1")])
+        .unwrap_err();
+    assert!(matches!(e, ConfError::UnknownSetting { .. }), "{e}");
+    let e = c
+        .set_runtime_many([("replica-read-only", "yes"), ("slave-read-only", "yes")])
+        .unwrap_err();
+    assert!(matches!(e, ConfError::Duplicate { .. }), "{e}");
+    let e = c
+        .set_runtime_many([("hz", "5"), ("server.hz", "6")])
+        .unwrap_err();
+    assert_eq!(
+        e.config_set_reply(),
+        "ERR CONFIG SET failed (possibly related to argument 'server.hz') - duplicate parameter"
+    );
+    assert!(
+        c.set_runtime_many([("hz", "5"), ("maxclients", "100")])
+            .is_ok()
+    );
 
     c.set("storage.fsync", "never").unwrap();
     assert_eq!(get(&c.redis_config_pairs(), "appendfsync"), "no");

@@ -1420,31 +1420,21 @@ impl Worker {
                 "ERR wrong number of arguments for 'config|set' command",
             ),
             "set" => {
-                // Validate on a copy first so a bad value changes nothing anywhere.
+                // Validate on a copy first so a bad value changes nothing anywhere. The
+                // conf crate checks every name before any value and words the reply as Redis
+                // does (unknown, immutable, duplicate, then invalid values).
+                let changes: Vec<(String, String)> = args[2..]
+                    .chunks(2)
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(kv[0]).into_owned(),
+                            String::from_utf8_lossy(kv[1]).into_owned(),
+                        )
+                    })
+                    .collect();
                 let mut probe = self.config.clone();
-                let mut changes = Vec::new();
-                for kv in args[2..].chunks(2) {
-                    let name = String::from_utf8_lossy(kv[0]).to_string();
-                    let value = String::from_utf8_lossy(kv[1]).to_string();
-                    if changes
-                        .iter()
-                        .any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&name))
-                    {
-                        let name = name.replace(['\r', '\n'], " ");
-                        return err(
-                            out,
-                            &format!(
-                                "ERR CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
-                            ),
-                        );
-                    }
-                    if let Err(e) = probe.set_runtime(&name, &value) {
-                        // The conf crate words the reply as Redis does; prefixing it again
-                        // printed "CONFIG SET failed (...)" twice, and unknown names did not
-                        // get Redis's "Unknown option" text.
-                        return err(out, &e.config_set_reply());
-                    }
-                    changes.push((name, value));
+                if let Err(e) = probe.set_runtime_many(changes.iter().map(|(n, v)| (n, v))) {
+                    return err(out, &e.config_set_reply());
                 }
                 let g = Gather::AllOk {
                     missing: self.peers.len(),
