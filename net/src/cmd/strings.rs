@@ -217,7 +217,16 @@ fn set(
         None if opts.flags & KEEPTTL != 0 => store.meta(key).and_then(|m| m.expire),
         None => None,
     };
-    or_retract(out, mark, store.put(key, value, expire))?;
+    match expire {
+        // EXAT/PXAT in the past: the key is deleted (a tombstone, as Redis propagates a
+        // DEL), not stored already expired to linger until active expiry.
+        Some(at) if at <= ctx.now_ms() => {
+            or_retract(out, mark, store.delete(key))?;
+        }
+        _ => {
+            or_retract(out, mark, store.put(key, value, expire))?;
+        }
+    }
     if !get {
         write_ok(out);
     }
@@ -719,6 +728,25 @@ mod tests {
         // PERSIST on a key without TTL writes nothing.
         let (r, e) = h.run_bytes(&[b"getex", b"k", b"PERSIST"]);
         assert_eq!((r, e), (Reply::bulk("v"), Effect::Read));
+    }
+
+    #[test]
+    fn set_with_a_past_absolute_time_deletes_the_key() {
+        let mut h = Harness::new();
+        h.ok(&["set", "k", "old"]);
+        let past = (T0 / 1000 - 1).to_string();
+        h.ok(&["set", "k", "v", "exat", &past]);
+        assert!(!h.store.exists(b"k"));
+        assert_eq!(h.store.len(), 0, "no expired entry lingers");
+        h.ok(&["set", "k", "v"]);
+        assert_eq!(
+            h.bulk(&["set", "k", "new", "pxat", &T0.to_string(), "get"]),
+            Some("v".into())
+        );
+        assert!(!h.store.exists(b"k"));
+        // A missing key: nothing to delete, still OK.
+        h.ok(&["set", "gone", "v", "exat", &past]);
+        assert_eq!(h.store.len(), 0);
     }
 
     #[test]
