@@ -1136,6 +1136,9 @@ fn scan_returns_every_key_exactly_once() {
         query_err(&mut c, cmd("SCAN").arg("abc")),
         "ERR invalid cursor"
     );
+    // As Redis's strtoul: -1 is the largest cursor (the iteration is over), "" is 0.
+    let (next, k): (String, Vec<String>) = cmd("SCAN").arg(-1).query(&mut c).unwrap();
+    assert_eq!((next.as_str(), k.len()), ("0", 0));
     assert_eq!(
         query_err(&mut c, cmd("SCAN").arg(0).arg("COUNT").arg(0)),
         "ERR syntax error"

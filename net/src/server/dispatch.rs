@@ -1262,10 +1262,7 @@ impl Worker {
     /// low 14 bits and the partition's own cursor above them; one call visits up to COUNT
     /// keys, going on into the next partitions (and workers) while that budget lasts.
     fn cmd_scan(&mut self, token: usize, out: &mut Output, client: &Client, args: &[&[u8]]) {
-        let Some(cursor) = std::str::from_utf8(args[1])
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
+        let Some(cursor) = parse_scan_cursor(args[1]) else {
             return err(out, "ERR invalid cursor");
         };
         let mut count = 10usize;
@@ -1763,4 +1760,57 @@ fn finished_reply(slot: &mut Slot) -> Option<Vec<u8>> {
         }
     }
     Some(r)
+}
+
+/// A SCAN cursor as Redis reads it (`strtoul`): an optional sign, then decimal digits; an
+/// empty string is 0 and a negative number wraps (`-1` is the largest cursor, which ends the
+/// iteration at once). Leading spaces, other bytes and overflow are invalid.
+fn parse_scan_cursor(arg: &[u8]) -> Option<u64> {
+    let (negative, digits) = match arg.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, arg),
+    };
+    if digits.is_empty() && !arg.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(if negative { n.wrapping_neg() } else { n })
+}
+
+#[cfg(test)]
+mod scan_cursor_tests {
+    use super::parse_scan_cursor;
+
+    #[test]
+    fn cursors_parse_as_redis_strtoul_does() {
+        assert_eq!(parse_scan_cursor(b"0"), Some(0));
+        assert_eq!(parse_scan_cursor(b""), Some(0));
+        assert_eq!(parse_scan_cursor(b"+7"), Some(7));
+        assert_eq!(parse_scan_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(parse_scan_cursor(b"-0"), Some(0));
+        assert_eq!(parse_scan_cursor(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b"18446744073709551616"[..],
+            b" 1",
+            b"1 ",
+            b"abc",
+            b"-",
+            b"+",
+            b"0x10",
+        ] {
+            assert_eq!(
+                parse_scan_cursor(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }
