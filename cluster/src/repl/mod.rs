@@ -1818,30 +1818,44 @@ fn bootstrap(
     p: u32,
     epoch: u32,
 ) -> Result<ReplReply, String> {
+    // A failed copy would otherwise stay staged until the next copy or role change, holding
+    // the partition's merges back (the worker removes it only if it is still the copy
+    // staged). By token, so that a staging answer that came too late is covered too.
+    let token = {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    let drop_copy = || {
+        let _ = ask(
+            router,
+            p,
+            ReplOp::DropCopy {
+                partition: p,
+                token,
+            },
+        );
+    };
     let staging = match ask(
         router,
         p,
         ReplOp::Staging {
             partition: p,
             leader_epoch: epoch,
+            token,
         },
-    )? {
-        ReplReply::Snapshot { dir, .. } => dir,
-        other => return Err(format!("no staging directory: {other:?}")),
+    ) {
+        Ok(ReplReply::Snapshot { dir, .. }) => dir,
+        Ok(other) => return Err(format!("no staging directory: {other:?}")),
+        Err(e) => {
+            drop_copy();
+            return Err(e);
+        }
     };
     let result = copy_and_install(router, env, addr, me, p, epoch, &staging);
     if !matches!(result, Ok(ReplReply::Position { .. })) {
-        // A failed copy would otherwise stay staged until the next copy or role change,
-        // holding the partition's merges back (the worker removes it only if it is still
-        // the copy staged).
-        let _ = ask(
-            router,
-            p,
-            ReplOp::DropCopy {
-                partition: p,
-                staging,
-            },
-        );
+        drop_copy();
     }
     result
 }

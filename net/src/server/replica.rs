@@ -101,8 +101,13 @@ pub enum ReplOp {
     /// Leader: hard-link the closed segments and hints into a new directory, for an empty
     /// replica to copy (merges may replace the originals meanwhile; links keep the data).
     Snapshot { partition: u32, leader_epoch: u32 },
-    /// Follower: an empty directory to receive a snapshot in.
-    Staging { partition: u32, leader_epoch: u32 },
+    /// Follower: an empty directory to receive a snapshot in, named after `token` (chosen by
+    /// the copier, so that it can have the copy dropped even if this answer never reaches it).
+    Staging {
+        partition: u32,
+        leader_epoch: u32,
+        token: u64,
+    },
     /// Follower: replace the log with the copy in `staging` (segments, hints and the
     /// leader's epoch history below the copy's end, opened and checked by the copier), if it
     /// is still the newest copy staged for the partition.
@@ -111,12 +116,9 @@ pub enum ReplOp {
         leader_epoch: u32,
         staging: std::path::PathBuf,
     },
-    /// Follower: the copy into `staging` failed; remove it if it is still the one staged (it
-    /// holds the partition's merges back and takes disk space).
-    DropCopy {
-        partition: u32,
-        staging: std::path::PathBuf,
-    },
+    /// Follower: the copy staged with `token` failed; remove it if it is still the one
+    /// staged (it holds the partition's merges back and takes disk space).
+    DropCopy { partition: u32, token: u64 },
 }
 
 /// The answers.
@@ -959,6 +961,7 @@ impl Worker {
             ReplOp::Staging {
                 partition: p,
                 leader_epoch,
+                token,
             } => {
                 if let Some(wrong) = self.wrong_role(
                     p,
@@ -985,7 +988,7 @@ impl Worker {
                 };
                 // A directory of its own per copy: a copy still running (one given up for
                 // taking too long) must not write into this one, and its install is refused.
-                let dir = sibling(s.dir(), &format!("incoming-{:016x}", fastrand::u64(..)));
+                let dir = sibling(s.dir(), &staging_name(token));
                 if let Some(old) = self.staged_copy[p as usize].take() {
                     let _ = std::fs::remove_dir_all(old);
                 }
@@ -1009,9 +1012,14 @@ impl Worker {
             } => (self.install_snapshot(p, leader_epoch, &staging), Need::Now),
             ReplOp::DropCopy {
                 partition: p,
-                staging,
+                token,
             } => {
-                if self.staged_copy[p as usize].as_deref() == Some(staging.as_path()) {
+                let name = staging_name(token);
+                let staged = self.staged_copy[p as usize].as_deref();
+                if let Some(staging) = staged
+                    .filter(|d| d.to_string_lossy().ends_with(&format!(".{name}")))
+                    .map(std::path::Path::to_path_buf)
+                {
                     self.staged_copy[p as usize] = None;
                     if let Err(e) = std::fs::remove_dir_all(&staging) {
                         warn!(
@@ -1061,6 +1069,11 @@ impl Worker {
 
 /// `<partition dir>.<what>`: beside the partition's directory, never inside it (a store
 /// opening after a crash must not mistake it for part of the log).
+/// What a staged copy's directory is called after its partition's (see `sibling`).
+fn staging_name(token: u64) -> String {
+    format!("incoming-{token:016x}")
+}
+
 fn sibling(dir: &std::path::Path, what: &str) -> std::path::PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{what}"));
