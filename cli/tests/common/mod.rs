@@ -70,14 +70,26 @@ impl Server {
                 .stderr(Stdio::piped());
             let mut child = cmd.spawn().expect("spawn simplekv");
             let stderr = child.stderr.take().expect("stderr");
+            let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     eprintln!("[server] {line}");
+                    let _ = lines_tx.send(line);
                 }
             });
             let deadline = Instant::now() + Duration::from_secs(20);
+            let mut port_taken = false;
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.try_wait() {
+                    // The free port went to another test in the meantime (tests run in
+                    // parallel, and a port is only free until someone binds it): try another.
+                    std::thread::sleep(Duration::from_millis(50));
+                    port_taken = lines_rx
+                        .try_iter()
+                        .any(|l| l.contains("Address already in use"));
+                    if port_taken {
+                        break;
+                    }
                     panic!("simplekv exited during startup with {status} (attempt {attempt})");
                 }
                 if ping(port) {
@@ -86,6 +98,9 @@ impl Server {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            if port_taken {
+                continue;
             }
             let _ = child.kill();
             let _ = child.wait();
