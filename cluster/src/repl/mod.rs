@@ -1780,7 +1780,7 @@ impl State {
         let spawned = std::thread::Builder::new()
             .name(format!("skv-bootstrap-{p}"))
             .spawn(move || {
-                let reply = match bootstrap(&router, &env, &addr, me, p, epoch) {
+                let reply = match bootstrap(&router, &env, &addr, me, p, epoch, copy) {
                     Ok(r) => r,
                     Err(e) => {
                         warn!("partition {p}: copying the leader's segments failed: {e}");
@@ -1810,6 +1810,7 @@ fn ask(router: &Router, p: u32, op: ReplOp) -> Result<ReplReply, String> {
         .map_err(|_| "the worker did not answer".to_string())
 }
 
+/// Copy `copy` (numbered uniquely on this node) of partition `p` from the leader at `addr`.
 fn bootstrap(
     router: &Router,
     env: &Arc<Environment>,
@@ -1817,23 +1818,19 @@ fn bootstrap(
     me: u32,
     p: u32,
     epoch: u32,
+    copy: u64,
 ) -> Result<ReplReply, String> {
     // A failed copy would otherwise stay staged until the next copy or role change, holding
     // the partition's merges back (the worker removes it only if it is still the copy
-    // staged). By token, so that a staging answer that came too late is covered too.
-    let token = {
-        use std::hash::{BuildHasher, Hasher};
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-    };
+    // staged). The staging directory is named after the copy number, so that a staging
+    // answer that came too late is covered too.
     let drop_copy = || {
         let _ = ask(
             router,
             p,
             ReplOp::DropCopy {
                 partition: p,
-                token,
+                token: copy,
             },
         );
     };
@@ -1843,7 +1840,7 @@ fn bootstrap(
         ReplOp::Staging {
             partition: p,
             leader_epoch: epoch,
-            token,
+            token: copy,
         },
     ) {
         Ok(ReplReply::Snapshot { dir, .. }) => dir,

@@ -101,8 +101,9 @@ pub enum ReplOp {
     /// Leader: hard-link the closed segments and hints into a new directory, for an empty
     /// replica to copy (merges may replace the originals meanwhile; links keep the data).
     Snapshot { partition: u32, leader_epoch: u32 },
-    /// Follower: an empty directory to receive a snapshot in, named after `token` (chosen by
-    /// the copier, so that it can have the copy dropped even if this answer never reaches it).
+    /// Follower: an empty directory to receive a snapshot in, named after `token` (the
+    /// copy's number, so that the copier can have it dropped even if this answer never
+    /// reaches it).
     Staging {
         partition: u32,
         leader_epoch: u32,
@@ -992,7 +993,12 @@ impl Worker {
                 if let Some(old) = self.staged_copy[p as usize].take() {
                     let _ = std::fs::remove_dir_all(old);
                 }
-                match std::fs::create_dir_all(&dir) {
+                // Empty: copy numbers start again with the process.
+                let made = match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => std::fs::create_dir_all(&dir),
+                };
+                match made {
                     Ok(()) => (
                         reply(ReplReply::Snapshot {
                             dir: self.staged_copy[p as usize].insert(dir).clone(),
@@ -1014,13 +1020,11 @@ impl Worker {
                 partition: p,
                 token,
             } => {
-                let name = staging_name(token);
-                let staged = self.staged_copy[p as usize].as_deref();
-                if let Some(staging) = staged
-                    .filter(|d| d.to_string_lossy().ends_with(&format!(".{name}")))
-                    .map(std::path::Path::to_path_buf)
-                {
-                    self.staged_copy[p as usize] = None;
+                let dir = self
+                    .store(p)
+                    .map(|s| sibling(s.dir(), &staging_name(token)));
+                if dir.is_some() && self.staged_copy[p as usize] == dir {
+                    let staging = self.staged_copy[p as usize].take().unwrap_or_default();
                     if let Err(e) = std::fs::remove_dir_all(&staging) {
                         warn!(
                             "partition {p}: cannot remove the failed copy {}: {e}",
