@@ -1046,18 +1046,28 @@ fn keyspace_commands_see_every_worker_and_flush_empties_all() {
     );
 }
 
+/// One SCAN call: the next cursor and the keys.
+fn scan_page(
+    c: &mut Connection,
+    cursor: &str,
+    pattern: Option<&str>,
+    count: usize,
+) -> (String, Vec<String>) {
+    let mut q = cmd("SCAN");
+    q.arg(cursor);
+    if let Some(p) = pattern {
+        q.arg("MATCH").arg(p);
+    }
+    q.arg("COUNT").arg(count);
+    q.query(c).unwrap()
+}
+
 fn scan_all(c: &mut Connection, pattern: Option<&str>, count: usize) -> Vec<String> {
     let mut cursor = "0".to_string();
     let mut out = Vec::new();
     let mut calls = 0;
     loop {
-        let mut q = cmd("SCAN");
-        q.arg(&cursor);
-        if let Some(p) = pattern {
-            q.arg("MATCH").arg(p);
-        }
-        q.arg("COUNT").arg(count);
-        let (next, keys): (String, Vec<String>) = q.query(c).unwrap();
+        let (next, keys) = scan_page(c, &cursor, pattern, count);
         out.extend(keys);
         calls += 1;
         assert!(calls < 100_000, "SCAN does not terminate");
@@ -1093,28 +1103,11 @@ fn scan_returns_every_key_exactly_once() {
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), 1300);
     // COUNT is the work per call across partitions and workers: a large one takes the whole
     // (small) keyspace in one call, and a call on an empty keyspace ends at once.
-    let (next, got): (String, Vec<String>) = cmd("SCAN")
-        .arg(0)
-        .arg("COUNT")
-        .arg(10_000)
-        .query(&mut c)
-        .unwrap();
+    let (next, got) = scan_page(&mut c, "0", None, 10_000);
     assert_eq!((next.as_str(), got.len()), ("0", 1300));
-    let (next, got): (String, Vec<String>) = cmd("SCAN")
-        .arg(0)
-        .arg("MATCH")
-        .arg("other:*")
-        .arg("COUNT")
-        .arg(10_000)
-        .query(&mut c)
-        .unwrap();
+    let (next, got) = scan_page(&mut c, "0", Some("other:*"), 10_000);
     assert_eq!((next.as_str(), got.len()), ("0", 300));
-    let (next, got): (String, Vec<String>) = cmd("SCAN")
-        .arg(0)
-        .arg("COUNT")
-        .arg(100)
-        .query(&mut c)
-        .unwrap();
+    let (next, got) = scan_page(&mut c, "0", None, 100);
     assert_ne!(next, "0");
     assert!(
         (1..=100).contains(&got.len()),

@@ -82,6 +82,14 @@ pub fn write_simple(out: &mut Vec<u8>, text: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A `<COMMAND> HELP` reply: one simple string per line.
+pub fn write_help(out: &mut Vec<u8>, lines: &[&str]) {
+    write_array_len(out, lines.len());
+    for l in lines {
+        write_simple(out, l.as_bytes());
+    }
+}
+
 /// `+OK\r\n`
 pub fn write_ok(out: &mut Vec<u8>) {
     out.extend_from_slice(OK);

@@ -11,7 +11,7 @@ use super::worker::Worker;
 use crate::cmd::{self, CommandSpec, Effect, ExecCtx, Kind, MultiKind};
 use crate::glob::glob_match;
 use crate::resp::encode::{
-    write_array_len, write_bulk, write_error, write_integer, write_null, write_ok, write_simple,
+    write_array_len, write_bulk, write_error, write_help, write_integer, write_null, write_ok,
 };
 
 /// Turns the collected parts of a broadcast into its reply.
@@ -664,26 +664,23 @@ impl Worker {
                         None => 0,
                     };
                     budget = budget.saturating_sub(visited);
-                    if next != 0 || budget == 0 || partition + 1 >= self.topo.partitions {
-                        let page = Payload::ScanPage {
-                            keys,
-                            partition,
-                            next,
-                            more: None,
-                        };
-                        return (page, false);
+                    let done = next != 0 || budget == 0 || partition + 1 >= self.topo.partitions;
+                    if !done {
+                        partition += 1;
+                        cursor = 0;
+                        if self.topo.worker_of(partition) == self.id {
+                            continue;
+                        }
                     }
-                    partition += 1;
-                    cursor = 0;
-                    if self.topo.worker_of(partition) != self.id {
-                        let page = Payload::ScanPage {
-                            keys,
-                            partition,
-                            next: 0,
-                            more: Some((budget, pattern)),
-                        };
-                        return (page, false);
-                    }
+                    // Stopped here, or going on at `partition`'s start on its owner.
+                    let more = (!done).then_some((budget, pattern));
+                    let page = Payload::ScanPage {
+                        keys,
+                        partition,
+                        next,
+                        more,
+                    };
+                    return (page, false);
                 }
             }
             Op::RandomKey => {
@@ -1460,10 +1457,7 @@ impl Worker {
                     "RESETSTAT",
                     "    Reset statistics reported by the INFO command.",
                 ];
-                write_array_len(&mut r, lines.len());
-                for l in lines {
-                    write_simple(&mut r, l.as_bytes());
-                }
+                write_help(&mut r, &lines);
                 out.push_reply(&r);
             }
             // Redis 7's text (arity errors were answered by dispatch).
@@ -1590,10 +1584,7 @@ impl Worker {
                     "HELP",
                     "    Print this help.",
                 ];
-                write_array_len(&mut r, lines.len());
-                for l in lines {
-                    write_simple(&mut r, l.as_bytes());
-                }
+                write_help(&mut r, &lines);
             }
             // Redis 7's text (arity errors were answered by dispatch).
             _ => return unknown_subcommand(out, "client", args[1]),
