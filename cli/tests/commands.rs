@@ -607,7 +607,7 @@ fn mget_mset_keep_order_across_workers() {
 }
 
 #[test]
-fn msetnx_is_atomic_on_one_shard_and_crossslot_across_workers() {
+fn msetnx_is_all_or_nothing_on_one_worker_and_across_workers() {
     let s = server();
     let mut c = s.client();
     assert_eq!(
@@ -635,27 +635,154 @@ fn msetnx_is_atomic_on_one_shard_and_crossslot_across_workers() {
     );
     assert_eq!(get(&mut c, "{user1}.c"), None, "all or nothing");
     assert_eq!(get(&mut c, "{user1}.a").as_deref(), Some("1"));
-    // Keys on different workers: refused, nothing written.
-    let keys = spread_keys("nx:", 16);
-    let (a, b) = {
-        let wa = worker_of(keys[0].as_bytes(), PARTITIONS, WORKERS);
-        let other = keys
-            .iter()
-            .find(|k| worker_of(k.as_bytes(), PARTITIONS, WORKERS) != wa)
-            .unwrap();
-        (keys[0].clone(), other.clone())
-    };
-    let e = query_err(&mut c, cmd("MSETNX").arg(&a).arg("1").arg(&b).arg("2"));
-    assert!(
-        e.starts_with("CROSSSLOT Keys in request don't hash to the same slot"),
-        "{e}"
-    );
-    assert_eq!(get(&mut c, &a), None);
-    assert_eq!(get(&mut c, &b), None);
+
+    // Keys on every worker. Connections land on workers in turn, so over four of them the
+    // connection's own worker is first, in the middle, last, or not involved.
+    let keys = spread_keys("nx:", 8);
+    let by_worker = |k: &String| worker_of(k.as_bytes(), PARTITIONS, WORKERS);
+    for round in 0..4 {
+        let mut c = s.client();
+        let fresh: Vec<String> = keys.iter().map(|k| format!("{k}:{round}")).collect();
+        let mut m = cmd("MSETNX");
+        for k in &fresh {
+            m.arg(k).arg(format!("v-{k}"));
+        }
+        assert_eq!(int(&mut c, &mut m), 1, "round {round}");
+        for k in &fresh {
+            assert_eq!(get(&mut c, k), Some(format!("v-{k}")));
+        }
+        // One key present, on each worker in turn: nothing written.
+        for taken in &fresh {
+            let mut m = cmd("MSETNX");
+            let mut new_keys = Vec::new();
+            for k in &keys {
+                let n = format!("{k}:{round}:new");
+                m.arg(&n).arg("x");
+                new_keys.push(n);
+            }
+            m.arg(taken).arg("x");
+            assert_eq!(
+                int(&mut c, &mut m),
+                0,
+                "{taken} exists (worker {})",
+                by_worker(taken)
+            );
+            let mut ex = cmd("EXISTS");
+            for n in &new_keys {
+                ex.arg(n);
+            }
+            assert_eq!(int(&mut c, &mut ex), 0, "an MSETNX that answered 0 wrote");
+            assert_eq!(get(&mut c, taken), Some(format!("v-{taken}")));
+        }
+    }
+
+    // Pipelined: the command after an MSETNX sees it, whichever worker the key is on.
+    let mut c = s.client();
+    let mut p = redis::pipe();
+    let mut m = cmd("MSETNX");
+    for k in &keys {
+        m.arg(format!("{k}:p")).arg("pv");
+    }
+    p.add_command(m);
+    for k in &keys {
+        p.cmd("GET").arg(format!("{k}:p"));
+    }
+    p.cmd("MSETNX")
+        .arg(format!("{}:p", keys[0]))
+        .arg("again")
+        .arg("fresh:p")
+        .arg("x");
+    p.cmd("EXISTS").arg("fresh:p");
+    let got: Vec<Value> = p.query(&mut c).unwrap();
+    assert_eq!(got[0], Value::Int(1));
+    for v in &got[1..=keys.len()] {
+        assert_eq!(*v, Value::BulkString(b"pv".to_vec()));
+    }
+    assert_eq!(got[keys.len() + 1], Value::Int(0));
+    assert_eq!(got[keys.len() + 2], Value::Int(0));
     assert_eq!(
         query_err(&mut c, cmd("MSETNX").arg("a").arg("1").arg("b")),
         "ERR wrong number of arguments for 'msetnx' command"
     );
+}
+
+/// Concurrent MSETNX over overlapping keys on all workers: each key ends up with the value of
+/// exactly one MSETNX that answered 1, every MSETNX that answered 1 has all of its keys, and
+/// none that answered 0 left anything. Workers taken in opposite orders by different clients
+/// must not wait on each other (the test would hang).
+#[test]
+fn concurrent_msetnx_on_overlapping_keys_is_atomic_and_never_stalls() {
+    let s = server();
+    let pool = spread_keys("race:", 24);
+    let started = Instant::now();
+    for round in 0..4u64 {
+        let handles: Vec<_> = (0..6u64)
+            .map(|t| {
+                let mut c = s.client();
+                // A worker left holding would stall every client: fail instead of hanging.
+                c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    let mut rng = round * 1_000_003 + t * 7919 + 1;
+                    let mut next = || {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        rng
+                    };
+                    let mut done = Vec::new();
+                    for i in 0..60 {
+                        let n = 2 + (next() % 3) as usize;
+                        let mut ks: Vec<String> = Vec::new();
+                        while ks.len() < n {
+                            let k = pool[(next() % pool.len() as u64) as usize].clone();
+                            if !ks.contains(&k) {
+                                ks.push(k);
+                            }
+                        }
+                        let v = format!("t{t}-{i}");
+                        let mut m = cmd("MSETNX");
+                        for k in &ks {
+                            m.arg(k).arg(&v);
+                        }
+                        let r: i64 = m.query(&mut c).unwrap();
+                        done.push((v, ks, r));
+                    }
+                    done
+                })
+            })
+            .collect();
+        let results: Vec<(String, Vec<String>, i64)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        let mut c = s.client();
+        let mut winners: HashMap<String, Vec<String>> = HashMap::new();
+        for (v, ks, r) in &results {
+            assert!(*r == 0 || *r == 1, "{r}");
+            if *r == 1 {
+                winners.insert(v.clone(), ks.clone());
+                for k in ks {
+                    assert_eq!(
+                        get(&mut c, k).as_ref(),
+                        Some(v),
+                        "round {round}: {k} of {v}"
+                    );
+                }
+            }
+        }
+        assert!(!winners.is_empty());
+        for k in &pool {
+            if let Some(v) = get(&mut c, k) {
+                let ks = winners
+                    .get(&v)
+                    .unwrap_or_else(|| panic!("{k} = {v}, from an MSETNX that answered 0"));
+                assert!(ks.contains(k));
+            }
+        }
+        let () = cmd("FLUSHALL").query(&mut c).unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 #[test]

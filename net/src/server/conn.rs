@@ -114,6 +114,13 @@ pub enum Gather {
         missing: usize,
         error: Option<String>,
     },
+    /// MSETNX over several workers: `:1` once every part answered 1 (each wrote its keys),
+    /// `:0` if any answered 0 (a key existed, nothing was written).
+    AllSet {
+        missing: usize,
+        all: bool,
+        error: Option<String>,
+    },
     /// Parts whose payloads a finishing function turns into the reply (INFO, KEYS, ...).
     Collect {
         parts: Vec<super::router::Payload>,
@@ -166,6 +173,9 @@ pub struct Output {
     /// come (a GET of a large value), so their number is bounded, not only the bytes
     /// already queued.
     pub in_flight: usize,
+    /// A reply that must be complete before this connection's next command runs (an MSETNX
+    /// over several workers: what follows it must see its outcome).
+    pub barrier: Option<u64>,
 }
 
 /// What the server knows about a client (CLIENT LIST, AUTH, ...).
@@ -393,7 +403,24 @@ impl Output {
         } else {
             MAX_IN_FLIGHT
         };
-        self.slots.len() >= MAX_SLOTS || queued >= MAX_WBUF || self.in_flight >= in_flight_cap
+        self.slots.len() >= MAX_SLOTS
+            || queued >= MAX_WBUF
+            || self.in_flight >= in_flight_cap
+            || self.behind_barrier()
+    }
+
+    /// The barrier's reply is still being gathered.
+    fn behind_barrier(&self) -> bool {
+        let Some(seq) = self.barrier else {
+            return false;
+        };
+        let Some(i) = seq.checked_sub(self.base_seq) else {
+            return false;
+        };
+        matches!(
+            usize::try_from(i).ok().and_then(|i| self.slots.get(i)),
+            Some(Slot::Waiting(_))
+        )
     }
 
     /// A request for one of this connection's replies went to another worker.

@@ -153,7 +153,7 @@ impl Worker {
 
     /// Where another worker sends the answer for a reply of this connection (counted as
     /// owed until it comes, see `Output::backlogged`).
-    fn reply_to(
+    pub(super) fn reply_to(
         &self,
         token: usize,
         client: &Client,
@@ -383,10 +383,17 @@ impl Worker {
         }
         let involved: Vec<usize> = (0..workers).filter(|&w| !groups[w].is_empty()).collect();
         if kind == MultiKind::MSetNx && involved.len() > 1 {
-            err(
-                out,
-                "CROSSSLOT Keys in request don't hash to the same slot (MSETNX is atomic only for keys on one shard; use hash tags such as {user}.a and {user}.b)",
-            );
+            let parts = involved
+                .iter()
+                .map(|&w| {
+                    let pairs = groups[w]
+                        .iter()
+                        .map(|&i| (args[i].to_vec(), args[i + 1].to_vec()))
+                        .collect();
+                    (w, pairs)
+                })
+                .collect();
+            self.start_msetnx(token, out, client, acks, parts);
             return;
         }
         let n_keys = (args.len() - 1) / step;
@@ -732,6 +739,11 @@ impl Worker {
             }
             // Parked by the message loop; never executed in place.
             Op::Wait { .. } => (Payload::Int(0), false),
+            // Taken by the message loop (`msetnx`); never executed in place.
+            Op::NxStep { .. } | Op::NxDecide { .. } => (
+                Payload::Err("ERR internal: MSETNX step out of place".into()),
+                false,
+            ),
             Op::SlotKeys {
                 partition,
                 slot,
@@ -1666,6 +1678,18 @@ pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
             }
             *missing = missing.saturating_sub(1);
         }
+        Gather::AllSet {
+            missing,
+            all,
+            error,
+        } => {
+            match payload {
+                Payload::Int(1) => {}
+                Payload::Err(e) => *error = Some(e),
+                _ => *all = false,
+            }
+            *missing = missing.saturating_sub(1);
+        }
         Gather::Collect { parts, missing, .. } => {
             if let Some(p) = parts.get_mut(part as usize) {
                 *p = payload;
@@ -1737,6 +1761,19 @@ fn finished_reply(slot: &mut Slot) -> Option<Vec<u8>> {
             match error {
                 Some(e) => write_error(&mut r, e.as_bytes()),
                 None => write_ok(&mut r),
+            }
+        }
+        Gather::AllSet {
+            missing,
+            all,
+            error,
+        } => {
+            if *missing > 0 {
+                return None;
+            }
+            match error {
+                Some(e) => write_error(&mut r, e.as_bytes()),
+                None => write_integer(&mut r, i64::from(*all)),
             }
         }
         Gather::Collect {

@@ -10,6 +10,7 @@ mod commands;
 pub mod conn;
 mod dispatch;
 mod info;
+mod msetnx;
 pub mod replica;
 pub mod router;
 pub mod stats;

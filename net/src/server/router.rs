@@ -90,6 +90,9 @@ pub struct ReplyTo {
     pub part: u32,
 }
 
+/// Key-value pairs of MSET-like commands.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Work for the worker that owns some partitions.
 #[derive(Debug)]
 pub enum Op {
@@ -113,6 +116,17 @@ pub enum Op {
     },
     MSetNx {
         pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// One step of an MSETNX whose keys live on several workers (standalone). The step's
+    /// worker is `rest[0].0`; `held` are the workers before it, each holding still (see
+    /// `Worker::nx_step`) with none of its keys present.
+    NxStep {
+        held: Vec<usize>,
+        rest: Vec<(usize, Pairs)>,
+    },
+    /// The end of a held MSETNX step: write the held part (`commit`) or not, then go on.
+    NxDecide {
+        commit: bool,
     },
     /// Keyless commands every worker answers for its partitions.
     DbSize,

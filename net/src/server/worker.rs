@@ -78,6 +78,11 @@ pub struct Worker {
     pub part_dirty: Vec<bool>,
     /// Responses to other workers, released after this turn's commit: (worker, response, need).
     pub outbox: Vec<(usize, Response, Need)>,
+    /// The MSETNX part this worker holds still for, what waits meanwhile: messages that may
+    /// run commands, and connections with input (see `msetnx`).
+    pub nx: Option<super::msetnx::NxHeld>,
+    pub nx_deferred: std::collections::VecDeque<Msg>,
+    pub nx_frozen: Vec<usize>,
     /// Messages for each peer, sent (and the peer woken once) at the end of the turn.
     req_out: Vec<Vec<Msg>>,
     /// Results for callers outside the workers, released after this turn's commit.
@@ -186,6 +191,9 @@ impl Worker {
             dirty_parts: Vec::new(),
             part_dirty: vec![false; n],
             outbox: Vec::new(),
+            nx: None,
+            nx_deferred: std::collections::VecDeque::new(),
+            nx_frozen: Vec::new(),
             req_out: Vec::new(),
             reply_buf: Vec::new(),
             lookahead: Parser::new(),
@@ -459,7 +467,7 @@ impl Worker {
     // ------------------------------------------------------------- reading
 
     /// Reads whatever is there, even past a short read.
-    fn on_readable(&mut self, token: usize) {
+    pub(super) fn on_readable(&mut self, token: usize) {
         self.read_event(token, true);
     }
 
@@ -503,6 +511,11 @@ impl Worker {
 
     /// Parses and runs every complete command in the connection's buffer.
     pub fn process_input(&mut self, token: usize) {
+        if self.nx.is_some() {
+            // Holding for an MSETNX of other workers: no command runs until it is decided.
+            self.freeze_conn(token);
+            return;
+        }
         let Some(mut conn) = self
             .conns
             .get_mut(token - FIRST_CONN)
@@ -516,6 +529,11 @@ impl Worker {
         let mut next_ahead = 0;
         loop {
             if conn.client.closing || self.ignores_input() {
+                break;
+            }
+            if self.nx.is_some() {
+                // This connection's MSETNX holds its own worker (see `msetnx`).
+                self.freeze_conn(token);
                 break;
             }
             if conn.out.backlogged() {
@@ -678,7 +696,11 @@ impl Worker {
         }
     }
 
-    fn handle_msg(&mut self, msg: Msg) {
+    pub(super) fn handle_msg(&mut self, msg: Msg) {
+        if self.nx.is_some() && super::msetnx::waits_for_hold(&msg) {
+            self.nx_deferred.push_back(msg);
+            return;
+        }
         match msg {
             Msg::Batch(v) => {
                 for m in v {
@@ -702,6 +724,15 @@ impl Worker {
                     },
                 ..
             }) => self.park_wait(reply_to, partition, numreplicas, timeout_ms),
+            Msg::Req(Request {
+                reply_to,
+                op: Op::NxStep { held, rest },
+                acks,
+            }) => self.nx_step(reply_to, acks, held, rest),
+            Msg::Req(Request {
+                op: Op::NxDecide { commit },
+                ..
+            }) => self.nx_decide(commit),
             Msg::Req(req) => {
                 let (payload, need) = self.execute_op(req.op, req.acks);
                 let Some(payload) = self.forward_scan(req.reply_to, req.acks, payload) else {
@@ -1395,7 +1426,8 @@ impl Worker {
             let gone = !ok || (conn.client.dead && conn.out.slots.is_empty());
             // After EOF nothing more will come: close once the input is used up (a paused
             // connection still has commands to run) and every reply is written.
-            let input_done = conn.client.eof && !conn.client.paused;
+            let input_done =
+                conn.client.eof && !conn.client.paused && !self.nx_frozen.contains(&token);
             let closing_done = (conn.client.closing || input_done) && conn.out.finished();
             if conn.client.paused && !conn.out.backlogged() {
                 conn.client.paused = false;
@@ -1662,7 +1694,9 @@ impl Worker {
                 .any(|s| matches!(s, super::conn::Slot::Waiting(_)))
         }) || self.flight.is_some()
             || !self.held_out.is_empty()
-            || !self.held_ext.is_empty();
+            || !self.held_ext.is_empty()
+            || self.nx.is_some()
+            || !self.nx_deferred.is_empty();
         if !busy && !self.drained_counted {
             self.drained_counted = true;
             self.shared.drained.fetch_add(1, Ordering::AcqRel);

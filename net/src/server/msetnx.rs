@@ -1,0 +1,200 @@
+//! MSETNX over keys that live on several workers (standalone mode), atomic as in Redis.
+//!
+//! MSETNX must check that none of its keys exists and set them all, with no other command
+//! creating one of them in between. Its keys' workers are visited one after another in
+//! ascending order (`Op::NxStep`, passed on from worker to worker): each checks its own keys
+//! and, if none exists, *holds still* — it runs no command from its connections, other
+//! workers or outside callers until the outcome is known (`Op::NxDecide`) — and passes the
+//! step on. The last worker decides: all absent, it writes its part and tells the held
+//! workers to write theirs; a key present anywhere, nobody writes. Holding in ascending
+//! worker order is ordered lock acquisition: a worker waits only for workers above it, so two
+//! MSETNX can never wait on each other.
+//!
+//! Every visited or skipped worker answers once, 1 for a part written and 0 otherwise, into
+//! one `Gather::AllSet` slot: the reply is `:1` only after every part is as durable as the
+//! policy promises. Like MSET over several workers, the parts become visible one worker at a
+//! time. The connection runs its next command only once the reply is complete
+//! (`Output::barrier`), so a pipelined `MSETNX a 1 b 2` / `GET b` sees the MSETNX.
+//!
+//! The price: a held worker serves nothing for one hop between workers per later worker. A
+//! multi-worker MSETNX is rare; keys with one hash tag (`{user}.a`, `{user}.b`) live on one
+//! worker and need no hold.
+use log::warn;
+
+use super::conn::{Client, Gather, Output, Pending, Slot};
+use super::replica::Need;
+use super::router::{Msg, Op, Pairs, Payload, ReplyTo, Request, Response};
+use super::worker::Worker;
+
+/// A worker holding still for an MSETNX: its part, and where the answer goes.
+pub struct NxHeld {
+    reply_to: ReplyTo,
+    acks: simplekv_conf::Acks,
+    pairs: Pairs,
+}
+
+/// Messages a holding worker keeps for later: anything that may run a command.
+pub fn waits_for_hold(msg: &Msg) -> bool {
+    match msg {
+        Msg::Req(r) => !matches!(r.op, Op::NxDecide { .. }),
+        Msg::External { .. } => true,
+        _ => false,
+    }
+}
+
+impl Worker {
+    /// Starts an MSETNX whose keys are on the workers of `parts` (ascending, at least two).
+    pub(super) fn start_msetnx(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &Client,
+        acks: simplekv_conf::Acks,
+        mut parts: Vec<(usize, Pairs)>,
+    ) {
+        debug_assert!(parts.len() > 1 && parts.windows(2).all(|w| w[0].0 < w[1].0));
+        let mut held = Vec::new();
+        if parts[0].0 == self.id {
+            // This connection's worker comes first: its step runs here, now.
+            if self.nx_any_present(&parts[0].1) {
+                out.push_reply(b":0\r\n");
+                return;
+            }
+            held.push(self.id);
+        }
+        let seq = out.next_seq();
+        let reply_to = self.reply_to(token, client, out, seq, 0);
+        for _ in 1..parts.len() {
+            out.sent_away();
+        }
+        let gather = Gather::AllSet {
+            missing: parts.len(),
+            all: true,
+            error: None,
+        };
+        out.push_slot(Slot::Waiting(Box::new(Pending { gather, hold: None })));
+        out.barrier = Some(seq);
+        if !held.is_empty() {
+            let (_, pairs) = parts.remove(0);
+            self.nx = Some(NxHeld {
+                reply_to,
+                acks,
+                pairs,
+            });
+        }
+        let next = parts[0].0;
+        let op = Op::NxStep { held, rest: parts };
+        self.send_req(next, Request { reply_to, op, acks });
+    }
+
+    /// This worker's step: `rest[0]` is its part.
+    pub(super) fn nx_step(
+        &mut self,
+        reply_to: ReplyTo,
+        acks: simplekv_conf::Acks,
+        mut held: Vec<usize>,
+        mut rest: Vec<(usize, Pairs)>,
+    ) {
+        if rest.first().is_none_or(|(w, _)| *w != self.id) {
+            warn!("worker {}: MSETNX step for another worker", self.id);
+            return;
+        }
+        let (_, pairs) = rest.remove(0);
+        if self.nx_any_present(&pairs) {
+            self.nx_decide_held(&held, reply_to, acks, false);
+            // This part and every part after it: not written.
+            for _ in 0..=rest.len() {
+                self.nx_answer(reply_to, Payload::Int(0), Need::Now);
+            }
+            return;
+        }
+        if rest.is_empty() {
+            let (payload, need) = self.nx_write(pairs, acks);
+            self.nx_answer(reply_to, payload, need);
+            self.nx_decide_held(&held, reply_to, acks, true);
+            return;
+        }
+        self.nx = Some(NxHeld {
+            reply_to,
+            acks,
+            pairs,
+        });
+        held.push(self.id);
+        let next = rest[0].0;
+        let op = Op::NxStep { held, rest };
+        self.send_req(next, Request { reply_to, op, acks });
+    }
+
+    /// The outcome for the part this worker holds; then it serves again.
+    pub(super) fn nx_decide(&mut self, commit: bool) {
+        let Some(h) = self.nx.take() else {
+            warn!("worker {}: MSETNX outcome without a held part", self.id);
+            return;
+        };
+        let (payload, need) = if commit {
+            self.nx_write(h.pairs, h.acks)
+        } else {
+            (Payload::Int(0), Need::Now)
+        };
+        self.nx_answer(h.reply_to, payload, need);
+        self.nx_release();
+    }
+
+    /// Runs what waited for the hold, in order, until done or held again.
+    fn nx_release(&mut self) {
+        while self.nx.is_none() {
+            let Some(m) = self.nx_deferred.pop_front() else {
+                break;
+            };
+            self.handle_msg(m);
+        }
+        let mut frozen = std::mem::take(&mut self.nx_frozen);
+        while self.nx.is_none() && !frozen.is_empty() {
+            let t = frozen.remove(0);
+            self.process_input(t);
+            self.on_readable(t);
+        }
+        for t in frozen {
+            self.freeze_conn(t);
+        }
+    }
+
+    /// A connection whose input waits for the hold to end.
+    pub(super) fn freeze_conn(&mut self, token: usize) {
+        if !self.nx_frozen.contains(&token) {
+            self.nx_frozen.push(token);
+        }
+    }
+
+    fn nx_decide_held(
+        &mut self,
+        held: &[usize],
+        reply_to: ReplyTo,
+        acks: simplekv_conf::Acks,
+        commit: bool,
+    ) {
+        for &w in held {
+            let op = Op::NxDecide { commit };
+            self.send_req(w, Request { reply_to, op, acks });
+        }
+    }
+
+    fn nx_any_present(&self, pairs: &Pairs) -> bool {
+        pairs.iter().any(|(k, _)| {
+            let p = self.topo.partition_of(k);
+            self.store(p).is_some_and(|s| s.exists(k))
+        })
+    }
+
+    fn nx_write(&mut self, pairs: Pairs, acks: simplekv_conf::Acks) -> (Payload, Need) {
+        match self.execute_op(Op::MSet { pairs }, acks) {
+            (Payload::Ok, need) => (Payload::Int(1), need),
+            other => other,
+        }
+    }
+
+    fn nx_answer(&mut self, reply_to: ReplyTo, payload: Payload, need: Need) {
+        let resp = Response { reply_to, payload };
+        self.outbox.push((reply_to.worker, resp, need));
+    }
+}
