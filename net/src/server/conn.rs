@@ -205,6 +205,8 @@ pub struct Client {
     pub last_cmd: &'static str,
     /// Input is left unparsed until queued replies drain (too many in flight).
     pub paused: bool,
+    /// Input is left unread while this worker holds still for an MSETNX (`msetnx`).
+    pub frozen: bool,
     pub in_dirty_list: bool,
 }
 
@@ -262,6 +264,7 @@ impl Conn {
                 last_active: now,
                 last_cmd: "NULL",
                 paused: false,
+                frozen: false,
                 in_dirty_list: false,
             },
         }

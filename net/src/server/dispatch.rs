@@ -365,20 +365,9 @@ impl Worker {
                 ),
             };
             for kv in args[1..].chunks(2) {
-                let e = if kv[0].len() > max_key {
-                    simplekv_engine::WriteError::KeyTooLarge {
-                        len: kv[0].len(),
-                        max: max_key,
-                    }
-                } else if kv[1].len() > max_value {
-                    simplekv_engine::WriteError::ValueTooLarge {
-                        len: kv[1].len(),
-                        max: max_value,
-                    }
-                } else {
-                    continue;
-                };
-                return err(out, &format!("ERR {e}"));
+                if let Some(e) = pair_over_limit(kv[0], kv[1], max_key, max_value) {
+                    return err(out, &e);
+                }
             }
         }
         let involved: Vec<usize> = (0..workers).filter(|&w| !groups[w].is_empty()).collect();
@@ -1788,6 +1777,29 @@ fn finished_reply(slot: &mut Slot) -> Option<Vec<u8>> {
         }
     }
     Some(r)
+}
+
+/// The engine's error for a key or value over its limit, as a reply (None: within them).
+pub(super) fn pair_over_limit(
+    key: &[u8],
+    value: &[u8],
+    max_key: usize,
+    max_value: usize,
+) -> Option<String> {
+    let e = if key.len() > max_key {
+        simplekv_engine::WriteError::KeyTooLarge {
+            len: key.len(),
+            max: max_key,
+        }
+    } else if value.len() > max_value {
+        simplekv_engine::WriteError::ValueTooLarge {
+            len: value.len(),
+            max: max_value,
+        }
+    } else {
+        return None;
+    };
+    Some(format!("ERR {e}"))
 }
 
 /// A SCAN cursor as Redis reads it (`strtoul`): an optional sign, then decimal digits; an

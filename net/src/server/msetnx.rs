@@ -97,21 +97,32 @@ impl Worker {
     ) {
         if rest.first().is_none_or(|(w, _)| *w != self.id) {
             warn!("worker {}: MSETNX step for another worker", self.id);
+            self.nx_abort(reply_to, acks, &held, rest.len(), || {
+                Payload::Err("ERR internal: MSETNX step sent to the wrong worker".into())
+            });
             return;
         }
         let (_, pairs) = rest.remove(0);
+        // The limits as this worker applies them now (a CONFIG SET may have changed them
+        // since the command was checked): a part that cannot be written stops it here, before
+        // anything is.
+        if let Some(e) = self.nx_over_limit(&pairs) {
+            self.nx_abort(reply_to, acks, &held, rest.len() + 1, || {
+                Payload::Err(e.clone())
+            });
+            return;
+        }
         if self.nx_any_present(&pairs) {
-            self.nx_decide_held(&held, reply_to, acks, false);
             // This part and every part after it: not written.
-            for _ in 0..=rest.len() {
-                self.nx_answer(reply_to, Payload::Int(0), Need::Now);
-            }
+            self.nx_abort(reply_to, acks, &held, rest.len() + 1, || Payload::Int(0));
             return;
         }
         if rest.is_empty() {
             let (payload, need) = self.nx_write(pairs, acks);
+            // The held parts are written only if this one was.
+            let commit = matches!(payload, Payload::Int(1));
             self.nx_answer(reply_to, payload, need);
-            self.nx_decide_held(&held, reply_to, acks, true);
+            self.nx_decide_held(&held, reply_to, acks, commit);
             return;
         }
         self.nx = Some(NxHeld {
@@ -123,6 +134,22 @@ impl Worker {
         let next = rest[0].0;
         let op = Op::NxStep { held, rest };
         self.send_req(next, Request { reply_to, op, acks });
+    }
+
+    /// Nothing is written: the held workers let go, and `parts` answers go out for this
+    /// step's part and the ones after it.
+    fn nx_abort(
+        &mut self,
+        reply_to: ReplyTo,
+        acks: simplekv_conf::Acks,
+        held: &[usize],
+        parts: usize,
+        answer: impl Fn() -> Payload,
+    ) {
+        self.nx_decide_held(held, reply_to, acks, false);
+        for _ in 0..parts {
+            self.nx_answer(reply_to, answer(), Need::Now);
+        }
     }
 
     /// The outcome for the part this worker holds; then it serves again.
@@ -140,28 +167,45 @@ impl Worker {
         self.nx_release();
     }
 
-    /// Runs what waited for the hold, in order, until done or held again.
+    /// Runs what waited for the hold, in order, until done or held again. Connections get
+    /// their turn before the next MSETNX step that may hold this worker again, so a stream of
+    /// MSETNX passing through cannot keep them waiting for good.
     fn nx_release(&mut self) {
+        while self.nx.is_none() {
+            match self.nx_deferred.front() {
+                Some(Msg::Req(r)) if matches!(r.op, Op::NxStep { .. }) => break,
+                None => break,
+                Some(_) => {}
+            }
+            if let Some(m) = self.nx_deferred.pop_front() {
+                self.handle_msg(m);
+            }
+        }
+        let mut frozen = std::mem::take(&mut self.nx_frozen).into_iter();
+        while self.nx.is_none() {
+            let Some(t) = frozen.next() else { break };
+            if let Some(c) = self.conn_mut(t) {
+                c.client.frozen = false;
+            }
+            self.process_input(t);
+            self.on_readable(t);
+        }
+        // Held again by one of them: the rest wait for the next release.
+        self.nx_frozen.extend(frozen);
         while self.nx.is_none() {
             let Some(m) = self.nx_deferred.pop_front() else {
                 break;
             };
             self.handle_msg(m);
         }
-        let mut frozen = std::mem::take(&mut self.nx_frozen);
-        while self.nx.is_none() && !frozen.is_empty() {
-            let t = frozen.remove(0);
-            self.process_input(t);
-            self.on_readable(t);
-        }
-        for t in frozen {
-            self.freeze_conn(t);
-        }
     }
 
     /// A connection whose input waits for the hold to end.
     pub(super) fn freeze_conn(&mut self, token: usize) {
-        if !self.nx_frozen.contains(&token) {
+        let newly = self
+            .conn_mut(token)
+            .is_some_and(|c| !std::mem::replace(&mut c.client.frozen, true));
+        if newly {
             self.nx_frozen.push(token);
         }
     }
@@ -177,6 +221,13 @@ impl Worker {
             let op = Op::NxDecide { commit };
             self.send_req(w, Request { reply_to, op, acks });
         }
+    }
+
+    fn nx_over_limit(&self, pairs: &Pairs) -> Option<String> {
+        pairs.iter().find_map(|(k, v)| {
+            let o = self.store(self.topo.partition_of(k))?.options();
+            super::dispatch::pair_over_limit(k, v, o.max_key_len, o.max_value_len)
+        })
     }
 
     fn nx_any_present(&self, pairs: &Pairs) -> bool {

@@ -477,7 +477,12 @@ impl Worker {
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
-        if conn.client.closing || conn.client.paused || conn.client.eof || draining {
+        if conn.client.closing
+            || conn.client.paused
+            || conn.client.frozen
+            || conn.client.eof
+            || draining
+        {
             return;
         }
         let before = conn.rbuf.len();
@@ -533,7 +538,9 @@ impl Worker {
             }
             if self.nx.is_some() {
                 // This connection's MSETNX holds its own worker (see `msetnx`).
-                self.freeze_conn(token);
+                if !std::mem::replace(&mut conn.client.frozen, true) {
+                    self.nx_frozen.push(token);
+                }
                 break;
             }
             if conn.out.backlogged() {
@@ -1426,8 +1433,7 @@ impl Worker {
             let gone = !ok || (conn.client.dead && conn.out.slots.is_empty());
             // After EOF nothing more will come: close once the input is used up (a paused
             // connection still has commands to run) and every reply is written.
-            let input_done =
-                conn.client.eof && !conn.client.paused && !self.nx_frozen.contains(&token);
+            let input_done = conn.client.eof && !conn.client.paused && !conn.client.frozen;
             let closing_done = (conn.client.closing || input_done) && conn.out.finished();
             if conn.client.paused && !conn.out.backlogged() {
                 conn.client.paused = false;
