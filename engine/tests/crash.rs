@@ -191,7 +191,7 @@ fn crash_child_writer() {
         Ok("merge") => Mode::Merge,
         _ => Mode::Plain,
     };
-    let mut s = Store::open(&dir, opts()).unwrap();
+    let mut s = open_when_unlocked(Path::new(&dir), opts()).unwrap();
     println!("@@ready {}", s.log_end());
     let started = Instant::now();
     let mut i = start;
@@ -251,6 +251,24 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Opens a store, waiting out a lock held only by a process about to exec. Tests run in
+/// parallel threads of one process, and a child forked for another test holds a copy of every
+/// descriptor the parent had open (a directory's lock among them, while the parent was
+/// checking that directory) until its exec closes them.
+fn open_when_unlocked(dir: &Path, o: Options) -> Result<Store, simplekv_engine::OpenError> {
+    let started = Instant::now();
+    loop {
+        match Store::open(dir, o.clone()) {
+            Err(simplekv_engine::OpenError::Locked { .. })
+                if started.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
     }
 }
 
@@ -388,7 +406,7 @@ fn kill_cycles(mode: Mode, min_cycles: usize, max_cycles: usize, budget: Duratio
             }
         }
         let use_hints = fastrand::bool();
-        let s = match Store::open(
+        let s = match open_when_unlocked(
             dir.path(),
             Options {
                 use_hints,
