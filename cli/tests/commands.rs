@@ -706,6 +706,42 @@ fn msetnx_is_all_or_nothing_on_one_worker_and_across_workers() {
     );
 }
 
+/// A command pipelined before an MSETNX runs before it, even when the MSETNX's first steps
+/// are on other workers than that command's key.
+#[test]
+fn msetnx_runs_after_the_commands_pipelined_before_it() {
+    let s = server();
+    let mut c = s.client();
+    let mut p = redis::pipe();
+    let n = 300;
+    for i in 0..n {
+        p.cmd("SET").arg(format!("x{i}")).arg("v").ignore();
+        p.cmd("MSETNX")
+            .arg(format!("a{i}"))
+            .arg(1)
+            .arg(format!("b{i}"))
+            .arg(2)
+            .arg(format!("x{i}"))
+            .arg(3);
+        p.cmd("INCR").arg(format!("n{i}")).ignore();
+        p.cmd("MSETNX")
+            .arg(format!("n{i}"))
+            .arg(7)
+            .arg(format!("c{i}"))
+            .arg(1)
+            .arg(format!("d{i}"))
+            .arg(1);
+    }
+    let got: Vec<i64> = p.query(&mut c).unwrap();
+    assert_eq!(
+        got,
+        vec![0; 2 * n],
+        "an MSETNX ran ahead of a command sent before it"
+    );
+    let keys: Vec<String> = cmd("KEYS").arg("[abcd]*").query(&mut c).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
 /// Concurrent MSETNX over overlapping keys on all workers: each key ends up with the value of
 /// exactly one MSETNX that answered 1, every MSETNX that answered 1 has all of its keys, and
 /// none that answered 0 left anything. Workers taken in opposite orders by different clients

@@ -84,7 +84,7 @@ impl Worker {
         }
         let next = parts[0].0;
         let op = Op::NxStep { held, rest: parts };
-        self.send_req(next, Request { reply_to, op, acks });
+        self.nx_out.push((next, Request { reply_to, op, acks }));
     }
 
     /// This worker's step: `rest[0]` is its part.
@@ -133,7 +133,7 @@ impl Worker {
         held.push(self.id);
         let next = rest[0].0;
         let op = Op::NxStep { held, rest };
-        self.send_req(next, Request { reply_to, op, acks });
+        self.nx_out.push((next, Request { reply_to, op, acks }));
     }
 
     /// Nothing is written: the held workers let go, and `parts` answers go out for this

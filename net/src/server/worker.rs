@@ -83,6 +83,8 @@ pub struct Worker {
     pub nx: Option<super::msetnx::NxHeld>,
     pub nx_deferred: std::collections::VecDeque<Msg>,
     pub nx_frozen: Vec<usize>,
+    /// MSETNX steps to pass on, sent after the turn's other requests (see `send_batches`).
+    pub nx_out: Vec<(usize, Request)>,
     /// Messages for each peer, sent (and the peer woken once) at the end of the turn.
     req_out: Vec<Vec<Msg>>,
     /// Results for callers outside the workers, released after this turn's commit.
@@ -194,6 +196,7 @@ impl Worker {
             nx: None,
             nx_deferred: std::collections::VecDeque::new(),
             nx_frozen: Vec::new(),
+            nx_out: Vec::new(),
             req_out: Vec::new(),
             reply_buf: Vec::new(),
             lookahead: Parser::new(),
@@ -822,6 +825,7 @@ impl Worker {
             || !self.outbox.is_empty()
             || !self.external_out.is_empty()
             || self.req_out.iter().any(|v| !v.is_empty())
+            || !self.nx_out.is_empty()
     }
 
     // ------------------------------------------------------------ end of turn
@@ -906,6 +910,13 @@ impl Worker {
                 Msg::Batch(batch)
             };
             self.peers[worker].send(msg);
+        }
+        // An MSETNX step goes out last: a command a connection pipelined before its MSETNX
+        // is then in its worker's queue before the step can reach that worker by way of
+        // another one (the first send may wake a worker that runs and passes the step on
+        // before this loop is done).
+        for (worker, req) in std::mem::take(&mut self.nx_out) {
+            self.peers[worker].send(Msg::Req(req));
         }
     }
 
