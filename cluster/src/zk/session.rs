@@ -75,17 +75,23 @@ fn open(addr: &str, timeout: Duration, wait: Duration) -> ZkResult<ZooKeeper> {
     zk.add_listener(move |s: ZkState| {
         let _ = tx2.send(s);
     });
-    // The session may already be up before the listener was added: probe once.
-    if zk.exists("/", false).is_ok() {
-        return Ok(zk);
-    }
-    let deadline = std::time::Instant::now() + wait;
+    // No request goes out before the session is up. One sent at once is queued behind the
+    // connect request, and such a request was seen never to be answered (a test hung in this
+    // probe for minutes): the client library has no request timeout, and it sends no pings
+    // while a request is outstanding, so nothing ever noticed. The listener is added right
+    // after `connect` returns, well before ZooKeeper has created the session (that takes a
+    // write to its transaction log), so its Connected is not missed; should it be, a probe
+    // after a second finds the session up.
+    let started = std::time::Instant::now();
+    let deadline = started + wait;
+    let probe_after = started + wait.min(Duration::from_secs(1));
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let left = deadline.saturating_duration_since(now);
         match rx.recv_timeout(left.min(Duration::from_millis(200))) {
             Ok(ZkState::Connected) | Ok(ZkState::ConnectedReadOnly) => return Ok(zk),
             Ok(ZkState::AuthFailed) => return Err(fail("authentication failed".into())),
-            _ if zk.exists("/", false).is_ok() => return Ok(zk),
+            _ if now >= probe_after && zk.exists("/", false).is_ok() => return Ok(zk),
             _ if left.is_zero() => {
                 drop(zk);
                 return Err(fail(format!("no session within {} ms", wait.as_millis())));
