@@ -10,8 +10,8 @@ use simplekv_proto::kv::*;
 use simplekv_proto::kv_grpc::KvClient;
 
 fn start() -> (common::Server, KvClient, u16) {
-    let gport = common::free_port();
-    let s = common::Server::start(&["--grpc-port", &gport.to_string()]);
+    let s = common::Server::start(&["--grpc-port", common::ANY_PORT]);
+    let gport = s.extra_ports[0];
     let env = Arc::new(Environment::new(1));
     let ch = ChannelBuilder::new(env).connect(&format!("127.0.0.1:{gport}"));
     (s, KvClient::new(ch), gport)
@@ -130,13 +130,13 @@ fn mset_and_mget_span_every_worker_and_keep_order() {
 
 #[test]
 fn bad_arguments_get_the_resp_error_as_invalid_argument() {
-    let gport = common::free_port();
-    let _s = common::Server::start(&[
+    let s = common::Server::start(&[
         "--grpc-port",
-        &gport.to_string(),
+        common::ANY_PORT,
         "--set",
         "limits.max_value_len=1kb",
     ]);
+    let gport = s.extra_ports[0];
     let env = Arc::new(Environment::new(1));
     let c = KvClient::new(ChannelBuilder::new(env).connect(&format!("127.0.0.1:{gport}")));
     let r = set(&c, b"big", &[7u8; 2000], 0);

@@ -10,9 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// In a server's extra arguments: a free port, drawn again on each start attempt (read it
+/// back from `Server::extra_ports`).
+pub const ANY_PORT: &str = "{any-port}";
+
 pub struct Server {
     pub port: u16,
     pub dir: PathBuf,
+    /// The ports `ANY_PORT` stood for in the running server's arguments, in order.
+    pub extra_ports: Vec<u16>,
     child: Option<Child>,
     extra: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
@@ -30,6 +36,7 @@ impl Server {
         let dir = tmp.path().join("data");
         let mut s = Server {
             port: 0,
+            extra_ports: Vec::new(),
             dir,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -43,6 +50,7 @@ impl Server {
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
         let mut s = Server {
             port: 0,
+            extra_ports: Vec::new(),
             dir: dir.to_path_buf(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -55,6 +63,20 @@ impl Server {
     fn spawn(&mut self) {
         for attempt in 0..5 {
             let port = free_port();
+            self.extra_ports.clear();
+            let extra: Vec<String> = self
+                .extra
+                .iter()
+                .map(|a| {
+                    if a == ANY_PORT {
+                        let p = free_port();
+                        self.extra_ports.push(p);
+                        p.to_string()
+                    } else {
+                        a.clone()
+                    }
+                })
+                .collect();
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_simplekv"));
             cmd.arg("server")
                 .arg("--port")
@@ -64,7 +86,7 @@ impl Server {
                 .arg("--log-level")
                 .arg("warn")
                 .arg("--no-pin")
-                .args(&self.extra)
+                .args(&extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
@@ -81,8 +103,10 @@ impl Server {
             let mut port_taken = false;
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.try_wait() {
-                    // The free port went to another test in the meantime (tests run in
-                    // parallel, and a port is only free until someone binds it): try another.
+                    // A free port went to another test in the meantime (tests run in
+                    // parallel, and a port is only free until someone binds it): try others.
+                    // That may be the RESP port or one of `extra_ports` (gRPC logs the same
+                    // words).
                     std::thread::sleep(Duration::from_millis(50));
                     port_taken = lines_rx
                         .try_iter()
@@ -365,6 +389,23 @@ pub fn worker_of(key: &[u8], partitions: u32, workers: u32) -> usize {
 }
 
 impl Server {
+    /// The extra arguments as the running server got them (`ANY_PORT` as the same ports).
+    fn same_extra(&self) -> Vec<String> {
+        let mut ports = self.extra_ports.iter();
+        self.extra
+            .iter()
+            .map(|a| {
+                if a == ANY_PORT
+                    && let Some(p) = ports.next()
+                {
+                    p.to_string()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect()
+    }
+
     /// SIGKILL, then a new server on the same port and data directory: to a client this is
     /// a crash and restart at the same address.
     pub fn restart_same_port(&mut self) {
@@ -388,7 +429,7 @@ impl Server {
                 .arg("--log-level")
                 .arg("warn")
                 .arg("--no-pin")
-                .args(&self.extra)
+                .args(self.same_extra())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
