@@ -1598,6 +1598,20 @@ fn client_commands_name_list_and_kill_connections() {
     // Unknown subcommands point at CLIENT HELP, so it answers.
     let help: Vec<String> = cmd("CLIENT").arg("HELP").query(&mut c).unwrap();
     assert!(help.iter().any(|l| l.starts_with("SETNAME")), "{help:?}");
+    // Every HELP ends as Redis's do.
+    for (command, first) in [
+        ("CLIENT", "CLIENT"),
+        ("CONFIG", "CONFIG"),
+        ("COMMAND", "COMMAND"),
+    ] {
+        let help: Vec<String> = cmd(command).arg("HELP").query(&mut c).unwrap();
+        assert!(help[0].starts_with(first), "{help:?}");
+        assert_eq!(
+            help[help.len() - 2..],
+            ["HELP", "    Prints this help."],
+            "{command}"
+        );
+    }
     let () = cmd("CLIENT")
         .arg("NO-EVICT")
         .arg("on")

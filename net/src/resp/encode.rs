@@ -84,8 +84,10 @@ pub fn write_simple(out: &mut Vec<u8>, text: &[u8]) {
 
 /// A `<COMMAND> HELP` reply: one simple string per line.
 pub fn write_help(out: &mut Vec<u8>, lines: &[&str]) {
-    write_array_len(out, lines.len());
-    for l in lines {
+    // Every HELP reply ends with the HELP entry itself, as in Redis.
+    const TAIL: [&str; 2] = ["HELP", "    Prints this help."];
+    write_array_len(out, lines.len() + TAIL.len());
+    for l in lines.iter().chain(TAIL.iter()) {
         write_simple(out, l.as_bytes());
     }
 }

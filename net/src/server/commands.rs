@@ -193,6 +193,28 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
                 write_bulk(&mut r, k);
             }
         }
+        Some("help") if args.len() == 2 => {
+            let lines = [
+                "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "(no subcommand)",
+                "    Return details about all commands.",
+                "COUNT",
+                "    Return the total number of commands in this server.",
+                "LIST",
+                "    Return a list of all commands in this server.",
+                "INFO [<command-name> ...]",
+                "    Return details about multiple commands.",
+                "    If no command names are given, documentation details for all",
+                "    commands are returned.",
+                "DOCS [<command-name> ...]",
+                "    Return documentation details about multiple commands.",
+                "    If no command names are given, documentation details for all",
+                "    commands are returned.",
+                "GETKEYS <full-command>",
+                "    Return the keys from a full command.",
+            ];
+            crate::resp::encode::write_help(&mut r, &lines);
+        }
         // Redis 7's text, with the subcommand as given (arity errors were answered by dispatch).
         Some(_) => return super::dispatch::unknown_subcommand(out, "command", args[1]),
     }

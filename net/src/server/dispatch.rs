@@ -1582,8 +1582,6 @@ impl Worker {
                     "    simplekv, cluster mode: show or set the acks this connection's writes need.",
                     "SETINFO <option> <value>, NO-EVICT (ON|OFF), NO-TOUCH (ON|OFF)",
                     "    Accepted for client libraries; no effect.",
-                    "HELP",
-                    "    Print this help.",
                 ];
                 write_help(&mut r, &lines);
             }
