@@ -1598,6 +1598,46 @@ fn client_commands_name_list_and_kill_connections() {
     // Unknown subcommands point at CLIENT HELP, so it answers.
     let help: Vec<String> = cmd("CLIENT").arg("HELP").query(&mut c).unwrap();
     assert!(help.iter().any(|l| l.starts_with("SETNAME")), "{help:?}");
+    // CLIENT LIST filters as Redis 7's.
+    let me: i64 = cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    let mut other = s.client();
+    let other_id: i64 = cmd("CLIENT").arg("ID").query(&mut other).unwrap();
+    let list = |c: &mut Connection, args: &[&str]| -> String {
+        let mut q = cmd("CLIENT");
+        q.arg("LIST").arg(args);
+        q.query(c).unwrap()
+    };
+    let ids_in = |text: &str| -> Vec<i64> {
+        let mut v: Vec<i64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(ids_in(&list(&mut c, &["ID", &me.to_string()])), [me]);
+    let both = list(&mut c, &["ID", &other_id.to_string(), "0", &me.to_string()]);
+    let mut want = vec![me, other_id];
+    want.sort_unstable();
+    assert_eq!(ids_in(&both), want);
+    assert!(ids_in(&list(&mut c, &["TYPE", "normal"])).contains(&other_id));
+    assert_eq!(list(&mut c, &["TYPE", "pubsub"]), "");
+    assert_eq!(
+        query_err(&mut c, cmd("CLIENT").arg("LIST").arg("TYPE").arg("foo")),
+        "ERR Unknown client type 'foo'"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("CLIENT").arg("LIST").arg("ID").arg("abc")),
+        "ERR Invalid client ID"
+    );
+    for bad in [&["ID"][..], &["TYPE", "normal", "x"], &["bogus"]] {
+        assert_eq!(
+            query_err(&mut c, cmd("CLIENT").arg("LIST").arg(bad)),
+            "ERR syntax error",
+            "{bad:?}"
+        );
+    }
+    drop(other);
     // Every HELP ends as Redis's do.
     for (command, first) in [
         ("CLIENT", "CLIENT"),

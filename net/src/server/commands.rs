@@ -46,7 +46,7 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
                 write_bulk(r, &keys[fastrand::usize(..keys.len())]);
             }
         }
-        Finisher::ClientList { extra } => {
+        Finisher::ClientList { extra, ids } => {
             let mut text = String::new();
             for p in parts {
                 if let Payload::Text(t) = p {
@@ -54,6 +54,16 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
                 }
             }
             text.push_str(extra);
+            if let Some(ids) = ids {
+                // One line per client, each starting with `id=<n> `.
+                let wanted = |line: &str| {
+                    line.strip_prefix("id=")
+                        .and_then(|l| l.split(' ').next())
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|id| ids.contains(&id))
+                };
+                text = text.split_inclusive('\n').filter(|l| wanted(l)).collect();
+            }
             write_bulk(r, text.as_bytes());
         }
         Finisher::Scan {

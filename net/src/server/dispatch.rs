@@ -25,6 +25,8 @@ pub enum Finisher {
     /// command runs).
     ClientList {
         extra: String,
+        /// CLIENT LIST ID ...: only these clients (`None`: all; TYPE other than normal: none).
+        ids: Option<Vec<u64>>,
     },
     RandomKey,
     /// CLIENT KILL: the old form answers +OK / "No such client", the filter form a count.
@@ -1502,8 +1504,33 @@ impl Worker {
                 write_ok(&mut r);
             }
             ("list", _) => {
+                // As Redis 7: CLIENT LIST [TYPE normal|master|replica|slave|pubsub] or
+                // CLIENT LIST ID id [id ...]; every client here is a normal one.
+                let ids = match (args.get(2).map(|a| lower(a)).as_deref(), args.len()) {
+                    (None, _) => None,
+                    (Some("type"), 4) => match lower(args[3]).as_str() {
+                        "normal" => None,
+                        "master" | "replica" | "slave" | "pubsub" => Some(Vec::new()),
+                        _ => {
+                            let t = String::from_utf8_lossy(args[3]);
+                            return err(out, &format!("ERR Unknown client type '{t}'"));
+                        }
+                    },
+                    (Some("id"), n) if n > 3 => {
+                        let mut ids = Vec::new();
+                        for a in &args[3..] {
+                            match crate::resp::parse::string2ll(a) {
+                                Some(i) if i > 0 => ids.push(i as u64),
+                                Some(_) => {}
+                                None => return err(out, "ERR Invalid client ID"),
+                            }
+                        }
+                        Some(ids)
+                    }
+                    _ => return err(out, "ERR syntax error"),
+                };
                 let extra = self.client_line(client, out);
-                let g = self.collect_gather(Finisher::ClientList { extra });
+                let g = self.collect_gather(Finisher::ClientList { extra, ids });
                 return self.broadcast(token, out, client, g, || Op::ClientList);
             }
             ("info", 2) => {
