@@ -1999,8 +1999,16 @@ fn lastsave_and_wait_answer_and_save_is_refused() {
         "ERR This instance has cluster support disabled"
     );
     let started = Instant::now();
-    let _ = query_err(&mut c, &cmd("SAVE"));
+    for name in ["SAVE", "BGSAVE"] {
+        let e = query_err(&mut c, &cmd(name));
+        assert!(e.starts_with(&format!("ERR {name} is not needed")), "{e}");
+        assert!(e.contains("storage.fsync"), "{e}");
+    }
     assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        query_err(&mut c, cmd("MEMORY").arg("USAGE").arg("k")),
+        "ERR command 'memory' is not supported by simplekv"
+    );
     set(&mut c, "k", "v");
     assert_eq!(get(&mut c, "k").as_deref(), Some("v"));
 }

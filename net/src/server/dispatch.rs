@@ -961,6 +961,16 @@ impl Worker {
             "lastsave" => {
                 write_integer(&mut r, self.shared_start_unix() as i64);
             }
+            "save" | "bgsave" => {
+                return err(
+                    out,
+                    &format!(
+                        "ERR {} is not needed: every write is already in the log, synced to \
+                         disk as storage.fsync says (always, everysec or never)",
+                        spec.name.to_uppercase()
+                    ),
+                );
+            }
             "readonly" | "readwrite" if self.cluster.is_none() => {
                 return err(out, "ERR This instance has cluster support disabled");
             }
@@ -1054,7 +1064,7 @@ impl Worker {
             _ => {
                 return err(
                     out,
-                    &format!("ERR command '{}' is not available in this mode", spec.name),
+                    &format!("ERR command '{}' is not supported by simplekv", spec.name),
                 );
             }
         }
