@@ -212,3 +212,19 @@ fn the_cli_talks_to_the_grpc_service_with_the_same_replies() {
     assert_eq!(lines[10], "", "get of a deleted key");
     assert!(lines[11].contains("not available over gRPC"), "{out}");
 }
+
+/// A gRPC port already served makes a second server fail to start, as a taken RESP port does
+/// (gRPC's default SO_REUSEPORT would let both bind it and split the connections).
+#[test]
+fn a_second_server_on_a_taken_grpc_port_does_not_start() {
+    let (_s, _c, gport) = start();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, log) = common::run_to_exit(
+        &dir.path().join("data"),
+        &["--grpc-port", &gport.to_string()],
+        Duration::from_secs(20),
+    );
+    assert_ne!(code, Some(0), "{log}");
+    assert!(code.is_some(), "still running: {log}");
+    assert!(log.contains("gRPC"), "{log}");
+}

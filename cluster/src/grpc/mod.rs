@@ -59,8 +59,11 @@ impl GrpcServer {
         // No HTTP/2 BDP probing: its PING frames follow data frames, and on replication
         // streams (many small messages on loopback or a LAN) they only add frames and
         // completion-queue wake-ups.
+        // No SO_REUSEPORT (gRPC's default): with it a second process given the same port
+        // binds it too and takes part of the connections, instead of failing to start.
         let args = grpcio::ChannelBuilder::new(env.clone())
             .http2_bdp_probe(false)
+            .reuse_port(false)
             .build_args();
         let mut builder = ServerBuilder::new(env)
             .channel_args(args)
