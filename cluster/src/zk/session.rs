@@ -1,7 +1,7 @@
 //! A ZooKeeper session for simplekv: connects under the cluster's root (creating the root if
 //! needed), waits until the session exists, and turns the crate's errors into ours.
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use zookeeper::{Acl, CreateMode, Stat, WatchedEvent, ZkError, ZkState, ZooKeeper};
 
@@ -71,32 +71,69 @@ fn open(addr: &str, timeout: Duration, wait: Duration) -> ZkResult<ZooKeeper> {
     let (tx, rx) = mpsc::channel();
     let zk = ZooKeeper::connect(addr, timeout, |_: WatchedEvent| {})
         .map_err(|e| fail(format!("{e:?}")))?;
+    let zk = Arc::new(zk);
     let tx2 = tx.clone();
     zk.add_listener(move |s: ZkState| {
-        let _ = tx2.send(s);
+        let _ = tx2.send(Some(s));
     });
-    // No request goes out before the session is up. One sent at once is queued behind the
-    // connect request, and such a request was seen never to be answered (a test hung in this
-    // probe for minutes): the client library has no request timeout, and it sends no pings
-    // while a request is outstanding, so nothing ever noticed. The listener is added right
-    // after `connect` returns, well before ZooKeeper has created the session (that takes a
-    // write to its transaction log), so its Connected is not missed; should it be, a probe
-    // after a second finds the session up.
-    let started = std::time::Instant::now();
+    // No request goes out on this thread before the session is up. The client library has no
+    // request timeout and sends no pings while a request is outstanding, and a request queued
+    // behind the connect request was seen never to be answered (a test hung in such a probe
+    // for minutes). The listener is added right after `connect` returns, well before
+    // ZooKeeper has created the session (that takes a write to its transaction log), so its
+    // Connected is not missed; should it be, a probe on a thread of its own, after a second,
+    // finds the session up (it answers `None` when it fails).
+    let started = Instant::now();
     let deadline = started + wait;
     let probe_after = started + wait.min(Duration::from_secs(1));
-    loop {
-        let now = std::time::Instant::now();
+    let mut probing = false;
+    let outcome = loop {
+        let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
+        if !probing && now >= probe_after {
+            probing = true;
+            let (z, t) = (Arc::clone(&zk), tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name("skv-zk-probe".into())
+                .spawn(move || {
+                    let up = z.exists("/", false).is_ok();
+                    drop(z);
+                    let _ = t.send(up.then_some(ZkState::Connected));
+                });
+            if let Err(e) = spawned {
+                break Err(fail(format!("cannot start a thread: {e}")));
+            }
+        }
         match rx.recv_timeout(left.min(Duration::from_millis(200))) {
-            Ok(ZkState::Connected) | Ok(ZkState::ConnectedReadOnly) => return Ok(zk),
-            Ok(ZkState::AuthFailed) => return Err(fail("authentication failed".into())),
-            _ if now >= probe_after && zk.exists("/", false).is_ok() => return Ok(zk),
+            Ok(Some(ZkState::Connected | ZkState::ConnectedReadOnly)) => break Ok(()),
+            Ok(Some(ZkState::AuthFailed)) => break Err(fail("authentication failed".into())),
+            Ok(Some(ZkState::Closed)) => break Err(fail("the session was closed".into())),
             _ if left.is_zero() => {
-                drop(zk);
-                return Err(fail(format!("no session within {} ms", wait.as_millis())));
+                break Err(fail(format!("no session within {} ms", wait.as_millis())));
             }
             _ => {}
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            // A probe that answered has dropped its handle, or is about to.
+            let mut zk = zk;
+            for _ in 0..1000 {
+                match Arc::try_unwrap(zk) {
+                    Ok(z) => return Ok(z),
+                    Err(shared) => zk = shared,
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // A probe is stuck though the session is up: let it have this one.
+            Err(fail("the session is up but a probe on it is stuck".into()))
+        }
+        Err(e) => {
+            // Dropping a session sends a close request, which can block as above.
+            let _ = std::thread::Builder::new()
+                .name("skv-zk-close".into())
+                .spawn(move || drop(zk));
+            Err(e)
         }
     }
 }
