@@ -6,7 +6,7 @@ use simplekv_engine::Store;
 
 use super::conn::{Client, Gather, Output, Pending, ReplyBytes, Slot};
 use super::replica::Need;
-use super::router::{Op, OwnedArgs, Payload, ReplyTo, Request};
+use super::router::{Op, OwnedArgs, Pairs, Payload, ReplyTo, Request};
 use super::worker::Worker;
 use crate::cmd::{self, CommandSpec, Effect, ExecCtx, Kind, MultiKind};
 use crate::glob::glob_match;
@@ -373,16 +373,15 @@ impl Worker {
             }
         }
         let involved: Vec<usize> = (0..workers).filter(|&w| !groups[w].is_empty()).collect();
+        let pairs_of = |idx: &[usize]| -> Pairs {
+            idx.iter()
+                .map(|&i| (args[i].to_vec(), args[i + 1].to_vec()))
+                .collect()
+        };
         if kind == MultiKind::MSetNx && involved.len() > 1 {
             let parts = involved
                 .iter()
-                .map(|&w| {
-                    let pairs = groups[w]
-                        .iter()
-                        .map(|&i| (args[i].to_vec(), args[i + 1].to_vec()))
-                        .collect();
-                    (w, pairs)
-                })
+                .map(|&w| (w, pairs_of(&groups[w])))
                 .collect();
             self.start_msetnx(token, out, client, acks, parts);
             return;
@@ -422,10 +421,7 @@ impl Worker {
                     keys: idx.iter().map(|&i| args[i].to_vec()).collect(),
                 },
                 MultiKind::MSet | MultiKind::MSetNx => {
-                    let pairs = idx
-                        .iter()
-                        .map(|&i| (args[i].to_vec(), args[i + 1].to_vec()))
-                        .collect();
+                    let pairs = pairs_of(idx);
                     if kind == MultiKind::MSet {
                         Op::MSet { pairs }
                     } else {
@@ -585,16 +581,12 @@ impl Worker {
             }
             Op::MSetNx { pairs } => {
                 // All keys are on this worker: check every partition, then set.
-                for (k, _) in &pairs {
-                    let p = self.topo.partition_of(k);
-                    if self.store(p).is_some_and(|s| s.exists(k)) {
-                        return (Payload::Resp(b":0\r\n".to_vec()), false);
-                    }
+                if self.nx_any_present(&pairs) {
+                    return (Payload::Int(0), false);
                 }
-                let (payload, wrote) = self.execute_op_inner(Op::MSet { pairs });
-                match payload {
-                    Payload::Ok => (Payload::Resp(b":1\r\n".to_vec()), wrote),
-                    other => (other, wrote),
+                match self.execute_op_inner(Op::MSet { pairs }) {
+                    (Payload::Ok, wrote) => (Payload::Int(1), wrote),
+                    other => other,
                 }
             }
             Op::DbSize => {
@@ -1769,37 +1761,13 @@ fn finished_reply(slot: &mut Slot) -> Option<Vec<u8>> {
             total,
             missing,
             error,
-        } => {
-            if *missing > 0 {
-                return None;
-            }
-            match error {
-                Some(e) => write_error(&mut r, e.as_bytes()),
-                None => write_integer(&mut r, *total),
-            }
-        }
-        Gather::AllOk { missing, error } => {
-            if *missing > 0 {
-                return None;
-            }
-            match error {
-                Some(e) => write_error(&mut r, e.as_bytes()),
-                None => write_ok(&mut r),
-            }
-        }
+        } => return counted(*missing, error, |r| write_integer(r, *total)),
+        Gather::AllOk { missing, error } => return counted(*missing, error, write_ok),
         Gather::AllSet {
             missing,
             all,
             error,
-        } => {
-            if *missing > 0 {
-                return None;
-            }
-            match error {
-                Some(e) => write_error(&mut r, e.as_bytes()),
-                None => write_integer(&mut r, i64::from(*all)),
-            }
-        }
+        } => return counted(*missing, error, |r| write_integer(r, i64::from(*all))),
         Gather::Collect {
             parts,
             missing,
@@ -1810,6 +1778,24 @@ fn finished_reply(slot: &mut Slot) -> Option<Vec<u8>> {
             }
             super::commands::finish(finish, std::mem::take(parts), &mut r);
         }
+    }
+    Some(r)
+}
+
+/// The reply of a gather that counts its parts: none while some are missing, then the error
+/// one of them gave, or what `write` makes.
+fn counted(
+    missing: usize,
+    error: &Option<String>,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Option<Vec<u8>> {
+    if missing > 0 {
+        return None;
+    }
+    let mut r = Vec::new();
+    match error {
+        Some(e) => write_error(&mut r, e.as_bytes()),
+        None => write(&mut r),
     }
     Some(r)
 }

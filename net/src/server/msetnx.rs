@@ -171,16 +171,7 @@ impl Worker {
     /// their turn before the next MSETNX step that may hold this worker again, so a stream of
     /// MSETNX passing through cannot keep them waiting for good.
     fn nx_release(&mut self) {
-        while self.nx.is_none() {
-            match self.nx_deferred.front() {
-                Some(Msg::Req(r)) if matches!(r.op, Op::NxStep { .. }) => break,
-                None => break,
-                Some(_) => {}
-            }
-            if let Some(m) = self.nx_deferred.pop_front() {
-                self.handle_msg(m);
-            }
-        }
+        self.nx_replay(true);
         let mut frozen = std::mem::take(&mut self.nx_frozen).into_iter();
         while self.nx.is_none() {
             let Some(t) = frozen.next() else { break };
@@ -192,11 +183,21 @@ impl Worker {
         }
         // Held again by one of them: the rest wait for the next release.
         self.nx_frozen.extend(frozen);
+        self.nx_replay(false);
+    }
+
+    /// Runs deferred messages in order while this worker is not held (again), stopping
+    /// before the next MSETNX step if `before_step`.
+    fn nx_replay(&mut self, before_step: bool) {
         while self.nx.is_none() {
-            let Some(m) = self.nx_deferred.pop_front() else {
-                break;
-            };
-            self.handle_msg(m);
+            match self.nx_deferred.front() {
+                None => break,
+                Some(Msg::Req(r)) if before_step && matches!(r.op, Op::NxStep { .. }) => break,
+                Some(_) => {}
+            }
+            if let Some(m) = self.nx_deferred.pop_front() {
+                self.handle_msg(m);
+            }
         }
     }
 
@@ -230,7 +231,8 @@ impl Worker {
         })
     }
 
-    fn nx_any_present(&self, pairs: &Pairs) -> bool {
+    /// Some key of `pairs` exists (they are all on this worker).
+    pub(super) fn nx_any_present(&self, pairs: &Pairs) -> bool {
         pairs.iter().any(|(k, _)| {
             let p = self.topo.partition_of(k);
             self.store(p).is_some_and(|s| s.exists(k))

@@ -112,10 +112,10 @@ pub enum Op {
         keys: Vec<Vec<u8>>,
     },
     MSet {
-        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        pairs: Pairs,
     },
     MSetNx {
-        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        pairs: Pairs,
     },
     /// One step of an MSETNX whose keys live on several workers (standalone). The step's
     /// worker is `rest[0].0`; `held` are the workers before it, each holding still (see

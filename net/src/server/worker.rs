@@ -540,10 +540,8 @@ impl Worker {
                 break;
             }
             if self.nx.is_some() {
-                // This connection's MSETNX holds its own worker (see `msetnx`).
-                if !std::mem::replace(&mut conn.client.frozen, true) {
-                    self.nx_frozen.push(token);
-                }
+                // This connection's MSETNX holds its own worker (see `msetnx`); the
+                // connection is frozen below, once it is back in its slot.
                 break;
             }
             if conn.out.backlogged() {
@@ -591,6 +589,9 @@ impl Worker {
         }
         conn.compact_rbuf();
         self.conns[token - FIRST_CONN] = Some(conn);
+        if self.nx.is_some() {
+            self.freeze_conn(token);
+        }
         self.mark_conn_dirty(token);
         // Given back for their capacity; `look_ahead` clears them.
         self.ahead = ahead;
