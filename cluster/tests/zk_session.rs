@@ -48,3 +48,40 @@ fn an_unreachable_zookeeper_is_a_clear_error_within_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(err.to_string().contains("cannot reach ZooKeeper"), "{err}");
 }
+
+#[test]
+fn a_request_to_a_silent_zookeeper_times_out_and_the_session_is_given_up() {
+    let zk = LocalZooKeeper::start(None).expect("start ZooKeeper (scripts/setup.sh installs it)");
+    let s = Session::connect(&zk.addr(), Duration::from_secs(2)).expect("session");
+    s.create("/alive", Vec::new(), false).unwrap();
+    let pid = zk.pid().expect("ZooKeeper runs") as libc::pid_t;
+    // SIGSTOP: ZooKeeper keeps its sockets open and answers nothing, as behind a partition
+    // that drops packets. The client library would wait for TCP to give up (minutes).
+    // SAFETY: signalling the ZooKeeper process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let started = std::time::Instant::now();
+    let first = s.get("/alive");
+    let waited = started.elapsed();
+    let again = std::time::Instant::now();
+    let second = s.children("/");
+    let second_took = again.elapsed();
+    let closing = std::time::Instant::now();
+    s.close();
+    let close_took = closing.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let e = first.expect_err("ZooKeeper is stopped");
+    assert!(e.session_lost(), "{e}");
+    assert!(e.to_string().contains("no answer within"), "{e}");
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    // The session is unusable from then on: no second wait, and closing does not block.
+    assert!(second.expect_err("given up").session_lost());
+    assert!(second_took < Duration::from_millis(100), "{second_took:?}");
+    assert!(close_took < Duration::from_millis(100), "{close_took:?}");
+    // ZooKeeper answers again: a new session works.
+    let fresh = Session::connect(&zk.addr(), Duration::from_secs(10)).expect("new session");
+    assert!(fresh.get("/alive").unwrap().is_some());
+}

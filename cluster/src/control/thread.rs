@@ -179,6 +179,10 @@ struct Ctl {
     /// Bumped with every new session, so that callbacks of an old one are ignored.
     generation: u64,
     conn: Conn,
+    /// The client library's last word on this session's connection was "connected": only
+    /// then can a check of the session answer without waiting for a reconnection (a request
+    /// made while it reconnects waits up to its 2 s connect timeout, with this thread stuck).
+    zk_connected: bool,
     last_session_try: Option<Instant>,
     broker_epoch: i64,
     meta: ClusterMeta,
@@ -229,6 +233,7 @@ impl Ctl {
             session: None,
             generation: 0,
             conn: Conn::Lost,
+            zk_connected: false,
             last_session_try: None,
             broker_epoch: 0,
             meta: ClusterMeta {
@@ -411,6 +416,7 @@ impl Ctl {
         if generation != self.generation {
             return;
         }
+        self.zk_connected = matches!(state, ZkState::Connected | ZkState::ConnectedReadOnly);
         match state {
             ZkState::Connected | ZkState::ConnectedReadOnly => {
                 if self.conn == Conn::Down {
@@ -485,6 +491,7 @@ impl Ctl {
             );
         }
         self.conn = Conn::Lost;
+        self.zk_connected = false;
         self.leaving_znode = false;
         self.generation += 1;
         if let Some(s) = self.session.take() {
@@ -520,6 +527,8 @@ impl Ctl {
         self.session = Some(s);
         self.broker_epoch = epoch;
         self.conn = Conn::Up;
+        // `open` returned only once the session was connected.
+        self.zk_connected = true;
         self.last_good_resync = Instant::now();
         self.my_epoch = None;
         self.leaving_znode = false;
@@ -552,8 +561,10 @@ impl Ctl {
                 Err(e) => warn!("control: cannot open a new ZooKeeper session: {e}"),
             }
         }
-        if self.conn == Conn::Down && self.last_resync.elapsed() >= RESYNC {
-            // In case the listener's "connected" was missed.
+        if self.conn == Conn::Down && self.zk_connected && self.last_resync.elapsed() >= RESYNC {
+            // The listener said "connected" but the check then failed (the connection flapped
+            // or the server was busy): check again. While it is not connected, the next
+            // "connected" runs the check.
             self.last_resync = Instant::now();
             self.reconnected();
         }

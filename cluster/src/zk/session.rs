@@ -1,5 +1,6 @@
 //! A ZooKeeper session for simplekv: connects under the cluster's root (creating the root if
 //! needed), waits until the session exists, and turns the crate's errors into ours.
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,15 @@ pub enum ZkFailure {
         op: &'static str,
         path: String,
         source: ZkError,
+    },
+    #[error(
+        "ZooKeeper {op} {path}: no answer within {} ms; the session is given up",
+        after.as_millis()
+    )]
+    Unresponsive {
+        op: &'static str,
+        path: String,
+        after: Duration,
     },
     #[error("ZooKeeper {path}: unreadable content: {reason}")]
     Decode { path: String, reason: String },
@@ -30,12 +40,14 @@ impl ZkFailure {
         }
     }
 
-    /// True when the session is gone for good: a new one is needed.
+    /// True when the session is gone for good, or cannot be used any more: a new one is
+    /// needed.
     pub fn session_lost(&self) -> bool {
-        matches!(
-            self.code(),
-            Some(ZkError::SessionExpired | ZkError::SessionMoved | ZkError::AuthFailed)
-        )
+        matches!(self, ZkFailure::Unresponsive { .. })
+            || matches!(
+                self.code(),
+                Some(ZkError::SessionExpired | ZkError::SessionMoved | ZkError::AuthFailed)
+            )
     }
 }
 
@@ -48,10 +60,22 @@ fn split_chroot(connect: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// A ZooKeeper session. Requests run on the session's own thread (`skv-zk-call`), each
+/// bounded by a timeout (see [`Session::call`]); dropping the session never blocks.
 pub struct Session {
-    zk: ZooKeeper,
+    zk: Arc<ZooKeeper>,
+    calls: mpsc::Sender<Call>,
+    /// A request timed out: the session's thread may be stuck in it.
+    stuck: AtomicBool,
+    call_timeout: Duration,
     connect: String,
 }
+
+type Call = Box<dyn FnOnce(&ZooKeeper) + Send>;
+
+/// The shortest bound on a request: the client library answers a request made while it
+/// reconnects after its 2 s connect timeout at most, with ConnectionLoss.
+const MIN_CALL_TIMEOUT: Duration = Duration::from_secs(4);
 
 fn op<T>(op: &'static str, path: &str, r: Result<T, ZkError>) -> ZkResult<T> {
     r.map_err(|source| ZkFailure::Op {
@@ -63,7 +87,7 @@ fn op<T>(op: &'static str, path: &str, r: Result<T, ZkError>) -> ZkResult<T> {
 
 /// Opens a raw session (asking for `timeout` as its session timeout) and waits until ZooKeeper
 /// has established it, at most `wait`.
-fn open(addr: &str, timeout: Duration, wait: Duration) -> ZkResult<ZooKeeper> {
+fn open(addr: &str, timeout: Duration, wait: Duration) -> ZkResult<Arc<ZooKeeper>> {
     let fail = |reason: String| ZkFailure::Connect {
         addr: addr.to_string(),
         reason,
@@ -115,19 +139,8 @@ fn open(addr: &str, timeout: Duration, wait: Duration) -> ZkResult<ZooKeeper> {
         }
     };
     match outcome {
-        Ok(()) => {
-            // A probe that answered has dropped its handle, or is about to.
-            let mut zk = zk;
-            for _ in 0..1000 {
-                match Arc::try_unwrap(zk) {
-                    Ok(z) => return Ok(z),
-                    Err(shared) => zk = shared,
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            // A probe is stuck though the session is up: let it have this one.
-            Err(fail("the session is up but a probe on it is stuck".into()))
-        }
+        // A probe still running shares the handle; the last one to let go closes the session.
+        Ok(()) => Ok(zk),
         Err(e) => {
             // Dropping a session sends a close request, which can block as above.
             let _ = std::thread::Builder::new()
@@ -153,14 +166,39 @@ impl Session {
     ) -> ZkResult<Session> {
         let (hosts, chroot) = split_chroot(connect);
         if let Some(root) = chroot {
-            let bare = open(hosts, session_timeout, wait)?;
-            let r = create_all(&bare, root);
-            drop(bare);
-            r?;
+            let bare = Session::start(open(hosts, session_timeout, wait)?, hosts, session_timeout)?;
+            bare.create_all(root)?;
         }
-        let zk = open(connect, session_timeout, wait)?;
+        Session::start(
+            open(connect, session_timeout, wait)?,
+            connect,
+            session_timeout,
+        )
+    }
+
+    /// Starts the thread that runs the session's requests.
+    fn start(zk: Arc<ZooKeeper>, connect: &str, session_timeout: Duration) -> ZkResult<Session> {
+        let (tx, rx) = mpsc::channel::<Call>();
+        let z = Arc::clone(&zk);
+        std::thread::Builder::new()
+            .name("skv-zk-call".into())
+            .spawn(move || {
+                while let Ok(call) = rx.recv() {
+                    call(&z);
+                }
+                // The session is dropped: closing it (the crate's `Drop`) waits for
+                // ZooKeeper's answer, here rather than on the caller's thread.
+                drop(z);
+            })
+            .map_err(|e| ZkFailure::Connect {
+                addr: connect.to_string(),
+                reason: format!("cannot start a thread: {e}"),
+            })?;
         Ok(Session {
             zk,
+            calls: tx,
+            stuck: AtomicBool::new(false),
+            call_timeout: session_timeout.max(MIN_CALL_TIMEOUT),
             connect: connect.to_string(),
         })
     }
@@ -173,9 +211,46 @@ impl Session {
         &self.zk
     }
 
+    /// Runs one request on the session's thread and waits for it at most the call timeout.
+    /// The client library has no request timeout: a request on a connection that went
+    /// silent (a network partition that drops packets) waits for TCP to give up, many
+    /// minutes. After a timeout the session is unusable (its thread may still be stuck) and
+    /// every call fails at once with [`ZkFailure::Unresponsive`], which counts as a lost
+    /// session: the caller opens a new one.
+    fn call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        path: &str,
+        f: impl FnOnce(&ZooKeeper) -> ZkResult<T> + Send + 'static,
+    ) -> ZkResult<T> {
+        let unresponsive = || ZkFailure::Unresponsive {
+            op,
+            path: path.to_string(),
+            after: self.call_timeout,
+        };
+        if self.stuck.load(Ordering::Acquire) {
+            return Err(unresponsive());
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let call: Call = Box::new(move |zk| {
+            let _ = tx.send(f(zk));
+        });
+        if self.calls.send(call).is_err() {
+            return Err(unresponsive());
+        }
+        match rx.recv_timeout(self.call_timeout) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stuck.store(true, Ordering::Release);
+                Err(unresponsive())
+            }
+        }
+    }
+
     /// Creates `path` and its missing parents as persistent nodes (existing ones are fine).
     pub fn create_all(&self, path: &str) -> ZkResult<()> {
-        create_all(&self.zk, path)
+        let p = path.to_string();
+        self.call("create", path, move |zk| create_all(zk, &p))
     }
 
     pub fn create(&self, path: &str, data: Vec<u8>, ephemeral: bool) -> ZkResult<()> {
@@ -184,35 +259,44 @@ impl Session {
         } else {
             CreateMode::Persistent
         };
-        op(
-            "create",
-            path,
-            self.zk
-                .create(path, data, Acl::open_unsafe().clone(), mode)
-                .map(|_| ()),
-        )
+        let p = path.to_string();
+        self.call("create", path, move |zk| {
+            op(
+                "create",
+                &p,
+                zk.create(&p, data, Acl::open_unsafe().clone(), mode)
+                    .map(|_| ()),
+            )
+        })
     }
 
     /// Data and version of a node, `None` if absent.
     pub fn get(&self, path: &str) -> ZkResult<Option<(Vec<u8>, Stat)>> {
-        match self.zk.get_data(path, false) {
+        let p = path.to_string();
+        self.call("get", path, move |zk| match zk.get_data(&p, false) {
             Ok(v) => Ok(Some(v)),
             Err(ZkError::NoNode) => Ok(None),
-            Err(e) => op("get", path, Err(e)),
-        }
+            Err(e) => op("get", &p, Err(e)),
+        })
     }
 
     /// Conditional write: fails with `BadVersion` if someone else wrote since `version`.
     pub fn set(&self, path: &str, data: Vec<u8>, version: Option<i32>) -> ZkResult<Stat> {
-        op("set", path, self.zk.set_data(path, data, version))
+        let p = path.to_string();
+        self.call("set", path, move |zk| {
+            op("set", &p, zk.set_data(&p, data, version))
+        })
     }
 
     pub fn children(&self, path: &str) -> ZkResult<Vec<String>> {
-        match self.zk.get_children(path, false) {
-            Ok(v) => Ok(v),
-            Err(ZkError::NoNode) => Ok(Vec::new()),
-            Err(e) => op("children", path, Err(e)),
-        }
+        let p = path.to_string();
+        self.call("children", path, move |zk| {
+            match zk.get_children(&p, false) {
+                Ok(v) => Ok(v),
+                Err(ZkError::NoNode) => Ok(Vec::new()),
+                Err(e) => op("children", &p, Err(e)),
+            }
+        })
     }
 
     /// Data and version of a node, leaving a one-shot watch on it: a data watch when it exists,
@@ -221,21 +305,24 @@ impl Session {
     where
         W: Fn(WatchedEvent) + Send + Clone + 'static,
     {
-        // The node may come and go between the two calls; a few rounds settle it, and a
-        // caller that polls as well loses nothing if they do not.
-        for _ in 0..3 {
-            match self.zk.get_data_w(path, watcher.clone()) {
-                Ok(v) => return Ok(Some(v)),
-                Err(ZkError::NoNode) => {}
-                Err(e) => return op("get", path, Err(e)),
+        let p = path.to_string();
+        self.call("get", path, move |zk| {
+            // The node may come and go between the two calls; a few rounds settle it, and a
+            // caller that polls as well loses nothing if they do not.
+            for _ in 0..3 {
+                match zk.get_data_w(&p, watcher.clone()) {
+                    Ok(v) => return Ok(Some(v)),
+                    Err(ZkError::NoNode) => {}
+                    Err(e) => return op("get", &p, Err(e)),
+                }
+                match zk.exists_w(&p, watcher.clone()) {
+                    Ok(None) => return Ok(None),
+                    Ok(Some(_)) => {}
+                    Err(e) => return op("exists", &p, Err(e)),
+                }
             }
-            match self.zk.exists_w(path, watcher.clone()) {
-                Ok(None) => return Ok(None),
-                Ok(Some(_)) => {}
-                Err(e) => return op("exists", path, Err(e)),
-            }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     /// Children of a node with a one-shot child watch; `None` (and an existence watch) when
@@ -244,19 +331,22 @@ impl Session {
     where
         W: Fn(WatchedEvent) + Send + Clone + 'static,
     {
-        for _ in 0..3 {
-            match self.zk.get_children_w(path, watcher.clone()) {
-                Ok(v) => return Ok(Some(v)),
-                Err(ZkError::NoNode) => {}
-                Err(e) => return op("children", path, Err(e)),
+        let p = path.to_string();
+        self.call("children", path, move |zk| {
+            for _ in 0..3 {
+                match zk.get_children_w(&p, watcher.clone()) {
+                    Ok(v) => return Ok(Some(v)),
+                    Err(ZkError::NoNode) => {}
+                    Err(e) => return op("children", &p, Err(e)),
+                }
+                match zk.exists_w(&p, watcher.clone()) {
+                    Ok(None) => return Ok(None),
+                    Ok(Some(_)) => {}
+                    Err(e) => return op("exists", &p, Err(e)),
+                }
             }
-            match self.zk.exists_w(path, watcher.clone()) {
-                Ok(None) => return Ok(None),
-                Ok(Some(_)) => {}
-                Err(e) => return op("exists", path, Err(e)),
-            }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     /// Whether a node exists, leaving a one-shot watch on its creation, change or deletion.
@@ -264,20 +354,23 @@ impl Session {
     where
         W: Fn(WatchedEvent) + Send + 'static,
     {
-        op("exists", path, self.zk.exists_w(path, watcher)).map(|s| s.is_some())
+        let p = path.to_string();
+        self.call("exists", path, move |zk| {
+            op("exists", &p, zk.exists_w(&p, watcher)).map(|s| s.is_some())
+        })
     }
 
     pub fn delete(&self, path: &str, version: Option<i32>) -> ZkResult<()> {
-        match self.zk.delete(path, version) {
+        let p = path.to_string();
+        self.call("delete", path, move |zk| match zk.delete(&p, version) {
             Ok(()) | Err(ZkError::NoNode) => Ok(()),
-            Err(e) => op("delete", path, Err(e)),
-        }
+            Err(e) => op("delete", &p, Err(e)),
+        })
     }
 
-    /// Ends the session now (its ephemeral nodes go at once).
+    /// Ends the session: its ephemeral nodes go as soon as ZooKeeper has the close request.
+    /// Never waits: the session's own thread closes it after the requests queued before.
     pub fn close(self) {
-        // The crate's `Drop` closes the session; closing here as well would make that second
-        // close fail and log an error.
         drop(self);
     }
 }
