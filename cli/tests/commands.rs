@@ -2005,12 +2005,83 @@ fn lastsave_and_wait_answer_and_save_is_refused() {
         assert!(e.contains("storage.fsync"), "{e}");
     }
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(
-        query_err(&mut c, cmd("MEMORY").arg("USAGE").arg("k")),
-        "ERR command 'memory' is not supported by simplekv"
+    assert!(
+        query_err(&mut c, cmd("MEMORY").arg("STATS"))
+            .starts_with("ERR MEMORY STATS is not supported")
     );
     set(&mut c, "k", "v");
     assert_eq!(get(&mut c, "k").as_deref(), Some("v"));
+}
+
+#[test]
+fn object_and_memory_usage_run_on_the_key_owner() {
+    // Four workers: most keys live on a worker other than the connection's.
+    let s = Server::start(&["--workers", "4"]);
+    let mut c = s.client();
+    for i in 0..40 {
+        let k = format!("intro:{i}");
+        let v = if i % 2 == 0 {
+            i.to_string()
+        } else {
+            "x".repeat(i * 3)
+        };
+        set(&mut c, &k, &v);
+        let enc: String = cmd("OBJECT").arg("ENCODING").arg(&k).query(&mut c).unwrap();
+        let want = if i % 2 == 0 {
+            "int"
+        } else if i * 3 <= 44 {
+            "embstr"
+        } else {
+            "raw"
+        };
+        assert_eq!(enc, want, "{k}");
+        let n: i64 = cmd("object").arg("refcount").arg(&k).query(&mut c).unwrap();
+        assert_eq!(n, 1);
+        let bytes: i64 = cmd("MEMORY").arg("USAGE").arg(&k).query(&mut c).unwrap();
+        assert!((48..1000).contains(&bytes), "{k}: {bytes}");
+        assert!(
+            query_err(&mut c, cmd("OBJECT").arg("IDLETIME").arg(&k))
+                .contains("idle time not tracked")
+        );
+    }
+    let none: Option<String> = cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("intro:none")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(none, None);
+    let none: Option<i64> = cmd("MEMORY")
+        .arg("USAGE")
+        .arg("intro:none")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(none, None);
+    assert_eq!(
+        query_err(&mut c, cmd("OBJECT").arg("ENCODING")),
+        "ERR wrong number of arguments for 'object|encoding' command"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("OBJECT").arg("FOO").arg("k")),
+        "ERR unknown subcommand 'FOO'. Try OBJECT HELP."
+    );
+    assert_eq!(
+        query_err(
+            &mut c,
+            cmd("MEMORY")
+                .arg("USAGE")
+                .arg("intro:0")
+                .arg("SAMPLES")
+                .arg("-1")
+        ),
+        "ERR syntax error"
+    );
+    let help: Vec<String> = cmd("OBJECT").arg("HELP").query(&mut c).unwrap();
+    assert!(help[0].starts_with("OBJECT <subcommand>"), "{help:?}");
+    let help: Vec<String> = cmd("MEMORY").arg("HELP").query(&mut c).unwrap();
+    assert!(
+        help.iter().any(|l| l.starts_with("USAGE <key>")),
+        "{help:?}"
+    );
 }
 
 #[test]

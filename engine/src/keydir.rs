@@ -429,6 +429,17 @@ impl Keydir {
         }
     }
 
+    /// Bytes one key of `key_len` bytes takes here (MEMORY USAGE): its entry, its share of
+    /// the hash index, its place in the expiry list if it has an expiry, and the heap copy
+    /// of a key too long to be stored inline.
+    pub fn key_memory(&self, key_len: usize, has_expiry: bool) -> usize {
+        let index_share = self.index.memory_bytes().div_ceil(self.len.max(1));
+        std::mem::size_of::<Entry>()
+            + index_share
+            + if has_expiry { 4 } else { 0 }
+            + if key_len > INLINE { key_len } else { 0 }
+    }
+
     /// Heap bytes held, for INFO memory and the bytes-per-key measurement.
     pub fn memory_bytes(&self) -> usize {
         self.chunks.len() * CHUNK * std::mem::size_of::<Entry>()

@@ -442,6 +442,13 @@ impl Store {
         })
     }
 
+    /// Bytes of memory a visible key takes (its keydir entry and share of the index); the
+    /// value is on disk and not counted. `None` if the key is absent.
+    pub fn memory_usage(&self, key: &[u8]) -> Option<usize> {
+        self.visible_loc(key)
+            .map(|l| self.keydir.key_memory(key.len(), l.expire != 0))
+    }
+
     pub fn exists(&self, key: &[u8]) -> bool {
         self.visible_loc(key).is_some()
     }

@@ -5,6 +5,7 @@
 //! and nothing here panics, whatever the arguments.
 mod defs;
 pub mod expire;
+pub mod introspect;
 mod ldouble;
 pub mod multi;
 pub mod strings;
@@ -69,6 +70,34 @@ pub(crate) fn parse_i64(arg: &[u8]) -> Result<i64, ErrText> {
     crate::resp::string2ll(arg).ok_or_else(|| err(ERR_NOT_INTEGER))
 }
 
+/// OBJECT and MEMORY: containers whose keyed subcommands name the key after the subcommand.
+fn is_introspection(name: &str) -> bool {
+    matches!(name, "object" | "memory")
+}
+
+/// Whether a container's subcommand works on a key (`OBJECT ENCODING key`, `MEMORY USAGE
+/// key`), so that it runs on the key's owner like a keyed command.
+pub fn keyed_subcommand(spec: &CommandSpec) -> bool {
+    matches!(
+        spec.name,
+        "object|encoding" | "object|refcount" | "object|idletime" | "object|freq" | "memory|usage"
+    )
+}
+
+/// The key of a keyed command's arguments: `args[1]`, or `args[2]` for OBJECT and MEMORY
+/// (`None` if it is missing).
+pub fn key_of<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
+    let at = match args.first() {
+        Some(name)
+            if name.eq_ignore_ascii_case(b"object") || name.eq_ignore_ascii_case(b"memory") =>
+        {
+            2
+        }
+        _ => 1,
+    };
+    args.get(at).copied()
+}
+
 /// Runs a single-key command (`spec.kind == Kind::Keyed`; `args[0]` is the command name in
 /// any case, `args[1]` the key) on the store that owns the key, appending exactly one RESP
 /// reply to `out`. `Wrote` whenever anything was appended to the store's log.
@@ -80,9 +109,15 @@ pub fn exec_keyed(
     out: &mut Vec<u8>,
 ) -> Effect {
     // The caller checks arity; checking again keeps a caller bug from reaching an index.
-    if !table::arity_ok(spec, args.len()) || args.len() < 2 {
+    if !table::arity_ok(spec, args.len()) || key_of(args).is_none() {
         let text = format!("ERR wrong number of arguments for '{}' command", spec.name);
         write_error(out, text.as_bytes());
+        return Effect::Read;
+    }
+    if is_introspection(spec.name) {
+        if let Err(text) = introspect::exec(spec, args, store, out) {
+            write_error(out, &text);
+        }
         return Effect::Read;
     }
     let log_end = store.log_end();

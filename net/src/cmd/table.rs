@@ -516,13 +516,28 @@ mod tests {
         }
         let server = "ping echo quit hello auth select dbsize scan keys randomkey flushdb \
                       flushall info config command client role time shutdown bgrewriteaof \
-                      wait cluster readonly readwrite lastsave save bgsave memory";
+                      wait cluster readonly readwrite lastsave save bgsave memory object";
         for name in server.split_whitespace() {
             assert_eq!(
                 lookup(name.as_bytes()).unwrap().kind,
                 Kind::Server,
                 "{name}"
             );
+        }
+        // Subcommands with a key run like keyed commands, the key after the subcommand.
+        for container in ["object", "memory"] {
+            for sub in lookup(container.as_bytes()).unwrap().subcommands {
+                let keyed = super::super::keyed_subcommand(sub);
+                assert_eq!(keyed, sub.first_key != 0, "{}", sub.name);
+                if keyed {
+                    assert_eq!(
+                        (sub.first_key, sub.last_key, sub.step),
+                        (2, 2, 1),
+                        "{}",
+                        sub.name
+                    );
+                }
+            }
         }
         let listed = keyed.split_whitespace().count() + 6 + server.split_whitespace().count();
         assert_eq!(COMMANDS.len(), listed);

@@ -135,6 +135,51 @@ fn set_client_name(out: &mut Output, client: &mut Client, name: &[u8]) -> bool {
     true
 }
 
+/// OBJECT and MEMORY subcommands without a key: HELP, and MEMORY's server-wide reports,
+/// which simplekv answers elsewhere.
+fn introspection_help(out: &mut Output, container: &str, sub: &[u8]) {
+    let mut r = Vec::new();
+    match (container, lower(sub).as_str()) {
+        ("object", "help") => write_help(
+            &mut r,
+            &[
+                "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "ENCODING <key>",
+                "    Return the kind of internal representation used in order to store the value",
+                "    associated with a <key>.",
+                "FREQ <key>",
+                "    Not tracked by simplekv (answers an error for an existing <key>).",
+                "IDLETIME <key>",
+                "    Not tracked by simplekv (answers an error for an existing <key>).",
+                "REFCOUNT <key>",
+                "    Return the number of references of the value associated with the specified",
+                "    <key> (always 1: nothing is shared).",
+            ],
+        ),
+        ("memory", "help") => write_help(
+            &mut r,
+            &[
+                "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "USAGE <key> [SAMPLES <count>]",
+                "    Return memory in bytes used by <key>: its keydir entry and share of the",
+                "    index (values stay on disk). SAMPLES is accepted and has no effect.",
+            ],
+        ),
+        ("memory", sub @ ("doctor" | "stats" | "malloc-stats" | "purge")) => {
+            return err(
+                out,
+                &format!(
+                    "ERR MEMORY {} is not supported by simplekv: INFO memory reports the \
+                     process's and the keydir's memory",
+                    sub.to_uppercase()
+                ),
+            );
+        }
+        _ => return unknown_subcommand(out, container, sub),
+    }
+    out.push_reply(&r);
+}
+
 fn err(out: &mut Output, text: &str) {
     let mut r = Vec::with_capacity(text.len() + 3);
     write_error(&mut r, text.as_bytes());
@@ -209,6 +254,9 @@ impl Worker {
         }
         match spec.kind {
             Kind::Keyed => self.dispatch_keyed(token, out, client, spec, args),
+            Kind::Server if cmd::keyed_subcommand(arity_spec) => {
+                self.dispatch_keyed(token, out, client, spec, args)
+            }
             Kind::Multi(kind) => {
                 if matches!(
                     kind,
@@ -235,12 +283,16 @@ impl Worker {
         spec: &'static CommandSpec,
         args: &[&[u8]],
     ) {
-        let p = self.topo.partition_of(args[1]);
+        // Checked by `dispatch` (arity) for every command that comes here.
+        let Some(key) = cmd::key_of(args) else {
+            return err(out, "ERR syntax error");
+        };
+        let p = self.topo.partition_of(key);
         let owner = self.topo.worker_of(p);
         let acks = self.acks_of(client);
         let write = spec.flags.contains(&"write");
         if self.cluster.is_some()
-            && let Some(e) = self.cluster_refusal(p, args[1], write, acks)
+            && let Some(e) = self.cluster_refusal(p, key, write, acks)
         {
             return err(out, &e);
         }
@@ -1053,6 +1105,8 @@ impl Worker {
                 }
                 return;
             }
+            // Their subcommands with a key ran as keyed commands (see `dispatch`).
+            "object" | "memory" => return introspection_help(out, spec.name, args[1]),
             _ => {
                 return err(
                     out,

@@ -1059,7 +1059,7 @@ impl Worker {
         let key: std::borrow::Cow<'a, [u8]> = match op {
             Op::Keyed { partition, args } => {
                 let s = args.slices();
-                let k = s.get(1)?.to_vec();
+                let k = crate::cmd::key_of(&s)?.to_vec();
                 return Some((*partition, k.into()));
             }
             Op::MGet { keys } => keys.first()?.1.as_slice().into(),
