@@ -95,6 +95,20 @@ struct Entry {
     flags: u32,
 }
 
+fn entry_in(chunks: &[Vec<Entry>], slot: u32) -> &Entry {
+    &chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+}
+
+/// The hash of the key in a slot, for the index to move its slots when it grows or shrinks
+/// (it keeps slot numbers only). Takes the fields, not the keydir, so that the index can be
+/// borrowed mutably beside them.
+fn slot_hasher<'a>(
+    chunks: &'a [Vec<Entry>],
+    hasher: &'a foldhash::quality::RandomState,
+) -> impl Fn(u32) -> u64 + 'a {
+    move |s| hasher.hash_one(entry_in(chunks, s).key.as_slice())
+}
+
 /// See the module documentation.
 pub struct Keydir {
     chunks: Vec<Vec<Entry>>,
@@ -150,7 +164,7 @@ impl Keydir {
     }
 
     fn entry(&self, slot: u32) -> &Entry {
-        &self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+        entry_in(&self.chunks, slot)
     }
 
     fn entry_mut(&mut self, slot: u32) -> &mut Entry {
@@ -231,10 +245,7 @@ impl Keydir {
             hasher,
             ..
         } = self;
-        index.insert_unique(h, slot, |s| {
-            let e = &chunks[(s >> CHUNK_BITS) as usize][s as usize & (CHUNK - 1)];
-            hasher.hash_one(e.key.as_slice())
-        });
+        index.insert_unique(h, slot, slot_hasher(chunks, hasher));
         if loc.expire != 0 {
             self.note_ttl(slot);
         }
@@ -276,12 +287,7 @@ impl Keydir {
     pub fn remove(&mut self, key: &[u8]) -> Option<Location> {
         let h = self.hash(key);
         let Keydir { index, chunks, .. } = self;
-        let slot = index.remove(h, |s| {
-            chunks[(s >> CHUNK_BITS) as usize][s as usize & (CHUNK - 1)]
-                .key
-                .as_slice()
-                == key
-        })?;
+        let slot = index.remove(h, |s| entry_in(chunks, s).key.as_slice() == key)?;
         let loc = self.location_of(slot);
         self.count_expiry(loc.expire, 0);
         if key.len() > INLINE {
@@ -467,10 +473,7 @@ impl Keydir {
             hasher,
             ..
         } = self;
-        index.shrink_to_fit(|s| {
-            let e = &chunks[(s >> CHUNK_BITS) as usize][s as usize & (CHUNK - 1)];
-            hasher.hash_one(e.key.as_slice())
-        });
+        index.shrink_to_fit(slot_hasher(chunks, hasher));
     }
 
     /// Pre-sizes the index (recovery knows roughly how many keys are coming).
@@ -481,10 +484,7 @@ impl Keydir {
             hasher,
             ..
         } = self;
-        index.reserve(additional, |s| {
-            let e = &chunks[(s >> CHUNK_BITS) as usize][s as usize & (CHUNK - 1)];
-            hasher.hash_one(e.key.as_slice())
-        });
+        index.reserve(additional, slot_hasher(chunks, hasher));
     }
 }
 
