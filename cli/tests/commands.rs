@@ -1578,6 +1578,137 @@ fn command_introspection_matches_the_command_table() {
         query_err(&mut c, cmd("COMMAND").arg("COUNT").arg("x")),
         "ERR wrong number of arguments for 'command|count' command"
     );
+    // Subcommands by their full names, as Redis 7.
+    let info: Vec<Value> = cmd("COMMAND")
+        .arg("INFO")
+        .arg("object|encoding")
+        .arg("CLIENT|ID")
+        .arg("client|pause")
+        .query(&mut c)
+        .unwrap();
+    let Value::Array(enc) = &info[0] else {
+        panic!("{:?}", info[0])
+    };
+    assert_eq!(enc[0], Value::BulkString(b"object|encoding".to_vec()));
+    assert_eq!(enc[1], Value::Int(3));
+    assert_eq!(enc[3], Value::Int(2), "first key after the subcommand");
+    assert!(matches!(&info[1], Value::Array(_)), "{:?}", info[1]);
+    assert_eq!(info[2], Value::Nil, "not implemented, so not listed");
+    let docs: Vec<Value> = cmd("COMMAND")
+        .arg("DOCS")
+        .arg("memory|usage")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(docs[0], Value::BulkString(b"memory|usage".to_vec()));
+    // GETKEYS and GETKEYSANDFLAGS go by the (sub)command's key specs.
+    let keys = |c: &mut Connection, line: &[&str]| -> Vec<Value> {
+        let mut q = cmd("COMMAND");
+        q.arg("GETKEYS").arg(line);
+        q.query(c).unwrap()
+    };
+    let bulk = |v: &[&str]| -> Vec<Value> {
+        v.iter()
+            .map(|s| Value::BulkString(s.as_bytes().to_vec()))
+            .collect()
+    };
+    assert_eq!(keys(&mut c, &["OBJECT", "ENCODING", "k"]), bulk(&["k"]));
+    assert_eq!(
+        keys(&mut c, &["memory", "usage", "k", "SAMPLES", "5"]),
+        bulk(&["k"])
+    );
+    assert_eq!(
+        keys(&mut c, &["MSET", "a", "1", "b", "2"]),
+        bulk(&["a", "b"])
+    );
+    assert_eq!(
+        keys(&mut c, &["DEL", "a", "b", "c"]),
+        bulk(&["a", "b", "c"])
+    );
+    for (line, e) in [
+        (&["OBJECT", "FOO", "k"][..], "ERR Invalid command specified"),
+        (&["NOSUCH", "k"], "ERR Invalid command specified"),
+        (
+            &["GET", "a", "b"],
+            "ERR Invalid number of arguments specified for command",
+        ),
+        (&["PING", "x"], "ERR The command has no key arguments"),
+        (&["OBJECT", "HELP"], "ERR The command has no key arguments"),
+    ] {
+        let mut q = cmd("COMMAND");
+        q.arg("GETKEYS").arg(line);
+        assert_eq!(query_err(&mut c, &q), e, "{line:?}");
+    }
+    let flagged = |c: &mut Connection, line: &[&str]| -> Vec<(String, Vec<String>)> {
+        let mut q = cmd("COMMAND");
+        q.arg("GETKEYSANDFLAGS").arg(line);
+        q.query(c).unwrap()
+    };
+    let pairs = |v: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
+        v.iter()
+            .map(|(k, f)| (k.to_string(), f.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    };
+    assert_eq!(
+        flagged(&mut c, &["SET", "k", "v"]),
+        pairs(&[("k", &["OW", "update"])])
+    );
+    assert_eq!(
+        flagged(&mut c, &["SET", "k", "v", "get"]),
+        pairs(&[("k", &["RW", "access", "update"])])
+    );
+    assert_eq!(
+        flagged(&mut c, &["DEL", "a", "b"]),
+        pairs(&[("a", &["RM", "delete"]), ("b", &["RM", "delete"])])
+    );
+    assert_eq!(
+        flagged(&mut c, &["OBJECT", "ENCODING", "k"]),
+        pairs(&[("k", &["RO"])])
+    );
+    // LIST names subcommands too, and filters.
+    let list: Vec<String> = cmd("COMMAND").arg("LIST").query(&mut c).unwrap();
+    assert!(list.iter().any(|n| n == "object|encoding"), "{list:?}");
+    assert!(!list.iter().any(|n| n == "client|pause"), "{list:?}");
+    let mut obj: Vec<String> = cmd("COMMAND")
+        .arg("LIST")
+        .arg("FILTERBY")
+        .arg("PATTERN")
+        .arg("OBJ*")
+        .query(&mut c)
+        .unwrap();
+    obj.sort();
+    assert_eq!(
+        obj,
+        [
+            "object",
+            "object|encoding",
+            "object|freq",
+            "object|help",
+            "object|idletime",
+            "object|refcount"
+        ]
+    );
+    let strings: Vec<String> = cmd("COMMAND")
+        .arg("LIST")
+        .arg("FILTERBY")
+        .arg("ACLCAT")
+        .arg("string")
+        .query(&mut c)
+        .unwrap();
+    assert!(strings.iter().any(|n| n == "incrbyfloat"), "{strings:?}");
+    assert!(!strings.iter().any(|n| n == "ping"), "{strings:?}");
+    let none: Vec<String> = cmd("COMMAND")
+        .arg("LIST")
+        .arg("FILTERBY")
+        .arg("MODULE")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    assert!(none.is_empty());
+    for bad in [&["foo"][..], &["FILTERBY"], &["FILTERBY", "bar", "x"]] {
+        let mut q = cmd("COMMAND");
+        q.arg("LIST").arg(bad);
+        assert_eq!(query_err(&mut c, &q), "ERR syntax error", "{bad:?}");
+    }
 }
 
 #[test]
@@ -1743,6 +1874,68 @@ fn client_commands_name_list_and_kill_connections() {
         .query(&mut c)
         .unwrap();
     assert_eq!(n, 0, "ID and ADDR must both match");
+    // TYPE, USER and LADDR filters, as Redis 7.0's.
+    let mut third = s.raw();
+    third.write_all(b"CLIENT ID\r\n").unwrap();
+    let tid = read_int_reply(&mut third);
+    let list: String = cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let laddr = list
+        .lines()
+        .find(|l| l.starts_with(&format!("id={tid} ")))
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("laddr=")))
+        .unwrap()
+        .to_string();
+    for filter in [
+        &["TYPE", "master"][..],
+        &["TYPE", "pubsub"],
+        &["LADDR", "1.2.3.4:5"],
+    ] {
+        let mut q = cmd("CLIENT");
+        q.arg("KILL").arg("ID").arg(tid).arg(filter);
+        let n: i64 = q.query(&mut c).unwrap();
+        assert_eq!(n, 0, "{filter:?}");
+    }
+    assert_eq!(
+        query_err(&mut c, cmd("CLIENT").arg("KILL").arg("TYPE").arg("bogus")),
+        "ERR Unknown client type 'bogus'"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("CLIENT").arg("KILL").arg("USER").arg("nobody")),
+        "ERR No such user 'nobody'"
+    );
+    let n: i64 = cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(tid)
+        .arg("LADDR")
+        .arg(&laddr)
+        .arg("TYPE")
+        .arg("normal")
+        .arg("USER")
+        .arg("default")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+    let (_, closed) = read_to_eof(&mut third, Duration::from_secs(3));
+    assert!(closed);
+    // CLIENT SETINFO checks its option and value as Redis 7.2.
+    let () = cmd("CLIENT")
+        .arg("SETINFO")
+        .arg("LIB-NAME")
+        .arg("redis-rs")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        query_err(&mut c, cmd("CLIENT").arg("SETINFO").arg("bad").arg("x")),
+        "ERR Unrecognized option 'bad'"
+    );
+    assert_eq!(
+        query_err(
+            &mut c,
+            cmd("CLIENT").arg("SETINFO").arg("lib-ver").arg("1 2")
+        ),
+        "ERR lib-ver cannot contain spaces, newlines or special characters."
+    );
     // The old form (CLIENT KILL ip:port) answers +OK or "No such client".
     let () = cmd("CLIENT").arg("KILL").arg(&oaddr).query(&mut c).unwrap();
     let (_, closed) = read_to_eof(&mut other, Duration::from_secs(3));

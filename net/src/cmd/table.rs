@@ -201,6 +201,107 @@ fn find(lower: &[u8]) -> Option<&'static CommandSpec> {
 }
 
 /// Redis's arity rule; `argc` counts the command name.
+/// A command, or a subcommand named `container|sub` (how COMMAND INFO and DOCS name them).
+pub fn lookup_full(name: &[u8]) -> Option<&'static CommandSpec> {
+    match name.iter().position(|&b| b == b'|') {
+        Some(i) => lookup(&name[..i])?.subcommand(&name[i + 1..]),
+        None => lookup(name),
+    }
+}
+
+/// The command a full command line runs: the container's subcommand when it has
+/// subcommands and one is given (Redis's lookupCommand).
+pub fn lookup_argv(argv: &[&[u8]]) -> Option<&'static CommandSpec> {
+    let spec = lookup(argv.first()?)?;
+    if spec.subcommands.is_empty() || argv.len() == 1 {
+        return Some(spec);
+    }
+    spec.subcommand(argv[1])
+}
+
+/// The keys of a full command line found by its key specs, each with its spec's flags, as
+/// Redis's getKeysUsingKeySpecs; `None` when the arguments do not fit a spec.
+pub fn keys_by_specs(
+    spec: &CommandSpec,
+    argv: &[&[u8]],
+) -> Option<Vec<(usize, &'static [&'static str])>> {
+    let argc = argv.len() as i64;
+    let mut keys = Vec::new();
+    for ks in spec.key_specs {
+        if ks.flags.contains(&"not_key") {
+            continue;
+        }
+        let first = match ks.begin_search {
+            BeginSearch::Index(i) => i64::from(i),
+            BeginSearch::Keyword { keyword, startfrom } => {
+                let from = i64::from(startfrom);
+                let (start, end) = if from > 0 {
+                    (from, argc - 1)
+                } else {
+                    (argc + from, 1)
+                };
+                let mut i = start;
+                let mut found = None;
+                while i != end {
+                    if i >= argc || i < 1 {
+                        break;
+                    }
+                    if argv[i as usize].eq_ignore_ascii_case(keyword.as_bytes()) {
+                        found = Some(i + 1);
+                        break;
+                    }
+                    i += if start <= end { 1 } else { -1 };
+                }
+                match found {
+                    Some(f) => f,
+                    None => continue,
+                }
+            }
+            BeginSearch::Unknown => return None,
+        };
+        let (first, last, step) = match ks.find_keys {
+            FindKeys::Range {
+                lastkey,
+                keystep,
+                limit,
+            } => {
+                let (lastkey, limit) = (i64::from(lastkey), i64::from(limit));
+                let last = if lastkey >= 0 {
+                    first + lastkey
+                } else if limit == 0 {
+                    argc + lastkey
+                } else {
+                    first + ((argc - first) / limit + lastkey)
+                };
+                (first, last, i64::from(keystep))
+            }
+            FindKeys::Keynum {
+                keynumidx,
+                firstkey,
+                keystep,
+            } => {
+                let idx = first + i64::from(keynumidx);
+                if idx >= argc {
+                    return None;
+                }
+                let n = crate::resp::string2ll(argv[idx as usize]).filter(|n| *n >= 0)?;
+                let first = first + i64::from(firstkey);
+                (first, first + n - 1, i64::from(keystep))
+            }
+            FindKeys::Unknown => return None,
+        };
+        if last >= argc || last < first || first >= argc {
+            return None;
+        }
+        let mut i = first;
+        while i <= last {
+            keys.push((i as usize, ks.flags));
+            i += step.max(1);
+        }
+    }
+    Some(keys)
+}
+
 pub fn arity_ok(spec: &CommandSpec, argc: usize) -> bool {
     let argc = i64::try_from(argc).unwrap_or(i64::MAX);
     let arity = i64::from(spec.arity);
@@ -681,7 +782,6 @@ token\r\n$7\r\nPERSIST\r\n"[..]
                 "config|get",
                 "config|help",
                 "config|resetstat",
-                "config|rewrite",
                 "config|set"
             ]
             .map(Reply::bulk)

@@ -143,9 +143,34 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
         }
         Some("count") if args.len() == 2 => write_integer(&mut r, cmd::COMMANDS.len() as i64),
         Some("list") => {
-            write_array_len(&mut r, cmd::COMMANDS.len());
-            for spec in cmd::COMMANDS {
-                write_bulk(&mut r, spec.name.as_bytes());
+            let filter = match args.len() {
+                2 => None,
+                5 if args[2].eq_ignore_ascii_case(b"filterby") => {
+                    match String::from_utf8_lossy(args[3])
+                        .to_ascii_lowercase()
+                        .as_str()
+                    {
+                        "module" => Some(ListFilter::Module),
+                        "aclcat" => Some(ListFilter::AclCat(args[4])),
+                        "pattern" => Some(ListFilter::Pattern(args[4])),
+                        _ => Some(ListFilter::Invalid),
+                    }
+                }
+                _ => Some(ListFilter::Invalid),
+            };
+            if matches!(filter, Some(ListFilter::Invalid)) {
+                write_error(&mut r, b"ERR syntax error");
+                return out.push_reply(&r);
+            }
+            let names: Vec<&str> = cmd::COMMANDS
+                .iter()
+                .flat_map(|c| std::iter::once(c).chain(c.subcommands.iter()))
+                .filter(|c| filter.as_ref().is_none_or(|f| f.keeps(c)))
+                .map(|c| c.name)
+                .collect();
+            write_array_len(&mut r, names.len());
+            for n in names {
+                write_bulk(&mut r, n.as_bytes());
             }
         }
         Some("info") => {
@@ -158,7 +183,7 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
             } else {
                 write_array_len(&mut r, names.len());
                 for n in names {
-                    match cmd::lookup(n) {
+                    match cmd::table::lookup_full(n) {
                         Some(spec) => cmd::table::write_command_info(spec, &mut r),
                         None => write_null(&mut r),
                     }
@@ -169,7 +194,10 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
             let specs: Vec<&cmd::CommandSpec> = if args.len() == 2 {
                 cmd::COMMANDS.iter().collect()
             } else {
-                args[2..].iter().filter_map(|n| cmd::lookup(n)).collect()
+                args[2..]
+                    .iter()
+                    .filter_map(|n| cmd::table::lookup_full(n))
+                    .collect()
             };
             write_array_len(&mut r, specs.len() * 2);
             for spec in specs {
@@ -177,31 +205,8 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
                 cmd::table::write_command_docs(spec, &mut r);
             }
         }
-        Some("getkeys") if args.len() >= 3 => {
-            let Some(spec) = cmd::lookup(args[2]) else {
-                write_error(&mut r, b"ERR Invalid command specified");
-                return out.push_reply(&r);
-            };
-            let cargs = &args[2..];
-            if spec.first_key <= 0 {
-                write_error(&mut r, b"ERR The command has no key arguments");
-                return out.push_reply(&r);
-            }
-            let last = if spec.last_key < 0 {
-                cargs.len() as i32 + spec.last_key
-            } else {
-                spec.last_key
-            };
-            let mut keys = Vec::new();
-            let mut i = spec.first_key;
-            while i <= last && (i as usize) < cargs.len() {
-                keys.push(cargs[i as usize]);
-                i += spec.step.max(1);
-            }
-            write_array_len(&mut r, keys.len());
-            for k in keys {
-                write_bulk(&mut r, k);
-            }
+        Some(sub @ ("getkeys" | "getkeysandflags")) if args.len() >= 3 => {
+            getkeys(&args[2..], sub == "getkeysandflags", &mut r)
         }
         Some("help") if args.len() == 2 => {
             let lines = [
@@ -210,8 +215,6 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
                 "    Return details about all commands.",
                 "COUNT",
                 "    Return the total number of commands in this server.",
-                "LIST",
-                "    Return a list of all commands in this server.",
                 "INFO [<command-name> ...]",
                 "    Return details about multiple commands.",
                 "    If no command names are given, documentation details for all",
@@ -222,6 +225,10 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
                 "    commands are returned.",
                 "GETKEYS <full-command>",
                 "    Return the keys from a full command.",
+                "GETKEYSANDFLAGS <full-command>",
+                "    Return the keys and the access flags from a full command.",
+                "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]",
+                "    Return a list of all commands in this server.",
             ];
             crate::resp::encode::write_help(&mut r, &lines);
         }
@@ -229,4 +236,68 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
         Some(_) => return super::dispatch::unknown_subcommand(out, "command", args[1]),
     }
     out.push_reply(&r);
+}
+
+/// COMMAND LIST's FILTERBY.
+enum ListFilter<'a> {
+    /// No modules here: nothing matches.
+    Module,
+    AclCat(&'a [u8]),
+    Pattern(&'a [u8]),
+    Invalid,
+}
+
+impl ListFilter<'_> {
+    fn keeps(&self, c: &cmd::CommandSpec) -> bool {
+        match self {
+            ListFilter::Module | ListFilter::Invalid => false,
+            ListFilter::AclCat(cat) => c.acl_categories.iter().any(|a| {
+                a.strip_prefix('@')
+                    .is_some_and(|a| a.as_bytes().eq_ignore_ascii_case(cat))
+            }),
+            ListFilter::Pattern(p) => crate::glob::glob_match(p, c.name.as_bytes(), true),
+        }
+    }
+}
+
+/// COMMAND GETKEYS / GETKEYSANDFLAGS on a full command line, as Redis 7.0 answers them.
+fn getkeys(argv: &[&[u8]], with_flags: bool, r: &mut Vec<u8>) {
+    let Some(spec) = cmd::table::lookup_argv(argv) else {
+        return write_error(r, b"ERR Invalid command specified");
+    };
+    if spec.key_specs.iter().all(|k| k.flags.contains(&"not_key")) {
+        return write_error(r, b"ERR The command has no key arguments");
+    }
+    if !cmd::table::arity_ok(spec, argv.len()) {
+        return write_error(r, b"ERR Invalid number of arguments specified for command");
+    }
+    let Some(keys) = cmd::table::keys_by_specs(spec, argv).filter(|k| !k.is_empty()) else {
+        return write_error(r, b"ERR Invalid arguments specified for command");
+    };
+    write_array_len(r, keys.len());
+    for (pos, flags) in keys {
+        // SET's key flags depend on its GET option (Redis's setGetKeys).
+        let flags: &[&str] = if flags.contains(&"variable_flags") && spec.name == "set" {
+            if argv[3.min(argv.len())..]
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(b"get"))
+            {
+                &["RW", "access", "update"]
+            } else {
+                &["OW", "update"]
+            }
+        } else {
+            flags
+        };
+        if with_flags {
+            write_array_len(r, 2);
+            write_bulk(r, argv[pos]);
+            write_array_len(r, flags.len());
+            for f in flags {
+                write_simple(r, f.as_bytes());
+            }
+        } else {
+            write_bulk(r, argv[pos]);
+        }
+    }
 }

@@ -740,14 +740,11 @@ impl Worker {
             }
             Op::Stats => (Payload::Stats(Box::new(self.collect_stats())), false),
             Op::ClientList => (Payload::Text(self.client_list()), false),
-            Op::ClientKill { addr, id } => {
+            Op::ClientKill(filter) => {
                 let mut hits = Vec::new();
                 for (i, c) in self.conns.iter_mut().enumerate() {
                     let Some(c) = c else { continue };
-                    // Every given filter must match (none given: every client).
-                    let hit = addr.as_deref().is_none_or(|a| a == c.client.addr)
-                        && id.is_none_or(|i| i == c.client.id);
-                    if hit {
+                    if filter.matches(&c.client) {
                         c.client.closing = true;
                         hits.push(i + super::worker::FIRST_CONN);
                     }
@@ -1122,6 +1119,40 @@ impl Worker {
         use super::cluster_cmds as cc;
         let sub = lower(args[1]);
         let mut r = Vec::new();
+        // As Redis: a subcommand it does not know is that error, cluster mode or not.
+        if cmd::lookup(b"cluster")
+            .and_then(|c| c.subcommand(args[1]))
+            .is_none()
+        {
+            return unknown_subcommand(out, "cluster", args[1]);
+        }
+        if sub == "help" {
+            write_help(
+                &mut r,
+                &[
+                    "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "COUNTKEYSINSLOT <slot>",
+                    "    Return the number of keys in <slot>.",
+                    "GETKEYSINSLOT <slot> <count>",
+                    "    Return key names stored by current node in a slot.",
+                    "INFO",
+                    "    Return information about the cluster.",
+                    "KEYSLOT <key>",
+                    "    Return the hash slot for <key> (also without cluster mode).",
+                    "MYID",
+                    "    Return the node id.",
+                    "NODES",
+                    "    Return cluster configuration seen by node. Output format:",
+                    "    <id> <ip:port@bus-port> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+                    "SHARDS",
+                    "    Return information about slot range mappings and the nodes associated with them.",
+                    "SLOTS",
+                    "    Return information about slots range mappings. Each range is made of:",
+                    "    start, end, master and replicas IP addresses, ports and ids",
+                ],
+            );
+            return out.push_reply(&r);
+        }
         if sub == "keyslot" && args.len() == 3 {
             write_integer(&mut r, crate::slot::key_slot(args[2]) as i64);
             return out.push_reply(&r);
@@ -1600,20 +1631,38 @@ impl Worker {
                 // SKIPME no. Before, both answered a count, the caller was killed by its own ID
                 // filter, and ID 0 / negative ids were taken.
                 let old_style = args.len() == 3;
-                let (mut addr, mut id, mut skipme) = (None, None, !old_style);
+                let mut f = super::router::KillFilter::default();
+                let mut skipme = !old_style;
                 if old_style {
-                    addr = Some(String::from_utf8_lossy(args[2]).to_string());
+                    f.addr = Some(String::from_utf8_lossy(args[2]).to_string());
                 } else {
                     for kv in args[2..].chunks(2) {
                         let [name, value] = kv else {
                             return err(out, "ERR syntax error");
                         };
+                        let text = || String::from_utf8_lossy(value).to_string();
                         match lower(name).as_str() {
                             "id" => match crate::resp::parse::string2ll(value) {
-                                Some(i) if i > 0 => id = Some(i as u64),
+                                Some(i) if i > 0 => f.id = Some(i as u64),
                                 _ => return err(out, "ERR client-id should be greater than 0"),
                             },
-                            "addr" => addr = Some(String::from_utf8_lossy(value).to_string()),
+                            "addr" => f.addr = Some(text()),
+                            "laddr" => f.laddr = Some(text()),
+                            // Every connection is a normal one, of the one user.
+                            "type" => match lower(value).as_str() {
+                                "normal" => {}
+                                "master" | "replica" | "slave" | "pubsub" => f.nobody = true,
+                                _ => {
+                                    return err(
+                                        out,
+                                        &format!("ERR Unknown client type '{}'", text()),
+                                    );
+                                }
+                            },
+                            "user" if value == b"default" => {}
+                            "user" => {
+                                return err(out, &format!("ERR No such user '{}'", text()));
+                            }
                             "skipme" => match lower(value).as_str() {
                                 "yes" => skipme = true,
                                 "no" => skipme = false,
@@ -1623,9 +1672,7 @@ impl Worker {
                         }
                     }
                 }
-                let killed_self = !skipme
-                    && addr.as_deref().is_none_or(|a| a == client.addr)
-                    && id.is_none_or(|i| i == client.id);
+                let killed_self = !skipme && f.matches(client);
                 if killed_self {
                     client.closing = true;
                 }
@@ -1633,12 +1680,31 @@ impl Worker {
                     old_style,
                     killed_self,
                 });
-                return self.broadcast(token, out, client, g, move || Op::ClientKill {
-                    addr: addr.clone(),
-                    id,
-                });
+                return self.broadcast(token, out, client, g, move || Op::ClientKill(f.clone()));
             }
-            ("setinfo", 4) => write_ok(&mut r),
+            ("setinfo", 4) => {
+                // Redis 7.2's checks; the values are not kept (CLIENT LIST does not show them).
+                let attr = lower(args[2]);
+                if attr != "lib-name" && attr != "lib-ver" {
+                    return err(
+                        out,
+                        &format!(
+                            "ERR Unrecognized option '{}'",
+                            String::from_utf8_lossy(args[2])
+                        ),
+                    );
+                }
+                if args[3].iter().any(|b| !(b'!'..=b'~').contains(b)) {
+                    return err(
+                        out,
+                        &format!(
+                            "ERR {} cannot contain spaces, newlines or special characters.",
+                            String::from_utf8_lossy(args[2])
+                        ),
+                    );
+                }
+                write_ok(&mut r)
+            }
             ("no-evict", 3) | ("no-touch", 3) => match lower(args[2]).as_str() {
                 "on" | "off" => write_ok(&mut r),
                 _ => return err(out, "ERR syntax error"),

@@ -12,6 +12,25 @@ use mio::Waker;
 
 use crate::slot::{SLOTS, key_slot};
 
+/// CLIENT KILL's filters: a client is killed when every given one matches it.
+#[derive(Debug, Clone, Default)]
+pub struct KillFilter {
+    pub addr: Option<String>,
+    pub laddr: Option<String>,
+    pub id: Option<u64>,
+    /// A filter that no client matches (TYPE master, replica or pubsub).
+    pub nobody: bool,
+}
+
+impl KillFilter {
+    pub fn matches(&self, c: &super::conn::Client) -> bool {
+        !self.nobody
+            && self.addr.as_deref().is_none_or(|a| a == c.addr)
+            && self.laddr.as_deref().is_none_or(|a| a == c.local_addr)
+            && self.id.is_none_or(|i| i == c.id)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Topology {
     pub partitions: u32,
@@ -147,10 +166,7 @@ pub enum Op {
     RandomKey,
     Stats,
     ClientList,
-    ClientKill {
-        addr: Option<String>,
-        id: Option<u64>,
-    },
+    ClientKill(KillFilter),
     ConfigSet {
         pairs: Vec<(String, String)>,
     },
