@@ -7,9 +7,14 @@ struct StderrLogger;
 
 impl Log for StderrLogger {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
-        // The ZooKeeper client logs every reply at info; only its warnings are news.
-        if m.target().starts_with("zookeeper") && m.level() > Level::Warn {
-            return false;
+        // The ZooKeeper client logs every reply at info, and an error for every failed
+        // attempt to reconnect (a thousand a second while ZooKeeper is down) or to close a
+        // session ZooKeeper no longer answers; the control thread logs what they mean. Its
+        // warnings and errors show at log level debug, the rest at trace.
+        if m.target().starts_with("zookeeper") {
+            let max = log::max_level();
+            return max >= LevelFilter::Trace
+                || (max >= LevelFilter::Debug && m.level() <= Level::Warn);
         }
         m.level() <= log::max_level()
     }

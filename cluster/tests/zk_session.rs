@@ -1,5 +1,5 @@
 //! The ZooKeeper session layer against a real ZooKeeper 3.8 server started on a free port.
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use simplekv_cluster::zk::{LocalZooKeeper, Session};
 
@@ -50,38 +50,88 @@ fn an_unreachable_zookeeper_is_a_clear_error_within_the_timeout() {
 }
 
 #[test]
-fn a_request_to_a_silent_zookeeper_times_out_and_the_session_is_given_up() {
+fn a_request_to_a_silent_zookeeper_times_out_and_the_session_answers_again_after() {
     let zk = LocalZooKeeper::start(None).expect("start ZooKeeper (scripts/setup.sh installs it)");
-    let s = Session::connect(&zk.addr(), Duration::from_secs(2)).expect("session");
+    let s = Session::connect(&zk.addr(), Duration::from_secs(6)).expect("session");
     s.create("/alive", Vec::new(), false).unwrap();
+    assert!(s.answering());
+    assert!(s.silent_for() < Duration::from_secs(1));
     let pid = zk.pid().expect("ZooKeeper runs") as libc::pid_t;
-    // SIGSTOP: ZooKeeper keeps its sockets open and answers nothing, as behind a partition
-    // that drops packets. The client library would wait for TCP to give up (minutes).
-    // SAFETY: signalling the ZooKeeper process this test started.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let started = std::time::Instant::now();
+    let stop = || {
+        // SIGSTOP: ZooKeeper keeps its sockets open and answers nothing, as behind a
+        // partition that drops packets. The client library would wait for TCP to give up.
+        // SAFETY: signalling the ZooKeeper process this test started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+    };
+    // SAFETY: as above.
+    let cont = || unsafe { libc::kill(pid, libc::SIGCONT) };
+    stop();
+    let started = Instant::now();
     let first = s.get("/alive");
     let waited = started.elapsed();
-    let again = std::time::Instant::now();
+    let again = Instant::now();
     let second = s.children("/");
     let second_took = again.elapsed();
-    let closing = std::time::Instant::now();
-    s.close();
-    let close_took = closing.elapsed();
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let still_silent = (s.answering(), s.silent_for());
+    cont();
     let e = first.expect_err("ZooKeeper is stopped");
-    assert!(e.session_lost(), "{e}");
-    assert!(e.to_string().contains("no answer within"), "{e}");
+    assert!(e.unresponsive() && !e.session_lost(), "{e}");
+    assert!(e.to_string().contains("no answer within 3000 ms"), "{e}");
+    // Half the session timeout.
     assert!(
-        waited >= Duration::from_secs(3) && waited < Duration::from_secs(20),
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(10),
         "{waited:?}"
     );
-    // The session is unusable from then on: no second wait, and closing does not block.
-    assert!(second.expect_err("given up").session_lost());
+    // Until the request is answered, calls fail at once.
+    assert!(second.expect_err("still unanswered").unresponsive());
     assert!(second_took < Duration::from_millis(100), "{second_took:?}");
+    assert!(!still_silent.0);
+    assert!(
+        still_silent.1 >= Duration::from_millis(2900),
+        "{:?}",
+        still_silent.1
+    );
+    // ZooKeeper answers again, well within the session timeout: the same session works.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.answering() {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled request was never answered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s.get("/alive").unwrap().is_some());
+    assert!(s.silent_for() < Duration::from_secs(1));
+    // Closing a session stuck in a request does not wait for it.
+    stop();
+    let e = s.get("/alive").expect_err("stopped again");
+    let closing = Instant::now();
+    s.close();
+    let close_took = closing.elapsed();
+    cont();
+    assert!(e.unresponsive(), "{e}");
     assert!(close_took < Duration::from_millis(100), "{close_took:?}");
-    // ZooKeeper answers again: a new session works.
     let fresh = Session::connect(&zk.addr(), Duration::from_secs(10)).expect("new session");
     assert!(fresh.get("/alive").unwrap().is_some());
+}
+
+#[test]
+fn a_refused_zookeeper_address_fails_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let err = Session::connect(&format!("127.0.0.1:{port}"), Duration::from_secs(6))
+        .err()
+        .expect("nothing listens there");
+    // Not the 6 s the session may take to open: the TCP connection is refused first.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("cannot reach ZooKeeper"), "{err}");
+    assert!(err.to_string().contains("refused"), "{err}");
 }

@@ -6,8 +6,8 @@
 //! - `fail` only when the reply proves the command was not applied: a refusal the server
 //!   gives before executing (MOVED, TRYAGAIN, CLUSTERDOWN, NOREPLICAS, CROSSSLOT, "partition
 //!   not available", "not an integer"), or a request that was never completely sent;
-//! - `unknown` otherwise: a timeout, a reset or EOF after sending, "ERR write not
-//!   acknowledged ... may or may not have been applied", any other error or unexpected reply.
+//! - `unknown` otherwise: a timeout, a reset or EOF after sending, "ERR not acknowledged
+//!   ... a write may or may not have been applied", any other error or unexpected reply.
 //!
 //! A mutation is never sent twice: after an unknown outcome the operation ends (sending it
 //! again could apply it twice). A read may be sent again after a lost reply (it changes

@@ -183,6 +183,9 @@ struct Ctl {
     /// then can a check of the session answer without waiting for a reconnection (a request
     /// made while it reconnects waits up to its 2 s connect timeout, with this thread stuck).
     zk_connected: bool,
+    /// Down because ZooKeeper stopped answering this session's requests (not because the
+    /// client library reported a disconnection).
+    silenced: bool,
     last_session_try: Option<Instant>,
     broker_epoch: i64,
     meta: ClusterMeta,
@@ -234,6 +237,7 @@ impl Ctl {
             generation: 0,
             conn: Conn::Lost,
             zk_connected: false,
+            silenced: false,
             last_session_try: None,
             broker_epoch: 0,
             meta: ClusterMeta {
@@ -279,6 +283,7 @@ impl Ctl {
         }
         let deadline = now.checked_add(wait_meta);
         let meta = loop {
+            ctl.check_answering();
             if ctl.conn == Conn::Lost {
                 // A failure to reconnect while waiting is retried; only the first one is fatal.
                 if let Err(e) = ctl.open_session() {
@@ -492,6 +497,7 @@ impl Ctl {
         }
         self.conn = Conn::Lost;
         self.zk_connected = false;
+        self.silenced = false;
         self.leaving_znode = false;
         self.generation += 1;
         if let Some(s) = self.session.take() {
@@ -508,7 +514,15 @@ impl Ctl {
         self.generation += 1;
         let generation = self.generation;
         let t = self.cfg.session_timeout;
-        let s = Session::connect_with(&self.cfg.connect, t, t * 3)?;
+        // During a controlled shutdown, no longer than it has left.
+        let wait = match &self.pending_shutdown {
+            Some(p) => p
+                .deadline
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(100), t * 3),
+            None => t * 3,
+        };
+        let s = Session::connect_with(&self.cfg.connect, t, wait)?;
         let tx = self.tx.clone();
         s.raw().add_listener(move |state: ZkState| {
             let _ = tx.send(Msg::Conn { generation, state });
@@ -544,9 +558,64 @@ impl Ctl {
         }
     }
 
+    /// ZooKeeper stopped answering this session's requests (see `Session::call`): the
+    /// client library never notices a silent connection, so this is where the node finds out.
+    /// It leads nothing until ZooKeeper answers again (then the session is checked as after
+    /// a reconnection), and gives the session up once it has been silent for longer than the
+    /// session timeout (ZooKeeper has expired it by then).
+    fn check_answering(&mut self) {
+        let Some((answering, silent)) = self
+            .session
+            .as_ref()
+            .map(|s| (s.answering(), s.silent_for()))
+        else {
+            return;
+        };
+        if !answering {
+            if self.conn == Conn::Up {
+                warn!(
+                    "control: node {}: ZooKeeper has not answered for {} ms; it leads nothing until ZooKeeper answers",
+                    self.cfg.me.id,
+                    silent.as_millis()
+                );
+                self.conn = Conn::Down;
+                self.silenced = true;
+                self.publish();
+            }
+            if silent > self.cfg.session_timeout {
+                self.lose_session("ZooKeeper has not answered for longer than the session timeout");
+            }
+        } else if self.conn == Conn::Down && self.silenced && self.zk_connected {
+            self.silenced = false;
+            self.reconnected();
+        }
+    }
+
+    /// Makes sure ZooKeeper has answered within a sixth of the session timeout, reading
+    /// `/meta` if nothing else did: a request it does not answer within half the timeout
+    /// fences the node (`check_answering`), so a node cut off from ZooKeeper stops leading
+    /// within about two thirds of the session timeout, before ZooKeeper can expire its
+    /// session and another node be elected.
+    fn probe(&mut self) {
+        let Some(s) = &self.session else { return };
+        if self.conn != Conn::Up || s.silent_for() < self.cfg.session_timeout / 6 {
+            return;
+        }
+        if let Err(e) = s.get(path::META) {
+            self.zk_error("checking that ZooKeeper answers", e);
+        }
+    }
+
     /// Everything that is not a direct answer to a message.
     fn work(&mut self, tick: bool) {
+        self.check_answering();
+        self.probe();
+        self.check_answering();
+        // A node whose controlled shutdown has ended (done or timed out) is about to stop:
+        // it registers no more.
+        let stopping = self.leaving && self.pending_shutdown.is_none();
         if self.conn == Conn::Lost
+            && !stopping
             && self
                 .last_session_try
                 .is_none_or(|t| t.elapsed() >= RETRY_SESSION)
@@ -587,6 +656,7 @@ impl Ctl {
         if tick {
             self.check_shutdown();
         }
+        self.check_answering();
         self.publish();
     }
 

@@ -1,6 +1,6 @@
 //! A ZooKeeper session for simplekv: connects under the cluster's root (creating the root if
 //! needed), waits until the session exists, and turns the crate's errors into ours.
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ pub enum ZkFailure {
         source: ZkError,
     },
     #[error(
-        "ZooKeeper {op} {path}: no answer within {} ms; the session is given up",
+        "ZooKeeper {op} {path}: no answer within {} ms",
         after.as_millis()
     )]
     Unresponsive {
@@ -40,14 +40,17 @@ impl ZkFailure {
         }
     }
 
-    /// True when the session is gone for good, or cannot be used any more: a new one is
-    /// needed.
+    /// True when the session is gone for good: a new one is needed.
     pub fn session_lost(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(ZkError::SessionExpired | ZkError::SessionMoved | ZkError::AuthFailed)
+        )
+    }
+
+    /// True when ZooKeeper did not answer in time (see [`Session::answering`]).
+    pub fn unresponsive(&self) -> bool {
         matches!(self, ZkFailure::Unresponsive { .. })
-            || matches!(
-                self.code(),
-                Some(ZkError::SessionExpired | ZkError::SessionMoved | ZkError::AuthFailed)
-            )
     }
 }
 
@@ -61,21 +64,29 @@ fn split_chroot(connect: &str) -> (&str, Option<&str>) {
 }
 
 /// A ZooKeeper session. Requests run on the session's own thread (`skv-zk-call`), each
-/// bounded by a timeout (see [`Session::call`]); dropping the session never blocks.
+/// waited for at most half the session timeout (see [`Session::call`]); dropping the session
+/// never blocks.
 pub struct Session {
     zk: Arc<ZooKeeper>,
     calls: mpsc::Sender<Call>,
-    /// A request timed out: the session's thread may be stuck in it.
-    stuck: AtomicBool,
+    /// Shared with the session's thread.
+    state: Arc<CallState>,
     call_timeout: Duration,
+    /// The origin of `CallState::answered_us`.
+    epoch: Instant,
     connect: String,
 }
 
-type Call = Box<dyn FnOnce(&ZooKeeper) + Send>;
+#[derive(Default)]
+struct CallState {
+    /// A request was not answered in time and has not been answered since.
+    stuck: AtomicBool,
+    /// When the last request was answered (any answer, errors included), as microseconds
+    /// since `epoch`.
+    answered_us: AtomicU64,
+}
 
-/// The shortest bound on a request: the client library answers a request made while it
-/// reconnects after its 2 s connect timeout at most, with ConnectionLoss.
-const MIN_CALL_TIMEOUT: Duration = Duration::from_secs(4);
+type Call = Box<dyn FnOnce(&ZooKeeper) + Send>;
 
 fn op<T>(op: &'static str, path: &str, r: Result<T, ZkError>) -> ZkResult<T> {
     r.map_err(|source| ZkFailure::Op {
@@ -85,6 +96,28 @@ fn op<T>(op: &'static str, path: &str, r: Result<T, ZkError>) -> ZkResult<T> {
     })
 }
 
+/// Whether some server of `hosts` (`host:port,...`) takes a TCP connection.
+fn reachable(hosts: &str, wait: Duration) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let mut last = format!("no address in '{hosts}'");
+    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let addrs = match host.to_socket_addrs() {
+            Ok(a) => a,
+            Err(e) => {
+                last = format!("{host}: {e}");
+                continue;
+            }
+        };
+        for a in addrs {
+            match std::net::TcpStream::connect_timeout(&a, wait) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = format!("{a}: {e}"),
+            }
+        }
+    }
+    Err(last)
+}
+
 /// Opens a raw session (asking for `timeout` as its session timeout) and waits until ZooKeeper
 /// has established it, at most `wait`.
 fn open(addr: &str, timeout: Duration, wait: Duration) -> ZkResult<Arc<ZooKeeper>> {
@@ -92,6 +125,10 @@ fn open(addr: &str, timeout: Duration, wait: Duration) -> ZkResult<Arc<ZooKeeper
         addr: addr.to_string(),
         reason,
     };
+    // The client library retries a refused connection in a tight loop, without a pause (a
+    // core busy and an error logged a thousand times a second for as long as ZooKeeper is
+    // down): try a plain TCP connection first, and hand it the address only if one is taken.
+    reachable(split_chroot(addr).0, wait.min(Duration::from_secs(2))).map_err(fail)?;
     let (tx, rx) = mpsc::channel();
     let zk = ZooKeeper::connect(addr, timeout, |_: WatchedEvent| {})
         .map_err(|e| fail(format!("{e:?}")))?;
@@ -180,11 +217,17 @@ impl Session {
     fn start(zk: Arc<ZooKeeper>, connect: &str, session_timeout: Duration) -> ZkResult<Session> {
         let (tx, rx) = mpsc::channel::<Call>();
         let z = Arc::clone(&zk);
+        let state = Arc::new(CallState::default());
+        let st = Arc::clone(&state);
+        let epoch = Instant::now();
         std::thread::Builder::new()
             .name("skv-zk-call".into())
             .spawn(move || {
                 while let Ok(call) = rx.recv() {
                     call(&z);
+                    st.answered_us
+                        .store(epoch.elapsed().as_micros() as u64, Ordering::Release);
+                    st.stuck.store(false, Ordering::Release);
                 }
                 // The session is dropped: closing it (the crate's `Drop`) waits for
                 // ZooKeeper's answer, here rather than on the caller's thread.
@@ -197,10 +240,23 @@ impl Session {
         Ok(Session {
             zk,
             calls: tx,
-            stuck: AtomicBool::new(false),
-            call_timeout: session_timeout.max(MIN_CALL_TIMEOUT),
+            state,
+            epoch,
+            call_timeout: session_timeout / 2,
             connect: connect.to_string(),
         })
+    }
+
+    /// False from a request that was not answered in time until ZooKeeper answers it.
+    pub fn answering(&self) -> bool {
+        !self.state.stuck.load(Ordering::Acquire)
+    }
+
+    /// Time since ZooKeeper last answered a request of this session (since it was opened if
+    /// none was made).
+    pub fn silent_for(&self) -> Duration {
+        let at = Duration::from_micros(self.state.answered_us.load(Ordering::Acquire));
+        self.epoch.elapsed().saturating_sub(at)
     }
 
     pub fn connect_string(&self) -> &str {
@@ -211,12 +267,15 @@ impl Session {
         &self.zk
     }
 
-    /// Runs one request on the session's thread and waits for it at most the call timeout.
-    /// The client library has no request timeout: a request on a connection that went
-    /// silent (a network partition that drops packets) waits for TCP to give up, many
-    /// minutes. After a timeout the session is unusable (its thread may still be stuck) and
-    /// every call fails at once with [`ZkFailure::Unresponsive`], which counts as a lost
-    /// session: the caller opens a new one.
+    /// Runs one request on the session's thread and waits for it at most half the session
+    /// timeout. The client library has no request timeout, sends no pings while a request is
+    /// outstanding and never notices a connection that went silent (ZooKeeper paused, a
+    /// network partition that drops packets): such a request would wait for TCP to give up,
+    /// many minutes. After a timeout every call fails at once with
+    /// [`ZkFailure::Unresponsive`] until the request is answered ([`Session::answering`]):
+    /// the caller treats the session as disconnected (ZooKeeper's own clients give a
+    /// connection up after two thirds of the session timeout without an answer), and as
+    /// lost once it has been silent for longer than the session timeout.
     fn call<T: Send + 'static>(
         &self,
         op: &'static str,
@@ -228,7 +287,7 @@ impl Session {
             path: path.to_string(),
             after: self.call_timeout,
         };
-        if self.stuck.load(Ordering::Acquire) {
+        if !self.answering() {
             return Err(unresponsive());
         }
         let (tx, rx) = mpsc::sync_channel(1);
@@ -241,8 +300,16 @@ impl Session {
         match rx.recv_timeout(self.call_timeout) {
             Ok(r) => r,
             Err(_) => {
-                self.stuck.store(true, Ordering::Release);
-                Err(unresponsive())
+                self.state.stuck.store(true, Ordering::Release);
+                // The answer may have come in just now, before `stuck` was set (the thread
+                // clears it only after sending): then it is not stuck after all.
+                match rx.try_recv() {
+                    Ok(r) => {
+                        self.state.stuck.store(false, Ordering::Release);
+                        r
+                    }
+                    Err(_) => Err(unresponsive()),
+                }
             }
         }
     }

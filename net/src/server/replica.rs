@@ -282,7 +282,7 @@ impl ClusterState {
                 let r = &self.parts[p as usize];
                 if !matches!(r.role, Role::Leader { .. }) {
                     lost = Some(
-                        "ERR write not acknowledged: this node stopped leading its partition before the in-sync replicas confirmed it; it may or may not have been applied",
+                        "ERR not acknowledged: this node stopped leading its partition before the in-sync replicas confirmed what this reply waited on; a write may or may not have been applied, a read can be tried again",
                     );
                     break;
                 }
@@ -292,7 +292,7 @@ impl ClusterState {
             }
             if lost.is_none() && !covered && now.duration_since(*since) >= ACK_TIMEOUT {
                 lost = Some(
-                    "ERR write not acknowledged by the in-sync replicas in time; it may or may not have been applied",
+                    "ERR not acknowledged by the in-sync replicas in time; a write may or may not have been applied, a read can be tried again",
                 );
             }
             if let Some(msg) = lost {
