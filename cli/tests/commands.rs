@@ -2275,6 +2275,16 @@ fn object_and_memory_usage_run_on_the_key_owner() {
         help.iter().any(|l| l.starts_with("USAGE <key>")),
         "{help:?}"
     );
+    let () = cmd("MEMORY").arg("PURGE").query(&mut c).unwrap();
+    // used_memory is the allocator's bytes in use, apart from the resident size.
+    let me = info(&mut c, "memory");
+    let num = |k: &str| -> u64 { me[k].parse().unwrap() };
+    assert!(
+        num("used_memory") > 0 && num("used_memory_rss") > 0,
+        "{me:?}"
+    );
+    assert_ne!(num("used_memory"), num("used_memory_rss"), "{me:?}");
+    assert!(me.contains_key("mem_fragmentation_ratio"), "{me:?}");
 }
 
 #[test]

@@ -1230,6 +1230,23 @@ pub static COMMANDS: &[CommandSpec] = &[
                 ..CommandSpec::DEFAULT
             },
             CommandSpec {
+                name: "memory|purge",
+                arity: 2,
+                flags: &[],
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                group: "server",
+                since: "4.0.0",
+                summary: "Ask the allocator to release memory",
+                complexity: "Depends on how much memory is allocated, could be slow",
+                arguments: &[],
+                kind: Kind::Server,
+                acl_categories: &["@slow"],
+                tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+                ..CommandSpec::DEFAULT
+            },
+            CommandSpec {
                 name: "memory|usage",
                 arity: -3,
                 flags: &["readonly"],

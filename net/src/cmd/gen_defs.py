@@ -44,7 +44,7 @@ SUBS = {
     "cluster": "countkeysinslot getkeysinslot help info keyslot myid nodes shards slots",
     "command": "count docs getkeys getkeysandflags help info list",
     "config": "get help resetstat set",
-    "memory": "help usage",
+    "memory": "help purge usage",
     "object": "encoding freq help idletime refcount",
 }
 r = R(port)

@@ -160,11 +160,14 @@ fn introspection_help(out: &mut Output, container: &str, sub: &[u8]) {
             &mut r,
             &[
                 "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "PURGE",
+                "    Give the memory allocator's free pages back to the system.",
                 "USAGE <key> [SAMPLES <count>]",
                 "    Return memory in bytes used by <key>: its keydir entry and share of the",
                 "    index (values stay on disk). SAMPLES is accepted and has no effect.",
             ],
         ),
+        ("memory", "purge") if super::info::purge_heap() => write_ok(&mut r),
         ("memory", sub @ ("doctor" | "stats" | "malloc-stats" | "purge")) => {
             return err(
                 out,

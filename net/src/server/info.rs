@@ -68,6 +68,36 @@ impl Worker {
     }
 }
 
+/// Bytes the allocator has handed out and not had back (Redis's `used_memory`): glibc's
+/// `mallinfo2`, its in-use chunks plus its mmapped blocks. Falls back to the RSS elsewhere.
+pub fn heap_bytes() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let m = unsafe { libc::mallinfo2() };
+        (m.uordblks + m.hblkhd) as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        rss_bytes()
+    }
+}
+
+/// Gives the allocator's free memory back to the system (MEMORY PURGE); false where there is
+/// no way to.
+pub fn purge_heap() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free pages of the heap to the kernel.
+        unsafe { libc::malloc_trim(0) };
+        true
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 fn rss_bytes() -> u64 {
     // /proc/self/statm: size resident ... in pages.
     std::fs::read_to_string("/proc/self/statm")
@@ -149,11 +179,13 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     }
     if want("memory") {
         let rss = rss_bytes();
+        let used = heap_bytes();
         let _ = write!(
             o,
-            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nkeydir_bytes:{}\r\nkeydir_bytes_human:{}\r\nkeydir_bytes_per_key:{:.1}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmem_fragmentation_ratio:{:.2}\r\nkeydir_bytes:{}\r\nkeydir_bytes_human:{}\r\nkeydir_bytes_per_key:{:.1}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
+            human(used),
             human(rss),
-            human(rss),
+            rss as f64 / used.max(1) as f64,
             t.keydir_bytes,
             human(t.keydir_bytes),
             if t.keys > 0 {
