@@ -410,7 +410,7 @@ impl NodeShutdown {
             self.resign();
             let (tx, rx) = crossbeam_channel::bounded(1);
             let asked = c.request(ControlRequest::ControlledShutdown {
-                timeout: self.timeout,
+                deadline: std::time::Instant::now() + self.timeout,
                 done: Box::new(move |ok| {
                     let _ = tx.send(ok);
                 }),

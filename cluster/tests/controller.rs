@@ -327,7 +327,7 @@ fn controlled_shutdown_moves_leadership_away_and_shrinks_isrs() {
     });
     let (tx, rx) = unbounded();
     c.node(1).ask(ControlRequest::ControlledShutdown {
-        timeout: Duration::from_secs(15),
+        deadline: std::time::Instant::now() + Duration::from_secs(15),
         done: Box::new(move |ok| {
             let _ = tx.send(ok);
         }),
@@ -642,7 +642,7 @@ fn a_controller_in_controlled_shutdown_moves_its_own_leaderships_first() {
     });
     let (tx, rx) = unbounded();
     c.node(id).ask(ControlRequest::ControlledShutdown {
-        timeout: Duration::from_secs(15),
+        deadline: std::time::Instant::now() + Duration::from_secs(15),
         done: Box::new(move |ok| {
             let _ = tx.send(ok);
         }),

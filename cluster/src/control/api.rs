@@ -5,7 +5,7 @@
 //! message to it; it re-reads what changed, acts as controller when it holds `/controller`, and
 //! publishes the new view. Nothing else in the node talks to ZooKeeper.
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::Instant;
 
 use crate::zk::layout::{BrokerInfo, ClusterMeta, PartitionState};
 
@@ -80,9 +80,10 @@ pub enum ControlRequest {
     },
     /// Controlled shutdown: ask the controller to move this node's leaderships away and to
     /// take it out of every ISR; `done(true)` once no partition is led by this node, or
-    /// `done(false)` after `timeout`.
+    /// `done(false)` at `deadline` (set by the asker: the control thread may be busy for a
+    /// while, opening a session, before it reads the request).
     ControlledShutdown {
-        timeout: Duration,
+        deadline: Instant,
         done: Box<dyn FnOnce(bool) + Send>,
     },
     /// Close the session (ephemeral znodes go at once) and end the thread.

@@ -267,7 +267,7 @@ impl Ctl {
         // unreachable ZooKeeper or a node id taken by a live process fails at once.
         let mut tries = 0;
         loop {
-            match ctl.open_session() {
+            match ctl.open_session(ctl.cfg.session_timeout * 3) {
                 Ok(()) => break,
                 Err(e)
                     if tries < 10
@@ -286,7 +286,7 @@ impl Ctl {
             ctl.check_answering();
             if ctl.conn == Conn::Lost {
                 // A failure to reconnect while waiting is retried; only the first one is fatal.
-                if let Err(e) = ctl.open_session() {
+                if let Err(e) = ctl.open_session(ctl.cfg.session_timeout * 3) {
                     warn!("control: no ZooKeeper session yet: {e}");
                 }
             }
@@ -396,21 +396,20 @@ impl Ctl {
                 }
                 done(r);
             }
-            Msg::Req(ControlRequest::ControlledShutdown { timeout, done }) => {
+            Msg::Req(ControlRequest::ControlledShutdown { deadline, done }) => {
                 info!(
-                    "control: node {} starts a controlled shutdown (at most {} ms)",
+                    "control: node {} starts a controlled shutdown (at most {} ms left)",
                     self.cfg.me.id,
-                    timeout.as_millis()
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_millis()
                 );
                 if let Some(old) = self.pending_shutdown.take() {
                     (old.done)(false);
                 }
                 self.leaving = true;
                 self.shutting.insert(self.cfg.me.id);
-                self.pending_shutdown = Some(PendingShutdown {
-                    deadline: Instant::now() + timeout,
-                    done,
-                });
+                self.pending_shutdown = Some(PendingShutdown { deadline, done });
                 self.announce_leaving();
             }
         }
@@ -509,7 +508,8 @@ impl Ctl {
     }
 
     /// Opens a new session and registers the broker in it (a new broker epoch).
-    fn open_session(&mut self) -> ZkResult<()> {
+    /// `wait`: how long ZooKeeper may take to establish the session.
+    fn open_session(&mut self, wait: Duration) -> ZkResult<()> {
         self.last_session_try = Some(Instant::now());
         self.generation += 1;
         let generation = self.generation;
@@ -519,8 +519,8 @@ impl Ctl {
             Some(p) => p
                 .deadline
                 .saturating_duration_since(Instant::now())
-                .clamp(Duration::from_millis(100), t * 3),
-            None => t * 3,
+                .clamp(Duration::from_millis(100), wait),
+            None => wait,
         };
         let s = Session::connect_with(&self.cfg.connect, t, wait)?;
         let tx = self.tx.clone();
@@ -620,7 +620,9 @@ impl Ctl {
                 .last_session_try
                 .is_none_or(|t| t.elapsed() >= RETRY_SESSION)
         {
-            match self.open_session() {
+            // One session timeout at most (the thread reads no message meanwhile); at start,
+            // with the cluster starting up around it, three.
+            match self.open_session(self.cfg.session_timeout) {
                 Ok(()) => {
                     if let Err(e) = self.refresh(true) {
                         self.zk_error("re-reading in the new session", e);
