@@ -471,6 +471,8 @@ fn shutdown_command_moves_the_nodes_leaderships_before_it_stops() {
     c.wait_for_full_isr(Duration::from_secs(30));
     let node = c.leader_of(0).expect("leader");
     let before = c.partition_state(0);
+    let others: Vec<u32> = (1..=3).filter(|&i| i != node).collect();
+    let marks: Vec<u64> = others.iter().map(|&i| c.log_len(i)).collect();
     let mut conn = c.conn_to(node);
     let _: RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut conn);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -494,6 +496,25 @@ fn shutdown_command_moves_the_nodes_leaderships_before_it_stops() {
         "{}",
         c.log_tail(node)
     );
+    // Once out of the ISRs, a node in a controlled shutdown is not taken back into one,
+    // though it goes on fetching until it stops.
+    for (&i, &from) in others.iter().zip(&marks) {
+        let log = c.log_since(i, from);
+        for line in log.lines().filter(|l| l.contains("growing the ISR to")) {
+            let isr = line
+                .rsplit_once("growing the ISR to ")
+                .map_or("", |(_, l)| l);
+            let ids: Vec<u32> = isr
+                .trim_matches(|ch| ch == '[' || ch == ']')
+                .split(", ")
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            assert!(
+                !ids.contains(&node),
+                "node {i} took node {node} back: {line}"
+            );
+        }
+    }
 }
 
 /// redis-py's RedisCluster (Debian's python3-redis, installed by scripts/setup.sh) works

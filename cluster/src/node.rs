@@ -94,6 +94,7 @@ pub fn routes_of(v: &ClusterView, name: &str, version: u64) -> RouteTable {
         fenced: !v.session_ok,
         version,
         unclean_elections: v.unclean_elections,
+        shutting_down: v.shutting_down.iter().copied().collect(),
     }
 }
 

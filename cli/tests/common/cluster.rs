@@ -262,6 +262,21 @@ impl LocalCluster {
     }
 
     /// The last 40 lines node `i` logged (all runs).
+    /// Node `i`'s log from byte `from` on (see [`LocalCluster::log_len`]).
+    pub fn log_since(&self, i: u32, from: u64) -> String {
+        let mut buf = Vec::new();
+        if let Ok(mut f) = File::open(&self.node(i).log) {
+            let _ = f.seek(SeekFrom::Start(from));
+            let _ = f.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// The length of node `i`'s log so far.
+    pub fn log_len(&self, i: u32) -> u64 {
+        std::fs::metadata(&self.node(i).log).map_or(0, |m| m.len())
+    }
+
     pub fn log_tail(&self, i: u32) -> String {
         let n = self.node(i);
         let mut text = String::new();

@@ -1262,23 +1262,7 @@ impl State {
                 changes.push((p, l.epoch, isr));
                 continue;
             }
-            // Expand: a live follower that caught up with the log end and answered a recent
-            // ping (a paused one has the log end too when nothing was written, but it must
-            // not join: the controller would drop it again, and the leader's lease would rest
-            // on a node that is not there).
-            let live = &self.routes.nodes;
-            let joining: Vec<u32> = l
-                .followers
-                .iter()
-                .filter(|(id, f)| {
-                    !l.isr.contains(id)
-                        && live.contains_key(id)
-                        && f.validated
-                        && f.acked >= l.log_end
-                        && now.saturating_duration_since(f.last_heard) < lag_max / 2
-                })
-                .map(|(id, _)| *id)
-                .collect();
+            let joining = joiners(&l.isr, l.log_end, &l.followers, &self.routes, now, lag_max);
             if !joining.is_empty() {
                 let mut isr = l.isr.clone();
                 isr.extend(joining);
@@ -1695,6 +1679,34 @@ impl State {
     }
 }
 
+/// The followers of a led partition that may join its ISR: live ones that caught up with the
+/// log end and answered a recent ping (a paused one has the log end too when nothing was
+/// written, but it must not join: the controller would drop it again, and the leader's lease
+/// would rest on a node that is not there), and are not in a controlled shutdown (the
+/// controller takes those out of every ISR; taking one back made the ISR flap until it
+/// stopped).
+fn joiners(
+    isr: &[u32],
+    log_end: u64,
+    followers: &BTreeMap<u32, FollowerPos>,
+    routes: &RouteTable,
+    now: Instant,
+    lag_max: Duration,
+) -> Vec<u32> {
+    followers
+        .iter()
+        .filter(|(id, f)| {
+            !isr.contains(id)
+                && routes.nodes.contains_key(id)
+                && !routes.shutting_down.contains(id)
+                && f.validated
+                && f.acked >= log_end
+                && now.saturating_duration_since(f.last_heard) < lag_max / 2
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
+
 /// The merge horizon of a led partition: the lowest position of every replica, in sync or
 /// not, at most the HW; tombstones below it may be dropped (here and, sent with the records,
 /// on the followers). A replica never heard from holds it at 0, and so does one whose log
@@ -1962,7 +1974,11 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::Instant;
 
-    use super::{FollowerPos, Inflight, merge_horizon};
+    use std::time::Duration;
+
+    use simplekv_net::server::cluster::{NodeAddr, RouteTable};
+
+    use super::{FollowerPos, Inflight, joiners, merge_horizon};
 
     fn follower(acked: u64, validated: bool) -> FollowerPos {
         let now = Instant::now();
@@ -1999,6 +2015,39 @@ mod tests {
         assert_eq!(merge_horizon(&replicas, 1, &followers, 200), 0);
         // A leader alone: its HW.
         assert_eq!(merge_horizon(&[1], 1, &BTreeMap::new(), 200), 200);
+    }
+
+    #[test]
+    fn only_live_caught_up_followers_not_shutting_down_join_the_isr() {
+        let node = |id: u32| NodeAddr {
+            id,
+            resp: String::new(),
+            grpc: String::new(),
+        };
+        let mut routes = RouteTable {
+            me: 1,
+            nodes: (1..=4).map(|i| (i, node(i))).collect(),
+            ..RouteTable::default()
+        };
+        let lag = Duration::from_secs(10);
+        let now = Instant::now();
+        let mut followers = BTreeMap::new();
+        followers.insert(2, follower(100, true));
+        followers.insert(3, follower(100, true));
+        followers.insert(4, follower(99, true));
+        followers.insert(5, follower(100, true));
+        // 4 is behind, 5 is not a live node, 2 is in the ISR already.
+        assert_eq!(joiners(&[1, 2], 100, &followers, &routes, now, lag), [3]);
+        // Not checked against this leader's log yet.
+        followers.insert(3, follower(100, false));
+        assert!(joiners(&[1, 2], 100, &followers, &routes, now, lag).is_empty());
+        followers.insert(3, follower(100, true));
+        // Silent for half the lag limit or more: paused, maybe.
+        let later = now + lag;
+        assert!(joiners(&[1, 2], 100, &followers, &routes, later, lag).is_empty());
+        // In a controlled shutdown: the controller took it out; it is not taken back.
+        routes.shutting_down.insert(3);
+        assert!(joiners(&[1, 2], 100, &followers, &routes, now, lag).is_empty());
     }
 
     #[test]

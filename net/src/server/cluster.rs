@@ -1,7 +1,7 @@
 //! What the data plane knows of the cluster: who leads each partition and how to reach every
 //! node. The control plane (crate `cluster`) builds a [`RouteTable`] from ZooKeeper and hands
 //! it to every worker as a message; `net` itself knows nothing of ZooKeeper.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A live node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +63,8 @@ pub struct RouteTable {
     pub version: u64,
     /// Unclean leader elections this node ran as controller (INFO cluster).
     pub unclean_elections: u64,
+    /// Nodes in a controlled shutdown: a leader does not take them (back) into an ISR.
+    pub shutting_down: BTreeSet<u32>,
 }
 
 impl RouteTable {

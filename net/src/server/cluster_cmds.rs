@@ -459,6 +459,7 @@ mod tests {
             fenced: false,
             version: 1,
             unclean_elections: 0,
+            shutting_down: Default::default(),
         }
     }
 
