@@ -235,6 +235,23 @@ fn requirepass_demands_auth_before_anything_else() {
         .query(&mut s.client())
         .unwrap();
     assert_eq!(hello["proto"], Value::Int(2));
+    // A connection that never authenticated: free once the password is removed, held again
+    // once one is set, as in Redis.
+    let mut never = s.raw();
+    expect_reply(
+        &mut never,
+        b"PING\r\n",
+        b"-NOAUTH Authentication required.\r\n",
+    );
+    expect_reply(&mut raw, b"CONFIG SET requirepass \"\"\r\n", b"+OK\r\n");
+    expect_reply(&mut never, b"GET k\r\n", b"$1\r\nv\r\n");
+    expect_reply(&mut raw, b"CONFIG SET requirepass again\r\n", b"+OK\r\n");
+    expect_reply(
+        &mut never,
+        b"GET k\r\n",
+        b"-NOAUTH Authentication required.\r\n",
+    );
+    expect_reply(&mut raw, b"GET k\r\n", b"$1\r\nv\r\n");
 
     // Without a password configured, AUTH is Redis's configuration error.
     let s2 = server();
@@ -1493,6 +1510,40 @@ fn config_get_reports_and_config_set_applies_or_refuses() {
         "{e}"
     );
     assert_eq!(get_cfg(&mut c, "maxclients")["maxclients"], "123");
+    // Rules between settings hold for the end state, whatever the order of the pairs.
+    for (a, b) in [
+        ("proto-max-bulk-len", "client-query-buffer-limit"),
+        ("client-query-buffer-limit", "proto-max-bulk-len"),
+    ] {
+        let () = cmd("CONFIG")
+            .arg("SET")
+            .arg(a)
+            .arg("2gb")
+            .arg(b)
+            .arg("2gb")
+            .query(&mut c)
+            .unwrap();
+        // Down again: the bulk limit to 512mb, the buffer to 1gb.
+        let down = |n: &str| {
+            if n == "proto-max-bulk-len" {
+                "512mb"
+            } else {
+                "1gb"
+            }
+        };
+        let () = cmd("CONFIG")
+            .arg("SET")
+            .arg(a)
+            .arg(down(a))
+            .arg(b)
+            .arg(down(b))
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("{a} then {b}: {e}"));
+    }
+    assert_eq!(
+        get_cfg(&mut c, "proto-max-bulk-len")["proto-max-bulk-len"],
+        (512u64 << 20).to_string()
+    );
     assert_eq!(
         query_err(&mut c, cmd("CONFIG").arg("SET").arg("maxclients")),
         "ERR wrong number of arguments for 'config|set' command"

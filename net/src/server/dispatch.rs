@@ -251,7 +251,12 @@ impl Worker {
             );
             return;
         }
-        if !client.authed && !matches!(spec.name, "auth" | "hello" | "quit") {
+        // As Redis: no password set (any more), no authentication needed, whatever the
+        // connection did; set again, a connection that never authenticated needs to.
+        if !client.authed
+            && self.config.server.requirepass.is_some()
+            && !matches!(spec.name, "auth" | "hello" | "quit")
+        {
             err(out, "NOAUTH Authentication required.");
             return;
         }
@@ -760,10 +765,13 @@ impl Worker {
                 (Payload::Int(hits.len() as i64), false)
             }
             Op::ConfigSet { pairs } => {
-                for (name, value) in &pairs {
-                    if let Err(e) = self.config.set_runtime(name, value) {
-                        return (Payload::Err(e.config_set_reply()), false);
-                    }
+                // All at once: rules between settings hold for the end state, whatever the
+                // order of the pairs (setting both limits up or down in one CONFIG SET).
+                if let Err(e) = self
+                    .config
+                    .set_runtime_many(pairs.iter().map(|(n, v)| (n, v)))
+                {
+                    return (Payload::Err(e.config_set_reply()), false);
                 }
                 self.apply_config();
                 (Payload::Ok, false)
