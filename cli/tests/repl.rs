@@ -164,6 +164,45 @@ fn one_shot_output_and_exit_codes() {
         "{}",
         r.out()
     );
+    // An unknown or mistyped option is not sent as a command.
+    for bad in ["--bogus", "-V", "--pas"] {
+        let r = cli(&["-p", &p, bad, "get", "k"], b"");
+        assert_eq!(r.code, Some(1), "{bad}");
+        assert_eq!(r.out(), "", "{bad}");
+        assert!(
+            r.err.contains(&format!(
+                "Unrecognized option or bad number of args for: '{bad}'"
+            )),
+            "{bad}: {}",
+            r.err
+        );
+    }
+    // INFO, CLIENT LIST/INFO: their text as it is, even formatted, as redis-cli prints them.
+    for args in [
+        &["--no-raw", "info", "keyspace"][..],
+        &["--raw", "info", "keyspace"],
+    ] {
+        let mut a = vec!["-p", p.as_str()];
+        a.extend_from_slice(args);
+        let r = cli(&a, b"");
+        assert_eq!(r.code, Some(0));
+        assert!(
+            r.out().starts_with("# Keyspace\r\ndb0:keys="),
+            "{:?}",
+            r.out()
+        );
+        assert!(
+            r.out().ends_with("\r\n") && !r.out().ends_with("\n\n"),
+            "{:?}",
+            r.out()
+        );
+    }
+    let r = cli(&["-p", &p, "--no-raw", "client", "info"], b"");
+    assert!(
+        r.out().starts_with("id=") && r.out().ends_with("resp=2\n"),
+        "{:?}",
+        r.out()
+    );
     // Stdin is not read in one-shot mode.
     let r = cli(&["-p", &p, "ping"], b"set k other\n");
     assert_eq!((r.code, r.out()), (Some(0), "PONG\n".into()));

@@ -19,6 +19,30 @@ pub enum Format {
     Raw,
 }
 
+/// Whether redis-cli prints this command's reply as it is, even on a terminal: the commands
+/// whose reply is text with lines of its own (INFO, CLIENT LIST, CLUSTER NODES...).
+pub fn prints_as_is(args: &[Vec<u8>]) -> bool {
+    let lower = |a: Option<&Vec<u8>>| a.map(|a| a.to_ascii_lowercase()).unwrap_or_default();
+    let (name, sub) = (lower(args.first()), lower(args.get(1)));
+    match name.as_slice() {
+        b"info" | b"lolwut" => true,
+        b"client" => matches!(sub.as_slice(), b"list" | b"info"),
+        b"cluster" => args.len() == 2 && matches!(sub.as_slice(), b"nodes" | b"info"),
+        b"memory" => matches!(sub.as_slice(), b"malloc-stats" | b"doctor"),
+        b"latency" => (args.len() == 3 && sub == b"graph") || (args.len() == 2 && sub == b"doctor"),
+        _ => false,
+    }
+}
+
+/// The reply to `args` as printed: a text reply of [`prints_as_is`]'s commands as it is
+/// (no quotes, no newline added: it ends with its own), anything else by `format`.
+pub fn format_reply_to(args: &[Vec<u8>], reply: &Reply, format: Format) -> Vec<u8> {
+    match reply {
+        Reply::Bulk(text) if prints_as_is(args) => text.clone(),
+        _ => format_reply(reply, format),
+    }
+}
+
 /// A whole reply as printed, newline included.
 pub fn format_reply(reply: &Reply, format: Format) -> Vec<u8> {
     let mut out = Vec::new();

@@ -122,6 +122,18 @@ pub fn run(args: ClientArgs) -> ExitCode {
         .map(OsString::into_vec);
     let mut session = Session::new(connector(&args), password, format);
     session.color = stdout_tty;
+    // Options come before the command: a first word that looks like one is a mistyped or
+    // unknown option (it used to go to the server as a command).
+    if let Some(first) = args.command.first()
+        && first.len() > 1
+        && first.as_encoded_bytes().starts_with(b"-")
+    {
+        eprintln!(
+            "Unrecognized option or bad number of args for: '{}'",
+            first.to_string_lossy()
+        );
+        return ExitCode::FAILURE;
+    }
     if !args.command.is_empty() {
         let command: Vec<Vec<u8>> = args.command.into_iter().map(OsString::into_vec).collect();
         return repl::one_shot(&mut session, &command);

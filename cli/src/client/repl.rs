@@ -10,7 +10,7 @@ use rustyline::{Config, DefaultEditor};
 use simplekv_net::resp::Reply;
 
 use super::conn::{Backend, ClientError, Connector};
-use super::format::{Format, format_reply};
+use super::format::{Format, format_reply, format_reply_to};
 use super::help::Docs;
 use super::quoting::split_args;
 
@@ -157,7 +157,7 @@ impl Session {
     ) -> io::Result<Outcome> {
         match self.call(args, err) {
             Ok(reply) => {
-                out.write_all(&format_reply(&reply, self.format))?;
+                out.write_all(&format_reply_to(args, &reply, self.format))?;
                 out.flush()?;
                 Ok(if matches!(reply, Reply::Error(_)) {
                     Outcome::ErrorReply
