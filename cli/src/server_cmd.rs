@@ -15,7 +15,7 @@ pub struct ServerArgs {
     #[arg(long)]
     bind: Option<String>,
     /// RESP port (server.port).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Data directory (storage.dir).
     #[arg(short, long)]
@@ -33,12 +33,13 @@ pub struct ServerArgs {
     #[arg(long)]
     log_level: Option<String>,
     /// Serve the gRPC KV service on this port (cluster.grpc_port; off unless set).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     grpc_port: Option<u16>,
     /// Do not pin workers to cores.
     #[arg(long)]
     no_pin: bool,
-    /// Any setting, as NAME=VALUE (dotted or Redis name), repeatable: --set storage.partitions=32
+    /// Any setting, as NAME=VALUE (dotted or Redis name), repeatable: --set storage.partitions=32;
+    /// applied after the flags above, so it wins when both name one setting
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
 }
