@@ -51,7 +51,7 @@ pub enum ServerError {
         #[source]
         source: OpenError,
     },
-    #[error("{path}: {reason}")]
+    #[error("data directory (storage.dir): {path}: {reason}")]
     DataDir { path: PathBuf, reason: String },
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
@@ -453,8 +453,8 @@ pub fn start_node(
             }
         })
     })();
+    // The caller reports the error (it used to be logged twice).
     if let Err(e) = started_up {
-        error!("startup failed: {e}");
         drop(go_tx);
         request_shutdown(&shared, &wakers);
         for t in threads {
