@@ -608,7 +608,7 @@ impl Ctl {
 
     /// Everything that is not a direct answer to a message.
     fn work(&mut self, tick: bool) {
-        self.check_answering();
+        // A probe on a session already stuck fails at once; the check after it sees either.
         self.probe();
         self.check_answering();
         // A node whose controlled shutdown has ended (done or timed out) is about to stop:

@@ -1972,9 +1972,7 @@ fn copy_and_install(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::time::Instant;
-
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use simplekv_net::server::cluster::{NodeAddr, RouteTable};
 

@@ -280,7 +280,7 @@ impl Session {
         &self,
         op: &'static str,
         path: &str,
-        f: impl FnOnce(&ZooKeeper) -> ZkResult<T> + Send + 'static,
+        f: impl FnOnce(&ZooKeeper, &str) -> ZkResult<T> + Send + 'static,
     ) -> ZkResult<T> {
         let unresponsive = || ZkFailure::Unresponsive {
             op,
@@ -291,8 +291,9 @@ impl Session {
             return Err(unresponsive());
         }
         let (tx, rx) = mpsc::sync_channel(1);
+        let owned = path.to_string();
         let call: Call = Box::new(move |zk| {
-            let _ = tx.send(f(zk));
+            let _ = tx.send(f(zk, &owned));
         });
         if self.calls.send(call).is_err() {
             return Err(unresponsive());
@@ -316,8 +317,7 @@ impl Session {
 
     /// Creates `path` and its missing parents as persistent nodes (existing ones are fine).
     pub fn create_all(&self, path: &str) -> ZkResult<()> {
-        let p = path.to_string();
-        self.call("create", path, move |zk| create_all(zk, &p))
+        self.call("create", path, create_all)
     }
 
     pub fn create(&self, path: &str, data: Vec<u8>, ephemeral: bool) -> ZkResult<()> {
@@ -326,43 +326,33 @@ impl Session {
         } else {
             CreateMode::Persistent
         };
-        let p = path.to_string();
-        self.call("create", path, move |zk| {
-            op(
-                "create",
-                &p,
-                zk.create(&p, data, Acl::open_unsafe().clone(), mode)
-                    .map(|_| ()),
-            )
+        self.call("create", path, move |zk, p| {
+            let r = zk.create(p, data, Acl::open_unsafe().clone(), mode);
+            op("create", p, r.map(|_| ()))
         })
     }
 
     /// Data and version of a node, `None` if absent.
     pub fn get(&self, path: &str) -> ZkResult<Option<(Vec<u8>, Stat)>> {
-        let p = path.to_string();
-        self.call("get", path, move |zk| match zk.get_data(&p, false) {
+        self.call("get", path, |zk, p| match zk.get_data(p, false) {
             Ok(v) => Ok(Some(v)),
             Err(ZkError::NoNode) => Ok(None),
-            Err(e) => op("get", &p, Err(e)),
+            Err(e) => op("get", p, Err(e)),
         })
     }
 
     /// Conditional write: fails with `BadVersion` if someone else wrote since `version`.
     pub fn set(&self, path: &str, data: Vec<u8>, version: Option<i32>) -> ZkResult<Stat> {
-        let p = path.to_string();
-        self.call("set", path, move |zk| {
-            op("set", &p, zk.set_data(&p, data, version))
+        self.call("set", path, move |zk, p| {
+            op("set", p, zk.set_data(p, data, version))
         })
     }
 
     pub fn children(&self, path: &str) -> ZkResult<Vec<String>> {
-        let p = path.to_string();
-        self.call("children", path, move |zk| {
-            match zk.get_children(&p, false) {
-                Ok(v) => Ok(v),
-                Err(ZkError::NoNode) => Ok(Vec::new()),
-                Err(e) => op("children", &p, Err(e)),
-            }
+        self.call("children", path, |zk, p| match zk.get_children(p, false) {
+            Ok(v) => Ok(v),
+            Err(ZkError::NoNode) => Ok(Vec::new()),
+            Err(e) => op("children", p, Err(e)),
         })
     }
 
@@ -372,24 +362,7 @@ impl Session {
     where
         W: Fn(WatchedEvent) + Send + Clone + 'static,
     {
-        let p = path.to_string();
-        self.call("get", path, move |zk| {
-            // The node may come and go between the two calls; a few rounds settle it, and a
-            // caller that polls as well loses nothing if they do not.
-            for _ in 0..3 {
-                match zk.get_data_w(&p, watcher.clone()) {
-                    Ok(v) => return Ok(Some(v)),
-                    Err(ZkError::NoNode) => {}
-                    Err(e) => return op("get", &p, Err(e)),
-                }
-                match zk.exists_w(&p, watcher.clone()) {
-                    Ok(None) => return Ok(None),
-                    Ok(Some(_)) => {}
-                    Err(e) => return op("exists", &p, Err(e)),
-                }
-            }
-            Ok(None)
-        })
+        self.read_watched("get", path, watcher, |zk, p, w| zk.get_data_w(p, w))
     }
 
     /// Children of a node with a one-shot child watch; `None` (and an existence watch) when
@@ -398,18 +371,36 @@ impl Session {
     where
         W: Fn(WatchedEvent) + Send + Clone + 'static,
     {
-        let p = path.to_string();
-        self.call("children", path, move |zk| {
+        self.read_watched("children", path, watcher, |zk, p, w| {
+            zk.get_children_w(p, w)
+        })
+    }
+
+    /// `read` with a watch when the node exists, else an existence watch (`None`). The node
+    /// may come and go between the two calls; a few rounds settle it, and a caller that polls
+    /// as well loses nothing if they do not.
+    fn read_watched<T, W>(
+        &self,
+        what: &'static str,
+        path: &str,
+        watcher: W,
+        read: fn(&ZooKeeper, &str, W) -> Result<T, ZkError>,
+    ) -> ZkResult<Option<T>>
+    where
+        T: Send + 'static,
+        W: Fn(WatchedEvent) + Send + Clone + 'static,
+    {
+        self.call(what, path, move |zk, p| {
             for _ in 0..3 {
-                match zk.get_children_w(&p, watcher.clone()) {
+                match read(zk, p, watcher.clone()) {
                     Ok(v) => return Ok(Some(v)),
                     Err(ZkError::NoNode) => {}
-                    Err(e) => return op("children", &p, Err(e)),
+                    Err(e) => return op(what, p, Err(e)),
                 }
-                match zk.exists_w(&p, watcher.clone()) {
+                match zk.exists_w(p, watcher.clone()) {
                     Ok(None) => return Ok(None),
                     Ok(Some(_)) => {}
-                    Err(e) => return op("exists", &p, Err(e)),
+                    Err(e) => return op("exists", p, Err(e)),
                 }
             }
             Ok(None)
@@ -421,17 +412,15 @@ impl Session {
     where
         W: Fn(WatchedEvent) + Send + 'static,
     {
-        let p = path.to_string();
-        self.call("exists", path, move |zk| {
-            op("exists", &p, zk.exists_w(&p, watcher)).map(|s| s.is_some())
+        self.call("exists", path, move |zk, p| {
+            op("exists", p, zk.exists_w(p, watcher)).map(|s| s.is_some())
         })
     }
 
     pub fn delete(&self, path: &str, version: Option<i32>) -> ZkResult<()> {
-        let p = path.to_string();
-        self.call("delete", path, move |zk| match zk.delete(&p, version) {
+        self.call("delete", path, move |zk, p| match zk.delete(p, version) {
             Ok(()) | Err(ZkError::NoNode) => Ok(()),
-            Err(e) => op("delete", &p, Err(e)),
+            Err(e) => op("delete", p, Err(e)),
         })
     }
 

@@ -70,30 +70,26 @@ pub(crate) fn parse_i64(arg: &[u8]) -> Result<i64, ErrText> {
     crate::resp::string2ll(arg).ok_or_else(|| err(ERR_NOT_INTEGER))
 }
 
-/// OBJECT and MEMORY: containers whose keyed subcommands name the key after the subcommand.
-fn is_introspection(name: &str) -> bool {
-    matches!(name, "object" | "memory")
+/// OBJECT and MEMORY (any case): containers whose keyed subcommands name the key after the
+/// subcommand.
+fn is_introspection(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"object") || name.eq_ignore_ascii_case(b"memory")
 }
 
-/// Whether a container's subcommand works on a key (`OBJECT ENCODING key`, `MEMORY USAGE
-/// key`), so that it runs on the key's owner like a keyed command.
+/// Whether a subcommand works on a key (`OBJECT ENCODING key`, `MEMORY USAGE key`: the only
+/// subcommands the table gives a key position), so that it runs on the key's owner like a
+/// keyed command.
 pub fn keyed_subcommand(spec: &CommandSpec) -> bool {
-    matches!(
-        spec.name,
-        "object|encoding" | "object|refcount" | "object|idletime" | "object|freq" | "memory|usage"
-    )
+    spec.name.contains('|') && spec.first_key > 0
 }
 
 /// The key of a keyed command's arguments: `args[1]`, or `args[2]` for OBJECT and MEMORY
 /// (`None` if it is missing).
 pub fn key_of<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
-    let at = match args.first() {
-        Some(name)
-            if name.eq_ignore_ascii_case(b"object") || name.eq_ignore_ascii_case(b"memory") =>
-        {
-            2
-        }
-        _ => 1,
+    let at = if args.first().is_some_and(|n| is_introspection(n)) {
+        2
+    } else {
+        1
     };
     args.get(at).copied()
 }
@@ -114,7 +110,7 @@ pub fn exec_keyed(
         write_error(out, text.as_bytes());
         return Effect::Read;
     }
-    if is_introspection(spec.name) {
+    if is_introspection(spec.name.as_bytes()) {
         if let Err(text) = introspect::exec(spec, args, store, out) {
             write_error(out, &text);
         }

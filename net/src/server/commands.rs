@@ -143,29 +143,14 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
         }
         Some("count") if args.len() == 2 => write_integer(&mut r, cmd::COMMANDS.len() as i64),
         Some("list") => {
-            let filter = match args.len() {
-                2 => None,
-                5 if args[2].eq_ignore_ascii_case(b"filterby") => {
-                    match String::from_utf8_lossy(args[3])
-                        .to_ascii_lowercase()
-                        .as_str()
-                    {
-                        "module" => Some(ListFilter::Module),
-                        "aclcat" => Some(ListFilter::AclCat(args[4])),
-                        "pattern" => Some(ListFilter::Pattern(args[4])),
-                        _ => Some(ListFilter::Invalid),
-                    }
-                }
-                _ => Some(ListFilter::Invalid),
-            };
-            if matches!(filter, Some(ListFilter::Invalid)) {
+            let Some(filter) = ListFilter::parse(&args[2..]) else {
                 write_error(&mut r, b"ERR syntax error");
                 return out.push_reply(&r);
-            }
+            };
             let names: Vec<&str> = cmd::COMMANDS
                 .iter()
                 .flat_map(|c| std::iter::once(c).chain(c.subcommands.iter()))
-                .filter(|c| filter.as_ref().is_none_or(|f| f.keeps(c)))
+                .filter(|c| filter.keeps(c))
                 .map(|c| c.name)
                 .collect();
             write_array_len(&mut r, names.len());
@@ -240,17 +225,34 @@ pub fn cmd_command(out: &mut Output, args: &[&[u8]]) {
 
 /// COMMAND LIST's FILTERBY.
 enum ListFilter<'a> {
+    All,
     /// No modules here: nothing matches.
     Module,
     AclCat(&'a [u8]),
     Pattern(&'a [u8]),
-    Invalid,
 }
 
-impl ListFilter<'_> {
+impl<'a> ListFilter<'a> {
+    /// The arguments after LIST: none, or `FILTERBY <kind> <arg>`; `None` is a syntax error.
+    fn parse(rest: &[&'a [u8]]) -> Option<ListFilter<'a>> {
+        match rest {
+            [] => Some(ListFilter::All),
+            [by, kind, arg] if by.eq_ignore_ascii_case(b"filterby") => {
+                match kind.to_ascii_lowercase().as_slice() {
+                    b"module" => Some(ListFilter::Module),
+                    b"aclcat" => Some(ListFilter::AclCat(arg)),
+                    b"pattern" => Some(ListFilter::Pattern(arg)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
     fn keeps(&self, c: &cmd::CommandSpec) -> bool {
         match self {
-            ListFilter::Module | ListFilter::Invalid => false,
+            ListFilter::All => true,
+            ListFilter::Module => false,
             ListFilter::AclCat(cat) => c.acl_categories.iter().any(|a| {
                 a.strip_prefix('@')
                     .is_some_and(|a| a.as_bytes().eq_ignore_ascii_case(cat))
