@@ -47,6 +47,9 @@ fn a_request_to_a_silent_zookeeper_times_out_and_the_session_answers_again_after
         // partition that drops packets. The client library would wait for TCP to give up.
         // SAFETY: signalling the ZooKeeper process this test started.
         unsafe { libc::kill(pid, libc::SIGSTOP) };
+        // kill() returns before every thread has stopped: on a loaded machine a request sent
+        // at once could still be answered. Wait until the kernel shows them all stopped.
+        wait_all_threads_stopped(pid);
     };
     // SAFETY: as above.
     let cont = || unsafe { libc::kill(pid, libc::SIGCONT) };
@@ -98,6 +101,29 @@ fn a_request_to_a_silent_zookeeper_times_out_and_the_session_answers_again_after
     assert!(close_took < Duration::from_millis(100), "{close_took:?}");
     let fresh = Session::connect(&zk.addr(), Duration::from_secs(10)).expect("new session");
     assert!(fresh.get("/alive").unwrap().is_some());
+}
+
+/// Waits (at most 5 s) until every thread of process `pid` is in state `T` in /proc.
+fn wait_all_threads_stopped(pid: libc::pid_t) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+        let running: Vec<String> = tasks
+            .filter_map(|t| {
+                let stat = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
+                let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+                (state != "T" && state != "t").then(|| stat.clone())
+            })
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ZooKeeper threads not stopped 5 s after SIGSTOP: {running:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 #[test]
