@@ -1859,7 +1859,8 @@ fn client_commands_name_list_and_kill_connections() {
         .find(|l| l.starts_with(&format!("id={id} ")))
         .expect("own line");
     assert!(me.contains(" name=tester "), "{me}");
-    assert!(me.contains(" cmd=client"), "{me}");
+    // The last command by its full name, as Redis 7.
+    assert!(me.contains(" cmd=client|list "), "{me}");
     drop(others);
 
     // CLIENT KILL closes the other connection at once, even if it is idle.
@@ -1987,6 +1988,28 @@ fn client_commands_name_list_and_kill_connections() {
         ),
         "ERR lib-ver cannot contain spaces, newlines or special characters."
     );
+    // The values are kept and shown, as Redis 7.2 (an empty value clears one).
+    let () = cmd("CLIENT")
+        .arg("SETINFO")
+        .arg("lib-ver")
+        .arg("0.25.1")
+        .query(&mut c)
+        .unwrap();
+    let info: String = cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
+    assert!(
+        info.trim_end().ends_with(
+            " cmd=client|info user=default redir=-1 resp=2 lib-name=redis-rs lib-ver=0.25.1"
+        ),
+        "{info}"
+    );
+    let () = cmd("CLIENT")
+        .arg("SETINFO")
+        .arg("lib-name")
+        .arg("")
+        .query(&mut c)
+        .unwrap();
+    let info: String = cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
+    assert!(info.contains(" lib-name= lib-ver=0.25.1"), "{info}");
     // The old form (CLIENT KILL ip:port) answers +OK or "No such client".
     let () = cmd("CLIENT").arg("KILL").arg(&oaddr).query(&mut c).unwrap();
     let (_, closed) = read_to_eof(&mut other, Duration::from_secs(3));

@@ -200,6 +200,9 @@ pub struct Client {
     /// The partition of this connection's last write (WAIT waits on it).
     pub last_write: Option<u32>,
     pub name: Option<Vec<u8>>,
+    /// CLIENT SETINFO LIB-NAME / LIB-VER (shown by CLIENT LIST and CLIENT INFO).
+    pub lib_name: Option<Vec<u8>>,
+    pub lib_ver: Option<Vec<u8>>,
     pub created: Instant,
     pub last_active: Instant,
     pub last_cmd: &'static str,
@@ -260,6 +263,8 @@ impl Conn {
                 acks: None,
                 last_write: None,
                 name: None,
+                lib_name: None,
+                lib_ver: None,
                 created: now,
                 last_active: now,
                 last_cmd: "NULL",

@@ -233,7 +233,6 @@ impl Worker {
             out.push_reply(&unknown_command(args));
             return;
         };
-        client.last_cmd = spec.name;
         // Redis 7 checks a container command (CONFIG, CLIENT, COMMAND) against the arity of
         // its subcommand and names it `config|set` in the error; checking the container's own
         // loose arity let `CONFIG SET x` through to a generic "unknown subcommand" text.
@@ -241,6 +240,8 @@ impl Worker {
             Some(sub) if !spec.subcommands.is_empty() => spec.subcommand(sub).unwrap_or(spec),
             _ => spec,
         };
+        // CLIENT LIST's cmd=: the subcommand's full name (`client|list`), as Redis 7.
+        client.last_cmd = arity_spec.name;
         if !cmd::table::arity_ok(arity_spec, args.len()) {
             err(
                 out,
@@ -1694,7 +1695,7 @@ impl Worker {
                 return self.broadcast(token, out, client, g, move || Op::ClientKill(f.clone()));
             }
             ("setinfo", 4) => {
-                // Redis 7.2's checks; the values are not kept (CLIENT LIST does not show them).
+                // Redis 7.2's checks; CLIENT LIST and CLIENT INFO show the values.
                 let attr = lower(args[2]);
                 if attr != "lib-name" && attr != "lib-ver" {
                     return err(
@@ -1713,6 +1714,12 @@ impl Worker {
                             String::from_utf8_lossy(args[2])
                         ),
                     );
+                }
+                let value = Some(args[3].to_vec()).filter(|v| !v.is_empty());
+                if attr == "lib-name" {
+                    client.lib_name = value;
+                } else {
+                    client.lib_ver = value;
                 }
                 write_ok(&mut r)
             }
@@ -1741,7 +1748,8 @@ impl Worker {
                     "ACKS [0|1|ALL|DEFAULT]",
                     "    simplekv, cluster mode: show or set the acks this connection's writes need.",
                     "SETINFO <option> <value>, NO-EVICT (ON|OFF), NO-TOUCH (ON|OFF)",
-                    "    Accepted for client libraries; no effect.",
+                    "    SETINFO LIB-NAME|LIB-VER <value>: shown by CLIENT LIST; the others have no",
+                    "    effect.",
                 ];
                 write_help(&mut r, &lines);
             }
@@ -1752,20 +1760,25 @@ impl Worker {
     }
 
     pub fn client_line(&self, c: &Client, out: &Output) -> String {
+        let text = |v: &Option<Vec<u8>>| {
+            v.as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned()
+        };
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll={} omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp=2\n",
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll={} omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp=2 lib-name={} lib-ver={}\n",
             c.id,
             c.addr,
             c.local_addr,
-            c.name
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default(),
+            text(&c.name),
             c.created.elapsed().as_secs(),
             c.last_active.elapsed().as_secs(),
             out.slots.len(),
             out.wbuf.len() - out.wpos,
             c.last_cmd,
+            text(&c.lib_name),
+            text(&c.lib_ver),
         )
     }
 
