@@ -539,6 +539,13 @@ for i in range(50):
     rc.set(f"pyw{{i}}", f"v{{i}}")
 assert rc.mset_nonatomic({{"{{t}}a": "1", "{{t}}b": "2"}})
 assert rc.get("{{t}}b") == b"2"
+# Every node leads partitions: all three are primaries, so calls sent to every primary
+# (SCAN, DBSIZE, FLUSHDB) reach every key. 20 + 50 + 2 keys.
+primaries = rc.get_primaries()
+assert len(primaries) == 3, primaries
+assert len(set(rc.scan_iter(count=1000))) == 72, sorted(rc.scan_iter())
+n = rc.dbsize(target_nodes=RedisCluster.PRIMARIES)
+assert (sum(n.values()) if isinstance(n, dict) else n) == 72, n
 print("ok", len(rc.get_nodes()))
 "#
     );
@@ -579,4 +586,111 @@ fn values_larger_than_a_default_grpc_message_replicate_and_survive_the_leaders_l
     let got = get(&c, other, &key).expect("the big value after the leader's loss");
     assert!(got == big, "value of {} bytes differs", got.len());
     assert_eq!(get(&c, other, &small).as_deref(), Some("after"));
+}
+
+/// A preferred-leader election moves a leadership while pipelined writes are in flight on
+/// it. The node that led answers the writes it had applied once the new leader's high
+/// watermark covers them (it follows that leader now), so clients get +OK for those and a
+/// redirect for what came after. Only writes the new leader never got (the old leader's log
+/// is cut back to the new leader's) are answered with an unknown outcome; before, every
+/// write in flight was ("stopped leading").
+#[test]
+fn writes_in_flight_during_a_preferred_leader_move_are_acknowledged_not_failed() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut c = LocalCluster::start(3, 3, 3, &[("cluster.leader_imbalance_ratio", "1.0")]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let preferred = c.leader_of(0).expect("leader");
+    // Move partition 0 away from its preferred replica and bring that replica back.
+    c.sigterm_and_wait(preferred);
+    c.wait_for_leaders(Duration::from_secs(30));
+    c.restart(preferred);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let current = c.leader_of(0).expect("leader");
+    assert_ne!(current, preferred);
+    let tag = c.key_in(0).to_string();
+    assert!(!tag.contains('{') && !tag.contains('}'));
+    let addr = c.resp_addr(current);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Per writer: keys acknowledged with +OK, and every other reply seen.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (addr, tag, stop) = (addr.clone(), tag.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(&addr).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut out = s.try_clone().unwrap();
+                let mut input = BufReader::new(s);
+                let (mut acked, mut others) = (Vec::new(), Vec::new());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut n = 0u64;
+                let mut moved = false;
+                while !moved && !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let keys: Vec<String> = (0..32)
+                        .map(|i| format!("{{{tag}}}w{w}-{}", n + i))
+                        .collect();
+                    n += 32;
+                    let mut batch = Vec::new();
+                    for k in &keys {
+                        batch.extend_from_slice(
+                            format!("*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n$1\r\nv\r\n", k.len())
+                                .as_bytes(),
+                        );
+                    }
+                    out.write_all(&batch).expect("write");
+                    for k in keys {
+                        let mut line = String::new();
+                        input.read_line(&mut line).expect("reply");
+                        match line.trim_end() {
+                            "+OK" => acked.push(k),
+                            other => {
+                                moved |= other.starts_with("-MOVED");
+                                others.push(other.to_string());
+                            }
+                        }
+                    }
+                }
+                (acked, others)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simplekv"))
+        .args(["cluster", "rebalance", "--zk", &c.zk_connect()])
+        .output()
+        .expect("simplekv cluster rebalance");
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.leader_of(0) != Some(preferred) {
+        assert!(Instant::now() < deadline, "{}", c.all_log_tails());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    let mut others = Vec::new();
+    for w in writers {
+        let (a, o) = w.join().expect("writer");
+        acked.extend(a);
+        others.extend(o);
+    }
+    let cut = "-ERR not acknowledged: the partition's new leader did not have everything";
+    assert!(
+        others
+            .iter()
+            .all(|e| e.starts_with("-MOVED") || e.starts_with("-TRYAGAIN") || e.starts_with(cut)),
+        "{:?}",
+        others
+            .iter()
+            .filter(|e| !e.starts_with("-MOVED"))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        others.iter().any(|e| e.starts_with("-MOVED")),
+        "the move happened while the writers were writing"
+    );
+    assert!(acked.len() > 100, "{}", acked.len());
+    // Every acknowledged write is there, through the new leader.
+    for k in acked.iter().rev().take(200) {
+        assert_eq!(get(&c, preferred, k).as_deref(), Some("v"), "{k}");
+    }
 }

@@ -190,6 +190,18 @@ fn requirepass_demands_auth_before_anything_else() {
         b"GET\r\n",
         b"-ERR wrong number of arguments for 'get' command\r\n",
     );
+    // CLIENT SETINFO labels the connection before AUTH (client libraries send it on
+    // connect); other CLIENT subcommands need AUTH.
+    expect_reply(
+        &mut raw,
+        b"CLIENT SETINFO LIB-NAME redis-py\r\n",
+        b"+OK\r\n",
+    );
+    expect_reply(
+        &mut raw,
+        b"CLIENT SETNAME x\r\n",
+        b"-NOAUTH Authentication required.\r\n",
+    );
     expect_reply(
         &mut raw,
         b"AUTH nope\r\n",

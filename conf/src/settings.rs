@@ -538,12 +538,13 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         name: "server.log_level",
         redis_name: Some("loglevel"),
         runtime: true,
-        help: "Log verbosity. Redis's warning/notice/verbose are accepted as warn/info/debug.",
+        help: "Log verbosity. Redis's warning/notice/verbose are accepted as warn/info/debug; \
+               CONFIG GET loglevel answers in Redis's words (trace = debug, error = warning).",
         access: Access::Choice {
             values: LogLevel::SPELLINGS,
             get: |c| c.server.log_level.as_str(),
             set: |c, v| choose(c, v, |c| &mut c.server.log_level),
-            redis_get: None,
+            redis_get: Some(|c| c.server.log_level.redis_str()),
         },
     },
     // ---------------------------------------------------------------- [limits]

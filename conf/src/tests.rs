@@ -1007,7 +1007,20 @@ fn redis_config_pairs_cover_what_tools_ask_for() {
     assert_eq!(get(&pairs, "hz"), "10");
     assert_eq!(get(&pairs, "proto-max-bulk-len"), "536870912");
     assert_eq!(get(&pairs, "client-query-buffer-limit"), "1073741824");
-    assert_eq!(get(&pairs, "loglevel"), "info");
+    // In Redis's words, whichever spelling set it.
+    assert_eq!(get(&pairs, "loglevel"), "notice");
+    for (set, redis) in [
+        ("warning", "warning"),
+        ("warn", "warning"),
+        ("notice", "notice"),
+        ("verbose", "verbose"),
+        ("trace", "debug"),
+    ] {
+        let mut c = c.clone();
+        c.set_runtime("loglevel", set).unwrap();
+        let pairs = c.redis_config_pairs();
+        assert_eq!(get(&pairs, "loglevel"), redis, "{set}");
+    }
     // Settings Redis lacks appear under their dotted name, booleans in Redis's yes/no.
     assert_eq!(get(&pairs, "storage.hint_files"), "yes");
     // Fixed values for what clients ask for at start-up (CONFIG SET takes only these).

@@ -124,6 +124,19 @@ config_enum! {
     }
 }
 
+impl LogLevel {
+    /// The spelling Redis uses for `CONFIG GET loglevel` (Redis's levels, from most to least
+    /// verbose: debug, verbose, notice, warning; it has no errors-only level).
+    pub fn redis_str(self) -> &'static str {
+        match self {
+            LogLevel::Error | LogLevel::Warn => "warning",
+            LogLevel::Info => "notice",
+            LogLevel::Debug => "verbose",
+            LogLevel::Trace => "debug",
+        }
+    }
+}
+
 /// A parsed ZooKeeper connect string: `host:port[,host:port...][/chroot]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZkConnect {

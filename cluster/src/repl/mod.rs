@@ -517,6 +517,8 @@ struct FollowerPos {
     last_heard: Instant,
     last_caught_up: Instant,
     end_at_last_fetch: u64,
+    /// The high watermark last sent to it (records carry it; see `hw_updates`).
+    told_hw: u64,
 }
 
 struct LedPart {
@@ -928,6 +930,7 @@ impl State {
                 last_heard: since,
                 last_caught_up: since,
                 end_at_last_fetch: u64::MAX,
+                told_hw: 0,
             });
             if let Some(h) = heard {
                 f.last_heard = f.last_heard.max(h);
@@ -1058,6 +1061,7 @@ impl State {
                 d.from = from;
                 d.next_offset = next;
                 f.sent = next;
+                f.told_hw = hw;
                 f.inflight.push(next, bytes.len());
                 d.records = bytes;
                 l.log_end = l.log_end.max(log_end);
@@ -1137,6 +1141,7 @@ impl State {
                             d.from = *from;
                             d.next_offset = *next;
                             d.records = bytes.as_ref().clone();
+                            f.told_hw = l.hw;
                             f.inflight.push(*next, bytes.len());
                             f.sent = *next;
                             batches.entry(f.stream).or_default().partitions.push(d);
@@ -1294,7 +1299,9 @@ impl State {
         for p in led {
             self.recompute_hw(p);
         }
-        // Pings: every follower stream gets the leader's clock to echo (see the lease).
+        // Pings: every follower stream gets the leader's clock to echo (see the lease), and
+        // the high watermarks its records have not carried yet.
+        let mut hw_news = self.hw_updates();
         let streams: Vec<u64> = self
             .streams
             .iter()
@@ -1302,9 +1309,37 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         for s in streams {
-            self.send_to_stream(s, FetchResponse::new());
+            let mut r = FetchResponse::new();
+            r.partitions = hw_news.remove(&s).unwrap_or_default();
+            self.send_to_stream(s, r);
         }
         self.follower_tick(now);
+    }
+
+    /// Records carry the high watermark; when it moves after the last records a follower got
+    /// (nothing written since), the follower learns it from the next ping, with an entry
+    /// without records, by stream. A node that led the partition before a leadership move
+    /// waits for it to answer the writes it had in flight (see the worker's `advance`).
+    fn hw_updates(&mut self) -> HashMap<u64, Vec<PartitionData>> {
+        let mut out: HashMap<u64, Vec<PartitionData>> = HashMap::new();
+        for (&p, l) in self.led.iter_mut() {
+            for f in l.followers.values_mut() {
+                if !f.validated || f.reading || f.sent < l.log_end || f.told_hw >= l.hw {
+                    continue;
+                }
+                let mut d = PartitionData::new();
+                d.partition = p;
+                d.leader_epoch = l.epoch;
+                d.high_watermark = l.hw;
+                d.merge_horizon = l.sent_horizon;
+                d.log_end = l.log_end;
+                d.from = f.sent;
+                d.next_offset = f.sent;
+                f.told_hw = l.hw;
+                out.entry(f.stream).or_default().push(d);
+            }
+        }
+        out
     }
 
     // ---------------------------------------------------------- follower side
@@ -1993,6 +2028,7 @@ mod tests {
             last_heard: now,
             last_caught_up: now,
             end_at_last_fetch: acked,
+            told_hw: 0,
         }
     }
 

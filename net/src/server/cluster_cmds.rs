@@ -12,7 +12,11 @@
 //! are the shard's replicas. A simplekv node leads some partitions and follows others, which
 //! Redis (a node is either a master or a replica) cannot express: where a reply describes
 //! *nodes* rather than shards (CLUSTER NODES, ROLE) every node is a `master` of the slots of
-//! the partitions it leads. Clients route by slot ranges, which these replies give exactly.
+//! the partitions it leads. CLUSTER SLOTS lists only leaders too: clients take a node's role
+//! from its first appearance there (redis-py counted a node first listed as a follower of
+//! slots 0-1023 as a replica, and its scans, FLUSHDB and DBSIZE over the primaries then missed
+//! the partitions that node leads), and followers serve no reads, READONLY or not. Clients
+//! route by slot ranges, which these replies give exactly.
 use std::fmt::Write as _;
 
 use super::cluster::{NodeAddr, RouteTable};
@@ -53,18 +57,6 @@ fn live_leader(rt: &RouteTable, p: usize) -> Option<&NodeAddr> {
     rt.nodes.get(&l)
 }
 
-/// Live in-sync replicas of `p` other than its leader, in ISR order.
-fn live_followers(rt: &RouteTable, p: usize) -> Vec<&NodeAddr> {
-    let Some(part) = rt.parts.get(p) else {
-        return Vec::new();
-    };
-    part.isr
-        .iter()
-        .filter(|&&id| Some(id) != part.leader)
-        .filter_map(|id| rt.nodes.get(id))
-        .collect()
-}
-
 /// `[host, port, name, {}]`, Redis 7.0's node entry in CLUSTER SLOTS. The fourth element is
 /// the map of "other endpoints" (hostname...), empty as in Redis when nodes are known by IP.
 fn write_slots_node(out: &mut Vec<u8>, n: &NodeAddr) {
@@ -76,29 +68,25 @@ fn write_slots_node(out: &mut Vec<u8>, n: &NodeAddr) {
     write_array_len(out, 0);
 }
 
-/// CLUSTER SLOTS: one entry per partition with a live leader,
-/// `[start, end_inclusive, leader, replica...]`, each node as `[host, port, name, {}]`.
-/// Replicas are the live in-sync followers: the ones a client may read from with READONLY.
-/// Partitions without a live leader are left out, as Redis leaves out unassigned slots; one
-/// entry per partition even when neighbours share their nodes (valid, and keeps the entries
-/// in step with `simplekv cluster status`).
+/// CLUSTER SLOTS: one entry per partition with a live leader, `[start, end_inclusive,
+/// leader]`, the node as `[host, port, name, {}]`. No replicas: see the module docs (CLUSTER
+/// SHARDS names every replica of a partition with its role and health). Partitions without a
+/// live leader are left out, as Redis leaves out unassigned slots; one entry per partition
+/// even when neighbours share their leader (valid, and keeps the entries in step with
+/// `simplekv cluster status`).
 pub fn cluster_slots(rt: &RouteTable, out: &mut Vec<u8>) {
-    let entries: Vec<(u16, u16, &NodeAddr, Vec<&NodeAddr>)> = (0..rt.parts.len())
+    let entries: Vec<(u16, u16, &NodeAddr)> = (0..rt.parts.len())
         .filter_map(|p| {
             let (a, b) = slots_of(rt, p)?;
-            let leader = live_leader(rt, p)?;
-            Some((a, b, leader, live_followers(rt, p)))
+            Some((a, b, live_leader(rt, p)?))
         })
         .collect();
     write_array_len(out, entries.len());
-    for (a, b, leader, followers) in entries {
-        write_array_len(out, 3 + followers.len());
+    for (a, b, leader) in entries {
+        write_array_len(out, 3);
         write_integer(out, i64::from(a));
         write_integer(out, i64::from(b));
         write_slots_node(out, leader);
-        for f in followers {
-            write_slots_node(out, f);
-        }
     }
 }
 
@@ -473,7 +461,7 @@ mod tests {
     ];
 
     #[test]
-    fn slots_cover_every_slot_once_with_leader_first() {
+    fn slots_cover_every_slot_once_with_the_leader_alone() {
         let rt = table(1);
         let mut out = Vec::new();
         cluster_slots(&rt, &mut out);
@@ -483,7 +471,7 @@ mod tests {
         let mut next = 0;
         for (p, e) in entries.iter().enumerate() {
             let e = arr(e);
-            assert_eq!(e.len(), 2 + 3, "start, end, leader, two replicas");
+            assert_eq!(e.len(), 3, "start, end, leader (no replicas)");
             assert_eq!((int(&e[0]), int(&e[1])), P6[p]);
             assert_eq!(int(&e[0]), next);
             next = int(&e[1]) + 1;
@@ -495,10 +483,6 @@ mod tests {
             assert_eq!(s(&leader[2]), NodeAddr::name(lid));
             assert_eq!(s(&leader[2]).len(), 40);
             assert!(arr(&leader[3]).is_empty());
-            for rep in &e[3..] {
-                let rep = arr(rep);
-                assert_ne!(int(&rep[1]), 7000 + i64::from(lid));
-            }
         }
         assert_eq!(next, 16384);
     }
@@ -526,7 +510,7 @@ mod tests {
     }
 
     #[test]
-    fn slots_leave_out_partitions_without_a_live_leader_and_dead_or_lagging_followers() {
+    fn slots_leave_out_partitions_without_a_live_leader() {
         let mut rt = table(1);
         rt.parts[0].leader = None;
         rt.parts[1].leader = Some(9); // not registered: dead
@@ -539,11 +523,8 @@ mod tests {
         // Partitions 2 (leader 3, dead) also goes: 3, 4, 5 remain.
         let starts: Vec<i64> = entries.iter().map(|e| int(&arr(e)[0])).collect();
         assert_eq!(starts, vec![P6[3].0, P6[4].0]);
-        assert_eq!(arr(&entries[0]).len(), 3, "no in-sync follower");
-        // Partition 4: leader 2, ISR 2,3,1 with 3 dead → one replica, node 1.
-        let e4 = arr(&entries[1]);
-        assert_eq!(e4.len(), 4);
-        assert_eq!(int(&arr(&e4[3])[1]), 7001);
+        assert_eq!(int(&arr(&arr(&entries[0])[2])[1]), 7001);
+        assert_eq!(int(&arr(&arr(&entries[1])[2])[1]), 7002);
     }
 
     #[test]

@@ -254,9 +254,18 @@ impl Worker {
         }
         // As Redis: no password set (any more), no authentication needed, whatever the
         // connection did; set again, a connection that never authenticated needs to.
+        // CLIENT SETINFO too: client libraries (redis-py 5) send it on connect before any
+        // AUTH and give up on the connection when it is refused with NOAUTH (Redis 7.0 does
+        // not know it and answers "unknown subcommand", which they ignore). It only labels
+        // the connection.
+        let setinfo = spec.name == "client"
+            && args
+                .get(1)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"setinfo"));
         if !client.authed
             && self.config.server.requirepass.is_some()
             && !matches!(spec.name, "auth" | "hello" | "quit")
+            && !setinfo
         {
             err(out, "NOAUTH Authentication required.");
             return;

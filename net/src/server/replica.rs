@@ -211,15 +211,17 @@ impl PartRepl {
     }
 }
 
-/// A turn whose replies wait for high watermarks: (epoch, [(partition, log end)], since).
-pub type TurnWait = (u64, Vec<(u32, u64)>, Instant);
+/// A turn whose replies wait for high watermarks: (epoch, [(partition, log end, cut)], since),
+/// where `cut` says the partition's log was since cut below that end (the wait can never be
+/// covered).
+pub type TurnWait = (u64, Vec<(u32, u64, bool)>, Instant);
 
 /// A worker's cluster state.
 pub struct ClusterState {
     pub routes: Arc<RouteTable>,
     pub parts: Vec<PartRepl>,
     pub feed: FeedTx,
-    /// Turns whose replies wait for the HW: (epoch, [(partition, log end)], since).
+    /// Turns whose replies wait for the HW: (epoch, [(partition, log end, cut)], since).
     pub waits: VecDeque<TurnWait>,
     /// Leader partitions this turn's replies wait on.
     pub turn_parts: Vec<u32>,
@@ -278,9 +280,21 @@ impl ClusterState {
         while let Some((e, parts, since)) = self.waits.front() {
             let mut covered = true;
             let mut lost = None;
-            for &(p, end) in parts {
+            for &(p, end, cut) in parts {
                 let r = &self.parts[p as usize];
-                if !matches!(r.role, Role::Leader { .. }) {
+                if cut {
+                    lost = Some(
+                        "ERR not acknowledged: the partition's new leader did not have everything this reply waited on; a write may or may not have been applied, a read can be tried again",
+                    );
+                    break;
+                }
+                // A leadership that moved to another replica (a preferred-leader election)
+                // leaves this node following the new leader: the records stay in its log
+                // unless that leader makes it cut them, and they are committed once the high
+                // watermark it learns from that leader passes them (the leader checked its
+                // log against this one's before sending anything). So the reply keeps waiting
+                // for that instead of failing with an unknown outcome.
+                if r.role == Role::Idle {
                     lost = Some(
                         "ERR not acknowledged: this node stopped leading its partition before the in-sync replicas confirmed what this reply waited on; a write may or may not have been applied, a read can be tried again",
                     );
@@ -343,6 +357,18 @@ impl ClusterState {
                 }
                 None => Some(super::cluster_cmds::CLUSTERDOWN.into()),
             },
+        }
+    }
+
+    /// `p`'s log was cut to `cut` (a follower's truncation; 0 when a copy of the leader's
+    /// replaced it): replies waiting on records above it fail.
+    pub fn note_cut(&mut self, p: u32, cut: u64) {
+        for (_, parts, _) in self.waits.iter_mut() {
+            for (wp, end, lost) in parts.iter_mut() {
+                if *wp == p && *end > cut {
+                    *lost = true;
+                }
+            }
         }
     }
 
@@ -666,7 +692,7 @@ impl Worker {
         let mut waits = Vec::with_capacity(parts.len());
         for p in parts {
             let end = self.stores[p as usize].as_ref().map_or(0, |s| s.log_end());
-            waits.push((p, end));
+            waits.push((p, end, false));
         }
         if let Some(c) = self.cluster.as_mut() {
             c.waits.push_back((e, waits, Instant::now()));
@@ -914,6 +940,9 @@ impl Worker {
                     };
                     if let Err(e) = s.truncate_to(cut) {
                         return (reply(ReplReply::Failed(e.to_string())), Need::Now);
+                    }
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.note_cut(p, cut);
                     }
                 }
                 let Some(s) = self.store(p) else {
@@ -1290,6 +1319,9 @@ impl Worker {
         let dir = old.dir().to_path_buf();
         let replaced = old.log_end();
         drop(old);
+        if let Some(c) = self.cluster.as_mut() {
+            c.note_cut(p, 0);
+        }
         if let Err(e) = exchange_dirs(staging, &dir) {
             log::error!("partition {p}: installing the copied segments failed: {e}");
             let _ = std::fs::remove_dir_all(staging);
@@ -1345,7 +1377,98 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::{exchange_dirs, remove_leftover_copies, sibling};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::{
+        ACK_TIMEOUT, ClusterState, FeedTx, Role, exchange_dirs, remove_leftover_copies, sibling,
+    };
+    use crate::server::cluster::RouteTable;
+
+    fn state() -> ClusterState {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let feed = FeedTx::new(tx, Arc::new(|| {}));
+        let mut c = ClusterState::new(
+            Arc::new(RouteTable::default()),
+            2,
+            feed,
+            2,
+            simplekv_conf::Acks::All,
+            Duration::from_secs(1),
+        );
+        c.parts[0].role = Role::Leader { epoch: 1 };
+        c.parts[1].role = Role::Leader { epoch: 1 };
+        c
+    }
+
+    #[test]
+    fn a_turn_is_committed_when_every_partition_it_wrote_is_below_the_hw() {
+        let mut c = state();
+        let t0 = Instant::now();
+        c.waits
+            .push_back((5, vec![(0, 10, false), (1, 4, false)], t0));
+        c.parts[0].hw = 10;
+        assert!(c.advance(5, t0).is_empty());
+        assert_eq!(c.repl_committed, 0, "partition 1 is not there yet");
+        c.parts[1].hw = 4;
+        assert!(c.advance(5, t0).is_empty());
+        assert_eq!(c.repl_committed, 5);
+    }
+
+    #[test]
+    fn a_leadership_moved_away_still_commits_through_the_new_leaders_hw() {
+        let mut c = state();
+        let t0 = Instant::now();
+        c.waits.push_back((5, vec![(0, 10, false)], t0));
+        // A preferred-leader election: this node now follows; nothing is decided yet.
+        c.parts[0].role = Role::Follower { epoch: 2 };
+        assert!(c.advance(5, t0).is_empty());
+        assert_eq!(c.repl_committed, 0);
+        // The new leader's high watermark, learnt with its records, passes the turn.
+        c.parts[0].hw = 12;
+        assert!(c.advance(5, t0).is_empty());
+        assert_eq!(c.repl_committed, 5);
+    }
+
+    #[test]
+    fn a_cut_below_a_waiting_turn_fails_it_and_a_cut_above_does_not() {
+        let mut c = state();
+        let t0 = Instant::now();
+        c.waits.push_back((5, vec![(0, 10, false)], t0));
+        c.waits.push_back((6, vec![(1, 20, false)], t0));
+        c.parts[0].role = Role::Follower { epoch: 2 };
+        c.parts[1].role = Role::Follower { epoch: 2 };
+        // The new leader of partition 0 lacked records 8..10; partition 1 was cut above.
+        c.note_cut(0, 8);
+        c.note_cut(1, 20);
+        let failed = c.advance(6, t0);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, 5);
+        assert!(failed[0].1.contains("may or may not"), "{}", failed[0].1);
+        assert_eq!(c.repl_committed, 5);
+        // Even with a high watermark past its end afterwards, the cut turn stays failed; the
+        // other one commits.
+        c.parts[1].hw = 20;
+        assert!(c.advance(6, t0).is_empty());
+        assert_eq!(c.repl_committed, 6);
+    }
+
+    #[test]
+    fn a_node_that_stops_replicating_fails_at_once_and_a_silent_leader_in_time() {
+        let mut c = state();
+        let t0 = Instant::now();
+        c.waits.push_back((5, vec![(0, 10, false)], t0));
+        c.waits.push_back((6, vec![(1, 10, false)], t0));
+        c.parts[0].role = Role::Idle;
+        let failed = c.advance(6, t0);
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].1.contains("stopped leading"), "{}", failed[0].1);
+        assert!(c.advance(6, t0 + ACK_TIMEOUT / 2).is_empty());
+        let failed = c.advance(6, t0 + ACK_TIMEOUT);
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].1.contains("in time"), "{}", failed[0].1);
+        assert_eq!(c.repl_committed, 6);
+    }
 
     #[test]
     fn leftovers_of_interrupted_copies_go_and_nothing_else_does() {
