@@ -861,6 +861,10 @@ fn del_unlink_exists_count_across_workers() {
     let mut ex = cmd("EXISTS");
     ex.arg(&keys).arg(&keys[0]).arg(&keys[1]).arg("nope");
     assert_eq!(int(&mut c, &mut ex), 42, "EXISTS counts duplicates");
+    // TOUCH counts as EXISTS does (no access times are kept to update).
+    let mut touch = cmd("TOUCH");
+    touch.arg(&keys).arg(&keys[0]).arg("nope");
+    assert_eq!(int(&mut c, &mut touch), 41);
     let mut del = cmd("DEL");
     del.arg(&keys[..20]).arg(&keys[0]).arg("nope");
     assert_eq!(int(&mut c, &mut del), 20, "DEL counts each key once");
@@ -2254,6 +2258,41 @@ fn unknown_command_and_wrong_arity_keep_the_connection_open() {
     );
     expect_reply(&mut raw, &resp(&args), want.as_bytes());
     expect_reply(&mut raw, b"PING\r\n", b"+PONG\r\n");
+}
+
+/// simplekv has no transactions. A client sends MULTI, its commands and EXEC at once: none of
+/// them may run (before, MULTI was an unknown command and the commands ran one by one while
+/// EXEC told the client the transaction failed).
+#[test]
+fn a_transaction_is_refused_whole_and_nothing_in_it_runs() {
+    let s = server();
+    let mut raw = s.raw();
+    let multi = "-ERR MULTI is not supported by simplekv (no transactions): the commands up to EXEC or DISCARD are refused, none is run\r\n";
+    let not_run = "-ERR not run: this connection sent MULTI, which simplekv does not support; commands are refused until EXEC or DISCARD\r\n";
+    let want = format!(
+        "{multi}{not_run}{not_run}-ERR MULTI calls can not be nested\r\n\
+         -EXECABORT Transaction discarded because of previous errors.\r\n$-1\r\n:0\r\n"
+    );
+    expect_reply(
+        &mut raw,
+        b"MULTI\r\nSET tx:a 1\r\nINCR tx:b\r\nMULTI\r\nEXEC\r\nGET tx:a\r\nEXISTS tx:b\r\n",
+        want.as_bytes(),
+    );
+    let want = format!("{multi}{not_run}+OK\r\n+OK\r\n$1\r\n2\r\n");
+    expect_reply(
+        &mut raw,
+        b"multi\r\nSET tx:a 1\r\nDISCARD\r\nSET tx:a 2\r\nGET tx:a\r\n",
+        want.as_bytes(),
+    );
+    expect_reply(
+        &mut raw,
+        b"EXEC\r\nDISCARD\r\nEXEC x\r\n",
+        b"-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n\
+          -ERR wrong number of arguments for 'exec' command\r\n",
+    );
+    // QUIT still ends the connection in the middle of one.
+    expect_reply(&mut raw, b"MULTI\r\n", multi.as_bytes());
+    expect_reply(&mut raw, b"QUIT\r\n", b"+OK\r\n");
 }
 
 #[test]

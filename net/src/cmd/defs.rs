@@ -1961,6 +1961,28 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
+        name: "touch",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        group: "generic",
+        since: "3.2.1",
+        summary: "Alters the last access time of a key(s). Returns the number of existing keys specified.",
+        complexity: "O(N) where N is the number of keys that will be touched.",
+        arguments: &[
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), multiple: true, ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Multi(MultiKind::Exists),
+        acl_categories: &["@keyspace", "@read", "@fast"],
+        tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RO"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: -1, keystep: 1, limit: 0 } },
+        ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
         name: "ttl",
         arity: 2,
         flags: &["readonly", "fast"],

@@ -612,6 +612,7 @@ mod tests {
             ("del", MultiKind::Del),
             ("unlink", MultiKind::Unlink),
             ("exists", MultiKind::Exists),
+            ("touch", MultiKind::Exists),
         ] {
             assert_eq!(lookup(name.as_bytes()).unwrap().kind, Kind::Multi(kind));
         }
@@ -644,7 +645,7 @@ mod tests {
                 }
             }
         }
-        let listed = keyed.split_whitespace().count() + 6 + server.split_whitespace().count();
+        let listed = keyed.split_whitespace().count() + 7 + server.split_whitespace().count();
         assert_eq!(COMMANDS.len(), listed);
     }
 

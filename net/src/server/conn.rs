@@ -211,6 +211,9 @@ pub struct Client {
     /// Input is left unread while this worker holds still for an MSETNX (`msetnx`).
     pub frozen: bool,
     pub in_dirty_list: bool,
+    /// The client sent MULTI (not supported): its commands are refused, none run, until EXEC
+    /// or DISCARD.
+    pub refusing_multi: bool,
 }
 
 /// Reads stop and parsing pauses above these, so one pipelining client cannot make a worker
@@ -271,6 +274,7 @@ impl Conn {
                 paused: false,
                 frozen: false,
                 in_dirty_list: false,
+                refusing_multi: false,
             },
         }
     }

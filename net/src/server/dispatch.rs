@@ -229,8 +229,13 @@ impl Worker {
         client: &mut Client,
         args: &[&[u8]],
     ) {
+        if client.refusing_multi && self.refuse_in_multi(out, client, args) {
+            return;
+        }
         let Some(spec) = cmd::lookup(args[0]) else {
-            out.push_reply(&unknown_command(args));
+            if !self.transaction_command(out, client, args) {
+                out.push_reply(&unknown_command(args));
+            }
             return;
         };
         // Redis 7 checks a container command (CONFIG, CLIENT, COMMAND) against the arity of
@@ -1766,6 +1771,71 @@ impl Worker {
             _ => return unknown_subcommand(out, "client", args[1]),
         }
         out.push_reply(&r);
+    }
+
+    /// MULTI, EXEC and DISCARD (simplekv has no transactions). A client library sends MULTI,
+    /// the commands and EXEC in one go: answering MULTI "unknown command" and then running
+    /// the commands one by one applied a transaction half-way while the client was told it
+    /// failed. Instead MULTI is refused and so is every command after it, none run, until
+    /// EXEC (EXECABORT, as Redis answers a transaction with a refused command) or DISCARD.
+    /// Returns false for any other command.
+    fn transaction_command(&self, out: &mut Output, client: &mut Client, args: &[&[u8]]) -> bool {
+        let name = args[0];
+        let (multi, exec, discard) = (
+            name.eq_ignore_ascii_case(b"multi"),
+            name.eq_ignore_ascii_case(b"exec"),
+            name.eq_ignore_ascii_case(b"discard"),
+        );
+        if !(multi || exec || discard) {
+            return false;
+        }
+        if args.len() != 1 {
+            let name = String::from_utf8_lossy(name).to_lowercase();
+            err(
+                out,
+                &format!("ERR wrong number of arguments for '{name}' command"),
+            );
+        } else if !client.authed && self.config.server.requirepass.is_some() {
+            err(out, "NOAUTH Authentication required.");
+        } else if multi {
+            client.refusing_multi = true;
+            err(
+                out,
+                "ERR MULTI is not supported by simplekv (no transactions): the commands up to EXEC or DISCARD are refused, none is run",
+            );
+        } else if exec {
+            err(out, "ERR EXEC without MULTI");
+        } else {
+            err(out, "ERR DISCARD without MULTI");
+        }
+        true
+    }
+
+    /// A command after a refused MULTI (see `transaction_command`): refused unless it ends
+    /// the transaction or the connection. Returns false when the command should run.
+    fn refuse_in_multi(&self, out: &mut Output, client: &mut Client, args: &[&[u8]]) -> bool {
+        let name = args[0];
+        if name.eq_ignore_ascii_case(b"quit") {
+            return false;
+        }
+        if args.len() == 1 && name.eq_ignore_ascii_case(b"exec") {
+            client.refusing_multi = false;
+            err(
+                out,
+                "EXECABORT Transaction discarded because of previous errors.",
+            );
+        } else if args.len() == 1 && name.eq_ignore_ascii_case(b"discard") {
+            client.refusing_multi = false;
+            out.push_reply(b"+OK\r\n");
+        } else if name.eq_ignore_ascii_case(b"multi") {
+            err(out, "ERR MULTI calls can not be nested");
+        } else {
+            err(
+                out,
+                "ERR not run: this connection sent MULTI, which simplekv does not support; commands are refused until EXEC or DISCARD",
+            );
+        }
+        true
     }
 
     pub fn client_line(&self, c: &Client, out: &Output) -> String {
