@@ -1416,6 +1416,22 @@ fn info_sections_have_their_fields() {
     assert_eq!(num(&st, "keyspace_misses"), 6);
     num(&st, "expired_keys");
     num(&st, "rejected_connections");
+    // Instantaneous rates, sampled every 100 ms as Redis does: above zero while commands flow.
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        let _: String = cmd("PING").query(&mut c).unwrap();
+    }
+    let st = info(&mut c, "stats");
+    for k in [
+        "instantaneous_ops_per_sec",
+        "instantaneous_input_kbps",
+        "instantaneous_output_kbps",
+    ] {
+        let v: f64 = st[k]
+            .parse()
+            .unwrap_or_else(|_| panic!("{k} = {:?}", st[k]));
+        assert!(v > 0.0, "{k} = {v}");
+    }
     let pe = info(&mut c, "persistence");
     assert_eq!(num(&pe, "aof_enabled"), 1);
     assert_eq!(num(&pe, "loading"), 0);

@@ -199,7 +199,7 @@ fn one_shot_output_and_exit_codes() {
     }
     let r = cli(&["-p", &p, "--no-raw", "client", "info"], b"");
     assert!(
-        r.out().starts_with("id=") && r.out().ends_with("resp=2\n"),
+        r.out().starts_with("id=") && r.out().ends_with("resp=2 lib-name= lib-ver=\n"),
         "{:?}",
         r.out()
     );

@@ -9,6 +9,9 @@ impl Worker {
     /// This worker's counters plus the process-wide facts.
     pub fn collect_stats(&self) -> WorkerStats {
         let mut s = self.stats.clone();
+        s.ops_per_sec = self.rates[0].rate();
+        s.input_kbps = self.rates[1].rate() / 1024.0;
+        s.output_kbps = self.rates[2].rate() / 1024.0;
         s.clients = self.conns.iter().flatten().count() as u64;
         s.partitions = self.owned.len() as u64;
         s.journals = self.journaling() as u64;
@@ -218,11 +221,14 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("stats") {
         let _ = write!(
             o,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_ops_per_sec:{:.0}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
             si.total_connections,
             t.commands,
             t.net_in,
             t.net_out,
+            t.ops_per_sec,
+            t.input_kbps,
+            t.output_kbps,
             si.rejected_connections,
             t.expired_keys,
             t.hits,

@@ -1,6 +1,6 @@
 //! Counters each worker keeps for INFO, summed across workers on request.
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Process-wide state the workers share. Only atomics: nothing here is locked.
 pub struct Shared {
@@ -20,6 +20,37 @@ pub struct Shared {
     pub config_file: Option<std::path::PathBuf>,
 }
 
+/// A rate as Redis's instantaneous metrics give it (`instantaneous_ops_per_sec`...): the
+/// counter is sampled at most every 100 ms and the rate is the mean of the last 16 samples.
+#[derive(Clone, Debug, Default)]
+pub struct RateSampler {
+    rates: [f64; 16],
+    next: usize,
+    last: Option<(Instant, u64)>,
+}
+
+impl RateSampler {
+    const PERIOD: Duration = Duration::from_millis(100);
+
+    /// Takes `value` (a growing counter) at `now`.
+    pub fn sample(&mut self, now: Instant, value: u64) {
+        if let Some((t, v)) = self.last {
+            let dt = now.saturating_duration_since(t);
+            if dt < Self::PERIOD {
+                return;
+            }
+            self.rates[self.next] = value.saturating_sub(v) as f64 / dt.as_secs_f64();
+            self.next = (self.next + 1) % self.rates.len();
+        }
+        self.last = Some((now, value));
+    }
+
+    /// Per second, over the last 16 samples.
+    pub fn rate(&self) -> f64 {
+        self.rates.iter().sum::<f64>() / self.rates.len() as f64
+    }
+}
+
 /// One worker's counters; `merge` adds another's.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerStats {
@@ -29,6 +60,10 @@ pub struct WorkerStats {
     pub commands: u64,
     pub net_in: u64,
     pub net_out: u64,
+    /// Instantaneous rates (see [`RateSampler`]): commands, and KiB in and out, per second.
+    pub ops_per_sec: f64,
+    pub input_kbps: f64,
+    pub output_kbps: f64,
     pub hits: u64,
     pub misses: u64,
     pub expired_keys: u64,
@@ -85,6 +120,9 @@ impl WorkerStats {
         self.commands += o.commands;
         self.net_in += o.net_in;
         self.net_out += o.net_out;
+        self.ops_per_sec += o.ops_per_sec;
+        self.input_kbps += o.input_kbps;
+        self.output_kbps += o.output_kbps;
         self.hits += o.hits;
         self.misses += o.misses;
         self.expired_keys += o.expired_keys;
@@ -113,5 +151,36 @@ impl WorkerStats {
         }
         self.repl_lines.extend(o.repl_lines.iter().cloned());
         self.repl_lines.sort_by_key(|(p, _)| *p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::RateSampler;
+
+    #[test]
+    fn rate_is_the_mean_of_the_last_sixteen_samples_taken_100_ms_apart() {
+        let mut r = RateSampler::default();
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        r.sample(ms(0), 0);
+        assert_eq!(r.rate(), 0.0);
+        // 1000 per second for 16 samples.
+        for i in 1..=16 {
+            r.sample(ms(i * 100), i * 100);
+            // Samples closer than 100 ms are skipped.
+            r.sample(ms(i * 100 + 50), i * 100 + 1_000_000);
+        }
+        assert!((r.rate() - 1000.0).abs() < 1e-6, "{}", r.rate());
+        // Idle from then on: the rate falls as zero samples replace the old ones.
+        for i in 17..=24 {
+            r.sample(ms(i * 100), 1600);
+        }
+        assert!((r.rate() - 500.0).abs() < 1e-6, "{}", r.rate());
+        // A counter cannot go back; if it did (a reset), the sample is zero, not negative.
+        r.sample(ms(2500), 0);
+        assert!(r.rate() >= 0.0);
     }
 }

@@ -90,6 +90,8 @@ pub struct Worker {
     /// Results for callers outside the workers, released after this turn's commit.
     external_out: Vec<(ExternalDone, Payload, Need)>,
     pub stats: WorkerStats,
+    /// Commands, bytes in, bytes out (INFO's instantaneous rates), sampled by `cron`.
+    pub rates: [super::stats::RateSampler; 3],
     maint: Sender<Job>,
     next_rr: usize,
     last_cron: Instant,
@@ -204,6 +206,7 @@ impl Worker {
             ahead_ranges: Vec::new(),
             external_out: Vec::new(),
             stats: WorkerStats::default(),
+            rates: Default::default(),
             maint,
             next_rr: id,
             last_cron: Instant::now(),
@@ -1469,6 +1472,10 @@ impl Worker {
 
     fn cron(&mut self) {
         self.last_cron = Instant::now();
+        let s = &self.stats;
+        for (r, v) in self.rates.iter_mut().zip([s.commands, s.net_in, s.net_out]) {
+            r.sample(self.last_cron, v);
+        }
         self.active_expire();
         let mut hint_jobs = Vec::new();
         let mut syncs = Vec::new();
