@@ -383,6 +383,12 @@ impl Cluster {
         })
     }
 
+    /// Asks the controller for a preferred-leader election (as `simplekv cluster rebalance`).
+    pub fn request_rebalance(&self) -> Result<(), String> {
+        simplekv_cluster::admin::request_preferred_election(&self.zk_connect, ZK_TIMEOUT)
+            .map_err(|e| e.to_string())
+    }
+
     /// The leader of partition `p` in ZooKeeper's state.
     pub fn leader_of(&mut self, p: u32) -> Result<Option<u32>, String> {
         Ok(self.states()?.get(p as usize).and_then(|st| st.leader))

@@ -38,11 +38,15 @@ pub enum FaultKind {
     /// Disk: the node's file system is filled (every append, roll, hint file and fsync gets
     /// ENOSPC) for the hold, then freed.
     DiskFull,
+    /// Control: a preferred-leader election is requested (`simplekv cluster rebalance`):
+    /// leaderships that moved away after earlier faults move back while clients write. The
+    /// node is not used.
+    Rebalance,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Terminate,
@@ -52,14 +56,16 @@ impl FaultKind {
         FaultKind::IsolateController,
         FaultKind::CutLeaderFromZk,
         FaultKind::DiskFull,
+        FaultKind::Rebalance,
     ];
 
     /// The kinds that need only process control (no namespaces, no mounts: any user).
-    pub const PROCESS: [FaultKind; 4] = [
+    pub const PROCESS: [FaultKind; 5] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Terminate,
         FaultKind::Wipe,
+        FaultKind::Rebalance,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +79,7 @@ impl FaultKind {
             FaultKind::IsolateController => "isolate-controller",
             FaultKind::CutLeaderFromZk => "cut-leader-zk",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::Rebalance => "rebalance",
         }
     }
 
@@ -100,6 +107,8 @@ impl FaultKind {
             | FaultKind::IsolateController
             | FaultKind::CutLeaderFromZk => (500, 6_000),
             FaultKind::DiskFull => (500, 5_000),
+            // Quiet time after the request (the election itself takes milliseconds).
+            FaultKind::Rebalance => (300, 2_000),
         }
     }
 }

@@ -371,6 +371,20 @@ impl Chaos<'_> {
             }
             return;
         }
+        if f.kind == FaultKind::Rebalance {
+            match self.cluster.request_rebalance() {
+                Ok(()) => self.note("rebalance: preferred-leader election requested".into()),
+                Err(e) => {
+                    self.skipped += 1;
+                    self.note(format!("rebalance: {e}"));
+                    return;
+                }
+            }
+            let hold_end = Instant::now() + f.hold + Duration::from_secs(60);
+            self.sleep(f.hold, hold_end);
+            *self.injected.entry(f.kind).or_default() += 1;
+            return;
+        }
         // A fault on a node that is down (it crashed and could not restart) is skipped.
         if !self.cluster.is_up(i) {
             self.skipped += 1;
@@ -451,11 +465,12 @@ impl Chaos<'_> {
                     Err(e) => self.note(format!("free disk of node {i}: {e}")),
                 }
             }
-            // Network kinds were handled above.
+            // Network kinds and rebalance were handled above.
             FaultKind::Isolate
             | FaultKind::CutPeers
             | FaultKind::IsolateController
-            | FaultKind::CutLeaderFromZk => {}
+            | FaultKind::CutLeaderFromZk
+            | FaultKind::Rebalance => {}
         }
         *self.injected.entry(f.kind).or_default() += 1;
     }
