@@ -25,6 +25,10 @@ use super::cluster::RouteTable;
 /// not survive; the client is told it is unknown, never that it succeeded).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a node that has just become follower of a partition answers `-TRYAGAIN` rather
+/// than `MOVED` while it has not heard from the new leader yet (see `ClusterState::refusal`).
+pub const LEADER_CHANGE_GRACE: Duration = Duration::from_millis(500);
+
 /// Messages from workers to the replication driver (on the node's gRPC thread).
 #[derive(Debug)]
 pub enum FeedMsg {
@@ -195,6 +199,10 @@ pub struct PartRepl {
     /// Follower: the leader's, as last sent with records. 0 (keep every tombstone) until the
     /// leader of the current epoch says otherwise.
     pub horizon: u64,
+    /// When the role last changed.
+    pub role_since: Instant,
+    /// Follower: the leader of this epoch has sent records (it has taken the leadership).
+    pub heard_leader: bool,
 }
 
 impl PartRepl {
@@ -207,6 +215,8 @@ impl PartRepl {
             isr_len: 1,
             has_followers: false,
             horizon: 0,
+            role_since: Instant::now(),
+            heard_leader: false,
         }
     }
 }
@@ -344,6 +354,18 @@ impl ClusterState {
                     );
                 }
                 None
+            }
+            // A leadership that just moved here: the new leader may not know yet (its route
+            // table comes through its own ZooKeeper watch) and send the client back with a
+            // MOVED of its own; clients bounced between the two nodes (hundreds of redirects
+            // in a few ms after a controlled shutdown). Until the new leader has sent records,
+            // which it does only once it leads, for a short while: retry here.
+            Role::Follower { .. }
+                if !self.parts[p as usize].heard_leader
+                    && now.saturating_duration_since(self.parts[p as usize].role_since)
+                        < LEADER_CHANGE_GRACE =>
+            {
+                Some("TRYAGAIN the partition is changing leader".into())
             }
             _ => match rt.leader_addr(p) {
                 Some(a) if a.id != rt.me => Some(super::cluster_cmds::moved(
@@ -581,6 +603,8 @@ impl Worker {
                 r.fed_to = log_end;
             }
             r.role = role;
+            r.role_since = Instant::now();
+            r.heard_leader = false;
             // A new role, a new epoch: the horizon comes from its leader (or this node's count).
             r.horizon = 0;
             ClusterState::log_role(p, old, role);
@@ -899,6 +923,7 @@ impl Worker {
                         }
                         if let Some(c) = self.cluster.as_mut() {
                             let pr = &mut c.parts[p as usize];
+                            pr.heard_leader = true;
                             pr.hw = pr.hw.max(leader_hw.min(log_end));
                             // Replaced, not maxed: the leader lowers it when a replica comes
                             // back with less than it had (a wiped disk).
@@ -1399,6 +1424,50 @@ mod tests {
         c.parts[0].role = Role::Leader { epoch: 1 };
         c.parts[1].role = Role::Leader { epoch: 1 };
         c
+    }
+
+    #[test]
+    fn a_new_follower_says_tryagain_until_the_new_leader_is_heard_then_moved() {
+        use crate::server::cluster::{NodeAddr, PartRoute};
+        let node = |id: u32| NodeAddr {
+            id,
+            resp: format!("127.0.0.1:{}", 7000 + id),
+            grpc: format!("127.0.0.1:{}", 7100 + id),
+        };
+        let mut c = state();
+        c.routes = Arc::new(RouteTable {
+            me: 1,
+            nodes: [(1, node(1)), (2, node(2))].into_iter().collect(),
+            parts: vec![
+                PartRoute {
+                    leader: Some(2),
+                    leader_epoch: 2,
+                    replicas: vec![1, 2],
+                    isr: vec![1, 2],
+                };
+                2
+            ],
+            ..RouteTable::default()
+        });
+        let t0 = Instant::now();
+        c.parts[0].role = Role::Follower { epoch: 2 };
+        c.parts[0].role_since = t0;
+        let r = c.refusal(0, b"k", t0).expect("refused");
+        assert!(r.starts_with("TRYAGAIN"), "{r}");
+        // The new leader sent records: it leads, send the client there.
+        c.parts[0].heard_leader = true;
+        let r = c.refusal(0, b"k", t0).expect("refused");
+        assert!(
+            r.starts_with("MOVED ") && r.ends_with(" 127.0.0.1:7002"),
+            "{r}"
+        );
+        // Not heard from for longer than the grace (a follower cut from its leader): the
+        // client is sent to the leader anyway.
+        c.parts[0].heard_leader = false;
+        let r = c
+            .refusal(0, b"k", t0 + super::LEADER_CHANGE_GRACE)
+            .expect("refused");
+        assert!(r.starts_with("MOVED "), "{r}");
     }
 
     #[test]
