@@ -589,11 +589,11 @@ fn values_larger_than_a_default_grpc_message_replicate_and_survive_the_leaders_l
 }
 
 /// A preferred-leader election moves a leadership while pipelined writes are in flight on
-/// it. The node that led answers the writes it had applied once the new leader's high
-/// watermark covers them (it follows that leader now), so clients get +OK for those and a
-/// redirect for what came after. Only writes the new leader never got (the old leader's log
-/// is cut back to the new leader's) are answered with an unknown outcome; before, every
-/// write in flight was ("stopped leading").
+/// it. The controller first has the leader hand the partition over: it refuses new writes
+/// (TRYAGAIN) and answers once the ones it took are committed, so the new leader has them
+/// all. Clients get +OK for every write taken and a retry or a redirect for the rest, never
+/// an unknown outcome. (Before: every write in flight was answered "not acknowledged:
+/// stopped leading"; without the handover, writes the new leader lacked still were.)
 #[test]
 fn writes_in_flight_during_a_preferred_leader_move_are_acknowledged_not_failed() {
     use std::io::{BufRead, BufReader, Write};
@@ -673,11 +673,12 @@ fn writes_in_flight_during_a_preferred_leader_move_are_acknowledged_not_failed()
         acked.extend(a);
         others.extend(o);
     }
-    let cut = "-ERR not acknowledged: the partition's new leader did not have everything";
+    let logs: String = (1..=3).map(|i| c.log_since(i, 0)).collect();
+    assert!(logs.contains("handed over partitions [0]"), "{logs}");
     assert!(
         others
             .iter()
-            .all(|e| e.starts_with("-MOVED") || e.starts_with("-TRYAGAIN") || e.starts_with(cut)),
+            .all(|e| e.starts_with("-MOVED") || e.starts_with("-TRYAGAIN")),
         "{:?}",
         others
             .iter()
@@ -687,6 +688,12 @@ fn writes_in_flight_during_a_preferred_leader_move_are_acknowledged_not_failed()
     assert!(
         others.iter().any(|e| e.starts_with("-MOVED")),
         "the move happened while the writers were writing"
+    );
+    assert!(
+        others
+            .iter()
+            .any(|e| e.contains("moving to its preferred leader")),
+        "writes were refused during the handover"
     );
     assert!(acked.len() > 100, "{}", acked.len());
     // Every acknowledged write is there, through the new leader.

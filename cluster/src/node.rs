@@ -100,31 +100,36 @@ pub fn routes_of(v: &ClusterView, name: &str, version: u64) -> RouteTable {
 
 /// The controller's election input: a replica's log ends, asked over gRPC with a deadline.
 fn log_end_probe(env: Arc<grpcio::Environment>) -> LogEndProbe {
-    Box::new(move |b: &BrokerInfo, epoch: u64, parts: &[u32]| {
-        let ch = grpcio::ChannelBuilder::new(env.clone()).connect(&b.grpc);
-        let client = simplekv_proto::replication_grpc::ReplicationClient::new(ch);
-        let mut req = simplekv_proto::replication::LogEndsRequest::new();
-        req.controller_epoch = epoch;
-        req.partitions = parts.to_vec();
-        let opt = grpcio::CallOption::default().timeout(Duration::from_millis(300));
-        match client.log_ends_opt(&req, opt) {
-            Ok(r) if !r.refused => Some(
-                r.ends
-                    .iter()
-                    .filter(|e| e.present)
-                    .map(|e| (e.partition, e.log_end))
-                    .collect(),
-            ),
-            Ok(r) => {
-                warn!("node {} refused the log-end probe: {}", b.id, r.message);
-                None
+    Box::new(
+        move |b: &BrokerInfo, epoch: u64, parts: &[u32], handover: bool| {
+            let ch = grpcio::ChannelBuilder::new(env.clone()).connect(&b.grpc);
+            let client = simplekv_proto::replication_grpc::ReplicationClient::new(ch);
+            let mut req = simplekv_proto::replication::LogEndsRequest::new();
+            req.controller_epoch = epoch;
+            req.partitions = parts.to_vec();
+            req.handover = handover;
+            // A handover waits for the writes in flight to be committed.
+            let wait = if handover { 1000 } else { 300 };
+            let opt = grpcio::CallOption::default().timeout(Duration::from_millis(wait));
+            match client.log_ends_opt(&req, opt) {
+                Ok(r) if !r.refused => Some(
+                    r.ends
+                        .iter()
+                        .filter(|e| e.present)
+                        .map(|e| (e.partition, e.log_end))
+                        .collect(),
+                ),
+                Ok(r) => {
+                    warn!("node {} refused the log-end probe: {}", b.id, r.message);
+                    None
+                }
+                Err(e) => {
+                    warn!("node {} did not answer the log-end probe: {e}", b.id);
+                    None
+                }
             }
-            Err(e) => {
-                warn!("node {} did not answer the log-end probe: {e}", b.id);
-                None
-            }
-        }
-    })
+        },
+    )
 }
 
 impl Node {

@@ -120,7 +120,11 @@ fn start(cfg: ControlConfig, ends: &Ends) -> Started {
     std::thread::spawn(move || {
         let (tx, rx) = unbounded();
         let probe = Box::new(
-            move |b: &BrokerInfo, _epoch: u64, parts: &[u32]| -> Option<BTreeMap<u32, u64>> {
+            move |b: &BrokerInfo,
+                  _epoch: u64,
+                  parts: &[u32],
+                  _handover: bool|
+                  -> Option<BTreeMap<u32, u64>> {
                 let all = ends.lock().expect("ends");
                 let mine = all.get(&b.id)?;
                 Some(

@@ -60,9 +60,11 @@ impl ClusterView {
 /// Asks a live replica for its log end offsets (the controller's election input). The node
 /// implements it with a gRPC call carrying the controller epoch; `None` when the replica did
 /// not answer in time (it then counts as log end 0, i.e. it can still win only if no other
-/// in-sync replica answered).
+/// in-sync replica answered). With `handover` (a preferred-leader election is about to move
+/// these partitions away from that replica, their leader) the replica stops taking writes on
+/// them and answers once every write it took is committed.
 pub type LogEndProbe =
-    Box<dyn Fn(&BrokerInfo, u64, &[u32]) -> Option<BTreeMap<u32, u64>> + Send + 'static>;
+    Box<dyn Fn(&BrokerInfo, u64, &[u32], bool) -> Option<BTreeMap<u32, u64>> + Send + 'static>;
 
 /// Called with every new view (on the control thread: must only post it on, never block).
 pub type ViewSink = Box<dyn Fn(ClusterView) + Send + 'static>;

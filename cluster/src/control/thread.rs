@@ -1197,6 +1197,9 @@ impl Ctl {
         if !self.still_controller(epoch)? {
             return Ok(false);
         }
+        if preferred {
+            self.hand_over(&plan, &nodes, epoch);
+        }
         let log_ends = self.probe_round(&plan, &nodes, epoch);
         for p in plan {
             if !self.decide_and_write(p, &nodes, &log_ends, preferred, epoch)? {
@@ -1242,6 +1245,47 @@ impl Ctl {
         }
     }
 
+    /// A preferred-leader election moves leaderships from live leaders: each is asked first to
+    /// stop taking writes on the partitions it hands over and to answer once the writes it
+    /// took are committed, so the new leader has them all. Without that, writes the leader
+    /// took after the new one last fetched were cut from its log when it became follower and
+    /// their clients got an unknown outcome. Best effort: a leader that does not answer in
+    /// time is moved anyway, as before.
+    fn hand_over(&mut self, plan: &[u32], nodes: &Nodes, epoch: u64) {
+        let unclean = self.cfg.unclean_leader_election;
+        let none = BTreeMap::new();
+        let mut by_leader: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for &p in plan {
+            let Some(Some(v)) = self.parts.get(p as usize) else {
+                continue;
+            };
+            let Some(leader) = v.state.leader.filter(|l| nodes.live.contains(l)) else {
+                continue;
+            };
+            let nodes = self.nodes_for(nodes, v);
+            let moves = controller::decide(&v.state, &nodes, &none, unclean, true, epoch)
+                .is_some_and(|d| d.next.leader != Some(leader));
+            if moves {
+                by_leader.entry(leader).or_default().push(p);
+            }
+        }
+        for (leader, parts) in by_leader {
+            let Some(info) = self.brokers.get(&leader) else {
+                continue;
+            };
+            let t = Instant::now();
+            match (self.probe)(info, epoch, &parts, true) {
+                Some(_) => info!(
+                    "control: node {leader} handed over partitions {parts:?} (its writes on them committed) in {} ms",
+                    t.elapsed().as_millis()
+                ),
+                None => warn!(
+                    "control: node {leader} did not hand over partitions {parts:?} in time; moving them anyway"
+                ),
+            }
+        }
+    }
+
     /// Asks each broker once for the log ends of the partitions it might be elected for.
     /// Result: partition -> broker -> log end.
     fn probe_round(
@@ -1273,7 +1317,7 @@ impl Ctl {
                 continue;
             };
             let t = Instant::now();
-            let answer = (self.probe)(info, epoch, &parts);
+            let answer = (self.probe)(info, epoch, &parts, false);
             debug!(
                 "control: log ends of node {b} for {parts:?}: {answer:?} in {} ms",
                 t.elapsed().as_millis()

@@ -89,7 +89,10 @@ impl Replication for ReplService {
             }
             self.router.submit(
                 w,
-                Op::Repl(ReplOp::LogEnds { partitions: parts }),
+                Op::Repl(ReplOp::LogEnds {
+                    partitions: parts,
+                    handover: req.handover && !req.status,
+                }),
                 move |p| {
                     let _ = tx.send(p);
                 },

@@ -29,6 +29,10 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// than `MOVED` while it has not heard from the new leader yet (see `ClusterState::refusal`).
 pub const LEADER_CHANGE_GRACE: Duration = Duration::from_millis(500);
 
+/// How long a leader refuses writes on a partition it was asked to hand over, if its role
+/// does not change meanwhile (the controller that asked went away).
+pub const HANDOVER_HOLD: Duration = Duration::from_secs(2);
+
 /// Messages from workers to the replication driver (on the node's gRPC thread).
 #[derive(Debug)]
 pub enum FeedMsg {
@@ -97,8 +101,13 @@ pub enum ReplOp {
     },
     /// Follower: log end and last record epoch, to start fetching from.
     Position { partition: u32 },
-    /// Log ends of the partitions present here (the controller's election input).
-    LogEnds { partitions: Vec<u32> },
+    /// Log ends of the partitions present here (the controller's election input). With
+    /// `handover`, the ones led here are about to move to another replica: no more writes on
+    /// them, and the answer waits until every write already taken is committed.
+    LogEnds {
+        partitions: Vec<u32>,
+        handover: bool,
+    },
     /// Controlled shutdown: take no new writes (`-TRYAGAIN`, so clients retry on the next
     /// leader) and report how many turns still wait for the in-sync replicas.
     Resign,
@@ -203,6 +212,9 @@ pub struct PartRepl {
     pub role_since: Instant,
     /// Follower: the leader of this epoch has sent records (it has taken the leadership).
     pub heard_leader: bool,
+    /// Leader: a preferred-leader election is moving the partition away; writes are refused
+    /// until then (see `ReplOp::LogEnds`).
+    pub handover_until: Option<Instant>,
 }
 
 impl PartRepl {
@@ -217,6 +229,7 @@ impl PartRepl {
             horizon: 0,
             role_since: Instant::now(),
             heard_leader: false,
+            handover_until: None,
         }
     }
 }
@@ -605,6 +618,7 @@ impl Worker {
             r.role = role;
             r.role_since = Instant::now();
             r.heard_leader = false;
+            r.handover_until = None;
             // A new role, a new epoch: the horizon comes from its leader (or this node's count).
             r.horizon = 0;
             ClusterState::log_role(p, old, role);
@@ -742,6 +756,14 @@ impl Worker {
                 "TRYAGAIN this node is shutting down; its partitions are moving to other nodes"
                     .into(),
             );
+        }
+        if write
+            && c.parts
+                .get(p as usize)
+                .and_then(|r| r.handover_until)
+                .is_some_and(|until| Instant::now() < until)
+        {
+            return Some("TRYAGAIN the partition is moving to its preferred leader".into());
         }
         if write && c.too_few_replicas(p, acks) {
             return Some("NOREPLICAS Not enough good replicas to write.".into());
@@ -1095,15 +1117,33 @@ impl Worker {
                 }
                 None => (reply(ReplReply::Pending(0)), Need::Now),
             },
-            ReplOp::LogEnds { partitions } => {
+            ReplOp::LogEnds {
+                partitions,
+                handover,
+            } => {
                 let ends = partitions
-                    .into_iter()
-                    .filter_map(|p| {
+                    .iter()
+                    .filter_map(|&p| {
                         let hw = self.cluster.as_ref().map_or(0, |c| c.parts[p as usize].hw);
                         self.store(p).map(|s| (p, s.log_end(), hw))
                     })
                     .collect();
-                (reply(ReplReply::Ends(ends)), Need::Now)
+                if !handover {
+                    return (reply(ReplReply::Ends(ends)), Need::Now);
+                }
+                // Writes taken before this turn ends are answered before this reply (replies
+                // go out in turn order once committed); later ones are refused.
+                let until = Instant::now() + HANDOVER_HOLD;
+                if let Some(c) = self.cluster.as_mut() {
+                    for &p in &partitions {
+                        if let Some(r) = c.parts.get_mut(p as usize)
+                            && matches!(r.role, Role::Leader { .. })
+                        {
+                            r.handover_until = Some(until);
+                        }
+                    }
+                }
+                (reply(ReplReply::Ends(ends)), Need::Committed)
             }
         }
     }
