@@ -1197,13 +1197,28 @@ impl Ctl {
         if !self.still_controller(epoch)? {
             return Ok(false);
         }
-        if preferred {
-            self.hand_over(&plan, &nodes, epoch);
-        }
-        let log_ends = self.probe_round(&plan, &nodes, epoch);
-        for p in plan {
+        let moves = if preferred {
+            self.preferred_moves(&plan, &nodes, epoch)
+        } else {
+            BTreeMap::new()
+        };
+        let moving: Vec<u32> = moves.values().flatten().copied().collect();
+        // Partitions without a live leader first: a handover may take up to a second.
+        let rest: Vec<u32> = plan.into_iter().filter(|p| !moving.contains(p)).collect();
+        let log_ends = self.probe_round(&rest, &nodes, epoch);
+        for p in rest {
             if !self.decide_and_write(p, &nodes, &log_ends, preferred, epoch)? {
                 return Ok(false);
+            }
+        }
+        // Each leader's partitions are written right after it handed them over, while it
+        // still refuses writes on them.
+        for (leader, parts) in moves {
+            self.hand_over(leader, &parts, epoch);
+            for p in parts {
+                if !self.decide_and_write(p, &nodes, &BTreeMap::new(), preferred, epoch)? {
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
@@ -1245,13 +1260,9 @@ impl Ctl {
         }
     }
 
-    /// A preferred-leader election moves leaderships from live leaders: each is asked first to
-    /// stop taking writes on the partitions it hands over and to answer once the writes it
-    /// took are committed, so the new leader has them all. Without that, writes the leader
-    /// took after the new one last fetched were cut from its log when it became follower and
-    /// their clients got an unknown outcome. Best effort: a leader that does not answer in
-    /// time is moved anyway, as before.
-    fn hand_over(&mut self, plan: &[u32], nodes: &Nodes, epoch: u64) {
+    /// The partitions of `plan` a preferred-leader election moves away from a live leader, by
+    /// that leader.
+    fn preferred_moves(&self, plan: &[u32], nodes: &Nodes, epoch: u64) -> BTreeMap<u32, Vec<u32>> {
         let unclean = self.cfg.unclean_leader_election;
         let none = BTreeMap::new();
         let mut by_leader: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
@@ -1269,20 +1280,28 @@ impl Ctl {
                 by_leader.entry(leader).or_default().push(p);
             }
         }
-        for (leader, parts) in by_leader {
-            let Some(info) = self.brokers.get(&leader) else {
-                continue;
-            };
-            let t = Instant::now();
-            match (self.probe)(info, epoch, &parts, true) {
-                Some(_) => info!(
-                    "control: node {leader} handed over partitions {parts:?} (its writes on them committed) in {} ms",
-                    t.elapsed().as_millis()
-                ),
-                None => warn!(
-                    "control: node {leader} did not hand over partitions {parts:?} in time; moving them anyway"
-                ),
-            }
+        by_leader
+    }
+
+    /// Before a preferred-leader election moves `parts` away from their live `leader`, the
+    /// leader is asked to stop taking writes on them and to answer once the writes it took
+    /// are committed, so the new leader has them all. Without that, writes the leader took
+    /// after the new one last fetched were cut from its log when it became follower and their
+    /// clients got an unknown outcome. Best effort: a leader that does not answer within a
+    /// second is moved anyway, as before.
+    fn hand_over(&mut self, leader: u32, parts: &[u32], epoch: u64) {
+        let Some(info) = self.brokers.get(&leader) else {
+            return;
+        };
+        let t = Instant::now();
+        match (self.probe)(info, epoch, parts, true) {
+            Some(_) => info!(
+                "control: node {leader} handed over partitions {parts:?} (its writes on them committed) in {} ms",
+                t.elapsed().as_millis()
+            ),
+            None => warn!(
+                "control: node {leader} did not hand over partitions {parts:?}; moving them anyway"
+            ),
         }
     }
 

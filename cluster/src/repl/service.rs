@@ -99,10 +99,21 @@ impl Replication for ReplService {
             );
             waits.push(rx);
         }
+        let handover = req.handover;
         ctx.spawn(async move {
             let mut r = LogEndsReply::new();
             for rx in waits {
-                if let Ok(Payload::Repl(b)) = rx.await
+                let answer = rx.await;
+                // A handover whose writes were not all committed (a wait failed) is no
+                // handover: the controller must not take it for one.
+                if handover && !matches!(&answer, Ok(Payload::Repl(_))) {
+                    r.refused = true;
+                    r.message = match &answer {
+                        Ok(Payload::Err(e)) => format!("handover: {e}"),
+                        _ => "handover: no answer from a worker".into(),
+                    };
+                }
+                if let Ok(Payload::Repl(b)) = answer
                     && let ReplReply::Ends(ends) = *b
                 {
                     for (p, end, hw) in ends {

@@ -561,6 +561,20 @@ impl Worker {
                 }
                 part = Some(p);
             } else if matches!(op, Op::Flush) {
+                let now = std::time::Instant::now();
+                if self.cluster.as_ref().is_some_and(|c| {
+                    c.parts
+                        .iter()
+                        .any(|r| r.handover_until.is_some_and(|u| now < u))
+                }) {
+                    return (
+                        Payload::Err(
+                            "TRYAGAIN a partition led here is moving to its preferred leader"
+                                .into(),
+                        ),
+                        Need::Now,
+                    );
+                }
                 if self.cluster.as_ref().is_some_and(|c| c.resigning) {
                     return (
                         Payload::Err(

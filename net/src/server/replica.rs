@@ -33,6 +33,11 @@ pub const LEADER_CHANGE_GRACE: Duration = Duration::from_millis(500);
 /// does not change meanwhile (the controller that asked went away).
 pub const HANDOVER_HOLD: Duration = Duration::from_secs(2);
 
+/// How long replies taken as leader wait, once the partition's node follows another leader,
+/// for that leader's high watermark to pass them (they hold up every later reply of the
+/// worker meanwhile).
+pub const FOLLOWER_WAIT: Duration = Duration::from_secs(1);
+
 /// Messages from workers to the replication driver (on the node's gRPC thread).
 #[derive(Debug)]
 pub enum FeedMsg {
@@ -248,6 +253,9 @@ pub struct ClusterState {
     pub waits: VecDeque<TurnWait>,
     /// Leader partitions this turn's replies wait on.
     pub turn_parts: Vec<u32>,
+    /// Cuts of `turn_parts` made during this turn (after a role change in the same turn):
+    /// (partition, cut).
+    pub turn_cuts: Vec<(u32, u64)>,
     /// Newest epoch all of whose waits are covered.
     pub repl_committed: u64,
     pub min_isr: usize,
@@ -274,6 +282,7 @@ impl ClusterState {
             feed,
             waits: VecDeque::new(),
             turn_parts: Vec::new(),
+            turn_cuts: Vec::new(),
             repl_committed: 0,
             min_isr,
             default_acks,
@@ -317,7 +326,10 @@ impl ClusterState {
                 // watermark it learns from that leader passes them (the leader checked its
                 // log against this one's before sending anything). So the reply keeps waiting
                 // for that instead of failing with an unknown outcome.
-                if r.role == Role::Idle {
+                let gave_up = matches!(r.role, Role::Follower { .. })
+                    && now.saturating_duration_since(r.role_since) >= FOLLOWER_WAIT
+                    && r.hw < end;
+                if r.role == Role::Idle || gave_up {
                     lost = Some(
                         "ERR not acknowledged: this node stopped leading its partition before the in-sync replicas confirmed what this reply waited on; a write may or may not have been applied, a read can be tried again",
                     );
@@ -398,6 +410,9 @@ impl ClusterState {
     /// `p`'s log was cut to `cut` (a follower's truncation; 0 when a copy of the leader's
     /// replaced it): replies waiting on records above it fail.
     pub fn note_cut(&mut self, p: u32, cut: u64) {
+        if self.turn_parts.contains(&p) {
+            self.turn_cuts.push((p, cut));
+        }
         for (_, parts, _) in self.waits.iter_mut() {
             for (wp, end, lost) in parts.iter_mut() {
                 if *wp == p && *end > cut {
@@ -727,10 +742,14 @@ impl Worker {
             return;
         }
         let parts = std::mem::take(&mut c.turn_parts);
+        let cuts = std::mem::take(&mut c.turn_cuts);
         let mut waits = Vec::with_capacity(parts.len());
         for p in parts {
             let end = self.stores[p as usize].as_ref().map_or(0, |s| s.log_end());
-            waits.push((p, end, false));
+            // A cut in this very turn (the partition changed role meanwhile) may have taken
+            // records this turn wrote, whatever the log end is now.
+            let cut = cuts.iter().any(|&(cp, _)| cp == p);
+            waits.push((p, end, cut));
         }
         if let Some(c) = self.cluster.as_mut() {
             c.waits.push_back((e, waits, Instant::now()));
@@ -743,8 +762,11 @@ impl Worker {
         let c = self.cluster.as_ref()?;
         let owned_here = self.topo.worker_of(p) == self.id;
         if !owned_here {
-            // The owner re-checks; here only what this worker can see from the routes.
-            if c.routes.leads(p) {
+            // The owner re-checks; here only what this worker can see from the routes. A
+            // partition this node follows goes to its owner too, which knows whether the
+            // leader has been heard from since the role changed (TRYAGAIN or MOVED, see
+            // `ClusterState::refusal`).
+            if c.routes.leads(p) || c.routes.replicates(p) {
                 return None;
             }
         }
@@ -982,14 +1004,15 @@ impl Worker {
                     if let Err(e) = self.prepare_log_cut() {
                         return (reply(ReplReply::Failed(e)), Need::Now);
                     }
+                    // Before cutting: a cut that fails half-way may have removed records.
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.note_cut(p, cut);
+                    }
                     let Some(s) = self.store_mut(p) else {
                         return (reply(ReplReply::Failed("no store".into())), Need::Now);
                     };
                     if let Err(e) = s.truncate_to(cut) {
                         return (reply(ReplReply::Failed(e.to_string())), Need::Now);
-                    }
-                    if let Some(c) = self.cluster.as_mut() {
-                        c.note_cut(p, cut);
                     }
                 }
                 let Some(s) = self.store(p) else {
@@ -1537,6 +1560,27 @@ mod tests {
         c.parts[0].hw = 12;
         assert!(c.advance(5, t0).is_empty());
         assert_eq!(c.repl_committed, 5);
+        // A turn the new leader's high watermark does not reach in FOLLOWER_WAIT fails (it
+        // holds up every later reply of the worker).
+        c.parts[0].role_since = t0;
+        c.waits.push_back((6, vec![(0, 20, false)], t0));
+        assert!(c.advance(6, t0 + super::FOLLOWER_WAIT / 2).is_empty());
+        let failed = c.advance(6, t0 + super::FOLLOWER_WAIT);
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].1.contains("stopped leading"), "{}", failed[0].1);
+    }
+
+    #[test]
+    fn a_cut_during_the_turn_that_wrote_is_remembered_for_its_wait() {
+        let mut c = state();
+        c.turn_parts = vec![0];
+        c.note_cut(1, 0);
+        assert!(
+            c.turn_cuts.is_empty(),
+            "partition 1 wrote nothing this turn"
+        );
+        c.note_cut(0, 3);
+        assert_eq!(c.turn_cuts, vec![(0, 3)]);
     }
 
     #[test]
