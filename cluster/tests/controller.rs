@@ -17,6 +17,8 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Log ends the fake probe answers with: broker -> partition -> end.
 type Ends = Arc<Mutex<BTreeMap<u32, BTreeMap<u32, u64>>>>;
+/// Handovers the fake probe was asked for: (broker, partitions).
+type Handovers = Arc<Mutex<Vec<(u32, Vec<u32>)>>>;
 
 fn broker(id: u32) -> BrokerInfo {
     BrokerInfo {
@@ -94,6 +96,7 @@ struct Cluster {
     nodes: Vec<Node>,
     connect: String,
     ends: Ends,
+    handovers: Handovers,
     admin: Session,
     zk: LocalZooKeeper,
 }
@@ -115,16 +118,23 @@ type Started = std::thread::JoinHandle<
 
 /// Starts a node's control thread from its own thread: `spawn` returns only once `/meta`
 /// exists.
-fn start(cfg: ControlConfig, ends: &Ends) -> Started {
+fn start(cfg: ControlConfig, ends: &Ends, handovers: &Handovers) -> Started {
     let ends = ends.clone();
+    let handovers = handovers.clone();
     std::thread::spawn(move || {
         let (tx, rx) = unbounded();
         let probe = Box::new(
             move |b: &BrokerInfo,
                   _epoch: u64,
                   parts: &[u32],
-                  _handover: bool|
+                  handover: bool|
                   -> Option<BTreeMap<u32, u64>> {
+                if handover {
+                    handovers
+                        .lock()
+                        .expect("handovers")
+                        .push((b.id, parts.to_vec()));
+                }
                 let all = ends.lock().expect("ends");
                 let mine = all.get(&b.id)?;
                 Some(
@@ -167,11 +177,12 @@ fn cluster(n: u32, partitions: u32, rf: u32, tweak: impl Fn(&mut ControlConfig))
     let zk = LocalZooKeeper::start(None).expect("ZooKeeper (scripts/setup.sh installs it)");
     let connect = format!("{}/simplekv/test", zk.addr());
     let ends: Ends = Arc::default();
+    let handovers: Handovers = Arc::default();
     let starting: Vec<(u32, Started)> = (1..=n)
         .map(|id| {
             let mut c = config(&connect, id);
             tweak(&mut c);
-            (id, start(c, &ends))
+            (id, start(c, &ends, &handovers))
         })
         .collect();
     let admin = Session::connect(&connect, Duration::from_secs(10)).expect("admin session");
@@ -184,6 +195,7 @@ fn cluster(n: u32, partitions: u32, rf: u32, tweak: impl Fn(&mut ControlConfig))
         nodes,
         connect,
         ends,
+        handovers,
         admin,
         zk,
     }
@@ -222,7 +234,7 @@ impl Cluster {
     }
 
     fn restart(&mut self, id: u32) {
-        let s = start(config(&self.connect, id), &self.ends);
+        let s = start(config(&self.connect, id), &self.ends, &self.handovers);
         let n = finish(id, s);
         self.nodes.retain(|n| n.id != id);
         self.nodes.push(n);
@@ -379,9 +391,12 @@ fn preferred_election_moves_leaders_back() {
     // Not on its own: the automatic check is off (ratio 1.0).
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(c.state(0).0.leader, Some(2));
+    assert!(c.handovers.lock().expect("handovers").is_empty());
     admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("request");
     let v = c.node(1).wait("node 1 leads 0 again", |v| v.leads(0));
     assert_eq!(led(&v, 0), (Some(1), 6, vec![1, 2, 3]));
+    // Node 2, the live leader, was asked to hand partition 0 over first.
+    assert_eq!(*c.handovers.lock().expect("handovers"), vec![(2, vec![0])]);
     wait_until("request consumed", || {
         c.admin
             .get(path::PREFERRED_ELECTION)
