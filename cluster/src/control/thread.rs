@@ -1180,31 +1180,31 @@ impl Ctl {
         let nodes = self.nodes();
         let unclean = self.cfg.unclean_leader_election;
         let none = BTreeMap::new();
-        let plan: Vec<u32> = self
-            .parts
-            .iter()
-            .enumerate()
-            .filter_map(|(p, v)| {
-                let v = v.as_ref()?;
-                let nodes = self.nodes_for(&nodes, v);
-                controller::decide(&v.state, &nodes, &none, unclean, preferred, epoch)
-                    .map(|_| p as u32)
-            })
-            .collect();
-        if plan.is_empty() {
+        // Partitions to decide on, and among them the ones a preferred-leader election moves
+        // away from a live leader (by that leader), which are handed over first.
+        let mut rest = Vec::new();
+        let mut moves: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (p, v) in self.parts.iter().enumerate() {
+            let Some(v) = v.as_ref() else { continue };
+            let nodes = self.nodes_for(&nodes, v);
+            let Some(d) = controller::decide(&v.state, &nodes, &none, unclean, preferred, epoch)
+            else {
+                continue;
+            };
+            match v.state.leader.filter(|l| nodes.live.contains(l)) {
+                Some(l) if preferred && d.next.leader != Some(l) => {
+                    moves.entry(l).or_default().push(p as u32)
+                }
+                _ => rest.push(p as u32),
+            }
+        }
+        if rest.is_empty() && moves.is_empty() {
             return Ok(true);
         }
         if !self.still_controller(epoch)? {
             return Ok(false);
         }
-        let moves = if preferred {
-            self.preferred_moves(&plan, &nodes, epoch)
-        } else {
-            BTreeMap::new()
-        };
-        let moving: Vec<u32> = moves.values().flatten().copied().collect();
         // Partitions without a live leader first: a handover may take up to a second.
-        let rest: Vec<u32> = plan.into_iter().filter(|p| !moving.contains(p)).collect();
         let log_ends = self.probe_round(&rest, &nodes, epoch);
         for p in rest {
             if !self.decide_and_write(p, &nodes, &log_ends, preferred, epoch)? {
@@ -1258,29 +1258,6 @@ impl Ctl {
             Ok(()) => warn!("control: node {me} resigned as controller (epoch {epoch})"),
             Err(e) => self.zk_error("resigning as controller", e),
         }
-    }
-
-    /// The partitions of `plan` a preferred-leader election moves away from a live leader, by
-    /// that leader.
-    fn preferred_moves(&self, plan: &[u32], nodes: &Nodes, epoch: u64) -> BTreeMap<u32, Vec<u32>> {
-        let unclean = self.cfg.unclean_leader_election;
-        let none = BTreeMap::new();
-        let mut by_leader: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for &p in plan {
-            let Some(Some(v)) = self.parts.get(p as usize) else {
-                continue;
-            };
-            let Some(leader) = v.state.leader.filter(|l| nodes.live.contains(l)) else {
-                continue;
-            };
-            let nodes = self.nodes_for(nodes, v);
-            let moves = controller::decide(&v.state, &nodes, &none, unclean, true, epoch)
-                .is_some_and(|d| d.next.leader != Some(leader));
-            if moves {
-                by_leader.entry(leader).or_default().push(p);
-            }
-        }
-        by_leader
     }
 
     /// Before a preferred-leader election moves `parts` away from their live `leader`, the

@@ -540,6 +540,20 @@ struct LedPart {
     sent_horizon: u64,
 }
 
+impl LedPart {
+    /// What every entry this leader sends about partition `p` carries: its epoch, high
+    /// watermark, merge horizon and log end (positions and records are the caller's).
+    fn data_template(&self, p: u32) -> PartitionData {
+        let mut d = PartitionData::new();
+        d.partition = p;
+        d.leader_epoch = self.epoch;
+        d.high_watermark = self.hw;
+        d.merge_horizon = self.sent_horizon;
+        d.log_end = self.log_end;
+        d
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FState {
     /// Asking the worker for the log end.
@@ -1116,6 +1130,7 @@ impl State {
             let Some(l) = self.led.get_mut(&p) else {
                 continue;
             };
+            let base = l.data_template(p);
             for (&fid, f) in l.followers.iter_mut() {
                 if !f.validated || f.reading {
                     continue;
@@ -1132,12 +1147,7 @@ impl State {
                     let at = l.tail.partition_point(|(from, _, _)| *from < f.sent);
                     match l.tail.get(at).filter(|(from, _, _)| *from == f.sent) {
                         Some((from, next, bytes)) => {
-                            let mut d = PartitionData::new();
-                            d.partition = p;
-                            d.leader_epoch = l.epoch;
-                            d.high_watermark = l.hw;
-                            d.merge_horizon = l.sent_horizon;
-                            d.log_end = l.log_end;
+                            let mut d = base.clone();
                             d.from = *from;
                             d.next_offset = *next;
                             d.records = bytes.as_ref().clone();
@@ -1323,16 +1333,12 @@ impl State {
     fn hw_updates(&mut self) -> HashMap<u64, Vec<PartitionData>> {
         let mut out: HashMap<u64, Vec<PartitionData>> = HashMap::new();
         for (&p, l) in self.led.iter_mut() {
+            let base = l.data_template(p);
             for f in l.followers.values_mut() {
                 if !f.validated || f.reading || f.sent < l.log_end || f.told_hw >= l.hw {
                     continue;
                 }
-                let mut d = PartitionData::new();
-                d.partition = p;
-                d.leader_epoch = l.epoch;
-                d.high_watermark = l.hw;
-                d.merge_horizon = l.sent_horizon;
-                d.log_end = l.log_end;
+                let mut d = base.clone();
                 d.from = f.sent;
                 d.next_offset = f.sent;
                 f.told_hw = l.hw;

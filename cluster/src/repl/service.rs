@@ -75,6 +75,8 @@ impl Replication for ReplService {
             self.controller_epoch
                 .fetch_max(req.controller_epoch, Ordering::AcqRel);
         }
+        // `simplekv cluster status` is no controller: it never asks for a handover.
+        let handover = req.handover && !req.status;
         let mut waits = Vec::new();
         for w in 0..self.router.workers() {
             let (tx, rx) = oneshot::channel();
@@ -91,7 +93,7 @@ impl Replication for ReplService {
                 w,
                 Op::Repl(ReplOp::LogEnds {
                     partitions: parts,
-                    handover: req.handover && !req.status,
+                    handover,
                 }),
                 move |p| {
                     let _ = tx.send(p);
@@ -99,7 +101,6 @@ impl Replication for ReplService {
             );
             waits.push(rx);
         }
-        let handover = req.handover;
         ctx.spawn(async move {
             let mut r = LogEndsReply::new();
             for rx in waits {

@@ -562,11 +562,11 @@ impl Worker {
                 part = Some(p);
             } else if matches!(op, Op::Flush) {
                 let now = std::time::Instant::now();
-                if self.cluster.as_ref().is_some_and(|c| {
-                    c.parts
-                        .iter()
-                        .any(|r| r.handover_until.is_some_and(|u| now < u))
-                }) {
+                if self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.parts.iter().any(|r| r.handing_over(now)))
+                {
                     return (
                         Payload::Err(
                             "TRYAGAIN a partition led here is moving to its preferred leader"

@@ -223,6 +223,11 @@ pub struct PartRepl {
 }
 
 impl PartRepl {
+    /// Leader: a handover is under way (writes refused).
+    pub fn handing_over(&self, now: Instant) -> bool {
+        self.handover_until.is_some_and(|until| now < until)
+    }
+
     fn new() -> PartRepl {
         PartRepl {
             role: Role::Idle,
@@ -253,9 +258,9 @@ pub struct ClusterState {
     pub waits: VecDeque<TurnWait>,
     /// Leader partitions this turn's replies wait on.
     pub turn_parts: Vec<u32>,
-    /// Cuts of `turn_parts` made during this turn (after a role change in the same turn):
-    /// (partition, cut).
-    pub turn_cuts: Vec<(u32, u64)>,
+    /// Partitions of `turn_parts` cut during this turn (after a role change in the same
+    /// turn): their waits count as cut whatever their end.
+    pub turn_cuts: Vec<u32>,
     /// Newest epoch all of whose waits are covered.
     pub repl_committed: u64,
     pub min_isr: usize,
@@ -410,8 +415,8 @@ impl ClusterState {
     /// `p`'s log was cut to `cut` (a follower's truncation; 0 when a copy of the leader's
     /// replaced it): replies waiting on records above it fail.
     pub fn note_cut(&mut self, p: u32, cut: u64) {
-        if self.turn_parts.contains(&p) {
-            self.turn_cuts.push((p, cut));
+        if self.turn_parts.contains(&p) && !self.turn_cuts.contains(&p) {
+            self.turn_cuts.push(p);
         }
         for (_, parts, _) in self.waits.iter_mut() {
             for (wp, end, lost) in parts.iter_mut() {
@@ -748,8 +753,7 @@ impl Worker {
             let end = self.stores[p as usize].as_ref().map_or(0, |s| s.log_end());
             // A cut in this very turn (the partition changed role meanwhile) may have taken
             // records this turn wrote, whatever the log end is now.
-            let cut = cuts.iter().any(|&(cp, _)| cp == p);
-            waits.push((p, end, cut));
+            waits.push((p, end, cuts.contains(&p)));
         }
         if let Some(c) = self.cluster.as_mut() {
             c.waits.push_back((e, waits, Instant::now()));
@@ -782,8 +786,7 @@ impl Worker {
         if write
             && c.parts
                 .get(p as usize)
-                .and_then(|r| r.handover_until)
-                .is_some_and(|until| Instant::now() < until)
+                .is_some_and(|r| r.handing_over(Instant::now()))
         {
             return Some("TRYAGAIN the partition is moving to its preferred leader".into());
         }
@@ -1580,7 +1583,7 @@ mod tests {
             "partition 1 wrote nothing this turn"
         );
         c.note_cut(0, 3);
-        assert_eq!(c.turn_cuts, vec![(0, 3)]);
+        assert_eq!(c.turn_cuts, vec![0]);
     }
 
     #[test]
