@@ -100,7 +100,7 @@ pub fn routes_of(v: &ClusterView, name: &str, version: u64) -> RouteTable {
 
 /// The controller's election input: a replica's log ends, asked over gRPC with a deadline.
 fn log_end_probe(env: Arc<grpcio::Environment>) -> LogEndProbe {
-    Box::new(
+    Arc::new(
         move |b: &BrokerInfo, epoch: u64, parts: &[u32], handover: bool| {
             let ch = grpcio::ChannelBuilder::new(env.clone()).connect(&b.grpc);
             let client = simplekv_proto::replication_grpc::ReplicationClient::new(ch);

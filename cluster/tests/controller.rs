@@ -17,8 +17,20 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Log ends the fake probe answers with: broker -> partition -> end.
 type Ends = Arc<Mutex<BTreeMap<u32, BTreeMap<u32, u64>>>>;
-/// Handovers the fake probe was asked for: (broker, partitions).
-type Handovers = Arc<Mutex<Vec<(u32, Vec<u32>)>>>;
+/// Handovers the fake probe was asked for.
+type Handovers = Arc<Mutex<HandoverLog>>;
+
+#[derive(Default)]
+struct HandoverLog {
+    /// (broker, partitions), in the order asked.
+    asked: Vec<(u32, Vec<u32>)>,
+    /// A handover answers once this many have been asked (or after `wait_at_most`): calls
+    /// made together all see it, calls made one after another do not.
+    together: usize,
+    wait_at_most: Duration,
+    /// Brokers whose handover answered without seeing `together` of them asked.
+    alone: Vec<u32>,
+}
 
 fn broker(id: u32) -> BrokerInfo {
     BrokerInfo {
@@ -123,7 +135,7 @@ fn start(cfg: ControlConfig, ends: &Ends, handovers: &Handovers) -> Started {
     let handovers = handovers.clone();
     std::thread::spawn(move || {
         let (tx, rx) = unbounded();
-        let probe = Box::new(
+        let probe = Arc::new(
             move |b: &BrokerInfo,
                   _epoch: u64,
                   parts: &[u32],
@@ -133,7 +145,22 @@ fn start(cfg: ControlConfig, ends: &Ends, handovers: &Handovers) -> Started {
                     handovers
                         .lock()
                         .expect("handovers")
+                        .asked
                         .push((b.id, parts.to_vec()));
+                    let wait = handovers.lock().expect("handovers").wait_at_most;
+                    let deadline = Instant::now() + wait;
+                    loop {
+                        let mut log = handovers.lock().expect("handovers");
+                        if log.asked.len() >= log.together {
+                            break;
+                        }
+                        if Instant::now() >= deadline {
+                            log.alone.push(b.id);
+                            break;
+                        }
+                        drop(log);
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
                 let all = ends.lock().expect("ends");
                 let mine = all.get(&b.id)?;
@@ -177,7 +204,10 @@ fn cluster(n: u32, partitions: u32, rf: u32, tweak: impl Fn(&mut ControlConfig))
     let zk = LocalZooKeeper::start(None).expect("ZooKeeper (scripts/setup.sh installs it)");
     let connect = format!("{}/simplekv/test", zk.addr());
     let ends: Ends = Arc::default();
-    let handovers: Handovers = Arc::default();
+    let handovers: Handovers = Arc::new(Mutex::new(HandoverLog {
+        wait_at_most: Duration::from_secs(2),
+        ..HandoverLog::default()
+    }));
     let starting: Vec<(u32, Started)> = (1..=n)
         .map(|id| {
             let mut c = config(&connect, id);
@@ -391,12 +421,15 @@ fn preferred_election_moves_leaders_back() {
     // Not on its own: the automatic check is off (ratio 1.0).
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(c.state(0).0.leader, Some(2));
-    assert!(c.handovers.lock().expect("handovers").is_empty());
+    assert!(c.handovers.lock().expect("handovers").asked.is_empty());
     admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("request");
     let v = c.node(1).wait("node 1 leads 0 again", |v| v.leads(0));
     assert_eq!(led(&v, 0), (Some(1), 6, vec![1, 2, 3]));
     // Node 2, the live leader, was asked to hand partition 0 over first.
-    assert_eq!(*c.handovers.lock().expect("handovers"), vec![(2, vec![0])]);
+    assert_eq!(
+        c.handovers.lock().expect("handovers").asked,
+        vec![(2, vec![0])]
+    );
     wait_until("request consumed", || {
         c.admin
             .get(path::PREFERRED_ELECTION)
@@ -405,6 +438,72 @@ fn preferred_election_moves_leaders_back() {
     // Asking twice is fine.
     admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("again");
     admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("again");
+}
+
+#[test]
+fn a_preferred_election_asks_every_leader_to_hand_over_at_once() {
+    let mut c = cluster(3, 3, 3, |_| {});
+    // Partition 0 prefers node 1 and partition 1 node 2; nodes 2 and 3 lead them.
+    c.put(0, |s| {
+        s.leader = Some(2);
+        s.leader_epoch = 5;
+    });
+    c.put(1, |s| {
+        s.leader = Some(3);
+        s.leader_epoch = 5;
+    });
+    c.node(1).wait("nodes 2 and 3 lead 0 and 1", |v| {
+        led(v, 0).0 == Some(2) && led(v, 1).0 == Some(3)
+    });
+    // Each fake handover answers only once both were asked: one after the other, the first
+    // would wait alone.
+    c.handovers.lock().expect("handovers").together = 2;
+    admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("request");
+    c.node(1).wait("node 1 leads 0 again", |v| v.leads(0));
+    c.node(2).wait("node 2 leads 1 again", |v| v.leads(1));
+    let log = c.handovers.lock().expect("handovers");
+    let mut asked = log.asked.clone();
+    asked.sort();
+    assert_eq!(asked, vec![(2, vec![0]), (3, vec![1])]);
+    assert!(
+        log.alone.is_empty(),
+        "handovers asked one after another: {:?}",
+        log.alone
+    );
+}
+
+#[test]
+fn a_controller_waiting_on_a_handover_still_notices_that_zookeeper_is_gone() {
+    let mut c = cluster(2, 2, 2, |_| {});
+    c.put(0, |s| {
+        s.leader = Some(2);
+        s.leader_epoch = 5;
+    });
+    c.node(1).wait("node 2 leads 0", |v| led(v, 0).0 == Some(2));
+    let mut ctl = None;
+    wait_until("a controller", || {
+        ctl = c.controller();
+        ctl.is_some()
+    });
+    let (ctl, _) = ctl.expect("controller");
+    // The fake handover does not answer for 15 s.
+    {
+        let mut log = c.handovers.lock().expect("handovers");
+        log.together = 99;
+        log.wait_at_most = Duration::from_secs(15);
+    }
+    admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("request");
+    wait_until("the handover asked", || {
+        !c.handovers.lock().expect("handovers").asked.is_empty()
+    });
+    c.zk.stop();
+    // Fenced within about half the 2 s session timeout, not after the handover's answer.
+    c.node(ctl).wait("fenced", |v| !v.session_ok);
+    let log = c.handovers.lock().expect("handovers");
+    assert!(
+        log.alone.is_empty(),
+        "fenced only after the handover answered"
+    );
 }
 
 #[test]

@@ -63,8 +63,11 @@ impl ClusterView {
 /// in-sync replica answered). With `handover` (a preferred-leader election is about to move
 /// these partitions away from that replica, their leader) the replica stops taking writes on
 /// them and answers once every write it took is committed.
-pub type LogEndProbe =
-    Box<dyn Fn(&BrokerInfo, u64, &[u32], bool) -> Option<BTreeMap<u32, u64>> + Send + 'static>;
+///
+/// The control thread calls it for several replicas at once, each call on a thread of its own.
+pub type LogEndProbe = std::sync::Arc<
+    dyn Fn(&BrokerInfo, u64, &[u32], bool) -> Option<BTreeMap<u32, u64>> + Send + Sync + 'static,
+>;
 
 /// Called with every new view (on the control thread: must only post it on, never block).
 pub type ViewSink = Box<dyn Fn(ClusterView) + Send + 'static>;

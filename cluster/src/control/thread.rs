@@ -7,7 +7,7 @@
 //! them), so every watched item carries an "armed" flag: an event or a reconnection clears it
 //! and the item is re-read with a new watch. A periodic resync (without new watches) catches
 //! whatever a lost event would have hidden.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -175,6 +175,10 @@ struct Ctl {
     probe: LogEndProbe,
     sink: ViewSink,
     tx: Sender<Msg>,
+    /// The thread's own channel, read while a controller round waits on replicas (see
+    /// `ask_brokers`); what that wait does not handle is `deferred` to the main loop.
+    inbox: Receiver<Msg>,
+    deferred: VecDeque<Msg>,
     session: Option<Session>,
     /// Bumped with every new session, so that callbacks of an old one are ignored.
     generation: u64,
@@ -233,6 +237,8 @@ impl Ctl {
             probe,
             sink,
             tx,
+            inbox: rx.clone(),
+            deferred: VecDeque::new(),
             session: None,
             generation: 0,
             conn: Conn::Lost,
@@ -332,8 +338,20 @@ impl Ctl {
 
     fn run(mut self, rx: &Receiver<Msg>) {
         loop {
-            let wait = (self.last_tick + TICK).saturating_duration_since(Instant::now());
-            let mut stop = match rx.recv_timeout(wait) {
+            // Messages that came while a controller round waited go first, in their order.
+            let mut stop = false;
+            let deferred = !self.deferred.is_empty();
+            while !stop && let Some(m) = self.deferred.pop_front() {
+                stop = !self.handle(m);
+            }
+            if stop {
+                break;
+            }
+            let wait = match deferred {
+                true => Duration::ZERO,
+                false => (self.last_tick + TICK).saturating_duration_since(Instant::now()),
+            };
+            stop = match rx.recv_timeout(wait) {
                 Ok(m) => !self.handle(m),
                 Err(RecvTimeoutError::Timeout) => false,
                 Err(RecvTimeoutError::Disconnected) => true,
@@ -1205,20 +1223,108 @@ impl Ctl {
             return Ok(false);
         }
         // Partitions without a live leader first: a handover may take up to a second.
-        let log_ends = self.probe_round(&rest, &nodes, epoch);
+        let Some(log_ends) = self.probe_round(&rest, &nodes, epoch)? else {
+            return Ok(false);
+        };
         for p in rest {
             if !self.decide_and_write(p, &nodes, &log_ends, preferred, epoch)? {
                 return Ok(false);
             }
         }
-        // Each leader's partitions are written right after it handed them over, while it
-        // still refuses writes on them.
-        for (leader, parts) in moves {
-            self.hand_over(leader, &parts, epoch);
-            for p in parts {
-                if !self.decide_and_write(p, &nodes, &BTreeMap::new(), preferred, epoch)? {
+        // Handovers: before a preferred-leader election moves partitions away from their live
+        // leader, the leader is asked to stop taking writes on them and to answer once the
+        // writes it took are committed, so the new leader has them all (without that, writes
+        // the leader took after the new one last fetched would be cut from its log when it
+        // became follower, their clients left with an unknown outcome). Best effort: a leader
+        // that does not answer within a second is moved anyway. Every leader is asked at
+        // once; each one's partitions are written as soon as it has answered, while it still
+        // refuses writes on them.
+        self.ask_brokers(epoch, true, moves, |ctl, leader, parts, answer| {
+            match answer {
+                Some((_, took)) => info!(
+                    "control: node {leader} handed over partitions {parts:?} (its writes on them committed) in {} ms",
+                    took.as_millis()
+                ),
+                None => warn!(
+                    "control: node {leader} did not hand over partitions {parts:?}; moving them anyway"
+                ),
+            }
+            for &p in &parts {
+                if !ctl.decide_and_write(p, &nodes, &BTreeMap::new(), preferred, epoch)? {
                     return Ok(false);
                 }
+            }
+            Ok(true)
+        })
+    }
+
+    /// Runs the log-end probe for each `(broker, partitions)` of `asks` at once, each call on
+    /// a thread of its own with its own deadline (300 ms, 1 s for a handover), and hands each
+    /// answer, with how long it took, to `on_answer` as it arrives; a broker that did not
+    /// answer in time, or is not registered, gets `None`. Meanwhile the connection events of
+    /// the ZooKeeper client and the liveness checks of `work` go on (other messages wait for
+    /// the main loop), so waiting on replicas does not stretch how soon a node cut off from
+    /// ZooKeeper stops leading. `Ok(false)` when `on_answer` said so, or when the session
+    /// stopped being usable meanwhile: the caller drops the round, and the next one (once
+    /// ZooKeeper answers) decides afresh.
+    fn ask_brokers(
+        &mut self,
+        epoch: u64,
+        handover: bool,
+        asks: BTreeMap<u32, Vec<u32>>,
+        mut on_answer: impl FnMut(
+            &mut Ctl,
+            u32,
+            Vec<u32>,
+            Option<(BTreeMap<u32, u64>, Duration)>,
+        ) -> ZkResult<bool>,
+    ) -> ZkResult<bool> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut pending = 0usize;
+        for (b, parts) in asks {
+            let Some(info) = self.brokers.get(&b).cloned() else {
+                if !on_answer(self, b, parts, None)? {
+                    return Ok(false);
+                }
+                continue;
+            };
+            let (probe, tx) = (self.probe.clone(), tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name("skv-log-ends".into())
+                .spawn(move || {
+                    let t = Instant::now();
+                    let answer = probe(&info, epoch, &parts, handover);
+                    let _ = tx.send((info.id, parts, answer.map(|a| (a, t.elapsed()))));
+                });
+            match spawned {
+                Ok(_) => pending += 1,
+                Err(e) => warn!("control: cannot start a thread to ask node {b} its log ends: {e}"),
+            }
+        }
+        drop(tx);
+        let inbox = self.inbox.clone();
+        while pending > 0 {
+            crossbeam_channel::select! {
+                recv(rx) -> m => {
+                    let Ok((b, parts, answer)) = m else { break };
+                    pending -= 1;
+                    if !on_answer(self, b, parts, answer)? {
+                        return Ok(false);
+                    }
+                }
+                recv(inbox) -> m => match m {
+                    Ok(Msg::Conn { generation, state }) => self.on_conn(generation, state),
+                    Ok(m) => self.deferred.push_back(m),
+                    // Cannot happen while `self.tx` lives.
+                    Err(_) => {}
+                },
+                default(TICK / 2) => {
+                    self.probe();
+                    self.check_answering();
+                }
+            }
+            if self.conn != Conn::Up {
+                return Ok(false);
             }
         }
         Ok(true)
@@ -1260,36 +1366,15 @@ impl Ctl {
         }
     }
 
-    /// Before a preferred-leader election moves `parts` away from their live `leader`, the
-    /// leader is asked to stop taking writes on them and to answer once the writes it took
-    /// are committed, so the new leader has them all. Without that, writes the leader took
-    /// after the new one last fetched were cut from its log when it became follower and their
-    /// clients got an unknown outcome. Best effort: a leader that does not answer within a
-    /// second is moved anyway, as before.
-    fn hand_over(&mut self, leader: u32, parts: &[u32], epoch: u64) {
-        let Some(info) = self.brokers.get(&leader) else {
-            return;
-        };
-        let t = Instant::now();
-        match (self.probe)(info, epoch, parts, true) {
-            Some(_) => info!(
-                "control: node {leader} handed over partitions {parts:?} (its writes on them committed) in {} ms",
-                t.elapsed().as_millis()
-            ),
-            None => warn!(
-                "control: node {leader} did not hand over partitions {parts:?}; moving them anyway"
-            ),
-        }
-    }
-
-    /// Asks each broker once for the log ends of the partitions it might be elected for.
-    /// Result: partition -> broker -> log end.
+    /// Asks each broker once (all at once) for the log ends of the partitions it might be
+    /// elected for. Result: partition -> broker -> log end; `None` when ZooKeeper stopped
+    /// answering meanwhile (see `ask_brokers`).
     fn probe_round(
-        &self,
+        &mut self,
         plan: &[u32],
         nodes: &Nodes,
         epoch: u64,
-    ) -> BTreeMap<u32, BTreeMap<u32, u64>> {
+    ) -> ZkResult<Option<BTreeMap<u32, BTreeMap<u32, u64>>>> {
         let unclean = self.cfg.unclean_leader_election;
         let mut asks: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for &p in plan {
@@ -1308,18 +1393,13 @@ impl Ctl {
             }
         }
         let mut out: BTreeMap<u32, BTreeMap<u32, u64>> = BTreeMap::new();
-        for (b, parts) in asks {
-            let Some(info) = self.brokers.get(&b) else {
-                continue;
-            };
-            let t = Instant::now();
-            let answer = (self.probe)(info, epoch, &parts, false);
-            debug!(
-                "control: log ends of node {b} for {parts:?}: {answer:?} in {} ms",
-                t.elapsed().as_millis()
-            );
+        let done = self.ask_brokers(epoch, false, asks, |_, b, parts, answer| {
             match answer {
-                Some(ends) => {
+                Some((ends, took)) => {
+                    debug!(
+                        "control: log ends of node {b} for {parts:?}: {ends:?} in {} ms",
+                        took.as_millis()
+                    );
                     for (p, end) in ends {
                         if parts.contains(&p) {
                             out.entry(p).or_default().insert(b, end);
@@ -1328,8 +1408,9 @@ impl Ctl {
                 }
                 None => warn!("control: node {b} did not tell its log ends in time"),
             }
-        }
-        out
+            Ok(true)
+        })?;
+        Ok(done.then_some(out))
     }
 
     /// Re-reads partition `p`, decides on the fresh state and writes it conditionally. False
