@@ -417,8 +417,43 @@ pub fn run(a: LocalArgs) -> ExitCode {
     }
 }
 
+/// Holds `DIR/cluster-local.lock` (an `flock`, gone with the process however it ends): a
+/// second `cluster local` on the same directory would start a second ZooKeeper on the same
+/// data and nodes on the same ports and directories.
+fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join("cluster-local.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(format!("{}: {e}", path.display()));
+        }
+        let mut pid = String::new();
+        let _ = f.read_to_string(&mut pid);
+        return Err(format!(
+            "{} is in use by another `simplekv cluster local` (pid {}); stop it first, or give another --dir",
+            dir.display(),
+            pid.trim()
+        ));
+    }
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(f)
+}
+
 fn run_planned(a: &LocalArgs, specs: &[NodeSpec], rf: u32) -> Result<ExitCode, String> {
     std::fs::create_dir_all(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    let _lock = lock_dir(&a.dir)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     // ZooKeeper first, with the default signal mask: the JVM handles its own signals.
     let zk_dir = a.dir.join("zk");

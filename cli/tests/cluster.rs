@@ -588,6 +588,77 @@ fn values_larger_than_a_default_grpc_message_replicate_and_survive_the_leaders_l
     assert_eq!(get(&c, other, &small).as_deref(), Some("after"));
 }
 
+/// Over gRPC as over RESP, the keys of one MGet, MSet or Del must share a slot: the request
+/// then runs on that partition's leader or is redirected whole. (Before, only the first key
+/// was checked, and the others were read from and written to whatever copy the node held,
+/// a follower's included.) A redirect names the leader's gRPC address.
+#[test]
+fn grpc_multi_key_requests_need_one_slot_and_redirects_name_the_grpc_port() {
+    use simplekv_proto::kv::*;
+    use simplekv_proto::kv_grpc::KvClient;
+    let c = LocalCluster::start(3, 3, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let leader = c.leader_of(0).expect("a leader");
+    let other = (1..=3).find(|&i| i != leader).expect("another node");
+    let env = Arc::new(grpcio::Environment::new(1));
+    let client =
+        |i: u32| KvClient::new(grpcio::ChannelBuilder::new(env.clone()).connect(&c.grpc_addr(i)));
+    let opt = || grpcio::CallOption::default().timeout(Duration::from_secs(10));
+    let status = |s: &protobuf::MessageField<Status>| {
+        s.as_ref()
+            .map(|s| (s.code.enum_value_or(Code::INTERNAL), s.message.clone()))
+            .unwrap_or((Code::OK, String::new()))
+    };
+    let (k0, k1) = (c.key_in(0).to_string(), c.key_in(1).to_string());
+    for node in [leader, other] {
+        let kv = client(node);
+        let mut mset = MSetRequest::new();
+        for k in [&k0, &k1] {
+            let mut p = KeyValue::new();
+            p.key = k.as_bytes().to_vec();
+            p.value = b"bogus".to_vec();
+            mset.pairs.push(p);
+        }
+        let (code, msg) = status(&kv.m_set_opt(&mset, opt()).expect("mset").status);
+        assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
+        assert!(msg.starts_with("CROSSSLOT"), "{msg}");
+        let mut mget = MGetRequest::new();
+        mget.keys = vec![k0.as_bytes().to_vec(), k1.as_bytes().to_vec()];
+        let (_, msg) = status(&kv.m_get_opt(&mget, opt()).expect("mget").status);
+        assert!(msg.starts_with("CROSSSLOT"), "{msg}");
+        let mut del = DelRequest::new();
+        del.keys = mget.keys.clone();
+        let (_, msg) = status(&kv.del_opt(&del, opt()).expect("del").status);
+        assert!(msg.starts_with("CROSSSLOT"), "{msg}");
+    }
+    assert_eq!(get(&c, other, &k0), None, "a refused MSET wrote nothing");
+    assert_eq!(get(&c, other, &k1), None, "a refused MSET wrote nothing");
+    // A key led elsewhere: MOVED to the leader's gRPC port, even for a multi-key request.
+    let tagged: Vec<Vec<u8>> = ["a", "b"]
+        .iter()
+        .map(|s| format!("{{{k0}}}{s}").into_bytes())
+        .collect();
+    let mut mset = MSetRequest::new();
+    for k in &tagged {
+        let mut p = KeyValue::new();
+        p.key = k.clone();
+        p.value = b"v".to_vec();
+        mset.pairs.push(p);
+    }
+    let (code, msg) = status(&client(other).m_set_opt(&mset, opt()).expect("mset").status);
+    assert_eq!(code, Code::MOVED, "{msg}");
+    assert!(msg.ends_with(&format!(" {}", c.grpc_addr(leader))), "{msg}");
+    // On the leader, keys that share a slot (a hash tag) are written and read together.
+    let kv = client(leader);
+    let (code, msg) = status(&kv.m_set_opt(&mset, opt()).expect("mset").status);
+    assert_eq!(code, Code::OK, "{msg}");
+    let mut mget = MGetRequest::new();
+    mget.keys = tagged.clone();
+    let r = kv.m_get_opt(&mget, opt()).expect("mget");
+    assert_eq!(status(&r.status).0, Code::OK);
+    assert!(r.values.iter().all(|v| v.found && v.value == b"v"));
+}
+
 /// A preferred-leader election moves a leadership while pipelined writes are in flight on
 /// it. The controller first has the leader hand the partition over: it refuses new writes
 /// (TRYAGAIN) and answers once the ones it took are committed, so the new leader has them

@@ -106,3 +106,83 @@ fn a_cluster_node_that_cannot_reach_zookeeper_stops_with_a_clear_error() {
         "{log}"
     );
 }
+
+/// A base port for `cluster local --nodes 1`: BASE+1 (RESP) and BASE+101 (gRPC) free now.
+fn free_local_base() -> u16 {
+    for _ in 0..200 {
+        let base = 20000 + fastrand::u16(..30000);
+        let free = [base + 1, base + 101]
+            .iter()
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no free ports for cluster local");
+}
+
+/// Two `cluster local` on one directory would run two ZooKeepers on the same data and nodes
+/// on the same directories: the second is refused at once, naming the first.
+#[test]
+fn a_second_cluster_local_on_the_same_directory_is_refused_at_once() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let local = |base: u16| {
+        let b = base.to_string();
+        let args = ["cluster", "local", "--nodes", "1", "--partitions", "2"];
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(["--base-port".into(), b, "--dir".into(), d.clone()]);
+        v
+    };
+    let mut first = Command::new(env!("CARGO_BIN_EXE_simplekv"))
+        .args(local(free_local_base()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cluster local");
+    let out = first.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("Ctrl-C stops") => break,
+            Ok(_) => {}
+            Err(e) => panic!("cluster local did not come up: {e}"),
+        }
+    }
+    let args = local(free_local_base());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let (ok, _, err) = simplekv(&args);
+    assert!(!ok, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not at once: {err}"
+    );
+    assert!(
+        err.contains("in use by another") && err.contains(&first.id().to_string()),
+        "{err}"
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first one is unharmed"
+    );
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while first.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster local did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -213,6 +213,87 @@ fn the_cli_talks_to_the_grpc_service_with_the_same_replies() {
     assert!(lines[11].contains("not available over gRPC"), "{out}");
 }
 
+/// `requirepass` holds for the gRPC service too: a call carries the password in its
+/// metadata (`authorization: Bearer <password>`), and CONFIG SET changes it for both doors.
+#[test]
+fn a_password_protects_the_grpc_service_as_it_does_resp() {
+    let s = common::Server::start(&["--grpc-port", common::ANY_PORT, "--requirepass", "s3cret"]);
+    let gport = s.extra_ports[0];
+    let env = Arc::new(Environment::new(1));
+    let c = KvClient::new(ChannelBuilder::new(env).connect(&format!("127.0.0.1:{gport}")));
+    let with = |pw: &str| {
+        let mut m = grpcio::MetadataBuilder::new();
+        m.add_str("authorization", &format!("Bearer {pw}")).unwrap();
+        opt().headers(m.build())
+    };
+    let mut r = SetRequest::new();
+    r.key = b"k".to_vec();
+    r.value = b"v".to_vec();
+    let anon = c.set_opt(&r, opt()).expect("set");
+    assert_eq!(code(&anon.status), Code::UNAUTHENTICATED);
+    let wrong = c.set_opt(&r, with("nope")).expect("set");
+    assert_eq!(code(&wrong.status), Code::UNAUTHENTICATED);
+    assert_eq!(
+        code(&c.set_opt(&r, with("s3cret")).expect("set").status),
+        Code::OK
+    );
+    let mut g = GetRequest::new();
+    g.key = b"k".to_vec();
+    assert!(!c.get_opt(&g, opt()).expect("get").found);
+    assert_eq!(c.get_opt(&g, with("s3cret")).expect("get").value, b"v");
+    // CONFIG SET over RESP changes it for gRPC too.
+    let mut conn = s.client();
+    redis::cmd("AUTH")
+        .arg("s3cret")
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("n3w")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(
+        code(&c.get_opt(&g, with("s3cret")).expect("get").status),
+        Code::UNAUTHENTICATED
+    );
+    assert_eq!(c.get_opt(&g, with("n3w")).expect("get").value, b"v");
+    // The CLI sends AUTH's password with every call.
+    let (out, _) = cli_grpc(
+        gport,
+        "get k\nauth wrong\nget k\nauth n3w\nget k\nping hello\n",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NOAUTH"), "{out}");
+    assert!(lines[1].starts_with("WRONGPASS"), "{out}");
+    assert!(lines[2].starts_with("NOAUTH"), "{out}");
+    assert_eq!(lines[3..], ["OK", "v", "hello"], "{out}");
+}
+
+/// A gRPC request may be as large as a RESP query (gRPC alone stops at 4 MiB).
+#[test]
+fn values_over_four_mib_go_through_grpc_both_ways() {
+    let (_s, c, gport) = start();
+    let big: Vec<u8> = (0..6 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    assert_eq!(code(&set(&c, b"big", &big, 0).status), Code::OK);
+    let env = Arc::new(Environment::new(1));
+    let reader = KvClient::new(
+        ChannelBuilder::new(env)
+            .max_receive_message_len(-1)
+            .connect(&format!("127.0.0.1:{gport}")),
+    );
+    let g = get(&reader, b"big");
+    assert!(g.found && g.value == big, "{} bytes back", g.value.len());
+    let (out, ok) = cli_grpc(gport, "strlen big\nget big\n");
+    assert!(ok);
+    let mut lines = out.lines();
+    assert!(
+        lines.next().is_some_and(|l| l.contains("not available")),
+        "{out:.200}"
+    );
+    assert_eq!(lines.next().map(str::len), Some(6 << 20));
+}
+
 /// A gRPC port already served makes a second server fail to start, as a taken RESP port does
 /// (gRPC's default SO_REUSEPORT would let both bind it and split the connections).
 #[test]

@@ -22,7 +22,7 @@ use simplekv_net::{ClusterBoot, ServerError, ServerHandle, ShutdownTrigger};
 use crate::control::{
     ClusterView, ControlConfig, ControlError, ControlHandle, ControlRequest, LogEndProbe,
 };
-use crate::grpc::GrpcServer;
+use crate::grpc::{GrpcServer, KvOptions, SharedRoutes};
 use crate::repl::{ReplSettings, ReplThread};
 use crate::zk::layout::BrokerInfo;
 
@@ -98,6 +98,13 @@ pub fn routes_of(v: &ClusterView, name: &str, version: u64) -> RouteTable {
     }
 }
 
+fn kv_options(config: &Config, routes: Option<SharedRoutes>) -> KvOptions {
+    KvOptions {
+        routes,
+        max_request: config.limits.client_query_buffer_limit,
+    }
+}
+
 /// The controller's election input: a replica's log ends, asked over gRPC with a deadline.
 fn log_end_probe(env: Arc<grpcio::Environment>) -> LogEndProbe {
     Arc::new(
@@ -146,7 +153,8 @@ impl Node {
         // get TRY_AGAIN.
         let router = Arc::new(OnceLock::new());
         let grpc = match grpc_addr {
-            Some(addr) => match GrpcServer::start(&addr, router.clone()) {
+            Some(addr) => match GrpcServer::start(&addr, router.clone(), kv_options(&config, None))
+            {
                 Ok(g) => {
                     info!("gRPC KV service on {}", g.local_addr());
                     Some(g)
@@ -209,6 +217,8 @@ impl Node {
         let name = c.name.clone();
         let version = Arc::new(AtomicU64::new(1));
         let routes = Arc::new(routes_of(&first, &name, 1));
+        let grpc_routes: SharedRoutes = Arc::new(std::sync::RwLock::new(routes.clone()));
+        let kv = kv_options(&config, Some(grpc_routes.clone()));
         let (feed_tx, feed_rx) = crossbeam_channel::unbounded();
         let repl_wake = crate::repl::Wakeup::new();
         let feed_tx = {
@@ -266,7 +276,7 @@ impl Node {
         let addr = format!("{bind}:{grpc_port}");
         let router_cell = Arc::new(OnceLock::new());
         let _ = router_cell.set(router.clone());
-        let grpc = match GrpcServer::start_with(&addr, router_cell, vec![repl.service()], env) {
+        let grpc = match GrpcServer::start_with(&addr, router_cell, kv, vec![repl.service()], env) {
             Ok(g) => g,
             Err(reason) => {
                 server.shutdown();
@@ -314,6 +324,7 @@ impl Node {
                     // Workers first: the replication thread's requests to a worker must find
                     // the worker already in its new role (channels are FIFO).
                     router.broadcast(|| Msg::Routes(rt.clone()));
+                    *grpc_routes.write().unwrap_or_else(|e| e.into_inner()) = rt.clone();
                     repl_events(rt);
                 }
             })

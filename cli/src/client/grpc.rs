@@ -1,10 +1,12 @@
 //! `simplekv cli --grpc`: the same REPL over the gRPC KV service. The commands the service
 //! offers (GET, SET [EX|PX], DEL, EXPIRE, PEXPIRE, TTL, PTTL, MGET, MSET, PING) are mapped to
 //! its methods and their replies shown as RESP replies, so both front doors look the same.
+//! AUTH keeps the password, which every later call carries in its metadata
+//! (`authorization: Bearer <password>`), as the service asks when the server has one.
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{CallOption, ChannelBuilder, Environment};
+use grpcio::{CallOption, ChannelBuilder, Environment, MetadataBuilder};
 use simplekv_net::resp::Reply;
 use simplekv_proto::kv::*;
 use simplekv_proto::kv_grpc::KvClient;
@@ -21,13 +23,17 @@ pub struct GrpcConnector {
 impl Connector for GrpcConnector {
     fn connect(&mut self) -> Result<Box<dyn Backend>, ClientError> {
         let env = Arc::new(Environment::new(1));
-        let ch = ChannelBuilder::new(env).connect(&self.target());
+        // Replies as large as a value may be (gRPC's default limit is 4 MiB).
+        let ch = ChannelBuilder::new(env)
+            .max_receive_message_len(-1)
+            .connect(&self.target());
         let mut b = GrpcBackend {
             client: KvClient::new(ch),
             target: self.target(),
+            password: None,
         };
         // gRPC connects lazily: make one call so an absent server is reported now.
-        b.ping().map_err(|e| match e {
+        b.ping(None).map_err(|e| match e {
             ClientError::Io(source) => ClientError::Connect {
                 target: self.target(),
                 source,
@@ -45,10 +51,8 @@ impl Connector for GrpcConnector {
 pub struct GrpcBackend {
     client: KvClient,
     target: String,
-}
-
-fn opt() -> CallOption {
-    CallOption::default().timeout(DEADLINE)
+    /// From the last AUTH that succeeded.
+    password: Option<String>,
 }
 
 fn rpc_error(e: grpcio::Error) -> ClientError {
@@ -90,17 +94,64 @@ fn int_arg(a: &[u8]) -> Option<i64> {
 }
 
 impl GrpcBackend {
-    fn ping(&mut self) -> Result<Reply, ClientError> {
+    fn opt(&self) -> CallOption {
+        let o = CallOption::default().timeout(DEADLINE);
+        match &self.password {
+            Some(pw) => {
+                let mut m = MetadataBuilder::new();
+                // AUTH only keeps passwords metadata can carry.
+                let _ = m.add_str("authorization", &format!("Bearer {pw}"));
+                o.headers(m.build())
+            }
+            None => o,
+        }
+    }
+
+    /// A call that reaches a worker: the server's answer to it, or PONG (`message` echoed).
+    fn ping(&mut self, message: Option<&[u8]>) -> Result<Reply, ClientError> {
         let mut r = TtlRequest::new();
         r.key = Vec::new();
-        self.client.ttl_opt(&r, opt()).map_err(rpc_error)?;
-        Ok(Reply::Simple(b"PONG".to_vec()))
+        let rep = self.client.ttl_opt(&r, self.opt()).map_err(rpc_error)?;
+        if let Some(e) = status_error(&rep.status) {
+            return Ok(e);
+        }
+        Ok(match message {
+            Some(m) => Reply::Bulk(m.to_vec()),
+            None => Reply::Simple(b"PONG".to_vec()),
+        })
+    }
+
+    /// AUTH [default] password: kept when a call carrying it is accepted.
+    fn auth(&mut self, args: &[Vec<u8>]) -> Result<Reply, ClientError> {
+        let wrong = "WRONGPASS invalid username-password pair or user is disabled.";
+        if args.len() == 3 && args[1] != b"default" {
+            return Ok(err(wrong));
+        }
+        let pw = String::from_utf8_lossy(&args[args.len() - 1]).into_owned();
+        if MetadataBuilder::new()
+            .add_str("authorization", &format!("Bearer {pw}"))
+            .is_err()
+        {
+            return Ok(err(
+                "ERR over gRPC the password must be printable ASCII (it travels in metadata)",
+            ));
+        }
+        let before = self.password.replace(pw);
+        let r = self.ping(None)?;
+        match r {
+            Reply::Error(e) if e.starts_with(b"NOAUTH") => {
+                self.password = before;
+                Ok(err(wrong))
+            }
+            Reply::Error(e) => Ok(Reply::Error(e)),
+            _ => Ok(Reply::Simple(b"OK".to_vec())),
+        }
     }
 
     fn ttl(&mut self, key: &[u8], seconds: bool) -> Result<Reply, ClientError> {
         let mut r = TtlRequest::new();
         r.key = key.to_vec();
-        let rep = self.client.ttl_opt(&r, opt()).map_err(rpc_error)?;
+        let rep = self.client.ttl_opt(&r, self.opt()).map_err(rpc_error)?;
         if let Some(e) = status_error(&rep.status) {
             return Ok(e);
         }
@@ -136,7 +187,7 @@ impl GrpcBackend {
             }
             _ => return Ok(err("ERR syntax error (over gRPC, SET takes EX or PX only)")),
         }
-        let rep = self.client.set_opt(&r, opt()).map_err(rpc_error)?;
+        let rep = self.client.set_opt(&r, self.opt()).map_err(rpc_error)?;
         Ok(status_error(&rep.status).unwrap_or(Reply::Simple(b"OK".to_vec())))
     }
 }
@@ -149,11 +200,14 @@ impl Backend for GrpcBackend {
         let name = String::from_utf8_lossy(first).to_ascii_lowercase();
         let n = args.len();
         match name.as_str() {
-            "ping" => self.ping(),
+            "ping" if n <= 2 => self.ping(args.get(1).map(Vec::as_slice)),
+            "ping" => Ok(arity("ping")),
+            "auth" if n == 2 || n == 3 => self.auth(args),
+            "auth" => Ok(err("ERR syntax error")),
             "get" if n == 2 => {
                 let mut r = GetRequest::new();
                 r.key = args[1].clone();
-                let rep = self.client.get_opt(&r, opt()).map_err(rpc_error)?;
+                let rep = self.client.get_opt(&r, self.opt()).map_err(rpc_error)?;
                 Ok(status_error(&rep.status).unwrap_or(if rep.found {
                     Reply::Bulk(rep.value)
                 } else {
@@ -164,7 +218,7 @@ impl Backend for GrpcBackend {
             "del" if n >= 2 => {
                 let mut r = DelRequest::new();
                 r.keys = args[1..].to_vec();
-                let rep = self.client.del_opt(&r, opt()).map_err(rpc_error)?;
+                let rep = self.client.del_opt(&r, self.opt()).map_err(rpc_error)?;
                 Ok(status_error(&rep.status).unwrap_or(Reply::Integer(rep.deleted as i64)))
             }
             "expire" | "pexpire" if n == 3 => {
@@ -180,7 +234,7 @@ impl Backend for GrpcBackend {
                 };
                 // The service takes a TTL; zero or less expires the key at once, as in RESP.
                 r.ttl_ms = ms.max(0) as u64;
-                let rep = self.client.expire_opt(&r, opt()).map_err(rpc_error)?;
+                let rep = self.client.expire_opt(&r, self.opt()).map_err(rpc_error)?;
                 Ok(status_error(&rep.status).unwrap_or(Reply::Integer(rep.applied as i64)))
             }
             "ttl" if n == 2 => self.ttl(&args[1], true),
@@ -188,7 +242,7 @@ impl Backend for GrpcBackend {
             "mget" if n >= 2 => {
                 let mut r = MGetRequest::new();
                 r.keys = args[1..].to_vec();
-                let rep = self.client.m_get_opt(&r, opt()).map_err(rpc_error)?;
+                let rep = self.client.m_get_opt(&r, self.opt()).map_err(rpc_error)?;
                 Ok(status_error(&rep.status).unwrap_or_else(|| {
                     Reply::Array(
                         rep.values
@@ -212,14 +266,14 @@ impl Backend for GrpcBackend {
                     p.value = kv[1].clone();
                     r.pairs.push(p);
                 }
-                let rep = self.client.m_set_opt(&r, opt()).map_err(rpc_error)?;
+                let rep = self.client.m_set_opt(&r, self.opt()).map_err(rpc_error)?;
                 Ok(status_error(&rep.status).unwrap_or(Reply::Simple(b"OK".to_vec())))
             }
             "get" | "set" | "del" | "expire" | "pexpire" | "ttl" | "pttl" | "mget" | "mset" => {
                 Ok(arity(&name))
             }
             _ => Ok(err(&format!(
-                "ERR '{name}' is not available over gRPC (GET, SET [EX|PX], DEL, EXPIRE, PEXPIRE, TTL, PTTL, MGET, MSET, PING)"
+                "ERR '{name}' is not available over gRPC (GET, SET [EX|PX], DEL, EXPIRE, PEXPIRE, TTL, PTTL, MGET, MSET, PING, AUTH)"
             ))),
         }
     }

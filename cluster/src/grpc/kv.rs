@@ -4,6 +4,10 @@
 //! per-worker parts of a multi-key one) and is sent to the owning worker through the router.
 //! The worker answers after its group commit; the handler never blocks the completion queue:
 //! it awaits a oneshot channel inside a future spawned on the gRPC context.
+//!
+//! In cluster mode the keys of one MGet, MSet or Del must hash to one slot (`CROSSSLOT`
+//! otherwise, as over RESP): the request then runs on one partition's leader, atomically, or
+//! is redirected whole. A `MOVED` status names the leader's gRPC address.
 use std::sync::{Arc, OnceLock};
 
 use futures::FutureExt;
@@ -15,23 +19,81 @@ use simplekv_net::server::router::{Op, OwnedArgs, Payload, Router};
 use simplekv_proto::kv::*;
 use simplekv_proto::kv_grpc::Kv;
 
+use super::SharedRoutes;
 use super::status::{internal, invalid, ok, status_of_error};
 
 #[derive(Clone)]
 pub struct KvService {
     /// Set once the workers run (the port is served a moment before).
     router: Arc<OnceLock<Router>>,
+    /// Cluster mode: the node's current routes.
+    routes: Option<SharedRoutes>,
 }
 
 /// What came back from the workers, as a reply or an error status.
 type Answer = Result<Reply, Status>;
 
+/// The metadata key a call carries the password in (`Bearer <password>`), as `requirepass`
+/// asks of RESP clients with AUTH.
+pub const AUTH_HEADER: &str = "authorization";
+
+/// Replies that carry a status.
+trait WithStatus: Default + Send + 'static {
+    fn set_status(&mut self, s: Status);
+}
+
+macro_rules! with_status {
+    ($($t:ty),*) => {$(
+        impl WithStatus for $t {
+            fn set_status(&mut self, s: Status) {
+                self.status = Some(s).into();
+            }
+        }
+    )*};
+}
+with_status!(
+    GetReply,
+    SetReply,
+    DelReply,
+    ExpireReply,
+    TtlReply,
+    MGetReply,
+    MSetReply
+);
+
+/// Answers a call with `s` alone.
+fn refuse<R: WithStatus>(ctx: &RpcContext, sink: UnarySink<R>, s: Status) {
+    let mut r = R::default();
+    r.set_status(s);
+    ctx.spawn(sink.success(r).map(|_| ()));
+}
+
 const GONE: &str = "the server is shutting down";
 const STARTING: &str = "TRYAGAIN the server is starting";
 
 impl KvService {
-    pub fn new(router: Arc<OnceLock<Router>>) -> KvService {
-        KvService { router }
+    pub fn new(router: Arc<OnceLock<Router>>, routes: Option<SharedRoutes>) -> KvService {
+        KvService { router, routes }
+    }
+
+    /// `NOAUTH` when the server has a password and the call does not carry it. (Before the
+    /// workers run, calls are answered TRY_AGAIN anyway.)
+    fn unauthenticated(&self, ctx: &RpcContext) -> Option<Status> {
+        let router = self.router()?;
+        let given = ctx
+            .request_headers()
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(AUTH_HEADER))
+            .map(|(_, v)| v.strip_prefix(b"Bearer ").unwrap_or(v));
+        (!router.password_ok(given)).then(|| status_of_error("NOAUTH Authentication required."))
+    }
+
+    /// In cluster mode, `CROSSSLOT` unless every key hashes to the first one's slot.
+    fn cross_slot<'a>(&self, mut keys: impl Iterator<Item = &'a [u8]>) -> Option<Status> {
+        self.routes.as_ref()?;
+        let slot = simplekv_net::slot::key_slot(keys.next()?);
+        keys.any(|k| simplekv_net::slot::key_slot(k) != slot)
+            .then(|| status_of_error(simplekv_net::server::cluster_cmds::CROSSSLOT))
     }
 
     fn router(&self) -> Option<&Router> {
@@ -74,8 +136,9 @@ impl KvService {
             },
             acks,
         );
-        rx.map(|r| match r {
-            Ok(p) => answer(p),
+        let routes = self.routes.clone();
+        rx.map(move |r| match r {
+            Ok(p) => answer(p, &routes),
             Err(_) => Err(internal(GONE)),
         })
     }
@@ -102,20 +165,35 @@ impl KvService {
 }
 
 /// Turns a worker's payload into a reply, or an error status.
-fn answer(p: Payload) -> Answer {
+fn answer(p: Payload, routes: &Option<SharedRoutes>) -> Answer {
+    let status = |text: &str| grpc_redirect(status_of_error(text), routes);
     match p {
         Payload::Resp(bytes) => match parse_reply(&bytes) {
-            Ok(Some((Reply::Error(e), _))) => Err(status_of_error(&String::from_utf8_lossy(&e))),
+            Ok(Some((Reply::Error(e), _))) => Err(status(&String::from_utf8_lossy(&e))),
             Ok(Some((r, _))) => Ok(r),
             _ => Err(internal("unreadable reply from a worker")),
         },
         Payload::Int(n) => Ok(Reply::Integer(n)),
         Payload::Ok => Ok(Reply::Simple(b"OK".to_vec())),
-        Payload::Err(e) => Err(status_of_error(&e)),
+        Payload::Err(e) => Err(status(&e)),
         other => Err(internal(format!(
             "unexpected reply from a worker: {other:?}"
         ))),
     }
+}
+
+/// Workers redirect to the leader's RESP address; a gRPC client wants its gRPC one.
+fn grpc_redirect(mut s: Status, routes: &Option<SharedRoutes>) -> Status {
+    if s.code.enum_value() == Ok(Code::MOVED)
+        && let Some(routes) = routes
+        && let Some((slot, resp)) = s.message.split_once(' ')
+    {
+        let rt = routes.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(n) = rt.nodes.values().find(|n| n.resp == resp) {
+            s.message = format!("{slot} {}", n.grpc);
+        }
+    }
+    s
 }
 
 /// A request's acks: `None` for the node's default.
@@ -134,6 +212,9 @@ fn ttl_arg(ms: u64) -> Vec<u8> {
 
 impl Kv for KvService {
     fn get(&mut self, ctx: RpcContext, req: GetRequest, sink: UnarySink<GetReply>) {
+        if let Some(s) = self.unauthenticated(&ctx) {
+            return refuse(&ctx, sink, s);
+        }
         let fut = self.keyed(&[b"GET", &req.key], None);
         ctx.spawn(async move {
             let mut r = GetReply::new();
@@ -150,6 +231,9 @@ impl Kv for KvService {
     }
 
     fn set(&mut self, ctx: RpcContext, req: SetRequest, sink: UnarySink<SetReply>) {
+        if let Some(s) = self.unauthenticated(&ctx) {
+            return refuse(&ctx, sink, s);
+        }
         let ttl = ttl_arg(req.ttl_ms);
         let acks = acks_of(req.acks.enum_value_or_default());
         let fut = if req.ttl_ms > 0 {
@@ -170,6 +254,12 @@ impl Kv for KvService {
     }
 
     fn del(&mut self, ctx: RpcContext, req: DelRequest, sink: UnarySink<DelReply>) {
+        if let Some(s) = self.unauthenticated(&ctx) {
+            return refuse(&ctx, sink, s);
+        }
+        if let Some(s) = self.cross_slot(req.keys.iter().map(|k| k.as_slice())) {
+            return refuse(&ctx, sink, s);
+        }
         let items: Vec<(Vec<u8>, ())> = req.keys.iter().map(|k| (k.clone(), ())).collect();
         let mut parts = Vec::new();
         for (w, group) in self.by_worker(&items).into_iter().enumerate() {
@@ -179,11 +269,15 @@ impl Kv for KvService {
                 parts.push(self.submit(w, Op::Del { keys }, acks));
             }
         }
+        let routes = self.routes.clone();
         ctx.spawn(async move {
             let mut r = DelReply::new();
             let mut status = ok();
             for p in join_all(parts).await {
-                match p.map_err(|_| internal(GONE)).and_then(answer) {
+                match p
+                    .map_err(|_| internal(GONE))
+                    .and_then(|p| answer(p, &routes))
+                {
                     Ok(Reply::Integer(n)) => r.deleted += n as u64,
                     Ok(_) => {}
                     Err(s) => status = s,
@@ -195,6 +289,9 @@ impl Kv for KvService {
     }
 
     fn expire(&mut self, ctx: RpcContext, req: ExpireRequest, sink: UnarySink<ExpireReply>) {
+        if let Some(s) = self.unauthenticated(&ctx) {
+            return refuse(&ctx, sink, s);
+        }
         let ttl = ttl_arg(req.ttl_ms);
         let fut = self.keyed(
             &[b"PEXPIRE", &req.key, &ttl],
@@ -212,6 +309,9 @@ impl Kv for KvService {
     }
 
     fn ttl(&mut self, ctx: RpcContext, req: TtlRequest, sink: UnarySink<TtlReply>) {
+        if let Some(s) = self.unauthenticated(&ctx) {
+            return refuse(&ctx, sink, s);
+        }
         let fut = self.keyed(&[b"PTTL", &req.key], None);
         ctx.spawn(async move {
             let mut r = TtlReply::new();
@@ -225,6 +325,12 @@ impl Kv for KvService {
     }
 
     fn m_get(&mut self, ctx: RpcContext, req: MGetRequest, sink: UnarySink<MGetReply>) {
+        if let Some(s) = self.unauthenticated(&ctx) {
+            return refuse(&ctx, sink, s);
+        }
+        if let Some(s) = self.cross_slot(req.keys.iter().map(|k| k.as_slice())) {
+            return refuse(&ctx, sink, s);
+        }
         let n = req.keys.len();
         let items: Vec<(Vec<u8>, ())> = req.keys.iter().map(|k| (k.clone(), ())).collect();
         let mut parts = Vec::new();
@@ -234,6 +340,7 @@ impl Kv for KvService {
                 parts.push(self.submit(w, Op::MGet { keys }, None));
             }
         }
+        let routes = self.routes.clone();
         ctx.spawn(async move {
             let mut r = MGetReply::new();
             let mut values = vec![MaybeValue::new(); n];
@@ -251,7 +358,7 @@ impl Kv for KvService {
                         }
                     }
                     Ok(other) => {
-                        if let Err(s) = answer(other) {
+                        if let Err(s) = answer(other, &routes) {
                             status = s;
                         }
                     }
@@ -265,17 +372,21 @@ impl Kv for KvService {
     }
 
     fn m_set(&mut self, ctx: RpcContext, req: MSetRequest, sink: UnarySink<MSetReply>) {
+        if let Some(s) = self.unauthenticated(&ctx) {
+            return refuse(&ctx, sink, s);
+        }
         let items: Vec<(Vec<u8>, Vec<u8>)> = req
             .pairs
             .iter()
             .map(|kv| (kv.key.clone(), kv.value.clone()))
             .collect();
         let mut parts = Vec::new();
-        if items.is_empty() {
-            let mut r = MSetReply::new();
-            r.status = Some(invalid("ERR wrong number of arguments for 'mset' command")).into();
-            ctx.spawn(sink.success(r).map(|_| ()));
-            return;
+        let refused = match items.is_empty() {
+            true => Some(invalid("ERR wrong number of arguments for 'mset' command")),
+            false => self.cross_slot(items.iter().map(|(k, _)| k.as_slice())),
+        };
+        if let Some(s) = refused {
+            return refuse(&ctx, sink, s);
         }
         for (w, group) in self.by_worker(&items).into_iter().enumerate() {
             if !group.is_empty() {
@@ -284,10 +395,14 @@ impl Kv for KvService {
                 parts.push(self.submit(w, Op::MSet { pairs }, acks));
             }
         }
+        let routes = self.routes.clone();
         ctx.spawn(async move {
             let mut status = ok();
             for p in join_all(parts).await {
-                if let Err(s) = p.map_err(|_| internal(GONE)).and_then(answer) {
+                if let Err(s) = p
+                    .map_err(|_| internal(GONE))
+                    .and_then(|p| answer(p, &routes))
+                {
                     status = s;
                 }
             }

@@ -5,6 +5,7 @@ mod status;
 use std::sync::{Arc, OnceLock};
 
 use grpcio::{Environment, Server, ServerBuilder, ServerCredentials};
+use simplekv_net::server::cluster::RouteTable;
 use simplekv_net::server::router::Router;
 
 pub use kv::KvService;
@@ -32,6 +33,19 @@ pub fn grpc_env() -> Arc<Environment> {
     )
 }
 
+/// The node's current routes, kept up to date by the views thread (cluster mode).
+pub type SharedRoutes = Arc<std::sync::RwLock<Arc<RouteTable>>>;
+
+/// What the KV service needs to know of the node.
+#[derive(Clone, Default)]
+pub struct KvOptions {
+    /// Cluster mode: the routes (one slot per multi-key request, gRPC redirects).
+    pub routes: Option<SharedRoutes>,
+    /// The largest request accepted, in bytes: the RESP query buffer limit
+    /// (`limits.client_query_buffer_limit`), so both front doors take the same values.
+    pub max_request: u64,
+}
+
 pub struct GrpcServer {
     server: Server,
     addr: String,
@@ -40,14 +54,19 @@ pub struct GrpcServer {
 impl GrpcServer {
     /// Binds `addr` (host:port; port 0 picks a free one) and starts serving; requests are
     /// answered TRY_AGAIN until `router` is set.
-    pub fn start(addr: &str, router: Arc<OnceLock<Router>>) -> Result<GrpcServer, String> {
-        GrpcServer::start_with(addr, router, Vec::new(), grpc_env())
+    pub fn start(
+        addr: &str,
+        router: Arc<OnceLock<Router>>,
+        kv: KvOptions,
+    ) -> Result<GrpcServer, String> {
+        GrpcServer::start_with(addr, router, kv, Vec::new(), grpc_env())
     }
 
     /// As `start`, serving `extra` services (replication) on the same port too.
     pub fn start_with(
         addr: &str,
         router: Arc<OnceLock<Router>>,
+        kv: KvOptions,
         extra: Vec<grpcio::Service>,
         env: Arc<Environment>,
     ) -> Result<GrpcServer, String> {
@@ -55,15 +74,19 @@ impl GrpcServer {
             .rsplit_once(':')
             .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
             .ok_or_else(|| format!("bad address {addr:?}"))?;
-        let service = simplekv_proto::kv_grpc::create_kv(KvService::new(router));
+        let service = simplekv_proto::kv_grpc::create_kv(KvService::new(router, kv.routes));
         // No HTTP/2 BDP probing: its PING frames follow data frames, and on replication
         // streams (many small messages on loopback or a LAN) they only add frames and
         // completion-queue wake-ups.
         // No SO_REUSEPORT (gRPC's default): with it a second process given the same port
         // binds it too and takes part of the connections, instead of failing to start.
+        // Requests as large as a RESP query may be (gRPC's default is 4 MiB); replies are not
+        // limited (a value is at most `limits.max_value_len`).
+        let max_request = (kv.max_request + (64 << 10)).min(i32::MAX as u64) as i32;
         let args = grpcio::ChannelBuilder::new(env.clone())
             .http2_bdp_probe(false)
             .reuse_port(false)
+            .max_receive_message_len(max_request)
             .build_args();
         let mut builder = ServerBuilder::new(env)
             .channel_args(args)

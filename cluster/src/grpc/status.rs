@@ -9,6 +9,7 @@ pub fn status_of_error(text: &str) -> Status {
         "TRYAGAIN" | "CLUSTERDOWN" => Code::TRY_AGAIN,
         "NOREPLICAS" => Code::NO_REPLICAS,
         "READONLY" => Code::READ_ONLY,
+        "NOAUTH" | "WRONGPASS" => Code::UNAUTHENTICATED,
         "TIMEOUT" => Code::TIMEOUT,
         _ if text.starts_with("ERR write to the log failed") || text.contains("I/O error") => {
             Code::INTERNAL

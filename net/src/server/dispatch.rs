@@ -547,6 +547,10 @@ impl Worker {
         let mut part = None;
         if self.cluster.is_some() {
             if let Some((p, key)) = self.op_key(&op) {
+                if !super::replica::op_in_one_slot(&op) {
+                    let e = super::cluster_cmds::CROSSSLOT.to_string();
+                    return (Payload::Err(e), Need::Now);
+                }
                 let write = match &op {
                     Op::Keyed { args, .. } => args
                         .slices()
@@ -886,6 +890,11 @@ impl Worker {
     /// Applies run-time settings after CONFIG SET.
     pub fn apply_config(&mut self) {
         self.limits = super::worker::limits_of(&self.config);
+        *self
+            .shared
+            .requirepass
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = self.config.server.requirepass.clone();
         if let Ok(level) = self
             .config
             .server

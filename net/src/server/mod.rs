@@ -289,6 +289,7 @@ pub fn start_node(
         ),
         port: AtomicUsize::new(addr.port() as usize),
         config_file,
+        requirepass: std::sync::RwLock::new(config.server.requirepass.clone()),
     });
 
     let mut polls = Vec::new();
@@ -303,7 +304,7 @@ pub fn start_node(
     }
     let wakers: Vec<Arc<mio::Waker>> = peers.iter().map(|p| p.waker.clone()).collect();
     if let Some(cell) = &router_cell {
-        let _ = cell.set(Router::new(topo, peers.clone()));
+        let _ = cell.set(Router::new(topo, peers.clone(), shared.clone()));
     }
 
     let (maint_tx, maint_rx) = crossbeam_channel::unbounded::<Job>();
@@ -474,8 +475,8 @@ pub fn start_node(
         started.elapsed().as_millis()
     );
     Ok(ServerHandle {
+        router: Router::new(topo, peers, shared.clone()),
         shared,
-        router: Router::new(topo, peers),
         wakers,
         threads,
         maint: Some(maint),

@@ -1189,6 +1189,26 @@ impl Worker {
     }
 }
 
+/// Whether every key of a multi-key op hashes to one slot. In cluster mode an op runs on one
+/// partition's leader, checked by its first key; the front doors refuse requests that span
+/// slots (`CROSSSLOT`), and a worker refuses such an op too rather than touch a partition
+/// it may only follow.
+pub fn op_in_one_slot(op: &Op) -> bool {
+    fn same<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> bool {
+        let Some(first) = keys.next() else {
+            return true;
+        };
+        let slot = crate::slot::key_slot(first);
+        keys.all(|k| crate::slot::key_slot(k) == slot)
+    }
+    match op {
+        Op::MGet { keys } => same(keys.iter().map(|(_, k)| k.as_slice())),
+        Op::Del { keys } | Op::Exists { keys } => same(keys.iter().map(|k| k.as_slice())),
+        Op::MSet { pairs } | Op::MSetNx { pairs } => same(pairs.iter().map(|(k, _)| k.as_slice())),
+        _ => true,
+    }
+}
+
 /// `<partition dir>.<what>`: beside the partition's directory, never inside it (a store
 /// opening after a crash must not mistake it for part of the log).
 /// What a staged copy's directory is called after its partition's (see `sibling`).

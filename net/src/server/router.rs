@@ -278,11 +278,33 @@ pub enum Msg {
 pub struct Router {
     pub topo: Topology,
     peers: Vec<Peer>,
+    shared: Arc<super::stats::Shared>,
 }
 
 impl Router {
-    pub fn new(topo: Topology, peers: Vec<Peer>) -> Router {
-        Router { topo, peers }
+    pub fn new(topo: Topology, peers: Vec<Peer>, shared: Arc<super::stats::Shared>) -> Router {
+        Router {
+            topo,
+            peers,
+            shared,
+        }
+    }
+
+    /// Whether `given` is the password the server asks for now (`requirepass`, as CONFIG SET
+    /// left it); always true without one. A comparison in constant time.
+    pub fn password_ok(&self, given: Option<&[u8]>) -> bool {
+        let want = self
+            .shared
+            .requirepass
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        match (want.as_deref(), given) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(w), Some(g)) => {
+                w.len() == g.len() && w.bytes().zip(g).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+            }
+        }
     }
 
     pub fn workers(&self) -> usize {

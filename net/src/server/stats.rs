@@ -2,7 +2,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
-/// Process-wide state the workers share. Only atomics: nothing here is locked.
+/// Process-wide state the workers share. Only atomics, but for `requirepass`, which no
+/// worker reads on its hot path.
 pub struct Shared {
     pub clients: AtomicUsize,
     pub next_client_id: AtomicU64,
@@ -18,6 +19,10 @@ pub struct Shared {
     pub run_id: String,
     pub port: AtomicUsize,
     pub config_file: Option<std::path::PathBuf>,
+    /// The password as it is now (`server.requirepass`, CONFIG SET), for front doors other
+    /// than the workers' RESP connections (the gRPC KV service). Workers check their own
+    /// copy of the config and write this one when CONFIG SET changes it.
+    pub requirepass: std::sync::RwLock<Option<String>>,
 }
 
 /// A rate as Redis's instantaneous metrics give it (`instantaneous_ops_per_sec`...): the
