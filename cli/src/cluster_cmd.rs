@@ -27,12 +27,14 @@ enum Verb {
     },
     /// Show nodes, the controller, and per partition its slots, leader, epoch, replicas, ISR.
     Status {
+        /// ZooKeeper connect string with the cluster's root, e.g. 127.0.0.1:2181/simplekv/main
         #[arg(long)]
         zk: String,
     },
     /// Move leadership back to each partition's preferred replica where it is live and in
     /// sync (the controller acts on the request asynchronously; `status` shows the result).
     Rebalance {
+        /// ZooKeeper connect string with the cluster's root, e.g. 127.0.0.1:2181/simplekv/main
         #[arg(long)]
         zk: String,
     },

@@ -50,6 +50,9 @@ pub struct LocalArgs {
     /// Any node setting as NAME=VALUE, passed to every node; repeatable.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
+    /// ZooKeeper's client port (on 127.0.0.1); a free one when not given.
+    #[arg(long)]
+    zk_port: Option<u16>,
 }
 
 /// One node to run: everything derived from the arguments, before anything starts.
@@ -459,7 +462,7 @@ fn run_planned(a: &LocalArgs, specs: &[NodeSpec], rf: u32) -> Result<ExitCode, S
     let zk_dir = a.dir.join("zk");
     // Tied to this thread: a supervisor killed with SIGKILL leaves no ZooKeeper behind (its
     // nodes have PR_SET_PDEATHSIG too).
-    let mut zk = LocalZooKeeper::start_tied(Some(&zk_dir)).map_err(|e| e.to_string())?;
+    let mut zk = LocalZooKeeper::start_tied(Some(&zk_dir), a.zk_port).map_err(|e| e.to_string())?;
     let zk_addr = zk.addr();
     let root = format!("{zk_addr}/simplekv/{CLUSTER_NAME}");
     let signals = signal_channel();

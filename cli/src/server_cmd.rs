@@ -106,6 +106,12 @@ pub fn run(args: ServerArgs) -> ExitCode {
         }
     };
     crate::logger::init(level(&config));
+    // gRPC's own messages through the same logger (they went to stderr in its format), its
+    // errors only: its info lines are about its internals. gRPC reads the level once.
+    let level = log::max_level();
+    log::set_max_level(level.min(log::LevelFilter::Warn));
+    grpcio::redirect_log();
+    log::set_max_level(level);
     crate::signals::block();
     let node = match simplekv_cluster::Node::start(config, args.config.clone()) {
         Ok(n) => n,

@@ -208,7 +208,8 @@ pub fn slot_range(partitions: u32, p: u32) -> (u32, u32) {
 pub fn require_meta(s: &Session) -> ZkResult<ClusterMeta> {
     let (raw, _) = s.get(path::META)?.ok_or_else(|| ZkFailure::Decode {
         path: path::META.into(),
-        reason: "no cluster has been created here".into(),
+        reason: "no cluster has been created here (create one with `simplekv cluster create`)"
+            .into(),
     })?;
     decode(path::META, ClusterMeta::decode(&raw))
 }

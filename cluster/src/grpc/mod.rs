@@ -97,7 +97,12 @@ impl GrpcServer {
         let mut server = builder.build().map_err(|e| e.to_string())?;
         let port = server
             .add_listening_port(format!("{host}:{port}"), ServerCredentials::insecure())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                grpcio::Error::BindFail(_) => {
+                    "the address is in use, or not an address of this machine".to_string()
+                }
+                e => e.to_string(),
+            })?;
         server.start();
         Ok(GrpcServer {
             server,

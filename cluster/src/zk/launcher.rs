@@ -21,6 +21,12 @@ pub enum LaunchError {
     Died { log: PathBuf },
     #[error("ZooKeeper did not become ready within {secs} s; see {log}")]
     Timeout { secs: u64, log: PathBuf },
+    #[error("ZooKeeper's port {port} on {host} is taken: {source}")]
+    PortTaken {
+        host: Ipv4Addr,
+        port: u16,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -65,21 +71,26 @@ impl LocalZooKeeper {
     /// As [`LocalZooKeeper::start`], but the server gets SIGTERM when the calling thread exits,
     /// however it exits (`PR_SET_PDEATHSIG`): for a supervisor such as `simplekv cluster local`,
     /// so that a SIGKILLed supervisor does not leave ZooKeeper running. Call it from a thread
-    /// that lives as long as the server should.
-    pub fn start_tied(dir: Option<&Path>) -> Result<LocalZooKeeper, LaunchError> {
-        Self::start_inner(dir, Ipv4Addr::LOCALHOST, true)
+    /// that lives as long as the server should. `port`: its client port (a free one when
+    /// `None`).
+    pub fn start_tied(
+        dir: Option<&Path>,
+        port: Option<u16>,
+    ) -> Result<LocalZooKeeper, LaunchError> {
+        Self::start_inner(dir, Ipv4Addr::LOCALHOST, true, port)
     }
 
     /// Starts a server listening on `host` (an address of this machine, e.g. a test bridge's
     /// that nodes in network namespaces reach).
     pub fn start_on(dir: Option<&Path>, host: Ipv4Addr) -> Result<LocalZooKeeper, LaunchError> {
-        Self::start_inner(dir, host, false)
+        Self::start_inner(dir, host, false, None)
     }
 
     fn start_inner(
         dir: Option<&Path>,
         host: Ipv4Addr,
         tied: bool,
+        port: Option<u16>,
     ) -> Result<LocalZooKeeper, LaunchError> {
         for jar in CLASSPATH.split(':') {
             if !Path::new(jar).exists() {
@@ -104,7 +115,14 @@ impl LocalZooKeeper {
             move |source| LaunchError::Io { path, source }
         };
         std::fs::create_dir_all(dir.join("data")).map_err(io(&dir))?;
-        let port = free_port(host).map_err(io(&dir))?;
+        let port = match port {
+            // A server already there would answer the readiness check in this one's place.
+            Some(port) => match std::net::TcpListener::bind((host, port)) {
+                Ok(_) => port,
+                Err(source) => return Err(LaunchError::PortTaken { host, port, source }),
+            },
+            None => free_port(host).map_err(io(&dir))?,
+        };
         let cfg = dir.join("zoo.cfg");
         std::fs::write(
             &cfg,

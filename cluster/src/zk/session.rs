@@ -201,6 +201,12 @@ impl Session {
         session_timeout: Duration,
         wait: Duration,
     ) -> ZkResult<Session> {
+        // `host:port/simplekv/main/` names the same root as without the slash (the client
+        // library refuses a chroot ending in one).
+        let connect = match connect.find('/') {
+            Some(i) => &connect[..(connect.trim_end_matches('/').len()).max(i)],
+            None => connect,
+        };
         let (hosts, chroot) = split_chroot(connect);
         if let Some(root) = chroot {
             let bare = Session::start(open(hosts, session_timeout, wait)?, hosts, session_timeout)?;
