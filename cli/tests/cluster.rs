@@ -657,6 +657,25 @@ fn grpc_multi_key_requests_need_one_slot_and_redirects_name_the_grpc_port() {
     let r = kv.m_get_opt(&mget, opt()).expect("mget");
     assert_eq!(status(&r.status).0, Code::OK);
     assert!(r.values.iter().all(|v| v.found && v.value == b"v"));
+    // `simplekv cli -c` follows the redirects, over RESP and over gRPC.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_simplekv"))
+            .arg("cli")
+            .args(args)
+            .output()
+            .expect("simplekv cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (resp_port, grpc_port) = (
+        c.resp_addr(other).rsplit_once(':').unwrap().1.to_string(),
+        c.grpc_addr(other).rsplit_once(':').unwrap().1.to_string(),
+    );
+    assert_eq!(cli(&["-c", "-p", &resp_port, "set", &k0, "via-resp"]), "OK");
+    assert_eq!(
+        cli(&["-c", "--grpc", "-p", &grpc_port, "get", &k0]),
+        "via-resp"
+    );
+    assert!(cli(&["-p", &resp_port, "get", &k0]).starts_with("MOVED"));
 }
 
 /// A preferred-leader election moves a leadership while pipelined writes are in flight on

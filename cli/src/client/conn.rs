@@ -77,6 +77,9 @@ pub trait Connector {
 
     /// What the prompt calls the server: `127.0.0.1:7379`.
     fn target(&self) -> String;
+
+    /// Points later connections at another server (a cluster redirect).
+    fn retarget(&mut self, host: &str, port: u16);
 }
 
 /// Timeouts of a RESP connection.
@@ -119,6 +122,11 @@ impl Connector for RespConnector {
 
     fn target(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    fn retarget(&mut self, host: &str, port: u16) {
+        self.host = host.to_string();
+        self.port = port;
     }
 }
 

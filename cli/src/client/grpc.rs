@@ -46,6 +46,11 @@ impl Connector for GrpcConnector {
     fn target(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
+
+    fn retarget(&mut self, host: &str, port: u16) {
+        self.host = host.to_string();
+        self.port = port;
+    }
 }
 
 pub struct GrpcBackend {

@@ -56,6 +56,10 @@ pub struct ClientArgs {
     /// SIMPLEKV_CLI_AUTH, which keeps it out of the process list).
     #[arg(short = 'a', long = "pass", value_name = "PASSWORD")]
     password: Option<OsString>,
+    /// Cluster mode: follow MOVED redirects to the node that leads the key, as redis-cli -c
+    /// does (with --grpc, to the gRPC port the redirect names).
+    #[arg(short = 'c')]
+    cluster: bool,
     /// Print bare replies (the default when stdout is not a terminal).
     #[arg(long, overrides_with = "no_raw")]
     raw: bool,
@@ -122,6 +126,7 @@ pub fn run(args: ClientArgs) -> ExitCode {
         .map(OsString::into_vec);
     let mut session = Session::new(connector(&args), password, format);
     session.color = stdout_tty;
+    session.follow_redirects = args.cluster;
     // Options come before the command: a first word that looks like one is a mistyped or
     // unknown option (it used to go to the server as a command).
     if let Some(first) = args.command.first()

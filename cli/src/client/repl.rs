@@ -54,6 +54,21 @@ pub struct Session {
     pub format: Format,
     /// ANSI colors in help output.
     pub color: bool,
+    /// `-c`: a MOVED reply sends the command again to the node it names.
+    pub follow_redirects: bool,
+}
+
+/// Redirects followed for one command before its last MOVED is shown as the reply.
+const MAX_REDIRECTS: usize = 16;
+
+/// `MOVED <slot> <host>:<port>` → (slot, host, port).
+fn moved_to(reply: &Reply) -> Option<(&str, &str, u16)> {
+    let Reply::Error(e) = reply else { return None };
+    let text = std::str::from_utf8(e).ok()?;
+    let mut words = text.strip_prefix("MOVED ")?.split(' ');
+    let slot = words.next()?;
+    let (host, port) = words.next()?.rsplit_once(':')?;
+    Some((slot, host, port.parse().ok()?))
 }
 
 fn eq_ignore_case(a: &[u8], b: &str) -> bool {
@@ -75,6 +90,7 @@ impl Session {
             docs: None,
             format,
             color: false,
+            follow_redirects: false,
         }
     }
 
@@ -126,8 +142,34 @@ impl Session {
         Ok(())
     }
 
-    /// Sends one command (connecting first if needed) and returns its reply.
+    /// Sends one command (connecting first if needed) and returns its reply; with
+    /// `follow_redirects`, the reply of the node a MOVED leads to.
     pub fn call(&mut self, args: &[Vec<u8>], err: &mut dyn Write) -> Result<Reply, ClientError> {
+        let mut reply = self.call_here(args, err)?;
+        for _ in 0..MAX_REDIRECTS {
+            if !self.follow_redirects {
+                break;
+            }
+            let Some((slot, host, port)) = moved_to(&reply) else {
+                break;
+            };
+            if self.format == Format::Tty {
+                let _ = writeln!(
+                    err,
+                    "-> Redirected to slot [{slot}] located at {host}:{port}"
+                );
+            }
+            let (host, port) = (host.to_string(), port);
+            self.disconnect();
+            self.connector.retarget(&host, port);
+            // Not announced as a reconnection: the redirect said where it goes.
+            self.tried = false;
+            reply = self.call_here(args, err)?;
+        }
+        Ok(reply)
+    }
+
+    fn call_here(&mut self, args: &[Vec<u8>], err: &mut dyn Write) -> Result<Reply, ClientError> {
         self.ensure_connected(err)?;
         let Some(backend) = self.backend.as_mut() else {
             return Err(ClientError::Closed);
