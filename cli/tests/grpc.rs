@@ -149,6 +149,27 @@ fn bad_arguments_get_the_resp_error_as_invalid_argument() {
     assert!(!get(&c, b"big").found, "nothing stored");
     let r = c.m_set_opt(&MSetRequest::new(), opt()).unwrap();
     assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    let r = c.del_opt(&DelRequest::new(), opt()).unwrap();
+    assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    let r = c.m_get_opt(&MGetRequest::new(), opt()).unwrap();
+    assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    // An acks value the service does not know is refused, not taken for the default.
+    let mut req = SetRequest::new();
+    req.key = b"k".to_vec();
+    req.value = b"v".to_vec();
+    req.acks = protobuf::EnumOrUnknown::from_i32(99);
+    let r = c.set_opt(&req, opt()).unwrap();
+    assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    assert!(r.status.message.contains("acks"), "{}", r.status.message);
+    // A TTL past what the commands take: Redis's error, not a parse error.
+    let r = set(&c, b"k", b"v", u64::MAX);
+    assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    assert!(
+        r.status.message.contains("invalid expire time in 'set'"),
+        "{}",
+        r.status.message
+    );
+    assert!(!get(&c, b"k").found, "nothing stored");
 }
 
 #[test]

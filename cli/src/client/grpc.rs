@@ -184,11 +184,15 @@ impl GrpcBackend {
                 if n <= 0 {
                     return Ok(err("ERR invalid expire time in 'set' command"));
                 }
-                r.ttl_ms = match unit.as_str() {
-                    "ex" => (n as u64).saturating_mul(1000),
-                    "px" => n as u64,
+                let ms = match unit.as_str() {
+                    "ex" => n.checked_mul(1000),
+                    "px" => Some(n),
                     _ => return Ok(err("ERR syntax error (over gRPC, SET takes EX or PX only)")),
                 };
+                let Some(ms) = ms else {
+                    return Ok(err("ERR invalid expire time in 'set' command"));
+                };
+                r.ttl_ms = ms as u64;
             }
             _ => return Ok(err("ERR syntax error (over gRPC, SET takes EX or PX only)")),
         }
@@ -233,9 +237,12 @@ impl Backend for GrpcBackend {
                 let mut r = ExpireRequest::new();
                 r.key = args[1].clone();
                 let ms = if name == "expire" {
-                    t.saturating_mul(1000)
+                    t.checked_mul(1000)
                 } else {
-                    t
+                    Some(t)
+                };
+                let Some(ms) = ms else {
+                    return Ok(err(&format!("ERR invalid expire time in '{name}' command")));
                 };
                 // The service takes a TTL; zero or less expires the key at once, as in RESP.
                 r.ttl_ms = ms.max(0) as u64;

@@ -196,13 +196,30 @@ fn grpc_redirect(mut s: Status, routes: &Option<SharedRoutes>) -> Status {
     s
 }
 
-/// A request's acks: `None` for the node's default.
-fn acks_of(a: simplekv_proto::kv::Acks) -> Option<simplekv_conf::Acks> {
-    match a {
-        simplekv_proto::kv::Acks::ACKS_DEFAULT => None,
-        simplekv_proto::kv::Acks::ACKS_NONE => Some(simplekv_conf::Acks::None),
-        simplekv_proto::kv::Acks::ACKS_LEADER => Some(simplekv_conf::Acks::Leader),
-        simplekv_proto::kv::Acks::ACKS_ALL => Some(simplekv_conf::Acks::All),
+/// A request's acks: `None` for the node's default; a value the service does not know is
+/// refused rather than taken for the default.
+fn acks_of(
+    a: protobuf::EnumOrUnknown<simplekv_proto::kv::Acks>,
+) -> Result<Option<simplekv_conf::Acks>, Status> {
+    use simplekv_proto::kv::Acks as A;
+    match a.enum_value() {
+        Ok(A::ACKS_DEFAULT) => Ok(None),
+        Ok(A::ACKS_NONE) => Ok(Some(simplekv_conf::Acks::None)),
+        Ok(A::ACKS_LEADER) => Ok(Some(simplekv_conf::Acks::Leader)),
+        Ok(A::ACKS_ALL) => Ok(Some(simplekv_conf::Acks::All)),
+        Err(n) => Err(invalid(format!(
+            "ERR unknown acks value {n} (ACKS_DEFAULT, ACKS_NONE, ACKS_LEADER or ACKS_ALL)"
+        ))),
+    }
+}
+
+/// A TTL the commands behind the service take (milliseconds as a signed 64-bit number).
+fn ttl_checked(ms: u64, command: &str) -> Result<Vec<u8>, Status> {
+    match i64::try_from(ms) {
+        Ok(_) => Ok(ttl_arg(ms)),
+        Err(_) => Err(invalid(format!(
+            "ERR invalid expire time in '{command}' command"
+        ))),
     }
 }
 
@@ -234,8 +251,11 @@ impl Kv for KvService {
         if let Some(s) = self.unauthenticated(&ctx) {
             return refuse(&ctx, sink, s);
         }
-        let ttl = ttl_arg(req.ttl_ms);
-        let acks = acks_of(req.acks.enum_value_or_default());
+        let checked = ttl_checked(req.ttl_ms, "set").and_then(|t| Ok((t, acks_of(req.acks)?)));
+        let (ttl, acks) = match checked {
+            Ok(x) => x,
+            Err(s) => return refuse(&ctx, sink, s),
+        };
         let fut = if req.ttl_ms > 0 {
             self.keyed(&[b"SET", &req.key, &req.value, b"PX", &ttl], acks)
                 .boxed()
@@ -257,15 +277,22 @@ impl Kv for KvService {
         if let Some(s) = self.unauthenticated(&ctx) {
             return refuse(&ctx, sink, s);
         }
-        if let Some(s) = self.cross_slot(req.keys.iter().map(|k| k.as_slice())) {
-            return refuse(&ctx, sink, s);
-        }
+        let checked = match req.keys.is_empty() {
+            true => Err(invalid("ERR wrong number of arguments for 'del' command")),
+            false => match self.cross_slot(req.keys.iter().map(|k| k.as_slice())) {
+                Some(s) => Err(s),
+                None => acks_of(req.acks),
+            },
+        };
+        let acks = match checked {
+            Ok(a) => a,
+            Err(s) => return refuse(&ctx, sink, s),
+        };
         let items: Vec<(Vec<u8>, ())> = req.keys.iter().map(|k| (k.clone(), ())).collect();
         let mut parts = Vec::new();
         for (w, group) in self.by_worker(&items).into_iter().enumerate() {
             if !group.is_empty() {
                 let keys = group.into_iter().map(|(_, k, _)| k).collect();
-                let acks = acks_of(req.acks.enum_value_or_default());
                 parts.push(self.submit(w, Op::Del { keys }, acks));
             }
         }
@@ -292,11 +319,12 @@ impl Kv for KvService {
         if let Some(s) = self.unauthenticated(&ctx) {
             return refuse(&ctx, sink, s);
         }
-        let ttl = ttl_arg(req.ttl_ms);
-        let fut = self.keyed(
-            &[b"PEXPIRE", &req.key, &ttl],
-            acks_of(req.acks.enum_value_or_default()),
-        );
+        let checked = ttl_checked(req.ttl_ms, "pexpire").and_then(|t| Ok((t, acks_of(req.acks)?)));
+        let (ttl, acks) = match checked {
+            Ok(x) => x,
+            Err(s) => return refuse(&ctx, sink, s),
+        };
+        let fut = self.keyed(&[b"PEXPIRE", &req.key, &ttl], acks);
         ctx.spawn(async move {
             let mut r = ExpireReply::new();
             match fut.await {
@@ -328,7 +356,11 @@ impl Kv for KvService {
         if let Some(s) = self.unauthenticated(&ctx) {
             return refuse(&ctx, sink, s);
         }
-        if let Some(s) = self.cross_slot(req.keys.iter().map(|k| k.as_slice())) {
+        let refused = match req.keys.is_empty() {
+            true => Some(invalid("ERR wrong number of arguments for 'mget' command")),
+            false => self.cross_slot(req.keys.iter().map(|k| k.as_slice())),
+        };
+        if let Some(s) = refused {
             return refuse(&ctx, sink, s);
         }
         let n = req.keys.len();
@@ -381,17 +413,20 @@ impl Kv for KvService {
             .map(|kv| (kv.key.clone(), kv.value.clone()))
             .collect();
         let mut parts = Vec::new();
-        let refused = match items.is_empty() {
-            true => Some(invalid("ERR wrong number of arguments for 'mset' command")),
-            false => self.cross_slot(items.iter().map(|(k, _)| k.as_slice())),
+        let checked = match items.is_empty() {
+            true => Err(invalid("ERR wrong number of arguments for 'mset' command")),
+            false => match self.cross_slot(items.iter().map(|(k, _)| k.as_slice())) {
+                Some(s) => Err(s),
+                None => acks_of(req.acks),
+            },
         };
-        if let Some(s) = refused {
-            return refuse(&ctx, sink, s);
-        }
+        let acks = match checked {
+            Ok(a) => a,
+            Err(s) => return refuse(&ctx, sink, s),
+        };
         for (w, group) in self.by_worker(&items).into_iter().enumerate() {
             if !group.is_empty() {
                 let pairs = group.into_iter().map(|(_, k, v)| (k, v)).collect();
-                let acks = acks_of(req.acks.enum_value_or_default());
                 parts.push(self.submit(w, Op::MSet { pairs }, acks));
             }
         }
