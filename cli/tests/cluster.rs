@@ -360,6 +360,66 @@ fn log_ends_probe(grpc: &str, controller_epoch: u64) -> simplekv_proto::replicat
     client.log_ends_opt(&req, opt).expect("LogEnds")
 }
 
+/// With `cluster.secret`, nodes replicate, elect and copy with it, and a replication call
+/// without it is refused: a stranger on the gRPC port can neither read the logs nor pose as a
+/// follower (whose positions would move the high watermark).
+#[test]
+fn replication_calls_must_carry_the_cluster_secret() {
+    use simplekv_proto::replication::*;
+    let mut c = LocalCluster::start(3, 3, 3, &[("cluster.secret", "s3cret-shared")]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let leader = c.leader_of(0).expect("a leader");
+    let other = (1..=3).find(|&i| i != leader).expect("another node");
+    let key = c.key_in(0).to_string();
+    set(&c, other, &key, "kept").expect("SET with acks=all");
+    c.kill9(leader);
+    c.wait_for_leaders(Duration::from_secs(30));
+    assert_eq!(get(&c, other, &key).as_deref(), Some("kept"));
+    let env = Arc::new(grpcio::Environment::new(1));
+    let client = simplekv_proto::replication_grpc::ReplicationClient::new(
+        grpcio::ChannelBuilder::new(env).connect(&c.grpc_addr(other)),
+    );
+    let opt = || grpcio::CallOption::default().timeout(Duration::from_secs(5));
+    let unauthenticated = |e: grpcio::Error| match e {
+        grpcio::Error::RpcFailure(s) => s.code() == grpcio::RpcStatusCode::UNAUTHENTICATED,
+        _ => false,
+    };
+    let mut req = LogEndsRequest::new();
+    req.partitions = vec![0];
+    let e = client
+        .log_ends_opt(&req, opt())
+        .expect_err("LogEnds without the secret");
+    assert!(unauthenticated(e));
+    let mut req = SnapshotRequest::new();
+    req.partition = 0;
+    let stream = client.snapshot_opt(&req, opt()).expect("call started");
+    let first = futures::executor::block_on_stream(stream)
+        .next()
+        .expect("an answer");
+    assert!(
+        first.is_err_and(unauthenticated),
+        "a snapshot without the secret"
+    );
+    let (mut tx, rx) = client.fetch_opt(opt()).expect("call started");
+    let mut f = FetchRequest::new();
+    f.follower_id = 99;
+    let _ = futures::executor::block_on(futures::SinkExt::send(
+        &mut tx,
+        (f, grpcio::WriteFlags::default()),
+    ));
+    let first = futures::executor::block_on_stream(rx)
+        .next()
+        .expect("an answer");
+    assert!(
+        first.is_err_and(unauthenticated),
+        "a fetch without the secret"
+    );
+    assert!(
+        c.log_tail(other)
+            .contains("does not carry this node's cluster.secret")
+    );
+}
+
 /// SIGSTOP the controller past its session timeout: another node takes over with a higher
 /// controller epoch; after SIGCONT the old one is an ordinary node, ZooKeeper still names the
 /// new controller, and requests carrying the old epoch are refused by the nodes.

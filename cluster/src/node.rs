@@ -106,7 +106,7 @@ fn kv_options(config: &Config, routes: Option<SharedRoutes>) -> KvOptions {
 }
 
 /// The controller's election input: a replica's log ends, asked over gRPC with a deadline.
-fn log_end_probe(env: Arc<grpcio::Environment>) -> LogEndProbe {
+fn log_end_probe(env: Arc<grpcio::Environment>, secret: Option<String>) -> LogEndProbe {
     Arc::new(
         move |b: &BrokerInfo, epoch: u64, parts: &[u32], handover: bool| {
             let ch = grpcio::ChannelBuilder::new(env.clone()).connect(&b.grpc);
@@ -117,7 +117,8 @@ fn log_end_probe(env: Arc<grpcio::Environment>) -> LogEndProbe {
             req.handover = handover;
             // A handover waits for the writes in flight to be committed.
             let wait = if handover { 1000 } else { 300 };
-            let opt = grpcio::CallOption::default().timeout(Duration::from_millis(wait));
+            let opt =
+                crate::grpc::secret_opt(secret.as_deref()).timeout(Duration::from_millis(wait));
             match client.log_ends_opt(&req, opt) {
                 Ok(r) if !r.refused => Some(
                     r.ends
@@ -208,7 +209,7 @@ impl Node {
         let env = crate::grpc::grpc_env();
         let (control, first) = crate::control::spawn(
             ccfg,
-            log_end_probe(env.clone()),
+            log_end_probe(env.clone(), c.secret.clone()),
             Box::new(move |v| {
                 let _ = view_tx.send(v);
             }),
@@ -232,6 +233,7 @@ impl Node {
         let linger = Duration::from_micros(c.replica_push_linger_us);
         let shutdown_timeout = config.server.shutdown_timeout();
         let bind = config.server.bind.clone();
+        let secret = c.secret.clone();
         let boot = ClusterBoot {
             partitions: first.meta.partitions,
             routes: routes.clone(),
@@ -264,6 +266,7 @@ impl Node {
                 lag_max,
                 lease,
                 linger,
+                secret,
             },
             router.clone(),
             feed_rx,

@@ -135,6 +135,9 @@ pub struct ClusterConfig {
     pub advertise_host: Option<String>,
     /// gRPC (KV and replication) port. Required in cluster mode.
     pub grpc_port: Option<u16>,
+    /// Shared by every node of the cluster: replication and controller calls between nodes
+    /// carry it and are refused without it. `None` = such calls are not authenticated.
+    pub secret: Option<String>,
     /// ZooKeeper session timeout, in milliseconds.
     pub session_timeout_ms: u64,
     /// Replicas that must have a write before it is acknowledged.
@@ -209,6 +212,7 @@ impl Default for ClusterConfig {
             name: "default".to_owned(),
             node_id: None,
             advertise_host: None,
+            secret: None,
             grpc_port: None,
             session_timeout_ms: 2_000,
             acks: Acks::All,

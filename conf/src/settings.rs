@@ -385,6 +385,14 @@ fn check_any(_: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// It travels in gRPC metadata, which takes printable ASCII.
+fn check_secret(value: &str) -> Result<(), String> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("printable ASCII without spaces".to_owned());
+    }
+    Ok(())
+}
+
 /// Setter for a `Choice`: parses with the enum's `FromStr`.
 fn choose<T: std::str::FromStr>(
     config: &mut Config,
@@ -783,6 +791,20 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
             check: check_host,
             get: |c| c.cluster.advertise_host.clone(),
             set: |c, v| c.cluster.advertise_host = v,
+        },
+    },
+    SettingInfo {
+        name: "cluster.secret",
+        redis_name: None,
+        runtime: false,
+        help: "Shared by every node of the cluster: replication and controller calls between \
+               nodes carry it and are refused without it; unset = they are not authenticated \
+               (keep the gRPC port on a private network then).",
+        access: Access::OptText {
+            accepts: "printable ASCII without spaces",
+            check: check_secret,
+            get: |c| c.cluster.secret.clone(),
+            set: |c, v| c.cluster.secret = v,
         },
     },
     SettingInfo {

@@ -48,6 +48,7 @@ fn other_value(s: &SettingInfo, current: &Config) -> String {
             "cluster.zk" => "10.0.0.1:2181,[::1]:2182/other/chroot",
             "cluster.name" => "prod-eu.1",
             "cluster.advertise_host" => "node1.example.com",
+            "cluster.secret" => "s3cr3t-\"shared\"",
             other => panic!("no test value for text setting {other}"),
         }
         .to_owned(),
@@ -115,6 +116,7 @@ fn defaults_are_the_documented_ones() {
         ("cluster.name", "default"),
         ("cluster.node_id", ""),
         ("cluster.advertise_host", ""),
+        ("cluster.secret", ""),
         ("cluster.grpc_port", ""),
         ("cluster.session_timeout_ms", "2000"),
         ("cluster.acks", "all"),

@@ -33,10 +33,6 @@ pub struct KvService {
 /// What came back from the workers, as a reply or an error status.
 type Answer = Result<Reply, Status>;
 
-/// The metadata key a call carries the password in (`Bearer <password>`), as `requirepass`
-/// asks of RESP clients with AUTH.
-pub const AUTH_HEADER: &str = "authorization";
-
 /// Replies that carry a status.
 trait WithStatus: Default + Send + 'static {
     fn set_status(&mut self, s: Status);
@@ -80,12 +76,8 @@ impl KvService {
     /// workers run, calls are answered TRY_AGAIN anyway.)
     fn unauthenticated(&self, ctx: &RpcContext) -> Option<Status> {
         let router = self.router()?;
-        let given = ctx
-            .request_headers()
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(AUTH_HEADER))
-            .map(|(_, v)| v.strip_prefix(b"Bearer ").unwrap_or(v));
-        (!router.password_ok(given)).then(|| status_of_error("NOAUTH Authentication required."))
+        (!router.password_ok(super::bearer(ctx)))
+            .then(|| status_of_error("NOAUTH Authentication required."))
     }
 
     /// In cluster mode, `CROSSSLOT` unless every key hashes to the first one's slot.

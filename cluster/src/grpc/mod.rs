@@ -33,6 +33,34 @@ pub fn grpc_env() -> Arc<Environment> {
     )
 }
 
+/// The metadata key a call carries the password (KV service) or the cluster secret
+/// (replication) in, as `Bearer <value>`.
+pub const AUTH_HEADER: &str = "authorization";
+
+/// The value a call carries in [`AUTH_HEADER`], if any.
+pub fn bearer<'a>(ctx: &'a grpcio::RpcContext) -> Option<&'a [u8]> {
+    ctx.request_headers()
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(AUTH_HEADER))
+        .map(|(_, v)| v.strip_prefix(b"Bearer ").unwrap_or(v))
+}
+
+pub use simplekv_net::server::router::same_secret;
+
+/// Options for a call that carries `secret` (plain options without one).
+pub fn secret_opt(secret: Option<&str>) -> grpcio::CallOption {
+    let o = grpcio::CallOption::default();
+    match secret {
+        Some(s) => {
+            let mut m = grpcio::MetadataBuilder::new();
+            // `cluster.secret` is checked to be printable ASCII, which metadata takes.
+            let _ = m.add_str(AUTH_HEADER, &format!("Bearer {s}"));
+            o.headers(m.build())
+        }
+        None => o,
+    }
+}
+
 /// The node's current routes, kept up to date by the views thread (cluster mode).
 pub type SharedRoutes = Arc<std::sync::RwLock<Arc<RouteTable>>>;
 

@@ -225,6 +225,21 @@ pub struct ReplSettings {
     pub lease: Duration,
     /// `cluster.replica_push_linger_us`: see `Driver::poll`.
     pub linger: Duration,
+    /// `cluster.secret`: carried by the calls this node makes, required of those it serves.
+    pub secret: Option<String>,
+}
+
+/// What a call to another node needs: the gRPC environment and the cluster secret.
+#[derive(Clone)]
+struct Dial {
+    env: Arc<Environment>,
+    secret: Option<String>,
+}
+
+impl Dial {
+    fn opt(&self) -> grpcio::CallOption {
+        crate::grpc::secret_opt(self.secret.as_deref())
+    }
 }
 
 /// The running replication driver.
@@ -268,7 +283,12 @@ impl ReplThread {
         let controller_epoch = Arc::new(AtomicU64::new(
             routes.controller.map(|(_, e)| e).unwrap_or(0),
         ));
-        let service = ReplService::new(events.clone(), router.clone(), controller_epoch.clone());
+        let service = ReplService::new(
+            events.clone(),
+            router.clone(),
+            controller_epoch.clone(),
+            settings.secret.as_deref(),
+        );
         // Ticks: every TICK, or every linger when that is shorter (records held back for a
         // linger go out at its end at the latest).
         let period = if settings.linger.is_zero() {
@@ -1450,7 +1470,7 @@ impl State {
             .max_receive_message_len(MAX_PUSH_MESSAGE)
             .connect(&addr);
         let client = ReplicationClient::new(ch);
-        let (sink, mut receiver) = match client.fetch() {
+        let (sink, mut receiver) = match client.fetch_opt(self.dial().opt()) {
             Ok(x) => x,
             Err(e) => {
                 warn!("cannot open a replication stream to node {leader} at {addr}: {e}");
@@ -1822,18 +1842,25 @@ impl State {
     /// Copies the leader's snapshot of `p` on a thread of its own (file I/O and a blocking
     /// stream), then installs it through the worker; the outcome comes back as a
     /// `FollowerReply` like any other step.
+    fn dial(&self) -> Dial {
+        Dial {
+            env: self.env.clone(),
+            secret: self.s.secret.clone(),
+        }
+    }
+
     fn start_bootstrap(&mut self, p: u32, leader: u32, epoch: u32, copy: u64) {
         let Some(addr) = self.routes.nodes.get(&leader).map(|n| n.grpc.clone()) else {
             return;
         };
         let router = self.router.clone();
         let ev = self.events.clone();
-        let env = self.env.clone();
+        let dial = self.dial();
         let me = self.s.me;
         let spawned = std::thread::Builder::new()
             .name(format!("skv-bootstrap-{p}"))
             .spawn(move || {
-                let reply = match bootstrap(&router, &env, &addr, me, p, epoch, copy) {
+                let reply = match bootstrap(&router, &dial, &addr, me, p, epoch, copy) {
                     Ok(r) => r,
                     Err(e) => {
                         warn!("partition {p}: copying the leader's segments failed: {e}");
@@ -1866,7 +1893,7 @@ fn ask(router: &Router, p: u32, op: ReplOp) -> Result<ReplReply, String> {
 /// Copy `copy` (numbered uniquely on this node) of partition `p` from the leader at `addr`.
 fn bootstrap(
     router: &Router,
-    env: &Arc<Environment>,
+    dial: &Dial,
     addr: &str,
     me: u32,
     p: u32,
@@ -1903,7 +1930,7 @@ fn bootstrap(
             return Err(e);
         }
     };
-    let result = copy_and_install(router, env, addr, me, p, epoch, &staging);
+    let result = copy_and_install(router, dial, addr, me, p, epoch, &staging);
     if !matches!(result, Ok(ReplReply::Position { .. })) {
         drop_copy();
     }
@@ -1913,7 +1940,7 @@ fn bootstrap(
 /// Copies the leader's snapshot into `staging`, checks it, and asks the worker to install it.
 fn copy_and_install(
     router: &Router,
-    env: &Arc<Environment>,
+    dial: &Dial,
     addr: &str,
     me: u32,
     p: u32,
@@ -1921,12 +1948,14 @@ fn copy_and_install(
     staging: &std::path::Path,
 ) -> Result<ReplReply, String> {
     use std::io::{Seek, Write};
-    let client = ReplicationClient::new(ChannelBuilder::new(env.clone()).connect(addr));
+    let client = ReplicationClient::new(ChannelBuilder::new(dial.env.clone()).connect(addr));
     let mut req = SnapshotRequest::new();
     req.partition = p;
     req.leader_epoch = epoch;
     req.follower_id = me;
-    let stream = client.snapshot(&req).map_err(|e| e.to_string())?;
+    let stream = client
+        .snapshot_opt(&req, dial.opt())
+        .map_err(|e| e.to_string())?;
     let mut epochs = Vec::new();
     let mut end = 0;
     let mut bytes = 0u64;

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
-use grpcio::{DuplexSink, RequestStream, RpcContext, ServerStreamingSink, UnarySink, WriteFlags};
+use grpcio::{
+    DuplexSink, RequestStream, RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink,
+    UnarySink, WriteFlags,
+};
 use simplekv_net::server::replica::{ReplOp, ReplReply};
 use simplekv_net::server::router::{Op, Payload, Router};
 use simplekv_proto::replication::*;
@@ -21,6 +24,8 @@ pub struct ReplService {
     next_stream: Arc<AtomicU64>,
     /// Newest controller epoch seen (LogEnds requests with an older one are refused).
     pub(super) controller_epoch: Arc<AtomicU64>,
+    /// `cluster.secret`: every call must carry it.
+    secret: Option<Arc<str>>,
 }
 
 impl ReplService {
@@ -28,13 +33,31 @@ impl ReplService {
         events: EventTx,
         router: Router,
         controller_epoch: Arc<AtomicU64>,
+        secret: Option<&str>,
     ) -> ReplService {
         ReplService {
             events,
             router,
             next_stream: Arc::new(AtomicU64::new(1)),
             controller_epoch,
+            secret: secret.map(Arc::from),
         }
+    }
+
+    /// The refusal for a call without the cluster secret, if it lacks it.
+    fn refused(&self, ctx: &RpcContext, call: &str) -> Option<RpcStatus> {
+        if crate::grpc::same_secret(self.secret.as_deref(), crate::grpc::bearer(ctx)) {
+            return None;
+        }
+        log::warn!(
+            "refused a replication {call} call from {}: it does not carry this node's cluster.secret",
+            ctx.peer()
+        );
+        Some(RpcStatus::with_message(
+            RpcStatusCode::UNAUTHENTICATED,
+            "the call does not carry the cluster's secret (cluster.secret must be the same on every node)"
+                .into(),
+        ))
     }
 }
 
@@ -45,6 +68,10 @@ impl Replication for ReplService {
         mut stream: RequestStream<FetchRequest>,
         sink: DuplexSink<FetchResponse>,
     ) {
+        if let Some(s) = self.refused(&ctx, "Fetch") {
+            ctx.spawn(sink.fail(s).map(|_| ()));
+            return;
+        }
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         // The replication driver writes the sink itself (see `sink.rs`).
         let _ = self.events.send(Event::StreamOpened { stream: id, sink });
@@ -60,6 +87,10 @@ impl Replication for ReplService {
     }
 
     fn log_ends(&mut self, ctx: RpcContext, req: LogEndsRequest, sink: UnarySink<LogEndsReply>) {
+        if let Some(s) = self.refused(&ctx, "LogEnds") {
+            ctx.spawn(sink.fail(s).map(|_| ()));
+            return;
+        }
         let seen = self.controller_epoch.load(Ordering::Acquire);
         if !req.status && req.controller_epoch < seen {
             let mut r = LogEndsReply::new();
@@ -137,6 +168,10 @@ impl Replication for ReplService {
         req: SnapshotRequest,
         mut sink: ServerStreamingSink<SnapshotChunk>,
     ) {
+        if let Some(s) = self.refused(&ctx, "Snapshot") {
+            ctx.spawn(sink.fail(s).map(|_| ()));
+            return;
+        }
         // Bounded: the reading thread waits for the follower instead of buffering the whole
         // snapshot in memory.
         let (tx, mut rx) = mpsc::channel::<SnapshotChunk>(16);

@@ -273,6 +273,17 @@ pub enum Msg {
     },
 }
 
+/// Whether `given` is `want` (always true without one), in constant time.
+pub fn same_secret(want: Option<&str>, given: Option<&[u8]>) -> bool {
+    match (want, given) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(w), Some(g)) => {
+            w.len() == g.len() && w.bytes().zip(g).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+        }
+    }
+}
+
 /// A handle for threads outside the workers to send them work, routed like RESP commands.
 #[derive(Clone)]
 pub struct Router {
@@ -298,13 +309,7 @@ impl Router {
             .requirepass
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        match (want.as_deref(), given) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(w), Some(g)) => {
-                w.len() == g.len() && w.bytes().zip(g).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
-            }
-        }
+        same_secret(want.as_deref(), given)
     }
 
     pub fn workers(&self) -> usize {
