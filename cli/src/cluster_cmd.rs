@@ -25,7 +25,9 @@ enum Verb {
         #[arg(long)]
         replication_factor: u32,
     },
-    /// Show nodes, the controller, and per partition its slots, leader, epoch, replicas, ISR.
+    /// Show nodes, the controller, and per partition its slots, leader, epoch, replicas, ISR
+    /// (and each replica's log end and high watermark; with a cluster.secret, give it in
+    /// SIMPLEKV_CLUSTER_SECRET).
     Status {
         /// ZooKeeper connect string with the cluster's root, e.g. 127.0.0.1:2181/simplekv/main
         #[arg(long)]
@@ -59,7 +61,14 @@ pub fn run(args: ClusterArgs) -> ExitCode {
                 )
             })
         }
-        Verb::Status { zk } => simplekv_cluster::admin::status(&zk, TIMEOUT),
+        Verb::Status { zk } => {
+            let secret = std::env::var(crate::server_cmd::SECRET_ENV).ok();
+            simplekv_cluster::admin::status(
+                &zk,
+                TIMEOUT,
+                secret.as_deref().filter(|s| !s.is_empty()),
+            )
+        }
         Verb::Rebalance { zk } => simplekv_cluster::admin::request_preferred_election(&zk, TIMEOUT)
             .map(|()| {
                 "preferred-leader election requested; the controller moves leaders back to \

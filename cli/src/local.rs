@@ -51,7 +51,7 @@ pub struct LocalArgs {
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
     /// ZooKeeper's client port (on 127.0.0.1); a free one when not given.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     zk_port: Option<u16>,
 }
 

@@ -86,6 +86,14 @@ fn build_config(a: &ServerArgs) -> Result<Config, String> {
     if a.no_pin {
         overrides.push(("server.pin_workers".into(), "false".into()));
     }
+    // The cluster secret from the environment keeps it off command lines (`ps`), e.g. for
+    // the nodes `cluster local` starts, which inherit it.
+    if let Some(v) = std::env::var_os(SECRET_ENV).filter(|v| !v.is_empty()) {
+        let v = v
+            .into_string()
+            .map_err(|_| format!("{SECRET_ENV}: not valid UTF-8"))?;
+        overrides.push(("cluster.secret".into(), v));
+    }
     for s in &a.set {
         let (k, v) = Config::parse_override(s).map_err(|e| e.to_string())?;
         overrides.push((k.to_string(), v.to_string()));
@@ -96,6 +104,10 @@ fn build_config(a: &ServerArgs) -> Result<Config, String> {
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
+
+/// Environment variable that sets `cluster.secret` (for the server, and for `simplekv
+/// cluster status`, which asks nodes for their log ends).
+pub const SECRET_ENV: &str = "SIMPLEKV_CLUSTER_SECRET";
 
 pub fn run(args: ServerArgs) -> ExitCode {
     let config = match build_config(&args) {

@@ -375,6 +375,41 @@ fn replication_calls_must_carry_the_cluster_secret() {
     c.kill9(leader);
     c.wait_for_leaders(Duration::from_secs(30));
     assert_eq!(get(&c, other, &key).as_deref(), Some("kept"));
+    // No call of the nodes' own was refused (the controller's log-end probes included).
+    for i in 1..=3 {
+        let log = c.log_since(i, 0);
+        assert!(
+            !log.contains("cluster.secret") && !log.contains("refused the log-end probe"),
+            "node {i}:\n{log}"
+        );
+    }
+    // `cluster status` shows log ends when given the secret in the environment, not without.
+    let status = |secret: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_simplekv"))
+            .args(["cluster", "status", "--zk", &c.zk_connect()])
+            .env("SIMPLEKV_CLUSTER_SECRET", secret)
+            .output()
+            .expect("cluster status");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        status("s3cret-shared").contains(&format!(" {other}:1/1")),
+        "{}",
+        status("s3cret-shared")
+    );
+    assert!(
+        status("").contains(&format!(" {other}:-")),
+        "{}",
+        status("")
+    );
+    // CONFIG GET does not give it away.
+    let v = run(
+        &c.resp_addr(other),
+        &[b"CONFIG", b"GET", b"cluster.secret"],
+        Duration::from_secs(10),
+    )
+    .expect("CONFIG GET");
+    assert!(!format!("{v:?}").contains("s3cret"), "{v:?}");
     let env = Arc::new(grpcio::Environment::new(1));
     let client = simplekv_proto::replication_grpc::ReplicationClient::new(
         grpcio::ChannelBuilder::new(env).connect(&c.grpc_addr(other)),
@@ -418,6 +453,18 @@ fn replication_calls_must_carry_the_cluster_secret() {
         c.log_tail(other)
             .contains("does not carry this node's cluster.secret")
     );
+    // With the secret, partition ids from the request are checked, not trusted.
+    let mut req = LogEndsRequest::new();
+    req.partitions = vec![0, u32::MAX];
+    req.status = true;
+    let with =
+        simplekv_cluster::grpc::secret_opt(Some("s3cret-shared")).timeout(Duration::from_secs(5));
+    let r = client
+        .log_ends_opt(&req, with)
+        .expect("LogEnds with the secret");
+    assert!(r.refused && r.message.contains("no partition"), "{r:?}");
+    assert!(c.is_running(other), "the node is still up");
+    assert_eq!(get(&c, other, &key).as_deref(), Some("kept"));
 }
 
 /// SIGSTOP the controller past its session timeout: another node takes over with a higher
@@ -736,6 +783,27 @@ fn grpc_multi_key_requests_need_one_slot_and_redirects_name_the_grpc_port() {
         "via-resp"
     );
     assert!(cli(&["-p", &resp_port, "get", &k0]).starts_with("MOVED"));
+    // With a password on a node that does not lead the empty key's slot, the CLI's AUTH over
+    // gRPC still succeeds (its check call may be redirected), and -c takes it along.
+    run(
+        &c.resp_addr(other),
+        &[b"CONFIG", b"SET", b"requirepass", b"pw"],
+        Duration::from_secs(10),
+    )
+    .expect("CONFIG SET requirepass");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simplekv"))
+        .args([
+            "cli", "-c", "--grpc", "-a", "pw", "-p", &grpc_port, "get", &k0,
+        ])
+        .output()
+        .expect("simplekv cli");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(stdout.trim(), "via-resp", "{stderr}");
+    assert!(!stderr.contains("AUTH failed"), "{stderr}");
+    assert!(cli(&["--grpc", "-p", &grpc_port, "get", &k0]).starts_with("NOAUTH"));
 }
 
 /// A preferred-leader election moves a leadership while pipelined writes are in flight on

@@ -73,7 +73,13 @@ pub fn create(
 }
 
 /// A status report of the cluster, as text tables.
-pub fn status(connect: &str, timeout: Duration) -> Result<String, AdminError> {
+/// `secret`: the cluster's `cluster.secret`, without which nodes that have one do not tell
+/// their log ends.
+pub fn status(
+    connect: &str,
+    timeout: Duration,
+    secret: Option<&str>,
+) -> Result<String, AdminError> {
     let s = Session::connect(connect, timeout)?;
     let (meta_raw, _) = s.get(path::META)?.ok_or_else(|| {
         AdminError::Refused(format!(
@@ -101,7 +107,7 @@ pub fn status(connect: &str, timeout: Duration) -> Result<String, AdminError> {
     // Each live node's log end and high watermark per partition it holds.
     let positions: BTreeMap<u32, BTreeMap<u32, (u64, u64)>> = brokers
         .iter()
-        .filter_map(|b| probe_positions(&b.grpc, meta.partitions).map(|m| (b.id, m)))
+        .filter_map(|b| probe_positions(&b.grpc, meta.partitions, secret).map(|m| (b.id, m)))
         .collect();
     let _ = writeln!(out, "\npartitions:");
     let _ = writeln!(
@@ -179,14 +185,18 @@ pub fn request_preferred_election(connect: &str, timeout: Duration) -> Result<()
 
 /// A node's (log end, high watermark) by partition, over its replication service; `None`
 /// when it does not answer within a second.
-fn probe_positions(grpc: &str, partitions: u32) -> Option<BTreeMap<u32, (u64, u64)>> {
+fn probe_positions(
+    grpc: &str,
+    partitions: u32,
+    secret: Option<&str>,
+) -> Option<BTreeMap<u32, (u64, u64)>> {
     let env = std::sync::Arc::new(grpcio::Environment::new(1));
     let ch = grpcio::ChannelBuilder::new(env).connect(grpc);
     let client = simplekv_proto::replication_grpc::ReplicationClient::new(ch);
     let mut req = simplekv_proto::replication::LogEndsRequest::new();
     req.status = true;
     req.partitions = (0..partitions).collect();
-    let opt = grpcio::CallOption::default().timeout(Duration::from_secs(1));
+    let opt = crate::grpc::secret_opt(secret).timeout(Duration::from_secs(1));
     let r = client.log_ends_opt(&req, opt).ok()?;
     Some(
         r.ends

@@ -206,6 +206,11 @@ impl Node {
         };
         let (view_tx, view_rx) = crossbeam_channel::unbounded::<ClusterView>();
         info!("cluster mode: node {me}, ZooKeeper {connect}");
+        if config.server.requirepass.is_some() && c.secret.is_none() {
+            log::warn!(
+                "requirepass is set but cluster.secret is not: the replication service on the gRPC port answers anyone who reaches it (set the same cluster.secret on every node)"
+            );
+        }
         let env = crate::grpc::grpc_env();
         let (control, first) = crate::control::spawn(
             ccfg,
@@ -326,8 +331,10 @@ impl Node {
                     let rt = Arc::new(routes_of(&v, &name, n));
                     // Workers first: the replication thread's requests to a worker must find
                     // the worker already in its new role (channels are FIFO).
-                    router.broadcast(|| Msg::Routes(rt.clone()));
+                    // The gRPC service first: a worker's MOVED may name a node only the new
+                    // table has, and the service looks its gRPC address up there.
                     *grpc_routes.write().unwrap_or_else(|e| e.into_inner()) = rt.clone();
+                    router.broadcast(|| Msg::Routes(rt.clone()));
                     repl_events(rt);
                 }
             })

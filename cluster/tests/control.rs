@@ -96,7 +96,7 @@ fn cluster_create_places_partitions_once_and_status_shows_them() {
     assert_eq!((meta.partitions, meta.replication_factor), (8, 3));
     let err = admin::create(&connect, 8, 3, t).unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
-    let text = admin::status(&connect, t).unwrap();
+    let text = admin::status(&connect, t, None).unwrap();
     assert!(
         text.contains("8 partitions, replication factor 3"),
         "{text}"
@@ -109,7 +109,7 @@ fn cluster_create_places_partitions_once_and_status_shows_them() {
     }
     drop(sessions);
     assert!(
-        admin::status(&format!("{}/simplekv/none", zk.addr()), t)
+        admin::status(&format!("{}/simplekv/none", zk.addr()), t, None)
             .unwrap_err()
             .to_string()
             .contains("no cluster")

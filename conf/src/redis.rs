@@ -55,7 +55,13 @@ pub(crate) fn config_pairs(config: &Config) -> Vec<(String, String)> {
         .iter()
         .map(|s| {
             let name = s.redis_name.unwrap_or(s.name);
-            (name.to_owned(), s.redis_value(config))
+            let value = match s.name {
+                // It lets a caller pose as a node of the cluster: CONFIG GET only says whether
+                // one is set (it is not a run-time setting, so nothing reads it back to set it).
+                "cluster.secret" if config.cluster.secret.is_some() => "(set)".to_owned(),
+                _ => s.redis_value(config),
+            };
+            (name.to_owned(), value)
         })
         .collect();
     pairs.extend(

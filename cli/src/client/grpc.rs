@@ -112,12 +112,18 @@ impl GrpcBackend {
         }
     }
 
-    /// A call that reaches a worker: the server's answer to it, or PONG (`message` echoed).
+    /// A call that reaches the service: PONG (`message` echoed), or NOAUTH when the server
+    /// wants a password this session does not send. Any other answer (a MOVED for the
+    /// empty key, a TRY_AGAIN) still shows the server is there and admits the session.
     fn ping(&mut self, message: Option<&[u8]>) -> Result<Reply, ClientError> {
         let mut r = TtlRequest::new();
         r.key = Vec::new();
         let rep = self.client.ttl_opt(&r, self.opt()).map_err(rpc_error)?;
-        if let Some(e) = status_error(&rep.status) {
+        let denied = rep
+            .status
+            .as_ref()
+            .is_some_and(|s| s.code.enum_value() == Ok(Code::UNAUTHENTICATED));
+        if denied && let Some(e) = status_error(&rep.status) {
             return Ok(e);
         }
         Ok(match message {

@@ -418,6 +418,25 @@ mod tests {
         l.local_addr().expect("addr").port()
     }
 
+    #[test]
+    fn moved_replies_are_parsed_and_others_are_not_redirects() {
+        let e = |s: &str| Reply::Error(s.as_bytes().to_vec());
+        assert_eq!(
+            moved_to(&e("MOVED 3999 127.0.0.1:7002")),
+            Some(("3999", "127.0.0.1", 7002))
+        );
+        assert_eq!(
+            moved_to(&e("MOVED 1 ::1:7002")),
+            Some(("1", "::1", 7002)),
+            "the port is after the last colon"
+        );
+        assert_eq!(moved_to(&e("MOVED 1 127.0.0.1")), None);
+        assert_eq!(moved_to(&e("MOVED 1 127.0.0.1:notaport")), None);
+        assert_eq!(moved_to(&e("ASK 1 127.0.0.1:7002")), None);
+        assert_eq!(moved_to(&e("ERR MOVED 1 127.0.0.1:7002")), None);
+        assert_eq!(moved_to(&Reply::Simple(b"MOVED 1 h:1".to_vec())), None);
+    }
+
     fn session(port: u16, password: Option<&str>, format: Format) -> Session {
         let connector = RespConnector {
             host: "127.0.0.1".into(),

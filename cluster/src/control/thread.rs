@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
+use simplekv_net::server::replica::HANDOVER_HOLD;
 use zookeeper::{WatchedEvent, ZkError, ZkState};
 
 use super::api::{ClusterView, ControlRequest, LogEndProbe, PartitionView, ViewSink};
@@ -1249,7 +1250,17 @@ impl Ctl {
                     "control: node {leader} did not hand over partitions {parts:?}; moving them anyway"
                 ),
             }
-            for &p in &parts {
+            // Every leader's hold started when it was asked, and partitions are written one
+            // by one: before a leader's hold can run out, it is asked again for the rest.
+            let mut held = Instant::now();
+            for (i, &p) in parts.iter().enumerate() {
+                if held.elapsed() >= HANDOVER_HOLD / 2 {
+                    let rest = BTreeMap::from([(leader, parts[i..].to_vec())]);
+                    if !ctl.ask_brokers(epoch, true, rest, |_, _, _, _| Ok(true))? {
+                        return Ok(false);
+                    }
+                    held = Instant::now();
+                }
                 if !ctl.decide_and_write(p, &nodes, &BTreeMap::new(), preferred, epoch)? {
                     return Ok(false);
                 }
@@ -1289,21 +1300,37 @@ impl Ctl {
                 continue;
             };
             let (probe, tx) = (self.probe.clone(), tx.clone());
+            let mine = parts.clone();
             let spawned = std::thread::Builder::new()
                 .name("skv-log-ends".into())
                 .spawn(move || {
                     let t = Instant::now();
-                    let answer = probe(&info, epoch, &parts, handover);
-                    let _ = tx.send((info.id, parts, answer.map(|a| (a, t.elapsed()))));
+                    let answer = probe(&info, epoch, &mine, handover);
+                    let _ = tx.send((info.id, mine, answer.map(|a| (a, t.elapsed()))));
                 });
             match spawned {
                 Ok(_) => pending += 1,
-                Err(e) => warn!("control: cannot start a thread to ask node {b} its log ends: {e}"),
+                Err(e) => {
+                    warn!("control: cannot start a thread to ask node {b} its log ends: {e}");
+                    if !on_answer(self, b, parts, None)? {
+                        return Ok(false);
+                    }
+                }
             }
         }
         drop(tx);
         let inbox = self.inbox.clone();
+        let mut checked = Instant::now();
         while pending > 0 {
+            // However busy the channels are, the checks run every half tick.
+            if checked.elapsed() >= TICK / 2 {
+                checked = Instant::now();
+                self.probe();
+                self.check_answering();
+                if self.conn != Conn::Up {
+                    return Ok(false);
+                }
+            }
             crossbeam_channel::select! {
                 recv(rx) -> m => {
                     let Ok((b, parts, answer)) = m else { break };
@@ -1318,10 +1345,7 @@ impl Ctl {
                     // Cannot happen while `self.tx` lives.
                     Err(_) => {}
                 },
-                default(TICK / 2) => {
-                    self.probe();
-                    self.check_answering();
-                }
+                default(TICK / 2) => {}
             }
             if self.conn != Conn::Up {
                 return Ok(false);

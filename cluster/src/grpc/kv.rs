@@ -72,10 +72,13 @@ impl KvService {
         KvService { router, routes }
     }
 
-    /// `NOAUTH` when the server has a password and the call does not carry it. (Before the
-    /// workers run, calls are answered TRY_AGAIN anyway.)
-    fn unauthenticated(&self, ctx: &RpcContext) -> Option<Status> {
-        let router = self.router()?;
+    /// Why a call cannot run: `TRY_AGAIN` until the workers run, `NOAUTH` when the server has
+    /// a password and the call does not carry it. Once the router is set it stays set, so a
+    /// call admitted here finds it for the rest of its way.
+    fn refusal(&self, ctx: &RpcContext) -> Option<Status> {
+        let Some(router) = self.router() else {
+            return Some(status_of_error(STARTING));
+        };
         (!router.password_ok(super::bearer(ctx)))
             .then(|| status_of_error("NOAUTH Authentication required."))
     }
@@ -174,15 +177,22 @@ fn answer(p: Payload, routes: &Option<SharedRoutes>) -> Answer {
     }
 }
 
-/// Workers redirect to the leader's RESP address; a gRPC client wants its gRPC one.
+/// Workers redirect to the leader's RESP address; a gRPC client wants its gRPC one. A
+/// leader this node's routes do not name (yet) gets TRY_AGAIN rather than a RESP address.
 fn grpc_redirect(mut s: Status, routes: &Option<SharedRoutes>) -> Status {
-    if s.code.enum_value() == Ok(Code::MOVED)
-        && let Some(routes) = routes
-        && let Some((slot, resp)) = s.message.split_once(' ')
-    {
-        let rt = routes.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(n) = rt.nodes.values().find(|n| n.resp == resp) {
-            s.message = format!("{slot} {}", n.grpc);
+    let Some(routes) = routes else { return s };
+    if s.code.enum_value() != Ok(Code::MOVED) {
+        return s;
+    }
+    let rt = routes.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let grpc = s.message.split_once(' ').and_then(|(slot, resp)| {
+        let n = rt.nodes.values().find(|n| n.resp == resp)?;
+        Some(format!("{slot} {}", n.grpc))
+    });
+    match grpc {
+        Some(m) => s.message = m,
+        None => {
+            s = status_of_error("TRYAGAIN the partition's leader is not known here yet");
         }
     }
     s
@@ -221,7 +231,7 @@ fn ttl_arg(ms: u64) -> Vec<u8> {
 
 impl Kv for KvService {
     fn get(&mut self, ctx: RpcContext, req: GetRequest, sink: UnarySink<GetReply>) {
-        if let Some(s) = self.unauthenticated(&ctx) {
+        if let Some(s) = self.refusal(&ctx) {
             return refuse(&ctx, sink, s);
         }
         let fut = self.keyed(&[b"GET", &req.key], None);
@@ -240,7 +250,7 @@ impl Kv for KvService {
     }
 
     fn set(&mut self, ctx: RpcContext, req: SetRequest, sink: UnarySink<SetReply>) {
-        if let Some(s) = self.unauthenticated(&ctx) {
+        if let Some(s) = self.refusal(&ctx) {
             return refuse(&ctx, sink, s);
         }
         let checked = ttl_checked(req.ttl_ms, "set").and_then(|t| Ok((t, acks_of(req.acks)?)));
@@ -266,7 +276,7 @@ impl Kv for KvService {
     }
 
     fn del(&mut self, ctx: RpcContext, req: DelRequest, sink: UnarySink<DelReply>) {
-        if let Some(s) = self.unauthenticated(&ctx) {
+        if let Some(s) = self.refusal(&ctx) {
             return refuse(&ctx, sink, s);
         }
         let checked = match req.keys.is_empty() {
@@ -308,7 +318,7 @@ impl Kv for KvService {
     }
 
     fn expire(&mut self, ctx: RpcContext, req: ExpireRequest, sink: UnarySink<ExpireReply>) {
-        if let Some(s) = self.unauthenticated(&ctx) {
+        if let Some(s) = self.refusal(&ctx) {
             return refuse(&ctx, sink, s);
         }
         let checked = ttl_checked(req.ttl_ms, "pexpire").and_then(|t| Ok((t, acks_of(req.acks)?)));
@@ -329,7 +339,7 @@ impl Kv for KvService {
     }
 
     fn ttl(&mut self, ctx: RpcContext, req: TtlRequest, sink: UnarySink<TtlReply>) {
-        if let Some(s) = self.unauthenticated(&ctx) {
+        if let Some(s) = self.refusal(&ctx) {
             return refuse(&ctx, sink, s);
         }
         let fut = self.keyed(&[b"PTTL", &req.key], None);
@@ -345,7 +355,7 @@ impl Kv for KvService {
     }
 
     fn m_get(&mut self, ctx: RpcContext, req: MGetRequest, sink: UnarySink<MGetReply>) {
-        if let Some(s) = self.unauthenticated(&ctx) {
+        if let Some(s) = self.refusal(&ctx) {
             return refuse(&ctx, sink, s);
         }
         let refused = match req.keys.is_empty() {
@@ -396,7 +406,7 @@ impl Kv for KvService {
     }
 
     fn m_set(&mut self, ctx: RpcContext, req: MSetRequest, sink: UnarySink<MSetReply>) {
-        if let Some(s) = self.unauthenticated(&ctx) {
+        if let Some(s) = self.refusal(&ctx) {
             return refuse(&ctx, sink, s);
         }
         let items: Vec<(Vec<u8>, Vec<u8>)> = req

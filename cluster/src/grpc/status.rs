@@ -48,6 +48,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn missing_or_wrong_passwords_are_unauthenticated() {
+        for text in [
+            "NOAUTH Authentication required.",
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        ] {
+            assert_eq!(
+                status_of_error(text).code.enum_value(),
+                Ok(Code::UNAUTHENTICATED)
+            );
+            assert_eq!(status_of_error(text).message, text);
+        }
+    }
+
+    #[test]
     fn error_texts_map_to_codes() {
         assert_eq!(
             status_of_error("MOVED 12 127.0.0.1:7001").code.enum_value(),

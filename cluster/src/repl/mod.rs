@@ -1839,9 +1839,6 @@ fn error_data(p: u32, epoch: u32, e: FetchError, msg: &str) -> PartitionData {
 }
 
 impl State {
-    /// Copies the leader's snapshot of `p` on a thread of its own (file I/O and a blocking
-    /// stream), then installs it through the worker; the outcome comes back as a
-    /// `FollowerReply` like any other step.
     fn dial(&self) -> Dial {
         Dial {
             env: self.env.clone(),
@@ -1849,6 +1846,9 @@ impl State {
         }
     }
 
+    /// Copies the leader's snapshot of `p` on a thread of its own (file I/O and a blocking
+    /// stream), then installs it through the worker; the outcome comes back as a
+    /// `FollowerReply` like any other step.
     fn start_bootstrap(&mut self, p: u32, leader: u32, epoch: u32, copy: u64) {
         let Some(addr) = self.routes.nodes.get(&leader).map(|n| n.grpc.clone()) else {
             return;

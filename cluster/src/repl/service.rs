@@ -26,7 +26,13 @@ pub struct ReplService {
     pub(super) controller_epoch: Arc<AtomicU64>,
     /// `cluster.secret`: every call must carry it.
     secret: Option<Arc<str>>,
+    /// Refused calls, and when one was last logged (ms since `started`): at most one line
+    /// per [`REFUSAL_LOG_EVERY`], so that a stranger cannot flood the log.
+    refusals: Arc<(AtomicU64, AtomicU64)>,
+    started: std::time::Instant,
 }
+
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ReplService {
     pub(super) fn new(
@@ -41,6 +47,8 @@ impl ReplService {
             next_stream: Arc::new(AtomicU64::new(1)),
             controller_epoch,
             secret: secret.map(Arc::from),
+            refusals: Arc::new((AtomicU64::new(0), AtomicU64::new(0))),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -49,10 +57,21 @@ impl ReplService {
         if crate::grpc::same_secret(self.secret.as_deref(), crate::grpc::bearer(ctx)) {
             return None;
         }
-        log::warn!(
-            "refused a replication {call} call from {}: it does not carry this node's cluster.secret",
-            ctx.peer()
-        );
+        let (count, last) = &*self.refusals;
+        let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.started.elapsed().as_millis() as u64;
+        let prev = last.load(Ordering::Relaxed);
+        let due = n == 1 || now.saturating_sub(prev) >= REFUSAL_LOG_EVERY.as_millis() as u64;
+        if due
+            && last
+                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "refused a replication {call} call from {}: it does not carry this node's cluster.secret ({n} refused so far)",
+                ctx.peer()
+            );
+        }
         Some(RpcStatus::with_message(
             RpcStatusCode::UNAUTHENTICATED,
             "the call does not carry the cluster's secret (cluster.secret must be the same on every node)"
@@ -99,6 +118,14 @@ impl Replication for ReplService {
                 "controller epoch {} is older than {seen}, the newest this node has seen",
                 req.controller_epoch
             );
+            ctx.spawn(sink.success(r).map(|_| ()));
+            return;
+        }
+        let partitions = self.router.topo.partitions;
+        if let Some(p) = req.partitions.iter().find(|&&p| p >= partitions) {
+            let mut r = LogEndsReply::new();
+            r.refused = true;
+            r.message = format!("no partition {p}: the cluster has {partitions}");
             ctx.spawn(sink.success(r).map(|_| ()));
             return;
         }

@@ -140,6 +140,26 @@ pub enum ReplOp {
     DropCopy { partition: u32, token: u64 },
 }
 
+impl ReplOp {
+    /// The first partition id the op names that this node does not have (ids come from the
+    /// network: a request naming one must be answered, not index out of bounds).
+    fn unknown_partition(&self, partitions: u32) -> Option<u32> {
+        let one = |p: u32| (p >= partitions).then_some(p);
+        match self {
+            ReplOp::Read { partition, .. }
+            | ReplOp::Append { partition, .. }
+            | ReplOp::Truncate { partition, .. }
+            | ReplOp::Position { partition }
+            | ReplOp::Snapshot { partition, .. }
+            | ReplOp::Staging { partition, .. }
+            | ReplOp::Install { partition, .. }
+            | ReplOp::DropCopy { partition, .. } => one(*partition),
+            ReplOp::LogEnds { partitions: ps, .. } => ps.iter().copied().find_map(one),
+            ReplOp::Resign => None,
+        }
+    }
+}
+
 /// The answers.
 #[derive(Debug, Clone)]
 pub enum ReplReply {
@@ -846,6 +866,10 @@ impl Worker {
     /// Runs a replication request.
     pub fn repl_op(&mut self, op: ReplOp) -> (Payload, Need) {
         let reply = |r: ReplReply| Payload::Repl(Box::new(r));
+        if let Some(p) = op.unknown_partition(self.topo.partitions) {
+            let msg = format!("no partition {p}: the cluster has {}", self.topo.partitions);
+            return (reply(ReplReply::Failed(msg)), Need::Now);
+        }
         match op {
             ReplOp::Read {
                 partition: p,
@@ -1490,9 +1514,46 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::{
-        ACK_TIMEOUT, ClusterState, FeedTx, Role, exchange_dirs, remove_leftover_copies, sibling,
+        ACK_TIMEOUT, ClusterState, FeedTx, ReplOp, Role, exchange_dirs, op_in_one_slot,
+        remove_leftover_copies, sibling,
     };
     use crate::server::cluster::RouteTable;
+    use crate::server::router::Op;
+
+    #[test]
+    fn multi_key_ops_are_in_one_slot_only_when_every_key_is() {
+        let k = |s: &str| s.as_bytes().to_vec();
+        // foo and {foo}bar share a slot (the hash tag); bar has another.
+        assert!(op_in_one_slot(&Op::Del {
+            keys: vec![k("foo"), k("{foo}bar")]
+        }));
+        assert!(!op_in_one_slot(&Op::Del {
+            keys: vec![k("foo"), k("bar")]
+        }));
+        assert!(!op_in_one_slot(&Op::MGet {
+            keys: vec![(0, k("foo")), (1, k("{foo}x")), (2, k("bar"))]
+        }));
+        assert!(!op_in_one_slot(&Op::MSet {
+            pairs: vec![(k("foo"), k("1")), (k("bar"), k("2"))]
+        }));
+        assert!(op_in_one_slot(&Op::MSetNx {
+            pairs: vec![(k("{t}a"), k("1")), (k("{t}b"), k("2"))]
+        }));
+        assert!(op_in_one_slot(&Op::Exists { keys: vec![] }));
+    }
+
+    #[test]
+    fn replication_ops_naming_an_unknown_partition_are_found() {
+        let read = ReplOp::Position { partition: 16 };
+        assert_eq!(read.unknown_partition(16), Some(16));
+        assert_eq!(read.unknown_partition(17), None);
+        let ends = ReplOp::LogEnds {
+            partitions: vec![0, 3, u32::MAX],
+            handover: false,
+        };
+        assert_eq!(ends.unknown_partition(16), Some(u32::MAX));
+        assert_eq!(ReplOp::Resign.unknown_partition(0), None);
+    }
 
     fn state() -> ClusterState {
         let (tx, _rx) = crossbeam_channel::unbounded();

@@ -418,6 +418,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secrets_match_only_exactly_and_anything_goes_without_one() {
+        assert!(same_secret(None, None));
+        assert!(same_secret(None, Some(b"x")));
+        assert!(!same_secret(Some("pw"), None));
+        assert!(!same_secret(Some("pw"), Some(b"pW")));
+        assert!(!same_secret(Some("pw"), Some(b"pw ")));
+        assert!(!same_secret(Some("pw"), Some(b"p")));
+        assert!(!same_secret(Some("pw"), Some(b"")));
+        assert!(same_secret(Some("pw"), Some(b"pw")));
+    }
+
+    #[test]
     fn a_worker_is_woken_once_per_drain_and_again_after_it() {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(7)).unwrap());
