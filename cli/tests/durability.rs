@@ -358,3 +358,61 @@ fn ttls_survive_a_restart_and_keys_that_expired_while_down_stay_gone() {
     });
     assert!(ok, "expired keys still counted after restart");
 }
+
+/// Values in closed segments deleted afterwards are dead, but their tombstones sit in the
+/// active segment, outside any merge: a merge keeps them and frees nothing. It is not tried
+/// again until the closed segments change; a roll (BGREWRITEAOF) then frees the space.
+/// (Before, the same merge ran again every few seconds, rewriting the segments forever.)
+#[test]
+fn a_merge_that_frees_nothing_is_not_repeated_until_the_segments_change() {
+    let s = Server::start(&[
+        "--workers",
+        "1",
+        "--set",
+        "storage.partitions=1",
+        "--set",
+        "storage.segment_size=1mb",
+        "--set",
+        "storage.merge_min_bytes=0",
+        "--set",
+        "storage.merge_dead_ratio=0.1",
+    ]);
+    let mut c = s.client();
+    let value = "v".repeat(100 << 10);
+    for i in 0..30 {
+        let _: () = cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(&value)
+            .query(&mut c)
+            .unwrap();
+    }
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let _: i64 = cmd("DEL").arg(&keys).query(&mut c).unwrap();
+    let merges = |c: &mut redis::Connection| -> u64 {
+        info(c, "persistence")["merges_completed"].parse().unwrap()
+    };
+    let log_bytes =
+        |c: &mut redis::Connection| -> u64 { info(c, "persistence")["log_bytes"].parse().unwrap() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while merges(&mut c) == 0 {
+        assert!(Instant::now() < deadline, "no merge started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Several merge checks (every server tick) later, no other merge ran.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = merges(&mut c);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        merges(&mut c),
+        after,
+        "a merge that freed nothing ran again"
+    );
+    assert!(after <= 2, "{after} merges");
+    assert!(log_bytes(&mut c) > 2 << 20, "nothing could be freed yet");
+    let _: String = cmd("BGREWRITEAOF").query(&mut c).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log_bytes(&mut c) > 1 << 20 {
+        assert!(Instant::now() < deadline, "the rewrite freed nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

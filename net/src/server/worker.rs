@@ -98,11 +98,9 @@ pub struct Worker {
     pub merge_busy: Vec<bool>,
     /// Per partition: the directory the newest log copy (bootstrap) is staged in.
     pub staged_copy: Vec<Option<std::path::PathBuf>>,
-    /// Closed-segment stats (bytes, dead bytes) after a merge that reclaimed nothing: the
-    /// same merge is not tried again until they change (dead bytes it cannot drop — values
-    /// overwritten in the active segment, tombstones kept for replicas — would otherwise
-    /// start a useless merge every timer tick).
-    merge_futile: Vec<Option<(u64, u64)>>,
+    /// Closed-segment bytes after a merge that reclaimed nothing: no merge is tried again
+    /// until they change (see `maybe_merge`).
+    merge_futile: Vec<Option<u64>>,
     /// Commit epoch of the current turn (see `end_turn`), and the last durable one.
     pub epoch: u64,
     durable: u64,
@@ -1554,7 +1552,13 @@ impl Worker {
                 continue;
             }
             let (total, dead) = store.closed_stats();
-            if self.merge_futile[p as usize] == Some((total, dead)) {
+            // A merge that freed nothing is not tried again until the closed segments change
+            // (a roll, or another merge). Their dead bytes alone may keep growing without a
+            // merge being able to free them: a key deleted (or overwritten) after its value
+            // was closed is dead, but its tombstone sits in the active segment, outside the
+            // merge; and the merge's own moves count as dead only after it is installed. Keyed
+            // on the dead bytes as well, a large DEL had the same segments rewritten forever.
+            if self.merge_futile[p as usize] == Some(total) {
                 continue;
             }
             if total >= min && total > 0 && dead as f64 / total as f64 >= ratio {
@@ -1640,8 +1644,8 @@ impl Worker {
                 let stats = out.stats;
                 match store.install_merge(out) {
                     Ok(()) => {
-                        let futile =
-                            (stats.output_bytes >= stats.input_bytes).then(|| store.closed_stats());
+                        let futile = (stats.output_bytes >= stats.input_bytes)
+                            .then(|| store.closed_stats().0);
                         self.stats.merges_done += 1;
                         self.merge_futile[p as usize] = futile;
                         info!(
