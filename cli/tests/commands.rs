@@ -89,6 +89,10 @@ fn connection_and_server_info_commands_answer_as_redis() {
         query_err(&mut c, cmd("SELECT").arg("x")),
         "ERR value is not an integer or out of range"
     );
+    assert_eq!(
+        query_err(&mut c, cmd("SELECT").arg("2147483648")),
+        "ERR value is out of range, value must between -2147483648 and 2147483647"
+    );
     let (secs, micros): (String, String) = cmd("TIME").query(&mut c).unwrap();
     let t = secs.parse::<i64>().unwrap() * 1000 + micros.parse::<i64>().unwrap() / 1000;
     assert!((t - now_ms()).abs() < 5_000, "TIME {t} vs {}", now_ms());

@@ -69,6 +69,9 @@ pub(crate) fn config_pairs(config: &Config) -> Vec<(String, String)> {
             .iter()
             .map(|(name, value, _)| ((*name).to_owned(), (*value).to_owned())),
     );
+    // Read by tools that tell a cluster node from a standalone server (not settable).
+    let cluster = if config.is_cluster() { "yes" } else { "no" };
+    pairs.push(("cluster-enabled".to_owned(), cluster.to_owned()));
     pairs
 }
 

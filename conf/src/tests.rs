@@ -1035,7 +1035,8 @@ fn redis_config_pairs_cover_what_tools_ask_for() {
         .set_runtime("maxmemory-policy", "allkeys-lru")
         .unwrap_err();
     assert!(e.to_string().contains("does not evict"), "{e}");
-    assert_eq!(pairs.len(), Config::settings().len() + 8);
+    assert_eq!(get(&pairs, "cluster-enabled"), "no");
+    assert_eq!(pairs.len(), Config::settings().len() + 9);
     // Names are checked before values, and one setting twice is refused whatever its name.
     let e = c
         .set_runtime_many([("hz", "abc"), ("bogus", "1")])

@@ -981,6 +981,13 @@ impl Worker {
             }
             "select" => match crate::resp::parse::string2ll(args[1]) {
                 Some(0) => write_ok(&mut r),
+                // Redis parses the index as an int first.
+                Some(n) if i32::try_from(n).is_err() => {
+                    return err(
+                        out,
+                        "ERR value is out of range, value must between -2147483648 and 2147483647",
+                    );
+                }
                 Some(_) => return err(out, "ERR DB index is out of range"),
                 None => return err(out, "ERR value is not an integer or out of range"),
             },
@@ -1372,7 +1379,7 @@ impl Worker {
         if !client.authed {
             return err(
                 out,
-                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
             );
         }
         let mut r = Vec::new();
