@@ -118,6 +118,18 @@ fn plan(a: &LocalArgs) -> Result<(Vec<NodeSpec>, u32), String> {
             u32::from(GRPC_OFFSET) + a.nodes
         ));
     }
+    if let Some(zk) = a.zk_port {
+        let base = u32::from(a.base_port);
+        let node = (1..=a.nodes).find(|&i| {
+            let z = u32::from(zk);
+            z == base + i || z == base + u32::from(GRPC_OFFSET) + i
+        });
+        if let Some(i) = node {
+            return Err(format!(
+                "--zk-port {zk} is one of node {i}'s ports (BASE+i for RESP, BASE+{GRPC_OFFSET}+i for gRPC)"
+            ));
+        }
+    }
     let rf = a.replication_factor.unwrap_or(a.nodes.min(3));
     if rf == 0 || rf > a.nodes {
         return Err(format!(

@@ -755,6 +755,30 @@ fn grpc_multi_key_requests_need_one_slot_and_redirects_name_the_grpc_port() {
     let (code, msg) = status(&client(other).m_set_opt(&mset, opt()).expect("mset").status);
     assert_eq!(code, Code::MOVED, "{msg}");
     assert!(msg.ends_with(&format!(" {}", c.grpc_addr(leader))), "{msg}");
+    let mut mget = MGetRequest::new();
+    mget.keys = tagged.clone();
+    let r = client(other).m_get_opt(&mget, opt()).expect("mget");
+    assert_eq!(status(&r.status).0, Code::MOVED);
+    assert!(r.values.is_empty(), "no placeholder values with a redirect");
+    // A node without a secret refuses calls that carry one (nodes with different secrets
+    // never replicate to each other).
+    let repl = simplekv_proto::replication_grpc::ReplicationClient::new(
+        grpcio::ChannelBuilder::new(env.clone()).connect(&c.grpc_addr(other)),
+    );
+    let mut ends = simplekv_proto::replication::LogEndsRequest::new();
+    ends.partitions = vec![0];
+    ends.status = true;
+    let with = simplekv_cluster::grpc::secret_opt(Some("stray")).timeout(Duration::from_secs(5));
+    match repl.log_ends_opt(&ends, with) {
+        Err(grpcio::Error::RpcFailure(s)) => {
+            assert_eq!(s.code(), grpcio::RpcStatusCode::UNAUTHENTICATED)
+        }
+        other => panic!("a call with a secret to a node without one: {other:?}"),
+    }
+    assert!(
+        repl.log_ends_opt(&ends, opt()).is_ok(),
+        "and answers calls without"
+    );
     // On the leader, keys that share a slot (a hash tag) are written and read together.
     let kv = client(leader);
     let (code, msg) = status(&kv.m_set_opt(&mset, opt()).expect("mset").status);

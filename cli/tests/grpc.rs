@@ -135,6 +135,8 @@ fn bad_arguments_get_the_resp_error_as_invalid_argument() {
         common::ANY_PORT,
         "--set",
         "limits.max_value_len=1kb",
+        "--set",
+        "limits.max_multibulk_len=1024",
     ]);
     let gport = s.extra_ports[0];
     let env = Arc::new(Environment::new(1));
@@ -151,6 +153,18 @@ fn bad_arguments_get_the_resp_error_as_invalid_argument() {
     assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
     let r = c.del_opt(&DelRequest::new(), opt()).unwrap();
     assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    // As many keys as a RESP command may carry arguments, no more.
+    let mut many = MGetRequest::new();
+    many.keys = (0..1023).map(|i| format!("k{i}").into_bytes()).collect();
+    assert_eq!(code(&c.m_get_opt(&many, opt()).unwrap().status), Code::OK);
+    many.keys.push(b"one-more".to_vec());
+    let r = c.m_get_opt(&many, opt()).unwrap();
+    assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    assert!(
+        r.status.message.contains("max_multibulk_len"),
+        "{}",
+        r.status.message
+    );
     let r = c.m_get_opt(&MGetRequest::new(), opt()).unwrap();
     assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
     // An acks value the service does not know is refused, not taken for the default.

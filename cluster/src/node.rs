@@ -102,6 +102,7 @@ fn kv_options(config: &Config, routes: Option<SharedRoutes>) -> KvOptions {
     KvOptions {
         routes,
         max_request: config.limits.client_query_buffer_limit,
+        max_args: config.limits.max_multibulk_len,
     }
 }
 

@@ -28,6 +28,8 @@ pub struct KvService {
     router: Arc<OnceLock<Router>>,
     /// Cluster mode: the node's current routes.
     routes: Option<SharedRoutes>,
+    /// Most keys one request may name (`limits.max_multibulk_len`, less the command).
+    max_keys: usize,
 }
 
 /// What came back from the workers, as a reply or an error status.
@@ -68,8 +70,26 @@ const GONE: &str = "the server is shutting down";
 const STARTING: &str = "TRYAGAIN the server is starting";
 
 impl KvService {
-    pub fn new(router: Arc<OnceLock<Router>>, routes: Option<SharedRoutes>) -> KvService {
-        KvService { router, routes }
+    pub fn new(
+        router: Arc<OnceLock<Router>>,
+        routes: Option<SharedRoutes>,
+        max_keys: usize,
+    ) -> KvService {
+        KvService {
+            router,
+            routes,
+            max_keys,
+        }
+    }
+
+    /// As RESP's cap on a command's arguments (`limits.max_multibulk_len`).
+    fn too_many(&self, keys: usize) -> Option<Status> {
+        (keys > self.max_keys).then(|| {
+            invalid(format!(
+                "ERR {keys} keys in one request; at most {} (limits.max_multibulk_len)",
+                self.max_keys
+            ))
+        })
     }
 
     /// Why a call cannot run: `TRY_AGAIN` until the workers run, `NOAUTH` when the server has
@@ -281,7 +301,10 @@ impl Kv for KvService {
         }
         let checked = match req.keys.is_empty() {
             true => Err(invalid("ERR wrong number of arguments for 'del' command")),
-            false => match self.cross_slot(req.keys.iter().map(|k| k.as_slice())) {
+            false => match self
+                .too_many(req.keys.len())
+                .or_else(|| self.cross_slot(req.keys.iter().map(|k| k.as_slice())))
+            {
                 Some(s) => Err(s),
                 None => acks_of(req.acks),
             },
@@ -360,7 +383,9 @@ impl Kv for KvService {
         }
         let refused = match req.keys.is_empty() {
             true => Some(invalid("ERR wrong number of arguments for 'mget' command")),
-            false => self.cross_slot(req.keys.iter().map(|k| k.as_slice())),
+            false => self
+                .too_many(req.keys.len())
+                .or_else(|| self.cross_slot(req.keys.iter().map(|k| k.as_slice()))),
         };
         if let Some(s) = refused {
             return refuse(&ctx, sink, s);
@@ -399,7 +424,11 @@ impl Kv for KvService {
                     Err(_) => status = internal(GONE),
                 }
             }
-            r.values = values;
+            // Values only with a whole answer: a client that misses the status must not read
+            // "all missing".
+            if status.code.enum_value() == Ok(Code::OK) {
+                r.values = values;
+            }
             r.status = Some(status).into();
             let _ = sink.success(r).await;
         });
@@ -417,7 +446,10 @@ impl Kv for KvService {
         let mut parts = Vec::new();
         let checked = match items.is_empty() {
             true => Err(invalid("ERR wrong number of arguments for 'mset' command")),
-            false => match self.cross_slot(items.iter().map(|(k, _)| k.as_slice())) {
+            false => match self
+                .too_many(items.len() * 2)
+                .or_else(|| self.cross_slot(items.iter().map(|(k, _)| k.as_slice())))
+            {
                 Some(s) => Err(s),
                 None => acks_of(req.acks),
             },

@@ -65,13 +65,16 @@ pub fn secret_opt(secret: Option<&str>) -> grpcio::CallOption {
 pub type SharedRoutes = Arc<std::sync::RwLock<Arc<RouteTable>>>;
 
 /// What the KV service needs to know of the node.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct KvOptions {
     /// Cluster mode: the routes (one slot per multi-key request, gRPC redirects).
     pub routes: Option<SharedRoutes>,
     /// The largest request accepted, in bytes: the RESP query buffer limit
     /// (`limits.client_query_buffer_limit`), so both front doors take the same values.
     pub max_request: u64,
+    /// `limits.max_multibulk_len`: a request names at most this many keys (and values) plus
+    /// the command, as a RESP command has at most this many arguments.
+    pub max_args: u64,
 }
 
 pub struct GrpcServer {
@@ -102,7 +105,9 @@ impl GrpcServer {
             .rsplit_once(':')
             .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
             .ok_or_else(|| format!("bad address {addr:?}"))?;
-        let service = simplekv_proto::kv_grpc::create_kv(KvService::new(router, kv.routes));
+        let max_keys = usize::try_from(kv.max_args.saturating_sub(1)).unwrap_or(usize::MAX);
+        let service =
+            simplekv_proto::kv_grpc::create_kv(KvService::new(router, kv.routes, max_keys));
         // No HTTP/2 BDP probing: its PING frames follow data frames, and on replication
         // streams (many small messages on loopback or a LAN) they only add frames and
         // completion-queue wake-ups.

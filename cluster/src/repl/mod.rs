@@ -79,6 +79,8 @@ const MAX_PUSH_MESSAGE: i32 = {
         total as i32
     }
 };
+/// A stream failure repeated within this long is logged at debug level only.
+const BROKEN_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Records kept in memory per led partition for followers that are caught up.
 const TAIL_BYTES: usize = 16 << 20;
 
@@ -321,6 +323,7 @@ impl ReplThread {
             led: BTreeMap::new(),
             followed: BTreeMap::new(),
             conns: BTreeMap::new(),
+            broken_logged: BTreeMap::new(),
             retiring: BTreeMap::new(),
             next_gen: 1,
             clock0: Instant::now(),
@@ -632,6 +635,10 @@ struct State {
     led: BTreeMap<u32, LedPart>,
     followed: BTreeMap<u32, FollowedPart>,
     conns: BTreeMap<u32, LeaderConn>,
+    /// Per leader: the last stream failure logged, when, and how many like it since (a
+    /// refused stream is retried every 200 ms: the same line is logged at most every
+    /// [`BROKEN_LOG_EVERY`]).
+    broken_logged: BTreeMap<u32, (String, Instant, u64)>,
     /// Streams to leaders no longer followed, kept (by generation) until their queued
     /// messages are written or [`STUCK_AFTER`] has passed.
     retiring: BTreeMap<u64, (LeaderConn, Instant)>,
@@ -1558,7 +1565,23 @@ impl State {
 
     /// The stream to `leader` is gone: its partitions retry after a pause.
     fn conn_broken(&mut self, leader: u32, reason: &str) {
-        warn!("replication stream from node {leader} ended: {reason}");
+        match self.broken_logged.get_mut(&leader) {
+            Some((last, at, n)) if last == reason && at.elapsed() < BROKEN_LOG_EVERY => {
+                *n += 1;
+                debug!("replication stream from node {leader} ended: {reason}");
+            }
+            _ => {
+                let again = match self.broken_logged.get(&leader) {
+                    Some((last, _, n)) if last == reason && *n > 0 => {
+                        format!(" ({n} more times since the last report)")
+                    }
+                    _ => String::new(),
+                };
+                warn!("replication stream from node {leader} ended: {reason}{again}");
+                self.broken_logged
+                    .insert(leader, (reason.to_string(), Instant::now(), 0));
+            }
+        }
         self.conns.remove(&leader);
         let retry = Instant::now() + Duration::from_millis(200);
         for f in self.followed.values_mut() {

@@ -52,11 +52,24 @@ impl ReplService {
         }
     }
 
-    /// The refusal for a call without the cluster secret, if it lacks it.
+    /// The refusal for a call whose secret is not this node's: a call without it when this
+    /// node has one, and a call with one when this node has none. Both ways, so that nodes
+    /// with different secrets never replicate to each other: a node given a secret alone
+    /// (a secret rolled in one node at a time) would otherwise fetch from the others, join
+    /// their ISRs, be made leader, and then refuse them, leaving its partitions one replica.
     fn refused(&self, ctx: &RpcContext, call: &str) -> Option<RpcStatus> {
-        if crate::grpc::same_secret(self.secret.as_deref(), crate::grpc::bearer(ctx)) {
+        let given = crate::grpc::bearer(ctx);
+        let ok = match self.secret.as_deref() {
+            None => given.is_none(),
+            Some(want) => crate::grpc::same_secret(Some(want), given),
+        };
+        if ok {
             return None;
         }
+        let (theirs, why) = match self.secret {
+            Some(_) => ("does not carry", "this node's cluster.secret"),
+            None => ("carries a cluster.secret,", "and this node has none"),
+        };
         let (count, last) = &*self.refusals;
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
         let now = self.started.elapsed().as_millis() as u64;
@@ -68,13 +81,13 @@ impl ReplService {
                 .is_ok()
         {
             log::warn!(
-                "refused a replication {call} call from {}: it does not carry this node's cluster.secret ({n} refused so far)",
+                "refused a replication {call} call from {}: it {theirs} {why} ({n} refused so far)",
                 ctx.peer()
             );
         }
         Some(RpcStatus::with_message(
             RpcStatusCode::UNAUTHENTICATED,
-            "the call does not carry the cluster's secret (cluster.secret must be the same on every node)"
+            "the call's cluster secret is not this node's (cluster.secret must be the same on every node)"
                 .into(),
         ))
     }
