@@ -186,3 +186,32 @@ fn a_second_cluster_local_on_the_same_directory_is_refused_at_once() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A node that cannot listen on its ports stops before it touches ZooKeeper: registered, it
+/// could have been elected controller or given leaderships only to exit a moment later.
+#[test]
+fn a_cluster_node_whose_port_is_taken_stops_before_registering() {
+    let zk = LocalZooKeeper::start(None).expect("ZooKeeper (scripts/setup.sh installs it)");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, log) = common::run_to_exit(
+        &dir.path().join("data"),
+        &[
+            "--set",
+            &format!("cluster.zk={}/taken", zk.addr()),
+            "--set",
+            "cluster.node_id=1",
+            "--grpc-port",
+            &port,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("cannot start the gRPC service"), "{log}");
+    let s = Session::connect(&zk.addr(), Duration::from_secs(10)).unwrap();
+    assert!(
+        s.get("/taken").unwrap().is_none(),
+        "the node created its cluster root before failing"
+    );
+}

@@ -185,6 +185,19 @@ impl Node {
     }
 
     fn start_cluster(config: Config, config_file: Option<PathBuf>) -> Result<Node, NodeError> {
+        // Both ports first: a node that cannot listen must not register (and be elected
+        // controller, or given leaderships) only to exit a moment later.
+        simplekv_net::check_bind(&config)?;
+        if let Some(port) = config.cluster.grpc_port {
+            let mut g = config.clone();
+            g.server.port = port;
+            if simplekv_net::check_bind(&g).is_err() {
+                return Err(NodeError::Grpc {
+                    addr: format!("{}:{port}", config.server.bind),
+                    reason: "the address is in use, or not an address of this machine".into(),
+                });
+            }
+        }
         let c = &config.cluster;
         let zk = c.zk.clone().unwrap_or_default();
         let connect = format!("{}/{}", zk.trim_end_matches('/'), c.name);

@@ -8,4 +8,6 @@ pub mod resp;
 pub mod server;
 pub mod slot;
 
-pub use server::{ClusterBoot, ServerError, ServerHandle, ShutdownTrigger, start, start_node};
+pub use server::{
+    ClusterBoot, ServerError, ServerHandle, ShutdownTrigger, check_bind, start, start_node,
+};

@@ -215,6 +215,13 @@ fn bind(c: &Config) -> Result<std::net::TcpListener, ServerError> {
     Ok(sock.into())
 }
 
+/// Fails as `start_node` would if the RESP port (`server.bind`, `server.port`) cannot be
+/// listened on now. A cluster node checks before it registers in ZooKeeper, where it could be
+/// elected controller and given leaderships only to exit a moment later.
+pub fn check_bind(c: &Config) -> Result<(), ServerError> {
+    bind(c).map(drop)
+}
+
 /// What a cluster node's data plane starts from (see `start_node`).
 pub struct ClusterBoot {
     /// The cluster's partition count (from ZooKeeper; `storage.partitions` is not used).
