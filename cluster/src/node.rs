@@ -194,7 +194,7 @@ impl Node {
             if simplekv_net::check_bind(&g).is_err() {
                 return Err(NodeError::Grpc {
                     addr: format!("{}:{port}", config.server.bind),
-                    reason: "the address is in use, or not an address of this machine".into(),
+                    reason: crate::grpc::BIND_FAILED.into(),
                 });
             }
         }

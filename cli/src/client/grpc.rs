@@ -99,17 +99,10 @@ fn int_arg(a: &[u8]) -> Option<i64> {
 }
 
 impl GrpcBackend {
+    /// The password travels as the cluster secret does between nodes (AUTH only keeps
+    /// passwords metadata can carry).
     fn opt(&self) -> CallOption {
-        let o = CallOption::default().timeout(DEADLINE);
-        match &self.password {
-            Some(pw) => {
-                let mut m = MetadataBuilder::new();
-                // AUTH only keeps passwords metadata can carry.
-                let _ = m.add_str("authorization", &format!("Bearer {pw}"));
-                o.headers(m.build())
-            }
-            None => o,
-        }
+        simplekv_cluster::grpc::secret_opt(self.password.as_deref()).timeout(DEADLINE)
     }
 
     /// A call that reaches the service: PONG (`message` echoed), or NOAUTH when the server
@@ -140,7 +133,7 @@ impl GrpcBackend {
         }
         let pw = String::from_utf8_lossy(&args[args.len() - 1]).into_owned();
         if MetadataBuilder::new()
-            .add_str("authorization", &format!("Bearer {pw}"))
+            .add_str(simplekv_cluster::grpc::AUTH_HEADER, &format!("Bearer {pw}"))
             .is_err()
         {
             return Ok(err(

@@ -82,25 +82,37 @@ impl KvService {
         }
     }
 
-    /// As RESP's cap on a command's arguments (`limits.max_multibulk_len`).
-    fn too_many(&self, keys: usize) -> Option<Status> {
-        (keys > self.max_keys).then(|| {
-            invalid(format!(
-                "ERR {keys} keys in one request; at most {} (limits.max_multibulk_len)",
+    /// What RESP checks of a multi-key command before it runs: its arity, the cap on its
+    /// arguments (`limits.max_multibulk_len`; `args` counts keys and values) and, in cluster
+    /// mode, one slot for every key.
+    fn multi_key_refusal<'a>(
+        &self,
+        name: &str,
+        args: usize,
+        keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Option<Status> {
+        if args == 0 {
+            return Some(invalid(format!(
+                "ERR wrong number of arguments for '{name}' command"
+            )));
+        }
+        if args > self.max_keys {
+            return Some(invalid(format!(
+                "ERR {args} keys in one request; at most {} (limits.max_multibulk_len)",
                 self.max_keys
-            ))
-        })
+            )));
+        }
+        self.cross_slot(keys)
     }
 
-    /// Why a call cannot run: `TRY_AGAIN` until the workers run, `NOAUTH` when the server has
-    /// a password and the call does not carry it. Once the router is set it stays set, so a
-    /// call admitted here finds it for the rest of its way.
-    fn refusal(&self, ctx: &RpcContext) -> Option<Status> {
-        let Some(router) = self.router() else {
-            return Some(status_of_error(STARTING));
-        };
-        (!router.password_ok(super::bearer(ctx)))
-            .then(|| status_of_error("NOAUTH Authentication required."))
+    /// The router a call runs through, or why it cannot run: `TRY_AGAIN` until the workers
+    /// run, `NOAUTH` when the server has a password and the call does not carry it.
+    fn admit(&self, ctx: &RpcContext) -> Result<&Router, Status> {
+        let router = self.router.get().ok_or_else(|| status_of_error(STARTING))?;
+        match router.password_ok(super::bearer(ctx)) {
+            true => Ok(router),
+            false => Err(status_of_error("NOAUTH Authentication required.")),
+        }
     }
 
     /// In cluster mode, `CROSSSLOT` unless every key hashes to the first one's slot.
@@ -111,39 +123,16 @@ impl KvService {
             .then(|| status_of_error(simplekv_net::server::cluster_cmds::CROSSSLOT))
     }
 
-    fn router(&self) -> Option<&Router> {
-        self.router.get()
-    }
-
-    fn submit(
-        &self,
-        worker: usize,
-        op: Op,
-        acks: Option<simplekv_conf::Acks>,
-    ) -> oneshot::Receiver<Payload> {
-        let (tx, rx) = oneshot::channel();
-        match self.router() {
-            // If the worker is gone, `tx` is dropped with the closure and the receiver says so.
-            Some(r) => {
-                r.submit_acks(worker, op, acks, move |p| {
-                    let _ = tx.send(p);
-                });
-            }
-            None => {
-                let _ = tx.send(Payload::Err(STARTING.into()));
-            }
-        }
-        rx
-    }
-
     /// Runs one single-key command, RESP-style arguments (name first).
     fn keyed(
         &self,
+        router: &Router,
         args: &[&[u8]],
         acks: Option<simplekv_conf::Acks>,
     ) -> impl Future<Output = Answer> + use<> {
-        let (worker, partition) = self.router().map(|r| r.owner_of(args[1])).unwrap_or((0, 0));
-        let rx = self.submit(
+        let (worker, partition) = router.owner_of(args[1]);
+        let rx = submit(
+            router,
             worker,
             Op::Keyed {
                 partition,
@@ -157,26 +146,31 @@ impl KvService {
             Err(_) => Err(internal(GONE)),
         })
     }
+}
 
-    /// Splits keys (with their positions) by owning worker.
-    fn by_worker<T: Clone>(&self, items: &[(Vec<u8>, T)]) -> Vec<Vec<(u32, Vec<u8>, T)>> {
-        let Some(router) = self.router() else {
-            // Not started yet: one group, answered TRY_AGAIN by `submit`.
-            return vec![
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (k, t))| (i as u32, k.clone(), t.clone()))
-                    .collect(),
-            ];
-        };
-        let mut groups = vec![Vec::new(); router.workers()];
-        for (i, (k, t)) in items.iter().enumerate() {
-            let (w, _) = router.owner_of(k);
-            groups[w].push((i as u32, k.clone(), t.clone()));
-        }
-        groups
+/// Sends `op` to `worker`; if the worker is gone, the sender is dropped with the closure and
+/// the receiver says so.
+fn submit(
+    router: &Router,
+    worker: usize,
+    op: Op,
+    acks: Option<simplekv_conf::Acks>,
+) -> oneshot::Receiver<Payload> {
+    let (tx, rx) = oneshot::channel();
+    router.submit_acks(worker, op, acks, move |p| {
+        let _ = tx.send(p);
+    });
+    rx
+}
+
+/// Splits keys (with their positions) by owning worker.
+fn by_worker<T: Clone>(router: &Router, items: &[(Vec<u8>, T)]) -> Vec<Vec<(u32, Vec<u8>, T)>> {
+    let mut groups = vec![Vec::new(); router.workers()];
+    for (i, (k, t)) in items.iter().enumerate() {
+        let (w, _) = router.owner_of(k);
+        groups[w].push((i as u32, k.clone(), t.clone()));
     }
+    groups
 }
 
 /// Turns a worker's payload into a reply, or an error status.
@@ -251,10 +245,11 @@ fn ttl_arg(ms: u64) -> Vec<u8> {
 
 impl Kv for KvService {
     fn get(&mut self, ctx: RpcContext, req: GetRequest, sink: UnarySink<GetReply>) {
-        if let Some(s) = self.refusal(&ctx) {
-            return refuse(&ctx, sink, s);
-        }
-        let fut = self.keyed(&[b"GET", &req.key], None);
+        let router = match self.admit(&ctx) {
+            Ok(r) => r,
+            Err(s) => return refuse(&ctx, sink, s),
+        };
+        let fut = self.keyed(router, &[b"GET", &req.key], None);
         ctx.spawn(async move {
             let mut r = GetReply::new();
             match fut.await {
@@ -270,19 +265,21 @@ impl Kv for KvService {
     }
 
     fn set(&mut self, ctx: RpcContext, req: SetRequest, sink: UnarySink<SetReply>) {
-        if let Some(s) = self.refusal(&ctx) {
-            return refuse(&ctx, sink, s);
-        }
+        let router = match self.admit(&ctx) {
+            Ok(r) => r,
+            Err(s) => return refuse(&ctx, sink, s),
+        };
         let checked = ttl_checked(req.ttl_ms, "set").and_then(|t| Ok((t, acks_of(req.acks)?)));
         let (ttl, acks) = match checked {
             Ok(x) => x,
             Err(s) => return refuse(&ctx, sink, s),
         };
         let fut = if req.ttl_ms > 0 {
-            self.keyed(&[b"SET", &req.key, &req.value, b"PX", &ttl], acks)
+            self.keyed(router, &[b"SET", &req.key, &req.value, b"PX", &ttl], acks)
                 .boxed()
         } else {
-            self.keyed(&[b"SET", &req.key, &req.value], acks).boxed()
+            self.keyed(router, &[b"SET", &req.key, &req.value], acks)
+                .boxed()
         };
         ctx.spawn(async move {
             let mut r = SetReply::new();
@@ -296,18 +293,14 @@ impl Kv for KvService {
     }
 
     fn del(&mut self, ctx: RpcContext, req: DelRequest, sink: UnarySink<DelReply>) {
-        if let Some(s) = self.refusal(&ctx) {
-            return refuse(&ctx, sink, s);
-        }
-        let checked = match req.keys.is_empty() {
-            true => Err(invalid("ERR wrong number of arguments for 'del' command")),
-            false => match self
-                .too_many(req.keys.len())
-                .or_else(|| self.cross_slot(req.keys.iter().map(|k| k.as_slice())))
-            {
-                Some(s) => Err(s),
-                None => acks_of(req.acks),
-            },
+        let router = match self.admit(&ctx) {
+            Ok(r) => r,
+            Err(s) => return refuse(&ctx, sink, s),
+        };
+        let keys = req.keys.iter().map(|k| k.as_slice());
+        let checked = match self.multi_key_refusal("del", req.keys.len(), keys) {
+            Some(s) => Err(s),
+            None => acks_of(req.acks),
         };
         let acks = match checked {
             Ok(a) => a,
@@ -315,10 +308,10 @@ impl Kv for KvService {
         };
         let items: Vec<(Vec<u8>, ())> = req.keys.iter().map(|k| (k.clone(), ())).collect();
         let mut parts = Vec::new();
-        for (w, group) in self.by_worker(&items).into_iter().enumerate() {
+        for (w, group) in by_worker(router, &items).into_iter().enumerate() {
             if !group.is_empty() {
                 let keys = group.into_iter().map(|(_, k, _)| k).collect();
-                parts.push(self.submit(w, Op::Del { keys }, acks));
+                parts.push(submit(router, w, Op::Del { keys }, acks));
             }
         }
         let routes = self.routes.clone();
@@ -341,15 +334,16 @@ impl Kv for KvService {
     }
 
     fn expire(&mut self, ctx: RpcContext, req: ExpireRequest, sink: UnarySink<ExpireReply>) {
-        if let Some(s) = self.refusal(&ctx) {
-            return refuse(&ctx, sink, s);
-        }
+        let router = match self.admit(&ctx) {
+            Ok(r) => r,
+            Err(s) => return refuse(&ctx, sink, s),
+        };
         let checked = ttl_checked(req.ttl_ms, "pexpire").and_then(|t| Ok((t, acks_of(req.acks)?)));
         let (ttl, acks) = match checked {
             Ok(x) => x,
             Err(s) => return refuse(&ctx, sink, s),
         };
-        let fut = self.keyed(&[b"PEXPIRE", &req.key, &ttl], acks);
+        let fut = self.keyed(router, &[b"PEXPIRE", &req.key, &ttl], acks);
         ctx.spawn(async move {
             let mut r = ExpireReply::new();
             match fut.await {
@@ -362,10 +356,11 @@ impl Kv for KvService {
     }
 
     fn ttl(&mut self, ctx: RpcContext, req: TtlRequest, sink: UnarySink<TtlReply>) {
-        if let Some(s) = self.refusal(&ctx) {
-            return refuse(&ctx, sink, s);
-        }
-        let fut = self.keyed(&[b"PTTL", &req.key], None);
+        let router = match self.admit(&ctx) {
+            Ok(r) => r,
+            Err(s) => return refuse(&ctx, sink, s),
+        };
+        let fut = self.keyed(router, &[b"PTTL", &req.key], None);
         ctx.spawn(async move {
             let mut r = TtlReply::new();
             match fut.await {
@@ -378,25 +373,21 @@ impl Kv for KvService {
     }
 
     fn m_get(&mut self, ctx: RpcContext, req: MGetRequest, sink: UnarySink<MGetReply>) {
-        if let Some(s) = self.refusal(&ctx) {
-            return refuse(&ctx, sink, s);
-        }
-        let refused = match req.keys.is_empty() {
-            true => Some(invalid("ERR wrong number of arguments for 'mget' command")),
-            false => self
-                .too_many(req.keys.len())
-                .or_else(|| self.cross_slot(req.keys.iter().map(|k| k.as_slice()))),
+        let router = match self.admit(&ctx) {
+            Ok(r) => r,
+            Err(s) => return refuse(&ctx, sink, s),
         };
-        if let Some(s) = refused {
+        let keys = req.keys.iter().map(|k| k.as_slice());
+        if let Some(s) = self.multi_key_refusal("mget", req.keys.len(), keys) {
             return refuse(&ctx, sink, s);
         }
         let n = req.keys.len();
         let items: Vec<(Vec<u8>, ())> = req.keys.iter().map(|k| (k.clone(), ())).collect();
         let mut parts = Vec::new();
-        for (w, group) in self.by_worker(&items).into_iter().enumerate() {
+        for (w, group) in by_worker(router, &items).into_iter().enumerate() {
             if !group.is_empty() {
                 let keys = group.into_iter().map(|(i, k, _)| (i, k)).collect();
-                parts.push(self.submit(w, Op::MGet { keys }, None));
+                parts.push(submit(router, w, Op::MGet { keys }, None));
             }
         }
         let routes = self.routes.clone();
@@ -435,33 +426,29 @@ impl Kv for KvService {
     }
 
     fn m_set(&mut self, ctx: RpcContext, req: MSetRequest, sink: UnarySink<MSetReply>) {
-        if let Some(s) = self.refusal(&ctx) {
-            return refuse(&ctx, sink, s);
-        }
+        let router = match self.admit(&ctx) {
+            Ok(r) => r,
+            Err(s) => return refuse(&ctx, sink, s),
+        };
         let items: Vec<(Vec<u8>, Vec<u8>)> = req
             .pairs
             .iter()
             .map(|kv| (kv.key.clone(), kv.value.clone()))
             .collect();
         let mut parts = Vec::new();
-        let checked = match items.is_empty() {
-            true => Err(invalid("ERR wrong number of arguments for 'mset' command")),
-            false => match self
-                .too_many(items.len() * 2)
-                .or_else(|| self.cross_slot(items.iter().map(|(k, _)| k.as_slice())))
-            {
-                Some(s) => Err(s),
-                None => acks_of(req.acks),
-            },
+        let keys = items.iter().map(|(k, _)| k.as_slice());
+        let checked = match self.multi_key_refusal("mset", items.len() * 2, keys) {
+            Some(s) => Err(s),
+            None => acks_of(req.acks),
         };
         let acks = match checked {
             Ok(a) => a,
             Err(s) => return refuse(&ctx, sink, s),
         };
-        for (w, group) in self.by_worker(&items).into_iter().enumerate() {
+        for (w, group) in by_worker(router, &items).into_iter().enumerate() {
             if !group.is_empty() {
                 let pairs = group.into_iter().map(|(_, k, v)| (k, v)).collect();
-                parts.push(self.submit(w, Op::MSet { pairs }, acks));
+                parts.push(submit(router, w, Op::MSet { pairs }, acks));
             }
         }
         let routes = self.routes.clone();

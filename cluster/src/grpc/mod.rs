@@ -47,19 +47,24 @@ pub fn bearer<'a>(ctx: &'a grpcio::RpcContext) -> Option<&'a [u8]> {
 
 pub use simplekv_net::server::router::same_secret;
 
-/// Options for a call that carries `secret` (plain options without one).
+/// Options for a call that carries `secret` (the cluster secret, or a client's password),
+/// plain options without one.
 pub fn secret_opt(secret: Option<&str>) -> grpcio::CallOption {
     let o = grpcio::CallOption::default();
     match secret {
         Some(s) => {
             let mut m = grpcio::MetadataBuilder::new();
-            // `cluster.secret` is checked to be printable ASCII, which metadata takes.
+            // Callers keep to printable ASCII, which metadata takes (`cluster.secret` is
+            // checked so; the CLI's AUTH keeps only such passwords).
             let _ = m.add_str(AUTH_HEADER, &format!("Bearer {s}"));
             o.headers(m.build())
         }
         None => o,
     }
 }
+
+/// Why the gRPC port could not be listened on (gRPC itself says only `BindFail`).
+pub const BIND_FAILED: &str = "the address is in use, or not an address of this machine";
 
 /// The node's current routes, kept up to date by the views thread (cluster mode).
 pub type SharedRoutes = Arc<std::sync::RwLock<Arc<RouteTable>>>;
@@ -131,9 +136,7 @@ impl GrpcServer {
         let port = server
             .add_listening_port(format!("{host}:{port}"), ServerCredentials::insecure())
             .map_err(|e| match e {
-                grpcio::Error::BindFail(_) => {
-                    "the address is in use, or not an address of this machine".to_string()
-                }
+                grpcio::Error::BindFail(_) => BIND_FAILED.to_string(),
                 e => e.to_string(),
             })?;
         server.start();
