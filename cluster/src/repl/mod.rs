@@ -488,6 +488,21 @@ impl Driver {
     }
 }
 
+/// The records of the tail's chunks from `at` on, joined, as long as they fit in `budget`
+/// (the first chunk always goes), and the LSN after them.
+fn gather(tail: &VecDeque<(u64, u64, Arc<Vec<u8>>)>, at: usize, budget: usize) -> (Vec<u8>, u64) {
+    let mut records = Vec::new();
+    let mut end = 0;
+    for (_, next, bytes) in tail.range(at..) {
+        if !records.is_empty() && records.len() + bytes.len() > budget {
+            break;
+        }
+        records.extend_from_slice(bytes);
+        end = *next;
+    }
+    (records, end)
+}
+
 /// Pushes sent to a follower and not acknowledged yet, with their total size kept as they
 /// come and go (the pump checks it before every push; summing thousands of small pushes each
 /// time made the replication thread spend most of its time there under load).
@@ -1162,34 +1177,26 @@ impl State {
                 if !f.validated || f.reading {
                     continue;
                 }
-                loop {
-                    if f.sent >= l.log_end {
-                        break;
-                    }
-                    if f.inflight.bytes >= INFLIGHT_BYTES {
-                        break;
-                    }
-                    // The tail is contiguous, so sorted by `from`: a binary search, not a scan
-                    // of what may be many thousands of small chunks.
-                    let at = l.tail.partition_point(|(from, _, _)| *from < f.sent);
-                    match l.tail.get(at).filter(|(from, _, _)| *from == f.sent) {
-                        Some((from, next, bytes)) => {
-                            let mut d = base.clone();
-                            d.from = *from;
-                            d.next_offset = *next;
-                            d.records = bytes.as_ref().clone();
-                            f.told_hw = l.hw;
-                            f.inflight.push(*next, bytes.len());
-                            f.sent = *next;
-                            batches.entry(f.stream).or_default().partitions.push(d);
-                        }
-                        None => {
-                            f.reading = true;
-                            reads.push((p, fid, l.epoch, f.sent));
-                            break;
-                        }
-                    }
+                if f.sent >= l.log_end || f.inflight.bytes >= INFLIGHT_BYTES {
+                    continue;
                 }
+                // The tail is contiguous, so sorted by `from`: a binary search, not a scan
+                // of what may be many thousands of small chunks.
+                let at = l.tail.partition_point(|(from, _, _)| *from < f.sent);
+                if l.tail.get(at).is_none_or(|(from, _, _)| *from != f.sent) {
+                    f.reading = true;
+                    reads.push((p, fid, l.epoch, f.sent));
+                    continue;
+                }
+                // Every chunk the follower lacks (up to the in-flight budget) in one push:
+                // one append for the follower's worker, however many turns it spans.
+                let mut d = base.clone();
+                d.from = f.sent;
+                (d.records, d.next_offset) = gather(&l.tail, at, INFLIGHT_BYTES - f.inflight.bytes);
+                f.told_hw = l.hw;
+                f.inflight.push(d.next_offset, d.records.len());
+                f.sent = d.next_offset;
+                batches.entry(f.stream).or_default().partitions.push(d);
             }
         }
         for (stream, r) in batches {
@@ -2064,12 +2071,13 @@ fn copy_and_install(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use simplekv_net::server::cluster::{NodeAddr, RouteTable};
 
-    use super::{FollowerPos, Inflight, joiners, merge_horizon};
+    use super::{FollowerPos, Inflight, gather, joiners, merge_horizon};
 
     fn follower(acked: u64, validated: bool) -> FollowerPos {
         let now = Instant::now();
@@ -2140,6 +2148,23 @@ mod tests {
         // In a controlled shutdown: the controller took it out; it is not taken back.
         routes.shutting_down.insert(3);
         assert!(joiners(&[1, 2], 100, &followers, &routes, now, lag).is_empty());
+    }
+
+    #[test]
+    fn a_push_joins_the_tail_chunks_a_follower_lacks_within_the_budget() {
+        let chunk = |from: u64, next: u64, byte: u8| {
+            (from, next, Arc::new(vec![byte; (next - from) as usize]))
+        };
+        let tail: VecDeque<_> = [chunk(10, 13, 1), chunk(13, 14, 2), chunk(14, 20, 3)].into();
+        assert_eq!(
+            gather(&tail, 0, 100),
+            (vec![1, 1, 1, 2, 3, 3, 3, 3, 3, 3], 20)
+        );
+        assert_eq!(gather(&tail, 1, 100), (vec![2, 3, 3, 3, 3, 3, 3], 20));
+        // The budget stops at a chunk's end, never inside one...
+        assert_eq!(gather(&tail, 0, 9), (vec![1, 1, 1, 2], 14));
+        // ...but the first chunk goes whatever its size.
+        assert_eq!(gather(&tail, 2, 1), (vec![3; 6], 20));
     }
 
     #[test]
