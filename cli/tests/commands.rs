@@ -1389,6 +1389,8 @@ fn info_sections_have_their_fields() {
         "# Persistence",
         "# Stats",
         "# Replication",
+        "# CPU",
+        "# Errorstats",
         "# Keyspace",
     ] {
         assert!(all.contains(h), "INFO has {h}");
@@ -1449,6 +1451,47 @@ fn info_sections_have_their_fields() {
     let me = info(&mut c, "memory");
     assert!(num(&me, "used_memory") > 0);
     assert_eq!(num(&me, "maxmemory"), 0);
+    assert!(num(&me, "total_system_memory") > num(&me, "used_memory"));
+    // Error replies, counted by kind, whichever worker answered them.
+    assert_eq!(num(&info(&mut c, "stats"), "total_error_replies"), 0);
+    for key in ["a", "b", "c", "d"] {
+        let r: redis::RedisResult<String> = cmd("INCRBYFLOAT").arg(key).arg("x").query(&mut c);
+        assert!(r.is_err());
+    }
+    let r: redis::RedisResult<String> = cmd("NOSUCHCOMMAND").query(&mut c);
+    assert!(r.is_err());
+    assert_eq!(num(&info(&mut c, "stats"), "total_error_replies"), 5);
+    let es = info(&mut c, "errorstats");
+    assert_eq!(es["errorstat_ERR"], "count=5");
+    // CONFIG RESETSTAT zeroes the counters of every worker, not only this connection's.
+    for i in 0..64 {
+        let _ = get(&mut c, &format!("missing:{i}"));
+    }
+    assert!(num(&info(&mut c, "stats"), "keyspace_misses") >= 64);
+    let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let st = info(&mut c, "stats");
+    assert_eq!(num(&st, "keyspace_misses"), 0);
+    assert_eq!(num(&st, "keyspace_hits"), 0);
+    assert_eq!(num(&st, "total_error_replies"), 0);
+    assert!(num(&st, "total_commands_processed") <= 2);
+    assert!(!info(&mut c, "errorstats").contains_key("errorstat_ERR"));
+    let cpu = info(&mut c, "cpu");
+    for k in ["used_cpu_sys", "used_cpu_user", "used_cpu_sys_children"] {
+        let v: f64 = cpu[k]
+            .parse()
+            .unwrap_or_else(|_| panic!("{k} = {:?}", cpu[k]));
+        assert!(v >= 0.0);
+    }
+    let busy: f64 =
+        cpu["used_cpu_sys"].parse::<f64>().unwrap() + cpu["used_cpu_user"].parse::<f64>().unwrap();
+    assert!(busy > 0.0, "{cpu:?}");
+    let srv = info(&mut c, "server");
+    assert_eq!(srv["configured_hz"], srv["hz"]);
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    assert!(num(&srv, "server_time_usec").abs_diff(now_us) < 60_000_000);
     // Several sections at once, any case.
     let two: String = cmd("INFO")
         .arg("SERVER")

@@ -329,6 +329,49 @@ fn values_over_four_mib_go_through_grpc_both_ways() {
     assert_eq!(lines.next().map(str::len), Some(6 << 20));
 }
 
+/// `proto-max-bulk-len` bounds a value sent over gRPC as it bounds a RESP argument, as
+/// CONFIG SET leaves it; nothing of a refused request is written.
+#[test]
+fn values_over_proto_max_bulk_len_are_refused_over_grpc() {
+    let (s, c, _) = start();
+    let mut conn = s.client();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("proto-max-bulk-len")
+        .arg("1mb")
+        .query::<()>(&mut conn)
+        .unwrap();
+    let fits = vec![b'x'; 1 << 20];
+    let over = vec![b'y'; (1 << 20) + 1];
+    assert_eq!(code(&set(&c, b"fits", &fits, 0).status), Code::OK);
+    let r = set(&c, b"over", &over, 0);
+    assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    assert!(
+        r.status.message.contains("proto-max-bulk-len"),
+        "{}",
+        r.status.message
+    );
+    let mut m = MSetRequest::new();
+    for (k, v) in [(&b"a"[..], &b"1"[..]), (b"b", &over)] {
+        let mut kv = KeyValue::new();
+        kv.key = k.to_vec();
+        kv.value = v.to_vec();
+        m.pairs.push(kv);
+    }
+    let r = c.m_set_opt(&m, opt()).unwrap();
+    assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    assert!(!get(&c, b"over").found && !get(&c, b"a").found);
+    assert_eq!(get(&c, b"fits").value.len(), 1 << 20);
+    // Raised again, the same value goes through.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("proto-max-bulk-len")
+        .arg("2mb")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(code(&set(&c, b"over", &over, 0).status), Code::OK);
+}
+
 /// A gRPC port already served makes a second server fail to start, as a taken RESP port does
 /// (gRPC's default SO_REUSEPORT would let both bind it and split the connections).
 #[test]

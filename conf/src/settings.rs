@@ -451,7 +451,7 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         name: "server.pin_workers",
         redis_name: None,
         runtime: false,
-        help: "Pin each worker thread to its own CPU core.",
+        help: "Pin each worker thread to its own CPU core; turn off on a machine whose cores are shared with busy processes (e.g. its own clients), where a pinned worker cannot move away from them.",
         access: Access::Bool {
             get: |c| c.server.pin_workers,
             set: |c, v| c.server.pin_workers = v,

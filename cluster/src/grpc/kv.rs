@@ -229,6 +229,17 @@ fn acks_of(
     }
 }
 
+/// A value longer than RESP would take in one argument (`limits.proto_max_bulk_len`) is
+/// refused as RESP's APPEND and SETRANGE refuse a string grown past it.
+fn oversize<'a>(router: &Router, mut values: impl Iterator<Item = &'a [u8]>) -> Option<Status> {
+    let max = router.max_bulk_len();
+    values.any(|v| v.len() as u64 > max).then(|| {
+        invalid(format!(
+            "ERR string exceeds maximum allowed size (proto-max-bulk-len, {max} bytes)"
+        ))
+    })
+}
+
 /// A TTL the commands behind the service take (milliseconds as a signed 64-bit number).
 fn ttl_checked(ms: u64, command: &str) -> Result<Vec<u8>, Status> {
     match i64::try_from(ms) {
@@ -269,7 +280,10 @@ impl Kv for KvService {
             Ok(r) => r,
             Err(s) => return refuse(&ctx, sink, s),
         };
-        let checked = ttl_checked(req.ttl_ms, "set").and_then(|t| Ok((t, acks_of(req.acks)?)));
+        let checked = oversize(router, std::iter::once(req.value.as_slice()))
+            .map_or(Ok(()), Err)
+            .and_then(|()| ttl_checked(req.ttl_ms, "set"))
+            .and_then(|t| Ok((t, acks_of(req.acks)?)));
         let (ttl, acks) = match checked {
             Ok(x) => x,
             Err(s) => return refuse(&ctx, sink, s),
@@ -430,16 +444,18 @@ impl Kv for KvService {
             Ok(r) => r,
             Err(s) => return refuse(&ctx, sink, s),
         };
-        let items: Vec<(Vec<u8>, Vec<u8>)> = req
-            .pairs
-            .iter()
-            .map(|kv| (kv.key.clone(), kv.value.clone()))
-            .collect();
+        let acks = req.acks;
+        let items: Vec<(Vec<u8>, Vec<u8>)> =
+            req.pairs.into_iter().map(|kv| (kv.key, kv.value)).collect();
         let mut parts = Vec::new();
         let keys = items.iter().map(|(k, _)| k.as_slice());
-        let checked = match self.multi_key_refusal("mset", items.len() * 2, keys) {
+        let values = items.iter().map(|(_, v)| v.as_slice());
+        let refusal = self
+            .multi_key_refusal("mset", items.len() * 2, keys)
+            .or_else(|| oversize(router, values));
+        let checked = match refusal {
             Some(s) => Err(s),
-            None => acks_of(req.acks),
+            None => acks_of(acks),
         };
         let acks = match checked {
             Ok(a) => a,

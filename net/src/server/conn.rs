@@ -176,6 +176,56 @@ pub struct Output {
     /// A reply that must be complete before this connection's next command runs (an MSETNX
     /// over several workers: what follows it must see its outcome).
     pub barrier: Option<u64>,
+    /// Error replies that went into `wbuf` since the worker last collected them.
+    pub errors: ErrorTally,
+}
+
+/// Error replies counted by kind (the error's first word, as INFO errorstats shows them).
+#[derive(Default, Debug, Clone)]
+pub struct ErrorTally {
+    pub total: u64,
+    pub kinds: Vec<(String, u64)>,
+}
+
+impl ErrorTally {
+    /// Distinct kinds kept at most (Redis stops tracking new ones at 128 too); the total
+    /// counts every error.
+    pub const MAX_KINDS: usize = 128;
+
+    /// Counts `reply` if it is an error reply (`-KIND message\r\n`).
+    #[inline]
+    pub fn note(&mut self, reply: &[u8]) {
+        if reply.first() == Some(&b'-') {
+            self.note_error(&reply[1..]);
+        }
+    }
+
+    #[cold]
+    fn note_error(&mut self, text: &[u8]) {
+        let end = text
+            .iter()
+            .position(|&b| b == b' ' || b == b'\r')
+            .unwrap_or(text.len());
+        self.add(&String::from_utf8_lossy(&text[..end]), 1);
+    }
+
+    fn add(&mut self, kind: &str, n: u64) {
+        self.total += n;
+        if let Some((_, c)) = self.kinds.iter_mut().find(|(k, _)| k == kind) {
+            *c += n;
+        } else if self.kinds.len() < Self::MAX_KINDS {
+            self.kinds.push((kind.to_string(), n));
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn absorb(&mut self, other: &ErrorTally) {
+        let lost = other.total - other.kinds.iter().map(|(_, n)| n).sum::<u64>();
+        self.total += lost;
+        for (k, n) in &other.kinds {
+            self.add(k, *n);
+        }
+    }
 }
 
 /// What the server knows about a client (CLIENT LIST, AUTH, ...).
@@ -360,6 +410,7 @@ impl Output {
     /// Queues a reply: straight into the write buffer when nothing is ahead of it.
     pub fn push_reply(&mut self, reply: &[u8]) {
         if self.slots.is_empty() {
+            self.errors.note(reply);
             self.wbuf.extend_from_slice(reply);
         } else {
             self.slots.push_back(Slot::Ready(reply.to_vec()));
@@ -387,10 +438,20 @@ impl Output {
                 Slot::Held(..) | Slot::Waiting(_) => break,
             }
             match self.slots.pop_front() {
-                Some(Slot::Ready(r)) => self.wbuf.extend_from_slice(&r),
+                Some(Slot::Ready(r)) => {
+                    self.errors.note(&r);
+                    self.wbuf.extend_from_slice(&r);
+                }
                 Some(Slot::Held(h, reply)) => match rel.error_for(h.epoch) {
-                    None => self.wbuf.extend_from_slice(reply.as_slice()),
-                    Some(err) => crate::resp::encode::write_error(&mut self.wbuf, err.as_bytes()),
+                    None => {
+                        self.errors.note(reply.as_slice());
+                        self.wbuf.extend_from_slice(reply.as_slice());
+                    }
+                    Some(err) => {
+                        let at = self.wbuf.len();
+                        crate::resp::encode::write_error(&mut self.wbuf, err.as_bytes());
+                        self.errors.note(&self.wbuf[at..]);
+                    }
                 },
                 _ => {}
             }
@@ -477,6 +538,44 @@ fn read_into_spare(sock: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_replies_are_counted_by_their_first_word_up_to_a_cap_on_kinds() {
+        let mut t = ErrorTally::default();
+        for r in [
+            &b"+OK\r\n"[..],
+            b"-ERR syntax error\r\n",
+            b"-WRONGTYPE Operation against a key\r\n",
+            b"-ERR value is not an integer\r\n",
+            b"-NOAUTH\r\n",
+            b":-1\r\n",
+            b"$-1\r\n",
+        ] {
+            t.note(r);
+        }
+        assert_eq!(t.total, 4);
+        let mut kinds = t.kinds.clone();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                ("ERR".into(), 2),
+                ("NOAUTH".into(), 1),
+                ("WRONGTYPE".into(), 1)
+            ]
+        );
+        // Past the cap, new kinds still count toward the total, here and once merged.
+        let mut many = ErrorTally::default();
+        for i in 0..ErrorTally::MAX_KINDS + 5 {
+            many.note(format!("-E{i} x\r\n").as_bytes());
+        }
+        assert_eq!(many.kinds.len(), ErrorTally::MAX_KINDS);
+        assert_eq!(many.total, ErrorTally::MAX_KINDS as u64 + 5);
+        t.absorb(&many);
+        assert_eq!(t.total, 4 + ErrorTally::MAX_KINDS as u64 + 5);
+        assert_eq!(t.kinds.len(), ErrorTally::MAX_KINDS);
+        assert_eq!(t.kinds.iter().find(|(k, _)| k == "ERR").unwrap().1, 2);
+    }
 
     #[test]
     fn short_replies_are_copied_inline_and_long_ones_move_their_buffer() {

@@ -780,6 +780,10 @@ impl Worker {
                 (Payload::Keys(k.into_iter().collect()), false)
             }
             Op::Stats => (Payload::Stats(Box::new(self.collect_stats())), false),
+            Op::ResetStats => {
+                self.stats.reset_counters();
+                (Payload::Ok, false)
+            }
             Op::ClientList => (Payload::Text(self.client_list()), false),
             Op::ClientKill(filter) => {
                 let mut hits = Vec::new();
@@ -895,6 +899,10 @@ impl Worker {
             .requirepass
             .write()
             .unwrap_or_else(|e| e.into_inner()) = self.config.server.requirepass.clone();
+        self.shared.proto_max_bulk_len.store(
+            self.config.limits.proto_max_bulk_len,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if let Ok(level) = self
             .config
             .server
@@ -1585,8 +1593,12 @@ impl Worker {
                 });
             }
             "resetstat" => {
-                self.stats = Default::default();
-                out.push_reply(b"+OK\r\n");
+                // Every worker's counters (each keeps its own), and the process-wide ones.
+                use std::sync::atomic::Ordering::Relaxed;
+                self.shared.total_connections.store(0, Relaxed);
+                self.shared.rejected_connections.store(0, Relaxed);
+                let g = self.collect_gather(Finisher::Status("OK"));
+                self.broadcast(token, out, client, g, || Op::ResetStats);
             }
             "rewrite" => err(
                 out,

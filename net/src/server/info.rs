@@ -114,6 +114,29 @@ fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// The machine's memory (`MemTotal` of /proc/meminfo), 0 where unknown.
+fn system_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// (system, user) CPU seconds of the process (`RUSAGE_SELF`: every thread) or of its
+/// waited-for children.
+fn cpu_seconds(who: libc::c_int) -> (f64, f64) {
+    // SAFETY: getrusage fills the struct it is given and reads nothing else.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
+        return (0.0, 0.0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(u.ru_stime), secs(u.ru_utime))
+}
+
 fn human(bytes: u64) -> String {
     let b = bytes as f64;
     if b >= (1u64 << 30) as f64 {
@@ -134,6 +157,8 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "persistence",
     "stats",
     "replication",
+    "cpu",
+    "errorstats",
     "cluster",
     "keyspace",
 ];
@@ -154,7 +179,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("server") {
         let _ = write!(
             o,
-            "# Server\r\nredis_version:{}\r\nsimplekv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nworkers:{}\r\npartitions:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n\r\n",
+            "# Server\r\nredis_version:{}\r\nsimplekv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nworkers:{}\r\npartitions:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n\r\n",
             super::REDIS_COMPAT_VERSION,
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
@@ -162,8 +187,12 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             std::process::id(),
             si.run_id,
             si.port,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros()),
             si.uptime_secs,
             si.uptime_secs / 86400,
+            si.hz,
             si.hz,
             si.workers,
             si.partitions,
@@ -183,9 +212,10 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("memory") {
         let rss = rss_bytes();
         let used = heap_bytes();
+        let total = system_memory_bytes();
         let _ = write!(
             o,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmem_fragmentation_ratio:{:.2}\r\nkeydir_bytes:{}\r\nkeydir_bytes_human:{}\r\nkeydir_bytes_per_key:{:.1}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmem_fragmentation_ratio:{:.2}\r\nkeydir_bytes:{}\r\nkeydir_bytes_human:{}\r\nkeydir_bytes_per_key:{:.1}\r\ntotal_system_memory:{total}\r\ntotal_system_memory_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n",
             human(used),
             human(rss),
             rss as f64 / used.max(1) as f64,
@@ -196,6 +226,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             } else {
                 0.0
             },
+            human(total),
         );
     }
     if want("persistence") {
@@ -221,7 +252,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("stats") {
         let _ = write!(
             o,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_ops_per_sec:{:.0}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_ops_per_sec:{:.0}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
             si.total_connections,
             t.commands,
             t.net_in,
@@ -233,6 +264,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             t.expired_keys,
             t.hits,
             t.misses,
+            t.errors.total,
         );
     }
     if want("replication") {
@@ -243,6 +275,23 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
         );
         for (_, line) in &t.repl_lines {
             let _ = write!(o, "{line}\r\n");
+        }
+        o.push_str("\r\n");
+    }
+    if want("cpu") {
+        let (sys, user) = cpu_seconds(libc::RUSAGE_SELF);
+        let (sys_children, user_children) = cpu_seconds(libc::RUSAGE_CHILDREN);
+        let _ = write!(
+            o,
+            "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:{sys_children:.6}\r\nused_cpu_user_children:{user_children:.6}\r\n\r\n"
+        );
+    }
+    if want("errorstats") {
+        o.push_str("# Errorstats\r\n");
+        let mut kinds = t.errors.kinds.clone();
+        kinds.sort();
+        for (kind, count) in kinds {
+            let _ = write!(o, "errorstat_{kind}:count={count}\r\n");
         }
         o.push_str("\r\n");
     }

@@ -297,6 +297,7 @@ pub fn start_node(
         port: AtomicUsize::new(addr.port() as usize),
         config_file,
         requirepass: std::sync::RwLock::new(config.server.requirepass.clone()),
+        proto_max_bulk_len: AtomicU64::new(config.limits.proto_max_bulk_len),
     });
 
     let mut polls = Vec::new();

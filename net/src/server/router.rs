@@ -165,6 +165,8 @@ pub enum Op {
     },
     RandomKey,
     Stats,
+    /// CONFIG RESETSTAT: this worker's counters back to zero.
+    ResetStats,
     ClientList,
     ClientKill(KillFilter),
     ConfigSet {
@@ -310,6 +312,14 @@ impl Router {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         same_secret(want.as_deref(), given)
+    }
+
+    /// The largest key or value a front door other than RESP may take
+    /// (`limits.proto_max_bulk_len`, as CONFIG SET left it).
+    pub fn max_bulk_len(&self) -> u64 {
+        self.shared
+            .proto_max_bulk_len
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn workers(&self) -> usize {

@@ -23,6 +23,9 @@ pub struct Shared {
     /// than the workers' RESP connections (the gRPC KV service). Workers check their own
     /// copy of the config and write this one when CONFIG SET changes it.
     pub requirepass: std::sync::RwLock<Option<String>>,
+    /// `limits.proto_max_bulk_len` as it is now, for the same front doors (kept like
+    /// `requirepass`).
+    pub proto_max_bulk_len: AtomicU64,
 }
 
 /// A rate as Redis's instantaneous metrics give it (`instantaneous_ops_per_sec`...): the
@@ -97,6 +100,8 @@ pub struct WorkerStats {
     pub cluster_section: Option<String>,
     /// Cluster mode: one INFO replication line per partition held here, by partition.
     pub repl_lines: Vec<(u32, String)>,
+    /// Error replies sent (INFO stats `total_error_replies`, INFO errorstats).
+    pub errors: super::conn::ErrorTally,
 }
 
 /// Process-wide facts for INFO, the same from every worker.
@@ -118,6 +123,18 @@ pub struct ServerInfo {
 }
 
 impl WorkerStats {
+    /// CONFIG RESETSTAT: the counters Redis resets (commands, traffic, hits and misses,
+    /// expired keys, error replies); what describes the state of the logs stays.
+    pub fn reset_counters(&mut self) {
+        self.commands = 0;
+        self.net_in = 0;
+        self.net_out = 0;
+        self.hits = 0;
+        self.misses = 0;
+        self.expired_keys = 0;
+        self.errors = Default::default();
+    }
+
     pub fn merge(&mut self, o: &WorkerStats) {
         self.keys += o.keys;
         self.expires += o.expires;
@@ -155,6 +172,7 @@ impl WorkerStats {
             self.cluster_section = o.cluster_section.clone();
         }
         self.repl_lines.extend(o.repl_lines.iter().cloned());
+        self.errors.absorb(&o.errors);
         self.repl_lines.sort_by_key(|(p, _)| *p);
     }
 }

@@ -461,6 +461,7 @@ impl Worker {
             return;
         };
         if let Some(mut c) = slot.take() {
+            self.stats.errors.absorb(&c.out.errors);
             let _ = self.poll.registry().deregister(&mut c.sock);
             self.free_tokens.push(token - FIRST_CONN);
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
@@ -1421,6 +1422,11 @@ impl Worker {
             if conn.out.waits_durable() && !conn.client.waits_durable {
                 conn.client.waits_durable = true;
                 waiters.push(token);
+            }
+            if conn.out.errors.total > 0 {
+                self.stats
+                    .errors
+                    .absorb(&std::mem::take(&mut conn.out.errors));
             }
             let before = conn.out.wbuf.len() - conn.out.wpos;
             let ok = !conn.client.dead && conn.flush();
