@@ -78,10 +78,25 @@ fn a_full_disk_gives_write_errors_and_loses_nothing() {
     }
     let n: i64 = cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(n as usize, acked.len(), "no refused write is visible");
-    // Room again: writes work, without a restart.
+    let persistence =
+        |c: &mut redis::Connection| -> String { cmd("INFO").arg("persistence").query(c).unwrap() };
+    assert!(persistence(&mut c).contains("aof_last_write_status:err"));
+    // Room again: writes work, without a restart, and the status is ok again once every
+    // worker has written (small values, keys spread over both workers).
     std::fs::remove_file(&filler).unwrap();
     let _: () = cmd("SET").arg("after").arg(&value).query(&mut c).unwrap();
     acked.push("after".into());
+    for i in 0..32 {
+        let key = format!("small{i}");
+        let _: () = cmd("SET").arg(&key).arg("v").query(&mut c).unwrap();
+        acked.push(key);
+    }
+    let p = persistence(&mut c);
+    assert!(p.contains("aof_last_write_status:ok"), "{p}");
+    assert!(
+        !p.contains("commit_errors:0\r"),
+        "the errors stay counted: {p}"
+    );
     drop(s);
     // Restart on the same (full) directory: everything acknowledged is there.
     let s = Server::start_in(

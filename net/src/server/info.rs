@@ -234,7 +234,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             o,
             "# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_journals:{}\r\ncommit_journal_checkpoints:{}\r\ncommit_journal_direct_syncs:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndir:{}\r\n\r\n",
             (t.merges_running > 0) as u8,
-            if t.commit_errors == 0 { "ok" } else { "err" },
+            if t.commit_failing { "err" } else { "ok" },
             si.fsync,
             t.log_bytes,
             human(t.log_bytes),

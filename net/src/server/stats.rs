@@ -83,6 +83,9 @@ pub struct WorkerStats {
     pub merges_running: u64,
     pub merges_done: u64,
     pub commit_errors: u64,
+    /// The last write or fsync of the logs failed (INFO `aof_last_write_status:err`); a
+    /// later successful write clears it.
+    pub commit_failing: bool,
     pub last_commit_error: Option<String>,
     /// Workers committing through a commit journal (fsync always).
     pub journals: u64,
@@ -156,6 +159,7 @@ impl WorkerStats {
         self.merges_running += o.merges_running;
         self.merges_done += o.merges_done;
         self.commit_errors += o.commit_errors;
+        self.commit_failing |= o.commit_failing;
         self.journals += o.journals;
         self.journal_checkpoints += o.journal_checkpoints;
         self.journal_direct_syncs += o.journal_direct_syncs;

@@ -845,10 +845,14 @@ impl Worker {
         let e = self.epoch;
         self.epoch += 1;
         let journaling = self.journal.is_some();
+        let (mut wrote_ok, mut failed) = (false, false);
         for p in std::mem::take(&mut self.dirty_parts) {
             self.part_dirty[p as usize] = false;
             if let Some(store) = self.store_mut(p) {
-                match store.commit_write() {
+                let written = store.commit_write();
+                wrote_ok |= written.is_ok();
+                failed |= written.is_err();
+                match written {
                     Ok(true) if journaling && store.journal_tap() => self.journal_parts.push(p),
                     Ok(true) => {
                         // A store opened since the journal was (a snapshot installed) gets
@@ -867,6 +871,9 @@ impl Worker {
                     }
                 }
             }
+        }
+        if wrote_ok && !failed {
+            self.stats.commit_failing = false;
         }
         self.stage_journal();
         if self.cluster.is_some() {
@@ -1291,6 +1298,7 @@ impl Worker {
         if let Some(Err(err)) = journal {
             let msg = format!("ERR write to the commit journal failed: {err}");
             self.stats.commit_errors += 1;
+            self.stats.commit_failing = true;
             self.stats.last_commit_error = Some(err.to_string());
             self.sync_failed.push((first, epoch, msg));
             self.journal_failed(&err);
@@ -1397,6 +1405,7 @@ impl Worker {
         let msg = format!("ERR write to the log failed: {e}");
         error!("partition {p}: {msg}");
         self.stats.commit_errors += 1;
+        self.stats.commit_failing = true;
         self.stats.last_commit_error = Some(e.to_string());
         msg
     }
