@@ -1475,6 +1475,21 @@ fn info_sections_have_their_fields() {
     assert_eq!(num(&st, "total_error_replies"), 0);
     assert!(num(&st, "total_commands_processed") <= 2);
     assert!(!info(&mut c, "errorstats").contains_key("errorstat_ERR"));
+    // Within one pipeline: INFO counts the errors sent before it, RESETSTAT clears them
+    // (errors this worker answered itself; one answered by another worker is counted when
+    // its answer is written out).
+    let mut raw = s.raw();
+    raw.write_all(b"NOSUCH\r\nGET\r\nINFO stats\r\nCONFIG RESETSTAT\r\nINFO stats\r\nQUIT\r\n")
+        .unwrap();
+    let (out, closed) = read_to_eof(&mut raw, Duration::from_secs(10));
+    assert!(closed);
+    let out = String::from_utf8_lossy(&out);
+    let counts: Vec<&str> = out
+        .split("total_error_replies:")
+        .skip(1)
+        .map(|rest| rest.split("\r\n").next().unwrap())
+        .collect();
+    assert_eq!(counts, ["2", "0"], "{out}");
     let cpu = info(&mut c, "cpu");
     for k in ["used_cpu_sys", "used_cpu_user", "used_cpu_sys_children"] {
         let v: f64 = cpu[k]

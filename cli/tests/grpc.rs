@@ -351,6 +351,20 @@ fn values_over_proto_max_bulk_len_are_refused_over_grpc() {
         "{}",
         r.status.message
     );
+    // Keys too, even where limits.max_key_len would take them.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("limits.max_key_len")
+        .arg("4mb")
+        .query::<()>(&mut conn)
+        .unwrap();
+    let r = set(&c, &over, b"v", 0);
+    assert_eq!(code(&r.status), Code::INVALID_ARGUMENT);
+    assert!(
+        r.status.message.contains("proto-max-bulk-len"),
+        "{}",
+        r.status.message
+    );
     let mut m = MSetRequest::new();
     for (k, v) in [(&b"a"[..], &b"1"[..]), (b"b", &over)] {
         let mut kv = KeyValue::new();

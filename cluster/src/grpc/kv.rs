@@ -229,8 +229,9 @@ fn acks_of(
     }
 }
 
-/// A value longer than RESP would take in one argument (`limits.proto_max_bulk_len`) is
-/// refused as RESP's APPEND and SETRANGE refuse a string grown past it.
+/// A key or value longer than RESP would take in one argument (`limits.proto_max_bulk_len`)
+/// is refused (with the error RESP's APPEND and SETRANGE give for a string grown past it).
+/// Writes only: reading or deleting a long key is harmless.
 fn oversize<'a>(router: &Router, mut values: impl Iterator<Item = &'a [u8]>) -> Option<Status> {
     let max = router.max_bulk_len();
     values.any(|v| v.len() as u64 > max).then(|| {
@@ -280,7 +281,7 @@ impl Kv for KvService {
             Ok(r) => r,
             Err(s) => return refuse(&ctx, sink, s),
         };
-        let checked = oversize(router, std::iter::once(req.value.as_slice()))
+        let checked = oversize(router, [req.key.as_slice(), &req.value].into_iter())
             .map_or(Ok(()), Err)
             .and_then(|()| ttl_checked(req.ttl_ms, "set"))
             .and_then(|t| Ok((t, acks_of(req.acks)?)));
@@ -449,10 +450,10 @@ impl Kv for KvService {
             req.pairs.into_iter().map(|kv| (kv.key, kv.value)).collect();
         let mut parts = Vec::new();
         let keys = items.iter().map(|(k, _)| k.as_slice());
-        let values = items.iter().map(|(_, v)| v.as_slice());
+        let args = items.iter().flat_map(|(k, v)| [k.as_slice(), v.as_slice()]);
         let refusal = self
             .multi_key_refusal("mset", items.len() * 2, keys)
-            .or_else(|| oversize(router, values));
+            .or_else(|| oversize(router, args));
         let checked = match refusal {
             Some(s) => Err(s),
             None => acks_of(acks),

@@ -200,13 +200,19 @@ impl ErrorTally {
         }
     }
 
+    /// Where kinds past [`Self::MAX_KINDS`] are counted (as Redis 7.2 names it).
+    pub const OVERFLOW: &str = "ERRORSTATS_OVERFLOW";
+
+    /// The kind is the first word when a space ends it within 32 bytes, else `ERR` (as
+    /// Redis decides it).
     #[cold]
     fn note_error(&mut self, text: &[u8]) {
-        let end = text
-            .iter()
-            .position(|&b| b == b' ' || b == b'\r')
-            .unwrap_or(text.len());
-        self.add(&String::from_utf8_lossy(&text[..end]), 1);
+        let line = &text[..text.iter().position(|&b| b == b'\r').unwrap_or(text.len())];
+        let kind = match line[..line.len().min(32)].iter().position(|&b| b == b' ') {
+            Some(end) => String::from_utf8_lossy(&line[..end]),
+            None => "ERR".into(),
+        };
+        self.add(&kind, 1);
     }
 
     fn add(&mut self, kind: &str, n: u64) {
@@ -215,13 +221,15 @@ impl ErrorTally {
             *c += n;
         } else if self.kinds.len() < Self::MAX_KINDS {
             self.kinds.push((kind.to_string(), n));
+        } else if let Some((_, c)) = self.kinds.iter_mut().find(|(k, _)| k == Self::OVERFLOW) {
+            *c += n;
+        } else {
+            self.kinds.push((Self::OVERFLOW.to_string(), n));
         }
     }
 
     /// Adds `other`'s counts to these.
     pub fn absorb(&mut self, other: &ErrorTally) {
-        let lost = other.total - other.kinds.iter().map(|(_, n)| n).sum::<u64>();
-        self.total += lost;
         for (k, n) in &other.kinds {
             self.add(k, *n);
         }
@@ -547,34 +555,45 @@ mod tests {
             b"-ERR syntax error\r\n",
             b"-WRONGTYPE Operation against a key\r\n",
             b"-ERR value is not an integer\r\n",
-            b"-NOAUTH\r\n",
+            b"-NOAUTH Authentication required.\r\n",
+            // No space within 32 bytes: counted as ERR, as Redis does.
+            b"-NOSPACE\r\n",
+            b"-AVERYLONGERRORCODEWITHOUTASPACEINIT x\r\n",
             b":-1\r\n",
             b"$-1\r\n",
         ] {
             t.note(r);
         }
-        assert_eq!(t.total, 4);
+        assert_eq!(t.total, 6);
         let mut kinds = t.kinds.clone();
         kinds.sort();
         assert_eq!(
             kinds,
             [
-                ("ERR".into(), 2),
+                ("ERR".into(), 4),
                 ("NOAUTH".into(), 1),
                 ("WRONGTYPE".into(), 1)
             ]
         );
-        // Past the cap, new kinds still count toward the total, here and once merged.
+        // Past the cap, new kinds are counted together, here and once merged.
         let mut many = ErrorTally::default();
         for i in 0..ErrorTally::MAX_KINDS + 5 {
             many.note(format!("-E{i} x\r\n").as_bytes());
         }
-        assert_eq!(many.kinds.len(), ErrorTally::MAX_KINDS);
+        assert_eq!(many.kinds.len(), ErrorTally::MAX_KINDS + 1);
         assert_eq!(many.total, ErrorTally::MAX_KINDS as u64 + 5);
+        let overflow = |t: &ErrorTally| {
+            t.kinds
+                .iter()
+                .find(|(k, _)| k == ErrorTally::OVERFLOW)
+                .map(|(_, n)| *n)
+        };
+        assert_eq!(overflow(&many), Some(5));
         t.absorb(&many);
-        assert_eq!(t.total, 4 + ErrorTally::MAX_KINDS as u64 + 5);
-        assert_eq!(t.kinds.len(), ErrorTally::MAX_KINDS);
-        assert_eq!(t.kinds.iter().find(|(k, _)| k == "ERR").unwrap().1, 2);
+        assert_eq!(t.total, 6 + ErrorTally::MAX_KINDS as u64 + 5);
+        assert_eq!(t.kinds.len(), ErrorTally::MAX_KINDS + 1);
+        assert_eq!(t.kinds.iter().map(|(_, n)| n).sum::<u64>(), t.total);
+        assert_eq!(t.kinds.iter().find(|(k, _)| k == "ERR").unwrap().1, 4);
     }
 
     #[test]

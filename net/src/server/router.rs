@@ -314,7 +314,7 @@ impl Router {
         same_secret(want.as_deref(), given)
     }
 
-    /// The largest key or value a front door other than RESP may take
+    /// The largest key or value a front door other than RESP may write
     /// (`limits.proto_max_bulk_len`, as CONFIG SET left it).
     pub fn max_bulk_len(&self) -> u64 {
         self.shared

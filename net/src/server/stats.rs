@@ -126,6 +126,16 @@ pub struct ServerInfo {
 }
 
 impl WorkerStats {
+    /// Moves a connection's error replies (counted as they reach its output) into these,
+    /// after each command, so that a later INFO or RESETSTAT, even in the same pipeline,
+    /// sees them.
+    #[inline]
+    pub fn take_errors(&mut self, pending: &mut super::conn::ErrorTally) {
+        if pending.total > 0 {
+            self.errors.absorb(&std::mem::take(pending));
+        }
+    }
+
     /// CONFIG RESETSTAT: the counters Redis resets (commands, traffic, hits and misses,
     /// expired keys, error replies); what describes the state of the logs stays.
     pub fn reset_counters(&mut self) {

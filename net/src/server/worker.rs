@@ -461,7 +461,7 @@ impl Worker {
             return;
         };
         if let Some(mut c) = slot.take() {
-            self.stats.errors.absorb(&c.out.errors);
+            self.stats.take_errors(&mut c.out.errors);
             let _ = self.poll.registry().deregister(&mut c.sock);
             self.free_tokens.push(token - FIRST_CONN);
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
@@ -561,6 +561,7 @@ impl Worker {
                         self.stats.commands += 1;
                         self.dispatch(token, &mut conn.out, &mut conn.client, args);
                     });
+                    self.stats.take_errors(&mut conn.out.errors);
                 }
                 conn.rpos += consumed;
                 continue;
@@ -574,6 +575,7 @@ impl Worker {
                             self.stats.commands += 1;
                             self.dispatch(token, &mut conn.out, &mut conn.client, args);
                         });
+                        self.stats.take_errors(&mut conn.out.errors);
                     }
                     conn.rpos += consumed;
                 }
@@ -1432,11 +1434,7 @@ impl Worker {
                 conn.client.waits_durable = true;
                 waiters.push(token);
             }
-            if conn.out.errors.total > 0 {
-                self.stats
-                    .errors
-                    .absorb(&std::mem::take(&mut conn.out.errors));
-            }
+            self.stats.take_errors(&mut conn.out.errors);
             let before = conn.out.wbuf.len() - conn.out.wpos;
             let ok = !conn.client.dead && conn.flush();
             let sent = before - (conn.out.wbuf.len() - conn.out.wpos);
