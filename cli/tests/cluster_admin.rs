@@ -107,6 +107,63 @@ fn a_cluster_node_that_cannot_reach_zookeeper_stops_with_a_clear_error() {
     );
 }
 
+/// ZooKeeper taking connections but not answering as a node starts (a network or ZooKeeper
+/// having a bad moment) is waited for, not a reason to exit: the node registers once it
+/// answers.
+#[test]
+fn a_starting_node_waits_for_a_zookeeper_that_does_not_answer_yet() {
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = mute.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let grpc = common::free_port().to_string();
+    let zk_arg = format!("cluster.zk=127.0.0.1:{port}/simplekv");
+    let node = std::thread::spawn(move || {
+        common::run_to_exit(
+            &data,
+            &[
+                "--set",
+                &zk_arg,
+                "--set",
+                "cluster.node_id=1",
+                "--set",
+                "cluster.session_timeout_ms=1000",
+                "--grpc-port",
+                &grpc,
+            ],
+            Duration::from_secs(20),
+        )
+    });
+    // Connections are taken and left unanswered for a while...
+    mute.set_nonblocking(true).unwrap();
+    let mut held = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        if let Ok((c, _)) = mute.accept() {
+            held.push(c);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!held.is_empty(), "the node never tried to connect");
+    drop(held);
+    drop(mute);
+    // ...then a real ZooKeeper takes the port.
+    let zk = LocalZooKeeper::start_tied(None, Some(port)).expect("ZooKeeper");
+    let registered = common::wait_until(Duration::from_secs(12), || {
+        Session::connect(
+            &format!("{}/simplekv/default", zk.addr()),
+            Duration::from_secs(4),
+        )
+        .ok()
+        .and_then(|s| registry::live_brokers(&s).ok())
+        .is_some_and(|b| b.iter().any(|b| b.id == 1))
+    });
+    let (code, log) = node.join().unwrap();
+    assert!(registered, "{log}");
+    assert_eq!(code, None, "the node gave up: {log}");
+    assert!(log.contains("cannot register yet"), "{log}");
+}
+
 /// A base port for `cluster local --nodes 1`: BASE+1 (RESP) and BASE+101 (gRPC) free now.
 fn free_local_base() -> u16 {
     for _ in 0..200 {

@@ -29,6 +29,9 @@ const TICK: Duration = Duration::from_millis(200);
 const RESYNC: Duration = Duration::from_secs(3);
 /// Least time between two attempts at a new session.
 const RETRY_SESSION: Duration = Duration::from_secs(1);
+/// How long a starting node keeps trying to register when ZooKeeper may only be out of
+/// reach for a moment (see `Ctl::start`).
+const START_PATIENCE: Duration = Duration::from_secs(20);
 /// Conditional writes retried on `BadVersion` before giving up until the next round.
 const CAS_TRIES: usize = 8;
 
@@ -269,20 +272,18 @@ impl Ctl {
             last_tick: now,
             published: None,
         };
-        // A session lost while registering (the node was paused past its timeout, or
-        // ZooKeeper dropped the connection) is retried with a new one for a while; an
-        // unreachable ZooKeeper or a node id taken by a live process fails at once.
-        let mut tries = 0;
+        // A failure that may pass (no answer, a lost connection or session, a connection
+        // that timed out: the network or ZooKeeper having a bad moment as the node starts)
+        // is retried for START_PATIENCE, as a broker waits for ZooKeeper at start; a refused
+        // connection, an unknown host or a node id taken by a live process fails at once.
         loop {
             match ctl.open_session(ctl.cfg.session_timeout * 3) {
                 Ok(()) => break,
-                Err(e)
-                    if tries < 10
-                        && (e.session_lost()
-                            || matches!(e.code(), Some(ZkError::ConnectionLoss))) =>
-                {
-                    tries += 1;
-                    warn!("control: registration interrupted ({e}); trying again");
+                Err(e) if e.transient() && now.elapsed() < START_PATIENCE => {
+                    warn!(
+                        "control: cannot register yet ({e}); trying again for up to {} s",
+                        START_PATIENCE.saturating_sub(now.elapsed()).as_secs()
+                    );
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => return Err(e.into()),

@@ -9,7 +9,13 @@ use zookeeper::{Acl, CreateMode, Stat, WatchedEvent, ZkError, ZkState, ZooKeeper
 #[derive(Debug, thiserror::Error)]
 pub enum ZkFailure {
     #[error("cannot reach ZooKeeper at {addr}: {reason}")]
-    Connect { addr: String, reason: String },
+    Connect {
+        addr: String,
+        reason: String,
+        /// The network may let it through a moment later (a timeout, no route), unlike a
+        /// refused connection, an unknown host or a failed authentication.
+        transient: bool,
+    },
     #[error("ZooKeeper {op} {path}: {source:?}")]
     Op {
         op: &'static str,
@@ -51,6 +57,21 @@ impl ZkFailure {
     /// True when ZooKeeper did not answer in time (see [`Session::answering`]).
     pub fn unresponsive(&self) -> bool {
         matches!(self, ZkFailure::Unresponsive { .. })
+    }
+
+    /// True when trying again soon may succeed: no answer in time, a lost connection or
+    /// session, a connection that timed out or found no route. Not for a refused connection
+    /// (nothing listens there) or an unknown host: those are more likely a wrong address.
+    pub fn transient(&self) -> bool {
+        match self {
+            ZkFailure::Connect { transient, .. } => *transient,
+            ZkFailure::Unresponsive { .. } => true,
+            ZkFailure::Op { source, .. } => {
+                self.session_lost()
+                    || matches!(source, ZkError::ConnectionLoss | ZkError::OperationTimeout)
+            }
+            ZkFailure::Decode { .. } => false,
+        }
     }
 }
 
@@ -96,10 +117,13 @@ fn op<T>(op: &'static str, path: &str, r: Result<T, ZkError>) -> ZkResult<T> {
     })
 }
 
-/// Whether some server of `hosts` (`host:port,...`) takes a TCP connection.
-fn reachable(hosts: &str, wait: Duration) -> Result<(), String> {
+/// Whether some server of `hosts` (`host:port,...`) takes a TCP connection; if none does,
+/// the last failure and whether any failure may pass (see [`ZkFailure::transient`]).
+fn reachable(hosts: &str, wait: Duration) -> Result<(), (String, bool)> {
+    use std::io::ErrorKind;
     use std::net::ToSocketAddrs;
     let mut last = format!("no address in '{hosts}'");
+    let mut transient = false;
     for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
         let addrs = match host.to_socket_addrs() {
             Ok(a) => a,
@@ -111,24 +135,33 @@ fn reachable(hosts: &str, wait: Duration) -> Result<(), String> {
         for a in addrs {
             match std::net::TcpStream::connect_timeout(&a, wait) {
                 Ok(_) => return Ok(()),
-                Err(e) => last = format!("{a}: {e}"),
+                Err(e) => {
+                    transient |= !matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable
+                    );
+                    last = format!("{a}: {e}");
+                }
             }
         }
     }
-    Err(last)
+    Err((last, transient))
 }
 
 /// Opens a raw session (asking for `timeout` as its session timeout) and waits until ZooKeeper
 /// has established it, at most `wait`.
 fn open(addr: &str, timeout: Duration, wait: Duration) -> ZkResult<Arc<ZooKeeper>> {
-    let fail = |reason: String| ZkFailure::Connect {
+    let fail_as = |reason: String, transient: bool| ZkFailure::Connect {
         addr: addr.to_string(),
         reason,
+        transient,
     };
+    let fail = |reason: String| fail_as(reason, false);
     // The client library retries a refused connection in a tight loop, without a pause (a
     // core busy and an error logged a thousand times a second for as long as ZooKeeper is
     // down): try a plain TCP connection first, and hand it the address only if one is taken.
-    reachable(split_chroot(addr).0, wait.min(Duration::from_secs(2))).map_err(fail)?;
+    reachable(split_chroot(addr).0, wait.min(Duration::from_secs(2)))
+        .map_err(|(reason, transient)| fail_as(reason, transient))?;
     let (tx, rx) = mpsc::channel();
     let zk = ZooKeeper::connect(addr, timeout, |_: WatchedEvent| {})
         .map_err(|e| fail(format!("{e:?}")))?;
@@ -168,9 +201,12 @@ fn open(addr: &str, timeout: Duration, wait: Duration) -> ZkResult<Arc<ZooKeeper
         match rx.recv_timeout(left.min(Duration::from_millis(200))) {
             Ok(Some(ZkState::Connected | ZkState::ConnectedReadOnly)) => break Ok(()),
             Ok(Some(ZkState::AuthFailed)) => break Err(fail("authentication failed".into())),
-            Ok(Some(ZkState::Closed)) => break Err(fail("the session was closed".into())),
+            Ok(Some(ZkState::Closed)) => {
+                break Err(fail_as("the session was closed".into(), true));
+            }
             _ if left.is_zero() => {
-                break Err(fail(format!("no session within {} ms", wait.as_millis())));
+                let reason = format!("no session within {} ms", wait.as_millis());
+                break Err(fail_as(reason, true));
             }
             _ => {}
         }
@@ -242,6 +278,7 @@ impl Session {
             .map_err(|e| ZkFailure::Connect {
                 addr: connect.to_string(),
                 reason: format!("cannot start a thread: {e}"),
+                transient: false,
             })?;
         Ok(Session {
             zk,
