@@ -55,10 +55,18 @@ pub fn run(args: ClusterArgs) -> ExitCode {
             replication_factor,
         } => {
             simplekv_cluster::admin::create(&zk, partitions, replication_factor, TIMEOUT).map(|m| {
-                format!(
+                let mut out = format!(
                     "created: {} partitions, replication factor {}",
                     m.partitions, m.replication_factor
-                )
+                );
+                if m.replication_factor < 2 {
+                    out.push_str(
+                        "\nnote: with one replica, acks=all writes need \
+                         cluster.min_insync_replicas=1 on the nodes (the default, 2, refuses them \
+                         with NOREPLICAS)",
+                    );
+                }
+                out
             })
         }
         Verb::Status { zk } => {

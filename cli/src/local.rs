@@ -89,6 +89,12 @@ impl NodeSpec {
             "--set".into(),
             format!("cluster.name={CLUSTER_NAME}"),
         ];
+        // One replica cannot make two in sync: with the default min_insync_replicas (2)
+        // every acks=all write would be refused. --set can still say otherwise.
+        if a.replication_factor.unwrap_or(a.nodes.min(3)) < 2 {
+            v.push("--set".into());
+            v.push("cluster.min_insync_replicas=1".into());
+        }
         for s in &a.set {
             v.push("--set".into());
             v.push(s.clone());
@@ -541,8 +547,8 @@ fn run_planned(a: &LocalArgs, specs: &[NodeSpec], rf: u32) -> Result<ExitCode, S
 
     print_summary(a, &nodes, &zk, &root, &meta);
 
-    // Serve until a signal; a node that exits is reported and left down (restart it by hand
-    // with the command line from its log, or restart the whole local cluster).
+    // Serve until a signal; a node that exits is reported, with the command that starts it
+    // again, and left down (or restart the whole local cluster).
     loop {
         match signals.recv_timeout(Duration::from_millis(200)) {
             Ok(sig) => {
@@ -555,10 +561,13 @@ fn run_planned(a: &LocalArgs, specs: &[NodeSpec], rf: u32) -> Result<ExitCode, S
         for n in nodes.iter_mut() {
             if let Some(st) = n.exited() {
                 println!(
-                    "node {} exited ({st}); the others keep running. Last lines of {}:\n{}",
+                    "node {} exited ({st}); the others keep running. Last lines of {}:\n{}\nTo start it again: {} {} >>{} 2>&1",
                     n.spec.id,
                     n.spec.log.display(),
-                    log_tail(&n.spec.log, n.log_from, 10)
+                    log_tail(&n.spec.log, n.log_from, 10),
+                    exe.display(),
+                    n.spec.args(a, &zk_addr).join(" "),
+                    n.spec.log.display(),
                 );
             }
         }
@@ -675,6 +684,41 @@ mod tests {
              --workers 1 --fsync everysec --set cluster.zk=127.0.0.1:2181/simplekv \
              --set cluster.node_id=2 --set cluster.name=local"
         );
+    }
+
+    #[test]
+    fn one_replica_needs_only_itself_in_sync_unless_told_otherwise() {
+        let a = parse(&["--dir", "d", "--nodes", "1"]).expect("parses");
+        let (nodes, rf) = plan(&a).expect("valid");
+        assert_eq!(rf, 1);
+        let joined = nodes[0].args(&a, "h:1").join(" ");
+        assert!(
+            joined.ends_with("--set cluster.min_insync_replicas=1"),
+            "{joined}"
+        );
+        // A --set of its own comes after, and the last one counts.
+        let a = parse(&[
+            "--dir",
+            "d",
+            "--nodes",
+            "3",
+            "--replication-factor",
+            "1",
+            "--set",
+            "cluster.min_insync_replicas=2",
+        ])
+        .expect("parses");
+        let joined = plan(&a).expect("valid").0[0].args(&a, "h:1").join(" ");
+        assert!(
+            joined.ends_with(
+                "--set cluster.min_insync_replicas=1 --set cluster.min_insync_replicas=2"
+            ),
+            "{joined}"
+        );
+        // Three nodes, three replicas: the default stands.
+        let a = parse(&["--dir", "d"]).expect("parses");
+        let joined = plan(&a).expect("valid").0[0].args(&a, "h:1").join(" ");
+        assert!(!joined.contains("min_insync"), "{joined}");
     }
 
     #[test]

@@ -554,6 +554,40 @@ fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
         t.elapsed() >= Duration::from_millis(250),
         "WAIT did not wait"
     );
+    // CONFIG SET of cluster.min_insync_replicas and cluster.acks takes effect at once.
+    let config_set = |conn: &mut redis::Connection, k: &str, v: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query::<()>(conn)
+            .unwrap()
+    };
+    config_set(&mut conn, "cluster.min_insync_replicas", "4");
+    let mut fresh = c.conn_to(leader);
+    let e = redis::cmd("SET")
+        .arg(&key)
+        .arg("y")
+        .query::<()>(&mut fresh)
+        .unwrap_err();
+    assert!(format!("{e}").contains("NOREPLICAS"), "{e}");
+    config_set(&mut conn, "cluster.acks", "1");
+    let mut fresh = c.conn_to(leader);
+    let acks: String = redis::cmd("CLIENT").arg("ACKS").query(&mut fresh).unwrap();
+    assert_eq!(acks, "1");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("y")
+        .query(&mut fresh)
+        .unwrap();
+    config_set(&mut conn, "cluster.acks", "all");
+    config_set(&mut conn, "cluster.min_insync_replicas", "2");
+    let mut fresh = c.conn_to(leader);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("z")
+        .query(&mut fresh)
+        .unwrap();
     // The status table shows every replica's log end and high watermark.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_simplekv"))
         .args(["cluster", "status", "--zk", &c.zk_connect()])

@@ -862,7 +862,7 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
     SettingInfo {
         name: "cluster.replica_lag_time_max_ms",
         redis_name: None,
-        runtime: true,
+        runtime: false,
         help: "A follower that has not caught up for this long leaves the in-sync set.",
         access: Access::Int {
             min: 100,
@@ -890,7 +890,7 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
     SettingInfo {
         name: "cluster.unclean_leader_election",
         redis_name: None,
-        runtime: true,
+        runtime: false,
         help: "Let an out-of-sync replica become leader when no in-sync one is left: \
                available again sooner, but acknowledged writes can be lost.",
         access: Access::Bool {

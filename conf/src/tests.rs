@@ -917,8 +917,6 @@ fn runtime_settings_are_the_documented_ones() {
             "storage.active_expire_effort",
             "cluster.acks",
             "cluster.min_insync_replicas",
-            "cluster.replica_lag_time_max_ms",
-            "cluster.unclean_leader_election",
         ]
     );
 }

@@ -899,6 +899,10 @@ impl Worker {
             .requirepass
             .write()
             .unwrap_or_else(|e| e.into_inner()) = self.config.server.requirepass.clone();
+        if let Some(c) = self.cluster.as_mut() {
+            c.min_isr = self.config.cluster.min_insync_replicas as usize;
+            c.default_acks = self.config.cluster.acks;
+        }
         self.shared.proto_max_bulk_len.store(
             self.config.limits.proto_max_bulk_len,
             std::sync::atomic::Ordering::Relaxed,
