@@ -1,9 +1,10 @@
 //! `simplekv server`: configuration from a TOML file, then flags, then `--set` overrides.
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 
 use clap::Args;
-use log::{LevelFilter, error};
+use log::{LevelFilter, error, warn};
 use simplekv_conf::Config;
 
 #[derive(Args, Debug)]
@@ -125,6 +126,19 @@ pub fn run(args: ServerArgs) -> ExitCode {
     grpcio::redirect_log();
     log::set_max_level(level);
     crate::signals::block();
+    // Signals are taken from here on, also while the node starts: a cluster node waits for
+    // ZooKeeper and for `cluster create` (up to an hour), a large data directory takes
+    // seconds to open. Until the node serves, nothing has been acknowledged to anyone, so
+    // stopping is exiting (what an interrupted start leaves on disk, a crash would too).
+    let trigger = Arc::new(OnceLock::<simplekv_cluster::NodeShutdown>::new());
+    let on_signal = trigger.clone();
+    crate::signals::spawn_waiter(move || match on_signal.get() {
+        Some(t) => t.fire(),
+        None => {
+            warn!("stopped while starting, before serving any client");
+            std::process::exit(0);
+        }
+    });
     let node = match simplekv_cluster::Node::start(config, args.config.clone()) {
         Ok(n) => n,
         Err(e) => {
@@ -132,8 +146,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let trigger = node.shutdown_trigger();
-    crate::signals::spawn_waiter(move || trigger.fire());
+    let _ = trigger.set(node.shutdown_trigger());
     node.join();
     ExitCode::SUCCESS
 }

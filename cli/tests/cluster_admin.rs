@@ -164,6 +164,52 @@ fn a_starting_node_waits_for_a_zookeeper_that_does_not_answer_yet() {
     assert!(log.contains("cannot register yet"), "{log}");
 }
 
+/// A node waiting for `cluster create` (it may wait an hour) stops on SIGTERM and on Ctrl-C
+/// (SIGINT): before, signals were taken only once it served.
+#[test]
+fn a_node_waiting_for_cluster_create_stops_on_a_signal() {
+    let zk = LocalZooKeeper::start(None).expect("ZooKeeper (scripts/setup.sh installs it)");
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_simplekv"))
+            .args(["server", "--port", &common::free_port().to_string()])
+            .args(["--grpc-port", &common::free_port().to_string()])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--no-pin", "--set", "cluster.node_id=1", "--set"])
+            .arg(format!("cluster.zk={}/simplekv/sig{sig}", zk.addr()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn simplekv");
+        // Registered and waiting: the broker znode is there.
+        let root = format!("{}/simplekv/sig{sig}/default", zk.addr());
+        let registered = common::wait_until(Duration::from_secs(15), || {
+            Session::connect(&root, Duration::from_secs(4))
+                .ok()
+                .and_then(|s| registry::live_brokers(&s).ok())
+                .is_some_and(|b| b.iter().any(|b| b.id == 1))
+        });
+        assert!(registered, "the node did not register");
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
+        let mut code = None;
+        let stopped = common::wait_until(Duration::from_secs(5), || {
+            code = child.try_wait().ok().flatten().map(|st| st.code());
+            code.is_some()
+        });
+        if !stopped {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(stopped, "signal {sig} did not stop a starting node");
+        assert_eq!(code, Some(Some(0)));
+    }
+}
+
 /// A base port for `cluster local --nodes 1`: BASE+1 (RESP) and BASE+101 (gRPC) free now.
 fn free_local_base() -> u16 {
     for _ in 0..200 {
