@@ -53,6 +53,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDIS_FSYNC = {"always": "always", "everysec": "everysec", "never": "no"}
 # --autogroup-nice: weight of the scheduler autogroup of every process this script starts.
 AUTOGROUP_NICE = None
+# redis-benchmark --threads (1 = its default, one event loop for all clients).
+BENCH_THREADS = 1
 
 
 def prioritize(pid):
@@ -272,6 +274,8 @@ def redis_benchmark(port, test, requests, clients, pipeline, size, keyspace):
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test,
            "-n", str(requests), "-c", str(clients), "-P", str(pipeline), "-d", str(size),
            "-r", str(keyspace), "--csv"]
+    if BENCH_THREADS > 1:
+        cmd += ["--threads", str(BENCH_THREADS)]
     _, out, _ = run_tool(cmd, timeout=1800)
     rows = list(csv.reader(io.StringIO(out)))
     for r in rows:
@@ -343,7 +347,8 @@ def throughput(args):
 
     print()
     rep = f"; median of {args.repeat} alternating runs (min-max)" if args.repeat > 1 else ""
-    print(f"### Throughput: redis-benchmark -c {args.clients} -n {args.requests} -r {args.keyspace}{rep}")
+    threads = f" --threads {BENCH_THREADS}" if BENCH_THREADS > 1 else ""
+    print(f"### Throughput: redis-benchmark -c {args.clients} -n {args.requests} -r {args.keyspace}{threads}{rep}")
     print()
     hdr = f"| test | fsync | value | -P | simplekv ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | ratio |"
     print(hdr)
@@ -595,6 +600,9 @@ def main():
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--keyspace", type=int, default=100_000, help="redis-benchmark -r")
+    ap.add_argument("--bench-threads", type=int, default=1,
+                    help="redis-benchmark --threads: with 1 (its default) one thread drives all "
+                         "clients and is what limits both servers at -P 1 on a small machine")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each throughput row N times, alternating the servers' order; "
                          "report the median (for noisy machines)")
@@ -634,8 +642,11 @@ def main():
         args.solo_workers = 0
     else:
         args.load_workers = args.solo_workers = args.workers
-    global AUTOGROUP_NICE
+    global AUTOGROUP_NICE, BENCH_THREADS
     AUTOGROUP_NICE = args.autogroup_nice
+    if not 1 <= args.bench_threads <= 64:
+        sys.exit("--bench-threads must be 1..64")
+    BENCH_THREADS = args.bench_threads
     if args.clear_cache:
         shutil.rmtree(cache_root(args), ignore_errors=True)
         print(f"removed {cache_root(args)}")
