@@ -234,6 +234,31 @@ fn min_isr_refuses_writes_with_two_of_three_down_and_accepts_them_when_back() {
     }
 }
 
+/// With one replica a partition's leader is its whole ISR: what it logs is committed at
+/// once, so acks=all writes and reads answer (they used to wait for a follower position
+/// that never comes and fail after 5 s).
+#[test]
+fn partitions_with_one_replica_commit_what_their_leader_logs() {
+    let mut c = LocalCluster::start(3, 3, 1, &[("cluster.min_insync_replicas", "1")]);
+    c.wait_for_leaders(Duration::from_secs(30));
+    for p in 0..3 {
+        let k = c.key_in(p).to_string();
+        for round in 0..3 {
+            let v = format!("v{round}");
+            let t = Instant::now();
+            set(&c, 1, &k, &v).unwrap_or_else(|e| panic!("partition {p}: {e}"));
+            assert_eq!(get(&c, 2, &k), Some(v));
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "partition {p}: {:?} for a write and a read",
+                t.elapsed()
+            );
+        }
+        let st = c.partition_state(p);
+        assert_eq!(st.isr.len(), 1, "{st:?}");
+    }
+}
+
 /// SIGSTOP a leader past its session timeout: the others elect new leaders and take writes;
 /// after SIGCONT the old leader never answers with its stale value, rejoins as follower, and
 /// every acknowledged write is there.

@@ -758,6 +758,39 @@ impl Worker {
         }
     }
 
+    /// End of turn: a leader without followers (replication factor 1) is its whole ISR, so
+    /// what it logged is committed; no follower position will move its high watermark
+    /// (nothing goes to the replication thread for it), so it moves here.
+    pub fn commit_solo_leaders(&mut self) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let mut moved = Vec::new();
+        for &p in &self.owned {
+            let r = &c.parts[p as usize];
+            if matches!(r.role, Role::Leader { .. })
+                && !r.has_followers
+                && let Some(s) = self.store(p)
+                && (s.log_end() > r.hw || r.horizon < s.log_end())
+            {
+                moved.push((p, s.log_end()));
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            for (p, end) in moved {
+                let r = &mut c.parts[p as usize];
+                r.hw = r.hw.max(end);
+                // Every replica (this one) has every record: tombstones may go (the
+                // replication thread's own figure for it lags, having no positions).
+                r.horizon = end;
+            }
+        }
+        self.advance_committed();
+    }
+
     /// End of turn `e`: what its replies wait on.
     pub fn note_turn_waits(&mut self, e: u64) {
         let Some(c) = self.cluster.as_mut() else {

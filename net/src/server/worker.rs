@@ -881,6 +881,7 @@ impl Worker {
         if self.cluster.is_some() {
             self.feed_followers();
             self.note_turn_waits(e);
+            self.commit_solo_leaders();
         }
         // Replies to peers and outside callers: those for writes wait for their epoch.
         for (worker, resp, need) in std::mem::take(&mut self.outbox) {
