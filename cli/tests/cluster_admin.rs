@@ -164,6 +164,54 @@ fn a_starting_node_waits_for_a_zookeeper_that_does_not_answer_yet() {
     assert!(log.contains("cannot register yet"), "{log}");
 }
 
+/// A node id still registered by another session when a node starts (its previous run's
+/// session, which ZooKeeper may keep for twice its tickTime after a crash) is waited out
+/// within the start's patience; the node registers once that session ends.
+#[test]
+fn a_node_whose_id_is_still_held_by_an_older_session_registers_once_it_ends() {
+    let zk = LocalZooKeeper::start(None).expect("ZooKeeper (scripts/setup.sh installs it)");
+    let root = format!("{}/simplekv/held/default", zk.addr());
+    let holder = Session::connect(&root, Duration::from_secs(6)).unwrap();
+    let stale = BrokerInfo {
+        id: 1,
+        resp: "127.0.0.1:1".into(),
+        grpc: "127.0.0.1:2".into(),
+    };
+    registry::register(&holder, &stale, Duration::ZERO).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let grpc = common::free_port();
+    let zk_arg = format!("cluster.zk={}/simplekv/held", zk.addr());
+    let node = std::thread::spawn(move || {
+        common::run_to_exit(
+            &data,
+            &[
+                "--set",
+                &zk_arg,
+                "--set",
+                "cluster.node_id=1",
+                "--grpc-port",
+                &grpc.to_string(),
+            ],
+            Duration::from_secs(14),
+        )
+    });
+    // Longer than the node's own wait for a stale registration (session timeout + 1 s).
+    std::thread::sleep(Duration::from_secs(5));
+    holder.close();
+    let mine = format!("127.0.0.1:{grpc}");
+    let registered = common::wait_until(Duration::from_secs(8), || {
+        Session::connect(&root, Duration::from_secs(4))
+            .ok()
+            .and_then(|s| registry::live_brokers(&s).ok())
+            .is_some_and(|b| b.iter().any(|b| b.id == 1 && b.grpc == mine))
+    });
+    let (code, log) = node.join().unwrap();
+    assert!(registered, "{log}");
+    assert_eq!(code, None, "the node gave up: {log}");
+    assert!(log.contains("already registered"), "{log}");
+}
+
 /// A node waiting for `cluster create` (it may wait an hour) stops on SIGTERM and on Ctrl-C
 /// (SIGINT): before, signals were taken only once it served.
 #[test]

@@ -34,13 +34,7 @@ pub fn register(session: &Session, info: &BrokerInfo, wait: Duration) -> ZkResul
                 source: ZkError::NodeExists,
                 ..
             }) => {
-                return Err(ZkFailure::Decode {
-                    path: p,
-                    reason: format!(
-                        "node id {} is already registered by a live process; give every node its own cluster.node_id",
-                        info.id
-                    ),
-                });
+                return Err(ZkFailure::IdTaken { id: info.id });
             }
             Err(e) => return Err(e),
         }

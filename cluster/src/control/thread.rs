@@ -276,15 +276,23 @@ impl Ctl {
         // that timed out: the network or ZooKeeper having a bad moment as the node starts)
         // is retried for START_PATIENCE, as a broker waits for ZooKeeper at start; a refused
         // connection, an unknown host or a node id taken by a live process fails at once.
+        let pause = Duration::from_millis(500);
         loop {
-            match ctl.open_session(ctl.cfg.session_timeout * 3) {
+            // Each try within what is left of the patience (a long session timeout would
+            // otherwise make one silent try outlast it).
+            let left = START_PATIENCE.saturating_sub(now.elapsed());
+            let wait = (ctl.cfg.session_timeout * 3).min(left.max(Duration::from_secs(1)));
+            match ctl.open_session(wait) {
                 Ok(()) => break,
-                Err(e) if e.transient() && now.elapsed() < START_PATIENCE => {
+                Err(e) if e.transient() && now.elapsed() + pause < START_PATIENCE => {
                     warn!(
-                        "control: cannot register yet ({e}); trying again for up to {} s",
-                        START_PATIENCE.saturating_sub(now.elapsed()).as_secs()
+                        "control: cannot register yet ({e}); trying again for up to {} s more",
+                        START_PATIENCE
+                            .saturating_sub(now.elapsed())
+                            .as_secs()
+                            .max(1)
                     );
-                    std::thread::sleep(Duration::from_millis(500));
+                    std::thread::sleep(pause);
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -33,6 +33,12 @@ pub enum ZkFailure {
     },
     #[error("ZooKeeper {path}: unreadable content: {reason}")]
     Decode { path: String, reason: String },
+    #[error(
+        "node id {id} is already registered in ZooKeeper by another session: a live node with \
+         the same id (give every node its own cluster.node_id), or this node's previous run, \
+         whose session ZooKeeper has not expired yet"
+    )]
+    IdTaken { id: u32 },
 }
 
 pub type ZkResult<T> = Result<T, ZkFailure>;
@@ -71,6 +77,9 @@ impl ZkFailure {
                     || matches!(source, ZkError::ConnectionLoss | ZkError::OperationTimeout)
             }
             ZkFailure::Decode { .. } => false,
+            // The session of a previous run (a crash, a restart within the session timeout,
+            // which ZooKeeper may have stretched to twice its tickTime) ends by itself.
+            ZkFailure::IdTaken { .. } => true,
         }
     }
 }

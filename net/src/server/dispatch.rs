@@ -782,6 +782,8 @@ impl Worker {
             Op::Stats => (Payload::Stats(Box::new(self.collect_stats())), false),
             Op::ResetStats => {
                 self.stats.reset_counters();
+                // The instantaneous rates start again from zero, as Redis's do.
+                self.rates = Default::default();
                 (Payload::Ok, false)
             }
             Op::ClientList => (Payload::Text(self.client_list()), false),
