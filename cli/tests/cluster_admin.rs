@@ -107,6 +107,17 @@ fn a_cluster_node_that_cannot_reach_zookeeper_stops_with_a_clear_error() {
     );
 }
 
+/// Whether, within `timeout`, the cluster root `root` (`host:port/chroot/name`) lists a live
+/// broker that `want` accepts.
+fn registers_within(root: &str, timeout: Duration, want: impl Fn(&BrokerInfo) -> bool) -> bool {
+    common::wait_until(timeout, || {
+        Session::connect(root, Duration::from_secs(4))
+            .ok()
+            .and_then(|s| registry::live_brokers(&s).ok())
+            .is_some_and(|b| b.iter().any(&want))
+    })
+}
+
 /// ZooKeeper taking connections but not answering as a node starts (a network or ZooKeeper
 /// having a bad moment) is waited for, not a reason to exit: the node registers once it
 /// answers.
@@ -149,15 +160,8 @@ fn a_starting_node_waits_for_a_zookeeper_that_does_not_answer_yet() {
     drop(mute);
     // ...then a real ZooKeeper takes the port.
     let zk = LocalZooKeeper::start_tied(None, Some(port)).expect("ZooKeeper");
-    let registered = common::wait_until(Duration::from_secs(12), || {
-        Session::connect(
-            &format!("{}/simplekv/default", zk.addr()),
-            Duration::from_secs(4),
-        )
-        .ok()
-        .and_then(|s| registry::live_brokers(&s).ok())
-        .is_some_and(|b| b.iter().any(|b| b.id == 1))
-    });
+    let root = format!("{}/simplekv/default", zk.addr());
+    let registered = registers_within(&root, Duration::from_secs(12), |b| b.id == 1);
     let (code, log) = node.join().unwrap();
     assert!(registered, "{log}");
     assert_eq!(code, None, "the node gave up: {log}");
@@ -200,11 +204,8 @@ fn a_node_whose_id_is_still_held_by_an_older_session_registers_once_it_ends() {
     std::thread::sleep(Duration::from_secs(5));
     holder.close();
     let mine = format!("127.0.0.1:{grpc}");
-    let registered = common::wait_until(Duration::from_secs(8), || {
-        Session::connect(&root, Duration::from_secs(4))
-            .ok()
-            .and_then(|s| registry::live_brokers(&s).ok())
-            .is_some_and(|b| b.iter().any(|b| b.id == 1 && b.grpc == mine))
+    let registered = registers_within(&root, Duration::from_secs(8), |b| {
+        b.id == 1 && b.grpc == mine
     });
     let (code, log) = node.join().unwrap();
     assert!(registered, "{log}");
@@ -233,12 +234,7 @@ fn a_node_waiting_for_cluster_create_stops_on_a_signal() {
             .expect("spawn simplekv");
         // Registered and waiting: the broker znode is there.
         let root = format!("{}/simplekv/sig{sig}/default", zk.addr());
-        let registered = common::wait_until(Duration::from_secs(15), || {
-            Session::connect(&root, Duration::from_secs(4))
-                .ok()
-                .and_then(|s| registry::live_brokers(&s).ok())
-                .is_some_and(|b| b.iter().any(|b| b.id == 1))
-        });
+        let registered = registers_within(&root, Duration::from_secs(15), |b| b.id == 1);
         assert!(registered, "the node did not register");
         // SAFETY: signalling our own child.
         unsafe {
