@@ -107,6 +107,39 @@ fn a_cluster_node_that_cannot_reach_zookeeper_stops_with_a_clear_error() {
     );
 }
 
+/// `simplekv server` as node 1 with `cluster.zk = zk` and `sets`, run on a thread until it
+/// exits or `secs` pass (then killed): its data directory, gRPC port, and the thread
+/// answering `run_to_exit`'s (exit code, log).
+fn node_1_in_a_thread(
+    zk: &str,
+    sets: &[&str],
+    secs: u64,
+) -> (
+    tempfile::TempDir,
+    u16,
+    std::thread::JoinHandle<(Option<i32>, String)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let grpc = common::free_port();
+    let mut args = vec![
+        "--set".to_string(),
+        format!("cluster.zk={zk}"),
+        "--set".into(),
+        "cluster.node_id=1".into(),
+        "--grpc-port".into(),
+        grpc.to_string(),
+    ];
+    for s in sets {
+        args.extend(["--set".to_string(), s.to_string()]);
+    }
+    let node = std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::run_to_exit(&data, &args, Duration::from_secs(secs))
+    });
+    (dir, grpc, node)
+}
+
 /// Whether, within `timeout`, the cluster root `root` (`host:port/chroot/name`) lists a live
 /// broker that `want` accepts.
 fn registers_within(root: &str, timeout: Duration, want: impl Fn(&BrokerInfo) -> bool) -> bool {
@@ -125,26 +158,8 @@ fn registers_within(root: &str, timeout: Duration, want: impl Fn(&BrokerInfo) ->
 fn a_starting_node_waits_for_a_zookeeper_that_does_not_answer_yet() {
     let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = mute.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let grpc = common::free_port().to_string();
-    let zk_arg = format!("cluster.zk=127.0.0.1:{port}/simplekv");
-    let node = std::thread::spawn(move || {
-        common::run_to_exit(
-            &data,
-            &[
-                "--set",
-                &zk_arg,
-                "--set",
-                "cluster.node_id=1",
-                "--set",
-                "cluster.session_timeout_ms=1000",
-                "--grpc-port",
-                &grpc,
-            ],
-            Duration::from_secs(20),
-        )
-    });
+    let zk = format!("127.0.0.1:{port}/simplekv");
+    let (_dir, _, node) = node_1_in_a_thread(&zk, &["cluster.session_timeout_ms=1000"], 20);
     // Connections are taken and left unanswered for a while...
     mute.set_nonblocking(true).unwrap();
     let mut held = Vec::new();
@@ -182,24 +197,7 @@ fn a_node_whose_id_is_still_held_by_an_older_session_registers_once_it_ends() {
         grpc: "127.0.0.1:2".into(),
     };
     registry::register(&holder, &stale, Duration::ZERO).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let grpc = common::free_port();
-    let zk_arg = format!("cluster.zk={}/simplekv/held", zk.addr());
-    let node = std::thread::spawn(move || {
-        common::run_to_exit(
-            &data,
-            &[
-                "--set",
-                &zk_arg,
-                "--set",
-                "cluster.node_id=1",
-                "--grpc-port",
-                &grpc.to_string(),
-            ],
-            Duration::from_secs(14),
-        )
-    });
+    let (_dir, grpc, node) = node_1_in_a_thread(&format!("{}/simplekv/held", zk.addr()), &[], 14);
     // Longer than the node's own wait for a stale registration (session timeout + 1 s).
     std::thread::sleep(Duration::from_secs(5));
     holder.close();
