@@ -555,7 +555,9 @@ impl Ctl {
         s.raw().add_listener(move |state: ZkState| {
             let _ = tx.send(Msg::Conn { generation, state });
         });
-        let epoch = match registry::register(&s, &self.cfg.me, t + Duration::from_secs(1)) {
+        // A registration left by this node's previous session is waited out, within `wait`.
+        let register_wait = (t + Duration::from_secs(1)).min(wait);
+        let epoch = match registry::register(&s, &self.cfg.me, register_wait) {
             Ok(e) => e,
             Err(e) => {
                 s.close();
