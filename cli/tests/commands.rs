@@ -1517,6 +1517,52 @@ fn info_sections_have_their_fields() {
     assert!(!two.contains("# Clients"));
 }
 
+/// CONFIG SETs sent at the same moment from connections on different workers leave every
+/// worker with the same settings (each worker used to apply them in the order they reached
+/// it, which could differ: a race seen in about one round in fifteen).
+#[test]
+fn simultaneous_config_sets_leave_every_worker_with_the_same_settings() {
+    let s = server();
+    let get_on_many = || -> HashSet<String> {
+        (0..24)
+            .map(|_| {
+                let mut c = s.client();
+                let v: Vec<String> = cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxclients")
+                    .query(&mut c)
+                    .unwrap();
+                v[1].clone()
+            })
+            .collect()
+    };
+    for round in 0..60u32 {
+        let conns: Vec<Connection> = (0..16).map(|_| s.client()).collect();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(conns.len()));
+        let threads: Vec<_> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let () = cmd("CONFIG")
+                        .arg("SET")
+                        .arg("maxclients")
+                        .arg(2000 + round * 16 + i as u32)
+                        .query(&mut c)
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let seen = get_on_many();
+        assert_eq!(seen.len(), 1, "round {round}: workers disagree: {seen:?}");
+    }
+}
+
 #[test]
 fn config_get_reports_and_config_set_applies_or_refuses() {
     let s = server();

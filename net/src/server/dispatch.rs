@@ -803,16 +803,14 @@ impl Worker {
                 }
                 (Payload::Int(hits.len() as i64), false)
             }
-            Op::ConfigSet { pairs } => {
-                // All at once: rules between settings hold for the end state, whatever the
-                // order of the pairs (setting both limits up or down in one CONFIG SET).
-                if let Err(e) = self
-                    .config
-                    .set_runtime_many(pairs.iter().map(|(n, v)| (n, v)))
-                {
-                    return (Payload::Err(e.config_set_reply()), false);
+            Op::ConfigSet { version, config } => {
+                // Validated and numbered by the worker that took the CONFIG SET; an older
+                // copy arriving after a newer one changes nothing.
+                if version > self.config_version {
+                    self.config_version = version;
+                    self.config = (*config).clone();
+                    self.apply_config();
                 }
-                self.apply_config();
                 (Payload::Ok, false)
             }
             Op::Repl(r) => {
@@ -1586,16 +1584,27 @@ impl Worker {
                         )
                     })
                     .collect();
-                let mut probe = self.config.clone();
-                if let Err(e) = probe.set_runtime_many(changes.iter().map(|(n, v)| (n, v))) {
-                    return err(out, &e.config_set_reply());
-                }
+                // Applied to the one canonical copy, under its lock, and numbered: every
+                // worker then takes the newest copy it has been sent, so two CONFIG SETs from
+                // connections on different workers end with the same settings everywhere
+                // (each worker applying both, in the order they reached it, did not).
+                let (version, config) = {
+                    let mut canon = self.shared.config.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut next = canon.1.clone();
+                    if let Err(e) = next.set_runtime_many(changes.iter().map(|(n, v)| (n, v))) {
+                        return err(out, &e.config_set_reply());
+                    }
+                    canon.0 += 1;
+                    canon.1 = next;
+                    (canon.0, std::sync::Arc::new(canon.1.clone()))
+                };
                 let g = Gather::AllOk {
                     missing: self.peers.len(),
                     error: None,
                 };
                 self.broadcast(token, out, client, g, || Op::ConfigSet {
-                    pairs: changes.clone(),
+                    version,
+                    config: config.clone(),
                 });
             }
             "resetstat" => {

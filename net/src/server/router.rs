@@ -169,8 +169,10 @@ pub enum Op {
     ResetStats,
     ClientList,
     ClientKill(KillFilter),
+    /// CONFIG SET: the settings after it (`Shared::config`), and their version.
     ConfigSet {
-        pairs: Vec<(String, String)>,
+        version: u64,
+        config: Arc<simplekv_conf::Config>,
     },
     Rewrite,
     /// Work of the replication thread (cluster mode).

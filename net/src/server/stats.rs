@@ -26,6 +26,9 @@ pub struct Shared {
     /// `limits.proto_max_bulk_len` as it is now, for the same front doors (kept like
     /// `requirepass`).
     pub proto_max_bulk_len: AtomicU64,
+    /// The settings as CONFIG SET left them, and how many CONFIG SETs made them: changed
+    /// under this lock only, then sent to every worker (see `Op::ConfigSet`).
+    pub config: std::sync::Mutex<(u64, simplekv_conf::Config)>,
 }
 
 /// A rate as Redis's instantaneous metrics give it (`instantaneous_ops_per_sec`...): the

@@ -56,6 +56,8 @@ pub struct Worker {
     pub listener: Option<TcpListener>,
     pub shared: Arc<Shared>,
     pub config: Config,
+    /// How many CONFIG SETs `config` reflects (see `Op::ConfigSet`).
+    pub config_version: u64,
     pub limits: Limits,
     /// Stores by partition; `Some` for the partitions this worker owns.
     pub stores: Vec<Option<Store>>,
@@ -184,6 +186,7 @@ impl Worker {
             listener,
             shared,
             config,
+            config_version: 0,
             limits,
             stores,
             owned,
