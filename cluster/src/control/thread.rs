@@ -274,8 +274,9 @@ impl Ctl {
         };
         // A failure that may pass (no answer, a lost connection or session, a connection
         // that timed out: the network or ZooKeeper having a bad moment as the node starts)
-        // is retried for START_PATIENCE, as a broker waits for ZooKeeper at start; a refused
-        // connection, an unknown host or a node id taken by a live process fails at once.
+        // is retried for START_PATIENCE, as a broker waits for ZooKeeper at start (so is a
+        // node id still held by another session: see `ZkFailure::transient`); a refused
+        // connection or an unknown host fails at once.
         let pause = Duration::from_millis(500);
         loop {
             // Each try within what is left of the patience (a long session timeout would

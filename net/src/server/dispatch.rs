@@ -894,19 +894,10 @@ impl Worker {
     /// Applies run-time settings after CONFIG SET.
     pub fn apply_config(&mut self) {
         self.limits = super::worker::limits_of(&self.config);
-        *self
-            .shared
-            .requirepass
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = self.config.server.requirepass.clone();
         if let Some(c) = self.cluster.as_mut() {
             c.min_isr = self.config.cluster.min_insync_replicas as usize;
             c.default_acks = self.config.cluster.acks;
         }
-        self.shared.proto_max_bulk_len.store(
-            self.config.limits.proto_max_bulk_len,
-            std::sync::atomic::Ordering::Relaxed,
-        );
         if let Ok(level) = self
             .config
             .server
@@ -1590,13 +1581,13 @@ impl Worker {
                 // (each worker applying both, in the order they reached it, did not).
                 let (version, config) = {
                     let mut canon = self.shared.config.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut next = canon.1.clone();
+                    let mut next = (*canon.1).clone();
                     if let Err(e) = next.set_runtime_many(changes.iter().map(|(n, v)| (n, v))) {
                         return err(out, &e.config_set_reply());
                     }
                     canon.0 += 1;
-                    canon.1 = next;
-                    (canon.0, std::sync::Arc::new(canon.1.clone()))
+                    canon.1 = std::sync::Arc::new(next);
+                    (canon.0, canon.1.clone())
                 };
                 let g = Gather::AllOk {
                     missing: self.peers.len(),

@@ -296,9 +296,7 @@ pub fn start_node(
         ),
         port: AtomicUsize::new(addr.port() as usize),
         config_file,
-        requirepass: std::sync::RwLock::new(config.server.requirepass.clone()),
-        proto_max_bulk_len: AtomicU64::new(config.limits.proto_max_bulk_len),
-        config: std::sync::Mutex::new((0, config.clone())),
+        config: std::sync::Mutex::new((0, Arc::new(config.clone()))),
     });
 
     let mut polls = Vec::new();

@@ -308,20 +308,20 @@ impl Router {
     /// Whether `given` is the password the server asks for now (`requirepass`, as CONFIG SET
     /// left it); always true without one. A comparison in constant time.
     pub fn password_ok(&self, given: Option<&[u8]>) -> bool {
-        let want = self
-            .shared
-            .requirepass
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        same_secret(want.as_deref(), given)
+        let config = self.config_now();
+        same_secret(config.server.requirepass.as_deref(), given)
     }
 
     /// The largest key or value a front door other than RESP may write
     /// (`limits.proto_max_bulk_len`, as CONFIG SET left it).
     pub fn max_bulk_len(&self) -> u64 {
-        self.shared
-            .proto_max_bulk_len
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.config_now().limits.proto_max_bulk_len
+    }
+
+    /// The settings as the last CONFIG SET left them (`Shared::config`).
+    fn config_now(&self) -> Arc<simplekv_conf::Config> {
+        let canon = self.shared.config.lock().unwrap_or_else(|e| e.into_inner());
+        canon.1.clone()
     }
 
     pub fn workers(&self) -> usize {

@@ -19,16 +19,11 @@ pub struct Shared {
     pub run_id: String,
     pub port: AtomicUsize,
     pub config_file: Option<std::path::PathBuf>,
-    /// The password as it is now (`server.requirepass`, CONFIG SET), for front doors other
-    /// than the workers' RESP connections (the gRPC KV service). Workers check their own
-    /// copy of the config and write this one when CONFIG SET changes it.
-    pub requirepass: std::sync::RwLock<Option<String>>,
-    /// `limits.proto_max_bulk_len` as it is now, for the same front doors (kept like
-    /// `requirepass`).
-    pub proto_max_bulk_len: AtomicU64,
     /// The settings as CONFIG SET left them, and how many CONFIG SETs made them: changed
-    /// under this lock only, then sent to every worker (see `Op::ConfigSet`).
-    pub config: std::sync::Mutex<(u64, simplekv_conf::Config)>,
+    /// under this lock only, then sent to every worker (see `Op::ConfigSet`). Front doors
+    /// other than the workers' RESP connections (the gRPC KV service) read the password and
+    /// limits from here; workers read their own copy.
+    pub config: std::sync::Mutex<(u64, std::sync::Arc<simplekv_conf::Config>)>,
 }
 
 /// A rate as Redis's instantaneous metrics give it (`instantaneous_ops_per_sec`...): the
