@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{LocalCluster, get, run, set};
 use redis::{RedisResult, Value};
+use simplekv_net::slot::key_slot;
 
 /// The node leading the most partitions (the one whose loss hurts most).
 fn busiest_leader(c: &LocalCluster) -> u32 {
@@ -606,6 +607,23 @@ fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
         .query(&mut fresh)
         .unwrap();
     config_set(&mut conn, "cluster.acks", "all");
+    config_set(&mut conn, "cluster.min_insync_replicas", "4");
+    // A transaction with a write is refused whole where a write would be.
+    let mut fresh = c.conn_to(leader);
+    // MULTI, the commands, EXEC one by one: a client library's atomic pipeline keeps only a
+    // generic text for an error EXEC answers.
+    let exec = |conn: &mut redis::Connection, queue: &[&[&str]]| -> RedisResult<Value> {
+        let _: () = redis::cmd("MULTI").query(conn)?;
+        for args in queue {
+            let _: Value = redis::cmd(args[0]).arg(&args[1..]).query(conn)?;
+        }
+        redis::cmd("EXEC").query(conn)
+    };
+    let e = exec(&mut fresh, &[&["GET", &key], &["SET", &key, "tx"]]).unwrap_err();
+    assert!(
+        format!("{e}").contains("Transaction discarded because of: NOREPLICAS"),
+        "{e}"
+    );
     config_set(&mut conn, "cluster.min_insync_replicas", "2");
     let mut fresh = c.conn_to(leader);
     let _: () = redis::cmd("SET")
@@ -613,6 +631,32 @@ fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
         .arg("z")
         .query(&mut fresh)
         .unwrap();
+    // Transactions run on one slot's leader, as in Redis Cluster (hash tags put keys together).
+    let tagged = format!("{{{key}}}.n");
+    let (ok, n, v): (String, i64, String) = redis::pipe()
+        .atomic()
+        .set(&tagged, 5)
+        .incr(&tagged, 2)
+        .get(&key)
+        .query(&mut fresh)
+        .unwrap();
+    assert_eq!((ok.as_str(), n, v.as_str()), ("OK", 7, "z"));
+    let other = (0..)
+        .map(|i| format!("other{i}"))
+        .find(|k| key_slot(k.as_bytes()) != key_slot(key.as_bytes()))
+        .unwrap();
+    let e = exec(&mut fresh, &[&["SET", &key, "a"], &["SET", &other, "b"]]).unwrap_err();
+    assert!(format!("{e}").to_lowercase().contains("crossslot"), "{e}");
+    assert_eq!(get(&c, leader, &key), Some("z".into()));
+    let _: () = redis::cmd("WATCH").arg(&tagged).query(&mut fresh).unwrap();
+    let _: i64 = redis::cmd("INCR").arg(&tagged).query(&mut conn).unwrap();
+    let r: Value = redis::pipe()
+        .atomic()
+        .set(&key, "lost")
+        .query(&mut fresh)
+        .unwrap();
+    assert_eq!(r, Value::Nil, "a watched key changed: nothing runs");
+    assert_eq!(get(&c, leader, &key), Some("z".into()));
     // The status table shows every replica's log end and high watermark.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_simplekv"))
         .args(["cluster", "status", "--zk", &c.zk_connect()])

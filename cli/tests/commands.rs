@@ -2384,39 +2384,352 @@ fn unknown_command_and_wrong_arity_keep_the_connection_open() {
     expect_reply(&mut raw, b"PING\r\n", b"+PONG\r\n");
 }
 
-/// simplekv has no transactions. A client sends MULTI, its commands and EXEC at once: none of
-/// them may run (before, MULTI was an unknown command and the commands ran one by one while
-/// EXEC told the client the transaction failed).
+/// Keys `{prefix}{i}`, one on each worker, in worker order.
+fn one_per_worker(prefix: &str) -> Vec<String> {
+    let mut keys = vec![String::new(); WORKERS as usize];
+    for i in 0.. {
+        let k = format!("{prefix}{i}");
+        let w = worker_of(k.as_bytes(), PARTITIONS, WORKERS);
+        if keys[w].is_empty() {
+            keys[w] = k;
+        }
+        if keys.iter().all(|k| !k.is_empty()) {
+            return keys;
+        }
+    }
+    unreachable!()
+}
+
+/// MULTI queues commands and EXEC runs them in order, answering each one's reply in an array,
+/// whichever workers their keys live on; a command that fails as it runs leaves its error in
+/// the array and the others run, as in Redis. Commands pipelined after EXEC see it.
 #[test]
-fn a_transaction_is_refused_whole_and_nothing_in_it_runs() {
+fn exec_runs_the_queued_commands_in_order_across_workers() {
     let s = server();
     let mut raw = s.raw();
-    let multi = "-ERR MULTI is not supported by simplekv (no transactions): the commands up to EXEC or DISCARD are refused, none is run\r\n";
-    let not_run = "-ERR not run: this connection sent MULTI, which simplekv does not support; commands are refused until EXEC or DISCARD\r\n";
+    let k = one_per_worker("tx:");
+    let (k0, k1, k2, k3) = (&k[0], &k[1], &k[2], &k[3]);
+    let mut req = resp(&[b"MULTI"]);
+    let queued: Vec<Vec<&[u8]>> = vec![
+        vec![b"SET", k0.as_bytes(), b"1"],
+        vec![b"INCR", k0.as_bytes()],
+        vec![
+            b"MSET",
+            k1.as_bytes(),
+            b"a",
+            k2.as_bytes(),
+            b"b",
+            k3.as_bytes(),
+            b"c",
+        ],
+        vec![
+            b"MGET",
+            k0.as_bytes(),
+            k1.as_bytes(),
+            k2.as_bytes(),
+            k3.as_bytes(),
+            b"tx:none",
+        ],
+        vec![b"INCR", k1.as_bytes()],
+        vec![b"APPEND", k2.as_bytes(), b"x"],
+        vec![b"DEL", k3.as_bytes(), k1.as_bytes()],
+        vec![b"PING"],
+        vec![b"ECHO", b"hi"],
+    ];
+    for q in &queued {
+        req.extend(resp(q));
+    }
+    req.extend(resp(&[b"EXEC"]));
+    req.extend(resp(&[
+        b"MGET",
+        k0.as_bytes(),
+        k1.as_bytes(),
+        k2.as_bytes(),
+        k3.as_bytes(),
+    ]));
     let want = format!(
-        "{multi}{not_run}{not_run}-ERR MULTI calls can not be nested\r\n\
-         -EXECABORT Transaction discarded because of previous errors.\r\n$-1\r\n:0\r\n"
+        "+OK\r\n{}*9\r\n+OK\r\n:2\r\n+OK\r\n*5\r\n$1\r\n2\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$-1\r\n\
+         -ERR value is not an integer or out of range\r\n:2\r\n:2\r\n+PONG\r\n$2\r\nhi\r\n\
+         *4\r\n$1\r\n2\r\n$-1\r\n$2\r\nbx\r\n$-1\r\n",
+        "+QUEUED\r\n".repeat(queued.len())
+    );
+    expect_reply(&mut raw, &req, want.as_bytes());
+    // An empty transaction; WATCH pipelined with the transaction (the versions of keys on
+    // other workers are in before EXEC checks them).
+    expect_reply(&mut raw, b"MULTI\r\nEXEC\r\n", b"+OK\r\n*0\r\n");
+    let mut req = resp(&[
+        b"WATCH",
+        k0.as_bytes(),
+        k1.as_bytes(),
+        k2.as_bytes(),
+        k3.as_bytes(),
+    ]);
+    req.extend(resp(&[b"MULTI"]));
+    req.extend(resp(&[b"GET", k2.as_bytes()]));
+    req.extend(resp(&[b"EXEC"]));
+    expect_reply(
+        &mut raw,
+        &req,
+        b"+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n$2\r\nbx\r\n",
+    );
+    let mut c = s.client();
+    let (ok, n, v): (String, i64, Option<String>) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(k3)
+        .arg("5")
+        .cmd("INCRBY")
+        .arg(k3)
+        .arg(10)
+        .cmd("GET")
+        .arg(k2)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((ok.as_str(), n, v.as_deref()), ("OK", 15, Some("bx")));
+}
+
+/// A command refused while queued (unknown, wrong arity, not allowed in a transaction) makes
+/// EXEC answer EXECABORT and run nothing, as in Redis; DISCARD drops the queue.
+#[test]
+fn a_transaction_with_a_refused_command_runs_nothing() {
+    let s = server();
+    let mut raw = s.raw();
+    let k = one_per_worker("txr:");
+    let msetnx = resp(&[b"MSETNX", k[0].as_bytes(), b"1", k[1].as_bytes(), b"2"]);
+    for (refused, why) in [
+        (
+            b"NOPE\r\n".to_vec(),
+            "-ERR unknown command 'NOPE', with args beginning with: \r\n",
+        ),
+        (
+            b"GET\r\n".to_vec(),
+            "-ERR wrong number of arguments for 'get' command\r\n",
+        ),
+        (
+            b"INFO\r\n".to_vec(),
+            "-ERR 'info' is not supported inside MULTI: a simplekv transaction takes key commands, PING, ECHO and TIME\r\n",
+        ),
+        (
+            msetnx,
+            "-ERR MSETNX inside MULTI needs all its keys on one worker: give them one hash tag, e.g. {user1}.name {user1}.mail\r\n",
+        ),
+    ] {
+        let mut req = b"MULTI\r\nSET txr:a 1\r\n".to_vec();
+        req.extend(refused);
+        req.extend(b"INCR txr:b\r\nMULTI\r\nWATCH txr:a\r\nEXEC\r\nGET txr:a\r\nEXISTS txr:b\r\n");
+        let want = format!(
+            "+OK\r\n+QUEUED\r\n{why}+QUEUED\r\n-ERR MULTI calls can not be nested\r\n\
+             -ERR WATCH inside MULTI is not allowed\r\n\
+             -EXECABORT Transaction discarded because of previous errors.\r\n$-1\r\n:0\r\n"
+        );
+        expect_reply(&mut raw, &req, want.as_bytes());
+    }
+    expect_reply(
+        &mut raw,
+        b"multi\r\nSET txr:a 1\r\nDISCARD\r\nSET txr:a 2\r\nGET txr:a\r\n",
+        b"+OK\r\n+QUEUED\r\n+OK\r\n+OK\r\n$1\r\n2\r\n",
     );
     expect_reply(
         &mut raw,
-        b"MULTI\r\nSET tx:a 1\r\nINCR tx:b\r\nMULTI\r\nEXEC\r\nGET tx:a\r\nEXISTS tx:b\r\n",
-        want.as_bytes(),
-    );
-    let want = format!("{multi}{not_run}+OK\r\n+OK\r\n$1\r\n2\r\n");
-    expect_reply(
-        &mut raw,
-        b"multi\r\nSET tx:a 1\r\nDISCARD\r\nSET tx:a 2\r\nGET tx:a\r\n",
-        want.as_bytes(),
-    );
-    expect_reply(
-        &mut raw,
-        b"EXEC\r\nDISCARD\r\nEXEC x\r\n",
+        b"EXEC\r\nDISCARD\r\nEXEC x\r\nWATCH\r\n",
         b"-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n\
-          -ERR wrong number of arguments for 'exec' command\r\n",
+          -ERR wrong number of arguments for 'exec' command\r\n\
+          -ERR wrong number of arguments for 'watch' command\r\n",
     );
-    // QUIT still ends the connection in the middle of one.
-    expect_reply(&mut raw, b"MULTI\r\n", multi.as_bytes());
+    // CLIENT LIST shows a transaction under way, and QUIT still ends the connection in one.
+    let mut c = s.client();
+    let id: i64 = cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    expect_reply(&mut raw, b"MULTI\r\nSET txr:a 3\r\n", b"+OK\r\n+QUEUED\r\n");
+    let list: String = cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let line = list
+        .lines()
+        .find(|l| !l.starts_with(&format!("id={id} ")))
+        .expect("the other connection");
+    assert!(
+        line.contains(" flags=x ") && line.contains(" multi=1 "),
+        "{line}"
+    );
     expect_reply(&mut raw, b"QUIT\r\n", b"+OK\r\n");
+    assert_eq!(get(&mut c, "txr:a"), Some("2".into()));
+}
+
+fn watch(c: &mut Connection, keys: &[&str]) {
+    let () = cmd("WATCH").arg(keys).query(c).unwrap();
+}
+
+/// MULTI, one SET, EXEC: whether it ran (false: EXEC answered a null array).
+fn exec_set(c: &mut Connection, k: &str, v: &str) -> bool {
+    let () = cmd("MULTI").query(c).unwrap();
+    let q: String = cmd("SET").arg(k).arg(v).query(c).unwrap();
+    assert_eq!(q, "QUEUED");
+    let r: Value = cmd("EXEC").query(c).unwrap();
+    match r {
+        Value::Nil => false,
+        Value::Array(v) if v.len() == 1 => true,
+        other => panic!("EXEC answered {other:?}"),
+    }
+}
+
+/// WATCH: EXEC runs nothing (a null array) if a watched key was written, deleted, created,
+/// given or stripped of an expiry, or expired since; reads do not count, and EXEC, DISCARD and
+/// UNWATCH end the watch.
+#[test]
+fn exec_after_watch_runs_only_if_no_watched_key_changed() {
+    let s = server();
+    let mut a = s.client();
+    let mut b = s.client();
+    let k = one_per_worker("w:");
+    let all: Vec<&str> = k.iter().map(String::as_str).collect();
+    set(&mut b, &k[1], "v");
+    set(&mut b, &k[2], "v");
+    // Unchanged (read by others, the absent one still absent): it runs.
+    watch(&mut a, &all);
+    let _ = get(&mut b, &k[1]);
+    let _: i64 = cmd("EXISTS").arg(&k[3]).query(&mut b).unwrap();
+    assert!(exec_set(&mut a, &k[0], "1"));
+    type Change = fn(&mut Connection, &str);
+    let changes: [(&str, usize, Change); 6] = [
+        ("written", 1, |c, k| set(c, k, "v")),
+        ("created", 3, |c, k| set(c, k, "new")),
+        ("deleted", 3, |c, k| {
+            let _: i64 = cmd("DEL").arg(k).query(c).unwrap();
+        }),
+        ("given an expiry", 2, |c, k| {
+            let _: i64 = cmd("EXPIRE").arg(k).arg(100).query(c).unwrap();
+        }),
+        ("stripped of its expiry", 2, |c, k| {
+            let _: i64 = cmd("PERSIST").arg(k).query(c).unwrap();
+        }),
+        ("written with the same value", 1, |c, k| set(c, k, "v")),
+    ];
+    for (what, i, change) in changes {
+        watch(&mut a, &all);
+        change(&mut b, &k[i]);
+        assert!(
+            !exec_set(&mut a, &k[0], what),
+            "ran though a key was {what}"
+        );
+        assert_eq!(get(&mut a, &k[0]), Some("1".into()), "{what}");
+    }
+    // Its own writes count too, as in Redis.
+    watch(&mut a, &[&k[2]]);
+    set(&mut a, &k[2], "mine");
+    assert!(!exec_set(&mut a, &k[0], "own"));
+    // A key that expires after WATCH.
+    let () = cmd("SET")
+        .arg(&k[3])
+        .arg("x")
+        .arg("PX")
+        .arg(80)
+        .query(&mut b)
+        .unwrap();
+    watch(&mut a, &[&k[3]]);
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(!exec_set(&mut a, &k[0], "expired"));
+    // EXEC (run or not), DISCARD and UNWATCH each end the watch.
+    for end in ["EXEC", "DISCARD", "UNWATCH"] {
+        watch(&mut a, &all);
+        match end {
+            "EXEC" => assert!(exec_set(&mut a, &k[0], "2")),
+            "DISCARD" => {
+                let () = cmd("MULTI").query(&mut a).unwrap();
+                let () = cmd("DISCARD").query(&mut a).unwrap();
+            }
+            _ => {
+                let () = cmd("UNWATCH").query(&mut a).unwrap();
+            }
+        }
+        set(&mut b, &k[1], "again");
+        assert!(exec_set(&mut a, &k[0], "3"), "still watching after {end}");
+    }
+}
+
+/// The optimistic-locking loop client libraries run (WATCH, read, MULTI, write, EXEC, again
+/// if it was aborted) loses no update when several clients race on one counter.
+#[test]
+fn watch_loops_of_racing_clients_lose_no_increment() {
+    let s = server();
+    const CLIENTS: usize = 4;
+    const EACH: i64 = 40;
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let mut c = s.client();
+            std::thread::spawn(move || {
+                let mut retries = 0;
+                for _ in 0..EACH {
+                    for attempt in 0.. {
+                        assert!(attempt < 10_000, "no progress");
+                        watch(&mut c, &["race:n"]);
+                        let n: Option<i64> = cmd("GET").arg("race:n").query(&mut c).unwrap();
+                        let ran: Option<(String,)> = redis::pipe()
+                            .atomic()
+                            .cmd("SET")
+                            .arg("race:n")
+                            .arg(n.unwrap_or(0) + 1)
+                            .query(&mut c)
+                            .unwrap();
+                        if ran.is_some() {
+                            break;
+                        }
+                        retries += 1;
+                    }
+                }
+                retries
+            })
+        })
+        .collect();
+    let retries: i64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let mut c = s.client();
+    let n: i64 = cmd("GET").arg("race:n").query(&mut c).unwrap();
+    assert_eq!(n, CLIENTS as i64 * EACH, "{retries} retries");
+}
+
+/// A transaction over several workers is isolated: one that reads two keys never sees the
+/// halfway state of one that increments both.
+#[test]
+fn transactions_over_several_workers_never_see_each_other_halfway() {
+    let s = server();
+    let k = one_per_worker("iso:");
+    let (x, y) = (k[0].clone(), k[3].clone());
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = s.client();
+            let (x, y) = (x.clone(), y.clone());
+            std::thread::spawn(move || {
+                for _ in 0..300 {
+                    let _: (i64, i64) = redis::pipe()
+                        .atomic()
+                        .incr(&x, 1)
+                        .incr(&y, 1)
+                        .query(&mut c)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut c = s.client();
+    let mut reads = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !writers.iter().all(|w| w.is_finished()) && Instant::now() < deadline {
+        let (a, b): (Option<i64>, Option<i64>) = redis::pipe()
+            .atomic()
+            .get(&x)
+            .get(&y)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(a, b, "a transaction saw another one halfway");
+        reads += 1;
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let (a, b): (i64, i64) = redis::pipe()
+        .atomic()
+        .get(&x)
+        .get(&y)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((a, b), (600, 600), "after {reads} reads");
 }
 
 #[test]

@@ -453,6 +453,27 @@ impl Store {
         self.visible_loc(key).is_some()
     }
 
+    /// A visible key's version, for optimistic transactions (WATCH): the LSN of its value's
+    /// record and its expiry. A new value (even the same bytes), a delete, an expiry change
+    /// or the key expiring changes it; a merge moving the record does not (records keep
+    /// their LSN). `None` if the key is absent or expired.
+    pub fn version(&self, key: &[u8]) -> Result<Option<(u64, u64)>, ReadError> {
+        let Some(loc) = self.visible_loc(key) else {
+            return Ok(None);
+        };
+        let seg = self.seg(loc.seg);
+        let corrupt = |reason: String| ReadError::Corrupt {
+            path: seg.path.clone(),
+            offset: loc.off as u64,
+            reason,
+        };
+        let bytes = seg
+            .bytes(loc.off as u64, record::HEADER_LEN)
+            .ok_or_else(|| corrupt("record extends past the end of the segment".into()))?;
+        let h = record::decode_header(bytes).map_err(|e| corrupt(e.to_string()))?;
+        Ok(Some((h.lsn, loc.expire)))
+    }
+
     /// Milliseconds left to live: `None` if absent, `Some(None)` if it never expires.
     pub fn ttl_ms(&self, key: &[u8]) -> Option<Option<u64>> {
         let now = self.now();

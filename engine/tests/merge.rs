@@ -447,3 +447,20 @@ fn a_merge_install_that_fails_midway_leaves_a_store_that_serves_the_same_and_mer
     drop(s);
     assert_eq!(snapshot(&open(dir.path())), expected_after);
 }
+
+/// A merge moves records but keeps their LSN, so a WATCHed key's version survives it.
+#[test]
+fn merge_keeps_every_key_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    fill(&mut s);
+    let versions: Vec<_> = (0..300u32)
+        .map(|i| s.version(format!("key{i}").as_bytes()).unwrap())
+        .collect();
+    assert!(versions.iter().any(Option::is_some));
+    s.merge_now(u64::MAX).unwrap().unwrap();
+    let after: Vec<_> = (0..300u32)
+        .map(|i| s.version(format!("key{i}").as_bytes()).unwrap())
+        .collect();
+    assert_eq!(after, versions);
+}

@@ -358,3 +358,36 @@ fn prefetch_stages_are_hints_for_any_key_in_any_state() {
     assert_eq!(s.get(b"fresh").unwrap().unwrap(), b"in the buffer");
     assert!(s.get(b"absent").unwrap().is_none());
 }
+
+/// WATCH compares versions: every kind of change to a key changes its version, and reading
+/// or reopening does not.
+#[test]
+fn a_key_version_changes_with_every_write_to_the_key_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    assert_eq!(s.version(b"k").unwrap(), None);
+    s.put(b"k", b"v", None).unwrap();
+    let v1 = s.version(b"k").unwrap().expect("present");
+    s.get(b"k").unwrap();
+    s.put(b"other", b"x", None).unwrap();
+    assert_eq!(s.version(b"k").unwrap(), Some(v1), "reads and other keys");
+    s.put(b"k", b"v", None).unwrap();
+    let v2 = s.version(b"k").unwrap().expect("present");
+    assert_ne!(v2, v1, "the same value written again");
+    s.set_expire(b"k", Some(clock() + 10_000)).unwrap();
+    let v3 = s.version(b"k").unwrap().expect("present");
+    assert_ne!(v3, v2, "an expiry set");
+    s.set_expire(b"k", None).unwrap();
+    let v4 = s.version(b"k").unwrap().expect("present");
+    assert_ne!(v4, v3, "an expiry removed");
+    s.commit().unwrap();
+    drop(s);
+    let mut s = open(dir.path());
+    assert_eq!(s.version(b"k").unwrap(), Some(v4), "reopen");
+    s.set_expire(b"k", Some(clock() + 5)).unwrap();
+    advance(10);
+    assert_eq!(s.version(b"k").unwrap(), None, "expired");
+    s.put(b"k", b"v", None).unwrap();
+    s.delete(b"k").unwrap();
+    assert_eq!(s.version(b"k").unwrap(), None, "deleted");
+}

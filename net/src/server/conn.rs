@@ -121,6 +121,17 @@ pub enum Gather {
         all: bool,
         error: Option<String>,
     },
+    /// EXEC: one gather per queued command, filled from the `Payload::Tx` of each worker
+    /// that ran a part (`missing` of them still to come). `error`: a part refused whole
+    /// (cluster mode: the partition moved, too few in-sync replicas), the reply instead of
+    /// the array.
+    Tx {
+        items: Vec<Gather>,
+        missing: usize,
+        error: Option<String>,
+        /// A watched key had changed: nothing ran (a null array).
+        aborted: bool,
+    },
     /// Parts whose payloads a finishing function turns into the reply (INFO, KEYS, ...).
     Collect {
         parts: Vec<super::router::Payload>,
@@ -269,9 +280,10 @@ pub struct Client {
     /// Input is left unread while this worker holds still for an MSETNX (`msetnx`).
     pub frozen: bool,
     pub in_dirty_list: bool,
-    /// The client sent MULTI (not supported): its commands are refused, none run, until EXEC
-    /// or DISCARD.
-    pub refusing_multi: bool,
+    /// The client sent MULTI: its commands are queued until EXEC or DISCARD (`multi`).
+    pub tx: Option<Box<super::multi::TxQueue>>,
+    /// WATCHed keys and the version each had then (`multi`).
+    pub watched: Vec<super::multi::Watched>,
 }
 
 /// Reads stop and parsing pauses above these, so one pipelining client cannot make a worker
@@ -332,7 +344,8 @@ impl Conn {
                 paused: false,
                 frozen: false,
                 in_dirty_list: false,
-                refusing_multi: false,
+                tx: None,
+                watched: Vec::new(),
             },
         }
     }

@@ -229,12 +229,10 @@ impl Worker {
         client: &mut Client,
         args: &[&[u8]],
     ) {
-        if client.refusing_multi && self.refuse_in_multi(out, client, args) {
-            return;
-        }
         let Some(spec) = cmd::lookup(args[0]) else {
-            if !self.transaction_command(out, client, args) {
+            if !self.transaction_command(token, out, client, args) {
                 out.push_reply(&unknown_command(args));
+                super::multi::flag(client);
             }
             return;
         };
@@ -255,6 +253,7 @@ impl Worker {
                     arity_spec.name
                 ),
             );
+            super::multi::flag(client);
             return;
         }
         // As Redis: no password set (any more), no authentication needed, whatever the
@@ -273,7 +272,11 @@ impl Worker {
             && !setinfo
         {
             err(out, "NOAUTH Authentication required.");
+            super::multi::flag(client);
             return;
+        }
+        if client.tx.is_some() && spec.name != "quit" {
+            return self.queue_command(out, client, spec, args);
         }
         match spec.kind {
             Kind::Keyed => self.dispatch_keyed(token, out, client, spec, args),
@@ -422,88 +425,24 @@ impl Worker {
                 return err(out, &e);
             }
         }
-        // (position, key index in args) per worker
-        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); workers];
-        for i in (1..args.len()).step_by(step) {
-            let w = self.topo.worker_of(self.topo.partition_of(args[i]));
-            groups[w].push(i);
-        }
-        if pairs {
-            // MSET is all or nothing in Redis. Its parts run on several workers, and a part
-            // the engine refuses for its size used to fail after the other parts had been
-            // written; refusing over-limit keys and values before anything runs keeps it atomic
-            // (with the engine's own error text, against the limits the engine applies; a
-            // worker that owns no partition goes by the configuration they come from).
-            let (max_key, max_value) = match self.owned.first().and_then(|&p| self.store(p)) {
-                Some(s) => (s.options().max_key_len, s.options().max_value_len),
-                None => (
-                    self.config.limits.max_key_len as usize,
-                    self.config.limits.max_value_len as usize,
-                ),
-            };
-            for kv in args[1..].chunks(2) {
-                if let Some(e) = pair_over_limit(kv[0], kv[1], max_key, max_value) {
-                    return err(out, &e);
-                }
-            }
+        let groups = self.multi_groups(args, step);
+        if pairs && let Some(e) = self.pairs_over_limit(args) {
+            return err(out, &e);
         }
         let involved: Vec<usize> = (0..workers).filter(|&w| !groups[w].is_empty()).collect();
-        let pairs_of = |idx: &[usize]| -> Pairs {
-            idx.iter()
-                .map(|&i| (args[i].to_vec(), args[i + 1].to_vec()))
-                .collect()
-        };
         if kind == MultiKind::MSetNx && involved.len() > 1 {
             let parts = involved
                 .iter()
-                .map(|&w| (w, pairs_of(&groups[w])))
+                .map(|&w| (w, pairs_of(args, &groups[w])))
                 .collect();
             self.start_msetnx(token, out, client, acks, parts);
             return;
         }
-        let n_keys = (args.len() - 1) / step;
-        let gather = match kind {
-            MultiKind::MGet => Gather::Elements {
-                items: vec![None; n_keys],
-                missing: involved.len(),
-            },
-            MultiKind::Del | MultiKind::Unlink | MultiKind::Exists => Gather::Sum {
-                total: 0,
-                missing: involved.len(),
-                error: None,
-            },
-            MultiKind::MSet => Gather::AllOk {
-                missing: involved.len(),
-                error: None,
-            },
-            MultiKind::MSetNx => Gather::Single(None),
-        };
+        let gather = multi_gather(kind, (args.len() - 1) / step, involved.len());
         let mut slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         let mut need = Need::Now;
         for (part, &w) in involved.iter().enumerate() {
-            let idx = &groups[w];
-            let op = match kind {
-                MultiKind::MGet => Op::MGet {
-                    keys: idx
-                        .iter()
-                        .map(|&i| ((i - 1) as u32, args[i].to_vec()))
-                        .collect(),
-                },
-                MultiKind::Del | MultiKind::Unlink => Op::Del {
-                    keys: idx.iter().map(|&i| args[i].to_vec()).collect(),
-                },
-                MultiKind::Exists => Op::Exists {
-                    keys: idx.iter().map(|&i| args[i].to_vec()).collect(),
-                },
-                MultiKind::MSet | MultiKind::MSetNx => {
-                    let pairs = pairs_of(idx);
-                    if kind == MultiKind::MSet {
-                        Op::MSet { pairs }
-                    } else {
-                        Op::MSetNx { pairs }
-                    }
-                }
-            };
+            let op = multi_op(kind, args, &groups[w]);
             if w == self.id {
                 let (payload, n) = self.execute_op(op, acks);
                 need = need.max(n);
@@ -519,7 +458,41 @@ impl Worker {
         self.push_gathered(out, slot, need);
     }
 
-    fn push_gathered(&self, out: &mut Output, mut slot: Slot, need: Need) {
+    /// The argument indexes of a multi-key command's keys (every `step`-th from 1), grouped
+    /// by the worker that owns them.
+    pub(super) fn multi_groups(&self, args: &[&[u8]], step: usize) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.peers.len()];
+        for i in (1..args.len()).step_by(step) {
+            let w = self.topo.worker_of(self.topo.partition_of(args[i]));
+            groups[w].push(i);
+        }
+        groups
+    }
+
+    /// MSET is all or nothing in Redis. Its parts run on several workers, and a part the
+    /// engine refuses for its size used to fail after the other parts had been written;
+    /// refusing over-limit keys and values before anything runs keeps it atomic (with the
+    /// engine's own error text, against the limits the engine applies; a worker that owns no
+    /// partition goes by the configuration they come from).
+    pub(super) fn pairs_over_limit(&self, args: &[&[u8]]) -> Option<String> {
+        let (max_key, max_value) = match self.owned.first().and_then(|&p| self.store(p)) {
+            Some(s) => (s.options().max_key_len, s.options().max_value_len),
+            None => (
+                self.config.limits.max_key_len as usize,
+                self.config.limits.max_value_len as usize,
+            ),
+        };
+        args[1..].chunks(2).find_map(|kv| {
+            pair_over_limit(
+                kv[0],
+                kv.get(1).copied().unwrap_or_default(),
+                max_key,
+                max_value,
+            )
+        })
+    }
+
+    pub(super) fn push_gathered(&self, out: &mut Output, mut slot: Slot, need: Need) {
         let hold = self.hold_for(need);
         match slot {
             Slot::Ready(reply) => match hold {
@@ -544,6 +517,9 @@ impl Worker {
         if let Op::Repl(r) = op {
             return self.repl_op(r);
         }
+        if let Op::Tx(part) = op {
+            return self.run_tx_part(part, acks);
+        }
         let mut part = None;
         if self.cluster.is_some() {
             if let Some((p, key)) = self.op_key(&op) {
@@ -551,16 +527,7 @@ impl Worker {
                     let e = super::cluster_cmds::CROSSSLOT.to_string();
                     return (Payload::Err(e), Need::Now);
                 }
-                let write = match &op {
-                    Op::Keyed { args, .. } => args
-                        .slices()
-                        .first()
-                        .and_then(|n| cmd::lookup(n))
-                        .is_some_and(|s| s.flags.contains(&"write")),
-                    Op::Del { .. } | Op::MSet { .. } | Op::MSetNx { .. } => true,
-                    _ => false,
-                };
-                if let Some(e) = self.cluster_refusal(p, &key, write, acks) {
+                if let Some(e) = self.cluster_refusal(p, &key, op_writes(&op), acks) {
                     return (Payload::Err(e), Need::Now);
                 }
                 part = Some(p);
@@ -820,7 +787,14 @@ impl Worker {
             // Parked by the message loop; never executed in place.
             Op::Wait { .. } => (Payload::Int(0), false),
             // Taken by the message loop (`msetnx`); never executed in place.
-            Op::NxStep { .. } | Op::NxDecide { .. } => (
+            Op::Versions { keys } => {
+                let vs = keys
+                    .into_iter()
+                    .map(|(i, k)| (i, self.version_of(&k)))
+                    .collect();
+                (Payload::Versions(vs), false)
+            }
+            Op::NxStep { .. } | Op::NxDecide { .. } | Op::TxStep { .. } | Op::Tx(_) => (
                 Payload::Err("ERR internal: MSETNX step out of place".into()),
                 false,
             ),
@@ -962,7 +936,7 @@ impl Worker {
         }
     }
 
-    fn dispatch_server(
+    pub(super) fn dispatch_server(
         &mut self,
         token: usize,
         out: &mut Output,
@@ -1832,71 +1806,6 @@ impl Worker {
         out.push_reply(&r);
     }
 
-    /// MULTI, EXEC and DISCARD (simplekv has no transactions). A client library sends MULTI,
-    /// the commands and EXEC in one go: answering MULTI "unknown command" and then running
-    /// the commands one by one applied a transaction half-way while the client was told it
-    /// failed. Instead MULTI is refused and so is every command after it, none run, until
-    /// EXEC (EXECABORT, as Redis answers a transaction with a refused command) or DISCARD.
-    /// Returns false for any other command.
-    fn transaction_command(&self, out: &mut Output, client: &mut Client, args: &[&[u8]]) -> bool {
-        let name = args[0];
-        let (multi, exec, discard) = (
-            name.eq_ignore_ascii_case(b"multi"),
-            name.eq_ignore_ascii_case(b"exec"),
-            name.eq_ignore_ascii_case(b"discard"),
-        );
-        if !(multi || exec || discard) {
-            return false;
-        }
-        if args.len() != 1 {
-            let name = String::from_utf8_lossy(name).to_lowercase();
-            err(
-                out,
-                &format!("ERR wrong number of arguments for '{name}' command"),
-            );
-        } else if !client.authed && self.config.server.requirepass.is_some() {
-            err(out, "NOAUTH Authentication required.");
-        } else if multi {
-            client.refusing_multi = true;
-            err(
-                out,
-                "ERR MULTI is not supported by simplekv (no transactions): the commands up to EXEC or DISCARD are refused, none is run",
-            );
-        } else if exec {
-            err(out, "ERR EXEC without MULTI");
-        } else {
-            err(out, "ERR DISCARD without MULTI");
-        }
-        true
-    }
-
-    /// A command after a refused MULTI (see `transaction_command`): refused unless it ends
-    /// the transaction or the connection. Returns false when the command should run.
-    fn refuse_in_multi(&self, out: &mut Output, client: &mut Client, args: &[&[u8]]) -> bool {
-        let name = args[0];
-        if name.eq_ignore_ascii_case(b"quit") {
-            return false;
-        }
-        if args.len() == 1 && name.eq_ignore_ascii_case(b"exec") {
-            client.refusing_multi = false;
-            err(
-                out,
-                "EXECABORT Transaction discarded because of previous errors.",
-            );
-        } else if args.len() == 1 && name.eq_ignore_ascii_case(b"discard") {
-            client.refusing_multi = false;
-            out.push_reply(b"+OK\r\n");
-        } else if name.eq_ignore_ascii_case(b"multi") {
-            err(out, "ERR MULTI calls can not be nested");
-        } else {
-            err(
-                out,
-                "ERR not run: this connection sent MULTI, which simplekv does not support; commands are refused until EXEC or DISCARD",
-            );
-        }
-        true
-    }
-
     pub fn client_line(&self, c: &Client, out: &Output) -> String {
         let text = |v: &Option<Vec<u8>>| {
             v.as_deref()
@@ -1905,13 +1814,16 @@ impl Worker {
                 .into_owned()
         };
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll={} omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp=2 lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll={} omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp=2 lib-name={} lib-ver={}\n",
             c.id,
             c.addr,
             c.local_addr,
             text(&c.name),
             c.created.elapsed().as_secs(),
             c.last_active.elapsed().as_secs(),
+            // As Redis: x inside MULTI, with the number of commands queued.
+            if c.tx.is_some() { "x" } else { "N" },
+            c.tx.as_ref().map_or(-1, |t| t.len() as i64),
             out.slots.len(),
             out.wbuf.len() - out.wpos,
             c.last_cmd,
@@ -1929,12 +1841,92 @@ impl Worker {
     }
 }
 
+/// The key-value pairs at argument indexes `idx` (each a key, its value next).
+fn pairs_of(args: &[&[u8]], idx: &[usize]) -> Pairs {
+    idx.iter()
+        .map(|&i| (args[i].to_vec(), args[i + 1].to_vec()))
+        .collect()
+}
+
+/// How the parts of a multi-key command of `n_keys` keys, run by `n_parts` workers, make its
+/// reply.
+pub(super) fn multi_gather(kind: MultiKind, n_keys: usize, n_parts: usize) -> Gather {
+    match kind {
+        MultiKind::MGet => Gather::Elements {
+            items: vec![None; n_keys],
+            missing: n_parts,
+        },
+        MultiKind::Del | MultiKind::Unlink | MultiKind::Exists => Gather::Sum {
+            total: 0,
+            missing: n_parts,
+            error: None,
+        },
+        MultiKind::MSet => Gather::AllOk {
+            missing: n_parts,
+            error: None,
+        },
+        MultiKind::MSetNx => Gather::Single(None),
+    }
+}
+
+/// One worker's part of a multi-key command: its keys are at argument indexes `idx`.
+pub(super) fn multi_op(kind: MultiKind, args: &[&[u8]], idx: &[usize]) -> Op {
+    match kind {
+        MultiKind::MGet => Op::MGet {
+            keys: idx
+                .iter()
+                .map(|&i| ((i - 1) as u32, args[i].to_vec()))
+                .collect(),
+        },
+        MultiKind::Del | MultiKind::Unlink => Op::Del {
+            keys: idx.iter().map(|&i| args[i].to_vec()).collect(),
+        },
+        MultiKind::Exists => Op::Exists {
+            keys: idx.iter().map(|&i| args[i].to_vec()).collect(),
+        },
+        MultiKind::MSet => Op::MSet {
+            pairs: pairs_of(args, idx),
+        },
+        MultiKind::MSetNx => Op::MSetNx {
+            pairs: pairs_of(args, idx),
+        },
+    }
+}
+
+/// Whether an op writes (cluster mode refuses it where writes are refused).
+pub(super) fn op_writes(op: &Op) -> bool {
+    match op {
+        Op::Keyed { args, .. } => args
+            .slices()
+            .first()
+            .and_then(|n| cmd::lookup(n))
+            .is_some_and(|s| s.flags.contains(&"write")),
+        Op::Del { .. } | Op::MSet { .. } | Op::MSetNx { .. } => true,
+        Op::Tx(part) => part.items.iter().any(|(_, op)| op_writes(op)),
+        _ => false,
+    }
+}
+
 /// Puts one part's payload into a waiting slot; turns the slot Ready when complete.
 pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
     let Slot::Waiting(pending) = slot else {
         return;
     };
-    match &mut pending.gather {
+    fill_gather(&mut pending.gather, part, payload);
+    if let Some(reply) = finished_reply(slot) {
+        let hold = match slot {
+            Slot::Waiting(p) => p.hold,
+            _ => None,
+        };
+        *slot = match hold {
+            Some(h) => Slot::Held(h, reply.into()),
+            None => Slot::Ready(reply),
+        };
+    }
+}
+
+fn fill_gather(gather: &mut Gather, part: u32, payload: Payload) {
+    match gather {
         Gather::Single(r) => {
             *r = Some(payload_to_resp(payload));
         }
@@ -1994,16 +1986,26 @@ pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
             }
             *missing = missing.saturating_sub(1);
         }
-    }
-    if let Some(reply) = finished_reply(slot) {
-        let hold = match slot {
-            Slot::Waiting(p) => p.hold,
-            _ => None,
-        };
-        *slot = match hold {
-            Some(h) => Slot::Held(h, reply.into()),
-            None => Slot::Ready(reply),
-        };
+        Gather::Tx {
+            items,
+            missing,
+            error,
+            aborted,
+        } => {
+            match payload {
+                Payload::TxAborted => *aborted = true,
+                Payload::Tx(done) => {
+                    for (i, p) in done {
+                        if let Some(item) = items.get_mut(i as usize) {
+                            fill_gather(item, 0, p);
+                        }
+                    }
+                }
+                Payload::Err(e) => *error = Some(e),
+                _ => *error = Some("ERR internal: unexpected transaction reply".into()),
+            }
+            *missing = missing.saturating_sub(1);
+        }
     }
 }
 
@@ -2024,8 +2026,13 @@ fn finished_reply(slot: &mut Slot) -> Option<Vec<u8>> {
     let Slot::Waiting(pending) = slot else {
         return None;
     };
+    gather_reply(&mut pending.gather)
+}
+
+/// The reply a gather makes once every part is in (None while some are missing).
+pub(super) fn gather_reply(gather: &mut Gather) -> Option<Vec<u8>> {
     let mut r = Vec::new();
-    match &mut pending.gather {
+    match gather {
         Gather::Single(v) => return v.take(),
         Gather::Elements { items, missing } => {
             if *missing > 0 {
@@ -2059,6 +2066,33 @@ fn finished_reply(slot: &mut Slot) -> Option<Vec<u8>> {
                 return None;
             }
             super::commands::finish(finish, std::mem::take(parts), &mut r);
+        }
+        Gather::Tx {
+            items,
+            missing,
+            error,
+            aborted,
+        } => {
+            if *missing > 0 {
+                return None;
+            }
+            if let Some(e) = error {
+                write_error(&mut r, e.as_bytes());
+                return Some(r);
+            }
+            if *aborted {
+                return Some(b"*-1\r\n".to_vec());
+            }
+            write_array_len(&mut r, items.len());
+            for item in items.iter_mut() {
+                match gather_reply(item) {
+                    Some(b) => r.extend_from_slice(&b),
+                    None => write_error(
+                        &mut r,
+                        b"ERR internal: a command of the transaction got no reply",
+                    ),
+                }
+            }
         }
     }
     Some(r)

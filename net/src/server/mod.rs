@@ -11,6 +11,7 @@ pub mod conn;
 mod dispatch;
 mod info;
 mod msetnx;
+mod multi;
 pub mod replica;
 pub mod router;
 pub mod stats;

@@ -26,11 +26,19 @@ use super::replica::Need;
 use super::router::{Msg, Op, Pairs, Payload, ReplyTo, Request, Response};
 use super::worker::Worker;
 
-/// A worker holding still for an MSETNX: its part, and where the answer goes.
+/// A worker holding still for an MSETNX or an EXEC: its part, and where the answer goes.
 pub struct NxHeld {
-    reply_to: ReplyTo,
-    acks: simplekv_conf::Acks,
-    pairs: Pairs,
+    pub(super) reply_to: ReplyTo,
+    pub(super) acks: simplekv_conf::Acks,
+    pub(super) work: HeldWork,
+}
+
+/// What a held worker does once the outcome is known.
+pub enum HeldWork {
+    /// Writes these pairs (MSETNX: if every key was absent everywhere).
+    MSetNx(Pairs),
+    /// Runs its part of a transaction (`multi`).
+    Tx(super::multi::TxPart),
 }
 
 /// Messages a holding worker keeps for later: anything that may run a command.
@@ -79,7 +87,7 @@ impl Worker {
             self.nx = Some(NxHeld {
                 reply_to,
                 acks,
-                pairs,
+                work: HeldWork::MSetNx(pairs),
             });
         }
         let next = parts[0].0;
@@ -128,7 +136,7 @@ impl Worker {
         self.nx = Some(NxHeld {
             reply_to,
             acks,
-            pairs,
+            work: HeldWork::MSetNx(pairs),
         });
         held.push(self.id);
         let next = rest[0].0;
@@ -138,7 +146,7 @@ impl Worker {
 
     /// Nothing is written: the held workers let go, and `parts` answers go out for this
     /// step's part and the ones after it.
-    fn nx_abort(
+    pub(super) fn nx_abort(
         &mut self,
         reply_to: ReplyTo,
         acks: simplekv_conf::Acks,
@@ -158,10 +166,11 @@ impl Worker {
             warn!("worker {}: MSETNX outcome without a held part", self.id);
             return;
         };
-        let (payload, need) = if commit {
-            self.nx_write(h.pairs, h.acks)
-        } else {
-            (Payload::Int(0), Need::Now)
+        let (payload, need) = match (h.work, commit) {
+            (HeldWork::MSetNx(pairs), true) => self.nx_write(pairs, h.acks),
+            (HeldWork::MSetNx(_), false) => (Payload::Int(0), Need::Now),
+            (HeldWork::Tx(part), true) => self.run_tx_part(part, h.acks),
+            (HeldWork::Tx(_), false) => (Payload::TxAborted, Need::Now),
         };
         self.nx_answer(h.reply_to, payload, need);
         self.nx_release();
@@ -192,7 +201,11 @@ impl Worker {
         while self.nx.is_none() {
             match self.nx_deferred.front() {
                 None => break,
-                Some(Msg::Req(r)) if before_step && matches!(r.op, Op::NxStep { .. }) => break,
+                Some(Msg::Req(r))
+                    if before_step && matches!(r.op, Op::NxStep { .. } | Op::TxStep { .. }) =>
+                {
+                    break;
+                }
                 Some(_) => {}
             }
             if let Some(m) = self.nx_deferred.pop_front() {
@@ -211,7 +224,7 @@ impl Worker {
         }
     }
 
-    fn nx_decide_held(
+    pub(super) fn nx_decide_held(
         &mut self,
         held: &[usize],
         reply_to: ReplyTo,
@@ -246,7 +259,7 @@ impl Worker {
         }
     }
 
-    fn nx_answer(&mut self, reply_to: ReplyTo, payload: Payload, need: Need) {
+    pub(super) fn nx_answer(&mut self, reply_to: ReplyTo, payload: Payload, need: Need) {
         let resp = Response { reply_to, payload };
         self.outbox.push((reply_to.worker, resp, need));
     }

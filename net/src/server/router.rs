@@ -143,9 +143,23 @@ pub enum Op {
         held: Vec<usize>,
         rest: Vec<(usize, Pairs)>,
     },
-    /// The end of a held MSETNX step: write the held part (`commit`) or not, then go on.
+    /// The end of a held step (MSETNX or EXEC): do the held part (`commit`) or not, then go
+    /// on.
     NxDecide {
         commit: bool,
+    },
+    /// EXEC's share for this worker: check its watched keys, then run its commands' parts
+    /// one after another with nothing in between (`multi`).
+    Tx(super::multi::TxPart),
+    /// One step of an EXEC whose keys live on several workers (standalone), held like an
+    /// MSETNX step (`Worker::tx_step`): `rest[0].0` is this step's worker.
+    TxStep {
+        held: Vec<usize>,
+        rest: Vec<(usize, super::multi::TxPart)>,
+    },
+    /// WATCH: the versions of these keys, by their index in the connection's watch list.
+    Versions {
+        keys: Vec<(u32, Vec<u8>)>,
     },
     /// Keyless commands every worker answers for its partitions.
     DbSize,
@@ -215,6 +229,12 @@ pub enum Payload {
     Stats(Box<super::stats::WorkerStats>),
     Text(String),
     Repl(Box<super::replica::ReplReply>),
+    /// The payloads of a transaction's part, by the index of their command.
+    Tx(Vec<(u32, Payload)>),
+    /// A watched key changed: the transaction ran nothing (EXEC answers a null array).
+    TxAborted,
+    /// WATCH: key versions by their index in the connection's watch list.
+    Versions(Vec<(u32, super::multi::Ver)>),
 }
 
 pub struct Request {

@@ -751,6 +751,11 @@ impl Worker {
                 op: Op::NxDecide { commit },
                 ..
             }) => self.nx_decide(commit),
+            Msg::Req(Request {
+                reply_to,
+                op: Op::TxStep { held, rest },
+                acks,
+            }) => self.tx_step(reply_to, acks, held, rest),
             Msg::Req(req) => {
                 let (payload, need) = self.execute_op(req.op, req.acks);
                 let Some(payload) = self.forward_scan(req.reply_to, req.acks, payload) else {
@@ -814,8 +819,20 @@ impl Worker {
             return;
         }
         conn.out.answered();
+        let payload = match resp.payload {
+            // WATCH: the versions go to the connection's watch list, the reply is +OK.
+            Payload::Versions(vs) => {
+                for (i, v) in vs {
+                    if let Some(w) = conn.client.watched.get_mut(i as usize) {
+                        w.ver = v;
+                    }
+                }
+                Payload::Ok
+            }
+            p => p,
+        };
         if let Some(slot) = conn.out.slot_mut(rt.seq) {
-            super::dispatch::fill_slot(slot, rt.part, resp.payload);
+            super::dispatch::fill_slot(slot, rt.part, payload);
         }
         self.mark_conn_dirty(rt.token);
     }

@@ -1,0 +1,651 @@
+//! Transactions: MULTI, EXEC, DISCARD, WATCH and UNWATCH, with Redis's semantics.
+//!
+//! After MULTI a connection's commands are checked (known command, arity, authentication,
+//! allowed in a transaction) and queued, each answered `+QUEUED`; a refused one makes EXEC
+//! answer `EXECABORT` and run nothing. EXEC runs the queue with no other command in between
+//! and answers an array with every command's reply; a command failing as it runs (a wrong
+//! type) leaves its error in the array and the others run, as in Redis.
+//!
+//! **How EXEC runs.** Its commands are split by the worker that owns their keys, as a
+//! multi-key command is (an MGET over several workers becomes one part per worker). Keys on
+//! different workers are disjoint, so each worker running its parts in queue order gives the
+//! replies and the end state of running the whole queue in order, provided nothing else runs
+//! on those workers in between:
+//! - one worker (always in cluster mode, where a transaction's keys share one slot): its
+//!   part is one message (`Op::Tx`), run in one go;
+//! - several workers: they are held still one after another in ascending order, as for an
+//!   MSETNX over several workers (`msetnx`): each holds (runs nothing from connections, other
+//!   workers or the gRPC service) and passes the step on; the last one runs its part and
+//!   tells the held ones to run theirs. A worker waits only for workers above it, so two
+//!   transactions never wait on each other. Nobody sees one worker's part done and another's
+//!   not: each worker is held from its step until its part has run. The connection runs its
+//!   next command only when the reply is complete (`Output::barrier`).
+//!
+//! The reply goes out once every write in it is as durable (and, in cluster mode, as
+//! replicated) as the connection's policy promises. Like MSET over several workers, a crash
+//! can keep the part of one worker (or partition) and lose another's unsynced part; with
+//! `fsync = always` an acknowledged EXEC is durable whole.
+//!
+//! **WATCH** records each key's version (`Store::version`: the LSN of its value's record and
+//! its expiry) from its owner; EXEC's parts check their workers' watched keys before
+//! anything runs, under the same hold, and any change aborts the whole transaction (a null
+//! array). Versions of keys on other workers come back asynchronously, so the connection
+//! waits for them before its next command.
+//!
+//! In a transaction simplekv takes key commands (single- and multi-key), PING, ECHO, TIME
+//! and UNWATCH; other commands (INFO, CONFIG, FLUSHALL, KEYS...) are refused when queued,
+//! which aborts the transaction, and so is an MSETNX whose keys live on several workers.
+use log::warn;
+
+use super::conn::{Client, Gather, Output, Pending, Slot};
+use super::dispatch::{gather_reply, multi_gather, multi_op, op_writes};
+use super::msetnx::{HeldWork, NxHeld};
+use super::replica::Need;
+use super::router::{Op, OwnedArgs, Payload, ReplyTo, Request};
+use super::worker::Worker;
+use crate::cmd::{self, CommandSpec, Kind, MultiKind};
+
+/// The commands a connection queued since MULTI.
+#[derive(Default)]
+pub struct TxQueue {
+    cmds: Vec<OwnedArgs>,
+    /// A command was refused while queueing: EXEC answers EXECABORT.
+    failed: bool,
+    /// Bytes queued (bounded by `limits.client_query_buffer_limit`).
+    bytes: u64,
+}
+
+impl TxQueue {
+    pub fn len(&self) -> usize {
+        self.cmds.len()
+    }
+}
+
+/// A watched key's version when it was watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ver {
+    Absent,
+    /// The LSN of the value's record, and the expiry (0: none).
+    At(u64, u64),
+    /// Not known (not read yet, or unreadable): never matches, so EXEC aborts.
+    Unknown,
+}
+
+impl Ver {
+    fn same(self, now: Ver) -> bool {
+        self != Ver::Unknown && self == now
+    }
+}
+
+pub struct Watched {
+    pub key: Vec<u8>,
+    pub ver: Ver,
+}
+
+/// One worker's share of an EXEC: the parts of its commands, by the command's index in the
+/// transaction, and the watched keys it checks first.
+#[derive(Debug, Default)]
+pub struct TxPart {
+    pub items: Vec<(u32, Op)>,
+    pub watch: Vec<(Vec<u8>, Ver)>,
+}
+
+impl TxPart {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.watch.is_empty()
+    }
+}
+
+const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+
+fn err(out: &mut Output, text: &str) {
+    let mut r = Vec::with_capacity(text.len() + 3);
+    crate::resp::write_error(&mut r, text.as_bytes());
+    out.push_reply(&r);
+}
+
+fn error_bytes(text: &str) -> Vec<u8> {
+    let mut r = Vec::with_capacity(text.len() + 3);
+    crate::resp::write_error(&mut r, text.as_bytes());
+    r
+}
+
+/// EXEC's reply when its partition refuses it: redirects (MOVED, TRYAGAIN, CROSSSLOT,
+/// CLUSTERDOWN) as they are, so that cluster clients follow them; any other refusal
+/// (NOREPLICAS) the way Redis words it for EXEC.
+fn refused_exec(e: String) -> String {
+    if e.starts_with("NOREPLICAS") {
+        format!("EXECABORT Transaction discarded because of: {e}")
+    } else {
+        e
+    }
+}
+
+/// A refused command inside MULTI makes EXEC abort.
+pub fn flag(client: &mut Client) {
+    if let Some(tx) = client.tx.as_mut() {
+        tx.failed = true;
+        tx.cmds = Vec::new();
+    }
+}
+
+/// Whether a multi-key command takes key-value pairs.
+fn takes_pairs(kind: MultiKind) -> bool {
+    matches!(kind, MultiKind::MSet | MultiKind::MSetNx)
+}
+
+/// The keys a command names (none for PING, ECHO, TIME).
+fn command_keys<'a>(spec: &CommandSpec, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    match spec.kind {
+        Kind::Multi(kind) => {
+            let step = if takes_pairs(kind) { 2 } else { 1 };
+            args[1..].iter().step_by(step).copied().collect()
+        }
+        _ => cmd::key_of(args).into_iter().collect(),
+    }
+}
+
+/// The spec that checks a command's arity (a container's subcommand, `client|list`).
+fn arity_spec(spec: &'static CommandSpec, args: &[&[u8]]) -> &'static CommandSpec {
+    match args.get(1) {
+        Some(sub) if !spec.subcommands.is_empty() => spec.subcommand(sub).unwrap_or(spec),
+        _ => spec,
+    }
+}
+
+impl Worker {
+    /// MULTI, EXEC, DISCARD, WATCH and UNWATCH (not in the command table). Returns false for
+    /// any other command.
+    pub(super) fn transaction_command(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &mut Client,
+        args: &[&[u8]],
+    ) -> bool {
+        const NAMES: [&str; 5] = ["multi", "exec", "discard", "watch", "unwatch"];
+        let Some(name) = NAMES
+            .into_iter()
+            .find(|n| args[0].eq_ignore_ascii_case(n.as_bytes()))
+        else {
+            return false;
+        };
+        client.last_cmd = name;
+        let arity_ok = if name == "watch" {
+            args.len() >= 2
+        } else {
+            args.len() == 1
+        };
+        if !arity_ok {
+            err(
+                out,
+                &format!("ERR wrong number of arguments for '{name}' command"),
+            );
+            flag(client);
+            return true;
+        }
+        if !client.authed && self.config.server.requirepass.is_some() {
+            err(out, "NOAUTH Authentication required.");
+            flag(client);
+            return true;
+        }
+        match (name, client.tx.is_some()) {
+            ("multi", false) => {
+                client.tx = Some(Box::default());
+                out.push_reply(b"+OK\r\n");
+            }
+            ("multi", true) => err(out, "ERR MULTI calls can not be nested"),
+            ("exec", false) => err(out, "ERR EXEC without MULTI"),
+            ("exec", true) => self.exec(token, out, client),
+            ("discard", false) => err(out, "ERR DISCARD without MULTI"),
+            ("discard", true) => {
+                client.tx = None;
+                client.watched.clear();
+                out.push_reply(b"+OK\r\n");
+            }
+            ("watch", false) => self.watch(token, out, client, args),
+            ("watch", true) => err(out, "ERR WATCH inside MULTI is not allowed"),
+            ("unwatch", false) => {
+                client.watched.clear();
+                out.push_reply(b"+OK\r\n");
+            }
+            // Queued, as in Redis; it answers +OK in EXEC's array (the watches are checked
+            // and dropped by EXEC anyway).
+            _ => self.enqueue(out, client, args),
+        }
+        true
+    }
+
+    /// A command sent inside MULTI, known and of the right arity: queued, or refused (which
+    /// aborts the transaction) if simplekv cannot run it in one.
+    pub(super) fn queue_command(
+        &mut self,
+        out: &mut Output,
+        client: &mut Client,
+        spec: &'static CommandSpec,
+        args: &[&[u8]],
+    ) {
+        let allowed = match spec.kind {
+            Kind::Keyed => Ok(()),
+            Kind::Server if cmd::keyed_subcommand(arity_spec(spec, args)) => Ok(()),
+            Kind::Server if matches!(spec.name, "ping" | "echo" | "time") => Ok(()),
+            Kind::Server => Err(format!(
+                "ERR '{}' is not supported inside MULTI: a simplekv transaction takes key \
+                 commands, PING, ECHO and TIME",
+                spec.name
+            )),
+            Kind::Multi(kind) if takes_pairs(kind) && args.len().is_multiple_of(2) => Err(format!(
+                "ERR wrong number of arguments for '{}' command",
+                spec.name
+            )),
+            Kind::Multi(MultiKind::MSetNx)
+                if self.cluster.is_none()
+                    && self
+                        .multi_groups(args, 2)
+                        .iter()
+                        .filter(|g| !g.is_empty())
+                        .count()
+                        > 1 =>
+            {
+                Err(
+                    "ERR MSETNX inside MULTI needs all its keys on one worker: give them one \
+                     hash tag, e.g. {user1}.name {user1}.mail"
+                        .into(),
+                )
+            }
+            Kind::Multi(_) => Ok(()),
+        };
+        match allowed {
+            Ok(()) => self.enqueue(out, client, args),
+            Err(e) => {
+                err(out, &e);
+                flag(client);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, out: &mut Output, client: &mut Client, args: &[&[u8]]) {
+        let limit = self.config.limits.client_query_buffer_limit;
+        let Some(tx) = client.tx.as_mut() else {
+            return;
+        };
+        if !tx.failed {
+            tx.bytes += args.iter().map(|a| a.len() as u64 + 16).sum::<u64>();
+            if tx.bytes > limit {
+                err(
+                    out,
+                    &format!(
+                        "ERR transaction too large: its queued commands passed \
+                         client_query_buffer_limit ({limit} bytes)"
+                    ),
+                );
+                flag(client);
+                return;
+            }
+            tx.cmds.push(OwnedArgs::from_slices(args.iter().copied()));
+        }
+        out.push_reply(b"+QUEUED\r\n");
+    }
+
+    /// EXEC: runs the queue (see the module documentation).
+    fn exec(&mut self, token: usize, out: &mut Output, client: &mut Client) {
+        let Some(tx) = client.tx.take() else {
+            return err(out, "ERR EXEC without MULTI");
+        };
+        let watched = std::mem::take(&mut client.watched);
+        if tx.failed {
+            return err(out, EXECABORT);
+        }
+        let acks = self.acks_of(client);
+        if self.cluster.is_some()
+            && let Some(e) = self.tx_cluster_refusal(&tx.cmds, &watched, acks)
+        {
+            return err(out, &refused_exec(e));
+        }
+        let workers = self.peers.len();
+        let mut parts: Vec<TxPart> = (0..workers).map(|_| TxPart::default()).collect();
+        let mut items = Vec::with_capacity(tx.cmds.len());
+        for (i, c) in tx.cmds.into_iter().enumerate() {
+            let i = i as u32;
+            let item = self.plan(token, client, i, c, &mut parts);
+            items.push(item);
+        }
+        for w in watched {
+            let owner = self.topo.worker_of(self.topo.partition_of(&w.key));
+            parts[owner].watch.push((w.key, w.ver));
+        }
+        let mut gather = Gather::Tx {
+            items,
+            missing: 0,
+            error: None,
+            aborted: false,
+        };
+        let mut involved: Vec<(usize, TxPart)> = parts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .collect();
+        if let Gather::Tx { missing, .. } = &mut gather {
+            *missing = involved.len();
+        }
+        if involved.is_empty() {
+            let reply = gather_reply(&mut gather).unwrap_or_default();
+            return out.push_reply(&reply);
+        }
+        let mut slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
+        if involved.len() == 1 {
+            let (w, part) = involved.remove(0);
+            if w == self.id {
+                let (payload, need) = self.run_tx_part(part, acks);
+                super::dispatch::fill_slot(&mut slot, 0, payload);
+                self.push_gathered(out, slot, need);
+            } else {
+                // Whatever this connection sends next for these keys goes to the same
+                // worker, after this.
+                let seq = out.next_seq();
+                let reply_to = self.reply_to(token, client, out, seq, 0);
+                let op = Op::Tx(part);
+                self.send_req(w, Request { reply_to, op, acks });
+                self.push_gathered(out, slot, Need::Now);
+            }
+            return;
+        }
+        self.start_tx_steps(token, out, client, acks, slot, involved);
+    }
+
+    /// One queued command: its parts go into `parts` (by worker), and the gather that makes
+    /// its reply is returned.
+    fn plan(
+        &mut self,
+        token: usize,
+        client: &mut Client,
+        i: u32,
+        c: OwnedArgs,
+        parts: &mut [TxPart],
+    ) -> Gather {
+        let a = c.slices();
+        if a[0].eq_ignore_ascii_case(b"unwatch") {
+            return Gather::Single(Some(b"+OK\r\n".to_vec()));
+        }
+        let Some(spec) = cmd::lookup(a[0]) else {
+            return Gather::Single(Some(error_bytes("ERR unknown command")));
+        };
+        let write = spec.flags.contains(&"write");
+        match spec.kind {
+            Kind::Multi(kind) => {
+                let step = if takes_pairs(kind) { 2 } else { 1 };
+                if step == 2
+                    && let Some(e) = self.pairs_over_limit(&a)
+                {
+                    return Gather::Single(Some(error_bytes(&e)));
+                }
+                if write {
+                    client.last_write = Some(self.topo.partition_of(a[1]));
+                }
+                let groups = self.multi_groups(&a, step);
+                let mut n_parts = 0;
+                for (w, g) in groups.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+                    parts[w].items.push((i, multi_op(kind, &a, g)));
+                    n_parts += 1;
+                }
+                multi_gather(kind, (a.len() - 1) / step, n_parts)
+            }
+            Kind::Server if !cmd::keyed_subcommand(arity_spec(spec, &a)) => {
+                // PING, ECHO, TIME: answered here, as they would be outside a transaction.
+                let mut scratch = Output::default();
+                self.dispatch_server(token, &mut scratch, client, spec, &a);
+                let mut reply = scratch.wbuf;
+                for s in scratch.slots {
+                    if let Slot::Ready(r) = s {
+                        reply.extend_from_slice(&r);
+                    }
+                }
+                Gather::Single(Some(reply))
+            }
+            _ => {
+                let Some(key) = cmd::key_of(&a) else {
+                    return Gather::Single(Some(error_bytes("ERR syntax error")));
+                };
+                let p = self.topo.partition_of(key);
+                let w = self.topo.worker_of(p);
+                if write {
+                    client.last_write = Some(p);
+                }
+                drop(a);
+                parts[w].items.push((
+                    i,
+                    Op::Keyed {
+                        partition: p,
+                        args: c,
+                    },
+                ));
+                Gather::Single(None)
+            }
+        }
+    }
+
+    /// Cluster mode: a transaction runs on one partition's leader, so all its keys and
+    /// watched keys share one slot (as in Redis Cluster), and it is refused whole where its
+    /// partition cannot take it (moved, too few in-sync replicas for its writes...).
+    fn tx_cluster_refusal(
+        &self,
+        cmds: &[OwnedArgs],
+        watched: &[Watched],
+        acks: simplekv_conf::Acks,
+    ) -> Option<String> {
+        let mut first: Option<(Vec<u8>, u16)> = None;
+        let mut write = false;
+        let mut same_slot = |k: &[u8]| match &first {
+            None => {
+                first = Some((k.to_vec(), crate::slot::key_slot(k)));
+                true
+            }
+            Some((_, slot)) => crate::slot::key_slot(k) == *slot,
+        };
+        for c in cmds {
+            let a = c.slices();
+            let Some(spec) = cmd::lookup(a[0]) else {
+                continue;
+            };
+            write |= spec.flags.contains(&"write");
+            if !command_keys(spec, &a).into_iter().all(&mut same_slot) {
+                return Some(super::cluster_cmds::CROSSSLOT.into());
+            }
+        }
+        if !watched.iter().all(|w| same_slot(&w.key)) {
+            return Some(super::cluster_cmds::CROSSSLOT.into());
+        }
+        let (key, _) = first?;
+        self.cluster_refusal(self.topo.partition_of(&key), &key, write, acks)
+    }
+
+    /// EXEC over several workers: the first step (see the module documentation).
+    fn start_tx_steps(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &Client,
+        acks: simplekv_conf::Acks,
+        slot: Slot,
+        mut parts: Vec<(usize, TxPart)>,
+    ) {
+        if parts[0].0 == self.id && !self.watch_holds(&parts[0].1.watch) {
+            return out.push_reply(b"*-1\r\n");
+        }
+        let seq = out.next_seq();
+        let reply_to = self.reply_to(token, client, out, seq, 0);
+        for _ in 1..parts.len() {
+            out.sent_away();
+        }
+        out.push_slot(slot);
+        out.barrier = Some(seq);
+        let mut held = Vec::new();
+        if parts[0].0 == self.id {
+            let (_, part) = parts.remove(0);
+            self.nx = Some(NxHeld {
+                reply_to,
+                acks,
+                work: HeldWork::Tx(part),
+            });
+            held.push(self.id);
+        }
+        let next = parts[0].0;
+        let op = Op::TxStep { held, rest: parts };
+        self.nx_out.push((next, Request { reply_to, op, acks }));
+    }
+
+    /// This worker's step of an EXEC over several workers: `rest[0]` is its part.
+    pub(super) fn tx_step(
+        &mut self,
+        reply_to: ReplyTo,
+        acks: simplekv_conf::Acks,
+        mut held: Vec<usize>,
+        mut rest: Vec<(usize, TxPart)>,
+    ) {
+        if rest.first().is_none_or(|(w, _)| *w != self.id) {
+            warn!("worker {}: EXEC step for another worker", self.id);
+            self.nx_abort(reply_to, acks, &held, rest.len(), || {
+                Payload::Err("ERR internal: EXEC step sent to the wrong worker".into())
+            });
+            return;
+        }
+        let (_, part) = rest.remove(0);
+        if !self.watch_holds(&part.watch) {
+            // Nothing runs: the held workers let go, and this part and the ones after it
+            // answer "aborted".
+            self.nx_abort(reply_to, acks, &held, rest.len() + 1, || Payload::TxAborted);
+            return;
+        }
+        if rest.is_empty() {
+            let (payload, need) = self.run_tx_part(part, acks);
+            self.nx_answer(reply_to, payload, need);
+            self.nx_decide_held(&held, reply_to, acks, true);
+            return;
+        }
+        self.nx = Some(NxHeld {
+            reply_to,
+            acks,
+            work: HeldWork::Tx(part),
+        });
+        held.push(self.id);
+        let next = rest[0].0;
+        let op = Op::TxStep { held, rest };
+        self.nx_out.push((next, Request { reply_to, op, acks }));
+    }
+
+    /// Runs this worker's part of an EXEC, all of it now: its watched keys are checked
+    /// first, then its commands run in order. Returns the payloads and what the reply must
+    /// wait for (the most any of them needs).
+    pub(super) fn run_tx_part(
+        &mut self,
+        part: TxPart,
+        acks: simplekv_conf::Acks,
+    ) -> (Payload, Need) {
+        if self.cluster.is_some() {
+            let first = part
+                .items
+                .first()
+                .and_then(|(_, op)| self.op_key(op))
+                .map(|(p, k)| (p, k.into_owned()))
+                .or_else(|| {
+                    part.watch
+                        .first()
+                        .map(|(k, _)| (self.topo.partition_of(k), k.clone()))
+                });
+            if let Some((p, key)) = first {
+                let write = part.items.iter().any(|(_, op)| op_writes(op));
+                if let Some(e) = self.cluster_refusal(p, &key, write, acks) {
+                    return (Payload::Err(refused_exec(e)), Need::Now);
+                }
+            }
+        }
+        if !self.watch_holds(&part.watch) {
+            return (Payload::TxAborted, Need::Now);
+        }
+        let mut need = Need::Now;
+        let mut done = Vec::with_capacity(part.items.len());
+        for (i, op) in part.items {
+            let (payload, n) = self.execute_op(op, acks);
+            need = need.max(n);
+            done.push((i, payload));
+        }
+        (Payload::Tx(done), need)
+    }
+
+    /// WATCH (outside MULTI): records each key's version; keys on other workers are asked
+    /// for, and the connection's next command waits for their answers.
+    fn watch(&mut self, token: usize, out: &mut Output, client: &mut Client, args: &[&[u8]]) {
+        let acks = self.acks_of(client);
+        if self.cluster.is_some() {
+            let slot = crate::slot::key_slot(args[1]);
+            if args[2..].iter().any(|k| crate::slot::key_slot(k) != slot) {
+                return err(out, super::cluster_cmds::CROSSSLOT);
+            }
+            let p = self.topo.partition_of(args[1]);
+            if let Some(e) = self.cluster_refusal(p, args[1], false, acks) {
+                return err(out, &e);
+            }
+        }
+        let workers = self.peers.len();
+        let mut remote: Vec<Vec<(u32, Vec<u8>)>> = vec![Vec::new(); workers];
+        for k in &args[1..] {
+            let i = client.watched.len() as u32;
+            let w = self.topo.worker_of(self.topo.partition_of(k));
+            let ver = if w == self.id {
+                self.version_of(k)
+            } else {
+                remote[w].push((i, k.to_vec()));
+                Ver::Unknown
+            };
+            client.watched.push(Watched {
+                key: k.to_vec(),
+                ver,
+            });
+        }
+        let involved: Vec<usize> = (0..workers).filter(|&w| !remote[w].is_empty()).collect();
+        if involved.is_empty() {
+            return out.push_reply(b"+OK\r\n");
+        }
+        let seq = out.next_seq();
+        for (part, &w) in involved.iter().enumerate() {
+            let reply_to = self.reply_to(token, client, out, seq, part as u32);
+            let keys = std::mem::take(&mut remote[w]);
+            self.send_req(
+                w,
+                Request {
+                    reply_to,
+                    op: Op::Versions { keys },
+                    acks,
+                },
+            );
+        }
+        let gather = Gather::AllOk {
+            missing: involved.len(),
+            error: None,
+        };
+        out.push_slot(Slot::Waiting(Box::new(Pending { gather, hold: None })));
+        out.barrier = Some(seq);
+    }
+
+    /// A key's version as this worker sees it now.
+    pub(super) fn version_of(&self, key: &[u8]) -> Ver {
+        let p = self.topo.partition_of(key);
+        match self.store(p).map(|s| s.version(key)) {
+            None => Ver::Unknown,
+            Some(Ok(None)) => Ver::Absent,
+            Some(Ok(Some((lsn, expire)))) => Ver::At(lsn, expire),
+            Some(Err(e)) => {
+                warn!(
+                    "worker {}: WATCH could not read a key's version: {e}",
+                    self.id
+                );
+                Ver::Unknown
+            }
+        }
+    }
+
+    /// Every watched key is as it was when watched.
+    fn watch_holds(&self, watch: &[(Vec<u8>, Ver)]) -> bool {
+        watch.iter().all(|(k, v)| v.same(self.version_of(k)))
+    }
+}
