@@ -2533,8 +2533,19 @@ fn a_transaction_with_a_refused_command_runs_nothing() {
         &mut raw,
         b"EXEC\r\nDISCARD\r\nEXEC x\r\nWATCH\r\n",
         b"-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n\
-          -ERR wrong number of arguments for 'exec' command\r\n\
+          -EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n\
           -ERR wrong number of arguments for 'watch' command\r\n",
+    );
+    // A refused EXEC ends the transaction; an MSET with a key and no value is queued (its
+    // arity only counts arguments) and fails as it runs, as in Redis.
+    expect_reply(
+        &mut raw,
+        b"MULTI\r\nSET txr:a 9\r\nEXEC x\r\nEXEC\r\nGET txr:a\r\n\
+          MULTI\r\nMSET txr:a 1 txr:b\r\nSET txr:c 1\r\nEXEC\r\n",
+        b"+OK\r\n+QUEUED\r\n\
+          -EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n\
+          -ERR EXEC without MULTI\r\n$1\r\n2\r\n\
+          +OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n-ERR wrong number of arguments for 'mset' command\r\n+OK\r\n",
     );
     // CLIENT LIST shows a transaction under way, and QUIT still ends the connection in one.
     let mut c = s.client();
@@ -2588,10 +2599,14 @@ fn exec_after_watch_runs_only_if_no_watched_key_changed() {
     let _: i64 = cmd("EXISTS").arg(&k[3]).query(&mut b).unwrap();
     assert!(exec_set(&mut a, &k[0], "1"));
     type Change = fn(&mut Connection, &str);
-    let changes: [(&str, usize, Change); 6] = [
+    let changes: [(&str, usize, Change); 7] = [
         ("written", 1, |c, k| set(c, k, "v")),
         ("created", 3, |c, k| set(c, k, "new")),
         ("deleted", 3, |c, k| {
+            let _: i64 = cmd("DEL").arg(k).query(c).unwrap();
+        }),
+        ("created and deleted again", 3, |c, k| {
+            set(c, k, "briefly");
             let _: i64 = cmd("DEL").arg(k).query(c).unwrap();
         }),
         ("given an expiry", 2, |c, k| {

@@ -29,6 +29,7 @@ pub mod record;
 pub mod segment;
 mod slot_index;
 mod store;
+mod watch;
 
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use error::{MergeError, OpenError, ReadError, WriteError};
@@ -39,3 +40,4 @@ pub use options::{Durability, Options, system_clock};
 pub use store::{
     BackgroundSync, KeyMeta, Prefetch, RecordBatch, RecoveryReport, Store, StoreStats, SyncTicket,
 };
+pub use watch::{KeyVersion, RECENT_DELETES};

@@ -145,6 +145,8 @@ pub struct Store {
     /// them, so the next read usually starts exactly there instead of at the sparse index
     /// entry up to 64 KiB before it.
     read_cursor: std::cell::Cell<(u64, u64, usize)>,
+    /// Recent deletes, for WATCH (`watch`).
+    pub(crate) deletes: crate::watch::Deletes,
 }
 
 const NO_CURSOR: (u64, u64, usize) = (u64::MAX, 0, 0);
@@ -201,8 +203,10 @@ impl Store {
             expired_scratch: Vec::new(),
             read_cursor: std::cell::Cell::new(NO_CURSOR),
             tap: None,
+            deletes: crate::watch::Deletes::new(0),
         };
         store.install_loaded(loaded, false)?;
+        store.deletes.new_history(store.next_lsn);
         Ok(store)
     }
 
@@ -366,7 +370,7 @@ impl Store {
 
     // ---------------------------------------------------------------- reads
 
-    fn visible(&self, loc: &Location) -> bool {
+    pub(crate) fn visible(&self, loc: &Location) -> bool {
         loc.expire == 0 || loc.expire > self.now()
     }
 
@@ -451,27 +455,6 @@ impl Store {
 
     pub fn exists(&self, key: &[u8]) -> bool {
         self.visible_loc(key).is_some()
-    }
-
-    /// A visible key's version, for optimistic transactions (WATCH): the LSN of its value's
-    /// record and its expiry. A new value (even the same bytes), a delete, an expiry change
-    /// or the key expiring changes it; a merge moving the record does not (records keep
-    /// their LSN). `None` if the key is absent or expired.
-    pub fn version(&self, key: &[u8]) -> Result<Option<(u64, u64)>, ReadError> {
-        let Some(loc) = self.visible_loc(key) else {
-            return Ok(None);
-        };
-        let seg = self.seg(loc.seg);
-        let corrupt = |reason: String| ReadError::Corrupt {
-            path: seg.path.clone(),
-            offset: loc.off as u64,
-            reason,
-        };
-        let bytes = seg
-            .bytes(loc.off as u64, record::HEADER_LEN)
-            .ok_or_else(|| corrupt("record extends past the end of the segment".into()))?;
-        let h = record::decode_header(bytes).map_err(|e| corrupt(e.to_string()))?;
-        Ok(Some((h.lsn, loc.expire)))
     }
 
     /// Milliseconds left to live: `None` if absent, `Some(None)` if it never expires.
@@ -616,6 +599,11 @@ impl Store {
         }
         self.next_lsn = lsn + 1;
         self.apply(id, off as u32, tag, key, value.len() as u32, expire);
+        match tag {
+            Tag::Delete => self.deletes.note_delete(self.keydir.hash(key), lsn),
+            Tag::Clear => self.deletes.note_clear(lsn),
+            Tag::Put | Tag::Expire => {}
+        }
         Ok(lsn)
     }
 
@@ -1163,6 +1151,9 @@ impl Store {
             );
             n += 1;
         }
+        if n > 0 {
+            self.deletes.new_history(self.next_lsn);
+        }
         Ok(n)
     }
 
@@ -1179,6 +1170,8 @@ impl Store {
         if let Err(e) = self.seg_mut(id).flush() {
             return Err(self.fail_write(e));
         }
+        // LSNs from `lsn` on will be given again: no version taken before matches.
+        self.deletes.new_history(lsn);
         match self.cut_files(lsn) {
             Ok(()) => {
                 info!("{}: log truncated to LSN {lsn}", self.dir.display());

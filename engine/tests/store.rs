@@ -359,35 +359,83 @@ fn prefetch_stages_are_hints_for_any_key_in_any_state() {
     assert!(s.get(b"absent").unwrap().is_none());
 }
 
-/// WATCH compares versions: every kind of change to a key changes its version, and reading
-/// or reopening does not.
+/// WATCH: every kind of change to a key since its version was taken shows, present or absent
+/// then; reads, other keys and reopening... do not (a reopen forgets, which shows as changed).
 #[test]
-fn a_key_version_changes_with_every_write_to_the_key_and_only_then() {
+fn a_key_version_tells_whether_the_key_changed_since() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(dir.path());
-    assert_eq!(s.version(b"k").unwrap(), None);
-    s.put(b"k", b"v", None).unwrap();
-    let v1 = s.version(b"k").unwrap().expect("present");
-    s.get(b"k").unwrap();
+    let unchanged = |s: &Store, k: &[u8], v| s.unchanged_since(k, v).unwrap();
+    // Absent, and created.
+    let v = s.version(b"k").unwrap();
     s.put(b"other", b"x", None).unwrap();
-    assert_eq!(s.version(b"k").unwrap(), Some(v1), "reads and other keys");
+    s.delete(b"other").unwrap();
+    assert!(unchanged(&s, b"k", v), "other keys written and deleted");
     s.put(b"k", b"v", None).unwrap();
-    let v2 = s.version(b"k").unwrap().expect("present");
-    assert_ne!(v2, v1, "the same value written again");
-    s.set_expire(b"k", Some(clock() + 10_000)).unwrap();
-    let v3 = s.version(b"k").unwrap().expect("present");
-    assert_ne!(v3, v2, "an expiry set");
-    s.set_expire(b"k", None).unwrap();
-    let v4 = s.version(b"k").unwrap().expect("present");
-    assert_ne!(v4, v3, "an expiry removed");
-    s.commit().unwrap();
-    drop(s);
-    let mut s = open(dir.path());
-    assert_eq!(s.version(b"k").unwrap(), Some(v4), "reopen");
-    s.set_expire(b"k", Some(clock() + 5)).unwrap();
-    advance(10);
-    assert_eq!(s.version(b"k").unwrap(), None, "expired");
+    assert!(!unchanged(&s, b"k", v), "created");
+    // Present: reads and other keys do not count; every write does.
+    let v = s.version(b"k").unwrap();
+    s.get(b"k").unwrap();
+    s.put(b"other", b"y", None).unwrap();
+    assert!(unchanged(&s, b"k", v), "reads and other keys");
+    type Write = fn(&mut Store);
+    let writes: [(&str, Write); 4] = [
+        ("the same value", |s| {
+            s.put(b"k", b"v", None).unwrap();
+        }),
+        ("an expiry set", |s| {
+            s.set_expire(b"k", Some(clock() + 10_000)).unwrap();
+        }),
+        ("an expiry removed", |s| {
+            s.set_expire(b"k", None).unwrap();
+        }),
+        ("deleted and written back", |s| {
+            s.delete(b"k").unwrap();
+            s.put(b"k", b"v", None).unwrap();
+        }),
+    ];
+    for (what, write) in writes {
+        let v = s.version(b"k").unwrap();
+        write(&mut s);
+        assert!(!unchanged(&s, b"k", v), "{what}");
+    }
+    // Absent then: created and deleted again, or created and expired.
+    s.delete(b"k").unwrap();
+    let v = s.version(b"k").unwrap();
     s.put(b"k", b"v", None).unwrap();
     s.delete(b"k").unwrap();
-    assert_eq!(s.version(b"k").unwrap(), None, "deleted");
+    assert!(!unchanged(&s, b"k", v), "came and went");
+    let v = s.version(b"k").unwrap();
+    s.put(b"k", b"v", Some(clock() + 5)).unwrap();
+    advance(10);
+    assert!(!unchanged(&s, b"k", v), "came and expired");
+    // Expired when watched and still: unchanged.
+    let v = s.version(b"k").unwrap();
+    assert!(unchanged(&s, b"k", v));
+    // A present key that expires.
+    s.put(b"k", b"v", Some(clock() + 5)).unwrap();
+    let v = s.version(b"k").unwrap();
+    advance(10);
+    assert!(!unchanged(&s, b"k", v), "expired");
+    // A clear, and more deletes than the store remembers, count for absent keys.
+    s.delete(b"k").unwrap();
+    let v = s.version(b"k").unwrap();
+    s.clear().unwrap();
+    assert!(!unchanged(&s, b"k", v), "cleared");
+    let v = s.version(b"k").unwrap();
+    for i in 0..=simplekv_engine::RECENT_DELETES {
+        let key = format!("d{i}");
+        s.put(key.as_bytes(), b"x", None).unwrap();
+        s.delete(key.as_bytes()).unwrap();
+    }
+    assert!(!unchanged(&s, b"k", v), "deletes forgotten");
+    // A reopen forgets.
+    s.put(b"k", b"v", None).unwrap();
+    let v = s.version(b"k").unwrap();
+    s.commit().unwrap();
+    drop(s);
+    let s = open(dir.path());
+    assert!(!unchanged(&s, b"k", v), "reopened");
+    let v = s.version(b"k").unwrap();
+    assert!(unchanged(&s, b"k", v));
 }

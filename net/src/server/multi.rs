@@ -61,21 +61,9 @@ impl TxQueue {
     }
 }
 
-/// A watched key's version when it was watched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ver {
-    Absent,
-    /// The LSN of the value's record, and the expiry (0: none).
-    At(u64, u64),
-    /// Not known (not read yet, or unreadable): never matches, so EXEC aborts.
-    Unknown,
-}
-
-impl Ver {
-    fn same(self, now: Ver) -> bool {
-        self != Ver::Unknown && self == now
-    }
-}
+/// A watched key's version when it was watched; `None` while not known (not read yet, or
+/// unreadable): it never matches, so EXEC aborts.
+pub type Ver = Option<simplekv_engine::KeyVersion>;
 
 pub struct Watched {
     pub key: Vec<u8>,
@@ -176,17 +164,29 @@ impl Worker {
         } else {
             args.len() == 1
         };
-        if !arity_ok {
-            err(
-                out,
-                &format!("ERR wrong number of arguments for '{name}' command"),
-            );
-            flag(client);
-            return true;
-        }
-        if !client.authed && self.config.server.requirepass.is_some() {
-            err(out, "NOAUTH Authentication required.");
-            flag(client);
+        let refusal = if !arity_ok {
+            Some(format!(
+                "ERR wrong number of arguments for '{name}' command"
+            ))
+        } else if !client.authed && self.config.server.requirepass.is_some() {
+            Some("NOAUTH Authentication required.".to_string())
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            if name == "exec" {
+                // As Redis: a refused EXEC ends the transaction, saying why.
+                client.tx = None;
+                client.watched.clear();
+                let why = e.strip_prefix("ERR ").unwrap_or(&e);
+                err(
+                    out,
+                    &format!("EXECABORT Transaction discarded because of: {why}"),
+                );
+            } else {
+                err(out, &e);
+                flag(client);
+            }
             return true;
         }
         match (name, client.tx.is_some()) {
@@ -232,10 +232,6 @@ impl Worker {
             Kind::Server => Err(format!(
                 "ERR '{}' is not supported inside MULTI: a simplekv transaction takes key \
                  commands, PING, ECHO and TIME",
-                spec.name
-            )),
-            Kind::Multi(kind) if takes_pairs(kind) && args.len().is_multiple_of(2) => Err(format!(
-                "ERR wrong number of arguments for '{}' command",
                 spec.name
             )),
             Kind::Multi(MultiKind::MSetNx)
@@ -374,6 +370,12 @@ impl Worker {
         match spec.kind {
             Kind::Multi(kind) => {
                 let step = if takes_pairs(kind) { 2 } else { 1 };
+                if step == 2 && a.len().is_multiple_of(2) {
+                    // Queued as Redis queues it (its arity only counts arguments); it fails
+                    // as it runs.
+                    let e = format!("ERR wrong number of arguments for '{}' command", spec.name);
+                    return Gather::Single(Some(error_bytes(&e)));
+                }
                 if step == 2
                     && let Some(e) = self.pairs_over_limit(&a)
                 {
@@ -595,7 +597,7 @@ impl Worker {
                 self.version_of(k)
             } else {
                 remote[w].push((i, k.to_vec()));
-                Ver::Unknown
+                None
             };
             client.watched.push(Watched {
                 key: k.to_vec(),
@@ -629,23 +631,31 @@ impl Worker {
 
     /// A key's version as this worker sees it now.
     pub(super) fn version_of(&self, key: &[u8]) -> Ver {
-        let p = self.topo.partition_of(key);
-        match self.store(p).map(|s| s.version(key)) {
-            None => Ver::Unknown,
-            Some(Ok(None)) => Ver::Absent,
-            Some(Ok(Some((lsn, expire)))) => Ver::At(lsn, expire),
-            Some(Err(e)) => {
+        let s = self.store(self.topo.partition_of(key))?;
+        s.version(key)
+            .map_err(|e| {
                 warn!(
                     "worker {}: WATCH could not read a key's version: {e}",
                     self.id
-                );
-                Ver::Unknown
-            }
-        }
+                )
+            })
+            .ok()
     }
 
     /// Every watched key is as it was when watched.
     fn watch_holds(&self, watch: &[(Vec<u8>, Ver)]) -> bool {
-        watch.iter().all(|(k, v)| v.same(self.version_of(k)))
+        watch.iter().all(|(k, v)| {
+            let Some(v) = v else { return false };
+            let Some(s) = self.store(self.topo.partition_of(k)) else {
+                return false;
+            };
+            s.unchanged_since(k, *v).unwrap_or_else(|e| {
+                warn!(
+                    "worker {}: WATCH could not read a key's version: {e}",
+                    self.id
+                );
+                false
+            })
+        })
     }
 }
