@@ -656,6 +656,25 @@ fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
         .query(&mut fresh)
         .unwrap();
     assert_eq!(r, Value::Nil, "a watched key changed: nothing runs");
+    // RENAME and COPY within one slot; across slots, CROSSSLOT.
+    let moved = format!("{{{key}}}.moved");
+    let _: () = redis::cmd("RENAME")
+        .arg(&tagged)
+        .arg(&moved)
+        .query(&mut fresh)
+        .unwrap();
+    let n: i64 = redis::cmd("COPY")
+        .arg(&moved)
+        .arg(&tagged)
+        .query(&mut fresh)
+        .unwrap();
+    assert_eq!(n, 1);
+    let e = redis::cmd("RENAME")
+        .arg(&key)
+        .arg(&other)
+        .query::<()>(&mut fresh)
+        .unwrap_err();
+    assert!(format!("{e}").to_lowercase().contains("crossslot"), "{e}");
     assert_eq!(get(&c, leader, &key), Some("z".into()));
     // The status table shows every replica's log end and high watermark.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_simplekv"))

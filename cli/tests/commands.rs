@@ -2747,6 +2747,159 @@ fn transactions_over_several_workers_never_see_each_other_halfway() {
     assert_eq!((a, b), (600, 600), "after {reads} reads");
 }
 
+/// RENAME, RENAMENX and COPY move or copy a value with its expiry, between keys on any two
+/// workers (or the same one), with Redis's replies.
+#[test]
+fn rename_renamenx_and_copy_carry_the_value_and_its_expiry_between_any_workers() {
+    let s = server();
+    let mut c = s.client();
+    let a = one_per_worker("mva:");
+    let b = one_per_worker("mvb:");
+    for (i, src) in a.iter().enumerate() {
+        for (j, dst) in b.iter().enumerate() {
+            let at = format!("src on worker {i}, dst on worker {j}");
+            let () = cmd("SET")
+                .arg(src)
+                .arg("v")
+                .arg("EX")
+                .arg(100)
+                .query(&mut c)
+                .unwrap();
+            let () = cmd("RENAME").arg(src).arg(dst).query(&mut c).unwrap();
+            assert_eq!(get(&mut c, dst), Some("v".into()), "{at}");
+            assert_eq!(get(&mut c, src), None, "{at}");
+            let ttl = int(&mut c, cmd("TTL").arg(dst));
+            assert!((90..=100).contains(&ttl), "{at}: ttl {ttl}");
+            // RENAMENX onto an existing key changes nothing; onto a free one it moves.
+            set(&mut c, src, "w");
+            assert_eq!(int(&mut c, cmd("RENAMENX").arg(src).arg(dst)), 0, "{at}");
+            assert_eq!(get(&mut c, src), Some("w".into()), "{at}");
+            assert_eq!(get(&mut c, dst), Some("v".into()), "{at}");
+            let _: i64 = cmd("DEL").arg(dst).query(&mut c).unwrap();
+            assert_eq!(int(&mut c, cmd("RENAMENX").arg(src).arg(dst)), 1, "{at}");
+            assert_eq!(get(&mut c, dst), Some("w".into()), "{at}");
+            assert_eq!(int(&mut c, cmd("TTL").arg(dst)), -1, "{at}");
+            // COPY keeps the source; onto an existing key only with REPLACE.
+            let () = cmd("SET")
+                .arg(src)
+                .arg("x")
+                .arg("PX")
+                .arg(500_000)
+                .query(&mut c)
+                .unwrap();
+            assert_eq!(int(&mut c, cmd("COPY").arg(src).arg(dst)), 0, "{at}");
+            assert_eq!(get(&mut c, dst), Some("w".into()), "{at}");
+            assert_eq!(
+                int(&mut c, cmd("COPY").arg(src).arg(dst).arg("REPLACE")),
+                1,
+                "{at}"
+            );
+            assert_eq!(get(&mut c, src), Some("x".into()), "{at}");
+            assert_eq!(get(&mut c, dst), Some("x".into()), "{at}");
+            assert!(int(&mut c, cmd("PTTL").arg(dst)) > 400_000, "{at}");
+            let _: i64 = cmd("DEL").arg(src).arg(dst).query(&mut c).unwrap();
+            assert_eq!(int(&mut c, cmd("COPY").arg(src).arg(dst)), 0, "{at}");
+            assert_eq!(
+                query_err(&mut c, cmd("RENAME").arg(src).arg(dst)),
+                "ERR no such key",
+                "{at}"
+            );
+        }
+    }
+    let k = &a[0];
+    set(&mut c, k, "same");
+    let () = cmd("RENAME").arg(k).arg(k).query(&mut c).unwrap();
+    assert_eq!(int(&mut c, cmd("RENAMENX").arg(k).arg(k)), 0);
+    assert_eq!(get(&mut c, k), Some("same".into()));
+    for (args, e) in [
+        (
+            vec!["COPY", k, k],
+            "ERR source and destination objects are the same",
+        ),
+        (
+            vec!["COPY", k, "o", "DB", "1"],
+            "ERR DB index is out of range",
+        ),
+        (
+            vec!["COPY", k, "o", "DB", "x"],
+            "ERR value is not an integer or out of range",
+        ),
+        (vec!["COPY", k, "o", "NOPE"], "ERR syntax error"),
+        (vec!["RENAME", "mv:none", "o"], "ERR no such key"),
+        (vec!["RENAMENX", "mv:none", "o"], "ERR no such key"),
+    ] {
+        assert_eq!(
+            query_err(&mut c, cmd(args[0]).arg(&args[1..])),
+            e,
+            "{args:?}"
+        );
+    }
+    // Inside MULTI, with both keys on one worker; on two, refused when queued.
+    let (x, y) = (format!("{{{k}}}.x"), format!("{{{k}}}.y"));
+    set(&mut c, &x, "1");
+    let r: (String, Option<String>, i64) = redis::pipe()
+        .atomic()
+        .rename(&x, &y)
+        .get(&y)
+        .cmd("COPY")
+        .arg(&y)
+        .arg(&x)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, ("OK".into(), Some("1".into()), 1));
+    let mut raw = s.raw();
+    let mut req = resp(&[b"MULTI"]);
+    req.extend(resp(&[b"RENAME", a[0].as_bytes(), a[1].as_bytes()]));
+    req.extend(resp(&[b"EXEC"]));
+    expect_reply(
+        &mut raw,
+        &req,
+        b"+OK\r\n-ERR RENAME inside MULTI needs both keys on one worker: give them one hash tag, \
+          e.g. {user1}.old {user1}.new\r\n-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+}
+
+/// A value passed around keys on every worker by RENAME is, in any transaction's view,
+/// always under exactly one key: a RENAME over two workers is atomic.
+#[test]
+fn a_key_renamed_across_workers_is_never_seen_in_two_places_or_none() {
+    let s = server();
+    let k = one_per_worker("ring:");
+    let mut c = s.client();
+    set(&mut c, &k[0], "token");
+    let mover = {
+        let mut c = s.client();
+        let k = k.clone();
+        std::thread::spawn(move || {
+            for i in 0..400 {
+                let () = cmd("RENAME")
+                    .arg(&k[i % 4])
+                    .arg(&k[(i + 1) % 4])
+                    .query(&mut c)
+                    .unwrap();
+            }
+        })
+    };
+    let mut looks = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mover.is_finished() && Instant::now() < deadline {
+        let mut p = redis::pipe();
+        p.atomic();
+        for key in &k {
+            p.exists(key);
+        }
+        let seen: Vec<i64> = p.query(&mut c).unwrap();
+        assert_eq!(seen.iter().sum::<i64>(), 1, "{seen:?}");
+        looks += 1;
+    }
+    mover.join().unwrap();
+    assert_eq!(
+        get(&mut c, &k[0]),
+        Some("token".into()),
+        "after {looks} looks"
+    );
+}
+
 #[test]
 fn lastsave_and_wait_answer_and_save_is_refused() {
     let s = server();

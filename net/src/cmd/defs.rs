@@ -686,6 +686,31 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
+        name: "copy",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        first_key: 1,
+        last_key: 2,
+        step: 1,
+        group: "generic",
+        since: "6.2.0",
+        summary: "Copy a key",
+        complexity: "O(N) worst case for collections, where N is the number of nested items. O(1) for string values.",
+        arguments: &[
+            ArgDoc { name: "source", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "destination", typ: "key", key_spec_index: Some(1), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "destination-db", typ: "integer", token: Some("DB"), optional: true, ..ArgDoc::DEFAULT },
+            ArgDoc { name: "replace", typ: "pure-token", token: Some("REPLACE"), optional: true, ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@keyspace", "@write", "@slow"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RO", "access"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+            KeySpec { notes: None, flags: &["OW", "update"], begin_search: BeginSearch::Index(2), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+        ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
         name: "dbsize",
         arity: 1,
         flags: &["readonly", "fast"],
@@ -1693,6 +1718,53 @@ pub static COMMANDS: &[CommandSpec] = &[
         arguments: &[],
         kind: Kind::Server,
         acl_categories: &["@fast", "@connection"],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "rename",
+        arity: 3,
+        flags: &["write"],
+        first_key: 1,
+        last_key: 2,
+        step: 1,
+        group: "generic",
+        since: "1.0.0",
+        summary: "Rename a key",
+        complexity: "O(1)",
+        arguments: &[
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "newkey", typ: "key", key_spec_index: Some(1), ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@keyspace", "@write", "@slow"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RW", "access", "delete"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+            KeySpec { notes: None, flags: &["OW", "update"], begin_search: BeginSearch::Index(2), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+        ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "renamenx",
+        arity: 3,
+        flags: &["write", "fast"],
+        first_key: 1,
+        last_key: 2,
+        step: 1,
+        group: "generic",
+        since: "1.0.0",
+        summary: "Rename a key, only if the new key does not exist",
+        complexity: "O(1)",
+        arguments: &[
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "newkey", typ: "key", key_spec_index: Some(1), ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@keyspace", "@write", "@fast"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RW", "access", "delete"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+            KeySpec { notes: None, flags: &["OW", "insert"], begin_search: BeginSearch::Index(2), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+        ],
+        history: &[("3.2.0", "The command no longer returns an error when source and destination names are the same.")],
         ..CommandSpec::DEFAULT
     },
     CommandSpec {

@@ -787,6 +787,7 @@ impl Worker {
             // Parked by the message loop; never executed in place.
             Op::Wait { .. } => (Payload::Int(0), false),
             // Taken by the message loop (`msetnx`); never executed in place.
+            Op::Move { kind, src, dst } => self.run_move(kind, &src, &dst),
             Op::Versions { keys } => {
                 let vs = keys
                     .into_iter()
@@ -794,7 +795,11 @@ impl Worker {
                     .collect();
                 (Payload::Versions(vs), false)
             }
-            Op::NxStep { .. } | Op::NxDecide { .. } | Op::TxStep { .. } | Op::Tx(_) => (
+            Op::NxStep { .. }
+            | Op::NxDecide { .. }
+            | Op::TxStep { .. }
+            | Op::Tx(_)
+            | Op::MoveStep { .. } => (
                 Payload::Err("ERR internal: MSETNX step out of place".into()),
                 false,
             ),
@@ -969,6 +974,9 @@ impl Worker {
                 None => return err(out, "ERR value is not an integer or out of range"),
             },
             "auth" => return self.cmd_auth(out, client, args),
+            "rename" | "renamenx" | "copy" => {
+                return self.cmd_move(token, out, client, spec.name, args);
+            }
             "hello" => return self.cmd_hello(out, client, args),
             "time" => {
                 let now = std::time::SystemTime::now()
@@ -1901,7 +1909,7 @@ pub(super) fn op_writes(op: &Op) -> bool {
             .first()
             .and_then(|n| cmd::lookup(n))
             .is_some_and(|s| s.flags.contains(&"write")),
-        Op::Del { .. } | Op::MSet { .. } | Op::MSetNx { .. } => true,
+        Op::Del { .. } | Op::MSet { .. } | Op::MSetNx { .. } | Op::Move { .. } => true,
         Op::Tx(part) => part.items.iter().any(|(_, op)| op_writes(op)),
         _ => false,
     }

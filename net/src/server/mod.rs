@@ -10,6 +10,7 @@ mod commands;
 pub mod conn;
 mod dispatch;
 mod info;
+mod moves;
 mod msetnx;
 mod multi;
 pub mod replica;

@@ -39,6 +39,12 @@ pub enum HeldWork {
     MSetNx(Pairs),
     /// Runs its part of a transaction (`multi`).
     Tx(super::multi::TxPart),
+    /// Moves or copies a key (`moves`): its source or destination key.
+    Move {
+        kind: super::moves::MoveKind,
+        key: Vec<u8>,
+        is_source: bool,
+    },
 }
 
 /// Messages a holding worker keeps for later: anything that may run a command.
@@ -161,16 +167,22 @@ impl Worker {
     }
 
     /// The outcome for the part this worker holds; then it serves again.
-    pub(super) fn nx_decide(&mut self, commit: bool) {
+    pub(super) fn nx_decide(&mut self, commit: bool, moved: Option<Box<super::moves::Moved>>) {
         let Some(h) = self.nx.take() else {
             warn!("worker {}: MSETNX outcome without a held part", self.id);
             return;
         };
+        if matches!(h.work, HeldWork::Move { .. }) {
+            self.move_decided(h, commit, moved);
+            self.nx_release();
+            return;
+        }
         let (payload, need) = match (h.work, commit) {
             (HeldWork::MSetNx(pairs), true) => self.nx_write(pairs, h.acks),
             (HeldWork::MSetNx(_), false) => (Payload::Int(0), Need::Now),
             (HeldWork::Tx(part), true) => self.run_tx_part(part, h.acks),
             (HeldWork::Tx(_), false) => (Payload::TxAborted, Need::Now),
+            (HeldWork::Move { .. }, _) => unreachable!("handled above"),
         };
         self.nx_answer(h.reply_to, payload, need);
         self.nx_release();
@@ -202,7 +214,11 @@ impl Worker {
             match self.nx_deferred.front() {
                 None => break,
                 Some(Msg::Req(r))
-                    if before_step && matches!(r.op, Op::NxStep { .. } | Op::TxStep { .. }) =>
+                    if before_step
+                        && matches!(
+                            r.op,
+                            Op::NxStep { .. } | Op::TxStep { .. } | Op::MoveStep { .. }
+                        ) =>
                 {
                     break;
                 }
@@ -232,7 +248,10 @@ impl Worker {
         commit: bool,
     ) {
         for &w in held {
-            let op = Op::NxDecide { commit };
+            let op = Op::NxDecide {
+                commit,
+                moved: None,
+            };
             self.send_req(w, Request { reply_to, op, acks });
         }
     }

@@ -32,9 +32,10 @@
 //! array). Versions of keys on other workers come back asynchronously, so the connection
 //! waits for them before its next command.
 //!
-//! In a transaction simplekv takes key commands (single- and multi-key), PING, ECHO, TIME
-//! and UNWATCH; other commands (INFO, CONFIG, FLUSHALL, KEYS...) are refused when queued,
-//! which aborts the transaction, and so is an MSETNX whose keys live on several workers.
+//! In a transaction simplekv takes key commands (single- and multi-key, RENAME and COPY),
+//! PING, ECHO, TIME and UNWATCH; other commands (INFO, CONFIG, FLUSHALL, KEYS...) are
+//! refused when queued, which aborts the transaction, and so is an MSETNX, RENAME or COPY
+//! whose keys live on several workers.
 use log::warn;
 
 use super::conn::{Client, Gather, Output, Pending, Slot};
@@ -122,8 +123,16 @@ fn takes_pairs(kind: MultiKind) -> bool {
     matches!(kind, MultiKind::MSet | MultiKind::MSetNx)
 }
 
+/// RENAME, RENAMENX and COPY: two keys, at 1 and 2.
+fn is_move(spec: &CommandSpec) -> bool {
+    matches!(spec.name, "rename" | "renamenx" | "copy")
+}
+
 /// The keys a command names (none for PING, ECHO, TIME).
 fn command_keys<'a>(spec: &CommandSpec, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    if is_move(spec) {
+        return args[1..3].to_vec();
+    }
     match spec.kind {
         Kind::Multi(kind) => {
             let step = if takes_pairs(kind) { 2 } else { 1 };
@@ -229,6 +238,19 @@ impl Worker {
             Kind::Keyed => Ok(()),
             Kind::Server if cmd::keyed_subcommand(arity_spec(spec, args)) => Ok(()),
             Kind::Server if matches!(spec.name, "ping" | "echo" | "time") => Ok(()),
+            Kind::Server
+                if is_move(spec)
+                    && self.cluster.is_none()
+                    && self.topo.worker_of(self.topo.partition_of(args[1]))
+                        != self.topo.worker_of(self.topo.partition_of(args[2])) =>
+            {
+                Err(format!(
+                    "ERR {} inside MULTI needs both keys on one worker: give them one hash \
+                     tag, e.g. {{user1}}.old {{user1}}.new",
+                    spec.name.to_uppercase()
+                ))
+            }
+            Kind::Server if is_move(spec) => Ok(()),
             Kind::Server => Err(format!(
                 "ERR '{}' is not supported inside MULTI: a simplekv transaction takes key \
                  commands, PING, ECHO and TIME",
@@ -391,6 +413,21 @@ impl Worker {
                     n_parts += 1;
                 }
                 multi_gather(kind, (a.len() - 1) / step, n_parts)
+            }
+            Kind::Server if is_move(spec) => {
+                let kind = match super::moves::parse(spec.name, &a) {
+                    Ok(k) => k,
+                    Err(e) => return Gather::Single(Some(error_bytes(&e))),
+                };
+                let p = self.topo.partition_of(a[1]);
+                client.last_write = Some(p);
+                let op = Op::Move {
+                    kind,
+                    src: a[1].to_vec(),
+                    dst: a[2].to_vec(),
+                };
+                parts[self.topo.worker_of(p)].items.push((i, op));
+                Gather::Single(None)
             }
             Kind::Server if !cmd::keyed_subcommand(arity_spec(spec, &a)) => {
                 // PING, ECHO, TIME: answered here, as they would be outside a transaction.

@@ -1240,6 +1240,7 @@ impl Worker {
             Op::MGet { keys } => keys.first()?.1.as_slice().into(),
             Op::Del { keys } | Op::Exists { keys } => keys.first()?.as_slice().into(),
             Op::MSet { pairs } | Op::MSetNx { pairs } => pairs.first()?.0.as_slice().into(),
+            Op::Move { src, .. } => src.as_slice().into(),
             _ => return None,
         };
         Some((self.topo.partition_of(&key), key))
@@ -1262,6 +1263,7 @@ pub fn op_in_one_slot(op: &Op) -> bool {
         Op::MGet { keys } => same(keys.iter().map(|(_, k)| k.as_slice())),
         Op::Del { keys } | Op::Exists { keys } => same(keys.iter().map(|k| k.as_slice())),
         Op::MSet { pairs } | Op::MSetNx { pairs } => same(pairs.iter().map(|(k, _)| k.as_slice())),
+        Op::Move { src, dst, .. } => same([src.as_slice(), dst.as_slice()].into_iter()),
         _ => true,
     }
 }

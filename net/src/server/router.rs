@@ -147,6 +147,23 @@ pub enum Op {
     /// on.
     NxDecide {
         commit: bool,
+        /// A RENAME/COPY's value for a held destination (`moves`).
+        moved: Option<Box<super::moves::Moved>>,
+    },
+    /// RENAME, RENAMENX or COPY with both keys on this worker.
+    Move {
+        kind: super::moves::MoveKind,
+        src: Vec<u8>,
+        dst: Vec<u8>,
+    },
+    /// A step of a RENAME/RENAMENX/COPY over two workers (`Worker::move_step`); `held`: the
+    /// first worker, once it holds.
+    MoveStep {
+        kind: super::moves::MoveKind,
+        src: Vec<u8>,
+        dst: Vec<u8>,
+        facts: super::moves::MoveFacts,
+        held: Option<usize>,
     },
     /// EXEC's share for this worker: check its watched keys, then run its commands' parts
     /// one after another with nothing in between (`multi`).

@@ -748,9 +748,14 @@ impl Worker {
                 acks,
             }) => self.nx_step(reply_to, acks, held, rest),
             Msg::Req(Request {
-                op: Op::NxDecide { commit },
+                op: Op::NxDecide { commit, moved },
                 ..
-            }) => self.nx_decide(commit),
+            }) => self.nx_decide(commit, moved),
+            Msg::Req(Request {
+                reply_to,
+                op: op @ Op::MoveStep { .. },
+                acks,
+            }) => self.move_step(reply_to, acks, op),
             Msg::Req(Request {
                 reply_to,
                 op: Op::TxStep { held, rest },
