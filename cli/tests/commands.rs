@@ -2564,6 +2564,27 @@ fn a_transaction_with_a_refused_command_runs_nothing() {
     assert_eq!(get(&mut c, "txr:a"), Some("2".into()));
 }
 
+/// RESET gives the connection a new connection's state: no transaction, no watches, not
+/// authenticated where a password is set; it runs even inside MULTI and before AUTH.
+#[test]
+fn reset_gives_the_connection_a_new_connections_state() {
+    let s = server_with(&["--requirepass", "pw"]);
+    let mut raw = s.raw();
+    expect_reply(
+        &mut raw,
+        b"RESET\r\nAUTH pw\r\nWATCH r:k\r\nMULTI\r\nSET r:k 1\r\nRESET\r\nEXEC\r\nGET r:k\r\n",
+        b"+RESET\r\n+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n+RESET\r\n\
+          -EXECABORT Transaction discarded because of: NOAUTH Authentication required.\r\n\
+          -NOAUTH Authentication required.\r\n",
+    );
+    // The watch went with it: a change to the key no longer aborts.
+    expect_reply(
+        &mut raw,
+        b"AUTH pw\r\nWATCH r:k\r\nRESET\r\nAUTH pw\r\nSET r:k 2\r\nMULTI\r\nGET r:k\r\nEXEC\r\n",
+        b"+OK\r\n+OK\r\n+RESET\r\n+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n$1\r\n2\r\n",
+    );
+}
+
 fn watch(c: &mut Connection, keys: &[&str]) {
     let () = cmd("WATCH").arg(keys).query(c).unwrap();
 }

@@ -1768,6 +1768,22 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
+        name: "reset",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "connection",
+        since: "6.2.0",
+        summary: "Reset the connection",
+        complexity: "O(1)",
+        arguments: &[],
+        kind: Kind::Server,
+        acl_categories: &["@fast", "@connection"],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
         name: "role",
         arity: 1,
         flags: &["noscript", "loading", "stale", "fast"],

@@ -620,7 +620,7 @@ mod tests {
         let server = "ping echo quit hello auth select dbsize scan keys randomkey flushdb \
                       flushall info config command client role time shutdown bgrewriteaof \
                       wait cluster readonly readwrite lastsave save bgsave memory object rename \
-                      renamenx copy";
+                      renamenx copy reset";
         for name in server.split_whitespace() {
             assert_eq!(
                 lookup(name.as_bytes()).unwrap().kind,

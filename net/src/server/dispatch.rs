@@ -12,6 +12,7 @@ use crate::cmd::{self, CommandSpec, Effect, ExecCtx, Kind, MultiKind};
 use crate::glob::glob_match;
 use crate::resp::encode::{
     write_array_len, write_bulk, write_error, write_help, write_integer, write_null, write_ok,
+    write_simple,
 };
 
 /// Turns the collected parts of a broadcast into its reply.
@@ -268,14 +269,14 @@ impl Worker {
                 .is_some_and(|s| s.eq_ignore_ascii_case(b"setinfo"));
         if !client.authed
             && self.config.server.requirepass.is_some()
-            && !matches!(spec.name, "auth" | "hello" | "quit")
+            && !matches!(spec.name, "auth" | "hello" | "quit" | "reset")
             && !setinfo
         {
             err(out, "NOAUTH Authentication required.");
             super::multi::flag(client);
             return;
         }
-        if client.tx.is_some() && spec.name != "quit" {
+        if client.tx.is_some() && !matches!(spec.name, "quit" | "reset") {
             return self.queue_command(out, client, spec, args);
         }
         match spec.kind {
@@ -960,6 +961,16 @@ impl Worker {
             "quit" => {
                 write_ok(&mut r);
                 client.closing = true;
+            }
+            "reset" => {
+                // As Redis: the connection's state as a new connection's (the transaction and
+                // watches dropped, authentication needed again where a password is set),
+                // and simplekv's CLIENT ACKS back to the node's default. The name stays.
+                client.tx = None;
+                client.watched.clear();
+                client.authed = false;
+                client.acks = None;
+                write_simple(&mut r, b"RESET");
             }
             "select" => match crate::resp::parse::string2ll(args[1]) {
                 Some(0) => write_ok(&mut r),
