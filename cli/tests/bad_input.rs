@@ -414,6 +414,21 @@ fn values_over_max_value_len_are_refused_and_nothing_is_stored() {
         query_err(&mut c, cmd("SET").arg(&long_key).arg("v")),
         "ERR key is 65 bytes, over the limit of 64 (limits.max_key_len)"
     );
+    // RENAME and COPY to a key over the limit, from keys on every worker (the destination's
+    // worker lower or higher than the source's): refused, and the source stays.
+    for k in &spread {
+        let () = cmd("SET").arg(k).arg("kept").query(&mut c).unwrap();
+        for verb in ["RENAME", "RENAMENX", "COPY"] {
+            assert_eq!(
+                query_err(&mut c, cmd(verb).arg(k).arg(&long_key)),
+                "ERR key is 65 bytes, over the limit of 64 (limits.max_key_len)",
+                "{verb} {k}"
+            );
+            let v: Option<String> = cmd("GET").arg(k).query(&mut c).unwrap();
+            assert_eq!(v.as_deref(), Some("kept"), "{verb} {k}");
+        }
+        let _: i64 = cmd("DEL").arg(k).query(&mut c).unwrap();
+    }
     let n: i64 = cmd("EXISTS")
         .arg(&spread)
         .arg(&long_key)

@@ -40,4 +40,4 @@ pub use options::{Durability, Options, system_clock};
 pub use store::{
     BackgroundSync, KeyMeta, Prefetch, RecordBatch, RecoveryReport, Store, StoreStats, SyncTicket,
 };
-pub use watch::{KeyVersion, RECENT_DELETES};
+pub use watch::{KeyVersion, RECENT_TOUCHES};

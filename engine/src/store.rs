@@ -145,8 +145,8 @@ pub struct Store {
     /// them, so the next read usually starts exactly there instead of at the sparse index
     /// entry up to 64 KiB before it.
     read_cursor: std::cell::Cell<(u64, u64, usize)>,
-    /// Recent deletes, for WATCH (`watch`).
-    pub(crate) deletes: crate::watch::Deletes,
+    /// Recent deletes and expiry changes, for WATCH (`watch`).
+    pub(crate) touches: crate::watch::Touches,
 }
 
 const NO_CURSOR: (u64, u64, usize) = (u64::MAX, 0, 0);
@@ -203,10 +203,9 @@ impl Store {
             expired_scratch: Vec::new(),
             read_cursor: std::cell::Cell::new(NO_CURSOR),
             tap: None,
-            deletes: crate::watch::Deletes::new(0),
+            touches: crate::watch::Touches::new(0),
         };
         store.install_loaded(loaded, false)?;
-        store.deletes.new_history(store.next_lsn);
         Ok(store)
     }
 
@@ -216,6 +215,8 @@ impl Store {
         self.order = l.order;
         self.keydir = l.keydir;
         self.next_lsn = l.next_lsn;
+        // Records a reload dropped may get their LSNs again: no version taken before matches.
+        self.touches.new_history(self.next_lsn);
         self.report = l.report;
         self.hint_jobs = l.hint_jobs;
         self.generation += 1;
@@ -250,6 +251,7 @@ impl Store {
 
     /// Rebuilds every in-memory structure from the files (after a truncation or a failed write).
     fn reload(&mut self) -> Result<(), WriteError> {
+        self.touches.new_history(self.next_lsn);
         self.segments.clear();
         self.keydir = Keydir::new();
         match load(&self.dir, &self.opts).and_then(|l| self.install_loaded(l, true)) {
@@ -600,9 +602,9 @@ impl Store {
         self.next_lsn = lsn + 1;
         self.apply(id, off as u32, tag, key, value.len() as u32, expire);
         match tag {
-            Tag::Delete => self.deletes.note_delete(self.keydir.hash(key), lsn),
-            Tag::Clear => self.deletes.note_clear(lsn),
-            Tag::Put | Tag::Expire => {}
+            Tag::Delete | Tag::Expire => self.touches.note(self.keydir.hash(key), lsn),
+            Tag::Clear => self.touches.note_clear(lsn),
+            Tag::Put => {}
         }
         Ok(lsn)
     }
@@ -1152,7 +1154,7 @@ impl Store {
             n += 1;
         }
         if n > 0 {
-            self.deletes.new_history(self.next_lsn);
+            self.touches.new_history(self.next_lsn);
         }
         Ok(n)
     }
@@ -1171,7 +1173,7 @@ impl Store {
             return Err(self.fail_write(e));
         }
         // LSNs from `lsn` on will be given again: no version taken before matches.
-        self.deletes.new_history(lsn);
+        self.touches.new_history(lsn);
         match self.cut_files(lsn) {
             Ok(()) => {
                 info!("{}: log truncated to LSN {lsn}", self.dir.display());

@@ -1,16 +1,18 @@
 //! Key versions for optimistic transactions (WATCH): what a key looked like, and whether it
 //! changed since.
 //!
-//! A visible key's version is the LSN of its value's record and its expiry: any write to it
-//! (a new value, even the same bytes; an expiry set or removed) changes one of them, and a
-//! merge moving the record changes neither (records keep their LSN). An absent key's version
-//! is the log end at the time: it changed if any record for it was written since. A record
-//! still in the keydir says so directly (the key exists again, or exists expired); a key that
-//! came and went again left only a tombstone, so the store keeps the key hashes and LSNs of
-//! its latest deletes (`RECENT_DELETES` of them, in memory). When that is not enough to tell
-//! (older deletes forgotten, a Clear since, records that came from a leader or a truncation)
-//! the key counts as changed: a transaction may be retried for nothing, never run on a
-//! changed key.
+//! A version is taken with the log end at the time (`since`). A key changed since then if a
+//! record for it was written at or after `since`:
+//! - a Put: the keydir entry's record is newer (its LSN; a merge moving the record keeps the
+//!   LSN, so it changes nothing);
+//! - a Delete or an Expire record (a key that came and went again left only a tombstone; an
+//!   expiry set and removed again leaves the entry as it was): the store keeps the key hashes
+//!   and LSNs of its latest `RECENT_TOUCHES` deletes and expiry changes, in memory.
+//!
+//! A visible key that expired since (its entry is still there) counts as changed too. When the
+//! store cannot tell (older touches forgotten, a Clear since, records that came from a leader
+//! or a truncation or a reload, which may reuse LSNs) the key counts as changed: a transaction
+//! may be retried for nothing, never run on a changed key.
 use std::collections::VecDeque;
 
 use crate::error::ReadError;
@@ -18,48 +20,44 @@ use crate::keydir::Location;
 use crate::record::{self, HEADER_LEN};
 use crate::store::Store;
 
-/// Deletes remembered per store (16 bytes each).
-pub const RECENT_DELETES: usize = 2048;
+/// Deletes and expiry changes remembered per store (16 bytes each).
+pub const RECENT_TOUCHES: usize = 2048;
 
 /// What WATCH remembers of a key ([`Store::version`]); [`Store::unchanged_since`] compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyVersion {
-    /// The store's history mark then (see `Deletes::mark`).
+    /// The store's history mark then (see `Touches::mark`).
     mark: u64,
-    state: State,
+    /// The log end then.
+    since: u64,
+    /// Whether the key was visible then.
+    present: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Visible: the LSN of its value's record, and its expiry (0: none).
-    Present { lsn: u64, expire: u64 },
-    /// Absent or expired; `since`: the log end then.
-    Absent { since: u64 },
-}
-
-/// The deletes a store remembers for WATCH.
+/// The deletes and expiry changes a store remembers for WATCH.
 #[derive(Debug)]
-pub(crate) struct Deletes {
-    /// (key hash, LSN) of the latest deletes, oldest first.
+pub(crate) struct Touches {
+    /// (key hash, LSN) of the latest Delete and Expire records, oldest first.
     recent: VecDeque<(u64, u64)>,
-    /// Every delete with an LSN at or above this one is in `recent`.
+    /// Every such record with an LSN at or above this one is in `recent`.
     known_from: u64,
-    /// Changed whenever records arrive other than by local writes (from a leader, or a log
-    /// truncation that may reuse LSNs) and on every open: no version taken before matches.
+    /// Changed whenever records arrive other than by local appends (from a leader, or a
+    /// truncation or reload that may give LSNs again) and on every open: no version taken
+    /// before matches.
     mark: u64,
 }
 
-impl Deletes {
-    pub(crate) fn new(next_lsn: u64) -> Deletes {
-        Deletes {
+impl Touches {
+    pub(crate) fn new(next_lsn: u64) -> Touches {
+        Touches {
             recent: VecDeque::new(),
             known_from: next_lsn,
             mark: crate::fsutil::random_id(),
         }
     }
 
-    pub(crate) fn note_delete(&mut self, hash: u64, lsn: u64) {
-        if self.recent.len() == RECENT_DELETES
+    pub(crate) fn note(&mut self, hash: u64, lsn: u64) {
+        if self.recent.len() == RECENT_TOUCHES
             && let Some((_, oldest)) = self.recent.pop_front()
         {
             self.known_from = oldest + 1;
@@ -75,11 +73,12 @@ impl Deletes {
 
     /// Records came from elsewhere: forget every version taken so far.
     pub(crate) fn new_history(&mut self, next_lsn: u64) {
-        *self = Deletes::new(next_lsn);
+        *self = Touches::new(next_lsn);
     }
 
-    /// Whether a key of this hash may have been deleted at or after `since`.
-    fn deleted_since(&self, hash: u64, since: u64) -> bool {
+    /// Whether a key of this hash may have been deleted or had its expiry changed at or
+    /// after `since`.
+    fn touched_since(&self, hash: u64, since: u64) -> bool {
         since < self.known_from
             || self
                 .recent
@@ -92,38 +91,28 @@ impl Deletes {
 
 impl Store {
     /// The version of `key` now, for WATCH.
-    pub fn version(&self, key: &[u8]) -> Result<KeyVersion, ReadError> {
-        let state = match self.keydir.get(key).filter(|l| self.visible(l)) {
-            Some(loc) => State::Present {
-                lsn: self.record_lsn(&loc)?,
-                expire: loc.expire,
-            },
-            None => State::Absent {
-                since: self.log_end(),
-            },
-        };
-        Ok(KeyVersion {
-            mark: self.deletes.mark,
-            state,
-        })
+    pub fn version(&self, key: &[u8]) -> KeyVersion {
+        KeyVersion {
+            mark: self.touches.mark,
+            since: self.log_end(),
+            present: self.exists(key),
+        }
     }
 
     /// Whether `key` is as it was when `v` was taken (false when that cannot be told).
     pub fn unchanged_since(&self, key: &[u8], v: KeyVersion) -> Result<bool, ReadError> {
-        if v.mark != self.deletes.mark {
+        if v.mark != self.touches.mark {
             return Ok(false);
         }
-        match v.state {
-            State::Present { .. } => Ok(self.version(key)? == v),
-            State::Absent { since } => {
-                if let Some(loc) = self.keydir.get(key)
-                    && (self.visible(&loc) || self.record_lsn(&loc)? >= since)
-                {
-                    return Ok(false);
-                }
-                Ok(!self.deletes.deleted_since(self.keydir.hash(key), since))
+        if let Some(loc) = self.keydir.get(key) {
+            // Written since, or visible now but not then, or the other way round (expired).
+            if self.record_lsn(&loc)? >= v.since || self.visible(&loc) != v.present {
+                return Ok(false);
             }
+        } else if v.present {
+            return Ok(false);
         }
+        Ok(!self.touches.touched_since(self.keydir.hash(key), v.since))
     }
 
     fn record_lsn(&self, loc: &Location) -> Result<u64, ReadError> {

@@ -455,10 +455,7 @@ fn merge_keeps_every_key_version() {
     let mut s = open(dir.path());
     fill(&mut s);
     let keys: Vec<String> = (0..300u32).map(|i| format!("key{i}")).collect();
-    let versions: Vec<_> = keys
-        .iter()
-        .map(|k| s.version(k.as_bytes()).unwrap())
-        .collect();
+    let versions: Vec<_> = keys.iter().map(|k| s.version(k.as_bytes())).collect();
     s.merge_now(u64::MAX).unwrap().unwrap();
     for (k, v) in keys.iter().zip(versions) {
         assert!(s.unchanged_since(k.as_bytes(), v).unwrap(), "{k}");

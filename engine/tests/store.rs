@@ -367,19 +367,19 @@ fn a_key_version_tells_whether_the_key_changed_since() {
     let mut s = open(dir.path());
     let unchanged = |s: &Store, k: &[u8], v| s.unchanged_since(k, v).unwrap();
     // Absent, and created.
-    let v = s.version(b"k").unwrap();
+    let v = s.version(b"k");
     s.put(b"other", b"x", None).unwrap();
     s.delete(b"other").unwrap();
     assert!(unchanged(&s, b"k", v), "other keys written and deleted");
     s.put(b"k", b"v", None).unwrap();
     assert!(!unchanged(&s, b"k", v), "created");
     // Present: reads and other keys do not count; every write does.
-    let v = s.version(b"k").unwrap();
+    let v = s.version(b"k");
     s.get(b"k").unwrap();
     s.put(b"other", b"y", None).unwrap();
     assert!(unchanged(&s, b"k", v), "reads and other keys");
     type Write = fn(&mut Store);
-    let writes: [(&str, Write); 4] = [
+    let writes: [(&str, Write); 6] = [
         ("the same value", |s| {
             s.put(b"k", b"v", None).unwrap();
         }),
@@ -389,41 +389,49 @@ fn a_key_version_tells_whether_the_key_changed_since() {
         ("an expiry removed", |s| {
             s.set_expire(b"k", None).unwrap();
         }),
+        ("an expiry set and removed again", |s| {
+            s.set_expire(b"k", Some(clock() + 10_000)).unwrap();
+            s.set_expire(b"k", None).unwrap();
+        }),
+        ("the same expiry set again", |s| {
+            s.set_expire(b"k", Some(clock() + 20_000)).unwrap();
+            s.set_expire(b"k", Some(clock() + 20_000)).unwrap();
+        }),
         ("deleted and written back", |s| {
             s.delete(b"k").unwrap();
             s.put(b"k", b"v", None).unwrap();
         }),
     ];
     for (what, write) in writes {
-        let v = s.version(b"k").unwrap();
+        let v = s.version(b"k");
         write(&mut s);
         assert!(!unchanged(&s, b"k", v), "{what}");
     }
     // Absent then: created and deleted again, or created and expired.
     s.delete(b"k").unwrap();
-    let v = s.version(b"k").unwrap();
+    let v = s.version(b"k");
     s.put(b"k", b"v", None).unwrap();
     s.delete(b"k").unwrap();
     assert!(!unchanged(&s, b"k", v), "came and went");
-    let v = s.version(b"k").unwrap();
+    let v = s.version(b"k");
     s.put(b"k", b"v", Some(clock() + 5)).unwrap();
     advance(10);
     assert!(!unchanged(&s, b"k", v), "came and expired");
     // Expired when watched and still: unchanged.
-    let v = s.version(b"k").unwrap();
+    let v = s.version(b"k");
     assert!(unchanged(&s, b"k", v));
     // A present key that expires.
     s.put(b"k", b"v", Some(clock() + 5)).unwrap();
-    let v = s.version(b"k").unwrap();
+    let v = s.version(b"k");
     advance(10);
     assert!(!unchanged(&s, b"k", v), "expired");
     // A clear, and more deletes than the store remembers, count for absent keys.
     s.delete(b"k").unwrap();
-    let v = s.version(b"k").unwrap();
+    let v = s.version(b"k");
     s.clear().unwrap();
     assert!(!unchanged(&s, b"k", v), "cleared");
-    let v = s.version(b"k").unwrap();
-    for i in 0..=simplekv_engine::RECENT_DELETES {
+    let v = s.version(b"k");
+    for i in 0..=simplekv_engine::RECENT_TOUCHES {
         let key = format!("d{i}");
         s.put(key.as_bytes(), b"x", None).unwrap();
         s.delete(key.as_bytes()).unwrap();
@@ -431,11 +439,11 @@ fn a_key_version_tells_whether_the_key_changed_since() {
     assert!(!unchanged(&s, b"k", v), "deletes forgotten");
     // A reopen forgets.
     s.put(b"k", b"v", None).unwrap();
-    let v = s.version(b"k").unwrap();
+    let v = s.version(b"k");
     s.commit().unwrap();
     drop(s);
     let s = open(dir.path());
     assert!(!unchanged(&s, b"k", v), "reopened");
-    let v = s.version(b"k").unwrap();
+    let v = s.version(b"k");
     assert!(unchanged(&s, b"k", v));
 }

@@ -476,6 +476,15 @@ impl Worker {
     /// engine's own error text, against the limits the engine applies; a worker that owns no
     /// partition goes by the configuration they come from).
     pub(super) fn pairs_over_limit(&self, args: &[&[u8]]) -> Option<String> {
+        args[1..]
+            .chunks(2)
+            .find_map(|kv| self.over_limit(kv[0], kv.get(1).copied().unwrap_or_default()))
+    }
+
+    /// The engine's error for writing `value` under `key`, if either is over the limits the
+    /// engine applies (a worker that owns no partition goes by the configuration they come
+    /// from).
+    pub(super) fn over_limit(&self, key: &[u8], value: &[u8]) -> Option<String> {
         let (max_key, max_value) = match self.owned.first().and_then(|&p| self.store(p)) {
             Some(s) => (s.options().max_key_len, s.options().max_value_len),
             None => (
@@ -483,14 +492,7 @@ impl Worker {
                 self.config.limits.max_value_len as usize,
             ),
         };
-        args[1..].chunks(2).find_map(|kv| {
-            pair_over_limit(
-                kv[0],
-                kv.get(1).copied().unwrap_or_default(),
-                max_key,
-                max_value,
-            )
-        })
+        pair_over_limit(key, value, max_key, max_value)
     }
 
     pub(super) fn push_gathered(&self, out: &mut Output, mut slot: Slot, need: Need) {
@@ -963,13 +965,14 @@ impl Worker {
                 client.closing = true;
             }
             "reset" => {
-                // As Redis: the connection's state as a new connection's (the transaction and
-                // watches dropped, authentication needed again where a password is set),
-                // and simplekv's CLIENT ACKS back to the node's default. The name stays.
+                // As Redis: the connection's state as a new connection's (the transaction,
+                // watches and name dropped, authentication needed again where a password is
+                // set), and simplekv's CLIENT ACKS back to the node's default.
                 client.tx = None;
                 client.watched.clear();
-                client.authed = false;
+                client.authed = self.config.server.requirepass.is_none();
                 client.acks = None;
+                client.name = None;
                 write_simple(&mut r, b"RESET");
             }
             "select" => match crate::resp::parse::string2ll(args[1]) {

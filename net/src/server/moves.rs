@@ -6,7 +6,8 @@
 //! workers of an MSETNX (`msetnx`), the lower one first: each, at its step, learns what the
 //! outcome needs from its key (the source's value and expiry, or whether the destination
 //! exists) and holds still; the second one decides, does its part and tells the first whether
-//! (and with which value) to do its own. Nobody sees one key changed and not the other, and
+//! (and with which value) to do its own. No single-key command or transaction sees one key changed and not the
+//! other (a multi-key command over both workers, which is not held, may), and
 //! the connection runs its next command only once both parts are done. Both parts answer,
 //! so the reply waits for both workers' writes to be as durable as promised.
 use log::warn;
@@ -75,6 +76,8 @@ pub struct MoveFacts {
     pub source: Option<Option<Moved>>,
     /// Whether the destination exists, once its worker has looked.
     pub dest_exists: Option<bool>,
+    /// The source's value cannot be written under the destination key (over the limits).
+    pub refused: Option<String>,
 }
 
 /// RENAME, RENAMENX and COPY's arguments: the kind, or the error to answer.
@@ -242,6 +245,13 @@ impl Worker {
     }
 
     /// One step of a move over two workers (`step` is an `Op::MoveStep`).
+    ///
+    /// Nothing is changed until nothing can fail but the disk: the source's step checks the
+    /// value and the destination key against the limits, and the source is deleted only once
+    /// the destination is written. With the source on the lower worker, the destination's
+    /// step (the second) writes, then tells the source to delete. With the destination on the
+    /// lower worker, the source's step (the second) decides and, for a RENAME, holds on until
+    /// the destination has written and told it so.
     pub(super) fn move_step(&mut self, reply_to: ReplyTo, acks: simplekv_conf::Acks, step: Op) {
         let Op::MoveStep {
             kind,
@@ -256,11 +266,15 @@ impl Worker {
         let ws = self.topo.worker_of(self.topo.partition_of(&src));
         let is_source = ws == self.id;
         if is_source {
-            facts.source = Some(self.read_moved(&src));
+            let moved = self.read_moved(&src);
+            if let Some(m) = &moved {
+                facts.refused = self.over_limit(&dst, &m.value);
+            }
+            facts.source = Some(moved);
         } else {
             facts.dest_exists = Some(self.key_exists(&dst));
         }
-        let (Some(source), Some(dest_exists)) = (&facts.source, facts.dest_exists) else {
+        if facts.source.is_none() || facts.dest_exists.is_none() {
             // The first step: hold, and pass the step on to the other worker.
             let other = if is_source {
                 self.topo.worker_of(self.topo.partition_of(&dst))
@@ -275,6 +289,10 @@ impl Worker {
                     kind,
                     key,
                     is_source,
+                    // A destination held first confirms its write to the source, which
+                    // deletes only then (RENAME, RENAMENX).
+                    confirm_to: (!is_source && kind.removes_source()).then_some(ws),
+                    answers_decision: false,
                 },
             });
             let op = Op::MoveStep {
@@ -286,55 +304,78 @@ impl Worker {
             };
             self.nx_out.push((other, Request { reply_to, op, acks }));
             return;
-        };
+        }
         // The second step decides.
+        let (Some(source), Some(dest_exists)) = (facts.source.take(), facts.dest_exists) else {
+            return;
+        };
         let Some(first) = held else {
             warn!("worker {}: move step without a held worker", self.id);
             return;
         };
-        let (answer, moved) = match kind.decide(source.is_some(), dest_exists) {
-            Err(e) => (e, None),
-            Ok(false) => (Payload::Int(0), None),
-            Ok(true) => (kind.done(), source.clone()),
+        let decision = match facts.refused.take() {
+            Some(e) => Err(Payload::Err(e)),
+            None => kind.decide(source.is_some(), dest_exists),
         };
-        let go = moved.is_some();
-        let mut wrote = None;
-        let mut answer = answer;
-        if go {
-            let result = if is_source {
-                if kind.removes_source() {
-                    self.delete_key(&src)
-                        .map(|()| Some(self.topo.partition_of(&src)))
-                } else {
-                    Ok(None)
-                }
-            } else {
-                let m = moved.clone().unwrap_or(Moved {
-                    value: Vec::new(),
-                    expire: None,
-                });
-                self.write_moved(&dst, m)
-                    .map(|()| Some(self.topo.partition_of(&dst)))
-            };
-            match result {
-                Ok(p) => wrote = p,
-                Err(e) => answer = e,
+        let moved = match decision {
+            Ok(true) => source,
+            Ok(false) => None,
+            Err(e) => {
+                self.nx_answer(reply_to, e, Need::Now);
+                self.tell_first(first, reply_to, acks, false, None);
+                return;
             }
+        };
+        let Some(moved) = moved else {
+            self.nx_answer(reply_to, Payload::Int(0), Need::Now);
+            self.tell_first(first, reply_to, acks, false, None);
+            return;
+        };
+        if is_source {
+            // The destination (held) writes; a RENAME's source waits to hear it did.
+            if kind.removes_source() {
+                self.nx = Some(NxHeld {
+                    reply_to,
+                    acks,
+                    work: HeldWork::Move {
+                        kind,
+                        key: src,
+                        is_source: true,
+                        confirm_to: None,
+                        answers_decision: true,
+                    },
+                });
+            } else {
+                self.nx_answer(reply_to, kind.done(), Need::Now);
+            }
+            self.tell_first(first, reply_to, acks, true, Some(Box::new(moved)));
+            return;
         }
-        let need = match wrote {
-            Some(p) => self.need_for(Some(p), true, acks),
-            None => Need::Now,
+        // The destination writes, then the source (held) deletes if that worked.
+        let (answer, need, written) = match self.write_moved(&dst, moved) {
+            Ok(()) => {
+                let need = self.need_for(Some(self.topo.partition_of(&dst)), true, acks);
+                (kind.done(), need, true)
+            }
+            Err(e) => (e, Need::Now, false),
         };
         self.nx_answer(reply_to, answer, need);
-        // The first worker moves (source) or writes (destination) if the move goes ahead.
-        let op = Op::NxDecide {
-            commit: go,
-            moved: if is_source { moved.map(Box::new) } else { None },
-        };
+        self.tell_first(first, reply_to, acks, written, None);
+    }
+
+    fn tell_first(
+        &mut self,
+        first: usize,
+        reply_to: ReplyTo,
+        acks: simplekv_conf::Acks,
+        commit: bool,
+        moved: Option<Box<Moved>>,
+    ) {
+        let op = Op::NxDecide { commit, moved };
         self.send_req(first, Request { reply_to, op, acks });
     }
 
-    /// A held move's outcome for this worker's key.
+    /// A held move's outcome for this worker's key (`held.work` is `HeldWork::Move`).
     pub(super) fn move_decided(&mut self, held: NxHeld, commit: bool, moved: Option<Box<Moved>>) {
         let NxHeld {
             reply_to,
@@ -344,37 +385,49 @@ impl Worker {
                     kind,
                     key,
                     is_source,
+                    confirm_to,
+                    answers_decision,
                 },
         } = held
         else {
             return;
         };
-        let mut answer = kind.neutral();
-        let mut wrote = None;
-        if commit {
-            let p = self.topo.partition_of(&key);
-            let result = if is_source {
-                if kind.removes_source() {
-                    self.delete_key(&key).map(|()| Some(p))
-                } else {
-                    Ok(None)
-                }
+        let p = self.topo.partition_of(&key);
+        let (answer, need) = if !commit {
+            (kind.neutral(), Need::Now)
+        } else if is_source {
+            let result = if kind.removes_source() {
+                self.delete_key(&key)
             } else {
-                match moved {
-                    Some(m) => self.write_moved(&key, *m).map(|()| Some(p)),
-                    None => Err(Payload::Err(
-                        "ERR internal: a move without its value".into(),
-                    )),
-                }
+                Ok(())
             };
             match result {
-                Ok(p) => wrote = p,
-                Err(e) => answer = e,
+                Ok(()) => {
+                    let answer = if answers_decision {
+                        kind.done()
+                    } else {
+                        kind.neutral()
+                    };
+                    let need = self.need_for(Some(p), kind.removes_source(), acks);
+                    (answer, need)
+                }
+                Err(e) => (e, Need::Now),
             }
-        }
-        let need = match wrote {
-            Some(p) => self.need_for(Some(p), true, acks),
-            None => Need::Now,
+        } else {
+            let result = match moved {
+                Some(m) => self.write_moved(&key, *m),
+                None => Err(Payload::Err(
+                    "ERR internal: a move without its value".into(),
+                )),
+            };
+            let written = result.is_ok();
+            if let Some(w) = confirm_to {
+                self.tell_first(w, reply_to, acks, written, None);
+            }
+            match result {
+                Ok(()) => (kind.neutral(), self.need_for(Some(p), true, acks)),
+                Err(e) => (e, Need::Now),
+            }
         };
         self.nx_answer(reply_to, answer, need);
     }

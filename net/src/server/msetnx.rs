@@ -44,6 +44,10 @@ pub enum HeldWork {
         kind: super::moves::MoveKind,
         key: Vec<u8>,
         is_source: bool,
+        /// A destination held first tells this (the source's) worker whether it wrote.
+        confirm_to: Option<usize>,
+        /// This part answers the command's outcome (a source held last, for a RENAME).
+        answers_decision: bool,
     },
 }
 
@@ -180,7 +184,7 @@ impl Worker {
         let (payload, need) = match (h.work, commit) {
             (HeldWork::MSetNx(pairs), true) => self.nx_write(pairs, h.acks),
             (HeldWork::MSetNx(_), false) => (Payload::Int(0), Need::Now),
-            (HeldWork::Tx(part), true) => self.run_tx_part(part, h.acks),
+            (HeldWork::Tx(part), true) => self.run_tx_items(part.items, h.acks),
             (HeldWork::Tx(_), false) => (Payload::TxAborted, Need::Now),
             (HeldWork::Move { .. }, _) => unreachable!("handled above"),
         };
@@ -188,11 +192,14 @@ impl Worker {
         self.nx_release();
     }
 
-    /// Runs what waited for the hold, in order, until done or held again. Connections get
-    /// their turn before the next MSETNX step that may hold this worker again, so a stream of
-    /// MSETNX passing through cannot keep them waiting for good.
+    /// Runs what waited for the hold, in order, until done or held again.
     fn nx_release(&mut self) {
-        self.nx_replay(true);
+        // Turns alternate: connections first at one release, deferred steps first at the
+        // next, so neither a stream of steps nor connections that keep holding this worker
+        // again (each pipelining cross-worker commands) can keep the other waiting for good.
+        let steps_first = self.nx_steps_first;
+        self.nx_steps_first = !steps_first;
+        self.nx_replay(!steps_first);
         let mut frozen = std::mem::take(&mut self.nx_frozen).into_iter();
         while self.nx.is_none() {
             let Some(t) = frozen.next() else { break };

@@ -17,8 +17,9 @@
 //!   MSETNX over several workers (`msetnx`): each holds (runs nothing from connections, other
 //!   workers or the gRPC service) and passes the step on; the last one runs its part and
 //!   tells the held ones to run theirs. A worker waits only for workers above it, so two
-//!   transactions never wait on each other. Nobody sees one worker's part done and another's
-//!   not: each worker is held from its step until its part has run. The connection runs its
+//!   transactions never wait on each other. No single-key command and no other transaction
+//!   sees one worker's part done and another's not: each worker is held from its step until
+//!   its part has run (a multi-key command over several workers is not held, and may). The connection runs its
 //!   next command only when the reply is complete (`Output::barrier`).
 //!
 //! The reply goes out once every write in it is as durable (and, in cluster mode, as
@@ -129,7 +130,7 @@ fn is_move(spec: &CommandSpec) -> bool {
 }
 
 /// The keys a command names (none for PING, ECHO, TIME).
-fn command_keys<'a>(spec: &CommandSpec, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+fn command_keys<'a>(spec: &'static CommandSpec, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     if is_move(spec) {
         return args[1..3].to_vec();
     }
@@ -138,7 +139,12 @@ fn command_keys<'a>(spec: &CommandSpec, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
             let step = if takes_pairs(kind) { 2 } else { 1 };
             args[1..].iter().step_by(step).copied().collect()
         }
-        _ => cmd::key_of(args).into_iter().collect(),
+        Kind::Keyed => cmd::key_of(args).into_iter().collect(),
+        Kind::Server if cmd::keyed_subcommand(arity_spec(spec, args)) => {
+            cmd::key_of(args).into_iter().collect()
+        }
+        // PING, ECHO, TIME: their argument is no key.
+        Kind::Server => Vec::new(),
     }
 }
 
@@ -556,7 +562,8 @@ impl Worker {
             return;
         }
         if rest.is_empty() {
-            let (payload, need) = self.run_tx_part(part, acks);
+            // The watches held just now, and nothing runs in between.
+            let (payload, need) = self.run_tx_items(part.items, acks);
             self.nx_answer(reply_to, payload, need);
             self.nx_decide_held(&held, reply_to, acks, true);
             return;
@@ -572,8 +579,10 @@ impl Worker {
         self.nx_out.push((next, Request { reply_to, op, acks }));
     }
 
-    /// Runs this worker's part of an EXEC, all of it now: its watched keys are checked
-    /// first, then its commands run in order. Returns the payloads and what the reply must
+    /// Runs this worker's part of an EXEC when it is the only one, all of it now: its watched
+    /// keys are checked first, then its commands run in order. (A worker of a transaction
+    /// over several checks at its step and, once the outcome is known, only runs: a watched
+    /// key may expire while it is held, after the last worker already ran its part.) Returns the payloads and what the reply must
     /// wait for (the most any of them needs).
     pub(super) fn run_tx_part(
         &mut self,
@@ -601,9 +610,18 @@ impl Worker {
         if !self.watch_holds(&part.watch) {
             return (Payload::TxAborted, Need::Now);
         }
+        self.run_tx_items(part.items, acks)
+    }
+
+    /// Runs a transaction part's commands (its watched keys were checked).
+    pub(super) fn run_tx_items(
+        &mut self,
+        items: Vec<(u32, Op)>,
+        acks: simplekv_conf::Acks,
+    ) -> (Payload, Need) {
         let mut need = Need::Now;
-        let mut done = Vec::with_capacity(part.items.len());
-        for (i, op) in part.items {
+        let mut done = Vec::with_capacity(items.len());
+        for (i, op) in items {
             let (payload, n) = self.execute_op(op, acks);
             need = need.max(n);
             done.push((i, payload));
@@ -668,15 +686,7 @@ impl Worker {
 
     /// A key's version as this worker sees it now.
     pub(super) fn version_of(&self, key: &[u8]) -> Ver {
-        let s = self.store(self.topo.partition_of(key))?;
-        s.version(key)
-            .map_err(|e| {
-                warn!(
-                    "worker {}: WATCH could not read a key's version: {e}",
-                    self.id
-                )
-            })
-            .ok()
+        Some(self.store(self.topo.partition_of(key))?.version(key))
     }
 
     /// Every watched key is as it was when watched.

@@ -85,6 +85,8 @@ pub struct Worker {
     pub nx: Option<super::msetnx::NxHeld>,
     pub nx_deferred: std::collections::VecDeque<Msg>,
     pub nx_frozen: Vec<usize>,
+    /// Whose turn it is first when a hold ends (`msetnx::nx_release`).
+    pub nx_steps_first: bool,
     /// MSETNX steps to pass on, sent after the turn's other requests (see `send_batches`).
     pub nx_out: Vec<(usize, Request)>,
     /// Messages for each peer, sent (and the peer woken once) at the end of the turn.
@@ -199,6 +201,7 @@ impl Worker {
             nx: None,
             nx_deferred: std::collections::VecDeque::new(),
             nx_frozen: Vec::new(),
+            nx_steps_first: false,
             nx_out: Vec::new(),
             req_out: Vec::new(),
             reply_buf: Vec::new(),
