@@ -2921,6 +2921,34 @@ fn a_key_renamed_across_workers_is_never_seen_in_two_places_or_none() {
     );
 }
 
+/// Bitmap commands on string values, end to end (their rules are checked against a model in
+/// `net/src/cmd/bits.rs`).
+#[test]
+fn bitmap_commands_read_and_write_string_values() {
+    let s = server();
+    let mut c = s.client();
+    assert_eq!(int(&mut c, cmd("SETBIT").arg("bm").arg(7).arg(1)), 0);
+    assert_eq!(int(&mut c, cmd("SETBIT").arg("bm").arg(100).arg(1)), 0);
+    assert_eq!(int(&mut c, cmd("GETBIT").arg("bm").arg(100)), 1);
+    assert_eq!(int(&mut c, cmd("STRLEN").arg("bm")), 13);
+    assert_eq!(int(&mut c, cmd("BITCOUNT").arg("bm")), 2);
+    assert_eq!(int(&mut c, cmd("BITPOS").arg("bm").arg(1).arg(1)), 100);
+    assert_eq!(int(&mut c, cmd("BITPOS").arg("bm").arg(0)), 0);
+    set(&mut c, "bm2", "foobar");
+    assert_eq!(
+        int(&mut c, cmd("BITCOUNT").arg("bm2").arg(5).arg(30).arg("BIT")),
+        17
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("SETBIT").arg("bm").arg(-1).arg(1)),
+        "ERR bit offset is not an integer or out of range"
+    );
+    assert_eq!(
+        query_err(&mut c, cmd("GETBIT").arg("bm")),
+        "ERR wrong number of arguments for 'getbit' command"
+    );
+}
+
 #[test]
 fn lastsave_and_wait_answer_and_save_is_refused() {
     let s = server();

@@ -84,6 +84,69 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
+        name: "bitcount",
+        arity: -2,
+        flags: &["readonly"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        group: "bitmap",
+        since: "2.6.0",
+        summary: "Count set bits in a string",
+        complexity: "O(N)",
+        arguments: &[
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "index", typ: "block", optional: true, sub: &[
+                    ArgDoc { name: "start", typ: "integer", ..ArgDoc::DEFAULT },
+                    ArgDoc { name: "end", typ: "integer", ..ArgDoc::DEFAULT },
+                    ArgDoc { name: "index_unit", typ: "oneof", since: Some("7.0.0"), optional: true, sub: &[
+                            ArgDoc { name: "byte", typ: "pure-token", token: Some("BYTE"), ..ArgDoc::DEFAULT },
+                            ArgDoc { name: "bit", typ: "pure-token", token: Some("BIT"), ..ArgDoc::DEFAULT },
+                        ], ..ArgDoc::DEFAULT },
+                ], ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Keyed,
+        acl_categories: &["@read", "@bitmap", "@slow"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RO", "access"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+        ],
+        history: &[("7.0.0", "Added the `BYTE|BIT` option.")],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "bitpos",
+        arity: -3,
+        flags: &["readonly"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        group: "bitmap",
+        since: "2.8.7",
+        summary: "Find first bit set or clear in a string",
+        complexity: "O(N)",
+        arguments: &[
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "bit", typ: "integer", ..ArgDoc::DEFAULT },
+            ArgDoc { name: "index", typ: "block", optional: true, sub: &[
+                    ArgDoc { name: "start", typ: "integer", ..ArgDoc::DEFAULT },
+                    ArgDoc { name: "end_index", typ: "block", optional: true, sub: &[
+                            ArgDoc { name: "end", typ: "integer", ..ArgDoc::DEFAULT },
+                            ArgDoc { name: "index_unit", typ: "oneof", since: Some("7.0.0"), optional: true, sub: &[
+                                    ArgDoc { name: "byte", typ: "pure-token", token: Some("BYTE"), ..ArgDoc::DEFAULT },
+                                    ArgDoc { name: "bit", typ: "pure-token", token: Some("BIT"), ..ArgDoc::DEFAULT },
+                                ], ..ArgDoc::DEFAULT },
+                        ], ..ArgDoc::DEFAULT },
+                ], ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Keyed,
+        acl_categories: &["@read", "@bitmap", "@slow"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RO", "access"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+        ],
+        history: &[("7.0.0", "Added the `BYTE|BIT` option.")],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
         name: "client",
         arity: -2,
         flags: &[],
@@ -974,6 +1037,28 @@ pub static COMMANDS: &[CommandSpec] = &[
         ],
         kind: Kind::Keyed,
         acl_categories: &["@read", "@string", "@fast"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RO", "access"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+        ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "getbit",
+        arity: 3,
+        flags: &["readonly", "fast"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        group: "bitmap",
+        since: "2.2.0",
+        summary: "Returns the bit value at offset in the string value stored at key",
+        complexity: "O(1)",
+        arguments: &[
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "offset", typ: "integer", ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Keyed,
+        acl_categories: &["@read", "@bitmap", "@fast"],
         key_specs: &[
             KeySpec { notes: None, flags: &["RO", "access"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
         ],
@@ -1889,6 +1974,29 @@ pub static COMMANDS: &[CommandSpec] = &[
             KeySpec { notes: Some("RW and ACCESS due to the optional `GET` argument"), flags: &["RW", "access", "update", "variable_flags"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
         ],
         history: &[("2.6.12", "Added the `EX`, `PX`, `NX` and `XX` options."), ("6.0.0", "Added the `KEEPTTL` option."), ("6.2.0", "Added the `GET`, `EXAT` and `PXAT` option."), ("7.0.0", "Allowed the `NX` and `GET` options to be used together.")],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "setbit",
+        arity: 4,
+        flags: &["write", "denyoom"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        group: "bitmap",
+        since: "2.2.0",
+        summary: "Sets or clears the bit at offset in the string value stored at key",
+        complexity: "O(1)",
+        arguments: &[
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "offset", typ: "integer", ..ArgDoc::DEFAULT },
+            ArgDoc { name: "value", typ: "integer", ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Keyed,
+        acl_categories: &["@write", "@bitmap", "@slow"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RW", "access", "update"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+        ],
         ..CommandSpec::DEFAULT
     },
     CommandSpec {

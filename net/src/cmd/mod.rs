@@ -3,6 +3,7 @@
 //!
 //! Replies and error texts are those of Redis 7.0. A keyed command appends exactly one reply,
 //! and nothing here panics, whatever the arguments.
+mod bits;
 mod defs;
 pub mod expire;
 pub mod introspect;
@@ -117,9 +118,11 @@ pub fn exec_keyed(
         return Effect::Read;
     }
     let log_end = store.log_end();
-    // Redis files the keyed commands of expire.rs under "generic", the rest under "string".
+    // Redis files the keyed commands of expire.rs under "generic", those of bits.rs under
+    // "bitmap", the rest under "string".
     let result = match spec.group {
         "generic" => expire::exec(spec, args, store, ctx, out),
+        "bitmap" => bits::exec(spec.name, args, store, ctx, out),
         _ => strings::exec(spec, args, store, ctx, out),
     };
     if let Err(text) = result {

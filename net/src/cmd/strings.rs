@@ -359,7 +359,7 @@ fn check_string_length(size: u64, append: usize, ctx: &ExecCtx) -> Res {
 
 /// Refuses a value the engine would refuse, before building it (SETRANGE can ask for
 /// hundreds of megabytes of padding).
-fn check_engine_value_len(store: &Store, len: u64) -> Res {
+pub(super) fn check_engine_value_len(store: &Store, len: u64) -> Res {
     let max = store.options().max_value_len;
     if len > max as u64 {
         let len = usize::try_from(len).unwrap_or(usize::MAX);

@@ -596,14 +596,15 @@ mod tests {
     fn every_listed_command_has_its_kind() {
         let keyed = "get set setnx setex psetex getset getdel getex expire pexpire expireat \
                      pexpireat ttl pttl expiretime pexpiretime persist type incr decr incrby \
-                     decrby incrbyfloat append strlen getrange setrange substr";
+                     decrby incrbyfloat append strlen getrange setrange substr setbit getbit \
+                     bitcount bitpos";
         for name in keyed.split_whitespace() {
             let c = lookup(name.as_bytes()).unwrap();
             assert_eq!(c.kind, Kind::Keyed, "{name}");
             // The server routes these by args[1].
             assert_eq!((c.first_key, c.last_key, c.step), (1, 1, 1), "{name}");
             // exec_keyed picks the implementing module by group.
-            assert!(["string", "generic"].contains(&c.group), "{name}");
+            assert!(["string", "generic", "bitmap"].contains(&c.group), "{name}");
         }
         let multi = [
             ("mget", MultiKind::MGet),
