@@ -2720,6 +2720,41 @@ fn watch_loops_of_racing_clients_lose_no_increment() {
     assert_eq!(n, CLIENTS as i64 * EACH, "{retries} retries");
 }
 
+/// redis-py, unchanged: its default pipeline is a MULTI/EXEC transaction, and its
+/// `transaction()` helper runs a WATCH-and-retry loop.
+#[test]
+fn redis_py_transactions_work_unchanged() {
+    let s = server();
+    let script = format!(
+        r#"
+import redis
+r = redis.Redis(host="127.0.0.1", port={port}, socket_timeout=10)
+p = r.pipeline()
+p.set("py:a", 1).incr("py:a").mget("py:a", "py:b").set("py:b", "x").get("py:b")
+assert p.execute() == [True, 2, [b"2", None], True, b"x"]
+def bump(pipe):
+    n = int(pipe.get("py:n") or 0)
+    pipe.multi()
+    pipe.set("py:n", n + 1)
+for _ in range(20):
+    r.transaction(bump, "py:n")
+assert r.get("py:n") == b"20"
+print("ok")
+"#,
+        port = s.port
+    );
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 (scripts/setup.sh installs it with python3-redis)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("ok"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A transaction over several workers is isolated: one that reads two keys never sees the
 /// halfway state of one that increments both.
 #[test]

@@ -420,20 +420,28 @@ impl Store {
         let Some(loc) = self.visible_loc(key) else {
             return Ok(None);
         };
-        let seg = self.seg(loc.seg);
-        let corrupt = |reason: String| ReadError::Corrupt {
-            path: seg.path.clone(),
-            offset: loc.off as u64,
-            reason,
-        };
-        let bytes = seg
-            .bytes(loc.off as u64, loc.record_len() as usize)
-            .ok_or_else(|| corrupt("record extends past the end of the segment".into()))?;
-        let r = record::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let bytes = self.record_bytes(&loc, loc.record_len() as usize)?;
+        let r = record::decode(bytes).map_err(|e| self.corrupt_at(&loc, e.to_string()))?;
         if r.key != key || r.header.tag != Tag::Put {
-            return Err(corrupt("keydir points at a record of another key".into()));
+            return Err(self.corrupt_at(&loc, "keydir points at a record of another key".into()));
         }
         Ok(Some(f(r.value)))
+    }
+
+    /// The first `len` bytes of the record at `loc`.
+    pub(crate) fn record_bytes(&self, loc: &Location, len: usize) -> Result<&[u8], ReadError> {
+        self.seg(loc.seg).bytes(loc.off as u64, len).ok_or_else(|| {
+            self.corrupt_at(loc, "record extends past the end of the segment".into())
+        })
+    }
+
+    /// A read of the record at `loc` that found it damaged.
+    pub(crate) fn corrupt_at(&self, loc: &Location, reason: String) -> ReadError {
+        ReadError::Corrupt {
+            path: self.seg(loc.seg).path.clone(),
+            offset: loc.off as u64,
+            reason,
+        }
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {

@@ -116,16 +116,8 @@ impl Store {
     }
 
     fn record_lsn(&self, loc: &Location) -> Result<u64, ReadError> {
-        let seg = self.seg(loc.seg);
-        let corrupt = |reason: String| ReadError::Corrupt {
-            path: seg.path.clone(),
-            offset: loc.off as u64,
-            reason,
-        };
-        let bytes = seg
-            .bytes(loc.off as u64, HEADER_LEN)
-            .ok_or_else(|| corrupt("record extends past the end of the segment".into()))?;
-        let h = record::decode_header(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let bytes = self.record_bytes(loc, HEADER_LEN)?;
+        let h = record::decode_header(bytes).map_err(|e| self.corrupt_at(loc, e.to_string()))?;
         Ok(h.lsn)
     }
 }

@@ -184,11 +184,8 @@ impl Worker {
                 error: None,
             },
         };
-        let seq = out.next_seq();
-        let reply_to = self.reply_to(token, client, out, seq, 0);
-        out.sent_away();
-        out.push_slot(Slot::Waiting(Box::new(Pending { gather, hold: None })));
-        out.barrier = Some(seq);
+        let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
+        let reply_to = self.begin_chain(token, out, client, 2, slot);
         let Op::Move { src, dst, .. } = op else {
             unreachable!("built above")
         };

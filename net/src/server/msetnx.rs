@@ -80,18 +80,13 @@ impl Worker {
             }
             held.push(self.id);
         }
-        let seq = out.next_seq();
-        let reply_to = self.reply_to(token, client, out, seq, 0);
-        for _ in 1..parts.len() {
-            out.sent_away();
-        }
         let gather = Gather::AllSet {
             missing: parts.len(),
             all: true,
             error: None,
         };
-        out.push_slot(Slot::Waiting(Box::new(Pending { gather, hold: None })));
-        out.barrier = Some(seq);
+        let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
+        let reply_to = self.begin_chain(token, out, client, parts.len(), slot);
         if !held.is_empty() {
             let (_, pairs) = parts.remove(0);
             self.nx = Some(NxHeld {
@@ -103,6 +98,27 @@ impl Worker {
         let next = parts[0].0;
         let op = Op::NxStep { held, rest: parts };
         self.nx_out.push((next, Request { reply_to, op, acks }));
+    }
+
+    /// The reply slot of a command whose `answers` parts come from a chain of held workers:
+    /// queued, with the connection's next command waiting for it (`Output::barrier`).
+    /// Returns where the parts answer.
+    pub(super) fn begin_chain(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &Client,
+        answers: usize,
+        slot: Slot,
+    ) -> ReplyTo {
+        let seq = out.next_seq();
+        let reply_to = self.reply_to(token, client, out, seq, 0);
+        for _ in 1..answers {
+            out.sent_away();
+        }
+        out.push_slot(slot);
+        out.barrier = Some(seq);
+        reply_to
     }
 
     /// This worker's step: `rest[0]` is its part.

@@ -517,13 +517,7 @@ impl Worker {
         if parts[0].0 == self.id && !self.watch_holds(&parts[0].1.watch) {
             return out.push_reply(b"*-1\r\n");
         }
-        let seq = out.next_seq();
-        let reply_to = self.reply_to(token, client, out, seq, 0);
-        for _ in 1..parts.len() {
-            out.sent_away();
-        }
-        out.push_slot(slot);
-        out.barrier = Some(seq);
+        let reply_to = self.begin_chain(token, out, client, parts.len(), slot);
         let mut held = Vec::new();
         if parts[0].0 == self.id {
             let (_, part) = parts.remove(0);
