@@ -2486,6 +2486,27 @@ fn exec_runs_the_queued_commands_in_order_across_workers() {
         .query(&mut c)
         .unwrap();
     assert_eq!((ok.as_str(), n, v.as_deref()), ("OK", 15, Some("bx")));
+    // The errors inside EXEC's array count in INFO errorstats, as in Redis (one from a part
+    // another worker ran, one from this connection's worker, one found when EXEC planned).
+    let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let mut req = resp(&[b"MULTI"]);
+    for k in [k0, k1, k2, k3] {
+        req.extend(resp(&[b"SET", k.as_bytes(), b"text"]));
+        req.extend(resp(&[b"INCR", k.as_bytes()]));
+    }
+    req.extend(resp(&[b"MSET", k0.as_bytes(), b"v", k1.as_bytes()]));
+    req.extend(resp(&[b"EXEC"]));
+    let not_int = "-ERR value is not an integer or out of range\r\n";
+    let want = format!(
+        "+OK\r\n{}*9\r\n{}-ERR wrong number of arguments for 'mset' command\r\n",
+        "+QUEUED\r\n".repeat(9),
+        format!("+OK\r\n{not_int}").repeat(4)
+    );
+    expect_reply(&mut raw, &req, want.as_bytes());
+    let stats = info(&mut c, "stats");
+    assert_eq!(stats["total_error_replies"], "5", "{stats:?}");
+    let errors = info(&mut c, "errorstats");
+    assert_eq!(errors["errorstat_ERR"], "count=5", "{errors:?}");
 }
 
 /// A command refused while queued (unknown, wrong arity, not allowed in a transaction) makes

@@ -217,7 +217,7 @@ impl ErrorTally {
     /// The kind is the first word when a space ends it within 32 bytes, else `ERR` (as
     /// Redis decides it).
     #[cold]
-    fn note_error(&mut self, text: &[u8]) {
+    pub fn note_error(&mut self, text: &[u8]) {
         let line = &text[..text.iter().position(|&b| b == b'\r').unwrap_or(text.len())];
         let kind = match line[..line.len().min(32)].iter().position(|&b| b == b' ') {
             Some(end) => String::from_utf8_lossy(&line[..end]),

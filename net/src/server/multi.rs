@@ -111,6 +111,20 @@ fn refused_exec(e: String) -> String {
     }
 }
 
+/// The errors among the replies of a transaction's part count in INFO errorstats, as Redis
+/// counts the errors of the commands EXEC runs (EXEC's array reply itself is no error).
+pub fn note_errors(payload: &Payload, errors: &mut super::conn::ErrorTally) {
+    if let Payload::Tx(done) = payload {
+        for (_, p) in done {
+            match p {
+                Payload::Err(e) => errors.note_error(e.as_bytes()),
+                Payload::Resp(b) => errors.note(b),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A refused command inside MULTI makes EXEC abort.
 pub fn flag(client: &mut Client) {
     if let Some(tx) = client.tx.as_mut() {
@@ -332,6 +346,9 @@ impl Worker {
         for (i, c) in tx.cmds.into_iter().enumerate() {
             let i = i as u32;
             let item = self.plan(token, client, i, c, &mut parts);
+            if let Gather::Single(Some(reply)) = &item {
+                out.errors.note(reply);
+            }
             items.push(item);
         }
         for w in watched {
@@ -361,6 +378,7 @@ impl Worker {
             let (w, part) = involved.remove(0);
             if w == self.id {
                 let (payload, need) = self.run_tx_part(part, acks);
+                note_errors(&payload, &mut out.errors);
                 super::dispatch::fill_slot(&mut slot, 0, payload);
                 self.push_gathered(out, slot, need);
             } else {

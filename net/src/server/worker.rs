@@ -839,6 +839,7 @@ impl Worker {
             }
             p => p,
         };
+        super::multi::note_errors(&payload, &mut conn.out.errors);
         if let Some(slot) = conn.out.slot_mut(rt.seq) {
             super::dispatch::fill_slot(slot, rt.part, payload);
         }
