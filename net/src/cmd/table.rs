@@ -209,6 +209,24 @@ pub fn lookup_full(name: &[u8]) -> Option<&'static CommandSpec> {
     }
 }
 
+impl MultiKind {
+    /// MSET and MSETNX take key-value pairs.
+    pub fn takes_pairs(self) -> bool {
+        matches!(self, MultiKind::MSet | MultiKind::MSetNx)
+    }
+}
+
+impl CommandSpec {
+    /// The spec a command line is checked against: a container's subcommand when one of
+    /// its subcommands is named (`client|list`), else this one.
+    pub fn for_args(&'static self, args: &[&[u8]]) -> &'static CommandSpec {
+        match args.get(1) {
+            Some(sub) if !self.subcommands.is_empty() => self.subcommand(sub).unwrap_or(self),
+            _ => self,
+        }
+    }
+}
+
 /// The command a full command line runs: the container's subcommand when it has
 /// subcommands and one is given (Redis's lookupCommand).
 pub fn lookup_argv(argv: &[&[u8]]) -> Option<&'static CommandSpec> {

@@ -184,10 +184,15 @@ fn introspection_help(out: &mut Output, container: &str, sub: &[u8]) {
     out.push_reply(&r);
 }
 
-fn err(out: &mut Output, text: &str) {
+/// An error reply's bytes.
+pub(super) fn error_reply(text: &str) -> Vec<u8> {
     let mut r = Vec::with_capacity(text.len() + 3);
     write_error(&mut r, text.as_bytes());
-    out.push_reply(&r);
+    r
+}
+
+pub(super) fn err(out: &mut Output, text: &str) {
+    out.push_reply(&error_reply(text));
 }
 
 fn lower(a: &[u8]) -> String {
@@ -240,10 +245,7 @@ impl Worker {
         // Redis 7 checks a container command (CONFIG, CLIENT, COMMAND) against the arity of
         // its subcommand and names it `config|set` in the error; checking the container's own
         // loose arity let `CONFIG SET x` through to a generic "unknown subcommand" text.
-        let arity_spec = match args.get(1) {
-            Some(sub) if !spec.subcommands.is_empty() => spec.subcommand(sub).unwrap_or(spec),
-            _ => spec,
-        };
+        let arity_spec = spec.for_args(args);
         // CLIENT LIST's cmd=: the subcommand's full name (`client|list`), as Redis 7.
         client.last_cmd = arity_spec.name;
         if !cmd::table::arity_ok(arity_spec, args.len()) {
@@ -391,7 +393,7 @@ impl Worker {
         args: &[&[u8]],
     ) {
         let workers = self.peers.len();
-        let pairs = matches!(kind, MultiKind::MSet | MultiKind::MSetNx);
+        let pairs = kind.takes_pairs();
         if pairs && !(args.len() - 1).is_multiple_of(2) {
             let name = if kind == MultiKind::MSet {
                 "mset"
@@ -2031,7 +2033,7 @@ fn fill_gather(gather: &mut Gather, part: u32, payload: Payload) {
     }
 }
 
-fn payload_to_resp(p: Payload) -> Vec<u8> {
+pub(super) fn payload_to_resp(p: Payload) -> Vec<u8> {
     let mut r = Vec::new();
     match p {
         Payload::Resp(b) => return b,

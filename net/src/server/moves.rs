@@ -13,6 +13,7 @@
 use log::warn;
 
 use super::conn::{Client, Gather, Output, Pending, Slot};
+use super::dispatch::err;
 use super::msetnx::{HeldWork, NxHeld};
 use super::replica::Need;
 use super::router::{Op, Payload, ReplyTo, Request};
@@ -132,17 +133,17 @@ impl Worker {
     ) {
         let kind = match parse(name, args) {
             Ok(k) => k,
-            Err(e) => return push_err(out, &e),
+            Err(e) => return err(out, &e),
         };
         let (src, dst) = (args[1], args[2]);
         let acks = self.acks_of(client);
         let ps = self.topo.partition_of(src);
         if self.cluster.is_some() {
             if crate::slot::key_slot(src) != crate::slot::key_slot(dst) {
-                return push_err(out, super::cluster_cmds::CROSSSLOT);
+                return err(out, super::cluster_cmds::CROSSSLOT);
             }
             if let Some(e) = self.cluster_refusal(ps, src, true, acks) {
-                return push_err(out, &e);
+                return err(out, &e);
             }
         }
         client.last_write = Some(ps);
@@ -156,12 +157,8 @@ impl Worker {
         if ws == wd {
             if ws == self.id {
                 let (payload, need) = self.execute_op(op, acks);
-                let mut slot = Slot::Waiting(Box::new(Pending {
-                    gather: Gather::Single(None),
-                    hold: None,
-                }));
-                super::dispatch::fill_slot(&mut slot, 0, payload);
-                self.push_gathered(out, slot, need);
+                let reply = super::dispatch::payload_to_resp(payload);
+                self.push_gathered(out, Slot::Ready(reply), need);
             } else {
                 let seq = out.push_slot(Slot::Waiting(Box::new(Pending {
                     gather: Gather::Single(None),
@@ -474,12 +471,6 @@ impl Worker {
         self.mark_dirty(p);
         Ok(())
     }
-}
-
-fn push_err(out: &mut Output, text: &str) {
-    let mut r = Vec::with_capacity(text.len() + 3);
-    crate::resp::write_error(&mut r, text.as_bytes());
-    out.push_reply(&r);
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@
 use log::warn;
 
 use super::conn::{Client, Gather, Output, Pending, Slot};
-use super::dispatch::{gather_reply, multi_gather, multi_op, op_writes};
+use super::dispatch::{err, gather_reply, multi_gather, multi_op, op_writes};
 use super::msetnx::{HeldWork, NxHeld};
 use super::replica::Need;
 use super::router::{Op, OwnedArgs, Payload, ReplyTo, Request};
@@ -88,18 +88,6 @@ impl TxPart {
 
 const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 
-fn err(out: &mut Output, text: &str) {
-    let mut r = Vec::with_capacity(text.len() + 3);
-    crate::resp::write_error(&mut r, text.as_bytes());
-    out.push_reply(&r);
-}
-
-fn error_bytes(text: &str) -> Vec<u8> {
-    let mut r = Vec::with_capacity(text.len() + 3);
-    crate::resp::write_error(&mut r, text.as_bytes());
-    r
-}
-
 /// EXEC's reply when its partition refuses it: redirects (MOVED, TRYAGAIN, CROSSSLOT,
 /// CLUSTERDOWN) as they are, so that cluster clients follow them; any other refusal
 /// (NOREPLICAS) the way Redis words it for EXEC.
@@ -133,41 +121,18 @@ pub fn flag(client: &mut Client) {
     }
 }
 
-/// Whether a multi-key command takes key-value pairs.
-fn takes_pairs(kind: MultiKind) -> bool {
-    matches!(kind, MultiKind::MSet | MultiKind::MSetNx)
-}
-
 /// RENAME, RENAMENX and COPY: two keys, at 1 and 2.
 fn is_move(spec: &CommandSpec) -> bool {
     matches!(spec.name, "rename" | "renamenx" | "copy")
 }
 
-/// The keys a command names (none for PING, ECHO, TIME).
+/// The keys a command line names, found by its key specs (none for PING, ECHO, TIME).
 fn command_keys<'a>(spec: &'static CommandSpec, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
-    if is_move(spec) {
-        return args[1..3].to_vec();
-    }
-    match spec.kind {
-        Kind::Multi(kind) => {
-            let step = if takes_pairs(kind) { 2 } else { 1 };
-            args[1..].iter().step_by(step).copied().collect()
-        }
-        Kind::Keyed => cmd::key_of(args).into_iter().collect(),
-        Kind::Server if cmd::keyed_subcommand(arity_spec(spec, args)) => {
-            cmd::key_of(args).into_iter().collect()
-        }
-        // PING, ECHO, TIME: their argument is no key.
-        Kind::Server => Vec::new(),
-    }
-}
-
-/// The spec that checks a command's arity (a container's subcommand, `client|list`).
-fn arity_spec(spec: &'static CommandSpec, args: &[&[u8]]) -> &'static CommandSpec {
-    match args.get(1) {
-        Some(sub) if !spec.subcommands.is_empty() => spec.subcommand(sub).unwrap_or(spec),
-        _ => spec,
-    }
+    cmd::table::keys_by_specs(spec.for_args(args), args)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(i, _)| args.get(i).copied())
+        .collect()
 }
 
 impl Worker {
@@ -256,7 +221,7 @@ impl Worker {
     ) {
         let allowed = match spec.kind {
             Kind::Keyed => Ok(()),
-            Kind::Server if cmd::keyed_subcommand(arity_spec(spec, args)) => Ok(()),
+            Kind::Server if cmd::keyed_subcommand(spec.for_args(args)) => Ok(()),
             Kind::Server if matches!(spec.name, "ping" | "echo" | "time") => Ok(()),
             Kind::Server
                 if is_move(spec)
@@ -355,20 +320,17 @@ impl Worker {
             let owner = self.topo.worker_of(self.topo.partition_of(&w.key));
             parts[owner].watch.push((w.key, w.ver));
         }
-        let mut gather = Gather::Tx {
-            items,
-            missing: 0,
-            error: None,
-            aborted: false,
-        };
         let mut involved: Vec<(usize, TxPart)> = parts
             .into_iter()
             .enumerate()
             .filter(|(_, p)| !p.is_empty())
             .collect();
-        if let Gather::Tx { missing, .. } = &mut gather {
-            *missing = involved.len();
-        }
+        let mut gather = Gather::Tx {
+            items,
+            missing: involved.len(),
+            error: None,
+            aborted: false,
+        };
         if involved.is_empty() {
             let reply = gather_reply(&mut gather).unwrap_or_default();
             return out.push_reply(&reply);
@@ -410,22 +372,22 @@ impl Worker {
             return Gather::Single(Some(b"+OK\r\n".to_vec()));
         }
         let Some(spec) = cmd::lookup(a[0]) else {
-            return Gather::Single(Some(error_bytes("ERR unknown command")));
+            return Gather::Single(Some(super::dispatch::error_reply("ERR unknown command")));
         };
         let write = spec.flags.contains(&"write");
         match spec.kind {
             Kind::Multi(kind) => {
-                let step = if takes_pairs(kind) { 2 } else { 1 };
+                let step = if kind.takes_pairs() { 2 } else { 1 };
                 if step == 2 && a.len().is_multiple_of(2) {
                     // Queued as Redis queues it (its arity only counts arguments); it fails
                     // as it runs.
                     let e = format!("ERR wrong number of arguments for '{}' command", spec.name);
-                    return Gather::Single(Some(error_bytes(&e)));
+                    return Gather::Single(Some(super::dispatch::error_reply(&e)));
                 }
                 if step == 2
                     && let Some(e) = self.pairs_over_limit(&a)
                 {
-                    return Gather::Single(Some(error_bytes(&e)));
+                    return Gather::Single(Some(super::dispatch::error_reply(&e)));
                 }
                 if write {
                     client.last_write = Some(self.topo.partition_of(a[1]));
@@ -441,7 +403,7 @@ impl Worker {
             Kind::Server if is_move(spec) => {
                 let kind = match super::moves::parse(spec.name, &a) {
                     Ok(k) => k,
-                    Err(e) => return Gather::Single(Some(error_bytes(&e))),
+                    Err(e) => return Gather::Single(Some(super::dispatch::error_reply(&e))),
                 };
                 let p = self.topo.partition_of(a[1]);
                 client.last_write = Some(p);
@@ -453,7 +415,7 @@ impl Worker {
                 parts[self.topo.worker_of(p)].items.push((i, op));
                 Gather::Single(None)
             }
-            Kind::Server if !cmd::keyed_subcommand(arity_spec(spec, &a)) => {
+            Kind::Server if !cmd::keyed_subcommand(spec.for_args(&a)) => {
                 // PING, ECHO, TIME: answered here, as they would be outside a transaction.
                 let mut scratch = Output::default();
                 self.dispatch_server(token, &mut scratch, client, spec, &a);
@@ -467,7 +429,7 @@ impl Worker {
             }
             _ => {
                 let Some(key) = cmd::key_of(&a) else {
-                    return Gather::Single(Some(error_bytes("ERR syntax error")));
+                    return Gather::Single(Some(super::dispatch::error_reply("ERR syntax error")));
                 };
                 let p = self.topo.partition_of(key);
                 let w = self.topo.worker_of(p);
