@@ -3160,3 +3160,152 @@ fn odd_layouts_route_every_command() {
         assert_eq!(int(&mut conns[0], &mut cmd("DBSIZE")), 1);
     }
 }
+
+/// BITFIELD reads and writes integers inside a string; BITOP combines strings on any mix of
+/// workers into a destination on any worker; LCS compares two keys on any workers. Each
+/// answers as Redis 7.0 does.
+#[test]
+fn bitfield_bitop_and_lcs_work_on_keys_of_any_workers() {
+    let s = server();
+    let mut c = s.client();
+    let r: Vec<Option<i64>> = cmd("BITFIELD")
+        .arg("bf")
+        .arg(&[
+            "SET", "u8", "#1", "200", "INCRBY", "i5", "100", "1", "GET", "u4", "0",
+        ])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, [Some(0), Some(1), Some(0)]);
+    let r: Vec<Option<i64>> = cmd("BITFIELD")
+        .arg("bf")
+        .arg(&[
+            "OVERFLOW", "FAIL", "INCRBY", "u8", "#1", "100", "GET", "u8", "8",
+        ])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, [None, Some(200)]);
+    let r: Vec<i64> = cmd("BITFIELD_RO")
+        .arg("bf")
+        .arg(&["GET", "u8", "8"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, [200]);
+    assert_eq!(
+        query_err(
+            &mut c,
+            cmd("BITFIELD_RO").arg("bf").arg(&["SET", "u8", "0", "1"])
+        ),
+        "ERR BITFIELD_RO only supports the GET subcommand"
+    );
+    // Sources and destination on every combination of workers.
+    let a = one_per_worker("bop-a:");
+    let b = one_per_worker("bop-b:");
+    let d = one_per_worker("bop-d:");
+    for (i, ka) in a.iter().enumerate() {
+        for (j, kb) in b.iter().enumerate() {
+            for (k, kd) in d.iter().enumerate() {
+                let at = format!("a on {i}, b on {j}, dest on {k}");
+                let () = cmd("SET")
+                    .arg(ka)
+                    .arg(b"\xff\x0f\x01")
+                    .query(&mut c)
+                    .unwrap();
+                let () = cmd("SET").arg(kb).arg(b"\xf0").query(&mut c).unwrap();
+                let () = cmd("SET")
+                    .arg(kd)
+                    .arg("old")
+                    .arg("EX")
+                    .arg(100)
+                    .query(&mut c)
+                    .unwrap();
+                let mut p = redis::pipe();
+                p.cmd("BITOP").arg("AND").arg(kd).arg(ka).arg(kb);
+                // Pipelined behind it: reads the result, as Redis would.
+                p.cmd("GET").arg(kd).cmd("TTL").arg(kd);
+                p.cmd("BITOP")
+                    .arg("XOR")
+                    .arg(kd)
+                    .arg(ka)
+                    .arg(kb)
+                    .arg("bop-missing");
+                p.cmd("GET").arg(kd);
+                let (n, v, ttl, n2, v2): (i64, Vec<u8>, i64, i64, Vec<u8>) =
+                    p.query(&mut c).unwrap();
+                assert_eq!((n, v, ttl), (3, vec![0xf0, 0, 0], -1), "{at}");
+                assert_eq!((n2, v2), (3, vec![0x0f, 0x0f, 0x01]), "{at}");
+                let lcs: Vec<u8> = cmd("LCS").arg(ka).arg(kd).query(&mut c).unwrap();
+                assert_eq!(lcs, [0x0f, 0x01], "{at}");
+            }
+        }
+    }
+    let not: i64 = cmd("BITOP")
+        .arg("NOT")
+        .arg(&d[0])
+        .arg(&a[1])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(not, 3);
+    let v: Vec<u8> = cmd("GET").arg(&d[0]).query(&mut c).unwrap();
+    assert_eq!(v, [0x00, 0xf0, 0xfe]);
+    // An empty result deletes the destination.
+    let n: i64 = cmd("BITOP")
+        .arg("OR")
+        .arg(&d[0])
+        .arg("none1")
+        .arg("none2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(get(&mut c, &d[0]), None);
+    assert_eq!(
+        query_err(&mut c, cmd("BITOP").arg("NOT").arg("x").arg("y").arg("z")),
+        "ERR BITOP NOT must be called with a single source key."
+    );
+    set(&mut c, "lcs1", "ohmytext");
+    set(&mut c, "lcs2", "mynewtext");
+    let lcs: String = cmd("LCS").arg("lcs1").arg("lcs2").query(&mut c).unwrap();
+    assert_eq!(lcs, "mytext");
+    assert_eq!(
+        int(&mut c, cmd("LCS").arg("lcs1").arg("lcs2").arg("LEN")),
+        6
+    );
+    let idx: redis::Value = cmd("LCS")
+        .arg(&["lcs1", "lcs2", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"])
+        .query(&mut c)
+        .unwrap();
+    let ints = |v: &[i64]| redis::Value::Array(v.iter().map(|&n| redis::Value::Int(n)).collect());
+    let expect = redis::Value::Array(vec![
+        redis::Value::BulkString(b"matches".to_vec()),
+        redis::Value::Array(vec![redis::Value::Array(vec![
+            ints(&[4, 7]),
+            ints(&[5, 8]),
+            redis::Value::Int(4),
+        ])]),
+        redis::Value::BulkString(b"len".to_vec()),
+        redis::Value::Int(6),
+    ]);
+    assert_eq!(idx, expect);
+    // Inside MULTI: keys on one worker run; keys on several are refused when queued.
+    let mut p = redis::pipe();
+    p.atomic()
+        .cmd("BITOP")
+        .arg("OR")
+        .arg("{t}d")
+        .arg("{t}a")
+        .arg("{t}b")
+        .cmd("LCS")
+        .arg("{t}a")
+        .arg("{t}d");
+    let (n, l): (i64, String) = p.query(&mut c).unwrap();
+    assert_eq!((n, l.as_str()), (0, ""));
+    let e = query_err_pipe_multi(&mut c, &["BITOP", "OR", &d[0], &a[1], &b[2]]);
+    assert!(e.contains("needs all its keys on one worker"), "{e}");
+}
+
+/// Sends MULTI, one command and EXEC; returns the command's queueing error.
+fn query_err_pipe_multi(c: &mut Connection, args: &[&str]) -> String {
+    let () = cmd("MULTI").query(c).unwrap();
+    let e = query_err(c, cmd(args[0]).arg(&args[1..]));
+    let _ = cmd("DISCARD").query::<()>(c);
+    e
+}

@@ -26,6 +26,8 @@ pub(crate) fn exec(
         "getbit" => getbit(store, key, args[2], ctx, out),
         "bitcount" => bitcount(store, key, &args[2..], out),
         "bitpos" => bitpos(store, key, &args[2..], out),
+        "bitfield" => super::bitfield::exec(store, key, &args[2..], false, ctx, out),
+        "bitfield_ro" => super::bitfield::exec(store, key, &args[2..], true, ctx, out),
         _ => Err(format!("ERR internal error: '{name}' is no bitmap command")
             .into_bytes()
             .into()),

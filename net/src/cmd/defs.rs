@@ -114,6 +114,101 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
+        name: "bitfield",
+        arity: -2,
+        flags: &["write", "denyoom"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        group: "bitmap",
+        since: "3.2.0",
+        summary: "Perform arbitrary bitfield integer operations on strings",
+        complexity: "O(1) for each subcommand specified",
+        arguments: &[
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "operation", typ: "oneof", optional: true, multiple: true, sub: &[
+                    ArgDoc { name: "encoding_offset", typ: "block", token: Some("GET"), sub: &[
+                            ArgDoc { name: "encoding", typ: "string", ..ArgDoc::DEFAULT },
+                            ArgDoc { name: "offset", typ: "integer", ..ArgDoc::DEFAULT },
+                        ], ..ArgDoc::DEFAULT },
+                    ArgDoc { name: "write", typ: "block", sub: &[
+                            ArgDoc { name: "wrap_sat_fail", typ: "oneof", token: Some("OVERFLOW"), optional: true, sub: &[
+                                    ArgDoc { name: "wrap", typ: "pure-token", token: Some("WRAP"), ..ArgDoc::DEFAULT },
+                                    ArgDoc { name: "sat", typ: "pure-token", token: Some("SAT"), ..ArgDoc::DEFAULT },
+                                    ArgDoc { name: "fail", typ: "pure-token", token: Some("FAIL"), ..ArgDoc::DEFAULT },
+                                ], ..ArgDoc::DEFAULT },
+                            ArgDoc { name: "write_operation", typ: "oneof", sub: &[
+                                    ArgDoc { name: "encoding_offset_value", typ: "block", token: Some("SET"), sub: &[
+                                            ArgDoc { name: "encoding", typ: "string", ..ArgDoc::DEFAULT },
+                                            ArgDoc { name: "offset", typ: "integer", ..ArgDoc::DEFAULT },
+                                            ArgDoc { name: "value", typ: "integer", ..ArgDoc::DEFAULT },
+                                        ], ..ArgDoc::DEFAULT },
+                                    ArgDoc { name: "encoding_offset_increment", typ: "block", token: Some("INCRBY"), sub: &[
+                                            ArgDoc { name: "encoding", typ: "string", ..ArgDoc::DEFAULT },
+                                            ArgDoc { name: "offset", typ: "integer", ..ArgDoc::DEFAULT },
+                                            ArgDoc { name: "increment", typ: "integer", ..ArgDoc::DEFAULT },
+                                        ], ..ArgDoc::DEFAULT },
+                                ], ..ArgDoc::DEFAULT },
+                        ], ..ArgDoc::DEFAULT },
+                ], ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Keyed,
+        acl_categories: &["@write", "@bitmap", "@slow"],
+        key_specs: &[
+            KeySpec { notes: Some("This command allows both access and modification of the key"), flags: &["RW", "access", "update", "variable_flags"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+        ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "bitfield_ro",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        group: "bitmap",
+        since: "6.0.0",
+        summary: "Perform arbitrary bitfield integer operations on strings. Read-only variant of BITFIELD",
+        complexity: "O(1) for each subcommand specified",
+        arguments: &[
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "encoding_offset", typ: "block", token: Some("GET"), optional: true, multiple: true, multiple_token: true, sub: &[
+                    ArgDoc { name: "encoding", typ: "string", ..ArgDoc::DEFAULT },
+                    ArgDoc { name: "offset", typ: "integer", ..ArgDoc::DEFAULT },
+                ], ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Keyed,
+        acl_categories: &["@read", "@bitmap", "@fast"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RO", "access"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+        ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "bitop",
+        arity: -4,
+        flags: &["write", "denyoom"],
+        first_key: 2,
+        last_key: -1,
+        step: 1,
+        group: "bitmap",
+        since: "2.6.0",
+        summary: "Perform bitwise operations between strings",
+        complexity: "O(N)",
+        arguments: &[
+            ArgDoc { name: "operation", typ: "string", ..ArgDoc::DEFAULT },
+            ArgDoc { name: "destkey", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(1), multiple: true, ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@write", "@bitmap", "@slow"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["OW", "update"], begin_search: BeginSearch::Index(2), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+            KeySpec { notes: None, flags: &["RO", "access"], begin_search: BeginSearch::Index(3), find_keys: FindKeys::Range { lastkey: -1, keystep: 1, limit: 0 } },
+        ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
         name: "bitpos",
         arity: -3,
         flags: &["readonly"],
@@ -1306,6 +1401,32 @@ pub static COMMANDS: &[CommandSpec] = &[
         kind: Kind::Server,
         acl_categories: &["@admin", "@fast", "@dangerous"],
         tips: &["nondeterministic_output"],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "lcs",
+        arity: -3,
+        flags: &["readonly"],
+        first_key: 1,
+        last_key: 2,
+        step: 1,
+        group: "string",
+        since: "7.0.0",
+        summary: "Find longest common substring",
+        complexity: "O(N*M) where N and M are the lengths of s1 and s2, respectively",
+        arguments: &[
+            ArgDoc { name: "key1", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "key2", typ: "key", key_spec_index: Some(0), ..ArgDoc::DEFAULT },
+            ArgDoc { name: "len", typ: "pure-token", token: Some("LEN"), optional: true, ..ArgDoc::DEFAULT },
+            ArgDoc { name: "idx", typ: "pure-token", token: Some("IDX"), optional: true, ..ArgDoc::DEFAULT },
+            ArgDoc { name: "len", typ: "integer", token: Some("MINMATCHLEN"), optional: true, ..ArgDoc::DEFAULT },
+            ArgDoc { name: "withmatchlen", typ: "pure-token", token: Some("WITHMATCHLEN"), optional: true, ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@read", "@string", "@slow"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RO", "access"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 1, keystep: 1, limit: 0 } },
+        ],
         ..CommandSpec::DEFAULT
     },
     CommandSpec {

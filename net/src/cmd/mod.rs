@@ -3,6 +3,7 @@
 //!
 //! Replies and error texts are those of Redis 7.0. A keyed command appends exactly one reply,
 //! and nothing here panics, whatever the arguments.
+mod bitfield;
 mod bits;
 mod defs;
 pub mod expire;

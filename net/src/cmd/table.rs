@@ -615,7 +615,7 @@ mod tests {
         let keyed = "get set setnx setex psetex getset getdel getex expire pexpire expireat \
                      pexpireat ttl pttl expiretime pexpiretime persist type incr decr incrby \
                      decrby incrbyfloat append strlen getrange setrange substr setbit getbit \
-                     bitcount bitpos";
+                     bitcount bitpos bitfield bitfield_ro";
         for name in keyed.split_whitespace() {
             let c = lookup(name.as_bytes()).unwrap();
             assert_eq!(c.kind, Kind::Keyed, "{name}");
@@ -639,7 +639,7 @@ mod tests {
         let server = "ping echo quit hello auth select dbsize scan keys randomkey flushdb \
                       flushall info config command client role time shutdown bgrewriteaof \
                       wait cluster readonly readwrite lastsave save bgsave memory object rename \
-                      renamenx copy reset";
+                      renamenx copy reset bitop lcs";
         for name in server.split_whitespace() {
             assert_eq!(
                 lookup(name.as_bytes()).unwrap().kind,

@@ -793,6 +793,7 @@ impl Worker {
             Op::Wait { .. } => (Payload::Int(0), false),
             // Taken by the message loop (`msetnx`); never executed in place.
             Op::Move { kind, src, dst } => self.run_move(kind, &src, &dst),
+            Op::Combine(c) => self.run_combine(*c),
             Op::Versions { keys } => {
                 let vs = keys
                     .into_iter()
@@ -993,6 +994,7 @@ impl Worker {
             "rename" | "renamenx" | "copy" => {
                 return self.cmd_move(token, out, client, spec.name, args);
             }
+            "bitop" | "lcs" => return self.cmd_combine(token, out, client, spec.name, args),
             "hello" => return self.cmd_hello(out, client, args),
             "time" => {
                 let now = std::time::SystemTime::now()
@@ -1927,6 +1929,7 @@ pub(super) fn op_writes(op: &Op) -> bool {
             .is_some_and(|s| s.flags.contains(&"write")),
         Op::Del { .. } | Op::MSet { .. } | Op::MSetNx { .. } | Op::Move { .. } => true,
         Op::Tx(part) => part.items.iter().any(|(_, op)| op_writes(op)),
+        Op::Combine(c) => c.writes(),
         _ => false,
     }
 }

@@ -6,6 +6,7 @@
 //! that no worker stalls on them.
 pub mod cluster;
 pub mod cluster_cmds;
+mod combine;
 mod commands;
 pub mod conn;
 mod dispatch;

@@ -446,7 +446,7 @@ impl Worker {
             .is_some_and(|s| s.exists(key))
     }
 
-    fn write_moved(&mut self, key: &[u8], m: Moved) -> Result<(), Payload> {
+    pub(super) fn write_moved(&mut self, key: &[u8], m: Moved) -> Result<(), Payload> {
         let p = self.topo.partition_of(key);
         let Some(s) = self.store_mut(p) else {
             return Err(Payload::Err(
@@ -459,7 +459,7 @@ impl Worker {
         Ok(())
     }
 
-    fn delete_key(&mut self, key: &[u8]) -> Result<(), Payload> {
+    pub(super) fn delete_key(&mut self, key: &[u8]) -> Result<(), Payload> {
         let p = self.topo.partition_of(key);
         let Some(s) = self.store_mut(p) else {
             return Err(Payload::Err(

@@ -126,6 +126,11 @@ fn is_move(spec: &CommandSpec) -> bool {
     matches!(spec.name, "rename" | "renamenx" | "copy")
 }
 
+/// BITOP and LCS: several keys read, combined (`combine`).
+fn is_combine(spec: &CommandSpec) -> bool {
+    matches!(spec.name, "bitop" | "lcs")
+}
+
 /// The keys a command line names, found by its key specs (none for PING, ECHO, TIME).
 fn command_keys<'a>(spec: &'static CommandSpec, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     cmd::table::keys_by_specs(spec.for_args(args), args)
@@ -236,6 +241,25 @@ impl Worker {
                 ))
             }
             Kind::Server if is_move(spec) => Ok(()),
+            Kind::Server if is_combine(spec) => match super::combine::parse(spec.name, args) {
+                Ok(c)
+                    if self.cluster.is_none() && {
+                        let mut ws = c
+                            .all_keys()
+                            .map(|k| self.topo.worker_of(self.topo.partition_of(k)));
+                        let first = ws.next();
+                        ws.any(|w| Some(w) != first)
+                    } =>
+                {
+                    Err(format!(
+                        "ERR {} inside MULTI needs all its keys on one worker: give them one \
+                         hash tag, e.g. {{day}}:mon {{day}}:tue",
+                        spec.name.to_uppercase()
+                    ))
+                }
+                // Its own errors are answered when EXEC runs it, as Redis does.
+                _ => Ok(()),
+            },
             Kind::Server => Err(format!(
                 "ERR '{}' is not supported inside MULTI: a simplekv transaction takes key \
                  commands, PING, ECHO and TIME",
@@ -413,6 +437,22 @@ impl Worker {
                     dst: a[2].to_vec(),
                 };
                 parts[self.topo.worker_of(p)].items.push((i, op));
+                Gather::Single(None)
+            }
+            Kind::Server if is_combine(spec) => {
+                let c = match super::combine::parse(spec.name, &a) {
+                    Ok(c) => c,
+                    Err(e) => return Gather::Single(Some(super::dispatch::error_reply(&e))),
+                };
+                let p = self
+                    .topo
+                    .partition_of(c.all_keys().next().unwrap_or_default());
+                if c.writes() {
+                    client.last_write = Some(p);
+                }
+                parts[self.topo.worker_of(p)]
+                    .items
+                    .push((i, Op::Combine(Box::new(c))));
                 Gather::Single(None)
             }
             Kind::Server if !cmd::keyed_subcommand(spec.for_args(&a)) => {

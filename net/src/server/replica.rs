@@ -1241,6 +1241,7 @@ impl Worker {
             Op::Del { keys } | Op::Exists { keys } => keys.first()?.as_slice().into(),
             Op::MSet { pairs } | Op::MSetNx { pairs } => pairs.first()?.0.as_slice().into(),
             Op::Move { src, .. } => src.as_slice().into(),
+            Op::Combine(c) => c.all_keys().next()?.into(),
             _ => return None,
         };
         Some((self.topo.partition_of(&key), key))
@@ -1264,6 +1265,7 @@ pub fn op_in_one_slot(op: &Op) -> bool {
         Op::Del { keys } | Op::Exists { keys } => same(keys.iter().map(|k| k.as_slice())),
         Op::MSet { pairs } | Op::MSetNx { pairs } => same(pairs.iter().map(|(k, _)| k.as_slice())),
         Op::Move { src, dst, .. } => same([src.as_slice(), dst.as_slice()].into_iter()),
+        Op::Combine(c) => same(c.all_keys()),
         _ => true,
     }
 }

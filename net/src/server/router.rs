@@ -150,6 +150,9 @@ pub enum Op {
         /// A RENAME/COPY's value for a held destination (`moves`).
         moved: Option<Box<super::moves::Moved>>,
     },
+    /// BITOP or LCS: run here if every key is this worker's, else a step of a chain
+    /// (`combine`).
+    Combine(Box<super::combine::Combine>),
     /// RENAME, RENAMENX or COPY with both keys on this worker.
     Move {
         kind: super::moves::MoveKind,

@@ -764,6 +764,11 @@ impl Worker {
                 op: Op::TxStep { held, rest },
                 acks,
             }) => self.tx_step(reply_to, acks, held, rest),
+            Msg::Req(Request {
+                reply_to,
+                op: Op::Combine(c),
+                acks,
+            }) => self.combine_step(reply_to, acks, c),
             Msg::Req(req) => {
                 let (payload, need) = self.execute_op(req.op, req.acks);
                 let Some(payload) = self.forward_scan(req.reply_to, req.acks, payload) else {
