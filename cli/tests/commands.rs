@@ -2528,7 +2528,7 @@ fn a_transaction_with_a_refused_command_runs_nothing() {
         ),
         (
             b"INFO\r\n".to_vec(),
-            "-ERR 'info' is not supported inside MULTI: a simplekv transaction takes key commands, PING, ECHO and TIME\r\n",
+            "-ERR 'info' is not supported inside MULTI: a simplekv transaction takes key commands, DBSIZE, KEYS, RANDOMKEY, FLUSHDB, FLUSHALL, SELECT, PING, ECHO and TIME\r\n",
         ),
         (
             msetnx,
@@ -3308,4 +3308,65 @@ fn query_err_pipe_multi(c: &mut Connection, args: &[&str]) -> String {
     let e = query_err(c, cmd(args[0]).arg(&args[1..]));
     let _ = cmd("DISCARD").query::<()>(c);
     e
+}
+
+/// DBSIZE, KEYS, RANDOMKEY, FLUSHDB, FLUSHALL and SELECT run inside a transaction (redis-py's
+/// default pipeline is one), each over every worker's share, in queue order with the rest.
+#[test]
+fn keyspace_wide_commands_run_inside_a_transaction() {
+    let s = server();
+    let mut c = s.client();
+    let keys = one_per_worker("ksw:");
+    for k in &keys {
+        set(&mut c, k, "v");
+    }
+    let mut p = redis::pipe();
+    p.atomic()
+        .cmd("SELECT")
+        .arg(0)
+        .cmd("DBSIZE")
+        .cmd("KEYS")
+        .arg("ksw:*")
+        .cmd("RANDOMKEY")
+        .cmd("FLUSHDB")
+        .cmd("DBSIZE")
+        .cmd("SET")
+        .arg(&keys[1])
+        .arg("w")
+        .cmd("KEYS")
+        .arg("*")
+        .cmd("FLUSHALL")
+        .arg("SYNC")
+        .cmd("EXISTS")
+        .arg(&keys[1]);
+    #[allow(clippy::type_complexity)]
+    let (sel, n, mut found, random, (), n2, (), after, (), exists): (
+        String,
+        i64,
+        Vec<String>,
+        String,
+        (),
+        i64,
+        (),
+        Vec<String>,
+        (),
+        i64,
+    ) = p.query(&mut c).unwrap();
+    found.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!((sel.as_str(), n, found), ("OK", keys.len() as i64, want));
+    assert!(keys.contains(&random), "{random}");
+    assert_eq!((n2, after, exists), (0, vec![keys[1].clone()], 0));
+    // Their argument errors are answered in EXEC's array, as in Redis.
+    let mut p = redis::pipe();
+    p.atomic()
+        .cmd("SET")
+        .arg("ksw:x")
+        .arg(1)
+        .cmd("FLUSHDB")
+        .arg("LATER");
+    let e = p.query::<()>(&mut c).unwrap_err();
+    assert!(e.to_string().contains("syntax error"), "{e}");
+    assert_eq!(get(&mut c, "ksw:x").as_deref(), Some("1"));
 }

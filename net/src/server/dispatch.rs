@@ -939,7 +939,7 @@ impl Worker {
         self.push_gathered(out, slot, need);
     }
 
-    fn collect_gather(&self, finish: Finisher) -> Gather {
+    pub(super) fn collect_gather(&self, finish: Finisher) -> Gather {
         Gather::Collect {
             parts: vec![Payload::Ok; self.peers.len()],
             missing: self.peers.len(),
@@ -1084,10 +1084,8 @@ impl Worker {
                 return self.broadcast(token, out, client, g, || Op::DbSize);
             }
             "flushdb" | "flushall" => {
-                if args.len() > 2
-                    || (args.len() == 2 && !matches!(lower(args[1]).as_str(), "async" | "sync"))
-                {
-                    return err(out, "ERR syntax error");
+                if let Some(e) = flush_args_error(args) {
+                    return err(out, e);
                 }
                 let g = Gather::AllOk {
                     missing: self.peers.len(),
@@ -1919,6 +1917,16 @@ pub(super) fn multi_op(kind: MultiKind, args: &[&[u8]], idx: &[usize]) -> Op {
     }
 }
 
+/// FLUSHDB / FLUSHALL take ASYNC or SYNC, nothing else.
+pub(super) fn flush_args_error(args: &[&[u8]]) -> Option<&'static str> {
+    let ok = match args.len() {
+        1 => true,
+        2 => matches!(lower(args[1]).as_str(), "async" | "sync"),
+        _ => false,
+    };
+    (!ok).then_some("ERR syntax error")
+}
+
 /// Whether an op writes (cluster mode refuses it where writes are refused).
 pub(super) fn op_writes(op: &Op) -> bool {
     match op {
@@ -2024,7 +2032,13 @@ fn fill_gather(gather: &mut Gather, part: u32, payload: Payload) {
                 Payload::Tx(done) => {
                     for (i, p) in done {
                         if let Some(item) = items.get_mut(i as usize) {
-                            fill_gather(item, 0, p);
+                            // A keyspace-wide command's shares, one per worker, each in a
+                            // place of its own.
+                            let part = match item {
+                                Gather::Collect { parts, missing, .. } => parts.len() - *missing,
+                                _ => 0,
+                            };
+                            fill_gather(item, part as u32, p);
                         }
                     }
                 }

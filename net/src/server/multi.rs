@@ -33,10 +33,12 @@
 //! array). Versions of keys on other workers come back asynchronously, so the connection
 //! waits for them before its next command.
 //!
-//! In a transaction simplekv takes key commands (single- and multi-key, RENAME and COPY),
-//! PING, ECHO, TIME and UNWATCH; other commands (INFO, CONFIG, FLUSHALL, KEYS...) are
-//! refused when queued, which aborts the transaction, and so is an MSETNX, RENAME or COPY
-//! whose keys live on several workers.
+//! In a transaction simplekv takes key commands (single- and multi-key, RENAME, COPY, BITOP,
+//! LCS), the keyspace-wide DBSIZE, KEYS, RANDOMKEY, FLUSHDB and FLUSHALL (standalone: an
+//! item in every worker's part, gathered as outside a transaction), SELECT, PING, ECHO, TIME
+//! and UNWATCH; other commands (INFO, CONFIG, SCAN...) are refused when queued, which aborts
+//! the transaction, and so is an MSETNX, RENAME, COPY, BITOP or LCS whose keys live on
+//! several workers.
 use log::warn;
 
 use super::conn::{Client, Gather, Output, Pending, Slot};
@@ -126,9 +128,30 @@ fn is_move(spec: &CommandSpec) -> bool {
     matches!(spec.name, "rename" | "renamenx" | "copy")
 }
 
+/// Commands over the whole keyspace that a transaction takes (standalone): each worker runs
+/// its share in its part, and the shares are gathered as outside a transaction.
+fn is_keyspace_wide(spec: &CommandSpec) -> bool {
+    matches!(
+        spec.name,
+        "dbsize" | "flushdb" | "flushall" | "keys" | "randomkey"
+    )
+}
+
 /// BITOP and LCS: several keys read, combined (`combine`).
 fn is_combine(spec: &CommandSpec) -> bool {
     matches!(spec.name, "bitop" | "lcs")
+}
+
+/// A copy of a keyspace-wide op, for the next worker's part.
+fn clone_keyspace_op(op: &Op) -> Op {
+    match op {
+        Op::Keys { pattern } => Op::Keys {
+            pattern: pattern.clone(),
+        },
+        Op::RandomKey => Op::RandomKey,
+        Op::DbSize => Op::DbSize,
+        _ => Op::Flush,
+    }
 }
 
 /// The keys a command line names, found by its key specs (none for PING, ECHO, TIME).
@@ -227,7 +250,13 @@ impl Worker {
         let allowed = match spec.kind {
             Kind::Keyed => Ok(()),
             Kind::Server if cmd::keyed_subcommand(spec.for_args(args)) => Ok(()),
-            Kind::Server if matches!(spec.name, "ping" | "echo" | "time") => Ok(()),
+            Kind::Server if matches!(spec.name, "ping" | "echo" | "time" | "select") => Ok(()),
+            Kind::Server if is_keyspace_wide(spec) && self.cluster.is_none() => Ok(()),
+            Kind::Server if is_keyspace_wide(spec) => Err(format!(
+                "ERR '{}' is not supported inside MULTI in cluster mode: a transaction runs on \
+                 one slot's leader",
+                spec.name
+            )),
             Kind::Server
                 if is_move(spec)
                     && self.cluster.is_none()
@@ -262,7 +291,8 @@ impl Worker {
             },
             Kind::Server => Err(format!(
                 "ERR '{}' is not supported inside MULTI: a simplekv transaction takes key \
-                 commands, PING, ECHO and TIME",
+                 commands, DBSIZE, KEYS, RANDOMKEY, FLUSHDB, FLUSHALL, SELECT, PING, ECHO and \
+                 TIME",
                 spec.name
             )),
             Kind::Multi(MultiKind::MSetNx)
@@ -439,6 +469,43 @@ impl Worker {
                 parts[self.topo.worker_of(p)].items.push((i, op));
                 Gather::Single(None)
             }
+            Kind::Server if is_keyspace_wide(spec) => {
+                let workers = parts.len();
+                let (op, gather): (Op, Gather) = match spec.name {
+                    "dbsize" => (
+                        Op::DbSize,
+                        Gather::Sum {
+                            total: 0,
+                            missing: workers,
+                            error: None,
+                        },
+                    ),
+                    "keys" => (
+                        Op::Keys {
+                            pattern: a[1].to_vec(),
+                        },
+                        self.collect_gather(super::dispatch::Finisher::Keys),
+                    ),
+                    "randomkey" => (
+                        Op::RandomKey,
+                        self.collect_gather(super::dispatch::Finisher::RandomKey),
+                    ),
+                    _ => {
+                        if let Some(e) = super::dispatch::flush_args_error(&a) {
+                            return Gather::Single(Some(super::dispatch::error_reply(e)));
+                        }
+                        let g = Gather::AllOk {
+                            missing: workers,
+                            error: None,
+                        };
+                        (Op::Flush, g)
+                    }
+                };
+                for part in parts.iter_mut() {
+                    part.items.push((i, clone_keyspace_op(&op)));
+                }
+                gather
+            }
             Kind::Server if is_combine(spec) => {
                 let c = match super::combine::parse(spec.name, &a) {
                     Ok(c) => c,
@@ -456,7 +523,7 @@ impl Worker {
                 Gather::Single(None)
             }
             Kind::Server if !cmd::keyed_subcommand(spec.for_args(&a)) => {
-                // PING, ECHO, TIME: answered here, as they would be outside a transaction.
+                // PING, ECHO, TIME, SELECT: answered here, as they would be outside a transaction.
                 let mut scratch = Output::default();
                 self.dispatch_server(token, &mut scratch, client, spec, &a);
                 let mut reply = scratch.wbuf;
