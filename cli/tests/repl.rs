@@ -212,15 +212,17 @@ fn one_shot_output_and_exit_codes() {
 #[test]
 fn one_shot_nothing_listening() {
     let p = free_port().to_string();
-    for args in [vec!["-p", &p, "ping"], vec!["-p", &p, "help", "get"]] {
-        let r = cli(&args, b"");
-        assert_eq!(r.code, Some(1));
-        assert_eq!(r.out(), "");
-        assert_eq!(
-            r.err,
-            format!("Could not connect to simplekv at 127.0.0.1:{p}: Connection refused\n")
-        );
-    }
+    let r = cli(&["-p", &p, "ping"], b"");
+    assert_eq!(r.code, Some(1));
+    assert_eq!(r.out(), "");
+    assert_eq!(
+        r.err,
+        format!("Could not connect to simplekv at 127.0.0.1:{p}: Connection refused\n")
+    );
+    // Help needs no server: this build's own docs.
+    let r = cli(&["-p", &p, "help", "get"], b"");
+    assert_eq!((r.code, r.err.as_str()), (Some(0), ""));
+    assert!(r.out().contains("GET key"), "{}", r.out());
     // Piped mode prints the failure for every command and exits 0, as redis-cli does.
     let r = cli(&["-p", &p], b"ping\nping\n");
     assert_eq!(r.code, Some(0));
@@ -706,6 +708,100 @@ fn repl_line_editing_ctrl_c_and_ctrl_d() {
     t.expect("(integer) 0");
     t.expect(&prompt);
     // Ctrl-D on an empty line leaves.
+    t.type_bytes(b"\x04");
+    assert_eq!(t.wait_exit(), Some(0));
+}
+
+/// redis-cli's one-shot options: -x (last argument from stdin), -r/-i (repeat), -u (URI),
+/// -n (database), -e (piped failures in the exit status), --no-auth-warning, --version.
+#[test]
+fn redis_cli_one_shot_options() {
+    let s = Server::start(&["--requirepass", "pw"]);
+    let p = port(&s);
+    let value: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let r = cli(
+        &[
+            "-p",
+            &p,
+            "-a",
+            "pw",
+            "--no-auth-warning",
+            "-x",
+            "set",
+            "big",
+        ],
+        &value,
+    );
+    assert_eq!(
+        (r.code, r.out(), r.err.as_str()),
+        (Some(0), "OK\n".into(), "")
+    );
+    let r = cli(&["-p", &p, "-a", "pw", "strlen", "big"], b"");
+    assert_eq!(r.out(), "200000\n");
+    let r = cli(
+        &["-p", &p, "-a", "pw", "-r", "3", "-i", "0.01", "incr", "c"],
+        b"",
+    );
+    assert_eq!(
+        (r.code, r.lines().join(",")),
+        (Some(0), "1,2,3".to_string())
+    );
+    let uri = format!("redis://:pw@127.0.0.1:{p}/0");
+    let r = cli(&["-u", &uri, "get", "c"], b"");
+    assert_eq!((r.code, r.out()), (Some(0), "3\n".into()));
+    let r = cli(&["-u", &uri, "-n", "1", "get", "c"], b"");
+    assert!(
+        r.err
+            .contains("SELECT failed: ERR DB index is out of range"),
+        "{}",
+        r.err
+    );
+    assert!(cli(&["-u", "rediss://h", "ping"], b"").err.contains("TLS"));
+    let mut cmd = client_command(&["-p", &p, "get", "c"]);
+    cmd.env("REDISCLI_AUTH", "pw").stdin(Stdio::null());
+    assert_eq!(cmd.output().expect("run").stdout, b"3\n");
+    // Piped: an error reply fails the run only with -e.
+    let piped = b"incr c\nincr big\nget c\n";
+    let r = cli(&["-p", &p, "-a", "pw"], piped);
+    assert_eq!(r.code, Some(0));
+    let r = cli(&["-p", &p, "-a", "pw", "-e"], piped);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(r.lines()[0], "5");
+    let r = cli(&["--version"], b"");
+    assert!(r.out().starts_with("simplekv cli "), "{}", r.out());
+}
+
+/// Lines pasted at once (bracketed paste) run one by one, as typed; a connection lost
+/// inside MULTI does not let the next command run on its own.
+#[test]
+fn repl_runs_pasted_lines_one_by_one_and_keeps_transactions_whole() {
+    let s = Server::start(&[]);
+    let p = port(&s);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hist = tmp.path().join("history");
+    let mut t = pty::Pty::start(&["-p", &p], "xterm", &hist);
+    let prompt = format!("127.0.0.1:{p}> ");
+    t.expect(&prompt);
+    t.type_bytes(b"\x1b[200~set pa 1\rincr pa\rget pa\x1b[201~\r");
+    t.expect("OK");
+    t.expect("(integer) 2");
+    t.expect("\"2\"");
+    t.expect(&prompt);
+    // MULTI, then the server drops the connection: the next INCR is not sent alone.
+    t.type_bytes(b"multi\r");
+    t.expect(&format!("127.0.0.1:{p}(TX)> "));
+    t.type_bytes(b"incr tx\r");
+    t.expect("QUEUED");
+    let mut c = s.client();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "NORMAL", "SKIPME", "yes"])
+        .query(&mut c)
+        .expect("kill");
+    t.type_bytes(b"incr tx\r");
+    t.expect("inside MULTI");
+    t.expect("not connected> ");
+    t.type_bytes(b"get tx\r");
+    t.expect("(nil)");
     t.type_bytes(b"\x04");
     assert_eq!(t.wait_exit(), Some(0));
 }

@@ -25,6 +25,9 @@ pub enum ClientError {
     Io(io::Error),
     /// The server sent something that is not RESP2.
     Protocol(String),
+    /// The connection was lost (and made again) inside MULTI or with keys watched: the
+    /// server dropped that state, so the command was not sent.
+    StateLost(&'static str),
 }
 
 /// An I/O error's text without Rust's ` (os error N)` suffix, so it reads like `strerror`:
@@ -49,6 +52,16 @@ impl fmt::Display for ClientError {
             ClientError::Timeout => f.write_str("Error: Timed out waiting for the server's reply"),
             ClientError::Io(e) => write!(f, "Error: {}", io_text(e)),
             ClientError::Protocol(e) => write!(f, "Error: Protocol error: {e}"),
+            ClientError::StateLost(what) => write!(
+                f,
+                "Error: the connection was lost {what}; the server dropped it, so the command \
+                 was not sent. Start again from {}",
+                if what.contains("MULTI") {
+                    "MULTI"
+                } else {
+                    "WATCH"
+                }
+            ),
         }
     }
 }

@@ -137,6 +137,26 @@ impl Docs {
         Docs { commands }
     }
 
+    /// The docs of the commands this build of simplekv knows (the same COMMAND DOCS reply a
+    /// server of this version gives), for help without a server that answers COMMAND DOCS:
+    /// none reachable, one asking for AUTH first, or the gRPC service.
+    pub fn built_in() -> Docs {
+        use simplekv_net::cmd::{COMMANDS, table};
+        use simplekv_net::resp::{parse_reply, write_array_len, write_bulk};
+        let mut r = Vec::new();
+        write_array_len(&mut r, COMMANDS.len() * 2);
+        for spec in COMMANDS {
+            write_bulk(&mut r, spec.name.as_bytes());
+            table::write_command_docs(spec, &mut r);
+        }
+        match parse_reply(&r) {
+            Ok(Some((reply, _))) => Docs::from_reply(&reply),
+            _ => Docs {
+                commands: Vec::new(),
+            },
+        }
+    }
+
     /// The commands whose name words start with `words` (case-insensitive).
     pub fn matching(&self, words: &[Vec<u8>]) -> Vec<&CommandDoc> {
         let want: Vec<String> = words
@@ -154,7 +174,7 @@ impl Docs {
 
     /// `help` with no arguments.
     pub fn write_overview(&self, target: &str, out: &mut dyn Write) -> io::Result<()> {
-        writeln!(out, "simplekv cli, connected to {target}.")?;
+        writeln!(out, "simplekv cli, {target}.")?;
         writeln!(
             out,
             "Type \"help <command>\" for a command's syntax, \"help @<group>\" for a group's \
@@ -539,6 +559,16 @@ mod tests {
         let s = String::from_utf8(out).expect("utf8");
         assert!(s.contains("\x1b[1mPING\x1b[0m"), "{s:?}");
         assert!(!help(&d, &["ping"]).1.contains('\x1b'));
+    }
+
+    #[test]
+    fn built_in_docs_cover_every_command_of_this_build() {
+        let d = Docs::built_in();
+        for spec in simplekv_net::cmd::COMMANDS {
+            let name = spec.name.as_bytes().to_vec();
+            assert!(!d.matching(&[name]).is_empty(), "{}", spec.name);
+        }
+        assert!(help(&d, &["bitfield"]).1.contains("OVERFLOW"));
     }
 
     #[test]

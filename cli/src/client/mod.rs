@@ -1,7 +1,8 @@
 //! `simplekv cli`: a client in the style of redis-cli.
 //!
 //! ```text
-//! simplekv cli [-h HOST] [-p PORT] [-a PASSWORD] [--raw|--no-raw] [COMMAND ARGS...]
+//! simplekv cli [-h HOST] [-p PORT] [-a PASSWORD] [-u URI] [-n DB] [-c] [--raw|--no-raw]
+//!              [-x] [-r N] [-i SECONDS] [-e] [--no-auth-warning] [--version] [COMMAND ARGS...]
 //! ```
 //!
 //! - With a command: runs it once and prints the reply. Exit status 0, or 1 on an error reply
@@ -53,9 +54,35 @@ pub struct ClientArgs {
     #[arg(short = 'p', long, default_value_t = default_port())]
     port: u16,
     /// Password to AUTH with after connecting and after every reconnect (or set
-    /// SIMPLEKV_CLI_AUTH, which keeps it out of the process list).
+    /// SIMPLEKV_CLI_AUTH or REDISCLI_AUTH, which keep it out of the process list).
     #[arg(short = 'a', long = "pass", value_name = "PASSWORD")]
     password: Option<OsString>,
+    /// Server URI, redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]; overrides -h, -p and -a (-n
+    /// overrides its DB).
+    #[arg(short = 'u', value_name = "URI")]
+    uri: Option<String>,
+    /// Database number to SELECT after connecting (simplekv has one: 0).
+    #[arg(short = 'n', value_name = "DB")]
+    db: Option<i64>,
+    /// Read the command's last argument from stdin (all of it, bytes as they are).
+    #[arg(short = 'x')]
+    stdin_arg: bool,
+    /// Run the command N times (-1: until interrupted).
+    #[arg(short = 'r', value_name = "N", allow_negative_numbers = true)]
+    repeat: Option<i64>,
+    /// Seconds to wait between repeats with -r (fractions allowed, e.g. 0.1).
+    #[arg(short = 'i', value_name = "SECONDS")]
+    interval: Option<f64>,
+    /// With commands piped on stdin, exit with status 1 if any failed (an error reply or no
+    /// connection). A single command always does.
+    #[arg(short = 'e')]
+    exit_on_error: bool,
+    /// Accepted for redis-cli scripts; simplekv prints no warning about -a.
+    #[arg(long)]
+    no_auth_warning: bool,
+    /// Print the version and exit.
+    #[arg(long)]
+    version: bool,
     /// Cluster mode: follow MOVED redirects to the node that leads the key, as redis-cli -c
     /// does (with --grpc, to the gRPC port the redirect names).
     #[arg(short = 'c')]
@@ -110,7 +137,109 @@ fn history_file() -> Option<PathBuf> {
     Some(PathBuf::from(home).join(".simplekv_history"))
 }
 
-pub fn run(args: ClientArgs) -> ExitCode {
+/// What `-u redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` names.
+#[derive(Debug, Default, PartialEq)]
+struct Uri {
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    password: Option<String>,
+    db: Option<i64>,
+}
+
+/// `%40` → `@`; a `%` not followed by two hex digits stays as it is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_uri(uri: &str) -> Result<Uri, String> {
+    let rest = match uri.split_once("://") {
+        Some(("redis", rest)) => rest,
+        Some(("rediss", _)) => return Err("TLS (rediss://) is not supported".into()),
+        _ => return Err("expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]".into()),
+    };
+    let mut u = Uri::default();
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((auth, rest)) => (Some(auth), rest),
+        None => (None, rest),
+    };
+    if let Some(auth) = auth {
+        // As redis-cli reads it: `user:password`, or a password alone; percent-encoded.
+        match auth.split_once(':') {
+            Some((user, pass)) => {
+                u.user = (!user.is_empty()).then(|| percent_decode(user));
+                u.password = Some(percent_decode(pass));
+            }
+            None => u.password = Some(percent_decode(auth)),
+        }
+    }
+    let (hostport, db) = match rest.split_once('/') {
+        Some((hp, db)) => (hp, Some(db)),
+        None => (rest, None),
+    };
+    if let Some(db) = db.filter(|d| !d.is_empty()) {
+        u.db = Some(
+            db.parse()
+                .map_err(|_| format!("bad database number '{db}'"))?,
+        );
+    }
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (h, Some(p)),
+        _ => (hostport, None),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    u.host = (!host.is_empty()).then(|| host.to_string());
+    if let Some(p) = port {
+        u.port = Some(p.parse().map_err(|_| format!("bad port '{p}'"))?);
+    }
+    Ok(u)
+}
+
+pub fn run(mut args: ClientArgs) -> ExitCode {
+    if args.version {
+        println!("simplekv cli {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let mut user = None;
+    if let Some(uri) = args.uri.take() {
+        let u = match parse_uri(&uri) {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("Invalid URI '{uri}': {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(h) = u.host {
+            args.host = h;
+        }
+        if let Some(p) = u.port {
+            args.port = p;
+        }
+        if let Some(p) = u.password {
+            args.password = Some(p.into());
+        }
+        user = u.user;
+        args.db = args.db.or(u.db);
+    }
     let stdout_tty = io::stdout().is_terminal();
     let format = if args.raw {
         Format::Raw
@@ -123,8 +252,15 @@ pub fn run(args: ClientArgs) -> ExitCode {
         .password
         .clone()
         .or_else(|| std::env::var_os("SIMPLEKV_CLI_AUTH"))
+        .or_else(|| std::env::var_os("REDISCLI_AUTH"))
         .map(OsString::into_vec);
     let mut session = Session::new(connector(&args), password, format);
+    if let Some(user) = user {
+        session.set_user(user.into_bytes());
+    }
+    if let Some(db) = args.db {
+        session.select_db(db);
+    }
     session.color = stdout_tty;
     session.follow_redirects = args.cluster;
     // Options come before the command: a first word that looks like one is a mistyped or
@@ -140,8 +276,32 @@ pub fn run(args: ClientArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if !args.command.is_empty() {
-        let command: Vec<Vec<u8>> = args.command.into_iter().map(OsString::into_vec).collect();
-        return repl::one_shot(&mut session, &command);
+        let mut command: Vec<Vec<u8>> = args.command.into_iter().map(OsString::into_vec).collect();
+        if args.stdin_arg {
+            let mut last = Vec::new();
+            if let Err(e) = io::Read::read_to_end(&mut io::stdin(), &mut last) {
+                eprintln!(
+                    "Cannot read the last argument from stdin: {}",
+                    conn::io_text(&e)
+                );
+                return ExitCode::FAILURE;
+            }
+            command.push(last);
+        }
+        let repeat = args.repeat.unwrap_or(1);
+        let interval = match args.interval.map(std::time::Duration::try_from_secs_f64) {
+            None => std::time::Duration::ZERO,
+            Some(Ok(d)) => d,
+            Some(Err(_)) => {
+                eprintln!("Invalid -i: a number of seconds is expected");
+                return ExitCode::FAILURE;
+            }
+        };
+        return repl::one_shot(&mut session, &command, repeat, interval);
+    }
+    if args.stdin_arg {
+        eprintln!("-x needs a command: its last argument is read from stdin");
+        return ExitCode::FAILURE;
     }
     if io::stdin().is_terminal() {
         return repl::interactive(&mut session, history_file());
@@ -155,10 +315,47 @@ pub fn run(args: ClientArgs) -> ExitCode {
         &mut stdout.lock(),
         &mut stderr.lock(),
     ) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) if args.exit_on_error => ExitCode::FAILURE,
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", conn::io_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Uri, parse_uri};
+
+    #[test]
+    fn uris_read_as_redis_cli_reads_them() {
+        let u = |host: &str, port, user: Option<&str>, pass: Option<&str>, db| Uri {
+            host: Some(host.into()),
+            port,
+            user: user.map(Into::into),
+            password: pass.map(Into::into),
+            db,
+        };
+        assert_eq!(
+            parse_uri("redis://h").unwrap(),
+            u("h", None, None, None, None)
+        );
+        assert_eq!(
+            parse_uri("redis://:p%40ss@10.0.0.1:7000/0").unwrap(),
+            u("10.0.0.1", Some(7000), None, Some("p@ss"), Some(0))
+        );
+        assert_eq!(
+            parse_uri("redis://bob:pw@h:1/").unwrap(),
+            u("h", Some(1), Some("bob"), Some("pw"), None)
+        );
+        assert_eq!(
+            parse_uri("redis://secret@[::1]:7379").unwrap(),
+            u("::1", Some(7379), None, Some("secret"), None)
+        );
+        assert!(parse_uri("rediss://h").unwrap_err().contains("TLS"));
+        assert!(parse_uri("http://h").is_err());
+        assert!(parse_uri("redis://h:port").unwrap_err().contains("port"));
+        assert!(parse_uri("redis://h/x").unwrap_err().contains("database"));
     }
 }

@@ -10,7 +10,7 @@ use rustyline::{Config, DefaultEditor};
 use simplekv_net::resp::Reply;
 
 use super::conn::{Backend, ClientError, Connector};
-use super::format::{Format, format_reply, format_reply_to};
+use super::format::{Format, format_reply_to};
 use super::help::Docs;
 use super::quoting::split_args;
 
@@ -56,6 +56,14 @@ pub struct Session {
     pub color: bool,
     /// `-c`: a MOVED reply sends the command again to the node it names.
     pub follow_redirects: bool,
+    /// Inside MULTI on the current connection (the prompt shows `(TX)`).
+    in_multi: bool,
+    /// WATCH is in force on the current connection.
+    watching: bool,
+    /// The connection was lost with MULTI or WATCH in force: the next command is not sent.
+    lost: Option<&'static str>,
+    /// `-n`: the SELECT to send after every connect.
+    select: Option<Vec<Vec<u8>>>,
 }
 
 /// Redirects followed for one command before its last MOVED is shown as the reply.
@@ -91,17 +99,34 @@ impl Session {
             format,
             color: false,
             follow_redirects: false,
+            in_multi: false,
+            watching: false,
+            lost: None,
+            select: None,
         }
+    }
+
+    /// A user name for AUTH (from `-u`): `AUTH user password`.
+    pub fn set_user(&mut self, user: Vec<u8>) {
+        if let Some(auth) = self.auth.as_mut() {
+            auth.insert(1, user);
+        }
+    }
+
+    /// `-n DB`: SELECT it after every connect.
+    pub fn select_db(&mut self, db: i64) {
+        self.select = Some(vec![b"SELECT".to_vec(), db.to_string().into_bytes()]);
     }
 
     pub fn is_connected(&self) -> bool {
         self.backend.is_some()
     }
 
-    /// `127.0.0.1:7379> `, or `not connected> `.
+    /// `127.0.0.1:7379> `, `127.0.0.1:7379(TX)> ` inside MULTI, or `not connected> `.
     pub fn prompt(&self) -> String {
         if self.is_connected() {
-            format!("{}> ", self.connector.target())
+            let tx = if self.in_multi { "(TX)" } else { "" };
+            format!("{}{tx}> ", self.connector.target())
         } else {
             "not connected> ".to_string()
         }
@@ -110,6 +135,37 @@ impl Session {
     fn disconnect(&mut self) {
         self.backend = None;
         self.docs = None;
+        // The server drops a connection's transaction and watches with it.
+        if self.in_multi {
+            self.lost = Some("inside MULTI (the queued commands were discarded, none ran)");
+        } else if self.watching {
+            self.lost = Some("while keys were watched (the watches are gone)");
+        }
+        self.in_multi = false;
+        self.watching = false;
+    }
+
+    /// Follows MULTI / EXEC / DISCARD / WATCH / UNWATCH / RESET replies.
+    fn track(&mut self, args: &[Vec<u8>], reply: &Reply) {
+        let Some(name) = args.first() else { return };
+        let ok = !matches!(reply, Reply::Error(_));
+        if eq_ignore_case(name, "multi") && ok {
+            self.in_multi = true;
+        } else if ["exec", "discard", "reset"]
+            .iter()
+            .any(|n| eq_ignore_case(name, n))
+        {
+            // EXEC and DISCARD end the transaction and every watch, even when refused
+            // (EXECABORT); outside MULTI they change nothing that was in force.
+            if self.in_multi || eq_ignore_case(name, "reset") {
+                self.watching = false;
+            }
+            self.in_multi = false;
+        } else if eq_ignore_case(name, "watch") && ok {
+            self.watching = true;
+        } else if eq_ignore_case(name, "unwatch") && ok && !self.in_multi {
+            self.watching = false;
+        }
     }
 
     /// Makes sure there is a live connection, opening one if needed. Notices (reconnected,
@@ -128,6 +184,11 @@ impl Session {
             && let Reply::Error(e) = backend.call(auth)?
         {
             let _ = writeln!(err, "AUTH failed: {}", String::from_utf8_lossy(&e));
+        }
+        if let Some(select) = &self.select
+            && let Reply::Error(e) = backend.call(select)?
+        {
+            let _ = writeln!(err, "SELECT failed: {}", String::from_utf8_lossy(&e));
         }
         if announce {
             let verb = if self.connected_once {
@@ -170,12 +231,21 @@ impl Session {
     }
 
     fn call_here(&mut self, args: &[Vec<u8>], err: &mut dyn Write) -> Result<Reply, ClientError> {
+        // A connection found dead here loses MULTI and WATCH with it: refuse to send the
+        // command alone on a new connection (it would run outside the transaction).
+        if self.backend.as_mut().is_some_and(|b| !b.is_alive()) {
+            self.disconnect();
+        }
+        if let Some(what) = self.lost.take() {
+            return Err(ClientError::StateLost(what));
+        }
         self.ensure_connected(err)?;
         let Some(backend) = self.backend.as_mut() else {
             return Err(ClientError::Closed);
         };
         match backend.call(args) {
             Ok(reply) => {
+                self.track(args, &reply);
                 // Remember a password typed in the session for the next reconnect.
                 let is_auth = args.first().is_some_and(|c| eq_ignore_case(c, "auth"));
                 if is_auth && matches!(args.len(), 2 | 3) && matches!(reply, Reply::Simple(_)) {
@@ -185,6 +255,8 @@ impl Session {
             }
             Err(e) => {
                 self.disconnect();
+                // Failed with this command: said now, not again before the next one.
+                self.lost = None;
                 Err(e)
             }
         }
@@ -207,6 +279,12 @@ impl Session {
                     Outcome::Ok
                 })
             }
+            // SHUTDOWN's success is the server closing the connection, as redis-cli takes it.
+            Err(ClientError::Closed)
+                if args.first().is_some_and(|a| eq_ignore_case(a, "shutdown")) =>
+            {
+                Ok(Outcome::Ok)
+            }
             Err(e) => {
                 writeln!(err, "{e}")?;
                 Ok(Outcome::Failed)
@@ -214,35 +292,50 @@ impl Session {
         }
     }
 
-    /// `help [words]`: fetches COMMAND DOCS once per connection.
+    /// `help [words]`: the server's COMMAND DOCS, fetched once per connection; this build's
+    /// own when the server cannot answer them (not reachable, AUTH needed first, gRPC).
     pub fn help(
         &mut self,
         words: &[Vec<u8>],
         out: &mut dyn Write,
         err: &mut dyn Write,
     ) -> io::Result<Outcome> {
-        if let Err(e) = self.ensure_connected(err) {
-            writeln!(err, "{e}")?;
-            return Ok(Outcome::Failed);
+        // Docs cached for a connection that has gone are stale.
+        if self.backend.as_mut().is_some_and(|b| !b.is_alive()) {
+            self.disconnect();
         }
-        if self.docs.is_none() {
-            match self.call(&[b"COMMAND".to_vec(), b"DOCS".to_vec()], err) {
-                Ok(reply @ Reply::Error(_)) => {
-                    out.write_all(&format_reply(&reply, self.format))?;
-                    return Ok(Outcome::ErrorReply);
-                }
-                Ok(reply) => self.docs = Some(Docs::from_reply(&reply)),
-                Err(e) => {
-                    writeln!(err, "{e}")?;
-                    return Ok(Outcome::Failed);
-                }
+        // Inside MULTI the server would queue COMMAND DOCS (or refuse it and fail the
+        // transaction); after a lost MULTI the user must hear of it from their next command.
+        let server_docs = if self.docs.is_some() || self.lost.is_some() || self.in_multi {
+            None
+        } else {
+            // A failure is no command's: it falls back to the built-in docs, unreported.
+            match self.call_here(&[b"COMMAND".to_vec(), b"DOCS".to_vec()], err) {
+                Ok(reply @ Reply::Array(_)) => Some(Docs::from_reply(&reply)),
+                _ => None,
             }
+        };
+        if let Some(d) = server_docs {
+            self.docs = Some(d);
         }
-        let Some(docs) = &self.docs else {
-            return Ok(Outcome::Failed);
+        let built_in;
+        let docs = match &self.docs {
+            Some(d) => d,
+            None => {
+                built_in = Docs::built_in();
+                &built_in
+            }
         };
         let outcome = if words.is_empty() {
-            docs.write_overview(&self.connector.target(), out)?;
+            let target = if self.is_connected() {
+                format!("connected to {}", self.connector.target())
+            } else {
+                format!(
+                    "not connected to {} (help from this build)",
+                    self.connector.target()
+                )
+            };
+            docs.write_overview(&target, out)?;
             Outcome::Ok
         } else if docs.write_help(words, self.color, out)? {
             Outcome::Ok
@@ -261,29 +354,39 @@ impl Session {
         out: &mut dyn Write,
         err: &mut dyn Write,
     ) -> io::Result<Flow> {
+        Ok(self.run_line(line, out, err)?.0)
+    }
+
+    /// `handle_line`, also telling how the line's command went.
+    fn run_line(
+        &mut self,
+        line: &[u8],
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> io::Result<(Flow, Outcome)> {
         let args = match split_args(line) {
             Ok(args) => args,
             Err(e) => {
                 writeln!(out, "{e}")?;
                 out.flush()?;
-                return Ok(Flow::Continue);
+                return Ok((Flow::Continue, Outcome::Failed));
             }
         };
         let Some(first) = args.first() else {
-            return Ok(Flow::Continue);
+            return Ok((Flow::Continue, Outcome::Ok));
         };
         if eq_ignore_case(first, "quit") || eq_ignore_case(first, "exit") {
-            return Ok(Flow::Quit);
+            return Ok((Flow::Quit, Outcome::Ok));
         }
         if eq_ignore_case(first, "clear") && args.len() == 1 {
-            return Ok(Flow::Clear);
+            return Ok((Flow::Clear, Outcome::Ok));
         }
-        if eq_ignore_case(first, "help") || first == b"?" {
-            self.help(args.get(1..).unwrap_or_default(), out, err)?;
+        let outcome = if eq_ignore_case(first, "help") || first == b"?" {
+            self.help(args.get(1..).unwrap_or_default(), out, err)?
         } else {
-            self.command(&args, out, err)?;
-        }
-        Ok(Flow::Continue)
+            self.command(&args, out, err)?
+        };
+        Ok((Flow::Continue, outcome))
     }
 }
 
@@ -305,20 +408,37 @@ pub fn is_sensitive(line: &str) -> bool {
             }))
 }
 
-/// `simplekv cli CMD ARGS...`: exit 0 on a reply, 1 on an error reply or no connection.
-pub fn one_shot(session: &mut Session, args: &[Vec<u8>]) -> ExitCode {
+/// `simplekv cli CMD ARGS...`: runs it `repeat` times (-1 or less: until interrupted),
+/// `interval` apart; exit 0 if the last run got a reply, 1 on an error reply or no
+/// connection.
+pub fn one_shot(
+    session: &mut Session,
+    args: &[Vec<u8>],
+    repeat: i64,
+    interval: std::time::Duration,
+) -> ExitCode {
     let stdout = io::stdout();
     let stderr = io::stderr();
-    let mut out = stdout.lock();
-    let mut err = stderr.lock();
     let is_help = args
         .first()
         .is_some_and(|a| eq_ignore_case(a, "help") || a == b"?");
-    let outcome = if is_help {
-        session.help(args.get(1..).unwrap_or_default(), &mut out, &mut err)
-    } else {
-        session.command(args, &mut out, &mut err)
-    };
+    let mut outcome = Ok(Outcome::Ok);
+    let mut run = 0i64;
+    while repeat < 0 || run < repeat {
+        if run > 0 && !interval.is_zero() {
+            std::thread::sleep(interval);
+        }
+        run += 1;
+        let (mut out, mut err) = (stdout.lock(), stderr.lock());
+        outcome = if is_help {
+            session.help(args.get(1..).unwrap_or_default(), &mut out, &mut err)
+        } else {
+            session.command(args, &mut out, &mut err)
+        };
+        if outcome.is_err() {
+            break;
+        }
+    }
     match outcome {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
@@ -326,26 +446,29 @@ pub fn one_shot(session: &mut Session, args: &[Vec<u8>]) -> ExitCode {
 }
 
 /// Commands read from `input`, one per line, until EOF or `quit`. Error replies and failed
-/// connections are printed but do not stop the loop, and do not change the exit status (as
-/// redis-cli); only failing to read the input or write the output does.
+/// connections are printed but do not stop the loop (as redis-cli); the result says whether
+/// any command failed so (for `-e`). Only failing to read the input or write the output is
+/// an `Err`.
 pub fn piped(
     session: &mut Session,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let mut line = Vec::new();
+    let mut failed = false;
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
-            return Ok(());
+            return Ok(failed);
         }
         if line.last() == Some(&b'\n') {
             line.pop();
         }
-        match session.handle_line(&line, out, err)? {
-            Flow::Quit => return Ok(()),
-            Flow::Continue | Flow::Clear => {}
+        let (flow, outcome) = session.run_line(&line, out, err)?;
+        failed |= matches!(outcome, Outcome::ErrorReply | Outcome::Failed);
+        if flow == Flow::Quit {
+            return Ok(failed);
         }
     }
 }
@@ -386,20 +509,27 @@ pub fn interactive(session: &mut Session, history: Option<PathBuf>) -> ExitCode 
                 return ExitCode::FAILURE;
             }
         };
-        if !line.trim().is_empty() && !is_sensitive(&line) {
-            let _ = editor.add_history_entry(line.as_str());
-            if let Some(h) = &history {
-                let _ = editor.save_history(h);
+        // Several lines pasted at once arrive as one (bracketed paste): each is a command of
+        // its own, as if typed one after another.
+        for line in line.split('\n').map(|l| l.trim_end_matches('\r')) {
+            if line.trim().is_empty() {
+                continue;
             }
-        }
-        let flow = session.handle_line(line.as_bytes(), &mut stdout.lock(), &mut stderr.lock());
-        match flow {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Quit) => return ExitCode::SUCCESS,
-            Ok(Flow::Clear) => {
-                let _ = editor.clear_screen();
+            if !is_sensitive(line) {
+                let _ = editor.add_history_entry(line);
+                if let Some(h) = &history {
+                    let _ = editor.save_history(h);
+                }
             }
-            Err(_) => return ExitCode::FAILURE,
+            let flow = session.handle_line(line.as_bytes(), &mut stdout.lock(), &mut stderr.lock());
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Quit) => return ExitCode::SUCCESS,
+                Ok(Flow::Clear) => {
+                    let _ = editor.clear_screen();
+                }
+                Err(_) => return ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -522,6 +652,65 @@ mod tests {
             String::from_utf8_lossy(&out).into_owned(),
             String::from_utf8_lossy(&err).into_owned(),
         )
+    }
+
+    /// A connection lost inside MULTI (or with WATCH in force) took the transaction with it:
+    /// the next command is refused, not sent alone on a new connection where it would run
+    /// outside the transaction; after that the session goes on as usual.
+    #[test]
+    fn a_command_typed_after_a_lost_multi_is_not_sent_alone() {
+        for (start, what) in [
+            ("multi", "inside MULTI"),
+            ("watch k", "while keys were watched"),
+        ] {
+            let port = free_port();
+            let (tx, rx) = mpsc::channel();
+            let first = serve_one(port, tx.clone(), 2, |args| {
+                Some(match strs(args)[0].to_uppercase().as_str() {
+                    "MULTI" | "WATCH" => b"+OK\r\n".to_vec(),
+                    _ => b"+QUEUED\r\n".to_vec(),
+                })
+            });
+            let mut s = session(port, None, Format::Tty);
+            line(&mut s, start);
+            if start == "multi" {
+                assert_eq!(s.prompt(), format!("127.0.0.1:{port}(TX)> "));
+            }
+            line(&mut s, "incr a");
+            // The fake server closes after two commands, as a server restart would.
+            first.join().expect("first");
+            let second = serve_one(port, tx.clone(), 1, |_| Some(b":1\r\n".to_vec()));
+            let (_, out, err) = line(&mut s, "incr a");
+            assert_eq!(out, "");
+            assert!(err.contains(what) && err.contains("not sent"), "{err}");
+            assert_eq!(s.prompt(), "not connected> ", "{start}");
+            let (_, out, err) = line(&mut s, "incr b");
+            assert_eq!(out, "(integer) 1\n", "{start}");
+            assert_eq!(
+                err,
+                format!("Reconnected to 127.0.0.1:{port}.\n"),
+                "{start}"
+            );
+            second.join().expect("second");
+            let sent: Vec<Vec<String>> = rx.try_iter().map(|a| strs(&a)).collect();
+            assert_eq!(sent.len(), 3, "{sent:?}");
+            assert_eq!(sent[2], ["incr", "b"]);
+        }
+    }
+
+    /// SHUTDOWN succeeds by closing the connection: nothing to report, as redis-cli.
+    #[test]
+    fn shutdown_closing_the_connection_is_its_success() {
+        let port = free_port();
+        let (tx, _rx) = mpsc::channel();
+        let server = serve_one(port, tx, 1, |_| None);
+        let mut s = session(port, None, Format::Tty);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let outcome = s
+            .command(&[b"SHUTDOWN".to_vec()], &mut out, &mut err)
+            .expect("io");
+        assert_eq!((outcome, out.len(), err.len()), (Outcome::Ok, 0, 0));
+        server.join().expect("server");
     }
 
     #[test]
@@ -765,10 +954,12 @@ mod tests {
             Some(b"-NOAUTH Authentication required.\r\n".to_vec())
         });
         let mut s = session(port, None, Format::Tty);
+        // A server that wants AUTH first: help from this build's docs, asked again each time.
         for _ in 0..2 {
-            assert_eq!(
-                line(&mut s, "help get").1,
-                "(error) NOAUTH Authentication required.\n"
+            let out = line(&mut s, "help get").1;
+            assert!(
+                out.contains("GET key") && out.contains("group: string"),
+                "{out}"
             );
         }
         assert_eq!(rx.try_iter().count(), 2);
