@@ -1855,6 +1855,21 @@ fn command_introspection_matches_the_command_table() {
         flagged(&mut c, &["OBJECT", "ENCODING", "k"]),
         pairs(&[("k", &["RO"])])
     );
+    // BITFIELD's depend on its subcommands (Redis's bitfieldGetKeys).
+    assert_eq!(
+        flagged(
+            &mut c,
+            &["BITFIELD", "k", "GET", "u8", "0", "OVERFLOW", "SAT"]
+        ),
+        pairs(&[("k", &["RO", "access"])])
+    );
+    assert_eq!(
+        flagged(
+            &mut c,
+            &["BITFIELD", "k", "GET", "u8", "0", "INCRBY", "u8", "0", "1"]
+        ),
+        pairs(&[("k", &["RW", "access", "update"])])
+    );
     // LIST names subcommands too, and filters.
     let list: Vec<String> = cmd("COMMAND").arg("LIST").query(&mut c).unwrap();
     assert!(list.iter().any(|n| n == "object|encoding"), "{list:?}");

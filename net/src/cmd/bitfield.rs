@@ -317,21 +317,22 @@ pub(super) fn exec(
     };
     buf.resize(new_len as usize, 0);
     let grew = meta.is_none() || new_len > old_len;
-    let mut applied = false;
+    let mut changed = false;
     let mut replies = Vec::with_capacity(ops.len());
     for op in &ops {
         replies.push(match op.kind {
             Kind::Get => Some(read_op(&buf, op)),
             _ => {
+                let before = get_unsigned(&buf, op.offset, op.field.bits);
                 let r = write_op(&mut buf, op);
-                applied |= r.is_some();
+                changed |= get_unsigned(&buf, op.offset, op.field.bits) != before;
                 r
             }
         });
     }
-    // As Redis: the key is created or grown even if every write failed its overflow check,
-    // and counts as modified (WATCH) when any write ran, changed or not.
-    if grew || applied {
+    // As Redis 7.0: the key is created or grown even if every write failed its overflow
+    // check; writes that leave the value as it was are no write (nor a change for WATCH).
+    if grew || changed {
         store
             .put(key, &buf, meta.and_then(|m| m.expire))
             .map_err(storage_err)?;
@@ -489,7 +490,7 @@ mod tests {
         ]);
         assert_eq!(ints(r), [None]);
         assert_eq!(h.value("new").unwrap(), [0u8]);
-        // Nothing to grow and nothing applied: no write.
+        // Nothing grown and nothing changed: no write (nor a change for WATCH), as Redis 7.0.
         let (_, effect) = h.run_bytes(&[
             b"bitfield",
             b"new",
@@ -502,6 +503,8 @@ mod tests {
         ]);
         assert_eq!(effect, super::super::Effect::Read);
         let (_, effect) = h.run_bytes(&[b"bitfield", b"new", b"set", b"u2", b"0", b"0"]);
+        assert_eq!(effect, super::super::Effect::Read);
+        let (_, effect) = h.run_bytes(&[b"bitfield", b"new", b"incrby", b"u2", b"0", b"1"]);
         assert_eq!(effect, super::super::Effect::Wrote);
     }
 

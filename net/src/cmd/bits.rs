@@ -83,10 +83,13 @@ fn setbit(
     let mask = 1u8 << (7 - (offset & 7));
     let b = &mut buf[byte as usize];
     *b = if on { *b | mask } else { *b & !mask };
-    // Redis writes even when the bit is unchanged (the key counts as modified).
-    store
-        .put(key, &buf, meta.and_then(|m| m.expire))
-        .map_err(storage_err)?;
+    // As Redis 7.0: a bit set to what it was, in a value that did not grow, is no write
+    // (and does not count as a change for WATCH).
+    if meta.is_none() || new_len > old_len || old != u8::from(on) {
+        store
+            .put(key, &buf, meta.and_then(|m| m.expire))
+            .map_err(storage_err)?;
+    }
     write_integer(out, i64::from(old));
     Ok(())
 }
@@ -476,6 +479,11 @@ mod tests {
         let (reply, effect) = h.run_bytes(&[b"setbit", b"k", b"0", b"1"]);
         assert_eq!((reply, effect), (Reply::Integer(0), Effect::Wrote));
         assert_eq!(h.expire_of("k"), ttl);
+        // The same bit again: nothing to write.
+        let (reply, effect) = h.run_bytes(&[b"setbit", b"k", b"0", b"1"]);
+        assert_eq!((reply, effect), (Reply::Integer(1), Effect::Read));
+        let (_, effect) = h.run_bytes(&[b"setbit", b"k", b"40", b"0"]);
+        assert_eq!(effect, Effect::Wrote, "the value grew");
         for (offset, bit, e) in [
             (
                 "-1",

@@ -263,6 +263,24 @@ impl<'a> ListFilter<'a> {
 }
 
 /// COMMAND GETKEYS / GETKEYSANDFLAGS on a full command line, as Redis 7.0 answers them.
+/// Whether a BITFIELD only reads (Redis's bitfieldGetKeys: only GET and OVERFLOW, well
+/// formed; anything else counts as a write, the safer guess).
+fn bitfield_reads_only(argv: &[&[u8]]) -> bool {
+    let mut i = 2;
+    while i < argv.len() {
+        let left = argv.len() - i - 1;
+        let a = argv[i];
+        if a.eq_ignore_ascii_case(b"get") && left >= 2 {
+            i += 3;
+        } else if a.eq_ignore_ascii_case(b"overflow") && left >= 1 {
+            i += 2;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
 fn getkeys(argv: &[&[u8]], with_flags: bool, r: &mut Vec<u8>) {
     let Some(spec) = cmd::table::lookup_argv(argv) else {
         return write_error(r, b"ERR Invalid command specified");
@@ -287,6 +305,12 @@ fn getkeys(argv: &[&[u8]], with_flags: bool, r: &mut Vec<u8>) {
                 &["RW", "access", "update"]
             } else {
                 &["OW", "update"]
+            }
+        } else if flags.contains(&"variable_flags") && spec.name == "bitfield" {
+            if bitfield_reads_only(argv) {
+                &["RO", "access"]
+            } else {
+                &["RW", "access", "update"]
             }
         } else {
             flags
