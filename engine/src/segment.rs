@@ -148,15 +148,29 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .at_write(&path)?;
-        file.write_all(&header.encode()).at_write(&path)?;
-        file.sync_all().at_write(&path)?;
-        crate::fsutil::sync_dir(dir).at_write(dir)?;
-        let map = map(
-            &file,
-            capacity.max(SEGMENT_HEADER_LEN as u64) as usize,
-            &path,
-        )
-        .at_write(&path)?;
+        let made = (|| {
+            file.write_all(&header.encode()).at_write(&path)?;
+            file.sync_all().at_write(&path)?;
+            crate::fsutil::sync_dir(dir).at_write(dir)?;
+            map(
+                &file,
+                capacity.max(SEGMENT_HEADER_LEN as u64) as usize,
+                &path,
+            )
+            .at_write(&path)
+        })();
+        let map = match made {
+            Ok(m) => m,
+            Err(e) => {
+                // Not left behind (a full disk fails the header write): the next roll
+                // creates the same name again, and the log stays a run of whole segments.
+                // Should the removal fail too, opening drops a file without a whole header.
+                if std::fs::remove_file(&path).is_ok() {
+                    let _ = crate::fsutil::sync_dir(dir);
+                }
+                return Err(e);
+            }
+        };
         Ok(Segment {
             path,
             header,

@@ -1314,6 +1314,21 @@ impl Store {
     }
 }
 
+/// Whether the record at the start of `at` is whole but fails its checksum, and the next one
+/// decodes, with an LSN at or above `next_lsn`.
+fn followed_by_a_record(at: &[u8], next_lsn: u64) -> bool {
+    let Ok(h) = record::decode_header(at) else {
+        return false;
+    };
+    let Some(rest) = at.get(h.record_len()..).filter(|r| !r.is_empty()) else {
+        return false;
+    };
+    matches!(
+        record::decode(at),
+        Err(record::DecodeError::BadChecksum { .. })
+    ) && record::decode(rest).is_ok_and(|r| r.header.lsn >= next_lsn)
+}
+
 fn remove_if_exists(p: &Path) -> std::io::Result<()> {
     match fs::remove_file(p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -1362,11 +1377,14 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
         }
     }
     bases.sort_unstable();
-    // A crash between creating a segment and writing its header leaves a last file shorter
-    // than the header: it holds no record, so it is dropped (any other damaged header is an
-    // error).
-    if let Some(&last) = bases.last() {
-        let path = segment::segment_path(dir, last);
+    // A crash between creating a segment and writing its header leaves a file shorter than
+    // the header; so did a roll whose header write failed (a full disk) before such files
+    // were removed, and the log went on in the segment before it. Such a file holds no
+    // record, wherever it is, so it is dropped (any other damaged header is an error).
+    let mut dropped = false;
+    let mut kept = Vec::with_capacity(bases.len());
+    for base in bases {
+        let path = segment::segment_path(dir, base);
         let len = fs::metadata(&path).at_open(&path)?.len();
         if len < SEGMENT_HEADER_LEN as u64 {
             warn!(
@@ -1374,10 +1392,15 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                 path.display()
             );
             remove_if_exists(&path).at_open(&path)?;
-            fsutil::sync_dir(dir).at_open(dir)?;
-            bases.pop();
+            dropped = true;
+        } else {
+            kept.push(base);
         }
     }
+    if dropped {
+        fsutil::sync_dir(dir).at_open(dir)?;
+    }
+    let bases = kept;
 
     // Open headers and drop leftover inputs of an interrupted merge.
     let mut segs: Vec<Segment> = Vec::with_capacity(bases.len());
@@ -1543,13 +1566,21 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                     }
                 }
             }
+            // A crash mid-write tears the end of the last segment; a whole record that fails
+            // its checksum with a whole, later record right after it is damage inside the log
+            // (a flipped bit), and cutting there would silently drop records that were
+            // written, acknowledged perhaps: it is treated as in a closed segment.
+            let inside = last
+                && bad
+                    .as_ref()
+                    .is_some_and(|(off, ..)| followed_by_a_record(&bytes[*off..], next_lsn));
             for &(lsn, off) in &marks {
                 seg.note_record(lsn, off);
             }
             report.records += marks.len() as u64;
             if let Some((off, decode_err, reason)) = bad {
                 let cut = total - off;
-                if last {
+                if last && !inside {
                     warn!(
                         "{}: dropping a torn or corrupt tail of {cut} bytes at offset {off} ({reason})",
                         path.display()

@@ -7,10 +7,18 @@ use std::process::Command;
 pub struct Tmpfs {
     dir: PathBuf,
     _parent: tempfile::TempDir,
+    /// One tmpfs test at a time in a test binary: mount and umount fork, and a child holds
+    /// copies of every descriptor of the process until it execs, a store's directory lock
+    /// among them, so another test's reopen of its store could find it still locked.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Tmpfs {
     pub fn mount(size: &str) -> Result<Tmpfs, String> {
+        // A test that failed while holding it poisons it; the next one can still run.
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let parent = tempfile::tempdir().map_err(|e| e.to_string())?;
         let dir = parent.path().join("fs");
         std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
@@ -25,6 +33,7 @@ impl Tmpfs {
         Ok(Tmpfs {
             dir,
             _parent: parent,
+            _serial: serial,
         })
     }
 
