@@ -360,3 +360,44 @@ fn a_cluster_node_whose_port_is_taken_stops_before_registering() {
         "the node created its cluster root before failing"
     );
 }
+
+/// A node's data directory records which node of which cluster wrote it: started on the
+/// directory of another node, the node refuses to run (it would claim records it never
+/// received, and an election comparing log ends could make it leader over the replicas that
+/// did); a standalone server refuses a cluster node's directory; the node's own directory,
+/// or an empty one, works.
+#[test]
+fn a_node_refuses_the_data_directory_of_another_node() {
+    let mut c = common::cluster::LocalCluster::start(2, 2, 2, &[]);
+    c.wait_for_full_isr(Duration::from_secs(60));
+    let meta = std::fs::read_to_string(c.data_dir(1).join("simplekv.meta")).unwrap();
+    assert!(meta.contains("node_id = 1\ncluster_id = "), "{meta}");
+    c.kill9(2);
+    let own = c.data_dir(2).with_extension("own");
+    std::fs::rename(c.data_dir(2), &own).unwrap();
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(c.data_dir(1))
+        .arg(c.data_dir(2))
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let (code, log) = c.start_expecting_exit(2);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(
+        log.contains("holds the data of node 1 of cluster "),
+        "{log}"
+    );
+    assert!(log.contains("not of node 2"), "{log}");
+    // Standalone on a cluster node's directory.
+    let port = common::free_port().to_string();
+    let dir = c.data_dir(2);
+    let (ok, _, err) = simplekv(&["server", "--port", &port, "--dir", dir.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("cluster.node_id = 1"), "{err}");
+    // Its own directory back: it runs and catches up.
+    std::fs::remove_dir_all(c.data_dir(2)).unwrap();
+    std::fs::rename(&own, c.data_dir(2)).unwrap();
+    c.restart(2);
+    c.wait_for_full_isr(Duration::from_secs(60));
+}

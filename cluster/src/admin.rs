@@ -66,6 +66,7 @@ pub fn create(
     let meta = ClusterMeta {
         partitions,
         replication_factor: rf,
+        cluster_id: Some(ClusterMeta::new_cluster_id()),
     };
     s.create(path::META, meta.encode(), false)?;
     s.close();

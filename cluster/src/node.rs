@@ -258,6 +258,10 @@ impl Node {
             routes: routes.clone(),
             feed: feed_tx,
             lease,
+            identity: simplekv_net::server::NodeIdentity {
+                node_id: me,
+                cluster_id: first.meta.cluster_id.clone(),
+            },
         };
         let server = match simplekv_net::start_node(config, config_file, Some(boot), None) {
             Ok(s) => s,

@@ -237,6 +237,26 @@ impl LocalCluster {
         }
     }
 
+    /// Starts node `i` (stopped), expecting it to refuse to run: waits up to 60 s for it to
+    /// exit and returns its exit code and log. Panics if it is still running then.
+    pub fn start_expecting_exit(&mut self, i: u32) -> (Option<i32>, String) {
+        let from = self.log_len(i);
+        self.spawn(i);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let node = self.node_mut(i);
+            let c = node.child.as_mut().expect("spawned");
+            if let Ok(Some(st)) = c.try_wait() {
+                node.child = None;
+                return (st.code(), self.log_since(i, from));
+            }
+            if Instant::now() >= deadline {
+                panic!("node {i} kept running\n{}", self.log_tail(i));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL node `i`, delete its data directory, and start it again (a replaced disk).
     pub fn wipe_and_restart(&mut self, i: u32) {
         self.kill9(i);

@@ -253,6 +253,7 @@ impl Ctl {
             meta: ClusterMeta {
                 partitions: 0,
                 replication_factor: 0,
+                cluster_id: None,
             },
             brokers: BTreeMap::new(),
             broker_epochs: BTreeMap::new(),

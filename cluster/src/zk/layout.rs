@@ -100,15 +100,27 @@ fn join(ids: &[u32]) -> String {
 pub struct ClusterMeta {
     pub partitions: u32,
     pub replication_factor: u32,
+    /// Random, given at create; each node's data directory records it (with the node's id)
+    /// so that data of another cluster, or of another node, is never taken for this node's.
+    /// `None` for a cluster created before it existed.
+    pub cluster_id: Option<String>,
 }
 
 impl ClusterMeta {
     pub fn encode(&self) -> Vec<u8> {
-        format!(
+        let mut s = format!(
             "format=1\npartitions={}\nreplication_factor={}\n",
             self.partitions, self.replication_factor
-        )
-        .into_bytes()
+        );
+        if let Some(id) = &self.cluster_id {
+            s.push_str(&format!("cluster_id={id}\n"));
+        }
+        s.into_bytes()
+    }
+
+    /// A new cluster id: 128 random bits, in hex.
+    pub fn new_cluster_id() -> String {
+        format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
     }
 
     pub fn decode(data: &[u8]) -> Result<ClusterMeta, DecodeError> {
@@ -120,9 +132,22 @@ impl ClusterMeta {
                 reason: format!("format {format} is newer than this simplekv understands"),
             });
         }
+        let cluster_id = match f.get("cluster_id") {
+            Some(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                Some(id.clone())
+            }
+            Some(id) => {
+                return Err(DecodeError {
+                    what: "meta",
+                    reason: format!("bad cluster_id {id:?}"),
+                });
+            }
+            None => None,
+        };
         Ok(ClusterMeta {
             partitions: field("meta", &f, "partitions")?,
             replication_factor: field("meta", &f, "replication_factor")?,
+            cluster_id,
         })
     }
 }
@@ -247,11 +272,18 @@ mod tests {
 
     #[test]
     fn every_node_kind_round_trips() {
-        let m = ClusterMeta {
+        let mut m = ClusterMeta {
             partitions: 16,
             replication_factor: 3,
+            cluster_id: None,
         };
         assert_eq!(ClusterMeta::decode(&m.encode()).unwrap(), m);
+        m.cluster_id = Some(ClusterMeta::new_cluster_id());
+        assert_eq!(ClusterMeta::decode(&m.encode()).unwrap(), m);
+        assert!(
+            ClusterMeta::decode(b"format=1\npartitions=1\nreplication_factor=1\ncluster_id=a/b\n")
+                .is_err()
+        );
         let b = BrokerInfo {
             id: 2,
             resp: "127.0.0.1:7001".into(),

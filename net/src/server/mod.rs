@@ -149,46 +149,138 @@ pub fn engine_options(c: &Config) -> Options {
     }
 }
 
-/// Checks (or records, on first start) the partition count of a data directory: keys are
-/// routed by it, so opening data written with another count would hide keys.
-fn check_layout(dir: &Path, partitions: u32) -> Result<(), ServerError> {
+/// Whose data a cluster node's directory holds, recorded in `simplekv.meta` on first start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub node_id: u32,
+    /// The cluster's id (`None` for a cluster created before clusters had one).
+    pub cluster_id: Option<String>,
+}
+
+/// Checks (or records, on first start) what a data directory holds: the partition count
+/// (keys are routed by it, so opening data written with another count would hide keys) and,
+/// for a cluster node, which node of which cluster wrote it. Data of another node or cluster
+/// would make this node claim records it never received, and an election that compares log
+/// ends could then make it leader over the replicas that did: refused, as Kafka refuses a
+/// log directory of another cluster.
+fn check_layout(dir: &Path, partitions: u32, me: Option<&NodeIdentity>) -> Result<(), ServerError> {
     let meta = dir.join("simplekv.meta");
-    let want = format!("format = 1\npartitions = {partitions}\n");
-    match std::fs::read_to_string(&meta) {
-        Ok(have) => {
-            let found = have
-                .lines()
-                .find_map(|l| l.strip_prefix("partitions = "))
-                .and_then(|v| v.trim().parse::<u32>().ok());
-            match found {
-                Some(p) if p == partitions => Ok(()),
-                Some(p) => Err(ServerError::DataDir {
-                    path: dir.to_path_buf(),
-                    reason: format!(
-                        "was created with storage.partitions = {p}, but the config says {partitions}; keys are routed by this number, so use {p} (or another directory)"
-                    ),
-                }),
-                None => Err(ServerError::DataDir {
-                    path: meta,
-                    reason: "unreadable layout file".into(),
-                }),
-            }
+    let bad = |path: &Path, reason: String| ServerError::DataDir {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let have = match std::fs::read_to_string(&meta) {
+        Ok(have) => Some(have),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(bad(&meta, e.to_string())),
+    };
+    let value = |key: &str| {
+        have.as_deref().and_then(|h| {
+            h.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    let (found_node, found_cluster) = (value("node_id"), value("cluster_id"));
+    // After the checks of whose data it is, which say more about a wrong directory.
+    let check_partitions = || -> Result<(), ServerError> {
+        if have.is_none() {
+            return Ok(());
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir {
-                path: dir.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            std::fs::write(&meta, want).map_err(|e| ServerError::DataDir {
-                path: meta.clone(),
-                reason: e.to_string(),
-            })
+        match value("partitions").and_then(|v| v.parse::<u32>().ok()) {
+            Some(p) if p == partitions => Ok(()),
+            Some(p) => Err(bad(
+                dir,
+                format!(
+                    "was created with storage.partitions = {p}, but the config says {partitions}; keys are routed by this number, so use {p} (or another directory)"
+                ),
+            )),
+            None => Err(bad(&meta, "unreadable layout file".into())),
         }
-        Err(e) => Err(ServerError::DataDir {
-            path: meta,
-            reason: e.to_string(),
-        }),
+    };
+    let whose = |node: &str| match &found_cluster {
+        Some(c) => format!("node {node} of cluster {c}"),
+        None => format!("cluster node {node}"),
+    };
+    let Some(me) = me else {
+        if let Some(n) = &found_node {
+            return Err(bad(
+                dir,
+                format!(
+                    "holds the data of {}: start it as that node (cluster.node_id = {n}, with its cluster's cluster.zk and cluster.name), or give the standalone server another directory",
+                    whose(n)
+                ),
+            ));
+        }
+        check_partitions()?;
+        if have.is_none() {
+            write_layout(dir, &meta, partitions, None)?;
+        }
+        return Ok(());
+    };
+    if let Some(n) = &found_node
+        && *n != me.node_id.to_string()
+    {
+        return Err(bad(
+            dir,
+            format!(
+                "holds the data of {}, not of node {}: each node needs a directory of its own (an empty one to join afresh: the node then copies its partitions from their leaders)",
+                whose(n),
+                me.node_id
+            ),
+        ));
     }
+    if let Some(c) = &found_cluster
+        && me.cluster_id.as_ref() != Some(c)
+    {
+        return Err(bad(
+            dir,
+            format!(
+                "holds the data of cluster {c}, but this node joins {}: use an empty directory to join it (the node then copies its partitions from their leaders)",
+                me.cluster_id
+                    .as_deref()
+                    .map_or("a cluster without an id".to_string(), |m| format!(
+                        "cluster {m}"
+                    ))
+            ),
+        ));
+    }
+    check_partitions()?;
+    if found_node.is_none() || (found_cluster.is_none() && me.cluster_id.is_some()) {
+        // First start, or a directory from before nodes recorded who they are.
+        write_layout(dir, &meta, partitions, Some(me))?;
+    }
+    Ok(())
+}
+
+/// Writes `simplekv.meta` whole (a temporary file renamed over it, the directory synced).
+fn write_layout(
+    dir: &Path,
+    meta: &Path,
+    partitions: u32,
+    me: Option<&NodeIdentity>,
+) -> Result<(), ServerError> {
+    let mut text = format!("format = 1\npartitions = {partitions}\n");
+    if let Some(me) = me {
+        text.push_str(&format!("node_id = {}\n", me.node_id));
+        if let Some(c) = &me.cluster_id {
+            text.push_str(&format!("cluster_id = {c}\n"));
+        }
+    }
+    let err = |path: &Path, e: std::io::Error| ServerError::DataDir {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let tmp = dir.join("simplekv.meta.tmp");
+    std::fs::write(&tmp, text).map_err(|e| err(&tmp, e))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| err(&tmp, e))?;
+    std::fs::rename(&tmp, meta).map_err(|e| err(meta, e))?;
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| err(dir, e))
 }
 
 pub fn partition_dir(dir: &Path, p: u32) -> PathBuf {
@@ -235,6 +327,8 @@ pub struct ClusterBoot {
     pub feed: replica::FeedTx,
     /// How long a leader serves without hearing from its in-sync followers.
     pub lease: std::time::Duration,
+    /// This node and its cluster, checked against (or recorded in) the data directory.
+    pub identity: NodeIdentity,
 }
 
 /// Starts a standalone server; returns once every partition is open and the port is listening.
@@ -275,7 +369,7 @@ pub fn start_node(
             .collect()
     });
     let dir = config.storage.dir.clone();
-    check_layout(&dir, topo.partitions)?;
+    check_layout(&dir, topo.partitions, cluster.as_ref().map(|c| &c.identity))?;
     let listener = bind(&config)?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: config.server.bind.clone(),
@@ -518,5 +612,59 @@ fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
                 peer.send(Msg::MergeDone { partition, result });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NodeIdentity, check_layout};
+
+    fn node(id: u32, cluster: Option<&str>) -> NodeIdentity {
+        NodeIdentity {
+            node_id: id,
+            cluster_id: cluster.map(str::to_string),
+        }
+    }
+
+    fn refused(r: Result<(), super::ServerError>) -> String {
+        match r {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn a_data_directory_serves_only_the_node_and_cluster_that_wrote_it() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("data");
+        let me = node(2, Some("c1"));
+        check_layout(&dir, 16, Some(&me)).unwrap();
+        check_layout(&dir, 16, Some(&me)).unwrap();
+        let e = refused(check_layout(&dir, 8, Some(&me)));
+        assert!(e.contains("storage.partitions = 16"), "{e}");
+        let e = refused(check_layout(&dir, 16, Some(&node(3, Some("c1")))));
+        assert!(e.contains("node 2 of cluster c1, not of node 3"), "{e}");
+        let e = refused(check_layout(&dir, 16, Some(&node(2, Some("c2")))));
+        assert!(
+            e.contains("holds the data of cluster c1, but this node joins cluster c2"),
+            "{e}"
+        );
+        let e = refused(check_layout(&dir, 16, Some(&node(2, None))));
+        assert!(e.contains("a cluster without an id"), "{e}");
+        let e = refused(check_layout(&dir, 16, None));
+        assert!(e.contains("cluster.node_id = 2"), "{e}");
+        // A directory from before nodes recorded who they are (or a standalone one) is
+        // adopted by the first node that opens it, and is its own from then on.
+        let old = d.path().join("old");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("simplekv.meta"), "format = 1\npartitions = 4\n").unwrap();
+        check_layout(&old, 4, None).unwrap();
+        check_layout(&old, 4, Some(&node(1, Some("c1")))).unwrap();
+        let text = std::fs::read_to_string(old.join("simplekv.meta")).unwrap();
+        assert_eq!(
+            text,
+            "format = 1\npartitions = 4\nnode_id = 1\ncluster_id = c1\n"
+        );
+        refused(check_layout(&old, 4, Some(&node(2, Some("c1")))));
     }
 }
