@@ -25,6 +25,10 @@ pub enum OpenError {
         offset: u64,
         reason: DecodeError,
     },
+    #[error(
+        "{path}: the records with LSN {from} to {last} are missing before this segment (a segment file deleted or lost?). Restore from a replica, or start with storage.repair = true to drop this segment and every later one"
+    )]
+    MissingRecords { path: PathBuf, from: u64, last: u64 },
     #[error("{path}: not a simplekv segment: {reason}")]
     BadSegmentHeader { path: PathBuf, reason: String },
     #[error("{path}: leader-epoch checkpoint is unreadable: {reason}")]

@@ -84,6 +84,9 @@ pub enum DecodeError {
     BadLength { key_len: u32, val_len: u32 },
     /// The checksum does not match the bytes.
     BadChecksum { stored: u32, computed: u32 },
+    /// A whole, checksummed record whose LSN does not follow the one before it (a file out of
+    /// place), found by recovery; `decode` itself never returns it.
+    LsnOutOfOrder { lsn: u64, after: u64 },
 }
 
 impl std::fmt::Display for DecodeError {
@@ -101,6 +104,9 @@ impl std::fmt::Display for DecodeError {
                     f,
                     "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
                 )
+            }
+            DecodeError::LsnOutOfOrder { lsn, after } => {
+                write!(f, "LSN {lsn} does not follow {after}")
             }
         }
     }

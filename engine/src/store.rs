@@ -1314,19 +1314,46 @@ impl Store {
     }
 }
 
-/// Whether the record at the start of `at` is whole but fails its checksum, and the next one
-/// decodes, with an LSN at or above `next_lsn`.
-fn followed_by_a_record(at: &[u8], next_lsn: u64) -> bool {
-    let Ok(h) = record::decode_header(at) else {
+/// Whether a record of the last segment that does not decode at `off` (of the segment file's
+/// `bytes`) is damage inside the log rather than a torn tail: a whole, checksummed record
+/// with a later LSN follows somewhere after it, and the bytes between hold no zeroed block.
+/// A power loss can persist a later page of a write and not an earlier one, whose blocks then
+/// read as zeros: that is still a torn write (of records never synced). A flipped bit, in a
+/// value, a length or a tag, is damage. A whole record out of LSN order is never a torn write.
+fn damage_inside(bytes: &[u8], off: usize, e: &record::DecodeError, next_lsn: u64) -> bool {
+    if matches!(e, record::DecodeError::LsnOutOfOrder { .. }) {
+        return true;
+    }
+    let Some(next) = next_whole_record(bytes, off + 1, next_lsn) else {
         return false;
     };
-    let Some(rest) = at.get(h.record_len()..).filter(|r| !r.is_empty()) else {
-        return false;
-    };
-    matches!(
-        record::decode(at),
-        Err(record::DecodeError::BadChecksum { .. })
-    ) && record::decode(rest).is_ok_and(|r| r.header.lsn >= next_lsn)
+    !has_zeroed_block(bytes, off, next)
+}
+
+/// The offset of the first whole, checksummed record at or after `from` whose LSN could
+/// follow `next_lsn` (at most one per header's length beyond it).
+fn next_whole_record(bytes: &[u8], from: usize, next_lsn: u64) -> Option<usize> {
+    let max_lsn = next_lsn + (bytes.len().saturating_sub(from) / record::HEADER_LEN) as u64;
+    (from..bytes.len().saturating_sub(record::HEADER_LEN - 1)).find(|&p| {
+        record::decode_header(&bytes[p..]).is_ok_and(|h| {
+            (next_lsn..=max_lsn).contains(&h.lsn)
+                && p + h.record_len() <= bytes.len()
+                && record::decode(&bytes[p..]).is_ok()
+        })
+    })
+}
+
+/// Whether `bytes[from..to]` holds a 512-byte block, aligned in the file, of zeros only.
+fn has_zeroed_block(bytes: &[u8], from: usize, to: usize) -> bool {
+    const BLOCK: usize = 512;
+    let mut b = from.next_multiple_of(BLOCK);
+    while b + BLOCK <= to {
+        if bytes[b..b + BLOCK].iter().all(|&x| x == 0) {
+            return true;
+        }
+        b += BLOCK;
+    }
+    false
 }
 
 fn remove_if_exists(p: &Path) -> std::io::Result<()> {
@@ -1491,6 +1518,28 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             continue;
         }
         let last = i + 1 == n;
+        // Each segment starts where the one before ended (its last record, or the range a
+        // merged or truncated one vouches for): a gap is a segment file lost, whose deletes
+        // and overwrites would silently be undone.
+        if !order.is_empty() && seg.base() > next_lsn {
+            if !opts.repair {
+                return Err(OpenError::MissingRecords {
+                    path,
+                    from: next_lsn,
+                    last: seg.base() - 1,
+                });
+            }
+            warn!(
+                "{}: the records with LSN {next_lsn} to {} are missing before it; repair drops it and every later segment",
+                path.display(),
+                seg.base() - 1
+            );
+            drop_rest = true;
+            remove_if_exists(&hint::hint_for_segment(&path)).at_open(&path)?;
+            remove_if_exists(&path).at_open(&path)?;
+            report.repaired_bytes_dropped += seg.len();
+            continue;
+        }
         let id = segments.len() as u32;
         dead.push(0);
         next_lsn = next_lsn.max(seg.base());
@@ -1556,8 +1605,11 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                         pos += h.record_len();
                     }
                     Ok(r) => {
-                        let why = format!("LSN {} does not follow {}", r.header.lsn, next_lsn - 1);
-                        bad = Some((pos, record::DecodeError::BadTag(bytes[pos + 24]), why));
+                        let e = record::DecodeError::LsnOutOfOrder {
+                            lsn: r.header.lsn,
+                            after: next_lsn.saturating_sub(1),
+                        };
+                        bad = Some((pos, e, e.to_string()));
                         break;
                     }
                     Err(e) => {
@@ -1566,14 +1618,13 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                     }
                 }
             }
-            // A crash mid-write tears the end of the last segment; a whole record that fails
-            // its checksum with a whole, later record right after it is damage inside the log
-            // (a flipped bit), and cutting there would silently drop records that were
-            // written, acknowledged perhaps: it is treated as in a closed segment.
+            // A crash mid-write tears the end of the last segment; damage with whole records
+            // after it is inside the log, and cutting there would silently drop records that
+            // were written, acknowledged perhaps: it is treated as in a closed segment.
             let inside = last
                 && bad
                     .as_ref()
-                    .is_some_and(|(off, ..)| followed_by_a_record(&bytes[*off..], next_lsn));
+                    .is_some_and(|(off, e, _)| damage_inside(bytes, *off, e, next_lsn));
             for &(lsn, off) in &marks {
                 seg.note_record(lsn, off);
             }
