@@ -749,13 +749,16 @@ fn redis_cli_one_shot_options() {
     let uri = format!("redis://:pw@127.0.0.1:{p}/0");
     let r = cli(&["-u", &uri, "get", "c"], b"");
     assert_eq!((r.code, r.out()), (Some(0), "3\n".into()));
-    let r = cli(&["-u", &uri, "-n", "1", "get", "c"], b"");
+    // A database that cannot be selected: nothing is sent (FLUSHDB would empty database 0).
+    let r = cli(&["-u", &uri, "-n", "1", "flushdb"], b"");
+    assert_eq!(r.code, Some(1));
     assert!(
         r.err
             .contains("SELECT failed: ERR DB index is out of range"),
         "{}",
         r.err
     );
+    assert_eq!(cli(&["-u", &uri, "get", "c"], b"").out(), "3\n");
     assert!(cli(&["-u", "rediss://h", "ping"], b"").err.contains("TLS"));
     let mut cmd = client_command(&["-p", &p, "get", "c"]);
     cmd.env("REDISCLI_AUTH", "pw").stdin(Stdio::null());

@@ -28,6 +28,8 @@ pub enum ClientError {
     /// The connection was lost (and made again) inside MULTI or with keys watched: the
     /// server dropped that state, so the command was not sent.
     StateLost(&'static str),
+    /// `-n`: the server refused the SELECT (its error), so no command is sent.
+    Select(String),
 }
 
 /// An I/O error's text without Rust's ` (os error N)` suffix, so it reads like `strerror`:
@@ -52,6 +54,7 @@ impl fmt::Display for ClientError {
             ClientError::Timeout => f.write_str("Error: Timed out waiting for the server's reply"),
             ClientError::Io(e) => write!(f, "Error: {}", io_text(e)),
             ClientError::Protocol(e) => write!(f, "Error: Protocol error: {e}"),
+            ClientError::Select(e) => write!(f, "SELECT failed: {e}"),
             ClientError::StateLost(what) => write!(
                 f,
                 "Error: the connection was lost {what}; the server dropped it, so the command \

@@ -202,11 +202,27 @@ fn parse_uri(uri: &str) -> Result<Uri, String> {
                 .map_err(|_| format!("bad database number '{db}'"))?,
         );
     }
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (h, Some(p)),
-        _ => (hostport, None),
+    // `[v6]` or `[v6]:port`; otherwise `host` or `host:port`.
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed '[' in '{hostport}'"))?;
+        match after {
+            "" => (h, None),
+            a => (
+                h,
+                Some(
+                    a.strip_prefix(':')
+                        .ok_or_else(|| format!("bad port '{a}'"))?,
+                ),
+            ),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     u.host = (!host.is_empty()).then(|| host.to_string());
     if let Some(p) = port {
         u.port = Some(p.parse().map_err(|_| format!("bad port '{p}'"))?);
@@ -353,6 +369,11 @@ mod tests {
             parse_uri("redis://secret@[::1]:7379").unwrap(),
             u("::1", Some(7379), None, Some("secret"), None)
         );
+        assert_eq!(
+            parse_uri("redis://[::1]").unwrap(),
+            u("::1", None, None, None, None)
+        );
+        assert!(parse_uri("redis://[::1").is_err());
         assert!(parse_uri("rediss://h").unwrap_err().contains("TLS"));
         assert!(parse_uri("http://h").is_err());
         assert!(parse_uri("redis://h:port").unwrap_err().contains("port"));

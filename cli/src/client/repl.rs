@@ -185,10 +185,14 @@ impl Session {
         {
             let _ = writeln!(err, "AUTH failed: {}", String::from_utf8_lossy(&e));
         }
+        // As redis-cli: without the database asked for there is no connection (a command
+        // would run on another database).
         if let Some(select) = &self.select
             && let Reply::Error(e) = backend.call(select)?
         {
-            let _ = writeln!(err, "SELECT failed: {}", String::from_utf8_lossy(&e));
+            return Err(ClientError::Select(
+                String::from_utf8_lossy(&e).into_owned(),
+            ));
         }
         if announce {
             let verb = if self.connected_once {
@@ -254,9 +258,9 @@ impl Session {
                 Ok(reply)
             }
             Err(e) => {
+                // A transaction or watches in force are gone with the connection: the next
+                // command is refused, and says why (this one's error does not).
                 self.disconnect();
-                // Failed with this command: said now, not again before the next one.
-                self.lost = None;
                 Err(e)
             }
         }
@@ -696,6 +700,31 @@ mod tests {
             assert_eq!(sent.len(), 3, "{sent:?}");
             assert_eq!(sent[2], ["incr", "b"]);
         }
+    }
+
+    /// The connection failing under a command typed inside MULTI: that command's error, then
+    /// the next one refused (it would run outside the transaction on a new connection).
+    #[test]
+    fn a_connection_failing_under_a_queued_command_refuses_the_next_one() {
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        let first = serve_one(port, tx.clone(), 2, |args| {
+            (strs(args)[0].to_uppercase() == "MULTI").then(|| b"+OK\r\n".to_vec())
+        });
+        let mut s = session(port, None, Format::Tty);
+        line(&mut s, "multi");
+        let (_, _, err) = line(&mut s, "incr a");
+        assert_eq!(err, "Error: Server closed the connection\n");
+        first.join().expect("first");
+        let (_, out, err) = line(&mut s, "incr b");
+        assert_eq!(out, "");
+        assert!(
+            err.contains("inside MULTI") && err.contains("not sent"),
+            "{err}"
+        );
+        // Nothing was sent for it: no server listens, and no connection was tried.
+        let sent: Vec<Vec<String>> = rx.try_iter().map(|a| strs(&a)).collect();
+        assert_eq!(sent, [vec!["multi"], vec!["incr", "a"]]);
     }
 
     /// SHUTDOWN succeeds by closing the connection: nothing to report, as redis-cli.
