@@ -3253,6 +3253,26 @@ fn bitfield_bitop_and_lcs_work_on_keys_of_any_workers() {
             }
         }
     }
+    // A source named several times, on workers other than the destination's, is read once
+    // and counted each time.
+    let () = cmd("SET").arg(&a[1]).arg("ab").query(&mut c).unwrap();
+    let n: i64 = cmd("BITOP")
+        .arg("XOR")
+        .arg(&d[0])
+        .arg(&a[1])
+        .arg(&a[1])
+        .arg(&b[2])
+        .arg(&a[1])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 2);
+    let v: Vec<u8> = cmd("GET").arg(&d[0]).query(&mut c).unwrap();
+    assert_eq!(v, [b'a' ^ 0xf0, b'b']);
+    let () = cmd("SET")
+        .arg(&a[1])
+        .arg(b"\xff\x0f\x01")
+        .query(&mut c)
+        .unwrap();
     let not: i64 = cmd("BITOP")
         .arg("NOT")
         .arg(&d[0])

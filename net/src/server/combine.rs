@@ -40,13 +40,19 @@ pub enum Job {
     Lcs(LcsOpts),
 }
 
-/// A BITOP or LCS on its way: the keys to read and the values read so far.
+/// A BITOP or LCS on its way: the keys to read and what was read so far. A key named more
+/// than once is read once; a missing key reads as empty.
 #[derive(Debug)]
 pub struct Combine {
     pub job: Job,
     pub keys: Vec<Vec<u8>>,
-    /// By key: `None` until the key's worker has read it (a missing key reads as empty).
+    /// By key: read yet.
+    pub read: Vec<bool>,
+    /// LCS: the two values, by key.
     pub values: Vec<Option<Vec<u8>>>,
+    /// BITOP: the sources read so far, combined (`fold`), so that only one value of the
+    /// result's size travels, however many sources there are.
+    pub acc: Option<Vec<u8>>,
 }
 
 impl Combine {
@@ -117,31 +123,51 @@ pub fn parse(name: &str, args: &[&[u8]]) -> Result<Combine, String> {
     Ok(Combine {
         job,
         keys: keys.iter().map(|k| k.to_vec()).collect(),
+        read: vec![false; keys.len()],
         values: vec![None; keys.len()],
+        acc: None,
     })
 }
 
-/// BITOP over the sources' values: as long as the longest, shorter ones padded with zeros.
-pub fn bitop(op: BitOpKind, sources: &[Vec<u8>]) -> Vec<u8> {
-    let len = sources.iter().map(Vec::len).max().unwrap_or(0);
-    let byte = |s: &Vec<u8>, i: usize| s.get(i).copied().unwrap_or(0);
-    let Some((first, rest)) = sources.split_first() else {
-        return Vec::new();
+/// Folds one BITOP source into what was folded so far. AND, OR and XOR are associative and
+/// commutative, so the sources may come in any order; a shorter one reads as zeros past its
+/// end, so the result is as long as the longest.
+pub fn fold(acc: &mut Option<Vec<u8>>, op: BitOpKind, v: &[u8]) {
+    let Some(a) = acc else {
+        *acc = Some(v.to_vec());
+        return;
     };
-    (0..len)
-        .map(|i| {
-            let mut b = byte(first, i);
-            for s in rest {
-                match op {
-                    BitOpKind::And => b &= byte(s, i),
-                    BitOpKind::Or => b |= byte(s, i),
-                    BitOpKind::Xor => b ^= byte(s, i),
-                    BitOpKind::Not => {}
-                }
-            }
-            if op == BitOpKind::Not { !b } else { b }
-        })
-        .collect()
+    if v.len() > a.len() {
+        a.resize(v.len(), 0);
+    }
+    for (i, x) in a.iter_mut().enumerate() {
+        let b = v.get(i).copied().unwrap_or(0);
+        match op {
+            BitOpKind::And => *x &= b,
+            BitOpKind::Or => *x |= b,
+            BitOpKind::Xor => *x ^= b,
+            BitOpKind::Not => {}
+        }
+    }
+}
+
+/// BITOP's result from its folded sources.
+fn finish_bitop(op: BitOpKind, acc: Option<Vec<u8>>) -> Vec<u8> {
+    let mut r = acc.unwrap_or_default();
+    if op == BitOpKind::Not {
+        r.iter_mut().for_each(|b| *b = !*b);
+    }
+    r
+}
+
+/// BITOP over the sources' values: as long as the longest, shorter ones padded with zeros.
+#[cfg(test)]
+fn bitop(op: BitOpKind, sources: &[Vec<u8>]) -> Vec<u8> {
+    let mut acc = None;
+    for s in sources {
+        fold(&mut acc, op, s);
+    }
+    finish_bitop(op, acc)
 }
 
 /// LCS of `a` and `b` as Redis 7.0 answers it (the common subsequence, its length, or the
@@ -293,13 +319,14 @@ impl Worker {
         self.combine_step(reply_to, acks, c);
     }
 
-    /// Reads the keys of `c` this worker owns and not yet read.
+    /// Reads the keys of `c` this worker owns and not yet read, each once, however many
+    /// times it is named.
     fn combine_read(&mut self, c: &mut Combine) -> Result<(), Payload> {
-        for (k, v) in c.keys.iter().zip(c.values.iter_mut()) {
-            if v.is_some() {
+        for i in 0..c.keys.len() {
+            if c.read[i] {
                 continue;
             }
-            let p = self.topo.partition_of(k);
+            let p = self.topo.partition_of(&c.keys[i]);
             if self.topo.worker_of(p) != self.id {
                 continue;
             }
@@ -308,8 +335,21 @@ impl Worker {
                     "ERR partition not available on this node".into(),
                 ));
             };
-            let value = s.get(k).map_err(|e| Payload::Err(format!("ERR {e}")))?;
-            *v = Some(value.unwrap_or_default());
+            let value = s
+                .get(&c.keys[i])
+                .map_err(|e| Payload::Err(format!("ERR {e}")))?
+                .unwrap_or_default();
+            for j in i..c.keys.len() {
+                if c.read[j] || c.keys[j] != c.keys[i] {
+                    continue;
+                }
+                c.read[j] = true;
+                match c.job {
+                    // Every time it is named: XOR k k is zeros.
+                    Job::BitOp { op, .. } => fold(&mut c.acc, op, &value),
+                    Job::Lcs(_) => c.values[j] = Some(value.clone()),
+                }
+            }
         }
         Ok(())
     }
@@ -318,7 +358,7 @@ impl Worker {
     /// yet, then (BITOP) the destination's.
     fn combine_next(&self, c: &Combine) -> Option<usize> {
         let worker_of = |k: &[u8]| self.topo.worker_of(self.topo.partition_of(k));
-        if let Some(i) = c.values.iter().position(Option::is_none) {
+        if let Some(i) = c.read.iter().position(|r| !r) {
             return Some(worker_of(&c.keys[i]));
         }
         match &c.job {
@@ -338,21 +378,17 @@ impl Worker {
                 false,
             );
         }
-        let values: Vec<Vec<u8>> = c
-            .values
-            .into_iter()
-            .map(Option::unwrap_or_default)
-            .collect();
         match c.job {
             Job::Lcs(o) => {
                 let max = self.exec_ctx().proto_max_bulk_len;
-                match lcs(&values[0], &values[1], o, max) {
+                let value = |i: usize| c.values.get(i).and_then(|v| v.as_deref()).unwrap_or(b"");
+                match lcs(value(0), value(1), o, max) {
                     Ok(reply) => (Payload::Resp(reply), false),
                     Err(e) => (Payload::Err(e), false),
                 }
             }
             Job::BitOp { op, dest } => {
-                let result = bitop(op, &values);
+                let result = finish_bitop(op, c.acc);
                 let len = result.len() as i64;
                 let written = if result.is_empty() {
                     let exists = self
@@ -389,6 +425,12 @@ impl Worker {
             w.outbox
                 .push((reply_to.worker, Response { reply_to, payload }, need));
         };
+        if self.cluster.is_some() {
+            // All its keys share a slot, so they are all here: run it after the cluster
+            // checks (a partition that moved answers MOVED or TRYAGAIN, not a read error).
+            let (payload, need) = self.execute_op(Op::Combine(c), acks);
+            return answer(self, payload, need);
+        }
         if let Err(e) = self.combine_read(&mut c) {
             return answer(self, e, super::replica::Need::Now);
         }
@@ -438,6 +480,14 @@ mod tests {
         assert_eq!(bitop(BitOpKind::And, &srcs[..2]), [0xf0, 0x00]);
         assert_eq!(bitop(BitOpKind::Not, &srcs[..1]), [0x00, 0xf0]);
         assert_eq!(bitop(BitOpKind::Or, &[v(b""), v(b"")]), Vec::<u8>::new());
+        // A source named twice counts twice: XOR k k is zeros as long as k.
+        assert_eq!(bitop(BitOpKind::Xor, &[v(b"ab"), v(b"ab")]), [0, 0]);
+        // Any order gives the same result.
+        let mut a = srcs.to_vec();
+        a.reverse();
+        for op in [BitOpKind::And, BitOpKind::Or, BitOpKind::Xor] {
+            assert_eq!(bitop(op, &a), bitop(op, &srcs), "{op:?}");
+        }
     }
 
     #[test]
