@@ -230,6 +230,19 @@ fn check_layout(dir: &Path, partitions: u32, me: Option<&NodeIdentity>) -> Resul
             ),
         ));
     }
+    // A node's directory without a cluster id was written in a cluster made before clusters
+    // had one; such a cluster never gets one (create refuses an existing cluster), so one
+    // that has an id is another cluster.
+    if found_node.is_some() && found_cluster.is_none() && me.cluster_id.is_some() {
+        return Err(bad(
+            dir,
+            format!(
+                "holds the data of {} of a cluster without an id, but this node joins cluster {}: use an empty directory to join it (the node then copies its partitions from their leaders)",
+                whose(found_node.as_deref().unwrap_or_default()),
+                me.cluster_id.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
     if let Some(c) = &found_cluster
         && me.cluster_id.as_ref() != Some(c)
     {
@@ -246,7 +259,7 @@ fn check_layout(dir: &Path, partitions: u32, me: Option<&NodeIdentity>) -> Resul
         ));
     }
     check_partitions()?;
-    if found_node.is_none() || (found_cluster.is_none() && me.cluster_id.is_some()) {
+    if found_node.is_none() {
         // First start, or a directory from before nodes recorded who they are.
         write_layout(dir, &meta, partitions, Some(me))?;
     }
@@ -666,5 +679,12 @@ mod tests {
             "format = 1\npartitions = 4\nnode_id = 1\ncluster_id = c1\n"
         );
         refused(check_layout(&old, 4, Some(&node(2, Some("c1")))));
+        // A node of a cluster without an id keeps its directory; a cluster with one (a new
+        // cluster) does not take it.
+        let idless = d.path().join("idless");
+        check_layout(&idless, 4, Some(&node(1, None))).unwrap();
+        check_layout(&idless, 4, Some(&node(1, None))).unwrap();
+        let e = refused(check_layout(&idless, 4, Some(&node(1, Some("c9")))));
+        assert!(e.contains("a cluster without an id"), "{e}");
     }
 }
