@@ -537,6 +537,17 @@ fn a_flipped_byte_with_whole_records_after_it_in_the_last_segment_is_refused_not
     assert_prefix(&s, lsn, N);
 }
 
+fn open_repair(dir: &Path) -> Store {
+    Store::open(
+        dir,
+        Options {
+            repair: true,
+            ..opts()
+        },
+    )
+    .unwrap()
+}
+
 fn refused_as_damage(dir: &Path, what: &str) {
     match Store::open(dir, opts()) {
         Err(OpenError::CorruptSegment { .. }) | Err(OpenError::MissingRecords { .. }) => {}
@@ -564,14 +575,7 @@ fn a_flipped_tag_or_length_inside_the_last_segment_is_refused_too() {
         b[(off + at) as usize] ^= flip;
         fs::write(&target, b).unwrap();
         refused_as_damage(copy.path(), &format!("byte {at} ^ {flip:#x}"));
-        let s = Store::open(
-            copy.path(),
-            Options {
-                repair: true,
-                ..opts()
-            },
-        )
-        .unwrap();
+        let s = open_repair(copy.path());
         assert_prefix(&s, lsn, N);
     }
 }
@@ -635,14 +639,7 @@ fn a_segment_missing_from_the_middle_of_the_log_is_refused() {
             Err(e) => panic!("{cut:?}: wrong error: {e}"),
             Ok(_) => panic!("{cut:?}: opened with a segment missing"),
         }
-        let s = Store::open(
-            copy.path(),
-            Options {
-                repair: true,
-                ..opts()
-            },
-        )
-        .unwrap();
+        let s = open_repair(copy.path());
         assert_prefix(&s, first_lost, N);
     }
 }

@@ -300,22 +300,12 @@ pub(super) fn exec(
     if read_only {
         return Err(err(ERR_RO));
     }
-    let meta = store.meta(key);
-    let old_len = meta.map_or(0, |m| u64::from(m.value_len));
-    let new_len = old_len.max((reach >> 3) + 1);
-    super::strings::check_engine_value_len(store, new_len)?;
-    let mut buf = match meta {
-        Some(_) => store
-            .get_with(key, |v| {
-                let mut n = Vec::with_capacity(new_len as usize);
-                n.extend_from_slice(v);
-                n
-            })
-            .map_err(storage_err)?
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    buf.resize(new_len as usize, 0);
+    let super::bits::Grown {
+        meta,
+        old_len,
+        new_len,
+        mut buf,
+    } = super::bits::grown_to(store, key, (reach >> 3) + 1)?;
     let grew = meta.is_none() || new_len > old_len;
     let mut changed = false;
     let mut replies = Vec::with_capacity(ops.len());

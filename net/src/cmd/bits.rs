@@ -63,22 +63,12 @@ fn setbit(
         _ => return Err(err(ERR_BIT)),
     };
     let byte = offset >> 3;
-    let meta = store.meta(key);
-    let old_len = meta.map_or(0, |m| u64::from(m.value_len));
-    let new_len = old_len.max(byte + 1);
-    super::strings::check_engine_value_len(store, new_len)?;
-    let mut buf = match meta {
-        Some(_) => store
-            .get_with(key, |v| {
-                let mut n = Vec::with_capacity(new_len as usize);
-                n.extend_from_slice(v);
-                n
-            })
-            .map_err(storage_err)?
-            .unwrap_or_default(),
-        None => Vec::with_capacity(new_len as usize),
-    };
-    buf.resize(new_len as usize, 0);
+    let Grown {
+        meta,
+        old_len,
+        new_len,
+        mut buf,
+    } = grown_to(store, key, byte + 1)?;
     let old = bit_at(&buf, offset);
     let mask = 1u8 << (7 - (offset & 7));
     let b = &mut buf[byte as usize];
@@ -92,6 +82,41 @@ fn setbit(
     }
     write_integer(out, i64::from(old));
     Ok(())
+}
+
+/// A string value read for a bit command that writes up to byte `len - 1`: padded with zeros
+/// to at least `len` bytes (a missing key reads as empty), as Redis's
+/// lookupStringForBitCommand grows it.
+pub(super) struct Grown {
+    pub meta: Option<simplekv_engine::KeyMeta>,
+    pub old_len: u64,
+    pub new_len: u64,
+    pub buf: Vec<u8>,
+}
+
+pub(super) fn grown_to(store: &Store, key: &[u8], len: u64) -> Result<Grown, ErrText> {
+    let meta = store.meta(key);
+    let old_len = meta.map_or(0, |m| u64::from(m.value_len));
+    let new_len = old_len.max(len);
+    super::strings::check_engine_value_len(store, new_len)?;
+    let mut buf = match meta {
+        Some(_) => store
+            .get_with(key, |v| {
+                let mut n = Vec::with_capacity(new_len as usize);
+                n.extend_from_slice(v);
+                n
+            })
+            .map_err(storage_err)?
+            .unwrap_or_default(),
+        None => Vec::with_capacity(new_len as usize),
+    };
+    buf.resize(new_len as usize, 0);
+    Ok(Grown {
+        meta,
+        old_len,
+        new_len,
+        buf,
+    })
 }
 
 fn getbit(store: &Store, key: &[u8], offset: &[u8], ctx: &ExecCtx, out: &mut Vec<u8>) -> Res {
