@@ -39,6 +39,10 @@ pub struct Options {
     /// `EverySec` fsyncs are taken by the caller with `Store::take_background_sync` and run on
     /// another thread; `commit` never waits for them.
     pub background_sync: bool,
+    /// The lowest LSN of this partition's records in a commit journal that the caller replays
+    /// after opening (`Store::replay_journal`): damage in the last segment at or above it is
+    /// cut as a torn tail, since the replay brings back every record from there.
+    pub journaled_from: Option<u64>,
     pub clock: Clock,
 }
 
@@ -56,6 +60,7 @@ impl Default for Options {
             repair: false,
             use_hints: true,
             background_sync: false,
+            journaled_from: None,
             clock: system_clock,
         }
     }

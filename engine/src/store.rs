@@ -1315,19 +1315,32 @@ impl Store {
 }
 
 /// Whether a record of the last segment that does not decode at `off` (of the segment file's
-/// `bytes`) is damage inside the log rather than a torn tail: a whole, checksummed record
-/// with a later LSN follows somewhere after it, and the bytes between hold no zeroed block.
-/// A power loss can persist a later page of a write and not an earlier one, whose blocks then
-/// read as zeros: that is still a torn write (of records never synced). A flipped bit, in a
-/// value, a length or a tag, is damage. A whole record out of LSN order is never a torn write.
-fn damage_inside(bytes: &[u8], off: usize, e: &record::DecodeError, next_lsn: u64) -> bool {
+/// `bytes`) is damage inside the log rather than a torn tail. It is damage when a whole,
+/// checksummed record with a later LSN follows somewhere after it and either the damaged
+/// record's header leads right to it (the framing is whole: its content changed) or the bytes
+/// between hold no zeroed block. A power loss can persist a later page of a write and not an
+/// earlier one, whose blocks then read as zeros, across record boundaries: that is a torn
+/// write (of records never synced). A flipped bit, in a value, a length or a tag, is damage.
+/// A whole record out of LSN order is never a torn write. Records that a commit journal
+/// replays after opening (`Options::journaled_from`) are cut as torn: the replay restores them.
+fn damage_inside(
+    bytes: &[u8],
+    off: usize,
+    e: &record::DecodeError,
+    next_lsn: u64,
+    opts: &Options,
+) -> bool {
     if matches!(e, record::DecodeError::LsnOutOfOrder { .. }) {
         return true;
+    }
+    if opts.journaled_from.is_some_and(|j| j <= next_lsn) {
+        return false;
     }
     let Some(next) = next_whole_record(bytes, off + 1, next_lsn) else {
         return false;
     };
-    !has_zeroed_block(bytes, off, next)
+    let framed = record::decode_header(&bytes[off..]).is_ok_and(|h| off + h.record_len() == next);
+    framed || !has_zeroed_block(bytes, off, next)
 }
 
 /// The offset of the first whole, checksummed record at or after `from` whose LSN could
@@ -1624,7 +1637,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             let inside = last
                 && bad
                     .as_ref()
-                    .is_some_and(|(off, e, _)| damage_inside(bytes, *off, e, next_lsn));
+                    .is_some_and(|(off, e, _)| damage_inside(bytes, *off, e, next_lsn, opts));
             for &(lsn, off) in &marks {
                 seg.note_record(lsn, off);
             }

@@ -666,3 +666,50 @@ fn records_out_of_lsn_order_in_the_last_segment_are_refused() {
         Ok(_) => panic!("opened, cutting a whole record as a torn tail"),
     }
 }
+
+/// Found by a black-box run: damage to a record whose value holds 512 or more zero bytes was
+/// taken for a torn write (the value's zeros looked like unwritten blocks) and cut, with the
+/// records after it. A damaged record whose header leads right to a whole record is damage,
+/// whatever its value holds; records a commit journal replays after opening are cut, since
+/// the replay brings them back.
+#[test]
+fn damage_to_a_record_of_zeros_is_refused_unless_a_journal_replays_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = Store::open(
+            dir.path(),
+            Options {
+                segment_size: 1 << 20,
+                ..opts()
+            },
+        )
+        .unwrap();
+        s.put(b"a", &[b'A'; 100], None).unwrap();
+        s.put(b"b", &[0u8; 8192], None).unwrap();
+        s.put(b"c", &[b'C'; 50], None).unwrap();
+        s.commit().unwrap();
+    }
+    let last = segments(dir.path()).last().unwrap().clone();
+    let recs = records_of(&last);
+    let (off_b, lsn_b, _) = recs[1];
+    flip_byte(&last, off_b); // its checksum
+    let big = |o: Options| Options {
+        segment_size: 1 << 20,
+        ..o
+    };
+    match Store::open(dir.path(), big(opts())) {
+        Err(OpenError::CorruptSegment { offset, .. }) => assert_eq!(offset, off_b),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("opened, cutting b and c silently"),
+    }
+    let s = Store::open(
+        dir.path(),
+        big(Options {
+            journaled_from: Some(lsn_b),
+            ..opts()
+        }),
+    )
+    .unwrap();
+    assert_eq!(s.log_end(), lsn_b, "cut at b, for the journal to replay");
+    assert!(s.recovery_report().truncated_tail_bytes > 0);
+}

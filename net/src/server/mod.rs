@@ -497,7 +497,18 @@ pub fn start_node(
                         && replicated.as_ref().is_none_or(|r| r.contains(&p))
                 }) {
                     replica::restore_aside(&partition_dir(&cfg.storage.dir, p));
-                    match Store::open(partition_dir(&cfg.storage.dir, p), opts.clone()) {
+                    // Where this partition's journaled records begin: damage at or above it
+                    // in the log's tail is cut, the replay below restoring it.
+                    let journaled_from = replay
+                        .iter()
+                        .find(|(rp, _)| *rp == p)
+                        .and_then(|(_, r)| simplekv_engine::record::decode_header(r).ok())
+                        .map(|h| h.lsn);
+                    let opts = Options {
+                        journaled_from,
+                        ..opts.clone()
+                    };
+                    match Store::open(partition_dir(&cfg.storage.dir, p), opts) {
                         Ok(s) => {
                             replica::remove_leftover_copies(s.dir());
                             let r = s.recovery_report();
