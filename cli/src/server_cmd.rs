@@ -139,6 +139,14 @@ pub fn run(args: ServerArgs) -> ExitCode {
             std::process::exit(0);
         }
     });
+    // One process per data directory, decided before anything else.
+    let _dir_lock = match simplekv_net::server::lock_data_dir(&config.storage.dir) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
     let node = match simplekv_cluster::Node::start(config, args.config.clone()) {
         Ok(n) => n,
         Err(e) => {

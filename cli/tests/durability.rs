@@ -224,7 +224,7 @@ fn a_second_server_on_the_same_directory_refuses_to_start() {
     assert_refuses(
         &dir,
         &["--workers", "2"],
-        &["in use by another simplekv process", "lock"],
+        &["in use by another simplekv process (pid ", "lock"],
     );
     // Another worker count does not get around it either.
     assert_refuses(&dir, &["--workers", "3"], &["lock"]);

@@ -266,6 +266,59 @@ fn check_layout(dir: &Path, partitions: u32, me: Option<&NodeIdentity>) -> Resul
     Ok(())
 }
 
+/// An exclusive lock on a data directory for the life of a process (`DIR/LOCK`, `flock`, so
+/// a `kill -9` never leaves it behind).
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory for this process, first thing: a second server on the same
+/// directory must stop before it does anything (a cluster node would otherwise register in
+/// ZooKeeper, and `simplekv.meta` be written, before a partition's own lock stopped it).
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, ServerError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let err = |path: &Path, reason: String| ServerError::DataDir {
+        path: path.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
+    let path = dir.join("LOCK");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| err(&path, e.to_string()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err(&path, e.to_string()));
+        }
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid = pid.trim();
+        let by = if pid.is_empty() {
+            String::new()
+        } else {
+            format!(" (pid {pid})")
+        };
+        return Err(err(
+            dir,
+            format!(
+                "in use by another simplekv process{by}: its lock is held; stop it or use another directory"
+            ),
+        ));
+    }
+    // The pid is for people (and the message above); the lock is the flock.
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(DataDirLock { _file: file })
+}
+
 /// Writes `simplekv.meta` whole (a temporary file renamed over it, the directory synced).
 fn write_layout(
     dir: &Path,
