@@ -147,6 +147,16 @@ pub fn run(args: ServerArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // A cluster node checks whose data the directory holds before it registers anywhere.
+    if config.is_cluster()
+        && let Err(e) = simplekv_net::server::check_node_dir(
+            &config.storage.dir,
+            config.cluster.node_id.unwrap_or(0),
+        )
+    {
+        error!("{e}");
+        return ExitCode::from(1);
+    }
     let node = match simplekv_cluster::Node::start(config, args.config.clone()) {
         Ok(n) => n,
         Err(e) => {

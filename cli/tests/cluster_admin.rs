@@ -389,12 +389,32 @@ fn a_node_refuses_the_data_directory_of_another_node() {
         "{log}"
     );
     assert!(log.contains("not of node 2"), "{log}");
+    assert!(
+        !log.contains("registered at"),
+        "checked before registering: {log}"
+    );
     // Standalone on a cluster node's directory.
     let port = common::free_port().to_string();
     let dir = c.data_dir(2);
     let (ok, _, err) = simplekv(&["server", "--port", &port, "--dir", dir.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("cluster.node_id = 1"), "{err}");
+    // A standalone server's directory (marked so when a standalone server opens it): refused
+    // too, before the node registers.
+    std::fs::remove_dir_all(c.data_dir(2)).unwrap();
+    std::fs::create_dir_all(c.data_dir(2)).unwrap();
+    std::fs::write(
+        c.data_dir(2).join("simplekv.meta"),
+        "format = 1\npartitions = 2\nmode = standalone\n",
+    )
+    .unwrap();
+    let (code, log) = c.start_expecting_exit(2);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(log.contains("standalone server's data"), "{log}");
+    assert!(
+        !log.contains("registered at"),
+        "checked before registering: {log}"
+    );
     // Its own directory back: it runs and catches up.
     std::fs::remove_dir_all(c.data_dir(2)).unwrap();
     std::fs::rename(&own, c.data_dir(2)).unwrap();

@@ -213,11 +213,18 @@ fn check_layout(dir: &Path, partitions: u32, me: Option<&NodeIdentity>) -> Resul
             ));
         }
         check_partitions()?;
-        if have.is_none() {
+        if value("mode").as_deref() != Some("standalone") {
+            // New, or written before directories said whose they are.
             write_layout(dir, &meta, partitions, None)?;
         }
         return Ok(());
     };
+    if value("mode").as_deref() == Some("standalone") {
+        return Err(bad(
+            dir,
+            "holds a standalone server's data: a cluster node starts from an empty directory (it copies its partitions from their leaders); load standalone data into a cluster through a client".into(),
+        ));
+    }
     if let Some(n) = &found_node
         && *n != me.node_id.to_string()
     {
@@ -319,6 +326,33 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, ServerError> {
     Ok(DataDirLock { _file: file })
 }
 
+/// Before a cluster node registers anywhere: refuses a data directory that a standalone
+/// server or another node id wrote (the checks that need the cluster's id wait for
+/// `start_node`).
+pub fn check_node_dir(dir: &Path, node_id: u32) -> Result<(), ServerError> {
+    let meta = dir.join("simplekv.meta");
+    let Ok(text) = std::fs::read_to_string(&meta) else {
+        return Ok(());
+    };
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='))
+            .map(|v| v.trim().to_string())
+    };
+    let partitions = value("partitions")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let me = NodeIdentity {
+        node_id,
+        cluster_id: value("cluster_id"),
+    };
+    // The directory's own partition count and cluster id: only whose it is matters here.
+    if value("mode").is_some() || value("node_id").is_some_and(|n| n != node_id.to_string()) {
+        return check_layout(dir, partitions, Some(&me));
+    }
+    Ok(())
+}
+
 /// Writes `simplekv.meta` whole (a temporary file renamed over it, the directory synced).
 fn write_layout(
     dir: &Path,
@@ -327,11 +361,14 @@ fn write_layout(
     me: Option<&NodeIdentity>,
 ) -> Result<(), ServerError> {
     let mut text = format!("format = 1\npartitions = {partitions}\n");
-    if let Some(me) = me {
-        text.push_str(&format!("node_id = {}\n", me.node_id));
-        if let Some(c) = &me.cluster_id {
-            text.push_str(&format!("cluster_id = {c}\n"));
+    match me {
+        Some(me) => {
+            text.push_str(&format!("node_id = {}\n", me.node_id));
+            if let Some(c) = &me.cluster_id {
+                text.push_str(&format!("cluster_id = {c}\n"));
+            }
         }
+        None => text.push_str("mode = standalone\n"),
     }
     let err = |path: &Path, e: std::io::Error| ServerError::DataDir {
         path: path.to_path_buf(),
@@ -730,12 +767,11 @@ mod tests {
         assert!(e.contains("a cluster without an id"), "{e}");
         let e = refused(check_layout(&dir, 16, None));
         assert!(e.contains("cluster.node_id = 2"), "{e}");
-        // A directory from before nodes recorded who they are (or a standalone one) is
-        // adopted by the first node that opens it, and is its own from then on.
+        // A directory from before directories said whose they are is adopted by the first
+        // node that opens it, and is its own from then on.
         let old = d.path().join("old");
         std::fs::create_dir_all(&old).unwrap();
         std::fs::write(old.join("simplekv.meta"), "format = 1\npartitions = 4\n").unwrap();
-        check_layout(&old, 4, None).unwrap();
         check_layout(&old, 4, Some(&node(1, Some("c1")))).unwrap();
         let text = std::fs::read_to_string(old.join("simplekv.meta")).unwrap();
         assert_eq!(
@@ -750,5 +786,18 @@ mod tests {
         check_layout(&idless, 4, Some(&node(1, None))).unwrap();
         let e = refused(check_layout(&idless, 4, Some(&node(1, Some("c9")))));
         assert!(e.contains("a cluster without an id"), "{e}");
+        // A standalone server marks its directory (an old one too), which no node takes.
+        let alone = d.path().join("alone");
+        std::fs::create_dir_all(&alone).unwrap();
+        std::fs::write(alone.join("simplekv.meta"), "format = 1\npartitions = 4\n").unwrap();
+        check_layout(&alone, 4, None).unwrap();
+        check_layout(&alone, 4, None).unwrap();
+        let e = refused(check_layout(&alone, 4, Some(&node(1, Some("c1")))));
+        assert!(e.contains("standalone server's data"), "{e}");
+        // Before registering: the node id and the standalone mark are checked already.
+        assert!(super::check_node_dir(&alone, 1).is_err());
+        assert!(super::check_node_dir(&dir, 3).is_err());
+        super::check_node_dir(&dir, 2).unwrap();
+        super::check_node_dir(&d.path().join("none"), 2).unwrap();
     }
 }
