@@ -210,9 +210,17 @@ impl Session {
     /// Sends one command (connecting first if needed) and returns its reply; with
     /// `follow_redirects`, the reply of the node a MOVED leads to.
     pub fn call(&mut self, args: &[Vec<u8>], err: &mut dyn Write) -> Result<Reply, ClientError> {
+        // A transaction (and its watches) lives on the connection it began on: a command of
+        // it sent again elsewhere would run alone (an EXEC there answers "EXEC without
+        // MULTI"), so a redirect inside one is shown, not followed.
+        let in_tx = self.in_multi
+            || self.watching
+            || args
+                .first()
+                .is_some_and(|a| eq_ignore_case(a, "exec") || eq_ignore_case(a, "discard"));
         let mut reply = self.call_here(args, err)?;
         for _ in 0..MAX_REDIRECTS {
-            if !self.follow_redirects {
+            if !self.follow_redirects || in_tx {
                 break;
             }
             let Some((slot, host, port)) = moved_to(&reply) else {
@@ -725,6 +733,29 @@ mod tests {
         // Nothing was sent for it: no server listens, and no connection was tried.
         let sent: Vec<Vec<String>> = rx.try_iter().map(|a| strs(&a)).collect();
         assert_eq!(sent, [vec!["multi"], vec!["incr", "a"]]);
+    }
+
+    /// With -c, a MOVED inside a transaction is shown, not followed: sent again to another
+    /// node the command would run alone, outside the transaction.
+    #[test]
+    fn a_redirect_inside_a_transaction_is_not_followed() {
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        let server = serve_one(port, tx, 3, |args| {
+            Some(match strs(args)[0].to_uppercase().as_str() {
+                "MULTI" => b"+OK\r\n".to_vec(),
+                _ => b"-MOVED 1 127.0.0.1:1\r\n".to_vec(),
+            })
+        });
+        let mut s = session(port, None, Format::Raw);
+        s.follow_redirects = true;
+        line(&mut s, "multi");
+        let (_, out, _) = line(&mut s, "incr a");
+        assert_eq!(out, "MOVED 1 127.0.0.1:1\n");
+        let (_, out, _) = line(&mut s, "exec");
+        assert_eq!(out, "MOVED 1 127.0.0.1:1\n");
+        server.join().expect("server");
+        assert_eq!(rx.try_iter().count(), 3, "nothing sent elsewhere");
     }
 
     /// SHUTDOWN succeeds by closing the connection: nothing to report, as redis-cli.
