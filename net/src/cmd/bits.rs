@@ -4,14 +4,13 @@
 //! the small and medium bitmaps strings usually hold, costly for one of hundreds of MiB.
 use simplekv_engine::Store;
 
-use super::{ErrText, ExecCtx, err, parse_i64, storage_err};
+use super::{ERR_SYNTAX, ErrText, ExecCtx, err, parse_i64, storage_err};
 use crate::resp::write_integer;
 
 type Res = Result<(), ErrText>;
 
 const ERR_OFFSET: &str = "ERR bit offset is not an integer or out of range";
 const ERR_BIT: &str = "ERR bit is not an integer or out of range";
-const ERR_SYNTAX: &str = "ERR syntax error";
 
 pub(crate) fn exec(
     name: &str,

@@ -120,11 +120,17 @@ pub fn parse(name: &str, args: &[&[u8]]) -> Result<Combine, String> {
         }
         (Job::Lcs(o), &args[1..3])
     };
+    // BITOP folds what it reads into `acc`; only LCS keeps its two values.
+    let kept = if matches!(job, Job::Lcs(_)) {
+        keys.len()
+    } else {
+        0
+    };
     Ok(Combine {
         job,
         keys: keys.iter().map(|k| k.to_vec()).collect(),
         read: vec![false; keys.len()],
-        values: vec![None; keys.len()],
+        values: vec![None; kept],
         acc: None,
     })
 }

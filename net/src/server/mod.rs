@@ -174,13 +174,7 @@ fn check_layout(dir: &Path, partitions: u32, me: Option<&NodeIdentity>) -> Resul
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(bad(&meta, e.to_string())),
     };
-    let value = |key: &str| {
-        have.as_deref().and_then(|h| {
-            h.lines()
-                .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='))
-                .map(|v| v.trim().to_string())
-        })
-    };
+    let value = |key: &str| have.as_deref().and_then(|h| layout_value(h, key));
     let (found_node, found_cluster) = (value("node_id"), value("cluster_id"));
     // After the checks of whose data it is, which say more about a wrong directory.
     let check_partitions = || -> Result<(), ServerError> {
@@ -326,6 +320,13 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, ServerError> {
     Ok(DataDirLock { _file: file })
 }
 
+/// The value of `key = value` in a `simplekv.meta` text.
+fn layout_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='))
+        .map(|v| v.trim().to_string())
+}
+
 /// Before a cluster node registers anywhere: refuses a data directory that a standalone
 /// server or another node id wrote (the checks that need the cluster's id wait for
 /// `start_node`).
@@ -334,11 +335,7 @@ pub fn check_node_dir(dir: &Path, node_id: u32) -> Result<(), ServerError> {
     let Ok(text) = std::fs::read_to_string(&meta) else {
         return Ok(());
     };
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='))
-            .map(|v| v.trim().to_string())
-    };
+    let value = |key: &str| layout_value(&text, key);
     let partitions = value("partitions")
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);

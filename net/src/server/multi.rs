@@ -142,18 +142,6 @@ fn is_combine(spec: &CommandSpec) -> bool {
     matches!(spec.name, "bitop" | "lcs")
 }
 
-/// A copy of a keyspace-wide op, for the next worker's part.
-fn clone_keyspace_op(op: &Op) -> Op {
-    match op {
-        Op::Keys { pattern } => Op::Keys {
-            pattern: pattern.clone(),
-        },
-        Op::RandomKey => Op::RandomKey,
-        Op::DbSize => Op::DbSize,
-        _ => Op::Flush,
-    }
-}
-
 /// The keys a command line names, found by its key specs (none for PING, ECHO, TIME).
 fn command_keys<'a>(spec: &'static CommandSpec, args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     cmd::table::keys_by_specs(spec.for_args(args), args)
@@ -471,9 +459,11 @@ impl Worker {
             }
             Kind::Server if is_keyspace_wide(spec) => {
                 let workers = parts.len();
-                let (op, gather): (Op, Gather) = match spec.name {
+                // One op per worker's part, made as `broadcast` makes them outside MULTI.
+                let pattern = a.get(1).map(|p| p.to_vec()).unwrap_or_default();
+                let (make, gather): (Box<dyn Fn() -> Op>, Gather) = match spec.name {
                     "dbsize" => (
-                        Op::DbSize,
+                        Box::new(|| Op::DbSize),
                         Gather::Sum {
                             total: 0,
                             missing: workers,
@@ -481,13 +471,13 @@ impl Worker {
                         },
                     ),
                     "keys" => (
-                        Op::Keys {
-                            pattern: a[1].to_vec(),
-                        },
+                        Box::new(move || Op::Keys {
+                            pattern: pattern.clone(),
+                        }),
                         self.collect_gather(super::dispatch::Finisher::Keys),
                     ),
                     "randomkey" => (
-                        Op::RandomKey,
+                        Box::new(|| Op::RandomKey),
                         self.collect_gather(super::dispatch::Finisher::RandomKey),
                     ),
                     _ => {
@@ -498,11 +488,11 @@ impl Worker {
                             missing: workers,
                             error: None,
                         };
-                        (Op::Flush, g)
+                        (Box::new(|| Op::Flush), g)
                     }
                 };
                 for part in parts.iter_mut() {
-                    part.items.push((i, clone_keyspace_op(&op)));
+                    part.items.push((i, make()));
                 }
                 gather
             }
