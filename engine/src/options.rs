@@ -43,6 +43,12 @@ pub struct Options {
     /// after opening (`Store::replay_journal`): damage in the last segment at or above it is
     /// cut as a torn tail, since the replay brings back every record from there.
     pub journaled_from: Option<u64>,
+    /// The records appended between two hand-overs to the OS (`commit`, `commit_write`, a
+    /// roll, ...) form one write batch (see `record::MORE`): recovery drops a batch whose last
+    /// record is missing, replication reads whole batches, a batch stays in one segment. The
+    /// server turns it on, so the writes of one event-loop turn, and every command's among
+    /// them, are kept whole. Off, every record stands alone.
+    pub write_batches: bool,
     pub clock: Clock,
 }
 
@@ -61,6 +67,7 @@ impl Default for Options {
             use_hints: true,
             background_sync: false,
             journaled_from: None,
+            write_batches: false,
             clock: system_clock,
         }
     }

@@ -7,7 +7,8 @@
 //! 4   8  lsn      offset of the record in its partition's log
 //! 12  4  epoch    leader epoch the record was written in
 //! 16  8  expire   absolute expiry, unix ms; 0 = none
-//! 24  1  tag      1 put, 2 delete, 3 expire (sets `expire` on an existing key), 4 clear
+//! 24  1  tag      1 put, 2 delete, 3 expire (sets `expire` on an existing key), 4 clear;
+//!                 bit 0x80 (`MORE`): the next record belongs to the same batch
 //! 25  4  key_len
 //! 29  4  val_len
 //! 33     key bytes, then value bytes
@@ -20,6 +21,12 @@ pub const HEADER_LEN: usize = 33;
 /// the configured limits are (those only gate new writes).
 pub const MAX_KEY_LEN_HARD: u32 = 512 << 20;
 pub const MAX_VALUE_LEN_HARD: u32 = 1 << 30;
+
+/// Bit of the tag byte saying that the next record in the log belongs to the same batch:
+/// the writes a partition took between two hand-overs to the OS (one event-loop turn), so
+/// every command's records. Recovery and replication keep a batch whole: a log ends after a
+/// record without it.
+pub const MORE: u8 = 0x80;
 
 /// What a record does to its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +63,8 @@ pub struct Header {
     pub tag: Tag,
     pub key_len: u32,
     pub val_len: u32,
+    /// The next record belongs to the same batch (`MORE`).
+    pub more: bool,
 }
 
 impl Header {
@@ -134,7 +143,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, DecodeError> {
             have: buf.len(),
         });
     }
-    let tag = Tag::from_u8(buf[24]).ok_or(DecodeError::BadTag(buf[24]))?;
+    let tag = Tag::from_u8(buf[24] & !MORE).ok_or(DecodeError::BadTag(buf[24]))?;
     let key_len = u32_at(buf, 25);
     let val_len = u32_at(buf, 29);
     if key_len > MAX_KEY_LEN_HARD || val_len > MAX_VALUE_LEN_HARD {
@@ -147,6 +156,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, DecodeError> {
         tag,
         key_len,
         val_len,
+        more: buf[24] & MORE != 0,
     })
 }
 
@@ -173,7 +183,7 @@ pub fn decode(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
     })
 }
 
-/// Appends one encoded record to `out` and returns its length.
+/// Appends one encoded record (the last of its batch) to `out` and returns its length.
 pub fn encode(
     out: &mut Vec<u8>,
     lsn: u64,
@@ -183,12 +193,27 @@ pub fn encode(
     key: &[u8],
     value: &[u8],
 ) -> usize {
+    encode_in_batch(out, lsn, epoch, expire, tag, false, key, value)
+}
+
+/// Appends one encoded record to `out`, with `MORE` set when `more`; returns its length.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_in_batch(
+    out: &mut Vec<u8>,
+    lsn: u64,
+    epoch: u32,
+    expire: u64,
+    tag: Tag,
+    more: bool,
+    key: &[u8],
+    value: &[u8],
+) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(&epoch.to_le_bytes());
     out.extend_from_slice(&expire.to_le_bytes());
-    out.push(tag as u8);
+    out.push(tag as u8 | if more { MORE } else { 0 });
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
@@ -196,6 +221,23 @@ pub fn encode(
     let crc = crc32fast::hash(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
     out.len() - start
+}
+
+/// Makes the whole record at the start of `rec` the last of its batch: clears `MORE` and
+/// recomputes the checksum. False (nothing changed) if `rec` does not start with a whole
+/// record or the bit was clear.
+pub fn end_batch(rec: &mut [u8]) -> bool {
+    let Ok(h) = decode_header(rec) else {
+        return false;
+    };
+    let len = h.record_len();
+    if !h.more || rec.len() < len {
+        return false;
+    }
+    rec[24] &= !MORE;
+    let crc = crc32fast::hash(&rec[4..len]);
+    rec[0..4].copy_from_slice(&crc.to_le_bytes());
+    true
 }
 
 /// Iterates over the whole records at the start of a buffer, stopping at the first one that
@@ -305,6 +347,27 @@ mod tests {
     #[test]
     fn zeroed_bytes_are_a_bad_tag_not_a_record() {
         assert_eq!(decode(&[0u8; 64]), Err(DecodeError::BadTag(0)));
+        // The batch bit alone names no kind either.
+        let mut b = [0u8; 64];
+        b[24] = MORE;
+        assert_eq!(decode_header(&b), Err(DecodeError::BadTag(MORE)));
+    }
+
+    #[test]
+    fn the_batch_bit_round_trips_and_ending_a_batch_keeps_the_record_valid() {
+        let mut buf = Vec::new();
+        encode_in_batch(&mut buf, 9, 2, 5, Tag::Expire, true, b"k", b"");
+        let r = decode(&buf).unwrap();
+        assert!(r.header.more);
+        assert_eq!(r.header.tag, Tag::Expire);
+        let mut plain = Vec::new();
+        encode(&mut plain, 9, 2, 5, Tag::Expire, b"k", b"");
+        assert_ne!(buf, plain);
+        assert!(end_batch(&mut buf));
+        assert_eq!(buf, plain, "an ended batch reads as a record written alone");
+        assert!(!decode(&buf).unwrap().header.more);
+        assert!(!end_batch(&mut buf), "already the last of its batch");
+        assert!(!end_batch(&mut buf[..10]), "not a whole record");
     }
 
     #[test]

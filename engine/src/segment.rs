@@ -14,6 +14,7 @@ use std::sync::Arc;
 use memmap2::{Mmap, MmapOptions};
 
 use crate::error::{IoContext, OpenError, WriteError};
+use crate::record;
 
 pub const SEGMENT_HEADER_LEN: usize = 64;
 const SEGMENT_MAGIC: &[u8; 8] = b"SKVLOG\x00\x01";
@@ -126,6 +127,11 @@ pub struct Segment {
     /// LSN of the last record, if any.
     pub last_lsn: Option<u64>,
     active: bool,
+    /// Offset in `buf` of the last record encoded here with `MORE` set: the open batch of
+    /// local writes, ended before the buffer is written.
+    open_batch: Option<usize>,
+    /// The last record appended has `MORE` set (its batch goes on).
+    tail_more: bool,
 }
 
 const INDEX_INTERVAL: u64 = 64 << 10;
@@ -184,6 +190,8 @@ impl Segment {
             dead: 0,
             last_lsn: None,
             active: true,
+            open_batch: None,
+            tail_more: false,
         })
     }
 
@@ -221,6 +229,8 @@ impl Segment {
             dead: 0,
             last_lsn: None,
             active: writable,
+            open_batch: None,
+            tail_more: false,
         })
     }
 
@@ -285,11 +295,35 @@ impl Segment {
         }
     }
 
-    /// Appends encoded records to the write buffer; returns their offset.
+    /// Appends one encoded record to the write buffer as it is (`MORE` included); returns its
+    /// offset.
     pub fn append(&mut self, bytes: &[u8]) -> u64 {
         let off = self.len();
+        self.end_batch();
+        self.tail_more = bytes.get(24).is_some_and(|b| b & record::MORE != 0);
         self.buf.extend_from_slice(bytes);
         off
+    }
+
+    /// The record just encoded into `buf_mut()` at buffer offset `at` has `MORE` set and ends
+    /// the open batch for now.
+    pub fn open_batch_at(&mut self, at: usize) {
+        self.open_batch = Some(at);
+        self.tail_more = true;
+    }
+
+    /// The last record appended has `MORE` set: its batch is not finished.
+    pub fn batch_open(&self) -> bool {
+        self.tail_more
+    }
+
+    /// Makes the last record of the open batch of local writes its end (clears `MORE`).
+    /// Returns how far from the end of the buffer that record starts, for copies of it.
+    pub fn end_batch(&mut self) -> Option<usize> {
+        let at = self.open_batch.take()?;
+        self.tail_more = false;
+        record::end_batch(&mut self.buf[at..]);
+        Some(self.buf.len() - at)
     }
 
     /// Gives the write buffer to the mapping's file pointer; takes whatever the caller
@@ -312,6 +346,8 @@ impl Segment {
         if self.buf.is_empty() {
             return Ok(());
         }
+        // The store ends the batch first (and its journal copy with it); never written open.
+        self.end_batch();
         match self.file.write_all_at(&self.buf, self.written) {
             Ok(()) => {
                 self.written += self.buf.len() as u64;

@@ -16,7 +16,7 @@ use crate::hint::{self, HintJob};
 use crate::keydir::{Keydir, Location};
 use crate::lock::DirLock;
 use crate::merge::MergeState;
-use crate::options::{Durability, Options};
+use crate::options::{Durability, MAX_SEGMENT_SIZE, Options};
 use crate::record::{self, HEADER_LEN, Tag};
 use crate::segment::{self, SEGMENT_HEADER_LEN, Segment, SegmentHeader};
 
@@ -266,6 +266,7 @@ impl Store {
     /// Re-reads the files after they changed under the store (a merge install that failed
     /// midway), the active segment's buffered writes first.
     pub(crate) fn reread_files(&mut self) -> Result<(), WriteError> {
+        self.end_batch();
         let id = self.active_id();
         if let Err(e) = self.seg_mut(id).flush() {
             return Err(self.fail_write(e));
@@ -525,11 +526,24 @@ impl Store {
     }
 
     /// Rolls to a new segment if `rec_len` more bytes would not fit in the active one.
+    /// A batch never spans segments: while the last record appended has `MORE` set, the
+    /// segment grows past `segment_size` (mapped larger if need be) and rolls after the batch;
+    /// only at `MAX_SEGMENT_SIZE` (keydir offsets are 32-bit) does a batch end early.
     fn make_room(&mut self, rec_len: u64) -> Result<(), WriteError> {
         let active = self.seg(self.active_id());
         let len = active.len();
         let over_size = len + rec_len > self.opts.segment_size;
         let over_map = len + rec_len > active.capacity();
+        if active.batch_open() && len + rec_len <= MAX_SEGMENT_SIZE {
+            if over_map {
+                let cap = (len + rec_len)
+                    .max(active.capacity().saturating_mul(2))
+                    .min(MAX_SEGMENT_SIZE);
+                let id = self.active_id();
+                return self.seg_mut(id).reopen_writable(cap);
+            }
+            return Ok(());
+        }
         if over_map && active.is_empty() {
             // Rolling would create a segment with the same base: map this one larger instead.
             let cap = self
@@ -555,6 +569,7 @@ impl Store {
     }
 
     fn roll_with(&mut self, first_record: u64) -> Result<(), WriteError> {
+        self.end_batch();
         let id = self.active_id();
         let dir = self.dir.clone();
         let seg = self.seg_mut(id);
@@ -601,7 +616,14 @@ impl Store {
             unreachable!("active segment {id} missing")
         };
         let off = seg.len();
-        record::encode(seg.buf_mut(), lsn, epoch, expire, tag, key, value);
+        // With write batches every record goes out as one more of the open batch; the one
+        // before a hand-over to the OS is made the batch's last (`end_batch`).
+        let at = seg.buf_mut().len();
+        let more = self.opts.write_batches;
+        record::encode_in_batch(seg.buf_mut(), lsn, epoch, expire, tag, more, key, value);
+        if more {
+            seg.open_batch_at(at);
+        }
         seg.note_record(lsn, off);
         if let Some(tap) = self.tap.as_mut() {
             let buf = seg.buf_mut();
@@ -724,11 +746,25 @@ impl Store {
 
     // ------------------------------------------------------------- durability
 
+    /// Ends the open batch of local writes: its last record loses `MORE`, in the segment's
+    /// buffer and in the journal tap alike. Called before every hand-over of the buffer to the
+    /// OS, so a log on disk only ever ends inside a batch when a write was torn.
+    fn end_batch(&mut self) {
+        let id = self.active_id();
+        if let Some(from_end) = self.seg_mut(id).end_batch()
+            && let Some(tap) = self.tap.as_mut()
+            && let Some(at) = tap.len().checked_sub(from_end)
+        {
+            record::end_batch(&mut tap[at..]);
+        }
+    }
+
     /// Ends a batch of writes: hands buffered records to the OS and, as the durability policy
     /// asks, fsyncs them. The server calls it once per event-loop turn and releases replies
     /// only after it returns Ok. On error, none of the batch's records remain.
     pub fn commit(&mut self) -> Result<(), WriteError> {
         self.check_failed()?;
+        self.end_batch();
         let id = self.active_id();
         let seg = self.seg_mut(id);
         if let Err(e) = seg.flush() {
@@ -753,6 +789,7 @@ impl Store {
     /// whole file system once for many partitions and calls `synced_externally`.
     pub fn commit_write(&mut self) -> Result<bool, WriteError> {
         self.check_failed()?;
+        self.end_batch();
         let id = self.active_id();
         let seg = self.seg_mut(id);
         if let Err(e) = seg.flush() {
@@ -833,6 +870,7 @@ impl Store {
     /// fsyncs everything appended so far.
     pub fn sync(&mut self) -> Result<(), WriteError> {
         self.check_failed()?;
+        self.end_batch();
         let id = self.active_id();
         let r = self.seg_mut(id).sync();
         self.last_sync = Instant::now();
@@ -857,6 +895,7 @@ impl Store {
         if !self.sync_due() {
             return Ok(None);
         }
+        self.end_batch();
         let id = self.active_id();
         let seg = self.seg_mut(id);
         if let Err(e) = seg.flush() {
@@ -1025,7 +1064,9 @@ impl Store {
 
     /// Reads whole records with LSN >= `from`, up to about `max_bytes` (always at least one
     /// record when any exists), from what has been handed to the OS. Records merged away
-    /// leave gaps: the batch simply starts at the next LSN present.
+    /// leave gaps: the batch simply starts at the next LSN present. It ends at the end of a
+    /// write batch (a record without `MORE`), past `max_bytes` if need be, so a follower's
+    /// log, and with it the high watermark, never ends inside one.
     pub fn read_records(&self, from: u64, max_bytes: usize) -> Result<RecordBatch, ReadError> {
         let mut batch = RecordBatch {
             next_lsn: from.max(self.log_start()),
@@ -1037,6 +1078,8 @@ impl Store {
             .partition_point(|&id| self.seg(id).base() <= from)
             .saturating_sub(1);
         let (at_lsn, at_file, at_pos) = self.read_cursor.get();
+        // The last record taken has `MORE`: the batch must be read to its end.
+        let mut in_batch = false;
         for &id in &self.order[start..] {
             let seg = self.seg(id);
             let written = seg.written_bytes();
@@ -1085,9 +1128,10 @@ impl Store {
                     record::decode(&written[at..]).map_err(|e| corrupt_at(at, e))?;
                 }
                 record::decode(&written[pos..]).map_err(|e| corrupt_at(pos, e))?;
-                if batch.count > 0 && batch.bytes.len() + len > max_bytes {
+                if batch.count > 0 && !in_batch && batch.bytes.len() + len > max_bytes {
                     return Ok(batch);
                 }
+                in_batch = h.more;
                 batch.bytes.extend_from_slice(&written[pos..pos + len]);
                 batch.count += 1;
                 batch.last_lsn = Some(h.lsn);
@@ -1096,7 +1140,7 @@ impl Store {
                     .set((batch.next_lsn, seg.header.file_id, pos + len));
                 pos += len;
             }
-            if batch.count > 0 && batch.bytes.len() >= max_bytes {
+            if batch.count > 0 && !in_batch && batch.bytes.len() >= max_bytes {
                 break;
             }
         }
@@ -1111,6 +1155,7 @@ impl Store {
     /// is validated first: on any error nothing is appended.
     pub fn append_records(&mut self, batch: &[u8]) -> Result<usize, WriteError> {
         self.check_failed()?;
+        self.end_batch();
         let mut expect_at_least = self.next_lsn;
         let mut it = record::RecordIter::new(batch);
         // Decoded (and checksummed) once: the records are applied from this list.
@@ -1176,6 +1221,7 @@ impl Store {
             return Ok(());
         }
         self.read_cursor.set(NO_CURSOR);
+        self.end_batch();
         let id = self.active_id();
         if let Err(e) = self.seg_mut(id).flush() {
             return Err(self.fail_write(e));
@@ -1199,8 +1245,9 @@ impl Store {
         }
     }
 
-    /// The file work of `truncate_to`.
-    fn cut_files(&mut self, lsn: u64) -> Result<(), WriteError> {
+    /// The file work of `truncate_to`. A cut inside a write batch moves back to the batch's
+    /// start (the log end then lies below `lsn`), so that no part of a batch stays.
+    fn cut_files(&mut self, mut lsn: u64) -> Result<(), WriteError> {
         let dir = self.dir.clone();
         // Segments that start at or after the cut go entirely, newest first, so a crash midway
         // leaves a shorter log, never one with a hole.
@@ -1223,12 +1270,30 @@ impl Store {
                 seg.reopen_writable(capacity)?;
             }
             let written = seg.written_bytes();
-            let mut pos = seg.seek_hint(lsn) as usize;
+            // From the segment's start: a batch's start may lie before the sparse index
+            // entry for `lsn`.
+            let mut pos = SEGMENT_HEADER_LEN;
+            let mut batch_start: Option<(usize, u64)> = None;
             while pos < written.len() {
                 match record::decode(&written[pos..]) {
-                    Ok(r) if r.header.lsn < lsn => pos += r.header.record_len(),
+                    Ok(r) if r.header.lsn < lsn => {
+                        match (r.header.more, batch_start) {
+                            (true, None) => batch_start = Some((pos, r.header.lsn)),
+                            (false, _) => batch_start = None,
+                            (true, Some(_)) => {}
+                        }
+                        pos += r.header.record_len();
+                    }
                     _ => break,
                 }
+            }
+            if let Some((at, first)) = batch_start {
+                warn!(
+                    "{}: the cut at LSN {lsn} falls inside a write batch; cutting at its start, LSN {first}",
+                    dir.display()
+                );
+                pos = at;
+                lsn = first;
             }
             let path = seg.path.clone();
             remove_if_exists(&hint::hint_for_segment(&path)).at_write(&path)?;
@@ -1599,21 +1664,36 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             let mut pos = SEGMENT_HEADER_LEN;
             let mut bad: Option<(usize, record::DecodeError, String)> = None;
             let mut marks = Vec::new();
+            // Records of a write batch whose last record has not been seen yet: in the last
+            // segment they are applied only when it comes (records a merge or a truncation
+            // vouches for, below `covered_end`, are whole whatever their bits say).
+            let mut open: Vec<(usize, record::Header)> = Vec::new();
+            let mut apply_at = |pos: usize, h: record::Header, marks: &mut Vec<(u64, u64)>| {
+                let key = &bytes[pos + HEADER_LEN..pos + HEADER_LEN + h.key_len as usize];
+                marks.push((h.lsn, pos as u64));
+                apply_replay(
+                    &mut keydir,
+                    &mut dead,
+                    id,
+                    pos as u32,
+                    h.tag,
+                    key,
+                    h.val_len,
+                    h.expire,
+                );
+            };
             while pos < total {
                 match record::decode(&bytes[pos..]) {
                     Ok(r) if r.header.lsn >= next_lsn => {
                         let h = r.header;
-                        marks.push((h.lsn, pos as u64));
-                        apply_replay(
-                            &mut keydir,
-                            &mut dead,
-                            id,
-                            pos as u32,
-                            h.tag,
-                            r.key,
-                            h.val_len,
-                            h.expire,
-                        );
+                        if last && h.more && h.lsn >= seg.header.covered_end {
+                            open.push((pos, h));
+                        } else {
+                            for (at, oh) in open.drain(..) {
+                                apply_at(at, oh, &mut marks);
+                            }
+                            apply_at(pos, h, &mut marks);
+                        }
                         next_lsn = h.lsn + 1;
                         pos += h.record_len();
                     }
@@ -1642,7 +1722,31 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                 seg.note_record(lsn, off);
             }
             report.records += marks.len() as u64;
-            if let Some((off, decode_err, reason)) = bad {
+            // An unfinished batch at the end is cut with whatever follows it: its last record
+            // never reached the disk, so none of it was acknowledged.
+            let unfinished = open.first().map(|&(at, h)| (at, h.lsn));
+            if let Some((_, first)) = unfinished
+                && (bad.is_none() || !inside || opts.repair)
+            {
+                next_lsn = first;
+            }
+            if bad.is_none()
+                && let Some((off, first)) = unfinished
+            {
+                let cut = total - off;
+                warn!(
+                    "{}: dropping an unfinished write batch of {} records from LSN {first} ({cut} bytes at offset {off})",
+                    path.display(),
+                    open.len()
+                );
+                report.truncated_tail_bytes += cut as u64;
+                seg.truncate(off as u64)
+                    .map_err(|e| OpenError::BadSegmentHeader {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+            } else if let Some((bad_off, decode_err, reason)) = bad {
+                let off = unfinished.map_or(bad_off, |(at, _)| at);
                 let cut = total - off;
                 if last && !inside {
                     warn!(
@@ -1657,7 +1761,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                         })?;
                 } else if opts.repair {
                     warn!(
-                        "{}: corrupt record at offset {off} ({reason}); repair drops the {cut} bytes after it and every later segment",
+                        "{}: corrupt record at offset {bad_off} ({reason}); repair drops the {cut} bytes from offset {off} (with the write batch it cut into) and every later segment",
                         path.display()
                     );
                     report.repaired_bytes_dropped += cut as u64;
@@ -1673,7 +1777,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                 } else {
                     return Err(OpenError::CorruptSegment {
                         path,
-                        offset: off as u64,
+                        offset: bad_off as u64,
                         reason: decode_err,
                     });
                 }

@@ -25,12 +25,13 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 
 fn reencode(r: &RecordRef<'_>) -> Vec<u8> {
     let mut out = Vec::new();
-    let n = record::encode(
+    let n = record::encode_in_batch(
         &mut out,
         r.header.lsn,
         r.header.epoch,
         r.header.expire,
         r.header.tag,
+        r.header.more,
         r.key,
         r.value,
     );
@@ -49,7 +50,8 @@ fn check_decode(buf: &[u8]) -> Result<usize, DecodeError> {
             assert!(len <= buf.len());
             assert_eq!(r.key.len(), r.header.key_len as usize);
             assert_eq!(r.value.len(), r.header.val_len as usize);
-            assert_eq!(Tag::from_u8(buf[24]), Some(r.header.tag));
+            assert_eq!(Tag::from_u8(buf[24] & !record::MORE), Some(r.header.tag));
+            assert_eq!(buf[24] & record::MORE != 0, r.header.more);
             assert_eq!(
                 u32_at(buf, 0),
                 crc32_ieee(&buf[4..len]),
@@ -77,7 +79,7 @@ fn check_decode(buf: &[u8]) -> Result<usize, DecodeError> {
                 DecodeError::BadTag(t) => {
                     assert!(buf.len() >= HEADER_LEN);
                     assert_eq!(t, buf[24]);
-                    assert_eq!(Tag::from_u8(t), None);
+                    assert_eq!(Tag::from_u8(t & !record::MORE), None);
                     assert_eq!(hdr, Err(e));
                 }
                 DecodeError::BadLength { key_len, val_len } => {

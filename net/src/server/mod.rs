@@ -145,6 +145,9 @@ pub fn engine_options(c: &Config) -> Options {
         repair: c.storage.repair,
         use_hints: c.storage.hint_files,
         background_sync: true,
+        // A turn's writes to a partition (so every command's) are one batch on disk and on
+        // the wire: a crash or a failover never leaves part of an MSET or a transaction.
+        write_batches: true,
         ..Options::default()
     }
 }
