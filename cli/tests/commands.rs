@@ -1445,11 +1445,22 @@ fn info_sections_have_their_fields() {
     assert_eq!(pe["appendfsync"], "everysec");
     let ks = info(&mut c, "keyspace");
     assert_eq!(ks["db0"], "keys=2,expires=1,avg_ttl=0");
+    assert!(num(&st, "total_reads_processed") >= 10);
+    assert!(num(&st, "total_writes_processed") >= 10);
+    assert!(num(&pe, "aof_current_size") > 0);
     let re = info(&mut c, "replication");
     assert_eq!(re["role"], "master");
     assert_eq!(num(&re, "connected_slaves"), 0);
+    assert_eq!(re["master_replid"].len(), 40);
+    assert_eq!(re["master_replid2"], "0".repeat(40));
+    assert_eq!(num(&re, "repl_backlog_active"), 0);
     let me = info(&mut c, "memory");
     assert!(num(&me, "used_memory") > 0);
+    assert_eq!(
+        num(&me, "used_memory_overhead") + num(&me, "used_memory_dataset"),
+        num(&me, "used_memory")
+    );
+    assert!(num(&me, "used_memory_dataset") > 0, "the keydir holds keys");
     assert_eq!(num(&me, "maxmemory"), 0);
     assert!(num(&me, "total_system_memory") > num(&me, "used_memory"));
     // Error replies, counted by kind, whichever worker answered them.

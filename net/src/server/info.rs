@@ -179,7 +179,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("server") {
         let _ = write!(
             o,
-            "# Server\r\nredis_version:{}\r\nsimplekv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nworkers:{}\r\npartitions:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n\r\n",
+            "# Server\r\nredis_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nsimplekv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nworkers:{}\r\npartitions:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n\r\n",
             super::REDIS_COMPAT_VERSION,
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
@@ -215,9 +215,14 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
         let total = system_memory_bytes();
         let _ = write!(
             o,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmem_fragmentation_ratio:{:.2}\r\nkeydir_bytes:{}\r\nkeydir_bytes_human:{}\r\nkeydir_bytes_per_key:{:.1}\r\ntotal_system_memory:{total}\r\ntotal_system_memory_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_overhead:{}\r\nused_memory_dataset:{}\r\nused_memory_dataset_perc:{:.2}%\r\nmem_fragmentation_ratio:{:.2}\r\nkeydir_bytes:{}\r\nkeydir_bytes_human:{}\r\nkeydir_bytes_per_key:{:.1}\r\ntotal_system_memory:{total}\r\ntotal_system_memory_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n",
             human(used),
             human(rss),
+            // The dataset held in memory is the keydir (values live in the logs); the rest
+            // of what the allocator holds is overhead: buffers, tables, threads' caches.
+            used.saturating_sub(t.keydir_bytes),
+            t.keydir_bytes.min(used),
+            100.0 * t.keydir_bytes.min(used) as f64 / used.max(1) as f64,
             rss as f64 / used.max(1) as f64,
             t.keydir_bytes,
             human(t.keydir_bytes),
@@ -232,10 +237,11 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("persistence") {
         let _ = write!(
             o,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_journals:{}\r\ncommit_journal_checkpoints:{}\r\ncommit_journal_direct_syncs:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndir:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\naof_current_size:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_journals:{}\r\ncommit_journal_checkpoints:{}\r\ncommit_journal_direct_syncs:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndir:{}\r\n\r\n",
             (t.merges_running > 0) as u8,
             if t.commit_failing { "err" } else { "ok" },
             si.fsync,
+            t.log_bytes,
             t.log_bytes,
             human(t.log_bytes),
             t.dead_bytes,
@@ -252,11 +258,13 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("stats") {
         let _ = write!(
             o,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_ops_per_sec:{:.0}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\ninstantaneous_ops_per_sec:{:.0}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
             si.total_connections,
             t.commands,
             t.net_in,
             t.net_out,
+            t.reads,
+            t.writes,
             t.ops_per_sec,
             t.input_kbps,
             t.output_kbps,
@@ -270,7 +278,10 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("replication") {
         let _ = write!(
             o,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:{}\r\n",
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{}\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\nrepl_backlog_size:0\r\nrepl_backlog_first_byte_offset:0\r\nrepl_backlog_histlen:0\r\n",
+            // A standalone Redis master's replication id is random per start, as the run id.
+            si.run_id,
+            "0".repeat(40),
             t.log_end_total
         );
         for (_, line) in &t.repl_lines {

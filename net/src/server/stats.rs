@@ -66,6 +66,10 @@ pub struct WorkerStats {
     pub commands: u64,
     pub net_in: u64,
     pub net_out: u64,
+    /// Reads from and writes to client sockets that moved bytes (INFO
+    /// `total_reads_processed`, `total_writes_processed`).
+    pub reads: u64,
+    pub writes: u64,
     /// Instantaneous rates (see [`RateSampler`]): commands, and KiB in and out, per second.
     pub ops_per_sec: f64,
     pub input_kbps: f64,
@@ -140,6 +144,8 @@ impl WorkerStats {
         self.commands = 0;
         self.net_in = 0;
         self.net_out = 0;
+        self.reads = 0;
+        self.writes = 0;
         self.hits = 0;
         self.misses = 0;
         self.expired_keys = 0;
@@ -153,6 +159,8 @@ impl WorkerStats {
         self.commands += o.commands;
         self.net_in += o.net_in;
         self.net_out += o.net_out;
+        self.reads += o.reads;
+        self.writes += o.writes;
         self.ops_per_sec += o.ops_per_sec;
         self.input_kbps += o.input_kbps;
         self.output_kbps += o.output_kbps;

@@ -500,6 +500,7 @@ impl Worker {
         let outcome = conn.read_available(limit, drain);
         let got = conn.rbuf.len().saturating_sub(before);
         self.stats.net_in += got as u64;
+        self.stats.reads += u64::from(got > 0);
         match outcome {
             ReadOutcome::Open => self.process_input(token),
             ReadOutcome::Closed => {
@@ -1501,6 +1502,7 @@ impl Worker {
                 resume.push(token);
             }
             self.stats.net_out += sent as u64;
+            self.stats.writes += u64::from(sent > 0);
             if gone || closing_done {
                 self.close_conn(token);
             }
