@@ -549,6 +549,7 @@ impl MergeJob {
             covered_end,
             file_id: fsutil::random_id(),
             dropped_below: self.dropped_below,
+            format: crate::segment::SEGMENT_FORMAT,
         };
         let log_tmp = self.dir.join(format!("{base:020}.log.merge"));
         let hint_tmp = self.dir.join(format!("{base:020}.hint.merge"));

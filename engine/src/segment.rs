@@ -17,7 +17,11 @@ use crate::error::{IoContext, OpenError, WriteError};
 use crate::record;
 
 pub const SEGMENT_HEADER_LEN: usize = 64;
-const SEGMENT_MAGIC: &[u8; 8] = b"SKVLOG\x00\x01";
+/// The magic's last byte is the format version. 2: records may carry `record::MORE` (write
+/// batches). Version 1 files are read as they are; a build that knows only version 1 refuses
+/// version 2 files ("bad magic") instead of misreading the bit as damage.
+const SEGMENT_MAGIC: &[u8; 7] = b"SKVLOG\x00";
+pub const SEGMENT_FORMAT: u8 = 2;
 
 /// The fixed header at the start of every segment file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,12 +40,15 @@ pub struct SegmentHeader {
     /// this log record by record. 0 for segments written by appends (and for files written
     /// before the field existed: the bytes were zero).
     pub dropped_below: u64,
+    /// Format version (the magic's last byte): `SEGMENT_FORMAT` for every file written now.
+    pub format: u8,
 }
 
 impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
-        b[0..8].copy_from_slice(SEGMENT_MAGIC);
+        b[0..7].copy_from_slice(SEGMENT_MAGIC);
+        b[7] = self.format;
         b[8..16].copy_from_slice(&self.base.to_le_bytes());
         b[16..24].copy_from_slice(&self.covered_end.to_le_bytes());
         b[24..32].copy_from_slice(&self.file_id.to_le_bytes());
@@ -58,8 +65,15 @@ impl SegmentHeader {
                 b.len()
             ));
         }
-        if &b[0..8] != SEGMENT_MAGIC {
-            return Err("bad magic".into());
+        if &b[0..7] != SEGMENT_MAGIC || !(1..=SEGMENT_FORMAT).contains(&b[7]) {
+            return Err(if &b[0..7] == SEGMENT_MAGIC {
+                format!(
+                    "format version {} is newer than this build's ({SEGMENT_FORMAT})",
+                    b[7]
+                )
+            } else {
+                "bad magic".into()
+            });
         }
         let stored = u32::from_le_bytes([b[60], b[61], b[62], b[63]]);
         if stored != crc32fast::hash(&b[0..60]) {
@@ -75,6 +89,7 @@ impl SegmentHeader {
             covered_end: u(16),
             file_id: u(24),
             dropped_below: u(32),
+            format: b[7],
         })
     }
 }
@@ -299,6 +314,7 @@ impl Segment {
     /// offset.
     pub fn append(&mut self, bytes: &[u8]) -> u64 {
         let off = self.len();
+        debug_assert!(self.open_batch.is_none(), "the store ends its batch first");
         self.end_batch();
         self.tail_more = bytes.get(24).is_some_and(|b| b & record::MORE != 0);
         self.buf.extend_from_slice(bytes);
@@ -347,6 +363,7 @@ impl Segment {
             return Ok(());
         }
         // The store ends the batch first (and its journal copy with it); never written open.
+        debug_assert!(self.open_batch.is_none(), "the store ends its batch first");
         self.end_batch();
         match self.file.write_all_at(&self.buf, self.written) {
             Ok(()) => {
@@ -454,6 +471,7 @@ mod tests {
             covered_end: 99,
             file_id: 0xdead_beef,
             dropped_below: 77,
+            format: SEGMENT_FORMAT,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
@@ -479,6 +497,7 @@ mod tests {
             covered_end: 0,
             file_id: 1,
             dropped_below: 0,
+            format: SEGMENT_FORMAT,
         };
         let mut s = Segment::create(dir.path(), h, 1 << 20, None).unwrap();
         let off = s.append(b"hello");

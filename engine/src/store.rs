@@ -18,7 +18,7 @@ use crate::lock::DirLock;
 use crate::merge::MergeState;
 use crate::options::{Durability, MAX_SEGMENT_SIZE, Options};
 use crate::record::{self, HEADER_LEN, Tag};
-use crate::segment::{self, SEGMENT_HEADER_LEN, Segment, SegmentHeader};
+use crate::segment::{self, SEGMENT_FORMAT, SEGMENT_HEADER_LEN, Segment, SegmentHeader};
 
 /// What recovery found and did when the store was opened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -206,7 +206,34 @@ impl Store {
             touches: crate::watch::Touches::new(0),
         };
         store.install_loaded(loaded, false)?;
+        store.upgrade_active_format()?;
         Ok(store)
+    }
+
+    /// Write batches set `record::MORE` bits, which a build of format 1 reads as damage (and
+    /// in the last segment would cut as a torn tail): they never go into a format 1 file. A
+    /// format 1 active segment with records is closed (the log rolls), an empty one gets a
+    /// format 2 header.
+    fn upgrade_active_format(&mut self) -> Result<(), OpenError> {
+        let id = self.active_id();
+        let seg = self.seg(id);
+        if !self.opts.write_batches || seg.header.format >= SEGMENT_FORMAT {
+            return Ok(());
+        }
+        let path = seg.path.clone();
+        let as_open_err = |e: WriteError| OpenError::BadSegmentHeader {
+            path: path.clone(),
+            reason: format!("cannot start a segment of format {SEGMENT_FORMAT}: {e}"),
+        };
+        if seg.is_empty() {
+            let mut header = seg.header;
+            header.format = SEGMENT_FORMAT;
+            rewrite_header(&path, &header).at_open(&path)?;
+            self.seg_mut(id).header = header;
+            Ok(())
+        } else {
+            self.roll_with(0).map_err(as_open_err)
+        }
     }
 
     fn install_loaded(&mut self, l: Loaded, reloading: bool) -> Result<(), OpenError> {
@@ -268,7 +295,9 @@ impl Store {
     pub(crate) fn reread_files(&mut self) -> Result<(), WriteError> {
         self.end_batch();
         let id = self.active_id();
-        if let Err(e) = self.seg_mut(id).flush() {
+        // fsynced, not only written: the reload counts what is in the files as synced, and
+        // with `fsync = always` the turn's replies go out on that.
+        if let Err(e) = self.seg_mut(id).sync() {
             return Err(self.fail_write(e));
         }
         self.reload()
@@ -587,6 +616,7 @@ impl Store {
             covered_end: 0,
             dropped_below: 0,
             file_id: fsutil::random_id(),
+            format: SEGMENT_FORMAT,
         };
         let cap = self
             .opts
@@ -1271,18 +1301,25 @@ impl Store {
             }
             let written = seg.written_bytes();
             // From the segment's start: a batch's start may lie before the sparse index
-            // entry for `lsn`.
+            // entry for `lsn`. Up to that entry the records were checked when they were
+            // written or opened, so only their headers are read.
+            let checked_from = seg.seek_hint(lsn) as usize;
             let mut pos = SEGMENT_HEADER_LEN;
             let mut batch_start: Option<(usize, u64)> = None;
             while pos < written.len() {
-                match record::decode(&written[pos..]) {
-                    Ok(r) if r.header.lsn < lsn => {
-                        match (r.header.more, batch_start) {
-                            (true, None) => batch_start = Some((pos, r.header.lsn)),
+                let header = if pos < checked_from {
+                    record::decode_header(&written[pos..])
+                } else {
+                    record::decode(&written[pos..]).map(|r| r.header)
+                };
+                match header {
+                    Ok(h) if h.lsn < lsn => {
+                        match (h.more, batch_start) {
+                            (true, None) => batch_start = Some((pos, h.lsn)),
                             (false, _) => batch_start = None,
                             (true, Some(_)) => {}
                         }
-                        pos += r.header.record_len();
+                        pos += h.record_len();
                     }
                     _ => break,
                 }
@@ -1314,6 +1351,7 @@ impl Store {
                 covered_end: 0,
                 dropped_below: lsn,
                 file_id: fsutil::random_id(),
+                format: SEGMENT_FORMAT,
             };
             let seg = Segment::create(&dir, header, self.opts.segment_size, None)?;
             let id = self.alloc_seg_id(seg);
@@ -1664,9 +1702,10 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             let mut pos = SEGMENT_HEADER_LEN;
             let mut bad: Option<(usize, record::DecodeError, String)> = None;
             let mut marks = Vec::new();
-            // Records of a write batch whose last record has not been seen yet: in the last
-            // segment they are applied only when it comes (records a merge or a truncation
-            // vouches for, below `covered_end`, are whole whatever their bits say).
+            // Records of a write batch whose last record has not been seen yet: they are
+            // applied only when it comes (records a merge or a truncation vouches for, below
+            // `covered_end`, are whole whatever their bits say), so that a cut (a torn tail,
+            // a repair) never keeps part of a batch.
             let mut open: Vec<(usize, record::Header)> = Vec::new();
             let mut apply_at = |pos: usize, h: record::Header, marks: &mut Vec<(u64, u64)>| {
                 let key = &bytes[pos + HEADER_LEN..pos + HEADER_LEN + h.key_len as usize];
@@ -1686,7 +1725,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                 match record::decode(&bytes[pos..]) {
                     Ok(r) if r.header.lsn >= next_lsn => {
                         let h = r.header;
-                        if last && h.more && h.lsn >= seg.header.covered_end {
+                        if h.more && h.lsn >= seg.header.covered_end {
                             open.push((pos, h));
                         } else {
                             for (at, oh) in open.drain(..) {
@@ -1718,6 +1757,13 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                 && bad
                     .as_ref()
                     .is_some_and(|(off, e, _)| damage_inside(bytes, *off, e, next_lsn, opts));
+            if !last && bad.is_none() {
+                // A closed segment ends a batch unless a batch outgrew MAX_SEGMENT_SIZE and
+                // was split by a roll: what it holds of it is kept, as it was acknowledged.
+                for (at, oh) in open.drain(..) {
+                    apply_at(at, oh, &mut marks);
+                }
+            }
             for &(lsn, off) in &marks {
                 seg.note_record(lsn, off);
             }
@@ -1810,6 +1856,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             covered_end: 0,
             dropped_below: 0,
             file_id: fsutil::random_id(),
+            format: SEGMENT_FORMAT,
         };
         let seg = Segment::create(dir, header, opts.segment_size, None).map_err(|e| {
             OpenError::BadSegmentHeader {

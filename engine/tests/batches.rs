@@ -7,7 +7,7 @@ use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use simplekv_engine::record::{self, MORE};
-use simplekv_engine::segment::{self, SEGMENT_HEADER_LEN};
+use simplekv_engine::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 use simplekv_engine::{Durability, Options, Store};
 
 use proptest::collection::vec;
@@ -344,4 +344,113 @@ proptest! {
         let want = states.get(&expect_end).expect("the log ends where a batch ended");
         prop_assert_eq!(&dump(&s), want);
     }
+}
+
+/// The error of an open that must fail.
+fn refusal(r: Result<Store, simplekv_engine::OpenError>, what: &str) -> simplekv_engine::OpenError {
+    match r {
+        Ok(_) => panic!("{what}: the store opened"),
+        Err(e) => e,
+    }
+}
+
+fn rewrite_format(path: &Path, format: u8) {
+    let mut b = fs::read(path).unwrap();
+    let mut h = SegmentHeader::decode(&b).unwrap();
+    h.format = format;
+    b[..SEGMENT_HEADER_LEN].copy_from_slice(&h.encode());
+    fs::write(path, b).unwrap();
+}
+
+/// Records with `MORE` never go into a file of format 1 (a build that knows only format 1
+/// would read the bit as damage and, in the last segment, cut it as a torn tail): a format 1
+/// active segment with records is closed at open, an empty one gets a format 2 header; a
+/// format newer than the build's is refused, naming it.
+#[test]
+fn batches_never_go_into_a_segment_of_the_older_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(
+        dir.path(),
+        Options {
+            write_batches: false,
+            ..opts()
+        },
+    )
+    .unwrap();
+    put_batch(&mut s, 0..3);
+    drop(s);
+    let first = segments(dir.path())[0].clone();
+    rewrite_format(&first, 1);
+    let mut s = open(dir.path());
+    put_batch(&mut s, 3..6);
+    drop(s);
+    let segs = segments(dir.path());
+    assert_eq!(segs.len(), 2, "the format 1 segment was closed");
+    let format = |p: &Path| SegmentHeader::decode(&fs::read(p).unwrap()).unwrap().format;
+    assert_eq!(format(&segs[0]), 1);
+    assert_eq!(format(&segs[1]), segment::SEGMENT_FORMAT);
+    assert!(records_of(&segs[0]).iter().all(|r| !r.3));
+    let s = open(dir.path());
+    assert_eq!(s.len(), 6);
+    drop(s);
+    // An empty format 1 segment is rewritten in place.
+    let empty = tempfile::tempdir().unwrap();
+    drop(open(empty.path()));
+    let only = segments(empty.path())[0].clone();
+    rewrite_format(&only, 1);
+    drop(open(empty.path()));
+    assert_eq!(segments(empty.path()), std::slice::from_ref(&only));
+    assert_eq!(format(&only), segment::SEGMENT_FORMAT);
+    // A newer format is refused.
+    rewrite_format(&only, segment::SEGMENT_FORMAT + 1);
+    let err = refusal(Store::open(empty.path(), opts()), "refused").to_string();
+    assert!(err.contains("newer than this build"), "{err}");
+}
+
+/// Repairing damage in a closed segment cuts at the start of the batch the damage is in, not
+/// at the damaged record: no part of a batch stays, and the log end is the same at the next
+/// open (a shorter log at a later open would give LSNs out again).
+#[test]
+fn repair_of_a_closed_segment_keeps_no_part_of_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    put_batch(&mut s, 0..4);
+    put_batch(&mut s, 10..15);
+    s.roll().unwrap();
+    put_batch(&mut s, 20..23);
+    drop(s);
+    let segs = segments(dir.path());
+    assert_eq!(segs.len(), 2);
+    // No hint: the segment is scanned (a hint would hide the damage until the value is read).
+    for e in fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "hint") {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    let recs = records_of(&segs[0]);
+    let (off, _, len, _) = recs[6];
+    let mut b = fs::read(&segs[0]).unwrap();
+    b[(off + len - 1) as usize] ^= 0xff;
+    fs::write(&segs[0], b).unwrap();
+    let refused = refusal(Store::open(dir.path(), opts()), "damage is refused");
+    assert!(refused.to_string().contains(&off.to_string()), "{refused}");
+    let repair = || {
+        Store::open(
+            dir.path(),
+            Options {
+                repair: true,
+                ..opts()
+            },
+        )
+        .unwrap()
+    };
+    let s = repair();
+    assert_eq!(s.log_end(), 4);
+    assert_eq!(s.len(), 4);
+    assert_eq!(s.get(&key(10)).unwrap(), None);
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.log_end(), 4, "the log end stays where repair left it");
+    assert_eq!(s.len(), 4);
 }

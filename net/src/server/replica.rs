@@ -1072,6 +1072,14 @@ impl Worker {
                     if let Err(e) = s.truncate_to(cut) {
                         return (reply(ReplReply::Failed(e.to_string())), Need::Now);
                     }
+                    // A cut inside a write batch moves back to the batch's start: what waited
+                    // on the records between is lost too.
+                    let end = s.log_end();
+                    if end < cut
+                        && let Some(c) = self.cluster.as_mut()
+                    {
+                        c.note_cut(p, end);
+                    }
                 }
                 let Some(s) = self.store(p) else {
                     return (reply(ReplReply::Failed("no store".into())), Need::Now);
