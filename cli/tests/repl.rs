@@ -808,3 +808,34 @@ fn repl_runs_pasted_lines_one_by_one_and_keeps_transactions_whole() {
     t.type_bytes(b"\x04");
     assert_eq!(t.wait_exit(), Some(0));
 }
+
+/// Tab completes command names (in the case typed) and subcommands, and the arguments still
+/// to type are shown after the cursor, as redis-cli does.
+#[test]
+fn repl_completes_commands_on_tab_and_hints_their_arguments() {
+    let s = Server::start(&[]);
+    let p = port(&s);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hist = tmp.path().join("history");
+    let mut t = pty::Pty::start(&["-p", &p], "xterm", &hist);
+    let prompt = format!("127.0.0.1:{p}> ");
+    t.expect(&prompt);
+    // `setr` + Tab is SETRANGE, the only command starting so; the hint names its arguments.
+    t.type_bytes(b"setr\t");
+    t.expect("setrange");
+    t.expect("key offset value");
+    t.type_bytes(b" tk 0 abc\r");
+    t.expect("(integer) 3");
+    t.expect(&prompt);
+    t.type_bytes(b"config g\t");
+    t.expect("config get");
+    t.expect("parameter");
+    t.type_bytes(b" maxclients\r");
+    t.expect("\"10000\"");
+    t.expect(&prompt);
+    t.type_bytes(b"get tk ");
+    t.type_bytes(b"\r");
+    t.expect("\"abc\"");
+    t.type_bytes(b"\x04");
+    assert_eq!(t.wait_exit(), Some(0));
+}

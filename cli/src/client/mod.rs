@@ -25,6 +25,7 @@
 //! After the server goes away each command first tries to reconnect (and re-sends AUTH with
 //! `-a`'s password, or with the last password typed in an AUTH that succeeded).
 
+mod complete;
 mod conn;
 mod format;
 mod grpc;

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use rustyline::error::ReadlineError;
-use rustyline::{Config, DefaultEditor};
+use rustyline::history::DefaultHistory;
+use rustyline::{Config, Editor};
 use simplekv_net::resp::Reply;
 
+use super::complete::LineHelper;
 use super::conn::{Backend, ClientError, Connector};
 use super::format::{Format, format_reply_to};
 use super::help::Docs;
@@ -485,8 +487,9 @@ pub fn piped(
     }
 }
 
-/// The interactive REPL on a terminal: line editing and history (rustyline), Ctrl-C clears
-/// the line, Ctrl-D / `quit` / `exit` leave.
+/// The interactive REPL on a terminal: line editing and history (rustyline), Tab completion
+/// and argument hints (`complete.rs`), Ctrl-C clears the line, Ctrl-D / `quit` / `exit`
+/// leave.
 pub fn interactive(session: &mut Session, history: Option<PathBuf>) -> ExitCode {
     let config = Config::builder()
         .auto_add_history(false)
@@ -494,13 +497,14 @@ pub fn interactive(session: &mut Session, history: Option<PathBuf>) -> ExitCode 
         .and_then(|c| c.history_ignore_dups(true))
         .map(|c| c.build())
         .unwrap_or_default();
-    let mut editor = match DefaultEditor::with_config(config) {
+    let mut editor: Editor<LineHelper, DefaultHistory> = match Editor::with_config(config) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("Cannot start the line editor: {e}");
             return ExitCode::FAILURE;
         }
     };
+    editor.set_helper(Some(LineHelper::new(Docs::built_in(), session.color)));
     if let Some(h) = &history {
         // A missing file is the normal first run.
         let _ = editor.load_history(h);
