@@ -122,7 +122,7 @@ impl std::fmt::Display for DecodeError {
 }
 
 /// The little-endian `u32` at `b[at..at + 4]`.
-pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+pub fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(a)

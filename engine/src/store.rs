@@ -1420,8 +1420,9 @@ impl Store {
 /// Whether a record of the last segment that does not decode at `off` (of the segment file's
 /// `bytes`) is damage inside the log rather than a torn tail. It is damage when a whole,
 /// checksummed record with a later LSN follows somewhere after it and either the damaged
-/// record's header leads right to it (the framing is whole: its content changed) or the bytes
-/// between hold no zeroed block. A power loss can persist a later page of a write and not an
+/// record leads right to it (its length fields do: its content changed, a tag or an LSN
+/// say; or its checksum matches once a length is taken from where that record starts: only
+/// a length changed) or the bytes between hold no zeroed block. A power loss can persist a later page of a write and not an
 /// earlier one, whose blocks then read as zeros, across record boundaries: that is a torn
 /// write (of records never synced). A flipped bit, in a value, a length or a tag, is damage.
 /// A whole record out of LSN order is never a torn write. Records that a commit journal
@@ -1442,8 +1443,41 @@ fn damage_inside(
     let Some(next) = next_whole_record(bytes, off + 1, next_lsn) else {
         return false;
     };
-    let framed = record::decode_header(&bytes[off..]).is_ok_and(|h| off + h.record_len() == next);
-    framed || !has_zeroed_block(bytes, off, next)
+    let framed = bytes.len() >= off + record::HEADER_LEN && {
+        let key_len = record::u32_at(bytes, off + 25) as usize;
+        let val_len = record::u32_at(bytes, off + 29) as usize;
+        off + record::HEADER_LEN + key_len + val_len == next
+    };
+    framed || only_a_length_changed(bytes, off, next) || !has_zeroed_block(bytes, off, next)
+}
+
+/// Whether the record at `off` is whole but for one of its length fields: its checksum
+/// matches when its key or its value length is what makes it end at `next`. (A value of
+/// zeros with a flipped length bit would otherwise look like a torn write.)
+fn only_a_length_changed(bytes: &[u8], off: usize, next: usize) -> bool {
+    let Some(total) = next.checked_sub(off + record::HEADER_LEN) else {
+        return false;
+    };
+    let stored = record::u32_at(bytes, off);
+    let key_len = record::u32_at(bytes, off + 25) as usize;
+    let val_len = record::u32_at(bytes, off + 29) as usize;
+    let candidates = [
+        total.checked_sub(key_len).map(|v| (key_len, v)),
+        total.checked_sub(val_len).map(|k| (k, val_len)),
+    ];
+    candidates.into_iter().flatten().any(|(k, v)| {
+        let (Ok(k), Ok(v)) = (u32::try_from(k), u32::try_from(v)) else {
+            return false;
+        };
+        let mut header = [0u8; record::HEADER_LEN - 4];
+        header.copy_from_slice(&bytes[off + 4..off + record::HEADER_LEN]);
+        header[21..25].copy_from_slice(&k.to_le_bytes());
+        header[25..29].copy_from_slice(&v.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        crc.update(&bytes[off + record::HEADER_LEN..next]);
+        crc.finalize() == stored
+    })
 }
 
 /// The offset of the first whole, checksummed record at or after `from` whose LSN could

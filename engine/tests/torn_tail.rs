@@ -580,6 +580,58 @@ fn a_flipped_tag_or_length_inside_the_last_segment_is_refused_too() {
     }
 }
 
+/// Found by a storage torture run: a record whose value holds zeros (512 aligned bytes or
+/// more) with a flipped length bit lost its framing, and the zeros between it and the next
+/// record looked like a power loss's torn write: the records after it were dropped silently.
+/// A record whose checksum matches once a length is taken from where the next record starts
+/// (or whose length fields lead there) is damage, refused.
+#[test]
+fn a_flipped_length_of_a_value_of_zeros_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(
+        dir.path(),
+        Options {
+            segment_size: 1 << 20,
+            ..opts()
+        },
+    )
+    .unwrap();
+    s.put(b"zeros", &[0u8; 4096], None).unwrap();
+    s.commit().unwrap();
+    for i in 1..20 {
+        s.put(&key(i), &value(i), None).unwrap();
+        s.commit().unwrap();
+    }
+    drop(s);
+    let last = segments(dir.path()).last().unwrap().clone();
+    let off = records_of(&last)[0].0;
+    // Value length, key length, tag (put to expire), the LSN.
+    for (at, flip) in [
+        (29, 0x01u8),
+        (29, 0x40),
+        (30, 0x01),
+        (25, 0x01),
+        (24, 0x02),
+        (4, 0x01),
+    ] {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let target = copy.path().join(last.file_name().unwrap());
+        let mut b = fs::read(&target).unwrap();
+        b[(off + at) as usize] ^= flip;
+        fs::write(&target, b).unwrap();
+        refused_as_damage(copy.path(), &format!("byte {at} ^ {flip:#x}"));
+    }
+    // The same zeros cut by a torn write (the record's end and everything after missing)
+    // are a torn tail, as before.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    let target = copy.path().join(last.file_name().unwrap());
+    truncate_file(&target, off + 2000);
+    let s = Store::open(copy.path(), opts()).unwrap();
+    assert_eq!(s.log_end(), 0);
+}
+
 /// Blocks of zeros before whole records are what a power loss leaves when the device wrote a
 /// later page of a write and not an earlier one: still a torn write (records never synced,
 /// so never acknowledged with fsync always), cut as before.
