@@ -1668,6 +1668,23 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             continue;
         }
         let last = i + 1 == n;
+        // The log starts at LSN 0 unless its start was cut on purpose (a truncation that cut
+        // everything, or a copy of such a log, marks the first segment with `dropped_below`):
+        // a later first base is the first segment file lost, with every value it held.
+        if order.is_empty() && seg.base() > 0 && seg.header.dropped_below < seg.base() {
+            if !opts.repair {
+                return Err(OpenError::MissingRecords {
+                    path,
+                    from: 0,
+                    last: seg.base() - 1,
+                });
+            }
+            warn!(
+                "{}: the records with LSN 0 to {} are missing before it (the first segment file is gone); repair keeps the log from here",
+                path.display(),
+                seg.base() - 1
+            );
+        }
         // Each segment starts where the one before ended (its last record, or the range a
         // merged or truncated one vouches for): a gap is a segment file lost, whose deletes
         // and overwrites would silently be undone.

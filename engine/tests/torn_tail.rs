@@ -663,6 +663,50 @@ fn a_zeroed_block_before_later_records_of_the_last_segment_is_a_torn_write() {
     assert_prefix(&s, lsn, 300);
 }
 
+/// The first segment file deleted: the log used to start silently at the next one's base,
+/// every value of the lost file gone. A log starts at LSN 0 unless its first segment says
+/// its start was cut on purpose.
+#[test]
+fn the_first_segment_missing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), N, true);
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 3);
+    let second_base = records_of(&segs[1])[0].1;
+    fs::remove_file(&segs[0]).unwrap();
+    let _ = fs::remove_file(segs[0].with_extension("hint"));
+    match Store::open(dir.path(), opts()) {
+        Err(OpenError::MissingRecords { from, last, .. }) => {
+            assert_eq!((from, last), (0, second_base - 1));
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("opened without the first segment"),
+    }
+    let s = open_repair(dir.path());
+    assert_eq!(s.log_start(), second_base);
+    assert_eq!(s.get(&key(N - 1)).unwrap(), Some(expected_value(N - 1, N)));
+    drop(s);
+    // A log whose start was cut on purpose (its first segment says so) opens as it is.
+    for (dropped_below, opens) in [(5, true), (0, false)] {
+        let cut = tempfile::tempdir().unwrap();
+        let header = segment::SegmentHeader {
+            base: 5,
+            covered_end: 0,
+            file_id: 1,
+            dropped_below,
+            format: segment::SEGMENT_FORMAT,
+        };
+        fs::write(segment::segment_path(cut.path(), 5), header.encode()).unwrap();
+        match Store::open(cut.path(), opts()) {
+            Ok(s) => {
+                assert!(opens, "a log missing LSN 0 to 4 opened");
+                assert_eq!((s.log_start(), s.log_end()), (5, 5));
+            }
+            Err(e) => assert!(!opens, "refused: {e}"),
+        }
+    }
+}
+
 /// Found by the same run: a segment file deleted from the middle of the log (or cut below its
 /// header, which recovery removes as holding nothing) silently undid the deletes and
 /// overwrites it held. The LSNs between two segments must follow on.
