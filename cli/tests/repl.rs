@@ -589,6 +589,16 @@ mod pty {
             }
         }
 
+        /// The client on a terminal (TERM=xterm) against port `p`, at its first prompt;
+        /// the directory holds its history file.
+        pub fn at_prompt(p: &str) -> (Pty, String, tempfile::TempDir) {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let mut t = Pty::start(&["-p", p], "xterm", &tmp.path().join("history"));
+            let prompt = format!("127.0.0.1:{p}> ");
+            t.expect(&prompt);
+            (t, prompt, tmp)
+        }
+
         pub fn type_bytes(&mut self, b: &[u8]) {
             self.master.write_all(b).expect("write to pty");
         }
@@ -780,11 +790,7 @@ fn redis_cli_one_shot_options() {
 fn repl_runs_pasted_lines_one_by_one_and_keeps_transactions_whole() {
     let s = Server::start(&[]);
     let p = port(&s);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let hist = tmp.path().join("history");
-    let mut t = pty::Pty::start(&["-p", &p], "xterm", &hist);
-    let prompt = format!("127.0.0.1:{p}> ");
-    t.expect(&prompt);
+    let (mut t, prompt, _tmp) = pty::Pty::at_prompt(&p);
     t.type_bytes(b"\x1b[200~set pa 1\rincr pa\rget pa\x1b[201~\r");
     t.expect("OK");
     t.expect("(integer) 2");
@@ -815,11 +821,7 @@ fn repl_runs_pasted_lines_one_by_one_and_keeps_transactions_whole() {
 fn repl_completes_commands_on_tab_and_hints_their_arguments() {
     let s = Server::start(&[]);
     let p = port(&s);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let hist = tmp.path().join("history");
-    let mut t = pty::Pty::start(&["-p", &p], "xterm", &hist);
-    let prompt = format!("127.0.0.1:{p}> ");
-    t.expect(&prompt);
+    let (mut t, prompt, _tmp) = pty::Pty::at_prompt(&p);
     // `setr` + Tab is SETRANGE, the only command starting so; the hint names its arguments.
     t.type_bytes(b"setr\t");
     t.expect("setrange");

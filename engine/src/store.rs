@@ -1827,45 +1827,38 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             {
                 next_lsn = first;
             }
-            if bad.is_none()
-                && let Some((off, first)) = unfinished
-            {
+            let as_open_err = |e: WriteError| OpenError::BadSegmentHeader {
+                path: path.clone(),
+                reason: e.to_string(),
+            };
+            // Where the last segment's torn tail starts: an unfinished batch, or a record
+            // that does not decode (with the batch it cut into), when that is no damage.
+            let torn_at = match (&bad, unfinished) {
+                (None, Some((at, _))) => Some(at),
+                (Some((bad_off, ..)), u) if last && !inside => Some(u.map_or(*bad_off, |u| u.0)),
+                _ => None,
+            };
+            if let Some(off) = torn_at {
                 let cut = total - off;
+                let why = match &bad {
+                    Some((_, _, reason)) => reason.clone(),
+                    None => format!("an unfinished write batch of {} records", open.len()),
+                };
                 warn!(
-                    "{}: dropping an unfinished write batch of {} records from LSN {first} ({cut} bytes at offset {off})",
-                    path.display(),
-                    open.len()
+                    "{}: dropping a torn tail of {cut} bytes at offset {off} ({why})",
+                    path.display()
                 );
                 report.truncated_tail_bytes += cut as u64;
-                seg.truncate(off as u64)
-                    .map_err(|e| OpenError::BadSegmentHeader {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
+                seg.truncate(off as u64).map_err(as_open_err)?;
             } else if let Some((bad_off, decode_err, reason)) = bad {
                 let off = unfinished.map_or(bad_off, |(at, _)| at);
                 let cut = total - off;
-                if last && !inside {
-                    warn!(
-                        "{}: dropping a torn or corrupt tail of {cut} bytes at offset {off} ({reason})",
-                        path.display()
-                    );
-                    report.truncated_tail_bytes += cut as u64;
-                    seg.truncate(off as u64)
-                        .map_err(|e| OpenError::BadSegmentHeader {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        })?;
-                } else if opts.repair {
+                if opts.repair {
                     warn!(
                         "{}: corrupt record at offset {bad_off} ({reason}); repair drops the {cut} bytes from offset {off} (with the write batch it cut into) and every later segment",
                         path.display()
                     );
                     report.repaired_bytes_dropped += cut as u64;
-                    let as_open_err = |e: WriteError| OpenError::BadSegmentHeader {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    };
                     seg.reopen_writable(opts.segment_size)
                         .map_err(as_open_err)?;
                     seg.truncate(off as u64).map_err(as_open_err)?;

@@ -3,12 +3,16 @@
 //! transaction's writes) stay whole. A torn batch is dropped whole on open, a batch never
 //! spans segments, replication reads whole batches, and a truncation never keeps part of one.
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 
 use simplekv_engine::record::{self, MORE};
 use simplekv_engine::segment::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 use simplekv_engine::{Durability, Options, Store};
+
+#[path = "support/files.rs"]
+mod files;
+use files::{copy_dir, records_with_batch_bits, segments, truncate_file};
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -34,48 +38,6 @@ fn val(i: u64) -> Vec<u8> {
     format!("value-{i}-{}", "x".repeat((i % 13) as usize)).into_bytes()
 }
 
-/// The segment files of a directory, oldest first.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<(u64, PathBuf)> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let p = e.unwrap().path();
-            let base = segment::parse_segment_name(p.file_name()?.to_str()?)?;
-            Some((base, p))
-        })
-        .collect();
-    v.sort();
-    v.into_iter().map(|(_, p)| p).collect()
-}
-
-/// (offset, lsn, length, more) of every record of a segment file.
-fn records_of(path: &Path) -> Vec<(u64, u64, u64, bool)> {
-    let bytes = fs::read(path).unwrap();
-    let mut it = record::RecordIter::new(&bytes[SEGMENT_HEADER_LEN..]);
-    let v = it
-        .by_ref()
-        .map(|(off, r)| {
-            let h = r.header;
-            let off = (off + SEGMENT_HEADER_LEN) as u64;
-            (off, h.lsn, h.record_len() as u64, h.more)
-        })
-        .collect();
-    assert!(it.error().is_none(), "{} does not decode", path.display());
-    v
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-    }
-}
-
-fn truncate_file(path: &Path, len: u64) {
-    let f = OpenOptions::new().write(true).open(path).unwrap();
-    f.set_len(len).unwrap();
-}
-
 /// Writes `keys` as one batch (one commit).
 fn put_batch(s: &mut Store, keys: std::ops::Range<u64>) {
     for i in keys {
@@ -95,7 +57,7 @@ fn each_commit_ends_one_batch_in_the_log() {
     s.set_expire(&key(1), Some(u64::MAX / 2)).unwrap();
     s.commit().unwrap();
     drop(s);
-    let more: Vec<bool> = records_of(&segments(dir.path())[0])
+    let more: Vec<bool> = records_with_batch_bits(&segments(dir.path())[0])
         .iter()
         .map(|r| r.3)
         .collect();
@@ -118,7 +80,7 @@ fn a_batch_torn_before_its_last_record_is_dropped_whole() {
     s.commit().unwrap();
     drop(s);
     let seg = segments(dir.path())[0].clone();
-    let recs = records_of(&seg);
+    let recs = records_with_batch_bits(&seg);
     assert_eq!(recs.len(), 9);
     let batch_start = recs[2].0;
     let end = fs::metadata(&seg).unwrap().len();
@@ -178,7 +140,7 @@ fn a_batch_never_spans_segments() {
     drop(s);
     let segs = segments(dir.path());
     assert_eq!(segs.len(), 2, "the next batch rolls");
-    let first = records_of(&segs[0]);
+    let first = records_with_batch_bits(&segs[0]);
     assert_eq!(first.len(), 401);
     assert!(!first.last().unwrap().3);
     let s = open(dir.path());
@@ -333,7 +295,7 @@ proptest! {
         let cut = header + ((len - header) as f64 * at) as u64;
         // The end of the last batch wholly before the cut (or where the segment starts).
         let mut expect_end = base;
-        for (off, lsn, rec_len, more) in records_of(&last) {
+        for (off, lsn, rec_len, more) in records_with_batch_bits(&last) {
             if !more && off + rec_len <= cut {
                 expect_end = lsn + 1;
             }
@@ -389,7 +351,7 @@ fn batches_never_go_into_a_segment_of_the_older_format() {
     let format = |p: &Path| SegmentHeader::decode(&fs::read(p).unwrap()).unwrap().format;
     assert_eq!(format(&segs[0]), 1);
     assert_eq!(format(&segs[1]), segment::SEGMENT_FORMAT);
-    assert!(records_of(&segs[0]).iter().all(|r| !r.3));
+    assert!(records_with_batch_bits(&segs[0]).iter().all(|r| !r.3));
     let s = open(dir.path());
     assert_eq!(s.len(), 6);
     drop(s);
@@ -428,7 +390,7 @@ fn repair_of_a_closed_segment_keeps_no_part_of_a_batch() {
             fs::remove_file(p).unwrap();
         }
     }
-    let recs = records_of(&segs[0]);
+    let recs = records_with_batch_bits(&segs[0]);
     let (off, _, len, _) = recs[6];
     let mut b = fs::read(&segs[0]).unwrap();
     b[(off + len - 1) as usize] ^= 0xff;

@@ -3,12 +3,16 @@
 //! request); damaged or missing hint files only make recovery scan instead.
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use simplekv_engine::record::{self, HEADER_LEN};
+use simplekv_engine::record::HEADER_LEN;
 use simplekv_engine::segment::{self, SEGMENT_HEADER_LEN};
 use simplekv_engine::{Durability, OpenError, Options, ReadError, Store};
+
+#[path = "support/files.rs"]
+mod files;
+use files::{copy_dir, records_with_batch_bits, segments, truncate_file};
 
 thread_local! {
     static NOW: Cell<u64> = const { Cell::new(1_000_000) };
@@ -66,52 +70,12 @@ fn dump(s: &Store) -> State {
     state
 }
 
-/// The segment files of a directory, oldest first.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<(u64, PathBuf)> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let p = e.unwrap().path();
-            let base = segment::parse_segment_name(p.file_name()?.to_str()?)?;
-            Some((base, p))
-        })
-        .collect();
-    v.sort();
-    v.into_iter().map(|(_, p)| p).collect()
-}
-
 /// (offset, lsn, length) of every record of a segment file.
 fn records_of(path: &Path) -> Vec<(u64, u64, u64)> {
-    let bytes = fs::read(path).unwrap();
-    let mut it = record::RecordIter::new(&bytes[SEGMENT_HEADER_LEN..]);
-    let v = it
-        .by_ref()
-        .map(|(off, r)| {
-            (
-                (off + SEGMENT_HEADER_LEN) as u64,
-                r.header.lsn,
-                r.header.record_len() as u64,
-            )
-        })
-        .collect();
-    assert!(it.error().is_none(), "{} does not decode", path.display());
-    v
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-    }
-}
-
-fn truncate_file(path: &Path, len: u64) {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
+    records_with_batch_bits(path)
+        .into_iter()
+        .map(|(off, lsn, len, _)| (off, lsn, len))
+        .collect()
 }
 
 fn flip_byte(path: &Path, at: u64) {
