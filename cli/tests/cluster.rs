@@ -63,6 +63,18 @@ fn writes_through_redirects_and_the_cluster_client_read_back_from_every_node() {
     )
     .unwrap_err();
     assert!(e.contains("crossslot"), "{e}");
+    // A multi-key read sent to a node that does not lead its slot is one MOVED, as Redis
+    // Cluster answers (an array of per-key errors is not a redirect to clients).
+    let p = c.partition_of(b"{u}.a");
+    let leader = c.leader_of(p).expect("leader");
+    let other = (1..=3).find(|&i| i != leader).expect("another node");
+    let mut raw = std::net::TcpStream::connect(c.resp_addr(other)).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(&mut raw, b"MGET {u}.a {u}.b\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut raw, &mut buf).expect("reply");
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(reply.starts_with("-MOVED "), "{reply:?}");
     for entry in 1..=3 {
         for i in (0..60).step_by(7) {
             assert_eq!(get(&c, entry, &format!("k{i}")), Some(format!("v{i}")));

@@ -98,10 +98,12 @@ pub struct Pending {
 pub enum Gather {
     /// One remote reply, used as is.
     Single(Option<Vec<u8>>),
-    /// MGET: reply elements by position.
+    /// MGET: reply elements by position; a part's error (MOVED, TRYAGAIN in cluster mode)
+    /// is the whole reply, as Redis Cluster gives it.
     Elements {
         items: Vec<Option<Vec<u8>>>,
         missing: usize,
+        error: Option<String>,
     },
     /// DEL/EXISTS/UNLINK/DBSIZE/...: sum of integers.
     Sum {

@@ -1879,6 +1879,7 @@ pub(super) fn multi_gather(kind: MultiKind, n_keys: usize, n_parts: usize) -> Ga
         MultiKind::MGet => Gather::Elements {
             items: vec![None; n_keys],
             missing: n_parts,
+            error: None,
         },
         MultiKind::Del | MultiKind::Unlink | MultiKind::Exists => Gather::Sum {
             total: 0,
@@ -1965,7 +1966,11 @@ fn fill_gather(gather: &mut Gather, part: u32, payload: Payload) {
         Gather::Single(r) => {
             *r = Some(payload_to_resp(payload));
         }
-        Gather::Elements { items, missing } => {
+        Gather::Elements {
+            items,
+            missing,
+            error,
+        } => {
             match payload {
                 Payload::Elements(es) => {
                     for (pos, e) in es {
@@ -1974,13 +1979,7 @@ fn fill_gather(gather: &mut Gather, part: u32, payload: Payload) {
                         }
                     }
                 }
-                Payload::Err(e) => {
-                    for it in items.iter_mut().filter(|i| i.is_none()) {
-                        let mut r = Vec::new();
-                        write_error(&mut r, e.as_bytes());
-                        *it = Some(r);
-                    }
-                }
+                Payload::Err(e) => *error = Some(e),
                 _ => {}
             }
             *missing = missing.saturating_sub(1);
@@ -2075,9 +2074,17 @@ pub(super) fn gather_reply(gather: &mut Gather) -> Option<Vec<u8>> {
     let mut r = Vec::new();
     match gather {
         Gather::Single(v) => return v.take(),
-        Gather::Elements { items, missing } => {
+        Gather::Elements {
+            items,
+            missing,
+            error,
+        } => {
             if *missing > 0 {
                 return None;
+            }
+            if let Some(e) = error {
+                write_error(&mut r, e.as_bytes());
+                return Some(r);
             }
             write_array_len(&mut r, items.len());
             for it in items.iter() {
