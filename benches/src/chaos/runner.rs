@@ -655,6 +655,9 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64, net: Option<&mut Net>) -
             for (k, _) in &keys {
                 reader.read(&rec, k);
             }
+            for g in 0..workload::GROUPS {
+                reader.mget_group(&rec, g);
+            }
             if round == 0 {
                 std::thread::sleep(Duration::from_millis(300));
             }
@@ -688,7 +691,9 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64, net: Option<&mut Net>) -
         Err(e) => return harness(format!("invalid history: {e}")),
     };
     let overall = report.overall();
-    let status = if overall == Overall::Invalid || !crashes.is_empty() {
+    let torn_groups = stats.events.get("torn-group").copied().unwrap_or(0)
+        + reader.stats.events.get("torn-group").copied().unwrap_or(0);
+    let status = if overall == Overall::Invalid || !crashes.is_empty() || torn_groups > 0 {
         Status::Anomaly
     } else if heal.is_err() {
         Status::HarnessError
@@ -717,6 +722,9 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64, net: Option<&mut Net>) -
             "{} acknowledged write(s) lost",
             report.lost_writes()
         ));
+    }
+    if torn_groups > 0 {
+        what.push(format!("{torn_groups} MGET(s) saw part of an MSET"));
     }
     if overall == Overall::Invalid && what.is_empty() {
         what.push("phantom or divergent final reads".into());

@@ -1,6 +1,9 @@
-//! The clients: threads doing GET / SET (unique values) on register keys and GET / INCR on
-//! counter keys, following MOVED and waiting out TRYAGAIN / CLUSTERDOWN / NOREPLICAS within
-//! one operation, and recording each operation honestly:
+//! The clients: threads doing GET / SET (unique values) on register keys, GET / INCR on
+//! counter keys, and MSET / MGET on groups of keys of one hash tag (an MSET gives every key
+//! of its group the same unique value, so an MGET that sees different values saw part of an
+//! MSET: `torn-group`, an anomaly of its own; each key's part is recorded in the history as
+//! a SET or GET of that key), following MOVED and waiting out TRYAGAIN / CLUSTERDOWN /
+//! NOREPLICAS within one operation, and recording each operation honestly:
 //!
 //! - `ok` with the reply;
 //! - `fail` only when the reply proves the command was not applied: a refusal the server
@@ -57,6 +60,17 @@ pub fn keys(m: usize) -> Vec<(String, bool)> {
                 (format!("ctr:{i}"), true)
             }
         })
+        .collect()
+}
+
+/// Groups of keys written together by MSET and read together by MGET.
+pub const GROUPS: usize = 2;
+
+/// The keys of group `g`: one hash tag, so one slot.
+pub fn group_keys(g: usize) -> Vec<String> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|k| format!("{{grp:{g}}}:{k}"))
         .collect()
 }
 
@@ -259,6 +273,57 @@ impl Client {
         )
     }
 
+    /// MSET of every key of group `g` to `value`, recorded as a SET of each key.
+    pub fn mset_group(&mut self, rec: &Recorder, g: usize, value: &[u8]) -> Outcome {
+        let keys = group_keys(g);
+        let mut args: Vec<&[u8]> = vec![b"MSET"];
+        for k in &keys {
+            args.push(k.as_bytes());
+            args.push(value);
+        }
+        let ops = keys.iter().map(|_| Op::Write(value.to_vec())).collect();
+        let outcomes = self.recorded_group(rec, &keys, ops, &args, |r| match r {
+            Reply::Status(s) if s == "OK" => Some(vec![Ret::Done; keys.len()]),
+            _ => None,
+        });
+        outcomes.into_iter().next().unwrap_or(Outcome::Fail)
+    }
+
+    /// MGET of every key of group `g`, recorded as a GET of each key; values that differ
+    /// are part of an MSET seen (`torn-group`).
+    pub fn mget_group(&mut self, rec: &Recorder, g: usize) -> Outcome {
+        let keys = group_keys(g);
+        let mut args: Vec<&[u8]> = vec![b"MGET"];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        let ops = keys.iter().map(|_| Op::Read).collect();
+        let mut torn = None;
+        let outcomes = self.recorded_group(rec, &keys, ops, &args, |r| {
+            let Reply::Array(Some(items)) = r else {
+                return None;
+            };
+            let values: Option<Vec<Option<Vec<u8>>>> = items
+                .into_iter()
+                .map(|i| match i {
+                    Reply::Bulk(v) => Some(v),
+                    _ => None,
+                })
+                .collect();
+            let values = values.filter(|v| v.len() == keys.len())?;
+            if values.iter().any(|v| *v != values[0]) {
+                torn = Some(format!("{values:?}"));
+            }
+            Some(values.into_iter().map(Ret::Value).collect())
+        });
+        if let Some(seen) = torn {
+            self.stats.note("torn-group");
+            eprintln!(
+                "chaos: client {}: MGET of group {g} saw part of an MSET: {seen}",
+                self.id
+            );
+        }
+        outcomes.into_iter().next().unwrap_or(Outcome::Fail)
+    }
+
     /// Runs one command and records it: `ok` with what `expected` makes of the reply; a
     /// refusal before executing is `fail`; anything else is `unknown` for a mutation (it may
     /// have applied) and `fail` for a read (a read changes nothing).
@@ -270,39 +335,66 @@ impl Client {
         args: &[&[u8]],
         expected: impl FnOnce(Reply) -> Option<Ret>,
     ) -> Outcome {
-        let mutation = op.is_mutation();
+        let keys = [key.to_string()];
+        let outcomes = self.recorded_group(rec, &keys, vec![op], args, |r| {
+            expected(r).map(|ret| vec![ret])
+        });
+        outcomes.into_iter().next().unwrap_or(Outcome::Fail)
+    }
+
+    /// `recorded` for a command on several keys, one history operation per key (`ops`, in
+    /// the keys' order), all with the command's invocation and completion; `expected` gives
+    /// one result per key.
+    fn recorded_group(
+        &mut self,
+        rec: &Recorder,
+        keys: &[String],
+        ops: Vec<Op>,
+        args: &[&[u8]],
+        expected: impl FnOnce(Reply) -> Option<Vec<Ret>>,
+    ) -> Vec<Outcome> {
+        let mutation = ops.iter().any(Op::is_mutation);
         let name = String::from_utf8_lossy(args[0]).into_owned();
-        let p = rec.invoke(self.id, key.as_bytes(), op);
-        let outcome = match self.attempt(args, mutation) {
+        let pending: Vec<_> = keys
+            .iter()
+            .zip(ops)
+            .map(|(k, op)| rec.invoke(self.id, k.as_bytes(), op))
+            .collect();
+        let unexpected = |me: &mut Client, shown: &str| {
+            me.stats.note("unexpected-reply");
+            log_surprise(me.id, &name, &keys[0], shown);
+            if mutation {
+                Outcome::Unknown
+            } else {
+                Outcome::Fail
+            }
+        };
+        let outcomes: Vec<Outcome> = match self.attempt(args, mutation) {
             Attempt::Reply(r) => {
                 let shown = format!("{r:?}");
                 match expected(r) {
-                    Some(ret) => Outcome::Ok(ret),
-                    None => {
-                        self.stats.note("unexpected-reply");
-                        log_surprise(self.id, &name, key, &shown);
-                        if mutation {
-                            Outcome::Unknown
-                        } else {
-                            Outcome::Fail
-                        }
+                    Some(rets) if rets.len() == keys.len() => {
+                        rets.into_iter().map(Outcome::Ok).collect()
                     }
+                    _ => vec![unexpected(self, &shown); keys.len()],
                 }
             }
             Attempt::Refused(e) => {
                 self.stats
                     .note_cause(if mutation { "fail" } else { "read-fail" }, &e);
-                Outcome::Fail
+                vec![Outcome::Fail; keys.len()]
             }
             // Only mutations end as unknown.
             Attempt::Unknown(e) => {
                 self.stats
                     .note_cause(if mutation { "unknown" } else { "read-unknown" }, &e);
-                Outcome::Unknown
+                vec![Outcome::Unknown; keys.len()]
             }
         };
-        rec.complete(p, outcome.clone());
-        outcome
+        for (p, o) in pending.into_iter().zip(&outcomes) {
+            rec.complete(p, o.clone());
+        }
+        outcomes
     }
 
     /// Random operations until `stop` is set, `until` passes or `max_ops` are done.
@@ -318,6 +410,18 @@ impl Client {
         while seq < max_ops && !stop.load(Ordering::Relaxed) && Instant::now() < until {
             let (key, counter) = &keys[self.rng.usize(..keys.len())];
             let mutate = self.rng.bool();
+            // One operation in five is on a group.
+            if self.rng.usize(..5) == 0 {
+                let g = self.rng.usize(..GROUPS);
+                if mutate {
+                    let v = format!("c{}-{seq}", self.id);
+                    self.mset_group(rec, g, v.as_bytes());
+                } else {
+                    self.mget_group(rec, g);
+                }
+                seq += 1;
+                continue;
+            }
             match (mutate, counter) {
                 (false, _) => {
                     self.read(rec, key);
