@@ -854,6 +854,206 @@ fn concurrent_msetnx_on_overlapping_keys_is_atomic_and_never_stalls() {
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
+/// Redis runs every command whole: a reader never sees an MSET over several workers half
+/// applied (MGET mixing two MSETs, or an MSET and a DEL), nor DBSIZE or KEYS counting half a
+/// DEL. Writers overwrite and delete one group of keys spread over every worker while
+/// readers check that each read is of one moment.
+#[test]
+fn mset_over_several_workers_is_never_seen_half_applied() {
+    let s = server();
+    let keys = spread_keys("whole:", 8);
+    let started = Instant::now();
+    let writers: Vec<_> = (0..3u64)
+        .map(|t| {
+            let mut c = s.client();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                for i in 0..300u64 {
+                    if (i + t) % 7 == 0 {
+                        let () = cmd("DEL").arg(&keys).query(&mut c).unwrap();
+                    } else {
+                        let v = format!("t{t}-{i}");
+                        let mut m = cmd("MSET");
+                        for k in &keys {
+                            m.arg(k).arg(&v);
+                        }
+                        let () = m.query(&mut c).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..3u64)
+        .map(|t| {
+            let mut c = s.client();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                let mut seen = HashSet::new();
+                for i in 0..300 {
+                    let values: Vec<Option<String>> = cmd("MGET").arg(&keys).query(&mut c).unwrap();
+                    assert!(
+                        values.iter().all(|v| *v == values[0]),
+                        "reader {t}, read {i}: MGET saw a write halfway: {values:?}"
+                    );
+                    seen.insert(values[0].clone());
+                    let n: usize = match i % 3 {
+                        0 => cmd("DBSIZE").query(&mut c).unwrap(),
+                        1 => cmd("EXISTS").arg(&keys).query(&mut c).unwrap(),
+                        _ => {
+                            let ks: Vec<String> = cmd("KEYS").arg("whole:*").query(&mut c).unwrap();
+                            ks.len()
+                        }
+                    };
+                    assert!(
+                        n == 0 || n == keys.len(),
+                        "reader {t}, read {i}: counted {n} keys"
+                    );
+                }
+                seen.len()
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let distinct: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    // The readers ran alongside the writers, not all before or after them.
+    assert!(distinct > 3, "readers saw only {distinct} states");
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+/// Multi-key commands over several workers, pipelined with single-key ones, answer as if
+/// run one after another in the order sent (each sees every command before it).
+#[test]
+fn pipelined_multi_key_commands_over_several_workers_run_in_order() {
+    let s = server();
+    let keys = spread_keys("order:", 8);
+    let mut c = s.client();
+    let mut pipe = redis::pipe();
+    for i in 0..150 {
+        let v = format!("v{i}");
+        let mut m = cmd("MSET");
+        for k in &keys {
+            m.arg(k).arg(&v);
+        }
+        pipe.add_command(m);
+        pipe.cmd("MGET").arg(&keys);
+        pipe.cmd("GET").arg(&keys[i % keys.len()]);
+        pipe.cmd("APPEND").arg(&keys[(i + 1) % keys.len()]).arg("+");
+        pipe.cmd("MGET").arg(&keys);
+        if i % 5 == 4 {
+            pipe.cmd("DEL").arg(&keys[..3]);
+            pipe.cmd("EXISTS").arg(&keys);
+        }
+    }
+    let replies: Vec<Value> = pipe.query(&mut c).unwrap();
+    let mut r = replies.into_iter();
+    let mut next = || r.next().expect("a reply per command");
+    let text = |v: &Value| -> Option<String> { redis::from_redis_value(v.clone()).unwrap() };
+    for i in 0..150 {
+        let v = format!("v{i}");
+        assert_eq!(next(), Value::Okay, "MSET {i}");
+        let all: Vec<Option<String>> = redis::from_redis_value(next()).unwrap();
+        assert!(
+            all.iter().all(|x| x.as_deref() == Some(v.as_str())),
+            "MGET {i}: {all:?}"
+        );
+        assert_eq!(text(&next()).as_deref(), Some(v.as_str()), "GET {i}");
+        let n: usize = redis::from_redis_value(next()).unwrap();
+        assert_eq!(n, v.len() + 1, "APPEND {i}");
+        let all: Vec<Option<String>> = redis::from_redis_value(next()).unwrap();
+        for (j, x) in all.iter().enumerate() {
+            let want = if j == (i + 1) % keys.len() {
+                format!("{v}+")
+            } else {
+                v.clone()
+            };
+            assert_eq!(
+                x.as_deref(),
+                Some(want.as_str()),
+                "MGET after APPEND {i}, key {j}"
+            );
+        }
+        if i % 5 == 4 {
+            let n: usize = redis::from_redis_value(next()).unwrap();
+            assert_eq!(n, 3, "DEL {i}");
+            let n: usize = redis::from_redis_value(next()).unwrap();
+            assert_eq!(n, keys.len() - 3, "EXISTS {i}");
+        }
+    }
+}
+
+/// BITOP and LCS over keys on several workers read one moment, as in Redis: with two keys
+/// always set together to one value, XOR is all zeros and the LCS is the whole value.
+#[test]
+fn bitop_and_lcs_over_several_workers_read_one_moment() {
+    let s = server();
+    let workers = |k: &str| worker_of(k.as_bytes(), PARTITIONS, WORKERS);
+    let keys = spread_keys("pair:", WORKERS as usize);
+    let (a, b) = (keys[0].clone(), keys[1].clone());
+    assert_ne!(workers(&a), workers(&b));
+    let writers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let mut c = s.client();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let (a, b) = (a.clone(), b.clone());
+            std::thread::spawn(move || {
+                for i in 0..400u64 {
+                    let v = format!("{t}{i:05}");
+                    let () = cmd("MSET")
+                        .arg(&a)
+                        .arg(&v)
+                        .arg(&b)
+                        .arg(&v)
+                        .query(&mut c)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let mut c = s.client();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let (a, b) = (a.clone(), b.clone());
+            // A destination on yet another worker where there is one.
+            let dest = spread_keys(&format!("xor{t}:"), WORKERS as usize)
+                .into_iter()
+                .find(|k| workers(k) != workers(&a) && workers(k) != workers(&b))
+                .unwrap_or_else(|| format!("xor{t}"));
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let len: usize = cmd("BITOP")
+                        .arg("XOR")
+                        .arg(&dest)
+                        .arg(&a)
+                        .arg(&b)
+                        .query(&mut c)
+                        .unwrap();
+                    let x: Option<Vec<u8>> = cmd("GET").arg(&dest).query(&mut c).unwrap();
+                    let x = x.unwrap_or_default();
+                    assert_eq!(x.len(), len, "reader {t}, read {i}");
+                    assert!(
+                        x.iter().all(|&b| b == 0),
+                        "reader {t}, read {i}: BITOP mixed two writes: {x:?}"
+                    );
+                    let common: usize =
+                        cmd("LCS").arg(&a).arg(&b).arg("LEN").query(&mut c).unwrap();
+                    assert!(
+                        common == 0 || common == 6,
+                        "reader {t}, read {i}: LCS mixed two writes ({common})"
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in writers.into_iter().chain(readers) {
+        w.join().unwrap();
+    }
+}
+
 #[test]
 fn del_unlink_exists_count_across_workers() {
     let s = server();

@@ -4,15 +4,18 @@
 //!
 //! Keys on one worker (always in cluster mode, where they must share a slot, and inside
 //! MULTI): that worker runs the command in one go (`Op::Combine`). Keys on several workers
-//! (standalone): the command travels as a chain, worker to worker, each reading the keys it
-//! owns, the last one (BITOP: the destination's worker) computing the result and answering;
-//! the connection runs its next command only once that answer is back. Like MGET over
-//! several workers, the chain is not held: a write on another worker may land between two
-//! workers' reads (give the keys one hash tag, e.g. `{day}:mon {day}:tue`, for one worker).
+//! (standalone): the command travels as a chain through its workers in ascending order, each
+//! reading the keys it owns and then holding still (as for an MSETNX, `msetnx`: it runs no
+//! other command until the outcome), so that the command reads one moment and its write is
+//! seen whole, as in Redis. The last worker computes the result; BITOP's destination is
+//! written by its own worker (the last one, or a held one told the value with the outcome),
+//! which answers. The connection runs its next command only once that answer is back. Keys
+//! with one hash tag (`{day}:mon {day}:tue`) live on one worker and need no hold.
 use log::warn;
 
 use super::conn::{Client, Gather, Output, Pending, Slot};
 use super::dispatch::err;
+use super::replica::Need;
 use super::router::{Op, Payload, ReplyTo, Request, Response};
 use super::worker::Worker;
 use crate::resp::{write_array_len, write_bulk, write_integer};
@@ -53,6 +56,9 @@ pub struct Combine {
     /// BITOP: the sources read so far, combined (`fold`), so that only one value of the
     /// result's size travels, however many sources there are.
     pub acc: Option<Vec<u8>>,
+    /// Over several workers: the workers visited so far, each holding still until the
+    /// outcome (`msetnx`).
+    pub held: Vec<usize>,
 }
 
 impl Combine {
@@ -132,6 +138,7 @@ pub fn parse(name: &str, args: &[&[u8]]) -> Result<Combine, String> {
         read: vec![false; keys.len()],
         values: vec![None; kept],
         acc: None,
+        held: Vec::new(),
     })
 }
 
@@ -317,12 +324,23 @@ impl Worker {
             let reply_to = self.reply_to(token, client, out, seq, 0);
             return self.send_req(owner, Request { reply_to, op, acks });
         }
-        // Several workers: a chain, and the connection waits for its answer.
+        // Several workers: a chain from the lowest, and the connection waits for its answer.
         let reply_to = self.begin_chain(token, out, client, 1, slot);
         let Op::Combine(c) = op else {
             unreachable!("built above")
         };
-        self.combine_step(reply_to, acks, c);
+        let first = c
+            .all_keys()
+            .map(|k| self.topo.worker_of(self.topo.partition_of(k)))
+            .min()
+            .unwrap_or(self.id);
+        if first == self.id {
+            self.combine_step(reply_to, acks, c);
+        } else {
+            // Sent last this turn, as every step (`Worker::send_batches`).
+            let op = Op::Combine(c);
+            self.nx_out.push((first, Request { reply_to, op, acks }));
+        }
     }
 
     /// Reads the keys of `c` this worker owns and not yet read, each once, however many
@@ -360,17 +378,21 @@ impl Worker {
         Ok(())
     }
 
-    /// The worker `c` must visit next, if not this one: the owner of the first key not read
-    /// yet, then (BITOP) the destination's.
+    /// The worker a chain over several workers visits next, if any: the lowest owner of a
+    /// key not read yet or (BITOP) of the destination, above this one (the chain goes up).
     fn combine_next(&self, c: &Combine) -> Option<usize> {
         let worker_of = |k: &[u8]| self.topo.worker_of(self.topo.partition_of(k));
-        if let Some(i) = c.read.iter().position(|r| !r) {
-            return Some(worker_of(&c.keys[i]));
-        }
-        match &c.job {
-            Job::BitOp { dest, .. } if worker_of(dest) != self.id => Some(worker_of(dest)),
-            _ => None,
-        }
+        let unread = c
+            .keys
+            .iter()
+            .zip(&c.read)
+            .filter(|(_, read)| !**read)
+            .map(|(k, _)| worker_of(k));
+        let dest = match &c.job {
+            Job::BitOp { dest, .. } => Some(worker_of(dest)).filter(|&w| w > self.id),
+            Job::Lcs(_) => None,
+        };
+        unread.chain(dest).min()
     }
 
     /// BITOP or LCS with every key on this worker (cluster checks done by the caller).
@@ -378,45 +400,71 @@ impl Worker {
         if let Err(e) = self.combine_read(&mut c) {
             return (e, false);
         }
-        if self.combine_next(&c).is_some() {
+        let elsewhere = c
+            .all_keys()
+            .any(|k| self.topo.worker_of(self.topo.partition_of(k)) != self.id);
+        if elsewhere {
             return (
                 Payload::Err("ERR internal: BITOP/LCS keys on another worker".into()),
                 false,
             );
         }
         match c.job {
-            Job::Lcs(o) => {
-                let max = self.exec_ctx().proto_max_bulk_len;
-                let value = |i: usize| c.values.get(i).and_then(|v| v.as_deref()).unwrap_or(b"");
-                match lcs(value(0), value(1), o, max) {
-                    Ok(reply) => (Payload::Resp(reply), false),
-                    Err(e) => (Payload::Err(e), false),
-                }
-            }
-            Job::BitOp { op, dest } => {
-                let result = finish_bitop(op, c.acc);
-                let len = result.len() as i64;
-                let written = if result.is_empty() {
-                    let exists = self
-                        .store(self.topo.partition_of(&dest))
-                        .is_some_and(|s| s.exists(&dest));
-                    if !exists {
-                        return (Payload::Int(0), false);
-                    }
-                    self.delete_key(&dest)
-                } else {
-                    let m = super::moves::Moved {
-                        value: result,
-                        expire: None,
-                    };
-                    self.write_moved(&dest, m)
-                };
-                match written {
-                    Ok(()) => (Payload::Int(len), true),
-                    Err(e) => (e, false),
-                }
-            }
+            Job::Lcs(o) => (self.lcs_of(&c.values, o), false),
+            Job::BitOp { op, dest } => self.store_bitop(&dest, finish_bitop(op, c.acc)),
         }
+    }
+
+    /// LCS's reply for the two values read.
+    fn lcs_of(&self, values: &[Option<Vec<u8>>], o: LcsOpts) -> Payload {
+        let max = self.exec_ctx().proto_max_bulk_len;
+        let value = |i: usize| values.get(i).and_then(|v| v.as_deref()).unwrap_or(b"");
+        match lcs(value(0), value(1), o, max) {
+            Ok(reply) => Payload::Resp(reply),
+            Err(e) => Payload::Err(e),
+        }
+    }
+
+    /// Writes BITOP's result under `dest` (a key of this worker): an empty result deletes
+    /// it, as in Redis. The reply (the result's length), and whether anything was written.
+    pub(super) fn store_bitop(&mut self, dest: &[u8], result: Vec<u8>) -> (Payload, bool) {
+        let len = result.len() as i64;
+        let written = if result.is_empty() {
+            let exists = self
+                .store(self.topo.partition_of(dest))
+                .is_some_and(|s| s.exists(dest));
+            if !exists {
+                return (Payload::Int(0), false);
+            }
+            self.delete_key(dest)
+        } else {
+            let m = super::moves::Moved {
+                value: result,
+                expire: None,
+            };
+            self.write_moved(dest, m)
+        };
+        match written {
+            Ok(()) => (Payload::Int(len), true),
+            Err(e) => (e, false),
+        }
+    }
+
+    /// A held BITOP destination's outcome (`msetnx::nx_decide`): with the result, write it
+    /// and answer; without (the chain failed, and its last worker answered), nothing.
+    pub(super) fn combine_decided(
+        &mut self,
+        held: super::msetnx::NxHeld,
+        moved: Option<Box<super::moves::Moved>>,
+    ) {
+        let super::msetnx::HeldWork::Combine { dest: Some(dest) } = held.work else {
+            return;
+        };
+        let Some(m) = moved else { return };
+        let (payload, wrote) = self.store_bitop(&dest, m.value);
+        let p = self.topo.partition_of(&dest);
+        let need = self.need_for(Some(p), wrote, held.acks);
+        self.nx_answer(held.reply_to, payload, need);
     }
 
     /// One worker's step of a BITOP/LCS over several workers: read its keys, then pass the
@@ -437,23 +485,77 @@ impl Worker {
             let (payload, need) = self.execute_op(Op::Combine(c), acks);
             return answer(self, payload, need);
         }
+        let held = std::mem::take(&mut c.held);
+        let fail = |w: &mut Worker, e: Payload| {
+            w.nx_decide_held(&held, reply_to, acks, false);
+            answer(w, e, Need::Now);
+        };
         if let Err(e) = self.combine_read(&mut c) {
-            return answer(self, e, super::replica::Need::Now);
+            return fail(self, e);
         }
+        let worker_of = |w: &Worker, k: &[u8]| w.topo.worker_of(w.topo.partition_of(k));
         if let Some(next) = self.combine_next(&c) {
-            if next == self.id {
-                warn!("worker {}: BITOP/LCS step sent back to itself", self.id);
+            if next <= self.id {
+                warn!("worker {}: BITOP/LCS step out of order", self.id);
                 let e = Payload::Err("ERR internal: BITOP/LCS step out of place".into());
-                return answer(self, e, super::replica::Need::Now);
+                return fail(self, e);
             }
+            // Held until the outcome; the destination's worker writes it then.
+            let dest = match &c.job {
+                Job::BitOp { dest, .. } if worker_of(self, dest) == self.id => Some(dest.clone()),
+                _ => None,
+            };
+            self.nx = Some(super::msetnx::NxHeld {
+                reply_to,
+                acks,
+                work: super::msetnx::HeldWork::Combine { dest },
+            });
+            c.held = held;
+            c.held.push(self.id);
             // Sent last this turn, as an MSETNX step (`Worker::send_batches`): a command the
             // connection sent before this one is then in every worker's queue before the
             // chain can reach that worker by way of another one.
             let op = Op::Combine(c);
             return self.nx_out.push((next, Request { reply_to, op, acks }));
         }
-        let (payload, need) = self.execute_op(Op::Combine(c), acks);
-        answer(self, payload, need);
+        // The last worker: every key is read, and every other worker holds.
+        let c = *c;
+        match c.job {
+            Job::Lcs(o) => {
+                let payload = self.lcs_of(&c.values, o);
+                answer(self, payload, Need::Now);
+                self.nx_decide_held(&held, reply_to, acks, true);
+            }
+            Job::BitOp { op, dest } => {
+                let result = finish_bitop(op, c.acc);
+                let owner = worker_of(self, &dest);
+                if owner == self.id {
+                    let (payload, wrote) = self.store_bitop(&dest, result);
+                    let need = self.need_for(Some(self.topo.partition_of(&dest)), wrote, acks);
+                    answer(self, payload, need);
+                    self.nx_decide_held(&held, reply_to, acks, true);
+                    return;
+                }
+                let mut result = Some(result);
+                for &w in &held {
+                    let moved = if w == owner {
+                        result.take().map(|value| {
+                            Box::new(super::moves::Moved {
+                                value,
+                                expire: None,
+                            })
+                        })
+                    } else {
+                        None
+                    };
+                    let op = Op::NxDecide {
+                        commit: true,
+                        moved,
+                    };
+                    self.send_req(w, Request { reply_to, op, acks });
+                }
+            }
+        }
     }
 }
 

@@ -133,6 +133,9 @@ pub enum Gather {
         error: Option<String>,
         /// A watched key had changed: nothing ran (a null array).
         aborted: bool,
+        /// One multi-key command over several workers, run as a transaction so that it is
+        /// isolated as in Redis (standalone mode): the reply is its one item's, not an array.
+        bare: bool,
     },
     /// Parts whose payloads a finishing function turns into the reply (INFO, KEYS, ...).
     Collect {
@@ -189,6 +192,10 @@ pub struct Output {
     /// A reply that must be complete before this connection's next command runs (an MSETNX
     /// over several workers: what follows it must see its outcome).
     pub barrier: Option<u64>,
+    /// The barrier is a command in a group of transactions whose first worker is this one
+    /// (`multi::join_group`): a next command that joins the same group after it runs in
+    /// order anyway, so it may go on (`Worker::may_pass_barrier`).
+    pub barrier_group: Option<usize>,
     /// Error replies that went into `wbuf` since the worker last collected them.
     pub errors: ErrorTally,
 }
@@ -502,7 +509,18 @@ impl Output {
         self.slots.len() >= MAX_SLOTS
             || queued >= MAX_WBUF
             || self.in_flight >= in_flight_cap
-            || self.behind_barrier()
+            || (self.barrier_group.is_none() && self.behind_barrier())
+    }
+
+    /// The first worker of the group the barrier joined, while its reply is gathered.
+    pub fn group_barrier(&self) -> Option<usize> {
+        self.barrier_group.filter(|_| self.behind_barrier())
+    }
+
+    /// A paused connection stays paused: too much is queued, or its next command waits for
+    /// a barrier (of a group, which only a command joining it may pass).
+    pub fn blocked(&self) -> bool {
+        self.backlogged() || self.behind_barrier()
     }
 
     /// The barrier's reply is still being gathered.

@@ -442,6 +442,13 @@ impl Worker {
             return;
         }
         let gather = multi_gather(kind, (args.len() - 1) / step, involved.len());
+        if self.cluster.is_none() && involved.len() > 1 {
+            let parts = involved
+                .iter()
+                .map(|&w| (w, multi_op(kind, args, &groups[w])))
+                .collect();
+            return self.run_whole(token, out, client, gather, parts);
+        }
         let mut slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         let mut need = Need::Now;
         for (part, &w) in involved.iter().enumerate() {
@@ -804,6 +811,7 @@ impl Worker {
             Op::NxStep { .. }
             | Op::NxDecide { .. }
             | Op::TxStep { .. }
+            | Op::GroupStep { .. }
             | Op::Tx(_)
             | Op::MoveStep { .. } => (
                 Payload::Err("ERR internal: MSETNX step out of place".into()),
@@ -937,6 +945,25 @@ impl Worker {
             }
         }
         self.push_gathered(out, slot, need);
+    }
+
+    /// A keyspace-wide command (DBSIZE, FLUSHALL, KEYS, RANDOMKEY): on every worker, and in
+    /// standalone mode run whole (`run_whole`), so that it sees or clears the keyspace of one
+    /// moment, as in Redis. In cluster mode a node's partitions are independent (each slot's
+    /// writes are ordered on its own), as in Redis Cluster.
+    fn broadcast_whole(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &Client,
+        gather: Gather,
+        make: impl Fn() -> Op,
+    ) {
+        if self.cluster.is_some() || self.peers.len() < 2 {
+            return self.broadcast(token, out, client, gather, make);
+        }
+        let parts = (0..self.peers.len()).map(|w| (w, make())).collect();
+        self.run_whole(token, out, client, gather, parts);
     }
 
     pub(super) fn collect_gather(&self, finish: Finisher) -> Gather {
@@ -1081,7 +1108,7 @@ impl Worker {
                     missing: self.peers.len(),
                     error: None,
                 };
-                return self.broadcast(token, out, client, g, || Op::DbSize);
+                return self.broadcast_whole(token, out, client, g, || Op::DbSize);
             }
             "flushdb" | "flushall" => {
                 if let Some(e) = flush_args_error(args) {
@@ -1091,18 +1118,18 @@ impl Worker {
                     missing: self.peers.len(),
                     error: None,
                 };
-                return self.broadcast(token, out, client, g, || Op::Flush);
+                return self.broadcast_whole(token, out, client, g, || Op::Flush);
             }
             "keys" => {
                 let pattern = args[1].to_vec();
                 let g = self.collect_gather(Finisher::Keys);
-                return self.broadcast(token, out, client, g, || Op::Keys {
+                return self.broadcast_whole(token, out, client, g, || Op::Keys {
                     pattern: pattern.clone(),
                 });
             }
             "randomkey" => {
                 let g = self.collect_gather(Finisher::RandomKey);
-                return self.broadcast(token, out, client, g, || Op::RandomKey);
+                return self.broadcast_whole(token, out, client, g, || Op::RandomKey);
             }
             "scan" => return self.cmd_scan(token, out, client, args),
             "info" => {
@@ -2025,6 +2052,7 @@ fn fill_gather(gather: &mut Gather, part: u32, payload: Payload) {
             missing,
             error,
             aborted,
+            ..
         } => {
             match payload {
                 Payload::TxAborted => *aborted = true,
@@ -2120,6 +2148,7 @@ pub(super) fn gather_reply(gather: &mut Gather) -> Option<Vec<u8>> {
             missing,
             error,
             aborted,
+            bare,
         } => {
             if *missing > 0 {
                 return None;
@@ -2130,6 +2159,11 @@ pub(super) fn gather_reply(gather: &mut Gather) -> Option<Vec<u8>> {
             }
             if *aborted {
                 return Some(b"*-1\r\n".to_vec());
+            }
+            if *bare {
+                return Some(items.first_mut().and_then(gather_reply).unwrap_or_else(|| {
+                    error_reply("ERR internal: a multi-key command got no reply")
+                }));
             }
             write_array_len(&mut r, items.len());
             for item in items.iter_mut() {

@@ -6,9 +6,8 @@
 //! workers of an MSETNX (`msetnx`), the lower one first: each, at its step, learns what the
 //! outcome needs from its key (the source's value and expiry, or whether the destination
 //! exists) and holds still; the second one decides, does its part and tells the first whether
-//! (and with which value) to do its own. No single-key command or transaction sees one key changed and not the
-//! other (a multi-key command over both workers, which is not held, may), and
-//! the connection runs its next command only once both parts are done. Both parts answer,
+//! (and with which value) to do its own. No other command sees one key changed and not the
+//! other, and the connection runs its next command only once both parts are done. Both parts answer,
 //! so the reply waits for both workers' writes to be as durable as promised.
 use log::warn;
 

@@ -12,8 +12,8 @@
 //!
 //! Every visited or skipped worker answers once, 1 for a part written and 0 otherwise, into
 //! one `Gather::AllSet` slot: the reply is `:1` only after every part is as durable as the
-//! policy promises. Like MSET over several workers, the parts become visible one worker at a
-//! time. The connection runs its next command only once the reply is complete
+//! policy promises. No other command sees one part written and another not: each worker
+//! writes its part before it serves again. The connection runs its next command only once the reply is complete
 //! (`Output::barrier`), so a pipelined `MSETNX a 1 b 2` / `GET b` sees the MSETNX.
 //!
 //! The price: a held worker serves nothing for one hop between workers per later worker. A
@@ -49,6 +49,11 @@ pub enum HeldWork {
         /// This part answers the command's outcome (a source held last, for a RENAME).
         answers_decision: bool,
     },
+    /// Its parts of a group of transactions (`multi::group_step`), in the group's order.
+    Group(Vec<super::multi::GroupPart>),
+    /// Read its keys of a BITOP or LCS (`combine`); `dest`: BITOP's destination is here,
+    /// and this part writes the result it is told with the outcome, and answers.
+    Combine { dest: Option<Vec<u8>> },
 }
 
 /// Messages a holding worker keeps for later: anything that may run a command.
@@ -118,6 +123,7 @@ impl Worker {
         }
         out.push_slot(slot);
         out.barrier = Some(seq);
+        out.barrier_group = None;
         reply_to
     }
 
@@ -197,12 +203,32 @@ impl Worker {
             self.nx_release();
             return;
         }
+        let h = match h {
+            NxHeld {
+                work: HeldWork::Group(parts),
+                ..
+            } => {
+                self.group_decided(parts, commit);
+                self.nx_release();
+                return;
+            }
+            h => h,
+        };
+        if matches!(h.work, HeldWork::Combine { .. }) {
+            if commit {
+                self.combine_decided(h, moved);
+            }
+            self.nx_release();
+            return;
+        }
         let (payload, need) = match (h.work, commit) {
             (HeldWork::MSetNx(pairs), true) => self.nx_write(pairs, h.acks),
             (HeldWork::MSetNx(_), false) => (Payload::Int(0), Need::Now),
             (HeldWork::Tx(part), true) => self.run_tx_items(part.items, h.acks),
             (HeldWork::Tx(_), false) => (Payload::TxAborted, Need::Now),
-            (HeldWork::Move { .. }, _) => unreachable!("handled above"),
+            (HeldWork::Move { .. } | HeldWork::Combine { .. } | HeldWork::Group(_), _) => {
+                unreachable!("handled above")
+            }
         };
         self.nx_answer(h.reply_to, payload, need);
         self.nx_release();
@@ -227,6 +253,9 @@ impl Worker {
         }
         // Held again by one of them: the rest wait for the next release.
         self.nx_frozen.extend(frozen);
+        // Transactions that formed a group meanwhile go before the steps still waiting, so
+        // that a stream of other workers' steps cannot keep this worker's own waiting.
+        self.launch_group();
         self.nx_replay(false);
     }
 
@@ -240,7 +269,11 @@ impl Worker {
                     if before_step
                         && matches!(
                             r.op,
-                            Op::NxStep { .. } | Op::TxStep { .. } | Op::MoveStep { .. }
+                            Op::NxStep { .. }
+                                | Op::TxStep { .. }
+                                | Op::GroupStep { .. }
+                                | Op::MoveStep { .. }
+                                | Op::Combine(_)
                         ) =>
                 {
                     break;

@@ -19,8 +19,19 @@
 //!   tells the held ones to run theirs. A worker waits only for workers above it, so two
 //!   transactions never wait on each other. No single-key command and no other transaction
 //!   sees one worker's part done and another's not: each worker is held from its step until
-//!   its part has run (a multi-key command over several workers is not held, and may). The connection runs its
-//!   next command only when the reply is complete (`Output::barrier`).
+//!   its part has run. The connection runs its next command only when the reply is complete
+//!   (`Output::barrier`).
+//!
+//! A multi-key or keyspace-wide command over several workers (standalone) runs the same way,
+//! as a transaction of one item (`Worker::run_whole`), so that it too is seen whole.
+//!
+//! **Groups.** One hold per transaction would let a worker run one of them per round trip
+//! between workers. Transactions without watched keys instead join a group at their lowest
+//! worker (`join_group`) while it runs its turn, and the group goes at the end of the turn
+//! as one chain of holds (`Op::GroupStep`), its parts running on each worker in the group's
+//! order: the same as running them one after another. A connection may send the next
+//! multi-key command of the same group without waiting for the reply of the one before
+//! (`Worker::may_pass_barrier`).
 //!
 //! The reply goes out once every write in it is as durable (and, in cluster mode, as
 //! replicated) as the connection's policy promises. Like MSET over several workers, a crash
@@ -86,6 +97,14 @@ impl TxPart {
     fn is_empty(&self) -> bool {
         self.items.is_empty() && self.watch.is_empty()
     }
+}
+
+/// One transaction's part on one worker, within a group (`Worker::group_step`).
+#[derive(Debug)]
+pub struct GroupPart {
+    pub reply_to: ReplyTo,
+    pub acks: simplekv_conf::Acks,
+    pub part: TxPart,
 }
 
 const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
@@ -372,6 +391,7 @@ impl Worker {
             missing: involved.len(),
             error: None,
             aborted: false,
+            bare: false,
         };
         if involved.is_empty() {
             let reply = gather_reply(&mut gather).unwrap_or_default();
@@ -581,6 +601,45 @@ impl Worker {
         self.cluster_refusal(self.topo.partition_of(&key), &key, write, acks)
     }
 
+    /// One command whose parts run on several workers (`parts`: a worker and its op, in
+    /// ascending worker order), run whole as in Redis, where no command sees another one
+    /// halfway: a transaction of one item, held like EXEC's, whose reply is `gather`'s (not
+    /// an array). An MSET over several workers is then never seen half applied, and an MGET
+    /// or a KEYS never mixes two moments.
+    pub(super) fn run_whole(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &Client,
+        gather: Gather,
+        parts: Vec<(usize, Op)>,
+    ) {
+        let acks = self.acks_of(client);
+        let missing = parts.len();
+        let parts = parts
+            .into_iter()
+            .map(|(w, op)| {
+                let items = vec![(0, op)];
+                (
+                    w,
+                    TxPart {
+                        items,
+                        watch: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let gather = Gather::Tx {
+            items: vec![gather],
+            missing,
+            error: None,
+            aborted: false,
+            bare: true,
+        };
+        let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
+        self.start_tx_steps(token, out, client, acks, slot, parts);
+    }
+
     /// EXEC over several workers: the first step (see the module documentation).
     fn start_tx_steps(
         &mut self,
@@ -591,6 +650,33 @@ impl Worker {
         slot: Slot,
         mut parts: Vec<(usize, TxPart)>,
     ) {
+        if parts.iter().all(|(_, p)| p.watch.is_empty()) {
+            // No watched key: it goes into a group with the others of its first worker.
+            let reply_to = self.begin_chain(token, out, client, parts.len(), slot);
+            out.barrier_group = Some(parts[0].0);
+            let chain: Vec<(usize, Vec<GroupPart>)> = parts
+                .into_iter()
+                .map(|(w, part)| {
+                    let gp = GroupPart {
+                        reply_to,
+                        acks,
+                        part,
+                    };
+                    (w, vec![gp])
+                })
+                .collect();
+            let first = chain[0].0;
+            if first == self.id {
+                self.join_group(chain);
+            } else {
+                let op = Op::GroupStep {
+                    held: Vec::new(),
+                    rest: chain,
+                };
+                self.nx_out.push((first, Request { reply_to, op, acks }));
+            }
+            return;
+        }
         if parts[0].0 == self.id && !self.watch_holds(&parts[0].1.watch) {
             return out.push_reply(b"*-1\r\n");
         }
@@ -648,6 +734,134 @@ impl Worker {
         let next = rest[0].0;
         let op = Op::TxStep { held, rest };
         self.nx_out.push((next, Request { reply_to, op, acks }));
+    }
+
+    /// Takes transactions whose first worker is this one into the group forming here. A
+    /// group is one chain of holds for many transactions: they run on each of their workers
+    /// in the group's order with nothing else in between, so the group runs as they would
+    /// one after another, for one hold per round instead of one per transaction. A
+    /// transaction joins before the group starts (`launch_group`): what runs here meanwhile
+    /// comes before all of it, on every worker, as nothing of it has run anywhere yet.
+    /// Transactions with watched keys do not join (a write earlier in the group could change
+    /// a watched key after it was checked): they hold on their own (`tx_step`).
+    pub(super) fn join_group(&mut self, chain: Vec<(usize, Vec<GroupPart>)>) {
+        if chain.first().is_none_or(|(w, _)| *w != self.id) {
+            warn!(
+                "worker {}: a group's first step for another worker",
+                self.id
+            );
+            return self.group_abort(&[], chain);
+        }
+        for (w, parts) in chain {
+            match self.forming.binary_search_by_key(&w, |(x, _)| *x) {
+                Ok(i) => self.forming[i].1.extend(parts),
+                Err(i) => self.forming.insert(i, (w, parts)),
+            }
+        }
+    }
+
+    /// A connection behind the barrier of a command in a group whose first worker is
+    /// `first` may run `args` now if it is a multi-key command over several workers with the
+    /// same first worker: it joins the same group after the barrier's command, or a later
+    /// one (its first step travels the same way, after the barrier's), so it runs after it
+    /// everywhere. Anything else waits for the barrier's reply.
+    pub(super) fn may_pass_barrier(&self, first: usize, client: &Client, args: &[&[u8]]) -> bool {
+        if self.cluster.is_some() || client.tx.is_some() {
+            return false;
+        }
+        let Some(spec) = cmd::lookup(args[0]) else {
+            return false;
+        };
+        let Kind::Multi(kind) = spec.kind else {
+            return false;
+        };
+        let pairs = kind.takes_pairs();
+        if kind == MultiKind::MSetNx
+            || args.len() < 2
+            || (pairs && !(args.len() - 1).is_multiple_of(2))
+            || !cmd::table::arity_ok(spec, args.len())
+        {
+            return false;
+        }
+        let groups = self.multi_groups(args, if pairs { 2 } else { 1 });
+        let mut involved = groups.iter().enumerate().filter(|(_, g)| !g.is_empty());
+        matches!(involved.next(), Some((w, _)) if w == first) && involved.next().is_some()
+    }
+
+    /// Starts the group formed here, if this worker is free to hold for it.
+    pub(super) fn launch_group(&mut self) {
+        if self.nx.is_some() || self.forming.is_empty() {
+            return;
+        }
+        let rest = std::mem::take(&mut self.forming);
+        self.group_step(Vec::new(), rest);
+    }
+
+    /// This worker's step of a group: `rest[0]` holds its parts. Every worker but the last
+    /// holds still for its parts and passes the step on, in ascending order as EXEC's steps
+    /// go; the last runs its parts and releases the others to run theirs.
+    pub(super) fn group_step(
+        &mut self,
+        mut held: Vec<usize>,
+        mut rest: Vec<(usize, Vec<GroupPart>)>,
+    ) {
+        if rest
+            .first()
+            .is_none_or(|(w, p)| *w != self.id || p.is_empty())
+        {
+            warn!("worker {}: a group step out of place", self.id);
+            return self.group_abort(&held, rest);
+        }
+        let (_, parts) = rest.remove(0);
+        let (reply_to, acks) = (parts[0].reply_to, parts[0].acks);
+        if rest.is_empty() {
+            self.group_decided(parts, true);
+            self.nx_decide_held(&held, reply_to, acks, true);
+            return;
+        }
+        self.nx = Some(NxHeld {
+            reply_to,
+            acks,
+            work: HeldWork::Group(parts),
+        });
+        held.push(self.id);
+        let next = rest[0].0;
+        let op = Op::GroupStep { held, rest };
+        self.nx_out.push((next, Request { reply_to, op, acks }));
+    }
+
+    /// Runs a group's parts here, in order (`commit`), or answers that they did not run.
+    pub(super) fn group_decided(&mut self, parts: Vec<GroupPart>, commit: bool) {
+        for gp in parts {
+            let (payload, need) = if commit {
+                self.run_tx_items(gp.part.items, gp.acks)
+            } else {
+                (Payload::TxAborted, Need::Now)
+            };
+            self.nx_answer(gp.reply_to, payload, need);
+        }
+    }
+
+    /// A group that cannot go on (a step out of place): the held workers let go, and every
+    /// part not run answers an error.
+    fn group_abort(&mut self, held: &[usize], rest: Vec<(usize, Vec<GroupPart>)>) {
+        // A decision's reply_to and acks are not read (`nx_decide`).
+        let mut decide = (
+            ReplyTo {
+                worker: self.id,
+                token: 0,
+                conn_id: 0,
+                seq: 0,
+                part: 0,
+            },
+            self.default_acks(),
+        );
+        for gp in rest.into_iter().flat_map(|(_, parts)| parts) {
+            decide = (gp.reply_to, gp.acks);
+            let e = Payload::Err("ERR internal: a transaction step out of place".into());
+            self.nx_answer(gp.reply_to, e, Need::Now);
+        }
+        self.nx_decide_held(held, decide.0, decide.1, false);
     }
 
     /// Runs this worker's part of an EXEC when it is the only one, all of it now: its watched

@@ -177,6 +177,14 @@ pub enum Op {
         held: Vec<usize>,
         rest: Vec<(usize, super::multi::TxPart)>,
     },
+    /// One step of a group of transactions over several workers, none with watched keys
+    /// (standalone; `Worker::group_step`): `rest[0].0` is this step's worker, with the group's
+    /// parts for it in the group's order. `held` empty: the group's first worker, which
+    /// takes these transactions into the group it is forming (`Worker::join_group`).
+    GroupStep {
+        held: Vec<usize>,
+        rest: Vec<(usize, Vec<super::multi::GroupPart>)>,
+    },
     /// WATCH: the versions of these keys, by their index in the connection's watch list.
     Versions {
         keys: Vec<(u32, Vec<u8>)>,

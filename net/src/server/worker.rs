@@ -89,6 +89,9 @@ pub struct Worker {
     pub nx_steps_first: bool,
     /// MSETNX steps to pass on, sent after the turn's other requests (see `send_batches`).
     pub nx_out: Vec<(usize, Request)>,
+    /// Transactions whose first worker is this one, gathered into one group until this
+    /// worker is free to hold for them (`multi::launch_group`), by worker, ascending.
+    pub forming: Vec<(usize, Vec<super::multi::GroupPart>)>,
     /// Messages for each peer, sent (and the peer woken once) at the end of the turn.
     req_out: Vec<Vec<Msg>>,
     /// Results for callers outside the workers, released after this turn's commit.
@@ -203,6 +206,7 @@ impl Worker {
             nx_frozen: Vec::new(),
             nx_steps_first: false,
             nx_out: Vec::new(),
+            forming: Vec::new(),
             req_out: Vec::new(),
             reply_buf: Vec::new(),
             lookahead: Parser::new(),
@@ -559,9 +563,21 @@ impl Worker {
             }
             // Commands the look-ahead parsed (from `rpos`, with the connection's parser
             // between frames) run from its ranges.
+            let group = conn.out.group_barrier();
             if let Some((consumed, rs)) = ahead.get(next_ahead) {
-                next_ahead += 1;
                 let rs = &ranges[rs.clone()];
+                if let Some(first) = group {
+                    let rbuf = &conn.rbuf;
+                    let pass = with_args(rs.len(), rs.iter().map(|r| &rbuf[r.clone()]), |args| {
+                        !args.is_empty() && self.may_pass_barrier(first, &conn.client, args)
+                    });
+                    if !pass {
+                        // Carries on when the barrier's reply is in (`flush_conns`).
+                        conn.client.paused = true;
+                        break;
+                    }
+                }
+                next_ahead += 1;
                 if !rs.is_empty() {
                     let rbuf = &conn.rbuf;
                     with_args(rs.len(), rs.iter().map(|r| &rbuf[r.clone()]), |args| {
@@ -577,6 +593,18 @@ impl Worker {
             match parsed {
                 Ok(Some(cmd)) => {
                     let consumed = cmd.consumed();
+                    if let Some(first) = group {
+                        // Left unconsumed unless it may pass: parsed again when the
+                        // barrier's reply is in.
+                        let pass = with_args(cmd.len(), cmd.iter(), |args| {
+                            !args.is_empty() && self.may_pass_barrier(first, &conn.client, args)
+                        });
+                        if !pass {
+                            // Carries on when the barrier's reply is in (`flush_conns`).
+                            conn.client.paused = true;
+                            break;
+                        }
+                    }
                     if !cmd.is_empty() {
                         with_args(cmd.len(), cmd.iter(), |args| {
                             self.stats.commands += 1;
@@ -766,6 +794,16 @@ impl Worker {
                 acks,
             }) => self.tx_step(reply_to, acks, held, rest),
             Msg::Req(Request {
+                op: Op::GroupStep { held, rest },
+                ..
+            }) => {
+                if held.is_empty() {
+                    self.join_group(rest);
+                } else {
+                    self.group_step(held, rest);
+                }
+            }
+            Msg::Req(Request {
                 reply_to,
                 op: Op::Combine(c),
                 acks,
@@ -947,6 +985,8 @@ impl Worker {
     }
 
     fn send_batches(&mut self) {
+        // The turn's group of transactions holds this worker from here (if it is free).
+        self.launch_group();
         for worker in 0..self.req_out.len() {
             if self.req_out[worker].is_empty() {
                 continue;
@@ -1497,7 +1537,7 @@ impl Worker {
             // connection still has commands to run) and every reply is written.
             let input_done = conn.client.eof && !conn.client.paused && !conn.client.frozen;
             let closing_done = (conn.client.closing || input_done) && conn.out.finished();
-            if conn.client.paused && !conn.out.backlogged() {
+            if conn.client.paused && !conn.out.blocked() {
                 conn.client.paused = false;
                 resume.push(token);
             }
@@ -1775,6 +1815,7 @@ impl Worker {
             || !self.held_out.is_empty()
             || !self.held_ext.is_empty()
             || self.nx.is_some()
+            || !self.forming.is_empty()
             || !self.nx_deferred.is_empty();
         if !busy && !self.drained_counted {
             self.drained_counted = true;
