@@ -75,6 +75,24 @@ fn writes_through_redirects_and_the_cluster_client_read_back_from_every_node() {
     let n = std::io::Read::read(&mut raw, &mut buf).expect("reply");
     let reply = String::from_utf8_lossy(&buf[..n]);
     assert!(reply.starts_with("-MOVED "), "{reply:?}");
+    // Inside MULTI the redirect comes with the first command of the slot, as in Redis
+    // Cluster, and EXEC then aborts: a cluster client learns where to go before EXEC.
+    std::io::Write::write_all(&mut raw, b"MULTI\r\nSET {u}.a 3\r\nEXEC\r\n").unwrap();
+    let mut replies = Vec::new();
+    while !replies.ends_with(b"\r\n") || replies.iter().filter(|&&b| b == b'\n').count() < 3 {
+        let n = std::io::Read::read(&mut raw, &mut buf).expect("replies");
+        assert!(
+            n > 0,
+            "closed after {:?}",
+            String::from_utf8_lossy(&replies)
+        );
+        replies.extend_from_slice(&buf[..n]);
+    }
+    let replies = String::from_utf8_lossy(&replies);
+    let lines: Vec<&str> = replies.lines().collect();
+    assert_eq!(lines[0], "+OK", "{replies:?}");
+    assert!(lines[1].starts_with("-MOVED "), "{replies:?}");
+    assert!(lines[2].starts_with("-EXECABORT "), "{replies:?}");
     for entry in 1..=3 {
         for i in (0..60).step_by(7) {
             assert_eq!(get(&c, entry, &format!("k{i}")), Some(format!("v{i}")));
@@ -623,19 +641,32 @@ fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
     // A transaction with a write is refused whole where a write would be.
     let mut fresh = c.conn_to(leader);
     // MULTI, the commands, EXEC one by one: a client library's atomic pipeline keeps only a
-    // generic text for an error EXEC answers.
+    // generic text for an error EXEC answers. As in Redis Cluster, a command refused while
+    // queued (CROSSSLOT, MOVED, NOREPLICAS) answers the refusal and makes EXEC abort; the
+    // first refusal is returned.
     let exec = |conn: &mut redis::Connection, queue: &[&[&str]]| -> RedisResult<Value> {
         let _: () = redis::cmd("MULTI").query(conn)?;
+        let mut refused = None;
         for args in queue {
-            let _: Value = redis::cmd(args[0]).arg(&args[1..]).query(conn)?;
+            if let Err(e) = redis::cmd(args[0]).arg(&args[1..]).query::<Value>(conn) {
+                refused.get_or_insert(e);
+            }
         }
-        redis::cmd("EXEC").query(conn)
+        let done = redis::cmd("EXEC").query(conn);
+        match refused {
+            Some(e) => {
+                let abort = format!("{}", done.unwrap_err());
+                assert!(
+                    abort.contains("discarded because of previous errors"),
+                    "{abort}"
+                );
+                Err(e)
+            }
+            None => done,
+        }
     };
     let e = exec(&mut fresh, &[&["GET", &key], &["SET", &key, "tx"]]).unwrap_err();
-    assert!(
-        format!("{e}").contains("Transaction discarded because of: NOREPLICAS"),
-        "{e}"
-    );
+    assert!(format!("{e}").contains("NOREPLICAS"), "{e}");
     config_set(&mut conn, "cluster.min_insync_replicas", "2");
     let mut fresh = c.conn_to(leader);
     let _: () = redis::cmd("SET")

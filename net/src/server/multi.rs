@@ -68,6 +68,8 @@ pub struct TxQueue {
     failed: bool,
     /// Bytes queued (bounded by `limits.client_query_buffer_limit`).
     bytes: u64,
+    /// Cluster mode: the slot of the keys queued so far.
+    slot: Option<u16>,
 }
 
 impl TxQueue {
@@ -319,13 +321,50 @@ impl Worker {
             }
             Kind::Multi(_) => Ok(()),
         };
-        match allowed {
+        match allowed.and_then(|()| self.queue_cluster_check(client, spec, args)) {
             Ok(()) => self.enqueue(out, client, args),
             Err(e) => {
                 err(out, &e);
                 flag(client);
             }
         }
+    }
+
+    /// Cluster mode, as Redis Cluster checks a command queued inside MULTI: its keys must
+    /// share one slot with every key queued before (`CROSSSLOT`), and that slot's partition
+    /// must take it here (`MOVED`, `TRYAGAIN`, `CLUSTERDOWN`, `NOREPLICAS` for a write with too
+    /// few in-sync replicas). A refusal is the queued command's reply and makes EXEC abort,
+    /// so a cluster client learns where to go at the first key, not at EXEC. EXEC checks the
+    /// whole transaction again (`tx_cluster_refusal`): things may have moved meanwhile.
+    fn queue_cluster_check(
+        &self,
+        client: &mut Client,
+        spec: &'static CommandSpec,
+        args: &[&[u8]],
+    ) -> Result<(), String> {
+        if self.cluster.is_none() {
+            return Ok(());
+        }
+        let keys = command_keys(spec, args);
+        let Some(&first) = keys.first() else {
+            return Ok(());
+        };
+        let slot = crate::slot::key_slot(first);
+        let queued = client.tx.as_ref().and_then(|t| t.slot);
+        if keys.iter().any(|k| crate::slot::key_slot(k) != slot)
+            || queued.is_some_and(|s| s != slot)
+        {
+            return Err(super::cluster_cmds::CROSSSLOT.into());
+        }
+        let write = spec.flags.contains(&"write");
+        let p = self.topo.partition_of(first);
+        if let Some(e) = self.cluster_refusal(p, first, write, self.acks_of(client)) {
+            return Err(e);
+        }
+        if let Some(tx) = client.tx.as_mut() {
+            tx.slot = Some(slot);
+        }
+        Ok(())
     }
 
     fn enqueue(&mut self, out: &mut Output, client: &mut Client, args: &[&[u8]]) {
