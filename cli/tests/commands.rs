@@ -2927,6 +2927,66 @@ fn exec_after_watch_runs_only_if_no_watched_key_changed() {
     }
 }
 
+/// WATCH pipelined after a multi-key command over several workers, and before another one:
+/// EXEC still waits for the watched versions from their workers (a multi-key command may
+/// not overtake WATCH's wait), so it runs when nothing changed the watched key, however
+/// slow that key's worker is to answer.
+#[test]
+fn pipelined_watch_is_not_overtaken_by_multi_key_commands() {
+    let s = server();
+    let k = one_per_worker("pw:");
+    // Keeps the watched key's worker busy: pipelines of multi-key commands holding it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let mut c = s.client();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let stop = stop.clone();
+        let (a, b) = (k[2].clone(), k[3].clone());
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && rounds < 2000 {
+                let mut p = redis::pipe();
+                for i in 0..50 {
+                    p.cmd("MSET").arg(&a).arg(i).arg(&b).arg(i).ignore();
+                }
+                let () = p.query(&mut c).unwrap();
+                rounds += 1;
+            }
+        })
+    };
+    let mut c = s.client();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let watched = one_per_worker("pw-w:")[3].clone();
+    for i in 0..200 {
+        let () = cmd("MSET")
+            .arg(&k[0])
+            .arg(i)
+            .arg(&k[1])
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+        let (_, _, _, _, done): ((), Vec<Option<String>>, (), String, Value) = redis::pipe()
+            .cmd("WATCH")
+            .arg(&watched)
+            .cmd("MGET")
+            .arg(&k[0])
+            .arg(&k[1])
+            .cmd("MULTI")
+            .cmd("SET")
+            .arg(&watched)
+            .arg(i)
+            .cmd("EXEC")
+            .query(&mut c)
+            .unwrap();
+        assert!(
+            matches!(done, Value::Array(ref v) if v.len() == 1),
+            "round {i}: EXEC {done:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+}
+
 /// The optimistic-locking loop client libraries run (WATCH, read, MULTI, write, EXEC, again
 /// if it was aborted) loses no update when several clients race on one counter.
 #[test]

@@ -192,10 +192,11 @@ pub struct Output {
     /// A reply that must be complete before this connection's next command runs (an MSETNX
     /// over several workers: what follows it must see its outcome).
     pub barrier: Option<u64>,
-    /// The barrier is a command in a group of transactions whose first worker is this one
-    /// (`multi::join_group`): a next command that joins the same group after it runs in
-    /// order anyway, so it may go on (`Worker::may_pass_barrier`).
-    pub barrier_group: Option<usize>,
+    /// The barrier (by its sequence number) is a command in a group of transactions whose
+    /// first worker is this one (`multi::join_group`): a next command that joins the same
+    /// group after it runs in order anyway, so it may go on (`Worker::may_pass_barrier`). A
+    /// later barrier of another kind (WATCH's) has another number, so this no longer applies.
+    pub barrier_group: Option<(u64, usize)>,
     /// Error replies that went into `wbuf` since the worker last collected them.
     pub errors: ErrorTally,
 }
@@ -509,12 +510,15 @@ impl Output {
         self.slots.len() >= MAX_SLOTS
             || queued >= MAX_WBUF
             || self.in_flight >= in_flight_cap
-            || (self.barrier_group.is_none() && self.behind_barrier())
+            || (self.group_barrier().is_none() && self.behind_barrier())
     }
 
     /// The first worker of the group the barrier joined, while its reply is gathered.
     pub fn group_barrier(&self) -> Option<usize> {
-        self.barrier_group.filter(|_| self.behind_barrier())
+        match self.barrier_group {
+            Some((seq, first)) if self.barrier == Some(seq) && self.behind_barrier() => Some(first),
+            _ => None,
+        }
     }
 
     /// A paused connection stays paused: too much is queued, or its next command waits for

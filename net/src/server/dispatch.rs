@@ -2157,6 +2157,12 @@ pub(super) fn gather_reply(gather: &mut Gather) -> Option<Vec<u8>> {
                 write_error(&mut r, e.as_bytes());
                 return Some(r);
             }
+            if *aborted && *bare {
+                // Only a step between workers that went wrong stops a command run whole.
+                return Some(error_reply(
+                    "ERR internal: the command did not run (a step between workers failed)",
+                ));
+            }
             if *aborted {
                 return Some(b"*-1\r\n".to_vec());
             }

@@ -123,7 +123,6 @@ impl Worker {
         }
         out.push_slot(slot);
         out.barrier = Some(seq);
-        out.barrier_group = None;
         reply_to
     }
 

@@ -692,7 +692,7 @@ impl Worker {
         if parts.iter().all(|(_, p)| p.watch.is_empty()) {
             // No watched key: it goes into a group with the others of its first worker.
             let reply_to = self.begin_chain(token, out, client, parts.len(), slot);
-            out.barrier_group = Some(parts[0].0);
+            out.barrier_group = out.barrier.map(|seq| (seq, parts[0].0));
             let chain: Vec<(usize, Vec<GroupPart>)> = parts
                 .into_iter()
                 .map(|(w, part)| {

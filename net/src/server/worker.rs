@@ -883,7 +883,16 @@ impl Worker {
             }
             p => p,
         };
-        super::multi::note_errors(&payload, &mut conn.out.errors);
+        // The errors inside an EXEC's array count as the commands' own; a command run whole
+        // (`run_whole`) counts its reply's error once, when it goes out.
+        let exec = matches!(
+            conn.out.slot_mut(rt.seq),
+            Some(super::conn::Slot::Waiting(p))
+                if matches!(p.gather, super::conn::Gather::Tx { bare: false, .. })
+        );
+        if exec {
+            super::multi::note_errors(&payload, &mut conn.out.errors);
+        }
         if let Some(slot) = conn.out.slot_mut(rt.seq) {
             super::dispatch::fill_slot(slot, rt.part, payload);
         }
