@@ -2925,6 +2925,18 @@ fn exec_after_watch_runs_only_if_no_watched_key_changed() {
         set(&mut b, &k[1], "again");
         assert!(exec_set(&mut a, &k[0], "3"), "still watching after {end}");
     }
+    // FLUSHALL changes the keys it deletes, as in Redis 7: not one absent and still absent.
+    let () = cmd("FLUSHALL").query(&mut b).unwrap();
+    watch(&mut a, &[&k[3]]);
+    let () = cmd("FLUSHALL").query(&mut b).unwrap();
+    assert!(
+        exec_set(&mut a, &k[0], "after a flush"),
+        "an absent key flushed"
+    );
+    watch(&mut a, &[&k[0]]);
+    let () = cmd("FLUSHALL").query(&mut b).unwrap();
+    assert!(!exec_set(&mut a, &k[1], "flushed"), "a present key flushed");
+    assert_eq!(get(&mut a, &k[1]), None);
 }
 
 /// WATCH pipelined after a multi-key command over several workers, and before another one:

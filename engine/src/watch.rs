@@ -9,8 +9,10 @@
 //!   expiry set and removed again leaves the entry as it was): the store keeps the key hashes
 //!   and LSNs of its latest `RECENT_TOUCHES` deletes and expiry changes, in memory.
 //!
-//! A visible key that expired since (its entry is still there) counts as changed too. When the
-//! store cannot tell (older touches forgotten, a Clear since, records that came from a leader
+//! A visible key that expired since (its entry is still there) counts as changed too. A Clear
+//! (FLUSHALL) changes the keys it deletes, as in Redis: a key absent then and absent now is
+//! unchanged when the Clear was the first record since. When the
+//! store cannot tell (older touches forgotten, other records before a Clear, records that came from a leader
 //! or a truncation or a reload, which may reuse LSNs) the key counts as changed: a transaction
 //! may be retried for nothing, never run on a changed key.
 use std::collections::VecDeque;
@@ -41,6 +43,8 @@ pub(crate) struct Touches {
     recent: VecDeque<(u64, u64)>,
     /// Every such record with an LSN at or above this one is in `recent`.
     known_from: u64,
+    /// The LSN of the Clear record that set `known_from`, if one did.
+    cleared_at: Option<u64>,
     /// Changed whenever records arrive other than by local appends (from a leader, or a
     /// truncation or reload that may give LSNs again) and on every open: no version taken
     /// before matches.
@@ -52,6 +56,7 @@ impl Touches {
         Touches {
             recent: VecDeque::new(),
             known_from: next_lsn,
+            cleared_at: None,
             mark: crate::fsutil::random_id(),
         }
     }
@@ -61,6 +66,7 @@ impl Touches {
             && let Some((_, oldest)) = self.recent.pop_front()
         {
             self.known_from = oldest + 1;
+            self.cleared_at = None;
         }
         self.recent.push_back((hash, lsn));
     }
@@ -69,6 +75,7 @@ impl Touches {
     pub(crate) fn note_clear(&mut self, lsn: u64) {
         self.recent.clear();
         self.known_from = lsn + 1;
+        self.cleared_at = Some(lsn);
     }
 
     /// Records came from elsewhere: forget every version taken so far.
@@ -79,7 +86,10 @@ impl Touches {
     /// Whether a key of this hash may have been deleted or had its expiry changed at or
     /// after `since`.
     fn touched_since(&self, hash: u64, since: u64) -> bool {
-        since < self.known_from
+        // Nothing but the Clear since: it deleted what was there, and this key was not (a
+        // key present then is told by its presence).
+        let only_a_clear = self.cleared_at == Some(since);
+        (since < self.known_from && !only_a_clear)
             || self
                 .recent
                 .iter()

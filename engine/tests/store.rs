@@ -425,11 +425,26 @@ fn a_key_version_tells_whether_the_key_changed_since() {
     let v = s.version(b"k");
     advance(10);
     assert!(!unchanged(&s, b"k", v), "expired");
-    // A clear, and more deletes than the store remembers, count for absent keys.
+    // A clear changes the keys it deletes, as FLUSHALL does in Redis: not a key absent then
+    // and still absent, but one present then, or one that came after the version.
     s.delete(b"k").unwrap();
     let v = s.version(b"k");
     s.clear().unwrap();
-    assert!(!unchanged(&s, b"k", v), "cleared");
+    assert!(unchanged(&s, b"k", v), "absent, and cleared");
+    s.put(b"k", b"v", None).unwrap();
+    let v = s.version(b"k");
+    s.clear().unwrap();
+    assert!(!unchanged(&s, b"k", v), "present, and cleared");
+    let v = s.version(b"k");
+    s.put(b"k", b"v", None).unwrap();
+    s.clear().unwrap();
+    assert!(!unchanged(&s, b"k", v), "created, then cleared");
+    let v = s.version(b"k");
+    s.put(b"k", b"v", None).unwrap();
+    s.delete(b"k").unwrap();
+    s.clear().unwrap();
+    assert!(!unchanged(&s, b"k", v), "came and went, then cleared");
+    // More deletes than the store remembers count for absent keys.
     let v = s.version(b"k");
     for i in 0..=simplekv_engine::RECENT_TOUCHES {
         let key = format!("d{i}");
