@@ -158,6 +158,8 @@ pub struct Worker {
     draining: bool,
     drained_counted: bool,
     shutdown_deadline: Option<Instant>,
+    /// When this worker began to drain (`shutdown_step`).
+    drain_started: Instant,
 }
 
 impl Worker {
@@ -247,6 +249,7 @@ impl Worker {
             draining: false,
             drained_counted: false,
             shutdown_deadline: None,
+            drain_started: Instant::now(),
         };
         w.req_out.resize_with(n_peers, Vec::new);
         if let Some(rt) = w.cluster.as_ref().map(|c| c.routes.clone()) {
@@ -1800,10 +1803,14 @@ impl Worker {
 
     // ------------------------------------------------------------- shutdown
 
+    /// How long a node that resigned its leaderships still answers after it stops accepting.
+    const RESIGNED_GRACE: Duration = Duration::from_millis(100);
+
     /// One step of a clean shutdown; true when this worker may exit.
     fn shutdown_step(&mut self) -> bool {
         if !self.draining {
             self.draining = true;
+            self.drain_started = Instant::now();
             self.shutdown_deadline = Some(Instant::now() + self.config.server.shutdown_timeout());
             if !self.ignores_input() {
                 // Connections waiting in the accept queue would be reset when the listener
@@ -1826,7 +1833,12 @@ impl Worker {
             || self.nx.is_some()
             || !self.forming.is_empty()
             || !self.nx_deferred.is_empty();
-        if !busy && !self.drained_counted {
+        // A node that resigned its leaderships keeps answering (TRYAGAIN, MOVED) a moment after
+        // its listener closed: a client that connected just before would otherwise find its
+        // first command unread and the connection closed under it.
+        let resigned = self.cluster.as_ref().is_some_and(|c| c.resigning);
+        let grace_over = !resigned || self.drain_started.elapsed() >= Self::RESIGNED_GRACE;
+        if !busy && grace_over && !self.drained_counted {
             self.drained_counted = true;
             self.shared.drained.fetch_add(1, Ordering::AcqRel);
             for p in &self.peers {
