@@ -22,7 +22,7 @@ use simplekv_engine::{
     SyncTicket,
 };
 
-use super::conn::{Conn, Hold, ReadOutcome, Released};
+use super::conn::{Client, Conn, Hold, ReadOutcome, Released};
 use super::replica::{ClusterState, Need};
 use super::router::{Msg, Op, Payload, Peer, Request, Response, Topology};
 use super::stats::{Shared, WorkerStats};
@@ -571,12 +571,8 @@ impl Worker {
                 let rs = &ranges[rs.clone()];
                 if let Some(first) = group {
                     let rbuf = &conn.rbuf;
-                    let pass = with_args(rs.len(), rs.iter().map(|r| &rbuf[r.clone()]), |args| {
-                        !args.is_empty() && self.may_pass_barrier(first, &conn.client, args)
-                    });
-                    if !pass {
-                        // Carries on when the barrier's reply is in (`flush_conns`).
-                        conn.client.paused = true;
+                    let args = rs.iter().map(|r| &rbuf[r.clone()]);
+                    if !self.passes_group_barrier(first, &mut conn.client, rs.len(), args) {
                         break;
                     }
                 }
@@ -596,17 +592,17 @@ impl Worker {
             match parsed {
                 Ok(Some(cmd)) => {
                     let consumed = cmd.consumed();
-                    if let Some(first) = group {
-                        // Left unconsumed unless it may pass: parsed again when the
-                        // barrier's reply is in.
-                        let pass = with_args(cmd.len(), cmd.iter(), |args| {
-                            !args.is_empty() && self.may_pass_barrier(first, &conn.client, args)
-                        });
-                        if !pass {
-                            // Carries on when the barrier's reply is in (`flush_conns`).
-                            conn.client.paused = true;
-                            break;
-                        }
+                    // Left unconsumed unless it may pass: parsed again when the barrier's
+                    // reply is in.
+                    if let Some(first) = group
+                        && !self.passes_group_barrier(
+                            first,
+                            &mut conn.client,
+                            cmd.len(),
+                            cmd.iter(),
+                        )
+                    {
+                        break;
                     }
                     if !cmd.is_empty() {
                         with_args(cmd.len(), cmd.iter(), |args| {
@@ -638,6 +634,25 @@ impl Worker {
         // Given back for their capacity; `look_ahead` clears them.
         self.ahead = ahead;
         self.ahead_ranges = ranges;
+    }
+
+    /// Whether a command may run now behind a group barrier (`Worker::may_pass_barrier`; an
+    /// empty command does nothing, so it may). If not, the connection pauses: it carries on
+    /// when the barrier's reply is in (`flush_conns`).
+    fn passes_group_barrier<'a>(
+        &self,
+        first: usize,
+        client: &mut Client,
+        len: usize,
+        args: impl Iterator<Item = &'a [u8]>,
+    ) -> bool {
+        let pass = with_args(len, args, |args| {
+            args.is_empty() || self.may_pass_barrier(first, client, args)
+        });
+        if !pass {
+            client.paused = true;
+        }
+        pass
     }
 
     /// Draining for shutdown, commands on open connections are left unread, except on a node
