@@ -450,21 +450,22 @@ impl Worker {
         }
     }
 
-    /// A held BITOP destination's outcome (`msetnx::nx_decide`): with the result, write it
-    /// and answer; without (the chain failed, and its last worker answered), nothing.
+    /// A held BITOP/LCS part's outcome (`msetnx::nx_decide`): where BITOP's destination is
+    /// (`dest`), write the result it is told and answer; elsewhere, nothing.
     pub(super) fn combine_decided(
         &mut self,
-        held: super::msetnx::NxHeld,
+        reply_to: ReplyTo,
+        acks: simplekv_conf::Acks,
+        dest: Option<Vec<u8>>,
         moved: Option<Box<super::moves::Moved>>,
     ) {
-        let super::msetnx::HeldWork::Combine { dest: Some(dest) } = held.work else {
+        let (Some(dest), Some(m)) = (dest, moved) else {
             return;
         };
-        let Some(m) = moved else { return };
         let (payload, wrote) = self.store_bitop(&dest, m.value);
         let p = self.topo.partition_of(&dest);
-        let need = self.need_for(Some(p), wrote, held.acks);
-        self.nx_answer(held.reply_to, payload, need);
+        let need = self.need_for(Some(p), wrote, acks);
+        self.nx_answer(reply_to, payload, need);
     }
 
     /// One worker's step of a BITOP/LCS over several workers: read its keys, then pass the

@@ -13,8 +13,9 @@
 //! Every visited or skipped worker answers once, 1 for a part written and 0 otherwise, into
 //! one `Gather::AllSet` slot: the reply is `:1` only after every part is as durable as the
 //! policy promises. No other command sees one part written and another not: each worker
-//! writes its part before it serves again. The connection runs its next command only once the reply is complete
-//! (`Output::barrier`), so a pipelined `MSETNX a 1 b 2` / `GET b` sees the MSETNX.
+//! writes its part before it serves again. The connection runs its next command only once
+//! the reply is complete (`Output::barrier`), so a pipelined `MSETNX a 1 b 2` / `GET b` sees
+//! the MSETNX.
 //!
 //! The price: a held worker serves nothing for one hop between workers per later worker. A
 //! multi-worker MSETNX is rare; keys with one hash tag (`{user}.a`, `{user}.b`) live on one
@@ -197,39 +198,34 @@ impl Worker {
             warn!("worker {}: MSETNX outcome without a held part", self.id);
             return;
         };
-        if matches!(h.work, HeldWork::Move { .. }) {
-            self.move_decided(h, commit, moved);
-            self.nx_release();
-            return;
+        let NxHeld {
+            reply_to,
+            acks,
+            work,
+        } = h;
+        match (work, commit) {
+            (work @ HeldWork::Move { .. }, _) => {
+                let h = NxHeld {
+                    reply_to,
+                    acks,
+                    work,
+                };
+                self.move_decided(h, commit, moved);
+            }
+            (HeldWork::Combine { dest }, true) => self.combine_decided(reply_to, acks, dest, moved),
+            (HeldWork::Combine { .. }, false) => {}
+            (HeldWork::Group(parts), _) => self.group_decided(parts, commit),
+            (HeldWork::MSetNx(pairs), true) => {
+                let (payload, need) = self.nx_write(pairs, acks);
+                self.nx_answer(reply_to, payload, need);
+            }
+            (HeldWork::MSetNx(_), false) => self.nx_answer(reply_to, Payload::Int(0), Need::Now),
+            (HeldWork::Tx(part), true) => {
+                let (payload, need) = self.run_tx_items(part.items, acks);
+                self.nx_answer(reply_to, payload, need);
+            }
+            (HeldWork::Tx(_), false) => self.nx_answer(reply_to, Payload::TxAborted, Need::Now),
         }
-        let h = match h {
-            NxHeld {
-                work: HeldWork::Group(parts),
-                ..
-            } => {
-                self.group_decided(parts, commit);
-                self.nx_release();
-                return;
-            }
-            h => h,
-        };
-        if matches!(h.work, HeldWork::Combine { .. }) {
-            if commit {
-                self.combine_decided(h, moved);
-            }
-            self.nx_release();
-            return;
-        }
-        let (payload, need) = match (h.work, commit) {
-            (HeldWork::MSetNx(pairs), true) => self.nx_write(pairs, h.acks),
-            (HeldWork::MSetNx(_), false) => (Payload::Int(0), Need::Now),
-            (HeldWork::Tx(part), true) => self.run_tx_items(part.items, h.acks),
-            (HeldWork::Tx(_), false) => (Payload::TxAborted, Need::Now),
-            (HeldWork::Move { .. } | HeldWork::Combine { .. } | HeldWork::Group(_), _) => {
-                unreachable!("handled above")
-            }
-        };
-        self.nx_answer(h.reply_to, payload, need);
         self.nx_release();
     }
 
