@@ -2,8 +2,9 @@
 //! writes the result under its destination key), with Redis 7.0's replies and errors. A
 //! missing key reads as the empty string, as in Redis.
 //!
-//! Keys on one worker (always in cluster mode, where they must share a slot, and inside
-//! MULTI): that worker runs the command in one go (`Op::Combine`). Keys on several workers
+//! Keys on one worker (always in cluster mode, where they must share a slot): that worker
+//! runs the command in one go (`Op::Combine`). Inside MULTI, keys on several workers make
+//! the transaction run in sequence (`seqtx`). Keys on several workers
 //! (standalone): the command travels as a chain through its workers in ascending order, each
 //! reading the keys it owns and then holding still (as for an MSETNX, `msetnx`: it runs no
 //! other command until the outcome), so that the command reads one moment and its write is
@@ -165,7 +166,7 @@ pub fn fold(acc: &mut Option<Vec<u8>>, op: BitOpKind, v: &[u8]) {
 }
 
 /// BITOP's result from its folded sources.
-fn finish_bitop(op: BitOpKind, acc: Option<Vec<u8>>) -> Vec<u8> {
+pub(super) fn finish_bitop(op: BitOpKind, acc: Option<Vec<u8>>) -> Vec<u8> {
     let mut r = acc.unwrap_or_default();
     if op == BitOpKind::Not {
         r.iter_mut().for_each(|b| *b = !*b);
@@ -345,7 +346,7 @@ impl Worker {
 
     /// Reads the keys of `c` this worker owns and not yet read, each once, however many
     /// times it is named.
-    fn combine_read(&mut self, c: &mut Combine) -> Result<(), Payload> {
+    pub(super) fn combine_read(&mut self, c: &mut Combine) -> Result<(), Payload> {
         for i in 0..c.keys.len() {
             if c.read[i] {
                 continue;
@@ -416,7 +417,7 @@ impl Worker {
     }
 
     /// LCS's reply for the two values read.
-    fn lcs_of(&self, values: &[Option<Vec<u8>>], o: LcsOpts) -> Payload {
+    pub(super) fn lcs_of(&self, values: &[Option<Vec<u8>>], o: LcsOpts) -> Payload {
         let max = self.exec_ctx().proto_max_bulk_len;
         let value = |i: usize| values.get(i).and_then(|v| v.as_deref()).unwrap_or(b"");
         match lcs(value(0), value(1), o, max) {

@@ -810,8 +810,8 @@ impl Worker {
             }
             Op::NxStep { .. }
             | Op::NxDecide { .. }
-            | Op::TxStep { .. }
             | Op::GroupStep { .. }
+            | Op::SeqVisit(_)
             | Op::Tx(_)
             | Op::MoveStep { .. } => (
                 Payload::Err("ERR internal: MSETNX step out of place".into()),

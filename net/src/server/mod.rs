@@ -16,6 +16,7 @@ mod msetnx;
 mod multi;
 pub mod replica;
 pub mod router;
+mod seqtx;
 pub mod stats;
 pub mod worker;
 

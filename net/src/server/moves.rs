@@ -27,12 +27,12 @@ pub enum MoveKind {
 }
 
 impl MoveKind {
-    fn removes_source(self) -> bool {
+    pub(super) fn removes_source(self) -> bool {
         matches!(self, MoveKind::Rename | MoveKind::RenameNx)
     }
 
     /// The reply of a move done (RENAME answers +OK, the others 1).
-    fn done(self) -> Payload {
+    pub(super) fn done(self) -> Payload {
         match self {
             MoveKind::Rename => Payload::Ok,
             _ => Payload::Int(1),
@@ -49,7 +49,7 @@ impl MoveKind {
 
     /// The outcome once both facts are known: `Ok(true)` to move, `Ok(false)` to leave both
     /// keys (answering 0), `Err` to refuse.
-    fn decide(self, source_found: bool, dest_exists: bool) -> Result<bool, Payload> {
+    pub(super) fn decide(self, source_found: bool, dest_exists: bool) -> Result<bool, Payload> {
         match (self, source_found) {
             (MoveKind::Copy { .. }, false) => Ok(false),
             (_, false) => Err(Payload::Err("ERR no such key".into())),
@@ -425,7 +425,7 @@ impl Worker {
         self.nx_answer(reply_to, answer, need);
     }
 
-    fn read_moved(&mut self, key: &[u8]) -> Option<Moved> {
+    pub(super) fn read_moved(&mut self, key: &[u8]) -> Option<Moved> {
         let s = self.store(self.topo.partition_of(key))?;
         let expire = s.meta(key)?.expire;
         match s.get(key) {
@@ -440,7 +440,7 @@ impl Worker {
         }
     }
 
-    fn key_exists(&self, key: &[u8]) -> bool {
+    pub(super) fn key_exists(&self, key: &[u8]) -> bool {
         self.store(self.topo.partition_of(key))
             .is_some_and(|s| s.exists(key))
     }

@@ -38,8 +38,6 @@ pub struct NxHeld {
 pub enum HeldWork {
     /// Writes these pairs (MSETNX: if every key was absent everywhere).
     MSetNx(Pairs),
-    /// Runs its part of a transaction (`multi`).
-    Tx(super::multi::TxPart),
     /// Moves or copies a key (`moves`): its source or destination key.
     Move {
         kind: super::moves::MoveKind,
@@ -60,7 +58,7 @@ pub enum HeldWork {
 /// Messages a holding worker keeps for later: anything that may run a command.
 pub fn waits_for_hold(msg: &Msg) -> bool {
     match msg {
-        Msg::Req(r) => !matches!(r.op, Op::NxDecide { .. }),
+        Msg::Req(r) => !matches!(r.op, Op::NxDecide { .. } | Op::SeqVisit(_)),
         Msg::External { .. } => true,
         _ => false,
     }
@@ -220,11 +218,6 @@ impl Worker {
                 self.nx_answer(reply_to, payload, need);
             }
             (HeldWork::MSetNx(_), false) => self.nx_answer(reply_to, Payload::Int(0), Need::Now),
-            (HeldWork::Tx(part), true) => {
-                let (payload, need) = self.run_tx_items(part.items, acks);
-                self.nx_answer(reply_to, payload, need);
-            }
-            (HeldWork::Tx(_), false) => self.nx_answer(reply_to, Payload::TxAborted, Need::Now),
         }
         self.nx_release();
     }
@@ -265,7 +258,6 @@ impl Worker {
                         && matches!(
                             r.op,
                             Op::NxStep { .. }
-                                | Op::TxStep { .. }
                                 | Op::GroupStep { .. }
                                 | Op::MoveStep { .. }
                                 | Op::Combine(_)
@@ -307,7 +299,7 @@ impl Worker {
         }
     }
 
-    fn nx_over_limit(&self, pairs: &Pairs) -> Option<String> {
+    pub(super) fn nx_over_limit(&self, pairs: &Pairs) -> Option<String> {
         pairs.iter().find_map(|(k, v)| {
             let o = self.store(self.topo.partition_of(k))?.options();
             super::dispatch::pair_over_limit(k, v, o.max_key_len, o.max_value_len)
@@ -322,7 +314,7 @@ impl Worker {
         })
     }
 
-    fn nx_write(&mut self, pairs: Pairs, acks: simplekv_conf::Acks) -> (Payload, Need) {
+    pub(super) fn nx_write(&mut self, pairs: Pairs, acks: simplekv_conf::Acks) -> (Payload, Need) {
         match self.execute_op(Op::MSet { pairs }, acks) {
             (Payload::Ok, need) => (Payload::Int(1), need),
             other => other,

@@ -29,7 +29,8 @@
 //! between workers. Transactions without watched keys instead join a group at their lowest
 //! worker (`join_group`) while it runs its turn, and the group goes at the end of the turn
 //! as one chain of holds (`Op::GroupStep`), its parts running on each worker in the group's
-//! order: the same as running them one after another. A connection may send the next
+//! order: the same as running them one after another. A transaction with watched keys is a
+//! group of its own, started at once. A connection may send the next
 //! multi-key command of the same group without waiting for the reply of the one before
 //! (`Worker::may_pass_barrier`).
 //!
@@ -48,8 +49,8 @@
 //! LCS), the keyspace-wide DBSIZE, KEYS, RANDOMKEY, FLUSHDB and FLUSHALL (standalone: an
 //! item in every worker's part, gathered as outside a transaction), SELECT, PING, ECHO, TIME
 //! and UNWATCH; other commands (INFO, CONFIG, SCAN...) are refused when queued, which aborts
-//! the transaction, and so is an MSETNX, RENAME, COPY, BITOP or LCS whose keys live on
-//! several workers.
+//! the transaction. A transaction with an MSETNX, RENAME, COPY, BITOP or LCS whose keys live
+//! on several workers does not split by worker: it runs in sequence (`seqtx`).
 use log::warn;
 
 use super::conn::{Client, Gather, Output, Pending, Slot};
@@ -57,6 +58,7 @@ use super::dispatch::{err, gather_reply, multi_gather, multi_op, op_writes};
 use super::msetnx::{HeldWork, NxHeld};
 use super::replica::Need;
 use super::router::{Op, OwnedArgs, Payload, ReplyTo, Request};
+use super::seqtx::SeqRun;
 use super::worker::Worker;
 use crate::cmd::{self, CommandSpec, Kind, MultiKind};
 
@@ -107,6 +109,15 @@ pub struct GroupPart {
     pub reply_to: ReplyTo,
     pub acks: simplekv_conf::Acks,
     pub part: TxPart,
+    /// A transaction that runs in sequence (`seqtx`): its visits, in its last worker's part.
+    pub seq: Option<Box<SeqRun>>,
+    /// What its visits here answered, and what that needs (`seqtx`).
+    pub done: Vec<(u32, Payload)>,
+    pub need: Need,
+}
+
+fn step_out_of_place() -> Payload {
+    Payload::Err("ERR internal: a transaction step out of place".into())
 }
 
 const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
@@ -145,7 +156,7 @@ pub fn flag(client: &mut Client) {
 }
 
 /// RENAME, RENAMENX and COPY: two keys, at 1 and 2.
-fn is_move(spec: &CommandSpec) -> bool {
+pub(super) fn is_move(spec: &CommandSpec) -> bool {
     matches!(spec.name, "rename" | "renamenx" | "copy")
 }
 
@@ -159,7 +170,7 @@ fn is_keyspace_wide(spec: &CommandSpec) -> bool {
 }
 
 /// BITOP and LCS: several keys read, combined (`combine`).
-fn is_combine(spec: &CommandSpec) -> bool {
+pub(super) fn is_combine(spec: &CommandSpec) -> bool {
     matches!(spec.name, "bitop" | "lcs")
 }
 
@@ -266,59 +277,15 @@ impl Worker {
                  one slot's leader",
                 spec.name
             )),
-            Kind::Server
-                if is_move(spec)
-                    && self.cluster.is_none()
-                    && self.topo.worker_of(self.topo.partition_of(args[1]))
-                        != self.topo.worker_of(self.topo.partition_of(args[2])) =>
-            {
-                Err(format!(
-                    "ERR {} inside MULTI needs both keys on one worker: give them one hash \
-                     tag, e.g. {{user1}}.old {{user1}}.new",
-                    spec.name.to_uppercase()
-                ))
-            }
-            Kind::Server if is_move(spec) => Ok(()),
-            Kind::Server if is_combine(spec) => match super::combine::parse(spec.name, args) {
-                Ok(c)
-                    if self.cluster.is_none() && {
-                        let mut ws = c
-                            .all_keys()
-                            .map(|k| self.topo.worker_of(self.topo.partition_of(k)));
-                        let first = ws.next();
-                        ws.any(|w| Some(w) != first)
-                    } =>
-                {
-                    Err(format!(
-                        "ERR {} inside MULTI needs all its keys on one worker: give them one \
-                         hash tag, e.g. {{day}}:mon {{day}}:tue",
-                        spec.name.to_uppercase()
-                    ))
-                }
-                // Its own errors are answered when EXEC runs it, as Redis does.
-                _ => Ok(()),
-            },
+            // Their own errors (bad options) are answered when EXEC runs them, as Redis does;
+            // over several workers the transaction runs in sequence (`seqtx`).
+            Kind::Server if is_move(spec) || is_combine(spec) => Ok(()),
             Kind::Server => Err(format!(
                 "ERR '{}' is not supported inside MULTI: a simplekv transaction takes key \
                  commands, DBSIZE, KEYS, RANDOMKEY, FLUSHDB, FLUSHALL, SELECT, PING, ECHO and \
                  TIME",
                 spec.name
             )),
-            Kind::Multi(MultiKind::MSetNx)
-                if self.cluster.is_none()
-                    && self
-                        .multi_groups(args, 2)
-                        .iter()
-                        .filter(|g| !g.is_empty())
-                        .count()
-                        > 1 =>
-            {
-                Err(
-                    "ERR MSETNX inside MULTI needs all its keys on one worker: give them one \
-                     hash tag, e.g. {user1}.name {user1}.mail"
-                        .into(),
-                )
-            }
             Kind::Multi(_) => Ok(()),
         };
         match allowed.and_then(|()| self.queue_cluster_check(client, spec, args)) {
@@ -405,6 +372,9 @@ impl Worker {
         {
             return err(out, &refused_exec(e));
         }
+        if tx.cmds.iter().any(|c| self.crosses_workers(&c.slices())) {
+            return self.exec_in_sequence(token, out, client, tx.cmds, watched, acks);
+        }
         let workers = self.peers.len();
         let mut parts: Vec<TxPart> = (0..workers).map(|_| TxPart::default()).collect();
         let mut items = Vec::with_capacity(tx.cmds.len());
@@ -455,12 +425,71 @@ impl Worker {
             }
             return;
         }
-        self.start_tx_steps(token, out, client, acks, slot, involved);
+        self.start_tx_steps(token, out, client, acks, slot, involved, None);
+    }
+
+    /// EXEC of a transaction that carries data between workers: it runs in sequence
+    /// (`seqtx`), held as a group of its own on every worker it involves.
+    fn exec_in_sequence(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &mut Client,
+        cmds: Vec<OwnedArgs>,
+        watched: Vec<Watched>,
+        acks: simplekv_conf::Acks,
+    ) {
+        let mut visits = std::collections::VecDeque::new();
+        let mut items = Vec::with_capacity(cmds.len());
+        for (i, c) in cmds.into_iter().enumerate() {
+            let item = self.plan_seq(token, client, i as u32, c, &mut visits);
+            if let Gather::Single(Some(reply)) = &item {
+                out.errors.note(reply);
+            }
+            items.push(item);
+        }
+        let run = SeqRun::new(visits, acks);
+        let mut parts: Vec<TxPart> = (0..self.peers.len()).map(|_| TxPart::default()).collect();
+        let mut involved = vec![false; parts.len()];
+        for w in run.workers() {
+            involved[w] = true;
+        }
+        for w in watched {
+            let owner = self.topo.worker_of(self.topo.partition_of(&w.key));
+            involved[owner] = true;
+            parts[owner].watch.push((w.key, w.ver));
+        }
+        let involved: Vec<(usize, TxPart)> = parts
+            .into_iter()
+            .enumerate()
+            .filter(|(w, _)| involved[*w])
+            .collect();
+        if involved.len() < 2 {
+            // A command that crosses workers visits two at least (`crosses_workers`).
+            return err(out, "ERR internal: a transaction in sequence on one worker");
+        }
+        let gather = Gather::Tx {
+            items,
+            missing: involved.len(),
+            error: None,
+            aborted: false,
+            bare: false,
+        };
+        let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
+        self.start_tx_steps(
+            token,
+            out,
+            client,
+            acks,
+            slot,
+            involved,
+            Some(Box::new(run)),
+        );
     }
 
     /// One queued command: its parts go into `parts` (by worker), and the gather that makes
     /// its reply is returned.
-    fn plan(
+    pub(super) fn plan(
         &mut self,
         token: usize,
         client: &mut Client,
@@ -676,10 +705,13 @@ impl Worker {
             bare: true,
         };
         let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
-        self.start_tx_steps(token, out, client, acks, slot, parts);
+        self.start_tx_steps(token, out, client, acks, slot, parts, None);
     }
 
-    /// EXEC over several workers: the first step (see the module documentation).
+    /// EXEC over several workers: the first step (see the module documentation). It goes to
+    /// its first worker as a group of its own (with watched keys, or running in sequence:
+    /// `seq`) or to join the group forming there.
+    #[allow(clippy::too_many_arguments)]
     fn start_tx_steps(
         &mut self,
         token: usize,
@@ -687,92 +719,43 @@ impl Worker {
         client: &Client,
         acks: simplekv_conf::Acks,
         slot: Slot,
-        mut parts: Vec<(usize, TxPart)>,
+        parts: Vec<(usize, TxPart)>,
+        mut seq: Option<Box<SeqRun>>,
     ) {
-        if parts.iter().all(|(_, p)| p.watch.is_empty()) {
-            // No watched key: it goes into a group with the others of its first worker.
-            let reply_to = self.begin_chain(token, out, client, parts.len(), slot);
-            out.barrier_group = out.barrier.map(|seq| (seq, parts[0].0));
-            let chain: Vec<(usize, Vec<GroupPart>)> = parts
-                .into_iter()
-                .map(|(w, part)| {
-                    let gp = GroupPart {
-                        reply_to,
-                        acks,
-                        part,
-                    };
-                    (w, vec![gp])
-                })
-                .collect();
-            let first = chain[0].0;
-            if first == self.id {
-                self.join_group(chain);
-            } else {
-                let op = Op::GroupStep {
-                    held: Vec::new(),
-                    rest: chain,
-                };
-                self.nx_out.push((first, Request { reply_to, op, acks }));
-            }
-            return;
-        }
-        if parts[0].0 == self.id && !self.watch_holds(&parts[0].1.watch) {
-            return out.push_reply(b"*-1\r\n");
-        }
+        let alone = seq.is_some() || parts.iter().any(|(_, p)| !p.watch.is_empty());
         let reply_to = self.begin_chain(token, out, client, parts.len(), slot);
-        let mut held = Vec::new();
-        if parts[0].0 == self.id {
-            let (_, part) = parts.remove(0);
-            self.nx = Some(NxHeld {
-                reply_to,
-                acks,
-                work: HeldWork::Tx(part),
-            });
-            held.push(self.id);
+        if !alone {
+            out.barrier_group = out.barrier.map(|seq| (seq, parts[0].0));
         }
-        let next = parts[0].0;
-        let op = Op::TxStep { held, rest: parts };
-        self.nx_out.push((next, Request { reply_to, op, acks }));
-    }
-
-    /// This worker's step of an EXEC over several workers: `rest[0]` is its part.
-    pub(super) fn tx_step(
-        &mut self,
-        reply_to: ReplyTo,
-        acks: simplekv_conf::Acks,
-        mut held: Vec<usize>,
-        mut rest: Vec<(usize, TxPart)>,
-    ) {
-        if rest.first().is_none_or(|(w, _)| *w != self.id) {
-            warn!("worker {}: EXEC step for another worker", self.id);
-            self.nx_abort(reply_to, acks, &held, rest.len(), || {
-                Payload::Err("ERR internal: EXEC step sent to the wrong worker".into())
-            });
-            return;
+        if let Some(run) = seq.as_mut() {
+            run.reply_to = reply_to;
         }
-        let (_, part) = rest.remove(0);
-        if !self.watch_holds(&part.watch) {
-            // Nothing runs: the held workers let go, and this part and the ones after it
-            // answer "aborted".
-            self.nx_abort(reply_to, acks, &held, rest.len() + 1, || Payload::TxAborted);
-            return;
+        let n = parts.len();
+        let chain: Vec<(usize, Vec<GroupPart>)> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(k, (w, part))| {
+                let gp = GroupPart {
+                    reply_to,
+                    acks,
+                    part,
+                    seq: if k + 1 == n { seq.take() } else { None },
+                    done: Vec::new(),
+                    need: Need::Now,
+                };
+                (w, vec![gp])
+            })
+            .collect();
+        let first = chain[0].0;
+        if first == self.id {
+            self.join_group(chain);
+        } else {
+            let op = Op::GroupStep {
+                held: Vec::new(),
+                rest: chain,
+            };
+            self.nx_out.push((first, Request { reply_to, op, acks }));
         }
-        if rest.is_empty() {
-            // The watches held just now, and nothing runs in between.
-            let (payload, need) = self.run_tx_items(part.items, acks);
-            self.nx_answer(reply_to, payload, need);
-            self.nx_decide_held(&held, reply_to, acks, true);
-            return;
-        }
-        self.nx = Some(NxHeld {
-            reply_to,
-            acks,
-            work: HeldWork::Tx(part),
-        });
-        held.push(self.id);
-        let next = rest[0].0;
-        let op = Op::TxStep { held, rest };
-        self.nx_out.push((next, Request { reply_to, op, acks }));
     }
 
     /// Takes transactions whose first worker is this one into the group forming here. A
@@ -781,15 +764,23 @@ impl Worker {
     /// one after another, for one hold per round instead of one per transaction. A
     /// transaction joins before the group starts (`launch_group`): what runs here meanwhile
     /// comes before all of it, on every worker, as nothing of it has run anywhere yet.
-    /// Transactions with watched keys do not join (a write earlier in the group could change
-    /// a watched key after it was checked): they hold on their own (`tx_step`).
+    /// A transaction with watched keys does not join (a write earlier in the group could
+    /// change a watched key after it was checked), nor one that runs in sequence (`seqtx`):
+    /// it starts now as a group of its own.
     pub(super) fn join_group(&mut self, chain: Vec<(usize, Vec<GroupPart>)>) {
         if chain.first().is_none_or(|(w, _)| *w != self.id) {
             warn!(
                 "worker {}: a group's first step for another worker",
                 self.id
             );
-            return self.group_abort(&[], chain);
+            return self.group_abort(&[], chain, step_out_of_place);
+        }
+        let alone = chain
+            .iter()
+            .flat_map(|(_, parts)| parts)
+            .any(|gp| !gp.part.watch.is_empty() || gp.seq.is_some());
+        if alone {
+            return self.group_step(Vec::new(), chain);
         }
         for (w, parts) in chain {
             match self.forming.binary_search_by_key(&w, |(x, _)| *x) {
@@ -837,8 +828,10 @@ impl Worker {
     }
 
     /// This worker's step of a group: `rest[0]` holds its parts. Every worker but the last
-    /// holds still for its parts and passes the step on, in ascending order as EXEC's steps
-    /// go; the last runs its parts and releases the others to run theirs.
+    /// checks its parts' watched keys, holds still for its parts and passes the step on, in
+    /// ascending order; the last checks and runs its parts and releases the others to run
+    /// theirs. A watched key changed anywhere aborts the group: only a transaction with
+    /// watched keys has any, and it is a group of its own (`join_group`).
     pub(super) fn group_step(
         &mut self,
         mut held: Vec<usize>,
@@ -849,10 +842,27 @@ impl Worker {
             .is_none_or(|(w, p)| *w != self.id || p.is_empty())
         {
             warn!("worker {}: a group step out of place", self.id);
-            return self.group_abort(&held, rest);
+            return self.group_abort(&held, rest, step_out_of_place);
         }
-        let (_, parts) = rest.remove(0);
+        if !rest[0].1.iter().all(|gp| self.watch_holds(&gp.part.watch)) {
+            // Nothing runs: the held workers let go, and this part and the ones after it
+            // answer "aborted".
+            return self.group_abort(&held, rest, || Payload::TxAborted);
+        }
+        let (_, mut parts) = rest.remove(0);
         let (reply_to, acks) = (parts[0].reply_to, parts[0].acks);
+        if let Some(run) = parts.iter_mut().find_map(|gp| gp.seq.take()) {
+            // Every worker before this one holds: this one holds too, and the visits start.
+            self.nx = Some(NxHeld {
+                reply_to,
+                acks,
+                work: HeldWork::Group(parts),
+            });
+            held.push(self.id);
+            let mut run = run;
+            run.held = held;
+            return self.seq_visit(run);
+        }
         if rest.is_empty() {
             self.group_decided(parts, true);
             self.nx_decide_held(&held, reply_to, acks, true);
@@ -873,7 +883,13 @@ impl Worker {
     pub(super) fn group_decided(&mut self, parts: Vec<GroupPart>, commit: bool) {
         for gp in parts {
             let (payload, need) = if commit {
-                self.run_tx_items(gp.part.items, gp.acks)
+                match self.run_tx_items(gp.part.items, gp.acks) {
+                    (Payload::Tx(mut done), need) => {
+                        done.extend(gp.done);
+                        (Payload::Tx(done), need.max(gp.need))
+                    }
+                    other => other,
+                }
             } else {
                 (Payload::TxAborted, Need::Now)
             };
@@ -881,9 +897,14 @@ impl Worker {
         }
     }
 
-    /// A group that cannot go on (a step out of place): the held workers let go, and every
-    /// part not run answers an error.
-    fn group_abort(&mut self, held: &[usize], rest: Vec<(usize, Vec<GroupPart>)>) {
+    /// A group that does not go on (a watched key changed, or a step out of place): the held
+    /// workers let go, and every part in `rest` answers `answer`.
+    fn group_abort(
+        &mut self,
+        held: &[usize],
+        rest: Vec<(usize, Vec<GroupPart>)>,
+        answer: impl Fn() -> Payload,
+    ) {
         // A decision's reply_to and acks are not read (`nx_decide`).
         let mut decide = (
             ReplyTo {
@@ -897,8 +918,7 @@ impl Worker {
         );
         for gp in rest.into_iter().flat_map(|(_, parts)| parts) {
             decide = (gp.reply_to, gp.acks);
-            let e = Payload::Err("ERR internal: a transaction step out of place".into());
-            self.nx_answer(gp.reply_to, e, Need::Now);
+            self.nx_answer(gp.reply_to, answer(), Need::Now);
         }
         self.nx_decide_held(held, decide.0, decide.1, false);
     }

@@ -171,20 +171,18 @@ pub enum Op {
     /// EXEC's share for this worker: check its watched keys, then run its commands' parts
     /// one after another with nothing in between (`multi`).
     Tx(super::multi::TxPart),
-    /// One step of an EXEC whose keys live on several workers (standalone), held like an
-    /// MSETNX step (`Worker::tx_step`): `rest[0].0` is this step's worker.
-    TxStep {
-        held: Vec<usize>,
-        rest: Vec<(usize, super::multi::TxPart)>,
-    },
-    /// One step of a group of transactions over several workers, none with watched keys
-    /// (standalone; `Worker::group_step`): `rest[0].0` is this step's worker, with the group's
-    /// parts for it in the group's order. `held` empty: the group's first worker, which
-    /// takes these transactions into the group it is forming (`Worker::join_group`).
+    /// One step of a group of transactions over several workers (standalone;
+    /// `Worker::group_step`): `rest[0].0` is this step's worker, with the group's parts for
+    /// it in the group's order. `held` empty: the group's first worker, which takes these
+    /// transactions into the group it is forming, or starts a transaction with watched keys
+    /// as a group of its own (`Worker::join_group`).
     GroupStep {
         held: Vec<usize>,
         rest: Vec<(usize, Vec<super::multi::GroupPart>)>,
     },
+    /// A transaction running in sequence visits its worker, which holds for it
+    /// (`Worker::seq_visit`).
+    SeqVisit(Box<super::seqtx::SeqRun>),
     /// WATCH: the versions of these keys, by their index in the connection's watch list.
     Versions {
         keys: Vec<(u32, Vec<u8>)>,

@@ -807,11 +807,6 @@ impl Worker {
                 acks,
             }) => self.move_step(reply_to, acks, op),
             Msg::Req(Request {
-                reply_to,
-                op: Op::TxStep { held, rest },
-                acks,
-            }) => self.tx_step(reply_to, acks, held, rest),
-            Msg::Req(Request {
                 op: Op::GroupStep { held, rest },
                 ..
             }) => {
@@ -826,6 +821,10 @@ impl Worker {
                 op: Op::Combine(c),
                 acks,
             }) => self.combine_step(reply_to, acks, c),
+            Msg::Req(Request {
+                op: Op::SeqVisit(run),
+                ..
+            }) => self.seq_visit(run),
             Msg::Req(req) => {
                 let (payload, need) = self.execute_op(req.op, req.acks);
                 let Some(payload) = self.forward_scan(req.reply_to, req.acks, payload) else {
