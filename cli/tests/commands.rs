@@ -3749,6 +3749,24 @@ fn transactions_carry_values_between_workers_as_redis_runs_them() {
     assert_eq!(get(&mut c, &k[0]), Some("6".into()));
     assert_eq!(get(&mut c, &k[2]), Some("b".into()));
     assert_eq!(int(&mut c, cmd("EXISTS").arg(&k[3])), 0);
+    // An MSETNX over the value limit fails alone, as on one worker; the rest runs.
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("limits.max_value_len")
+        .arg(10)
+        .query(&mut c)
+        .unwrap();
+    let mut req = resp(&[b"MULTI"]);
+    req.extend(resp(&[b"SET", k3, b"x"]));
+    req.extend(resp(&[b"MSETNX", k1, b"a value of 20 bytes!", k2, b"b"]));
+    req.extend(resp(&[b"GET", k3]));
+    req.extend(resp(&[b"EXEC"]));
+    expect_reply(
+        &mut raw,
+        &req,
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n\
+          -ERR value is 20 bytes, over the limit of 10 (limits.max_value_len)\r\n$1\r\nx\r\n",
+    );
 }
 
 /// A transaction running in sequence checks its watched keys as any other: a watched key

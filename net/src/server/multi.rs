@@ -111,9 +111,6 @@ pub struct GroupPart {
     pub part: TxPart,
     /// A transaction that runs in sequence (`seqtx`): its visits, in its last worker's part.
     pub seq: Option<Box<SeqRun>>,
-    /// What its visits here answered, and what that needs (`seqtx`).
-    pub done: Vec<(u32, Payload)>,
-    pub need: Need,
 }
 
 fn step_out_of_place() -> Payload {
@@ -470,7 +467,8 @@ impl Worker {
         }
         let gather = Gather::Tx {
             items,
-            missing: involved.len(),
+            // Each worker's part answers, and so does each visit.
+            missing: involved.len() + run.answers(),
             error: None,
             aborted: false,
             bare: false,
@@ -723,7 +721,9 @@ impl Worker {
         mut seq: Option<Box<SeqRun>>,
     ) {
         let alone = seq.is_some() || parts.iter().any(|(_, p)| !p.watch.is_empty());
-        let reply_to = self.begin_chain(token, out, client, parts.len(), slot);
+        // Each worker's part answers, and each visit of a transaction in sequence.
+        let answers = parts.len() + seq.as_ref().map_or(0, |run| run.answers());
+        let reply_to = self.begin_chain(token, out, client, answers, slot);
         if !alone {
             out.barrier_group = out.barrier.map(|seq| (seq, parts[0].0));
         }
@@ -740,8 +740,6 @@ impl Worker {
                     acks,
                     part,
                     seq: if k + 1 == n { seq.take() } else { None },
-                    done: Vec::new(),
-                    need: Need::Now,
                 };
                 (w, vec![gp])
             })
@@ -883,13 +881,7 @@ impl Worker {
     pub(super) fn group_decided(&mut self, parts: Vec<GroupPart>, commit: bool) {
         for gp in parts {
             let (payload, need) = if commit {
-                match self.run_tx_items(gp.part.items, gp.acks) {
-                    (Payload::Tx(mut done), need) => {
-                        done.extend(gp.done);
-                        (Payload::Tx(done), need.max(gp.need))
-                    }
-                    other => other,
-                }
+                self.run_tx_items(gp.part.items, gp.acks)
             } else {
                 (Payload::TxAborted, Need::Now)
             };
@@ -918,7 +910,11 @@ impl Worker {
         );
         for gp in rest.into_iter().flat_map(|(_, parts)| parts) {
             decide = (gp.reply_to, gp.acks);
-            self.nx_answer(gp.reply_to, answer(), Need::Now);
+            // A transaction in sequence: its visits answer too (`seqtx`).
+            let visits = gp.seq.as_ref().map_or(0, |run| run.answers());
+            for _ in 0..=visits {
+                self.nx_answer(gp.reply_to, answer(), Need::Now);
+            }
         }
         self.nx_decide_held(held, decide.0, decide.1, false);
     }

@@ -11,13 +11,17 @@
 //! keys); then a baton (`SeqRun`) visits them in the queue's order. A visit runs the commands
 //! that come next and live on that worker, or one step of a command over two workers (read
 //! the source, write the destination, delete the source...), with what the steps before it
-//! learned carried along (`Carry`). After the last visit every worker lets go and answers
-//! what its visits produced, with what its writes need (the fsync policy), so EXEC's reply
-//! goes out once all of it is as durable as promised.
+//! learned carried along (`Carry`). Each visit answers what it produced, in the turn of its
+//! writes and with what they need (the fsync policy, and a failed write reported as for
+//! any command), so EXEC's reply goes out once all of it is as durable as promised. After
+//! the last visit every worker lets go.
 //!
 //! Nothing else runs on those workers from the first hold to the last visit, so the
 //! transaction is isolated as any EXEC. It costs one message per visit: a queue that goes
-//! back and forth between workers takes as many hops. Keys with one hash tag avoid it.
+//! back and forth between workers takes as many hops. Keys with one hash tag avoid it. Keys
+//! expire by the clock as each visit runs (as between the parts of any transaction over
+//! several workers): a key set with a TTL of a few milliseconds may be gone at a later
+//! visit of the same EXEC.
 //!
 //! As outside a transaction, a command over several workers is all or nothing except when
 //! the disk fails halfway: an MSETNX whose write fails on one worker after another wrote
@@ -68,6 +72,11 @@ impl SeqRun {
     /// The workers it visits.
     pub(super) fn workers(&self) -> impl Iterator<Item = usize> + '_ {
         self.visits.iter().map(|(w, _)| *w)
+    }
+
+    /// Visits left, each of which answers once.
+    pub(super) fn answers(&self) -> usize {
+        self.visits.len()
     }
 }
 
@@ -148,6 +157,7 @@ impl Worker {
         spec.kind == Kind::Multi(MultiKind::MSetNx)
             && (args.len() - 1).is_multiple_of(2)
             && cmd::table::arity_ok(spec, args.len())
+            && self.pairs_over_limit(args).is_none()
             && self
                 .multi_groups(args, 2)
                 .iter()
@@ -237,10 +247,8 @@ impl Worker {
                 visits.push_back((w, visit));
             }
         } else {
-            // MSETNX over several workers: check every worker's keys, then write.
-            if let Some(e) = self.pairs_over_limit(&a) {
-                return error(&e);
-            }
+            // MSETNX over several workers (within the limits: `crosses_workers`): check every
+            // worker's keys, then write.
             client.last_write = Some(self.topo.partition_of(a[1]));
             let parts: Vec<(usize, Pairs)> = self
                 .multi_groups(&a, 2)
@@ -281,8 +289,8 @@ impl Worker {
     }
 
     /// The baton of a transaction running in sequence reaches this worker (held for it):
-    /// it runs the visits that are here, then passes the baton on, or lets every worker go
-    /// after the last one.
+    /// it runs the visits that are here, each answering at once, then passes the baton on,
+    /// or lets every worker go after the last one.
     pub(super) fn seq_visit(&mut self, mut run: Box<SeqRun>) {
         loop {
             let here = match run.visits.front() {
@@ -300,37 +308,37 @@ impl Worker {
                     if *reply_to == run.reply_to && parts.len() == 1
             );
             if !holding {
-                warn!(
-                    "worker {}: a transaction's visit where it is not held",
-                    self.id
-                );
-                return self.seq_release(&run, false);
+                return self.seq_broken(&run);
             }
             let Some((_, visit)) = run.visits.pop_front() else {
                 break;
             };
             let (done, need) = self.run_visit(visit, &mut run.carry, run.acks);
-            if let Some(NxHeld {
-                work: HeldWork::Group(parts),
-                ..
-            }) = self.nx.as_mut()
-            {
-                parts[0].done.extend(done);
-                parts[0].need = parts[0].need.max(need);
-            }
+            self.nx_answer(run.reply_to, Payload::Tx(done), need);
         }
-        self.seq_release(&run, true);
+        // Every worker lets go; each answers its (empty) part of the transaction.
+        let others: Vec<usize> = run.held.iter().copied().filter(|&w| w != self.id).collect();
+        self.nx_decide_held(&others, run.reply_to, run.acks, true);
+        self.nx_decide(true, None);
     }
 
-    /// Every worker held for `run` lets go: each answers its part (`commit`), or that the
-    /// transaction did not run.
-    fn seq_release(&mut self, run: &SeqRun, commit: bool) {
-        let mine = run.held.contains(&self.id);
-        let others: Vec<usize> = run.held.iter().copied().filter(|&w| w != self.id).collect();
-        self.nx_decide_held(&others, run.reply_to, run.acks, commit);
-        if mine {
-            self.nx_decide(commit, None);
+    /// A visit where this worker does not hold for the transaction (which cannot happen
+    /// while the holds work as they should): whatever hold this worker is in stays, the
+    /// visits left and this worker's part answer an error, and the other workers let go.
+    fn seq_broken(&mut self, run: &SeqRun) {
+        warn!(
+            "worker {}: a transaction's visit where it does not hold for it",
+            self.id
+        );
+        let e = || Payload::Err("ERR internal: a transaction step out of place".into());
+        for _ in 0..run.answers() {
+            self.nx_answer(run.reply_to, e(), Need::Now);
         }
+        if run.held.contains(&self.id) {
+            self.nx_answer(run.reply_to, e(), Need::Now);
+        }
+        let others: Vec<usize> = run.held.iter().copied().filter(|&w| w != self.id).collect();
+        self.nx_decide_held(&others, run.reply_to, run.acks, true);
     }
 
     /// One visit's work: the payloads it answers (by command index) and what they need.
