@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Server, expect_reply, info, query_err, read_to_eof, resp, wait_until, worker_of};
@@ -1663,6 +1663,11 @@ fn info_sections_have_their_fields() {
     assert!(num(&me, "used_memory_dataset") > 0, "the keydir holds keys");
     assert_eq!(num(&me, "maxmemory"), 0);
     assert!(num(&me, "total_system_memory") > num(&me, "used_memory"));
+    assert!(
+        num(&me, "used_memory_peak") >= num(&me, "used_memory"),
+        "{me:?}"
+    );
+    assert!(num(&me, "used_memory_startup") > 0, "{me:?}");
     // Error replies, counted by kind, whichever worker answered them.
     assert_eq!(num(&info(&mut c, "stats"), "total_error_replies"), 0);
     for key in ["a", "b", "c", "d"] {
@@ -3895,5 +3900,62 @@ fn values_moved_by_transactions_across_workers_are_always_in_exactly_one_place()
         get(&mut c, &rings[1][0]),
         Some("token1".into()),
         "after {looks} looks"
+    );
+}
+
+/// INFO's used_memory_peak keeps the most memory the server held (a 20 MB value half sent
+/// holds its query buffer), and CONFIG RESETSTAT starts it again, as in Redis.
+#[test]
+fn info_memory_peak_remembers_the_most_memory_held() {
+    let s = server();
+    let mut c = s.client();
+    let mem = |c: &mut Connection| {
+        let me = info(c, "memory");
+        let n = |k: &str| me[k].parse::<u64>().unwrap();
+        (n("used_memory"), n("used_memory_peak"))
+    };
+    let (_, peak_before) = mem(&mut c);
+    let mut raw = s.raw();
+    let len = 20_000_000;
+    raw.write_all(format!("*3\r\n$3\r\nSET\r\n$4\r\nbig1\r\n${len}\r\n").as_bytes())
+        .unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..19 {
+        raw.write_all(&chunk).unwrap();
+    }
+    // Held while the value is incomplete: INFO samples it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held = mem(&mut c);
+    while held.1 < peak_before + 19_000_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        held = mem(&mut c);
+    }
+    assert!(
+        held.1 >= peak_before + 19_000_000,
+        "{held:?} from {peak_before}"
+    );
+    raw.write_all(&vec![b'x'; len - 19 * (1 << 20)]).unwrap();
+    raw.write_all(b"\r\n").unwrap();
+    let mut ok = [0u8; 5];
+    raw.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    let () = cmd("DEL").arg("big1").query(&mut c).unwrap();
+    drop(raw);
+    // The buffer is gone; the peak stays.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = mem(&mut c);
+    while after.0 >= held.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        after = mem(&mut c);
+    }
+    assert!(
+        after.0 < held.0 && after.1 >= held.1,
+        "{after:?} after {held:?}"
+    );
+    let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let reset = mem(&mut c);
+    assert!(
+        reset.1 < held.1 && reset.1 >= reset.0,
+        "{reset:?} after {held:?}"
     );
 }

@@ -1628,6 +1628,7 @@ impl Worker {
                 use std::sync::atomic::Ordering::Relaxed;
                 self.shared.total_connections.store(0, Relaxed);
                 self.shared.rejected_connections.store(0, Relaxed);
+                self.shared.reset_memory_peak();
                 let g = self.collect_gather(Finisher::Status("OK"));
                 self.broadcast(token, out, client, g, || Op::ResetStats);
             }

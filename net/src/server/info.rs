@@ -64,6 +64,8 @@ impl Worker {
             connected_clients: sh.clients.load(Ordering::Relaxed) as u64,
             total_connections: sh.total_connections.load(Ordering::Relaxed),
             rejected_connections: sh.rejected_connections.load(Ordering::Relaxed),
+            memory_peak: sh.note_memory(),
+            memory_startup: sh.memory_startup,
             maxclients: self.config.server.maxclients,
             dir: self.config.storage.dir.display().to_string(),
         });
@@ -99,6 +101,19 @@ pub fn purge_heap() -> bool {
     {
         false
     }
+}
+
+/// The process's peak resident memory (`VmHWM` in /proc/self/status), 0 where unknown.
+pub fn rss_peak_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
 }
 
 fn rss_bytes() -> u64 {
@@ -212,12 +227,16 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("memory") {
         let rss = rss_bytes();
         let used = heap_bytes();
+        let peak = si.memory_peak.max(used);
         let total = system_memory_bytes();
         let _ = write!(
             o,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_overhead:{}\r\nused_memory_dataset:{}\r\nused_memory_dataset_perc:{:.2}%\r\nmem_fragmentation_ratio:{:.2}\r\nkeydir_bytes:{}\r\nkeydir_bytes_human:{}\r\nkeydir_bytes_per_key:{:.1}\r\ntotal_system_memory:{total}\r\ntotal_system_memory_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nused_memory_peak_perc:{:.2}%\r\nused_memory_startup:{}\r\nused_memory_overhead:{}\r\nused_memory_dataset:{}\r\nused_memory_dataset_perc:{:.2}%\r\nmem_fragmentation_ratio:{:.2}\r\nkeydir_bytes:{}\r\nkeydir_bytes_human:{}\r\nkeydir_bytes_per_key:{:.1}\r\ntotal_system_memory:{total}\r\ntotal_system_memory_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n",
             human(used),
             human(rss),
+            human(peak),
+            100.0 * used as f64 / peak.max(1) as f64,
+            si.memory_startup,
             // The dataset held in memory is the keydir (values live in the logs); the rest
             // of what the allocator holds is overhead: buffers, tables, threads' caches.
             used.saturating_sub(t.keydir_bytes),

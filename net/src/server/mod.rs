@@ -485,6 +485,8 @@ pub fn start_node(
         next_client_id: AtomicU64::new(1),
         total_connections: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
+        memory_peak: AtomicU64::new(0),
+        memory_startup: info::heap_bytes(),
         shutdown: AtomicBool::new(false),
         shutdown_requested: AtomicBool::new(false),
         drained: AtomicUsize::new(0),

@@ -9,6 +9,11 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
+    /// The most heap bytes seen in use (`info::heap_bytes`) by an INFO since the start or
+    /// the last CONFIG RESETSTAT (see `note_memory`).
+    pub memory_peak: AtomicU64,
+    /// Heap bytes in use at start, before the partitions opened (`used_memory_startup`).
+    pub memory_startup: u64,
     pub shutdown: AtomicBool,
     /// SHUTDOWN in cluster mode: the node runs a controlled shutdown first (see
     /// `ServerHandle::shutdown_requested`), then stops the workers.
@@ -24,6 +29,29 @@ pub struct Shared {
     /// other than the workers' RESP connections (the gRPC KV service) read the password and
     /// limits from here; workers read their own copy.
     pub config: std::sync::Mutex<(u64, std::sync::Arc<simplekv_conf::Config>)>,
+}
+
+impl Shared {
+    /// INFO's `used_memory_peak`: the process's peak resident memory, which the kernel keeps
+    /// at no cost (`VmHWM`), or the most heap in use any INFO saw, whichever is larger (so
+    /// that it is never below `used_memory`). Redis samples its allocator's counter on a
+    /// timer; asking glibc for its statistics walks its free lists under the arenas' locks,
+    /// which a worker on its hot path must not wait for, so simplekv asks only when asked.
+    pub fn note_memory(&self) -> u64 {
+        let used = super::info::heap_bytes();
+        let before = self
+            .memory_peak
+            .fetch_max(used, std::sync::atomic::Ordering::Relaxed);
+        before.max(used).max(super::info::rss_peak_bytes())
+    }
+
+    /// CONFIG RESETSTAT: the peak starts again from now (the kernel's too, where it lets).
+    pub fn reset_memory_peak(&self) {
+        self.memory_peak
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        // "5" resets the peak resident size (Linux 4.0 and later); nothing else changes.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
 }
 
 /// A rate as Redis's instantaneous metrics give it (`instantaneous_ops_per_sec`...): the
@@ -123,6 +151,8 @@ pub struct ServerInfo {
     pub connected_clients: u64,
     pub total_connections: u64,
     pub rejected_connections: u64,
+    pub memory_peak: u64,
+    pub memory_startup: u64,
     pub maxclients: u32,
     pub dir: String,
 }
