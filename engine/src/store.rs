@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{error, info, warn};
 
 use crate::epoch::LeaderEpochCache;
 use crate::error::{IoContext, OpenError, ReadError, WriteError};
@@ -998,6 +998,17 @@ impl Store {
         let mut n = 0;
         for (at, r) in record::RecordIter::new(records) {
             if r.header.lsn >= next {
+                if n == 0 && r.header.lsn > next {
+                    // The journal covers what was written after the last checkpoint, so its
+                    // records follow the log's end unless the log lost synced records
+                    // (damage that recovery cut away): say so, as they are gone.
+                    error!(
+                        "{}: records {next}..{} are in neither the log nor the commit \
+                         journal and are lost (the log's synced part was damaged?)",
+                        self.dir.display(),
+                        r.header.lsn
+                    );
+                }
                 let len = r.header.record_len();
                 missing.extend_from_slice(&records[at..at + len]);
                 next = r.header.lsn + 1;
