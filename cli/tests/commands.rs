@@ -3891,16 +3891,10 @@ fn values_moved_by_transactions_across_workers_are_always_in_exactly_one_place()
         m.join().unwrap();
     }
     // 200 moves of one place each, and of two places each.
-    assert_eq!(
-        get(&mut c, &rings[0][0]),
-        Some("token0".into()),
-        "after {looks} looks"
-    );
-    assert_eq!(
-        get(&mut c, &rings[1][0]),
-        Some("token1".into()),
-        "after {looks} looks"
-    );
+    for (r, ring) in rings.iter().enumerate() {
+        let token = Some(format!("token{r}"));
+        assert_eq!(get(&mut c, &ring[0]), token, "ring {r} after {looks} looks");
+    }
 }
 
 /// INFO's used_memory_peak keeps the most memory the server held (a 20 MB value half sent

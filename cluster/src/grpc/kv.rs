@@ -464,7 +464,10 @@ impl Kv for KvService {
         };
         for (w, group) in by_worker(router, &items).into_iter().enumerate() {
             if !group.is_empty() {
-                let pairs = group.into_iter().map(|(_, k, v)| (k, v)).collect();
+                let pairs = group
+                    .iter()
+                    .map(|(_, k, v)| (k.as_slice(), v.as_slice()))
+                    .collect();
                 parts.push(submit(router, w, Op::MSet { pairs }, acks));
             }
         }

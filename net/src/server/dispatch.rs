@@ -2,7 +2,7 @@
 //! multi-key and keyless commands, and the server commands (PING, INFO, CONFIG, ...).
 use std::sync::atomic::Ordering;
 
-use simplekv_engine::Store;
+use simplekv_engine::{Prefetch, Store};
 
 use super::conn::{Client, Gather, Output, Pending, ReplyBytes, Slot};
 use super::replica::Need;
@@ -468,15 +468,76 @@ impl Worker {
         self.push_gathered(out, slot, need);
     }
 
+    /// Starts loading what looking up `keys` (those of a multi-key command's part, all on
+    /// this worker) will read, stage by stage as for a pipeline's commands
+    /// (`Worker::look_ahead`), so that their cache misses overlap; `read`: the records
+    /// too. A hint: nothing depends on it.
+    fn prefetch_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]> + Clone, read: bool) {
+        const MAX: usize = 32;
+        let mut hashes = [(0u32, 0u64); MAX];
+        let mut n = 0;
+        for k in keys.clone().take(MAX) {
+            let p = self.topo.partition_of(k);
+            let h = self.store(p).map_or(0, |s| s.key_hash(k));
+            hashes[n] = (p, h);
+            n += 1;
+        }
+        if n < 2 {
+            return;
+        }
+        for stage in [Prefetch::Index, Prefetch::Entry, Prefetch::Record] {
+            if stage == Prefetch::Record && !read {
+                break;
+            }
+            for (k, &(p, h)) in keys.clone().zip(&hashes[..n]) {
+                if let Some(s) = self.store(p) {
+                    s.prefetch(k, h, stage);
+                }
+            }
+        }
+    }
+
     /// The argument indexes of a multi-key command's keys (every `step`-th from 1), grouped
     /// by the worker that owns them.
     pub(super) fn multi_groups(&self, args: &[&[u8]], step: usize) -> Vec<Vec<usize>> {
-        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.peers.len()];
-        for i in (1..args.len()).step_by(step) {
+        let workers = self.peers.len();
+        // Each key's worker once, then groups of the exact size: one allocation per worker
+        // involved (a command's keys are few, and this runs for every multi-key command).
+        const SMALL: usize = 64;
+        let mut owner = [0u16; SMALL];
+        let mut counts = vec![0usize; workers];
+        let keys = (1..args.len()).step_by(step);
+        for (n, i) in keys.clone().enumerate() {
             let w = self.topo.worker_of(self.topo.partition_of(args[i]));
+            counts[w] += 1;
+            if n < SMALL {
+                owner[n] = w as u16;
+            }
+        }
+        let mut groups: Vec<Vec<usize>> = counts.iter().map(|&c| Vec::with_capacity(c)).collect();
+        for (n, i) in keys.enumerate() {
+            let w = match owner.get(n) {
+                Some(&w) => usize::from(w),
+                None => self.topo.worker_of(self.topo.partition_of(args[i])),
+            };
             groups[w].push(i);
         }
         groups
+    }
+
+    /// The lowest worker owning a key of a multi-key command (every `step`-th argument from
+    /// 1), and whether another worker owns one too: what `multi_groups` would show, without
+    /// building the groups.
+    pub(super) fn multi_span(&self, args: &[&[u8]], step: usize) -> Option<(usize, bool)> {
+        let mut span: Option<(usize, bool)> = None;
+        for i in (1..args.len()).step_by(step) {
+            let w = self.topo.worker_of(self.topo.partition_of(args[i]));
+            span = Some(match span {
+                None => (w, false),
+                Some((low, several)) => (low.min(w), several || w != low),
+            });
+        }
+        span
     }
 
     /// MSET is all or nothing in Redis. Its parts run on several workers, and a part the
@@ -606,6 +667,7 @@ impl Worker {
                 (Payload::Resp(reply), wrote)
             }
             Op::MGet { keys } => {
+                self.prefetch_keys(keys.iter().map(|(_, k)| k.as_slice()), true);
                 let mut elems = Vec::with_capacity(keys.len());
                 let mut one = Vec::with_capacity(1);
                 for (pos, k) in keys {
@@ -621,10 +683,14 @@ impl Worker {
                 }
                 (Payload::Elements(elems), false)
             }
-            Op::Del { keys } => self.per_partition(&keys, |s, ks| {
-                cmd::multi::del_part(s, ks).map(|n| (n, n > 0))
-            }),
+            Op::Del { keys } => {
+                self.prefetch_keys(keys.iter().map(|k| k.as_slice()), false);
+                self.per_partition(&keys, |s, ks| {
+                    cmd::multi::del_part(s, ks).map(|n| (n, n > 0))
+                })
+            }
             Op::Exists { keys } => {
+                self.prefetch_keys(keys.iter().map(|k| k.as_slice()), false);
                 let mut total = 0;
                 for k in &keys {
                     let p = self.topo.partition_of(k);
@@ -637,13 +703,14 @@ impl Worker {
                 (Payload::Int(total), false)
             }
             Op::MSet { pairs } => {
+                self.prefetch_keys(pairs.keys(), false);
                 let mut wrote = false;
-                for (k, v) in &pairs {
+                for (k, v) in pairs.iter() {
                     let p = self.topo.partition_of(k);
                     let Some(s) = self.store_mut(p) else {
                         return (Payload::Err("ERR partition not available".into()), wrote);
                     };
-                    if let Err(e) = cmd::multi::mset_part(s, &[(k.as_slice(), v.as_slice())]) {
+                    if let Err(e) = cmd::multi::mset_part(s, &[(k, v)]) {
                         return (Payload::Err(e), wrote);
                     }
                     wrote = true;
@@ -1895,9 +1962,7 @@ impl Worker {
 
 /// The key-value pairs at argument indexes `idx` (each a key, its value next).
 fn pairs_of(args: &[&[u8]], idx: &[usize]) -> Pairs {
-    idx.iter()
-        .map(|&i| (args[i].to_vec(), args[i + 1].to_vec()))
-        .collect()
+    idx.iter().map(|&i| (args[i], args[i + 1])).collect()
 }
 
 /// How the parts of a multi-key command of `n_keys` keys, run by `n_parts` workers, make its

@@ -811,9 +811,8 @@ impl Worker {
         {
             return false;
         }
-        let groups = self.multi_groups(args, if pairs { 2 } else { 1 });
-        let mut involved = groups.iter().enumerate().filter(|(_, g)| !g.is_empty());
-        matches!(involved.next(), Some((w, _)) if w == first) && involved.next().is_some()
+        let span = self.multi_span(args, if pairs { 2 } else { 1 });
+        span == Some((first, true))
     }
 
     /// Starts the group formed here, if this worker is free to hold for it.

@@ -1247,7 +1247,7 @@ impl Worker {
             }
             Op::MGet { keys } => keys.first()?.1.as_slice().into(),
             Op::Del { keys } | Op::Exists { keys } => keys.first()?.as_slice().into(),
-            Op::MSet { pairs } | Op::MSetNx { pairs } => pairs.first()?.0.as_slice().into(),
+            Op::MSet { pairs } | Op::MSetNx { pairs } => pairs.keys().next()?.into(),
             Op::Move { src, .. } => src.as_slice().into(),
             Op::Combine(c) => c.all_keys().next()?.into(),
             _ => return None,
@@ -1271,7 +1271,7 @@ pub fn op_in_one_slot(op: &Op) -> bool {
     match op {
         Op::MGet { keys } => same(keys.iter().map(|(_, k)| k.as_slice())),
         Op::Del { keys } | Op::Exists { keys } => same(keys.iter().map(|k| k.as_slice())),
-        Op::MSet { pairs } | Op::MSetNx { pairs } => same(pairs.iter().map(|(k, _)| k.as_slice())),
+        Op::MSet { pairs } | Op::MSetNx { pairs } => same(pairs.keys()),
         Op::Move { src, dst, .. } => same([src.as_slice(), dst.as_slice()].into_iter()),
         Op::Combine(c) => same(c.all_keys()),
         _ => true,
@@ -1579,10 +1579,14 @@ mod tests {
             keys: vec![(0, k("foo")), (1, k("{foo}x")), (2, k("bar"))]
         }));
         assert!(!op_in_one_slot(&Op::MSet {
-            pairs: vec![(k("foo"), k("1")), (k("bar"), k("2"))]
+            pairs: [(&b"foo"[..], &b"1"[..]), (b"bar", b"2")]
+                .into_iter()
+                .collect()
         }));
         assert!(op_in_one_slot(&Op::MSetNx {
-            pairs: vec![(k("{t}a"), k("1")), (k("{t}b"), k("2"))]
+            pairs: [(&b"{t}a"[..], &b"1"[..]), (b"{t}b", b"2")]
+                .into_iter()
+                .collect()
         }));
         assert!(op_in_one_slot(&Op::Exists { keys: vec![] }));
     }

@@ -59,7 +59,7 @@ impl Topology {
 }
 
 /// Arguments copied out of a connection's buffer to travel to another worker.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnedArgs {
     data: Vec<u8>,
     ends: Vec<u32>,
@@ -88,13 +88,17 @@ impl OwnedArgs {
     }
 
     pub fn slices(&self) -> Vec<&[u8]> {
-        let mut out = Vec::with_capacity(self.ends.len());
+        self.iter().collect()
+    }
+
+    /// The arguments, in order, without collecting them.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + Clone + '_ {
         let mut start = 0usize;
-        for &e in &self.ends {
-            out.push(&self.data[start..e as usize]);
+        self.ends.iter().map(move |&e| {
+            let a = &self.data[start..e as usize];
             start = e as usize;
-        }
-        out
+            a
+        })
     }
 }
 
@@ -109,8 +113,45 @@ pub struct ReplyTo {
     pub part: u32,
 }
 
-/// Key-value pairs of MSET-like commands.
-pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+/// Key-value pairs of MSET-like commands, packed in one buffer (keys and values taking
+/// turns), so that a part of a multi-key command costs two allocations, not two per pair.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pairs(OwnedArgs);
+
+impl Pairs {
+    pub fn push(&mut self, key: &[u8], value: &[u8]) {
+        self.0.push(key);
+        self.0.push(value);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len() / 2
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone + '_ {
+        let mut args = self.0.iter();
+        std::iter::from_fn(move || Some((args.next()?, args.next()?)))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> + Clone + '_ {
+        self.iter().map(|(k, _)| k)
+    }
+}
+
+impl<'a> FromIterator<(&'a [u8], &'a [u8])> for Pairs {
+    fn from_iter<I: IntoIterator<Item = (&'a [u8], &'a [u8])>>(pairs: I) -> Self {
+        let mut p = Pairs::default();
+        for (k, v) in pairs {
+            p.push(k, v);
+        }
+        p
+    }
+}
 
 /// Work for the worker that owns some partitions.
 #[derive(Debug)]
