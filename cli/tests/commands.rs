@@ -3953,3 +3953,92 @@ fn info_memory_peak_remembers_the_most_memory_held() {
         "{reset:?} after {held:?}"
     );
 }
+
+/// A worker holding for a command over several workers still serves single-key commands on
+/// keys that command does not touch, from its own connections; the command's own keys wait.
+/// Here worker 0 holds for an MSET whose step waits behind a long LCS on worker 3: a GET of
+/// another key of worker 0 answers long before the LCS ends, from the one probe connection
+/// that lives on worker 0 (connections are spread round robin), and the MSET's key there
+/// is read only with the MSET applied.
+#[test]
+fn a_held_worker_serves_keys_the_held_command_does_not_touch() {
+    let s = server();
+    let k = one_per_worker("hw:");
+    let (la, lb) = (format!("{{{}}}a", k[3]), format!("{{{}}}b", k[3]));
+    let m = one_per_worker("hm:");
+    let g = one_per_worker("hg:");
+    let mut c = s.client();
+    set(&mut c, &la, &"ab".repeat(3000));
+    set(&mut c, &lb, &"ba".repeat(3000));
+    set(&mut c, &g[0], "free");
+    set(&mut c, &m[0], "old");
+    // Every connection is made first (a client library's handshake on a connection of the
+    // busy worker would wait for the LCS). Connections go to the workers round robin, so
+    // WORKERS of them have one on each; an MSET read by the LCS's worker only runs after it.
+    let probes: Vec<Connection> = (0..WORKERS).map(|_| s.client()).collect();
+    let msets: Vec<std::net::TcpStream> = (0..WORKERS).map(|_| s.raw()).collect();
+    let mut lc = s.client();
+    // How long the LCS takes here (build and machine): the steps below go at fractions of it.
+    let t = Instant::now();
+    let n: i64 = cmd("LCS")
+        .arg(&la)
+        .arg(&lb)
+        .arg("LEN")
+        .query(&mut lc)
+        .unwrap();
+    assert!(n > 0);
+    let step = t.elapsed() / 6;
+    let start = Instant::now();
+    let lcs = std::thread::spawn(move || {
+        let n: i64 = cmd("LCS")
+            .arg(&la)
+            .arg(&lb)
+            .arg("LEN")
+            .query(&mut lc)
+            .unwrap();
+        assert!(n > 0);
+        start.elapsed()
+    });
+    std::thread::sleep(step);
+    let mset_req = resp(&[b"MSET", m[0].as_bytes(), b"new", m[3].as_bytes(), b"new"]);
+    let mset = std::thread::spawn(move || {
+        let mut msets = msets;
+        for c in &mut msets {
+            c.write_all(&mset_req).unwrap();
+        }
+        for c in &mut msets {
+            let mut ok = [0u8; 5];
+            c.read_exact(&mut ok).unwrap();
+            assert_eq!(&ok, b"+OK\r\n");
+        }
+        start.elapsed()
+    });
+    std::thread::sleep(step);
+    let gets: Vec<_> = probes
+        .into_iter()
+        .map(|mut p| {
+            let (g0, m0) = (g[0].clone(), m[0].clone());
+            std::thread::spawn(move || {
+                let free: Option<String> = cmd("GET").arg(&g0).query(&mut p).unwrap();
+                let at = start.elapsed();
+                let held: Option<String> = cmd("GET").arg(&m0).query(&mut p).unwrap();
+                (free, at, held)
+            })
+        })
+        .collect();
+    let gets: Vec<_> = gets.into_iter().map(|t| t.join().unwrap()).collect();
+    let (lcs_at, mset_at) = (lcs.join().unwrap(), mset.join().unwrap());
+    for (free, _, held) in &gets {
+        assert_eq!(free.as_deref(), Some("free"));
+        assert_eq!(
+            held.as_deref(),
+            Some("new"),
+            "the MSET's key is read only once it ran"
+        );
+    }
+    let first = gets.iter().map(|(_, at, _)| *at).min().unwrap();
+    assert!(
+        first + step / 2 < lcs_at && mset_at + step / 2 > lcs_at,
+        "a free key answered at {first:?}, the LCS at {lcs_at:?}, the MSET at {mset_at:?}: {gets:?}"
+    );
+}

@@ -507,11 +507,16 @@ impl Worker {
                 Job::BitOp { dest, .. } if worker_of(self, dest) == self.id => Some(dest.clone()),
                 _ => None,
             };
-            self.nx = Some(super::msetnx::NxHeld {
-                reply_to,
-                acks,
-                work: super::msetnx::HeldWork::Combine { dest },
-            });
+            // The keys it read here are held too: a write to one of them now would come
+            // after the read, and before the result is written.
+            let reads: Vec<&[u8]> = c
+                .keys
+                .iter()
+                .filter(|k| worker_of(self, k) == self.id)
+                .map(|k| k.as_slice())
+                .collect();
+            let work = super::msetnx::HeldWork::Combine { dest };
+            self.hold(reply_to, acks, work, &reads);
             c.held = held;
             c.held.push(self.id);
             // Sent last this turn, as an MSETNX step (`Worker::send_batches`): a command the

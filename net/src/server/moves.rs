@@ -275,19 +275,16 @@ impl Worker {
                 ws
             };
             let key = if is_source { src.clone() } else { dst.clone() };
-            self.nx = Some(NxHeld {
-                reply_to,
-                acks,
-                work: HeldWork::Move {
-                    kind,
-                    key,
-                    is_source,
-                    // A destination held first confirms its write to the source, which
-                    // deletes only then (RENAME, RENAMENX).
-                    confirm_to: (!is_source && kind.removes_source()).then_some(ws),
-                    answers_decision: false,
-                },
-            });
+            let work = HeldWork::Move {
+                kind,
+                key,
+                is_source,
+                // A destination held first confirms its write to the source, which
+                // deletes only then (RENAME, RENAMENX).
+                confirm_to: (!is_source && kind.removes_source()).then_some(ws),
+                answers_decision: false,
+            };
+            self.hold(reply_to, acks, work, &[]);
             let op = Op::MoveStep {
                 kind,
                 src,
@@ -327,17 +324,14 @@ impl Worker {
         if is_source {
             // The destination (held) writes; a RENAME's source waits to hear it did.
             if kind.removes_source() {
-                self.nx = Some(NxHeld {
-                    reply_to,
-                    acks,
-                    work: HeldWork::Move {
-                        kind,
-                        key: src,
-                        is_source: true,
-                        confirm_to: None,
-                        answers_decision: true,
-                    },
-                });
+                let work = HeldWork::Move {
+                    kind,
+                    key: src,
+                    is_source: true,
+                    confirm_to: None,
+                    answers_decision: true,
+                };
+                self.hold(reply_to, acks, work, &[]);
             } else {
                 self.nx_answer(reply_to, kind.done(), Need::Now);
             }
@@ -381,6 +375,7 @@ impl Worker {
                     confirm_to,
                     answers_decision,
                 },
+            ..
         } = held
         else {
             return;

@@ -3,9 +3,10 @@
 //! MSETNX must check that none of its keys exists and set them all, with no other command
 //! creating one of them in between. Its keys' workers are visited one after another in
 //! ascending order (`Op::NxStep`, passed on from worker to worker): each checks its own keys
-//! and, if none exists, *holds still* — it runs no command from its connections, other
-//! workers or outside callers until the outcome is known (`Op::NxDecide`) — and passes the
-//! step on. The last worker decides: all absent, it writes its part and tells the held
+//! and, if none exists, *holds still* — it runs no command from other workers or outside
+//! callers, and from its connections only single-key commands on keys the held work does
+//! not touch (`Worker::runs_while_held`), until the outcome is known (`Op::NxDecide`) — and
+//! passes the step on. The last worker decides: all absent, it writes its part and tells the held
 //! workers to write theirs; a key present anywhere, nobody writes. Holding in ascending
 //! worker order is ordered lock acquisition: a worker waits only for workers above it, so two
 //! MSETNX can never wait on each other.
@@ -20,6 +21,8 @@
 //! The price: a held worker serves nothing for one hop between workers per later worker. A
 //! multi-worker MSETNX is rare; keys with one hash tag (`{user}.a`, `{user}.b`) live on one
 //! worker and need no hold.
+use std::collections::HashSet;
+
 use log::warn;
 
 use super::conn::{Client, Gather, Output, Pending, Slot};
@@ -32,6 +35,22 @@ pub struct NxHeld {
     pub(super) reply_to: ReplyTo,
     pub(super) acks: simplekv_conf::Acks,
     pub(super) work: HeldWork,
+    /// Keys of this worker it read before holding (BITOP/LCS), besides those of `work`.
+    pub(super) reads: Vec<Vec<u8>>,
+    /// The keys of this worker the held work reads, writes or watches (`None`: it may
+    /// touch any), worked out when a connection first asks (`NxHeld::keys`). A
+    /// connection's single-key command on another key may run meanwhile
+    /// (`Worker::runs_while_held`).
+    keys: std::cell::OnceCell<Option<HashSet<Vec<u8>>>>,
+}
+
+impl NxHeld {
+    /// The keys of this worker the held work touches; `None`: any (or too many to list).
+    pub(super) fn keys(&self) -> Option<&HashSet<Vec<u8>>> {
+        self.keys
+            .get_or_init(|| held_keys(&self.work, &self.reads))
+            .as_ref()
+    }
 }
 
 /// What a held worker does once the outcome is known.
@@ -53,6 +72,68 @@ pub enum HeldWork {
     /// Read its keys of a BITOP or LCS (`combine`); `dest`: BITOP's destination is here,
     /// and this part writes the result it is told with the outcome, and answers.
     Combine { dest: Option<Vec<u8>> },
+}
+
+/// The keys `work` (and `reads`) touch on its worker; `None` when that is not known (a part
+/// with a command over the whole keyspace, or a transaction in sequence, whose visits come
+/// later) or when they are many (a large group: most of a worker's traffic then is in it
+/// anyway, and the set would cost more than it saves).
+fn held_keys(work: &HeldWork, reads: &[Vec<u8>]) -> Option<HashSet<Vec<u8>>> {
+    const MAX_KEYS: usize = 1024;
+    let mut keys: HashSet<Vec<u8>> = reads.iter().cloned().collect();
+    match work {
+        HeldWork::MSetNx(pairs) => keys.extend(pairs.keys().map(<[u8]>::to_vec)),
+        HeldWork::Move { key, .. } => {
+            keys.insert(key.clone());
+        }
+        HeldWork::Combine { dest } => keys.extend(dest.iter().cloned()),
+        HeldWork::Group(parts) => {
+            for gp in parts {
+                if gp.in_sequence {
+                    return None;
+                }
+                keys.extend(gp.part.watch.iter().map(|(k, _)| k.clone()));
+                for (_, op) in &gp.part.items {
+                    if !op_keys(op, &mut keys) || keys.len() > MAX_KEYS {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    (keys.len() <= MAX_KEYS).then_some(keys)
+}
+
+/// Adds the keys `op` touches; false if it may touch any.
+fn op_keys(op: &Op, keys: &mut HashSet<Vec<u8>>) -> bool {
+    match op {
+        Op::Keyed { args, .. } => match crate::cmd::key_of(&args.slices()) {
+            Some(k) => keys.insert(k.to_vec()),
+            None => return false,
+        },
+        Op::MGet { keys: ks } => {
+            keys.extend(ks.iter().map(|(_, k)| k.clone()));
+            true
+        }
+        Op::Del { keys: ks } | Op::Exists { keys: ks } => {
+            keys.extend(ks.iter().cloned());
+            true
+        }
+        Op::MSet { pairs } | Op::MSetNx { pairs } => {
+            keys.extend(pairs.keys().map(<[u8]>::to_vec));
+            true
+        }
+        Op::Move { src, dst, .. } => {
+            keys.insert(src.clone());
+            keys.insert(dst.clone())
+        }
+        Op::Combine(c) => {
+            keys.extend(c.all_keys().map(<[u8]>::to_vec));
+            true
+        }
+        _ => return false,
+    };
+    true
 }
 
 /// Messages a holding worker keeps for later: anything that may run a command.
@@ -93,15 +174,59 @@ impl Worker {
         let reply_to = self.begin_chain(token, out, client, parts.len(), slot);
         if !held.is_empty() {
             let (_, pairs) = parts.remove(0);
-            self.nx = Some(NxHeld {
-                reply_to,
-                acks,
-                work: HeldWork::MSetNx(pairs),
-            });
+            self.hold(reply_to, acks, HeldWork::MSetNx(pairs), &[]);
         }
         let next = parts[0].0;
         let op = Op::NxStep { held, rest: parts };
         self.nx_out.push((next, Request { reply_to, op, acks }));
+    }
+
+    /// Holds still for `work` (see the module documentation), noting which of this worker's
+    /// keys it touches: its own, and `reads` (keys it read before holding).
+    pub(super) fn hold(
+        &mut self,
+        reply_to: ReplyTo,
+        acks: simplekv_conf::Acks,
+        work: HeldWork,
+        reads: &[&[u8]],
+    ) {
+        debug_assert!(self.nx.is_none(), "a hold while holding");
+        self.nx = Some(NxHeld {
+            reply_to,
+            acks,
+            work,
+            reads: reads.iter().map(|k| k.to_vec()).collect(),
+            keys: Default::default(),
+        });
+    }
+
+    /// Whether a connection's command may run while this worker holds: a single-key
+    /// command on a key of this worker that the held work does not touch. The held work's
+    /// outcome cannot depend on it nor change it, so running it now is running it before
+    /// the held work, whose keys no command reaches until it is done: what each worker runs
+    /// still reads as one order. Anything else (multi-key and keyspace-wide commands,
+    /// transactions, WATCH, keys of other workers) waits for the hold to end.
+    pub(super) fn runs_while_held(&self, client: &Client, args: &[&[u8]]) -> bool {
+        let Some(h) = &self.nx else { return true };
+        let Some(keys) = h.keys() else { return false };
+        if args.is_empty() {
+            return true;
+        }
+        if self.cluster.is_some() || client.tx.is_some() {
+            return false;
+        }
+        let Some(spec) = crate::cmd::lookup(args[0]) else {
+            return false;
+        };
+        if spec.kind != crate::cmd::Kind::Keyed
+            || !crate::cmd::table::arity_ok(spec.for_args(args), args.len())
+        {
+            return false;
+        }
+        let Some(key) = crate::cmd::key_of(args) else {
+            return false;
+        };
+        self.topo.worker_of(self.topo.partition_of(key)) == self.id && !keys.contains(key)
     }
 
     /// The reply slot of a command whose `answers` parts come from a chain of held workers:
@@ -163,11 +288,7 @@ impl Worker {
             self.nx_decide_held(&held, reply_to, acks, commit);
             return;
         }
-        self.nx = Some(NxHeld {
-            reply_to,
-            acks,
-            work: HeldWork::MSetNx(pairs),
-        });
+        self.hold(reply_to, acks, HeldWork::MSetNx(pairs), &[]);
         held.push(self.id);
         let next = rest[0].0;
         let op = Op::NxStep { held, rest };
@@ -200,6 +321,7 @@ impl Worker {
             reply_to,
             acks,
             work,
+            ..
         } = h;
         match (work, commit) {
             (work @ HeldWork::Move { .. }, _) => {
@@ -207,6 +329,8 @@ impl Worker {
                     reply_to,
                     acks,
                     work,
+                    reads: Vec::new(),
+                    keys: Default::default(),
                 };
                 self.move_decided(h, commit, moved);
             }
@@ -231,7 +355,8 @@ impl Worker {
         self.nx_steps_first = !steps_first;
         self.nx_replay(!steps_first);
         let mut frozen = std::mem::take(&mut self.nx_frozen).into_iter();
-        while self.nx.is_none() {
+        // Held again by one of them: the others still run what they may (`process_input`).
+        while self.nx.as_ref().is_none_or(|h| h.keys().is_some()) {
             let Some(t) = frozen.next() else { break };
             if let Some(c) = self.conn_mut(t) {
                 c.client.frozen = false;
@@ -239,7 +364,7 @@ impl Worker {
             self.process_input(t);
             self.on_readable(t);
         }
-        // Held again by one of them: the rest wait for the next release.
+        // Held again over every key: the rest wait for the next release.
         self.nx_frozen.extend(frozen);
         // Transactions that formed a group meanwhile go before the steps still waiting, so
         // that a stream of other workers' steps cannot keep this worker's own waiting.

@@ -14,8 +14,9 @@
 //! - one worker (always in cluster mode, where a transaction's keys share one slot): its
 //!   part is one message (`Op::Tx`), run in one go;
 //! - several workers: they are held still one after another in ascending order, as for an
-//!   MSETNX over several workers (`msetnx`): each holds (runs nothing from connections, other
-//!   workers or the gRPC service) and passes the step on; the last one runs its part and
+//!   MSETNX over several workers (`msetnx`): each holds (runs nothing from other workers or
+//!   the gRPC service, and from its connections only single-key commands on keys the
+//!   transaction does not touch here) and passes the step on; the last one runs its part and
 //!   tells the held ones to run theirs. A worker waits only for workers above it, so two
 //!   transactions never wait on each other. No single-key command and no other transaction
 //!   sees one worker's part done and another's not: each worker is held from its step until
@@ -55,7 +56,7 @@ use log::warn;
 
 use super::conn::{Client, Gather, Output, Pending, Slot};
 use super::dispatch::{err, gather_reply, multi_gather, multi_op, op_writes};
-use super::msetnx::{HeldWork, NxHeld};
+use super::msetnx::HeldWork;
 use super::replica::Need;
 use super::router::{Op, OwnedArgs, Payload, ReplyTo, Request};
 use super::seqtx::SeqRun;
@@ -111,6 +112,9 @@ pub struct GroupPart {
     pub part: TxPart,
     /// A transaction that runs in sequence (`seqtx`): its visits, in its last worker's part.
     pub seq: Option<Box<SeqRun>>,
+    /// Part of a transaction that runs in sequence: what it touches here comes with the
+    /// visits, so its hold keeps every key of this worker.
+    pub in_sequence: bool,
 }
 
 fn step_out_of_place() -> Payload {
@@ -731,6 +735,7 @@ impl Worker {
             run.reply_to = reply_to;
         }
         let n = parts.len();
+        let in_sequence = seq.is_some();
         let chain: Vec<(usize, Vec<GroupPart>)> = parts
             .into_iter()
             .enumerate()
@@ -739,6 +744,7 @@ impl Worker {
                     reply_to,
                     acks,
                     part,
+                    in_sequence,
                     seq: if k + 1 == n { seq.take() } else { None },
                 };
                 (w, vec![gp])
@@ -850,11 +856,7 @@ impl Worker {
         let (reply_to, acks) = (parts[0].reply_to, parts[0].acks);
         if let Some(run) = parts.iter_mut().find_map(|gp| gp.seq.take()) {
             // Every worker before this one holds: this one holds too, and the visits start.
-            self.nx = Some(NxHeld {
-                reply_to,
-                acks,
-                work: HeldWork::Group(parts),
-            });
+            self.hold(reply_to, acks, HeldWork::Group(parts), &[]);
             held.push(self.id);
             let mut run = run;
             run.held = held;
@@ -865,11 +867,7 @@ impl Worker {
             self.nx_decide_held(&held, reply_to, acks, true);
             return;
         }
-        self.nx = Some(NxHeld {
-            reply_to,
-            acks,
-            work: HeldWork::Group(parts),
-        });
+        self.hold(reply_to, acks, HeldWork::Group(parts), &[]);
         held.push(self.id);
         let next = rest[0].0;
         let op = Op::GroupStep { held, rest };

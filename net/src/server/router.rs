@@ -515,6 +515,29 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The packed argument lists give back exactly what was put in, in order (empty
+        /// strings included).
+        #[test]
+        fn packed_lists_give_back_what_was_put_in(
+            items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 0..30),
+        ) {
+            let want: Vec<&[u8]> = items.iter().map(|b| b.as_slice()).collect();
+            let args = OwnedArgs::from_slices(want.iter().copied());
+            prop_assert_eq!(args.len(), want.len());
+            prop_assert_eq!(args.slices(), want.clone());
+            let pairs: Pairs = want.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect();
+            let expect: Vec<(&[u8], &[u8])> = want.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect();
+            prop_assert_eq!(pairs.len(), expect.len());
+            prop_assert_eq!(pairs.iter().collect::<Vec<_>>(), expect.clone());
+            prop_assert_eq!(
+                pairs.keys().collect::<Vec<_>>(),
+                expect.iter().map(|(k, _)| *k).collect::<Vec<_>>()
+            );
+        }
+    }
 
     #[test]
     fn secrets_match_only_exactly_and_anything_goes_without_one() {

@@ -535,11 +535,15 @@ impl Worker {
 
     /// Parses and runs every complete command in the connection's buffer.
     pub fn process_input(&mut self, token: usize) {
-        if self.nx.is_some() {
-            // Holding for an MSETNX of other workers: no command runs until it is decided.
+        // Holding for a command over several workers: only single-key commands on keys the
+        // held work does not touch run until it is decided (`runs_while_held`); the
+        // connection stops at the first other one.
+        let held_at_start = self.nx.is_some();
+        if self.nx.as_ref().is_some_and(|h| h.keys().is_none()) {
             self.freeze_conn(token);
             return;
         }
+        let mut waits_for_hold = false;
         let Some(mut conn) = self
             .conns
             .get_mut(token - FIRST_CONN)
@@ -555,7 +559,7 @@ impl Worker {
             if conn.client.closing || self.ignores_input() {
                 break;
             }
-            if self.nx.is_some() {
+            if self.nx.is_some() && !held_at_start {
                 // This connection's MSETNX holds its own worker (see `msetnx`); the
                 // connection is frozen below, once it is back in its slot.
                 break;
@@ -573,6 +577,14 @@ impl Worker {
                     let rbuf = &conn.rbuf;
                     let args = rs.iter().map(|r| &rbuf[r.clone()]);
                     if !self.passes_group_barrier(first, &mut conn.client, rs.len(), args) {
+                        break;
+                    }
+                }
+                if held_at_start {
+                    let rbuf = &conn.rbuf;
+                    let args = rs.iter().map(|r| &rbuf[r.clone()]);
+                    if !with_args(rs.len(), args, |a| self.runs_while_held(&conn.client, a)) {
+                        waits_for_hold = true;
                         break;
                     }
                 }
@@ -604,6 +616,15 @@ impl Worker {
                     {
                         break;
                     }
+                    // Left unconsumed as well, if it waits for the hold.
+                    if held_at_start
+                        && !with_args(cmd.len(), cmd.iter(), |a| {
+                            self.runs_while_held(&conn.client, a)
+                        })
+                    {
+                        waits_for_hold = true;
+                        break;
+                    }
                     if !cmd.is_empty() {
                         with_args(cmd.len(), cmd.iter(), |args| {
                             self.stats.commands += 1;
@@ -627,7 +648,7 @@ impl Worker {
         }
         conn.compact_rbuf();
         self.conns[token - FIRST_CONN] = Some(conn);
-        if self.nx.is_some() {
+        if self.nx.is_some() && (waits_for_hold || !held_at_start) {
             self.freeze_conn(token);
         }
         self.mark_conn_dirty(token);
