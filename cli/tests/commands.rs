@@ -3259,12 +3259,7 @@ fn a_key_renamed_across_workers_is_never_seen_in_two_places_or_none() {
     let mut looks = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !mover.is_finished() && Instant::now() < deadline {
-        let mut p = redis::pipe();
-        p.atomic();
-        for key in &k {
-            p.exists(key);
-        }
-        let seen: Vec<i64> = p.query(&mut c).unwrap();
+        let seen = exists_in_one_transaction(&mut c, &k);
         assert_eq!(seen.iter().sum::<i64>(), 1, "{seen:?}");
         looks += 1;
     }
@@ -3870,12 +3865,7 @@ fn values_moved_by_transactions_across_workers_are_always_in_exactly_one_place()
             let present: Vec<&String> = ring.iter().flatten().collect();
             assert_eq!(present, [&format!("token{r}")], "{seen:?}");
         }
-        let mut p = redis::pipe();
-        p.atomic();
-        for key in &all {
-            p.exists(key);
-        }
-        let exists: Vec<i64> = p.query(&mut c).unwrap();
+        let exists = exists_in_one_transaction(&mut c, &all);
         assert_eq!(exists.iter().sum::<i64>(), 2, "{exists:?}");
         looks += 1;
     }
@@ -4033,4 +4023,14 @@ fn a_held_worker_serves_keys_the_held_command_does_not_touch() {
         first + step / 2 < lcs_at && mset_at + step / 2 > lcs_at,
         "a free key answered at {first:?}, the LCS at {lcs_at:?}, the MSET at {mset_at:?}: {gets:?}"
     );
+}
+
+/// EXISTS of each key, all in one MULTI/EXEC (one moment of the keyspace).
+fn exists_in_one_transaction(c: &mut Connection, keys: &[impl redis::ToRedisArgs]) -> Vec<i64> {
+    let mut p = redis::pipe();
+    p.atomic();
+    for key in keys {
+        p.exists(key);
+    }
+    p.query(c).unwrap()
 }

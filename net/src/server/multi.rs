@@ -894,26 +894,16 @@ impl Worker {
         rest: Vec<(usize, Vec<GroupPart>)>,
         answer: impl Fn() -> Payload,
     ) {
-        // A decision's reply_to and acks are not read (`nx_decide`).
-        let mut decide = (
-            ReplyTo {
-                worker: self.id,
-                token: 0,
-                conn_id: 0,
-                seq: 0,
-                part: 0,
-            },
-            self.default_acks(),
-        );
         for gp in rest.into_iter().flat_map(|(_, parts)| parts) {
-            decide = (gp.reply_to, gp.acks);
             // A transaction in sequence: its visits answer too (`seqtx`).
             let visits = gp.seq.as_ref().map_or(0, |run| run.answers());
             for _ in 0..=visits {
                 self.nx_answer(gp.reply_to, answer(), Need::Now);
             }
         }
-        self.nx_decide_held(held, decide.0, decide.1, false);
+        // A decision's reply_to and acks are not read (`nx_decide`).
+        let acks = self.default_acks();
+        self.nx_decide_held(held, ReplyTo::default(), acks, false);
     }
 
     /// Runs this worker's part of an EXEC when it is the only one, all of it now: its watched

@@ -102,8 +102,9 @@ impl OwnedArgs {
     }
 }
 
-/// Which connection (and which reply in its pipeline) a response belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which connection (and which reply in its pipeline) a response belongs to. The default
+/// names no connection: for messages whose `reply_to` is not read (a hold's decision).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplyTo {
     pub worker: usize,
     pub token: usize,

@@ -58,13 +58,8 @@ impl SeqRun {
             visits,
             carry: Carry::default(),
             held: Vec::new(),
-            reply_to: ReplyTo {
-                worker: 0,
-                token: 0,
-                conn_id: 0,
-                seq: 0,
-                part: 0,
-            },
+            // Set when the transaction's reply slot is made (`start_tx_steps`).
+            reply_to: ReplyTo::default(),
             acks,
         }
     }
