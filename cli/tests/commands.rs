@@ -4025,6 +4025,142 @@ fn a_held_worker_serves_keys_the_held_command_does_not_touch() {
     );
 }
 
+/// Redis runs a connection's commands one after another: once another client has seen the
+/// effect of a pipeline's second command, nobody sees the state before its first. Here the
+/// first `SET` of each pipeline goes to a worker held still (for an MSET that waits on a long
+/// LCS elsewhere) and the second to a free one. "Seers" read the second keys while the hold
+/// lasts; then "checkers" read the first keys (the held worker's own client runs those
+/// reads meanwhile: the hold does not touch them). A second key seen new before a first
+/// key is read old is a pipeline taking effect out of order.
+#[test]
+fn a_pipeline_takes_effect_in_order_across_workers() {
+    let s = server();
+    let k = one_per_worker("po:");
+    let (la, lb) = (format!("{{{}}}a", k[3]), format!("{{{}}}b", k[3]));
+    let m = one_per_worker("pm:");
+    // One pair per pipelining connection: the first key on worker 0 (held), the second on
+    // worker 1.
+    let pairs: Vec<(String, String)> = (0..WORKERS)
+        .map(|i| {
+            let x = one_per_worker(&format!("px{i}:"));
+            (x[0].clone(), x[1].clone())
+        })
+        .collect();
+    let mut c = s.client();
+    set(&mut c, &la, &"ab".repeat(3000));
+    set(&mut c, &lb, &"ba".repeat(3000));
+    for (first, second) in &pairs {
+        set(&mut c, first, "old");
+        set(&mut c, second, "old");
+    }
+    // Connections go to the workers round robin: WORKERS of each kind put one on each.
+    let seers: Vec<Connection> = (0..WORKERS).map(|_| s.client()).collect();
+    let checkers: Vec<Connection> = (0..WORKERS).map(|_| s.client()).collect();
+    let mut pipes: Vec<std::net::TcpStream> = (0..WORKERS).map(|_| s.raw()).collect();
+    let mut msets: Vec<std::net::TcpStream> = (0..WORKERS).map(|_| s.raw()).collect();
+    let mut lc = s.client();
+    let lcs_len = move |lc: &mut Connection| {
+        let n: i64 = cmd("LCS").arg(&la).arg(&lb).arg("LEN").query(lc).unwrap();
+        assert!(n > 0);
+    };
+    // How long the LCS takes here (build and machine): the steps below go at fractions of it.
+    let t = Instant::now();
+    lcs_len(&mut lc);
+    let step = t.elapsed() / 6;
+    let start = Instant::now();
+    let lcs = std::thread::spawn(move || {
+        lcs_len(&mut lc);
+        start.elapsed()
+    });
+    std::thread::sleep(step);
+    // Worker 0 holds for these MSETs until worker 3 is done with the LCS (the one sent from
+    // worker 3 is read only then).
+    let mset_req = resp(&[b"MSET", m[0].as_bytes(), b"1", m[3].as_bytes(), b"1"]);
+    for c in &mut msets {
+        c.write_all(&mset_req).unwrap();
+    }
+    std::thread::sleep(step);
+    for (p, (first, second)) in pipes.iter_mut().zip(&pairs) {
+        let mut req = resp(&[b"SET", first.as_bytes(), b"new"]);
+        req.extend(resp(&[b"SET", second.as_bytes(), b"new"]));
+        p.write_all(&req).unwrap();
+    }
+    // Each reader reads its keys one after another; (key, value, sent at, answered at).
+    let read_all = |readers: Vec<Connection>, keys: Vec<String>| -> Vec<_> {
+        readers
+            .into_iter()
+            .map(|mut r| {
+                let keys = keys.clone();
+                std::thread::spawn(move || {
+                    let seen: Vec<_> = keys
+                        .iter()
+                        .map(|key| {
+                            let sent = start.elapsed();
+                            let value = get(&mut r, key);
+                            (key.clone(), value, sent, start.elapsed())
+                        })
+                        .collect();
+                    seen
+                })
+            })
+            .collect()
+    };
+    std::thread::sleep(step / 2);
+    let seen = read_all(seers, pairs.iter().map(|p| p.1.clone()).collect());
+    std::thread::sleep(step);
+    let checked = read_all(checkers, pairs.iter().map(|p| p.0.clone()).collect());
+    let seen: Vec<_> = seen.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let checked: Vec<_> = checked
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let lcs_at = lcs.join().unwrap();
+    for p in &mut pipes {
+        let mut ok = [0u8; 10];
+        p.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"+OK\r\n+OK\r\n");
+    }
+    for c in &mut msets {
+        let mut ok = [0u8; 5];
+        c.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+    }
+    for (first, second) in &pairs {
+        let second_new = seen
+            .iter()
+            .filter(|(k, v, _, _)| k == second && v.as_deref() == Some("new"))
+            .map(|(_, _, _, answered)| *answered)
+            .min();
+        let Some(new_at) = second_new else {
+            continue;
+        };
+        for (_, v, sent, _) in checked.iter().filter(|(k, ..)| k == first) {
+            assert!(
+                *sent < new_at || v.as_deref() == Some("new"),
+                "{first} read old at {sent:?}, after {second} was seen new at {new_at:?} \
+                 (LCS done at {lcs_at:?}): seen {seen:?}, checked {checked:?}"
+            );
+        }
+    }
+    // Both kinds of reads ran during the hold, and a checker saw a first key not written
+    // yet (else this test shows nothing). Only pipelines from workers 1 and 2 can show the
+    // disorder: worker 0's runs its first SET during the hold, worker 3's after the LCS.
+    let early = |reads: &[(String, Option<String>, Duration, Duration)]| {
+        reads.iter().filter(|r| r.3 < lcs_at).count()
+    };
+    let held_old = checked
+        .iter()
+        .any(|(_, v, _, answered)| v.as_deref() == Some("old") && *answered < lcs_at);
+    assert!(
+        early(&seen) > 0 && early(&checked) > 0 && held_old,
+        "reads did not run during the hold (LCS done at {lcs_at:?}): seen {seen:?}, checked {checked:?}"
+    );
+    for (first, second) in &pairs {
+        assert_eq!(get(&mut c, first).as_deref(), Some("new"));
+        assert_eq!(get(&mut c, second).as_deref(), Some("new"));
+    }
+}
+
 /// EXISTS of each key, all in one MULTI/EXEC (one moment of the keyspace).
 fn exists_in_one_transaction(c: &mut Connection, keys: &[impl redis::ToRedisArgs]) -> Vec<i64> {
     let mut p = redis::pipe();

@@ -479,7 +479,7 @@ impl Worker {
     ) {
         let answer = |w: &mut Worker, payload, need| {
             w.outbox
-                .push((reply_to.worker, Response { reply_to, payload }, need));
+                .push((reply_to.worker, Response::new(reply_to, payload), need));
         };
         if self.cluster.is_some() {
             // All its keys share a slot, so they are all here: run it after the cluster

@@ -199,6 +199,17 @@ pub struct Output {
     pub barrier_group: Option<(u64, usize)>,
     /// Error replies that went into `wbuf` since the worker last collected them.
     pub errors: ErrorTally,
+    /// Answers in flight whose commands are not known to have run yet (`in_flight` less those
+    /// a `Msg::Ran` came for): what a command that must take effect after them waits for.
+    pub unran: usize,
+    /// The worker that owes every answer in flight, when each is for a command that runs
+    /// whole there (a single-key one): a next such command for the same worker may go at
+    /// once, as a worker takes a connection's requests in the order they were sent. `None`
+    /// while answers are owed by several workers or for a command over several.
+    pub order_to: Option<usize>,
+    /// The next command waits for every answer in flight before it runs
+    /// (`Worker::waits_for_order`), so that a pipeline's commands take effect in order.
+    pub order_wait: bool,
 }
 
 /// Error replies counted by kind (the error's first word, as INFO errorstats shows them).
@@ -521,10 +532,11 @@ impl Output {
         }
     }
 
-    /// A paused connection stays paused: too much is queued, or its next command waits for
-    /// a barrier (of a group, which only a command joining it may pass).
+    /// A paused connection stays paused: too much is queued, its next command waits for
+    /// a barrier (of a group, which only a command joining it may pass), or for the answers
+    /// in flight (`order_wait`).
     pub fn blocked(&self) -> bool {
-        self.backlogged() || self.behind_barrier()
+        self.backlogged() || self.behind_barrier() || (self.order_wait && self.unran > 0)
     }
 
     /// The barrier's reply is still being gathered.
@@ -544,11 +556,31 @@ impl Output {
     /// A request for one of this connection's replies went to another worker.
     pub fn sent_away(&mut self) {
         self.in_flight += 1;
+        self.unran += 1;
+        self.order_to = None;
     }
 
-    /// An answer for one of this connection's replies came back.
-    pub fn answered(&mut self) {
+    /// Whether a command that runs whole on `worker` (another one) may be sent now without
+    /// reordering the pipeline: nothing is owed, or everything owed comes from `worker`.
+    pub fn in_order_to(&self, worker: usize) -> bool {
+        self.unran == 0 || self.order_to == Some(worker)
+    }
+
+    /// The command of an answer in flight ran (`Msg::Ran`); the answer comes later.
+    pub fn ran(&mut self) {
+        debug_assert!(self.unran > 0, "a command noted run twice");
+        self.unran = self.unran.saturating_sub(1);
+    }
+
+    /// An answer for one of this connection's replies came back (`ran_noted`: its command
+    /// was noted run before, by a `Msg::Ran`).
+    pub fn answered(&mut self, ran_noted: bool) {
+        debug_assert!(self.in_flight > 0, "an answer nobody owed");
         self.in_flight = self.in_flight.saturating_sub(1);
+        if !ran_noted {
+            debug_assert!(self.unran > 0, "a command noted run twice");
+            self.unran = self.unran.saturating_sub(1);
+        }
     }
 
     /// Everything queued has been written: a closing connection may go.
@@ -669,7 +701,7 @@ mod tests {
             "{MAX_IN_FLIGHT} replies owed by other workers"
         );
         for _ in 0..MAX_IN_FLIGHT - MAX_IN_FLIGHT_SLOW {
-            out.answered();
+            out.answered(false);
         }
         assert!(!out.backlogged());
         // The client has not read 1 MiB of what is queued: fewer owed replies are allowed.
@@ -677,10 +709,35 @@ mod tests {
         assert!(out.backlogged());
         out.wpos = out.wbuf.len();
         assert!(!out.backlogged());
-        for _ in 0..2 * MAX_IN_FLIGHT {
-            out.answered();
+        for _ in 0..MAX_IN_FLIGHT_SLOW {
+            out.answered(false);
         }
         assert_eq!(out.in_flight, 0);
+    }
+
+    #[test]
+    fn a_command_waiting_in_order_goes_once_every_command_in_flight_ran() {
+        let mut out = Output::default();
+        assert!(out.in_order_to(1), "nothing in flight");
+        // Two single-key commands for worker 1, in flight at once.
+        out.sent_away();
+        out.order_to = Some(1);
+        out.sent_away();
+        out.order_to = Some(1);
+        assert!(out.in_order_to(1) && !out.in_order_to(2));
+        out.order_wait = true;
+        assert!(out.blocked());
+        // The first ran and its answer waits for an fsync; the second answered outright.
+        out.ran();
+        assert!(out.blocked(), "one has not run yet");
+        out.answered(false);
+        assert!(!out.blocked() && out.in_order_to(2));
+        assert_eq!((out.in_flight, out.unran), (1, 0));
+        out.answered(true);
+        assert_eq!((out.in_flight, out.unran), (0, 0));
+        // Anything else sent away (a command over several workers) orders nothing.
+        out.sent_away();
+        assert!(!out.in_order_to(1));
     }
 
     #[test]

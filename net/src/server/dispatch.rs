@@ -299,6 +299,48 @@ impl Worker {
         }
     }
 
+    /// Whether a connection's next command (`args`) must wait for the answers it is owed
+    /// before it runs. Redis runs a connection's commands one after another, so a pipelined
+    /// `SET data ...` / `SET flag 1` never lets another client see the new flag with the old
+    /// data. Here the two may run on different workers: a command waits unless it runs
+    /// whole on the one other worker that owes every answer in flight (that worker takes a
+    /// connection's requests in the order they were sent). Anything else (a key of this
+    /// worker, of a third one, a command over several workers, one queued in MULTI, a
+    /// server command) waits: rare in pipelines, and then always in order.
+    pub(super) fn waits_for_order(&self, client: &Client, out: &Output, args: &[&[u8]]) -> bool {
+        if out.unran == 0 || args.is_empty() {
+            return false;
+        }
+        let Some(w) = self.runs_on_one(client, args) else {
+            return true;
+        };
+        w == self.id || !out.in_order_to(w)
+    }
+
+    /// The worker a command runs on whole, if it is a single-key command or a multi-key one
+    /// whose keys all live on one worker, outside MULTI (as `dispatch` would send it).
+    fn runs_on_one(&self, client: &Client, args: &[&[u8]]) -> Option<usize> {
+        if client.tx.is_some() {
+            return None;
+        }
+        let spec = cmd::lookup(args[0])?;
+        let key_worker = |key: &[u8]| self.topo.worker_of(self.topo.partition_of(key));
+        match spec.kind {
+            Kind::Keyed => cmd::key_of(args).map(key_worker),
+            Kind::Server if cmd::keyed_subcommand(spec.for_args(args)) => {
+                cmd::key_of(args).map(key_worker)
+            }
+            Kind::Multi(kind) => {
+                let step = if kind.takes_pairs() { 2 } else { 1 };
+                match self.multi_span(args, step)? {
+                    (w, false) => Some(w),
+                    (_, true) => None,
+                }
+            }
+            Kind::Server => None,
+        }
+    }
+
     /// The acks a connection's writes need.
     pub fn acks_of(&self, client: &Client) -> simplekv_conf::Acks {
         client.acks.unwrap_or_else(|| self.default_acks())
@@ -358,7 +400,11 @@ impl Worker {
                 gather: Gather::Single(None),
                 hold: None,
             })));
+            let in_order = out.in_order_to(owner);
             let reply_to = self.reply_to(token, client, out, seq, 0);
+            if in_order {
+                out.order_to = Some(owner);
+            }
             self.send_req(
                 owner,
                 Request {
@@ -458,8 +504,13 @@ impl Worker {
                 need = need.max(n);
                 fill_slot(&mut slot, part as u32, payload);
             } else {
+                // Everything on one other worker (cluster mode, or keys that hash there).
+                let in_order = involved.len() == 1 && out.in_order_to(w);
                 let seq = out.next_seq();
                 let reply_to = self.reply_to(token, client, out, seq, part as u32);
+                if in_order {
+                    out.order_to = Some(w);
+                }
                 self.send_req(w, Request { reply_to, op, acks });
             }
         }

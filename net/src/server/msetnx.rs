@@ -447,7 +447,7 @@ impl Worker {
     }
 
     pub(super) fn nx_answer(&mut self, reply_to: ReplyTo, payload: Payload, need: Need) {
-        let resp = Response { reply_to, payload };
+        let resp = Response::new(reply_to, payload);
         self.outbox.push((reply_to.worker, resp, need));
     }
 }

@@ -551,10 +551,7 @@ impl Worker {
         }
         self.parked_waits = keep;
         for (reply_to, n) in done {
-            let resp = super::router::Response {
-                reply_to,
-                payload: Payload::Int(n),
-            };
+            let resp = super::router::Response::new(reply_to, Payload::Int(n));
             self.respond(resp);
         }
     }

@@ -315,11 +315,28 @@ pub struct Request {
 pub struct Response {
     pub reply_to: ReplyTo,
     pub payload: Payload,
+    /// A `Msg::Ran` went ahead of this answer (it waited for durability or replication):
+    /// the command ran then.
+    pub ran_noted: bool,
+}
+
+impl Response {
+    pub fn new(reply_to: ReplyTo, payload: Payload) -> Response {
+        Response {
+            reply_to,
+            payload,
+            ran_noted: false,
+        }
+    }
 }
 
 pub enum Msg {
     Req(Request),
     Resp(Response),
+    /// The command of this answer ran; the answer itself waits for durability or
+    /// replication. A connection whose next command waits for the previous ones to take
+    /// effect may go on (`Output::unran`).
+    Ran(ReplyTo),
     /// A socket accepted by the acceptor for this worker.
     NewConn(mio::net::TcpStream),
     /// A background merge finished.

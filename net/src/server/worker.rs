@@ -22,7 +22,7 @@ use simplekv_engine::{
     SyncTicket,
 };
 
-use super::conn::{Client, Conn, Hold, ReadOutcome, Released};
+use super::conn::{Client, Conn, Hold, Output, ReadOutcome, Released};
 use super::replica::{ClusterState, Need};
 use super::router::{Msg, Op, Payload, Peer, Request, Response, Topology};
 use super::stats::{Shared, WorkerStats};
@@ -551,7 +551,15 @@ impl Worker {
         else {
             return;
         };
-        self.look_ahead(&conn);
+        // Back from waiting for answers in flight: the rest of what was looked ahead at
+        // before is parsed one command at a time (parsing it all again at every hop between
+        // workers cost more than the prefetch gains; its keys were prefetched then).
+        if std::mem::take(&mut conn.out.order_wait) {
+            self.ahead.clear();
+            self.ahead_ranges.clear();
+        } else {
+            self.look_ahead(&conn);
+        }
         let ahead = std::mem::take(&mut self.ahead);
         let ranges = std::mem::take(&mut self.ahead_ranges);
         let mut next_ahead = 0;
@@ -588,6 +596,15 @@ impl Worker {
                         break;
                     }
                 }
+                // Past a group's barrier, a command joins the group: it runs after the
+                // barrier's command everywhere, and what is in flight is that group's.
+                let rbuf = &conn.rbuf;
+                let args = rs.iter().map(|r| &rbuf[r.clone()]);
+                if group.is_none()
+                    && self.pauses_for_order(&mut conn.out, &mut conn.client, rs.len(), args)
+                {
+                    break;
+                }
                 next_ahead += 1;
                 if !rs.is_empty() {
                     let rbuf = &conn.rbuf;
@@ -623,6 +640,16 @@ impl Worker {
                         })
                     {
                         waits_for_hold = true;
+                        break;
+                    }
+                    if group.is_none()
+                        && self.pauses_for_order(
+                            &mut conn.out,
+                            &mut conn.client,
+                            cmd.len(),
+                            cmd.iter(),
+                        )
+                    {
                         break;
                     }
                     if !cmd.is_empty() {
@@ -674,6 +701,26 @@ impl Worker {
             client.paused = true;
         }
         pass
+    }
+
+    /// Whether a command must wait for the answers in flight (`Worker::waits_for_order`). If
+    /// so, the connection pauses until the last of them is in (`Output::blocked`).
+    fn pauses_for_order<'a>(
+        &self,
+        out: &mut Output,
+        client: &mut Client,
+        len: usize,
+        args: impl Iterator<Item = &'a [u8]>,
+    ) -> bool {
+        if out.unran == 0 {
+            return false;
+        }
+        let wait = with_args(len, args, |args| self.waits_for_order(client, out, args));
+        if wait {
+            out.order_wait = true;
+            client.paused = true;
+        }
+        wait
     }
 
     /// Draining for shutdown, commands on open connections are left unread, except on a node
@@ -853,14 +900,12 @@ impl Worker {
                 };
                 self.outbox.push((
                     req.reply_to.worker,
-                    Response {
-                        reply_to: req.reply_to,
-                        payload,
-                    },
+                    Response::new(req.reply_to, payload),
                     need,
                 ));
             }
             Msg::Resp(resp) => self.deliver(resp),
+            Msg::Ran(rt) => self.note_ran(rt),
             Msg::External { op, acks, done } => {
                 let acks = acks.unwrap_or_else(|| self.default_acks());
                 let (payload, need) = self.execute_op(op, acks);
@@ -908,7 +953,7 @@ impl Worker {
         if conn.client.id != rt.conn_id {
             return;
         }
-        conn.out.answered();
+        conn.out.answered(resp.ran_noted);
         let payload = match resp.payload {
             // WATCH: the versions go to the connection's watch list, the reply is +OK.
             Payload::Versions(vs) => {
@@ -935,6 +980,20 @@ impl Worker {
             super::dispatch::fill_slot(slot, rt.part, payload);
         }
         self.mark_conn_dirty(rt.token);
+    }
+
+    /// The command of an answer still on its way ran (`Msg::Ran`).
+    fn note_ran(&mut self, rt: super::router::ReplyTo) {
+        let Some(conn) = self.conn_mut(rt.token) else {
+            return;
+        };
+        if conn.client.id != rt.conn_id {
+            return;
+        }
+        conn.out.ran();
+        if conn.out.order_wait && conn.out.unran == 0 {
+            self.mark_conn_dirty(rt.token);
+        }
     }
 
     /// Queues work for another worker. Requests carry no durability promise; they go out at
@@ -1004,10 +1063,16 @@ impl Worker {
             self.commit_solo_leaders();
         }
         // Replies to peers and outside callers: those for writes wait for their epoch.
-        for (worker, resp, need) in std::mem::take(&mut self.outbox) {
+        // A held answer's command ran: the connection that asked is told now, so that its
+        // next command (on another worker) need not wait for this one's fsync or replicas.
+        for (worker, mut resp, need) in std::mem::take(&mut self.outbox) {
             match Hold::of(e, need) {
                 None => self.req_out[worker].push(Msg::Resp(resp)),
-                Some(h) => self.held_out.push((h, worker, resp)),
+                Some(h) => {
+                    self.req_out[worker].push(Msg::Ran(resp.reply_to));
+                    resp.ran_noted = true;
+                    self.held_out.push((h, worker, resp));
+                }
             }
         }
         for (done, payload, need) in std::mem::take(&mut self.external_out) {
@@ -1536,6 +1601,7 @@ impl Worker {
     }
 
     fn flush_conns(&mut self) {
+        const DEFER_MAX: usize = 16 << 10;
         let dirty = std::mem::take(&mut self.dirty_conns);
         let mut resume = Vec::new();
         let mut waiters = Vec::new();
@@ -1559,11 +1625,27 @@ impl Worker {
             }
             self.stats.take_errors(&mut conn.out.errors);
             let before = conn.out.wbuf.len() - conn.out.wpos;
-            let ok = !conn.client.dead && conn.flush();
+            // A connection whose next command waits for single-key commands in flight to run
+            // (or whose wait just ended: it goes on below) writes its replies once its run
+            // of commands stops for another reason or DEFER_MAX bytes are queued: a write per
+            // hop between workers cost more than the hops. (Redis too writes a client's
+            // replies once per event-loop turn, after running all the commands of one read.)
+            // Not while it waits for anything slower (a WAIT, a command over several
+            // workers) or is frozen by a hold: its ready replies go out as in Redis.
+            let defer = conn.out.order_wait
+                && conn.out.order_to.is_some()
+                && before < DEFER_MAX
+                && !conn.client.closing
+                && !conn.client.frozen;
+            let ok = !conn.client.dead && (defer || conn.flush());
             let sent = before - (conn.out.wbuf.len() - conn.out.wpos);
             // Ask for writability only while output is stuck in the socket: registered all the
             // time, every ACK would wake the worker for nothing.
-            let want_write = ok && conn.out.has_output();
+            let want_write = if defer {
+                conn.client.want_write
+            } else {
+                ok && conn.out.has_output()
+            };
             if want_write != conn.client.want_write {
                 let interest = if want_write {
                     Interest::READABLE | Interest::WRITABLE
