@@ -432,18 +432,32 @@ impl Conn {
                 Err(_) => return false,
             }
         }
-        if o.wpos == o.wbuf.len() {
-            o.wbuf.clear();
-            o.wpos = 0;
-            if o.wbuf.capacity() > (4 << 20) {
-                o.wbuf = Vec::new();
-            }
-        }
+        o.compact_written();
         true
     }
 }
 
 impl Output {
+    /// Frees the written front of `wbuf`. All written: the buffer is emptied (and given back
+    /// if it grew large). Partly written: the rest moves to the front once the written part
+    /// is large and at least half of it. Only emptying it let a client that reads, but more
+    /// slowly than its replies come, grow the buffer by everything ever sent to it (800 MB
+    /// for 200,000 pipelined GETs of 4 KiB) while the unwritten part stayed under
+    /// `MAX_WBUF`.
+    pub fn compact_written(&mut self) {
+        const COMPACT_AT: usize = 1 << 20;
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            if self.wbuf.capacity() > (4 << 20) {
+                self.wbuf = Vec::new();
+            }
+        } else if self.wpos >= COMPACT_AT && self.wpos * 2 >= self.wbuf.len() {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
+    }
+
     /// Sequence number the next queued slot gets.
     pub fn next_seq(&self) -> u64 {
         self.base_seq + self.slots.len() as u64
@@ -713,6 +727,28 @@ mod tests {
             out.answered(false);
         }
         assert_eq!(out.in_flight, 0);
+    }
+
+    #[test]
+    fn written_output_is_freed_while_the_client_reads_slowly() {
+        let mut out = Output::default();
+        // A client that reads a little less than comes in, over and over.
+        for _ in 0..64 {
+            out.wbuf.extend_from_slice(&[b'x'; 256 << 10]);
+            out.wpos += 192 << 10;
+            out.compact_written();
+            assert!(out.wbuf.len() - out.wpos <= 64 << 20);
+        }
+        let unwritten = 64 * (64 << 10);
+        assert_eq!(out.wbuf.len() - out.wpos, unwritten);
+        assert!(
+            out.wbuf.len() <= 2 * unwritten + (1 << 20),
+            "{} bytes kept for {unwritten} unwritten",
+            out.wbuf.len()
+        );
+        out.wpos = out.wbuf.len();
+        out.compact_written();
+        assert!(out.wbuf.is_empty() && out.wpos == 0);
     }
 
     #[test]
