@@ -4025,16 +4025,53 @@ fn a_held_worker_serves_keys_the_held_command_does_not_touch() {
     );
 }
 
+/// A read in `pipelines_past_a_hold`: key, value, sent at, answered at.
+type TimedRead = (String, Option<String>, Duration, Duration);
+
+/// What `pipelines_past_a_hold` saw.
+struct PipelinesPastAHold {
+    /// Each pipeline's two keys, in the order it wrote them.
+    pairs: Vec<(String, String)>,
+    seen: Vec<TimedRead>,
+    checked: Vec<TimedRead>,
+    lcs_at: Duration,
+}
+
+impl PipelinesPastAHold {
+    /// Pipelines whose second key was seen new before their first key was read old: their
+    /// SETs took effect out of order.
+    fn out_of_order(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (first, second) in &self.pairs {
+            let second_new = self
+                .seen
+                .iter()
+                .filter(|(k, v, _, _)| k == second && v.as_deref() == Some("new"))
+                .map(|(_, _, _, answered)| *answered)
+                .min();
+            let Some(new_at) = second_new else {
+                continue;
+            };
+            for (_, v, sent, _) in self.checked.iter().filter(|(k, ..)| k == first) {
+                if *sent > new_at && v.as_deref() == Some("old") {
+                    out.push(format!(
+                        "{first} read old at {sent:?}, after {second} was seen new at {new_at:?}"
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Redis runs a connection's commands one after another: once another client has seen the
 /// effect of a pipeline's second command, nobody sees the state before its first. Here the
 /// first `SET` of each pipeline goes to a worker held still (for an MSET that waits on a long
 /// LCS elsewhere) and the second to a free one. "Seers" read the second keys while the hold
 /// lasts; then "checkers" read the first keys (the held worker's own client runs those
-/// reads meanwhile: the hold does not touch them). A second key seen new before a first
-/// key is read old is a pipeline taking effect out of order.
-#[test]
-fn a_pipeline_takes_effect_in_order_across_workers() {
-    let s = server();
+/// reads meanwhile: the hold does not touch them). Checks that both kinds of reads ran
+/// during the hold, and that the pipelines took effect in the end.
+fn pipelines_past_a_hold(s: &Server) -> PipelinesPastAHold {
     let k = one_per_worker("po:");
     let (la, lb) = (format!("{{{}}}a", k[3]), format!("{{{}}}b", k[3]));
     let m = one_per_worker("pm:");
@@ -4125,23 +4162,6 @@ fn a_pipeline_takes_effect_in_order_across_workers() {
         c.read_exact(&mut ok).unwrap();
         assert_eq!(&ok, b"+OK\r\n");
     }
-    for (first, second) in &pairs {
-        let second_new = seen
-            .iter()
-            .filter(|(k, v, _, _)| k == second && v.as_deref() == Some("new"))
-            .map(|(_, _, _, answered)| *answered)
-            .min();
-        let Some(new_at) = second_new else {
-            continue;
-        };
-        for (_, v, sent, _) in checked.iter().filter(|(k, ..)| k == first) {
-            assert!(
-                *sent < new_at || v.as_deref() == Some("new"),
-                "{first} read old at {sent:?}, after {second} was seen new at {new_at:?} \
-                 (LCS done at {lcs_at:?}): seen {seen:?}, checked {checked:?}"
-            );
-        }
-    }
     // Both kinds of reads ran during the hold, and a checker saw a first key not written
     // yet (else this test shows nothing). Only pipelines from workers 1 and 2 can show the
     // disorder: worker 0's runs its first SET during the hold, worker 3's after the LCS.
@@ -4159,6 +4179,48 @@ fn a_pipeline_takes_effect_in_order_across_workers() {
         assert_eq!(get(&mut c, first).as_deref(), Some("new"));
         assert_eq!(get(&mut c, second).as_deref(), Some("new"));
     }
+    PipelinesPastAHold {
+        pairs,
+        seen,
+        checked,
+        lcs_at,
+    }
+}
+
+#[test]
+fn a_pipeline_takes_effect_in_order_across_workers() {
+    let s = server();
+    let run = pipelines_past_a_hold(&s);
+    let wrong = run.out_of_order();
+    assert!(
+        wrong.is_empty(),
+        "{wrong:?} (LCS done at {:?}): seen {:?}, checked {:?}",
+        run.lcs_at,
+        run.seen,
+        run.checked
+    );
+}
+
+/// `server.ordered_pipelines = false` (set at run time) keeps the order per worker only:
+/// the same pipelines are seen out of order.
+#[test]
+fn unordered_pipelines_take_effect_per_worker() {
+    let s = server();
+    let mut c = s.client();
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("server.ordered_pipelines")
+        .arg("no")
+        .query(&mut c)
+        .unwrap();
+    let run = pipelines_past_a_hold(&s);
+    assert!(
+        !run.out_of_order().is_empty(),
+        "LCS done at {:?}: seen {:?}, checked {:?}",
+        run.lcs_at,
+        run.seen,
+        run.checked
+    );
 }
 
 /// EXISTS of each key, all in one MULTI/EXEC (one moment of the keyspace).

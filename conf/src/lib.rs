@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub tcp_backlog: u32,
     /// Set TCP_NODELAY on client sockets.
     pub tcp_nodelay: bool,
+    /// A connection's commands take effect in the order it sent them across workers, as in
+    /// Redis; false: in order per worker only (pipelines over several workers go faster).
+    pub ordered_pipelines: bool,
     /// How long shutdown waits for in-flight work before giving up, in milliseconds.
     pub shutdown_timeout_ms: u64,
     /// Background task (active expiry, cron) frequency, per second.
@@ -169,6 +172,7 @@ impl Default for ServerConfig {
             timeout: 0,
             tcp_backlog: 511,
             tcp_nodelay: true,
+            ordered_pipelines: true,
             shutdown_timeout_ms: 10_000,
             hz: 10,
             log_level: LogLevel::Info,

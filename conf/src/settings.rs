@@ -518,6 +518,20 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         },
     },
     SettingInfo {
+        name: "server.ordered_pipelines",
+        redis_name: None,
+        runtime: true,
+        help: "A connection's commands take effect in the order it sent them, as in Redis, \
+               also when their keys live on different workers (a pipeline pays a hop between \
+               workers per change of worker). false: in order per worker only; another \
+               client may see a pipeline's later write before an earlier one on another \
+               worker.",
+        access: Access::Bool {
+            get: |c| c.server.ordered_pipelines,
+            set: |c, v| c.server.ordered_pipelines = v,
+        },
+    },
+    SettingInfo {
         name: "server.shutdown_timeout_ms",
         redis_name: None,
         runtime: false,

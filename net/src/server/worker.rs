@@ -712,7 +712,7 @@ impl Worker {
         len: usize,
         args: impl Iterator<Item = &'a [u8]>,
     ) -> bool {
-        if out.unran == 0 {
+        if out.unran == 0 || !self.config.server.ordered_pipelines {
             return false;
         }
         let wait = with_args(len, args, |args| self.waits_for_order(client, out, args));
