@@ -46,8 +46,15 @@ impl Topology {
         self.partition_of_slot(key_slot(key))
     }
 
+    /// The worker that owns `partition`: the workers own contiguous runs of partitions, as
+    /// even as the counts allow. Not `partition mod workers`: a cluster's controller makes
+    /// node `p mod nodes` the preferred leader of partition `p`, and where the node count
+    /// divides the worker count (3 nodes of 6, 12 or 24 cores) each node's leaderships all
+    /// fell on a third of its workers, the rest serving only replication.
     pub fn worker_of(&self, partition: u32) -> usize {
-        (partition % self.workers) as usize
+        let workers = u64::from(self.workers.max(1));
+        let partitions = u64::from(self.partitions.max(1));
+        (u64::from(partition) * workers / partitions).min(workers - 1) as usize
     }
 
     /// Slots of a partition: `[start, end)`.
@@ -618,6 +625,55 @@ mod tests {
                 expect = e;
             }
             assert_eq!(expect, SLOTS);
+        }
+    }
+
+    #[test]
+    fn workers_own_contiguous_even_runs_of_partitions() {
+        for (partitions, workers) in [(16u32, 1u32), (16, 2), (16, 3), (16, 6), (16, 16), (4, 8)] {
+            let t = Topology {
+                partitions,
+                workers,
+            };
+            let owners: Vec<usize> = (0..partitions).map(|p| t.worker_of(p)).collect();
+            assert!(owners.windows(2).all(|w| w[0] <= w[1]), "{owners:?}");
+            assert!(owners.iter().all(|&w| w < workers as usize));
+            let mut counts = vec![0u32; workers as usize];
+            for &w in &owners {
+                counts[w] += 1;
+            }
+            let most = partitions.div_ceil(workers);
+            let least = partitions / workers;
+            assert!(
+                counts
+                    .iter()
+                    .all(|&c| c <= most && (c >= least || workers > partitions)),
+                "{partitions} partitions over {workers} workers: {counts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_nodes_preferred_leaderships_spread_over_its_workers() {
+        // The controller makes node `p mod nodes` the preferred leader of partition `p`
+        // (`simplekv_cluster::assign`).
+        for (partitions, nodes, workers) in
+            [(16u32, 3u32, 3u32), (16, 3, 6), (48, 3, 12), (16, 2, 4)]
+        {
+            let t = Topology {
+                partitions,
+                workers,
+            };
+            for node in 0..nodes {
+                let led: Vec<u32> = (node..partitions).step_by(nodes as usize).collect();
+                let mut used: Vec<usize> = led.iter().map(|&p| t.worker_of(p)).collect();
+                used.dedup();
+                assert_eq!(
+                    used.len(),
+                    led.len().min(workers as usize),
+                    "node {node} of {nodes} leads {led:?} on workers {used:?}"
+                );
+            }
         }
     }
 
