@@ -299,12 +299,12 @@ impl Worker {
         }
     }
 
-    /// Whether a connection's next command (`args`) must wait for the answers it is owed
-    /// before it runs. Redis runs a connection's commands one after another, so a pipelined
-    /// `SET data ...` / `SET flag 1` never lets another client see the new flag with the old
-    /// data. Here the two may run on different workers: a command waits unless it runs
-    /// whole on the one other worker that owes every answer in flight (that worker takes a
-    /// connection's requests in the order they were sent). Anything else (a key of this
+    /// Whether a connection's next command (`args`) must wait for its commands in flight to
+    /// run before it runs. Redis runs a connection's commands one after another, so a
+    /// pipelined `SET data ...` / `SET flag 1` never lets another client see the new flag
+    /// with the old data. Here the two may run on different workers: a command waits unless
+    /// it runs whole on the one other worker all the commands in flight went to (that worker
+    /// takes a connection's requests in the order they were sent). Anything else (a key of this
     /// worker, of a third one, a command over several workers, one queued in MULTI, a
     /// server command) waits: rare in pipelines, and then always in order.
     pub(super) fn waits_for_order(&self, client: &Client, out: &Output, args: &[&[u8]]) -> bool {
