@@ -4191,6 +4191,7 @@ fn pipelines_past_a_hold(s: &Server) -> PipelinesPastAHold {
 fn a_pipeline_takes_effect_in_order_across_workers() {
     let s = server();
     let run = pipelines_past_a_hold(&s);
+    assert!(order_waits(&s) > 0, "INFO counts the commands that waited");
     let wrong = run.out_of_order();
     assert!(
         wrong.is_empty(),
@@ -4199,6 +4200,15 @@ fn a_pipeline_takes_effect_in_order_across_workers() {
         run.seen,
         run.checked
     );
+}
+
+/// INFO stats `pipeline_order_waits`.
+fn order_waits(s: &Server) -> u64 {
+    let info: String = cmd("INFO").arg("stats").query(&mut s.client()).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("pipeline_order_waits:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO stats has pipeline_order_waits")
 }
 
 /// `server.ordered_pipelines = false` (set at run time) keeps the order per worker only:
@@ -4214,6 +4224,7 @@ fn unordered_pipelines_take_effect_per_worker() {
         .query(&mut c)
         .unwrap();
     let run = pipelines_past_a_hold(&s);
+    assert_eq!(order_waits(&s), 0);
     assert!(
         !run.out_of_order().is_empty(),
         "LCS done at {:?}: seen {:?}, checked {:?}",

@@ -277,7 +277,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("stats") {
         let _ = write!(
             o,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\ninstantaneous_ops_per_sec:{:.0}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\ninstantaneous_ops_per_sec:{:.0}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\npipeline_order_waits:{}\r\n\r\n",
             si.total_connections,
             t.commands,
             t.net_in,
@@ -292,6 +292,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             t.hits,
             t.misses,
             t.errors.total,
+            t.order_waits,
         );
     }
     if want("replication") {

@@ -104,6 +104,9 @@ pub struct WorkerStats {
     pub output_kbps: f64,
     pub hits: u64,
     pub misses: u64,
+    /// Commands that waited for a connection's commands in flight on another worker to run
+    /// (INFO `pipeline_order_waits`; see `server.ordered_pipelines`).
+    pub order_waits: u64,
     pub expired_keys: u64,
     pub log_bytes: u64,
     pub dead_bytes: u64,
@@ -178,6 +181,7 @@ impl WorkerStats {
         self.writes = 0;
         self.hits = 0;
         self.misses = 0;
+        self.order_waits = 0;
         self.expired_keys = 0;
         self.errors = Default::default();
     }
@@ -196,6 +200,7 @@ impl WorkerStats {
         self.output_kbps += o.output_kbps;
         self.hits += o.hits;
         self.misses += o.misses;
+        self.order_waits += o.order_waits;
         self.expired_keys += o.expired_keys;
         self.log_bytes += o.log_bytes;
         self.dead_bytes += o.dead_bytes;

@@ -706,7 +706,7 @@ impl Worker {
     /// Whether a command must wait for the answers in flight (`Worker::waits_for_order`). If
     /// so, the connection pauses until the last of them is in (`Output::blocked`).
     fn pauses_for_order<'a>(
-        &self,
+        &mut self,
         out: &mut Output,
         client: &mut Client,
         len: usize,
@@ -719,6 +719,7 @@ impl Worker {
         if wait {
             out.order_wait = true;
             client.paused = true;
+            self.stats.order_waits += 1;
         }
         wait
     }
