@@ -3942,6 +3942,29 @@ fn info_memory_peak_remembers_the_most_memory_held() {
 /// another key of worker 0 answers long before the LCS ends, from the one probe connection
 /// that lives on worker 0 (connections are spread round robin), and the MSET's key there
 /// is read only with the MSET applied.
+/// Runs `LCS a b LEN` once on `lc` to time it here (build and machine), then again in a
+/// thread from `start`, which answers how long after `start` it ended. Returns a sixth of
+/// the measured time: the step the caller's timeline goes by.
+fn lcs_in_background(
+    mut lc: Connection,
+    a: String,
+    b: String,
+) -> (Duration, Instant, std::thread::JoinHandle<Duration>) {
+    let lcs_len = move |lc: &mut Connection| {
+        let n: i64 = cmd("LCS").arg(&a).arg(&b).arg("LEN").query(lc).unwrap();
+        assert!(n > 0);
+    };
+    let t = Instant::now();
+    lcs_len(&mut lc);
+    let step = t.elapsed() / 6;
+    let start = Instant::now();
+    let lcs = std::thread::spawn(move || {
+        lcs_len(&mut lc);
+        start.elapsed()
+    });
+    (step, start, lcs)
+}
+
 #[test]
 fn a_held_worker_serves_keys_the_held_command_does_not_touch() {
     let s = server();
@@ -3959,28 +3982,8 @@ fn a_held_worker_serves_keys_the_held_command_does_not_touch() {
     // WORKERS of them have one on each; an MSET read by the LCS's worker only runs after it.
     let probes: Vec<Connection> = (0..WORKERS).map(|_| s.client()).collect();
     let msets: Vec<std::net::TcpStream> = (0..WORKERS).map(|_| s.raw()).collect();
-    let mut lc = s.client();
-    // How long the LCS takes here (build and machine): the steps below go at fractions of it.
-    let t = Instant::now();
-    let n: i64 = cmd("LCS")
-        .arg(&la)
-        .arg(&lb)
-        .arg("LEN")
-        .query(&mut lc)
-        .unwrap();
-    assert!(n > 0);
-    let step = t.elapsed() / 6;
-    let start = Instant::now();
-    let lcs = std::thread::spawn(move || {
-        let n: i64 = cmd("LCS")
-            .arg(&la)
-            .arg(&lb)
-            .arg("LEN")
-            .query(&mut lc)
-            .unwrap();
-        assert!(n > 0);
-        start.elapsed()
-    });
+    let lc = s.client();
+    let (step, start, lcs) = lcs_in_background(lc, la, lb);
     std::thread::sleep(step);
     let mset_req = resp(&[b"MSET", m[0].as_bytes(), b"new", m[3].as_bytes(), b"new"]);
     let mset = std::thread::spawn(move || {
@@ -4095,20 +4098,8 @@ fn pipelines_past_a_hold(s: &Server) -> PipelinesPastAHold {
     let checkers: Vec<Connection> = (0..WORKERS).map(|_| s.client()).collect();
     let mut pipes: Vec<std::net::TcpStream> = (0..WORKERS).map(|_| s.raw()).collect();
     let mut msets: Vec<std::net::TcpStream> = (0..WORKERS).map(|_| s.raw()).collect();
-    let mut lc = s.client();
-    let lcs_len = move |lc: &mut Connection| {
-        let n: i64 = cmd("LCS").arg(&la).arg(&lb).arg("LEN").query(lc).unwrap();
-        assert!(n > 0);
-    };
-    // How long the LCS takes here (build and machine): the steps below go at fractions of it.
-    let t = Instant::now();
-    lcs_len(&mut lc);
-    let step = t.elapsed() / 6;
-    let start = Instant::now();
-    let lcs = std::thread::spawn(move || {
-        lcs_len(&mut lc);
-        start.elapsed()
-    });
+    let lc = s.client();
+    let (step, start, lcs) = lcs_in_background(lc, la, lb);
     std::thread::sleep(step);
     // Worker 0 holds for these MSETs until worker 3 is done with the LCS (the one sent from
     // worker 3 is read only then).

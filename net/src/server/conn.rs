@@ -569,9 +569,15 @@ impl Output {
 
     /// A request for one of this connection's replies went to another worker.
     pub fn sent_away(&mut self) {
+        self.sent_away_to(None);
+    }
+
+    /// A request went to another worker; `to`: the worker, when the command runs whole
+    /// there (`order_to` stays that worker if everything in flight went there too).
+    pub fn sent_away_to(&mut self, to: Option<usize>) {
+        self.order_to = to.filter(|&w| self.in_order_to(w));
         self.in_flight += 1;
         self.unran += 1;
-        self.order_to = None;
     }
 
     /// Whether a command that runs whole on `worker` (another one) may be sent now without
@@ -756,10 +762,8 @@ mod tests {
         let mut out = Output::default();
         assert!(out.in_order_to(1), "nothing in flight");
         // Two single-key commands for worker 1, in flight at once.
-        out.sent_away();
-        out.order_to = Some(1);
-        out.sent_away();
-        out.order_to = Some(1);
+        out.sent_away_to(Some(1));
+        out.sent_away_to(Some(1));
         assert!(out.in_order_to(1) && !out.in_order_to(2));
         out.order_wait = true;
         assert!(out.blocked());

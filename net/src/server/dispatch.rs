@@ -217,7 +217,20 @@ impl Worker {
         seq: u64,
         part: u32,
     ) -> ReplyTo {
-        out.sent_away();
+        self.reply_to_worker(token, client, out, seq, part, None)
+    }
+
+    /// `reply_to` for a command that runs whole on worker `to` (`Output::sent_away_to`).
+    pub(super) fn reply_to_worker(
+        &self,
+        token: usize,
+        client: &Client,
+        out: &mut Output,
+        seq: u64,
+        part: u32,
+        to: Option<usize>,
+    ) -> ReplyTo {
+        out.sent_away_to(to);
         ReplyTo {
             worker: self.id,
             token,
@@ -400,11 +413,7 @@ impl Worker {
                 gather: Gather::Single(None),
                 hold: None,
             })));
-            let in_order = out.in_order_to(owner);
-            let reply_to = self.reply_to(token, client, out, seq, 0);
-            if in_order {
-                out.order_to = Some(owner);
-            }
+            let reply_to = self.reply_to_worker(token, client, out, seq, 0, Some(owner));
             self.send_req(
                 owner,
                 Request {
@@ -504,13 +513,11 @@ impl Worker {
                 need = need.max(n);
                 fill_slot(&mut slot, part as u32, payload);
             } else {
-                // Everything on one other worker (cluster mode, or keys that hash there).
-                let in_order = involved.len() == 1 && out.in_order_to(w);
+                // Everything on one other worker (cluster mode, or keys that hash there)
+                // keeps the order with earlier single-key commands for it.
+                let whole = (involved.len() == 1).then_some(w);
                 let seq = out.next_seq();
-                let reply_to = self.reply_to(token, client, out, seq, part as u32);
-                if in_order {
-                    out.order_to = Some(w);
-                }
+                let reply_to = self.reply_to_worker(token, client, out, seq, part as u32, whole);
                 self.send_req(w, Request { reply_to, op, acks });
             }
         }

@@ -581,39 +581,23 @@ impl Worker {
             let group = conn.out.group_barrier();
             if let Some((consumed, rs)) = ahead.get(next_ahead) {
                 let rs = &ranges[rs.clone()];
-                if let Some(first) = group {
-                    let rbuf = &conn.rbuf;
-                    let args = rs.iter().map(|r| &rbuf[r.clone()]);
-                    if !self.passes_group_barrier(first, &mut conn.client, rs.len(), args) {
-                        break;
-                    }
-                }
-                if held_at_start {
-                    let rbuf = &conn.rbuf;
-                    let args = rs.iter().map(|r| &rbuf[r.clone()]);
-                    if !with_args(rs.len(), args, |a| self.runs_while_held(&conn.client, a)) {
-                        waits_for_hold = true;
-                        break;
-                    }
-                }
-                // Past a group's barrier, a command joins the group: it runs after the
-                // barrier's command everywhere, and what is in flight is that group's.
                 let rbuf = &conn.rbuf;
                 let args = rs.iter().map(|r| &rbuf[r.clone()]);
-                if group.is_none()
-                    && self.pauses_for_order(&mut conn.out, &mut conn.client, rs.len(), args)
-                {
+                let step = with_args(rs.len(), args, |args| {
+                    self.run_one(
+                        token,
+                        &mut conn.out,
+                        &mut conn.client,
+                        group,
+                        held_at_start,
+                        args,
+                    )
+                });
+                if step != Step::Ran {
+                    waits_for_hold = step == Step::WaitsForHold;
                     break;
                 }
                 next_ahead += 1;
-                if !rs.is_empty() {
-                    let rbuf = &conn.rbuf;
-                    with_args(rs.len(), rs.iter().map(|r| &rbuf[r.clone()]), |args| {
-                        self.stats.commands += 1;
-                        self.dispatch(token, &mut conn.out, &mut conn.client, args);
-                    });
-                    self.stats.take_errors(&mut conn.out.errors);
-                }
                 conn.rpos += consumed;
                 continue;
             }
@@ -621,43 +605,21 @@ impl Worker {
             match parsed {
                 Ok(Some(cmd)) => {
                     let consumed = cmd.consumed();
-                    // Left unconsumed unless it may pass: parsed again when the barrier's
-                    // reply is in.
-                    if let Some(first) = group
-                        && !self.passes_group_barrier(
-                            first,
-                            &mut conn.client,
-                            cmd.len(),
-                            cmd.iter(),
-                        )
-                    {
-                        break;
-                    }
-                    // Left unconsumed as well, if it waits for the hold.
-                    if held_at_start
-                        && !with_args(cmd.len(), cmd.iter(), |a| {
-                            self.runs_while_held(&conn.client, a)
-                        })
-                    {
-                        waits_for_hold = true;
-                        break;
-                    }
-                    if group.is_none()
-                        && self.pauses_for_order(
+                    // Left unconsumed unless it runs: parsed again when what it waits
+                    // for is in.
+                    let step = with_args(cmd.len(), cmd.iter(), |args| {
+                        self.run_one(
+                            token,
                             &mut conn.out,
                             &mut conn.client,
-                            cmd.len(),
-                            cmd.iter(),
+                            group,
+                            held_at_start,
+                            args,
                         )
-                    {
+                    });
+                    if step != Step::Ran {
+                        waits_for_hold = step == Step::WaitsForHold;
                         break;
-                    }
-                    if !cmd.is_empty() {
-                        with_args(cmd.len(), cmd.iter(), |args| {
-                            self.stats.commands += 1;
-                            self.dispatch(token, &mut conn.out, &mut conn.client, args);
-                        });
-                        self.stats.take_errors(&mut conn.out.errors);
                     }
                     conn.rpos += consumed;
                 }
@@ -684,44 +646,48 @@ impl Worker {
         self.ahead_ranges = ranges;
     }
 
-    /// Whether a command may run now behind a group barrier (`Worker::may_pass_barrier`; an
-    /// empty command does nothing, so it may). If not, the connection pauses: it carries on
-    /// when the barrier's reply is in (`flush_conns`).
-    fn passes_group_barrier<'a>(
-        &self,
-        first: usize,
-        client: &mut Client,
-        len: usize,
-        args: impl Iterator<Item = &'a [u8]>,
-    ) -> bool {
-        let pass = with_args(len, args, |args| {
-            args.is_empty() || self.may_pass_barrier(first, client, args)
-        });
-        if !pass {
-            client.paused = true;
-        }
-        pass
-    }
-
-    /// Whether a command must wait for the answers in flight (`Worker::waits_for_order`). If
-    /// so, the connection pauses until the last of them is in (`Output::blocked`).
-    fn pauses_for_order<'a>(
+    /// Runs one command of a connection, unless it must wait: behind a group's barrier
+    /// only a command joining the group may pass (`Worker::may_pass_barrier`); while this
+    /// worker holds (`held`), only what `runs_while_held` allows; and a command waits for
+    /// the commands in flight to run when the order asks for it (`Worker::waits_for_order`;
+    /// past a group's barrier a command joins the group, which runs it after the barrier's
+    /// command everywhere). A connection that stops pauses, and carries on when what it
+    /// waits for is in (`flush_conns`, `Output::blocked`). An empty command does nothing.
+    fn run_one(
         &mut self,
+        token: usize,
         out: &mut Output,
         client: &mut Client,
-        len: usize,
-        args: impl Iterator<Item = &'a [u8]>,
-    ) -> bool {
-        if out.unran == 0 || !self.config.server.ordered_pipelines {
-            return false;
+        group: Option<usize>,
+        held: bool,
+        args: &[&[u8]],
+    ) -> Step {
+        if args.is_empty() {
+            return Step::Ran;
         }
-        let wait = with_args(len, args, |args| self.waits_for_order(client, out, args));
-        if wait {
+        if let Some(first) = group
+            && !self.may_pass_barrier(first, client, args)
+        {
+            client.paused = true;
+            return Step::Stop;
+        }
+        if held && !self.runs_while_held(client, args) {
+            return Step::WaitsForHold;
+        }
+        if group.is_none()
+            && out.unran > 0
+            && self.config.server.ordered_pipelines
+            && self.waits_for_order(client, out, args)
+        {
             out.order_wait = true;
             client.paused = true;
             self.stats.order_waits += 1;
+            return Step::Stop;
         }
-        wait
+        self.stats.commands += 1;
+        self.dispatch(token, out, client, args);
+        self.stats.take_errors(&mut out.errors);
+        Step::Ran
     }
 
     /// Draining for shutdown, commands on open connections are left unread, except on a node
@@ -2136,6 +2102,16 @@ fn spawn_sync_thread(name: String, me: Peer) -> Sender<SyncJob> {
 
 /// Calls `f` with a command's arguments in a slice: on the stack for the usual few (no
 /// allocation per command), in a `Vec` beyond 8.
+/// What `Worker::run_one` did with a command.
+#[derive(PartialEq)]
+enum Step {
+    Ran,
+    /// It waits (a barrier, the order): the connection paused.
+    Stop,
+    /// It waits for this worker's hold to end.
+    WaitsForHold,
+}
+
 fn with_args<'a, R>(
     len: usize,
     args: impl Iterator<Item = &'a [u8]>,
