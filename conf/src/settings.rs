@@ -839,7 +839,8 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         redis_name: None,
         runtime: false,
         help: "ZooKeeper session timeout; a node silent this long is considered dead. \
-               ZooKeeper clamps it to 2..20 times its tickTime.",
+               ZooKeeper grants 2 tickTimes up to its maxSessionTimeout (by default 20 \
+               tickTimes): keep it within, since a node times itself by this value.",
         access: Access::Int {
             min: 1_000,
             max: 600_000,

@@ -124,10 +124,13 @@ impl LocalZooKeeper {
             None => free_port(host).map_err(io(&dir))?,
         };
         let cfg = dir.join("zoo.cfg");
+        // maxSessionTimeout: ZooKeeper's default (20 ticks, 10 s here) would cut every
+        // `cluster.session_timeout_ms` above it short; this server grants the whole range
+        // simplekv accepts.
         std::fs::write(
             &cfg,
             format!(
-                "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress={host}\nmaxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat,mntr\n",
+                "tickTime=500\nmaxSessionTimeout=600000\ndataDir={}\nclientPort={port}\nclientPortAddress={host}\nmaxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat,mntr\n",
                 dir.join("data").display()
             ),
         )
