@@ -77,6 +77,16 @@ pub enum WriteError {
     Failed(String),
     #[error(transparent)]
     Recovery(#[from] Box<OpenError>),
+    /// No disk space could be set aside for the record (`Segment::reserve`): nothing was
+    /// applied.
+    #[error("write to the log failed: {path}: {source}")]
+    Reserve {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a failed write dropped earlier records of this batch ({0}); none of it was kept")]
+    BatchDropped(String),
 }
 
 /// Merging closed segments.

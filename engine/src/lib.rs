@@ -31,6 +31,12 @@ mod slot_index;
 mod store;
 mod watch;
 
+#[cfg(test)]
+mod full_disk_tests;
+#[cfg(test)]
+#[path = "../tests/support/tmpfs.rs"]
+mod test_tmpfs;
+
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use error::{MergeError, OpenError, ReadError, WriteError};
 pub use hint::HintJob;

@@ -147,9 +147,59 @@ pub struct Segment {
     open_batch: Option<usize>,
     /// The last record appended has `MORE` set (its batch goes on).
     tail_more: bool,
+    /// File offset up to which disk blocks are allocated for appends (`reserve`): buffered
+    /// records below it cannot fail to be written for want of space.
+    reserved: u64,
+    /// The file system cannot allocate ahead (no `fallocate`): appends are not reserved.
+    no_reserve: bool,
+    /// A failed write dropped buffered records (`flush`).
+    dropped: bool,
 }
 
 const INDEX_INTERVAL: u64 = 64 << 10;
+
+/// How much disk `Segment::reserve` allocates ahead at a time.
+const RESERVE_STEP: u64 = 1 << 20;
+
+/// Allocates `[off, off + len)` of `file` without changing its length; returns `len`.
+fn fallocate_keep_size(file: &File, off: u64, len: u64) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let (Ok(o), Ok(l)) = (i64::try_from(off), i64::try_from(len)) else {
+        return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    loop {
+        // SAFETY: a plain syscall on a descriptor this file owns.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, o, l) };
+        if rc == 0 {
+            return Ok(len);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn punch_hole(file: &File, off: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(o), Ok(l)) = (i64::try_from(off), i64::try_from(len)) else {
+        return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    // SAFETY: as in `fallocate_keep_size`.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            o,
+            l,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
 
 impl Segment {
     /// Creates a new, empty active segment (header written and fsynced, directory fsynced).
@@ -207,6 +257,9 @@ impl Segment {
             active: true,
             open_batch: None,
             tail_more: false,
+            reserved: SEGMENT_HEADER_LEN as u64,
+            no_reserve: false,
+            dropped: false,
         })
     }
 
@@ -246,6 +299,9 @@ impl Segment {
             active: writable,
             open_batch: None,
             tail_more: false,
+            reserved: len,
+            no_reserve: false,
+            dropped: false,
         })
     }
 
@@ -377,6 +433,7 @@ impl Segment {
             Err(e) => {
                 let _ = self.file.set_len(self.written);
                 self.buf.clear();
+                self.dropped = true;
                 Err(WriteError::Io {
                     path: self.path.clone(),
                     source: e,
@@ -395,11 +452,84 @@ impl Segment {
         Ok(())
     }
 
-    /// Stops appending: flush, fsync.
+    /// Stops appending: flush, fsync, and give back the blocks reserved past the end.
     pub fn seal(&mut self) -> Result<(), WriteError> {
         self.sync()?;
         self.active = false;
+        self.release_reserved();
         Ok(())
+    }
+
+    /// Takes appends again after a `seal` (the segment meant to follow could not be created).
+    pub fn unseal(&mut self) {
+        self.active = true;
+    }
+
+    /// Makes sure the disk has room for `more` bytes appended after everything buffered, so
+    /// that writing the buffer cannot fail for want of space: the records of a turn are
+    /// applied (and may be read) before the turn ends and writes them, and a write that would
+    /// then fail would take back records other commands already saw. Space is allocated past
+    /// the end of the file (`FALLOC_FL_KEEP_SIZE`: the file's length, all that recovery
+    /// reads, is unchanged) in steps of `RESERVE_STEP`, or just `more` when the disk has no
+    /// more than that. A full disk fails the write that asks, before it is applied.
+    pub fn reserve(&mut self, more: u64) -> Result<(), WriteError> {
+        let need = self.len() + more;
+        if self.no_reserve || need <= self.reserved {
+            return Ok(());
+        }
+        let from = self.reserved.max(self.written);
+        let step = RESERVE_STEP.min(self.capacity().saturating_sub(from));
+        let mut r = fallocate_keep_size(&self.file, from, (need - from).max(step));
+        if r.as_ref()
+            .is_err_and(|e| e.raw_os_error() == Some(libc::ENOSPC))
+            && step > need - from
+        {
+            r = fallocate_keep_size(&self.file, from, need - from);
+        }
+        match r {
+            Ok(len) => {
+                self.reserved = from + len;
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+                ) =>
+            {
+                self.no_reserve = true;
+                Ok(())
+            }
+            Err(source) => Err(WriteError::Reserve {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Frees the blocks reserved past the written end (best effort: a file system that keeps
+    /// them only wastes the space until the segment is merged away).
+    fn release_reserved(&mut self) {
+        if self.reserved > self.written && !self.no_reserve {
+            // A truncation to the same length frees blocks past the end on ext4 and XFS; a
+            // hole punched there does on tmpfs.
+            let _ = self.file.set_len(self.written);
+            let _ = punch_hole(&self.file, self.written, self.reserved - self.written);
+        }
+        self.reserved = self.written;
+    }
+
+    /// Gives the reservation back and reserves no more, as on a file system without
+    /// `fallocate`.
+    #[cfg(test)]
+    pub(crate) fn stop_reserving(&mut self) {
+        self.release_reserved();
+        self.no_reserve = true;
+    }
+
+    /// True once after a failed write dropped buffered records.
+    pub fn take_dropped(&mut self) -> bool {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Cuts the file at `off` (a record boundary), drops the sparse index past it and makes the
@@ -410,6 +540,7 @@ impl Segment {
         self.file.sync_all().at_write(&self.path)?;
         self.written = off;
         self.synced = off;
+        self.reserved = off;
         self.index.retain(|&(_, o)| (o as u64) < off);
         self.last_indexed_off = self.index.last().map(|&(_, o)| o as u64).unwrap_or(0);
         self.active = true;

@@ -66,6 +66,8 @@ pub struct StoreStats {
     pub log_end: u64,
     pub keydir_bytes: usize,
     pub unsynced: bool,
+    /// Writes refused for want of disk space.
+    pub write_errors: u64,
 }
 
 /// An fsync of a segment to run off the owner's thread (see `Store::take_background_sync`).
@@ -147,6 +149,13 @@ pub struct Store {
     read_cursor: std::cell::Cell<(u64, u64, usize)>,
     /// Recent deletes and expiry changes, for WATCH (`watch`).
     pub(crate) touches: crate::watch::Touches,
+    /// A failed write dropped records of the open batch (see `fail_write`): the batch's
+    /// `commit_write` fails with this.
+    dropped: Option<String>,
+    /// Writes refused for want of disk space (`make_room`), and the last refusal while no
+    /// write has succeeded since, for INFO.
+    write_errors: u64,
+    write_failing: Option<String>,
 }
 
 const NO_CURSOR: (u64, u64, usize) = (u64::MAX, 0, 0);
@@ -204,6 +213,9 @@ impl Store {
             read_cursor: std::cell::Cell::new(NO_CURSOR),
             tap: None,
             touches: crate::watch::Touches::new(0),
+            dropped: None,
+            write_errors: 0,
+            write_failing: None,
         };
         store.install_loaded(loaded, false)?;
         store.upgrade_active_format()?;
@@ -558,7 +570,27 @@ impl Store {
     /// A batch never spans segments: while the last record appended has `MORE` set, the
     /// segment grows past `segment_size` (mapped larger if need be) and rolls after the batch;
     /// only at `MAX_SEGMENT_SIZE` (keydir offsets are 32-bit) does a batch end early.
+    /// Then reserves disk space for the record (`Segment::reserve`): a full disk fails the
+    /// write here, before anything is applied.
     fn make_room(&mut self, rec_len: u64) -> Result<(), WriteError> {
+        self.fit(rec_len)?;
+        let id = self.active_id();
+        match self.seg_mut(id).reserve(rec_len) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.write_errors += 1;
+                self.write_failing = Some(match &e {
+                    WriteError::Reserve { path, source } => {
+                        format!("{}: {source}", path.display())
+                    }
+                    other => other.to_string(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn fit(&mut self, rec_len: u64) -> Result<(), WriteError> {
         let active = self.seg(self.active_id());
         let len = active.len();
         let over_size = len + rec_len > self.opts.segment_size;
@@ -605,12 +637,6 @@ impl Store {
         if let Err(e) = seg.seal() {
             return Err(self.fail_write(e));
         }
-        let job = (!seg.is_empty()).then(|| HintJob {
-            segment: seg.path.clone(),
-            hint: hint::hint_for_segment(&seg.path),
-            file_id: seg.header.file_id,
-        });
-        self.hint_jobs.extend(job);
         let header = SegmentHeader {
             base: self.next_lsn,
             covered_end: 0,
@@ -622,10 +648,53 @@ impl Store {
             .opts
             .segment_size
             .max(SEGMENT_HEADER_LEN as u64 + first_record);
-        let new = Segment::create(&dir, header, cap, None)?;
+        let new = match Segment::create(&dir, header, cap, None) {
+            Ok(new) => new,
+            Err(e) => {
+                // The log goes on in this segment (a full disk has no room for a new one).
+                self.seg_mut(id).unseal();
+                return Err(e);
+            }
+        };
+        // Only now is the old segment closed for good: a hint written for it while it still
+        // took appends would describe a part of it, and once a later segment followed it,
+        // opening would trust the hint and find the rest of its records missing (found by a
+        // black-box run: a roll failed on a full disk, then a kill -9).
+        let seg = self.seg(id);
+        let job = (!seg.is_empty()).then(|| HintJob {
+            segment: seg.path.clone(),
+            hint: hint::hint_for_segment(&seg.path),
+            file_id: seg.header.file_id,
+        });
+        self.hint_jobs.extend(job);
         let new_id = self.alloc_seg_id(new);
         self.order.push(new_id);
         Ok(())
+    }
+
+    /// Makes room (and reserves disk space) for every record of a command that writes
+    /// several, before it writes the first: a command stopped halfway by a full disk would
+    /// keep its first records (the batch they end is whole on disk). `puts` and `deletes`:
+    /// the keys (and values) of the records it will append.
+    pub fn make_room_for(
+        &mut self,
+        puts: &[(&[u8], &[u8])],
+        deletes: &[&[u8]],
+    ) -> Result<(), WriteError> {
+        self.check_failed()?;
+        for (k, v) in puts {
+            self.check_limits(k, v)?;
+        }
+        let len: u64 = puts
+            .iter()
+            .map(|(k, v)| (HEADER_LEN + k.len() + v.len()) as u64)
+            .chain(deletes.iter().map(|k| (HEADER_LEN + k.len()) as u64))
+            .sum();
+        if len == 0 {
+            return Ok(());
+        }
+        // Only what one segment can take: a larger batch ends early (`fit`) anyway.
+        self.make_room(len.min(MAX_SEGMENT_SIZE / 2))
     }
 
     /// Encodes one record into the active segment and applies it to the keydir.
@@ -794,11 +863,17 @@ impl Store {
     /// only after it returns Ok. On error, none of the batch's records remain.
     pub fn commit(&mut self) -> Result<(), WriteError> {
         self.check_failed()?;
+        if let Some(reason) = self.dropped.take() {
+            let _ = self.reload();
+            return Err(WriteError::BatchDropped(reason));
+        }
         self.end_batch();
         let id = self.active_id();
         let seg = self.seg_mut(id);
         if let Err(e) = seg.flush() {
-            return Err(self.fail_write(e));
+            let e = self.fail_write(e);
+            self.dropped = None;
+            return Err(e);
         }
         let want_sync = match self.opts.durability {
             Durability::Always => true,
@@ -817,13 +892,28 @@ impl Store {
     /// buffered records to the OS and says whether the policy wants them fsynced before replies
     /// are released (`Always` with unsynced bytes). The caller then calls `sync`, or fsyncs the
     /// whole file system once for many partitions and calls `synced_externally`.
+    /// Fails when a write failure earlier in the batch dropped some of its records: the rest
+    /// are dropped too, so that the whole batch fails.
     pub fn commit_write(&mut self) -> Result<bool, WriteError> {
         self.check_failed()?;
+        if let Some(reason) = self.dropped.take() {
+            // The records appended since the failure go too (a reload keeps what is in the
+            // files); should it fail, the store is failed and says so from now on.
+            let _ = self.reload();
+            return Err(WriteError::BatchDropped(reason));
+        }
         self.end_batch();
         let id = self.active_id();
         let seg = self.seg_mut(id);
+        let wrote = seg.has_unwritten();
         if let Err(e) = seg.flush() {
-            return Err(self.fail_write(e));
+            let e = self.fail_write(e);
+            // Reported right here.
+            self.dropped = None;
+            return Err(e);
+        }
+        if wrote {
+            self.write_failing = None;
         }
         Ok(self.opts.durability == Durability::Always && self.seg(id).has_unsynced())
     }
@@ -945,6 +1035,12 @@ impl Store {
             "{}: write failed ({e}); reloading state from disk",
             self.dir.display()
         );
+        // Records of the batch that the failure dropped had been applied, and commands may
+        // have been answered on them: the batch's commit fails (`commit_write`).
+        let id = self.active_id();
+        if self.seg_mut(id).take_dropped() {
+            self.dropped = Some(e.to_string());
+        }
         if let WriteError::Io { source, .. } = &e
             && source.raw_os_error().is_some_and(|c| c == libc::EIO)
         {
@@ -1412,7 +1508,21 @@ impl Store {
             log_end: self.next_lsn,
             keydir_bytes: self.keydir.memory_bytes(),
             unsynced: self.has_unsynced(),
+            write_errors: self.write_errors,
         }
+    }
+
+    /// The active segment reserves no disk space ahead (as on a file system without
+    /// `fallocate`), so a full disk fails the write of a batch instead of its records.
+    #[cfg(test)]
+    pub(crate) fn stop_reserving(&mut self) {
+        let id = self.active_id();
+        self.seg_mut(id).stop_reserving();
+    }
+
+    /// Why the last write was refused, unless a write has succeeded since.
+    pub fn write_failing(&self) -> Option<&str> {
+        self.write_failing.as_deref()
     }
 
     /// Bytes of closed segments and how many of them are dead: what a merge could reclaim.

@@ -26,6 +26,11 @@ pub fn mget_part(store: &Store, keys: &[&[u8]], _ctx: &ExecCtx, out: &mut Vec<Ve
 /// DEL/UNLINK part: how many of the keys existed and were deleted. A key listed twice counts
 /// once, as in Redis: the second delete finds nothing.
 pub fn del_part(store: &mut Store, keys: &[&[u8]]) -> Result<i64, String> {
+    // Room for every tombstone first: a full disk fails the whole command, not its tail.
+    let present: Vec<&[u8]> = keys.iter().copied().filter(|k| store.exists(k)).collect();
+    store
+        .make_room_for(&[], &present)
+        .map_err(|e| format!("ERR {e}"))?;
     let mut deleted = 0;
     for key in keys {
         if store.delete(key).map_err(|e| format!("ERR {e}"))? {
@@ -42,6 +47,10 @@ pub fn exists_part(store: &Store, keys: &[&[u8]], _ctx: &ExecCtx) -> i64 {
 
 /// MSET part: sets every pair in order (a later duplicate wins), clearing any TTL like SET.
 pub fn mset_part(store: &mut Store, pairs: &[(&[u8], &[u8])]) -> Result<(), String> {
+    // Room for every record first: a full disk fails the whole command, not its tail.
+    store
+        .make_room_for(pairs, &[])
+        .map_err(|e| format!("ERR {e}"))?;
     for (key, value) in pairs {
         store
             .put(key, value, None)

@@ -27,6 +27,13 @@ impl Worker {
             s.unsynced += st.unsynced as u64;
             s.log_end_total += st.log_end;
             s.merges_running += store.merge_in_progress() as u64;
+            // Writes refused before they were applied (no disk space) count as failed
+            // writes to the log, like commits that failed.
+            s.commit_errors += st.write_errors;
+            if let Some(e) = store.write_failing() {
+                s.commit_failing = true;
+                s.last_commit_error = Some(e.to_string());
+            }
             if let Some(c) = self.cluster.as_ref() {
                 let r = &c.parts[p as usize];
                 let role = match r.role {
