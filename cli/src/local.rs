@@ -246,7 +246,7 @@ fn spawn_node(exe: &Path, spec: &NodeSpec, args: &[String]) -> Result<Running, S
         .stdout(log)
         .stderr(err)
         // Its own process group: a Ctrl-C in the terminal reaches only this supervisor, which
-        // then stops the nodes with one SIGTERM each (a node takes a second signal as "exit
+        // then stops the nodes with one SIGTERM each (a node takes a second SIGINT as "exit
         // now, without a clean shutdown").
         .process_group(0);
     // SAFETY: only async-signal-safe calls (sigprocmask, prctl) between fork and exec.

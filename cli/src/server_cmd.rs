@@ -22,7 +22,7 @@ pub struct ServerArgs {
     #[arg(short, long)]
     dir: Option<PathBuf>,
     /// Worker threads, 0 = one per core (server.workers).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(0..=1024))]
     workers: Option<u32>,
     /// always | everysec | never (storage.fsync).
     #[arg(long)]
@@ -126,6 +126,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     grpcio::redirect_log();
     log::set_max_level(level);
     crate::signals::block();
+    crate::signals::ignore_hangup();
     // Signals are taken from here on, also while the node starts: a cluster node waits for
     // ZooKeeper and for `cluster create` (up to an hour), a large data directory takes
     // seconds to open. Until the node serves, nothing has been acknowledged to anyone, so

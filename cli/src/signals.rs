@@ -1,5 +1,6 @@
 //! SIGINT/SIGTERM become a clean shutdown. The signals are blocked in every thread and taken
-//! by one thread with `sigwait`, so nothing runs inside a signal handler.
+//! by one thread with `sigwait`, so nothing runs inside a signal handler. A server ignores
+//! SIGHUP, as Redis does (`ignore_hangup`): a closed terminal does not stop it.
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Blocks SIGINT and SIGTERM in this thread and every thread it starts afterwards.
@@ -30,7 +31,18 @@ pub fn wait_one() -> Option<i32> {
     (rc == 0).then_some(sig)
 }
 
-/// Calls `on_first` on the first SIGINT/SIGTERM; a second one exits at once.
+/// SIGHUP does nothing from here on (in children too: the disposition survives `exec`).
+pub fn ignore_hangup() {
+    // SAFETY: setting a signal's disposition to SIG_IGN runs no code of ours.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
+/// Calls `on_first` on the first SIGINT/SIGTERM. While the shutdown runs, a second SIGINT
+/// (Ctrl-C again) exits at once; another SIGTERM is only logged, as in Redis: process
+/// managers and `timeout` may send SIGTERM to the process and to its group alike, and that
+/// must not cut the clean shutdown short.
 pub fn spawn_waiter(on_first: impl Fn() + Send + 'static) {
     static SEEN: AtomicBool = AtomicBool::new(false);
     let _ = std::thread::Builder::new()
@@ -41,10 +53,14 @@ pub fn spawn_waiter(on_first: impl Fn() + Send + 'static) {
                     continue;
                 };
                 if SEEN.swap(true, Ordering::SeqCst) {
-                    log::error!("second signal {sig}: exiting without a clean shutdown");
-                    std::process::exit(130);
+                    if sig == libc::SIGINT {
+                        log::error!("second SIGINT: exiting without a clean shutdown");
+                        std::process::exit(130);
+                    }
+                    log::warn!("signal {sig} while shutting down: ignored (SIGINT exits at once)");
+                    continue;
                 }
-                log::warn!("signal {sig}: shutting down (send it again to exit at once)");
+                log::warn!("signal {sig}: shutting down (SIGINT again to exit at once)");
                 on_first();
             }
         });

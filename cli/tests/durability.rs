@@ -145,6 +145,16 @@ fn everysec_data_survives_shutdown_and_sigterm() {
     assert_eq!(n, 2);
     all.remove("a:1");
     all.remove("a:2");
+    // A hangup (the terminal it ran in closed) does nothing; SIGTERM twice at once (as
+    // `timeout` sends it, to the process and to its group) is still one clean shutdown.
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.is_running(), "SIGHUP stopped the server");
+    let pong: String = cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    // SAFETY: as above.
+    unsafe { libc::kill(s.pid() as i32, libc::SIGTERM) };
     assert_eq!(s.terminate(), Some(0), "SIGTERM is a clean exit");
     s.restart();
     assert_all_present(&s, &all, "after SIGTERM");
@@ -257,6 +267,41 @@ fn another_partition_count_on_the_same_directory_is_refused() {
     // With the right count everything is there.
     let s = Server::start_in(&dir, &["--set", "storage.partitions=8"]);
     assert_all_present(&s, &data, "reopened with the same partition count");
+    drop(s);
+    // Found by a black-box run: without the file that records the count, another count
+    // was taken, and most keys were not found.
+    std::fs::remove_file(dir.join("simplekv.meta")).unwrap();
+    assert_refuses(&dir, &[], &["no simplekv.meta", "8 partition directories"]);
+    let s = Server::start_in(&dir, &["--set", "storage.partitions=8"]);
+    assert_all_present(&s, &data, "reopened with the count its directories have");
+}
+
+/// Found by a black-box run: a start refused because one partition could not be opened took
+/// the whole shutdown timeout (10 s) to exit, and meanwhile accepted clients and answered them
+/// from the other partitions, as if it were up.
+#[test]
+fn a_partition_that_cannot_be_opened_stops_the_start_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut s = Server::start_in(&dir, &["--workers", "2"]);
+    write_keys(&s, "k:", 50);
+    assert_eq!(s.terminate(), Some(0));
+    let seg = dir
+        .join("partitions")
+        .join("00003")
+        .join("00000000000000000000.log");
+    std::fs::write(&seg, [0xffu8; 100]).unwrap();
+    let started = Instant::now();
+    assert_refuses(
+        &dir,
+        &["--workers", "2"],
+        &["partition 3", "00000000000000000000.log"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusing took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -183,7 +183,7 @@ fn check_layout(dir: &Path, partitions: u32, me: Option<&NodeIdentity>) -> Resul
     // After the checks of whose data it is, which say more about a wrong directory.
     let check_partitions = || -> Result<(), ServerError> {
         if have.is_none() {
-            return Ok(());
+            return check_partition_dirs(dir, partitions, me.is_none());
         }
         match value("partitions").and_then(|v| v.parse::<u32>().ok()) {
             Some(p) if p == partitions => Ok(()),
@@ -271,6 +271,39 @@ fn check_layout(dir: &Path, partitions: u32, me: Option<&NodeIdentity>) -> Resul
     Ok(())
 }
 
+/// A directory without `simplekv.meta` is new, unless partition directories say otherwise
+/// (the file was lost): their numbers must fit the partition count, or keys would be routed
+/// to partitions other than those that hold them, and a standalone server's directory holds
+/// every partition from its first start.
+fn check_partition_dirs(dir: &Path, partitions: u32, standalone: bool) -> Result<(), ServerError> {
+    let parent = dir.join("partitions");
+    let entries = match std::fs::read_dir(&parent) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(ServerError::DataDir {
+                path: parent,
+                reason: e.to_string(),
+            });
+        }
+    };
+    let found: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let (Some(&max), n) = (found.iter().max(), found.len()) else {
+        return Ok(());
+    };
+    if max >= partitions || (standalone && n as u32 != partitions) {
+        return Err(ServerError::DataDir {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "has no simplekv.meta (which records how keys are routed) but holds {n} partition directories numbered up to {max}, which storage.partitions = {partitions} does not match: restore the file, or start with the partition count the data was written with"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// An exclusive lock on a data directory for the life of a process (`DIR/LOCK`, `flock`, so
 /// a `kill -9` never leaves it behind).
 pub struct DataDirLock {
@@ -287,6 +320,9 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, ServerError> {
         path: path.to_path_buf(),
         reason,
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(err(dir, "is not a directory".into()));
+    }
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
     let path = dir.join("LOCK");
     let mut file = std::fs::OpenOptions::new()
@@ -634,13 +670,17 @@ pub fn start_node(
                 let _ = ready.send(Ok(id));
                 // Wait for the start signal (every worker has replayed the journals); without
                 // it (start-up failed) the worker only shuts down.
-                let started = go.recv().is_ok();
+                // Without it (start-up failed) the worker ends here: it served nothing, so it
+                // has nothing to drain (running its loop to shut down made it accept clients
+                // and answer them until the shutdown timeout gave up waiting for the worker
+                // that failed).
+                if go.recv().is_err() {
+                    return;
+                }
                 let mut w = Worker::new(
                     id, topo, peers, rx, poll, l, shared, cfg, stores, maint_tx, cstate,
                 );
-                if started {
-                    w.configure_journal(true);
-                }
+                w.configure_journal(true);
                 w.run();
             })
             .map_err(ServerError::Thread)?;
@@ -748,6 +788,32 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(()) => panic!("accepted"),
         }
+    }
+
+    /// Found by a black-box run: with `simplekv.meta` deleted, a server started with another
+    /// partition count served the directory, and most keys were not found.
+    #[test]
+    fn partition_directories_without_their_layout_file_keep_their_partition_count() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("data");
+        for p in 0..16 {
+            std::fs::create_dir_all(super::partition_dir(&dir, p)).unwrap();
+        }
+        let e = refused(check_layout(&dir, 8, None));
+        assert!(
+            e.contains("no simplekv.meta") && e.contains("16 partition directories"),
+            "{e}"
+        );
+        refused(check_layout(&dir, 32, None));
+        // A cluster node holds some partitions only, all below the count.
+        refused(check_layout(&dir, 8, Some(&node(1, Some("c1")))));
+        check_layout(&dir, 16, None).unwrap();
+        assert!(dir.join("simplekv.meta").exists(), "written again");
+        let other = d.path().join("node");
+        for p in [1, 5] {
+            std::fs::create_dir_all(super::partition_dir(&other, p)).unwrap();
+        }
+        check_layout(&other, 8, Some(&node(1, Some("c1")))).unwrap();
     }
 
     #[test]
