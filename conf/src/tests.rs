@@ -542,6 +542,17 @@ fn first_error_in_file_order_is_reported() {
     assert_eq!(err.setting(), Some("storage.zzz"));
 }
 
+/// Found by a black-box run: `node_id = ""` was refused with a message saying `""` is
+/// accepted.
+#[test]
+fn an_optional_integer_is_unset_with_an_empty_string() {
+    let c = Config::from_toml_str("[cluster]\nnode_id = \"\"\ngrpc_port = \"\"\n").unwrap();
+    assert_eq!(c.cluster.node_id, None);
+    assert_eq!(c.cluster.grpc_port, None);
+    let err = Config::from_toml_str("[cluster]\nnode_id = \"7\"\n").unwrap_err();
+    assert!(err.to_string().contains("not a TOML string"), "{err}");
+}
+
 #[test]
 fn toml_type_mismatch_and_range_errors_point_at_the_value() {
     let err = Config::from_toml_str("[server]\n\nport = \"6380\"\n").unwrap_err();
