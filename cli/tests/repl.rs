@@ -703,9 +703,6 @@ fn repl_line_editing_ctrl_c_and_ctrl_d() {
     let mut t = pty::Pty::start(&["-p", &p], "xterm", &hist);
     let prompt = format!("127.0.0.1:{p}> ");
     t.expect(&prompt);
-    // Ctrl-C drops the line being typed; nothing is sent.
-    t.type_bytes(b"set dropped 1\x03");
-    t.expect(&prompt);
     // Up arrow recalls the history loaded from the file; Enter runs it.
     t.type_bytes(b"\x1b[A\r");
     t.expect("OK");
@@ -714,10 +711,17 @@ fn repl_line_editing_ctrl_c_and_ctrl_d() {
     t.type_bytes(b"et from\x01g\r");
     t.expect("\"history\"");
     t.expect(&prompt);
-    t.type_bytes(b"exists dropped\r");
-    t.expect("(integer) 0");
-    t.expect(&prompt);
+    // Ctrl-C leaves, as in redis-cli, and the line being typed is not sent.
+    t.type_bytes(b"set dropped 1\x03");
+    assert_eq!(t.wait_exit(), Some(0));
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("dropped")
+        .query(&mut s.client())
+        .expect("exists");
+    assert_eq!(n, 0);
     // Ctrl-D on an empty line leaves.
+    let mut t = pty::Pty::start(&["-p", &p], "xterm", &hist);
+    t.expect(&prompt);
     t.type_bytes(b"\x04");
     assert_eq!(t.wait_exit(), Some(0));
 }

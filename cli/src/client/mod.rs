@@ -11,8 +11,8 @@
 //! - Without, on a terminal: a REPL (prompt `HOST:PORT> `, or `not connected> `), with line
 //!   editing and history in `$SIMPLEKV_HISTFILE` or `~/.simplekv_history` (none without HOME;
 //!   an empty `SIMPLEKV_HISTFILE` disables it). Lines are split with redis-cli's quoting rules
-//!   (see `quoting`); `help`, `help CMD`, `help @group`, `clear`, `quit`/`exit`, Ctrl-C clears
-//!   the line, Ctrl-D leaves. Lines with passwords (AUTH...) are not written to the history.
+//!   (see `quoting`); `help`, `help CMD`, `help @group`, `clear`, `quit`/`exit`, Ctrl-C and
+//!   Ctrl-D leave, and a count before a command repeats it (`3 INCR k`), as in redis-cli. Lines with passwords (AUTH...) are not written to the history.
 //! - Without, stdin not a terminal: one command per line, one reply each, no prompt. Exit
 //!   status 0 even after error replies or connection failures (as redis-cli), which are all
 //!   printed; 1 only if stdin cannot be read or stdout written.

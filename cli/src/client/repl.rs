@@ -362,30 +362,73 @@ impl Session {
 
     /// One line typed or piped: split (redis-cli quoting), then quit/exit, clear, help, or a
     /// command for the server. An unbalanced quote prints `Invalid argument(s)`.
+    ///
+    /// Typed at the prompt, a line may start with a count, as in redis-cli: `3 INCR k` runs
+    /// `INCR k` three times (a count below 1 is refused).
     pub fn handle_line(
         &mut self,
         line: &[u8],
         out: &mut dyn Write,
         err: &mut dyn Write,
     ) -> io::Result<Flow> {
-        Ok(self.run_line(line, out, err)?.0)
+        let args = match split_args(line) {
+            Ok(args) => args,
+            Err(e) => {
+                writeln!(out, "{e}")?;
+                out.flush()?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let count = match args.as_slice() {
+            [first, _, ..] if !first.is_empty() && first.iter().all(u8::is_ascii_digit) => {
+                std::str::from_utf8(first)
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok())
+            }
+            [first, _, ..]
+                if first.first() == Some(&b'-') && first[1..].iter().all(u8::is_ascii_digit) =>
+            {
+                Some(0)
+            }
+            _ => return Ok(self.run_args(&args, out, err)?.0),
+        };
+        let Some(count) = count.filter(|&n| n > 0) else {
+            writeln!(out, "Invalid redis-cli repeat command option value.")?;
+            out.flush()?;
+            return Ok(Flow::Continue);
+        };
+        for _ in 0..count {
+            let (flow, _) = self.run_args(&args[1..], out, err)?;
+            if flow != Flow::Continue {
+                return Ok(flow);
+            }
+        }
+        Ok(Flow::Continue)
     }
 
-    /// `handle_line`, also telling how the line's command went.
+    /// One line, also telling how its command went (no repeat count: piped input).
     fn run_line(
         &mut self,
         line: &[u8],
         out: &mut dyn Write,
         err: &mut dyn Write,
     ) -> io::Result<(Flow, Outcome)> {
-        let args = match split_args(line) {
-            Ok(args) => args,
+        match split_args(line) {
+            Ok(args) => self.run_args(&args, out, err),
             Err(e) => {
                 writeln!(out, "{e}")?;
                 out.flush()?;
-                return Ok((Flow::Continue, Outcome::Failed));
+                Ok((Flow::Continue, Outcome::Failed))
             }
-        };
+        }
+    }
+
+    fn run_args(
+        &mut self,
+        args: &[Vec<u8>],
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> io::Result<(Flow, Outcome)> {
         let Some(first) = args.first() else {
             return Ok((Flow::Continue, Outcome::Ok));
         };
@@ -398,7 +441,7 @@ impl Session {
         let outcome = if eq_ignore_case(first, "help") || first == b"?" {
             self.help(args.get(1..).unwrap_or_default(), out, err)?
         } else {
-            self.command(&args, out, err)?
+            self.command(args, out, err)?
         };
         Ok((Flow::Continue, outcome))
     }
@@ -488,8 +531,8 @@ pub fn piped(
 }
 
 /// The interactive REPL on a terminal: line editing and history (rustyline), Tab completion
-/// and argument hints (`complete.rs`), Ctrl-C clears the line, Ctrl-D / `quit` / `exit`
-/// leave.
+/// and argument hints (`complete.rs`); Ctrl-C, Ctrl-D, `quit` and `exit` leave (redis-cli
+/// leaves on Ctrl-C too).
 pub fn interactive(session: &mut Session, history: Option<PathBuf>) -> ExitCode {
     let config = Config::builder()
         .auto_add_history(false)
@@ -518,7 +561,7 @@ pub fn interactive(session: &mut Session, history: Option<PathBuf>) -> ExitCode 
     loop {
         let line = match editor.readline(&session.prompt()) {
             Ok(line) => line,
-            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Interrupted) => return ExitCode::SUCCESS,
             Err(ReadlineError::Eof) => return ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");
@@ -668,6 +711,24 @@ mod tests {
             String::from_utf8_lossy(&out).into_owned(),
             String::from_utf8_lossy(&err).into_owned(),
         )
+    }
+
+    /// redis-cli's repeat count at the prompt (found missing by a black-box comparison).
+    #[test]
+    fn a_count_before_a_typed_command_repeats_it() {
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        let server = serve_one(port, tx, 3, |_| Some(b":1\r\n".to_vec()));
+        let mut s = session(port, None, Format::Tty);
+        for bad in ["0 incr a", "-2 incr a"] {
+            let (_, out, _) = line(&mut s, bad);
+            assert_eq!(out, "Invalid redis-cli repeat command option value.\n");
+        }
+        let (_, out, _) = line(&mut s, "3 incr a");
+        assert_eq!(out, "(integer) 1\n".repeat(3));
+        server.join().expect("server");
+        let sent: Vec<Vec<String>> = rx.try_iter().map(|a| strs(&a)).collect();
+        assert_eq!(sent, vec![vec!["incr".to_string(), "a".to_string()]; 3]);
     }
 
     /// A connection lost inside MULTI (or with WATCH in force) took the transaction with it:
