@@ -32,6 +32,34 @@ pub const WAKER: Token = Token(0);
 pub const LISTENER: Token = Token(1);
 pub const FIRST_CONN: usize = 2;
 
+/// When a partition whose merges failed (a full disk) may be merged again automatically: 1 s
+/// after the first failure, the wait doubling at each failure in a row up to 64 s. BGREWRITEAOF
+/// does not wait.
+#[derive(Clone, Copy, Debug, Default)]
+struct MergeRetry {
+    at: Option<Instant>,
+    wait: Duration,
+}
+
+impl MergeRetry {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(64);
+
+    fn allows(&self, now: Instant) -> bool {
+        self.at.is_none_or(|at| now >= at)
+    }
+
+    /// Returns the wait before the next try.
+    fn failed(&mut self, now: Instant) -> Duration {
+        self.wait = match self.at {
+            None => Self::FIRST,
+            Some(_) => (self.wait * 2).min(Self::MAX),
+        };
+        self.at = Some(now + self.wait);
+        self.wait
+    }
+}
+
 /// Work for the maintenance thread: file jobs that must not stall a worker.
 pub enum Job {
     Hint(HintJob),
@@ -108,6 +136,8 @@ pub struct Worker {
     /// Closed-segment bytes after a merge that reclaimed nothing: no merge is tried again
     /// until they change (see `maybe_merge`).
     merge_futile: Vec<Option<u64>>,
+    /// After merges failed (a full disk): when the partition may be merged again.
+    merge_retry: Vec<MergeRetry>,
     /// Commit epoch of the current turn (see `end_turn`), and the last durable one.
     pub epoch: u64,
     durable: u64,
@@ -223,6 +253,7 @@ impl Worker {
             merge_busy: vec![false; n],
             staged_copy: vec![None; n],
             merge_futile: vec![None; n],
+            merge_retry: vec![MergeRetry::default(); n],
             epoch: 1,
             durable: 0,
             flight: None,
@@ -1747,6 +1778,11 @@ impl Worker {
             if self.merge_futile[p as usize] == Some(total) {
                 continue;
             }
+            // Found by a black-box run: on a full disk every partition started a merge (and
+            // logged it, and its failure) ten times a second.
+            if !self.merge_retry[p as usize].allows(Instant::now()) {
+                continue;
+            }
             if total >= min && total > 0 && dead as f64 / total as f64 >= ratio {
                 self.start_merge(p);
             }
@@ -1834,6 +1870,7 @@ impl Worker {
                             .then(|| store.closed_stats().0);
                         self.stats.merges_done += 1;
                         self.merge_futile[p as usize] = futile;
+                        self.merge_retry[p as usize] = MergeRetry::default();
                         info!(
                             "partition {p}: merge installed ({} -> {} bytes, {} -> {} records)",
                             stats.input_bytes,
@@ -1847,7 +1884,11 @@ impl Worker {
             }
             Err(e) => {
                 store.abort_merge();
-                warn!("partition {p}: merge failed: {e}");
+                let wait = self.merge_retry[p as usize].failed(Instant::now());
+                warn!(
+                    "partition {p}: merge failed: {e}; next try in {} s at the earliest",
+                    wait.as_secs()
+                );
             }
         }
     }
@@ -2128,5 +2169,26 @@ fn with_args<'a, R>(
     } else {
         let heap: Vec<&[u8]> = args.collect();
         f(&heap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::MergeRetry;
+
+    #[test]
+    fn failed_merges_are_retried_less_and_less_often() {
+        let t0 = Instant::now();
+        let mut r = MergeRetry::default();
+        assert!(r.allows(t0));
+        assert_eq!(r.failed(t0), Duration::from_secs(1));
+        assert!(!r.allows(t0 + Duration::from_millis(999)));
+        assert!(r.allows(t0 + Duration::from_secs(1)));
+        let waits: Vec<u64> = (0..8).map(|_| r.failed(t0).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 64, 64]);
+        assert!(!r.allows(t0 + Duration::from_secs(63)));
+        assert!(r.allows(t0 + Duration::from_secs(64)));
     }
 }
