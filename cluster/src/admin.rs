@@ -44,6 +44,12 @@ pub fn create(
         )));
     }
     let brokers: Vec<u32> = registry::live_brokers(&s)?.iter().map(|b| b.id).collect();
+    if brokers.is_empty() {
+        // Most often a root that names no node's cluster (a typo in the name).
+        return Err(AdminError::Refused(format!(
+            "no node is registered at {connect}: start the nodes first, with cluster.zk and cluster.name naming this root (cluster.zk + \"/\" + cluster.name)"
+        )));
+    }
     let replicas = assign::assign(partitions, &brokers, rf).map_err(AdminError::Refused)?;
     for (p, r) in replicas.into_iter().enumerate() {
         // Until a follower has caught up it is not in sync: the ISR starts with the leader.

@@ -92,6 +92,12 @@ fn cluster_create_places_partitions_once_and_status_shows_them() {
         .collect();
     let err = admin::create(&connect, 8, 4, t).unwrap_err();
     assert!(err.to_string().contains("larger than the 3 live"), "{err}");
+    // A root no node registered under (a misspelt cluster name) says so.
+    let err = admin::create(&format!("{}/simplekv/c2", zk.addr()), 8, 1, t).unwrap_err();
+    assert!(
+        err.to_string().contains("no node is registered at"),
+        "{err}"
+    );
     let meta = admin::create(&connect, 8, 3, t).unwrap();
     assert_eq!((meta.partitions, meta.replication_factor), (8, 3));
     let err = admin::create(&connect, 8, 3, t).unwrap_err();
