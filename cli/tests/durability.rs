@@ -276,6 +276,37 @@ fn another_partition_count_on_the_same_directory_is_refused() {
     assert_all_present(&s, &data, "reopened with the count its directories have");
 }
 
+/// Found by a black-box run: with one partition directory deleted, the server started and
+/// served its keys as absent.
+#[test]
+fn a_deleted_partition_directory_is_refused_unless_repairing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut s = Server::start_in(&dir, &["--set", "storage.partitions=4"]);
+    let data = write_keys(&s, "d:", 200);
+    assert_eq!(s.terminate(), Some(0));
+    std::fs::remove_dir_all(dir.join("partitions").join("00002")).unwrap();
+    assert_refuses(
+        &dir,
+        &["--set", "storage.partitions=4"],
+        &["00002 are missing", "storage.repair = true"],
+    );
+    let s = Server::start_in(
+        &dir,
+        &[
+            "--set",
+            "storage.partitions=4",
+            "--set",
+            "storage.repair=true",
+        ],
+    );
+    let n: i64 = cmd("DBSIZE").query(&mut s.client()).unwrap();
+    assert!(
+        n > 0 && (n as usize) < data.len(),
+        "the other partitions' keys: {n}"
+    );
+}
+
 /// Found by a black-box run: a start refused because one partition could not be opened took
 /// the whole shutdown timeout (10 s) to exit, and meanwhile accepted clients and answered them
 /// from the other partitions, as if it were up.

@@ -736,9 +736,9 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         name: "storage.repair",
         redis_name: None,
         runtime: false,
-        help: "When an older segment is corrupt, drop the data from the corruption on and \
-               start, instead of refusing to start. A torn tail of the newest segment is \
-               always truncated.",
+        help: "When an older segment is corrupt or records are missing (a segment file, a \
+               partition directory), drop what is lost and start, instead of refusing to \
+               start. A torn tail of the newest segment is always truncated.",
         access: Access::Bool {
             get: |c| c.storage.repair,
             set: |c, v| c.storage.repair = v,

@@ -85,6 +85,12 @@ pub enum WriteError {
         #[source]
         source: std::io::Error,
     },
+    /// The commit journal's records for a partition start above its log end: synced records
+    /// are gone from the log.
+    #[error(
+        "records {from}..={last} are in neither the log nor the commit journal (the log lost synced records: a deleted segment file or partition directory?); restore the partition from a replica or a backup, or start with storage.repair = true to keep the rest"
+    )]
+    JournalGap { from: u64, last: u64 },
     #[error("a failed write dropped earlier records of this batch ({0}); none of it was kept")]
     BatchDropped(String),
 }

@@ -1097,7 +1097,14 @@ impl Store {
                 if n == 0 && r.header.lsn > next {
                     // The journal covers what was written after the last checkpoint, so its
                     // records follow the log's end unless the log lost synced records
-                    // (damage that recovery cut away): say so, as they are gone.
+                    // (damage that recovery cut away, a file deleted): refused, as a gap
+                    // inside the log is, unless repairing; then say so, as they are gone.
+                    if !self.opts.repair {
+                        return Err(WriteError::JournalGap {
+                            from: next,
+                            last: r.header.lsn - 1,
+                        });
+                    }
                     error!(
                         "{}: records {next}..{} are in neither the log nor the commit \
                          journal and are lost (the log's synced part was damaged?)",

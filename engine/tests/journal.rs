@@ -25,7 +25,7 @@ use simplekv_engine::journal::{
 };
 use simplekv_engine::record::{self, Tag};
 use simplekv_engine::segment::{self, SEGMENT_HEADER_LEN};
-use simplekv_engine::{Durability, Journal, JournalError, Options, Staged, Store};
+use simplekv_engine::{Durability, Journal, JournalError, Options, Staged, Store, WriteError};
 
 /// A fixed clock: expiries are either well in the future or already past, never crossed.
 const NOW: u64 = 1_700_000_000_000;
@@ -531,6 +531,32 @@ fn a_log_that_lost_a_rolled_over_tail_gets_it_back() {
     drop(s);
     let s = open_store(&c.pdir, o);
     check_state(&s, &c, "reopened after replay");
+}
+
+/// Found by a black-box run: with a partition's directory deleted, the journal's records (the
+/// writes since the last checkpoint) were appended to the empty log after an error line, and
+/// the server served the partition without everything before them.
+#[test]
+fn journaled_records_above_a_log_that_lost_synced_ones_are_refused_unless_repairing() {
+    let c = crash_setup(opts());
+    assert!(c.end_before > 0);
+    let empty = tempfile::tempdir().unwrap();
+    let mut s = open_store(empty.path(), opts());
+    match s.replay_journal(&c.journaled) {
+        Err(WriteError::JournalGap { from, last }) => {
+            assert_eq!((from, last), (0, c.end_before - 1))
+        }
+        other => panic!("replay over a gap: {other:?}"),
+    }
+    assert_eq!(s.log_end(), 0, "nothing appended");
+    drop(s);
+    let repair = Options {
+        repair: true,
+        ..opts()
+    };
+    let mut s = open_store(empty.path(), repair);
+    let n = s.replay_journal(&c.journaled).unwrap();
+    assert_eq!(n, c.end_after - c.end_before, "repair keeps the rest");
 }
 
 #[test]

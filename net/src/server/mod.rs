@@ -304,6 +304,51 @@ fn check_partition_dirs(dir: &Path, partitions: u32, standalone: bool) -> Result
     Ok(())
 }
 
+/// A standalone server's directory holds every partition once any holds records (all are
+/// created at the first start): one missing beside others with records was deleted or lost,
+/// and its keys would be served as absent. (Missing beside empty ones: a first start that did
+/// not finish.)
+fn check_partitions_present(dir: &Path, partitions: u32) -> Result<(), ServerError> {
+    let mut missing = Vec::new();
+    let mut records = false;
+    for p in 0..partitions {
+        let d = partition_dir(dir, p);
+        match std::fs::read_dir(&d) {
+            Ok(entries) => {
+                records |= entries.flatten().any(|e| {
+                    e.file_name().to_string_lossy().ends_with(".log")
+                        && e.metadata().is_ok_and(|m| {
+                            m.len() > simplekv_engine::segment::SEGMENT_HEADER_LEN as u64
+                        })
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(p),
+            Err(e) => {
+                return Err(ServerError::DataDir {
+                    path: d,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    if missing.is_empty() || !records {
+        return Ok(());
+    }
+    let names: Vec<String> = missing.iter().take(8).map(|p| format!("{p:05}")).collect();
+    Err(ServerError::DataDir {
+        path: dir.join("partitions"),
+        reason: format!(
+            "partition directories {}{} are missing while the others hold data (deleted or lost?); their keys would be served as absent: restore them, or start with storage.repair = true to begin them empty",
+            names.join(", "),
+            if missing.len() > names.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ),
+    })
+}
+
 /// An exclusive lock on a data directory for the life of a process (`DIR/LOCK`, `flock`, so
 /// a `kill -9` never leaves it behind).
 pub struct DataDirLock {
@@ -510,6 +555,9 @@ pub fn start_node(
     });
     let dir = config.storage.dir.clone();
     check_layout(&dir, topo.partitions, cluster.as_ref().map(|c| &c.identity))?;
+    if cluster.is_none() && !config.storage.repair {
+        check_partitions_present(&dir, topo.partitions)?;
+    }
     let listener = bind(&config)?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: config.server.bind.clone(),
