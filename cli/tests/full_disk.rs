@@ -132,3 +132,54 @@ fn a_full_disk_gives_write_errors_and_loses_nothing() {
     let n: i64 = cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(n as usize, acked.len());
 }
+
+/// Found by a black-box run: on a nearly full disk an MSET was answered with the error and had
+/// its first keys set (space was taken key by key). It gets room for all of them first.
+#[test]
+fn an_mset_the_disk_has_no_room_for_sets_none_of_its_keys() {
+    let Some(fs) = Tmpfs::mount_or_skip("16m") else {
+        return;
+    };
+    let data = fs.path().join("data");
+    let args = [
+        "--fsync",
+        "always",
+        "--workers",
+        "1",
+        "--set",
+        "storage.partitions=1",
+        "--set",
+        "storage.journal_size=0",
+        "--set",
+        "storage.segment_size=1mb",
+    ];
+    let mut s = Server::start_in(&data, &args);
+    let mut c = s.client();
+    let () = cmd("SET").arg("seed").arg("x").query(&mut c).unwrap();
+    // Every free byte taken: the log has only what it set aside when "seed" was written.
+    let filler = fs.path().join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        for chunk in [64 << 10, 4 << 10, 1] {
+            while f.write_all(&vec![1u8; chunk]).is_ok() {}
+        }
+    }
+    let value = vec![b'v'; 150_000];
+    let mut mset = cmd("MSET");
+    for i in 0..10 {
+        mset.arg(format!("m{i}")).arg(&value);
+    }
+    let e = mset.query::<()>(&mut c).unwrap_err();
+    assert!(err_text(&e).contains("No space left"), "{}", err_text(&e));
+    let mut exists = cmd("EXISTS");
+    for i in 0..10 {
+        exists.arg(format!("m{i}"));
+    }
+    let n: i64 = exists.query(&mut c).unwrap();
+    assert_eq!(n, 0, "keys of the refused MSET are set");
+    s.kill9();
+    std::fs::remove_file(&filler).unwrap();
+    let s = Server::start_in(&data, &args);
+    let n: i64 = exists.query(&mut s.client()).unwrap();
+    assert_eq!(n, 0, "keys of the refused MSET came back");
+}

@@ -158,8 +158,21 @@ pub struct Segment {
 
 const INDEX_INTERVAL: u64 = 64 << 10;
 
-/// How much disk `Segment::reserve` allocates ahead at a time.
-const RESERVE_STEP: u64 = 1 << 20;
+/// How much disk `Segment::reserve` allocates ahead at a time: every partition's active
+/// segment holds up to this much more than it wrote (a black-box run: at 1 MiB, 16 idle
+/// partitions held 16 MiB of a small disk), so it stays small; one `fallocate` per step of
+/// records costs nothing measurable.
+const RESERVE_STEP: u64 = 256 << 10;
+
+impl Drop for Segment {
+    /// An active segment gives back the space it set aside (a clean shutdown, a reload): found
+    /// by a black-box run, every partition's log kept 1 MiB past its end after a restart.
+    fn drop(&mut self) {
+        if self.active {
+            self.release_reserved();
+        }
+    }
+}
 
 /// Allocates `[off, off + len)` of `file` without changing its length; returns `len`.
 fn fallocate_keep_size(file: &File, off: u64, len: u64) -> std::io::Result<u64> {

@@ -762,6 +762,26 @@ impl Worker {
             }
             Op::MSet { pairs } => {
                 self.prefetch_keys(pairs.keys(), false);
+                // Disk space in every partition first: a full disk fails the whole part here,
+                // before any of it is applied (found by a black-box run: an MSET answered
+                // with the error had its first keys set).
+                type KeyValue<'a> = (&'a [u8], &'a [u8]);
+                let mut by_partition: Vec<(u32, Vec<KeyValue>)> = Vec::new();
+                for (k, v) in pairs.iter() {
+                    let p = self.topo.partition_of(k);
+                    match by_partition.iter_mut().find(|(q, _)| *q == p) {
+                        Some((_, ps)) => ps.push((k, v)),
+                        None => by_partition.push((p, vec![(k, v)])),
+                    }
+                }
+                for (p, ps) in &by_partition {
+                    let Some(s) = self.store_mut(*p) else {
+                        return (Payload::Err("ERR partition not available".into()), false);
+                    };
+                    if let Err(e) = s.make_room_for(ps, &[]) {
+                        return (Payload::Err(format!("ERR {e}")), false);
+                    }
+                }
                 let mut wrote = false;
                 for (k, v) in pairs.iter() {
                     let p = self.topo.partition_of(k);
