@@ -32,16 +32,16 @@ pub const WAKER: Token = Token(0);
 pub const LISTENER: Token = Token(1);
 pub const FIRST_CONN: usize = 2;
 
-/// When a partition whose merges failed (a full disk) may be merged again automatically: 1 s
-/// after the first failure, the wait doubling at each failure in a row up to 64 s. BGREWRITEAOF
-/// does not wait.
+/// When a partition's background work that failed (a merge, active expiry; a full disk) may
+/// be tried again: 1 s after the first failure, the wait doubling at each failure in a row up
+/// to 64 s. BGREWRITEAOF does not wait.
 #[derive(Clone, Copy, Debug, Default)]
-struct MergeRetry {
+struct Backoff {
     at: Option<Instant>,
     wait: Duration,
 }
 
-impl MergeRetry {
+impl Backoff {
     const FIRST: Duration = Duration::from_secs(1);
     const MAX: Duration = Duration::from_secs(64);
 
@@ -137,7 +137,9 @@ pub struct Worker {
     /// until they change (see `maybe_merge`).
     merge_futile: Vec<Option<u64>>,
     /// After merges failed (a full disk): when the partition may be merged again.
-    merge_retry: Vec<MergeRetry>,
+    merge_retry: Vec<Backoff>,
+    /// After active expiry could not write a tombstone: when it may try again.
+    expire_retry: Vec<Backoff>,
     /// Commit epoch of the current turn (see `end_turn`), and the last durable one.
     pub epoch: u64,
     durable: u64,
@@ -253,7 +255,8 @@ impl Worker {
             merge_busy: vec![false; n],
             staged_copy: vec![None; n],
             merge_futile: vec![None; n],
-            merge_retry: vec![MergeRetry::default(); n],
+            merge_retry: vec![Backoff::default(); n],
+            expire_retry: vec![Backoff::default(); n],
             epoch: 1,
             durable: 0,
             flight: None,
@@ -1725,26 +1728,41 @@ impl Worker {
         // Cluster mode: only leaders expire keys (their tombstones replicate); a follower
         // never deletes on its own clock.
         for p in self.served() {
+            // Found by a black-box run: on a full disk every partition tried (and logged the
+            // failure) at every tick.
+            if !self.expire_retry[p as usize].allows(start) {
+                continue;
+            }
             while let Some(store) = self.store_mut(p) {
                 if store.stats().keys_with_expiry == 0 {
                     break;
                 }
                 let batch = store.expired_batch(samples);
                 let n = batch.len();
-                let mut wrote = false;
+                let mut deleted = 0u64;
+                let mut failed = None;
                 for k in &batch {
                     match store.delete(k) {
-                        Ok(_) => wrote = true,
+                        Ok(_) => deleted += 1,
                         Err(e) => {
-                            warn!("partition {p}: active expiry could not delete a key: {e}");
+                            failed = Some(e);
                             break;
                         }
                     }
                 }
-                if wrote {
-                    self.stats.expired_keys += n as u64;
+                if deleted > 0 {
+                    self.stats.expired_keys += deleted;
                     self.mark_dirty(p);
                 }
+                if let Some(e) = failed {
+                    let wait = self.expire_retry[p as usize].failed(start);
+                    warn!(
+                        "partition {p}: active expiry could not delete a key: {e}; next try in {} s at the earliest",
+                        wait.as_secs()
+                    );
+                    break;
+                }
+                self.expire_retry[p as usize] = Backoff::default();
                 if n * 4 < samples || start.elapsed() >= budget {
                     break;
                 }
@@ -1870,7 +1888,7 @@ impl Worker {
                             .then(|| store.closed_stats().0);
                         self.stats.merges_done += 1;
                         self.merge_futile[p as usize] = futile;
-                        self.merge_retry[p as usize] = MergeRetry::default();
+                        self.merge_retry[p as usize] = Backoff::default();
                         info!(
                             "partition {p}: merge installed ({} -> {} bytes, {} -> {} records)",
                             stats.input_bytes,
@@ -2176,12 +2194,12 @@ fn with_args<'a, R>(
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::MergeRetry;
+    use super::Backoff;
 
     #[test]
     fn failed_merges_are_retried_less_and_less_often() {
         let t0 = Instant::now();
-        let mut r = MergeRetry::default();
+        let mut r = Backoff::default();
         assert!(r.allows(t0));
         assert_eq!(r.failed(t0), Duration::from_secs(1));
         assert!(!r.allows(t0 + Duration::from_millis(999)));
