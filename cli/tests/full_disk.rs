@@ -157,13 +157,7 @@ fn an_mset_the_disk_has_no_room_for_sets_none_of_its_keys() {
     let mut c = s.client();
     let () = cmd("SET").arg("seed").arg("x").query(&mut c).unwrap();
     // Every free byte taken: the log has only what it set aside when "seed" was written.
-    let filler = fs.path().join("filler");
-    {
-        let mut f = std::fs::File::create(&filler).unwrap();
-        for chunk in [64 << 10, 4 << 10, 1] {
-            while f.write_all(&vec![1u8; chunk]).is_ok() {}
-        }
-    }
+    let filler = fs.fill("filler");
     let value = vec![b'v'; 150_000];
     let mut mset = cmd("MSET");
     for i in 0..10 {

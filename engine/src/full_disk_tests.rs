@@ -3,19 +3,6 @@
 use crate::test_tmpfs::Tmpfs;
 use crate::{Durability, Options, Store, WriteError};
 
-fn fill(path: &std::path::Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).expect("filler");
-    let chunk = vec![0u8; 64 << 10];
-    let mut size = chunk.len();
-    while size > 0 {
-        match f.write(&chunk[..size]) {
-            Ok(n) if n > 0 => {}
-            _ => size /= 2,
-        }
-    }
-}
-
 /// Found by a black-box run (a full disk, BGREWRITEAOF, fsync always): a roll in the middle of
 /// a turn wrote the turn's buffered records, the disk had no room, the reload after the failed
 /// write dropped them, and the turn's commit then found nothing left to write and succeeded,
@@ -26,7 +13,6 @@ fn records_a_failed_write_dropped_fail_their_whole_batch() {
         return;
     };
     let data = fs.path().join("p");
-    let filler = fs.path().join("filler");
     let opts = Options {
         segment_size: 1 << 20,
         durability: Durability::Always,
@@ -37,7 +23,7 @@ fn records_a_failed_write_dropped_fail_their_whole_batch() {
     s.put(b"a", b"1", None).expect("put");
     s.commit().expect("commit");
     s.stop_reserving();
-    fill(&filler);
+    let filler = fs.fill("filler");
     s.put(b"b", &[7u8; 8192], None).expect("applied, buffered");
     assert!(
         s.roll().is_err(),

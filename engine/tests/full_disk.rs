@@ -3,7 +3,6 @@
 //!
 //! Mounts a small tmpfs, which needs root (CI runs as root); elsewhere the test says why it
 //! cannot run.
-use std::io::Write;
 use std::path::Path;
 
 use simplekv_engine::{Durability, Options, Store, WriteError};
@@ -11,19 +10,6 @@ use simplekv_engine::{Durability, Options, Store, WriteError};
 #[path = "support/tmpfs.rs"]
 mod tmpfs;
 use tmpfs::Tmpfs;
-
-/// Writes a file that takes every free byte of the file system.
-fn fill(path: &Path) {
-    let mut f = std::fs::File::create(path).expect("filler");
-    let chunk = vec![0u8; 64 << 10];
-    let mut size = chunk.len();
-    while size > 0 {
-        match f.write(&chunk[..size]) {
-            Ok(n) if n > 0 => {}
-            _ => size /= 2,
-        }
-    }
-}
 
 fn opts() -> Options {
     Options {
@@ -44,7 +30,6 @@ fn a_store_that_hit_a_full_disk_works_again_once_there_is_room() {
         return;
     };
     let data = fs.path().join("p");
-    let filler = fs.path().join("filler");
     let opts = Options {
         segment_size: 4 << 20,
         ..opts()
@@ -56,7 +41,7 @@ fn a_store_that_hit_a_full_disk_works_again_once_there_is_room() {
     s.begin_epoch(3).expect("begin epoch");
     let start = s.log_end();
 
-    fill(&filler);
+    let filler = fs.fill("filler");
     // More than the space the segment has set aside.
     match s.put(b"b", &[7u8; 2 << 20], None) {
         Err(WriteError::Reserve { source, .. }) => {
@@ -103,11 +88,10 @@ fn a_roll_that_failed_on_a_full_disk_leaves_no_file_and_the_store_reopens() {
         return;
     };
     let data = fs.path().join("p");
-    let filler = fs.path().join("filler");
     let mut s = Store::open(&data, opts()).expect("open");
     s.put(b"a", b"1", None).expect("put");
     s.commit().expect("commit");
-    fill(&filler);
+    let filler = fs.fill("filler");
     let segments = |d: &Path| {
         let mut v: Vec<String> = std::fs::read_dir(d)
             .expect("read dir")
@@ -171,7 +155,6 @@ fn a_write_applied_on_a_full_disk_is_one_the_disk_has_room_for() {
         return;
     };
     let data = fs.path().join("p");
-    let filler = fs.path().join("filler");
     let opts = Options {
         segment_size: 4 << 20,
         ..opts()
@@ -179,7 +162,7 @@ fn a_write_applied_on_a_full_disk_is_one_the_disk_has_room_for() {
     let mut s = Store::open(&data, opts.clone()).expect("open");
     s.put(b"a", b"1", None).expect("put");
     s.commit().expect("commit");
-    fill(&filler);
+    let filler = fs.fill("filler");
     // Within the space set aside by the first write: applied, and written.
     s.put(b"b", &[7u8; 64 << 10], None)
         .expect("a write the segment has room for");

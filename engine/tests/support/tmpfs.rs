@@ -56,6 +56,23 @@ impl Tmpfs {
     pub fn path(&self) -> &Path {
         &self.dir
     }
+
+    /// Writes a file `name` that takes every free byte of the file system; returns its path
+    /// (remove it to give the space back).
+    pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
+        let path = self.dir.join(name);
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![1u8; 64 << 10];
+        let mut size = chunk.len();
+        while size > 0 {
+            match f.write(&chunk[..size]) {
+                Ok(n) if n > 0 => {}
+                _ => size /= 2,
+            }
+        }
+        path
+    }
 }
 
 impl Drop for Tmpfs {
