@@ -19,6 +19,20 @@ fn opts() -> Options {
     }
 }
 
+/// A store with 4 MiB segments on `fs` that holds `a` = `1`, committed: its directory, its
+/// options and the store.
+fn store_holding_a(fs: &Tmpfs) -> (std::path::PathBuf, Options, Store) {
+    let data = fs.path().join("p");
+    let opts = Options {
+        segment_size: 4 << 20,
+        ..opts()
+    };
+    let mut s = Store::open(&data, opts.clone()).expect("open");
+    s.put(b"a", b"1", None).expect("put");
+    s.commit().expect("commit");
+    (data, opts, s)
+}
+
 /// Found by the chaos runs (disk-full faults): a write that failed for lack of space made the
 /// store reload its state, the reload had to rewrite the leader-epoch checkpoint (an epoch began
 /// at the log end), that rewrite failed for the same lack of space, and the store refused every
@@ -29,14 +43,7 @@ fn a_store_that_hit_a_full_disk_works_again_once_there_is_room() {
     let Some(fs) = Tmpfs::mount_or_skip("6m") else {
         return;
     };
-    let data = fs.path().join("p");
-    let opts = Options {
-        segment_size: 4 << 20,
-        ..opts()
-    };
-    let mut s = Store::open(&data, opts.clone()).expect("open");
-    s.put(b"a", b"1", None).expect("put");
-    s.commit().expect("commit");
+    let (data, opts, mut s) = store_holding_a(&fs);
     // A new leader epoch begins at the log end, as when this replica becomes leader.
     s.begin_epoch(3).expect("begin epoch");
     let start = s.log_end();
@@ -154,14 +161,7 @@ fn a_write_applied_on_a_full_disk_is_one_the_disk_has_room_for() {
     let Some(fs) = Tmpfs::mount_or_skip("6m") else {
         return;
     };
-    let data = fs.path().join("p");
-    let opts = Options {
-        segment_size: 4 << 20,
-        ..opts()
-    };
-    let mut s = Store::open(&data, opts.clone()).expect("open");
-    s.put(b"a", b"1", None).expect("put");
-    s.commit().expect("commit");
+    let (data, opts, mut s) = store_holding_a(&fs);
     let filler = fs.fill("filler");
     // Within the space set aside by the first write: applied, and written.
     s.put(b"b", &[7u8; 64 << 10], None)
