@@ -862,19 +862,7 @@ impl Store {
     /// asks, fsyncs them. The server calls it once per event-loop turn and releases replies
     /// only after it returns Ok. On error, none of the batch's records remain.
     pub fn commit(&mut self) -> Result<(), WriteError> {
-        self.check_failed()?;
-        if let Some(reason) = self.dropped.take() {
-            let _ = self.reload();
-            return Err(WriteError::BatchDropped(reason));
-        }
-        self.end_batch();
-        let id = self.active_id();
-        let seg = self.seg_mut(id);
-        if let Err(e) = seg.flush() {
-            let e = self.fail_write(e);
-            self.dropped = None;
-            return Err(e);
-        }
+        self.write_batch()?;
         let want_sync = match self.opts.durability {
             Durability::Always => true,
             Durability::EverySec => {
@@ -895,6 +883,15 @@ impl Store {
     /// Fails when a write failure earlier in the batch dropped some of its records: the rest
     /// are dropped too, so that the whole batch fails.
     pub fn commit_write(&mut self) -> Result<bool, WriteError> {
+        self.write_batch()?;
+        let id = self.active_id();
+        Ok(self.opts.durability == Durability::Always && self.seg(id).has_unsynced())
+    }
+
+    /// Hands the batch's buffered records to the OS (what `commit` and `commit_write` share).
+    /// Fails when a write failure earlier in the batch dropped some of its records: the rest
+    /// are dropped too, so that the whole batch fails.
+    fn write_batch(&mut self) -> Result<(), WriteError> {
         self.check_failed()?;
         if let Some(reason) = self.dropped.take() {
             // The records appended since the failure go too (a reload keeps what is in the
@@ -915,7 +912,7 @@ impl Store {
         if wrote {
             self.write_failing = None;
         }
-        Ok(self.opts.durability == Durability::Always && self.seg(id).has_unsynced())
+        Ok(())
     }
 
     /// A ticket to fsync what `commit_write` wrote, on another thread; hand it back to

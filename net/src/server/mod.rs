@@ -309,29 +309,28 @@ fn check_partition_dirs(dir: &Path, partitions: u32, standalone: bool) -> Result
 /// and its keys would be served as absent. (Missing beside empty ones: a first start that did
 /// not finish.)
 fn check_partitions_present(dir: &Path, partitions: u32) -> Result<(), ServerError> {
-    let mut missing = Vec::new();
-    let mut records = false;
-    for p in 0..partitions {
-        let d = partition_dir(dir, p);
-        match std::fs::read_dir(&d) {
-            Ok(entries) => {
-                records |= entries.flatten().any(|e| {
-                    e.file_name().to_string_lossy().ends_with(".log")
-                        && e.metadata().is_ok_and(|m| {
-                            m.len() > simplekv_engine::segment::SEGMENT_HEADER_LEN as u64
-                        })
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(p),
-            Err(e) => {
-                return Err(ServerError::DataDir {
-                    path: d,
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
-    if missing.is_empty() || !records {
+    // One stat per partition; the directories are read only when some are missing (opening
+    // the stores reads them anyway).
+    let missing: Vec<u32> = (0..partitions)
+        .filter(|&p| !partition_dir(dir, p).exists())
+        .collect();
+    let holds_records = |p: u32| {
+        std::fs::read_dir(partition_dir(dir, p)).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with(".log")
+                    && e.metadata().is_ok_and(|m| {
+                        m.len() > simplekv_engine::segment::SEGMENT_HEADER_LEN as u64
+                    })
+            })
+        })
+    };
+    // None missing, or all: a new directory.
+    if missing.is_empty()
+        || missing.len() == partitions as usize
+        || !(0..partitions)
+            .filter(|p| !missing.contains(p))
+            .any(holds_records)
+    {
         return Ok(());
     }
     let names: Vec<String> = missing.iter().take(8).map(|p| format!("{p:05}")).collect();
