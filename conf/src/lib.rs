@@ -116,6 +116,9 @@ pub struct StorageConfig {
     pub merge_dead_ratio: f64,
     /// Never merge a log smaller than this many bytes.
     pub merge_min_bytes: u64,
+    /// Free disk space kept for deletes and merges: with less free, writes that add data are
+    /// refused.
+    pub min_free_space: u64,
     /// Write hint files next to closed segments for faster startup.
     pub hint_files: bool,
     /// Start anyway, dropping data, when an older segment is corrupt.
@@ -202,6 +205,7 @@ impl Default for StorageConfig {
             partitions: 16,
             merge_dead_ratio: 0.5,
             merge_min_bytes: 64 * MIB,
+            min_free_space: 64 * MIB,
             hint_files: true,
             repair: false,
             active_expire_effort: 1,

@@ -722,6 +722,20 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         },
     },
     SettingInfo {
+        name: "storage.min_free_space",
+        redis_name: None,
+        runtime: true,
+        help: "Disk space kept free for deletes and merges: with less free on the data \
+               directory's file system, writes that add data are refused (DEL, UNLINK, \
+               FLUSHALL and merges go on) until merges free space again. 0 turns it off.",
+        access: Access::Size {
+            min: 0,
+            max: 1024 * GIB,
+            get: |c| c.storage.min_free_space,
+            set: |c, v| c.storage.min_free_space = v,
+        },
+    },
+    SettingInfo {
         name: "storage.hint_files",
         redis_name: None,
         runtime: false,

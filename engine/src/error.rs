@@ -93,6 +93,15 @@ pub enum WriteError {
     JournalGap { from: u64, last: u64 },
     #[error("a failed write dropped earlier records of this batch ({0}); none of it was kept")]
     BatchDropped(String),
+    /// Less free space than `Options::min_free_space`: nothing was applied.
+    #[error(
+        "disk space low: {free} bytes free on the file system of {path}, under the {floor} kept for deletes and merges (storage.min_free_space); writes that add data are refused until deletes and merges free space (DEL, UNLINK and FLUSHALL still work)"
+    )]
+    DiskLow {
+        path: PathBuf,
+        free: u64,
+        floor: u64,
+    },
 }
 
 /// Merging closed segments.

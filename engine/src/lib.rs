@@ -39,6 +39,7 @@ mod test_tmpfs;
 
 pub use epoch::{EpochEntry, LeaderEpochCache};
 pub use error::{MergeError, OpenError, ReadError, WriteError};
+pub use fsutil::free_space;
 pub use hint::HintJob;
 pub use journal::{Journal, JournalError, JournalSync, Staged};
 pub use merge::{MergeJob, MergeOutput, MergeStats};

@@ -333,8 +333,9 @@ impl Store {
                     reason: e.to_string(),
                 })?
                 .unwrap_or_default();
-            let expire = (loc.expire != 0).then_some(loc.expire);
-            self.put(&d.key, &value, expire)
+            // Kept alive by a record the merge did not see: written again, within the space
+            // kept free for merges.
+            self.append_record(Tag::Put, &d.key, &value, loc.expire, false)
                 .map_err(|e| as_merge_io(&self.dir, e))?;
         }
         if wrote {

@@ -49,6 +49,10 @@ pub struct Options {
     /// server turns it on, so the writes of one event-loop turn, and every command's among
     /// them, are kept whole. Off, every record stands alone.
     pub write_batches: bool,
+    /// Bytes of free space the file system keeps for deletes and merges (0: none): once less
+    /// is free, writes that add data are refused (`WriteError::DiskLow`) while deletes, merges and a
+    /// follower's appends go on. Checked when a segment sets more disk space aside.
+    pub min_free_space: u64,
     pub clock: Clock,
 }
 
@@ -68,6 +72,7 @@ impl Default for Options {
             background_sync: false,
             journaled_from: None,
             write_batches: false,
+            min_free_space: 0,
             clock: system_clock,
         }
     }

@@ -485,6 +485,12 @@ impl Segment {
     /// the end of the file (`FALLOC_FL_KEEP_SIZE`: the file's length, all that recovery
     /// reads, is unchanged) in steps of `RESERVE_STEP`, or just `more` when the disk has no
     /// more than that. A full disk fails the write that asks, before it is applied.
+    /// Whether `more` bytes fit in the space already set aside (or nothing is set aside on
+    /// this file system).
+    pub fn has_room(&self, more: u64) -> bool {
+        self.no_reserve || self.len() + more <= self.reserved
+    }
+
     pub fn reserve(&mut self, more: u64) -> Result<(), WriteError> {
         let need = self.len() + more;
         if self.no_reserve || need <= self.reserved {

@@ -156,6 +156,11 @@ pub struct Store {
     /// write has succeeded since, for INFO.
     write_errors: u64,
     write_failing: Option<String>,
+    /// The last free-space check found less than `Options::min_free_space`.
+    disk_low: bool,
+    /// Bytes of the active segment's reserved space kept for writes that were given room
+    /// ahead (`set_aside`): other writes get room past them.
+    set_aside: u64,
 }
 
 const NO_CURSOR: (u64, u64, usize) = (u64::MAX, 0, 0);
@@ -216,6 +221,8 @@ impl Store {
             dropped: None,
             write_errors: 0,
             write_failing: None,
+            disk_low: false,
+            set_aside: 0,
         };
         store.install_loaded(loaded, false)?;
         store.upgrade_active_format()?;
@@ -571,11 +578,20 @@ impl Store {
     /// segment grows past `segment_size` (mapped larger if need be) and rolls after the batch;
     /// only at `MAX_SEGMENT_SIZE` (keydir offsets are 32-bit) does a batch end early.
     /// Then reserves disk space for the record (`Segment::reserve`): a full disk fails the
-    /// write here, before anything is applied.
-    fn make_room(&mut self, rec_len: u64) -> Result<(), WriteError> {
+    /// write here, before anything is applied. A write that `adds` data (not a delete, not a
+    /// follower's append, not a merge's) also fails when the space set aside so far is used
+    /// up and the file system has less free than `Options::min_free_space`.
+    fn make_room(&mut self, rec_len: u64, adds: bool) -> Result<(), WriteError> {
         self.fit(rec_len)?;
         let id = self.active_id();
-        match self.seg_mut(id).reserve(rec_len) {
+        // Room kept for others (`set_aside`) stays theirs: this record gets room past it.
+        let need = rec_len + self.set_aside;
+        let checked = if adds && !self.seg(id).has_room(need) {
+            self.check_free_space()
+        } else {
+            Ok(())
+        };
+        match checked.and_then(|()| self.seg_mut(id).reserve(need)) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.write_errors += 1;
@@ -588,6 +604,39 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// `WriteError::DiskLow` when the file system has less free than
+    /// `Options::min_free_space` (never when it cannot be asked).
+    fn check_free_space(&mut self) -> Result<(), WriteError> {
+        let floor = self.opts.min_free_space;
+        self.disk_low = false;
+        if floor == 0 {
+            return Ok(());
+        }
+        let Some(free) = fsutil::free_space(&self.dir) else {
+            return Ok(());
+        };
+        if free < floor {
+            self.disk_low = true;
+            return Err(WriteError::DiskLow {
+                path: self.dir.clone(),
+                free,
+                floor,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the last write that asked for more disk space found less free than
+    /// `Options::min_free_space` (and was refused): merging is then the way to free space.
+    pub fn disk_low(&self) -> bool {
+        self.disk_low
+    }
+
+    /// Changes `Options::min_free_space` at run time (CONFIG SET).
+    pub fn set_min_free_space(&mut self, floor: u64) {
+        self.opts.min_free_space = floor;
     }
 
     fn fit(&mut self, rec_len: u64) -> Result<(), WriteError> {
@@ -694,7 +743,32 @@ impl Store {
             return Ok(());
         }
         // Only what one segment can take: a larger batch ends early (`fit`) anyway.
-        self.make_room(len.min(MAX_SEGMENT_SIZE / 2))
+        self.make_room(len.min(MAX_SEGMENT_SIZE / 2), !puts.is_empty())
+    }
+
+    /// `make_room_for`, keeping the room for these records until `release_set_aside`: other
+    /// writes meanwhile get room past it. For a command whose parts on several workers must
+    /// all have room before any is applied. Returns the bytes set aside.
+    pub fn set_aside(
+        &mut self,
+        puts: &[(&[u8], &[u8])],
+        deletes: &[&[u8]],
+    ) -> Result<u64, WriteError> {
+        self.make_room_for(puts, deletes)?;
+        let len: u64 = puts
+            .iter()
+            .map(|(k, v)| (HEADER_LEN + k.len() + v.len()) as u64)
+            .chain(deletes.iter().map(|k| (HEADER_LEN + k.len()) as u64))
+            .sum::<u64>()
+            .min(MAX_SEGMENT_SIZE / 2);
+        self.set_aside += len;
+        Ok(len)
+    }
+
+    /// Gives back room kept by `set_aside` (before the records it was for are written, or
+    /// when they will not be).
+    pub fn release_set_aside(&mut self, len: u64) {
+        self.set_aside = self.set_aside.saturating_sub(len);
     }
 
     /// Encodes one record into the active segment and applies it to the keydir.
@@ -705,9 +779,24 @@ impl Store {
         value: &[u8],
         expire: u64,
     ) -> Result<u64, WriteError> {
+        // A value or an expiry change adds data; deletes are what frees space.
+        let adds = matches!(tag, Tag::Put | Tag::Expire);
+        self.append_record(tag, key, value, expire, adds)
+    }
+
+    /// `append_local`, saying whether the record counts as one that adds data (a merge's
+    /// rewrite of a value does not: merges are what `Options::min_free_space` is kept for).
+    pub(crate) fn append_record(
+        &mut self,
+        tag: Tag,
+        key: &[u8],
+        value: &[u8],
+        expire: u64,
+        adds: bool,
+    ) -> Result<u64, WriteError> {
         self.check_failed()?;
         let rec_len = (HEADER_LEN + key.len() + value.len()) as u64;
-        self.make_room(rec_len)?;
+        self.make_room(rec_len, adds)?;
         let lsn = self.next_lsn;
         let epoch = self.epoch;
         let id = self.active_id();
@@ -1317,10 +1406,25 @@ impl Store {
                 reason: e.to_string(),
             });
         }
+        // Room for each of the leader's write batches before its first record: a batch
+        // stays in one segment, so a full disk refuses a whole batch, never its second half
+        // (a follower's log would otherwise end inside a batch, which recovery drops, after
+        // the leader had counted it as replicated).
+        let mut batch_room = Vec::with_capacity(records.len());
+        let mut starts_batch = true;
+        let mut open_at = 0;
+        for (i, (_, r)) in records.iter().enumerate() {
+            if starts_batch {
+                open_at = i;
+            }
+            batch_room.push(0u64);
+            batch_room[open_at] += r.header.record_len() as u64;
+            starts_batch = !r.header.more;
+        }
         let mut n = 0;
-        for (at, r) in records {
+        for ((at, r), room) in records.into_iter().zip(batch_room) {
             let len = r.header.record_len();
-            self.make_room(len as u64)?;
+            self.make_room((len as u64).max(room.min(MAX_SEGMENT_SIZE / 2)), false)?;
             if self
                 .epochs
                 .latest()

@@ -219,3 +219,181 @@ fn a_closed_store_gives_back_the_space_its_log_set_aside() {
     let s = Store::open(&data, opts()).expect("reopen");
     assert_eq!(s.get(b"a").expect("get").as_deref(), Some(&b"1"[..]));
 }
+
+/// A follower given a write batch of its leader's on a full disk takes all of it or none of
+/// it: a log ending inside a batch loses that batch's first records at the next open
+/// (recovery drops an unfinished batch), after the leader counted them as replicated. It
+/// used to get room record by record and keep the records the disk had room for.
+#[test]
+fn a_follower_on_a_full_disk_takes_a_leaders_write_batch_whole_or_not_at_all() {
+    let Some(fs) = Tmpfs::mount_or_skip("6m") else {
+        return;
+    };
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let batched = Options {
+        write_batches: true,
+        ..opts()
+    };
+    let mut leader = Store::open(leader_dir.path(), batched.clone()).expect("open leader");
+    leader.put(b"a", b"1", None).expect("put");
+    leader.commit().expect("commit");
+    let first = leader.log_end();
+    // One command's three records: one write batch of 300 KiB, more than the 256 KiB a
+    // segment sets aside at a time.
+    let big = vec![5u8; 100 << 10];
+    for k in [&b"x1"[..], b"x2", b"x3"] {
+        leader.put(k, &big, None).expect("put");
+    }
+    leader.commit().expect("commit");
+    let end = leader.log_end();
+
+    // The follower has the first batch; then the disk fills up.
+    let data = fs.path().join("p");
+    let mut follower = Store::open(&data, batched.clone()).expect("open follower");
+    let one = leader.read_records(0, 1).expect("read the first batch");
+    assert_eq!(one.next_lsn, first);
+    follower.append_records(&one.bytes).expect("first batch");
+    follower.commit().expect("commit");
+    let filler = fs.fill("filler");
+    let rest = leader.read_records(first, 1 << 20).expect("read");
+    assert_eq!(rest.next_lsn, end);
+    assert!(
+        follower.append_records(&rest.bytes).is_err(),
+        "300 KiB on a full disk"
+    );
+    assert_eq!(
+        follower.log_end(),
+        first,
+        "no record of the batch was taken"
+    );
+    assert_eq!(follower.get(b"x1").expect("get"), None);
+    follower.commit().expect("nothing half written");
+    drop(follower);
+    let follower = Store::open(&data, batched.clone()).expect("reopen");
+    assert_eq!(follower.log_end(), first);
+    drop(follower);
+
+    // Room again: the batch is taken whole, and kept.
+    std::fs::remove_file(&filler).expect("free");
+    let mut follower = Store::open(&data, batched.clone()).expect("reopen");
+    assert_eq!(
+        follower.append_records(&rest.bytes).expect("append"),
+        3,
+        "all three records"
+    );
+    follower.commit().expect("commit");
+    drop(follower);
+    let follower = Store::open(&data, batched).expect("reopen");
+    assert_eq!(follower.log_end(), end);
+    assert_eq!(
+        follower.get(b"x3").expect("get").map(|v| v.len()),
+        Some(big.len())
+    );
+}
+
+/// With less free than `min_free_space`, writes that add data are refused while deletes and
+/// merges go on in the space kept for them; once merges freed enough, writes resume by
+/// themselves. (Without it, a disk filled by overwrites could not be merged, having no room
+/// for the merge's output, and every write, deletes too, was refused until space was freed
+/// by hand.)
+#[test]
+fn under_the_free_space_floor_deletes_and_merges_go_on_and_free_room_for_writes() {
+    let Some(fs) = Tmpfs::mount_or_skip("8m") else {
+        return;
+    };
+    let data = fs.path().join("p");
+    let opts = Options {
+        min_free_space: 3 << 20,
+        ..opts()
+    };
+    let mut s = Store::open(&data, opts.clone()).expect("open");
+    let value = |round: u8| vec![round; 8 << 10];
+    // 800 KiB live, written four times over: 2.4 MiB of the logs is dead.
+    for round in 0..4u8 {
+        for k in 0..100 {
+            s.put(format!("k{k}").as_bytes(), &value(round), None)
+                .expect("put");
+        }
+        s.commit().expect("commit");
+    }
+    // 2 MiB left free: under the floor.
+    let filler = fs.fill("filler");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .expect("filler");
+    let len = f.metadata().expect("metadata").len();
+    f.set_len(len.saturating_sub(2 << 20)).expect("shrink");
+    drop(f);
+
+    let mut taken = 0;
+    let refused = loop {
+        match s.put(format!("new{taken}").as_bytes(), &value(9), None) {
+            Ok(_) => taken += 1,
+            Err(e) => break e,
+        }
+        assert!(taken < 64, "writes go on under the floor");
+    };
+    assert!(
+        matches!(refused, WriteError::DiskLow { floor, free, .. } if floor == 3 << 20 && free < floor),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("storage.min_free_space"));
+    assert_eq!(s.get(format!("new{taken}").as_bytes()).expect("get"), None);
+    s.commit().expect("what was taken is written");
+    // Deletes go on, past the space set aside before.
+    for k in 0..100 {
+        assert!(
+            s.delete(format!("k{k}").as_bytes())
+                .expect("delete under the floor")
+        );
+    }
+    s.commit().expect("commit the deletes");
+    assert!(
+        s.put(b"still", &value(9), None).is_err(),
+        "still under the floor"
+    );
+    // A merge has room to run, and frees what the overwrites and deletes left dead.
+    s.merge_now(u64::MAX).expect("merge under the floor");
+    s.put(b"after", &value(7), None)
+        .expect("writes resume once the merge freed space");
+    s.commit().expect("commit");
+    drop(s);
+    let s = Store::open(&data, opts).expect("reopen");
+    assert_eq!(s.get(b"k0").expect("get"), None);
+    assert_eq!(s.get(b"after").expect("get"), Some(value(7)));
+    for i in 0..taken {
+        assert_eq!(
+            s.get(format!("new{i}").as_bytes()).expect("get"),
+            Some(value(9))
+        );
+    }
+}
+
+/// Room set aside for a command's records stays theirs: other writes get room past it, and
+/// the records it was for are written into it once it is given back to them.
+#[test]
+fn room_set_aside_is_not_taken_by_other_writes() {
+    let Some(fs) = Tmpfs::mount_or_skip("6m") else {
+        return;
+    };
+    let (_data, _opts, mut s) = store_holding_a(&fs);
+    let _filler = fs.fill("filler");
+    let held = vec![4u8; 150 << 10];
+    let kept = s
+        .set_aside(&[(b"held", &held)], &[])
+        .expect("within the 256 KiB the segment set aside");
+    assert!(kept > held.len() as u64);
+    // 150 KiB kept out of about 256: 120 KiB more does not fit.
+    assert!(
+        s.put(b"other", &[5u8; 120 << 10], None).is_err(),
+        "another write took the room set aside"
+    );
+    s.put(b"small", &[6u8; 16 << 10], None)
+        .expect("a write that fits past the room set aside");
+    s.release_set_aside(kept);
+    s.put(b"held", &held, None)
+        .expect("the records the room was kept for");
+    s.commit().expect("commit");
+    assert_eq!(s.get(b"held").expect("get"), Some(held));
+}

@@ -558,6 +558,7 @@ impl Worker {
                     let op = Op::NxDecide {
                         commit: true,
                         moved,
+                        refused: Vec::new(),
                     };
                     self.send_req(w, Request { reply_to, op, acks });
                 }

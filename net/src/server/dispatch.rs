@@ -1046,6 +1046,7 @@ impl Worker {
             log::set_max_level(level);
         }
         let d = self.durability();
+        let min_free = self.config.storage.min_free_space;
         let (max_key, max_value) = (
             self.config.limits.max_key_len as usize,
             self.config.limits.max_value_len as usize,
@@ -1054,6 +1055,7 @@ impl Worker {
             if let Some(s) = self.store_mut(p) {
                 s.set_durability(d);
                 s.set_limits(max_key, max_value);
+                s.set_min_free_space(min_free);
             }
         }
         self.configure_journal(false);

@@ -75,6 +75,8 @@ impl Worker {
             memory_startup: sh.memory_startup,
             maxclients: self.config.server.maxclients,
             dir: self.config.storage.dir.display().to_string(),
+            disk_free: simplekv_engine::free_space(&self.config.storage.dir),
+            min_free_space: self.config.storage.min_free_space,
         });
         s
     }
@@ -263,7 +265,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("persistence") {
         let _ = write!(
             o,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\naof_current_size:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_journals:{}\r\ncommit_journal_checkpoints:{}\r\ncommit_journal_direct_syncs:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndir:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\naof_current_size:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_journals:{}\r\ncommit_journal_checkpoints:{}\r\ncommit_journal_direct_syncs:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndisk_free_bytes:{}\r\ndisk_min_free_bytes:{}\r\ndisk_space_low:{}\r\ndir:{}\r\n\r\n",
             (t.merges_running > 0) as u8,
             if t.commit_failing { "err" } else { "ok" },
             si.fsync,
@@ -278,6 +280,9 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             t.journal_direct_syncs,
             t.commit_errors,
             t.last_commit_error.as_deref().unwrap_or(""),
+            si.disk_free.map(|f| f.to_string()).unwrap_or_default(),
+            si.min_free_space,
+            si.disk_free.is_some_and(|f| f < si.min_free_space) as u8,
             si.dir,
         );
     }

@@ -149,6 +149,7 @@ pub fn engine_options(c: &Config) -> Options {
         // A turn's writes to a partition (so every command's) are one batch on disk and on
         // the wire: a crash or a failover never leaves part of an MSET or a transaction.
         write_batches: true,
+        min_free_space: c.storage.min_free_space,
         ..Options::default()
     }
 }

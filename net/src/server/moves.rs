@@ -358,7 +358,11 @@ impl Worker {
         commit: bool,
         moved: Option<Box<Moved>>,
     ) {
-        let op = Op::NxDecide { commit, moved };
+        let op = Op::NxDecide {
+            commit,
+            moved,
+            refused: Vec::new(),
+        };
         self.send_req(first, Request { reply_to, op, acks });
     }
 

@@ -55,8 +55,9 @@ impl NxHeld {
 
 /// What a held worker does once the outcome is known.
 pub enum HeldWork {
-    /// Writes these pairs (MSETNX: if every key was absent everywhere).
-    MSetNx(Pairs),
+    /// Writes these pairs (MSETNX: if every key was absent everywhere), in the disk room
+    /// set aside for them at the step (`Worker::set_aside_writes`).
+    MSetNx(Pairs, Vec<(u32, u64)>),
     /// Moves or copies a key (`moves`): its source or destination key.
     Move {
         kind: super::moves::MoveKind,
@@ -82,7 +83,7 @@ fn held_keys(work: &HeldWork, reads: &[Vec<u8>]) -> Option<HashSet<Vec<u8>>> {
     const MAX_KEYS: usize = 1024;
     let mut keys: HashSet<Vec<u8>> = reads.iter().cloned().collect();
     match work {
-        HeldWork::MSetNx(pairs) => keys.extend(pairs.keys().map(<[u8]>::to_vec)),
+        HeldWork::MSetNx(pairs, _) => keys.extend(pairs.keys().map(<[u8]>::to_vec)),
         HeldWork::Move { key, .. } => {
             keys.insert(key.clone());
         }
@@ -165,6 +166,19 @@ impl Worker {
             }
             held.push(self.id);
         }
+        // Disk room for this worker's part is set aside before any part is written: a full
+        // disk refuses the command whole, not one worker's part after another's was written.
+        let room = if held.is_empty() {
+            Vec::new()
+        } else {
+            match self.set_aside_writes(parts[0].1.iter(), std::iter::empty()) {
+                Ok(room) => room,
+                Err(e) => {
+                    out.push_reply(&super::dispatch::error_reply(&e));
+                    return;
+                }
+            }
+        };
         let gather = Gather::AllSet {
             missing: parts.len(),
             all: true,
@@ -174,7 +188,7 @@ impl Worker {
         let reply_to = self.begin_chain(token, out, client, parts.len(), slot);
         if !held.is_empty() {
             let (_, pairs) = parts.remove(0);
-            self.hold(reply_to, acks, HeldWork::MSetNx(pairs), &[]);
+            self.hold(reply_to, acks, HeldWork::MSetNx(pairs, room), &[]);
         }
         let next = parts[0].0;
         let op = Op::NxStep { held, rest: parts };
@@ -288,7 +302,16 @@ impl Worker {
             self.nx_decide_held(&held, reply_to, acks, commit);
             return;
         }
-        self.hold(reply_to, acks, HeldWork::MSetNx(pairs), &[]);
+        let room = match self.set_aside_writes(pairs.iter(), std::iter::empty()) {
+            Ok(room) => room,
+            Err(e) => {
+                self.nx_abort(reply_to, acks, &held, rest.len() + 1, || {
+                    Payload::Err(e.clone())
+                });
+                return;
+            }
+        };
+        self.hold(reply_to, acks, HeldWork::MSetNx(pairs, room), &[]);
         held.push(self.id);
         let next = rest[0].0;
         let op = Op::NxStep { held, rest };
@@ -312,7 +335,12 @@ impl Worker {
     }
 
     /// The outcome for the part this worker holds; then it serves again.
-    pub(super) fn nx_decide(&mut self, commit: bool, moved: Option<Box<super::moves::Moved>>) {
+    pub(super) fn nx_decide(
+        &mut self,
+        commit: bool,
+        moved: Option<Box<super::moves::Moved>>,
+        refused: super::multi::Refused,
+    ) {
         let Some(h) = self.nx.take() else {
             warn!("worker {}: MSETNX outcome without a held part", self.id);
             return;
@@ -336,12 +364,16 @@ impl Worker {
             }
             (HeldWork::Combine { dest }, true) => self.combine_decided(reply_to, acks, dest, moved),
             (HeldWork::Combine { .. }, false) => {}
-            (HeldWork::Group(parts), _) => self.group_decided(parts, commit),
-            (HeldWork::MSetNx(pairs), true) => {
+            (HeldWork::Group(parts), _) => self.group_decided(parts, commit, &refused),
+            (HeldWork::MSetNx(pairs, room), true) => {
+                self.release_room(&room);
                 let (payload, need) = self.nx_write(pairs, acks);
                 self.nx_answer(reply_to, payload, need);
             }
-            (HeldWork::MSetNx(_), false) => self.nx_answer(reply_to, Payload::Int(0), Need::Now),
+            (HeldWork::MSetNx(_, room), false) => {
+                self.release_room(&room);
+                self.nx_answer(reply_to, Payload::Int(0), Need::Now)
+            }
         }
         self.nx_release();
     }
@@ -419,6 +451,7 @@ impl Worker {
             let op = Op::NxDecide {
                 commit,
                 moved: None,
+                refused: Vec::new(),
             };
             self.send_req(w, Request { reply_to, op, acks });
         }

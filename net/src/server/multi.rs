@@ -115,7 +115,17 @@ pub struct GroupPart {
     /// Part of a transaction that runs in sequence: what it touches here comes with the
     /// visits, so its hold keeps every key of this worker.
     pub in_sequence: bool,
+    /// Disk room set aside here for the part's writes at its step, by partition
+    /// (`Worker::set_aside_part`), given back just before it runs.
+    pub room: Vec<(u32, u64)>,
+    /// A worker had no disk room for its part of the transaction: no part of it runs, each
+    /// answers this error.
+    pub refused: Option<String>,
 }
+
+/// Transactions of a group refused at some worker's step for want of disk room, with the
+/// error their parts answer.
+pub type Refused = Vec<(ReplyTo, String)>;
 
 fn step_out_of_place() -> Payload {
     Payload::Err("ERR internal: a transaction step out of place".into())
@@ -746,6 +756,8 @@ impl Worker {
                     part,
                     in_sequence,
                     seq: if k + 1 == n { seq.take() } else { None },
+                    room: Vec::new(),
+                    refused: None,
                 };
                 (w, vec![gp])
             })
@@ -757,6 +769,7 @@ impl Worker {
             let op = Op::GroupStep {
                 held: Vec::new(),
                 rest: chain,
+                refused: Vec::new(),
             };
             self.nx_out.push((first, Request { reply_to, op, acks }));
         }
@@ -784,7 +797,7 @@ impl Worker {
             .flat_map(|(_, parts)| parts)
             .any(|gp| !gp.part.watch.is_empty() || gp.seq.is_some());
         if alone {
-            return self.group_step(Vec::new(), chain);
+            return self.group_step(Vec::new(), chain, Vec::new());
         }
         for (w, parts) in chain {
             match self.forming.binary_search_by_key(&w, |(x, _)| *x) {
@@ -827,18 +840,22 @@ impl Worker {
             return;
         }
         let rest = std::mem::take(&mut self.forming);
-        self.group_step(Vec::new(), rest);
+        self.group_step(Vec::new(), rest, Vec::new());
     }
 
     /// This worker's step of a group: `rest[0]` holds its parts. Every worker but the last
     /// checks its parts' watched keys, holds still for its parts and passes the step on, in
     /// ascending order; the last checks and runs its parts and releases the others to run
     /// theirs. A watched key changed anywhere aborts the group: only a transaction with
-    /// watched keys has any, and it is a group of its own (`join_group`).
+    /// watched keys has any, and it is a group of its own (`join_group`). Each worker also
+    /// sets disk room aside for its parts' writes at its step: a transaction one of its
+    /// workers has no room for runs nowhere (`refused`, told to the held workers with the
+    /// outcome), so a full disk never leaves an MSET or DEL over several workers half done.
     pub(super) fn group_step(
         &mut self,
         mut held: Vec<usize>,
         mut rest: Vec<(usize, Vec<GroupPart>)>,
+        mut refused: Refused,
     ) {
         if rest
             .first()
@@ -862,27 +879,143 @@ impl Worker {
             run.held = held;
             return self.seq_visit(run);
         }
+        for gp in parts.iter_mut() {
+            if gp.refused.is_some() {
+                continue;
+            }
+            match self.set_aside_part(&gp.part.items) {
+                Ok(room) => gp.room = room,
+                Err(e) => {
+                    for later in rest.iter_mut().flat_map(|(_, ps)| ps.iter_mut()) {
+                        if later.reply_to == gp.reply_to {
+                            later.refused = Some(e.clone());
+                        }
+                    }
+                    refused.push((gp.reply_to, e.clone()));
+                    gp.refused = Some(e);
+                }
+            }
+        }
         if rest.is_empty() {
-            self.group_decided(parts, true);
-            self.nx_decide_held(&held, reply_to, acks, true);
+            self.group_decided(parts, true, &refused);
+            self.group_decide_held(&held, reply_to, acks, refused);
             return;
         }
         self.hold(reply_to, acks, HeldWork::Group(parts), &[]);
         held.push(self.id);
         let next = rest[0].0;
-        let op = Op::GroupStep { held, rest };
+        let op = Op::GroupStep {
+            held,
+            rest,
+            refused,
+        };
         self.nx_out.push((next, Request { reply_to, op, acks }));
     }
 
-    /// Runs a group's parts here, in order (`commit`), or answers that they did not run.
-    pub(super) fn group_decided(&mut self, parts: Vec<GroupPart>, commit: bool) {
+    /// Runs a group's parts here, in order (`commit`), or answers that they did not run
+    /// (the parts of a `refused` transaction answer its error).
+    pub(super) fn group_decided(&mut self, parts: Vec<GroupPart>, commit: bool, refused: &Refused) {
         for gp in parts {
-            let (payload, need) = if commit {
-                self.run_tx_items(gp.part.items, gp.acks)
-            } else {
-                (Payload::TxAborted, Need::Now)
+            self.release_room(&gp.room);
+            let refusal = gp.refused.or_else(|| {
+                refused
+                    .iter()
+                    .find(|(r, _)| *r == gp.reply_to)
+                    .map(|(_, e)| e.clone())
+            });
+            let (payload, need) = match refusal {
+                _ if !commit => (Payload::TxAborted, Need::Now),
+                Some(e) => (Payload::Err(e), Need::Now),
+                None => self.run_tx_items(gp.part.items, gp.acks),
             };
             self.nx_answer(gp.reply_to, payload, need);
+        }
+    }
+
+    /// Tells the held workers of a group to run their parts (but those of `refused`).
+    fn group_decide_held(
+        &mut self,
+        held: &[usize],
+        reply_to: ReplyTo,
+        acks: simplekv_conf::Acks,
+        refused: Refused,
+    ) {
+        for &w in held {
+            let op = Op::NxDecide {
+                commit: true,
+                moved: None,
+                refused: refused.clone(),
+            };
+            self.send_req(w, Request { reply_to, op, acks });
+        }
+    }
+
+    /// Sets disk room aside in this worker's partitions for the records `items` will write
+    /// here (MSET's values, DEL's and UNLINK's tombstones; other commands of a transaction
+    /// get theirs as they run), so that another command cannot take it before they run.
+    /// On a full disk (or under `storage.min_free_space`) nothing is kept and the error is
+    /// the command's answer.
+    fn set_aside_part(&mut self, items: &[(u32, Op)]) -> Result<Vec<(u32, u64)>, String> {
+        let puts = items.iter().flat_map(|(_, op)| match op {
+            Op::MSet { pairs } => Some(pairs.iter()),
+            _ => None,
+        });
+        let deletes = items.iter().flat_map(|(_, op)| match op {
+            Op::Del { keys } => Some(keys.iter().map(|k| &k[..])),
+            _ => None,
+        });
+        self.set_aside_writes(puts.flatten(), deletes.flatten())
+    }
+
+    /// Sets room aside (`Store::set_aside`) for `puts` and `deletes`, all keys of this
+    /// worker; returns it by partition, or the error to answer (nothing kept).
+    pub(super) fn set_aside_writes<'a>(
+        &mut self,
+        puts: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        deletes: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<Vec<(u32, u64)>, String> {
+        type Records<'a> = (u32, Vec<(&'a [u8], &'a [u8])>, Vec<&'a [u8]>);
+        let mut by_partition: Vec<Records> = Vec::new();
+        fn entry<'b, 'a>(by: &'b mut Vec<Records<'a>>, p: u32) -> &'b mut Records<'a> {
+            let i = match by.iter().position(|(q, _, _)| *q == p) {
+                Some(i) => i,
+                None => {
+                    by.push((p, Vec::new(), Vec::new()));
+                    by.len() - 1
+                }
+            };
+            &mut by[i]
+        }
+        for (k, v) in puts {
+            entry(&mut by_partition, self.topo.partition_of(k))
+                .1
+                .push((k, v));
+        }
+        for k in deletes {
+            entry(&mut by_partition, self.topo.partition_of(k))
+                .2
+                .push(k);
+        }
+        let mut room = Vec::with_capacity(by_partition.len());
+        for (p, puts, deletes) in by_partition {
+            let Some(s) = self.store_mut(p) else { continue };
+            match s.set_aside(&puts, &deletes) {
+                Ok(n) => room.push((p, n)),
+                Err(e) => {
+                    self.release_room(&room);
+                    return Err(format!("ERR {e}"));
+                }
+            }
+        }
+        Ok(room)
+    }
+
+    /// Gives back room `set_aside_part` kept.
+    pub(super) fn release_room(&mut self, room: &[(u32, u64)]) {
+        for &(p, n) in room {
+            if let Some(s) = self.store_mut(p) {
+                s.release_set_aside(n);
+            }
         }
     }
 

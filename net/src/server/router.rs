@@ -198,6 +198,8 @@ pub enum Op {
         commit: bool,
         /// A RENAME/COPY's value for a held destination (`moves`).
         moved: Option<Box<super::moves::Moved>>,
+        /// A group's transactions that do not run for want of disk room (`multi`).
+        refused: super::multi::Refused,
     },
     /// BITOP or LCS: run here if every key is this worker's, else a step of a chain
     /// (`combine`).
@@ -228,6 +230,8 @@ pub enum Op {
     GroupStep {
         held: Vec<usize>,
         rest: Vec<(usize, Vec<super::multi::GroupPart>)>,
+        /// Transactions refused at earlier steps for want of disk room.
+        refused: super::multi::Refused,
     },
     /// A transaction running in sequence visits its worker, which holds for it
     /// (`Worker::seq_visit`).

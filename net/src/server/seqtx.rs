@@ -314,7 +314,7 @@ impl Worker {
         // Every worker lets go; each answers its (empty) part of the transaction.
         let others: Vec<usize> = run.held.iter().copied().filter(|&w| w != self.id).collect();
         self.nx_decide_held(&others, run.reply_to, run.acks, true);
-        self.nx_decide(true, None);
+        self.nx_decide(true, None, Vec::new());
     }
 
     /// A visit where this worker does not hold for the transaction (which cannot happen

@@ -158,6 +158,9 @@ pub struct ServerInfo {
     pub memory_startup: u64,
     pub maxclients: u32,
     pub dir: String,
+    /// Bytes free on the data directory's file system (`None`: unknown).
+    pub disk_free: Option<u64>,
+    pub min_free_space: u64,
 }
 
 impl WorkerStats {

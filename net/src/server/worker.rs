@@ -31,6 +31,9 @@ use crate::resp::parse::{Limits, Parser};
 pub const WAKER: Token = Token(0);
 pub const LISTENER: Token = Token(1);
 pub const FIRST_CONN: usize = 2;
+/// The dead share at which a partition whose writes found the disk under
+/// `storage.min_free_space` is merged (instead of `storage.merge_dead_ratio`).
+const LOW_DISK_MERGE_RATIO: f64 = 0.05;
 
 /// When a partition's background work that failed (a merge, active expiry; a full disk) may
 /// be tried again: 1 s after the first failure, the wait doubling at each failure in a row up
@@ -867,22 +870,32 @@ impl Worker {
                 acks,
             }) => self.nx_step(reply_to, acks, held, rest),
             Msg::Req(Request {
-                op: Op::NxDecide { commit, moved },
+                op:
+                    Op::NxDecide {
+                        commit,
+                        moved,
+                        refused,
+                    },
                 ..
-            }) => self.nx_decide(commit, moved),
+            }) => self.nx_decide(commit, moved, refused),
             Msg::Req(Request {
                 reply_to,
                 op: op @ Op::MoveStep { .. },
                 acks,
             }) => self.move_step(reply_to, acks, op),
             Msg::Req(Request {
-                op: Op::GroupStep { held, rest },
+                op:
+                    Op::GroupStep {
+                        held,
+                        rest,
+                        refused,
+                    },
                 ..
             }) => {
                 if held.is_empty() {
                     self.join_group(rest);
                 } else {
-                    self.group_step(held, rest);
+                    self.group_step(held, rest, refused);
                 }
             }
             Msg::Req(Request {
@@ -1776,6 +1789,18 @@ impl Worker {
     fn maybe_merge(&mut self) {
         let ratio = self.config.storage.merge_dead_ratio;
         let min = self.config.storage.merge_min_bytes;
+        // Under the free space floor a merge is what lets writes resume: any worthwhile share
+        // of dead bytes will do, whatever the log's size, in every partition of the worker
+        // (they share the file system; the writes refused so far may have gone to a few).
+        let (min, ratio) = if self
+            .owned
+            .iter()
+            .any(|&p| self.store(p).is_some_and(Store::disk_low))
+        {
+            (0, ratio.min(LOW_DISK_MERGE_RATIO))
+        } else {
+            (min, ratio)
+        };
         for p in self.owned.clone() {
             if self.merge_busy[p as usize] {
                 continue;
