@@ -366,7 +366,8 @@ impl Config {
 
     /// Sets several settings at once, checking the rules between settings only after all
     /// are applied, so that e.g. `cluster.zk` and `cluster.node_id` can be turned on
-    /// together. All or nothing.
+    /// together. All or nothing. Redis's `save`, `appendonly`, `databases`... are taken at
+    /// the one value simplekv has and refused with the reason otherwise, as by CONFIG SET.
     pub fn set_many<N, V>(
         &mut self,
         pairs: impl IntoIterator<Item = (N, V)>,
@@ -377,7 +378,11 @@ impl Config {
     {
         let mut next = self.clone();
         for (name, value) in pairs {
-            settings::apply(&mut next, name.as_ref(), value.as_ref())?;
+            let (name, value) = (name.as_ref(), value.as_ref());
+            if settings::lookup(name).is_none() && redis::check_fixed_set(name, value)? {
+                continue;
+            }
+            settings::apply(&mut next, name, value)?;
         }
         next.validate()?;
         *self = next;

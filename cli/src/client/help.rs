@@ -178,7 +178,7 @@ impl Docs {
         writeln!(
             out,
             "Type \"help <command>\" for a command's syntax, \"help @<group>\" for a group's \
-             commands, \"quit\" to exit."
+             commands, \"connect <host> <port>\" to change servers, \"quit\" to exit."
         )?;
         let mut groups: BTreeMap<&str, Vec<&CommandDoc>> = BTreeMap::new();
         for c in &self.commands {

@@ -364,7 +364,8 @@ impl Session {
     /// command for the server. An unbalanced quote prints `Invalid argument(s)`.
     ///
     /// Typed at the prompt, a line may start with a count, as in redis-cli: `3 INCR k` runs
-    /// `INCR k` three times (a count below 1 is refused).
+    /// `INCR k` three times (a count below 1 is refused), and `connect HOST PORT` moves the
+    /// session to another server.
     pub fn handle_line(
         &mut self,
         line: &[u8],
@@ -390,6 +391,10 @@ impl Session {
             {
                 Some(0)
             }
+            [first, host, port] if eq_ignore_case(first, "connect") => {
+                self.connect_to(host, port, err)?;
+                return Ok(Flow::Continue);
+            }
             _ => return Ok(self.run_args(&args, out, err)?.0),
         };
         let Some(count) = count.filter(|&n| n > 0) else {
@@ -404,6 +409,35 @@ impl Session {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// `connect HOST PORT` at the prompt, as in redis-cli: drops the connection (with its
+    /// transaction and watches) and connects to that server; the prompt says where it is.
+    fn connect_to(&mut self, host: &[u8], port: &[u8], err: &mut dyn Write) -> io::Result<()> {
+        let host = String::from_utf8_lossy(host).into_owned();
+        let Some(port) = std::str::from_utf8(port)
+            .ok()
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|&p| p > 0)
+        else {
+            writeln!(
+                err,
+                "Invalid port {:?}: a number 1..=65535",
+                String::from_utf8_lossy(port)
+            )?;
+            return Ok(());
+        };
+        self.disconnect();
+        // Leaving on purpose: nothing of the old connection's state is owed a notice.
+        self.lost = None;
+        self.connector.retarget(&host, port);
+        // Announced as a connection, not a reconnection (the user said where it goes).
+        self.tried = false;
+        self.connected_once = false;
+        if let Err(e) = self.ensure_connected(err) {
+            writeln!(err, "{e}")?;
+        }
+        Ok(())
     }
 
     /// One line, also telling how its command went (no repeat count: piped input).
@@ -729,6 +763,39 @@ mod tests {
         server.join().expect("server");
         let sent: Vec<Vec<String>> = rx.try_iter().map(|a| strs(&a)).collect();
         assert_eq!(sent, vec![vec!["incr".to_string(), "a".to_string()]; 3]);
+    }
+
+    /// `connect HOST PORT` at the prompt moves the session, as in redis-cli (found missing by
+    /// a black-box comparison): a transaction of the old connection is dropped with it, the
+    /// next command goes to the new server, and a bad port or a server that is not there says
+    /// so.
+    #[test]
+    fn connect_at_the_prompt_moves_the_session_to_another_server() {
+        let (a, b) = (free_port(), free_port());
+        let (tx, rx) = mpsc::channel();
+        let first = serve_one(a, tx.clone(), 2, |_| Some(b"+OK\r\n".to_vec()));
+        let second = serve_one(b, tx, 1, |_| Some(b"$3\r\nbee\r\n".to_vec()));
+        let mut s = session(a, None, Format::Tty);
+        line(&mut s, "multi");
+        assert_eq!(s.prompt(), format!("127.0.0.1:{a}(TX)> "));
+        let (_, _, err) = line(&mut s, "connect 127.0.0.1 0");
+        assert!(err.contains("Invalid port"), "{err}");
+        let (flow, out, err) = line(&mut s, &format!("connect 127.0.0.1 {b}"));
+        assert_eq!((flow, out.as_str(), err.as_str()), (Flow::Continue, "", ""));
+        assert_eq!(s.prompt(), format!("127.0.0.1:{b}> "), "not in MULTI there");
+        let (_, out, _) = line(&mut s, "get k");
+        assert_eq!(out, "\"bee\"\n");
+        first.join().expect("first");
+        second.join().expect("second");
+        let sent: Vec<Vec<String>> = rx.try_iter().map(|a| strs(&a)).collect();
+        assert_eq!(
+            sent,
+            vec![vec!["multi".to_string()], vec!["get".into(), "k".into()]]
+        );
+        let gone = free_port();
+        let (_, _, err) = line(&mut s, &format!("connect 127.0.0.1 {gone}"));
+        assert!(err.contains(&gone.to_string()), "{err}");
+        assert_eq!(s.prompt(), "not connected> ");
     }
 
     /// A connection lost inside MULTI (or with WATCH in force) took the transaction with it:
