@@ -722,6 +722,40 @@ fn a_leader_restarted_with_an_empty_disk_does_not_resume_its_old_leadership() {
     assert_identical_replicas(&mut c, P, &acked);
 }
 
+/// Found by a chaos run: ZooKeeper stalled past the session timeout, so every node's session
+/// expired and each registered again, the leader of a partition among them just back with a
+/// wiped disk. The controller confirmed the leader it had, the only one it could see as in
+/// sync, and the other replicas cut their logs to its empty one. Now, when every in-sync
+/// replica has registered again, the leader is chosen again among them by log end, and a
+/// shorter log leaves the ISR until it has caught up.
+#[test]
+fn a_wiped_leader_does_not_keep_its_leadership_when_every_session_expired() {
+    let mut c = LocalCluster::start(3, 1, 3, &[NO_REBALANCE, SESSION]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let before = c.partition_state(P);
+    let l = before.leader.expect("leader");
+    let keys = keys_in(&c, P, "z", 50);
+    let mut acked = Acked::new();
+    set_all_acked(&c, l, &keys, "v1", &mut acked);
+    // The leader crashes, its disk is replaced, and before its session has expired (so no
+    // election has run) ZooKeeper stops answering; the node starts again meanwhile.
+    c.kill9(l);
+    let data = c.data_dir(l);
+    std::fs::remove_dir_all(&data).expect("wipe");
+    c.signal_zookeeper(true);
+    c.start_no_wait(l);
+    std::thread::sleep(Duration::from_millis(6000));
+    c.signal_zookeeper(false);
+    let (new, epoch) = wait_new_leader(&mut c, P, l, before.leader_epoch);
+    assert_ne!(new, l, "the wiped node leads");
+    assert!(epoch > before.leader_epoch);
+    c.wait_for_full_isr(Duration::from_secs(60));
+    for k in keys.iter().step_by(7) {
+        assert_eq!(get(&c, new, k), acked[k].clone(), "{k}");
+    }
+    assert_identical_replicas(&mut c, P, &acked);
+}
+
 /// Occurrences of `marker` in node `i`'s log segments of partition `p` (files a merge
 /// replaces meanwhile are skipped).
 fn count_in_segments(c: &LocalCluster, i: u32, p: u32, marker: &[u8]) -> usize {

@@ -641,7 +641,7 @@ mod decisions {
         Nodes {
             live: live.iter().copied().collect(),
             shutting_down: shutting.iter().copied().collect(),
-            reconfirm: None,
+            reelect: false,
         }
     }
 
@@ -677,12 +677,33 @@ mod decisions {
     fn a_restarted_leader_that_is_the_only_in_sync_replica_gets_a_new_epoch() {
         let s = st(Some(1), 3, &[1], &[1, 2, 3]);
         let mut n = nodes(&[1, 2, 3], &[]);
-        n.reconfirm = Some(1);
+        n.reelect = true;
         let d = decide(&s, &n, &BTreeMap::new(), false, false, 7).unwrap();
         assert_eq!((d.next.leader, d.next.leader_epoch), (Some(1), 4));
         assert_eq!(d.next.isr, vec![1]);
         // Once written, the state is newer than the registration: nothing more to do.
         settle(d, &nodes(&[1, 2, 3], &[]), false);
+    }
+
+    /// Found by a chaos run: ZooKeeper stalled, every node's session expired and each
+    /// registered again, one of them (the leader) just back with a wiped disk. The leader
+    /// was confirmed as it was, in a new epoch, and the other replicas cut their logs to its
+    /// empty one. Now the leader is chosen again by log end, and a shorter log leaves the ISR.
+    #[test]
+    fn when_every_in_sync_replica_registered_again_the_longest_log_leads() {
+        let s = st(Some(2), 1, &[2, 1, 3], &[2, 3, 1]);
+        let mut n = nodes(&[1, 2, 3], &[]);
+        n.reelect = true;
+        let ends = BTreeMap::from([(1, 500), (2, 0), (3, 500)]);
+        let d = decide(&s, &n, &ends, false, false, 7).unwrap();
+        assert_eq!((d.next.leader, d.next.leader_epoch), (Some(3), 2));
+        assert_eq!(d.next.isr, vec![1, 3], "the wiped replica is out of sync");
+        settle(d, &nodes(&[1, 2, 3], &[]), false);
+        // All as long: the leader stays, in a new epoch, with the whole ISR.
+        let ends = BTreeMap::from([(1, 500), (2, 500), (3, 500)]);
+        let d = decide(&s, &n, &ends, false, false, 7).unwrap();
+        assert_eq!((d.next.leader, d.next.leader_epoch), (Some(2), 2));
+        assert_eq!(d.next.isr, vec![2, 1, 3]);
     }
 
     #[test]

@@ -257,6 +257,21 @@ impl LocalCluster {
         }
     }
 
+    /// SIGSTOP (`stop`) or SIGCONT the ZooKeeper server: while stopped it answers nothing,
+    /// and once it goes on every session it did not hear from within its timeout expires.
+    pub fn signal_zookeeper(&self, stop: bool) {
+        let pid = self.zk.pid().expect("ZooKeeper runs");
+        let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signalling our own child process.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig}) ZooKeeper");
+    }
+
+    /// Starts node `i` (stopped) without waiting for it to register.
+    pub fn start_no_wait(&mut self, i: u32) {
+        self.spawn(i);
+    }
+
     /// SIGKILL node `i`, delete its data directory, and start it again (a replaced disk).
     pub fn wipe_and_restart(&mut self, i: u32) {
         self.kill9(i);

@@ -10,10 +10,12 @@ use crate::zk::layout::PartitionState;
 pub struct Nodes {
     pub live: BTreeSet<u32>,
     pub shutting_down: BTreeSet<u32>,
-    /// A leader that restarted since the state was written and is the only in-sync replica
-    /// left: it keeps the partition, in a new leader epoch (see the control thread's
-    /// `nodes_for`).
-    pub reconfirm: Option<u32>,
+    /// Every in-sync replica, the leader among them, registered again since the state was
+    /// written (a ZooKeeper outage expired every session, or they all restarted): any of
+    /// them may have come back with less than it had (a wiped disk), so the leader is chosen
+    /// again among them by log end, in a new leader epoch, and only the replicas with as
+    /// long a log stay in sync (see the control thread's `nodes_for`).
+    pub reelect: bool,
 }
 
 impl Nodes {
@@ -39,8 +41,12 @@ pub struct Decision {
     pub unclean: bool,
 }
 
-/// True when the partition's leader has to be replaced (dead, gone or leaving).
+/// True when the partition's leader has to be replaced (dead, gone or leaving) or chosen
+/// again (`Nodes::reelect`).
 pub fn needs_leader(s: &PartitionState, nodes: &Nodes) -> bool {
+    if nodes.reelect {
+        return true;
+    }
     match s.leader {
         Some(l) => !nodes.eligible(l),
         None => true,
@@ -91,6 +97,13 @@ pub fn decide(
                 next.leader_epoch = s.leader_epoch.saturating_add(1);
                 if e.clean {
                     next.isr.retain(|b| nodes.eligible(*b));
+                    if nodes.reelect {
+                        // A shorter log may lack acknowledged records (a wiped disk): it
+                        // joins again once caught up.
+                        let end = |b: &u32| log_ends.get(b).copied().unwrap_or(0);
+                        let best = end(&e.leader);
+                        next.isr.retain(|b| *b == e.leader || end(b) >= best);
+                    }
                 } else {
                     next.isr = vec![e.leader];
                     was_unclean = true;
@@ -115,9 +128,6 @@ pub fn decide(
         && s.isr.contains(&pref)
     {
         next.leader = Some(pref);
-        next.leader_epoch = s.leader_epoch.saturating_add(1);
-    }
-    if nodes.reconfirm.is_some() && next.leader == nodes.reconfirm && next == *s {
         next.leader_epoch = s.leader_epoch.saturating_add(1);
     }
     // Out of the ISR go dead and leaving nodes, as long as the leader itself stays in it.

@@ -953,7 +953,7 @@ impl Ctl {
         if others {
             n.shutting_down.extend(restarted);
         } else if v.state.leader.is_some_and(|l| restarted.contains(&l)) {
-            n.reconfirm = v.state.leader;
+            n.reelect = true;
         }
         n
     }
@@ -962,7 +962,7 @@ impl Ctl {
         Nodes {
             live: self.brokers.keys().copied().collect(),
             shutting_down: self.shutting.clone(),
-            reconfirm: None,
+            reelect: false,
         }
     }
 
@@ -1418,6 +1418,7 @@ impl Ctl {
             let Some(Some(v)) = self.parts.get(p as usize) else {
                 continue;
             };
+            let nodes = &self.nodes_for(nodes, v);
             if !controller::needs_leader(&v.state, nodes) {
                 continue;
             }
@@ -1483,6 +1484,20 @@ impl Ctl {
             };
             let nodes = &self.nodes_for(nodes, &seen);
             self.apply(p, seen);
+            // Chosen again by log end, or not at all: a replica whose log end is not known may
+            // be the one with every acknowledged record, and the one known may have none.
+            if nodes.reelect {
+                let missing: Vec<u32> = controller::candidates(&cur, nodes, false)
+                    .into_iter()
+                    .filter(|b| !ends.contains_key(b))
+                    .collect();
+                if controller::candidates(&cur, nodes, false).len() > 1 && !missing.is_empty() {
+                    warn!(
+                        "control: partition {p}: every in-sync replica registered again; no leader is chosen until nodes {missing:?} tell their log ends"
+                    );
+                    return Ok(true);
+                }
+            }
             if cur.controller_epoch > epoch {
                 warn!(
                     "control: partition {p} was written by controller epoch {} (ours is {epoch}): node {} stops acting as controller",
