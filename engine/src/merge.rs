@@ -406,8 +406,23 @@ fn remove(p: &std::path::Path) -> Result<(), MergeError> {
 }
 
 impl MergeJob {
-    /// Does the file work (see the module documentation). Touches no shared state.
+    /// Does the file work (see the module documentation). Touches no shared state. A job
+    /// that fails leaves no file behind (found by a black-box run: on a nearly full disk the
+    /// outputs of failed merges took the space the next merges needed, until a restart).
     pub fn run(self) -> Result<MergeOutput, MergeError> {
+        let dir = self.dir.clone();
+        let bases: Vec<u64> = self.inputs.iter().map(|i| i.base).collect();
+        let r = self.run_files();
+        if r.is_err() {
+            for base in bases {
+                let _ = std::fs::remove_file(dir.join(format!("{base:020}.log.merge")));
+                let _ = std::fs::remove_file(dir.join(format!("{base:020}.hint.merge")));
+            }
+        }
+        r
+    }
+
+    fn run_files(self) -> Result<MergeOutput, MergeError> {
         let mut segs = Vec::with_capacity(self.inputs.len());
         for i in &self.inputs {
             let s = Segment::open(&i.path, false, 0).map_err(|e| MergeError::Io {

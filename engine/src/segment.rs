@@ -478,6 +478,12 @@ impl Segment {
         self.active = true;
     }
 
+    /// Whether `more` bytes fit in the space already set aside (or nothing is set aside on
+    /// this file system).
+    pub fn has_room(&self, more: u64) -> bool {
+        self.no_reserve || self.len() + more <= self.reserved
+    }
+
     /// Makes sure the disk has room for `more` bytes appended after everything buffered, so
     /// that writing the buffer cannot fail for want of space: the records of a turn are
     /// applied (and may be read) before the turn ends and writes them, and a write that would
@@ -485,12 +491,6 @@ impl Segment {
     /// the end of the file (`FALLOC_FL_KEEP_SIZE`: the file's length, all that recovery
     /// reads, is unchanged) in steps of `RESERVE_STEP`, or just `more` when the disk has no
     /// more than that. A full disk fails the write that asks, before it is applied.
-    /// Whether `more` bytes fit in the space already set aside (or nothing is set aside on
-    /// this file system).
-    pub fn has_room(&self, more: u64) -> bool {
-        self.no_reserve || self.len() + more <= self.reserved
-    }
-
     pub fn reserve(&mut self, more: u64) -> Result<(), WriteError> {
         let need = self.len() + more;
         if self.no_reserve || need <= self.reserved {

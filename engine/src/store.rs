@@ -156,11 +156,14 @@ pub struct Store {
     /// write has succeeded since, for INFO.
     write_errors: u64,
     write_failing: Option<String>,
-    /// The last free-space check found less than `Options::min_free_space`.
-    disk_low: bool,
     /// Bytes of the active segment's reserved space kept for writes that were given room
-    /// ahead (`set_aside`): other writes get room past them.
+    /// ahead (`set_aside`): other writes get room past it.
     set_aside: u64,
+    /// Writes now are ones given room ahead (`set_floor_exempt`): not held back by
+    /// `Options::min_free_space` (it was checked when their room was set aside).
+    floor_exempt: bool,
+    /// Bytes of data-adding records since the free space was last checked.
+    unchecked: u64,
 }
 
 const NO_CURSOR: (u64, u64, usize) = (u64::MAX, 0, 0);
@@ -221,8 +224,9 @@ impl Store {
             dropped: None,
             write_errors: 0,
             write_failing: None,
-            disk_low: false,
             set_aside: 0,
+            floor_exempt: false,
+            unchecked: 0,
         };
         store.install_loaded(loaded, false)?;
         store.upgrade_active_format()?;
@@ -584,13 +588,25 @@ impl Store {
     fn make_room(&mut self, rec_len: u64, adds: bool) -> Result<(), WriteError> {
         self.fit(rec_len)?;
         let id = self.active_id();
-        // Room kept for others (`set_aside`) stays theirs: this record gets room past it.
-        let need = rec_len + self.set_aside;
-        let checked = if adds && !self.seg(id).has_room(need) {
-            self.check_free_space()
+        // Room kept for others (`set_aside`) stays theirs: this record gets room past it. A
+        // roll or a reload left that room behind: it is taken again first, without the free
+        // space check (it passed when the room was set aside).
+        let kept = self.set_aside;
+        let need = rec_len + kept;
+        let had_room = self.seg(id).has_room(need);
+        let mut checked = if kept > 0 {
+            self.seg_mut(id).reserve(kept)
         } else {
             Ok(())
         };
+        if adds && !self.floor_exempt {
+            // Also every 256 KiB where nothing is reserved (no `fallocate`).
+            self.unchecked += rec_len;
+            if checked.is_ok() && (!had_room || self.unchecked >= 256 << 10) {
+                self.unchecked = 0;
+                checked = self.check_free_space(rec_len);
+            }
+        }
         match checked.and_then(|()| self.seg_mut(id).reserve(need)) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -606,19 +622,17 @@ impl Store {
         }
     }
 
-    /// `WriteError::DiskLow` when the file system has less free than
-    /// `Options::min_free_space` (never when it cannot be asked).
-    fn check_free_space(&mut self) -> Result<(), WriteError> {
+    /// `WriteError::DiskLow` when the file system would have less free than
+    /// `Options::min_free_space` after `more` bytes (never when it cannot be asked).
+    fn check_free_space(&self, more: u64) -> Result<(), WriteError> {
         let floor = self.opts.min_free_space;
-        self.disk_low = false;
         if floor == 0 {
             return Ok(());
         }
         let Some(free) = fsutil::free_space(&self.dir) else {
             return Ok(());
         };
-        if free < floor {
-            self.disk_low = true;
+        if free < floor.saturating_add(more) {
             return Err(WriteError::DiskLow {
                 path: self.dir.clone(),
                 free,
@@ -628,10 +642,17 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the last write that asked for more disk space found less free than
-    /// `Options::min_free_space` (and was refused): merging is then the way to free space.
-    pub fn disk_low(&self) -> bool {
-        self.disk_low
+    /// While on, writes are not held back by `Options::min_free_space`: for the records of
+    /// a command whose room was set aside (`set_aside`), which passed the check then, and
+    /// may find that room left behind in a closed segment by a roll since.
+    pub fn set_floor_exempt(&mut self, on: bool) {
+        self.floor_exempt = on;
+    }
+
+    /// (all, dead) bytes of the active segment (`closed_stats` has the closed ones').
+    pub fn active_stats(&self) -> (u64, u64) {
+        let s = self.seg(self.active_id());
+        (s.len(), s.dead.min(s.len()))
     }
 
     /// Changes `Options::min_free_space` at run time (CONFIG SET).

@@ -743,6 +743,26 @@ impl Worker {
             }
             Op::Del { keys } => {
                 self.prefetch_keys(keys.iter().map(|k| k.as_slice()), false);
+                // Room for the tombstones in every partition first, as for MSET: a full disk
+                // fails the whole command, not the partitions after the first (found by a
+                // black-box run: a DEL answered with the error had deleted some keys).
+                let mut by_partition: Vec<(u32, Vec<&[u8]>)> = Vec::new();
+                for k in &keys {
+                    let p = self.topo.partition_of(k);
+                    match by_partition.iter_mut().find(|(q, _)| *q == p) {
+                        Some((_, ks)) => ks.push(k),
+                        None => by_partition.push((p, vec![k])),
+                    }
+                }
+                for (p, ks) in &by_partition {
+                    let Some(s) = self.store_mut(*p) else {
+                        continue;
+                    };
+                    let present: Vec<&[u8]> = ks.iter().copied().filter(|k| s.exists(k)).collect();
+                    if let Err(e) = s.make_room_for(&[], &present) {
+                        return (Payload::Err(format!("ERR {e}")), false);
+                    }
+                }
                 self.per_partition(&keys, |s, ks| {
                     cmd::multi::del_part(s, ks).map(|n| (n, n > 0))
                 })
@@ -2300,7 +2320,14 @@ pub(super) fn gather_reply(gather: &mut Gather) -> Option<Vec<u8>> {
                 return None;
             }
             if let Some(e) = error {
-                write_error(&mut r, e.as_bytes());
+                // EXEC refused as a whole (no room on disk for its writes, a step between
+                // workers that went wrong) answers as Redis words a refused EXEC.
+                if let Some(why) = e.strip_prefix("ERR ").filter(|_| !*bare) {
+                    let e = format!("EXECABORT Transaction discarded because of: {why}");
+                    write_error(&mut r, e.as_bytes());
+                } else {
+                    write_error(&mut r, e.as_bytes());
+                }
                 return Some(r);
             }
             if *aborted && *bare {

@@ -57,7 +57,7 @@ impl NxHeld {
 pub enum HeldWork {
     /// Writes these pairs (MSETNX: if every key was absent everywhere), in the disk room
     /// set aside for them at the step (`Worker::set_aside_writes`).
-    MSetNx(Pairs, Vec<(u32, u64)>),
+    MSetNx(Pairs, super::multi::Room),
     /// Moves or copies a key (`moves`): its source or destination key.
     Move {
         kind: super::moves::MoveKind,
@@ -295,7 +295,7 @@ impl Worker {
             return;
         }
         if rest.is_empty() {
-            let (payload, need) = self.nx_write(pairs, acks);
+            let (payload, need) = self.nx_write(pairs, acks, &[]);
             // The held parts are written only if this one was.
             let commit = matches!(payload, Payload::Int(1));
             self.nx_answer(reply_to, payload, need);
@@ -366,8 +366,7 @@ impl Worker {
             (HeldWork::Combine { .. }, false) => {}
             (HeldWork::Group(parts), _) => self.group_decided(parts, commit, &refused),
             (HeldWork::MSetNx(pairs, room), true) => {
-                self.release_room(&room);
-                let (payload, need) = self.nx_write(pairs, acks);
+                let (payload, need) = self.nx_write(pairs, acks, &room);
                 self.nx_answer(reply_to, payload, need);
             }
             (HeldWork::MSetNx(_, room), false) => {
@@ -472,8 +471,15 @@ impl Worker {
         })
     }
 
-    pub(super) fn nx_write(&mut self, pairs: Pairs, acks: simplekv_conf::Acks) -> (Payload, Need) {
-        match self.execute_op(Op::MSet { pairs }, acks) {
+    /// Writes an MSETNX's part, in the room set aside for it at its step (`room`; none for
+    /// the last worker's part, which is written at its step).
+    pub(super) fn nx_write(
+        &mut self,
+        pairs: Pairs,
+        acks: simplekv_conf::Acks,
+        room: &[(u32, u64)],
+    ) -> (Payload, Need) {
+        match self.execute_in_room(Op::MSet { pairs }, acks, room) {
             (Payload::Ok, need) => (Payload::Int(1), need),
             other => other,
         }

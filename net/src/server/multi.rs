@@ -115,9 +115,10 @@ pub struct GroupPart {
     /// Part of a transaction that runs in sequence: what it touches here comes with the
     /// visits, so its hold keeps every key of this worker.
     pub in_sequence: bool,
-    /// Disk room set aside here for the part's writes at its step, by partition
-    /// (`Worker::set_aside_part`), given back just before it runs.
-    pub room: Vec<(u32, u64)>,
+    /// Disk room set aside here for the part's writes at its step (`Worker::set_aside_part`),
+    /// by item (its place in `part.items`) and partition, given back just before that item
+    /// runs: a command before it in the part cannot take it.
+    pub room: Vec<(usize, Room)>,
     /// A worker had no disk room for its part of the transaction: no part of it runs, each
     /// answers this error.
     pub refused: Option<String>,
@@ -126,6 +127,9 @@ pub struct GroupPart {
 /// Transactions of a group refused at some worker's step for want of disk room, with the
 /// error their parts answer.
 pub type Refused = Vec<(ReplyTo, String)>;
+
+/// Disk room set aside in this worker's partitions: (partition, bytes).
+pub type Room = Vec<(u32, u64)>;
 
 fn step_out_of_place() -> Payload {
     Payload::Err("ERR internal: a transaction step out of place".into())
@@ -916,17 +920,21 @@ impl Worker {
     /// (the parts of a `refused` transaction answer its error).
     pub(super) fn group_decided(&mut self, parts: Vec<GroupPart>, commit: bool, refused: &Refused) {
         for gp in parts {
-            self.release_room(&gp.room);
             let refusal = gp.refused.or_else(|| {
                 refused
                     .iter()
                     .find(|(r, _)| *r == gp.reply_to)
                     .map(|(_, e)| e.clone())
             });
+            if !commit || refusal.is_some() {
+                for (_, r) in &gp.room {
+                    self.release_room(r);
+                }
+            }
             let (payload, need) = match refusal {
                 _ if !commit => (Payload::TxAborted, Need::Now),
                 Some(e) => (Payload::Err(e), Need::Now),
-                None => self.run_tx_items(gp.part.items, gp.acks),
+                None => self.run_tx_items_in_room(gp.part.items, gp.acks, gp.room),
             };
             self.nx_answer(gp.reply_to, payload, need);
         }
@@ -955,16 +963,27 @@ impl Worker {
     /// get theirs as they run), so that another command cannot take it before they run.
     /// On a full disk (or under `storage.min_free_space`) nothing is kept and the error is
     /// the command's answer.
-    fn set_aside_part(&mut self, items: &[(u32, Op)]) -> Result<Vec<(u32, u64)>, String> {
-        let puts = items.iter().flat_map(|(_, op)| match op {
-            Op::MSet { pairs } => Some(pairs.iter()),
-            _ => None,
-        });
-        let deletes = items.iter().flat_map(|(_, op)| match op {
-            Op::Del { keys } => Some(keys.iter().map(|k| &k[..])),
-            _ => None,
-        });
-        self.set_aside_writes(puts.flatten(), deletes.flatten())
+    fn set_aside_part(&mut self, items: &[(u32, Op)]) -> Result<Vec<(usize, Room)>, String> {
+        let mut room = Vec::new();
+        for (at, (_, op)) in items.iter().enumerate() {
+            let kept = match op {
+                Op::MSet { pairs } => self.set_aside_writes(pairs.iter(), std::iter::empty()),
+                Op::Del { keys } => {
+                    self.set_aside_writes(std::iter::empty(), keys.iter().map(|k| &k[..]))
+                }
+                _ => continue,
+            };
+            match kept {
+                Ok(r) => room.push((at, r)),
+                Err(e) => {
+                    for (_, r) in &room {
+                        self.release_room(r);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(room)
     }
 
     /// Sets room aside (`Store::set_aside`) for `puts` and `deletes`, all keys of this
@@ -973,7 +992,7 @@ impl Worker {
         &mut self,
         puts: impl Iterator<Item = (&'a [u8], &'a [u8])>,
         deletes: impl Iterator<Item = &'a [u8]>,
-    ) -> Result<Vec<(u32, u64)>, String> {
+    ) -> Result<Room, String> {
         type Records<'a> = (u32, Vec<(&'a [u8], &'a [u8])>, Vec<&'a [u8]>);
         let mut by_partition: Vec<Records> = Vec::new();
         fn entry<'b, 'a>(by: &'b mut Vec<Records<'a>>, p: u32) -> &'b mut Records<'a> {
@@ -1010,13 +1029,62 @@ impl Worker {
         Ok(room)
     }
 
-    /// Gives back room `set_aside_part` kept.
+    /// Gives back room `set_aside_writes` kept, for good.
     pub(super) fn release_room(&mut self, room: &[(u32, u64)]) {
         for &(p, n) in room {
             if let Some(s) = self.store_mut(p) {
                 s.release_set_aside(n);
             }
         }
+    }
+
+    /// Runs `op` in the room set aside for it: given back to it, its writes not held back by
+    /// `storage.min_free_space` (checked when the room was set aside; a roll since may have
+    /// left the room behind in a closed segment, and the op gets it again past the floor).
+    pub(super) fn execute_in_room(
+        &mut self,
+        op: Op,
+        acks: simplekv_conf::Acks,
+        room: &[(u32, u64)],
+    ) -> (Payload, Need) {
+        self.release_room(room);
+        for &(p, _) in room {
+            if let Some(s) = self.store_mut(p) {
+                s.set_floor_exempt(true);
+            }
+        }
+        let r = self.execute_op(op, acks);
+        for &(p, _) in room {
+            if let Some(s) = self.store_mut(p) {
+                s.set_floor_exempt(false);
+            }
+        }
+        r
+    }
+
+    /// `run_tx_items` for a group's part: each item runs in the room set aside for it.
+    fn run_tx_items_in_room(
+        &mut self,
+        items: Vec<(u32, Op)>,
+        acks: simplekv_conf::Acks,
+        mut room: Vec<(usize, Room)>,
+    ) -> (Payload, Need) {
+        if room.is_empty() {
+            return self.run_tx_items(items, acks);
+        }
+        let mut need = Need::Now;
+        let mut done = Vec::with_capacity(items.len());
+        for (at, (i, op)) in items.into_iter().enumerate() {
+            let mine = room
+                .iter()
+                .position(|(a, _)| *a == at)
+                .map(|k| room.swap_remove(k).1)
+                .unwrap_or_default();
+            let (payload, n) = self.execute_in_room(op, acks, &mine);
+            need = need.max(n);
+            done.push((i, payload));
+        }
+        (Payload::Tx(done), need)
     }
 
     /// A group that does not go on (a watched key changed, or a step out of place): the held

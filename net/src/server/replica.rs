@@ -1012,9 +1012,15 @@ impl Worker {
                     Ok(s) => s,
                     Err(e) => return (e, Need::Now),
                 };
+                let before = s.log_end();
                 let r = s.append_records(&bytes);
                 let log_end = s.log_end();
                 let last_epoch = last_record_epoch(s);
+                if r.is_err() && log_end > before {
+                    // Whole batches before the one refused were taken: they are written and
+                    // synced as any other.
+                    self.mark_dirty(p);
+                }
                 match r {
                     Ok(n) => {
                         if n > 0 {

@@ -410,7 +410,7 @@ impl Worker {
             Visit::NxWrite { index, pairs, last } => {
                 let mut need = Need::Now;
                 if carry.reply.is_none() {
-                    let (payload, n) = self.nx_write(pairs, acks);
+                    let (payload, n) = self.nx_write(pairs, acks, &[]);
                     need = n;
                     if !matches!(payload, Payload::Int(1)) {
                         carry.reply = Some(payload);

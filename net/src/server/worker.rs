@@ -34,6 +34,9 @@ pub const FIRST_CONN: usize = 2;
 /// The dead share at which a partition whose writes found the disk under
 /// `storage.min_free_space` is merged (instead of `storage.merge_dead_ratio`).
 const LOW_DISK_MERGE_RATIO: f64 = 0.05;
+/// Dead bytes in a partition's active segment worth closing it for under
+/// `storage.min_free_space`, so that a merge can free them.
+const LOW_DISK_ROLL_MIN: u64 = 64 << 10;
 
 /// When a partition's background work that failed (a merge, active expiry; a full disk) may
 /// be tried again: 1 s after the first failure, the wait doubling at each failure in a row up
@@ -614,37 +617,12 @@ impl Worker {
                 break;
             }
             // Commands the look-ahead parsed (from `rpos`, with the connection's parser
-            // between frames) run from its ranges.
+            // between frames) run from its ranges; then the parser takes over. A command
+            // that does not run is left unconsumed: parsed again when what it waits for is in.
             let group = conn.out.group_barrier();
-            if let Some((consumed, rs)) = ahead.get(next_ahead) {
-                let rs = &ranges[rs.clone()];
-                let rbuf = &conn.rbuf;
-                let args = rs.iter().map(|r| &rbuf[r.clone()]);
-                let step = with_args(rs.len(), args, |args| {
-                    self.run_one(
-                        token,
-                        &mut conn.out,
-                        &mut conn.client,
-                        group,
-                        held_at_start,
-                        args,
-                    )
-                });
-                if step != Step::Ran {
-                    waits_for_hold = step == Step::WaitsForHold;
-                    break;
-                }
-                next_ahead += 1;
-                conn.rpos += consumed;
-                continue;
-            }
-            let parsed = conn.parser.parse(&conn.rbuf[conn.rpos..], &self.limits);
-            match parsed {
-                Ok(Some(cmd)) => {
-                    let consumed = cmd.consumed();
-                    // Left unconsumed unless it runs: parsed again when what it waits
-                    // for is in.
-                    let step = with_args(cmd.len(), cmd.iter(), |args| {
+            macro_rules! run {
+                ($len:expr, $args:expr) => {
+                    with_args($len, $args, |args| {
                         self.run_one(
                             token,
                             &mut conn.out,
@@ -653,24 +631,39 @@ impl Worker {
                             held_at_start,
                             args,
                         )
-                    });
-                    if step != Step::Ran {
-                        waits_for_hold = step == Step::WaitsForHold;
+                    })
+                };
+            }
+            let (step, consumed, looked_ahead) = if let Some((consumed, rs)) = ahead.get(next_ahead)
+            {
+                let rs = &ranges[rs.clone()];
+                let rbuf = &conn.rbuf;
+                (
+                    run!(rs.len(), rs.iter().map(|r| &rbuf[r.clone()])),
+                    *consumed,
+                    true,
+                )
+            } else {
+                match conn.parser.parse(&conn.rbuf[conn.rpos..], &self.limits) {
+                    Ok(Some(cmd)) => (run!(cmd.len(), cmd.iter()), cmd.consumed(), false),
+                    Ok(None) => break,
+                    Err(e) => {
+                        // As Redis: reply with the protocol error, then close.
+                        let mut reply = Vec::new();
+                        e.write_reply(&mut reply);
+                        conn.out.push_reply(&reply);
+                        conn.client.closing = true;
+                        conn.rpos = conn.rbuf.len();
                         break;
                     }
-                    conn.rpos += consumed;
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    // As Redis: reply with the protocol error, then close.
-                    let mut reply = Vec::new();
-                    e.write_reply(&mut reply);
-                    conn.out.push_reply(&reply);
-                    conn.client.closing = true;
-                    conn.rpos = conn.rbuf.len();
-                    break;
-                }
+            };
+            if step != Step::Ran {
+                waits_for_hold = step == Step::WaitsForHold;
+                break;
             }
+            next_ahead += usize::from(looked_ahead);
+            conn.rpos += consumed;
         }
         conn.compact_rbuf();
         self.conns[token - FIRST_CONN] = Some(conn);
@@ -1789,20 +1782,30 @@ impl Worker {
     fn maybe_merge(&mut self) {
         let ratio = self.config.storage.merge_dead_ratio;
         let min = self.config.storage.merge_min_bytes;
-        // Under the free space floor a merge is what lets writes resume: any worthwhile share
-        // of dead bytes will do, whatever the log's size, in every partition of the worker
-        // (they share the file system; the writes refused so far may have gone to a few).
-        let (min, ratio) = if self
-            .owned
-            .iter()
-            .any(|&p| self.store(p).is_some_and(Store::disk_low))
-        {
+        // Near the free space floor (less than twice it free) a merge is what keeps writes
+        // going, or lets them resume: any worthwhile share of dead bytes will do, whatever
+        // the log's size, in every partition of the worker (found by a black-box run: with
+        // merges only once under the floor, steady overwrites of a few keys had writes
+        // refused two thirds of the time while nine tenths of the log were dead). Asked of
+        // the file system at every check, so that it also holds after a restart or with no
+        // writes coming.
+        let floor = self.config.storage.min_free_space;
+        let low = floor > 0
+            && simplekv_engine::free_space(&self.config.storage.dir)
+                .is_some_and(|free| free < floor.saturating_mul(2));
+        let (min, ratio) = if low {
             (0, ratio.min(LOW_DISK_MERGE_RATIO))
         } else {
             (min, ratio)
         };
+        let standalone = self.cluster.is_none();
         for p in self.owned.clone() {
             if self.merge_busy[p as usize] {
+                continue;
+            }
+            // Found by a black-box run: on a full disk every partition started a merge (and
+            // logged it, and its failure) ten times a second.
+            if !self.merge_retry[p as usize].allows(Instant::now()) {
                 continue;
             }
             let Some(store) = self.store_mut(p) else {
@@ -1811,6 +1814,27 @@ impl Worker {
             if store.merge_in_progress() {
                 continue;
             }
+            // Dead bytes in the active segment (overwrites, and the tombstones that make the
+            // closed segments' deleted values droppable) are out of a merge's reach: under
+            // the floor the segment is closed for them, as BGREWRITEAOF does. (Standalone: a
+            // follower's segments follow its leader's batches.)
+            let (active, active_dead) = store.active_stats();
+            if low
+                && standalone
+                && active_dead >= LOW_DISK_ROLL_MIN
+                && active_dead as f64 >= active as f64 * LOW_DISK_MERGE_RATIO
+                && let Err(e) = store.roll()
+            {
+                let wait = self.merge_retry[p as usize].failed(Instant::now());
+                warn!(
+                    "partition {p}: closing the log's active segment to merge it failed: {e}; next try in {} s at the earliest",
+                    wait.as_secs()
+                );
+                continue;
+            }
+            let Some(store) = self.store_mut(p) else {
+                continue;
+            };
             let (total, dead) = store.closed_stats();
             // A merge that freed nothing is not tried again until the closed segments change
             // (a roll, or another merge). Their dead bytes alone may keep growing without a
@@ -1819,11 +1843,6 @@ impl Worker {
             // merge; and the merge's own moves count as dead only after it is installed. Keyed
             // on the dead bytes as well, a large DEL had the same segments rewritten forever.
             if self.merge_futile[p as usize] == Some(total) {
-                continue;
-            }
-            // Found by a black-box run: on a full disk every partition started a merge (and
-            // logged it, and its failure) ten times a second.
-            if !self.merge_retry[p as usize].allows(Instant::now()) {
                 continue;
             }
             if total >= min && total > 0 && dead as f64 / total as f64 >= ratio {
