@@ -237,14 +237,7 @@ fn under_the_free_space_floor_sets_are_refused_and_deletes_and_merges_free_room(
         info(&mut c)
     );
     // Leave 6 MiB free: under the 8 MiB floor.
-    let filler = fs.fill("filler");
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len.saturating_sub(6 << 20)).unwrap();
-    drop(f);
+    fs.fill_leaving("filler", 6 << 20);
     let mut taken = 0;
     let err = loop {
         match cmd("SET")
@@ -460,14 +453,7 @@ fn under_the_floor_a_transactions_mset_over_two_workers_is_whole() {
     let () = cmd("SET").arg("{bar}x").arg("x").query(&mut c).unwrap();
     let () = cmd("SET").arg("{foo}x").arg("x").query(&mut c).unwrap();
     // 2 MiB over the floor.
-    let filler = fs.fill("filler");
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len.saturating_sub(18 << 20)).unwrap();
-    drop(f);
+    fs.fill_leaving("filler", 18 << 20);
     let big = vec![b'b'; 3 << 20];
     let mut raw = s.raw();
     raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -35,6 +35,7 @@ mod watch;
 mod full_disk_tests;
 #[cfg(test)]
 #[path = "../tests/support/tmpfs.rs"]
+#[allow(dead_code)] // shared with the integration tests, which use more of it
 mod test_tmpfs;
 
 pub use epoch::{EpochEntry, LeaderEpochCache};

@@ -317,14 +317,7 @@ fn under_the_free_space_floor_deletes_and_merges_go_on_and_free_room_for_writes(
         s.commit().expect("commit");
     }
     // 2 MiB left free: under the floor.
-    let filler = fs.fill("filler");
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .expect("filler");
-    let len = f.metadata().expect("metadata").len();
-    f.set_len(len.saturating_sub(2 << 20)).expect("shrink");
-    drop(f);
+    fs.fill_leaving("filler", 2 << 20);
 
     let mut taken = 0;
     let refused = loop {
@@ -418,15 +411,7 @@ fn the_floor_counts_the_write_and_room_set_aside_survives_a_roll() {
     s.put(b"a", b"1", None).expect("put");
     s.commit().expect("commit");
     // 2 MiB over the floor.
-    let filler = fs.fill("filler");
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .expect("filler");
-    let len = f.metadata().expect("metadata").len();
-    f.set_len(len.saturating_sub(floor + (2 << 20)))
-        .expect("shrink");
-    drop(f);
+    fs.fill_leaving("filler", floor + (2 << 20));
     match s.put(b"big", &[1u8; 3 << 20], None) {
         Err(WriteError::DiskLow { .. }) => {}
         other => panic!("3 MiB with 2 MiB over the floor: {other:?}"),

@@ -178,8 +178,24 @@ impl LocalCluster {
 
     /// SIGSTOP: the process keeps its sockets and sessions but answers nothing (a long GC
     /// pause or a hung machine).
+    /// Returns once the process is stopped: on a busy machine it could otherwise still answer
+    /// a request sent right after (found when a test's write to a paused leader succeeded).
     pub fn sigstop(&self, i: u32) {
         self.signal(i, libc::SIGSTOP);
+        let stat = format!("/proc/{}/stat", self.pid(i));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // The state is the field after the parenthesised command name.
+        let stopped = || {
+            std::fs::read_to_string(&stat).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .is_some_and(|state| state == "T")
+            })
+        };
+        while !stopped() {
+            assert!(Instant::now() < deadline, "node {i} did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn sigcont(&self, i: u32) {

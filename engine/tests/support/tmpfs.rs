@@ -73,6 +73,20 @@ impl Tmpfs {
         }
         path
     }
+
+    /// `fill`, then gives back `free` bytes: the file system is left with about that much
+    /// free.
+    pub fn fill_leaving(&self, name: &str, free: u64) -> PathBuf {
+        let path = self.fill(name);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("filler");
+        let len = f.metadata().expect("filler metadata").len();
+        f.set_len(len.saturating_sub(free))
+            .expect("shrink the filler");
+        path
+    }
 }
 
 impl Drop for Tmpfs {
