@@ -95,11 +95,12 @@ pub enum WriteError {
     BatchDropped(String),
     /// Less free space than `Options::min_free_space`: nothing was applied.
     #[error(
-        "disk space low: {free} bytes free on the file system of {path}, under the {floor} kept for deletes and merges (storage.min_free_space); writes that add data are refused until deletes and merges free space (DEL, UNLINK and FLUSHALL still work)"
+        "disk space low: {free} bytes free on the file system of {path}, and a write of {need} bytes would leave less than the {floor} kept for deletes and merges (storage.min_free_space); writes that add data are refused until deletes and merges free space (DEL, UNLINK and FLUSHALL still work)"
     )]
     DiskLow {
         path: PathBuf,
         free: u64,
+        need: u64,
         floor: u64,
     },
 }

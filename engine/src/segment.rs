@@ -484,6 +484,11 @@ impl Segment {
         self.no_reserve || self.len() + more <= self.reserved
     }
 
+    /// File offset up to which space is set aside (`reserve`); `None` where nothing is.
+    pub fn reserved_end(&self) -> Option<u64> {
+        (!self.no_reserve).then_some(self.reserved)
+    }
+
     /// Makes sure the disk has room for `more` bytes appended after everything buffered, so
     /// that writing the buffer cannot fail for want of space: the records of a turn are
     /// applied (and may be read) before the turn ends and writes them, and a write that would

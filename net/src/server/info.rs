@@ -282,7 +282,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             t.last_commit_error.as_deref().unwrap_or(""),
             si.disk_free.map(|f| f.to_string()).unwrap_or_default(),
             si.min_free_space,
-            si.disk_free.is_some_and(|f| f < si.min_free_space) as u8,
+            (si.min_free_space > 0 && si.disk_free.is_some_and(|f| f <= si.min_free_space)) as u8,
             si.dir,
         );
     }

@@ -1814,15 +1814,22 @@ impl Worker {
             if store.merge_in_progress() {
                 continue;
             }
-            // Dead bytes in the active segment (overwrites, and the tombstones that make the
-            // closed segments' deleted values droppable) are out of a merge's reach: under
-            // the floor the segment is closed for them, as BGREWRITEAOF does. (Standalone: a
-            // follower's segments follow its leader's batches.)
+            // Dead bytes in the active segment (overwrites, and the tombstones without which
+            // a merge must keep the deleted values they hide) are out of a merge's reach:
+            // near the floor the segment is closed for them, as BGREWRITEAOF does, when it
+            // holds many or when a merge is due anyway (found by a black-box run: with the
+            // tombstones of most keys in the active segment, merges copied the deleted values
+            // and never had room). (Standalone: a follower's segments follow its leader's
+            // batches.)
             let (active, active_dead) = store.active_stats();
+            let (total, dead) = store.closed_stats();
+            let due = total >= min && total > 0 && dead as f64 / total as f64 >= ratio;
+            let many =
+                active_dead >= LOW_DISK_ROLL_MIN && active_dead as f64 >= active as f64 * ratio;
             if low
                 && standalone
-                && active_dead >= LOW_DISK_ROLL_MIN
-                && active_dead as f64 >= active as f64 * LOW_DISK_MERGE_RATIO
+                && active_dead > 0
+                && (due || many)
                 && let Err(e) = store.roll()
             {
                 let wait = self.merge_retry[p as usize].failed(Instant::now());
