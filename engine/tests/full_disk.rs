@@ -194,6 +194,7 @@ fn a_write_applied_on_a_full_disk_is_one_the_disk_has_room_for() {
 /// black-box run: after a clean restart every partition's log kept 1 MiB past its end).
 #[test]
 fn a_closed_store_gives_back_the_space_its_log_set_aside() {
+    let _serial = tmpfs::serial();
     use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("p");

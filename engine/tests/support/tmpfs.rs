@@ -15,6 +15,13 @@ pub struct Tmpfs {
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The same turn for a test of the binary that opens a store without a tmpfs (its reopen
+/// could otherwise find its lock held by a child another test's mount forked).
+#[allow(dead_code)] // not every binary that includes this file has such a test
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Tmpfs {
     pub fn mount(size: &str) -> Result<Tmpfs, String> {
         // A test that failed while holding it poisons it; the next one can still run.
