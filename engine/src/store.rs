@@ -590,8 +590,8 @@ impl Store {
     /// only at `MAX_SEGMENT_SIZE` (keydir offsets are 32-bit) does a batch end early.
     /// Then reserves disk space for the record (`Segment::reserve`): a full disk fails the
     /// write here, before anything is applied. A write that `adds` data (not a delete, not a
-    /// follower's append, not a merge's) also fails when the space set aside so far is used
-    /// up and the file system has less free than `Options::min_free_space`.
+    /// follower's append, not a merge's) past the room a checked write took also fails when
+    /// the file system would have less free than `Options::min_free_space` after it.
     fn make_room(&mut self, rec_len: u64, adds: bool) -> Result<(), WriteError> {
         self.fit(rec_len)?;
         let id = self.active_id();
@@ -781,11 +781,7 @@ impl Store {
         for (k, v) in puts {
             self.check_limits(k, v)?;
         }
-        let len: u64 = puts
-            .iter()
-            .map(|(k, v)| (HEADER_LEN + k.len() + v.len()) as u64)
-            .chain(deletes.iter().map(|k| (HEADER_LEN + k.len()) as u64))
-            .sum();
+        let len = records_len(puts, deletes);
         if len == 0 {
             return Ok(());
         }
@@ -802,12 +798,7 @@ impl Store {
         deletes: &[&[u8]],
     ) -> Result<u64, WriteError> {
         self.make_room_for(puts, deletes)?;
-        let len: u64 = puts
-            .iter()
-            .map(|(k, v)| (HEADER_LEN + k.len() + v.len()) as u64)
-            .chain(deletes.iter().map(|k| (HEADER_LEN + k.len()) as u64))
-            .sum::<u64>()
-            .min(MAX_SEGMENT_SIZE / 2);
+        let len = records_len(puts, deletes).min(MAX_SEGMENT_SIZE / 2);
         self.set_aside += len;
         Ok(len)
     }
@@ -1691,6 +1682,14 @@ impl Store {
         }
         (total, dead)
     }
+}
+
+/// Bytes the records of `puts` and `deletes` take in the log.
+fn records_len(puts: &[(&[u8], &[u8])], deletes: &[&[u8]]) -> u64 {
+    puts.iter()
+        .map(|(k, v)| (HEADER_LEN + k.len() + v.len()) as u64)
+        .chain(deletes.iter().map(|k| (HEADER_LEN + k.len()) as u64))
+        .sum()
 }
 
 /// Whether a record of the last segment that does not decode at `off` (of the segment file's

@@ -746,14 +746,7 @@ impl Worker {
                 // Room for the tombstones in every partition first, as for MSET: a full disk
                 // fails the whole command, not the partitions after the first (found by a
                 // black-box run: a DEL answered with the error had deleted some keys).
-                let mut by_partition: Vec<(u32, Vec<&[u8]>)> = Vec::new();
-                for k in &keys {
-                    let p = self.topo.partition_of(k);
-                    match by_partition.iter_mut().find(|(q, _)| *q == p) {
-                        Some((_, ks)) => ks.push(k),
-                        None => by_partition.push((p, vec![k])),
-                    }
-                }
+                let by_partition = self.by_partition(keys.iter().map(|k| (&k[..], &k[..])));
                 for (p, ks) in &by_partition {
                     let Some(s) = self.store_mut(*p) else {
                         continue;
@@ -785,15 +778,7 @@ impl Worker {
                 // Disk space in every partition first: a full disk fails the whole part here,
                 // before any of it is applied (found by a black-box run: an MSET answered
                 // with the error had its first keys set).
-                type KeyValue<'a> = (&'a [u8], &'a [u8]);
-                let mut by_partition: Vec<(u32, Vec<KeyValue>)> = Vec::new();
-                for (k, v) in pairs.iter() {
-                    let p = self.topo.partition_of(k);
-                    match by_partition.iter_mut().find(|(q, _)| *q == p) {
-                        Some((_, ps)) => ps.push((k, v)),
-                        None => by_partition.push((p, vec![(k, v)])),
-                    }
-                }
+                let by_partition = self.by_partition(pairs.iter().map(|(k, v)| (k, (k, v))));
                 for (p, ps) in &by_partition {
                     let Some(s) = self.store_mut(*p) else {
                         return (Payload::Err("ERR partition not available".into()), false);
@@ -1017,20 +1002,29 @@ impl Worker {
         }
     }
 
+    /// `items` by the partition of their key, in the order each partition first appears.
+    fn by_partition<'a, T>(
+        &self,
+        items: impl Iterator<Item = (&'a [u8], T)>,
+    ) -> Vec<(u32, Vec<T>)> {
+        let mut out: Vec<(u32, Vec<T>)> = Vec::new();
+        for (k, item) in items {
+            let p = self.topo.partition_of(k);
+            match out.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, v)) => v.push(item),
+                None => out.push((p, vec![item])),
+            }
+        }
+        out
+    }
+
     /// Runs `f` once per partition over the keys it owns, summing counts.
     fn per_partition(
         &mut self,
         keys: &[Vec<u8>],
         mut f: impl FnMut(&mut Store, &[&[u8]]) -> Result<(i64, bool), String>,
     ) -> (Payload, bool) {
-        let mut by_part: Vec<(u32, Vec<&[u8]>)> = Vec::new();
-        for k in keys {
-            let p = self.topo.partition_of(k);
-            match by_part.iter_mut().find(|(q, _)| *q == p) {
-                Some((_, v)) => v.push(k),
-                None => by_part.push((p, vec![k])),
-            }
-        }
+        let by_part = self.by_partition(keys.iter().map(|k| (&k[..], &k[..])));
         let mut total = 0;
         let mut wrote = false;
         for (p, ks) in by_part {
