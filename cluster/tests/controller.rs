@@ -801,3 +801,72 @@ fn a_controller_in_controlled_shutdown_moves_its_own_leaderships_first() {
         v.controller.is_some_and(|(n, e)| n == other && e > epoch)
     });
 }
+
+#[test]
+fn a_node_refuses_to_register_with_a_zookeeper_that_grants_a_shorter_session() {
+    let mut zk = LocalZooKeeper::start(None).expect("ZooKeeper (scripts/setup.sh installs it)");
+    // This server: tickTime 500, so sessions of 1 s (2 ticks) up to 4 s.
+    let cfg = zk.dir().join("zoo.cfg");
+    let text = std::fs::read_to_string(&cfg).expect("read zoo.cfg");
+    assert!(text.contains("maxSessionTimeout=600000"), "{text}");
+    let text = text.replace("maxSessionTimeout=600000", "maxSessionTimeout=4000");
+    std::fs::write(&cfg, text).expect("write zoo.cfg");
+    zk.restart().expect("restart ZooKeeper");
+    let connect = format!("{}/simplekv/test", zk.addr());
+    let grant = |ms: u64| {
+        simplekv_cluster::zk::grant::smallest_grant(
+            &connect,
+            Duration::from_millis(ms),
+            Duration::from_secs(10),
+        )
+        .map(|g| g.timeout.as_millis())
+    };
+    assert_eq!(grant(3000), Some(3000));
+    assert_eq!(grant(6000), Some(4000));
+    assert_eq!(grant(200), Some(1000));
+    // A server that cannot be reached is skipped.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let both = format!("127.0.0.1:{closed},{connect}");
+    let g = simplekv_cluster::zk::grant::smallest_grant(
+        &both,
+        Duration::from_secs(6),
+        Duration::from_secs(10),
+    )
+    .expect("the live server answers");
+    assert_eq!((g.server, g.timeout), (zk.addr(), Duration::from_secs(4)));
+
+    // Asking for 6 s: ZooKeeper would expire the session after 4 s while the node still
+    // thought itself safe for 6. Refused at once (not retried), naming the setting to change.
+    let ends: Ends = Arc::default();
+    let handovers: Handovers = Arc::default();
+    let mut long = config(&connect, 1);
+    long.session_timeout = Duration::from_secs(6);
+    let started = Instant::now();
+    let Err(err) = start(long, &ends, &handovers).join().expect("start thread") else {
+        panic!("a node registered with a session ZooKeeper cuts short");
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("grants sessions of 4000 ms") && msg.contains("cluster.session_timeout_ms"),
+        "{msg}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "{msg}");
+    let admin = Session::connect(&connect, Duration::from_secs(10)).expect("admin session");
+    assert!(
+        registry::live_brokers(&admin)
+            .expect("read brokers")
+            .is_empty(),
+        "the refused node left a registration"
+    );
+    // Within the server's range, it registers.
+    let within = start(config(&connect, 1), &ends, &handovers);
+    wait_until("the node registered", || {
+        registry::live_brokers(&admin).is_ok_and(|b| b.len() == 1)
+    });
+    admin::create(&connect, 1, 1, Duration::from_secs(10)).expect("cluster create");
+    let mut node = finish(1, within);
+    node.stop();
+}

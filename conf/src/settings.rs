@@ -854,7 +854,8 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         runtime: false,
         help: "ZooKeeper session timeout; a node silent this long is considered dead. \
                ZooKeeper grants 2 tickTimes up to its maxSessionTimeout (by default 20 \
-               tickTimes): keep it within, since a node times itself by this value.",
+               tickTimes); a node times itself by this value, so it refuses to register \
+               with a ZooKeeper that grants less.",
         access: Access::Int {
             min: 1_000,
             max: 600_000,

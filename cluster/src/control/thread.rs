@@ -553,6 +553,30 @@ impl Ctl {
             None => wait,
         };
         let s = Session::connect_with(&self.cfg.connect, t, wait)?;
+        // The servers' clamp on the session timeout (see `zk::grant`): a shorter grant than
+        // asked would let ZooKeeper expire the session before this node stops leading.
+        match crate::zk::grant::smallest_grant(&self.cfg.connect, t, wait) {
+            Some(g) if g.timeout < t => {
+                s.close();
+                return Err(ZkFailure::TimeoutCut {
+                    server: g.server,
+                    asked: t,
+                    granted: g.timeout,
+                });
+            }
+            Some(g) if g.timeout > t => warn!(
+                "control: ZooKeeper at {} grants sessions of {} ms, more than cluster.session_timeout_ms = {} (its minSessionTimeout, twice its tickTime by default): a node that is lost is replaced after {} ms",
+                g.server,
+                g.timeout.as_millis(),
+                t.as_millis(),
+                g.timeout.as_millis()
+            ),
+            Some(_) => {}
+            None => warn!(
+                "control: could not ask ZooKeeper at {} which session timeout it grants",
+                self.cfg.connect
+            ),
+        }
         let tx = self.tx.clone();
         s.raw().add_listener(move |state: ZkState| {
             let _ = tx.send(Msg::Conn { generation, state });

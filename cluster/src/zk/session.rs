@@ -39,6 +39,21 @@ pub enum ZkFailure {
          whose session ZooKeeper has not expired yet"
     )]
     IdTaken { id: u32 },
+    #[error(
+        "ZooKeeper at {server} grants sessions of {} ms, less than cluster.session_timeout_ms \
+         = {} (its maxSessionTimeout is lower): it would expire this node's session before \
+         the node stops leading, and another node could be elected while this one still \
+         serves. Set cluster.session_timeout_ms to at most {} or raise maxSessionTimeout in \
+         the ZooKeeper servers' zoo.cfg",
+        granted.as_millis(),
+        asked.as_millis(),
+        granted.as_millis()
+    )]
+    TimeoutCut {
+        server: String,
+        asked: Duration,
+        granted: Duration,
+    },
 }
 
 pub type ZkResult<T> = Result<T, ZkFailure>;
@@ -80,6 +95,8 @@ impl ZkFailure {
             // The session of a previous run (a crash, a restart within the session timeout,
             // which ZooKeeper may have stretched to twice its tickTime) ends by itself.
             ZkFailure::IdTaken { .. } => true,
+            // A setting of the ZooKeeper servers: it stays until someone changes it.
+            ZkFailure::TimeoutCut { .. } => false,
         }
     }
 }
