@@ -41,10 +41,14 @@ fn a_full_disk_gives_write_errors_and_loses_nothing() {
             "storage.min_free_space=0",
         ],
     );
-    assert!(
-        data.join("journal").join("worker-1.1.journal").exists(),
-        "the journal is in use"
-    );
+    // Each worker opens its journal as it starts: worker 1 may still be at it when worker 0
+    // answers the first command.
+    let journal = data.join("journal").join("worker-1.1.journal");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !journal.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(journal.exists(), "the journal is in use");
     let mut c = s.client();
     let value = vec![b'x'; 64 << 10];
     let mut acked = Vec::new();
@@ -380,15 +384,11 @@ fn commands_over_two_partitions_on_a_full_disk_are_refused_whole(workers: &str) 
         e.contains("write to the log failed") && e.contains("No space left"),
         "{e}"
     );
-    // Over two workers refused whole, as Redis words an EXEC refused whole; on one worker
-    // the MSET fails as it runs, its error in EXEC's array (as a command failing at run time
-    // in Redis), and nothing of it is applied either.
-    if workers == "2" {
-        assert!(
-            e.starts_with("EXECABORT Transaction discarded because of:"),
-            "{e}"
-        );
-    }
+    // Refused whole, as Redis words an EXEC refused whole, on one worker as on two.
+    assert!(
+        e.starts_with("EXECABORT Transaction discarded because of:"),
+        "{e}"
+    );
     absent(&mut c, &["{bar}t", "{foo}t"]);
     // A DEL's tombstones need room too: refused whole, both keys kept.
     let both = [long("bar"), long("foo")];
@@ -429,11 +429,12 @@ fn commands_over_two_partitions_on_a_full_disk_are_refused_whole(workers: &str) 
 /// Found by a review: in a transaction, a write queued before an MSET over two workers
 /// could take the disk room set aside for the MSET (all of it was given back before the
 /// first command ran) and leave it half applied; and the floor was checked against the free
-/// space before a write, so one large write could go far below it. A write is now refused
-/// when the space left after it would be under the floor, and each command gets back its
-/// own room just before it runs.
+/// space before a write, so one large write could go far below it. Now every write of an
+/// EXEC gets its room (a bound on it where the value is known only when the command runs)
+/// before any runs, and an EXEC without room for all is refused whole, as Redis refuses a
+/// transaction with commands that add data when out of memory: on one worker as on two.
 #[test]
-fn under_the_floor_a_transactions_mset_over_two_workers_is_whole() {
+fn under_the_floor_a_transaction_is_refused_whole_or_applied_whole() {
     let Some(fs) = Tmpfs::mount_or_skip("64m") else {
         return;
     };
@@ -455,34 +456,101 @@ fn under_the_floor_a_transactions_mset_over_two_workers_is_whole() {
     // 2 MiB over the floor.
     fs.fill_leaving("filler", 18 << 20);
     let big = vec![b'b'; 3 << 20];
-    let mut raw = s.raw();
-    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = resp(&[b"MULTI"]);
-    req.extend(resp(&[b"SET", b"{bar}a", &big]));
-    req.extend(resp(&[b"MSET", b"{bar}b", b"1", b"{foo}c", b"1"]));
-    req.extend(resp(&[b"EXEC"]));
-    raw.write_all(&req).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    // MULTI, two QUEUED, EXEC's array of two: six lines.
-    while got.windows(2).filter(|w| w == b"\r\n").count() < 6 {
-        let n = raw.read(&mut buf).expect("EXEC's reply");
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-        assert!(got.len() < 4096, "{:?}", String::from_utf8_lossy(&got));
-    }
-    let got = String::from_utf8_lossy(&got);
-    // The SET is refused (3 MiB with 2 MiB over the floor); the MSET is applied whole.
-    assert!(
-        got.starts_with("+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n-ERR disk space low")
-            && got.ends_with("\r\n+OK\r\n"),
-        "{got}"
+    let exec = |c: &mut redis::Connection, cmds: &[Vec<Vec<u8>>]| {
+        let () = cmd("MULTI").query(c).unwrap();
+        for a in cmds {
+            let mut q = cmd(std::str::from_utf8(&a[0]).unwrap());
+            for x in &a[1..] {
+                q.arg(x);
+            }
+            let queued: String = q.query(c).unwrap();
+            assert_eq!(queued, "QUEUED");
+        }
+        cmd("EXEC").query::<redis::Value>(c)
+    };
+    let v = |a: &[&[u8]]| a.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+    let refused = |r: redis::RedisResult<redis::Value>| {
+        let e = err_text(&r.expect_err("EXEC refused whole"));
+        assert!(
+            e.starts_with("EXECABORT Transaction discarded because of: disk space low"),
+            "{e}"
+        );
+    };
+    let absent = |c: &mut redis::Connection, keys: &[&str]| {
+        let n: i64 = cmd("EXISTS").arg(keys).query(c).unwrap();
+        assert_eq!(n, 0, "keys of a refused EXEC are set: {keys:?}");
+    };
+    // Over two workers: the SET has no room (3 MiB with 2 MiB over the floor).
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}a", &big]),
+            v(&[b"MSET", b"{bar}b", b"1", b"{foo}c", b"1"]),
+        ],
+    ));
+    // On one worker: the INCR before the SET does not run either.
+    refused(exec(
+        &mut c,
+        &[v(&[b"INCR", b"{bar}n"]), v(&[b"SET", b"{bar}a", &big])],
+    ));
+    // A SETRANGE's room is counted to its offset.
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}s", b"x"]),
+            v(&[b"SETRANGE", b"{bar}s", b"3000000", b"y"]),
+        ],
+    ));
+    absent(&mut c, &["{bar}a", "{bar}b", "{foo}c", "{bar}n", "{bar}s"]);
+    // Within the room left, all of it runs.
+    let r = exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}a", b"small"]),
+            v(&[b"APPEND", b"{bar}a", b"+more"]),
+            v(&[b"INCR", b"{bar}n"]),
+            v(&[b"MSET", b"{bar}b", b"1", b"{foo}c", b"1"]),
+        ],
+    )
+    .expect("EXEC within the room left");
+    assert_eq!(
+        r,
+        redis::Value::Array(vec![
+            redis::Value::Okay,
+            redis::Value::Int(10),
+            redis::Value::Int(1),
+            redis::Value::Okay,
+        ])
     );
-    let n: i64 = cmd("EXISTS")
-        .arg(&["{bar}b", "{foo}c"])
+    let got: Vec<Option<String>> = cmd("MGET")
+        .arg(&["{bar}a", "{bar}n", "{bar}b", "{foo}c"])
         .query(&mut c)
         .unwrap();
-    assert_eq!(n, 2);
-    let n: i64 = cmd("EXISTS").arg("{bar}a").query(&mut c).unwrap();
-    assert_eq!(n, 0);
+    assert_eq!(
+        got,
+        ["small+more", "1", "1", "1"].map(|x| Some(x.to_string()))
+    );
+    // Under the floor, a transaction that only deletes still runs.
+    fs.fill_leaving("filler2", 8 << 20);
+    // (Past the space the log has reserved already: writes within it take nothing more.)
+    refused(exec(
+        &mut c,
+        &[v(&[b"SET", b"{bar}y", &vec![b'y'; 1 << 20]])],
+    ));
+    let r = exec(
+        &mut c,
+        &[
+            v(&[b"GETDEL", b"{bar}x"]),
+            v(&[b"DEL", b"{foo}x", b"{bar}a"]),
+        ],
+    )
+    .expect("deletes under the floor");
+    assert_eq!(
+        r,
+        redis::Value::Array(vec![
+            redis::Value::BulkString(b"x".to_vec()),
+            redis::Value::Int(2),
+        ])
+    );
+    absent(&mut c, &["{bar}x", "{foo}x", "{bar}a", "{bar}y"]);
 }

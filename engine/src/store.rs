@@ -159,9 +159,9 @@ pub struct Store {
     /// Bytes of the active segment's reserved space kept for writes that were given room
     /// ahead (`set_aside`): other writes get room past it.
     set_aside: u64,
-    /// Writes now are ones given room ahead (`set_floor_exempt`): not held back by
-    /// `Options::min_free_space` (it was checked when their room was set aside).
-    floor_exempt: bool,
+    /// Bytes of data-adding records that were given room ahead (`set_floor_credit`): not held
+    /// back by `Options::min_free_space` (it was checked when their room was set aside).
+    floor_credit: u64,
     /// Bytes of data-adding records since the free space was last checked (where nothing
     /// is reserved).
     unchecked: u64,
@@ -231,7 +231,7 @@ impl Store {
             write_errors: 0,
             write_failing: None,
             set_aside: 0,
-            floor_exempt: false,
+            floor_credit: 0,
             unchecked: 0,
             checked_room: (0, 0),
         };
@@ -606,7 +606,7 @@ impl Store {
             Ok(())
         };
         let mut check = false;
-        if adds && !self.floor_exempt {
+        if adds {
             let seg = self.seg(id);
             check = match seg.reserved_end() {
                 // Within room a checked write took (the rest of a command's records after
@@ -621,7 +621,11 @@ impl Store {
                     self.unchecked >= 256 << 10
                 }
             };
-            if check && checked.is_ok() {
+            if check && self.floor_credit >= rec_len {
+                // Room set aside for this record: checked then. It counts as checked room.
+                self.floor_credit -= rec_len;
+            } else if check && checked.is_ok() {
+                self.floor_credit = 0;
                 self.unchecked = 0;
                 checked = self.check_free_space(rec_len);
             }
@@ -668,11 +672,13 @@ impl Store {
         Ok(())
     }
 
-    /// While on, writes are not held back by `Options::min_free_space`: for the records of
-    /// a command whose room was set aside (`set_aside`), which passed the check then, and
-    /// may find that room left behind in a closed segment by a roll since.
-    pub fn set_floor_exempt(&mut self, on: bool) {
-        self.floor_exempt = on;
+    /// The next `bytes` of records that add data are not held back by
+    /// `Options::min_free_space`: for the records of a command whose room was set aside
+    /// (`set_aside`), which passed the check then, and may find that room left behind in a
+    /// closed segment by a roll since. Records past them (a command that wrote more than its
+    /// room was sized for) are checked again. 0 ends it.
+    pub fn set_floor_credit(&mut self, bytes: u64) {
+        self.floor_credit = bytes;
     }
 
     /// (all, dead) bytes of the active segment (`closed_stats` has the closed ones').
@@ -781,7 +787,7 @@ impl Store {
         for (k, v) in puts {
             self.check_limits(k, v)?;
         }
-        let len = records_len(puts, deletes);
+        let len = records_len(puts.iter().map(|(k, v)| (*k, v.len())), deletes);
         if len == 0 {
             return Ok(());
         }
@@ -797,8 +803,25 @@ impl Store {
         puts: &[(&[u8], &[u8])],
         deletes: &[&[u8]],
     ) -> Result<u64, WriteError> {
-        self.make_room_for(puts, deletes)?;
-        let len = records_len(puts, deletes).min(MAX_SEGMENT_SIZE / 2);
+        for (k, v) in puts {
+            self.check_limits(k, v)?;
+        }
+        let sized: Vec<(&[u8], usize)> = puts.iter().map(|(k, v)| (*k, v.len())).collect();
+        self.set_aside_sized(&sized, deletes)
+    }
+
+    /// `set_aside` for records whose values are known only by a bound on their length (a
+    /// command in a transaction whose value depends on what it finds: APPEND, INCR, ...).
+    pub fn set_aside_sized(
+        &mut self,
+        puts: &[(&[u8], usize)],
+        deletes: &[&[u8]],
+    ) -> Result<u64, WriteError> {
+        self.check_failed()?;
+        let len = records_len(puts.iter().copied(), deletes).min(MAX_SEGMENT_SIZE / 2);
+        if len > 0 {
+            self.make_room(len, !puts.is_empty())?;
+        }
         self.set_aside += len;
         Ok(len)
     }
@@ -1684,10 +1707,9 @@ impl Store {
     }
 }
 
-/// Bytes the records of `puts` and `deletes` take in the log.
-fn records_len(puts: &[(&[u8], &[u8])], deletes: &[&[u8]]) -> u64 {
-    puts.iter()
-        .map(|(k, v)| (HEADER_LEN + k.len() + v.len()) as u64)
+/// Bytes of the records putting `puts` (key, value length) and deleting `deletes`.
+fn records_len<'a>(puts: impl Iterator<Item = (&'a [u8], usize)>, deletes: &[&[u8]]) -> u64 {
+    puts.map(|(k, v)| (HEADER_LEN + k.len() + v) as u64)
         .chain(deletes.iter().map(|k| (HEADER_LEN + k.len()) as u64))
         .sum()
 }

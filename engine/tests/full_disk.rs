@@ -432,10 +432,17 @@ fn the_floor_counts_the_write_and_room_set_aside_survives_a_roll() {
         free(fs.path())
     );
     s.release_set_aside(kept);
-    s.set_floor_exempt(true);
+    s.set_floor_credit(kept);
     s.put(b"held", &held, None)
         .expect("the records the room was set aside for");
-    s.set_floor_exempt(false);
+    // The credit was the room set aside: what comes after it (past the space reserved
+    // already) is checked again.
+    let past = s.put(b"past", &[3u8; 2 << 20], None);
+    assert!(
+        matches!(past, Err(WriteError::DiskLow { .. })),
+        "past the room set aside: {past:?}"
+    );
+    s.set_floor_credit(0);
     s.commit().expect("commit");
     assert_eq!(s.get(b"held").expect("get"), Some(held));
 }

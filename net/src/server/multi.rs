@@ -959,17 +959,24 @@ impl Worker {
     }
 
     /// Sets disk room aside in this worker's partitions for the records `items` will write
-    /// here (MSET's values, DEL's and UNLINK's tombstones; other commands of a transaction
-    /// get theirs as they run), so that another command cannot take it before they run.
-    /// On a full disk (or under `storage.min_free_space`) nothing is kept and the error is
-    /// the command's answer.
+    /// here, so that another command cannot take it before they run: MSET's and MSETNX's
+    /// values and DEL's and UNLINK's tombstones exactly, for other writes a bound on what
+    /// they write (`set_aside_estimate`). On a full disk (or under
+    /// `storage.min_free_space`) nothing is kept and the error is the answer: EXEC is refused
+    /// whole, as Redis refuses a transaction with commands that add data when it is out of
+    /// memory.
     fn set_aside_part(&mut self, items: &[(u32, Op)]) -> Result<Vec<(usize, Room)>, String> {
         let mut room = Vec::new();
         for (at, (_, op)) in items.iter().enumerate() {
             let kept = match op {
-                Op::MSet { pairs } => self.set_aside_writes(pairs.iter(), std::iter::empty()),
+                Op::MSet { pairs } | Op::MSetNx { pairs } => {
+                    self.set_aside_writes(pairs.iter(), std::iter::empty())
+                }
                 Op::Del { keys } => {
                     self.set_aside_writes(std::iter::empty(), keys.iter().map(|k| &k[..]))
+                }
+                Op::Keyed { .. } | Op::Move { .. } | Op::Combine(_) if op_writes(op) => {
+                    self.set_aside_estimate(op)
                 }
                 _ => continue,
             };
@@ -1029,6 +1036,67 @@ impl Worker {
         Ok(room)
     }
 
+    /// Room for a write of a transaction whose records are known only when it runs: one
+    /// value of the key it writes, as long as the longest it can make it (what the key holds
+    /// now, grown by the command's arguments, or to SETRANGE's, SETBIT's or BITFIELD's
+    /// offset; a copy is as long as its source, BITOP's result as its longest source), and a
+    /// tombstone for a renamed key. GETDEL only deletes: its tombstone's room is not checked
+    /// against `storage.min_free_space`. What a command writes past this (an estimate that
+    /// fell short) is checked when it runs.
+    fn set_aside_estimate(&mut self, op: &Op) -> Result<Room, String> {
+        let len_of = |w: &Self, k: &[u8]| {
+            w.store(w.topo.partition_of(k))
+                .and_then(|s| s.meta(k))
+                .map_or(0, |m| m.value_len as usize)
+        };
+        // The records: (key, value length), or (key, None) for a tombstone.
+        let records: Vec<(&[u8], Option<usize>)> = match op {
+            Op::Keyed { args, .. } => {
+                let a = args.slices();
+                let (Some(name), Some(key)) = (a.first(), a.get(1)) else {
+                    return Ok(Room::new());
+                };
+                if name.eq_ignore_ascii_case(b"getdel") {
+                    vec![(*key, None)]
+                } else {
+                    vec![(*key, Some(value_bound(name, &a, len_of(self, key))))]
+                }
+            }
+            Op::Move { kind, src, dst } => {
+                let mut r = vec![(&dst[..], Some(len_of(self, src)))];
+                if kind.removes_source() {
+                    r.push((&src[..], None));
+                }
+                r
+            }
+            Op::Combine(c) => {
+                let Some(dest) = c.all_keys().next() else {
+                    return Ok(Room::new());
+                };
+                let longest = c.keys.iter().map(|k| len_of(self, k)).max().unwrap_or(0);
+                vec![(dest, Some(longest))]
+            }
+            _ => return Ok(Room::new()),
+        };
+        let mut room = Room::new();
+        for (k, n) in records {
+            let p = self.topo.partition_of(k);
+            let Some(s) = self.store_mut(p) else { continue };
+            let kept = match n {
+                Some(n) => s.set_aside_sized(&[(k, n)], &[]),
+                None => s.set_aside_sized(&[], &[k]),
+            };
+            match kept {
+                Ok(n) => room.push((p, n)),
+                Err(e) => {
+                    self.release_room(&room);
+                    return Err(format!("ERR {e}"));
+                }
+            }
+        }
+        Ok(room)
+    }
+
     /// Gives back room `set_aside_writes` kept, for good.
     pub(super) fn release_room(&mut self, room: &[(u32, u64)]) {
         for &(p, n) in room {
@@ -1038,9 +1106,10 @@ impl Worker {
         }
     }
 
-    /// Runs `op` in the room set aside for it: given back to it, its writes not held back by
-    /// `storage.min_free_space` (checked when the room was set aside; a roll since may have
-    /// left the room behind in a closed segment, and the op gets it again past the floor).
+    /// Runs `op` in the room set aside for it: given back to it, its writes up to that room
+    /// not held back by `storage.min_free_space` (checked when the room was set aside; a roll
+    /// since may have left the room behind in a closed segment, and the op gets it again
+    /// past the floor).
     pub(super) fn execute_in_room(
         &mut self,
         op: Op,
@@ -1048,15 +1117,23 @@ impl Worker {
         room: &[(u32, u64)],
     ) -> (Payload, Need) {
         self.release_room(room);
-        for &(p, _) in room {
+        // By partition (a RENAME's two records may share one).
+        let mut credit: Vec<(u32, u64)> = Vec::with_capacity(room.len());
+        for &(p, n) in room {
+            match credit.iter_mut().find(|(q, _)| *q == p) {
+                Some(c) => c.1 += n,
+                None => credit.push((p, n)),
+            }
+        }
+        for (p, n) in credit {
             if let Some(s) = self.store_mut(p) {
-                s.set_floor_exempt(true);
+                s.set_floor_credit(n);
             }
         }
         let r = self.execute_op(op, acks);
         for &(p, _) in room {
             if let Some(s) = self.store_mut(p) {
-                s.set_floor_exempt(false);
+                s.set_floor_credit(0);
             }
         }
         r
@@ -1138,7 +1215,12 @@ impl Worker {
         if !self.watch_holds(&part.watch) {
             return (Payload::TxAborted, Need::Now);
         }
-        self.run_tx_items(part.items, acks)
+        // Room on disk for every write first: on a full disk the EXEC is refused whole
+        // (EXECABORT) rather than stopped at its first command without room.
+        match self.set_aside_part(&part.items) {
+            Ok(room) => self.run_tx_items_in_room(part.items, acks, room),
+            Err(e) => (Payload::Err(e), Need::Now),
+        }
     }
 
     /// Runs a transaction part's commands (its watched keys were checked).
@@ -1232,5 +1314,69 @@ impl Worker {
                 false
             })
         })
+    }
+}
+
+/// The longest value a write command of a transaction can leave in its key, which holds
+/// `now` bytes: what its arguments add (APPEND, SET, INCRBYFLOAT's digits...), or up to the
+/// offset it writes at (SETRANGE, SETBIT, BITFIELD: `#N` offsets count in 64-bit fields at
+/// most); none for a change of expiry (its record has no value). Arguments that are not
+/// numbers where an offset is expected leave the command to fail when it runs.
+fn value_bound(name: &[u8], args: &[&[u8]], now: usize) -> usize {
+    let number = |a: &[u8]| std::str::from_utf8(a).ok()?.parse::<u64>().ok();
+    let rest: usize = args.iter().skip(2).map(|a| a.len()).sum();
+    let name = name.to_ascii_lowercase();
+    let to = match &name[..] {
+        b"expire" | b"pexpire" | b"expireat" | b"pexpireat" | b"persist" | b"getex" => {
+            return 0;
+        }
+        b"setrange" => args
+            .get(2)
+            .and_then(|a| number(a))
+            .map(|off| off as usize + args.get(3).map_or(0, |v| v.len())),
+        b"setbit" => args
+            .get(2)
+            .and_then(|a| number(a))
+            .map(|bit| (bit / 8 + 1) as usize),
+        b"bitfield" => args
+            .iter()
+            .skip(2)
+            .filter_map(|a| match a.strip_prefix(b"#") {
+                Some(n) => number(n).map(|n| n.saturating_mul(64)),
+                None => number(a),
+            })
+            .max()
+            .map(|bit| (bit / 8 + 8) as usize),
+        _ => None,
+    };
+    match to {
+        Some(to) => now.max(to) + 8,
+        // Digits of a number (INCR's result) at most 32 over the arguments.
+        None => now + rest + 32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::value_bound;
+
+    #[test]
+    fn a_write_in_a_transaction_is_given_room_for_the_longest_value_it_can_make() {
+        let b = |a: &[&str], now| {
+            let a: Vec<&[u8]> = a.iter().map(|x| x.as_bytes()).collect();
+            value_bound(a[0], &a, now)
+        };
+        assert!(b(&["SET", "k", "12345"], 0) >= 5);
+        assert!(b(&["APPEND", "k", "12345"], 100) >= 105);
+        assert!(b(&["incr", "k"], 19) >= 20);
+        assert!(b(&["SETRANGE", "k", "3000000", "y"], 10) >= 3_000_001);
+        assert!(b(&["SETRANGE", "k", "10", "y"], 100) >= 100);
+        assert!(b(&["SETBIT", "k", "8000007", "1"], 0) >= 1_000_001);
+        assert!(b(&["BITFIELD", "k", "SET", "u8", "#1000", "1"], 0) >= 1001);
+        assert!(b(&["BITFIELD", "k", "SET", "i64", "800", "1"], 0) >= 108);
+        assert_eq!(b(&["EXPIRE", "k", "100"], 5000), 0);
+        assert_eq!(b(&["PERSIST", "k"], 5000), 0);
+        // Not a number where an offset goes: the command fails when it runs.
+        assert!(b(&["SETRANGE", "k", "x", "y"], 7) >= 7);
     }
 }
