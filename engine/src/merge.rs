@@ -2,9 +2,9 @@
 //!
 //! Three phases, so the owning thread is never stalled for long:
 //!
-//! 1. `Store::start_merge` (owner, cheap): picks every closed segment — always a prefix of the
-//!    log, so no older segment can hold a key that a dropped tombstone was hiding — and
-//!    returns a [`MergeJob`] naming their files.
+//! 1. `Store::start_merge` (owner, cheap): picks every closed segment (or the oldest ones,
+//!    `start_merge_within`) — always a prefix of the log, so no older segment can hold a key
+//!    that a dropped tombstone was hiding — and returns a [`MergeJob`] naming their files.
 //! 2. [`MergeJob::run`] (any thread): reads the inputs (hint files where valid), keeps the
 //!    newest record of each key, folds expiry changes into the value they apply to, drops
 //!    tombstones and expired values below the retention horizon, and writes output segments
@@ -61,7 +61,8 @@ pub struct MergeJob {
     dir: PathBuf,
     generation: u64,
     inputs: Vec<MergeInput>,
-    /// End (exclusive) of the LSN range the inputs cover: the base of the active segment.
+    /// End (exclusive) of the LSN range the inputs cover: the base of the segment after
+    /// them (the active one unless the merge takes a prefix of the closed ones).
     end: u64,
     horizon: u64,
     /// `SegmentHeader::dropped_below` of every output.
@@ -142,13 +143,42 @@ impl Store {
     /// LSN below it may be dropped — every replica has applied everything below it (standalone:
     /// `u64::MAX`). Returns `Ok(None)` when there is nothing to merge.
     pub fn start_merge(&mut self, horizon: u64) -> Result<Option<MergeJob>, MergeError> {
+        self.start_merge_within(horizon, u64::MAX)
+    }
+
+    /// `start_merge` of the oldest closed segments only, as many as hold at most `live`
+    /// bytes of live data (what the merge writes again, hint files aside): on a disk with
+    /// less free space than all the live data of the closed segments, a merge of them all
+    /// would fail for want of space, while one of a prefix frees that prefix's dead bytes.
+    /// A prefix, so that no older segment can hold a key that a dropped tombstone was
+    /// hiding. `Ok(None)` when the oldest segment alone holds more, or the prefix no dead
+    /// bytes.
+    pub fn start_merge_within(
+        &mut self,
+        horizon: u64,
+        live: u64,
+    ) -> Result<Option<MergeJob>, MergeError> {
         if !matches!(self.merge, MergeState::Idle) {
             return Err(MergeError::Busy);
         }
         if self.order.len() < 2 {
             return Ok(None);
         }
-        let closed = &self.order[..self.order.len() - 1];
+        let (mut n, mut taken, mut dead) = (0, 0u64, 0u64);
+        for &id in &self.order[..self.order.len() - 1] {
+            let s = self.seg(id);
+            let d = s.dead.min(s.len());
+            if taken.saturating_add(s.len() - d) > live {
+                break;
+            }
+            taken += s.len() - d;
+            dead += d;
+            n += 1;
+        }
+        if n == 0 || (n < self.order.len() - 1 && dead == 0) {
+            return Ok(None);
+        }
+        let closed = &self.order[..n];
         let inputs: Vec<MergeInput> = closed
             .iter()
             .map(|&id| {
@@ -161,7 +191,8 @@ impl Store {
                 }
             })
             .collect();
-        let end = self.seg(self.active_id()).base();
+        // The base of the first segment after the prefix (the active one's for a full merge).
+        let end = self.seg(self.order[n]).base();
         // Never lower than what the inputs had dropped already, so the mark survives
         // whichever outputs a later merge leaves: every output carries the whole merge's.
         let dropped_below = closed

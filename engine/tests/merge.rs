@@ -461,3 +461,75 @@ fn merge_keeps_every_key_version() {
         assert!(s.unchanged_since(k.as_bytes(), v).unwrap(), "{k}");
     }
 }
+
+/// A merge of only the oldest closed segments (what a nearly full disk has room for) drops
+/// their dead bytes, leaves the newer segments as they are, keeps every read the same, and
+/// never brings a deleted key back: a tombstone in the prefix hides nothing older outside
+/// it, a value in the prefix deleted by a newer segment's tombstone stays deleted.
+#[test]
+fn a_merge_of_the_oldest_segments_only_frees_their_dead_bytes_and_changes_no_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    // Segment 1: old values (overwritten below), two keys deleted later, a few kept.
+    for i in 0..30u32 {
+        s.put(format!("old{i}").as_bytes(), &[1u8; 150], None)
+            .unwrap();
+    }
+    s.put(b"gone-in-prefix", b"v", None).unwrap();
+    s.put(b"gone-later", b"v", None).unwrap();
+    for i in 0..5u32 {
+        s.put(format!("kept{i}").as_bytes(), &[4u8; 150], None)
+            .unwrap();
+    }
+    s.roll().unwrap();
+    // Segment 2: the overwrites, and one delete.
+    for i in 0..30u32 {
+        s.put(format!("old{i}").as_bytes(), &[2u8; 150], None)
+            .unwrap();
+    }
+    s.delete(b"gone-in-prefix").unwrap();
+    s.roll().unwrap();
+    // Segment 3: live data only, and the other delete.
+    for i in 0..30u32 {
+        s.put(format!("new{i}").as_bytes(), &[3u8; 150], None)
+            .unwrap();
+    }
+    s.delete(b"gone-later").unwrap();
+    s.roll().unwrap();
+    s.commit().unwrap();
+    let before = snapshot(&s);
+    let files = log_files(dir.path());
+    let (total, dead) = s.closed_stats();
+    assert!(dead > 0);
+    // Too little for even the oldest segment's live data: nothing to do.
+    assert!(s.start_merge_within(u64::MAX, 100).unwrap().is_none());
+    // Room for the live data of the first two segments, not the third's.
+    let live_third = 30 * 150;
+    let job = s
+        .start_merge_within(u64::MAX, total - dead - live_third)
+        .unwrap()
+        .expect("a merge of the first two segments");
+    let out = job.run().unwrap();
+    assert!(out.stats.records_out < out.stats.records_in);
+    s.install_merge(out).unwrap();
+    while s.merge_step(usize::MAX) {}
+    assert_eq!(snapshot(&s), before);
+    // Two inputs became one output; the third segment and the active one are untouched.
+    assert_eq!(log_files(dir.path()), files - 1);
+    let (total_after, dead_after) = s.closed_stats();
+    assert!(
+        total_after < total && dead_after < dead,
+        "{total_after} {dead_after}"
+    );
+    assert_eq!(s.get(b"gone-in-prefix").unwrap(), None);
+    assert_eq!(s.get(b"gone-later").unwrap(), None);
+    drop(s);
+    let mut s = open(dir.path());
+    assert_eq!(snapshot(&s), before);
+    assert_eq!(s.get(b"gone-later").unwrap(), None);
+    // Then everything: the same again.
+    s.merge_now(u64::MAX).unwrap();
+    assert_eq!(snapshot(&s), before);
+    drop(s);
+    assert_eq!(snapshot(&open(dir.path())), before);
+}

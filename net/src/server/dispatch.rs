@@ -1771,6 +1771,12 @@ impl Worker {
                     if let Err(e) = next.set_runtime_many(changes.iter().map(|(n, v)| (n, v))) {
                         return err(out, &e.config_set_reply());
                     }
+                    let floor = next.storage.min_free_space;
+                    if floor != canon.1.storage.min_free_space
+                        && let Some(w) = super::small_floor_warning(floor, self.topo.partitions)
+                    {
+                        log::warn!("CONFIG SET: {w}");
+                    }
                     canon.0 += 1;
                     canon.1 = std::sync::Arc::new(next);
                     (canon.0, canon.1.clone())

@@ -137,6 +137,23 @@ fn request_shutdown(shared: &Shared, wakers: &[Arc<mio::Waker>]) {
     }
 }
 
+/// The warning for a `storage.min_free_space` the partitions' logs can use up between two
+/// checks: each log reserves disk space 256 KiB at a time and checks the floor when it
+/// reserves more, so `partitions` logs may together take up to that much past it, and the
+/// floor is what deletes and merges need.
+pub(crate) fn small_floor_warning(floor: u64, partitions: u32) -> Option<String> {
+    const STEP: u64 = 256 << 10;
+    let at_least = u64::from(partitions) * STEP;
+    (floor > 0 && floor < at_least).then(|| {
+        format!(
+            "storage.min_free_space = {floor} bytes is less than 256 KiB for each of the \
+             {partitions} partitions ({at_least} bytes): the space their logs reserve ahead \
+             can use it up, leaving deletes and merges no room on a full disk; set it to at \
+             least {at_least}"
+        )
+    })
+}
+
 pub fn engine_options(c: &Config) -> Options {
     Options {
         segment_size: c.storage.segment_size,
@@ -553,6 +570,9 @@ pub fn start_node(
             .filter(|&p| c.routes.replicates(p))
             .collect()
     });
+    if let Some(w) = small_floor_warning(config.storage.min_free_space, topo.partitions) {
+        warn!("{w}");
+    }
     let dir = config.storage.dir.clone();
     check_layout(&dir, topo.partitions, cluster.as_ref().map(|c| &c.identity))?;
     if cluster.is_none() && !config.storage.repair {
@@ -822,7 +842,16 @@ fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{NodeIdentity, check_layout};
+    use super::{NodeIdentity, check_layout, small_floor_warning};
+
+    #[test]
+    fn a_floor_the_partitions_can_reserve_away_is_warned_about() {
+        assert_eq!(small_floor_warning(64 << 20, 16), None);
+        assert_eq!(small_floor_warning(4 << 20, 16), None);
+        assert_eq!(small_floor_warning(0, 256), None, "the floor is off");
+        let w = small_floor_warning(3 << 20, 16).expect("3 MiB for 16 partitions");
+        assert!(w.contains("set it to at least 4194304"), "{w}");
+    }
 
     fn node(id: u32, cluster: Option<&str>) -> NodeIdentity {
         NodeIdentity {

@@ -1889,10 +1889,18 @@ impl Worker {
                 r.hw.min(r.horizon)
             }
         };
+        // A merge writes the live data of the segments it takes again (and their hint files,
+        // counted as much again) before it deletes them: on a nearly full disk, only as many
+        // of the oldest as the free space takes, keeping half the floor for deletes (with
+        // more live data than free space, every merge failed for want of space, and the
+        // dead bytes stayed).
+        let live = simplekv_engine::free_space(&self.config.storage.dir).map_or(u64::MAX, |f| {
+            f.saturating_sub(self.config.storage.min_free_space / 2) / 2
+        });
         let Some(store) = self.store_mut(p) else {
             return false;
         };
-        match store.start_merge(horizon) {
+        match store.start_merge_within(horizon, live) {
             Ok(Some(job)) => {
                 info!("partition {p}: merging closed segments in the background");
                 self.merge_busy[p as usize] = true;
