@@ -870,3 +870,62 @@ fn a_node_refuses_to_register_with_a_zookeeper_that_grants_a_shorter_session() {
     let mut node = finish(1, within);
     node.stop();
 }
+
+/// A server of the connect string that was down when the session opened is asked later
+/// (the client may reconnect to it, and ZooKeeper then clamps the timeout by its bounds):
+/// once it answers with a shorter grant, the node gives its session up and stays out.
+#[test]
+fn a_server_that_comes_up_granting_a_shorter_session_makes_the_node_give_its_session_up() {
+    let zk = LocalZooKeeper::start(None).expect("ZooKeeper (scripts/setup.sh installs it)");
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let connect = format!("{},127.0.0.1:{down}/simplekv/test", zk.addr());
+    let admin = Session::connect(
+        &format!("{}/simplekv/test", zk.addr()),
+        Duration::from_secs(10),
+    )
+    .expect("admin session");
+    let ends: Ends = Arc::default();
+    let handovers: Handovers = Arc::default();
+    let mut cfg = config(&connect, 1);
+    cfg.session_timeout = Duration::from_secs(6);
+    let starting = start(cfg, &ends, &handovers);
+    wait_until("the node registered", || {
+        registry::live_brokers(&admin).is_ok_and(|b| b.len() == 1)
+    });
+    admin::create(
+        &format!("{}/simplekv/test", zk.addr()),
+        1,
+        1,
+        Duration::from_secs(10),
+    )
+    .expect("cluster create");
+    let mut node = finish(1, starting);
+    // The second server comes up, granting at most 4 s.
+    let mut second = LocalZooKeeper::start_tied(None, Some(down)).expect("second ZooKeeper");
+    let cfg_path = second.dir().join("zoo.cfg");
+    let text = std::fs::read_to_string(&cfg_path).expect("read zoo.cfg");
+    std::fs::write(
+        &cfg_path,
+        text.replace("maxSessionTimeout=600000", "maxSessionTimeout=4000"),
+    )
+    .expect("write zoo.cfg");
+    second.restart().expect("restart the second ZooKeeper");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while registry::live_brokers(&admin).is_ok_and(|b| !b.is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "the node kept a session the second server would cut short"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And it does not register again while that server grants less.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        registry::live_brokers(&admin).is_ok_and(|b| b.is_empty()),
+        "registered again"
+    );
+    node.stop();
+}

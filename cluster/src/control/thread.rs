@@ -20,6 +20,7 @@ use super::api::{ClusterView, ControlRequest, LogEndProbe, PartitionView, ViewSi
 use super::controller::{self, Nodes};
 use super::election::{self, Outcome};
 use super::registry;
+use crate::zk::grant::{self, Grants};
 use crate::zk::layout::{BrokerInfo, ClusterMeta, ControllerInfo, PartitionState, path};
 use crate::zk::{Session, ZkFailure, ZkResult};
 
@@ -27,6 +28,10 @@ use crate::zk::{Session, ZkFailure, ZkResult};
 const TICK: Duration = Duration::from_millis(200);
 /// How often everything is re-read even without a watch event.
 const RESYNC: Duration = Duration::from_secs(3);
+/// How often servers that could not be asked which session timeout they grant are asked
+/// again, and how long each may take.
+const GRANT_RETRY: Duration = Duration::from_secs(10);
+const GRANT_WAIT: Duration = Duration::from_secs(2);
 /// Least time between two attempts at a new session.
 const RETRY_SESSION: Duration = Duration::from_secs(1);
 /// How long a starting node keeps trying to register when ZooKeeper may only be out of
@@ -63,8 +68,19 @@ pub enum ControlError {
 
 enum Msg {
     Req(ControlRequest),
-    Watch { generation: u64, what: Watched },
-    Conn { generation: u64, state: ZkState },
+    Watch {
+        generation: u64,
+        what: Watched,
+    },
+    Conn {
+        generation: u64,
+        state: ZkState,
+    },
+    /// The answers of ZooKeeper servers not reached when the session opened (`zk::grant`).
+    Grants {
+        generation: u64,
+        grants: Grants,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -195,6 +211,12 @@ struct Ctl {
     /// client library reported a disconnection).
     silenced: bool,
     last_session_try: Option<Instant>,
+    /// Servers of the connect string that were not asked which session timeout they grant
+    /// (down when the session opened), and when they were last tried; a thread asking them
+    /// is out while `asking_grants`.
+    grant_unreached: Vec<String>,
+    grant_asked: Instant,
+    asking_grants: bool,
     broker_epoch: i64,
     meta: ClusterMeta,
     brokers: BTreeMap<u32, BrokerInfo>,
@@ -249,6 +271,9 @@ impl Ctl {
             zk_connected: false,
             silenced: false,
             last_session_try: None,
+            grant_unreached: Vec::new(),
+            grant_asked: now,
+            asking_grants: false,
             broker_epoch: 0,
             meta: ClusterMeta {
                 partitions: 0,
@@ -397,6 +422,7 @@ impl Ctl {
     fn handle(&mut self, m: Msg) -> bool {
         match m {
             Msg::Conn { generation, state } => self.on_conn(generation, state),
+            Msg::Grants { generation, grants } => self.on_grants(generation, grants),
             Msg::Watch { generation, what } => {
                 if generation == self.generation {
                     debug!("control: watch fired on {what:?}");
@@ -555,7 +581,10 @@ impl Ctl {
         let s = Session::connect_with(&self.cfg.connect, t, wait)?;
         // The servers' clamp on the session timeout (see `zk::grant`): a shorter grant than
         // asked would let ZooKeeper expire the session before this node stops leading.
-        match crate::zk::grant::smallest_grant(&self.cfg.connect, t, wait) {
+        let grants = grant::ask_all(&grant::servers(&self.cfg.connect), t, wait);
+        self.grant_unreached = grants.unreached;
+        self.grant_asked = Instant::now();
+        match grants.smallest {
             Some(g) if g.timeout < t => {
                 s.close();
                 return Err(ZkFailure::TimeoutCut {
@@ -604,6 +633,48 @@ impl Ctl {
         self.leaving_znode = false;
         self.disarm_all();
         Ok(())
+    }
+
+    /// Asks the servers that did not answer when the session opened which session timeout
+    /// they grant, every `GRANT_RETRY` on a thread of its own (`Msg::Grants`): the client
+    /// library may reconnect to one of them, which then clamps the session's timeout by its
+    /// own bounds.
+    fn ask_unreached_grants(&mut self) {
+        if self.grant_unreached.is_empty()
+            || self.asking_grants
+            || self.conn != Conn::Up
+            || self.grant_asked.elapsed() < GRANT_RETRY
+        {
+            return;
+        }
+        self.grant_asked = Instant::now();
+        let servers = self.grant_unreached.clone();
+        let (tx, generation, t) = (self.tx.clone(), self.generation, self.cfg.session_timeout);
+        let spawned = std::thread::Builder::new()
+            .name("skv-zk-grant".into())
+            .spawn(move || {
+                let grants = grant::ask_all(&servers, t, GRANT_WAIT);
+                let _ = tx.send(Msg::Grants { generation, grants });
+            });
+        self.asking_grants = spawned.is_ok();
+    }
+
+    fn on_grants(&mut self, generation: u64, grants: Grants) {
+        self.asking_grants = false;
+        if generation != self.generation {
+            return;
+        }
+        self.grant_unreached = grants.unreached;
+        let t = self.cfg.session_timeout;
+        if let Some(g) = grants.smallest.filter(|g| g.timeout < t) {
+            let e = ZkFailure::TimeoutCut {
+                server: g.server,
+                asked: t,
+                granted: g.timeout,
+            };
+            error!("control: node {}: {e}", self.cfg.me.id);
+            self.lose_session(&e.to_string());
+        }
     }
 
     fn zk_error(&mut self, what: &str, e: ZkFailure) {
@@ -711,6 +782,7 @@ impl Ctl {
         if self.conn == Conn::Up {
             self.controller_duties();
         }
+        self.ask_unreached_grants();
         if tick {
             self.check_shutdown();
         }

@@ -8,8 +8,11 @@
 //! let the controller elect another leader. A server that grants less than asked breaks that
 //! order: the other nodes could elect a new leader while this one still serves. The client
 //! library keeps the granted value to itself, so the node opens a short session of its own on
-//! each server (the connect handshake, then a close), reads the grant, and refuses to register
-//! when it is below `cluster.session_timeout_ms` (see the control thread's `open_session`).
+//! each server (the connect handshake, then a close; all servers at once), reads the grant,
+//! and refuses to register when it is below `cluster.session_timeout_ms` (see the control
+//! thread's `open_session`). ZooKeeper clamps the timeout again when the client reconnects to
+//! another server, so servers that did not answer then are asked again every few seconds,
+//! and a cut grant found later gives the session up (`Ctl::on_grants`).
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -22,43 +25,78 @@ pub struct Grant {
     pub timeout: Duration,
 }
 
-/// The smallest session timeout any of `hosts` (`host:port[,host:port...]`, a chroot allowed
-/// after them) grants when asked for `asked`; `None` when no server answered within `wait`
-/// (the node's own session then fails with the reason). Servers that cannot be reached are
-/// skipped: a member of the ensemble that is down now is asked next time.
-pub fn smallest_grant(hosts: &str, asked: Duration, wait: Duration) -> Option<Grant> {
-    let hosts = hosts.split('/').next().unwrap_or_default();
-    let deadline = Instant::now() + wait;
-    let mut smallest: Option<Grant> = None;
-    for server in hosts.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let Some(timeout) = ask(server, asked, left) else {
-            continue;
-        };
-        if smallest.as_ref().is_none_or(|g| timeout < g.timeout) {
-            smallest = Some(Grant {
-                server: server.to_string(),
-                timeout,
-            });
-        }
-    }
-    smallest
+/// What the servers of a connect string answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// The smallest grant, `None` when no server answered.
+    pub smallest: Option<Grant>,
+    /// Servers that did not answer (down, cut off, or not resolvable now): to be asked
+    /// later, since the client may reconnect to one of them, and ZooKeeper then clamps the
+    /// session's timeout anew by that server's bounds.
+    pub unreached: Vec<String>,
 }
 
-/// The grant of one server, or `None` when it could not be asked.
+/// The servers of `hosts` (`host:port[,host:port...]`, a chroot allowed after them).
+pub fn servers(hosts: &str) -> Vec<String> {
+    let hosts = hosts.split('/').next().unwrap_or_default();
+    hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Asks each of `servers` (at once, each within `wait`) which session timeout it grants
+/// when asked for `asked`.
+pub fn ask_all(servers: &[String], asked: Duration, wait: Duration) -> Grants {
+    let answers: Vec<(String, Option<Duration>)> = std::thread::scope(|scope| {
+        let asks: Vec<_> = servers
+            .iter()
+            .map(|server| (server, scope.spawn(move || ask(server, asked, wait))))
+            .collect();
+        asks.into_iter()
+            .map(|(server, h)| (server.clone(), h.join().ok().flatten()))
+            .collect()
+    });
+    let mut grants = Grants::default();
+    for (server, answer) in answers {
+        match answer {
+            None => grants.unreached.push(server),
+            Some(timeout) => {
+                if grants.smallest.as_ref().is_none_or(|g| timeout < g.timeout) {
+                    grants.smallest = Some(Grant { server, timeout });
+                }
+            }
+        }
+    }
+    grants
+}
+
+/// The smallest session timeout any server of `hosts` grants when asked for `asked`
+/// (`ask_all` over `servers(hosts)`); `None` when none answered within `wait`.
+pub fn smallest_grant(hosts: &str, asked: Duration, wait: Duration) -> Option<Grant> {
+    ask_all(&servers(hosts), asked, wait).smallest
+}
+
+/// The grant of one server, or `None` when it could not be asked: each of its addresses is
+/// tried in turn, the whole within `wait`.
 fn ask(server: &str, asked: Duration, wait: Duration) -> Option<Duration> {
-    let addr: SocketAddr = server.to_socket_addrs().ok()?.next()?;
-    let mut s = TcpStream::connect_timeout(&addr, wait.max(Duration::from_millis(1))).ok()?;
-    s.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-        .ok()?;
-    s.set_write_timeout(Some(wait.max(Duration::from_millis(1))))
-        .ok()?;
+    let deadline = Instant::now() + wait;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let mut s = server
+        .to_socket_addrs()
+        .ok()?
+        .find_map(|addr: SocketAddr| TcpStream::connect_timeout(&addr, left()).ok())?;
+    s.set_write_timeout(Some(left())).ok()?;
     s.set_nodelay(true).ok()?;
     let asked_ms = i32::try_from(asked.as_millis()).unwrap_or(i32::MAX);
     s.write_all(&connect_request(asked_ms)).ok()?;
+    s.set_read_timeout(Some(left())).ok()?;
     let granted = read_connect_response(&mut s)?;
     // Close the session at once rather than leave it to expire (a request without body:
     // xid, op code -11). The answer is not waited for.
@@ -67,7 +105,8 @@ fn ask(server: &str, asked: Duration, wait: Duration) -> Option<Duration> {
     close.extend_from_slice(&1i32.to_be_bytes());
     close.extend_from_slice(&(-11i32).to_be_bytes());
     let _ = s.write_all(&close);
-    // A server that refuses the session (a read-only server, for one) answers 0.
+    // A server that cannot give a session (read-only, or not serving yet) closes the
+    // connection instead; 0 would say the same.
     (granted > 0).then(|| Duration::from_millis(granted as u64))
 }
 
@@ -140,9 +179,15 @@ mod tests {
             .unwrap()
             .port();
         let hosts = format!("127.0.0.1:{port},no-port-here/simplekv");
+        let g = ask_all(
+            &servers(&hosts),
+            Duration::from_secs(6),
+            Duration::from_secs(2),
+        );
+        assert_eq!(g.smallest, None);
         assert_eq!(
-            smallest_grant(&hosts, Duration::from_secs(6), Duration::from_secs(2)),
-            None
+            g.unreached,
+            vec![format!("127.0.0.1:{port}"), "no-port-here".to_string()]
         );
     }
 }
