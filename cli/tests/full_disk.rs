@@ -501,7 +501,20 @@ fn under_the_floor_a_transaction_is_refused_whole_or_applied_whole() {
             v(&[b"SETRANGE", b"{bar}s", b"3000000", b"y"]),
         ],
     ));
-    absent(&mut c, &["{bar}a", "{bar}b", "{foo}c", "{bar}n", "{bar}s"]);
+    // An APPEND's room counts the value a SET before it in the transaction leaves (each
+    // alone fits in what is left, not both).
+    let half = vec![b'h'; 1200 << 10];
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}p", &half]),
+            v(&[b"APPEND", b"{bar}p", b"x"]),
+        ],
+    ));
+    absent(
+        &mut c,
+        &["{bar}a", "{bar}b", "{foo}c", "{bar}n", "{bar}s", "{bar}p"],
+    );
     // Within the room left, all of it runs.
     let r = exec(
         &mut c,
@@ -532,11 +545,9 @@ fn under_the_floor_a_transaction_is_refused_whole_or_applied_whole() {
     );
     // Under the floor, a transaction that only deletes still runs.
     fs.fill_leaving("filler2", 8 << 20);
-    // (Past the space the log has reserved already: writes within it take nothing more.)
-    refused(exec(
-        &mut c,
-        &[v(&[b"SET", b"{bar}y", &vec![b'y'; 1 << 20]])],
-    ));
+    // (Past the space the log has reserved already, which the refused transactions above
+    // left up to 1.5 MiB of: writes within it take nothing more from the disk.)
+    refused(exec(&mut c, &[v(&[b"SET", b"{bar}y", &big])]));
     let r = exec(
         &mut c,
         &[

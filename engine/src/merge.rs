@@ -61,6 +61,10 @@ pub struct MergeJob {
     dir: PathBuf,
     generation: u64,
     inputs: Vec<MergeInput>,
+    /// The closed segments after the inputs (a merge of a prefix): a value or tombstone of
+    /// the inputs that one of them replaces is not written again. Closed segments are
+    /// synced and below every replica's high watermark, so the replacement stays.
+    later: Vec<MergeInput>,
     /// End (exclusive) of the LSN range the inputs cover: the base of the segment after
     /// them (the active one unless the merge takes a prefix of the closed ones).
     end: u64,
@@ -97,6 +101,7 @@ pub struct MergedSegment {
 pub struct MergeOutput {
     generation: u64,
     inputs: Vec<MergeInput>,
+    later: Vec<MergeInput>,
     outputs: Vec<MergedSegment>,
     /// Values dropped because they looked expired to the merge.
     expired_dropped: Vec<Dropped>,
@@ -179,17 +184,19 @@ impl Store {
             return Ok(None);
         }
         let closed = &self.order[..n];
-        let inputs: Vec<MergeInput> = closed
+        let input = |id: u32| {
+            let s = self.seg(id);
+            MergeInput {
+                seg_id: id,
+                path: s.path.clone(),
+                base: s.base(),
+                file_id: s.header.file_id,
+            }
+        };
+        let inputs: Vec<MergeInput> = closed.iter().map(|&id| input(id)).collect();
+        let later: Vec<MergeInput> = self.order[n..self.order.len() - 1]
             .iter()
-            .map(|&id| {
-                let s = self.seg(id);
-                MergeInput {
-                    seg_id: id,
-                    path: s.path.clone(),
-                    base: s.base(),
-                    file_id: s.header.file_id,
-                }
-            })
+            .map(|&id| input(id))
             .collect();
         // The base of the first segment after the prefix (the active one's for a full merge).
         let end = self.seg(self.order[n]).base();
@@ -207,6 +214,7 @@ impl Store {
             dir: self.dir.clone(),
             generation: self.generation,
             inputs,
+            later,
             end,
             horizon,
             dropped_below,
@@ -255,7 +263,7 @@ impl Store {
     /// call [`Store::merge_step`] until it returns false.
     pub fn install_merge(&mut self, out: MergeOutput) -> Result<(), MergeError> {
         let current = matches!(self.merge, MergeState::Running { generation, .. } if generation == out.generation)
-            && out.inputs.iter().all(|i| {
+            && out.inputs.iter().chain(&out.later).all(|i| {
                 self.order.contains(&i.seg_id)
                     && self.segments[i.seg_id as usize]
                         .as_ref()
@@ -426,6 +434,52 @@ fn as_merge_io(dir: &std::path::Path, e: crate::WriteError) -> MergeError {
     }
 }
 
+/// Opens a segment a merge reads, checking it is still the one the merge was started on.
+fn open_input(i: &MergeInput) -> Result<Segment, MergeError> {
+    let s = Segment::open(&i.path, false, 0).map_err(|e| MergeError::Io {
+        path: i.path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    if s.header.file_id != i.file_id {
+        return Err(MergeError::Stale);
+    }
+    Ok(s)
+}
+
+/// Every record of a closed segment, from its hint file when that is valid.
+fn for_each_entry(seg: &Segment, mut visit: impl FnMut(HintEntry<'_>)) -> Result<(), MergeError> {
+    let hint_bytes = std::fs::read(hint::hint_for_segment(&seg.path)).ok();
+    if let Some(entries) = hint_bytes
+        .as_deref()
+        .and_then(|b| hint::decode_all(b, seg.header.file_id))
+    {
+        entries.into_iter().for_each(visit);
+        return Ok(());
+    }
+    let bytes = seg.written_bytes();
+    let body = &bytes[SEGMENT_HEADER_LEN.min(bytes.len())..];
+    let mut it = record::RecordIter::new(body);
+    for (off, r) in it.by_ref() {
+        visit(HintEntry {
+            lsn: r.header.lsn,
+            epoch: r.header.epoch,
+            expire: r.header.expire,
+            tag: r.header.tag,
+            val_len: r.header.val_len,
+            offset: (off + SEGMENT_HEADER_LEN) as u32,
+            key: r.key,
+        });
+    }
+    if let Some((off, e)) = it.error() {
+        return Err(MergeError::Corrupt {
+            path: seg.path.clone(),
+            offset: (off + SEGMENT_HEADER_LEN) as u64,
+            reason: e.to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn remove(p: &std::path::Path) -> Result<(), MergeError> {
     match std::fs::remove_file(p) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(MergeError::Io {
@@ -456,53 +510,33 @@ impl MergeJob {
     fn run_files(self) -> Result<MergeOutput, MergeError> {
         let mut segs = Vec::with_capacity(self.inputs.len());
         for i in &self.inputs {
-            let s = Segment::open(&i.path, false, 0).map_err(|e| MergeError::Io {
-                path: i.path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            if s.header.file_id != i.file_id {
-                return Err(MergeError::Stale);
-            }
-            segs.push(s);
+            segs.push(open_input(i)?);
         }
         let mut stats = MergeStats::default();
         let mut latest = Folded::default();
         for (idx, seg) in segs.iter().enumerate() {
             stats.input_bytes += seg.len();
-            let hint_bytes = std::fs::read(hint::hint_for_segment(&seg.path)).ok();
-            let from_hint = hint_bytes
-                .as_deref()
-                .and_then(|b| hint::decode_all(b, seg.header.file_id));
-            let mut visit = |e: HintEntry<'_>| {
+            for_each_entry(seg, |e| {
                 stats.records_in += 1;
                 fold(&mut latest, idx, e);
-            };
-            match from_hint {
-                Some(entries) => entries.into_iter().for_each(&mut visit),
-                None => {
-                    let bytes = seg.written_bytes();
-                    let body = &bytes[SEGMENT_HEADER_LEN.min(bytes.len())..];
-                    let mut it = record::RecordIter::new(body);
-                    for (off, r) in it.by_ref() {
-                        visit(HintEntry {
-                            lsn: r.header.lsn,
-                            epoch: r.header.epoch,
-                            expire: r.header.expire,
-                            tag: r.header.tag,
-                            val_len: r.header.val_len,
-                            offset: (off + SEGMENT_HEADER_LEN) as u32,
-                            key: r.key,
-                        });
-                    }
-                    if let Some((off, e)) = it.error() {
-                        return Err(MergeError::Corrupt {
-                            path: seg.path.clone(),
-                            offset: (off + SEGMENT_HEADER_LEN) as u64,
-                            reason: e.to_string(),
-                        });
-                    }
+            })?;
+        }
+        // What a later closed segment replaces (a newer value, a delete, a FLUSHALL) is not
+        // written again: a merge of a prefix would otherwise copy the values a workload of
+        // overwrites replaced since, and need the room of all of them. Expiry changes there
+        // leave the value they apply to here.
+        for l in &self.later {
+            let seg = open_input(l)?;
+            for_each_entry(&seg, |e| match e.tag {
+                Tag::Put | Tag::Delete => {
+                    latest.map.remove(e.key);
                 }
-            }
+                Tag::Clear => {
+                    latest.map.clear();
+                    latest.clear = None;
+                }
+                Tag::Expire => {}
+            })?;
         }
 
         // Keep what a reader or a lagging follower can still need.
@@ -577,6 +611,7 @@ impl MergeJob {
         Ok(MergeOutput {
             generation: self.generation,
             inputs: self.inputs,
+            later: self.later,
             outputs: outputs.into_iter().map(|(o, _)| o).collect(),
             expired_dropped,
             stats,

@@ -622,7 +622,10 @@ impl Store {
                 }
             };
             if check && self.floor_credit >= rec_len {
-                // Room set aside for this record: checked then. It counts as checked room.
+                // Room set aside for this record: checked then. It counts as checked room:
+                // the rest of the command's records go into it without a check. (Writes
+                // after it may use the rest of the space reserved with it: reserved space
+                // is allocated already, writing into it takes no more from the disk.)
                 self.floor_credit -= rec_len;
             } else if check && checked.is_ok() {
                 self.floor_credit = 0;

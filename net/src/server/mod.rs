@@ -146,10 +146,10 @@ pub(crate) fn small_floor_warning(floor: u64, partitions: u32) -> Option<String>
     let at_least = u64::from(partitions) * STEP;
     (floor > 0 && floor < at_least).then(|| {
         format!(
-            "storage.min_free_space = {floor} bytes is less than 256 KiB for each of the \
-             {partitions} partitions ({at_least} bytes): the space their logs reserve ahead \
-             can use it up, leaving deletes and merges no room on a full disk; set it to at \
-             least {at_least}"
+            "storage.min_free_space = {floor} is less than 256 KiB per partition of this node \
+             ({partitions} x 256 KiB = {at_least}): the space the partitions' logs reserve \
+             ahead can use it up, leaving deletes and merges no room on a full disk; set it \
+             to at least {at_least}"
         )
     })
 }
@@ -570,7 +570,11 @@ pub fn start_node(
             .filter(|&p| c.routes.replicates(p))
             .collect()
     });
-    if let Some(w) = small_floor_warning(config.storage.min_free_space, topo.partitions) {
+    // A cluster node holds the partitions it replicates.
+    let held = replicated
+        .as_ref()
+        .map_or(topo.partitions, |r| r.len() as u32);
+    if let Some(w) = small_floor_warning(config.storage.min_free_space, held) {
         warn!("{w}");
     }
     let dir = config.storage.dir.clone();

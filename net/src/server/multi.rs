@@ -131,6 +131,10 @@ pub type Refused = Vec<(ReplyTo, String)>;
 /// Disk room set aside in this worker's partitions: (partition, bytes).
 pub type Room = Vec<(u32, u64)>;
 
+/// Value lengths by key as the commands of a transaction (or group) leave them, for the room
+/// of the commands after them (`Worker::set_aside_part`).
+type Projected = std::collections::HashMap<Box<[u8]>, usize>;
+
 fn step_out_of_place() -> Payload {
     Payload::Err("ERR internal: a transaction step out of place".into())
 }
@@ -883,13 +887,18 @@ impl Worker {
             run.held = held;
             return self.seq_visit(run);
         }
+        // The parts run in this order: each one's bounds see what the ones before leave.
+        let mut lens = Projected::new();
         for gp in parts.iter_mut() {
             if gp.refused.is_some() {
                 continue;
             }
-            match self.set_aside_part(&gp.part.items) {
+            let before = lens.clone();
+            match self.set_aside_part(&gp.part.items, &mut lens) {
                 Ok(room) => gp.room = room,
                 Err(e) => {
+                    // It does not run: the parts after it find what was there.
+                    lens = before;
                     for later in rest.iter_mut().flat_map(|(_, ps)| ps.iter_mut()) {
                         if later.reply_to == gp.reply_to {
                             later.refused = Some(e.clone());
@@ -965,18 +974,30 @@ impl Worker {
     /// `storage.min_free_space`) nothing is kept and the error is the answer: EXEC is refused
     /// whole, as Redis refuses a transaction with commands that add data when it is out of
     /// memory.
-    fn set_aside_part(&mut self, items: &[(u32, Op)]) -> Result<Vec<(usize, Room)>, String> {
+    /// `lens`: the value lengths the commands before (of this part, and of the group's parts
+    /// before it) leave, by key, for the bounds of the commands after them.
+    fn set_aside_part(
+        &mut self,
+        items: &[(u32, Op)],
+        lens: &mut Projected,
+    ) -> Result<Vec<(usize, Room)>, String> {
         let mut room = Vec::new();
         for (at, (_, op)) in items.iter().enumerate() {
             let kept = match op {
                 Op::MSet { pairs } | Op::MSetNx { pairs } => {
+                    for (k, v) in pairs.iter() {
+                        lens.insert(k.into(), v.len());
+                    }
                     self.set_aside_writes(pairs.iter(), std::iter::empty())
                 }
                 Op::Del { keys } => {
+                    for k in keys {
+                        lens.insert(k[..].into(), 0);
+                    }
                     self.set_aside_writes(std::iter::empty(), keys.iter().map(|k| &k[..]))
                 }
                 Op::Keyed { .. } | Op::Move { .. } | Op::Combine(_) if op_writes(op) => {
-                    self.set_aside_estimate(op)
+                    self.set_aside_estimate(op, lens)
                 }
                 _ => continue,
             };
@@ -1043,12 +1064,15 @@ impl Worker {
     /// tombstone for a renamed key. GETDEL only deletes: its tombstone's room is not checked
     /// against `storage.min_free_space`. What a command writes past this (an estimate that
     /// fell short) is checked when it runs.
-    fn set_aside_estimate(&mut self, op: &Op) -> Result<Room, String> {
-        let len_of = |w: &Self, k: &[u8]| {
-            w.store(w.topo.partition_of(k))
-                .and_then(|s| s.meta(k))
-                .map_or(0, |m| m.value_len as usize)
+    fn set_aside_estimate(&mut self, op: &Op, lens: &mut Projected) -> Result<Room, String> {
+        let len_of = |w: &Self, lens: &Projected, k: &[u8]| {
+            lens.get(k).copied().unwrap_or_else(|| {
+                w.store(w.topo.partition_of(k))
+                    .and_then(|s| s.meta(k))
+                    .map_or(0, |m| m.value_len as usize)
+            })
         };
+        let max = self.config.limits.max_value_len as usize;
         // The records: (key, value length), or (key, None) for a tombstone.
         let records: Vec<(&[u8], Option<usize>)> = match op {
             Op::Keyed { args, .. } => {
@@ -1059,11 +1083,12 @@ impl Worker {
                 if name.eq_ignore_ascii_case(b"getdel") {
                     vec![(*key, None)]
                 } else {
-                    vec![(*key, Some(value_bound(name, &a, len_of(self, key))))]
+                    let now = len_of(self, lens, key);
+                    vec![(*key, Some(value_bound(name, &a, now).min(max)))]
                 }
             }
             Op::Move { kind, src, dst } => {
-                let mut r = vec![(&dst[..], Some(len_of(self, src)))];
+                let mut r = vec![(&dst[..], Some(len_of(self, lens, src)))];
                 if kind.removes_source() {
                     r.push((&src[..], None));
                 }
@@ -1073,11 +1098,24 @@ impl Worker {
                 let Some(dest) = c.all_keys().next() else {
                     return Ok(Room::new());
                 };
-                let longest = c.keys.iter().map(|k| len_of(self, k)).max().unwrap_or(0);
-                vec![(dest, Some(longest))]
+                let longest = c.keys.iter().map(|k| len_of(self, lens, k)).max();
+                vec![(dest, Some(longest.unwrap_or(0)))]
             }
             _ => return Ok(Room::new()),
         };
+        for &(k, n) in &records {
+            // What the next commands of the transaction find (a bound: a value that is
+            // only an expiry change keeps its length).
+            match n {
+                Some(0) => {}
+                Some(n) => {
+                    lens.insert(k.into(), n);
+                }
+                None => {
+                    lens.insert(k.into(), 0);
+                }
+            }
+        }
         let mut room = Room::new();
         for (k, n) in records {
             let p = self.topo.partition_of(k);
@@ -1217,7 +1255,7 @@ impl Worker {
         }
         // Room on disk for every write first: on a full disk the EXEC is refused whole
         // (EXECABORT) rather than stopped at its first command without room.
-        match self.set_aside_part(&part.items) {
+        match self.set_aside_part(&part.items, &mut Projected::new()) {
             Ok(room) => self.run_tx_items_in_room(part.items, acks, room),
             Err(e) => (Payload::Err(e), Need::Now),
         }
@@ -1318,42 +1356,74 @@ impl Worker {
 }
 
 /// The longest value a write command of a transaction can leave in its key, which holds
-/// `now` bytes: what its arguments add (APPEND, SET, INCRBYFLOAT's digits...), or up to the
-/// offset it writes at (SETRANGE, SETBIT, BITFIELD: `#N` offsets count in 64-bit fields at
-/// most); none for a change of expiry (its record has no value). Arguments that are not
-/// numbers where an offset is expected leave the command to fail when it runs.
+/// `now` bytes: its value argument (SET and the like), what it holds grown by the argument
+/// (APPEND), a number's digits (INCR and the like), up to the offset it writes at (SETRANGE,
+/// SETBIT, BITFIELD), none for a change of expiry (its record has no value). Arguments that
+/// are not numbers where an offset is expected leave the command to fail when it runs. The
+/// caller caps it at `limits.max_value_len`.
 fn value_bound(name: &[u8], args: &[&[u8]], now: usize) -> usize {
     let number = |a: &[u8]| std::str::from_utf8(a).ok()?.parse::<u64>().ok();
-    let rest: usize = args.iter().skip(2).map(|a| a.len()).sum();
-    let name = name.to_ascii_lowercase();
-    let to = match &name[..] {
-        b"expire" | b"pexpire" | b"expireat" | b"pexpireat" | b"persist" | b"getex" => {
-            return 0;
+    let arg_len = |i: usize| args.get(i).map_or(0, |a| a.len());
+    let offset_to = |bits: u64| usize::try_from(bits / 8).unwrap_or(usize::MAX);
+    match &name.to_ascii_lowercase()[..] {
+        b"expire" | b"pexpire" | b"expireat" | b"pexpireat" | b"persist" | b"getex" => 0,
+        b"set" | b"setnx" | b"getset" => arg_len(2),
+        b"setex" | b"psetex" => arg_len(3),
+        b"append" => now.saturating_add(arg_len(2)),
+        // A 64-bit integer's digits and sign.
+        b"incr" | b"decr" | b"incrby" | b"decrby" => 21,
+        // A double's digits, as the command formats it, at most.
+        b"incrbyfloat" => 400,
+        b"setrange" => {
+            let off = args.get(2).and_then(|a| number(a)).unwrap_or(0);
+            let off = usize::try_from(off).unwrap_or(usize::MAX);
+            now.max(off.saturating_add(arg_len(3)))
         }
-        b"setrange" => args
-            .get(2)
-            .and_then(|a| number(a))
-            .map(|off| off as usize + args.get(3).map_or(0, |v| v.len())),
-        b"setbit" => args
-            .get(2)
-            .and_then(|a| number(a))
-            .map(|bit| (bit / 8 + 1) as usize),
-        b"bitfield" => args
-            .iter()
-            .skip(2)
-            .filter_map(|a| match a.strip_prefix(b"#") {
-                Some(n) => number(n).map(|n| n.saturating_mul(64)),
-                None => number(a),
-            })
-            .max()
-            .map(|bit| (bit / 8 + 8) as usize),
-        _ => None,
-    };
-    match to {
-        Some(to) => now.max(to) + 8,
-        // Digits of a number (INCR's result) at most 32 over the arguments.
-        None => now + rest + 32,
+        b"setbit" => {
+            let bit = args.get(2).and_then(|a| number(a)).unwrap_or(0);
+            now.max(offset_to(bit).saturating_add(1))
+        }
+        b"bitfield" => now.max(bitfield_end(args)),
+        _ => now.saturating_add(args.iter().skip(2).map(|a| a.len()).sum::<usize>()) + 32,
     }
+}
+
+/// The byte past the furthest field a BITFIELD's GET, SET and INCRBY address (an offset
+/// `#N` counts in fields of the type's width).
+fn bitfield_end(args: &[&[u8]]) -> usize {
+    let mut end = 0usize;
+    let mut i = 2;
+    while i < args.len() {
+        let op = args[i].to_ascii_lowercase();
+        let (ty, off, step) = match &op[..] {
+            b"get" => (args.get(i + 1), args.get(i + 2), 3),
+            b"set" | b"incrby" => (args.get(i + 1), args.get(i + 2), 4),
+            b"overflow" => (None, None, 2),
+            _ => (None, None, 1),
+        };
+        i += step;
+        let (Some(ty), Some(off)) = (ty, off) else {
+            continue;
+        };
+        let width = std::str::from_utf8(ty.get(1..).unwrap_or_default())
+            .ok()
+            .and_then(|w| w.parse::<u64>().ok())
+            .unwrap_or(64);
+        let bits = match off.strip_prefix(b"#") {
+            Some(n) => std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(|n| n.saturating_mul(width)),
+            None => std::str::from_utf8(off)
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok()),
+        };
+        if let Some(bits) = bits {
+            let last = bits.saturating_add(width).div_ceil(8);
+            end = end.max(usize::try_from(last).unwrap_or(usize::MAX));
+        }
+    }
+    end
 }
 
 #[cfg(test)]
@@ -1366,17 +1436,36 @@ mod tests {
             let a: Vec<&[u8]> = a.iter().map(|x| x.as_bytes()).collect();
             value_bound(a[0], &a, now)
         };
-        assert!(b(&["SET", "k", "12345"], 0) >= 5);
-        assert!(b(&["APPEND", "k", "12345"], 100) >= 105);
+        // The value, not what the key holds now.
+        assert_eq!(b(&["SET", "k", "12345", "EX", "100"], 300 << 20), 5);
+        assert_eq!(b(&["SETEX", "k", "100", "123"], 300 << 20), 3);
+        assert_eq!(b(&["APPEND", "k", "12345"], 100), 105);
         assert!(b(&["incr", "k"], 19) >= 20);
         assert!(b(&["SETRANGE", "k", "3000000", "y"], 10) >= 3_000_001);
         assert!(b(&["SETRANGE", "k", "10", "y"], 100) >= 100);
         assert!(b(&["SETBIT", "k", "8000007", "1"], 0) >= 1_000_001);
-        assert!(b(&["BITFIELD", "k", "SET", "u8", "#1000", "1"], 0) >= 1001);
-        assert!(b(&["BITFIELD", "k", "SET", "i64", "800", "1"], 0) >= 108);
+        // Offsets only, not values; `#N` in fields of the type's width.
+        assert_eq!(b(&["BITFIELD", "k", "SET", "u32", "0", "4000000000"], 0), 4);
+        assert_eq!(b(&["BITFIELD", "k", "SET", "u8", "#1000", "1"], 0), 1001);
+        assert_eq!(
+            b(
+                &[
+                    "BITFIELD", "k", "OVERFLOW", "SAT", "INCRBY", "i64", "800", "1"
+                ],
+                0
+            ),
+            108
+        );
+        assert_eq!(b(&["BITFIELD", "k", "GET", "u8", "0"], 50), 50);
         assert_eq!(b(&["EXPIRE", "k", "100"], 5000), 0);
         assert_eq!(b(&["PERSIST", "k"], 5000), 0);
         // Not a number where an offset goes: the command fails when it runs.
         assert!(b(&["SETRANGE", "k", "x", "y"], 7) >= 7);
+        // Offsets near the top of u64 saturate (the caller caps them).
+        assert_eq!(
+            b(&["SETRANGE", "k", &u64::MAX.to_string(), "y"], 0),
+            usize::MAX
+        );
+        assert!(b(&["SETBIT", "k", &u64::MAX.to_string(), "1"], 0) > 1 << 60);
     }
 }

@@ -1803,6 +1803,17 @@ impl Worker {
             if self.merge_busy[p as usize] {
                 continue;
             }
+            // Near the floor, one merge at a time per worker (until its inputs are unmapped,
+            // their space is not free): each is sized to the free space (`start_merge`),
+            // and two at once would not fit.
+            if low
+                && self.owned.iter().any(|&q| {
+                    self.merge_busy[q as usize]
+                        || self.store(q).is_some_and(|s| s.merge_in_progress())
+                })
+            {
+                break;
+            }
             // Found by a black-box run: on a full disk every partition started a merge (and
             // logged it, and its failure) ten times a second.
             if !self.merge_retry[p as usize].allows(Instant::now()) {
@@ -1893,9 +1904,10 @@ impl Worker {
         // counted as much again) before it deletes them: on a nearly full disk, only as many
         // of the oldest as the free space takes, keeping half the floor for deletes (with
         // more live data than free space, every merge failed for want of space, and the
-        // dead bytes stayed).
+        // dead bytes stayed). Each worker may have one merge writing at a time: a share each.
+        let workers = self.peers.len().max(1) as u64;
         let live = simplekv_engine::free_space(&self.config.storage.dir).map_or(u64::MAX, |f| {
-            f.saturating_sub(self.config.storage.min_free_space / 2) / 2
+            f.saturating_sub(self.config.storage.min_free_space / 2) / 2 / workers
         });
         let Some(store) = self.store_mut(p) else {
             return false;
