@@ -33,6 +33,21 @@ pub struct HintEntry<'a> {
     pub key: &'a [u8],
 }
 
+impl<'a> HintEntry<'a> {
+    /// The entry of a record found `off` bytes into a segment's body (past its header).
+    pub fn of_record(off: usize, r: &record::RecordRef<'a>) -> HintEntry<'a> {
+        HintEntry {
+            lsn: r.header.lsn,
+            epoch: r.header.epoch,
+            expire: r.header.expire,
+            tag: r.header.tag,
+            val_len: r.header.val_len,
+            offset: (off + SEGMENT_HEADER_LEN) as u32,
+            key: r.key,
+        }
+    }
+}
+
 pub fn encode_header(out: &mut Vec<u8>, file_id: u64, count: u64) {
     let start = out.len();
     out.extend_from_slice(HINT_MAGIC);
@@ -162,18 +177,7 @@ pub fn write_hint_for(path: &Path, file_id: u64, segment_bytes: &[u8]) -> std::i
     let mut count = 0u64;
     let body = segment_bytes.get(SEGMENT_HEADER_LEN..).unwrap_or(&[]);
     for (off, r) in record::RecordIter::new(body) {
-        encode_entry(
-            &mut entries,
-            &HintEntry {
-                lsn: r.header.lsn,
-                epoch: r.header.epoch,
-                expire: r.header.expire,
-                tag: r.header.tag,
-                val_len: r.header.val_len,
-                offset: (off + SEGMENT_HEADER_LEN) as u32,
-                key: r.key,
-            },
-        );
+        encode_entry(&mut entries, &HintEntry::of_record(off, &r));
         count += 1;
     }
     let mut out = Vec::with_capacity(HINT_HEADER_LEN + entries.len());

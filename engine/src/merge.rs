@@ -460,15 +460,7 @@ fn for_each_entry(seg: &Segment, mut visit: impl FnMut(HintEntry<'_>)) -> Result
     let body = &bytes[SEGMENT_HEADER_LEN.min(bytes.len())..];
     let mut it = record::RecordIter::new(body);
     for (off, r) in it.by_ref() {
-        visit(HintEntry {
-            lsn: r.header.lsn,
-            epoch: r.header.epoch,
-            expire: r.header.expire,
-            tag: r.header.tag,
-            val_len: r.header.val_len,
-            offset: (off + SEGMENT_HEADER_LEN) as u32,
-            key: r.key,
-        });
+        visit(HintEntry::of_record(off, &r));
     }
     if let Some((off, e)) = it.error() {
         return Err(MergeError::Corrupt {
