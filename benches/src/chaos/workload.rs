@@ -8,7 +8,8 @@
 //! - `ok` with the reply;
 //! - `fail` only when the reply proves the command was not applied: a refusal the server
 //!   gives before executing (MOVED, TRYAGAIN, CLUSTERDOWN, NOREPLICAS, CROSSSLOT, "partition
-//!   not available", "not an integer"), or a request that was never completely sent;
+//!   not available", "not an integer", "disk space low"), or a request that was never
+//!   completely sent;
 //! - `unknown` otherwise: a timeout, a reset or EOF after sending, "ERR not acknowledged
 //!   ... a write may or may not have been applied", any other error or unexpected reply.
 //!
@@ -222,7 +223,10 @@ impl Client {
                         last = e;
                         continue;
                     }
+                    // "disk space low": refused before anything is written or applied
+                    // (`storage.min_free_space`), on the leader, so on no replica either.
                     let definite = e.starts_with("CROSSSLOT")
+                        || e.starts_with("ERR disk space low")
                         || e.starts_with("ERR value is not an integer")
                         || e.starts_with("ERR wrong number of arguments")
                         || e.starts_with("ERR unknown command");
