@@ -203,11 +203,10 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("server") {
         let _ = write!(
             o,
-            "# Server\r\nredis_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nsimplekv_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nworkers:{}\r\npartitions:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n\r\n",
+            "# Server\r\nredis_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nsimplekv_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nworkers:{}\r\npartitions:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n\r\n",
             super::REDIS_COMPAT_VERSION,
             env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            std::env::consts::ARCH,
+            os_name(),
             std::process::id(),
             si.run_id,
             si.port,
@@ -355,4 +354,45 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
         o.truncate(o.len() - 2);
     }
     o
+}
+
+/// INFO's `os` as Redis gives it: the kernel's name, release and machine (`uname -srm`).
+fn os_name() -> &'static str {
+    static OS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OS.get_or_init(|| {
+        let field = |f: &[libc::c_char]| {
+            let bytes: Vec<u8> = f
+                .iter()
+                .take_while(|&&c| c != 0)
+                .map(|&c| c as u8)
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        // SAFETY: `utsname` is plain arrays of C chars, for which all zeroes is valid.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        // SAFETY: uname writes into the struct it is given, which lives through the call.
+        if unsafe { libc::uname(&mut u) } == 0 {
+            format!(
+                "{} {} {}",
+                field(&u.sysname),
+                field(&u.release),
+                field(&u.machine)
+            )
+        } else {
+            format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)
+        }
+    })
+}
+
+#[cfg(test)]
+mod os_tests {
+    #[test]
+    fn the_os_line_names_the_kernel_its_release_and_the_machine_as_redis_does() {
+        let os = super::os_name();
+        let parts: Vec<&str> = os.split(' ').collect();
+        assert_eq!(parts.len(), 3, "{os}");
+        #[cfg(target_os = "linux")]
+        assert_eq!(parts[0], "Linux", "{os}");
+        assert_eq!(parts[2], std::env::consts::ARCH, "{os}");
+    }
 }
