@@ -151,13 +151,15 @@ impl Store {
         self.start_merge_within(horizon, u64::MAX)
     }
 
-    /// `start_merge` of the oldest closed segments only, as many as hold at most `live`
-    /// bytes of live data (what the merge writes again, hint files aside): on a disk with
-    /// less free space than all the live data of the closed segments, a merge of them all
-    /// would fail for want of space, while one of a prefix frees that prefix's dead bytes.
-    /// A prefix, so that no older segment can hold a key that a dropped tombstone was
-    /// hiding. `Ok(None)` when the oldest segment alone holds more, or the prefix no dead
-    /// bytes.
+    /// `start_merge` of as many closed segments as hold at most `live` bytes of live data
+    /// (what the merge writes again, hint files aside): on a disk with less free space than
+    /// all the live data of the closed segments, a merge of them all would fail for want of
+    /// space. The oldest ones when they fit, a prefix of the log, so that no older segment
+    /// can hold a key that a dropped tombstone was hiding; otherwise (the oldest hold more
+    /// live data than fits: the outputs of earlier merges, say) the run of consecutive
+    /// segments with the most dead bytes that fits, keeping every tombstone, clear and
+    /// expired value it holds, as a follower's merge above its horizon does (an older
+    /// segment may hold what they hide). `Ok(None)` when nothing with dead bytes fits.
     pub fn start_merge_within(
         &mut self,
         horizon: u64,
@@ -169,21 +171,40 @@ impl Store {
         if self.order.len() < 2 {
             return Ok(None);
         }
-        let (mut n, mut taken, mut dead) = (0, 0u64, 0u64);
-        for &id in &self.order[..self.order.len() - 1] {
-            let s = self.seg(id);
-            let d = s.dead.min(s.len());
-            if taken.saturating_add(s.len() - d) > live {
-                break;
+        let closed = self.order.len() - 1;
+        // (live, dead) bytes of each closed segment.
+        let sizes: Vec<(u64, u64)> = self.order[..closed]
+            .iter()
+            .map(|&id| {
+                let s = self.seg(id);
+                let d = s.dead.min(s.len());
+                (s.len() - d, d)
+            })
+            .collect();
+        // The longest run from `from` whose live data fits: (end, dead bytes).
+        let run_from = |from: usize| {
+            let (mut to, mut taken, mut dead) = (from, 0u64, 0u64);
+            while to < closed && taken.saturating_add(sizes[to].0) <= live {
+                taken += sizes[to].0;
+                dead += sizes[to].1;
+                to += 1;
             }
-            taken += s.len() - d;
-            dead += d;
-            n += 1;
-        }
-        if n == 0 || (n < self.order.len() - 1 && dead == 0) {
-            return Ok(None);
-        }
-        let closed = &self.order[..n];
+            (to, dead)
+        };
+        let (n, dead) = run_from(0);
+        let (from, to, horizon) = if n == closed || (n > 0 && dead > 0) {
+            (0, n, horizon)
+        } else {
+            let best = (1..closed)
+                .map(|i| (i, run_from(i)))
+                .filter(|&(i, (to, dead))| to > i && dead > 0)
+                .max_by_key(|&(_, (_, dead))| dead);
+            match best {
+                // Nothing below the window is merged: every tombstone stays (horizon 0).
+                Some((i, (to, _))) => (i, to, 0),
+                None => return Ok(None),
+            }
+        };
         let input = |id: u32| {
             let s = self.seg(id);
             MergeInput {
@@ -193,16 +214,14 @@ impl Store {
                 file_id: s.header.file_id,
             }
         };
-        let inputs: Vec<MergeInput> = closed.iter().map(|&id| input(id)).collect();
-        let later: Vec<MergeInput> = self.order[n..self.order.len() - 1]
-            .iter()
-            .map(|&id| input(id))
-            .collect();
-        // The base of the first segment after the prefix (the active one's for a full merge).
-        let end = self.seg(self.order[n]).base();
+        let merged = &self.order[from..to];
+        let inputs: Vec<MergeInput> = merged.iter().map(|&id| input(id)).collect();
+        let later: Vec<MergeInput> = self.order[to..closed].iter().map(|&id| input(id)).collect();
+        // The base of the first segment after the inputs (the active one's for a full merge).
+        let end = self.seg(self.order[to]).base();
         // Never lower than what the inputs had dropped already, so the mark survives
         // whichever outputs a later merge leaves: every output carries the whole merge's.
-        let dropped_below = closed
+        let dropped_below = merged
             .iter()
             .map(|&id| self.seg(id).header.dropped_below)
             .fold(horizon.min(end), u64::max);
@@ -262,7 +281,9 @@ impl Store {
     /// Commits a finished merge (see the module documentation) and starts re-pointing keys;
     /// call [`Store::merge_step`] until it returns false.
     pub fn install_merge(&mut self, out: MergeOutput) -> Result<(), MergeError> {
+        let ids: Vec<u32> = out.inputs.iter().map(|i| i.seg_id).collect();
         let current = matches!(self.merge, MergeState::Running { generation, .. } if generation == out.generation)
+            && self.order.windows(ids.len().max(1)).any(|w| w == &ids[..])
             && out.inputs.iter().chain(&out.later).all(|i| {
                 self.order.contains(&i.seg_id)
                     && self.segments[i.seg_id as usize]
@@ -326,9 +347,16 @@ impl Store {
             new_ids.push(id);
             moves.extend(o.moves.into_iter().map(|m| (id, m)));
         }
-        let retired: Vec<u32> = self.order[..n_inputs].to_vec();
-        let mut order = new_ids;
-        order.extend_from_slice(&self.order[n_inputs..]);
+        // The inputs are consecutive in the log (checked above), at `at`.
+        let at = self
+            .order
+            .iter()
+            .position(|&id| Some(id) == out.inputs.first().map(|i| i.seg_id))
+            .unwrap_or(0);
+        let retired: Vec<u32> = self.order[at..at + n_inputs].to_vec();
+        let mut order = self.order[..at].to_vec();
+        order.extend(new_ids);
+        order.extend_from_slice(&self.order[at + n_inputs..]);
         self.order = order;
         // Translate input indexes to the retired segment ids.
         let input_ids: Vec<u32> = out.inputs.iter().map(|i| i.seg_id).collect();

@@ -535,3 +535,61 @@ fn a_merge_of_the_oldest_segments_only_frees_their_dead_bytes_and_changes_no_rea
     drop(s);
     assert_eq!(snapshot(&open(dir.path())), before);
 }
+
+/// When the oldest segments hold more live data than the free space takes (the outputs of
+/// earlier merges, say), a run of later segments is merged instead: its dead bytes go, but
+/// every tombstone stays, since an older segment outside it may hold the value it hides.
+#[test]
+fn a_merge_of_a_run_of_later_segments_keeps_its_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    // Segment 1: live data only, and the value of a key deleted in segment 2.
+    for i in 0..40u32 {
+        s.put(format!("base{i}").as_bytes(), &[1u8; 150], None)
+            .unwrap();
+    }
+    s.put(b"hidden", b"old value", None).unwrap();
+    s.roll().unwrap();
+    // Segment 2: values overwritten in segment 3, and the delete.
+    for i in 0..30u32 {
+        s.put(format!("w{i}").as_bytes(), &[2u8; 100], None)
+            .unwrap();
+    }
+    s.delete(b"hidden").unwrap();
+    s.roll().unwrap();
+    // Segment 3: the overwrites.
+    for i in 0..30u32 {
+        s.put(format!("w{i}").as_bytes(), &[3u8; 100], None)
+            .unwrap();
+    }
+    s.roll().unwrap();
+    s.commit().unwrap();
+    let before = snapshot(&s);
+    let files = log_files(dir.path());
+    // Room for segments 2 and 3's live data, not segment 1's.
+    let job = s
+        .start_merge_within(u64::MAX, 5000)
+        .unwrap()
+        .expect("a merge of segments 2 and 3");
+    let out = job.run().unwrap();
+    // The newest w* values and the tombstone.
+    assert_eq!(out.stats.records_out, 31, "{:?}", out.stats);
+    s.install_merge(out).unwrap();
+    while s.merge_step(usize::MAX) {}
+    assert_eq!(snapshot(&s), before);
+    assert_eq!(log_files(dir.path()), files - 1);
+    assert_eq!(s.get(b"hidden").unwrap(), None);
+    drop(s);
+    let mut s = open(dir.path());
+    assert_eq!(snapshot(&s), before);
+    assert_eq!(
+        s.get(b"hidden").unwrap(),
+        None,
+        "the deleted value came back"
+    );
+    // Then everything: the same again.
+    s.merge_now(u64::MAX).unwrap();
+    assert_eq!(snapshot(&s), before);
+    drop(s);
+    assert_eq!(snapshot(&open(dir.path())), before);
+}
