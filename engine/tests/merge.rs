@@ -462,6 +462,14 @@ fn merge_keeps_every_key_version() {
     }
 }
 
+/// `n` keys `{prefix}{i}`, each a value of `len` bytes `byte`.
+fn put_many(s: &mut Store, prefix: &str, n: u32, byte: u8, len: usize) {
+    for i in 0..n {
+        s.put(format!("{prefix}{i}").as_bytes(), &vec![byte; len], None)
+            .unwrap();
+    }
+}
+
 /// A merge of only the oldest closed segments (what a nearly full disk has room for) drops
 /// their dead bytes, leaves the newer segments as they are, keeps every read the same, and
 /// never brings a deleted key back: a tombstone in the prefix hides nothing older outside
@@ -471,29 +479,17 @@ fn a_merge_of_the_oldest_segments_only_frees_their_dead_bytes_and_changes_no_rea
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(dir.path());
     // Segment 1: old values (overwritten below), two keys deleted later, a few kept.
-    for i in 0..30u32 {
-        s.put(format!("old{i}").as_bytes(), &[1u8; 150], None)
-            .unwrap();
-    }
+    put_many(&mut s, "old", 30, 1, 150);
     s.put(b"gone-in-prefix", b"v", None).unwrap();
     s.put(b"gone-later", b"v", None).unwrap();
-    for i in 0..5u32 {
-        s.put(format!("kept{i}").as_bytes(), &[4u8; 150], None)
-            .unwrap();
-    }
+    put_many(&mut s, "kept", 5, 4, 150);
     s.roll().unwrap();
     // Segment 2: the overwrites, and one delete.
-    for i in 0..30u32 {
-        s.put(format!("old{i}").as_bytes(), &[2u8; 150], None)
-            .unwrap();
-    }
+    put_many(&mut s, "old", 30, 2, 150);
     s.delete(b"gone-in-prefix").unwrap();
     s.roll().unwrap();
     // Segment 3: live data only, and the other delete.
-    for i in 0..30u32 {
-        s.put(format!("new{i}").as_bytes(), &[3u8; 150], None)
-            .unwrap();
-    }
+    put_many(&mut s, "new", 30, 3, 150);
     s.delete(b"gone-later").unwrap();
     s.roll().unwrap();
     s.commit().unwrap();
@@ -544,24 +540,15 @@ fn a_merge_of_a_run_of_later_segments_keeps_its_tombstones() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(dir.path());
     // Segment 1: live data only, and the value of a key deleted in segment 2.
-    for i in 0..40u32 {
-        s.put(format!("base{i}").as_bytes(), &[1u8; 150], None)
-            .unwrap();
-    }
+    put_many(&mut s, "base", 40, 1, 150);
     s.put(b"hidden", b"old value", None).unwrap();
     s.roll().unwrap();
     // Segment 2: values overwritten in segment 3, and the delete.
-    for i in 0..30u32 {
-        s.put(format!("w{i}").as_bytes(), &[2u8; 100], None)
-            .unwrap();
-    }
+    put_many(&mut s, "w", 30, 2, 100);
     s.delete(b"hidden").unwrap();
     s.roll().unwrap();
     // Segment 3: the overwrites.
-    for i in 0..30u32 {
-        s.put(format!("w{i}").as_bytes(), &[3u8; 100], None)
-            .unwrap();
-    }
+    put_many(&mut s, "w", 30, 3, 100);
     s.roll().unwrap();
     s.commit().unwrap();
     let before = snapshot(&s);
