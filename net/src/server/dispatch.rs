@@ -995,7 +995,17 @@ impl Worker {
                     {
                         return (Payload::Err(format!("ERR {e}")), false);
                     }
-                    self.start_merge(p);
+                    let busy = self.merge_busy[p as usize]
+                        || self.store(p).is_some_and(|s| s.merge_in_progress());
+                    let dead = self.store(p).map_or(0, |s| s.closed_stats().1);
+                    // (In cluster mode a merge also waits for the high watermark.)
+                    if !self.start_merge(p) && !busy && dead > 0 && self.cluster.is_none() {
+                        // Asked for by hand: say why nothing happens.
+                        log::info!(
+                            "partition {p}: BGREWRITEAOF: no merge started: the free space ({} bytes) has no room for the live data of any run of closed segments with dead bytes ({dead} dead)",
+                            simplekv_engine::free_space(&self.config.storage.dir).unwrap_or(0)
+                        );
+                    }
                 }
                 (Payload::Ok, false)
             }
