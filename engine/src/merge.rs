@@ -2,9 +2,10 @@
 //!
 //! Three phases, so the owning thread is never stalled for long:
 //!
-//! 1. `Store::start_merge` (owner, cheap): picks every closed segment (or the oldest ones,
-//!    `start_merge_within`) — always a prefix of the log, so no older segment can hold a key
-//!    that a dropped tombstone was hiding — and returns a [`MergeJob`] naming their files.
+//! 1. `Store::start_merge` (owner, cheap): picks every closed segment — a prefix of the log,
+//!    so no older segment can hold a key that a dropped tombstone was hiding (on a nearly
+//!    full disk, `start_merge_within`: the oldest that fit, or a later run that keeps its
+//!    tombstones) — and returns a [`MergeJob`] naming their files.
 //! 2. [`MergeJob::run`] (any thread): reads the inputs (hint files where valid), keeps the
 //!    newest record of each key, folds expiry changes into the value they apply to, drops
 //!    tombstones and expired values below the retention horizon, and writes output segments
@@ -281,9 +282,14 @@ impl Store {
     /// Commits a finished merge (see the module documentation) and starts re-pointing keys;
     /// call [`Store::merge_step`] until it returns false.
     pub fn install_merge(&mut self, out: MergeOutput) -> Result<(), MergeError> {
-        let ids: Vec<u32> = out.inputs.iter().map(|i| i.seg_id).collect();
+        // Where the inputs are in the log: consecutive, as they were picked.
+        let input_ids: Vec<u32> = out.inputs.iter().map(|i| i.seg_id).collect();
+        let at = self
+            .order
+            .windows(input_ids.len().max(1))
+            .position(|w| w == &input_ids[..]);
         let current = matches!(self.merge, MergeState::Running { generation, .. } if generation == out.generation)
-            && self.order.windows(ids.len().max(1)).any(|w| w == &ids[..])
+            && at.is_some()
             && out.inputs.iter().chain(&out.later).all(|i| {
                 self.order.contains(&i.seg_id)
                     && self.segments[i.seg_id as usize]
@@ -347,19 +353,13 @@ impl Store {
             new_ids.push(id);
             moves.extend(o.moves.into_iter().map(|m| (id, m)));
         }
-        // The inputs are consecutive in the log (checked above), at `at`.
-        let at = self
-            .order
-            .iter()
-            .position(|&id| Some(id) == out.inputs.first().map(|i| i.seg_id))
-            .unwrap_or(0);
+        let at = at.unwrap_or(0);
         let retired: Vec<u32> = self.order[at..at + n_inputs].to_vec();
         let mut order = self.order[..at].to_vec();
         order.extend(new_ids);
         order.extend_from_slice(&self.order[at + n_inputs..]);
         self.order = order;
         // Translate input indexes to the retired segment ids.
-        let input_ids: Vec<u32> = out.inputs.iter().map(|i| i.seg_id).collect();
         for (_, m) in moves.iter_mut() {
             m.input = input_ids[m.input] as usize;
         }

@@ -995,8 +995,7 @@ impl Worker {
                     {
                         return (Payload::Err(format!("ERR {e}")), false);
                     }
-                    let busy = self.merge_busy[p as usize]
-                        || self.store(p).is_some_and(|s| s.merge_in_progress());
+                    let busy = self.merging(p);
                     let dead = self.store(p).map_or(0, |s| s.closed_stats().1);
                     // (In cluster mode a merge also waits for the high watermark.)
                     if !self.start_merge(p) && !busy && dead > 0 && self.cluster.is_none() {

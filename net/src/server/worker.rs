@@ -1799,6 +1799,9 @@ impl Worker {
             (min, ratio)
         };
         let standalone = self.cluster.is_none();
+        let due = |total: u64, dead: u64| {
+            total >= min && total > 0 && dead as f64 / total as f64 >= ratio
+        };
         for p in self.owned.clone() {
             if self.merge_busy[p as usize] {
                 continue;
@@ -1806,12 +1809,7 @@ impl Worker {
             // Near the floor, one merge at a time per worker (until its inputs are unmapped,
             // their space is not free): each is sized to the free space (`start_merge`),
             // and two at once would not fit.
-            if low
-                && self.owned.iter().any(|&q| {
-                    self.merge_busy[q as usize]
-                        || self.store(q).is_some_and(|s| s.merge_in_progress())
-                })
-            {
+            if low && self.owned.iter().any(|&q| self.merging(q)) {
                 break;
             }
             // Found by a black-box run: on a full disk every partition started a merge (and
@@ -1834,13 +1832,12 @@ impl Worker {
             // batches.)
             let (active, active_dead) = store.active_stats();
             let (total, dead) = store.closed_stats();
-            let due = total >= min && total > 0 && dead as f64 / total as f64 >= ratio;
             let many =
                 active_dead >= LOW_DISK_ROLL_MIN && active_dead as f64 >= active as f64 * ratio;
             if low
                 && standalone
                 && active_dead > 0
-                && (due || many)
+                && (due(total, dead) || many)
                 && let Err(e) = store.roll()
             {
                 let wait = self.merge_retry[p as usize].failed(Instant::now());
@@ -1863,10 +1860,16 @@ impl Worker {
             if self.merge_futile[p as usize] == Some(total) {
                 continue;
             }
-            if total >= min && total > 0 && dead as f64 / total as f64 >= ratio {
+            if due(total, dead) {
                 self.start_merge(p);
             }
         }
+    }
+
+    /// A merge of the partition is out or being installed (its inputs' space is not free
+    /// until it is done).
+    pub fn merging(&self, p: u32) -> bool {
+        self.merge_busy[p as usize] || self.store(p).is_some_and(|s| s.merge_in_progress())
     }
 
     /// Starts a background merge of a partition's closed segments.
