@@ -347,10 +347,6 @@ fn commands_over_two_partitions_on_a_full_disk_are_refused_whole(workers: &str) 
         }
     }
     let value = vec![b'v'; 8 << 10];
-    let absent = |c: &mut redis::Connection, keys: &[&str]| {
-        let n: i64 = cmd("EXISTS").arg(keys).query(c).unwrap();
-        assert_eq!(n, 0, "keys of a refused command are set: {keys:?}");
-    };
     let e = cmd("MSET")
         .arg("{bar}m")
         .arg(&value)
@@ -433,6 +429,40 @@ fn commands_over_two_partitions_on_a_full_disk_are_refused_whole(workers: &str) 
 /// EXEC gets its room (a bound on it where the value is known only when the command runs)
 /// before any runs, and an EXEC without room for all is refused whole, as Redis refuses a
 /// transaction with commands that add data when out of memory: on one worker as on two.
+/// Runs `cmds` in MULTI/EXEC: EXEC's reply.
+fn exec(c: &mut redis::Connection, cmds: &[Vec<Vec<u8>>]) -> redis::RedisResult<redis::Value> {
+    let () = cmd("MULTI").query(c).unwrap();
+    for a in cmds {
+        let mut q = cmd(std::str::from_utf8(&a[0]).unwrap());
+        for x in &a[1..] {
+            q.arg(x);
+        }
+        let queued: String = q.query(c).unwrap();
+        assert_eq!(queued, "QUEUED");
+    }
+    cmd("EXEC").query::<redis::Value>(c)
+}
+
+/// A command's arguments.
+fn v(a: &[&[u8]]) -> Vec<Vec<u8>> {
+    a.iter().map(|x| x.to_vec()).collect()
+}
+
+/// EXEC was refused whole for want of disk space.
+fn refused(r: redis::RedisResult<redis::Value>) {
+    let e = err_text(&r.expect_err("EXEC refused whole"));
+    assert!(
+        e.starts_with("EXECABORT Transaction discarded because of: disk space low"),
+        "{e}"
+    );
+}
+
+/// None of `keys` exists (those of a refused command).
+fn absent(c: &mut redis::Connection, keys: &[&str]) {
+    let n: i64 = cmd("EXISTS").arg(keys).query(c).unwrap();
+    assert_eq!(n, 0, "keys of a refused command are set: {keys:?}");
+}
+
 #[test]
 fn under_the_floor_a_transaction_is_refused_whole_or_applied_whole() {
     let Some(fs) = Tmpfs::mount_or_skip("64m") else {
@@ -456,30 +486,6 @@ fn under_the_floor_a_transaction_is_refused_whole_or_applied_whole() {
     // 2 MiB over the floor.
     fs.fill_leaving("filler", 18 << 20);
     let big = vec![b'b'; 3 << 20];
-    let exec = |c: &mut redis::Connection, cmds: &[Vec<Vec<u8>>]| {
-        let () = cmd("MULTI").query(c).unwrap();
-        for a in cmds {
-            let mut q = cmd(std::str::from_utf8(&a[0]).unwrap());
-            for x in &a[1..] {
-                q.arg(x);
-            }
-            let queued: String = q.query(c).unwrap();
-            assert_eq!(queued, "QUEUED");
-        }
-        cmd("EXEC").query::<redis::Value>(c)
-    };
-    let v = |a: &[&[u8]]| a.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
-    let refused = |r: redis::RedisResult<redis::Value>| {
-        let e = err_text(&r.expect_err("EXEC refused whole"));
-        assert!(
-            e.starts_with("EXECABORT Transaction discarded because of: disk space low"),
-            "{e}"
-        );
-    };
-    let absent = |c: &mut redis::Connection, keys: &[&str]| {
-        let n: i64 = cmd("EXISTS").arg(keys).query(c).unwrap();
-        assert_eq!(n, 0, "keys of a refused EXEC are set: {keys:?}");
-    };
     // Over two workers: the SET has no room (3 MiB with 2 MiB over the floor).
     refused(exec(
         &mut c,
@@ -564,4 +570,131 @@ fn under_the_floor_a_transaction_is_refused_whole_or_applied_whole() {
         ])
     );
     absent(&mut c, &["{bar}x", "{foo}x", "{bar}a", "{bar}y"]);
+}
+
+#[test]
+fn under_the_floor_a_transaction_that_carries_data_between_workers_is_refused_whole() {
+    // RENAME, COPY, BITOP and MSETNX over keys of two workers run in sequence, a worker at
+    // a time: each write's room is set aside before any of them runs.
+    let Some(fs) = Tmpfs::mount_or_skip("64m") else {
+        return;
+    };
+    let data = fs.path().join("data");
+    let s = Server::start_in(
+        &data,
+        &[
+            "--workers",
+            "2",
+            "--set",
+            "storage.partitions=2",
+            "--set",
+            "storage.min_free_space=16mb",
+        ],
+    );
+    let mut c = s.client();
+    let big = vec![b'b'; 3 << 20];
+    let () = cmd("SET").arg("{bar}big").arg(&big).query(&mut c).unwrap();
+    let () = cmd("SET").arg("{foo}big").arg(&big).query(&mut c).unwrap();
+    let () = cmd("SET").arg("{bar}x").arg("x").query(&mut c).unwrap();
+    // 2 MiB over the floor: each transaction below would write 3 MiB on one worker.
+    fs.fill_leaving("filler", 18 << 20);
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}a", b"small"]),
+            v(&[b"RENAME", b"{bar}big", b"{foo}moved"]),
+            v(&[b"INCR", b"{foo}n"]),
+        ],
+    ));
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"INCR", b"{bar}n"]),
+            v(&[b"COPY", b"{foo}big", b"{bar}copy"]),
+        ],
+    ));
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{foo}a", b"small"]),
+            v(&[b"BITOP", b"OR", b"{bar}or", b"{foo}big", b"{bar}x"]),
+        ],
+    ));
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}a", b"small"]),
+            v(&[b"MSETNX", b"{bar}m1", b"1", b"{foo}m2", &big]),
+        ],
+    ));
+    // A source renamed earlier in the transaction is sized by what it holds then.
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}x", &big]),
+            v(&[b"RENAME", b"{bar}x", b"{foo}x2"]),
+        ],
+    ));
+    absent(
+        &mut c,
+        &[
+            "{bar}a",
+            "{foo}moved",
+            "{foo}n",
+            "{bar}n",
+            "{bar}copy",
+            "{foo}a",
+            "{bar}or",
+            "{bar}m1",
+            "{foo}m2",
+            "{foo}x2",
+        ],
+    );
+    let lens: Vec<i64> = ["{bar}big", "{foo}big", "{bar}x"]
+        .iter()
+        .map(|k| cmd("STRLEN").arg(k).query(&mut c).unwrap())
+        .collect();
+    assert_eq!(lens, [3 << 20, 3 << 20, 1]);
+    // Within the room left, all of it runs.
+    let r = exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}a", b"small"]),
+            v(&[b"RENAME", b"{bar}x", b"{foo}x2"]),
+            v(&[b"COPY", b"{foo}x2", b"{bar}x3"]),
+            v(&[b"BITOP", b"OR", b"{foo}or", b"{bar}x3", b"{foo}x2"]),
+            v(&[b"MSETNX", b"{bar}m1", b"1", b"{foo}m2", b"2"]),
+            v(&[b"GET", b"{foo}x2"]),
+        ],
+    )
+    .expect("EXEC within the room left");
+    assert_eq!(
+        r,
+        redis::Value::Array(vec![
+            redis::Value::Okay,
+            redis::Value::Okay,
+            redis::Value::Int(1),
+            redis::Value::Int(1),
+            redis::Value::Int(1),
+            redis::Value::BulkString(b"x".to_vec()),
+        ])
+    );
+    let got: Vec<Option<String>> = cmd("MGET")
+        .arg(&[
+            "{bar}a", "{bar}x", "{bar}x3", "{foo}or", "{bar}m1", "{foo}m2",
+        ])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            Some("small"),
+            None,
+            Some("x"),
+            Some("x"),
+            Some("1"),
+            Some("2")
+        ]
+        .map(|x| x.map(str::to_string))
+    );
 }

@@ -133,7 +133,7 @@ pub type Room = Vec<(u32, u64)>;
 
 /// Value lengths by key as the commands of a transaction (or group) leave them, for the room
 /// of the commands after them (`Worker::set_aside_part`).
-type Projected = std::collections::HashMap<Box<[u8]>, usize>;
+pub(super) type Projected = std::collections::HashMap<Box<[u8]>, usize>;
 
 fn step_out_of_place() -> Payload {
     Payload::Err("ERR internal: a transaction step out of place".into())
@@ -976,7 +976,7 @@ impl Worker {
     /// memory.
     /// `lens`: the value lengths the commands before (of this part, and of the group's parts
     /// before it) leave, by key, for the bounds of the commands after them.
-    fn set_aside_part(
+    pub(super) fn set_aside_part(
         &mut self,
         items: &[(u32, Op)],
         lens: &mut Projected,
@@ -1065,13 +1065,6 @@ impl Worker {
     /// against `storage.min_free_space`. What a command writes past this (an estimate that
     /// fell short) is checked when it runs.
     fn set_aside_estimate(&mut self, op: &Op, lens: &mut Projected) -> Result<Room, String> {
-        let len_of = |w: &Self, lens: &Projected, k: &[u8]| {
-            lens.get(k).copied().unwrap_or_else(|| {
-                w.store(w.topo.partition_of(k))
-                    .and_then(|s| s.meta(k))
-                    .map_or(0, |m| m.value_len as usize)
-            })
-        };
         let max = self.config.limits.max_value_len as usize;
         // The records: (key, value length), or (key, None) for a tombstone.
         let records: Vec<(&[u8], Option<usize>)> = match op {
@@ -1083,12 +1076,12 @@ impl Worker {
                 if name.eq_ignore_ascii_case(b"getdel") {
                     vec![(*key, None)]
                 } else {
-                    let now = len_of(self, lens, key);
+                    let now = self.projected_len(lens, key);
                     vec![(*key, Some(value_bound(name, &a, now).min(max)))]
                 }
             }
             Op::Move { kind, src, dst } => {
-                let mut r = vec![(&dst[..], Some(len_of(self, lens, src)))];
+                let mut r = vec![(&dst[..], Some(self.projected_len(lens, src)))];
                 if kind.removes_source() {
                     r.push((&src[..], None));
                 }
@@ -1098,12 +1091,33 @@ impl Worker {
                 let Some(dest) = c.all_keys().next() else {
                     return Ok(Room::new());
                 };
-                let longest = c.keys.iter().map(|k| len_of(self, lens, k)).max();
+                let longest = c.keys.iter().map(|k| self.projected_len(lens, k)).max();
                 vec![(dest, Some(longest.unwrap_or(0)))]
             }
             _ => return Ok(Room::new()),
         };
-        for &(k, n) in &records {
+        self.set_aside_records(&records, lens)
+    }
+
+    /// The length of `key`'s value (of this worker) once the commands projected in `lens`
+    /// ran: theirs if they write it, else what it holds now (0: no such key).
+    pub(super) fn projected_len(&self, lens: &Projected, key: &[u8]) -> usize {
+        lens.get(key).copied().unwrap_or_else(|| {
+            self.store(self.topo.partition_of(key))
+                .and_then(|s| s.meta(key))
+                .map_or(0, |m| m.value_len as usize)
+        })
+    }
+
+    /// Sets room aside for `records` of this worker's keys, (key, value length) or (key,
+    /// None) for a tombstone, and projects them into `lens`; returns the room, or the error
+    /// to answer (nothing kept).
+    pub(super) fn set_aside_records(
+        &mut self,
+        records: &[(&[u8], Option<usize>)],
+        lens: &mut Projected,
+    ) -> Result<Room, String> {
+        for &(k, n) in records {
             // What the next commands of the transaction find (a bound: a value that is
             // only an expiry change keeps its length).
             match n {
@@ -1117,7 +1131,7 @@ impl Worker {
             }
         }
         let mut room = Room::new();
-        for (k, n) in records {
+        for &(k, n) in records {
             let p = self.topo.partition_of(k);
             let Some(s) = self.store_mut(p) else { continue };
             let kept = match n {
@@ -1154,6 +1168,11 @@ impl Worker {
         acks: simplekv_conf::Acks,
         room: &[(u32, u64)],
     ) -> (Payload, Need) {
+        self.in_room(room, |w| w.execute_op(op, acks))
+    }
+
+    /// Runs `f` in `room`, set aside before (`execute_in_room`).
+    pub(super) fn in_room<R>(&mut self, room: &[(u32, u64)], f: impl FnOnce(&mut Self) -> R) -> R {
         self.release_room(room);
         // By partition (a RENAME's two records may share one).
         let mut credit: Vec<(u32, u64)> = Vec::with_capacity(room.len());
@@ -1168,7 +1187,7 @@ impl Worker {
                 s.set_floor_credit(n);
             }
         }
-        let r = self.execute_op(op, acks);
+        let r = f(self);
         for &(p, _) in room {
             if let Some(s) = self.store_mut(p) {
                 s.set_floor_credit(0);
@@ -1178,7 +1197,7 @@ impl Worker {
     }
 
     /// `run_tx_items` for a group's part: each item runs in the room set aside for it.
-    fn run_tx_items_in_room(
+    pub(super) fn run_tx_items_in_room(
         &mut self,
         items: Vec<(u32, Op)>,
         acks: simplekv_conf::Acks,

@@ -16,6 +16,14 @@
 //! any command), so EXEC's reply goes out once all of it is as durable as promised. After
 //! the last visit every worker lets go.
 //!
+//! The baton goes over the visits twice when the transaction writes: the first pass sets
+//! disk room aside for each visit's writes on its worker (`set_aside_visit`: a bound, as
+//! for any transaction's writes, with the value lengths the visits before leave carried
+//! along), the second runs them, each in its room. A visit without room stops the first
+//! pass: the second then runs nothing, gives the room back and answers the error, so on a
+//! full disk (or under `storage.min_free_space`) EXEC is refused whole (EXECABORT), never
+//! left half applied with an error in the middle of its array.
+//!
 //! Nothing else runs on those workers from the first hold to the last visit, so the
 //! transaction is isolated as any EXEC. It costs one message per visit: a queue that goes
 //! back and forth between workers takes as many hops. Keys with one hash tag avoid it. Keys
@@ -32,9 +40,10 @@ use log::warn;
 
 use super::combine::{Combine, Job};
 use super::conn::{Client, Gather};
+use super::dispatch::op_writes;
 use super::moves::{MoveKind, Moved};
 use super::msetnx::{HeldWork, NxHeld};
-use super::multi::{TxPart, is_combine, is_move};
+use super::multi::{Projected, Room, TxPart, is_combine, is_move};
 use super::replica::Need;
 use super::router::{Op, OwnedArgs, Pairs, Payload, ReplyTo, Request};
 use super::worker::Worker;
@@ -45,6 +54,15 @@ use crate::cmd::{self, Kind, MultiKind};
 #[derive(Debug)]
 pub struct SeqRun {
     visits: VecDeque<(usize, Visit)>,
+    /// The disk room set aside for each visit (by item of an `Items` visit, or at 0),
+    /// aligned with `visits`: filled by the first pass over them, taken as they run.
+    rooms: VecDeque<Vec<(usize, Room)>>,
+    /// The first pass's projection of value lengths through the visits before.
+    lens: Projected,
+    /// The first pass's: the size of what the move or BITOP in progress writes.
+    sizing: Sizing,
+    /// No room for a write: the visits run nothing and answer this (EXECABORT).
+    refused: Option<String>,
     carry: Carry,
     /// The workers holding for it: all it involves, once the visits start.
     pub(super) held: Vec<usize>,
@@ -54,8 +72,19 @@ pub struct SeqRun {
 
 impl SeqRun {
     pub(super) fn new(visits: VecDeque<(usize, Visit)>, acks: simplekv_conf::Acks) -> Self {
+        // A transaction that writes nothing (an LCS, reads) needs no room: the first pass
+        // is skipped.
+        let rooms = if visits.iter().any(|(_, v)| v.writes()) {
+            VecDeque::new()
+        } else {
+            visits.iter().map(|_| Vec::new()).collect()
+        };
         SeqRun {
             visits,
+            rooms,
+            lens: Projected::new(),
+            sizing: Sizing::default(),
+            refused: None,
             carry: Carry::default(),
             held: Vec::new(),
             // Set when the transaction's reply slot is made (`start_tx_steps`).
@@ -107,6 +136,29 @@ pub enum Visit {
         start: Option<Box<Combine>>,
         finish: bool,
     },
+}
+
+impl Visit {
+    /// It may write (then the first pass sets room aside for it).
+    fn writes(&self) -> bool {
+        match self {
+            Visit::Items(items) => items.iter().any(|(_, op)| op_writes(op)),
+            Visit::MoveSource { .. } | Visit::NxCheck { .. } => false,
+            Visit::MoveDest { .. } | Visit::MoveDelete { .. } | Visit::NxWrite { .. } => true,
+            Visit::Combine { start, .. } => start.as_ref().is_some_and(|c| c.writes()),
+        }
+    }
+}
+
+/// What a command over several visits writes, as the first pass learns it: a move's
+/// destination is as long as its source, BITOP's as its longest source.
+#[derive(Debug, Default)]
+struct Sizing {
+    /// BITOP's sources, read where they live, and its destination.
+    keys: Vec<Vec<u8>>,
+    dest: Option<Vec<u8>>,
+    /// The longest value read so far.
+    longest: usize,
 }
 
 /// What the visits of the command in progress learned so far.
@@ -288,7 +340,8 @@ impl Worker {
     /// or lets every worker go after the last one.
     pub(super) fn seq_visit(&mut self, mut run: Box<SeqRun>) {
         loop {
-            let here = match run.visits.front() {
+            // The first pass is at the first visit without room yet.
+            let here = match run.visits.get(run.rooms.len()).or(run.visits.front()) {
                 None => break,
                 Some((w, _)) => *w,
             };
@@ -305,10 +358,23 @@ impl Worker {
             if !holding {
                 return self.seq_broken(&run);
             }
-            let Some((_, visit)) = run.visits.pop_front() else {
+            if run.rooms.len() < run.visits.len() {
+                // The first pass: room for the visit's writes.
+                self.set_aside_visit(&mut run);
+                continue;
+            }
+            let (Some((_, visit)), Some(room)) = (run.visits.pop_front(), run.rooms.pop_front())
+            else {
                 break;
             };
-            let (done, need) = self.run_visit(visit, &mut run.carry, run.acks);
+            if let Some(e) = &run.refused {
+                for (_, r) in &room {
+                    self.release_room(r);
+                }
+                self.nx_answer(run.reply_to, Payload::Err(e.clone()), Need::Now);
+                continue;
+            }
+            let (done, need) = self.run_visit(visit, &mut run.carry, run.acks, room);
             self.nx_answer(run.reply_to, Payload::Tx(done), need);
         }
         // Every worker lets go; each answers its (empty) part of the transaction.
@@ -325,6 +391,19 @@ impl Worker {
             "worker {}: a transaction's visit where it does not hold for it",
             self.id
         );
+        // The room its visits here kept (that of the others' stays until their segments
+        // close).
+        let mine = run
+            .visits
+            .iter()
+            .zip(&run.rooms)
+            .filter(|((w, _), _)| *w == self.id);
+        let room: Vec<Room> = mine
+            .flat_map(|(_, r)| r.iter().map(|(_, r)| r.clone()))
+            .collect();
+        for r in &room {
+            self.release_room(r);
+        }
         let e = || Payload::Err("ERR internal: a transaction step out of place".into());
         for _ in 0..run.answers() {
             self.nx_answer(run.reply_to, e(), Need::Now);
@@ -338,6 +417,90 @@ impl Worker {
 
     /// One visit's work: the payloads it answers (by command index) and what they need.
     fn run_visit(
+        &mut self,
+        visit: Visit,
+        carry: &mut Carry,
+        acks: simplekv_conf::Acks,
+        mut room: Vec<(usize, Room)>,
+    ) -> (Vec<(u32, Payload)>, Need) {
+        if let Visit::Items(items) = visit {
+            return match self.run_tx_items_in_room(items, acks, room) {
+                (Payload::Tx(done), need) => (done, need),
+                (_, need) => (Vec::new(), need),
+            };
+        }
+        let room = room.pop().map(|(_, r)| r).unwrap_or_default();
+        self.in_room(&room, |w| w.run_step(visit, carry, acks))
+    }
+
+    /// The first pass's step at the visit the pass is at (of this worker): sets room aside
+    /// for what it writes, a bound as for any write of a transaction
+    /// (`Worker::set_aside_part`), with what the visits before it leave (`SeqRun::lens`).
+    /// Without room, nothing is kept and no visit runs.
+    fn set_aside_visit(&mut self, run: &mut SeqRun) {
+        let at = run.rooms.len();
+        let kept = match run.visits.get(at).map(|(_, v)| v) {
+            _ if run.refused.is_some() => Ok(Vec::new()),
+            Some(Visit::Items(items)) => self.set_aside_part(items, &mut run.lens),
+            Some(Visit::MoveSource { src, .. }) => {
+                run.sizing = Sizing {
+                    longest: self.projected_len(&run.lens, src),
+                    ..Sizing::default()
+                };
+                Ok(Vec::new())
+            }
+            Some(Visit::MoveDest { dst, .. }) => self
+                .set_aside_records(&[(dst, Some(run.sizing.longest))], &mut run.lens)
+                .map(|r| vec![(0, r)]),
+            Some(Visit::MoveDelete { src, .. }) => self
+                .set_aside_records(&[(src, None)], &mut run.lens)
+                .map(|r| vec![(0, r)]),
+            Some(Visit::NxCheck { .. }) | None => Ok(Vec::new()),
+            Some(Visit::NxWrite { pairs, .. }) => {
+                let records: Vec<(&[u8], Option<usize>)> =
+                    pairs.iter().map(|(k, v)| (k, Some(v.len()))).collect();
+                self.set_aside_records(&records, &mut run.lens)
+                    .map(|r| vec![(0, r)])
+            }
+            Some(Visit::Combine { start, finish, .. }) => {
+                if let Some(c) = start {
+                    let dest = match &c.job {
+                        Job::BitOp { dest, .. } => Some(dest.clone()),
+                        Job::Lcs(_) => None,
+                    };
+                    run.sizing = Sizing {
+                        keys: c.keys.clone(),
+                        dest,
+                        longest: 0,
+                    };
+                }
+                let sizing = &mut run.sizing;
+                let mine = |k: &&Vec<u8>| self.topo.worker_of(self.topo.partition_of(k)) == self.id;
+                for k in sizing.keys.iter().filter(mine) {
+                    sizing.longest = sizing.longest.max(self.projected_len(&run.lens, k));
+                }
+                match sizing.dest.as_deref() {
+                    Some(d) if *finish => self
+                        .set_aside_records(&[(d, Some(sizing.longest))], &mut run.lens)
+                        .map(|r| vec![(0, r)]),
+                    _ => Ok(Vec::new()),
+                }
+            }
+        };
+        match kept {
+            Ok(room) => run.rooms.push_back(room),
+            Err(e) => {
+                // The visits before release what they kept as they answer the refusal.
+                run.refused = Some(e);
+                while run.rooms.len() < run.visits.len() {
+                    run.rooms.push_back(Vec::new());
+                }
+            }
+        }
+    }
+
+    /// One visit's work but an `Items` one (`run_visit`), in its room.
+    fn run_step(
         &mut self,
         visit: Visit,
         carry: &mut Carry,
