@@ -4251,3 +4251,189 @@ fn exists_in_one_transaction(c: &mut Connection, keys: &[impl redis::ToRedisArgs
     }
     p.query(c).unwrap()
 }
+
+/// SLOWLOG GET's entries: (id, unix time, microseconds, arguments, client address, name).
+type SlowEntry = (i64, i64, i64, Vec<String>, String, String);
+
+fn slowlog(c: &mut Connection, count: Option<i64>) -> Vec<SlowEntry> {
+    let mut q = cmd("SLOWLOG");
+    q.arg("GET");
+    if let Some(n) = count {
+        q.arg(n);
+    }
+    q.query(c).unwrap()
+}
+
+#[test]
+fn slowlog_keeps_slow_commands_of_every_worker_as_redis_shows_them() {
+    let s = server();
+    let mut c = s.client();
+    let () = cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("tester")
+        .query(&mut c)
+        .unwrap();
+    let info: String = cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
+    let addr = info
+        .split(' ')
+        .find_map(|f| f.strip_prefix("addr="))
+        .unwrap()
+        .to_string();
+    let cfg: Vec<String> = cmd("CONFIG")
+        .arg("GET")
+        .arg("slowlog-*")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        cfg,
+        ["slowlog-log-slower-than", "10000", "slowlog-max-len", "128"]
+    );
+    // Every command from here on.
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let () = cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
+    let started = now_ms() / 1000;
+    // Keys on every worker: those of other workers are timed where they run.
+    let keys = spread_keys("slow", 8);
+    for k in &keys {
+        set(&mut c, k, "v");
+    }
+    let long = "x".repeat(200);
+    set(&mut c, &keys[0], &long);
+    // 41 arguments, on one worker (one hash tag): one entry.
+    let mut mset = cmd("MSET");
+    for i in 0..20 {
+        mset.arg(format!("{{t}}k{i}")).arg(i);
+    }
+    let () = mset.query(&mut c).unwrap();
+    let _ = query_err(&mut c, cmd("AUTH").arg("someone").arg("secret"));
+    // A transaction's commands are entries of their own; EXEC and MULTI's queueing are not
+    // (MULTI itself is, as in Redis).
+    let () = cmd("MULTI").query(&mut c).unwrap();
+    let _: String = cmd("APPEND").arg(&keys[1]).arg("t").query(&mut c).unwrap();
+    let _: String = cmd("GET").arg(&keys[2]).query(&mut c).unwrap();
+    let _: Value = cmd("EXEC").query(&mut c).unwrap();
+    let all = slowlog(&mut c, Some(-1));
+    let args: Vec<Vec<String>> = all.iter().map(|e| e.3.clone()).collect();
+    let ids: Vec<i64> = all.iter().map(|e| e.0).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    for e in &all {
+        assert_eq!(
+            (e.4.as_str(), e.5.as_str()),
+            (addr.as_str(), "tester"),
+            "{e:?}"
+        );
+        assert!(e.1 >= started - 1 && e.1 <= now_ms() / 1000 + 1, "{e:?}");
+        assert!(e.2 >= 0, "{e:?}");
+    }
+    // Each SET once, wherever its key lives.
+    for k in &keys {
+        let n = args
+            .iter()
+            .filter(|a| *a == &["SET", k.as_str(), "v"])
+            .count();
+        assert_eq!(n, 1, "SET {k}: {args:?}");
+    }
+    let cut = format!("{}... (72 more bytes)", "x".repeat(128));
+    assert!(
+        args.contains(&vec!["SET".into(), keys[0].clone(), cut]),
+        "{args:?}"
+    );
+    let m = args.iter().find(|a| a[0] == "MSET").expect("the MSET");
+    assert_eq!(m.len(), 32);
+    assert_eq!((m[29].as_str(), m[30].as_str()), ("{t}k14", "14"));
+    assert_eq!(m[31], "... (10 more arguments)");
+    assert!(args.contains(&vec![
+        "AUTH".into(),
+        "(redacted)".into(),
+        "(redacted)".into()
+    ]));
+    let append = vec!["APPEND".to_string(), keys[1].clone(), "t".into()];
+    assert!(args.contains(&append), "{args:?}");
+    assert!(
+        args.contains(&vec!["GET".to_string(), keys[2].clone()]),
+        "{args:?}"
+    );
+    assert!(args.contains(&vec!["MULTI".to_string()]), "{args:?}");
+    assert!(
+        !args.iter().any(|a| a[0].eq_ignore_ascii_case("exec")),
+        "{args:?}"
+    );
+    // GET's count: 10 by default, the newest.
+    let ten = slowlog(&mut c, None);
+    assert_eq!(ten.len(), 10);
+    let two = slowlog(&mut c, Some(2));
+    assert_eq!(two.len(), 2);
+    assert!(two[0].0 > ten[0].0, "the newest come first");
+    let len = int(&mut c, cmd("SLOWLOG").arg("LEN"));
+    assert!(len as usize >= all.len(), "{len} < {}", all.len());
+    // slowlog-max-len bounds it, the newest kept.
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-max-len")
+        .arg("3")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(int(&mut c, cmd("SLOWLOG").arg("LEN")), 3);
+    let three = slowlog(&mut c, Some(-1));
+    assert_eq!(three.len(), 3);
+    assert!(three[0].0 > two[0].0);
+    // Redis's errors.
+    for (q, e) in [
+        (
+            cmd("SLOWLOG").arg("GET").arg("-2").clone(),
+            "ERR count should be greater than or equal to -1",
+        ),
+        (
+            cmd("SLOWLOG").arg("GET").arg("x").clone(),
+            "ERR count should be greater than or equal to -1",
+        ),
+        (
+            cmd("SLOWLOG").arg("GET").arg("1").arg("2").clone(),
+            "ERR unknown subcommand or wrong number of arguments for 'GET'. Try SLOWLOG HELP.",
+        ),
+        (
+            cmd("SLOWLOG").arg("LEN").arg("x").clone(),
+            "ERR wrong number of arguments for 'slowlog|len' command",
+        ),
+        (
+            cmd("SLOWLOG").arg("NOPE").clone(),
+            "ERR unknown subcommand 'NOPE'. Try SLOWLOG HELP.",
+        ),
+    ] {
+        assert_eq!(query_err(&mut c, &q), e);
+    }
+    // Off: nothing is logged (the RESET itself neither).
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("-1")
+        .query(&mut c)
+        .unwrap();
+    let cfg: Vec<String> = cmd("CONFIG")
+        .arg("GET")
+        .arg("slowlog-log-slower-than")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(cfg[1], "-1");
+    let () = cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
+    for k in &keys {
+        set(&mut c, k, "w");
+    }
+    assert_eq!(int(&mut c, cmd("SLOWLOG").arg("LEN")), 0);
+    // A threshold no command reaches here logs none either.
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("60000000")
+        .query(&mut c)
+        .unwrap();
+    for k in &keys {
+        set(&mut c, k, "w");
+    }
+    assert_eq!(int(&mut c, cmd("SLOWLOG").arg("LEN")), 0);
+}

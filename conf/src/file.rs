@@ -95,7 +95,7 @@ fn apply_value(
 ) -> Result<(), ConfError> {
     let (shown, kind) = value_text(text, value);
     let type_ok = match info.access {
-        Access::Int { .. } => kind == "integer",
+        Access::Int { .. } | Access::SignedInt { .. } => kind == "integer",
         // "" is how the optional ones say none, as their accepted values say.
         Access::OptInt { .. } => kind == "integer" || (kind == "string" && shown.is_empty()),
         Access::Size { .. } => kind == "integer" || kind == "string",

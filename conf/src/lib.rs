@@ -79,6 +79,11 @@ pub struct ServerConfig {
     pub shutdown_timeout_ms: u64,
     /// Background task (active expiry, cron) frequency, per second.
     pub hz: u32,
+    /// Commands that run at least this long (microseconds) go into the slow log (SLOWLOG);
+    /// negative: none.
+    pub slowlog_log_slower_than: i64,
+    /// Entries the slow log keeps, newest first.
+    pub slowlog_max_len: u32,
     /// Log verbosity.
     pub log_level: LogLevel,
 }
@@ -178,6 +183,8 @@ impl Default for ServerConfig {
             ordered_pipelines: true,
             shutdown_timeout_ms: 10_000,
             hz: 10,
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
             log_level: LogLevel::Info,
         }
     }

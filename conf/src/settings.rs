@@ -31,6 +31,13 @@ pub enum SettingKind {
         /// Largest accepted.
         max: u64,
     },
+    /// A whole number in `min..=max` that may be negative.
+    SignedInteger {
+        /// Smallest accepted.
+        min: i64,
+        /// Largest accepted.
+        max: i64,
+    },
     /// A byte size in `min..=max`: a number of bytes, or a number with a Redis unit.
     Size {
         /// Smallest accepted, in bytes.
@@ -71,6 +78,12 @@ pub(crate) enum Access {
         max: u64,
         get: Get<Option<u64>>,
         set: Set<Option<u64>>,
+    },
+    SignedInt {
+        min: i64,
+        max: i64,
+        get: Get<i64>,
+        set: Set<i64>,
     },
     Size {
         min: u64,
@@ -129,6 +142,7 @@ impl SettingInfo {
             Access::Int { min, max, .. } | Access::OptInt { min, max, .. } => {
                 SettingKind::Integer { min, max }
             }
+            Access::SignedInt { min, max, .. } => SettingKind::SignedInteger { min, max },
             Access::Size { min, max, .. } => SettingKind::Size { min, max },
             Access::Float { min, max, .. } => SettingKind::Float { min, max },
             Access::Bool { .. } => SettingKind::Bool,
@@ -149,6 +163,7 @@ impl SettingInfo {
             Access::Int { min, max, .. } | Access::OptInt { min, max, .. } => {
                 format!("an integer {min}..={max}")
             }
+            Access::SignedInt { min, max, .. } => format!("an integer {min}..={max}"),
             Access::Size { min, max, .. } => format!(
                 "a size {}..={} ({SIZE_UNITS})",
                 format_size(min),
@@ -176,6 +191,7 @@ impl SettingInfo {
         match self.access {
             Access::Int { get, .. } | Access::Size { get, .. } => get(config).to_string(),
             Access::OptInt { get, .. } => get(config).map(|v| v.to_string()).unwrap_or_default(),
+            Access::SignedInt { get, .. } => get(config).to_string(),
             Access::Float { get, .. } => get(config).to_string(),
             Access::Bool { get, .. } => get(config).to_string(),
             Access::Text { get, .. } => get(config),
@@ -202,6 +218,7 @@ impl SettingInfo {
         Some(match self.access {
             Access::Int { get, .. } => int(get(config)),
             Access::OptInt { get, .. } => int(get(config)?),
+            Access::SignedInt { get, .. } => toml::Value::Integer(get(config)),
             Access::Size { get, .. } => {
                 let bytes = get(config);
                 let text = format_size(bytes);
@@ -240,6 +257,10 @@ impl SettingInfo {
                     let v = parse_uint(value).filter(|v| (min..=max).contains(v));
                     set(config, Some(v.ok_or_else(reject)?));
                 }
+            }
+            Access::SignedInt { min, max, set, .. } => {
+                let v = parse_int(value).filter(|v| (min..=max).contains(v));
+                set(config, v.ok_or_else(reject)?);
             }
             Access::Size { min, max, set, .. } => {
                 let v = parse_size(value).filter(|v| (min..=max).contains(v));
@@ -286,6 +307,7 @@ impl SettingInfo {
             Access::OptInt { min, max, get, .. } => {
                 get(config).is_none_or(|v| (min..=max).contains(&v))
             }
+            Access::SignedInt { min, max, get, .. } => (min..=max).contains(&get(config)),
             Access::Float { min, max, get, .. } => (min..=max).contains(&get(config)),
             Access::Text { check, get, .. } => {
                 let value = get(config);
@@ -326,6 +348,16 @@ impl SettingInfo {
 fn parse_uint(text: &str) -> Option<u64> {
     let text = text.trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// `parse_uint`, with an optional leading `-`.
+fn parse_int(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     text.parse().ok()
@@ -554,6 +586,33 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
             max: 500,
             get: |c| u64::from(c.server.hz),
             set: |c, v| c.server.hz = v as u32,
+        },
+    },
+    SettingInfo {
+        name: "server.slowlog_log_slower_than",
+        redis_name: Some("slowlog-log-slower-than"),
+        runtime: true,
+        help: "Commands that run at least this many microseconds go into the slow log \
+               (SLOWLOG GET); 0 logs every command, a negative value none. A command is \
+               timed where it runs: a part on another worker is an entry of its own.",
+        access: Access::SignedInt {
+            min: i64::MIN,
+            max: i64::MAX,
+            get: |c| c.server.slowlog_log_slower_than,
+            set: |c, v| c.server.slowlog_log_slower_than = v,
+        },
+    },
+    SettingInfo {
+        name: "server.slowlog_max_len",
+        redis_name: Some("slowlog-max-len"),
+        runtime: true,
+        help: "Entries the slow log keeps (the newest); each takes at most 32 arguments of \
+               128 bytes.",
+        access: Access::Int {
+            min: 0,
+            max: 1_000_000,
+            get: |c| u64::from(c.server.slowlog_max_len),
+            set: |c, v| c.server.slowlog_max_len = v as u32,
         },
     },
     SettingInfo {

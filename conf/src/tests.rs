@@ -33,6 +33,9 @@ fn other_value(s: &SettingInfo, current: &Config) -> String {
         SettingKind::Integer { min, max } => {
             if now == max.to_string() { min } else { max }.to_string()
         }
+        SettingKind::SignedInteger { min, max } => {
+            if now == max.to_string() { min } else { max }.to_string()
+        }
         SettingKind::Size { min, max } => {
             format_size(if now == max.to_string() { min } else { max })
         }
@@ -97,6 +100,8 @@ fn defaults_are_the_documented_ones() {
         ("server.ordered_pipelines", "true"),
         ("server.shutdown_timeout_ms", "10000"),
         ("server.hz", "10"),
+        ("server.slowlog_log_slower_than", "10000"),
+        ("server.slowlog_max_len", "128"),
         ("server.log_level", "info"),
         ("limits.proto_max_bulk_len", "536870912"),
         ("limits.max_multibulk_len", "1048576"),
@@ -156,6 +161,14 @@ fn documented_ranges() {
         ("server.workers", int(0, 1024)),
         ("server.maxclients", int(1, 1_000_000)),
         ("server.hz", int(1, 500)),
+        (
+            "server.slowlog_log_slower_than",
+            SettingKind::SignedInteger {
+                min: i64::MIN,
+                max: i64::MAX,
+            },
+        ),
+        ("server.slowlog_max_len", int(0, 1_000_000)),
         ("cluster.grpc_port", int(1, 65535)),
         ("cluster.min_insync_replicas", int(1, 255)),
         ("storage.partitions", int(1, 16384)),
@@ -376,6 +389,15 @@ fn each_bound_accepted_and_one_past_rejected() {
             Access::Float { min, max, .. } => (
                 vec![min.to_string(), max.to_string()],
                 vec![min.next_down().to_string(), max.next_up().to_string()],
+            ),
+            Access::SignedInt { min, max, .. } => (
+                vec![min.to_string(), max.to_string(), "-1".into(), "0".into()],
+                vec![
+                    (i128::from(min) - 1).to_string(),
+                    (i128::from(max) + 1).to_string(),
+                    "--1".into(),
+                    "1.5".into(),
+                ],
             ),
             _ => continue,
         };
@@ -936,6 +958,8 @@ fn runtime_settings_are_the_documented_ones() {
             "server.timeout",
             "server.ordered_pipelines",
             "server.hz",
+            "server.slowlog_log_slower_than",
+            "server.slowlog_max_len",
             "server.log_level",
             "limits.proto_max_bulk_len",
             "limits.client_query_buffer_limit",

@@ -639,7 +639,7 @@ mod tests {
         let server = "ping echo quit hello auth select dbsize scan keys randomkey flushdb \
                       flushall info config command client role time shutdown bgrewriteaof \
                       wait cluster readonly readwrite lastsave save bgsave memory object rename \
-                      renamenx copy reset bitop lcs";
+                      renamenx copy reset bitop lcs slowlog";
         for name in server.split_whitespace() {
             assert_eq!(
                 lookup(name.as_bytes()).unwrap().kind,

@@ -115,6 +115,26 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             }
         }
         Finisher::Status(s) => write_simple(r, s.as_bytes()),
+        Finisher::SlowLog { count, max_len } => {
+            let entries = parts
+                .into_iter()
+                .flat_map(|p| match p {
+                    Payload::SlowLog(e) => e,
+                    _ => Vec::new(),
+                })
+                .collect();
+            super::slowlog::write_entries(r, entries, *count, *max_len);
+        }
+        Finisher::Sum { max } => {
+            let n: i64 = parts
+                .iter()
+                .map(|p| match p {
+                    Payload::Int(n) => *n,
+                    _ => 0,
+                })
+                .sum();
+            write_integer(r, n.min(*max));
+        }
         Finisher::Info { sections } => {
             let mut total = WorkerStats::default();
             for p in &parts {

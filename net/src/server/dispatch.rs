@@ -45,6 +45,15 @@ pub enum Finisher {
     Status(&'static str),
     /// The number of keys gathered.
     Count,
+    /// SLOWLOG GET: the newest `count` entries of all the workers', at most `max_len`.
+    SlowLog {
+        count: usize,
+        max_len: usize,
+    },
+    /// The parts' integers added up, at most `max` (SLOWLOG LEN).
+    Sum {
+        max: i64,
+    },
 }
 
 /// What C's `%.*s` prints of an argument: up to its first NUL, at most `max` bytes.
@@ -701,8 +710,41 @@ impl Worker {
         (payload, need)
     }
 
+    /// MSET's part for this worker's keys.
+    fn mset_here(&mut self, pairs: &Pairs) -> (Payload, bool) {
+        self.prefetch_keys(pairs.keys(), false);
+        // Disk space in every partition first: a full disk fails the whole part here,
+        // before any of it is applied (found by a black-box run: an MSET answered
+        // with the error had its first keys set).
+        let by_partition = self.by_partition(pairs.iter().map(|(k, v)| (k, (k, v))));
+        for (p, ps) in &by_partition {
+            let Some(s) = self.store_mut(*p) else {
+                return (Payload::Err("ERR partition not available".into()), false);
+            };
+            if let Err(e) = s.make_room_for(ps, &[]) {
+                return (Payload::Err(format!("ERR {e}")), false);
+            }
+        }
+        let mut wrote = false;
+        for (k, v) in pairs.iter() {
+            let p = self.topo.partition_of(k);
+            let Some(s) = self.store_mut(p) else {
+                return (Payload::Err("ERR partition not available".into()), wrote);
+            };
+            if let Err(e) = cmd::multi::mset_part(s, &[(k, v)]) {
+                return (Payload::Err(e), wrote);
+            }
+            wrote = true;
+            self.mark_dirty(p);
+        }
+        (Payload::Ok, wrote)
+    }
+
     fn execute_op_inner(&mut self, op: Op) -> (Payload, bool) {
         let ctx = self.exec_ctx();
+        // The ops a command runs here are timed for the slow log, each with its arguments
+        // (a part of a command over several workers: its name and this worker's keys).
+        let timer = self.op_timer();
         match op {
             Op::Keyed { partition, args } => {
                 let slices = args.slices();
@@ -722,23 +764,25 @@ impl Worker {
                 if wrote {
                     self.mark_dirty(partition);
                 }
+                self.op_ran(timer, || slices.clone());
                 (Payload::Resp(reply), wrote)
             }
             Op::MGet { keys } => {
                 self.prefetch_keys(keys.iter().map(|(_, k)| k.as_slice()), true);
                 let mut elems = Vec::with_capacity(keys.len());
                 let mut one = Vec::with_capacity(1);
-                for (pos, k) in keys {
-                    let p = self.topo.partition_of(&k);
+                for (pos, k) in &keys {
+                    let p = self.topo.partition_of(k);
                     one.clear();
                     match self.store(p) {
-                        Some(s) => cmd::multi::mget_part(s, &[&k], &ctx, &mut one),
+                        Some(s) => cmd::multi::mget_part(s, &[k], &ctx, &mut one),
                         None => one.push(b"$-1\r\n".to_vec()),
                     }
                     let item = one.pop().unwrap_or_else(|| b"$-1\r\n".to_vec());
                     self.count_lookup(Some(!item.starts_with(b"$-1")));
-                    elems.push((pos, item));
+                    elems.push((*pos, item));
                 }
+                self.op_ran(timer, || words(b"MGET", keys.iter().map(|(_, k)| &k[..])));
                 (Payload::Elements(elems), false)
             }
             Op::Del { keys } => {
@@ -756,9 +800,11 @@ impl Worker {
                         return (Payload::Err(format!("ERR {e}")), false);
                     }
                 }
-                self.per_partition(&keys, |s, ks| {
+                let r = self.per_partition(&keys, |s, ks| {
                     cmd::multi::del_part(s, ks).map(|n| (n, n > 0))
-                })
+                });
+                self.op_ran(timer, || words(b"DEL", keys.iter().map(|k| &k[..])));
+                r
             }
             Op::Exists { keys } => {
                 self.prefetch_keys(keys.iter().map(|k| k.as_slice()), false);
@@ -771,45 +817,26 @@ impl Worker {
                     self.count_lookup(Some(n > 0));
                     total += n;
                 }
+                self.op_ran(timer, || words(b"EXISTS", keys.iter().map(|k| &k[..])));
                 (Payload::Int(total), false)
             }
             Op::MSet { pairs } => {
-                self.prefetch_keys(pairs.keys(), false);
-                // Disk space in every partition first: a full disk fails the whole part here,
-                // before any of it is applied (found by a black-box run: an MSET answered
-                // with the error had its first keys set).
-                let by_partition = self.by_partition(pairs.iter().map(|(k, v)| (k, (k, v))));
-                for (p, ps) in &by_partition {
-                    let Some(s) = self.store_mut(*p) else {
-                        return (Payload::Err("ERR partition not available".into()), false);
-                    };
-                    if let Err(e) = s.make_room_for(ps, &[]) {
-                        return (Payload::Err(format!("ERR {e}")), false);
-                    }
-                }
-                let mut wrote = false;
-                for (k, v) in pairs.iter() {
-                    let p = self.topo.partition_of(k);
-                    let Some(s) = self.store_mut(p) else {
-                        return (Payload::Err("ERR partition not available".into()), wrote);
-                    };
-                    if let Err(e) = cmd::multi::mset_part(s, &[(k, v)]) {
-                        return (Payload::Err(e), wrote);
-                    }
-                    wrote = true;
-                    self.mark_dirty(p);
-                }
-                (Payload::Ok, wrote)
+                let r = self.mset_here(&pairs);
+                self.op_ran(timer, || pair_words(b"MSET", &pairs));
+                r
             }
             Op::MSetNx { pairs } => {
                 // All keys are on this worker: check every partition, then set.
-                if self.nx_any_present(&pairs) {
-                    return (Payload::Int(0), false);
-                }
-                match self.execute_op_inner(Op::MSet { pairs }) {
-                    (Payload::Ok, wrote) => (Payload::Int(1), wrote),
-                    other => other,
-                }
+                let r = if self.nx_any_present(&pairs) {
+                    (Payload::Int(0), false)
+                } else {
+                    match self.mset_here(&pairs) {
+                        (Payload::Ok, wrote) => (Payload::Int(1), wrote),
+                        other => other,
+                    }
+                };
+                self.op_ran(timer, || pair_words(b"MSETNX", &pairs));
+                r
             }
             Op::DbSize => {
                 let n: usize = self
@@ -818,6 +845,7 @@ impl Worker {
                     .filter_map(|&p| self.store(p))
                     .map(Store::len)
                     .sum();
+                self.op_ran(timer, || vec![b"DBSIZE"]);
                 (Payload::Int(n as i64), false)
             }
             Op::Flush => {
@@ -828,6 +856,7 @@ impl Worker {
                     }
                     self.mark_dirty(p);
                 }
+                self.op_ran(timer, || vec![b"FLUSHALL"]);
                 (Payload::Ok, true)
             }
             Op::Keys { pattern } => {
@@ -847,6 +876,7 @@ impl Worker {
                         }
                     }
                 }
+                self.op_ran(timer, || vec![b"KEYS", &pattern[..]]);
                 (Payload::Keys(keys), false)
             }
             Op::Scan {
@@ -884,6 +914,10 @@ impl Worker {
                             continue;
                         }
                     }
+                    self.op_ran(timer, || match &pattern {
+                        Some(p) => vec![b"SCAN", b"MATCH", p],
+                        None => vec![b"SCAN"],
+                    });
                     // Stopped here, or going on at `partition`'s start on its owner.
                     let more = (!done).then_some((budget, pattern));
                     let page = Payload::ScanPage {
@@ -906,6 +940,7 @@ impl Worker {
                 }
                 let p = candidates[fastrand::usize(..candidates.len())];
                 let k = self.store(p).and_then(Store::random_key);
+                self.op_ran(timer, || vec![b"RANDOMKEY"]);
                 (Payload::Keys(k.into_iter().collect()), false)
             }
             Op::Stats => (Payload::Stats(Box::new(self.collect_stats())), false),
@@ -916,6 +951,7 @@ impl Worker {
                 (Payload::Ok, false)
             }
             Op::ClientList => (Payload::Text(self.client_list()), false),
+            Op::SlowLog(op) => (self.slowlog_op(op), false),
             Op::ClientKill(filter) => {
                 let mut hits = Vec::new();
                 for (i, c) in self.conns.iter_mut().enumerate() {
@@ -949,8 +985,30 @@ impl Worker {
             // Parked by the message loop; never executed in place.
             Op::Wait { .. } => (Payload::Int(0), false),
             // Taken by the message loop (`msetnx`); never executed in place.
-            Op::Move { kind, src, dst } => self.run_move(kind, &src, &dst),
-            Op::Combine(c) => self.run_combine(*c),
+            Op::Move { kind, src, dst } => {
+                let r = self.run_move(kind, &src, &dst);
+                let name: &[u8] = match kind {
+                    super::moves::MoveKind::Rename => b"RENAME",
+                    super::moves::MoveKind::RenameNx => b"RENAMENX",
+                    super::moves::MoveKind::Copy { .. } => b"COPY",
+                };
+                self.op_ran(timer, || vec![name, &src, &dst]);
+                r
+            }
+            Op::Combine(c) => {
+                let name: &[u8] = match c.job {
+                    super::combine::Job::BitOp { .. } => b"BITOP",
+                    super::combine::Job::Lcs(_) => b"LCS",
+                };
+                // Its keys, kept only while the slow log is on (the command consumes them).
+                let keys: Vec<Vec<u8>> = match timer {
+                    Some(_) => c.all_keys().map(<[u8]>::to_vec).collect(),
+                    None => Vec::new(),
+                };
+                let r = self.run_combine(*c);
+                self.op_ran(timer, || words(name, keys.iter().map(|k| &k[..])));
+                r
+            }
             Op::Versions { keys } => {
                 let vs = keys
                     .into_iter()
@@ -1085,7 +1143,7 @@ impl Worker {
     }
 
     /// Sends `op` to every worker (running the local part now) and gathers with `gather`.
-    fn broadcast(
+    pub(super) fn broadcast(
         &mut self,
         token: usize,
         out: &mut Output,
@@ -1152,6 +1210,19 @@ impl Worker {
         spec: &'static CommandSpec,
         args: &[&[u8]],
     ) {
+        // The slow log times a server command as a whole on this worker; its shares on
+        // the others (INFO's statistics, CONFIG SET's copy) are not commands of their own.
+        // The keyspace-wide ones are logged by their parts, where they ran, when they went
+        // to other workers (`Worker::run_one`); RENAME, COPY, BITOP and LCS too when they
+        // ran whole on another worker, but as a whole when they went in steps between
+        // workers (which are not timed on their own).
+        let parts = matches!(
+            spec.name,
+            "keys" | "scan" | "dbsize" | "randomkey" | "flushdb" | "flushall"
+        );
+        let steps = matches!(spec.name, "rename" | "renamenx" | "copy" | "bitop" | "lcs");
+        self.logs_whole = !parts && !steps;
+        self.steps_whole = steps;
         let mut r = Vec::new();
         match spec.name {
             "ping" => match args.len() {
@@ -1255,6 +1326,7 @@ impl Worker {
                 }
                 return;
             }
+            "slowlog" => return self.slowlog_command(token, out, client, args),
             "lastsave" => {
                 write_integer(&mut r, self.shared_start_unix() as i64);
             }
@@ -2429,6 +2501,18 @@ fn parse_scan_cursor(arg: &[u8]) -> Option<u64> {
         n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
     Some(if negative { n.wrapping_neg() } else { n })
+}
+
+/// A command's name and keys, as the slow log shows a part of it.
+fn words<'a>(name: &'a [u8], keys: impl Iterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
+    std::iter::once(name).chain(keys).collect()
+}
+
+/// `words` for MSET's pairs.
+fn pair_words<'a>(name: &'a [u8], pairs: &'a Pairs) -> Vec<&'a [u8]> {
+    std::iter::once(name)
+        .chain(pairs.iter().flat_map(|(k, v)| [k, v]))
+        .collect()
 }
 
 #[cfg(test)]

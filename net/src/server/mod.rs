@@ -17,6 +17,7 @@ mod multi;
 pub mod replica;
 pub mod router;
 mod seqtx;
+mod slowlog;
 pub mod stats;
 pub mod worker;
 
@@ -593,6 +594,7 @@ pub fn start_node(
         next_client_id: AtomicU64::new(1),
         total_connections: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
+        slowlog_ids: AtomicU64::new(0),
         memory_peak: AtomicU64::new(0),
         memory_startup: info::heap_bytes(),
         shutdown: AtomicBool::new(false),

@@ -262,6 +262,8 @@ pub enum Op {
     ResetStats,
     ClientList,
     ClientKill(KillFilter),
+    /// SLOWLOG GET / LEN / RESET: this worker's log.
+    SlowLog(super::slowlog::SlowOp),
     /// CONFIG SET: the settings after it (`Shared::config`), and their version.
     ConfigSet {
         version: u64,
@@ -307,6 +309,8 @@ pub enum Payload {
     },
     Stats(Box<super::stats::WorkerStats>),
     Text(String),
+    /// SLOWLOG GET: a worker's newest entries.
+    SlowLog(Vec<super::slowlog::SlowEntry>),
     Repl(Box<super::replica::ReplReply>),
     /// The payloads of a transaction's part, by the index of their command.
     Tx(Vec<(u32, Payload)>),
@@ -344,6 +348,9 @@ impl Response {
 pub enum Msg {
     Req(Request),
     Resp(Response),
+    /// A slow log entry of an op run for one of this worker's connections, which gives
+    /// it the connection's address and name (`slowlog`).
+    Slow(ReplyTo, Box<super::slowlog::SlowEntry>),
     /// The command of this answer ran; the answer itself waits for durability or
     /// replication. A connection whose next command waits for the previous ones to take
     /// effect may go on (`Output::unran`).

@@ -9,6 +9,8 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
+    /// The next slow log entry's id (`slowlog`).
+    pub slowlog_ids: AtomicU64,
     /// The most heap bytes seen in use (`info::heap_bytes`) by an INFO since the start or
     /// the last CONFIG RESETSTAT (see `note_memory`).
     pub memory_peak: AtomicU64,

@@ -24,7 +24,7 @@ use simplekv_engine::{
 
 use super::conn::{Client, Conn, Hold, Output, ReadOutcome, Released};
 use super::replica::{ClusterState, Need};
-use super::router::{Msg, Op, Payload, Peer, Request, Response, Topology};
+use super::router::{Msg, Op, Payload, Peer, ReplyTo, Request, Response, Topology};
 use super::stats::{Shared, WorkerStats};
 use crate::resp::parse::{Limits, Parser};
 
@@ -127,10 +127,24 @@ pub struct Worker {
     /// worker is free to hold for them (`multi::launch_group`), by worker, ascending.
     pub forming: Vec<(usize, Vec<super::multi::GroupPart>)>,
     /// Messages for each peer, sent (and the peer woken once) at the end of the turn.
-    req_out: Vec<Vec<Msg>>,
+    pub(super) req_out: Vec<Vec<Msg>>,
     /// Results for callers outside the workers, released after this turn's commit.
     external_out: Vec<(ExternalDone, Payload, Need)>,
     pub stats: WorkerStats,
+    /// The commands and ops this worker ran slowly (`slowlog`).
+    pub slowlog: super::slowlog::SlowLog,
+    /// The connection the op running now is for: its slow log entry's client.
+    pub(super) slow_for: Option<ReplyTo>,
+    /// The command running (`run_one`) sent work to another worker (`send_req`; or a step
+    /// of a hold in `nx_out`, or answers it waits for in `Output::in_flight`): it is logged
+    /// in parts, where each ran, not as a whole.
+    pub(super) sent_away: bool,
+    /// The command running is logged as a whole wherever its parts ran; or unless it ran
+    /// whole on one other worker (`dispatch_server`).
+    pub(super) logs_whole: bool,
+    pub(super) steps_whole: bool,
+    /// Slow log entries waiting for their client's address and name (`slowlog`).
+    pub(super) slow_pending: Vec<(ReplyTo, super::slowlog::SlowEntry)>,
     /// Commands, bytes in, bytes out (INFO's instantaneous rates), sampled by `cron`.
     pub rates: [super::stats::RateSampler; 3],
     maint: Sender<Job>,
@@ -254,6 +268,12 @@ impl Worker {
             ahead_ranges: Vec::new(),
             external_out: Vec::new(),
             stats: WorkerStats::default(),
+            slowlog: Default::default(),
+            slow_for: None,
+            sent_away: false,
+            logs_whole: false,
+            steps_whole: false,
+            slow_pending: Vec::new(),
             rates: Default::default(),
             maint,
             next_rr: id,
@@ -715,7 +735,38 @@ impl Worker {
             return Step::Stop;
         }
         self.stats.commands += 1;
+        // Timed as a whole (EXEC is not: its commands are, each on its own, as in Redis; nor
+        // are commands queued inside MULTI).
+        let timer = if client.tx.is_some() || args[0].eq_ignore_ascii_case(b"exec") {
+            None
+        } else {
+            super::slowlog::SlowTimer::start(self.config.server.slowlog_log_slower_than)
+        };
+        self.sent_away = false;
+        self.logs_whole = false;
+        self.steps_whole = false;
+        let (parts_logged, steps, owed) =
+            (self.slow_pending.len(), self.nx_out.len(), out.in_flight);
+        self.slow_for = Some(ReplyTo {
+            worker: self.id,
+            token,
+            conn_id: client.id,
+            seq: 0,
+            part: 0,
+        });
         self.dispatch(token, out, client, args);
+        self.slow_for = None;
+        // A command that ran here only is one entry, not one per op it ran; one that went to
+        // other workers is an entry per part (`slowlog`).
+        let went = self.sent_away || self.nx_out.len() > steps || out.in_flight > owed;
+        if let Some(timer) = timer
+            && (self.logs_whole || !went || (self.steps_whole && !self.sent_away))
+        {
+            self.slow_pending.truncate(parts_logged);
+            if let Some(us) = timer.slow() {
+                self.log_slow_command(client, args, us);
+            }
+        }
         self.stats.take_errors(&mut out.errors);
         Step::Ran
     }
@@ -830,6 +881,16 @@ impl Worker {
     }
 
     pub(super) fn handle_msg(&mut self, msg: Msg) {
+        // A request runs for its connection (its slow log entry's client).
+        let before = self.slow_for;
+        if let Msg::Req(r) = &msg {
+            self.slow_for = Some(r.reply_to);
+        }
+        self.handle_msg_for(msg);
+        self.slow_for = before;
+    }
+
+    fn handle_msg_for(&mut self, msg: Msg) {
         if self.nx.is_some() && super::msetnx::waits_for_hold(&msg) {
             self.nx_deferred.push_back(msg);
             return;
@@ -912,6 +973,7 @@ impl Worker {
                 ));
             }
             Msg::Resp(resp) => self.deliver(resp),
+            Msg::Slow(rt, entry) => self.log_slow_for(rt, *entry),
             Msg::Ran(rt) => self.note_ran(rt),
             Msg::External { op, acks, done } => {
                 let acks = acks.unwrap_or_else(|| self.default_acks());
@@ -1007,6 +1069,7 @@ impl Worker {
     /// the end of the turn, batched per peer so that a whole pipeline costs one wake-up.
     pub fn send_req(&mut self, worker: usize, req: super::router::Request) {
         debug_assert_ne!(worker, self.id, "local work runs in place");
+        self.sent_away = true;
         self.req_out[worker].push(Msg::Req(req));
     }
 
@@ -1030,6 +1093,7 @@ impl Worker {
     /// When a flight lands, every epoch up to it is durable and the replies that waited for
     /// it go out. Without fsyncs to wait for, an epoch is durable at the end of its turn.
     pub fn end_turn(&mut self) {
+        self.place_slow_entries();
         let e = self.epoch;
         self.epoch += 1;
         let journaling = self.journal.is_some();
