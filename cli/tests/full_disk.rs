@@ -627,6 +627,41 @@ fn under_the_floor_a_transaction_that_carries_data_between_workers_is_refused_wh
             v(&[b"MSETNX", b"{bar}m1", b"1", b"{foo}m2", &big]),
         ],
     ));
+    // A write that may not happen (a command that fails on what it finds, a condition)
+    // leaves the value's length as it was for the commands after it: a RENAME, COPY or
+    // APPEND of the 3 MiB value after an INCR or SET NX of it needs room for all of it.
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"INCR", b"{bar}big"]),
+            v(&[b"SET", b"{bar}a", b"small"]),
+            v(&[b"RENAME", b"{bar}big", b"{foo}moved"]),
+        ],
+    ));
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}a", b"small"]),
+            v(&[b"SET", b"{bar}big", b"x", b"NX"]),
+            v(&[b"COPY", b"{bar}big", b"{foo}copy"]),
+        ],
+    ));
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}a", b"small"]),
+            v(&[b"MSETNX", b"{bar}big", b"x", b"{foo}big", b"y"]),
+            v(&[b"APPEND", b"{bar}big", b"z"]),
+        ],
+    ));
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}a", b"small"]),
+            v(&[b"INCRBYFLOAT", b"{bar}big", b"1.5"]),
+            v(&[b"APPEND", b"{bar}big", b"z"]),
+        ],
+    ));
     // A source renamed earlier in the transaction is sized by what it holds then.
     refused(exec(
         &mut c,
@@ -648,6 +683,7 @@ fn under_the_floor_a_transaction_that_carries_data_between_workers_is_refused_wh
             "{bar}m1",
             "{foo}m2",
             "{foo}x2",
+            "{foo}copy",
         ],
     );
     let lens: Vec<i64> = ["{bar}big", "{foo}big", "{bar}x"]

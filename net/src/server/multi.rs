@@ -135,6 +135,11 @@ pub type Room = Vec<(u32, u64)>;
 /// of the commands after them (`Worker::set_aside_part`).
 pub(super) type Projected = std::collections::HashMap<Box<[u8]>, usize>;
 
+/// A record a transaction's command may write: (key, value length or `None` for a
+/// tombstone, `sure`: the command writes it whatever it finds, so it replaces the value's
+/// projected length rather than bounding it from below).
+pub(super) type Record<'a> = (&'a [u8], Option<usize>, bool);
+
 fn step_out_of_place() -> Payload {
     Payload::Err("ERR internal: a transaction step out of place".into())
 }
@@ -985,8 +990,15 @@ impl Worker {
         for (at, (_, op)) in items.iter().enumerate() {
             let kept = match op {
                 Op::MSet { pairs } | Op::MSetNx { pairs } => {
+                    // An MSETNX may set nothing: its keys may keep what they hold.
+                    let sure = matches!(op, Op::MSet { .. });
                     for (k, v) in pairs.iter() {
-                        lens.insert(k.into(), v.len());
+                        let n = if sure {
+                            v.len()
+                        } else {
+                            v.len().max(self.projected_len(lens, k))
+                        };
+                        lens.insert(k.into(), n);
                     }
                     self.set_aside_writes(pairs.iter(), std::iter::empty())
                 }
@@ -1066,24 +1078,26 @@ impl Worker {
     /// fell short) is checked when it runs.
     fn set_aside_estimate(&mut self, op: &Op, lens: &mut Projected) -> Result<Room, String> {
         let max = self.config.limits.max_value_len as usize;
-        // The records: (key, value length), or (key, None) for a tombstone.
-        let records: Vec<(&[u8], Option<usize>)> = match op {
+        let records: Vec<Record> = match op {
             Op::Keyed { args, .. } => {
                 let a = args.slices();
                 let (Some(name), Some(key)) = (a.first(), a.get(1)) else {
                     return Ok(Room::new());
                 };
                 if name.eq_ignore_ascii_case(b"getdel") {
-                    vec![(*key, None)]
+                    vec![(*key, None, true)]
                 } else {
                     let now = self.projected_len(lens, key);
-                    vec![(*key, Some(value_bound(name, &a, now).min(max)))]
+                    let n = value_bound(name, &a, now).min(max);
+                    vec![(*key, Some(n), overwrites(name, &a))]
                 }
             }
             Op::Move { kind, src, dst } => {
-                let mut r = vec![(&dst[..], Some(self.projected_len(lens, src)))];
+                // The destination may keep its value (RENAMENX, COPY without REPLACE, a
+                // missing source), and RENAMENX's source too.
+                let mut r = vec![(&dst[..], Some(self.projected_len(lens, src)), false)];
                 if kind.removes_source() {
-                    r.push((&src[..], None));
+                    r.push((&src[..], None, *kind == super::moves::MoveKind::Rename));
                 }
                 r
             }
@@ -1092,7 +1106,7 @@ impl Worker {
                     return Ok(Room::new());
                 };
                 let longest = c.keys.iter().map(|k| self.projected_len(lens, k)).max();
-                vec![(dest, Some(longest.unwrap_or(0)))]
+                vec![(dest, Some(longest.unwrap_or(0)), true)]
             }
             _ => return Ok(Room::new()),
         };
@@ -1109,29 +1123,27 @@ impl Worker {
         })
     }
 
-    /// Sets room aside for `records` of this worker's keys, (key, value length) or (key,
-    /// None) for a tombstone, and projects them into `lens`; returns the room, or the error
-    /// to answer (nothing kept).
+    /// Sets room aside for `records` of this worker's keys and projects them into `lens`;
+    /// returns the room, or the error to answer (nothing kept).
     pub(super) fn set_aside_records(
         &mut self,
-        records: &[(&[u8], Option<usize>)],
+        records: &[Record],
         lens: &mut Projected,
     ) -> Result<Room, String> {
-        for &(k, n) in records {
-            // What the next commands of the transaction find (a bound: a value that is
-            // only an expiry change keeps its length).
-            match n {
-                Some(0) => {}
-                Some(n) => {
-                    lens.insert(k.into(), n);
-                }
-                None => {
-                    lens.insert(k.into(), 0);
-                }
-            }
+        for &(k, n, sure) in records {
+            // What the next commands of the transaction find, at most: a write that may
+            // leave the value as it is (a condition, a command that fails on what it finds,
+            // an expiry change) leaves the longer of the two.
+            let n = n.unwrap_or(0);
+            let n = if sure {
+                n
+            } else {
+                n.max(self.projected_len(lens, k))
+            };
+            lens.insert(k.into(), n);
         }
         let mut room = Room::new();
-        for &(k, n) in records {
+        for &(k, n, _) in records {
             let p = self.topo.partition_of(k);
             let Some(s) = self.store_mut(p) else { continue };
             let kept = match n {
@@ -1380,6 +1392,20 @@ impl Worker {
 /// SETBIT, BITFIELD), none for a change of expiry (its record has no value). Arguments that
 /// are not numbers where an offset is expected leave the command to fail when it runs. The
 /// caller caps it at `limits.max_value_len`.
+/// The command sets its key's value whatever the key holds (SET without NX or XX, SETEX,
+/// PSETEX, GETSET): the value's length after it is its argument's, not possibly the one
+/// before.
+fn overwrites(name: &[u8], args: &[&[u8]]) -> bool {
+    match &name.to_ascii_lowercase()[..] {
+        b"set" => !args
+            .iter()
+            .skip(3)
+            .any(|a| a.eq_ignore_ascii_case(b"nx") || a.eq_ignore_ascii_case(b"xx")),
+        b"setex" | b"psetex" | b"getset" => true,
+        _ => false,
+    }
+}
+
 fn value_bound(name: &[u8], args: &[&[u8]], now: usize) -> usize {
     let number = |a: &[u8]| std::str::from_utf8(a).ok()?.parse::<u64>().ok();
     let arg_len = |i: usize| args.get(i).map_or(0, |a| a.len());
@@ -1447,7 +1473,25 @@ fn bitfield_end(args: &[&[u8]]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::value_bound;
+    use super::{overwrites, value_bound};
+
+    #[test]
+    fn only_unconditional_sets_replace_a_values_projected_length() {
+        let o = |a: &[&str]| {
+            let a: Vec<&[u8]> = a.iter().map(|x| x.as_bytes()).collect();
+            overwrites(a[0], &a)
+        };
+        assert!(o(&["SET", "k", "v"]));
+        assert!(o(&["set", "k", "v", "EX", "10", "GET"]));
+        assert!(o(&["SETEX", "k", "10", "v"]));
+        assert!(o(&["GETSET", "k", "v"]));
+        // A condition, or a command that may fail on what it finds, may leave the value.
+        assert!(!o(&["SET", "k", "v", "NX"]));
+        assert!(!o(&["SET", "k", "v", "xx", "GET"]));
+        assert!(!o(&["SETNX", "k", "v"]));
+        assert!(!o(&["INCR", "k"]));
+        assert!(!o(&["APPEND", "k", "v"]));
+    }
 
     #[test]
     fn a_write_in_a_transaction_is_given_room_for_the_longest_value_it_can_make() {

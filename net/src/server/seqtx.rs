@@ -43,7 +43,7 @@ use super::conn::{Client, Gather};
 use super::dispatch::op_writes;
 use super::moves::{MoveKind, Moved};
 use super::msetnx::{HeldWork, NxHeld};
-use super::multi::{Projected, Room, TxPart, is_combine, is_move};
+use super::multi::{Projected, Record, Room, TxPart, is_combine, is_move};
 use super::replica::Need;
 use super::router::{Op, OwnedArgs, Pairs, Payload, ReplyTo, Request};
 use super::worker::Worker;
@@ -159,6 +159,8 @@ struct Sizing {
     dest: Option<Vec<u8>>,
     /// The longest value read so far.
     longest: usize,
+    /// A RENAME: its source is gone after it (a RENAMENX's may stay).
+    deletes_source: bool,
 }
 
 /// What the visits of the command in progress learned so far.
@@ -449,16 +451,25 @@ impl Worker {
                 };
                 Ok(Vec::new())
             }
-            Some(Visit::MoveDest { dst, .. }) => self
-                .set_aside_records(&[(dst, Some(run.sizing.longest))], &mut run.lens)
-                .map(|r| vec![(0, r)]),
-            Some(Visit::MoveDelete { src, .. }) => self
-                .set_aside_records(&[(src, None)], &mut run.lens)
-                .map(|r| vec![(0, r)]),
+            // The destination may keep its value (RENAMENX, COPY without REPLACE), and
+            // RENAMENX's source too.
+            Some(Visit::MoveDest { dst, kind, .. }) => {
+                run.sizing.deletes_source = *kind == MoveKind::Rename;
+                self.set_aside_records(&[(dst, Some(run.sizing.longest), false)], &mut run.lens)
+                    .map(|r| vec![(0, r)])
+            }
+            Some(Visit::MoveDelete { src, .. }) => {
+                let sure = run.sizing.deletes_source;
+                self.set_aside_records(&[(src, None, sure)], &mut run.lens)
+                    .map(|r| vec![(0, r)])
+            }
             Some(Visit::NxCheck { .. }) | None => Ok(Vec::new()),
             Some(Visit::NxWrite { pairs, .. }) => {
-                let records: Vec<(&[u8], Option<usize>)> =
-                    pairs.iter().map(|(k, v)| (k, Some(v.len()))).collect();
+                // It may set nothing.
+                let records: Vec<Record> = pairs
+                    .iter()
+                    .map(|(k, v)| (k, Some(v.len()), false))
+                    .collect();
                 self.set_aside_records(&records, &mut run.lens)
                     .map(|r| vec![(0, r)])
             }
@@ -471,7 +482,7 @@ impl Worker {
                     run.sizing = Sizing {
                         keys: c.keys.clone(),
                         dest,
-                        longest: 0,
+                        ..Sizing::default()
                     };
                 }
                 let sizing = &mut run.sizing;
@@ -481,7 +492,7 @@ impl Worker {
                 }
                 match sizing.dest.as_deref() {
                     Some(d) if *finish => self
-                        .set_aside_records(&[(d, Some(sizing.longest))], &mut run.lens)
+                        .set_aside_records(&[(d, Some(sizing.longest), true)], &mut run.lens)
                         .map(|r| vec![(0, r)]),
                     _ => Ok(Vec::new()),
                 }
