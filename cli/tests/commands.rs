@@ -4437,3 +4437,58 @@ fn slowlog_keeps_slow_commands_of_every_worker_as_redis_shows_them() {
     }
     assert_eq!(int(&mut c, cmd("SLOWLOG").arg("LEN")), 0);
 }
+
+#[test]
+fn a_transaction_runs_at_the_time_of_exec_on_every_worker() {
+    let s = server();
+    let mut c = s.client();
+    // An LCS of two 2000-byte strings between the commands takes milliseconds.
+    let text = |seed: u64| -> String {
+        let mut x = seed;
+        (0..2000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (b'a' + (x >> 60) as u8) as char
+            })
+            .collect()
+    };
+    // Over four workers (in sequence: LCS and RENAME cross them), and on one.
+    let spread = spread_keys("frozen", 4);
+    let tagged: Vec<String> = (0..4).map(|i| format!("{{f}}{i}")).collect();
+    for keys in [spread, tagged] {
+        set(&mut c, &keys[1], &text(1));
+        set(&mut c, &keys[2], &text(2));
+        let () = cmd("MULTI").query(&mut c).unwrap();
+        for q in [
+            cmd("SET").arg(&keys[0]).arg("v").arg("PX").arg(1).clone(),
+            cmd("LCS").arg(&keys[1]).arg(&keys[2]).arg("LEN").clone(),
+            cmd("GET").arg(&keys[0]).clone(),
+            cmd("PTTL").arg(&keys[0]).clone(),
+            cmd("RENAME").arg(&keys[0]).arg(&keys[3]).clone(),
+            cmd("GET").arg(&keys[3]).clone(),
+        ] {
+            let queued: String = q.query(&mut c).unwrap();
+            assert_eq!(queued, "QUEUED");
+        }
+        let r: Vec<Value> = cmd("EXEC")
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("{keys:?}: {e}"));
+        assert_eq!(r[0], Value::Okay);
+        assert!(matches!(r[1], Value::Int(n) if n > 0), "{r:?}");
+        assert_eq!(
+            r[2..],
+            [
+                Value::BulkString(b"v".to_vec()),
+                Value::Int(1),
+                Value::Okay,
+                Value::BulkString(b"v".to_vec()),
+            ],
+            "{keys:?}"
+        );
+        // After it, by the clock, the key is gone.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(get(&mut c, &keys[3]), None);
+    }
+}

@@ -162,6 +162,8 @@ pub struct Store {
     /// Bytes of data-adding records that were given room ahead (`set_floor_credit`): not held
     /// back by `Options::min_free_space` (it was checked when their room was set aside).
     floor_credit: u64,
+    /// The time reads and writes see while set (`freeze_clock`), instead of the clock.
+    frozen_now: Option<u64>,
     /// Bytes of data-adding records since the free space was last checked (where nothing
     /// is reserved).
     unchecked: u64,
@@ -232,6 +234,7 @@ impl Store {
             write_failing: None,
             set_aside: 0,
             floor_credit: 0,
+            frozen_now: None,
             unchecked: 0,
             checked_room: (0, 0),
         };
@@ -389,7 +392,17 @@ impl Store {
     }
 
     pub(crate) fn now(&self) -> u64 {
-        (self.opts.clock)()
+        match self.frozen_now {
+            Some(t) => t,
+            None => (self.opts.clock)(),
+        }
+    }
+
+    /// Until `None`: which keys have expired is decided at time `at` (unix ms), not by the
+    /// clock: a transaction runs at one time, as in Redis, so a key it sets with a short
+    /// TTL does not expire between two of its commands.
+    pub fn freeze_clock(&mut self, at: Option<u64>) {
+        self.frozen_now = at;
     }
 
     fn check_failed(&self) -> Result<(), WriteError> {

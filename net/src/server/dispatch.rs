@@ -211,7 +211,7 @@ fn lower(a: &[u8]) -> String {
 impl Worker {
     pub fn exec_ctx(&self) -> ExecCtx {
         ExecCtx {
-            now_ms: None,
+            now_ms: self.tx_now,
             proto_max_bulk_len: self.config.limits.proto_max_bulk_len as usize,
         }
     }

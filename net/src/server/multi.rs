@@ -96,6 +96,8 @@ pub struct Watched {
 pub struct TxPart {
     pub items: Vec<(u32, Op)>,
     pub watch: Vec<(Vec<u8>, Ver)>,
+    /// The time EXEC came (unix ms): its commands run at it on every worker (`at_time`).
+    pub now_ms: Option<u64>,
 }
 
 impl TxPart {
@@ -414,6 +416,12 @@ impl Worker {
             let owner = self.topo.worker_of(self.topo.partition_of(&w.key));
             parts[owner].watch.push((w.key, w.ver));
         }
+        // As in Redis, the commands of a transaction run at one time, the time of EXEC:
+        // a key it sets with a short TTL does not expire between two of them.
+        let now = simplekv_engine::system_clock();
+        for p in parts.iter_mut() {
+            p.now_ms = Some(now);
+        }
         let mut involved: Vec<(usize, TxPart)> = parts
             .into_iter()
             .enumerate()
@@ -472,7 +480,8 @@ impl Worker {
             }
             items.push(item);
         }
-        let run = SeqRun::new(visits, acks);
+        let mut run = SeqRun::new(visits, acks);
+        run.now_ms = Some(simplekv_engine::system_clock());
         let mut parts: Vec<TxPart> = (0..self.peers.len()).map(|_| TxPart::default()).collect();
         let mut involved = vec![false; parts.len()];
         for w in run.workers() {
@@ -718,6 +727,7 @@ impl Worker {
                     TxPart {
                         items,
                         watch: Vec::new(),
+                        now_ms: None,
                     },
                 )
             })
@@ -948,7 +958,12 @@ impl Worker {
             let (payload, need) = match refusal {
                 _ if !commit => (Payload::TxAborted, Need::Now),
                 Some(e) => (Payload::Err(e), Need::Now),
-                None => self.run_tx_items_in_room(gp.part.items, gp.acks, gp.room),
+                None => {
+                    let (items, acks, room) = (gp.part.items, gp.acks, gp.room);
+                    self.at_time(gp.part.now_ms, |w| {
+                        w.run_tx_items_in_room(items, acks, room)
+                    })
+                }
             };
             self.nx_answer(gp.reply_to, payload, need);
         }
@@ -1286,10 +1301,31 @@ impl Worker {
         }
         // Room on disk for every write first: on a full disk the EXEC is refused whole
         // (EXECABORT) rather than stopped at its first command without room.
-        match self.set_aside_part(&part.items, &mut Projected::new()) {
-            Ok(room) => self.run_tx_items_in_room(part.items, acks, room),
-            Err(e) => (Payload::Err(e), Need::Now),
+        self.at_time(part.now_ms, |w| {
+            match w.set_aside_part(&part.items, &mut Projected::new()) {
+                Ok(room) => w.run_tx_items_in_room(part.items, acks, room),
+                Err(e) => (Payload::Err(e), Need::Now),
+            }
+        })
+    }
+
+    /// Runs `f` at a transaction's time `now` (unix ms; `None`: by the clock): expiries are
+    /// decided (`Store::freeze_clock`) and relative ones set from it, so its commands run at
+    /// one time, as in Redis.
+    pub(super) fn at_time<R>(&mut self, now: Option<u64>, f: impl FnOnce(&mut Self) -> R) -> R {
+        let Some(t) = now else {
+            return f(self);
+        };
+        self.tx_now = Some(t);
+        for s in self.stores.iter_mut().flatten() {
+            s.freeze_clock(Some(t));
         }
+        let r = f(self);
+        for s in self.stores.iter_mut().flatten() {
+            s.freeze_clock(None);
+        }
+        self.tx_now = None;
+        r
     }
 
     /// Runs a transaction part's commands (its watched keys were checked).

@@ -26,10 +26,9 @@
 //!
 //! Nothing else runs on those workers from the first hold to the last visit, so the
 //! transaction is isolated as any EXEC. It costs one message per visit: a queue that goes
-//! back and forth between workers takes as many hops. Keys with one hash tag avoid it. Keys
-//! expire by the clock as each visit runs (as between the parts of any transaction over
-//! several workers): a key set with a TTL of a few milliseconds may be gone at a later
-//! visit of the same EXEC.
+//! back and forth between workers takes as many hops. Keys with one hash tag avoid it. Every
+//! visit runs at the time of EXEC (`Worker::at_time`, as every part of any transaction), so
+//! a key set with a TTL of a few milliseconds is still there at a later visit, as in Redis.
 //!
 //! As outside a transaction, a command over several workers is all or nothing except when
 //! the disk fails halfway: an MSETNX whose write fails on one worker after another wrote
@@ -68,6 +67,8 @@ pub struct SeqRun {
     pub(super) held: Vec<usize>,
     pub(super) reply_to: ReplyTo,
     pub(super) acks: simplekv_conf::Acks,
+    /// The time of EXEC: every visit runs at it (`Worker::at_time`).
+    pub(super) now_ms: Option<u64>,
 }
 
 impl SeqRun {
@@ -90,6 +91,7 @@ impl SeqRun {
             // Set when the transaction's reply slot is made (`start_tx_steps`).
             reply_to: ReplyTo::default(),
             acks,
+            now_ms: None,
         }
     }
 
@@ -362,7 +364,7 @@ impl Worker {
             }
             if run.rooms.len() < run.visits.len() {
                 // The first pass: room for the visit's writes.
-                self.set_aside_visit(&mut run);
+                self.at_time(run.now_ms, |w| w.set_aside_visit(&mut run));
                 continue;
             }
             let (Some((_, visit)), Some(room)) = (run.visits.pop_front(), run.rooms.pop_front())
@@ -376,7 +378,8 @@ impl Worker {
                 self.nx_answer(run.reply_to, Payload::Err(e.clone()), Need::Now);
                 continue;
             }
-            let (done, need) = self.run_visit(visit, &mut run.carry, run.acks, room);
+            let (carry, acks) = (&mut run.carry, run.acks);
+            let (done, need) = self.at_time(run.now_ms, |w| w.run_visit(visit, carry, acks, room));
             self.nx_answer(run.reply_to, Payload::Tx(done), need);
         }
         // Every worker lets go; each answers its (empty) part of the transaction.

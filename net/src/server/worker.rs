@@ -143,6 +143,8 @@ pub struct Worker {
     /// whole on one other worker (`dispatch_server`).
     pub(super) logs_whole: bool,
     pub(super) steps_whole: bool,
+    /// The time of the transaction running (`multi::at_time`): its commands' time.
+    pub(super) tx_now: Option<u64>,
     /// Slow log entries waiting for their client's address and name (`slowlog`).
     pub(super) slow_pending: Vec<(ReplyTo, super::slowlog::SlowEntry)>,
     /// Commands, bytes in, bytes out (INFO's instantaneous rates), sampled by `cron`.
@@ -274,6 +276,7 @@ impl Worker {
             logs_whole: false,
             steps_whole: false,
             slow_pending: Vec::new(),
+            tx_now: None,
             rates: Default::default(),
             maint,
             next_rr: id,
@@ -1791,6 +1794,12 @@ impl Worker {
     /// Redis-style active expiry: sample keys with a TTL, delete the expired ones (logged as
     /// tombstones), repeat while a quarter of the sample was expired, within a time budget.
     fn active_expire(&mut self) {
+        // Not while this worker holds for a command over several workers: a transaction
+        // runs at the time of its EXEC on each (`multi::at_time`), so a key it set or reads
+        // may have expired by the clock since and must still be there; it goes after.
+        if self.nx.is_some() {
+            return;
+        }
         let effort = self.config.storage.active_expire_effort.max(1) as usize;
         let samples = 20 + 5 * (effort - 1);
         let budget = Duration::from_micros(1000 + 250 * (effort as u64 - 1));
