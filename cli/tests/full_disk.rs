@@ -463,14 +463,10 @@ fn absent(c: &mut redis::Connection, keys: &[&str]) {
     assert_eq!(n, 0, "keys of a refused command are set: {keys:?}");
 }
 
-#[test]
-fn under_the_floor_a_transaction_is_refused_whole_or_applied_whole() {
-    let Some(fs) = Tmpfs::mount_or_skip("64m") else {
-        return;
-    };
-    let data = fs.path().join("data");
-    let s = Server::start_in(
-        &data,
+/// A server with two workers, one partition each, and a 16 MiB floor, on `fs`.
+fn two_workers_with_a_16mb_floor(fs: &Tmpfs) -> Server {
+    Server::start_in(
+        &fs.path().join("data"),
         &[
             "--workers",
             "2",
@@ -479,7 +475,15 @@ fn under_the_floor_a_transaction_is_refused_whole_or_applied_whole() {
             "--set",
             "storage.min_free_space=16mb",
         ],
-    );
+    )
+}
+
+#[test]
+fn under_the_floor_a_transaction_is_refused_whole_or_applied_whole() {
+    let Some(fs) = Tmpfs::mount_or_skip("64m") else {
+        return;
+    };
+    let s = two_workers_with_a_16mb_floor(&fs);
     let mut c = s.client();
     let () = cmd("SET").arg("{bar}x").arg("x").query(&mut c).unwrap();
     let () = cmd("SET").arg("{foo}x").arg("x").query(&mut c).unwrap();
@@ -579,18 +583,7 @@ fn under_the_floor_a_transaction_that_carries_data_between_workers_is_refused_wh
     let Some(fs) = Tmpfs::mount_or_skip("64m") else {
         return;
     };
-    let data = fs.path().join("data");
-    let s = Server::start_in(
-        &data,
-        &[
-            "--workers",
-            "2",
-            "--set",
-            "storage.partitions=2",
-            "--set",
-            "storage.min_free_space=16mb",
-        ],
-    );
+    let s = two_workers_with_a_16mb_floor(&fs);
     let mut c = s.client();
     let big = vec![b'b'; 3 << 20];
     let () = cmd("SET").arg("{bar}big").arg(&big).query(&mut c).unwrap();

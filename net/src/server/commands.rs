@@ -20,6 +20,17 @@ fn all_keys(parts: Vec<Payload>) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The parts' integers added up.
+fn int_sum(parts: &[Payload]) -> i64 {
+    parts
+        .iter()
+        .map(|p| match p {
+            Payload::Int(n) => *n,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Builds the reply of a finished broadcast from its parts.
 pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
     if let Some(e) = parts.iter().find_map(|p| match p {
@@ -100,14 +111,7 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             old_style,
             killed_self,
         } => {
-            let others: i64 = parts
-                .iter()
-                .map(|p| match p {
-                    Payload::Int(n) => *n,
-                    _ => 0,
-                })
-                .sum();
-            let killed = others + i64::from(*killed_self);
+            let killed = int_sum(&parts) + i64::from(*killed_self);
             match (old_style, killed) {
                 (true, 0) => write_error(r, b"ERR No such client"),
                 (true, _) => write_simple(r, b"OK"),
@@ -125,16 +129,7 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
                 .collect();
             super::slowlog::write_entries(r, entries, *count, *max_len);
         }
-        Finisher::Sum { max } => {
-            let n: i64 = parts
-                .iter()
-                .map(|p| match p {
-                    Payload::Int(n) => *n,
-                    _ => 0,
-                })
-                .sum();
-            write_integer(r, n.min(*max));
-        }
+        Finisher::Sum { max } => write_integer(r, int_sum(&parts).min(*max)),
         Finisher::Info { sections } => {
             let mut total = WorkerStats::default();
             for p in &parts {
