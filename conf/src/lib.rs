@@ -443,6 +443,18 @@ impl Config {
             if redis::check_fixed_set(name, value)? {
                 continue;
             }
+            // Redis parses CONFIG SET's numbers and choices strictly: " 100" is not 100
+            // (a file or a command-line override may pad them).
+            if let Some(info) = settings::lookup(name)
+                && info.kind() != settings::SettingKind::Text
+                && value.trim() != value
+            {
+                return Err(ConfError::InvalidValue {
+                    name: info.name,
+                    value: value.to_owned(),
+                    expected: info.accepts(),
+                });
+            }
             settings::apply(&mut next, name, value)?;
         }
         next.validate()?;

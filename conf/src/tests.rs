@@ -944,6 +944,29 @@ fn unknown_setting_message_and_suggestions() {
 // ----------------------------------------------------------------- runtime / Redis
 
 #[test]
+fn config_set_parses_numbers_and_choices_strictly_as_redis_does() {
+    let mut c = Config::default();
+    for (name, value) in [
+        ("maxclients", " 100"),
+        ("maxclients", "100 "),
+        ("hz", "5\t"),
+        ("appendfsync", " always"),
+        ("slowlog-log-slower-than", " -1"),
+        ("proto-max-bulk-len", "2mb "),
+    ] {
+        let e = c.set_runtime(name, value).unwrap_err().to_string();
+        assert!(e.contains("invalid value for"), "{name} = {value:?}: {e}");
+    }
+    assert_eq!(c, Config::default());
+    // Text keeps its spaces (a password may have some); a file or an override may pad.
+    c.set_runtime("requirepass", " pass ").unwrap();
+    assert_eq!(c.server.requirepass.as_deref(), Some(" pass "));
+    c.set_runtime("maxclients", "100").unwrap();
+    c.set("server.hz", " 5 ").unwrap();
+    assert_eq!((c.server.maxclients, c.server.hz), (100, 5));
+}
+
+#[test]
 fn runtime_settings_are_the_documented_ones() {
     let runtime: Vec<&str> = Config::settings()
         .iter()
