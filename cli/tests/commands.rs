@@ -4311,6 +4311,15 @@ fn slowlog_keeps_slow_commands_of_every_worker_as_redis_shows_them() {
     }
     let () = mset.query(&mut c).unwrap();
     let _ = query_err(&mut c, cmd("AUTH").arg("someone").arg("secret"));
+    // Over two workers: one entry, where it computes.
+    let _: String = cmd("LCS")
+        .arg(&keys[1])
+        .arg(&keys[2])
+        .query(&mut c)
+        .unwrap();
+    // Commands refused before they run are not logged (as in Redis).
+    let _ = query_err(&mut c, cmd("NOSUCHCOMMAND").arg("pw"));
+    let _ = query_err(&mut c, &cmd("GET"));
     // A transaction's commands are entries of their own; EXEC and MULTI's queueing are not
     // (MULTI itself is, as in Redis).
     let () = cmd("MULTI").query(&mut c).unwrap();
@@ -4363,6 +4372,14 @@ fn slowlog_keeps_slow_commands_of_every_worker_as_redis_shows_them() {
         !args.iter().any(|a| a[0].eq_ignore_ascii_case("exec")),
         "{args:?}"
     );
+    assert!(
+        !args
+            .iter()
+            .any(|a| a[0] == "NOSUCHCOMMAND" || a == &["GET".to_string()]),
+        "{args:?}"
+    );
+    let lcs = vec!["LCS".to_string(), keys[1].clone(), keys[2].clone()];
+    assert_eq!(args.iter().filter(|a| **a == lcs).count(), 1, "{args:?}");
     // GET's count: 10 by default, the newest.
     let ten = slowlog(&mut c, None);
     assert_eq!(ten.len(), 10);

@@ -655,6 +655,23 @@ fn under_the_floor_a_transaction_that_carries_data_between_workers_is_refused_wh
             v(&[b"APPEND", b"{bar}big", b"z"]),
         ],
     ));
+    // Nor do commands that may fail on their options, or a RENAME of a key onto itself.
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}a", b"small"]),
+            v(&[b"SETEX", b"{bar}big", b"0", b"x"]),
+            v(&[b"APPEND", b"{bar}big", b"z"]),
+        ],
+    ));
+    refused(exec(
+        &mut c,
+        &[
+            v(&[b"SET", b"{bar}a", b"small"]),
+            v(&[b"RENAME", b"{bar}big", b"{bar}big"]),
+            v(&[b"APPEND", b"{bar}big", b"z"]),
+        ],
+    ));
     // A source renamed earlier in the transaction is sized by what it holds then.
     refused(exec(
         &mut c,

@@ -593,10 +593,10 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         redis_name: Some("slowlog-log-slower-than"),
         runtime: true,
         help: "Commands that run at least this many microseconds go into the slow log \
-               (SLOWLOG GET); 0 logs every command, a negative value none. A command is \
+               (SLOWLOG GET); 0 logs every command, -1 none. A command is \
                timed where it runs: a part on another worker is an entry of its own.",
         access: Access::SignedInt {
-            min: i64::MIN,
+            min: -1,
             max: i64::MAX,
             get: |c| c.server.slowlog_log_slower_than,
             set: |c, v| c.server.slowlog_log_slower_than = v,

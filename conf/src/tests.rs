@@ -164,7 +164,7 @@ fn documented_ranges() {
         (
             "server.slowlog_log_slower_than",
             SettingKind::SignedInteger {
-                min: i64::MIN,
+                min: -1,
                 max: i64::MAX,
             },
         ),

@@ -895,9 +895,18 @@ impl Store {
             tap.extend_from_slice(&buf[buf.len() - rec_len as usize..]);
         }
         self.next_lsn = lsn + 1;
+        // For WATCH: when the value a Delete replaces had expired (a key watched when it
+        // had expired already is not changed by the delete of that value).
+        let expired_at = match tag {
+            Tag::Delete => match self.keydir.get(key) {
+                Some(loc) if !self.visible(&loc) => loc.expire,
+                _ => u64::MAX,
+            },
+            _ => u64::MAX,
+        };
         self.apply(id, off as u32, tag, key, value.len() as u32, expire);
         match tag {
-            Tag::Delete | Tag::Expire => self.touches.note(self.keydir.hash(key), lsn),
+            Tag::Delete | Tag::Expire => self.touches.note(self.keydir.hash(key), lsn, expired_at),
             Tag::Clear => self.touches.note_clear(lsn),
             Tag::Put => {}
         }

@@ -9,7 +9,10 @@
 //!   expiry set and removed again leaves the entry as it was): the store keeps the key hashes
 //!   and LSNs of its latest `RECENT_TOUCHES` deletes and expiry changes, in memory.
 //!
-//! A visible key that expired since (its entry is still there) counts as changed too. A Clear
+//! A visible key that expired since (its entry is still there) counts as changed too; a key
+//! that had expired already when its version was taken is not changed by the delete of that
+//! expired value (as in Redis 7, where the watch remembers that the key had expired), but is
+//! by the delete of a value that was still to expire then (written since). A Clear
 //! (FLUSHALL) changes the keys it deletes, as in Redis: a key absent then and absent now is
 //! unchanged when the Clear was the first record since. When the
 //! store cannot tell (older touches forgotten, other records before a Clear, records that came from a leader
@@ -34,13 +37,16 @@ pub struct KeyVersion {
     since: u64,
     /// Whether the key was visible then.
     present: bool,
+    /// The time then (unix ms).
+    at: u64,
 }
 
 /// The deletes and expiry changes a store remembers for WATCH.
 #[derive(Debug)]
 pub(crate) struct Touches {
-    /// (key hash, LSN) of the latest Delete and Expire records, oldest first.
-    recent: VecDeque<(u64, u64)>,
+    /// (key hash, LSN, when the value it replaced had expired: `u64::MAX` for a value that
+    /// was visible) of the latest Delete and Expire records, oldest first.
+    recent: VecDeque<(u64, u64, u64)>,
     /// Every such record with an LSN at or above this one is in `recent`.
     known_from: u64,
     /// The LSN of the Clear record that set `known_from`, if one did.
@@ -61,14 +67,16 @@ impl Touches {
         }
     }
 
-    pub(crate) fn note(&mut self, hash: u64, lsn: u64) {
+    /// A Delete or Expire record at `lsn`; `expired_at`: the time the value it replaced had
+    /// expired at (unix ms), `u64::MAX` when it was visible.
+    pub(crate) fn note(&mut self, hash: u64, lsn: u64, expired_at: u64) {
         if self.recent.len() == RECENT_TOUCHES
-            && let Some((_, oldest)) = self.recent.pop_front()
+            && let Some((_, oldest, _)) = self.recent.pop_front()
         {
             self.known_from = oldest + 1;
             self.cleared_at = None;
         }
-        self.recent.push_back((hash, lsn));
+        self.recent.push_back((hash, lsn, expired_at));
     }
 
     /// A Clear record: every key deleted at `lsn`.
@@ -84,8 +92,9 @@ impl Touches {
     }
 
     /// Whether a key of this hash may have been deleted or had its expiry changed at or
-    /// after `since`.
-    fn touched_since(&self, hash: u64, since: u64) -> bool {
+    /// after `since`; a delete of a value that had expired by `absent_at` does not count
+    /// (`absent_at`: the time the version saw the key absent, else 0).
+    fn touched_since(&self, hash: u64, since: u64, absent_at: u64) -> bool {
         // Nothing but the Clear since: it deleted what was there, and this key was not (a
         // key present then is told by its presence).
         let only_a_clear = self.cleared_at == Some(since);
@@ -94,8 +103,8 @@ impl Touches {
                 .recent
                 .iter()
                 .rev()
-                .take_while(|(_, lsn)| *lsn >= since)
-                .any(|(h, _)| *h == hash)
+                .take_while(|(_, lsn, _)| *lsn >= since)
+                .any(|&(h, _, expired_at)| h == hash && expired_at > absent_at)
     }
 }
 
@@ -106,6 +115,7 @@ impl Store {
             mark: self.touches.mark,
             since: self.log_end(),
             present: self.exists(key),
+            at: self.now(),
         }
     }
 
@@ -122,7 +132,10 @@ impl Store {
         } else if v.present {
             return Ok(false);
         }
-        Ok(!self.touches.touched_since(self.keydir.hash(key), v.since))
+        let absent_at = if v.present { 0 } else { v.at };
+        Ok(!self
+            .touches
+            .touched_since(self.keydir.hash(key), v.since, absent_at))
     }
 
     fn record_lsn(&self, loc: &Location) -> Result<u64, ReadError> {

@@ -420,6 +420,20 @@ fn a_key_version_tells_whether_the_key_changed_since() {
     // Expired when watched and still: unchanged.
     let v = s.version(b"k");
     assert!(unchanged(&s, b"k", v));
+    // ... and then deleted (a DEL, or expiry removing it): unchanged, as in Redis 7.
+    s.delete(b"k").unwrap();
+    assert!(unchanged(&s, b"k", v), "an expired value deleted");
+    // Expired when watched, then written again, expired and deleted: changed.
+    s.put(b"k", b"v", Some(clock() + 5)).unwrap();
+    advance(10);
+    let v = s.version(b"k");
+    s.put(b"k", b"w", Some(clock() + 5)).unwrap();
+    advance(10);
+    s.delete(b"k").unwrap();
+    assert!(
+        !unchanged(&s, b"k", v),
+        "written again, expired and deleted"
+    );
     // A present key that expires.
     s.put(b"k", b"v", Some(clock() + 5)).unwrap();
     let v = s.version(b"k");

@@ -525,16 +525,24 @@ impl Worker {
             let op = Op::Combine(c);
             return self.nx_out.push((next, Request { reply_to, op, acks }));
         }
-        // The last worker: every key is read, and every other worker holds.
+        // The last worker: every key is read, and every other worker holds. What it
+        // computes is timed for the slow log (`slowlog`).
         let c = *c;
+        let timer = self.op_timer();
         match c.job {
             Job::Lcs(o) => {
                 let payload = self.lcs_of(&c.values, o);
+                let keys = c.keys.iter().map(|k| &k[..]);
+                self.op_ran(timer, || std::iter::once(&b"LCS"[..]).chain(keys).collect());
                 answer(self, payload, Need::Now);
                 self.nx_decide_held(&held, reply_to, acks, true);
             }
             Job::BitOp { op, dest } => {
                 let result = finish_bitop(op, c.acc);
+                let keys = std::iter::once(&dest[..]).chain(c.keys.iter().map(|k| &k[..]));
+                self.op_ran(timer, || {
+                    std::iter::once(&b"BITOP"[..]).chain(keys).collect()
+                });
                 let owner = worker_of(self, &dest);
                 if owner == self.id {
                     let (payload, wrote) = self.store_bitop(&dest, result);
@@ -559,6 +567,7 @@ impl Worker {
                         commit: true,
                         moved,
                         refused: Vec::new(),
+                        at: None,
                     };
                     self.send_req(w, Request { reply_to, op, acks });
                 }

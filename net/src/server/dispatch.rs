@@ -261,6 +261,7 @@ impl Worker {
             if !self.transaction_command(token, out, client, args) {
                 out.push_reply(&unknown_command(args));
                 super::multi::flag(client);
+                self.not_run = true;
             }
             return;
         };
@@ -279,6 +280,7 @@ impl Worker {
                 ),
             );
             super::multi::flag(client);
+            self.not_run = true;
             return;
         }
         // As Redis: no password set (any more), no authentication needed, whatever the
@@ -298,6 +300,7 @@ impl Worker {
         {
             err(out, "NOAUTH Authentication required.");
             super::multi::flag(client);
+            self.not_run = true;
             return;
         }
         if client.tx.is_some() && !matches!(spec.name, "quit" | "reset") {
@@ -1212,15 +1215,16 @@ impl Worker {
     ) {
         // The slow log times a server command as a whole on this worker; its shares on
         // the others (INFO's statistics, CONFIG SET's copy) are not commands of their own.
-        // The keyspace-wide ones are logged by their parts, where they ran, when they went
-        // to other workers (`Worker::run_one`); RENAME, COPY, BITOP and LCS too when they
-        // ran whole on another worker, but as a whole when they went in steps between
-        // workers (which are not timed on their own).
+        // The keyspace-wide ones, BITOP and LCS are logged by their parts, where they ran,
+        // when they went to other workers (`Worker::run_one`; BITOP's and LCS's by the
+        // worker that computes); RENAME and COPY too when they ran whole on another worker,
+        // but as a whole when they went in steps between workers (which are not timed on
+        // their own).
         let parts = matches!(
             spec.name,
-            "keys" | "scan" | "dbsize" | "randomkey" | "flushdb" | "flushall"
+            "keys" | "scan" | "dbsize" | "randomkey" | "flushdb" | "flushall" | "bitop" | "lcs"
         );
-        let steps = matches!(spec.name, "rename" | "renamenx" | "copy" | "bitop" | "lcs");
+        let steps = matches!(spec.name, "rename" | "renamenx" | "copy");
         self.logs_whole = !parts && !steps;
         self.steps_whole = steps;
         let mut r = Vec::new();

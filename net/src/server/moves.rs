@@ -362,6 +362,7 @@ impl Worker {
             commit,
             moved,
             refused: Vec::new(),
+            at: None,
         };
         self.send_req(first, Request { reply_to, op, acks });
     }

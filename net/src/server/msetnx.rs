@@ -137,11 +137,13 @@ fn op_keys(op: &Op, keys: &mut HashSet<Vec<u8>>) -> bool {
     true
 }
 
-/// Messages a holding worker keeps for later: anything that may run a command.
+/// Messages a holding worker keeps for later: anything that may run a command, and a merge
+/// to install (its expired values are settled by the clock, not at the time of a
+/// transaction held here: `multi::at_time`).
 pub fn waits_for_hold(msg: &Msg) -> bool {
     match msg {
         Msg::Req(r) => !matches!(r.op, Op::NxDecide { .. } | Op::SeqVisit(_)),
-        Msg::External { .. } => true,
+        Msg::External { .. } | Msg::MergeDone { .. } => true,
         _ => false,
     }
 }
@@ -340,6 +342,7 @@ impl Worker {
         commit: bool,
         moved: Option<Box<super::moves::Moved>>,
         refused: super::multi::Refused,
+        at: Option<u64>,
     ) {
         let Some(h) = self.nx.take() else {
             warn!("worker {}: MSETNX outcome without a held part", self.id);
@@ -364,7 +367,7 @@ impl Worker {
             }
             (HeldWork::Combine { dest }, true) => self.combine_decided(reply_to, acks, dest, moved),
             (HeldWork::Combine { .. }, false) => {}
-            (HeldWork::Group(parts), _) => self.group_decided(parts, commit, &refused),
+            (HeldWork::Group(parts), _) => self.group_decided(parts, commit, &refused, at),
             (HeldWork::MSetNx(pairs, room), true) => {
                 let (payload, need) = self.nx_write(pairs, acks, &room);
                 self.nx_answer(reply_to, payload, need);
@@ -379,6 +382,10 @@ impl Worker {
 
     /// Runs what waited for the hold, in order, until done or held again.
     fn nx_release(&mut self) {
+        // Active expiry skipped while held (`Worker::active_expire`) runs now.
+        if std::mem::take(&mut self.expire_due) && self.nx.is_none() {
+            self.active_expire();
+        }
         // Turns alternate: connections first at one release, deferred steps first at the
         // next, so neither a stream of steps nor connections that keep holding this worker
         // again (each pipelining cross-worker commands) can keep the other waiting for good.
@@ -451,6 +458,7 @@ impl Worker {
                 commit,
                 moved: None,
                 refused: Vec::new(),
+                at: None,
             };
             self.send_req(w, Request { reply_to, op, acks });
         }

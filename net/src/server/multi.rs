@@ -96,8 +96,6 @@ pub struct Watched {
 pub struct TxPart {
     pub items: Vec<(u32, Op)>,
     pub watch: Vec<(Vec<u8>, Ver)>,
-    /// The time EXEC came (unix ms): its commands run at it on every worker (`at_time`).
-    pub now_ms: Option<u64>,
 }
 
 impl TxPart {
@@ -416,12 +414,6 @@ impl Worker {
             let owner = self.topo.worker_of(self.topo.partition_of(&w.key));
             parts[owner].watch.push((w.key, w.ver));
         }
-        // As in Redis, the commands of a transaction run at one time, the time of EXEC:
-        // a key it sets with a short TTL does not expire between two of them.
-        let now = simplekv_engine::system_clock();
-        for p in parts.iter_mut() {
-            p.now_ms = Some(now);
-        }
         let mut involved: Vec<(usize, TxPart)> = parts
             .into_iter()
             .enumerate()
@@ -480,8 +472,7 @@ impl Worker {
             }
             items.push(item);
         }
-        let mut run = SeqRun::new(visits, acks);
-        run.now_ms = Some(simplekv_engine::system_clock());
+        let run = SeqRun::new(visits, acks);
         let mut parts: Vec<TxPart> = (0..self.peers.len()).map(|_| TxPart::default()).collect();
         let mut involved = vec![false; parts.len()];
         for w in run.workers() {
@@ -727,7 +718,6 @@ impl Worker {
                     TxPart {
                         items,
                         watch: Vec::new(),
-                        now_ms: None,
                     },
                 )
             })
@@ -900,20 +890,29 @@ impl Worker {
             held.push(self.id);
             let mut run = run;
             run.held = held;
+            // Its time: every worker it involves holds from here on (`at_time`).
+            run.now_ms = Some(simplekv_engine::system_clock());
             return self.seq_visit(run);
         }
-        // The parts run in this order: each one's bounds see what the ones before leave.
+        // The parts run in this order: each one's bounds see what the ones before leave, at
+        // most. One of them may yet be refused at a later worker and run nowhere, so a key
+        // keeps the longer of what it holds and what each part before would leave.
         let mut lens = Projected::new();
         for gp in parts.iter_mut() {
             if gp.refused.is_some() {
                 continue;
             }
-            let before = lens.clone();
-            match self.set_aside_part(&gp.part.items, &mut lens) {
-                Ok(room) => gp.room = room,
+            let mut leaves = lens.clone();
+            match self.set_aside_part(&gp.part.items, &mut leaves) {
+                Ok(room) => {
+                    gp.room = room;
+                    for (k, n) in leaves {
+                        let was = self.projected_len(&lens, &k);
+                        lens.insert(k, n.max(was));
+                    }
+                }
                 Err(e) => {
                     // It does not run: the parts after it find what was there.
-                    lens = before;
                     for later in rest.iter_mut().flat_map(|(_, ps)| ps.iter_mut()) {
                         if later.reply_to == gp.reply_to {
                             later.refused = Some(e.clone());
@@ -925,8 +924,11 @@ impl Worker {
             }
         }
         if rest.is_empty() {
-            self.group_decided(parts, true, &refused);
-            self.group_decide_held(&held, reply_to, acks, refused);
+            // The group's time, as in Redis the time a transaction runs at: taken once every
+            // worker holds for it, so no command on these workers saw a later one first.
+            let at = Some(simplekv_engine::system_clock());
+            self.group_decided(parts, true, &refused, at);
+            self.group_decide_held(&held, reply_to, acks, refused, at);
             return;
         }
         self.hold(reply_to, acks, HeldWork::Group(parts), &[]);
@@ -942,7 +944,14 @@ impl Worker {
 
     /// Runs a group's parts here, in order (`commit`), or answers that they did not run
     /// (the parts of a `refused` transaction answer its error).
-    pub(super) fn group_decided(&mut self, parts: Vec<GroupPart>, commit: bool, refused: &Refused) {
+    pub(super) fn group_decided(
+        &mut self,
+        parts: Vec<GroupPart>,
+        commit: bool,
+        refused: &Refused,
+        at: Option<u64>,
+    ) {
+        let client = self.slow_for;
         for gp in parts {
             let refusal = gp.refused.or_else(|| {
                 refused
@@ -960,13 +969,14 @@ impl Worker {
                 Some(e) => (Payload::Err(e), Need::Now),
                 None => {
                     let (items, acks, room) = (gp.part.items, gp.acks, gp.room);
-                    self.at_time(gp.part.now_ms, |w| {
-                        w.run_tx_items_in_room(items, acks, room)
-                    })
+                    // Its slow log entries are its client's.
+                    self.slow_for = Some(gp.reply_to);
+                    self.at_time(at, |w| w.run_tx_items_in_room(items, acks, room))
                 }
             };
             self.nx_answer(gp.reply_to, payload, need);
         }
+        self.slow_for = client;
     }
 
     /// Tells the held workers of a group to run their parts (but those of `refused`).
@@ -976,12 +986,14 @@ impl Worker {
         reply_to: ReplyTo,
         acks: simplekv_conf::Acks,
         refused: Refused,
+        at: Option<u64>,
     ) {
         for &w in held {
             let op = Op::NxDecide {
                 commit: true,
                 moved: None,
                 refused: refused.clone(),
+                at,
             };
             self.send_req(w, Request { reply_to, op, acks });
         }
@@ -1110,9 +1122,10 @@ impl Worker {
             Op::Move { kind, src, dst } => {
                 // The destination may keep its value (RENAMENX, COPY without REPLACE, a
                 // missing source), and RENAMENX's source too.
+                // (Nor is the source surely gone: RENAME k k, or one refused.)
                 let mut r = vec![(&dst[..], Some(self.projected_len(lens, src)), false)];
                 if kind.removes_source() {
-                    r.push((&src[..], None, *kind == super::moves::MoveKind::Rename));
+                    r.push((&src[..], None, false));
                 }
                 r
             }
@@ -1301,7 +1314,8 @@ impl Worker {
         }
         // Room on disk for every write first: on a full disk the EXEC is refused whole
         // (EXECABORT) rather than stopped at its first command without room.
-        self.at_time(part.now_ms, |w| {
+        // Its time: nothing else runs here until it is done.
+        self.at_time(Some(simplekv_engine::system_clock()), |w| {
             match w.set_aside_part(&part.items, &mut Projected::new()) {
                 Ok(room) => w.run_tx_items_in_room(part.items, acks, room),
                 Err(e) => (Payload::Err(e), Need::Now),
@@ -1428,18 +1442,12 @@ impl Worker {
 /// SETBIT, BITFIELD), none for a change of expiry (its record has no value). Arguments that
 /// are not numbers where an offset is expected leave the command to fail when it runs. The
 /// caller caps it at `limits.max_value_len`.
-/// The command sets its key's value whatever the key holds (SET without NX or XX, SETEX,
-/// PSETEX, GETSET): the value's length after it is its argument's, not possibly the one
-/// before.
+/// The command sets its key's value whatever the key holds and cannot fail (SET and GETSET
+/// with no option): the value's length after it is its argument's, not possibly the one
+/// before. With options it may write nothing (NX, XX, a TTL of 0 or not a number, options
+/// that do not go together), as SETEX and PSETEX may.
 fn overwrites(name: &[u8], args: &[&[u8]]) -> bool {
-    match &name.to_ascii_lowercase()[..] {
-        b"set" => !args
-            .iter()
-            .skip(3)
-            .any(|a| a.eq_ignore_ascii_case(b"nx") || a.eq_ignore_ascii_case(b"xx")),
-        b"setex" | b"psetex" | b"getset" => true,
-        _ => false,
-    }
+    args.len() == 3 && (name.eq_ignore_ascii_case(b"set") || name.eq_ignore_ascii_case(b"getset"))
 }
 
 fn value_bound(name: &[u8], args: &[&[u8]], now: usize) -> usize {
@@ -1518,10 +1526,12 @@ mod tests {
             overwrites(a[0], &a)
         };
         assert!(o(&["SET", "k", "v"]));
-        assert!(o(&["set", "k", "v", "EX", "10", "GET"]));
-        assert!(o(&["SETEX", "k", "10", "v"]));
         assert!(o(&["GETSET", "k", "v"]));
-        // A condition, or a command that may fail on what it finds, may leave the value.
+        // A condition, an option that may not parse (a TTL of 0), or a command that may
+        // fail on what it finds, may leave the value.
+        assert!(!o(&["set", "k", "v", "EX", "10", "GET"]));
+        assert!(!o(&["SET", "k", "v", "EX", "0"]));
+        assert!(!o(&["SETEX", "k", "0", "v"]));
         assert!(!o(&["SET", "k", "v", "NX"]));
         assert!(!o(&["SET", "k", "v", "xx", "GET"]));
         assert!(!o(&["SETNX", "k", "v"]));

@@ -200,6 +200,9 @@ pub enum Op {
         moved: Option<Box<super::moves::Moved>>,
         /// A group's transactions that do not run for want of disk room (`multi`).
         refused: super::multi::Refused,
+        /// A group's time, taken once every worker held (`multi::group_step`): its
+        /// transactions run at it.
+        at: Option<u64>,
     },
     /// BITOP or LCS: run here if every key is this worker's, else a step of a chain
     /// (`combine`).

@@ -161,8 +161,6 @@ struct Sizing {
     dest: Option<Vec<u8>>,
     /// The longest value read so far.
     longest: usize,
-    /// A RENAME: its source is gone after it (a RENAMENX's may stay).
-    deletes_source: bool,
 }
 
 /// What the visits of the command in progress learned so far.
@@ -385,7 +383,7 @@ impl Worker {
         // Every worker lets go; each answers its (empty) part of the transaction.
         let others: Vec<usize> = run.held.iter().copied().filter(|&w| w != self.id).collect();
         self.nx_decide_held(&others, run.reply_to, run.acks, true);
-        self.nx_decide(true, None, Vec::new());
+        self.nx_decide(true, None, Vec::new(), None);
     }
 
     /// A visit where this worker does not hold for the transaction (which cannot happen
@@ -456,16 +454,13 @@ impl Worker {
             }
             // The destination may keep its value (RENAMENX, COPY without REPLACE), and
             // RENAMENX's source too.
-            Some(Visit::MoveDest { dst, kind, .. }) => {
-                run.sizing.deletes_source = *kind == MoveKind::Rename;
-                self.set_aside_records(&[(dst, Some(run.sizing.longest), false)], &mut run.lens)
-                    .map(|r| vec![(0, r)])
-            }
-            Some(Visit::MoveDelete { src, .. }) => {
-                let sure = run.sizing.deletes_source;
-                self.set_aside_records(&[(src, None, sure)], &mut run.lens)
-                    .map(|r| vec![(0, r)])
-            }
+            Some(Visit::MoveDest { dst, .. }) => self
+                .set_aside_records(&[(dst, Some(run.sizing.longest), false)], &mut run.lens)
+                .map(|r| vec![(0, r)]),
+            // Nor is the source surely gone (a RENAMENX, or a move refused).
+            Some(Visit::MoveDelete { src, .. }) => self
+                .set_aside_records(&[(src, None, false)], &mut run.lens)
+                .map(|r| vec![(0, r)]),
             Some(Visit::NxCheck { .. }) | None => Ok(Vec::new()),
             Some(Visit::NxWrite { pairs, .. }) => {
                 // It may set nothing.
@@ -624,12 +619,23 @@ impl Worker {
                 if let Some(e) = carry.reply.take() {
                     return (vec![(index, e)], Need::Now);
                 }
+                // What it computes is timed for the slow log (`slowlog`).
                 let c = *c;
+                let timer = self.op_timer();
                 let (reply, need) = match c.job {
-                    Job::Lcs(o) => (self.lcs_of(&c.values, o), Need::Now),
+                    Job::Lcs(o) => {
+                        let reply = self.lcs_of(&c.values, o);
+                        let keys = c.keys.iter().map(|k| &k[..]);
+                        self.op_ran(timer, || std::iter::once(&b"LCS"[..]).chain(keys).collect());
+                        (reply, Need::Now)
+                    }
                     Job::BitOp { op, dest } => {
                         let result = super::combine::finish_bitop(op, c.acc);
                         let (payload, wrote) = self.store_bitop(&dest, result);
+                        let keys = std::iter::once(&dest[..]).chain(c.keys.iter().map(|k| &k[..]));
+                        self.op_ran(timer, || {
+                            std::iter::once(&b"BITOP"[..]).chain(keys).collect()
+                        });
                         let p = self.topo.partition_of(&dest);
                         (payload, self.need_for(Some(p), wrote, acks))
                     }

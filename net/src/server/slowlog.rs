@@ -9,9 +9,10 @@
 //! DEL, EXISTS, KEYS, SCAN, DBSIZE or FLUSHALL over several workers is an entry per
 //! worker's part, with the command's name and that worker's keys. A server command (INFO,
 //! CONFIG, CLIENT, SLOWLOG, ...) is one entry on its connection's worker, its shares on the
-//! other workers are not commands of their own. RENAME, COPY, BITOP and LCS over keys of
-//! two workers go in steps between them that are not timed on their own: the entry is the
-//! command's time on its connection's worker. The commands of a transaction are entries of
+//! other workers are not commands of their own. A BITOP or LCS over several workers is
+//! timed where it computes (the last worker it visits). RENAME and COPY between two workers
+//! go in steps that are not timed on their own: the entry is the command's time on its
+//! connection's worker. The commands of a transaction are entries of
 //! their own (EXEC, and commands queued after MULTI, are not), as in Redis.
 //!
 //! Each worker keeps its own log (no lock between them; ids come from one counter, given as
@@ -157,9 +158,16 @@ fn secrets(args: &[Vec<u8>]) -> Vec<usize> {
             .find(|&i| is(i, b"auth"))
             .map_or(Vec::new(), |i| vec![i + 1, i + 2])
     } else if is(0, b"config") && is(1, b"set") {
+        // By either name of the setting, however spelled; refused or not.
+        let secret = |a: &[u8]| {
+            std::str::from_utf8(a)
+                .ok()
+                .and_then(simplekv_conf::Config::setting)
+                .is_some_and(|s| matches!(s.name, "server.requirepass" | "cluster.secret"))
+        };
         (2..args.len())
             .step_by(2)
-            .filter(|&i| is(i, b"requirepass"))
+            .filter(|&i| secret(&args[i]))
             .map(|i| i + 1)
             .collect()
     } else {
@@ -412,6 +420,28 @@ mod tests {
         assert_eq!(
             text(args(&["CONFIG", "SET", "maxclients", "5"])),
             ["CONFIG", "SET", "maxclients", "5"]
+        );
+        assert_eq!(
+            text(args(&[
+                "config",
+                "set",
+                "hz",
+                "5",
+                "Server.RequirePass",
+                "pw"
+            ])),
+            [
+                "config",
+                "set",
+                "hz",
+                "5",
+                "Server.RequirePass",
+                "(redacted)"
+            ]
+        );
+        assert_eq!(
+            text(args(&["CONFIG", "SET", "cluster.secret", "s"])),
+            ["CONFIG", "SET", "cluster.secret", "(redacted)"]
         );
     }
 

@@ -143,6 +143,11 @@ pub struct Worker {
     /// whole on one other worker (`dispatch_server`).
     pub(super) logs_whole: bool,
     pub(super) steps_whole: bool,
+    /// The command running was refused before it ran (unknown, wrong arity, NOAUTH): the
+    /// slow log leaves it out, as Redis's does.
+    pub(super) not_run: bool,
+    /// Active expiry was skipped while held: it runs at the release.
+    pub(super) expire_due: bool,
     /// The time of the transaction running (`multi::at_time`): its commands' time.
     pub(super) tx_now: Option<u64>,
     /// Slow log entries waiting for their client's address and name (`slowlog`).
@@ -275,6 +280,8 @@ impl Worker {
             sent_away: false,
             logs_whole: false,
             steps_whole: false,
+            not_run: false,
+            expire_due: false,
             slow_pending: Vec::new(),
             tx_now: None,
             rates: Default::default(),
@@ -748,6 +755,7 @@ impl Worker {
         self.sent_away = false;
         self.logs_whole = false;
         self.steps_whole = false;
+        self.not_run = false;
         let (parts_logged, steps, owed) =
             (self.slow_pending.len(), self.nx_out.len(), out.in_flight);
         self.slow_for = Some(ReplyTo {
@@ -763,6 +771,7 @@ impl Worker {
         // other workers is an entry per part (`slowlog`).
         let went = self.sent_away || self.nx_out.len() > steps || out.in_flight > owed;
         if let Some(timer) = timer
+            && !self.not_run
             && (self.logs_whole || !went || (self.steps_whole && !self.sent_away))
         {
             self.slow_pending.truncate(parts_logged);
@@ -932,9 +941,10 @@ impl Worker {
                         commit,
                         moved,
                         refused,
+                        at,
                     },
                 ..
-            }) => self.nx_decide(commit, moved, refused),
+            }) => self.nx_decide(commit, moved, refused, at),
             Msg::Req(Request {
                 reply_to,
                 op: op @ Op::MoveStep { .. },
@@ -1793,11 +1803,13 @@ impl Worker {
 
     /// Redis-style active expiry: sample keys with a TTL, delete the expired ones (logged as
     /// tombstones), repeat while a quarter of the sample was expired, within a time budget.
-    fn active_expire(&mut self) {
+    pub(super) fn active_expire(&mut self) {
         // Not while this worker holds for a command over several workers: a transaction
         // runs at the time of its EXEC on each (`multi::at_time`), so a key it set or reads
-        // may have expired by the clock since and must still be there; it goes after.
+        // may have expired by the clock since and must still be there; it runs once the hold
+        // ends (`msetnx::nx_release`).
         if self.nx.is_some() {
+            self.expire_due = true;
             return;
         }
         let effort = self.config.storage.active_expire_effort.max(1) as usize;
