@@ -4326,6 +4326,8 @@ fn slowlog_keeps_slow_commands_of_every_worker_as_redis_shows_them() {
     let _: String = cmd("APPEND").arg(&keys[1]).arg("t").query(&mut c).unwrap();
     let _: String = cmd("GET").arg(&keys[2]).query(&mut c).unwrap();
     let _: Value = cmd("EXEC").query(&mut c).unwrap();
+    let () = cmd("MULTI").query(&mut c).unwrap();
+    let () = cmd("DISCARD").query(&mut c).unwrap();
     let all = slowlog(&mut c, Some(-1));
     let args: Vec<Vec<String>> = all.iter().map(|e| e.3.clone()).collect();
     let ids: Vec<i64> = all.iter().map(|e| e.0).collect();
@@ -4368,6 +4370,7 @@ fn slowlog_keeps_slow_commands_of_every_worker_as_redis_shows_them() {
         "{args:?}"
     );
     assert!(args.contains(&vec!["MULTI".to_string()]), "{args:?}");
+    assert!(args.contains(&vec!["DISCARD".to_string()]), "{args:?}");
     assert!(
         !args.iter().any(|a| a[0].eq_ignore_ascii_case("exec")),
         "{args:?}"
@@ -4399,6 +4402,14 @@ fn slowlog_keeps_slow_commands_of_every_worker_as_redis_shows_them() {
     let three = slowlog(&mut c, Some(-1));
     assert_eq!(three.len(), 3);
     assert!(three[0].0 > two[0].0);
+    // Longer again: the entries it dropped stay dropped (the CONFIG SET is the fourth).
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-max-len")
+        .arg("128")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(int(&mut c, cmd("SLOWLOG").arg("LEN")), 4);
     // Redis's errors.
     for (q, e) in [
         (

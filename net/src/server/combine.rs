@@ -492,6 +492,8 @@ impl Worker {
             w.nx_decide_held(&held, reply_to, acks, false);
             answer(w, e, Need::Now);
         };
+        // The last worker's reads and computing are timed for the slow log (`slowlog`).
+        let timer = self.op_timer();
         if let Err(e) = self.combine_read(&mut c) {
             return fail(self, e);
         }
@@ -525,10 +527,8 @@ impl Worker {
             let op = Op::Combine(c);
             return self.nx_out.push((next, Request { reply_to, op, acks }));
         }
-        // The last worker: every key is read, and every other worker holds. What it
-        // computes is timed for the slow log (`slowlog`).
+        // The last worker: every key is read, and every other worker holds.
         let c = *c;
-        let timer = self.op_timer();
         match c.job {
             Job::Lcs(o) => {
                 let payload = self.lcs_of(&c.values, o);

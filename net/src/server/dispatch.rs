@@ -1116,6 +1116,9 @@ impl Worker {
     /// Applies run-time settings after CONFIG SET.
     pub fn apply_config(&mut self) {
         self.limits = super::worker::limits_of(&self.config);
+        // A shorter slow log drops its oldest entries for good, as Redis's.
+        self.slowlog
+            .truncate(self.config.server.slowlog_max_len as usize);
         if let Some(c) = self.cluster.as_mut() {
             c.min_isr = self.config.cluster.min_insync_replicas as usize;
             c.default_acks = self.config.cluster.acks;

@@ -90,29 +90,33 @@ impl SlowLog {
     pub fn reset(&mut self) {
         self.entries.clear();
     }
+
+    /// Keeps the newest `max_len` (`slowlog-max-len` lowered).
+    pub fn truncate(&mut self, max_len: usize) {
+        self.entries.truncate(max_len);
+    }
 }
 
-/// A command's timing, when the slow log is on (`threshold`: microseconds).
+/// A command's timing.
 #[derive(Debug, Clone, Copy)]
 pub struct SlowTimer {
     start: Instant,
-    threshold: u64,
 }
 
 impl SlowTimer {
-    /// `None` when the slow log is off (a negative threshold).
-    pub fn start(threshold: i64) -> Option<SlowTimer> {
-        let threshold = u64::try_from(threshold).ok()?;
-        Some(SlowTimer {
+    pub fn start() -> SlowTimer {
+        SlowTimer {
             start: Instant::now(),
-            threshold,
-        })
+        }
     }
 
-    /// The microseconds it took, when at least the threshold.
-    pub fn slow(&self) -> Option<u64> {
+    /// The microseconds it took, when at least `threshold` (the one set when it ended, as
+    /// Redis reads it: a CONFIG SET that turns the log on is logged, one that turns it off
+    /// not); `None` for a negative threshold (the log is off).
+    pub fn slow(&self, threshold: i64) -> Option<u64> {
+        let threshold = u64::try_from(threshold).ok()?;
         let us = duration_micros(self.start.elapsed());
-        (us >= self.threshold).then_some(us)
+        (us >= threshold).then_some(us)
     }
 }
 
@@ -209,7 +213,7 @@ impl Worker {
 
     /// A timer for an op (`execute_op`), unless the slow log is off.
     pub(super) fn op_timer(&self) -> Option<SlowTimer> {
-        SlowTimer::start(self.config.server.slowlog_log_slower_than)
+        (self.config.server.slowlog_log_slower_than >= 0).then(SlowTimer::start)
     }
 
     /// Logs an op `timer` found slow; `words`: its arguments (the command's, or its name and
@@ -219,7 +223,8 @@ impl Worker {
         timer: Option<SlowTimer>,
         words: impl FnOnce() -> Vec<&'a [u8]>,
     ) {
-        let Some(us) = timer.and_then(|t| t.slow()) else {
+        let threshold = self.config.server.slowlog_log_slower_than;
+        let Some(us) = timer.and_then(|t| t.slow(threshold)) else {
             return;
         };
         let entry = SlowEntry::new(us, words().into_iter());

@@ -747,10 +747,11 @@ impl Worker {
         self.stats.commands += 1;
         // Timed as a whole (EXEC is not: its commands are, each on its own, as in Redis; nor
         // are commands queued inside MULTI).
-        let timer = if client.tx.is_some() || args[0].eq_ignore_ascii_case(b"exec") {
+        let queued = client.tx.is_some() && !args[0].eq_ignore_ascii_case(b"discard");
+        let timer = if queued || args[0].eq_ignore_ascii_case(b"exec") {
             None
         } else {
-            super::slowlog::SlowTimer::start(self.config.server.slowlog_log_slower_than)
+            Some(super::slowlog::SlowTimer::start())
         };
         self.sent_away = false;
         self.logs_whole = false;
@@ -775,7 +776,7 @@ impl Worker {
             && (self.logs_whole || !went || (self.steps_whole && !self.sent_away))
         {
             self.slow_pending.truncate(parts_logged);
-            if let Some(us) = timer.slow() {
+            if let Some(us) = timer.slow(self.config.server.slowlog_log_slower_than) {
                 self.log_slow_command(client, args, us);
             }
         }
