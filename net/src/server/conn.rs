@@ -210,6 +210,9 @@ pub struct Output {
     /// The next command waits for every answer in flight before it runs
     /// (`Worker::waits_for_order`), so that a pipeline's commands take effect in order.
     pub order_wait: bool,
+    /// The command running was refused before it ran (unknown, wrong arity, unknown
+    /// subcommand, NOAUTH): the slow log leaves it out, as Redis's does.
+    pub not_run: bool,
 }
 
 /// Error replies counted by kind (the error's first word, as INFO errorstats shows them).

@@ -88,6 +88,8 @@ fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
 
 /// Redis 7's reply for a subcommand a container command (CONFIG, CLIENT, ...) does not have.
 pub(super) fn unknown_subcommand(out: &mut Output, container: &str, sub: &[u8]) {
+    // Refused before it ran, as Redis does in its command lookup: not in the slow log.
+    out.not_run = true;
     let mut msg = b"ERR unknown subcommand '".to_vec();
     msg.extend_from_slice(c_str_prefix(sub, 128));
     msg.extend_from_slice(format!("'. Try {} HELP.", container.to_ascii_uppercase()).as_bytes());
@@ -261,7 +263,7 @@ impl Worker {
             if !self.transaction_command(token, out, client, args) {
                 out.push_reply(&unknown_command(args));
                 super::multi::flag(client);
-                self.not_run = true;
+                out.not_run = true;
             }
             return;
         };
@@ -280,7 +282,7 @@ impl Worker {
                 ),
             );
             super::multi::flag(client);
-            self.not_run = true;
+            out.not_run = true;
             return;
         }
         // As Redis: no password set (any more), no authentication needed, whatever the
@@ -300,7 +302,7 @@ impl Worker {
         {
             err(out, "NOAUTH Authentication required.");
             super::multi::flag(client);
-            self.not_run = true;
+            out.not_run = true;
             return;
         }
         if client.tx.is_some() && !matches!(spec.name, "quit" | "reset") {

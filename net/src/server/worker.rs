@@ -143,9 +143,6 @@ pub struct Worker {
     /// whole on one other worker (`dispatch_server`).
     pub(super) logs_whole: bool,
     pub(super) steps_whole: bool,
-    /// The command running was refused before it ran (unknown, wrong arity, NOAUTH): the
-    /// slow log leaves it out, as Redis's does.
-    pub(super) not_run: bool,
     /// Active expiry was skipped while held: it runs at the release.
     pub(super) expire_due: bool,
     /// The time of the transaction running (`multi::at_time`): its commands' time.
@@ -280,7 +277,6 @@ impl Worker {
             sent_away: false,
             logs_whole: false,
             steps_whole: false,
-            not_run: false,
             expire_due: false,
             slow_pending: Vec::new(),
             tx_now: None,
@@ -756,7 +752,7 @@ impl Worker {
         self.sent_away = false;
         self.logs_whole = false;
         self.steps_whole = false;
-        self.not_run = false;
+        out.not_run = false;
         let (parts_logged, steps, owed) =
             (self.slow_pending.len(), self.nx_out.len(), out.in_flight);
         self.slow_for = Some(ReplyTo {
@@ -772,7 +768,7 @@ impl Worker {
         // other workers is an entry per part (`slowlog`).
         let went = self.sent_away || self.nx_out.len() > steps || out.in_flight > owed;
         if let Some(timer) = timer
-            && !self.not_run
+            && !out.not_run
             && (self.logs_whole || !went || (self.steps_whole && !self.sent_away))
         {
             self.slow_pending.truncate(parts_logged);
