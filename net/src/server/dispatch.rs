@@ -7,6 +7,7 @@ use simplekv_engine::{Prefetch, Store};
 use super::conn::{Client, Gather, Output, Pending, ReplyBytes, Slot};
 use super::replica::Need;
 use super::router::{Op, OwnedArgs, Pairs, Payload, ReplyTo, Request};
+use super::slowlog::WholeEntry;
 use super::worker::Worker;
 use crate::cmd::{self, CommandSpec, Effect, ExecCtx, Kind, MultiKind};
 use crate::glob::glob_match;
@@ -1225,13 +1226,13 @@ impl Worker {
         // worker that computes); RENAME and COPY too when they ran whole on another worker,
         // but as a whole when they went in steps between workers (which are not timed on
         // their own).
-        let parts = matches!(
-            spec.name,
-            "keys" | "scan" | "dbsize" | "randomkey" | "flushdb" | "flushall" | "bitop" | "lcs"
-        );
-        let steps = matches!(spec.name, "rename" | "renamenx" | "copy");
-        self.logs_whole = !parts && !steps;
-        self.steps_whole = steps;
+        self.whole_entry = match spec.name {
+            "keys" | "scan" | "dbsize" | "randomkey" | "flushdb" | "flushall" | "bitop" | "lcs" => {
+                WholeEntry::UnlessAway
+            }
+            "rename" | "renamenx" | "copy" => WholeEntry::UnlessSentWhole,
+            _ => WholeEntry::Always,
+        };
         let mut r = Vec::new();
         match spec.name {
             "ping" => match args.len() {

@@ -234,6 +234,65 @@ impl Worker {
         }
     }
 
+    /// Before a connection's command runs (`Worker::run_one`): its timer (none for EXEC, whose
+    /// commands are timed each on its own as in Redis, nor for commands queued after
+    /// MULTI), and where the turn's queues stand.
+    pub(super) fn slow_begin(
+        &mut self,
+        token: usize,
+        client: &Client,
+        out: &mut Output,
+        args: &[&[u8]],
+    ) -> SlowMark {
+        let queued = client.tx.is_some() && !args[0].eq_ignore_ascii_case(b"discard");
+        let exec = args[0].eq_ignore_ascii_case(b"exec");
+        self.whole_entry = WholeEntry::UnlessAway;
+        out.not_run = false;
+        self.slow_for = Some(ReplyTo {
+            worker: self.id,
+            token,
+            conn_id: client.id,
+            seq: 0,
+            part: 0,
+        });
+        SlowMark {
+            timer: (!queued && !exec).then(SlowTimer::start),
+            parts_logged: self.slow_pending.len(),
+            steps: self.nx_out.len(),
+            owed: out.in_flight,
+        }
+    }
+
+    /// After it ran: one entry for a command that ran here only (not one per op it ran), or
+    /// an entry per part where each ran for one that went to other workers (the ops' own),
+    /// or as `whole_entry` says.
+    pub(super) fn slow_end(
+        &mut self,
+        mark: SlowMark,
+        client: &Client,
+        out: &Output,
+        args: &[&[u8]],
+    ) {
+        self.slow_for = None;
+        let Some(timer) = mark.timer else {
+            return;
+        };
+        let in_steps = self.nx_out.len() > mark.steps;
+        let went = in_steps || out.in_flight > mark.owed;
+        let whole = match self.whole_entry {
+            WholeEntry::Always => true,
+            WholeEntry::UnlessAway => !went,
+            WholeEntry::UnlessSentWhole => !went || in_steps,
+        };
+        if out.not_run || !whole {
+            return;
+        }
+        self.slow_pending.truncate(mark.parts_logged);
+        if let Some(us) = timer.slow(self.config.server.slowlog_log_slower_than) {
+            self.log_slow_command(client, args, us);
+        }
+    }
+
     /// Logs a command of one of this worker's connections that ran `us`.
     pub(super) fn log_slow_command(&mut self, client: &Client, args: &[&[u8]], us: u64) {
         let mut entry = SlowEntry::new(us, args.iter().copied());
@@ -346,6 +405,30 @@ impl Worker {
         let g = self.collect_gather(finish);
         self.broadcast(token, out, client, g, || Op::SlowLog(op));
     }
+}
+
+/// Where a connection's command stood when it started (`Worker::slow_begin`).
+pub(super) struct SlowMark {
+    timer: Option<SlowTimer>,
+    /// Entries of ops run for connections (`slow_pending`), requests in steps (`nx_out`)
+    /// and answers owed to the connection (`Output::in_flight`) then.
+    parts_logged: usize,
+    steps: usize,
+    owed: usize,
+}
+
+/// When a command that went to other workers is still one entry as a whole.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum WholeEntry {
+    /// Unless it went: then its parts are entries where they ran (data commands, KEYS,
+    /// BITOP, ...).
+    #[default]
+    UnlessAway,
+    /// Always: its shares elsewhere are not commands of their own (INFO, CONFIG SET, ...).
+    Always,
+    /// When it went in steps between workers, which are not timed on their own; a part
+    /// when it ran whole on another worker (RENAME, COPY).
+    UnlessSentWhole,
 }
 
 /// What SLOWLOG asks each worker.

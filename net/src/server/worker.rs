@@ -135,14 +135,9 @@ pub struct Worker {
     pub slowlog: super::slowlog::SlowLog,
     /// The connection the op running now is for: its slow log entry's client.
     pub(super) slow_for: Option<ReplyTo>,
-    /// The command running (`run_one`) sent work to another worker (`send_req`; or a step
-    /// of a hold in `nx_out`, or answers it waits for in `Output::in_flight`): it is logged
-    /// in parts, where each ran, not as a whole.
-    pub(super) sent_away: bool,
-    /// The command running is logged as a whole wherever its parts ran; or unless it ran
-    /// whole on one other worker (`dispatch_server`).
-    pub(super) logs_whole: bool,
-    pub(super) steps_whole: bool,
+    /// When the command running (`run_one`) is one slow log entry as a whole
+    /// (`dispatch_server` sets it for server commands).
+    pub(super) whole_entry: super::slowlog::WholeEntry,
     /// Active expiry was skipped while held: it runs at the release.
     pub(super) expire_due: bool,
     /// The time of the transaction running (`multi::at_time`): its commands' time.
@@ -274,9 +269,7 @@ impl Worker {
             stats: WorkerStats::default(),
             slowlog: Default::default(),
             slow_for: None,
-            sent_away: false,
-            logs_whole: false,
-            steps_whole: false,
+            whole_entry: Default::default(),
             expire_due: false,
             slow_pending: Vec::new(),
             tx_now: None,
@@ -741,41 +734,9 @@ impl Worker {
             return Step::Stop;
         }
         self.stats.commands += 1;
-        // Timed as a whole (EXEC is not: its commands are, each on its own, as in Redis; nor
-        // are commands queued inside MULTI).
-        let queued = client.tx.is_some() && !args[0].eq_ignore_ascii_case(b"discard");
-        let timer = if queued || args[0].eq_ignore_ascii_case(b"exec") {
-            None
-        } else {
-            Some(super::slowlog::SlowTimer::start())
-        };
-        self.sent_away = false;
-        self.logs_whole = false;
-        self.steps_whole = false;
-        out.not_run = false;
-        let (parts_logged, steps, owed) =
-            (self.slow_pending.len(), self.nx_out.len(), out.in_flight);
-        self.slow_for = Some(ReplyTo {
-            worker: self.id,
-            token,
-            conn_id: client.id,
-            seq: 0,
-            part: 0,
-        });
+        let mark = self.slow_begin(token, client, out, args);
         self.dispatch(token, out, client, args);
-        self.slow_for = None;
-        // A command that ran here only is one entry, not one per op it ran; one that went to
-        // other workers is an entry per part (`slowlog`).
-        let went = self.sent_away || self.nx_out.len() > steps || out.in_flight > owed;
-        if let Some(timer) = timer
-            && !out.not_run
-            && (self.logs_whole || !went || (self.steps_whole && !self.sent_away))
-        {
-            self.slow_pending.truncate(parts_logged);
-            if let Some(us) = timer.slow(self.config.server.slowlog_log_slower_than) {
-                self.log_slow_command(client, args, us);
-            }
-        }
+        self.slow_end(mark, client, out, args);
         self.stats.take_errors(&mut out.errors);
         Step::Ran
     }
@@ -1079,7 +1040,6 @@ impl Worker {
     /// the end of the turn, batched per peer so that a whole pipeline costs one wake-up.
     pub fn send_req(&mut self, worker: usize, req: super::router::Request) {
         debug_assert_ne!(worker, self.id, "local work runs in place");
-        self.sent_away = true;
         self.req_out[worker].push(Msg::Req(req));
     }
 
