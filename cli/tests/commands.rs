@@ -4329,6 +4329,38 @@ fn slowlog_keeps_slow_commands_of_every_worker_as_redis_shows_them() {
     let _: Value = cmd("EXEC").query(&mut c).unwrap();
     let () = cmd("MULTI").query(&mut c).unwrap();
     let () = cmd("DISCARD").query(&mut c).unwrap();
+    // Parts run on other workers are entries named as the command, with its options.
+    let _: i64 = cmd("LCS")
+        .arg(&keys[1])
+        .arg(&keys[2])
+        .arg("len")
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = cmd("BITOP")
+        .arg("or")
+        .arg("slowdest")
+        .arg(&keys[1])
+        .arg(&keys[2])
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = cmd("TOUCH").arg(&keys).query(&mut c).unwrap();
+    let _: i64 = cmd("COPY")
+        .arg(&keys[3])
+        .arg(&keys[4])
+        .arg("REPLACE")
+        .query(&mut c)
+        .unwrap();
+    let gone = spread_keys("gone", 8);
+    for k in &gone {
+        set(&mut c, k, "v");
+    }
+    let _: i64 = cmd("UNLINK").arg(&gone).query(&mut c).unwrap();
+    let _: Value = cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(1000)
+        .query(&mut c)
+        .unwrap();
     let all = slowlog(&mut c, Some(-1));
     let args: Vec<Vec<String>> = all.iter().map(|e| e.3.clone()).collect();
     let ids: Vec<i64> = all.iter().map(|e| e.0).collect();
@@ -4384,6 +4416,50 @@ fn slowlog_keeps_slow_commands_of_every_worker_as_redis_shows_them() {
     );
     let lcs = vec!["LCS".to_string(), keys[1].clone(), keys[2].clone()];
     assert_eq!(args.iter().filter(|a| **a == lcs).count(), 1, "{args:?}");
+    let named = |words: &[&str]| {
+        let w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+        args.iter().filter(|a| **a == w).count()
+    };
+    assert_eq!(named(&["LCS", &keys[1], &keys[2], "len"]), 1, "{args:?}");
+    assert_eq!(
+        named(&["BITOP", "or", "slowdest", &keys[1], &keys[2]]),
+        1,
+        "{args:?}"
+    );
+    assert_eq!(
+        named(&["COPY", &keys[3], &keys[4], "REPLACE"]),
+        1,
+        "{args:?}"
+    );
+    // TOUCH and UNLINK by their parts, every key once, under their own names.
+    for (name, ks) in [("TOUCH", &keys), ("UNLINK", &gone)] {
+        let mut seen: Vec<&String> = args
+            .iter()
+            .filter(|a| a[0] == name)
+            .flat_map(|a| &a[1..])
+            .collect();
+        seen.sort();
+        let mut want: Vec<&String> = ks.iter().collect();
+        want.sort();
+        assert_eq!(seen, want, "{name}: {args:?}");
+    }
+    assert!(
+        !args.iter().any(|a| a[0] == "EXISTS" || a[0] == "DEL"),
+        "{args:?}"
+    );
+    // SCAN's parts: where each started, and its budget (the first as the client sent it).
+    let scans: Vec<&Vec<String>> = args.iter().filter(|a| a[0] == "SCAN").collect();
+    assert_eq!(
+        scans.last().map(|a| a.as_slice()),
+        Some(&["SCAN", "0", "COUNT", "1000"].map(String::from)[..]),
+        "{args:?}"
+    );
+    for a in &scans {
+        assert!(
+            a.len() == 4 && a[1].parse::<u64>().is_ok() && a[2] == "COUNT",
+            "{a:?}"
+        );
+    }
     // GET's count: 10 by default, the newest.
     let ten = slowlog(&mut c, None);
     assert_eq!(ten.len(), 10);

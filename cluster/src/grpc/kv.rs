@@ -14,6 +14,7 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::join_all;
 use grpcio::{RpcContext, UnarySink};
+use simplekv_net::cmd::MultiKind;
 use simplekv_net::resp::encode::{Reply, parse_reply};
 use simplekv_net::server::router::{Op, OwnedArgs, Payload, Router};
 use simplekv_proto::kv::*;
@@ -326,7 +327,8 @@ impl Kv for KvService {
         for (w, group) in by_worker(router, &items).into_iter().enumerate() {
             if !group.is_empty() {
                 let keys = group.into_iter().map(|(_, k, _)| k).collect();
-                parts.push(submit(router, w, Op::Del { keys }, acks));
+                let kind = MultiKind::Del;
+                parts.push(submit(router, w, Op::Del { keys, kind }, acks));
             }
         }
         let routes = self.routes.clone();
@@ -468,7 +470,8 @@ impl Kv for KvService {
                     .iter()
                     .map(|(_, k, v)| (k.as_slice(), v.as_slice()))
                     .collect();
-                parts.push(submit(router, w, Op::MSet { pairs }, acks));
+                let kind = MultiKind::MSet;
+                parts.push(submit(router, w, Op::MSet { pairs, kind }, acks));
             }
         }
         let routes = self.routes.clone();

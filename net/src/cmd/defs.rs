@@ -2379,7 +2379,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arguments: &[
             ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), multiple: true, ..ArgDoc::DEFAULT },
         ],
-        kind: Kind::Multi(MultiKind::Exists),
+        kind: Kind::Multi(MultiKind::Touch),
         acl_categories: &["@keyspace", "@read", "@fast"],
         tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
         key_specs: &[

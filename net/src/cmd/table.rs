@@ -25,6 +25,8 @@ pub enum MultiKind {
     Del,
     Unlink,
     Exists,
+    /// EXISTS under another name: counts the keys that exist.
+    Touch,
 }
 
 /// One argument in `COMMAND DOCS`.
@@ -213,6 +215,19 @@ impl MultiKind {
     /// MSET and MSETNX take key-value pairs.
     pub fn takes_pairs(self) -> bool {
         matches!(self, MultiKind::MSet | MultiKind::MSetNx)
+    }
+
+    /// The command's name, as a slow log entry of one worker's part shows it.
+    pub fn name(self) -> &'static [u8] {
+        match self {
+            MultiKind::MGet => b"MGET",
+            MultiKind::MSet => b"MSET",
+            MultiKind::MSetNx => b"MSETNX",
+            MultiKind::Del => b"DEL",
+            MultiKind::Unlink => b"UNLINK",
+            MultiKind::Exists => b"EXISTS",
+            MultiKind::Touch => b"TOUCH",
+        }
     }
 }
 
@@ -631,7 +646,7 @@ mod tests {
             ("del", MultiKind::Del),
             ("unlink", MultiKind::Unlink),
             ("exists", MultiKind::Exists),
-            ("touch", MultiKind::Exists),
+            ("touch", MultiKind::Touch),
         ];
         for (name, kind) in multi {
             assert_eq!(lookup(name.as_bytes()).unwrap().kind, Kind::Multi(kind));

@@ -60,6 +60,9 @@ pub struct Combine {
     /// Over several workers: the workers visited so far, each holding still until the
     /// outcome (`msetnx`).
     pub held: Vec<usize>,
+    /// The command as the client sent it, for the slow log entry of the worker that
+    /// computes it (keys and options only: BITOP and LCS take no values).
+    pub argv: Vec<Vec<u8>>,
 }
 
 impl Combine {
@@ -140,6 +143,7 @@ pub fn parse(name: &str, args: &[&[u8]]) -> Result<Combine, String> {
         values: vec![None; kept],
         acc: None,
         held: Vec::new(),
+        argv: args.iter().map(|a| a.to_vec()).collect(),
     })
 }
 
@@ -529,20 +533,17 @@ impl Worker {
         }
         // The last worker: every key is read, and every other worker holds.
         let c = *c;
+        let argv = || c.argv.iter().map(|a| &a[..]).collect();
         match c.job {
             Job::Lcs(o) => {
                 let payload = self.lcs_of(&c.values, o);
-                let keys = c.keys.iter().map(|k| &k[..]);
-                self.op_ran(timer, || std::iter::once(&b"LCS"[..]).chain(keys).collect());
+                self.op_ran(timer, argv);
                 answer(self, payload, Need::Now);
                 self.nx_decide_held(&held, reply_to, acks, true);
             }
             Job::BitOp { op, dest } => {
                 let result = finish_bitop(op, c.acc);
-                let keys = std::iter::once(&dest[..]).chain(c.keys.iter().map(|k| &k[..]));
-                self.op_ran(timer, || {
-                    std::iter::once(&b"BITOP"[..]).chain(keys).collect()
-                });
+                self.op_ran(timer, argv);
                 let owner = worker_of(self, &dest);
                 if owner == self.id {
                     let (payload, wrote) = self.store_bitop(&dest, result);

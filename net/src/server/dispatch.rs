@@ -677,7 +677,7 @@ impl Worker {
                     return (Payload::Err(e), Need::Now);
                 }
                 part = Some(p);
-            } else if matches!(op, Op::Flush) {
+            } else if matches!(op, Op::Flush { .. }) {
                 let now = std::time::Instant::now();
                 if self
                     .cluster
@@ -791,7 +791,7 @@ impl Worker {
                 self.op_ran(timer, || words(b"MGET", keys.iter().map(|(_, k)| &k[..])));
                 (Payload::Elements(elems), false)
             }
-            Op::Del { keys } => {
+            Op::Del { keys, kind } => {
                 self.prefetch_keys(keys.iter().map(|k| k.as_slice()), false);
                 // Room for the tombstones in every partition first, as for MSET: a full disk
                 // fails the whole command, not the partitions after the first (found by a
@@ -809,10 +809,10 @@ impl Worker {
                 let r = self.per_partition(&keys, |s, ks| {
                     cmd::multi::del_part(s, ks).map(|n| (n, n > 0))
                 });
-                self.op_ran(timer, || words(b"DEL", keys.iter().map(|k| &k[..])));
+                self.op_ran(timer, || words(kind.name(), keys.iter().map(|k| &k[..])));
                 r
             }
-            Op::Exists { keys } => {
+            Op::Exists { keys, kind } => {
                 self.prefetch_keys(keys.iter().map(|k| k.as_slice()), false);
                 let mut total = 0;
                 for k in &keys {
@@ -823,12 +823,12 @@ impl Worker {
                     self.count_lookup(Some(n > 0));
                     total += n;
                 }
-                self.op_ran(timer, || words(b"EXISTS", keys.iter().map(|k| &k[..])));
+                self.op_ran(timer, || words(kind.name(), keys.iter().map(|k| &k[..])));
                 (Payload::Int(total), false)
             }
-            Op::MSet { pairs } => {
+            Op::MSet { pairs, kind } => {
                 let r = self.mset_here(&pairs);
-                self.op_ran(timer, || pair_words(b"MSET", &pairs));
+                self.op_ran(timer, || pair_words(kind.name(), &pairs));
                 r
             }
             Op::MSetNx { pairs } => {
@@ -854,7 +854,7 @@ impl Worker {
                 self.op_ran(timer, || vec![b"DBSIZE"]);
                 (Payload::Int(n as i64), false)
             }
-            Op::Flush => {
+            Op::Flush { all } => {
                 for p in self.served() {
                     let Some(s) = self.store_mut(p) else { continue };
                     if let Err(e) = s.clear() {
@@ -862,7 +862,7 @@ impl Worker {
                     }
                     self.mark_dirty(p);
                 }
-                self.op_ran(timer, || vec![b"FLUSHALL"]);
+                self.op_ran(timer, || vec![if all { b"FLUSHALL" } else { b"FLUSHDB" }]);
                 (Payload::Ok, true)
             }
             Op::Keys { pattern } => {
@@ -896,6 +896,11 @@ impl Worker {
                 // visited, matching or not. A partition finished with budget left hands
                 // over to the next one, so small or empty keyspaces take one call.
                 let mut budget = count.max(1);
+                // This part's slow log entry: the cursor it started at and its budget.
+                let (from, count) = (
+                    ((cursor << 14) | partition as u64).to_string(),
+                    budget.to_string(),
+                );
                 loop {
                     let serves = self.cluster.is_none() || self.served().contains(&partition);
                     let mut visited = 0;
@@ -920,9 +925,13 @@ impl Worker {
                             continue;
                         }
                     }
-                    self.op_ran(timer, || match &pattern {
-                        Some(p) => vec![b"SCAN", b"MATCH", p],
-                        None => vec![b"SCAN"],
+                    self.op_ran(timer, || {
+                        let mut w = vec![&b"SCAN"[..], from.as_bytes()];
+                        if let Some(p) = &pattern {
+                            w.extend([&b"MATCH"[..], p]);
+                        }
+                        w.extend([&b"COUNT"[..], count.as_bytes()]);
+                        w
                     });
                     // Stopped here, or going on at `partition`'s start on its owner.
                     let more = (!done).then_some((budget, pattern));
@@ -993,26 +1002,19 @@ impl Worker {
             // Taken by the message loop (`msetnx`); never executed in place.
             Op::Move { kind, src, dst } => {
                 let r = self.run_move(kind, &src, &dst);
-                let name: &[u8] = match kind {
-                    super::moves::MoveKind::Rename => b"RENAME",
-                    super::moves::MoveKind::RenameNx => b"RENAMENX",
-                    super::moves::MoveKind::Copy { .. } => b"COPY",
-                };
-                self.op_ran(timer, || vec![name, &src, &dst]);
+                use super::moves::MoveKind;
+                self.op_ran(timer, || match kind {
+                    MoveKind::Rename => vec![b"RENAME", &src, &dst],
+                    MoveKind::RenameNx => vec![b"RENAMENX", &src, &dst],
+                    MoveKind::Copy { replace: false } => vec![b"COPY", &src, &dst],
+                    MoveKind::Copy { replace: true } => vec![b"COPY", &src, &dst, b"REPLACE"],
+                });
                 r
             }
-            Op::Combine(c) => {
-                let name: &[u8] = match c.job {
-                    super::combine::Job::BitOp { .. } => b"BITOP",
-                    super::combine::Job::Lcs(_) => b"LCS",
-                };
-                // Its keys, kept only while the slow log is on (the command consumes them).
-                let keys: Vec<Vec<u8>> = match timer {
-                    Some(_) => c.all_keys().map(<[u8]>::to_vec).collect(),
-                    None => Vec::new(),
-                };
+            Op::Combine(mut c) => {
+                let argv = std::mem::take(&mut c.argv);
                 let r = self.run_combine(*c);
-                self.op_ran(timer, || words(name, keys.iter().map(|k| &k[..])));
+                self.op_ran(timer, || argv.iter().map(|a| &a[..]).collect());
                 r
             }
             Op::Versions { keys } => {
@@ -1370,7 +1372,8 @@ impl Worker {
                     missing: self.peers.len(),
                     error: None,
                 };
-                return self.broadcast_whole(token, out, client, g, || Op::Flush);
+                let all = spec.name == "flushall";
+                return self.broadcast_whole(token, out, client, g, || Op::Flush { all });
             }
             "keys" => {
                 let pattern = args[1].to_vec();
@@ -2165,7 +2168,7 @@ pub(super) fn multi_gather(kind: MultiKind, n_keys: usize, n_parts: usize) -> Ga
             missing: n_parts,
             error: None,
         },
-        MultiKind::Del | MultiKind::Unlink | MultiKind::Exists => Gather::Sum {
+        MultiKind::Del | MultiKind::Unlink | MultiKind::Exists | MultiKind::Touch => Gather::Sum {
             total: 0,
             missing: n_parts,
             error: None,
@@ -2189,12 +2192,15 @@ pub(super) fn multi_op(kind: MultiKind, args: &[&[u8]], idx: &[usize]) -> Op {
         },
         MultiKind::Del | MultiKind::Unlink => Op::Del {
             keys: idx.iter().map(|&i| args[i].to_vec()).collect(),
+            kind,
         },
-        MultiKind::Exists => Op::Exists {
+        MultiKind::Exists | MultiKind::Touch => Op::Exists {
             keys: idx.iter().map(|&i| args[i].to_vec()).collect(),
+            kind,
         },
         MultiKind::MSet => Op::MSet {
             pairs: pairs_of(args, idx),
+            kind,
         },
         MultiKind::MSetNx => Op::MSetNx {
             pairs: pairs_of(args, idx),

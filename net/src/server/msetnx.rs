@@ -116,11 +116,11 @@ fn op_keys(op: &Op, keys: &mut HashSet<Vec<u8>>) -> bool {
             keys.extend(ks.iter().map(|(_, k)| k.clone()));
             true
         }
-        Op::Del { keys: ks } | Op::Exists { keys: ks } => {
+        Op::Del { keys: ks, .. } | Op::Exists { keys: ks, .. } => {
             keys.extend(ks.iter().cloned());
             true
         }
-        Op::MSet { pairs } | Op::MSetNx { pairs } => {
+        Op::MSet { pairs, .. } | Op::MSetNx { pairs } => {
             keys.extend(pairs.keys().map(<[u8]>::to_vec));
             true
         }
@@ -487,7 +487,8 @@ impl Worker {
         acks: simplekv_conf::Acks,
         room: &[(u32, u64)],
     ) -> (Payload, Need) {
-        match self.execute_in_room(Op::MSet { pairs }, acks, room) {
+        let kind = crate::cmd::MultiKind::MSetNx;
+        match self.execute_in_room(Op::MSet { pairs, kind }, acks, room) {
             (Payload::Ok, need) => (Payload::Int(1), need),
             other => other,
         }

@@ -601,7 +601,8 @@ impl Worker {
                             missing: workers,
                             error: None,
                         };
-                        (Box::new(|| Op::Flush), g)
+                        let all = spec.name == "flushall";
+                        (Box::new(move || Op::Flush { all }), g)
                     }
                 };
                 for part in parts.iter_mut() {
@@ -1016,7 +1017,7 @@ impl Worker {
         let mut room = Vec::new();
         for (at, (_, op)) in items.iter().enumerate() {
             let kept = match op {
-                Op::MSet { pairs } | Op::MSetNx { pairs } => {
+                Op::MSet { pairs, .. } | Op::MSetNx { pairs } => {
                     // An MSETNX may set nothing: its keys may keep what they hold.
                     let sure = matches!(op, Op::MSet { .. });
                     for (k, v) in pairs.iter() {
@@ -1029,7 +1030,7 @@ impl Worker {
                     }
                     self.set_aside_writes(pairs.iter(), std::iter::empty())
                 }
-                Op::Del { keys } => {
+                Op::Del { keys, .. } => {
                     for k in keys {
                         lens.insert(k[..].into(), 0);
                     }

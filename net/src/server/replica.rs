@@ -1249,8 +1249,8 @@ impl Worker {
                 return Some((*partition, k.into()));
             }
             Op::MGet { keys } => keys.first()?.1.as_slice().into(),
-            Op::Del { keys } | Op::Exists { keys } => keys.first()?.as_slice().into(),
-            Op::MSet { pairs } | Op::MSetNx { pairs } => pairs.keys().next()?.into(),
+            Op::Del { keys, .. } | Op::Exists { keys, .. } => keys.first()?.as_slice().into(),
+            Op::MSet { pairs, .. } | Op::MSetNx { pairs } => pairs.keys().next()?.into(),
             Op::Move { src, .. } => src.as_slice().into(),
             Op::Combine(c) => c.all_keys().next()?.into(),
             _ => return None,
@@ -1273,8 +1273,8 @@ pub fn op_in_one_slot(op: &Op) -> bool {
     }
     match op {
         Op::MGet { keys } => same(keys.iter().map(|(_, k)| k.as_slice())),
-        Op::Del { keys } | Op::Exists { keys } => same(keys.iter().map(|k| k.as_slice())),
-        Op::MSet { pairs } | Op::MSetNx { pairs } => same(pairs.keys()),
+        Op::Del { keys, .. } | Op::Exists { keys, .. } => same(keys.iter().map(|k| k.as_slice())),
+        Op::MSet { pairs, .. } | Op::MSetNx { pairs } => same(pairs.keys()),
         Op::Move { src, dst, .. } => same([src.as_slice(), dst.as_slice()].into_iter()),
         Op::Combine(c) => same(c.all_keys()),
         _ => true,
@@ -1558,6 +1558,7 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
+    use crate::cmd::MultiKind;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -1572,11 +1573,14 @@ mod tests {
     fn multi_key_ops_are_in_one_slot_only_when_every_key_is() {
         let k = |s: &str| s.as_bytes().to_vec();
         // foo and {foo}bar share a slot (the hash tag); bar has another.
+        let kind = MultiKind::Del;
         assert!(op_in_one_slot(&Op::Del {
-            keys: vec![k("foo"), k("{foo}bar")]
+            keys: vec![k("foo"), k("{foo}bar")],
+            kind
         }));
         assert!(!op_in_one_slot(&Op::Del {
-            keys: vec![k("foo"), k("bar")]
+            keys: vec![k("foo"), k("bar")],
+            kind
         }));
         assert!(!op_in_one_slot(&Op::MGet {
             keys: vec![(0, k("foo")), (1, k("{foo}x")), (2, k("bar"))]
@@ -1584,14 +1588,18 @@ mod tests {
         assert!(!op_in_one_slot(&Op::MSet {
             pairs: [(&b"foo"[..], &b"1"[..]), (b"bar", b"2")]
                 .into_iter()
-                .collect()
+                .collect(),
+            kind: MultiKind::MSet
         }));
         assert!(op_in_one_slot(&Op::MSetNx {
             pairs: [(&b"{t}a"[..], &b"1"[..]), (b"{t}b", b"2")]
                 .into_iter()
                 .collect()
         }));
-        assert!(op_in_one_slot(&Op::Exists { keys: vec![] }));
+        assert!(op_in_one_slot(&Op::Exists {
+            keys: vec![],
+            kind: MultiKind::Exists
+        }));
     }
 
     #[test]

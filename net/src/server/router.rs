@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_channel::Sender;
 use mio::Waker;
 
+use crate::cmd::MultiKind;
 use crate::slot::{SLOTS, key_slot};
 
 /// CLIENT KILL's filters: a client is killed when every given one matches it.
@@ -173,14 +174,20 @@ pub enum Op {
     MGet {
         keys: Vec<(u32, Vec<u8>)>,
     },
+    /// DEL or UNLINK (`kind`, for the slow log).
     Del {
         keys: Vec<Vec<u8>>,
+        kind: MultiKind,
     },
+    /// EXISTS or TOUCH (`kind`).
     Exists {
         keys: Vec<Vec<u8>>,
+        kind: MultiKind,
     },
+    /// MSET, or the writes of an MSETNX over several workers (`kind`).
     MSet {
         pairs: Pairs,
+        kind: MultiKind,
     },
     MSetNx {
         pairs: Pairs,
@@ -245,7 +252,10 @@ pub enum Op {
     },
     /// Keyless commands every worker answers for its partitions.
     DbSize,
-    Flush,
+    /// FLUSHALL, or FLUSHDB (`all` false; for the slow log).
+    Flush {
+        all: bool,
+    },
     Keys {
         pattern: Vec<u8>,
     },

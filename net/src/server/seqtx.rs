@@ -622,20 +622,17 @@ impl Worker {
                 // What it computes is timed for the slow log (`slowlog`).
                 let c = *c;
                 let timer = self.op_timer();
+                let argv = || c.argv.iter().map(|a| &a[..]).collect();
                 let (reply, need) = match c.job {
                     Job::Lcs(o) => {
                         let reply = self.lcs_of(&c.values, o);
-                        let keys = c.keys.iter().map(|k| &k[..]);
-                        self.op_ran(timer, || std::iter::once(&b"LCS"[..]).chain(keys).collect());
+                        self.op_ran(timer, argv);
                         (reply, Need::Now)
                     }
                     Job::BitOp { op, dest } => {
                         let result = super::combine::finish_bitop(op, c.acc);
                         let (payload, wrote) = self.store_bitop(&dest, result);
-                        let keys = std::iter::once(&dest[..]).chain(c.keys.iter().map(|k| &k[..]));
-                        self.op_ran(timer, || {
-                            std::iter::once(&b"BITOP"[..]).chain(keys).collect()
-                        });
+                        self.op_ran(timer, argv);
                         let p = self.topo.partition_of(&dest);
                         (payload, self.need_for(Some(p), wrote, acks))
                     }

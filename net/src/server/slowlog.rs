@@ -387,8 +387,6 @@ impl Worker {
                         "    Return the length of the slowlog.",
                         "RESET",
                         "    Reset the slowlog.",
-                        "HELP",
-                        "    Prints this help.",
                     ],
                 );
                 return out.push_reply(&r);
