@@ -96,6 +96,33 @@ impl LeaderEpochCache {
         Ok(())
     }
 
+    /// As `truncate_from_end`, but the latest epoch goes on at `end_lsn`: after a reload
+    /// that dropped records of a failed write, the leader's epoch is still its epoch and
+    /// the records written next carry it.
+    pub fn truncate_keeping_latest(&mut self, end_lsn: u64) -> Result<(), WriteError> {
+        let Some(&last) = self.entries.last() else {
+            return Ok(());
+        };
+        let mut next: Vec<EpochEntry> = self
+            .entries
+            .iter()
+            .copied()
+            .filter(|e| e.start_lsn < end_lsn)
+            .collect();
+        if next.last().is_none_or(|e| e.epoch < last.epoch) {
+            next.push(EpochEntry {
+                epoch: last.epoch,
+                start_lsn: end_lsn,
+            });
+        }
+        if next == self.entries {
+            return Ok(());
+        }
+        self.persist(&next)?;
+        self.entries = next;
+        Ok(())
+    }
+
     fn persist(&self, entries: &[EpochEntry]) -> Result<(), WriteError> {
         let mut s = format!("0\n{}\n", entries.len());
         for e in entries {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, MergeError};
 use crate::record::{self, Tag};
-use crate::segment::{SEGMENT_HEADER_LEN, Segment};
+use crate::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
 
 const HINT_MAGIC: &[u8; 8] = b"SKVHINT\x01";
 const HINT_HEADER_LEN: usize = 32;
@@ -180,10 +180,64 @@ pub fn write_hint_for(path: &Path, file_id: u64, segment_bytes: &[u8]) -> std::i
         encode_entry(&mut entries, &HintEntry::of_record(off, &r));
         count += 1;
     }
+    write_hint_entries(path, file_id, count, &entries)
+}
+
+fn write_hint_entries(
+    path: &Path,
+    file_id: u64,
+    count: u64,
+    entries: &[u8],
+) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(HINT_HEADER_LEN + entries.len());
     encode_header(&mut out, file_id, count);
-    out.extend_from_slice(&entries);
+    out.extend_from_slice(entries);
     crate::fsutil::write_atomic(path, &out)
+}
+
+/// `write_hint_for` the closed segment in `file` (of `file_len` bytes), read with plain
+/// reads: a map of it would fault (SIGBUS, the whole process) at pages a follower's
+/// truncation cut off meanwhile. A read cut short ends the hint there, as damage does; a
+/// segment that changed under the job no longer carries its file id, so the hint is not
+/// used.
+fn write_hint_read(
+    path: &Path,
+    file_id: u64,
+    file: &std::fs::File,
+    file_len: u64,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut head = [0u8; SEGMENT_HEADER_LEN];
+    r.read_exact(&mut head)?;
+    let mut entries = Vec::new();
+    let mut count = 0u64;
+    let mut rec = Vec::new();
+    let mut off = 0usize;
+    loop {
+        rec.resize(record::HEADER_LEN, 0);
+        if r.read_exact(&mut rec).is_err() {
+            break;
+        }
+        let Ok(h) = record::decode_header(&rec) else {
+            break;
+        };
+        let len = h.record_len();
+        if (SEGMENT_HEADER_LEN + off + len) as u64 > file_len {
+            break;
+        }
+        rec.resize(len, 0);
+        if r.read_exact(&mut rec[record::HEADER_LEN..]).is_err() {
+            break;
+        }
+        let Ok(rr) = record::decode(&rec) else {
+            break;
+        };
+        encode_entry(&mut entries, &HintEntry::of_record(off, &rr));
+        count += 1;
+        off += len;
+    }
+    write_hint_entries(path, file_id, count, &entries)
 }
 
 /// Work to write the hint of a segment that was just closed. It touches only that segment's
@@ -197,15 +251,19 @@ pub struct HintJob {
 
 impl HintJob {
     pub fn run(&self) -> Result<(), MergeError> {
-        let seg = match Segment::open(&self.segment, false, 0) {
-            Ok(s) => s,
-            // Merged away or truncated meanwhile: nothing to describe.
-            Err(_) => return Ok(()),
+        use std::os::unix::fs::FileExt;
+        // Merged away or truncated meanwhile: nothing to describe.
+        let Ok(file) = std::fs::File::open(&self.segment) else {
+            return Ok(());
         };
-        if seg.header.file_id != self.file_id {
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        let (Ok(meta), Ok(())) = (file.metadata(), file.read_exact_at(&mut head, 0)) else {
+            return Ok(());
+        };
+        if SegmentHeader::decode(&head).map(|h| h.file_id) != Ok(self.file_id) {
             return Ok(());
         }
-        write_hint_for(&self.hint, self.file_id, seg.written_bytes()).at_merge(&self.hint)
+        write_hint_read(&self.hint, self.file_id, &file, meta.len()).at_merge(&self.hint)
     }
 }
 

@@ -45,7 +45,5 @@ pub use hint::HintJob;
 pub use journal::{Journal, JournalError, JournalSync, Staged};
 pub use merge::{MergeJob, MergeOutput, MergeStats};
 pub use options::{Durability, Options, system_clock};
-pub use store::{
-    BackgroundSync, KeyMeta, Prefetch, RecordBatch, RecoveryReport, Store, StoreStats, SyncTicket,
-};
+pub use store::{KeyMeta, Prefetch, RecordBatch, RecoveryReport, Store, StoreStats, SyncTicket};
 pub use watch::{KeyVersion, RECENT_TOUCHES};

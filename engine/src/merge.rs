@@ -303,7 +303,13 @@ impl Store {
             out.discard();
             return Err(MergeError::Stale);
         }
-        self.settle_expired(&out)?;
+        // Nothing is installed yet: on failure (no room for a tombstone) the merge is over
+        // and its outputs go, or no merge could start again and they would hold the disk.
+        if let Err(e) = self.settle_expired(&out) {
+            self.merge = MergeState::Idle;
+            out.discard();
+            return Err(e);
+        }
         let dir = self.dir.clone();
         let n_inputs = out.inputs.len();
         let mut new_ids = Vec::with_capacity(out.outputs.len());

@@ -304,7 +304,11 @@ impl Segment {
             map,
             written: len,
             buf: Vec::new(),
-            synced: len,
+            // The log's tail may have been written (and acknowledged, the commit journal
+            // holding it) by a process that died before fsyncing it: the page cache then
+            // still shows it, but nothing says it is on disk. A segment that takes appends
+            // counts as unsynced until fsynced; a closed one was fsynced when sealed.
+            synced: if writable { 0 } else { len },
             index: Vec::new(),
             last_indexed_off: 0,
             dead: 0,

@@ -70,19 +70,6 @@ pub struct StoreStats {
     pub write_errors: u64,
 }
 
-/// An fsync of a segment to run off the owner's thread (see `Store::take_background_sync`).
-#[derive(Debug)]
-pub struct BackgroundSync {
-    file: fs::File,
-    path: PathBuf,
-}
-
-impl BackgroundSync {
-    pub fn run(&self) -> Result<(), WriteError> {
-        self.file.sync_data().at_write(&self.path)
-    }
-}
-
 /// An fsync of what a partition has written so far, to run on another thread
 /// (see `Store::sync_ticket`).
 #[derive(Clone, Debug)]
@@ -293,7 +280,15 @@ impl Store {
         // from a leader that will be fetched again) and stay true, so a checkpoint that cannot
         // be rewritten (the disk that made the write fail is full) keeps them, in memory and
         // in the file alike, instead of leaving the store unusable until a restart.
-        if let Err(e) = self.epochs.truncate_from_end(self.next_lsn) {
+        // The epoch the store was in goes on at the log end on a reload (a leader whose first
+        // records failed is still the leader of its epoch; dropped, its next records would
+        // carry the previous epoch and defeat the divergence check of a returning replica).
+        let truncated = if reloading {
+            self.epochs.truncate_keeping_latest(self.next_lsn)
+        } else {
+            self.epochs.truncate_from_end(self.next_lsn)
+        };
+        if let Err(e) = truncated {
             if !reloading {
                 return Err(OpenError::BadEpochFile {
                     path: self.dir.join(crate::epoch::EPOCH_FILE),
@@ -1183,21 +1178,21 @@ impl Store {
     /// With `background_sync`: when `EverySec` owes an fsync, writes the buffer and returns a
     /// handle that fsyncs the active segment on another thread, so the owner never waits on
     /// the disk for it. At most one handle per second.
-    pub fn take_background_sync(&mut self) -> Result<Option<BackgroundSync>, WriteError> {
+    /// The bytes count as synced only when the owner hands the outcome to `sync_done`: a
+    /// failed fsync is then a failed write (EIO: the store refuses writes), not a log line
+    /// while the store went on as if the data were on disk.
+    pub fn take_background_sync(&mut self) -> Result<Option<SyncTicket>, WriteError> {
         if !self.sync_due() {
             return Ok(None);
         }
         self.end_batch();
         let id = self.active_id();
-        let seg = self.seg_mut(id);
-        if let Err(e) = seg.flush() {
+        if let Err(e) = self.seg_mut(id).flush() {
             return Err(self.fail_write(e));
         }
-        let file = seg.try_clone_file().at_write(&seg.path)?;
-        let path = seg.path.clone();
-        seg.mark_synced();
+        // At most one a second, landed or not.
         self.last_sync = Instant::now();
-        Ok(Some(BackgroundSync { file, path }))
+        Ok(Some(self.sync_ticket()))
     }
 
     /// After a failed write or fsync the in-memory state may name records that are not on
@@ -1259,7 +1254,9 @@ impl Store {
     }
 
     /// Appends the journaled records (`journal::read_dir`) this log lacks — those at or above
-    /// its log end, in order — and fsyncs them. Returns how many were appended.
+    /// its log end, in order — and fsyncs the log, those it had too (written before a crash,
+    /// they may be in the page cache only, and the journal is retired next). Returns how many
+    /// were appended.
     pub fn replay_journal(&mut self, records: &[u8]) -> Result<u64, WriteError> {
         let mut missing = Vec::new();
         let mut next = self.next_lsn;
@@ -1292,7 +1289,11 @@ impl Store {
         }
         if n > 0 {
             self.append_records(&missing)?;
+        }
+        if self.has_unsynced() {
             self.sync()?;
+        }
+        if n > 0 {
             info!(
                 "{}: {n} records replayed from the commit journal (log end now {})",
                 self.dir.display(),

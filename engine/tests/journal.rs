@@ -567,7 +567,15 @@ fn replaying_into_an_intact_log_appends_nothing() {
     let seg_len = file_len(&c.seg);
     let mut s = open_store(&c.pdir, opts());
     assert_eq!(s.log_end(), c.end_after);
+    // Found by a code review: the log the crashed process wrote may be in the page cache
+    // only, and the journal that holds it is retired after the replay, so the replay fsyncs
+    // the log even when it appends nothing (a reopened tail counts as unsynced).
+    assert!(
+        s.has_unsynced(),
+        "the reopened log's tail is not known to be on disk"
+    );
     assert_eq!(s.replay_journal(&recs[&0]).unwrap(), 0);
+    assert!(!s.has_unsynced(), "fsynced by the replay");
     assert_eq!(s.replay_journal(&c.journaled[..0]).unwrap(), 0);
     assert!(!s.has_unsynced());
     check_state(&s, &c, "intact");

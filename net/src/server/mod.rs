@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use log::{error, info, warn};
+use log::{info, warn};
 use simplekv_conf::Config;
 use simplekv_engine::{OpenError, Options, Store};
 
@@ -823,10 +823,17 @@ pub fn start_node(
 fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
     while let Ok(job) = rx.recv() {
         match job {
-            Job::Sync(s) => {
-                if let Err(e) = s.run() {
-                    error!("everysec fsync failed: {e}");
-                }
+            Job::Sync {
+                worker,
+                partition,
+                ticket,
+            } => {
+                let result = ticket.run();
+                peers[worker].send(Msg::BackgroundSynced {
+                    partition,
+                    ticket,
+                    result,
+                });
             }
             Job::Hint(j) => {
                 if let Err(e) = j.run() {

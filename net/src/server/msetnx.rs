@@ -143,7 +143,7 @@ fn op_keys(op: &Op, keys: &mut HashSet<Vec<u8>>) -> bool {
 pub fn waits_for_hold(msg: &Msg) -> bool {
     match msg {
         Msg::Req(r) => !matches!(r.op, Op::NxDecide { .. } | Op::SeqVisit(_)),
-        Msg::External { .. } | Msg::MergeDone { .. } => true,
+        Msg::External { .. } | Msg::MergeDone { .. } | Msg::BackgroundSynced { .. } => true,
         _ => false,
     }
 }

@@ -375,6 +375,12 @@ pub enum Msg {
         partition: u32,
         result: Result<simplekv_engine::MergeOutput, simplekv_engine::MergeError>,
     },
+    /// The maintenance thread's fsync of a partition's log (`everysec`) is done.
+    BackgroundSynced {
+        partition: u32,
+        ticket: simplekv_engine::SyncTicket,
+        result: std::io::Result<()>,
+    },
     Batch(Vec<Msg>),
     /// The commit journal a worker asked for at run time is open (or could not be).
     JournalOpened(Result<simplekv_engine::Journal, simplekv_engine::JournalError>),

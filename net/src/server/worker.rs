@@ -69,8 +69,13 @@ impl Backoff {
 /// Work for the maintenance thread: file jobs that must not stall a worker.
 pub enum Job {
     Hint(HintJob),
-    /// The once-a-second fsync of `everysec`, off the worker's thread.
-    Sync(simplekv_engine::BackgroundSync),
+    /// The once-a-second fsync of `everysec`, off the worker's thread; its outcome goes back
+    /// to the worker (`Msg::BackgroundSynced`).
+    Sync {
+        worker: usize,
+        partition: u32,
+        ticket: SyncTicket,
+    },
     Merge {
         worker: usize,
         partition: u32,
@@ -960,6 +965,21 @@ impl Worker {
                 horizon,
             } => self.on_hw(partition, leader_epoch, hw, lease_until, horizon),
             Msg::MergeDone { partition, result } => self.merge_done(partition, result),
+            Msg::BackgroundSynced {
+                partition,
+                ticket,
+                result,
+            } => {
+                if let Some(s) = self.store_mut(partition)
+                    && let Err(e) = s.sync_done(&ticket, result)
+                {
+                    // The store reacted (refuses writes after EIO, or reloaded and syncs
+                    // again next second); say it where the operator looks.
+                    error!("partition {partition}: everysec fsync failed: {e}");
+                    self.stats.commit_errors += 1;
+                    self.stats.last_commit_error = Some(e.to_string());
+                }
+            }
             Msg::JournalOpened(r) => self.journal_opened(r),
             Msg::SyncDone {
                 results,
@@ -1737,19 +1757,24 @@ impl Worker {
         self.active_expire();
         let mut hint_jobs = Vec::new();
         let mut syncs = Vec::new();
+        let worker = self.id;
         for p in self.owned.clone() {
             let Some(store) = self.store_mut(p) else {
                 continue;
             };
             match store.take_background_sync() {
-                Ok(Some(sync)) => syncs.push(sync),
+                Ok(Some(ticket)) => syncs.push(Job::Sync {
+                    worker,
+                    partition: p,
+                    ticket,
+                }),
                 Ok(None) => {}
                 Err(e) => error!("partition {p}: write before the background fsync failed: {e}"),
             }
             hint_jobs.extend(store.take_hint_jobs());
         }
         for j in syncs {
-            let _ = self.maint.send(Job::Sync(j));
+            let _ = self.maint.send(j);
         }
         for j in hint_jobs {
             let _ = self.maint.send(Job::Hint(j));
