@@ -94,7 +94,10 @@ pub(crate) fn check_fixed_set(name: &str, value: &str) -> Result<bool, ConfError
     else {
         return Ok(false);
     };
-    if value.trim().eq_ignore_ascii_case(fixed) {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case(fixed)
+        || (name.eq_ignore_ascii_case("maxmemory") && memory_is_zero(value))
+    {
         Ok(true)
     } else {
         Err(ConfError::Unsupported {
@@ -102,6 +105,16 @@ pub(crate) fn check_fixed_set(name: &str, value: &str) -> Result<bool, ConfError
             reason,
         })
     }
+}
+
+/// A Redis memory value (`0`, `00`, `0kb`, `0GB`, ...) that means no bytes.
+fn memory_is_zero(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    let digits = ["gb", "mb", "kb", "g", "m", "k", "b"]
+        .iter()
+        .find_map(|u| lower.strip_suffix(u))
+        .unwrap_or(&lower);
+    !digits.is_empty() && digits.bytes().all(|b| b == b'0')
 }
 
 /// One element of a glob pattern; every element but `Star` matches exactly one byte,

@@ -1112,6 +1112,13 @@ fn redis_config_pairs_cover_what_tools_ask_for() {
     assert_eq!(get(&pairs, "notify-keyspace-events"), "");
     assert_eq!(get(&pairs, "replica-read-only"), "yes");
     assert!(c.set_runtime("maxmemory", "0").is_ok());
+    // Any spelling of no bytes, as Redis reads memory values.
+    for zero in ["00", "0b", "0kb", "0GB", "0m"] {
+        assert!(c.set_runtime("maxmemory", zero).is_ok(), "{zero}");
+    }
+    for not in ["1kb", "0x", "kb", "0 kb", "-0"] {
+        assert!(c.set_runtime("maxmemory", not).is_err(), "{not}");
+    }
     let e = c
         .set_runtime("maxmemory-policy", "allkeys-lru")
         .unwrap_err();

@@ -1054,6 +1054,19 @@ impl Worker {
                 }
                 (Payload::Keys(keys), false)
             }
+            Op::Save => {
+                // Everything written so far, on disk now (with fsync always it already is).
+                for p in self.owned.clone() {
+                    if let Some(s) = self.store_mut(p)
+                        && let Err(e) = s.sync()
+                    {
+                        return (Payload::Err(format!("ERR partition {p}: {e}")), false);
+                    }
+                }
+                let now = simplekv_engine::system_clock() / 1000;
+                self.shared.last_save.fetch_max(now, Ordering::Relaxed);
+                (Payload::Ok, false)
+            }
             Op::Rewrite => {
                 for p in self.owned.clone() {
                     if let Some(s) = self.store_mut(p)
@@ -1340,17 +1353,25 @@ impl Worker {
             }
             "slowlog" => return self.slowlog_command(token, out, client, args),
             "lastsave" => {
-                write_integer(&mut r, self.shared_start_unix() as i64);
+                write_integer(&mut r, self.shared.last_save.load(Ordering::Relaxed) as i64);
             }
             "save" | "bgsave" => {
-                return err(
-                    out,
-                    &format!(
-                        "ERR {} is not needed: every write is already in the log, synced to \
-                         disk as storage.fsync says (always, everysec or never)",
-                        spec.name.to_uppercase()
-                    ),
-                );
+                // Every write is in the log already; a save makes all of it durable now
+                // (fsync), whatever storage.fsync says. BGSAVE does the same: the fsyncs take
+                // each worker a moment, there is no snapshot to fork for.
+                let status = if spec.name == "save" {
+                    "OK"
+                } else {
+                    match args.get(1) {
+                        None => "Background saving started",
+                        Some(a) if a.eq_ignore_ascii_case(b"schedule") => {
+                            "Background saving started"
+                        }
+                        Some(_) => return err(out, "ERR syntax error"),
+                    }
+                };
+                let g = self.collect_gather(Finisher::Status(status));
+                return self.broadcast(token, out, client, g, || Op::Save);
             }
             "readonly" | "readwrite" if self.cluster.is_none() => {
                 return err(out, "ERR This instance has cluster support disabled");
@@ -1562,10 +1583,6 @@ impl Worker {
             _ => return unknown_subcommand(out, "cluster", args[1]),
         }
         out.push_reply(&r);
-    }
-
-    fn shared_start_unix(&self) -> u64 {
-        simplekv_engine::system_clock() / 1000 - self.shared.started.elapsed().as_secs()
     }
 
     fn cmd_auth(&mut self, out: &mut Output, client: &mut Client, args: &[&[u8]]) {
@@ -1837,11 +1854,9 @@ impl Worker {
                 }
                 out.push_reply(&r);
             }
-            // Arity (4 or more) was checked by dispatch; name/value pairs must be complete.
-            "set" if !args.len().is_multiple_of(2) => err(
-                out,
-                "ERR wrong number of arguments for 'config|set' command",
-            ),
+            // Arity (4 or more) was checked by dispatch; name/value pairs must be complete
+            // (Redis answers a syntax error for a name without its value).
+            "set" if !args.len().is_multiple_of(2) => err(out, "ERR syntax error"),
             "set" => {
                 // Validate on a copy first so a bad value changes nothing anywhere. The
                 // conf crate checks every name before any value and words the reply as Redis

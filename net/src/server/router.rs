@@ -283,6 +283,8 @@ pub enum Op {
         config: Arc<simplekv_conf::Config>,
     },
     Rewrite,
+    /// SAVE / BGSAVE: fsync every partition's log now.
+    Save,
     /// Work of the replication thread (cluster mode).
     Repl(super::replica::ReplOp),
     /// WAIT in cluster mode: answer, once `numreplicas` in-sync followers have everything

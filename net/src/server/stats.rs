@@ -11,6 +11,8 @@ pub struct Shared {
     pub rejected_connections: AtomicU64,
     /// The next slow log entry's id (`slowlog`).
     pub slowlog_ids: AtomicU64,
+    /// LASTSAVE: the start, or the last SAVE/BGSAVE that fsynced every log (unix seconds).
+    pub last_save: AtomicU64,
     /// The most heap bytes seen in use (`info::heap_bytes`) by an INFO since the start or
     /// the last CONFIG RESETSTAT (see `note_memory`).
     pub memory_peak: AtomicU64,
