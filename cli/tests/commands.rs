@@ -1975,6 +1975,25 @@ fn command_introspection_matches_the_command_table() {
         panic!("{:?}", info[2])
     };
     assert_eq!(set[1], Value::Int(-3));
+    // The transaction commands are in the table too (clients probe for them).
+    let tx: Vec<Value> = cmd("COMMAND")
+        .arg("INFO")
+        .arg("multi")
+        .arg("exec")
+        .arg("discard")
+        .arg("watch")
+        .arg("unwatch")
+        .query(&mut c)
+        .unwrap();
+    assert!(tx.iter().all(|e| matches!(e, Value::Array(_))), "{tx:?}");
+    let keys: Vec<String> = cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("watch")
+        .arg("a")
+        .arg("b")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys, ["a", "b"]);
     let docs: Vec<Value> = cmd("COMMAND").arg("DOCS").arg("get").query(&mut c).unwrap();
     assert_eq!(docs.len(), 2);
     assert_eq!(docs[0], Value::BulkString(b"get".to_vec()));
@@ -4609,4 +4628,65 @@ fn a_transaction_runs_at_the_time_of_exec_on_every_worker() {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(get(&mut c, &keys[3]), None);
     }
+}
+
+#[test]
+fn info_commandstats_counts_calls_rejections_and_failures_as_redis() {
+    let s = server();
+    let mut c = s.client();
+    let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    // Keys of every worker: a command is counted once, on its connection's worker.
+    for k in spread_keys("cs", 4) {
+        set(&mut c, &k, "1");
+    }
+    let _: Option<String> = cmd("GET").arg("cs0").query(&mut c).unwrap();
+    let _ = query_err(&mut c, &cmd("GET"));
+    set(&mut c, "word", "x");
+    let _ = query_err(&mut c, cmd("INCR").arg("word"));
+    let _: i64 = cmd("INCR").arg("n").query(&mut c).unwrap();
+    let _: Vec<String> = cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query(&mut c)
+        .unwrap();
+    let () = cmd("MULTI").query(&mut c).unwrap();
+    let _: String = cmd("SET").arg("t").arg("1").query(&mut c).unwrap();
+    let _: Value = cmd("EXEC").query(&mut c).unwrap();
+    let text: String = cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+    let stats: HashMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_")?.split_once(':'))
+        .collect();
+    let field = |cmd: &str, name: &str| -> u64 {
+        let line = stats.get(cmd).unwrap_or_else(|| panic!("{cmd}: {text}"));
+        line.split(',')
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{cmd} {name}: {line}"))
+    };
+    // SET: four, "word", and the one EXEC ran.
+    assert_eq!(field("set", "calls"), 6, "{text}");
+    assert_eq!(field("get", "calls"), 1, "{text}");
+    assert_eq!(field("get", "rejected_calls"), 1, "{text}");
+    assert_eq!(field("incr", "calls"), 2, "{text}");
+    assert_eq!(field("incr", "failed_calls"), 1, "{text}");
+    assert_eq!(field("config|get", "calls"), 1, "{text}");
+    assert_eq!(field("multi", "calls"), 1, "{text}");
+    assert_eq!(field("exec", "calls"), 1, "{text}");
+    assert_eq!(field("config|resetstat", "calls"), 1, "{text}");
+    assert!(stats["set"].contains(",usec_per_call="), "{text}");
+    // Not a default section; in INFO all.
+    let plain: String = cmd("INFO").query(&mut c).unwrap();
+    assert!(!plain.contains("# Commandstats"));
+    let all: String = cmd("INFO").arg("all").query(&mut c).unwrap();
+    assert!(all.contains("# Commandstats\r\ncmdstat_"), "{all}");
+    // CONFIG RESETSTAT clears it (and is the first call counted after).
+    let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let text: String = cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("cmdstat_")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].starts_with("cmdstat_config|resetstat:calls=1,"),
+        "{text}"
+    );
 }

@@ -951,6 +951,22 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
+        name: "discard",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "transactions",
+        since: "2.0.0",
+        summary: "Discard all commands issued after MULTI",
+        complexity: "O(N), when N is the number of queued commands",
+        arguments: &[],
+        kind: Kind::Server,
+        acl_categories: &["@fast", "@transaction"],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
         name: "echo",
         arity: 2,
         flags: &["loading", "stale", "fast"],
@@ -966,6 +982,22 @@ pub static COMMANDS: &[CommandSpec] = &[
         ],
         kind: Kind::Server,
         acl_categories: &["@fast", "@connection"],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "exec",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "skip_slowlog"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "transactions",
+        since: "1.2.0",
+        summary: "Execute all commands issued after MULTI",
+        complexity: "Depends on commands in the transaction",
+        arguments: &[],
+        kind: Kind::Server,
+        acl_categories: &["@slow", "@transaction"],
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
@@ -1572,6 +1604,22 @@ pub static COMMANDS: &[CommandSpec] = &[
         key_specs: &[
             KeySpec { notes: None, flags: &["OW", "insert"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: -1, keystep: 2, limit: 0 } },
         ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "multi",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "transactions",
+        since: "1.2.0",
+        summary: "Mark the start of a transaction block",
+        complexity: "O(1)",
+        arguments: &[],
+        kind: Kind::Server,
+        acl_categories: &["@fast", "@transaction"],
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
@@ -2454,6 +2502,22 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
+        name: "unwatch",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "transactions",
+        since: "2.2.0",
+        summary: "Forget about all watched keys",
+        complexity: "O(1)",
+        arguments: &[],
+        kind: Kind::Server,
+        acl_categories: &["@fast", "@transaction"],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
         name: "wait",
         arity: 3,
         flags: &["noscript"],
@@ -2471,6 +2535,27 @@ pub static COMMANDS: &[CommandSpec] = &[
         kind: Kind::Server,
         acl_categories: &["@slow", "@connection"],
         tips: &["request_policy:all_shards", "response_policy:agg_min"],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "watch",
+        arity: -2,
+        flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        group: "transactions",
+        since: "2.2.0",
+        summary: "Watch the given keys to determine execution of the MULTI/EXEC block",
+        complexity: "O(1) for every key.",
+        arguments: &[
+            ArgDoc { name: "key", typ: "key", key_spec_index: Some(0), multiple: true, ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@fast", "@transaction"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["RO"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: -1, keystep: 1, limit: 0 } },
+        ],
         ..CommandSpec::DEFAULT
     },
 ];

@@ -184,6 +184,11 @@ pub struct Output {
     pub wpos: usize,
     /// Replies not yet in `wbuf`; `slots[0]` has sequence `base_seq`.
     pub slots: VecDeque<Slot>,
+    /// The command of each slot, as INFO commandstats names it (`cmd` when it was queued).
+    slot_cmds: VecDeque<&'static str>,
+    /// Commands whose error replies went into `wbuf` since the worker last collected them
+    /// (INFO commandstats `failed_calls`).
+    pub failed_cmds: Vec<&'static str>,
     pub base_seq: u64,
     /// Answers other workers still owe this connection. Their size is unknown until they
     /// come (a GET of a large value), so their number is bounded, not only the bytes
@@ -213,6 +218,10 @@ pub struct Output {
     /// The command running was refused before it ran (unknown, wrong arity, unknown
     /// subcommand, NOAUTH): the slow log leaves it out, as Redis's does.
     pub not_run: bool,
+    /// The command running as INFO commandstats counts it (`config|get` for a subcommand),
+    /// once it passed arity and authentication; empty otherwise (queued in MULTI: counted
+    /// when EXEC runs it).
+    pub cmd: &'static str,
 }
 
 /// Error replies counted by kind (the error's first word, as INFO errorstats shows them).
@@ -469,17 +478,30 @@ impl Output {
     /// Queues a reply: straight into the write buffer when nothing is ahead of it.
     pub fn push_reply(&mut self, reply: &[u8]) {
         if self.slots.is_empty() {
-            self.errors.note(reply);
+            self.note_errors(reply, self.cmd);
             self.wbuf.extend_from_slice(reply);
         } else {
             self.slots.push_back(Slot::Ready(reply.to_vec()));
+            self.slot_cmds.push_back(self.cmd);
         }
     }
 
     pub fn push_slot(&mut self, slot: Slot) -> u64 {
         let seq = self.next_seq();
         self.slots.push_back(slot);
+        self.slot_cmds.push_back(self.cmd);
         seq
+    }
+
+    /// Counts `reply` if it is an error (INFO errorstats, and commandstats for `cmd`).
+    #[inline]
+    fn note_errors(&mut self, reply: &[u8], cmd: &'static str) {
+        if reply.first() == Some(&b'-') {
+            self.errors.note_error(&reply[1..]);
+            if !cmd.is_empty() {
+                self.failed_cmds.push(cmd);
+            }
+        }
     }
 
     pub fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
@@ -496,20 +518,22 @@ impl Output {
                 Slot::Held(h, _) if h.ready(rel) => {}
                 Slot::Held(..) | Slot::Waiting(_) => break,
             }
+            let cmd = self.slot_cmds.pop_front().unwrap_or_default();
             match self.slots.pop_front() {
                 Some(Slot::Ready(r)) => {
-                    self.errors.note(&r);
+                    self.note_errors(&r, cmd);
                     self.wbuf.extend_from_slice(&r);
                 }
                 Some(Slot::Held(h, reply)) => match rel.error_for(h.epoch) {
                     None => {
-                        self.errors.note(reply.as_slice());
+                        self.note_errors(reply.as_slice(), cmd);
                         self.wbuf.extend_from_slice(reply.as_slice());
                     }
                     Some(err) => {
-                        let at = self.wbuf.len();
-                        crate::resp::encode::write_error(&mut self.wbuf, err.as_bytes());
-                        self.errors.note(&self.wbuf[at..]);
+                        let mut e = Vec::new();
+                        crate::resp::encode::write_error(&mut e, err.as_bytes());
+                        self.note_errors(&e, cmd);
+                        self.wbuf.extend_from_slice(&e);
                     }
                 },
                 _ => {}

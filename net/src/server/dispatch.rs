@@ -261,13 +261,18 @@ impl Worker {
         args: &[&[u8]],
     ) {
         let Some(spec) = cmd::lookup(args[0]) else {
-            if !self.transaction_command(token, out, client, args) {
-                out.push_reply(&unknown_command(args));
-                super::multi::flag(client);
-                out.not_run = true;
-            }
+            out.push_reply(&unknown_command(args));
+            super::multi::flag(client);
+            out.not_run = true;
             return;
         };
+        // MULTI, EXEC, DISCARD, WATCH, UNWATCH: before the arity check (a refused EXEC ends
+        // the transaction) and before queueing.
+        if spec.group == "transactions" {
+            out.cmd = spec.name;
+            self.transaction_command(token, out, client, args);
+            return;
+        }
         // Redis 7 checks a container command (CONFIG, CLIENT, COMMAND) against the arity of
         // its subcommand and names it `config|set` in the error; checking the container's own
         // loose arity let `CONFIG SET x` through to a generic "unknown subcommand" text.
@@ -275,6 +280,7 @@ impl Worker {
         // CLIENT LIST's cmd=: the subcommand's full name (`client|list`), as Redis 7.
         client.last_cmd = arity_spec.name;
         if !cmd::table::arity_ok(arity_spec, args.len()) {
+            self.stats.cmdstats.record(arity_spec.name, true, 0);
             err(
                 out,
                 &format!(
@@ -301,14 +307,17 @@ impl Worker {
             && !matches!(spec.name, "auth" | "hello" | "quit" | "reset")
             && !setinfo
         {
+            self.stats.cmdstats.record(arity_spec.name, true, 0);
             err(out, "NOAUTH Authentication required.");
             super::multi::flag(client);
             out.not_run = true;
             return;
         }
         if client.tx.is_some() && !matches!(spec.name, "quit" | "reset") {
+            // Counted when EXEC runs it.
             return self.queue_command(out, client, spec, args);
         }
+        out.cmd = arity_spec.name;
         match spec.kind {
             Kind::Keyed => self.dispatch_keyed(token, out, client, spec, args),
             Kind::Server if cmd::keyed_subcommand(arity_spec) => {

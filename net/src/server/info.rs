@@ -328,6 +328,18 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:{sys_children:.6}\r\nused_cpu_user_children:{user_children:.6}\r\n\r\n"
         );
     }
+    // Not a default section (INFO without arguments leaves it out), as in Redis.
+    if asked
+        .iter()
+        .any(|a| a == "commandstats" || a == "all" || a == "everything")
+    {
+        o.push_str("# Commandstats\r\n");
+        for line in t.cmdstats.lines() {
+            o.push_str(&line);
+            o.push_str("\r\n");
+        }
+        o.push_str("\r\n");
+    }
     if want("errorstats") {
         o.push_str("# Errorstats\r\n");
         let mut kinds = t.errors.kinds.clone();

@@ -208,8 +208,8 @@ fn command_keys<'a>(spec: &'static CommandSpec, args: &[&'a [u8]]) -> Vec<&'a [u
 }
 
 impl Worker {
-    /// MULTI, EXEC, DISCARD, WATCH and UNWATCH (not in the command table). Returns false for
-    /// any other command.
+    /// MULTI, EXEC, DISCARD, WATCH and UNWATCH (the command table's `transactions` group).
+    /// Returns false for any other command.
     pub(super) fn transaction_command(
         &mut self,
         token: usize,
@@ -389,6 +389,14 @@ impl Worker {
         let watched = std::mem::take(&mut client.watched);
         if tx.failed {
             return err(out, EXECABORT);
+        }
+        // INFO commandstats counts a transaction's commands as EXEC runs them (their time
+        // is EXEC's, which is not measured per command).
+        for c in &tx.cmds {
+            let a = c.slices();
+            if let Some(spec) = cmd::lookup(a[0]) {
+                self.stats.cmdstats.record(spec.for_args(&a).name, false, 0);
+            }
         }
         let acks = self.acks_of(client);
         if self.cluster.is_some()

@@ -114,10 +114,19 @@ impl SlowTimer {
     /// Redis reads it: a CONFIG SET that turns the log on is logged, one that turns it off
     /// not); `None` for a negative threshold (the log is off).
     pub fn slow(&self, threshold: i64) -> Option<u64> {
-        let threshold = u64::try_from(threshold).ok()?;
-        let us = duration_micros(self.start.elapsed());
-        (us >= threshold).then_some(us)
+        let us = self.micros();
+        is_slow(us, threshold).then_some(us)
     }
+
+    /// The microseconds since it started.
+    pub fn micros(&self) -> u64 {
+        duration_micros(self.start.elapsed())
+    }
+}
+
+/// Whether `us` goes into the log at `threshold` (negative: the log is off).
+fn is_slow(us: u64, threshold: i64) -> bool {
+    u64::try_from(threshold).is_ok_and(|t| us >= t)
 }
 
 fn duration_micros(d: Duration) -> u64 {
@@ -248,6 +257,7 @@ impl Worker {
         let exec = args[0].eq_ignore_ascii_case(b"exec");
         self.whole_entry = WholeEntry::UnlessAway;
         out.not_run = false;
+        out.cmd = "";
         self.slow_for = Some(ReplyTo {
             worker: self.id,
             token,
@@ -265,18 +275,18 @@ impl Worker {
 
     /// After it ran: one entry for a command that ran here only (not one per op it ran), or
     /// an entry per part where each ran for one that went to other workers (the ops' own),
-    /// or as `whole_entry` says.
+    /// or as `whole_entry` says. Returns the microseconds it took here (none when not timed:
+    /// queued in MULTI, EXEC).
     pub(super) fn slow_end(
         &mut self,
         mark: SlowMark,
         client: &Client,
         out: &Output,
         args: &[&[u8]],
-    ) {
+    ) -> Option<u64> {
         self.slow_for = None;
-        let Some(timer) = mark.timer else {
-            return;
-        };
+        let timer = mark.timer?;
+        let us = timer.micros();
         let in_steps = self.nx_out.len() > mark.steps;
         let went = in_steps || out.in_flight > mark.owed;
         let whole = match self.whole_entry {
@@ -285,12 +295,13 @@ impl Worker {
             WholeEntry::UnlessSentWhole => !went || in_steps,
         };
         if out.not_run || !whole {
-            return;
+            return Some(us);
         }
         self.slow_pending.truncate(mark.parts_logged);
-        if let Some(us) = timer.slow(self.config.server.slowlog_log_slower_than) {
+        if is_slow(us, self.config.server.slowlog_log_slower_than) {
             self.log_slow_command(client, args, us);
         }
+        Some(us)
     }
 
     /// Logs a command of one of this worker's connections that ran `us`.

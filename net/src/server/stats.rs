@@ -1,4 +1,6 @@
 //! Counters each worker keeps for INFO, summed across workers on request.
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
@@ -142,6 +144,94 @@ pub struct WorkerStats {
     pub repl_lines: Vec<(u32, String)>,
     /// Error replies sent (INFO stats `total_error_replies`, INFO errorstats).
     pub errors: super::conn::ErrorTally,
+    /// Calls by command (INFO commandstats).
+    pub cmdstats: CmdStats,
+}
+
+/// One command's line of INFO commandstats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CmdStat {
+    pub calls: u64,
+    /// Time it ran on its connection's worker (parts run on other workers are not in it).
+    pub usec: u64,
+    /// Refused before it ran (wrong arity, NOAUTH, a refused subcommand).
+    pub rejected: u64,
+    /// Ran and answered an error.
+    pub failed: u64,
+}
+
+/// FNV-1a over a command's name: a few bytes, hashed on every command.
+#[derive(Default)]
+pub struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// INFO commandstats, by command name (a subcommand as `config|get`, as Redis 7 names it).
+#[derive(Clone, Debug, Default)]
+pub struct CmdStats(HashMap<&'static str, CmdStat, BuildHasherDefault<NameHasher>>);
+
+impl CmdStats {
+    /// A call of `name` that ran `usec` here, or one refused before it ran (`rejected`).
+    #[inline]
+    pub fn record(&mut self, name: &'static str, rejected: bool, usec: u64) {
+        let s = self.0.entry(name).or_default();
+        if rejected {
+            s.rejected += 1;
+        } else {
+            s.calls += 1;
+            s.usec += usec;
+        }
+    }
+
+    /// Calls that answered an error.
+    pub fn failed(&mut self, names: &mut Vec<&'static str>) {
+        for name in names.drain(..) {
+            self.0.entry(name).or_default().failed += 1;
+        }
+    }
+
+    pub fn absorb(&mut self, o: &CmdStats) {
+        for (name, o) in &o.0 {
+            let s = self.0.entry(name).or_default();
+            s.calls += o.calls;
+            s.usec += o.usec;
+            s.rejected += o.rejected;
+            s.failed += o.failed;
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<CmdStat> {
+        self.0.get(name).copied()
+    }
+
+    /// The lines of INFO commandstats, by name.
+    pub fn lines(&self) -> Vec<String> {
+        let mut v: Vec<(&str, &CmdStat)> = self.0.iter().map(|(n, s)| (*n, s)).collect();
+        v.sort_unstable_by_key(|(n, _)| *n);
+        v.into_iter()
+            .map(|(n, s)| {
+                let per_call = if s.calls > 0 {
+                    s.usec as f64 / s.calls as f64
+                } else {
+                    0.0
+                };
+                format!(
+                    "cmdstat_{n}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}",
+                    s.calls, s.usec, s.rejected, s.failed
+                )
+            })
+            .collect()
+    }
 }
 
 /// Process-wide facts for INFO, the same from every worker.
@@ -172,9 +262,10 @@ impl WorkerStats {
     /// after each command, so that a later INFO or RESETSTAT, even in the same pipeline,
     /// sees them.
     #[inline]
-    pub fn take_errors(&mut self, pending: &mut super::conn::ErrorTally) {
-        if pending.total > 0 {
-            self.errors.absorb(&std::mem::take(pending));
+    pub fn take_errors(&mut self, out: &mut super::conn::Output) {
+        if out.errors.total > 0 {
+            self.errors.absorb(&std::mem::take(&mut out.errors));
+            self.cmdstats.failed(&mut out.failed_cmds);
         }
     }
 
@@ -191,6 +282,7 @@ impl WorkerStats {
         self.order_waits = 0;
         self.expired_keys = 0;
         self.errors = Default::default();
+        self.cmdstats = Default::default();
     }
 
     pub fn merge(&mut self, o: &WorkerStats) {
@@ -235,6 +327,7 @@ impl WorkerStats {
         }
         self.repl_lines.extend(o.repl_lines.iter().cloned());
         self.errors.absorb(&o.errors);
+        self.cmdstats.absorb(&o.cmdstats);
         self.repl_lines.sort_by_key(|(p, _)| *p);
     }
 }

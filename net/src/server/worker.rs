@@ -538,7 +538,7 @@ impl Worker {
             return;
         };
         if let Some(mut c) = slot.take() {
-            self.stats.take_errors(&mut c.out.errors);
+            self.stats.take_errors(&mut c.out);
             let _ = self.poll.registry().deregister(&mut c.sock);
             self.free_tokens.push(token - FIRST_CONN);
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
@@ -740,9 +740,17 @@ impl Worker {
         }
         self.stats.commands += 1;
         let mark = self.slow_begin(token, client, out, args);
+        let failed = out.failed_cmds.len();
         self.dispatch(token, out, client, args);
-        self.slow_end(mark, client, out, args);
-        self.stats.take_errors(&mut out.errors);
+        let us = self.slow_end(mark, client, out, args);
+        if out.not_run {
+            // A subcommand refused before it ran is not a failed call either.
+            out.failed_cmds.truncate(failed);
+        } else if !out.cmd.is_empty() {
+            self.stats.cmdstats.record(out.cmd, false, us.unwrap_or(0));
+        }
+        out.cmd = "";
+        self.stats.take_errors(out);
         Step::Ran
     }
 
@@ -1684,7 +1692,7 @@ impl Worker {
                 conn.client.waits_durable = true;
                 waiters.push(token);
             }
-            self.stats.take_errors(&mut conn.out.errors);
+            self.stats.take_errors(&mut conn.out);
             let before = conn.out.wbuf.len() - conn.out.wpos;
             // A connection whose next command waits for single-key commands in flight to run
             // (or whose wait just ended: it goes on below) writes its replies once its run
