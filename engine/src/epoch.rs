@@ -52,15 +52,9 @@ impl LeaderEpochCache {
         if self.latest().is_some_and(|l| epoch <= l.epoch) {
             return Ok(false);
         }
-        let mut next: Vec<EpochEntry> = self
-            .entries
-            .iter()
-            .copied()
-            .filter(|e| e.start_lsn < start_lsn)
-            .collect();
+        let mut next = self.starting_before(start_lsn);
         next.push(EpochEntry { epoch, start_lsn });
-        self.persist(&next)?;
-        self.entries = next;
+        self.replace(next)?;
         Ok(true)
     }
 
@@ -85,15 +79,7 @@ impl LeaderEpochCache {
         if self.entries.iter().all(|e| e.start_lsn < end_lsn) {
             return Ok(());
         }
-        let next: Vec<EpochEntry> = self
-            .entries
-            .iter()
-            .copied()
-            .filter(|e| e.start_lsn < end_lsn)
-            .collect();
-        self.persist(&next)?;
-        self.entries = next;
-        Ok(())
+        self.replace(self.starting_before(end_lsn))
     }
 
     /// As `truncate_from_end`, but the latest epoch goes on at `end_lsn`: after a reload
@@ -103,12 +89,7 @@ impl LeaderEpochCache {
         let Some(&last) = self.entries.last() else {
             return Ok(());
         };
-        let mut next: Vec<EpochEntry> = self
-            .entries
-            .iter()
-            .copied()
-            .filter(|e| e.start_lsn < end_lsn)
-            .collect();
+        let mut next = self.starting_before(end_lsn);
         if next.last().is_none_or(|e| e.epoch < last.epoch) {
             next.push(EpochEntry {
                 epoch: last.epoch,
@@ -118,6 +99,20 @@ impl LeaderEpochCache {
         if next == self.entries {
             return Ok(());
         }
+        self.replace(next)
+    }
+
+    /// The entries of epochs that start below `lsn`.
+    fn starting_before(&self, lsn: u64) -> Vec<EpochEntry> {
+        self.entries
+            .iter()
+            .copied()
+            .filter(|e| e.start_lsn < lsn)
+            .collect()
+    }
+
+    /// The checkpoint first, then memory (which changes only if the file did).
+    fn replace(&mut self, next: Vec<EpochEntry>) -> Result<(), WriteError> {
         self.persist(&next)?;
         self.entries = next;
         Ok(())

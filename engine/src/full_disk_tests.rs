@@ -3,6 +3,16 @@
 use crate::test_tmpfs::Tmpfs;
 use crate::{Durability, Options, Store, WriteError};
 
+/// Options of these tests: 1 MiB segments, fsync always, write batches.
+fn opts() -> Options {
+    Options {
+        segment_size: 1 << 20,
+        durability: Durability::Always,
+        write_batches: true,
+        ..Options::default()
+    }
+}
+
 /// Found by a black-box run (a full disk, BGREWRITEAOF, fsync always): a roll in the middle of
 /// a turn wrote the turn's buffered records, the disk had no room, the reload after the failed
 /// write dropped them, and the turn's commit then found nothing left to write and succeeded,
@@ -13,12 +23,7 @@ fn records_a_failed_write_dropped_fail_their_whole_batch() {
         return;
     };
     let data = fs.path().join("p");
-    let opts = Options {
-        segment_size: 1 << 20,
-        durability: Durability::Always,
-        write_batches: true,
-        ..Options::default()
-    };
+    let opts = opts();
     let mut s = Store::open(&data, opts.clone()).expect("open");
     s.put(b"a", b"1", None).expect("put");
     s.commit().expect("commit");
@@ -63,12 +68,7 @@ fn a_leader_keeps_its_epoch_after_a_failed_write_reloads_the_store() {
         return;
     };
     let data = fs.path().join("p");
-    let opts = Options {
-        segment_size: 1 << 20,
-        durability: Durability::Always,
-        write_batches: true,
-        ..Options::default()
-    };
+    let opts = opts();
     let mut s = Store::open(&data, opts.clone()).expect("open");
     s.begin_epoch(2).expect("epoch 2");
     s.put(b"a", b"1", None).expect("put");
@@ -115,13 +115,7 @@ fn a_merge_that_cannot_settle_its_expired_values_is_over_and_leaves_no_files() {
         return;
     };
     let data = fs.path().join("p");
-    let opts = Options {
-        segment_size: 1 << 20,
-        durability: Durability::Always,
-        write_batches: true,
-        clock,
-        ..Options::default()
-    };
+    let opts = Options { clock, ..opts() };
     let mut s = Store::open(&data, opts).expect("open");
     s.put(b"k", b"v", Some(clock() + 10)).expect("put");
     for i in 0..50u32 {
