@@ -3352,10 +3352,15 @@ fn lastsave_save_and_wait_answer_as_in_redis() {
         let status: String = q.query(&mut c).unwrap();
         assert_eq!(status, "Background saving started");
     }
-    assert_eq!(
-        query_err(&mut c, cmd("BGSAVE").arg("now")),
-        "ERR syntax error"
-    );
+    for args in [&["now"][..], &["schedule", "x"]] {
+        assert_eq!(
+            query_err(&mut c, cmd("BGSAVE").arg(args)),
+            "ERR syntax error"
+        );
+    }
+    let persistence = info(&mut c, "persistence");
+    assert_eq!(persistence["rdb_last_save_time"], saved.to_string());
+    assert_eq!(persistence["rdb_bgsave_in_progress"], "0");
     assert!(
         query_err(&mut c, cmd("MEMORY").arg("STATS"))
             .starts_with("ERR MEMORY STATS is not supported")
@@ -4651,7 +4656,10 @@ fn info_commandstats_counts_calls_rejections_and_failures_as_redis() {
         .unwrap();
     let () = cmd("MULTI").query(&mut c).unwrap();
     let _: String = cmd("SET").arg("t").arg("1").query(&mut c).unwrap();
+    let _: String = cmd("UNWATCH").query(&mut c).unwrap();
     let _: Value = cmd("EXEC").query(&mut c).unwrap();
+    // Refused before running: rejected, not failed.
+    let _ = query_err(&mut c, cmd("EXEC").arg("x"));
     let text: String = cmd("INFO").arg("commandstats").query(&mut c).unwrap();
     let stats: HashMap<&str, &str> = text
         .lines()
@@ -4673,8 +4681,22 @@ fn info_commandstats_counts_calls_rejections_and_failures_as_redis() {
     assert_eq!(field("config|get", "calls"), 1, "{text}");
     assert_eq!(field("multi", "calls"), 1, "{text}");
     assert_eq!(field("exec", "calls"), 1, "{text}");
+    assert_eq!(field("exec", "rejected_calls"), 1, "{text}");
+    assert_eq!(field("exec", "failed_calls"), 0, "{text}");
+    assert_eq!(
+        field("unwatch", "calls"),
+        1,
+        "queued, counted as EXEC ran it: {text}"
+    );
     assert_eq!(field("config|resetstat", "calls"), 1, "{text}");
     assert!(stats["set"].contains(",usec_per_call="), "{text}");
+    // total_commands_processed: commands that ran, those of the transaction as EXEC ran them
+    // (RESETSTAT, 4 SETs, GET, SET, INCR x2, CONFIG GET, MULTI, SET, UNWATCH, EXEC, INFO).
+    assert_eq!(
+        info(&mut c, "stats")["total_commands_processed"],
+        "15",
+        "not the refused GET and EXEC"
+    );
     // Not a default section; in INFO all.
     let plain: String = cmd("INFO").query(&mut c).unwrap();
     assert!(!plain.contains("# Commandstats"));

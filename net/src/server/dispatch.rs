@@ -1371,12 +1371,10 @@ impl Worker {
                 let status = if spec.name == "save" {
                     "OK"
                 } else {
-                    match args.get(1) {
-                        None => "Background saving started",
-                        Some(a) if a.eq_ignore_ascii_case(b"schedule") => {
-                            "Background saving started"
-                        }
-                        Some(_) => return err(out, "ERR syntax error"),
+                    match &args[1..] {
+                        [] => "Background saving started",
+                        [a] if a.eq_ignore_ascii_case(b"schedule") => "Background saving started",
+                        _ => return err(out, "ERR syntax error"),
                     }
                 };
                 let g = self.collect_gather(Finisher::Status(status));

@@ -77,6 +77,7 @@ impl Worker {
             dir: self.config.storage.dir.display().to_string(),
             disk_free: simplekv_engine::free_space(&self.config.storage.dir),
             min_free_space: self.config.storage.min_free_space,
+            last_save: sh.last_save.load(Ordering::Relaxed),
         });
         s
     }
@@ -264,7 +265,8 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("persistence") {
         let _ = write!(
             o,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\naof_current_size:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_journals:{}\r\ncommit_journal_checkpoints:{}\r\ncommit_journal_direct_syncs:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndisk_free_bytes:{}\r\ndisk_min_free_bytes:{}\r\ndisk_space_low:{}\r\ndir:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\naof_current_size:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_journals:{}\r\ncommit_journal_checkpoints:{}\r\ncommit_journal_direct_syncs:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndisk_free_bytes:{}\r\ndisk_min_free_bytes:{}\r\ndisk_space_low:{}\r\ndir:{}\r\n\r\n",
+            si.last_save,
             (t.merges_running > 0) as u8,
             if t.commit_failing { "err" } else { "ok" },
             si.fsync,

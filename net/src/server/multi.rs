@@ -240,6 +240,12 @@ impl Worker {
             None
         };
         if let Some(e) = refusal {
+            // Refused before it ran (INFO commandstats `rejected_calls`).
+            out.cmd = "";
+            if let Some(spec) = cmd::lookup(name.as_bytes()) {
+                self.stats.cmdstats.record(spec.name, true, 0);
+            }
+            out.not_run = true;
             if name == "exec" {
                 // As Redis: a refused EXEC ends the transaction, saying why.
                 client.tx = None;
@@ -276,8 +282,11 @@ impl Worker {
                 out.push_reply(b"+OK\r\n");
             }
             // Queued, as in Redis; it answers +OK in EXEC's array (the watches are checked
-            // and dropped by EXEC anyway).
-            _ => self.enqueue(out, client, args),
+            // and dropped by EXEC anyway), and is counted when EXEC runs it.
+            _ => {
+                out.cmd = "";
+                self.enqueue(out, client, args)
+            }
         }
         true
     }
@@ -398,6 +407,7 @@ impl Worker {
                 self.stats.cmdstats.record(spec.for_args(&a).name, false, 0);
             }
         }
+        self.stats.commands += tx.cmds.len() as u64;
         let acks = self.acks_of(client);
         if self.cluster.is_some()
             && let Some(e) = self.tx_cluster_refusal(&tx.cmds, &watched, acks)

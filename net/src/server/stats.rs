@@ -255,6 +255,8 @@ pub struct ServerInfo {
     /// Bytes free on the data directory's file system (`None`: unknown).
     pub disk_free: Option<u64>,
     pub min_free_space: u64,
+    /// LASTSAVE (INFO persistence `rdb_last_save_time`).
+    pub last_save: u64,
 }
 
 impl WorkerStats {

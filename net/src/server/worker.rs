@@ -738,7 +738,7 @@ impl Worker {
             self.stats.order_waits += 1;
             return Step::Stop;
         }
-        self.stats.commands += 1;
+        let queued = client.tx.is_some();
         let mark = self.slow_begin(token, client, out, args);
         let failed = out.failed_cmds.len();
         self.dispatch(token, out, client, args);
@@ -748,6 +748,11 @@ impl Worker {
             out.failed_cmds.truncate(failed);
         } else if !out.cmd.is_empty() {
             self.stats.cmdstats.record(out.cmd, false, us.unwrap_or(0));
+        }
+        // As Redis's total_commands_processed: commands that ran (those queued in MULTI
+        // when EXEC runs them), not those refused before running.
+        if !out.not_run && (!queued || !out.cmd.is_empty()) {
+            self.stats.commands += 1;
         }
         out.cmd = "";
         self.stats.take_errors(out);
