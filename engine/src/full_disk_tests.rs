@@ -155,3 +155,33 @@ fn a_merge_that_cannot_settle_its_expired_values_is_over_and_leaves_no_files() {
         "merges start again once there is room"
     );
 }
+
+/// A follower's epochs are its leader's: a fetched batch of a new epoch whose write failed
+/// leaves no entry for that epoch after the reload (it is fetched again), or the follower
+/// would vouch for records of that epoch it does not have (found by a code review of the
+/// fix above, which first kept the latest epoch on every reload).
+#[test]
+fn a_follower_forgets_the_epoch_of_a_fetched_batch_that_failed() {
+    use crate::record::{self, Tag};
+    let Some(fs) = Tmpfs::mount_or_skip("8m") else {
+        return;
+    };
+    let data = fs.path().join("p");
+    let mut s = Store::open(&data, opts()).expect("open");
+    s.set_replica(true);
+    let mut b = Vec::new();
+    record::encode(&mut b, 0, 2, 0, Tag::Put, b"a", b"1");
+    s.append_records(&b).expect("append");
+    s.commit().expect("commit");
+    assert_eq!(s.epoch(), 2);
+    s.stop_reserving();
+    let filler = fs.fill_leaving("filler", 64 << 10);
+    let mut b = Vec::new();
+    record::encode(&mut b, 1, 3, 0, Tag::Put, b"b", &[7u8; 512 << 10]);
+    let _ = s.append_records(&b);
+    assert!(s.commit().is_err(), "the batch does not fit");
+    std::fs::remove_file(&filler).expect("free");
+    assert_eq!(s.log_end(), 1);
+    assert_eq!(s.epoch(), 2, "epoch 3 had no record here");
+    assert_eq!(s.end_offset_for_epoch(3), Some((2, 1)));
+}

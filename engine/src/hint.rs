@@ -197,43 +197,60 @@ fn write_hint_entries(
 
 /// `write_hint_for` the closed segment in `file` (of `file_len` bytes), read with plain
 /// reads: a map of it would fault (SIGBUS, the whole process) at pages a follower's
-/// truncation cut off meanwhile. A read cut short ends the hint there, as damage does; a
-/// segment that changed under the job no longer carries its file id, so the hint is not
-/// used.
+/// truncation cut off meanwhile. Values are checksummed in chunks, never held whole. A hint
+/// is written only when every record checks out to the end of the file: anything else (a
+/// read cut short, a segment changed under the job, damage) writes none, and opening scans
+/// the segment instead.
 fn write_hint_read(
     path: &Path,
     file_id: u64,
     file: &std::fs::File,
     file_len: u64,
 ) -> std::io::Result<()> {
-    use std::io::Read;
+    use std::io::{Error, ErrorKind, Read};
+    let bad = |what: &str| Error::new(ErrorKind::InvalidData, format!("segment {what}"));
     let mut r = std::io::BufReader::with_capacity(1 << 20, file);
     let mut head = [0u8; SEGMENT_HEADER_LEN];
     r.read_exact(&mut head)?;
+    let body = file_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
     let mut entries = Vec::new();
     let mut count = 0u64;
-    let mut rec = Vec::new();
+    let mut key = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
     let mut off = 0usize;
-    loop {
-        rec.resize(record::HEADER_LEN, 0);
-        if r.read_exact(&mut rec).is_err() {
-            break;
+    while (off as u64) < body {
+        let mut h = [0u8; record::HEADER_LEN];
+        r.read_exact(&mut h)?;
+        let header = record::decode_header(&h).map_err(|e| bad(&format!("record: {e}")))?;
+        let len = header.record_len();
+        if off as u64 + len as u64 > body {
+            return Err(bad("record past the end of the file"));
         }
-        let Ok(h) = record::decode_header(&rec) else {
-            break;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&h[4..]);
+        key.resize(header.key_len as usize, 0);
+        r.read_exact(&mut key)?;
+        crc.update(&key);
+        let mut left = header.val_len as usize;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            r.read_exact(&mut chunk[..n])?;
+            crc.update(&chunk[..n]);
+            left -= n;
+        }
+        if crc.finalize() != record::u32_at(&h, 0) {
+            return Err(bad("record checksum mismatch"));
+        }
+        let entry = HintEntry {
+            lsn: header.lsn,
+            epoch: header.epoch,
+            expire: header.expire,
+            tag: header.tag,
+            val_len: header.val_len,
+            offset: (off + SEGMENT_HEADER_LEN) as u32,
+            key: &key,
         };
-        let len = h.record_len();
-        if (SEGMENT_HEADER_LEN + off + len) as u64 > file_len {
-            break;
-        }
-        rec.resize(len, 0);
-        if r.read_exact(&mut rec[record::HEADER_LEN..]).is_err() {
-            break;
-        }
-        let Ok(rr) = record::decode(&rec) else {
-            break;
-        };
-        encode_entry(&mut entries, &HintEntry::of_record(off, &rr));
+        encode_entry(&mut entries, &entry);
         count += 1;
         off += len;
     }

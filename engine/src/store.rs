@@ -283,7 +283,9 @@ impl Store {
         // The epoch the store was in goes on at the log end on a reload (a leader whose first
         // records failed is still the leader of its epoch; dropped, its next records would
         // carry the previous epoch and defeat the divergence check of a returning replica).
-        let truncated = if reloading {
+        // A follower's epochs are its leader's: those past its log end go (a fetched batch
+        // that failed is fetched again with its epoch).
+        let truncated = if reloading && !self.replica {
             self.epochs.truncate_keeping_latest(self.next_lsn)
         } else {
             self.epochs.truncate_from_end(self.next_lsn)
@@ -1182,7 +1184,7 @@ impl Store {
     /// failed fsync is then a failed write (EIO: the store refuses writes), not a log line
     /// while the store went on as if the data were on disk.
     pub fn take_background_sync(&mut self) -> Result<Option<SyncTicket>, WriteError> {
-        if !self.sync_due() {
+        if !self.sync_due() || self.failed.is_some() {
             return Ok(None);
         }
         self.end_batch();
@@ -1204,8 +1206,11 @@ impl Store {
         );
         // Records of the batch that the failure dropped had been applied, and commands may
         // have been answered on them: the batch's commit fails (`commit_write`).
+        // Records still in the buffer go with the reload too (an fsync that failed while the
+        // turn's records waited to be written): their turn must fail as well.
         let id = self.active_id();
-        if self.seg_mut(id).take_dropped() {
+        let seg = self.seg_mut(id);
+        if seg.take_dropped() || seg.has_unwritten() {
             self.dropped = Some(e.to_string());
         }
         if let WriteError::Io { source, .. } = &e

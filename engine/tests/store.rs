@@ -494,8 +494,8 @@ fn a_key_version_tells_whether_the_key_changed_since() {
 
 /// A hint job reads its segment with plain reads: a follower's truncation may shrink the file
 /// while the job walks it (a map would fault, SIGBUS, at the pages cut off). Found by a code
-/// review. The hint of a whole segment lists every record; one of a segment cut mid-record
-/// lists the records before the cut, and the job does not fail.
+/// review. The hint of a whole segment lists every record; a segment cut mid-record gets no
+/// hint (a partial one would hide the records past the cut at the next open).
 #[test]
 fn a_hint_job_describes_its_segment_and_survives_the_file_shrinking() {
     use simplekv_engine::hint;
@@ -530,8 +530,43 @@ fn a_hint_job_describes_its_segment_and_survives_the_file_shrinking() {
         .unwrap()
         .set_len(cut)
         .unwrap();
-    job.run().unwrap();
-    let bytes = std::fs::read(&job.hint).unwrap();
-    let entries = hint::decode_all(&bytes, job.file_id).expect("a valid hint");
-    assert_eq!(entries.len(), 50, "the records before the cut");
+    assert!(job.run().is_err(), "the segment ends inside a record");
+    assert!(
+        !job.hint.exists(),
+        "no hint for a segment that does not check out"
+    );
+}
+
+/// Found by a code review: a failed fsync reloads the store, and records the turn had only
+/// buffered (not yet written) went with the reload while the turn's commit then found nothing
+/// to write and succeeded: the clients were answered OK for writes that were gone.
+#[test]
+fn records_buffered_when_an_fsync_fails_fail_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(
+        dir.path(),
+        Options {
+            durability: Durability::EverySec,
+            background_sync: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    s.put(b"a", b"1", None).unwrap();
+    s.commit().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let ticket = s.take_background_sync().unwrap().expect("due");
+    // The next turn's write, still in the buffer when the fsync's failure comes back.
+    s.put(b"b", b"2", None).unwrap();
+    let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+    assert!(s.sync_done(&ticket, Err(enospc)).is_err());
+    assert!(!s.is_failed(), "not EIO: the store reloaded and goes on");
+    assert!(
+        matches!(s.commit_write(), Err(WriteError::BatchDropped(_))),
+        "the turn that lost its record fails"
+    );
+    assert_eq!(s.get(b"b").unwrap(), None);
+    assert_eq!(s.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    s.put(b"c", b"3", None).unwrap();
+    s.commit().unwrap();
 }

@@ -990,6 +990,7 @@ impl Worker {
                     // again next second); say it where the operator looks.
                     error!("partition {partition}: everysec fsync failed: {e}");
                     self.stats.commit_errors += 1;
+                    self.stats.commit_failing = true;
                     self.stats.last_commit_error = Some(e.to_string());
                 }
             }
