@@ -68,7 +68,8 @@ pub struct ServerHandle {
     router: Router,
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
-    maint: Option<JoinHandle<()>>,
+    /// The maintenance and fsync threads.
+    maint: Vec<JoinHandle<()>>,
     addr: SocketAddr,
 }
 
@@ -106,8 +107,8 @@ impl ServerHandle {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        // Workers are gone: the maintenance channel closes and its thread ends.
-        if let Some(m) = self.maint.take() {
+        // Workers are gone: the maintenance channels close and their threads end.
+        for m in self.maint.drain(..) {
             let _ = m.join();
         }
         info!("server stopped");
@@ -628,12 +629,21 @@ pub fn start_node(
         let _ = cell.set(Router::new(topo, peers.clone(), shared.clone()));
     }
 
-    let (maint_tx, maint_rx) = crossbeam_channel::unbounded::<Job>();
-    let maint_peers = peers.clone();
-    let maint = std::thread::Builder::new()
-        .name("skv-maint".into())
-        .spawn(move || maintenance(maint_rx, maint_peers))
-        .map_err(ServerError::Thread)?;
+    let mut maint = Vec::new();
+    let mut maint_thread = |name: &str| -> Result<crossbeam_channel::Sender<Job>, ServerError> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let peers = peers.clone();
+        let t = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || maintenance(rx, peers))
+            .map_err(ServerError::Thread)?;
+        maint.push(t);
+        Ok(tx)
+    };
+    let maint_tx = worker::Maint {
+        jobs: maint_thread("skv-maint")?,
+        syncs: maint_thread("skv-fsync")?,
+    };
 
     // Records of the commit journals (fsync = always) that the partition logs may lack: each
     // worker appends those of its partitions after opening them. The journals are reused only
@@ -797,7 +807,9 @@ pub fn start_node(
         for t in threads {
             let _ = t.join();
         }
-        let _ = maint.join();
+        for m in maint {
+            let _ = m.join();
+        }
         return Err(e);
     }
     for _ in 0..workers {
@@ -815,12 +827,13 @@ pub fn start_node(
         shared,
         wakers,
         threads,
-        maint: Some(maint),
+        maint,
         addr,
     })
 }
 
-/// Hint files and merges, off the workers' threads.
+/// Hint files and merges (the maintenance thread), or everysec's fsyncs (a thread of their
+/// own), off the workers' threads.
 fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
     while let Ok(job) = rx.recv() {
         match job {

@@ -66,6 +66,25 @@ impl Backoff {
     }
 }
 
+/// Where a worker sends its file jobs: fsyncs to a thread of their own, so that everysec's
+/// once-a-second fsync never waits behind a merge (which may take minutes); hint files
+/// and merges to the maintenance thread.
+#[derive(Clone)]
+pub struct Maint {
+    pub jobs: Sender<Job>,
+    pub syncs: Sender<Job>,
+}
+
+impl Maint {
+    /// False when the thread is gone (the server is stopping).
+    pub fn send(&self, job: Job) -> bool {
+        match job {
+            Job::Sync { .. } => self.syncs.send(job).is_ok(),
+            _ => self.jobs.send(job).is_ok(),
+        }
+    }
+}
+
 /// Work for the maintenance thread: file jobs that must not stall a worker.
 pub enum Job {
     Hint(HintJob),
@@ -151,7 +170,7 @@ pub struct Worker {
     pub(super) slow_pending: Vec<(ReplyTo, super::slowlog::SlowEntry)>,
     /// Commands, bytes in, bytes out (INFO's instantaneous rates), sampled by `cron`.
     pub rates: [super::stats::RateSampler; 3],
-    maint: Sender<Job>,
+    maint: Maint,
     next_rr: usize,
     last_cron: Instant,
     pub merge_busy: Vec<bool>,
@@ -230,7 +249,7 @@ impl Worker {
         shared: Arc<Shared>,
         config: Config,
         stores: Vec<Option<Store>>,
-        maint: Sender<Job>,
+        maint: Maint,
         cluster: Option<ClusterState>,
     ) -> Worker {
         let owned = (0..topo.partitions)
@@ -1788,10 +1807,10 @@ impl Worker {
             hint_jobs.extend(store.take_hint_jobs());
         }
         for j in syncs {
-            let _ = self.maint.send(j);
+            self.maint.send(j);
         }
         for j in hint_jobs {
-            let _ = self.maint.send(Job::Hint(j));
+            self.maint.send(Job::Hint(j));
         }
         self.maybe_merge();
         self.close_idle();
@@ -2000,15 +2019,11 @@ impl Worker {
             Ok(Some(job)) => {
                 info!("partition {p}: merging closed segments in the background");
                 self.merge_busy[p as usize] = true;
-                if self
-                    .maint
-                    .send(Job::Merge {
-                        worker: id,
-                        partition: p,
-                        job,
-                    })
-                    .is_err()
-                {
+                if !self.maint.send(Job::Merge {
+                    worker: id,
+                    partition: p,
+                    job,
+                }) {
                     self.merge_busy[p as usize] = false;
                     if let Some(s) = self.store_mut(p) {
                         s.abort_merge();
@@ -2349,7 +2364,48 @@ fn with_args<'a, R>(
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::Backoff;
+    use super::{Backoff, Job, Maint};
+
+    /// everysec's fsyncs have a thread of their own: a merge that runs for minutes on the
+    /// maintenance thread must not hold them back.
+    #[test]
+    fn fsyncs_go_to_their_own_thread_and_file_jobs_to_the_maintenance_thread() {
+        let (jobs, jobs_rx) = crossbeam_channel::unbounded();
+        let (syncs, syncs_rx) = crossbeam_channel::unbounded();
+        let m = Maint { jobs, syncs };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            simplekv_engine::Store::open(dir.path(), simplekv_engine::Options::default()).unwrap();
+        store.put(b"k", b"v", None).unwrap();
+        store.roll().unwrap();
+        let hint = store
+            .take_hint_jobs()
+            .pop()
+            .expect("a hint job for the closed segment");
+        assert!(m.send(Job::Hint(hint)));
+        let ticket = store.sync_ticket();
+        assert!(m.send(Job::Sync {
+            worker: 0,
+            partition: 3,
+            ticket,
+        }));
+        assert!(matches!(jobs_rx.try_recv(), Ok(Job::Hint(_))));
+        assert!(matches!(
+            syncs_rx.try_recv(),
+            Ok(Job::Sync { partition: 3, .. })
+        ));
+        assert!(jobs_rx.try_recv().is_err() && syncs_rx.try_recv().is_err());
+        drop(syncs_rx);
+        let ticket = store.sync_ticket();
+        assert!(
+            !m.send(Job::Sync {
+                worker: 0,
+                partition: 3,
+                ticket,
+            }),
+            "its thread is gone"
+        );
+    }
 
     #[test]
     fn failed_merges_are_retried_less_and_less_often() {
