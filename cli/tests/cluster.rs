@@ -75,6 +75,25 @@ fn writes_through_redirects_and_the_cluster_client_read_back_from_every_node() {
     let n = std::io::Read::read(&mut raw, &mut buf).expect("reply");
     let reply = String::from_utf8_lossy(&buf[..n]);
     assert!(reply.starts_with("-MOVED "), "{reply:?}");
+    // A redirect is a call refused before it ran, as Redis Cluster counts it.
+    let info = run(
+        &c.resp_addr(other),
+        &[b"INFO", b"commandstats"],
+        Duration::from_secs(5),
+    );
+    let Ok(Value::BulkString(text)) = info else {
+        panic!("{info:?}")
+    };
+    let text = String::from_utf8_lossy(&text);
+    let mget = text
+        .lines()
+        .find(|l| l.starts_with("cmdstat_mget:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        mget.starts_with("cmdstat_mget:calls=0,")
+            && mget.ends_with("rejected_calls=1,failed_calls=0"),
+        "{mget}"
+    );
     // Inside MULTI the redirect comes with the first command of the slot, as in Redis
     // Cluster, and EXEC then aborts: a cluster client learns where to go before EXEC.
     std::io::Write::write_all(&mut raw, b"MULTI\r\nSET {u}.a 3\r\nEXEC\r\n").unwrap();

@@ -336,6 +336,15 @@ impl Worker {
         }
     }
 
+    /// Refuses the command before it runs (MOVED, TRYAGAIN, CLUSTERDOWN, NOREPLICAS, ...):
+    /// as Redis counts a redirect, a rejected call in INFO commandstats, not a failed one,
+    /// left out of the slow log and of total_commands_processed.
+    fn reject(&mut self, out: &mut Output, e: &str) {
+        self.stats.cmdstats.record(out.cmd, true, 0);
+        out.not_run = true;
+        err(out, e);
+    }
+
     /// Whether a connection's next command (`args`) must wait for its commands in flight to
     /// run before it runs. Redis runs a connection's commands one after another, so a
     /// pipelined `SET data ...` / `SET flag 1` never lets another client see the new flag
@@ -402,7 +411,7 @@ impl Worker {
         if self.cluster.is_some()
             && let Some(e) = self.cluster_refusal(p, key, write, acks)
         {
-            return err(out, &e);
+            return self.reject(out, &e);
         }
         if write {
             client.last_write = Some(p);
@@ -504,7 +513,7 @@ impl Worker {
             );
             let p = self.topo.partition_of(args[1]);
             if let Some(e) = self.cluster_refusal(p, args[1], write, acks) {
-                return err(out, &e);
+                return self.reject(out, &e);
             }
         }
         let groups = self.multi_groups(args, step);
