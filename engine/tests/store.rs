@@ -280,18 +280,20 @@ fn keydir_memory_per_key_is_within_48_bytes_beyond_the_key_for_16_byte_keys() {
     assert!(per_key - 16.0 <= 48.0, "{per_key} bytes per key");
 }
 
+/// A store with everysec fsyncs taken off its thread (`take_background_sync`).
+fn everysec_in_background(dir: &std::path::Path) -> Store {
+    let o = Options {
+        durability: Durability::EverySec,
+        background_sync: true,
+        ..opts()
+    };
+    Store::open(dir, o).unwrap()
+}
+
 #[test]
 fn background_sync_takes_the_everysec_fsync_off_the_committing_thread() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Store::open(
-        dir.path(),
-        Options {
-            durability: Durability::EverySec,
-            background_sync: true,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let mut s = everysec_in_background(dir.path());
     s.put(b"k", b"v", None).unwrap();
     s.commit().unwrap();
     assert!(s.has_unsynced());
@@ -543,15 +545,7 @@ fn a_hint_job_describes_its_segment_and_survives_the_file_shrinking() {
 #[test]
 fn records_buffered_when_an_fsync_fails_fail_their_turn() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Store::open(
-        dir.path(),
-        Options {
-            durability: Durability::EverySec,
-            background_sync: true,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let mut s = everysec_in_background(dir.path());
     s.put(b"a", b"1", None).unwrap();
     s.commit().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
