@@ -171,32 +171,8 @@ pub fn decode_all(buf: &[u8], expect_file_id: u64) -> Option<Vec<HintEntry<'_>>>
     Some(out)
 }
 
-/// Writes the hint for `segment_bytes` (a whole closed segment) atomically at `path`.
-pub fn write_hint_for(path: &Path, file_id: u64, segment_bytes: &[u8]) -> std::io::Result<()> {
-    let mut entries = Vec::new();
-    let mut count = 0u64;
-    let body = segment_bytes.get(SEGMENT_HEADER_LEN..).unwrap_or(&[]);
-    for (off, r) in record::RecordIter::new(body) {
-        encode_entry(&mut entries, &HintEntry::of_record(off, &r));
-        count += 1;
-    }
-    write_hint_entries(path, file_id, count, &entries)
-}
-
-fn write_hint_entries(
-    path: &Path,
-    file_id: u64,
-    count: u64,
-    entries: &[u8],
-) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(HINT_HEADER_LEN + entries.len());
-    encode_header(&mut out, file_id, count);
-    out.extend_from_slice(entries);
-    crate::fsutil::write_atomic(path, &out)
-}
-
-/// `write_hint_for` the closed segment in `file` (of `file_len` bytes), read with plain
-/// reads: a map of it would fault (SIGBUS, the whole process) at pages a follower's
+/// Writes the hint of the closed segment in `file` (of `file_len` bytes) atomically at
+/// `path`, the segment read with plain reads: a map of it would fault (SIGBUS, the whole process) at pages a follower's
 /// truncation cut off meanwhile. Values are checksummed in chunks, never held whole. A hint
 /// is written only when every record checks out to the end of the file: anything else (a
 /// read cut short, a segment changed under the job, damage) writes none, and opening scans
@@ -254,7 +230,10 @@ fn write_hint_read(
         count += 1;
         off += len;
     }
-    write_hint_entries(path, file_id, count, &entries)
+    let mut out = Vec::with_capacity(HINT_HEADER_LEN + entries.len());
+    encode_header(&mut out, file_id, count);
+    out.extend_from_slice(&entries);
+    crate::fsutil::write_atomic(path, &out)
 }
 
 /// Work to write the hint of a segment that was just closed. It touches only that segment's
@@ -300,8 +279,11 @@ mod tests {
         record::encode(&mut seg.0, 6, 1, 99, Tag::Expire, b"alpha", b"");
         record::encode(&mut seg.0, 7, 2, 0, Tag::Delete, b"beta", b"");
         let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        std::fs::write(&log, &seg.0).unwrap();
         let p = dir.path().join("x.hint");
-        write_hint_for(&p, 77, &seg.0).unwrap();
+        let file = std::fs::File::open(&log).unwrap();
+        write_hint_read(&p, 77, &file, seg.0.len() as u64).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         let es = decode_all(&bytes, 77).unwrap();
         assert_eq!(es.len(), 3);

@@ -606,11 +606,6 @@ impl Segment {
         (self.file.clone(), self.written)
     }
 
-    /// A handle to fsync this file from another thread.
-    pub fn try_clone_file(&self) -> std::io::Result<File> {
-        self.file.try_clone()
-    }
-
     pub fn reset_index(&mut self) {
         self.index.clear();
         self.last_indexed_off = 0;

@@ -210,10 +210,6 @@ impl CmdStats {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<CmdStat> {
-        self.0.get(name).copied()
-    }
-
     /// The lines of INFO commandstats, by name.
     pub fn lines(&self) -> Vec<String> {
         let mut v: Vec<(&str, &CmdStat)> = self.0.iter().map(|(n, s)| (*n, s)).collect();

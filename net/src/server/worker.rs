@@ -1007,10 +1007,7 @@ impl Worker {
                 {
                     // The store reacted (refuses writes after EIO, or reloaded and syncs
                     // again next second); say it where the operator looks.
-                    error!("partition {partition}: everysec fsync failed: {e}");
-                    self.stats.commit_errors += 1;
-                    self.stats.commit_failing = true;
-                    self.stats.last_commit_error = Some(e.to_string());
+                    self.commit_failed(partition, &e);
                 }
             }
             Msg::JournalOpened(r) => self.journal_opened(r),
