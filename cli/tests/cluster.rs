@@ -718,6 +718,30 @@ fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
         .query(&mut fresh)
         .unwrap();
     assert_eq!(r, Value::Nil, "a watched key changed: nothing runs");
+    // Server commands run inside a transaction too. WAIT there does not block, as in Redis: it
+    // counts the replicas that have the partition's records so far (none yet of a write
+    // the same transaction made before it).
+    let n: i64 = redis::cmd("WAIT")
+        .arg(2)
+        .arg(5000)
+        .query(&mut fresh)
+        .unwrap();
+    assert_eq!(n, 2);
+    let (before, ok, after, keyspace): (i64, String, i64, String) = redis::pipe()
+        .atomic()
+        .cmd("WAIT")
+        .arg(2)
+        .arg(0)
+        .set(&tagged, "w")
+        .cmd("WAIT")
+        .arg(2)
+        .arg(0)
+        .cmd("INFO")
+        .arg("keyspace")
+        .query(&mut fresh)
+        .unwrap();
+    assert_eq!((before, ok.as_str(), after), (2, "OK", 0));
+    assert!(keyspace.contains("db0:keys="), "{keyspace}");
     // RENAME and COPY within one slot; across slots, CROSSSLOT.
     let moved = format!("{{{key}}}.moved");
     let _: () = redis::cmd("RENAME")

@@ -2760,6 +2760,110 @@ fn exec_runs_the_queued_commands_in_order_across_workers() {
     assert_eq!(errors["errorstat_ERR"], "count=5", "{errors:?}");
 }
 
+/// Server commands queued in MULTI run when EXEC runs the queue, in queue order and with the
+/// replies they give outside a transaction, as in Redis: INFO counts the keys the transaction
+/// wrote before it, a CONFIG GET reads back the CONFIG SET before it, a bad CONFIG SET is an
+/// error in the array while the rest runs, CLIENT LIST lists the caller once, CLIENT KILL
+/// closes another connection, and SCAN pages taken inside transactions walk every key.
+#[test]
+fn server_commands_inside_a_transaction_run_at_exec_in_queue_order() {
+    let s = server();
+    let mut c = s.client();
+    let mut other = s.client();
+    let other_id: i64 = cmd("CLIENT").arg("ID").query(&mut other).unwrap();
+    let id: i64 = cmd("CLIENT").arg("ID").query(&mut c).unwrap();
+    let keys = spread_keys("txs:", 40);
+    let mut p = redis::pipe();
+    p.atomic();
+    for k in &keys {
+        p.cmd("SET").arg(k).arg("v").ignore();
+    }
+    p.cmd("INFO").arg("keyspace");
+    p.cmd("CONFIG").arg("SET").arg("slowlog-max-len").arg("77");
+    p.cmd("CONFIG").arg("GET").arg("slowlog-max-len");
+    p.cmd("CLIENT").arg("SETNAME").arg("txname");
+    p.cmd("CLIENT").arg("GETNAME");
+    p.cmd("CLIENT").arg("LIST").arg("ID").arg(id).arg(other_id);
+    p.cmd("CLIENT").arg("KILL").arg("ID").arg(other_id);
+    p.cmd("WAIT").arg(0).arg(0);
+    p.cmd("COMMAND").arg("COUNT");
+    p.cmd("DBSIZE");
+    p.cmd("LASTSAVE");
+    type Replies = (
+        String,
+        (),
+        Vec<String>,
+        (),
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    );
+    let (keyspace, (), got, (), name, list, killed, waited, count, dbsize, lastsave): Replies =
+        p.query(&mut c).unwrap();
+    assert!(keyspace.contains("db0:keys=40,"), "{keyspace}");
+    assert_eq!(got, ["slowlog-max-len", "77"]);
+    assert_eq!(name, "txname");
+    // The caller once (with the name it took before), and the other client.
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("id={id} ")) && l.contains(" name=txname ")),
+        "{list}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("id={other_id} "))),
+        "{list}"
+    );
+    assert_eq!((killed, waited, dbsize), (1, 0, 40));
+    assert!(count > 80, "COMMAND COUNT {count}");
+    assert!(lastsave > 0);
+    assert!(cmd("PING").query::<String>(&mut other).is_err(), "killed");
+    let name: String = cmd("CLIENT").arg("GETNAME").query(&mut c).unwrap();
+    assert_eq!(name, "txname");
+
+    // An error of a command as it runs is its place in the array, as in Redis.
+    let mut raw = s.raw();
+    expect_reply(
+        &mut raw,
+        b"MULTI\r\nCONFIG SET hz abc\r\nCONFIG GET hz\r\nSLOWLOG RESET\r\nSLOWLOG LEN\r\n\
+          SCAN 0 COUNT 1 TYPE hash\r\nCLIENT KILL ID 0\r\nEXEC\r\n",
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*6\r\n\
+          -ERR CONFIG SET failed (possibly related to argument 'hz') - invalid value for server.hz: \"abc\" (expected an integer 1..=500)\r\n\
+          *2\r\n$2\r\nhz\r\n$2\r\n10\r\n+OK\r\n:0\r\n*2\r\n$1\r\n0\r\n*0\r\n\
+          -ERR client-id should be greater than 0\r\n",
+    );
+
+    // SCAN inside transactions, a page per EXEC, walks every key once.
+    let mut seen = HashSet::new();
+    let mut cursor = "0".to_string();
+    for _ in 0..1000 {
+        let ((next, page),): ((String, Vec<String>),) = redis::pipe()
+            .atomic()
+            .cmd("SCAN")
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(7)
+            .query(&mut c)
+            .unwrap();
+        seen.extend(page);
+        cursor = next;
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(cursor, "0", "the scan ended");
+    let want: HashSet<String> = keys.iter().cloned().collect();
+    assert_eq!(seen, want);
+}
+
 /// A command refused while queued (unknown, wrong arity, not allowed in a transaction) makes
 /// EXEC answer EXECABORT and run nothing, as in Redis; DISCARD drops the queue.
 #[test]
@@ -2776,8 +2880,16 @@ fn a_transaction_with_a_refused_command_runs_nothing() {
             "-ERR wrong number of arguments for 'get' command\r\n",
         ),
         (
-            b"INFO\r\n".to_vec(),
-            "-ERR 'info' is not supported inside MULTI: a simplekv transaction takes key commands, DBSIZE, KEYS, RANDOMKEY, FLUSHDB, FLUSHALL, SELECT, PING, ECHO and TIME\r\n",
+            b"SAVE\r\n".to_vec(),
+            "-ERR Command not allowed inside a transaction\r\n",
+        ),
+        (
+            b"SHUTDOWN NOSAVE\r\n".to_vec(),
+            "-ERR Command not allowed inside a transaction\r\n",
+        ),
+        (
+            b"CLIENT NOPE\r\n".to_vec(),
+            "-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n",
         ),
     ] {
         let mut req = b"MULTI\r\nSET txr:a 1\r\n".to_vec();

@@ -234,6 +234,26 @@ impl MultiKind {
 impl CommandSpec {
     /// The spec a command line is checked against: a container's subcommand when one of
     /// its subcommands is named (`client|list`), else this one.
+    /// Whether the container knows subcommand `sub`: one of its table's, or one simplekv
+    /// answers beyond them (its CLIENT ACKS, Redis 7.2's CLIENT SETINFO and NO-TOUCH, and
+    /// those it answers with what to use instead). Any other is refused before the command
+    /// runs or is queued in MULTI, as Redis refuses a subcommand it does not know.
+    pub fn knows_subcommand(&self, sub: &[u8]) -> bool {
+        const MORE: &[(&str, &str)] = &[
+            ("client", "acks"),
+            ("client", "setinfo"),
+            ("client", "no-touch"),
+            ("config", "rewrite"),
+            ("memory", "doctor"),
+            ("memory", "stats"),
+            ("memory", "malloc-stats"),
+        ];
+        self.subcommand(sub).is_some()
+            || MORE
+                .iter()
+                .any(|(c, s)| *c == self.name && s.as_bytes().eq_ignore_ascii_case(sub))
+    }
+
     pub fn for_args(&'static self, args: &[&[u8]]) -> &'static CommandSpec {
         match args.get(1) {
             Some(sub) if !self.subcommands.is_empty() => self.subcommand(sub).unwrap_or(self),

@@ -58,10 +58,14 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             }
         }
         Finisher::ClientList { extra, ids } => {
+            // The caller's own line is `extra`; inside a transaction its connection may also
+            // sit among its worker's when the list is taken there.
+            let own = extra.split(' ').next().unwrap_or_default();
             let mut text = String::new();
             for p in parts {
                 if let Payload::Text(t) = p {
-                    text.push_str(&t);
+                    let others = t.split_inclusive('\n');
+                    text.extend(others.filter(|l| l.split(' ').next() != Some(own)));
                 }
             }
             text.push_str(extra);
@@ -81,20 +85,24 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             partition: start,
             partitions,
         } => {
-            let (keys, partition, next) = match parts.into_iter().next() {
+            let (keys, partition, next, more) = match parts.into_iter().next() {
                 Some(Payload::ScanPage {
                     keys,
                     partition,
                     next,
-                    ..
-                }) => (keys, partition, next),
+                    more,
+                }) => (keys, partition, next, more.is_some()),
                 // No page (cannot happen today): go on after the partition asked for
                 // rather than end the iteration.
-                _ => (Vec::new(), *start, 0),
+                _ => (Vec::new(), *start, 0, false),
             };
-            // Next cursor: same partition further on, or the next partition from its start.
+            // Next cursor: same partition further on, or the next partition from its start
+            // (`partition` itself when the page was to go on there: a transaction's page
+            // stops where another worker's partitions begin).
             let cursor = if next != 0 {
                 (next << 14) | partition as u64
+            } else if more {
+                partition as u64
             } else if partition + 1 < *partitions {
                 (partition + 1) as u64
             } else {

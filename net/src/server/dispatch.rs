@@ -273,6 +273,16 @@ impl Worker {
             self.transaction_command(token, out, client, args);
             return;
         }
+        // As Redis's command lookup: a subcommand the container does not know is refused
+        // first (before arity and authentication), and inside MULTI it aborts the EXEC.
+        if let Some(sub) = args.get(1)
+            && !spec.subcommands.is_empty()
+            && !spec.knows_subcommand(sub)
+        {
+            unknown_subcommand(out, spec.name, sub);
+            super::multi::flag(client);
+            return;
+        }
         // Redis 7 checks a container command (CONFIG, CLIENT, COMMAND) against the arity of
         // its subcommand and names it `config|set` in the error; checking the container's own
         // loose arity let `CONFIG SET x` through to a generic "unknown subcommand" text.
@@ -1002,21 +1012,19 @@ impl Worker {
                 (Payload::Int(hits.len() as i64), false)
             }
             Op::ConfigSet { version, config } => {
-                // Validated and numbered by the worker that took the CONFIG SET; an older
-                // copy arriving after a newer one changes nothing.
-                if version > self.config_version {
-                    self.config_version = version;
-                    self.config = (*config).clone();
-                    self.apply_config();
-                }
+                self.take_config(version, &config);
                 (Payload::Ok, false)
             }
             Op::Repl(r) => {
                 let (payload, need) = self.repl_op(r);
                 (payload, need != Need::Now)
             }
-            // Parked by the message loop; never executed in place.
-            Op::Wait { .. } => (Payload::Int(0), false),
+            // Parked by the message loop; run in place only in a transaction, where it does
+            // not block.
+            Op::Wait { partition, .. } => {
+                let lsn = self.store(partition).map_or(0, |s| s.log_end());
+                (Payload::Int(self.acked_replicas(partition, lsn)), false)
+            }
             // Taken by the message loop (`msetnx`); never executed in place.
             Op::Move { kind, src, dst } => {
                 let r = self.run_move(kind, &src, &dst);
@@ -1193,6 +1201,10 @@ impl Worker {
         gather: Gather,
         make: impl Fn() -> Op,
     ) {
+        if self.tx_plan.is_some() {
+            let ops = (0..self.peers.len()).map(|w| (w, make())).collect();
+            return self.plan_ops(gather, ops);
+        }
         let mut slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         let seq = out.next_seq();
         let mut need = Need::Now;
@@ -1229,11 +1241,31 @@ impl Worker {
         gather: Gather,
         make: impl Fn() -> Op,
     ) {
-        if self.cluster.is_some() || self.peers.len() < 2 {
+        if self.cluster.is_some() || self.peers.len() < 2 || self.tx_plan.is_some() {
             return self.broadcast(token, out, client, gather, make);
         }
         let parts = (0..self.peers.len()).map(|w| (w, make())).collect();
         self.run_whole(token, out, client, gather, parts);
+    }
+
+    /// While EXEC plans a queued server command (`tx_plan` set, `multi::plan`): the ops the
+    /// command would run here or send (by worker) and the gather of their payloads, for the
+    /// transaction's parts to run.
+    pub(super) fn plan_ops(&mut self, gather: Gather, ops: Vec<(usize, Op)>) {
+        if let Some(plan) = self.tx_plan.as_mut() {
+            plan.ops = ops;
+            plan.gather = Some(gather);
+        }
+    }
+
+    /// A copy of the settings CONFIG SET made, validated and numbered by the worker that took
+    /// it; an older copy arriving after a newer one changes nothing.
+    fn take_config(&mut self, version: u64, config: &std::sync::Arc<simplekv_conf::Config>) {
+        if version > self.config_version {
+            self.config_version = version;
+            self.config = (**config).clone();
+            self.apply_config();
+        }
     }
 
     pub(super) fn collect_gather(&self, finish: Finisher) -> Gather {
@@ -1344,12 +1376,22 @@ impl Worker {
                     write_integer(&mut r, 0);
                     return out.push_reply(&r);
                 };
+                let owner = self.topo.worker_of(p);
+                if self.tx_plan.is_some() {
+                    // Inside MULTI, as in Redis, WAIT does not block: its op answers how many
+                    // replicas have the partition's records so far (`acked_replicas`).
+                    let op = Op::Wait {
+                        partition: p,
+                        numreplicas: n,
+                        timeout_ms: t as u64,
+                    };
+                    return self.plan_ops(Gather::Single(None), vec![(owner, op)]);
+                }
                 let seq = out.push_slot(Slot::Waiting(Box::new(Pending {
                     gather: Gather::Single(None),
                     hold: None,
                 })));
                 let reply_to = self.reply_to(token, client, out, seq, 0);
-                let owner = self.topo.worker_of(p);
                 if owner == self.id {
                     self.park_wait(reply_to, p, n, t as u64);
                 } else {
@@ -1569,19 +1611,20 @@ impl Worker {
                 } else {
                     Finisher::Count
                 };
-                let mut slot_reply = Slot::Waiting(Box::new(Pending {
-                    hold: None,
-                    gather: Gather::Collect {
-                        parts: vec![Payload::Ok],
-                        missing: 1,
-                        finish,
-                    },
-                }));
+                let gather = Gather::Collect {
+                    parts: vec![Payload::Ok],
+                    missing: 1,
+                    finish,
+                };
                 let op = Op::SlotKeys {
                     partition: p,
                     slot,
                     max,
                 };
+                if self.tx_plan.is_some() {
+                    return self.plan_ops(gather, vec![(owner, op)]);
+                }
+                let mut slot_reply = Slot::Waiting(Box::new(Pending { hold: None, gather }));
                 if owner == self.id {
                     let (payload, _) = self.execute_op_inner(op);
                     fill_slot(&mut slot_reply, 0, payload);
@@ -1766,17 +1809,20 @@ impl Worker {
             keys: Vec::new(),
         };
         let owner = self.topo.worker_of(partition);
-        let mut slot = Slot::Waiting(Box::new(Pending {
-            hold: None,
-            gather: Gather::Collect {
-                parts: vec![Payload::Ok],
-                missing: 1,
-                finish: Finisher::Scan {
-                    partition,
-                    partitions: self.topo.partitions,
-                },
+        let gather = Gather::Collect {
+            parts: vec![Payload::Ok],
+            missing: 1,
+            finish: Finisher::Scan {
+                partition,
+                partitions: self.topo.partitions,
             },
-        }));
+        };
+        if self.tx_plan.is_some() {
+            // In a transaction the page stops where the partitions of the next worker begin
+            // (its cursor points there), a shorter page as COUNT allows.
+            return self.plan_ops(gather, vec![(owner, op)]);
+        }
+        let mut slot = Slot::Waiting(Box::new(Pending { hold: None, gather }));
         if owner == self.id {
             let (payload, _) = self.execute_op_inner(op);
             if matches!(payload, Payload::ScanPage { more: Some(_), .. }) {
@@ -1906,6 +1952,9 @@ impl Worker {
                     canon.1 = std::sync::Arc::new(next);
                     (canon.0, canon.1.clone())
                 };
+                // Here at once, also inside MULTI, where a CONFIG GET queued after it answers
+                // when EXEC starts (the other workers take it as their parts run).
+                self.take_config(version, &config);
                 let g = Gather::AllOk {
                     missing: self.peers.len(),
                     error: None,
@@ -2065,6 +2114,7 @@ impl Worker {
                     }
                 }
                 let killed_self = !skipme && f.matches(client);
+                f.caller = client.id;
                 if killed_self {
                     client.closing = true;
                 }

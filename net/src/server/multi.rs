@@ -85,6 +85,17 @@ impl TxQueue {
 /// unreadable): it never matches, so EXEC aborts.
 pub type Ver = Option<simplekv_engine::KeyVersion>;
 
+/// A server command queued in MULTI, as EXEC plans it: the ops its normal path runs here or
+/// sends to other workers (INFO's share of each worker, CONFIG SET's copy, a SCAN page...),
+/// by worker, and the gather that makes its reply from their payloads. `plan` runs the
+/// command's own code with `Worker::tx_plan` set, so it is parsed, checked and answered as
+/// outside a transaction, while its ops run in the transaction's parts, in queue order.
+#[derive(Default)]
+pub struct PlannedCmd {
+    pub ops: Vec<(usize, Op)>,
+    pub gather: Option<Gather>,
+}
+
 pub struct Watched {
     pub key: Vec<u8>,
     pub ver: Ver,
@@ -303,23 +314,18 @@ impl Worker {
         let allowed = match spec.kind {
             Kind::Keyed => Ok(()),
             Kind::Server if cmd::keyed_subcommand(spec.for_args(args)) => Ok(()),
-            Kind::Server if matches!(spec.name, "ping" | "echo" | "time" | "select") => Ok(()),
-            Kind::Server if is_keyspace_wide(spec) && self.cluster.is_none() => Ok(()),
-            Kind::Server if is_keyspace_wide(spec) => Err(format!(
+            // SAVE and SHUTDOWN, as in Redis.
+            Kind::Server if spec.flags.contains(&"no_multi") => {
+                Err("ERR Command not allowed inside a transaction".to_string())
+            }
+            Kind::Server if is_keyspace_wide(spec) && self.cluster.is_some() => Err(format!(
                 "ERR '{}' is not supported inside MULTI in cluster mode: a transaction runs on \
                  one slot's leader",
                 spec.name
             )),
             // Their own errors (bad options) are answered when EXEC runs them, as Redis does;
             // over several workers the transaction runs in sequence (`seqtx`).
-            Kind::Server if is_move(spec) || is_combine(spec) => Ok(()),
-            Kind::Server => Err(format!(
-                "ERR '{}' is not supported inside MULTI: a simplekv transaction takes key \
-                 commands, DBSIZE, KEYS, RANDOMKEY, FLUSHDB, FLUSHALL, SELECT, PING, ECHO and \
-                 TIME",
-                spec.name
-            )),
-            Kind::Multi(_) => Ok(()),
+            Kind::Server | Kind::Multi(_) => Ok(()),
         };
         match allowed.and_then(|()| self.queue_cluster_check(client, spec, args)) {
             Ok(()) => self.enqueue(out, client, args),
@@ -645,13 +651,29 @@ impl Worker {
                 Gather::Single(None)
             }
             Kind::Server if !cmd::keyed_subcommand(spec.for_args(&a)) => {
-                // PING, ECHO, TIME, SELECT: answered here, as they would be outside a transaction.
+                // Run by its own code, as outside a transaction: answered here (PING, CONFIG
+                // GET, CLIENT SETNAME, an error...), or, where that code runs ops on workers
+                // (INFO, CONFIG SET, CLIENT LIST, SLOWLOG, SCAN...), by those ops, put in the
+                // transaction's parts (`PlannedCmd`).
+                self.tx_plan = Some(PlannedCmd::default());
                 let mut scratch = Output::default();
                 self.dispatch_server(token, &mut scratch, client, spec, &a);
+                let planned = self.tx_plan.take().unwrap_or_default();
+                if let Some(gather) = planned.gather {
+                    for (w, op) in planned.ops {
+                        parts[w].items.push((i, op));
+                    }
+                    return gather;
+                }
                 let mut reply = scratch.wbuf;
                 for s in scratch.slots {
-                    if let Slot::Ready(r) = s {
-                        reply.extend_from_slice(&r);
+                    match s {
+                        Slot::Ready(r) => reply.extend_from_slice(&r),
+                        // Every path that waits for other workers plans its ops instead.
+                        _ => {
+                            let e = format!("ERR internal: '{}' did not plan its ops", spec.name);
+                            return Gather::Single(Some(super::dispatch::error_reply(&e)));
+                        }
                     }
                 }
                 Gather::Single(Some(reply))
@@ -1311,10 +1333,11 @@ impl Worker {
         acks: simplekv_conf::Acks,
     ) -> (Payload, Need) {
         if self.cluster.is_some() {
+            // The first key of the part (a server command's op, INFO's share say, has none).
             let first = part
                 .items
-                .first()
-                .and_then(|(_, op)| self.op_key(op))
+                .iter()
+                .find_map(|(_, op)| self.op_key(op))
                 .map(|(p, k)| (p, k.into_owned()))
                 .or_else(|| {
                     part.watch

@@ -521,6 +521,20 @@ impl Worker {
         });
     }
 
+    /// How many replicas have `partition`'s records below `lsn`: its in-sync followers once
+    /// the high watermark passed it (this node leading it), else none.
+    pub fn acked_replicas(&self, partition: u32, lsn: u64) -> i64 {
+        let Some(c) = self.cluster.as_ref() else {
+            return 0;
+        };
+        match c.parts.get(partition as usize) {
+            Some(r) if matches!(r.role, Role::Leader { .. }) && r.hw >= lsn => {
+                r.isr_len.saturating_sub(1) as i64
+            }
+            _ => 0,
+        }
+    }
+
     /// Answers parked WAITs that are satisfied or due: the number of in-sync followers that
     /// have the partition's records up to the log end it had when WAIT arrived (all of them
     /// once the high watermark passed it).
@@ -532,17 +546,7 @@ impl Worker {
         let mut done = Vec::new();
         let mut keep = Vec::new();
         for w in std::mem::take(&mut self.parked_waits) {
-            let have = match self.cluster.as_ref() {
-                Some(c) => {
-                    let r = &c.parts[w.partition as usize];
-                    if matches!(r.role, Role::Leader { .. }) && r.hw >= w.lsn {
-                        r.isr_len.saturating_sub(1) as i64
-                    } else {
-                        0
-                    }
-                }
-                None => 0,
-            };
+            let have = self.acked_replicas(w.partition, w.lsn);
             if have >= w.numreplicas || w.deadline.is_some_and(|d| now >= d) {
                 done.push((w.reply_to, have));
             } else {

@@ -21,11 +21,16 @@ pub struct KillFilter {
     pub id: Option<u64>,
     /// A filter that no client matches (TYPE master, replica or pubsub).
     pub nobody: bool,
+    /// The client that sent the CLIENT KILL, never matched here: whether it goes is decided
+    /// where it sent the command (SKIPME), and inside a transaction it may sit among its
+    /// worker's connections when the kill runs there.
+    pub caller: u64,
 }
 
 impl KillFilter {
     pub fn matches(&self, c: &super::conn::Client) -> bool {
         !self.nobody
+            && c.id != self.caller
             && self.addr.as_deref().is_none_or(|a| a == c.addr)
             && self.laddr.as_deref().is_none_or(|a| a == c.local_addr)
             && self.id.is_none_or(|i| i == c.id)

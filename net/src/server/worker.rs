@@ -166,6 +166,9 @@ pub struct Worker {
     pub(super) expire_due: bool,
     /// The time of the transaction running (`multi::at_time`): its commands' time.
     pub(super) tx_now: Option<u64>,
+    /// While EXEC plans a server command it queued (`multi::plan`): the ops its normal path
+    /// would run or send, recorded here for the transaction's parts instead.
+    pub(super) tx_plan: Option<super::multi::PlannedCmd>,
     /// Slow log entries waiting for their client's address and name (`slowlog`).
     pub(super) slow_pending: Vec<(ReplyTo, super::slowlog::SlowEntry)>,
     /// Commands, bytes in, bytes out (INFO's instantaneous rates), sampled by `cron`.
@@ -297,6 +300,7 @@ impl Worker {
             expire_due: false,
             slow_pending: Vec::new(),
             tx_now: None,
+            tx_plan: None,
             rates: Default::default(),
             maint,
             next_rr: id,
