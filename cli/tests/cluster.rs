@@ -320,16 +320,37 @@ fn a_paused_leader_serves_no_stale_read_and_rejoins_as_follower() {
     let old = c.leader_of(p).expect("leader");
     let other = if old == 1 { 2 } else { 1 };
     let key = c.key_in(p).to_string();
+    // A key the new leader deletes: keyless reads (KEYS, SCAN, DBSIZE) must not list it.
+    let gone = format!("{{{key}}}.gone");
     set(&c, old, &key, "v1").expect("set v1");
+    set(&c, old, &gone, "x").expect("set gone");
     c.sigstop(old);
     // A new leader takes the write.
     set(&c, other, &key, "v2").expect("set v2 on the new leader");
+    run(
+        &c.resp_addr(other),
+        &[b"DEL", gone.as_bytes()],
+        Duration::from_secs(20),
+    )
+    .expect("DEL on the new leader");
     let new_leader = c.leader_of(p).expect("new leader");
     assert_ne!(new_leader, old);
     c.sigcont(old);
-    // Straight after waking up, the old leader must not say v1.
+    // Straight after waking up, the old leader must not say v1, nor list the deleted key.
     let mut conn = c.conn_to(old);
     for _ in 0..20 {
+        let r: RedisResult<Vec<String>> = redis::cmd("KEYS").arg("*").query(&mut conn);
+        match r {
+            Ok(keys) => assert!(
+                !keys.contains(&gone),
+                "the paused leader listed a deleted key\n{}",
+                c.all_log_tails()
+            ),
+            Err(e) => {
+                let t = e.to_string().to_lowercase();
+                assert!(t.contains("tryagain"), "{t}");
+            }
+        }
         let r: RedisResult<Option<String>> = redis::cmd("GET").arg(&key).query(&mut conn);
         match r {
             Ok(Some(v)) => assert_eq!(

@@ -88,6 +88,7 @@ pub fn routes_of(v: &ClusterView, name: &str, version: u64) -> RouteTable {
                 leader_epoch: pv.state.leader_epoch,
                 replicas: pv.state.replicas.clone(),
                 isr: pv.state.isr.clone(),
+                state_version: pv.version,
             })
             .collect(),
         controller: v.controller,

@@ -83,7 +83,12 @@ impl Node {
         }
     }
 
-    fn change_isr(&self, partition: u32, leader_epoch: u32, isr: Vec<u32>) -> Result<i32, String> {
+    fn change_isr(
+        &self,
+        partition: u32,
+        leader_epoch: u32,
+        isr: Vec<u32>,
+    ) -> Result<(i32, Vec<u32>), String> {
         let (tx, rx) = unbounded();
         self.ask(ControlRequest::ChangeIsr {
             partition,
@@ -326,11 +331,12 @@ fn a_partition_without_a_live_in_sync_replica_waits_for_it() {
 fn isr_changes_are_fenced_by_the_leader_epoch() {
     let mut c = cluster(3, 3, 3, |_| {});
     let v0 = c.state(0).1;
-    let new = c
+    let (new, written) = c
         .node(1)
         .change_isr(0, 1, vec![1, 2])
         .expect("leader's ISR change");
     assert!(new > v0);
+    assert_eq!(written, [1, 2]);
     assert_eq!(
         c.state(0),
         (
@@ -359,6 +365,28 @@ fn isr_changes_are_fenced_by_the_leader_epoch() {
         .node(1)
         .wait("own write seen", |v| v.partitions[0].version == new);
     assert!(v.leads(0));
+    // A member the ISR in ZooKeeper lacks and that is gone (a leader's older view asking
+    // for it) is not written back; one that is live is.
+    c.node(3).stop();
+    c.node(1)
+        .wait("node 3 gone", |v| !v.brokers.contains_key(&3));
+    let (_, written) = c.node(1).change_isr(0, 1, vec![1, 3]).expect("ISR change");
+    assert_eq!(written, [1]);
+    let (newer, written) = c
+        .node(1)
+        .change_isr(0, 1, vec![1, 2, 3])
+        .expect("ISR change");
+    assert_eq!(written, [1, 2]);
+    assert_eq!(
+        c.state(0),
+        (
+            PartitionState {
+                isr: vec![1, 2],
+                ..c.state(0).0
+            },
+            newer
+        )
+    );
 }
 
 #[test]

@@ -72,16 +72,21 @@ pub type LogEndProbe = std::sync::Arc<
 /// Called with every new view (on the control thread: must only post it on, never block).
 pub type ViewSink = Box<dyn Fn(ClusterView) + Send + 'static>;
 
+/// The outcome of an ISR change: the state's new znode version and the ISR written.
+pub type IsrWritten = Result<(i32, Vec<u32>), String>;
+
 /// What the node asks of its control thread.
 pub enum ControlRequest {
     /// A leader changes the ISR of a partition it leads: a conditional write on the state's
-    /// znode version, done only if this node still leads it in `leader_epoch`. `done` gets the
-    /// new version, or an error text (not leader any more, epoch moved on, ZooKeeper down).
+    /// znode version, done only if this node still leads it in `leader_epoch`. `done` gets
+    /// the new version and the ISR written (members the ISR in ZooKeeper lacks that are gone
+    /// or shutting down are left out), or an error text (not leader any more, epoch moved on,
+    /// ZooKeeper down).
     ChangeIsr {
         partition: u32,
         leader_epoch: u32,
         isr: Vec<u32>,
-        done: Box<dyn FnOnce(Result<i32, String>) + Send>,
+        done: Box<dyn FnOnce(IsrWritten) + Send>,
     },
     /// Controlled shutdown: ask the controller to move this node's leaderships away and to
     /// take it out of every ISR; `done(true)` once no partition is led by this node, or

@@ -1163,7 +1163,7 @@ impl Ctl {
         partition: u32,
         leader_epoch: u32,
         isr: Vec<u32>,
-    ) -> Result<i32, String> {
+    ) -> super::api::IsrWritten {
         let me = self.cfg.me.id;
         if self.conn != Conn::Up {
             return Err("the ZooKeeper session is not usable right now".into());
@@ -1210,8 +1210,18 @@ impl Ctl {
                     "node {x} is not a replica of partition {partition}"
                 ));
             }
+            // Members the ISR in ZooKeeper lacks that are gone or leaving (the controller takes
+            // those out) are not written back: this leader's view may be older than that
+            // removal, and its returning member would hold the high watermark back until
+            // the controller removed it again.
+            let gone = |b: &u32| !self.brokers.contains_key(b) || self.shutting.contains(b);
+            let isr: Vec<u32> = want
+                .iter()
+                .copied()
+                .filter(|b| cur.isr.contains(b) || !gone(b))
+                .collect();
             let next = PartitionState {
-                isr: want.clone(),
+                isr: isr.clone(),
                 ..cur
             };
             match s.set(&sp, next.encode(), Some(stat.version)) {
@@ -1228,7 +1238,7 @@ impl Ctl {
                             mzxid: stat.mzxid,
                         },
                     );
-                    return Ok(stat.version);
+                    return Ok((stat.version, isr));
                 }
                 Err(e) if is_code(&e, ZkError::BadVersion) => continue,
                 Err(e) => {

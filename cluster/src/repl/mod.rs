@@ -22,7 +22,8 @@
 //!
 //! **Leader side.** The follower's position is its acknowledgement: the high watermark is the
 //! lowest position over the in-sync replicas (the leader's log end included), and never moves
-//! back. A follower joins the ISR when it has caught up with the leader's log end; it leaves
+//! back. A follower joins the ISR when it has caught up (the high watermark, and the leader's
+//! log end as of its previous fetch: `joiners`); it leaves
 //! when it has not caught up for `replica_lag_time_max`. ISR changes are conditional writes in
 //! ZooKeeper (through the control thread); a follower counts for the high watermark from the
 //! moment its joining is asked for (a superset of the ISR in ZooKeeper is always safe), and a
@@ -48,6 +49,8 @@ use futures::StreamExt;
 use grpcio::{ChannelBuilder, ClientDuplexSender, DuplexSink, Environment};
 use log::{debug, info, warn};
 use simplekv_net::server::cluster::RouteTable;
+
+use crate::control::api::IsrWritten;
 use simplekv_net::server::replica::{FeedMsg, ReplOp, ReplReply};
 use simplekv_net::server::router::{Msg, Op, Payload, Router};
 use simplekv_proto::replication::*;
@@ -85,8 +88,7 @@ const BROKEN_LOG_EVERY: Duration = Duration::from_secs(30);
 const TAIL_BYTES: usize = 16 << 20;
 
 /// Asks the control thread to change a partition's ISR; the callback gets the outcome.
-pub type IsrChanger =
-    Box<dyn Fn(u32, u32, Vec<u32>, Box<dyn FnOnce(Result<i32, String>) + Send>) + Send>;
+pub type IsrChanger = Box<dyn Fn(u32, u32, Vec<u32>, Box<dyn FnOnce(IsrWritten) + Send>) + Send>;
 
 /// Wakes the replication driver (a future on the node's completion-queue thread) after
 /// something was sent to it: at most one wake-up per drain, like a worker's eventfd.
@@ -154,7 +156,7 @@ pub enum Event {
         partition: u32,
         epoch: u32,
         isr: Vec<u32>,
-        result: Result<i32, String>,
+        result: IsrWritten,
     },
     // Follower side.
     LeaderData {
@@ -566,6 +568,10 @@ struct LedPart {
     /// Replicas that count for the high watermark (ZooKeeper's ISR, plus followers whose
     /// joining was asked for).
     isr: Vec<u32>,
+    /// Version of the partition's state in ZooKeeper that `isr` follows: the route tables'
+    /// (`PartRoute::state_version`) and this leader's own ISR writes; an older table does not
+    /// replace it.
+    isr_version: i32,
     replicas: Vec<u32>,
     followers: BTreeMap<u32, FollowerPos>,
     /// Records pushed by the worker: (from, next, bytes), contiguous.
@@ -573,6 +579,10 @@ struct LedPart {
     tail_bytes: usize,
     isr_pending: bool,
     since: Instant,
+    /// The log end when this leadership began (the worker's first answer): a joiner must
+    /// have reached it, as in Kafka, since the high watermark of a new leader may sit far
+    /// below it until its in-sync followers are heard from.
+    epoch_start: Option<u64>,
     sent_hw: u64,
     sent_lease: Instant,
     sent_horizon: u64,
@@ -715,12 +725,14 @@ impl State {
                         log_end: 0,
                         hw: 0,
                         isr: pr.isr.clone(),
+                        isr_version: pr.state_version,
                         replicas: pr.replicas.clone(),
                         followers: BTreeMap::new(),
                         tail: VecDeque::new(),
                         tail_bytes: 0,
                         isr_pending: false,
                         since: now,
+                        epoch_start: None,
                         sent_hw: 0,
                         sent_lease: now,
                         sent_horizon: 0,
@@ -737,6 +749,15 @@ impl State {
                     });
                 });
             } else if let Some(l) = self.led.get_mut(&p) {
+                l.replicas = pr.replicas.clone();
+                if pr.state_version < l.isr_version {
+                    // A table older than the ISR this leader wrote last (it reached this
+                    // thread late): its ISR may lack a follower that counts for the high
+                    // watermark in ZooKeeper's, so acks=all writes could be answered
+                    // without it.
+                    continue;
+                }
+                l.isr_version = pr.state_version;
                 // ZooKeeper's ISR, plus followers whose joining is still being written.
                 let mut isr = pr.isr.clone();
                 if l.isr_pending {
@@ -747,7 +768,6 @@ impl State {
                     }
                 }
                 l.isr = isr;
-                l.replicas = pr.replicas.clone();
             }
         }
         self.led.retain(|p, _| keep.contains(p));
@@ -860,9 +880,16 @@ impl State {
                 {
                     l.isr_pending = false;
                     match result {
-                        Ok(_) => {
-                            info!("partition {partition}: ISR is now {isr:?}");
-                            l.isr = isr;
+                        Ok((version, written)) => {
+                            if written != isr {
+                                info!(
+                                    "partition {partition}: ISR is now {written:?} (asked for {isr:?}: the others are gone or leaving)"
+                                );
+                            } else {
+                                info!("partition {partition}: ISR is now {written:?}");
+                            }
+                            l.isr = written;
+                            l.isr_version = l.isr_version.max(version);
                         }
                         Err(e) => warn!("partition {partition}: ISR change refused: {e}"),
                     }
@@ -1311,7 +1338,11 @@ impl State {
                 changes.push((p, l.epoch, isr));
                 continue;
             }
-            let joining = joiners(&l.isr, l.log_end, &l.followers, &self.routes, now, lag_max);
+            // Nobody joins before the leadership's start is known.
+            let floor = l.epoch_start.map(|s| s.max(l.hw));
+            let joining = floor.map_or_else(Vec::new, |floor| {
+                joiners(&l.isr, floor, &l.followers, &self.routes, now, lag_max)
+            });
             if !joining.is_empty() {
                 let mut isr = l.isr.clone();
                 isr.extend(joining);
@@ -1607,6 +1638,7 @@ impl State {
             if let (Some(l), ReplReply::Position { log_end, .. }) = (self.led.get_mut(&p), &reply)
                 && l.epoch == lepoch
             {
+                l.epoch_start.get_or_insert(*log_end);
                 l.log_end = l.log_end.max(*log_end);
                 self.pump_dirty.insert(p);
                 self.recompute_hw(p);
@@ -1754,6 +1786,7 @@ impl State {
                 ReplOp::Append {
                     partition: p,
                     leader_epoch: epoch,
+                    from: d.from,
                     bytes: d.records,
                     leader_hw: d.high_watermark,
                     leader_horizon: d.merge_horizon,
@@ -1770,15 +1803,20 @@ impl State {
     }
 }
 
-/// The followers of a led partition that may join its ISR: live ones that caught up with the
-/// log end and answered a recent ping (a paused one has the log end too when nothing was
+/// The followers of a led partition that may join its ISR: live ones that are caught up as
+/// Kafka counts it: acknowledged up to `floor` (the high watermark, which never moves back,
+/// so a joiner holds every acknowledged write, and the log end when the leadership began:
+/// `LedPart::epoch_start`) and, recently, the leader's log end as it was at their previous
+/// fetch (`last_caught_up`: under a steady write load the log end moves on while a push is
+/// on its way, so waiting for a follower to be at the log end itself kept it out for as long
+/// as the load lasted), that answered a recent ping (a paused one has the log end too when nothing was
 /// written, but it must not join: the controller would drop it again, and the leader's lease
 /// would rest on a node that is not there), and are not in a controlled shutdown (the
 /// controller takes those out of every ISR; taking one back made the ISR flap until it
 /// stopped).
 fn joiners(
     isr: &[u32],
-    log_end: u64,
+    floor: u64,
     followers: &BTreeMap<u32, FollowerPos>,
     routes: &RouteTable,
     now: Instant,
@@ -1791,7 +1829,8 @@ fn joiners(
                 && routes.nodes.contains_key(id)
                 && !routes.shutting_down.contains(id)
                 && f.validated
-                && f.acked >= log_end
+                && f.acked >= floor
+                && now.saturating_duration_since(f.last_caught_up) < lag_max / 2
                 && now.saturating_duration_since(f.last_heard) < lag_max / 2
         })
         .map(|(id, _)| *id)
@@ -2136,8 +2175,15 @@ mod tests {
         followers.insert(3, follower(100, true));
         followers.insert(4, follower(99, true));
         followers.insert(5, follower(100, true));
-        // 4 is behind, 5 is not a live node, 2 is in the ISR already.
+        // 4 is below the high watermark, 5 is not a live node, 2 is in the ISR already.
         assert_eq!(joiners(&[1, 2], 100, &followers, &routes, now, lag), [3]);
+        // At the high watermark (the log end ahead of it under a write load), caught up
+        // with the log end as of its previous fetch: it joins.
+        assert_eq!(joiners(&[1, 2], 99, &followers, &routes, now, lag), [3, 4]);
+        // Not caught up with the log end for half the lag limit: it does not.
+        followers.get_mut(&4).unwrap().last_caught_up = now - lag / 2;
+        assert_eq!(joiners(&[1, 2], 99, &followers, &routes, now, lag), [3]);
+        followers.insert(4, follower(99, true));
         // Not checked against this leader's log yet.
         followers.insert(3, follower(100, false));
         assert!(joiners(&[1, 2], 100, &followers, &routes, now, lag).is_empty());

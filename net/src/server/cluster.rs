@@ -42,6 +42,10 @@ pub struct PartRoute {
     pub replicas: Vec<u32>,
     /// In-sync replicas (leader included).
     pub isr: Vec<u32>,
+    /// Version of the partition's state in ZooKeeper this comes from (each write of it, an
+    /// ISR change or a new leader, makes a higher one): a table that reaches the replication
+    /// thread late never undoes a newer ISR its leader wrote (`repl::refresh_roles`).
+    pub state_version: i32,
 }
 
 /// The cluster as the workers see it.

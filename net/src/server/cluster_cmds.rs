@@ -435,6 +435,7 @@ mod tests {
                     leader_epoch: p + 1,
                     isr: replicas.clone(),
                     replicas,
+                    state_version: 0,
                 }
             })
             .collect();
@@ -497,6 +498,7 @@ mod tests {
                 leader_epoch: 1,
                 replicas: vec![1],
                 isr: vec![1],
+                state_version: 0,
             }],
             ..RouteTable::default()
         };

@@ -88,6 +88,13 @@ fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Redis 7's reply for a subcommand a container command (CONFIG, CLIENT, ...) does not have.
+/// What a keyless read op reads (`Worker::keyless_read`): one slot of a partition, or the
+/// partitions led here (from a SCAN's partition on).
+enum KeylessRead {
+    Slot(u32, u16),
+    Led(Vec<u32>),
+}
+
 pub(super) fn unknown_subcommand(out: &mut Output, container: &str, sub: &[u8]) {
     // Refused before it ran, as Redis does in its command lookup: not in the slow log.
     out.not_run = true;
@@ -737,11 +744,54 @@ impl Worker {
                     need = need.max(self.need_for(Some(p), wrote, acks));
                 }
                 return (payload, need);
+            } else if let Some(read) = self.keyless_read(&op) {
+                // DBSIZE, KEYS, SCAN, RANDOMKEY, CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT read
+                // partitions as a GET reads one: refused where a GET would be (a leader past
+                // its lease may have been deposed), and answered once the high watermark
+                // covers what they read, so a key of a write not yet committed (which a
+                // failover could undo) is never listed.
+                let now = std::time::Instant::now();
+                let c = self.cluster.as_ref().expect("cluster mode");
+                let refused = match read {
+                    KeylessRead::Slot(p, slot) => c.refusal_at(p, slot, now),
+                    KeylessRead::Led(ref ps) => ps
+                        .iter()
+                        .find_map(|&p| c.refusal_at(p, self.topo.slot_range(p).0, now)),
+                };
+                if let Some(e) = refused {
+                    return (Payload::Err(e), Need::Now);
+                }
+                let (payload, _) = self.execute_op_inner(op);
+                let ps = match read {
+                    KeylessRead::Slot(p, _) => vec![p],
+                    KeylessRead::Led(ps) => ps,
+                };
+                let mut need = Need::Now;
+                for p in ps {
+                    need = need.max(self.need_for(Some(p), false, acks));
+                }
+                return (payload, need);
             }
         }
         let (payload, wrote) = self.execute_op_inner(op);
         let need = self.need_for(part, wrote, acks);
         (payload, need)
+    }
+
+    /// Cluster mode: the partitions a keyless read op reads (None for any other op).
+    fn keyless_read(&self, op: &Op) -> Option<KeylessRead> {
+        let led = |from: u32| {
+            let ps = self.served().into_iter().filter(|&p| p >= from).collect();
+            Some(KeylessRead::Led(ps))
+        };
+        match op {
+            Op::DbSize | Op::Keys { .. } | Op::RandomKey => led(0),
+            Op::Scan { partition, .. } => led(*partition),
+            Op::SlotKeys {
+                partition, slot, ..
+            } => Some(KeylessRead::Slot(*partition, *slot)),
+            _ => None,
+        }
     }
 
     /// MSET's part for this worker's keys.
@@ -1626,12 +1676,9 @@ impl Worker {
                 }
                 let mut slot_reply = Slot::Waiting(Box::new(Pending { hold: None, gather }));
                 if owner == self.id {
-                    let (payload, _) = self.execute_op_inner(op);
+                    let (payload, need) = self.execute_op(op, self.acks_of(client));
                     fill_slot(&mut slot_reply, 0, payload);
-                    if let Slot::Ready(reply) = slot_reply {
-                        return out.push_reply(&reply);
-                    }
-                    return err(out, "ERR internal: slot keys not gathered");
+                    return self.push_gathered(out, slot_reply, need);
                 }
                 let seq = out.push_slot(slot_reply);
                 let reply_to = self.reply_to(token, client, out, seq, 0);
@@ -1824,17 +1871,15 @@ impl Worker {
         }
         let mut slot = Slot::Waiting(Box::new(Pending { hold: None, gather }));
         if owner == self.id {
-            let (payload, _) = self.execute_op_inner(op);
-            if matches!(payload, Payload::ScanPage { more: Some(_), .. }) {
+            let acks = self.acks_of(client);
+            let (payload, need) = self.execute_op(op, acks);
+            if need == Need::Now && matches!(payload, Payload::ScanPage { more: Some(_), .. }) {
                 let seq = out.next_seq();
                 let reply_to = self.reply_to(token, client, out, seq, 0);
-                let acks = self.acks_of(client);
-                let _ = self.forward_scan(reply_to, acks, payload);
+                let _ = self.forward_scan(reply_to, acks, payload, need);
             } else {
                 fill_slot(&mut slot, 0, payload);
-                if let Slot::Ready(reply) = slot {
-                    return out.push_reply(&reply);
-                }
+                return self.push_gathered(out, slot, need);
             }
         } else {
             let seq = out.next_seq();
@@ -1846,13 +1891,20 @@ impl Worker {
     }
 
     /// A SCAN page that goes on in another worker's partition is sent there (the last
-    /// worker answers the same reply slot); any other payload is the answer itself.
+    /// worker answers the same reply slot); any other payload is the answer itself. So is a
+    /// page that must wait before it is answered (`need`: cluster mode, keys of writes not
+    /// committed yet): it stops where the next worker's partitions begin, and its cursor
+    /// goes on from there.
     pub fn forward_scan(
         &mut self,
         reply_to: ReplyTo,
         acks: simplekv_conf::Acks,
         payload: Payload,
+        need: Need,
     ) -> Option<Payload> {
+        if need != Need::Now {
+            return Some(payload);
+        }
         match payload {
             Payload::ScanPage {
                 keys,

@@ -92,6 +92,8 @@ pub enum ReplOp {
     Append {
         partition: u32,
         leader_epoch: u32,
+        /// Where the push starts in the leader's log: this log's end, or it is refused.
+        from: u64,
         bytes: Vec<u8>,
         leader_hw: u64,
         leader_horizon: u64,
@@ -387,6 +389,11 @@ impl ClusterState {
     /// The error reply for a command on partition `p` that this node cannot serve as leader
     /// now, or `None` when it can; `key` gives the slot named in a MOVED.
     pub fn refusal(&self, p: u32, key: &[u8], now: Instant) -> Option<String> {
+        self.refusal_at(p, crate::slot::key_slot(key), now)
+    }
+
+    /// `refusal` for a command about `slot` of partition `p` rather than a key of it.
+    pub fn refusal_at(&self, p: u32, slot: u16, now: Instant) -> Option<String> {
         let rt = &self.routes;
         if rt.fenced {
             return Some(
@@ -418,10 +425,7 @@ impl ClusterState {
                 Some("TRYAGAIN the partition is changing leader".into())
             }
             _ => match rt.leader_addr(p) {
-                Some(a) if a.id != rt.me => Some(super::cluster_cmds::moved(
-                    crate::slot::key_slot(key),
-                    &a.resp,
-                )),
+                Some(a) if a.id != rt.me => Some(super::cluster_cmds::moved(slot, &a.resp)),
                 Some(_) => Some("TRYAGAIN the partition is changing leader".into()),
                 // Its leader is gone and the controller is electing another.
                 None if rt.parts.get(p as usize).is_some_and(|r| r.leader.is_some()) => {
@@ -1008,6 +1012,7 @@ impl Worker {
             ReplOp::Append {
                 partition: p,
                 leader_epoch,
+                from,
                 bytes,
                 leader_hw,
                 leader_horizon,
@@ -1017,6 +1022,17 @@ impl Worker {
                     Err(e) => return (e, Need::Now),
                 };
                 let before = s.log_end();
+                if from != before {
+                    // A push that does not start at this log's end: an earlier one failed
+                    // (or was cut short) while this one was on its way. Appending it would
+                    // leave a hole the leader cannot see (it would count this replica as
+                    // having the records in it); the driver validates again instead.
+                    let e = format!(
+                        "a push from LSN {from} reached a log that ends at {before} (an earlier \
+                         push failed); validating again"
+                    );
+                    return (reply(ReplReply::Failed(e)), Need::Now);
+                }
                 let r = s.append_records(&bytes);
                 let log_end = s.log_end();
                 let last_epoch = last_record_epoch(s);
@@ -1038,12 +1054,15 @@ impl Worker {
                             // back with less than it had (a wiped disk).
                             pr.horizon = leader_horizon;
                         }
+                        // Durable also without records of its own (a high watermark update):
+                        // the position it reports is the leader's acknowledgement, and
+                        // records of an earlier push may still be on their way to disk.
                         (
                             reply(ReplReply::Position {
                                 log_end,
                                 last_epoch,
                             }),
-                            if n > 0 { Need::Durable } else { Need::Now },
+                            Need::Durable,
                         )
                     }
                     Err(e) => (reply(ReplReply::Failed(e.to_string())), Need::Now),
@@ -1093,21 +1112,30 @@ impl Worker {
                 };
                 let log_end = s.log_end();
                 let last_epoch = last_record_epoch(s);
+                // The high watermark this follower knew may lie above the cut: records
+                // appended again below it are not committed until the leader says so (a
+                // follower's merges only rewrite what lies below it).
+                if let Some(c) = self.cluster.as_mut() {
+                    let pr = &mut c.parts[p as usize];
+                    pr.hw = pr.hw.min(log_end);
+                }
                 (
                     reply(ReplReply::Position {
                         log_end,
                         last_epoch,
                     }),
-                    Need::Now,
+                    Need::Durable,
                 )
             }
+            // Told once the records below the position are as durable as the fsync policy
+            // promises: it may become the leader's acknowledgement.
             ReplOp::Position { partition: p } => match self.store(p) {
                 Some(s) => (
                     reply(ReplReply::Position {
                         log_end: s.log_end(),
                         last_epoch: last_record_epoch(s),
                     }),
-                    Need::Now,
+                    Need::Durable,
                 ),
                 None => (reply(ReplReply::Failed("no store".into())), Need::Now),
             },
@@ -1535,6 +1563,11 @@ impl Worker {
                     );
                 }
                 info!("partition {p}: installed a snapshot from the leader up to LSN {log_end}");
+                // As after a cut: a high watermark above the copy's end is not this log's.
+                if let Some(c) = self.cluster.as_mut() {
+                    let pr = &mut c.parts[p as usize];
+                    pr.hw = pr.hw.min(log_end);
+                }
                 Payload::Repl(Box::new(ReplReply::Position {
                     log_end,
                     last_epoch,
@@ -1653,6 +1686,7 @@ mod tests {
                     leader_epoch: 2,
                     replicas: vec![1, 2],
                     isr: vec![1, 2],
+                    state_version: 0,
                 };
                 2
             ],

@@ -975,7 +975,7 @@ impl Worker {
             }) => self.seq_visit(run),
             Msg::Req(req) => {
                 let (payload, need) = self.execute_op(req.op, req.acks);
-                let Some(payload) = self.forward_scan(req.reply_to, req.acks, payload) else {
+                let Some(payload) = self.forward_scan(req.reply_to, req.acks, payload, need) else {
                     return;
                 };
                 self.outbox.push((
