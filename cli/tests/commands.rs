@@ -2762,9 +2762,11 @@ fn exec_runs_the_queued_commands_in_order_across_workers() {
 
 /// Server commands queued in MULTI run when EXEC runs the queue, in queue order and with the
 /// replies they give outside a transaction, as in Redis: INFO counts the keys the transaction
-/// wrote before it, a CONFIG GET reads back the CONFIG SET before it, a bad CONFIG SET is an
-/// error in the array while the rest runs, CLIENT LIST lists the caller once, CLIENT KILL
-/// closes another connection, and SCAN pages taken inside transactions walk every key.
+/// wrote before it, CLIENT GETNAME reads back the SETNAME before it, CLIENT LIST lists the
+/// caller once, CLIENT KILL closes another connection (which a second KILL and a LIST after
+/// it no longer find), an error is its place in the array while the rest runs, and SCAN
+/// pages taken inside transactions walk every key. A transaction that runs nothing (a watched
+/// key changed) leaves the connection's name as it was.
 #[test]
 fn server_commands_inside_a_transaction_run_at_exec_in_queue_order() {
     let s = server();
@@ -2779,34 +2781,38 @@ fn server_commands_inside_a_transaction_run_at_exec_in_queue_order() {
         p.cmd("SET").arg(k).arg("v").ignore();
     }
     p.cmd("INFO").arg("keyspace");
-    p.cmd("CONFIG").arg("SET").arg("slowlog-max-len").arg("77");
     p.cmd("CONFIG").arg("GET").arg("slowlog-max-len");
     p.cmd("CLIENT").arg("SETNAME").arg("txname");
     p.cmd("CLIENT").arg("GETNAME");
     p.cmd("CLIENT").arg("LIST").arg("ID").arg(id).arg(other_id);
     p.cmd("CLIENT").arg("KILL").arg("ID").arg(other_id);
+    p.cmd("CLIENT").arg("KILL").arg("ID").arg(other_id);
+    p.cmd("CLIENT").arg("LIST").arg("ID").arg(id).arg(other_id);
     p.cmd("WAIT").arg(0).arg(0);
     p.cmd("COMMAND").arg("COUNT");
     p.cmd("DBSIZE");
     p.cmd("LASTSAVE");
     type Replies = (
         String,
-        (),
         Vec<String>,
         (),
         String,
         String,
         i64,
         i64,
+        String,
+        i64,
         i64,
         i64,
         i64,
     );
-    let (keyspace, (), got, (), name, list, killed, waited, count, dbsize, lastsave): Replies =
+    let (keyspace, got, (), name, list, killed, again, after, waited, count, dbsize, lastsave): Replies =
         p.query(&mut c).unwrap();
     assert!(keyspace.contains("db0:keys=40,"), "{keyspace}");
-    assert_eq!(got, ["slowlog-max-len", "77"]);
+    assert_eq!(got, ["slowlog-max-len", "128"]);
     assert_eq!(name, "txname");
+    assert_eq!(again, 0, "killed already");
+    assert_eq!(after.lines().count(), 1, "{after}");
     // The caller once (with the name it took before), and the other client.
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 2, "{list}");
@@ -2833,13 +2839,35 @@ fn server_commands_inside_a_transaction_run_at_exec_in_queue_order() {
     let mut raw = s.raw();
     expect_reply(
         &mut raw,
-        b"MULTI\r\nCONFIG SET hz abc\r\nCONFIG GET hz\r\nSLOWLOG RESET\r\nSLOWLOG LEN\r\n\
-          SCAN 0 COUNT 1 TYPE hash\r\nCLIENT KILL ID 0\r\nEXEC\r\n",
+        b"MULTI\r\nCLIENT KILL ID 0\r\nCONFIG GET hz\r\nSLOWLOG RESET\r\nSLOWLOG LEN\r\n\
+          SCAN 0 COUNT 1 TYPE hash\r\nBGSAVE\r\nEXEC\r\n",
         b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*6\r\n\
-          -ERR CONFIG SET failed (possibly related to argument 'hz') - invalid value for server.hz: \"abc\" (expected an integer 1..=500)\r\n\
+          -ERR client-id should be greater than 0\r\n\
           *2\r\n$2\r\nhz\r\n$2\r\n10\r\n+OK\r\n:0\r\n*2\r\n$1\r\n0\r\n*0\r\n\
-          -ERR client-id should be greater than 0\r\n",
+          +Background saving scheduled\r\n",
     );
+
+    // A watched key changed: nothing runs, and what CLIENT SETNAME, CLIENT SETINFO and
+    // HELLO's SETNAME did as EXEC planned them is taken back.
+    let k = &keys[1];
+    let set_name = format!("CLIENT SETNAME before\r\nWATCH {k}\r\n");
+    expect_reply(&mut raw, set_name.as_bytes(), b"+OK\r\n+OK\r\n");
+    set(&mut c, k, "changed");
+    let mut req = b"MULTI\r\nCLIENT SETNAME aborted\r\nCLIENT SETINFO LIB-NAME lib\r\n".to_vec();
+    req.extend(format!("HELLO 2 SETNAME hello\r\nSET {k} lost\r\nEXEC\r\n").as_bytes());
+    req.extend(b"CLIENT GETNAME\r\n");
+    expect_reply(
+        &mut raw,
+        &req,
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*-1\r\n$6\r\nbefore\r\n",
+    );
+    assert_eq!(get(&mut c, k).as_deref(), Some("changed"));
+    let list: String = cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let line = list
+        .lines()
+        .find(|l| l.contains(" name=before "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(line.contains(" lib-name= "), "{line}");
 
     // SCAN inside transactions, a page per EXEC, walks every key once.
     let mut seen = HashSet::new();
@@ -2890,6 +2918,10 @@ fn a_transaction_with_a_refused_command_runs_nothing() {
         (
             b"CLIENT NOPE\r\n".to_vec(),
             "-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n",
+        ),
+        (
+            b"CONFIG SET hz 20\r\n".to_vec(),
+            "-ERR 'config|set' is not supported inside MULTI: it changes every worker at once, and a transaction that runs nothing (a watched key changed) could not take it back; send it on its own\r\n",
         ),
     ] {
         let mut req = b"MULTI\r\nSET txr:a 1\r\n".to_vec();

@@ -136,6 +136,9 @@ pub enum Gather {
         /// One multi-key command over several workers, run as a transaction so that it is
         /// isolated as in Redis (standalone mode): the reply is its one item's, not an array.
         bare: bool,
+        /// The connection's settings before EXEC planned its server commands, put back if the
+        /// transaction runs nothing (`ClientSettings`).
+        undo: Option<Box<ClientSettings>>,
     },
     /// Parts whose payloads a finishing function turns into the reply (INFO, KEYS, ...).
     Collect {
@@ -277,6 +280,39 @@ impl ErrorTally {
         for (k, n) in &other.kinds {
             self.add(k, *n);
         }
+    }
+}
+
+/// A connection's own settings, as server commands inside a transaction may change them
+/// (CLIENT SETNAME, SETINFO, ACKS, HELLO, AUTH): they run when EXEC
+/// plans the transaction, and are put back if it then runs nothing (a watched key changed,
+/// or it was refused whole).
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    authed: bool,
+    acks: Option<simplekv_conf::Acks>,
+    name: Option<Vec<u8>>,
+    lib_name: Option<Vec<u8>>,
+    lib_ver: Option<Vec<u8>>,
+}
+
+impl Client {
+    pub fn settings(&self) -> ClientSettings {
+        ClientSettings {
+            authed: self.authed,
+            acks: self.acks,
+            name: self.name.clone(),
+            lib_name: self.lib_name.clone(),
+            lib_ver: self.lib_ver.clone(),
+        }
+    }
+
+    pub fn restore(&mut self, s: ClientSettings) {
+        self.authed = s.authed;
+        self.acks = s.acks;
+        self.name = s.name;
+        self.lib_name = s.lib_name;
+        self.lib_ver = s.lib_ver;
     }
 }
 

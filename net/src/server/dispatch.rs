@@ -1049,7 +1049,8 @@ impl Worker {
                 let mut hits = Vec::new();
                 for (i, c) in self.conns.iter_mut().enumerate() {
                     let Some(c) = c else { continue };
-                    if filter.matches(&c.client) {
+                    // One killed already (earlier in the same transaction) is gone.
+                    if !c.client.closing && filter.matches(&c.client) {
                         c.client.closing = true;
                         hits.push(i + super::worker::FIRST_CONN);
                     }
@@ -1469,12 +1470,17 @@ impl Worker {
                 // Every write is in the log already; a save makes all of it durable now
                 // (fsync), whatever storage.fsync says. BGSAVE does the same: the fsyncs take
                 // each worker a moment, there is no snapshot to fork for.
+                // Inside a transaction, Redis answers that it is scheduled.
+                let started = match self.tx_plan {
+                    Some(_) => "Background saving scheduled",
+                    None => "Background saving started",
+                };
                 let status = if spec.name == "save" {
                     "OK"
                 } else {
                     match &args[1..] {
-                        [] => "Background saving started",
-                        [a] if a.eq_ignore_ascii_case(b"schedule") => "Background saving started",
+                        [] => started,
+                        [a] if a.eq_ignore_ascii_case(b"schedule") => started,
                         _ => return err(out, "ERR syntax error"),
                     }
                 };
@@ -1523,9 +1529,10 @@ impl Worker {
             }
             "bgrewriteaof" => {
                 // Every partition rolls its log and merges it in the background.
-                let g = self.collect_gather(Finisher::Status(
-                    "Background append only file rewriting started",
-                ));
+                let g = self.collect_gather(Finisher::Status(match self.tx_plan {
+                    Some(_) => "Background append only file rewriting scheduled",
+                    None => "Background append only file rewriting started",
+                }));
                 return self.broadcast(token, out, client, g, || Op::Rewrite);
             }
             "config" => return self.cmd_config(token, out, client, args),
@@ -2280,7 +2287,8 @@ impl Worker {
 
     fn client_list(&self) -> String {
         let mut s = String::new();
-        for c in self.conns.iter().flatten() {
+        // Not those closing (killed, QUIT): gone as far as clients can tell.
+        for c in self.conns.iter().flatten().filter(|c| !c.client.closing) {
             s.push_str(&self.client_line(&c.client, &c.out));
         }
         s
@@ -2372,6 +2380,36 @@ pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
         return;
     };
     fill_gather(&mut pending.gather, part, payload);
+    finish_slot(slot);
+}
+
+/// `fill_slot` for an EXEC's slot: returns the connection's settings to put back when the
+/// transaction completes having run nothing (a watched key changed, or it was refused whole).
+pub fn fill_exec_slot(
+    slot: &mut Slot,
+    part: u32,
+    payload: Payload,
+) -> Option<Box<super::conn::ClientSettings>> {
+    let Slot::Waiting(pending) = slot else {
+        return None;
+    };
+    fill_gather(&mut pending.gather, part, payload);
+    let undo = match &mut pending.gather {
+        Gather::Tx {
+            missing: 0,
+            aborted,
+            error,
+            undo,
+            ..
+        } if *aborted || error.is_some() => undo.take(),
+        _ => None,
+    };
+    finish_slot(slot);
+    undo
+}
+
+/// A waiting slot whose gather is complete becomes its reply (held where it must wait).
+fn finish_slot(slot: &mut Slot) {
     if let Some(reply) = finished_reply(slot) {
         let hold = match slot {
             Slot::Waiting(p) => p.hold,
@@ -2545,6 +2583,7 @@ pub(super) fn gather_reply(gather: &mut Gather) -> Option<Vec<u8>> {
             error,
             aborted,
             bare,
+            ..
         } => {
             if *missing > 0 {
                 return None;

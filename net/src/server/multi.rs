@@ -190,6 +190,19 @@ pub fn flag(client: &mut Client) {
     }
 }
 
+/// Whether a queued command may change the connection's own settings as EXEC plans it
+/// (`ClientSettings`).
+fn changes_settings(args: &[&[u8]]) -> bool {
+    cmd::lookup(args[0]).is_some_and(|s| matches!(s.name, "client" | "hello" | "auth"))
+}
+
+/// CONFIG SET and CONFIG RESETSTAT change every worker's settings or counters, and the
+/// process-wide ones, when EXEC plans them; a transaction that then runs nothing could not
+/// take that back, so they are refused while queued.
+fn changes_the_node(spec: &'static CommandSpec, args: &[&[u8]]) -> bool {
+    matches!(spec.for_args(args).name, "config|set" | "config|resetstat")
+}
+
 /// RENAME, RENAMENX and COPY: two keys, at 1 and 2.
 pub(super) fn is_move(spec: &CommandSpec) -> bool {
     matches!(spec.name, "rename" | "renamenx" | "copy")
@@ -318,6 +331,12 @@ impl Worker {
             Kind::Server if spec.flags.contains(&"no_multi") => {
                 Err("ERR Command not allowed inside a transaction".to_string())
             }
+            Kind::Server if changes_the_node(spec, args) => Err(format!(
+                "ERR '{}' is not supported inside MULTI: it changes every worker at once, and a \
+                 transaction that runs nothing (a watched key changed) could not take it back; \
+                 send it on its own",
+                spec.for_args(args).name
+            )),
             Kind::Server if is_keyspace_wide(spec) && self.cluster.is_some() => Err(format!(
                 "ERR '{}' is not supported inside MULTI in cluster mode: a transaction runs on \
                  one slot's leader",
@@ -420,8 +439,15 @@ impl Worker {
         {
             return err(out, &refused_exec(e));
         }
+        // Server commands that change the connection's settings run as EXEC plans them: what
+        // they change is put back if the transaction then runs nothing.
+        let undo = tx
+            .cmds
+            .iter()
+            .any(|c| changes_settings(&c.slices()))
+            .then(|| Box::new(client.settings()));
         if tx.cmds.iter().any(|c| self.crosses_workers(&c.slices())) {
-            return self.exec_in_sequence(token, out, client, tx.cmds, watched, acks);
+            return self.exec_in_sequence(token, out, client, tx.cmds, watched, acks, undo);
         }
         let workers = self.peers.len();
         let mut parts: Vec<TxPart> = (0..workers).map(|_| TxPart::default()).collect();
@@ -449,6 +475,7 @@ impl Worker {
             error: None,
             aborted: false,
             bare: false,
+            undo,
         };
         if involved.is_empty() {
             let reply = gather_reply(&mut gather).unwrap_or_default();
@@ -460,7 +487,9 @@ impl Worker {
             if w == self.id {
                 let (payload, need) = self.run_tx_part(part, acks);
                 note_errors(&payload, &mut out.errors);
-                super::dispatch::fill_slot(&mut slot, 0, payload);
+                if let Some(settings) = super::dispatch::fill_exec_slot(&mut slot, 0, payload) {
+                    client.restore(*settings);
+                }
                 self.push_gathered(out, slot, need);
             } else {
                 // Whatever this connection sends next for these keys goes to the same
@@ -478,6 +507,7 @@ impl Worker {
 
     /// EXEC of a transaction that carries data between workers: it runs in sequence
     /// (`seqtx`), held as a group of its own on every worker it involves.
+    #[allow(clippy::too_many_arguments)]
     fn exec_in_sequence(
         &mut self,
         token: usize,
@@ -486,6 +516,7 @@ impl Worker {
         cmds: Vec<OwnedArgs>,
         watched: Vec<Watched>,
         acks: simplekv_conf::Acks,
+        undo: Option<Box<super::conn::ClientSettings>>,
     ) {
         let mut visits = std::collections::VecDeque::new();
         let mut items = Vec::with_capacity(cmds.len());
@@ -523,6 +554,7 @@ impl Worker {
             error: None,
             aborted: false,
             bare: false,
+            undo,
         };
         let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         self.start_tx_steps(
@@ -769,6 +801,7 @@ impl Worker {
             error: None,
             aborted: false,
             bare: true,
+            undo: None,
         };
         let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         self.start_tx_steps(token, out, client, acks, slot, parts, None);

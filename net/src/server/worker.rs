@@ -1071,7 +1071,13 @@ impl Worker {
             super::multi::note_errors(&payload, &mut conn.out.errors);
         }
         if let Some(slot) = conn.out.slot_mut(rt.seq) {
-            super::dispatch::fill_slot(slot, rt.part, payload);
+            if exec {
+                if let Some(settings) = super::dispatch::fill_exec_slot(slot, rt.part, payload) {
+                    conn.client.restore(*settings);
+                }
+            } else {
+                super::dispatch::fill_slot(slot, rt.part, payload);
+            }
         }
         self.mark_conn_dirty(rt.token);
     }
