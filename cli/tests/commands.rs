@@ -4801,7 +4801,18 @@ fn info_commandstats_counts_calls_rejections_and_failures_as_redis() {
     let () = cmd("MULTI").query(&mut c).unwrap();
     let _: String = cmd("SET").arg("t").arg("1").query(&mut c).unwrap();
     let _: String = cmd("UNWATCH").query(&mut c).unwrap();
-    let _: Value = cmd("EXEC").query(&mut c).unwrap();
+    // Errors among EXEC's replies: failed calls of their commands, one from the worker that
+    // ran it, one answered as EXEC planned it.
+    let _: String = cmd("INCR").arg("word").query(&mut c).unwrap();
+    let _: String = cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    // (The client library makes an error inside the array the whole reply's.)
+    let e = cmd("EXEC").query::<Value>(&mut c).unwrap_err();
+    assert!(e.to_string().contains("not an integer"), "{e}");
     // Refused before running: rejected, not failed.
     let _ = query_err(&mut c, cmd("EXEC").arg("x"));
     let text: String = cmd("INFO").arg("commandstats").query(&mut c).unwrap();
@@ -4820,8 +4831,10 @@ fn info_commandstats_counts_calls_rejections_and_failures_as_redis() {
     assert_eq!(field("set", "calls"), 6, "{text}");
     assert_eq!(field("get", "calls"), 1, "{text}");
     assert_eq!(field("get", "rejected_calls"), 1, "{text}");
-    assert_eq!(field("incr", "calls"), 2, "{text}");
-    assert_eq!(field("incr", "failed_calls"), 1, "{text}");
+    assert_eq!(field("incr", "calls"), 3, "{text}");
+    assert_eq!(field("incr", "failed_calls"), 2, "{text}");
+    assert_eq!(field("client|kill", "calls"), 1, "{text}");
+    assert_eq!(field("client|kill", "failed_calls"), 1, "{text}");
     assert_eq!(field("config|get", "calls"), 1, "{text}");
     assert_eq!(field("multi", "calls"), 1, "{text}");
     assert_eq!(field("exec", "calls"), 1, "{text}");
@@ -4835,10 +4848,11 @@ fn info_commandstats_counts_calls_rejections_and_failures_as_redis() {
     assert_eq!(field("config|resetstat", "calls"), 1, "{text}");
     assert!(stats["set"].contains(",usec_per_call="), "{text}");
     // total_commands_processed: commands that ran, those of the transaction as EXEC ran them
-    // (RESETSTAT, 4 SETs, GET, SET, INCR x2, CONFIG GET, MULTI, SET, UNWATCH, EXEC, INFO).
+    // (RESETSTAT, 4 SETs, GET, SET, INCR x2, CONFIG GET, MULTI, SET, UNWATCH, INCR, CLIENT
+    // KILL, EXEC, INFO).
     assert_eq!(
         info(&mut c, "stats")["total_commands_processed"],
-        "15",
+        "17",
         "not the refused GET and EXEC"
     );
     // Not a default section; in INFO all.

@@ -127,6 +127,12 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             }
         }
         Finisher::Status(s) => write_simple(r, s.as_bytes()),
+        Finisher::Saved { status, last_save } => {
+            // Every part succeeded (an error is the reply, above).
+            let now = simplekv_engine::system_clock() / 1000;
+            last_save.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+            write_simple(r, status.as_bytes());
+        }
         Finisher::SlowLog { count, max_len } => {
             let entries = parts
                 .into_iter()

@@ -139,6 +139,9 @@ pub enum Gather {
         /// The connection's settings before EXEC planned its server commands, put back if the
         /// transaction runs nothing (`ClientSettings`).
         undo: Option<Box<ClientSettings>>,
+        /// The name of each queued command (`config|get`), for the failed calls of those
+        /// whose reply is an error (INFO commandstats).
+        names: Vec<&'static str>,
     },
     /// Parts whose payloads a finishing function turns into the reply (INFO, KEYS, ...).
     Collect {

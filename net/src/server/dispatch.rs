@@ -44,6 +44,12 @@ pub enum Finisher {
     },
     /// A fixed status reply once every part succeeded.
     Status(&'static str),
+    /// SAVE / BGSAVE: `status` once every worker fsynced its logs, and LASTSAVE moves to
+    /// then, not when one worker's part failed.
+    Saved {
+        status: &'static str,
+        last_save: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    },
     /// The number of keys gathered.
     Count,
     /// SLOWLOG GET: the newest `count` entries of all the workers', at most `max_len`.
@@ -1140,8 +1146,6 @@ impl Worker {
                         return (Payload::Err(format!("ERR partition {p}: {e}")), false);
                     }
                 }
-                let now = simplekv_engine::system_clock() / 1000;
-                self.shared.last_save.fetch_max(now, Ordering::Relaxed);
                 (Payload::Ok, false)
             }
             Op::Rewrite => {
@@ -1484,7 +1488,10 @@ impl Worker {
                         _ => return err(out, "ERR syntax error"),
                     }
                 };
-                let g = self.collect_gather(Finisher::Status(status));
+                let g = self.collect_gather(Finisher::Saved {
+                    status,
+                    last_save: self.shared.last_save.clone(),
+                });
                 return self.broadcast(token, out, client, g, || Op::Save);
             }
             "readonly" | "readwrite" if self.cluster.is_none() => {

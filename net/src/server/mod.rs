@@ -596,7 +596,7 @@ pub fn start_node(
         total_connections: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
         slowlog_ids: AtomicU64::new(0),
-        last_save: AtomicU64::new(simplekv_engine::system_clock() / 1000),
+        last_save: Arc::new(AtomicU64::new(simplekv_engine::system_clock() / 1000)),
         memory_peak: AtomicU64::new(0),
         memory_startup: info::heap_bytes(),
         shutdown: AtomicBool::new(false),

@@ -168,17 +168,51 @@ fn refused_exec(e: String) -> String {
     }
 }
 
-/// The errors among the replies of a transaction's part count in INFO errorstats, as Redis
-/// counts the errors of the commands EXEC runs (EXEC's array reply itself is no error).
-pub fn note_errors(payload: &Payload, errors: &mut super::conn::ErrorTally) {
+/// The errors among the replies of a transaction's part count in INFO errorstats, and as
+/// failed calls of their commands (`names`, by index) in INFO commandstats, as Redis counts
+/// the errors of the commands EXEC runs (EXEC's array reply itself is no error).
+pub fn note_errors(
+    payload: &Payload,
+    errors: &mut super::conn::ErrorTally,
+    failed: &mut Vec<&'static str>,
+    names: &[&'static str],
+) {
     if let Payload::Tx(done) = payload {
-        for (_, p) in done {
-            match p {
-                Payload::Err(e) => errors.note_error(e.as_bytes()),
-                Payload::Resp(b) => errors.note(b),
-                _ => {}
+        for (i, p) in done {
+            let error = match p {
+                Payload::Err(e) => {
+                    errors.note_error(e.as_bytes());
+                    true
+                }
+                Payload::Resp(b) if b.first() == Some(&b'-') => {
+                    errors.note(b);
+                    true
+                }
+                _ => false,
+            };
+            if let Some(name) = names.get(*i as usize).filter(|n| error && !n.is_empty()) {
+                failed.push(name);
             }
         }
+    }
+}
+
+/// A queued command answered as EXEC planned it (PING, CLIENT SETNAME, an error...): an
+/// error counts as its own, as `note_errors` counts those of the parts.
+fn note_planned(out: &mut Output, item: &Gather, name: &'static str) {
+    if let Gather::Single(Some(reply)) = item {
+        out.errors.note(reply);
+        if reply.first() == Some(&b'-') && !name.is_empty() {
+            out.failed_cmds.push(name);
+        }
+    }
+}
+
+/// The gather of a waiting slot.
+fn gather_of(slot: &Slot) -> Option<&Gather> {
+    match slot {
+        Slot::Waiting(p) => Some(&p.gather),
+        _ => None,
     }
 }
 
@@ -425,12 +459,16 @@ impl Worker {
             return err(out, EXECABORT);
         }
         // INFO commandstats counts a transaction's commands as EXEC runs them (their time
-        // is EXEC's, which is not measured per command).
+        // is EXEC's, which is not measured per command), and an error among their replies as
+        // a failed call of its command.
+        let mut names = Vec::with_capacity(tx.cmds.len());
         for c in &tx.cmds {
             let a = c.slices();
-            if let Some(spec) = cmd::lookup(a[0]) {
-                self.stats.cmdstats.record(spec.for_args(&a).name, false, 0);
+            let name = cmd::lookup(a[0]).map_or("", |spec| spec.for_args(&a).name);
+            if !name.is_empty() {
+                self.stats.cmdstats.record(name, false, 0);
             }
+            names.push(name);
         }
         self.stats.commands += tx.cmds.len() as u64;
         let acks = self.acks_of(client);
@@ -447,7 +485,7 @@ impl Worker {
             .any(|c| changes_settings(&c.slices()))
             .then(|| Box::new(client.settings()));
         if tx.cmds.iter().any(|c| self.crosses_workers(&c.slices())) {
-            return self.exec_in_sequence(token, out, client, tx.cmds, watched, acks, undo);
+            return self.exec_in_sequence(token, out, client, tx.cmds, watched, acks, undo, names);
         }
         let workers = self.peers.len();
         let mut parts: Vec<TxPart> = (0..workers).map(|_| TxPart::default()).collect();
@@ -455,9 +493,7 @@ impl Worker {
         for (i, c) in tx.cmds.into_iter().enumerate() {
             let i = i as u32;
             let item = self.plan(token, client, i, c, &mut parts);
-            if let Gather::Single(Some(reply)) = &item {
-                out.errors.note(reply);
-            }
+            note_planned(out, &item, names[i as usize]);
             items.push(item);
         }
         for w in watched {
@@ -476,6 +512,7 @@ impl Worker {
             aborted: false,
             bare: false,
             undo,
+            names,
         };
         if involved.is_empty() {
             let reply = gather_reply(&mut gather).unwrap_or_default();
@@ -486,7 +523,9 @@ impl Worker {
             let (w, part) = involved.remove(0);
             if w == self.id {
                 let (payload, need) = self.run_tx_part(part, acks);
-                note_errors(&payload, &mut out.errors);
+                if let Some(Gather::Tx { names, .. }) = gather_of(&slot) {
+                    note_errors(&payload, &mut out.errors, &mut out.failed_cmds, names);
+                }
                 if let Some(settings) = super::dispatch::fill_exec_slot(&mut slot, 0, payload) {
                     client.restore(*settings);
                 }
@@ -517,14 +556,13 @@ impl Worker {
         watched: Vec<Watched>,
         acks: simplekv_conf::Acks,
         undo: Option<Box<super::conn::ClientSettings>>,
+        names: Vec<&'static str>,
     ) {
         let mut visits = std::collections::VecDeque::new();
         let mut items = Vec::with_capacity(cmds.len());
         for (i, c) in cmds.into_iter().enumerate() {
             let item = self.plan_seq(token, client, i as u32, c, &mut visits);
-            if let Gather::Single(Some(reply)) = &item {
-                out.errors.note(reply);
-            }
+            note_planned(out, &item, names[i]);
             items.push(item);
         }
         let run = SeqRun::new(visits, acks);
@@ -555,6 +593,7 @@ impl Worker {
             aborted: false,
             bare: false,
             undo,
+            names,
         };
         let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         self.start_tx_steps(
@@ -802,6 +841,7 @@ impl Worker {
             aborted: false,
             bare: true,
             undo: None,
+            names: Vec::new(),
         };
         let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         self.start_tx_steps(token, out, client, acks, slot, parts, None);

@@ -13,8 +13,9 @@ pub struct Shared {
     pub rejected_connections: AtomicU64,
     /// The next slow log entry's id (`slowlog`).
     pub slowlog_ids: AtomicU64,
-    /// LASTSAVE: the start, or the last SAVE/BGSAVE that fsynced every log (unix seconds).
-    pub last_save: AtomicU64,
+    /// LASTSAVE: the start, or the last SAVE/BGSAVE that fsynced every log (unix seconds; set
+    /// once every worker's part succeeded, `Finisher::Saved`).
+    pub last_save: std::sync::Arc<AtomicU64>,
     /// The most heap bytes seen in use (`info::heap_bytes`) by an INFO since the start or
     /// the last CONFIG RESETSTAT (see `note_memory`).
     pub memory_peak: AtomicU64,

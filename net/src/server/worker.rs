@@ -1062,13 +1062,19 @@ impl Worker {
         };
         // The errors inside an EXEC's array count as the commands' own; a command run whole
         // (`run_whole`) counts its reply's error once, when it goes out.
-        let exec = matches!(
-            conn.out.slot_mut(rt.seq),
-            Some(super::conn::Slot::Waiting(p))
-                if matches!(p.gather, super::conn::Gather::Tx { bare: false, .. })
-        );
-        if exec {
-            super::multi::note_errors(&payload, &mut conn.out.errors);
+        let names = match conn.out.slot_mut(rt.seq) {
+            Some(super::conn::Slot::Waiting(p)) => match &p.gather {
+                super::conn::Gather::Tx {
+                    bare: false, names, ..
+                } => Some(names.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let exec = names.is_some();
+        if let Some(names) = &names {
+            let out = &mut conn.out;
+            super::multi::note_errors(&payload, &mut out.errors, &mut out.failed_cmds, names);
         }
         if let Some(slot) = conn.out.slot_mut(rt.seq) {
             if exec {
