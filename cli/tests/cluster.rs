@@ -707,6 +707,17 @@ fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
     };
     let e = exec(&mut fresh, &[&["GET", &key], &["SET", &key, "tx"]]).unwrap_err();
     assert!(format!("{e}").contains("NOREPLICAS"), "{e}");
+    // A CLIENT ACKS queued in a transaction applies to its writes (this connection's acks
+    // are 1 before it): refused as an acks=all write is, and, the transaction having run
+    // nothing, the connection keeps acks 1.
+    let e = exec(
+        &mut conn,
+        &[&["CLIENT", "ACKS", "all"], &["SET", &key, "tx-acks"]],
+    )
+    .unwrap_err();
+    assert!(format!("{e}").contains("NOREPLICAS"), "{e}");
+    let acks: String = redis::cmd("CLIENT").arg("ACKS").query(&mut conn).unwrap();
+    assert_eq!(acks, "1");
     config_set(&mut conn, "cluster.min_insync_replicas", "2");
     let mut fresh = c.conn_to(leader);
     let _: () = redis::cmd("SET")

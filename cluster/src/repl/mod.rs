@@ -84,6 +84,9 @@ const MAX_PUSH_MESSAGE: i32 = {
 };
 /// A stream failure repeated within this long is logged at debug level only.
 const BROKEN_LOG_EVERY: Duration = Duration::from_secs(30);
+/// A leader whose worker has not told it the log end its leadership began at asks again
+/// after this (`LedPart::epoch_start`).
+const RETRY_POSITION: Duration = Duration::from_secs(1);
 /// Records kept in memory per led partition for followers that are caught up.
 const TAIL_BYTES: usize = 16 << 20;
 
@@ -579,6 +582,9 @@ struct LedPart {
     tail_bytes: usize,
     isr_pending: bool,
     since: Instant,
+    /// When the worker was last asked for the log end (`epoch_start`), asked again every
+    /// second until it answers (a failed fsync may fail the answer).
+    position_asked: Instant,
     /// The log end when this leadership began (the worker's first answer): a joiner must
     /// have reached it, as in Kafka, since the high watermark of a new leader may sit far
     /// below it until its in-sync followers are heard from.
@@ -699,6 +705,19 @@ impl State {
         self.router.submit(self.worker_of(p), Op::Repl(op), done);
     }
 
+    /// A leader asks its own worker for the partition's log end (tagged with an epoch no
+    /// follower uses; see `on_follower_reply`).
+    fn ask_own_position(&self, p: u32, epoch: u32) {
+        let ev = self.events.clone();
+        self.submit(p, ReplOp::Position { partition: p }, move |r| {
+            let _ = ev.send(Event::FollowerReply {
+                partition: p,
+                epoch: u32::MAX - epoch,
+                reply: payload_reply(r),
+            });
+        });
+    }
+
     // ------------------------------------------------------------------ roles
 
     fn refresh_roles(&mut self) {
@@ -732,6 +751,7 @@ impl State {
                         tail_bytes: 0,
                         isr_pending: false,
                         since: now,
+                        position_asked: now,
                         epoch_start: None,
                         sent_hw: 0,
                         sent_lease: now,
@@ -739,15 +759,7 @@ impl State {
                     },
                 );
                 // Learn the log end before anything is computed from it.
-                let epoch = pr.leader_epoch;
-                let ev = self.events.clone();
-                self.submit(p, ReplOp::Position { partition: p }, move |r| {
-                    let _ = ev.send(Event::FollowerReply {
-                        partition: p,
-                        epoch: u32::MAX - epoch,
-                        reply: payload_reply(r),
-                    });
-                });
+                self.ask_own_position(p, pr.leader_epoch);
             } else if let Some(l) = self.led.get_mut(&p) {
                 l.replicas = pr.replicas.clone();
                 if pr.state_version < l.isr_version {
@@ -880,6 +892,8 @@ impl State {
                 {
                     l.isr_pending = false;
                     match result {
+                        // A route table newer than the write came first: it has the ISR.
+                        Ok((version, _)) if version < l.isr_version => {}
                         Ok((version, written)) => {
                             if written != isr {
                                 info!(
@@ -1299,6 +1313,7 @@ impl State {
         let lag_max = self.s.lag_max;
         let me = self.s.me;
         let mut changes = Vec::new();
+        let mut ask = Vec::new();
         for l in self.led.values_mut() {
             // Records sent but never acknowledged (the follower dropped them): send again.
             for f in l.followers.values_mut() {
@@ -1339,6 +1354,10 @@ impl State {
                 continue;
             }
             // Nobody joins before the leadership's start is known.
+            if l.epoch_start.is_none() && now.duration_since(l.position_asked) > RETRY_POSITION {
+                l.position_asked = now;
+                ask.push((p, l.epoch));
+            }
             let floor = l.epoch_start.map(|s| s.max(l.hw));
             let joining = floor.map_or_else(Vec::new, |floor| {
                 joiners(&l.isr, floor, &l.followers, &self.routes, now, lag_max)
@@ -1352,6 +1371,9 @@ impl State {
                 l.isr_pending = true;
                 changes.push((p, l.epoch, isr));
             }
+        }
+        for (p, epoch) in ask {
+            self.ask_own_position(p, epoch);
         }
         for (p, epoch, isr) in changes {
             let ev = self.events.clone();

@@ -287,22 +287,33 @@ impl ErrorTally {
 }
 
 /// A connection's own settings, as server commands inside a transaction may change them
-/// (CLIENT SETNAME, SETINFO, ACKS, HELLO, AUTH): they run when EXEC
+/// (CLIENT SETNAME, SETINFO, ACKS, HELLO, AUTH, a CLIENT KILL of itself): they run when EXEC
 /// plans the transaction, and are put back if it then runs nothing (a watched key changed,
 /// or it was refused whole).
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
     authed: bool,
+    /// The plan closed the connection (a CLIENT KILL of itself): open again on undo.
+    closed_by_plan: bool,
     acks: Option<simplekv_conf::Acks>,
     name: Option<Vec<u8>>,
     lib_name: Option<Vec<u8>>,
     lib_ver: Option<Vec<u8>>,
 }
 
+impl ClientSettings {
+    /// After EXEC planned the transaction: whether its plan closed the connection (the
+    /// snapshot held whether it was closing before).
+    pub fn note_plan(&mut self, client: &Client) {
+        self.closed_by_plan = client.closing && !self.closed_by_plan;
+    }
+}
+
 impl Client {
     pub fn settings(&self) -> ClientSettings {
         ClientSettings {
             authed: self.authed,
+            closed_by_plan: self.closing,
             acks: self.acks,
             name: self.name.clone(),
             lib_name: self.lib_name.clone(),
@@ -311,6 +322,9 @@ impl Client {
     }
 
     pub fn restore(&mut self, s: ClientSettings) {
+        if s.closed_by_plan {
+            self.closing = false;
+        }
         self.authed = s.authed;
         self.acks = s.acks;
         self.name = s.name;

@@ -94,11 +94,12 @@ fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Redis 7's reply for a subcommand a container command (CONFIG, CLIENT, ...) does not have.
-/// What a keyless read op reads (`Worker::keyless_read`): one slot of a partition, or the
-/// partitions led here (from a SCAN's partition on).
+/// What a keyless read op reads (`Worker::keyless_read`): one slot of a partition led here,
+/// the partitions led here, or those a SCAN page goes through from its partition on.
 enum KeylessRead {
     Slot(u32, u16),
     Led(Vec<u32>),
+    Scan(u32),
 }
 
 pub(super) fn unknown_subcommand(out: &mut Output, container: &str, sub: &[u8]) {
@@ -756,22 +757,41 @@ impl Worker {
                 // its lease may have been deposed), and answered once the high watermark
                 // covers what they read, so a key of a write not yet committed (which a
                 // failover could undo) is never listed.
+                let (payload, _) = self.execute_op_inner(op);
+                let one_slot = match read {
+                    KeylessRead::Slot(p, slot) => Some((p, slot)),
+                    _ => None,
+                };
+                let ps = match read {
+                    KeylessRead::Slot(p, _) => vec![p],
+                    KeylessRead::Led(ps) => ps,
+                    // The partitions the page went through (not one it is to go on at).
+                    KeylessRead::Scan(from) => {
+                        let end = match &payload {
+                            Payload::ScanPage {
+                                partition,
+                                more: Some(_),
+                                ..
+                            } => partition.saturating_sub(1),
+                            Payload::ScanPage { partition, .. } => *partition,
+                            _ => from,
+                        };
+                        let served = self.served().into_iter();
+                        served.filter(|p| (from..=end).contains(p)).collect()
+                    }
+                };
+                // Checked once read (a read changes nothing): the answer is an error then.
                 let now = std::time::Instant::now();
                 let c = self.cluster.as_ref().expect("cluster mode");
-                let refused = match read {
-                    KeylessRead::Slot(p, slot) => c.refusal_at(p, slot, now),
-                    KeylessRead::Led(ref ps) => ps
+                let refused = match one_slot {
+                    Some((p, slot)) => c.refusal_at(p, slot, now),
+                    None => ps
                         .iter()
                         .find_map(|&p| c.refusal_at(p, self.topo.slot_range(p).0, now)),
                 };
                 if let Some(e) = refused {
                     return (Payload::Err(e), Need::Now);
                 }
-                let (payload, _) = self.execute_op_inner(op);
-                let ps = match read {
-                    KeylessRead::Slot(p, _) => vec![p],
-                    KeylessRead::Led(ps) => ps,
-                };
                 let mut need = Need::Now;
                 for p in ps {
                     need = need.max(self.need_for(Some(p), false, acks));
@@ -786,16 +806,14 @@ impl Worker {
 
     /// Cluster mode: the partitions a keyless read op reads (None for any other op).
     fn keyless_read(&self, op: &Op) -> Option<KeylessRead> {
-        let led = |from: u32| {
-            let ps = self.served().into_iter().filter(|&p| p >= from).collect();
-            Some(KeylessRead::Led(ps))
-        };
         match op {
-            Op::DbSize | Op::Keys { .. } | Op::RandomKey => led(0),
-            Op::Scan { partition, .. } => led(*partition),
+            Op::DbSize | Op::Keys { .. } | Op::RandomKey => Some(KeylessRead::Led(self.served())),
+            Op::Scan { partition, .. } => Some(KeylessRead::Scan(*partition)),
+            // A partition led here; one this node follows answers its own copy, as a Redis
+            // Cluster replica does.
             Op::SlotKeys {
                 partition, slot, ..
-            } => Some(KeylessRead::Slot(*partition, *slot)),
+            } if self.served().contains(partition) => Some(KeylessRead::Slot(*partition, *slot)),
             _ => None,
         }
     }

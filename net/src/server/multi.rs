@@ -224,6 +224,18 @@ pub fn flag(client: &mut Client) {
     }
 }
 
+/// The stricter of two acks: a CLIENT ACKS queued in the transaction applies to its writes
+/// (all of them, those queued before it too, so that none is answered sooner than asked).
+fn stricter(a: simplekv_conf::Acks, b: simplekv_conf::Acks) -> simplekv_conf::Acks {
+    use simplekv_conf::Acks;
+    let rank = |x: Acks| match x {
+        Acks::None => 0,
+        Acks::Leader => 1,
+        Acks::All => 2,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
 /// Whether a queued command may change the connection's own settings as EXEC plans it
 /// (`ClientSettings`).
 fn changes_settings(args: &[&[u8]]) -> bool {
@@ -479,7 +491,7 @@ impl Worker {
         }
         // Server commands that change the connection's settings run as EXEC plans them: what
         // they change is put back if the transaction then runs nothing.
-        let undo = tx
+        let mut undo = tx
             .cmds
             .iter()
             .any(|c| changes_settings(&c.slices()))
@@ -495,6 +507,10 @@ impl Worker {
             let item = self.plan(token, client, i, c, &mut parts);
             note_planned(out, &item, names[i as usize]);
             items.push(item);
+        }
+        let acks = stricter(acks, self.acks_of(client));
+        if let Some(u) = undo.as_mut() {
+            u.note_plan(client);
         }
         for w in watched {
             let owner = self.topo.worker_of(self.topo.partition_of(&w.key));
@@ -564,6 +580,11 @@ impl Worker {
             let item = self.plan_seq(token, client, i as u32, c, &mut visits);
             note_planned(out, &item, names[i]);
             items.push(item);
+        }
+        let acks = stricter(acks, self.acks_of(client));
+        let mut undo = undo;
+        if let Some(u) = undo.as_mut() {
+            u.note_plan(client);
         }
         let run = SeqRun::new(visits, acks);
         let mut parts: Vec<TxPart> = (0..self.peers.len()).map(|_| TxPart::default()).collect();
