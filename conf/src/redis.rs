@@ -107,6 +107,20 @@ pub(crate) fn check_fixed_set(name: &str, value: &str) -> Result<bool, ConfError
     }
 }
 
+/// Redis takes `hz` from 0 to 2147483647 and clamps it into 1..=500 (CONFIG GET then reads
+/// the clamped value), so scripts written for it set any value in that range. Under its
+/// dotted name (`server.hz`, and in a config file) the range is checked instead.
+pub(crate) fn clamped(name: &str, value: &str) -> Option<String> {
+    if !name.eq_ignore_ascii_case("hz") || value.is_empty() || value.len() > 10 {
+        return None;
+    }
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = value.parse().ok()?;
+    (n <= i32::MAX as u64).then(|| n.clamp(1, 500).to_string())
+}
+
 /// A Redis memory value (`0`, `00`, `0kb`, `0GB`, ...) that means no bytes.
 fn memory_is_zero(value: &str) -> bool {
     let lower = value.to_ascii_lowercase();

@@ -1145,6 +1145,20 @@ fn redis_config_pairs_cover_what_tools_ask_for() {
         c.set_runtime_many([("hz", "5"), ("maxclients", "100")])
             .is_ok()
     );
+    // As Redis, `hz` takes 0 to 2147483647 and clamps into 1..=500; `server.hz` checks.
+    for (set, got) in [
+        ("1000", "500"),
+        ("0", "1"),
+        ("2147483647", "500"),
+        ("42", "42"),
+    ] {
+        c.set_runtime("hz", set).unwrap();
+        assert_eq!(get(&c.redis_config_pairs(), "hz"), got, "{set}");
+    }
+    for bad in ["2147483648", "-1", "+5", "abc", ""] {
+        assert!(c.set_runtime("hz", bad).is_err(), "{bad:?}");
+    }
+    assert!(c.set_runtime("server.hz", "1000").is_err());
 
     c.set("storage.fsync", "never").unwrap();
     assert_eq!(get(&c.redis_config_pairs(), "appendfsync"), "no");

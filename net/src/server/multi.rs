@@ -48,10 +48,16 @@
 //!
 //! In a transaction simplekv takes key commands (single- and multi-key, RENAME, COPY, BITOP,
 //! LCS), the keyspace-wide DBSIZE, KEYS, RANDOMKEY, FLUSHDB and FLUSHALL (standalone: an
-//! item in every worker's part, gathered as outside a transaction), SELECT, PING, ECHO, TIME
-//! and UNWATCH; other commands (INFO, CONFIG, SCAN...) are refused when queued, which aborts
-//! the transaction. A transaction with an MSETNX, RENAME, COPY, BITOP or LCS whose keys live
-//! on several workers does not split by worker: it runs in sequence (`seqtx`).
+//! item in every worker's part, gathered as outside a transaction), and server commands but
+//! SAVE and SHUTDOWN (refused as Redis refuses them) and CONFIG SET / RESETSTAT (they change
+//! every worker at once, which a transaction that runs nothing could not take back). EXEC
+//! plans a server command by running its own code with `Worker::tx_plan` set: one answered
+//! on the spot (PING, CLIENT SETNAME, COMMAND, an error) is its item's reply; one whose normal
+//! path runs ops on workers (INFO, CLIENT LIST/KILL, SLOWLOG, SCAN, WAIT, BGSAVE) records them
+//! (`PlannedCmd`), and they run in the transaction's parts in queue order. What planning
+//! changed about the connection is put back if the transaction runs nothing
+//! (`ClientSettings`). A transaction with an MSETNX, RENAME, COPY, BITOP or LCS whose keys
+//! live on several workers does not split by worker: it runs in sequence (`seqtx`).
 use log::warn;
 
 use super::conn::{Client, Gather, Output, Pending, Slot};
