@@ -642,6 +642,22 @@ fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(n, 2, "both followers should have the write");
+    // Keys of a slot are read where they are led: a follower redirects, as for a GET (its
+    // copy may hold writes not committed yet).
+    let slot = key_slot(key.as_bytes());
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    let e = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query::<i64>(&mut c.conn_to(follower))
+        .unwrap_err();
+    assert!(format!("{e}").to_lowercase().contains("moved"), "{e}");
+    let n: i64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(n, 1);
     // More replicas than exist: the timeout answers with what there is.
     let t = Instant::now();
     let n: i64 = redis::cmd("WAIT").arg(5).arg(300).query(&mut conn).unwrap();
@@ -715,6 +731,14 @@ fn wait_counts_the_in_sync_followers_that_have_the_connections_writes() {
         &[&["CLIENT", "ACKS", "all"], &["SET", &key, "tx-acks"]],
     )
     .unwrap_err();
+    assert!(format!("{e}").contains("NOREPLICAS"), "{e}");
+    // Also when the transaction sets acks 1 again after the write.
+    let queue: &[&[&str]] = &[
+        &["CLIENT", "ACKS", "all"],
+        &["SET", &key, "tx-acks"],
+        &["CLIENT", "ACKS", "1"],
+    ];
+    let e = exec(&mut conn, queue).unwrap_err();
     assert!(format!("{e}").contains("NOREPLICAS"), "{e}");
     let acks: String = redis::cmd("CLIENT").arg("ACKS").query(&mut conn).unwrap();
     assert_eq!(acks, "1");

@@ -233,7 +233,8 @@ fn the_cli_talks_to_the_grpc_service_with_the_same_replies() {
     let (_s, _c, gport) = start();
     let (out, ok) = cli_grpc(
         gport,
-        "ping\nset hello 1\nget hello\nexpire hello 200\nttl hello\nmset a 1 b 2\nmget a b nope\ndel hello a\nget hello\nincr x\n",
+        "ping\nset hello 1\nget hello\nexpire hello 200\nttl hello\nmset a 1 b 2\nmget a b nope\ndel hello a\nget hello\nincr x\n\
+         set k v ex\nset k v nx\nexpire k 10 nx\nauth\n",
     );
     assert!(ok);
     let lines: Vec<&str> = out.lines().collect();
@@ -246,6 +247,17 @@ fn the_cli_talks_to_the_grpc_service_with_the_same_replies() {
     assert_eq!(lines[9], "2", "{out}");
     assert_eq!(lines[10], "", "get of a deleted key");
     assert!(lines[11].contains("not available over gRPC"), "{out}");
+    // Errors as Redis words them, or saying what the service does not take.
+    assert_eq!(lines[12], "ERR syntax error", "{out}");
+    assert!(lines[13].contains("SET takes EX or PX only"), "{out}");
+    assert!(
+        lines[14].contains("NX, XX, GT or LT is not available"),
+        "{out}"
+    );
+    assert_eq!(
+        lines[15], "ERR wrong number of arguments for 'auth' command",
+        "{out}"
+    );
 }
 
 /// `requirepass` holds for the gRPC service too: a call carries the password in its

@@ -219,6 +219,10 @@ fn one_shot_nothing_listening() {
         r.err,
         format!("Could not connect to simplekv at 127.0.0.1:{p}: Connection refused\n")
     );
+    // Repeating with no server: one try, as redis-cli (not a busy loop of them).
+    let r = cli(&["-p", &p, "-r", "-1", "ping"], b"");
+    assert_eq!(r.code, Some(1));
+    assert_eq!(r.err.lines().count(), 1, "{}", r.err);
     // Help needs no server: this build's own docs.
     let r = cli(&["-p", &p, "help", "get"], b"");
     assert_eq!((r.code, r.err.as_str()), (Some(0), ""));
@@ -671,6 +675,13 @@ fn repl_on_a_terminal_prompts_and_reconnects() {
     t.type_bytes(b"set \"broken\n");
     t.expect("Invalid argument(s)\r\n");
     t.expect(&prompt);
+    // Bytes that are not UTF-8 (a Latin-1 terminal): the line is dropped, not the session.
+    t.type_bytes(b"set latin caf\xe9\n");
+    t.expect("not valid UTF-8");
+    t.expect(&prompt);
+    t.type_bytes(b"echo still\n");
+    t.expect("\"still\"\r\n");
+    t.expect(&prompt);
 
     s.kill9();
     t.type_bytes(b"get hello\n");
@@ -710,6 +721,10 @@ fn repl_line_editing_ctrl_c_and_ctrl_d() {
     // Ctrl-A / editing: type "et k", go home, insert "g".
     t.type_bytes(b"et from\x01g\r");
     t.expect("\"history\"");
+    t.expect(&prompt);
+    // A byte that is not UTF-8 typed in raw mode: the line is dropped, the session goes on.
+    t.type_bytes(b"get caf\xe9\r");
+    t.expect("not valid UTF-8");
     t.expect(&prompt);
     // Ctrl-C leaves, as in redis-cli, and the line being typed is not sent.
     t.type_bytes(b"set dropped 1\x03");

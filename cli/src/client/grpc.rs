@@ -193,6 +193,16 @@ impl GrpcBackend {
                 };
                 r.ttl_ms = ms as u64;
             }
+            // An option the service does not take (NX, KEEPTTL, GET...) says so; EX or PX
+            // without its number is Redis's plain syntax error.
+            _ if args[3..].iter().all(|a| {
+                a.eq_ignore_ascii_case(b"ex")
+                    || a.eq_ignore_ascii_case(b"px")
+                    || int_arg(a).is_some()
+            }) =>
+            {
+                return Ok(err("ERR syntax error"));
+            }
             _ => return Ok(err("ERR syntax error (over gRPC, SET takes EX or PX only)")),
         }
         let rep = self.client.set_opt(&r, self.opt()).map_err(rpc_error)?;
@@ -211,6 +221,7 @@ impl Backend for GrpcBackend {
             "ping" if n <= 2 => self.ping(args.get(1).map(Vec::as_slice)),
             "ping" => Ok(arity("ping")),
             "auth" if n == 2 || n == 3 => self.auth(args),
+            "auth" if n == 1 => Ok(arity("auth")),
             "auth" => Ok(err("ERR syntax error")),
             "get" if n == 2 => {
                 let mut r = GetRequest::new();
@@ -248,6 +259,10 @@ impl Backend for GrpcBackend {
                 let rep = self.client.expire_opt(&r, self.opt()).map_err(rpc_error)?;
                 Ok(status_error(&rep.status).unwrap_or(Reply::Integer(rep.applied as i64)))
             }
+            "expire" | "pexpire" if n == 4 => Ok(err(&format!(
+                "ERR {} with NX, XX, GT or LT is not available over gRPC",
+                name.to_uppercase()
+            ))),
             "ttl" if n == 2 => self.ttl(&args[1], true),
             "pttl" if n == 2 => self.ttl(&args[1], false),
             "mget" if n >= 2 => {

@@ -68,7 +68,8 @@ pub struct ClientArgs {
     /// Read the command's last argument from stdin (all of it, bytes as they are).
     #[arg(short = 'x')]
     stdin_arg: bool,
-    /// Run the command N times (-1: until interrupted).
+    /// Run the command N times (-1: until interrupted). No server at the first run ends it;
+    /// one gone later is tried again at most once a second.
     #[arg(short = 'r', value_name = "N", allow_negative_numbers = true)]
     repeat: Option<i64>,
     /// Seconds to wait between repeats with -r (fractions allowed, e.g. 0.1).

@@ -499,9 +499,13 @@ pub fn is_sensitive(line: &str) -> bool {
             }))
 }
 
+/// The least time between two tries of a repeated command (-r) while the server is gone.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `simplekv cli CMD ARGS...`: runs it `repeat` times (-1 or less: until interrupted),
 /// `interval` apart; exit 0 if the last run got a reply, 1 on an error reply or no
-/// connection.
+/// connection (no server at the first run ends the repeats; later, tries go at most one a
+/// second until it is back).
 pub fn one_shot(
     session: &mut Session,
     args: &[Vec<u8>],
@@ -528,6 +532,14 @@ pub fn one_shot(
         };
         if outcome.is_err() {
             break;
+        }
+        if matches!(outcome, Ok(Outcome::Failed)) && (repeat < 0 || run < repeat) {
+            // No server: nothing to repeat at first, as redis-cli; later (it went away
+            // while repeating) try again, but at most once a second, not in a busy loop.
+            if run == 1 {
+                break;
+            }
+            std::thread::sleep(RETRY_PAUSE.saturating_sub(interval));
         }
     }
     match outcome {
@@ -597,6 +609,16 @@ pub fn interactive(session: &mut Session, history: Option<PathBuf>) -> ExitCode 
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => return ExitCode::SUCCESS,
             Err(ReadlineError::Eof) => return ExitCode::SUCCESS,
+            // Bytes that are not UTF-8 (a Latin-1 terminal, pasted binary, half a character
+            // left by Backspace): the line editor cannot take them. The line is dropped, not
+            // the session; the editor read past them.
+            Err(ReadlineError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                eprintln!(
+                    "The line typed is not valid UTF-8 and was not sent; write other bytes \
+                     as \\xNN inside double quotes (\"caf\\xe9\")."
+                );
+                continue;
+            }
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::FAILURE;

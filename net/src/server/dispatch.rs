@@ -809,11 +809,11 @@ impl Worker {
         match op {
             Op::DbSize | Op::Keys { .. } | Op::RandomKey => Some(KeylessRead::Led(self.served())),
             Op::Scan { partition, .. } => Some(KeylessRead::Scan(*partition)),
-            // A partition led here; one this node follows answers its own copy, as a Redis
-            // Cluster replica does.
+            // Reads are the leader's: a node that follows the slot redirects (its copy may
+            // hold writes not committed yet), as it does for a GET.
             Op::SlotKeys {
                 partition, slot, ..
-            } if self.served().contains(partition) => Some(KeylessRead::Slot(*partition, *slot)),
+            } => Some(KeylessRead::Slot(*partition, *slot)),
             _ => None,
         }
     }

@@ -230,8 +230,9 @@ pub fn flag(client: &mut Client) {
     }
 }
 
-/// The stricter of two acks: a CLIENT ACKS queued in the transaction applies to its writes
-/// (all of them, those queued before it too, so that none is answered sooner than asked).
+/// The stricter of two acks. A transaction's writes all take the strictest acks the
+/// connection had before it and after each of its commands (a CLIENT ACKS queued in it), so
+/// that none is answered sooner than asked for where it was queued.
 fn stricter(a: simplekv_conf::Acks, b: simplekv_conf::Acks) -> simplekv_conf::Acks {
     use simplekv_conf::Acks;
     let rank = |x: Acks| match x {
@@ -508,13 +509,15 @@ impl Worker {
         let workers = self.peers.len();
         let mut parts: Vec<TxPart> = (0..workers).map(|_| TxPart::default()).collect();
         let mut items = Vec::with_capacity(tx.cmds.len());
+        let mut strictest = acks;
         for (i, c) in tx.cmds.into_iter().enumerate() {
             let i = i as u32;
             let item = self.plan(token, client, i, c, &mut parts);
             note_planned(out, &item, names[i as usize]);
             items.push(item);
+            strictest = stricter(strictest, self.acks_of(client));
         }
-        let acks = stricter(acks, self.acks_of(client));
+        let acks = strictest;
         if let Some(u) = undo.as_mut() {
             u.note_plan(client);
         }
@@ -582,12 +585,14 @@ impl Worker {
     ) {
         let mut visits = std::collections::VecDeque::new();
         let mut items = Vec::with_capacity(cmds.len());
+        let mut strictest = acks;
         for (i, c) in cmds.into_iter().enumerate() {
             let item = self.plan_seq(token, client, i as u32, c, &mut visits);
             note_planned(out, &item, names[i]);
             items.push(item);
+            strictest = stricter(strictest, self.acks_of(client));
         }
-        let acks = stricter(acks, self.acks_of(client));
+        let acks = strictest;
         let mut undo = undo;
         if let Some(u) = undo.as_mut() {
             u.note_plan(client);
