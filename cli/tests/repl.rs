@@ -607,6 +607,13 @@ mod pty {
             self.master.write_all(b).expect("write to pty");
         }
 
+        /// Types `line`, then waits for `want` and for the next `prompt`.
+        pub fn answer(&mut self, line: &[u8], want: &str, prompt: &str) {
+            self.type_bytes(line);
+            self.expect(want);
+            self.expect(prompt);
+        }
+
         /// Waits until `want` appears after what earlier calls consumed; returns the text
         /// before it.
         pub fn expect(&mut self, want: &str) -> String {
@@ -662,26 +669,14 @@ fn repl_on_a_terminal_prompts_and_reconnects() {
     let mut t = pty::Pty::start(&["-p", &p], "dumb", &hist);
     let prompt = format!("127.0.0.1:{p}> ");
     t.expect(&prompt);
-    t.type_bytes(b"set hello \"x\\x00y\"\n");
-    t.expect("OK\r\n");
-    t.expect(&prompt);
+    t.answer(b"set hello \"x\\x00y\"\n", "OK\r\n", &prompt);
     // On a terminal replies are formatted for humans without --no-raw.
-    t.type_bytes(b"get hello\n");
-    t.expect("\"x\\x00y\"\r\n");
-    t.expect(&prompt);
-    t.type_bytes(b"auth nopassword\n");
-    t.expect("(error) ");
-    t.expect(&prompt);
-    t.type_bytes(b"set \"broken\n");
-    t.expect("Invalid argument(s)\r\n");
-    t.expect(&prompt);
+    t.answer(b"get hello\n", "\"x\\x00y\"\r\n", &prompt);
+    t.answer(b"auth nopassword\n", "(error) ", &prompt);
+    t.answer(b"set \"broken\n", "Invalid argument(s)\r\n", &prompt);
     // Bytes that are not UTF-8 (a Latin-1 terminal): the line is dropped, not the session.
-    t.type_bytes(b"set latin caf\xe9\n");
-    t.expect("not valid UTF-8");
-    t.expect(&prompt);
-    t.type_bytes(b"echo still\n");
-    t.expect("\"still\"\r\n");
-    t.expect(&prompt);
+    t.answer(b"set latin caf\xe9\n", "not valid UTF-8", &prompt);
+    t.answer(b"echo still\n", "\"still\"\r\n", &prompt);
 
     s.kill9();
     t.type_bytes(b"get hello\n");
