@@ -443,8 +443,8 @@ impl Config {
             if redis::check_fixed_set(name, value)? {
                 continue;
             }
-            let clamped = redis::clamped(name, value);
-            let value = clamped.as_deref().unwrap_or(value);
+            let translated = redis::redis_value(name, value);
+            let value = translated.as_deref().unwrap_or(value);
             // Redis parses CONFIG SET's numbers and choices strictly: " 100" is not 100
             // (a file or a command-line override may pad them).
             if let Some(info) = settings::lookup(name)

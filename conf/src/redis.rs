@@ -107,10 +107,16 @@ pub(crate) fn check_fixed_set(name: &str, value: &str) -> Result<bool, ConfError
     }
 }
 
-/// Redis takes `hz` from 0 to 2147483647 and clamps it into 1..=500 (CONFIG GET then reads
-/// the clamped value), so scripts written for it set any value in that range. Under its
-/// dotted name (`server.hz`, and in a config file) the range is checked instead.
-pub(crate) fn clamped(name: &str, value: &str) -> Option<String> {
+/// A value set under a Redis name that means something else to simplekv, in simplekv's
+/// words. Redis takes `hz` from 0 to 2147483647 and clamps it into 1..=500 (CONFIG GET then
+/// reads the clamped value), so scripts written for it set any value in that range; under
+/// its dotted name (`server.hz`, and in a config file) the range is checked instead.
+/// `loglevel debug` is Redis's most verbose level, simplekv's `trace` (CONFIG GET loglevel
+/// then reads `debug` back); `server.log_level = "debug"` stays simplekv's debug.
+pub(crate) fn redis_value(name: &str, value: &str) -> Option<String> {
+    if name.eq_ignore_ascii_case("loglevel") && value.eq_ignore_ascii_case("debug") {
+        return Some("trace".into());
+    }
     if !name.eq_ignore_ascii_case("hz") || value.is_empty() || value.len() > 10 {
         return None;
     }

@@ -1159,6 +1159,14 @@ fn redis_config_pairs_cover_what_tools_ask_for() {
         assert!(c.set_runtime("hz", bad).is_err(), "{bad:?}");
     }
     assert!(c.set_runtime("server.hz", "1000").is_err());
+    // Redis's `loglevel debug` is its most verbose level, and reads back as set.
+    c.set_runtime("loglevel", "debug").unwrap();
+    assert_eq!(c.server.log_level.as_str(), "trace");
+    assert_eq!(get(&c.redis_config_pairs(), "loglevel"), "debug");
+    c.set_runtime("loglevel", "verbose").unwrap();
+    assert_eq!(get(&c.redis_config_pairs(), "loglevel"), "verbose");
+    c.set_runtime("server.log_level", "debug").unwrap();
+    assert_eq!(c.server.log_level.as_str(), "debug");
 
     c.set("storage.fsync", "never").unwrap();
     assert_eq!(get(&c.redis_config_pairs(), "appendfsync"), "no");
