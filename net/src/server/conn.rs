@@ -293,6 +293,8 @@ impl ErrorTally {
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
     authed: bool,
+    /// Whether the connection was closing before the plan.
+    was_closing: bool,
     /// The plan closed the connection (a CLIENT KILL of itself): open again on undo.
     closed_by_plan: bool,
     acks: Option<simplekv_conf::Acks>,
@@ -302,10 +304,9 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
-    /// After EXEC planned the transaction: whether its plan closed the connection (the
-    /// snapshot held whether it was closing before).
+    /// After EXEC planned the transaction: whether its plan closed the connection.
     pub fn note_plan(&mut self, client: &Client) {
-        self.closed_by_plan = client.closing && !self.closed_by_plan;
+        self.closed_by_plan = client.closing && !self.was_closing;
     }
 }
 
@@ -313,7 +314,8 @@ impl Client {
     pub fn settings(&self) -> ClientSettings {
         ClientSettings {
             authed: self.authed,
-            closed_by_plan: self.closing,
+            was_closing: self.closing,
+            closed_by_plan: false,
             acks: self.acks,
             name: self.name.clone(),
             lib_name: self.lib_name.clone(),

@@ -758,13 +758,9 @@ impl Worker {
                 // covers what they read, so a key of a write not yet committed (which a
                 // failover could undo) is never listed.
                 let (payload, _) = self.execute_op_inner(op);
-                let one_slot = match read {
-                    KeylessRead::Slot(p, slot) => Some((p, slot)),
-                    _ => None,
-                };
-                let ps = match read {
-                    KeylessRead::Slot(p, _) => vec![p],
-                    KeylessRead::Led(ps) => ps,
+                let (ps, one_slot) = match read {
+                    KeylessRead::Slot(p, slot) => (vec![p], Some((p, slot))),
+                    KeylessRead::Led(ps) => (ps, None),
                     // The partitions the page went through (not one it is to go on at).
                     KeylessRead::Scan(from) => {
                         let end = match &payload {
@@ -777,7 +773,7 @@ impl Worker {
                             _ => from,
                         };
                         let served = self.served().into_iter();
-                        served.filter(|p| (from..=end).contains(p)).collect()
+                        (served.filter(|p| (from..=end).contains(p)).collect(), None)
                     }
                 };
                 // Checked once read (a read changes nothing): the answer is an error then.
@@ -1619,13 +1615,7 @@ impl Worker {
         use super::cluster_cmds as cc;
         let sub = lower(args[1]);
         let mut r = Vec::new();
-        // As Redis: a subcommand it does not know is that error, cluster mode or not.
-        if cmd::lookup(b"cluster")
-            .and_then(|c| c.subcommand(args[1]))
-            .is_none()
-        {
-            return unknown_subcommand(out, "cluster", args[1]);
-        }
+        // (A subcommand it does not know was refused by `dispatch`, cluster mode or not.)
         if sub == "help" {
             write_help(
                 &mut r,
@@ -2036,9 +2026,6 @@ impl Worker {
                     canon.1 = std::sync::Arc::new(next);
                     (canon.0, canon.1.clone())
                 };
-                // Here at once, also inside MULTI, where a CONFIG GET queued after it answers
-                // when EXEC starts (the other workers take it as their parts run).
-                self.take_config(version, &config);
                 let g = Gather::AllOk {
                     missing: self.peers.len(),
                     error: None,
