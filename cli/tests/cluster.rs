@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1314,4 +1314,76 @@ fn check_groups(c: &LocalCluster, reader: u32, acked: &[Option<u64>]) {
             numbers[0]
         );
     }
+}
+
+/// With the leader alone in a partition's ISR its high watermark is its log end, which a
+/// steady write load keeps moving: a restarted follower still joins under the load (the
+/// high watermark it must reach is the one of the replication thread's previous round, which
+/// its acknowledgement of the records pushed then reaches), not only in a pause of the writes.
+#[test]
+fn a_restarted_follower_joins_a_lone_leaders_isr_under_a_steady_write_load() {
+    let mut c = LocalCluster::start(2, 2, 2, &[("cluster.min_insync_replicas", "1")]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    c.kill9(2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (0..2).any(|p| c.partition_state(p).isr != vec![1] || c.leader_of(p) != Some(1)) {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not become the lone leader\n{}",
+            c.all_log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for t in 0..4u64 {
+        let mut conn = c.conn_to(1);
+        let (stop, acked) = (stop.clone(), acked.clone());
+        threads.push(std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut n = 0u64;
+            // Bounded: the test stops it long before.
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(90) {
+                let mut pipe = redis::pipe();
+                for i in 0..32 {
+                    pipe.cmd("SET")
+                        .arg(format!("load-{t}-{}", (n + i) % 1000))
+                        .arg(vec![b'v'; 1000]);
+                }
+                n += 32;
+                // Once node 2 is back the controller may move a leadership to it (MOVED).
+                if pipe.query::<()>(&mut conn).is_ok() {
+                    acked.fetch_add(32, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = acked.load(Ordering::Relaxed);
+    c.restart(2);
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(20);
+    let joined = loop {
+        if (0..2).all(|p| c.partition_state(p).isr.contains(&2)) {
+            break Some(t.elapsed());
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let during = acked.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    for th in threads {
+        th.join().unwrap();
+    }
+    assert!(during > 1000, "the load was not steady: {during} writes");
+    let Some(joined) = joined else {
+        panic!(
+            "node 2 not back in every ISR 20 s after its restart ({during} writes meanwhile)\n{}",
+            c.all_log_tails()
+        );
+    };
+    println!("node 2 back in every ISR {joined:?} after its restart, {during} writes meanwhile");
 }

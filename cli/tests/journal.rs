@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Server, info, wait_until};
+use common::{Server, info, run_to_exit, wait_until};
 use redis::cmd;
 
 /// Acknowledged state: key -> value, and keys whose DEL was acknowledged.
@@ -235,4 +235,59 @@ fn config_set_appendfsync_always_starts_the_journal_at_run_time() {
     }
     s.restart();
     check(&s, &acked, "after losing the unsynced log tails");
+}
+
+/// A value too big for the journal goes to its log with an fsync of its own. Records of the
+/// same log journaled before it must not let a damaged byte below it pass for a torn write at
+/// the next start: cut there, the journal would put its own records back and the big value,
+/// acknowledged, would be gone without a word. Once every log is fsynced the journal starts
+/// over, so the damage is reported instead (and `storage.repair` says what it drops).
+#[test]
+fn damage_below_a_value_too_big_for_the_journal_is_reported_not_cut_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let args = [
+        "--workers",
+        "1",
+        "--fsync",
+        "always",
+        "--set",
+        "storage.journal_size=64kb",
+        "--set",
+        "storage.partitions=1",
+    ];
+    let mut s = Server::start_in(&dir, &args);
+    let mut c = s.client();
+    for i in 0..5 {
+        let () = cmd("SET")
+            .arg(format!("small:{i}"))
+            .arg(format!("marker{i}-").repeat(20))
+            .query(&mut c)
+            .unwrap();
+    }
+    let big = vec![b'B'; 100 * 1024];
+    let () = cmd("SET").arg("big").arg(&big).query(&mut c).unwrap();
+    let p = info(&mut c, "persistence");
+    assert_eq!(p["commit_journal_direct_syncs"], "1", "{p:?}");
+    s.kill9();
+    // Flip a byte inside small:2's value: a whole record with a later LSN follows it.
+    let needle = "marker2-".repeat(20);
+    let mut flipped = 0;
+    for path in log_files(&dir) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+        {
+            bytes[at + 10] ^= 0x20;
+            std::fs::write(&path, &bytes).unwrap();
+            flipped += 1;
+        }
+    }
+    assert_eq!(flipped, 1, "small:2's record is in one log");
+    let (code, stderr) = run_to_exit(&dir, &args, Duration::from_secs(20));
+    assert!(
+        code.is_some_and(|c| c != 0) && stderr.contains("corrupt record"),
+        "a start over damaged synced records must refuse (exit {code:?}):\n{stderr}"
+    );
 }

@@ -13,7 +13,10 @@
 //! one at a time. When the active one is full the worker *switches*: it starts the other file
 //! under a new header and runs a *checkpoint* that fsyncs every partition log. Once that checkpoint has landed, every frame of the file left behind is
 //! in the logs, so that file may be overwritten at the next switch. Until then a further switch
-//! is refused ([`Staged::NoRoom`]) and the caller fsyncs the partition logs itself.
+//! is refused ([`Staged::NoRoom`]) and the caller makes the records durable itself: fsyncing
+//! every partition log and then [`Journal::reset`] (fsyncing only the logs written would leave
+//! journaled records of a log below records in no journal, and a start that cuts a damaged
+//! record of the former as a torn write, the journal replaying it, would drop the latter).
 //!
 //! On start, before any partition is written, [`read_dir`] collects the valid frames of every
 //! journal file and [`crate::Store::replay_journal`] appends those records that a partition's

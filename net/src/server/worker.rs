@@ -1365,7 +1365,14 @@ impl Worker {
 
     /// Copies the records of this turn's `journal_parts` into the journal and writes them to
     /// it (one `pwrite`); the next flight fsyncs the journal instead of those partitions' logs.
-    /// A partition whose records do not fit (see `Staged::NoRoom`) is fsynced directly.
+    ///
+    /// When a partition's records do not fit (`Staged::NoRoom`: a record bigger than a
+    /// journal file, or both files full while a checkpoint is still under way) every log is
+    /// fsynced here and the journal starts over. Only fsyncing that partition's log would leave
+    /// journaled records of the same log below records that are in no journal: at the next
+    /// start a damaged byte among the former is cut away as a torn write (the journal replays
+    /// what it has), which would silently drop the latter, acknowledged. With every frame
+    /// retired, damage there is reported as damage.
     fn stage_journal(&mut self) {
         if self.journal_parts.is_empty() {
             return;
@@ -1380,6 +1387,7 @@ impl Worker {
         // The journal switched files: every partition log must be fsynced (a checkpoint, see
         // `start_checkpoint`) before the file left behind may be reused.
         let mut switched = false;
+        let mut no_room = false;
         for &p in &parts {
             let Some(store) = self.stores.get_mut(p as usize).and_then(|s| s.as_mut()) else {
                 continue;
@@ -1393,6 +1401,7 @@ impl Worker {
                     }
                     Ok(Staged::NoRoom) => {
                         self.stats.journal_direct_syncs += 1;
+                        no_room = true;
                         if !self.pending_sync.contains(&p) {
                             self.pending_sync.push(p);
                         }
@@ -1402,8 +1411,22 @@ impl Worker {
             }
             store.clear_journal_records();
         }
+        if no_room && outcome.is_ok() && !self.journal_pinned && self.sync_all_logs() {
+            // Every record written so far is in a synced log. This turn's partitions still
+            // go to the next flight (fsyncs with nothing left to write), which releases their
+            // replies in order with the flights before it.
+            for p in parts {
+                if !self.pending_sync.contains(&p) {
+                    self.pending_sync.push(p);
+                }
+            }
+            if let Err(e) = self.journal.as_mut().map_or(Ok(()), |j| j.reset()) {
+                self.journal_failed(&e);
+            }
+            return;
+        }
         if outcome.is_ok() {
-            outcome = j.write();
+            outcome = self.journal.as_mut().map_or(Ok(()), |j| j.write());
         }
         match outcome {
             Ok(()) => {
