@@ -4870,3 +4870,78 @@ fn info_commandstats_counts_calls_rejections_and_failures_as_redis() {
         "{text}"
     );
 }
+
+/// CLIENT REPLY OFF answers nothing until ON (which answers OK); SKIP drops the next
+/// command's reply only (and does nothing while OFF). The commands run all the same, on
+/// every worker, with replies held for fsync always too, and their errors still count.
+/// Refused inside MULTI: it would cut replies out of EXEC's array.
+#[test]
+fn client_reply_off_and_skip_drop_replies_but_the_commands_run() {
+    let s = server_with(&["--fsync", "always"]);
+    let on = |w: usize| {
+        (0..)
+            .map(|i| format!("reply:{i}"))
+            .find(|k| worker_of(k.as_bytes(), PARTITIONS, WORKERS) == w)
+            .unwrap()
+    };
+    let (a, b) = (on(0), on(3));
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut t = s.raw();
+    let mut req = Vec::new();
+    for c in [
+        &[&b"CLIENT"[..], b"REPLY", b"OFF"][..],
+        &[b"SET", a, b"1"],
+        &[b"SET", b, b"2"],
+        &[b"INCR", a],
+        &[b"GET", b],
+        &[b"NOSUCHCOMMAND"],
+        &[b"CLIENT", b"REPLY", b"SKIP"],
+        &[b"CLIENT", b"REPLY", b"ON"],
+        &[b"GET", a],
+        &[b"CLIENT", b"REPLY", b"SKIP"],
+        &[b"GET", b],
+        &[b"MGET", a, b],
+        &[b"CLIENT", b"REPLY", b"SKIP"],
+        &[b"CLIENT", b"REPLY", b"ON"],
+    ] {
+        req.extend_from_slice(&resp(c));
+    }
+    expect_reply(
+        &mut t,
+        &req,
+        b"+OK\r\n$1\r\n2\r\n*2\r\n$1\r\n2\r\n$1\r\n2\r\n+OK\r\n",
+    );
+    // Nothing else was sent: the next reply is the next command's.
+    expect_reply(&mut t, &resp(&[b"PING"]), b"+PONG\r\n");
+    let errors = info(&mut s.client(), "errorstats");
+    assert_eq!(errors["errorstat_ERR"], "count=1", "{errors:?}");
+    expect_reply(
+        &mut t,
+        &[
+            resp(&[b"MULTI"]),
+            resp(&[b"CLIENT", b"REPLY", b"OFF"]),
+            resp(&[b"EXEC"]),
+            resp(&[b"PING"]),
+        ]
+        .concat(),
+        b"+OK\r\n-ERR Command not allowed inside a transaction\r\n\
+          -EXECABORT Transaction discarded because of previous errors.\r\n+PONG\r\n",
+    );
+    expect_reply(
+        &mut t,
+        &resp(&[b"CLIENT", b"REPLY", b"MAYBE"]),
+        b"-ERR syntax error\r\n",
+    );
+    // RESET turns replies back on, and answers.
+    expect_reply(
+        &mut t,
+        &[
+            resp(&[b"CLIENT", b"REPLY", b"OFF"]),
+            resp(&[b"PING"]),
+            resp(&[b"RESET"]),
+            resp(&[b"PING"]),
+        ]
+        .concat(),
+        b"+RESET\r\n+PONG\r\n",
+    );
+}

@@ -234,7 +234,7 @@ fn the_cli_talks_to_the_grpc_service_with_the_same_replies() {
     let (out, ok) = cli_grpc(
         gport,
         "ping\nset hello 1\nget hello\nexpire hello 200\nttl hello\nmset a 1 b 2\nmget a b nope\ndel hello a\nget hello\nincr x\n\
-         set k v ex\nset k v nx\nexpire k 10 nx\nauth\n",
+         set k v ex\nset k v nx\nexpire k 10 nx\nauth\nauth x\nget hello\n",
     );
     assert!(ok);
     let lines: Vec<&str> = out.lines().collect();
@@ -258,6 +258,12 @@ fn the_cli_talks_to_the_grpc_service_with_the_same_replies() {
         lines[15], "ERR wrong number of arguments for 'auth' command",
         "{out}"
     );
+    // A password for a server without one is refused as over RESP, and not kept.
+    assert!(
+        lines[16].starts_with("ERR AUTH <password> called without any password configured"),
+        "{out}"
+    );
+    assert_eq!(lines[17], "", "{out}");
 }
 
 /// `requirepass` holds for the gRPC service too: a call carries the password in its

@@ -291,3 +291,54 @@ fn damage_below_a_value_too_big_for_the_journal_is_reported_not_cut_away() {
         "a start over damaged synced records must refuse (exit {code:?}):\n{stderr}"
     );
 }
+
+/// A flipped byte in the last record of a log, one an fsync vouched for (here a value too big
+/// for the journal, fsynced straight to its log), is damage, not a torn write: the start is
+/// refused (it was cut away with a warning, the acknowledged value gone), and
+/// `storage.repair` drops it saying so.
+#[test]
+fn a_damaged_synced_last_record_is_reported_not_cut_as_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let args = [
+        "--workers",
+        "1",
+        "--fsync",
+        "always",
+        "--set",
+        "storage.journal_size=64kb",
+        "--set",
+        "storage.partitions=1",
+    ];
+    let mut s = Server::start_in(&dir, &args);
+    let mut c = s.client();
+    let () = cmd("SET").arg("small").arg("hello").query(&mut c).unwrap();
+    let big = vec![b'B'; 300_000];
+    let () = cmd("SET").arg("big").arg(&big).query(&mut c).unwrap();
+    s.kill9();
+    let path = log_files(&dir)
+        .into_iter()
+        .find(|p| {
+            std::fs::read(p)
+                .unwrap()
+                .windows(64)
+                .any(|w| w == &big[..64])
+        })
+        .expect("the log holding the big value");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(64).position(|w| w == &big[..64]).unwrap() + 150_000;
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, stderr) = run_to_exit(&dir, &args, Duration::from_secs(20));
+    assert!(
+        code.is_some_and(|c| c != 0) && stderr.contains("corrupt record"),
+        "a start over a damaged synced record must refuse (exit {code:?}):\n{stderr}"
+    );
+    let repair = [&args[..], &["--set", "storage.repair=true"]].concat();
+    let s = Server::start_in(&dir, &repair);
+    let mut c = s.client();
+    let small: String = cmd("GET").arg("small").query(&mut c).unwrap();
+    assert_eq!(small, "hello");
+    let gone: Option<Vec<u8>> = cmd("GET").arg("big").query(&mut c).unwrap();
+    assert_eq!(gone, None, "repair drops the damaged record");
+}

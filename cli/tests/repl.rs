@@ -313,6 +313,19 @@ fn errors_are_shown_and_the_session_goes_on() {
         r.out(),
         "ERR wrong number of arguments for 'get' command\nv\n"
     );
+    // CLIENT REPLY OFF / SKIP would leave the client waiting for an answer that never
+    // comes: said, not sent, and the session goes on.
+    let r = cli(
+        &["-p", &port(&s)],
+        b"client reply off\nclient reply skip\nclient reply on\nget k\n",
+    );
+    assert_eq!(r.out(), "OK\nv\n");
+    assert_eq!(
+        r.err
+            .matches("CLIENT REPLY OFF and SKIP are not sent")
+            .count(),
+        2
+    );
 }
 
 #[test]

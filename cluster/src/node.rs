@@ -464,7 +464,7 @@ impl NodeShutdown {
             if asked {
                 info!("controlled shutdown: moving this node's leaderships away");
                 match rx.recv_timeout(self.timeout + Duration::from_secs(1)) {
-                    Ok(true) => info!("controlled shutdown: leaderships moved"),
+                    Ok(true) => info!("controlled shutdown: leaderships moved (none left here)"),
                     _ => warn!("controlled shutdown: leaderships did not all move in time"),
                 }
             }

@@ -1753,7 +1753,8 @@ fn records_len<'a>(puts: impl Iterator<Item = (&'a [u8], usize)>, deletes: &[&[u
 /// a length changed) or the bytes between hold no zeroed block. A power loss can persist a later page of a write and not an
 /// earlier one, whose blocks then read as zeros, across record boundaries: that is a torn
 /// write (of records never synced). A flipped bit, in a value, a length or a tag, is damage.
-/// A whole record out of LSN order is never a torn write. Records that a commit journal
+/// A whole record out of LSN order is never a torn write, nor is a last record that is all
+/// there ([`whole_but_damaged`]). Records that a commit journal
 /// replays after opening (`Options::journaled_from`) are cut as torn: the replay restores them.
 fn damage_inside(
     bytes: &[u8],
@@ -1769,7 +1770,7 @@ fn damage_inside(
         return false;
     }
     let Some(next) = next_whole_record(bytes, off + 1, next_lsn) else {
-        return false;
+        return whole_but_damaged(bytes, off, e);
     };
     let framed = bytes.len() >= off + record::HEADER_LEN && {
         let key_len = record::u32_at(bytes, off + 25) as usize;
@@ -1777,6 +1778,26 @@ fn damage_inside(
         off + record::HEADER_LEN + key_len + val_len == next
     };
     framed || only_a_length_changed(bytes, off, next) || !has_zeroed_block(bytes, off, next)
+}
+
+/// Whether the last record, at `off`, is all there and was damaged after it was written: its
+/// checksum is what fails, the lengths it declares fit in the file, and no 512-byte block of
+/// it (up to the end of the block it ends in) reads as zeros. A crash tears a write by
+/// leaving blocks unwritten, which read as zeros in the space a segment sets aside ahead (or
+/// lie past the end of the file); when every block of the record made it and its checksum
+/// still fails, a bit flipped later, maybe long after an fsync vouched for it (a value too
+/// large for the commit journal, a record the journal no longer holds). Cut as a torn tail,
+/// such a record went with no more than a warning.
+fn whole_but_damaged(bytes: &[u8], off: usize, e: &record::DecodeError) -> bool {
+    if !matches!(e, record::DecodeError::BadChecksum { .. })
+        || bytes.len() < off + record::HEADER_LEN
+    {
+        return false;
+    }
+    let key_len = record::u32_at(bytes, off + 25) as usize;
+    let val_len = record::u32_at(bytes, off + 29) as usize;
+    let end = off + record::HEADER_LEN + key_len + val_len;
+    end <= bytes.len() && !has_zeroed_block(bytes, off, end.next_multiple_of(512).min(bytes.len()))
 }
 
 /// Whether the record at `off` is whole but for one of its length fields: its checksum

@@ -125,9 +125,31 @@ impl GrpcBackend {
         })
     }
 
-    /// AUTH [default] password: kept when a call carrying it is accepted.
+    /// Whether a call without a password is answered (a server without one). A redirect or a
+    /// TRY_AGAIN tells nothing (a cluster node routes before it checks the password): no.
+    fn takes_anonymous_calls(&mut self) -> Result<bool, ClientError> {
+        let mut r = TtlRequest::new();
+        r.key = Vec::new();
+        let opt = simplekv_cluster::grpc::secret_opt(None).timeout(DEADLINE);
+        let rep = self.client.ttl_opt(&r, opt).map_err(rpc_error)?;
+        Ok(rep
+            .status
+            .as_ref()
+            .is_none_or(|s| s.code.enum_value() == Ok(Code::OK)))
+    }
+
+    /// AUTH [default] password: kept when a call carrying it is accepted. A server without
+    /// a password (a call without one is accepted) answers as over RESP: the password is
+    /// not kept, so the user learns the configuration is not what they thought.
     fn auth(&mut self, args: &[Vec<u8>]) -> Result<Reply, ClientError> {
         let wrong = "WRONGPASS invalid username-password pair or user is disabled.";
+        if self.takes_anonymous_calls()? {
+            self.password = None;
+            return Ok(err(
+                "ERR AUTH <password> called without any password configured for the default \
+                 user. Are you sure your configuration is correct?",
+            ));
+        }
         if args.len() == 3 && args[1] != b"default" {
             return Ok(err(wrong));
         }

@@ -283,6 +283,20 @@ impl Session {
         out: &mut dyn Write,
         err: &mut dyn Write,
     ) -> io::Result<Outcome> {
+        // The server would answer nothing, and this client waits for every answer (redis-cli
+        // hangs there): said instead of sent.
+        if let [c, r, mode] = args
+            && eq_ignore_case(c, "client")
+            && eq_ignore_case(r, "reply")
+            && (eq_ignore_case(mode, "off") || eq_ignore_case(mode, "skip"))
+        {
+            writeln!(
+                err,
+                "CLIENT REPLY OFF and SKIP are not sent from this client: it reads an answer \
+                 to every command it sends (use them from a program that does not)"
+            )?;
+            return Ok(Outcome::Failed);
+        }
         match self.call(args, err) {
             Ok(reply) => {
                 out.write_all(&format_reply_to(args, &reply, self.format))?;

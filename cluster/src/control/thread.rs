@@ -467,6 +467,7 @@ impl Ctl {
                 self.shutting.insert(self.cfg.me.id);
                 self.pending_shutdown = Some(PendingShutdown { deadline, done });
                 self.announce_leaving();
+                self.check_shutdown();
             }
         }
         true
@@ -1083,6 +1084,21 @@ impl Ctl {
 
     fn check_shutdown(&mut self) {
         if self.pending_shutdown.is_none() {
+            return;
+        }
+        // Without a session there is nothing to hand over: the node leads nothing (fenced),
+        // and the controller moves its partitions once ZooKeeper has ended the session (or
+        // ended it already). Waiting out the deadline for a new session (ZooKeeper down or
+        // paused) only kept the process from exiting for the whole shutdown timeout.
+        if self.conn == Conn::Lost {
+            info!(
+                "control: node {} has no ZooKeeper session: it leads nothing, and the controller \
+                 moves its partitions once the session has ended; nothing to hand over",
+                self.cfg.me.id
+            );
+            if let Some(p) = self.pending_shutdown.take() {
+                (p.done)(true);
+            }
             return;
         }
         self.announce_leaving();

@@ -406,6 +406,28 @@ pub static COMMANDS: &[CommandSpec] = &[
                 ..CommandSpec::DEFAULT
             },
             CommandSpec {
+                name: "client|reply",
+                arity: 3,
+                flags: &["noscript", "loading", "stale"],
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                group: "connection",
+                since: "3.2.0",
+                summary: "Instruct the server whether to reply to commands",
+                complexity: "O(1)",
+                arguments: &[
+                    ArgDoc { name: "action", typ: "oneof", sub: &[
+                            ArgDoc { name: "on", typ: "pure-token", token: Some("ON"), ..ArgDoc::DEFAULT },
+                            ArgDoc { name: "off", typ: "pure-token", token: Some("OFF"), ..ArgDoc::DEFAULT },
+                            ArgDoc { name: "skip", typ: "pure-token", token: Some("SKIP"), ..ArgDoc::DEFAULT },
+                        ], ..ArgDoc::DEFAULT },
+                ],
+                kind: Kind::Server,
+                acl_categories: &["@slow", "@connection"],
+                ..CommandSpec::DEFAULT
+            },
+            CommandSpec {
                 name: "client|setname",
                 arity: 3,
                 flags: &["noscript", "loading", "stale"],

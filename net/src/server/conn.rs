@@ -190,8 +190,14 @@ pub struct Output {
     pub wpos: usize,
     /// Replies not yet in `wbuf`; `slots[0]` has sequence `base_seq`.
     pub slots: VecDeque<Slot>,
-    /// The command of each slot, as INFO commandstats names it (`cmd` when it was queued).
-    slot_cmds: VecDeque<&'static str>,
+    /// The command of each slot, as INFO commandstats names it (`cmd` when it was queued),
+    /// and whether its reply is dropped (`silent` when it was queued).
+    slot_cmds: VecDeque<(&'static str, bool)>,
+    /// CLIENT REPLY: replies go out (on), none do (off), or the next command's does not.
+    pub reply_mode: ReplyMode,
+    /// The running command's reply is dropped (CLIENT REPLY OFF or SKIP); its errors still
+    /// count in INFO.
+    pub silent: bool,
     /// Commands whose error replies went into `wbuf` since the worker last collected them
     /// (INFO commandstats `failed_calls`).
     pub failed_cmds: Vec<&'static str>,
@@ -228,6 +234,16 @@ pub struct Output {
     /// once it passed arity and authentication; empty otherwise (queued in MULTI: counted
     /// when EXEC runs it).
     pub cmd: &'static str,
+}
+
+/// What CLIENT REPLY set.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    #[default]
+    On,
+    Off,
+    /// The next command's reply is dropped, then replies go out again.
+    Skip,
 }
 
 /// Error replies counted by kind (the error's first word, as INFO errorstats shows them).
@@ -530,22 +546,42 @@ impl Output {
         self.base_seq + self.slots.len() as u64
     }
 
+    /// A command starts: its reply is dropped under CLIENT REPLY OFF, or SKIP (once).
+    pub fn begin_command(&mut self) {
+        self.silent = match self.reply_mode {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.reply_mode = ReplyMode::On;
+                true
+            }
+        };
+    }
+
     /// Queues a reply: straight into the write buffer when nothing is ahead of it.
     pub fn push_reply(&mut self, reply: &[u8]) {
         if self.slots.is_empty() {
-            self.note_errors(reply, self.cmd);
-            self.wbuf.extend_from_slice(reply);
+            self.emit(reply, self.cmd, self.silent);
         } else {
             self.slots.push_back(Slot::Ready(reply.to_vec()));
-            self.slot_cmds.push_back(self.cmd);
+            self.slot_cmds.push_back((self.cmd, self.silent));
         }
     }
 
     pub fn push_slot(&mut self, slot: Slot) -> u64 {
         let seq = self.next_seq();
         self.slots.push_back(slot);
-        self.slot_cmds.push_back(self.cmd);
+        self.slot_cmds.push_back((self.cmd, self.silent));
         seq
+    }
+
+    /// A reply's turn to go out: counted, and written unless CLIENT REPLY dropped it.
+    #[inline]
+    fn emit(&mut self, reply: &[u8], cmd: &'static str, silent: bool) {
+        self.note_errors(reply, cmd);
+        if !silent {
+            self.wbuf.extend_from_slice(reply);
+        }
     }
 
     /// Counts `reply` if it is an error (INFO errorstats, and commandstats for `cmd`).
@@ -573,22 +609,15 @@ impl Output {
                 Slot::Held(h, _) if h.ready(rel) => {}
                 Slot::Held(..) | Slot::Waiting(_) => break,
             }
-            let cmd = self.slot_cmds.pop_front().unwrap_or_default();
+            let (cmd, silent) = self.slot_cmds.pop_front().unwrap_or_default();
             match self.slots.pop_front() {
-                Some(Slot::Ready(r)) => {
-                    self.note_errors(&r, cmd);
-                    self.wbuf.extend_from_slice(&r);
-                }
+                Some(Slot::Ready(r)) => self.emit(&r, cmd, silent),
                 Some(Slot::Held(h, reply)) => match rel.error_for(h.epoch) {
-                    None => {
-                        self.note_errors(reply.as_slice(), cmd);
-                        self.wbuf.extend_from_slice(reply.as_slice());
-                    }
+                    None => self.emit(reply.as_slice(), cmd, silent),
                     Some(err) => {
                         let mut e = Vec::new();
                         crate::resp::encode::write_error(&mut e, err.as_bytes());
-                        self.note_errors(&e, cmd);
-                        self.wbuf.extend_from_slice(&e);
+                        self.emit(&e, cmd, silent);
                     }
                 },
                 _ => {}

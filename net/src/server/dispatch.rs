@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use simplekv_engine::{Prefetch, Store};
 
-use super::conn::{Client, Gather, Output, Pending, ReplyBytes, Slot};
+use super::conn::{Client, Gather, Output, Pending, ReplyBytes, ReplyMode, Slot};
 use super::replica::Need;
 use super::router::{Op, OwnedArgs, Pairs, Payload, ReplyTo, Request};
 use super::slowlog::WholeEntry;
@@ -1382,7 +1382,10 @@ impl Worker {
             "reset" => {
                 // As Redis: the connection's state as a new connection's (the transaction,
                 // watches and name dropped, authentication needed again where a password is
-                // set), and simplekv's CLIENT ACKS back to the node's default.
+                // set), replies on again (CLIENT REPLY), and simplekv's CLIENT ACKS back to
+                // the node's default.
+                out.reply_mode = ReplyMode::On;
+                out.silent = false;
                 client.tx = None;
                 client.watched.clear();
                 client.authed = self.config.server.requirepass.is_none();
@@ -2224,6 +2227,26 @@ impl Worker {
                 }
                 write_ok(&mut r)
             }
+            // As Redis: OFF and SKIP answer nothing (SKIP does nothing while OFF), ON answers
+            // OK. Replies dropped are still counted (errorstats, failed calls).
+            ("reply", 3) => match lower(args[2]).as_str() {
+                "on" => {
+                    out.reply_mode = ReplyMode::On;
+                    out.silent = false;
+                    write_ok(&mut r);
+                }
+                "off" => {
+                    out.reply_mode = ReplyMode::Off;
+                    out.silent = true;
+                }
+                "skip" => {
+                    if out.reply_mode != ReplyMode::Off {
+                        out.reply_mode = ReplyMode::Skip;
+                    }
+                    out.silent = true;
+                }
+                _ => return err(out, "ERR syntax error"),
+            },
             ("no-evict", 3) | ("no-touch", 3) => match lower(args[2]).as_str() {
                 "on" | "off" => write_ok(&mut r),
                 _ => return err(out, "ERR syntax error"),
@@ -2257,6 +2280,11 @@ impl Worker {
                     "      Kill connections by client id.",
                     "    * SKIPME (YES|NO)",
                     "      Skip killing current connection (default: yes).",
+                    "REPLY (ON|OFF|SKIP)",
+                    "    Control the replies sent to the current connection:",
+                    "    * ON - Reply to all commands (default).",
+                    "    * OFF - Do not reply to any command.",
+                    "    * SKIP - Do not reply to the next command.",
                     "ACKS [0|1|ALL|DEFAULT]",
                     "    simplekv, cluster mode: show or set the acks this connection's writes need.",
                     "SETINFO <option> <value>, NO-EVICT (ON|OFF), NO-TOUCH (ON|OFF)",

@@ -380,8 +380,12 @@ impl Worker {
         let allowed = match spec.kind {
             Kind::Keyed => Ok(()),
             Kind::Server if cmd::keyed_subcommand(spec.for_args(args)) => Ok(()),
-            // SAVE and SHUTDOWN, as in Redis.
-            Kind::Server if spec.flags.contains(&"no_multi") => {
+            // SAVE and SHUTDOWN, as in Redis; and CLIENT REPLY, which would cut replies out of
+            // EXEC's own array.
+            Kind::Server
+                if spec.flags.contains(&"no_multi")
+                    || spec.for_args(args).name == "client|reply" =>
+            {
                 Err("ERR Command not allowed inside a transaction".to_string())
             }
             Kind::Server if changes_the_node(spec, args) => Err(format!(

@@ -764,7 +764,10 @@ impl Worker {
         let queued = client.tx.is_some();
         let mark = self.slow_begin(token, client, out, args);
         let failed = out.failed_cmds.len();
+        out.begin_command();
         self.dispatch(token, out, client, args);
+        // Replies pushed later (a protocol error) go out whatever CLIENT REPLY said.
+        out.silent = false;
         let us = self.slow_end(mark, client, out, args);
         if out.not_run {
             // A subcommand refused before it ran is not a failed call either.
