@@ -234,7 +234,7 @@ fn the_cli_talks_to_the_grpc_service_with_the_same_replies() {
     let (out, ok) = cli_grpc(
         gport,
         "ping\nset hello 1\nget hello\nexpire hello 200\nttl hello\nmset a 1 b 2\nmget a b nope\ndel hello a\nget hello\nincr x\n\
-         set k v ex\nset k v nx\nexpire k 10 nx\nauth\nauth x\nget hello\n",
+         set k v ex\nset k v nx\nexpire k 10 nx\nauth\nauth x\nget hello\nauth default x\n",
     );
     assert!(ok);
     let lines: Vec<&str> = out.lines().collect();
@@ -264,6 +264,8 @@ fn the_cli_talks_to_the_grpc_service_with_the_same_replies() {
         "{out}"
     );
     assert_eq!(lines[17], "", "{out}");
+    // AUTH default <anything> is the user without a password, as over RESP.
+    assert_eq!(lines[18], "OK", "{out}");
 }
 
 /// `requirepass` holds for the gRPC service too: a call carries the password in its

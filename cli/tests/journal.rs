@@ -237,6 +237,34 @@ fn config_set_appendfsync_always_starts_the_journal_at_run_time() {
     check(&s, &acked, "after losing the unsynced log tails");
 }
 
+/// One worker, one partition (so one log), fsync always and the smallest journal, which a
+/// value of more than 64 KiB does not fit in.
+const ONE_LOG_SMALL_JOURNAL: [&str; 8] = [
+    "--workers",
+    "1",
+    "--fsync",
+    "always",
+    "--set",
+    "storage.journal_size=64kb",
+    "--set",
+    "storage.partitions=1",
+];
+
+/// Flips a bit of the byte `offset` bytes past where `needle` starts, in the one log that
+/// holds it.
+fn flip_after(dir: &Path, needle: &[u8], offset: usize) {
+    let mut flipped = 0;
+    for path in log_files(dir) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+            bytes[at + offset] ^= 0x20;
+            std::fs::write(&path, &bytes).unwrap();
+            flipped += 1;
+        }
+    }
+    assert_eq!(flipped, 1, "one log holds the bytes to damage");
+}
+
 /// A value too big for the journal goes to its log with an fsync of its own. Records of the
 /// same log journaled before it must not let a damaged byte below it pass for a torn write at
 /// the next start: cut there, the journal would put its own records back and the big value,
@@ -246,16 +274,7 @@ fn config_set_appendfsync_always_starts_the_journal_at_run_time() {
 fn damage_below_a_value_too_big_for_the_journal_is_reported_not_cut_away() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let args = [
-        "--workers",
-        "1",
-        "--fsync",
-        "always",
-        "--set",
-        "storage.journal_size=64kb",
-        "--set",
-        "storage.partitions=1",
-    ];
+    let args = ONE_LOG_SMALL_JOURNAL;
     let mut s = Server::start_in(&dir, &args);
     let mut c = s.client();
     for i in 0..5 {
@@ -270,21 +289,8 @@ fn damage_below_a_value_too_big_for_the_journal_is_reported_not_cut_away() {
     let p = info(&mut c, "persistence");
     assert_eq!(p["commit_journal_direct_syncs"], "1", "{p:?}");
     s.kill9();
-    // Flip a byte inside small:2's value: a whole record with a later LSN follows it.
-    let needle = "marker2-".repeat(20);
-    let mut flipped = 0;
-    for path in log_files(&dir) {
-        let mut bytes = std::fs::read(&path).unwrap();
-        if let Some(at) = bytes
-            .windows(needle.len())
-            .position(|w| w == needle.as_bytes())
-        {
-            bytes[at + 10] ^= 0x20;
-            std::fs::write(&path, &bytes).unwrap();
-            flipped += 1;
-        }
-    }
-    assert_eq!(flipped, 1, "small:2's record is in one log");
+    // Inside small:2's value: a whole record with a later LSN follows it.
+    flip_after(&dir, "marker2-".repeat(20).as_bytes(), 10);
     let (code, stderr) = run_to_exit(&dir, &args, Duration::from_secs(20));
     assert!(
         code.is_some_and(|c| c != 0) && stderr.contains("corrupt record"),
@@ -300,35 +306,14 @@ fn damage_below_a_value_too_big_for_the_journal_is_reported_not_cut_away() {
 fn a_damaged_synced_last_record_is_reported_not_cut_as_a_torn_tail() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let args = [
-        "--workers",
-        "1",
-        "--fsync",
-        "always",
-        "--set",
-        "storage.journal_size=64kb",
-        "--set",
-        "storage.partitions=1",
-    ];
+    let args = ONE_LOG_SMALL_JOURNAL;
     let mut s = Server::start_in(&dir, &args);
     let mut c = s.client();
     let () = cmd("SET").arg("small").arg("hello").query(&mut c).unwrap();
     let big = vec![b'B'; 300_000];
     let () = cmd("SET").arg("big").arg(&big).query(&mut c).unwrap();
     s.kill9();
-    let path = log_files(&dir)
-        .into_iter()
-        .find(|p| {
-            std::fs::read(p)
-                .unwrap()
-                .windows(64)
-                .any(|w| w == &big[..64])
-        })
-        .expect("the log holding the big value");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes.windows(64).position(|w| w == &big[..64]).unwrap() + 150_000;
-    bytes[at] ^= 0x01;
-    std::fs::write(&path, &bytes).unwrap();
+    flip_after(&dir, &big[..64], 150_000);
     let (code, stderr) = run_to_exit(&dir, &args, Duration::from_secs(20));
     assert!(
         code.is_some_and(|c| c != 0) && stderr.contains("corrupt record"),

@@ -18,7 +18,7 @@ pub enum OpenError {
     )]
     Locked { path: PathBuf },
     #[error(
-        "{path}: corrupt record at byte {offset}: {reason}; whole records follow it (or the segment is not the last one), so this is damage inside the log, not a torn write. Restore from a replica, or start with storage.repair = true to drop everything from this point on"
+        "{path}: corrupt record at byte {offset}: {reason}; whole records follow it, the segment is not the last one, or the record is all there with every block written, so this is damage inside the log, not a torn write. Restore from a replica, or start with storage.repair = true to drop everything from this point on"
     )]
     CorruptSegment {
         path: PathBuf,

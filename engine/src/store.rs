@@ -1781,13 +1781,16 @@ fn damage_inside(
 }
 
 /// Whether the last record, at `off`, is all there and was damaged after it was written: its
-/// checksum is what fails, the lengths it declares fit in the file, and no 512-byte block of
-/// it (up to the end of the block it ends in) reads as zeros. A crash tears a write by
-/// leaving blocks unwritten, which read as zeros in the space a segment sets aside ahead (or
-/// lie past the end of the file); when every block of the record made it and its checksum
-/// still fails, a bit flipped later, maybe long after an fsync vouched for it (a value too
-/// large for the commit journal, a record the journal no longer holds). Cut as a torn tail,
-/// such a record went with no more than a warning.
+/// checksum is what fails, the lengths it declares fit in the file, and in every 512-byte
+/// block it touches some byte of it is not zero. A crash tears a write by leaving blocks
+/// unwritten, which read as zeros in the space a segment sets aside ahead (or lie past the end
+/// of the file), so a torn record has a block whose part of it is all zeros (its first or
+/// last block included, which it may share with the record before it or with the space
+/// after it); when every block of the record made it and its checksum still fails, a bit
+/// flipped later, maybe long after an fsync vouched for it (a value too large for the commit
+/// journal, a record the journal no longer holds). Cut as a torn tail, such a record went
+/// with no more than a warning. (A record whose own bytes in some block are zeros anyway is
+/// still cut: that cannot be told from a torn write.)
 fn whole_but_damaged(bytes: &[u8], off: usize, e: &record::DecodeError) -> bool {
     if !matches!(e, record::DecodeError::BadChecksum { .. })
         || bytes.len() < off + record::HEADER_LEN
@@ -1797,7 +1800,13 @@ fn whole_but_damaged(bytes: &[u8], off: usize, e: &record::DecodeError) -> bool 
     let key_len = record::u32_at(bytes, off + 25) as usize;
     let val_len = record::u32_at(bytes, off + 29) as usize;
     let end = off + record::HEADER_LEN + key_len + val_len;
-    end <= bytes.len() && !has_zeroed_block(bytes, off, end.next_multiple_of(512).min(bytes.len()))
+    const BLOCK: usize = 512;
+    end <= bytes.len()
+        && (off - off % BLOCK..end).step_by(BLOCK).all(|b| {
+            bytes[b.max(off)..(b + BLOCK).min(end)]
+                .iter()
+                .any(|&x| x != 0)
+        })
 }
 
 /// Whether the record at `off` is whole but for one of its length fields: its checksum

@@ -798,3 +798,59 @@ fn damage_to_a_record_of_zeros_is_refused_unless_a_journal_replays_it() {
     assert_eq!(s.log_end(), lsn_b, "cut at b, for the journal to replay");
     assert!(s.recovery_report().truncated_tail_bytes > 0);
 }
+
+/// A torn last record is cut whichever of its 512-byte blocks the crash left unwritten (read
+/// as zeros), the first one it shares with the record before it and the last one it shares
+/// with the space after it included; with every block written, a flipped byte in any of them
+/// is damage, refused.
+#[test]
+fn a_last_record_with_a_block_unwritten_is_torn_and_with_a_flipped_byte_is_damage() {
+    let orig = tempfile::tempdir().unwrap();
+    let (seg, start, len, n) = {
+        let mut s = open(orig.path());
+        let mut n = 0;
+        loop {
+            assert!(n < 200, "no record crossed a block boundary");
+            s.put(&key(n), &[7u8; 300], None).unwrap();
+            s.commit().unwrap();
+            n += 1;
+            let last = segments(orig.path()).last().unwrap().clone();
+            if let Some(&(start, _, len)) = records_of(&last).last()
+                && start / 512 != (start + len - 1) / 512
+                && start % 512 != 0
+            {
+                break (last, start, len, n);
+            }
+        }
+    };
+    let end = start + len;
+    let name = seg.file_name().unwrap();
+    let mut block = start - start % 512;
+    while block < end {
+        let (a, b) = (block.max(start), (block + 512).min(end));
+        // Unwritten: the record's part of the block reads as zeros.
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(orig.path(), copy.path());
+        let path = copy.path().join(name);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[a as usize..b as usize].fill(0);
+        fs::write(&path, &bytes).unwrap();
+        let ctx = format!("block {block}: record at {start}..{end}");
+        let s = Store::open(copy.path(), opts()).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        assert_eq!(s.recovery_report().truncated_tail_bytes, len, "{ctx}");
+        assert_eq!(s.get(&key(n - 1)).unwrap(), None, "{ctx}");
+        assert_eq!(s.get(&key(n - 2)).unwrap(), Some(vec![7u8; 300]), "{ctx}");
+        drop(s);
+        // Written, a byte flipped: damage.
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(orig.path(), copy.path());
+        let path = copy.path().join(name);
+        flip_byte(&path, b - 1);
+        match Store::open(copy.path(), opts()) {
+            Err(OpenError::CorruptSegment { offset, .. }) => assert_eq!(offset, start, "{ctx}"),
+            Err(e) => panic!("{ctx}: {e}"),
+            Ok(_) => panic!("{ctx}: a flipped byte of a whole last record was cut"),
+        }
+        block += 512;
+    }
+}

@@ -143,15 +143,20 @@ impl GrpcBackend {
     /// not kept, so the user learns the configuration is not what they thought.
     fn auth(&mut self, args: &[Vec<u8>]) -> Result<Reply, ClientError> {
         let wrong = "WRONGPASS invalid username-password pair or user is disabled.";
-        if self.takes_anonymous_calls()? {
-            self.password = None;
-            return Ok(err(
-                "ERR AUTH <password> called without any password configured for the default \
-                 user. Are you sure your configuration is correct?",
-            ));
-        }
         if args.len() == 3 && args[1] != b"default" {
             return Ok(err(wrong));
+        }
+        if self.takes_anonymous_calls()? {
+            self.password = None;
+            // As over RESP: AUTH default <anything> is the user without a password.
+            return Ok(if args.len() == 3 {
+                Reply::Simple(b"OK".to_vec())
+            } else {
+                err(
+                    "ERR AUTH <password> called without any password configured for the \
+                     default user. Are you sure your configuration is correct?",
+                )
+            });
         }
         let pw = String::from_utf8_lossy(&args[args.len() - 1]).into_owned();
         if MetadataBuilder::new()

@@ -216,6 +216,11 @@ pub struct Worker {
     /// acknowledged records, so it is never reset nor reused, and no log is cut back, until
     /// a restart replays it.
     journal_pinned: bool,
+    /// Journal restarts after records that did not fit (`stage_journal`), and their count
+    /// when the flight in the air left: a failed fsync of that flight may have been the
+    /// writeback error the restart's own fsyncs did not see (one open file reports it once).
+    journal_resets: u64,
+    flight_resets: u64,
     /// A thread is creating the journal (see `configure_journal`).
     journal_opening: bool,
     /// Epoch ranges whose write or fsync failed, with the error for their replies.
@@ -324,6 +329,8 @@ impl Worker {
             journal_pending: false,
             ckpt_tx: None,
             journal_pinned: false,
+            journal_resets: 0,
+            flight_resets: 0,
             journal_opening: false,
             sync_failed: Vec::new(),
             held_out: Vec::new(),
@@ -1261,6 +1268,7 @@ impl Worker {
         self.gather = None;
         self.flight_started = Instant::now();
         self.flight_writes = std::mem::take(&mut self.writes_pending);
+        self.flight_resets = self.journal_resets;
         let parts = std::mem::take(&mut self.pending_sync);
         let tickets = self.tickets_for(parts);
         let journal = match self.journal.as_mut() {
@@ -1414,19 +1422,33 @@ impl Worker {
             }
             store.clear_journal_records();
         }
-        if no_room && outcome.is_ok() && !self.journal_pinned && self.sync_all_logs() {
-            // Every record written so far is in a synced log. This turn's partitions still
-            // go to the next flight (fsyncs with nothing left to write), which releases their
-            // replies in order with the flights before it.
-            for p in parts {
-                if !self.pending_sync.contains(&p) {
-                    self.pending_sync.push(p);
+        // Not with a store failed (its fsync error would fail every reply of the turn again)
+        // or the journal pinned (it may hold the only copy of records): the records are
+        // fsynced in their log, as before.
+        let healthy = || {
+            self.owned
+                .iter()
+                .all(|&p| self.store(p).is_none_or(|s| !s.is_failed()))
+        };
+        if no_room && outcome.is_ok() && !self.journal_pinned && healthy() {
+            if self.sync_all_logs() {
+                // Every record written so far is in a synced log. This turn's partitions
+                // still go to the next flight (fsyncs with nothing left to write), which
+                // releases their replies in order with the flights before it.
+                for p in parts {
+                    if !self.pending_sync.contains(&p) {
+                        self.pending_sync.push(p);
+                    }
                 }
+                self.journal_resets += 1;
+                if let Err(e) = self.journal.as_mut().map_or(Ok(()), |j| j.reset()) {
+                    self.journal_failed(&e);
+                }
+                return;
             }
-            if let Err(e) = self.journal.as_mut().map_or(Ok(()), |j| j.reset()) {
-                self.journal_failed(&e);
-            }
-            return;
+            // The failed fsync failed the replies not yet out; the frames stay until a
+            // restart replays them.
+            self.journal_pinned = true;
         }
         if outcome.is_ok() {
             outcome = self.journal.as_mut().map_or(Ok(()), |j| j.write());
@@ -1609,12 +1631,22 @@ impl Worker {
     ) {
         let took = self.flight_started.elapsed();
         let first = self.durable + 1;
+        // A journal restart since this flight left fsynced the logs on their shared file
+        // descriptors: a writeback error this flight took was not seen there, and the frames
+        // the restart retired may hold turns the logs lack. Every reply not yet out fails,
+        // and the journal keeps its frames until a restart replays them.
+        let upto = if self.journal_resets != self.flight_resets {
+            self.epoch
+        } else {
+            epoch
+        };
         for (p, t, r) in results {
             if let Some(s) = self.store_mut(p)
                 && let Err(err) = s.sync_done(&t, r)
             {
                 let msg = self.commit_failed(p, &err);
-                self.sync_failed.push((first, epoch, msg));
+                self.sync_failed.push((first, upto, msg));
+                self.journal_pinned |= upto != epoch;
             }
         }
         self.flight = None;
