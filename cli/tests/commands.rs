@@ -4932,7 +4932,8 @@ fn client_reply_off_and_skip_drop_replies_but_the_commands_run() {
         &resp(&[b"CLIENT", b"REPLY", b"MAYBE"]),
         b"-ERR syntax error\r\n",
     );
-    // RESET turns replies back on, and answers.
+    // RESET turns replies back on, and answers; a SKIP covering RESET itself holds. An
+    // empty command is the one a SKIP covers.
     expect_reply(
         &mut t,
         &[
@@ -4940,8 +4941,14 @@ fn client_reply_off_and_skip_drop_replies_but_the_commands_run() {
             resp(&[b"PING"]),
             resp(&[b"RESET"]),
             resp(&[b"PING"]),
+            resp(&[b"CLIENT", b"REPLY", b"SKIP"]),
+            resp(&[b"RESET"]),
+            resp(&[b"ECHO", b"a"]),
+            resp(&[b"CLIENT", b"REPLY", b"SKIP"]),
+            b"*0\r\n".to_vec(),
+            resp(&[b"ECHO", b"b"]),
         ]
         .concat(),
-        b"+RESET\r\n+PONG\r\n",
+        b"+RESET\r\n+PONG\r\n$1\r\na\r\n$1\r\nb\r\n",
     );
 }

@@ -1384,8 +1384,9 @@ impl Worker {
                 // watches and name dropped, authentication needed again where a password is
                 // set), replies on again (CLIENT REPLY), and simplekv's CLIENT ACKS back to
                 // the node's default.
+                // As Redis: OFF ends (RESET answers), a SKIP that covers RESET itself holds.
+                out.silent &= out.reply_mode != ReplyMode::Off;
                 out.reply_mode = ReplyMode::On;
-                out.silent = false;
                 client.tx = None;
                 client.watched.clear();
                 client.authed = self.config.server.requirepass.is_none();

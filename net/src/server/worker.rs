@@ -747,6 +747,9 @@ impl Worker {
         args: &[&[u8]],
     ) -> Step {
         if args.is_empty() {
+            // An empty command is the one a CLIENT REPLY SKIP covers, as in Redis.
+            out.begin_command();
+            out.silent = false;
             return Step::Ran;
         }
         if let Some(first) = group
