@@ -25,6 +25,21 @@ fn busiest_leader(c: &LocalCluster) -> u32 {
         .unwrap_or(1)
 }
 
+/// Waits (20 s at most) until `node` leads every partition with an ISR of itself alone.
+fn wait_for_lone_leader(c: &LocalCluster, node: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (0..c.partitions)
+        .any(|p| c.partition_state(p).isr != vec![node] || c.leader_of(p) != Some(node))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node {node} did not become the lone leader\n{}",
+            c.all_log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn writes_through_redirects_and_the_cluster_client_read_back_from_every_node() {
     let c = LocalCluster::start(3, 6, 3, &[]);
@@ -253,15 +268,7 @@ fn min_isr_refuses_writes_with_two_of_three_down_and_accepts_them_when_back() {
     c.kill9(2);
     c.kill9(3);
     // Node 1 ends up leading everything with an ISR of itself alone.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while (0..3).any(|p| c.partition_state(p).isr != vec![1] || c.leader_of(p) != Some(1)) {
-        assert!(
-            Instant::now() < deadline,
-            "ISR did not shrink\n{}",
-            c.all_log_tails()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_lone_leader(&c, 1);
     for p in 0..3 {
         let k = c.key_in(p).to_string();
         let e = run(
@@ -1329,15 +1336,7 @@ fn a_restarted_follower_joins_a_lone_leaders_isr_under_a_steady_write_load() {
     let mut c = LocalCluster::start(2, 2, 2, &[("cluster.min_insync_replicas", "1")]);
     c.wait_for_full_isr(Duration::from_secs(30));
     c.kill9(2);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while (0..2).any(|p| c.partition_state(p).isr != vec![1] || c.leader_of(p) != Some(1)) {
-        assert!(
-            Instant::now() < deadline,
-            "node 1 did not become the lone leader\n{}",
-            c.all_log_tails()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_lone_leader(&c, 1);
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();

@@ -1792,14 +1792,13 @@ fn damage_inside(
 /// with no more than a warning. (A record whose own bytes in some block are zeros anyway is
 /// still cut: that cannot be told from a torn write.)
 fn whole_but_damaged(bytes: &[u8], off: usize, e: &record::DecodeError) -> bool {
-    if !matches!(e, record::DecodeError::BadChecksum { .. })
-        || bytes.len() < off + record::HEADER_LEN
-    {
+    if !matches!(e, record::DecodeError::BadChecksum { .. }) {
         return false;
     }
-    let key_len = record::u32_at(bytes, off + 25) as usize;
-    let val_len = record::u32_at(bytes, off + 29) as usize;
-    let end = off + record::HEADER_LEN + key_len + val_len;
+    let Ok(h) = record::decode_header(&bytes[off..]) else {
+        return false;
+    };
+    let end = off + h.record_len();
     const BLOCK: usize = 512;
     end <= bytes.len()
         && (off - off % BLOCK..end).step_by(BLOCK).all(|b| {

@@ -105,13 +105,18 @@ impl GrpcBackend {
         simplekv_cluster::grpc::secret_opt(self.password.as_deref()).timeout(DEADLINE)
     }
 
+    /// The cheapest call that reaches the service: TTL of the empty key.
+    fn probe(&mut self, opt: CallOption) -> Result<TtlReply, ClientError> {
+        let mut r = TtlRequest::new();
+        r.key = Vec::new();
+        self.client.ttl_opt(&r, opt).map_err(rpc_error)
+    }
+
     /// A call that reaches the service: PONG (`message` echoed), or NOAUTH when the server
     /// wants a password this session does not send. Any other answer (a MOVED for the
     /// empty key, a TRY_AGAIN) still shows the server is there and admits the session.
     fn ping(&mut self, message: Option<&[u8]>) -> Result<Reply, ClientError> {
-        let mut r = TtlRequest::new();
-        r.key = Vec::new();
-        let rep = self.client.ttl_opt(&r, self.opt()).map_err(rpc_error)?;
+        let rep = self.probe(self.opt())?;
         let denied = rep
             .status
             .as_ref()
@@ -128,10 +133,7 @@ impl GrpcBackend {
     /// Whether a call without a password is answered (a server without one). A redirect or a
     /// TRY_AGAIN tells nothing (a cluster node routes before it checks the password): no.
     fn takes_anonymous_calls(&mut self) -> Result<bool, ClientError> {
-        let mut r = TtlRequest::new();
-        r.key = Vec::new();
-        let opt = simplekv_cluster::grpc::secret_opt(None).timeout(DEADLINE);
-        let rep = self.client.ttl_opt(&r, opt).map_err(rpc_error)?;
+        let rep = self.probe(simplekv_cluster::grpc::secret_opt(None).timeout(DEADLINE))?;
         Ok(rep
             .status
             .as_ref()

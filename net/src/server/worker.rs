@@ -1338,6 +1338,14 @@ impl Worker {
         }
     }
 
+    /// Whether an owned partition's store has failed (a write or fsync error: it refuses
+    /// writes until reloaded).
+    fn a_store_failed(&self) -> bool {
+        self.owned
+            .iter()
+            .any(|&p| self.store(p).is_some_and(|s| s.is_failed()))
+    }
+
     /// A checkpoint landed: record the fsyncs; if all of them worked, the journal file left by
     /// the switch holds nothing the logs lack. If one failed, that file stays as it is (its
     /// frames replay at the next start) and commits fsync partition logs directly once the
@@ -1357,10 +1365,7 @@ impl Worker {
         }
         // A store failed earlier (its fsync error taken by another fsync of the same file)
         // vouches for nothing either.
-        all_ok &= self
-            .owned
-            .iter()
-            .all(|&p| self.store(p).is_none_or(|s| !s.is_failed()));
+        all_ok &= !self.a_store_failed();
         if !all_ok {
             if !self.journal_pinned {
                 error!(
@@ -1428,12 +1433,7 @@ impl Worker {
         // Not with a store failed (its fsync error would fail every reply of the turn again)
         // or the journal pinned (it may hold the only copy of records): the records are
         // fsynced in their log, as before.
-        let healthy = || {
-            self.owned
-                .iter()
-                .all(|&p| self.store(p).is_none_or(|s| !s.is_failed()))
-        };
-        if no_room && outcome.is_ok() && !self.journal_pinned && healthy() {
+        if no_room && outcome.is_ok() && !self.journal_pinned && !self.a_store_failed() {
             if self.sync_all_logs() {
                 // Every record written so far is in a synced log. This turn's partitions
                 // still go to the next flight (fsyncs with nothing left to write), which
