@@ -560,3 +560,67 @@ fn multi_key_writes_are_all_or_nothing_across_kill9() {
     }
     assert!(seen > 0, "no MSET was ever written");
 }
+
+/// The one log of a single-partition data directory.
+fn only_log(dir: &Path) -> std::path::PathBuf {
+    let mut logs = Vec::new();
+    for part in std::fs::read_dir(dir.join("partitions")).unwrap() {
+        for f in std::fs::read_dir(part.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|x| x == "log") {
+                logs.push(p);
+            }
+        }
+    }
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    logs[0].clone()
+}
+
+/// A block of zeros inside records the server fsynced (a write the device lost), with whole
+/// records after it, is what a power cut leaves of records never fsynced: it used to be cut
+/// as a torn write, the acknowledged values after it gone with a warning. Each worker records
+/// how far its logs were fsynced (recovery points: every 2 s, and at shutdown), and the start
+/// refuses damage below them; `storage.repair` drops it, saying so.
+#[test]
+fn a_lost_block_of_fsynced_records_is_refused_at_start_not_cut() {
+    for clean_stop in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let args = ["--workers", "1", "--set", "storage.partitions=1"];
+        let mut s = Server::start_in(&dir, &args);
+        // In several turns, so the records after the damage are other write batches.
+        let written: usize = (0..8)
+            .map(|i| write_keys(&s, &format!("pt{i}-"), 100).len())
+            .sum();
+        let log = only_log(&dir);
+        let len = std::fs::metadata(&log).unwrap().len();
+        assert!(len > 16 * 1024, "{len}");
+        if clean_stop {
+            assert_eq!(s.terminate(), Some(0));
+        } else {
+            // The background fsync (everysec), then the points that say so.
+            let points_dir = dir.join(simplekv_engine::points::POINTS_DIR);
+            let covered = common::wait_until(Duration::from_secs(15), || {
+                simplekv_engine::points::read_dir(&points_dir)
+                    .ok()
+                    .and_then(|(by, _)| by.get(&0).cloned())
+                    .is_some_and(|ps| ps.iter().any(|p| p.synced >= len))
+            });
+            assert!(covered, "the points come to cover the log");
+            s.kill9();
+        }
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[8192..12288].fill(0);
+        std::fs::write(&log, &bytes).unwrap();
+        let (code, stderr) = run_to_exit(&dir, &args, Duration::from_secs(20));
+        assert!(
+            code.is_some_and(|c| c != 0) && stderr.contains("corrupt record"),
+            "clean stop {clean_stop}: the start must refuse (exit {code:?}):\n{stderr}"
+        );
+        let repair = [&args[..], &["--set", "storage.repair=true"]].concat();
+        let s = Server::start_in(&dir, &repair);
+        let mut c = s.client();
+        let kept: usize = cmd("DBSIZE").query(&mut c).unwrap();
+        assert!(kept > 0 && kept < written, "{kept} of {written}");
+    }
+}

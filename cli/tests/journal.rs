@@ -327,3 +327,45 @@ fn a_damaged_synced_last_record_is_reported_not_cut_as_a_torn_tail() {
     let gone: Option<Vec<u8>> = cmd("GET").arg("big").query(&mut c).unwrap();
     assert_eq!(gone, None, "repair drops the damaged record");
 }
+
+/// fsync always, then everysec at run time: the journal stays open, idle, for always to come
+/// back. Its frames must not outlive the switch: records written since are in no journal,
+/// and a damaged byte among them, below the frames' first LSN no more, was cut at the next
+/// start as a torn write the replay would mend (nothing to mend: the values were gone with a
+/// warning). The switch fsyncs every log and restarts the journal, so the damage is reported.
+#[test]
+fn damage_in_writes_after_fsync_left_always_is_reported_not_cut_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let args = ONE_LOG_SMALL_JOURNAL;
+    let mut s = Server::start_in(&dir, &args);
+    let mut c = s.client();
+    let () = cmd("SET")
+        .arg("always")
+        .arg("journaled")
+        .query(&mut c)
+        .unwrap();
+    let p = info(&mut c, "persistence");
+    assert_eq!(p["commit_journals"], "1", "{p:?}");
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("everysec")
+        .query(&mut c)
+        .unwrap();
+    for i in 0..5 {
+        let () = cmd("SET")
+            .arg(format!("everysec:{i}"))
+            .arg(format!("marker{i}-").repeat(20))
+            .query(&mut c)
+            .unwrap();
+    }
+    s.kill9();
+    // Inside everysec:2's value: whole records with later LSNs follow it.
+    flip_after(&dir, "marker2-".repeat(20).as_bytes(), 10);
+    let (code, stderr) = run_to_exit(&dir, &args, Duration::from_secs(20));
+    assert!(
+        code.is_some_and(|c| c != 0) && stderr.contains("corrupt record"),
+        "a start over damaged records must refuse (exit {code:?}):\n{stderr}"
+    );
+}

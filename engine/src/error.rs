@@ -18,7 +18,7 @@ pub enum OpenError {
     )]
     Locked { path: PathBuf },
     #[error(
-        "{path}: corrupt record at byte {offset}: {reason}; whole records follow it, the segment is not the last one, or the record is all there with every block written, so this is damage inside the log, not a torn write. Restore from a replica, or start with storage.repair = true to drop everything from this point on"
+        "{path}: corrupt record at byte {offset}: {reason}; whole records follow it, the segment is not the last one, the record lies below the recovery point (fsynced), or it is all there with every block written, so this is damage inside the log, not a torn write. Restore from a replica, or start with storage.repair = true to drop everything from this point on"
     )]
     CorruptSegment {
         path: PathBuf,
@@ -29,6 +29,14 @@ pub enum OpenError {
         "{path}: the records with LSN {from} to {last} are missing before this segment (a segment file deleted or lost?). Restore from a replica, or start with storage.repair = true to drop this segment and every later one"
     )]
     MissingRecords { path: PathBuf, from: u64, last: u64 },
+    #[error(
+        "{path}: the file is {len} bytes but its first {synced} were fsynced (recovery point): fsynced records are lost. Restore from a replica, or start with storage.repair = true to keep what is there"
+    )]
+    LostSyncedBytes {
+        path: PathBuf,
+        len: u64,
+        synced: u64,
+    },
     #[error("{path}: not a simplekv segment: {reason}")]
     BadSegmentHeader { path: PathBuf, reason: String },
     #[error("{path}: leader-epoch checkpoint is unreadable: {reason}")]

@@ -7,6 +7,8 @@
 //! - merge ([`merge`]) that rewrites closed segments off the owner's thread;
 //! - a commit [`journal`] so that `fsync = always` flushes one file per commit, not one per
 //!   partition written;
+//! - recovery [`points`] recording how far each log was fsynced, so that damage below them is
+//!   never cut away as a torn write;
 //! - what replication needs: records carry LSN and leader epoch, batches are read and appended
 //!   verbatim, the log can be truncated to an LSN, and a [`epoch::LeaderEpochCache`] answers
 //!   OffsetsForLeaderEpoch.
@@ -25,6 +27,7 @@ pub mod keydir;
 mod lock;
 pub mod merge;
 pub mod options;
+pub mod points;
 pub mod record;
 pub mod segment;
 mod slot_index;

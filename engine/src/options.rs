@@ -43,6 +43,10 @@ pub struct Options {
     /// after opening (`Store::replay_journal`): damage in the last segment at or above it is
     /// cut as a torn tail, since the replay brings back every record from there.
     pub journaled_from: Option<u64>,
+    /// How far segment files of this partition were fsynced, as recorded by the caller (see
+    /// [`crate::points`]): in the last segment, a bad record below its point, or a file shorter
+    /// than it, is damage (refused, or dropped with `repair`), never cut as a torn write.
+    pub recovery_points: Vec<crate::points::RecoveryPoint>,
     /// The records appended between two hand-overs to the OS (`commit`, `commit_write`, a
     /// roll, ...) form one write batch (see `record::MORE`): recovery drops a batch whose last
     /// record is missing, replication reads whole batches, a batch stays in one segment. The
@@ -71,6 +75,7 @@ impl Default for Options {
             use_hints: true,
             background_sync: false,
             journaled_from: None,
+            recovery_points: Vec::new(),
             write_batches: false,
             min_free_space: 0,
             clock: system_clock,

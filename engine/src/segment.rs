@@ -601,6 +601,11 @@ impl Segment {
         self.synced = self.synced.max(upto.min(self.written));
     }
 
+    /// Bytes known to be fsynced.
+    pub fn synced(&self) -> u64 {
+        self.synced
+    }
+
     /// The file and how much of it is written, for an fsync on another thread.
     pub fn sync_handle(&self) -> (Arc<File>, u64) {
         (self.file.clone(), self.written)

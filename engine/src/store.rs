@@ -17,6 +17,7 @@ use crate::keydir::{Keydir, Location};
 use crate::lock::DirLock;
 use crate::merge::MergeState;
 use crate::options::{Durability, MAX_SEGMENT_SIZE, Options};
+use crate::points;
 use crate::record::{self, HEADER_LEN, Tag};
 use crate::segment::{self, SEGMENT_FORMAT, SEGMENT_HEADER_LEN, Segment, SegmentHeader};
 
@@ -1177,6 +1178,13 @@ impl Store {
         self.seg(self.active_id()).has_unsynced()
     }
 
+    /// The active segment's file id and how many of its bytes are known to be fsynced: what a
+    /// recovery point for this log records (see [`crate::points`]).
+    pub fn synced_point(&self) -> (u64, u64) {
+        let seg = self.seg(self.active_id());
+        (seg.header.file_id, seg.synced())
+    }
+
     /// With `background_sync`: when `EverySec` owes an fsync, writes the buffer and returns a
     /// handle that fsyncs the active segment on another thread, so the owner never waits on
     /// the disk for it. At most one handle per second.
@@ -1641,8 +1649,8 @@ impl Store {
             }
             let path = seg.path.clone();
             remove_if_exists(&hint::hint_for_segment(&path)).at_write(&path)?;
-            // A new file id makes hint jobs queued before the cut skip this file, and
-            // covered_end = the cut records that the log runs up to it even when merges left
+            // A new file id makes hint jobs queued before the cut skip this file and recovery
+            // points recorded before it match nothing (see `renew_file_id`), and covered_end = the cut records that the log runs up to it even when merges left
             // no record near its end (the log end never moves backwards, so LSNs are never
             // reused). No segment exists past the cut, so none is mistaken for a leftover
             // merge input.
@@ -1868,6 +1876,15 @@ fn remove_if_exists(p: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         r => r,
     }
+}
+
+/// Gives a segment about to be cut back a new file id, durably, first: recovery points (see
+/// [`crate::points`]) name the file by its id, and one recorded before the cut must match
+/// nothing after it, or bytes written over the cut range and torn by a crash would pass for
+/// damage to fsynced records.
+fn renew_file_id(seg: &mut Segment) -> Result<(), WriteError> {
+    seg.header.file_id = fsutil::random_id();
+    rewrite_header(&seg.path, &seg.header).at_write(&seg.path)
 }
 
 fn rewrite_header(path: &Path, h: &SegmentHeader) -> std::io::Result<()> {
@@ -2161,10 +2178,33 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             // A crash mid-write tears the end of the last segment; damage with whole records
             // after it is inside the log, and cutting there would silently drop records that
             // were written, acknowledged perhaps: it is treated as in a closed segment.
+            // Below the recovery point the bytes were fsynced: nothing there is a torn
+            // write, unless the commit journal replays the records from there.
+            let point = last
+                .then(|| points::synced_of(&opts.recovery_points, seg.header.file_id))
+                .flatten()
+                .filter(|_| opts.journaled_from.is_none_or(|j| j > next_lsn));
             let inside = last
-                && bad
-                    .as_ref()
-                    .is_some_and(|(off, e, _)| damage_inside(bytes, *off, e, next_lsn, opts));
+                && bad.as_ref().is_some_and(|(off, e, _)| {
+                    point.is_some_and(|n| (*off as u64) < n)
+                        || damage_inside(bytes, *off, e, next_lsn, opts)
+                });
+            if let Some(n) = point
+                && bad.is_none()
+                && (total as u64) < n
+            {
+                if !opts.repair {
+                    return Err(OpenError::LostSyncedBytes {
+                        path,
+                        len: total as u64,
+                        synced: n,
+                    });
+                }
+                warn!(
+                    "{}: the file is {total} bytes but its first {n} were fsynced; repair keeps what is there",
+                    path.display()
+                );
+            }
             if !last && bad.is_none() {
                 // A closed segment ends a batch unless a batch outgrew MAX_SEGMENT_SIZE and
                 // was split by a roll: what it holds of it is kept, as it was acknowledged.
@@ -2174,6 +2214,11 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             }
             for &(lsn, off) in &marks {
                 seg.note_record(lsn, off);
+            }
+            if let Some(n) = point {
+                // Known to be on disk: the points written from now on keep saying so (a cut
+                // below renews the file id and counts what it keeps as synced).
+                seg.mark_synced_to(n);
             }
             report.records += marks.len() as u64;
             // An unfinished batch at the end is cut with whatever follows it: its last record
@@ -2206,6 +2251,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                     path.display()
                 );
                 report.truncated_tail_bytes += cut as u64;
+                renew_file_id(&mut seg).map_err(as_open_err)?;
                 seg.truncate(off as u64).map_err(as_open_err)?;
             } else if let Some((bad_off, decode_err, reason)) = bad {
                 let off = unfinished.map_or(bad_off, |(at, _)| at);
@@ -2218,6 +2264,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                     report.repaired_bytes_dropped += cut as u64;
                     seg.reopen_writable(opts.segment_size)
                         .map_err(as_open_err)?;
+                    renew_file_id(&mut seg).map_err(as_open_err)?;
                     seg.truncate(off as u64).map_err(as_open_err)?;
                     remove_if_exists(&hint::hint_for_segment(&path)).at_open(&path)?;
                     drop_rest = true;

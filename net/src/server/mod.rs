@@ -669,6 +669,19 @@ pub fn start_node(
             replays[topo.worker_of(p)].push((p, records));
         }
     }
+    // How far each log was known to be fsynced (see `simplekv_engine::points`).
+    let points_dir = dir.join(simplekv_engine::points::POINTS_DIR);
+    let (mut all_points, unreadable) =
+        simplekv_engine::points::read_dir(&points_dir).map_err(|e| ServerError::DataDir {
+            path: points_dir.clone(),
+            reason: e.to_string(),
+        })?;
+    for path in unreadable {
+        warn!(
+            "{}: recovery points file does not check; ignored (the end of those logs is judged by its bytes alone)",
+            path.display()
+        );
+    }
     let (go_tx, go_rx) = crossbeam_channel::unbounded::<()>();
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -677,6 +690,11 @@ pub fn start_node(
     let mut listener = Some(mio::net::TcpListener::from_std(listener));
     for ((id, (poll, rx)), replay) in polls.into_iter().zip(rxs).enumerate().zip(replays) {
         let cfg = config.clone();
+        use simplekv_engine::points::ByPartition;
+        let (mut points, rest): (ByPartition, ByPartition) = std::mem::take(&mut all_points)
+            .into_iter()
+            .partition(|(p, _)| topo.worker_of(*p) == id);
+        all_points = rest;
         let go = go_rx.clone();
         let shared = shared.clone();
         let peers = peers.clone();
@@ -720,6 +738,7 @@ pub fn start_node(
                         .map(|h| h.lsn);
                     let opts = Options {
                         journaled_from,
+                        recovery_points: points.remove(&p).unwrap_or_default(),
                         ..opts.clone()
                     };
                     match Store::open(partition_dir(&cfg.storage.dir, p), opts) {
@@ -798,7 +817,15 @@ pub fn start_node(
                 path: journal_dir.clone(),
                 reason: format!("cannot retire the replayed commit journals: {e}"),
             }
-        })
+        })?;
+        // Points of workers that no longer exist are true but never updated: they go.
+        if let Err(e) = simplekv_engine::points::remove_stale(&points_dir, workers as u32) {
+            warn!(
+                "{}: cannot remove old recovery points: {e}",
+                points_dir.display()
+            );
+        }
+        Ok(())
     })();
     // The caller reports the error (it used to be logged twice).
     if let Err(e) = started_up {
@@ -862,6 +889,14 @@ fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
                 let result = job.run();
                 let peer = &peers[worker];
                 peer.send(Msg::MergeDone { partition, result });
+            }
+            Job::Points {
+                worker,
+                dir,
+                points,
+            } => {
+                let result = simplekv_engine::points::write(&dir, worker as u32, &points);
+                peers[worker].send(Msg::PointsWritten(result));
             }
         }
     }

@@ -389,6 +389,8 @@ pub enum Msg {
         result: std::io::Result<()>,
     },
     Batch(Vec<Msg>),
+    /// The maintenance thread wrote the worker's recovery points (or could not).
+    PointsWritten(std::io::Result<()>),
     /// The commit journal a worker asked for at run time is open (or could not be).
     JournalOpened(Result<simplekv_engine::Journal, simplekv_engine::JournalError>),
     /// The worker's sync thread finished the fsyncs of a commit flight.

@@ -7,6 +7,7 @@
 //! more durability than the policy gives. Timers (active expiry, everysec fsync, merges,
 //! idle clients) run between turns with a bounded time budget.
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use simplekv_conf::Config;
 use simplekv_engine::journal;
+use simplekv_engine::points::{self, RecoveryPoint};
 use simplekv_engine::{
     Durability, HintJob, Journal, JournalError, JournalSync, MergeJob, Prefetch, Staged, Store,
     SyncTicket,
@@ -79,7 +81,7 @@ impl Maint {
     /// False when the thread is gone (the server is stopping).
     pub fn send(&self, job: Job) -> bool {
         match job {
-            Job::Sync { .. } => self.syncs.send(job).is_ok(),
+            Job::Sync { .. } | Job::Points { .. } => self.syncs.send(job).is_ok(),
             _ => self.jobs.send(job).is_ok(),
         }
     }
@@ -99,6 +101,13 @@ pub enum Job {
         worker: usize,
         partition: u32,
         job: MergeJob,
+    },
+    /// Replaces a worker's recovery points file (see `Worker::write_points_in_background`);
+    /// the outcome goes back to it (`Msg::PointsWritten`).
+    Points {
+        worker: usize,
+        dir: PathBuf,
+        points: Vec<RecoveryPoint>,
     },
 }
 
@@ -223,6 +232,13 @@ pub struct Worker {
     flight_resets: u64,
     /// A thread is creating the journal (see `configure_journal`).
     journal_opening: bool,
+    /// The recovery points last handed to the maintenance thread (see
+    /// `write_points_in_background`), whether that write is still running, when the next
+    /// may start, and whether the last one failed (said once until one works).
+    points_sent: Vec<RecoveryPoint>,
+    points_busy: bool,
+    points_due: Instant,
+    points_failing: bool,
     /// Epoch ranges whose write or fsync failed, with the error for their replies.
     sync_failed: Vec<(u64, u64, String)>,
     /// Responses and callbacks waiting for their epoch to be durable.
@@ -332,6 +348,10 @@ impl Worker {
             journal_resets: 0,
             flight_resets: 0,
             journal_opening: false,
+            points_sent: Vec::new(),
+            points_busy: false,
+            points_due: Instant::now(),
+            points_failing: false,
             sync_failed: Vec::new(),
             held_out: Vec::new(),
             held_ext: Vec::new(),
@@ -1028,6 +1048,7 @@ impl Worker {
                 }
             }
             Msg::JournalOpened(r) => self.journal_opened(r),
+            Msg::PointsWritten(r) => self.points_written(r),
             Msg::SyncDone {
                 results,
                 checkpoint: Some(seq),
@@ -1145,7 +1166,7 @@ impl Worker {
         self.place_slow_entries();
         let e = self.epoch;
         self.epoch += 1;
-        let journaling = self.journal.is_some();
+        let journaling = self.journal_tapped();
         let (mut wrote_ok, mut failed) = (false, false);
         for p in std::mem::take(&mut self.dirty_parts) {
             self.part_dirty[p as usize] = false;
@@ -1433,25 +1454,16 @@ impl Worker {
         // Not with a store failed (its fsync error would fail every reply of the turn again)
         // or the journal pinned (it may hold the only copy of records): the records are
         // fsynced in their log, as before.
-        if no_room && outcome.is_ok() && !self.journal_pinned && !self.a_store_failed() {
-            if self.sync_all_logs() {
-                // Every record written so far is in a synced log. This turn's partitions
-                // still go to the next flight (fsyncs with nothing left to write), which
-                // releases their replies in order with the flights before it.
-                for p in parts {
-                    if !self.pending_sync.contains(&p) {
-                        self.pending_sync.push(p);
-                    }
+        if no_room && outcome.is_ok() && self.sync_logs_and_restart_journal() {
+            // Every record written so far is in a synced log. This turn's partitions still
+            // go to the next flight (fsyncs with nothing left to write), which releases their
+            // replies in order with the flights before it.
+            for p in parts {
+                if !self.pending_sync.contains(&p) {
+                    self.pending_sync.push(p);
                 }
-                self.journal_resets += 1;
-                if let Err(e) = self.journal.as_mut().map_or(Ok(()), |j| j.reset()) {
-                    self.journal_failed(&e);
-                }
-                return;
             }
-            // The failed fsync failed the replies not yet out; the frames stay until a
-            // restart replays them.
-            self.journal_pinned = true;
+            return;
         }
         if outcome.is_ok() {
             outcome = self.journal.as_mut().map_or(Ok(()), |j| j.write());
@@ -1465,6 +1477,28 @@ impl Worker {
             }
             Err(e) => self.journal_failed(&e),
         }
+    }
+
+    /// Fsyncs every partition log, then gives the journal new headers, so that none of its
+    /// frames replays any more: records of a log that are in no journal (a turn that did not
+    /// fit; writes while fsync was not always) must not lie above records of it that are, or
+    /// damage below them would be cut at the next start as a torn write the replay mends.
+    /// Not while a store has failed (its fsync error would fail every reply again) or the
+    /// journal is pinned (it may hold the only copy of records). A failed fsync fails the
+    /// replies not yet out and pins the journal: its frames stay until a restart replays them.
+    fn sync_logs_and_restart_journal(&mut self) -> bool {
+        if self.journal.is_none() || self.journal_pinned || self.a_store_failed() {
+            return false;
+        }
+        if !self.sync_all_logs() {
+            self.journal_pinned = true;
+            return false;
+        }
+        self.journal_resets += 1;
+        if let Err(e) = self.journal.as_mut().map_or(Ok(()), |j| j.reset()) {
+            self.journal_failed(&e);
+        }
+        true
     }
 
     /// Gives up the journal after an error: fsyncs every partition log (so nothing the
@@ -1583,6 +1617,11 @@ impl Worker {
             && !self.journal_broken
     }
 
+    /// Commits go through the journal: it is open and fsync is always.
+    fn journal_tapped(&self) -> bool {
+        self.journal.is_some() && self.journal_wanted()
+    }
+
     fn journal_opened(&mut self, r: Result<Journal, JournalError>) {
         self.journal_opening = false;
         match r {
@@ -1600,10 +1639,19 @@ impl Worker {
 
     /// Turns the partitions' record taps on when commits go through the journal, off otherwise.
     fn apply_journal_taps(&mut self) {
-        let want = self.journal_wanted();
-        // Without fsync = always the journal stays open but idle: the frames it holds stay
-        // valid until the logs are fsynced, and it is used again if always comes back.
-        let tap = want && self.journal.is_some();
+        let tap = self.journal_tapped();
+        // Without fsync = always the journal stays open but idle, to be used again if always
+        // comes back. Its frames go now, once every log is fsynced: records written in the
+        // meantime are in no journal, and frames left below them would make damage among them
+        // pass for a torn write at the next start (see `sync_logs_and_restart_journal`).
+        let turned_off = !tap
+            && self
+                .owned
+                .iter()
+                .any(|&p| self.store(p).is_some_and(|s| s.journal_tap()));
+        if turned_off {
+            self.sync_logs_and_restart_journal();
+        }
         for p in self.owned.clone() {
             if let Some(s) = self.store_mut(p) {
                 // Records appended before the tap turned on (earlier in this turn) are not in
@@ -1888,6 +1936,74 @@ impl Worker {
         }
         self.maybe_merge();
         self.close_idle();
+        self.write_points_in_background();
+    }
+
+    /// How far each owned partition's log is known to be fsynced (see
+    /// `simplekv_engine::points`).
+    fn recovery_points(&self) -> Vec<RecoveryPoint> {
+        self.owned
+            .iter()
+            .filter_map(|&partition| {
+                let (file_id, synced) = self.store(partition)?.synced_point();
+                Some(RecoveryPoint {
+                    partition,
+                    file_id,
+                    synced,
+                })
+            })
+            .collect()
+    }
+
+    fn points_dir(&self) -> PathBuf {
+        self.config.storage.dir.join(points::POINTS_DIR)
+    }
+
+    /// Every `POINTS_INTERVAL` at most, when a log was fsynced further (or cut, or replaced),
+    /// the maintenance fsync thread replaces this worker's recovery points file. Damage below
+    /// the points is refused at the next start instead of being cut as a torn write; records
+    /// fsynced since the last write are judged by their bytes alone, as without points.
+    fn write_points_in_background(&mut self) {
+        const POINTS_INTERVAL: Duration = Duration::from_secs(2);
+        if self.points_busy || Instant::now() < self.points_due {
+            return;
+        }
+        let points = self.recovery_points();
+        if points == self.points_sent {
+            return;
+        }
+        self.points_due = Instant::now() + POINTS_INTERVAL;
+        let job = Job::Points {
+            worker: self.id,
+            dir: self.points_dir(),
+            points: points.clone(),
+        };
+        if self.maint.send(job) {
+            self.points_busy = true;
+            self.points_sent = points;
+        }
+    }
+
+    fn points_written(&mut self, r: io::Result<()>) {
+        self.points_busy = false;
+        match r {
+            Ok(()) => {
+                if std::mem::take(&mut self.points_failing) {
+                    info!("worker {}: recovery points written again", self.id);
+                }
+            }
+            Err(e) => {
+                // Written again at the next chance.
+                self.points_sent.clear();
+                if !std::mem::replace(&mut self.points_failing, true) {
+                    warn!(
+                        "worker {}: cannot write the recovery points in {}: {e}; damage to fsynced records may be taken for a torn write at the next start until they are written",
+                        self.id,
+                        self.points_dir().display()
+                    );
+                }
+            }
+        }
     }
 
     /// Redis-style active expiry: sample keys with a TTL, delete the expired ones (logged as
@@ -2249,6 +2365,10 @@ impl Worker {
                 "worker {}: final fsync failed; unsynced writes get an error",
                 self.id
             );
+        }
+        // Every log is fsynced to its end: the next start refuses any damage in it.
+        if let Err(e) = points::write(&self.points_dir(), self.id as u32, &self.recovery_points()) {
+            warn!("worker {}: cannot write the recovery points: {e}", self.id);
         }
         let tokens: Vec<usize> = (0..self.conns.len())
             .filter(|&i| self.conns[i].is_some())

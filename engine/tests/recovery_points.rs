@@ -1,0 +1,207 @@
+//! Recovery points (`simplekv_engine::points`): below how far a log was fsynced, what looks
+//! like a torn write (a block of zeros with whole records after it, a tail of zeros, a file
+//! cut short) is damage and is refused, or dropped with `repair`; above it the torn tail is
+//! cut as before; and a point recorded before a cut of the log matches nothing after it.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use simplekv_engine::points::RecoveryPoint;
+use simplekv_engine::{Durability, OpenError, Options, Store};
+
+#[path = "support/files.rs"]
+mod files;
+use files::{copy_dir, records_with_batch_bits, segments, truncate_file};
+
+const BLOCK: u64 = 4096;
+
+fn opts(points: &[RecoveryPoint], repair: bool) -> Options {
+    Options {
+        segment_size: 1 << 20,
+        durability: Durability::Never,
+        recovery_points: points.to_vec(),
+        repair,
+        ..Options::default()
+    }
+}
+
+fn put_range(s: &mut Store, from: u64, to: u64) {
+    for i in from..to {
+        let value = format!("value-{i:05}-").repeat(16);
+        s.put(format!("k{i:05}").as_bytes(), value.as_bytes(), None)
+            .unwrap();
+        s.commit().unwrap();
+    }
+}
+
+/// 100 records fsynced, and the point that says so.
+fn synced_log(dir: &Path) -> RecoveryPoint {
+    let mut s = Store::open(dir, opts(&[], false)).unwrap();
+    put_range(&mut s, 0, 100);
+    s.sync().unwrap();
+    let (file_id, synced) = s.synced_point();
+    RecoveryPoint {
+        partition: 0,
+        file_id,
+        synced,
+    }
+}
+
+fn only_segment(dir: &Path) -> PathBuf {
+    let segs = segments(dir);
+    assert_eq!(segs.len(), 1);
+    segs[0].clone()
+}
+
+fn zero(path: &Path, from: u64, len: u64) {
+    let mut b = fs::read(path).unwrap();
+    let end = (from + len).min(b.len() as u64);
+    b[from as usize..end as usize].fill(0);
+    fs::write(path, b).unwrap();
+}
+
+/// A copy of `src` to damage, in a directory of its own under `root`.
+fn copy_of(src: &Path, root: &Path, name: &str) -> PathBuf {
+    let d = root.join(name);
+    fs::create_dir_all(&d).unwrap();
+    copy_dir(src, &d);
+    d
+}
+
+#[test]
+fn a_zeroed_block_inside_fsynced_records_is_damage_not_a_torn_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let point = synced_log(&src);
+    let len = fs::metadata(only_segment(&src)).unwrap().len();
+    assert!(point.synced == len && len > 4 * BLOCK, "{point:?} of {len}");
+
+    // Without a point, a block of zeros with whole records after it is what a power loss
+    // leaves of writes never fsynced: cut.
+    let bare = copy_of(&src, tmp.path(), "bare");
+    zero(&only_segment(&bare), 2 * BLOCK, BLOCK);
+    let s = Store::open(&bare, opts(&[], false)).unwrap();
+    assert!(s.recovery_report().truncated_tail_bytes > 0);
+    assert!(s.len() < 100);
+
+    // Below the point it is damage: refused, naming where.
+    let marked = copy_of(&src, tmp.path(), "marked");
+    zero(&only_segment(&marked), 2 * BLOCK, BLOCK);
+    match Store::open(&marked, opts(&[point], false)) {
+        Err(OpenError::CorruptSegment { offset, .. }) => {
+            assert!((2 * BLOCK - 400..=2 * BLOCK).contains(&offset), "{offset}")
+        }
+        other => panic!("expected damage, got {:?}", other.map(|s| s.len())),
+    }
+    // A point for another file id (a cut since) says nothing about this file.
+    let other = RecoveryPoint {
+        file_id: point.file_id ^ 1,
+        ..point
+    };
+    assert!(Store::open(&marked, opts(&[other], false)).is_ok());
+
+    // Repair drops from the damage on, saying so.
+    let repaired = copy_of(&src, tmp.path(), "repaired");
+    zero(&only_segment(&repaired), 2 * BLOCK, BLOCK);
+    let s = Store::open(&repaired, opts(&[point], true)).unwrap();
+    assert!(s.recovery_report().repaired_bytes_dropped > 0);
+    assert_eq!(s.recovery_report().truncated_tail_bytes, 0);
+}
+
+#[test]
+fn a_tail_of_zeros_or_a_file_cut_below_the_point_is_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let point = synced_log(&src);
+    let recs = records_with_batch_bits(&only_segment(&src));
+    let (mid, ..) = recs[60];
+
+    // The fsynced tail read back as zeros: the device lost it.
+    let zeroed = copy_of(&src, tmp.path(), "zeroed");
+    zero(&only_segment(&zeroed), mid, u64::MAX / 2);
+    assert!(
+        Store::open(&zeroed, opts(&[], false)).is_ok(),
+        "no point: a torn tail"
+    );
+    let zeroed = copy_of(&src, tmp.path(), "zeroed2");
+    zero(&only_segment(&zeroed), mid, u64::MAX / 2);
+    assert!(matches!(
+        Store::open(&zeroed, opts(&[point], false)),
+        Err(OpenError::CorruptSegment { offset, .. }) if offset == mid
+    ));
+
+    // The file shorter than what was fsynced, ending on a record boundary.
+    let short = copy_of(&src, tmp.path(), "short");
+    truncate_file(&only_segment(&short), mid);
+    match Store::open(&short, opts(&[point], false)) {
+        Err(e @ OpenError::LostSyncedBytes { len, synced, .. }) => {
+            assert_eq!((len, synced), (mid, point.synced));
+            assert!(e.to_string().contains("storage.repair"), "{e}");
+        }
+        other => panic!("expected lost bytes, got {:?}", other.map(|s| s.len())),
+    }
+    let s = Store::open(&short, opts(&[point], true)).unwrap();
+    assert_eq!(s.len(), 60, "repair keeps what is there");
+    drop(s);
+    assert!(Store::open(&short, opts(&[], false)).is_ok());
+}
+
+#[test]
+fn a_torn_write_above_the_point_is_still_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let point = synced_log(&dir);
+    {
+        let mut s = Store::open(&dir, opts(&[point], false)).unwrap();
+        put_range(&mut s, 100, 200);
+        // Not fsynced: a crash may tear any of it.
+    }
+    let seg = only_segment(&dir);
+    let first_block_above = point.synced.div_ceil(BLOCK) * BLOCK;
+    zero(&seg, first_block_above, BLOCK);
+    let s = Store::open(&dir, opts(&[point], false)).unwrap();
+    assert!(s.recovery_report().truncated_tail_bytes > 0);
+    assert!((100..200).contains(&s.len()), "{}", s.len());
+    assert!(s.get(b"k00099").unwrap().is_some());
+}
+
+#[test]
+fn a_point_from_before_a_cut_does_not_make_a_later_torn_write_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let point = synced_log(&dir);
+    {
+        // A follower cuts its log back to LSN 20 and takes new, unsynced records after it.
+        let mut s = Store::open(&dir, opts(&[point], false)).unwrap();
+        s.truncate_to(20).unwrap();
+        assert_ne!(
+            s.synced_point().0,
+            point.file_id,
+            "a cut renews the file id"
+        );
+        put_range(&mut s, 1000, 1080);
+    }
+    // Torn below the old point, which no longer names this file.
+    zero(&only_segment(&dir), 2 * BLOCK, BLOCK);
+    let s = Store::open(&dir, opts(&[point], false)).unwrap();
+    assert!(s.recovery_report().truncated_tail_bytes > 0);
+}
+
+#[test]
+fn a_torn_tail_cut_at_open_renews_the_file_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let point = synced_log(&dir);
+    {
+        let mut s = Store::open(&dir, opts(&[point], false)).unwrap();
+        put_range(&mut s, 100, 150);
+    }
+    let seg = only_segment(&dir);
+    let len = fs::metadata(&seg).unwrap().len();
+    truncate_file(&seg, len - 10);
+    let (file_id, _) = {
+        let s = Store::open(&dir, opts(&[point], false)).unwrap();
+        assert!(s.recovery_report().truncated_tail_bytes > 0);
+        s.synced_point()
+    };
+    assert_ne!(file_id, point.file_id);
+}
