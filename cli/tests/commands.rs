@@ -2758,6 +2758,30 @@ fn exec_runs_the_queued_commands_in_order_across_workers() {
     assert_eq!(stats["total_error_replies"], "5", "{stats:?}");
     let errors = info(&mut c, "errorstats");
     assert_eq!(errors["errorstat_ERR"], "count=5", "{errors:?}");
+    // A transaction a watched key aborted ran none of its commands: the error EXEC's plan
+    // found (the odd MSET) is no error reply anyone got, in errorstats or commandstats.
+    // With only commands EXEC answers itself, and with a part on a worker as well.
+    for with_part in [false, true] {
+        let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+        let mut req = resp(&[b"WATCH", k1.as_bytes()]);
+        req.extend(resp(&[b"MULTI"]));
+        req.extend(resp(&[b"MSET", k0.as_bytes(), b"v", k1.as_bytes()]));
+        if with_part {
+            req.extend(resp(&[b"SET", k2.as_bytes(), b"w"]));
+        }
+        let queued = "+QUEUED\r\n".repeat(1 + usize::from(with_part));
+        expect_reply(&mut raw, &req, format!("+OK\r\n+OK\r\n{queued}").as_bytes());
+        let () = cmd("SET").arg(k1).arg("changed").query(&mut c).unwrap();
+        expect_reply(&mut raw, &resp(&[b"EXEC"]), b"*-1\r\n");
+        let stats = info(&mut c, "stats");
+        assert_eq!(stats["total_error_replies"], "0", "{with_part}: {stats:?}");
+        let cs = info(&mut c, "commandstats");
+        assert!(
+            cs.get("cmdstat_mset")
+                .is_none_or(|v| v.contains("failed_calls=0")),
+            "{with_part}: {cs:?}"
+        );
+    }
 }
 
 /// Server commands queued in MULTI run when EXEC runs the queue, in queue order and with the

@@ -18,7 +18,7 @@ pub enum OpenError {
     )]
     Locked { path: PathBuf },
     #[error(
-        "{path}: corrupt record at byte {offset}: {reason}; whole records follow it, the segment is not the last one, the record lies below the recovery point (fsynced), or it is all there with every block written, so this is damage inside the log, not a torn write. Restore from a replica, or start with storage.repair = true to drop everything from this point on"
+        "{path}: corrupt record at byte {offset}: {reason}; whole records follow it, the segment is not the last one, or the record is all there with every block written, so this is damage inside the log, not a torn write. Restore from a replica, or start with storage.repair = true to drop everything from this point on"
     )]
     CorruptSegment {
         path: PathBuf,
@@ -30,7 +30,16 @@ pub enum OpenError {
     )]
     MissingRecords { path: PathBuf, from: u64, last: u64 },
     #[error(
-        "{path}: the file is {len} bytes but its first {synced} were fsynced (recovery point): fsynced records are lost. Restore from a replica, or start with storage.repair = true to keep what is there"
+        "{path}: corrupt record at byte {offset}: {reason}; the first {synced} bytes of this file were fsynced (its recovery point), so this is damage to fsynced records, not a torn write. Restore from a replica, or start with storage.repair = true to drop everything from this point on. (A data directory copied from a running server may hold recovery points newer than its logs: delete the copy's recovery-points directory.)"
+    )]
+    DamageBelowRecoveryPoint {
+        path: PathBuf,
+        offset: u64,
+        reason: DecodeError,
+        synced: u64,
+    },
+    #[error(
+        "{path}: the file is {len} bytes but its first {synced} were fsynced (its recovery point): fsynced records are lost. Restore from a replica, or start with storage.repair = true to keep what is there. (A data directory copied from a running server may hold recovery points newer than its logs: delete the copy's recovery-points directory.)"
     )]
     LostSyncedBytes {
         path: PathBuf,

@@ -41,7 +41,13 @@ pub fn free_space(path: &Path) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
-/// A random 64-bit id, used to tie a hint file to the exact segment file it describes.
+/// A random 64-bit id, used to tie a hint file or a recovery point to the exact segment file
+/// it describes. Mixed with the standard library's per-process random hash keys (seeded by the
+/// OS): the thread-local generator alone is seeded from the clock and the thread, which
+/// restart alike at every boot.
 pub fn random_id() -> u64 {
-    fastrand::u64(1..)
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(fastrand::u64(..));
+    h.finish().max(1)
 }

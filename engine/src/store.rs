@@ -228,6 +228,9 @@ impl Store {
         };
         store.install_loaded(loaded, false)?;
         store.upgrade_active_format()?;
+        // They described the files as the start found them: a reload later (or a copy of
+        // another log opened with these options) judges by the bytes alone.
+        store.opts.recovery_points = Vec::new();
         Ok(store)
     }
 
@@ -1180,9 +1183,11 @@ impl Store {
 
     /// The active segment's file id and how many of its bytes are known to be fsynced: what a
     /// recovery point for this log records (see [`crate::points`]).
-    pub fn synced_point(&self) -> (u64, u64) {
-        let seg = self.seg(self.active_id());
-        (seg.header.file_id, seg.synced())
+    /// `None` for a store whose reload failed: it has no segments left.
+    pub fn synced_point(&self) -> Option<(u64, u64)> {
+        let id = *self.order.last()?;
+        let seg = self.segments.get(id as usize)?.as_ref()?;
+        Some((seg.header.file_id, seg.synced()))
     }
 
     /// With `background_sync`: when `EverySec` owes an fsync, writes the buffer and returns a
@@ -2205,6 +2210,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                     path.display()
                 );
             }
+            let short_of_point = point.is_some_and(|n| bad.is_none() && (total as u64) < n);
             if !last && bad.is_none() {
                 // A closed segment ends a batch unless a batch outgrew MAX_SEGMENT_SIZE and
                 // was split by a roll: what it holds of it is kept, as it was acknowledged.
@@ -2214,6 +2220,13 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             }
             for &(lsn, off) in &marks {
                 seg.note_record(lsn, off);
+            }
+            if short_of_point {
+                // A cut in effect (on repair): writes over the lost range are not fsynced.
+                renew_file_id(&mut seg).map_err(|e| OpenError::BadSegmentHeader {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
             }
             if let Some(n) = point {
                 // Known to be on disk: the points written from now on keep saying so (a cut
@@ -2268,6 +2281,13 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                     seg.truncate(off as u64).map_err(as_open_err)?;
                     remove_if_exists(&hint::hint_for_segment(&path)).at_open(&path)?;
                     drop_rest = true;
+                } else if let Some(synced) = point.filter(|&n| (bad_off as u64) < n) {
+                    return Err(OpenError::DamageBelowRecoveryPoint {
+                        path,
+                        offset: bad_off as u64,
+                        reason: decode_err,
+                        synced,
+                    });
                 } else {
                     return Err(OpenError::CorruptSegment {
                         path,

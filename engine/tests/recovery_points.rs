@@ -38,7 +38,7 @@ fn synced_log(dir: &Path) -> RecoveryPoint {
     let mut s = Store::open(dir, opts(&[], false)).unwrap();
     put_range(&mut s, 0, 100);
     s.sync().unwrap();
-    let (file_id, synced) = s.synced_point();
+    let (file_id, synced) = s.synced_point().unwrap();
     RecoveryPoint {
         partition: 0,
         file_id,
@@ -87,8 +87,14 @@ fn a_zeroed_block_inside_fsynced_records_is_damage_not_a_torn_write() {
     let marked = copy_of(&src, tmp.path(), "marked");
     zero(&only_segment(&marked), 2 * BLOCK, BLOCK);
     match Store::open(&marked, opts(&[point], false)) {
-        Err(OpenError::CorruptSegment { offset, .. }) => {
-            assert!((2 * BLOCK - 400..=2 * BLOCK).contains(&offset), "{offset}")
+        Err(e @ OpenError::DamageBelowRecoveryPoint { offset, synced, .. }) => {
+            assert!((2 * BLOCK - 400..=2 * BLOCK).contains(&offset), "{offset}");
+            assert_eq!(synced, point.synced);
+            let msg = e.to_string();
+            assert!(
+                msg.contains("storage.repair") && msg.contains("recovery-points"),
+                "{msg}"
+            );
         }
         other => panic!("expected damage, got {:?}", other.map(|s| s.len())),
     }
@@ -126,7 +132,7 @@ fn a_tail_of_zeros_or_a_file_cut_below_the_point_is_damage() {
     zero(&only_segment(&zeroed), mid, u64::MAX / 2);
     assert!(matches!(
         Store::open(&zeroed, opts(&[point], false)),
-        Err(OpenError::CorruptSegment { offset, .. }) if offset == mid
+        Err(OpenError::DamageBelowRecoveryPoint { offset, .. }) if offset == mid
     ));
 
     // The file shorter than what was fsynced, ending on a record boundary.
@@ -139,10 +145,16 @@ fn a_tail_of_zeros_or_a_file_cut_below_the_point_is_damage() {
         }
         other => panic!("expected lost bytes, got {:?}", other.map(|s| s.len())),
     }
-    let s = Store::open(&short, opts(&[point], true)).unwrap();
+    let mut s = Store::open(&short, opts(&[point], true)).unwrap();
     assert_eq!(s.len(), 60, "repair keeps what is there");
+    // Writes over the range the point covered, not fsynced, and torn by a crash: the old
+    // point no longer names the file.
+    assert_ne!(s.synced_point().unwrap().0, point.file_id);
+    put_range(&mut s, 200, 260);
     drop(s);
-    assert!(Store::open(&short, opts(&[], false)).is_ok());
+    zero(&only_segment(&short), mid + 2 * BLOCK, BLOCK);
+    let s = Store::open(&short, opts(&[point], false)).unwrap();
+    assert!(s.recovery_report().truncated_tail_bytes > 0);
 }
 
 #[test]
@@ -174,7 +186,7 @@ fn a_point_from_before_a_cut_does_not_make_a_later_torn_write_damage() {
         let mut s = Store::open(&dir, opts(&[point], false)).unwrap();
         s.truncate_to(20).unwrap();
         assert_ne!(
-            s.synced_point().0,
+            s.synced_point().unwrap().0,
             point.file_id,
             "a cut renews the file id"
         );
@@ -201,7 +213,25 @@ fn a_torn_tail_cut_at_open_renews_the_file_id() {
     let (file_id, _) = {
         let s = Store::open(&dir, opts(&[point], false)).unwrap();
         assert!(s.recovery_report().truncated_tail_bytes > 0);
-        s.synced_point()
+        s.synced_point().unwrap()
     };
     assert_ne!(file_id, point.file_id);
+}
+
+#[test]
+fn the_commit_journal_replaying_from_the_damage_takes_precedence_over_the_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let point = synced_log(&dir);
+    let recs = records_with_batch_bits(&only_segment(&dir));
+    let (mid, lsn, ..) = recs[60];
+    zero(&only_segment(&dir), mid, u64::MAX / 2);
+    // The journal holds the records from LSN 50 on: cut, the replay restores them.
+    let o = Options {
+        journaled_from: Some(lsn - 10),
+        ..opts(&[point], false)
+    };
+    let s = Store::open(&dir, o).unwrap();
+    assert!(s.recovery_report().truncated_tail_bytes > 0);
+    assert_eq!(s.log_end(), lsn);
 }

@@ -2425,16 +2425,21 @@ pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
 }
 
 /// `fill_slot` for an EXEC's slot: returns the connection's settings to put back when the
-/// transaction completes having run nothing (a watched key changed, or it was refused whole).
+/// transaction completes having run nothing (a watched key changed, or it was refused whole),
+/// and, when it completes having run, the errors its plan answered (`multi::errors_of_plan`).
 pub fn fill_exec_slot(
     slot: &mut Slot,
     part: u32,
     payload: Payload,
-) -> Option<Box<super::conn::ClientSettings>> {
+) -> (
+    Option<Box<super::conn::ClientSettings>>,
+    super::multi::PlanErrors,
+) {
     let Slot::Waiting(pending) = slot else {
-        return None;
+        return (None, Vec::new());
     };
     fill_gather(&mut pending.gather, part, payload);
+    let planned = super::multi::errors_of_plan(&pending.gather);
     let undo = match &mut pending.gather {
         Gather::Tx {
             missing: 0,
@@ -2446,7 +2451,7 @@ pub fn fill_exec_slot(
         _ => None,
     };
     finish_slot(slot);
-    undo
+    (undo, planned)
 }
 
 /// A waiting slot whose gather is complete becomes its reply (held where it must wait).

@@ -671,11 +671,14 @@ pub fn start_node(
     }
     // How far each log was known to be fsynced (see `simplekv_engine::points`).
     let points_dir = dir.join(simplekv_engine::points::POINTS_DIR);
-    let (mut all_points, unreadable) =
-        simplekv_engine::points::read_dir(&points_dir).map_err(|e| ServerError::DataDir {
-            path: points_dir.clone(),
-            reason: e.to_string(),
-        })?;
+    let (mut all_points, unreadable) = simplekv_engine::points::read_dir(&points_dir)
+        .unwrap_or_else(|e| {
+            warn!(
+                "{}: cannot read the recovery points ({e}); the end of every log is judged by its bytes alone",
+                points_dir.display()
+            );
+            Default::default()
+        });
     for path in unreadable {
         warn!(
             "{}: recovery points file does not check; ignored (the end of those logs is judged by its bytes alone)",

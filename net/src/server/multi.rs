@@ -203,12 +203,45 @@ pub fn note_errors(
     }
 }
 
-/// A queued command answered as EXEC planned it (PING, CLIENT SETNAME, an error...): an
-/// error counts as its own, as `note_errors` counts those of the parts.
-fn note_planned(out: &mut Output, item: &Gather, name: &'static str) {
-    if let Gather::Single(Some(reply)) = item {
-        out.errors.note(reply);
-        if reply.first() == Some(&b'-') && !name.is_empty() {
+/// Error replies EXEC's plan gave, with their commands' names.
+pub type PlanErrors = Vec<(Vec<u8>, &'static str)>;
+
+/// Whether a queued command was answered with an error as EXEC planned it (PING with too
+/// many arguments, CLIENT SETNAME with a space...).
+fn planned_error(item: &Gather) -> bool {
+    matches!(item, Gather::Single(Some(reply)) if reply.first() == Some(&b'-'))
+}
+
+/// The errors EXEC's plan answered itself, with their commands' names, once the transaction
+/// ran: they count as their commands' own, as `note_errors` counts those of the parts. A
+/// transaction that a watched key aborted, or that was refused whole, ran none of them.
+pub fn errors_of_plan(gather: &Gather) -> PlanErrors {
+    let Gather::Tx {
+        items,
+        missing: 0,
+        error: None,
+        aborted: false,
+        names,
+        planned_errors,
+        ..
+    } = gather
+    else {
+        return Vec::new();
+    };
+    planned_errors
+        .iter()
+        .filter_map(|&i| match items.get(i as usize)? {
+            Gather::Single(Some(reply)) => Some((reply.clone(), names[i as usize])),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Counts what `errors_of_plan` gave in INFO errorstats and commandstats.
+pub fn note_planned(out: &mut Output, errors: PlanErrors) {
+    for (reply, name) in errors {
+        out.errors.note(&reply);
+        if !name.is_empty() {
             out.failed_cmds.push(name);
         }
     }
@@ -513,11 +546,14 @@ impl Worker {
         let workers = self.peers.len();
         let mut parts: Vec<TxPart> = (0..workers).map(|_| TxPart::default()).collect();
         let mut items = Vec::with_capacity(tx.cmds.len());
+        let mut planned_errors = Vec::new();
         let mut strictest = acks;
         for (i, c) in tx.cmds.into_iter().enumerate() {
             let i = i as u32;
             let item = self.plan(token, client, i, c, &mut parts);
-            note_planned(out, &item, names[i as usize]);
+            if planned_error(&item) {
+                planned_errors.push(i);
+            }
             items.push(item);
             strictest = stricter(strictest, self.acks_of(client));
         }
@@ -542,8 +578,10 @@ impl Worker {
             bare: false,
             undo,
             names,
+            planned_errors,
         };
         if involved.is_empty() {
+            note_planned(out, errors_of_plan(&gather));
             let reply = gather_reply(&mut gather).unwrap_or_default();
             return out.push_reply(&reply);
         }
@@ -555,7 +593,9 @@ impl Worker {
                 if let Some(Gather::Tx { names, .. }) = gather_of(&slot) {
                     note_errors(&payload, &mut out.errors, &mut out.failed_cmds, names);
                 }
-                if let Some(settings) = super::dispatch::fill_exec_slot(&mut slot, 0, payload) {
+                let (undo, planned) = super::dispatch::fill_exec_slot(&mut slot, 0, payload);
+                note_planned(out, planned);
+                if let Some(settings) = undo {
                     client.restore(*settings);
                 }
                 self.push_gathered(out, slot, need);
@@ -589,10 +629,13 @@ impl Worker {
     ) {
         let mut visits = std::collections::VecDeque::new();
         let mut items = Vec::with_capacity(cmds.len());
+        let mut planned_errors = Vec::new();
         let mut strictest = acks;
         for (i, c) in cmds.into_iter().enumerate() {
             let item = self.plan_seq(token, client, i as u32, c, &mut visits);
-            note_planned(out, &item, names[i]);
+            if planned_error(&item) {
+                planned_errors.push(i as u32);
+            }
             items.push(item);
             strictest = stricter(strictest, self.acks_of(client));
         }
@@ -630,6 +673,7 @@ impl Worker {
             bare: false,
             undo,
             names,
+            planned_errors,
         };
         let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         self.start_tx_steps(
@@ -878,6 +922,7 @@ impl Worker {
             bare: true,
             undo: None,
             names: Vec::new(),
+            planned_errors: Vec::new(),
         };
         let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         self.start_tx_steps(token, out, client, acks, slot, parts, None);

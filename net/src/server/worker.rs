@@ -1112,7 +1112,9 @@ impl Worker {
         }
         if let Some(slot) = conn.out.slot_mut(rt.seq) {
             if exec {
-                if let Some(settings) = super::dispatch::fill_exec_slot(slot, rt.part, payload) {
+                let (undo, planned) = super::dispatch::fill_exec_slot(slot, rt.part, payload);
+                super::multi::note_planned(&mut conn.out, planned);
+                if let Some(settings) = undo {
                     conn.client.restore(*settings);
                 }
             } else {
@@ -1652,16 +1654,27 @@ impl Worker {
         if turned_off {
             self.sync_logs_and_restart_journal();
         }
+        // Records a log has not fsynced when its tap turns on (written under another fsync
+        // policy, or by the process before this one: at start a log counts as unsynced) are
+        // in no journal: they are fsynced here, before any frame can reach the disk above
+        // them. Otherwise writeback could persist frames while a power cut loses the log's
+        // tail below them, and the next start would refuse the gap between the two.
+        let mut failed = Vec::new();
         for p in self.owned.clone() {
             if let Some(s) = self.store_mut(p) {
-                // Records appended before the tap turned on (earlier in this turn) are not in
-                // it: this turn's commit fsyncs that log directly.
-                let direct = tap && !s.journal_tap() && s.has_unsynced();
-                s.set_journal_tap(tap);
-                if direct && !self.pending_sync.contains(&p) {
-                    self.pending_sync.push(p);
+                if tap
+                    && !s.journal_tap()
+                    && s.has_unsynced()
+                    && let Err(e) = s.sync()
+                {
+                    failed.push((p, e));
                 }
+                s.set_journal_tap(tap);
             }
+        }
+        for (p, err) in failed {
+            let msg = self.commit_failed(p, &err);
+            self.sync_failed.push((self.durable + 1, self.epoch, msg));
         }
     }
 
@@ -1945,7 +1958,7 @@ impl Worker {
         self.owned
             .iter()
             .filter_map(|&partition| {
-                let (file_id, synced) = self.store(partition)?.synced_point();
+                let (file_id, synced) = self.store(partition)?.synced_point()?;
                 Some(RecoveryPoint {
                     partition,
                     file_id,
