@@ -2758,9 +2758,9 @@ fn exec_runs_the_queued_commands_in_order_across_workers() {
     assert_eq!(stats["total_error_replies"], "5", "{stats:?}");
     let errors = info(&mut c, "errorstats");
     assert_eq!(errors["errorstat_ERR"], "count=5", "{errors:?}");
-    // A transaction a watched key aborted ran none of its commands: the error EXEC's plan
-    // found (the odd MSET) is no error reply anyone got, in errorstats or commandstats.
-    // With only commands EXEC answers itself, and with a part on a worker as well.
+    // A transaction a watched key aborted ran none of its commands: they are no calls in
+    // commandstats, and the error EXEC's plan found (the odd MSET) is no error reply anyone
+    // got. With only commands EXEC answers itself, and with a part on a worker as well.
     for with_part in [false, true] {
         let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
         let mut req = resp(&[b"WATCH", k1.as_bytes()]);
@@ -2776,12 +2776,23 @@ fn exec_runs_the_queued_commands_in_order_across_workers() {
         let stats = info(&mut c, "stats");
         assert_eq!(stats["total_error_replies"], "0", "{with_part}: {stats:?}");
         let cs = info(&mut c, "commandstats");
-        assert!(
-            cs.get("cmdstat_mset")
-                .is_none_or(|v| v.contains("failed_calls=0")),
-            "{with_part}: {cs:?}"
-        );
+        assert!(!cs.contains_key("cmdstat_mset"), "{with_part}: {cs:?}");
     }
+    // Run, they count: the queued commands as calls, the planned error as a failed one.
+    let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let mut req = resp(&[b"MULTI"]);
+    req.extend(resp(&[b"MSET", k0.as_bytes(), b"v", k1.as_bytes()]));
+    req.extend(resp(&[b"SET", k2.as_bytes(), b"w"]));
+    req.extend(resp(&[b"EXEC"]));
+    let want = "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n-ERR wrong number of arguments for 'mset' command\r\n+OK\r\n";
+    expect_reply(&mut raw, &req, want.as_bytes());
+    let cs = info(&mut c, "commandstats");
+    assert!(
+        cs["cmdstat_mset"].contains("calls=1,") && cs["cmdstat_mset"].contains("failed_calls=1"),
+        "{cs:?}"
+    );
+    assert!(cs["cmdstat_set"].contains("calls=1,"), "{cs:?}");
+    assert_eq!(info(&mut c, "stats")["total_error_replies"], "1");
 }
 
 /// Server commands queued in MULTI run when EXEC runs the queue, in queue order and with the

@@ -143,7 +143,7 @@ pub enum Gather {
         /// whose reply is an error (INFO commandstats).
         names: Vec<&'static str>,
         /// Items EXEC's plan answered with an error itself (a server command refused): they
-        /// count in INFO errorstats only if the transaction runs (`multi::errors_of_plan`).
+        /// count in INFO errorstats only if the transaction runs (`multi::TxRan`).
         planned_errors: Vec<u32>,
     },
     /// Parts whose payloads a finishing function turns into the reply (INFO, KEYS, ...).

@@ -2426,20 +2426,20 @@ pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
 
 /// `fill_slot` for an EXEC's slot: returns the connection's settings to put back when the
 /// transaction completes having run nothing (a watched key changed, or it was refused whole),
-/// and, when it completes having run, the errors its plan answered (`multi::errors_of_plan`).
+/// and, when it completes having run, what that counts (`multi::TxRan`).
 pub fn fill_exec_slot(
     slot: &mut Slot,
     part: u32,
     payload: Payload,
 ) -> (
     Option<Box<super::conn::ClientSettings>>,
-    super::multi::PlanErrors,
+    Option<super::multi::TxRan>,
 ) {
     let Slot::Waiting(pending) = slot else {
-        return (None, Vec::new());
+        return (None, None);
     };
     fill_gather(&mut pending.gather, part, payload);
-    let planned = super::multi::errors_of_plan(&pending.gather);
+    let ran = super::multi::tx_ran(&pending.gather);
     let undo = match &mut pending.gather {
         Gather::Tx {
             missing: 0,
@@ -2451,7 +2451,7 @@ pub fn fill_exec_slot(
         _ => None,
     };
     finish_slot(slot);
-    (undo, planned)
+    (undo, ran)
 }
 
 /// A waiting slot whose gather is complete becomes its reply (held where it must wait).

@@ -203,47 +203,67 @@ pub fn note_errors(
     }
 }
 
-/// Error replies EXEC's plan gave, with their commands' names.
-pub type PlanErrors = Vec<(Vec<u8>, &'static str)>;
-
 /// Whether a queued command was answered with an error as EXEC planned it (PING with too
 /// many arguments, CLIENT SETNAME with a space...).
 fn planned_error(item: &Gather) -> bool {
     matches!(item, Gather::Single(Some(reply)) if reply.first() == Some(&b'-'))
 }
 
-/// The errors EXEC's plan answered itself, with their commands' names, once the transaction
-/// ran: they count as their commands' own, as `note_errors` counts those of the parts. A
-/// transaction that a watched key aborted, or that was refused whole, ran none of them.
-pub fn errors_of_plan(gather: &Gather) -> PlanErrors {
+/// What a transaction that ran counts, as Redis counts the commands EXEC runs: a call of each
+/// of its commands in INFO commandstats and `total_commands_processed` (their time is EXEC's,
+/// not measured per command), and the errors EXEC's plan answered itself as their commands'
+/// own (`note_errors` counts those of the parts). A transaction that a watched key aborted,
+/// or that was refused whole, ran none of its commands and counts nothing.
+pub struct TxRan {
+    names: Vec<&'static str>,
+    errors: Vec<(Vec<u8>, &'static str)>,
+}
+
+/// `Some` once the transaction of `gather` has run (every part answered, none refused it).
+pub fn tx_ran(gather: &Gather) -> Option<TxRan> {
     let Gather::Tx {
         items,
         missing: 0,
         error: None,
         aborted: false,
+        bare: false,
         names,
         planned_errors,
         ..
     } = gather
     else {
-        return Vec::new();
+        return None;
     };
-    planned_errors
+    let errors = planned_errors
         .iter()
         .filter_map(|&i| match items.get(i as usize)? {
             Gather::Single(Some(reply)) => Some((reply.clone(), names[i as usize])),
             _ => None,
         })
-        .collect()
+        .collect();
+    Some(TxRan {
+        names: names.clone(),
+        errors,
+    })
 }
 
-/// Counts what `errors_of_plan` gave in INFO errorstats and commandstats.
-pub fn note_planned(out: &mut Output, errors: PlanErrors) {
-    for (reply, name) in errors {
-        out.errors.note(&reply);
-        if !name.is_empty() {
-            out.failed_cmds.push(name);
+impl TxRan {
+    /// The errors, in the connection's tallies (INFO errorstats, failed calls).
+    pub fn note_errors(&mut self, out: &mut Output) {
+        for (reply, name) in self.errors.drain(..) {
+            out.errors.note(&reply);
+            if !name.is_empty() {
+                out.failed_cmds.push(name);
+            }
         }
+    }
+
+    /// The calls, in the worker's command statistics.
+    pub fn count_calls(&self, stats: &mut super::stats::WorkerStats) {
+        for name in self.names.iter().filter(|n| !n.is_empty()) {
+            stats.cmdstats.record(name, false, 0);
+        }
+        stats.commands += self.names.len() as u64;
     }
 }
 
@@ -514,19 +534,16 @@ impl Worker {
         if tx.failed {
             return err(out, EXECABORT);
         }
-        // INFO commandstats counts a transaction's commands as EXEC runs them (their time
-        // is EXEC's, which is not measured per command), and an error among their replies as
-        // a failed call of its command.
-        let mut names = Vec::with_capacity(tx.cmds.len());
-        for c in &tx.cmds {
-            let a = c.slices();
-            let name = cmd::lookup(a[0]).map_or("", |spec| spec.for_args(&a).name);
-            if !name.is_empty() {
-                self.stats.cmdstats.record(name, false, 0);
-            }
-            names.push(name);
-        }
-        self.stats.commands += tx.cmds.len() as u64;
+        // INFO commandstats counts a transaction's commands once it has run them (`TxRan`),
+        // and an error among their replies as a failed call of its command.
+        let names: Vec<&'static str> = tx
+            .cmds
+            .iter()
+            .map(|c| {
+                let a = c.slices();
+                cmd::lookup(a[0]).map_or("", |spec| spec.for_args(&a).name)
+            })
+            .collect();
         let acks = self.acks_of(client);
         if self.cluster.is_some()
             && let Some(e) = self.tx_cluster_refusal(&tx.cmds, &watched, acks)
@@ -581,7 +598,10 @@ impl Worker {
             planned_errors,
         };
         if involved.is_empty() {
-            note_planned(out, errors_of_plan(&gather));
+            if let Some(mut ran) = tx_ran(&gather) {
+                ran.note_errors(out);
+                ran.count_calls(&mut self.stats);
+            }
             let reply = gather_reply(&mut gather).unwrap_or_default();
             return out.push_reply(&reply);
         }
@@ -593,8 +613,11 @@ impl Worker {
                 if let Some(Gather::Tx { names, .. }) = gather_of(&slot) {
                     note_errors(&payload, &mut out.errors, &mut out.failed_cmds, names);
                 }
-                let (undo, planned) = super::dispatch::fill_exec_slot(&mut slot, 0, payload);
-                note_planned(out, planned);
+                let (undo, ran) = super::dispatch::fill_exec_slot(&mut slot, 0, payload);
+                if let Some(mut ran) = ran {
+                    ran.note_errors(out);
+                    ran.count_calls(&mut self.stats);
+                }
                 if let Some(settings) = undo {
                     client.restore(*settings);
                 }

@@ -636,7 +636,10 @@ impl Worker {
                 }) {
                     Some(Ok(())) => role,
                     Some(Err(e)) => {
-                        log::error!("partition {p}: cannot begin leader epoch {epoch}: {e}");
+                        log::error!(
+                            "partition {p}: cannot begin leader epoch {epoch}: {e}; trying again in a second"
+                        );
+                        self.lead_retry = Some(Instant::now() + Duration::from_secs(1));
                         Role::Idle
                     }
                     None => Role::Idle,
@@ -680,6 +683,19 @@ impl Worker {
         c.routes = rt;
         self.advance_committed();
         self.release_after_change();
+    }
+
+    /// A leadership this node could not take up (the epoch could not begin: a full disk)
+    /// is tried again from the route table it has, since no new table may come to wake it:
+    /// the controller has named this node and waits for it.
+    pub fn retry_leadership(&mut self) {
+        if self.lead_retry.is_none_or(|t| Instant::now() < t) {
+            return;
+        }
+        self.lead_retry = None;
+        if let Some(rt) = self.cluster.as_ref().map(|c| c.routes.clone()) {
+            self.apply_routes(rt);
+        }
     }
 
     fn release_after_change(&mut self) {

@@ -251,6 +251,8 @@ pub struct Worker {
     pub cluster: Option<Box<ClusterState>>,
     /// WAIT commands waiting for followers (cluster mode).
     pub parked_waits: Vec<super::replica::ParkedWait>,
+    /// When to try again a leadership that could not begin (`retry_leadership`).
+    pub lead_retry: Option<Instant>,
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
     sync_tx: Sender<SyncJob>,
@@ -358,6 +360,7 @@ impl Worker {
             committed: 0,
             cluster: cluster.map(Box::new),
             parked_waits: Vec::new(),
+            lead_retry: None,
             durable_waiters: Vec::new(),
             sync_tx,
             draining: false,
@@ -1110,16 +1113,23 @@ impl Worker {
             let out = &mut conn.out;
             super::multi::note_errors(&payload, &mut out.errors, &mut out.failed_cmds, names);
         }
+        let mut ran = None;
         if let Some(slot) = conn.out.slot_mut(rt.seq) {
             if exec {
-                let (undo, planned) = super::dispatch::fill_exec_slot(slot, rt.part, payload);
-                super::multi::note_planned(&mut conn.out, planned);
+                let (undo, tx_ran) = super::dispatch::fill_exec_slot(slot, rt.part, payload);
+                ran = tx_ran;
+                if let Some(r) = ran.as_mut() {
+                    r.note_errors(&mut conn.out);
+                }
                 if let Some(settings) = undo {
                     conn.client.restore(*settings);
                 }
             } else {
                 super::dispatch::fill_slot(slot, rt.part, payload);
             }
+        }
+        if let Some(r) = ran {
+            r.count_calls(&mut self.stats);
         }
         self.mark_conn_dirty(rt.token);
     }
@@ -1950,6 +1960,7 @@ impl Worker {
         self.maybe_merge();
         self.close_idle();
         self.write_points_in_background();
+        self.retry_leadership();
     }
 
     /// How far each owned partition's log is known to be fsynced (see
