@@ -1207,7 +1207,14 @@ impl Store {
         }
         // At most one a second, landed or not.
         self.last_sync = Instant::now();
-        Ok(Some(self.sync_ticket()))
+        // On a descriptor of its own (see `sync_ticket_own_fd`): the owner may fsync the log
+        // itself meanwhile (a log cut, fsync switched at run time, shutdown), and of two
+        // fsyncs on one descriptor only one hears of a writeback error. The shared one if
+        // the file cannot be opened again (out of descriptors).
+        Ok(Some(
+            self.sync_ticket_own_fd()
+                .unwrap_or_else(|_| self.sync_ticket()),
+        ))
     }
 
     /// After a failed write or fsync the in-memory state may name records that are not on
