@@ -1776,12 +1776,19 @@ fn records_len<'a>(puts: impl Iterator<Item = (&'a [u8], usize)>, deletes: &[&[u
 /// A whole record out of LSN order is never a torn write, nor is a last record that is all
 /// there ([`whole_but_damaged`]). Records that a commit journal
 /// replays after opening (`Options::journaled_from`) are cut as torn: the replay restores them.
+///
+/// Above a recovery point (`above_point`: records written since the points were last
+/// recorded, which may never have been fsynced) a damaged record whose framing is whole but
+/// which holds a block of zeros in its own bytes is what a power cut leaves of a large write
+/// it tore (a later page persisted, an earlier one not): torn. Without a point, a value of
+/// zeros with a flipped byte looks the same and its framing makes it damage.
 fn damage_inside(
     bytes: &[u8],
     off: usize,
     e: &record::DecodeError,
     next_lsn: u64,
     opts: &Options,
+    above_point: bool,
 ) -> bool {
     if matches!(e, record::DecodeError::LsnOutOfOrder { .. }) {
         return true;
@@ -1797,7 +1804,8 @@ fn damage_inside(
         let val_len = record::u32_at(bytes, off + 29) as usize;
         off + record::HEADER_LEN + key_len + val_len == next
     };
-    framed || only_a_length_changed(bytes, off, next) || !has_zeroed_block(bytes, off, next)
+    let zeroed = has_zeroed_block(bytes, off, next);
+    !zeroed || only_a_length_changed(bytes, off, next) || (framed && !above_point)
 }
 
 /// Whether the last record, at `off`, is all there and was damaged after it was written: its
@@ -2199,7 +2207,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             let inside = last
                 && bad.as_ref().is_some_and(|(off, e, _)| {
                     point.is_some_and(|n| (*off as u64) < n)
-                        || damage_inside(bytes, *off, e, next_lsn, opts)
+                        || damage_inside(bytes, *off, e, next_lsn, opts, point.is_some())
                 });
             if let Some(n) = point
                 && bad.is_none()
