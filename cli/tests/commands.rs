@@ -4848,8 +4848,13 @@ fn info_commandstats_counts_calls_rejections_and_failures_as_redis() {
     // (The client library makes an error inside the array the whole reply's.)
     let e = cmd("EXEC").query::<Value>(&mut c).unwrap_err();
     assert!(e.to_string().contains("not an integer"), "{e}");
-    // Refused before running: rejected, not failed.
+    // Refused before running: rejected, not failed; inside MULTI too (SAVE may not be
+    // queued, and the transaction is discarded).
     let _ = query_err(&mut c, cmd("EXEC").arg("x"));
+    let () = cmd("MULTI").query(&mut c).unwrap();
+    let e = query_err(&mut c, &cmd("SAVE"));
+    assert!(e.contains("not allowed inside a transaction"), "{e}");
+    let () = cmd("DISCARD").query(&mut c).unwrap();
     let text: String = cmd("INFO").arg("commandstats").query(&mut c).unwrap();
     let stats: HashMap<&str, &str> = text
         .lines()
@@ -4871,9 +4876,11 @@ fn info_commandstats_counts_calls_rejections_and_failures_as_redis() {
     assert_eq!(field("client|kill", "calls"), 1, "{text}");
     assert_eq!(field("client|kill", "failed_calls"), 1, "{text}");
     assert_eq!(field("config|get", "calls"), 1, "{text}");
-    assert_eq!(field("multi", "calls"), 1, "{text}");
+    assert_eq!(field("multi", "calls"), 2, "{text}");
     assert_eq!(field("exec", "calls"), 1, "{text}");
     assert_eq!(field("exec", "rejected_calls"), 1, "{text}");
+    assert_eq!(field("save", "rejected_calls"), 1, "{text}");
+    assert_eq!(field("save", "calls"), 0, "{text}");
     assert_eq!(field("exec", "failed_calls"), 0, "{text}");
     assert_eq!(
         field("unwatch", "calls"),
@@ -4884,11 +4891,11 @@ fn info_commandstats_counts_calls_rejections_and_failures_as_redis() {
     assert!(stats["set"].contains(",usec_per_call="), "{text}");
     // total_commands_processed: commands that ran, those of the transaction as EXEC ran them
     // (RESETSTAT, 4 SETs, GET, SET, INCR x2, CONFIG GET, MULTI, SET, UNWATCH, INCR, CLIENT
-    // KILL, EXEC, INFO).
+    // KILL, EXEC, MULTI, DISCARD, INFO).
     assert_eq!(
         info(&mut c, "stats")["total_commands_processed"],
-        "17",
-        "not the refused GET and EXEC"
+        "19",
+        "not the refused GET, EXEC and SAVE"
     );
     // Not a default section; in INFO all.
     let plain: String = cmd("INFO").query(&mut c).unwrap();

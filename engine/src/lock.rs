@@ -48,6 +48,9 @@ mod tests {
 
     #[test]
     fn second_lock_on_the_same_directory_is_refused_until_the_first_is_dropped() {
+        // The full-disk tests of this binary fork `mount`: a child holds a copy of the lock's
+        // descriptor until it execs, and the lock would still be held after the drop.
+        let _turn = crate::test_tmpfs::serial();
         let dir = tempfile::tempdir().unwrap();
         let a = DirLock::acquire(dir.path()).unwrap();
         assert!(matches!(

@@ -1205,16 +1205,10 @@ impl Store {
         if let Err(e) = self.seg_mut(id).flush() {
             return Err(self.fail_write(e));
         }
-        // At most one a second, landed or not.
+        // At most one a second, landed or not. On the owner's descriptor: one of its own per
+        // ticket would pile up open files while a stalled disk holds the fsyncs back.
         self.last_sync = Instant::now();
-        // On a descriptor of its own (see `sync_ticket_own_fd`): the owner may fsync the log
-        // itself meanwhile (a log cut, fsync switched at run time, shutdown), and of two
-        // fsyncs on one descriptor only one hears of a writeback error. The shared one if
-        // the file cannot be opened again (out of descriptors).
-        Ok(Some(
-            self.sync_ticket_own_fd()
-                .unwrap_or_else(|_| self.sync_ticket()),
-        ))
+        Ok(Some(self.sync_ticket()))
     }
 
     /// After a failed write or fsync the in-memory state may name records that are not on
@@ -1775,13 +1769,15 @@ fn records_len<'a>(puts: impl Iterator<Item = (&'a [u8], usize)>, deletes: &[&[u
 /// write (of records never synced). A flipped bit, in a value, a length or a tag, is damage.
 /// A whole record out of LSN order is never a torn write, nor is a last record that is all
 /// there ([`whole_but_damaged`]). Records that a commit journal
-/// replays after opening (`Options::journaled_from`) are cut as torn: the replay restores them.
+/// replays after opening (`Options::journaled_from`) are cut as torn: the replay restores them;
+/// those below the journal's first record were fsynced, and are damage.
 ///
 /// Above a recovery point (`above_point`: records written since the points were last
-/// recorded, which may never have been fsynced) a damaged record whose framing is whole but
-/// which holds a block of zeros in its own bytes is what a power cut leaves of a large write
-/// it tore (a later page persisted, an earlier one not): torn. Without a point, a value of
-/// zeros with a flipped byte looks the same and its framing makes it damage.
+/// recorded, which may never have been fsynced) a record whose framing is whole, whose
+/// checksum fails and which holds a block of zeros in its own bytes is what a power cut
+/// leaves of a large write it tore (a later page persisted, an earlier one not): torn.
+/// Without a point, a value of zeros with a flipped byte looks the same and its framing
+/// makes it damage.
 fn damage_inside(
     bytes: &[u8],
     off: usize,
@@ -1793,8 +1789,12 @@ fn damage_inside(
     if matches!(e, record::DecodeError::LsnOutOfOrder { .. }) {
         return true;
     }
-    if opts.journaled_from.is_some_and(|j| j <= next_lsn) {
-        return false;
+    if let Some(j) = opts.journaled_from {
+        // At or above the journal's first record the replay restores what is cut; below it
+        // every record was fsynced in the log (a checkpoint, or the fsync of every log a
+        // journal restart or a tap turning on begins with, came before the journal let its
+        // frames go), so nothing there is a torn write.
+        return next_lsn < j;
     }
     let Some(next) = next_whole_record(bytes, off + 1, next_lsn) else {
         return whole_but_damaged(bytes, off, e);
@@ -1805,7 +1805,8 @@ fn damage_inside(
         off + record::HEADER_LEN + key_len + val_len == next
     };
     let zeroed = has_zeroed_block(bytes, off, next);
-    !zeroed || only_a_length_changed(bytes, off, next) || (framed && !above_point)
+    let torn_inside = above_point && matches!(e, record::DecodeError::BadChecksum { .. });
+    !zeroed || only_a_length_changed(bytes, off, next) || (framed && !torn_inside)
 }
 
 /// Whether the last record, at `off`, is all there and was damaged after it was written: its

@@ -459,6 +459,11 @@ impl Worker {
         match allowed.and_then(|()| self.queue_cluster_check(client, spec, args)) {
             Ok(()) => self.enqueue(out, client, args),
             Err(e) => {
+                // Refused before it ran, as Redis counts it (`rejected_calls`).
+                self.stats
+                    .cmdstats
+                    .record(spec.for_args(args).name, true, 0);
+                out.not_run = true;
                 err(out, &e);
                 flag(client);
             }

@@ -634,11 +634,20 @@ impl Worker {
                     s.set_replica(false);
                     s.begin_epoch(epoch)
                 }) {
-                    Some(Ok(())) => role,
+                    Some(Ok(())) => {
+                        if std::mem::take(&mut self.lead_failures) > 0 {
+                            log::info!("partition {p}: leader epoch {epoch} began");
+                        }
+                        role
+                    }
                     Some(Err(e)) => {
-                        log::error!(
-                            "partition {p}: cannot begin leader epoch {epoch}: {e}; trying again in a second"
-                        );
+                        // Said at the first failure and every 30th after (one a second).
+                        if self.lead_failures.is_multiple_of(30) {
+                            log::error!(
+                                "partition {p}: cannot begin leader epoch {epoch}: {e}; trying again every second"
+                            );
+                        }
+                        self.lead_failures += 1;
                         self.lead_retry = Some(Instant::now() + Duration::from_secs(1));
                         Role::Idle
                     }
@@ -652,6 +661,10 @@ impl Worker {
                 }
                 Role::Idle => role,
             };
+            if role == old {
+                // A leadership that could not begin, again: nothing changes.
+                continue;
+            }
             let log_end = self.store(p).map_or(0, |s| s.log_end());
             let Some(c) = self.cluster.as_mut() else {
                 return;

@@ -251,8 +251,10 @@ pub struct Worker {
     pub cluster: Option<Box<ClusterState>>,
     /// WAIT commands waiting for followers (cluster mode).
     pub parked_waits: Vec<super::replica::ParkedWait>,
-    /// When to try again a leadership that could not begin (`retry_leadership`).
+    /// When to try again a leadership that could not begin (`retry_leadership`), and how
+    /// many tries in a row failed.
     pub lead_retry: Option<Instant>,
+    pub lead_failures: u32,
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
     sync_tx: Sender<SyncJob>,
@@ -361,6 +363,7 @@ impl Worker {
             cluster: cluster.map(Box::new),
             parked_waits: Vec::new(),
             lead_retry: None,
+            lead_failures: 0,
             durable_waiters: Vec::new(),
             sync_tx,
             draining: false,
