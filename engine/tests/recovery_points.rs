@@ -273,3 +273,33 @@ fn a_zeroed_block_inside_a_big_record_above_the_point_is_a_torn_write() {
         Err(OpenError::CorruptSegment { offset, .. }) if offset == big_off
     ));
 }
+
+/// With the commit journal, every record below the first one it holds was fsynced in the log
+/// (the journal lets frames go only after the logs are fsynced): damage there is refused
+/// before anything is cut, whatever the bytes look like. (It was cut as a torn write, and the
+/// replay then refused the gap between the shorter log and the journal, the evidence gone.)
+#[test]
+fn damage_below_the_first_journaled_record_is_refused_not_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    synced_log(&dir);
+    let seg = only_segment(&dir);
+    let len = fs::metadata(&seg).unwrap().len();
+    zero(&seg, 2 * BLOCK, BLOCK);
+    let o = Options {
+        journaled_from: Some(99),
+        ..opts(&[], false)
+    };
+    assert!(matches!(
+        Store::open(&dir, o),
+        Err(OpenError::CorruptSegment { .. })
+    ));
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len, "nothing cut");
+    // The journal holding the records from the damage on: cut, for the replay to restore.
+    let o = Options {
+        journaled_from: Some(0),
+        ..opts(&[], false)
+    };
+    let s = Store::open(&dir, o).unwrap();
+    assert!(s.recovery_report().truncated_tail_bytes > 0);
+}
