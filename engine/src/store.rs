@@ -1804,7 +1804,7 @@ fn damage_inside(
         let val_len = record::u32_at(bytes, off + 29) as usize;
         off + record::HEADER_LEN + key_len + val_len == next
     };
-    let zeroed = has_zeroed_block(bytes, off, next);
+    let zeroed = has_zeroed_block(bytes, off, next) || zeroed_header(bytes, off);
     let torn_inside = above_point && matches!(e, record::DecodeError::BadChecksum { .. });
     !zeroed || only_a_length_changed(bytes, off, next) || (framed && !torn_inside)
 }
@@ -1880,6 +1880,16 @@ fn next_whole_record(bytes: &[u8], from: usize, next_lsn: u64) -> Option<usize> 
 }
 
 /// Whether `bytes[from..to]` holds a 512-byte block, aligned in the file, of zeros only.
+/// Whether the record at `off` begins with zeros through its whole header and on to the end
+/// of that 512-byte block: no header is all zeros (tag 0 is none), so no flipped bit makes
+/// one. It is what a power cut leaves when the block holding the end of fsynced records and
+/// the start of unsynced ones went back to what was on disk, those records' part written, the
+/// rest zeros, with no whole zeroed block after it before the next record.
+fn zeroed_header(bytes: &[u8], off: usize) -> bool {
+    let end = (off + record::HEADER_LEN).max(off.next_multiple_of(512));
+    end <= bytes.len() && bytes[off..end].iter().all(|&x| x == 0)
+}
+
 fn has_zeroed_block(bytes: &[u8], from: usize, to: usize) -> bool {
     const BLOCK: usize = 512;
     let mut b = from.next_multiple_of(BLOCK);
