@@ -563,15 +563,7 @@ fn multi_key_writes_are_all_or_nothing_across_kill9() {
 
 /// The one log of a single-partition data directory.
 fn only_log(dir: &Path) -> std::path::PathBuf {
-    let mut logs = Vec::new();
-    for part in std::fs::read_dir(dir.join("partitions")).unwrap() {
-        for f in std::fs::read_dir(part.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            if p.extension().is_some_and(|x| x == "log") {
-                logs.push(p);
-            }
-        }
-    }
+    let logs = common::log_files(dir);
     assert_eq!(logs.len(), 1, "{logs:?}");
     logs[0].clone()
 }

@@ -4,12 +4,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Server, info, run_to_exit, wait_until};
+use common::{Server, info, log_files, run_to_exit, wait_until};
 use redis::cmd;
 
 /// Acknowledged state: key -> value, and keys whose DEL was acknowledged.
@@ -97,20 +97,6 @@ fn check(s: &Server, acked: &Acked, what: &str) {
         let n: i64 = cmd("EXISTS").arg(chunk).query(&mut c).unwrap();
         assert_eq!(n, 0, "{what}: an acknowledged DEL was undone");
     }
-}
-
-/// Every partition log file (`*.log`) under the data directory.
-fn log_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for part in std::fs::read_dir(dir.join("partitions")).unwrap() {
-        for f in std::fs::read_dir(part.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            if p.extension().is_some_and(|x| x == "log") {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -462,3 +462,17 @@ impl Server {
         }
     }
 }
+
+/// Every partition log file (`*.log`) under the data directory.
+pub fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for part in std::fs::read_dir(dir.join("partitions")).unwrap() {
+        for f in std::fs::read_dir(part.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|x| x == "log") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
