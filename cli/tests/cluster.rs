@@ -1462,3 +1462,53 @@ fn a_leader_that_could_not_begin_its_epoch_takes_over_once_it_can() {
     );
     set(&c, new, &key, "after").unwrap();
 }
+
+/// A node named leader that cannot begin the epoch, while another replica is in sync, does
+/// not keep the partition: it tells the controller, which elects the other replica (clients
+/// are served at once, not after the disk is fixed); the node follows, out of the ISR, and
+/// joins it again once it can write. (Before, the partition waited for the node's disk.)
+#[test]
+fn a_leader_that_cannot_begin_its_epoch_hands_over_to_another_in_sync_replica() {
+    let mut c = LocalCluster::start(3, 1, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let state = c.partition_state(0);
+    let old = state.leader.expect("a leader");
+    // Their logs are equal: the election goes to the first in preference order.
+    let mut rest = state.replicas.iter().copied().filter(|&r| r != old);
+    let (first, other) = (rest.next().unwrap(), rest.next().unwrap());
+    let key = c.key_in(0).to_string();
+    set(&c, old, &key, "before").unwrap();
+    let blocker = c
+        .data_dir(first)
+        .join("partitions")
+        .join("00000")
+        .join("leader-epoch-checkpoint.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let from = c.log_len(first);
+    c.kill9(old);
+    let moved = common::wait_until(Duration::from_secs(30), || c.leader_of(0) == Some(other));
+    assert!(moved, "{:?}\n{}", c.partition_state(0), c.all_log_tails());
+    let said = c.log_since(first, from);
+    assert!(said.contains("cannot begin leader epoch"), "{said}");
+    assert!(said.contains("cannot lead partition 0"), "{said}");
+    let read = run(
+        &c.resp_addr(other),
+        &[b"GET", key.as_bytes()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        read,
+        Ok(Value::BulkString(b"before".to_vec())),
+        "{}",
+        c.all_log_tails()
+    );
+    assert!(!c.partition_state(0).isr.contains(&first));
+    // Its disk works again: it catches up and joins the ISR, so writes (min ISR 2) go in.
+    std::fs::remove_dir(&blocker).unwrap();
+    let joined = common::wait_until(Duration::from_secs(30), || {
+        c.partition_state(0).isr.contains(&first)
+    });
+    assert!(joined, "{:?}\n{}", c.partition_state(0), c.all_log_tails());
+    set(&c, other, &key, "after").unwrap();
+    assert_eq!(get(&c, first, &key).as_deref(), Some("after"));
+}

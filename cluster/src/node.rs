@@ -273,6 +273,7 @@ impl Node {
         };
         let router = server.router();
         let ctl_tx = control.sender();
+        let ctl_tx2 = control.sender();
         let isr_changer: crate::repl::IsrChanger = Box::new(move |p, epoch, isr, done| {
             let sent = ctl_tx.request(ControlRequest::ChangeIsr {
                 partition: p,
@@ -295,7 +296,16 @@ impl Node {
             router.clone(),
             feed_rx,
             routes,
-            isr_changer,
+            crate::repl::ControlLink {
+                change_isr: isr_changer,
+                cannot_lead: Box::new(move |partition, leader_epoch, reason| {
+                    let _ = ctl_tx2.request(ControlRequest::CannotLead {
+                        partition,
+                        leader_epoch,
+                        reason,
+                    });
+                }),
+            },
             env.clone(),
             repl_wake,
         )

@@ -96,6 +96,16 @@ pub enum ControlRequest {
         deadline: Instant,
         done: Box<dyn FnOnce(bool) + Send>,
     },
+    /// This node was named leader of `partition` in `leader_epoch` and cannot take it up (its
+    /// log cannot begin the epoch: a full or failing disk). The controller is told (an
+    /// ephemeral `/admin/cannot_lead` znode) and elects another in-sync replica if there is
+    /// one; this node takes the replica's place as follower and leaves the ISR until it has
+    /// caught up again. Ignored when that leadership is not this node's any more.
+    CannotLead {
+        partition: u32,
+        leader_epoch: u32,
+        reason: String,
+    },
     /// Close the session (ephemeral znodes go at once) and end the thread.
     Stop,
 }

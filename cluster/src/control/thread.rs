@@ -90,6 +90,7 @@ enum Watched {
     Partition(u32),
     Shutdown,
     Preferred,
+    CannotLead,
 }
 
 /// The node's handle on its control thread.
@@ -187,6 +188,7 @@ struct Armed {
     controller: bool,
     shutdown: bool,
     preferred: bool,
+    cannot_lead: bool,
     parts: Vec<bool>,
 }
 
@@ -226,6 +228,13 @@ struct Ctl {
     parts: Vec<Option<PartitionView>>,
     controller: Option<ControllerInfo>,
     shutting: BTreeSet<u32>,
+    /// Leaderships nodes were given and could not take up, as read from
+    /// `/admin/cannot_lead`: (node, partition, leader epoch).
+    cannot_lead: BTreeSet<(u32, u32, u32)>,
+    /// This node's own (partition -> leader epoch), kept until the partition's state has moved
+    /// past that epoch, and the ones whose znode exists in the current session.
+    cannot_lead_mine: BTreeMap<u32, u32>,
+    cannot_lead_znodes: BTreeSet<(u32, u32)>,
     preferred_asked: bool,
     armed: Armed,
     /// The controller epoch while this node holds `/controller` in its current session.
@@ -285,6 +294,9 @@ impl Ctl {
             parts: Vec::new(),
             controller: None,
             shutting: BTreeSet::new(),
+            cannot_lead: BTreeSet::new(),
+            cannot_lead_mine: BTreeMap::new(),
+            cannot_lead_znodes: BTreeSet::new(),
             preferred_asked: false,
             armed: Armed::default(),
             my_epoch: None,
@@ -431,6 +443,7 @@ impl Ctl {
                         Watched::Controller => self.armed.controller = false,
                         Watched::Shutdown => self.armed.shutdown = false,
                         Watched::Preferred => self.armed.preferred = false,
+                        Watched::CannotLead => self.armed.cannot_lead = false,
                         Watched::Partition(p) => {
                             if let Some(a) = self.armed.parts.get_mut(p as usize) {
                                 *a = false;
@@ -452,6 +465,11 @@ impl Ctl {
                 }
                 done(r);
             }
+            Msg::Req(ControlRequest::CannotLead {
+                partition,
+                leader_epoch,
+                reason,
+            }) => self.on_cannot_lead(partition, leader_epoch, &reason),
             Msg::Req(ControlRequest::ControlledShutdown { deadline, done }) => {
                 info!(
                     "control: node {} starts a controlled shutdown (at most {} ms left)",
@@ -632,6 +650,7 @@ impl Ctl {
         self.last_good_resync = Instant::now();
         self.my_epoch = None;
         self.leaving_znode = false;
+        self.cannot_lead_znodes.clear();
         self.disarm_all();
         Ok(())
     }
@@ -781,6 +800,9 @@ impl Ctl {
             }
         }
         if self.conn == Conn::Up {
+            self.announce_cannot_lead();
+        }
+        if self.conn == Conn::Up {
             self.controller_duties();
         }
         self.ask_unreached_grants();
@@ -824,6 +846,9 @@ impl Ctl {
         }
         if full || !self.armed.preferred {
             self.read_preferred()?;
+        }
+        if full || !self.armed.cannot_lead {
+            self.read_cannot_lead()?;
         }
         for p in 0..self.parts.len() {
             if full || !self.armed.parts[p] {
@@ -939,6 +964,111 @@ impl Ctl {
         Ok(())
     }
 
+    fn read_cannot_lead(&mut self) -> ZkResult<()> {
+        let arm = !self.armed.cannot_lead;
+        let w = self.watcher(Watched::CannotLead);
+        let s = self.session()?;
+        let children = if arm {
+            s.children_watch(path::CANNOT_LEAD, w)?.unwrap_or_default()
+        } else {
+            s.children(path::CANNOT_LEAD)?
+        };
+        self.armed.cannot_lead |= arm;
+        let set: BTreeSet<(u32, u32, u32)> = children
+            .iter()
+            .filter_map(|c| path::parse_cannot_lead(c))
+            .collect();
+        if set != self.cannot_lead {
+            info!("control: leaderships nodes could not take up (node, partition, epoch): {set:?}");
+            self.cannot_lead = set;
+        }
+        Ok(())
+    }
+
+    /// True when `node` said it cannot lead partition `p` in `epoch`.
+    fn cannot_lead(&self, node: u32, p: u32, epoch: u32) -> bool {
+        self.cannot_lead.contains(&(node, p, epoch))
+            || (node == self.cfg.me.id && self.cannot_lead_mine.get(&p) == Some(&epoch))
+    }
+
+    /// The node's worker could not begin the leader epoch it was given: the controller is
+    /// told, unless that leadership is over already.
+    fn on_cannot_lead(&mut self, p: u32, epoch: u32, reason: &str) {
+        let me = self.cfg.me.id;
+        let current = self
+            .parts
+            .get(p as usize)
+            .and_then(|v| v.as_ref())
+            .is_some_and(|v| v.state.leader == Some(me) && v.state.leader_epoch == epoch);
+        if !current || self.cannot_lead_mine.get(&p) == Some(&epoch) {
+            return;
+        }
+        warn!(
+            "control: node {me} cannot lead partition {p} in leader epoch {epoch} ({reason}): the controller is asked to elect another in-sync replica"
+        );
+        self.cannot_lead_mine.insert(p, epoch);
+        if self.conn == Conn::Up {
+            self.announce_cannot_lead();
+        }
+    }
+
+    /// Creates `/admin/cannot_lead/<me>-<p>-<epoch>` (ephemeral) for each leadership this node
+    /// could not take up, once per session, and deletes the ones whose epoch is over.
+    fn announce_cannot_lead(&mut self) {
+        let me = self.cfg.me.id;
+        let over: Vec<(u32, u32)> = self
+            .cannot_lead_mine
+            .iter()
+            .filter(|&(&p, &e)| {
+                self.parts
+                    .get(p as usize)
+                    .and_then(|v| v.as_ref())
+                    .is_some_and(|v| v.state.leader_epoch > e)
+            })
+            .map(|(&p, &e)| (p, e))
+            .collect();
+        for (p, e) in over {
+            if self.cannot_lead_znodes.contains(&(p, e)) {
+                let r = self
+                    .session()
+                    .and_then(|s| s.delete(&path::cannot_lead(me, p, e), None));
+                if let Err(err) = r {
+                    self.zk_error("withdrawing a leadership this node could not take up", err);
+                    return;
+                }
+                self.cannot_lead_znodes.remove(&(p, e));
+            }
+            self.cannot_lead_mine.remove(&p);
+        }
+        let todo: Vec<(u32, u32)> = self
+            .cannot_lead_mine
+            .iter()
+            .map(|(&p, &e)| (p, e))
+            .filter(|pe| !self.cannot_lead_znodes.contains(pe))
+            .collect();
+        for (p, e) in todo {
+            let r = self.session().and_then(|s| {
+                s.create_all(path::CANNOT_LEAD)?;
+                match s.create(&path::cannot_lead(me, p, e), Vec::new(), true) {
+                    Err(x) if is_code(&x, ZkError::NodeExists) => Ok(()),
+                    r => r,
+                }
+            });
+            match r {
+                Ok(()) => {
+                    self.cannot_lead_znodes.insert((p, e));
+                }
+                Err(err) => {
+                    self.zk_error(
+                        "telling the controller about a leadership this node cannot take up",
+                        err,
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
     fn read_preferred(&mut self) -> ZkResult<()> {
         let arm = !self.armed.preferred;
         let w = self.watcher(Watched::Preferred);
@@ -1030,7 +1160,24 @@ impl Ctl {
     /// gives up the leadership and leaves the ISR, and joins again once caught up (KIP-380).
     /// When it is the only in-sync replica left, it stays eligible and the state is written
     /// again with a new leader epoch, which it then may act on.
-    fn nodes_for(&self, base: &Nodes, v: &PartitionView) -> Nodes {
+    ///
+    /// A leader that said it cannot take up its leadership (`/admin/cannot_lead`, for the
+    /// state's leader epoch) is treated as leaving too, for this partition only: another
+    /// in-sync replica leads, and it leaves the ISR until it has caught up again (as a broker
+    /// whose log directory failed). When no other replica can lead, it keeps the partition
+    /// (and tries again to begin the epoch).
+    fn nodes_for(&self, base: &Nodes, p: u32, v: &PartitionView) -> Nodes {
+        if let Some(l) = v.state.leader
+            && self.cannot_lead(l, p, v.state.leader_epoch)
+        {
+            let mut n = self.nodes_for_restarts(base, v);
+            n.shutting_down.insert(l);
+            return n;
+        }
+        self.nodes_for_restarts(base, v)
+    }
+
+    fn nodes_for_restarts(&self, base: &Nodes, v: &PartitionView) -> Nodes {
         let restarted: Vec<u32> = v
             .state
             .isr
@@ -1340,7 +1487,7 @@ impl Ctl {
         let mut moves: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (p, v) in self.parts.iter().enumerate() {
             let Some(v) = v.as_ref() else { continue };
-            let nodes = self.nodes_for(&nodes, v);
+            let nodes = self.nodes_for(&nodes, p as u32, v);
             let Some(d) = controller::decide(&v.state, &nodes, &none, unclean, preferred, epoch)
             else {
                 continue;
@@ -1540,7 +1687,7 @@ impl Ctl {
             let Some(Some(v)) = self.parts.get(p as usize) else {
                 continue;
             };
-            let nodes = &self.nodes_for(nodes, v);
+            let nodes = &self.nodes_for(nodes, p, v);
             if !controller::needs_leader(&v.state, nodes) {
                 continue;
             }
@@ -1604,7 +1751,7 @@ impl Ctl {
                 version: stat.version,
                 mzxid: stat.mzxid,
             };
-            let nodes = &self.nodes_for(nodes, &seen);
+            let nodes = &self.nodes_for(nodes, p, &seen);
             self.apply(p, seen);
             // Chosen again by log end, or not at all: a replica whose log end is not known may
             // be the one with every acknowledged record, and the one known may have none.

@@ -93,6 +93,15 @@ const TAIL_BYTES: usize = 16 << 20;
 /// Asks the control thread to change a partition's ISR; the callback gets the outcome.
 pub type IsrChanger = Box<dyn Fn(u32, u32, Vec<u32>, Box<dyn FnOnce(IsrWritten) + Send>) + Send>;
 
+/// What the replication driver asks of the node's control thread.
+pub struct ControlLink {
+    /// Changes a partition's ISR (see [`IsrChanger`]).
+    pub change_isr: IsrChanger,
+    /// Tells the controller that this node cannot take up its leadership of a partition in a
+    /// leader epoch (partition, epoch, why): a worker's `FeedMsg::CannotLead`.
+    pub cannot_lead: Box<dyn Fn(u32, u32, String) + Send>,
+}
+
 /// Wakes the replication driver (a future on the node's completion-queue thread) after
 /// something was sent to it: at most one wake-up per drain, like a worker's eventfd.
 #[derive(Default)]
@@ -278,7 +287,7 @@ impl ReplThread {
         router: Router,
         feed: Receiver<FeedMsg>,
         routes: Arc<RouteTable>,
-        isr_changer: IsrChanger,
+        control: ControlLink,
         env: Arc<Environment>,
         wake: Arc<Wakeup>,
     ) -> std::io::Result<ReplThread> {
@@ -323,7 +332,7 @@ impl ReplThread {
             env: env.clone(),
             routes,
             controller_epoch,
-            isr_changer,
+            control,
             streams: HashMap::new(),
             led: BTreeMap::new(),
             followed: BTreeMap::new(),
@@ -660,7 +669,7 @@ struct State {
     env: Arc<Environment>,
     routes: Arc<RouteTable>,
     controller_epoch: Arc<AtomicU64>,
-    isr_changer: IsrChanger,
+    control: ControlLink,
     /// Leader side: open follower streams, by id: (follower id once known, sink).
     streams: HashMap<u64, (Option<u32>, StreamSink)>,
     led: BTreeMap<u32, LedPart>,
@@ -946,13 +955,23 @@ impl State {
     // ------------------------------------------------------------ leader side
 
     fn on_feed(&mut self, m: FeedMsg) {
-        let FeedMsg::Tail {
-            partition,
-            leader_epoch,
-            from,
-            bytes,
-            log_end,
-        } = m;
+        let (partition, leader_epoch, from, bytes, log_end) = match m {
+            FeedMsg::Tail {
+                partition,
+                leader_epoch,
+                from,
+                bytes,
+                log_end,
+            } => (partition, leader_epoch, from, bytes, log_end),
+            FeedMsg::CannotLead {
+                partition,
+                leader_epoch,
+                reason,
+            } => {
+                (self.control.cannot_lead)(partition, leader_epoch, reason);
+                return;
+            }
+        };
         let Some(l) = self.led.get_mut(&partition) else {
             return;
         };
@@ -1378,7 +1397,7 @@ impl State {
         for (p, epoch, isr) in changes {
             let ev = self.events.clone();
             let isr2 = isr.clone();
-            (self.isr_changer)(
+            (self.control.change_isr)(
                 p,
                 epoch,
                 isr,

@@ -17,8 +17,26 @@ pub mod path {
     /// Present while a preferred-leader election is asked for; the controller deletes it.
     pub const PREFERRED_ELECTION: &str = "/admin/preferred_election";
 
+    /// Children: ephemeral `<id>-<partition>-<leader epoch>` of each leadership a node was
+    /// given and could not take up (its log could not begin the epoch: a full or failing
+    /// disk), so that the controller elects another in-sync replica.
+    pub const CANNOT_LEAD: &str = "/admin/cannot_lead";
+
     pub fn shutdown(id: u32) -> String {
         format!("{ADMIN_SHUTDOWN}/{id}")
+    }
+
+    pub fn cannot_lead(id: u32, partition: u32, leader_epoch: u32) -> String {
+        format!("{CANNOT_LEAD}/{id}-{partition}-{leader_epoch}")
+    }
+
+    /// `(id, partition, leader epoch)` of a child name of [`CANNOT_LEAD`].
+    pub fn parse_cannot_lead(child: &str) -> Option<(u32, u32, u32)> {
+        let mut it = child.split('-').map(|x| x.parse::<u32>().ok());
+        match (it.next(), it.next(), it.next(), it.next()) {
+            (Some(Some(id)), Some(Some(p)), Some(Some(e)), None) => Some((id, p, e)),
+            _ => None,
+        }
     }
 
     pub fn broker(id: u32) -> String {
@@ -269,6 +287,16 @@ impl ControllerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cannot_lead_names_round_trip_and_strangers_are_skipped() {
+        let name = path::cannot_lead(3, 17, 42);
+        let child = name.rsplit('/').next().unwrap();
+        assert_eq!(path::parse_cannot_lead(child), Some((3, 17, 42)));
+        for bad in ["", "3", "3-17", "3-17-42-1", "a-17-42", "3--42", "-1-2-3"] {
+            assert_eq!(path::parse_cannot_lead(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn every_node_kind_round_trips() {

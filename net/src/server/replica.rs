@@ -50,6 +50,15 @@ pub enum FeedMsg {
         bytes: Vec<u8>,
         log_end: u64,
     },
+    /// The worker was named leader of `partition` in `leader_epoch` and cannot take it up:
+    /// its log cannot begin the epoch (`reason`: a full or failing disk). The node tells the
+    /// controller, which elects another in-sync replica if there is one. Sent at every try
+    /// (one a second) while the leadership stays this node's.
+    CannotLead {
+        partition: u32,
+        leader_epoch: u32,
+        reason: String,
+    },
 }
 
 /// Where workers send [`FeedMsg`]s: a channel, and a function that wakes the replication
@@ -649,6 +658,13 @@ impl Worker {
                         }
                         self.lead_failures += 1;
                         self.lead_retry = Some(Instant::now() + Duration::from_secs(1));
+                        if let Some(c) = self.cluster.as_ref() {
+                            let _ = c.feed.send(FeedMsg::CannotLead {
+                                partition: p,
+                                leader_epoch: epoch,
+                                reason: e.to_string(),
+                            });
+                        }
                         Role::Idle
                     }
                     None => Role::Idle,
@@ -700,7 +716,8 @@ impl Worker {
 
     /// A leadership this node could not take up (the epoch could not begin: a full disk)
     /// is tried again from the route table it has, since no new table may come to wake it:
-    /// the controller has named this node and waits for it.
+    /// the controller, told with `FeedMsg::CannotLead`, moves it to another in-sync replica
+    /// when there is one, and otherwise leaves it with this node.
     pub fn retry_leadership(&mut self) {
         if self.lead_retry.is_none_or(|t| Instant::now() < t) {
             return;
