@@ -1464,35 +1464,51 @@ fn a_leader_that_could_not_begin_its_epoch_takes_over_once_it_can() {
 }
 
 /// A node named leader that cannot begin the epoch, while another replica is in sync, does
-/// not keep the partition: it tells the controller, which elects the other replica (clients
-/// are served at once, not after the disk is fixed); the node follows, out of the ISR, and
-/// joins it again once it can write. (Before, the partition waited for the node's disk.)
+/// not keep the partition: it tells the controller, which elects another in-sync replica
+/// (clients are served at once, not after the disk is fixed); the node follows, and is in
+/// sync again once it can write. (Before, the partition waited for the node's disk.) The
+/// node is named by a preferred-leader election, so which node fails is known.
 #[test]
 fn a_leader_that_cannot_begin_its_epoch_hands_over_to_another_in_sync_replica() {
-    let mut c = LocalCluster::start(3, 1, 3, &[]);
+    let mut c = LocalCluster::start(3, 1, 3, &[("cluster.leader_imbalance_ratio", "1.0")]);
     c.wait_for_full_isr(Duration::from_secs(30));
-    let state = c.partition_state(0);
-    let old = state.leader.expect("a leader");
-    // Their logs are equal: the election goes to the first in preference order.
-    let mut rest = state.replicas.iter().copied().filter(|&r| r != old);
-    let (first, other) = (rest.next().unwrap(), rest.next().unwrap());
+    let preferred = c.leader_of(0).expect("leader");
     let key = c.key_in(0).to_string();
-    set(&c, old, &key, "before").unwrap();
+    set(&c, preferred, &key, "before").unwrap();
+    // Move partition 0 away from its preferred replica and bring that replica back.
+    c.sigterm_and_wait(preferred);
+    c.wait_for_leaders(Duration::from_secs(30));
+    c.restart(preferred);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    assert_ne!(c.leader_of(0), Some(preferred));
     let blocker = c
-        .data_dir(first)
+        .data_dir(preferred)
         .join("partitions")
         .join("00000")
         .join("leader-epoch-checkpoint.tmp");
     std::fs::create_dir(&blocker).unwrap();
-    let from = c.log_len(first);
-    c.kill9(old);
-    let moved = common::wait_until(Duration::from_secs(30), || c.leader_of(0) == Some(other));
+    let from = c.log_len(preferred);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simplekv"))
+        .args(["cluster", "rebalance", "--zk", &c.zk_connect()])
+        .output()
+        .expect("simplekv cluster rebalance");
+    assert!(out.status.success(), "{out:?}");
+    let said = common::wait_until(Duration::from_secs(30), || {
+        c.log_since(preferred, from)
+            .contains("cannot lead partition 0")
+    });
+    assert!(said, "{}", c.all_log_tails());
+    assert!(
+        c.log_since(preferred, from)
+            .contains("cannot begin leader epoch")
+    );
+    let moved = common::wait_until(Duration::from_secs(30), || {
+        c.leader_of(0).is_some_and(|l| l != preferred)
+    });
     assert!(moved, "{:?}\n{}", c.partition_state(0), c.all_log_tails());
-    let said = c.log_since(first, from);
-    assert!(said.contains("cannot begin leader epoch"), "{said}");
-    assert!(said.contains("cannot lead partition 0"), "{said}");
+    let leader = c.leader_of(0).expect("leader");
     let read = run(
-        &c.resp_addr(other),
+        &c.resp_addr(leader),
         &[b"GET", key.as_bytes()],
         Duration::from_secs(10),
     );
@@ -1502,13 +1518,9 @@ fn a_leader_that_cannot_begin_its_epoch_hands_over_to_another_in_sync_replica() 
         "{}",
         c.all_log_tails()
     );
-    assert!(!c.partition_state(0).isr.contains(&first));
-    // Its disk works again: it catches up and joins the ISR, so writes (min ISR 2) go in.
+    // Its disk works again: every replica is in sync and writes go in.
     std::fs::remove_dir(&blocker).unwrap();
-    let joined = common::wait_until(Duration::from_secs(30), || {
-        c.partition_state(0).isr.contains(&first)
-    });
-    assert!(joined, "{:?}\n{}", c.partition_state(0), c.all_log_tails());
-    set(&c, other, &key, "after").unwrap();
-    assert_eq!(get(&c, first, &key).as_deref(), Some("after"));
+    c.wait_for_full_isr(Duration::from_secs(30));
+    set(&c, leader, &key, "after").unwrap();
+    assert_eq!(get(&c, preferred, &key).as_deref(), Some("after"));
 }

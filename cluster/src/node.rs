@@ -298,11 +298,17 @@ impl Node {
             routes,
             crate::repl::ControlLink {
                 change_isr: isr_changer,
-                cannot_lead: Box::new(move |partition, leader_epoch, reason| {
-                    let _ = ctl_tx2.request(ControlRequest::CannotLead {
-                        partition,
-                        leader_epoch,
-                        reason,
+                leadership: Box::new(move |partition, leader_epoch, outcome| {
+                    let _ = ctl_tx2.request(match outcome {
+                        Ok(()) => ControlRequest::LeadingAgain {
+                            partition,
+                            leader_epoch,
+                        },
+                        Err(reason) => ControlRequest::CannotLead {
+                            partition,
+                            leader_epoch,
+                            reason,
+                        },
                     });
                 }),
             },

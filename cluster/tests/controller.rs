@@ -437,13 +437,14 @@ fn controlled_shutdown_moves_leadership_away_and_shrinks_isrs() {
 /// A leader whose log cannot begin its epoch (a full or failing disk) says so; the controller
 /// elects another in-sync replica and takes the node out of that partition's ISR (as Kafka
 /// does with a failed log directory), and the node's mark goes once the epoch has moved on.
-/// With nobody else in sync, the node keeps the leadership (it tries again) until another
-/// replica is in sync. A leadership that is not the node's (any more) is not marked.
+/// With nobody else in sync, the node keeps the leadership (no unclean election, though
+/// allowed) until another replica is in sync; a node that took its leadership up after all
+/// withdraws the mark and keeps it. A leadership that is not the node's is not marked.
 #[test]
 fn a_leader_that_cannot_begin_its_epoch_is_replaced_by_another_in_sync_replica() {
-    let mut c = cluster(3, 3, 3, |_| {});
-    // Partition 0: replicas 1,2,3 all in sync, led by 1. Partition 1: replicas 2,3,1 with
-    // only its leader 2 in sync.
+    let mut c = cluster(3, 3, 3, |cfg| cfg.unclean_leader_election = true);
+    // Partition 0: replicas 1,2,3 all in sync, led by 1. Partitions 1 (replicas 2,3,1) and
+    // 2 (replicas 3,1,2) with only their leader in sync.
     c.put(0, |s| s.isr = vec![1, 2, 3]);
     c.ends
         .lock()
@@ -452,6 +453,10 @@ fn a_leader_that_cannot_begin_its_epoch_is_replaced_by_another_in_sync_replica()
     c.node(1).wait("full ISR seen", |v| {
         led(v, 0) == (Some(1), 1, vec![1, 2, 3])
     });
+    c.node(3).wait("full ISR seen", |v| {
+        led(v, 0) == (Some(1), 1, vec![1, 2, 3])
+    });
+    let marks = |c: &Cluster| c.admin.children(path::CANNOT_LEAD).expect("read the marks");
     let cannot = |node: &Node, partition: u32, leader_epoch: u32| {
         node.ask(ControlRequest::CannotLead {
             partition,
@@ -459,8 +464,11 @@ fn a_leader_that_cannot_begin_its_epoch_is_replaced_by_another_in_sync_replica()
             reason: "No space left on device (os error 28)".into(),
         })
     };
-    // Node 3 does not lead partition 0: nothing happens.
+    // Node 3 does not lead partition 0: nothing is marked (a refused ISR change, asked
+    // after it, shows the request was handled).
     cannot(c.node(3), 0, 1);
+    assert!(c.node(3).change_isr(0, 1, vec![3]).is_err());
+    assert!(marks(&c).is_empty(), "{:?}", marks(&c));
     cannot(c.node(1), 0, 1);
     let v = c
         .node(2)
@@ -468,32 +476,39 @@ fn a_leader_that_cannot_begin_its_epoch_is_replaced_by_another_in_sync_replica()
     assert_eq!(led(&v, 0), (Some(2), 2, vec![2, 3]));
     // Partition 1 (the node's leadership there is fine) is untouched, and no mark is left.
     assert_eq!(led(&v, 1), (Some(2), 1, vec![2]));
-    wait_until("the marks gone", || {
-        c.admin
-            .children(path::CANNOT_LEAD)
-            .is_ok_and(|m| m.is_empty())
-    });
+    wait_until("the marks gone", || marks(&c).is_empty());
     // Partition 1 has nobody else in sync: node 2 keeps it while it cannot lead...
     cannot(c.node(2), 1, 1);
-    wait_until("node 2's mark", || {
-        c.admin
-            .children(path::CANNOT_LEAD)
-            .is_ok_and(|m| m == vec!["2-1-1".to_string()])
-    });
+    wait_until("node 2's mark", || marks(&c) == vec!["2-1-1".to_string()]);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(c.state(1).0.leader, Some(2));
-    assert_eq!(c.state(1).0.leader_epoch, 1);
+    assert_eq!(
+        (c.state(1).0.leader, c.state(1).0.leader_epoch),
+        (Some(2), 1)
+    );
     // ...until another replica is in sync: node 3 (next in preference) takes over.
     c.put(1, |s| s.isr = vec![2, 3, 1]);
     let v = c
         .node(3)
         .wait("partition 1 moved", |v| led(v, 1).0 != Some(2));
     assert_eq!(led(&v, 1), (Some(3), 2, vec![3, 1]));
-    wait_until("node 2's mark gone", || {
-        c.admin
-            .children(path::CANNOT_LEAD)
-            .is_ok_and(|m| m.is_empty())
+    wait_until("node 2's mark gone", || marks(&c).is_empty());
+    // Partition 2: node 3 cannot lead, then can after all: the mark goes and, with another
+    // replica in sync later, the leadership stays.
+    cannot(c.node(3), 2, 1);
+    wait_until("node 3's mark", || marks(&c) == vec!["3-2-1".to_string()]);
+    c.node(3).ask(ControlRequest::LeadingAgain {
+        partition: 2,
+        leader_epoch: 1,
     });
+    wait_until("node 3's mark withdrawn", || marks(&c).is_empty());
+    c.put(2, |s| s.isr = vec![3, 1, 2]);
+    c.node(1)
+        .wait("partition 2 fully in sync", |v| led(v, 2).2.len() == 3);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        (c.state(2).0.leader, c.state(2).0.leader_epoch),
+        (Some(3), 1)
+    );
 }
 
 #[test]

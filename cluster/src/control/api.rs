@@ -106,6 +106,9 @@ pub enum ControlRequest {
         leader_epoch: u32,
         reason: String,
     },
+    /// This node took up the leadership it reported with `CannotLead` after all (its disk
+    /// works again): the mark is withdrawn, so the controller does not move the partition.
+    LeadingAgain { partition: u32, leader_epoch: u32 },
     /// Close the session (ephemeral znodes go at once) and end the thread.
     Stop,
 }

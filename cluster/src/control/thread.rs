@@ -470,6 +470,21 @@ impl Ctl {
                 leader_epoch,
                 reason,
             }) => self.on_cannot_lead(partition, leader_epoch, &reason),
+            Msg::Req(ControlRequest::LeadingAgain {
+                partition,
+                leader_epoch,
+            }) => {
+                if self.cannot_lead_mine.get(&partition) == Some(&leader_epoch) {
+                    info!(
+                        "control: node {} leads partition {partition} in leader epoch {leader_epoch} after all",
+                        self.cfg.me.id
+                    );
+                    self.cannot_lead_mine.remove(&partition);
+                    if self.conn == Conn::Up {
+                        self.announce_cannot_lead();
+                    }
+                }
+            }
             Msg::Req(ControlRequest::ControlledShutdown { deadline, done }) => {
                 info!(
                     "control: node {} starts a controlled shutdown (at most {} ms left)",
@@ -1013,32 +1028,32 @@ impl Ctl {
     }
 
     /// Creates `/admin/cannot_lead/<me>-<p>-<epoch>` (ephemeral) for each leadership this node
-    /// could not take up, once per session, and deletes the ones whose epoch is over.
+    /// could not take up, once per session, and deletes the ones it took up after all or
+    /// whose epoch is over.
     fn announce_cannot_lead(&mut self) {
         let me = self.cfg.me.id;
-        let over: Vec<(u32, u32)> = self
-            .cannot_lead_mine
+        let parts = &self.parts;
+        self.cannot_lead_mine.retain(|&p, &mut e| {
+            parts
+                .get(p as usize)
+                .and_then(|v| v.as_ref())
+                .is_none_or(|v| v.state.leader_epoch <= e)
+        });
+        let stale: Vec<(u32, u32)> = self
+            .cannot_lead_znodes
             .iter()
-            .filter(|&(&p, &e)| {
-                self.parts
-                    .get(p as usize)
-                    .and_then(|v| v.as_ref())
-                    .is_some_and(|v| v.state.leader_epoch > e)
-            })
-            .map(|(&p, &e)| (p, e))
+            .copied()
+            .filter(|(p, e)| self.cannot_lead_mine.get(p) != Some(e))
             .collect();
-        for (p, e) in over {
-            if self.cannot_lead_znodes.contains(&(p, e)) {
-                let r = self
-                    .session()
-                    .and_then(|s| s.delete(&path::cannot_lead(me, p, e), None));
-                if let Err(err) = r {
-                    self.zk_error("withdrawing a leadership this node could not take up", err);
-                    return;
-                }
-                self.cannot_lead_znodes.remove(&(p, e));
+        for (p, e) in stale {
+            let r = self
+                .session()
+                .and_then(|s| s.delete(&path::cannot_lead(me, p, e), None));
+            if let Err(err) = r {
+                self.zk_error("withdrawing a leadership this node could not take up", err);
+                return;
             }
-            self.cannot_lead_mine.remove(&p);
+            self.cannot_lead_znodes.remove(&(p, e));
         }
         let todo: Vec<(u32, u32)> = self
             .cannot_lead_mine
@@ -1162,29 +1177,48 @@ impl Ctl {
     /// again with a new leader epoch, which it then may act on.
     ///
     /// A leader that said it cannot take up its leadership (`/admin/cannot_lead`, for the
-    /// state's leader epoch) is treated as leaving too, for this partition only: another
-    /// in-sync replica leads, and it leaves the ISR until it has caught up again (as a broker
-    /// whose log directory failed). When no other replica can lead, it keeps the partition
-    /// (and tries again to begin the epoch).
+    /// state's leader epoch) is treated as leaving too, for this partition only, when another
+    /// in-sync replica can lead that has not registered again since the state was written:
+    /// that one leads, and the node leaves the ISR until it has caught up again (as a broker
+    /// whose log directory failed). Otherwise it keeps the partition and tries again to
+    /// begin the epoch: no unclean election, and no replica that may have come back with
+    /// less, for a leader that has every acknowledged record and only cannot write yet.
     fn nodes_for(&self, base: &Nodes, p: u32, v: &PartitionView) -> Nodes {
-        if let Some(l) = v.state.leader
-            && self.cannot_lead(l, p, v.state.leader_epoch)
-        {
-            let mut n = self.nodes_for_restarts(base, v);
-            n.shutting_down.insert(l);
-            return n;
+        if let Some(l) = self.marked_leader(p, v) {
+            let restarted = self.restarted(v);
+            let others = v
+                .state
+                .isr
+                .iter()
+                .any(|&r| r != l && base.eligible(r) && !restarted.contains(&r));
+            if others {
+                let mut without = base.clone();
+                without.shutting_down.insert(l);
+                return self.nodes_for_restarts(&without, v);
+            }
         }
         self.nodes_for_restarts(base, v)
     }
 
-    fn nodes_for_restarts(&self, base: &Nodes, v: &PartitionView) -> Nodes {
-        let restarted: Vec<u32> = v
-            .state
+    /// The in-sync replicas of `v` that registered again after it was written.
+    fn restarted(&self, v: &PartitionView) -> Vec<u32> {
+        v.state
             .isr
             .iter()
             .copied()
             .filter(|b| self.broker_epochs.get(b).is_some_and(|&e| e > v.mzxid))
-            .collect();
+            .collect()
+    }
+
+    /// The leader of `v` (partition `p`) when it said it cannot take the leadership up.
+    fn marked_leader(&self, p: u32, v: &PartitionView) -> Option<u32> {
+        v.state
+            .leader
+            .filter(|&l| self.cannot_lead(l, p, v.state.leader_epoch))
+    }
+
+    fn nodes_for_restarts(&self, base: &Nodes, v: &PartitionView) -> Nodes {
+        let restarted = self.restarted(v);
         if restarted.is_empty() {
             return base.clone();
         }
@@ -1492,8 +1526,10 @@ impl Ctl {
             else {
                 continue;
             };
+            // A leader that cannot take its leadership up has nothing to hand over.
+            let marked = self.marked_leader(p as u32, v).is_some();
             match v.state.leader.filter(|l| nodes.live.contains(l)) {
-                Some(l) if preferred && d.next.leader != Some(l) => {
+                Some(l) if preferred && !marked && d.next.leader != Some(l) => {
                     moves.entry(l).or_default().push(p as u32)
                 }
                 _ => rest.push(p as u32),

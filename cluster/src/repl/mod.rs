@@ -93,13 +93,17 @@ const TAIL_BYTES: usize = 16 << 20;
 /// Asks the control thread to change a partition's ISR; the callback gets the outcome.
 pub type IsrChanger = Box<dyn Fn(u32, u32, Vec<u32>, Box<dyn FnOnce(IsrWritten) + Send>) + Send>;
 
+/// Reports a leadership taken up (`Ok`) or not (`Err(why)`): partition, leader epoch, outcome.
+pub type LeadershipOutcome = Box<dyn Fn(u32, u32, Result<(), String>) + Send>;
+
 /// What the replication driver asks of the node's control thread.
 pub struct ControlLink {
     /// Changes a partition's ISR (see [`IsrChanger`]).
     pub change_isr: IsrChanger,
     /// Tells the controller that this node cannot take up its leadership of a partition in a
-    /// leader epoch (partition, epoch, why): a worker's `FeedMsg::CannotLead`.
-    pub cannot_lead: Box<dyn Fn(u32, u32, String) + Send>,
+    /// leader epoch (partition, epoch, `Err(why)`: a worker's `FeedMsg::CannotLead`), or
+    /// took it up after all (`Ok`: `FeedMsg::LeadingAgain`).
+    pub leadership: LeadershipOutcome,
 }
 
 /// Wakes the replication driver (a future on the node's completion-queue thread) after
@@ -968,7 +972,14 @@ impl State {
                 leader_epoch,
                 reason,
             } => {
-                (self.control.cannot_lead)(partition, leader_epoch, reason);
+                (self.control.leadership)(partition, leader_epoch, Err(reason));
+                return;
+            }
+            FeedMsg::LeadingAgain {
+                partition,
+                leader_epoch,
+            } => {
+                (self.control.leadership)(partition, leader_epoch, Ok(()));
                 return;
             }
         };

@@ -59,6 +59,9 @@ pub enum FeedMsg {
         leader_epoch: u32,
         reason: String,
     },
+    /// A leadership reported with `CannotLead` began after all (the disk works again): the
+    /// controller need not move it.
+    LeadingAgain { partition: u32, leader_epoch: u32 },
 }
 
 /// Where workers send [`FeedMsg`]s: a channel, and a function that wakes the replication
@@ -647,6 +650,14 @@ impl Worker {
                         if std::mem::take(&mut self.lead_failures) > 0 {
                             log::info!("partition {p}: leader epoch {epoch} began");
                         }
+                        if self.lead_failed.remove(&p)
+                            && let Some(c) = self.cluster.as_ref()
+                        {
+                            let _ = c.feed.send(FeedMsg::LeadingAgain {
+                                partition: p,
+                                leader_epoch: epoch,
+                            });
+                        }
                         role
                     }
                     Some(Err(e)) => {
@@ -658,6 +669,7 @@ impl Worker {
                         }
                         self.lead_failures += 1;
                         self.lead_retry = Some(Instant::now() + Duration::from_secs(1));
+                        self.lead_failed.insert(p);
                         if let Some(c) = self.cluster.as_ref() {
                             let _ = c.feed.send(FeedMsg::CannotLead {
                                 partition: p,
@@ -670,12 +682,16 @@ impl Worker {
                     None => Role::Idle,
                 },
                 Role::Follower { .. } => {
+                    self.lead_failed.remove(&p);
                     if let Some(s) = self.store_mut(p) {
                         s.set_replica(true);
                     }
                     role
                 }
-                Role::Idle => role,
+                Role::Idle => {
+                    self.lead_failed.remove(&p);
+                    role
+                }
             };
             if role == old {
                 // A leadership that could not begin, again: nothing changes.

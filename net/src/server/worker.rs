@@ -255,6 +255,9 @@ pub struct Worker {
     /// many tries in a row failed.
     pub lead_retry: Option<Instant>,
     pub lead_failures: u32,
+    /// Partitions whose leader epoch could not begin (the controller was told): once one
+    /// begins, the controller is told that too.
+    pub lead_failed: std::collections::BTreeSet<u32>,
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
     sync_tx: Sender<SyncJob>,
@@ -364,6 +367,7 @@ impl Worker {
             parked_waits: Vec::new(),
             lead_retry: None,
             lead_failures: 0,
+            lead_failed: Default::default(),
             durable_waiters: Vec::new(),
             sync_tx,
             draining: false,
