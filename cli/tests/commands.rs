@@ -4994,3 +4994,37 @@ fn client_reply_off_and_skip_drop_replies_but_the_commands_run() {
         b"+RESET\r\n+PONG\r\n$1\r\na\r\n$1\r\nb\r\n",
     );
 }
+
+/// A protocol error is a reply like any other for CLIENT REPLY: under OFF nothing is sent
+/// and the connection is closed; a SKIP drops it (as Redis, which then leaves the connection
+/// open without reading it: here it is closed); after the skipped command it is sent. It
+/// counts in errorstats either way.
+#[test]
+fn a_protocol_error_under_client_reply_off_is_not_sent() {
+    let s = Server::start(&[]);
+    let before = info(&mut s.client(), "errorstats");
+    assert_eq!(before.get("errorstat_ERR"), None, "{before:?}");
+    let error = "-ERR Protocol error: invalid multibulk length\r\n";
+    for (pre, expect) in [
+        (&["CLIENT REPLY OFF", "PING"][..], String::new()),
+        (&["CLIENT REPLY SKIP"][..], String::new()),
+        (&["CLIENT REPLY SKIP", "PING"][..], error.to_string()),
+        (
+            &["CLIENT REPLY OFF", "CLIENT REPLY ON"][..],
+            format!("+OK\r\n{error}"),
+        ),
+    ] {
+        let mut t = s.raw();
+        let mut req: Vec<u8> = pre
+            .iter()
+            .flat_map(|c| resp(&c.split(' ').map(str::as_bytes).collect::<Vec<_>>()))
+            .collect();
+        req.extend_from_slice(b"*-5x\r\n");
+        t.write_all(&req).unwrap();
+        let (got, closed) = read_to_eof(&mut t, Duration::from_secs(5));
+        assert!(closed, "{pre:?}: the connection stays open");
+        assert_eq!(String::from_utf8_lossy(&got), expect, "{pre:?}");
+    }
+    let errors = info(&mut s.client(), "errorstats");
+    assert_eq!(errors["errorstat_ERR"], "count=4", "{errors:?}");
+}

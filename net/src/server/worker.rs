@@ -732,10 +732,13 @@ impl Worker {
                     Ok(Some(cmd)) => (run!(cmd.len(), cmd.iter()), cmd.consumed(), false),
                     Ok(None) => break,
                     Err(e) => {
-                        // As Redis: reply with the protocol error, then close.
+                        // As Redis: reply with the protocol error, then close. CLIENT REPLY
+                        // covers it as a command's reply (OFF drops it, SKIP is used up).
                         let mut reply = Vec::new();
                         e.write_reply(&mut reply);
+                        conn.out.begin_command();
                         conn.out.push_reply(&reply);
+                        conn.out.silent = false;
                         conn.client.closing = true;
                         conn.rpos = conn.rbuf.len();
                         break;
@@ -806,7 +809,7 @@ impl Worker {
         let failed = out.failed_cmds.len();
         out.begin_command();
         self.dispatch(token, out, client, args);
-        // Replies pushed later (a protocol error) go out whatever CLIENT REPLY said.
+        // CLIENT REPLY covers this command's replies only.
         out.silent = false;
         let us = self.slow_end(mark, client, out, args);
         if out.not_run {
