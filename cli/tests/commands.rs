@@ -3007,6 +3007,35 @@ fn a_transaction_with_a_refused_command_runs_nothing() {
     );
     expect_reply(&mut raw, b"QUIT\r\n", b"+OK\r\n");
     assert_eq!(get(&mut c, "txr:a"), Some("2".into()));
+    // While EXEC runs, the caller's own line still shows its transaction: flags=x and the
+    // commands it queued, as Redis shows them.
+    let (info, list): (String, String) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("txr:d")
+        .arg(1)
+        .ignore()
+        .cmd("CLIENT")
+        .arg("INFO")
+        .cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut c)
+        .unwrap();
+    let own = list
+        .lines()
+        .find(|l| l.starts_with(&format!("id={id} ")))
+        .expect("the caller's line");
+    for line in [info.trim_end(), own] {
+        assert!(
+            line.contains(" flags=x ") && line.contains(" multi=3 ") && line.contains(" cmd=exec "),
+            "{line}"
+        );
+    }
+    let after: String = cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
+    assert!(
+        after.contains(" flags=N ") && after.contains(" multi=-1 "),
+        "{after}"
+    );
 }
 
 /// RESET gives the connection a new connection's state: no transaction, no watches, not

@@ -2307,6 +2307,12 @@ impl Worker {
                 .unwrap_or_default()
                 .into_owned()
         };
+        // As Redis: x inside MULTI (and while its EXEC runs), with the commands queued.
+        let multi = match (&c.tx, self.exec_of) {
+            (Some(t), _) => Some(t.len()),
+            (None, Some((id, n))) if id == c.id => Some(n),
+            _ => None,
+        };
         format!(
             "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll={} omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp=2 lib-name={} lib-ver={}\n",
             c.id,
@@ -2315,9 +2321,8 @@ impl Worker {
             text(&c.name),
             c.created.elapsed().as_secs(),
             c.last_active.elapsed().as_secs(),
-            // As Redis: x inside MULTI, with the number of commands queued.
-            if c.tx.is_some() { "x" } else { "N" },
-            c.tx.as_ref().map_or(-1, |t| t.len() as i64),
+            if multi.is_some() { "x" } else { "N" },
+            multi.map_or(-1, |n| n as i64),
             out.slots.len(),
             out.wbuf.len() - out.wpos,
             c.last_cmd,

@@ -532,6 +532,14 @@ impl Worker {
 
     /// EXEC: runs the queue (see the module documentation).
     fn exec(&mut self, token: usize, out: &mut Output, client: &mut Client) {
+        // While EXEC plans its commands, CLIENT LIST and CLIENT INFO show the caller still in
+        // its transaction, with the commands it queued, as Redis does.
+        self.exec_of = client.tx.as_ref().map(|tx| (client.id, tx.cmds.len()));
+        self.exec_planned(token, out, client);
+        self.exec_of = None;
+    }
+
+    fn exec_planned(&mut self, token: usize, out: &mut Output, client: &mut Client) {
         let Some(tx) = client.tx.take() else {
             return err(out, "ERR EXEC without MULTI");
         };

@@ -178,6 +178,8 @@ pub struct Worker {
     /// While EXEC plans a server command it queued (`multi::plan`): the ops its normal path
     /// would run or send, recorded here for the transaction's parts instead.
     pub(super) tx_plan: Option<super::multi::PlannedCmd>,
+    /// The client whose EXEC is being planned, and how many commands it queued.
+    pub(super) exec_of: Option<(u64, usize)>,
     /// Slow log entries waiting for their client's address and name (`slowlog`).
     pub(super) slow_pending: Vec<(ReplyTo, super::slowlog::SlowEntry)>,
     /// Commands, bytes in, bytes out (INFO's instantaneous rates), sampled by `cron`.
@@ -329,6 +331,7 @@ impl Worker {
             slow_pending: Vec::new(),
             tx_now: None,
             tx_plan: None,
+            exec_of: None,
             rates: Default::default(),
             maint,
             next_rr: id,
