@@ -1518,9 +1518,15 @@ fn a_leader_that_cannot_begin_its_epoch_hands_over_to_another_in_sync_replica() 
         "{}",
         c.all_log_tails()
     );
-    // Its disk works again: every replica is in sync and writes go in.
+    // Its disk works again: every replica is in sync and writes go in; once the node has
+    // written records of the new epoch, it tells the controller it may lead again.
     std::fs::remove_dir(&blocker).unwrap();
     c.wait_for_full_isr(Duration::from_secs(30));
     set(&c, leader, &key, "after").unwrap();
     assert_eq!(get(&c, preferred, &key).as_deref(), Some("after"));
+    let again = common::wait_until(Duration::from_secs(30), || {
+        c.log_since(preferred, from)
+            .contains("writes partition 0 again")
+    });
+    assert!(again, "{}", c.log_tail(preferred));
 }

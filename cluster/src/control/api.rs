@@ -106,8 +106,10 @@ pub enum ControlRequest {
         leader_epoch: u32,
         reason: String,
     },
-    /// This node took up the leadership it reported with `CannotLead` after all (its disk
-    /// works again): the mark is withdrawn, so the controller does not move the partition.
+    /// This node writes the partition it reported with `CannotLead` again (a leadership
+    /// began, or as follower it appended records of a newer epoch): the mark is withdrawn,
+    /// so the controller does not move a leadership it has, and a preferred-leader election
+    /// may name it again.
     LeadingAgain { partition: u32, leader_epoch: u32 },
     /// Close the session (ephemeral znodes go at once) and end the thread.
     Stop,

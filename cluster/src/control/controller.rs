@@ -16,6 +16,9 @@ pub struct Nodes {
     /// again among them by log end, in a new leader epoch, and only the replicas with as
     /// long a log stay in sync (see the control thread's `nodes_for`).
     pub reelect: bool,
+    /// Replicas that said they cannot lead this partition and have not written it since
+    /// (`/admin/cannot_lead`): no preferred-leader election moves it to them.
+    pub unable: BTreeSet<u32>,
 }
 
 impl Nodes {
@@ -126,6 +129,7 @@ pub fn decide(
         && Some(pref) != s.leader
         && nodes.eligible(pref)
         && s.isr.contains(&pref)
+        && !nodes.unable.contains(&pref)
     {
         next.leader = Some(pref);
         next.leader_epoch = s.leader_epoch.saturating_add(1);

@@ -476,7 +476,7 @@ impl Ctl {
             }) => {
                 if self.cannot_lead_mine.get(&partition) == Some(&leader_epoch) {
                     info!(
-                        "control: node {} leads partition {partition} in leader epoch {leader_epoch} after all",
+                        "control: node {} writes partition {partition} again (it could not begin leader epoch {leader_epoch}): it may lead it again",
                         self.cfg.me.id
                     );
                     self.cannot_lead_mine.remove(&partition);
@@ -1006,6 +1006,16 @@ impl Ctl {
             || (node == self.cfg.me.id && self.cannot_lead_mine.get(&p) == Some(&epoch))
     }
 
+    /// True when `node` said it cannot lead partition `p` (in any epoch) and has not written
+    /// it since.
+    fn unable_to_lead(&self, node: u32, p: u32) -> bool {
+        self.cannot_lead
+            .range((node, p, 0)..=(node, p, u32::MAX))
+            .next()
+            .is_some()
+            || (node == self.cfg.me.id && self.cannot_lead_mine.contains_key(&p))
+    }
+
     /// The node's worker could not begin the leader epoch it was given: the controller is
     /// told, unless that leadership is over already.
     fn on_cannot_lead(&mut self, p: u32, epoch: u32, reason: &str) {
@@ -1028,17 +1038,10 @@ impl Ctl {
     }
 
     /// Creates `/admin/cannot_lead/<me>-<p>-<epoch>` (ephemeral) for each leadership this node
-    /// could not take up, once per session, and deletes the ones it took up after all or
-    /// whose epoch is over.
+    /// could not take up, once per session, and deletes the ones it no longer needs (it has
+    /// written the partition again since, or a newer mark replaced it).
     fn announce_cannot_lead(&mut self) {
         let me = self.cfg.me.id;
-        let parts = &self.parts;
-        self.cannot_lead_mine.retain(|&p, &mut e| {
-            parts
-                .get(p as usize)
-                .and_then(|v| v.as_ref())
-                .is_none_or(|v| v.state.leader_epoch <= e)
-        });
         let stale: Vec<(u32, u32)> = self
             .cannot_lead_znodes
             .iter()
@@ -1184,6 +1187,18 @@ impl Ctl {
     /// begin the epoch: no unclean election, and no replica that may have come back with
     /// less, for a leader that has every acknowledged record and only cannot write yet.
     fn nodes_for(&self, base: &Nodes, p: u32, v: &PartitionView) -> Nodes {
+        let mut n = self.nodes_for_marks(base, p, v);
+        n.unable = v
+            .state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&r| self.unable_to_lead(r, p))
+            .collect();
+        n
+    }
+
+    fn nodes_for_marks(&self, base: &Nodes, p: u32, v: &PartitionView) -> Nodes {
         if let Some(l) = self.marked_leader(p, v) {
             let restarted = self.restarted(v);
             let others = v
@@ -1241,6 +1256,7 @@ impl Ctl {
             live: self.brokers.keys().copied().collect(),
             shutting_down: self.shutting.clone(),
             reelect: false,
+            unable: BTreeSet::new(),
         }
     }
 
@@ -1462,11 +1478,22 @@ impl Ctl {
         {
             self.last_imbalance_check = Instant::now();
             let nodes = self.nodes();
-            if controller::imbalanced(
-                self.parts.iter().flatten().map(|v| &v.state),
-                &nodes,
-                self.cfg.leader_imbalance_ratio,
-            ) {
+            // A partition whose preferred replica cannot lead it does not count.
+            let movable: Vec<&PartitionState> = self
+                .parts
+                .iter()
+                .enumerate()
+                .filter_map(|(p, v)| Some((p as u32, v.as_ref()?)))
+                .filter(|(p, v)| {
+                    v.state
+                        .replicas
+                        .first()
+                        .is_none_or(|&pref| !self.unable_to_lead(pref, *p))
+                })
+                .map(|(_, v)| &v.state)
+                .collect();
+            if controller::imbalanced(movable.into_iter(), &nodes, self.cfg.leader_imbalance_ratio)
+            {
                 info!("control: leaders are imbalanced: preferred-leader election");
                 preferred = true;
             }

@@ -59,8 +59,9 @@ pub enum FeedMsg {
         leader_epoch: u32,
         reason: String,
     },
-    /// A leadership reported with `CannotLead` began after all (the disk works again): the
-    /// controller need not move it.
+    /// The partition whose leadership in `leader_epoch` was reported with `CannotLead` is
+    /// written again (a leadership began, or as follower records of a newer epoch went in):
+    /// the controller may name this node leader again.
     LeadingAgain { partition: u32, leader_epoch: u32 },
 }
 
@@ -650,14 +651,7 @@ impl Worker {
                         if std::mem::take(&mut self.lead_failures) > 0 {
                             log::info!("partition {p}: leader epoch {epoch} began");
                         }
-                        if self.lead_failed.remove(&p)
-                            && let Some(c) = self.cluster.as_ref()
-                        {
-                            let _ = c.feed.send(FeedMsg::LeadingAgain {
-                                partition: p,
-                                leader_epoch: epoch,
-                            });
-                        }
+                        self.writes_again(p);
                         role
                     }
                     Some(Err(e)) => {
@@ -669,7 +663,7 @@ impl Worker {
                         }
                         self.lead_failures += 1;
                         self.lead_retry = Some(Instant::now() + Duration::from_secs(1));
-                        self.lead_failed.insert(p);
+                        self.lead_failed.insert(p, epoch);
                         if let Some(c) = self.cluster.as_ref() {
                             let _ = c.feed.send(FeedMsg::CannotLead {
                                 partition: p,
@@ -682,16 +676,12 @@ impl Worker {
                     None => Role::Idle,
                 },
                 Role::Follower { .. } => {
-                    self.lead_failed.remove(&p);
                     if let Some(s) = self.store_mut(p) {
                         s.set_replica(true);
                     }
                     role
                 }
-                Role::Idle => {
-                    self.lead_failed.remove(&p);
-                    role
-                }
+                Role::Idle => role,
             };
             if role == old {
                 // A leadership that could not begin, again: nothing changes.
@@ -728,6 +718,20 @@ impl Worker {
         c.routes = rt;
         self.advance_committed();
         self.release_after_change();
+    }
+
+    /// A partition whose leader epoch could not begin here was written again (a leadership
+    /// began, or as follower records of a newer epoch went in, with their epoch checkpoint):
+    /// the controller is told, so that it may name this node leader again.
+    fn writes_again(&mut self, p: u32) {
+        if let Some(failed) = self.lead_failed.remove(&p)
+            && let Some(c) = self.cluster.as_ref()
+        {
+            let _ = c.feed.send(FeedMsg::LeadingAgain {
+                partition: p,
+                leader_epoch: failed,
+            });
+        }
     }
 
     /// A leadership this node could not take up (the epoch could not begin: a full disk)
@@ -1107,6 +1111,9 @@ impl Worker {
                     Ok(n) => {
                         if n > 0 {
                             self.mark_dirty(p);
+                        }
+                        if n > 0 && self.lead_failed.get(&p).is_some_and(|&e| last_epoch > e) {
+                            self.writes_again(p);
                         }
                         if let Some(c) = self.cluster.as_mut() {
                             let pr = &mut c.parts[p as usize];

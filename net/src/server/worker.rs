@@ -257,9 +257,10 @@ pub struct Worker {
     /// many tries in a row failed.
     pub lead_retry: Option<Instant>,
     pub lead_failures: u32,
-    /// Partitions whose leader epoch could not begin (the controller was told): once one
-    /// begins, the controller is told that too.
-    pub lead_failed: std::collections::BTreeSet<u32>,
+    /// Partitions whose leader epoch could not begin (the controller was told), with that
+    /// epoch: once this node shows it can write the partition again (a leadership begins,
+    /// or as follower it appends records of a newer epoch), the controller is told that too.
+    pub lead_failed: std::collections::BTreeMap<u32, u32>,
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
     sync_tx: Sender<SyncJob>,
