@@ -1518,15 +1518,16 @@ fn a_leader_that_cannot_begin_its_epoch_hands_over_to_another_in_sync_replica() 
         "{}",
         c.all_log_tails()
     );
-    // Its disk works again: every replica is in sync and writes go in; once the node has
-    // written records of the new epoch, it tells the controller it may lead again.
+    // Its disk works again: with nothing written meanwhile, the node finds out by writing
+    // its epoch checkpoint again (tried every second while it follows) and tells the
+    // controller it may lead again; every replica is in sync and writes go in.
     std::fs::remove_dir(&blocker).unwrap();
-    c.wait_for_full_isr(Duration::from_secs(30));
-    set(&c, leader, &key, "after").unwrap();
-    assert_eq!(get(&c, preferred, &key).as_deref(), Some("after"));
     let again = common::wait_until(Duration::from_secs(30), || {
         c.log_since(preferred, from)
             .contains("writes partition 0 again")
     });
     assert!(again, "{}", c.log_tail(preferred));
+    c.wait_for_full_isr(Duration::from_secs(30));
+    set(&c, leader, &key, "after").unwrap();
+    assert_eq!(get(&c, preferred, &key).as_deref(), Some("after"));
 }

@@ -102,6 +102,12 @@ impl LeaderEpochCache {
         self.replace(next)
     }
 
+    /// Writes the checkpoint again as it is: shows that it can be written (a disk that was
+    /// full or failing works again), without changing anything.
+    pub fn rewrite(&self) -> Result<(), WriteError> {
+        self.persist(&self.entries)
+    }
+
     /// The entries of epochs that start below `lsn`.
     fn starting_before(&self, lsn: u64) -> Vec<EpochEntry> {
         self.entries

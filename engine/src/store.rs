@@ -1393,6 +1393,12 @@ impl Store {
         Ok(())
     }
 
+    /// Writes the leader-epoch checkpoint again, unchanged: whether a leader epoch could begin
+    /// now (a node that could not begin one tries this while it follows).
+    pub fn rewrite_epoch_checkpoint(&self) -> Result<(), WriteError> {
+        self.epochs.rewrite()
+    }
+
     /// OffsetsForLeaderEpoch (KIP-101): the largest epoch <= `epoch` in this log and its end.
     pub fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)> {
         self.epochs.end_offset_for(epoch, self.next_lsn)

@@ -231,8 +231,9 @@ struct Ctl {
     /// Leaderships nodes were given and could not take up, as read from
     /// `/admin/cannot_lead`: (node, partition, leader epoch).
     cannot_lead: BTreeSet<(u32, u32, u32)>,
-    /// This node's own (partition -> leader epoch), kept until the partition's state has moved
-    /// past that epoch, and the ones whose znode exists in the current session.
+    /// This node's own (partition -> leader epoch), kept until it writes the partition again
+    /// (`ControlRequest::LeadingAgain`), and the ones whose znode exists in the current
+    /// session.
     cannot_lead_mine: BTreeMap<u32, u32>,
     cannot_lead_znodes: BTreeSet<(u32, u32)>,
     preferred_asked: bool,
@@ -474,7 +475,13 @@ impl Ctl {
                 partition,
                 leader_epoch,
             }) => {
-                if self.cannot_lead_mine.get(&partition) == Some(&leader_epoch) {
+                // A newer failure than the one marked (whose report the control thread
+                // ignored: the state had moved on) is over too.
+                if self
+                    .cannot_lead_mine
+                    .get(&partition)
+                    .is_some_and(|&e| e <= leader_epoch)
+                {
                     info!(
                         "control: node {} writes partition {partition} again (it could not begin leader epoch {leader_epoch}): it may lead it again",
                         self.cfg.me.id
@@ -993,6 +1000,11 @@ impl Ctl {
             .iter()
             .filter_map(|c| path::parse_cannot_lead(c))
             .collect();
+        // A znode of ours that is gone (one an older session of this node held, taken for
+        // ours, that went with that session) is created again.
+        let me = self.cfg.me.id;
+        self.cannot_lead_znodes
+            .retain(|&(p, e)| set.contains(&(me, p, e)));
         if set != self.cannot_lead {
             info!("control: leaderships nodes could not take up (node, partition, epoch): {set:?}");
             self.cannot_lead = set;
@@ -1000,20 +1012,26 @@ impl Ctl {
         Ok(())
     }
 
-    /// True when `node` said it cannot lead partition `p` in `epoch`.
+    /// True when `node` said it cannot lead partition `p` in `epoch`. This node's own word
+    /// is its memory, not the znodes read (they lag behind a withdrawal).
     fn cannot_lead(&self, node: u32, p: u32, epoch: u32) -> bool {
-        self.cannot_lead.contains(&(node, p, epoch))
-            || (node == self.cfg.me.id && self.cannot_lead_mine.get(&p) == Some(&epoch))
+        match node == self.cfg.me.id {
+            true => self.cannot_lead_mine.get(&p) == Some(&epoch),
+            false => self.cannot_lead.contains(&(node, p, epoch)),
+        }
     }
 
     /// True when `node` said it cannot lead partition `p` (in any epoch) and has not written
     /// it since.
     fn unable_to_lead(&self, node: u32, p: u32) -> bool {
-        self.cannot_lead
-            .range((node, p, 0)..=(node, p, u32::MAX))
-            .next()
-            .is_some()
-            || (node == self.cfg.me.id && self.cannot_lead_mine.contains_key(&p))
+        match node == self.cfg.me.id {
+            true => self.cannot_lead_mine.contains_key(&p),
+            false => self
+                .cannot_lead
+                .range((node, p, 0)..=(node, p, u32::MAX))
+                .next()
+                .is_some(),
+        }
     }
 
     /// The node's worker could not begin the leader epoch it was given: the controller is
@@ -1201,11 +1219,9 @@ impl Ctl {
     fn nodes_for_marks(&self, base: &Nodes, p: u32, v: &PartitionView) -> Nodes {
         if let Some(l) = self.marked_leader(p, v) {
             let restarted = self.restarted(v);
-            let others = v
-                .state
-                .isr
-                .iter()
-                .any(|&r| r != l && base.eligible(r) && !restarted.contains(&r));
+            let others = v.state.isr.iter().any(|&r| {
+                r != l && base.eligible(r) && !restarted.contains(&r) && !self.unable_to_lead(r, p)
+            });
             if others {
                 let mut without = base.clone();
                 without.shutting_down.insert(l);

@@ -734,11 +734,44 @@ impl Worker {
         }
     }
 
+    /// A partition this node could not lead and now follows may get no records to show that
+    /// its disk works again (nobody writes it): once a second, its epoch checkpoint is
+    /// written again, unchanged, and once that works the controller is told.
+    fn probe_failed_leaderships(&mut self) {
+        if self.lead_failed.is_empty()
+            || self
+                .lead_probed
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.lead_probed = Some(Instant::now());
+        let following: Vec<u32> = self
+            .lead_failed
+            .keys()
+            .copied()
+            .filter(|&p| {
+                self.cluster
+                    .as_ref()
+                    .is_some_and(|c| matches!(c.role(p), Role::Follower { .. }))
+            })
+            .collect();
+        for p in following {
+            if self
+                .store(p)
+                .is_some_and(|s| s.rewrite_epoch_checkpoint().is_ok())
+            {
+                self.writes_again(p);
+            }
+        }
+    }
+
     /// A leadership this node could not take up (the epoch could not begin: a full disk)
     /// is tried again from the route table it has, since no new table may come to wake it:
     /// the controller, told with `FeedMsg::CannotLead`, moves it to another in-sync replica
     /// when there is one, and otherwise leaves it with this node.
     pub fn retry_leadership(&mut self) {
+        self.probe_failed_leaderships();
         if self.lead_retry.is_none_or(|t| Instant::now() < t) {
             return;
         }

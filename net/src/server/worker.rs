@@ -261,6 +261,8 @@ pub struct Worker {
     /// epoch: once this node shows it can write the partition again (a leadership begins,
     /// or as follower it appends records of a newer epoch), the controller is told that too.
     pub lead_failed: std::collections::BTreeMap<u32, u32>,
+    /// When the partitions of `lead_failed` this node follows last tried their checkpoint.
+    pub lead_probed: Option<Instant>,
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
     sync_tx: Sender<SyncJob>,
@@ -372,6 +374,7 @@ impl Worker {
             lead_retry: None,
             lead_failures: 0,
             lead_failed: Default::default(),
+            lead_probed: None,
             durable_waiters: Vec::new(),
             sync_tx,
             draining: false,
