@@ -1449,18 +1449,23 @@ fn a_leader_that_could_not_begin_its_epoch_takes_over_once_it_can() {
     assert!(refused, "{}", c.all_log_tails());
     std::fs::remove_dir(&blocker).unwrap();
     // The old leader stays down: nothing changes the route table any more.
+    assert_reads(&c, new, &key, "before");
+    set(&c, new, &key, "after").unwrap();
+}
+
+/// A GET of `key` sent to `node` (within 10 s, following redirects) answers `want`.
+fn assert_reads(c: &LocalCluster, node: u32, key: &str, want: &str) {
     let read = run(
-        &c.resp_addr(new),
+        &c.resp_addr(node),
         &[b"GET", key.as_bytes()],
         Duration::from_secs(10),
     );
     assert_eq!(
         read,
-        Ok(Value::BulkString(b"before".to_vec())),
+        Ok(Value::BulkString(want.as_bytes().to_vec())),
         "{}",
         c.all_log_tails()
     );
-    set(&c, new, &key, "after").unwrap();
 }
 
 /// A node named leader that cannot begin the epoch, while another replica is in sync, does
@@ -1507,17 +1512,7 @@ fn a_leader_that_cannot_begin_its_epoch_hands_over_to_another_in_sync_replica() 
     });
     assert!(moved, "{:?}\n{}", c.partition_state(0), c.all_log_tails());
     let leader = c.leader_of(0).expect("leader");
-    let read = run(
-        &c.resp_addr(leader),
-        &[b"GET", key.as_bytes()],
-        Duration::from_secs(10),
-    );
-    assert_eq!(
-        read,
-        Ok(Value::BulkString(b"before".to_vec())),
-        "{}",
-        c.all_log_tails()
-    );
+    assert_reads(&c, leader, &key, "before");
     // Its disk works again: with nothing written meanwhile, the node finds out by writing
     // its epoch checkpoint again (tried every second while it follows) and tells the
     // controller it may lead again; every replica is in sync and writes go in.

@@ -894,15 +894,21 @@ impl Ctl {
         }
     }
 
+    /// The children of `path`, leaving a new watch (`what`) when `arm`.
+    fn children_of(&self, path: &str, what: Watched, arm: bool) -> ZkResult<Vec<String>> {
+        let s = self.session()?;
+        match arm {
+            true => Ok(s
+                .children_watch(path, self.watcher(what))?
+                .unwrap_or_default()),
+            false => s.children(path),
+        }
+    }
+
     fn read_brokers(&mut self) -> ZkResult<()> {
         let arm = !self.armed.brokers;
-        let w = self.watcher(Watched::Brokers);
+        let children = self.children_of(path::BROKERS, Watched::Brokers, arm)?;
         let s = self.session()?;
-        let children = if arm {
-            s.children_watch(path::BROKERS, w)?.unwrap_or_default()
-        } else {
-            s.children(path::BROKERS)?
-        };
         let mut brokers = BTreeMap::new();
         let mut epochs = BTreeMap::new();
         for c in children {
@@ -965,14 +971,7 @@ impl Ctl {
 
     fn read_shutdown(&mut self) -> ZkResult<()> {
         let arm = !self.armed.shutdown;
-        let w = self.watcher(Watched::Shutdown);
-        let s = self.session()?;
-        let children = if arm {
-            s.children_watch(path::ADMIN_SHUTDOWN, w)?
-                .unwrap_or_default()
-        } else {
-            s.children(path::ADMIN_SHUTDOWN)?
-        };
+        let children = self.children_of(path::ADMIN_SHUTDOWN, Watched::Shutdown, arm)?;
         self.armed.shutdown |= arm;
         let mut set: BTreeSet<u32> = children.iter().filter_map(|c| c.parse().ok()).collect();
         // Our own request counts before its znode is (re)created.
@@ -988,13 +987,7 @@ impl Ctl {
 
     fn read_cannot_lead(&mut self) -> ZkResult<()> {
         let arm = !self.armed.cannot_lead;
-        let w = self.watcher(Watched::CannotLead);
-        let s = self.session()?;
-        let children = if arm {
-            s.children_watch(path::CANNOT_LEAD, w)?.unwrap_or_default()
-        } else {
-            s.children(path::CANNOT_LEAD)?
-        };
+        let children = self.children_of(path::CANNOT_LEAD, Watched::CannotLead, arm)?;
         self.armed.cannot_lead |= arm;
         let set: BTreeSet<(u32, u32, u32)> = children
             .iter()

@@ -1407,10 +1407,9 @@ impl Worker {
                 && let Err(err) = s.sync_done(&t, r)
             {
                 all_ok = false;
-                let msg = self.commit_failed(p, &format!("journal checkpoint: {err}"));
                 // A failed fsync may have reloaded the store and dropped writes of this very
                 // turn: every reply not yet durable gets the error.
-                self.sync_failed.push((self.durable + 1, self.epoch, msg));
+                self.fail_undurable(p, &format!("journal checkpoint: {err}"));
             }
         }
         // A store failed earlier (its fsync error taken by another fsync of the same file)
@@ -1564,8 +1563,7 @@ impl Worker {
                 continue;
             };
             ok = false;
-            let msg = self.commit_failed(p, &err);
-            self.sync_failed.push((self.durable + 1, self.epoch, msg));
+            self.fail_undurable(p, &err);
         }
         ok
     }
@@ -1700,8 +1698,7 @@ impl Worker {
             }
         }
         for (p, err) in failed {
-            let msg = self.commit_failed(p, &err);
-            self.sync_failed.push((self.durable + 1, self.epoch, msg));
+            self.fail_undurable(p, &err);
         }
     }
 
@@ -1845,6 +1842,13 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A write to partition `p`'s log failed outside a flight: every reply not durable yet
+    /// gets the error.
+    fn fail_undurable(&mut self, p: u32, e: &dyn std::fmt::Display) {
+        let msg = self.commit_failed(p, e);
+        self.sync_failed.push((self.durable + 1, self.epoch, msg));
     }
 
     fn commit_failed(&mut self, p: u32, e: &dyn std::fmt::Display) -> String {
