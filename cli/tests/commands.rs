@@ -2253,6 +2253,26 @@ fn client_commands_name_list_and_kill_connections() {
     // The last command by its full name, as Redis 7.
     assert!(me.contains(" cmd=client|list "), "{me}");
     drop(others);
+    // After a command Redis's lookup does not find (or an unknown subcommand): cmd=NULL.
+    let mut probe = s.client();
+    let _: () = cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("probe")
+        .query(&mut probe)
+        .unwrap();
+    for bad in [&["NOSUCH", "x"][..], &["CLIENT", "NOPE"]] {
+        let mut q = cmd(bad[0]);
+        for a in &bad[1..] {
+            q.arg(*a);
+        }
+        assert!(q.query::<Value>(&mut probe).is_err());
+        let list: String = cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+        let line = list
+            .lines()
+            .find(|l| l.contains(" name=probe "))
+            .expect("the probe's line");
+        assert!(line.contains(" cmd=NULL "), "{bad:?}: {line}");
+    }
 
     // CLIENT KILL closes the other connection at once, even if it is idle.
     let mut victim = s.raw();

@@ -275,6 +275,8 @@ impl Worker {
         args: &[&[u8]],
     ) {
         let Some(spec) = cmd::lookup(args[0]) else {
+            // CLIENT LIST's cmd= of a command Redis's lookup does not find.
+            client.last_cmd = "NULL";
             out.push_reply(&unknown_command(args));
             super::multi::flag(client);
             out.not_run = true;
@@ -293,6 +295,7 @@ impl Worker {
             && !spec.subcommands.is_empty()
             && !spec.knows_subcommand(sub)
         {
+            client.last_cmd = "NULL";
             unknown_subcommand(out, spec.name, sub);
             super::multi::flag(client);
             return;
