@@ -3025,6 +3025,19 @@ fn a_transaction_with_a_refused_command_runs_nothing() {
         line.contains(" flags=x ") && line.contains(" multi=1 "),
         "{line}"
     );
+    // Once a command is refused, nothing more is queued: multi= stays at what was, as in
+    // Redis.
+    expect_reply(
+        &mut raw,
+        b"GET\r\nSET txr:b 1\r\n",
+        b"-ERR wrong number of arguments for 'get' command\r\n+QUEUED\r\n",
+    );
+    let list: String = cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let line = list
+        .lines()
+        .find(|l| !l.starts_with(&format!("id={id} ")))
+        .expect("the other connection");
+    assert!(line.contains(" multi=1 "), "{line}");
     expect_reply(&mut raw, b"QUIT\r\n", b"+OK\r\n");
     assert_eq!(get(&mut c, "txr:a"), Some("2".into()));
     // While EXEC runs, the caller's own line still shows its transaction: flags=x and the

@@ -278,8 +278,8 @@ fn gather_of(slot: &Slot) -> Option<&Gather> {
 /// A refused command inside MULTI makes EXEC abort.
 pub fn flag(client: &mut Client) {
     if let Some(tx) = client.tx.as_mut() {
+        // What was queued stays (CLIENT LIST's multi= counts it, as Redis); nothing more is.
         tx.failed = true;
-        tx.cmds = Vec::new();
     }
 }
 
@@ -522,6 +522,7 @@ impl Worker {
                          client_query_buffer_limit ({limit} bytes)"
                     ),
                 );
+                tx.cmds = Vec::new();
                 flag(client);
                 return;
             }
