@@ -788,6 +788,24 @@ mod decisions {
     }
 
     #[test]
+    fn among_equal_logs_a_replica_that_cannot_lead_is_elected_last() {
+        let s = st(Some(1), 3, &[1, 2, 3], &[1, 2, 3]);
+        let mut n = nodes(&[2, 3], &[]);
+        n.unable.insert(2);
+        let tie = BTreeMap::from([(2, 10), (3, 10)]);
+        let d = decide(&s, &n, &tie, false, false, 7).unwrap();
+        assert_eq!(d.next.leader, Some(3));
+        // A longer log still wins: it may hold acknowledged writes the other lacks.
+        let longer = BTreeMap::from([(2, 11), (3, 10)]);
+        let d = decide(&s, &n, &longer, false, false, 7).unwrap();
+        assert_eq!(d.next.leader, Some(2));
+        // Without the mark, preference order decides the tie.
+        n.unable.clear();
+        let d = decide(&s, &n, &tie, false, false, 7).unwrap();
+        assert_eq!(d.next.leader, Some(2));
+    }
+
+    #[test]
     fn a_dead_leader_is_replaced_by_the_in_sync_replica_with_the_longest_log() {
         let s = st(Some(1), 3, &[1, 2, 3], &[1, 2, 3]);
         let n = nodes(&[2, 3], &[]);

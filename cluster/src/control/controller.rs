@@ -88,13 +88,14 @@ pub fn decide(
     let mut next = s.clone();
     let mut was_unclean = false;
     if needs_leader(s, nodes) {
-        match assign::elect(
-            &s.replicas,
-            &s.isr,
-            &nodes.eligible_list(),
-            log_ends,
-            unclean,
-        ) {
+        // Among equal logs, a replica that said it cannot lead this partition comes last.
+        let (able, unable): (Vec<u32>, Vec<u32>) = s
+            .replicas
+            .iter()
+            .copied()
+            .partition(|r| !nodes.unable.contains(r));
+        let order: Vec<u32> = able.into_iter().chain(unable).collect();
+        match assign::elect(&order, &s.isr, &nodes.eligible_list(), log_ends, unclean) {
             Some(e) => {
                 next.leader = Some(e.leader);
                 next.leader_epoch = s.leader_epoch.saturating_add(1);
