@@ -38,6 +38,11 @@ pub enum FaultKind {
     /// Disk: the node's file system is filled (every append, roll, hint file and fsync gets
     /// ENOSPC) for the hold, then freed.
     DiskFull,
+    /// Disk and crash: the node's file system is filled, then the leader of a partition it
+    /// follows in sync (found at injection) is killed (SIGKILL), so that the controller may
+    /// name this node leader while it cannot write; the disk is freed and the killed node
+    /// started again after the hold. Skipped when the node follows no partition in sync.
+    DiskFullFailover,
     /// Control: a preferred-leader election is requested (`simplekv cluster rebalance`):
     /// leaderships that moved away after earlier faults move back while clients write. The
     /// node is not used.
@@ -46,7 +51,7 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Terminate,
@@ -56,6 +61,7 @@ impl FaultKind {
         FaultKind::IsolateController,
         FaultKind::CutLeaderFromZk,
         FaultKind::DiskFull,
+        FaultKind::DiskFullFailover,
         FaultKind::Rebalance,
     ];
 
@@ -79,6 +85,7 @@ impl FaultKind {
             FaultKind::IsolateController => "isolate-controller",
             FaultKind::CutLeaderFromZk => "cut-leader-zk",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::DiskFullFailover => "disk-full-failover",
             FaultKind::Rebalance => "rebalance",
         }
     }
@@ -107,6 +114,8 @@ impl FaultKind {
             | FaultKind::IsolateController
             | FaultKind::CutLeaderFromZk => (500, 6_000),
             FaultKind::DiskFull => (500, 5_000),
+            // Past the 2 s session timeout, so the killed leader is replaced meanwhile.
+            FaultKind::DiskFullFailover => (3_000, 6_000),
             // Quiet time after the request (the election itself takes milliseconds).
             FaultKind::Rebalance => (300, 2_000),
         }

@@ -465,6 +465,47 @@ impl Chaos<'_> {
                     Err(e) => self.note(format!("free disk of node {i}: {e}")),
                 }
             }
+            FaultKind::DiskFullFailover => {
+                if !self.cluster.has_disk(i) {
+                    self.skipped += 1;
+                    self.note(format!(
+                        "skip disk-full-failover node {i}: no disk of its own"
+                    ));
+                    return;
+                }
+                // Filling takes a moment, during which the node may fall out of an ISR: the
+                // partition is chosen once the disk is full.
+                if let Err(e) = self.cluster.fill_disk(i) {
+                    self.note(format!("disk-full-failover node {i}: {e}"));
+                    let _ = self.cluster.free_disk(i);
+                    return;
+                }
+                // A partition this node follows in sync, and its leader.
+                let target = self.cluster.states().ok().and_then(|states| {
+                    states.iter().enumerate().find_map(|(p, s)| {
+                        let l = s.leader?;
+                        (l != i && s.isr.contains(&i) && self.cluster.is_up(l)).then_some((p, l))
+                    })
+                });
+                let Some((p, l)) = target else {
+                    self.skipped += 1;
+                    let _ = self.cluster.free_disk(i);
+                    self.note(format!(
+                        "skip disk-full-failover node {i}: it follows no partition in sync"
+                    ));
+                    return;
+                };
+                self.cluster.kill9(l);
+                self.note(format!(
+                    "disk-full-failover: node {i}'s file system filled, kill9 node {l} (leader of partition {p})"
+                ));
+                self.sleep(f.hold, hold_end);
+                match self.cluster.free_disk(i) {
+                    Ok(()) => self.note(format!("node {i}'s disk freed")),
+                    Err(e) => self.note(format!("free disk of node {i}: {e}")),
+                }
+                self.restart(l);
+            }
             // Network kinds and rebalance were handled above.
             FaultKind::Isolate
             | FaultKind::CutPeers
