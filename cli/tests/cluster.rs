@@ -291,6 +291,40 @@ fn min_isr_refuses_writes_with_two_of_three_down_and_accepts_them_when_back() {
     }
 }
 
+/// An acks=all write taken with the ISR full, whose in-sync followers then stop (and leave
+/// the ISR) before confirming it, is not acknowledged: the high watermark passes it with the
+/// leader alone counted, fewer than min_insync_replicas (2), so one replica has it. Kafka
+/// answers NOT_ENOUGH_REPLICAS_AFTER_APPEND; it used to get +OK.
+#[test]
+fn a_write_confirmed_by_fewer_than_min_insync_replicas_is_not_acknowledged() {
+    use std::io::{BufRead, BufReader, Write};
+    let c = LocalCluster::start(3, 1, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let leader = c.leader_of(0).expect("leader");
+    let key = c.key_in(0).to_string();
+    // Connected before the followers stop, so the write goes out at once (the leader takes
+    // writes for a moment more: its lease lasts a quarter of the session timeout).
+    let s = std::net::TcpStream::connect(c.resp_addr(leader)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let followers: Vec<u32> = (1..=3).filter(|&n| n != leader).collect();
+    for &f in &followers {
+        c.sigstop(f);
+    }
+    (&s).write_all(&common::resp(&[b"SET", key.as_bytes(), b"x"]))
+        .unwrap();
+    let mut reply = String::new();
+    let read = BufReader::new(&s).read_line(&mut reply);
+    for &f in &followers {
+        c.sigcont(f);
+    }
+    read.unwrap();
+    assert!(
+        reply.starts_with("-ERR not acknowledged") && reply.contains("min_insync_replicas"),
+        "{reply:?}\n{}",
+        c.log_tail(leader)
+    );
+}
+
 /// With one replica a partition's leader is its whole ISR: what it logs is committed at
 /// once, so acks=all writes and reads answer (they used to wait for a follower position
 /// that never comes and fail after 5 s).

@@ -605,6 +605,7 @@ struct LedPart {
     sent_hw: u64,
     sent_lease: Instant,
     sent_horizon: u64,
+    sent_isr: usize,
 }
 
 impl LedPart {
@@ -769,6 +770,7 @@ impl State {
                         sent_hw: 0,
                         sent_lease: now,
                         sent_horizon: 0,
+                        sent_isr: 0,
                     },
                 );
                 // Learn the log end before anything is computed from it.
@@ -1316,10 +1318,12 @@ impl State {
         let horizon = merge_horizon(&l.replicas, me, &l.followers, l.hw);
         let changed_lease =
             lease_until > l.sent_lease + Duration::from_millis(20) || lease_until < l.sent_lease;
-        if l.hw != l.sent_hw || changed_lease || horizon != l.sent_horizon {
+        let isr = l.isr.len();
+        if l.hw != l.sent_hw || changed_lease || horizon != l.sent_horizon || isr != l.sent_isr {
             l.sent_hw = l.hw;
             l.sent_lease = lease_until;
             l.sent_horizon = horizon;
+            l.sent_isr = isr;
             let w = self.router.topo.worker_of(p);
             self.router.send(
                 w,
@@ -1329,6 +1333,7 @@ impl State {
                     hw: l.hw,
                     lease_until,
                     horizon,
+                    isr,
                 },
             );
         }

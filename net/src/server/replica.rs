@@ -255,6 +255,10 @@ pub struct PartRepl {
     /// Leader: a preferred-leader election is moving the partition away; writes are refused
     /// until then (see `ReplOp::LogEnds`).
     pub handover_until: Option<Instant>,
+    /// Leader: how many replicas the replication thread counted for the last `hw` it sent
+    /// (`usize::MAX` before the first one of the leadership, and for a leader without
+    /// followers, which is its whole ISR).
+    pub hw_isr: usize,
 }
 
 impl PartRepl {
@@ -275,6 +279,7 @@ impl PartRepl {
             role_since: Instant::now(),
             heard_leader: false,
             handover_until: None,
+            hw_isr: usize::MAX,
         }
     }
 }
@@ -378,6 +383,21 @@ impl ClusterState {
                 if r.hw < end {
                     covered = false;
                 }
+            }
+            // Covered while the in-sync replicas counted for the HW were fewer than
+            // min_insync_replicas (they shrank after the write was taken): the records are
+            // committed but on too few replicas for what acks=all promises, as Kafka's
+            // NOT_ENOUGH_REPLICAS_AFTER_APPEND.
+            if lost.is_none()
+                && covered
+                && parts.iter().any(|&(p, _, _)| {
+                    let r = &self.parts[p as usize];
+                    matches!(r.role, Role::Leader { .. }) && r.hw_isr < self.min_isr
+                })
+            {
+                lost = Some(
+                    "ERR not acknowledged: the in-sync replicas fell below min_insync_replicas before confirming this; a write was applied but may not survive a failure, a read can be tried again",
+                );
             }
             if lost.is_none() && !covered && now.duration_since(*since) >= ACK_TIMEOUT {
                 lost = Some(
@@ -700,6 +720,7 @@ impl Worker {
             }
             r.role = role;
             r.role_since = Instant::now();
+            r.hw_isr = usize::MAX;
             r.heard_leader = false;
             r.handover_until = None;
             // A new role, a new epoch: the horizon comes from its leader (or this node's count).
@@ -800,6 +821,7 @@ impl Worker {
         hw: u64,
         lease_until: Instant,
         horizon: u64,
+        isr: usize,
     ) {
         let log_end = self.store(p).map_or(0, |s| s.log_end());
         let Some(c) = self.cluster.as_mut() else {
@@ -816,6 +838,7 @@ impl Worker {
             return;
         }
         r.hw = r.hw.max(hw.min(log_end));
+        r.hw_isr = isr;
         // Replaced, never maxed: the lease shrinks when the ISR grows past this node alone
         // (its unlimited lease then ends). Messages come in order from one thread.
         r.lease_until = lease_until;
@@ -1827,6 +1850,36 @@ mod tests {
         c.parts[1].hw = 4;
         assert!(c.advance(5, t0).is_empty());
         assert_eq!(c.repl_committed, 5);
+    }
+
+    #[test]
+    fn a_turn_covered_while_the_isr_is_below_min_insync_replicas_is_not_acknowledged() {
+        let mut c = state();
+        let t0 = Instant::now();
+        // min_insync_replicas is 2: the HW passed the turn's records with the leader alone
+        // counted (its follower dropped out after the write was taken).
+        c.waits.push_back((5, vec![(0, 10, false)], t0));
+        c.parts[0].hw = 10;
+        c.parts[0].hw_isr = 1;
+        let failed = c.advance(5, t0);
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0].1.contains("min_insync_replicas"),
+            "{}",
+            failed[0].1
+        );
+        assert_eq!(c.repl_committed, 5, "decided: later turns are not held up");
+        // Counted over two replicas, it is acknowledged.
+        c.waits.push_back((6, vec![(0, 12, false)], t0));
+        c.parts[0].hw = 12;
+        c.parts[0].hw_isr = 2;
+        assert!(c.advance(6, t0).is_empty());
+        assert_eq!(c.repl_committed, 6);
+        // Not covered yet: it waits, whatever the count.
+        c.waits.push_back((7, vec![(0, 14, false)], t0));
+        c.parts[0].hw_isr = 1;
+        assert!(c.advance(7, t0).is_empty());
+        assert_eq!(c.repl_committed, 6);
     }
 
     #[test]

@@ -425,6 +425,8 @@ pub enum Msg {
         /// Lowest position over every replica, in sync or not (0 while one is unknown):
         /// tombstones below it may go, every replica has them.
         horizon: u64,
+        /// How many replicas, the leader included, `hw` was computed over (the ISR).
+        isr: usize,
     },
 }
 

@@ -1052,7 +1052,8 @@ impl Worker {
                 hw,
                 lease_until,
                 horizon,
-            } => self.on_hw(partition, leader_epoch, hw, lease_until, horizon),
+                isr,
+            } => self.on_hw(partition, leader_epoch, hw, lease_until, horizon, isr),
             Msg::MergeDone { partition, result } => self.merge_done(partition, result),
             Msg::BackgroundSynced {
                 partition,
