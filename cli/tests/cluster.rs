@@ -1547,6 +1547,11 @@ fn a_leader_that_cannot_begin_its_epoch_hands_over_to_another_in_sync_replica() 
     assert!(moved, "{:?}\n{}", c.partition_state(0), c.all_log_tails());
     let leader = c.leader_of(0).expect("leader");
     assert_reads(&c, leader, &key, "before");
+    // While it cannot write, the leader does not take it into the ISR, though it has every
+    // record (it would hold up acks=all writes until dropped again).
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = c.partition_state(0);
+    assert!(!st.isr.contains(&preferred), "{st:?}");
     // Its disk works again: with nothing written meanwhile, the node finds out by writing
     // its epoch checkpoint again (tried every second while it follows) and tells the
     // controller it may lead again; every replica is in sync and writes go in.

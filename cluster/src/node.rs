@@ -96,6 +96,7 @@ pub fn routes_of(v: &ClusterView, name: &str, version: u64) -> RouteTable {
         version,
         unclean_elections: v.unclean_elections,
         shutting_down: v.shutting_down.iter().copied().collect(),
+        cannot_lead: v.cannot_lead.iter().copied().collect(),
     }
 }
 

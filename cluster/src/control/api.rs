@@ -41,6 +41,10 @@ pub struct ClusterView {
     pub broker_epoch: i64,
     /// Nodes that asked for a controlled shutdown and should lead nothing.
     pub shutting_down: Vec<u32>,
+    /// (node, partition) of every leadership a node could not take up and whose partition
+    /// it has not written since (`/admin/cannot_lead`): a leader does not take such a node
+    /// into that partition's ISR.
+    pub cannot_lead: Vec<(u32, u32)>,
     /// Unclean leader elections this node made as controller since it started (each one is
     /// also logged at error level).
     pub unclean_elections: u64,

@@ -1170,6 +1170,19 @@ impl Ctl {
             session_ok: self.conn == Conn::Up,
             broker_epoch: self.broker_epoch,
             shutting_down: self.shutting.iter().copied().collect(),
+            cannot_lead: {
+                let me = self.cfg.me.id;
+                let mut v: Vec<(u32, u32)> = self
+                    .cannot_lead
+                    .iter()
+                    .filter(|&&(n, _, _)| n != me)
+                    .map(|&(n, p, _)| (n, p))
+                    .chain(self.cannot_lead_mine.keys().map(|&p| (me, p)))
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            },
             unclean_elections: self.unclean_elections,
         }
     }

@@ -1395,7 +1395,7 @@ impl State {
             }
             let floor = l.epoch_start.map(|s| s.max(l.hw));
             let joining = floor.map_or_else(Vec::new, |floor| {
-                joiners(&l.isr, floor, &l.followers, &self.routes, now, lag_max)
+                joiners(p, &l.isr, floor, &l.followers, &self.routes, now, lag_max)
             });
             if !joining.is_empty() {
                 let mut isr = l.isr.clone();
@@ -1872,6 +1872,7 @@ impl State {
 /// controller takes those out of every ISR; taking one back made the ISR flap until it
 /// stopped).
 fn joiners(
+    p: u32,
     isr: &[u32],
     floor: u64,
     followers: &BTreeMap<u32, FollowerPos>,
@@ -1885,6 +1886,7 @@ fn joiners(
             !isr.contains(id)
                 && routes.nodes.contains_key(id)
                 && !routes.shutting_down.contains(id)
+                && !routes.cannot_lead.contains(&(**id, p))
                 && f.validated
                 && f.acked >= floor
                 && now.saturating_duration_since(f.last_caught_up) < lag_max / 2
@@ -2233,24 +2235,34 @@ mod tests {
         followers.insert(4, follower(99, true));
         followers.insert(5, follower(100, true));
         // 4 is below the high watermark, 5 is not a live node, 2 is in the ISR already.
-        assert_eq!(joiners(&[1, 2], 100, &followers, &routes, now, lag), [3]);
+        assert_eq!(joiners(0, &[1, 2], 100, &followers, &routes, now, lag), [3]);
         // At the high watermark (the log end ahead of it under a write load), caught up
         // with the log end as of its previous fetch: it joins.
-        assert_eq!(joiners(&[1, 2], 99, &followers, &routes, now, lag), [3, 4]);
+        assert_eq!(
+            joiners(0, &[1, 2], 99, &followers, &routes, now, lag),
+            [3, 4]
+        );
         // Not caught up with the log end for half the lag limit: it does not.
         followers.get_mut(&4).unwrap().last_caught_up = now - lag / 2;
-        assert_eq!(joiners(&[1, 2], 99, &followers, &routes, now, lag), [3]);
+        assert_eq!(joiners(0, &[1, 2], 99, &followers, &routes, now, lag), [3]);
         followers.insert(4, follower(99, true));
         // Not checked against this leader's log yet.
         followers.insert(3, follower(100, false));
-        assert!(joiners(&[1, 2], 100, &followers, &routes, now, lag).is_empty());
+        assert!(joiners(0, &[1, 2], 100, &followers, &routes, now, lag).is_empty());
         followers.insert(3, follower(100, true));
         // Silent for half the lag limit or more: paused, maybe.
         let later = now + lag;
-        assert!(joiners(&[1, 2], 100, &followers, &routes, later, lag).is_empty());
+        assert!(joiners(0, &[1, 2], 100, &followers, &routes, later, lag).is_empty());
+        // It could not lead this partition and has not written it since: not taken in; a
+        // mark for another partition does not count.
+        routes.cannot_lead.insert((3, 1));
+        assert_eq!(joiners(0, &[1, 2], 100, &followers, &routes, now, lag), [3]);
+        routes.cannot_lead.insert((3, 0));
+        assert!(joiners(0, &[1, 2], 100, &followers, &routes, now, lag).is_empty());
+        routes.cannot_lead.clear();
         // In a controlled shutdown: the controller took it out; it is not taken back.
         routes.shutting_down.insert(3);
-        assert!(joiners(&[1, 2], 100, &followers, &routes, now, lag).is_empty());
+        assert!(joiners(0, &[1, 2], 100, &followers, &routes, now, lag).is_empty());
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct RouteTable {
     pub unclean_elections: u64,
     /// Nodes in a controlled shutdown: a leader does not take them (back) into an ISR.
     pub shutting_down: BTreeSet<u32>,
+    /// (node, partition): the node could not take up a leadership of the partition and has
+    /// not written it since; the partition's leader does not take it into the ISR (it would
+    /// hold up acks=all writes until dropped again).
+    pub cannot_lead: BTreeSet<(u32, u32)>,
 }
 
 impl RouteTable {

@@ -449,6 +449,7 @@ mod tests {
             version: 1,
             unclean_elections: 0,
             shutting_down: Default::default(),
+            cannot_lead: Default::default(),
         }
     }
 
