@@ -5,7 +5,7 @@
 //! `verdict.txt` (parameters, counts, faults, verdict, the checker's report with the minimal
 //! anomalous operations). The nodes' data directories and logs (`node<i>/`, `node<i>.log`)
 //! are deleted after a valid run and kept otherwise. ZooKeeper's data and log: `OUT/zk/`.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -242,6 +242,8 @@ struct Chaos<'a> {
     rec: &'a Recorder,
     log: Vec<String>,
     crashes: Vec<String>,
+    /// Nodes that refused to start on their full disk: started again once it is freed.
+    down_on_full_disk: BTreeSet<u32>,
     injected: BTreeMap<FaultKind, usize>,
     skipped: usize,
 }
@@ -257,6 +259,20 @@ impl Chaos<'_> {
     fn check_crashes(&mut self) {
         for (i, st) in self.cluster.reap_unexpected() {
             let tail = self.cluster.log_tail(i, 30);
+            // Started (after a kill or a wipe) while its disk was full: the start is refused
+            // with an error naming the file, as it should be. It starts again once the disk
+            // is freed. A running node never exits on a full disk: that stays a crash.
+            if self.cluster.full_disks().contains(&i)
+                && tail.contains("ERROR [main]")
+                && tail.contains("No space left on device")
+            {
+                if self.down_on_full_disk.insert(i) {
+                    self.note(format!(
+                        "node {i} refused to start on its full disk ({st}); it starts once the disk is freed"
+                    ));
+                }
+                continue;
+            }
             self.note(format!(
                 "NODE {i} EXITED UNEXPECTEDLY ({st}); restarting it. Log tail:\n{tail}"
             ));
@@ -276,6 +292,17 @@ impl Chaos<'_> {
             std::thread::sleep(left.min(Duration::from_millis(100)));
         }
         self.check_crashes();
+    }
+
+    /// Frees node `i`'s disk, and starts the node if it refused to start on the full disk.
+    fn free_disk(&mut self, i: u32) {
+        match self.cluster.free_disk(i) {
+            Ok(()) => self.note(format!("node {i}'s disk freed")),
+            Err(e) => self.note(format!("free disk of node {i}: {e}")),
+        }
+        if self.down_on_full_disk.remove(&i) {
+            self.restart(i);
+        }
     }
 
     /// Starts node `i` again. It does not wait for the node to register (that takes about a
@@ -460,10 +487,7 @@ impl Chaos<'_> {
                     }
                 }
                 self.sleep(f.hold, hold_end);
-                match self.cluster.free_disk(i) {
-                    Ok(()) => self.note(format!("node {i}'s disk freed")),
-                    Err(e) => self.note(format!("free disk of node {i}: {e}")),
-                }
+                self.free_disk(i);
             }
             FaultKind::DiskFullFailover => {
                 if !self.cluster.has_disk(i) {
@@ -500,10 +524,7 @@ impl Chaos<'_> {
                     "disk-full-failover: node {i}'s file system filled, kill9 node {l} (leader of partition {p})"
                 ));
                 self.sleep(f.hold, hold_end);
-                match self.cluster.free_disk(i) {
-                    Ok(()) => self.note(format!("node {i}'s disk freed")),
-                    Err(e) => self.note(format!("free disk of node {i}: {e}")),
-                }
+                self.free_disk(i);
                 self.restart(l);
             }
             // Network kinds and rebalance were handled above.
@@ -525,6 +546,8 @@ impl Chaos<'_> {
             let r = self.cluster.free_disk(i);
             self.note(format!("heal: free disk of node {i} {r:?}"));
         }
+        // Nodes that refused to start on a full disk are started below with the others.
+        self.down_on_full_disk.clear();
         let n = self.cluster.len();
         for i in 1..=n {
             if self.cluster.is_paused(i) {
@@ -639,6 +662,7 @@ pub fn run_seed(cfg: &Config, zk_addr: &str, seed: u64, net: Option<&mut Net>) -
         rec: &rec,
         log: Vec::new(),
         crashes: Vec::new(),
+        down_on_full_disk: BTreeSet::new(),
         injected: BTreeMap::new(),
         skipped: 0,
     };
