@@ -157,17 +157,22 @@ fn a_tail_of_zeros_or_a_file_cut_below_the_point_is_damage() {
     assert!(s.recovery_report().truncated_tail_bytes > 0);
 }
 
+/// Opens the log with `point`, writes keys `from..to` above it without an fsync, closes it;
+/// returns its only segment.
+fn unsynced_above(dir: &Path, point: RecoveryPoint, from: u64, to: u64) -> PathBuf {
+    let mut s = Store::open(dir, opts(&[point], false)).unwrap();
+    put_range(&mut s, from, to);
+    drop(s);
+    only_segment(dir)
+}
+
 #[test]
 fn a_torn_write_above_the_point_is_still_cut() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
     let point = synced_log(&dir);
-    {
-        let mut s = Store::open(&dir, opts(&[point], false)).unwrap();
-        put_range(&mut s, 100, 200);
-        // Not fsynced: a crash may tear any of it.
-    }
-    let seg = only_segment(&dir);
+    // Not fsynced: a crash may tear any of it.
+    let seg = unsynced_above(&dir, point, 100, 200);
     let first_block_above = point.synced.div_ceil(BLOCK) * BLOCK;
     zero(&seg, first_block_above, BLOCK);
     let s = Store::open(&dir, opts(&[point], false)).unwrap();
@@ -203,11 +208,7 @@ fn a_torn_tail_cut_at_open_renews_the_file_id() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
     let point = synced_log(&dir);
-    {
-        let mut s = Store::open(&dir, opts(&[point], false)).unwrap();
-        put_range(&mut s, 100, 150);
-    }
-    let seg = only_segment(&dir);
+    let seg = unsynced_above(&dir, point, 100, 150);
     let len = fs::metadata(&seg).unwrap().len();
     truncate_file(&seg, len - 10);
     let (file_id, _) = {
@@ -314,11 +315,7 @@ fn a_zeroed_header_up_to_its_block_end_above_the_point_is_a_torn_write() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
     let point = synced_log(&dir);
-    {
-        let mut s = Store::open(&dir, opts(&[point], false)).unwrap();
-        put_range(&mut s, 100, 140);
-    }
-    let seg = only_segment(&dir);
+    let seg = unsynced_above(&dir, point, 100, 140);
     let recs = records_with_batch_bits(&seg);
     let (off, lsn, ..) = recs[100];
     assert_eq!(off, point.synced);
