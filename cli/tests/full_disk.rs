@@ -744,3 +744,102 @@ fn under_the_floor_a_transaction_that_carries_data_between_workers_is_refused_wh
         .map(|x| x.map(str::to_string))
     );
 }
+
+/// A leader whose disk fills up while it leads hands its partition over to an in-sync replica
+/// that can write, instead of answering every write with the disk's error until space is
+/// freed by hand: every write it acknowledged is on the new leader, writes go in there, and
+/// once its disk has room again the node says so, catches up and is in sync again.
+#[test]
+fn a_leader_whose_disk_fills_up_hands_its_partition_to_an_in_sync_replica() {
+    use common::cluster::{LocalCluster, get, set};
+    let Some(fs) = Tmpfs::mount_or_skip("32m") else {
+        return;
+    };
+    let mut c = LocalCluster::start(
+        3,
+        1,
+        3,
+        &[
+            ("cluster.leader_imbalance_ratio", "1.0"),
+            ("storage.segment_size", "4mb"),
+            // The disk itself full, not the space kept free (that refuses writes and keeps
+            // the leadership: every replica holds the same data).
+            ("storage.min_free_space", "0"),
+        ],
+    );
+    c.wait_for_full_isr(Duration::from_secs(30));
+    // The preferred leader of partition 0 gets a small disk of its own (empty: it copies
+    // the log from the leader meanwhile), then leads again.
+    let node = c.leader_of(0).expect("leader");
+    c.kill9(node);
+    c.set_data_dir(node, fs.path().join("data"));
+    c.restart(node);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simplekv"))
+        .args(["cluster", "rebalance", "--zk", &c.zk_connect()])
+        .output()
+        .expect("simplekv cluster rebalance");
+    assert!(out.status.success(), "{out:?}");
+    let back = common::wait_until(Duration::from_secs(30), || c.leader_of(0) == Some(node));
+    assert!(back, "{:?}\n{}", c.partition_state(0), c.all_log_tails());
+    c.wait_for_leaders(Duration::from_secs(30));
+    set(&c, node, "before", "1").expect("a write before the disk fills");
+
+    let filler = fs.fill("filler");
+    let from = c.log_len(node);
+    let value = "v".repeat(64 << 10);
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..200 {
+        let key = format!("key{i}");
+        match set(&c, node, &key, &value) {
+            Ok(()) => acked.push(key),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a write refused on the full disk");
+    assert!(refused.contains("no space left"), "{refused}");
+    let moved = common::wait_until(Duration::from_secs(30), || {
+        c.leader_of(0).is_some_and(|l| l != node)
+    });
+    assert!(moved, "{:?}\n{}", c.partition_state(0), c.all_log_tails());
+    assert!(
+        c.log_since(node, from).contains("cannot take writes"),
+        "{}",
+        c.log_tail(node)
+    );
+    let leader = c.leader_of(0).expect("leader");
+    // Nothing acknowledged is lost, and writes go in again (through the full node too: it
+    // redirects them).
+    assert_eq!(get(&c, leader, "before").as_deref(), Some("1"));
+    for k in &acked {
+        assert_eq!(get(&c, leader, k).as_deref(), Some(value.as_str()), "{k}");
+    }
+    // (The node may take a moment to learn that it leads no more.)
+    let through = common::wait_until(Duration::from_secs(10), || {
+        set(&c, node, "during", "2").is_ok()
+    });
+    assert!(
+        through,
+        "a write through the full node\n{}",
+        c.all_log_tails()
+    );
+    assert_eq!(get(&c, leader, "during").as_deref(), Some("2"));
+    let st = c.partition_state(0);
+    assert!(!st.isr.contains(&node), "it left the ISR: {st:?}");
+
+    // Room again: the node finds out by itself (a probe of its log every second), says it
+    // can lead again, catches up and is in sync again.
+    std::fs::remove_file(&filler).expect("free the disk");
+    let again = common::wait_until(Duration::from_secs(30), || {
+        c.log_since(node, from).contains("writes partition 0 again")
+    });
+    assert!(again, "{}", c.log_tail(node));
+    c.wait_for_full_isr(Duration::from_secs(30));
+    set(&c, leader, "after", "3").expect("a write once every replica is in sync");
+    assert_eq!(get(&c, node, "during").as_deref(), Some("2"));
+    assert_eq!(get(&c, node, "after").as_deref(), Some("3"));
+}

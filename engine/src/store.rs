@@ -144,6 +144,10 @@ pub struct Store {
     /// write has succeeded since, for INFO.
     write_errors: u64,
     write_failing: Option<String>,
+    /// The last write failed on the disk itself (no room could be allocated, a roll, write
+    /// or fsync failed), not on a limit or `Options::min_free_space`, and no write has gone
+    /// in since nor has `probe_writes` found the disk working (see `disk_failure`).
+    disk_failing: Option<String>,
     /// Bytes of the active segment's reserved space kept for writes that were given room
     /// ahead (`set_aside`): other writes get room past it.
     set_aside: u64,
@@ -220,6 +224,7 @@ impl Store {
             dropped: None,
             write_errors: 0,
             write_failing: None,
+            disk_failing: None,
             set_aside: 0,
             floor_credit: 0,
             frozen_now: None,
@@ -607,7 +612,25 @@ impl Store {
     /// follower's append, not a merge's) past the room a checked write took also fails when
     /// the file system would have less free than `Options::min_free_space` after it.
     fn make_room(&mut self, rec_len: u64, adds: bool) -> Result<(), WriteError> {
-        self.fit(rec_len)?;
+        let r = self
+            .fit(rec_len)
+            .and_then(|()| self.reserve_room(rec_len, adds));
+        if let Err(e) = &r {
+            self.write_errors += 1;
+            let why = match e {
+                WriteError::Reserve { path, source } => format!("{}: {source}", path.display()),
+                other => other.to_string(),
+            };
+            if !matches!(e, WriteError::DiskLow { .. }) {
+                self.disk_failing = Some(why.clone());
+            }
+            self.write_failing = Some(why);
+        }
+        r
+    }
+
+    /// `make_room` once the record fits in the active segment.
+    fn reserve_room(&mut self, rec_len: u64, adds: bool) -> Result<(), WriteError> {
         let id = self.active_id();
         // Room kept for others (`set_aside`) stays theirs: this record gets room past it. A
         // roll or a reload left that room behind: it is taken again first, without the free
@@ -647,25 +670,12 @@ impl Store {
                 checked = self.check_free_space(rec_len);
             }
         }
-        match checked.and_then(|()| self.seg_mut(id).reserve(need)) {
-            Ok(()) => {
-                let seg = self.seg(id);
-                if check && let Some(end) = seg.reserved_end() {
-                    self.checked_room = (seg.header.file_id, end);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.write_errors += 1;
-                self.write_failing = Some(match &e {
-                    WriteError::Reserve { path, source } => {
-                        format!("{}: {source}", path.display())
-                    }
-                    other => other.to_string(),
-                });
-                Err(e)
-            }
+        checked.and_then(|()| self.seg_mut(id).reserve(need))?;
+        let seg = self.seg(id);
+        if check && let Some(end) = seg.reserved_end() {
+            self.checked_room = (seg.header.file_id, end);
         }
+        Ok(())
     }
 
     /// `WriteError::DiskLow` when the file system would have less free than
@@ -1087,6 +1097,7 @@ impl Store {
         }
         if wrote {
             self.write_failing = None;
+            self.disk_failing = None;
         }
         Ok(())
     }
@@ -1218,6 +1229,7 @@ impl Store {
             "{}: write failed ({e}); reloading state from disk",
             self.dir.display()
         );
+        self.disk_failing = Some(e.to_string());
         // Records of the batch that the failure dropped had been applied, and commands may
         // have been answered on them: the batch's commit fails (`commit_write`).
         // Records still in the buffer go with the reload too (an fsync that failed while the
@@ -1393,10 +1405,21 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the leader-epoch checkpoint again, unchanged: whether a leader epoch could begin
-    /// now (a node that could not begin one tries this while it follows).
-    pub fn rewrite_epoch_checkpoint(&self) -> Result<(), WriteError> {
-        self.epochs.rewrite()
+    /// Whether this log could take writes as leader now, asked of a store whose disk failed
+    /// (`disk_failure`) or whose leader epoch could not begin, when no write may come to tell:
+    /// the store takes writes (it did not fail for good), `room` bytes past the active
+    /// segment's end can be allocated and leave `Options::min_free_space` free, and the
+    /// leader-epoch checkpoint can be written again (unchanged). Clears `disk_failure` when
+    /// all of that works. Nothing is appended: the room allocated stays for later writes.
+    pub fn probe_writes(&mut self, room: u64) -> Result<(), WriteError> {
+        self.check_failed()?;
+        self.check_free_space(room)?;
+        let id = self.active_id();
+        let need = room + self.set_aside;
+        self.seg_mut(id).reserve(need)?;
+        self.epochs.rewrite()?;
+        self.disk_failing = None;
+        Ok(())
     }
 
     /// OffsetsForLeaderEpoch (KIP-101): the largest epoch <= `epoch` in this log and its end.
@@ -1743,6 +1766,14 @@ impl Store {
     /// Why the last write was refused, unless a write has succeeded since.
     pub fn write_failing(&self) -> Option<&str> {
         self.write_failing.as_deref()
+    }
+
+    /// Why this log cannot take writes on its disk: it refuses them until restarted (an
+    /// fsync failed with EIO), or the last write failed on the disk itself (no room could be
+    /// allocated, a roll or a write failed; not a limit nor `Options::min_free_space`) and
+    /// none has gone in since, nor has `probe_writes` found the disk working again.
+    pub fn disk_failure(&self) -> Option<&str> {
+        self.failed.as_deref().or(self.disk_failing.as_deref())
     }
 
     /// Bytes of closed segments and how many of them are dead: what a merge could reclaim.

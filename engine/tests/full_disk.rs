@@ -86,6 +86,53 @@ fn a_store_that_hit_a_full_disk_works_again_once_there_is_room() {
     );
 }
 
+/// A write that failed on the disk itself is reported by `disk_failure` (a leader hands its
+/// partitions over on it) until a write goes in or `probe_writes` finds room again; the probe
+/// fails while the disk is full, and appends nothing when it succeeds.
+#[test]
+fn a_write_failed_on_a_full_disk_is_a_disk_failure_until_the_disk_has_room() {
+    let Some(fs) = Tmpfs::mount_or_skip("6m") else {
+        return;
+    };
+    let (_data, _opts, mut s) = store_holding_a(&fs);
+    s.begin_epoch(2).expect("begin epoch");
+    assert_eq!(s.disk_failure(), None);
+
+    let filler = fs.fill("filler");
+    let refused = s
+        .put(b"b", &[7u8; 2 << 20], None)
+        .expect_err("a write on a full disk");
+    let failure = s.disk_failure().expect("a disk failure").to_string();
+    assert!(failure.contains("No space left"), "{failure}");
+    assert!(refused.to_string().contains("No space left"), "{refused}");
+    // A commit with nothing to write does not end it.
+    s.commit().expect("nothing to write");
+    assert!(s.disk_failure().is_some());
+    match s.probe_writes(1 << 20) {
+        Err(WriteError::Reserve { source, .. }) => {
+            assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{source}")
+        }
+        other => panic!("a probe on a full disk: {other:?}"),
+    }
+    assert!(s.disk_failure().is_some(), "a failed probe ends nothing");
+
+    std::fs::remove_file(&filler).expect("free");
+    let end = s.log_end();
+    s.probe_writes(1 << 20).expect("the disk has room again");
+    assert_eq!(s.disk_failure(), None);
+    assert_eq!(s.log_end(), end, "a probe appends nothing");
+    assert_eq!(s.end_offset_for_epoch(2), Some((2, end)));
+
+    // A write that goes in ends a disk failure too.
+    let filler = fs.fill("filler");
+    assert!(s.put(b"c", &[7u8; 2 << 20], None).is_err());
+    assert!(s.disk_failure().is_some());
+    std::fs::remove_file(&filler).expect("free");
+    s.put(b"c", b"3", None).expect("put");
+    s.commit().expect("commit");
+    assert_eq!(s.disk_failure(), None);
+}
+
 /// Found by a black-box run: a roll (BGREWRITEAOF) on a full disk created the new segment but
 /// could not write its header, and the empty file stayed between segments once the log went
 /// on; every restart then refused the partition ("shorter than the header").
@@ -333,6 +380,13 @@ fn under_the_free_space_floor_deletes_and_merges_go_on_and_free_room_for_writes(
         "{refused}"
     );
     assert!(refused.to_string().contains("storage.min_free_space"));
+    // The disk works: a refusal under the floor is no disk failure (a leader keeps its
+    // partitions for it), but neither can a probe say it takes writes.
+    assert_eq!(s.disk_failure(), None);
+    assert!(matches!(
+        s.probe_writes(64 << 10),
+        Err(WriteError::DiskLow { .. })
+    ));
     assert_eq!(s.get(format!("new{taken}").as_bytes()).expect("get"), None);
     s.commit().expect("what was taken is written");
     // Deletes go on, past the space set aside before.

@@ -288,6 +288,13 @@ impl LocalCluster {
         self.spawn(i);
     }
 
+    /// Node `i` (stopped) keeps its data in `dir` from its next start on (a disk of its own).
+    pub fn set_data_dir(&mut self, i: u32, dir: PathBuf) {
+        let node = self.node_mut(i);
+        assert!(node.child.is_none(), "node {i} is running");
+        node.data = dir;
+    }
+
     /// SIGKILL node `i`, delete its data directory, and start it again (a replaced disk).
     pub fn wipe_and_restart(&mut self, i: u32) {
         self.kill9(i);

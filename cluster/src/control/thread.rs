@@ -483,7 +483,7 @@ impl Ctl {
                     .is_some_and(|&e| e <= leader_epoch)
                 {
                     info!(
-                        "control: node {} writes partition {partition} again (it could not begin leader epoch {leader_epoch}): it may lead it again",
+                        "control: node {} writes partition {partition} again (it could not lead it in leader epoch {leader_epoch}): it may lead it again",
                         self.cfg.me.id
                     );
                     self.cannot_lead_mine.remove(&partition);
@@ -1027,8 +1027,9 @@ impl Ctl {
         }
     }
 
-    /// The node's worker could not begin the leader epoch it was given: the controller is
-    /// told, unless that leadership is over already.
+    /// The node's worker could not begin the leader epoch it was given, or its log cannot
+    /// take writes any more in it: the controller is told, unless that leadership is over
+    /// already.
     fn on_cannot_lead(&mut self, p: u32, epoch: u32, reason: &str) {
         let me = self.cfg.me.id;
         let current = self

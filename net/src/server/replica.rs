@@ -51,17 +51,19 @@ pub enum FeedMsg {
         log_end: u64,
     },
     /// The worker was named leader of `partition` in `leader_epoch` and cannot take it up:
-    /// its log cannot begin the epoch (`reason`: a full or failing disk). The node tells the
-    /// controller, which elects another in-sync replica if there is one. Sent at every try
-    /// (one a second) while the leadership stays this node's.
+    /// its log cannot begin the epoch, or cannot take writes any more once begun (`reason`:
+    /// a full or failing disk). The node tells the controller, which elects another in-sync
+    /// replica if there is one. Sent at every try (one a second) while a leadership that
+    /// could not begin stays this node's; once for one whose writes fail.
     CannotLead {
         partition: u32,
         leader_epoch: u32,
         reason: String,
     },
     /// The partition whose leadership in `leader_epoch` was reported with `CannotLead` is
-    /// written again (a leadership began, or as follower records of a newer epoch went in):
-    /// the controller may name this node leader again.
+    /// written again (a leadership began, as follower records of a newer epoch went in, or
+    /// the log was found able to take writes again): the controller may name this node
+    /// leader again.
     LeadingAgain { partition: u32, leader_epoch: u32 },
 }
 
@@ -755,10 +757,13 @@ impl Worker {
         }
     }
 
-    /// A partition this node could not lead and now follows may get no records to show that
-    /// its disk works again (nobody writes it): once a second, its epoch checkpoint is
-    /// written again, unchanged, and once that works the controller is told.
+    /// A partition this node could not lead, and now follows (or still leads, when no other
+    /// in-sync replica could take over), may get no records to show that its disk works
+    /// again: once a second its log is probed (`Store::probe_writes`: room for a MiB of
+    /// records, and the epoch checkpoint written again, unchanged), and once that works the
+    /// controller is told.
     fn probe_failed_leaderships(&mut self) {
+        const PROBE_ROOM: u64 = 1 << 20;
         if self.lead_failed.is_empty()
             || self
                 .lead_probed
@@ -767,22 +772,61 @@ impl Worker {
             return;
         }
         self.lead_probed = Some(Instant::now());
-        let following: Vec<u32> = self
+        let probed: Vec<u32> = self
             .lead_failed
-            .keys()
-            .copied()
-            .filter(|&p| {
-                self.cluster
-                    .as_ref()
-                    .is_some_and(|c| matches!(c.role(p), Role::Follower { .. }))
+            .iter()
+            .filter(|&(&p, &failed)| {
+                self.cluster.as_ref().is_some_and(|c| match c.role(p) {
+                    Role::Follower { .. } => true,
+                    Role::Leader { epoch } => epoch == failed,
+                    Role::Idle => false,
+                })
             })
+            .map(|(&p, _)| p)
             .collect();
-        for p in following {
+        for p in probed {
             if self
-                .store(p)
-                .is_some_and(|s| s.rewrite_epoch_checkpoint().is_ok())
+                .store_mut(p)
+                .is_some_and(|s| s.probe_writes(PROBE_ROOM).is_ok())
             {
                 self.writes_again(p);
+            }
+        }
+    }
+
+    /// A partition led here whose log cannot take writes any more (`Store::disk_failure`: a
+    /// full disk, or a failing one) is reported as one this node cannot lead in its epoch,
+    /// once: the controller moves it to another in-sync replica when there is one, as for a
+    /// leadership that could not begin, and this node keeps it otherwise. Writes meanwhile
+    /// get the disk's error, and nothing is lost: the partition's committed records are on
+    /// every in-sync replica. `probe_failed_leaderships` finds out when it can write again.
+    fn report_disk_failures(&mut self) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let mut failing = Vec::new();
+        for &p in &self.owned {
+            let Role::Leader { epoch } = c.role(p) else {
+                continue;
+            };
+            if self.lead_failed.get(&p) == Some(&epoch) {
+                continue;
+            }
+            if let Some(reason) = self.store(p).and_then(|s| s.disk_failure()) {
+                failing.push((p, epoch, reason.to_string()));
+            }
+        }
+        for (p, epoch, reason) in failing {
+            log::error!(
+                "partition {p}: its log cannot take writes ({reason}); asking the controller to move its leadership (epoch {epoch}) to another in-sync replica"
+            );
+            self.lead_failed.insert(p, epoch);
+            if let Some(c) = self.cluster.as_ref() {
+                let _ = c.feed.send(FeedMsg::CannotLead {
+                    partition: p,
+                    leader_epoch: epoch,
+                    reason,
+                });
             }
         }
     }
@@ -792,6 +836,7 @@ impl Worker {
     /// the controller, told with `FeedMsg::CannotLead`, moves it to another in-sync replica
     /// when there is one, and otherwise leaves it with this node.
     pub fn retry_leadership(&mut self) {
+        self.report_disk_failures();
         self.probe_failed_leaderships();
         if self.lead_retry.is_none_or(|t| Instant::now() < t) {
             return;

@@ -257,11 +257,12 @@ pub struct Worker {
     /// many tries in a row failed.
     pub lead_retry: Option<Instant>,
     pub lead_failures: u32,
-    /// Partitions whose leader epoch could not begin (the controller was told), with that
-    /// epoch: once this node shows it can write the partition again (a leadership begins,
-    /// or as follower it appends records of a newer epoch), the controller is told that too.
+    /// Partitions whose leader epoch could not begin, or whose log failed on the disk while
+    /// led here (the controller was told), with that epoch: once this node shows it can
+    /// write the partition again (a leadership begins, as follower it appends records of a
+    /// newer epoch, or a probe of the log works), the controller is told that too.
     pub lead_failed: std::collections::BTreeMap<u32, u32>,
-    /// When the partitions of `lead_failed` this node follows last tried their checkpoint.
+    /// When the partitions of `lead_failed` were last probed (`probe_failed_leaderships`).
     pub lead_probed: Option<Instant>,
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
