@@ -5090,3 +5090,159 @@ fn a_protocol_error_under_client_reply_off_is_not_sent() {
     let errors = info(&mut s.client(), "errorstats");
     assert_eq!(errors["errorstat_ERR"], "count=4", "{errors:?}");
 }
+
+/// Reads MONITOR lines from `m` until one ends with `last` (10 s at most): each as
+/// `(client address, the quoted arguments)`, its timestamp checked for Redis's format.
+fn monitor_lines(m: &mut std::net::TcpStream, last: &str) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = format!("{last}\r\n");
+    while !raw.ends_with(end.as_bytes()) && Instant::now() < deadline {
+        m.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match m.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => raw.extend_from_slice(&buf[..k]),
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8(raw).expect("monitor lines are ASCII");
+    text.split_terminator("\r\n")
+        .map(|l| {
+            // +1339518083.107412 [0 127.0.0.1:60866] "get" "x"
+            let (stamp, rest) = l.split_once(" [0 ").unwrap_or_else(|| panic!("{l:?}"));
+            let (secs, micros) = stamp[1..].split_once('.').expect("seconds.micros");
+            assert!(stamp.starts_with('+'), "{l:?}");
+            assert!(secs.parse::<u64>().unwrap() > 1_600_000_000, "{l:?}");
+            assert!(micros.len() == 6 && micros.parse::<u32>().is_ok(), "{l:?}");
+            let (addr, args) = rest.split_once("] ").expect("address");
+            (addr.to_string(), args.to_string())
+        })
+        .collect()
+}
+
+/// MONITOR streams each command clients run, on any worker, as Redis writes it: in the
+/// order each client sent them, not the commands refused before running nor the admin ones,
+/// a transaction's commands once EXEC ran them (then EXEC), credentials redacted. A monitor
+/// may not touch keys, and RESET ends it. (Lines checked against Redis 7.0.15 side by side.)
+#[test]
+fn monitor_streams_the_commands_clients_run_as_redis_writes_them() {
+    let s = server();
+    let mut m1 = s.raw();
+    let mut m2 = s.raw();
+    expect_reply(&mut m1, &resp(&[b"MONITOR"]), b"+OK\r\n");
+    expect_reply(&mut m2, &resp(&[b"MONITOR"]), b"+OK\r\n");
+    let mut c = s.raw();
+    let me = c.local_addr().unwrap().to_string();
+    let keys = spread_keys("mon", 8);
+    let mut expected = Vec::new();
+    for k in &keys {
+        expect_reply(
+            &mut c,
+            &resp(&[b"SET", k.as_bytes(), b"v\x00\"x"]),
+            b"+OK\r\n",
+        );
+        expected.push(format!("\"SET\" \"{k}\" \"v\\x00\\\"x\""));
+    }
+    let mget: Vec<&[u8]> = std::iter::once(&b"MGET"[..])
+        .chain(keys.iter().map(|k| k.as_bytes()))
+        .collect();
+    let _ = common::roundtrip(&mut c, &resp(&mget), 1);
+    let _ = read_to_eof(&mut c, Duration::from_millis(200));
+    expected.push(
+        std::iter::once("\"MGET\"".to_string())
+            .chain(keys.iter().map(|k| format!("\"{k}\"")))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    // Refused before running, or admin: not shown.
+    let _ = common::roundtrip(&mut c, &resp(&[b"NOSUCH", b"a"]), 1);
+    let _ = common::roundtrip(&mut c, &resp(&[b"GET"]), 1);
+    let _ = read_to_eof(&mut c, Duration::from_millis(100));
+    let _ = common::roundtrip(&mut c, &resp(&[b"CONFIG", b"GET", b"port"]), 1);
+    let _ = read_to_eof(&mut c, Duration::from_millis(100));
+    let auth = common::roundtrip(&mut c, &resp(&[b"AUTH", b"secret"]), 1);
+    let auth = [auth, read_to_eof(&mut c, Duration::from_millis(100)).0].concat();
+    assert!(auth.starts_with(b"-ERR AUTH"), "{auth:?}");
+    expected.push("\"AUTH\" \"(redacted)\"".into());
+    // A transaction: its commands when EXEC runs them, then EXEC.
+    expect_reply(&mut c, &resp(&[b"MULTI"]), b"+OK\r\n");
+    expect_reply(&mut c, &resp(&[b"SET", b"t", b"1"]), b"+QUEUED\r\n");
+    expect_reply(&mut c, &resp(&[b"INCR", b"t"]), b"+QUEUED\r\n");
+    expect_reply(&mut c, &resp(&[b"EXEC"]), b"*2\r\n+OK\r\n:2\r\n");
+    for l in [
+        "\"MULTI\"",
+        "\"SET\" \"t\" \"1\"",
+        "\"INCR\" \"t\"",
+        "\"EXEC\"",
+    ] {
+        expected.push(l.into());
+    }
+    // Aborted by a watched key another client changed: EXEC alone.
+    expect_reply(&mut c, &resp(&[b"WATCH", b"t"]), b"+OK\r\n");
+    let mut other = s.client();
+    set(&mut other, "t", "changed");
+    expect_reply(&mut c, &resp(&[b"MULTI"]), b"+OK\r\n");
+    expect_reply(&mut c, &resp(&[b"INCR", b"t"]), b"+QUEUED\r\n");
+    expect_reply(&mut c, &resp(&[b"EXEC"]), b"*-1\r\n");
+    for l in ["\"WATCH\" \"t\"", "\"MULTI\"", "\"EXEC\""] {
+        expected.push(l.into());
+    }
+    // MONITOR inside a transaction is refused as Redis refuses it there.
+    expect_reply(&mut c, &resp(&[b"MULTI"]), b"+OK\r\n");
+    expect_reply(&mut c, &resp(&[b"MONITOR"]), b"+QUEUED\r\n");
+    expect_reply(
+        &mut c,
+        &resp(&[b"EXEC"]),
+        b"*1\r\n-ERR MONITOR isn't allowed for DENY BLOCKING client\r\n",
+    );
+    for l in ["\"MULTI\"", "\"EXEC\""] {
+        expected.push(l.into());
+    }
+    expect_reply(&mut c, &resp(&[b"PING"]), b"+PONG\r\n");
+    expected.push("\"PING\"".into());
+
+    for m in [&mut m1, &mut m2] {
+        let got: Vec<(String, String)> = monitor_lines(m, "] \"PING\"")
+            .into_iter()
+            .filter(|(addr, _)| *addr == me)
+            .collect();
+        let args: Vec<&str> = got.iter().map(|(_, a)| a.as_str()).collect();
+        assert_eq!(args, expected);
+    }
+    let list = common::roundtrip(&mut c, &resp(&[b"CLIENT", b"LIST"]), 1);
+    let list = [list, read_to_eof(&mut c, Duration::from_millis(300)).0].concat();
+    assert_eq!(
+        String::from_utf8_lossy(&list).matches("flags=O").count(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&list)
+    );
+
+    // The monitor itself: keys are out of reach, PING is shown (to itself too), a second
+    // MONITOR is ignored (no reply), RESET ends it.
+    expect_reply(
+        &mut m1,
+        &resp(&[b"GET", b"t"]),
+        b"-ERR Replica can't interact with the keyspace\r\n",
+    );
+    m1.write_all(&resp(&[b"PING"])).unwrap();
+    let own = String::from_utf8(read_to_eof(&mut m1, Duration::from_millis(500)).0).unwrap();
+    let (pong, line) = own.split_once("\r\n").unwrap_or_default();
+    assert_eq!(pong, "+PONG", "{own:?}");
+    assert!(line.ends_with("] \"PING\"\r\n"), "{own:?}");
+    assert_eq!(line.matches("\r\n").count(), 1, "{own:?}");
+    m1.write_all(&resp(&[b"MONITOR"])).unwrap();
+    expect_reply(&mut m1, &resp(&[b"RESET"]), b"+RESET\r\n");
+    expect_reply(&mut m1, &resp(&[b"GET", b"t"]), b"$7\r\nchanged\r\n");
+    expect_reply(&mut c, &resp(&[b"ECHO", b"after"]), b"$5\r\nafter\r\n");
+    let rest = read_to_eof(&mut m1, Duration::from_millis(500)).0;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let got = monitor_lines(&mut m2, "] \"ECHO\" \"after\"");
+    assert!(
+        got.iter()
+            .any(|(a, l)| *a == me && l == "\"ECHO\" \"after\""),
+        "{got:?}"
+    );
+}

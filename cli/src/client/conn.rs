@@ -77,6 +77,14 @@ pub trait Backend {
     /// usable (the caller drops it); error replies from the server are `Ok(Reply::Error(..))`.
     fn call(&mut self, args: &[Vec<u8>]) -> Result<Reply, ClientError>;
 
+    /// Waits for one more reply without sending anything: the lines a server streams after
+    /// MONITOR. Only RESP connections have such replies.
+    fn next_reply(&mut self) -> Result<Reply, ClientError> {
+        Err(ClientError::Protocol(
+            "this connection does not stream replies".into(),
+        ))
+    }
+
     /// Where this backend is connected, for messages: `127.0.0.1:7379`.
     fn describe(&self) -> String;
 
@@ -215,6 +223,10 @@ impl Backend for RespBackend {
         self.stream
             .write_all(&encode_command(args))
             .map_err(io_error)?;
+        self.next_reply()
+    }
+
+    fn next_reply(&mut self) -> Result<Reply, ClientError> {
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             if !self.buf.is_empty() {

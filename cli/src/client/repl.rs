@@ -301,6 +301,12 @@ impl Session {
             Ok(reply) => {
                 out.write_all(&format_reply_to(args, &reply, self.format))?;
                 out.flush()?;
+                if let [c] = args
+                    && eq_ignore_case(c, "monitor")
+                    && matches!(&reply, Reply::Simple(ok) if ok == b"OK")
+                {
+                    return self.stream_monitor(out, err);
+                }
                 Ok(if matches!(reply, Reply::Error(_)) {
                     Outcome::ErrorReply
                 } else {
@@ -317,6 +323,29 @@ impl Session {
                 writeln!(err, "{e}")?;
                 Ok(Outcome::Failed)
             }
+        }
+    }
+
+    /// After MONITOR: prints each line the server streams, as it comes, until the connection
+    /// closes (or Ctrl-C ends the process, as in redis-cli).
+    fn stream_monitor(&mut self, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<Outcome> {
+        loop {
+            let Some(backend) = self.backend.as_mut() else {
+                return Ok(Outcome::Failed);
+            };
+            match backend.next_reply() {
+                Ok(Reply::Simple(line)) => {
+                    out.write_all(&line)?;
+                    out.write_all(b"\n")?;
+                }
+                Ok(other) => out.write_all(&format_reply_to(&[], &other, self.format))?,
+                Err(e) => {
+                    self.disconnect();
+                    writeln!(err, "{e}")?;
+                    return Ok(Outcome::Failed);
+                }
+            }
+            out.flush()?;
         }
     }
 
@@ -781,6 +810,27 @@ mod tests {
             String::from_utf8_lossy(&out).into_owned(),
             String::from_utf8_lossy(&err).into_owned(),
         )
+    }
+
+    /// MONITOR prints OK, then each line the server streams as redis-cli does (without the
+    /// `+`), until the connection ends.
+    #[test]
+    fn monitor_prints_the_streamed_lines_until_the_connection_ends() {
+        let port = free_port();
+        let (tx, rx) = mpsc::channel();
+        let server = serve_one(port, tx, 1, |_| {
+            Some(b"+OK\r\n+1.000001 [0 127.0.0.1:9] \"PING\"\r\n+2.000002 [0 127.0.0.1:9] \"GET\" \"k\"\r\n".to_vec())
+        });
+        let mut s = session(port, None, Format::Tty);
+        let (_, out, err) = line(&mut s, "monitor");
+        server.join().expect("server");
+        assert_eq!(
+            out,
+            "OK\n1.000001 [0 127.0.0.1:9] \"PING\"\n2.000002 [0 127.0.0.1:9] \"GET\" \"k\"\n"
+        );
+        assert_eq!(err, "Error: Server closed the connection\n");
+        let sent: Vec<Vec<String>> = rx.try_iter().map(|a| strs(&a)).collect();
+        assert_eq!(sent, vec![vec!["monitor".to_string()]]);
     }
 
     /// redis-cli's repeat count at the prompt (found missing by a black-box comparison).

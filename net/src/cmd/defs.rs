@@ -417,7 +417,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                 summary: "Instruct the server whether to reply to commands",
                 complexity: "O(1)",
                 arguments: &[
-                    ArgDoc { name: "action", typ: "oneof", sub: &[
+                    ArgDoc { name: "on_off_skip", typ: "oneof", sub: &[
                             ArgDoc { name: "on", typ: "pure-token", token: Some("ON"), ..ArgDoc::DEFAULT },
                             ArgDoc { name: "off", typ: "pure-token", token: Some("OFF"), ..ArgDoc::DEFAULT },
                             ArgDoc { name: "skip", typ: "pure-token", token: Some("SKIP"), ..ArgDoc::DEFAULT },
@@ -1576,6 +1576,22 @@ pub static COMMANDS: &[CommandSpec] = &[
         key_specs: &[
             KeySpec { notes: None, flags: &["RO", "access"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: -1, keystep: 1, limit: 0 } },
         ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "monitor",
+        arity: 1,
+        flags: &["admin", "noscript", "loading", "stale"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "server",
+        since: "1.0.0",
+        summary: "Listen for all requests received by the server in real time",
+        complexity: "",
+        arguments: &[],
+        kind: Kind::Server,
+        acl_categories: &["@admin", "@slow", "@dangerous"],
         ..CommandSpec::DEFAULT
     },
     CommandSpec {

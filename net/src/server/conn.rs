@@ -145,6 +145,9 @@ pub enum Gather {
         /// Items EXEC's plan answered with an error itself (a server command refused): they
         /// count in INFO errorstats only if the transaction runs (`multi::TxRan`).
         planned_errors: Vec<u32>,
+        /// MONITOR lines of the queued commands and EXEC, formatted as EXEC began (while a
+        /// connection monitors), fed once the transaction ran (`multi::TxRan`).
+        monitor: Vec<u8>,
     },
     /// Parts whose payloads a finishing function turns into the reply (INFO, KEYS, ...).
     Collect {
@@ -391,6 +394,8 @@ pub struct Client {
     pub tx: Option<Box<super::multi::TxQueue>>,
     /// WATCHed keys and the version each had then (`multi`).
     pub watched: Vec<super::multi::Watched>,
+    /// MONITOR: the commands clients run are streamed to it (`monitor`), until RESET.
+    pub monitor: bool,
 }
 
 /// Reads stop and parsing pauses above these, so one pipelining client cannot make a worker
@@ -453,6 +458,7 @@ impl Conn {
                 in_dirty_list: false,
                 tx: None,
                 watched: Vec::new(),
+                monitor: false,
             },
         }
     }

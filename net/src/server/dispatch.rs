@@ -340,6 +340,14 @@ impl Worker {
             out.not_run = true;
             return;
         }
+        // As Redis refuses keyspace commands to a replica, which a monitor is there.
+        if client.monitor && super::monitor::refused_to_monitor(spec, args) {
+            self.stats.cmdstats.record(arity_spec.name, true, 0);
+            err(out, "ERR Replica can't interact with the keyspace");
+            super::multi::flag(client);
+            out.not_run = true;
+            return;
+        }
         if client.tx.is_some() && !matches!(spec.name, "quit" | "reset") {
             // Counted when EXEC runs it.
             return self.queue_command(out, client, spec, args);
@@ -1395,6 +1403,9 @@ impl Worker {
                 client.authed = self.config.server.requirepass.is_none();
                 client.acks = None;
                 client.name = None;
+                if std::mem::take(&mut client.monitor) {
+                    self.shared.monitors.remove(self.id);
+                }
                 write_simple(&mut r, b"RESET");
             }
             "select" => match crate::resp::parse::string2ll(args[1]) {
@@ -1410,6 +1421,20 @@ impl Worker {
                 None => return err(out, "ERR value is not an integer or out of range"),
             },
             "auth" => return self.cmd_auth(out, client, args),
+            "monitor" => {
+                if self.tx_plan.is_some() {
+                    // As Redis: EXEC expects one reply per command, a stream cannot be one.
+                    return err(out, "ERR MONITOR isn't allowed for DENY BLOCKING client");
+                }
+                if client.monitor {
+                    // Redis ignores a second MONITOR: no reply.
+                    out.silent = true;
+                } else {
+                    client.monitor = true;
+                    self.shared.monitors.add(self.id);
+                }
+                write_ok(&mut r);
+            }
             "rename" | "renamenx" | "copy" => {
                 return self.cmd_move(token, out, client, spec.name, args);
             }
@@ -2324,7 +2349,11 @@ impl Worker {
             text(&c.name),
             c.created.elapsed().as_secs(),
             c.last_active.elapsed().as_secs(),
-            if multi.is_some() { "x" } else { "N" },
+            match (multi.is_some(), c.monitor) {
+                (true, _) => "x",
+                (false, true) => "O",
+                (false, false) => "N",
+            },
             multi.map_or(-1, |n| n as i64),
             out.slots.len(),
             out.wbuf.len() - out.wpos,
@@ -2442,24 +2471,29 @@ pub fn fill_exec_slot(
 ) -> (
     Option<Box<super::conn::ClientSettings>>,
     Option<super::multi::TxRan>,
+    Vec<u8>,
 ) {
     let Slot::Waiting(pending) = slot else {
-        return (None, None);
+        return (None, None, Vec::new());
     };
     fill_gather(&mut pending.gather, part, payload);
     let ran = super::multi::tx_ran(&pending.gather);
-    let undo = match &mut pending.gather {
+    // A transaction that ran nothing shows monitors its EXEC alone, as Redis does.
+    let (undo, exec_line) = match &mut pending.gather {
         Gather::Tx {
             missing: 0,
             aborted,
             error,
             undo,
+            monitor,
             ..
-        } if *aborted || error.is_some() => undo.take(),
-        _ => None,
+        } if *aborted || error.is_some() => {
+            (undo.take(), super::monitor::last_line(monitor).to_vec())
+        }
+        _ => (None, Vec::new()),
     };
     finish_slot(slot);
-    (undo, ran)
+    (undo, ran, exec_line)
 }
 
 /// A waiting slot whose gather is complete becomes its reply (held where it must wait).

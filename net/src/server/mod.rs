@@ -11,6 +11,7 @@ mod commands;
 pub mod conn;
 mod dispatch;
 mod info;
+mod monitor;
 mod moves;
 mod msetnx;
 mod multi;
@@ -612,6 +613,7 @@ pub fn start_node(
         port: AtomicUsize::new(addr.port() as usize),
         config_file,
         config: std::sync::Mutex::new((0, Arc::new(config.clone()))),
+        monitors: monitor::Monitors::new(workers as usize),
     });
 
     let mut polls = Vec::new();

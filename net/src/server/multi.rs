@@ -217,6 +217,8 @@ fn planned_error(item: &Gather) -> bool {
 pub struct TxRan {
     names: Vec<&'static str>,
     errors: Vec<(Vec<u8>, &'static str)>,
+    /// The MONITOR lines of its commands and EXEC.
+    pub monitor: Vec<u8>,
 }
 
 /// `Some` once the transaction of `gather` has run (every part answered, none refused it).
@@ -229,6 +231,7 @@ pub fn tx_ran(gather: &Gather) -> Option<TxRan> {
         bare: false,
         names,
         planned_errors,
+        monitor,
         ..
     } = gather
     else {
@@ -244,6 +247,7 @@ pub fn tx_ran(gather: &Gather) -> Option<TxRan> {
     Some(TxRan {
         names: names.clone(),
         errors,
+        monitor: monitor.clone(),
     })
 }
 
@@ -532,6 +536,31 @@ impl Worker {
     }
 
     /// EXEC: runs the queue (see the module documentation).
+    /// A transaction that ran: its calls counted (`TxRan::count_calls`) and its commands
+    /// shown to monitors.
+    pub(super) fn tx_counted(&mut self, ran: &TxRan) {
+        ran.count_calls(&mut self.stats);
+        self.monitor_buf.extend_from_slice(&ran.monitor);
+    }
+
+    /// The MONITOR lines of a transaction's commands and of EXEC, while a connection
+    /// monitors (see `Gather::Tx::monitor`).
+    fn tx_monitor_lines(&self, addr: &str, cmds: &[OwnedArgs]) -> Vec<u8> {
+        let mut lines = Vec::new();
+        if !self.shared.monitors.active() {
+            return lines;
+        }
+        let now = std::time::SystemTime::now();
+        for c in cmds {
+            let a = c.slices();
+            if super::monitor::shown(&a) {
+                super::monitor::format_line(&mut lines, now, addr, &a);
+            }
+        }
+        super::monitor::format_line(&mut lines, now, addr, &[b"EXEC"]);
+        lines
+    }
+
     fn exec(&mut self, token: usize, out: &mut Output, client: &mut Client) {
         // While EXEC plans its commands, CLIENT LIST and CLIENT INFO show the caller still in
         // its transaction, with the commands it queued, as Redis does.
@@ -545,7 +574,10 @@ impl Worker {
             return err(out, "ERR EXEC without MULTI");
         };
         let watched = std::mem::take(&mut client.watched);
+        let monitor = self.tx_monitor_lines(&client.addr, &tx.cmds);
         if tx.failed {
+            self.monitor_buf
+                .extend_from_slice(super::monitor::last_line(&monitor));
             return err(out, EXECABORT);
         }
         // INFO commandstats counts a transaction's commands once it has run them (`TxRan`),
@@ -562,6 +594,8 @@ impl Worker {
         if self.cluster.is_some()
             && let Some(e) = self.tx_cluster_refusal(&tx.cmds, &watched, acks)
         {
+            self.monitor_buf
+                .extend_from_slice(super::monitor::last_line(&monitor));
             return err(out, &refused_exec(e));
         }
         // Server commands that change the connection's settings run as EXEC plans them: what
@@ -572,7 +606,9 @@ impl Worker {
             .any(|c| changes_settings(&c.slices()))
             .then(|| Box::new(client.settings()));
         if tx.cmds.iter().any(|c| self.crosses_workers(&c.slices())) {
-            return self.exec_in_sequence(token, out, client, tx.cmds, watched, acks, undo, names);
+            return self.exec_in_sequence(
+                token, out, client, tx.cmds, watched, acks, undo, names, monitor,
+            );
         }
         let workers = self.peers.len();
         let mut parts: Vec<TxPart> = (0..workers).map(|_| TxPart::default()).collect();
@@ -610,11 +646,12 @@ impl Worker {
             undo,
             names,
             planned_errors,
+            monitor,
         };
         if involved.is_empty() {
             if let Some(mut ran) = tx_ran(&gather) {
                 ran.note_errors(out);
-                ran.count_calls(&mut self.stats);
+                self.tx_counted(&ran);
             }
             let reply = gather_reply(&mut gather).unwrap_or_default();
             return out.push_reply(&reply);
@@ -627,11 +664,12 @@ impl Worker {
                 if let Some(Gather::Tx { names, .. }) = gather_of(&slot) {
                     note_errors(&payload, &mut out.errors, &mut out.failed_cmds, names);
                 }
-                let (undo, ran) = super::dispatch::fill_exec_slot(&mut slot, 0, payload);
+                let (undo, ran, exec_line) = super::dispatch::fill_exec_slot(&mut slot, 0, payload);
                 if let Some(mut ran) = ran {
                     ran.note_errors(out);
-                    ran.count_calls(&mut self.stats);
+                    self.tx_counted(&ran);
                 }
+                self.monitor_buf.extend_from_slice(&exec_line);
                 if let Some(settings) = undo {
                     client.restore(*settings);
                 }
@@ -663,6 +701,7 @@ impl Worker {
         acks: simplekv_conf::Acks,
         undo: Option<Box<super::conn::ClientSettings>>,
         names: Vec<&'static str>,
+        monitor: Vec<u8>,
     ) {
         let mut visits = std::collections::VecDeque::new();
         let mut items = Vec::with_capacity(cmds.len());
@@ -711,6 +750,7 @@ impl Worker {
             undo,
             names,
             planned_errors,
+            monitor,
         };
         let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         self.start_tx_steps(
@@ -960,6 +1000,7 @@ impl Worker {
             undo: None,
             names: Vec::new(),
             planned_errors: Vec::new(),
+            monitor: Vec::new(),
         };
         let slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         self.start_tx_steps(token, out, client, acks, slot, parts, None);

@@ -415,6 +415,8 @@ pub enum Msg {
     },
     /// A new route table from the control plane (cluster mode).
     Routes(Arc<super::cluster::RouteTable>),
+    /// MONITOR lines of the commands another worker's connections ran in one turn.
+    Monitor(Arc<Vec<u8>>),
     /// The replication thread's view of a partition this worker leads: its high watermark
     /// and until when the in-sync followers were last heard from.
     Hw {

@@ -36,6 +36,8 @@ pub struct Shared {
     /// other than the workers' RESP connections (the gRPC KV service) read the password and
     /// limits from here; workers read their own copy.
     pub config: std::sync::Mutex<(u64, std::sync::Arc<simplekv_conf::Config>)>,
+    /// The connections in MONITOR mode, per worker.
+    pub monitors: super::monitor::Monitors,
 }
 
 impl Shared {

@@ -264,6 +264,9 @@ pub struct Worker {
     pub lead_failed: std::collections::BTreeMap<u32, u32>,
     /// When the partitions of `lead_failed` were last probed (`probe_failed_leaderships`).
     pub lead_probed: Option<Instant>,
+    /// MONITOR lines of the commands this worker's connections ran in this turn, for the
+    /// workers with monitoring connections (`send_monitor_lines`).
+    pub(super) monitor_buf: Vec<u8>,
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
     sync_tx: Sender<SyncJob>,
@@ -376,6 +379,7 @@ impl Worker {
             lead_failures: 0,
             lead_failed: Default::default(),
             lead_probed: None,
+            monitor_buf: Vec::new(),
             durable_waiters: Vec::new(),
             sync_tx,
             draining: false,
@@ -610,6 +614,9 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut c.sock);
             self.free_tokens.push(token - FIRST_CONN);
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            if c.client.monitor {
+                self.shared.monitors.remove(self.id);
+            }
             debug!("client {} ({}) closed", c.client.id, c.client.addr);
         }
     }
@@ -817,6 +824,10 @@ impl Worker {
         let failed = out.failed_cmds.len();
         out.begin_command();
         self.dispatch(token, out, client, args);
+        if self.shared.monitors.active() && !out.not_run && super::monitor::ran_now(queued, args[0])
+        {
+            self.feed_monitors(&client.addr, args);
+        }
         // CLIENT REPLY covers this command's replies only.
         out.silent = false;
         let us = self.slow_end(mark, client, out, args);
@@ -1047,6 +1058,7 @@ impl Worker {
                 self.external_out.push((done, payload, need));
             }
             Msg::Routes(rt) => self.apply_routes(rt),
+            Msg::Monitor(lines) => self.deliver_monitor_lines(&lines),
             Msg::Hw {
                 partition,
                 leader_epoch,
@@ -1133,9 +1145,11 @@ impl Worker {
             super::multi::note_errors(&payload, &mut out.errors, &mut out.failed_cmds, names);
         }
         let mut ran = None;
+        let mut exec_line = Vec::new();
         if let Some(slot) = conn.out.slot_mut(rt.seq) {
             if exec {
-                let (undo, tx_ran) = super::dispatch::fill_exec_slot(slot, rt.part, payload);
+                let (undo, tx_ran, line) = super::dispatch::fill_exec_slot(slot, rt.part, payload);
+                exec_line = line;
                 ran = tx_ran;
                 if let Some(r) = ran.as_mut() {
                     r.note_errors(&mut conn.out);
@@ -1148,8 +1162,9 @@ impl Worker {
             }
         }
         if let Some(r) = ran {
-            r.count_calls(&mut self.stats);
+            self.tx_counted(&r);
         }
+        self.monitor_buf.extend_from_slice(&exec_line);
         self.mark_conn_dirty(rt.token);
     }
 
@@ -1263,9 +1278,66 @@ impl Worker {
         self.advance_committed();
         self.check_waits();
         self.release_held();
+        self.send_monitor_lines();
         self.send_batches();
         self.merge_steps();
         self.flush_conns();
+    }
+
+    /// The turn's MONITOR lines go to every worker with a monitoring connection.
+    fn send_monitor_lines(&mut self) {
+        if self.monitor_buf.is_empty() {
+            return;
+        }
+        let lines = Arc::new(std::mem::take(&mut self.monitor_buf));
+        let workers: Vec<usize> = self.shared.monitors.workers().collect();
+        for w in workers {
+            if w == self.id {
+                self.deliver_monitor_lines(&lines);
+            } else {
+                self.req_out[w].push(Msg::Monitor(lines.clone()));
+            }
+        }
+    }
+
+    /// MONITOR lines from a worker (this one too), written to each monitoring connection. One
+    /// that has not read 64 MiB of them is closed, as Redis closes a client past its output
+    /// buffer limit.
+    fn deliver_monitor_lines(&mut self, lines: &[u8]) {
+        let mut behind = Vec::new();
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            let Some(c) = c.as_mut().filter(|c| c.client.monitor && !c.client.closing) else {
+                continue;
+            };
+            if c.out.wbuf.len() - c.out.wpos + lines.len() > super::conn::MAX_WBUF {
+                warn!(
+                    "client {} ({}): closed, its MONITOR output is more than 64 MiB behind",
+                    c.client.id, c.client.addr
+                );
+                behind.push(i + FIRST_CONN);
+                continue;
+            }
+            c.out.wbuf.extend_from_slice(lines);
+            if !c.client.in_dirty_list {
+                c.client.in_dirty_list = true;
+                self.dirty_conns.push(i + FIRST_CONN);
+            }
+        }
+        for token in behind {
+            self.close_conn(token);
+        }
+    }
+
+    /// The MONITOR line of a command one of this worker's connections ran (`monitor`).
+    pub(super) fn feed_monitors(&mut self, addr: &str, args: &[&[u8]]) {
+        if super::monitor::shown(args) {
+            super::monitor::format_line(
+                &mut self.monitor_buf,
+                std::time::SystemTime::now(),
+                addr,
+                args,
+            );
+        }
     }
 
     fn send_batches(&mut self) {
