@@ -5200,6 +5200,33 @@ fn monitor_streams_the_commands_clients_run_as_redis_writes_them() {
     for l in ["\"MULTI\"", "\"EXEC\""] {
         expected.push(l.into());
     }
+    // A transaction over two workers, and a command pipelined behind it: the command's line
+    // comes after the transaction's (which come when it ran), EXEC as it was typed.
+    let w = |k: &str| worker_of(k.as_bytes(), PARTITIONS, WORKERS);
+    let k1 = &keys[0];
+    let k2 = keys
+        .iter()
+        .find(|k| w(k) != w(k1))
+        .expect("keys on two workers");
+    let pipeline = [
+        resp(&[b"MULTI"]),
+        resp(&[b"GET", k1.as_bytes()]),
+        resp(&[b"GET", k2.as_bytes()]),
+        resp(&[b"exec"]),
+        resp(&[b"MGET", k1.as_bytes(), k2.as_bytes()]),
+    ]
+    .concat();
+    let _ = common::roundtrip(&mut c, &pipeline, 1);
+    let _ = read_to_eof(&mut c, Duration::from_millis(300));
+    for l in [
+        "\"MULTI\"".to_string(),
+        format!("\"GET\" \"{k1}\""),
+        format!("\"GET\" \"{k2}\""),
+        "\"exec\"".to_string(),
+        format!("\"MGET\" \"{k1}\" \"{k2}\""),
+    ] {
+        expected.push(l);
+    }
     expect_reply(&mut c, &resp(&[b"PING"]), b"+PONG\r\n");
     expected.push("\"PING\"".into());
 

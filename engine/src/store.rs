@@ -148,6 +148,9 @@ pub struct Store {
     /// or fsync failed), not on a limit or `Options::min_free_space`, and no write has gone
     /// in since nor has `probe_writes` found the disk working (see `disk_failure`).
     disk_failing: Option<String>,
+    /// The most room a write failed to get on the disk since `probe_writes` last found the
+    /// disk working: a probe asks for at least that much.
+    probe_need: u64,
     /// Bytes of the active segment's reserved space kept for writes that were given room
     /// ahead (`set_aside`): other writes get room past it.
     set_aside: u64,
@@ -225,6 +228,7 @@ impl Store {
             write_errors: 0,
             write_failing: None,
             disk_failing: None,
+            probe_need: 0,
             set_aside: 0,
             floor_credit: 0,
             frozen_now: None,
@@ -621,8 +625,9 @@ impl Store {
                 WriteError::Reserve { path, source } => format!("{}: {source}", path.display()),
                 other => other.to_string(),
             };
-            if !matches!(e, WriteError::DiskLow { .. }) {
+            if is_disk_error(e) {
                 self.disk_failing = Some(why.clone());
+                self.probe_need = self.probe_need.max(rec_len + self.set_aside);
             }
             self.write_failing = Some(why);
         }
@@ -1229,7 +1234,9 @@ impl Store {
             "{}: write failed ({e}); reloading state from disk",
             self.dir.display()
         );
-        self.disk_failing = Some(e.to_string());
+        if is_disk_error(&e) {
+            self.disk_failing = Some(e.to_string());
+        }
         // Records of the batch that the failure dropped had been applied, and commands may
         // have been answered on them: the batch's commit fails (`commit_write`).
         // Records still in the buffer go with the reload too (an fsync that failed while the
@@ -1402,23 +1409,29 @@ impl Store {
     pub fn begin_epoch(&mut self, epoch: u32) -> Result<(), WriteError> {
         self.epochs.assign(epoch, self.next_lsn)?;
         self.epoch = self.epoch.max(epoch);
+        // A failure met as follower says nothing of the leadership: its own writes will.
+        self.disk_failing = None;
         Ok(())
     }
 
     /// Whether this log could take writes as leader now, asked of a store whose disk failed
     /// (`disk_failure`) or whose leader epoch could not begin, when no write may come to tell:
     /// the store takes writes (it did not fail for good), `room` bytes past the active
-    /// segment's end can be allocated and leave `Options::min_free_space` free, and the
-    /// leader-epoch checkpoint can be written again (unchanged). Clears `disk_failure` when
-    /// all of that works. Nothing is appended: the room allocated stays for later writes.
+    /// segment's end can be allocated (at least as many as the largest write the disk failed
+    /// since the last probe that worked, up to 16 MiB), and the leader-epoch checkpoint can be written
+    /// again (unchanged). Clears `disk_failure` when all of that works. Nothing is appended:
+    /// the room allocated stays for later writes. `Options::min_free_space` is not checked:
+    /// writes under it are refused, but the disk works.
     pub fn probe_writes(&mut self, room: u64) -> Result<(), WriteError> {
         self.check_failed()?;
-        self.check_free_space(room)?;
         let id = self.active_id();
-        let need = room + self.set_aside;
+        // A write bigger than any ordinary one (hundreds of MiB) must not keep the answer
+        // "no" while the disk has room for the others.
+        let need = room.max(self.probe_need.min(PROBE_NEED_MAX)) + self.set_aside;
         self.seg_mut(id).reserve(need)?;
         self.epochs.rewrite()?;
         self.disk_failing = None;
+        self.probe_need = 0;
         Ok(())
     }
 
@@ -1953,6 +1966,24 @@ fn remove_if_exists(p: &Path) -> std::io::Result<()> {
 fn renew_file_id(seg: &mut Segment) -> Result<(), WriteError> {
     seg.header.file_id = fsutil::random_id();
     rewrite_header(&seg.path, &seg.header).at_write(&seg.path)
+}
+
+/// The most `probe_writes` asks for on behalf of a failed write.
+const PROBE_NEED_MAX: u64 = 16 << 20;
+
+/// Whether a failed write failed on the disk itself: no room (`ENOSPC`, `EDQUOT`), an I/O
+/// error, a read-only file system. Not a limit, the free-space floor, nor the process's own
+/// limits (descriptors, memory), which another replica would meet as well or not at all.
+fn is_disk_error(e: &WriteError) -> bool {
+    let source = match e {
+        WriteError::Reserve { source, .. } | WriteError::Io { source, .. } => source,
+        WriteError::Failed(_) => return true,
+        _ => return false,
+    };
+    matches!(
+        source.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EIO | libc::EROFS)
+    )
 }
 
 fn rewrite_header(path: &Path, h: &SegmentHeader) -> std::io::Result<()> {

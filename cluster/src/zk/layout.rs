@@ -18,8 +18,9 @@ pub mod path {
     pub const PREFERRED_ELECTION: &str = "/admin/preferred_election";
 
     /// Children: ephemeral `<id>-<partition>-<leader epoch>` of each leadership a node was
-    /// given and could not take up (its log could not begin the epoch: a full or failing
-    /// disk), so that the controller elects another in-sync replica.
+    /// given and could not take up or keep (its log could not begin the epoch, or its writes
+    /// failed on the disk: a full or failing disk), so that the controller elects another
+    /// in-sync replica.
     pub const CANNOT_LEAD: &str = "/admin/cannot_lead";
 
     pub fn shutdown(id: u32) -> String {

@@ -396,6 +396,9 @@ pub struct Client {
     pub watched: Vec<super::multi::Watched>,
     /// MONITOR: the commands clients run are streamed to it (`monitor`), until RESET.
     pub monitor: bool,
+    /// MONITOR lines of this connection's commands that wait for those of a transaction
+    /// before them still running (by its EXEC's reply sequence number), in order (`monitor`).
+    pub monitor_held: std::collections::VecDeque<(Option<u64>, Vec<u8>)>,
 }
 
 /// Reads stop and parsing pauses above these, so one pipelining client cannot make a worker
@@ -459,6 +462,7 @@ impl Conn {
                 tx: None,
                 watched: Vec::new(),
                 monitor: false,
+                monitor_held: Default::default(),
             },
         }
     }

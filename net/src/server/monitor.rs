@@ -17,6 +17,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::SystemTime;
 
+use super::conn::Client;
 use crate::cmd;
 
 /// How many monitoring connections each worker has, shared by the workers.
@@ -61,6 +62,47 @@ impl Monitors {
             .enumerate()
             .filter(|(_, n)| n.load(Ordering::Relaxed) > 0)
             .map(|(w, _)| w)
+    }
+}
+
+/// Feeds `lines` of a client's commands to `buf` (the worker's lines of the turn), or behind
+/// the lines its transactions still running will give.
+pub fn feed(client: &mut Client, buf: &mut Vec<u8>, lines: &[u8]) {
+    if lines.is_empty() {
+        return;
+    }
+    if client.monitor_held.is_empty() {
+        buf.extend_from_slice(lines);
+    } else {
+        client.monitor_held.push_back((None, lines.to_vec()));
+    }
+}
+
+/// The client's transaction whose EXEC has reply sequence number `seq` runs on: the lines of
+/// the client's next commands wait for its own (`release`).
+pub fn hold(client: &mut Client, seq: u64) {
+    client.monitor_held.push_back((Some(seq), Vec::new()));
+}
+
+/// The transaction of `seq` finished with `lines`: they, and the lines held behind them up to
+/// the next transaction still running, are fed to `buf`.
+pub fn release(client: &mut Client, buf: &mut Vec<u8>, seq: u64, lines: &[u8]) {
+    match client
+        .monitor_held
+        .iter_mut()
+        .find(|(s, _)| *s == Some(seq))
+    {
+        Some(held) => *held = (None, lines.to_vec()),
+        None => return feed(client, buf, lines),
+    }
+    while client
+        .monitor_held
+        .front()
+        .is_some_and(|(s, _)| s.is_none())
+    {
+        if let Some((_, l)) = client.monitor_held.pop_front() {
+            buf.extend_from_slice(&l);
+        }
     }
 }
 

@@ -402,7 +402,7 @@ impl Worker {
             }
             ("multi", true) => err(out, "ERR MULTI calls can not be nested"),
             ("exec", false) => err(out, "ERR EXEC without MULTI"),
-            ("exec", true) => self.exec(token, out, client),
+            ("exec", true) => self.exec(token, out, client, args[0]),
             ("discard", false) => err(out, "ERR DISCARD without MULTI"),
             ("discard", true) => {
                 client.tx = None;
@@ -535,17 +535,9 @@ impl Worker {
         out.push_reply(b"+QUEUED\r\n");
     }
 
-    /// EXEC: runs the queue (see the module documentation).
-    /// A transaction that ran: its calls counted (`TxRan::count_calls`) and its commands
-    /// shown to monitors.
-    pub(super) fn tx_counted(&mut self, ran: &TxRan) {
-        ran.count_calls(&mut self.stats);
-        self.monitor_buf.extend_from_slice(&ran.monitor);
-    }
-
-    /// The MONITOR lines of a transaction's commands and of EXEC, while a connection
-    /// monitors (see `Gather::Tx::monitor`).
-    fn tx_monitor_lines(&self, addr: &str, cmds: &[OwnedArgs]) -> Vec<u8> {
+    /// The MONITOR lines of a transaction's commands and of its EXEC (`exec`, as typed),
+    /// while a connection monitors (see `Gather::Tx::monitor`).
+    fn tx_monitor_lines(&self, addr: &str, cmds: &[OwnedArgs], exec: &[u8]) -> Vec<u8> {
         let mut lines = Vec::new();
         if !self.shared.monitors.active() {
             return lines;
@@ -557,27 +549,28 @@ impl Worker {
                 super::monitor::format_line(&mut lines, now, addr, &a);
             }
         }
-        super::monitor::format_line(&mut lines, now, addr, &[b"EXEC"]);
+        super::monitor::format_line(&mut lines, now, addr, &[exec]);
         lines
     }
 
-    fn exec(&mut self, token: usize, out: &mut Output, client: &mut Client) {
+    /// EXEC (`name`, as typed): runs the queue (see the module documentation).
+    fn exec(&mut self, token: usize, out: &mut Output, client: &mut Client, name: &[u8]) {
         // While EXEC plans its commands, CLIENT LIST and CLIENT INFO show the caller still in
         // its transaction, with the commands it queued, as Redis does.
         self.exec_of = client.tx.as_ref().map(|tx| (client.id, tx.cmds.len()));
-        self.exec_planned(token, out, client);
+        self.exec_planned(token, out, client, name);
         self.exec_of = None;
     }
 
-    fn exec_planned(&mut self, token: usize, out: &mut Output, client: &mut Client) {
+    fn exec_planned(&mut self, token: usize, out: &mut Output, client: &mut Client, name: &[u8]) {
         let Some(tx) = client.tx.take() else {
             return err(out, "ERR EXEC without MULTI");
         };
         let watched = std::mem::take(&mut client.watched);
-        let monitor = self.tx_monitor_lines(&client.addr, &tx.cmds);
+        let monitor = self.tx_monitor_lines(&client.addr, &tx.cmds, name);
         if tx.failed {
-            self.monitor_buf
-                .extend_from_slice(super::monitor::last_line(&monitor));
+            let exec_line = super::monitor::last_line(&monitor);
+            super::monitor::feed(client, &mut self.monitor_buf, exec_line);
             return err(out, EXECABORT);
         }
         // INFO commandstats counts a transaction's commands once it has run them (`TxRan`),
@@ -594,8 +587,8 @@ impl Worker {
         if self.cluster.is_some()
             && let Some(e) = self.tx_cluster_refusal(&tx.cmds, &watched, acks)
         {
-            self.monitor_buf
-                .extend_from_slice(super::monitor::last_line(&monitor));
+            let exec_line = super::monitor::last_line(&monitor);
+            super::monitor::feed(client, &mut self.monitor_buf, exec_line);
             return err(out, &refused_exec(e));
         }
         // Server commands that change the connection's settings run as EXEC plans them: what
@@ -651,7 +644,8 @@ impl Worker {
         if involved.is_empty() {
             if let Some(mut ran) = tx_ran(&gather) {
                 ran.note_errors(out);
-                self.tx_counted(&ran);
+                ran.count_calls(&mut self.stats);
+                super::monitor::feed(client, &mut self.monitor_buf, &ran.monitor);
             }
             let reply = gather_reply(&mut gather).unwrap_or_default();
             return out.push_reply(&reply);
@@ -667,9 +661,10 @@ impl Worker {
                 let (undo, ran, exec_line) = super::dispatch::fill_exec_slot(&mut slot, 0, payload);
                 if let Some(mut ran) = ran {
                     ran.note_errors(out);
-                    self.tx_counted(&ran);
+                    ran.count_calls(&mut self.stats);
+                    super::monitor::feed(client, &mut self.monitor_buf, &ran.monitor);
                 }
-                self.monitor_buf.extend_from_slice(&exec_line);
+                super::monitor::feed(client, &mut self.monitor_buf, &exec_line);
                 if let Some(settings) = undo {
                     client.restore(*settings);
                 }

@@ -61,9 +61,8 @@ pub enum FeedMsg {
         reason: String,
     },
     /// The partition whose leadership in `leader_epoch` was reported with `CannotLead` is
-    /// written again (a leadership began, as follower records of a newer epoch went in, or
-    /// the log was found able to take writes again): the controller may name this node
-    /// leader again.
+    /// written again (a leadership began, its writes as leader went in again, or a probe
+    /// found its log able to take writes): the controller may name this node leader again.
     LeadingAgain { partition: u32, leader_epoch: u32 },
 }
 
@@ -743,9 +742,9 @@ impl Worker {
         self.release_after_change();
     }
 
-    /// A partition whose leader epoch could not begin here was written again (a leadership
-    /// began, or as follower records of a newer epoch went in, with their epoch checkpoint):
-    /// the controller is told, so that it may name this node leader again.
+    /// A partition this node could not lead can be written again (a leadership began, or
+    /// `probe_failed_leaderships` found its log working): the controller is told, so that it
+    /// may name this node leader again.
     fn writes_again(&mut self, p: u32) {
         if let Some(failed) = self.lead_failed.remove(&p)
             && let Some(c) = self.cluster.as_ref()
@@ -759,11 +758,12 @@ impl Worker {
 
     /// A partition this node could not lead, and now follows (or still leads, when no other
     /// in-sync replica could take over), may get no records to show that its disk works
-    /// again: once a second its log is probed (`Store::probe_writes`: room for a MiB of
-    /// records, and the epoch checkpoint written again, unchanged), and once that works the
-    /// controller is told.
+    /// again: once a second its log is probed (`Store::probe_writes`: room for 256 KiB of
+    /// records or the write that failed, and the epoch checkpoint written again, unchanged),
+    /// and once that works the controller is told. A leader whose writes go in again says so
+    /// without a probe.
     fn probe_failed_leaderships(&mut self) {
-        const PROBE_ROOM: u64 = 1 << 20;
+        const PROBE_ROOM: u64 = 256 << 10;
         if self.lead_failed.is_empty()
             || self
                 .lead_probed
@@ -772,23 +772,20 @@ impl Worker {
             return;
         }
         self.lead_probed = Some(Instant::now());
-        let probed: Vec<u32> = self
+        let probed: Vec<(u32, bool)> = self
             .lead_failed
             .iter()
-            .filter(|&(&p, &failed)| {
-                self.cluster.as_ref().is_some_and(|c| match c.role(p) {
-                    Role::Follower { .. } => true,
-                    Role::Leader { epoch } => epoch == failed,
-                    Role::Idle => false,
-                })
+            .filter_map(|(&p, &failed)| match self.cluster.as_ref()?.role(p) {
+                Role::Follower { .. } => Some((p, false)),
+                Role::Leader { epoch } if epoch == failed => Some((p, true)),
+                _ => None,
             })
-            .map(|(&p, _)| p)
             .collect();
-        for p in probed {
-            if self
-                .store_mut(p)
-                .is_some_and(|s| s.probe_writes(PROBE_ROOM).is_ok())
-            {
+        for (p, leads) in probed {
+            let works = self.store_mut(p).is_some_and(|s| {
+                (leads && s.disk_failure().is_none()) || s.probe_writes(PROBE_ROOM).is_ok()
+            });
+            if works {
                 self.writes_again(p);
             }
         }
@@ -796,10 +793,11 @@ impl Worker {
 
     /// A partition led here whose log cannot take writes any more (`Store::disk_failure`: a
     /// full disk, or a failing one) is reported as one this node cannot lead in its epoch,
-    /// once: the controller moves it to another in-sync replica when there is one, as for a
-    /// leadership that could not begin, and this node keeps it otherwise. Writes meanwhile
-    /// get the disk's error, and nothing is lost: the partition's committed records are on
-    /// every in-sync replica. `probe_failed_leaderships` finds out when it can write again.
+    /// once for its epoch until its writes work again: the controller moves it to another
+    /// in-sync replica when there is one, as for a leadership that could not begin (no
+    /// handover: as after a crash, acks=1 and acks=0 writes the followers had not fetched
+    /// yet may be cut, and acks=all writes in flight get an error), and this node keeps it
+    /// otherwise. `probe_failed_leaderships` finds out when it can write again.
     fn report_disk_failures(&mut self) {
         let Some(c) = self.cluster.as_ref() else {
             return;
@@ -817,6 +815,8 @@ impl Worker {
             }
         }
         for (p, epoch, reason) in failing {
+            // Probed a second from now at the earliest, not right after the failure.
+            self.lead_probed = Some(Instant::now());
             log::error!(
                 "partition {p}: its log cannot take writes ({reason}); asking the controller to move its leadership (epoch {epoch}) to another in-sync replica"
             );
@@ -1212,9 +1212,6 @@ impl Worker {
                     Ok(n) => {
                         if n > 0 {
                             self.mark_dirty(p);
-                        }
-                        if n > 0 && self.lead_failed.get(&p).is_some_and(|&e| last_epoch > e) {
-                            self.writes_again(p);
                         }
                         if let Some(c) = self.cluster.as_mut() {
                             let pr = &mut c.parts[p as usize];

@@ -259,8 +259,8 @@ pub struct Worker {
     pub lead_failures: u32,
     /// Partitions whose leader epoch could not begin, or whose log failed on the disk while
     /// led here (the controller was told), with that epoch: once this node shows it can
-    /// write the partition again (a leadership begins, as follower it appends records of a
-    /// newer epoch, or a probe of the log works), the controller is told that too.
+    /// write the partition again (a leadership begins, its writes as leader go in again, or
+    /// a probe of the log works), the controller is told that too.
     pub lead_failed: std::collections::BTreeMap<u32, u32>,
     /// When the partitions of `lead_failed` were last probed (`probe_failed_leaderships`).
     pub lead_probed: Option<Instant>,
@@ -824,9 +824,12 @@ impl Worker {
         let failed = out.failed_cmds.len();
         out.begin_command();
         self.dispatch(token, out, client, args);
-        if self.shared.monitors.active() && !out.not_run && super::monitor::ran_now(queued, args[0])
-        {
-            self.feed_monitors(&client.addr, args);
+        if self.shared.monitors.active() && !out.not_run {
+            if super::monitor::ran_now(queued, args[0]) {
+                self.feed_monitors(client, args);
+            } else if args[0].eq_ignore_ascii_case(b"exec") {
+                Self::hold_monitor_lines(client, out);
+            }
         }
         // CLIENT REPLY covers this command's replies only.
         out.silent = false;
@@ -1161,10 +1164,16 @@ impl Worker {
                 super::dispatch::fill_slot(slot, rt.part, payload);
             }
         }
+        let mut tx_lines = exec_line;
         if let Some(r) = ran {
-            self.tx_counted(&r);
+            r.count_calls(&mut self.stats);
+            tx_lines = r.monitor;
         }
-        self.monitor_buf.extend_from_slice(&exec_line);
+        if !tx_lines.is_empty()
+            && let Some(Some(conn)) = self.conns.get_mut(rt.token - FIRST_CONN)
+        {
+            super::monitor::release(&mut conn.client, &mut self.monitor_buf, rt.seq, &tx_lines);
+        }
         self.mark_conn_dirty(rt.token);
     }
 
@@ -1329,14 +1338,29 @@ impl Worker {
     }
 
     /// The MONITOR line of a command one of this worker's connections ran (`monitor`).
-    pub(super) fn feed_monitors(&mut self, addr: &str, args: &[&[u8]]) {
+    fn feed_monitors(&mut self, client: &mut Client, args: &[&[u8]]) {
         if super::monitor::shown(args) {
-            super::monitor::format_line(
-                &mut self.monitor_buf,
-                std::time::SystemTime::now(),
-                addr,
-                args,
-            );
+            let mut line = Vec::new();
+            let now = std::time::SystemTime::now();
+            super::monitor::format_line(&mut line, now, &client.addr, args);
+            super::monitor::feed(client, &mut self.monitor_buf, &line);
+        }
+    }
+
+    /// An EXEC whose transaction runs on: the lines of the connection's next commands wait
+    /// for its lines (`monitor::hold`), which come when it finishes.
+    fn hold_monitor_lines(client: &mut Client, out: &mut super::conn::Output) {
+        let Some(seq) = out.next_seq().checked_sub(1) else {
+            return;
+        };
+        if let Some(super::conn::Slot::Waiting(p)) = out.slot_mut(seq)
+            && let super::conn::Gather::Tx {
+                missing, monitor, ..
+            } = &p.gather
+            && *missing > 0
+            && !monitor.is_empty()
+        {
+            super::monitor::hold(client, seq);
         }
     }
 
