@@ -5272,4 +5272,18 @@ fn monitor_streams_the_commands_clients_run_as_redis_writes_them() {
             .any(|(a, l)| *a == me && l == "\"ECHO\" \"after\""),
         "{got:?}"
     );
+
+    // A monitor only reads: the idle timeout leaves it open, as Redis leaves its replicas.
+    let mut admin = s.client();
+    let _: () = cmd("CONFIG")
+        .arg("SET")
+        .arg("timeout")
+        .arg(1)
+        .query(&mut admin)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut fresh = s.raw();
+    expect_reply(&mut fresh, &resp(&[b"ECHO", b"late"]), b"$4\r\nlate\r\n");
+    let got = monitor_lines(&mut m2, "] \"ECHO\" \"late\"");
+    assert!(got.iter().any(|(_, l)| l == "\"ECHO\" \"late\""), "{got:?}");
 }

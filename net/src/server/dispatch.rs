@@ -1405,6 +1405,7 @@ impl Worker {
                 client.name = None;
                 if std::mem::take(&mut client.monitor) {
                     self.shared.monitors.remove(self.id);
+                    self.monitoring.retain(|&t| t != token);
                 }
                 write_simple(&mut r, b"RESET");
             }
@@ -1432,6 +1433,7 @@ impl Worker {
                 } else {
                     client.monitor = true;
                     self.shared.monitors.add(self.id);
+                    self.monitoring.push(token);
                 }
                 write_ok(&mut r);
             }

@@ -140,7 +140,7 @@ pub fn format_line(buf: &mut Vec<u8>, at: SystemTime, addr: &str, args: &[&[u8]]
     buf.extend_from_slice(
         format!("+{}.{:06} [0 {addr}]", t.as_secs(), t.subsec_micros()).as_bytes(),
     );
-    let hidden = redacted_from(args);
+    let hidden = redacted(args);
     for (i, a) in args.iter().enumerate() {
         buf.push(b' ');
         if hidden.contains(&i) {
@@ -161,18 +161,27 @@ pub fn last_line(lines: &[u8]) -> &[u8] {
     }
 }
 
-/// The arguments written as `(redacted)`: AUTH's, and the two after HELLO's AUTH.
-fn redacted_from(args: &[&[u8]]) -> std::ops::Range<usize> {
+/// The arguments written as `(redacted)`: AUTH's, and the two after HELLO's AUTH option
+/// (found as HELLO reads its options, so that a client named "auth" is no option).
+fn redacted(args: &[&[u8]]) -> Vec<usize> {
     if args[0].eq_ignore_ascii_case(b"auth") {
-        return 1..args.len();
+        return (1..args.len()).collect();
     }
-    if args[0].eq_ignore_ascii_case(b"hello")
-        && let Some(i) = args.iter().position(|a| a.eq_ignore_ascii_case(b"auth"))
-        && i >= 2
-    {
-        return i + 1..(i + 3).min(args.len());
+    let mut hidden = Vec::new();
+    if args[0].eq_ignore_ascii_case(b"hello") {
+        let mut i = 2;
+        while i < args.len() {
+            if args[i].eq_ignore_ascii_case(b"auth") {
+                hidden.extend((i + 1..i + 3).filter(|&k| k < args.len()));
+                i += 3;
+            } else if args[i].eq_ignore_ascii_case(b"setname") {
+                i += 2;
+            } else {
+                break;
+            }
+        }
     }
-    0..0
+    hidden
 }
 
 /// `a` quoted and escaped as Redis's `sdscatrepr` does.
@@ -228,6 +237,13 @@ mod tests {
         assert_eq!(
             line(&[b"HELLO", b"2", b"auth", b"default", b"pw", b"SETNAME", b"n"]),
             "+1700000000.000042 [0 127.0.0.1:5000] \"HELLO\" \"2\" \"auth\" \"(redacted)\" \"(redacted)\" \"SETNAME\" \"n\"\r\n"
+        );
+        // A client named "auth" is no AUTH option.
+        assert_eq!(
+            line(&[
+                b"HELLO", b"3", b"SETNAME", b"auth", b"AUTH", b"default", b"secret"
+            ]),
+            "+1700000000.000042 [0 127.0.0.1:5000] \"HELLO\" \"3\" \"SETNAME\" \"auth\" \"AUTH\" \"(redacted)\" \"(redacted)\"\r\n"
         );
         assert_eq!(
             line(&[b"HELLO", b"2"]),

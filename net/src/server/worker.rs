@@ -267,6 +267,8 @@ pub struct Worker {
     /// MONITOR lines of the commands this worker's connections ran in this turn, for the
     /// workers with monitoring connections (`send_monitor_lines`).
     pub(super) monitor_buf: Vec<u8>,
+    /// This worker's connections in MONITOR mode (their tokens).
+    pub(super) monitoring: Vec<usize>,
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
     sync_tx: Sender<SyncJob>,
@@ -380,6 +382,7 @@ impl Worker {
             lead_failed: Default::default(),
             lead_probed: None,
             monitor_buf: Vec::new(),
+            monitoring: Vec::new(),
             durable_waiters: Vec::new(),
             sync_tx,
             draining: false,
@@ -616,6 +619,14 @@ impl Worker {
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
             if c.client.monitor {
                 self.shared.monitors.remove(self.id);
+                self.monitoring.retain(|&t| t != token);
+            }
+            // Lines held behind a transaction still running: the commands after it ran. (The
+            // transaction's own, not known yet, are lost with the connection.)
+            for (pending, lines) in c.client.monitor_held.drain(..) {
+                if pending.is_none() {
+                    self.monitor_buf.extend_from_slice(&lines);
+                }
             }
             debug!("client {} ({}) closed", c.client.id, c.client.addr);
         }
@@ -1309,27 +1320,36 @@ impl Worker {
         }
     }
 
-    /// MONITOR lines from a worker (this one too), written to each monitoring connection. One
-    /// that has not read 64 MiB of them is closed, as Redis closes a client past its output
-    /// buffer limit.
+    /// MONITOR lines from a worker (this one too), for each monitoring connection: in the
+    /// order of its replies (behind those still on their way), none under CLIENT REPLY OFF.
+    /// One with more than 64 MiB not read yet is closed, as Redis closes a client past its
+    /// output buffer limit.
     fn deliver_monitor_lines(&mut self, lines: &[u8]) {
         let mut behind = Vec::new();
-        for (i, c) in self.conns.iter_mut().enumerate() {
-            let Some(c) = c.as_mut().filter(|c| c.client.monitor && !c.client.closing) else {
+        for &token in &self.monitoring {
+            let Some(c) = self
+                .conns
+                .get_mut(token - FIRST_CONN)
+                .and_then(|c| c.as_mut())
+                .filter(|c| c.client.monitor && !c.client.closing)
+            else {
                 continue;
             };
-            if c.out.wbuf.len() - c.out.wpos + lines.len() > super::conn::MAX_WBUF {
+            if c.out.reply_mode == super::conn::ReplyMode::Off {
+                continue;
+            }
+            if c.out.wbuf.len() - c.out.wpos > super::conn::MAX_WBUF {
                 warn!(
                     "client {} ({}): closed, its MONITOR output is more than 64 MiB behind",
                     c.client.id, c.client.addr
                 );
-                behind.push(i + FIRST_CONN);
+                behind.push(token);
                 continue;
             }
-            c.out.wbuf.extend_from_slice(lines);
+            c.out.push_reply(lines);
             if !c.client.in_dirty_list {
                 c.client.in_dirty_list = true;
-                self.dirty_conns.push(i + FIRST_CONN);
+                self.dirty_conns.push(token);
             }
         }
         for token in behind {
@@ -2438,7 +2458,10 @@ impl Worker {
             .enumerate()
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
-                (c.out.slots.is_empty() && c.client.last_active.elapsed() > idle)
+                // A monitor only reads (Redis does not time out its replicas either).
+                (c.out.slots.is_empty()
+                    && !c.client.monitor
+                    && c.client.last_active.elapsed() > idle)
                     .then_some(i + FIRST_CONN)
             })
             .collect();
