@@ -59,24 +59,7 @@ pub fn format_reply(reply: &Reply, format: Format) -> Vec<u8> {
 /// `bytes` quoted and escaped like redis-cli's `sdscatrepr`: `\\`, `\"`, `\n`, `\r`, `\t`,
 /// `\a`, `\b`, printable ASCII as is, anything else as `\xHH`.
 pub fn repr(bytes: &[u8], out: &mut Vec<u8>) {
-    out.push(b'"');
-    for &b in bytes {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x07 => out.extend_from_slice(b"\\a"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x20..=0x7e => out.push(b),
-            _ => {
-                // Writing to a Vec cannot fail.
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        }
-    }
-    out.push(b'"');
+    simplekv_net::resp::write_repr(out, bytes);
 }
 
 /// redis-cli's `cliFormatReplyTTY`. `prefix` is the indentation of the lines after the first

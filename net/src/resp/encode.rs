@@ -144,6 +144,33 @@ pub fn write_array_len(out: &mut Vec<u8>, n: usize) {
     write_prefixed_len(out, b'*', n as u64);
 }
 
+/// `bytes` quoted and escaped as Redis's `sdscatrepr` does (redis-cli's output, MONITOR's
+/// lines): `\\`, `\"`, `\n`, `\r`, `\t`, `\a`, `\b`, printable ASCII as is, anything else
+/// as `\xhh`.
+pub fn write_repr(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for &b in bytes {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x07 => out.extend_from_slice(b"\\a"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x20..=0x7e => out.push(b),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]),
+        }
+    }
+    out.push(b'"');
+}
+
 /// Null array `*-1\r\n`.
 pub fn write_null_array(out: &mut Vec<u8>) {
     out.extend_from_slice(NULL_ARRAY);

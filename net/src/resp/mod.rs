@@ -8,7 +8,7 @@ pub mod parse;
 pub use encode::{
     MAX_REPLY_DEPTH, Reply, ReplyParser, parse_reply, write_array_len, write_bulk,
     write_bulk_header, write_decimal, write_error, write_integer, write_null, write_null_array,
-    write_ok, write_simple,
+    write_ok, write_repr, write_simple,
 };
 pub use parse::{
     Args, Command, DEFAULT_MAX_MULTIBULK_LEN, DEFAULT_PROTO_MAX_BULK_LEN, Limits,

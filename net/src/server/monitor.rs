@@ -146,7 +146,7 @@ pub fn format_line(buf: &mut Vec<u8>, at: SystemTime, addr: &str, args: &[&[u8]]
         if hidden.contains(&i) {
             buf.extend_from_slice(b"\"(redacted)\"");
         } else {
-            repr(buf, a);
+            crate::resp::write_repr(buf, a);
         }
     }
     buf.extend_from_slice(b"\r\n");
@@ -182,25 +182,6 @@ fn redacted(args: &[&[u8]]) -> Vec<usize> {
         }
     }
     hidden
-}
-
-/// `a` quoted and escaped as Redis's `sdscatrepr` does.
-fn repr(buf: &mut Vec<u8>, a: &[u8]) {
-    buf.push(b'"');
-    for &b in a {
-        match b {
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            b'"' => buf.extend_from_slice(b"\\\""),
-            b'\n' => buf.extend_from_slice(b"\\n"),
-            b'\r' => buf.extend_from_slice(b"\\r"),
-            b'\t' => buf.extend_from_slice(b"\\t"),
-            0x07 => buf.extend_from_slice(b"\\a"),
-            0x08 => buf.extend_from_slice(b"\\b"),
-            0x20..=0x7e => buf.push(b),
-            _ => buf.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
-        }
-    }
-    buf.push(b'"');
 }
 
 #[cfg(test)]
