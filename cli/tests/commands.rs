@@ -5287,3 +5287,48 @@ fn monitor_streams_the_commands_clients_run_as_redis_writes_them() {
     let got = monitor_lines(&mut m2, "] \"ECHO\" \"late\"");
     assert!(got.iter().any(|(_, l)| l == "\"ECHO\" \"late\""), "{got:?}");
 }
+
+/// Found by a differential run: a monitor reading as fast as it could was closed, as "more
+/// than 64 MiB behind", when one 20 MiB binary value made an 80 MiB line and another command
+/// followed it. The limit is on a monitor that does not keep up, as Redis's output buffer
+/// limits: over 64 MiB for 10 s, or over 256 MiB.
+#[test]
+fn a_monitor_that_keeps_up_is_not_closed_by_one_large_value() {
+    let s = server();
+    let mut m = s.raw();
+    expect_reply(&mut m, &resp(&[b"MONITOR"]), b"+OK\r\n");
+    let mut c = s.raw();
+    let value = vec![0xffu8; 20 << 20];
+    let reader = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut total = 0usize;
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        m.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        while Instant::now() < deadline {
+            match m.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n;
+                    tail.extend_from_slice(&buf[..n]);
+                    let keep = tail.len().saturating_sub(64);
+                    tail.drain(..keep);
+                    if tail.ends_with(b"\"ECHO\" \"done\"\r\n") {
+                        return (total, true);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        (total, false)
+    });
+    expect_reply(&mut c, &resp(&[b"SET", b"big", &value]), b"+OK\r\n");
+    expect_reply(&mut c, &resp(&[b"ECHO", b"done"]), b"$4\r\ndone\r\n");
+    let (total, done) = reader.join().unwrap();
+    assert!(
+        done,
+        "the monitor got {total} bytes, not the line after the large one"
+    );
+    assert!(total > 80 << 20, "{total}");
+}

@@ -43,6 +43,12 @@ pub enum FaultKind {
     /// name this node leader while it cannot write; the disk is freed and the killed node
     /// started again after the hold. Skipped when the node follows no partition in sync.
     DiskFullFailover,
+    /// Disk, while leading: the node's file system is filled, then large values are written
+    /// through it to a key (none the clients use) of a partition it leads with another
+    /// replica in sync (found at injection), until one is refused: its log's writes now fail
+    /// on the disk, past the room its segments had allocated ahead, and the leadership
+    /// should move. Freed after the hold. Skipped when it leads no such partition.
+    DiskFullLeader,
     /// Control: a preferred-leader election is requested (`simplekv cluster rebalance`):
     /// leaderships that moved away after earlier faults move back while clients write. The
     /// node is not used.
@@ -51,7 +57,7 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Terminate,
@@ -62,6 +68,7 @@ impl FaultKind {
         FaultKind::CutLeaderFromZk,
         FaultKind::DiskFull,
         FaultKind::DiskFullFailover,
+        FaultKind::DiskFullLeader,
         FaultKind::Rebalance,
     ];
 
@@ -86,6 +93,7 @@ impl FaultKind {
             FaultKind::CutLeaderFromZk => "cut-leader-zk",
             FaultKind::DiskFull => "disk-full",
             FaultKind::DiskFullFailover => "disk-full-failover",
+            FaultKind::DiskFullLeader => "disk-full-leader",
             FaultKind::Rebalance => "rebalance",
         }
     }
@@ -116,6 +124,8 @@ impl FaultKind {
             FaultKind::DiskFull => (500, 5_000),
             // Past the 2 s session timeout, so the killed leader is replaced meanwhile.
             FaultKind::DiskFullFailover => (3_000, 6_000),
+            // Time for the leader to report and the controller to move the partition.
+            FaultKind::DiskFullLeader => (1_000, 5_000),
             // Quiet time after the request (the election itself takes milliseconds).
             FaultKind::Rebalance => (300, 2_000),
         }

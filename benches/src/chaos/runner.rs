@@ -305,6 +305,37 @@ impl Chaos<'_> {
         }
     }
 
+    /// Writes 256 KiB values to a key of partition `p` that no client uses, through node `i`
+    /// (its leader, on a full disk), until one is refused (16 at most): what happened, for
+    /// the fault log.
+    fn fill_leader_log(&self, i: u32, p: u32) -> String {
+        let partitions = self.cluster.partitions;
+        let Some(key) = (0..100_000u32)
+            .map(|n| format!("ballast:{n}"))
+            .find(|k| super::cluster::partition_of(partitions, k.as_bytes()) == p)
+        else {
+            return "no key of the partition found".into();
+        };
+        let Some(addr) = self.cluster.resp_addrs().get(i as usize - 1).cloned() else {
+            return format!("node {i} has no address");
+        };
+        let mut conn =
+            match super::resp::Conn::connect(&addr, Duration::from_secs(1), Duration::from_secs(5))
+            {
+                Ok(c) => c,
+                Err(e) => return format!("connect {addr}: {e}"),
+            };
+        let value = vec![b'b'; 256 << 10];
+        for n in 1..=16 {
+            match conn.call(&[b"SET", key.as_bytes(), &value]) {
+                Ok(super::resp::Reply::Error(e)) => return format!("write {n} refused: {e}"),
+                Ok(_) => {}
+                Err(e) => return format!("write {n}: no reply ({e:?})"),
+            }
+        }
+        "16 writes of 256 KiB taken".into()
+    }
+
     /// Starts node `i` again. It does not wait for the node to register (that takes about a
     /// session timeout, until the old session's broker znode expires): the next fault may hit
     /// while it is still starting or catching up, as it would in production.
@@ -526,6 +557,39 @@ impl Chaos<'_> {
                 self.sleep(f.hold, hold_end);
                 self.free_disk(i);
                 self.restart(l);
+            }
+            FaultKind::DiskFullLeader => {
+                if !self.cluster.has_disk(i) {
+                    self.skipped += 1;
+                    self.note(format!(
+                        "skip disk-full-leader node {i}: no disk of its own"
+                    ));
+                    return;
+                }
+                if let Err(e) = self.cluster.fill_disk(i) {
+                    self.note(format!("disk-full-leader node {i}: {e}"));
+                    let _ = self.cluster.free_disk(i);
+                    return;
+                }
+                let target = self.cluster.states().ok().and_then(|states| {
+                    states.iter().enumerate().find_map(|(p, s)| {
+                        (s.leader == Some(i) && s.isr.len() > 1).then_some(p as u32)
+                    })
+                });
+                let Some(p) = target else {
+                    self.skipped += 1;
+                    let _ = self.cluster.free_disk(i);
+                    self.note(format!(
+                        "skip disk-full-leader node {i}: it leads no partition with another replica in sync"
+                    ));
+                    return;
+                };
+                let outcome = self.fill_leader_log(i, p);
+                self.note(format!(
+                    "disk-full-leader: node {i}'s file system filled, partition {p} written through it: {outcome}"
+                ));
+                self.sleep(f.hold, hold_end);
+                self.free_disk(i);
             }
             // Network kinds and rebalance were handled above.
             FaultKind::Isolate

@@ -399,6 +399,8 @@ pub struct Client {
     /// MONITOR lines of this connection's commands that wait for those of a transaction
     /// before them still running (by its EXEC's reply sequence number), in order (`monitor`).
     pub monitor_held: std::collections::VecDeque<(Option<u64>, Vec<u8>)>,
+    /// Since when the connection's unread MONITOR output is over 64 MiB (`monitor`).
+    pub monitor_behind_since: Option<Instant>,
 }
 
 /// Reads stop and parsing pauses above these, so one pipelining client cannot make a worker
@@ -463,6 +465,7 @@ impl Conn {
                 watched: Vec::new(),
                 monitor: false,
                 monitor_held: Default::default(),
+                monitor_behind_since: None,
             },
         }
     }

@@ -1322,9 +1322,13 @@ impl Worker {
 
     /// MONITOR lines from a worker (this one too), for each monitoring connection: in the
     /// order of its replies (behind those still on their way), none under CLIENT REPLY OFF.
-    /// One with more than 64 MiB not read yet is closed, as Redis closes a client past its
-    /// output buffer limit.
+    /// As Redis's output buffer limits (soft and hard) close a client that does not keep up,
+    /// a monitor is closed once it has more than 64 MiB unread for 10 s, or 256 MiB: one
+    /// large value's line alone (four bytes per byte of binary data) is no reason.
     fn deliver_monitor_lines(&mut self, lines: &[u8]) {
+        const SOFT: usize = super::conn::MAX_WBUF;
+        const HARD: usize = 4 * super::conn::MAX_WBUF;
+        const SOFT_FOR: Duration = Duration::from_secs(10);
         let mut behind = Vec::new();
         for &token in &self.monitoring {
             let Some(c) = self
@@ -1338,10 +1342,23 @@ impl Worker {
             if c.out.reply_mode == super::conn::ReplyMode::Off {
                 continue;
             }
-            if c.out.wbuf.len() - c.out.wpos > super::conn::MAX_WBUF {
+            let unread = c.out.wbuf.len() - c.out.wpos;
+            let since = match unread > SOFT {
+                true => *c
+                    .client
+                    .monitor_behind_since
+                    .get_or_insert_with(Instant::now),
+                false => {
+                    c.client.monitor_behind_since = None;
+                    Instant::now()
+                }
+            };
+            if unread > HARD || since.elapsed() > SOFT_FOR {
                 warn!(
-                    "client {} ({}): closed, its MONITOR output is more than 64 MiB behind",
-                    c.client.id, c.client.addr
+                    "client {} ({}): closed, its MONITOR output is {} MiB behind",
+                    c.client.id,
+                    c.client.addr,
+                    unread >> 20
                 );
                 behind.push(token);
                 continue;
