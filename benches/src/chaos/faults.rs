@@ -43,11 +43,14 @@ pub enum FaultKind {
     /// name this node leader while it cannot write; the disk is freed and the killed node
     /// started again after the hold. Skipped when the node follows no partition in sync.
     DiskFullFailover,
-    /// Disk, while leading: the node's file system is filled, then large values are written
+    /// Disk, while leading: the node's file system is filled, then values are written
     /// through it to a key (none the clients use) of a partition it leads with another
     /// replica in sync (found at injection), until one is refused: its log's writes now fail
     /// on the disk, past the room its segments had allocated ahead, and the leadership
-    /// should move. Freed after the hold. Skipped when it leads no such partition.
+    /// should move. Freed after the hold. Skipped when it leads no such partition. With
+    /// `storage.min_free_space` above 0 (the default) the floor refuses those writes first
+    /// and the leader keeps its partitions, as designed: run with
+    /// `--node-set storage.min_free_space=0` to reach the log's own failure.
     DiskFullLeader,
     /// Control: a preferred-leader election is requested (`simplekv cluster rebalance`):
     /// leaderships that moved away after earlier faults move back while clients write. The

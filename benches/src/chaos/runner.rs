@@ -305,9 +305,30 @@ impl Chaos<'_> {
         }
     }
 
-    /// Writes 256 KiB values to a key of partition `p` that no client uses, through node `i`
-    /// (its leader, on a full disk), until one is refused (16 at most): what happened, for
-    /// the fault log.
+    /// Fills node `i`'s file system for a fault of `kind`: the bytes the filler took, or
+    /// `None` (said in the fault log) when the node has no disk of its own or filling failed.
+    fn fill_disk_for(&mut self, i: u32, kind: FaultKind) -> Option<u64> {
+        if !self.cluster.has_disk(i) {
+            self.skipped += 1;
+            self.note(format!("skip {kind} node {i}: no disk of its own"));
+            return None;
+        }
+        match self.cluster.fill_disk(i) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.note(format!("{kind} node {i}: {e}"));
+                let _ = self.cluster.free_disk(i);
+                None
+            }
+        }
+    }
+
+    /// Writes 16 KiB values to a key of partition `p` that no client uses, through node `i`
+    /// (its leader, on a full disk), until one is refused (128 at most, 2 MiB): what
+    /// happened, for the fault log. Small values, so that they use up the room the log's
+    /// segment had allocated ahead: while that lasts the clients' writes still go in, and a
+    /// leader whose writes still go in keeps its partitions (a larger value refused first
+    /// would not be reported: the next small write that went in says the disk works).
     fn fill_leader_log(&self, i: u32, p: u32) -> String {
         let partitions = self.cluster.partitions;
         let Some(key) = (0..100_000u32)
@@ -325,15 +346,15 @@ impl Chaos<'_> {
                 Ok(c) => c,
                 Err(e) => return format!("connect {addr}: {e}"),
             };
-        let value = vec![b'b'; 256 << 10];
-        for n in 1..=16 {
+        let value = vec![b'b'; 16 << 10];
+        for n in 1..=128 {
             match conn.call(&[b"SET", key.as_bytes(), &value]) {
                 Ok(super::resp::Reply::Error(e)) => return format!("write {n} refused: {e}"),
                 Ok(_) => {}
                 Err(e) => return format!("write {n}: no reply ({e:?})"),
             }
         }
-        "16 writes of 256 KiB taken".into()
+        "128 writes of 16 KiB taken".into()
     }
 
     /// Starts node `i` again. It does not wait for the node to register (that takes about a
@@ -501,38 +522,20 @@ impl Chaos<'_> {
                 self.restart(i);
             }
             FaultKind::DiskFull => {
-                if !self.cluster.has_disk(i) {
-                    self.skipped += 1;
-                    self.note(format!("skip disk-full node {i}: no disk of its own"));
+                let Some(bytes) = self.fill_disk_for(i, f.kind) else {
                     return;
-                }
-                match self.cluster.fill_disk(i) {
-                    Ok(bytes) => self.note(format!(
-                        "disk-full: node {i}'s file system filled ({} MiB taken)",
-                        bytes >> 20
-                    )),
-                    Err(e) => {
-                        self.note(format!("disk-full node {i}: {e}"));
-                        let _ = self.cluster.free_disk(i);
-                        return;
-                    }
-                }
+                };
+                self.note(format!(
+                    "disk-full: node {i}'s file system filled ({} MiB taken)",
+                    bytes >> 20
+                ));
                 self.sleep(f.hold, hold_end);
                 self.free_disk(i);
             }
             FaultKind::DiskFullFailover => {
-                if !self.cluster.has_disk(i) {
-                    self.skipped += 1;
-                    self.note(format!(
-                        "skip disk-full-failover node {i}: no disk of its own"
-                    ));
-                    return;
-                }
                 // Filling takes a moment, during which the node may fall out of an ISR: the
                 // partition is chosen once the disk is full.
-                if let Err(e) = self.cluster.fill_disk(i) {
-                    self.note(format!("disk-full-failover node {i}: {e}"));
-                    let _ = self.cluster.free_disk(i);
+                if self.fill_disk_for(i, f.kind).is_none() {
                     return;
                 }
                 // A partition this node follows in sync, and its leader.
@@ -559,16 +562,7 @@ impl Chaos<'_> {
                 self.restart(l);
             }
             FaultKind::DiskFullLeader => {
-                if !self.cluster.has_disk(i) {
-                    self.skipped += 1;
-                    self.note(format!(
-                        "skip disk-full-leader node {i}: no disk of its own"
-                    ));
-                    return;
-                }
-                if let Err(e) = self.cluster.fill_disk(i) {
-                    self.note(format!("disk-full-leader node {i}: {e}"));
-                    let _ = self.cluster.free_disk(i);
+                if self.fill_disk_for(i, f.kind).is_none() {
                     return;
                 }
                 let target = self.cluster.states().ok().and_then(|states| {
