@@ -539,6 +539,59 @@ fn a_leader_that_cannot_begin_its_epoch_is_replaced_by_another_in_sync_replica()
     );
 }
 
+/// A node that cannot lead one partition (its disk failed) is named leader of no other by a
+/// preferred-leader election until it writes again: its partitions share that disk. (Found
+/// by a chaos run: the imbalance check moved another partition to a node 0.3 s after it
+/// reported a full disk.)
+#[test]
+fn a_node_that_cannot_lead_one_partition_is_given_no_other_by_a_preferred_election() {
+    let mut c = cluster(3, 4, 3, |_| {});
+    // Another partition that node 1 prefers, led by another node (as after a failover).
+    let other = (1..4)
+        .find(|&p| c.state(p).0.replicas.first() == Some(&1))
+        .expect("a second partition preferring node 1");
+    c.put(0, |s| s.isr = vec![1, 2, 3]);
+    c.put(other, |s| {
+        s.leader = s.replicas.get(1).copied();
+        s.leader_epoch = 5;
+        s.isr = s.replicas.clone();
+    });
+    let moved_to = c.state(other).0.leader;
+    c.node(1).wait("states seen", |v| {
+        led(v, 0) == (Some(1), 1, vec![1, 2, 3]) && led(v, other).1 == 5
+    });
+    c.node(1).ask(ControlRequest::CannotLead {
+        partition: 0,
+        leader_epoch: 1,
+        reason: "No space left on device (os error 28)".into(),
+    });
+    c.node(2)
+        .wait("partition 0 moved", |v| led(v, 0).0.is_some_and(|l| l != 1));
+    c.put(0, |s| s.isr = s.replicas.clone());
+    admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("request");
+    wait_until("request consumed", || {
+        c.admin
+            .get(path::PREFERRED_ELECTION)
+            .is_ok_and(|r| r.is_none())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.state(other).0.leader, moved_to, "{:?}", c.state(other));
+    assert_ne!(c.state(0).0.leader, Some(1));
+    // It writes again: the next preferred election gives it both.
+    c.node(1).ask(ControlRequest::LeadingAgain {
+        partition: 0,
+        leader_epoch: 1,
+    });
+    wait_until("node 1's mark withdrawn", || {
+        c.admin
+            .children(path::CANNOT_LEAD)
+            .is_ok_and(|m| m.is_empty())
+    });
+    admin::request_preferred_election(&c.connect, Duration::from_secs(10)).expect("request");
+    c.node(1)
+        .wait("node 1 leads both", |v| v.leads(0) && v.leads(other));
+}
+
 #[test]
 fn preferred_election_moves_leaders_back() {
     let mut c = cluster(3, 3, 3, |_| {});
