@@ -323,9 +323,9 @@ impl Chaos<'_> {
         }
     }
 
-    /// Writes 16 KiB values to a key of partition `p` that no client uses, through node `i`
-    /// (its leader, on a full disk), until one is refused (128 at most, 2 MiB): what
-    /// happened, for the fault log. Small values, so that they use up the room the log's
+    /// Writes values of 16 KiB, then halving, to a key of partition `p` that no client uses,
+    /// through node `i` (its leader, on a full disk), until one of 64 bytes is refused (256
+    /// writes at most): the first refusal, for the fault log. Small values, so that they use up the room the log's
     /// segment had allocated ahead: while that lasts the clients' writes still go in, and a
     /// leader whose writes still go in keeps its partitions (a larger value refused first
     /// would not be reported: the next small write that went in says the disk works).
@@ -346,15 +346,25 @@ impl Chaos<'_> {
                 Ok(c) => c,
                 Err(e) => return format!("connect {addr}: {e}"),
             };
-        let value = vec![b'b'; 16 << 10];
-        for n in 1..=128 {
+        // Halving the value at each refusal, down to 64 bytes, as the disk filler does: what
+        // a refused value leaves of the room is used up too, before the clients' writes do.
+        let mut size = 16 << 10;
+        let mut first_refusal = None;
+        for n in 1..=256 {
+            let value = vec![b'b'; size];
             match conn.call(&[b"SET", key.as_bytes(), &value]) {
-                Ok(super::resp::Reply::Error(e)) => return format!("write {n} refused: {e}"),
+                Ok(super::resp::Reply::Error(e)) => {
+                    first_refusal.get_or_insert_with(|| format!("write {n} refused: {e}"));
+                    if size <= 64 {
+                        break;
+                    }
+                    size /= 2;
+                }
                 Ok(_) => {}
                 Err(e) => return format!("write {n}: no reply ({e:?})"),
             }
         }
-        "128 writes of 16 KiB taken".into()
+        first_refusal.unwrap_or_else(|| "256 writes taken, none refused".into())
     }
 
     /// Starts node `i` again. It does not wait for the node to register (that takes about a
