@@ -18,6 +18,8 @@ use crate::checker::history::Recorder;
 use crate::checker::linearizable::Budget;
 use crate::checker::report::{self, CheckOptions, Overall};
 
+use simplekv_cluster::zk::layout::PartitionState;
+
 use super::cluster::Cluster;
 use super::faults::{self, Fault, FaultKind};
 use super::net::{Net, Peer};
@@ -323,6 +325,30 @@ impl Chaos<'_> {
         }
     }
 
+    /// The first partition `pick` takes (with what it found) for a disk fault of `kind` on
+    /// node `i`, whose disk is full; when none, the fault is skipped: the disk is freed and
+    /// the fault log says the node `none` ("follows no partition in sync").
+    fn disk_fault_target<T>(
+        &mut self,
+        i: u32,
+        kind: FaultKind,
+        none: &str,
+        pick: impl Fn(&PartitionState) -> Option<T>,
+    ) -> Option<(u32, T)> {
+        let found = self.cluster.states().ok().and_then(|states| {
+            states
+                .iter()
+                .enumerate()
+                .find_map(|(p, s)| Some((p as u32, pick(s)?)))
+        });
+        if found.is_none() {
+            self.skipped += 1;
+            let _ = self.cluster.free_disk(i);
+            self.note(format!("skip {kind} node {i}: it {none}"));
+        }
+        found
+    }
+
     /// Writes values of 16 KiB, then halving, to a key of partition `p` that no client uses,
     /// through node `i` (its leader, on a full disk), until one of 64 bytes is refused (256
     /// writes at most): the first refusal, for the fault log. Small values, so that they use up the room the log's
@@ -549,18 +575,15 @@ impl Chaos<'_> {
                     return;
                 }
                 // A partition this node follows in sync, and its leader.
-                let target = self.cluster.states().ok().and_then(|states| {
-                    states.iter().enumerate().find_map(|(p, s)| {
+                let up: Vec<bool> = (1..=self.cluster.len())
+                    .map(|n| self.cluster.is_up(n))
+                    .collect();
+                let target =
+                    self.disk_fault_target(i, f.kind, "follows no partition in sync", |s| {
                         let l = s.leader?;
-                        (l != i && s.isr.contains(&i) && self.cluster.is_up(l)).then_some((p, l))
-                    })
-                });
+                        (l != i && s.isr.contains(&i) && up[l as usize - 1]).then_some(l)
+                    });
                 let Some((p, l)) = target else {
-                    self.skipped += 1;
-                    let _ = self.cluster.free_disk(i);
-                    self.note(format!(
-                        "skip disk-full-failover node {i}: it follows no partition in sync"
-                    ));
                     return;
                 };
                 self.cluster.kill9(l);
@@ -575,17 +598,13 @@ impl Chaos<'_> {
                 if self.fill_disk_for(i, f.kind).is_none() {
                     return;
                 }
-                let target = self.cluster.states().ok().and_then(|states| {
-                    states.iter().enumerate().find_map(|(p, s)| {
-                        (s.leader == Some(i) && s.isr.len() > 1).then_some(p as u32)
-                    })
-                });
-                let Some(p) = target else {
-                    self.skipped += 1;
-                    let _ = self.cluster.free_disk(i);
-                    self.note(format!(
-                        "skip disk-full-leader node {i}: it leads no partition with another replica in sync"
-                    ));
+                let target = self.disk_fault_target(
+                    i,
+                    f.kind,
+                    "leads no partition with another replica in sync",
+                    |s| (s.leader == Some(i) && s.isr.len() > 1).then_some(()),
+                );
+                let Some((p, ())) = target else {
                     return;
                 };
                 let outcome = self.fill_leader_log(i, p);
