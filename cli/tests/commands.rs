@@ -2010,7 +2010,7 @@ fn command_introspection_matches_the_command_table() {
         .arg("INFO")
         .arg("object|encoding")
         .arg("CLIENT|ID")
-        .arg("client|pause")
+        .arg("client|tracking")
         .query(&mut c)
         .unwrap();
     let Value::Array(enc) = &info[0] else {
@@ -2109,7 +2109,7 @@ fn command_introspection_matches_the_command_table() {
     // LIST names subcommands too, and filters.
     let list: Vec<String> = cmd("COMMAND").arg("LIST").query(&mut c).unwrap();
     assert!(list.iter().any(|n| n == "object|encoding"), "{list:?}");
-    assert!(!list.iter().any(|n| n == "client|pause"), "{list:?}");
+    assert!(!list.iter().any(|n| n == "client|tracking"), "{list:?}");
     let mut obj: Vec<String> = cmd("COMMAND")
         .arg("LIST")
         .arg("FILTERBY")
@@ -5331,4 +5331,153 @@ fn a_monitor_that_keeps_up_is_not_closed_by_one_large_value() {
         "the monitor got {total} bytes, not the line after the large one"
     );
     assert!(total > 80 << 20, "{total}");
+}
+
+/// Reads from `s` until `want` bytes came or `timeout` passed.
+fn read_n(s: &mut std::net::TcpStream, want: usize, timeout: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+#[test]
+fn client_pause_write_stops_writes_on_every_worker_until_unpause() {
+    let s = server();
+    let mut admin = s.client();
+    let keys = spread_keys("pz", 8);
+    // A key that expires during the pause: hidden, but not deleted until the pause ends.
+    let () = cmd("SET")
+        .arg("pz-exp")
+        .arg("1")
+        .arg("PX")
+        .arg(50)
+        .query(&mut admin)
+        .unwrap();
+    let () = cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(20_000)
+        .arg("WRITE")
+        .query(&mut admin)
+        .unwrap();
+    // Writes to keys of every worker, then a read: the first write stops the connection.
+    let mut w = s.raw();
+    let mut pipeline = Vec::new();
+    for k in &keys {
+        pipeline.extend(resp(&[b"SET", k.as_bytes(), b"v"]));
+    }
+    pipeline.extend(resp(&[b"GET", keys[0].as_bytes()]));
+    w.write_all(&pipeline).unwrap();
+    // In a transaction a read is queued at once; a write waits (as in Redis) to be queued.
+    let mut x = s.raw();
+    expect_reply(&mut x, &resp(&[b"MULTI"]), b"+OK\r\n");
+    expect_reply(&mut x, &resp(&[b"GET", keys[1].as_bytes()]), b"+QUEUED\r\n");
+    x.write_all(&resp(&[b"SET", keys[1].as_bytes(), b"tx"]))
+        .unwrap();
+    assert_eq!(read_n(&mut w, 1, Duration::from_millis(400)), b"");
+    assert_eq!(read_n(&mut x, 1, Duration::from_millis(100)), b"");
+    // Reads go on, and see none of the writes.
+    for k in &keys {
+        assert_eq!(get(&mut admin, k), None, "{k}");
+    }
+    assert_eq!(get(&mut admin, "pz-exp"), None);
+    // A transaction that only reads runs; one that writes waits.
+    let mut r = s.raw();
+    expect_reply(&mut r, &resp(&[b"MULTI"]), b"+OK\r\n");
+    expect_reply(&mut r, &resp(&[b"GET", b"pz-exp"]), b"+QUEUED\r\n");
+    expect_reply(&mut r, &resp(&[b"EXEC"]), b"*1\r\n$-1\r\n");
+    let stats = info(&mut admin, "clients");
+    assert_eq!(stats["blocked_clients"], "2", "{stats:?}");
+    let list: String = cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    assert_eq!(list.matches(" flags=b ").count(), 1, "{list}");
+    assert_eq!(list.matches(" flags=xb ").count(), 1, "{list}");
+    assert!(list.contains("cmd=set "), "{list}");
+    // Active expiry deletes nothing meanwhile (its deletes are writes too).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(info(&mut admin, "stats")["expired_keys"], "0");
+
+    let () = cmd("CLIENT").arg("UNPAUSE").query(&mut admin).unwrap();
+    let mut want = b"+OK\r\n".repeat(keys.len());
+    want.extend_from_slice(b"$1\r\nv\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&read_n(&mut w, want.len(), Duration::from_secs(5))),
+        String::from_utf8_lossy(&want)
+    );
+    assert_eq!(read_n(&mut x, 9, Duration::from_secs(5)), b"+QUEUED\r\n");
+    let exec = common::roundtrip(&mut x, &resp(&[b"EXEC"]), 4);
+    assert!(exec.starts_with(b"*2\r\n"), "{exec:?}");
+    for k in &keys[2..] {
+        assert_eq!(get(&mut admin, k).as_deref(), Some("v"), "{k}");
+    }
+    assert!(wait_until(Duration::from_secs(5), || {
+        info(&mut admin, "stats")["expired_keys"] == "1"
+    }));
+    assert_eq!(info(&mut admin, "clients")["blocked_clients"], "0");
+}
+
+#[test]
+fn client_pause_all_stops_every_command_until_its_deadline() {
+    let s = server();
+    let mut admin = s.raw();
+    // As Redis: the mode is checked before the timeout; errors leave nothing paused.
+    let e = query_err(
+        &mut s.client(),
+        cmd("CLIENT").arg("PAUSE").arg("x").arg("READ"),
+    );
+    assert!(e.contains("CLIENT PAUSE mode must be WRITE or ALL"), "{e}");
+    let e = query_err(&mut s.client(), cmd("CLIENT").arg("PAUSE").arg("-1"));
+    assert!(e.contains("timeout is negative"), "{e}");
+    let e = query_err(&mut s.client(), cmd("CLIENT").arg("PAUSE").arg("1.5"));
+    assert!(
+        e.contains("timeout is not an integer or out of range"),
+        "{e}"
+    );
+    let mut c = s.raw();
+    let keys = spread_keys("pa", 4);
+    for k in &keys {
+        expect_reply(&mut c, &resp(&[b"SET", k.as_bytes(), b"1"]), b"+OK\r\n");
+    }
+    // A pause already on keeps the later end, and the stricter mode: ALL for 300 ms given
+    // during a WRITE pause of 1200 ms makes it ALL for 1200 ms.
+    let start = Instant::now();
+    expect_reply(
+        &mut admin,
+        &resp(&[b"CLIENT", b"PAUSE", b"1200", b"WRITE"]),
+        b"+OK\r\n",
+    );
+    expect_reply(
+        &mut admin,
+        &resp(&[b"CLIENT", b"PAUSE", b"300", b"ALL"]),
+        b"+OK\r\n",
+    );
+    let mut pipeline = resp(&[b"PING"]);
+    for k in &keys {
+        pipeline.extend(resp(&[b"GET", k.as_bytes()]));
+    }
+    c.write_all(&pipeline).unwrap();
+    let mut want = b"+PONG\r\n".to_vec();
+    want.extend_from_slice(&b"$1\r\n1\r\n".repeat(keys.len()));
+    let got = read_n(&mut c, want.len(), Duration::from_secs(10));
+    let waited = start.elapsed();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    assert!(
+        waited >= Duration::from_millis(1150),
+        "answered after {waited:?}, before the pause ended"
+    );
+    // Over: nothing is paused any more.
+    expect_reply(&mut c, &resp(&[b"SET", b"pa-after", b"1"]), b"+OK\r\n");
 }

@@ -421,3 +421,34 @@ fn a_second_server_on_a_taken_grpc_port_does_not_start() {
     assert!(code.is_some(), "still running: {log}");
     assert!(log.contains("gRPC"), "{log}");
 }
+
+#[test]
+fn client_pause_holds_grpc_writes_until_it_is_lifted() {
+    let (s, c, _) = start();
+    let mut con = s.client();
+    assert_eq!(code(&set(&c, b"before", b"1", 0).status), Code::OK);
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(20_000)
+        .arg("WRITE")
+        .query(&mut con)
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = c.clone();
+    let t = std::thread::spawn(move || {
+        let r = set(&writer, b"during", b"2", 0);
+        let _ = tx.send(code(&r.status));
+    });
+    // Reads go on while the write waits.
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+    assert_eq!(get(&c, b"before").value, b"1");
+    assert!(!get(&c, b"during").found);
+    let blocked: String = redis::cmd("INFO").arg("clients").query(&mut con).unwrap();
+    assert!(blocked.contains("blocked_clients:1"), "{blocked}");
+    let started = Instant::now();
+    let () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut con).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(Code::OK));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    t.join().unwrap();
+    assert_eq!(get(&c, b"during").value, b"2");
+}

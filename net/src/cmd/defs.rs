@@ -406,6 +406,29 @@ pub static COMMANDS: &[CommandSpec] = &[
                 ..CommandSpec::DEFAULT
             },
             CommandSpec {
+                name: "client|pause",
+                arity: -3,
+                flags: &["admin", "noscript", "loading", "stale"],
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                group: "connection",
+                since: "2.9.50",
+                summary: "Stop processing commands from clients for some time",
+                complexity: "O(1)",
+                arguments: &[
+                    ArgDoc { name: "timeout", typ: "integer", ..ArgDoc::DEFAULT },
+                    ArgDoc { name: "mode", typ: "oneof", since: Some("6.2.0"), optional: true, sub: &[
+                            ArgDoc { name: "write", typ: "pure-token", token: Some("WRITE"), ..ArgDoc::DEFAULT },
+                            ArgDoc { name: "all", typ: "pure-token", token: Some("ALL"), ..ArgDoc::DEFAULT },
+                        ], ..ArgDoc::DEFAULT },
+                ],
+                kind: Kind::Server,
+                acl_categories: &["@admin", "@slow", "@dangerous", "@connection"],
+                history: &[("6.2.0", "`CLIENT PAUSE WRITE` mode added along with the `mode` option.")],
+                ..CommandSpec::DEFAULT
+            },
+            CommandSpec {
                 name: "client|reply",
                 arity: 3,
                 flags: &["noscript", "loading", "stale"],
@@ -443,6 +466,22 @@ pub static COMMANDS: &[CommandSpec] = &[
                 ],
                 kind: Kind::Server,
                 acl_categories: &["@slow", "@connection"],
+                ..CommandSpec::DEFAULT
+            },
+            CommandSpec {
+                name: "client|unpause",
+                arity: 2,
+                flags: &["admin", "noscript", "loading", "stale"],
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                group: "connection",
+                since: "6.2.0",
+                summary: "Resume processing of clients that were paused",
+                complexity: "O(N) Where N is the number of paused clients",
+                arguments: &[],
+                kind: Kind::Server,
+                acl_categories: &["@admin", "@slow", "@dangerous", "@connection"],
                 ..CommandSpec::DEFAULT
             },
         ],

@@ -40,7 +40,7 @@ SERVER = "multi exec discard watch unwatch ping echo quit hello auth select dbsi
 # The subcommands simplekv implements, per container (COMMAND INFO/DOCS list only these;
 # the others answer "unknown subcommand" or an error saying why they are not supported).
 SUBS = {
-    "client": "getname help id info kill list no-evict reply setname",
+    "client": "getname help id info kill list no-evict pause reply setname unpause",
     "cluster": "countkeysinslot getkeysinslot help info keyslot myid nodes shards slots",
     "command": "count docs getkeys getkeysandflags help info list",
     "config": "get help resetstat set",

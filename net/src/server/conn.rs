@@ -389,6 +389,8 @@ pub struct Client {
     pub paused: bool,
     /// Input is left unread while this worker holds still for an MSETNX (`msetnx`).
     pub frozen: bool,
+    /// Stopped (with `paused`) at a command that waits for CLIENT PAUSE to end (`pause`).
+    pub postponed: bool,
     pub in_dirty_list: bool,
     /// The client sent MULTI: its commands are queued until EXEC or DISCARD (`multi`).
     pub tx: Option<Box<super::multi::TxQueue>>,
@@ -460,6 +462,7 @@ impl Conn {
                 last_cmd: "NULL",
                 paused: false,
                 frozen: false,
+                postponed: false,
                 in_dirty_list: false,
                 tx: None,
                 watched: Vec::new(),

@@ -1075,6 +1075,10 @@ impl Worker {
                 (Payload::Ok, false)
             }
             Op::ClientList => (Payload::Text(self.client_list()), false),
+            Op::PauseChanged => {
+                self.resume_postponed();
+                (Payload::Ok, false)
+            }
             Op::SlowLog(op) => (self.slowlog_op(op), false),
             Op::ClientKill(filter) => {
                 let mut hits = Vec::new();
@@ -2278,6 +2282,31 @@ impl Worker {
                 }
                 _ => return err(out, "ERR syntax error"),
             },
+            ("pause", 3 | 4) => {
+                // As Redis 7.0: the mode is checked before the timeout.
+                let mode = match args.get(3).map(|a| lower(a)).as_deref() {
+                    None | Some("all") => super::pause::PauseMode::All,
+                    Some("write") => super::pause::PauseMode::Write,
+                    Some(_) => return err(out, "ERR CLIENT PAUSE mode must be WRITE or ALL"),
+                };
+                let ms = match crate::resp::parse::string2ll(args[2]) {
+                    Some(v) if v < 0 => return err(out, "ERR timeout is negative"),
+                    Some(v) => v as u64,
+                    None => return err(out, "ERR timeout is not an integer or out of range"),
+                };
+                self.shared.pause.pause(mode, ms);
+                return self.pause_changed(token, out, client);
+            }
+            ("pause", _) => {
+                return err(
+                    out,
+                    "ERR unknown subcommand or wrong number of arguments for 'pause'. Try CLIENT HELP.",
+                );
+            }
+            ("unpause", 2) => {
+                self.shared.pause.unpause();
+                return self.pause_changed(token, out, client);
+            }
             ("no-evict", 3) | ("no-touch", 3) => match lower(args[2]).as_str() {
                 "on" | "off" => write_ok(&mut r),
                 _ => return err(out, "ERR syntax error"),
@@ -2311,6 +2340,10 @@ impl Worker {
                     "      Kill connections by client id.",
                     "    * SKIPME (YES|NO)",
                     "      Skip killing current connection (default: yes).",
+                    "PAUSE <timeout> [WRITE|ALL]",
+                    "    Suspend all, or just write, clients for <timeout> milliseconds.",
+                    "UNPAUSE",
+                    "    Stop the current client pause, resuming traffic.",
                     "REPLY (ON|OFF|SKIP)",
                     "    Control the replies sent to the current connection:",
                     "    * ON - Reply to all commands (default).",
@@ -2351,10 +2384,14 @@ impl Worker {
             text(&c.name),
             c.created.elapsed().as_secs(),
             c.last_active.elapsed().as_secs(),
-            match (multi.is_some(), c.monitor) {
-                (true, _) => "x",
-                (false, true) => "O",
-                (false, false) => "N",
+            // Redis's order: O (monitor), x (MULTI), b (blocked: stopped by CLIENT PAUSE).
+            match (c.monitor, multi.is_some(), c.postponed) {
+                (true, true, _) => "Ox",
+                (true, false, _) => "O",
+                (false, true, true) => "xb",
+                (false, true, false) => "x",
+                (false, false, true) => "b",
+                (false, false, false) => "N",
             },
             multi.map_or(-1, |n| n as i64),
             out.slots.len(),

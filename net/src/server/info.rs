@@ -13,6 +13,7 @@ impl Worker {
         s.input_kbps = self.rates[1].rate() / 1024.0;
         s.output_kbps = self.rates[2].rate() / 1024.0;
         s.clients = self.conns.iter().flatten().count() as u64;
+        s.blocked = (self.blocked_by_pause() + self.parked_waits.len()) as u64;
         s.partitions = self.owned.len() as u64;
         s.journals = self.journaling() as u64;
         for &p in &self.owned {
@@ -229,8 +230,8 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("clients") {
         let _ = write!(
             o,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
-            si.connected_clients, si.maxclients
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
+            si.connected_clients, si.maxclients, t.blocked
         );
     }
     if want("memory") {

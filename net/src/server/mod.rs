@@ -15,6 +15,7 @@ mod monitor;
 mod moves;
 mod msetnx;
 mod multi;
+mod pause;
 pub mod replica;
 pub mod router;
 mod seqtx;
@@ -614,6 +615,7 @@ pub fn start_node(
         config_file,
         config: std::sync::Mutex::new((0, Arc::new(config.clone()))),
         monitors: monitor::Monitors::new(workers as usize),
+        pause: pause::ClientPause::new(started),
     });
 
     let mut polls = Vec::new();

@@ -85,6 +85,11 @@ impl TxQueue {
     pub fn len(&self) -> usize {
         self.cmds.len()
     }
+
+    /// The commands queued so far.
+    pub fn queued(&self) -> impl Iterator<Item = &OwnedArgs> {
+        self.cmds.iter()
+    }
 }
 
 /// A watched key's version when it was watched; `None` while not known (not read yet, or

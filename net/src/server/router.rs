@@ -278,6 +278,9 @@ pub enum Op {
     Stats,
     /// CONFIG RESETSTAT: this worker's counters back to zero.
     ResetStats,
+    /// CLIENT PAUSE or UNPAUSE changed the node's pause: the worker answers once it has
+    /// seen it, and goes on with what the pause stopped if it is over (`pause`).
+    PauseChanged,
     ClientList,
     ClientKill(KillFilter),
     /// SLOWLOG GET / LEN / RESET: this worker's log.

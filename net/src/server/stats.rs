@@ -38,6 +38,8 @@ pub struct Shared {
     pub config: std::sync::Mutex<(u64, std::sync::Arc<simplekv_conf::Config>)>,
     /// The connections in MONITOR mode, per worker.
     pub monitors: super::monitor::Monitors,
+    /// CLIENT PAUSE (`pause`).
+    pub pause: super::pause::ClientPause,
 }
 
 impl Shared {
@@ -100,6 +102,8 @@ pub struct WorkerStats {
     pub keys: u64,
     pub expires: u64,
     pub clients: u64,
+    /// Connections waiting: in WAIT, or stopped by CLIENT PAUSE (INFO `blocked_clients`).
+    pub blocked: u64,
     pub commands: u64,
     pub net_in: u64,
     pub net_out: u64,
@@ -290,6 +294,7 @@ impl WorkerStats {
         self.keys += o.keys;
         self.expires += o.expires;
         self.clients += o.clients;
+        self.blocked += o.blocked;
         self.commands += o.commands;
         self.net_in += o.net_in;
         self.net_out += o.net_out;

@@ -152,6 +152,10 @@ pub struct Worker {
     pub nx: Option<super::msetnx::NxHeld>,
     pub nx_deferred: std::collections::VecDeque<Msg>,
     pub nx_frozen: Vec<usize>,
+    /// Connections stopped by CLIENT PAUSE, and work from elsewhere it stopped, in the
+    /// order they stopped (`pause`).
+    pub postponed_conns: Vec<usize>,
+    pub postponed_msgs: std::collections::VecDeque<Msg>,
     /// Whose turn it is first when a hold ends (`msetnx::nx_release`).
     pub nx_steps_first: bool,
     /// MSETNX steps to pass on, sent after the turn's other requests (see `send_batches`).
@@ -323,6 +327,8 @@ impl Worker {
             nx: None,
             nx_deferred: std::collections::VecDeque::new(),
             nx_frozen: Vec::new(),
+            postponed_conns: Vec::new(),
+            postponed_msgs: std::collections::VecDeque::new(),
             nx_steps_first: false,
             nx_out: Vec::new(),
             forming: Vec::new(),
@@ -471,6 +477,7 @@ impl Worker {
                 }
             }
             self.drain_channel();
+            self.resume_postponed();
             self.end_turn();
             if self.last_cron.elapsed() >= self.cron_interval() {
                 self.cron();
@@ -501,6 +508,10 @@ impl Worker {
                 next.min(deadline.saturating_duration_since(Instant::now()))
             }
             _ => next,
+        };
+        let next = match self.pause_wakeup() {
+            Some(d) => next.min(d),
+            None => next,
         };
         if !self.parked_waits.is_empty() {
             // WAIT deadlines are checked at the end of each turn.
@@ -830,6 +841,10 @@ impl Worker {
             self.stats.order_waits += 1;
             return Step::Stop;
         }
+        if self.postpones(client, args) {
+            self.postpone(token, client, args);
+            return Step::Stop;
+        }
         let queued = client.tx.is_some();
         let mark = self.slow_begin(token, client, out, args);
         let failed = out.failed_cmds.len();
@@ -983,6 +998,10 @@ impl Worker {
     fn handle_msg_for(&mut self, msg: Msg) {
         if self.nx.is_some() && super::msetnx::waits_for_hold(&msg) {
             self.nx_deferred.push_back(msg);
+            return;
+        }
+        if self.postpones_msg(&msg) {
+            self.postponed_msgs.push_back(msg);
             return;
         }
         match msg {
@@ -2061,7 +2080,7 @@ impl Worker {
             // connection still has commands to run) and every reply is written.
             let input_done = conn.client.eof && !conn.client.paused && !conn.client.frozen;
             let closing_done = (conn.client.closing || input_done) && conn.out.finished();
-            if conn.client.paused && !conn.out.blocked() {
+            if conn.client.paused && !conn.client.postponed && !conn.out.blocked() {
                 conn.client.paused = false;
                 resume.push(token);
             }
@@ -2195,6 +2214,10 @@ impl Worker {
         // ends (`msetnx::nx_release`).
         if self.nx.is_some() {
             self.expire_due = true;
+            return;
+        }
+        // CLIENT PAUSE: a tombstone is a write (Redis, too, expires nothing while paused).
+        if self.shared.pause.mode().is_some() {
             return;
         }
         let effort = self.config.storage.active_expire_effort.max(1) as usize;
@@ -2476,8 +2499,10 @@ impl Worker {
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
                 // A monitor only reads (Redis does not time out its replicas either).
+                // Nor one stopped by CLIENT PAUSE (Redis does not time out blocked clients).
                 (c.out.slots.is_empty()
                     && !c.client.monitor
+                    && !c.client.postponed
                     && c.client.last_active.elapsed() > idle)
                     .then_some(i + FIRST_CONN)
             })
@@ -2507,6 +2532,7 @@ impl Worker {
             if let Some(mut l) = self.listener.take() {
                 let _ = self.poll.registry().deregister(&mut l);
             }
+            self.drop_postponed();
         }
         let busy = self.conns.iter().flatten().any(|c| {
             c.out
