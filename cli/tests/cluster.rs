@@ -1565,3 +1565,50 @@ fn a_leader_that_cannot_begin_its_epoch_hands_over_to_another_in_sync_replica() 
     set(&c, leader, &key, "after").unwrap();
     assert_eq!(get(&c, preferred, &key).as_deref(), Some("after"));
 }
+
+/// CLIENT PAUSE ALL on a follower stops its clients, not replication: a leader's acks=all
+/// writes still reach it at once and it stays in sync (as Redis feeds its replicas during a
+/// pause).
+#[test]
+fn a_paused_follower_still_replicates_and_stays_in_sync() {
+    let c = LocalCluster::start(3, 3, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let p = (0..c.partitions)
+        .find(|&p| c.leader_of(p) != Some(2))
+        .expect("a partition node 2 follows");
+    let leader = c.leader_of(p).expect("leader");
+    let key = c.key_in(p).to_string();
+    set(&c, leader, &key, "before").expect("set before the pause");
+    let mut follower = c.conn_to(2);
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(6_000)
+        .arg("ALL")
+        .query(&mut follower)
+        .expect("CLIENT PAUSE");
+    let t0 = Instant::now();
+    for i in 0..20 {
+        set(&c, leader, &key, &format!("during{i}")).expect("acks=all write during the pause");
+    }
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "20 acks=all writes took {took:?}: the paused follower held them back"
+    );
+    assert!(
+        c.partition_state(p).isr.contains(&2),
+        "the paused follower left the ISR\n{}",
+        c.all_log_tails()
+    );
+    // Its own clients wait until the pause ends (a new connection: the one that paused is
+    // free to wait too).
+    let t1 = Instant::now();
+    let v = run(&c.resp_addr(2), &[b"PING"], Duration::from_secs(10)).expect("PING");
+    assert_eq!(v, Value::SimpleString("PONG".into()));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(5_500),
+        "PING answered {:?} into the pause",
+        t1.elapsed()
+    );
+    assert_eq!(get(&c, leader, &key).as_deref(), Some("during19"));
+}

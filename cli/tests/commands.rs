@@ -5365,12 +5365,17 @@ fn client_pause_write_stops_writes_on_every_worker_until_unpause() {
         .arg(50)
         .query(&mut admin)
         .unwrap();
+    // A transaction queued before the pause: its EXEC waits.
+    let mut q = s.raw();
+    expect_reply(&mut q, &resp(&[b"MULTI"]), b"+OK\r\n");
+    expect_reply(&mut q, &resp(&[b"SET", b"pz-q", b"q"]), b"+QUEUED\r\n");
     let () = cmd("CLIENT")
         .arg("PAUSE")
         .arg(20_000)
         .arg("WRITE")
         .query(&mut admin)
         .unwrap();
+    q.write_all(&resp(&[b"EXEC"])).unwrap();
     // Writes to keys of every worker, then a read: the first write stops the connection.
     let mut w = s.raw();
     let mut pipeline = Vec::new();
@@ -5397,11 +5402,20 @@ fn client_pause_write_stops_writes_on_every_worker_until_unpause() {
     expect_reply(&mut r, &resp(&[b"MULTI"]), b"+OK\r\n");
     expect_reply(&mut r, &resp(&[b"GET", b"pz-exp"]), b"+QUEUED\r\n");
     expect_reply(&mut r, &resp(&[b"EXEC"]), b"*1\r\n$-1\r\n");
-    let stats = info(&mut admin, "clients");
-    assert_eq!(stats["blocked_clients"], "2", "{stats:?}");
+    assert_eq!(read_n(&mut q, 1, Duration::from_millis(100)), b"");
+    // A stopped client that goes away is closed, not kept until the pause ends.
+    let mut gone = s.raw();
+    gone.write_all(&resp(&[b"SET", b"pz-gone", b"1"])).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        info(&mut admin, "clients")["blocked_clients"] == "4"
+    }));
+    drop(gone);
+    assert!(wait_until(Duration::from_secs(5), || {
+        info(&mut admin, "clients")["blocked_clients"] == "3"
+    }));
     let list: String = cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
     assert_eq!(list.matches(" flags=b ").count(), 1, "{list}");
-    assert_eq!(list.matches(" flags=xb ").count(), 1, "{list}");
+    assert_eq!(list.matches(" flags=xb ").count(), 2, "{list}");
     assert!(list.contains("cmd=set "), "{list}");
     // Active expiry deletes nothing meanwhile (its deletes are writes too).
     std::thread::sleep(Duration::from_millis(300));
@@ -5417,6 +5431,13 @@ fn client_pause_write_stops_writes_on_every_worker_until_unpause() {
     assert_eq!(read_n(&mut x, 9, Duration::from_secs(5)), b"+QUEUED\r\n");
     let exec = common::roundtrip(&mut x, &resp(&[b"EXEC"]), 4);
     assert!(exec.starts_with(b"*2\r\n"), "{exec:?}");
+    assert_eq!(read_n(&mut q, 9, Duration::from_secs(5)), b"*1\r\n+OK\r\n");
+    assert_eq!(get(&mut admin, "pz-q").as_deref(), Some("q"));
+    assert_eq!(
+        get(&mut admin, "pz-gone"),
+        None,
+        "the closed client's write never ran"
+    );
     for k in &keys[2..] {
         assert_eq!(get(&mut admin, k).as_deref(), Some("v"), "{k}");
     }

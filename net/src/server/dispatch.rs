@@ -1075,10 +1075,9 @@ impl Worker {
                 (Payload::Ok, false)
             }
             Op::ClientList => (Payload::Text(self.client_list()), false),
-            Op::PauseChanged => {
-                self.resume_postponed();
-                (Payload::Ok, false)
-            }
+            // The worker's loop goes on with what the pause stopped once it is over (not
+            // here: this may run inside a transaction's part).
+            Op::PauseChanged { .. } => (Payload::Ok, false),
             Op::SlowLog(op) => (self.slowlog_op(op), false),
             Op::ClientKill(filter) => {
                 let mut hits = Vec::new();
@@ -2298,9 +2297,12 @@ impl Worker {
                 return self.pause_changed(token, out, client);
             }
             ("pause", _) => {
+                let sub = String::from_utf8_lossy(&args[1][..args[1].len().min(128)]);
                 return err(
                     out,
-                    "ERR unknown subcommand or wrong number of arguments for 'pause'. Try CLIENT HELP.",
+                    &format!(
+                        "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."
+                    ),
                 );
             }
             ("unpause", 2) => {

@@ -4,24 +4,30 @@
 //! its end, so that every worker checks it with one relaxed load per command while no pause
 //! is on. A worker stops a connection at its first command the pause covers (every command
 //! in `ALL` mode, those flagged `write` or `may_replicate` in `WRITE` mode, and an EXEC whose
-//! transaction queued one) and leaves its input unread; work from other threads (the gRPC
-//! service, and single-key commands of other workers' connections) that the pause covers
-//! waits in the worker's queue. Both go on, in the order they stopped, when the pause ends:
-//! at its deadline (each worker's poll wakes for it) or at CLIENT UNPAUSE, which tells every
-//! worker.
+//! transaction queued one) and leaves its input unread; calls of the gRPC KV service that the
+//! pause covers wait in the worker's queue. Both go on, in the order they stopped, when the
+//! pause ends: at its deadline (each worker's poll wakes for it) or at CLIENT UNPAUSE, which
+//! tells every worker. Work between workers and between nodes (replication, leadership
+//! moves) is never held back.
 //!
-//! CLIENT PAUSE answers once every worker has handled a message sent after the pause was
-//! set (`Op::PauseChanged`): a command that starts on any worker after the +OK sees the
-//! pause, and a single-key command forwarded from another worker before that worker saw it
-//! is stopped by its owner.
+//! CLIENT PAUSE answers once every worker has seen the pause, and once every command a worker
+//! forwarded to another before it saw the pause has run there: the worker that ran it sends
+//! `Op::PauseChanged { relay: true }` to every other, each of which relays an
+//! `Op::PauseChanged { relay: false }` to every other worker but itself; the command's
+//! reply gathers all N x N answers. A relay from worker B reaches worker C behind anything B
+//! sent C before (one channel per worker, in order), so by the +OK those commands have run,
+//! and B checks the pause for every command after. A command that started on any worker
+//! after the +OK therefore sees the pause.
 //!
 //! While a pause is on, active expiry deletes nothing (its tombstones would be writes):
 //! expired keys are hidden from reads as always and deleted once the pause ends.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::conn::Client;
-use super::router::{Msg, Op, Payload, Request, Response};
+use super::conn::{Client, Gather, Output, Pending, Slot};
+use super::dispatch::fill_slot;
+use super::replica::Need;
+use super::router::{Msg, Op, Payload, ReplyTo, Request};
 use super::worker::Worker;
 use crate::cmd::{self, CommandSpec};
 
@@ -147,13 +153,15 @@ fn stops_args<'a>(mode: PauseMode, mut args: impl Iterator<Item = &'a [u8]>) -> 
     stops(mode, spec)
 }
 
-/// Whether a pause in `mode` stops work sent to a worker from elsewhere: every such op in
-/// ALL mode; in WRITE mode the single-key writes and the write parts of multi-key commands.
+/// Whether a pause in `mode` stops a call of the gRPC KV service: every one in ALL mode;
+/// in WRITE mode its writes. Anything else sent from outside the workers (replication,
+/// leadership moves) goes on, as Redis goes on feeding its replicas.
 fn stops_op(mode: PauseMode, op: &Op) -> bool {
     match op {
         Op::Keyed { args, .. } => stops_args(mode, args.iter()),
         Op::Del { .. } | Op::MSet { .. } | Op::MSetNx { .. } => true,
-        _ => mode == PauseMode::All,
+        Op::MGet { .. } | Op::Exists { .. } => mode == PauseMode::All,
+        _ => false,
     }
 }
 
@@ -208,18 +216,14 @@ impl Worker {
         self.postponed_conns.push(token);
     }
 
-    /// Whether a message waits for the pause to end (`handle_msg_for`): the gRPC service's
-    /// work, and single-key commands other workers forwarded.
+    /// Whether a message waits for the pause to end (`handle_msg_for`): the gRPC KV
+    /// service's calls the pause covers. Not once the worker drains for shutdown (it would
+    /// wait for nothing: `drop_postponed`).
     pub(super) fn postpones_msg(&self, msg: &Msg) -> bool {
-        let op = match msg {
-            Msg::External { op, .. } => op,
-            Msg::Req(Request {
-                op: op @ Op::Keyed { .. },
-                ..
-            }) => op,
-            _ => return false,
+        let Msg::External { op, .. } = msg else {
+            return false;
         };
-        self.shared.pause.mode().is_some_and(|m| stops_op(m, op))
+        !self.draining && self.shared.pause.mode().is_some_and(|m| stops_op(m, op))
     }
 
     /// Connections and messages the pause stopped (some of the connections may have closed
@@ -228,8 +232,8 @@ impl Worker {
         self.postponed_conns.len() + self.postponed_msgs.len()
     }
 
-    /// INFO `blocked_clients`: this worker's connections the pause stopped, and the commands
-    /// of other workers' connections and gRPC calls it holds.
+    /// INFO `blocked_clients`: this worker's connections the pause stopped, and the gRPC
+    /// calls it holds.
     pub(super) fn blocked_by_pause(&self) -> usize {
         let conns = self.conns.iter().flatten();
         conns.filter(|c| c.client.postponed).count() + self.postponed_msgs.len()
@@ -267,37 +271,71 @@ impl Worker {
         }
     }
 
-    /// Shutting down: what the pause stopped is not run. Forwarded commands are answered
-    /// with an error, so that their connections' workers are not left waiting; the gRPC
-    /// service's work is dropped, which answers its calls that the server is going away.
+    /// Shutting down: the gRPC calls the pause stopped are dropped, which answers them that
+    /// the server is going away.
     pub(super) fn drop_postponed(&mut self) {
-        for m in std::mem::take(&mut self.postponed_msgs) {
-            if let Msg::Req(req) = m {
-                self.outbox.push((
-                    req.reply_to.worker,
-                    Response::new(
-                        req.reply_to,
-                        Payload::Err("ERR the server is shutting down".into()),
-                    ),
-                    super::replica::Need::Now,
-                ));
-            }
-        }
+        self.postponed_msgs.clear();
     }
 
-    /// CLIENT PAUSE / UNPAUSE: every worker is told, and the command answers +OK once all
-    /// of them handled it (see the module's comment).
-    pub(super) fn pause_changed(
-        &mut self,
-        token: usize,
-        out: &mut super::conn::Output,
-        client: &Client,
-    ) {
-        let g = super::conn::Gather::AllOk {
-            missing: self.peers.len(),
+    /// CLIENT PAUSE / UNPAUSE: every worker is told, and the command answers +OK once each
+    /// has seen it and relayed it to every other (see the module's comment).
+    pub(super) fn pause_changed(&mut self, token: usize, out: &mut Output, client: &Client) {
+        let n = self.peers.len();
+        let g = Gather::AllOk {
+            missing: n * n,
             error: None,
         };
-        self.broadcast(token, out, client, g, || Op::PauseChanged);
+        if self.tx_plan.is_some() {
+            // Inside MULTI (planned at EXEC): the transaction's parts run on every worker in
+            // one go, the pause set before; one message to each is enough.
+            let g = Gather::AllOk {
+                missing: n,
+                error: None,
+            };
+            return self.broadcast(token, out, client, g, || Op::PauseChanged { relay: false });
+        }
+        let mut slot = Slot::Waiting(Box::new(Pending {
+            gather: g,
+            hold: None,
+        }));
+        let seq = out.next_seq();
+        // Every answer but this worker's own is owed (counted once per answer).
+        let mut reply_to = None;
+        for _ in 1..n * n {
+            reply_to = Some(self.reply_to(token, client, out, seq, 0));
+        }
+        fill_slot(&mut slot, self.id as u32, Payload::Ok);
+        if let Some(reply_to) = reply_to {
+            let me = self.id;
+            for w in (0..n).filter(|&w| w != me) {
+                self.send_req(
+                    w,
+                    Request {
+                        reply_to,
+                        op: Op::PauseChanged { relay: true },
+                        acks: simplekv_conf::Acks::Leader,
+                    },
+                );
+            }
+            self.relay_pause(reply_to);
+        }
+        self.push_gathered(out, slot, Need::Now);
+    }
+
+    /// Relays CLIENT PAUSE / UNPAUSE to every other worker: each answers the command itself
+    /// once it handled the relay, behind anything this worker sent it before.
+    pub(super) fn relay_pause(&mut self, reply_to: ReplyTo) {
+        let me = self.id;
+        for w in (0..self.peers.len()).filter(|&w| w != me) {
+            self.send_req(
+                w,
+                Request {
+                    reply_to,
+                    op: Op::PauseChanged { relay: false },
+                    acks: simplekv_conf::Acks::Leader,
+                },
+            );
+        }
     }
 }
 

@@ -279,8 +279,10 @@ pub enum Op {
     /// CONFIG RESETSTAT: this worker's counters back to zero.
     ResetStats,
     /// CLIENT PAUSE or UNPAUSE changed the node's pause: the worker answers once it has
-    /// seen it, and goes on with what the pause stopped if it is over (`pause`).
-    PauseChanged,
+    /// seen it, after relaying it to every other worker when `relay` (`pause`).
+    PauseChanged {
+        relay: bool,
+    },
     ClientList,
     ClientKill(KillFilter),
     /// SLOWLOG GET / LEN / RESET: this worker's log.

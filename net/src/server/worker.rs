@@ -276,7 +276,7 @@ pub struct Worker {
     /// Connections whose next reply waits for durability.
     durable_waiters: Vec<usize>,
     sync_tx: Sender<SyncJob>,
-    draining: bool,
+    pub(super) draining: bool,
     drained_counted: bool,
     shutdown_deadline: Option<Instant>,
     /// When this worker began to drain (`shutdown_step`).
@@ -476,8 +476,9 @@ impl Worker {
                     }
                 }
             }
-            self.drain_channel();
+            // What the pause stopped first, before what came in since.
             self.resume_postponed();
+            self.drain_channel();
             self.end_turn();
             if self.last_cron.elapsed() >= self.cron_interval() {
                 self.cron();
@@ -656,6 +657,13 @@ impl Worker {
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
+        // Stopped by CLIENT PAUSE: a client that goes away meanwhile is closed (as Redis
+        // frees it), not left holding its connection until the pause ends.
+        if conn.client.postponed && drain && !conn.client.closing {
+            conn.client.dead = true;
+            self.mark_conn_dirty(token);
+            return;
+        }
         if conn.client.closing
             || conn.client.paused
             || conn.client.frozen
@@ -1071,6 +1079,18 @@ impl Worker {
                 op: Op::SeqVisit(run),
                 ..
             }) => self.seq_visit(run),
+            Msg::Req(Request {
+                reply_to,
+                op: Op::PauseChanged { relay: true },
+                ..
+            }) => {
+                self.relay_pause(reply_to);
+                self.outbox.push((
+                    reply_to.worker,
+                    Response::new(reply_to, Payload::Ok),
+                    Need::Now,
+                ));
+            }
             Msg::Req(req) => {
                 let (payload, need) = self.execute_op(req.op, req.acks);
                 let Some(payload) = self.forward_scan(req.reply_to, req.acks, payload, need) else {
