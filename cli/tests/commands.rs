@@ -5502,3 +5502,140 @@ fn client_pause_all_stops_every_command_until_its_deadline() {
     // Over: nothing is paused any more.
     expect_reply(&mut c, &resp(&[b"SET", b"pa-after", b"1"]), b"+OK\r\n");
 }
+
+/// LATENCY HISTOGRAM's reply for one command: (calls, [(µs, calls at most that long)]).
+fn latency_histogram(v: &Value, name: &str) -> Option<(i64, Vec<(i64, i64)>)> {
+    let Value::Array(items) = v else {
+        panic!("{v:?}")
+    };
+    let at = items
+        .chunks(2)
+        .find(|p| p[0] == Value::BulkString(name.as_bytes().to_vec()))?;
+    let Value::Array(fields) = &at[1] else {
+        panic!("{at:?}")
+    };
+    assert_eq!(fields[0], Value::BulkString(b"calls".to_vec()));
+    assert_eq!(fields[2], Value::BulkString(b"histogram_usec".to_vec()));
+    let (Value::Int(calls), Value::Array(buckets)) = (&fields[1], &fields[3]) else {
+        panic!("{fields:?}")
+    };
+    let buckets = buckets
+        .chunks(2)
+        .map(|b| match b {
+            [Value::Int(us), Value::Int(n)] => (*us, *n),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    Some((*calls, buckets))
+}
+
+#[test]
+fn latency_tracking_keeps_redis_histograms_per_command() {
+    let s = server();
+    let mut c = s.client();
+    // Keys on every worker: the workers' histograms are merged.
+    let keys = spread_keys("lat", 200);
+    for k in &keys {
+        set(&mut c, k, "v");
+    }
+    for k in &keys[..100] {
+        assert_eq!(get(&mut c, k).as_deref(), Some("v"));
+    }
+    let hist: Value = cmd("LATENCY")
+        .arg("HISTOGRAM")
+        .arg("set")
+        .arg("GET")
+        .arg("nosuch")
+        .query(&mut c)
+        .unwrap();
+    // Buckets at 1024 << k ns, named in µs as Redis names them.
+    let levels: Vec<i64> = (0..21)
+        .map(|k| (((1032u64 << k) - 1) / 1000) as i64)
+        .collect();
+    assert_eq!(&levels[..7], &[1, 2, 4, 8, 16, 33, 66]);
+    for (name, calls) in [("set", 200), ("get", 100)] {
+        let (n, buckets) = latency_histogram(&hist, name).expect(name);
+        assert_eq!(n, calls, "{name}");
+        assert_eq!(
+            buckets.last().map(|b| b.1),
+            Some(calls),
+            "{name}: {buckets:?}"
+        );
+        assert!(
+            buckets
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+        );
+        assert!(buckets.iter().all(|b| levels.contains(&b.0)), "{buckets:?}");
+    }
+    assert!(latency_histogram(&hist, "nosuch").is_none());
+    // INFO latencystats: only when asked for (or all / everything), as in Redis.
+    let text: String = cmd("INFO").arg("latencystats").query(&mut c).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("latency_percentiles_usec_set:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let values: Vec<f64> = line
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            assert!(["p50", "p99", "p99.9"].contains(&k), "{line}");
+            v.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(values.len(), 3, "{line}");
+    assert!(values[0] > 0.0 && values[0] <= values[1] && values[1] <= values[2]);
+    let plain: String = cmd("INFO").query(&mut c).unwrap();
+    assert!(!plain.contains("# Latencystats"));
+    let all: String = cmd("INFO").arg("everything").query(&mut c).unwrap();
+    assert!(all.contains("latency_percentiles_usec_get:"));
+    // The percentiles shown, checked as Redis checks them.
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("latency-tracking-info-percentiles")
+        .arg("0 99.99 100")
+        .query(&mut c)
+        .unwrap();
+    let text: String = cmd("INFO").arg("latencystats").query(&mut c).unwrap();
+    let get_line = text
+        .lines()
+        .find(|l| l.starts_with("latency_percentiles_usec_get:p0="))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        get_line.contains(",p99.99=") && get_line.contains(",p100="),
+        "{get_line}"
+    );
+    let e = query_err(
+        &mut c,
+        cmd("CONFIG")
+            .arg("SET")
+            .arg("latency-tracking-info-percentiles")
+            .arg("50 101"),
+    );
+    assert!(e.contains("should sit between [0.0,100.0]"), "{e}");
+    // Turned off, nothing more is counted; CONFIG RESETSTAT empties the histograms.
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("latency-tracking")
+        .arg("no")
+        .query(&mut c)
+        .unwrap();
+    set(&mut c, &keys[0], "w");
+    let hist: Value = cmd("LATENCY")
+        .arg("HISTOGRAM")
+        .arg("set")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(latency_histogram(&hist, "set").unwrap().0, 200);
+    let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let hist: Value = cmd("LATENCY").arg("HISTOGRAM").query(&mut c).unwrap();
+    assert_eq!(hist, Value::Array(vec![]));
+    let e = query_err(&mut c, cmd("LATENCY").arg("NOSUCH"));
+    assert!(
+        e.contains("unknown subcommand 'NOSUCH'. Try LATENCY HELP."),
+        "{e}"
+    );
+}

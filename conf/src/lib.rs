@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfError;
-pub use settings::{SettingInfo, SettingKind};
+pub use settings::{SettingInfo, SettingKind, parse_percentiles};
 pub use types::{Acks, Fsync, LogLevel, ParseEnumError, ZkConnect};
 pub use units::{GIB, KIB, MIB, format_size, parse_size};
 
@@ -84,6 +84,10 @@ pub struct ServerConfig {
     pub slowlog_log_slower_than: i64,
     /// Entries the slow log keeps, newest first.
     pub slowlog_max_len: u32,
+    /// Per-command latency histograms (INFO latencystats, LATENCY HISTOGRAM).
+    pub latency_tracking: bool,
+    /// The percentiles INFO latencystats shows, space-separated (e.g. "50 99 99.9").
+    pub latency_tracking_info_percentiles: String,
     /// Log verbosity.
     pub log_level: LogLevel,
 }
@@ -185,6 +189,8 @@ impl Default for ServerConfig {
             hz: 10,
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
+            latency_tracking: true,
+            latency_tracking_info_percentiles: "50 99 99.9".to_owned(),
             log_level: LogLevel::Info,
         }
     }

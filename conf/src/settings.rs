@@ -417,6 +417,25 @@ fn check_any(_: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn check_percentiles(value: &str) -> Result<(), String> {
+    parse_percentiles(value).map(|_| ())
+}
+
+/// `server.latency_tracking_info_percentiles` as numbers (Redis's checks and texts).
+pub fn parse_percentiles(value: &str) -> Result<Vec<f64>, String> {
+    value
+        .split_whitespace()
+        .map(|p| match p.parse::<f64>() {
+            Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+            Ok(_) => Err(
+                "latency-tracking-info-percentiles parameters should sit between [0.0,100.0]"
+                    .to_owned(),
+            ),
+            Err(_) => Err("Invalid latency-tracking-info-percentiles parameters".to_owned()),
+        })
+        .collect()
+}
+
 /// It travels in gRPC metadata, which takes printable ASCII.
 fn check_secret(value: &str) -> Result<(), String> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
@@ -613,6 +632,30 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
             max: 1_000_000,
             get: |c| u64::from(c.server.slowlog_max_len),
             set: |c, v| c.server.slowlog_max_len = v as u32,
+        },
+    },
+    SettingInfo {
+        name: "server.latency_tracking",
+        redis_name: Some("latency-tracking"),
+        runtime: true,
+        help: "Keep a latency histogram per command (INFO latencystats, LATENCY HISTOGRAM), \
+               as Redis 7; a command is timed where it runs.",
+        access: Access::Bool {
+            get: |c| c.server.latency_tracking,
+            set: |c, v| c.server.latency_tracking = v,
+        },
+    },
+    SettingInfo {
+        name: "server.latency_tracking_info_percentiles",
+        redis_name: Some("latency-tracking-info-percentiles"),
+        runtime: true,
+        help: "The percentiles INFO latencystats shows for each command, separated by spaces, \
+               each 0..=100; empty for none.",
+        access: Access::Text {
+            accepts: "percentiles (0..=100) separated by spaces",
+            check: check_percentiles,
+            get: |c| c.server.latency_tracking_info_percentiles.clone(),
+            set: |c, v| c.server.latency_tracking_info_percentiles = v,
         },
     },
     SettingInfo {

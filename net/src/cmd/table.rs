@@ -674,7 +674,8 @@ mod tests {
         let server = "ping echo quit hello auth select dbsize scan keys randomkey flushdb \
                       flushall info config command client role time shutdown bgrewriteaof \
                       wait cluster readonly readwrite lastsave save bgsave memory object rename \
-                      renamenx copy reset bitop lcs slowlog monitor multi exec discard watch unwatch";
+                      renamenx copy reset bitop lcs slowlog monitor latency multi exec discard watch
+                      unwatch";
         // The transaction commands are found by their group (`Worker::dispatch`).
         for name in server.split_whitespace() {
             let tx = ["multi", "exec", "discard", "watch", "unwatch"].contains(&name);

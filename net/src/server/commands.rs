@@ -144,6 +144,15 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             super::slowlog::write_entries(r, entries, *count, *max_len);
         }
         Finisher::Sum { max } => write_integer(r, int_sum(&parts).min(*max)),
+        Finisher::LatencyHistogram { names } => {
+            let mut total = super::stats::CmdStats::default();
+            for p in &parts {
+                if let Payload::Stats(s) = p {
+                    total.absorb(&s.cmdstats);
+                }
+            }
+            r.extend_from_slice(&super::latency::histogram_reply(&total.latencies(), names));
+        }
         Finisher::Info { sections } => {
             let mut total = WorkerStats::default();
             for p in &parts {

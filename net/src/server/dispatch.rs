@@ -22,6 +22,10 @@ pub enum Finisher {
     Info {
         sections: Vec<String>,
     },
+    /// LATENCY HISTOGRAM: the merged histograms of these commands (all when empty).
+    LatencyHistogram {
+        names: Vec<String>,
+    },
     Keys,
     /// `extra`: the line of the asking connection (it is not in its worker's table while its
     /// command runs).
@@ -477,6 +481,7 @@ impl Worker {
                 self.reply_buf = reply;
             }
         } else {
+            self.sent_keyed = true;
             let seq = out.push_slot(Slot::Waiting(Box::new(Pending {
                 gather: Gather::Single(None),
                 hold: None,
@@ -878,6 +883,14 @@ impl Worker {
                 let wrote = effect == Effect::Wrote;
                 if wrote {
                     self.mark_dirty(partition);
+                }
+                // A single-key command sent here whole is timed here for its latency
+                // histogram (its connection's worker leaves it out: `sent_keyed`).
+                if self.config.server.latency_tracking
+                    && let Some(t) = &timer
+                {
+                    let name = spec.for_args(&slices).name;
+                    self.stats.cmdstats.record_latency(name, t.micros());
                 }
                 self.op_ran(timer, || slices.clone());
                 (Payload::Resp(reply), wrote)
@@ -1594,6 +1607,26 @@ impl Worker {
                 return self.broadcast(token, out, client, g, || Op::Rewrite);
             }
             "config" => return self.cmd_config(token, out, client, args),
+            "latency" => match lower(args[1]).as_str() {
+                "histogram" => {
+                    let names = args[2..].iter().map(|a| lower(a)).collect();
+                    let g = self.collect_gather(Finisher::LatencyHistogram { names });
+                    return self.broadcast(token, out, client, g, || Op::Stats);
+                }
+                "help" => {
+                    let lines = [
+                        "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                        "HISTOGRAM [COMMAND ...]",
+                        "    Return a cumulative distribution of latencies in the format of a histogram for the specified command names.",
+                        "    If no commands are specified then all histograms are replied.",
+                        "HELP",
+                        "    Prints this help.",
+                    ];
+                    write_help(&mut r, &lines);
+                }
+                // Redis 7's text (arity errors were answered by dispatch).
+                _ => return unknown_subcommand(out, "latency", args[1]),
+            },
             "client" => return self.cmd_client(token, out, client, args),
             "command" => return super::commands::cmd_command(out, args),
             "shutdown" => {

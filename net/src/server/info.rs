@@ -79,6 +79,10 @@ impl Worker {
             disk_free: simplekv_engine::free_space(&self.config.storage.dir),
             min_free_space: self.config.storage.min_free_space,
             last_save: sh.last_save.load(Ordering::Relaxed),
+            latency_percentiles: simplekv_conf::parse_percentiles(
+                &self.config.server.latency_tracking_info_percentiles,
+            )
+            .unwrap_or_default(),
         });
         s
     }
@@ -350,6 +354,18 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
         for (kind, count) in kinds {
             let _ = write!(o, "errorstat_{kind}:count={count}\r\n");
         }
+        o.push_str("\r\n");
+    }
+    // Not a default section either (Redis 7.0 shows it for INFO all / everything).
+    if asked
+        .iter()
+        .any(|a| a == "latencystats" || a == "all" || a == "everything")
+    {
+        o.push_str("# Latencystats\r\n");
+        o.push_str(&super::latency::info_lines(
+            &t.cmdstats.latencies(),
+            &si.latency_percentiles,
+        ));
         o.push_str("\r\n");
     }
     if want("cluster")

@@ -11,6 +11,7 @@ mod commands;
 pub mod conn;
 mod dispatch;
 mod info;
+mod latency;
 mod monitor;
 mod moves;
 mod msetnx;

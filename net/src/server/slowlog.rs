@@ -220,9 +220,10 @@ impl Worker {
         self.slowlog.push(entry, max);
     }
 
-    /// A timer for an op (`execute_op`), unless the slow log is off.
+    /// A timer for an op (`execute_op`), unless the slow log and latency tracking are off.
     pub(super) fn op_timer(&self) -> Option<SlowTimer> {
-        (self.config.server.slowlog_log_slower_than >= 0).then(SlowTimer::start)
+        (self.config.server.slowlog_log_slower_than >= 0 || self.config.server.latency_tracking)
+            .then(SlowTimer::start)
     }
 
     /// Logs an op `timer` found slow; `words`: its arguments (the command's, or its name and

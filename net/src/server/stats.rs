@@ -155,8 +155,8 @@ pub struct WorkerStats {
     pub cmdstats: CmdStats,
 }
 
-/// One command's line of INFO commandstats.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// One command's line of INFO commandstats, and its latency histogram.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CmdStat {
     pub calls: u64,
     /// Time it ran on its connection's worker (parts run on other workers are not in it).
@@ -165,6 +165,8 @@ pub struct CmdStat {
     pub rejected: u64,
     /// Ran and answered an error.
     pub failed: u64,
+    /// How long its calls ran, where they ran (INFO latencystats, LATENCY HISTOGRAM).
+    pub latency: super::latency::Histogram,
 }
 
 /// FNV-1a over a command's name: a few bytes, hashed on every command.
@@ -200,6 +202,36 @@ impl CmdStats {
         }
     }
 
+    /// A call of `name` that ran `usec` here, counted in its latency histogram too when
+    /// `track` (one lookup for both).
+    #[inline]
+    pub fn record_call(&mut self, name: &'static str, usec: u64, track: bool) {
+        let s = self.0.entry(name).or_default();
+        s.calls += 1;
+        s.usec += usec;
+        if track {
+            s.latency.record_usec(usec);
+        }
+    }
+
+    /// A call counted by another worker (its connection's) that ran here for `usec`: its
+    /// latency only.
+    pub fn record_latency(&mut self, name: &'static str, usec: u64) {
+        self.0.entry(name).or_default().latency.record_usec(usec);
+    }
+
+    /// The latency histograms with calls, by name.
+    pub fn latencies(&self) -> Vec<(&'static str, &super::latency::Histogram)> {
+        let mut v: Vec<_> = self
+            .0
+            .iter()
+            .filter(|(_, s)| s.latency.calls() > 0)
+            .map(|(n, s)| (*n, &s.latency))
+            .collect();
+        v.sort_unstable_by_key(|(n, _)| *n);
+        v
+    }
+
     /// Calls that answered an error.
     pub fn failed(&mut self, names: &mut Vec<&'static str>) {
         for name in names.drain(..) {
@@ -214,12 +246,20 @@ impl CmdStats {
             s.usec += o.usec;
             s.rejected += o.rejected;
             s.failed += o.failed;
+            s.latency.merge(&o.latency);
         }
     }
 
     /// The lines of INFO commandstats, by name.
     pub fn lines(&self) -> Vec<String> {
-        let mut v: Vec<(&str, &CmdStat)> = self.0.iter().map(|(n, s)| (*n, s)).collect();
+        // Not a command only timed here for another worker's connection (or the gRPC
+        // service) and never called here or anywhere: no line, as in Redis.
+        let mut v: Vec<(&str, &CmdStat)> = self
+            .0
+            .iter()
+            .filter(|(_, s)| s.calls + s.rejected + s.failed > 0)
+            .map(|(n, s)| (*n, s))
+            .collect();
         v.sort_unstable_by_key(|(n, _)| *n);
         v.into_iter()
             .map(|(n, s)| {
@@ -260,6 +300,8 @@ pub struct ServerInfo {
     pub min_free_space: u64,
     /// LASTSAVE (INFO persistence `rdb_last_save_time`).
     pub last_save: u64,
+    /// The percentiles INFO latencystats shows (`server.latency_tracking_info_percentiles`).
+    pub latency_percentiles: Vec<f64>,
 }
 
 impl WorkerStats {

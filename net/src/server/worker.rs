@@ -172,6 +172,9 @@ pub struct Worker {
     pub slowlog: super::slowlog::SlowLog,
     /// The connection the op running now is for: its slow log entry's client.
     pub(super) slow_for: Option<ReplyTo>,
+    /// The command `run_one` is running went whole to another worker as a single-key op
+    /// (which times it for the latency histograms).
+    pub(super) sent_keyed: bool,
     /// When the command running (`run_one`) is one slow log entry as a whole
     /// (`dispatch_server` sets it for server commands).
     pub(super) whole_entry: super::slowlog::WholeEntry,
@@ -341,6 +344,7 @@ impl Worker {
             stats: WorkerStats::default(),
             slowlog: Default::default(),
             slow_for: None,
+            sent_keyed: false,
             whole_entry: Default::default(),
             expire_due: false,
             slow_pending: Vec::new(),
@@ -857,6 +861,7 @@ impl Worker {
         let mark = self.slow_begin(token, client, out, args);
         let failed = out.failed_cmds.len();
         out.begin_command();
+        self.sent_keyed = false;
         self.dispatch(token, out, client, args);
         if self.shared.monitors.active() && !out.not_run {
             if super::monitor::ran_now(queued, args[0]) {
@@ -872,7 +877,11 @@ impl Worker {
             // A subcommand refused before it ran is not a failed call either.
             out.failed_cmds.truncate(failed);
         } else if !out.cmd.is_empty() {
-            self.stats.cmdstats.record(out.cmd, false, us.unwrap_or(0));
+            // A single-key command sent to its owner whole is timed there instead.
+            let track = us.is_some() && self.config.server.latency_tracking && !self.sent_keyed;
+            self.stats
+                .cmdstats
+                .record_call(out.cmd, us.unwrap_or(0), track);
         }
         // As Redis's total_commands_processed: commands that ran (those queued in MULTI
         // when EXEC runs them), not those refused before running.
@@ -880,6 +889,7 @@ impl Worker {
             self.stats.commands += 1;
         }
         out.cmd = "";
+        self.sent_keyed = false;
         self.stats.take_errors(out);
         Step::Ran
     }
