@@ -5447,6 +5447,41 @@ fn client_pause_write_stops_writes_on_every_worker_until_unpause() {
     assert_eq!(info(&mut admin, "clients")["blocked_clients"], "0");
 }
 
+/// A pause that lands while a connection's pipeline over several workers is half run stops
+/// it where it is; the rest runs after, every command answered once.
+#[test]
+fn client_pause_landing_mid_pipeline_stops_it_and_loses_nothing() {
+    let s = server();
+    let mut admin = s.raw();
+    let keys = spread_keys("pm", 8);
+    for round in 0..5 {
+        let mut w = s.raw();
+        let mut pipeline = Vec::new();
+        for i in 0..40 {
+            pipeline.extend(resp(&[b"INCR", keys[i % keys.len()].as_bytes()]));
+        }
+        w.write_all(&pipeline).unwrap();
+        let mode: &[u8] = if round % 2 == 0 { b"WRITE" } else { b"ALL" };
+        expect_reply(
+            &mut admin,
+            &resp(&[b"CLIENT", b"PAUSE", b"300", mode]),
+            b"+OK\r\n",
+        );
+        // Each key is incremented 5 times a round, in the pipeline's order.
+        let want: String = (0..40)
+            .map(|i| format!(":{}\r\n", round * 5 + i / keys.len() + 1))
+            .collect();
+        let got = read_n(&mut w, want.len(), Duration::from_secs(10));
+        assert_eq!(String::from_utf8_lossy(&got), want, "round {round}");
+    }
+    let mut c = s.client();
+    let total: i64 = keys
+        .iter()
+        .map(|k| get(&mut c, k).map_or(0, |v| v.parse::<i64>().unwrap()))
+        .sum();
+    assert_eq!(total, 5 * 40);
+}
+
 #[test]
 fn client_pause_all_stops_every_command_until_its_deadline() {
     let s = server();
@@ -5548,10 +5583,12 @@ fn latency_tracking_keeps_redis_histograms_per_command() {
         .arg("nosuch")
         .query(&mut c)
         .unwrap();
-    // Buckets at 1024 << k ns, named in µs as Redis names them.
-    let levels: Vec<i64> = (0..21)
+    // Buckets at 1024 << k ns, named in µs as Redis names them (the last one, past 2^29
+    // ns, at 1073741).
+    let mut levels: Vec<i64> = (0..20)
         .map(|k| (((1032u64 << k) - 1) / 1000) as i64)
         .collect();
+    levels.push(1_073_741);
     assert_eq!(&levels[..7], &[1, 2, 4, 8, 16, 33, 66]);
     for (name, calls) in [("set", 200), ("get", 100)] {
         let (n, buckets) = latency_histogram(&hist, name).expect(name);
@@ -5623,16 +5660,25 @@ fn latency_tracking_keeps_redis_histograms_per_command() {
         .arg("no")
         .query(&mut c)
         .unwrap();
-    set(&mut c, &keys[0], "w");
+    // A key on every worker: those of other workers are timed by their owner.
+    for k in spread_keys("lat", WORKERS as usize) {
+        set(&mut c, &k, "w");
+    }
     let hist: Value = cmd("LATENCY")
         .arg("HISTOGRAM")
         .arg("set")
         .query(&mut c)
         .unwrap();
     assert_eq!(latency_histogram(&hist, "set").unwrap().0, 200);
+    // INFO shows the section's title alone then, as Redis does.
+    let text: String = cmd("INFO").arg("latencystats").query(&mut c).unwrap();
+    assert_eq!(text.trim_end(), "# Latencystats", "{text}");
     let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
     let hist: Value = cmd("LATENCY").arg("HISTOGRAM").query(&mut c).unwrap();
     assert_eq!(hist, Value::Array(vec![]));
+    let help: Vec<String> = cmd("LATENCY").arg("HELP").query(&mut c).unwrap();
+    assert_eq!(help.iter().filter(|l| *l == "HELP").count(), 1, "{help:?}");
+    assert!(help.iter().any(|l| l.starts_with("HISTOGRAM")), "{help:?}");
     let e = query_err(&mut c, cmd("LATENCY").arg("NOSUCH"));
     assert!(
         e.contains("unknown subcommand 'NOSUCH'. Try LATENCY HELP."),

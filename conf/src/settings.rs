@@ -426,6 +426,9 @@ pub fn parse_percentiles(value: &str) -> Result<Vec<f64>, String> {
     value
         .split_whitespace()
         .map(|p| match p.parse::<f64>() {
+            Ok(v) if v.is_nan() => {
+                Err("Invalid latency-tracking-info-percentiles parameters".to_owned())
+            }
             Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
             Ok(_) => Err(
                 "latency-tracking-info-percentiles parameters should sit between [0.0,100.0]"

@@ -885,8 +885,11 @@ impl Worker {
                     self.mark_dirty(partition);
                 }
                 // A single-key command sent here whole is timed here for its latency
-                // histogram (its connection's worker leaves it out: `sent_keyed`).
+                // histogram (its connection's worker leaves it out: `sent_keyed`); not a
+                // call of the gRPC service (`slow_for` names no connection), which INFO
+                // commandstats does not count either.
                 if self.config.server.latency_tracking
+                    && self.slow_for.is_some()
                     && let Some(t) = &timer
                 {
                     let name = spec.for_args(&slices).name;
@@ -1619,8 +1622,6 @@ impl Worker {
                         "HISTOGRAM [COMMAND ...]",
                         "    Return a cumulative distribution of latencies in the format of a histogram for the specified command names.",
                         "    If no commands are specified then all histograms are replied.",
-                        "HELP",
-                        "    Prints this help.",
                     ];
                     write_help(&mut r, &lines);
                 }

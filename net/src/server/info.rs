@@ -79,10 +79,12 @@ impl Worker {
             disk_free: simplekv_engine::free_space(&self.config.storage.dir),
             min_free_space: self.config.storage.min_free_space,
             last_save: sh.last_save.load(Ordering::Relaxed),
-            latency_percentiles: simplekv_conf::parse_percentiles(
-                &self.config.server.latency_tracking_info_percentiles,
-            )
-            .unwrap_or_default(),
+            latency_percentiles: self.config.server.latency_tracking.then(|| {
+                simplekv_conf::parse_percentiles(
+                    &self.config.server.latency_tracking_info_percentiles,
+                )
+                .unwrap_or_default()
+            }),
         });
         s
     }
@@ -362,10 +364,12 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
         .any(|a| a == "latencystats" || a == "all" || a == "everything")
     {
         o.push_str("# Latencystats\r\n");
-        o.push_str(&super::latency::info_lines(
-            &t.cmdstats.latencies(),
-            &si.latency_percentiles,
-        ));
+        if let Some(percentiles) = &si.latency_percentiles {
+            o.push_str(&super::latency::info_lines(
+                &t.cmdstats.latencies(),
+                percentiles,
+            ));
+        }
         o.push_str("\r\n");
     }
     if want("cluster")

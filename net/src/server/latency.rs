@@ -17,6 +17,9 @@ const HIGHEST: u64 = 1_000_000_000;
 /// log2 of half the linear sub-buckets per power of two (2 significant digits: 256 sub-buckets).
 const HALF_MAGNITUDE: u32 = 7;
 const HALF_COUNT: u64 = 1 << HALF_MAGNITUDE;
+/// Counts HdrHistogram keeps for 1..=HIGHEST: 24 powers of two (the first one 256 values) of
+/// 128 each.
+const COUNTS_LEN: usize = 24 * HALF_COUNT as usize;
 
 /// Where `v` (nanoseconds, 1..=HIGHEST) is counted.
 fn index_of(v: u64) -> usize {
@@ -100,12 +103,15 @@ impl Histogram {
 
     /// LATENCY HISTOGRAM's buckets: (microseconds, calls at most that long), at 1, 2, 4, ...
     /// µs (each the highest value counted with 1024 << k ns, in µs), the ones that add calls.
+    /// HdrHistogram's iterator runs out of counts before the level of 2^30 ns: calls past
+    /// 2^29 ns come under the last count's highest value (1,073,741 µs), as Redis prints it.
     pub fn cumulative(&self) -> Vec<(u64, u64)> {
+        const LAST_LEVEL: u64 = 1 << 29;
         let mut out = Vec::new();
         let mut seen = 0u64;
         let mut next = 0usize;
         let mut level = 1024u64;
-        while seen < self.total && level <= HIGHEST * 2 {
+        while seen < self.total && level <= LAST_LEVEL {
             let before = seen;
             // Every index whose values start at `level` or below.
             while next < self.counts.len() && range_of(next).0 <= level {
@@ -116,6 +122,10 @@ impl Histogram {
                 out.push((highest_equivalent(level) / 1000, seen));
             }
             level <<= 1;
+        }
+        if seen < self.total {
+            let (low, size) = range_of(COUNTS_LEN - 1);
+            out.push(((low + size - 1) / 1000, self.total));
         }
         out
     }
@@ -141,17 +151,22 @@ pub fn info_lines(hists: &[(&'static str, &Histogram)], percentiles: &[f64]) -> 
 /// LATENCY HISTOGRAM [command ...]: for each command with calls (all of them without names;
 /// a container's name stands for its subcommands too), its calls and buckets.
 pub fn histogram_reply(hists: &[(&'static str, &Histogram)], names: &[String]) -> Vec<u8> {
-    let chosen: Vec<&(&'static str, &Histogram)> = hists
-        .iter()
-        .filter(|(n, _)| {
-            names.is_empty()
-                || names.iter().any(|w| {
+    // As Redis: all of them without names; otherwise by the names in their order (again
+    // for a name given twice), a container's name giving its subcommands.
+    let chosen: Vec<&(&'static str, &Histogram)> = if names.is_empty() {
+        hists.iter().collect()
+    } else {
+        names
+            .iter()
+            .flat_map(|w| {
+                hists.iter().filter(move |(n, _)| {
                     *n == w.as_str()
                         || n.strip_prefix(w.as_str())
                             .is_some_and(|r| r.starts_with('|'))
                 })
-        })
-        .collect();
+            })
+            .collect()
+    };
     let mut r = Vec::new();
     write_array_len(&mut r, chosen.len() * 2);
     for (name, h) in chosen {
@@ -248,7 +263,12 @@ mod tests {
         h.record_usec(5_000_000);
         assert_eq!(h.calls(), 2);
         assert_eq!(h.value_at_percentile(100.0), highest_equivalent(HIGHEST));
-        assert_eq!(h.cumulative().last().map(|c| c.1), Some(2));
+        // Redis 7.0 prints calls past 2^29 ns under 1073741 µs.
+        assert_eq!(h.cumulative(), vec![(1_073_741, 2)]);
+        let mut h = Histogram::default();
+        h.record_usec(500_000);
+        h.record_usec(600_000);
+        assert_eq!(h.cumulative(), vec![(541_065, 1), (1_073_741, 2)]);
     }
 
     #[test]
@@ -269,6 +289,9 @@ mod tests {
         let all = histogram_reply(&hists, &[]);
         assert!(all.starts_with(b"*4\r\n"), "{all:?}");
         assert_eq!(histogram_reply(&hists, &["nosuch".into()]), b"*0\r\n");
+        // In the order asked, again when asked twice.
+        let r = histogram_reply(&hists, &["get".into(), "config|get".into(), "get".into()]);
+        assert!(r.starts_with(b"*6\r\n$3\r\nget\r\n"), "{r:?}");
         // Timed here for another worker's call: no commandstats line of its own.
         let mut only = crate::server::stats::CmdStats::default();
         only.record_latency("get", 3);

@@ -205,6 +205,20 @@ impl Worker {
             })
     }
 
+    /// The peer of a connection closed (or the socket failed): if the pause stopped it, it
+    /// is closed now (as Redis frees a blocked client that goes away), its commands unrun,
+    /// not left holding its slot until the pause ends. Only on that event: `drain` in
+    /// `read_event` is also set when a worker carries on with a connection.
+    pub(super) fn drop_if_postponed(&mut self, token: usize) {
+        if let Some(c) = self.conn_mut(token)
+            && c.client.postponed
+            && !c.client.closing
+        {
+            c.client.dead = true;
+            self.mark_conn_dirty(token);
+        }
+    }
+
     /// Stops a connection until the pause ends (`resume_postponed`).
     pub(super) fn postpone(&mut self, token: usize, client: &mut Client, args: &[&[u8]]) {
         client.paused = true;

@@ -300,8 +300,9 @@ pub struct ServerInfo {
     pub min_free_space: u64,
     /// LASTSAVE (INFO persistence `rdb_last_save_time`).
     pub last_save: u64,
-    /// The percentiles INFO latencystats shows (`server.latency_tracking_info_percentiles`).
-    pub latency_percentiles: Vec<f64>,
+    /// The percentiles INFO latencystats shows (`server.latency_tracking_info_percentiles`),
+    /// none while `server.latency_tracking` is off (as Redis: the section's title alone).
+    pub latency_percentiles: Option<Vec<f64>>,
 }
 
 impl WorkerStats {

@@ -471,8 +471,12 @@ impl Worker {
                     WAKER => {}
                     LISTENER => self.accept(),
                     Token(t) => {
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read_event(t, ev.is_read_closed() || ev.is_error());
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        if closed {
+                            self.drop_if_postponed(t);
+                        }
+                        if ev.is_readable() || closed {
+                            self.read_event(t, closed);
                         }
                         if ev.is_writable() {
                             self.mark_conn_dirty(t);
@@ -661,13 +665,6 @@ impl Worker {
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
-        // Stopped by CLIENT PAUSE: a client that goes away meanwhile is closed (as Redis
-        // frees it), not left holding its connection until the pause ends.
-        if conn.client.postponed && drain && !conn.client.closing {
-            conn.client.dead = true;
-            self.mark_conn_dirty(token);
-            return;
-        }
         if conn.client.closing
             || conn.client.paused
             || conn.client.frozen
