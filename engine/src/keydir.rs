@@ -425,6 +425,19 @@ impl Keydir {
             .map(|s| self.entry(s).key.as_slice().to_vec())
     }
 
+    /// The first key, walking the slots from a random one (and around), that `keep` takes.
+    pub fn find_from_random(&self, mut keep: impl FnMut(Location) -> bool) -> Option<Vec<u8>> {
+        if self.len == 0 {
+            return None;
+        }
+        let end = self.slot_end();
+        let start = fastrand::u32(..end);
+        (start..end)
+            .chain(0..start)
+            .find(|&s| self.entry(s).seg != FREE && keep(self.location_of(s)))
+            .map(|s| self.entry(s).key.as_slice().to_vec())
+    }
+
     /// Iterates over all live entries (recovery checks, merges, tests).
     pub fn for_each(&self, mut f: impl FnMut(&[u8], Location)) {
         for slot in 0..self.slot_end() {

@@ -202,8 +202,13 @@ fn check(s: &Store, m: &Model, ctx: &str) {
         s.len(),
         vis.len()
     );
-    if let Some(k) = s.random_key() {
-        assert!(vis.contains_key(&k), "{ctx}: random_key returned {k:?}");
+    match s.random_key() {
+        Some(k) => assert!(vis.contains_key(&k), "{ctx}: random_key returned {k:?}"),
+        None => assert!(
+            vis.is_empty(),
+            "{ctx}: random_key found none of {}",
+            vis.len()
+        ),
     }
     let st = s.stats();
     assert_eq!(st.keys, s.len(), "{ctx}");
@@ -1089,4 +1094,24 @@ fn truncation_keeps_numbering_from_the_cut_when_a_merge_dropped_the_records_befo
     assert_eq!(s.log_end(), 3);
     assert_eq!(s.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(s.get(b"k").unwrap(), None);
+}
+
+/// RANDOMKEY finds the one live key among many expired ones not deleted yet (as after a
+/// mass expiry, or under CLIENT PAUSE), every time.
+#[test]
+fn random_key_finds_a_live_key_among_many_expired_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path(), true);
+    let now = clock();
+    for i in 0..2000u32 {
+        s.put(format!("gone{i}").as_bytes(), b"v", Some(now + 10))
+            .unwrap();
+    }
+    s.put(b"live", b"v", None).unwrap();
+    advance(20);
+    for _ in 0..50 {
+        assert_eq!(s.random_key().as_deref(), Some(&b"live"[..]));
+    }
+    s.delete(b"live").unwrap();
+    assert_eq!(s.random_key(), None);
 }

@@ -1078,8 +1078,11 @@ impl Worker {
                 if candidates.is_empty() {
                     return (Payload::Keys(Vec::new()), false);
                 }
-                let p = candidates[fastrand::usize(..candidates.len())];
-                let k = self.store(p).and_then(Store::random_key);
+                // From a random partition on: one holding only expired keys has none to give.
+                let first = fastrand::usize(..candidates.len());
+                let k = (0..candidates.len())
+                    .map(|i| candidates[(first + i) % candidates.len()])
+                    .find_map(|p| self.store(p).and_then(Store::random_key));
                 self.op_ran(timer, || vec![b"RANDOMKEY"]);
                 (Payload::Keys(k.into_iter().collect()), false)
             }
