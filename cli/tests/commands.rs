@@ -3568,6 +3568,26 @@ fn lastsave_save_and_wait_answer_as_in_redis() {
     assert!((t - now_ms() / 1000).abs() < 60);
     let n: i64 = cmd("WAIT").arg(0).arg(0).query(&mut c).unwrap();
     assert_eq!(n, 0);
+    // No replicas: as Redis, a WAIT for one blocks until its timeout, then answers 0; the
+    // connection's next command waits behind it.
+    let mut raw = s.raw();
+    let start = Instant::now();
+    raw.write_all(&[resp(&[b"WAIT", b"1", b"300"]), resp(&[b"PING"])].concat())
+        .unwrap();
+    let got = read_n(&mut raw, 11, Duration::from_secs(5));
+    assert_eq!(got, b":0\r\n+PONG\r\n");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    // With no timeout it waits for good; closing the connection ends it.
+    raw.write_all(&resp(&[b"WAIT", b"1", b"0"])).unwrap();
+    assert_eq!(read_n(&mut raw, 1, Duration::from_millis(300)), b"");
+    let blocked = || info(&mut s.client(), "clients")["blocked_clients"].clone();
+    assert_eq!(blocked(), "1");
+    drop(raw);
+    assert!(wait_until(Duration::from_secs(5), || blocked() == "0"));
     assert_eq!(
         query_err(&mut c, cmd("WAIT").arg(0).arg(-1)),
         "ERR timeout is negative"

@@ -1495,9 +1495,23 @@ impl Worker {
                 if t < 0 {
                     return err(out, "ERR timeout is negative");
                 }
-                // Standalone: no replicas to wait for (Redis answers 0 the same way). Cluster
-                // mode: the followers of the partition this connection wrote last.
-                let Some(p) = client.last_write.filter(|_| self.cluster.is_some()) else {
+                // Standalone: no replicas to wait for. As Redis without replicas, a WAIT for
+                // one or more blocks until its timeout (for good with 0) and answers 0; inside
+                // MULTI, or for none, it answers at once. Cluster mode: the followers of the
+                // partition this connection wrote last.
+                if self.cluster.is_none() {
+                    if n <= 0 || self.tx_plan.is_some() {
+                        write_integer(&mut r, 0);
+                        return out.push_reply(&r);
+                    }
+                    let seq = out.push_slot(Slot::Waiting(Box::new(Pending {
+                        gather: Gather::Single(None),
+                        hold: None,
+                    })));
+                    let reply_to = self.reply_to(token, client, out, seq, 0);
+                    return self.park_wait(reply_to, 0, n, t as u64);
+                }
+                let Some(p) = client.last_write else {
                     write_integer(&mut r, 0);
                     return out.push_reply(&r);
                 };

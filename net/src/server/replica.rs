@@ -585,6 +585,26 @@ impl Worker {
         let mut keep = Vec::new();
         for w in std::mem::take(&mut self.parked_waits) {
             let have = self.acked_replicas(w.partition, w.lsn);
+            // A WAIT of one of this worker's connections whose client went away: nobody to
+            // answer once it is closed; answered now while it is closing (its peer hung up),
+            // so that it can close (a WAIT with no timeout would otherwise hold it for good).
+            let rt = w.reply_to;
+            if rt.worker == self.id {
+                let conn = rt
+                    .token
+                    .checked_sub(super::worker::FIRST_CONN)
+                    .and_then(|i| self.conns.get(i))
+                    .and_then(|c| c.as_ref())
+                    .filter(|c| c.client.id == rt.conn_id);
+                match conn {
+                    None => continue,
+                    Some(c) if c.client.eof || c.client.dead => {
+                        done.push((rt, have));
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
             if have >= w.numreplicas || w.deadline.is_some_and(|d| now >= d) {
                 done.push((w.reply_to, have));
             } else {
