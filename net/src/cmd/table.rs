@@ -238,6 +238,13 @@ impl CommandSpec {
     /// answers beyond them (its CLIENT ACKS, Redis 7.2's CLIENT SETINFO and NO-TOUCH, and
     /// those it answers with what to use instead). Any other is refused before the command
     /// runs or is queued in MULTI, as Redis refuses a subcommand it does not know.
+    /// The subcommand of `args` this container refuses (see `knows_subcommand`), if any.
+    pub fn refused_subcommand<'a>(&self, args: &[&'a [u8]]) -> Option<&'a [u8]> {
+        args.get(1)
+            .copied()
+            .filter(|sub| !self.subcommands.is_empty() && !self.knows_subcommand(sub))
+    }
+
     pub fn knows_subcommand(&self, sub: &[u8]) -> bool {
         const MORE: &[(&str, &str)] = &[
             ("client", "acks"),

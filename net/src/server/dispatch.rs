@@ -97,7 +97,6 @@ fn unknown_command(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// Redis 7's reply for a subcommand a container command (CONFIG, CLIENT, ...) does not have.
 /// What a keyless read op reads (`Worker::keyless_read`): one slot of a partition led here,
 /// the partitions led here, or those a SCAN page goes through from its partition on.
 enum KeylessRead {
@@ -106,10 +105,22 @@ enum KeylessRead {
     Scan(u32),
 }
 
+/// Redis 7's reply for a subcommand a container command (CONFIG, CLIENT, ...) does not have.
 pub(super) fn unknown_subcommand(out: &mut Output, container: &str, sub: &[u8]) {
     // Refused before it ran, as Redis does in its command lookup: not in the slow log.
     out.not_run = true;
-    let mut msg = b"ERR unknown subcommand '".to_vec();
+    subcommand_error(out, "unknown subcommand", container, sub);
+}
+
+/// Redis 7's reply for a subcommand it knows given arguments it does not take
+/// (`addReplySubcommandSyntaxError`): the command ran and failed.
+pub(super) fn subcommand_syntax_error(out: &mut Output, container: &str, sub: &[u8]) {
+    let what = "unknown subcommand or wrong number of arguments for";
+    subcommand_error(out, what, container, sub);
+}
+
+fn subcommand_error(out: &mut Output, what: &str, container: &str, sub: &[u8]) {
+    let mut msg = format!("ERR {what} '").into_bytes();
     msg.extend_from_slice(c_str_prefix(sub, 128));
     msg.extend_from_slice(format!("'. Try {} HELP.", container.to_ascii_uppercase()).as_bytes());
     let mut r = Vec::new();
@@ -295,10 +306,7 @@ impl Worker {
         }
         // As Redis's command lookup: a subcommand the container does not know is refused
         // first (before arity and authentication), and inside MULTI it aborts the EXEC.
-        if let Some(sub) = args.get(1)
-            && !spec.subcommands.is_empty()
-            && !spec.knows_subcommand(sub)
-        {
+        if let Some(sub) = spec.refused_subcommand(args) {
             client.last_cmd = "NULL";
             unknown_subcommand(out, spec.name, sub);
             super::multi::flag(client);
@@ -311,7 +319,7 @@ impl Worker {
         // CLIENT LIST's cmd=: the subcommand's full name (`client|list`), as Redis 7.
         client.last_cmd = arity_spec.name;
         if !cmd::table::arity_ok(arity_spec, args.len()) {
-            self.stats.cmdstats.record(arity_spec.name, true, 0);
+            self.stats.cmdstats.record_rejected(arity_spec.name);
             err(
                 out,
                 &format!(
@@ -323,22 +331,8 @@ impl Worker {
             out.not_run = true;
             return;
         }
-        // As Redis: no password set (any more), no authentication needed, whatever the
-        // connection did; set again, a connection that never authenticated needs to.
-        // CLIENT SETINFO too: client libraries (redis-py 5) send it on connect before any
-        // AUTH and give up on the connection when it is refused with NOAUTH (Redis 7.0 does
-        // not know it and answers "unknown subcommand", which they ignore). It only labels
-        // the connection.
-        let setinfo = spec.name == "client"
-            && args
-                .get(1)
-                .is_some_and(|s| s.eq_ignore_ascii_case(b"setinfo"));
-        if !client.authed
-            && self.config.server.requirepass.is_some()
-            && !matches!(spec.name, "auth" | "hello" | "quit" | "reset")
-            && !setinfo
-        {
-            self.stats.cmdstats.record(arity_spec.name, true, 0);
+        if self.needs_auth(client, spec, args) {
+            self.stats.cmdstats.record_rejected(arity_spec.name);
             err(out, "NOAUTH Authentication required.");
             super::multi::flag(client);
             out.not_run = true;
@@ -346,7 +340,7 @@ impl Worker {
         }
         // As Redis refuses keyspace commands to a replica, which a monitor is there.
         if client.monitor && super::monitor::refused_to_monitor(spec, args) {
-            self.stats.cmdstats.record(arity_spec.name, true, 0);
+            self.stats.cmdstats.record_rejected(arity_spec.name);
             err(out, "ERR Replica can't interact with the keyspace");
             super::multi::flag(client);
             out.not_run = true;
@@ -375,11 +369,29 @@ impl Worker {
         }
     }
 
+    /// Whether a command (`spec`: the container's for a subcommand) is refused with NOAUTH.
+    /// As Redis: no password set (any more), no authentication needed, whatever the
+    /// connection did; set again, a connection that never authenticated needs to. CLIENT
+    /// SETINFO runs without it too: client libraries (redis-py 5) send it on connect before
+    /// any AUTH and give up on the connection when it is refused with NOAUTH (Redis 7.0 does
+    /// not know it and answers "unknown subcommand", which they ignore). It only labels the
+    /// connection.
+    pub(super) fn needs_auth(&self, client: &Client, spec: &CommandSpec, args: &[&[u8]]) -> bool {
+        let setinfo = spec.name == "client"
+            && args
+                .get(1)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"setinfo"));
+        !client.authed
+            && self.config.server.requirepass.is_some()
+            && !matches!(spec.name, "auth" | "hello" | "quit" | "reset")
+            && !setinfo
+    }
+
     /// Refuses the command before it runs (MOVED, TRYAGAIN, CLUSTERDOWN, NOREPLICAS, ...):
     /// as Redis counts a redirect, a rejected call in INFO commandstats, not a failed one,
     /// left out of the slow log and of total_commands_processed.
     fn reject(&mut self, out: &mut Output, e: &str) {
-        self.stats.cmdstats.record(out.cmd, true, 0);
+        self.stats.cmdstats.record_rejected(out.cmd);
         out.not_run = true;
         err(out, e);
     }
@@ -2347,15 +2359,7 @@ impl Worker {
                 self.shared.pause.pause(mode, ms);
                 return self.pause_changed(token, out, client);
             }
-            ("pause", _) => {
-                let sub = String::from_utf8_lossy(&args[1][..args[1].len().min(128)]);
-                return err(
-                    out,
-                    &format!(
-                        "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."
-                    ),
-                );
-            }
+            ("pause", _) => return subcommand_syntax_error(out, "client", args[1]),
             ("unpause", 2) => {
                 self.shared.pause.unpause();
                 return self.pause_changed(token, out, client);

@@ -41,10 +41,15 @@ fn range_of(index: usize) -> (u64, u64) {
     (sub << bucket, 1 << bucket)
 }
 
+/// The largest value counted at `index`.
+fn highest_at(index: usize) -> u64 {
+    let (low, size) = range_of(index);
+    low + size - 1
+}
+
 /// The largest value counted with `v`'s (HdrHistogram's highest equivalent value).
 fn highest_equivalent(v: u64) -> u64 {
-    let (low, size) = range_of(index_of(v));
-    low + size - 1
+    highest_at(index_of(v))
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -90,11 +95,10 @@ impl Histogram {
         for (i, &c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= wanted {
-                let (low, size) = range_of(i);
                 return if percentile == 0.0 {
-                    low
+                    range_of(i).0
                 } else {
-                    low + size - 1
+                    highest_at(i)
                 };
             }
         }
@@ -124,8 +128,7 @@ impl Histogram {
             level <<= 1;
         }
         if seen < self.total {
-            let (low, size) = range_of(COUNTS_LEN - 1);
-            out.push(((low + size - 1) / 1000, self.total));
+            out.push((highest_at(COUNTS_LEN - 1) / 1000, self.total));
         }
         out
     }

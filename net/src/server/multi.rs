@@ -270,7 +270,7 @@ impl TxRan {
     /// The calls, in the worker's command statistics.
     pub fn count_calls(&self, stats: &mut super::stats::WorkerStats) {
         for name in self.names.iter().filter(|n| !n.is_empty()) {
-            stats.cmdstats.record(name, false, 0);
+            stats.cmdstats.record_call(name, 0, false);
         }
         stats.commands += self.names.len() as u64;
     }
@@ -382,7 +382,7 @@ impl Worker {
             // Refused before it ran (INFO commandstats `rejected_calls`).
             out.cmd = "";
             if let Some(spec) = cmd::lookup(name.as_bytes()) {
-                self.stats.cmdstats.record(spec.name, true, 0);
+                self.stats.cmdstats.record_rejected(spec.name);
             }
             out.not_run = true;
             if name == "exec" {
@@ -471,7 +471,7 @@ impl Worker {
                 // Refused before it ran, as Redis counts it (`rejected_calls`).
                 self.stats
                     .cmdstats
-                    .record(spec.for_args(args).name, true, 0);
+                    .record_rejected(spec.for_args(args).name);
                 out.not_run = true;
                 err(out, &e);
                 flag(client);

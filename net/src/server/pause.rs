@@ -135,22 +135,13 @@ fn stops(mode: PauseMode, spec: &CommandSpec) -> bool {
             .any(|f| *f == "write" || *f == "may_replicate")
 }
 
-fn stops_args<'a>(mode: PauseMode, mut args: impl Iterator<Item = &'a [u8]>) -> bool {
+fn stops_args<'a>(mode: PauseMode, args: impl Iterator<Item = &'a [u8]>) -> bool {
     if mode == PauseMode::All {
         return true;
     }
-    let Some(name) = args.next() else {
-        return false;
-    };
-    let Some(spec) = cmd::lookup(name) else {
-        return false;
-    };
-    let sub = args.next();
-    let spec = match sub {
-        Some(s) => spec.for_args(&[name, s]),
-        None => spec,
-    };
-    stops(mode, spec)
+    // The name, and the subcommand if any: all `lookup_argv` reads.
+    let name_and_sub: Vec<&[u8]> = args.take(2).collect();
+    cmd::table::lookup_argv(&name_and_sub).is_some_and(|spec| stops(mode, spec))
 }
 
 /// Whether a pause in `mode` stops a call of the gRPC KV service: every one in ALL mode;
@@ -177,22 +168,15 @@ impl Worker {
         if client.monitor {
             return false;
         }
-        let Some(spec) = cmd::lookup(args[0]) else {
+        let Some(container) = cmd::lookup(args[0]) else {
             return false;
         };
-        if let Some(sub) = args.get(1)
-            && !spec.subcommands.is_empty()
-            && !spec.knows_subcommand(sub)
+        if container.refused_subcommand(args).is_some() || self.needs_auth(client, container, args)
         {
             return false;
         }
-        let spec = spec.for_args(args);
+        let spec = container.for_args(args);
         if spec.group != "transactions" && !cmd::table::arity_ok(spec, args.len()) {
-            return false;
-        }
-        let no_auth = matches!(spec.name, "auth" | "hello" | "quit" | "reset")
-            || spec.name == "client|setinfo";
-        if !client.authed && self.config.server.requirepass.is_some() && !no_auth {
             return false;
         }
         if stops(mode, spec) {
@@ -295,10 +279,6 @@ impl Worker {
     /// has seen it and relayed it to every other (see the module's comment).
     pub(super) fn pause_changed(&mut self, token: usize, out: &mut Output, client: &Client) {
         let n = self.peers.len();
-        let g = Gather::AllOk {
-            missing: n * n,
-            error: None,
-        };
         if self.tx_plan.is_some() {
             // Inside MULTI (planned at EXEC): the transaction's parts run on every worker in
             // one go, the pause set before; one message to each is enough.
@@ -308,10 +288,11 @@ impl Worker {
             };
             return self.broadcast(token, out, client, g, || Op::PauseChanged { relay: false });
         }
-        let mut slot = Slot::Waiting(Box::new(Pending {
-            gather: g,
-            hold: None,
-        }));
+        let gather = Gather::AllOk {
+            missing: n * n,
+            error: None,
+        };
+        let mut slot = Slot::Waiting(Box::new(Pending { gather, hold: None }));
         let seq = out.next_seq();
         // Every answer but this worker's own is owed (counted once per answer).
         let mut reply_to = None;
@@ -320,35 +301,21 @@ impl Worker {
         }
         fill_slot(&mut slot, self.id as u32, Payload::Ok);
         if let Some(reply_to) = reply_to {
-            let me = self.id;
-            for w in (0..n).filter(|&w| w != me) {
-                self.send_req(
-                    w,
-                    Request {
-                        reply_to,
-                        op: Op::PauseChanged { relay: true },
-                        acks: simplekv_conf::Acks::Leader,
-                    },
-                );
-            }
-            self.relay_pause(reply_to);
+            self.send_pause_changed(reply_to, true);
+            self.send_pause_changed(reply_to, false);
         }
         self.push_gathered(out, slot, Need::Now);
     }
 
-    /// Relays CLIENT PAUSE / UNPAUSE to every other worker: each answers the command itself
-    /// once it handled the relay, behind anything this worker sent it before.
-    pub(super) fn relay_pause(&mut self, reply_to: ReplyTo) {
+    /// Sends CLIENT PAUSE / UNPAUSE's `Op::PauseChanged` to every other worker. Each answers
+    /// the command itself once it handled it, behind anything this worker sent it before;
+    /// with `relay`, after sending it on to every other worker in turn.
+    pub(super) fn send_pause_changed(&mut self, reply_to: ReplyTo, relay: bool) {
         let me = self.id;
         for w in (0..self.peers.len()).filter(|&w| w != me) {
-            self.send_req(
-                w,
-                Request {
-                    reply_to,
-                    op: Op::PauseChanged { relay: false },
-                    acks: simplekv_conf::Acks::Leader,
-                },
-            );
+            let op = Op::PauseChanged { relay };
+            let acks = simplekv_conf::Acks::Leader;
+            self.send_req(w, Request { reply_to, op, acks });
         }
     }
 }

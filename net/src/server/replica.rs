@@ -590,13 +590,10 @@ impl Worker {
             // so that it can close (a WAIT with no timeout would otherwise hold it for good).
             let rt = w.reply_to;
             if rt.worker == self.id {
-                let conn = rt
-                    .token
-                    .checked_sub(super::worker::FIRST_CONN)
-                    .and_then(|i| self.conns.get(i))
-                    .and_then(|c| c.as_ref())
-                    .filter(|c| c.client.id == rt.conn_id);
-                match conn {
+                match self
+                    .conn_mut(rt.token)
+                    .filter(|c| c.client.id == rt.conn_id)
+                {
                     None => continue,
                     Some(c) if c.client.eof || c.client.dead => {
                         done.push((rt, have));

@@ -404,11 +404,7 @@ impl Worker {
                 return out.push_reply(&r);
             }
             (b"get" | b"len" | b"reset" | b"help", _) => {
-                let msg = format!(
-                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
-                    String::from_utf8_lossy(args[1])
-                );
-                return err(out, &msg);
+                return super::dispatch::subcommand_syntax_error(out, "slowlog", args[1]);
             }
             _ => return unknown_subcommand(out, "slowlog", args[1]),
         };

@@ -190,16 +190,9 @@ impl Hasher for NameHasher {
 pub struct CmdStats(HashMap<&'static str, CmdStat, BuildHasherDefault<NameHasher>>);
 
 impl CmdStats {
-    /// A call of `name` that ran `usec` here, or one refused before it ran (`rejected`).
-    #[inline]
-    pub fn record(&mut self, name: &'static str, rejected: bool, usec: u64) {
-        let s = self.0.entry(name).or_default();
-        if rejected {
-            s.rejected += 1;
-        } else {
-            s.calls += 1;
-            s.usec += usec;
-        }
+    /// A call of `name` refused before it ran.
+    pub fn record_rejected(&mut self, name: &'static str) {
+        self.0.entry(name).or_default().rejected += 1;
     }
 
     /// A call of `name` that ran `usec` here, counted in its latency histogram too when

@@ -886,7 +886,6 @@ impl Worker {
             self.stats.commands += 1;
         }
         out.cmd = "";
-        self.sent_keyed = false;
         self.stats.take_errors(out);
         Step::Ran
     }
@@ -1091,7 +1090,7 @@ impl Worker {
                 op: Op::PauseChanged { relay: true },
                 ..
             }) => {
-                self.relay_pause(reply_to);
+                self.send_pause_changed(reply_to, false);
                 self.outbox.push((
                     reply_to.worker,
                     Response::new(reply_to, Payload::Ok),
