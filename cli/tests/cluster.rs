@@ -1612,3 +1612,100 @@ fn a_paused_follower_still_replicates_and_stays_in_sync() {
     );
     assert_eq!(get(&c, leader, &key).as_deref(), Some("during19"));
 }
+
+/// PUBLISH reaches the subscribers of every node, in order, and answers the count of the
+/// node it was sent to (as Redis Cluster). A shard channel lives with its slot's leader:
+/// elsewhere SSUBSCRIBE and SPUBLISH are redirected, and when the leadership moves away its
+/// subscribers are told with `sunsubscribe`.
+#[test]
+fn publish_reaches_every_node_and_shard_channels_follow_their_slot_leader() {
+    use common::{expect_reply, message, read_exact_within, resp, sub_reply};
+    use std::io::Write;
+    let c = LocalCluster::start(3, 3, 3, &[]);
+    c.wait_for_full_isr(Duration::from_secs(30));
+    let raw = |i: u32| std::net::TcpStream::connect(c.resp_addr(i)).expect("connect");
+    let mut subs: Vec<std::net::TcpStream> = (1..=3).map(raw).collect();
+    for s in &mut subs {
+        expect_reply(
+            s,
+            &resp(&[b"SUBSCRIBE", b"news"]),
+            &sub_reply("subscribe", Some(b"news"), 1),
+        );
+    }
+    let mut publisher = c.conn_to(1);
+    let mut want = Vec::new();
+    for i in 0..100 {
+        let m = format!("m{i}");
+        let n: i64 = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg(&m)
+            .query(&mut publisher)
+            .unwrap();
+        assert_eq!(n, 1, "the count is node 1's");
+        want.extend(message(b"news", m.as_bytes()));
+    }
+    for (i, s) in subs.iter_mut().enumerate() {
+        let got = read_exact_within(s, want.len(), Duration::from_secs(10));
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "subscriber on node {}",
+            i + 1
+        );
+    }
+    // A shard channel: its slot's leader takes it, the others redirect.
+    let p = c.partition_of(b"sch");
+    let leader = c.leader_of(p).expect("leader");
+    let other = (1..=3).find(|&i| i != leader).unwrap();
+    let mut elsewhere = raw(other);
+    elsewhere
+        .write_all(&resp(&[b"SSUBSCRIBE", b"sch"]))
+        .unwrap();
+    let moved = read_exact_within(&mut elsewhere, 7, Duration::from_secs(5));
+    assert_eq!(moved, b"-MOVED ");
+    let mut shard = raw(leader);
+    expect_reply(
+        &mut shard,
+        &resp(&[b"SSUBSCRIBE", b"sch"]),
+        &sub_reply("ssubscribe", Some(b"sch"), 1),
+    );
+    let r: RedisResult<i64> = redis::cmd("SPUBLISH")
+        .arg("sch")
+        .arg("x")
+        .query(&mut c.conn_to(other));
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.to_string().to_lowercase().contains("moved")),
+        "{r:?}"
+    );
+    let n: i64 = redis::cmd("SPUBLISH")
+        .arg("sch")
+        .arg("s1")
+        .query(&mut c.conn_to(leader))
+        .unwrap();
+    assert_eq!(n, 1);
+    let want = b"*3\r\n$8\r\nsmessage\r\n$3\r\nsch\r\n$2\r\ns1\r\n";
+    assert_eq!(
+        read_exact_within(&mut shard, want.len(), Duration::from_secs(5)),
+        want
+    );
+    // The leadership moves away while the leader is stopped: once back, it tells its
+    // shard subscriber to go.
+    c.sigstop(leader);
+    set(&c, other, c.key_in(p), "moved").expect("a write on the new leader");
+    assert_ne!(c.leader_of(p), Some(leader));
+    c.sigcont(leader);
+    let want = sub_reply("sunsubscribe", Some(b"sch"), 0);
+    assert_eq!(
+        String::from_utf8_lossy(&read_exact_within(
+            &mut shard,
+            want.len(),
+            Duration::from_secs(30)
+        )),
+        String::from_utf8_lossy(&want),
+        "{}",
+        c.log_tail(leader)
+    );
+    // No longer subscribed: the connection runs any command again.
+    expect_reply(&mut shard, &resp(&[b"ECHO", b"back"]), b"$4\r\nback\r\n");
+}

@@ -476,3 +476,58 @@ pub fn log_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+// ---------------------------------------------------------------- pub/sub
+
+/// Reads exactly `want` bytes (or fails the test after `timeout`).
+pub fn read_exact_within(s: &mut TcpStream, want: usize, timeout: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while out.len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "got {} of {want} bytes: {:?}",
+            out.len(),
+            String::from_utf8_lossy(&out[out.len().saturating_sub(200)..])
+        );
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match s.read(&mut buf[..(want - out.len()).min(65536)]) {
+            Ok(0) => panic!("closed after {} of {want} bytes", out.len()),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    out
+}
+
+/// A pub/sub `message` as a subscriber reads it.
+pub fn message(channel: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut m = b"*3\r\n$7\r\nmessage\r\n".to_vec();
+    m.extend(bulk(channel));
+    m.extend(bulk(payload));
+    m
+}
+
+/// A RESP bulk string.
+pub fn bulk(b: &[u8]) -> Vec<u8> {
+    let mut v = format!("${}\r\n", b.len()).into_bytes();
+    v.extend_from_slice(b);
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+/// A (un)subscribe reply: kind, channel (null: none) and the connection's count.
+pub fn sub_reply(kind: &str, channel: Option<&[u8]>, count: i64) -> Vec<u8> {
+    let mut v = b"*3\r\n".to_vec();
+    v.extend(bulk(kind.as_bytes()));
+    match channel {
+        Some(c) => v.extend(bulk(c)),
+        None => v.extend_from_slice(b"$-1\r\n"),
+    }
+    v.extend(format!(":{count}\r\n").into_bytes());
+    v
+}

@@ -35,6 +35,7 @@
 //! either streams records or answers `diverging` with its end offset for that epoch; the
 //! follower truncates there (KIP-101/KIP-320) and validates again. Records are appended with
 //! the LSNs and epochs the leader gave them.
+mod publish;
 mod service;
 mod sink;
 
@@ -149,6 +150,13 @@ impl EventTx {
 /// What reaches the replication driver.
 pub enum Event {
     Routes(Arc<RouteTable>),
+    /// A `Publish` call to `node` with `sent` messages finished (`error`: how it failed).
+    Published {
+        node: u32,
+        generation: u64,
+        sent: u64,
+        error: Option<String>,
+    },
     // Leader side (gRPC server callbacks).
     StreamOpened {
         stream: u64,
@@ -349,6 +357,7 @@ impl ReplThread {
             hw_dirty: Default::default(),
             pump_dirty: Default::default(),
             busy: false,
+            forwarder: Default::default(),
         };
         st.refresh_roles();
         let (done_tx, done) = crossbeam_channel::bounded(1);
@@ -700,6 +709,8 @@ struct State {
     pump_dirty: std::collections::BTreeSet<u32>,
     /// Records were pushed recently (see `ReplSettings::linger`).
     busy: bool,
+    /// PUBLISH: the messages on their way to the other nodes (`publish`).
+    forwarder: publish::Forwarder,
 }
 
 fn payload_reply(p: Payload) -> ReplReply {
@@ -954,6 +965,17 @@ impl State {
                 copy,
                 reply,
             } => self.on_follower_reply(partition, epoch, reply, Some(copy)),
+            Event::Published {
+                node,
+                generation,
+                sent,
+                error,
+            } => {
+                let dial = self.dial();
+                let me = self.routes.me;
+                let f = &mut self.forwarder;
+                f.done(node, generation, sent, error, me, &dial, &self.events);
+            }
             Event::Stop | Event::Tick => {}
         }
     }
@@ -982,6 +1004,11 @@ impl State {
                 leader_epoch,
             } => {
                 (self.control.leadership)(partition, leader_epoch, Ok(()));
+                return;
+            }
+            FeedMsg::Publish(p) => {
+                let dial = self.dial();
+                self.forwarder.publish(p, &self.routes, &dial, &self.events);
                 return;
             }
         };

@@ -10,8 +10,9 @@ use grpcio::{
     DuplexSink, RequestStream, RpcContext, RpcStatus, RpcStatusCode, ServerStreamingSink,
     UnarySink, WriteFlags,
 };
+use simplekv_net::server::pubsub::Publication as Published;
 use simplekv_net::server::replica::{ReplOp, ReplReply};
-use simplekv_net::server::router::{Op, Payload, Router};
+use simplekv_net::server::router::{Msg, Op, Payload, Router};
 use simplekv_proto::replication::*;
 use simplekv_proto::replication_grpc::Replication;
 
@@ -115,6 +116,61 @@ impl Replication for ReplService {
                 }
             }
             let _ = events.send(Event::StreamClosed { stream: id });
+        });
+    }
+
+    /// Messages published on another node: every worker hands them to its subscribers, in
+    /// the order they came. The answer goes once every worker has (the call's last message
+    /// goes as work with a completion), so what this node's workers have not taken yet
+    /// waits in the sender's bounded queue rather than in their channels.
+    fn publish(&mut self, ctx: RpcContext, req: PublishRequest, sink: UnarySink<PublishReply>) {
+        if let Some(s) = self.refused(&ctx, "Publish") {
+            ctx.spawn(sink.fail(s).map(|_| ()));
+            return;
+        }
+        let mut messages: Vec<Arc<Published>> = req
+            .messages
+            .into_iter()
+            .map(|m| {
+                Arc::new(Published {
+                    shard: false,
+                    channel: m.channel,
+                    message: m.message,
+                })
+            })
+            .collect();
+        let Some(last) = messages.pop() else {
+            ctx.spawn(sink.success(PublishReply::new()).map(|_| ()));
+            return;
+        };
+        for p in &messages {
+            self.router.broadcast(|| Msg::Publish(p.clone()));
+        }
+        let workers = self.router.workers();
+        let (tx, rx) = mpsc::unbounded::<()>();
+        for w in 0..workers {
+            let tx = tx.clone();
+            let op = Op::Publish {
+                p: last.clone(),
+                forward: false,
+            };
+            self.router.submit(w, op, move |_| {
+                let _ = tx.unbounded_send(());
+            });
+        }
+        drop(tx);
+        ctx.spawn(async move {
+            // A worker gone (the node stopping) drops its completion uncalled: the call
+            // fails then.
+            if rx.take(workers).count().await == workers {
+                let _ = sink.success(PublishReply::new()).await;
+            } else {
+                let status = RpcStatus::with_message(
+                    RpcStatusCode::UNAVAILABLE,
+                    "the node is stopping".into(),
+                );
+                let _ = sink.fail(status).await;
+            }
         });
     }
 

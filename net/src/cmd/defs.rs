@@ -2017,6 +2017,26 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
+        name: "psubscribe",
+        arity: -2,
+        flags: &["pubsub", "noscript", "loading", "stale"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Listen for messages published to channels matching the given patterns",
+        complexity: "O(N) where N is the number of patterns the client is already subscribed to.",
+        arguments: &[
+            ArgDoc { name: "pattern", typ: "block", multiple: true, sub: &[
+                    ArgDoc { name: "pattern", typ: "pattern", ..ArgDoc::DEFAULT },
+                ], ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@pubsub", "@slow"],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
         name: "pttl",
         arity: 2,
         flags: &["readonly", "fast"],
@@ -2037,6 +2057,165 @@ pub static COMMANDS: &[CommandSpec] = &[
             KeySpec { notes: None, flags: &["RO", "access"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
         ],
         history: &[("2.8.0", "Added the -2 reply.")],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "publish",
+        arity: 3,
+        flags: &["pubsub", "loading", "stale", "fast"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Post a message to a channel",
+        complexity: "O(N+M) where N is the number of clients subscribed to the receiving channel and M is the total number of subscribed patterns (by any client).",
+        arguments: &[
+            ArgDoc { name: "channel", typ: "string", ..ArgDoc::DEFAULT },
+            ArgDoc { name: "message", typ: "string", ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@pubsub", "@fast"],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "pubsub",
+        arity: -2,
+        flags: &[],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "pubsub",
+        since: "2.8.0",
+        summary: "A container for Pub/Sub commands",
+        complexity: "Depends on subcommand.",
+        arguments: &[],
+        kind: Kind::Server,
+        acl_categories: &["@slow"],
+        subcommands: &[
+            CommandSpec {
+                name: "pubsub|channels",
+                arity: -2,
+                flags: &["pubsub", "loading", "stale"],
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                group: "pubsub",
+                since: "2.8.0",
+                summary: "List active channels",
+                complexity: "O(N) where N is the number of active channels, and assuming constant time pattern matching (relatively short channels and patterns)",
+                arguments: &[
+                    ArgDoc { name: "pattern", typ: "pattern", optional: true, ..ArgDoc::DEFAULT },
+                ],
+                kind: Kind::Server,
+                acl_categories: &["@pubsub", "@slow"],
+                ..CommandSpec::DEFAULT
+            },
+            CommandSpec {
+                name: "pubsub|help",
+                arity: 2,
+                flags: &["loading", "stale"],
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                group: "pubsub",
+                since: "6.2.0",
+                summary: "Show helpful text about the different subcommands",
+                complexity: "O(1)",
+                arguments: &[],
+                kind: Kind::Server,
+                acl_categories: &["@slow"],
+                ..CommandSpec::DEFAULT
+            },
+            CommandSpec {
+                name: "pubsub|numpat",
+                arity: 2,
+                flags: &["pubsub", "loading", "stale"],
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                group: "pubsub",
+                since: "2.8.0",
+                summary: "Get the count of unique patterns pattern subscriptions",
+                complexity: "O(1)",
+                arguments: &[],
+                kind: Kind::Server,
+                acl_categories: &["@pubsub", "@slow"],
+                ..CommandSpec::DEFAULT
+            },
+            CommandSpec {
+                name: "pubsub|numsub",
+                arity: -2,
+                flags: &["pubsub", "loading", "stale"],
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                group: "pubsub",
+                since: "2.8.0",
+                summary: "Get the count of subscribers for channels",
+                complexity: "O(N) for the NUMSUB subcommand, where N is the number of requested channels",
+                arguments: &[
+                    ArgDoc { name: "channel", typ: "string", optional: true, multiple: true, ..ArgDoc::DEFAULT },
+                ],
+                kind: Kind::Server,
+                acl_categories: &["@pubsub", "@slow"],
+                ..CommandSpec::DEFAULT
+            },
+            CommandSpec {
+                name: "pubsub|shardchannels",
+                arity: -2,
+                flags: &["pubsub", "loading", "stale"],
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                group: "pubsub",
+                since: "7.0.0",
+                summary: "List active shard channels",
+                complexity: "O(N) where N is the number of active shard channels, and assuming constant time pattern matching (relatively short shard channels).",
+                arguments: &[
+                    ArgDoc { name: "pattern", typ: "pattern", optional: true, ..ArgDoc::DEFAULT },
+                ],
+                kind: Kind::Server,
+                acl_categories: &["@pubsub", "@slow"],
+                ..CommandSpec::DEFAULT
+            },
+            CommandSpec {
+                name: "pubsub|shardnumsub",
+                arity: -2,
+                flags: &["pubsub", "loading", "stale"],
+                first_key: 0,
+                last_key: 0,
+                step: 0,
+                group: "pubsub",
+                since: "7.0.0",
+                summary: "Get the count of subscribers for shard channels",
+                complexity: "O(N) for the SHARDNUMSUB subcommand, where N is the number of requested shard channels",
+                arguments: &[
+                    ArgDoc { name: "shardchannel", typ: "string", optional: true, multiple: true, ..ArgDoc::DEFAULT },
+                ],
+                kind: Kind::Server,
+                acl_categories: &["@pubsub", "@slow"],
+                ..CommandSpec::DEFAULT
+            },
+        ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "punsubscribe",
+        arity: -1,
+        flags: &["pubsub", "noscript", "loading", "stale"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Stop listening for messages posted to channels matching the given patterns",
+        complexity: "O(N+M) where N is the number of patterns the client is already subscribed and M is the number of total patterns subscribed in the system (by any client).",
+        arguments: &[
+            ArgDoc { name: "pattern", typ: "pattern", optional: true, multiple: true, ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@pubsub", "@slow"],
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
@@ -2480,6 +2659,49 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
+        name: "spublish",
+        arity: 3,
+        flags: &["pubsub", "loading", "stale", "fast"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        group: "pubsub",
+        since: "7.0.0",
+        summary: "Post a message to a shard channel",
+        complexity: "O(N) where N is the number of clients subscribed to the receiving shard channel.",
+        arguments: &[
+            ArgDoc { name: "shardchannel", typ: "string", ..ArgDoc::DEFAULT },
+            ArgDoc { name: "message", typ: "string", ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@pubsub", "@fast"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["not_key"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
+        ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "ssubscribe",
+        arity: -2,
+        flags: &["pubsub", "noscript", "loading", "stale"],
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        group: "pubsub",
+        since: "7.0.0",
+        summary: "Listen for messages published to the given shard channels",
+        complexity: "O(N) where N is the number of shard channels to subscribe to.",
+        arguments: &[
+            ArgDoc { name: "shardchannel", typ: "string", multiple: true, ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@pubsub", "@slow"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["not_key"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: -1, keystep: 1, limit: 0 } },
+        ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
         name: "strlen",
         arity: 2,
         flags: &["readonly", "fast"],
@@ -2498,6 +2720,24 @@ pub static COMMANDS: &[CommandSpec] = &[
         key_specs: &[
             KeySpec { notes: None, flags: &["RO"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 } },
         ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "subscribe",
+        arity: -2,
+        flags: &["pubsub", "noscript", "loading", "stale"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Listen for messages published to the given channels",
+        complexity: "O(N) where N is the number of channels to subscribe to.",
+        arguments: &[
+            ArgDoc { name: "channel", typ: "string", multiple: true, ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@pubsub", "@slow"],
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
@@ -2524,6 +2764,27 @@ pub static COMMANDS: &[CommandSpec] = &[
         doc_flags: &["deprecated"],
         deprecated_since: Some("2.0.0"),
         replaced_by: Some("`GETRANGE`"),
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "sunsubscribe",
+        arity: -1,
+        flags: &["pubsub", "noscript", "loading", "stale"],
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        group: "pubsub",
+        since: "7.0.0",
+        summary: "Stop listening for messages posted to the given shard channels",
+        complexity: "O(N) where N is the number of clients already subscribed to a shard channel.",
+        arguments: &[
+            ArgDoc { name: "shardchannel", typ: "string", optional: true, multiple: true, ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@pubsub", "@slow"],
+        key_specs: &[
+            KeySpec { notes: None, flags: &["not_key"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: -1, keystep: 1, limit: 0 } },
+        ],
         ..CommandSpec::DEFAULT
     },
     CommandSpec {
@@ -2629,6 +2890,24 @@ pub static COMMANDS: &[CommandSpec] = &[
         key_specs: &[
             KeySpec { notes: None, flags: &["RM", "delete"], begin_search: BeginSearch::Index(1), find_keys: FindKeys::Range { lastkey: -1, keystep: 1, limit: 0 } },
         ],
+        ..CommandSpec::DEFAULT
+    },
+    CommandSpec {
+        name: "unsubscribe",
+        arity: -1,
+        flags: &["pubsub", "noscript", "loading", "stale"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        group: "pubsub",
+        since: "2.0.0",
+        summary: "Stop listening for messages posted to the given channels",
+        complexity: "O(N) where N is the number of clients already subscribed to a channel.",
+        arguments: &[
+            ArgDoc { name: "channel", typ: "string", optional: true, multiple: true, ..ArgDoc::DEFAULT },
+        ],
+        kind: Kind::Server,
+        acl_categories: &["@pubsub", "@slow"],
         ..CommandSpec::DEFAULT
     },
     CommandSpec {

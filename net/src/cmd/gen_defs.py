@@ -36,7 +36,7 @@ class R:
 port = int(sys.argv[1]); out = sys.argv[2]
 KEYED = "get set setnx setex psetex getset getdel getex expire pexpire expireat pexpireat ttl pttl expiretime pexpiretime persist type incr decr incrby decrby incrbyfloat append strlen getrange setrange substr setbit getbit bitcount bitpos bitfield bitfield_ro".split()
 MULTI = {"mget": "MGet", "mset": "MSet", "msetnx": "MSetNx", "del": "Del", "unlink": "Unlink", "exists": "Exists", "touch": "Touch"}
-SERVER = "multi exec discard watch unwatch ping echo quit hello auth select dbsize scan keys randomkey flushdb flushall info config command client role time shutdown bgrewriteaof wait cluster readonly readwrite lastsave save bgsave memory object rename renamenx copy reset bitop lcs slowlog monitor latency".split()
+SERVER = "multi exec discard watch unwatch ping echo quit hello auth select dbsize scan keys randomkey flushdb flushall info config command client role time shutdown bgrewriteaof wait cluster readonly readwrite lastsave save bgsave memory object rename renamenx copy reset bitop lcs slowlog monitor latency publish subscribe unsubscribe psubscribe punsubscribe pubsub spublish ssubscribe sunsubscribe".split()
 # The subcommands simplekv implements, per container (COMMAND INFO/DOCS list only these;
 # the others answer "unknown subcommand" or an error saying why they are not supported).
 SUBS = {
@@ -47,6 +47,7 @@ SUBS = {
     "latency": "help histogram",
     "memory": "help purge usage",
     "object": "encoding freq help idletime refcount",
+    "pubsub": "channels help numpat numsub shardchannels shardnumsub",
     "slowlog": "get help len reset",
 }
 r = R(port)

@@ -232,6 +232,13 @@ impl MultiKind {
 }
 
 impl CommandSpec {
+    /// Redis's `may_replicate` flag, which COMMAND INFO does not show (so the generated
+    /// table lacks it): of simplekv's commands, PUBLISH and SPUBLISH, which Redis passes on
+    /// to its replicas. CLIENT PAUSE WRITE holds them and a monitor may not run them.
+    pub fn may_replicate(&self) -> bool {
+        matches!(self.name, "publish" | "spublish")
+    }
+
     /// The spec a command line is checked against: a container's subcommand when one of
     /// its subcommands is named (`client|list`), else this one.
     /// Whether the container knows subcommand `sub`: one of its table's, or one simplekv
@@ -682,7 +689,8 @@ mod tests {
                       flushall info config command client role time shutdown bgrewriteaof \
                       wait cluster readonly readwrite lastsave save bgsave memory object rename \
                       renamenx copy reset bitop lcs slowlog monitor latency multi exec discard watch
-                      unwatch";
+                      unwatch publish subscribe unsubscribe psubscribe punsubscribe pubsub \
+                      spublish ssubscribe sunsubscribe";
         // The transaction commands are found by their group (`Worker::dispatch`).
         for name in server.split_whitespace() {
             let tx = ["multi", "exec", "discard", "watch", "unwatch"].contains(&name);

@@ -57,7 +57,7 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
                 write_bulk(r, &keys[fastrand::usize(..keys.len())]);
             }
         }
-        Finisher::ClientList { extra, ids } => {
+        Finisher::ClientList { extra, ids, pubsub } => {
             // The caller's own line is `extra`; inside a transaction its connection may also
             // sit among its worker's when the list is taken there.
             let own = extra.split(' ').next().unwrap_or_default();
@@ -78,6 +78,18 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
                         .is_some_and(|id| ids.contains(&id))
                 };
                 text = text.split_inclusive('\n').filter(|l| wanted(l)).collect();
+            }
+            if let Some(pubsub) = pubsub {
+                // TYPE pubsub: the lines whose flags have P; TYPE normal: the others.
+                let has_p = |line: &str| {
+                    line.split(' ')
+                        .find_map(|f| f.strip_prefix("flags="))
+                        .is_some_and(|f| f.contains('P'))
+                };
+                text = text
+                    .split_inclusive('\n')
+                    .filter(|l| has_p(l) == *pubsub)
+                    .collect();
             }
             write_bulk(r, text.as_bytes());
         }
@@ -144,6 +156,32 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             super::slowlog::write_entries(r, entries, *count, *max_len);
         }
         Finisher::Sum { max } => write_integer(r, int_sum(&parts).min(*max)),
+        Finisher::Distinct { count } => {
+            let mut names = all_keys(parts);
+            names.sort_unstable();
+            names.dedup();
+            if *count {
+                write_integer(r, names.len() as i64);
+            } else {
+                write_array_len(r, names.len());
+                for n in names {
+                    write_bulk(r, &n);
+                }
+            }
+        }
+        Finisher::NumSub { names } => {
+            let mut totals = vec![0; names.len()];
+            for p in parts {
+                if let Payload::Counts(c) = p {
+                    totals.iter_mut().zip(c).for_each(|(t, n)| *t += n);
+                }
+            }
+            write_array_len(r, 2 * names.len());
+            for (n, total) in names.iter().zip(totals) {
+                write_bulk(r, n);
+                write_integer(r, total);
+            }
+        }
         Finisher::LatencyHistogram { names } => {
             let mut total = super::stats::CmdStats::default();
             for p in &parts {

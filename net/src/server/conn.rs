@@ -401,8 +401,14 @@ pub struct Client {
     /// MONITOR lines of this connection's commands that wait for those of a transaction
     /// before them still running (by its EXEC's reply sequence number), in order (`monitor`).
     pub monitor_held: std::collections::VecDeque<(Option<u64>, Vec<u8>)>,
-    /// Since when the connection's unread MONITOR output is over 64 MiB (`monitor`).
-    pub monitor_behind_since: Option<Instant>,
+    /// Since when the connection's unread MONITOR or pub/sub output is over its soft limit
+    /// (`worker::feed_stream`).
+    pub behind_since: Option<Instant>,
+    /// Bytes of MONITOR or pub/sub output queued behind a reply still on its way (in
+    /// `Output::slots`, not yet in the write buffer); reset once nothing waits.
+    pub stream_in_slots: usize,
+    /// Its pub/sub subscriptions (`pubsub`); `None` while it has none.
+    pub subs: Option<Box<super::pubsub::Subs>>,
 }
 
 /// Reads stop and parsing pauses above these, so one pipelining client cannot make a worker
@@ -468,7 +474,9 @@ impl Conn {
                 watched: Vec::new(),
                 monitor: false,
                 monitor_held: Default::default(),
-                monitor_behind_since: None,
+                behind_since: None,
+                stream_in_slots: 0,
+                subs: None,
             },
         }
     }

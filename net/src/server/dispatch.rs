@@ -31,8 +31,11 @@ pub enum Finisher {
     /// command runs).
     ClientList {
         extra: String,
-        /// CLIENT LIST ID ...: only these clients (`None`: all; TYPE other than normal: none).
+        /// CLIENT LIST ID ...: only these clients (`None`: all; TYPE master or replica: none).
         ids: Option<Vec<u64>>,
+        /// CLIENT LIST TYPE pubsub (true) or normal (false): the clients that subscribe, or
+        /// the others.
+        pubsub: Option<bool>,
     },
     RandomKey,
     /// CLIENT KILL: the old form answers +OK / "No such client", the filter form a count.
@@ -64,6 +67,15 @@ pub enum Finisher {
     /// The parts' integers added up, at most `max` (SLOWLOG LEN).
     Sum {
         max: i64,
+    },
+    /// PUBSUB CHANNELS, SHARDCHANNELS: the names gathered, each once; or how many there
+    /// are (`count`: NUMPAT).
+    Distinct {
+        count: bool,
+    },
+    /// PUBSUB NUMSUB, SHARDNUMSUB: each name and its subscribers over the workers.
+    NumSub {
+        names: Vec<Vec<u8>>,
     },
 }
 
@@ -300,6 +312,24 @@ impl Worker {
         // MULTI, EXEC, DISCARD, WATCH, UNWATCH: before the arity check (a refused EXEC ends
         // the transaction) and before queueing.
         if spec.group == "transactions" {
+            if client.subs.is_some() {
+                // As Redis: not in the subscribed context either (a refused EXEC answers
+                // EXECABORT with the reason).
+                self.stats.cmdstats.record_rejected(spec.name);
+                let e = super::pubsub::not_allowed_error(spec.name);
+                match spec.name {
+                    "exec" => err(
+                        out,
+                        &format!(
+                            "EXECABORT Transaction discarded because of: {}",
+                            e.trim_start_matches("ERR ")
+                        ),
+                    ),
+                    _ => err(out, &e),
+                }
+                out.not_run = true;
+                return;
+            }
             out.cmd = spec.name;
             self.transaction_command(token, out, client, args);
             return;
@@ -342,6 +372,14 @@ impl Worker {
         if client.monitor && super::monitor::refused_to_monitor(spec, args) {
             self.stats.cmdstats.record_rejected(arity_spec.name);
             err(out, "ERR Replica can't interact with the keyspace");
+            super::multi::flag(client);
+            out.not_run = true;
+            return;
+        }
+        // As Redis with a RESP2 connection that subscribes.
+        if client.subs.is_some() && !super::pubsub::allowed_when_subscribed(spec.name) {
+            self.stats.cmdstats.record_rejected(arity_spec.name);
+            err(out, &super::pubsub::not_allowed_error(arity_spec.name));
             super::multi::flag(client);
             out.not_run = true;
             return;
@@ -1106,19 +1144,45 @@ impl Worker {
                 (Payload::Ok, false)
             }
             Op::ClientList => (Payload::Text(self.client_list()), false),
+            Op::Publish { p, forward } => {
+                if forward {
+                    self.forward_publication(&p);
+                }
+                (Payload::Int(self.deliver_publication(&p)), false)
+            }
+            Op::PubSubNames { kind, pattern } => (
+                Payload::Keys(self.pubsub.names(kind, pattern.as_deref())),
+                false,
+            ),
+            Op::NumSub { kind, names } => {
+                let counts = names
+                    .iter()
+                    .map(|n| self.pubsub.subscribers(kind, n) as i64)
+                    .collect();
+                (Payload::Counts(counts), false)
+            }
             // The worker's loop goes on with what the pause stopped once it is over (not
             // here: this may run inside a transaction's part).
             Op::PauseChanged { .. } => (Payload::Ok, false),
             Op::SlowLog(op) => (self.slowlog_op(op), false),
             Op::ClientKill(filter) => {
                 let mut hits = Vec::new();
+                let mut subs = Vec::new();
                 for (i, c) in self.conns.iter_mut().enumerate() {
                     let Some(c) = c else { continue };
                     // One killed already (earlier in the same transaction) is gone.
                     if !c.client.closing && filter.matches(&c.client) {
                         c.client.closing = true;
                         hits.push(i + super::worker::FIRST_CONN);
+                        // A killed subscriber gets no more messages and counts nowhere,
+                        // however long its output takes to go (it may never read it).
+                        if let Some(s) = c.client.subs.take() {
+                            subs.push((i + super::worker::FIRST_CONN, s));
+                        }
                     }
+                }
+                for (t, s) in subs {
+                    self.forget_subscriptions(t, &s);
                 }
                 // A closing connection is only closed when its worker flushes it; without
                 // this an idle victim stayed connected until it sent something.
@@ -1414,6 +1478,9 @@ impl Worker {
         };
         let mut r = Vec::new();
         match spec.name {
+            "ping" if client.subs.is_some() && args.len() <= 2 => {
+                super::pubsub::write_pong(&mut r, args.get(1).copied())
+            }
             "ping" => match args.len() {
                 1 => r.extend_from_slice(b"+PONG\r\n"),
                 2 => write_bulk(&mut r, args[1]),
@@ -1423,6 +1490,8 @@ impl Worker {
             "quit" => {
                 write_ok(&mut r);
                 client.closing = true;
+                // Gone for publishers at once, however long its last replies take to go.
+                self.drop_subscriptions(token, client);
             }
             "reset" => {
                 // As Redis: the connection's state as a new connection's (the transaction,
@@ -1441,6 +1510,7 @@ impl Worker {
                     self.shared.monitors.remove(self.id);
                     self.monitoring.retain(|&t| t != token);
                 }
+                self.drop_subscriptions(token, client);
                 write_simple(&mut r, b"RESET");
             }
             "select" => match crate::resp::parse::string2ll(args[1]) {
@@ -1456,6 +1526,12 @@ impl Worker {
                 None => return err(out, "ERR value is not an integer or out of range"),
             },
             "auth" => return self.cmd_auth(out, client, args),
+            "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+            | "sunsubscribe" => {
+                return self.cmd_subscription(token, out, client, spec.name, args);
+            }
+            "publish" | "spublish" => return self.cmd_publish(token, out, client, spec.name, args),
+            "pubsub" => return self.cmd_pubsub(token, out, client, args),
             "monitor" => {
                 if self.tx_plan.is_some() {
                     // As Redis: EXEC expects one reply per command, a stream cannot be one.
@@ -2204,12 +2280,21 @@ impl Worker {
             }
             ("list", _) => {
                 // As Redis 7: CLIENT LIST [TYPE normal|master|replica|slave|pubsub] or
-                // CLIENT LIST ID id [id ...]; every client here is a normal one.
+                // CLIENT LIST ID id [id ...]; every client here is a normal one or a
+                // pub/sub one (it subscribes).
+                let mut pubsub = None;
                 let ids = match (args.get(2).map(|a| lower(a)).as_deref(), args.len()) {
                     (None, _) => None,
                     (Some("type"), 4) => match lower(args[3]).as_str() {
-                        "normal" => None,
-                        "master" | "replica" | "slave" | "pubsub" => Some(Vec::new()),
+                        "normal" => {
+                            pubsub = Some(false);
+                            None
+                        }
+                        "pubsub" => {
+                            pubsub = Some(true);
+                            None
+                        }
+                        "master" | "replica" | "slave" => Some(Vec::new()),
                         _ => {
                             let t = String::from_utf8_lossy(args[3]);
                             return err(out, &format!("ERR Unknown client type '{t}'"));
@@ -2229,7 +2314,7 @@ impl Worker {
                     _ => return err(out, "ERR syntax error"),
                 };
                 let extra = self.client_line(client, out);
-                let g = self.collect_gather(Finisher::ClientList { extra, ids });
+                let g = self.collect_gather(Finisher::ClientList { extra, ids, pubsub });
                 return self.broadcast(token, out, client, g, || Op::ClientList);
             }
             ("info", 2) => {
@@ -2260,10 +2345,11 @@ impl Worker {
                             },
                             "addr" => f.addr = Some(text()),
                             "laddr" => f.laddr = Some(text()),
-                            // Every connection is a normal one, of the one user.
+                            // Every connection is a normal or pub/sub one, of the one user.
                             "type" => match lower(value).as_str() {
-                                "normal" => {}
-                                "master" | "replica" | "slave" | "pubsub" => f.nobody = true,
+                                "normal" => f.pubsub = Some(false),
+                                "pubsub" => f.pubsub = Some(true),
+                                "master" | "replica" | "slave" => f.nobody = true,
                                 _ => {
                                     return err(
                                         out,
@@ -2433,23 +2519,34 @@ impl Worker {
             (None, Some((id, n))) if id == c.id => Some(n),
             _ => None,
         };
+        // Redis's order: O (monitor), P (pub/sub), x (MULTI), b (blocked: stopped by CLIENT
+        // PAUSE); N for none.
+        let mut flags: String = [
+            (c.monitor, 'O'),
+            (c.subs.is_some(), 'P'),
+            (multi.is_some(), 'x'),
+            (c.postponed, 'b'),
+        ]
+        .iter()
+        .filter_map(|&(on, f)| on.then_some(f))
+        .collect();
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        let subs = |kind| c.subs.as_ref().map_or(0, |s| s.of(kind).len());
+        use super::pubsub::Kind;
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll={} omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp=2 lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll={} omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp=2 lib-name={} lib-ver={}\n",
             c.id,
             c.addr,
             c.local_addr,
             text(&c.name),
             c.created.elapsed().as_secs(),
             c.last_active.elapsed().as_secs(),
-            // Redis's order: O (monitor), x (MULTI), b (blocked: stopped by CLIENT PAUSE).
-            match (c.monitor, multi.is_some(), c.postponed) {
-                (true, true, _) => "Ox",
-                (true, false, _) => "O",
-                (false, true, true) => "xb",
-                (false, true, false) => "x",
-                (false, false, true) => "b",
-                (false, false, false) => "N",
-            },
+            flags,
+            subs(Kind::Channel),
+            subs(Kind::Pattern),
+            subs(Kind::Shard),
             multi.map_or(-1, |n| n as i64),
             out.slots.len(),
             out.wbuf.len() - out.wpos,

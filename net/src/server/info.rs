@@ -16,6 +16,7 @@ impl Worker {
         s.blocked = (self.blocked_by_pause() + self.parked_waits.len()) as u64;
         s.partitions = self.owned.len() as u64;
         s.journals = self.journaling() as u64;
+        s.pubsub_names = super::pubsub::Kind::ALL.map(|k| self.pubsub.fingerprints(k));
         for &p in &self.owned {
             let Some(store) = self.store(p) else { continue };
             let st = store.stats();
@@ -297,7 +298,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("stats") {
         let _ = write!(
             o,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\ninstantaneous_ops_per_sec:{:.0}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\npipeline_order_waits:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ntotal_reads_processed:{}\r\ntotal_writes_processed:{}\r\ninstantaneous_ops_per_sec:{:.0}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\ntotal_error_replies:{}\r\npipeline_order_waits:{}\r\n\r\n",
             si.total_connections,
             t.commands,
             t.net_in,
@@ -311,6 +312,9 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             t.expired_keys,
             t.hits,
             t.misses,
+            distinct(&t.pubsub_names[0]),
+            distinct(&t.pubsub_names[1]),
+            distinct(&t.pubsub_names[2]),
             t.errors.total,
             t.order_waits,
         );
@@ -417,6 +421,14 @@ fn os_name() -> &'static str {
             format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)
         }
     })
+}
+
+/// How many different values there are among `v`.
+fn distinct(v: &[u64]) -> usize {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod moves;
 mod msetnx;
 mod multi;
 mod pause;
+pub mod pubsub;
 pub mod replica;
 pub mod router;
 mod seqtx;
@@ -615,6 +616,7 @@ pub fn start_node(
         port: AtomicUsize::new(addr.port() as usize),
         config_file,
         config: std::sync::Mutex::new((0, Arc::new(config.clone()))),
+        subscriptions: AtomicUsize::new(0),
         monitors: monitor::Monitors::new(workers as usize),
         pause: pause::ClientPause::new(started),
     });

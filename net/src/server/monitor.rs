@@ -126,10 +126,8 @@ pub fn ran_now(in_tx: bool, name: &[u8]) -> bool {
 /// Whether a monitoring connection may not run the command: one that reads or writes keys,
 /// refused as Redis refuses it to a replica ("Replica can't interact with the keyspace").
 pub fn refused_to_monitor(spec: &'static cmd::table::CommandSpec, args: &[&[u8]]) -> bool {
-    let flags = spec.for_args(args).flags;
-    ["readonly", "write", "may_replicate"]
-        .iter()
-        .any(|f| flags.contains(f))
+    let spec = spec.for_args(args);
+    ["readonly", "write"].iter().any(|f| spec.flags.contains(f)) || spec.may_replicate()
 }
 
 /// Appends the monitor line of `args`, run at `at` by the client at `addr`.
@@ -245,6 +243,14 @@ mod tests {
         assert!(refused_to_monitor(spec(b"set"), &[b"set", b"k", b"v"]));
         assert!(refused_to_monitor(spec(b"dbsize"), &[b"dbsize"]));
         assert!(!refused_to_monitor(spec(b"ping"), &[b"ping"]));
+        assert!(refused_to_monitor(
+            spec(b"publish"),
+            &[b"publish", b"c", b"m"]
+        ));
+        assert!(!refused_to_monitor(
+            spec(b"subscribe"),
+            &[b"subscribe", b"c"]
+        ));
         assert!(!refused_to_monitor(spec(b"info"), &[b"info"]));
     }
 

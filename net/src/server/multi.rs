@@ -450,6 +450,11 @@ impl Worker {
             {
                 Err("ERR Command not allowed inside a transaction".to_string())
             }
+            // Redis 7.0 queues them and writes their replies into EXEC's array, one too
+            // many, which no client can read (`pubsub`).
+            Kind::Server if super::pubsub::is_subscription_command(spec.name) => {
+                Err(super::pubsub::in_multi_error(spec.name))
+            }
             Kind::Server if changes_the_node(spec, args) => Err(format!(
                 "ERR '{}' is not supported inside MULTI: it changes every worker at once, and a \
                  transaction that runs nothing (a watched key changed) could not take it back; \
@@ -494,7 +499,11 @@ impl Worker {
         if self.cluster.is_none() {
             return Ok(());
         }
-        let keys = command_keys(spec, args);
+        // A shard channel belongs to its slot as a key does (its key spec is `not_key`).
+        let keys = match spec.name {
+            "spublish" => vec![args[1]],
+            _ => command_keys(spec, args),
+        };
         let Some(&first) = keys.first() else {
             return Ok(());
         };

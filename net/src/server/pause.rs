@@ -128,11 +128,7 @@ impl ClientPause {
 /// Whether a pause in `mode` stops a command of this spec (`write` or `may_replicate` in
 /// WRITE mode, as Redis's `is_may_replicate_command`).
 fn stops(mode: PauseMode, spec: &CommandSpec) -> bool {
-    mode == PauseMode::All
-        || spec
-            .flags
-            .iter()
-            .any(|f| *f == "write" || *f == "may_replicate")
+    mode == PauseMode::All || spec.flags.contains(&"write") || spec.may_replicate()
 }
 
 fn stops_args<'a>(mode: PauseMode, args: impl Iterator<Item = &'a [u8]>) -> bool {

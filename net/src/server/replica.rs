@@ -64,6 +64,8 @@ pub enum FeedMsg {
     /// written again (a leadership began, its writes as leader went in again, or a probe
     /// found its log able to take writes): the controller may name this node leader again.
     LeadingAgain { partition: u32, leader_epoch: u32 },
+    /// A PUBLISH on this node, for the subscribers of every other node (`pubsub`).
+    Publish(Arc<super::pubsub::Publication>),
 }
 
 /// Where workers send [`FeedMsg`]s: a channel, and a function that wakes the replication

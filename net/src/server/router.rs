@@ -19,8 +19,10 @@ pub struct KillFilter {
     pub addr: Option<String>,
     pub laddr: Option<String>,
     pub id: Option<u64>,
-    /// A filter that no client matches (TYPE master, replica or pubsub).
+    /// A filter that no client matches (TYPE master or replica).
     pub nobody: bool,
+    /// TYPE pubsub (true: clients that subscribe) or normal (false: the others).
+    pub pubsub: Option<bool>,
     /// The client that sent the CLIENT KILL, never matched here: whether it goes is decided
     /// where it sent the command (SKIPME), and inside a transaction it may sit among its
     /// worker's connections when the kill runs there.
@@ -34,6 +36,7 @@ impl KillFilter {
             && self.addr.as_deref().is_none_or(|a| a == c.addr)
             && self.laddr.as_deref().is_none_or(|a| a == c.local_addr)
             && self.id.is_none_or(|i| i == c.id)
+            && self.pubsub.is_none_or(|p| p == c.subs.is_some())
     }
 }
 
@@ -310,6 +313,24 @@ pub enum Op {
         slot: u16,
         max: usize,
     },
+    /// PUBLISH or SPUBLISH: to this worker's subscribers (`pubsub`); answers how many.
+    /// `forward` (one worker's op of a PUBLISH in cluster mode): pass it on to the other
+    /// nodes too.
+    Publish {
+        p: Arc<super::pubsub::Publication>,
+        forward: bool,
+    },
+    /// PUBSUB CHANNELS, NUMPAT, SHARDCHANNELS: the names with a subscriber on this worker
+    /// (matching `pattern`).
+    PubSubNames {
+        kind: super::pubsub::Kind,
+        pattern: Option<Vec<u8>>,
+    },
+    /// PUBSUB NUMSUB, SHARDNUMSUB: this worker's subscribers of each name.
+    NumSub {
+        kind: super::pubsub::Kind,
+        names: Vec<Vec<u8>>,
+    },
 }
 
 /// What a worker sends back.
@@ -343,6 +364,8 @@ pub enum Payload {
     TxAborted,
     /// WATCH: key versions by their index in the connection's watch list.
     Versions(Vec<(u32, super::multi::Ver)>),
+    /// PUBSUB NUMSUB: a worker's counts, in the order asked.
+    Counts(Vec<i64>),
 }
 
 pub struct Request {
@@ -422,6 +445,8 @@ pub enum Msg {
     Routes(Arc<super::cluster::RouteTable>),
     /// MONITOR lines of the commands another worker's connections ran in one turn.
     Monitor(Arc<Vec<u8>>),
+    /// A message published on another node (cluster mode), for this worker's subscribers.
+    Publish(Arc<super::pubsub::Publication>),
     /// The replication thread's view of a partition this worker leads: its high watermark
     /// and until when the in-sync followers were last heard from.
     Hw {

@@ -36,6 +36,9 @@ pub struct Shared {
     /// other than the workers' RESP connections (the gRPC KV service) read the password and
     /// limits from here; workers read their own copy.
     pub config: std::sync::Mutex<(u64, std::sync::Arc<simplekv_conf::Config>)>,
+    /// Pub/sub subscriptions on the node (of every kind): PUBLISH answers 0 at once while
+    /// there are none (`pubsub`).
+    pub subscriptions: AtomicUsize,
     /// The connections in MONITOR mode, per worker.
     pub monitors: super::monitor::Monitors,
     /// CLIENT PAUSE (`pause`).
@@ -153,6 +156,9 @@ pub struct WorkerStats {
     pub errors: super::conn::ErrorTally,
     /// Calls by command (INFO commandstats).
     pub cmdstats: CmdStats,
+    /// Fingerprints of the channels, patterns and shard channels with subscribers (INFO
+    /// stats counts the distinct ones over the workers; `pubsub::Registry::fingerprints`).
+    pub pubsub_names: [Vec<u64>; 3],
 }
 
 /// One command's line of INFO commandstats, and its latency histogram.
@@ -368,6 +374,9 @@ impl WorkerStats {
             self.cluster_section = o.cluster_section.clone();
         }
         self.repl_lines.extend(o.repl_lines.iter().cloned());
+        for (mine, theirs) in self.pubsub_names.iter_mut().zip(&o.pubsub_names) {
+            mine.extend_from_slice(theirs);
+        }
         self.errors.absorb(&o.errors);
         self.cmdstats.absorb(&o.cmdstats);
         self.repl_lines.sort_by_key(|(p, _)| *p);

@@ -274,6 +274,8 @@ pub struct Worker {
     /// MONITOR lines of the commands this worker's connections ran in this turn, for the
     /// workers with monitoring connections (`send_monitor_lines`).
     pub(super) monitor_buf: Vec<u8>,
+    /// Which of this worker's connections subscribe to what (`pubsub`).
+    pub(super) pubsub: super::pubsub::Registry,
     /// This worker's connections in MONITOR mode (their tokens).
     pub(super) monitoring: Vec<usize>,
     /// Connections whose next reply waits for durability.
@@ -392,6 +394,7 @@ impl Worker {
             lead_failed: Default::default(),
             lead_probed: None,
             monitor_buf: Vec::new(),
+            pubsub: Default::default(),
             monitoring: Vec::new(),
             durable_waiters: Vec::new(),
             sync_tx,
@@ -628,7 +631,7 @@ impl Worker {
         self.on_readable(token);
     }
 
-    fn close_conn(&mut self, token: usize) {
+    pub(super) fn close_conn(&mut self, token: usize) {
         let Some(slot) = self.conns.get_mut(token - FIRST_CONN) else {
             return;
         };
@@ -641,6 +644,7 @@ impl Worker {
                 self.shared.monitors.remove(self.id);
                 self.monitoring.retain(|&t| t != token);
             }
+            self.drop_subscriptions(token, &mut c.client);
             // Lines held behind a transaction still running: the commands after it ran. (The
             // transaction's own, not known yet, are lost with the connection.)
             for (pending, lines) in c.client.monitor_held.drain(..) {
@@ -1118,6 +1122,9 @@ impl Worker {
             }
             Msg::Routes(rt) => self.apply_routes(rt),
             Msg::Monitor(lines) => self.deliver_monitor_lines(&lines),
+            Msg::Publish(p) => {
+                self.deliver_publication(&p);
+            }
             Msg::Hw {
                 partition,
                 leader_epoch,
@@ -1371,9 +1378,12 @@ impl Worker {
     /// a monitor is closed once it has more than 64 MiB unread for 10 s, or 256 MiB: one
     /// large value's line alone (four bytes per byte of binary data) is no reason.
     fn deliver_monitor_lines(&mut self, lines: &[u8]) {
-        const SOFT: usize = super::conn::MAX_WBUF;
-        const HARD: usize = 4 * super::conn::MAX_WBUF;
-        const SOFT_FOR: Duration = Duration::from_secs(10);
+        const LIMIT: StreamLimit = StreamLimit {
+            soft: super::conn::MAX_WBUF,
+            hard: 4 * super::conn::MAX_WBUF,
+            soft_for: Duration::from_secs(10),
+            what: "MONITOR",
+        };
         let mut behind = Vec::new();
         for &token in &self.monitoring {
             let Some(c) = self
@@ -1384,34 +1394,8 @@ impl Worker {
             else {
                 continue;
             };
-            if c.out.reply_mode == super::conn::ReplyMode::Off {
-                continue;
-            }
-            let unread = c.out.wbuf.len() - c.out.wpos;
-            let since = match unread > SOFT {
-                true => *c
-                    .client
-                    .monitor_behind_since
-                    .get_or_insert_with(Instant::now),
-                false => {
-                    c.client.monitor_behind_since = None;
-                    Instant::now()
-                }
-            };
-            if unread > HARD || since.elapsed() > SOFT_FOR {
-                warn!(
-                    "client {} ({}): closed, its MONITOR output is {} MiB behind",
-                    c.client.id,
-                    c.client.addr,
-                    unread >> 20
-                );
+            if !feed_stream(c, &mut self.dirty_conns, token, lines, &LIMIT) {
                 behind.push(token);
-                continue;
-            }
-            c.out.push_reply(lines);
-            if !c.client.in_dirty_list {
-                c.client.in_dirty_list = true;
-                self.dirty_conns.push(token);
             }
         }
         for token in behind {
@@ -2160,6 +2144,7 @@ impl Worker {
         }
         self.maybe_merge();
         self.close_idle();
+        self.drop_moved_shard_channels();
         self.write_points_in_background();
         self.retry_leadership();
     }
@@ -2524,11 +2509,13 @@ impl Worker {
             .enumerate()
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
-                // A monitor only reads (Redis does not time out its replicas either).
+                // A monitor only reads (Redis does not time out its replicas either), nor
+                // does a subscriber (Redis does not time out pub/sub clients).
                 // Nor one stopped by CLIENT PAUSE (Redis does not time out blocked clients).
                 (c.out.slots.is_empty()
                     && !c.client.monitor
                     && !c.client.postponed
+                    && c.client.subs.is_none()
                     && c.client.last_active.elapsed() > idle)
                     .then_some(i + FIRST_CONN)
             })
@@ -2787,6 +2774,62 @@ fn with_args<'a, R>(
         let heap: Vec<&[u8]> = args.collect();
         f(&heap)
     }
+}
+
+/// The output limits of a connection fed a stream it did not ask for piece by piece
+/// (MONITOR, pub/sub), as Redis's `client-output-buffer-limit`: closed past `hard` unread
+/// bytes, or past `soft` for longer than `soft_for`.
+pub struct StreamLimit {
+    pub soft: usize,
+    pub hard: usize,
+    pub soft_for: Duration,
+    /// What the stream is, for the log line.
+    pub what: &'static str,
+}
+
+/// Appends `bytes` of a stream to a connection's output, behind the replies it is owed
+/// (nothing under CLIENT REPLY OFF), and lists it for writing. False, with nothing added,
+/// when the connection is past its limits and is to be closed.
+pub fn feed_stream(
+    c: &mut Conn,
+    dirty_conns: &mut Vec<usize>,
+    token: usize,
+    bytes: &[u8],
+    limit: &StreamLimit,
+) -> bool {
+    if c.out.reply_mode == super::conn::ReplyMode::Off {
+        return true;
+    }
+    if c.out.slots.is_empty() {
+        c.client.stream_in_slots = 0;
+    }
+    let unread = c.out.wbuf.len() - c.out.wpos + c.client.stream_in_slots;
+    let since = match unread > limit.soft {
+        true => *c.client.behind_since.get_or_insert_with(Instant::now),
+        false => {
+            c.client.behind_since = None;
+            Instant::now()
+        }
+    };
+    if unread > limit.hard || since.elapsed() > limit.soft_for {
+        warn!(
+            "client {} ({}): closed, its {} output is {} MiB behind",
+            c.client.id,
+            c.client.addr,
+            limit.what,
+            unread >> 20
+        );
+        return false;
+    }
+    c.out.push_reply(bytes);
+    if !c.out.slots.is_empty() {
+        c.client.stream_in_slots += bytes.len();
+    }
+    if !c.client.in_dirty_list {
+        c.client.in_dirty_list = true;
+        dirty_conns.push(token);
+    }
+    true
 }
 
 #[cfg(test)]
