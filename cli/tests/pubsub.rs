@@ -21,6 +21,17 @@ fn publish(con: &mut Connection, channel: &str, message: &[u8]) -> i64 {
     cmd("PUBLISH").arg(channel).arg(message).query(con).unwrap()
 }
 
+/// A raw connection subscribed to `channel`.
+fn subscriber(s: &Server, channel: &[u8]) -> TcpStream {
+    let mut c = s.raw();
+    expect_reply(
+        &mut c,
+        &resp(&[b"SUBSCRIBE", channel]),
+        &sub_reply("subscribe", Some(channel), 1),
+    );
+    c
+}
+
 fn pmessage(pattern: &[u8], channel: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut m = b"*4\r\n$8\r\npmessage\r\n".to_vec();
     m.extend(bulk(pattern));
@@ -207,12 +218,7 @@ fn a_subscribed_connection_runs_only_the_pubsub_commands_as_in_redis() {
     expect_reply(&mut c, &resp(&[b"PING"]), b"+PONG\r\n");
     // Inside MULTI the (un)subscribe commands are refused and abort the transaction;
     // PUBLISH runs at EXEC.
-    let mut listener = s.raw();
-    expect_reply(
-        &mut listener,
-        &resp(&[b"SUBSCRIBE", b"t"]),
-        &sub_reply("subscribe", Some(b"t"), 1),
-    );
+    let mut listener = subscriber(&s, b"t");
     expect_reply(&mut c, &resp(&[b"MULTI"]), b"+OK\r\n");
     expect_reply(
         &mut c,
@@ -408,12 +414,7 @@ fn pubsub_introspection_counts_over_every_worker() {
 fn a_subscriber_that_does_not_read_is_closed_and_the_server_goes_on() {
     let s = server();
     let mut admin = s.client();
-    let mut slow = s.raw();
-    expect_reply(
-        &mut slow,
-        &resp(&[b"SUBSCRIBE", b"big"]),
-        &sub_reply("subscribe", Some(b"big"), 1),
-    );
+    let mut slow = subscriber(&s, b"big");
     let mut fast = s.client();
     let mut fast_sub = fast.as_pubsub();
     fast_sub.subscribe("big").unwrap();
@@ -483,12 +484,7 @@ fn a_subscriber_told_of_a_write_reads_the_new_value() {
 fn client_pause_write_holds_publish_and_a_killed_subscriber_counts_nowhere() {
     let s = server();
     let mut admin = s.client();
-    let mut sub = s.raw();
-    expect_reply(
-        &mut sub,
-        &resp(&[b"SUBSCRIBE", b"ch"]),
-        &sub_reply("subscribe", Some(b"ch"), 1),
-    );
+    let mut sub = subscriber(&s, b"ch");
     // As Redis 7.0: PUBLISH may replicate, so CLIENT PAUSE WRITE holds it.
     let () = cmd("CLIENT")
         .arg("PAUSE")

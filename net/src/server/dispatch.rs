@@ -1379,6 +1379,22 @@ impl Worker {
         gather: Gather,
         make: impl Fn() -> Op,
     ) {
+        let all: Vec<usize> = (0..self.peers.len()).collect();
+        self.broadcast_to(token, out, client, gather, &all, make)
+    }
+
+    /// `broadcast` to some of the workers (`gather` waits for as many parts; inside a
+    /// transaction, every worker). A PUBLISH's parts count as run once sent
+    /// (`Worker::cmd_publish`).
+    pub(super) fn broadcast_to(
+        &mut self,
+        token: usize,
+        out: &mut Output,
+        client: &Client,
+        gather: Gather,
+        workers: &[usize],
+        make: impl Fn() -> Op,
+    ) {
         if self.tx_plan.is_some() {
             let ops = (0..self.peers.len()).map(|w| (w, make())).collect();
             return self.plan_ops(gather, ops);
@@ -1387,21 +1403,19 @@ impl Worker {
         let seq = out.next_seq();
         let mut need = Need::Now;
         let acks = self.acks_of(client);
-        for w in 0..self.peers.len() {
+        for &w in workers {
             if w == self.id {
                 let (payload, n) = self.execute_op(make(), acks);
                 need = need.max(n);
                 fill_slot(&mut slot, w as u32, payload);
             } else {
+                let op = make();
+                let ran_at_send = matches!(op, Op::Publish { .. });
                 let reply_to = self.reply_to(token, client, out, seq, w as u32);
-                self.send_req(
-                    w,
-                    Request {
-                        reply_to,
-                        op: make(),
-                        acks,
-                    },
-                );
+                if ran_at_send {
+                    out.ran();
+                }
+                self.send_req(w, Request { reply_to, op, acks });
             }
         }
         self.push_gathered(out, slot, need);
@@ -1447,9 +1461,15 @@ impl Worker {
     }
 
     pub(super) fn collect_gather(&self, finish: Finisher) -> Gather {
+        self.collect_gather_of(finish, self.peers.len())
+    }
+
+    /// A gather of the parts of `workers` workers (a part for each worker, those not asked
+    /// left `Ok`).
+    pub(super) fn collect_gather_of(&self, finish: Finisher, workers: usize) -> Gather {
         Gather::Collect {
             parts: vec![Payload::Ok; self.peers.len()],
-            missing: self.peers.len(),
+            missing: workers,
             finish,
         }
     }

@@ -616,8 +616,8 @@ pub fn start_node(
         port: AtomicUsize::new(addr.port() as usize),
         config_file,
         config: std::sync::Mutex::new((0, Arc::new(config.clone()))),
-        subscriptions: AtomicUsize::new(0),
-        monitors: monitor::Monitors::new(workers as usize),
+        subscriptions: stats::WorkerCounts::new(workers as usize),
+        monitors: stats::WorkerCounts::new(workers as usize),
         pause: pause::ClientPause::new(started),
     });
 

@@ -14,56 +14,10 @@
 //! CLIENT LIST, SLOWLOG, SHUTDOWN, MONITOR...), and a transaction's commands appear when EXEC
 //! runs them, followed by EXEC itself. AUTH's arguments, and the credentials of HELLO's AUTH,
 //! are written as `(redacted)`.
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::SystemTime;
 
 use super::conn::Client;
 use crate::cmd;
-
-/// How many monitoring connections each worker has, shared by the workers.
-pub struct Monitors {
-    per_worker: Box<[AtomicU32]>,
-    total: AtomicU32,
-}
-
-impl Monitors {
-    pub fn new(workers: usize) -> Monitors {
-        Monitors {
-            per_worker: (0..workers).map(|_| AtomicU32::new(0)).collect(),
-            total: AtomicU32::new(0),
-        }
-    }
-
-    /// Whether any connection monitors (commands are formatted only then).
-    pub fn active(&self) -> bool {
-        self.total.load(Ordering::Relaxed) > 0
-    }
-
-    /// A connection of worker `w` starts monitoring.
-    pub fn add(&self, w: usize) {
-        if let Some(n) = self.per_worker.get(w) {
-            n.fetch_add(1, Ordering::Relaxed);
-            self.total.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A monitoring connection of worker `w` stops (RESET) or closes.
-    pub fn remove(&self, w: usize) {
-        if let Some(n) = self.per_worker.get(w) {
-            n.fetch_sub(1, Ordering::Relaxed);
-            self.total.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The workers with monitoring connections.
-    pub fn workers(&self) -> impl Iterator<Item = usize> + '_ {
-        self.per_worker
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.load(Ordering::Relaxed) > 0)
-            .map(|(w, _)| w)
-    }
-}
 
 /// Feeds `lines` of a client's commands to `buf` (the worker's lines of the turn), or behind
 /// the lines its transactions still running will give.
@@ -252,21 +206,5 @@ mod tests {
             &[b"subscribe", b"c"]
         ));
         assert!(!refused_to_monitor(spec(b"info"), &[b"info"]));
-    }
-
-    #[test]
-    fn monitors_are_counted_per_worker() {
-        let m = Monitors::new(3);
-        assert!(!m.active());
-        m.add(2);
-        m.add(2);
-        m.add(0);
-        assert!(m.active());
-        assert_eq!(m.workers().collect::<Vec<_>>(), vec![0, 2]);
-        m.remove(2);
-        m.remove(0);
-        assert_eq!(m.workers().collect::<Vec<_>>(), vec![2]);
-        m.remove(2);
-        assert!(!m.active());
     }
 }

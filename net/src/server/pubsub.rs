@@ -22,7 +22,6 @@
 //! before the message is passed on over the cluster bus; a sharded channel belongs to its
 //! slot (`Worker::cmd_publish`).
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -297,7 +296,7 @@ impl Worker {
         for &name in names {
             if subs.insert(kind, name) {
                 self.pubsub.add(kind, name, token);
-                self.shared.subscriptions.fetch_add(1, Ordering::Release);
+                self.shared.subscriptions.add(self.id);
             }
             write_reply(r, kind.subscribed(), Some(name), subs.count(kind));
         }
@@ -323,7 +322,7 @@ impl Worker {
         for name in &names {
             if subs.remove(kind, name) {
                 self.pubsub.remove(kind, name, token);
-                self.shared.subscriptions.fetch_sub(1, Ordering::Release);
+                self.shared.subscriptions.remove(self.id);
             }
             write_reply(r, kind.unsubscribed(), Some(name), subs.count(kind));
         }
@@ -344,7 +343,7 @@ impl Worker {
         for kind in Kind::ALL {
             for name in subs.of(kind) {
                 self.pubsub.remove(kind, name, token);
-                self.shared.subscriptions.fetch_sub(1, Ordering::Release);
+                self.shared.subscriptions.remove(self.id);
             }
         }
     }
@@ -379,9 +378,7 @@ impl Worker {
         }
         reached
     }
-}
 
-impl Worker {
     /// The six (un)subscribe commands.
     pub(super) fn cmd_subscription(
         &mut self,
@@ -411,7 +408,13 @@ impl Worker {
         out.push_reply(&r);
     }
 
-    /// PUBLISH and SPUBLISH: to the node's subscribers, on every worker.
+    /// PUBLISH and SPUBLISH: to the node's subscribers, on the workers that have some.
+    ///
+    /// A worker's part counts as run once sent (`Output::ran` here, `ran_noted` in its
+    /// answer): what matters for order is that it is queued behind this connection's earlier
+    /// messages to that worker, so a pipeline of PUBLISHes goes on without waiting for each
+    /// one's count. A PUBLISH still waits for the connection's other commands in flight
+    /// (`waits_for_order`), so its message follows the writes sent before it.
     pub(super) fn cmd_publish(
         &mut self,
         token: usize,
@@ -424,23 +427,43 @@ impl Worker {
         if shard && let Some(e) = self.shard_refusal(&args[1..2]) {
             return err(out, &e);
         }
+        let in_tx = self.tx_plan.is_some();
+        if !in_tx && self.cluster.is_none() && !self.shared.subscriptions.active() {
+            return out.push_reply(b":0\r\n");
+        }
         let p = Arc::new(Publication {
             shard,
             channel: args[1].to_vec(),
             message: args[2].to_vec(),
         });
-        if self.tx_plan.is_none() && self.shared.subscriptions.load(Ordering::Acquire) == 0 {
-            self.forward_publication(&p);
-            return out.push_reply(b":0\r\n");
+        if in_tx {
+            // Every worker's part of the transaction; the first worker's passes it on to the
+            // other nodes as it runs, so that a transaction that does not run publishes
+            // nothing anywhere.
+            let g = self.collect_gather(Finisher::Sum { max: i64::MAX });
+            let first = std::cell::Cell::new(true);
+            return self.broadcast(token, out, client, g, || Op::Publish {
+                p: p.clone(),
+                forward: first.replace(false),
+            });
         }
-        let g = self.collect_gather(Finisher::Sum { max: i64::MAX });
-        // The first worker's op passes it on to the other nodes: as it runs, so that a
-        // transaction that does not run publishes nothing anywhere.
-        let first = std::cell::Cell::new(true);
-        self.broadcast(token, out, client, g, || Op::Publish {
-            p: p.clone(),
-            forward: first.replace(false),
-        });
+        self.forward_publication(&p);
+        let workers: Vec<usize> = self.shared.subscriptions.workers().collect();
+        match workers.as_slice() {
+            [] => out.push_reply(b":0\r\n"),
+            [w] if *w == self.id => {
+                let mut r = Vec::new();
+                write_integer(&mut r, self.deliver_publication(&p));
+                out.push_reply(&r);
+            }
+            _ => {
+                let g = self.collect_gather_of(Finisher::Sum { max: i64::MAX }, workers.len());
+                self.broadcast_to(token, out, client, g, &workers, || Op::Publish {
+                    p: p.clone(),
+                    forward: false,
+                });
+            }
+        }
     }
 
     /// Cluster mode: a PUBLISH goes to every other node too, through the replication
@@ -562,7 +585,7 @@ impl Worker {
                     continue;
                 };
                 subs.remove(Kind::Shard, &ch);
-                self.shared.subscriptions.fetch_sub(1, Ordering::Release);
+                self.shared.subscriptions.remove(self.id);
                 let mut r = Vec::new();
                 let count = subs.count(Kind::Shard);
                 write_reply(&mut r, Kind::Shard.unsubscribed(), Some(&ch), count);

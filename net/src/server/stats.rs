@@ -1,7 +1,7 @@
 //! Counters each worker keeps for INFO, summed across workers on request.
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Process-wide state the workers share. Only atomics, but for `requirepass`, which no
@@ -36,11 +36,11 @@ pub struct Shared {
     /// other than the workers' RESP connections (the gRPC KV service) read the password and
     /// limits from here; workers read their own copy.
     pub config: std::sync::Mutex<(u64, std::sync::Arc<simplekv_conf::Config>)>,
-    /// Pub/sub subscriptions on the node (of every kind): PUBLISH answers 0 at once while
-    /// there are none (`pubsub`).
-    pub subscriptions: AtomicUsize,
+    /// Pub/sub subscriptions (of every kind), per worker: PUBLISH runs on the workers with
+    /// some, and answers 0 at once while there are none (`pubsub`).
+    pub subscriptions: WorkerCounts,
     /// The connections in MONITOR mode, per worker.
-    pub monitors: super::monitor::Monitors,
+    pub monitors: WorkerCounts,
     /// CLIENT PAUSE (`pause`).
     pub pause: super::pause::ClientPause,
 }
@@ -304,6 +304,52 @@ pub struct ServerInfo {
     pub latency_percentiles: Option<Vec<f64>>,
 }
 
+/// A count per worker, shared by the workers (monitoring connections, subscriptions), with
+/// their total: a worker looks at the total on its hot path, one relaxed load.
+pub struct WorkerCounts {
+    per_worker: Box<[AtomicU32]>,
+    total: AtomicU32,
+}
+
+impl WorkerCounts {
+    pub fn new(workers: usize) -> WorkerCounts {
+        WorkerCounts {
+            per_worker: (0..workers).map(|_| AtomicU32::new(0)).collect(),
+            total: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether any worker counts one.
+    pub fn active(&self) -> bool {
+        self.total.load(Ordering::Relaxed) > 0
+    }
+
+    /// Worker `w` counts one more (before its client hears of it: `Release`).
+    pub fn add(&self, w: usize) {
+        if let Some(n) = self.per_worker.get(w) {
+            n.fetch_add(1, Ordering::Release);
+            self.total.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Worker `w` counts one less.
+    pub fn remove(&self, w: usize) {
+        if let Some(n) = self.per_worker.get(w) {
+            n.fetch_sub(1, Ordering::Release);
+            self.total.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// The workers that count some.
+    pub fn workers(&self) -> impl Iterator<Item = usize> + '_ {
+        self.per_worker
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.load(Ordering::Acquire) > 0)
+            .map(|(w, _)| w)
+    }
+}
+
 impl WorkerStats {
     /// Moves a connection's error replies (counted as they reach its output) into these,
     /// after each command, so that a later INFO or RESETSTAT, even in the same pipeline,
@@ -388,6 +434,25 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::RateSampler;
+
+    #[test]
+    fn counts_are_kept_per_worker() {
+        let m = super::WorkerCounts::new(3);
+        assert!(!m.active());
+        m.add(2);
+        m.add(2);
+        m.add(0);
+        assert!(m.active());
+        assert_eq!(m.workers().collect::<Vec<_>>(), vec![0, 2]);
+        m.remove(2);
+        m.remove(0);
+        assert_eq!(m.workers().collect::<Vec<_>>(), vec![2]);
+        m.remove(2);
+        assert!(!m.active());
+        // A worker out of range counts nothing.
+        m.add(7);
+        assert!(!m.active());
+    }
 
     #[test]
     fn rate_is_the_mean_of_the_last_sixteen_samples_taken_100_ms_apart() {

@@ -1102,15 +1102,15 @@ impl Worker {
                 ));
             }
             Msg::Req(req) => {
+                // A PUBLISH's part was counted as run when it was sent (`broadcast_to`).
+                let ran_at_send = matches!(req.op, Op::Publish { .. });
                 let (payload, need) = self.execute_op(req.op, req.acks);
                 let Some(payload) = self.forward_scan(req.reply_to, req.acks, payload, need) else {
                     return;
                 };
-                self.outbox.push((
-                    req.reply_to.worker,
-                    Response::new(req.reply_to, payload),
-                    need,
-                ));
+                let mut resp = Response::new(req.reply_to, payload);
+                resp.ran_noted = ran_at_send;
+                self.outbox.push((req.reply_to.worker, resp, need));
             }
             Msg::Resp(resp) => self.deliver(resp),
             Msg::Slow(rt, entry) => self.log_slow_for(rt, *entry),
