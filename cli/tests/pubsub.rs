@@ -535,3 +535,66 @@ fn client_pause_write_holds_publish_and_a_killed_subscriber_counts_nowhere() {
     assert_eq!(publish(&mut admin, "ch", b"after"), 0);
     assert_eq!(info(&mut admin, "stats")["pubsub_channels"], "0");
 }
+
+#[test]
+fn client_reply_off_drops_replies_but_not_pubsub_pushes() {
+    let s = server();
+    let mut admin = s.client();
+    let mut c = s.raw();
+    // As Redis 7.0: confirmations and messages are push output, which OFF and SKIP leave
+    // alone; PING's answer is a reply, dropped.
+    c.write_all(&resp(&[b"CLIENT", b"REPLY", b"OFF"])).unwrap();
+    expect_reply(
+        &mut c,
+        &resp(&[b"SUBSCRIBE", b"a"]),
+        &sub_reply("subscribe", Some(b"a"), 1),
+    );
+    assert_eq!(publish(&mut admin, "a", b"m"), 1);
+    c.write_all(&resp(&[b"PING"])).unwrap();
+    let want = message(b"a", b"m");
+    assert_eq!(
+        read_exact_within(&mut c, want.len(), Duration::from_secs(5)),
+        want
+    );
+    expect_reply(
+        &mut c,
+        &resp(&[b"UNSUBSCRIBE"]),
+        &sub_reply("unsubscribe", Some(b"a"), 0),
+    );
+    expect_reply(&mut c, &resp(&[b"CLIENT", b"REPLY", b"ON"]), b"+OK\r\n");
+    c.write_all(&resp(&[b"CLIENT", b"REPLY", b"SKIP"])).unwrap();
+    expect_reply(
+        &mut c,
+        &resp(&[b"SUBSCRIBE", b"a", b"b"]),
+        &[
+            sub_reply("subscribe", Some(b"a"), 1),
+            sub_reply("subscribe", Some(b"b"), 2),
+        ]
+        .concat(),
+    );
+    expect_reply(&mut c, &resp(&[b"PING"]), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    // A monitor that subscribes gets the subscribed context's error first, as in Redis.
+    let mut m = s.raw();
+    expect_reply(&mut m, &resp(&[b"MONITOR"]), b"+OK\r\n");
+    m.write_all(&resp(&[b"SUBSCRIBE", b"b"])).unwrap();
+    m.write_all(&resp(&[b"GET", b"k"])).unwrap();
+    // The confirmation, the monitor's line of its own SUBSCRIBE (as Redis writes it), then
+    // the error.
+    let confirm = sub_reply("subscribe", Some(b"b"), 1);
+    let error = b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n";
+    let mut got = read_exact_within(&mut m, confirm.len() + error.len(), Duration::from_secs(5));
+    while !got.ends_with(error) {
+        got.extend(read_exact_within(&mut m, 1, Duration::from_secs(5)));
+    }
+    assert!(
+        got.starts_with(&confirm),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let line = &got[confirm.len()..got.len() - error.len()];
+    assert!(
+        line.starts_with(b"+") && line.ends_with(b"\"SUBSCRIBE\" \"b\"\r\n"),
+        "{}",
+        String::from_utf8_lossy(line)
+    );
+}

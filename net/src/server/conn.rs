@@ -595,6 +595,17 @@ impl Output {
         }
     }
 
+    /// Queues push output (pub/sub's confirmations and messages), which CLIENT REPLY OFF and
+    /// SKIP do not drop, as in Redis: in order with the replies, never silent.
+    pub fn push_unsilenced(&mut self, bytes: &[u8]) {
+        if self.slots.is_empty() {
+            self.wbuf.extend_from_slice(bytes);
+        } else {
+            self.slots.push_back(Slot::Ready(bytes.to_vec()));
+            self.slot_cmds.push_back(("", false));
+        }
+    }
+
     pub fn push_slot(&mut self, slot: Slot) -> u64 {
         let seq = self.next_seq();
         self.slots.push_back(slot);

@@ -368,18 +368,19 @@ impl Worker {
             out.not_run = true;
             return;
         }
-        // As Redis refuses keyspace commands to a replica, which a monitor is there.
-        if client.monitor && super::monitor::refused_to_monitor(spec, args) {
+        // As Redis with a RESP2 connection that subscribes (checked before the monitor's
+        // rule, as Redis does).
+        if client.subs.is_some() && !super::pubsub::allowed_when_subscribed(spec.name) {
             self.stats.cmdstats.record_rejected(arity_spec.name);
-            err(out, "ERR Replica can't interact with the keyspace");
+            err(out, &super::pubsub::not_allowed_error(arity_spec.name));
             super::multi::flag(client);
             out.not_run = true;
             return;
         }
-        // As Redis with a RESP2 connection that subscribes.
-        if client.subs.is_some() && !super::pubsub::allowed_when_subscribed(spec.name) {
+        // As Redis refuses keyspace commands to a replica, which a monitor is there.
+        if client.monitor && super::monitor::refused_to_monitor(spec, args) {
             self.stats.cmdstats.record_rejected(arity_spec.name);
-            err(out, &super::pubsub::not_allowed_error(arity_spec.name));
+            err(out, "ERR Replica can't interact with the keyspace");
             super::multi::flag(client);
             out.not_run = true;
             return;

@@ -40,6 +40,7 @@ pub const LIMIT: StreamLimit = StreamLimit {
     hard: 32 << 20,
     soft_for: Duration::from_secs(60),
     what: "pub/sub",
+    push: true,
 };
 
 /// What a subscription is to: a channel, a glob-style pattern of channels, or a shard
@@ -405,7 +406,8 @@ impl Worker {
             }
             self.subscribe(token, client, kind, names, &mut r);
         }
-        out.push_reply(&r);
+        // Push output, as in Redis: CLIENT REPLY OFF and SKIP do not drop it.
+        out.push_unsilenced(&r);
     }
 
     /// PUBLISH and SPUBLISH: to the node's subscribers, on the workers that have some.

@@ -1383,6 +1383,7 @@ impl Worker {
             hard: 4 * super::conn::MAX_WBUF,
             soft_for: Duration::from_secs(10),
             what: "MONITOR",
+            push: false,
         };
         let mut behind = Vec::new();
         for &token in &self.monitoring {
@@ -2785,11 +2786,13 @@ pub struct StreamLimit {
     pub soft_for: Duration,
     /// What the stream is, for the log line.
     pub what: &'static str,
+    /// Push output, which CLIENT REPLY OFF does not drop (pub/sub, not MONITOR's lines).
+    pub push: bool,
 }
 
 /// Appends `bytes` of a stream to a connection's output, behind the replies it is owed
-/// (nothing under CLIENT REPLY OFF), and lists it for writing. False, with nothing added,
-/// when the connection is past its limits and is to be closed.
+/// (nothing under CLIENT REPLY OFF unless it is push output), and lists it for writing.
+/// False, with nothing added, when the connection is past its limits and is to be closed.
 pub fn feed_stream(
     c: &mut Conn,
     dirty_conns: &mut Vec<usize>,
@@ -2797,7 +2800,7 @@ pub fn feed_stream(
     bytes: &[u8],
     limit: &StreamLimit,
 ) -> bool {
-    if c.out.reply_mode == super::conn::ReplyMode::Off {
+    if !limit.push && c.out.reply_mode == super::conn::ReplyMode::Off {
         return true;
     }
     if c.out.slots.is_empty() {
@@ -2821,7 +2824,11 @@ pub fn feed_stream(
         );
         return false;
     }
-    c.out.push_reply(bytes);
+    if limit.push {
+        c.out.push_unsilenced(bytes);
+    } else {
+        c.out.push_reply(bytes);
+    }
     if !c.out.slots.is_empty() {
         c.client.stream_in_slots += bytes.len();
     }
