@@ -1621,10 +1621,11 @@ fn a_paused_follower_still_replicates_and_stays_in_sync() {
 fn publish_reaches_every_node_and_shard_channels_follow_their_slot_leader() {
     use common::{expect_reply, message, read_exact_within, resp, sub_reply};
     use std::io::Write;
-    let c = LocalCluster::start(3, 3, 3, &[]);
+    let mut c = LocalCluster::start(3, 3, 3, &[]);
     c.wait_for_full_isr(Duration::from_secs(30));
-    let raw = |i: u32| std::net::TcpStream::connect(c.resp_addr(i)).expect("connect");
-    let mut subs: Vec<std::net::TcpStream> = (1..=3).map(raw).collect();
+    let raw =
+        |c: &LocalCluster, i: u32| std::net::TcpStream::connect(c.resp_addr(i)).expect("connect");
+    let mut subs: Vec<std::net::TcpStream> = (1..=3).map(|i| raw(&c, i)).collect();
     for s in &mut subs {
         expect_reply(
             s,
@@ -1657,13 +1658,13 @@ fn publish_reaches_every_node_and_shard_channels_follow_their_slot_leader() {
     let p = c.partition_of(b"sch");
     let leader = c.leader_of(p).expect("leader");
     let other = (1..=3).find(|&i| i != leader).unwrap();
-    let mut elsewhere = raw(other);
+    let mut elsewhere = raw(&c, other);
     elsewhere
         .write_all(&resp(&[b"SSUBSCRIBE", b"sch"]))
         .unwrap();
     let moved = read_exact_within(&mut elsewhere, 7, Duration::from_secs(5));
     assert_eq!(moved, b"-MOVED ");
-    let mut shard = raw(leader);
+    let mut shard = raw(&c, leader);
     expect_reply(
         &mut shard,
         &resp(&[b"SSUBSCRIBE", b"sch"]),
@@ -1708,4 +1709,52 @@ fn publish_reaches_every_node_and_shard_channels_follow_their_slot_leader() {
     );
     // No longer subscribed: the connection runs any command again.
     expect_reply(&mut shard, &resp(&[b"ECHO", b"back"]), b"$4\r\nback\r\n");
+    // A node that restarts gets what is published once its subscriber is in, though the
+    // others may try it before its gRPC port is open.
+    // Node 1 publishes all along, so that it tries the node while it is down and starting.
+    let back = (1..=3).find(|&i| i != 1).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = {
+        let (stop, mut conn) = (stop.clone(), c.conn_to(1));
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let _: RedisResult<i64> = redis::cmd("PUBLISH").arg("bg").arg("x").query(&mut conn);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    c.restart(back);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut late = loop {
+        if let Ok(s) = std::net::TcpStream::connect(c.resp_addr(back)) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "node {back} did not come back");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    expect_reply(
+        &mut late,
+        &resp(&[b"SUBSCRIBE", b"news"]),
+        &sub_reply("subscribe", Some(b"news"), 1),
+    );
+    let mut want = Vec::new();
+    for i in 0..100 {
+        let m = format!("after-restart-{i}");
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg(&m)
+            .query(&mut publisher)
+            .unwrap();
+        want.extend(message(b"news", m.as_bytes()));
+    }
+    let got = read_exact_within(&mut late, want.len(), Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    background.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want),
+        "{}",
+        c.log_tail(1)
+    );
 }

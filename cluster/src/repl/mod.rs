@@ -154,8 +154,7 @@ pub enum Event {
     Published {
         node: u32,
         generation: u64,
-        sent: u64,
-        error: Option<String>,
+        end: publish::CallEnd,
     },
     // Leader side (gRPC server callbacks).
     StreamOpened {
@@ -968,13 +967,12 @@ impl State {
             Event::Published {
                 node,
                 generation,
-                sent,
-                error,
+                end,
             } => {
                 let dial = self.dial();
                 let me = self.routes.me;
                 let f = &mut self.forwarder;
-                f.done(node, generation, sent, error, me, &dial, &self.events);
+                f.done(node, generation, end, me, &dial, &self.events);
             }
             Event::Stop | Event::Tick => {}
         }
@@ -1367,6 +1365,8 @@ impl State {
     }
 
     fn on_tick(&mut self) {
+        let dial = self.dial();
+        self.forwarder.tick(&self.routes, &dial, &self.events);
         let now = Instant::now();
         // Resends below, and a safety net: every partition gets a pump pass per tick.
         self.pump_dirty.extend(self.led.keys().copied());

@@ -165,10 +165,10 @@ impl Replication for ReplService {
             if rx.take(workers).count().await == workers {
                 let _ = sink.success(PublishReply::new()).await;
             } else {
-                let status = RpcStatus::with_message(
-                    RpcStatusCode::UNAVAILABLE,
-                    "the node is stopping".into(),
-                );
+                // Not UNAVAILABLE: some workers may have delivered the messages, the sender
+                // must not send them again.
+                let status =
+                    RpcStatus::with_message(RpcStatusCode::ABORTED, "the node is stopping".into());
                 let _ = sink.fail(status).await;
             }
         });
