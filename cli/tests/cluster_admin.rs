@@ -140,6 +140,19 @@ fn node_1_in_a_thread(
     (dir, grpc, node)
 }
 
+/// A session that registers node id 1 at the cluster root `root`, as a previous run's
+/// session that has not ended yet (the id is free again once it is closed).
+fn hold_node_1(root: &str) -> Session {
+    let holder = Session::connect(root, Duration::from_secs(6)).unwrap();
+    let stale = BrokerInfo {
+        id: 1,
+        resp: "127.0.0.1:1".into(),
+        grpc: "127.0.0.1:2".into(),
+    };
+    registry::register(&holder, &stale, Duration::ZERO).unwrap();
+    holder
+}
+
 /// Whether, within `timeout`, the cluster root `root` (`host:port/chroot/name`) lists a live
 /// broker that `want` accepts.
 fn registers_within(root: &str, timeout: Duration, want: impl Fn(&BrokerInfo) -> bool) -> bool {
@@ -190,13 +203,7 @@ fn a_starting_node_waits_for_a_zookeeper_that_does_not_answer_yet() {
 fn a_node_whose_id_is_still_held_by_an_older_session_registers_once_it_ends() {
     let zk = LocalZooKeeper::start(None).expect("ZooKeeper (scripts/setup.sh installs it)");
     let root = format!("{}/simplekv/held/default", zk.addr());
-    let holder = Session::connect(&root, Duration::from_secs(6)).unwrap();
-    let stale = BrokerInfo {
-        id: 1,
-        resp: "127.0.0.1:1".into(),
-        grpc: "127.0.0.1:2".into(),
-    };
-    registry::register(&holder, &stale, Duration::ZERO).unwrap();
+    let holder = hold_node_1(&root);
     let (_dir, grpc, node) = node_1_in_a_thread(&format!("{}/simplekv/held", zk.addr()), &[], 14);
     // Longer than the node's own wait for a stale registration (session timeout + 1 s).
     std::thread::sleep(Duration::from_secs(5));
@@ -209,6 +216,31 @@ fn a_node_whose_id_is_still_held_by_an_older_session_registers_once_it_ends() {
     assert!(registered, "{log}");
     assert_eq!(code, None, "the node gave up: {log}");
     assert!(log.contains("already registered"), "{log}");
+}
+
+/// With a long session timeout, the previous run's session may hold the node id for longer
+/// than the start's usual 20 s of patience: a node waits for it as long as such a session
+/// may last (twice its timeout) rather than give up.
+#[test]
+fn a_node_with_long_sessions_waits_out_its_previous_session() {
+    let zk = LocalZooKeeper::start(None).expect("ZooKeeper (scripts/setup.sh installs it)");
+    let root = format!("{}/simplekv/long/default", zk.addr());
+    let holder = hold_node_1(&root);
+    let (_dir, grpc, node) = node_1_in_a_thread(
+        &format!("{}/simplekv/long", zk.addr()),
+        &["cluster.session_timeout_ms=15000"],
+        30,
+    );
+    // Held past the 20 s a node waited before.
+    std::thread::sleep(Duration::from_secs(22));
+    holder.close();
+    let mine = format!("127.0.0.1:{grpc}");
+    let registered = registers_within(&root, Duration::from_secs(6), |b| {
+        b.id == 1 && b.grpc == mine
+    });
+    let (code, log) = node.join().unwrap();
+    assert!(registered, "{log}");
+    assert_eq!(code, None, "the node gave up: {log}");
 }
 
 /// A node waiting for `cluster create` (it may wait an hour) stops on SIGTERM and on Ctrl-C

@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{
-    Server, bulk, expect_reply, info, message, read_exact_within, read_to_eof, resp, sub_reply,
-    wait_until,
+    Server, bulk, expect_reply, info, message, read_exact_within, read_to_eof, resp, sub_replies,
+    sub_reply, wait_until,
 };
 use redis::{Connection, cmd};
 
@@ -205,11 +205,7 @@ fn a_subscribed_connection_runs_only_the_pubsub_commands_as_in_redis() {
     expect_reply(
         &mut c,
         &resp(&[b"PSUBSCRIBE", b"p1", b"p2"]),
-        &[
-            sub_reply("psubscribe", Some(b"p1"), 1),
-            sub_reply("psubscribe", Some(b"p2"), 2),
-        ]
-        .concat(),
+        &sub_replies("psubscribe", &[b"p1", b"p2"], 1),
     );
     expect_reply(&mut c, &resp(&[b"RESET"]), b"+RESET\r\n");
     let mut admin = s.client();
@@ -566,11 +562,7 @@ fn client_reply_off_drops_replies_but_not_pubsub_pushes() {
     expect_reply(
         &mut c,
         &resp(&[b"SUBSCRIBE", b"a", b"b"]),
-        &[
-            sub_reply("subscribe", Some(b"a"), 1),
-            sub_reply("subscribe", Some(b"b"), 2),
-        ]
-        .concat(),
+        &sub_replies("subscribe", &[b"a", b"b"], 1),
     );
     expect_reply(&mut c, &resp(&[b"PING"]), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
     // A monitor that subscribes gets the subscribed context's error first, as in Redis.

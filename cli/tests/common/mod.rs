@@ -531,3 +531,13 @@ pub fn sub_reply(kind: &str, channel: Option<&[u8]>, count: i64) -> Vec<u8> {
     v.extend(format!(":{count}\r\n").into_bytes());
     v
 }
+
+/// The replies of one subscribe command naming new `channels`, the count going up from
+/// `first`.
+pub fn sub_replies(kind: &str, channels: &[&[u8]], first: i64) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (i, c) in channels.iter().enumerate() {
+        v.extend(sub_reply(kind, Some(c), first + i as i64));
+    }
+    v
+}

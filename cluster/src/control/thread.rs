@@ -35,7 +35,8 @@ const GRANT_WAIT: Duration = Duration::from_secs(2);
 /// Least time between two attempts at a new session.
 const RETRY_SESSION: Duration = Duration::from_secs(1);
 /// How long a starting node keeps trying to register when ZooKeeper may only be out of
-/// reach for a moment (see `Ctl::start`).
+/// reach for a moment (see `Ctl::start`); at least twice the session timeout, which a
+/// previous run's session holding the node id may last.
 const START_PATIENCE: Duration = Duration::from_secs(20);
 /// Conditional writes retried on `BadVersion` before giving up until the next round.
 const CAS_TRIES: usize = 8;
@@ -317,20 +318,21 @@ impl Ctl {
         // node id still held by another session: see `ZkFailure::transient`); a refused
         // connection or an unknown host fails at once.
         let pause = Duration::from_millis(500);
+        // A crashed node restarted at once finds its id held by its previous session until
+        // that session expires: with `session_timeout_ms` over 10 s, 20 s of patience gave up
+        // before it did (found by a fault-injection run with 30 s sessions).
+        let patience = START_PATIENCE.max(ctl.cfg.session_timeout * 2);
         loop {
             // Each try within what is left of the patience (a long session timeout would
             // otherwise make one silent try outlast it).
-            let left = START_PATIENCE.saturating_sub(now.elapsed());
+            let left = patience.saturating_sub(now.elapsed());
             let wait = (ctl.cfg.session_timeout * 3).min(left.max(Duration::from_secs(1)));
             match ctl.open_session(wait) {
                 Ok(()) => break,
-                Err(e) if e.transient() && now.elapsed() + pause < START_PATIENCE => {
+                Err(e) if e.transient() && now.elapsed() + pause < patience => {
                     warn!(
                         "control: cannot register yet ({e}); trying again for up to {} s more",
-                        START_PATIENCE
-                            .saturating_sub(now.elapsed())
-                            .as_secs()
-                            .max(1)
+                        patience.saturating_sub(now.elapsed()).as_secs().max(1)
                     );
                     std::thread::sleep(pause);
                 }
