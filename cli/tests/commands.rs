@@ -1615,6 +1615,17 @@ fn info_sections_have_their_fields() {
     let cl = info(&mut c, "clients");
     assert_eq!(num(&cl, "connected_clients"), 1);
     assert_eq!(num(&cl, "maxclients"), 10000);
+    assert_eq!(num(&cl, "tracking_clients"), 0);
+    assert_eq!(num(&cl, "clients_in_timeout_table"), 0);
+    // Another connection half way through a 100 kB value: the largest query buffer.
+    let mut half = s.raw();
+    half.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nh\r\n$100000\r\n")
+        .unwrap();
+    half.write_all(&[b'x'; 60_000]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        num(&info(&mut c, "clients"), "client_recent_max_input_buffer") >= 60_000
+    }));
+    num(&cl, "client_recent_max_output_buffer");
     let st = info(&mut c, "stats");
     assert!(num(&st, "total_commands_processed") >= 5);
     assert!(num(&st, "total_connections_received") >= 1);
@@ -3586,6 +3597,13 @@ fn lastsave_save_and_wait_answer_as_in_redis() {
     assert_eq!(read_n(&mut raw, 1, Duration::from_millis(300)), b"");
     let blocked = || info(&mut s.client(), "clients")["blocked_clients"].clone();
     assert_eq!(blocked(), "1");
+    // Without a timeout it is not in Redis's timeout table; with one it is.
+    let in_table = || info(&mut s.client(), "clients")["clients_in_timeout_table"].clone();
+    assert_eq!(in_table(), "0");
+    let mut timed = s.raw();
+    timed.write_all(&resp(&[b"WAIT", b"1", b"60000"])).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || in_table() == "1"));
+    drop(timed);
     drop(raw);
     assert!(wait_until(Duration::from_secs(5), || blocked() == "0"));
     assert_eq!(

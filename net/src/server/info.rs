@@ -14,6 +14,16 @@ impl Worker {
         s.output_kbps = self.rates[2].rate() / 1024.0;
         s.clients = self.conns.iter().flatten().count() as u64;
         s.blocked = (self.blocked_by_pause() + self.parked_waits.len()) as u64;
+        s.in_timeout_table = self
+            .parked_waits
+            .iter()
+            .filter(|w| w.deadline.is_some())
+            .count() as u64;
+        for c in self.conns.iter().flatten() {
+            s.max_input_buffer = s.max_input_buffer.max(c.rbuf.capacity() as u64);
+            let unread = c.out.wbuf.len() - c.out.wpos + c.client.stream_in_slots;
+            s.max_output_buffer = s.max_output_buffer.max(unread as u64);
+        }
         s.partitions = self.owned.len() as u64;
         s.journals = self.journaling() as u64;
         s.pubsub_names = super::pubsub::Kind::ALL.map(|k| self.pubsub.fingerprints(k));
@@ -237,8 +247,13 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("clients") {
         let _ = write!(
             o,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
-            si.connected_clients, si.maxclients, t.blocked
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:{}\r\nclient_recent_max_output_buffer:{}\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:{}\r\n\r\n",
+            si.connected_clients,
+            si.maxclients,
+            t.max_input_buffer,
+            t.max_output_buffer,
+            t.blocked,
+            t.in_timeout_table
         );
     }
     if want("memory") {

@@ -107,6 +107,13 @@ pub struct WorkerStats {
     pub clients: u64,
     /// Connections waiting: in WAIT, or stopped by CLIENT PAUSE (INFO `blocked_clients`).
     pub blocked: u64,
+    /// Of those, the ones waiting with a deadline (WAIT with a timeout: INFO
+    /// `clients_in_timeout_table`).
+    pub in_timeout_table: u64,
+    /// The largest query buffer (allocated) and unread output among the connections (INFO
+    /// `client_recent_max_input_buffer`, `client_recent_max_output_buffer`).
+    pub max_input_buffer: u64,
+    pub max_output_buffer: u64,
     pub commands: u64,
     pub net_in: u64,
     pub net_out: u64,
@@ -383,6 +390,9 @@ impl WorkerStats {
         self.expires += o.expires;
         self.clients += o.clients;
         self.blocked += o.blocked;
+        self.in_timeout_table += o.in_timeout_table;
+        self.max_input_buffer = self.max_input_buffer.max(o.max_input_buffer);
+        self.max_output_buffer = self.max_output_buffer.max(o.max_output_buffer);
         self.commands += o.commands;
         self.net_in += o.net_in;
         self.net_out += o.net_out;
