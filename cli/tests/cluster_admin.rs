@@ -32,6 +32,7 @@ fn create_then_status_and_create_refuses_twice() {
             id,
             resp: format!("127.0.0.1:{}", 7000 + id),
             grpc: format!("127.0.0.1:{}", 8000 + id),
+            storage: None,
         };
         registry::register(&s, &info, Duration::ZERO).unwrap();
         nodes.push(s);
@@ -148,6 +149,7 @@ fn hold_node_1(root: &str) -> Session {
         id: 1,
         resp: "127.0.0.1:1".into(),
         grpc: "127.0.0.1:2".into(),
+        storage: None,
     };
     registry::register(&holder, &stale, Duration::ZERO).unwrap();
     holder

@@ -725,27 +725,63 @@ fn a_leader_restarted_with_an_empty_disk_does_not_resume_its_old_leadership() {
 /// Found by a chaos run: ZooKeeper stalled past the session timeout, so every node's session
 /// expired and each registered again, the leader of a partition among them just back with a
 /// wiped disk. The controller confirmed the leader it had, the only one it could see as in
-/// sync, and the other replicas cut their logs to its empty one. Now, when every in-sync
-/// replica has registered again, the leader is chosen again among them by log end, and a
-/// shorter log leaves the ISR until it has caught up.
+/// sync, and the other replicas cut their logs to its empty one. Then, in a test run, the
+/// wiped node registered first and alone, became controller, and knowing no log end but its
+/// own empty one confirmed itself again. Here the other replicas are held (SIGSTOP) until it
+/// has registered and had its rounds as controller. Its storage id is new, so it is not in
+/// sync: the partition waits without a leader, and a replica that has every acknowledged
+/// write leads once it is back.
 #[test]
 fn a_wiped_leader_does_not_keep_its_leadership_when_every_session_expired() {
     let mut c = LocalCluster::start(3, 1, 3, &[NO_REBALANCE, SESSION]);
     c.wait_for_full_isr(Duration::from_secs(30));
     let before = c.partition_state(P);
     let l = before.leader.expect("leader");
+    let others: Vec<u32> = (1..=3).filter(|&i| i != l).collect();
     let keys = keys_in(&c, P, "z", 50);
     let mut acked = Acked::new();
     set_all_acked(&c, l, &keys, "v1", &mut acked);
     // The leader crashes, its disk is replaced, and before its session has expired (so no
-    // election has run) ZooKeeper stops answering; the node starts again meanwhile.
+    // election has run) ZooKeeper stops answering; the node starts again meanwhile, and the
+    // others stay paused until it has registered.
     c.kill9(l);
     let data = c.data_dir(l);
     std::fs::remove_dir_all(&data).expect("wipe");
     c.signal_zookeeper(true);
+    for &o in &others {
+        c.sigstop(o);
+    }
     c.start_no_wait(l);
     std::thread::sleep(Duration::from_millis(6000));
     c.signal_zookeeper(false);
+    let s = c.zk_session();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let live = simplekv_cluster::control::registry::live_brokers(&s)
+            .map(|b| b.iter().map(|b| b.id).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let controller = simplekv_cluster::control::election::current(&s)
+            .ok()
+            .flatten()
+            .map(|c| c.id);
+        if live == [l] && controller == Some(l) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {l} did not register alone as controller: live {live:?}, controller {controller:?}\n{}",
+            c.all_log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_state(&c, P, "without a leader", |st| st.leader.is_none());
+    // Rounds of the controller later, it still has not taken the partition.
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = c.partition_state(P);
+    assert_eq!(st.leader, None, "the wiped node leads: {st:?}");
+    for &o in &others {
+        c.sigcont(o);
+    }
     let (new, epoch) = wait_new_leader(&mut c, P, l, before.leader_epoch);
     assert_ne!(new, l, "the wiped node leads");
     assert!(epoch > before.leader_epoch);

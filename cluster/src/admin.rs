@@ -43,7 +43,8 @@ pub fn create(
             "a cluster already exists at {connect}; `simplekv cluster status` shows it"
         )));
     }
-    let brokers: Vec<u32> = registry::live_brokers(&s)?.iter().map(|b| b.id).collect();
+    let live = registry::live_brokers(&s)?;
+    let brokers: Vec<u32> = live.iter().map(|b| b.id).collect();
     if brokers.is_empty() {
         // Most often a root that names no node's cluster (a typo in the name).
         return Err(AdminError::Refused(format!(
@@ -53,12 +54,18 @@ pub fn create(
     let replicas = assign::assign(partitions, &brokers, rf).map_err(AdminError::Refused)?;
     for (p, r) in replicas.into_iter().enumerate() {
         // Until a follower has caught up it is not in sync: the ISR starts with the leader.
+        let isr_storage = live
+            .iter()
+            .filter(|b| b.id == r[0])
+            .filter_map(|b| Some((b.id, b.storage?)))
+            .collect();
         let state = PartitionState {
             leader: Some(r[0]),
             leader_epoch: 1,
             isr: vec![r[0]],
             replicas: r,
             controller_epoch: 0,
+            isr_storage,
         };
         let sp = path::partition_state(p as u32);
         s.create_all(&format!("{}/{p}", path::PARTITIONS))?;

@@ -206,10 +206,16 @@ impl Node {
         let me = c.node_id.unwrap_or(0);
         let host = config.advertise_host().to_string();
         let grpc_port = c.grpc_port.unwrap_or(0);
+        // Before registering: the id says whether this node still has what it had.
+        let storage = simplekv_net::server::storage_file::storage_identity(
+            &config.storage.dir,
+            config.storage.repair,
+        )?;
         let info = BrokerInfo {
             id: me,
             resp: format!("{host}:{}", config.server.port),
             grpc: format!("{host}:{grpc_port}"),
+            storage: Some(storage),
         };
         let session_timeout = Duration::from_millis(c.session_timeout_ms);
         let ccfg = ControlConfig {
@@ -264,6 +270,7 @@ impl Node {
                 node_id: me,
                 cluster_id: first.meta.cluster_id.clone(),
             },
+            storage,
         };
         let server = match simplekv_net::start_node(config, config_file, Some(boot), None) {
             Ok(s) => s,
@@ -275,11 +282,12 @@ impl Node {
         let router = server.router();
         let ctl_tx = control.sender();
         let ctl_tx2 = control.sender();
-        let isr_changer: crate::repl::IsrChanger = Box::new(move |p, epoch, isr, done| {
+        let isr_changer: crate::repl::IsrChanger = Box::new(move |p, epoch, isr, storage, done| {
             let sent = ctl_tx.request(ControlRequest::ChangeIsr {
                 partition: p,
                 leader_epoch: epoch,
                 isr,
+                storage,
                 done,
             });
             if !sent {
@@ -289,6 +297,7 @@ impl Node {
         let repl = ReplThread::spawn(
             ReplSettings {
                 me,
+                storage,
                 lag_max,
                 lease,
                 linger,

@@ -10,6 +10,7 @@ fn broker(id: u32) -> BrokerInfo {
         id,
         resp: format!("127.0.0.1:{}", 7000 + id),
         grpc: format!("127.0.0.1:{}", 8000 + id),
+        storage: None,
     }
 }
 

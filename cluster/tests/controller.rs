@@ -32,11 +32,17 @@ struct HandoverLog {
     alone: Vec<u32>,
 }
 
+/// The storage id node `id` registers with (until a test gives it another: a wiped disk).
+fn storage_of(id: u32) -> u64 {
+    0x5000 + u64::from(id)
+}
+
 fn broker(id: u32) -> BrokerInfo {
     BrokerInfo {
         id,
         resp: format!("127.0.0.1:{}", 7000 + id),
         grpc: format!("127.0.0.1:{}", 8000 + id),
+        storage: Some(storage_of(id)),
     }
 }
 
@@ -83,6 +89,7 @@ impl Node {
         }
     }
 
+    /// As a leader asks for it: with the storage ids its followers fetch with.
     fn change_isr(
         &self,
         partition: u32,
@@ -90,10 +97,12 @@ impl Node {
         isr: Vec<u32>,
     ) -> Result<(i32, Vec<u32>), String> {
         let (tx, rx) = unbounded();
+        let storage = isr.iter().map(|&b| (b, storage_of(b))).collect();
         self.ask(ControlRequest::ChangeIsr {
             partition,
             leader_epoch,
             isr,
+            storage,
             done: Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -269,7 +278,14 @@ impl Cluster {
     }
 
     fn restart(&mut self, id: u32) {
-        let s = start(config(&self.connect, id), &self.ends, &self.handovers);
+        self.restart_on(id, storage_of(id));
+    }
+
+    /// Starts node `id` again with storage id `storage` (another one: its disk was wiped).
+    fn restart_on(&mut self, id: u32, storage: u64) {
+        let mut cfg = config(&self.connect, id);
+        cfg.me.storage = Some(storage);
+        let s = start(cfg, &self.ends, &self.handovers);
         let n = finish(id, s);
         self.nodes.retain(|n| n.id != id);
         self.nodes.push(n);
@@ -327,6 +343,59 @@ fn a_partition_without_a_live_in_sync_replica_waits_for_it() {
     c.node(3).wait("node 3 sees it", |v| led(v, 0).0 == Some(1));
 }
 
+/// Every session ended at once (a ZooKeeper outage) while the leader of partition 0 was
+/// down, and it came back on a wiped disk before the others registered again. Alone, it
+/// became controller, found itself leader of a state older than its registration and knew
+/// no log end but its own, empty one: it confirmed itself, and the others cut their logs to
+/// it. Its storage id is new, so it is not in sync any more: the partition waits without a
+/// leader for the replicas that are, and the first of them to register leads.
+#[test]
+fn a_leader_back_on_a_wiped_disk_does_not_lead_when_it_registers_alone() {
+    let mut c = cluster(3, 3, 3, |_| {});
+    let in_sync = |s: &mut PartitionState| {
+        s.leader = Some(1);
+        s.isr = vec![1, 2, 3];
+        s.isr_storage = (1..=3).map(|b| (b, storage_of(b))).collect();
+    };
+    c.put(0, in_sync);
+    c.ends.lock().expect("ends").extend([
+        (2, BTreeMap::from([(0, 10)])),
+        (3, BTreeMap::from([(0, 10)])),
+    ]);
+    c.node(2)
+        .wait("full ISR seen", |v| led(v, 0).2 == vec![1, 2, 3]);
+    for id in [1, 2, 3] {
+        c.node(id).stop();
+    }
+    wait_until("every session closed", || {
+        registry::live_brokers(&c.admin).is_ok_and(|b| b.is_empty())
+    });
+    // As the outage left it: nobody acted in between.
+    c.put(0, in_sync);
+    c.restart_on(1, 0xdead);
+    let v = c
+        .node(1)
+        .wait("partition 0 without a leader", |v| led(v, 0).0.is_none());
+    assert_eq!(v.controller.map(|c| c.0), Some(1));
+    assert_eq!(
+        led(&v, 0).2,
+        vec![1, 2, 3],
+        "the ISR is kept for its members"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        c.state(0).0.leader,
+        None,
+        "the wiped node took the partition"
+    );
+    c.restart(2);
+    let v = c.node(2).wait("node 2 leads partition 0", |v| v.leads(0));
+    let s = &v.partitions[0].state;
+    assert!(!s.isr.contains(&1), "the wiped node is in sync: {s:?}");
+    assert_eq!(s.isr_storage.get(&2), Some(&storage_of(2)));
+    assert!(!s.isr_storage.contains_key(&1));
+}
+
 #[test]
 fn isr_changes_are_fenced_by_the_leader_epoch() {
     let mut c = cluster(3, 3, 3, |_| {});
@@ -346,6 +415,8 @@ fn isr_changes_are_fenced_by_the_leader_epoch() {
                 isr: vec![1, 2],
                 replicas: vec![1, 2, 3],
                 controller_epoch: 0,
+                // The leader's from `cluster create`, the follower's as the leader saw it.
+                isr_storage: BTreeMap::from([(1, storage_of(1)), (2, storage_of(2))]),
             },
             new
         )
@@ -820,6 +891,7 @@ mod decisions {
             isr: isr.to_vec(),
             replicas: replicas.to_vec(),
             controller_epoch: 1,
+            isr_storage: BTreeMap::new(),
         }
     }
 
@@ -829,6 +901,8 @@ mod decisions {
             shutting_down: shutting.iter().copied().collect(),
             reelect: false,
             unable: Default::default(),
+            wiped: Default::default(),
+            storage: Default::default(),
         }
     }
 
@@ -872,6 +946,7 @@ mod decisions {
                 isr: vec![2, 3],
                 replicas: vec![1, 2, 3],
                 controller_epoch: 7,
+                isr_storage: BTreeMap::new(),
             }
         );
         assert!(!d.unclean);
@@ -909,6 +984,88 @@ mod decisions {
         let d = decide(&s, &n, &ends, false, false, 7).unwrap();
         assert_eq!((d.next.leader, d.next.leader_epoch), (Some(2), 2));
         assert_eq!(d.next.isr, vec![2, 1, 3]);
+    }
+
+    fn with_storage(mut s: PartitionState) -> PartitionState {
+        s.isr_storage = s.isr.iter().map(|&b| (b, 100 + u64::from(b))).collect();
+        s
+    }
+
+    /// The other half of the bug above, seen in a test run: the wiped leader registered first
+    /// and alone. It knew no other log end than its own empty one and confirmed itself. A
+    /// replica registered with another storage id than it joined the ISR with never leads in
+    /// a clean election: the partition waits for the replicas that are still in sync.
+    #[test]
+    fn a_replica_that_lost_its_storage_does_not_lead_and_leaves_the_isr() {
+        let s = with_storage(st(Some(1), 3, &[1, 2, 3], &[1, 2, 3]));
+        // Alone, as leader, even asked to be chosen again by log end: no leader.
+        let mut n = nodes(&[1], &[]);
+        n.wiped.insert(1);
+        n.reelect = true;
+        let d = decide(&s, &n, &BTreeMap::from([(1, 0)]), false, false, 7).unwrap();
+        assert_eq!((d.next.leader, d.next.leader_epoch), (None, 4));
+        assert_eq!(
+            d.next.isr,
+            vec![1, 2, 3],
+            "kept for the replicas that come back"
+        );
+        assert_eq!(d.next.isr_storage, s.isr_storage);
+        n.reelect = false;
+        settle(d, &n, false);
+        // Not a leader that is leaving either: it would keep the partition alone.
+        let mut leaving = nodes(&[1], &[1]);
+        leaving.wiped.insert(1);
+        assert_eq!(
+            decide(&s, &leaving, &BTreeMap::new(), false, false, 7)
+                .unwrap()
+                .next
+                .leader,
+            None
+        );
+        // With another in-sync replica live: that one leads, the wiped one leaves the ISR
+        // (and its recorded id with it).
+        let mut n = nodes(&[1, 2], &[]);
+        n.wiped.insert(1);
+        let ends = BTreeMap::from([(1, 900), (2, 10)]);
+        let d = decide(&s, &n, &ends, false, false, 7).unwrap();
+        assert_eq!((d.next.leader, d.next.isr.clone()), (Some(2), vec![2]));
+        assert_eq!(d.next.isr_storage, BTreeMap::from([(2, 102)]));
+        settle(d, &n, false);
+        // A wiped follower leaves the ISR of a leader that stays.
+        let mut n = nodes(&[1, 2, 3], &[]);
+        n.wiped.insert(3);
+        let d = decide(&s, &n, &BTreeMap::new(), false, false, 7).unwrap();
+        assert_eq!((d.next.leader, d.next.leader_epoch), (Some(1), 3));
+        assert_eq!(d.next.isr, vec![1, 2]);
+        settle(d, &n, false);
+        // No preferred-leader election names it.
+        let moved = with_storage(st(Some(2), 3, &[1, 2, 3], &[1, 2, 3]));
+        let mut n = nodes(&[1, 2, 3], &[]);
+        n.wiped.insert(1);
+        let d = decide(&moved, &n, &BTreeMap::new(), false, true, 7).unwrap();
+        assert_eq!(d.next.leader, Some(2), "stays");
+        assert_eq!(d.next.isr, vec![2, 3]);
+    }
+
+    /// An unclean election may still take a wiped replica (the operator chose availability
+    /// over the records), and records its new storage id as the only one in sync.
+    #[test]
+    fn an_unclean_election_records_the_new_leaders_storage() {
+        let s = with_storage(st(Some(1), 3, &[1], &[1, 2, 3]));
+        let mut n = nodes(&[1, 3], &[]);
+        n.wiped.insert(1);
+        n.storage = BTreeMap::from([(1, 999), (3, 103)]);
+        assert_eq!(
+            decide(&s, &n, &BTreeMap::new(), false, false, 7)
+                .unwrap()
+                .next
+                .leader,
+            None
+        );
+        let d = decide(&s, &n, &BTreeMap::from([(3, 5)]), true, false, 7).unwrap();
+        assert!(d.unclean);
+        assert_eq!((d.next.leader, d.next.isr.clone()), (Some(3), vec![3]));
+        assert_eq!(d.next.isr_storage, BTreeMap::from([(3, 103)]));
     }
 
     #[test]

@@ -95,6 +95,7 @@ fn a_push_that_does_not_start_at_the_followers_log_end_is_refused() {
             node_id: 2,
             cluster_id: Some("test".into()),
         },
+        storage: 7,
     };
     let server = start_node(config, None, Some(boot), None).unwrap();
     let router = server.router();

@@ -85,11 +85,13 @@ pub enum ControlRequest {
     /// znode version, done only if this node still leads it in `leader_epoch`. `done` gets
     /// the new version and the ISR written (members the ISR in ZooKeeper lacks that are gone
     /// or shutting down are left out), or an error text (not leader any more, epoch moved on,
-    /// ZooKeeper down).
+    /// ZooKeeper down). `storage` has the storage id each new member fetched with (see
+    /// `PartitionState::isr_storage`).
     ChangeIsr {
         partition: u32,
         leader_epoch: u32,
         isr: Vec<u32>,
+        storage: BTreeMap<u32, u64>,
         done: Box<dyn FnOnce(IsrWritten) + Send>,
     },
     /// Controlled shutdown: ask the controller to move this node's leaderships away and to

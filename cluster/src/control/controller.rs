@@ -19,12 +19,25 @@ pub struct Nodes {
     /// Replicas that said they cannot lead this partition and have not written it since
     /// (`/admin/cannot_lead`): no preferred-leader election moves it to them.
     pub unable: BTreeSet<u32>,
+    /// In-sync replicas registered with another storage id than the one they joined the ISR
+    /// with (`PartitionState::lost_storage`: a wiped disk): not in sync, whatever the ISR
+    /// says. They never win a clean election, lose a leadership they have, and leave the
+    /// ISR once someone else leads.
+    pub wiped: BTreeSet<u32>,
+    /// The storage id of each live node that told one (recorded for the leader of an unclean
+    /// election, the only member of its new ISR).
+    pub storage: BTreeMap<u32, u64>,
 }
 
 impl Nodes {
     /// May lead and be in sync: registered and not leaving.
     pub fn eligible(&self, b: u32) -> bool {
         self.live.contains(&b) && !self.shutting_down.contains(&b)
+    }
+
+    /// May lead in a clean election: eligible, and has what it held when it joined the ISR.
+    pub fn synced(&self, b: u32) -> bool {
+        self.eligible(b) && !self.wiped.contains(&b)
     }
 
     pub fn eligible_list(&self) -> Vec<u32> {
@@ -51,9 +64,18 @@ pub fn needs_leader(s: &PartitionState, nodes: &Nodes) -> bool {
         return true;
     }
     match s.leader {
-        Some(l) => !nodes.eligible(l),
+        Some(l) => !nodes.eligible(l) || nodes.wiped.contains(&l),
         None => true,
     }
+}
+
+/// The ISR as far as it is still in sync: without the members that lost their storage.
+fn synced(s: &PartitionState, nodes: &Nodes) -> Vec<u32> {
+    s.isr
+        .iter()
+        .copied()
+        .filter(|b| !nodes.wiped.contains(b))
+        .collect()
 }
 
 /// The replicas an election would choose from (the probe is asked for their log ends).
@@ -62,7 +84,7 @@ pub fn candidates(s: &PartitionState, nodes: &Nodes, unclean: bool) -> Vec<u32> 
         .replicas
         .iter()
         .copied()
-        .filter(|r| s.isr.contains(r) && nodes.eligible(*r))
+        .filter(|r| s.isr.contains(r) && nodes.synced(*r))
         .collect();
     if !clean.is_empty() || !unclean {
         return clean;
@@ -95,7 +117,8 @@ pub fn decide(
             .copied()
             .partition(|r| !nodes.unable.contains(r));
         let order: Vec<u32> = able.into_iter().chain(unable).collect();
-        match assign::elect(&order, &s.isr, &nodes.eligible_list(), log_ends, unclean) {
+        let isr = synced(s, nodes);
+        match assign::elect(&order, &isr, &nodes.eligible_list(), log_ends, unclean) {
             Some(e) => {
                 next.leader = Some(e.leader);
                 next.leader_epoch = s.leader_epoch.saturating_add(1);
@@ -110,12 +133,20 @@ pub fn decide(
                     }
                 } else {
                     next.isr = vec![e.leader];
+                    next.isr_storage.clear();
+                    if let Some(&id) = nodes.storage.get(&e.leader) {
+                        next.isr_storage.insert(e.leader, id);
+                    }
                     was_unclean = true;
                 }
             }
             // A leader that is leaving but still alive keeps the partition when nobody else
-            // can take it: going leaderless would only make it unavailable sooner.
-            None if s.leader.is_some_and(|l| nodes.live.contains(&l)) => {}
+            // can take it: going leaderless would only make it unavailable sooner. Not one
+            // that lost its storage: it may lack acknowledged records that only replicas
+            // which are down still have.
+            None if s
+                .leader
+                .is_some_and(|l| nodes.live.contains(&l) && !nodes.wiped.contains(&l)) => {}
             None => {
                 // The ISR stays as it was, so that a member coming back can lead again (it
                 // has every acknowledged write; nobody else does).
@@ -128,25 +159,27 @@ pub fn decide(
     } else if preferred
         && let Some(&pref) = s.replicas.first()
         && Some(pref) != s.leader
-        && nodes.eligible(pref)
+        && nodes.synced(pref)
         && s.isr.contains(&pref)
         && !nodes.unable.contains(&pref)
     {
         next.leader = Some(pref);
         next.leader_epoch = s.leader_epoch.saturating_add(1);
     }
-    // Out of the ISR go dead and leaving nodes, as long as the leader itself stays in it.
+    // Out of the ISR go dead and leaving nodes, and those that lost their storage, as long
+    // as the leader itself stays in it.
     if let Some(l) = next.leader {
         let shrunk: Vec<u32> = next
             .isr
             .iter()
             .copied()
-            .filter(|b| *b == l || nodes.eligible(*b))
+            .filter(|b| *b == l || nodes.synced(*b))
             .collect();
         if shrunk.contains(&l) {
             next.isr = shrunk;
         }
     }
+    next.isr_storage.retain(|b, _| next.isr.contains(b));
     if next == *s {
         return None;
     }

@@ -460,9 +460,10 @@ impl Ctl {
                 partition,
                 leader_epoch,
                 isr,
+                storage,
                 done,
             }) => {
-                let r = self.change_isr(partition, leader_epoch, isr);
+                let r = self.change_isr(partition, leader_epoch, isr, &storage);
                 if let Err(e) = &r {
                     info!("control: ISR change of partition {partition} refused: {e}");
                 }
@@ -1230,7 +1231,18 @@ impl Ctl {
     /// begin the epoch: no unclean election, and no replica that may have come back with
     /// less, for a leader that has every acknowledged record and only cannot write yet.
     fn nodes_for(&self, base: &Nodes, p: u32, v: &PartitionView) -> Nodes {
-        let mut n = self.nodes_for_marks(base, p, v);
+        let mut wiped = base.clone();
+        wiped.wiped = v
+            .state
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| {
+                let now = self.brokers.get(b).and_then(|i| i.storage);
+                v.state.lost_storage(*b, now)
+            })
+            .collect();
+        let mut n = self.nodes_for_marks(&wiped, p, v);
         n.unable = v
             .state
             .replicas
@@ -1245,7 +1257,7 @@ impl Ctl {
         if let Some(l) = self.marked_leader(p, v) {
             let restarted = self.restarted(v);
             let others = v.state.isr.iter().any(|&r| {
-                r != l && base.eligible(r) && !restarted.contains(&r) && !self.unable_to_lead(r, p)
+                r != l && base.synced(r) && !restarted.contains(&r) && !self.unable_to_lead(r, p)
             });
             if others {
                 let mut without = base.clone();
@@ -1282,7 +1294,7 @@ impl Ctl {
             .state
             .isr
             .iter()
-            .any(|b| !restarted.contains(b) && base.eligible(*b));
+            .any(|b| !restarted.contains(b) && base.synced(*b));
         let mut n = base.clone();
         if others {
             n.shutting_down.extend(restarted);
@@ -1298,6 +1310,12 @@ impl Ctl {
             shutting_down: self.shutting.clone(),
             reelect: false,
             unable: BTreeSet::new(),
+            wiped: BTreeSet::new(),
+            storage: self
+                .brokers
+                .iter()
+                .filter_map(|(&b, i)| Some((b, i.storage?)))
+                .collect(),
         }
     }
 
@@ -1417,6 +1435,7 @@ impl Ctl {
         partition: u32,
         leader_epoch: u32,
         isr: Vec<u32>,
+        storage: &BTreeMap<u32, u64>,
     ) -> super::api::IsrWritten {
         let me = self.cfg.me.id;
         if self.conn != Conn::Up {
@@ -1474,8 +1493,29 @@ impl Ctl {
                 .copied()
                 .filter(|b| cur.isr.contains(b) || !gone(b))
                 .collect();
+            if cur.lost_storage(me, self.cfg.me.storage) {
+                return Err(format!(
+                    "node {me} started from other storage than it had in the ISR of partition {partition}"
+                ));
+            }
+            // Members that stay keep the id they joined with; a new one gets the id it
+            // fetched with (so one wiped and started again since is found out). The leader's
+            // own log is the partition's in its epoch (given to this registration), so it
+            // records its id when it has none yet.
+            let isr_storage = isr
+                .iter()
+                .filter_map(|&b| {
+                    let new = b == me || !cur.isr.contains(&b);
+                    let id = cur
+                        .isr_storage
+                        .get(&b)
+                        .or_else(|| storage.get(&b).filter(|_| new))?;
+                    Some((b, *id))
+                })
+                .collect();
             let next = PartitionState {
                 isr: isr.clone(),
+                isr_storage,
                 ..cur
             };
             match s.set(&sp, next.encode(), Some(stat.version)) {
@@ -1940,6 +1980,7 @@ fn unknown_partition() -> PartitionView {
             isr: Vec::new(),
             replicas: Vec::new(),
             controller_epoch: 0,
+            isr_storage: BTreeMap::new(),
         },
         version: -1,
         mzxid: 0,

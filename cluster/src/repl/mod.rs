@@ -92,7 +92,8 @@ const RETRY_POSITION: Duration = Duration::from_secs(1);
 const TAIL_BYTES: usize = 16 << 20;
 
 /// Asks the control thread to change a partition's ISR; the callback gets the outcome.
-pub type IsrChanger = Box<dyn Fn(u32, u32, Vec<u32>, Box<dyn FnOnce(IsrWritten) + Send>) + Send>;
+pub type IsrChanger =
+    Box<dyn Fn(u32, u32, Vec<u32>, BTreeMap<u32, u64>, Box<dyn FnOnce(IsrWritten) + Send>) + Send>;
 
 /// Reports a leadership taken up (`Ok`) or not (`Err(why)`): partition, leader epoch, outcome.
 pub type LeadershipOutcome = Box<dyn Fn(u32, u32, Result<(), String>) + Send>;
@@ -248,6 +249,8 @@ type ConnSink = DirectSink<ClientDuplexSender<FetchRequest>, FetchRequest>;
 
 pub struct ReplSettings {
     pub me: u32,
+    /// This node's storage id (`BrokerInfo::storage`), sent with its fetches.
+    pub storage: u64,
     pub lag_max: Duration,
     pub lease: Duration,
     /// `cluster.replica_push_linger_us`: see `Driver::poll`.
@@ -583,6 +586,8 @@ struct FollowerPos {
     end_at_last_fetch: u64,
     /// The high watermark last sent to it (records carry it; see `hw_updates`).
     told_hw: u64,
+    /// The storage id it fetches with (0: not told), recorded for it when it joins the ISR.
+    storage: u64,
 }
 
 struct LedPart {
@@ -1085,13 +1090,15 @@ impl State {
                 last_caught_up: since,
                 end_at_last_fetch: u64::MAX,
                 told_hw: 0,
+                storage: req.storage_id,
             });
             if let Some(h) = heard {
                 f.last_heard = f.last_heard.max(h);
             }
-            if f.stream != stream {
+            if f.stream != stream || f.storage != req.storage_id {
                 // The follower reconnected: start over on the new stream.
                 f.stream = stream;
+                f.storage = req.storage_id;
                 f.validated = false;
                 f.inflight.clear();
             }
@@ -1364,6 +1371,23 @@ impl State {
         }
     }
 
+    /// The storage ids of `isr`'s members as this leader knows them (its own, and those its
+    /// followers fetch with).
+    fn storage_of(&self, p: u32, isr: &[u32]) -> BTreeMap<u32, u64> {
+        let Some(l) = self.led.get(&p) else {
+            return BTreeMap::new();
+        };
+        isr.iter()
+            .filter_map(|&b| {
+                let id = match b == self.s.me {
+                    true => self.s.storage,
+                    false => l.followers.get(&b)?.storage,
+                };
+                (id != 0).then_some((b, id))
+            })
+            .collect()
+    }
+
     fn on_tick(&mut self) {
         let dial = self.dial();
         self.forwarder.tick(&self.routes, &dial, &self.events);
@@ -1434,6 +1458,10 @@ impl State {
                 changes.push((p, l.epoch, isr));
             }
         }
+        let mut storage = BTreeMap::new();
+        for (p, _, isr) in &changes {
+            storage.insert(*p, self.storage_of(*p, isr));
+        }
         for (p, epoch) in ask {
             self.ask_own_position(p, epoch);
         }
@@ -1444,6 +1472,7 @@ impl State {
                 p,
                 epoch,
                 isr,
+                storage.remove(&p).unwrap_or_default(),
                 Box::new(move |result| {
                     let _ = ev.send(Event::IsrDone {
                         partition: p,
@@ -1675,6 +1704,7 @@ impl State {
         }
         let mut req = FetchRequest::new();
         req.follower_id = self.s.me;
+        req.storage_id = self.s.storage;
         req.partitions = parts;
         if let Some(c) = self.conns.get_mut(&leader) {
             req.echo_clock_us = c.echo;
@@ -2220,6 +2250,7 @@ mod tests {
             last_caught_up: now,
             end_at_last_fetch: acked,
             told_hw: 0,
+            storage: 0,
         }
     }
 

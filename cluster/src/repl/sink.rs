@@ -59,7 +59,9 @@ impl Merge for FetchRequest {
     /// as the time the follower last heard it, for every entry (the lease), so an entry queued
     /// before a newer ping must not be credited with it.
     fn can_merge(&self, later: &Self) -> bool {
-        self.echo_clock_us == later.echo_clock_us && self.follower_id == later.follower_id
+        self.echo_clock_us == later.echo_clock_us
+            && self.follower_id == later.follower_id
+            && self.storage_id == later.storage_id
     }
 
     fn merge(&mut self, later: Self) {

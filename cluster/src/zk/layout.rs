@@ -179,27 +179,47 @@ pub struct BrokerInfo {
     pub resp: String,
     /// gRPC address (replication, KV service, controller requests).
     pub grpc: String,
+    /// The id of the node's data (`DIR/simplekv.storage`): random, new whenever the node
+    /// starts from a directory that may lack what it held (a new or wiped one, missing
+    /// partitions, `storage.repair`). `None` from nodes that predate it.
+    pub storage: Option<u64>,
 }
 
 impl BrokerInfo {
     pub fn encode(&self) -> Vec<u8> {
-        format!("id={}\nresp={}\ngrpc={}\n", self.id, self.resp, self.grpc).into_bytes()
+        let mut s = format!("id={}\nresp={}\ngrpc={}\n", self.id, self.resp, self.grpc);
+        if let Some(id) = self.storage {
+            s.push_str(&format!("storage={id:016x}\n"));
+        }
+        s.into_bytes()
     }
 
     pub fn decode(data: &[u8]) -> Result<BrokerInfo, DecodeError> {
         let f = fields("broker", data)?;
+        let storage = match f.get("storage") {
+            Some(v) => Some(storage_id("broker", v)?),
+            None => None,
+        };
         Ok(BrokerInfo {
             id: field("broker", &f, "id")?,
             resp: field("broker", &f, "resp")?,
             grpc: field("broker", &f, "grpc")?,
+            storage,
         })
     }
+}
+
+fn storage_id(what: &'static str, v: &str) -> Result<u64, DecodeError> {
+    u64::from_str_radix(v, 16).map_err(|_| DecodeError {
+        what,
+        reason: format!("bad storage id {v:?}"),
+    })
 }
 
 /// `/partitions/<p>/state`: who leads, in which leader epoch, who is in sync. Written only
 /// with a conditional write on its znode version, by the controller (elections) or the
 /// leader (ISR changes); every write carries the writer's epochs so stale writers are fenced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PartitionState {
     /// Leader node id; `None` while no replica can lead.
     pub leader: Option<u32>,
@@ -209,11 +229,16 @@ pub struct PartitionState {
     pub replicas: Vec<u32>,
     /// Epoch of the controller that wrote the state last.
     pub controller_epoch: u64,
+    /// The storage id (`BrokerInfo::storage`) each in-sync replica had when it joined the
+    /// ISR: one registered with another id since has lost what it held (a wiped disk) and is
+    /// not in sync, whatever the ISR says. Members without an entry joined before ids were
+    /// recorded. Entries exist only for ISR members.
+    pub isr_storage: BTreeMap<u32, u64>,
 }
 
 impl PartitionState {
     pub fn encode(&self) -> Vec<u8> {
-        format!(
+        let mut s = format!(
             "leader={}\nleader_epoch={}\nisr={}\nreplicas={}\ncontroller_epoch={}\n",
             self.leader
                 .map(|l| l.to_string())
@@ -222,8 +247,22 @@ impl PartitionState {
             join(&self.isr),
             join(&self.replicas),
             self.controller_epoch
-        )
-        .into_bytes()
+        );
+        if !self.isr_storage.is_empty() {
+            let ids: Vec<String> = self
+                .isr_storage
+                .iter()
+                .map(|(b, id)| format!("{b}:{id:016x}"))
+                .collect();
+            s.push_str(&format!("isr_storage={}\n", ids.join(",")));
+        }
+        s.into_bytes()
+    }
+
+    /// True when in-sync replica `b`, registered with storage id `now`, has lost what it had
+    /// when it joined the ISR.
+    pub fn lost_storage(&self, b: u32, now: Option<u64>) -> bool {
+        matches!((self.isr_storage.get(&b), now), (Some(had), Some(now)) if *had != now)
     }
 
     pub fn decode(data: &[u8]) -> Result<PartitionState, DecodeError> {
@@ -243,6 +282,7 @@ impl PartitionState {
             isr: id_list(what, &f, "isr")?,
             replicas: id_list(what, &f, "replicas")?,
             controller_epoch: field(what, &f, "controller_epoch")?,
+            isr_storage: storage_map(what, f.get("isr_storage").map(String::as_str))?,
         };
         if s.replicas.is_empty() {
             return Err(DecodeError {
@@ -256,12 +296,38 @@ impl PartitionState {
                 reason: format!("ISR member {x} is not a replica"),
             });
         }
+        if let Some(x) = s.isr_storage.keys().find(|i| !s.isr.contains(i)) {
+            return Err(DecodeError {
+                what,
+                reason: format!("isr_storage names {x}, which is not in the ISR"),
+            });
+        }
         Ok(s)
     }
 
     pub fn preferred_leader(&self) -> u32 {
         self.replicas[0]
     }
+}
+
+/// `b:hex,b:hex` (absent: empty).
+fn storage_map(what: &'static str, v: Option<&str>) -> Result<BTreeMap<u32, u64>, DecodeError> {
+    let mut out = BTreeMap::new();
+    for item in v
+        .unwrap_or_default()
+        .split(',')
+        .filter(|i| !i.trim().is_empty())
+    {
+        let bad = || DecodeError {
+            what,
+            reason: format!("bad isr_storage entry {item:?}"),
+        };
+        let (b, id) = item.split_once(':').ok_or_else(bad)?;
+        let b: u32 = b.trim().parse().map_err(|_| bad())?;
+        let id = u64::from_str_radix(id.trim(), 16).map_err(|_| bad())?;
+        out.insert(b, id);
+    }
+    Ok(out)
 }
 
 /// `/controller` (ephemeral): the node that currently acts as controller.
@@ -317,19 +383,29 @@ mod tests {
             id: 2,
             resp: "127.0.0.1:7001".into(),
             grpc: "127.0.0.1:8001".into(),
+            storage: None,
         };
         assert_eq!(BrokerInfo::decode(&b.encode()).unwrap(), b);
-        let s = PartitionState {
+        let b = BrokerInfo {
+            storage: Some(0x00ab_cdef_0123_4567),
+            ..b
+        };
+        assert_eq!(BrokerInfo::decode(&b.encode()).unwrap(), b);
+        let mut s = PartitionState {
             leader: Some(1),
             leader_epoch: 4,
             isr: vec![1, 3],
             replicas: vec![1, 2, 3],
             controller_epoch: 9,
+            isr_storage: BTreeMap::new(),
         };
+        assert_eq!(PartitionState::decode(&s.encode()).unwrap(), s);
+        s.isr_storage = BTreeMap::from([(1, 7), (3, u64::MAX)]);
         assert_eq!(PartitionState::decode(&s.encode()).unwrap(), s);
         let none = PartitionState {
             leader: None,
             isr: vec![],
+            isr_storage: BTreeMap::new(),
             ..s.clone()
         };
         assert_eq!(PartitionState::decode(&none.encode()).unwrap(), none);
@@ -349,6 +425,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("ISR member 4"), "{e}");
+        let e = PartitionState::decode(
+            b"leader=1\nleader_epoch=1\nisr=1\nreplicas=1,2\ncontroller_epoch=1\nisr_storage=2:ab\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("names 2"), "{e}");
+        let e = PartitionState::decode(
+            b"leader=1\nleader_epoch=1\nisr=1\nreplicas=1\ncontroller_epoch=1\nisr_storage=1:zz\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("isr_storage entry"), "{e}");
+        assert!(BrokerInfo::decode(b"id=1\nresp=x\ngrpc=y\nstorage=q\n").is_err());
         let e = ClusterMeta::decode(b"format=2\npartitions=1\nreplication_factor=1\n").unwrap_err();
         assert!(e.to_string().contains("newer"), "{e}");
         assert!(BrokerInfo::decode(b"id=1\nresp=x\n").is_err());

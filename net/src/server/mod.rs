@@ -23,6 +23,7 @@ pub mod router;
 mod seqtx;
 mod slowlog;
 pub mod stats;
+pub mod storage_file;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -537,6 +538,9 @@ pub struct ClusterBoot {
     pub lease: std::time::Duration,
     /// This node and its cluster, checked against (or recorded in) the data directory.
     pub identity: NodeIdentity,
+    /// The storage id the node registered with (`storage_file::storage_identity`); the
+    /// partitions it holds are recorded with it once their directories exist.
+    pub storage: u64,
 }
 
 /// Starts a standalone server; returns once every partition is open and the port is listening.
@@ -828,6 +832,9 @@ pub fn start_node(
                 reason: format!("cannot retire the replayed commit journals: {e}"),
             }
         })?;
+        if let (Some(c), Some(held)) = (cluster.as_ref(), replicated.as_ref()) {
+            storage_file::record_held(&dir, c.storage, held)?;
+        }
         // Points of workers that no longer exist are true but never updated: they go.
         if let Err(e) = simplekv_engine::points::remove_stale(&points_dir, workers as u32) {
             warn!(

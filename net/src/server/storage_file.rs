@@ -1,0 +1,198 @@
+//! `DIR/simplekv.storage`: the id of a cluster node's data, and the partitions it holds.
+//!
+//! A replica is in sync for the controller as long as it has what it had when it joined the
+//! ISR. A node restarted on a wiped or replaced disk, or with partition directories gone,
+//! has less, and nothing in ZooKeeper says so: it registers like any restarted node. So the
+//! data carries an id, random, that the node registers with; the partition state records the
+//! id each in-sync replica joined with, and a replica registered with another id is not in
+//! sync any more (the controller's `Nodes::wiped`). The id is new whenever the directory may
+//! lack records the node had: a new directory (or one from before ids existed), a partition
+//! the file lists whose directory is gone (refused without `storage.repair`), and any start
+//! with `storage.repair = true` (which may drop damaged records).
+use std::path::Path;
+
+use log::warn;
+
+use super::{ServerError, partition_dir};
+
+pub const STORAGE_FILE: &str = "simplekv.storage";
+
+/// What the file records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFile {
+    pub id: u64,
+    /// The partitions whose directories the node had opened (all it replicates) when the
+    /// file was last written.
+    pub held: Vec<u32>,
+}
+
+impl StorageFile {
+    fn encode(&self) -> String {
+        let held: Vec<String> = self.held.iter().map(|p| p.to_string()).collect();
+        format!("id = {:016x}\nheld = {}\n", self.id, held.join(","))
+    }
+
+    fn decode(text: &str) -> Option<StorageFile> {
+        let value = |key: &str| super::layout_value(text, key);
+        let id = u64::from_str_radix(&value("id")?, 16).ok()?;
+        let held = value("held")?;
+        let held = held
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| p.trim().parse().ok())
+            .collect::<Option<Vec<u32>>>()?;
+        Some(StorageFile { id, held })
+    }
+}
+
+/// The storage id a cluster node registers with, checked and written before it registers
+/// (the caller holds the directory's lock). See the module docs for when it is new.
+pub fn storage_identity(dir: &Path, repair: bool) -> Result<u64, ServerError> {
+    let path = dir.join(STORAGE_FILE);
+    let bad = |reason: String| ServerError::DataDir {
+        path: path.clone(),
+        reason,
+    };
+    let found = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(StorageFile::decode(&text).ok_or_else(|| {
+            bad("unreadable (expected `id = <16 hex digits>` and `held = <partitions>`); restore it, or start with storage.repair = true to take a new storage id".into())
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let found = match (found, repair) {
+        (Some(Err(_)), true) => None,
+        (Some(r), _) => Some(r?),
+        (None, _) => None,
+    };
+    if let Some(f) = &found {
+        let missing: Vec<u32> = f
+            .held
+            .iter()
+            .copied()
+            .filter(|&p| !partition_dir(dir, p).exists())
+            .collect();
+        if !missing.is_empty() && !repair {
+            let names: Vec<String> = missing.iter().take(8).map(|p| format!("{p:05}")).collect();
+            return Err(ServerError::DataDir {
+                path: dir.join("partitions"),
+                reason: format!(
+                    "partition directories {}{} are missing (deleted or lost?), and this node may be an in-sync replica of them: restore them, or start with storage.repair = true to take them up empty under a new storage id (the node then leaves their ISRs and copies them from their leaders)",
+                    names.join(", "),
+                    if missing.len() > names.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+        if !repair {
+            return Ok(f.id);
+        }
+    }
+    let id = loop {
+        // Zero is kept out so that a reader never mistakes an id for a missing one.
+        let id = fastrand::u64(1..);
+        if found.as_ref().is_none_or(|f| f.id != id) {
+            break id;
+        }
+    };
+    match &found {
+        Some(f) => warn!(
+            "{}: storage.repair = true: this node's data takes the new storage id {id:016x} (was {:016x}), so it counts as in sync for no partition until it has caught up again",
+            path.display(),
+            f.id
+        ),
+        None => log::info!("{}: new storage id {id:016x}", path.display()),
+    }
+    let held = found.map(|f| f.held).unwrap_or_default();
+    write(dir, &StorageFile { id, held })?;
+    Ok(id)
+}
+
+/// Records the partitions the node opened, once their directories exist.
+pub fn record_held(dir: &Path, id: u64, held: &[u32]) -> Result<(), ServerError> {
+    write(
+        dir,
+        &StorageFile {
+            id,
+            held: held.to_vec(),
+        },
+    )
+}
+
+fn write(dir: &Path, f: &StorageFile) -> Result<(), ServerError> {
+    let err = |path: &Path, e: std::io::Error| ServerError::DataDir {
+        path: path.to_path_buf(),
+        reason: format!("cannot write the storage id: {e}"),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let tmp = dir.join(format!("{STORAGE_FILE}.tmp"));
+    let path = dir.join(STORAGE_FILE);
+    std::fs::write(&tmp, f.encode()).map_err(|e| err(&tmp, e))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| err(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| err(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held_dirs(dir: &Path, parts: &[u32]) {
+        for &p in parts {
+            std::fs::create_dir_all(partition_dir(dir, p)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_id_stays_until_the_data_may_have_lost_something() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("data");
+        let first = storage_identity(&dir, false).unwrap();
+        assert_ne!(first, 0);
+        assert_eq!(storage_identity(&dir, false).unwrap(), first, "stable");
+        held_dirs(&dir, &[0, 3]);
+        record_held(&dir, first, &[0, 3]).unwrap();
+        assert_eq!(storage_identity(&dir, false).unwrap(), first);
+        // A held partition's directory is gone: refused, then a new id with repair.
+        std::fs::remove_dir_all(partition_dir(&dir, 3)).unwrap();
+        let e = storage_identity(&dir, false).unwrap_err().to_string();
+        assert!(
+            e.contains("00003 are missing") && e.contains("storage.repair"),
+            "{e}"
+        );
+        let second = storage_identity(&dir, true).unwrap();
+        assert_ne!(second, first);
+        // Repair always renews it; without repair the last one stays.
+        let third = storage_identity(&dir, true).unwrap();
+        assert_ne!(third, second);
+        held_dirs(&dir, &[3]);
+        assert_eq!(storage_identity(&dir, false).unwrap(), third);
+        // A wiped directory: a new id.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let fourth = storage_identity(&dir, false).unwrap();
+        assert!(![first, second, third].contains(&fourth));
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_unless_repairing() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        std::fs::write(dir.join(STORAGE_FILE), "id = zz\nheld = 1\n").unwrap();
+        let e = storage_identity(dir, false).unwrap_err().to_string();
+        assert!(e.contains("unreadable"), "{e}");
+        let id = storage_identity(dir, true).unwrap();
+        assert_eq!(storage_identity(dir, false).unwrap(), id);
+        let f = StorageFile {
+            id: 0x1234,
+            held: vec![],
+        };
+        assert_eq!(StorageFile::decode(&f.encode()), Some(f));
+    }
+}
