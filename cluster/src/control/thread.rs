@@ -1552,6 +1552,14 @@ impl Ctl {
             self.try_election();
         }
         let Some(epoch) = self.my_epoch else { return };
+        if self.preferred_asked
+            && let Err(e) = self.refresh(true)
+        {
+            // Asked by an operator, and done once: decided on what ZooKeeper holds now, not
+            // on a view a watch has not caught up with yet (a follower's ISR join), which
+            // would find nothing to move and take the request away.
+            return self.zk_error("re-reading for the preferred-leader election", e);
+        }
         let mut preferred = self.preferred_asked;
         if !preferred
             && self.cfg.leader_imbalance_ratio < 1.0
