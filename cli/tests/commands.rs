@@ -1941,15 +1941,15 @@ fn config_get_reports_and_config_set_applies_or_refuses() {
         "ERR CONFIG SET failed (possibly related to argument 'MAXCLIENTS') - duplicate parameter"
     );
     assert_eq!(get_cfg(&mut c, "maxclients")["maxclients"], "123");
-    assert!(
+    assert_eq!(
         query_err(
             &mut c,
             cmd("CONFIG")
                 .arg("SET")
                 .arg("notify-keyspace-events")
-                .arg("Ex")
-        )
-        .contains("no keyspace notifications")
+                .arg("Ex?")
+        ),
+        "ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - invalid value for server.notify_keyspace_events: \"Ex?\" (expected characters from Ag$lshzxeKEtmdn only)"
     );
     assert_eq!(
         query_err(&mut c, cmd("CONFIG").arg("bogus")),

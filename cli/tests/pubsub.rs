@@ -8,8 +8,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{
-    Server, bulk, expect_reply, info, message, read_exact_within, read_to_eof, resp, sub_replies,
-    sub_reply, wait_until,
+    Server, bulk, expect_reply, info, message, query_err, read_exact_within, read_to_eof, resp,
+    sub_replies, sub_reply, wait_until,
 };
 use redis::{Connection, cmd};
 
@@ -588,5 +588,285 @@ fn client_reply_off_drops_replies_but_not_pubsub_pushes() {
         line.starts_with(b"+") && line.ends_with(b"\"SUBSCRIBE\" \"b\"\r\n"),
         "{}",
         String::from_utf8_lossy(line)
+    );
+}
+
+/// The keyspace notifications one command should cause, as Redis 7.0 sends them to a
+/// `PSUBSCRIBE __key*@0__:*`: for each (event, key), the keyspace message then the keyevent
+/// message.
+fn key_events(events: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (event, key) in events {
+        let space = format!("__keyspace@0__:{key}");
+        let ev = format!("__keyevent@0__:{event}");
+        out.extend(pmessage(
+            b"__key*@0__:*",
+            space.as_bytes(),
+            event.as_bytes(),
+        ));
+        out.extend(pmessage(b"__key*@0__:*", ev.as_bytes(), key.as_bytes()));
+    }
+    out
+}
+
+/// The pub/sub messages in `bytes` (whole `pmessage` arrays), one by one.
+fn split_pmessages(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let start = at;
+        // "*4\r\n" then four bulk strings.
+        at += 4;
+        for _ in 0..4 {
+            let end = at + bytes[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+            let len: usize = std::str::from_utf8(&bytes[at + 1..end])
+                .unwrap()
+                .parse()
+                .unwrap();
+            at = end + 2 + len + 2;
+        }
+        out.push(bytes[start..at].to_vec());
+    }
+    out
+}
+
+/// Runs `args` and checks the notifications it caused arrive and nothing else: in order for
+/// one key; the keys of a command over several workers are published by each key's worker,
+/// so only each key's own events keep their order.
+fn expect_events(
+    con: &mut Connection,
+    sub: &mut TcpStream,
+    args: &[&str],
+    events: &[(&str, &str)],
+) {
+    let mut c = cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    let _: redis::Value = c.query(con).unwrap();
+    let want = key_events(events);
+    let got = read_exact_within(sub, want.len(), Duration::from_secs(5));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if events.iter().all(|(_, k)| *k == events[0].1) {
+        assert_eq!(text(&got), text(&want), "{args:?}");
+    } else {
+        let mut g = split_pmessages(&got);
+        let mut w = split_pmessages(&want);
+        g.sort();
+        w.sort();
+        assert_eq!(g, w, "{args:?}: {}", text(&got));
+    }
+}
+
+/// `notify-keyspace-events`: each write publishes Redis 7.0's events for its command, on
+/// the key's channel (K) and the event's (E), whatever worker owns the key (4 workers, keys
+/// spread over them); `n` adds new keys, `m` reads of missing keys, `x` expiries (active,
+/// and a write over an expired value), and nothing is published while the flags are empty.
+#[test]
+fn keyspace_notifications_publish_redis_events_for_each_write() {
+    let s = server();
+    let mut con = s.client();
+    let mut sub = s.raw();
+    expect_reply(
+        &mut sub,
+        &resp(&[b"PSUBSCRIBE", b"__key*@0__:*"]),
+        &sub_reply("psubscribe", Some(b"__key*@0__:*"), 1),
+    );
+    // Off by default: a write publishes nothing (checked by the first event below).
+    let _: () = cmd("SET").arg("quiet").arg("v").query(&mut con).unwrap();
+    let _: () = cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("KEA")
+        .query(&mut con)
+        .unwrap();
+    let shown: Vec<String> = cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(shown[1], "AKE");
+    let e = &mut sub;
+    expect_events(&mut con, e, &["SET", "k1", "v"], &[("set", "k1")]);
+    expect_events(
+        &mut con,
+        e,
+        &["SET", "k1", "v2", "EX", "100"],
+        &[("set", "k1"), ("expire", "k1")],
+    );
+    expect_events(
+        &mut con,
+        e,
+        &["SET", "k1", "v3", "KEEPTTL"],
+        &[("set", "k1")],
+    );
+    expect_events(
+        &mut con,
+        e,
+        &["SETEX", "k2", "100", "v"],
+        &[("set", "k2"), ("expire", "k2")],
+    );
+    expect_events(&mut con, e, &["INCR", "n"], &[("incrby", "n")]);
+    expect_events(&mut con, e, &["DECRBY", "n", "5"], &[("incrby", "n")]);
+    expect_events(
+        &mut con,
+        e,
+        &["INCRBYFLOAT", "f", "1.5"],
+        &[("incrbyfloat", "f")],
+    );
+    expect_events(&mut con, e, &["APPEND", "k1", "x"], &[("append", "k1")]);
+    expect_events(
+        &mut con,
+        e,
+        &["SETRANGE", "k1", "1", "z"],
+        &[("setrange", "k1")],
+    );
+    expect_events(
+        &mut con,
+        e,
+        &["SETBIT", "bits", "3", "1"],
+        &[("setbit", "bits")],
+    );
+    expect_events(&mut con, e, &["PERSIST", "k1"], &[("persist", "k1")]);
+    expect_events(&mut con, e, &["EXPIRE", "k1", "100"], &[("expire", "k1")]);
+    expect_events(
+        &mut con,
+        e,
+        &["GETEX", "k1", "PERSIST"],
+        &[("persist", "k1")],
+    );
+    expect_events(
+        &mut con,
+        e,
+        &["MSET", "a", "1", "b", "2", "c", "3"],
+        &[("set", "a"), ("set", "b"), ("set", "c")],
+    );
+    expect_events(&mut con, e, &["GETSET", "a", "9"], &[("set", "a")]);
+    expect_events(
+        &mut con,
+        e,
+        &["RENAME", "a", "a2"],
+        &[("rename_from", "a"), ("rename_to", "a2")],
+    );
+    expect_events(&mut con, e, &["COPY", "a2", "a3"], &[("copy_to", "a3")]);
+    expect_events(
+        &mut con,
+        e,
+        &["BITOP", "OR", "dest", "bits", "bits"],
+        &[("set", "dest")],
+    );
+    expect_events(
+        &mut con,
+        e,
+        &["DEL", "b", "missing", "c"],
+        &[("del", "b"), ("del", "c")],
+    );
+    expect_events(&mut con, e, &["GETDEL", "a3"], &[("del", "a3")]);
+    expect_events(&mut con, e, &["EXPIRE", "k2", "-1"], &[("del", "k2")]);
+    // Writes that change nothing publish nothing: the next event is the only one read.
+    let _: redis::Value = cmd("SETNX").arg("n").arg("1").query(&mut con).unwrap();
+    let _: redis::Value = cmd("PERSIST").arg("n").query(&mut con).unwrap();
+    expect_events(&mut con, e, &["UNLINK", "n"], &[("del", "n")]);
+    // A transaction's commands publish as they run, at EXEC.
+    let (_, _): (String, String) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("t1")
+        .arg("v")
+        .cmd("SET")
+        .arg("t2")
+        .arg("v")
+        .query(&mut con)
+        .unwrap();
+    let want = key_events(&[("set", "t1"), ("set", "t2")]);
+    let got = read_exact_within(e, want.len(), Duration::from_secs(5));
+    let (mut g, mut w) = (split_pmessages(&got), split_pmessages(&want));
+    g.sort();
+    w.sort();
+    assert_eq!(g, w, "{}", String::from_utf8_lossy(&got));
+    // Expiry: active (the tombstone's write), and a write that finds the value expired.
+    let _: () = cmd("SET")
+        .arg("gone")
+        .arg("v")
+        .arg("PX")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
+    let want = [
+        key_events(&[("set", "gone"), ("expire", "gone")]),
+        key_events(&[("expired", "gone")]),
+    ]
+    .concat();
+    let got = read_exact_within(e, want.len(), Duration::from_secs(5));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    expect_events(
+        &mut con,
+        e,
+        &["CONFIG", "SET", "notify-keyspace-events", "KEAn"],
+        &[],
+    );
+    expect_events(
+        &mut con,
+        e,
+        &["SET", "fresh", "v"],
+        &[("new", "fresh"), ("set", "fresh")],
+    );
+    expect_events(
+        &mut con,
+        e,
+        &["CONFIG", "SET", "notify-keyspace-events", "Em"],
+        &[],
+    );
+    for (read, missing) in [
+        (&["GET", "nothing"][..], "nothing"),
+        (&["MGET", "fresh", "none"], "none"),
+    ] {
+        let mut c = cmd(read[0]);
+        for a in &read[1..] {
+            c.arg(*a);
+        }
+        let _: redis::Value = c.query(&mut con).unwrap();
+        let want = pmessage(
+            b"__key*@0__:*",
+            b"__keyevent@0__:keymiss",
+            missing.as_bytes(),
+        );
+        let got = read_exact_within(e, want.len(), Duration::from_secs(5));
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+    }
+    // Off again: nothing more, then the subscriber still works.
+    expect_events(
+        &mut con,
+        e,
+        &["CONFIG", "SET", "notify-keyspace-events", ""],
+        &[],
+    );
+    let _: () = cmd("SET")
+        .arg("quiet")
+        .arg("again")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(publish(&mut con, "__keyspace@0__:x", b"by hand"), 1);
+    let want = pmessage(b"__key*@0__:*", b"__keyspace@0__:x", b"by hand");
+    let got = read_exact_within(e, want.len(), Duration::from_secs(5));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    assert_eq!(
+        query_err(
+            &mut con,
+            cmd("CONFIG")
+                .arg("SET")
+                .arg("notify-keyspace-events")
+                .arg("KX")
+        ),
+        "ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - invalid value for server.notify_keyspace_events: \"KX\" (expected characters from Ag$lshzxeKEtmdn only)"
     );
 }

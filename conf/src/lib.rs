@@ -33,7 +33,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfError;
-pub use settings::{SettingInfo, SettingKind, parse_percentiles};
+pub use settings::{
+    SettingInfo, SettingKind, keyspace_events_from_str, keyspace_events_to_string, notify,
+    parse_percentiles,
+};
 pub use types::{Acks, Fsync, LogLevel, ParseEnumError, ZkConnect};
 pub use units::{GIB, KIB, MIB, format_size, parse_size};
 
@@ -88,6 +91,8 @@ pub struct ServerConfig {
     pub latency_tracking: bool,
     /// The percentiles INFO latencystats shows, space-separated (e.g. "50 99 99.9").
     pub latency_tracking_info_percentiles: String,
+    /// Keyspace notifications, as Redis's `notify-keyspace-events` flags ("" = none).
+    pub notify_keyspace_events: String,
     /// Log verbosity.
     pub log_level: LogLevel,
 }
@@ -191,6 +196,7 @@ impl Default for ServerConfig {
             slowlog_max_len: 128,
             latency_tracking: true,
             latency_tracking_info_percentiles: "50 99 99.9".to_owned(),
+            notify_keyspace_events: String::new(),
             log_level: LogLevel::Info,
         }
     }

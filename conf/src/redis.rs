@@ -34,11 +34,6 @@ const FIXED: &[(&str, &str, &str)] = &[
         "simplekv does not evict keys; only maxmemory-policy noeviction is accepted",
     ),
     (
-        "notify-keyspace-events",
-        "",
-        "simplekv has no keyspace notifications (no pub/sub); only \"\" is accepted",
-    ),
-    (
         "replica-read-only",
         "yes",
         "replicas of simplekv never take writes; only replica-read-only yes is accepted",

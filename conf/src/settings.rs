@@ -417,6 +417,100 @@ fn check_any(_: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The bits of `notify-keyspace-events`, as Redis numbers them.
+pub mod notify {
+    pub const KEYSPACE: u32 = 1 << 0;
+    pub const KEYEVENT: u32 = 1 << 1;
+    pub const GENERIC: u32 = 1 << 2;
+    pub const STRING: u32 = 1 << 3;
+    pub const LIST: u32 = 1 << 4;
+    pub const SET: u32 = 1 << 5;
+    pub const HASH: u32 = 1 << 6;
+    pub const ZSET: u32 = 1 << 7;
+    pub const EXPIRED: u32 = 1 << 8;
+    pub const EVICTED: u32 = 1 << 9;
+    pub const STREAM: u32 = 1 << 10;
+    pub const KEY_MISS: u32 = 1 << 11;
+    pub const MODULE: u32 = 1 << 12;
+    pub const NEW: u32 = 1 << 13;
+    /// `A`: every class but key misses and new keys.
+    pub const ALL: u32 =
+        GENERIC | STRING | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM | MODULE;
+}
+
+/// Redis's `keyspaceEventsStringToFlags`: `None` for a character it does not know.
+pub fn keyspace_events_from_str(value: &str) -> Option<u32> {
+    use notify::*;
+    value.chars().try_fold(0, |flags, c| {
+        Some(
+            flags
+                | match c {
+                    'A' => ALL,
+                    'g' => GENERIC,
+                    '$' => STRING,
+                    'l' => LIST,
+                    's' => SET,
+                    'h' => HASH,
+                    'z' => ZSET,
+                    'x' => EXPIRED,
+                    'e' => EVICTED,
+                    'K' => KEYSPACE,
+                    'E' => KEYEVENT,
+                    't' => STREAM,
+                    'm' => KEY_MISS,
+                    'd' => MODULE,
+                    'n' => NEW,
+                    _ => return None,
+                },
+        )
+    })
+}
+
+/// Redis's `keyspaceEventsFlagsToString`: what CONFIG GET shows. Redis leaves `n` out
+/// after `A` (though it keeps the flag); here it is shown, so that the value read back and
+/// set again keeps it.
+pub fn keyspace_events_to_string(flags: u32) -> String {
+    use notify::*;
+    let mut s = String::new();
+    if flags & ALL == ALL {
+        s.push('A');
+    } else {
+        for (bit, c) in [
+            (GENERIC, 'g'),
+            (STRING, '$'),
+            (LIST, 'l'),
+            (SET, 's'),
+            (HASH, 'h'),
+            (ZSET, 'z'),
+            (EXPIRED, 'x'),
+            (EVICTED, 'e'),
+            (STREAM, 't'),
+            (MODULE, 'd'),
+        ] {
+            if flags & bit != 0 {
+                s.push(c);
+            }
+        }
+    }
+    for (bit, c) in [
+        (NEW, 'n'),
+        (KEYSPACE, 'K'),
+        (KEYEVENT, 'E'),
+        (KEY_MISS, 'm'),
+    ] {
+        if flags & bit != 0 {
+            s.push(c);
+        }
+    }
+    s
+}
+
+fn check_keyspace_events(value: &str) -> Result<(), String> {
+    keyspace_events_from_str(value)
+        .map(|_| ())
+        .ok_or_else(|| "characters from Ag$lshzxeKEtmdn only".to_owned())
+}
+
 fn check_percentiles(value: &str) -> Result<(), String> {
     parse_percentiles(value).map(|_| ())
 }
@@ -659,6 +753,23 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
             check: check_percentiles,
             get: |c| c.server.latency_tracking_info_percentiles.clone(),
             set: |c, v| c.server.latency_tracking_info_percentiles = v,
+        },
+    },
+    SettingInfo {
+        name: "server.notify_keyspace_events",
+        redis_name: Some("notify-keyspace-events"),
+        runtime: true,
+        help: "Keyspace notifications published on __keyspace@0__:<key> (K) and \
+               __keyevent@0__:<event> (E), as Redis's flags: g generic, $ string, x expired, \
+               n new key, m key miss, A = g$lshzxetd; \"\" for none.",
+        access: Access::Text {
+            accepts: "Redis's notify-keyspace-events flags (K E g $ l s h z x e t d m n A)",
+            check: check_keyspace_events,
+            get: |c| c.server.notify_keyspace_events.clone(),
+            set: |c, v| {
+                c.server.notify_keyspace_events =
+                    keyspace_events_to_string(keyspace_events_from_str(&v).unwrap_or_default())
+            },
         },
     },
     SettingInfo {

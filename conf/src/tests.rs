@@ -53,6 +53,7 @@ fn other_value(s: &SettingInfo, current: &Config) -> String {
             "cluster.advertise_host" => "node1.example.com",
             "cluster.secret" => "s3cr3t-\"shared\"",
             "server.latency_tracking_info_percentiles" => "0 50 99.99 100",
+            "server.notify_keyspace_events" => "gxKE",
             other => panic!("no test value for text setting {other}"),
         }
         .to_owned(),
@@ -105,6 +106,7 @@ fn defaults_are_the_documented_ones() {
         ("server.slowlog_max_len", "128"),
         ("server.latency_tracking", "true"),
         ("server.latency_tracking_info_percentiles", "50 99 99.9"),
+        ("server.notify_keyspace_events", ""),
         ("server.log_level", "info"),
         ("limits.proto_max_bulk_len", "536870912"),
         ("limits.max_multibulk_len", "1048576"),
@@ -988,6 +990,7 @@ fn runtime_settings_are_the_documented_ones() {
             "server.slowlog_max_len",
             "server.latency_tracking",
             "server.latency_tracking_info_percentiles",
+            "server.notify_keyspace_events",
             "server.log_level",
             "limits.proto_max_bulk_len",
             "limits.client_query_buffer_limit",
@@ -1129,7 +1132,7 @@ fn redis_config_pairs_cover_what_tools_ask_for() {
         .unwrap_err();
     assert!(e.to_string().contains("does not evict"), "{e}");
     assert_eq!(get(&pairs, "cluster-enabled"), "no");
-    assert_eq!(pairs.len(), Config::settings().len() + 9);
+    assert_eq!(pairs.len(), Config::settings().len() + 8);
     // Names are checked before values, and one setting twice is refused whatever its name.
     let e = c
         .set_runtime_many([("hz", "abc"), ("bogus", "1")])
@@ -1363,4 +1366,36 @@ fn settings_table() -> String {
         ));
     }
     out
+}
+
+/// `notify-keyspace-events` takes Redis's flag characters and shows them in Redis's order
+/// (CONFIG GET answers as Redis 7.0.15 did for each of these).
+#[test]
+fn keyspace_event_flags_read_back_as_redis_shows_them() {
+    use crate::settings::{keyspace_events_from_str, keyspace_events_to_string};
+    for (set, shown) in [
+        ("KEA", "AKE"),
+        ("Kgxn", "gxnK"),
+        ("", ""),
+        ("Ex", "xE"),
+        ("K", "K"),
+        ("Ag$lshzxetd", "A"),
+        ("mEK$gxlszhted", "AKEm"),
+        // Redis shows "AKEm" and keeps n; shown here.
+        ("AKEmn", "AnKEm"),
+    ] {
+        let flags = keyspace_events_from_str(set).unwrap();
+        assert_eq!(keyspace_events_to_string(flags), shown, "{set:?}");
+        assert_eq!(keyspace_events_from_str(shown), Some(flags), "{shown:?}");
+    }
+    assert_eq!(keyspace_events_from_str("Kq"), None);
+    let mut c = Config::default();
+    let s = info("server.notify_keyspace_events");
+    c.set_runtime("notify-keyspace-events", "EKx").unwrap();
+    assert_eq!(s.redis_value(&c), "xKE");
+    assert!(c.set_runtime("notify-keyspace-events", "K?").is_err());
+    assert_eq!(
+        c.server.notify_keyspace_events, "xKE",
+        "a refused value changes nothing"
+    );
 }

@@ -48,5 +48,8 @@ pub use hint::HintJob;
 pub use journal::{Journal, JournalError, JournalSync, Staged};
 pub use merge::{MergeJob, MergeOutput, MergeStats};
 pub use options::{Durability, Options, system_clock};
-pub use store::{KeyMeta, Prefetch, RecordBatch, RecoveryReport, Store, StoreStats, SyncTicket};
+pub use store::{
+    Change, ChangeKind, KeyMeta, Prefetch, Prior, RecordBatch, RecoveryReport, Store, StoreStats,
+    SyncTicket,
+};
 pub use watch::{KeyVersion, RECENT_TOUCHES};

@@ -103,6 +103,35 @@ pub struct RecordBatch {
     pub next_lsn: u64,
 }
 
+/// What a key had before a `put` replaced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    Absent,
+    Live,
+    /// A value whose expiry had passed (hidden, not deleted yet).
+    Expired,
+}
+
+/// One local write's effect on a key (`Store::set_change_tap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Set {
+        prior: Prior,
+    },
+    /// `was_visible` false: the value deleted had expired already.
+    Deleted {
+        was_visible: bool,
+    },
+    Expire,
+    Persist,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: Vec<u8>,
+    pub kind: ChangeKind,
+}
+
 pub struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) opts: Options,
@@ -130,6 +159,9 @@ pub struct Store {
     /// With a commit journal: copies of the records appended since the owner last took them
     /// (see `set_journal_tap`).
     tap: Option<Vec<u8>>,
+    /// What the local writes changed, key by key, while someone listens (`set_change_tap`:
+    /// the server's keyspace notifications).
+    changes: Option<Vec<Change>>,
     /// Where the last `read_records` stopped: (next LSN, file id of its segment, offset). The
     /// leader's worker reads the records of each turn for its followers right after writing
     /// them, so the next read usually starts exactly there instead of at the sparse index
@@ -223,6 +255,7 @@ impl Store {
             expired_scratch: Vec::new(),
             read_cursor: std::cell::Cell::new(NO_CURSOR),
             tap: None,
+            changes: None,
             touches: crate::watch::Touches::new(0),
             dropped: None,
             write_errors: 0,
@@ -1000,7 +1033,17 @@ impl Store {
         expire: Option<u64>,
     ) -> Result<u64, WriteError> {
         self.check_limits(key, value)?;
-        self.append_local(Tag::Put, key, value, expire.unwrap_or(0))
+        let prior = match self.changes.is_some() {
+            true => match self.keydir.get(key) {
+                None => Prior::Absent,
+                Some(loc) if self.visible(&loc) => Prior::Live,
+                Some(_) => Prior::Expired,
+            },
+            false => Prior::Absent,
+        };
+        let lsn = self.append_local(Tag::Put, key, value, expire.unwrap_or(0))?;
+        self.note_change(key, ChangeKind::Set { prior });
+        Ok(lsn)
     }
 
     /// Deletes `key`; returns whether a visible key was deleted. A key that is in the keydir
@@ -1011,6 +1054,7 @@ impl Store {
         };
         let was_visible = self.visible(&loc);
         self.append_local(Tag::Delete, key, &[], 0)?;
+        self.note_change(key, ChangeKind::Deleted { was_visible });
         Ok(was_visible)
     }
 
@@ -1020,7 +1064,40 @@ impl Store {
             return Ok(false);
         }
         self.append_local(Tag::Expire, key, &[], expire.unwrap_or(0))?;
+        let kind = match expire {
+            Some(_) => ChangeKind::Expire,
+            None => ChangeKind::Persist,
+        };
+        self.note_change(key, kind);
         Ok(true)
+    }
+
+    /// Records, from now on (`true`) or no more, what each local write (`put`, `delete`,
+    /// `set_expire`) changed, for [`Store::take_changes`]. Off by default: it costs a keydir
+    /// lookup per `put`.
+    pub fn set_change_tap(&mut self, on: bool) {
+        match on {
+            true => {
+                self.changes.get_or_insert_with(Vec::new);
+            }
+            false => self.changes = None,
+        }
+    }
+
+    /// The changes recorded since the last call, in the order they were written.
+    pub fn take_changes(&mut self, into: &mut Vec<Change>) {
+        if let Some(c) = self.changes.as_mut() {
+            into.append(c);
+        }
+    }
+
+    fn note_change(&mut self, key: &[u8], kind: ChangeKind) {
+        if let Some(c) = self.changes.as_mut() {
+            c.push(Change {
+                key: key.to_vec(),
+                kind,
+            });
+        }
     }
 
     /// Deletes every key (one `Clear` record).

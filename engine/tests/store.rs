@@ -564,3 +564,69 @@ fn records_buffered_when_an_fsync_fails_fail_their_turn() {
     s.put(b"c", b"3", None).unwrap();
     s.commit().unwrap();
 }
+
+/// The change tap (keyspace notifications) says what each local write did to its key: a
+/// put over nothing, a live value or an expired one, a delete of a live or an expired value,
+/// an expiry set or cleared. Nothing is recorded while it is off, nor for writes that did
+/// nothing.
+#[test]
+fn the_change_tap_records_what_each_write_did_to_its_key() {
+    use simplekv_engine::{Change, ChangeKind, Prior};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    s.put(b"before", b"v", None).unwrap();
+    let mut got = Vec::new();
+    s.take_changes(&mut got);
+    assert!(got.is_empty(), "off by default");
+    s.set_change_tap(true);
+    s.put(b"a", b"1", None).unwrap();
+    s.put(b"a", b"2", Some(clock() + 10)).unwrap();
+    s.set_expire(b"a", None).unwrap();
+    s.set_expire(b"a", Some(clock() + 10)).unwrap();
+    assert!(!s.set_expire(b"missing", Some(1)).unwrap());
+    advance(20);
+    s.put(b"a", b"3", None).unwrap();
+    s.put(b"b", b"x", Some(clock() + 5)).unwrap();
+    advance(10);
+    s.delete(b"b").unwrap();
+    s.delete(b"a").unwrap();
+    assert!(!s.delete(b"never").unwrap());
+    s.take_changes(&mut got);
+    let kinds: Vec<(&[u8], ChangeKind)> = got.iter().map(|c| (&c.key[..], c.kind)).collect();
+    use ChangeKind::*;
+    assert_eq!(
+        kinds,
+        vec![
+            (
+                &b"a"[..],
+                Set {
+                    prior: Prior::Absent
+                }
+            ),
+            (b"a", Set { prior: Prior::Live }),
+            (b"a", Persist),
+            (b"a", Expire),
+            (
+                b"a",
+                Set {
+                    prior: Prior::Expired
+                }
+            ),
+            (
+                b"b",
+                Set {
+                    prior: Prior::Absent
+                }
+            ),
+            (b"b", Deleted { was_visible: false }),
+            (b"a", Deleted { was_visible: true }),
+        ]
+    );
+    let mut again: Vec<Change> = Vec::new();
+    s.take_changes(&mut again);
+    assert!(again.is_empty(), "taken once");
+    s.set_change_tap(false);
+    s.put(b"c", b"1", None).unwrap();
+    s.take_changes(&mut again);
+    assert!(again.is_empty());
+}

@@ -1933,6 +1933,12 @@ impl Ctl {
                 .set(&sp, d.next.encode(), Some(stat.version));
             match written {
                 Ok(stat) => {
+                    if !nodes.wiped.is_empty() {
+                        warn!(
+                            "control: partition {p}: nodes {:?} registered with other storage than they joined its ISR with (a wiped or replaced disk): not in sync until they have caught up again",
+                            nodes.wiped
+                        );
+                    }
                     if d.unclean {
                         self.unclean_elections += 1;
                         error!(

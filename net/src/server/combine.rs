@@ -441,13 +441,13 @@ impl Worker {
             if !exists {
                 return (Payload::Int(0), false);
             }
-            self.delete_key(dest)
+            self.delete_key(dest, "bitop")
         } else {
             let m = super::moves::Moved {
                 value: result,
                 expire: None,
             };
-            self.write_moved(dest, m)
+            self.write_moved(dest, m, "bitop")
         };
         match written {
             Ok(()) => (Payload::Int(len), true),

@@ -520,6 +520,9 @@ impl Worker {
             if wrote {
                 self.mark_dirty(p);
             }
+            if self.notify.flags != 0 {
+                self.notify_command(spec, args, found);
+            }
             let need = self.need_for(Some(p), wrote, acks);
             match self.hold_for(need) {
                 None => out.push_reply(&reply),
@@ -911,7 +914,18 @@ impl Worker {
         (Payload::Ok, wrote)
     }
 
+    /// Runs an op here, then publishes its keyspace events.
     fn execute_op_inner(&mut self, op: Op) -> (Payload, bool) {
+        if !self.notify.taps_on {
+            return self.execute_op_body(op);
+        }
+        let (cmd, sets_expiry) = super::notify::op_command(&op);
+        let r = self.execute_op_body(op);
+        self.notify_changes(cmd, sets_expiry);
+        r
+    }
+
+    fn execute_op_body(&mut self, op: Op) -> (Payload, bool) {
         let ctx = self.exec_ctx();
         // The ops a command runs here are timed for the slow log, each with its arguments
         // (a part of a command over several workers: its name and this worker's keys).
@@ -931,6 +945,11 @@ impl Worker {
                 let mut reply = Vec::new();
                 let (effect, found) = exec_counted(spec, &slices, store, &ctx, &mut reply);
                 self.count_lookup(found);
+                if found == Some(false)
+                    && let Some(key) = cmd::key_of(&slices)
+                {
+                    self.notify_miss(key);
+                }
                 let wrote = effect == Effect::Wrote;
                 if wrote {
                     self.mark_dirty(partition);
@@ -961,7 +980,11 @@ impl Worker {
                         None => one.push(b"$-1\r\n".to_vec()),
                     }
                     let item = one.pop().unwrap_or_else(|| b"$-1\r\n".to_vec());
-                    self.count_lookup(Some(!item.starts_with(b"$-1")));
+                    let found = !item.starts_with(b"$-1");
+                    self.count_lookup(Some(found));
+                    if !found {
+                        self.notify_miss(k);
+                    }
                     elems.push((*pos, item));
                 }
                 self.op_ran(timer, || words(b"MGET", keys.iter().map(|(_, k)| &k[..])));
@@ -997,6 +1020,9 @@ impl Worker {
                         .store(p)
                         .map_or(0, |s| cmd::multi::exists_part(s, &[k.as_slice()], &ctx));
                     self.count_lookup(Some(n > 0));
+                    if n == 0 {
+                        self.notify_miss(k);
+                    }
                     total += n;
                 }
                 self.op_ran(timer, || words(kind.name(), keys.iter().map(|k| &k[..])));
@@ -1369,6 +1395,7 @@ impl Worker {
             }
         }
         self.configure_journal(false);
+        self.configure_notifications();
     }
 
     /// Sends `op` to every worker (running the local part now) and gathers with `gather`.

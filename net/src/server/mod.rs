@@ -16,6 +16,7 @@ mod monitor;
 mod moves;
 mod msetnx;
 mod multi;
+mod notify;
 mod pause;
 pub mod pubsub;
 pub mod replica;

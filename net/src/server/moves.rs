@@ -27,6 +27,15 @@ pub enum MoveKind {
 }
 
 impl MoveKind {
+    /// The command's name, for its keyspace events.
+    pub(super) fn command(self) -> &'static str {
+        match self {
+            MoveKind::Rename => "rename",
+            MoveKind::RenameNx => "renamenx",
+            MoveKind::Copy { .. } => "copy",
+        }
+    }
+
     pub(super) fn removes_source(self) -> bool {
         matches!(self, MoveKind::Rename | MoveKind::RenameNx)
     }
@@ -226,11 +235,12 @@ impl Worker {
             };
             return (reply, false);
         }
-        if let Err(e) = self.write_moved(dst, moved) {
+        // Published by the op (`execute_op_inner`): the source's event first, as in Redis.
+        if let Err(e) = self.write_moved_quiet(dst, moved) {
             return (e, false);
         }
         if kind.removes_source()
-            && let Err(e) = self.delete_key(src)
+            && let Err(e) = self.delete_key_quiet(src)
         {
             return (e, true);
         }
@@ -339,7 +349,7 @@ impl Worker {
             return;
         }
         // The destination writes, then the source (held) deletes if that worked.
-        let (answer, need, written) = match self.write_moved(&dst, moved) {
+        let (answer, need, written) = match self.write_moved(&dst, moved, kind.command()) {
             Ok(()) => {
                 let need = self.need_for(Some(self.topo.partition_of(&dst)), true, acks);
                 (kind.done(), need, true)
@@ -390,7 +400,7 @@ impl Worker {
             (kind.neutral(), Need::Now)
         } else if is_source {
             let result = if kind.removes_source() {
-                self.delete_key(&key)
+                self.delete_key(&key, kind.command())
             } else {
                 Ok(())
             };
@@ -408,7 +418,7 @@ impl Worker {
             }
         } else {
             let result = match moved {
-                Some(m) => self.write_moved(&key, *m),
+                Some(m) => self.write_moved(&key, *m, kind.command()),
                 None => Err(Payload::Err(
                     "ERR internal: a move without its value".into(),
                 )),
@@ -445,7 +455,28 @@ impl Worker {
             .is_some_and(|s| s.exists(key))
     }
 
-    pub(super) fn write_moved(&mut self, key: &[u8], m: Moved) -> Result<(), Payload> {
+    /// Writes a moved value under `key`, then publishes it as command `cmd`'s change (its
+    /// keyspace events).
+    pub(super) fn write_moved(
+        &mut self,
+        key: &[u8],
+        m: Moved,
+        cmd: &'static str,
+    ) -> Result<(), Payload> {
+        self.write_moved_quiet(key, m)?;
+        self.notify_changes(cmd, false);
+        Ok(())
+    }
+
+    /// Deletes `key`, then publishes it as command `cmd`'s change.
+    pub(super) fn delete_key(&mut self, key: &[u8], cmd: &'static str) -> Result<(), Payload> {
+        self.delete_key_quiet(key)?;
+        self.notify_changes(cmd, false);
+        Ok(())
+    }
+
+    /// `write_moved` for a caller that publishes its changes itself.
+    fn write_moved_quiet(&mut self, key: &[u8], m: Moved) -> Result<(), Payload> {
         let p = self.topo.partition_of(key);
         let Some(s) = self.store_mut(p) else {
             return Err(Payload::Err(
@@ -458,7 +489,7 @@ impl Worker {
         Ok(())
     }
 
-    pub(super) fn delete_key(&mut self, key: &[u8]) -> Result<(), Payload> {
+    fn delete_key_quiet(&mut self, key: &[u8]) -> Result<(), Payload> {
         let p = self.topo.partition_of(key);
         let Some(s) = self.store_mut(p) else {
             return Err(Payload::Err(

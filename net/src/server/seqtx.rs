@@ -536,7 +536,7 @@ impl Worker {
                 };
                 let (reply, need) = match (decision, carry.source.take()) {
                     (Err(e), _) => (e, Need::Now),
-                    (Ok(true), Some(m)) => match self.write_moved(&dst, m) {
+                    (Ok(true), Some(m)) => match self.write_moved(&dst, m, kind.command()) {
                         Ok(()) => {
                             carry.delete_source = true;
                             let p = self.topo.partition_of(&dst);
@@ -558,7 +558,8 @@ impl Worker {
                 });
                 let mut need = Need::Now;
                 if std::mem::take(&mut carry.delete_source) {
-                    match self.delete_key(&src) {
+                    // Only a RENAME or RENAMENX deletes its source.
+                    match self.delete_key(&src, "rename") {
                         Ok(()) => {
                             need = self.need_for(Some(self.topo.partition_of(&src)), true, acks)
                         }

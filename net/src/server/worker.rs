@@ -131,6 +131,8 @@ pub struct Worker {
     /// Reused buffer for the reply of a command run on this worker (no allocation per
     /// command when the reply goes straight to the connection's write buffer).
     pub reply_buf: Vec<u8>,
+    /// Keyspace notifications (`notify`).
+    pub(super) notify: super::notify::NotifyState,
     /// Parses ahead over a connection's pipelined commands for `look_ahead`.
     lookahead: Parser,
     /// Commands `look_ahead` parsed, in order from the connection's read position: bytes
@@ -339,6 +341,7 @@ impl Worker {
             forming: Vec::new(),
             req_out: Vec::new(),
             reply_buf: Vec::new(),
+            notify: Default::default(),
             lookahead: Parser::new(),
             ahead: Vec::new(),
             ahead_ranges: Vec::new(),
@@ -407,6 +410,7 @@ impl Worker {
         if let Some(rt) = w.cluster.as_ref().map(|c| c.routes.clone()) {
             w.apply_routes(rt);
         }
+        w.configure_notifications();
         w
     }
 
@@ -1281,6 +1285,8 @@ impl Worker {
     /// When a flight lands, every epoch up to it is durable and the replies that waited for
     /// it go out. Without fsyncs to wait for, an epoch is durable at the end of its turn.
     pub fn end_turn(&mut self) {
+        // Changes no command path published itself, under their generic events.
+        self.notify_changes("", false);
         self.place_slow_entries();
         let e = self.epoch;
         self.epoch += 1;
@@ -2282,6 +2288,7 @@ impl Worker {
                 break;
             }
         }
+        self.notify_changes("expired", false);
     }
 
     fn maybe_merge(&mut self) {
