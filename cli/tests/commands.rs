@@ -5602,6 +5602,106 @@ fn latency_histogram(v: &Value, name: &str) -> Option<(i64, Vec<(i64, i64)>)> {
     Some((*calls, buckets))
 }
 
+/// The latency monitor: with `latency-monitor-threshold`, a command that runs that long is a
+/// `command` spike (a `fast-command` one for a command flagged fast, as GET), in LATENCY
+/// LATEST, HISTORY, GRAPH and DOCTOR as Redis answers them, until LATENCY RESET; off, nothing
+/// is recorded.
+#[test]
+fn the_latency_monitor_records_slow_commands_as_redis_does() {
+    let s = server();
+    let mut c = s.client();
+    let latest = |c: &mut redis::Connection| -> Vec<(String, i64, i64, i64)> {
+        cmd("LATENCY").arg("LATEST").query(c).unwrap()
+    };
+    let big = vec![b'x'; 64 << 20];
+    // Off by default.
+    let () = cmd("SET").arg("big").arg(&big).query(&mut c).unwrap();
+    assert!(latest(&mut c).is_empty());
+    let doctor: String = cmd("LATENCY").arg("DOCTOR").query(&mut c).unwrap();
+    assert!(doctor.contains("latency monitor is off"), "{doctor}");
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("latency-monitor-threshold")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    // Copying 64 MiB takes more than a millisecond, into the log and into a reply.
+    let () = cmd("SET").arg("big").arg(&big).query(&mut c).unwrap();
+    let got: Vec<u8> = cmd("GET").arg("big").query(&mut c).unwrap();
+    assert_eq!(got.len(), big.len());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let l = latest(&mut c);
+    let names: Vec<&str> = l.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["command", "fast-command"], "{l:?}");
+    for (name, t, ms, max) in &l {
+        assert!((now - 5..=now + 1).contains(t), "{name}: {t} vs {now}");
+        assert!(*ms >= 1 && max >= ms, "{l:?}");
+    }
+    let hist: Vec<(i64, i64)> = cmd("LATENCY")
+        .arg("HISTORY")
+        .arg("command")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(hist.last().map(|h| (h.0, h.1)), Some((l[0].1, l[0].2)));
+    let none: Vec<(i64, i64)> = cmd("LATENCY")
+        .arg("HISTORY")
+        .arg("nosuch")
+        .query(&mut c)
+        .unwrap();
+    assert!(none.is_empty());
+    let graph: String = cmd("LATENCY")
+        .arg("GRAPH")
+        .arg("command")
+        .query(&mut c)
+        .unwrap();
+    assert!(graph.starts_with("command - high "), "{graph}");
+    assert!(graph.contains(&"-".repeat(80)), "{graph}");
+    assert_eq!(
+        query_err(&mut c, cmd("LATENCY").arg("GRAPH").arg("nosuch")),
+        "ERR No samples available for event 'nosuch'"
+    );
+    let doctor: String = cmd("LATENCY").arg("DOCTOR").query(&mut c).unwrap();
+    assert!(doctor.contains("1. command: "), "{doctor}");
+    assert!(doctor.contains("2. fast-command: "), "{doctor}");
+    assert!(doctor.contains("SLOWLOG GET"), "{doctor}");
+    let n: i64 = cmd("LATENCY")
+        .arg("RESET")
+        .arg("command")
+        .arg("nosuch")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+    let n: i64 = cmd("LATENCY").arg("RESET").query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    assert!(latest(&mut c).is_empty());
+    // CONFIG RESETSTAT keeps the series; turned off, nothing more is recorded.
+    let () = cmd("SET").arg("big").arg(&big).query(&mut c).unwrap();
+    let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    assert_eq!(latest(&mut c).len(), 1);
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("latency-monitor-threshold")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = cmd("LATENCY").arg("RESET").query(&mut c).unwrap();
+    let () = cmd("SET").arg("big").arg(&big).query(&mut c).unwrap();
+    assert!(latest(&mut c).is_empty());
+    let help: Vec<String> = cmd("LATENCY").arg("HELP").query(&mut c).unwrap();
+    for sub in [
+        "DOCTOR",
+        "GRAPH <event>",
+        "HISTORY <event>",
+        "LATEST",
+        "RESET [<event> ...]",
+    ] {
+        assert!(help.iter().any(|l| l == sub), "{sub}: {help:?}");
+    }
+}
+
 #[test]
 fn latency_tracking_keeps_redis_histograms_per_command() {
     let s = server();

@@ -93,6 +93,8 @@ pub struct ServerConfig {
     pub latency_tracking_info_percentiles: String,
     /// Keyspace notifications, as Redis's `notify-keyspace-events` flags ("" = none).
     pub notify_keyspace_events: String,
+    /// Durations (ms) from which the latency monitor records a spike; 0 = off.
+    pub latency_monitor_threshold: u64,
     /// Log verbosity.
     pub log_level: LogLevel,
 }
@@ -197,6 +199,7 @@ impl Default for ServerConfig {
             latency_tracking: true,
             latency_tracking_info_percentiles: "50 99 99.9".to_owned(),
             notify_keyspace_events: String::new(),
+            latency_monitor_threshold: 0,
             log_level: LogLevel::Info,
         }
     }

@@ -756,6 +756,20 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         },
     },
     SettingInfo {
+        name: "server.latency_monitor_threshold",
+        redis_name: Some("latency-monitor-threshold"),
+        runtime: true,
+        help: "The latency monitor (LATENCY LATEST, HISTORY, GRAPH, DOCTOR) records every \
+               command, expiry pass, fsync or merge step that takes at least this many \
+               milliseconds; 0 = off.",
+        access: Access::Int {
+            min: 0,
+            max: i64::MAX as u64,
+            get: |c| c.server.latency_monitor_threshold,
+            set: |c, v| c.server.latency_monitor_threshold = v,
+        },
+    },
+    SettingInfo {
         name: "server.notify_keyspace_events",
         redis_name: Some("notify-keyspace-events"),
         runtime: true,

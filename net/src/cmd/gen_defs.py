@@ -44,7 +44,7 @@ SUBS = {
     "cluster": "countkeysinslot getkeysinslot help info keyslot myid nodes shards slots",
     "command": "count docs getkeys getkeysandflags help info list",
     "config": "get help resetstat set",
-    "latency": "help histogram",
+    "latency": "help histogram latest history reset graph doctor",
     "memory": "help purge usage",
     "object": "encoding freq help idletime refcount",
     "pubsub": "channels help numpat numsub shardchannels shardnumsub",

@@ -191,6 +191,37 @@ pub fn finish(f: &Finisher, parts: Vec<Payload>, r: &mut Vec<u8>) {
             }
             r.extend_from_slice(&super::latency::histogram_reply(&total.latencies(), names));
         }
+        Finisher::LatencyMonitor {
+            sub,
+            event,
+            threshold,
+        } => {
+            use super::latency_monitor as lm;
+            let mut total = lm::LatencyEvents::default();
+            for p in &parts {
+                if let Payload::Stats(s) = p {
+                    total.merge(&s.latency_events);
+                }
+            }
+            match *sub {
+                "latest" => lm::latest_reply(&total, r),
+                "history" => lm::history_reply(&total, event, r),
+                "graph" => {
+                    let now = simplekv_engine::system_clock() / 1000;
+                    lm::graph_reply(&total, event, now, r);
+                }
+                _ => {
+                    let report = lm::doctor_report(&total, *threshold);
+                    write_bulk(r, report.as_bytes());
+                }
+            }
+        }
+        Finisher::DistinctCount => {
+            let mut names = all_keys(parts);
+            names.sort();
+            names.dedup();
+            write_integer(r, names.len() as i64);
+        }
         Finisher::Info { sections } => {
             let mut total = WorkerStats::default();
             for p in &parts {

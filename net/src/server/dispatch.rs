@@ -26,6 +26,15 @@ pub enum Finisher {
     LatencyHistogram {
         names: Vec<String>,
     },
+    /// LATENCY LATEST, HISTORY, GRAPH or DOCTOR (`sub`, lowercase) over the workers' merged
+    /// latency monitor series; `event` for HISTORY and GRAPH.
+    LatencyMonitor {
+        sub: &'static str,
+        event: String,
+        threshold: u64,
+    },
+    /// How many distinct names the parts answered (LATENCY RESET).
+    DistinctCount,
     Keys,
     /// `extra`: the line of the asking connection (it is not in its worker's table while its
     /// command runs).
@@ -1164,6 +1173,17 @@ impl Worker {
                 (Payload::Keys(k.into_iter().collect()), false)
             }
             Op::Stats => (Payload::Stats(Box::new(self.collect_stats())), false),
+            Op::LatencyReset { events } => (
+                Payload::Keys(
+                    self.stats
+                        .latency_events
+                        .reset(&events)
+                        .into_iter()
+                        .map(String::into_bytes)
+                        .collect(),
+                ),
+                false,
+            ),
             Op::ResetStats => {
                 self.stats.reset_counters();
                 // The instantaneous rates start again from zero, as Redis's do.
@@ -1554,10 +1574,7 @@ impl Worker {
                 client.authed = self.config.server.requirepass.is_none();
                 client.acks = None;
                 client.name = None;
-                if std::mem::take(&mut client.monitor) {
-                    self.shared.monitors.remove(self.id);
-                    self.monitoring.retain(|&t| t != token);
-                }
+                self.stop_monitoring(token, client);
                 self.drop_subscriptions(token, client);
                 write_simple(&mut r, b"RESET");
             }
@@ -1769,9 +1786,49 @@ impl Worker {
                     let g = self.collect_gather(Finisher::LatencyHistogram { names });
                     return self.broadcast(token, out, client, g, || Op::Stats);
                 }
+                sub @ ("latest" | "doctor" | "history" | "graph") => {
+                    let sub = match sub {
+                        "latest" => "latest",
+                        "doctor" => "doctor",
+                        "history" => "history",
+                        _ => "graph",
+                    };
+                    let event = args
+                        .get(2)
+                        .map(|e| String::from_utf8_lossy(e).into_owned())
+                        .unwrap_or_default();
+                    let threshold = self.config.server.latency_monitor_threshold;
+                    let g = self.collect_gather(Finisher::LatencyMonitor {
+                        sub,
+                        event,
+                        threshold,
+                    });
+                    return self.broadcast(token, out, client, g, || Op::Stats);
+                }
+                "reset" => {
+                    let events: Vec<String> = args[2..]
+                        .iter()
+                        .map(|e| String::from_utf8_lossy(e).into_owned())
+                        .collect();
+                    let g = self.collect_gather(Finisher::DistinctCount);
+                    return self.broadcast(token, out, client, g, || Op::LatencyReset {
+                        events: events.clone(),
+                    });
+                }
                 "help" => {
                     let lines = [
                         "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                        "DOCTOR",
+                        "    Return a human readable latency analysis report.",
+                        "GRAPH <event>",
+                        "    Return an ASCII latency graph for the <event> class.",
+                        "HISTORY <event>",
+                        "    Return time-latency samples for the <event> class.",
+                        "LATEST",
+                        "    Return the latest latency samples for all events.",
+                        "RESET [<event> ...]",
+                        "    Reset latency data of one or more <event> classes.",
+                        "    (default: reset all data for all event classes)",
                         "HISTOGRAM [COMMAND ...]",
                         "    Return a cumulative distribution of latencies in the format of a histogram for the specified command names.",
                         "    If no commands are specified then all histograms are replied.",

@@ -12,6 +12,7 @@ pub mod conn;
 mod dispatch;
 mod info;
 mod latency;
+pub mod latency_monitor;
 mod monitor;
 mod moves;
 mod msetnx;

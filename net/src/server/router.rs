@@ -281,6 +281,11 @@ pub enum Op {
     Stats,
     /// CONFIG RESETSTAT: this worker's counters back to zero.
     ResetStats,
+    /// LATENCY RESET: drops the latency monitor's series of these events (all when empty);
+    /// answers the names dropped.
+    LatencyReset {
+        events: Vec<String>,
+    },
     /// CLIENT PAUSE or UNPAUSE changed the node's pause: the worker answers once it has
     /// seen it, after relaying it to every other worker when `relay` (`pause`).
     PauseChanged {

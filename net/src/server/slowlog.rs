@@ -222,7 +222,9 @@ impl Worker {
 
     /// A timer for an op (`execute_op`), unless the slow log and latency tracking are off.
     pub(super) fn op_timer(&self) -> Option<SlowTimer> {
-        (self.config.server.slowlog_log_slower_than >= 0 || self.config.server.latency_tracking)
+        (self.config.server.slowlog_log_slower_than >= 0
+            || self.config.server.latency_tracking
+            || self.config.server.latency_monitor_threshold > 0)
             .then(SlowTimer::start)
     }
 
@@ -233,11 +235,21 @@ impl Worker {
         timer: Option<SlowTimer>,
         words: impl FnOnce() -> Vec<&'a [u8]>,
     ) {
+        let Some(timer) = timer else { return };
+        let monitor = self.config.server.latency_monitor_threshold;
+        let spike = monitor > 0 && timer.micros() / 1000 >= monitor;
         let threshold = self.config.server.slowlog_log_slower_than;
-        let Some(us) = timer.and_then(|t| t.slow(threshold)) else {
+        let slow = timer.slow(threshold);
+        if slow.is_none() && !spike {
             return;
-        };
-        let entry = SlowEntry::new(us, words().into_iter());
+        }
+        let words = words();
+        if spike {
+            let us = timer.micros();
+            self.command_spike(words.first().copied().unwrap_or_default(), us);
+        }
+        let Some(us) = slow else { return };
+        let entry = SlowEntry::new(us, words.into_iter());
         match self.slow_for {
             Some(rt) => self.slow_pending.push((rt, entry)),
             None => self.log_slow(entry),
@@ -288,6 +300,9 @@ impl Worker {
         self.slow_for = None;
         let timer = mark.timer?;
         let us = timer.micros();
+        if !out.not_run && self.config.server.latency_monitor_threshold > 0 {
+            self.command_spike(args[0], us);
+        }
         let in_steps = self.nx_out.len() > mark.steps;
         let went = in_steps || out.in_flight > mark.owed;
         let whole = match self.whole_entry {
@@ -303,6 +318,18 @@ impl Worker {
             self.log_slow_command(client, args, us);
         }
         Some(us)
+    }
+
+    /// The latency monitor: a command (`name`, any case) that ran `us` microseconds, as a
+    /// `fast-command` or `command` spike by its COMMAND INFO flags, as Redis.
+    fn command_spike(&mut self, name: &[u8], us: u64) {
+        let threshold = self.config.server.latency_monitor_threshold;
+        if threshold == 0 || us / 1000 < threshold {
+            return;
+        }
+        let fast = crate::cmd::lookup(name).is_some_and(|s| s.has_flag("fast"));
+        let event = if fast { "fast-command" } else { "command" };
+        self.latency_spike(event, std::time::Duration::from_micros(us));
     }
 
     /// Logs a command of one of this worker's connections that ran `us`.

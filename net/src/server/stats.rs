@@ -166,6 +166,9 @@ pub struct WorkerStats {
     /// Fingerprints of the channels, patterns and shard channels with subscribers (INFO
     /// stats counts the distinct ones over the workers; `pubsub::Registry::fingerprints`).
     pub pubsub_names: [Vec<u64>; 3],
+    /// The latency monitor's spikes (LATENCY LATEST and the others; CONFIG RESETSTAT keeps
+    /// them, as Redis's).
+    pub latency_events: super::latency_monitor::LatencyEvents,
 }
 
 /// One command's line of INFO commandstats, and its latency histogram.
@@ -386,6 +389,7 @@ impl WorkerStats {
     }
 
     pub fn merge(&mut self, o: &WorkerStats) {
+        self.latency_events.merge(&o.latency_events);
         self.keys += o.keys;
         self.expires += o.expires;
         self.clients += o.clients;

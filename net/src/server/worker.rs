@@ -644,10 +644,7 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut c.sock);
             self.free_tokens.push(token - FIRST_CONN);
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
-            if c.client.monitor {
-                self.shared.monitors.remove(self.id);
-                self.monitoring.retain(|&t| t != token);
-            }
+            self.stop_monitoring(token, &mut c.client);
             self.drop_subscriptions(token, &mut c.client);
             // Lines held behind a transaction still running: the commands after it ran. (The
             // transaction's own, not known yet, are lost with the connection.)
@@ -657,6 +654,14 @@ impl Worker {
                 }
             }
             debug!("client {} ({}) closed", c.client.id, c.client.addr);
+        }
+    }
+
+    /// Connection `token` is a monitor no more (closed, or RESET).
+    pub(super) fn stop_monitoring(&mut self, token: usize, client: &mut Client) {
+        if std::mem::take(&mut client.monitor) {
+            self.shared.monitors.remove(self.id);
+            self.monitoring.retain(|&t| t != token);
         }
     }
 
@@ -1889,6 +1894,9 @@ impl Worker {
         journal: Option<Result<(), JournalError>>,
     ) {
         let took = self.flight_started.elapsed();
+        if self.durability() == simplekv_engine::Durability::Always {
+            self.latency_spike("aof-fsync-always", took);
+        }
         let first = self.durable + 1;
         // A journal restart since this flight left fsynced the logs on their shared file
         // descriptors: a writeback error this flight took was not seen there, and the frames
@@ -2288,6 +2296,7 @@ impl Worker {
                 break;
             }
         }
+        self.latency_spike("expire-cycle", start.elapsed());
         self.notify_changes("expired", false);
     }
 
@@ -2502,8 +2511,22 @@ impl Worker {
             if let Some(s) = self.store_mut(p)
                 && s.merge_in_progress()
             {
+                let start = Instant::now();
                 s.merge_step(4096);
+                self.latency_spike("merge-cycle", start.elapsed());
             }
+        }
+    }
+
+    /// The latency monitor: `took` is a spike of `event` if it reaches the threshold.
+    pub(super) fn latency_spike(&mut self, event: &'static str, took: Duration) {
+        let threshold = self.config.server.latency_monitor_threshold;
+        let ms = took.as_millis() as u64;
+        if threshold > 0 && ms >= threshold {
+            let now = simplekv_engine::system_clock() / 1000;
+            self.stats
+                .latency_events
+                .add_if_needed(threshold, event, ms, now);
         }
     }
 
