@@ -630,6 +630,9 @@ fn split_pmessages(bytes: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// A command's arguments and the (event, key) notifications it causes.
+type EventCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
 /// Runs `args` and checks the notifications it caused arrive and nothing else: in order for
 /// one key; the keys of a command over several workers are published by each key's worker,
 /// so only each key's own events keep their order.
@@ -687,82 +690,45 @@ fn keyspace_notifications_publish_redis_events_for_each_write() {
         .unwrap();
     assert_eq!(shown[1], "AKE");
     let e = &mut sub;
-    expect_events(&mut con, e, &["SET", "k1", "v"], &[("set", "k1")]);
-    expect_events(
-        &mut con,
-        e,
-        &["SET", "k1", "v2", "EX", "100"],
-        &[("set", "k1"), ("expire", "k1")],
-    );
-    expect_events(
-        &mut con,
-        e,
-        &["SET", "k1", "v3", "KEEPTTL"],
-        &[("set", "k1")],
-    );
-    expect_events(
-        &mut con,
-        e,
-        &["SETEX", "k2", "100", "v"],
-        &[("set", "k2"), ("expire", "k2")],
-    );
-    expect_events(&mut con, e, &["INCR", "n"], &[("incrby", "n")]);
-    expect_events(&mut con, e, &["DECRBY", "n", "5"], &[("incrby", "n")]);
-    expect_events(
-        &mut con,
-        e,
-        &["INCRBYFLOAT", "f", "1.5"],
-        &[("incrbyfloat", "f")],
-    );
-    expect_events(&mut con, e, &["APPEND", "k1", "x"], &[("append", "k1")]);
-    expect_events(
-        &mut con,
-        e,
-        &["SETRANGE", "k1", "1", "z"],
-        &[("setrange", "k1")],
-    );
-    expect_events(
-        &mut con,
-        e,
-        &["SETBIT", "bits", "3", "1"],
-        &[("setbit", "bits")],
-    );
-    expect_events(&mut con, e, &["PERSIST", "k1"], &[("persist", "k1")]);
-    expect_events(&mut con, e, &["EXPIRE", "k1", "100"], &[("expire", "k1")]);
-    expect_events(
-        &mut con,
-        e,
-        &["GETEX", "k1", "PERSIST"],
-        &[("persist", "k1")],
-    );
-    expect_events(
-        &mut con,
-        e,
-        &["MSET", "a", "1", "b", "2", "c", "3"],
-        &[("set", "a"), ("set", "b"), ("set", "c")],
-    );
-    expect_events(&mut con, e, &["GETSET", "a", "9"], &[("set", "a")]);
-    expect_events(
-        &mut con,
-        e,
-        &["RENAME", "a", "a2"],
-        &[("rename_from", "a"), ("rename_to", "a2")],
-    );
-    expect_events(&mut con, e, &["COPY", "a2", "a3"], &[("copy_to", "a3")]);
-    expect_events(
-        &mut con,
-        e,
-        &["BITOP", "OR", "dest", "bits", "bits"],
-        &[("set", "dest")],
-    );
-    expect_events(
-        &mut con,
-        e,
-        &["DEL", "b", "missing", "c"],
-        &[("del", "b"), ("del", "c")],
-    );
-    expect_events(&mut con, e, &["GETDEL", "a3"], &[("del", "a3")]);
-    expect_events(&mut con, e, &["EXPIRE", "k2", "-1"], &[("del", "k2")]);
+    // Each command, and the events it publishes (keyspace then keyevent message for each).
+    let cases: &[EventCase] = &[
+        (&["SET", "k1", "v"], &[("set", "k1")]),
+        (
+            &["SET", "k1", "v2", "EX", "100"],
+            &[("set", "k1"), ("expire", "k1")],
+        ),
+        (&["SET", "k1", "v3", "KEEPTTL"], &[("set", "k1")]),
+        (
+            &["SETEX", "k2", "100", "v"],
+            &[("set", "k2"), ("expire", "k2")],
+        ),
+        (&["INCR", "n"], &[("incrby", "n")]),
+        (&["DECRBY", "n", "5"], &[("incrby", "n")]),
+        (&["INCRBYFLOAT", "f", "1.5"], &[("incrbyfloat", "f")]),
+        (&["APPEND", "k1", "x"], &[("append", "k1")]),
+        (&["SETRANGE", "k1", "1", "z"], &[("setrange", "k1")]),
+        (&["SETBIT", "bits", "3", "1"], &[("setbit", "bits")]),
+        (&["PERSIST", "k1"], &[("persist", "k1")]),
+        (&["EXPIRE", "k1", "100"], &[("expire", "k1")]),
+        (&["GETEX", "k1", "PERSIST"], &[("persist", "k1")]),
+        (
+            &["MSET", "a", "1", "b", "2", "c", "3"],
+            &[("set", "a"), ("set", "b"), ("set", "c")],
+        ),
+        (&["GETSET", "a", "9"], &[("set", "a")]),
+        (
+            &["RENAME", "a", "a2"],
+            &[("rename_from", "a"), ("rename_to", "a2")],
+        ),
+        (&["COPY", "a2", "a3"], &[("copy_to", "a3")]),
+        (&["BITOP", "OR", "dest", "bits", "bits"], &[("set", "dest")]),
+        (&["DEL", "b", "missing", "c"], &[("del", "b"), ("del", "c")]),
+        (&["GETDEL", "a3"], &[("del", "a3")]),
+        (&["EXPIRE", "k2", "-1"], &[("del", "k2")]),
+    ];
+    for (args, events) in cases {
+        expect_events(&mut con, e, args, events);
+    }
     // Writes that change nothing publish nothing: the next event is the only one read.
     let _: redis::Value = cmd("SETNX").arg("n").arg("1").query(&mut con).unwrap();
     let _: redis::Value = cmd("PERSIST").arg("n").query(&mut con).unwrap();
@@ -814,6 +780,23 @@ fn keyspace_notifications_publish_redis_events_for_each_write() {
         &["SET", "fresh", "v"],
         &[("new", "fresh"), ("set", "fresh")],
     );
+    // RENAME and COPY add their destination again, as Redis: `new` whether it existed or not.
+    expect_events(
+        &mut con,
+        e,
+        &["COPY", "fresh", "other", "REPLACE"],
+        &[("new", "other"), ("copy_to", "other")],
+    );
+    expect_events(
+        &mut con,
+        e,
+        &["RENAME", "other", "fresh"],
+        &[
+            ("new", "fresh"),
+            ("rename_from", "other"),
+            ("rename_to", "fresh"),
+        ],
+    );
     expect_events(
         &mut con,
         e,
@@ -823,6 +806,12 @@ fn keyspace_notifications_publish_redis_events_for_each_write() {
     for (read, missing) in [
         (&["GET", "nothing"][..], "nothing"),
         (&["MGET", "fresh", "none"], "none"),
+        (&["GETBIT", "m1", "0"], "m1"),
+        (&["BITCOUNT", "m2"], "m2"),
+        (&["BITFIELD", "m3", "GET", "u8", "0"], "m3"),
+        (&["GETSET", "m4", "v"], "m4"),
+        (&["COPY", "m5", "fresh"], "m5"),
+        (&["BITOP", "OR", "fresh", "m6"], "m6"),
     ] {
         let mut c = cmd(read[0]);
         for a in &read[1..] {

@@ -130,7 +130,13 @@ pub enum ChangeKind {
 pub struct Change {
     pub key: Vec<u8>,
     pub kind: ChangeKind,
+    /// Increases with every change recorded in the process, over all stores: the order the
+    /// writes of several partitions ran in.
+    pub seq: u64,
 }
+
+/// The next `Change::seq`.
+static CHANGE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub struct Store {
     pub(crate) dir: PathBuf,
@@ -1096,6 +1102,7 @@ impl Store {
             c.push(Change {
                 key: key.to_vec(),
                 kind,
+                seq: CHANGE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             });
         }
     }

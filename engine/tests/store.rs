@@ -593,6 +593,10 @@ fn the_change_tap_records_what_each_write_did_to_its_key() {
     assert!(!s.delete(b"never").unwrap());
     s.take_changes(&mut got);
     let kinds: Vec<(&[u8], ChangeKind)> = got.iter().map(|c| (&c.key[..], c.kind)).collect();
+    assert!(
+        got.windows(2).all(|w| w[0].seq < w[1].seq),
+        "in the order written"
+    );
     use ChangeKind::*;
     assert_eq!(
         kinds,

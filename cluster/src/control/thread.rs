@@ -1588,6 +1588,10 @@ impl Ctl {
         match self.controller_round(epoch, preferred) {
             Ok(true) => {
                 if self.preferred_asked {
+                    info!(
+                        "control: preferred-leader election done (asked with {})",
+                        path::PREFERRED_ELECTION
+                    );
                     let r = self
                         .session()
                         .and_then(|s| s.delete(path::PREFERRED_ELECTION, None));

@@ -366,8 +366,17 @@ impl Worker {
             };
             let value = s
                 .get(&c.keys[i])
-                .map_err(|e| Payload::Err(format!("ERR {e}")))?
-                .unwrap_or_default();
+                .map_err(|e| Payload::Err(format!("ERR {e}")))?;
+            // Each key named, as Redis's lookups for BITOP's sources and LCS's keys.
+            let named = c.keys.iter().filter(|k| **k == c.keys[i]).count();
+            for _ in 0..named {
+                self.count_lookup(Some(value.is_some()));
+                if value.is_none() {
+                    let key = c.keys[i].clone();
+                    self.notify_miss(&key);
+                }
+            }
+            let value = value.unwrap_or_default();
             for j in i..c.keys.len() {
                 if c.read[j] || c.keys[j] != c.keys[i] {
                     continue;

@@ -155,9 +155,15 @@ fn subcommand_error(out: &mut Output, what: &str, container: &str, sub: &[u8]) {
 /// 0 and "") as misses, and counts TTL, TYPE and SET ... GET as Redis does.
 fn counts_lookup(spec: &CommandSpec, args: &[&[u8]]) -> bool {
     match spec.name {
-        "get" | "getex" | "getdel" | "getrange" | "substr" | "strlen" | "ttl" | "pttl"
-        | "expiretime" | "pexpiretime" | "type" => true,
+        "get" | "getex" | "getdel" | "getset" | "getrange" | "substr" | "strlen" | "ttl"
+        | "pttl" | "expiretime" | "pexpiretime" | "type" | "getbit" | "bitcount" | "bitpos"
+        | "bitfield_ro" => true,
         "set" => args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"get")),
+        // Read-only (GET and OVERFLOW only): Redis looks the key up for reading then.
+        "bitfield" => !args
+            .iter()
+            .skip(2)
+            .any(|a| a.eq_ignore_ascii_case(b"set") || a.eq_ignore_ascii_case(b"incrby")),
         _ => false,
     }
 }
@@ -565,7 +571,7 @@ impl Worker {
     }
 
     /// keyspace_hits / keyspace_misses for a key lookup (`None`: not a counted lookup).
-    fn count_lookup(&mut self, found: Option<bool>) {
+    pub(super) fn count_lookup(&mut self, found: Option<bool>) {
         match found {
             Some(true) => self.stats.hits += 1,
             Some(false) => self.stats.misses += 1,

@@ -219,6 +219,7 @@ impl Worker {
     /// RENAME / RENAMENX / COPY with both keys on this worker.
     pub(super) fn run_move(&mut self, kind: MoveKind, src: &[u8], dst: &[u8]) -> (Payload, bool) {
         let source = self.read_moved(src);
+        self.copy_lookup(kind, src, source.is_some());
         let dest_exists = src != dst && self.key_exists(dst);
         let go = match kind.decide(source.is_some(), dest_exists) {
             Err(e) => return (e, false),
@@ -270,6 +271,7 @@ impl Worker {
         let is_source = ws == self.id;
         if is_source {
             let moved = self.read_moved(&src);
+            self.copy_lookup(kind, &src, moved.is_some());
             if let Some(m) = &moved {
                 facts.refused = self.over_limit(&dst, &m.value);
             }
@@ -433,6 +435,17 @@ impl Worker {
             }
         };
         self.nx_answer(reply_to, answer, need);
+    }
+
+    /// COPY looks its source up for reading (a hit or a miss, as in Redis); RENAME for
+    /// writing (neither).
+    fn copy_lookup(&mut self, kind: MoveKind, src: &[u8], found: bool) {
+        if matches!(kind, MoveKind::Copy { .. }) {
+            self.count_lookup(Some(found));
+            if !found {
+                self.notify_miss(src);
+            }
+        }
     }
 
     pub(super) fn read_moved(&mut self, key: &[u8]) -> Option<Moved> {

@@ -11,10 +11,11 @@
 //! key; flag `m`).
 //!
 //! Where they come from: the engine records what each local write did to its key while the
-//! flags ask for anything (`Store::set_change_tap`); the worker that ran the write turns the
-//! records into events right after the command (it knows which command) and hands them to
-//! the subscribers, its own at once and those of other workers by message, in the order the
-//! writes ran. Any record a command path did not take itself is published at the end of the
+//! flags ask for a write's event (`Store::set_change_tap`); the worker that ran the write
+//! turns the records into events right after the command (it knows which command), in the
+//! order the writes ran (`Change::seq`), and hands them to the subscribers, its own at once
+//! and those of other workers by message. While nobody on the node subscribes to anything,
+//! the records are dropped unread. Any record a command path did not take itself is published at the end of the
 //! worker's turn under its generic event (`set`, `del`, `expire`, `persist`).
 //!
 //! `expired` is published when the key's tombstone is written: by active expiry, or by a
@@ -73,6 +74,43 @@ pub fn events_of(
         }),
         ChangeKind::Expire => out.push((flag::GENERIC, "expire")),
         ChangeKind::Persist => out.push((flag::GENERIC, "persist")),
+    }
+}
+
+/// RENAME, RENAMENX and COPY, as Redis publishes them: the destination is deleted and added
+/// again (`new`, whether it existed or not), then `rename_from` for the source, then
+/// `rename_to` (or `copy_to`) for the destination.
+fn move_events(cmd: &str, changes: &[Change], out: &mut Vec<(u32, &'static str, usize)>) {
+    let to = if cmd == "copy" {
+        "copy_to"
+    } else {
+        "rename_to"
+    };
+    for (i, c) in changes.iter().enumerate() {
+        if let ChangeKind::Set { prior } = c.kind {
+            if prior == Prior::Expired {
+                out.push((flag::EXPIRED, "expired", i));
+            }
+            out.push((flag::NEW, "new", i));
+        }
+    }
+    for (i, c) in changes.iter().enumerate() {
+        match c.kind {
+            ChangeKind::Set { .. } => {}
+            ChangeKind::Deleted { was_visible: true } => {
+                out.push((flag::GENERIC, "rename_from", i))
+            }
+            kind => {
+                let mut own = Vec::new();
+                events_of("", kind, false, &mut own);
+                out.extend(own.into_iter().map(|(class, e)| (class, e, i)));
+            }
+        }
+    }
+    for (i, c) in changes.iter().enumerate() {
+        if matches!(c.kind, ChangeKind::Set { .. }) {
+            out.push((flag::GENERIC, to, i));
+        }
     }
 }
 
@@ -135,7 +173,9 @@ impl Worker {
             simplekv_conf::keyspace_events_from_str(&self.config.server.notify_keyspace_events)
                 .unwrap_or(0);
         self.notify.flags = flags;
-        let on = self.notify_flags().is_some();
+        // Only key misses asked for: no write has an event to publish.
+        let writes = !(flag::KEYSPACE | flag::KEYEVENT | flag::KEY_MISS);
+        let on = self.notify_flags().is_some() && flags & writes != 0;
         if on != self.notify.taps_on {
             self.notify.taps_on = on;
             for p in self.owned.clone() {
@@ -153,25 +193,41 @@ impl Worker {
             return;
         }
         let mut changes = std::mem::take(&mut self.notify.changes);
-        for p in self.owned.clone() {
+        for i in 0..self.owned.len() {
+            let p = self.owned[i];
             if let Some(s) = self.store_mut(p) {
                 // A store put in place since (a snapshot installed) records from now on.
                 s.set_change_tap(true);
                 s.take_changes(&mut changes);
             }
         }
-        if matches!(cmd, "rename" | "renamenx") {
-            // Written destination first, published source first (`rename_from`), as Redis.
-            changes.sort_by_key(|c| !matches!(c.kind, ChangeKind::Deleted { .. }));
+        if changes.is_empty() {
+            self.notify.changes = changes;
+            return;
         }
-        let mut events = Vec::new();
-        for Change { key, kind } in changes.drain(..) {
-            events.clear();
-            events_of(cmd, kind, sets_expiry, &mut events);
-            for &(class, event) in &events {
-                self.notify_event(class, event, &key);
+        if !self.shared.subscriptions.active() {
+            changes.clear();
+            self.notify.changes = changes;
+            return;
+        }
+        // In the order the writes ran, over the partitions.
+        changes.sort_by_key(|c| c.seq);
+        // (class, event, index of the change's key)
+        let mut events: Vec<(u32, &'static str, usize)> = Vec::new();
+        if matches!(cmd, "rename" | "renamenx" | "copy") {
+            move_events(cmd, &changes, &mut events);
+        } else {
+            let mut own = Vec::new();
+            for (i, c) in changes.iter().enumerate() {
+                own.clear();
+                events_of(cmd, c.kind, sets_expiry, &mut own);
+                events.extend(own.iter().map(|&(class, e)| (class, e, i)));
             }
         }
+        for &(class, event, i) in &events {
+            self.notify_event(class, event, &changes[i].key);
+        }
+        changes.clear();
         self.notify.changes = changes;
     }
 
@@ -282,6 +338,28 @@ mod tests {
             "set",
             &[b"SET", b"k", b"v", b"nx", b"Px", b"5"]
         ));
+        // RENAME: the destination always as new (Redis deletes and adds it), then the
+        // source, then the destination.
+        let changes = [
+            Change {
+                key: b"dst".to_vec(),
+                kind: over,
+                seq: 1,
+            },
+            Change {
+                key: b"src".to_vec(),
+                kind: del,
+                seq: 2,
+            },
+        ];
+        let mut out = Vec::new();
+        move_events("rename", &changes, &mut out);
+        let names: Vec<(&str, usize)> = out.iter().map(|&(_, e, i)| (e, i)).collect();
+        assert_eq!(names, [("new", 0), ("rename_from", 1), ("rename_to", 0)]);
+        out.clear();
+        move_events("copy", &changes[..1], &mut out);
+        let names: Vec<&str> = out.iter().map(|&(_, e, _)| e).collect();
+        assert_eq!(names, ["new", "copy_to"]);
         assert!(!sets_expiry("set", &[b"SET", b"k", b"ex"]));
         assert!(!sets_expiry("set", &[b"SET", b"k", b"v", b"KEEPTTL"]));
         assert!(sets_expiry("psetex", &[b"PSETEX", b"k", b"5", b"v"]));

@@ -1445,17 +1445,19 @@ impl Worker {
     fn send_batches(&mut self) {
         // The turn's group of transactions holds this worker from here (if it is free).
         self.launch_group();
-        for worker in 0..self.req_out.len() {
-            if self.req_out[worker].is_empty() {
-                continue;
+        // Keyspace notifications to other workers' subscribers go before the replies that
+        // tell clients their writes ran: a client's next write (on another worker) must not
+        // reach a subscriber ahead of the one before it.
+        if self.notify.taps_on {
+            let first: Vec<usize> = (0..self.req_out.len())
+                .filter(|&w| self.req_out[w].iter().any(|m| matches!(m, Msg::Publish(_))))
+                .collect();
+            for worker in first {
+                self.send_batch(worker);
             }
-            let mut batch = std::mem::take(&mut self.req_out[worker]);
-            let msg = if batch.len() == 1 {
-                batch.pop().unwrap_or(Msg::Batch(Vec::new()))
-            } else {
-                Msg::Batch(batch)
-            };
-            self.peers[worker].send(msg);
+        }
+        for worker in 0..self.req_out.len() {
+            self.send_batch(worker);
         }
         // An MSETNX step goes out last: a command a connection pipelined before its MSETNX
         // is then in its worker's queue before the step can reach that worker by way of
@@ -1464,6 +1466,20 @@ impl Worker {
         for (worker, req) in std::mem::take(&mut self.nx_out) {
             self.peers[worker].send(Msg::Req(req));
         }
+    }
+
+    /// What this turn queued for `worker`, in one message.
+    fn send_batch(&mut self, worker: usize) {
+        if self.req_out[worker].is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.req_out[worker]);
+        let msg = if batch.len() == 1 {
+            batch.pop().unwrap_or(Msg::Batch(Vec::new()))
+        } else {
+            Msg::Batch(batch)
+        };
+        self.peers[worker].send(msg);
     }
 
     /// Starts the next flight unless it is still gathering writes (see `flight_landed`).
