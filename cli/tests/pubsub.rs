@@ -630,6 +630,12 @@ fn split_pmessages(bytes: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// Reads `want.len()` bytes from the subscriber and checks they are `want`.
+fn expect_bytes(sub: &mut TcpStream, want: &[u8]) {
+    let got = read_exact_within(sub, want.len(), Duration::from_secs(5));
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
 /// A command's arguments and the (event, key) notifications it causes.
 type EventCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
 
@@ -763,11 +769,7 @@ fn keyspace_notifications_publish_redis_events_for_each_write() {
         key_events(&[("expired", "gone")]),
     ]
     .concat();
-    let got = read_exact_within(e, want.len(), Duration::from_secs(5));
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(&want)
-    );
+    expect_bytes(e, &want);
     expect_events(
         &mut con,
         e,
@@ -823,11 +825,7 @@ fn keyspace_notifications_publish_redis_events_for_each_write() {
             b"__keyevent@0__:keymiss",
             missing.as_bytes(),
         );
-        let got = read_exact_within(e, want.len(), Duration::from_secs(5));
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(&want)
-        );
+        expect_bytes(e, &want);
     }
     // Off again: nothing more, then the subscriber still works.
     expect_events(
@@ -843,11 +841,7 @@ fn keyspace_notifications_publish_redis_events_for_each_write() {
         .unwrap();
     assert_eq!(publish(&mut con, "__keyspace@0__:x", b"by hand"), 1);
     let want = pmessage(b"__key*@0__:*", b"__keyspace@0__:x", b"by hand");
-    let got = read_exact_within(e, want.len(), Duration::from_secs(5));
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(&want)
-    );
+    expect_bytes(e, &want);
     assert_eq!(
         query_err(
             &mut con,

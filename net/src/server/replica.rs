@@ -1671,6 +1671,8 @@ impl Worker {
     ) -> Result<&mut simplekv_engine::Store, String> {
         let mut s = simplekv_engine::Store::open(dir, opts).map_err(|e| e.to_string())?;
         s.set_replica(true);
+        // Keyspace notifications: the writes it takes as leader are recorded from the start.
+        s.set_change_tap(self.notify.taps_on);
         Ok(self.stores[p as usize].insert(s))
     }
 
