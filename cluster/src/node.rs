@@ -210,6 +210,7 @@ impl Node {
         let storage = simplekv_net::server::storage_file::storage_identity(
             &config.storage.dir,
             config.storage.repair,
+            &simplekv_net::server::engine_options(&config),
         )?;
         let info = BrokerInfo {
             id: me,

@@ -983,8 +983,8 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         help: "When an older segment is corrupt or records are missing (a segment file, a \
                partition directory), drop what is lost and start, instead of refusing to \
                start. A torn tail of the newest segment is always truncated. A cluster node \
-               also takes a new storage id: it is in sync for no partition until it has \
-               caught up again.",
+               that drops anything takes a new storage id: it is in sync for no partition \
+               until it has caught up again.",
         access: Access::Bool {
             get: |c| c.storage.repair,
             set: |c, v| c.storage.repair = v,

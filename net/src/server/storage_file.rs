@@ -7,11 +7,14 @@
 //! id each in-sync replica joined with, and a replica registered with another id is not in
 //! sync any more (the controller's `Nodes::wiped`). The id is new whenever the directory may
 //! lack records the node had: a new directory (or one from before ids existed), a partition
-//! the file lists whose directory is gone (refused without `storage.repair`), and any start
-//! with `storage.repair = true` (which may drop damaged records).
+//! the file lists whose directory is gone (refused without `storage.repair`), and a start
+//! with `storage.repair = true` that drops damaged records (a held partition whose log does
+//! not open without repairing). A `storage.repair` left on when nothing is damaged keeps the
+//! id: a whole cluster restarted so would otherwise find no replica in sync.
 use std::path::Path;
 
 use log::warn;
+use simplekv_engine::{Options, Store};
 
 use super::{ServerError, partition_dir};
 
@@ -46,8 +49,9 @@ impl StorageFile {
 }
 
 /// The storage id a cluster node registers with, checked and written before it registers
-/// (the caller holds the directory's lock). See the module docs for when it is new.
-pub fn storage_identity(dir: &Path, repair: bool) -> Result<u64, ServerError> {
+/// (the caller holds the directory's lock). See the module docs for when it is new. `opts`:
+/// the engine options the partitions open with (a repair is looked for with them).
+pub fn storage_identity(dir: &Path, repair: bool, opts: &Options) -> Result<u64, ServerError> {
     let path = dir.join(STORAGE_FILE);
     let bad = |reason: String| ServerError::DataDir {
         path: path.clone(),
@@ -87,8 +91,17 @@ pub fn storage_identity(dir: &Path, repair: bool) -> Result<u64, ServerError> {
                 ),
             });
         }
-        if !repair {
-            return Ok(f.id);
+        let damaged = match (missing.first(), repair) {
+            (Some(&p), _) => Some(p),
+            (None, true) => f.held.iter().copied().find(|&p| needs_repair(dir, p, opts)),
+            (None, false) => None,
+        };
+        match damaged {
+            None => return Ok(f.id),
+            Some(p) => warn!(
+                "{}: storage.repair = true and partition {p} is missing or damaged: this node's data takes a new storage id",
+                path.display()
+            ),
         }
     }
     let id = loop {
@@ -100,7 +113,7 @@ pub fn storage_identity(dir: &Path, repair: bool) -> Result<u64, ServerError> {
     };
     match &found {
         Some(f) => warn!(
-            "{}: storage.repair = true: this node's data takes the new storage id {id:016x} (was {:016x}), so it counts as in sync for no partition until it has caught up again",
+            "{}: new storage id {id:016x} (was {:016x}): this node counts as in sync for no partition until it has caught up again",
             path.display(),
             f.id
         ),
@@ -109,6 +122,16 @@ pub fn storage_identity(dir: &Path, repair: bool) -> Result<u64, ServerError> {
     let held = found.map(|f| f.held).unwrap_or_default();
     write(dir, &StorageFile { id, held })?;
     Ok(id)
+}
+
+/// Whether partition `p`'s log opens only by dropping damaged records (it does not open
+/// without `repair`; a torn tail of the newest segment is cut either way and is not damage).
+fn needs_repair(dir: &Path, p: u32, opts: &Options) -> bool {
+    let strict = Options {
+        repair: false,
+        ..opts.clone()
+    };
+    Store::open(partition_dir(dir, p), strict).is_err()
 }
 
 /// Records the partitions the node opened, once their directories exist.
@@ -150,33 +173,66 @@ mod tests {
         }
     }
 
+    fn opts() -> Options {
+        Options {
+            segment_size: 4096,
+            ..Options::default()
+        }
+    }
+
     #[test]
     fn the_id_stays_until_the_data_may_have_lost_something() {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("data");
-        let first = storage_identity(&dir, false).unwrap();
+        let id = |repair: bool| storage_identity(&dir, repair, &opts());
+        let first = id(false).unwrap();
         assert_ne!(first, 0);
-        assert_eq!(storage_identity(&dir, false).unwrap(), first, "stable");
+        assert_eq!(id(false).unwrap(), first, "stable");
         held_dirs(&dir, &[0, 3]);
         record_held(&dir, first, &[0, 3]).unwrap();
-        assert_eq!(storage_identity(&dir, false).unwrap(), first);
+        assert_eq!(id(false).unwrap(), first);
+        // storage.repair left on with nothing to repair keeps it.
+        assert_eq!(id(true).unwrap(), first);
         // A held partition's directory is gone: refused, then a new id with repair.
         std::fs::remove_dir_all(partition_dir(&dir, 3)).unwrap();
-        let e = storage_identity(&dir, false).unwrap_err().to_string();
+        let e = id(false).unwrap_err().to_string();
         assert!(
             e.contains("00003 are missing") && e.contains("storage.repair"),
             "{e}"
         );
-        let second = storage_identity(&dir, true).unwrap();
+        let second = id(true).unwrap();
         assert_ne!(second, first);
-        // Repair always renews it; without repair the last one stays.
-        let third = storage_identity(&dir, true).unwrap();
-        assert_ne!(third, second);
         held_dirs(&dir, &[3]);
-        assert_eq!(storage_identity(&dir, false).unwrap(), third);
+        assert_eq!(id(false).unwrap(), second);
+        assert_eq!(id(true).unwrap(), second);
+        // A record damaged in an older segment: repairing drops it, so a new id; without
+        // repair the id stays (the partition's open refuses to start, later).
+        {
+            let mut s = Store::open(partition_dir(&dir, 0), opts()).unwrap();
+            for i in 0..200u32 {
+                s.put(format!("key{i}").as_bytes(), &[b'v'; 64], None)
+                    .unwrap();
+                s.commit().unwrap();
+            }
+        }
+        let mut logs: Vec<_> = std::fs::read_dir(partition_dir(&dir, 0))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        assert!(logs.len() > 2, "{logs:?}");
+        let mut bytes = std::fs::read(&logs[0]).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0xff;
+        std::fs::write(&logs[0], bytes).unwrap();
+        assert_eq!(id(false).unwrap(), second);
+        let third = id(true).unwrap();
+        assert_ne!(third, second);
         // A wiped directory: a new id.
         std::fs::remove_dir_all(&dir).unwrap();
-        let fourth = storage_identity(&dir, false).unwrap();
+        let fourth = id(false).unwrap();
         assert!(![first, second, third].contains(&fourth));
     }
 
@@ -185,10 +241,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path();
         std::fs::write(dir.join(STORAGE_FILE), "id = zz\nheld = 1\n").unwrap();
-        let e = storage_identity(dir, false).unwrap_err().to_string();
+        let e = storage_identity(dir, false, &opts())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unreadable"), "{e}");
-        let id = storage_identity(dir, true).unwrap();
-        assert_eq!(storage_identity(dir, false).unwrap(), id);
+        let id = storage_identity(dir, true, &opts()).unwrap();
+        assert_eq!(storage_identity(dir, false, &opts()).unwrap(), id);
         let f = StorageFile {
             id: 0x1234,
             held: vec![],
