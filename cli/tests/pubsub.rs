@@ -659,12 +659,17 @@ fn expect_events(
     if events.iter().all(|(_, k)| *k == events[0].1) {
         assert_eq!(text(&got), text(&want), "{args:?}");
     } else {
-        let mut g = split_pmessages(&got);
-        let mut w = split_pmessages(&want);
-        g.sort();
-        w.sort();
-        assert_eq!(g, w, "{args:?}: {}", text(&got));
+        assert_same_messages(&got, &want, &format!("{args:?}"));
     }
+}
+
+/// `got` holds the messages of `want`, in any order (keys of several workers).
+fn assert_same_messages(got: &[u8], want: &[u8], what: &str) {
+    let mut g = split_pmessages(got);
+    let mut w = split_pmessages(want);
+    g.sort();
+    w.sort();
+    assert_eq!(g, w, "{what}: {}", String::from_utf8_lossy(got));
 }
 
 /// `notify-keyspace-events`: each write publishes Redis 7.0's events for its command, on
@@ -752,10 +757,7 @@ fn keyspace_notifications_publish_redis_events_for_each_write() {
         .unwrap();
     let want = key_events(&[("set", "t1"), ("set", "t2")]);
     let got = read_exact_within(e, want.len(), Duration::from_secs(5));
-    let (mut g, mut w) = (split_pmessages(&got), split_pmessages(&want));
-    g.sort();
-    w.sort();
-    assert_eq!(g, w, "{}", String::from_utf8_lossy(&got));
+    assert_same_messages(&got, &want, "EXEC");
     // Expiry: active (the tombstone's write), and a write that finds the value expired.
     let _: () = cmd("SET")
         .arg("gone")

@@ -137,20 +137,14 @@ pub fn op_command(op: &Op) -> (&'static str, bool) {
                 None => ("", false),
             }
         }
-        Op::Del { kind, .. } | Op::MSet { kind, .. } => (multi_name(kind.name()), false),
+        // The table's lowercase name of DEL, UNLINK, MSET or MSETNX.
+        Op::Del { kind, .. } | Op::MSet { kind, .. } => (
+            crate::cmd::lookup(kind.name()).map_or("", |s| s.name),
+            false,
+        ),
         Op::MSetNx { .. } => ("msetnx", false),
         Op::Move { kind, .. } | Op::MoveStep { kind, .. } => (kind.command(), false),
         _ => ("", false),
-    }
-}
-
-fn multi_name(upper: &[u8]) -> &'static str {
-    match upper {
-        b"DEL" => "del",
-        b"UNLINK" => "unlink",
-        b"MSET" => "mset",
-        b"MSETNX" => "msetnx",
-        _ => "",
     }
 }
 
@@ -196,8 +190,6 @@ impl Worker {
         for i in 0..self.owned.len() {
             let p = self.owned[i];
             if let Some(s) = self.store_mut(p) {
-                // A store put in place since (a snapshot installed) records from now on.
-                s.set_change_tap(true);
                 s.take_changes(&mut changes);
             }
         }
