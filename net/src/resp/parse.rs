@@ -335,6 +335,11 @@ impl Parser {
                     let Some(&first) = buf.first() else {
                         return Ok(None);
                     };
+                    if first == b'*'
+                        && let Some(consumed) = self.whole_multibulk(buf, limits)
+                    {
+                        return Ok(Some(consumed));
+                    }
                     self.phase = if first == b'*' {
                         Phase::MultibulkLen
                     } else {
@@ -417,6 +422,37 @@ impl Parser {
         }
     }
 
+    /// The common case in one pass: a whole multibulk frame at the start of `buf`, with
+    /// plain decimal lengths (no sign, no leading zero), its count at least 1 and within the
+    /// limits. Returns the bytes it takes, with the arguments in `args`. Anything else
+    /// (an incomplete frame, an empty command, any malformed or unusual byte) returns `None`
+    /// with the parser untouched, and the state machine in `advance` parses the frame from
+    /// its start, with the same outcome it would have had for the frames this accepts.
+    fn whole_multibulk(&mut self, buf: &[u8], limits: &Limits) -> Option<usize> {
+        let (n, mut at) = plain_length(buf, 1)?;
+        if n == 0 || n > limits.max_multibulk_len {
+            return None;
+        }
+        self.args.reserve(n.min(ARGS_PREALLOC_MAX));
+        for _ in 0..n {
+            let bulk = (buf.get(at) == Some(&b'$'))
+                .then(|| plain_length(buf, at + 1))
+                .flatten()
+                .filter(|&(len, _)| len <= limits.proto_max_bulk_len)
+                .and_then(|(len, data)| {
+                    let end = data.checked_add(len)?;
+                    (buf.get(end..end.checked_add(2)?)? == b"\r\n").then_some(data..end)
+                });
+            let Some(range) = bulk else {
+                self.args.clear();
+                return None;
+            };
+            at = range.end + 2;
+            self.args.push(range);
+        }
+        Some(at)
+    }
+
     /// Looks for `needle` in the line starting at `pos`, resuming where the previous call stopped.
     ///
     /// Redis fails a line once more than `max` bytes are buffered without the terminator. Only
@@ -475,6 +511,26 @@ impl Parser {
             Scan::TooLong => Err(ProtocolError::TooBigInline),
         }
     }
+}
+
+/// A length line's number from `buf[from]` up to its `\r\n`, when it is plain: `0`, or 1 to
+/// `PLAIN_DIGITS` digits without a leading zero. Returns it and where the line ends (after
+/// the `\n`).
+fn plain_length(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    // As many digits as cannot overflow a usize.
+    const PLAIN_DIGITS: usize = if usize::BITS >= 64 { 18 } else { 9 };
+    let digits = buf.get(from..)?;
+    let mut v = 0usize;
+    for (i, &d) in digits.iter().enumerate().take(PLAIN_DIGITS + 1) {
+        match d {
+            b'0'..=b'9' if !(i == 1 && v == 0) => v = v * 10 + usize::from(d - b'0'),
+            b'\r' if i > 0 => {
+                return (digits.get(i + 1) == Some(&b'\n')).then_some((v, from + i + 2));
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// C's `isspace` in the "C" locale.
@@ -1224,6 +1280,40 @@ mod tests {
         out
     }
 
+    /// Lengths at the edges of the one-pass path (digits that fit or overflow, limits of 0
+    /// and exact), parsed whole and byte by byte: the same outcome.
+    #[test]
+    fn whole_frames_at_length_edges_parse_as_byte_by_byte() {
+        let lengths = [
+            "0".to_string(),
+            "1".into(),
+            "9".repeat(18),
+            "9".repeat(19),
+            "1".to_string() + &"0".repeat(18),
+            i64::MAX.to_string(),
+            u64::MAX.to_string(),
+            "18446744073709551616".into(),
+            "4294967299".into(),
+        ];
+        for count in ["1", "2", "0", "-1", "01"] {
+            for len in &lengths {
+                for limit in [0, 1, 3, usize::MAX] {
+                    let input = format!("*{count}\r\n${len}\r\nabc\r\n$3\r\nxyz\r\n");
+                    let limits = Limits {
+                        proto_max_bulk_len: limit,
+                        max_multibulk_len: limit,
+                        ..Limits::default()
+                    };
+                    assert_eq!(
+                        feed(input.as_bytes(), usize::MAX, &limits),
+                        feed(input.as_bytes(), 1, &limits),
+                        "{input:?} with limit {limit}"
+                    );
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn multibulk_roundtrip(
@@ -1243,6 +1333,55 @@ mod tests {
             let cmd = p.parse(&input, &l).unwrap().unwrap();
             prop_assert_eq!(cmd.consumed(), input.len());
             prop_assert_eq!(cmd.to_vec(), list);
+        }
+
+        /// The one-pass path for whole frames (taken when a whole frame is in the buffer)
+        /// and the state machine (the only path when bytes arrive one at a time) agree on
+        /// every input: valid frames, lengths written oddly (leading zero, sign, space, none, off
+        /// by one), bytes changed to protocol characters, and limits small enough to be hit.
+        #[test]
+        fn whole_frames_parse_as_byte_by_byte(
+            cmds in prop::collection::vec(
+                prop::collection::vec((prop::collection::vec(any::<u8>(), 0..12), 0..13u8), 0..5),
+                1..5),
+            count_style in 0..13u8,
+            edits in prop::collection::vec(
+                (any::<prop::sample::Index>(), prop::sample::select(b"*$\r\n0123-+x ".to_vec())),
+                0..3),
+            small in any::<bool>(),
+        ) {
+            // Styles 0-5 write the length as it is; the others change it.
+            fn len_text(n: usize, style: u8) -> String {
+                match style {
+                    6 => format!("0{n}"),
+                    7 => format!("-{n}"),
+                    8 => format!("+{n}"),
+                    9 => format!("{n} "),
+                    10 => format!("{}", n + 1),
+                    11 => format!("{}", n.saturating_sub(1)),
+                    12 => String::new(),
+                    _ => n.to_string(),
+                }
+            }
+            let mut input = Vec::new();
+            for c in &cmds {
+                input.extend_from_slice(format!("*{}\r\n", len_text(c.len(), count_style)).as_bytes());
+                for (a, style) in c {
+                    input.extend_from_slice(format!("${}\r\n", len_text(a.len(), *style)).as_bytes());
+                    input.extend_from_slice(a);
+                    input.extend_from_slice(b"\r\n");
+                }
+            }
+            for (at, b) in edits {
+                let i = at.index(input.len());
+                input[i] = b;
+            }
+            let limits = if small {
+                Limits { proto_max_bulk_len: 6, max_multibulk_len: 3, ..Limits::default() }
+            } else {
+                Limits::default()
+            };
+            prop_assert_eq!(feed(&input, usize::MAX, &limits), feed(&input, 1, &limits));
         }
 
         #[test]

@@ -509,7 +509,10 @@ impl Worker {
         let Some(key) = cmd::key_of(args) else {
             return err(out, "ERR syntax error");
         };
-        let p = self.topo.partition_of(key);
+        let p = match self.key_partition.take() {
+            Some((at, len, p)) if at == key.as_ptr() as usize && len == key.len() => p,
+            _ => self.topo.partition_of(key),
+        };
         let owner = self.topo.worker_of(p);
         let acks = self.acks_of(client);
         let write = spec.flags.contains(&"write");

@@ -185,15 +185,19 @@ pub struct CmdStat {
     pub latency: super::latency::Histogram,
 }
 
-/// FNV-1a over a command's name: a few bytes, hashed on every command.
+/// Hashes the address of a command's name: one multiplication per command.
 #[derive(Default)]
-pub struct NameHasher(u64);
+pub struct AddrHasher(u64);
 
-impl Hasher for NameHasher {
+impl Hasher for AddrHasher {
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 
     fn finish(&self) -> u64 {
@@ -202,20 +206,48 @@ impl Hasher for NameHasher {
 }
 
 /// INFO commandstats, by command name (a subcommand as `config|get`, as Redis 7 names it).
+///
+/// Names are `&'static str`s, nearly all from the command table, so a call is found by the
+/// address of its name (`by_addr`, no string hashed or compared); a name first seen at an
+/// address is looked up by its text (`by_name`), so that a name held at two addresses still
+/// has one line.
 #[derive(Clone, Debug, Default)]
-pub struct CmdStats(HashMap<&'static str, CmdStat, BuildHasherDefault<NameHasher>>);
+pub struct CmdStats {
+    stats: Vec<(&'static str, CmdStat)>,
+    by_addr: HashMap<u64, usize, BuildHasherDefault<AddrHasher>>,
+    by_name: HashMap<&'static str, usize>,
+}
 
 impl CmdStats {
+    #[inline]
+    fn get(&mut self, name: &'static str) -> &mut CmdStat {
+        // A name's address alone could be the address of a shorter name at its start.
+        let addr = (name.as_ptr() as u64) ^ ((name.len() as u64) << 48);
+        let i = match self.by_addr.get(&addr) {
+            Some(&i) => i,
+            None => {
+                let next = self.stats.len();
+                let i = *self.by_name.entry(name).or_insert(next);
+                if i == next {
+                    self.stats.push((name, CmdStat::default()));
+                }
+                self.by_addr.insert(addr, i);
+                i
+            }
+        };
+        &mut self.stats[i].1
+    }
+
     /// A call of `name` refused before it ran.
     pub fn record_rejected(&mut self, name: &'static str) {
-        self.0.entry(name).or_default().rejected += 1;
+        self.get(name).rejected += 1;
     }
 
     /// A call of `name` that ran `usec` here, counted in its latency histogram too when
     /// `track` (one lookup for both).
     #[inline]
     pub fn record_call(&mut self, name: &'static str, usec: u64, track: bool) {
-        let s = self.0.entry(name).or_default();
+        let s = self.get(name);
         s.calls += 1;
         s.usec += usec;
         if track {
@@ -226,13 +258,13 @@ impl CmdStats {
     /// A call counted by another worker (its connection's) that ran here for `usec`: its
     /// latency only.
     pub fn record_latency(&mut self, name: &'static str, usec: u64) {
-        self.0.entry(name).or_default().latency.record_usec(usec);
+        self.get(name).latency.record_usec(usec);
     }
 
     /// The latency histograms with calls, by name.
     pub fn latencies(&self) -> Vec<(&'static str, &super::latency::Histogram)> {
         let mut v: Vec<_> = self
-            .0
+            .stats
             .iter()
             .filter(|(_, s)| s.latency.calls() > 0)
             .map(|(n, s)| (*n, &s.latency))
@@ -244,13 +276,13 @@ impl CmdStats {
     /// Calls that answered an error.
     pub fn failed(&mut self, names: &mut Vec<&'static str>) {
         for name in names.drain(..) {
-            self.0.entry(name).or_default().failed += 1;
+            self.get(name).failed += 1;
         }
     }
 
     pub fn absorb(&mut self, o: &CmdStats) {
-        for (name, o) in &o.0 {
-            let s = self.0.entry(name).or_default();
+        for (name, o) in &o.stats {
+            let s = self.get(name);
             s.calls += o.calls;
             s.usec += o.usec;
             s.rejected += o.rejected;
@@ -264,7 +296,7 @@ impl CmdStats {
         // Not a command only timed here for another worker's connection (or the gRPC
         // service) and never called here or anywhere: no line, as in Redis.
         let mut v: Vec<(&str, &CmdStat)> = self
-            .0
+            .stats
             .iter()
             .filter(|(_, s)| s.calls + s.rejected + s.failed > 0)
             .map(|(n, s)| (*n, s))
@@ -448,6 +480,34 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::RateSampler;
+
+    #[test]
+    fn a_command_name_has_one_line_wherever_its_text_lives() {
+        // The same name at two addresses (leaked so that they differ), and a name that is
+        // the start of another at the same address.
+        let a: &'static str = Box::leak(String::from("get").into_boxed_str());
+        let b: &'static str = Box::leak(String::from("get").into_boxed_str());
+        assert_ne!(a.as_ptr(), b.as_ptr());
+        let long: &'static str = "config|get";
+        let short: &'static str = &long[..6];
+        let mut s = super::CmdStats::default();
+        s.record_call(a, 3, false);
+        s.record_call(b, 4, false);
+        s.record_call(a, 5, false);
+        s.record_rejected(short);
+        s.record_call(long, 1, false);
+        let mut o = super::CmdStats::default();
+        o.record_call("get", 10, false);
+        s.absorb(&o);
+        assert_eq!(
+            s.lines(),
+            [
+                "cmdstat_config:calls=0,usec=0,usec_per_call=0.00,rejected_calls=1,failed_calls=0",
+                "cmdstat_config|get:calls=1,usec=1,usec_per_call=1.00,rejected_calls=0,failed_calls=0",
+                "cmdstat_get:calls=4,usec=22,usec_per_call=5.50,rejected_calls=0,failed_calls=0",
+            ]
+        );
+    }
 
     #[test]
     fn counts_are_kept_per_worker() {

@@ -137,9 +137,14 @@ pub struct Worker {
     lookahead: Parser,
     /// Commands `look_ahead` parsed, in order from the connection's read position: bytes
     /// consumed and their arguments' ranges in `ahead_ranges` (offsets into `rbuf`), so that
-    /// `process_input` runs them without parsing them again.
-    ahead: Vec<(usize, std::ops::Range<usize>)>,
+    /// `process_input` runs them without parsing them again, and the partition of the key
+    /// of a GET or SET, which `look_ahead` hashed to prefetch it.
+    ahead: Vec<(usize, std::ops::Range<usize>, Option<u32>)>,
     ahead_ranges: Vec<std::ops::Range<usize>>,
+    /// While a looked-ahead GET or SET runs: its key (address and length in the read
+    /// buffer) and that key's partition, so that `dispatch_keyed` does not hash the key a
+    /// second time. Set and cleared around that one command in `process_input`.
+    pub(super) key_partition: Option<(usize, usize, u32)>,
     pub owned: Vec<u32>,
     pub conns: Vec<Option<Conn>>,
     free_tokens: Vec<usize>,
@@ -345,6 +350,7 @@ impl Worker {
             lookahead: Parser::new(),
             ahead: Vec::new(),
             ahead_ranges: Vec::new(),
+            key_partition: None,
             external_out: Vec::new(),
             stats: WorkerStats::default(),
             slowlog: Default::default(),
@@ -777,33 +783,34 @@ impl Worker {
                     })
                 };
             }
-            let (step, consumed, looked_ahead) = if let Some((consumed, rs)) = ahead.get(next_ahead)
-            {
-                let rs = &ranges[rs.clone()];
-                let rbuf = &conn.rbuf;
-                (
-                    run!(rs.len(), rs.iter().map(|r| &rbuf[r.clone()])),
-                    *consumed,
-                    true,
-                )
-            } else {
-                match conn.parser.parse(&conn.rbuf[conn.rpos..], &self.limits) {
-                    Ok(Some(cmd)) => (run!(cmd.len(), cmd.iter()), cmd.consumed(), false),
-                    Ok(None) => break,
-                    Err(e) => {
-                        // As Redis: reply with the protocol error, then close. CLIENT REPLY
-                        // covers it as a command's reply (OFF drops it, SKIP is used up).
-                        let mut reply = Vec::new();
-                        e.write_reply(&mut reply);
-                        conn.out.begin_command();
-                        conn.out.push_reply(&reply);
-                        conn.out.silent = false;
-                        conn.client.closing = true;
-                        conn.rpos = conn.rbuf.len();
-                        break;
+            let (step, consumed, looked_ahead) =
+                if let Some((consumed, rs, partition)) = ahead.get(next_ahead) {
+                    let rs = &ranges[rs.clone()];
+                    let rbuf = &conn.rbuf;
+                    self.key_partition = partition
+                        .zip(rs.get(1))
+                        .map(|(p, key)| (rbuf[key.clone()].as_ptr() as usize, key.len(), p));
+                    let step = run!(rs.len(), rs.iter().map(|r| &rbuf[r.clone()]));
+                    self.key_partition = None;
+                    (step, *consumed, true)
+                } else {
+                    match conn.parser.parse(&conn.rbuf[conn.rpos..], &self.limits) {
+                        Ok(Some(cmd)) => (run!(cmd.len(), cmd.iter()), cmd.consumed(), false),
+                        Ok(None) => break,
+                        Err(e) => {
+                            // As Redis: reply with the protocol error, then close. CLIENT REPLY
+                            // covers it as a command's reply (OFF drops it, SKIP is used up).
+                            let mut reply = Vec::new();
+                            e.write_reply(&mut reply);
+                            conn.out.begin_command();
+                            conn.out.push_reply(&reply);
+                            conn.out.silent = false;
+                            conn.client.closing = true;
+                            conn.rpos = conn.rbuf.len();
+                            break;
+                        }
                     }
-                }
-            };
+                };
             if step != Step::Ran {
                 waits_for_hold = step == Step::WaitsForHold;
                 break;
@@ -964,24 +971,26 @@ impl Worker {
             let first_range = self.ahead_ranges.len();
             self.ahead_ranges
                 .extend(r.iter().map(|r| at + r.start..at + r.end));
-            self.ahead
-                .push((consumed, first_range..self.ahead_ranges.len()));
             let name = r
                 .first()
                 .map_or(&[][..], |r| &buf[pos + r.start..pos + r.end]);
-            if name.eq_ignore_ascii_case(b"config") {
-                break;
-            }
+            let mut partition = None;
             if r.len() >= 2 {
                 let read = name.eq_ignore_ascii_case(b"get");
                 if read || name.eq_ignore_ascii_case(b"set") {
                     let (start, end) = (pos + r[1].start, pos + r[1].end);
                     let p = self.topo.partition_of(&buf[start..end]);
+                    partition = Some(p);
                     if let Some(Some(store)) = self.stores.get(p as usize) {
                         keys[n] = (p, store.key_hash(&buf[start..end]), start, end, read);
                         n += 1;
                     }
                 }
+            }
+            self.ahead
+                .push((consumed, first_range..self.ahead_ranges.len(), partition));
+            if name.eq_ignore_ascii_case(b"config") {
+                break;
             }
             pos += consumed;
         }
