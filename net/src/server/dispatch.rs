@@ -7,7 +7,7 @@ use simplekv_engine::{Prefetch, Store};
 use super::conn::{Client, Gather, Output, Pending, ReplyBytes, ReplyMode, Slot};
 use super::replica::Need;
 use super::router::{Op, OwnedArgs, Pairs, Payload, ReplyTo, Request};
-use super::slowlog::WholeEntry;
+use super::slowlog::{SlowTimer, WholeEntry};
 use super::worker::Worker;
 use crate::cmd::{self, CommandSpec, Effect, ExecCtx, Kind, MultiKind};
 use crate::glob::glob_match;
@@ -943,6 +943,50 @@ impl Worker {
         r
     }
 
+    /// A single-key command sent here whole by another worker (or the gRPC service).
+    fn run_keyed_op(
+        &mut self,
+        partition: u32,
+        slices: &[&[u8]],
+        ctx: &ExecCtx,
+        timer: Option<SlowTimer>,
+    ) -> (Payload, bool) {
+        let Some(spec) = cmd::lookup(slices[0]) else {
+            return (Payload::Err("ERR unknown command".into()), false);
+        };
+        let Some(store) = self.store_mut(partition) else {
+            return (
+                Payload::Err("ERR partition not available on this node".into()),
+                false,
+            );
+        };
+        let mut reply = Vec::new();
+        let (effect, found) = exec_counted(spec, slices, store, ctx, &mut reply);
+        self.count_lookup(found);
+        if found == Some(false)
+            && let Some(key) = cmd::key_of(slices)
+        {
+            self.notify_miss(key);
+        }
+        let wrote = effect == Effect::Wrote;
+        if wrote {
+            self.mark_dirty(partition);
+        }
+        // A single-key command sent here whole is timed here for its latency
+        // histogram (its connection's worker leaves it out: `sent_keyed`); not a
+        // call of the gRPC service (`slow_for` names no connection), which INFO
+        // commandstats does not count either.
+        if self.config.server.latency_tracking
+            && self.slow_for.is_some()
+            && let Some(t) = &timer
+        {
+            let name = spec.for_args(slices).name;
+            self.stats.cmdstats.record_latency(name, t.micros());
+        }
+        self.op_ran(timer, || slices.to_vec());
+        (Payload::Resp(reply), wrote)
+    }
+
     fn execute_op_body(&mut self, op: Op) -> (Payload, bool) {
         let ctx = self.exec_ctx();
         // The ops a command runs here are timed for the slow log, each with its arguments
@@ -950,41 +994,10 @@ impl Worker {
         let timer = self.op_timer();
         match op {
             Op::Keyed { partition, args } => {
-                let slices = args.slices();
-                let Some(spec) = cmd::lookup(slices[0]) else {
-                    return (Payload::Err("ERR unknown command".into()), false);
-                };
-                let Some(store) = self.store_mut(partition) else {
-                    return (
-                        Payload::Err("ERR partition not available on this node".into()),
-                        false,
-                    );
-                };
-                let mut reply = Vec::new();
-                let (effect, found) = exec_counted(spec, &slices, store, &ctx, &mut reply);
-                self.count_lookup(found);
-                if found == Some(false)
-                    && let Some(key) = cmd::key_of(&slices)
-                {
-                    self.notify_miss(key);
-                }
-                let wrote = effect == Effect::Wrote;
-                if wrote {
-                    self.mark_dirty(partition);
-                }
-                // A single-key command sent here whole is timed here for its latency
-                // histogram (its connection's worker leaves it out: `sent_keyed`); not a
-                // call of the gRPC service (`slow_for` names no connection), which INFO
-                // commandstats does not count either.
-                if self.config.server.latency_tracking
-                    && self.slow_for.is_some()
-                    && let Some(t) = &timer
-                {
-                    let name = spec.for_args(&slices).name;
-                    self.stats.cmdstats.record_latency(name, t.micros());
-                }
-                self.op_ran(timer, || slices.clone());
-                (Payload::Resp(reply), wrote)
+                // The arguments as slices on the stack (no allocation for a short command).
+                super::worker::with_args(args.len(), args.iter(), |slices| {
+                    self.run_keyed_op(partition, slices, &ctx, timer)
+                })
             }
             Op::MGet { keys } => {
                 self.prefetch_keys(keys.iter().map(|(_, k)| k.as_slice()), true);

@@ -82,8 +82,19 @@ pub struct OwnedArgs {
 }
 
 impl OwnedArgs {
-    pub fn from_slices<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> OwnedArgs {
-        let mut o = OwnedArgs::default();
+    /// One allocation for the bytes and one for their ends, each sized exactly (this runs for
+    /// every command sent to another worker).
+    pub fn from_slices<'a, I>(args: I) -> OwnedArgs
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        I::IntoIter: Clone,
+    {
+        let args = args.into_iter();
+        let (count, bytes) = args.clone().fold((0, 0), |(n, b), a| (n + 1, b + a.len()));
+        let mut o = OwnedArgs {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(count),
+        };
         for a in args {
             o.push(a);
         }

@@ -146,7 +146,7 @@ pub struct Worker {
     /// second time. Set and cleared around that one command in `process_input`.
     pub(super) key_partition: Option<(usize, usize, u32)>,
     pub owned: Vec<u32>,
-    pub conns: Vec<Option<Conn>>,
+    pub conns: Vec<Option<Box<Conn>>>,
     free_tokens: Vec<usize>,
     pub dirty_conns: Vec<usize>,
     /// Partitions written this turn (commit before releasing replies).
@@ -453,7 +453,7 @@ impl Worker {
     pub fn conn_mut(&mut self, token: usize) -> Option<&mut Conn> {
         self.conns
             .get_mut(token.checked_sub(FIRST_CONN)?)
-            .and_then(|c| c.as_mut())
+            .and_then(|c| c.as_deref_mut())
     }
 
     /// Runs until shutdown completes.
@@ -636,7 +636,7 @@ impl Worker {
         }
         let id = self.shared.next_client_id.fetch_add(1, Ordering::Relaxed);
         let authed = self.config.server.requirepass.is_none();
-        self.conns[idx] = Some(Conn::new(sock, id, authed));
+        self.conns[idx] = Some(Box::new(Conn::new(sock, id, authed)));
         // Data may already be waiting (edge-triggered: no event would announce it).
         self.on_readable(token);
     }
@@ -1306,7 +1306,10 @@ impl Worker {
         self.epoch += 1;
         let journaling = self.journal_tapped();
         let (mut wrote_ok, mut failed) = (false, false);
-        for p in std::mem::take(&mut self.dirty_parts) {
+        // The per-turn lists are drained, not taken, so their allocations serve every turn
+        // (kept only if nothing was queued on them meanwhile).
+        let mut dirty_parts = std::mem::take(&mut self.dirty_parts);
+        for p in dirty_parts.drain(..) {
             self.part_dirty[p as usize] = false;
             if let Some(store) = self.store_mut(p) {
                 let written = store.commit_write();
@@ -1332,6 +1335,9 @@ impl Worker {
                 }
             }
         }
+        if self.dirty_parts.is_empty() {
+            self.dirty_parts = dirty_parts;
+        }
         if wrote_ok && !failed {
             self.stats.commit_failing = false;
         }
@@ -1344,7 +1350,7 @@ impl Worker {
         // Replies to peers and outside callers: those for writes wait for their epoch.
         // A held answer's command ran: the connection that asked is told now, so that its
         // next command (on another worker) need not wait for this one's fsync or replicas.
-        for (worker, mut resp, need) in std::mem::take(&mut self.outbox) {
+        for (worker, mut resp, need) in self.outbox.drain(..) {
             match Hold::of(e, need) {
                 None => self.req_out[worker].push(Msg::Resp(resp)),
                 Some(h) => {
@@ -1482,7 +1488,10 @@ impl Worker {
         if self.req_out[worker].is_empty() {
             return;
         }
-        let mut batch = std::mem::take(&mut self.req_out[worker]);
+        // The next turn's list starts with room for as many as this one's: one allocation,
+        // not a reallocation each time it doubles.
+        let n = self.req_out[worker].len();
+        let mut batch = std::mem::replace(&mut self.req_out[worker], Vec::with_capacity(n));
         let msg = if batch.len() == 1 {
             batch.pop().unwrap_or(Msg::Batch(Vec::new()))
         } else {
@@ -2066,10 +2075,10 @@ impl Worker {
 
     fn flush_conns(&mut self) {
         const DEFER_MAX: usize = 16 << 10;
-        let dirty = std::mem::take(&mut self.dirty_conns);
+        let mut dirty = std::mem::take(&mut self.dirty_conns);
         let mut resume = Vec::new();
         let mut waiters = Vec::new();
-        for token in dirty {
+        for token in dirty.drain(..) {
             let Some(conn) = self
                 .conns
                 .get_mut(token - FIRST_CONN)
@@ -2139,6 +2148,9 @@ impl Worker {
             if gone || closing_done {
                 self.close_conn(token);
             }
+        }
+        if self.dirty_conns.is_empty() {
+            self.dirty_conns = dirty;
         }
         self.durable_waiters.extend(waiters);
         // Connections that stopped reading because too much was queued: carry on. What they
@@ -2813,7 +2825,7 @@ enum Step {
     WaitsForHold,
 }
 
-fn with_args<'a, R>(
+pub(super) fn with_args<'a, R>(
     len: usize,
     args: impl Iterator<Item = &'a [u8]>,
     f: impl FnOnce(&[&'a [u8]]) -> R,
