@@ -2,11 +2,12 @@
 //! pipelined replies in request order whichever worker produced them.
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::ops::Range;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::resp::parse::Parser;
+use crate::resp::parse::{Limits, Parser};
 
 /// A reply position in a connection's pipeline.
 pub enum Slot {
@@ -187,6 +188,24 @@ pub struct Conn {
     pub parser: Parser,
     pub out: Output,
     pub client: Client,
+    /// Commands the worker's look-ahead parsed that had not run when the connection
+    /// stopped to wait for its commands in flight (`Output::order_wait`): they run from
+    /// here when it goes on, instead of being parsed again.
+    pub ahead: SavedAhead,
+}
+
+/// See `Conn::ahead`.
+#[derive(Default)]
+pub struct SavedAhead {
+    /// Per command: its bytes, the range of its arguments in `ranges`, and the partition of
+    /// its key (GET and SET). Argument ranges are offsets from the command's first byte,
+    /// which is at `rpos` when it runs.
+    pub cmds: Vec<(usize, Range<usize>, Option<u32>)>,
+    pub ranges: Vec<Range<usize>>,
+    /// The first of `cmds` that has not run.
+    pub next: usize,
+    /// The limits they were parsed with: a CONFIG SET since makes them void.
+    pub limits: Limits,
 }
 
 /// Replies on their way out, in request order.
@@ -447,6 +466,7 @@ impl Conn {
             rbuf: Vec::with_capacity(READ_CHUNK),
             rpos: 0,
             parser: Parser::new(),
+            ahead: SavedAhead::default(),
             out: Output::default(),
             client: Client {
                 id,

@@ -136,7 +136,8 @@ pub struct Worker {
     /// Parses ahead over a connection's pipelined commands for `look_ahead`.
     lookahead: Parser,
     /// Commands `look_ahead` parsed, in order from the connection's read position: bytes
-    /// consumed and their arguments' ranges in `ahead_ranges` (offsets into `rbuf`), so that
+    /// consumed and their arguments' ranges in `ahead_ranges` (offsets from the command's
+    /// first byte, which is at `rpos` when it runs), so that
     /// `process_input` runs them without parsing them again, and the partition of the key
     /// of a GET or SET, which `look_ahead` hashed to prefetch it.
     ahead: Vec<(usize, std::ops::Range<usize>, Option<u32>)>,
@@ -740,18 +741,36 @@ impl Worker {
         else {
             return;
         };
-        // Back from waiting for answers in flight: the rest of what was looked ahead at
-        // before is parsed one command at a time (parsing it all again at every hop between
-        // workers cost more than the prefetch gains; its keys were prefetched then).
+        // Back from waiting for answers in flight: the rest of what was looked ahead at before
+        // runs from what the connection kept of it (`Conn::ahead`), not parsed again nor
+        // looked ahead at again (parsing a pipeline again at every hop between workers cost
+        // more than the prefetch gains; its keys were prefetched then). Kept only if parsed
+        // with the limits in force and within the buffer; otherwise the connection's parser
+        // takes the rest one command at a time.
+        let mut next_ahead = 0;
         if std::mem::take(&mut conn.out.order_wait) {
-            self.ahead.clear();
-            self.ahead_ranges.clear();
+            let saved = &mut conn.ahead;
+            std::mem::swap(&mut self.ahead, &mut saved.cmds);
+            std::mem::swap(&mut self.ahead_ranges, &mut saved.ranges);
+            saved.cmds.clear();
+            saved.ranges.clear();
+            next_ahead = std::mem::take(&mut saved.next);
+            let fits = self.ahead.get(next_ahead..).is_some_and(|rest| {
+                rest.iter().map(|c| c.0).sum::<usize>() <= conn.rbuf.len() - conn.rpos
+            });
+            if !fits || saved.limits != self.limits {
+                self.ahead.clear();
+                self.ahead_ranges.clear();
+                next_ahead = 0;
+            }
         } else {
+            conn.ahead.cmds.clear();
+            conn.ahead.ranges.clear();
+            conn.ahead.next = 0;
             self.look_ahead(&conn);
         }
         let ahead = std::mem::take(&mut self.ahead);
         let ranges = std::mem::take(&mut self.ahead_ranges);
-        let mut next_ahead = 0;
         loop {
             if conn.client.closing || self.ignores_input() {
                 break;
@@ -786,7 +805,7 @@ impl Worker {
             let (step, consumed, looked_ahead) =
                 if let Some((consumed, rs, partition)) = ahead.get(next_ahead) {
                     let rs = &ranges[rs.clone()];
-                    let rbuf = &conn.rbuf;
+                    let rbuf = &conn.rbuf[conn.rpos..];
                     self.key_partition = partition
                         .zip(rs.get(1))
                         .map(|(p, key)| (rbuf[key.clone()].as_ptr() as usize, key.len(), p));
@@ -818,15 +837,26 @@ impl Worker {
             next_ahead += usize::from(looked_ahead);
             conn.rpos += consumed;
         }
+        if conn.out.order_wait && next_ahead < ahead.len() {
+            // Stopped to wait for its commands in flight: what was looked ahead at and has
+            // not run is kept for when it goes on (the lists swap with the connection's
+            // empty ones, allocations and all).
+            let saved = &mut conn.ahead;
+            self.ahead = std::mem::replace(&mut saved.cmds, ahead);
+            self.ahead_ranges = std::mem::replace(&mut saved.ranges, ranges);
+            saved.next = next_ahead;
+            saved.limits = self.limits;
+        } else {
+            // Given back for their capacity; `look_ahead` clears them.
+            self.ahead = ahead;
+            self.ahead_ranges = ranges;
+        }
         conn.compact_rbuf();
         self.conns[token - FIRST_CONN] = Some(conn);
         if self.nx.is_some() && (waits_for_hold || !held_at_start) {
             self.freeze_conn(token);
         }
         self.mark_conn_dirty(token);
-        // Given back for their capacity; `look_ahead` clears them.
-        self.ahead = ahead;
-        self.ahead_ranges = ranges;
     }
 
     /// Runs one command of a connection, unless it must wait: behind a group's barrier
@@ -967,10 +997,8 @@ impl Worker {
             let Some(r) = cmd.buf_ranges() else {
                 break;
             };
-            let at = conn.rpos + pos;
             let first_range = self.ahead_ranges.len();
-            self.ahead_ranges
-                .extend(r.iter().map(|r| at + r.start..at + r.end));
+            self.ahead_ranges.extend(r.iter().cloned());
             let name = r
                 .first()
                 .map_or(&[][..], |r| &buf[pos + r.start..pos + r.end]);
