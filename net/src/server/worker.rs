@@ -748,8 +748,11 @@ impl Worker {
         // with the limits in force and within the buffer; otherwise the connection's parser
         // takes the rest one command at a time.
         let mut next_ahead = 0;
+        // The limits the looked-ahead commands were parsed with.
+        let mut parsed_with = self.limits;
         if std::mem::take(&mut conn.out.order_wait) {
             let saved = &mut conn.ahead;
+            parsed_with = saved.limits;
             std::mem::swap(&mut self.ahead, &mut saved.cmds);
             std::mem::swap(&mut self.ahead_ranges, &mut saved.ranges);
             saved.cmds.clear();
@@ -764,9 +767,17 @@ impl Worker {
                 next_ahead = 0;
             }
         } else {
-            conn.ahead.cmds.clear();
-            conn.ahead.ranges.clear();
-            conn.ahead.next = 0;
+            // Lists that grew large (a look-ahead over many arguments) are not kept on the
+            // connection: they would stay allocated as long as it is open.
+            const KEEP_MAX: usize = 1024;
+            let saved = &mut conn.ahead;
+            if saved.cmds.capacity() > KEEP_MAX || saved.ranges.capacity() > KEEP_MAX {
+                *saved = super::conn::SavedAhead::default();
+            } else {
+                saved.cmds.clear();
+                saved.ranges.clear();
+                saved.next = 0;
+            }
             self.look_ahead(&conn);
         }
         let ahead = std::mem::take(&mut self.ahead);
@@ -845,7 +856,7 @@ impl Worker {
             self.ahead = std::mem::replace(&mut saved.cmds, ahead);
             self.ahead_ranges = std::mem::replace(&mut saved.ranges, ranges);
             saved.next = next_ahead;
-            saved.limits = self.limits;
+            saved.limits = parsed_with;
         } else {
             // Given back for their capacity; `look_ahead` clears them.
             self.ahead = ahead;
