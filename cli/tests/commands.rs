@@ -5613,6 +5613,13 @@ fn the_latency_monitor_records_slow_commands_as_redis_does() {
     let latest = |c: &mut redis::Connection| -> Vec<(String, i64, i64, i64)> {
         cmd("LATENCY").arg("LATEST").query(c).unwrap()
     };
+    // The commands' own events: on a loaded machine a worker's other work (an expire cycle)
+    // may take a millisecond too, and is then rightly in LATEST as well.
+    let commands_latest = |c: &mut redis::Connection| -> Vec<(String, i64, i64, i64)> {
+        let mut l = latest(c);
+        l.retain(|e| e.0 == "command" || e.0 == "fast-command");
+        l
+    };
     let big = vec![b'x'; 64 << 20];
     // Off by default.
     let () = cmd("SET").arg("big").arg(&big).query(&mut c).unwrap();
@@ -5633,7 +5640,7 @@ fn the_latency_monitor_records_slow_commands_as_redis_does() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let l = latest(&mut c);
+    let l = commands_latest(&mut c);
     let names: Vec<&str> = l.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(names, ["command", "fast-command"], "{l:?}");
     for (name, t, ms, max) in &l {
@@ -5664,8 +5671,8 @@ fn the_latency_monitor_records_slow_commands_as_redis_does() {
         "ERR No samples available for event 'nosuch'"
     );
     let doctor: String = cmd("LATENCY").arg("DOCTOR").query(&mut c).unwrap();
-    assert!(doctor.contains("1. command: "), "{doctor}");
-    assert!(doctor.contains("2. fast-command: "), "{doctor}");
+    assert!(doctor.contains(". command: "), "{doctor}");
+    assert!(doctor.contains(". fast-command: "), "{doctor}");
     assert!(doctor.contains("SLOWLOG GET"), "{doctor}");
     let n: i64 = cmd("LATENCY")
         .arg("RESET")
@@ -5674,13 +5681,15 @@ fn the_latency_monitor_records_slow_commands_as_redis_does() {
         .query(&mut c)
         .unwrap();
     assert_eq!(n, 1);
+    // fast-command, and any other event recorded meanwhile.
+    let left = latest(&mut c).len() as i64;
     let n: i64 = cmd("LATENCY").arg("RESET").query(&mut c).unwrap();
-    assert_eq!(n, 1);
-    assert!(latest(&mut c).is_empty());
+    assert!(left >= 1 && n >= left, "{n} reset, {left} in LATEST before");
+    assert!(commands_latest(&mut c).is_empty());
     // CONFIG RESETSTAT keeps the series; turned off, nothing more is recorded.
     let () = cmd("SET").arg("big").arg(&big).query(&mut c).unwrap();
     let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
-    assert_eq!(latest(&mut c).len(), 1);
+    assert_eq!(commands_latest(&mut c).len(), 1);
     let () = cmd("CONFIG")
         .arg("SET")
         .arg("latency-monitor-threshold")
