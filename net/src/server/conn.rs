@@ -190,13 +190,14 @@ pub struct Conn {
     pub client: Client,
     /// Commands the worker's look-ahead parsed that had not run when the connection
     /// stopped to wait for its commands in flight (`Output::order_wait`): they run from
-    /// here when it goes on, instead of being parsed again.
-    pub ahead: SavedAhead,
+    /// here when it goes on, instead of being parsed again. Empty otherwise.
+    pub ahead: LookAhead,
 }
 
-/// See `Conn::ahead`.
+/// Commands parsed ahead of running them (`Worker::look_ahead`), from a connection's read
+/// position on.
 #[derive(Default)]
-pub struct SavedAhead {
+pub struct LookAhead {
     /// Per command: its bytes, the range of its arguments in `ranges`, and the partition of
     /// its key (GET and SET). Argument ranges are offsets from the command's first byte,
     /// which is at `rpos` when it runs.
@@ -206,6 +207,31 @@ pub struct SavedAhead {
     pub next: usize,
     /// The limits they were parsed with: a CONFIG SET since makes them void.
     pub limits: Limits,
+}
+
+impl LookAhead {
+    /// Empty, keeping the lists' allocations unless they grew large (a look-ahead over many
+    /// arguments): those would stay allocated for as long as their holder lives.
+    pub fn clear(&mut self) {
+        const KEEP_MAX: usize = 1024;
+        if self.cmds.capacity() > KEEP_MAX || self.ranges.capacity() > KEEP_MAX {
+            *self = LookAhead::default();
+        } else {
+            self.cmds.clear();
+            self.ranges.clear();
+            self.next = 0;
+        }
+    }
+
+    /// Whether the commands not run yet can still run as parsed: with the limits in force,
+    /// and within the `available` bytes from the read position.
+    pub fn still_valid(&self, limits: &Limits, available: usize) -> bool {
+        self.limits == *limits
+            && self
+                .cmds
+                .get(self.next..)
+                .is_some_and(|rest| rest.iter().map(|c| c.0).sum::<usize>() <= available)
+    }
 }
 
 /// Replies on their way out, in request order.
@@ -466,7 +492,7 @@ impl Conn {
             rbuf: Vec::with_capacity(READ_CHUNK),
             rpos: 0,
             parser: Parser::new(),
-            ahead: SavedAhead::default(),
+            ahead: LookAhead::default(),
             out: Output::default(),
             client: Client {
                 id,

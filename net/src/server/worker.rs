@@ -135,13 +135,9 @@ pub struct Worker {
     pub(super) notify: super::notify::NotifyState,
     /// Parses ahead over a connection's pipelined commands for `look_ahead`.
     lookahead: Parser,
-    /// Commands `look_ahead` parsed, in order from the connection's read position: bytes
-    /// consumed and their arguments' ranges in `ahead_ranges` (offsets from the command's
-    /// first byte, which is at `rpos` when it runs), so that
-    /// `process_input` runs them without parsing them again, and the partition of the key
-    /// of a GET or SET, which `look_ahead` hashed to prefetch it.
-    ahead: Vec<(usize, std::ops::Range<usize>, Option<u32>)>,
-    ahead_ranges: Vec<std::ops::Range<usize>>,
+    /// Commands `look_ahead` parsed, so that `process_input` runs them without parsing them
+    /// again, each GET or SET with the partition `look_ahead` hashed its key to.
+    ahead: super::conn::LookAhead,
     /// While a looked-ahead GET or SET runs: its key (address and length in the read
     /// buffer) and that key's partition, so that `dispatch_keyed` does not hash the key a
     /// second time. Set and cleared around that one command in `process_input`.
@@ -349,8 +345,7 @@ impl Worker {
             reply_buf: Vec::new(),
             notify: Default::default(),
             lookahead: Parser::new(),
-            ahead: Vec::new(),
-            ahead_ranges: Vec::new(),
+            ahead: Default::default(),
             key_partition: None,
             external_out: Vec::new(),
             stats: WorkerStats::default(),
@@ -747,41 +742,20 @@ impl Worker {
         // more than the prefetch gains; its keys were prefetched then). Kept only if parsed
         // with the limits in force and within the buffer; otherwise the connection's parser
         // takes the rest one command at a time.
-        let mut next_ahead = 0;
-        // The limits the looked-ahead commands were parsed with.
-        let mut parsed_with = self.limits;
-        if std::mem::take(&mut conn.out.order_wait) {
-            let saved = &mut conn.ahead;
-            parsed_with = saved.limits;
-            std::mem::swap(&mut self.ahead, &mut saved.cmds);
-            std::mem::swap(&mut self.ahead_ranges, &mut saved.ranges);
-            saved.cmds.clear();
-            saved.ranges.clear();
-            next_ahead = std::mem::take(&mut saved.next);
-            let fits = self.ahead.get(next_ahead..).is_some_and(|rest| {
-                rest.iter().map(|c| c.0).sum::<usize>() <= conn.rbuf.len() - conn.rpos
-            });
-            if !fits || saved.limits != self.limits {
-                self.ahead.clear();
-                self.ahead_ranges.clear();
-                next_ahead = 0;
-            }
-        } else {
-            // Lists that grew large (a look-ahead over many arguments) are not kept on the
-            // connection: they would stay allocated as long as it is open.
-            const KEEP_MAX: usize = 1024;
-            let saved = &mut conn.ahead;
-            if saved.cmds.capacity() > KEEP_MAX || saved.ranges.capacity() > KEEP_MAX {
-                *saved = super::conn::SavedAhead::default();
-            } else {
-                saved.cmds.clear();
-                saved.ranges.clear();
-                saved.next = 0;
-            }
+        let resumed = std::mem::take(&mut conn.out.order_wait);
+        if !resumed {
             self.look_ahead(&conn);
         }
-        let ahead = std::mem::take(&mut self.ahead);
-        let ranges = std::mem::take(&mut self.ahead_ranges);
+        let mut ahead = std::mem::take(&mut self.ahead);
+        if resumed {
+            // The connection's kept commands here, the worker's lists there (allocations
+            // and all), emptied.
+            std::mem::swap(&mut ahead, &mut conn.ahead);
+            conn.ahead.clear();
+            if !ahead.still_valid(&self.limits, conn.rbuf.len() - conn.rpos) {
+                ahead.clear();
+            }
+        }
         loop {
             if conn.client.closing || self.ignores_input() {
                 break;
@@ -814,8 +788,8 @@ impl Worker {
                 };
             }
             let (step, consumed, looked_ahead) =
-                if let Some((consumed, rs, partition)) = ahead.get(next_ahead) {
-                    let rs = &ranges[rs.clone()];
+                if let Some((consumed, rs, partition)) = ahead.cmds.get(ahead.next) {
+                    let rs = &ahead.ranges[rs.clone()];
                     let rbuf = &conn.rbuf[conn.rpos..];
                     self.key_partition = partition
                         .zip(rs.get(1))
@@ -845,23 +819,17 @@ impl Worker {
                 waits_for_hold = step == Step::WaitsForHold;
                 break;
             }
-            next_ahead += usize::from(looked_ahead);
+            ahead.next += usize::from(looked_ahead);
             conn.rpos += consumed;
         }
-        if conn.out.order_wait && next_ahead < ahead.len() {
+        if conn.out.order_wait && ahead.next < ahead.cmds.len() {
             // Stopped to wait for its commands in flight: what was looked ahead at and has
-            // not run is kept for when it goes on (the lists swap with the connection's
-            // empty ones, allocations and all).
-            let saved = &mut conn.ahead;
-            self.ahead = std::mem::replace(&mut saved.cmds, ahead);
-            self.ahead_ranges = std::mem::replace(&mut saved.ranges, ranges);
-            saved.next = next_ahead;
-            saved.limits = parsed_with;
-        } else {
-            // Given back for their capacity; `look_ahead` clears them.
-            self.ahead = ahead;
-            self.ahead_ranges = ranges;
+            // not run is kept for when it goes on (in exchange for the connection's empty
+            // lists).
+            std::mem::swap(&mut ahead, &mut conn.ahead);
         }
+        // Given back for their capacity; `look_ahead` clears them.
+        self.ahead = ahead;
         conn.compact_rbuf();
         self.conns[token - FIRST_CONN] = Some(conn);
         if self.nx.is_some() && (waits_for_hold || !held_at_start) {
@@ -981,7 +949,7 @@ impl Worker {
         const MAX: usize = 32;
         const MAX_BYTES: usize = 64 << 10;
         self.ahead.clear();
-        self.ahead_ranges.clear();
+        self.ahead.limits = self.limits;
         if conn.client.paused
             || conn.client.closing
             || self.ignores_input()
@@ -1008,8 +976,8 @@ impl Worker {
             let Some(r) = cmd.buf_ranges() else {
                 break;
             };
-            let first_range = self.ahead_ranges.len();
-            self.ahead_ranges.extend(r.iter().cloned());
+            let first_range = self.ahead.ranges.len();
+            self.ahead.ranges.extend(r.iter().cloned());
             let name = r
                 .first()
                 .map_or(&[][..], |r| &buf[pos + r.start..pos + r.end]);
@@ -1027,7 +995,8 @@ impl Worker {
                 }
             }
             self.ahead
-                .push((consumed, first_range..self.ahead_ranges.len(), partition));
+                .cmds
+                .push((consumed, first_range..self.ahead.ranges.len(), partition));
             if name.eq_ignore_ascii_case(b"config") {
                 break;
             }
