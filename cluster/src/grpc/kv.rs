@@ -178,7 +178,7 @@ fn by_worker<T: Clone>(router: &Router, items: &[(Vec<u8>, T)]) -> Vec<Vec<(u32,
 fn answer(p: Payload, routes: &Option<SharedRoutes>) -> Answer {
     let status = |text: &str| grpc_redirect(status_of_error(text), routes);
     match p {
-        Payload::Resp(bytes) => match parse_reply(&bytes) {
+        Payload::Resp(bytes) => match parse_reply(bytes.as_slice()) {
             Ok(Some((Reply::Error(e), _))) => Err(status(&String::from_utf8_lossy(&e))),
             Ok(Some((r, _))) => Ok(r),
             _ => Err(internal("unreadable reply from a worker")),

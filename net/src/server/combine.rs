@@ -434,7 +434,7 @@ impl Worker {
         let max = self.exec_ctx().proto_max_bulk_len;
         let value = |i: usize| values.get(i).and_then(|v| v.as_deref()).unwrap_or(b"");
         match lcs(value(0), value(1), o, max) {
-            Ok(reply) => Payload::Resp(reply),
+            Ok(reply) => Payload::Resp(reply.into()),
             Err(e) => Payload::Err(e),
         }
     }

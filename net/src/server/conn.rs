@@ -12,7 +12,7 @@ use crate::resp::parse::{Limits, Parser};
 /// A reply position in a connection's pipeline.
 pub enum Slot {
     /// Ready to go out.
-    Ready(Vec<u8>),
+    Ready(ReplyBytes),
     /// A local write's reply with the commit epoch it waits for: released once that epoch is
     /// durable, or replaced by the error if a write or fsync of that epoch failed (conservative:
     /// the client may be told "error" for a write whose fate it cannot know, never "OK" for one
@@ -20,10 +20,15 @@ pub enum Slot {
     Held(Hold, ReplyBytes),
     /// Waiting for another worker (or several: a scattered multi-key command).
     Waiting(Box<Pending>),
+    /// Waiting for the one reply of a single-key command another worker runs, used as is
+    /// (`Waiting` with `Gather::Single` and no hold, without its allocation: this is most
+    /// of what a worker sends when there are several).
+    Remote,
 }
 
 /// A held reply's bytes. Most write replies (`+OK`, `:1`, `$-1`) are a few bytes and sit
 /// inline, so holding one allocates nothing (with acks = all every write's reply is held).
+#[derive(Clone)]
 pub enum ReplyBytes {
     Inline(u8, [u8; INLINE_REPLY]),
     Heap(Vec<u8>),
@@ -37,11 +42,20 @@ impl ReplyBytes {
     /// else the buffer itself.
     pub fn take(reply: &mut Vec<u8>) -> ReplyBytes {
         if reply.len() <= INLINE_REPLY {
+            ReplyBytes::from_slice(reply)
+        } else {
+            ReplyBytes::Heap(std::mem::take(reply))
+        }
+    }
+
+    /// A copy of `reply` (no allocation when it is short).
+    pub fn from_slice(reply: &[u8]) -> ReplyBytes {
+        if reply.len() <= INLINE_REPLY {
             let mut b = [0; INLINE_REPLY];
             b[..reply.len()].copy_from_slice(reply);
             ReplyBytes::Inline(reply.len() as u8, b)
         } else {
-            ReplyBytes::Heap(std::mem::take(reply))
+            ReplyBytes::Heap(reply.to_vec())
         }
     }
 
@@ -50,6 +64,23 @@ impl ReplyBytes {
             ReplyBytes::Inline(n, b) => &b[..*n as usize],
             ReplyBytes::Heap(v) => v,
         }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            ReplyBytes::Inline(n, b) => b[..n as usize].to_vec(),
+            ReplyBytes::Heap(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for ReplyBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ReplyBytes({:?})",
+            String::from_utf8_lossy(self.as_slice())
+        )
     }
 }
 
@@ -636,7 +667,8 @@ impl Output {
         if self.slots.is_empty() {
             self.emit(reply, self.cmd, self.silent);
         } else {
-            self.slots.push_back(Slot::Ready(reply.to_vec()));
+            self.slots
+                .push_back(Slot::Ready(ReplyBytes::from_slice(reply)));
             self.slot_cmds.push_back((self.cmd, self.silent));
         }
     }
@@ -647,7 +679,8 @@ impl Output {
         if self.slots.is_empty() {
             self.wbuf.extend_from_slice(bytes);
         } else {
-            self.slots.push_back(Slot::Ready(bytes.to_vec()));
+            self.slots
+                .push_back(Slot::Ready(ReplyBytes::from_slice(bytes)));
             self.slot_cmds.push_back(("", false));
         }
     }
@@ -691,11 +724,11 @@ impl Output {
             match front {
                 Slot::Ready(_) => {}
                 Slot::Held(h, _) if h.ready(rel) => {}
-                Slot::Held(..) | Slot::Waiting(_) => break,
+                Slot::Held(..) | Slot::Waiting(_) | Slot::Remote => break,
             }
             let (cmd, silent) = self.slot_cmds.pop_front().unwrap_or_default();
             match self.slots.pop_front() {
-                Some(Slot::Ready(r)) => self.emit(&r, cmd, silent),
+                Some(Slot::Ready(r)) => self.emit(r.as_slice(), cmd, silent),
                 Some(Slot::Held(h, reply)) => match rel.error_for(h.epoch) {
                     None => self.emit(reply.as_slice(), cmd, silent),
                     Some(err) => {
@@ -758,7 +791,7 @@ impl Output {
         };
         matches!(
             usize::try_from(i).ok().and_then(|i| self.slots.get(i)),
-            Some(Slot::Waiting(_))
+            Some(Slot::Waiting(_) | Slot::Remote)
         )
     }
 
@@ -901,6 +934,41 @@ mod tests {
         let r = ReplyBytes::from(long.clone());
         assert!(matches!(r, ReplyBytes::Heap(_)));
         assert_eq!(r.as_slice(), &long[..]);
+
+        // Copies, either side of the inline limit, give the same bytes back.
+        for n in [0, 1, INLINE_REPLY, INLINE_REPLY + 1, 300] {
+            let bytes: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let r = ReplyBytes::from_slice(&bytes);
+            assert_eq!(matches!(r, ReplyBytes::Inline(..)), n <= INLINE_REPLY);
+            assert_eq!(r.as_slice(), &bytes[..]);
+            assert_eq!(r.clone().into_vec(), bytes);
+        }
+    }
+
+    #[test]
+    fn a_remote_reply_goes_out_in_its_turn() {
+        // A local reply queued behind a reply another worker is computing waits for it.
+        let mut out = Output::default();
+        let seq = out.push_slot(Slot::Remote);
+        out.push_reply(b"+local\r\n");
+        let none = Released {
+            durable: 0,
+            committed: 0,
+            failed: &[],
+        };
+        out.drain_slots(&none);
+        assert!(
+            out.wbuf.is_empty(),
+            "nothing goes out before the remote reply"
+        );
+        let remote = out.slot_mut(seq).expect("the remote slot");
+        crate::server::dispatch::fill_slot(
+            remote,
+            0,
+            crate::server::router::Payload::Resp(ReplyBytes::from_slice(b"$1\r\nr\r\n")),
+        );
+        out.drain_slots(&none);
+        assert_eq!(out.wbuf, b"$1\r\nr\r\n+local\r\n");
     }
 
     #[test]

@@ -475,7 +475,7 @@ impl Worker {
             return None;
         }
         let spec = cmd::lookup(args[0])?;
-        let key_worker = |key: &[u8]| self.topo.worker_of(self.topo.partition_of(key));
+        let key_worker = |key: &[u8]| self.topo.worker_of(self.partition_of_key(key));
         match spec.kind {
             Kind::Keyed => cmd::key_of(args).map(key_worker),
             Kind::Server if cmd::keyed_subcommand(spec.for_args(args)) => {
@@ -489,6 +489,15 @@ impl Worker {
                 }
             }
             Kind::Server => None,
+        }
+    }
+
+    /// The partition of `key`: the look-ahead's, when it computed it for this very slice of
+    /// the connection's buffer (`Worker::key_partition`), so that a key is hashed once.
+    pub(super) fn partition_of_key(&self, key: &[u8]) -> u32 {
+        match self.key_partition {
+            Some((at, len, p)) if at == key.as_ptr() as usize && len == key.len() => p,
+            _ => self.topo.partition_of(key),
         }
     }
 
@@ -509,10 +518,8 @@ impl Worker {
         let Some(key) = cmd::key_of(args) else {
             return err(out, "ERR syntax error");
         };
-        let p = match self.key_partition.take() {
-            Some((at, len, p)) if at == key.as_ptr() as usize && len == key.len() => p,
-            _ => self.topo.partition_of(key),
-        };
+        let p = self.partition_of_key(key);
+        self.key_partition = None;
         let owner = self.topo.worker_of(p);
         let acks = self.acks_of(client);
         let write = spec.flags.contains(&"write");
@@ -554,10 +561,7 @@ impl Worker {
             }
         } else {
             self.sent_keyed = true;
-            let seq = out.push_slot(Slot::Waiting(Box::new(Pending {
-                gather: Gather::Single(None),
-                hold: None,
-            })));
+            let seq = out.push_slot(Slot::Remote);
             let reply_to = self.reply_to_worker(token, client, out, seq, 0, Some(owner));
             self.send_req(
                 owner,
@@ -773,15 +777,15 @@ impl Worker {
         match slot {
             Slot::Ready(reply) => match hold {
                 Some(h) => {
-                    out.push_slot(Slot::Held(h, reply.into()));
+                    out.push_slot(Slot::Held(h, reply));
                 }
-                None => out.push_reply(&reply),
+                None => out.push_reply(reply.as_slice()),
             },
             Slot::Waiting(ref mut p) => {
                 p.hold = hold;
                 out.push_slot(slot);
             }
-            Slot::Held(..) => {
+            Slot::Held(..) | Slot::Remote => {
                 out.push_slot(slot);
             }
         }
@@ -954,13 +958,16 @@ impl Worker {
         let Some(spec) = cmd::lookup(slices[0]) else {
             return (Payload::Err("ERR unknown command".into()), false);
         };
+        // The worker's reply buffer: a short reply travels inline, so that most allocate
+        // nothing here.
+        let mut reply = std::mem::take(&mut self.reply_buf);
+        reply.clear();
         let Some(store) = self.store_mut(partition) else {
             return (
                 Payload::Err("ERR partition not available on this node".into()),
                 false,
             );
         };
-        let mut reply = Vec::new();
         let (effect, found) = exec_counted(spec, slices, store, ctx, &mut reply);
         self.count_lookup(found);
         if found == Some(false)
@@ -984,7 +991,12 @@ impl Worker {
             self.stats.cmdstats.record_latency(name, t.micros());
         }
         self.op_ran(timer, || slices.to_vec());
-        (Payload::Resp(reply), wrote)
+        let bytes = ReplyBytes::take(&mut reply);
+        // Kept for the next command unless a huge value made it large.
+        if reply.capacity() <= 64 << 10 {
+            self.reply_buf = reply;
+        }
+        (Payload::Resp(bytes), wrote)
     }
 
     fn execute_op_body(&mut self, op: Op) -> (Payload, bool) {
@@ -2774,6 +2786,10 @@ pub(super) fn op_writes(op: &Op) -> bool {
 
 /// Puts one part's payload into a waiting slot; turns the slot Ready when complete.
 pub fn fill_slot(slot: &mut Slot, part: u32, payload: Payload) {
+    if let Slot::Remote = slot {
+        *slot = Slot::Ready(payload_to_resp(payload));
+        return;
+    }
     let Slot::Waiting(pending) = slot else {
         return;
     };
@@ -2825,7 +2841,7 @@ fn finish_slot(slot: &mut Slot) {
         };
         *slot = match hold {
             Some(h) => Slot::Held(h, reply.into()),
-            None => Slot::Ready(reply),
+            None => Slot::Ready(reply.into()),
         };
     }
 }
@@ -2833,7 +2849,7 @@ fn finish_slot(slot: &mut Slot) {
 fn fill_gather(gather: &mut Gather, part: u32, payload: Payload) {
     match gather {
         Gather::Single(r) => {
-            *r = Some(payload_to_resp(payload));
+            *r = Some(payload_to_resp(payload).into_vec());
         }
         Gather::Elements {
             items,
@@ -2919,7 +2935,7 @@ fn fill_gather(gather: &mut Gather, part: u32, payload: Payload) {
     }
 }
 
-pub(super) fn payload_to_resp(p: Payload) -> Vec<u8> {
+pub(super) fn payload_to_resp(p: Payload) -> ReplyBytes {
     let mut r = Vec::new();
     match p {
         Payload::Resp(b) => return b,
@@ -2928,7 +2944,7 @@ pub(super) fn payload_to_resp(p: Payload) -> Vec<u8> {
         Payload::Err(e) => write_error(&mut r, e.as_bytes()),
         _ => write_error(&mut r, b"ERR internal: unexpected reply"),
     }
-    r
+    r.into()
 }
 
 /// The reply of a complete gather (None while parts are missing).

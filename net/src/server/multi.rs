@@ -195,8 +195,8 @@ pub fn note_errors(
                     errors.note_error(e.as_bytes());
                     true
                 }
-                Payload::Resp(b) if b.first() == Some(&b'-') => {
-                    errors.note(b);
+                Payload::Resp(b) if b.as_slice().first() == Some(&b'-') => {
+                    errors.note(b.as_slice());
                     true
                 }
                 _ => false,
@@ -905,7 +905,7 @@ impl Worker {
                 let mut reply = scratch.wbuf;
                 for s in scratch.slots {
                     match s {
-                        Slot::Ready(r) => reply.extend_from_slice(&r),
+                        Slot::Ready(r) => reply.extend_from_slice(r.as_slice()),
                         // Every path that waits for other workers plans its ops instead.
                         _ => {
                             let e = format!("ERR internal: '{}' did not plan its ops", spec.name);

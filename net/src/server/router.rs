@@ -78,12 +78,64 @@ impl Topology {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnedArgs {
     data: Vec<u8>,
-    ends: Vec<u32>,
+    ends: Ends,
+}
+
+/// Where each argument ends in `OwnedArgs::data`: inline for a command of up to
+/// `INLINE_ENDS` arguments (GET, SET with an option), so that sending one to another worker
+/// allocates once, for its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ends {
+    Inline(u8, [u32; INLINE_ENDS]),
+    Heap(Vec<u32>),
+}
+
+const INLINE_ENDS: usize = 5;
+
+impl Default for Ends {
+    fn default() -> Ends {
+        Ends::Inline(0, [0; INLINE_ENDS])
+    }
+}
+
+impl Ends {
+    /// Room for `n` ends; inline while they fit (an `Ends` never goes back inline, so that
+    /// equal contents have one representation).
+    fn with_capacity(n: usize) -> Ends {
+        if n <= INLINE_ENDS {
+            Ends::default()
+        } else {
+            Ends::Heap(Vec::with_capacity(n))
+        }
+    }
+
+    fn push(&mut self, end: u32) {
+        match self {
+            Ends::Inline(n, a) if (*n as usize) < INLINE_ENDS => {
+                a[*n as usize] = end;
+                *n += 1;
+            }
+            Ends::Inline(n, a) => {
+                let mut v = Vec::with_capacity(2 * INLINE_ENDS);
+                v.extend_from_slice(&a[..*n as usize]);
+                v.push(end);
+                *self = Ends::Heap(v);
+            }
+            Ends::Heap(v) => v.push(end),
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Ends::Inline(n, a) => &a[..*n as usize],
+            Ends::Heap(v) => v,
+        }
+    }
 }
 
 impl OwnedArgs {
-    /// One allocation for the bytes and one for their ends, each sized exactly (this runs for
-    /// every command sent to another worker).
+    /// One allocation for the bytes, sized exactly, and their ends inline unless there are
+    /// many (this runs for every command sent to another worker).
     pub fn from_slices<'a, I>(args: I) -> OwnedArgs
     where
         I: IntoIterator<Item = &'a [u8]>,
@@ -93,7 +145,7 @@ impl OwnedArgs {
         let (count, bytes) = args.clone().fold((0, 0), |(n, b), a| (n + 1, b + a.len()));
         let mut o = OwnedArgs {
             data: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(count),
+            ends: Ends::with_capacity(count),
         };
         for a in args {
             o.push(a);
@@ -107,11 +159,11 @@ impl OwnedArgs {
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.ends.as_slice().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
     }
 
     pub fn slices(&self) -> Vec<&[u8]> {
@@ -121,7 +173,7 @@ impl OwnedArgs {
     /// The arguments, in order, without collecting them.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + Clone + '_ {
         let mut start = 0usize;
-        self.ends.iter().map(move |&e| {
+        self.ends.as_slice().iter().map(move |&e| {
             let a = &self.data[start..e as usize];
             start = e as usize;
             a
@@ -352,8 +404,8 @@ pub enum Op {
 /// What a worker sends back.
 #[derive(Debug, Clone)]
 pub enum Payload {
-    /// A whole RESP reply.
-    Resp(Vec<u8>),
+    /// A whole RESP reply (inline when short: most single-key replies).
+    Resp(super::conn::ReplyBytes),
     /// MGET parts: (position, encoded element).
     Elements(Vec<(u32, Vec<u8>)>),
     Int(i64),
@@ -642,6 +694,14 @@ mod tests {
             let args = OwnedArgs::from_slices(want.iter().copied());
             prop_assert_eq!(args.len(), want.len());
             prop_assert_eq!(args.slices(), want.clone());
+            // Built one at a time (as MSET's parts are), inline ends spilling to the heap on
+            // the way: the same list, equal to the one built at once.
+            let mut pushed = OwnedArgs::default();
+            for a in &want {
+                pushed.push(a);
+            }
+            prop_assert_eq!(pushed.slices(), want.clone());
+            prop_assert_eq!(&pushed, &args);
             let pairs: Pairs = want.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect();
             let expect: Vec<(&[u8], &[u8])> = want.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect();
             prop_assert_eq!(pairs.len(), expect.len());

@@ -2627,7 +2627,7 @@ impl Worker {
             c.out
                 .slots
                 .iter()
-                .any(|s| matches!(s, super::conn::Slot::Waiting(_)))
+                .any(|s| matches!(s, super::conn::Slot::Waiting(_) | super::conn::Slot::Remote))
         }) || self.flight.is_some()
             || !self.held_out.is_empty()
             || !self.held_ext.is_empty()
