@@ -223,7 +223,12 @@ impl Keydir {
 
     /// Inserts or replaces; returns the previous location.
     pub fn insert(&mut self, key: &[u8], loc: Location) -> Option<Location> {
-        if let Some(slot) = self.find_slot(key) {
+        self.insert_hashed(key, self.hash(key), loc)
+    }
+
+    /// `insert` with the key's hash (`Keydir::hash`) already known.
+    pub fn insert_hashed(&mut self, key: &[u8], h: u64, loc: Location) -> Option<Location> {
+        if let Some(slot) = self.find_slot_hashed(key, h) {
             let prev = self.location_of(slot);
             self.count_expiry(prev.expire, loc.expire);
             let e = self.entry_mut(slot);
@@ -238,7 +243,6 @@ impl Keydir {
         }
         let slot = self.alloc(key, loc);
         self.count_expiry(0, loc.expire);
-        let h = self.hash(key);
         let Keydir {
             index,
             chunks,

@@ -208,6 +208,8 @@ pub struct Store {
 }
 
 const NO_CURSOR: (u64, u64, usize) = (u64::MAX, 0, 0);
+/// Hint entries looked ahead at while loading, their index chunks prefetched (`load`).
+const LOAD_PREFETCH: usize = 16;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -2087,6 +2089,76 @@ fn rewrite_header(path: &Path, h: &SegmentHeader) -> std::io::Result<()> {
 /// Reads a directory back into memory (see `engine/FORMAT.md`, "Recovery").
 /// Records in a segment's bytes, by their headers, up to the first that does not decode (an
 /// upper bound on the keys they hold; recovery validates them properly).
+/// Walks the record headers of a segment a few records ahead of its scan at open, starting
+/// to load the index chunk of each record's key (as the hint path does with its entries):
+/// at millions of keys, waiting for each insert's chunk was most of a start's time. Only a
+/// hint: the scan checks every record itself, and a record the walk did not reach (or
+/// passed) has its hash computed where it is applied.
+struct ScanAhead<'a> {
+    bytes: &'a [u8],
+    /// Where the walk goes on.
+    next: usize,
+    /// Records walked and not applied yet: (position, key hash), oldest at `head`.
+    ring: [(usize, u64); LOAD_PREFETCH],
+    head: usize,
+    len: usize,
+}
+
+impl<'a> ScanAhead<'a> {
+    fn new(bytes: &'a [u8], start: usize) -> ScanAhead<'a> {
+        ScanAhead {
+            bytes,
+            next: start,
+            ring: [(0, 0); LOAD_PREFETCH],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    /// The hash of `key`, the key of the record at `pos`; walks on.
+    fn hash_at(&mut self, pos: usize, key: &[u8], keydir: &Keydir) -> u64 {
+        while self.len > 0 && self.ring[self.head].0 < pos {
+            self.pop();
+        }
+        let hash = if self.len > 0 && self.ring[self.head].0 == pos {
+            self.pop()
+        } else {
+            keydir.hash(key)
+        };
+        self.fill(keydir);
+        hash
+    }
+
+    fn pop(&mut self) -> u64 {
+        let (_, h) = self.ring[self.head];
+        self.head = (self.head + 1) % LOAD_PREFETCH;
+        self.len -= 1;
+        h
+    }
+
+    fn fill(&mut self, keydir: &Keydir) {
+        while self.len < LOAD_PREFETCH && self.next < self.bytes.len() {
+            let at = self.next;
+            let Ok(h) = record::decode_header(&self.bytes[at..]) else {
+                self.next = self.bytes.len();
+                return;
+            };
+            let Some(key) = self
+                .bytes
+                .get(at + HEADER_LEN..at + HEADER_LEN + h.key_len as usize)
+            else {
+                self.next = self.bytes.len();
+                return;
+            };
+            let hash = keydir.hash(key);
+            keydir.prefetch_index(hash);
+            self.ring[(self.head + self.len) % LOAD_PREFETCH] = (at, hash);
+            self.len += 1;
+            self.next = at.saturating_add(h.record_len());
+        }
+    }
+}
+
 fn count_records(bytes: &[u8]) -> u64 {
     let mut pos = SEGMENT_HEADER_LEN;
     let mut n = 0u64;
@@ -2292,7 +2364,24 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                     })
                     .is_some()
             {
-                for e in hint.entries() {
+                // The index chunks of the keys a few entries ahead are loaded while this
+                // one goes in: at millions of keys, waiting for each insert's chunk to come
+                // from memory was most of the time a start spent on hints.
+                let mut ahead = hint.entries();
+                let mut hashes = [0u64; LOAD_PREFETCH];
+                for h in hashes.iter_mut() {
+                    if let Some(a) = ahead.next() {
+                        *h = keydir.hash(a.key);
+                        keydir.prefetch_index(*h);
+                    }
+                }
+                for (i, e) in hint.entries().enumerate() {
+                    let hash = hashes[i % LOAD_PREFETCH];
+                    if let Some(a) = ahead.next() {
+                        let h = keydir.hash(a.key);
+                        keydir.prefetch_index(h);
+                        hashes[i % LOAD_PREFETCH] = h;
+                    }
                     seg.note_record(e.lsn, e.offset as u64);
                     apply_replay(
                         &mut keydir,
@@ -2300,7 +2389,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                         id,
                         e.offset,
                         e.tag,
-                        e.key,
+                        (e.key, hash),
                         e.val_len,
                         e.expire,
                     );
@@ -2322,16 +2411,18 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             // `covered_end`, are whole whatever their bits say), so that a cut (a torn tail,
             // a repair) never keeps part of a batch.
             let mut open: Vec<(usize, record::Header)> = Vec::new();
+            let mut ahead = ScanAhead::new(bytes, pos);
             let mut apply_at = |pos: usize, h: record::Header, marks: &mut Vec<(u64, u64)>| {
                 let key = &bytes[pos + HEADER_LEN..pos + HEADER_LEN + h.key_len as usize];
                 marks.push((h.lsn, pos as u64));
+                let hash = ahead.hash_at(pos, key, &keydir);
                 apply_replay(
                     &mut keydir,
                     &mut dead,
                     id,
                     pos as u32,
                     h.tag,
-                    key,
+                    (key, hash),
                     h.val_len,
                     h.expire,
                 );
@@ -2534,13 +2625,14 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
 
 /// The replay twin of `Store::apply`, for recovery before the store exists.
 #[allow(clippy::too_many_arguments)]
+/// Applies one record met while loading (`key`: its key and the key's `Keydir::hash`).
 fn apply_replay(
     keydir: &mut Keydir,
     dead: &mut [u64],
     seg: u32,
     off: u32,
     tag: Tag,
-    key: &[u8],
+    (key, hash): (&[u8], u64),
     val_len: u32,
     expire: u64,
 ) {
@@ -2559,7 +2651,7 @@ fn apply_replay(
                 val_len,
                 expire,
             };
-            if let Some(prev) = keydir.insert(key, loc) {
+            if let Some(prev) = keydir.insert_hashed(key, hash, loc) {
                 kill(prev.seg, prev.record_len());
             }
         }
@@ -2585,5 +2677,49 @@ fn apply_replay(
                 *d = off as u64 + rec_len;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod scan_ahead_tests {
+    use super::*;
+
+    /// Every record's hash is its key's, asked in order, with records skipped, asked again
+    /// for one passed, and past damage where the walk stops.
+    #[test]
+    fn scan_ahead_gives_each_key_its_hash_in_or_out_of_order() {
+        let mut bytes = vec![0u8; SEGMENT_HEADER_LEN];
+        let mut recs = Vec::new();
+        for i in 0..100u64 {
+            let key = format!("key-{i}-{}", "x".repeat((i % 7) as usize)).into_bytes();
+            let pos = bytes.len();
+            record::encode(
+                &mut bytes,
+                i,
+                1,
+                0,
+                Tag::Put,
+                &key,
+                &vec![b'v'; (i % 13) as usize],
+            );
+            recs.push((pos, key));
+        }
+        // Damage after the records: the walk stops there, the scan asks for no more.
+        bytes.extend_from_slice(&[0xff; 40]);
+        let keydir = Keydir::new();
+        let mut ahead = ScanAhead::new(&bytes, SEGMENT_HEADER_LEN);
+        for (n, (pos, key)) in recs.iter().enumerate() {
+            if n % 10 == 3 {
+                continue;
+            }
+            assert_eq!(
+                ahead.hash_at(*pos, key, &keydir),
+                keydir.hash(key),
+                "record {n}"
+            );
+        }
+        // One already passed (a write batch's record applied when its last one comes).
+        let (pos, key) = &recs[42];
+        assert_eq!(ahead.hash_at(*pos, key, &keydir), keydir.hash(key));
     }
 }
