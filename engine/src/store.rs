@@ -208,7 +208,8 @@ pub struct Store {
 }
 
 const NO_CURSOR: (u64, u64, usize) = (u64::MAX, 0, 0);
-/// Hint entries looked ahead at while loading, their index chunks prefetched (`load`).
+/// Hint entries, or records of a scanned segment, looked ahead at while loading, their
+/// index chunks prefetched (`load`, `ScanAhead`).
 const LOAD_PREFETCH: usize = 16;
 
 impl std::fmt::Debug for Store {
@@ -2086,9 +2087,6 @@ fn rewrite_header(path: &Path, h: &SegmentHeader) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Reads a directory back into memory (see `engine/FORMAT.md`, "Recovery").
-/// Records in a segment's bytes, by their headers, up to the first that does not decode (an
-/// upper bound on the keys they hold; recovery validates them properly).
 /// Walks the record headers of a segment a few records ahead of its scan at open, starting
 /// to load the index chunk of each record's key (as the hint path does with its entries):
 /// at millions of keys, waiting for each insert's chunk was most of a start's time. Only a
@@ -2159,6 +2157,8 @@ impl<'a> ScanAhead<'a> {
     }
 }
 
+/// Records in a segment's bytes, by their headers, up to the first that does not decode (an
+/// upper bound on the keys they hold; recovery validates them properly).
 fn count_records(bytes: &[u8]) -> u64 {
     let mut pos = SEGMENT_HEADER_LEN;
     let mut n = 0u64;
@@ -2174,6 +2174,7 @@ fn count_records(bytes: &[u8]) -> u64 {
     n
 }
 
+/// Reads a directory back into memory (see `engine/FORMAT.md`, "Recovery").
 fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
@@ -2623,9 +2624,9 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
     })
 }
 
-/// The replay twin of `Store::apply`, for recovery before the store exists.
+/// The replay twin of `Store::apply`, for recovery before the store exists: applies one
+/// record met while loading (`key`: its key and the key's `Keydir::hash`).
 #[allow(clippy::too_many_arguments)]
-/// Applies one record met while loading (`key`: its key and the key's `Keydir::hash`).
 fn apply_replay(
     keydir: &mut Keydir,
     dead: &mut [u64],
