@@ -5832,3 +5832,34 @@ fn latency_tracking_keeps_redis_histograms_per_command() {
         "{e}"
     );
 }
+
+/// As in Redis, CLIENT KILL answers once the connections it killed are closed: whichever
+/// worker holds them, a client told that a connection was killed finds it closed (a CLI
+/// inside MULTI must not send its next command on it).
+#[test]
+fn client_kill_answers_after_the_killed_connections_are_closed() {
+    let s = server();
+    let mut c = s.client();
+    for round in 0..20 {
+        let mut victims: Vec<std::net::TcpStream> = (0..8).map(|_| s.raw()).collect();
+        for v in &mut victims {
+            expect_reply(v, b"PING\r\n", b"+PONG\r\n");
+        }
+        let n: i64 = cmd("CLIENT")
+            .arg(&["KILL", "TYPE", "NORMAL", "SKIPME", "yes"])
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 8, "round {round}");
+        for (i, v) in victims.iter_mut().enumerate() {
+            v.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 16];
+            match v.read(&mut b) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => {
+                    panic!("round {round}: victim {i} not closed when KILL answered: {other:?}")
+                }
+            }
+        }
+    }
+}

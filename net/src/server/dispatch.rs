@@ -785,6 +785,14 @@ impl Worker {
                 p.hold = hold;
                 out.push_slot(slot);
             }
+            // A remote reply that must wait for more than its owner's release waits as a
+            // gather with that hold (no caller passes one today).
+            Slot::Remote if hold.is_some() => {
+                out.push_slot(Slot::Waiting(Box::new(Pending {
+                    gather: Gather::Single(None),
+                    hold,
+                })));
+            }
             Slot::Held(..) | Slot::Remote => {
                 out.push_slot(slot);
             }
@@ -963,6 +971,7 @@ impl Worker {
         let mut reply = std::mem::take(&mut self.reply_buf);
         reply.clear();
         let Some(store) = self.store_mut(partition) else {
+            self.reply_buf = reply;
             return (
                 Payload::Err("ERR partition not available on this node".into()),
                 false,
@@ -991,7 +1000,8 @@ impl Worker {
             self.stats.cmdstats.record_latency(name, t.micros());
         }
         self.op_ran(timer, || slices.to_vec());
-        let bytes = ReplyBytes::take(&mut reply);
+        // Copied (exactly sized when long), so that the worker keeps its grown buffer.
+        let bytes = ReplyBytes::from_slice(&reply);
         // Kept for the next command unless a huge value made it large.
         if reply.capacity() <= 64 << 10 {
             self.reply_buf = reply;
@@ -1270,6 +1280,7 @@ impl Worker {
                 for &t in &hits {
                     self.mark_conn_dirty(t);
                 }
+                self.killed.extend_from_slice(&hits);
                 (Payload::Int(hits.len() as i64), false)
             }
             Op::ConfigSet { version, config } => {

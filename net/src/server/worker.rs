@@ -146,6 +146,8 @@ pub struct Worker {
     pub conns: Vec<Option<Box<Conn>>>,
     free_tokens: Vec<usize>,
     pub dirty_conns: Vec<usize>,
+    /// Connections CLIENT KILL closed this turn (`Worker::flush_killed`).
+    pub(super) killed: Vec<usize>,
     /// Partitions written this turn (commit before releasing replies).
     pub dirty_parts: Vec<u32>,
     pub part_dirty: Vec<bool>,
@@ -330,6 +332,7 @@ impl Worker {
             conns: Vec::new(),
             free_tokens: Vec::new(),
             dirty_conns: Vec::new(),
+            killed: Vec::new(),
             dirty_parts: Vec::new(),
             part_dirty: vec![false; n],
             outbox: Vec::new(),
@@ -1384,10 +1387,31 @@ impl Worker {
         self.advance_committed();
         self.check_waits();
         self.release_held();
+        self.flush_killed();
         self.send_monitor_lines();
         self.send_batches();
         self.merge_steps();
         self.flush_conns();
+    }
+
+    /// Connections CLIENT KILL closed this turn are flushed and closed before any reply of
+    /// the turn goes out, the CLIENT KILL's own included: as in Redis, a client told that a
+    /// connection was killed finds it closed (a killed connection with more output than its
+    /// socket takes at once is closed when that is written).
+    fn flush_killed(&mut self) {
+        if self.killed.is_empty() {
+            return;
+        }
+        let killed = std::mem::take(&mut self.killed);
+        let others = std::mem::replace(&mut self.dirty_conns, killed);
+        self.flush_conns();
+        // The killed connections are among the others too (marked dirty when killed), so one
+        // still writing its output is flushed again at the end of the turn; what this flush
+        // marked dirty joins them.
+        let left = std::mem::replace(&mut self.dirty_conns, others);
+        for t in left {
+            self.mark_conn_dirty(t);
+        }
     }
 
     /// The turn's MONITOR lines go to every worker with a monitoring connection.
