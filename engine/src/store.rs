@@ -2118,13 +2118,12 @@ impl<'a> ScanAhead<'a> {
         while self.len > 0 && self.ring[self.head].0 < pos {
             self.pop();
         }
-        let hash = if self.len > 0 && self.ring[self.head].0 == pos {
+        self.fill(keydir);
+        if self.len > 0 && self.ring[self.head].0 == pos {
             self.pop()
         } else {
             keydir.hash(key)
-        };
-        self.fill(keydir);
-        hash
+        }
     }
 
     fn pop(&mut self) -> u64 {

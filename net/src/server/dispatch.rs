@@ -785,15 +785,12 @@ impl Worker {
                 p.hold = hold;
                 out.push_slot(slot);
             }
-            // A remote reply that must wait for more than its owner's release waits as a
-            // gather with that hold (no caller passes one today).
-            Slot::Remote if hold.is_some() => {
-                out.push_slot(Slot::Waiting(Box::new(Pending {
-                    gather: Gather::Single(None),
-                    hold,
-                })));
+            Slot::Held(..) => {
+                out.push_slot(slot);
             }
-            Slot::Held(..) | Slot::Remote => {
+            // A forwarded command's reply, held by its owner: none comes here with a hold.
+            Slot::Remote => {
+                debug_assert!(hold.is_none(), "a hold would be lost on a Slot::Remote");
                 out.push_slot(slot);
             }
         }
@@ -1000,12 +997,15 @@ impl Worker {
             self.stats.cmdstats.record_latency(name, t.micros());
         }
         self.op_ran(timer, || slices.to_vec());
-        // Copied (exactly sized when long), so that the worker keeps its grown buffer.
-        let bytes = ReplyBytes::from_slice(&reply);
-        // Kept for the next command unless a huge value made it large.
-        if reply.capacity() <= 64 << 10 {
+        // Copied, so that the worker keeps its buffer for the next command, unless a huge
+        // value made the buffer too large to keep: then it travels itself.
+        let bytes = if reply.capacity() <= 64 << 10 {
+            let bytes = ReplyBytes::from_slice(&reply);
             self.reply_buf = reply;
-        }
+            bytes
+        } else {
+            ReplyBytes::take(&mut reply)
+        };
         (Payload::Resp(bytes), wrote)
     }
 
