@@ -26,7 +26,9 @@ simplekv's INFO memory keydir_bytes and Redis's used_memory.
 --restart: creates a simplekv data directory with N keys once (kept in
 $TMPDIR/simplekv-bench-cache/ for later runs; --clear-cache removes it), primes it with one
 untimed start (hint files), then times `simplekv server` from exec until it answers PING,
---restart-runs times (warm page cache). --restart-redis also times Redis loading the same
+--restart-runs times after a clean stop (SIGTERM: the start reads the shutdown hints of the
+active segments) and --restart-runs times after kill -9 (no shutdown hints: the active
+segments are read whole), with a warm page cache. --restart-redis also times Redis loading the same
 keys from its AOF (one fresh AOF, built once per run).
 
 --latency: runs benches/src/bin/latency.rs (built on demand) against each server at the same
@@ -470,15 +472,35 @@ def restart(args):
     if keys != n:
         shutil.rmtree(d, ignore_errors=True)
         raise RuntimeError(f"cached dataset {d} has {keys} keys, not {n}: removed, run again")
+    def start():
+        return Server("simplekv", "everysec", args.binary, args.solo_workers, args.set, data_dir=d,
+                      ping_timeout=600)
+
+    def kill9(srv):
+        srv.proc.kill()
+        srv.proc.wait()
+        srv.stop()
+
+    # After a clean stop (SIGTERM) the start reads each active segment's shutdown hint; after
+    # kill -9 it has none and reads the active segments whole: both are timed.
     times = []
     for i in range(args.restart_runs):
-        srv = Server("simplekv", "everysec", args.binary, args.solo_workers, args.set, data_dir=d,
-                     ping_timeout=600)
+        srv = start()
         times.append(srv.ready_s)
         rss = srv.rss_kib()
         srv.stop()
-        print(f"  restart {i + 1}: PING answered {srv.ready_s:.3f} s after exec, RSS {mib(rss):.0f} MiB",
+        print(f"  restart {i + 1} (after a clean stop): PING answered {srv.ready_s:.3f} s after exec, "
+              f"RSS {mib(rss):.0f} MiB", file=sys.stderr, flush=True)
+    crash_times = []
+    kill9(start())
+    for i in range(args.restart_runs):
+        srv = start()
+        crash_times.append(srv.ready_s)
+        kill9(srv)
+        print(f"  restart {i + 1} (after kill -9): PING answered {srv.ready_s:.3f} s after exec",
               file=sys.stderr, flush=True)
+    # Leaves the dataset as a clean stop does, for the next run.
+    start().stop()
     redis_times = []
     if args.restart_redis:
         rsrv = Server("redis", "everysec", args.binary, args.solo_workers,
@@ -505,8 +527,10 @@ def restart(args):
     print()
     print("| server | keys | runs | min s | median s | max s |")
     print("|---|---|---|---|---|---|")
-    print(f"| simplekv (workers={args.solo_workers or 'cores'}) | {n:,} | {len(times)} | {min(times):.3f} | "
-          f"{statistics.median(times):.3f} | {max(times):.3f} |")
+    workers = args.solo_workers or 'cores'
+    for what, ts in (("after a clean stop", times), ("after kill -9", crash_times)):
+        print(f"| simplekv (workers={workers}), {what} | {n:,} | {len(ts)} | {min(ts):.3f} | "
+              f"{statistics.median(ts):.3f} | {max(ts):.3f} |")
     if redis_times:
         print(f"| redis (AOF) | {n:,} | {len(redis_times)} | {min(redis_times):.3f} | "
               f"{statistics.median(redis_times):.3f} | {max(redis_times):.3f} |")

@@ -612,3 +612,102 @@ fn a_lost_block_of_fsynced_records_is_refused_at_start_not_cut() {
         assert!(kept > 0 && kept < written, "{kept} of {written}");
     }
 }
+
+/// A clean stop describes an active segment of more than 1 MiB in a shutdown hint, so that
+/// the next start reads no values from it; that start removes the hint before it writes, and
+/// a crash after it finds every write by scanning again. With `fsync = always` the clean stop
+/// also empties the commit journal (everything in it is in the fsynced logs), or the start
+/// would read the active segment whole for the journal's sake.
+#[test]
+fn a_clean_stop_leaves_a_shutdown_hint_that_the_next_start_reads_and_removes() {
+    for fsync in ["everysec", "always"] {
+        clean_stop_round_trip(fsync);
+    }
+}
+
+fn clean_stop_round_trip(fsync: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let args = [
+        "--workers",
+        "1",
+        "--set",
+        "storage.partitions=1",
+        "--fsync",
+        fsync,
+    ];
+    let mut s = Server::start_in(&dir, &args);
+    let big = "v".repeat(600);
+    let mut c = s.client();
+    let mut all = HashMap::new();
+    for round in 0..4 {
+        let mut p = redis::pipe();
+        for i in 0..600 {
+            let k = format!("sh{round}-{i}");
+            let v = format!("{i}-{big}");
+            p.cmd("SET").arg(&k).arg(&v).ignore();
+            all.insert(k, v);
+        }
+        let () = p.query(&mut c).unwrap();
+    }
+    let n: i64 = cmd("DEL").arg("sh0-1").arg("sh0-2").query(&mut c).unwrap();
+    assert_eq!(n, 2);
+    all.remove("sh0-1");
+    all.remove("sh0-2");
+    let log = only_log(&dir);
+    let hint = log.with_extension("shint");
+    assert!(std::fs::metadata(&log).unwrap().len() > 1 << 20);
+    assert!(!hint.exists(), "no shutdown hint while the server runs");
+    assert_eq!(s.terminate(), Some(0));
+    assert!(hint.exists(), "a clean stop describes the active segment");
+
+    s.restart();
+    assert!(
+        !hint.exists(),
+        "the start removed the hint it read ({fsync})"
+    );
+    assert_eq!(
+        load_info(&s),
+        (1, 0),
+        "shutdown hints used, segments scanned ({fsync})"
+    );
+    assert_all_present(&s, &all, "started from the shutdown hint");
+    assert_all_absent(&s, &["sh0-1".into(), "sh0-2".into()], "deleted before");
+    let mut c = s.client();
+    let n: i64 = cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n as usize, all.len());
+    all.extend(write_keys(&s, "after:", 500));
+    let n: i64 = cmd("DEL").arg("sh1-5").query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    all.remove("sh1-5");
+    // Only the OS has the last writes (everysec): a crash keeps them, and the start scans.
+    s.restart();
+    assert!(!hint.exists());
+    assert_eq!(
+        load_info(&s),
+        (0, 1),
+        "after kill -9 the start scans ({fsync})"
+    );
+    assert_all_present(&s, &all, "after kill -9 following a start from the hint");
+    assert_all_absent(&s, &["sh1-5".into()], "deleted after the start");
+}
+
+/// INFO persistence's (`log_load_shutdown_hints`, `log_load_segments_scanned`).
+fn load_info(s: &Server) -> (u64, u64) {
+    let info: String = cmd("INFO")
+        .arg("persistence")
+        .query(&mut s.client())
+        .unwrap();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("no {name} in {info}"))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    (
+        field("log_load_shutdown_hints"),
+        field("log_load_segments_scanned"),
+    )
+}

@@ -11,6 +11,12 @@
 //! exists is complete. It names the `file_id` of the segment it describes; a hint whose id
 //! differs from its segment's (a crash between renames of a merge) is ignored and the
 //! segment is scanned instead.
+//!
+//! A clean shutdown also describes each active segment, in the same format, in a *shutdown
+//! hint* (`.shint`): every record from the segment header to the end of the file, so that the
+//! next start need not read (and checksum) the values of the segment that takes appends. Its
+//! entries must tile the file exactly, and opening removes every shutdown hint, durably,
+//! before anything is written: one can never describe a segment that changed after it.
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, MergeError};
@@ -78,13 +84,24 @@ pub fn encode_entry(out: &mut Vec<u8>, e: &HintEntry<'_>) {
 pub fn declared_count(path: &Path) -> Option<u64> {
     use std::io::Read;
     let mut h = [0u8; HINT_HEADER_LEN];
-    std::fs::File::open(path).ok()?.read_exact(&mut h).ok()?;
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.read_exact(&mut h).ok()?;
+    declared_count_in(&h, len)
+}
+
+/// The entry count the hint header at the start of `buf` declares, at most what a file of
+/// `file_len` bytes can hold (a header that checks may still come from a damaged file, and
+/// the count sizes an allocation); `None` if the header is not valid.
+pub fn declared_count_in(buf: &[u8], file_len: u64) -> Option<u64> {
+    let h = buf.get(..HINT_HEADER_LEN)?;
     if &h[0..8] != HINT_MAGIC {
         return None;
     }
     let crc = u32::from_le_bytes(h[24..28].try_into().ok()?);
+    let fits = file_len.saturating_sub(HINT_HEADER_LEN as u64) / ENTRY_FIXED as u64;
     (crc == crc32fast::hash(&h[0..24]))
-        .then(|| u64::from_le_bytes(h[16..24].try_into().unwrap_or([0; 8])))
+        .then(|| u64::from_le_bytes(h[16..24].try_into().unwrap_or([0; 8])).min(fits))
 }
 
 /// A hint file whose every entry has been checked; its entries can then be walked without
@@ -100,6 +117,16 @@ impl<'a> CheckedHint<'a> {
         let mut n = 0u64;
         walk(buf, expect_file_id, |_| n += 1)?;
         Some(CheckedHint { buf, count: n })
+    }
+
+    /// Whether the entries describe every byte of a segment of `seg_len` bytes, record after
+    /// record from its header on (what a shutdown hint must do to stand for a scan).
+    pub fn tiles(&self, seg_len: u64) -> bool {
+        let end = self.entries().try_fold(SEGMENT_HEADER_LEN as u64, |at, e| {
+            (e.offset as u64 == at)
+                .then(|| at + (record::HEADER_LEN + e.key.len()) as u64 + e.val_len as u64)
+        });
+        end == Some(seg_len)
     }
 
     pub fn entries(&self) -> impl Iterator<Item = HintEntry<'a>> + 'a {
@@ -171,17 +198,19 @@ pub fn decode_all(buf: &[u8], expect_file_id: u64) -> Option<Vec<HintEntry<'_>>>
     Some(out)
 }
 
-/// Writes the hint of the closed segment in `file` (of `file_len` bytes) atomically at
+/// Writes the hint of the segment in `file` (of `file_len` bytes) atomically at
 /// `path`, the segment read with plain reads: a map of it would fault (SIGBUS, the whole process) at pages a follower's
 /// truncation cut off meanwhile. Values are checksummed in chunks, never held whole. A hint
 /// is written only when every record checks out to the end of the file: anything else (a
 /// read cut short, a segment changed under the job, damage) writes none, and opening scans
-/// the segment instead.
+/// the segment instead. With `whole_batches`, a segment whose last record leaves a write
+/// batch open gets no hint either: opening cuts such a batch from an active segment.
 fn write_hint_read(
     path: &Path,
     file_id: u64,
     file: &std::fs::File,
     file_len: u64,
+    whole_batches: bool,
 ) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind, Read};
     let bad = |what: &str| Error::new(ErrorKind::InvalidData, format!("segment {what}"));
@@ -194,6 +223,7 @@ fn write_hint_read(
     let mut key = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     let mut off = 0usize;
+    let mut open_batch = false;
     while (off as u64) < body {
         let mut h = [0u8; record::HEADER_LEN];
         r.read_exact(&mut h)?;
@@ -229,6 +259,10 @@ fn write_hint_read(
         encode_entry(&mut entries, &entry);
         count += 1;
         off += len;
+        open_batch = header.more;
+    }
+    if whole_batches && open_batch {
+        return Err(bad("ends inside a write batch"));
     }
     let mut out = Vec::with_capacity(HINT_HEADER_LEN + entries.len());
     encode_header(&mut out, file_id, count);
@@ -259,8 +293,29 @@ impl HintJob {
         if SegmentHeader::decode(&head).map(|h| h.file_id) != Ok(self.file_id) {
             return Ok(());
         }
-        write_hint_read(&self.hint, self.file_id, &file, meta.len()).at_merge(&self.hint)
+        write_hint_read(&self.hint, self.file_id, &file, meta.len(), false).at_merge(&self.hint)
     }
+}
+
+/// Writes the shutdown hint of the active segment `file` (`file_id`, `file_len` bytes, all
+/// fsynced) at `path`; an error (damage, a write batch left open) writes none.
+pub fn write_shutdown_hint(
+    path: &Path,
+    file_id: u64,
+    file: &std::fs::File,
+    file_len: u64,
+) -> std::io::Result<()> {
+    write_hint_read(path, file_id, file, file_len, true)
+}
+
+/// The shutdown hint path of a segment path.
+pub fn shutdown_hint_for_segment(seg_path: &Path) -> PathBuf {
+    seg_path.with_extension("shint")
+}
+
+/// Parses `{base:020}.shint` names.
+pub fn parse_shutdown_hint_name(name: &str) -> Option<u64> {
+    crate::segment::parse_segment_name(&format!("{}.log", name.strip_suffix(".shint")?))
 }
 
 /// The hint path of a segment path.
@@ -283,7 +338,7 @@ mod tests {
         std::fs::write(&log, &seg.0).unwrap();
         let p = dir.path().join("x.hint");
         let file = std::fs::File::open(&log).unwrap();
-        write_hint_read(&p, 77, &file, seg.0.len() as u64).unwrap();
+        write_hint_read(&p, 77, &file, seg.0.len() as u64, false).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         let es = decode_all(&bytes, 77).unwrap();
         assert_eq!(es.len(), 3);

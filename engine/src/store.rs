@@ -33,6 +33,9 @@ pub struct RecoveryReport {
     pub leftover_segments_removed: usize,
     /// With `repair`: bytes dropped after corruption in an older segment.
     pub repaired_bytes_dropped: u64,
+    /// The active segment was loaded from the hint a clean shutdown wrote for it (see
+    /// `Store::write_shutdown_hint`), not scanned.
+    pub active_from_shutdown_hint: bool,
     pub elapsed: Duration,
 }
 
@@ -1473,6 +1476,33 @@ impl Store {
             .unwrap_or(0)
     }
 
+    /// Closes the store after a clean shutdown fsynced every write: describes the active
+    /// segment in its shutdown hint (see [`crate::hint`]), so that the next start loads it
+    /// without reading values, when it holds at least `min_bytes` of records (below that,
+    /// scanning it costs less than the hint's writes). Taking the store makes sure nothing is
+    /// written after the hint. `Ok(false)`: no hint was due (a failed or unsynced log, hints
+    /// off, a small segment, a write batch left open).
+    pub fn close_with_shutdown_hint(self, min_bytes: u64) -> Result<bool, WriteError> {
+        let Some(&id) = self.order.last() else {
+            return Ok(false);
+        };
+        let seg = self.seg(id);
+        if !self.opts.use_hints
+            || self.failed.is_some()
+            || seg.has_unsynced()
+            || seg.batch_open()
+            || seg.len() < SEGMENT_HEADER_LEN as u64 + min_bytes.max(1)
+        {
+            return Ok(false);
+        }
+        // A file of its own: the hint is read from the start, and the segment's handle has its
+        // position wherever appends left it.
+        let file = fs::File::open(&seg.path).at_write(&seg.path)?;
+        let path = hint::shutdown_hint_for_segment(&seg.path);
+        hint::write_shutdown_hint(&path, seg.header.file_id, &file, seg.len()).at_write(&path)?;
+        Ok(true)
+    }
+
     /// Files of the closed segments (and their hint files, where written): what a new
     /// replica can copy as they are.
     pub fn closed_segment_files(&self) -> Vec<PathBuf> {
@@ -1758,18 +1788,14 @@ impl Store {
             }
             let written = seg.written_bytes();
             // From the segment's start: a batch's start may lie before the sparse index
-            // entry for `lsn`. Up to that entry the records were checked when they were
-            // written or opened, so only their headers are read.
-            let checked_from = seg.seek_hint(lsn) as usize;
+            // entry for `lsn`. Every record is checked, not only its header: a segment loaded
+            // from a hint (a closed one, or the active one after a clean shutdown) had none
+            // checked at the start, and a damaged length would lead the walk astray (the
+            // reload after the cut reads the segment whole anyway).
             let mut pos = SEGMENT_HEADER_LEN;
             let mut batch_start: Option<(usize, u64)> = None;
             while pos < written.len() {
-                let header = if pos < checked_from {
-                    record::decode_header(&written[pos..])
-                } else {
-                    record::decode(&written[pos..]).map(|r| r.header)
-                };
-                match header {
+                match record::decode(&written[pos..]).map(|r| r.header) {
                     Ok(h) if h.lsn < lsn => {
                         match (h.more, batch_start) {
                             (true, None) => batch_start = Some((pos, h.lsn)),
@@ -2178,6 +2204,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     let mut bases = Vec::new();
+    let mut shutdown_hints = Vec::new();
     for entry in fs::read_dir(dir).at_open(dir)? {
         let entry = entry.at_open(dir)?;
         let name = entry.file_name();
@@ -2187,9 +2214,31 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             remove_if_exists(&entry.path()).at_open(&entry.path())?;
         } else if let Some(base) = segment::parse_segment_name(name) {
             bases.push(base);
+        } else if let Some(base) = hint::parse_shutdown_hint_name(name) {
+            shutdown_hints.push((base, entry.path()));
         }
     }
     bases.sort_unstable();
+    // A shutdown hint describes the active segment as a clean shutdown left it; it is read
+    // now and every one is removed, durably, before anything here is written, so that none
+    // outlives a change to its segment. Only the last segment's can be used.
+    let mut shutdown_hint: Option<(u64, Vec<u8>)> = None;
+    if !shutdown_hints.is_empty() {
+        for (base, path) in &shutdown_hints {
+            // Entries are at most a few bytes longer than their records: anything much
+            // larger than the segment is not its hint, and is not read into memory.
+            let fits = || {
+                let seg_len = fs::metadata(segment::segment_path(dir, *base)).map(|m| m.len());
+                let len = fs::metadata(path).map(|m| m.len());
+                matches!((seg_len, len), (Ok(s), Ok(l)) if l <= s.saturating_mul(2) + 64)
+            };
+            if opts.use_hints && Some(base) == bases.last() && fits() {
+                shutdown_hint = fs::read(path).ok().map(|b| (*base, b));
+            }
+            remove_if_exists(path).at_open(path)?;
+        }
+        fsutil::sync_dir(dir).at_open(dir)?;
+    }
     // A crash between creating a segment and writing its header leaves a file shorter than
     // the header; so did a roll whose header write failed (a full disk) before such files
     // were removed, and the log went on in the segment before it. Such a file holds no
@@ -2281,9 +2330,16 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let declared = (opts.use_hints && i + 1 < segs.len())
-                .then(|| hint::declared_count(&hint::hint_for_segment(&s.path)))
-                .flatten();
+            let declared = if i + 1 == segs.len() {
+                shutdown_hint
+                    .as_ref()
+                    .filter(|(b, _)| *b == s.base())
+                    .and_then(|(_, bytes)| hint::declared_count_in(bytes, bytes.len() as u64))
+            } else if opts.use_hints {
+                hint::declared_count(&hint::hint_for_segment(&s.path))
+            } else {
+                None
+            };
             declared.unwrap_or_else(|| count_records(s.written_bytes()))
         })
         .sum();
@@ -2347,56 +2403,56 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
         dead.push(0);
         next_lsn = next_lsn.max(seg.base());
         let mut applied_from_hint = false;
-        if !last && opts.use_hints {
-            let hp = hint::hint_for_segment(&path);
+        let hint_bytes = if last {
+            shutdown_hint
+                .take()
+                .filter(|(b, _)| *b == seg.base())
+                .map(|(_, v)| v)
+        } else if opts.use_hints {
+            fs::read(hint::hint_for_segment(&path)).ok()
+        } else {
+            None
+        };
+        if let Some(bytes) = hint_bytes {
             let floor = next_lsn.max(seg.base());
             let seg_len = seg.len();
-            if let Ok(bytes) = fs::read(&hp)
-                && let Some(hint) = hint::CheckedHint::check(&bytes, seg.header.file_id)
-                && hint
-                    .entries()
-                    .try_fold(floor, |min, e| {
-                        let fits = (e.offset as u64)
-                            + (HEADER_LEN + e.key.len()) as u64
-                            + e.val_len as u64
+            let checked = hint::CheckedHint::check(&bytes, seg.header.file_id).and_then(|hint| {
+                let end = hint.entries().try_fold(floor, |min, e| {
+                    let fits =
+                        (e.offset as u64) + (HEADER_LEN + e.key.len()) as u64 + e.val_len as u64
                             <= seg_len;
-                        (e.lsn >= min && fits).then_some(e.lsn + 1)
-                    })
-                    .is_some()
-            {
-                // The index chunks of the keys a few entries ahead are loaded while this
-                // one goes in: at millions of keys, waiting for each insert's chunk to come
-                // from memory was most of the time a start spent on hints.
-                let mut ahead = hint.entries();
-                let mut hashes = [0u64; LOAD_PREFETCH];
-                for h in hashes.iter_mut() {
-                    if let Some(a) = ahead.next() {
-                        *h = keydir.hash(a.key);
-                        keydir.prefetch_index(*h);
-                    }
-                }
-                for (i, e) in hint.entries().enumerate() {
-                    let hash = hashes[i % LOAD_PREFETCH];
-                    if let Some(a) = ahead.next() {
-                        let h = keydir.hash(a.key);
-                        keydir.prefetch_index(h);
-                        hashes[i % LOAD_PREFETCH] = h;
-                    }
-                    seg.note_record(e.lsn, e.offset as u64);
-                    apply_replay(
-                        &mut keydir,
-                        &mut dead,
-                        id,
-                        e.offset,
-                        e.tag,
-                        (e.key, hash),
-                        e.val_len,
-                        e.expire,
-                    );
-                    next_lsn = e.lsn + 1;
-                }
+                    (e.lsn >= min && fits).then_some(e.lsn + 1)
+                })?;
+                Some((hint, end))
+            });
+            // A shutdown hint stands for the scan of the last segment, so it must describe
+            // every record of the file, and the file must hold all its recovery point says
+            // was fsynced (otherwise the scan finds and reports what is wrong).
+            let file_id = seg.header.file_id;
+            let point_at = |end: u64| {
+                points::synced_of(&opts.recovery_points, file_id)
+                    .filter(|_| opts.journaled_from.is_none_or(|j| j > end))
+            };
+            // Nor when the commit journal still holds records of this partition (a clean
+            // shutdown resets it): the scan cuts damage at or above them for the replay.
+            let usable = checked.filter(|(hint, end)| {
+                !last
+                    || (opts.journaled_from.is_none()
+                        && hint.tiles(seg_len)
+                        && point_at(*end).is_none_or(|n| n <= seg_len))
+            });
+            if let Some((hint, end)) = usable {
+                apply_hint(&hint, &mut keydir, &mut dead, id, &mut seg);
+                next_lsn = next_lsn.max(end);
                 report.records += hint.count;
-                report.segments_from_hints += 1;
+                if last {
+                    if let Some(n) = point_at(end) {
+                        seg.mark_synced_to(n);
+                    }
+                    report.active_from_shutdown_hint = true;
+                } else {
+                    report.segments_from_hints += 1;
+                }
                 applied_from_hint = true;
             }
         }
@@ -2621,6 +2677,45 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
         report,
         hint_jobs,
     })
+}
+
+/// Applies the entries of a checked hint of segment `id` to the keydir, in order. The index
+/// chunks of the keys a few entries ahead are loaded while one goes in: at millions of keys,
+/// waiting for each insert's chunk to come from memory was most of a start spent on hints.
+fn apply_hint(
+    hint: &hint::CheckedHint<'_>,
+    keydir: &mut Keydir,
+    dead: &mut [u64],
+    id: u32,
+    seg: &mut Segment,
+) {
+    let mut ahead = hint.entries();
+    let mut hashes = [0u64; LOAD_PREFETCH];
+    for h in hashes.iter_mut() {
+        if let Some(a) = ahead.next() {
+            *h = keydir.hash(a.key);
+            keydir.prefetch_index(*h);
+        }
+    }
+    for (i, e) in hint.entries().enumerate() {
+        let hash = hashes[i % LOAD_PREFETCH];
+        if let Some(a) = ahead.next() {
+            let h = keydir.hash(a.key);
+            keydir.prefetch_index(h);
+            hashes[i % LOAD_PREFETCH] = h;
+        }
+        seg.note_record(e.lsn, e.offset as u64);
+        apply_replay(
+            keydir,
+            dead,
+            id,
+            e.offset,
+            e.tag,
+            (e.key, hash),
+            e.val_len,
+            e.expire,
+        );
+    }
 }
 
 /// The replay twin of `Store::apply`, for recovery before the store exists: applies one

@@ -19,6 +19,17 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use simplekv_engine::{Durability, HintJob, Options, Store};
 
+/// Bytes of a segment file's header (an active segment of that length holds no record).
+const SEGMENT_HEADER_LEN: u64 = simplekv_engine::segment::SEGMENT_HEADER_LEN as u64;
+
+fn shutdown_hint_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "shint"))
+        .collect()
+}
+
 thread_local! {
     static NOW: Cell<u64> = const { Cell::new(1_700_000_000_000) };
 }
@@ -253,10 +264,12 @@ enum Op {
     TakeHints,
     /// Run the hint jobs kept so far.
     RunHints,
-    /// Commit, drop, open.
+    /// Commit, drop, open; `clean`: fsync and write the shutdown hint first, as a clean
+    /// shutdown of the server does.
     Reopen {
         run_hints: bool,
         use_hints: bool,
+        clean: bool,
     },
     /// Drop without committing: records not yet handed to the OS are lost.
     Crash {
@@ -321,8 +334,13 @@ fn store_op() -> impl Strategy<Value = Op> {
         60 => write_op(),
         2 => Just(Op::TakeHints),
         2 => Just(Op::RunHints),
-        3 => (any::<bool>(), any::<bool>())
-            .prop_map(|(run_hints, use_hints)| Op::Reopen { run_hints, use_hints }),
+        3 => (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(run_hints, use_hints, clean)| Op::Reopen {
+                run_hints,
+                use_hints,
+                clean
+            }
+        ),
         2 => any::<bool>().prop_map(|use_hints| Op::Crash { use_hints }),
         3 => Just(Op::Merge),
         3 => (
@@ -444,18 +462,41 @@ impl Harness {
         );
     }
 
-    fn reopen(&mut self, run_hints: bool, use_hints: bool) {
+    fn reopen(&mut self, run_hints: bool, use_hints: bool, clean: bool) {
         let s = self.s();
         s.commit().unwrap();
+        let mut shutdown_hint = false;
         let jobs = s.take_hint_jobs();
         self.flushed = self.s().log_end();
         if run_hints {
             self.hint_jobs.extend(jobs);
             self.run_hints();
         }
-        self.store = None;
+        let s = self.store.take().expect("store is open");
+        if clean {
+            let mut s = s;
+            s.sync().unwrap();
+            let due = s.options().use_hints && s.active_stats().0 > SEGMENT_HEADER_LEN;
+            shutdown_hint = s.close_with_shutdown_hint(0).unwrap();
+            assert_eq!(
+                shutdown_hint, due,
+                "a shutdown hint is written for a synced, non-empty active segment"
+            );
+        } else {
+            drop(s);
+        }
         self.store = Some(open(self.dir.path(), use_hints));
         self.opened();
+        let report = self.s().recovery_report().clone();
+        assert_eq!(
+            report.active_from_shutdown_hint,
+            shutdown_hint && use_hints,
+            "the active segment is loaded from its shutdown hint exactly when one was written"
+        );
+        assert!(
+            shutdown_hint_files(self.dir.path()).is_empty(),
+            "opening removes every shutdown hint"
+        );
     }
 
     fn run_hints(&mut self) {
@@ -521,7 +562,8 @@ impl Harness {
             Op::Reopen {
                 run_hints,
                 use_hints,
-            } => self.reopen(*run_hints, *use_hints),
+                clean,
+            } => self.reopen(*run_hints, *use_hints, *clean),
             Op::Crash { use_hints } => {
                 self.store = None;
                 self.store = Some(open(self.dir.path(), *use_hints));
@@ -568,7 +610,7 @@ impl Harness {
                 self.rewind(to);
                 self.flushed = to;
                 self.check(&format!("after truncate_to({to}) from {end}"));
-                self.reopen(false, true);
+                self.reopen(false, true, true);
                 self.check(&format!("reopened after truncate_to({to})"));
                 return;
             }
@@ -632,7 +674,7 @@ impl Harness {
             steps += 1;
             self.check(&format!("merge_step #{steps}"));
             if reopen_mid_install && steps == 1 {
-                self.reopen(false, true);
+                self.reopen(false, true, self.step.is_multiple_of(2));
                 self.check("reopened during install");
                 assert!(!self.s().merge_in_progress());
                 break;
@@ -655,7 +697,7 @@ proptest! {
         for op in &ops {
             h.apply(op);
         }
-        h.reopen(true, true);
+        h.reopen(true, true, true);
         h.check("final reopen");
     }
 }
@@ -793,6 +835,7 @@ fn run_replication(ops: &[ROp]) {
                 leader.apply(&Op::Reopen {
                     run_hints: true,
                     use_hints: true,
+                    clean: true,
                 });
                 // A restarted leader is elected again (an epoch that has no record yet is not
                 // kept across a restart, as in Kafka's truncateFromEnd on load).
@@ -869,8 +912,13 @@ fn truncate_op() -> impl Strategy<Value = Op> {
         60 => write_op(),
         2 => Just(Op::TakeHints),
         2 => Just(Op::RunHints),
-        3 => (any::<bool>(), any::<bool>())
-            .prop_map(|(run_hints, use_hints)| Op::Reopen { run_hints, use_hints }),
+        3 => (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(run_hints, use_hints, clean)| Op::Reopen {
+                run_hints,
+                use_hints,
+                clean
+            }
+        ),
         2 => any::<bool>().prop_map(|use_hints| Op::Crash { use_hints }),
         2 => Just(Op::Merge),
         10 => (0u16..=1000).prop_map(Op::Truncate),
@@ -888,7 +936,7 @@ proptest! {
         for op in &ops {
             h.apply(op);
         }
-        h.reopen(true, true);
+        h.reopen(true, true, true);
         h.check("final reopen");
     }
 }

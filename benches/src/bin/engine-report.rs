@@ -1,5 +1,6 @@
 //! Single-thread engine figures: put and get throughput, keydir bytes per key, and open time
-//! with and without hint files.
+//! with and without hint files, and of one active segment with and without the shutdown hint
+//! a clean shutdown leaves.
 //!
 //! `cargo run --release -p simplekv-benches --bin engine-report -- [KEYS] [VALUE_BYTES] [SEGMENT_MB]`
 //! (defaults: 1,000,000 keys of 16 bytes, 100-byte values, 16 MiB segments, in a temporary
@@ -73,6 +74,36 @@ fn main() {
     let from_hints = s.recovery_report().segments_from_hints;
     drop(s);
 
+    // The same keys in one active segment (as in a server whose partitions never filled a
+    // segment), opened after a clean shutdown (its shutdown hint) and after a crash (a scan).
+    let active_dir = tmp.path().join("p1");
+    let one_segment = Options {
+        segment_size: simplekv_engine::options::MAX_SEGMENT_SIZE,
+        ..opts.clone()
+    };
+    let mut store = Store::open(&active_dir, one_segment.clone()).expect("open");
+    for i in 0..n {
+        store
+            .put(&key(i), &values[(i % 1024) as usize], None)
+            .expect("put");
+        if i % 64 == 63 {
+            store.commit().expect("commit");
+        }
+    }
+    store.commit().expect("commit");
+    store.sync().expect("sync");
+    let (wrote, shint_write) = timed(|| store.close_with_shutdown_hint(0).expect("shutdown hint"));
+    assert!(wrote, "a shutdown hint for the active segment");
+    let (s, open_shint) = timed(|| Store::open(&active_dir, one_segment.clone()).expect("open"));
+    assert_eq!(s.len() as u64, n);
+    assert!(s.recovery_report().active_from_shutdown_hint);
+    drop(s);
+    let (s, open_active_scan) =
+        timed(|| Store::open(&active_dir, one_segment.clone()).expect("open"));
+    assert_eq!(s.len() as u64, n);
+    assert!(!s.recovery_report().active_from_shutdown_hint);
+    drop(s);
+
     println!("engine-report: {n} keys of 16 bytes, {vlen}-byte values, {segments} segments");
     println!(
         "  put (commit every 64):  {:>10.0} ops/s",
@@ -94,5 +125,14 @@ fn main() {
     println!(
         "  open, with hints:       {:>10.0} ms ({from_hints} of {segments} segments from hints)",
         open_hints.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  open, one active segment, scanning:        {:>6.0} ms",
+        open_active_scan.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  open, one active segment, shutdown hint:   {:>6.0} ms (written at shutdown in {:.0} ms)",
+        open_shint.as_secs_f64() * 1000.0,
+        shint_write.as_secs_f64() * 1000.0
     );
 }

@@ -39,6 +39,16 @@ impl Worker {
             s.unsynced += st.unsynced as u64;
             s.log_end_total += st.log_end;
             s.merges_running += store.merge_in_progress() as u64;
+            let r = store.recovery_report();
+            let from_shutdown_hint = r.active_from_shutdown_hint as usize;
+            s.load_records += r.records;
+            s.load_scanned += r
+                .segments
+                .saturating_sub(r.segments_from_hints + from_shutdown_hint)
+                as u64;
+            s.load_from_hints += r.segments_from_hints as u64;
+            s.load_shutdown_hints += from_shutdown_hint as u64;
+            s.load_ms += r.elapsed.as_millis() as u64;
             // Writes refused before they were applied (no disk space) count as failed
             // writes to the log, like commits that failed.
             s.commit_errors += st.write_errors;
@@ -288,7 +298,7 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
     if want("persistence") {
         let _ = write!(
             o,
-            "# Persistence\r\nloading:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\naof_current_size:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_journals:{}\r\ncommit_journal_checkpoints:{}\r\ncommit_journal_direct_syncs:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndisk_free_bytes:{}\r\ndisk_min_free_bytes:{}\r\ndisk_space_low:{}\r\ndir:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\naof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\nappendfsync:{}\r\naof_current_size:{}\r\nlog_bytes:{}\r\nlog_bytes_human:{}\r\nlog_dead_bytes:{}\r\nlog_segments:{}\r\nmerges_completed:{}\r\ncommit_journals:{}\r\ncommit_journal_checkpoints:{}\r\ncommit_journal_direct_syncs:{}\r\ncommit_errors:{}\r\nlast_commit_error:{}\r\ndisk_free_bytes:{}\r\ndisk_min_free_bytes:{}\r\ndisk_space_low:{}\r\ndir:{}\r\nlog_load_records:{}\r\nlog_load_segments_scanned:{}\r\nlog_load_segments_from_hints:{}\r\nlog_load_shutdown_hints:{}\r\nlog_load_ms:{}\r\n\r\n",
             si.last_save,
             (t.merges_running > 0) as u8,
             if t.commit_failing { "err" } else { "ok" },
@@ -308,6 +318,11 @@ pub fn render(t: &WorkerStats, asked: &[String]) -> String {
             si.min_free_space,
             (si.min_free_space > 0 && si.disk_free.is_some_and(|f| f <= si.min_free_space)) as u8,
             si.dir,
+            t.load_records,
+            t.load_scanned,
+            t.load_from_hints,
+            t.load_shutdown_hints,
+            t.load_ms,
         );
     }
     if want("stats") {

@@ -151,6 +151,14 @@ pub struct WorkerStats {
     /// (a checkpoint still running, or a batch larger than a journal file).
     pub journal_direct_syncs: u64,
     pub unsynced: u64,
+    /// What opening the partition logs did (INFO `log_load_*`): records loaded, segments
+    /// scanned, segments loaded from hint files, active segments loaded from shutdown hints,
+    /// and the time it took (the slowest worker's; each opens its partitions in turn).
+    pub load_records: u64,
+    pub load_scanned: u64,
+    pub load_from_hints: u64,
+    pub load_shutdown_hints: u64,
+    pub load_ms: u64,
     /// (partition, keys, expires) for the keyspace section.
     pub log_end_total: u64,
     pub pending_remote: u64,
@@ -457,6 +465,11 @@ impl WorkerStats {
             self.last_commit_error = o.last_commit_error.clone();
         }
         self.unsynced += o.unsynced;
+        self.load_records += o.load_records;
+        self.load_scanned += o.load_scanned;
+        self.load_from_hints += o.load_from_hints;
+        self.load_shutdown_hints += o.load_shutdown_hints;
+        self.load_ms = self.load_ms.max(o.load_ms);
         self.log_end_total += o.log_end_total;
         self.pending_remote += o.pending_remote;
         if self.server.is_none() {
