@@ -2222,7 +2222,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
     // A shutdown hint describes the active segment as a clean shutdown left it; it is read
     // now and every one is removed, durably, before anything here is written, so that none
     // outlives a change to its segment. Only the last segment's can be used.
-    let mut shutdown_hint: Option<(u64, Vec<u8>)> = None;
+    let mut shutdown_hint: Option<(u64, memmap2::Mmap)> = None;
     if !shutdown_hints.is_empty() {
         for (base, path) in &shutdown_hints {
             // Entries are at most a few bytes longer than their records: anything much
@@ -2233,7 +2233,8 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                 matches!((seg_len, len), (Ok(s), Ok(l)) if l <= s.saturating_mul(2) + 64)
             };
             if opts.use_hints && Some(base) == bases.last() && fits() {
-                shutdown_hint = fs::read(path).ok().map(|b| (*base, b));
+                // Mapped: its bytes stay readable after the file is removed below.
+                shutdown_hint = hint::map_hint(path).map(|b| (*base, b));
             }
             remove_if_exists(path).at_open(path)?;
         }
@@ -2409,22 +2410,14 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
                 .filter(|(b, _)| *b == seg.base())
                 .map(|(_, v)| v)
         } else if opts.use_hints {
-            fs::read(hint::hint_for_segment(&path)).ok()
+            hint::map_hint(&hint::hint_for_segment(&path))
         } else {
             None
         };
         if let Some(bytes) = hint_bytes {
             let floor = next_lsn.max(seg.base());
             let seg_len = seg.len();
-            let checked = hint::CheckedHint::check(&bytes, seg.header.file_id).and_then(|hint| {
-                let end = hint.entries().try_fold(floor, |min, e| {
-                    let fits =
-                        (e.offset as u64) + (HEADER_LEN + e.key.len()) as u64 + e.val_len as u64
-                            <= seg_len;
-                    (e.lsn >= min && fits).then_some(e.lsn + 1)
-                })?;
-                Some((hint, end))
-            });
+            let checked = hint::CheckedHint::check(&bytes, seg.header.file_id, floor, seg_len);
             // A shutdown hint stands for the scan of the last segment, so it must describe
             // every record of the file, and the file must hold all its recovery point says
             // was fsynced (otherwise the scan finds and reports what is wrong).
@@ -2435,13 +2428,14 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             };
             // Nor when the commit journal still holds records of this partition (a clean
             // shutdown resets it): the scan cuts damage at or above them for the replay.
-            let usable = checked.filter(|(hint, end)| {
+            let usable = checked.filter(|hint| {
                 !last
                     || (opts.journaled_from.is_none()
-                        && hint.tiles(seg_len)
-                        && point_at(*end).is_none_or(|n| n <= seg_len))
+                        && hint.tiles
+                        && point_at(hint.end_lsn).is_none_or(|n| n <= seg_len))
             });
-            if let Some((hint, end)) = usable {
+            if let Some(hint) = usable {
+                let end = hint.end_lsn;
                 apply_hint(&hint, &mut keydir, &mut dead, id, &mut seg);
                 next_lsn = next_lsn.max(end);
                 report.records += hint.count;
@@ -2682,6 +2676,7 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
 /// Applies the entries of a checked hint of segment `id` to the keydir, in order. The index
 /// chunks of the keys a few entries ahead are loaded while one goes in: at millions of keys,
 /// waiting for each insert's chunk to come from memory was most of a start spent on hints.
+/// The entries looked ahead at wait in a ring, decoded once.
 fn apply_hint(
     hint: &hint::CheckedHint<'_>,
     keydir: &mut Keydir,
@@ -2690,20 +2685,20 @@ fn apply_hint(
     seg: &mut Segment,
 ) {
     let mut ahead = hint.entries();
-    let mut hashes = [0u64; LOAD_PREFETCH];
-    for h in hashes.iter_mut() {
-        if let Some(a) = ahead.next() {
-            *h = keydir.hash(a.key);
-            keydir.prefetch_index(*h);
-        }
-    }
-    for (i, e) in hint.entries().enumerate() {
-        let hash = hashes[i % LOAD_PREFETCH];
-        if let Some(a) = ahead.next() {
-            let h = keydir.hash(a.key);
+    let mut ring: [Option<(hint::HintEntry<'_>, u64)>; LOAD_PREFETCH] = [None; LOAD_PREFETCH];
+    let mut look = |keydir: &Keydir| {
+        ahead.next().map(|e| {
+            let h = keydir.hash(e.key);
             keydir.prefetch_index(h);
-            hashes[i % LOAD_PREFETCH] = h;
-        }
+            (e, h)
+        })
+    };
+    for slot in ring.iter_mut() {
+        *slot = look(keydir);
+    }
+    let mut i = 0;
+    while let Some((e, hash)) = ring[i % LOAD_PREFETCH].take() {
+        ring[i % LOAD_PREFETCH] = look(keydir);
         seg.note_record(e.lsn, e.offset as u64);
         apply_replay(
             keydir,
@@ -2715,6 +2710,7 @@ fn apply_hint(
             e.val_len,
             e.expire,
         );
+        i += 1;
     }
 }
 

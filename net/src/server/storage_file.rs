@@ -126,9 +126,15 @@ pub fn storage_identity(dir: &Path, repair: bool, opts: &Options) -> Result<u64,
 
 /// Whether partition `p`'s log opens only by dropping damaged records (it does not open
 /// without `repair`; a torn tail of the newest segment is cut either way and is not damage).
+///
+/// Every segment is read whole, hint files or not: a hint describes its records without
+/// checking them, and the start's own open (with `repair`, after this one took the shutdown
+/// hints away) may read them whole and drop what is damaged, under a storage id that a check
+/// through the hints would have kept.
 fn needs_repair(dir: &Path, p: u32, opts: &Options) -> bool {
     let strict = Options {
         repair: false,
+        use_hints: false,
         ..opts.clone()
     };
     Store::open(partition_dir(dir, p), strict).is_err()
@@ -230,10 +236,50 @@ mod tests {
         assert_eq!(id(false).unwrap(), second);
         let third = id(true).unwrap();
         assert_ne!(third, second);
+        // The start's own open repairs it (drops from the damage on): nothing left to repair.
+        let repair = Options {
+            repair: true,
+            ..opts()
+        };
+        drop(Store::open(partition_dir(&dir, 0), repair).unwrap());
+        assert_eq!(id(true).unwrap(), third);
+        let fourth = new_id_after_damage_under_a_shutdown_hint(&dir, third);
         // A wiped directory: a new id.
         std::fs::remove_dir_all(&dir).unwrap();
-        let fourth = id(false).unwrap();
-        assert!(![first, second, third].contains(&fourth));
+        let fifth = id(false).unwrap();
+        assert!(![first, second, third, fourth].contains(&fifth));
+    }
+
+    /// Damage in the active segment of a partition closed cleanly, under its shutdown hint
+    /// (which describes records without checking them), still takes a new id on repair.
+    fn new_id_after_damage_under_a_shutdown_hint(dir: &Path, third: u64) -> u64 {
+        let pdir = partition_dir(dir, 3);
+        let mut s = Store::open(&pdir, opts()).unwrap();
+        for i in 0..20u32 {
+            s.put(format!("k{i}").as_bytes(), &[b'w'; 64], None)
+                .unwrap();
+            s.commit().unwrap();
+        }
+        s.sync().unwrap();
+        assert!(s.close_with_shutdown_hint(0).unwrap());
+        let log = std::fs::read_dir(&pdir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .max()
+            .unwrap();
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[simplekv_engine::segment::SEGMENT_HEADER_LEN + 150] ^= 0xff;
+        std::fs::write(&log, bytes).unwrap();
+        assert_eq!(
+            storage_identity(dir, false, &opts()).unwrap(),
+            third,
+            "kept without repair (the partition's own open decides)"
+        );
+        let fourth = storage_identity(dir, true, &opts()).unwrap();
+        assert_ne!(fourth, third, "repair of damage under a shutdown hint");
+        fourth
     }
 
     #[test]
