@@ -220,14 +220,12 @@ pub fn decode_all(buf: &[u8], expect_file_id: u64) -> Option<Vec<HintEntry<'_>>>
 /// truncation cut off meanwhile. Values are checksummed in chunks, never held whole. A hint
 /// is written only when every record checks out to the end of the file: anything else (a
 /// read cut short, a segment changed under the job, damage) writes none, and opening scans
-/// the segment instead. With `whole_batches`, a segment whose last record leaves a write
-/// batch open gets no hint either: opening cuts such a batch from an active segment.
+/// the segment instead.
 fn write_hint_read(
     path: &Path,
     file_id: u64,
     file: &std::fs::File,
     file_len: u64,
-    whole_batches: bool,
 ) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind, Read};
     let bad = |what: &str| Error::new(ErrorKind::InvalidData, format!("segment {what}"));
@@ -240,7 +238,6 @@ fn write_hint_read(
     let mut key = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     let mut off = 0usize;
-    let mut open_batch = false;
     while (off as u64) < body {
         let mut h = [0u8; record::HEADER_LEN];
         r.read_exact(&mut h)?;
@@ -276,10 +273,6 @@ fn write_hint_read(
         encode_entry(&mut entries, &entry);
         count += 1;
         off += len;
-        open_batch = header.more;
-    }
-    if whole_batches && open_batch {
-        return Err(bad("ends inside a write batch"));
     }
     let mut out = Vec::with_capacity(HINT_HEADER_LEN + entries.len());
     encode_header(&mut out, file_id, count);
@@ -310,19 +303,46 @@ impl HintJob {
         if SegmentHeader::decode(&head).map(|h| h.file_id) != Ok(self.file_id) {
             return Ok(());
         }
-        write_hint_read(&self.hint, self.file_id, &file, meta.len(), false).at_merge(&self.hint)
+        write_hint_read(&self.hint, self.file_id, &file, meta.len()).at_merge(&self.hint)
     }
 }
 
-/// Writes the shutdown hint of the active segment `file` (`file_id`, `file_len` bytes, all
-/// fsynced) at `path`; an error (damage, a write batch left open) writes none.
-pub fn write_shutdown_hint(
-    path: &Path,
-    file_id: u64,
-    file: &std::fs::File,
-    file_len: u64,
-) -> std::io::Result<()> {
-    write_hint_read(path, file_id, file, file_len, true)
+/// Writes the shutdown hint of an active segment whose every byte, header included, is
+/// `segment` (all fsynced, no write to come) at `path`, under a temporary name renamed into
+/// place; an error (a record that does not check, a write batch left open) writes none.
+///
+/// It is read from the store's own mapping (no other thread can cut the segment now), and
+/// neither it nor its directory is fsynced: a hint that the disk lost in part fails its
+/// checks (entry checksums, the count, the tiling), and so does any that could be left from
+/// another segment or file id. A lost one only makes the next start read the segment.
+pub fn write_shutdown_hint(path: &Path, file_id: u64, segment: &[u8]) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind, Write};
+    let bad = |what: String| Error::new(ErrorKind::InvalidData, format!("segment {what}"));
+    let mut out = vec![0u8; HINT_HEADER_LEN];
+    out.reserve(segment.len() / 2);
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut count = 0u64;
+    let mut open_batch = false;
+    while off < segment.len() {
+        let r = record::decode(&segment[off..])
+            .map_err(|e| bad(format!("record at offset {off}: {e}")))?;
+        encode_entry(
+            &mut out,
+            &HintEntry::of_record(off - SEGMENT_HEADER_LEN, &r),
+        );
+        count += 1;
+        open_batch = r.header.more;
+        off += r.header.record_len();
+    }
+    if open_batch {
+        return Err(bad("ends inside a write batch".into()));
+    }
+    let mut head = Vec::with_capacity(HINT_HEADER_LEN);
+    encode_header(&mut head, file_id, count);
+    out[..HINT_HEADER_LEN].copy_from_slice(&head);
+    let tmp = path.with_extension("shint.tmp");
+    std::fs::File::create(&tmp)?.write_all(&out)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The bytes of the hint file at `path`, mapped rather than read: a start reads every byte
@@ -369,7 +389,7 @@ mod tests {
         std::fs::write(&log, &seg.0).unwrap();
         let p = dir.path().join("x.hint");
         let file = std::fs::File::open(&log).unwrap();
-        write_hint_read(&p, 77, &file, seg.0.len() as u64, false).unwrap();
+        write_hint_read(&p, 77, &file, seg.0.len() as u64).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         let es = decode_all(&bytes, 77).unwrap();
         assert_eq!(es.len(), 3);
@@ -406,6 +426,35 @@ mod tests {
             b[i] ^= 0x10;
             assert!(decode_all(&b, 77).is_none(), "flip at {i}");
         }
+    }
+
+    #[test]
+    fn a_shutdown_hint_tiles_its_segment_and_none_is_written_inside_a_batch() {
+        let mut seg = SegmentHeaderBytes::new();
+        record::encode(&mut seg.0, 5, 1, 0, Tag::Put, b"alpha", b"one");
+        record::encode(&mut seg.0, 6, 1, 0, Tag::Delete, b"beta", b"");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.shint");
+        write_shutdown_hint(&p, 9, &seg.0).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let c = CheckedHint::check(&bytes, 9, 0, seg.0.len() as u64).unwrap();
+        assert_eq!((c.count, c.end_lsn, c.tiles), (2, 7, true));
+        assert!(!dir.path().join("x.shint.tmp").exists());
+
+        record::encode_in_batch(&mut seg.0, 7, 1, 0, Tag::Put, true, b"gamma", b"g");
+        std::fs::remove_file(&p).unwrap();
+        assert!(
+            write_shutdown_hint(&p, 9, &seg.0).is_err(),
+            "a batch left open"
+        );
+        assert!(!p.exists());
+        let mut damaged = seg.0.clone();
+        damaged[SEGMENT_HEADER_LEN + 40] ^= 1;
+        assert!(
+            write_shutdown_hint(&p, 9, &damaged).is_err(),
+            "a record that does not check"
+        );
+        assert!(!p.exists());
     }
 
     struct SegmentHeaderBytes(Vec<u8>);

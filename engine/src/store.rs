@@ -1495,11 +1495,9 @@ impl Store {
         {
             return Ok(false);
         }
-        // A file of its own: the hint is read from the start, and the segment's handle has its
-        // position wherever appends left it.
-        let file = fs::File::open(&seg.path).at_write(&seg.path)?;
         let path = hint::shutdown_hint_for_segment(&seg.path);
-        hint::write_shutdown_hint(&path, seg.header.file_id, &file, seg.len()).at_write(&path)?;
+        hint::write_shutdown_hint(&path, seg.header.file_id, seg.written_bytes())
+            .at_write(&path)?;
         Ok(true)
     }
 

@@ -117,6 +117,16 @@ fn log_records(s: &Store) -> Vec<u8> {
     out
 }
 
+/// Opens `dir` with `o`, checks that the start scanned its active segment (no shutdown hint
+/// used, none left) and that it holds `want`.
+fn open_scanning(dir: &Path, o: Options, want: &State) -> Store {
+    let s = Store::open(dir, o).unwrap();
+    assert!(!s.recovery_report().active_from_shutdown_hint);
+    assert_eq!(&dump(&s).0, want);
+    assert!(shutdown_hints(dir).is_empty());
+    s
+}
+
 fn clean_close(mut s: Store) -> bool {
     s.sync().unwrap();
     s.close_with_shutdown_hint(0).unwrap()
@@ -189,23 +199,16 @@ fn a_stale_shutdown_hint_is_never_used() {
     let (want, _) = dump(&s);
     drop(s);
     fs::write(&hint, &saved).unwrap();
-    let s = open(dir.path());
-    assert!(!s.recovery_report().active_from_shutdown_hint);
-    assert_eq!(dump(&s).0, want);
-    assert!(shutdown_hints(dir.path()).is_empty());
+    let mut s = open_scanning(dir.path(), opts(), &want);
 
     // The hint of a segment that is no longer the last one.
-    let mut s = s;
     s.roll().unwrap();
     s.put(b"newest", b"segment", None).unwrap();
     s.commit().unwrap();
     let (want, _) = dump(&s);
     drop(s);
     fs::write(&hint, &saved).unwrap();
-    let s = open(dir.path());
-    assert!(!s.recovery_report().active_from_shutdown_hint);
-    assert_eq!(dump(&s).0, want);
-    assert!(shutdown_hints(dir.path()).is_empty());
+    open_scanning(dir.path(), opts(), &want);
 }
 
 #[test]
@@ -280,11 +283,7 @@ fn no_shutdown_hint_for_what_is_not_fsynced_or_off() {
     let s = open(dir.path());
     let (want, _) = dump(&s);
     assert!(clean_close(s));
-    let s = Store::open(dir.path(), off).unwrap();
-    assert!(!s.recovery_report().active_from_shutdown_hint);
-    assert_eq!(dump(&s).0, want);
-    assert!(shutdown_hints(dir.path()).is_empty());
-    drop(s);
+    drop(open_scanning(dir.path(), off, &want));
 
     // Nor while the commit journal holds records of the partition: the scan cuts damage at
     // or above them, for the journal's replay to restore.
@@ -294,10 +293,7 @@ fn no_shutdown_hint_for_what_is_not_fsynced_or_off() {
         journaled_from: Some(0),
         ..opts()
     };
-    let s = Store::open(dir.path(), journaled).unwrap();
-    assert!(!s.recovery_report().active_from_shutdown_hint);
-    assert_eq!(dump(&s).0, want);
-    assert!(shutdown_hints(dir.path()).is_empty());
+    open_scanning(dir.path(), journaled, &want);
 }
 
 /// Like a closed segment loaded from its hint, an active one loaded from its shutdown hint

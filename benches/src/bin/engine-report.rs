@@ -26,18 +26,7 @@ fn main() {
     let values: Vec<Vec<u8>> = (0..1024).map(|i| value(i, vlen)).collect();
 
     let mut store = Store::open(&dir, opts.clone()).expect("open");
-    // The server commits once per event-loop turn; model a turn as 64 writes.
-    let ((), put_time) = timed(|| {
-        for i in 0..n {
-            store
-                .put(&key(i), &values[(i % 1024) as usize], None)
-                .expect("put");
-            if i % 64 == 63 {
-                store.commit().expect("commit");
-            }
-        }
-        store.commit().expect("commit");
-    });
+    let ((), put_time) = timed(|| put_all(&mut store, n, &values));
     let stats = store.stats();
     let mut order: Vec<u64> = (0..n).collect();
     fastrand::seed(7);
@@ -82,15 +71,7 @@ fn main() {
         ..opts.clone()
     };
     let mut store = Store::open(&active_dir, one_segment.clone()).expect("open");
-    for i in 0..n {
-        store
-            .put(&key(i), &values[(i % 1024) as usize], None)
-            .expect("put");
-        if i % 64 == 63 {
-            store.commit().expect("commit");
-        }
-    }
-    store.commit().expect("commit");
+    put_all(&mut store, n, &values);
     store.sync().expect("sync");
     let (wrote, shint_write) = timed(|| store.close_with_shutdown_hint(0).expect("shutdown hint"));
     assert!(wrote, "a shutdown hint for the active segment");
@@ -135,4 +116,18 @@ fn main() {
         open_shint.as_secs_f64() * 1000.0,
         shint_write.as_secs_f64() * 1000.0
     );
+}
+
+/// Puts keys 0..n, committing every 64 writes: the server commits once per event-loop turn,
+/// modelled as 64 writes.
+fn put_all(store: &mut Store, n: u64, values: &[Vec<u8>]) {
+    for i in 0..n {
+        store
+            .put(&key(i), &values[(i % 1024) as usize], None)
+            .expect("put");
+        if i % 64 == 63 {
+            store.commit().expect("commit");
+        }
+    }
+    store.commit().expect("commit");
 }
