@@ -215,7 +215,7 @@ pub fn decode_all(buf: &[u8], expect_file_id: u64) -> Option<Vec<HintEntry<'_>>>
     Some(out)
 }
 
-/// Writes the hint of the segment in `file` (of `file_len` bytes) atomically at
+/// Writes the hint of the closed segment in `file` (of `file_len` bytes) atomically at
 /// `path`, the segment read with plain reads: a map of it would fault (SIGBUS, the whole process) at pages a follower's
 /// truncation cut off meanwhile. Values are checksummed in chunks, never held whole. A hint
 /// is written only when every record checks out to the end of the file: anything else (a

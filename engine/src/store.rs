@@ -34,7 +34,7 @@ pub struct RecoveryReport {
     /// With `repair`: bytes dropped after corruption in an older segment.
     pub repaired_bytes_dropped: u64,
     /// The active segment was loaded from the hint a clean shutdown wrote for it (see
-    /// `Store::write_shutdown_hint`), not scanned.
+    /// `Store::close_with_shutdown_hint`), not scanned.
     pub active_from_shutdown_hint: bool,
     pub elapsed: Duration,
 }
@@ -2223,15 +2223,9 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
     let mut shutdown_hint: Option<(u64, memmap2::Mmap)> = None;
     if !shutdown_hints.is_empty() {
         for (base, path) in &shutdown_hints {
-            // Entries are at most a few bytes longer than their records: anything much
-            // larger than the segment is not its hint, and is not read into memory.
-            let fits = || {
-                let seg_len = fs::metadata(segment::segment_path(dir, *base)).map(|m| m.len());
-                let len = fs::metadata(path).map(|m| m.len());
-                matches!((seg_len, len), (Ok(s), Ok(l)) if l <= s.saturating_mul(2) + 64)
-            };
-            if opts.use_hints && Some(base) == bases.last() && fits() {
-                // Mapped: its bytes stay readable after the file is removed below.
+            if opts.use_hints && Some(base) == bases.last() {
+                // Mapped: its bytes stay readable after the file is removed below, and none
+                // is read before its header checks.
                 shutdown_hint = hint::map_hint(path).map(|b| (*base, b));
             }
             remove_if_exists(path).at_open(path)?;
@@ -2426,19 +2420,19 @@ fn load(dir: &Path, opts: &Options) -> Result<Loaded, OpenError> {
             };
             // Nor when the commit journal still holds records of this partition (a clean
             // shutdown resets it): the scan cuts damage at or above them for the replay.
+            let point = checked.as_ref().and_then(|h| point_at(h.end_lsn));
             let usable = checked.filter(|hint| {
                 !last
                     || (opts.journaled_from.is_none()
                         && hint.tiles
-                        && point_at(hint.end_lsn).is_none_or(|n| n <= seg_len))
+                        && point.is_none_or(|n| n <= seg_len))
             });
             if let Some(hint) = usable {
-                let end = hint.end_lsn;
                 apply_hint(&hint, &mut keydir, &mut dead, id, &mut seg);
-                next_lsn = next_lsn.max(end);
+                next_lsn = next_lsn.max(hint.end_lsn);
                 report.records += hint.count;
                 if last {
-                    if let Some(n) = point_at(end) {
+                    if let Some(n) = point {
                         seg.mark_synced_to(n);
                     }
                     report.active_from_shutdown_hint = true;

@@ -2792,8 +2792,8 @@ pub fn durability_of(c: &Config) -> Durability {
     }
 }
 
-/// Active segments with fewer bytes of records get no shutdown hint: the next start scans
-/// them in less time than the hint's write and fsync take now.
+/// Active segments with fewer bytes of records get no shutdown hint: the next start reads
+/// them whole in about the time the hint would take to write now.
 const SHUTDOWN_HINT_MIN_BYTES: u64 = 1 << 20;
 
 /// Creates a worker's poll and waker (before the thread starts, so peers can hold the waker).
