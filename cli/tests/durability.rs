@@ -692,6 +692,47 @@ fn clean_stop_round_trip(fsync: &str) {
     assert_all_absent(&s, &["sh1-5".into()], "deleted after the start");
 }
 
+#[test]
+fn the_shutdown_hint_threshold_is_a_runtime_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let args = ["--workers", "1", "--set", "storage.partitions=1"];
+    let mut s = Server::start_in(&dir, &args);
+    let all = write_keys(&s, "small:", 300);
+    let log = only_log(&dir);
+    let hint = log.with_extension("shint");
+    assert!(std::fs::metadata(&log).unwrap().len() < 1 << 20);
+    assert_eq!(s.terminate(), Some(0));
+    assert!(!hint.exists(), "under the default 1mb: no shutdown hint");
+    s.restart();
+    assert_eq!(load_info(&s), (0, 1), "the start scanned the small segment");
+    let mut c = s.client();
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("storage.shutdown_hint_min_bytes")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let got: Vec<String> = cmd("CONFIG")
+        .arg("GET")
+        .arg("storage.shutdown_hint_min_bytes")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, ["storage.shutdown_hint_min_bytes", "0"]);
+    assert_eq!(s.terminate(), Some(0));
+    assert!(
+        hint.exists(),
+        "with 0, every non-empty active segment gets one"
+    );
+    s.restart();
+    assert_eq!(
+        load_info(&s),
+        (1, 0),
+        "the start read the small segment's hint"
+    );
+    assert_all_present(&s, &all, "started from a small shutdown hint");
+}
+
 /// INFO persistence's (`log_load_shutdown_hints`, `log_load_segments_scanned`).
 fn load_info(s: &Server) -> (u64, u64) {
     let info: String = cmd("INFO")

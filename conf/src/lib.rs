@@ -137,6 +137,9 @@ pub struct StorageConfig {
     pub min_free_space: u64,
     /// Write hint files next to closed segments for faster startup.
     pub hint_files: bool,
+    /// A clean shutdown describes each active segment holding at least this many bytes of
+    /// records in a shutdown hint (with `hint_files`).
+    pub shutdown_hint_min_bytes: u64,
     /// Start anyway, dropping data, when an older segment is corrupt.
     pub repair: bool,
     /// Active expiry effort, 1..=10 as in Redis.
@@ -229,6 +232,7 @@ impl Default for StorageConfig {
             merge_min_bytes: 64 * MIB,
             min_free_space: 64 * MIB,
             hint_files: true,
+            shutdown_hint_min_bytes: MIB,
             repair: false,
             active_expire_effort: 1,
         }

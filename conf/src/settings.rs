@@ -977,6 +977,21 @@ pub(crate) static SETTINGS: &[SettingInfo] = &[
         },
     },
     SettingInfo {
+        name: "storage.shutdown_hint_min_bytes",
+        redis_name: None,
+        runtime: true,
+        help: "With hint_files: a clean shutdown describes each partition's active segment \
+               holding at least this many bytes of records in a shutdown hint, so the next \
+               start reads its keys, not its values. Smaller ones are read whole at start, \
+               about as fast as the hint is written. 0 = every non-empty one.",
+        access: Access::Size {
+            min: 0,
+            max: 1024 * GIB,
+            get: |c| c.storage.shutdown_hint_min_bytes,
+            set: |c, v| c.storage.shutdown_hint_min_bytes = v,
+        },
+    },
+    SettingInfo {
         name: "storage.repair",
         redis_name: None,
         runtime: false,

@@ -2735,12 +2735,13 @@ impl Worker {
     /// after the replies, which do not wait for it.
     fn write_shutdown_hints(&mut self) {
         let started = Instant::now();
+        let min_bytes = self.config.storage.shutdown_hint_min_bytes;
         let mut written = 0;
         for p in self.owned.clone() {
             let Some(store) = self.stores.get_mut(p as usize).and_then(Option::take) else {
                 continue;
             };
-            match store.close_with_shutdown_hint(SHUTDOWN_HINT_MIN_BYTES) {
+            match store.close_with_shutdown_hint(min_bytes) {
                 Ok(true) => written += 1,
                 Ok(false) => {}
                 Err(e) => warn!(
@@ -2791,10 +2792,6 @@ pub fn durability_of(c: &Config) -> Durability {
         simplekv_conf::Fsync::Never => Durability::Never,
     }
 }
-
-/// Active segments with fewer bytes of records get no shutdown hint: the next start reads
-/// them whole in about the time the hint would take to write now.
-const SHUTDOWN_HINT_MIN_BYTES: u64 = 1 << 20;
 
 /// Creates a worker's poll and waker (before the thread starts, so peers can hold the waker).
 pub fn poll_and_waker() -> io::Result<(Poll, Arc<Waker>)> {
