@@ -5833,6 +5833,83 @@ fn latency_tracking_keeps_redis_histograms_per_command() {
     );
 }
 
+/// As in Redis: EXEC is timed (INFO commandstats, latency tracking) but is no slow log entry;
+/// the commands it runs are timed each where it ran, and counted once.
+#[test]
+fn exec_is_timed_and_its_commands_are_timed_where_they_ran() {
+    let s = server();
+    let mut c = s.client();
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let _: () = cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
+    // Values large enough that writing each takes microseconds; keys on every worker.
+    let big = "x".repeat(2 << 20);
+    let keys = spread_keys("txt", WORKERS as usize * 2);
+    let mut p = redis::pipe();
+    p.atomic();
+    for k in &keys {
+        p.cmd("SET").arg(k).arg(&big).ignore();
+    }
+    let () = p.query(&mut c).unwrap();
+    let stats: String = cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+    let field = |name: &str, key: &str| -> u64 {
+        let line = stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in {stats}"));
+        line.split([':', ','])
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{line}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("exec", "calls"), 1, "{stats}");
+    assert_eq!(field("set", "calls"), keys.len() as u64, "{stats}");
+    assert!(
+        field("set", "usec") > 0,
+        "the SETs ran for their time: {stats}"
+    );
+    assert!(field("exec", "usec") > 0, "EXEC ran for its time: {stats}");
+    let hist: Value = cmd("LATENCY")
+        .arg("HISTOGRAM")
+        .arg("exec")
+        .arg("set")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(latency_histogram(&hist, "exec").map(|h| h.0), Some(1));
+    assert_eq!(
+        latency_histogram(&hist, "set").map(|h| h.0),
+        Some(keys.len() as i64)
+    );
+    // The slow log has the SETs, each where it ran, and not EXEC (nor MULTI: logged
+    // before the SETs, as Redis logs it).
+    let log: Vec<Value> = cmd("SLOWLOG").arg("GET").arg("-1").query(&mut c).unwrap();
+    let names: Vec<String> = log
+        .iter()
+        .filter_map(|e| match e {
+            Value::Array(f) => match f.get(3) {
+                Some(Value::Array(args)) => match args.first() {
+                    Some(Value::BulkString(n)) => Some(String::from_utf8_lossy(n).to_lowercase()),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == "set").count(),
+        keys.len(),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n == "exec"), "{names:?}");
+}
+
 /// As in Redis, CLIENT KILL answers once the connections it killed are closed: whichever
 /// worker holds them, a client told that a connection was killed finds it closed (a CLI
 /// inside MULTI must not send its next command on it).

@@ -985,16 +985,17 @@ impl Worker {
         if wrote {
             self.mark_dirty(partition);
         }
-        // A single-key command sent here whole is timed here for its latency
-        // histogram (its connection's worker leaves it out: `sent_keyed`); not a
+        // A single-key command sent here whole (or queued in MULTI) is timed here: its
+        // time in INFO commandstats and its latency histogram (its connection's worker
+        // counts the call, and leaves the histogram out: `sent_keyed`, `TxRan`); not a
         // call of the gRPC service (`slow_for` names no connection), which INFO
         // commandstats does not count either.
-        if self.config.server.latency_tracking
-            && self.slow_for.is_some()
+        if self.slow_for.is_some()
             && let Some(t) = &timer
         {
             let name = spec.for_args(slices).name;
-            self.stats.cmdstats.record_latency(name, t.micros());
+            let track = self.config.server.latency_tracking;
+            self.stats.cmdstats.record_ran(name, t.micros(), track);
         }
         self.op_ran(timer, || slices.to_vec());
         // Copied, so that the worker keeps its buffer for the next command, unless a huge

@@ -279,10 +279,19 @@ mod tests {
         let mut a = crate::server::stats::CmdStats::default();
         let mut b = crate::server::stats::CmdStats::default();
         a.record_call("get", 1, true);
-        b.record_latency("get", 3);
+        b.record_ran("get", 3, true);
+        b.record_ran("get", 4, false);
         b.record_call("config|get", 10, true);
         b.record_call("ping", 10, false);
         a.absorb(&b);
+        assert!(
+            a.lines().contains(
+                &"cmdstat_get:calls=1,usec=8,usec_per_call=8.00,rejected_calls=0,failed_calls=0"
+                    .to_string()
+            ),
+            "{:?}",
+            a.lines()
+        );
         let hists = a.latencies();
         assert_eq!(hists.len(), 2, "ping was not tracked");
         assert_eq!(hists[1], ("get", hists[1].1));
@@ -297,7 +306,7 @@ mod tests {
         assert!(r.starts_with(b"*6\r\n$3\r\nget\r\n"), "{r:?}");
         // Timed here for another worker's call: no commandstats line of its own.
         let mut only = crate::server::stats::CmdStats::default();
-        only.record_latency("get", 3);
+        only.record_ran("get", 3, true);
         assert!(only.lines().is_empty());
         assert_eq!(trim_percentile(99.9), "99.9");
         assert_eq!(trim_percentile(50.0), "50");

@@ -256,9 +256,9 @@ impl Worker {
         }
     }
 
-    /// Before a connection's command runs (`Worker::run_one`): its timer (none for EXEC, whose
-    /// commands are timed each on its own as in Redis, nor for commands queued after
-    /// MULTI), and where the turn's queues stand.
+    /// Before a connection's command runs (`Worker::run_one`): its timer (none for commands
+    /// queued after MULTI, which are timed when EXEC runs them), and where the turn's queues
+    /// stand.
     pub(super) fn slow_begin(
         &mut self,
         token: usize,
@@ -279,7 +279,10 @@ impl Worker {
             part: 0,
         });
         SlowMark {
-            timer: (!queued && !exec).then(SlowTimer::start),
+            // EXEC is timed too (INFO commandstats, latency tracking, the latency monitor),
+            // but is no slow log entry: its commands are, each where it ran, as in Redis.
+            timer: (!queued || exec).then(SlowTimer::start),
+            exec,
             parts_logged: self.slow_pending.len(),
             steps: self.nx_out.len(),
             owed: out.in_flight,
@@ -288,8 +291,8 @@ impl Worker {
 
     /// After it ran: one entry for a command that ran here only (not one per op it ran), or
     /// an entry per part where each ran for one that went to other workers (the ops' own),
-    /// or as `whole_entry` says. Returns the microseconds it took here (none when not timed:
-    /// queued in MULTI, EXEC).
+    /// or as `whole_entry` says; none for EXEC. Returns the microseconds it took here (none
+    /// when not timed: queued in MULTI).
     pub(super) fn slow_end(
         &mut self,
         mark: SlowMark,
@@ -302,6 +305,9 @@ impl Worker {
         let us = timer.micros();
         if !out.not_run && self.config.server.latency_monitor_threshold > 0 {
             self.command_spike(args[0], us);
+        }
+        if mark.exec {
+            return Some(us);
         }
         let in_steps = self.nx_out.len() > mark.steps;
         let went = in_steps || out.in_flight > mark.owed;
@@ -443,6 +449,7 @@ impl Worker {
 /// Where a connection's command stood when it started (`Worker::slow_begin`).
 pub(super) struct SlowMark {
     timer: Option<SlowTimer>,
+    exec: bool,
     /// Entries of ops run for connections (`slow_pending`), requests in steps (`nx_out`)
     /// and answers owed to the connection (`Output::in_flight`) then.
     parts_logged: usize,

@@ -264,9 +264,13 @@ impl CmdStats {
     }
 
     /// A call counted by another worker (its connection's) that ran here for `usec`: its
-    /// latency only.
-    pub fn record_latency(&mut self, name: &'static str, usec: u64) {
-        self.get(name).latency.record_usec(usec);
+    /// time, and its latency when `track`ed.
+    pub fn record_ran(&mut self, name: &'static str, usec: u64, track: bool) {
+        let s = self.get(name);
+        s.usec += usec;
+        if track {
+            s.latency.record_usec(usec);
+        }
     }
 
     /// The latency histograms with calls, by name.
