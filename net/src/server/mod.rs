@@ -740,6 +740,7 @@ pub fn start_node(
                 }
                 let opts = engine_options(&cfg);
                 let mut stores: Vec<Option<Store>> = (0..topo.partitions).map(|_| None).collect();
+                let opening = Instant::now();
                 for p in (0..topo.partitions).filter(|&p| {
                     topo.worker_of(p) == id
                         && replicated.as_ref().is_none_or(|r| r.contains(&p))
@@ -775,6 +776,7 @@ pub fn start_node(
                         }
                     }
                 }
+                log_opened(id, &stores, opening.elapsed());
                 for (p, records) in replay {
                     let Some(store) = stores.get_mut(p as usize).and_then(|s| s.as_mut()) else {
                         continue;
@@ -880,6 +882,28 @@ pub fn start_node(
 
 /// Hint files and merges (the maintenance thread), or everysec's fsyncs (a thread of their
 /// own), off the workers' threads.
+/// How a worker opened its partition logs: what INFO persistence's `log_load_*` fields sum
+/// over all workers, for the log.
+fn log_opened(worker: usize, stores: &[Option<Store>], took: std::time::Duration) {
+    let (mut opened, mut records, mut scanned, mut hints, mut shutdown_hints) = (0, 0, 0, 0, 0);
+    for r in stores.iter().flatten().map(Store::recovery_report) {
+        let from_shutdown_hint = usize::from(r.active_from_shutdown_hint);
+        opened += 1;
+        records += r.records;
+        scanned += r
+            .segments
+            .saturating_sub(r.segments_from_hints + from_shutdown_hint);
+        hints += r.segments_from_hints;
+        shutdown_hints += from_shutdown_hint;
+    }
+    if opened > 0 {
+        info!(
+            "worker {worker}: opened {opened} partition logs in {} ms: {records} records; segments: {scanned} read whole, {hints} from hint files, {shutdown_hints} from shutdown hints",
+            took.as_millis()
+        );
+    }
+}
+
 fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
     while let Ok(job) = rx.recv() {
         match job {
