@@ -250,6 +250,49 @@ fn a_damaged_shutdown_hint_makes_the_start_scan() {
     assert_eq!(dump(&s).0, want);
 }
 
+/// Exhaustive over a small hint: every single-bit flip (one per byte, the bit moving with
+/// the offset) and every cut is refused, and the start loads by scanning what it would have
+/// loaded.
+#[test]
+fn every_flipped_bit_and_every_cut_of_a_shutdown_hint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    write_history(&mut s, 6);
+    let (want, _) = dump(&s);
+    assert!(clean_close(s));
+    let hint = shutdown_hints(dir.path()).pop().unwrap();
+    let name = hint.file_name().unwrap().to_owned();
+    let good = fs::read(&hint).unwrap();
+    fs::remove_file(&hint).unwrap();
+    let flips = (0..good.len()).map(|at| {
+        let mut b = good.clone();
+        b[at] ^= 1 << (at % 8);
+        (format!("bit {} of byte {at}", at % 8), b)
+    });
+    let cuts = (0..good.len()).map(|len| (format!("cut to {len} bytes"), good[..len].to_vec()));
+    let mut tried = 0;
+    for (what, bytes) in flips.chain(cuts) {
+        let d = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), d.path());
+        fs::write(d.path().join(&name), &bytes).unwrap();
+        let s = open(d.path());
+        assert!(
+            !s.recovery_report().active_from_shutdown_hint,
+            "{what}: used"
+        );
+        assert_eq!(dump(&s).0, want, "{what}");
+        assert!(shutdown_hints(d.path()).is_empty(), "{what}: left");
+        tried += 1;
+    }
+    assert_eq!(tried, 2 * good.len());
+    assert!(good.len() > 500, "a hint of {} bytes", good.len());
+    // The undamaged one is used.
+    fs::write(&hint, &good).unwrap();
+    let s = open(dir.path());
+    assert!(s.recovery_report().active_from_shutdown_hint);
+    assert_eq!(dump(&s).0, want);
+}
+
 #[test]
 fn no_shutdown_hint_for_what_is_not_fsynced_or_off() {
     let dir = tempfile::tempdir().unwrap();

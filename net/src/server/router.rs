@@ -77,8 +77,71 @@ impl Topology {
 /// Arguments copied out of a connection's buffer to travel to another worker.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnedArgs {
-    data: Vec<u8>,
+    data: Data,
     ends: Ends,
+}
+
+/// The arguments' bytes: inline up to `INLINE_DATA` (a GET or a short SET: no allocation,
+/// in a message no larger, as `Op` has larger variants), else on the heap.
+#[derive(Clone, Debug)]
+enum Data {
+    Inline(u8, [u8; INLINE_DATA]),
+    Heap(Vec<u8>),
+}
+
+const INLINE_DATA: usize = 62;
+
+impl Default for Data {
+    fn default() -> Data {
+        Data::Inline(0, [0; INLINE_DATA])
+    }
+}
+
+impl PartialEq for Data {
+    fn eq(&self, other: &Data) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Data {}
+
+impl Data {
+    fn with_capacity(n: usize) -> Data {
+        if n <= INLINE_DATA {
+            Data::default()
+        } else {
+            Data::Heap(Vec::with_capacity(n))
+        }
+    }
+
+    fn extend_from_slice(&mut self, a: &[u8]) {
+        match self {
+            Data::Inline(n, buf) if *n as usize + a.len() <= INLINE_DATA => {
+                let at = *n as usize;
+                buf[at..at + a.len()].copy_from_slice(a);
+                *n += a.len() as u8;
+            }
+            Data::Inline(n, buf) => {
+                let have = *n as usize;
+                let mut v = Vec::with_capacity((have + a.len()).max(2 * INLINE_DATA));
+                v.extend_from_slice(&buf[..have]);
+                v.extend_from_slice(a);
+                *self = Data::Heap(v);
+            }
+            Data::Heap(v) => v.extend_from_slice(a),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Data::Inline(n, buf) => &buf[..*n as usize],
+            Data::Heap(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
 }
 
 /// Where each argument ends in `OwnedArgs::data`: inline for a command of up to
@@ -134,8 +197,8 @@ impl Ends {
 }
 
 impl OwnedArgs {
-    /// One allocation for the bytes, sized exactly, and their ends inline unless there are
-    /// many (this runs for every command sent to another worker).
+    /// The bytes and their ends inline unless there are many, else one allocation each,
+    /// sized exactly (this runs for every command sent to another worker).
     pub fn from_slices<'a, I>(args: I) -> OwnedArgs
     where
         I: IntoIterator<Item = &'a [u8]>,
@@ -144,7 +207,7 @@ impl OwnedArgs {
         let args = args.into_iter();
         let (count, bytes) = args.clone().fold((0, 0), |(n, b), a| (n + 1, b + a.len()));
         let mut o = OwnedArgs {
-            data: Vec::with_capacity(bytes),
+            data: Data::with_capacity(bytes),
             ends: Ends::with_capacity(count),
         };
         for a in args {
@@ -173,8 +236,9 @@ impl OwnedArgs {
     /// The arguments, in order, without collecting them.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + Clone + '_ {
         let mut start = 0usize;
+        let data = self.data.as_slice();
         self.ends.as_slice().iter().map(move |&e| {
-            let a = &self.data[start..e as usize];
+            let a = &data[start..e as usize];
             start = e as usize;
             a
         })
@@ -711,6 +775,25 @@ mod tests {
                 expect.iter().map(|(k, _)| *k).collect::<Vec<_>>()
             );
         }
+    }
+
+    #[test]
+    fn short_arguments_travel_inline_in_a_message_no_larger() {
+        // `Op::Keyed` (a partition and the arguments) stays within `Op`'s largest variant.
+        assert!(
+            std::mem::size_of::<OwnedArgs>() + 8 <= std::mem::size_of::<Op>(),
+            "OwnedArgs {} bytes, Op {}",
+            std::mem::size_of::<OwnedArgs>(),
+            std::mem::size_of::<Op>()
+        );
+        let get = OwnedArgs::from_slices([&b"GET"[..], b"key:000000012345"]);
+        assert!(matches!(get.data, Data::Inline(..)));
+        let full = [b'x'; INLINE_DATA - 3];
+        let set = OwnedArgs::from_slices([&b"SET"[..], &full[..]]);
+        assert!(matches!(set.data, Data::Inline(..)));
+        let over = OwnedArgs::from_slices([&b"SET"[..], &full[..], b"!"]);
+        assert!(matches!(over.data, Data::Heap(_)));
+        assert_eq!(over.slices(), [&b"SET"[..], &full[..], b"!"]);
     }
 
     #[test]
