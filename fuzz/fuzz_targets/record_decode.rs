@@ -94,6 +94,9 @@ fn check_decode(buf: &[u8]) -> Result<usize, DecodeError> {
                     assert_eq!(computed, crc32_ieee(&buf[4..h.record_len()]));
                     assert_ne!(stored, computed);
                 }
+                DecodeError::LsnOutOfOrder { .. } => {
+                    panic!("decode returned {e:?}: only recovery finds LSNs out of order")
+                }
             }
             let _ = e.to_string();
             Err(e)

@@ -13,6 +13,11 @@
 //!
 //! - damage inside the 64-byte segment header is an error (a damaged header is never guessed
 //!   at), except a file cut shorter than the header, which holds no record and is dropped;
+//! - damage that cannot be a torn write (a whole record whose checksum fails, followed by
+//!   whole records or all there itself: bit rot, not a crash) may be refused with
+//!   `OpenError::CorruptSegment` naming the damaged segment at or after the first damaged
+//!   record; the partition is then opened with `repair`, which must give what follows. A cut
+//!   alone (mode 1) is always a torn tail and never refused;
 //! - otherwise `open` succeeds, the visible state (every key's value and expiry, the key
 //!   count, what a full SCAN returns) is exactly the model after the first `k` records, the
 //!   log ends at LSN `k`, the report counts `k` records and the bytes cut from the tail, and
@@ -27,276 +32,28 @@
 //! base as the file name: they are valid headers.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use simplekv_engine::record::{self, RecordIter, Tag};
-use simplekv_engine::segment::{SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_name};
-use simplekv_engine::{Durability, Options, Store};
+use simplekv_engine::record::{self, RecordIter};
+use simplekv_engine::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
+use simplekv_engine::{OpenError, Options, Store};
 
-const NOW: u64 = 1_700_000_000_000;
-
-/// `SKV_FUZZ_TRACE=1` prints what an input does (for turning a crash into a test).
-fn tracing() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("SKV_FUZZ_TRACE").is_some())
-}
-
-macro_rules! trace {
-    ($($t:tt)*) => {
-        if tracing() {
-            eprintln!($($t)*);
-        }
-    };
-}
-
-fn clock() -> u64 {
-    NOW
-}
-
-fn opts() -> Options {
-    Options {
-        segment_size: 4096,
-        durability: Durability::Never,
-        clock,
-        ..Options::default()
-    }
-}
-
-/// The partition directory of this process, on tmpfs when there is one. Created by
-/// `Store::open` and removed after every input.
-fn scratch() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        base.join(format!("simplekv-fuzz-recovery-{}", std::process::id()))
-    })
-}
-
-const KEYS: &[&[u8]] = &[
-    b"",
-    b"a",
-    b"b",
-    b"key-c",
-    b"\x00\xff",
-    b"a-much-longer-key-over-22-bytes",
-];
-
-#[derive(Clone, Debug)]
-struct Rec {
-    tag: Tag,
-    key: Vec<u8>,
-    value: Vec<u8>,
-    expire: u64,
-}
-
-/// key -> (value, expire): what the keydir holds (expired keys included).
-type Model = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
-
-fn apply(m: &mut Model, r: &Rec) {
-    match r.tag {
-        Tag::Put => {
-            m.insert(r.key.clone(), (r.value.clone(), r.expire));
-        }
-        Tag::Delete => {
-            m.remove(&r.key);
-        }
-        Tag::Expire => {
-            if let Some(e) = m.get_mut(&r.key) {
-                e.1 = r.expire;
-            }
-        }
-        Tag::Clear => m.clear(),
-    }
-}
-
-fn visible(expire: u64) -> bool {
-    expire == 0 || expire > NOW
-}
-
-fn expiry(u: &mut Unstructured<'_>) -> ArbResult<u64> {
-    Ok(match u.int_in_range(0..=3u8)? {
-        0 | 1 => 0,
-        2 => NOW - 1 - u64::from(u.arbitrary::<u16>()?),
-        _ => NOW + 1 + u64::from(u.arbitrary::<u16>()?),
-    })
-}
-
-/// Epoch entries as `LeaderEpochCache::assign` keeps them.
-fn assign(epochs: &mut Vec<(u32, u64)>, epoch: u32, start: u64) {
-    if epochs.last().is_some_and(|&(e, _)| epoch <= e) {
-        return;
-    }
-    epochs.retain(|&(_, s)| s < start);
-    epochs.push((epoch, start));
-}
-
-fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut v: Vec<(u64, PathBuf)> = fs::read_dir(dir)
-        .expect("read dir")
-        .filter_map(|e| {
-            let e = e.expect("dir entry");
-            let name = e.file_name().into_string().ok()?;
-            parse_segment_name(&name).map(|b| (b, e.path()))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// Checks the visible state of `s` against the model.
-fn check_state(s: &Store, m: &Model, what: &str) {
-    assert_eq!(s.len(), m.len(), "{what}: key count (expired included)");
-    for k in KEYS {
-        let want = m.get(*k).filter(|(_, e)| visible(*e));
-        let got = s
-            .get(k)
-            .unwrap_or_else(|e| panic!("{what}: read of {k:?} failed: {e}"));
-        assert_eq!(
-            got.as_ref(),
-            want.map(|(v, _)| v),
-            "{what}: value of key {k:?}"
-        );
-        let meta = s.meta(k);
-        assert_eq!(
-            meta.map(|m| m.expire),
-            want.map(|&(_, e)| (e != 0).then_some(e)),
-            "{what}: expiry of key {k:?}"
-        );
-        assert_eq!(s.exists(k), want.is_some());
-    }
-    let mut scanned = BTreeSet::new();
-    let mut cursor = 0;
-    let mut rounds = 0;
-    loop {
-        cursor = s.scan(cursor, 3, |k| {
-            scanned.insert(k.to_vec());
-        });
-        rounds += 1;
-        assert!(rounds < 10_000, "{what}: scan does not terminate");
-        if cursor == 0 {
-            break;
-        }
-    }
-    let want: BTreeSet<Vec<u8>> = m
-        .iter()
-        .filter(|(_, (_, e))| visible(*e))
-        .map(|(k, _)| k.clone())
-        .collect();
-    assert_eq!(
-        scanned, want,
-        "{what}: SCAN returns keys that were not written"
-    );
-}
+#[path = "common/log.rs"]
+#[macro_use]
+mod log;
+use log::{KEYS, Model, Written, apply, check_state, damage, opts, scratch, segments, write_log};
 
 fn run(u: &mut Unstructured<'_>, dir: &Path) -> ArbResult<()> {
     // ---- write a log
-    let mut store = Store::open(dir, opts()).expect("open a fresh partition");
-    let mut state = Model::new();
-    let mut recs: Vec<Rec> = Vec::new();
-    let mut epochs: Vec<(u32, u64)> = Vec::new();
-    let mut next_epoch = 1u32;
-    let n_ops = u.int_in_range(1..=20u8)?;
-    for _ in 0..n_ops {
-        let key = u.choose(KEYS)?.to_vec();
-        let rec = match u.int_in_range(0..=9u8)? {
-            0..=4 => {
-                // Mostly small values, sometimes over a segment (the segment grows for it).
-                let len = match u.int_in_range(0..=7u8)? {
-                    0 => usize::from(u.arbitrary::<u16>()? % 6000),
-                    1..=3 => usize::from(u.arbitrary::<u16>()? % 1500),
-                    _ => usize::from(u.arbitrary::<u8>()? % 40),
-                };
-                let seed = u.arbitrary::<u8>()?;
-                let value: Vec<u8> = (0..len)
-                    .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-                    .collect();
-                let expire = expiry(u)?;
-                let e = (expire != 0).then_some(expire);
-                store.put(&key, &value, e).expect("put");
-                Some(Rec {
-                    tag: Tag::Put,
-                    key,
-                    value,
-                    expire,
-                })
-            }
-            5 => {
-                let present = state.contains_key(&key);
-                let was_visible = state.get(&key).is_some_and(|(_, e)| visible(*e));
-                assert_eq!(store.delete(&key).expect("delete"), was_visible);
-                present.then(|| Rec {
-                    tag: Tag::Delete,
-                    key,
-                    value: Vec::new(),
-                    expire: 0,
-                })
-            }
-            6 => {
-                let expire = expiry(u)?;
-                let vis = state.get(&key).is_some_and(|(_, e)| visible(*e));
-                let e = (expire != 0).then_some(expire);
-                assert_eq!(store.set_expire(&key, e).expect("expire"), vis);
-                vis.then(|| Rec {
-                    tag: Tag::Expire,
-                    key,
-                    value: Vec::new(),
-                    expire,
-                })
-            }
-            7 => {
-                store.clear().expect("clear");
-                Some(Rec {
-                    tag: Tag::Clear,
-                    key: Vec::new(),
-                    value: Vec::new(),
-                    expire: 0,
-                })
-            }
-            8 => {
-                trace!("op: roll");
-                store.roll().expect("roll");
-                None
-            }
-            _ => {
-                let lsn = recs.len() as u64;
-                trace!("op: begin epoch {next_epoch} at LSN {lsn}");
-                store.begin_epoch(next_epoch).expect("begin epoch");
-                assign(&mut epochs, next_epoch, lsn);
-                next_epoch += u32::from(u.int_in_range(1..=2u8)?);
-                None
-            }
-        };
-        if let Some(r) = &rec {
-            trace!(
-                "op: {:?} key {:?} value {} bytes expire {} -> LSN {}",
-                r.tag,
-                r.key,
-                r.value.len(),
-                r.expire,
-                recs.len()
-            );
-        }
-        if let Some(r) = rec {
-            apply(&mut state, &r);
-            recs.push(r);
-        }
-        if u.ratio(1, 3)? {
-            store.commit().expect("commit");
-        }
-    }
-    store.commit().expect("commit");
-    assert_eq!(store.log_end(), recs.len() as u64);
-    check_state(&store, &state, "before damage");
+    let Written {
+        mut store,
+        state: _,
+        recs,
+        epochs,
+    } = write_log(u, dir)?;
     if u.arbitrary::<bool>()? {
         for job in store.take_hint_jobs() {
             trace!("hint job: {}", job.hint.display());
@@ -341,26 +98,10 @@ fn run(u: &mut Unstructured<'_>, dir: &Path) -> ArbResult<()> {
     // ---- damage the last segment
     let mode = u.int_in_range(0..=2u8)?;
     let mut bytes = orig.clone();
-    match mode {
-        0 => {
-            let n = u.int_in_range(1..=4u8)?;
-            for _ in 0..n {
-                let off = usize::from(u.arbitrary::<u16>()?) % bytes.len();
-                bytes[off] ^= u.int_in_range(1..=255u8)?;
-            }
-        }
-        _ => {
-            let cut = u.arbitrary::<u16>()? as usize % (bytes.len() + 1);
-            bytes.truncate(cut);
-            if mode == 2 {
-                let n = u.int_in_range(1..=200usize)?;
-                let garbage = u.bytes(n)?;
-                if record::decode(garbage).is_ok() {
-                    return Ok(()); // a valid record is not garbage
-                }
-                bytes.extend_from_slice(garbage);
-            }
-        }
+    if let Some(at) = damage(u, &mut bytes, mode)?
+        && record::decode(&bytes[at..]).is_ok()
+    {
+        return Ok(()); // a valid record is not garbage
     }
     // First damaged byte: first difference, or the cut.
     let first_bad = orig
@@ -412,9 +153,30 @@ fn run(u: &mut Unstructured<'_>, dir: &Path) -> ArbResult<()> {
         );
         return Ok(());
     }
-    let store = reopened.unwrap_or_else(|e| {
-        panic!("open failed although only the tail past byte {first_bad} was damaged: {e}")
-    });
+    // Damage that cannot be a torn write (a whole record with a flipped bit, followed by
+    // whole records or all there itself) is refused, naming the record, as damage inside the
+    // log; with `repair` the open then drops it and everything after it. A cut alone is always
+    // a torn tail.
+    let (store, repaired) = match reopened {
+        Ok(s) => (s, false),
+        Err(OpenError::CorruptSegment { path, offset, .. }) if mode != 1 => {
+            assert_eq!(path, last_path, "the damaged segment is the one named");
+            assert!(
+                offset as usize >= first_bad.min(kept_end) && (offset as usize) < bytes.len(),
+                "refused at byte {offset}, first damaged byte {first_bad}"
+            );
+            trace!("refused as damage inside the log at byte {offset}; opening with repair");
+            let o = Options {
+                repair: true,
+                ..opts()
+            };
+            let s = Store::open(dir, o).unwrap_or_else(|e| panic!("open with repair: {e}"));
+            (s, true)
+        }
+        Err(e) => {
+            panic!("open failed although only the tail past byte {first_bad} was damaged: {e}")
+        }
+    };
     let mut want = Model::new();
     for r in &recs[..k] {
         apply(&mut want, r);
@@ -428,7 +190,11 @@ fn run(u: &mut Unstructured<'_>, dir: &Path) -> ArbResult<()> {
     } else {
         (bytes.len() - kept_end) as u64
     };
-    assert_eq!(report.truncated_tail_bytes, cut, "bytes cut from the tail");
+    let dropped = report.truncated_tail_bytes + report.repaired_bytes_dropped;
+    assert_eq!(
+        dropped, cut,
+        "bytes cut from the tail (repaired: {repaired})"
+    );
     let want_epochs: Vec<(u32, u64)> = epochs
         .iter()
         .copied()
@@ -480,7 +246,7 @@ fn run(u: &mut Unstructured<'_>, dir: &Path) -> ArbResult<()> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let dir = scratch();
+    let dir = scratch("recovery");
     let _ = fs::remove_dir_all(dir);
     let _ = run(&mut Unstructured::new(data), dir);
     let _ = fs::remove_dir_all(dir);

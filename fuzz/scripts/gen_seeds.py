@@ -87,6 +87,13 @@ for n in (32, 96, 256, 600, 1500, 3000):
     write("segment_recovery", "random_%d" % n, bytes(rng.randrange(256) for _ in range(n)))
 write("segment_recovery", "mostly_puts", bytes([0x10, 0x01, 0x00, 0x20] * 40))
 
+# ---------------------------------------------------------------- hint_recovery
+# The same writes as segment_recovery (common/log.rs), then the choice of hint and damage.
+rng = random.Random(20261208)
+for n in (64, 256, 600, 1500, 3000):
+    write("hint_recovery", "random_%d" % n, bytes(rng.randrange(256) for _ in range(n)))
+write("hint_recovery", "mostly_puts", bytes([0x10, 0x01, 0x00, 0x20] * 40))
+
 
 # ---------------------------------------------------------------- grpc_decode
 def varint(n):
