@@ -5908,6 +5908,27 @@ fn exec_is_timed_and_its_commands_are_timed_where_they_ran() {
         "{names:?}"
     );
     assert!(!names.iter().any(|n| n == "exec"), "{names:?}");
+    // With the slow log and latency tracking off, the time still counts in commandstats.
+    for (name, value) in [
+        ("slowlog-log-slower-than", "-1"),
+        ("latency-tracking", "no"),
+    ] {
+        let () = cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut c)
+            .unwrap();
+    }
+    let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    let () = p.query(&mut c).unwrap();
+    let stats: String = cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+    let usec = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_set:"))
+        .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("usec=")))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(usec.is_some_and(|u| u > 0), "{stats}");
 }
 
 /// As in Redis, CLIENT KILL answers once the connections it killed are closed: whichever

@@ -506,7 +506,7 @@ impl Worker {
             answer(w, e, Need::Now);
         };
         // The last worker's reads and computing are timed for the slow log (`slowlog`).
-        let timer = self.op_timer();
+        let timer = Some(self.op_timer());
         if let Err(e) = self.combine_read(&mut c) {
             return fail(self, e);
         }

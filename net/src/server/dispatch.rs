@@ -1014,7 +1014,7 @@ impl Worker {
         let ctx = self.exec_ctx();
         // The ops a command runs here are timed for the slow log, each with its arguments
         // (a part of a command over several workers: its name and this worker's keys).
-        let timer = self.op_timer();
+        let timer = Some(self.op_timer());
         match op {
             Op::Keyed { partition, args } => {
                 // The arguments as slices on the stack (no allocation for a short command).

@@ -880,8 +880,6 @@ pub fn start_node(
     })
 }
 
-/// Hint files and merges (the maintenance thread), or everysec's fsyncs (a thread of their
-/// own), off the workers' threads.
 /// How a worker opened its partition logs: what INFO persistence's `log_load_*` fields sum
 /// over all workers, for the log.
 fn log_opened(worker: usize, stores: &[Option<Store>], took: std::time::Duration) {
@@ -904,6 +902,8 @@ fn log_opened(worker: usize, stores: &[Option<Store>], took: std::time::Duration
     }
 }
 
+/// Hint files and merges (the maintenance thread), or everysec's fsyncs (a thread of their
+/// own), off the workers' threads.
 fn maintenance(rx: crossbeam_channel::Receiver<Job>, peers: Vec<Peer>) {
     while let Ok(job) = rx.recv() {
         match job {

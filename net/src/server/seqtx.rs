@@ -622,7 +622,7 @@ impl Worker {
                 }
                 // What it computes is timed for the slow log (`slowlog`).
                 let c = *c;
-                let timer = self.op_timer();
+                let timer = Some(self.op_timer());
                 let argv = || c.argv.iter().map(|a| &a[..]).collect();
                 let (reply, need) = match c.job {
                     Job::Lcs(o) => {

@@ -220,12 +220,11 @@ impl Worker {
         self.slowlog.push(entry, max);
     }
 
-    /// A timer for an op (`execute_op`), unless the slow log and latency tracking are off.
-    pub(super) fn op_timer(&self) -> Option<SlowTimer> {
-        (self.config.server.slowlog_log_slower_than >= 0
-            || self.config.server.latency_tracking
-            || self.config.server.latency_monitor_threshold > 0)
-            .then(SlowTimer::start)
+    /// A timer for an op (`execute_op`): always, as its time counts in INFO commandstats
+    /// (a single-key command's, `run_keyed_op`) whatever the slow log, latency tracking and
+    /// the latency monitor are set to, as a command's on its connection's worker does.
+    pub(super) fn op_timer(&self) -> SlowTimer {
+        SlowTimer::start()
     }
 
     /// Logs an op `timer` found slow; `words`: its arguments (the command's, or its name and
