@@ -5833,18 +5833,22 @@ fn latency_tracking_keeps_redis_histograms_per_command() {
     );
 }
 
+fn config_set(c: &mut redis::Connection, name: &str, value: &str) {
+    let () = cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query(c)
+        .unwrap();
+}
+
 /// As in Redis: EXEC is timed (INFO commandstats, latency tracking) but is no slow log entry;
 /// the commands it runs are timed each where it ran, and counted once.
 #[test]
 fn exec_is_timed_and_its_commands_are_timed_where_they_ran() {
     let s = server();
     let mut c = s.client();
-    let () = cmd("CONFIG")
-        .arg("SET")
-        .arg("slowlog-log-slower-than")
-        .arg("0")
-        .query(&mut c)
-        .unwrap();
+    config_set(&mut c, "slowlog-log-slower-than", "0");
     let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
     let _: () = cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
     // Values large enough that writing each takes microseconds; keys on every worker.
@@ -5909,17 +5913,8 @@ fn exec_is_timed_and_its_commands_are_timed_where_they_ran() {
     );
     assert!(!names.iter().any(|n| n == "exec"), "{names:?}");
     // With the slow log and latency tracking off, the time still counts in commandstats.
-    for (name, value) in [
-        ("slowlog-log-slower-than", "-1"),
-        ("latency-tracking", "no"),
-    ] {
-        let () = cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query(&mut c)
-            .unwrap();
-    }
+    config_set(&mut c, "slowlog-log-slower-than", "-1");
+    config_set(&mut c, "latency-tracking", "no");
     let () = cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
     let () = p.query(&mut c).unwrap();
     let stats: String = cmd("INFO").arg("commandstats").query(&mut c).unwrap();
