@@ -74,124 +74,76 @@ impl Topology {
     }
 }
 
-/// Arguments copied out of a connection's buffer to travel to another worker.
+/// Arguments copied out of a connection's buffer to travel to another worker: their bytes,
+/// and where each ends. Both inline for a short command (a GET, a SET of a short value), so
+/// that sending one to another worker allocates nothing, in a message no larger (`Op` has
+/// larger variants).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnedArgs {
-    data: Data,
-    ends: Ends,
-}
-
-/// The arguments' bytes: inline up to `INLINE_DATA` (a GET or a short SET: no allocation,
-/// in a message no larger, as `Op` has larger variants), else on the heap.
-#[derive(Clone, Debug)]
-enum Data {
-    Inline(u8, [u8; INLINE_DATA]),
-    Heap(Vec<u8>),
+    data: Small<u8, INLINE_DATA>,
+    ends: Small<u32, INLINE_ENDS>,
 }
 
 const INLINE_DATA: usize = 62;
+const INLINE_ENDS: usize = 5;
 
-impl Default for Data {
-    fn default() -> Data {
-        Data::Inline(0, [0; INLINE_DATA])
+/// Up to `N` (at most 255) items inline, more on the heap. Equal contents are equal, however
+/// they are held.
+#[derive(Clone, Debug)]
+enum Small<T, const N: usize> {
+    Inline(u8, [T; N]),
+    Heap(Vec<T>),
+}
+
+impl<T: Copy + Default, const N: usize> Default for Small<T, N> {
+    fn default() -> Self {
+        Small::Inline(0, [T::default(); N])
     }
 }
 
-impl PartialEq for Data {
-    fn eq(&self, other: &Data) -> bool {
+impl<T: Copy + PartialEq, const N: usize> PartialEq for Small<T, N> {
+    fn eq(&self, other: &Self) -> bool {
         self.as_slice() == other.as_slice()
     }
 }
 
-impl Eq for Data {}
+impl<T: Copy + Eq, const N: usize> Eq for Small<T, N> {}
 
-impl Data {
-    fn with_capacity(n: usize) -> Data {
-        if n <= INLINE_DATA {
-            Data::default()
+impl<T: Copy + Default, const N: usize> Small<T, N> {
+    /// Room for `n` items: inline if they fit, else one allocation of exactly that.
+    fn with_capacity(n: usize) -> Self {
+        if n <= N {
+            Small::default()
         } else {
-            Data::Heap(Vec::with_capacity(n))
+            Small::Heap(Vec::with_capacity(n))
         }
     }
 
-    fn extend_from_slice(&mut self, a: &[u8]) {
+    fn extend_from_slice(&mut self, a: &[T]) {
+        const { assert!(N <= u8::MAX as usize) };
         match self {
-            Data::Inline(n, buf) if *n as usize + a.len() <= INLINE_DATA => {
+            Small::Inline(n, buf) if *n as usize + a.len() <= N => {
                 let at = *n as usize;
                 buf[at..at + a.len()].copy_from_slice(a);
                 *n += a.len() as u8;
             }
-            Data::Inline(n, buf) => {
+            Small::Inline(n, buf) => {
                 let have = *n as usize;
-                let mut v = Vec::with_capacity((have + a.len()).max(2 * INLINE_DATA));
+                let mut v = Vec::with_capacity((have + a.len()).max(2 * N));
                 v.extend_from_slice(&buf[..have]);
                 v.extend_from_slice(a);
-                *self = Data::Heap(v);
+                *self = Small::Heap(v);
             }
-            Data::Heap(v) => v.extend_from_slice(a),
+            Small::Heap(v) => v.extend_from_slice(a),
         }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Data::Inline(n, buf) => &buf[..*n as usize],
-            Data::Heap(v) => v,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.as_slice().len()
     }
 }
 
-/// Where each argument ends in `OwnedArgs::data`: inline for a command of up to
-/// `INLINE_ENDS` arguments (GET, SET with an option), so that sending one to another worker
-/// allocates once, for its bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Ends {
-    Inline(u8, [u32; INLINE_ENDS]),
-    Heap(Vec<u32>),
-}
-
-const INLINE_ENDS: usize = 5;
-
-impl Default for Ends {
-    fn default() -> Ends {
-        Ends::Inline(0, [0; INLINE_ENDS])
-    }
-}
-
-impl Ends {
-    /// Room for `n` ends; inline while they fit (an `Ends` never goes back inline, so that
-    /// equal contents have one representation).
-    fn with_capacity(n: usize) -> Ends {
-        if n <= INLINE_ENDS {
-            Ends::default()
-        } else {
-            Ends::Heap(Vec::with_capacity(n))
-        }
-    }
-
-    fn push(&mut self, end: u32) {
+impl<T, const N: usize> Small<T, N> {
+    fn as_slice(&self) -> &[T] {
         match self {
-            Ends::Inline(n, a) if (*n as usize) < INLINE_ENDS => {
-                a[*n as usize] = end;
-                *n += 1;
-            }
-            Ends::Inline(n, a) => {
-                let mut v = Vec::with_capacity(2 * INLINE_ENDS);
-                v.extend_from_slice(&a[..*n as usize]);
-                v.push(end);
-                *self = Ends::Heap(v);
-            }
-            Ends::Heap(v) => v.push(end),
-        }
-    }
-
-    fn as_slice(&self) -> &[u32] {
-        match self {
-            Ends::Inline(n, a) => &a[..*n as usize],
-            Ends::Heap(v) => v,
+            Small::Inline(n, buf) => &buf[..*n as usize],
+            Small::Heap(v) => v,
         }
     }
 }
@@ -207,8 +159,8 @@ impl OwnedArgs {
         let args = args.into_iter();
         let (count, bytes) = args.clone().fold((0, 0), |(n, b), a| (n + 1, b + a.len()));
         let mut o = OwnedArgs {
-            data: Data::with_capacity(bytes),
-            ends: Ends::with_capacity(count),
+            data: Small::with_capacity(bytes),
+            ends: Small::with_capacity(count),
         };
         for a in args {
             o.push(a);
@@ -218,7 +170,8 @@ impl OwnedArgs {
 
     pub fn push(&mut self, a: &[u8]) {
         self.data.extend_from_slice(a);
-        self.ends.push(self.data.len() as u32);
+        self.ends
+            .extend_from_slice(&[self.data.as_slice().len() as u32]);
     }
 
     pub fn len(&self) -> usize {
@@ -787,12 +740,12 @@ mod tests {
             std::mem::size_of::<Op>()
         );
         let get = OwnedArgs::from_slices([&b"GET"[..], b"key:000000012345"]);
-        assert!(matches!(get.data, Data::Inline(..)));
+        assert!(matches!(get.data, Small::Inline(..)));
         let full = [b'x'; INLINE_DATA - 3];
         let set = OwnedArgs::from_slices([&b"SET"[..], &full[..]]);
-        assert!(matches!(set.data, Data::Inline(..)));
+        assert!(matches!(set.data, Small::Inline(..)));
         let over = OwnedArgs::from_slices([&b"SET"[..], &full[..], b"!"]);
-        assert!(matches!(over.data, Data::Heap(_)));
+        assert!(matches!(over.data, Small::Heap(_)));
         assert_eq!(over.slices(), [&b"SET"[..], &full[..], b"!"]);
     }
 
