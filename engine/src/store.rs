@@ -39,6 +39,14 @@ pub struct RecoveryReport {
     pub elapsed: Duration,
 }
 
+impl RecoveryReport {
+    /// Segments read record by record: neither from a hint file nor from a shutdown hint.
+    pub fn segments_read_whole(&self) -> usize {
+        self.segments
+            .saturating_sub(self.segments_from_hints + usize::from(self.active_from_shutdown_hint))
+    }
+}
+
 /// Stages of [`Store::prefetch`], in the order a batch runs them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prefetch {

@@ -40,14 +40,10 @@ impl Worker {
             s.log_end_total += st.log_end;
             s.merges_running += store.merge_in_progress() as u64;
             let r = store.recovery_report();
-            let from_shutdown_hint = r.active_from_shutdown_hint as usize;
             s.load_records += r.records;
-            s.load_scanned += r
-                .segments
-                .saturating_sub(r.segments_from_hints + from_shutdown_hint)
-                as u64;
+            s.load_scanned += r.segments_read_whole() as u64;
             s.load_from_hints += r.segments_from_hints as u64;
-            s.load_shutdown_hints += from_shutdown_hint as u64;
+            s.load_shutdown_hints += u64::from(r.active_from_shutdown_hint);
             s.load_ms += r.elapsed.as_millis() as u64;
             // Writes refused before they were applied (no disk space) count as failed
             // writes to the log, like commits that failed.

@@ -885,14 +885,11 @@ pub fn start_node(
 fn log_opened(worker: usize, stores: &[Option<Store>], took: std::time::Duration) {
     let (mut opened, mut records, mut scanned, mut hints, mut shutdown_hints) = (0, 0, 0, 0, 0);
     for r in stores.iter().flatten().map(Store::recovery_report) {
-        let from_shutdown_hint = usize::from(r.active_from_shutdown_hint);
         opened += 1;
         records += r.records;
-        scanned += r
-            .segments
-            .saturating_sub(r.segments_from_hints + from_shutdown_hint);
+        scanned += r.segments_read_whole();
         hints += r.segments_from_hints;
-        shutdown_hints += from_shutdown_hint;
+        shutdown_hints += usize::from(r.active_from_shutdown_hint);
     }
     if opened > 0 {
         info!(
